@@ -1,0 +1,116 @@
+"""Enumerations shared by the query model, the result model and the GraphQL API."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+
+class Jurisdiction(StrEnum):
+    """EU/EEA member states by ISO 3166-1 alpha-2 code (Greece as GR, not EL)."""
+
+    AT = "AT"
+    BE = "BE"
+    BG = "BG"
+    HR = "HR"
+    CY = "CY"
+    CZ = "CZ"
+    DK = "DK"
+    EE = "EE"
+    FI = "FI"
+    FR = "FR"
+    DE = "DE"
+    GR = "GR"
+    HU = "HU"
+    IE = "IE"
+    IT = "IT"
+    LV = "LV"
+    LT = "LT"
+    LU = "LU"
+    MT = "MT"
+    NL = "NL"
+    PL = "PL"
+    PT = "PT"
+    RO = "RO"
+    SK = "SK"
+    SI = "SI"
+    ES = "ES"
+    SE = "SE"
+    IS = "IS"
+    LI = "LI"
+    NO = "NO"
+
+
+class Vocabulary(StrEnum):
+    """Code systems a query may use; values are OMOP `vocabulary_id`s."""
+
+    ICD10 = "ICD10"
+    SNOMED = "SNOMED"
+    ATC = "ATC"
+    LOINC = "LOINC"
+    RXNORM = "RxNorm"
+
+
+# Shape of a code in each vocabulary. Codes never reach SQL as text (they are bound
+# parameters), but rejecting malformed codes early gives the researcher a clear error.
+CODE_PATTERNS: dict[Vocabulary, re.Pattern[str]] = {
+    Vocabulary.ICD10: re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$"),
+    Vocabulary.SNOMED: re.compile(r"^[0-9]{6,18}$"),
+    Vocabulary.ATC: re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$"),
+    Vocabulary.LOINC: re.compile(r"^[0-9]{1,7}-[0-9]$"),
+    Vocabulary.RXNORM: re.compile(r"^[0-9]{1,9}$"),
+}
+
+
+class Sex(StrEnum):
+    FEMALE = "FEMALE"
+    MALE = "MALE"
+
+
+class Dimension(StrEnum):
+    """Breakdown dimensions: the published allow-list. Nothing else can be grouped by."""
+
+    JURISDICTION = "JURISDICTION"
+    SEX = "SEX"
+    AGE_BAND_5 = "AGE_BAND_5"
+    AGE_BAND_10 = "AGE_BAND_10"
+    AGE_BAND_20 = "AGE_BAND_20"
+    CALENDAR_YEAR = "CALENDAR_YEAR"
+
+    @property
+    def age_band_width(self) -> int | None:
+        return AGE_BAND_WIDTHS.get(self)
+
+
+AGE_BAND_WIDTHS: dict[Dimension, int] = {
+    Dimension.AGE_BAND_5: 5,
+    Dimension.AGE_BAND_10: 10,
+    Dimension.AGE_BAND_20: 20,
+}
+
+
+class MeasureKind(StrEnum):
+    """What is computed per cell. Only distinct-person counts today; the wire format is typed
+    so that sums, means and histograms with public bins can be added without breaking it."""
+
+    PERSON_COUNT = "PERSON_COUNT"
+
+
+class ValueStatus(StrEnum):
+    """How a released number relates to the truth."""
+
+    EXACT = "EXACT"
+    ROUNDED = "ROUNDED"
+    PERTURBED = "PERTURBED"
+    SUPPRESSED = "SUPPRESSED"
+
+
+class NodeStatus(StrEnum):
+    """What happened at one node for one query."""
+
+    OK = "OK"
+    DENIED = "DENIED"
+    TIMEOUT = "TIMEOUT"
+    UNAVAILABLE = "UNAVAILABLE"
+    ERROR = "ERROR"
+    REJECTED = "REJECTED"

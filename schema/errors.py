@@ -1,0 +1,52 @@
+"""Stable error codes. They appear as GraphQL `extensions.code` and in node error bodies;
+clients may switch on them, so a code is never renamed or reused."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # researcher-facing (GraphQL)
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    INVALID_CRITERIA = "INVALID_CRITERIA"
+    INVALID_CODE = "INVALID_CODE"
+    UNKNOWN_JURISDICTION = "UNKNOWN_JURISDICTION"
+    UNKNOWN_DIMENSION = "UNKNOWN_DIMENSION"
+    REQUEST_MISMATCH = "REQUEST_MISMATCH"
+    NO_NODE_ANSWERED = "NO_NODE_ANSWERED"
+    INTERNAL = "INTERNAL"
+    # node-facing (gateway → connector)
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    BAD_REQUEST = "BAD_REQUEST"
+    WRONG_NODE = "WRONG_NODE"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    BACKEND_FAILED = "BACKEND_FAILED"
+
+
+class TesseraError(Exception):
+    """An error with a stable code and structured, safe-to-show details.
+
+    `message` and `details` are shown to the caller: never put SQL, paths, stack traces or
+    cell values in them.
+    """
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, **details: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code.value, **self.details}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value}: {self.message})"

@@ -1,0 +1,173 @@
+"""The query model: what a researcher can ask. Aggregate-only by construction — nothing here
+can express a record-level answer, a minimum, a maximum or a free quantile."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from schema.codes import CODE_PATTERNS, Dimension, Jurisdiction, MeasureKind, Sex, Vocabulary
+from schema.model import Contract
+
+MAX_CRITERIA_DEPTH = 4
+MAX_CODES_PER_GROUP = 32
+MAX_ANY_OF = 8
+MAX_BREAKDOWN_DIMENSIONS = 4
+MAX_TABLES = 8
+MIN_AGE, MAX_AGE = 0, 130
+# Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
+MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
+
+
+class DateWindow(Contract):
+    """Inclusive window on an event's start date."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        for d in (self.start, self.end):
+            if d is not None and not MIN_DATE <= d <= MAX_DATE:
+                raise ValueError(f"dates must lie between {MIN_DATE} and {MAX_DATE}")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError("window start is after its end")
+        return self
+
+
+class AgeRange(Contract):
+    """Inclusive age range in whole years at the query's reference date."""
+
+    min: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
+    max: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("age min is greater than age max")
+        return self
+
+
+class ValueRange(Contract):
+    """Inclusive range on a measurement's numeric value (in the node's canonical unit)."""
+
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("value min is greater than value max")
+        return self
+
+
+class Code(Contract):
+    """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches."""
+
+    vocabulary: Vocabulary
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+    descendants: bool = True
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Self:
+        if not CODE_PATTERNS[self.vocabulary].fullmatch(self.code):
+            raise ValueError(f"{self.code!r} is not a well-formed {self.vocabulary.value} code")
+        return self
+
+
+class EventCriterion(Code):
+    """A person matches if they have at least one event with this code in the window."""
+
+    window: DateWindow | None = None
+
+
+class MeasurementCriterion(EventCriterion):
+    """A measurement event, optionally restricted to a value range."""
+
+    value: ValueRange | None = None
+
+
+class Criteria(Contract):
+    """A cohort definition. Every field given must hold (AND); `any_of` holds when at least one
+    of its groups holds (OR). There is no free negation: excluding a tiny set from a large one
+    is the classic differencing attack."""
+
+    sex: Sex | None = None
+    age: AgeRange | None = None
+    conditions: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
+    drugs: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
+    measurements: Annotated[list[MeasurementCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
+    any_of: Annotated[list[Criteria], Field(max_length=MAX_ANY_OF)] = []
+
+    @model_validator(mode="after")
+    def _bounded_depth(self) -> Self:
+        if self.depth() > MAX_CRITERIA_DEPTH:
+            raise ValueError(f"criteria nest deeper than {MAX_CRITERIA_DEPTH} levels")
+        return self
+
+    def depth(self) -> int:
+        return 1 + max((group.depth() for group in self.any_of), default=0)
+
+    def index_event(self) -> EventCriterion | None:
+        """The criterion whose first event dates a person (for CALENDAR_YEAR): the first
+        condition, else the first drug, else the first measurement, at the top level."""
+        for events in (self.conditions, self.drugs, self.measurements):
+            if events:
+                return events[0]
+        return None
+
+
+class Measure(Contract):
+    kind: MeasureKind = MeasureKind.PERSON_COUNT
+
+
+Breakdown = tuple[Dimension, ...]
+
+
+class CohortQuery(Contract):
+    """One statistical question: a cohort, the tables to break it down into, the measures.
+
+    `tables` lists breakdowns; the empty tuple is the overall total, which is always computed.
+    """
+
+    criteria: Criteria
+    reference_date: dt.date
+    tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
+    measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = [Measure()]
+
+    @field_validator("tables")
+    @classmethod
+    def _valid_tables(cls, tables: list[Breakdown]) -> list[Breakdown]:
+        normalised: list[Breakdown] = [()]
+        for table in tables:
+            if len(table) > MAX_BREAKDOWN_DIMENSIONS:
+                raise ValueError(f"a breakdown has at most {MAX_BREAKDOWN_DIMENSIONS} dimensions")
+            if len(set(table)) != len(table):
+                raise ValueError("a breakdown repeats a dimension")
+            if sum(1 for d in table if d.age_band_width) > 1:
+                raise ValueError("a breakdown has at most one age band")
+            if table not in normalised:
+                normalised.append(table)
+        return normalised
+
+    @field_validator("reference_date")
+    @classmethod
+    def _sane_date(cls, value: dt.date) -> dt.date:
+        if not MIN_DATE <= value <= MAX_DATE:
+            raise ValueError(f"reference date must lie between {MIN_DATE} and {MAX_DATE}")
+        return value
+
+
+class FederatedQuery(Contract):
+    """A cohort query addressed to several jurisdictions under one approved data request."""
+
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+    jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1, max_length=32)]
+    query: CohortQuery
+
+    @field_validator("jurisdictions")
+    @classmethod
+    def _distinct(cls, values: list[Jurisdiction]) -> list[Jurisdiction]:
+        return sorted(set(values), key=list(Jurisdiction).index)

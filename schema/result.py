@@ -1,0 +1,53 @@
+"""The result model: every released number has a value, a status and the reasons for it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from schema.codes import Dimension, Jurisdiction, ValueStatus
+from schema.model import Contract
+
+
+class Reason(Contract):
+    """Why a number is what it is: a stable rule id, the jurisdiction whose rule it is, and a
+    sentence for humans. Never carries the value it explains."""
+
+    rule: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    jurisdiction: Jurisdiction | None = None
+    message: Annotated[str, Field(max_length=512)] = ""
+
+
+class Value(Contract):
+    """A released number. A suppressed value is `None`, never a hint; `bound` is the largest
+    distance from the truth that rounding or perturbation may have introduced."""
+
+    value: Annotated[int, Field(ge=0)] | None
+    status: ValueStatus
+    reasons: list[Reason] = []
+    bound: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _suppressed_is_null(self) -> Self:
+        if (self.status is ValueStatus.SUPPRESSED) != (self.value is None):
+            raise ValueError("a value is null exactly when it is suppressed")
+        return self
+
+    @classmethod
+    def exact(cls, value: int) -> Value:
+        return cls(value=value, status=ValueStatus.EXACT)
+
+    @classmethod
+    def suppressed(cls, *reasons: Reason) -> Value:
+        return cls(value=None, status=ValueStatus.SUPPRESSED, reasons=list(reasons))
+
+
+class DimensionValue(Contract):
+    name: Dimension
+    value: str
+
+
+class Cell(Contract):
+    dimensions: list[DimensionValue]
+    count: Value

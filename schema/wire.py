@@ -1,0 +1,89 @@
+"""The gateway ⇄ connector wire protocol, named in one place.
+
+A gateway sends `POST {node}/v1/query` with a JSON `NodeRequest` body, a gateway-signed
+EdDSA JWT in `Authorization: Bearer ...` whose claims bind it to this node (`aud`), to a
+short lifetime (`exp`), to one use (`jti`) and to the exact body bytes (`bsh`, SHA-256 hex),
+the researcher's approval token in `X-Tessera-Approval`, and W3C `traceparent`.
+
+The connector answers 200 with a `NodeResponse` (status OK or DENIED), or 4xx/5xx with a
+`NodeError`. Numbers on the wire are already protected by the node's own disclosure control:
+a node never sends a value its own rules suppress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Final, Literal
+
+from pydantic import Field
+
+from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.errors import ErrorCode
+from schema.model import Contract
+from schema.query import Breakdown, CohortQuery
+from schema.result import Reason, Value
+
+PROTOCOL: Final = "tessera/1"
+
+QUERY_PATH: Final = "/v1/query"
+HEALTH_PATH: Final = "/healthz"
+READY_PATH: Final = "/readyz"
+
+CONTENT_TYPE: Final = "application/json"
+APPROVAL_HEADER: Final = "X-Tessera-Approval"
+TRACEPARENT_HEADER: Final = "traceparent"
+
+# Claims of the gateway's request token besides the registered ones (iss, aud, iat, exp, jti).
+BODY_HASH_CLAIM: Final = "bsh"
+REQUEST_TOKEN_TYP: Final = "tessera-node-request+jwt"  # noqa: S105 - a JWT type, not a secret
+REQUEST_TOKEN_MAX_LIFETIME_S: Final = 60
+
+MAX_REQUEST_BYTES: Final = 64 * 1024
+MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+
+QueryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class NodeRequest(Contract):
+    protocol: Literal["tessera/1"] = PROTOCOL
+    query_id: QueryId
+    request_id: str
+    jurisdiction: Jurisdiction
+    query: CohortQuery
+
+
+class NodeCell(Contract):
+    """One cell of a node table; `key` holds the dimension values in the table's order."""
+
+    key: Annotated[list[str], Field(max_length=4)]
+    count: Value
+
+
+class NodeTable(Contract):
+    by: Breakdown
+    cells: list[NodeCell]
+
+
+class NodeResponse(Contract):
+    protocol: Literal["tessera/1"] = PROTOCOL
+    query_id: QueryId
+    jurisdiction: Jurisdiction
+    status: Literal[NodeStatus.OK, NodeStatus.DENIED]
+    tables: list[NodeTable] = []
+    reasons: list[Reason] = []
+    optout_register_version: str | None = None
+    elapsed_ms: Annotated[float, Field(ge=0)] = 0.0
+
+
+class NodeError(Contract):
+    code: ErrorCode
+    message: Annotated[str, Field(max_length=512)]
+
+
+def node_dimensions(table: Breakdown) -> Breakdown:
+    """The part of a breakdown a node computes: jurisdiction is added by the gateway."""
+    return tuple(d for d in table if d is not Dimension.JURISDICTION)

@@ -1,0 +1,35 @@
+"""`tessera` and its subcommands. Each package registers its own subcommands; imports of heavy
+modules happen inside the handlers so that `tessera --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from connectors.cli import register as register_connector
+    from gateway.cli import register as register_gateway
+    from tessera.commands import register as register_tools
+
+    parser = argparse.ArgumentParser(
+        prog="tessera",
+        description="Cross-border health data query gateway (EHDS-style federation).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_gateway(sub)
+    register_connector(sub)
+    register_tools(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
