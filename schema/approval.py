@@ -1,0 +1,34 @@
+"""The researcher's token: a JWT issued by a health data access body (HDAB) that carries the
+approved data request (EHDS Art. 69) under which the researcher may ask questions.
+
+Registered claims (`iss`, `sub`, `aud`, `iat`, `exp`) are checked by the verifier; this module
+names the private claims and their shape.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import Field
+
+from schema.codes import Jurisdiction
+from schema.model import Contract
+
+ROLES_CLAIM: Final = "roles"
+APPROVAL_CLAIM: Final = "approval"
+
+
+class Role(StrEnum):
+    RESEARCHER = "researcher"
+    COMPLIANCE = "compliance"
+    OPERATOR = "operator"
+
+
+class Approval(Contract):
+    """An approved data request: what the researcher may ask, of whom, for which purpose."""
+
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+    purpose: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
+    jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1, max_length=32)]
+    datasets: list[Annotated[str, Field(max_length=128)]] = []
