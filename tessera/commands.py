@@ -1,0 +1,115 @@
+"""Subcommands of the composition root: demo, keys, token, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from schema.codes import Jurisdiction
+
+SubParsers = Any  # argparse's _SubParsersAction is private
+
+
+def jurisdiction_list(text: str) -> list[Jurisdiction]:
+    try:
+        return [Jurisdiction(code.strip().upper()) for code in text.split(",") if code.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def register(sub: SubParsers) -> None:
+    demo = sub.add_parser("demo", help="run a local federation and answer the example queries")
+    demo.add_argument("--persons", type=int, default=100_000, help="persons per country")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--jurisdictions", type=jurisdiction_list, default="FR,DE,FI,DK", metavar="FR,DE,..."
+    )
+    demo.add_argument("--dir", type=Path, default=Path(".tessera/demo"))
+    demo.add_argument("--port", type=int, default=8400, help="gateway port; nodes use the next")
+    demo.add_argument("--examples", type=Path, default=Path("examples"))
+    demo.add_argument("--smoke", action="store_true", help="exit after printing the answers")
+    demo.set_defaults(handler=_demo)
+
+    keys = sub.add_parser("keys", help="generate Ed25519 key pairs")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_sub.add_parser("generate", help="write NAME.key.pem and NAME.pub.pem")
+    generate.add_argument("name")
+    generate.add_argument("--dir", type=Path, default=Path("keys"))
+    generate.add_argument("--overwrite", action="store_true")
+    generate.set_defaults(handler=_keys_generate)
+
+    token = sub.add_parser("token", help="mint a researcher approval token (dev and demo only)")
+    token.add_argument("--key", type=Path, required=True, help="issuer private key (PEM)")
+    token.add_argument("--issuer", default="https://hdab.demo.tessera.eu")
+    token.add_argument("--audience", default="tessera-gateway")
+    token.add_argument("--subject", default="researcher@demo.tessera.eu")
+    token.add_argument("--request", default="DR-2026-0042", help="data request id")
+    token.add_argument("--purpose", default="scientific_research")
+    token.add_argument("--jurisdictions", type=jurisdiction_list, default="FR,DE,FI,DK")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(handler=_token)
+
+    schema = sub.add_parser("schema", help="print the gateway's GraphQL SDL")
+    schema.add_argument("--write", type=Path, help="write to this file instead")
+    schema.set_defaults(handler=_schema)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tessera.demo import run_demo
+
+    try:
+        return asyncio.run(
+            run_demo(
+                args.dir,
+                persons=args.persons,
+                seed=args.seed,
+                jurisdictions=args.jurisdictions,
+                gateway_port=args.port,
+                examples_dir=args.examples,
+                smoke=args.smoke,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from tessera.keys import generate_keypair
+
+    private_path, public_path = generate_keypair(args.dir, args.name, overwrite=args.overwrite)
+    print(f"wrote {private_path} (keep secret) and {public_path}")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from schema.approval import Approval
+    from tessera.tokens import mint_token
+
+    approval = Approval(
+        request_id=args.request, purpose=args.purpose, jurisdictions=args.jurisdictions
+    )
+    print(
+        mint_token(
+            args.key,
+            issuer=args.issuer,
+            audience=args.audience,
+            subject=args.subject,
+            approval=approval,
+            ttl_s=args.ttl,
+        )
+    )
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.graphql.schema import sdl
+
+    text = sdl()
+    if args.write:
+        args.write.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,187 @@
+"""A whole federation on loopback: keys, synthetic databases, configuration, processes.
+
+`tessera demo` and the integration tests both build their federation here, so the tests
+exercise exactly what a newcomer runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schema.approval import Approval
+from schema.codes import Jurisdiction
+from tessera.keys import ensure_keypair, private_key_path, public_key_path
+from tessera.processes import Service, Supervisor
+from tessera.tokens import DEMO_AUDIENCE, DEMO_ISSUER, demo_approval, mint_token
+
+GATEWAY_KID = "gateway-1"
+
+
+@dataclass
+class LocalFederation:
+    directory: Path
+    jurisdictions: Sequence[Jurisdiction]
+    persons: int
+    seed: int = 42
+    host: str = "127.0.0.1"
+    gateway_port: int = 8400
+    node_ports: Sequence[int] = ()
+    graphiql: bool = True
+    supervisor: Supervisor = field(default_factory=Supervisor)
+
+    def __post_init__(self) -> None:
+        if not self.node_ports:
+            self.node_ports = [self.gateway_port + 1 + i for i in range(len(self.jurisdictions))]
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def keys_dir(self) -> Path:
+        return self.directory / "keys"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.directory / "logs"
+
+    @property
+    def federation_file(self) -> Path:
+        return self.directory / "federation.toml"
+
+    @property
+    def token_file(self) -> Path:
+        return self.directory / "researcher.jwt"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}/graphql"
+
+    def node_url(self, jurisdiction: Jurisdiction) -> str:
+        port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
+        return f"http://{self.host}:{port}"
+
+    def database(self, jurisdiction: Jurisdiction) -> Path:
+        return self.data_dir / f"{jurisdiction.value.lower()}.duckdb"
+
+    # -- set-up ---------------------------------------------------------------------------
+    def prepare(self, *, progress: bool = False) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_keypair(self.keys_dir, "gateway")
+        ensure_keypair(self.keys_dir, "hdab")
+        for jurisdiction in self.jurisdictions:
+            self.synthesise(jurisdiction, progress=progress)
+        self.write_federation()
+        self.token_file.write_text(self.mint(demo_approval(self.jurisdictions)) + "\n")
+
+    def synthesise(self, jurisdiction: Jurisdiction, *, progress: bool) -> None:
+        """Generate a node's database unless one with the same parameters exists."""
+        from connectors.synth import generate
+
+        path = self.database(jurisdiction)
+        manifest = path.with_suffix(".json")
+        wanted = {"jurisdiction": jurisdiction.value, "persons": self.persons, "seed": self.seed}
+        if path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if progress:
+            print(
+                f"synthesising {self.persons:,} persons for {jurisdiction.value} …", file=sys.stderr
+            )
+        generate(
+            path, jurisdiction=jurisdiction, persons=self.persons, seed=self.seed, progress=progress
+        )
+        manifest.write_text(json.dumps(wanted))
+
+    def write_federation(self) -> None:
+        nodes = "\n".join(
+            f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "{self.node_id(j)}"\n'
+            f'url = "{self.node_url(j)}"\n'
+            for j in self.jurisdictions
+        )
+        self.federation_file.write_text(
+            "# Written by `tessera demo`: the federation this gateway fans out to.\n"
+            "[gateway]\n"
+            f'id = "{DEMO_AUDIENCE}"\n'
+            f'signing_key = "keys/{private_key_path(Path(), "gateway")}"\n'
+            f'signing_kid = "{GATEWAY_KID}"\n\n'
+            "[[issuers]]\n"
+            f'iss = "{DEMO_ISSUER}"\n'
+            f'public_key = "keys/{public_key_path(Path(), "hdab")}"\n'
+            'algorithms = ["EdDSA"]\n\n' + nodes
+        )
+
+    @staticmethod
+    def node_id(jurisdiction: Jurisdiction) -> str:
+        return f"tessera-node-{jurisdiction.value.lower()}"
+
+    def mint(self, approval: Approval, **kwargs: object) -> str:
+        return mint_token(
+            private_key_path(self.keys_dir, "hdab"),
+            issuer=DEMO_ISSUER,
+            audience=DEMO_AUDIENCE,
+            subject="researcher@demo.tessera.eu",
+            approval=approval,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    # -- processes ------------------------------------------------------------------------
+    def connector_service(self, jurisdiction: Jurisdiction) -> Service:
+        port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
+        gateway_key = public_key_path(self.keys_dir, "gateway")
+        return Service(
+            name=f"connector {jurisdiction.value}",
+            args=[
+                "connector",
+                "serve",
+                "--jurisdiction",
+                jurisdiction.value,
+                "--database",
+                str(self.database(jurisdiction)),
+                "--host",
+                self.host,
+                "--port",
+                str(port),
+                "--gateway-key",
+                f"{GATEWAY_KID}={gateway_key}",
+            ],
+            base_url=self.node_url(jurisdiction),
+            log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",
+        )
+
+    def gateway_service(self) -> Service:
+        args = [
+            "gateway",
+            "serve",
+            "--federation",
+            str(self.federation_file),
+            "--host",
+            self.host,
+            "--port",
+            str(self.gateway_port),
+        ]
+        if self.graphiql:
+            args.append("--graphiql")
+        return Service(
+            name="gateway",
+            args=args,
+            base_url=f"http://{self.host}:{self.gateway_port}",
+            log_path=self.logs_dir / "gateway.log",
+        )
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        for jurisdiction in self.jurisdictions:
+            self.supervisor.add(self.connector_service(jurisdiction))
+        self.supervisor.add(self.gateway_service())
+        await self.supervisor.start_all(timeout_s)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.supervisor.services if s.name == name)
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()

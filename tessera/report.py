@@ -1,0 +1,88 @@
+"""Rendering a GraphQL cohort answer as readable text tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+MAX_CELLS_SHOWN = 24
+
+
+def format_count(count: Mapping[str, Any] | None) -> str:
+    if not count:
+        return "—"
+    value, status = count.get("value"), count.get("status", "")
+    shown = "suppressed" if value is None else f"{value:,}"
+    return shown if status in ("EXACT", "") or value is None else f"{shown} ({status.lower()})"
+
+
+def reasons_text(count: Mapping[str, Any] | None) -> str:
+    reasons: Iterable[Mapping[str, Any]] = (count or {}).get("reasons") or []
+    parts = []
+    for r in reasons:
+        where = f"{r['jurisdiction']}: " if r.get("jurisdiction") else ""
+        parts.append(f"{where}{r.get('rule', '')} {r.get('message', '')}".strip())
+    return "; ".join(parts)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in rows)
+    return "\n".join("    " + s for s in out)
+
+
+def render_cohort(name: str, result: Mapping[str, Any]) -> str:
+    lines = [f"  {name}"]
+    if "count" in result:
+        lines.append(f"    pooled count: {format_count(result['count'])}")
+        why = reasons_text(result["count"])
+        if why:
+            lines.append(f"      why: {why}")
+    nodes = result.get("byJurisdiction")
+    if nodes:
+        rows = [
+            [
+                n.get("jurisdiction", ""),
+                n.get("status", ""),
+                format_count(n.get("count")),
+                f"{n['latencyMs']:.0f} ms" if n.get("latencyMs") is not None else "",
+                reasons_text(n.get("count"))
+                or "; ".join(
+                    f"{r.get('rule')} {r.get('message', '')}" for r in n.get("reasons") or []
+                ),
+            ]
+            for n in nodes
+        ]
+        lines.append(table(["country", "node", "count", "latency", "reasons"], rows))
+    for key, value in result.items():
+        if isinstance(value, Mapping) and "cells" in value:
+            cells = value["cells"]
+            lines.append(f"    {key} ({len(cells)} cells)")
+            if cells:
+                dims = [d["name"] for d in cells[0]["dimensions"]]
+                rows = [
+                    [*(d["value"] for d in c["dimensions"]), format_count(c["count"])]
+                    for c in cells[:MAX_CELLS_SHOWN]
+                ]
+                lines.append(table([*dims, "count"], rows))
+                if len(cells) > MAX_CELLS_SHOWN:
+                    lines.append(f"    … {len(cells) - MAX_CELLS_SHOWN} more cells")
+    return "\n".join(lines)
+
+
+def render_response(title: str, response: Mapping[str, Any]) -> str:
+    lines = [f"== {title}"]
+    for error in response.get("errors") or []:
+        code = (error.get("extensions") or {}).get("code", "")
+        lines.append(f"  error {code}: {error.get('message', '')}")
+    for name, result in (response.get("data") or {}).items():
+        if isinstance(result, Mapping):
+            lines.append(render_cohort(name, result))
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Minting researcher approval tokens for development and the demo, as an HDAB would.
+
+Production tokens come from a health data access body's own issuer; this exists so that tests
+and the demo can show both accepted and refused tokens.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
+from schema.codes import Jurisdiction
+
+DEMO_ISSUER = "https://hdab.demo.tessera.eu"
+DEMO_AUDIENCE = "tessera-gateway"
+
+
+def mint_token(
+    private_key_pem: Path,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    approval: Approval,
+    roles: Sequence[Role] = (Role.RESEARCHER,),
+    ttl_s: int = 3600,
+    not_before_s: int = 0,
+    kid: str | None = None,
+    now: float | None = None,
+) -> str:
+    key = load_pem_private_key(private_key_pem.read_bytes(), password=None)
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + ttl_s,
+        "jti": uuid.uuid4().hex,
+        ROLES_CLAIM: [r.value for r in roles],
+        APPROVAL_CLAIM: approval.model_dump(mode="json"),
+    }
+    if not_before_s:
+        claims["nbf"] = issued + not_before_s
+    headers = {"typ": "JWT", **({"kid": kid} if kid else {})}
+    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)  # type: ignore[arg-type]
+
+
+def demo_approval(
+    jurisdictions: Sequence[Jurisdiction], request_id: str = "DR-2026-0042"
+) -> Approval:
+    return Approval(
+        request_id=request_id,
+        purpose="scientific_research",
+        jurisdictions=list(jurisdictions),
+        datasets=["omop-cdm-5.4"],
+    )

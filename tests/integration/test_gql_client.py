@@ -1,0 +1,40 @@
+"""A third-party GraphQL client (gql) against the running gateway."""
+
+from __future__ import annotations
+
+import pytest
+from gql import Client, gql
+from gql.transport.aiohttp import AIOHTTPTransport
+
+from tessera.local import LocalFederation
+
+pytestmark = pytest.mark.integration
+
+
+async def test_gql_client_gets_a_pooled_count(federation: LocalFederation, token: str) -> None:
+    transport = AIOHTTPTransport(
+        url=federation.gateway_url, headers={"Authorization": f"Bearer {token}"}
+    )
+    query = gql(
+        """
+        query Hypertension($request: String!, $minAge: Int) {
+          cohort(request: $request,
+                 criteria: { age: { min: $minAge },
+                             conditions: [{ vocabulary: ICD10, code: "I10" }] }) {
+            count { value status }
+            byJurisdiction { jurisdiction status }
+            breakdown(by: [SEX]) { cells { dimensions { name value } count { value status } } }
+          }
+        }
+        """
+    )
+    async with Client(transport=transport, fetch_schema_from_transport=True) as session:
+        result = await session.execute(
+            query, variable_values={"request": "DR-2026-0042", "minAge": 18}
+        )
+    cohort = result["cohort"]
+    assert cohort["count"]["status"] == "EXACT"
+    assert cohort["count"]["value"] > 1000
+    sexes = {c["dimensions"][0]["value"]: c["count"]["value"] for c in cohort["breakdown"]["cells"]}
+    assert set(sexes) <= {"FEMALE", "MALE", "UNKNOWN"}
+    assert sum(v for v in sexes.values() if v) <= cohort["count"]["value"]

@@ -1,0 +1,44 @@
+"""The dependency rule: schema ← policies ← {gateway, connectors}; gateway and connectors only
+talk over HTTP and never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_PARTY = {"schema", "policies", "gateway", "connectors", "tessera"}
+ALLOWED = {
+    "schema": {"schema"},
+    "policies": {"schema", "policies"},
+    "gateway": {"schema", "policies", "gateway"},
+    "connectors": {"schema", "policies", "connectors"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & FIRST_PARTY
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_the_rule_allows(package: str) -> None:
+    violations = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) - ALLOWED[package])
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert {p: v for p, v in violations.items() if v} == {}
+
+
+def test_the_rule_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from connectors.app import create_app\nimport gateway.settings\n")
+    assert imported_packages(bad) == {"connectors", "gateway"}
