@@ -1,0 +1,147 @@
+"""DuckDB, embedded: the default backend.
+
+Queries run off the event loop on a small thread pool; each worker thread keeps its own
+cursor (`con.cursor()`: a connection sharing the one database instance), reused for every
+statement it runs. DuckDB's exceptions are mapped here, once, to `BackendFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
+
+import duckdb
+from sqlglot import exp
+
+from connectors.compiler import Row, Statement
+from connectors.errors import BackendFailed, BackendNotReady
+from connectors.omop import OPTOUT_REGISTER_TABLE, OPTOUT_TABLE, RECORD_KEY_TABLE
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PREPARE_HINT: Final = "run `tessera connector prepare` on this database"
+CDM_TABLES: Final = (
+    "person",
+    "observation_period",
+    "condition_occurrence",
+    "drug_exposure",
+    "measurement",
+    "concept",
+    "concept_ancestor",
+)
+TESSERA_TABLES: Final = (OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE)
+
+_TABLES_PRESENT: Final = (
+    exp.select("table_name")
+    .from_("information_schema.tables")
+    .where("table_schema = current_schema()")
+    .sql(dialect="duckdb")
+)
+_REGISTER_VERSION: Final = (
+    exp.select("version")
+    .from_(OPTOUT_REGISTER_TABLE)
+    .order_by("updated_at DESC")
+    .limit(1)
+    .sql(dialect="duckdb")
+)
+
+
+class DuckDBBackend:
+    dialect: Final = "duckdb"
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, read_only: bool = True, threads: int = 2
+    ) -> None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        self._path = os.fspath(path)
+        self._read_only = read_only
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duckdb")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._database: duckdb.DuckDBPyConnection | None = None
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._closed = False
+
+    # -- worker threads ----------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                if self._closed:
+                    raise BackendFailed("the database connection is closed")
+                if self._database is None:
+                    try:
+                        self._database = duckdb.connect(self._path, read_only=self._read_only)
+                    except duckdb.Error as exc:
+                        log.warning("cannot open the database: %s", type(exc).__name__)
+                        raise BackendNotReady("the database cannot be opened") from exc
+                cursor = self._database.cursor()
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        rows: list[Row] = self._cursor().execute(sql, list(params)).fetchall()
+        return rows
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise BackendFailed("the database connection is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except duckdb.Error as exc:
+            # The type is enough to triage; DuckDB's message may quote the statement.
+            log.warning("database error: %s", type(exc).__name__)
+            raise BackendFailed("the database failed to answer") from exc
+
+    # -- Backend -----------------------------------------------------------------------------
+
+    async def execute(self, statement: Statement) -> list[Row]:
+        return await self._call(self._fetch, statement.sql, statement.params)
+
+    async def ping(self) -> None:
+        present = {str(row[0]) for row in await self._call(self._fetch, _TABLES_PRESENT, ())}
+        missing_cdm = [t for t in CDM_TABLES if t not in present]
+        if missing_cdm:
+            raise BackendNotReady(
+                f"the database lacks OMOP CDM tables: {', '.join(missing_cdm)}",
+                missing=missing_cdm,
+            )
+        missing = [t for t in TESSERA_TABLES if t not in present]
+        if missing:
+            raise BackendNotReady(
+                f"the database lacks Tessera's tables ({', '.join(missing)}): {PREPARE_HINT}",
+                missing=missing,
+            )
+        await self.optout_register_version()
+
+    async def optout_register_version(self) -> str:
+        try:
+            rows = await self._call(self._fetch, _REGISTER_VERSION, ())
+        except BackendFailed as exc:
+            raise BackendNotReady(f"the opt-out register cannot be read: {PREPARE_HINT}") from exc
+        if not rows or rows[0][0] is None:
+            raise BackendNotReady(f"the opt-out register has no version: {PREPARE_HINT}")
+        return str(rows[0][0])
+
+    async def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        # Waits for running statements; off the loop because it blocks.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+            if self._database is not None:
+                self._database.close()
+                self._database = None

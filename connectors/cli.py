@@ -1,0 +1,123 @@
+"""`tessera connector serve|prepare` and `tessera synth`: what a national hub runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from schema.codes import Jurisdiction
+
+SubParsers = Any  # argparse's _SubParsersAction is private
+
+
+def _gateway_key(text: str) -> tuple[str, Path]:
+    kid, sep, path = text.partition("=")
+    if not sep or not kid or not path:
+        raise argparse.ArgumentTypeError("expected KID=PATH, e.g. gateway-1=keys/gateway.pub.pem")
+    return kid, Path(path)
+
+
+def register(sub: SubParsers) -> None:
+    connector = sub.add_parser("connector", help="run or prepare a national node's connector")
+    connector_sub = connector.add_subparsers(dest="connector_command", required=True)
+
+    serve = connector_sub.add_parser(
+        "serve",
+        help="serve queries from the gateway on an OMOP CDM 5.4 database",
+        description="Options override the TESSERA_CONNECTOR_* environment variables "
+        "(documented in connectors/settings.py).",
+    )
+    serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
+    serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
+    serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--gateway-issuer")
+    serve.add_argument(
+        "--gateway-key",
+        type=_gateway_key,
+        action="append",
+        metavar="KID=PATH",
+        help="pinned gateway public key; repeat for rotation",
+    )
+    serve.add_argument("--threads", type=int, help="database worker threads")
+    serve.set_defaults(handler=_serve)
+
+    prepare = connector_sub.add_parser(
+        "prepare",
+        help="add the opt-out register and record keys to an OMOP database (idempotent)",
+    )
+    prepare.add_argument("--database", type=Path, required=True)
+    prepare.add_argument("--optout", type=Path, help="CSV of opted-out person_ids (replaces)")
+    prepare.add_argument("--register-version", help="version of the opt-out register")
+    prepare.set_defaults(handler=_prepare)
+
+    synth = sub.add_parser("synth", help="write a synthetic OMOP CDM 5.4 DuckDB database")
+    synth.add_argument("--jurisdiction", type=Jurisdiction, required=True, metavar="CODE")
+    synth.add_argument("--persons", type=int, default=100_000)
+    synth.add_argument("--seed", type=int, default=42)
+    synth.add_argument("--reference-year", type=int, default=2025)
+    synth.add_argument("--out", type=Path, required=True, help="database file (replaced)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(handler=_synth)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from connectors.app import serve
+    from connectors.settings import ConnectorSettings, SettingsError
+
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("jurisdiction", args.jurisdiction),
+            ("database", args.database),
+            ("node_id", args.node_id),
+            ("host", args.host),
+            ("port", args.port),
+            ("gateway_issuer", args.gateway_issuer),
+            ("threads", args.threads),
+        )
+        if value is not None
+    }
+    if args.gateway_key:
+        overrides["gateway_keys"] = dict(args.gateway_key)
+    try:
+        settings = ConnectorSettings.from_env(**overrides)
+    except SettingsError as e:
+        print(f"tessera connector serve: {e}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from connectors.prepare import prepare_database, read_optout_csv
+
+    optout = read_optout_csv(args.optout) if args.optout else None
+    report = prepare_database(
+        args.database, optout_ids=optout, register_version=args.register_version
+    )
+    print(
+        f"{args.database}: {report.persons:,} persons, {report.keys_added:,} record keys added, "
+        f"{report.optout_count:,} opted out (register {report.register_version})"
+    )
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from connectors.synth import generate
+
+    report = generate(
+        args.out,
+        jurisdiction=args.jurisdiction,
+        persons=args.persons,
+        seed=args.seed,
+        reference_year=args.reference_year,
+        progress=not args.quiet,
+    )
+    for table, count in sorted(report.rows.items()):
+        print(f"{table:24} {count:>14,}")
+    print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")
+    return 0

@@ -1,0 +1,276 @@
+"""Compiles a `CohortQuery` to one SQL statement computing every requested table.
+
+Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
+criteria), optionally CTE `index_event` (each person's first dating event, for
+CALENDAR_YEAR), CTE `cells` (each person's dimension values), then a single aggregation with
+GROUP BY GROUPING SETS, one set per table, told apart by GROUPING().
+
+Age is `reference year - year_of_birth`: an approximation (up to a year too old before the
+birthday) because many OMOP sources only hold the year of birth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+
+from connectors.compiler import names
+from connectors.compiler.compiled import CompiledQuery, ConceptSet, TableLayout
+from connectors.compiler.names import EventTable
+from connectors.compiler.sql import Params, any_of_ids, check_dialect, col, exists, table, text
+from connectors.errors import BadRequest
+from schema.codes import Dimension
+from schema.query import (
+    Breakdown,
+    CohortQuery,
+    Criteria,
+    EventCriterion,
+    MeasurementCriterion,
+)
+
+# CTE names and table aliases.
+COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
+PERSON, COHORT, INDEX, EVENT = "p", "c", "i", "e"
+AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
+
+
+class _CohortCompiler:
+    def __init__(self, query: CohortQuery) -> None:
+        self.query = query
+        self.params = Params()
+        self.reference_year = self.params.bind(query.reference_date.year)
+        # The filter built for each top-level event criterion, reused (same placeholders) to
+        # date the index event.
+        self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
+
+    def compile(self, dialect: str) -> CompiledQuery:
+        tables = [_node_table(t) for t in self.query.tables]
+        dimensions = list(dict.fromkeys(d for t in tables for d in t))
+        statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=self._cohort())
+        if Dimension.CALENDAR_YEAR in dimensions:
+            statement = statement.with_(INDEX_CTE, as_=self._index_event())
+        if dimensions:
+            statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions))
+        sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
+        return CompiledQuery(
+            sql=sql,
+            params=tuple(self.params.values),
+            dialect=dialect,
+            tables=tuple(tables),
+            layouts=tuple(_layout(t, dimensions) for t in tables),
+            fingerprint=hashlib.sha256(f"{dialect}\n{sql}".encode()).hexdigest()[:16],
+        )
+
+    # -- cohort ------------------------------------------------------------------------------
+
+    def _cohort(self) -> exp.Select:
+        optout = (
+            exp.select("1")
+            .from_(table(names.OPTOUT, "o"))
+            .where(col("person_id", "o").eq(col("person_id", PERSON)))
+        )
+        conditions: list[exp.Expr] = [
+            col("year_of_birth", PERSON) <= self.reference_year.copy(),
+            exp.not_(exists(optout)),
+            *self._criteria(self.query.criteria, top_level=True),
+        ]
+        return (
+            exp.select(
+                col("person_id", PERSON),
+                col("gender_concept_id", PERSON),
+                exp.alias_(
+                    exp.Sub(
+                        this=self.reference_year.copy(), expression=col("year_of_birth", PERSON)
+                    ),
+                    AGE,
+                ),
+            )
+            .from_(table(names.PERSON, PERSON))
+            .where(exp.and_(*conditions))
+        )
+
+    def _criteria(self, criteria: Criteria, *, top_level: bool = False) -> list[exp.Expr]:
+        parts: list[exp.Expr] = []
+        if criteria.sex is not None:
+            sex = self.params.bind(names.GENDER_CONCEPT_IDS[criteria.sex])
+            parts.append(col("gender_concept_id", PERSON).eq(sex))
+        if criteria.age is not None:
+            year = self.query.reference_date.year
+            # Bounds on year_of_birth rather than on an age expression keep the predicate
+            # usable by an index on PostgreSQL.
+            if criteria.age.max is not None:
+                oldest = self.params.bind(year - criteria.age.max)
+                parts.append(col("year_of_birth", PERSON) >= oldest)
+            if criteria.age.min is not None:
+                youngest = self.params.bind(year - criteria.age.min)
+                parts.append(col("year_of_birth", PERSON) <= youngest)
+        events: Iterable[tuple[EventTable, Sequence[EventCriterion]]] = (
+            (names.CONDITIONS, criteria.conditions),
+            (names.DRUGS, criteria.drugs),
+            (names.MEASUREMENTS, criteria.measurements),
+        )
+        for event_table, criteria_list in events:
+            for criterion in criteria_list:
+                event_filter = self._event_filter(event_table, criterion)
+                if top_level:
+                    self._filters[id(criterion)] = (event_table, event_filter)
+                parts.append(exists(self._event_exists(event_table, event_filter)))
+        if criteria.any_of:
+            groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
+            parts.append(exp.paren(exp.or_(*groups)))
+        return parts
+
+    def _event_filter(self, event_table: EventTable, criterion: EventCriterion) -> exp.Expr:
+        ids = self.params.bind(ConceptSet.of(criterion))
+        parts: list[exp.Expr] = [
+            exp.paren(
+                exp.or_(
+                    any_of_ids(col(event_table.concept, EVENT), ids),
+                    any_of_ids(col(event_table.source_concept, EVENT), ids),
+                )
+            )
+        ]
+        date = col(event_table.date, EVENT)
+        if criterion.window is not None:
+            if criterion.window.start is not None:
+                parts.append(date >= self.params.bind(criterion.window.start))
+            if criterion.window.end is not None:
+                parts.append(date.copy() <= self.params.bind(criterion.window.end))
+        if isinstance(criterion, MeasurementCriterion) and criterion.value is not None:
+            assert event_table.value is not None
+            value = col(event_table.value, EVENT)
+            if criterion.value.min is not None:
+                parts.append(value >= self.params.bind(criterion.value.min))
+            if criterion.value.max is not None:
+                parts.append(value.copy() <= self.params.bind(criterion.value.max))
+        return exp.and_(*parts)
+
+    @staticmethod
+    def _event_exists(event_table: EventTable, event_filter: exp.Expr) -> exp.Select:
+        return (
+            exp.select("1")
+            .from_(table(event_table.name, EVENT))
+            .where(col("person_id", EVENT).eq(col("person_id", PERSON)))
+            .where(event_filter.copy())
+        )
+
+    # -- dimensions --------------------------------------------------------------------------
+
+    def _index_event(self) -> exp.Select:
+        """Each cohort person's first event dating them: the criteria's index event within its
+        window, else their first observation period."""
+        in_cohort = exp.select(col("person_id", COHORT)).from_(table(COHORT_CTE, COHORT))
+        index = self.query.criteria.index_event()
+        if index is None:
+            source, alias, date = names.OBSERVATION_PERIOD, "o", "observation_period_start_date"
+            event_filter: exp.Expr | None = None
+        else:
+            event_table, event_filter = self._filters[id(index)]
+            source, alias, date = event_table.name, EVENT, event_table.date
+        select = (
+            exp.select(
+                col("person_id", alias), exp.alias_(exp.func("MIN", col(date, alias)), INDEX_DATE)
+            )
+            .from_(table(source, alias))
+            .where(col("person_id", alias).isin(query=in_cohort))
+            .group_by(col("person_id", alias))
+        )
+        if event_filter is not None:
+            select = select.where(event_filter.copy())
+        return select
+
+    def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
+        select = exp.select(col("person_id", COHORT)).from_(table(COHORT_CTE, COHORT))
+        for dimension in dimensions:
+            select = select.select(exp.alias_(_dimension_value(dimension), _column(dimension)))
+        if Dimension.CALENDAR_YEAR in dimensions:
+            select = select.join(
+                table(INDEX_CTE, INDEX),
+                on=col("person_id", INDEX).eq(col("person_id", COHORT)),
+                join_type="LEFT",
+            )
+        return select
+
+    # -- aggregation -------------------------------------------------------------------------
+
+    @staticmethod
+    def _aggregate(tables: Sequence[Breakdown], dimensions: Sequence[Dimension]) -> exp.Select:
+        count = exp.alias_(
+            exp.Count(this=exp.Distinct(expressions=[exp.column("person_id")])), PERSON_COUNT
+        )
+        if not dimensions:
+            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), count).from_(
+                table(COHORT_CTE, COHORT)
+            )
+        columns = [exp.column(_column(d)) for d in dimensions]
+        sets = dict.fromkeys(frozenset(t) for t in tables)
+        grouping_sets = exp.GroupingSets(
+            expressions=[
+                exp.Tuple(expressions=[exp.column(_column(d)) for d in dimensions if d in s])
+                for s in sets
+            ]
+        )
+        return (
+            exp.select(
+                exp.alias_(exp.Grouping(expressions=[c.copy() for c in columns]), GROUPING_ID),
+                *columns,
+                count,
+            )
+            .from_(exp.to_table(CELLS_CTE))
+            .group_by(grouping_sets)
+        )
+
+
+def _node_table(breakdown: Breakdown) -> Breakdown:
+    if Dimension.JURISDICTION in breakdown:
+        raise BadRequest("JURISDICTION is added by the gateway; a node never groups by it")
+    return breakdown
+
+
+def _column(dimension: Dimension) -> str:
+    return names.DIMENSION_COLUMNS[dimension]
+
+
+def _dimension_value(dimension: Dimension) -> exp.Expr:
+    if dimension is Dimension.SEX:
+        case = exp.Case(this=col("gender_concept_id", COHORT))
+        for sex, concept_id in names.GENDER_CONCEPT_IDS.items():
+            case = case.when(exp.Literal.number(concept_id), exp.Literal.string(sex.value))
+        return case.else_(exp.Literal.string(names.UNKNOWN))
+    width = dimension.age_band_width
+    if width is not None:
+        age = col(AGE, COHORT)
+        low = exp.Sub(this=age, expression=exp.Mod(this=age.copy(), expression=_int(width)))
+        high = exp.Add(this=low.copy(), expression=_int(width - 1))
+        return exp.DPipe(
+            this=exp.DPipe(this=text(low), expression=exp.Literal.string("-")),
+            expression=text(high),
+        )
+    if dimension is Dimension.CALENDAR_YEAR:
+        year = exp.Extract(this=exp.var("YEAR"), expression=col(INDEX_DATE, INDEX))
+        return exp.func("COALESCE", text(year), exp.Literal.string(names.UNKNOWN))
+    raise BadRequest(f"dimension {dimension.value} is not computed by a node")
+
+
+def _int(value: int) -> exp.Expr:
+    return exp.Literal.number(value)
+
+
+def _layout(breakdown: Breakdown, dimensions: Sequence[Dimension]) -> TableLayout:
+    """GROUPING(d1, …, dn) sets bit n-1-k when d_k is not grouped in the row's set."""
+    n = len(dimensions)
+    grouping_id = sum(1 << (n - 1 - k) for k, d in enumerate(dimensions) if d not in breakdown)
+    return TableLayout(
+        by=breakdown,
+        grouping_id=grouping_id,
+        columns=tuple(dimensions.index(d) for d in breakdown),
+    )
+
+
+def compile_query(query: CohortQuery, *, dialect: str = "duckdb") -> CompiledQuery:
+    """Compile `query` for `dialect` ("duckdb" or "postgres"); values are all parameters."""
+    check_dialect(dialect)
+    return _CohortCompiler(query).compile(dialect)

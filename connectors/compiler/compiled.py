@@ -1,0 +1,113 @@
+"""What the compiler produces: SQL text with numbered parameters, the values to bind, and how
+result rows map back to the query's tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from schema.codes import Vocabulary
+from schema.query import Breakdown, Code
+
+Row = tuple[Any, ...]
+DIALECTS = ("duckdb", "postgres")
+
+
+class Statement(Protocol):
+    """Anything a backend can execute: SQL with `$n` parameters and their values, in order."""
+
+    @property
+    def sql(self) -> str: ...
+
+    @property
+    def params(self) -> tuple[object, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptSet:
+    """A code to resolve to OMOP concept ids before a query runs; stands in a query's params
+    until `CompiledQuery.bind` replaces it with the resolved ids."""
+
+    vocabulary: Vocabulary
+    code: str
+    descendants: bool
+
+    @classmethod
+    def of(cls, code: Code) -> ConceptSet:
+        return cls(code.vocabulary, code.code, code.descendants)
+
+    def __str__(self) -> str:
+        return f"{self.vocabulary.value}:{self.code}{'+' if self.descendants else ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConceptLookup:
+    """The statement resolving one concept set; rows are `(concept_id,)`."""
+
+    sql: str
+    params: tuple[object, ...]
+    concept_set: ConceptSet
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    """Where one table's cells are among the result rows: the rows whose first column equals
+    `grouping_id`, with the table's dimension values at `columns` (in the table's order)."""
+
+    by: Breakdown
+    grouping_id: int
+    columns: tuple[int, ...]
+
+
+TableRows = tuple[Breakdown, list[tuple[tuple[str, ...], int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    """A cohort query compiled for one dialect.
+
+    Rows are `(grouping_id, *dimension columns, person_count)`. `params[i]` binds `$i+1`;
+    a `ConceptSet` among them must be bound to concept ids (`bind`) before execution.
+    `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
+    """
+
+    sql: str
+    params: tuple[object, ...]
+    dialect: str
+    tables: tuple[Breakdown, ...]
+    layouts: tuple[TableLayout, ...]
+    fingerprint: str
+
+    @property
+    def concept_sets(self) -> tuple[ConceptSet, ...]:
+        return tuple(dict.fromkeys(p for p in self.params if isinstance(p, ConceptSet)))
+
+    @property
+    def bound(self) -> bool:
+        return not any(isinstance(p, ConceptSet) for p in self.params)
+
+    def bind(self, concept_ids: Mapping[ConceptSet, Sequence[int]]) -> CompiledQuery:
+        """The same query with each concept set replaced by its list of concept ids."""
+        params = tuple(
+            list(concept_ids[p]) if isinstance(p, ConceptSet) else p for p in self.params
+        )
+        return dataclasses.replace(self, params=params)
+
+    def tabulate(self, rows: Sequence[Row]) -> list[TableRows]:
+        """Each table with its cells `(key, count)`, sorted by key. The total table has one
+        cell even when the database returned no row for it."""
+        by_group: dict[int, list[Row]] = {}
+        for row in rows:
+            by_group.setdefault(int(row[0]), []).append(row)
+        tables: list[TableRows] = []
+        for layout in self.layouts:
+            cells = sorted(
+                (tuple(str(row[1 + i]) for i in layout.columns), int(row[-1]))
+                for row in by_group.get(layout.grouping_id, [])
+            )
+            if not layout.by and not cells:
+                cells = [((), 0)]
+            tables.append((layout.by, cells))
+        return tables

@@ -1,0 +1,60 @@
+"""The allow-list of SQL names the compiler may emit. Every table and column in compiled SQL
+comes from a constant here, never from a query: a query only selects among these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE
+from schema.codes import Dimension, Sex
+
+PERSON: Final = "person"
+OBSERVATION_PERIOD: Final = "observation_period"
+CONCEPT: Final = "concept"
+CONCEPT_ANCESTOR: Final = "concept_ancestor"
+OPTOUT: Final = OPTOUT_TABLE
+
+GENDER_CONCEPT_IDS: Final[dict[Sex, int]] = {
+    Sex.FEMALE: FEMALE_CONCEPT_ID,
+    Sex.MALE: MALE_CONCEPT_ID,
+}
+UNKNOWN: Final = "UNKNOWN"
+
+# Output column of each breakdown dimension a node computes.
+DIMENSION_COLUMNS: Final[dict[Dimension, str]] = {
+    Dimension.SEX: "sex",
+    Dimension.AGE_BAND_5: "age_band_5",
+    Dimension.AGE_BAND_10: "age_band_10",
+    Dimension.AGE_BAND_20: "age_band_20",
+    Dimension.CALENDAR_YEAR: "calendar_year",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EventTable:
+    """An OMOP event table: where a criterion's concept, date and value live."""
+
+    name: str
+    concept: str
+    source_concept: str
+    date: str
+    value: str | None = None
+
+
+CONDITIONS: Final = EventTable(
+    "condition_occurrence",
+    "condition_concept_id",
+    "condition_source_concept_id",
+    "condition_start_date",
+)
+DRUGS: Final = EventTable(
+    "drug_exposure", "drug_concept_id", "drug_source_concept_id", "drug_exposure_start_date"
+)
+MEASUREMENTS: Final = EventTable(
+    "measurement",
+    "measurement_concept_id",
+    "measurement_source_concept_id",
+    "measurement_date",
+    value="value_as_number",
+)

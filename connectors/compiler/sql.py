@@ -1,0 +1,47 @@
+"""Small sqlglot builders shared by the compilers: names come from `names`, values only
+through `Params`, which hands out numbered placeholders (`$1`, `$2`, …)."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from connectors.compiler.compiled import DIALECTS
+
+
+class Params:
+    """Collects bound values. Numbered placeholders make the text independent of the order in
+    which a dialect prints clauses (a CTE is printed before the query that was built first),
+    and let one value serve several places."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def bind(self, value: object) -> exp.Parameter:
+        self.values.append(value)
+        return exp.Parameter(this=exp.Literal.number(len(self.values)))
+
+
+def check_dialect(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unsupported dialect {dialect!r}; expected one of {DIALECTS}")
+
+
+def col(name: str, table: str) -> exp.Column:
+    return exp.column(name, table=table)
+
+
+def table(name: str, alias: str) -> exp.Expr:
+    return exp.to_table(name).as_(alias)
+
+
+def text(expression: exp.Expr) -> exp.Cast:
+    return exp.cast(expression, exp.DataType.Type.TEXT)
+
+
+def any_of_ids(column: exp.Expr, ids: exp.Expr) -> exp.EQ:
+    """`column = ANY($n)`: `$n` is bound to a list of concept ids."""
+    return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=ids.copy())))
+
+
+def exists(query: exp.Select) -> exp.Exists:
+    return exp.Exists(this=query)

@@ -1,0 +1,44 @@
+"""The connector's errors: each a `TesseraError` with a stable code and the HTTP status the
+service answers it with. Messages are shown to the gateway: never SQL, paths or values."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schema.errors import ErrorCode, TesseraError
+
+HTTP_STATUS: Final[dict[ErrorCode, int]] = {
+    ErrorCode.BAD_SIGNATURE: 401,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.WRONG_NODE: 400,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.BACKEND_FAILED: 503,
+}
+
+
+def http_status(error: TesseraError) -> int:
+    return HTTP_STATUS.get(error.code, 500)
+
+
+class BadSignature(TesseraError):
+    code = ErrorCode.BAD_SIGNATURE
+
+
+class BadRequest(TesseraError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class WrongNode(TesseraError):
+    code = ErrorCode.WRONG_NODE
+
+
+class BodyTooLarge(TesseraError):
+    code = ErrorCode.BODY_TOO_LARGE
+
+
+class BackendFailed(TesseraError):
+    code = ErrorCode.BACKEND_FAILED
+
+
+class BackendNotReady(BackendFailed):
+    """The database answers but cannot serve queries yet (e.g. Tessera tables missing)."""

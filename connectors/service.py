@@ -1,0 +1,138 @@
+"""The query pipeline: verify → parse → check the node → compile → resolve codes → execute →
+protect → respond. Each step is small; `QueryService.handle` only strings them together.
+
+Counts exist unprotected only between `execute` and `protect_tables`, and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Final
+
+from pydantic import ValidationError
+
+from connectors.backends.base import Backend
+from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
+from connectors.compiler.compiled import TableRows
+from connectors.errors import BadRequest, WrongNode
+from connectors.verify import RequestVerifier
+from policies.disclosure import NODE_RULES, CellContext, protect_count
+from policies.profiles import profile_for
+from schema.codes import Jurisdiction, NodeStatus
+from schema.errors import TesseraError
+from schema.query import CohortQuery
+from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE: Final = 300
+
+
+def parse_request(body: bytes) -> NodeRequest:
+    try:
+        return NodeRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadRequest(_summary(exc)) from None
+
+
+def _summary(exc: ValidationError) -> str:
+    # Only the first problem, without the offending input: short and safe to echo.
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"invalid request at {where}: {first['msg']}"[:MAX_MESSAGE]
+
+
+def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
+    if request.jurisdiction is not jurisdiction:
+        raise WrongNode(
+            f"this node answers for {jurisdiction.value}, not {request.jurisdiction.value}"
+        )
+
+
+def protect_tables(tables: Sequence[TableRows], ctx: CellContext) -> list[NodeTable]:
+    """Every cell through the node's disclosure rules. A suppressed cell stays listed (value
+    null, with its reason): the gateway learns the cell exists, not its count."""
+    return [
+        NodeTable(
+            by=by,
+            cells=[
+                NodeCell(key=list(key), count=protect_count(count, ctx, NODE_RULES))
+                for key, count in cells
+            ],
+        )
+        for by, cells in tables
+    ]
+
+
+class CompileCache:
+    """Compiled queries by their exact JSON: the gateway repeats questions, and compiling
+    costs a few milliseconds of sqlglot tree building and generation."""
+
+    def __init__(self, dialect: str, *, max_entries: int = 256) -> None:
+        self._dialect = dialect
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, CompiledQuery] = OrderedDict()
+
+    def compile(self, query: CohortQuery) -> CompiledQuery:
+        key = query.model_dump_json()
+        compiled = self._entries.get(key)
+        if compiled is None:
+            compiled = compile_query(query, dialect=self._dialect)
+            self._entries[key] = compiled
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return compiled
+
+
+class QueryService:
+    def __init__(
+        self, *, jurisdiction: Jurisdiction, backend: Backend, verifier: RequestVerifier
+    ) -> None:
+        self.jurisdiction = jurisdiction
+        self.backend = backend
+        self.verifier = verifier
+        self._ctx = CellContext(profile_for(jurisdiction), jurisdiction)
+        self._compiler = CompileCache(backend.dialect)
+        self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+
+    async def handle(self, *, authorization: str | None, body: bytes) -> NodeResponse:
+        started = time.perf_counter()
+        self.verifier.verify(authorization, body)
+        request = parse_request(body)
+        check_node(request, self.jurisdiction)
+        compiled = self._compiler.compile(request.query)
+        optout_version = await self.backend.optout_register_version()
+        rows = await self.backend.execute(await self._resolver.bind(compiled))
+        tables = protect_tables(compiled.tabulate(rows), self._ctx)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "answered query %s (request %s, shape %s, %d tables) in %.1f ms",
+            request.query_id,
+            request.request_id,
+            compiled.fingerprint,
+            len(tables),
+            elapsed_ms,
+        )
+        return NodeResponse(
+            query_id=request.query_id,
+            jurisdiction=self.jurisdiction,
+            status=NodeStatus.OK,
+            tables=tables,
+            optout_register_version=optout_version,
+            elapsed_ms=elapsed_ms,
+        )
+
+    async def not_ready_reason(self) -> str | None:
+        """Why the node cannot answer now, or None when it can."""
+        if not self.verifier.has_keys:
+            return "no gateway public key is configured"
+        try:
+            await self.backend.ping()
+        except TesseraError as exc:
+            return exc.message
+        return None

@@ -1,0 +1,117 @@
+"""The connector's settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from schema.codes import Jurisdiction
+
+PREFIX: Final = "TESSERA_CONNECTOR_"
+
+
+class SettingsError(ValueError):
+    """A missing or invalid setting; the message names the environment variable."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorSettings:
+    """Settings of one connector, from `TESSERA_CONNECTOR_*` environment variables:
+
+    - `TESSERA_CONNECTOR_JURISDICTION` (required): ISO code of the node's jurisdiction, e.g.
+      `FR`; picks the disclosure profile and the requests the node accepts.
+    - `TESSERA_CONNECTOR_NODE_ID`: this node's id, the `aud` the gateway's request tokens
+      must carry. Default `tessera-node-<jurisdiction in lower case>`.
+    - `TESSERA_CONNECTOR_DATABASE` (required): path of the OMOP CDM DuckDB database, opened
+      read-only.
+    - `TESSERA_CONNECTOR_HOST`: address to listen on. Default `127.0.0.1`.
+    - `TESSERA_CONNECTOR_PORT`: port to listen on. Default `8401`.
+    - `TESSERA_CONNECTOR_GATEWAY_ISSUER`: the `iss` of the gateway's request tokens. Default
+      `tessera-gateway`.
+    - `TESSERA_CONNECTOR_GATEWAY_KEYS`: the pinned gateway public keys as
+      `kid=path.pem,kid2=path2.pem` (Ed25519, PEM SubjectPublicKeyInfo). Without any, the
+      node is not ready and refuses every query.
+    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
+    """
+
+    jurisdiction: Jurisdiction
+    database: Path
+    node_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8401
+    gateway_issuer: str = "tessera-gateway"
+    gateway_keys: Mapping[str, Path] = field(default_factory=dict)
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
+        if not 1 <= self.threads <= 64:
+            raise SettingsError(f"{PREFIX}THREADS must be between 1 and 64, not {self.threads}")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ConnectorSettings:
+        """Settings from `environ` (default `os.environ`); keyword `overrides` (field names)
+        win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, parse in _PARSERS.items():
+            variable = f"{PREFIX}{name.upper()}"
+            raw = env.get(variable, "").strip()
+            if name in overrides or not raw:
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{variable} is invalid: {exc}") from None
+        values.update(overrides)
+        for name in ("jurisdiction", "database"):
+            if name not in values:
+                raise SettingsError(f"{PREFIX}{name.upper()} is required")
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _jurisdiction(raw: str) -> Jurisdiction:
+    try:
+        return Jurisdiction(raw.upper())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an EU/EEA ISO 3166-1 alpha-2 code") from None
+
+
+def _port(raw: str) -> int:
+    return int(raw)
+
+
+def _keys(raw: str) -> dict[str, Path]:
+    keys: dict[str, Path] = {}
+    for item in raw.split(","):
+        kid, sep, path = item.strip().partition("=")
+        if not sep or not kid.strip() or not path.strip():
+            raise ValueError(f"expected kid=path.pem, got {item.strip()!r}")
+        if kid.strip() in keys:
+            raise ValueError(f"key id {kid.strip()!r} appears twice")
+        keys[kid.strip()] = Path(path.strip())
+    return keys
+
+
+_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+    "jurisdiction": _jurisdiction,
+    "node_id": str,
+    "database": Path,
+    "host": str,
+    "port": _port,
+    "gateway_issuer": str,
+    "gateway_keys": _keys,
+    "threads": int,
+}

@@ -1,0 +1,362 @@
+"""The connector's HTTP service, through aiohttp's test client, and `serve` as a process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from connectors.app import create_app
+from connectors.backends.base import Backend
+from connectors.backends.fake import FakeBackend
+from connectors.settings import ConnectorSettings, SettingsError
+from schema.codes import Dimension, Jurisdiction, Vocabulary
+from schema.query import CohortQuery, Criteria, EventCriterion
+from schema.wire import HEALTH_PATH, MAX_REQUEST_BYTES, QUERY_PATH, READY_PATH, NodeRequest
+
+Sign = Callable[..., str]
+Client = TestClient[Any, Any]
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_DATE = dt.date(2024, 6, 30)
+
+
+def request_body(
+    criteria: Criteria | None = None,
+    tables: list[tuple[Dimension, ...]] | None = None,
+    jurisdiction: Jurisdiction = Jurisdiction.FR,
+) -> bytes:
+    return (
+        NodeRequest(
+            query_id="q-00000001",
+            request_id="DR-2026-0042",
+            jurisdiction=jurisdiction,
+            query=CohortQuery(
+                criteria=criteria or Criteria(),
+                reference_date=REFERENCE_DATE,
+                tables=tables or [()],
+            ),
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def settings(database: Path, keys: dict[str, Path]) -> ConnectorSettings:
+    return ConnectorSettings(jurisdiction=Jurisdiction.FR, database=database, gateway_keys=keys)
+
+
+async def start(app_settings: ConnectorSettings, backend: Backend | None = None) -> Client:
+    client: Client = TestClient(TestServer(create_app(app_settings, backend=backend)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client(omop_db: Path, gateway_public_pem: Path) -> AsyncIterator[Client]:
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}))
+    yield client
+    await client.close()
+
+
+async def post(client: Client, body: bytes, token: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    response = await client.post(QUERY_PATH, data=body, headers=headers)
+    assert response.content_type == "application/json"
+    return response.status, await response.json()
+
+
+async def test_health_is_always_ok(client: Client) -> None:
+    response = await client.get(HEALTH_PATH)
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Client) -> None:
+    response = await client.get(READY_PATH)
+    assert response.status == 200
+    assert await response.json() == {"status": "ready"}
+
+
+async def test_not_ready_without_tessera_tables(
+    bare_cdm_db: Path, gateway_public_pem: Path
+) -> None:
+    client = await start(settings(bare_cdm_db, {"gateway-2024": gateway_public_pem}))
+    try:
+        response = await client.get(READY_PATH)
+        assert response.status == 503
+        body = await response.json()
+        assert body["status"] == "unavailable"
+        assert "tessera connector prepare" in body["reason"]
+        health = await client.get(HEALTH_PATH)
+        assert health.status == 200
+    finally:
+        await client.close()
+
+
+async def test_not_ready_without_gateway_keys(omop_db: Path) -> None:
+    client = await start(settings(omop_db, {}))
+    try:
+        response = await client.get(READY_PATH)
+        assert response.status == 503
+        assert "key" in (await response.json())["reason"]
+    finally:
+        await client.close()
+
+
+async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
+    body = request_body(tables=[(Dimension.SEX,)])
+    status, answer = await post(client, body, sign(body))
+    assert status == 200
+    assert answer["status"] == "OK"
+    assert answer["jurisdiction"] == "FR"
+    assert answer["optout_register_version"] == "optout-2024-06-01"
+    total, by_sex = answer["tables"]
+    assert total == {
+        "by": [],
+        "cells": [
+            {"key": [], "count": {"value": 47, "status": "EXACT", "reasons": [], "bound": None}}
+        ],
+    }
+    assert by_sex["by"] == ["SEX"]
+    assert {c["key"][0]: c["count"]["value"] for c in by_sex["cells"]} == {
+        "FEMALE": 23,
+        "MALE": 23,
+        "UNKNOWN": None,
+    }
+
+
+async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign: Sign) -> None:
+    e11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11", descendants=False)
+    body = request_body(Criteria(conditions=[e11]))  # 5 persons
+    status, answer = await post(client, body, sign(body))
+    assert status == 200
+    [cell] = answer["tables"][0]["cells"]
+    assert cell["count"]["value"] is None
+    assert cell["count"]["status"] == "SUPPRESSED"
+    [reason] = cell["count"]["reasons"]
+    assert reason["rule"] == "PRIMARY_SUPPRESSION"
+    assert reason["jurisdiction"] == "FR"
+    assert "5" not in json.dumps(cell)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"key": Ed25519PrivateKey.generate()}, "signature", id="bad-signature"),
+        pytest.param({"aud": "tessera-node-dk"}, "another node", id="wrong-audience"),
+        pytest.param({"issued_at": time.time() - 300}, "expired", id="expired"),
+    ],
+)
+async def test_bad_tokens_are_401(
+    client: Client, sign: Sign, change: dict[str, Any], message: str
+) -> None:
+    body = request_body()
+    status, error = await post(client, body, sign(body, **change))
+    assert status == 401
+    assert error["code"] == "BAD_SIGNATURE"
+    assert message in error["message"]
+
+
+async def test_missing_token_is_401(client: Client) -> None:
+    status, error = await post(client, request_body(), None)
+    assert (status, error["code"]) == (401, "BAD_SIGNATURE")
+
+
+async def test_a_body_altered_after_signing_is_401(client: Client, sign: Sign) -> None:
+    body = request_body()
+    token = sign(body)
+    altered = body.replace(b'"FR"', b'"DE"')
+    status, error = await post(client, altered, token)
+    assert (status, error["code"]) == (401, "BAD_SIGNATURE")
+    assert "body" in error["message"]
+
+
+async def test_a_replayed_request_is_401(client: Client, sign: Sign) -> None:
+    body = request_body()
+    token = sign(body)
+    first, _ = await post(client, body, token)
+    second, error = await post(client, body, token)
+    assert (first, second) == (200, 401)
+    assert "already used" in error["message"]
+
+
+async def test_a_request_for_another_node_is_400(client: Client, sign: Sign) -> None:
+    body = request_body(jurisdiction=Jurisdiction.DE)
+    status, error = await post(client, body, sign(body))
+    assert (status, error["code"]) == (400, "WRONG_NODE")
+
+
+async def test_malformed_json_is_400(client: Client, sign: Sign) -> None:
+    body = b'{"protocol": "tessera/1", "query_id": '
+    status, error = await post(client, body, sign(body))
+    assert (status, error["code"]) == (400, "BAD_REQUEST")
+    assert "Traceback" not in error["message"]
+
+
+async def test_an_oversized_body_is_413(client: Client, sign: Sign) -> None:
+    body = b"{" + b" " * MAX_REQUEST_BYTES + b"}"
+    status, error = await post(client, body, sign(body))
+    assert (status, error["code"]) == (413, "BODY_TOO_LARGE")
+
+
+async def test_an_oversized_chunked_body_is_413(client: Client, sign: Sign) -> None:
+    body = b"{" + b" " * MAX_REQUEST_BYTES + b"}"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    response = await client.post(
+        QUERY_PATH, data=chunks(), headers={"Authorization": f"Bearer {sign(body)}"}
+    )
+    assert response.status == 413
+    assert (await response.json())["code"] == "BODY_TOO_LARGE"
+
+
+async def test_a_backend_failure_is_503_without_details(
+    omop_db: Path, gateway_public_pem: Path, sign: Sign
+) -> None:
+    client = await start(
+        settings(omop_db, {"gateway-2024": gateway_public_pem}), FakeBackend(fail=True)
+    )
+    try:
+        body = request_body()
+        status, error = await post(client, body, sign(body))
+        assert status == 503
+        assert error == {"code": "BACKEND_FAILED", "message": "the database failed to answer"}
+    finally:
+        await client.close()
+
+
+async def test_unknown_routes_answer_json(client: Client) -> None:
+    response = await client.get("/v1/nothing")
+    assert response.status == 404
+    assert (await response.json())["code"] == "BAD_REQUEST"
+    response = await client.get(QUERY_PATH)
+    assert response.status == 405
+
+
+async def test_the_app_closes_its_backend(omop_db: Path, gateway_public_pem: Path) -> None:
+    backend = FakeBackend()
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}), backend)
+    await client.close()
+    assert backend.closed
+
+
+def test_an_unreadable_key_is_a_settings_error(omop_db: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_KEYS"):
+        create_app(settings(omop_db, {"gw": tmp_path / "missing.pem"}))
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_settings_from_the_environment() -> None:
+    s = ConnectorSettings.from_env(
+        {
+            "TESSERA_CONNECTOR_JURISDICTION": "fr",
+            "TESSERA_CONNECTOR_DATABASE": "omop.duckdb",
+            "TESSERA_CONNECTOR_PORT": "9000",
+            "TESSERA_CONNECTOR_GATEWAY_KEYS": "k1=a.pem, k2=b.pem",
+            "TESSERA_CONNECTOR_THREADS": "4",
+        }
+    )
+    assert s.jurisdiction is Jurisdiction.FR
+    assert s.node_id == "tessera-node-fr"
+    assert s.database == Path("omop.duckdb")
+    assert (s.host, s.port, s.threads) == ("127.0.0.1", 9000, 4)
+    assert s.gateway_issuer == "tessera-gateway"
+    assert dict(s.gateway_keys) == {"k1": Path("a.pem"), "k2": Path("b.pem")}
+
+
+def test_overrides_win_over_the_environment() -> None:
+    env = {"TESSERA_CONNECTOR_JURISDICTION": "DK", "TESSERA_CONNECTOR_PORT": "not a port"}
+    s = ConnectorSettings.from_env(env, database=Path("x.duckdb"), port=0, node_id="dk-1")
+    assert (s.jurisdiction, s.port, s.node_id) == (Jurisdiction.DK, 0, "dk-1")
+
+
+J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({DB: "x"}, f"{J} is required"),
+        ({J: "FR"}, f"{DB} is required"),
+        ({J: "XX", DB: "x"}, f"{J} is invalid"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "eighty"}, "PORT is invalid"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "70000"}, "PORT must be between"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_THREADS": "0"}, "THREADS must be between"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_GATEWAY_KEYS": "kid"}, "GATEWAY_KEYS is invalid"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_GATEWAY_KEYS": "a=x,a=y"}, "appears twice"),
+    ],
+)
+def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        ConnectorSettings.from_env(env)
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
+    omop_db: Path, gateway_public_pem: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TESSERA_CONNECTOR_JURISDICTION": "FR",
+        "TESSERA_CONNECTOR_DATABASE": str(omop_db),
+        "TESSERA_CONNECTOR_PORT": "0",
+        "TESSERA_CONNECTOR_GATEWAY_KEYS": f"gateway-2024={gateway_public_pem}",
+    }
+    code = (
+        "from connectors.app import serve; from connectors.settings import ConnectorSettings; "
+        "serve(ConnectorSettings.from_env())"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "no line within 30 s"
+        line = process.stdout.readline().strip()
+        assert line.startswith("connector FR listening on http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        with urllib.request.urlopen(url + READY_PATH, timeout=10) as response:  # noqa: S310
+            assert json.loads(response.read()) == {"status": "ready"}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_an_answer_too_large_for_the_gateway_is_refused(
+    omop_db: Path, gateway_public_pem: Path, sign: Sign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("connectors.app.MAX_RESPONSE_BYTES", 200)
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}))
+    try:
+        body = request_body(tables=[(Dimension.AGE_BAND_5,)])
+        status, error = await post(client, body, sign(body))
+        assert (status, error["code"]) == (400, "BAD_REQUEST")
+        assert "fewer or coarser" in error["message"]
+    finally:
+        await client.close()

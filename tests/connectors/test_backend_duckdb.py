@@ -1,0 +1,154 @@
+"""The DuckDB backend: off-loop execution, connection reuse, errors mapped once, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.backends.duckdb import DuckDBBackend
+from connectors.compiler import ConceptResolver, Row, compile_query
+from connectors.errors import BackendFailed, BackendNotReady
+from schema.codes import Dimension, Vocabulary
+from schema.errors import ErrorCode
+from schema.query import CohortQuery, Criteria, EventCriterion
+
+REFERENCE_DATE = dt.date(2024, 6, 30)
+
+
+@dataclass(frozen=True)
+class Raw:
+    sql: str
+    params: tuple[object, ...] = ()
+
+
+@pytest.fixture
+async def backend(omop_db: Path) -> AsyncIterator[DuckDBBackend]:
+    backend = DuckDBBackend(omop_db, threads=2)
+    yield backend
+    await backend.close()
+
+
+def diabetes_by_sex() -> CohortQuery:
+    return CohortQuery(
+        criteria=Criteria(conditions=[EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")]),
+        reference_date=REFERENCE_DATE,
+        tables=[(Dimension.SEX,)],
+    )
+
+
+async def run(backend: DuckDBBackend, query: CohortQuery) -> list[Row]:
+    compiled = compile_query(query, dialect=backend.dialect)
+    bound = await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
+    return await backend.execute(bound)
+
+
+async def test_executes_a_compiled_query(backend: DuckDBBackend) -> None:
+    rows = await run(backend, diabetes_by_sex())
+    assert sorted(rows, key=str) == sorted(
+        [(1, None, 19), (0, "FEMALE", 9), (0, "MALE", 10)], key=str
+    )
+
+
+async def test_statements_run_on_worker_threads_reusing_their_cursors(
+    backend: DuckDBBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    fetch = backend._fetch
+
+    def spy(sql: str, params: tuple[object, ...]) -> list[Row]:
+        threads.add(threading.current_thread().name)
+        return fetch(sql, params)
+
+    monkeypatch.setattr(backend, "_fetch", spy)
+    results = await asyncio.gather(*(run(backend, diabetes_by_sex()) for _ in range(12)))
+    assert all(sorted(r, key=str) == sorted(results[0], key=str) for r in results)
+    assert threads
+    assert all(name.startswith("duckdb") for name in threads)
+    assert threading.current_thread().name not in threads
+    assert len(backend._cursors) <= 2
+
+
+async def test_ping_and_register_version(backend: DuckDBBackend) -> None:
+    await backend.ping()
+    assert await backend.optout_register_version() == "optout-2024-06-01"
+
+
+async def test_database_errors_become_backend_failed_without_sql(backend: DuckDBBackend) -> None:
+    with pytest.raises(BackendFailed) as raised:
+        await backend.execute(Raw("SELECT secret_column FROM person WHERE person_id = $1", (7,)))
+    assert raised.value.code is ErrorCode.BACKEND_FAILED
+    assert "secret_column" not in raised.value.message
+    assert "SELECT" not in raised.value.message
+    assert isinstance(raised.value.__cause__, duckdb.Error)
+
+
+async def test_the_database_is_opened_read_only(backend: DuckDBBackend) -> None:
+    with pytest.raises(BackendFailed):
+        await backend.execute(Raw("DELETE FROM tessera_optout"))
+    assert await backend.execute(Raw("SELECT count(*) FROM tessera_optout")) == [(2,)]
+
+
+async def test_readiness_fails_closed_without_tessera_tables(bare_cdm_db: Path) -> None:
+    backend = DuckDBBackend(bare_cdm_db)
+    try:
+        with pytest.raises(BackendNotReady, match="tessera connector prepare") as raised:
+            await backend.ping()
+        assert "tessera_optout" in raised.value.message
+        with pytest.raises(BackendNotReady, match="tessera connector prepare"):
+            await backend.optout_register_version()
+    finally:
+        await backend.close()
+
+
+async def test_readiness_fails_with_an_empty_optout_register(omop_db: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copy(omop_db, tmp_path / "copy.duckdb"))
+    with duckdb.connect(str(copy)) as con:
+        con.execute("DELETE FROM tessera_optout_register")
+    backend = DuckDBBackend(copy)
+    try:
+        with pytest.raises(BackendNotReady, match="no version"):
+            await backend.ping()
+    finally:
+        await backend.close()
+
+
+async def test_readiness_names_missing_cdm_tables(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    backend = DuckDBBackend(empty)
+    try:
+        with pytest.raises(BackendNotReady, match="OMOP CDM tables: person"):
+            await backend.ping()
+    finally:
+        await backend.close()
+
+
+async def test_a_missing_database_is_not_ready_and_the_path_is_not_shown(tmp_path: Path) -> None:
+    backend = DuckDBBackend(tmp_path / "nowhere" / "secret-name.duckdb")
+    try:
+        with pytest.raises(BackendNotReady) as raised:
+            await backend.ping()
+        assert "secret-name" not in raised.value.message
+    finally:
+        await backend.close()
+
+
+async def test_a_closed_backend_refuses_statements(omop_db: Path) -> None:
+    backend = DuckDBBackend(omop_db)
+    await backend.ping()
+    await backend.close()
+    with pytest.raises(BackendFailed, match="closed"):
+        await backend.execute(Raw("SELECT 1"))
+
+
+def test_threads_must_be_positive(omop_db: Path) -> None:
+    with pytest.raises(ValueError, match="threads"):
+        DuckDBBackend(omop_db, threads=0)

@@ -1,0 +1,439 @@
+"""The SQL compiler: golden SQL, exact counts on the fixture database, and that values never
+become SQL text.
+
+Golden files live in fixtures/compiler/; `TESSERA_UPDATE_GOLDEN=1 pytest ...` rewrites them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import sqlglot
+from pydantic import ValidationError
+from sqlglot import exp
+
+from connectors.compiler import (
+    CompiledQuery,
+    ConceptSet,
+    compile_concept_lookup,
+    compile_query,
+)
+from connectors.compiler.concepts import like_prefix
+from connectors.errors import BadRequest
+from schema.codes import Dimension, Vocabulary
+from schema.query import (
+    AgeRange,
+    Breakdown,
+    CohortQuery,
+    Criteria,
+    DateWindow,
+    EventCriterion,
+    MeasurementCriterion,
+    ValueRange,
+)
+
+# The fixture database's reference date (see conftest.py).
+REFERENCE_DATE = dt.date(2024, 6, 30)
+BuildDatabase = Callable[..., Path]
+GOLDEN = Path(__file__).parent / "fixtures" / "compiler"
+UPDATE = os.environ.get("TESSERA_UPDATE_GOLDEN") == "1"
+
+SEX, AGE5, AGE10, AGE20, YEAR = (
+    Dimension.SEX,
+    Dimension.AGE_BAND_5,
+    Dimension.AGE_BAND_10,
+    Dimension.AGE_BAND_20,
+    Dimension.CALENDAR_YEAR,
+)
+
+
+def icd10(code: str, **kwargs: Any) -> EventCriterion:
+    return EventCriterion(vocabulary=Vocabulary.ICD10, code=code, **kwargs)
+
+
+def event(vocabulary: Vocabulary, code: str, **kwargs: Any) -> EventCriterion:
+    return EventCriterion(vocabulary=vocabulary, code=code, **kwargs)
+
+
+def hba1c(**kwargs: Any) -> MeasurementCriterion:
+    return MeasurementCriterion(vocabulary=Vocabulary.LOINC, code="4548-4", **kwargs)
+
+
+def window(start: str | None = None, end: str | None = None) -> DateWindow:
+    return DateWindow(
+        start=dt.date.fromisoformat(start) if start else None,
+        end=dt.date.fromisoformat(end) if end else None,
+    )
+
+
+def query(
+    criteria: Criteria | None = None,
+    *tables: Breakdown,
+    reference_date: dt.date = REFERENCE_DATE,
+) -> CohortQuery:
+    return CohortQuery(
+        criteria=criteria or Criteria(), reference_date=reference_date, tables=list(tables)
+    )
+
+
+# -- golden files ----------------------------------------------------------------------------
+
+NAMED_QUERIES: dict[str, CohortQuery] = {
+    "everyone": query(),
+    "diabetic_women_40_69": query(
+        Criteria(sex="FEMALE", age=AgeRange(min=40, max=69), conditions=[icd10("E11")]),
+        (AGE10,),
+    ),
+    "window_and_value_range": query(
+        Criteria(
+            conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))],
+            measurements=[hba1c(value=ValueRange(min=7.0, max=9.5), window=window("2023-01-01"))],
+        )
+    ),
+    "any_of_nested": query(
+        Criteria(
+            drugs=[event(Vocabulary.ATC, "A10", descendants=False)],
+            any_of=[
+                Criteria(conditions=[icd10("E10")]),
+                Criteria(sex="MALE", any_of=[Criteria(age=AgeRange(min=18))]),
+            ],
+        )
+    ),
+    "all_dimensions": query(
+        Criteria(conditions=[icd10("I10")]), (SEX,), (SEX, AGE5), (AGE20, YEAR), (AGE10, SEX)
+    ),
+    "calendar_year_without_index_event": query(Criteria(sex="MALE"), (YEAR,)),
+}
+
+NAMED_LOOKUPS: dict[str, ConceptSet] = {
+    "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
+    "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
+    "concepts_exact": ConceptSet(Vocabulary.LOINC, "4548-4", descendants=False),
+}
+
+
+def render(sql: str, params: tuple[object, ...], fingerprint: str | None = None) -> str:
+    lines = [f"-- fingerprint: {fingerprint}"] if fingerprint else []
+    lines += [f"-- ${n}: {param!s}" for n, param in enumerate(params, 1)]
+    return "\n".join([*lines, sql, ""])
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.sql"
+    if UPDATE or not path.exists():
+        path.write_text(text)
+        if not UPDATE:
+            pytest.fail(f"golden file {path.name} was missing and has been written")
+    assert text == path.read_text(), f"{path.name} differs: TESSERA_UPDATE_GOLDEN=1 to update"
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
+def test_compiled_sql_matches_its_golden_file(name: str, dialect: str) -> None:
+    compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
+    check_golden(f"{name}.{dialect}", render(compiled.sql, compiled.params, compiled.fingerprint))
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+@pytest.mark.parametrize("name", sorted(NAMED_LOOKUPS))
+def test_concept_lookup_sql_matches_its_golden_file(name: str, dialect: str) -> None:
+    lookup = compile_concept_lookup(NAMED_LOOKUPS[name], dialect=dialect)
+    check_golden(f"{name}.{dialect}", render(lookup.sql, lookup.params))
+
+
+def squeeze(sql: str) -> str:
+    return re.sub(r"\s+", "", sql)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
+def test_compiled_sql_parses_back_with_every_value_a_numbered_parameter(
+    name: str, dialect: str
+) -> None:
+    compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
+    tree = sqlglot.parse_one(compiled.sql, read=dialect)
+    assert squeeze(tree.sql(dialect=dialect)) == squeeze(compiled.sql)
+    numbers = {
+        int(node.name)
+        for node in tree.walk()
+        if isinstance(node, exp.Parameter | exp.Placeholder) and node.name
+    }
+    assert numbers == set(range(1, len(compiled.params) + 1))
+    assert "?" not in compiled.sql
+    assert "%s" not in compiled.sql
+
+
+# -- values never become SQL -------------------------------------------------------------------
+
+
+def test_a_code_carrying_sql_cannot_even_be_built() -> None:
+    with pytest.raises(ValidationError, match="well-formed"):
+        icd10("E11'; DROP TABLE person;--")
+    with pytest.raises(ValidationError):
+        event(Vocabulary.ATC, "A10%")
+
+
+def test_values_never_appear_in_the_sql_text() -> None:
+    q = query(
+        Criteria(
+            sex="FEMALE",
+            age=AgeRange(min=37, max=83),
+            conditions=[icd10("Q87.4", window=window("2013-07-19", "2019-11-23"))],
+            drugs=[event(Vocabulary.RXNORM, "314231")],
+            measurements=[hba1c(value=ValueRange(min=123.456, max=654.321))],
+        ),
+        (AGE10,),
+        reference_date=dt.date(2031, 3, 14),
+    )
+    for dialect in ("duckdb", "postgres"):
+        sql = compile_query(q, dialect=dialect).sql
+        for value in ("Q87", "314231", "4548", "2013", "2019", "2031", "123.456", "654.321"):
+            assert value not in sql
+        for value in ("37", "83", "1948", "1994", "8532"):
+            assert value not in sql.replace("$", " ")
+
+
+def test_concept_lookup_binds_the_code_and_escapes_like_wildcards() -> None:
+    lookup = compile_concept_lookup(ConceptSet(Vocabulary.ICD10, "E11.9", True))
+    assert "E11" not in lookup.sql
+    assert lookup.params == ("ICD10", "E11.9", "E11.9%")
+    assert like_prefix("A_1%\\") == "A\\_1\\%\\\\%"
+
+
+def test_fingerprint_depends_on_shape_not_values() -> None:
+    a = compile_query(query(Criteria(sex="FEMALE", conditions=[icd10("E11")]), (SEX,)))
+    b = compile_query(
+        query(
+            Criteria(sex="MALE", conditions=[icd10("I10", descendants=False)]),
+            (SEX,),
+            reference_date=dt.date(2020, 1, 1),
+        )
+    )
+    c = compile_query(query(Criteria(sex="FEMALE", drugs=[icd10("E11")]), (SEX,)))
+    assert a.fingerprint == b.fingerprint
+    assert a.params != b.params
+    assert a.fingerprint != c.fingerprint
+
+
+def test_a_node_never_groups_by_jurisdiction() -> None:
+    with pytest.raises(BadRequest, match="JURISDICTION"):
+        compile_query(query(None, (Dimension.JURISDICTION, SEX)))
+
+
+def test_unknown_dialect_is_refused() -> None:
+    with pytest.raises(ValueError, match="dialect"):
+        compile_query(query(), dialect="mysql")
+
+
+# -- exact counts on the fixture database ------------------------------------------------------
+
+
+def execute(con: duckdb.DuckDBPyConnection, compiled: CompiledQuery) -> dict[Breakdown, Any]:
+    cursor = con.cursor()
+    ids = {
+        cs: [row[0] for row in cursor.execute(lookup.sql, list(lookup.params)).fetchall()]
+        for cs in compiled.concept_sets
+        for lookup in [compile_concept_lookup(cs)]
+    }
+    rows = cursor.execute(compiled.sql, list(compiled.bind(ids).params)).fetchall()
+    return {by: dict(cells) for by, cells in compiled.tabulate(rows)}
+
+
+def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> int:
+    count: int = execute(con, compile_query(query(criteria, **kwargs)))[()][()]
+    return count
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        pytest.param(Criteria(), 47, id="everyone-born-by-2024-less-opted-out"),
+        pytest.param(Criteria(sex="FEMALE"), 23, id="female"),
+        pytest.param(Criteria(sex="MALE"), 23, id="male"),
+        pytest.param(Criteria(age=AgeRange(min=40, max=65)), 20, id="age-40-65"),
+        pytest.param(Criteria(age=AgeRange(min=70)), 8, id="age-70-plus"),
+        pytest.param(Criteria(age=AgeRange(max=20)), 10, id="age-up-to-20"),
+        pytest.param(Criteria(conditions=[icd10("E11")]), 19, id="icd10-prefix"),
+        pytest.param(Criteria(conditions=[icd10("E11", descendants=False)]), 5, id="icd10-exact"),
+        pytest.param(Criteria(conditions=[icd10("E11.9")]), 9, id="icd10-leaf"),
+        pytest.param(
+            Criteria(conditions=[event(Vocabulary.SNOMED, "44054006")]), 14, id="snomed-subtree"
+        ),
+        pytest.param(
+            Criteria(conditions=[event(Vocabulary.SNOMED, "44054006", descendants=False)]),
+            9,
+            id="snomed-exact",
+        ),
+        pytest.param(Criteria(drugs=[event(Vocabulary.ATC, "A10")]), 12, id="atc-prefix+ancestor"),
+        pytest.param(Criteria(drugs=[event(Vocabulary.ATC, "A10BA")]), 11, id="atc-ancestor"),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10BA02", descendants=False)]),
+            0,
+            id="atc-class-itself-has-no-exposures",
+        ),
+        pytest.param(Criteria(drugs=[event(Vocabulary.RXNORM, "6809")]), 11, id="rxnorm-subtree"),
+        pytest.param(Criteria(measurements=[hba1c()]), 20, id="measurement-any-value"),
+        pytest.param(
+            Criteria(measurements=[hba1c(value=ValueRange(min=7.0, max=8.0))]),
+            11,
+            id="value-range-inclusive",
+        ),
+        pytest.param(Criteria(measurements=[hba1c(value=ValueRange(min=7.5))]), 6, id="value-min"),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window("2021-01-01", "2022-12-31"))]),
+            5,
+            id="window",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window(end="2018-12-31"))]),
+            1,
+            id="window-end-only",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window(start="2023-01-15"))]),
+            5,
+            id="window-start-inclusive",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11"), icd10("I10")]), 4, id="conditions-are-anded"
+        ),
+        pytest.param(
+            Criteria(
+                any_of=[Criteria(conditions=[icd10("E10")]), Criteria(conditions=[icd10("I10")])]
+            ),
+            18,
+            id="any-of",
+        ),
+        pytest.param(
+            Criteria(
+                sex="FEMALE",
+                any_of=[
+                    Criteria(conditions=[icd10("E10")]),
+                    Criteria(
+                        any_of=[
+                            Criteria(drugs=[event(Vocabulary.RXNORM, "29046")]),
+                            Criteria(measurements=[hba1c(value=ValueRange(min=7.9))]),
+                        ]
+                    ),
+                ],
+            ),
+            6,
+            id="nested-any-of",
+        ),
+        pytest.param(
+            Criteria(any_of=[Criteria(), Criteria(conditions=[icd10("E10")])]),
+            47,
+            id="any-of-with-an-empty-group",
+        ),
+        pytest.param(Criteria(conditions=[icd10("C49")]), 0, id="a-code-the-vocabulary-lacks"),
+    ],
+)
+def test_total_counts(
+    omop_con: duckdb.DuckDBPyConnection, criteria: Criteria, expected: int
+) -> None:
+    assert total(omop_con, criteria) == expected
+
+
+def test_persons_born_after_the_reference_year_are_not_counted(
+    omop_con: duckdb.DuckDBPyConnection,
+) -> None:
+    assert total(omop_con, Criteria(), reference_date=dt.date(1990, 1, 1)) == 28
+
+
+def test_opted_out_persons_are_never_counted(build_omop_db: BuildDatabase, tmp_path: Path) -> None:
+    with duckdb.connect(str(build_omop_db(tmp_path / "all.duckdb", opted_out=()))) as con:
+        assert total(con, Criteria()) == 49
+        assert total(con, Criteria(conditions=[icd10("E11")])) == 20
+
+
+def breakdown(con: duckdb.DuckDBPyConnection, criteria: Criteria, table: Breakdown) -> Any:
+    return execute(con, compile_query(query(criteria, table)))[table]
+
+
+def test_sex_breakdown(omop_con: duckdb.DuckDBPyConnection) -> None:
+    assert breakdown(omop_con, Criteria(), (SEX,)) == {
+        ("FEMALE",): 23,
+        ("MALE",): 23,
+        ("UNKNOWN",): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("dimension", "expected"),
+    [
+        (AGE5, {"20-24": 10, "30-34": 9, "40-44": 1, "45-49": 10, "60-64": 9, "70-74": 8}),
+        (AGE10, {"20-29": 10, "30-39": 9, "40-49": 11, "60-69": 9, "70-79": 8}),
+        (AGE20, {"20-39": 19, "40-59": 11, "60-79": 17}),
+    ],
+)
+def test_age_band_breakdowns(
+    omop_con: duckdb.DuckDBPyConnection, dimension: Dimension, expected: dict[str, int]
+) -> None:
+    result = breakdown(omop_con, Criteria(), (dimension,))
+    assert result == {(band,): n for band, n in expected.items()}
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        pytest.param(
+            Criteria(), {"2010": 1, "2015": 22, "2018": 23, "UNKNOWN": 1}, id="first-observation"
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")]),
+            {"2016": 1, "2019": 8, "2021": 5, "2023": 5},
+            id="first-index-event",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window(start="2018-01-01"))]),
+            {"2019": 9, "2021": 5, "2023": 5},
+            id="first-index-event-in-window",
+        ),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10")], sex="FEMALE"),
+            {"2019": 4, "2021": 1},
+            id="drug-index-event",
+        ),
+        pytest.param(
+            Criteria(measurements=[hba1c(value=ValueRange(min=7.5))]),
+            {"2023": 6},
+            id="measurement-index-event",
+        ),
+    ],
+)
+def test_calendar_year_breakdown(
+    omop_con: duckdb.DuckDBPyConnection, criteria: Criteria, expected: dict[str, int]
+) -> None:
+    result = breakdown(omop_con, criteria, (YEAR,))
+    assert result == {(year,): n for year, n in expected.items()}
+
+
+def test_all_tables_come_from_one_statement(omop_con: duckdb.DuckDBPyConnection) -> None:
+    compiled = compile_query(
+        query(Criteria(conditions=[icd10("E11")]), (SEX,), (SEX, AGE10), (AGE10, SEX), (YEAR,))
+    )
+    assert compiled.tables == ((), (SEX,), (SEX, AGE10), (AGE10, SEX), (YEAR,))
+    result = execute(omop_con, compiled)
+    assert result[()] == {(): 19}
+    assert result[(SEX,)] == {("FEMALE",): 9, ("MALE",): 10}
+    assert result[(SEX, AGE10)] == {
+        ("FEMALE", "40-49"): 5,
+        ("FEMALE", "60-69"): 4,
+        ("MALE", "40-49"): 5,
+        ("MALE", "60-69"): 5,
+    }
+    # The same grouping set in another order: the same cells, keys in the table's order.
+    assert result[(AGE10, SEX)] == {(a, s): n for (s, a), n in result[(SEX, AGE10)].items()}
+    assert sum(result[(YEAR,)].values()) == 19
+
+
+def test_an_empty_cohort_still_has_a_total(omop_con: duckdb.DuckDBPyConnection) -> None:
+    result = execute(omop_con, compile_query(query(Criteria(conditions=[icd10("C49")]), (SEX,))))
+    assert result == {(): {(): 0}, (SEX,): {}}

@@ -1,0 +1,201 @@
+"""The query pipeline, on the fake backend (canned rows) and on the fixture database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.backends.duckdb import DuckDBBackend
+from connectors.backends.fake import FakeBackend
+from connectors.compiler import CompiledQuery, ConceptLookup, ConceptSet
+from connectors.errors import BackendFailed, BadRequest, BadSignature, WrongNode
+from connectors.service import QueryService
+from connectors.verify import RequestVerifier, load_gateway_keys
+from policies.disclosure import PRIMARY_SUPPRESSION
+from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus, Vocabulary
+from schema.query import CohortQuery, Criteria, EventCriterion
+from schema.result import Value
+from schema.wire import NodeRequest
+
+Sign = Callable[..., str]
+REFERENCE_DATE = dt.date(2024, 6, 30)
+E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
+
+
+def request_body(
+    tables: list[tuple[Dimension, ...]] | None = None,
+    *,
+    criteria: Criteria | None = None,
+    jurisdiction: Jurisdiction = Jurisdiction.FR,
+) -> bytes:
+    request = NodeRequest(
+        query_id="q-00000001",
+        request_id="DR-2026-0042",
+        jurisdiction=jurisdiction,
+        query=CohortQuery(
+            criteria=criteria or Criteria(conditions=[E11]),
+            reference_date=REFERENCE_DATE,
+            tables=tables or [()],
+        ),
+    )
+    return request.model_dump_json().encode()
+
+
+@pytest.fixture
+def verifier(gateway_public_pem: Path) -> RequestVerifier:
+    return RequestVerifier(
+        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
+        issuer="tessera-gateway",
+        audience="tessera-node-fr",
+    )
+
+
+def service(backend: Any, verifier: RequestVerifier) -> QueryService:
+    return QueryService(jurisdiction=Jurisdiction.FR, backend=backend, verifier=verifier)
+
+
+async def ask(svc: QueryService, sign: Sign, body: bytes) -> Any:
+    return await svc.handle(authorization=f"Bearer {sign(body)}", body=body)
+
+
+async def test_counts_are_protected_by_the_node_profile(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    # (grouping_id, sex, count): total 120, FEMALE 112, MALE 8 (below FR's 11).
+    backend = FakeBackend([(1, None, 120), (0, "MALE", 8), (0, "FEMALE", 112)])
+    response = await ask(service(backend, verifier), sign, request_body([(Dimension.SEX,)]))
+    assert response.status is NodeStatus.OK
+    assert response.jurisdiction is Jurisdiction.FR
+    assert response.optout_register_version == "fake-optout-1"
+    assert response.elapsed_ms > 0
+    total, by_sex = response.tables
+    assert total.by == ()
+    assert [(c.key, c.count) for c in total.cells] == [([], Value.exact(120))]
+    assert by_sex.by == (Dimension.SEX,)
+    female, male = by_sex.cells
+    assert (female.key, female.count) == (["FEMALE"], Value.exact(112))
+    # A suppressed cell is still listed: the gateway learns it exists, not its count.
+    assert male.key == ["MALE"]
+    assert male.count.value is None
+    assert male.count.status is ValueStatus.SUPPRESSED
+    assert [(r.rule, r.jurisdiction) for r in male.count.reasons] == [
+        (PRIMARY_SUPPRESSION, Jurisdiction.FR)
+    ]
+
+
+async def test_the_total_has_one_cell_even_for_an_empty_answer(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    response = await ask(service(FakeBackend([]), verifier), sign, request_body())
+    [total] = response.tables
+    assert len(total.cells) == 1
+    assert total.cells[0].key == []
+    assert total.cells[0].count.status is ValueStatus.SUPPRESSED  # zero is suppressed in FR
+
+
+async def test_codes_are_resolved_once_and_bound_as_concept_ids(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    e11 = ConceptSet(Vocabulary.ICD10, "E11", descendants=True)
+    backend = FakeBackend([(0, 50)], concepts={e11: [1001, 1002]})
+    svc = service(backend, verifier)
+    await ask(svc, sign, request_body())
+    await ask(svc, sign, request_body())
+    lookups = [s for s in backend.statements if isinstance(s, ConceptLookup)]
+    cohorts = [s for s in backend.statements if isinstance(s, CompiledQuery)]
+    assert [lookup.concept_set for lookup in lookups] == [e11]
+    assert len(cohorts) == 2
+    assert all(c.bound and [1001, 1002] in c.params for c in cohorts)
+
+
+async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
+    backend = FakeBackend([(0, 50)])
+    body = request_body()
+    with pytest.raises(BadSignature):
+        await service(backend, verifier).handle(
+            authorization=f"Bearer {sign(body, aud='tessera-node-de')}", body=body
+        )
+    assert backend.statements == []
+
+
+async def test_a_request_for_another_jurisdiction_is_refused(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    with pytest.raises(WrongNode, match="answers for FR, not DE"):
+        await ask(
+            service(FakeBackend(), verifier), sign, request_body(jurisdiction=Jurisdiction.DE)
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(b"{not json", "invalid request at body: Invalid JSON", id="malformed"),
+        pytest.param(b"[]", "invalid request", id="not-an-object"),
+        pytest.param(
+            request_body().replace(b'"E11"', b'"E11; DROP"'), "query.criteria", id="bad-code"
+        ),
+        pytest.param(
+            request_body([(Dimension.JURISDICTION, Dimension.SEX)]),
+            "JURISDICTION",
+            id="jurisdiction-table",
+        ),
+    ],
+)
+async def test_an_invalid_request_is_a_short_bad_request(
+    verifier: RequestVerifier, sign: Sign, body: bytes, message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message) as raised:
+        await ask(service(FakeBackend(), verifier), sign, body)
+    assert len(raised.value.message) <= 300
+
+
+async def test_backend_failure_propagates(verifier: RequestVerifier, sign: Sign) -> None:
+    with pytest.raises(BackendFailed):
+        await ask(service(FakeBackend(fail=True), verifier), sign, request_body())
+
+
+async def test_counts_are_never_logged(
+    verifier: RequestVerifier, sign: Sign, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend([(1, None, 98765), (0, "MALE", 7), (0, "FEMALE", 98758)])
+    with caplog.at_level(logging.DEBUG):
+        await ask(service(backend, verifier), sign, request_body([(Dimension.SEX,)]))
+    assert "q-00000001" in caplog.text
+    for count in ("98765", "98758", " 7"):
+        assert count not in caplog.text
+
+
+async def test_readiness_reasons(verifier: RequestVerifier) -> None:
+    assert await service(FakeBackend(), verifier).not_ready_reason() is None
+    assert "prepare" in (
+        await service(FakeBackend(not_ready="run prepare"), verifier).not_ready_reason() or ""
+    )
+    keyless = RequestVerifier(keys={}, issuer="tessera-gateway", audience="tessera-node-fr")
+    assert "key" in (await service(FakeBackend(), keyless).not_ready_reason() or "")
+
+
+async def test_end_to_end_on_the_fixture_database(
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
+) -> None:
+    backend = DuckDBBackend(omop_db)
+    try:
+        body = request_body([(Dimension.AGE_BAND_10,)], criteria=Criteria())
+        response = await ask(service(backend, verifier), sign, body)
+    finally:
+        await backend.close()
+    total, by_age = response.tables
+    assert total.cells[0].count == Value.exact(47)
+    assert {tuple(c.key): c.count.value for c in by_age.cells} == {
+        ("20-29",): None,  # 10, below FR's 11
+        ("30-39",): None,
+        ("40-49",): 11,
+        ("60-69",): None,
+        ("70-79",): None,
+    }
+    assert response.optout_register_version == "optout-2024-06-01"
