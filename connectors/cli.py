@@ -95,6 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from connectors.prepare import prepare_database, read_optout_csv
 
+    if args.register_version and not args.optout:
+        print("tessera connector prepare: --register-version needs --optout", file=sys.stderr)
+        return 2
     optout = read_optout_csv(args.optout) if args.optout else None
     report = prepare_database(
         args.database, optout_ids=optout, register_version=args.register_version
