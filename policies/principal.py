@@ -1,0 +1,94 @@
+"""Who asks, under which approval: the inputs to a decision that come from the researcher's
+token, in a form the policy engine can rely on.
+
+`schema.approval.Approval` is the claim as it travels in the JWT. The policy engine needs a few
+more facts about the approved data request (applicant, applicant kind, validity window) that
+the claim may not carry yet; `ApprovalView.from_approval` reads them when they are there and
+leaves them unknown otherwise. Unknown is never treated as permissive: a purpose reserved to
+public bodies is refused when the applicant kind is unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+from schema.approval import Approval
+from schema.codes import Jurisdiction
+
+_T = TypeVar("_T")
+
+
+class ApplicantKind(StrEnum):
+    """The health data applicant's legal nature, as the HDAB recorded it (EHDS Art. 53(2)
+    reserves some purposes to public sector bodies and Union institutions, bodies, offices
+    and agencies; those are all `public_body` here)."""
+
+    PUBLIC_BODY = "public_body"
+    PRIVATE_ENTITY = "private_entity"
+    NATURAL_PERSON = "natural_person"
+
+
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware datetime in UTC. A naive one is read as UTC: token claims are UTC by
+    convention, and comparing naive with aware datetimes would raise mid-decision."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """The approved data request (EHDS Art. 69) as the decision sees it."""
+
+    request_id: str
+    purpose: str
+    jurisdictions: frozenset[Jurisdiction]
+    datasets: frozenset[str] = frozenset()
+    applicant: str | None = None
+    applicant_kind: ApplicantKind | None = None
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise once so every check compares aware UTC datetimes.
+        for name in ("valid_from", "valid_until"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_utc(value))
+
+    @classmethod
+    def from_approval(cls, approval: Approval) -> ApprovalView:
+        """Build the view from the token's approval claim. The optional fields are read by
+        name so that this works both before and after `Approval` gains them."""
+        kind = getattr(approval, "applicant_kind", None)
+        return cls(
+            request_id=approval.request_id,
+            purpose=approval.purpose,
+            jurisdictions=frozenset(approval.jurisdictions),
+            datasets=frozenset(approval.datasets),
+            applicant=_optional(getattr(approval, "applicant", None), str),
+            applicant_kind=None if kind is None else ApplicantKind(kind),
+            valid_from=_optional(getattr(approval, "valid_from", None), dt.datetime),
+            valid_until=_optional(getattr(approval, "valid_until", None), dt.datetime),
+        )
+
+
+def _optional(value: object, kind: type[_T]) -> _T | None:
+    if value is None:
+        return None
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The researcher: the token's subject, and its issuer when the caller wants the policy
+    to check that the issuer is one the jurisdiction trusts (None: the caller has verified
+    the token against its own trust configuration and the issuer check is skipped)."""
+
+    subject: str
+    issuer: str | None = None
