@@ -29,9 +29,8 @@ async def test_gql_client_gets_a_pooled_count(federation: LocalFederation, token
         """
     )
     async with Client(transport=transport, fetch_schema_from_transport=True) as session:
-        result = await session.execute(
-            query, variable_values={"request": "DR-2026-0042", "minAge": 18}
-        )
+        query.variable_values = {"request": "DR-2026-0042", "minAge": 18}
+        result = await session.execute(query)
     cohort = result["cohort"]
     assert cohort["count"]["status"] == "EXACT"
     assert cohort["count"]["value"] > 1000

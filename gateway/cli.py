@@ -1,0 +1,48 @@
+"""`tessera gateway serve`: run the federation's GraphQL gateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+SubParsers = Any  # argparse's _SubParsersAction is private
+
+
+def register(sub: SubParsers) -> None:
+    gateway = sub.add_parser("gateway", help="run the GraphQL gateway")
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
+    serve = gateway_sub.add_parser(
+        "serve",
+        help="serve /graphql and fan out to the federation's nodes",
+        description="Options override the TESSERA_GATEWAY_* environment variables "
+        "(documented in gateway/settings.py).",
+    )
+    serve.add_argument("--federation", type=Path, help="federation file (TOML)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--deadline", type=float, dest="deadline_s", help="query deadline (s)")
+    serve.add_argument("--graphiql", action="store_true", default=None, help="serve GraphiQL")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.app import serve
+    from gateway.settings import GatewaySettings, SettingsError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = GatewaySettings.from_env(
+            federation=args.federation,
+            host=args.host,
+            port=args.port,
+            deadline_s=args.deadline_s,
+            graphiql=args.graphiql,
+        )
+    except SettingsError as e:
+        print(f"tessera gateway serve: {e}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0

@@ -1,0 +1,194 @@
+"""Combining node answers: per-node counts, the pooled total and every breakdown table, each
+released cell protected again with the gateway's rules. Pure functions, no I/O.
+
+A pooled cell is the sum of the cell over the nodes that answered OK (a cell a node did not
+send counts 0). Each node's part is first protected with that node's own profile, as if
+released alone; if any part is then suppressed, the pooled cell is suppressed too: adding up
+numbers that could not be released would need secure aggregation, so they are never computed
+(otherwise the pool minus the released parts would give the withheld one away).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.nodes import CellKey, NodeOutcome
+from policies.disclosure import GATEWAY_RULES, CellContext, protect, with_reason
+from policies.profiles import DisclosureProfile, profile_for, strictest
+from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.query import Breakdown
+from schema.result import Cell, DimensionValue, Reason, Value
+from schema.wire import node_dimensions
+
+INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
+PARTIAL: Final = "PARTIAL"
+NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
+
+# From most to least exact: a pooled value is as inexact as its least exact part.
+_EXACTNESS: Final = (ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED)
+
+Profiles = Callable[[Jurisdiction], DisclosureProfile]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    jurisdiction: Jurisdiction
+    status: NodeStatus
+    latency_ms: float | None
+    count: Value | None
+    reasons: tuple[Reason, ...]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    count: Value
+    by_jurisdiction: tuple[NodeResult, ...]
+    tables: Mapping[Breakdown, tuple[Cell, ...]]
+
+
+def combine(
+    tables: Sequence[Breakdown],
+    outcomes: Sequence[NodeOutcome],
+    profiles: Profiles = profile_for,
+) -> Combined:
+    ok = [o for o in outcomes if o.status is NodeStatus.OK]
+    return Combined(
+        count=pooled_total(outcomes, profiles),
+        by_jurisdiction=tuple(node_result(o, profiles) for o in outcomes),
+        tables={table: combine_table(table, ok, profiles) for table in tables},
+    )
+
+
+def node_result(outcome: NodeOutcome, profiles: Profiles) -> NodeResult:
+    count = None
+    if outcome.status is NodeStatus.OK:
+        count = release([outcome.jurisdiction], outcome.tables[()][()], profiles)
+    error = None
+    if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+        error = outcome.message or outcome.status.value
+        if outcome.error_code is not None:
+            error = f"{outcome.error_code.value}: {error}"
+    return NodeResult(
+        jurisdiction=outcome.jurisdiction,
+        status=outcome.status,
+        latency_ms=outcome.latency_ms,
+        count=count,
+        reasons=outcome.reasons,
+        error=error,
+    )
+
+
+def pooled_total(outcomes: Sequence[NodeOutcome], profiles: Profiles) -> Value:
+    ok = [o for o in outcomes if o.status is NodeStatus.OK]
+    missing = ", ".join(
+        f"{o.jurisdiction.value} ({o.status.value})"
+        for o in outcomes
+        if o.status is not NodeStatus.OK
+    )
+    if not ok:
+        return Value.suppressed(
+            Reason(rule=NO_NODE_ANSWERED, message=f"no node answered: {missing or 'none asked'}")
+        )
+    parts = [(o.jurisdiction, release([o.jurisdiction], o.tables[()][()], profiles)) for o in ok]
+    total = release([o.jurisdiction for o in ok], pool(parts), profiles)
+    if missing:
+        total = with_reason(total, Reason(rule=PARTIAL, message=f"no answer from {missing}"))
+    return total
+
+
+def combine_table(
+    table: Breakdown, ok: Sequence[NodeOutcome], profiles: Profiles
+) -> tuple[Cell, ...]:
+    node_table = node_dimensions(table)
+    cells: list[tuple[tuple[str, ...], Value]] = []
+    if Dimension.JURISDICTION in table:
+        # Each cell comes from one node: protected with that node's own profile.
+        for o in ok:
+            for key, value in o.tables[node_table].items():
+                full = _with_jurisdiction(table, key, o.jurisdiction)
+                cells.append((full, release([o.jurisdiction], value, profiles)))
+    else:
+        keys = dict.fromkeys(key for o in ok for key in o.tables[node_table])
+        contributors = [o.jurisdiction for o in ok]
+        for key in keys:
+            parts = [(o.jurisdiction, _part(o, node_table, key, profiles)) for o in ok]
+            cells.append((key, release(contributors, pool(parts), profiles)))
+    cells.sort(key=lambda cell: _sort_key(table, cell[0]))
+    return tuple(
+        Cell(
+            dimensions=[DimensionValue(name=d, value=v) for d, v in zip(table, key, strict=True)],
+            count=value,
+        )
+        for key, value in cells
+    )
+
+
+def _part(outcome: NodeOutcome, table: Breakdown, key: CellKey, profiles: Profiles) -> Value:
+    value = outcome.tables[table].get(key)
+    if value is None:
+        # A node sends no cell for an empty group: its absence is already public, it adds 0.
+        return _ZERO
+    return release([outcome.jurisdiction], value, profiles)
+
+
+def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
+    """The sum of released parts, or suppressed when any part was not released."""
+    withheld = [j for j, v in parts if v.value is None]
+    if withheld:
+        return Value.suppressed(
+            Reason(
+                rule=INCOMPLETE_POOL,
+                jurisdiction=withheld[0] if len(withheld) == 1 else None,
+                message=f"not released by {', '.join(j.value for j in withheld)}; pooling "
+                "withheld counts needs secure aggregation",
+            )
+        )
+    values = [v for _, v in parts]
+    bounds = [v.bound for v in values if v.bound is not None]
+    return Value(
+        value=sum(v.value or 0 for v in values),
+        status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
+        reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
+        bound=sum(bounds) if bounds else None,
+    )
+
+
+def release(contributors: Sequence[Jurisdiction], value: Value, profiles: Profiles) -> Value:
+    """The gateway's disclosure control on one released cell: the strictest profile of the
+    jurisdictions in it; its reasons name a jurisdiction only when there is one."""
+    context = CellContext(
+        profile=strictest(profiles(j) for j in contributors),
+        jurisdiction=contributors[0] if len(contributors) == 1 else None,
+    )
+    return protect(value, context, GATEWAY_RULES)
+
+
+_ZERO: Final = Value.exact(0)
+
+
+def _with_jurisdiction(table: Breakdown, key: CellKey, jurisdiction: Jurisdiction) -> CellKey:
+    values = iter(key)
+    return tuple(jurisdiction.value if d is Dimension.JURISDICTION else next(values) for d in table)
+
+
+_JURISDICTION_ORDER: Final = {j.value: i for i, j in enumerate(Jurisdiction)}
+
+
+def _sort_key(table: Breakdown, key: CellKey) -> tuple[tuple[tuple[int, int, str], ...], ...]:
+    return tuple(
+        ((0, _JURISDICTION_ORDER.get(v, -1), v),) if d is Dimension.JURISDICTION else _natural(v)
+        for d, v in zip(table, key, strict=True)
+    )
+
+
+def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
+    # "5-9" before "10-14", "90+" last: numbers compare as numbers.
+    return tuple(
+        (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
+        for part in re.split(r"([0-9]+)", text)
+        if part
+    )

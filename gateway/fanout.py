@@ -1,0 +1,70 @@
+"""Fan-out: every allowed node is asked at once, each under its own timeout, all within one
+overall deadline. A node that fails is reported with its status; the others still count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from gateway.access import Decision
+from gateway.federation import NodeInfo
+from gateway.nodes import NodeClient, NodeOutcome
+from gateway.planner import Plan
+from schema.codes import Jurisdiction, NodeStatus
+
+log = logging.getLogger(__name__)
+
+
+async def fan_out(
+    client: NodeClient,
+    nodes: Mapping[Jurisdiction, NodeInfo],
+    plan: Plan,
+    decisions: Mapping[Jurisdiction, Decision],
+    *,
+    approval_token: str,
+    deadline_s: float,
+    node_timeout_s: float,
+) -> list[NodeOutcome]:
+    """One outcome per jurisdiction of the plan, in the plan's order."""
+    loop = asyncio.get_running_loop()
+    # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
+    timeout = min(node_timeout_s, deadline_s)
+    give_up_at = loop.time() + timeout
+
+    async def ask(jurisdiction: Jurisdiction) -> NodeOutcome:
+        decision = decisions[jurisdiction]
+        if not decision.allowed:
+            return NodeOutcome(
+                jurisdiction=jurisdiction, status=NodeStatus.DENIED, reasons=decision.reasons
+            )
+        started = time.perf_counter()
+        try:
+            # The client gets the same timeout for its transport; this guard also holds a
+            # client that ignores it.
+            async with asyncio.timeout_at(give_up_at):
+                return await client.query(
+                    nodes[jurisdiction],
+                    plan.node_request(jurisdiction),
+                    approval_token=approval_token,
+                    timeout=timeout,
+                )
+        except TimeoutError:
+            return NodeOutcome.failed(
+                jurisdiction,
+                NodeStatus.TIMEOUT,
+                f"no answer within {timeout:.1f} s",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        except Exception as e:
+            # A bug in a client must cost one node, not the whole answer.
+            log.error("node %s: client failed with %s", jurisdiction.value, type(e).__name__)
+            return NodeOutcome.failed(
+                jurisdiction,
+                NodeStatus.ERROR,
+                "the gateway could not process this node's answer",
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+
+    return list(await asyncio.gather(*(ask(j) for j in plan.jurisdictions)))

@@ -1,0 +1,1 @@
+"""The researcher-facing GraphQL API (strawberry): types, inputs, resolvers, error codes."""

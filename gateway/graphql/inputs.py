@@ -1,0 +1,114 @@
+"""GraphQL input types and their translation into the query model's plain data.
+
+The query model (`schema.query`) does the validating; this only renames fields and checks
+codes early, so that a malformed code gets its own error code (INVALID_CODE) and the path of
+the offending field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import strawberry
+
+from gateway.graphql.enums import Sex, Vocabulary
+from schema.codes import CODE_PATTERNS
+from schema.errors import ErrorCode, TesseraError
+
+
+@strawberry.input(description="Inclusive window on an event's start date.")
+class DateWindowInput:
+    start: dt.date | None = strawberry.UNSET
+    end: dt.date | None = strawberry.UNSET
+
+
+@strawberry.input(description="Inclusive age range in whole years at the reference date.")
+class AgeRangeInput:
+    min: int | None = strawberry.UNSET
+    max: int | None = strawberry.UNSET
+
+
+@strawberry.input(description="Inclusive range on a measurement's value (canonical unit).")
+class ValueRangeInput:
+    min: float | None = strawberry.UNSET
+    max: float | None = strawberry.UNSET
+
+
+@strawberry.input(description="At least one event with this code (or a descendant) in the window.")
+class EventInput:
+    vocabulary: Vocabulary
+    code: str
+    descendants: bool = True
+    window: DateWindowInput | None = strawberry.UNSET
+
+
+@strawberry.input(description="A measurement event, optionally restricted to a value range.")
+class MeasurementInput:
+    vocabulary: Vocabulary
+    code: str
+    descendants: bool = True
+    window: DateWindowInput | None = strawberry.UNSET
+    value: ValueRangeInput | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="A cohort: every field given must hold (AND); anyOf holds when one group holds."
+)
+class CriteriaInput:
+    sex: Sex | None = strawberry.UNSET
+    age: AgeRangeInput | None = strawberry.UNSET
+    conditions: list[EventInput] | None = strawberry.UNSET
+    drugs: list[EventInput] | None = strawberry.UNSET
+    measurements: list[MeasurementInput] | None = strawberry.UNSET
+    any_of: list[CriteriaInput] | None = strawberry.UNSET
+
+
+def criteria_data(criteria: CriteriaInput, path: str = "criteria") -> dict[str, Any]:
+    """The query model's `Criteria` as plain data; raises INVALID_CODE for a malformed code."""
+    data: dict[str, Any] = {}
+    if _given(criteria.sex):
+        data["sex"] = criteria.sex
+    if criteria.age:
+        data["age"] = _fields(criteria.age, "min", "max")
+    groups: dict[str, Sequence[EventInput | MeasurementInput] | None] = {
+        "conditions": criteria.conditions,
+        "drugs": criteria.drugs,
+        "measurements": criteria.measurements,
+    }
+    for name, events in groups.items():
+        if events:
+            data[name] = [_event(e, f"{path}.{name}[{i}]") for i, e in enumerate(events)]
+    if criteria.any_of:
+        data["any_of"] = [
+            criteria_data(group, f"{path}.anyOf[{i}]") for i, group in enumerate(criteria.any_of)
+        ]
+    return data
+
+
+def _event(event: EventInput | MeasurementInput, path: str) -> dict[str, Any]:
+    if not CODE_PATTERNS[event.vocabulary].fullmatch(event.code):
+        raise TesseraError(
+            f"{path}.code is not a well-formed {event.vocabulary.value} code",
+            code=ErrorCode.INVALID_CODE,
+            path=f"{path}.code",
+        )
+    data: dict[str, Any] = {
+        "vocabulary": event.vocabulary,
+        "code": event.code,
+        "descendants": event.descendants,
+    }
+    if event.window:
+        data["window"] = _fields(event.window, "start", "end")
+    if isinstance(event, MeasurementInput) and event.value:
+        data["value"] = _fields(event.value, "min", "max")
+    return data
+
+
+def _given(value: object) -> bool:
+    return value is not None and value is not strawberry.UNSET
+
+
+def _fields(obj: object, *names: str) -> dict[str, Any]:
+    return {n: v for n in names if _given(v := getattr(obj, n))}

@@ -1,0 +1,102 @@
+"""The root query. `cohort` authenticates, plans, fans out and combines once per field; the
+breakdown tables are then only looked up (`CohortResult.breakdown`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import strawberry
+
+from gateway.access import decide
+from gateway.combine import combine
+from gateway.fanout import fan_out
+from gateway.graphql.context import GatewayContext
+from gateway.graphql.enums import Jurisdiction
+from gateway.graphql.inputs import CriteriaInput, criteria_data
+from gateway.graphql.selection import requested_breakdowns
+from gateway.graphql.tracing import current_trace_id
+from gateway.graphql.types import CohortResult, JurisdictionInfo
+from gateway.planner import default_reference_date, plan_query
+from policies.profiles import profile_for
+from schema.approval import Role
+from schema.errors import ErrorCode, TesseraError
+
+Info = strawberry.Info[GatewayContext, None]
+
+
+async def resolve_cohort(
+    info: Info,
+    *,
+    request: str,
+    jurisdictions: list[Jurisdiction] | None,
+    criteria: CriteriaInput,
+    reference_date: dt.date | None,
+) -> CohortResult:
+    services = info.context.services
+    principal = services.authenticator.authenticate(info.context.authorization)
+    principal.require_role(Role.RESEARCHER)
+    approval = principal.require_approval()
+    if request != approval.request_id:
+        raise TesseraError(
+            "request is not the data request approved in the token",
+            code=ErrorCode.REQUEST_MISMATCH,
+        )
+    plan = plan_query(
+        members=services.federation.members,
+        request_id=request,
+        criteria=criteria_data(criteria),
+        jurisdictions=jurisdictions,
+        reference_date=reference_date or default_reference_date(),
+        tables=requested_breakdowns(info.selected_fields),
+    )
+    outcomes = await fan_out(
+        services.node_client,
+        services.federation.nodes,
+        plan,
+        # The policy engine's seam: one decision per jurisdiction before anything leaves.
+        decide(principal, approval, plan),
+        approval_token=principal.token,
+        deadline_s=services.deadline_s,
+        node_timeout_s=services.node_timeout_s,
+    )
+    return CohortResult.of(plan, combine(plan.tables, outcomes), trace_id=current_trace_id())
+
+
+async def _cohort(
+    info: Info,
+    *,
+    request: str,
+    jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
+    criteria: CriteriaInput,
+    reference_date: dt.date | None = strawberry.UNSET,
+) -> CohortResult:
+    # UNSET (argument omitted) and null both mean "not given".
+    return await resolve_cohort(
+        info,
+        request=request,
+        jurisdictions=None if jurisdictions is strawberry.UNSET else jurisdictions,
+        criteria=criteria,
+        reference_date=None if reference_date is strawberry.UNSET else reference_date,
+    )
+
+
+def _jurisdictions(info: Info) -> list[JurisdictionInfo]:
+    return [
+        JurisdictionInfo.of(node.jurisdiction, node.node_id, profile_for(node.jurisdiction))
+        for node in info.context.services.federation.nodes.values()
+    ]
+
+
+@strawberry.type
+class Query:
+    cohort: CohortResult = strawberry.field(
+        resolver=_cohort,
+        description="Ask one question of the federation under an approved data request. "
+        "`request` must be the request id of the approval in your token; `jurisdictions` "
+        "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
+        "to 1 January of the current year.",
+    )
+    jurisdictions: list[JurisdictionInfo] = strawberry.field(
+        resolver=_jurisdictions,
+        description="The federation's members and their disclosure rules (no token needed).",
+    )

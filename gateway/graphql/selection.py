@@ -1,0 +1,47 @@
+"""Reading the breakdowns a query selects, so that the whole selection becomes one request per
+node: `cohort { a: breakdown(by: [SEX]) ...F }` asks the nodes once for every table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from strawberry.types.nodes import SelectedField, Selection
+
+from schema.codes import Dimension
+from schema.query import Breakdown
+
+BREAKDOWN_FIELD = "breakdown"
+
+
+def requested_breakdowns(cohort_fields: Iterable[Selection]) -> list[Breakdown]:
+    """Every distinct `breakdown(by:)` under the given `cohort` field nodes, through aliases,
+    fragments and variables, in the order they appear; skipped ones (`@skip`/`@include`)
+    are left out."""
+    found: dict[Breakdown, None] = {}
+
+    def walk(selections: Iterable[Selection]) -> None:
+        for selection in selections:
+            if _skipped(selection.directives):
+                continue
+            if not isinstance(selection, SelectedField):
+                walk(selection.selections)  # a fragment spread or an inline fragment
+            elif selection.name == BREAKDOWN_FIELD:
+                found[_dimensions(selection.arguments.get("by"))] = None
+
+    for field in cohort_fields:
+        walk(field.selections)
+    return list(found)
+
+
+def _dimensions(value: Any) -> Breakdown:
+    # Literals arrive as enum names, variables already coerced to members; GraphQL also lets a
+    # single value stand for a one-element list.
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    return tuple(v if isinstance(v, Dimension) else Dimension[str(v)] for v in values)
+
+
+def _skipped(directives: Mapping[str, Mapping[str, Any]]) -> bool:
+    skip = directives.get("skip", {}).get("if") is True
+    excluded = "include" in directives and directives["include"].get("if") is False
+    return skip or excluded

@@ -1,0 +1,150 @@
+"""GraphQL output types and their construction from the combined result."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import strawberry
+
+from gateway import combine
+from gateway.graphql.enums import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from gateway.planner import Plan
+from policies.profiles import DisclosureProfile
+from schema import result as model
+from schema.errors import ErrorCode, TesseraError
+from schema.query import Breakdown
+
+
+@strawberry.type(description="Why a number is what it is. Never carries the value it explains.")
+class Reason:
+    rule: str = strawberry.field(description="Stable rule id, e.g. PRIMARY_SUPPRESSION.")
+    jurisdiction: Jurisdiction | None = strawberry.field(
+        description="The jurisdiction whose rule it is; null when several contribute."
+    )
+    message: str
+
+    @classmethod
+    def of(cls, reason: model.Reason) -> Reason:
+        return cls(rule=reason.rule, jurisdiction=reason.jurisdiction, message=reason.message)
+
+
+@strawberry.type(description="A released count: null exactly when suppressed.")
+class Count:
+    value: int | None
+    status: ValueStatus
+    reasons: list[Reason]
+    bound: float | None = strawberry.field(
+        description="Largest distance from the truth that rounding or perturbation may add."
+    )
+
+    @classmethod
+    def of(cls, value: model.Value) -> Count:
+        return cls(
+            value=value.value,
+            status=value.status,
+            reasons=[Reason.of(r) for r in value.reasons],
+            bound=value.bound,
+        )
+
+
+@strawberry.type(description="One node's part of the answer.")
+class NodeResult:
+    jurisdiction: Jurisdiction
+    status: NodeStatus
+    latency_ms: float | None
+    count: Count | None = strawberry.field(description="Null unless the node answered OK.")
+    reasons: list[Reason]
+    error: str | None = strawberry.field(description="What went wrong, when the node failed.")
+
+    @classmethod
+    def of(cls, node: combine.NodeResult) -> NodeResult:
+        return cls(
+            jurisdiction=node.jurisdiction,
+            status=node.status,
+            latency_ms=node.latency_ms,
+            count=Count.of(node.count) if node.count is not None else None,
+            reasons=[Reason.of(r) for r in node.reasons],
+            error=node.error,
+        )
+
+
+@strawberry.type
+class DimensionValue:
+    name: Dimension
+    value: str
+
+
+@strawberry.type
+class Cell:
+    dimensions: list[DimensionValue]
+    count: Count
+
+    @classmethod
+    def of(cls, cell: model.Cell) -> Cell:
+        return cls(
+            dimensions=[DimensionValue(name=d.name, value=d.value) for d in cell.dimensions],
+            count=Count.of(cell.count),
+        )
+
+
+@strawberry.type(name="Breakdown", description="A table of counts by the given dimensions.")
+class BreakdownTable:
+    by: list[Dimension]
+    cells: list[Cell]
+
+
+def _breakdown(root: strawberry.Parent[CohortResult], by: list[Dimension]) -> BreakdownTable:
+    table = root.tables.get(tuple(by))
+    if table is None:
+        # The planner reads every breakdown of the selection; reaching this is a bug.
+        raise TesseraError("this breakdown was not planned", code=ErrorCode.INTERNAL)
+    return table
+
+
+@strawberry.type(description="The answer to one cohort question.")
+class CohortResult:
+    query_id: strawberry.ID
+    trace_id: str | None = strawberry.field(description="OpenTelemetry trace id (32 hex).")
+    reference_date: dt.date = strawberry.field(description="The date ages are computed at.")
+    count: Count = strawberry.field(description="The pooled count over the nodes that answered.")
+    by_jurisdiction: list[NodeResult]
+    breakdown: BreakdownTable = strawberry.field(
+        resolver=_breakdown,
+        description="The cohort broken down by up to four dimensions. Every breakdown of a "
+        "query is computed by the same single request per node.",
+    )
+    tables: strawberry.Private[Mapping[Breakdown, BreakdownTable]]
+
+    @classmethod
+    def of(cls, plan: Plan, combined: combine.Combined, *, trace_id: str | None) -> CohortResult:
+        return cls(
+            query_id=strawberry.ID(plan.query_id),
+            trace_id=trace_id,
+            reference_date=plan.reference_date,
+            count=Count.of(combined.count),
+            by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
+            tables={
+                by: BreakdownTable(by=list(by), cells=[Cell.of(c) for c in cells])
+                for by, cells in combined.tables.items()
+            },
+        )
+
+
+@strawberry.type(description="A member of the federation and its disclosure rule.")
+class JurisdictionInfo:
+    code: Jurisdiction
+    node_id: str
+    min_count: int = strawberry.field(description="Smallest count this jurisdiction releases.")
+    source: str = strawberry.field(description="The public rule the minimum comes from.")
+    verified: bool = strawberry.field(description="Whether an HDAB has confirmed the minimum.")
+
+    @classmethod
+    def of(cls, code: Jurisdiction, node_id: str, profile: DisclosureProfile) -> JurisdictionInfo:
+        return cls(
+            code=code,
+            node_id=node_id,
+            min_count=profile.min_count,
+            source=profile.source,
+            verified=profile.verified,
+        )

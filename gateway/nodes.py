@@ -1,0 +1,322 @@
+"""Talking to nodes: the `NodeClient` protocol, its HTTP implementation and a fake for tests.
+
+Whatever goes wrong on the way to a node or back is turned into a `NodeOutcome` here, once:
+refused or reset connections are UNAVAILABLE, timeouts TIMEOUT, node errors (4xx/5xx) ERROR,
+and anything that does not follow `tessera/1` exactly REJECTED. Nothing past this module sees
+an aiohttp exception or an unchecked node answer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import aiohttp
+import orjson
+from opentelemetry import propagate
+from pydantic import ValidationError
+
+from gateway.federation import NodeInfo
+from gateway.signing import RequestSigner
+from schema.codes import Jurisdiction, NodeStatus
+from schema.errors import ErrorCode, TesseraError
+from schema.query import Breakdown
+from schema.result import Reason, Value
+from schema.wire import (
+    APPROVAL_HEADER,
+    CONTENT_TYPE,
+    MAX_RESPONSE_BYTES,
+    QUERY_PATH,
+    NodeError,
+    NodeRequest,
+    NodeResponse,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT: Final = "tessera-gateway/1"
+_CHUNK_BYTES: Final = 64 * 1024
+
+CellKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    """What came of asking one node. `tables` (cells by key, per breakdown) is filled exactly
+    when the status is OK; `reasons` explain a DENIED."""
+
+    jurisdiction: Jurisdiction
+    status: NodeStatus
+    latency_ms: float | None = None
+    response: NodeResponse | None = None
+    tables: Mapping[Breakdown, Mapping[CellKey, Value]] = field(default_factory=dict)
+    reasons: tuple[Reason, ...] = ()
+    error_code: ErrorCode | None = None
+    message: str | None = None
+
+    @classmethod
+    def failed(
+        cls,
+        jurisdiction: Jurisdiction,
+        status: NodeStatus,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        latency_ms: float | None = None,
+    ) -> NodeOutcome:
+        return cls(
+            jurisdiction=jurisdiction,
+            status=status,
+            latency_ms=latency_ms,
+            error_code=code,
+            message=message,
+        )
+
+
+class NodeClient(Protocol):
+    async def query(
+        self,
+        node: NodeInfo,
+        request: NodeRequest,
+        *,
+        approval_token: str,
+        timeout: float,  # noqa: ASYNC109 - the transport's budget; the fan-out also bounds it
+    ) -> NodeOutcome: ...
+
+
+def encode_request(request: NodeRequest) -> bytes:
+    return orjson.dumps(request.model_dump(mode="json"))
+
+
+def interpret(
+    node: NodeInfo, request: NodeRequest, http_status: int, body: bytes, latency_ms: float
+) -> NodeOutcome:
+    """Turn a node's HTTP answer into an outcome, trusting nothing in it."""
+    j = node.jurisdiction
+    if http_status == 200:
+        try:
+            response = NodeResponse.model_validate_json(body, strict=True)
+        except ValidationError:
+            return NodeOutcome.failed(
+                j,
+                NodeStatus.REJECTED,
+                "the answer does not follow tessera/1",
+                latency_ms=latency_ms,
+            )
+        return check_response(node, request, response, latency_ms)
+    if 400 <= http_status < 600:
+        try:
+            error = NodeError.model_validate_json(body)
+        except ValidationError:
+            return NodeOutcome.failed(
+                j, NodeStatus.ERROR, f"the node answered HTTP {http_status}", latency_ms=latency_ms
+            )
+        return NodeOutcome.failed(
+            j, NodeStatus.ERROR, error.message, code=error.code, latency_ms=latency_ms
+        )
+    return NodeOutcome.failed(
+        j, NodeStatus.REJECTED, f"unexpected HTTP status {http_status}", latency_ms=latency_ms
+    )
+
+
+def check_response(
+    node: NodeInfo, request: NodeRequest, response: NodeResponse, latency_ms: float
+) -> NodeOutcome:
+    """Check a well-formed answer against the question: same query, same node, exactly the
+    tables asked, one cell per key."""
+
+    def rejected(message: str) -> NodeOutcome:
+        return NodeOutcome.failed(
+            node.jurisdiction, NodeStatus.REJECTED, message, latency_ms=latency_ms
+        )
+
+    if response.query_id != request.query_id:
+        return rejected("the answer is for another query")
+    if response.jurisdiction is not node.jurisdiction:
+        return rejected("the answer is for another jurisdiction")
+    if response.status is NodeStatus.DENIED:
+        return NodeOutcome(
+            jurisdiction=node.jurisdiction,
+            status=NodeStatus.DENIED,
+            latency_ms=latency_ms,
+            response=response,
+            reasons=tuple(response.reasons),
+        )
+    got = [t.by for t in response.tables]
+    if len(set(got)) != len(got) or set(got) != set(request.query.tables):
+        return rejected("the answer's tables differ from those asked")
+    tables: dict[Breakdown, dict[CellKey, Value]] = {}
+    for table in response.tables:
+        cells: dict[CellKey, Value] = {}
+        for cell in table.cells:
+            key = tuple(cell.key)
+            if len(key) != len(table.by) or key in cells:
+                return rejected("a table has a malformed or repeated cell key")
+            cells[key] = cell.count
+        tables[table.by] = cells
+    if len(tables[()]) != 1:
+        return rejected("the total table must have exactly one cell")
+    return NodeOutcome(
+        jurisdiction=node.jurisdiction,
+        status=NodeStatus.OK,
+        latency_ms=latency_ms,
+        response=response,
+        tables=tables,
+        reasons=tuple(response.reasons),
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_session() -> aiohttp.ClientSession:
+    """The one session a gateway uses for its lifetime: pooled keep-alive connections to the
+    nodes, no proxy settings from the environment, no default timeout (each request sets
+    its own)."""
+    # Idle connections are dropped before aiohttp servers drop theirs (75 s), so a request
+    # never goes out on a connection the node is closing.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(total=None),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+    )
+
+
+class HttpNodeClient:
+    """`tessera/1` over HTTP: signs each request, bounds and checks each answer."""
+
+    def __init__(self, session: aiohttp.ClientSession, signer: RequestSigner) -> None:
+        self._session = session
+        self._signer = signer
+
+    async def query(
+        self,
+        node: NodeInfo,
+        request: NodeRequest,
+        *,
+        approval_token: str,
+        timeout: float,  # noqa: ASYNC109 - the transport's budget; the fan-out also bounds it
+    ) -> NodeOutcome:
+        body = encode_request(request)
+        headers = {
+            "Authorization": f"Bearer {self._signer.sign(body, audience=node.node_id)}",
+            APPROVAL_HEADER: approval_token,
+            "Content-Type": CONTENT_TYPE,
+            "Accept": CONTENT_TYPE,
+        }
+        propagate.inject(headers)  # W3C traceparent of the current span, when there is one
+        j = node.jurisdiction
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            async with self._session.post(
+                node.url + QUERY_PATH,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                # A redirect would carry the signed request and the researcher's token to a
+                # host nobody configured.
+                allow_redirects=False,
+            ) as response:
+                payload = await _read_limited(response, MAX_RESPONSE_BYTES)
+                status = response.status
+        except _TooLarge:
+            return NodeOutcome.failed(
+                j, NodeStatus.REJECTED, "the answer is too large", latency_ms=elapsed()
+            )
+        except TimeoutError:
+            return NodeOutcome.failed(
+                j, NodeStatus.TIMEOUT, f"no answer within {timeout:.1f} s", latency_ms=elapsed()
+            )
+        except aiohttp.ClientConnectionError:
+            return NodeOutcome.failed(
+                j, NodeStatus.UNAVAILABLE, "the node cannot be reached", latency_ms=elapsed()
+            )
+        except aiohttp.ClientError as e:
+            log.warning("node %s: transport error %s", j.value, type(e).__name__)
+            return NodeOutcome.failed(
+                j, NodeStatus.ERROR, "the answer could not be received", latency_ms=elapsed()
+            )
+        return interpret(node, request, status, payload, elapsed())
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise _TooLarge
+    received = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+        received += chunk
+        if len(received) > limit:
+            raise _TooLarge
+    return bytes(received)
+
+
+NodeAnswer = NodeResponse | NodeError | NodeOutcome
+Handler = Callable[[NodeInfo, NodeRequest], NodeAnswer | Awaitable[NodeAnswer]]
+
+
+@dataclass(frozen=True, slots=True)
+class MockCall:
+    node: NodeInfo
+    request: NodeRequest
+    approval_token: str
+    timeout: float
+
+
+class MockNodeClient:
+    """A `NodeClient` answered by a function, for tests (like httpx's `MockTransport`).
+
+    `handler(node, request)` returns (or awaits to) a `NodeResponse`, which goes through the
+    same JSON round trip and checks as a real answer; a `NodeError`, reported as the node's
+    ERROR; or a ready `NodeOutcome`. It may raise: `TimeoutError` is a TIMEOUT,
+    `ConnectionError` UNAVAILABLE, a `TesseraError` an ERROR with its code; anything else
+    escapes as a bug in the client would. Every call is recorded in `calls`.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.calls: list[MockCall] = []
+
+    async def query(
+        self,
+        node: NodeInfo,
+        request: NodeRequest,
+        *,
+        approval_token: str,
+        timeout: float,  # noqa: ASYNC109 - the transport's budget; the fan-out also bounds it
+    ) -> NodeOutcome:
+        self.calls.append(MockCall(node, request, approval_token, timeout))
+        j = node.jurisdiction
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            answer = self.handler(node, request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except TimeoutError:
+            return NodeOutcome.failed(j, NodeStatus.TIMEOUT, "timed out", latency_ms=elapsed())
+        except ConnectionError:
+            return NodeOutcome.failed(
+                j, NodeStatus.UNAVAILABLE, "the node cannot be reached", latency_ms=elapsed()
+            )
+        except TesseraError as e:
+            return NodeOutcome.failed(
+                j, NodeStatus.ERROR, e.message, code=e.code, latency_ms=elapsed()
+            )
+        if isinstance(answer, NodeOutcome):
+            return answer
+        if isinstance(answer, NodeError):
+            return interpret(node, request, 500, answer.model_dump_json().encode(), elapsed())
+        return interpret(node, request, 200, answer.model_dump_json().encode(), elapsed())

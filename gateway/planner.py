@@ -1,0 +1,154 @@
+"""Planning: one researcher question becomes one validated `CohortQuery` and one `NodeRequest`
+per node, whatever the number of breakdowns asked (see `gateway.graphql.selection`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from gateway.nodes import encode_request
+from schema.codes import Jurisdiction
+from schema.errors import ErrorCode, TesseraError
+from schema.query import Breakdown, CohortQuery, FederatedQuery
+from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
+
+MAX_PROBLEMS_SHOWN: Final = 3
+MAX_PROBLEM_CHARS: Final = 160
+
+# Model field names as the researcher wrote them in GraphQL.
+_FIELD_NAMES: Final = {"tables": "breakdown", "request_id": "request"}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    query_id: str
+    request_id: str
+    jurisdictions: tuple[Jurisdiction, ...]
+    reference_date: dt.date
+    # Breakdowns as asked, the overall total `()` first; JURISDICTION may appear in them.
+    tables: tuple[Breakdown, ...]
+    # What every node computes: the same criteria, breakdowns without JURISDICTION.
+    node_query: CohortQuery
+
+    def node_request(self, jurisdiction: Jurisdiction) -> NodeRequest:
+        return NodeRequest(
+            query_id=self.query_id,
+            request_id=self.request_id,
+            jurisdiction=jurisdiction,
+            query=self.node_query,
+        )
+
+
+def default_reference_date(today: dt.date | None = None) -> dt.date:
+    """1 January of the current (UTC) year: ages are then stable for a whole year, so the same
+    question asked twice in a year gets the same answer."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    return dt.date(today.year, 1, 1)
+
+
+def plan_query(
+    *,
+    members: Sequence[Jurisdiction],
+    request_id: str,
+    criteria: Mapping[str, Any],
+    jurisdictions: Sequence[Jurisdiction] | None,
+    reference_date: dt.date,
+    tables: Sequence[Breakdown],
+    query_id: str | None = None,
+) -> Plan:
+    """Validate a question against the query model and the federation.
+
+    Raises `TesseraError` with UNKNOWN_JURISDICTION for a jurisdiction outside the federation
+    and INVALID_CRITERIA for anything the query model rejects.
+    """
+    asked = list(members) if jurisdictions is None else list(jurisdictions)
+    unknown = [j for j in dict.fromkeys(asked) if j not in members]
+    if unknown:
+        raise TesseraError(
+            f"not in this federation: {', '.join(j.value for j in unknown)}; "
+            f"members: {', '.join(j.value for j in members)}",
+            code=ErrorCode.UNKNOWN_JURISDICTION,
+            unknown=[j.value for j in unknown],
+            members=[j.value for j in members],
+        )
+    try:
+        federated = FederatedQuery.model_validate(
+            {
+                "request_id": request_id,
+                "jurisdictions": asked,
+                "query": {
+                    "criteria": criteria,
+                    "reference_date": reference_date,
+                    "tables": list(tables),
+                },
+            }
+        )
+        node_query = CohortQuery(
+            criteria=federated.query.criteria,
+            reference_date=federated.query.reference_date,
+            tables=[node_dimensions(t) for t in federated.query.tables],
+        )
+    except ValidationError as e:
+        raise invalid_criteria(e) from None
+    plan = Plan(
+        query_id=query_id or str(uuid.uuid4()),
+        request_id=federated.request_id,
+        jurisdictions=tuple(federated.jurisdictions),
+        reference_date=federated.query.reference_date,
+        tables=tuple(federated.query.tables),
+        node_query=node_query,
+    )
+    # The query model allows more codes than one node request may carry; every node gets the
+    # same bytes but for its two-letter code, so one measure holds for all.
+    size = len(encode_request(plan.node_request(plan.jurisdictions[0])))
+    if size > MAX_REQUEST_BYTES:
+        raise TesseraError(
+            f"criteria: the question is too large ({size} bytes encoded, at most "
+            f"{MAX_REQUEST_BYTES}); use fewer codes",
+            code=ErrorCode.INVALID_CRITERIA,
+        )
+    return plan
+
+
+def invalid_criteria(error: ValidationError) -> TesseraError:
+    """INVALID_CRITERIA naming each field and its problem, never the offending input."""
+    problems = [
+        {"path": _path(e["loc"]), "message": _problem(e["msg"])}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+    shown = problems[:MAX_PROBLEMS_SHOWN]
+    message = "; ".join(f"{p['path']}: {p['message']}" for p in shown)
+    if len(problems) > len(shown):
+        message += f" (and {len(problems) - len(shown)} more)"
+    return TesseraError(message, code=ErrorCode.INVALID_CRITERIA, problems=shown)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # The query model nests the cohort under `query`; GraphQL does not.
+    if loc[:1] == ("query",):
+        loc = loc[1:]
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = _FIELD_NAMES.get(part) or _camel(part)
+            out += f".{name}" if out else name
+    return out or "query"
+
+
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+def _problem(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    if len(message) > MAX_PROBLEM_CHARS:
+        message = message[: MAX_PROBLEM_CHARS - 1] + "…"
+    return message

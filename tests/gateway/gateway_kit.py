@@ -1,0 +1,182 @@
+"""Helpers shared by the gateway tests: keys, federation files, tokens, node answers.
+
+Imported by name (`from gateway_kit import ...`): pytest's default import mode puts
+`tests/gateway` on sys.path for the tests in it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.federation import NodeInfo
+from gateway.nodes import Handler
+from policies.disclosure import NODE_RULES, CellContext, protect_count
+from policies.profiles import profile_for
+from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
+from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.query import Breakdown
+from schema.result import Value
+from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+
+GATEWAY_ID = "tessera-gateway"
+ISSUER = "https://hdab.test.tessera.eu"
+REQUEST_ID = "DR-2026-0042"
+MEMBERS = (Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO)
+
+SEX: Breakdown = (Dimension.SEX,)
+AGE10: Breakdown = (Dimension.AGE_BAND_10,)
+
+# Counts per node and table: `()` is the total; other tables map a key to a count. A count
+# is an int (released by an honest node under its own rules) or a `Value` (sent as is).
+Counts = Mapping[Breakdown, Any]
+
+# Numbers every node releases (all at least 11, the strictest minimum) unless a test says so.
+DEFAULT_COUNTS: dict[Jurisdiction, Counts] = {
+    Jurisdiction.FR: {
+        (): 300,
+        SEX: {("FEMALE",): 180, ("MALE",): 120},
+        AGE10: {("40-49",): 100, ("50-59",): 200},
+    },
+    Jurisdiction.DK: {
+        (): 150,
+        SEX: {("FEMALE",): 90, ("MALE",): 60},
+        AGE10: {("40-49",): 70, ("50-59",): 80},
+    },
+    Jurisdiction.NO: {
+        (): 50,
+        SEX: {("FEMALE",): 30, ("MALE",): 20},
+        AGE10: {("40-49",): 20, ("50-59",): 30},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Keys:
+    gateway: Ed25519PrivateKey
+    hdab: Ed25519PrivateKey
+
+
+def pem_private(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def pem_public(key: Any) -> bytes:
+    public = key.public_key() if hasattr(key, "public_key") else key
+    data: bytes = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return data
+
+
+def write_federation(
+    directory: Path, keys: Keys, nodes: Mapping[Jurisdiction, str] | None = None
+) -> Path:
+    (directory / "keys").mkdir(exist_ok=True)
+    (directory / "keys" / "gateway.key.pem").write_bytes(pem_private(keys.gateway))
+    (directory / "keys" / "hdab.pub.pem").write_bytes(pem_public(keys.hdab))
+    nodes = nodes or {j: f"http://127.0.0.1:9/{j.value.lower()}" for j in MEMBERS}
+    text = (
+        f'[gateway]\nid = "{GATEWAY_ID}"\nsigning_key = "keys/gateway.key.pem"\n'
+        'signing_kid = "gateway-1"\n\n'
+        f'[[issuers]]\niss = "{ISSUER}"\npublic_key = "keys/hdab.pub.pem"\n'
+        'algorithms = ["EdDSA"]\n\n'
+    )
+    for j, url in nodes.items():
+        text += (
+            f'[[nodes]]\njurisdiction = "{j.value}"\n'
+            f'node_id = "tessera-node-{j.value.lower()}"\nurl = "{url}"\n\n'
+        )
+    path = directory / "federation.toml"
+    path.write_text(text)
+    return path
+
+
+def mint(
+    keys: Keys,
+    *,
+    key: Any = None,
+    algorithm: str = "EdDSA",
+    jurisdictions: tuple[Jurisdiction, ...] = MEMBERS,
+    request_id: str = REQUEST_ID,
+    headers: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    """A researcher token signed by the test HDAB; keyword claims replace the defaults
+    (None removes a claim)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "researcher@test.tessera.eu",
+        "aud": GATEWAY_ID,
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        ROLES_CLAIM: [Role.RESEARCHER.value],
+        APPROVAL_CLAIM: Approval(
+            request_id=request_id, purpose="scientific_research", jurisdictions=list(jurisdictions)
+        ).model_dump(mode="json"),
+    }
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    signing_key = keys.hdab if key is None else key
+    return jwt.encode(payload, signing_key, algorithm=algorithm, headers=headers)
+
+
+def node_response(
+    request: NodeRequest, counts: Counts, *, honest: bool = True, **fields: Any
+) -> NodeResponse:
+    """The answer of a node holding `counts`. An honest node protects every count with its
+    own profile; a dishonest one sends even small counts as EXACT."""
+    j = request.jurisdiction
+    context = CellContext(profile=profile_for(j), jurisdiction=j)
+
+    def value(count: Any) -> Value:
+        if isinstance(count, Value):
+            return count
+        return protect_count(count, context, NODE_RULES) if honest else Value.exact(count)
+
+    tables = []
+    for by in request.query.tables:
+        cells = {(): counts[()]} if by == () else counts.get(by, {})
+        tables.append(
+            NodeTable(
+                by=by, cells=[NodeCell(key=list(k), count=value(c)) for k, c in cells.items()]
+            )
+        )
+    answer: dict[str, Any] = {
+        "query_id": request.query_id,
+        "jurisdiction": j,
+        "status": NodeStatus.OK,
+        "tables": tables,
+        "elapsed_ms": 1.0,
+        **fields,
+    }
+    return NodeResponse.model_validate(answer)
+
+
+def counts_handler(
+    counts: Mapping[Jurisdiction, Counts] = DEFAULT_COUNTS, *, honest: bool = True
+) -> Handler:
+    def handle(node: NodeInfo, request: NodeRequest) -> NodeResponse:
+        return node_response(request, counts[node.jurisdiction], honest=honest)
+
+    return handle
+
+
+def error_code(body: Mapping[str, Any]) -> str:
+    assert body.get("errors"), body
+    code: str = body["errors"][0]["extensions"]["code"]
+    return code

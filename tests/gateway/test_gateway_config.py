@@ -1,0 +1,155 @@
+"""Settings from the environment and the federation file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from gateway_kit import GATEWAY_ID, ISSUER, Keys, pem_public, write_federation
+
+from gateway.federation import FederationError, load_federation
+from gateway.settings import GatewaySettings, SettingsError
+from schema.codes import Jurisdiction
+
+
+def test_settings_defaults() -> None:
+    settings = GatewaySettings.from_env({"TESSERA_GATEWAY_FEDERATION": "fed.toml"})
+    assert settings == GatewaySettings(
+        federation=Path("fed.toml"),
+        host="127.0.0.1",
+        port=8400,
+        deadline_s=10.0,
+        node_timeout_s=10.0,
+        graphiql=False,
+    )
+
+
+def test_settings_from_the_environment() -> None:
+    settings = GatewaySettings.from_env(
+        {
+            "TESSERA_GATEWAY_FEDERATION": "/etc/tessera/federation.toml",
+            "TESSERA_GATEWAY_HOST": "10.1.2.3",
+            "TESSERA_GATEWAY_PORT": "9000",
+            "TESSERA_GATEWAY_DEADLINE_S": "4.5",
+            "TESSERA_GATEWAY_GRAPHIQL": "yes",
+        }
+    )
+    assert (settings.host, settings.port, settings.deadline_s, settings.graphiql) == (
+        "10.1.2.3",
+        9000,
+        4.5,
+        True,
+    )
+    assert settings.node_timeout_s == 4.5  # defaults to the deadline
+
+
+def test_overrides_win_and_none_means_not_given() -> None:
+    settings = GatewaySettings.from_env(
+        {"TESSERA_GATEWAY_FEDERATION": "a.toml", "TESSERA_GATEWAY_PORT": "9000"},
+        federation=Path("b.toml"),
+        port=None,
+        node_timeout_s=2,
+    )
+    assert (settings.federation, settings.port, settings.node_timeout_s) == (
+        Path("b.toml"),
+        9000,
+        2,
+    )
+
+
+def test_node_timeout_never_exceeds_the_deadline() -> None:
+    settings = GatewaySettings.from_env(
+        {"TESSERA_GATEWAY_FEDERATION": "f", "TESSERA_GATEWAY_NODE_TIMEOUT_S": "60"}
+    )
+    assert settings.node_timeout_s == settings.deadline_s == 10
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({}, "TESSERA_GATEWAY_FEDERATION"),
+        ({"TESSERA_GATEWAY_PORT": "http"}, "TESSERA_GATEWAY_PORT"),
+        ({"TESSERA_GATEWAY_PORT": "70000"}, "TESSERA_GATEWAY_PORT"),
+        ({"TESSERA_GATEWAY_DEADLINE_S": "0"}, "TESSERA_GATEWAY_DEADLINE_S"),
+        ({"TESSERA_GATEWAY_DEADLINE_S": "nan"}, "TESSERA_GATEWAY_DEADLINE_S"),
+        ({"TESSERA_GATEWAY_NODE_TIMEOUT_S": "-1"}, "TESSERA_GATEWAY_NODE_TIMEOUT_S"),
+        ({"TESSERA_GATEWAY_GRAPHIQL": "maybe"}, "TESSERA_GATEWAY_GRAPHIQL"),
+    ],
+)
+def test_bad_settings_name_their_variable(environ: dict[str, str], variable: str) -> None:
+    if variable != "TESSERA_GATEWAY_FEDERATION":
+        environ = {"TESSERA_GATEWAY_FEDERATION": "f.toml", **environ}
+    with pytest.raises(SettingsError, match=variable):
+        GatewaySettings.from_env(environ)
+
+
+def test_unknown_override() -> None:
+    with pytest.raises(TypeError):
+        GatewaySettings.from_env({"TESSERA_GATEWAY_FEDERATION": "f"}, colour="red")
+
+
+def test_federation_file(tmp_path: Path, keys: Keys) -> None:
+    federation = load_federation(write_federation(tmp_path, keys))
+    assert federation.gateway_id == GATEWAY_ID
+    assert federation.signing_kid == "gateway-1"
+    assert federation.members == (Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO)
+    assert federation.nodes[Jurisdiction.DK].node_id == "tessera-node-dk"
+    assert federation.nodes[Jurisdiction.DK].url == "http://127.0.0.1:9/dk"
+    assert federation.issuers[ISSUER].algorithms == ("EdDSA",)
+
+
+def edit(path: Path, old: str, new: str) -> Path:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('id = "tessera-gateway"', 'id = "tessera-gateway"\ncolour = "red"', "colour"),
+        ('algorithms = ["EdDSA"]', 'algorithms = ["HS256"]', "algorithms"),
+        ('algorithms = ["EdDSA"]', 'algorithms = ["none"]', "algorithms"),
+        ('algorithms = ["EdDSA"]', "algorithms = []", "algorithms"),
+        ('jurisdiction = "DK"', 'jurisdiction = "FR"', "distinct"),
+        ('jurisdiction = "DK"', 'jurisdiction = "XX"', "jurisdiction"),
+        ('url = "http://127.0.0.1:9/dk"', 'url = "ftp://dk"', "url"),
+        ('signing_key = "keys/gateway.key.pem"', 'signing_key = "keys/missing.pem"', "cannot"),
+        ('signing_key = "keys/gateway.key.pem"', 'signing_key = "keys/hdab.pub.pem"', "private"),
+        ('algorithms = ["EdDSA"]', 'algorithms = ["ES256"]', "not a key for ES256"),
+        ("[gateway]", "[gateway", "TOML"),
+    ],
+)
+def test_bad_federation_files(tmp_path: Path, keys: Keys, old: str, new: str, problem: str) -> None:
+    path = edit(write_federation(tmp_path, keys), old, new)
+    with pytest.raises(FederationError, match=problem):
+        load_federation(path)
+
+
+def test_issuer_keys_must_fit_their_algorithms(tmp_path: Path, keys: Keys) -> None:
+    path = write_federation(tmp_path, keys)
+    cases = [
+        (ec.generate_private_key(ec.SECP256R1()), "ES256", True),
+        (ec.generate_private_key(ec.SECP384R1()), "ES256", False),
+        (rsa.generate_private_key(public_exponent=65537, key_size=2048), "PS256", True),
+        # Too short for RS256, which is the point.
+        (rsa.generate_private_key(public_exponent=65537, key_size=1024), "RS256", False),  # noqa: S505
+        (Ed25519PrivateKey.generate(), "RS256", False),
+    ]
+    for key, algorithm, fits in cases:
+        (tmp_path / "keys" / "hdab.pub.pem").write_bytes(pem_public(key))
+        text = path.read_text()
+        path.write_text(
+            text.split("algorithms = ")[0]
+            + f'algorithms = ["{algorithm}"]\n\n'
+            + "[[nodes]]"
+            + text.split("[[nodes]]", 1)[1]
+        )
+        if fits:
+            assert load_federation(path).issuers[ISSUER].algorithms == (algorithm,)
+        else:
+            with pytest.raises(FederationError, match=algorithm):
+                load_federation(path)

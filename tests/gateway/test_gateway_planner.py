@@ -1,0 +1,209 @@
+"""Planning: the whole selection becomes one request per node."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from gateway_kit import AGE10, MEMBERS, REQUEST_ID, SEX, error_code
+
+from gateway.nodes import MockNodeClient
+from gateway.planner import default_reference_date, plan_query
+from schema.codes import Dimension, Jurisdiction
+from schema.errors import ErrorCode, TesseraError
+from schema.query import Criteria
+
+D = Dimension
+
+
+def node_tables(nodes: MockNodeClient) -> list[tuple[Dimension, ...]]:
+    assert len(nodes.calls) == len(MEMBERS), "one request per node"
+    tables = {tuple(c.request.query.tables) for c in nodes.calls}
+    assert len(tables) == 1, "every node gets the same question"
+    return list(tables.pop())
+
+
+async def test_aliases_fragments_and_variables_make_one_request(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    query = """
+    query Q($dims: [Dimension!]!, $band: Dimension!) {
+      cohort(request: "DR-2026-0042", criteria: { sex: FEMALE }) {
+        count { value }
+        bySex: breakdown(by: [SEX]) { ...cells }
+        again: breakdown(by: [SEX]) { by }
+        ... on CohortResult { byVar: breakdown(by: $dims) { ...cells } }
+        ...More
+      }
+    }
+    fragment More on CohortResult {
+      mixed: breakdown(by: [JURISDICTION, $band]) { ...cells }
+    }
+    fragment cells on Breakdown { by cells { dimensions { name value } count { value } } }
+    """
+    body = await graphql(query, {"dims": ["SEX", "CALENDAR_YEAR"], "band": "AGE_BAND_10"})
+    assert "errors" not in body, body
+    assert node_tables(nodes) == [(), SEX, (D.SEX, D.CALENDAR_YEAR), AGE10]
+    result = body["data"]["cohort"]
+    assert result["bySex"]["by"] == result["again"]["by"] == ["SEX"]
+    assert result["byVar"]["by"] == ["SEX", "CALENDAR_YEAR"]
+    assert result["mixed"]["by"] == ["JURISDICTION", "AGE_BAND_10"]
+    assert {tuple(d["value"] for d in c["dimensions"]) for c in result["mixed"]["cells"]} == {
+        (j.value, band) for j in MEMBERS for band in ("40-49", "50-59")
+    }
+
+
+async def test_single_value_for_a_list_argument(graphql: Any, nodes: MockNodeClient) -> None:
+    # GraphQL coerces one value into a one-element list, in a literal and in a variable.
+    body = await graphql(
+        'query($d: [Dimension!]!) { cohort(request: "DR-2026-0042", criteria: {}) '
+        "{ a: breakdown(by: SEX) { by } b: breakdown(by: $d) { by } } }",
+        {"d": "AGE_BAND_10"},
+    )
+    assert "errors" not in body, body
+    assert node_tables(nodes) == [(), SEX, AGE10]
+    assert body["data"]["cohort"]["b"]["by"] == ["AGE_BAND_10"]
+
+
+async def test_jurisdiction_is_stripped_from_node_tables(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    body = await graphql(
+        '{ cohort(request: "DR-2026-0042", criteria: {}) {'
+        " a: breakdown(by: [JURISDICTION]) { by }"
+        " b: breakdown(by: [SEX, JURISDICTION]) { by }"
+        " c: breakdown(by: [JURISDICTION, SEX]) { by } } }"
+    )
+    assert "errors" not in body, body
+    assert node_tables(nodes) == [(), SEX]
+
+
+async def test_skipped_breakdowns_are_not_asked(graphql: Any, nodes: MockNodeClient) -> None:
+    body = await graphql(
+        'query($yes: Boolean!) { cohort(request: "DR-2026-0042", criteria: {}) {'
+        " a: breakdown(by: [SEX]) @skip(if: $yes) { by }"
+        " b: breakdown(by: [AGE_BAND_10]) @include(if: $yes) { by }"
+        " ... @include(if: false) { c: breakdown(by: [CALENDAR_YEAR]) { by } } } }",
+        {"yes": True},
+    )
+    assert "errors" not in body, body
+    assert node_tables(nodes) == [(), AGE10]
+    assert set(body["data"]["cohort"]) == {"b"}
+
+
+async def test_each_cohort_field_is_planned_separately(graphql: Any, nodes: MockNodeClient) -> None:
+    body = await graphql(
+        '{ a: cohort(request: "DR-2026-0042", criteria: {sex: MALE}) { breakdown(by: [SEX]) '
+        '{ by } } b: cohort(request: "DR-2026-0042", criteria: {sex: FEMALE}) { count { value }'
+        " } }"
+    )
+    assert "errors" not in body, body
+    tables = sorted(
+        (c.request.query.criteria.sex, tuple(c.request.query.tables)) for c in nodes.calls
+    )
+    assert tables == [("FEMALE", ((),))] * 3 + [("MALE", ((), SEX))] * 3
+
+
+async def test_reference_date_defaults_to_the_first_of_january(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    body = await graphql('{ cohort(request: "DR-2026-0042", criteria: {}) { referenceDate } }')
+    expected = dt.date(dt.datetime.now(dt.UTC).year, 1, 1)
+    assert body["data"]["cohort"]["referenceDate"] == expected.isoformat()
+    assert nodes.calls[0].request.query.reference_date == expected
+
+
+async def test_too_many_breakdowns(graphql: Any) -> None:
+    fields = (
+        " ".join(
+            f"b{i}: breakdown(by: [SEX, CALENDAR_YEAR, AGE_BAND_{w}]) {{ by }}"
+            for i, w in enumerate((5, 10, 20))
+        )
+        + " ".join(
+            f" c{i}: breakdown(by: [{d}]) {{ by }}"
+            for i, d in enumerate(
+                ("SEX", "CALENDAR_YEAR", "AGE_BAND_5", "AGE_BAND_10", "AGE_BAND_20")
+            )
+        )
+        + " d: breakdown(by: [SEX, AGE_BAND_5]) { by }"
+    )
+    body = await graphql(f'{{ cohort(request: "DR-2026-0042", criteria: {{}}) {{ {fields} }} }}')
+    assert error_code(body) == "INVALID_CRITERIA"
+    assert body["errors"][0]["message"].startswith("breakdown: ")
+
+
+def plan(**kwargs: Any) -> Any:
+    arguments: dict[str, Any] = {
+        "members": MEMBERS,
+        "request_id": REQUEST_ID,
+        "criteria": {},
+        "jurisdictions": None,
+        "reference_date": dt.date(2026, 1, 1),
+        "tables": [],
+    }
+    arguments.update(kwargs)
+    return plan_query(**arguments)
+
+
+def test_plan_defaults_to_every_member_and_the_total() -> None:
+    p = plan()
+    assert set(p.jurisdictions) == set(MEMBERS)
+    assert p.tables == ((),)
+    assert p.node_query.tables == [()]
+    assert p.node_query.criteria == Criteria()
+    request = p.node_request(Jurisdiction.DK)
+    assert (request.jurisdiction, request.query_id, request.request_id) == (
+        Jurisdiction.DK,
+        p.query_id,
+        REQUEST_ID,
+    )
+
+
+def test_plan_keeps_gateway_tables_and_strips_node_tables() -> None:
+    p = plan(tables=[(D.JURISDICTION, D.SEX), (D.SEX,), (D.JURISDICTION,)])
+    assert p.tables == ((), (D.JURISDICTION, D.SEX), (D.SEX,), (D.JURISDICTION,))
+    assert p.node_query.tables == [(), (D.SEX,)]
+
+
+def test_unknown_jurisdiction_lists_the_members() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(jurisdictions=[Jurisdiction.FR, Jurisdiction.SE])
+    assert caught.value.code is ErrorCode.UNKNOWN_JURISDICTION
+    assert caught.value.extensions["unknown"] == ["SE"]
+    assert "members: FR, DK, NO" in caught.value.message
+
+
+def test_an_empty_jurisdiction_list_is_invalid() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(jurisdictions=[])
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message.startswith("jurisdictions: ")
+
+
+def test_invalid_criteria_never_echo_the_input() -> None:
+    huge = "x" * 5000
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={"sex": huge})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert huge[:50] not in str(caught.value.extensions)
+    assert caught.value.message.startswith("criteria.sex: ")
+
+
+def test_repeated_jurisdiction_in_a_breakdown_is_invalid() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(tables=[(D.JURISDICTION, D.JURISDICTION)])
+    assert caught.value.message == "breakdown: a breakdown repeats a dimension"
+
+
+def test_default_reference_date() -> None:
+    assert default_reference_date(dt.date(2027, 8, 14)) == dt.date(2027, 1, 1)
+
+
+def test_a_question_too_large_for_one_node_request_is_invalid() -> None:
+    events = [{"vocabulary": "SNOMED", "code": "1234567890123"}] * 32
+    group = {"conditions": events, "drugs": events, "measurements": events}
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={**group, "any_of": [{**group, "any_of": [group] * 8}] * 8})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert "too large" in caught.value.message

@@ -1,0 +1,155 @@
+"""The GraphQL schema itself: SDL, error codes on every path, tracing, caches."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from graphql import GraphQLError, GraphQLSyntaxError, Source
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from strawberry.extensions import SchemaExtension
+from strawberry.types.base import StrawberryObjectDefinition
+
+from gateway.app import create_app
+from gateway.graphql.errors import INTERNAL_MESSAGE, coded
+from gateway.graphql.schema import build_schema, sdl
+from gateway.nodes import MockNodeClient
+from gateway.settings import GatewaySettings
+from schema.errors import ErrorCode, TesseraError
+
+
+def test_sdl_has_the_published_shape() -> None:
+    text = sdl()
+    assert text.endswith("}\n")
+    for line in [
+        "cohort(request: String!, jurisdictions: [Jurisdiction!], criteria: CriteriaInput!, "
+        "referenceDate: Date): CohortResult!",
+        "jurisdictions: [JurisdictionInfo!]!",
+        "breakdown(by: [Dimension!]!): Breakdown!",
+        "descendants: Boolean! = true",
+        "anyOf: [CriteriaInput!]",
+        "latencyMs: Float",
+        "traceId: String",
+    ]:
+        assert line in text, line
+    assert "subscription" not in text.lower()
+
+
+def test_a_tessera_error_keeps_its_code_message_and_details() -> None:
+    original = TesseraError("nope", code=ErrorCode.UNKNOWN_JURISDICTION, members=["FR"])
+    error = coded(GraphQLError("ignored", path=["cohort"], original_error=original))
+    assert error.message == "nope"
+    assert error.extensions == {"code": "UNKNOWN_JURISDICTION", "members": ["FR"]}
+    assert error.path == ["cohort"]
+    assert error.original_error is None
+
+
+def test_an_unexpected_exception_is_masked() -> None:
+    secret = RuntimeError("value 7 for person 123")
+    error = coded(GraphQLError(str(secret), path=["cohort"], original_error=secret))
+    assert (error.message, error.extensions) == (INTERNAL_MESSAGE, {"code": "INTERNAL"})
+
+
+def test_coding_is_idempotent() -> None:
+    syntax = GraphQLSyntaxError(Source("{"), 1, "Expected Name")
+    for error in (syntax, GraphQLError("Unknown field"), GraphQLError("x", path=["a"])):
+        once = coded(error)
+        assert coded(once).extensions == once.extensions
+    assert coded(syntax).extensions == {"code": "GRAPHQL_PARSE_FAILED"}
+
+
+async def test_one_span_per_operation_and_its_trace_id(
+    settings: GatewaySettings, nodes: MockNodeClient, token: str
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = create_app(settings, node_client=nodes, tracer_provider=provider)
+    query = 'query Q { cohort(request: "DR-2026-0042", criteria: {}) { traceId } }'
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post(
+            "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+        )
+        body = await response.json()
+        await client.post("/graphql", json={"query": "{ nope }"})
+    first, second = spans.get_finished_spans()
+    assert first.name == second.name == "graphql.operation"
+    assert first.attributes is not None
+    assert first.attributes["graphql.operation.name"] == "Q"
+    assert body["data"]["cohort"]["traceId"] == f"{first.context.trace_id:032x}"
+    assert second.attributes is not None
+    assert second.attributes["tessera.error_codes"] == ("GRAPHQL_VALIDATION_FAILED",)
+
+
+async def test_trace_id_is_null_without_tracing(graphql: Any) -> None:
+    body = await graphql('{ cohort(request: "DR-2026-0042", criteria: {}) { traceId } }')
+    assert body["data"]["cohort"]["traceId"] is None
+
+
+def test_no_extension_wraps_resolvers() -> None:
+    # A per-resolver hook would make every resolver async (strawberry's OpenTelemetry
+    # extension does); only `cohort`, which awaits the nodes, is.
+    schema = build_schema()
+    for factory in schema.extensions:
+        extension = factory()
+        assert type(extension).resolve is SchemaExtension.resolve, type(extension).__name__
+    result = schema.get_type_by_name("CohortResult")
+    assert isinstance(result, StrawberryObjectDefinition)
+    fields = {f.python_name: f for f in schema.get_fields(result)}
+    assert not fields["breakdown"].is_async
+
+
+async def test_parse_and_validation_are_cached(
+    graphql: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import graphql as graphql_core
+    import strawberry.schema.schema as strawberry_schema
+
+    calls = {"parse": 0, "validate": 0}
+    real_parse = graphql_core.language.parser.Parser.parse_document
+    real_validate = strawberry_schema.validate
+
+    def parse(self: Any) -> Any:
+        calls["parse"] += 1
+        return real_parse(self)
+
+    def validate(*args: Any, **kwargs: Any) -> Any:
+        calls["validate"] += 1
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(graphql_core.language.parser.Parser, "parse_document", parse)
+    monkeypatch.setattr(strawberry_schema, "validate", validate)
+    # A query text no other test sends: the caches are shared by the whole process.
+    query = f"# {uuid.uuid4()}\n" + (
+        '{ cohort(request: "DR-2026-0042", criteria: {sex: MALE}) { count { value } } }'
+    )
+    for _ in range(3):
+        body = await graphql(query)
+        assert body["data"]["cohort"]["count"]["value"] == 500
+    assert calls == {"parse": 1, "validate": 1}
+
+
+async def test_deeply_nested_json_is_a_bad_request(client: TestClient) -> None:
+    nested = '{"anyOf": [' * 5000 + "{}" + "]}" * 5000
+    data = '{"query": "{ jurisdictions { code } }", "variables": {"c": ' + nested + "}}"
+    response = await client.post(
+        "/graphql", data=data, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+
+
+async def test_graphiql_only_when_enabled(settings: GatewaySettings, nodes: MockNodeClient) -> None:
+    enabled = GatewaySettings.from_env({}, federation=settings.federation, graphiql=True)
+    async with TestClient(TestServer(create_app(enabled, node_client=nodes))) as client:
+        page = await client.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status == 200
+        assert "graphiql" in (await page.text()).lower()
+        query = await client.get("/graphql", params={"query": "{ jurisdictions { code } }"})
+        assert query.status == 400  # GET queries stay off
+    async with TestClient(TestServer(create_app(settings, node_client=nodes))) as client:
+        page = await client.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status == 405
