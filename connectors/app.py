@@ -17,6 +17,8 @@ from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
+from policies.loader import PolicyFileError, load_node_layer, load_policy_set
+from policies.policy_set import EffectivePolicy, NodeLayerMismatch, NoPolicy
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import (
     CONTENT_TYPE,
@@ -109,6 +111,17 @@ async def _backend_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[BACKEND].close()
 
 
+def load_node_policy(settings: ConnectorSettings) -> EffectivePolicy:
+    """The node's effective policy: EU baseline, its jurisdiction, its own layer. Loaded at
+    start-up so that a broken or missing policy stops the connector instead of a query."""
+    try:
+        policies = load_policy_set(settings.policies)
+        node_layer = load_node_layer(settings.node_policy) if settings.node_policy else None
+        return policies.effective(settings.jurisdiction, node_layer)
+    except (PolicyFileError, NoPolicy, NodeLayerMismatch) as exc:
+        raise SettingsError(f"policies: {exc}") from exc
+
+
 def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -> web.Application:
     """The connector application. It owns `backend` (default: DuckDB on
     `settings.database`) and closes it on cleanup. Raises `SettingsError` if a gateway key
@@ -117,6 +130,7 @@ def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -
         keys = load_gateway_keys(settings.gateway_keys)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"TESSERA_CONNECTOR_GATEWAY_KEYS: cannot load a key: {exc}") from exc
+    policy = load_node_policy(settings)
     if backend is None:
         backend = DuckDBBackend(settings.database, threads=settings.threads)
     verifier = RequestVerifier(keys=keys, issuer=settings.gateway_issuer, audience=settings.node_id)
@@ -124,7 +138,7 @@ def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -
     app[SETTINGS] = settings
     app[BACKEND] = backend
     app[SERVICE] = QueryService(
-        jurisdiction=settings.jurisdiction, backend=backend, verifier=verifier
+        jurisdiction=settings.jurisdiction, backend=backend, verifier=verifier, policy=policy
     )
     app.cleanup_ctx.append(_backend_lifetime)
     app.router.add_post(QUERY_PATH, _query)

@@ -1,11 +1,13 @@
-"""The query pipeline: verify → parse → check the node → compile → resolve codes → execute →
-protect → respond. Each step is small; `QueryService.handle` only strings them together.
+"""The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
+→ compile → resolve codes → execute → protect → respond. Each step is small;
+`QueryService.handle` only strings them together.
 
 Counts exist unprotected only between `execute` and `protect_tables`, and are never logged.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections import OrderedDict
@@ -19,8 +21,12 @@ from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
 from connectors.compiler.compiled import TableRows
 from connectors.errors import BadRequest, WrongNode
 from connectors.verify import RequestVerifier
+from policies.decision import decide
 from policies.disclosure import NODE_RULES, CellContext, protect_count
-from policies.profiles import profile_for
+from policies.plan import QueryPlan
+from policies.policy_set import EffectivePolicy
+from policies.principal import ApprovalView, Principal
+from policies.reasons import Decision
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
 from schema.query import CohortQuery
@@ -89,14 +95,34 @@ class CompileCache:
         return compiled
 
 
+def node_decision(request: NodeRequest, policy: EffectivePolicy) -> Decision:
+    """The node's own decision under its jurisdiction's layers and its node layer. Opt-outs
+    are applied by construction: the compiler excludes the register from every cohort."""
+    jurisdiction = request.jurisdiction
+    return decide(
+        Principal(subject=request.subject),
+        ApprovalView.from_approval(request.approval),
+        QueryPlan.of_node_request(request),
+        {jurisdiction: policy},
+        now=dt.datetime.now(dt.UTC),
+        optout_applied=True,
+    )[jurisdiction]
+
+
 class QueryService:
     def __init__(
-        self, *, jurisdiction: Jurisdiction, backend: Backend, verifier: RequestVerifier
+        self,
+        *,
+        jurisdiction: Jurisdiction,
+        backend: Backend,
+        verifier: RequestVerifier,
+        policy: EffectivePolicy,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.backend = backend
         self.verifier = verifier
-        self._ctx = CellContext(profile_for(jurisdiction), jurisdiction)
+        self.policy = policy
+        self._ctx = CellContext(policy.disclosure_profile(), jurisdiction)
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
 
@@ -105,6 +131,21 @@ class QueryService:
         self.verifier.verify(authorization, body)
         request = parse_request(body)
         check_node(request, self.jurisdiction)
+        decision = node_decision(request, self.policy)
+        if not decision.allowed:
+            log.info(
+                "refused query %s (request %s): %s",
+                request.query_id,
+                request.request_id,
+                ", ".join(sorted(decision.rules)),
+            )
+            return NodeResponse(
+                query_id=request.query_id,
+                jurisdiction=self.jurisdiction,
+                status=NodeStatus.DENIED,
+                reasons=[reason.as_reason() for reason in decision.reasons],
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+            )
         compiled = self._compiler.compile(request.query)
         optout_version = await self.backend.optout_register_version()
         rows = await self.backend.execute(await self._resolver.bind(compiled))

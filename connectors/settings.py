@@ -36,6 +36,10 @@ class ConnectorSettings:
       `kid=path.pem,kid2=path2.pem` (Ed25519, PEM SubjectPublicKeyInfo). Without any, the
       node is not ready and refuses every query.
     - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
+    - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
+      Default: the files shipped with Tessera (`policies/layers`).
+    - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see
+      `policies/layers/node.example.toml`); it can only tighten, and has the final veto.
     """
 
     jurisdiction: Jurisdiction
@@ -46,6 +50,8 @@ class ConnectorSettings:
     gateway_issuer: str = "tessera-gateway"
     gateway_keys: Mapping[str, Path] = field(default_factory=dict)
     threads: int = 2
+    policies: Path | None = None
+    node_policy: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -114,4 +120,6 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "gateway_issuer": str,
     "gateway_keys": _keys,
     "threads": int,
+    "policies": Path,
+    "node_policy": Path,
 }

@@ -1,49 +1,34 @@
-"""Which jurisdictions a researcher may ask, decided before anything leaves the gateway.
+"""Which jurisdictions may be asked, decided before anything leaves the gateway.
 
-This is the seam for the legal policy engine (purposes, datasets, per-jurisdiction rules).
-Today it applies one rule: a jurisdiction outside the approval's jurisdictions is DENIED.
-Nodes still check the approval themselves; this only saves asking them when the answer is
-known.
+The legal policy engine (`policies.decision.decide`) runs over the effective policy of every
+jurisdiction of the plan; a refused jurisdiction is reported DENIED with its reasons and its
+node is never contacted. Each node decides again under its own layers (the final veto).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final
+import datetime as dt
 
 from gateway.auth import Principal
 from gateway.planner import Plan
-from schema.approval import Approval
-from schema.codes import Jurisdiction
-from schema.result import Reason
-
-APPROVAL_SCOPE: Final = "APPROVAL_SCOPE"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    jurisdiction: Jurisdiction
-    allowed: bool
-    reasons: tuple[Reason, ...] = ()
+from policies.decision import decide as decide_policy
+from policies.plan import QueryPlan
+from policies.policy_set import PolicySet
+from policies.principal import ApprovalView
+from policies.principal import Principal as PolicyPrincipal
+from policies.reasons import Decisions
 
 
-def decide(principal: Principal, approval: Approval, plan: Plan) -> Mapping[Jurisdiction, Decision]:
+def decide(
+    principal: Principal, plan: Plan, policies: PolicySet, *, now: dt.datetime | None = None
+) -> Decisions:
     """One decision per jurisdiction of the plan, in the plan's order."""
-    approved = set(approval.jurisdictions)
-    return {
-        j: Decision(j, allowed=True)
-        if j in approved
-        else Decision(
-            j,
-            allowed=False,
-            reasons=(
-                Reason(
-                    rule=APPROVAL_SCOPE,
-                    jurisdiction=j,
-                    message=f"data request {approval.request_id} does not cover {j.value}",
-                ),
-            ),
-        )
-        for j in plan.jurisdictions
-    }
+    return decide_policy(
+        # The gateway verified the token against its own issuer configuration: the issuer
+        # check of the policy is for nodes that trust a narrower set of HDABs.
+        PolicyPrincipal(subject=principal.subject),
+        ApprovalView.from_approval(plan.approval),
+        QueryPlan.of_federated(plan.federated),
+        policies.policies(plan.jurisdictions),
+        now=now or dt.datetime.now(dt.UTC),
+    )

@@ -20,6 +20,8 @@ from gateway.graphql.schema import build_schema
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
+from policies.loader import load_policy_set
+from policies.policy_set import PolicySet
 
 GRAPHQL_PATH: Final = "/graphql"
 # A question is a few kilobytes at most; the query model caps what it can hold anyway.
@@ -35,6 +37,7 @@ class _State:
 
 SETTINGS: Final = web.AppKey("tessera.gateway.settings", GatewaySettings)
 FEDERATION: Final = web.AppKey("tessera.gateway.federation", Federation)
+POLICIES: Final = web.AppKey("tessera.gateway.policies", PolicySet)
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
 
 
@@ -80,6 +83,8 @@ def create_app(
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[FEDERATION] = federation
+    # Policies load at start-up so that a broken policy file stops the gateway, not a query.
+    app[POLICIES] = load_policy_set(settings.policies)
     app[STATE] = _State()
     app.cleanup_ctx.append(_services(node_client))
 
@@ -116,6 +121,7 @@ def _services(
             federation=federation,
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
             node_client=client,
+            policies=app[POLICIES],
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
         )

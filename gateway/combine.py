@@ -17,7 +17,7 @@ from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
 from policies.disclosure import GATEWAY_RULES, CellContext, protect, with_reason
-from policies.profiles import DisclosureProfile, profile_for, strictest
+from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
@@ -53,7 +53,7 @@ class Combined:
 def combine(
     tables: Sequence[Breakdown],
     outcomes: Sequence[NodeOutcome],
-    profiles: Profiles = profile_for,
+    profiles: Profiles,
 ) -> Combined:
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
     return Combined(

@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Mapping
 
-from gateway.access import Decision
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.planner import Plan
+from policies.reasons import Decision
 from schema.codes import Jurisdiction, NodeStatus
 
 log = logging.getLogger(__name__)

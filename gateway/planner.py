@@ -13,6 +13,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from gateway.nodes import encode_request
+from schema.approval import Approval
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown, CohortQuery, FederatedQuery
@@ -35,6 +36,9 @@ class Plan:
     tables: tuple[Breakdown, ...]
     # What every node computes: the same criteria, breakdowns without JURISDICTION.
     node_query: CohortQuery
+    federated: FederatedQuery
+    approval: Approval
+    subject: str
 
     def node_request(self, jurisdiction: Jurisdiction) -> NodeRequest:
         return NodeRequest(
@@ -42,6 +46,8 @@ class Plan:
             request_id=self.request_id,
             jurisdiction=jurisdiction,
             query=self.node_query,
+            approval=self.approval,
+            subject=self.subject,
         )
 
 
@@ -55,6 +61,8 @@ def default_reference_date(today: dt.date | None = None) -> dt.date:
 def plan_query(
     *,
     members: Sequence[Jurisdiction],
+    approval: Approval,
+    subject: str,
     request_id: str,
     criteria: Mapping[str, Any],
     jurisdictions: Sequence[Jurisdiction] | None,
@@ -103,6 +111,9 @@ def plan_query(
         reference_date=federated.query.reference_date,
         tables=tuple(federated.query.tables),
         node_query=node_query,
+        federated=federated,
+        approval=approval,
+        subject=subject,
     )
     # The query model allows more codes than one node request may carry; every node gets the
     # same bytes but for its two-letter code, so one measure holds for all.

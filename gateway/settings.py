@@ -37,6 +37,9 @@ class GatewaySettings:
       in seconds; never longer than the deadline.
     - ``TESSERA_GATEWAY_GRAPHIQL`` (default ``false``): serve GraphiQL on ``GET /graphql``
       (``1``/``true``/``yes``/``on`` to enable).
+    - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
+      directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
+      ``tessera policy check DIR``.
     """
 
     federation: Path
@@ -45,6 +48,7 @@ class GatewaySettings:
     deadline_s: float = DEFAULT_DEADLINE_S
     node_timeout_s: float = DEFAULT_DEADLINE_S
     graphiql: bool = False
+    policies: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -87,6 +91,7 @@ class GatewaySettings:
             deadline_s=deadline,
             node_timeout_s=pick("node_timeout_s", "NODE_TIMEOUT_S", _float, deadline),
             graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
+            policies=pick("policies", "POLICIES", _path, None),
         )
 
 

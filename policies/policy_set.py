@@ -28,7 +28,7 @@ from policies.model import (
     Sourced,
     dotted,
 )
-from policies.profiles import DisclosureProfile, ZeroHandling
+from policies.profiles import BASELINE, DisclosureProfile, ZeroHandling
 from policies.purposes import PUBLIC_BODY_ONLY_BY_LAW, Purpose
 from schema.codes import Dimension, Jurisdiction
 
@@ -210,6 +210,13 @@ class PolicySet:
             return self.jurisdictions[jurisdiction]
         except KeyError:
             raise NoPolicy(jurisdiction) from None
+
+    def profile(self, jurisdiction: Jurisdiction) -> DisclosureProfile:
+        """The jurisdiction's disclosure profile; without a policy, the strict baseline (a
+        jurisdiction without a policy is refused anyway: this only keeps protection closed)."""
+        if jurisdiction not in self.jurisdictions:
+            return BASELINE
+        return self.effective(jurisdiction).disclosure_profile()
 
     def effective(
         self, jurisdiction: Jurisdiction, node_layer: NodeLayer | None = None

@@ -1,11 +1,10 @@
 """Who asks, under which approval: the inputs to a decision that come from the researcher's
 token, in a form the policy engine can rely on.
 
-`schema.approval.Approval` is the claim as it travels in the JWT. The policy engine needs a few
-more facts about the approved data request (applicant, applicant kind, validity window) that
-the claim may not carry yet; `ApprovalView.from_approval` reads them when they are there and
-leaves them unknown otherwise. Unknown is never treated as permissive: a purpose reserved to
-public bodies is refused when the applicant kind is unknown.
+`schema.approval.Approval` is the claim as it travels in the JWT; the optional facts
+(applicant, applicant kind, validity window) stay unknown when the HDAB did not state them.
+Unknown is never treated as permissive: a purpose reserved to public bodies is refused when
+the applicant kind is unknown.
 """
 
 from __future__ import annotations
@@ -61,27 +60,17 @@ class ApprovalView:
 
     @classmethod
     def from_approval(cls, approval: Approval) -> ApprovalView:
-        """Build the view from the token's approval claim. The optional fields are read by
-        name so that this works both before and after `Approval` gains them."""
-        kind = getattr(approval, "applicant_kind", None)
+        kind = approval.applicant_kind
         return cls(
             request_id=approval.request_id,
             purpose=approval.purpose,
             jurisdictions=frozenset(approval.jurisdictions),
             datasets=frozenset(approval.datasets),
-            applicant=_optional(getattr(approval, "applicant", None), str),
+            applicant=approval.applicant,
             applicant_kind=None if kind is None else ApplicantKind(kind),
-            valid_from=_optional(getattr(approval, "valid_from", None), dt.datetime),
-            valid_until=_optional(getattr(approval, "valid_until", None), dt.datetime),
+            valid_from=approval.valid_from,
+            valid_until=approval.valid_until,
         )
-
-
-def _optional(value: object, kind: type[_T]) -> _T | None:
-    if value is None:
-        return None
-    if not isinstance(value, kind):
-        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

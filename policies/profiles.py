@@ -1,6 +1,8 @@
-"""Disclosure profiles per jurisdiction: how small a count may be released, and how zeros are
-treated. Numbers come from public rules; each carries its source and whether an HDAB has
-confirmed it (an unverified number must be confirmed before production use)."""
+"""Disclosure profiles: how small a count may be released, and how zeros are treated.
+
+The numbers per jurisdiction live in the policy files (policies/layers); a jurisdiction's
+profile is `PolicySet.profile(j)`. Each carries its source and whether an HDAB has confirmed
+it (an unverified number must be confirmed before production use)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import Annotated
 
 from pydantic import Field
 
-from schema.codes import Jurisdiction
 from schema.model import Contract
 
 
@@ -31,51 +32,11 @@ class DisclosureProfile(Contract):
         )
 
 
-# Used for any jurisdiction without a profile of its own: fail closed with the strictest
-# threshold in the table below.
+# Used for any jurisdiction without a policy of its own: fail closed with the strictest
+# national threshold on record (FR).
 BASELINE = DisclosureProfile(
     min_count=11, source="Tessera baseline: strictest known national threshold (FR)"
 )
-
-PROFILES: dict[Jurisdiction, DisclosureProfile] = {
-    Jurisdiction.FR: DisclosureProfile(
-        min_count=11,
-        source="Health Data Hub / CASD output rules: counts below 11 are not released",
-        verified=True,
-    ),
-    Jurisdiction.DK: DisclosureProfile(
-        min_count=5,
-        source="Danish Health Data Authority: fields with fewer than 5 are blurred",
-        verified=True,
-    ),
-    Jurisdiction.NO: DisclosureProfile(
-        min_count=3, source="Statistics Norway: cells under 3 are hidden", verified=True
-    ),
-    Jurisdiction.IT: DisclosureProfile(
-        min_count=3,
-        source="Italian national statistics code: floor of 3, raised for sensitive data",
-        verified=True,
-    ),
-    Jurisdiction.DE: DisclosureProfile(
-        min_count=3, source="German research data centres: 3 (unverified)"
-    ),
-    **{
-        j: DisclosureProfile(
-            min_count=10, source=f"{j.value}: risk-based review in practice; 10 (unverified)"
-        )
-        for j in (
-            Jurisdiction.NL,
-            Jurisdiction.FI,
-            Jurisdiction.BE,
-            Jurisdiction.ES,
-            Jurisdiction.EE,
-        )
-    },
-}
-
-
-def profile_for(jurisdiction: Jurisdiction) -> DisclosureProfile:
-    return PROFILES.get(jurisdiction, BASELINE)
 
 
 def strictest(profiles: Iterable[DisclosureProfile]) -> DisclosureProfile:
@@ -89,9 +50,11 @@ def strictest(profiles: Iterable[DisclosureProfile]) -> DisclosureProfile:
         if any(p.zero is ZeroHandling.SUPPRESS for p in profiles)
         else ZeroHandling.RELEASE
     )
+    # The binding rule is the highest minimum: its source is the one that explains the result.
+    binding = max(profiles, key=lambda p: p.min_count)
     return DisclosureProfile(
-        min_count=max(p.min_count for p in profiles),
+        min_count=binding.min_count,
         zero=zero,
-        source="; ".join(sorted({p.source for p in profiles})),
+        source=binding.source,
         verified=all(p.verified for p in profiles),
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Final, Self
+from typing import Final, Self
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from schema.codes import Jurisdiction
 from schema.model import Contract
@@ -52,8 +52,6 @@ class PolicyReason(Reason):
     and `article`, the legal provision (e.g. "EHDS Art. 54(c)") or the policy file's
     source for a national or node rule."""
 
-    article: Annotated[str, Field(max_length=TEXT_MAX)] | None = None
-
     @classmethod
     def of(
         cls,
@@ -70,8 +68,13 @@ class PolicyReason(Reason):
         )
 
     def as_reason(self) -> Reason:
-        """The plain `Reason`, for contracts that carry only rule, jurisdiction, message."""
-        return Reason(rule=self.rule, jurisdiction=self.jurisdiction, message=self.message)
+        """The plain `Reason`, as the result and wire contracts carry it."""
+        return Reason(
+            rule=self.rule,
+            jurisdiction=self.jurisdiction,
+            message=self.message,
+            article=self.article,
+        )
 
 
 class Decision(Contract):

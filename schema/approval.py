@@ -7,8 +7,9 @@ names the private claims and their shape.
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
@@ -25,10 +26,20 @@ class Role(StrEnum):
     OPERATOR = "operator"
 
 
+ApplicantKind = Literal["public_body", "private_entity", "natural_person"]
+
+
 class Approval(Contract):
-    """An approved data request: what the researcher may ask, of whom, for which purpose."""
+    """An approved data request (EHDS Art. 69): what the researcher may ask, of whom, for
+    which purpose, and until when. Purposes are the ids of `policies.purposes` (Art. 53(1));
+    the applicant kind decides the purposes reserved to public bodies (Art. 53(2)). An
+    unknown applicant kind is never read as permissive."""
 
     request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
     purpose: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
     jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1, max_length=32)]
     datasets: list[Annotated[str, Field(max_length=128)]] = []
+    applicant: Annotated[str, Field(max_length=256)] | None = None
+    applicant_kind: ApplicantKind | None = None
+    valid_from: dt.datetime | None = None
+    valid_until: dt.datetime | None = None

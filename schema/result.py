@@ -11,12 +11,14 @@ from schema.model import Contract
 
 
 class Reason(Contract):
-    """Why a number is what it is: a stable rule id, the jurisdiction whose rule it is, and a
-    sentence for humans. Never carries the value it explains."""
+    """Why a number is what it is, or why a jurisdiction refused: a stable rule id, the
+    jurisdiction whose rule it is, a sentence for humans, and the legal provision or policy
+    source behind the rule. Never carries the value it explains."""
 
     rule: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
     jurisdiction: Jurisdiction | None = None
     message: Annotated[str, Field(max_length=512)] = ""
+    article: Annotated[str, Field(max_length=512)] | None = None
 
 
 class Value(Contract):

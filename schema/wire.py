@@ -17,6 +17,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
+from schema.approval import Approval
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.model import Contract
@@ -49,11 +50,17 @@ def body_hash(body: bytes) -> str:
 
 
 class NodeRequest(Contract):
+    """One question for one node. `approval` and `subject` are what the gateway verified in
+    the researcher's token; they travel inside the signed body so that the node can apply its
+    own policy to them (the node has the final veto)."""
+
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId
     request_id: str
     jurisdiction: Jurisdiction
     query: CohortQuery
+    approval: Approval
+    subject: Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class NodeCell(Contract):

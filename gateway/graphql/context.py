@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.auth import Authenticator
 from gateway.federation import Federation
 from gateway.nodes import NodeClient
+from policies.policy_set import PolicySet
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,7 @@ class Services:
     federation: Federation
     authenticator: Authenticator
     node_client: NodeClient
+    policies: PolicySet
     deadline_s: float
     node_timeout_s: float
 

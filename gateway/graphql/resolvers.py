@@ -15,9 +15,9 @@ from gateway.graphql.enums import Jurisdiction
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.selection import requested_breakdowns
 from gateway.graphql.tracing import current_trace_id
-from gateway.graphql.types import CohortResult, JurisdictionInfo
+from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.planner import default_reference_date, plan_query
-from policies.profiles import profile_for
+from policies.transparency import publish
 from schema.approval import Role
 from schema.errors import ErrorCode, TesseraError
 
@@ -43,6 +43,8 @@ async def resolve_cohort(
         )
     plan = plan_query(
         members=services.federation.members,
+        approval=approval,
+        subject=principal.subject,
         request_id=request,
         criteria=criteria_data(criteria),
         jurisdictions=jurisdictions,
@@ -53,13 +55,14 @@ async def resolve_cohort(
         services.node_client,
         services.federation.nodes,
         plan,
-        # The policy engine's seam: one decision per jurisdiction before anything leaves.
-        decide(principal, approval, plan),
+        # The law of every jurisdiction involved, before anything leaves the gateway.
+        decide(principal, plan, services.policies),
         approval_token=principal.token,
         deadline_s=services.deadline_s,
         node_timeout_s=services.node_timeout_s,
     )
-    return CohortResult.of(plan, combine(plan.tables, outcomes), trace_id=current_trace_id())
+    combined = combine(plan.tables, outcomes, services.policies.profile)
+    return CohortResult.of(plan, combined, trace_id=current_trace_id())
 
 
 async def _cohort(
@@ -81,9 +84,25 @@ async def _cohort(
 
 
 def _jurisdictions(info: Info) -> list[JurisdictionInfo]:
+    services = info.context.services
     return [
-        JurisdictionInfo.of(node.jurisdiction, node.node_id, profile_for(node.jurisdiction))
-        for node in info.context.services.federation.nodes.values()
+        JurisdictionInfo.of(j, node.node_id, services.policies.profile(j))
+        for j, node in services.federation.nodes.items()
+    ]
+
+
+def _policies(
+    info: Info, jurisdictions: list[Jurisdiction] | None = None
+) -> list[JurisdictionPolicy]:
+    """Published rules of the federation's members (or those asked), with their sources."""
+    services = info.context.services
+    members = services.federation.members
+    wanted = [j for j in (jurisdictions or members) if j in members]
+    policies = services.policies
+    return [
+        JurisdictionPolicy.of(publish(policies.effective(j)))
+        for j in wanted
+        if j in policies.jurisdictions
     ]
 
 
@@ -99,4 +118,9 @@ class Query:
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,
         description="The federation's members and their disclosure rules (no token needed).",
+    )
+    policies: list[JurisdictionPolicy] = strawberry.field(
+        resolver=_policies,
+        description="Each member's effective legal and disclosure rules, every rule with its "
+        "public source and whether the HDAB confirmed it (no token needed).",
     )

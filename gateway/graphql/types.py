@@ -11,6 +11,7 @@ from gateway import combine
 from gateway.graphql.enums import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from gateway.planner import Plan
 from policies.profiles import DisclosureProfile
+from policies.transparency import PublishedPolicy, PublishedRule
 from schema import result as model
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
@@ -23,10 +24,18 @@ class Reason:
         description="The jurisdiction whose rule it is; null when several contribute."
     )
     message: str
+    article: str | None = strawberry.field(
+        description="The legal provision (e.g. EHDS Art. 54) or policy source behind the rule."
+    )
 
     @classmethod
     def of(cls, reason: model.Reason) -> Reason:
-        return cls(rule=reason.rule, jurisdiction=reason.jurisdiction, message=reason.message)
+        return cls(
+            rule=reason.rule,
+            jurisdiction=reason.jurisdiction,
+            message=reason.message,
+            article=reason.article,
+        )
 
 
 @strawberry.type(description="A released count: null exactly when suppressed.")
@@ -147,4 +156,46 @@ class JurisdictionInfo:
             min_count=profile.min_count,
             source=profile.source,
             verified=profile.verified,
+        )
+
+
+@strawberry.type(description="One rule of a jurisdiction's effective policy, with its source.")
+class PolicyRule:
+    rule: str = strawberry.field(description="Dotted rule path, e.g. disclosure.min_count.")
+    value: str = strawberry.field(description="The effective value, rendered for people.")
+    source: str = strawberry.field(description="The public rule or decision it comes from.")
+    verified: bool = strawberry.field(description="Whether the HDAB has confirmed it.")
+    layers: list[str] = strawberry.field(description="The policy layers the value comes from.")
+    order: str = strawberry.field(description="What 'stricter' means for this rule.")
+
+    @classmethod
+    def of(cls, rule: PublishedRule) -> PolicyRule:
+        return cls(
+            rule=rule.rule,
+            value=rule.value,
+            source=rule.source,
+            verified=rule.verified,
+            layers=list(rule.layers),
+            order=rule.order,
+        )
+
+
+@strawberry.type(description="A jurisdiction's effective policy: EU baseline, then national.")
+class JurisdictionPolicy:
+    jurisdiction: Jurisdiction
+    name: str
+    health_data_access_body: str
+    layers: list[str] = strawberry.field(description="Layers composed, strictest wins.")
+    rules: list[PolicyRule]
+    optout_mechanism: str | None
+
+    @classmethod
+    def of(cls, policy: PublishedPolicy) -> JurisdictionPolicy:
+        return cls(
+            jurisdiction=policy.jurisdiction,
+            name=policy.name,
+            health_data_access_body=policy.hdab.name,
+            layers=list(policy.layers),
+            rules=[PolicyRule.of(rule) for rule in policy.rules],
+            optout_mechanism=policy.optout_mechanism,
         )

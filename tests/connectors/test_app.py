@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import select
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from connector_kit import request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.app import create_app
@@ -24,34 +24,12 @@ from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
-from schema.query import CohortQuery, Criteria, EventCriterion
-from schema.wire import HEALTH_PATH, MAX_REQUEST_BYTES, QUERY_PATH, READY_PATH, NodeRequest
+from schema.query import Criteria, EventCriterion
+from schema.wire import HEALTH_PATH, MAX_REQUEST_BYTES, QUERY_PATH, READY_PATH
 
 Sign = Callable[..., str]
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_DATE = dt.date(2024, 6, 30)
-
-
-def request_body(
-    criteria: Criteria | None = None,
-    tables: list[tuple[Dimension, ...]] | None = None,
-    jurisdiction: Jurisdiction = Jurisdiction.FR,
-) -> bytes:
-    return (
-        NodeRequest(
-            query_id="q-00000001",
-            request_id="DR-2026-0042",
-            jurisdiction=jurisdiction,
-            query=CohortQuery(
-                criteria=criteria or Criteria(),
-                reference_date=REFERENCE_DATE,
-                tables=tables or [()],
-            ),
-        )
-        .model_dump_json()
-        .encode()
-    )
 
 
 def settings(database: Path, keys: dict[str, Path]) -> ConnectorSettings:

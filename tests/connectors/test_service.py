@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from connector_kit import policy, request_body
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.fake import FakeBackend
@@ -18,32 +18,20 @@ from connectors.service import QueryService
 from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.disclosure import PRIMARY_SUPPRESSION
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus, Vocabulary
-from schema.query import CohortQuery, Criteria, EventCriterion
+from schema.query import Criteria, EventCriterion
 from schema.result import Value
-from schema.wire import NodeRequest
 
 Sign = Callable[..., str]
-REFERENCE_DATE = dt.date(2024, 6, 30)
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
 
 
-def request_body(
+def e11_body(
     tables: list[tuple[Dimension, ...]] | None = None,
     *,
     criteria: Criteria | None = None,
-    jurisdiction: Jurisdiction = Jurisdiction.FR,
+    **kw: Any,
 ) -> bytes:
-    request = NodeRequest(
-        query_id="q-00000001",
-        request_id="DR-2026-0042",
-        jurisdiction=jurisdiction,
-        query=CohortQuery(
-            criteria=criteria or Criteria(conditions=[E11]),
-            reference_date=REFERENCE_DATE,
-            tables=tables or [()],
-        ),
-    )
-    return request.model_dump_json().encode()
+    return request_body(criteria or Criteria(conditions=[E11]), tables, **kw)
 
 
 @pytest.fixture
@@ -56,7 +44,9 @@ def verifier(gateway_public_pem: Path) -> RequestVerifier:
 
 
 def service(backend: Any, verifier: RequestVerifier) -> QueryService:
-    return QueryService(jurisdiction=Jurisdiction.FR, backend=backend, verifier=verifier)
+    return QueryService(
+        jurisdiction=Jurisdiction.FR, backend=backend, verifier=verifier, policy=policy()
+    )
 
 
 async def ask(svc: QueryService, sign: Sign, body: bytes) -> Any:
@@ -68,7 +58,7 @@ async def test_counts_are_protected_by_the_node_profile(
 ) -> None:
     # (grouping_id, sex, count): total 120, FEMALE 112, MALE 8 (below FR's 11).
     backend = FakeBackend([(1, None, 120), (0, "MALE", 8), (0, "FEMALE", 112)])
-    response = await ask(service(backend, verifier), sign, request_body([(Dimension.SEX,)]))
+    response = await ask(service(backend, verifier), sign, e11_body([(Dimension.SEX,)]))
     assert response.status is NodeStatus.OK
     assert response.jurisdiction is Jurisdiction.FR
     assert response.optout_register_version == "fake-optout-1"
@@ -91,7 +81,7 @@ async def test_counts_are_protected_by_the_node_profile(
 async def test_the_total_has_one_cell_even_for_an_empty_answer(
     verifier: RequestVerifier, sign: Sign
 ) -> None:
-    response = await ask(service(FakeBackend([]), verifier), sign, request_body())
+    response = await ask(service(FakeBackend([]), verifier), sign, e11_body())
     [total] = response.tables
     assert len(total.cells) == 1
     assert total.cells[0].key == []
@@ -104,8 +94,8 @@ async def test_codes_are_resolved_once_and_bound_as_concept_ids(
     e11 = ConceptSet(Vocabulary.ICD10, "E11", descendants=True)
     backend = FakeBackend([(0, 50)], concepts={e11: [1001, 1002]})
     svc = service(backend, verifier)
-    await ask(svc, sign, request_body())
-    await ask(svc, sign, request_body())
+    await ask(svc, sign, e11_body())
+    await ask(svc, sign, e11_body())
     lookups = [s for s in backend.statements if isinstance(s, ConceptLookup)]
     cohorts = [s for s in backend.statements if isinstance(s, CompiledQuery)]
     assert [lookup.concept_set for lookup in lookups] == [e11]
@@ -115,7 +105,7 @@ async def test_codes_are_resolved_once_and_bound_as_concept_ids(
 
 async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
     backend = FakeBackend([(0, 50)])
-    body = request_body()
+    body = e11_body()
     with pytest.raises(BadSignature):
         await service(backend, verifier).handle(
             authorization=f"Bearer {sign(body, aud='tessera-node-de')}", body=body
@@ -127,9 +117,7 @@ async def test_a_request_for_another_jurisdiction_is_refused(
     verifier: RequestVerifier, sign: Sign
 ) -> None:
     with pytest.raises(WrongNode, match="answers for FR, not DE"):
-        await ask(
-            service(FakeBackend(), verifier), sign, request_body(jurisdiction=Jurisdiction.DE)
-        )
+        await ask(service(FakeBackend(), verifier), sign, e11_body(jurisdiction=Jurisdiction.DE))
 
 
 @pytest.mark.parametrize(
@@ -137,11 +125,9 @@ async def test_a_request_for_another_jurisdiction_is_refused(
     [
         pytest.param(b"{not json", "invalid request at body: Invalid JSON", id="malformed"),
         pytest.param(b"[]", "invalid request", id="not-an-object"),
+        pytest.param(e11_body().replace(b'"E11"', b'"E11; DROP"'), "query.criteria", id="bad-code"),
         pytest.param(
-            request_body().replace(b'"E11"', b'"E11; DROP"'), "query.criteria", id="bad-code"
-        ),
-        pytest.param(
-            request_body([(Dimension.JURISDICTION, Dimension.SEX)]),
+            e11_body([(Dimension.JURISDICTION, Dimension.SEX)]),
             "JURISDICTION",
             id="jurisdiction-table",
         ),
@@ -157,7 +143,7 @@ async def test_an_invalid_request_is_a_short_bad_request(
 
 async def test_backend_failure_propagates(verifier: RequestVerifier, sign: Sign) -> None:
     with pytest.raises(BackendFailed):
-        await ask(service(FakeBackend(fail=True), verifier), sign, request_body())
+        await ask(service(FakeBackend(fail=True), verifier), sign, e11_body())
 
 
 async def test_counts_are_never_logged(
@@ -165,7 +151,7 @@ async def test_counts_are_never_logged(
 ) -> None:
     backend = FakeBackend([(1, None, 98765), (0, "MALE", 7), (0, "FEMALE", 98758)])
     with caplog.at_level(logging.DEBUG):
-        await ask(service(backend, verifier), sign, request_body([(Dimension.SEX,)]))
+        await ask(service(backend, verifier), sign, e11_body([(Dimension.SEX,)]))
     assert "q-00000001" in caplog.text
     for count in ("98765", "98758", " 7"):
         assert count not in caplog.text
@@ -185,7 +171,7 @@ async def test_end_to_end_on_the_fixture_database(
 ) -> None:
     backend = DuckDBBackend(omop_db)
     try:
-        body = request_body([(Dimension.AGE_BAND_10,)], criteria=Criteria())
+        body = e11_body([(Dimension.AGE_BAND_10,)], criteria=Criteria())
         response = await ask(service(backend, verifier), sign, body)
     finally:
         await backend.close()

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.federation import NodeInfo
 from gateway.nodes import Handler
 from policies.disclosure import NODE_RULES, CellContext, protect_count
-from policies.profiles import profile_for
+from policies.loader import load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
@@ -57,6 +57,12 @@ DEFAULT_COUNTS: dict[Jurisdiction, Counts] = {
         AGE10: {("40-49",): 20, ("50-59",): 30},
     },
 }
+
+POLICIES = load_policy_set()
+SUBJECT = "researcher@test.tessera.eu"
+APPROVAL = Approval(
+    request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=list(MEMBERS)
+)
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ def node_response(
     """The answer of a node holding `counts`. An honest node protects every count with its
     own profile; a dishonest one sends even small counts as EXACT."""
     j = request.jurisdiction
-    context = CellContext(profile=profile_for(j), jurisdiction=j)
+    context = CellContext(profile=POLICIES.profile(j), jurisdiction=j)
 
     def value(count: Any) -> Value:
         if isinstance(count, Value):

@@ -7,7 +7,18 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from gateway_kit import AGE10, DEFAULT_COUNTS, MEMBERS, REQUEST_ID, SEX, Counts, node_response
+from gateway_kit import (
+    AGE10,
+    APPROVAL,
+    DEFAULT_COUNTS,
+    MEMBERS,
+    POLICIES,
+    REQUEST_ID,
+    SEX,
+    SUBJECT,
+    Counts,
+    node_response,
+)
 
 from gateway.combine import combine, pool
 from gateway.federation import NodeInfo
@@ -24,6 +35,8 @@ BY_COUNTRY_SEX: Breakdown = (Dimension.JURISDICTION, Dimension.SEX)
 
 def make_plan(*tables: Breakdown) -> Plan:
     return plan_query(
+        approval=APPROVAL,
+        subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
         criteria={},
@@ -59,7 +72,7 @@ def cells(table: Any) -> dict[tuple[str, ...], int | None]:
 
 def test_pooling_sums_every_node() -> None:
     plan = make_plan(SEX, AGE10)
-    result = combine(plan.tables, answered(plan))
+    result = combine(plan.tables, answered(plan), POLICIES.profile)
     assert result.count == Value.exact(500)
     assert {n.jurisdiction: n.count.value for n in result.by_jurisdiction if n.count} == {
         FR: 300,
@@ -74,7 +87,7 @@ def test_pooling_sums_every_node() -> None:
 def test_a_cell_missing_at_a_node_counts_zero() -> None:
     counts = {**DEFAULT_COUNTS, NO: {(): 50, SEX: {("FEMALE",): 50}}}
     plan = make_plan(SEX)
-    result = combine(plan.tables, answered(plan, counts))
+    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     assert cells(result.tables[SEX]) == {("FEMALE",): 320, ("MALE",): 180}
 
 
@@ -83,7 +96,7 @@ def test_a_suppressed_part_suppresses_the_pool() -> None:
     # cannot be released even though FR + DK alone would be large.
     counts = {**DEFAULT_COUNTS, NO: {(): 50, SEX: {("FEMALE",): 48, ("MALE",): 2}}}
     plan = make_plan(SEX)
-    result = combine(plan.tables, answered(plan, counts))
+    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     male = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "MALE")
     assert male.value is None
     assert male.status is ValueStatus.SUPPRESSED
@@ -94,7 +107,7 @@ def test_a_suppressed_part_suppresses_the_pool() -> None:
 def test_a_suppressed_node_total_suppresses_the_pooled_total() -> None:
     counts = {**DEFAULT_COUNTS, FR: {(): 4}, DK: {(): 3}}
     plan = make_plan()
-    result = combine(plan.tables, answered(plan, counts))
+    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     assert result.count.value is None
     reason = result.count.reasons[0]
     assert (reason.rule, reason.jurisdiction) == ("INCOMPLETE_POOL", None)
@@ -107,7 +120,7 @@ def test_a_suppressed_node_total_suppresses_the_pooled_total() -> None:
 
 def test_partial_answer_is_flagged_and_still_released() -> None:
     plan = make_plan()
-    result = combine(plan.tables, answered(plan, failed={DK: NodeStatus.TIMEOUT}))
+    result = combine(plan.tables, answered(plan, failed={DK: NodeStatus.TIMEOUT}), POLICIES.profile)
     assert result.count.value == 350
     assert result.count.status is ValueStatus.EXACT
     assert [r.rule for r in result.count.reasons] == ["PARTIAL"]
@@ -119,7 +132,7 @@ def test_partial_answer_is_flagged_and_still_released() -> None:
 def test_no_node_answered() -> None:
     plan = make_plan(SEX)
     down = dict.fromkeys(MEMBERS, NodeStatus.UNAVAILABLE)
-    result = combine(plan.tables, answered(plan, failed=down))
+    result = combine(plan.tables, answered(plan, failed=down), POLICIES.profile)
     assert result.count.value is None
     assert [r.rule for r in result.count.reasons] == ["NO_NODE_ANSWERED"]
     assert result.tables[SEX] == ()
@@ -135,7 +148,7 @@ def test_gateway_suppresses_a_hostile_nodes_small_exact_value() -> None:
         NO: {(): 2, SEX: {("MALE",): 2}},
     }
     plan = make_plan(SEX, BY_COUNTRY_SEX)
-    result = combine(plan.tables, answered(plan, counts, honest=False))
+    result = combine(plan.tables, answered(plan, counts, honest=False), POLICIES.profile)
     fr = next(n for n in result.by_jurisdiction if n.jurisdiction is FR)
     assert fr.count is not None
     assert fr.count.value is None
@@ -157,7 +170,9 @@ def test_a_pool_is_checked_against_the_strictest_contributor() -> None:
     # max(5, 3) = 5.
     counts = {**DEFAULT_COUNTS, DK: {(): 6}, NO: {(): 4}}
     plan = make_plan()
-    result = combine(plan.tables, answered(plan, counts, failed={FR: NodeStatus.ERROR}))
+    result = combine(
+        plan.tables, answered(plan, counts, failed={FR: NodeStatus.ERROR}), POLICIES.profile
+    )
     assert result.count.value == 10
     # With FR answering (minimum 11) but without a MALE cell, the same 10 is withheld.
     counts = {
@@ -166,7 +181,7 @@ def test_a_pool_is_checked_against_the_strictest_contributor() -> None:
         NO: {(): 50, SEX: {("MALE",): 4}},
     }
     plan = make_plan(SEX)
-    result = combine(plan.tables, answered(plan, counts))
+    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     male = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "MALE")
     assert male.value is None
     assert [(r.rule, r.jurisdiction) for r in male.reasons] == [("PRIMARY_SUPPRESSION", None)]
@@ -178,14 +193,16 @@ def test_a_hostile_exact_zero_cannot_be_differenced_out() -> None:
     # reveal it. The part is withheld at the gateway, so the pool is withheld too.
     counts = {**DEFAULT_COUNTS, FR: {(): 11}, DK: {(): 0}, NO: {(): 3}}
     plan = make_plan()
-    result = combine(plan.tables, answered(plan, counts, honest=False))
+    result = combine(plan.tables, answered(plan, counts, honest=False), POLICIES.profile)
     assert result.count.value is None
     assert [(r.rule, r.jurisdiction) for r in result.count.reasons] == [("INCOMPLETE_POOL", DK)]
 
 
 def test_breakdown_by_jurisdiction() -> None:
     plan = make_plan(BY_COUNTRY, BY_COUNTRY_SEX, (Dimension.SEX, Dimension.JURISDICTION))
-    result = combine(plan.tables, answered(plan, failed={NO: NodeStatus.REJECTED}))
+    result = combine(
+        plan.tables, answered(plan, failed={NO: NodeStatus.REJECTED}), POLICIES.profile
+    )
     assert cells(result.tables[BY_COUNTRY]) == {("DK",): 150, ("FR",): 300}
     assert list(cells(result.tables[BY_COUNTRY_SEX])) == [
         ("DK", "FEMALE"),
@@ -206,7 +223,7 @@ def test_cells_sort_numbers_as_numbers() -> None:
     bands = {(b,): 20 for b in ("90+", "10-19", "0-9", "100-109", "UNKNOWN")}
     counts = {j: {(): 100, AGE10: bands} for j in MEMBERS}
     plan = make_plan(AGE10)
-    result = combine(plan.tables, answered(plan, counts))
+    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     assert [k[0] for k in cells(result.tables[AGE10])] == [
         "0-9",
         "10-19",

@@ -6,7 +6,15 @@ import asyncio
 import datetime as dt
 import time
 
-from gateway_kit import DEFAULT_COUNTS, MEMBERS, REQUEST_ID, node_response
+from gateway_kit import (
+    APPROVAL,
+    DEFAULT_COUNTS,
+    MEMBERS,
+    POLICIES,
+    REQUEST_ID,
+    SUBJECT,
+    node_response,
+)
 
 from gateway.access import decide
 from gateway.auth import Principal
@@ -21,8 +29,10 @@ from schema.wire import NodeRequest, NodeResponse
 NODES = {j: NodeInfo(j, f"tessera-node-{j.value.lower()}", f"http://{j.value}") for j in MEMBERS}
 
 
-def make_plan() -> Plan:
+def make_plan(approval: Approval = APPROVAL) -> Plan:
     return plan_query(
+        approval=approval,
+        subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
         criteria={},
@@ -39,14 +49,16 @@ async def run(
     deadline_s: float = 1.0,
     node_timeout_s: float = 1.0,
 ) -> dict[Jurisdiction, NodeOutcome]:
-    plan = make_plan()
-    approval = Approval(request_id=REQUEST_ID, purpose="public_health", jurisdictions=approved)
+    approval = Approval(
+        request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=approved
+    )
+    plan = make_plan(approval)
     principal = Principal("iss", "sub", frozenset({"researcher"}), approval, "token")
     outcomes = await fan_out(
         client,
         NODES,
         plan,
-        decide(principal, approval, plan),
+        decide(principal, plan, POLICIES),
         approval_token="token",
         deadline_s=deadline_s,
         node_timeout_s=node_timeout_s,

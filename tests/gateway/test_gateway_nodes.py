@@ -17,11 +17,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_kit import (
+    APPROVAL,
     DEFAULT_COUNTS,
     GATEWAY_ID,
     MEMBERS,
     REQUEST_ID,
     SEX,
+    SUBJECT,
     Keys,
     mint,
     node_response,
@@ -189,6 +191,8 @@ async def http_client(keys: Keys) -> AsyncIterator[HttpNodeClient]:
 
 def node_request() -> NodeRequest:
     plan = plan_query(
+        approval=APPROVAL,
+        subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
         criteria={},

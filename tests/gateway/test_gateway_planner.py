@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from gateway_kit import AGE10, MEMBERS, REQUEST_ID, SEX, error_code
+from gateway_kit import AGE10, APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT, error_code
 
 from gateway.nodes import MockNodeClient
 from gateway.planner import default_reference_date, plan_query
@@ -137,6 +137,8 @@ def plan(**kwargs: Any) -> Any:
     arguments: dict[str, Any] = {
         "members": MEMBERS,
         "request_id": REQUEST_ID,
+        "approval": APPROVAL,
+        "subject": SUBJECT,
         "criteria": {},
         "jurisdictions": None,
         "reference_date": dt.date(2026, 1, 1),

@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from policies.profiles import profile_for
+from policies.loader import load_policy_set
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 
@@ -31,6 +31,8 @@ query($j: [Jurisdiction!]) {
   }
 }
 """
+
+POLICIES = load_policy_set()
 
 
 def true_count(database: Path, sql_where: str) -> int:
@@ -75,7 +77,7 @@ def test_node_counts_are_the_true_counts_or_suppressed(
         count = nodes[jurisdiction.value]["count"]
         assert nodes[jurisdiction.value]["status"] == "OK"
         assert nodes[jurisdiction.value]["latencyMs"] > 0
-        if truth >= profile_for(jurisdiction).min_count:
+        if truth >= POLICIES.profile(jurisdiction).min_count:
             assert count == {"value": truth, "status": "EXACT", "reasons": []}
         else:
             assert count["value"] is None
@@ -116,7 +118,7 @@ def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
     result = body["data"]["cohort"]
     for node in result["byJurisdiction"]:
         count = node["count"]
-        minimum = profile_for(Jurisdiction(node["jurisdiction"])).min_count
+        minimum = POLICIES.profile(Jurisdiction(node["jurisdiction"])).min_count
         if count["value"] is None:
             assert count["status"] == "SUPPRESSED"
             assert {"rule": "PRIMARY_SUPPRESSION", "jurisdiction": node["jurisdiction"]} in count[

@@ -494,7 +494,12 @@ def test_the_node_has_the_final_veto(shipped: PolicySet, example_node: NodeLayer
     )
     assert at_gateway.allowed
     request = NodeRequest(
-        query_id="q-12345678", request_id=REQUEST, jurisdiction=J.FR, query=federated.query
+        query_id="q-12345678",
+        request_id=REQUEST,
+        jurisdiction=J.FR,
+        query=federated.query,
+        approval=Approval(request_id=REQUEST, purpose="scientific_research", jurisdictions=[J.FR]),
+        subject="researcher@test.tessera.eu",
     )
     at_node = decide(
         RESEARCHER,
@@ -525,7 +530,10 @@ def test_a_policy_reason_is_a_reason() -> None:
     assert isinstance(reason, Reason)
     assert len(reason.message) == 256
     assert reason.as_reason() == Reason(
-        rule="PURPOSE_PROHIBITED", jurisdiction=J.FR, message=reason.message
+        rule="PURPOSE_PROHIBITED",
+        jurisdiction=J.FR,
+        message=reason.message,
+        article="EHDS Art. 54(c)",
     )
     assert reason.model_dump()["article"] == "EHDS Art. 54(c)"
 

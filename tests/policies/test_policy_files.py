@@ -13,7 +13,7 @@ from policies.compose import at_least_as_strict
 from policies.loader import DEFAULT_DIRECTORY, jurisdiction_files
 from policies.model import RULE_PATHS, Dominance
 from policies.policy_set import PolicySet
-from policies.profiles import PROFILES, ZeroHandling
+from policies.profiles import BASELINE, ZeroHandling
 from policies.purposes import PUBLIC_BODY_ONLY_BY_LAW, Purpose
 from schema.codes import Dimension, Jurisdiction
 
@@ -62,16 +62,11 @@ def test_national_specifics(shipped: PolicySet) -> None:
         assert shipped.effective(j).zero is ZeroHandling.SUPPRESS
 
 
-def test_the_migration_to_disclosure_profiles_is_a_one_liner(shipped: PolicySet) -> None:
-    # The existing hard-coded profiles and the files agree, so profile_for() can become
-    # shipped.effective(j).disclosure_profile().
-    for j, profile in PROFILES.items():
-        derived = shipped.effective(j).disclosure_profile()
-        assert (derived.min_count, derived.zero, derived.verified) == (
-            profile.min_count,
-            profile.zero,
-            profile.verified,
-        )
+def test_profiles_come_from_the_files_and_fail_closed(shipped: PolicySet) -> None:
+    expected = {J.FR: 11, J.DK: 5, J.NO: 3, J.IT: 3, J.DE: 3, J.NL: 10, J.FI: 10}
+    assert {j: shipped.profile(j).min_count for j in expected} == expected
+    # A jurisdiction without a policy gets the strict baseline, never a looser default.
+    assert shipped.profile(J.PT) == BASELINE
 
 
 def _unsourced_numbers(node: Any, path: str, sourced: bool) -> list[str]:
