@@ -43,6 +43,8 @@ def register(sub: SubParsers) -> None:
         help="pinned gateway public key; repeat for rotation",
     )
     serve.add_argument("--threads", type=int, help="database worker threads")
+    serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
+    serve.add_argument("--node-policy", type=Path, help="this hub's own policy layer (final veto)")
     serve.set_defaults(handler=_serve)
 
     prepare = connector_sub.add_parser(
@@ -78,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
             ("port", args.port),
             ("gateway_issuer", args.gateway_issuer),
             ("threads", args.threads),
+            ("policies", args.policies),
+            ("node_policy", args.node_policy),
         )
         if value is not None
     }

@@ -19,6 +19,7 @@ import aiohttp
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 from tessera.report import render_response
+from tessera.tokens import demo_approval
 
 DEFAULT_JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 
@@ -51,6 +52,40 @@ async def run_examples(federation: LocalFederation, examples: Sequence[Path]) ->
             print(render_response(f"{path.name}  ({elapsed_ms:.0f} ms)", response))
             print()
             ok = ok and not response.get("errors") and bool(response.get("data"))
+    return ok
+
+
+POLICY_QUESTION = """{ cohort(request: "DR-2026-0042",
+  criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) {
+    count { value status reasons { rule jurisdiction message } }
+    byJurisdiction { jurisdiction status count { value status }
+                     reasons { rule jurisdiction message article } }
+} }"""
+
+
+async def run_policy_examples(federation: LocalFederation) -> bool:
+    """The same question under two other approvals: one that covers only two countries (the
+    others are DENIED, the two answer) and one for a use the EHDS prohibits (all DENIED)."""
+    covered = list(federation.jurisdictions[:2])
+    cases = [
+        (
+            f"allowed for {', '.join(j.value for j in covered)} only (approval scope)",
+            federation.mint(demo_approval(covered)),
+        ),
+        (
+            "refused: advertising and marketing (EHDS Art. 54)",
+            federation.mint(
+                demo_approval(federation.jurisdictions, purpose="advertising_marketing")
+            ),
+        ),
+    ]
+    ok = True
+    async with aiohttp.ClientSession() as session:
+        for title, token in cases:
+            response = await post_graphql(session, federation.gateway_url, token, POLICY_QUESTION)
+            print(render_response(f"policy in action: {title}", response))
+            print()
+            ok = ok and not response.get("errors")
     return ok
 
 
@@ -107,6 +142,7 @@ async def run_demo(
         await federation.start()
         print(banner(federation))
         answered = await run_examples(federation, example_files(examples_dir))
+        answered = await run_policy_examples(federation) and answered
         if smoke:
             return 0 if answered else 1
         print("Serving until Ctrl-C.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,8 @@ class LocalFederation:
     gateway_port: int = 8400
     node_ports: Sequence[int] = ()
     graphiql: bool = True
+    # A hub's own policy layer per jurisdiction (the node's final veto), if any.
+    node_policies: Mapping[Jurisdiction, Path] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
@@ -134,6 +136,8 @@ class LocalFederation:
     def connector_service(self, jurisdiction: Jurisdiction) -> Service:
         port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
         gateway_key = public_key_path(self.keys_dir, "gateway")
+        node_policy = self.node_policies.get(jurisdiction)
+        extra = ["--node-policy", str(node_policy)] if node_policy else []
         return Service(
             name=f"connector {jurisdiction.value}",
             args=[
@@ -149,6 +153,7 @@ class LocalFederation:
                 str(port),
                 "--gateway-key",
                 f"{GATEWAY_KID}={gateway_key}",
+                *extra,
             ],
             base_url=self.node_url(jurisdiction),
             log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",

@@ -6,6 +6,7 @@ and the demo can show both accepted and refused tokens.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Sequence
@@ -53,11 +54,21 @@ def mint_token(
 
 
 def demo_approval(
-    jurisdictions: Sequence[Jurisdiction], request_id: str = "DR-2026-0042"
+    jurisdictions: Sequence[Jurisdiction],
+    request_id: str = "DR-2026-0042",
+    *,
+    purpose: str = "scientific_research",
+    valid_days: float = 365,
 ) -> Approval:
+    """An approval as the demo HDAB grants it: a public research hospital, valid from now."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return Approval(
         request_id=request_id,
-        purpose="scientific_research",
+        purpose=purpose,
         jurisdictions=list(jurisdictions),
         datasets=["omop-cdm-5.4"],
+        applicant="Demo University Hospital",
+        applicant_kind="public_body",
+        valid_from=now - dt.timedelta(days=1),
+        valid_until=now + dt.timedelta(days=valid_days),
     )

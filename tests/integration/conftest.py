@@ -19,7 +19,9 @@ PERSONS = 20_000
 JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 
 
-def start_federation(directory: Path, jurisdictions: tuple[Jurisdiction, ...]) -> LocalFederation:
+def start_federation(
+    directory: Path, jurisdictions: tuple[Jurisdiction, ...], **options: Any
+) -> LocalFederation:
     federation = LocalFederation(
         directory=directory,
         jurisdictions=jurisdictions,
@@ -28,6 +30,7 @@ def start_federation(directory: Path, jurisdictions: tuple[Jurisdiction, ...]) -
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
         graphiql=False,
+        **options,
     )
     federation.prepare()
     try:
