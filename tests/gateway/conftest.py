@@ -3,14 +3,14 @@ an aiohttp test client around the app."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import Keys, counts_handler, mint, write_federation
+from gateway_kit import Keys, Post, counts_handler, mint, write_federation
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
@@ -46,9 +46,6 @@ def nodes() -> MockNodeClient:
 async def client(settings: GatewaySettings, nodes: MockNodeClient) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(settings, node_client=nodes))) as test_client:
         yield test_client
-
-
-Post = Callable[..., Any]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+
+# A POST of a GraphQL query to the test app (the `graphql` fixture).
+Post = Callable[..., Any]
 
 GATEWAY_ID = "tessera-gateway"
 ISSUER = "https://hdab.test.tessera.eu"

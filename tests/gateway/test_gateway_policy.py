@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Post
-from gateway_kit import MEMBERS, REQUEST_ID, Keys, mint
+from gateway_kit import MEMBERS, REQUEST_ID, Keys, Post, mint
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
@@ -147,6 +146,10 @@ def policy_dir(tmp_path: Path) -> Path:
         "[dimensions.min_age_band_width]\nvalue = 10",
     )
     edit("no", '"AGE_BAND_20", "CALENDAR_YEAR"]', '"AGE_BAND_20"]')
+    edit("dk", '    "education",\n', "")
+    edit("no", "[dimensions.max_cells]\nvalue = 10000", "[dimensions.max_cells]\nvalue = 20")
+    # FR loses its file: a member without a policy is refused, never answered by default.
+    (target / "jurisdictions" / "fr.toml").unlink()
     return target
 
 
@@ -160,24 +163,28 @@ async def local_client(
 
 
 async def test_national_rules_refuse_per_jurisdiction(local_client: TestClient, keys: Keys) -> None:
-    async def answers(by: list[str]) -> dict[Jurisdiction, dict[str, Any]]:
+    async def answers(by: list[str], **approval: Any) -> dict[Jurisdiction, dict[str, Any]]:
         response = await local_client.post(
             "/graphql",
             json={"query": QUESTION, "variables": {"by": by}},
-            headers={"Authorization": f"Bearer {token(keys)}"},
+            headers={"Authorization": f"Bearer {token(keys, **approval)}"},
         )
         body = await response.json()
         return {
             Jurisdiction(n["jurisdiction"]): n for n in body["data"]["cohort"]["byJurisdiction"]
         }
 
-    fine = await answers(["AGE_BAND_5"])
-    assert rules(fine[FR]) == {"APPROVAL_REVOKED"}
+    fine = await answers(["SEX", "AGE_BAND_5"])
+    assert rules(fine[FR]) == {"NO_POLICY"}
     assert rules(fine[DK]) == {"GRANULARITY"}
-    assert fine[NO]["status"] == "OK"
+    # 3 sexes × 27 five-year bands is more cells than NO's (edited) 20.
+    assert rules(fine[NO]) == {"TABLE_TOO_LARGE"}
     by_year = await answers(["CALENDAR_YEAR"])
-    assert rules(by_year[NO]) == {"DIMENSION_NOT_ALLOWED"}
+    assert "DIMENSION_NOT_ALLOWED" in rules(by_year[NO])
     assert by_year[DK]["status"] == "OK"
+    by_sex = await answers(["SEX"], purpose="education")
+    assert rules(by_sex[DK]) == {"PURPOSE_NOT_ALLOWED"}
+    assert by_sex[NO]["status"] == "OK"
 
 
 async def test_policies_are_published_with_their_sources(graphql: Post) -> None:

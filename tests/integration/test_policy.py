@@ -98,5 +98,14 @@ def test_the_node_refuses_an_approval_it_has_revoked(vetoing_federation: LocalFe
     assert answers["DE"]["status"] == "OK"
 
 
+def test_the_node_refuses_an_approval_without_its_dataset(
+    vetoing_federation: LocalFederation,
+) -> None:
+    approval = demo_approval([FR, DE]).model_copy(update={"datasets": ["another-registry"]})
+    answers = nodes(vetoing_federation, vetoing_federation.mint(approval), j=None, by=["SEX"])
+    assert [r["rule"] for r in answers["FR"]["reasons"]] == ["DATASET_NOT_APPROVED"]
+    assert answers["DE"]["status"] == "OK"  # DE's node names no dataset of its own
+
+
 def test_demo_layout_has_the_node_policy(vetoing_federation: LocalFederation) -> None:
     assert Path(vetoing_federation.node_policies[FR]).is_file()
