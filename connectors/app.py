@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from connectors.backends.base import Backend
 from connectors.backends.duckdb import DuckDBBackend
+from connectors.backends.postgres import PostgresBackend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
@@ -111,6 +112,13 @@ async def _backend_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[BACKEND].close()
 
 
+def open_backend(settings: ConnectorSettings) -> Backend:
+    if settings.dsn is not None:
+        return PostgresBackend(settings.dsn, connections=settings.db_connections)
+    assert settings.database is not None  # the settings hold exactly one of the two
+    return DuckDBBackend(settings.database, threads=settings.threads)
+
+
 def load_node_policy(settings: ConnectorSettings) -> EffectivePolicy:
     """The node's effective policy: EU baseline, its jurisdiction, its own layer. Loaded at
     start-up so that a broken or missing policy stops the connector instead of a query."""
@@ -132,7 +140,7 @@ def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -
         raise SettingsError(f"TESSERA_CONNECTOR_GATEWAY_KEYS: cannot load a key: {exc}") from exc
     policy = load_node_policy(settings)
     if backend is None:
-        backend = DuckDBBackend(settings.database, threads=settings.threads)
+        backend = open_backend(settings)
     verifier = RequestVerifier(keys=keys, issuer=settings.gateway_issuer, audience=settings.node_id)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
     app[SETTINGS] = settings

@@ -31,6 +31,7 @@ def register(sub: SubParsers) -> None:
     )
     serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
     serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
+    serve.add_argument("--dsn", help="postgresql:// URL of an OMOP CDM 5.4 in PostgreSQL")
     serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -56,6 +57,15 @@ def register(sub: SubParsers) -> None:
     prepare.add_argument("--register-version", help="version of the opt-out register")
     prepare.set_defaults(handler=_prepare)
 
+    copy = connector_sub.add_parser(
+        "copy-to-postgres",
+        help="copy a (prepared) OMOP DuckDB database into PostgreSQL, with indexes",
+    )
+    copy.add_argument("--database", type=Path, required=True, help="source DuckDB file")
+    copy.add_argument("--dsn", required=True, help="target postgresql:// URL")
+    copy.add_argument("--replace", action="store_true", help="drop existing tables first")
+    copy.set_defaults(handler=_copy_to_postgres)
+
     synth = sub.add_parser("synth", help="write a synthetic OMOP CDM 5.4 DuckDB database")
     synth.add_argument("--jurisdiction", type=Jurisdiction, required=True, metavar="CODE")
     synth.add_argument("--persons", type=int, default=100_000)
@@ -75,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         for name, value in (
             ("jurisdiction", args.jurisdiction),
             ("database", args.database),
+            ("dsn", args.dsn),
             ("node_id", args.node_id),
             ("host", args.host),
             ("port", args.port),
@@ -110,6 +121,22 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{args.database}: {report.persons:,} persons, {report.keys_added:,} record keys added, "
         f"{report.optout_count:,} opted out (register {report.register_version})"
     )
+    return 0
+
+
+def _copy_to_postgres(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connectors.transfer import copy_to_postgres
+
+    try:
+        report = asyncio.run(copy_to_postgres(args.database, args.dsn, replace=args.replace))
+    except (ValueError, OSError) as e:
+        print(f"tessera connector copy-to-postgres: {e}", file=sys.stderr)
+        return 2
+    for table, count in report.rows.items():
+        print(f"{table:24} {count:>14,}")
+    print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")
     return 0
 
 

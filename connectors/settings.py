@@ -26,8 +26,10 @@ class ConnectorSettings:
       `FR`; picks the disclosure profile and the requests the node accepts.
     - `TESSERA_CONNECTOR_NODE_ID`: this node's id, the `aud` the gateway's request tokens
       must carry. Default `tessera-node-<jurisdiction in lower case>`.
-    - `TESSERA_CONNECTOR_DATABASE` (required): path of the OMOP CDM DuckDB database, opened
-      read-only.
+    - `TESSERA_CONNECTOR_DATABASE`: path of the OMOP CDM DuckDB database, opened read-only.
+    - `TESSERA_CONNECTOR_DSN`: a `postgresql://` URL of an OMOP CDM in PostgreSQL, used
+      instead of a DuckDB file (exactly one of the two is required).
+    - `TESSERA_CONNECTOR_DB_CONNECTIONS`: PostgreSQL pool size. Default `4`.
     - `TESSERA_CONNECTOR_HOST`: address to listen on. Default `127.0.0.1`.
     - `TESSERA_CONNECTOR_PORT`: port to listen on. Default `8401`.
     - `TESSERA_CONNECTOR_GATEWAY_ISSUER`: the `iss` of the gateway's request tokens. Default
@@ -43,7 +45,9 @@ class ConnectorSettings:
     """
 
     jurisdiction: Jurisdiction
-    database: Path
+    database: Path | None = None
+    dsn: str | None = None
+    db_connections: int = 4
     node_id: str = ""
     host: str = "127.0.0.1"
     port: int = 8401
@@ -79,9 +83,10 @@ class ConnectorSettings:
             except ValueError as exc:
                 raise SettingsError(f"{variable} is invalid: {exc}") from None
         values.update(overrides)
-        for name in ("jurisdiction", "database"):
-            if name not in values:
-                raise SettingsError(f"{PREFIX}{name.upper()} is required")
+        if "jurisdiction" not in values:
+            raise SettingsError(f"{PREFIX}JURISDICTION is required")
+        if (values.get("database") is None) == (values.get("dsn") is None):
+            raise SettingsError(f"exactly one of {PREFIX}DATABASE and {PREFIX}DSN is required")
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -115,6 +120,8 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "jurisdiction": _jurisdiction,
     "node_id": str,
     "database": Path,
+    "dsn": str,
+    "db_connections": int,
     "host": str,
     "port": _port,
     "gateway_issuer": str,

@@ -33,6 +33,8 @@ class LocalFederation:
     graphiql: bool = True
     # A hub's own policy layer per jurisdiction (the node's final veto), if any.
     node_policies: Mapping[Jurisdiction, Path] = field(default_factory=dict)
+    # Nodes whose OMOP CDM lives in PostgreSQL (a `postgresql://` URL) instead of DuckDB.
+    dsns: Mapping[Jurisdiction, str] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
@@ -145,8 +147,7 @@ class LocalFederation:
                 "serve",
                 "--jurisdiction",
                 jurisdiction.value,
-                "--database",
-                str(self.database(jurisdiction)),
+                *self.database_args(jurisdiction),
                 "--host",
                 self.host,
                 "--port",
@@ -158,6 +159,12 @@ class LocalFederation:
             base_url=self.node_url(jurisdiction),
             log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",
         )
+
+    def database_args(self, jurisdiction: Jurisdiction) -> list[str]:
+        dsn = self.dsns.get(jurisdiction)
+        if dsn is not None:
+            return ["--dsn", dsn]
+        return ["--database", str(self.database(jurisdiction))]
 
     def gateway_service(self) -> Service:
         args = [

@@ -16,40 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 import duckdb
-from sqlglot import exp
 
+from connectors.backends.readiness import check_ready, register_version
 from connectors.compiler import Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
-from connectors.omop import OPTOUT_REGISTER_TABLE, OPTOUT_TABLE, RECORD_KEY_TABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-PREPARE_HINT: Final = "run `tessera connector prepare` on this database"
-CDM_TABLES: Final = (
-    "person",
-    "observation_period",
-    "condition_occurrence",
-    "drug_exposure",
-    "measurement",
-    "concept",
-    "concept_ancestor",
-)
-TESSERA_TABLES: Final = (OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE)
-
-_TABLES_PRESENT: Final = (
-    exp.select("table_name")
-    .from_("information_schema.tables")
-    .where("table_schema = current_schema()")
-    .sql(dialect="duckdb")
-)
-_REGISTER_VERSION: Final = (
-    exp.select("version")
-    .from_(OPTOUT_REGISTER_TABLE)
-    .order_by("updated_at DESC")
-    .limit(1)
-    .sql(dialect="duckdb")
-)
 
 
 class DuckDBBackend:
@@ -108,30 +81,14 @@ class DuckDBBackend:
     async def execute(self, statement: Statement) -> list[Row]:
         return await self._call(self._fetch, statement.sql, statement.params)
 
+    async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        return await self._call(self._fetch, sql, params)
+
     async def ping(self) -> None:
-        present = {str(row[0]) for row in await self._call(self._fetch, _TABLES_PRESENT, ())}
-        missing_cdm = [t for t in CDM_TABLES if t not in present]
-        if missing_cdm:
-            raise BackendNotReady(
-                f"the database lacks OMOP CDM tables: {', '.join(missing_cdm)}",
-                missing=missing_cdm,
-            )
-        missing = [t for t in TESSERA_TABLES if t not in present]
-        if missing:
-            raise BackendNotReady(
-                f"the database lacks Tessera's tables ({', '.join(missing)}): {PREPARE_HINT}",
-                missing=missing,
-            )
-        await self.optout_register_version()
+        await check_ready(self._run, self.dialect)
 
     async def optout_register_version(self) -> str:
-        try:
-            rows = await self._call(self._fetch, _REGISTER_VERSION, ())
-        except BackendFailed as exc:
-            raise BackendNotReady(f"the opt-out register cannot be read: {PREPARE_HINT}") from exc
-        if not rows or rows[0][0] is None:
-            raise BackendNotReady(f"the opt-out register has no version: {PREPARE_HINT}")
-        return str(rows[0][0])
+        return await register_version(self._run, self.dialect)
 
     async def close(self) -> None:
         with self._lock:

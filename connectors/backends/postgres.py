@@ -1,0 +1,83 @@
+"""PostgreSQL, for hubs whose OMOP CDM lives in a real database server.
+
+The compiler emits the `postgres` dialect with `$n` placeholders, which asyncpg binds
+natively; asyncpg also prepares and caches each statement per connection, so a query shape is
+planned once. asyncpg's and the network's exceptions are mapped here, once, to
+`BackendFailed` / `BackendNotReady`, with messages free of SQL and values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+import asyncpg
+
+from connectors.backends.readiness import check_ready, register_version
+from connectors.compiler import Row, Statement
+from connectors.errors import BackendFailed, BackendNotReady
+
+log = logging.getLogger(__name__)
+
+# What can go wrong talking to PostgreSQL, from the server or from the way to it.
+_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+class PostgresBackend:
+    dialect: Final = "postgres"
+
+    def __init__(self, dsn: str, *, connections: int = 4, statement_timeout_s: float = 60) -> None:
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self._dsn = dsn
+        self._connections = connections
+        self._timeout = statement_timeout_s
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise BackendFailed("the database connection is closed")
+        async with self._opening:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._connections,
+                        command_timeout=self._timeout,
+                        # Answers are read, never written: a read-only session is one more
+                        # guard that nothing a query says can change the hub's data.
+                        server_settings={"default_transaction_read_only": "on"},
+                    )
+                except _FAILURES as exc:
+                    log.warning("cannot connect to the database: %s", type(exc).__name__)
+                    raise BackendNotReady("the database cannot be reached") from exc
+            return self._pool
+
+    async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        pool = await self._get_pool()
+        try:
+            records = await pool.fetch(sql, *params)
+        except _FAILURES as exc:
+            log.warning("database error: %s", type(exc).__name__)
+            raise BackendFailed("the database failed to answer") from exc
+        return [tuple(record.values()) for record in records]
+
+    async def execute(self, statement: Statement) -> list[Row]:
+        return await self._run(statement.sql, statement.params)
+
+    async def ping(self) -> None:
+        await check_ready(self._run, self.dialect)
+
+    async def optout_register_version(self) -> str:
+        return await register_version(self._run, self.dialect)
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._opening:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None

@@ -1,0 +1,74 @@
+"""Whether a database can serve queries: the same checks for every backend, over the
+backend's own way of running a statement."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from sqlglot import exp
+
+from connectors.compiler import Row
+from connectors.errors import BackendFailed, BackendNotReady
+from connectors.omop import OPTOUT_REGISTER_TABLE, OPTOUT_TABLE, RECORD_KEY_TABLE
+
+PREPARE_HINT: Final = "run `tessera connector prepare` on this database"
+CDM_TABLES: Final = (
+    "person",
+    "observation_period",
+    "condition_occurrence",
+    "drug_exposure",
+    "measurement",
+    "concept",
+    "concept_ancestor",
+)
+TESSERA_TABLES: Final = (OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE)
+
+Fetch = Callable[[str, tuple[object, ...]], Awaitable[list[Row]]]
+
+
+def tables_present_sql(dialect: str) -> str:
+    return str(
+        exp.select("table_name")
+        .from_("information_schema.tables")
+        .where("table_schema = current_schema()")
+        .sql(dialect=dialect)
+    )
+
+
+def register_version_sql(dialect: str) -> str:
+    return str(
+        exp.select("version")
+        .from_(OPTOUT_REGISTER_TABLE)
+        .order_by("updated_at DESC")
+        .limit(1)
+        .sql(dialect=dialect)
+    )
+
+
+async def check_ready(fetch: Fetch, dialect: str) -> None:
+    """Raise `BackendNotReady` naming what is missing: CDM tables, Tessera's tables, or a
+    version of the opt-out register (never answer without knowing which opt-outs apply)."""
+    present = {str(row[0]) for row in await fetch(tables_present_sql(dialect), ())}
+    missing_cdm = [t for t in CDM_TABLES if t not in present]
+    if missing_cdm:
+        raise BackendNotReady(
+            f"the database lacks OMOP CDM tables: {', '.join(missing_cdm)}", missing=missing_cdm
+        )
+    missing = [t for t in TESSERA_TABLES if t not in present]
+    if missing:
+        raise BackendNotReady(
+            f"the database lacks Tessera's tables ({', '.join(missing)}): {PREPARE_HINT}",
+            missing=missing,
+        )
+    await register_version(fetch, dialect)
+
+
+async def register_version(fetch: Fetch, dialect: str) -> str:
+    try:
+        rows = await fetch(register_version_sql(dialect), ())
+    except BackendFailed as exc:
+        raise BackendNotReady(f"the opt-out register cannot be read: {PREPARE_HINT}") from exc
+    if not rows or rows[0][0] is None:
+        raise BackendNotReady(f"the opt-out register has no version: {PREPARE_HINT}")
+    return str(rows[0][0])

@@ -1,0 +1,127 @@
+"""The PostgreSQL backend against the real server on 127.0.0.1:5432: the same data copied from
+DuckDB gives the same counts for every query shape, from the same compiled syntax tree."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from test_compiler import NAMED_QUERIES
+
+from connectors.backends.duckdb import DuckDBBackend
+from connectors.backends.postgres import PostgresBackend
+from connectors.compiler import ConceptResolver, compile_query
+from connectors.errors import BackendFailed, BackendNotReady
+from connectors.transfer import copy_to_postgres
+from schema.query import CohortQuery
+
+SERVER = os.environ.get("TESSERA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+async def _admin(sql: str) -> None:
+    con = await asyncpg.connect(f"{SERVER}/postgres", timeout=5)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+def _reachable() -> bool:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def postgres_dsn(omop_db: Path) -> Iterator[str]:
+    if not _reachable():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {SERVER}")
+        pytest.skip(f"PostgreSQL is not reachable at {SERVER}")
+    name = f"tessera_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = f"{SERVER}/{name}"
+    try:
+        asyncio.run(copy_to_postgres(omop_db, dsn))
+        yield dsn
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def backends(omop_db: Path, postgres_dsn: str) -> AsyncIterator[tuple[Any, Any]]:
+    duck, pg = DuckDBBackend(omop_db), PostgresBackend(postgres_dsn, connections=2)
+    yield duck, pg
+    await duck.close()
+    await pg.close()
+
+
+async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
+    compiled = compile_query(query, dialect=backend.dialect)
+    bound = await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
+    return {by: dict(cells) for by, cells in compiled.tabulate(await backend.execute(bound))}
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
+async def test_postgres_answers_exactly_as_duckdb(backends: tuple[Any, Any], name: str) -> None:
+    duck, pg = backends
+    query = NAMED_QUERIES[name]
+    expected = await answer(duck, query)
+    assert await answer(pg, query) == expected
+    assert expected[()][()] > 0 or name != "everyone"
+
+
+async def test_readiness_and_register_version(backends: tuple[Any, Any]) -> None:
+    duck, pg = backends
+    await pg.ping()
+    assert await pg.optout_register_version() == await duck.optout_register_version()
+
+
+async def test_sessions_are_read_only(backends: tuple[Any, Any]) -> None:
+    _, pg = backends
+
+    class Statement:
+        sql = "DELETE FROM person"
+        params: tuple[object, ...] = ()
+
+    with pytest.raises(BackendFailed) as caught:
+        await pg.execute(Statement())
+    assert "DELETE" not in caught.value.message
+
+
+async def test_an_unreachable_server_is_not_ready() -> None:
+    backend = PostgresBackend("postgresql://postgres@127.0.0.1:9/none")
+    with pytest.raises(BackendNotReady):
+        await backend.ping()
+    await backend.close()
+
+
+def test_copy_command_refuses_to_append_to_a_hub_database(omop_db: Path, postgres_dsn: str) -> None:
+    run = [sys.executable, "-m", "tessera", "connector", "copy-to-postgres"]
+    refused = subprocess.run(
+        [*run, "--database", str(omop_db), "--dsn", postgres_dsn],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "already holds rows" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    replaced = subprocess.run(
+        [*run, "--database", str(omop_db), "--dsn", postgres_dsn, "--replace"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert "person" in replaced.stdout
