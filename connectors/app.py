@@ -15,6 +15,7 @@ from connectors.backends.base import Backend
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
+from connectors.history import SqliteHistory
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
@@ -110,6 +111,7 @@ async def _backend_lifetime(app: web.Application) -> AsyncIterator[None]:
         log.warning("connector %s is not ready: %s", app[SETTINGS].jurisdiction.value, reason)
     yield
     await app[BACKEND].close()
+    await app[SERVICE].history.close()
 
 
 def open_backend(settings: ConnectorSettings) -> Backend:
@@ -145,8 +147,13 @@ def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
     app[SETTINGS] = settings
     app[BACKEND] = backend
+    assert settings.history is not None  # filled in by ConnectorSettings
     app[SERVICE] = QueryService(
-        jurisdiction=settings.jurisdiction, backend=backend, verifier=verifier, policy=policy
+        jurisdiction=settings.jurisdiction,
+        backend=backend,
+        verifier=verifier,
+        policy=policy,
+        history=SqliteHistory(settings.history),
     )
     app.cleanup_ctx.append(_backend_lifetime)
     app.router.add_post(QUERY_PATH, _query)

@@ -46,6 +46,9 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--threads", type=int, help="database worker threads")
     serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
     serve.add_argument("--node-policy", type=Path, help="this hub's own policy layer (final veto)")
+    serve.add_argument(
+        "--history", type=Path, help="SQLite file of the differencing guard's populations"
+    )
     serve.set_defaults(handler=_serve)
 
     prepare = connector_sub.add_parser(
@@ -93,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
             ("threads", args.threads),
             ("policies", args.policies),
             ("node_policy", args.node_policy),
+            ("history", args.history),
         )
         if value is not None
     }

@@ -1,8 +1,9 @@
 """The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
-→ compile → resolve codes → execute → protect → respond. Each step is small;
-`QueryService.handle` only strings them together.
+→ compile → resolve codes → guard against differencing → execute → protect → respond. Each
+step is small; `QueryService.handle` only strings them together.
 
-Counts exist unprotected only between `execute` and `protect_tables`, and are never logged.
+Counts exist unprotected only between `execute` and `protect_tables`, and are never logged;
+person ids exist only between the population statement and the differencing guard.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from connectors.backends.base import Backend
 from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
 from connectors.compiler.compiled import TableRows
 from connectors.errors import BadRequest, WrongNode
+from connectors.history import MemoryHistory, PopulationHistory, population_of
 from connectors.verify import RequestVerifier
+from policies import disclosure
 from policies.decision import decide
-from policies.disclosure import NODE_RULES, CellContext, protect_count
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, Principal
+from policies.profiles import DisclosureProfile
 from policies.reasons import Decision
+from policies.tables import TableCell, TableSet
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
 from schema.query import CohortQuery
+from schema.result import Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
 
 log = logging.getLogger(__name__)
@@ -58,15 +63,31 @@ def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
         )
 
 
-def protect_tables(tables: Sequence[TableRows], ctx: CellContext) -> list[NodeTable]:
-    """Every cell through the node's disclosure rules. A suppressed cell stays listed (value
-    null, with its reason): the gateway learns the cell exists, not its count."""
+def protect_tables(
+    tables: Sequence[TableRows], profile: DisclosureProfile, jurisdiction: Jurisdiction
+) -> list[NodeTable]:
+    """All tables of the answer through the node's disclosure pipeline at once (cell rules,
+    then secondary suppression over the tables and their margins). A suppressed cell stays
+    listed (value null, with its reason): the gateway learns the cell exists, not its count."""
+    protected = disclosure.protect_tables(
+        TableSet(
+            {
+                by: {
+                    cell.key: TableCell(
+                        Value.exact(cell.persons), profile, jurisdiction, cell.cell_key
+                    )
+                    for cell in cells
+                }
+                for by, cells in tables
+            }
+        )
+    )
     return [
         NodeTable(
             by=by,
             cells=[
-                NodeCell(key=list(key), count=protect_count(count, ctx, NODE_RULES))
-                for key, count in cells
+                NodeCell(key=list(cell.key), count=protected.tables[by][cell.key].value)
+                for cell in cells
             ],
         )
         for by, cells in tables
@@ -110,6 +131,9 @@ def node_decision(request: NodeRequest, policy: EffectivePolicy) -> Decision:
 
 
 class QueryService:
+    """`policy` is the node's effective policy (its jurisdiction's layers and its own layer);
+    `history`, the differencing guard's memory, defaults to one in memory."""
+
     def __init__(
         self,
         *,
@@ -117,12 +141,14 @@ class QueryService:
         backend: Backend,
         verifier: RequestVerifier,
         policy: EffectivePolicy,
+        history: PopulationHistory | None = None,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.backend = backend
         self.verifier = verifier
         self.policy = policy
-        self._ctx = CellContext(policy.disclosure_profile(), jurisdiction)
+        self.profile = policy.disclosure_profile()
+        self.history: PopulationHistory = history or MemoryHistory()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
 
@@ -146,10 +172,33 @@ class QueryService:
                 reasons=[reason.as_reason() for reason in decision.reasons],
                 elapsed_ms=(time.perf_counter() - started) * 1000,
             )
-        compiled = self._compiler.compile(request.query)
+        compiled = await self._resolver.bind(self._compiler.compile(request.query))
         optout_version = await self.backend.optout_register_version()
-        rows = await self.backend.execute(await self._resolver.bind(compiled))
-        tables = protect_tables(compiled.tabulate(rows), self._ctx)
+        persons = await self.backend.execute(compiled.population())
+        refusal = await self.history.check_and_record(
+            request.request_id,
+            population_of(int(row[0]) for row in persons),
+            self.profile,
+            self.jurisdiction,
+        )
+        del persons
+        if refusal is not None:
+            log.info(
+                "refused query %s (request %s): %s",
+                request.query_id,
+                request.request_id,
+                refusal.rule,
+            )
+            return NodeResponse(
+                query_id=request.query_id,
+                jurisdiction=self.jurisdiction,
+                status=NodeStatus.DENIED,
+                reasons=[refusal],
+                optout_register_version=optout_version,
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+            )
+        rows = await self.backend.execute(compiled)
+        tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",

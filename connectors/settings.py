@@ -42,6 +42,10 @@ class ConnectorSettings:
       Default: the files shipped with Tessera (`policies/layers`).
     - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see
       `policies/layers/node.example.toml`); it can only tighten, and has the final veto.
+    - `TESSERA_CONNECTOR_HISTORY`: the SQLite file in which the differencing guard keeps the
+      populations answered per approval (created when missing; keep it across restarts and
+      upgrades, or the guard forgets). Default: next to the DuckDB database,
+      `<database without suffix>.populations.sqlite3`; required with a PostgreSQL DSN.
     """
 
     jurisdiction: Jurisdiction
@@ -56,10 +60,17 @@ class ConnectorSettings:
     threads: int = 2
     policies: Path | None = None
     node_policy: Path | None = None
+    history: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
+        if self.history is None:
+            if self.database is None:
+                # A PostgreSQL node has no file to keep the guard's memory beside.
+                raise SettingsError(f"{PREFIX}HISTORY is required with {PREFIX}DSN")
+            default = self.database.with_name(f"{self.database.stem}.populations.sqlite3")
+            object.__setattr__(self, "history", default)
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
         if not 1 <= self.threads <= 64:
@@ -129,4 +140,5 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "threads": int,
     "policies": Path,
     "node_policy": Path,
+    "history": Path,
 }

@@ -6,18 +6,31 @@ send counts 0). Each node's part is first protected with that node's own profile
 released alone; if any part is then suppressed, the pooled cell is suppressed too: adding up
 numbers that could not be released would need secure aggregation, so they are never computed
 (otherwise the pool minus the released parts would give the withheld one away).
+
+Then everything released together — the pooled total, the per-country values, every
+breakdown, and the per-country parts of pooled breakdowns as unknowns — goes through the
+gateway's table rules at once (secondary suppression), so that no suppressed count can be
+recomputed from the others: not within a table, and not across borders (the pooled value
+minus the other countries).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
-from policies.disclosure import GATEWAY_RULES, CellContext, protect, with_reason
+from policies.disclosure import (
+    GATEWAY_RULES,
+    GATEWAY_TABLE_RULES,
+    CellContext,
+    protect,
+    with_reason,
+)
 from policies.profiles import DisclosureProfile, strictest
+from policies.tables import TableCell, TableSet
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
@@ -56,11 +69,102 @@ def combine(
     profiles: Profiles,
 ) -> Combined:
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
-    return Combined(
+    combined = Combined(
         count=pooled_total(outcomes, profiles),
         by_jurisdiction=tuple(node_result(o, profiles) for o in outcomes),
         tables={table: combine_table(table, ok, profiles) for table in tables},
     )
+    if not ok:
+        return combined
+    return protect_released(combined, ok, profiles)
+
+
+BY_COUNTRY: Final[Breakdown] = (Dimension.JURISDICTION,)
+
+
+def protect_released(combined: Combined, ok: Sequence[NodeOutcome], profiles: Profiles) -> Combined:
+    """The gateway's table rules over everything released at once (see the module doc)."""
+    pooled_profile = strictest(profiles(o.jurisdiction) for o in ok)
+    single = ok[0].jurisdiction if len(ok) == 1 else None
+
+    def pooled(value: Value) -> TableCell:
+        return TableCell(value, pooled_profile, single)
+
+    def national(jurisdiction: Jurisdiction, value: Value) -> TableCell:
+        return TableCell(value, profiles(jurisdiction), jurisdiction)
+
+    partial = [r for r in combined.count.reasons if r.rule == PARTIAL]
+    total = combined.count.model_copy(
+        update={"reasons": [r for r in combined.count.reasons if r.rule != PARTIAL]}
+    )
+    sets: dict[Breakdown, dict[CellKey, TableCell]] = {
+        (): {(): pooled(total)},
+        BY_COUNTRY: {
+            (n.jurisdiction.value,): national(n.jurisdiction, n.count)
+            for n in combined.by_jurisdiction
+            if n.count is not None
+        },
+    }
+    released: dict[Breakdown, Breakdown] = {}  # asked table -> its entry in `sets`
+    by_dimensions = {frozenset(b): b for b in sets}
+    for table, cells in combined.tables.items():
+        entry = by_dimensions.setdefault(frozenset(table), table)
+        released[table] = entry
+        if entry is not table:
+            continue  # the total, or the per-country values, asked as a breakdown
+        country = table.index(Dimension.JURISDICTION) if Dimension.JURISDICTION in table else None
+        sets[table] = {
+            key: national(Jurisdiction(key[country]), c.count)
+            if country is not None
+            else pooled(c.count)
+            for c in cells
+            for key in [tuple(d.value for d in c.dimensions)]
+        }
+    hidden: list[Breakdown] = []
+    for table in list(combined.tables):
+        parts = (Dimension.JURISDICTION, *table)
+        if Dimension.JURISDICTION in table or frozenset(parts) in by_dimensions:
+            continue
+        # The per-country parts of a pooled table: not released, but related to it.
+        by_dimensions[frozenset(parts)] = parts
+        hidden.append(parts)
+        node_table = node_dimensions(table)
+        sets[parts] = {
+            (o.jurisdiction.value, *key): national(
+                o.jurisdiction, release([o.jurisdiction], value, profiles)
+            )
+            for o in ok
+            for key, value in o.tables[node_table].items()
+        }
+    protected = TableSet(sets, hidden=frozenset(hidden))
+    for rule in GATEWAY_TABLE_RULES:
+        protected = rule(protected)
+
+    def value_of(table: Breakdown, key: CellKey) -> Value:
+        return protected.tables[table][key].value
+
+    count = value_of((), ())
+    for reason in partial:
+        count = with_reason(count, reason)
+    by_jurisdiction = tuple(
+        n if n.count is None else replace(n, count=value_of(BY_COUNTRY, (n.jurisdiction.value,)))
+        for n in combined.by_jurisdiction
+    )
+    tables: dict[Breakdown, tuple[Cell, ...]] = {}
+    for table, cells in combined.tables.items():
+        entry = released[table]
+        tables[table] = tuple(
+            c.model_copy(update={"count": value_of(entry, _entry_key(table, entry, c))})
+            for c in cells
+        )
+    if () in tables:
+        tables[()] = tuple(c.model_copy(update={"count": count}) for c in tables[()])
+    return Combined(count=count, by_jurisdiction=by_jurisdiction, tables=tables)
+
+
+def _entry_key(table: Breakdown, entry: Breakdown, cell: Cell) -> CellKey:
+    values = {d.name: d.value for d in cell.dimensions}
+    return tuple(values[d] for d in entry)
 
 
 def node_result(outcome: NodeOutcome, profiles: Profiles) -> NodeResult:

@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from policies.model import BaselineLayer, JurisdictionLayer, NodeLayer
 from policies.policy_set import PolicySet
+from policies.profiles import DisclosureProfile
 from schema.codes import Jurisdiction
 
 DEFAULT_DIRECTORY: Final = Path(__file__).parent / "layers"
@@ -306,3 +308,15 @@ def load_policy_set(directory: Path | None = None) -> PolicySet:
         raise PolicyFileError(issues)
     assert baseline is not None  # no issues means the baseline loaded
     return PolicySet(baseline=baseline, jurisdictions=layers)
+
+
+@cache
+def shipped_policy_set() -> PolicySet:
+    """The policy files shipped with this package, read once per process."""
+    return load_policy_set()
+
+
+def shipped_disclosure_profile(jurisdiction: Jurisdiction) -> DisclosureProfile:
+    """The disclosure profile of the shipped policies for a jurisdiction; for one without a
+    policy file, the strict baseline profile (fail closed)."""
+    return shipped_policy_set().profile(jurisdiction)

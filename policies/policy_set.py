@@ -179,13 +179,27 @@ class EffectivePolicy:
         return any(issuer.iss == iss for issuer in self.issuers)
 
     def disclosure_profile(self) -> DisclosureProfile:
-        """The minimum-count part as the existing `policies.profiles.DisclosureProfile`."""
+        """The disclosure rules as the `policies.profiles.DisclosureProfile` the disclosure
+        pipeline reads; source and verification are those of the minimum count."""
         rule = _required(self.rules.disclosure.min_count)
         source = rule.source
         if len(source) > _PROFILE_SOURCE_MAX:
             source = source[: _PROFILE_SOURCE_MAX - 1] + "…"
+        perturbation = self.perturbation
+        dominance = self.dominance
         return DisclosureProfile(
-            min_count=rule.value, zero=self.zero, source=source, verified=rule.verified
+            min_count=rule.value,
+            zero=self.zero,
+            source=source,
+            verified=rule.verified,
+            rounding_base=self.rounding_base,
+            secondary_suppression=self.secondary_suppression,
+            perturbation_max_noise=perturbation.max_noise if perturbation.enabled else 0,
+            perturbation_variance=perturbation.variance if perturbation.enabled else 0.0,
+            differencing_k=self.differencing_k,
+            dominance_n=None if dominance is None else dominance.n,
+            dominance_k=None if dominance is None else dominance.k,
+            p_percent=self.p_percent,
         )
 
 

@@ -73,6 +73,14 @@ class LocalFederation:
     def database(self, jurisdiction: Jurisdiction) -> Path:
         return self.data_dir / f"{jurisdiction.value.lower()}.duckdb"
 
+    @property
+    def state_dir(self) -> Path:
+        return self.directory / "state"
+
+    def history(self, jurisdiction: Jurisdiction) -> Path:
+        """The node's differencing-guard history (kept across restarts of the federation)."""
+        return self.state_dir / f"{jurisdiction.value.lower()}.populations.sqlite3"
+
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, *, progress: bool = False) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,8 @@ class LocalFederation:
                 "--gateway-key",
                 f"{GATEWAY_KID}={gateway_key}",
                 *extra,
+                "--history",
+                str(self.history(jurisdiction)),
             ],
             base_url=self.node_url(jurisdiction),
             log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",

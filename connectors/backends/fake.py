@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from connectors.compiler import ConceptLookup, ConceptSet, Row, Statement
+from connectors.compiler import ConceptLookup, ConceptSet, PopulationQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
 Handler = Callable[[Statement], Sequence[Row]]
@@ -13,7 +13,8 @@ Handler = Callable[[Statement], Sequence[Row]]
 
 class FakeBackend:
     """`rows` (or `handler(statement)`) answers cohort statements; concept lookups are
-    answered from `concepts` (no ids for an unknown set). `not_ready` makes `ping` fail
+    answered from `concepts` (no ids for an unknown set), population statements with the
+    person ids in `population`. `not_ready` makes `ping` fail
     with that message; `fail` makes `execute` fail."""
 
     def __init__(
@@ -21,6 +22,7 @@ class FakeBackend:
         rows: Sequence[Row] | Handler = (),
         *,
         concepts: Mapping[ConceptSet, Sequence[int]] | None = None,
+        population: Sequence[int] = (),
         optout_version: str = "fake-optout-1",
         dialect: str = "duckdb",
         not_ready: str | None = None,
@@ -28,6 +30,7 @@ class FakeBackend:
     ) -> None:
         self._rows = rows
         self._concepts = dict(concepts or {})
+        self.population = list(population)
         self._optout_version = optout_version
         self._dialect = dialect
         self.not_ready = not_ready
@@ -45,6 +48,8 @@ class FakeBackend:
             raise BackendFailed("the database failed to answer")
         if isinstance(statement, ConceptLookup):
             return [(i,) for i in self._concepts.get(statement.concept_set, ())]
+        if isinstance(statement, PopulationQuery):
+            return [(i,) for i in self.population]
         if callable(self._rows):
             return list(self._rows(statement))
         return list(self._rows)

@@ -1,9 +1,12 @@
 """Compiles a `CohortQuery` to one SQL statement computing every requested table.
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
-criteria), optionally CTE `index_event` (each person's first dating event, for
-CALENDAR_YEAR), CTE `cells` (each person's dimension values), then a single aggregation with
-GROUP BY GROUPING SETS, one set per table, told apart by GROUPING().
+criteria, with their secret record key), optionally CTE `index_event` (each person's first
+dating event, for CALENDAR_YEAR), CTE `cells` (each person's dimension values), then a single
+aggregation with GROUP BY GROUPING SETS, one set per table, told apart by GROUPING(). Each cell
+comes with its distinct-person count and its cell key (the sum of its persons' record keys
+modulo 2^31, for consistent perturbation; policies.perturbation). A second, lightweight
+statement lists the cohort's person ids for the differencing guard.
 
 Age is `reference year - year_of_birth`: an approximation (up to a year too old before the
 birthday) because many OMOP sources only hold the year of birth.
@@ -33,8 +36,9 @@ from schema.query import (
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
-PERSON, COHORT, INDEX, EVENT = "p", "c", "i", "e"
+PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
 AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
+RECORD_KEY, CELL_KEY = "record_key", "cell_key"
 
 
 class _CohortCompiler:
@@ -49,7 +53,8 @@ class _CohortCompiler:
     def compile(self, dialect: str) -> CompiledQuery:
         tables = [_node_table(t) for t in self.query.tables]
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
-        statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=self._cohort())
+        cohort = self._cohort()
+        statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=cohort)
         if Dimension.CALENDAR_YEAR in dimensions:
             statement = statement.with_(INDEX_CTE, as_=self._index_event())
         if dimensions:
@@ -62,6 +67,9 @@ class _CohortCompiler:
             tables=tuple(tables),
             layouts=tuple(_layout(t, dimensions) for t in tables),
             fingerprint=hashlib.sha256(f"{dialect}\n{sql}".encode()).hexdigest()[:16],
+            population_sql=_population(cohort).sql(
+                dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE
+            ),
         )
 
     # -- cohort ------------------------------------------------------------------------------
@@ -87,8 +95,17 @@ class _CohortCompiler:
                     ),
                     AGE,
                 ),
+                # A person without a record key (added after `prepare`) adds 0 to cell keys.
+                exp.alias_(
+                    exp.func("COALESCE", col(RECORD_KEY, KEY), exp.Literal.number(0)), RECORD_KEY
+                ),
             )
             .from_(table(names.PERSON, PERSON))
+            .join(
+                table(names.RECORD_KEY, KEY),
+                on=col("person_id", KEY).eq(col("person_id", PERSON)),
+                join_type="LEFT",
+            )
             .where(exp.and_(*conditions))
         )
 
@@ -183,7 +200,9 @@ class _CohortCompiler:
         return select
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
-        select = exp.select(col("person_id", COHORT)).from_(table(COHORT_CTE, COHORT))
+        select = exp.select(col("person_id", COHORT), col(RECORD_KEY, COHORT)).from_(
+            table(COHORT_CTE, COHORT)
+        )
         for dimension in dimensions:
             select = select.select(exp.alias_(_dimension_value(dimension), _column(dimension)))
         if Dimension.CALENDAR_YEAR in dimensions:
@@ -201,10 +220,16 @@ class _CohortCompiler:
         count = exp.alias_(
             exp.Count(this=exp.Distinct(expressions=[exp.column("person_id")])), PERSON_COUNT
         )
+        # One row per person in `cohort` and `cells`, so the sum adds each record key once.
+        # (Reduced modulo 2^31 by `CompiledQuery.tabulate`: the sum fits a BIGINT for any
+        # realistic cohort, and the SQL keeps no literal but the allow-listed names.)
+        cell_key = exp.alias_(
+            exp.func("COALESCE", exp.func("SUM", exp.column(RECORD_KEY)), _int(0)), CELL_KEY
+        )
         if not dimensions:
-            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), count).from_(
-                table(COHORT_CTE, COHORT)
-            )
+            return exp.select(
+                exp.alias_(exp.Literal.number(0), GROUPING_ID), count, cell_key
+            ).from_(table(COHORT_CTE, COHORT))
         columns = [exp.column(_column(d)) for d in dimensions]
         sets = dict.fromkeys(frozenset(t) for t in tables)
         grouping_sets = exp.GroupingSets(
@@ -218,6 +243,7 @@ class _CohortCompiler:
                 exp.alias_(exp.Grouping(expressions=[c.copy() for c in columns]), GROUPING_ID),
                 *columns,
                 count,
+                cell_key,
             )
             .from_(exp.to_table(CELLS_CTE))
             .group_by(grouping_sets)
@@ -253,6 +279,14 @@ def _dimension_value(dimension: Dimension) -> exp.Expr:
         year = exp.Extract(this=exp.var("YEAR"), expression=col(INDEX_DATE, INDEX))
         return exp.func("COALESCE", text(year), exp.Literal.string(names.UNKNOWN))
     raise BadRequest(f"dimension {dimension.value} is not computed by a node")
+
+
+def _population(cohort: exp.Select) -> exp.Select:
+    return (
+        exp.select(col("person_id", COHORT))
+        .from_(table(COHORT_CTE, COHORT))
+        .with_(COHORT_CTE, as_=cohort.copy())
+    )
 
 
 def _int(value: int) -> exp.Expr:

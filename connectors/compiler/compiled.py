@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from policies.perturbation import CELL_KEY_MODULUS
 from schema.codes import Vocabulary
 from schema.query import Breakdown, Code
 
@@ -61,16 +62,36 @@ class TableLayout:
     columns: tuple[int, ...]
 
 
-TableRows = tuple[Breakdown, list[tuple[tuple[str, ...], int]]]
+class CountCell(NamedTuple):
+    """One cell of a computed table: its key, its distinct-person count and its cell key
+    (the sum of its persons' record keys modulo 2^31; policies.perturbation)."""
+
+    key: tuple[str, ...]
+    persons: int
+    cell_key: int
+
+
+TableRows = tuple[Breakdown, list[CountCell]]
+
+
+@dataclass(frozen=True, slots=True)
+class PopulationQuery:
+    """The statement listing the cohort's person ids, rows `(person_id,)`: what the
+    differencing guard compares."""
+
+    sql: str
+    params: tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledQuery:
     """A cohort query compiled for one dialect.
 
-    Rows are `(grouping_id, *dimension columns, person_count)`. `params[i]` binds `$i+1`;
-    a `ConceptSet` among them must be bound to concept ids (`bind`) before execution.
+    Rows are `(grouping_id, *dimension columns, person_count, sum of record keys)`.
+    `params[i]` binds `$i+1`; a `ConceptSet` among them must be bound to concept ids
+    (`bind`) before execution.
     `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
+    `population_sql` lists the cohort's person ids with the same parameters.
     """
 
     sql: str
@@ -79,6 +100,10 @@ class CompiledQuery:
     tables: tuple[Breakdown, ...]
     layouts: tuple[TableLayout, ...]
     fingerprint: str
+    population_sql: str = ""
+
+    def population(self) -> PopulationQuery:
+        return PopulationQuery(self.population_sql, self.params)
 
     @property
     def concept_sets(self) -> tuple[ConceptSet, ...]:
@@ -96,18 +121,22 @@ class CompiledQuery:
         return dataclasses.replace(self, params=params)
 
     def tabulate(self, rows: Sequence[Row]) -> list[TableRows]:
-        """Each table with its cells `(key, count)`, sorted by key. The total table has one
-        cell even when the database returned no row for it."""
+        """Each table with its cells, sorted by key. The total table has one cell even when
+        the database returned no row for it."""
         by_group: dict[int, list[Row]] = {}
         for row in rows:
             by_group.setdefault(int(row[0]), []).append(row)
         tables: list[TableRows] = []
         for layout in self.layouts:
             cells = sorted(
-                (tuple(str(row[1 + i]) for i in layout.columns), int(row[-1]))
+                CountCell(
+                    tuple(str(row[1 + i]) for i in layout.columns),
+                    int(row[-2]),
+                    int(row[-1] or 0) % CELL_KEY_MODULUS,
+                )
                 for row in by_group.get(layout.grouping_id, [])
             )
             if not layout.by and not cells:
-                cells = [((), 0)]
+                cells = [CountCell((), 0, 0)]
             tables.append((layout.by, cells))
         return tables

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE
+from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE, RECORD_KEY_TABLE
 from schema.codes import Dimension, Sex
 
 PERSON: Final = "person"
@@ -14,6 +14,7 @@ OBSERVATION_PERIOD: Final = "observation_period"
 CONCEPT: Final = "concept"
 CONCEPT_ANCESTOR: Final = "concept_ancestor"
 OPTOUT: Final = OPTOUT_TABLE
+RECORD_KEY: Final = RECORD_KEY_TABLE
 
 GENDER_CONCEPT_IDS: Final[dict[Sex, int]] = {
     Sex.FEMALE: FEMALE_CONCEPT_ID,

@@ -243,7 +243,7 @@ def execute(con: duckdb.DuckDBPyConnection, compiled: CompiledQuery) -> dict[Bre
         for lookup in [compile_concept_lookup(cs)]
     }
     rows = cursor.execute(compiled.sql, list(compiled.bind(ids).params)).fetchall()
-    return {by: dict(cells) for by, cells in compiled.tabulate(rows)}
+    return {by: {c.key: c.persons for c in cells} for by, cells in compiled.tabulate(rows)}
 
 
 def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> int:

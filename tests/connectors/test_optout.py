@@ -6,17 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from connector_kit import policy, request_body
+from connector_kit import REFERENCE_DATE
 
 from connectors.backends.duckdb import DuckDBBackend
+from connectors.compiler import ConceptResolver, compile_query
 from connectors.prepare import prepare_database
-from connectors.service import QueryService
-from connectors.verify import RequestVerifier, load_gateway_keys
-from schema.codes import Dimension, Jurisdiction
-from schema.query import Criteria
-from schema.wire import NodeResponse
+from schema.codes import Dimension
+from schema.query import CohortQuery, Criteria
 
-# DE's minimum of 3 keeps most cells of the small fixture database released.
 TABLES = [
     (),
     (Dimension.SEX,),
@@ -27,50 +24,41 @@ TABLES = [
 PERSON = 7
 
 
-def cells(response: NodeResponse) -> dict[tuple[Any, ...], int | None]:
-    return {
-        (table.by, tuple(cell.key)): cell.count.value
-        for table in response.tables
-        for cell in table.cells
-    }
-
-
-async def answer(database: Path, gateway_public_pem: Path, sign: Any) -> NodeResponse:
+async def counted(database: Path) -> tuple[dict[Any, int], set[int], str]:
+    """The raw counts the node's disclosure control starts from, the cohort's person ids and
+    the register version, straight from the compiled statements."""
     backend = DuckDBBackend(database)
-    verifier = RequestVerifier(
-        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
-        issuer="tessera-gateway",
-        audience="tessera-node-fr",
-    )
-    service = QueryService(
-        jurisdiction=Jurisdiction.DE,
-        backend=backend,
-        verifier=verifier,
-        policy=policy(Jurisdiction.DE),
-    )
-    body = request_body(Criteria(), TABLES, Jurisdiction.DE)
     try:
-        return await service.handle(authorization=f"Bearer {sign(body)}", body=body)
+        query = CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE, tables=TABLES)
+        compiled = await ConceptResolver(backend.execute, dialect="duckdb").bind(
+            compile_query(query)
+        )
+        cells = {
+            (by, cell.key): cell.persons
+            for by, table in compiled.tabulate(await backend.execute(compiled))
+            for cell in table
+        }
+        persons = {int(row[0]) for row in await backend.execute(compiled.population())}
+        return cells, persons, await backend.optout_register_version()
     finally:
         await backend.close()
 
 
 async def test_an_opted_out_person_disappears_from_every_count(
-    tmp_path: Path, build_omop_db: Any, gateway_public_pem: Path, sign: Any
+    tmp_path: Path, build_omop_db: Any
 ) -> None:
     database = build_omop_db(tmp_path / "optout.duckdb", opted_out=())
-    before = await answer(database, gateway_public_pem, sign)
+    before, population_before, version_before = await counted(database)
+    assert PERSON in population_before
 
     prepare_database(database, optout_ids=[PERSON], register_version="register-2")
-    after = await answer(database, gateway_public_pem, sign)
+    after, population_after, version_after = await counted(database)
 
-    assert after.optout_register_version == "register-2"
-    assert before.optout_register_version != after.optout_register_version
-    old, new = cells(before), cells(after)
-    changed = {key: (old[key], new.get(key)) for key in old if old[key] != new.get(key)}
+    assert (version_before, version_after) != (version_after, version_after)
+    assert version_after == "register-2"
+    assert population_after == population_before - {PERSON}
+    changed = {key for key in before if before[key] != after.get(key, 0)}
     # Exactly one cell per table lost exactly one person: the cell the person was in.
     assert sorted(by for by, _ in changed) == sorted(TABLES)
-    for before_value, after_value in changed.values():
-        assert before_value is not None
-        assert after_value is None or after_value == before_value - 1
-    assert new[((), ())] == old[((), ())] - 1  # type: ignore[operator]
+    for key in changed:
+        assert after.get(key, 0) == before[key] - 1
