@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,6 +10,11 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
 from connectors.backends.base import Backend
@@ -21,8 +27,12 @@ from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.loader import PolicyFileError, load_node_layer, load_policy_set
 from policies.policy_set import EffectivePolicy, NodeLayerMismatch, NoPolicy
+from schema.audit.log import AuditLog
+from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
+from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
+    APPROVAL_HEADER,
     CONTENT_TYPE,
     HEALTH_PATH,
     MAX_REQUEST_BYTES,
@@ -37,7 +47,10 @@ log = logging.getLogger(__name__)
 SETTINGS: Final = web.AppKey("settings", ConnectorSettings)
 SERVICE: Final = web.AppKey("service", QueryService)
 BACKEND: Final = web.AppKey[Backend]("backend")
+AUDIT_STORE: Final = web.AppKey[AuditStore]("audit_store")
+TRACER_PROVIDER: Final = web.AppKey[TracerProvider]("tracer_provider")
 SHUTDOWN_TIMEOUT_S: Final = 10.0
+TRACER_NAME: Final = "tessera.connector"
 
 
 def _dump(payload: BaseModel | dict[str, Any]) -> bytes:
@@ -83,7 +96,10 @@ async def _query(request: web.Request) -> web.Response:
         raise _too_large()
     body = await request.read()
     answer = await request.app[SERVICE].handle(
-        authorization=request.headers.get("Authorization"), body=body
+        authorization=request.headers.get("Authorization"),
+        body=body,
+        approval_token=request.headers.get(APPROVAL_HEADER),
+        trace_parent=propagate.extract(request.headers),
     )
     body = _dump(answer)
     if len(body) > MAX_RESPONSE_BYTES:
@@ -105,15 +121,6 @@ async def _ready(request: web.Request) -> web.Response:
     return _json({"status": "ready"})
 
 
-async def _backend_lifetime(app: web.Application) -> AsyncIterator[None]:
-    reason = await app[SERVICE].not_ready_reason()
-    if reason is not None:
-        log.warning("connector %s is not ready: %s", app[SETTINGS].jurisdiction.value, reason)
-    yield
-    await app[BACKEND].close()
-    await app[SERVICE].history.close()
-
-
 def open_backend(settings: ConnectorSettings) -> Backend:
     if settings.dsn is not None:
         return PostgresBackend(settings.dsn, connections=settings.db_connections)
@@ -132,34 +139,86 @@ def load_node_policy(settings: ConnectorSettings) -> EffectivePolicy:
         raise SettingsError(f"policies: {exc}") from exc
 
 
-def create_app(settings: ConnectorSettings, *, backend: Backend | None = None) -> web.Application:
+def _lifetime(
+    owns_store: bool, owns_provider: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        service = app[SERVICE]
+        await service.audit.start()
+        reason = await service.not_ready_reason()
+        if reason is not None:
+            log.warning("connector %s is not ready: %s", app[SETTINGS].jurisdiction.value, reason)
+        yield
+        await service.audit.close()
+        await app[BACKEND].close()
+        await service.history.close()
+        if owns_store:
+            await app[AUDIT_STORE].close()
+        provider = app[TRACER_PROVIDER]
+        if owns_provider and isinstance(provider, SdkTracerProvider):
+            # Flushes the batch processor: blocking, so off the loop.
+            await asyncio.to_thread(provider.shutdown)
+
+    return lifetime
+
+
+def create_app(
+    settings: ConnectorSettings,
+    *,
+    backend: Backend | None = None,
+    tracer_provider: TracerProvider | None = None,
+    audit_store: AuditStore | None = None,
+) -> web.Application:
     """The connector application. It owns `backend` (default: DuckDB on
-    `settings.database`) and closes it on cleanup. Raises `SettingsError` if a gateway key
-    cannot be loaded."""
+    `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
+    is used instead of the app's own and left to the caller to close. Raises `SettingsError`
+    if a gateway key or the audit key cannot be loaded."""
     try:
         keys = load_gateway_keys(settings.gateway_keys)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"TESSERA_CONNECTOR_GATEWAY_KEYS: cannot load a key: {exc}") from exc
     policy = load_node_policy(settings)
+    audit_key = _audit_key(settings)
     if backend is None:
         backend = open_backend(settings)
     verifier = RequestVerifier(keys=keys, issuer=settings.gateway_issuer, audience=settings.node_id)
+    provider = tracer_provider or tracer_provider_from_env(
+        f"tessera-connector-{settings.jurisdiction.value.lower()}"
+    )
+    store = audit_store or open_store(settings.audit_db)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
     app[SETTINGS] = settings
     app[BACKEND] = backend
     assert settings.history is not None  # filled in by ConnectorSettings
+    app[AUDIT_STORE] = store
+    app[TRACER_PROVIDER] = provider
     app[SERVICE] = QueryService(
         jurisdiction=settings.jurisdiction,
         backend=backend,
         verifier=verifier,
         policy=policy,
         history=SqliteHistory(settings.history),
+        audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),
+        node_id=settings.node_id,
+        tracer=provider.get_tracer(TRACER_NAME),
     )
-    app.cleanup_ctx.append(_backend_lifetime)
+    app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
     app.router.add_post(QUERY_PATH, _query)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(READY_PATH, _ready)
     return app
+
+
+def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
+    if settings.audit_key is None:
+        return None
+    try:
+        key = load_pem_private_key(settings.audit_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise SettingsError(f"TESSERA_CONNECTOR_AUDIT_KEY: cannot load the key: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SettingsError("TESSERA_CONNECTOR_AUDIT_KEY: not an Ed25519 private key")
+    return key
 
 
 def serve(settings: ConnectorSettings) -> None:

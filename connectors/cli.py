@@ -49,6 +49,8 @@ def register(sub: SubParsers) -> None:
     serve.add_argument(
         "--history", type=Path, help="SQLite file of the differencing guard's populations"
     )
+    serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
+    serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
     serve.set_defaults(handler=_serve)
 
     prepare = connector_sub.add_parser(
@@ -80,8 +82,12 @@ def register(sub: SubParsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from connectors.app import serve
     from connectors.settings import ConnectorSettings, SettingsError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     overrides: dict[str, Any] = {
         name: value
@@ -97,6 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
             ("policies", args.policies),
             ("node_policy", args.node_policy),
             ("history", args.history),
+            ("audit_db", args.audit_db),
+            ("audit_key", args.audit_key),
         )
         if value is not None
     }

@@ -13,6 +13,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.WRONG_NODE: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.BACKEND_FAILED: 503,
+    ErrorCode.AUDIT_UNAVAILABLE: 503,
 }
 
 

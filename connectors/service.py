@@ -1,6 +1,7 @@
 """The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
-→ compile → resolve codes → guard against differencing → execute → protect → respond. Each
-step is small; `QueryService.handle` only strings them together.
+→ compile → resolve codes → guard against differencing → execute → protect → audit →
+respond. Each step is small and a span of the query's trace; `QueryService.handle` only
+strings them together (`connectors.audit` records them).
 
 Counts exist unprotected only between `execute` and `protect_tables`, and are never logged;
 person ids exist only between the population statement and the differencing guard.
@@ -13,10 +14,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
+from opentelemetry.context import Context
+from opentelemetry.trace import NoOpTracer, Tracer
 from pydantic import ValidationError
 
+from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend
 from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
 from connectors.compiler.compiled import TableRows
@@ -31,10 +35,12 @@ from policies.principal import ApprovalView, Principal
 from policies.profiles import DisclosureProfile
 from policies.reasons import Decision
 from policies.tables import TableCell, TableSet
-from schema.codes import Jurisdiction, NodeStatus
+from schema import telemetry as otel
+from schema.audit.log import AuditLog
+from schema.codes import Jurisdiction, NodeStatus, ValueStatus
 from schema.errors import TesseraError
 from schema.query import CohortQuery
-from schema.result import Value
+from schema.result import Reason, Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
 
 log = logging.getLogger(__name__)
@@ -141,7 +147,10 @@ class QueryService:
         backend: Backend,
         verifier: RequestVerifier,
         policy: EffectivePolicy,
+        audit: AuditLog,
         history: PopulationHistory | None = None,
+        node_id: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.backend = backend
@@ -149,56 +158,105 @@ class QueryService:
         self.policy = policy
         self.profile = policy.disclosure_profile()
         self.history: PopulationHistory = history or MemoryHistory()
+        self.audit = audit
+        self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
+        self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
 
-    async def handle(self, *, authorization: str | None, body: bytes) -> NodeResponse:
+    async def handle(
+        self,
+        *,
+        authorization: str | None,
+        body: bytes,
+        approval_token: str | None = None,
+        trace_parent: Context | None = None,
+    ) -> NodeResponse:
+        """Answer one signed request. Every verified request gets its audit entry before its
+        answer or its error leaves (AUDIT_UNAVAILABLE when it cannot be written)."""
         started = time.perf_counter()
-        self.verifier.verify(authorization, body)
-        request = parse_request(body)
-        check_node(request, self.jurisdiction)
-        decision = node_decision(request, self.policy)
-        if not decision.allowed:
-            log.info(
-                "refused query %s (request %s): %s",
-                request.query_id,
-                request.request_id,
-                ", ".join(sorted(decision.rules)),
-            )
-            return NodeResponse(
-                query_id=request.query_id,
-                jurisdiction=self.jurisdiction,
-                status=NodeStatus.DENIED,
-                reasons=[reason.as_reason() for reason in decision.reasons],
-                elapsed_ms=(time.perf_counter() - started) * 1000,
-            )
-        compiled = await self._resolver.bind(self._compiler.compile(request.query))
-        optout_version = await self.backend.optout_register_version()
-        persons = await self.backend.execute(compiled.population())
-        refusal = await self.history.check_and_record(
+        trail = NodeTrail(self.audit, self.tracer, self.node_id, self.jurisdiction)
+        with trail.query_span(trace_parent) as span:
+            with trail.step("verify"):
+                trail.caller = self.verifier.verify(authorization, body).kid
+            trail.forwarded = Forwarded.of(approval_token)
+            try:
+                response = await self._answer(trail, body, started)
+            except Exception as error:
+                await trail.refused(error, span)
+                raise
+            await trail.answered(response, span)
+            return response
+
+    def _refusal(
+        self, request: NodeRequest, reasons: list[Reason], started: float, **fields: Any
+    ) -> NodeResponse:
+        log.info(
+            "refused query %s (request %s): %s",
+            request.query_id,
             request.request_id,
-            population_of(int(row[0]) for row in persons),
-            self.profile,
-            self.jurisdiction,
+            ", ".join(sorted({r.rule for r in reasons})),
         )
-        del persons
-        if refusal is not None:
-            log.info(
-                "refused query %s (request %s): %s",
-                request.query_id,
+        return NodeResponse(
+            query_id=request.query_id,
+            jurisdiction=self.jurisdiction,
+            status=NodeStatus.DENIED,
+            reasons=reasons,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            **fields,
+        )
+
+    async def _answer(self, trail: NodeTrail, body: bytes, started: float) -> NodeResponse:
+        with trail.step("parse"):
+            request = trail.request = parse_request(body)
+            check_node(request, self.jurisdiction)
+        with trail.step("policy") as span:
+            decision = node_decision(request, self.policy)
+            span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
+        if not decision.allowed:
+            return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
+        with trail.step("compile") as span:
+            compiled = self._compiler.compile(request.query)
+            trail.sql_fingerprint = compiled.fingerprint
+            span.set_attribute(otel.SQL_FINGERPRINT, compiled.fingerprint)
+        with trail.step("population") as span:
+            trail.optout_register_version = await self.backend.optout_register_version()
+            bound = await self._resolver.bind(compiled)
+            persons = await self.backend.execute(bound.population())
+            span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
+        with trail.step("differencing_guard") as span:
+            refusal = await self.history.check_and_record(
                 request.request_id,
-                refusal.rule,
+                population_of(int(row[0]) for row in persons),
+                self.profile,
+                self.jurisdiction,
             )
-            return NodeResponse(
-                query_id=request.query_id,
-                jurisdiction=self.jurisdiction,
-                status=NodeStatus.DENIED,
-                reasons=[refusal],
-                optout_register_version=optout_version,
-                elapsed_ms=(time.perf_counter() - started) * 1000,
+            del persons
+            span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
+        if refusal is not None:
+            return self._refusal(
+                request,
+                [refusal],
+                started,
+                optout_register_version=trail.optout_register_version,
             )
-        rows = await self.backend.execute(compiled)
-        tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
+        with trail.step("sql") as span:
+            rows = await self.backend.execute(bound)
+            span.set_attributes(
+                {
+                    otel.SQL_FINGERPRINT: compiled.fingerprint,
+                    otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
+                }
+            )
+        with trail.step("protect") as span:
+            tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
+            cells = [cell.count for table in tables for cell in table.cells]
+            span.set_attributes(
+                {
+                    otel.CELLS_SUPPRESSED: sum(c.status is ValueStatus.SUPPRESSED for c in cells),
+                    otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
+                }
+            )
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",
@@ -213,7 +271,7 @@ class QueryService:
             jurisdiction=self.jurisdiction,
             status=NodeStatus.OK,
             tables=tables,
-            optout_register_version=optout_version,
+            optout_register_version=trail.optout_register_version,
             elapsed_ms=elapsed_ms,
         )
 
@@ -221,6 +279,12 @@ class QueryService:
         """Why the node cannot answer now, or None when it can."""
         if not self.verifier.has_keys:
             return "no gateway public key is configured"
+        if not self.audit.signs_heads:
+            return "no audit signing key is configured"
+        try:
+            await self.audit.store.head(self.audit.chain)
+        except TesseraError as exc:
+            return f"the audit trail cannot be read: {exc.message}"
         try:
             await self.backend.ping()
         except TesseraError as exc:

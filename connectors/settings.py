@@ -46,6 +46,13 @@ class ConnectorSettings:
       populations answered per approval (created when missing; keep it across restarts and
       upgrades, or the guard forgets). Default: next to the DuckDB database,
       `<database without suffix>.populations.sqlite3`; required with a PostgreSQL DSN.
+    - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
+      `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
+      database; required with a PostgreSQL DSN.
+    - `TESSERA_CONNECTOR_AUDIT_KEY`: Ed25519 private key (PKCS8 PEM) that signs the audit
+      chain's heads. Without it, the node is not ready and refuses every query.
+
+    Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
     """
 
     jurisdiction: Jurisdiction
@@ -61,6 +68,8 @@ class ConnectorSettings:
     policies: Path | None = None
     node_policy: Path | None = None
     history: Path | None = None
+    audit_db: str = ""
+    audit_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -71,6 +80,11 @@ class ConnectorSettings:
                 raise SettingsError(f"{PREFIX}HISTORY is required with {PREFIX}DSN")
             default = self.database.with_name(f"{self.database.stem}.populations.sqlite3")
             object.__setattr__(self, "history", default)
+        if not self.audit_db:
+            if self.database is None:
+                raise SettingsError(f"{PREFIX}AUDIT_DB is required with {PREFIX}DSN")
+            beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
+            object.__setattr__(self, "audit_db", str(beside))
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
         if not 1 <= self.threads <= 64:
@@ -141,4 +155,6 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "policies": Path,
     "node_policy": Path,
     "history": Path,
+    "audit_db": str,
+    "audit_key": Path,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -9,19 +10,28 @@ from typing import Final
 
 import orjson
 from aiohttp import hdrs, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 
 from gateway.auth import Authenticator
-from gateway.federation import Federation, load_federation
+from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.schema import build_schema
+from gateway.graphql.tracing import TRACER_NAME
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from policies.loader import load_policy_set
 from policies.policy_set import PolicySet
+from schema.audit.log import AuditLog
+from schema.audit.store import AuditStore, open_store
+from schema.telemetry import tracer_provider_from_env
+
+SERVICE_NAME: Final = "tessera-gateway"
 
 GRAPHQL_PATH: Final = "/graphql"
 # A question is a few kilobytes at most; the query model caps what it can hold anyway.
@@ -35,10 +45,23 @@ class _State:
     services: Services | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Observability:
+    """The tracer provider and the audit trail's store, and whether the app made (and so
+    owns and closes) each of them."""
+
+    provider: TracerProvider
+    owns_provider: bool
+    store: AuditStore
+    owns_store: bool
+    audit_key: Ed25519PrivateKey
+
+
 SETTINGS: Final = web.AppKey("tessera.gateway.settings", GatewaySettings)
 FEDERATION: Final = web.AppKey("tessera.gateway.federation", Federation)
 POLICIES: Final = web.AppKey("tessera.gateway.policies", PolicySet)
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
+OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observability)
 
 
 class GatewayView(GraphQLView[GatewayContext, None]):
@@ -49,7 +72,9 @@ class GatewayView(GraphQLView[GatewayContext, None]):
         if services is None:
             raise web.HTTPServiceUnavailable(text="starting")
         return GatewayContext(
-            services=services, authorization=request.headers.get(hdrs.AUTHORIZATION)
+            services=services,
+            authorization=request.headers.get(hdrs.AUTHORIZATION),
+            trace_parent=propagate.extract(request.headers),
         )
 
     def decode_json(self, data: str | bytes) -> object:
@@ -75,21 +100,33 @@ def create_app(
     *,
     node_client: NodeClient | None = None,
     tracer_provider: TracerProvider | None = None,
+    audit_store: AuditStore | None = None,
 ) -> web.Application:
     """The gateway for `settings`. The federation file and its keys are loaded now, so a bad
-    file fails here; the HTTP session to the nodes is opened when the app starts, unless a
-    `node_client` (e.g. a `MockNodeClient`) is given."""
+    file fails here; the HTTP session to the nodes is opened and the audit trail resumed when
+    the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a `tracer_provider` or an
+    `audit_store`, the app uses it instead of its own, and leaves closing it to the caller."""
     federation = load_federation(settings.federation)
+    audit_key = (
+        load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
+    )
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[FEDERATION] = federation
     # Policies load at start-up so that a broken policy file stops the gateway, not a query.
     app[POLICIES] = load_policy_set(settings.policies)
     app[STATE] = _State()
+    app[OBSERVABILITY] = _Observability(
+        provider=tracer_provider or tracer_provider_from_env(SERVICE_NAME),
+        owns_provider=tracer_provider is None,
+        store=audit_store or open_store(settings.audit_db),
+        owns_store=audit_store is None,
+        audit_key=audit_key,
+    )
     app.cleanup_ctx.append(_services(node_client))
 
     view = GatewayView(
-        schema=build_schema(tracer_provider=tracer_provider),
+        schema=build_schema(tracer_provider=app[OBSERVABILITY].provider),
         graphql_ide="graphiql" if settings.graphiql else None,
         allow_queries_via_get=False,
         subscription_protocols=(),
@@ -106,7 +143,9 @@ def _services(
     node_client: NodeClient | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        federation, settings = app[FEDERATION], app[SETTINGS]
+        federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
+        audit = AuditLog(seen.store, f"gateway:{federation.gateway_id}", signing_key=seen.audit_key)
+        await audit.start()
         session = None
         client = node_client
         if client is None:
@@ -124,6 +163,8 @@ def _services(
             policies=app[POLICIES],
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
+            audit=audit,
+            tracer=seen.provider.get_tracer(TRACER_NAME),
         )
         try:
             yield
@@ -131,6 +172,12 @@ def _services(
             app[STATE].services = None
             if session is not None:
                 await session.close()
+            await audit.close()
+            if seen.owns_store:
+                await seen.store.close()
+            if seen.owns_provider and isinstance(seen.provider, SdkTracerProvider):
+                # Flushes the batch processor: blocking, so off the loop.
+                await asyncio.to_thread(seen.provider.shutdown)
 
     return lifetime
 

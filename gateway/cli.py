@@ -25,6 +25,8 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--deadline", type=float, dest="deadline_s", help="query deadline (s)")
     serve.add_argument("--graphiql", action="store_true", default=None, help="serve GraphiQL")
+    serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
+    serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
     serve.set_defaults(handler=_serve)
 
 
@@ -40,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             deadline_s=args.deadline_s,
             graphiql=args.graphiql,
+            audit_db=args.audit_db,
+            audit_key=args.audit_key,
         )
     except SettingsError as e:
         print(f"tessera gateway serve: {e}", file=sys.stderr)

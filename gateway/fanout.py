@@ -8,10 +8,14 @@ import logging
 import time
 from collections.abc import Mapping
 
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
+
+from gateway.audit import node_step
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.planner import Plan
 from policies.reasons import Decision
+from schema import telemetry as otel
 from schema.codes import Jurisdiction, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -26,8 +30,11 @@ async def fan_out(
     approval_token: str,
     deadline_s: float,
     node_timeout_s: float,
+    tracer: Tracer | None = None,
 ) -> list[NodeOutcome]:
-    """One outcome per jurisdiction of the plan, in the plan's order."""
+    """One outcome per jurisdiction of the plan, in the plan's order. Each node asked is a
+    client span, whose context the request carries to the node (`traceparent`)."""
+    tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
     # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
     timeout = min(node_timeout_s, deadline_s)
@@ -39,6 +46,28 @@ async def fan_out(
             return NodeOutcome(
                 jurisdiction=jurisdiction, status=NodeStatus.DENIED, reasons=decision.reasons
             )
+        attributes = {otel.QUERY_ID: plan.query_id, otel.JURISDICTION: jurisdiction.value}
+        with otel.traced(
+            tracer, otel.GATEWAY_NODE_CALL, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            outcome = await call(jurisdiction)
+            step = node_step(outcome, decision)
+            span.set_attributes(
+                {
+                    otel.NODE_STATUS: outcome.status.value,
+                    otel.RULES_FIRED: step.rules,
+                    otel.CELLS_SUPPRESSED: step.cells_suppressed,
+                }
+            )
+            if step.optout_register_version is not None:
+                span.set_attribute(otel.OPTOUT_REGISTER_VERSION, step.optout_register_version)
+            if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+                span.set_status(Status(StatusCode.ERROR))
+                if outcome.error_code is not None:
+                    span.set_attribute(otel.ERROR_CODE, outcome.error_code.value)
+            return outcome
+
+    async def call(jurisdiction: Jurisdiction) -> NodeOutcome:
         started = time.perf_counter()
         try:
             # The client gets the same timeout for its transport; this guard also holds a

@@ -154,6 +154,11 @@ def _read(path: Path, what: str) -> bytes:
         raise FederationError(f"cannot read the {what} {path}: {e.strerror}") from None
 
 
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """An unencrypted Ed25519 private key (PKCS8 PEM); `FederationError` otherwise."""
+    return _signing_key(path)
+
+
 def _signing_key(path: Path) -> Ed25519PrivateKey:
     data = _read(path, "signing key")
     try:

@@ -40,6 +40,12 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
       directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
       ``tessera policy check DIR``.
+    - ``TESSERA_GATEWAY_AUDIT_DB`` (default ``audit.sqlite3`` beside the federation file): the
+      audit trail, an SQLite file or a ``postgresql://`` URL.
+    - ``TESSERA_GATEWAY_AUDIT_KEY`` (default: the gateway's signing key from the federation
+      file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
+
+    Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
     """
 
     federation: Path
@@ -49,6 +55,8 @@ class GatewaySettings:
     node_timeout_s: float = DEFAULT_DEADLINE_S
     graphiql: bool = False
     policies: Path | None = None
+    audit_db: str = ""
+    audit_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -60,6 +68,8 @@ class GatewaySettings:
         if self.node_timeout_s > self.deadline_s:
             # A node timeout beyond the deadline could never be waited for.
             object.__setattr__(self, "node_timeout_s", self.deadline_s)
+        if not self.audit_db:
+            object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
 
     @classmethod
     def from_env(
@@ -92,6 +102,8 @@ class GatewaySettings:
             node_timeout_s=pick("node_timeout_s", "NODE_TIMEOUT_S", _float, deadline),
             graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
             policies=pick("policies", "POLICIES", _path, None),
+            audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
+            audit_key=pick("audit_key", "AUDIT_KEY", _path, None),
         )
 
 

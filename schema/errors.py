@@ -19,7 +19,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_DIMENSION = "UNKNOWN_DIMENSION"
     REQUEST_MISMATCH = "REQUEST_MISMATCH"
     NO_NODE_ANSWERED = "NO_NODE_ANSWERED"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
     INTERNAL = "INTERNAL"
+    # both sides: the audit entry could not be written, so the answer is withheld
+    AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
     # node-facing (gateway → connector)
     BAD_SIGNATURE = "BAD_SIGNATURE"
     BAD_REQUEST = "BAD_REQUEST"

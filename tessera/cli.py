@@ -11,6 +11,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     from connectors.cli import register as register_connector
     from gateway.cli import register as register_gateway
+    from tessera.audit import register as register_audit
     from tessera.commands import register as register_tools
 
     parser = argparse.ArgumentParser(
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gateway(sub)
     register_connector(sub)
     register_tools(sub)
+    register_audit(sub)
     return parser
 
 

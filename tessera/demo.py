@@ -100,13 +100,17 @@ def banner(federation: LocalFederation) -> str:
                 f"  node {j.value}   {federation.node_url(j)}  ({federation.database(j).name})"
                 for j in federation.jurisdictions
             ),
-            f"  token     {token_path}",
+            f"  token     {token_path}  (compliance: {federation.compliance_token_file.name})",
             f"  logs      {federation.logs_dir}",
+            f"  audit     {federation.gateway_audit_db}  (and one trail per node beside it)",
             "",
             "Try it:",
             f"  curl -s {federation.gateway_url} -H 'content-type: application/json' \\",
             f'    -H "authorization: Bearer $(cat {token_path})" \\',
             f"    -d '{query}'",
+            "Check the gateway's audit trail:",
+            f"  tessera audit verify --db {federation.gateway_audit_db} "
+            f"--key {federation.keys_dir / 'gateway.pub.pem'}",
             "",
         ]
     )

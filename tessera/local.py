@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schema.approval import Approval
+from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
 from tessera.keys import ensure_keypair, private_key_path, public_key_path
 from tessera.processes import Service, Supervisor
@@ -35,6 +35,8 @@ class LocalFederation:
     node_policies: Mapping[Jurisdiction, Path] = field(default_factory=dict)
     # Nodes whose OMOP CDM lives in PostgreSQL (a `postgresql://` URL) instead of DuckDB.
     dsns: Mapping[Jurisdiction, str] = field(default_factory=dict)
+    # Extra environment of every service process (e.g. `OTEL_*` to export traces).
+    env: Mapping[str, str] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,10 @@ class LocalFederation:
         return self.directory / "researcher.jwt"
 
     @property
+    def compliance_token_file(self) -> Path:
+        return self.directory / "compliance.jwt"
+
+    @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}/graphql"
 
@@ -81,15 +87,31 @@ class LocalFederation:
         """The node's differencing-guard history (kept across restarts of the federation)."""
         return self.state_dir / f"{jurisdiction.value.lower()}.populations.sqlite3"
 
+    # The audit trails: each service its own SQLite file and chain. The gateway signs its
+    # chain heads with its request-signing key; each node has an audit key of its own.
+    @property
+    def gateway_audit_db(self) -> Path:
+        return self.directory / "audit" / "gateway.sqlite3"
+
+    def audit_db(self, jurisdiction: Jurisdiction) -> Path:
+        return self.directory / "audit" / f"node-{jurisdiction.value.lower()}.sqlite3"
+
+    @staticmethod
+    def audit_key_name(jurisdiction: Jurisdiction) -> str:
+        return f"audit-{jurisdiction.value.lower()}"
+
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, *, progress: bool = False) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         ensure_keypair(self.keys_dir, "gateway")
         ensure_keypair(self.keys_dir, "hdab")
         for jurisdiction in self.jurisdictions:
+            ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
             self.synthesise(jurisdiction, progress=progress)
         self.write_federation()
         self.token_file.write_text(self.mint(demo_approval(self.jurisdictions)) + "\n")
+        compliance = self.mint(None, subject="compliance@demo.tessera.eu", roles=(Role.COMPLIANCE,))
+        self.compliance_token_file.write_text(compliance + "\n")
 
     def synthesise(self, jurisdiction: Jurisdiction, *, progress: bool) -> None:
         """Generate a node's database unless one with the same parameters exists."""
@@ -132,12 +154,18 @@ class LocalFederation:
     def node_id(jurisdiction: Jurisdiction) -> str:
         return f"tessera-node-{jurisdiction.value.lower()}"
 
-    def mint(self, approval: Approval, **kwargs: object) -> str:
+    def mint(
+        self,
+        approval: Approval | None,
+        *,
+        subject: str = "researcher@demo.tessera.eu",
+        **kwargs: object,
+    ) -> str:
         return mint_token(
             private_key_path(self.keys_dir, "hdab"),
             issuer=DEMO_ISSUER,
             audience=DEMO_AUDIENCE,
-            subject="researcher@demo.tessera.eu",
+            subject=subject,
             approval=approval,
             **kwargs,  # type: ignore[arg-type]
         )
@@ -165,9 +193,14 @@ class LocalFederation:
                 *extra,
                 "--history",
                 str(self.history(jurisdiction)),
+                "--audit-db",
+                str(self.audit_db(jurisdiction)),
+                "--audit-key",
+                str(private_key_path(self.keys_dir, self.audit_key_name(jurisdiction))),
             ],
             base_url=self.node_url(jurisdiction),
             log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",
+            env=self.env,
         )
 
     def database_args(self, jurisdiction: Jurisdiction) -> list[str]:
@@ -186,6 +219,8 @@ class LocalFederation:
             self.host,
             "--port",
             str(self.gateway_port),
+            "--audit-db",
+            str(self.gateway_audit_db),
         ]
         if self.graphiql:
             args.append("--graphiql")
@@ -194,6 +229,7 @@ class LocalFederation:
             args=args,
             base_url=f"http://{self.host}:{self.gateway_port}",
             log_path=self.logs_dir / "gateway.log",
+            env=self.env,
         )
 
     async def start(self, timeout_s: float = 60.0) -> None:

@@ -28,7 +28,7 @@ def mint_token(
     issuer: str,
     audience: str,
     subject: str,
-    approval: Approval,
+    approval: Approval | None,
     roles: Sequence[Role] = (Role.RESEARCHER,),
     ttl_s: int = 3600,
     not_before_s: int = 0,
@@ -45,8 +45,9 @@ def mint_token(
         "exp": issued + ttl_s,
         "jti": uuid.uuid4().hex,
         ROLES_CLAIM: [r.value for r in roles],
-        APPROVAL_CLAIM: approval.model_dump(mode="json"),
     }
+    if approval is not None:  # a compliance officer's token carries no data request
+        claims[APPROVAL_CLAIM] = approval.model_dump(mode="json")
     if not_before_s:
         claims["nbf"] = issued + not_before_s
     headers = {"typ": "JWT", **({"kid": kid} if kid else {})}

@@ -42,3 +42,37 @@ def test_the_rule_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from connectors.app import create_app\nimport gateway.settings\n")
     assert imported_packages(bad) == {"connectors", "gateway"}
+
+
+# `schema` is contracts and pure code; the audit stores are its one exception (shared by
+# gateway and connectors, see `schema/audit/__init__.py`), and the telemetry set-up the one
+# place that builds an exporter.
+IO_MODULES = {"sqlite3", "asyncpg", "aiohttp", "socket", "subprocess", "requests", "httpx"}
+IO_ALLOWED = {
+    "schema/audit/sqlite.py": {"sqlite3"},
+    "schema/audit/postgres.py": {"asyncpg"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_schema_does_io_only_in_the_audit_stores() -> None:
+    doing_io = {}
+    for path in (ROOT / "schema").rglob("*.py"):
+        name = str(path.relative_to(ROOT))
+        io = {m.split(".")[0] for m in imported_modules(path)} & IO_MODULES
+        exporters = {m for m in imported_modules(path) if m.startswith("opentelemetry.exporter")}
+        if exporters and name != "schema/telemetry.py":
+            io |= exporters
+        if io - IO_ALLOWED.get(name, set()):
+            doing_io[name] = sorted(io)
+    assert doing_io == {}

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Tracer
+
+from gateway.audit import QueryTrail
 from gateway.auth import Authenticator
 from gateway.federation import Federation
 from gateway.nodes import NodeClient
 from policies.policy_set import PolicySet
+from schema.audit.log import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +24,16 @@ class Services:
     policies: PolicySet
     deadline_s: float
     node_timeout_s: float
+    audit: AuditLog
+    tracer: Tracer
+
+    def trail(self) -> QueryTrail:
+        return QueryTrail(log=self.audit, tracer=self.tracer, service=self.federation.gateway_id)
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayContext:
     services: Services
     authorization: str | None = None
+    # The caller's W3C trace context (`traceparent`), when it sent one.
+    trace_parent: Context | None = None

@@ -8,18 +8,24 @@ import datetime as dt
 import strawberry
 
 from gateway.access import decide
-from gateway.combine import combine
+from gateway.audit import QueryTrail, denied, released_values
+from gateway.combine import Combined, combine
 from gateway.fanout import fan_out
-from gateway.graphql.context import GatewayContext
+from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
+from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.enums import Jurisdiction
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.selection import requested_breakdowns
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
+from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
 from policies.transparency import publish
+from schema import telemetry as otel
 from schema.approval import Role
+from schema.codes import ValueStatus
 from schema.errors import ErrorCode, TesseraError
+from schema.query import Breakdown
 
 Info = strawberry.Info[GatewayContext, None]
 
@@ -33,36 +39,93 @@ async def resolve_cohort(
     reference_date: dt.date | None,
 ) -> CohortResult:
     services = info.context.services
-    principal = services.authenticator.authenticate(info.context.authorization)
-    principal.require_role(Role.RESEARCHER)
-    approval = principal.require_approval()
-    if request != approval.request_id:
-        raise TesseraError(
-            "request is not the data request approved in the token",
-            code=ErrorCode.REQUEST_MISMATCH,
+    trail = services.trail()
+    with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
+        trail.trace_id = current_trace_id()
+        with trail.step("authenticate"):
+            trail.principal = services.authenticator.authenticate(info.context.authorization)
+        # Every outcome from here on has its audit entry, written before it leaves; a caller
+        # without a valid token has no principal to record and is only logged.
+        try:
+            outcomes, combined = await _answer(
+                services,
+                trail,
+                request=request,
+                jurisdictions=jurisdictions,
+                criteria=criteria,
+                reference_date=reference_date,
+                tables=requested_breakdowns(info.selected_fields),
+            )
+        except Exception as error:
+            await trail.refused(error, span)
+            raise
+        await trail.answered(outcomes, combined, span)
+    assert trail.plan is not None
+    return CohortResult.of(trail.plan, combined, trace_id=trail.trace_id)
+
+
+async def _answer(
+    services: Services,
+    trail: QueryTrail,
+    *,
+    request: str,
+    jurisdictions: list[Jurisdiction] | None,
+    criteria: CriteriaInput,
+    reference_date: dt.date | None,
+    tables: list[Breakdown],
+) -> tuple[list[NodeOutcome], Combined]:
+    assert trail.principal is not None
+    principal = trail.principal
+    with trail.step("authorize"):
+        principal.require_role(Role.RESEARCHER)
+        trail.approval = approval = principal.require_approval()
+        if request != approval.request_id:
+            raise TesseraError(
+                "request is not the data request approved in the token",
+                code=ErrorCode.REQUEST_MISMATCH,
+            )
+    with trail.step("plan"):
+        trail.plan = plan = plan_query(
+            members=services.federation.members,
+            approval=approval,
+            subject=principal.subject,
+            request_id=request,
+            criteria=criteria_data(criteria),
+            jurisdictions=jurisdictions,
+            reference_date=reference_date or default_reference_date(),
+            tables=tables,
+            query_id=trail.query_id,
         )
-    plan = plan_query(
-        members=services.federation.members,
-        approval=approval,
-        subject=principal.subject,
-        request_id=request,
-        criteria=criteria_data(criteria),
-        jurisdictions=jurisdictions,
-        reference_date=reference_date or default_reference_date(),
-        tables=requested_breakdowns(info.selected_fields),
-    )
-    outcomes = await fan_out(
-        services.node_client,
-        services.federation.nodes,
-        plan,
+    with trail.step("policy") as span:
         # The law of every jurisdiction involved, before anything leaves the gateway.
-        decide(principal, plan, services.policies),
-        approval_token=principal.token,
-        deadline_s=services.deadline_s,
-        node_timeout_s=services.node_timeout_s,
-    )
-    combined = combine(plan.tables, outcomes, services.policies.profile)
-    return CohortResult.of(plan, combined, trace_id=current_trace_id())
+        trail.decisions = decisions = decide(principal, plan, services.policies)
+        span.set_attributes(
+            {
+                otel.DENIED_JURISDICTIONS: denied(decisions.values()),
+                otel.RULES_FIRED: sorted({r.rule for d in decisions.values() for r in d.reasons}),
+            }
+        )
+    with trail.step("fan_out"):
+        outcomes = await fan_out(
+            services.node_client,
+            services.federation.nodes,
+            plan,
+            decisions,
+            approval_token=principal.token,
+            deadline_s=services.deadline_s,
+            node_timeout_s=services.node_timeout_s,
+            tracer=services.tracer,
+        )
+    with trail.step("combine") as span:
+        combined = combine(plan.tables, outcomes, services.policies.profile)
+        released = released_values(combined)
+        span.set_attributes(
+            {
+                otel.CELLS_SUPPRESSED: sum(v.status is ValueStatus.SUPPRESSED for v in released),
+                otel.RULES_FIRED: sorted({r.rule for v in released for r in v.reasons}),
+            }
+        )
+    return outcomes, combined
 
 
 async def _cohort(
@@ -123,4 +186,12 @@ class Query:
         resolver=_policies,
         description="Each member's effective legal and disclosure rules, every rule with its "
         "public source and whether the HDAB confirmed it (no token needed).",
+    )
+    audit_entries: AuditPage = strawberry.field(
+        resolver=audit_entries,
+        description="The gateway's audit trail, newest first (compliance role only).",
+    )
+    audit_entry: AuditEntry | None = strawberry.field(
+        resolver=audit_entry,
+        description="One query's full audit record (compliance role only).",
     )

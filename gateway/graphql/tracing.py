@@ -1,8 +1,11 @@
 """One OpenTelemetry span per GraphQL operation, current while it runs, so that resolvers can
-report the trace id and node requests carry it in `traceparent`.
+report the trace id and node requests carry it in `traceparent`. The span continues the
+caller's trace when the request carries a W3C `traceparent`.
 
 Deliberately not strawberry's OpenTelemetry extension: its per-resolver hook makes every
-resolver async. Exporters are configured by the process, not here.
+resolver async. Exporters are configured by the process (`schema.telemetry`), not here. The
+operation name is not recorded: the researcher chose it, and researchers' text stays out of
+traces.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
 from strawberry.extensions import SchemaExtension
 
+from schema import telemetry as otel
+from schema.telemetry import current_trace_id
+
+__all__ = ["SPAN_NAME", "TRACER_NAME", "current_trace_id", "operation_span"]
+
 TRACER_NAME: Final = "tessera.gateway"
-SPAN_NAME: Final = "graphql.operation"
+SPAN_NAME: Final = otel.GRAPHQL_OPERATION
 
 
 def operation_span(provider: TracerProvider | None = None) -> Callable[[], SchemaExtension]:
@@ -23,20 +31,19 @@ def operation_span(provider: TracerProvider | None = None) -> Callable[[], Schem
 
     class OperationSpan(SchemaExtension):
         def on_operation(self) -> Iterator[None]:
-            with tracer.start_as_current_span(SPAN_NAME, kind=SpanKind.SERVER) as span:
+            parent = getattr(self.execution_context.context, "trace_parent", None)
+            with tracer.start_as_current_span(
+                SPAN_NAME,
+                context=parent,
+                kind=SpanKind.SERVER,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
                 yield
                 context = self.execution_context
-                if context.operation_name:
-                    span.set_attribute("graphql.operation.name", context.operation_name)
                 errors = context.result.errors if context.result else None
                 if errors:
                     codes = sorted({str((e.extensions or {}).get("code")) for e in errors})
-                    span.set_attribute("tessera.error_codes", codes)
+                    span.set_attribute(otel.ERROR_CODES, codes)
 
     return OperationSpan
-
-
-def current_trace_id() -> str | None:
-    """The current trace id as 32 hex digits, or None outside any trace."""
-    context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else None

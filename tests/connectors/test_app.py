@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from connector_kit import request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from connectors.app import create_app
 from connectors.backends.base import Backend
@@ -32,8 +33,22 @@ Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def audit_key(directory: Path) -> Path:
+    """The node's audit signing key, beside its database (made once)."""
+    path = directory / "audit.key.pem"
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    return path
+
+
 def settings(database: Path, keys: dict[str, Path]) -> ConnectorSettings:
-    return ConnectorSettings(jurisdiction=Jurisdiction.FR, database=database, gateway_keys=keys)
+    return ConnectorSettings(
+        jurisdiction=Jurisdiction.FR,
+        database=database,
+        gateway_keys=keys,
+        audit_key=audit_key(database.parent),
+    )
 
 
 async def start(app_settings: ConnectorSettings, backend: Backend | None = None) -> Client:
@@ -308,6 +323,7 @@ def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
         "TESSERA_CONNECTOR_DATABASE": str(omop_db),
         "TESSERA_CONNECTOR_PORT": "0",
         "TESSERA_CONNECTOR_GATEWAY_KEYS": f"gateway-2024={gateway_public_pem}",
+        "TESSERA_CONNECTOR_AUDIT_KEY": str(audit_key(omop_db.parent)),
     }
     code = (
         "from connectors.app import serve; from connectors.settings import ConnectorSettings; "

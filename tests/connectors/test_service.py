@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from connector_kit import policy, request_body
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.fake import FakeBackend
@@ -18,6 +19,8 @@ from connectors.errors import BackendFailed, BadRequest, BadSignature, WrongNode
 from connectors.service import QueryService
 from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.disclosure import PRIMARY_SUPPRESSION, SECONDARY_SUPPRESSION
+from schema.audit.log import AuditLog
+from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus, Vocabulary
 from schema.query import Criteria, EventCriterion
 from schema.result import Value
@@ -44,9 +47,27 @@ def verifier(gateway_public_pem: Path) -> RequestVerifier:
     )
 
 
-def service(backend: Any, verifier: RequestVerifier) -> QueryService:
+AUDIT_KEY = Ed25519PrivateKey.generate()
+
+
+def service(
+    backend: Any,
+    verifier: RequestVerifier,
+    *,
+    store: MemoryAuditStore | None = None,
+    signed: bool = True,
+) -> QueryService:
+    audit = AuditLog(
+        store or MemoryAuditStore(),
+        "node:tessera-node-fr",
+        signing_key=AUDIT_KEY if signed else None,
+    )
     return QueryService(
-        jurisdiction=Jurisdiction.FR, backend=backend, verifier=verifier, policy=policy()
+        jurisdiction=Jurisdiction.FR,
+        backend=backend,
+        verifier=verifier,
+        policy=policy(),
+        audit=audit,
     )
 
 
@@ -173,6 +194,13 @@ async def test_readiness_reasons(verifier: RequestVerifier) -> None:
     )
     keyless = RequestVerifier(keys={}, issuer="tessera-gateway", audience="tessera-node-fr")
     assert "key" in (await service(FakeBackend(), keyless).not_ready_reason() or "")
+    unsigned = service(FakeBackend(), verifier, signed=False)
+    assert await unsigned.not_ready_reason() == "no audit signing key is configured"
+    broken = MemoryAuditStore()
+    broken.fail = True
+    assert "audit trail" in (
+        await service(FakeBackend(), verifier, store=broken).not_ready_reason() or ""
+    )
 
 
 async def test_end_to_end_on_the_fixture_database(

@@ -32,6 +32,7 @@ from gateway_kit import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from gateway.app import create_app
 from gateway.federation import NodeInfo
@@ -173,11 +174,24 @@ async def test_signed_request_through_the_whole_gateway(
         assert request.request_id == REQUEST_ID
         assert request.query.tables == [(), SEX]
     assert len(jtis) == 2
-    # The operation's span is the parent of both node requests (W3C traceparent).
-    (span,) = spans.get_finished_spans()
-    trace_id = f"{span.context.trace_id:032x}"
+    # Each node request carries the context of its own client span (W3C traceparent), in
+    # the operation's trace.
+    finished = spans.get_finished_spans()
+    (operation,) = [s for s in finished if s.name == "graphql.operation"]
+    calls = {
+        s.attributes["tessera.jurisdiction"]: s
+        for s in finished
+        if s.name == "gateway.node_call" and s.attributes
+    }
+    trace_id = f"{operation.context.trace_id:032x}"
     assert result["traceId"] == trace_id
     assert {s["traceparent"].split("-")[1] for s in node.seen} == {trace_id}
+    assert {s["traceparent"].split("-")[2] for s in node.seen} == {
+        f"{calls[j].context.span_id:016x}" for j in ("FR", "DK")
+    }
+    assert calls["NO"].status.status_code is StatusCode.ERROR
+    assert calls["NO"].attributes is not None
+    assert calls["NO"].attributes["tessera.node.status"] == "UNAVAILABLE"
     assert {s["claims"]["aud"] for s in node.seen} == {"tessera-node-fr", "tessera-node-dk"}
 
 

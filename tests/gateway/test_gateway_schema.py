@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -62,32 +63,68 @@ def test_coding_is_idempotent() -> None:
     assert coded(syntax).extensions == {"code": "GRAPHQL_PARSE_FAILED"}
 
 
-async def test_one_span_per_operation_and_its_trace_id(
+async def test_one_trace_per_operation_with_a_span_per_step(
     settings: GatewaySettings, nodes: MockNodeClient, token: str
 ) -> None:
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     app = create_app(settings, node_client=nodes, tracer_provider=provider)
-    query = 'query Q { cohort(request: "DR-2026-0042", criteria: {}) { traceId } }'
+    query = 'query Q { cohort(request: "DR-2026-0042", criteria: {}) { traceId queryId } }'
     async with TestClient(TestServer(app)) as client:
         response = await client.post(
             "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
         )
         body = await response.json()
         await client.post("/graphql", json={"query": "{ nope }"})
-    first, second = spans.get_finished_spans()
-    assert first.name == second.name == "graphql.operation"
-    assert first.attributes is not None
-    assert first.attributes["graphql.operation.name"] == "Q"
+    finished = spans.get_finished_spans()
+    operations = [s for s in finished if s.name == "graphql.operation"]
+    assert len(operations) == 2
+    first, second = operations
     assert body["data"]["cohort"]["traceId"] == f"{first.context.trace_id:032x}"
+    assert first.parent is None
+    # The operation name is the researcher's text: not recorded.
+    assert "graphql.operation.name" not in (first.attributes or {})
+    children = {s.name: s for s in finished if s.parent == first.context}
+    cohort = children["gateway.cohort"]
+    assert cohort.attributes is not None
+    assert cohort.attributes["tessera.query_id"] == body["data"]["cohort"]["queryId"]
+    assert cohort.attributes["tessera.approval_id"] == "DR-2026-0042"
+    assert cohort.attributes["tessera.decision"] == "ANSWERED"
+    steps = [s.name for s in finished if s.parent == cohort.context]
+    assert steps == [
+        "gateway.authenticate",
+        "gateway.authorize",
+        "gateway.plan",
+        "gateway.policy",
+        "gateway.fan_out",
+        "gateway.combine",
+        "audit.write",
+    ]
+    (fan_out,) = [s for s in finished if s.name == "gateway.fan_out"]
+    calls = [s for s in finished if s.name == "gateway.node_call"]
+    assert len(calls) == 3
+    assert all(c.parent == fan_out.context for c in calls)
     assert second.attributes is not None
     assert second.attributes["tessera.error_codes"] == ("GRAPHQL_VALIDATION_FAILED",)
 
 
-async def test_trace_id_is_null_without_tracing(graphql: Any) -> None:
+async def test_a_trace_id_is_returned_when_nothing_is_exported(graphql: Any) -> None:
     body = await graphql('{ cohort(request: "DR-2026-0042", criteria: {}) { traceId } }')
-    assert body["data"]["cohort"]["traceId"] is None
+    assert re.fullmatch(r"[0-9a-f]{32}", body["data"]["cohort"]["traceId"])
+
+
+async def test_the_callers_traceparent_is_continued(client: TestClient, token: str) -> None:
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = await client.post(
+        "/graphql",
+        json={"query": '{ cohort(request: "DR-2026-0042", criteria: {}) { traceId } }'},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01",
+        },
+    )
+    assert (await response.json())["data"]["cohort"]["traceId"] == caller_trace
 
 
 def test_no_extension_wraps_resolvers() -> None:

@@ -1,0 +1,231 @@
+"""Verifying a chain, and the signed chain heads that make truncation detectable. Pure.
+
+A chain is broken at the first entry whose position, previous hash, body or hash disagree
+with the entries before it: a changed, deleted, inserted or reordered entry breaks the chain
+there. Deleting the newest entries leaves a shorter chain that is consistent in itself; a
+signed head (`seq`, `hash`, signed with the service's Ed25519 key) then names an entry that
+is missing or different, so truncation up to the last signed head is detected too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import ValidationError
+
+from schema.audit.entry import (
+    FORMAT_VERSION,
+    GENESIS,
+    StoredEntry,
+    canonical_json,
+    digest,
+    jurisdictions_column,
+)
+
+HEAD_PURPOSE: Final = "tessera-audit-head/1"
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHead:
+    chain: str
+    seq: int
+    hash: str
+    signed_at: str
+    key_id: str
+    signature: str  # base64 Ed25519 signature over `payload()`
+
+    def payload(self) -> bytes:
+        return head_payload(self.chain, self.seq, self.hash, self.signed_at)
+
+
+def head_payload(chain: str, seq: int, entry_hash: str, signed_at: str) -> bytes:
+    return canonical_json(
+        {
+            "purpose": HEAD_PURPOSE,
+            "chain": chain,
+            "seq": seq,
+            "hash": entry_hash,
+            "signed_at": signed_at,
+        }
+    ).encode()
+
+
+def sign_head(
+    key: Ed25519PrivateKey, chain: str, seq: int, entry_hash: str, signed_at: str
+) -> SignedHead:
+    signature = key.sign(head_payload(chain, seq, entry_hash, signed_at))
+    return SignedHead(
+        chain=chain,
+        seq=seq,
+        hash=entry_hash,
+        signed_at=signed_at,
+        key_id=key_id(key.public_key()),
+        signature=base64.b64encode(signature).decode(),
+    )
+
+
+def signature_valid(head: SignedHead, keys: Mapping[str, Ed25519PublicKey]) -> bool:
+    key = keys.get(head.key_id)
+    if key is None:
+        return False
+    try:
+        key.verify(base64.b64decode(head.signature, validate=True), head.payload())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """The first entry that does not fit the chain; `seq` is the position where it should be
+    (the stored seq may differ)."""
+
+    seq: int
+    reason: str
+
+
+@dataclass
+class Verification:
+    chain: str
+    entries: int = 0
+    last_hash: str = GENESIS
+    broken: Break | None = None
+    heads_checked: int = 0
+    heads_signed: int = 0  # of which the signature was checked against a given key
+    head_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None and not self.head_problems
+
+    def summary(self) -> str:
+        if self.broken is not None:
+            return f"BROKEN at entry {self.broken.seq}: {self.broken.reason}"
+        if self.head_problems:
+            return f"BROKEN: {self.head_problems[0]}"
+        signed = (
+            f"{self.heads_checked} signed heads, {self.heads_signed} signatures verified"
+            if self.heads_checked
+            else "no signed head yet"
+        )
+        return f"OK: {self.entries} entries, {signed}"
+
+
+def check_entry(row: StoredEntry, chain: str, seq: int, prev: str) -> str | None:
+    """Why `row` cannot be entry `seq` after an entry hashed `prev`, or None when it can."""
+    if row.seq != seq:
+        return f"expected entry {seq} here, found {row.seq} (an entry was deleted or moved)"
+    if digest(row.body) != row.hash:
+        return "the hash does not match the entry's contents (the entry was altered)"
+    try:
+        data = json.loads(row.body)
+        fields = (data["v"], data["chain"], data["seq"], data["prev"])
+    except (ValueError, KeyError, TypeError):
+        return "the entry's contents are not an audit entry"
+    if fields != (FORMAT_VERSION, chain, seq, prev) or row.prev != prev:
+        return "the entry does not follow the one before it (entries were removed or reordered)"
+    try:
+        recorded = row.record()
+    except (ValueError, KeyError, TypeError, ValidationError):
+        return "the entry's record is malformed"
+    columns = (
+        row.time,
+        row.query_id,
+        row.principal,
+        row.approval,
+        row.decision,
+        row.jurisdictions,
+    )
+    expected = (
+        recorded.time,
+        recorded.query_id,
+        recorded.principal,
+        recorded.approval,
+        recorded.decision.value,
+        jurisdictions_column(recorded.jurisdictions),
+    )
+    if columns != expected:
+        return "a searchable column differs from the entry's contents"
+    return None
+
+
+class ChainVerifier:
+    """Checks a chain entry by entry (`feed`, in stored order), so that a chain of any length
+    is verified in constant memory; `finish` then checks the signed heads."""
+
+    def __init__(self, chain: str, heads: Sequence[SignedHead] = ()) -> None:
+        self.result = Verification(chain=chain)
+        self._heads = sorted(heads, key=lambda h: h.seq)
+        self._wanted = {h.seq for h in heads}
+        self._seen: dict[int, str] = {}
+
+    def feed(self, row: StoredEntry) -> bool:
+        """Check the next entry; False once the chain is broken (further entries are not
+        looked at)."""
+        result = self.result
+        if result.broken is not None:
+            return False
+        expected_seq = result.entries + 1
+        reason = check_entry(row, result.chain, expected_seq, result.last_hash)
+        if reason is not None:
+            result.broken = Break(expected_seq, reason)
+            return False
+        result.last_hash = row.hash
+        result.entries = expected_seq
+        if expected_seq in self._wanted:
+            self._seen[expected_seq] = row.hash
+        return True
+
+    def finish(self, keys: Mapping[str, Ed25519PublicKey] | None = None) -> Verification:
+        """Check every signed head against the entries fed; with `keys`, each head's
+        signature too (a head signed by an unknown key is a problem then)."""
+        result = self.result
+        for head in self._heads:
+            result.heads_checked += 1
+            if keys is not None:
+                if not signature_valid(head, keys):
+                    result.head_problems.append(
+                        f"the signature of the head at entry {head.seq} does not verify"
+                    )
+                    continue
+                result.heads_signed += 1
+            if head.chain != result.chain:
+                result.head_problems.append(f"the head at entry {head.seq} is for another chain")
+            elif head.seq > result.entries and result.broken is None:
+                result.head_problems.append(
+                    f"a head was signed at entry {head.seq} but the chain ends at entry "
+                    f"{result.entries} (entries were removed from its end)"
+                )
+            elif head.seq in self._seen and self._seen[head.seq] != head.hash:
+                result.head_problems.append(
+                    f"entry {head.seq} differs from the one whose hash was signed"
+                )
+        return result
+
+
+def verify_chain(
+    chain: str,
+    rows: Iterable[StoredEntry],
+    heads: Sequence[SignedHead] = (),
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> Verification:
+    """Check `rows` (in stored order, by seq) as the whole chain `chain`, then its heads."""
+    verifier = ChainVerifier(chain, heads)
+    for row in rows:
+        if not verifier.feed(row):
+            break
+    return verifier.finish(keys)

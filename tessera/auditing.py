@@ -1,0 +1,132 @@
+"""Reading audit stores for `tessera audit`: chain verification page by page, and the rows
+of the transparency register."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from schema.audit.chain import ChainVerifier, Verification, key_id
+from schema.audit.entry import Decision, StoredEntry
+from schema.audit.store import MAX_PAGE, AuditStore, is_postgres_url, open_store
+from schema.errors import TesseraError
+
+REGISTER_COLUMNS: Final = (
+    "time",
+    "query_id",
+    "data_user",
+    "issuer",
+    "data_request",
+    "purpose",
+    "datasets",
+    "jurisdictions",
+    "decision",
+)
+
+
+class Broken(Exception):
+    def __init__(self, result: Verification) -> None:
+        super().__init__(result.summary())
+        self.result = result
+
+
+def run(url: str, chain: str | None, work: Any) -> list[Any] | None:
+    """`await work(store, chain)` for the chain named, or for every chain of the store; None
+    (having said why) when there is no store or no chain."""
+    if not is_postgres_url(url) and not Path(url.removeprefix("sqlite:///")).is_file():
+        print(f"tessera audit: no audit store at {url}", file=sys.stderr)
+        return None
+    return asyncio.run(_each_chain(url, chain, work))
+
+
+async def _each_chain(url: str, chain: str | None, work: Any) -> list[Any] | None:
+    store = open_store(url)
+    try:
+        return await _chains(store, chain, work)
+    except TesseraError as e:
+        print(f"tessera audit: {e.message}", file=sys.stderr)
+        return None
+    finally:
+        await store.close()
+
+
+async def _chains(store: AuditStore, chain: str | None, work: Any) -> list[Any] | None:
+    chains = [chain] if chain else await store.chains()
+    if not chains:
+        print("tessera audit: the store holds no chain", file=sys.stderr)
+        return None
+    return [await work(store, c) for c in chains]
+
+
+def load_keys(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey] | None:
+    """Public keys by key id; None when no key was given (signatures are then not checked)."""
+    if not paths:
+        return None
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        try:
+            key = load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read the public key {path}: {e}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{path} is not an Ed25519 public key")
+        keys[key_id(key)] = key
+    return keys
+
+
+async def entries(store: AuditStore, chain: str) -> AsyncIterator[StoredEntry]:
+    after = 0
+    while True:
+        page = await store.entries(chain, after=after, limit=MAX_PAGE)
+        for row in page:
+            yield row
+        if len(page) < MAX_PAGE:
+            return
+        after = page[-1].seq
+
+
+async def verify(
+    store: AuditStore, chain: str, keys: dict[str, Ed25519PublicKey] | None
+) -> Verification:
+    verifier = ChainVerifier(chain, await store.heads(chain))
+    async for row in entries(store, chain):
+        if not verifier.feed(row):
+            break
+    return verifier.finish(keys)
+
+
+async def register_rows(store: AuditStore, chain: str) -> AsyncIterator[dict[str, str]]:
+    async for row in entries(store, chain):
+        record = row.record()
+        if record.decision is Decision.REFUSED:
+            continue
+        yield {
+            "time": record.time,
+            "query_id": record.query_id or "",
+            "data_user": record.principal or "",
+            "issuer": record.issuer or "",
+            "data_request": record.approval or "",
+            "purpose": record.purpose or "",
+            "datasets": " ".join(record.datasets),
+            "jurisdictions": " ".join(j.value for j in record.jurisdictions),
+            "decision": record.decision.value,
+        }
+
+
+def render(rows: list[dict[str, str]], kind: str) -> str:
+    if kind == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=REGISTER_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

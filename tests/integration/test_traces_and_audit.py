@@ -1,0 +1,391 @@
+"""Traces and audit trails of real gateway and connector processes.
+
+Both kinds of process export their spans over OTLP/HTTP (the standard `OTEL_*` variables) to a
+receiver run by the test, which decodes the protobuf `ExportTraceServiceRequest`s; each keeps
+its audit trail in its own SQLite file, which `tessera audit verify` then checks, tampered
+with or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import post
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from schema import telemetry as otel
+from schema.audit.entry import AuditRecord, Decision, StoredEntry
+from schema.codes import Jurisdiction
+from tessera.local import LocalFederation
+from tessera.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DK)
+# Soft-tissue sarcoma by country and sex: rare, so most cells are suppressed.
+RARE = """
+query {
+  cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+         criteria: { conditions: [{ vocabulary: ICD10, code: "C49" }] }) {
+    queryId traceId
+    count { value status }
+    byJurisdiction { jurisdiction status count { value status } }
+    breakdown(by: [JURISDICTION, SEX]) { cells { count { value status } } }
+  }
+}
+"""
+COMMON = """
+query {
+  cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+         criteria: { sex: FEMALE, conditions: [{ vocabulary: ICD10, code: "E11" }] }) {
+    queryId traceId count { value }
+  }
+}
+"""
+# Every attribute a span may carry: Tessera's own (schema.telemetry) and OpenTelemetry's.
+TESSERA_KEYS = {
+    v
+    for k, v in vars(otel).items()
+    if k.isupper() and isinstance(v, str) and v.startswith("tessera.")
+}
+INTEGER_KEYS = {otel.CELLS_SUPPRESSED, otel.AUDIT_SEQ}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    kind: int
+    attributes: dict[str, Any]
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(v) for v in value.array_value.values)
+    return getattr(value, kind) if kind else None
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver (protobuf) on a loopback port, in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.spans: list[ReceivedSpan] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _export(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        message = ExportTraceServiceRequest.FromString(body)
+        received = []
+        for resource_spans in message.resource_spans:
+            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    received.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name")),
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
+                            name=span.name,
+                            kind=span.kind,
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                        )
+                    )
+        with self._lock:
+            self.spans += received
+            self.requests += 1
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", self._export)
+
+        async def up() -> None:
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+        asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def trace(self, trace_id: str, services: int, timeout_s: float = 20.0) -> list[ReceivedSpan]:
+        """The spans of one trace, once `services` services have sent theirs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                spans = [s for s in self.spans if s.trace_id == trace_id]
+            if len({s.service for s in spans}) >= services:
+                time.sleep(0.5)  # a batch may still be on its way
+                with self._lock:
+                    return [s for s in self.spans if s.trace_id == trace_id]
+            if time.monotonic() > deadline:
+                return spans
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def observed(
+    tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver
+) -> Iterator[LocalFederation]:
+    federation = LocalFederation(
+        directory=tmp_path_factory.mktemp("observed"),
+        jurisdictions=JURISDICTIONS,
+        persons=5_000,
+        seed=11,
+        gateway_port=free_port(),
+        node_ports=[free_port() for _ in JURISDICTIONS],
+        graphiql=False,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_SERVICE_NAME": "",
+        },
+    )
+    federation.prepare()
+    try:
+        asyncio.run(federation.start())
+        yield federation
+    finally:
+        federation.stop()
+
+
+def ask(federation: LocalFederation, query: str) -> dict[str, Any]:
+    token = federation.token_file.read_text().strip()
+    status, body = post(federation.gateway_url, {"query": query}, token)
+    assert status == 200
+    assert "errors" not in body, body
+    result: dict[str, Any] = body["data"]["cohort"]
+    return result
+
+
+def test_one_trace_spans_the_gateway_and_the_connector_processes(
+    observed: LocalFederation, receiver: OtlpReceiver
+) -> None:
+    answer = ask(observed, RARE)
+    spans = receiver.trace(answer["traceId"], services=3)
+    by_id = {s.span_id: s for s in spans}
+    assert {s.service for s in spans} == {
+        "tessera-gateway",
+        "tessera-connector-fr",
+        "tessera-connector-dk",
+    }
+
+    def children(parent: ReceivedSpan) -> list[str]:
+        return [s.name for s in spans if s.parent_id == parent.span_id]
+
+    (operation,) = [s for s in spans if s.name == "graphql.operation"]
+    assert operation.parent_id == ""
+    (cohort,) = [s for s in spans if s.name == "gateway.cohort"]
+    assert cohort.parent_id == operation.span_id
+    assert sorted(children(cohort)) == sorted(
+        [
+            "gateway.authenticate",
+            "gateway.authorize",
+            "gateway.plan",
+            "gateway.policy",
+            "gateway.fan_out",
+            "gateway.combine",
+            "audit.write",
+        ]
+    )
+    nodes = [s for s in spans if s.name == "connector.query"]
+    assert {s.service for s in nodes} == {"tessera-connector-fr", "tessera-connector-dk"}
+    for node in nodes:
+        call = by_id[node.parent_id]  # the gateway's client span is the node's parent
+        assert (call.name, call.service) == ("gateway.node_call", "tessera-gateway")
+        assert by_id[call.parent_id].name == "gateway.fan_out"
+        assert sorted(children(node)) == sorted(
+            [
+                "connector.verify",
+                "connector.parse",
+                "connector.policy",
+                "connector.compile",
+                "connector.population",
+                "connector.differencing_guard",
+                "connector.sql",
+                "connector.protect",
+                "audit.write",
+            ]
+        )
+        jurisdiction = node.service.rsplit("-", 1)[1].upper()
+        assert node.attributes[otel.JURISDICTION] == jurisdiction
+        assert node.attributes[otel.QUERY_ID] == answer["queryId"]
+        assert node.attributes[otel.APPROVAL_ID] == "DR-2026-0042"
+        assert node.attributes[otel.PURPOSE] == "scientific_research"
+        assert node.attributes[otel.OPTOUT_REGISTER_VERSION]
+        assert len(node.attributes[otel.SQL_FINGERPRINT]) == 16
+        assert node.attributes[otel.DECISION] == "ANSWERED"
+        assert call.attributes[otel.NODE_STATUS] == "OK"
+        assert call.attributes[otel.CELLS_SUPPRESSED] == node.attributes[otel.CELLS_SUPPRESSED]
+    assert cohort.attributes[otel.CELLS_SUPPRESSED] > 0
+    assert "PRIMARY_SUPPRESSION" in cohort.attributes[otel.RULES_FIRED]
+
+    # What spans may carry at all: named keys, and numbers only where they count cells or
+    # entries, never people.
+    for span in spans:
+        for key, value in span.attributes.items():
+            assert key in TESSERA_KEYS, (span.name, key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                assert key in INTEGER_KEYS, (span.name, key)
+
+
+def test_the_answer_names_the_trace_in_every_audit_entry(observed: LocalFederation) -> None:
+    answer = ask(observed, COMMON)
+    paths = {"gateway:tessera-gateway": observed.gateway_audit_db}
+    paths |= {f"node:{observed.node_id(j)}": observed.audit_db(j) for j in JURISDICTIONS}
+    for chain, path in paths.items():
+        (row,) = [r for r in read_rows(path) if r.query_id == answer["queryId"]]
+        assert row.chain == chain
+        record = row.record()
+        assert record.trace_id == answer["traceId"]
+        assert record.decision is Decision.ANSWERED
+        assert record.principal == "researcher@demo.tessera.eu"
+
+
+def read_rows(path: Path) -> list[StoredEntry]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "SELECT chain, seq, hash, prev, time, query_id, principal, approval, decision, "
+            "jurisdictions, body FROM tessera_audit_entries ORDER BY seq"
+        ).fetchall()
+    return [StoredEntry(*row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    "queries", [200, pytest.param(1000, marks=pytest.mark.slow)], ids=["200", "1000"]
+)
+def test_every_answer_has_exactly_one_entry_in_every_trail(
+    observed: LocalFederation, queries: int
+) -> None:
+    paths = {"gateway": observed.gateway_audit_db}
+    paths |= {j.value: observed.audit_db(j) for j in JURISDICTIONS}
+    before = {name: len(read_rows(path)) for name, path in paths.items()}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: ask(observed, COMMON)["queryId"], range(queries)))
+    assert len(set(answers)) == queries
+    for name, path in paths.items():
+        rows = read_rows(path)[before[name] :]
+        ids = [row.query_id for row in rows]
+        assert sorted(ids) == sorted(answers), name  # none lost, none duplicated
+        assert all(isinstance(row.record(), AuditRecord) for row in rows)
+
+
+def verify(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tessera", "audit", "verify", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def tampered_copy(source: Path, target: Path, *statements: str) -> Path:
+    """A consistent copy of a live trail, edited as someone with the file would: triggers
+    dropped, rows changed."""
+    with sqlite3.connect(source) as live, sqlite3.connect(target) as copy:
+        live.backup(copy)
+        for trigger in ("no_update", "no_delete"):
+            copy.execute(f"DROP TRIGGER tessera_audit_entries_{trigger}")
+        for statement in statements:
+            copy.execute(statement)
+    return target
+
+
+def test_tessera_audit_verify_detects_tampering(observed: LocalFederation, tmp_path: Path) -> None:
+    for _ in range(12):
+        ask(observed, COMMON)
+    # Stopping signs every chain's head, so that truncation is detectable too.
+    observed.stop()
+    keys = observed.keys_dir
+    trails = {
+        "gateway": (observed.gateway_audit_db, keys / "gateway.pub.pem"),
+        "FR": (observed.audit_db(Jurisdiction.FR), keys / "audit-fr.pub.pem"),
+    }
+    for name, (path, key) in trails.items():
+        intact = verify("--db", path, "--key", key)
+        assert intact.returncode == 0, intact.stdout + intact.stderr
+        assert ": OK: " in intact.stdout
+        assert "signatures verified" in intact.stdout
+        wrong_key = verify("--db", path, "--key", keys / "hdab.pub.pem")
+        assert wrong_key.returncode == 1
+
+        entries = len(read_rows(path))
+        cases: dict[str, tuple[str, ...]] = {
+            "altered": (
+                "UPDATE tessera_audit_entries SET body = replace(body, 'scientific_research', "
+                "'commercial') WHERE seq = 5",
+                "BROKEN at entry 5: the hash does not match",
+            ),
+            "deleted": ("DELETE FROM tessera_audit_entries WHERE seq = 7", "BROKEN at entry 7"),
+            "reordered": (
+                # Entries 3 and 4 swap places.
+                "UPDATE tessera_audit_entries SET seq = -seq WHERE seq IN (3, 4)",
+                "UPDATE tessera_audit_entries SET seq = 7 + seq WHERE seq IN (-3, -4)",
+                "BROKEN at entry 3",
+            ),
+            "truncated": (
+                f"DELETE FROM tessera_audit_entries WHERE seq = {entries}",  # noqa: S608
+                f"signed at entry {entries} but the chain ends at entry {entries - 1}",
+            ),
+        }
+        for case, (*statements, message) in cases.items():
+            copy = tampered_copy(path, tmp_path / f"{name}-{case}.sqlite3", *statements)
+            result = verify("--db", copy, "--key", key)
+            assert result.returncode == 1, (name, case, result.stdout)
+            assert message in result.stdout, (name, case, result.stdout)
+    # The original trails are untouched.
+    shutil.copy(observed.gateway_audit_db, tmp_path / "again.sqlite3")
+    assert verify("--db", tmp_path / "again.sqlite3").returncode == 0
