@@ -49,8 +49,11 @@ SERVICE: Final = web.AppKey("service", QueryService)
 BACKEND: Final = web.AppKey[Backend]("backend")
 AUDIT_STORE: Final = web.AppKey[AuditStore]("audit_store")
 TRACER_PROVIDER: Final = web.AppKey[TracerProvider]("tracer_provider")
-SHUTDOWN_TIMEOUT_S: Final = 10.0
 TRACER_NAME: Final = "tessera.connector"
+DRAINING: Final = web.AppKey("draining", asyncio.Event)
+# Longer than the gateway keeps idle connections (15 s by default), so that the gateway, not
+# the node, closes an idle connection: no request is ever sent on one the node is closing.
+KEEPALIVE_TIMEOUT_S: Final = 75.0
 
 
 def _dump(payload: BaseModel | dict[str, Any]) -> bytes:
@@ -115,10 +118,19 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
+    """Ready means: the gateway's keys are loaded, the disclosure policy is loaded, the
+    database answers; and the node is not shutting down."""
+    if request.app[DRAINING].is_set():
+        return _json({"status": "unavailable", "reason": "shutting down"}, status=503)
     reason = await request.app[SERVICE].not_ready_reason()
     if reason is not None:
         return _json({"status": "unavailable", "reason": reason}, status=503)
     return _json({"status": "ready"})
+
+
+async def _start_draining(app: web.Application) -> None:
+    app[DRAINING].set()
+    log.info("shutting down: no new connections; draining in-flight queries")
 
 
 def open_backend(settings: ConnectorSettings) -> Backend:
@@ -201,7 +213,10 @@ def create_app(
         audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),
+        query_timeout_s=settings.query_timeout_s,
     )
+    app[DRAINING] = asyncio.Event()
+    app.on_shutdown.append(_start_draining)
     app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
     app.router.add_post(QUERY_PATH, _query)
     app.router.add_get(HEALTH_PATH, _health)
@@ -222,8 +237,9 @@ def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
 
 
 def serve(settings: ConnectorSettings) -> None:
-    """Run the connector until SIGINT/SIGTERM, then shut down gracefully. Prints one line,
-    `connector FR listening on http://host:port`, once it accepts connections."""
+    """Run the connector until SIGINT/SIGTERM, then shut down gracefully: stop accepting,
+    let in-flight queries finish (up to the shutdown timeout), close the database. Prints
+    one line, `connector FR listening on http://host:port`, once it accepts connections."""
     app = create_app(settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # Binding here, not in aiohttp, gives the real port when settings.port is 0.
@@ -234,6 +250,10 @@ def serve(settings: ConnectorSettings) -> None:
     web.run_app(
         app,
         sock=sock,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        # A gateway that gives up (deadline, its researcher gone) cancels the query, and
+        # with it the database statement.
+        handler_cancellation=True,
         print=lambda *_: print(line, flush=True),
     )

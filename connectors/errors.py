@@ -14,6 +14,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.BACKEND_FAILED: 503,
     ErrorCode.AUDIT_UNAVAILABLE: 503,
+    ErrorCode.QUERY_TIMEOUT: 503,
 }
 
 
@@ -43,3 +44,9 @@ class BackendFailed(TesseraError):
 
 class BackendNotReady(BackendFailed):
     """The database answers but cannot serve queries yet (e.g. Tessera tables missing)."""
+
+
+class QueryTimeout(TesseraError):
+    """The query ran past the node's own time limit and was interrupted."""
+
+    code = ErrorCode.QUERY_TIMEOUT

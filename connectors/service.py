@@ -9,6 +9,7 @@ person ids exist only between the population statement and the differencing guar
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -22,9 +23,9 @@ from pydantic import ValidationError
 
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend
-from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
+from connectors.compiler import CompiledQuery, ConceptResolver, Row, compile_query
 from connectors.compiler.compiled import TableRows
-from connectors.errors import BadRequest, WrongNode
+from connectors.errors import BadRequest, QueryTimeout, WrongNode
 from connectors.history import MemoryHistory, PopulationHistory, population_of
 from connectors.verify import RequestVerifier
 from policies import disclosure
@@ -46,6 +47,7 @@ from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE: Final = 300
+DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
 
 
 def parse_request(body: bytes) -> NodeRequest:
@@ -151,8 +153,10 @@ class QueryService:
         history: PopulationHistory | None = None,
         node_id: str | None = None,
         tracer: Tracer | None = None,
+        query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
     ) -> None:
         self.jurisdiction = jurisdiction
+        self.query_timeout_s = query_timeout_s
         self.backend = backend
         self.verifier = verifier
         self.policy = policy
@@ -219,34 +223,21 @@ class QueryService:
             compiled = self._compiler.compile(request.query)
             trail.sql_fingerprint = compiled.fingerprint
             span.set_attribute(otel.SQL_FINGERPRINT, compiled.fingerprint)
-        with trail.step("population") as span:
-            trail.optout_register_version = await self.backend.optout_register_version()
-            bound = await self._resolver.bind(compiled)
-            persons = await self.backend.execute(bound.population())
-            span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-        with trail.step("differencing_guard") as span:
-            refusal = await self.history.check_and_record(
-                request.request_id,
-                population_of(int(row[0]) for row in persons),
-                self.profile,
-                self.jurisdiction,
-            )
-            del persons
-            span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
+        try:
+            # Cancelling the database work interrupts the running statement (see the backend).
+            async with asyncio.timeout(self.query_timeout_s):
+                refusal, rows = await self._run(trail, request, compiled)
+        except TimeoutError:
+            log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
+            raise QueryTimeout(
+                f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
+            ) from None
         if refusal is not None:
             return self._refusal(
                 request,
                 [refusal],
                 started,
                 optout_register_version=trail.optout_register_version,
-            )
-        with trail.step("sql") as span:
-            rows = await self.backend.execute(bound)
-            span.set_attributes(
-                {
-                    otel.SQL_FINGERPRINT: compiled.fingerprint,
-                    otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
-                }
             )
         with trail.step("protect") as span:
             tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
@@ -275,8 +266,41 @@ class QueryService:
             elapsed_ms=elapsed_ms,
         )
 
+    async def _run(
+        self, trail: NodeTrail, request: NodeRequest, compiled: CompiledQuery
+    ) -> tuple[Reason | None, list[Row]]:
+        """The database work: the cohort's population, the differencing guard over it, then
+        the tables (not computed at all when the guard refuses)."""
+        with trail.step("population") as span:
+            trail.optout_register_version = await self.backend.optout_register_version()
+            bound = await self._resolver.bind(compiled)
+            persons = await self.backend.execute(bound.population())
+            span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
+        with trail.step("differencing_guard") as span:
+            refusal = await self.history.check_and_record(
+                request.request_id,
+                population_of(int(row[0]) for row in persons),
+                self.profile,
+                self.jurisdiction,
+            )
+            del persons
+            span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
+        if refusal is not None:
+            return refusal, []
+        with trail.step("sql") as span:
+            rows = await self.backend.execute(bound)
+            span.set_attributes(
+                {
+                    otel.SQL_FINGERPRINT: compiled.fingerprint,
+                    otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
+                }
+            )
+        return None, rows
+
     async def not_ready_reason(self) -> str | None:
-        """Why the node cannot answer now, or None when it can."""
+        """Why the node cannot answer now, or None when it can: the gateway's keys must be
+        loaded and the database must answer. (The disclosure policy is loaded when the
+        service is made: without one the node does not start.)"""
         if not self.verifier.has_keys:
             return "no gateway public key is configured"
         if not self.audit.signs_heads:

@@ -53,6 +53,10 @@ class ConnectorSettings:
       chain's heads. Without it, the node is not ready and refuses every query.
 
     Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
+    - `TESSERA_CONNECTOR_QUERY_TIMEOUT_S`: seconds one query may run; past that the database
+      statement is interrupted and the gateway gets `QUERY_TIMEOUT`. Default `30`.
+    - `TESSERA_CONNECTOR_SHUTDOWN_TIMEOUT_S`: on SIGTERM, seconds in-flight queries may take
+      to finish before they are cancelled. Default `10`.
     """
 
     jurisdiction: Jurisdiction
@@ -70,6 +74,8 @@ class ConnectorSettings:
     history: Path | None = None
     audit_db: str = ""
     audit_key: Path | None = None
+    query_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -89,6 +95,10 @@ class ConnectorSettings:
             raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
         if not 1 <= self.threads <= 64:
             raise SettingsError(f"{PREFIX}THREADS must be between 1 and 64, not {self.threads}")
+        if not 0 < self.query_timeout_s <= 3600:
+            raise SettingsError(f"{PREFIX}QUERY_TIMEOUT_S must lie in (0, 3600] seconds")
+        if not 0 <= self.shutdown_timeout_s <= 3600:
+            raise SettingsError(f"{PREFIX}SHUTDOWN_TIMEOUT_S must lie in [0, 3600] seconds")
 
     @classmethod
     def from_env(
@@ -157,4 +167,6 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "history": Path,
     "audit_db": str,
     "audit_key": Path,
+    "query_timeout_s": float,
+    "shutdown_timeout_s": float,
 }

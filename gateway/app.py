@@ -1,13 +1,25 @@
-"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`."""
+"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`.
+
+Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
+queries have drained (`gateway.lifecycle`):
+
+1. traces: flushes and shuts down the tracer provider, last, so that spans from every later
+   teardown are exported too;
+2. audit: the audit trail, resumed at start; closed after the last query is answered, its
+   chain head signed, before the spans are flushed;
+3. services: the HTTP session to the nodes, closed first.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import aiohttp
 import orjson
 from aiohttp import hdrs, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,31 +30,41 @@ from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 
 from gateway.auth import Authenticator
+from gateway.combine import Profiles
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
+from gateway.lifecycle import install as install_lifecycle
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
+from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
+from gateway.vetting import VettingNodeClient
 from policies.loader import load_policy_set
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
+from schema.errors import TesseraError
 from schema.telemetry import tracer_provider_from_env
 
-SERVICE_NAME: Final = "tessera-gateway"
+log = logging.getLogger(__name__)
 
+SERVICE_NAME: Final = "tessera-gateway"
 GRAPHQL_PATH: Final = "/graphql"
 # A question is a few kilobytes at most; the query model caps what it can hold anyway.
 MAX_REQUEST_BYTES: Final = 256 * 1024
+# Researchers' clients keep connections idle at most this long.
+KEEPALIVE_TIMEOUT_S: Final = 75.0
 
 
 @dataclass
 class _State:
-    """Filled when the app starts: services that need a running event loop."""
+    """Filled when the app starts: what needs a running event loop."""
 
     services: Services | None = None
+    audit: AuditLog | None = None
+    session: aiohttp.ClientSession | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +124,11 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
     audit_store: AuditStore | None = None,
 ) -> web.Application:
-    """The gateway for `settings`. The federation file and its keys are loaded now, so a bad
-    file fails here; the HTTP session to the nodes is opened and the audit trail resumed when
-    the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a `tracer_provider` or an
-    `audit_store`, the app uses it instead of its own, and leaves closing it to the caller."""
+    """The gateway for `settings`. The federation file, its keys and the policies are loaded
+    now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
+    resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
+    `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
+    closing it to the caller."""
     federation = load_federation(settings.federation)
     audit_key = (
         load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
@@ -113,7 +136,6 @@ def create_app(
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[FEDERATION] = federation
-    # Policies load at start-up so that a broken policy file stops the gateway, not a query.
     app[POLICIES] = load_policy_set(settings.policies)
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
@@ -123,7 +145,28 @@ def create_app(
         owns_store=audit_store is None,
         audit_key=audit_key,
     )
+    lifecycle = install_lifecycle(app)
+    app.cleanup_ctx.append(_traces)
+    app.cleanup_ctx.append(_audit)
     app.cleanup_ctx.append(_services(node_client))
+
+    async def services_started() -> str | None:
+        return None if app[STATE].services is not None else "starting"
+
+    async def audit_readable() -> str | None:
+        audit = app[STATE].audit
+        if audit is None:
+            return "starting"
+        try:
+            await audit.store.head(audit.chain)
+        except TesseraError as exc:
+            return f"the audit trail cannot be read: {exc.message}"
+        return None
+
+    # The signing key, the issuers' keys and the policies were loaded above: a bad one fails
+    # create_app, so readiness only has to watch what can come and go.
+    lifecycle.add_check("node_client", services_started)
+    lifecycle.add_check("audit", audit_readable)
 
     view = GatewayView(
         schema=build_schema(tracer_provider=app[OBSERVABILITY].provider),
@@ -134,9 +177,47 @@ def create_app(
     app.router.add_post(GRAPHQL_PATH, view)
     if settings.graphiql:
         app.router.add_get(GRAPHQL_PATH, view)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
     return app
+
+
+def node_client_stack(
+    transport: NodeClient, settings: GatewaySettings, profiles: Profiles
+) -> NodeClient:
+    """What the fan-out talks to: the transport (HTTP, or a fake in tests), each answer vetted
+    against the node's published rules, behind per-node bounds, breaker and retries."""
+    return ResilientNodeClient(
+        VettingNodeClient(transport, profiles),
+        ResilienceSettings(
+            max_in_flight=settings.node_max_in_flight,
+            max_waiting=settings.node_max_waiting,
+            failure_threshold=settings.circuit_failures,
+            reset_after_s=settings.circuit_reset_s,
+            retry=RetryPolicy(attempts=settings.node_retry_attempts),
+            full_timeout_s=settings.node_timeout(settings.deadline_s),
+        ),
+    )
+
+
+async def _traces(app: web.Application) -> AsyncIterator[None]:
+    yield
+    seen = app[OBSERVABILITY]
+    if seen.owns_provider and isinstance(seen.provider, SdkTracerProvider):
+        # Flushes the batch processor: blocking, so off the loop.
+        await asyncio.to_thread(seen.provider.shutdown)
+
+
+async def _audit(app: web.Application) -> AsyncIterator[None]:
+    seen, federation = app[OBSERVABILITY], app[FEDERATION]
+    audit = AuditLog(seen.store, f"gateway:{federation.gateway_id}", signing_key=seen.audit_key)
+    await audit.start()
+    app[STATE].audit = audit
+    try:
+        yield
+    finally:
+        app[STATE].audit = None
+        await audit.close()
+        if seen.owns_store:
+            await seen.store.close()
 
 
 def _services(
@@ -144,27 +225,34 @@ def _services(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
-        audit = AuditLog(seen.store, f"gateway:{federation.gateway_id}", signing_key=seen.audit_key)
-        await audit.start()
-        session = None
-        client = node_client
-        if client is None:
-            session = create_session()
+        audit = app[STATE].audit
+        assert audit is not None  # the audit context starts first
+        session: aiohttp.ClientSession | None = None
+        transport = node_client
+        if transport is None:
+            session = create_session(
+                connections_per_node=settings.node_max_in_flight,
+                keepalive_s=settings.node_keepalive_s,
+            )
             signer = RequestSigner(
                 issuer=federation.gateway_id,
                 kid=federation.signing_kid,
                 key=federation.signing_key,
             )
-            client = HttpNodeClient(session, signer)
+            transport = HttpNodeClient(session, signer)
+        app[STATE].session = session
+        policies = app[POLICIES]
         app[STATE].services = Services(
             federation=federation,
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
-            node_client=client,
-            policies=app[POLICIES],
+            node_client=node_client_stack(transport, settings, policies.profile),
+            policies=policies,
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
             audit=audit,
             tracer=seen.provider.get_tracer(TRACER_NAME),
+            max_deadline_s=settings.max_deadline_s,
+            partial_pools=settings.partial_pools,
         )
         try:
             yield
@@ -172,34 +260,28 @@ def _services(
             app[STATE].services = None
             if session is not None:
                 await session.close()
-            await audit.close()
-            if seen.owns_store:
-                await seen.store.close()
-            if seen.owns_provider and isinstance(seen.provider, SdkTracerProvider):
-                # Flushes the batch processor: blocking, so off the loop.
-                await asyncio.to_thread(seen.provider.shutdown)
+                log.info("closed the connections to the nodes")
 
     return lifetime
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Ready once the federation and the signing key are loaded and the node client is up."""
-    if request.app[STATE].services is None:
-        return web.json_response({"status": "starting"}, status=503)
-    return web.json_response({"status": "ready", "nodes": len(request.app[FEDERATION].nodes)})
-
-
 def serve(settings: GatewaySettings) -> None:
-    """Run the gateway until interrupted; prints one line once it accepts connections."""
+    """Run the gateway until SIGTERM/SIGINT, then shut down gracefully (`gateway.lifecycle`);
+    prints one line once it accepts connections."""
     app = create_app(settings)
     sock = _listen(settings.host, settings.port)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
-    web.run_app(app, sock=sock, print=lambda *_: print(line, flush=True))
+    web.run_app(
+        app,
+        sock=sock,
+        print=lambda *_: print(line, flush=True),
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        # A researcher who disconnects cancels the query, and with it its node requests.
+        handler_cancellation=True,
+    )
+    log.info("gateway stopped")
 
 
 def _listen(host: str, port: int) -> socket.socket:

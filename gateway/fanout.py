@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Final
 
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
@@ -20,6 +21,11 @@ from schema.codes import Jurisdiction, NodeStatus
 
 log = logging.getLogger(__name__)
 
+# The client is given the node timeout and honours it; the fan-out's own guard fires this
+# much later, so that a client's outcome (a TIMEOUT the circuit breaker can count) wins over
+# the guard, which only holds a client that ignores its timeout.
+GUARD_GRACE_S: Final = 0.1
+
 
 async def fan_out(
     client: NodeClient,
@@ -29,7 +35,7 @@ async def fan_out(
     *,
     approval_token: str,
     deadline_s: float,
-    node_timeout_s: float,
+    node_timeout_s: float | None = None,
     tracer: Tracer | None = None,
 ) -> list[NodeOutcome]:
     """One outcome per jurisdiction of the plan, in the plan's order. Each node asked is a
@@ -37,8 +43,8 @@ async def fan_out(
     tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
     # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
-    timeout = min(node_timeout_s, deadline_s)
-    give_up_at = loop.time() + timeout
+    timeout = deadline_s if node_timeout_s is None else min(node_timeout_s, deadline_s)
+    give_up_at = loop.time() + timeout + GUARD_GRACE_S
 
     async def ask(jurisdiction: Jurisdiction) -> NodeOutcome:
         decision = decisions[jurisdiction]

@@ -1,9 +1,11 @@
 """Talking to nodes: the `NodeClient` protocol, its HTTP implementation and a fake for tests.
 
 Whatever goes wrong on the way to a node or back is turned into a `NodeOutcome` here, once:
-refused or reset connections are UNAVAILABLE, timeouts TIMEOUT, node errors (4xx/5xx) ERROR,
-and anything that does not follow `tessera/1` exactly REJECTED. Nothing past this module sees
-an aiohttp exception or an unchecked node answer.
+refused, reset or broken-off connections are UNAVAILABLE, timeouts TIMEOUT (also the node's
+own QUERY_TIMEOUT), node errors (4xx/5xx) ERROR, and anything that does not follow
+`tessera/1` exactly REJECTED. Only a connection that could not be opened is `retryable`: the
+request never left, so sending it again is safe. Nothing past this module sees an aiohttp
+exception or an unchecked node answer.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ CellKey = tuple[str, ...]
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
     """What came of asking one node. `tables` (cells by key, per breakdown) is filled exactly
-    when the status is OK; `reasons` explain a DENIED."""
+    when the status is OK; `reasons` explain a DENIED. `retryable` says the request never
+    reached the node (it could not be connected to), so asking again is safe."""
 
     jurisdiction: Jurisdiction
     status: NodeStatus
@@ -57,6 +60,7 @@ class NodeOutcome:
     reasons: tuple[Reason, ...] = ()
     error_code: ErrorCode | None = None
     message: str | None = None
+    retryable: bool = False
 
     @classmethod
     def failed(
@@ -67,6 +71,7 @@ class NodeOutcome:
         *,
         code: ErrorCode | None = None,
         latency_ms: float | None = None,
+        retryable: bool = False,
     ) -> NodeOutcome:
         return cls(
             jurisdiction=jurisdiction,
@@ -74,6 +79,7 @@ class NodeOutcome:
             latency_ms=latency_ms,
             error_code=code,
             message=message,
+            retryable=retryable,
         )
 
 
@@ -115,9 +121,9 @@ def interpret(
             return NodeOutcome.failed(
                 j, NodeStatus.ERROR, f"the node answered HTTP {http_status}", latency_ms=latency_ms
             )
-        return NodeOutcome.failed(
-            j, NodeStatus.ERROR, error.message, code=error.code, latency_ms=latency_ms
-        )
+        # A node that gave up on its own query timeout timed out, whatever the HTTP status.
+        status = NodeStatus.TIMEOUT if error.code is ErrorCode.QUERY_TIMEOUT else NodeStatus.ERROR
+        return NodeOutcome.failed(j, status, error.message, code=error.code, latency_ms=latency_ms)
     return NodeOutcome.failed(
         j, NodeStatus.REJECTED, f"unexpected HTTP status {http_status}", latency_ms=latency_ms
     )
@@ -174,14 +180,29 @@ class _TooLarge(Exception):
     pass
 
 
-def create_session() -> aiohttp.ClientSession:
+DEFAULT_KEEPALIVE_S: Final = 15.0
+DEFAULT_CONNECTIONS_PER_NODE: Final = 32
+
+
+def create_session(
+    *,
+    connections_per_node: int = DEFAULT_CONNECTIONS_PER_NODE,
+    keepalive_s: float = DEFAULT_KEEPALIVE_S,
+) -> aiohttp.ClientSession:
     """The one session a gateway uses for its lifetime: pooled keep-alive connections to the
     nodes, no proxy settings from the environment, no default timeout (each request sets
-    its own)."""
-    # Idle connections are dropped before aiohttp servers drop theirs (75 s), so a request
-    # never goes out on a connection the node is closing.
+    its own).
+
+    An idle connection is dropped after `keepalive_s`, well before a node (aiohttp: 75 s) or
+    a proxy in front of it (often 60 s) drops it: a request then never goes out on a
+    connection the other side is closing, the race behind "server disconnected" errors on
+    reused connections (which aiohttp does not retry for a POST). `connections_per_node`
+    must not be below the fan-out's in-flight bound per node, or requests would queue inside
+    aiohttp, unbounded and invisible."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=60),
+        connector=aiohttp.TCPConnector(
+            limit=0, limit_per_host=connections_per_node, keepalive_timeout=keepalive_s
+        ),
         timeout=aiohttp.ClientTimeout(total=None),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
@@ -237,9 +258,22 @@ class HttpNodeClient:
             return NodeOutcome.failed(
                 j, NodeStatus.TIMEOUT, f"no answer within {timeout:.1f} s", latency_ms=elapsed()
             )
-        except aiohttp.ClientConnectionError:
+        except aiohttp.ClientConnectorError:
+            # Refused, unreachable, unresolvable: nothing was sent.
             return NodeOutcome.failed(
-                j, NodeStatus.UNAVAILABLE, "the node cannot be reached", latency_ms=elapsed()
+                j,
+                NodeStatus.UNAVAILABLE,
+                "the node cannot be reached",
+                latency_ms=elapsed(),
+                retryable=True,
+            )
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+            # Reset, closed or cut off mid-answer: the node may have seen the request.
+            return NodeOutcome.failed(
+                j,
+                NodeStatus.UNAVAILABLE,
+                "the connection to the node was lost before a complete answer",
+                latency_ms=elapsed(),
             )
         except aiohttp.ClientError as e:
             log.warning("node %s: transport error %s", j.value, type(e).__name__)
@@ -278,7 +312,8 @@ class MockNodeClient:
     `handler(node, request)` returns (or awaits to) a `NodeResponse`, which goes through the
     same JSON round trip and checks as a real answer; a `NodeError`, reported as the node's
     ERROR; or a ready `NodeOutcome`. It may raise: `TimeoutError` is a TIMEOUT,
-    `ConnectionError` UNAVAILABLE, a `TesseraError` an ERROR with its code; anything else
+    `ConnectionError` UNAVAILABLE (`ConnectionRefusedError` a retryable one, as a connection
+    that could not be opened is), a `TesseraError` an ERROR with its code; anything else
     escapes as a bug in the client would. Every call is recorded in `calls`.
     """
 
@@ -307,9 +342,13 @@ class MockNodeClient:
                 answer = await answer
         except TimeoutError:
             return NodeOutcome.failed(j, NodeStatus.TIMEOUT, "timed out", latency_ms=elapsed())
-        except ConnectionError:
+        except ConnectionError as e:
             return NodeOutcome.failed(
-                j, NodeStatus.UNAVAILABLE, "the node cannot be reached", latency_ms=elapsed()
+                j,
+                NodeStatus.UNAVAILABLE,
+                "the node cannot be reached",
+                latency_ms=elapsed(),
+                retryable=isinstance(e, ConnectionRefusedError),
             )
         except TesseraError as e:
             return NodeOutcome.failed(

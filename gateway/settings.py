@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -13,12 +14,22 @@ ENV_PREFIX: Final = "TESSERA_GATEWAY_"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8400
 DEFAULT_DEADLINE_S: Final = 10.0
+DEFAULT_MAX_DEADLINE_S: Final = 60.0
+# No query may ask for less: below this no node answers anyway.
+MIN_DEADLINE_S: Final = 0.1
 
 T = TypeVar("T")
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+class PartialPools(StrEnum):
+    """What becomes of a pooled number when some nodes failed (see `gateway.differencing`)."""
+
+    MARK = "mark"  # released with a PARTIAL reason
+    SUPPRESS = "suppress"  # suppressed with a PARTIAL reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +44,27 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_PORT`` (default ``8400``): port to listen on (0 picks a free one).
     - ``TESSERA_GATEWAY_DEADLINE_S`` (default ``10``): overall deadline of one query in
       seconds; nodes that have not answered by then are reported as ``TIMEOUT``.
-    - ``TESSERA_GATEWAY_NODE_TIMEOUT_S`` (default: the deadline): timeout of one node request
-      in seconds; never longer than the deadline.
+    - ``TESSERA_GATEWAY_NODE_TIMEOUT_S`` (default: the query's deadline): timeout of one node
+      request in seconds (retries included); never longer than the query's deadline.
+    - ``TESSERA_GATEWAY_MAX_DEADLINE_S`` (default ``60``): the longest deadline a query may
+      ask for (``deadlineMs``); the shortest is 0.1 s.
+    - ``TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT`` (default ``16``): requests in flight to one node
+      at most; also the connections kept per node.
+    - ``TESSERA_GATEWAY_NODE_MAX_WAITING`` (default ``32``): requests waiting for a slot to
+      one node at most; past that a node is ``UNAVAILABLE`` (``NODE_BUSY``) at once.
+    - ``TESSERA_GATEWAY_NODE_RETRY_ATTEMPTS`` (default ``3``): attempts per node request in
+      all, when the connection cannot be opened (nothing else is retried).
+    - ``TESSERA_GATEWAY_CIRCUIT_FAILURES`` (default ``5``): failures in a row after which a
+      node is not asked (``CIRCUIT_OPEN``) until a probe succeeds.
+    - ``TESSERA_GATEWAY_CIRCUIT_RESET_S`` (default ``10``): seconds before an open circuit
+      lets one probe request through.
+    - ``TESSERA_GATEWAY_NODE_KEEPALIVE_S`` (default ``15``): seconds an idle connection to a
+      node is kept; must be shorter than the idle timeout of the nodes and of any proxy in
+      front of them (aiohttp servers: 75 s).
+    - ``TESSERA_GATEWAY_PARTIAL_POOLS`` (default ``mark``): ``mark`` releases pooled numbers
+      over the nodes that answered with a ``PARTIAL`` reason; ``suppress`` suppresses them.
+    - ``TESSERA_GATEWAY_SHUTDOWN_TIMEOUT_S`` (default ``30``): on SIGTERM, how long in-flight
+      queries may take to finish before they are cancelled.
     - ``TESSERA_GATEWAY_GRAPHIQL`` (default ``false``): serve GraphiQL on ``GET /graphql``
       (``1``/``true``/``yes``/``on`` to enable).
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
@@ -52,7 +82,17 @@ class GatewaySettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     deadline_s: float = DEFAULT_DEADLINE_S
-    node_timeout_s: float = DEFAULT_DEADLINE_S
+    # None: as long as the query's deadline (the default one, or the query's own).
+    node_timeout_s: float | None = None
+    max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
+    node_max_in_flight: int = 16
+    node_max_waiting: int = 32
+    node_retry_attempts: int = 3
+    circuit_failures: int = 5
+    circuit_reset_s: float = 10.0
+    node_keepalive_s: float = 15.0
+    partial_pools: PartialPools = PartialPools.MARK
+    shutdown_timeout_s: float = 30.0
     graphiql: bool = False
     policies: Path | None = None
     audit_db: str = ""
@@ -61,15 +101,33 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"{ENV_PREFIX}PORT must lie between 0 and 65535")
-        if not 0 < self.deadline_s <= 600:
-            raise SettingsError(f"{ENV_PREFIX}DEADLINE_S must lie in (0, 600] seconds")
-        if not self.node_timeout_s > 0:
+        if not MIN_DEADLINE_S <= self.max_deadline_s <= 600:
+            raise SettingsError(f"{ENV_PREFIX}MAX_DEADLINE_S must lie in [0.1, 600] seconds")
+        if not MIN_DEADLINE_S <= self.deadline_s <= self.max_deadline_s:
+            raise SettingsError(f"{ENV_PREFIX}DEADLINE_S must lie in [0.1, MAX_DEADLINE_S] seconds")
+        if self.node_timeout_s is not None and not self.node_timeout_s > 0:
             raise SettingsError(f"{ENV_PREFIX}NODE_TIMEOUT_S must be positive")
-        if self.node_timeout_s > self.deadline_s:
-            # A node timeout beyond the deadline could never be waited for.
-            object.__setattr__(self, "node_timeout_s", self.deadline_s)
+        bounds: dict[str, tuple[float, float, float]] = {
+            "NODE_MAX_IN_FLIGHT": (self.node_max_in_flight, 1, 1024),
+            "NODE_MAX_WAITING": (self.node_max_waiting, 0, 65536),
+            "NODE_RETRY_ATTEMPTS": (self.node_retry_attempts, 1, 10),
+            "CIRCUIT_FAILURES": (self.circuit_failures, 1, 1000),
+            "CIRCUIT_RESET_S": (self.circuit_reset_s, 0.01, 3600),
+            "NODE_KEEPALIVE_S": (self.node_keepalive_s, 0.1, 3600),
+            "SHUTDOWN_TIMEOUT_S": (self.shutdown_timeout_s, 0, 3600),
+        }
+        for var, (value, low, high) in bounds.items():
+            if not low <= value <= high:
+                raise SettingsError(f"{ENV_PREFIX}{var} must lie in [{low:g}, {high:g}]")
+        if self.node_timeout_s is not None and self.node_timeout_s > self.max_deadline_s:
+            # A node timeout beyond any deadline could never be waited for.
+            object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
+
+    def node_timeout(self, deadline_s: float) -> float:
+        """The timeout of one node request for a query with this deadline."""
+        return deadline_s if self.node_timeout_s is None else min(self.node_timeout_s, deadline_s)
 
     @classmethod
     def from_env(
@@ -99,7 +157,18 @@ class GatewaySettings:
             host=pick("host", "HOST", _str, DEFAULT_HOST),
             port=pick("port", "PORT", _int, DEFAULT_PORT),
             deadline_s=deadline,
-            node_timeout_s=pick("node_timeout_s", "NODE_TIMEOUT_S", _float, deadline),
+            node_timeout_s=pick("node_timeout_s", "NODE_TIMEOUT_S", _float, None),
+            max_deadline_s=pick(
+                "max_deadline_s", "MAX_DEADLINE_S", _float, max(DEFAULT_MAX_DEADLINE_S, deadline)
+            ),
+            node_max_in_flight=pick("node_max_in_flight", "NODE_MAX_IN_FLIGHT", _int, 16),
+            node_max_waiting=pick("node_max_waiting", "NODE_MAX_WAITING", _int, 32),
+            node_retry_attempts=pick("node_retry_attempts", "NODE_RETRY_ATTEMPTS", _int, 3),
+            circuit_failures=pick("circuit_failures", "CIRCUIT_FAILURES", _int, 5),
+            circuit_reset_s=pick("circuit_reset_s", "CIRCUIT_RESET_S", _float, 10.0),
+            node_keepalive_s=pick("node_keepalive_s", "NODE_KEEPALIVE_S", _float, 15.0),
+            partial_pools=pick("partial_pools", "PARTIAL_POOLS", _partial_pools, PartialPools.MARK),
+            shutdown_timeout_s=pick("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _float, 30.0),
             graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
             policies=pick("policies", "POLICIES", _path, None),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
@@ -127,6 +196,13 @@ def _float(var: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{ENV_PREFIX}{var} must be a number of seconds") from None
+
+
+def _partial_pools(var: str, raw: str) -> PartialPools:
+    try:
+        return PartialPools(raw.lower())
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{var} must be mark or suppress") from None
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

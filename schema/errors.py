@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     REQUEST_MISMATCH = "REQUEST_MISMATCH"
     NO_NODE_ANSWERED = "NO_NODE_ANSWERED"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    QUORUM_NOT_MET = "QUORUM_NOT_MET"
     INTERNAL = "INTERNAL"
     # both sides: the audit entry could not be written, so the answer is withheld
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
@@ -29,6 +30,10 @@ class ErrorCode(StrEnum):
     WRONG_NODE = "WRONG_NODE"
     BODY_TOO_LARGE = "BODY_TOO_LARGE"
     BACKEND_FAILED = "BACKEND_FAILED"
+    QUERY_TIMEOUT = "QUERY_TIMEOUT"
+    # gateway-side, about one node (in a node result's `error`)
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    NODE_BUSY = "NODE_BUSY"
 
 
 class TesseraError(Exception):

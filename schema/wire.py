@@ -13,6 +13,7 @@ a node never sends a value its own rules suppress.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Final, Literal
 
 from pydantic import Field
@@ -94,3 +95,28 @@ class NodeError(Contract):
 def node_dimensions(table: Breakdown) -> Breakdown:
     """The part of a breakdown a node computes: jurisdiction is added by the gateway."""
     return tuple(d for d in table if d is not Dimension.JURISDICTION)
+
+
+# What a node may put in a cell key, per dimension: a connector produces nothing else, and a
+# gateway rejects an answer with anything else. UNKNOWN is the group of persons without a
+# value (no recorded sex, no dating event).
+UNKNOWN_KEY: Final = "UNKNOWN"
+MAX_AGE: Final = 150
+_AGE_BAND: Final = re.compile(r"^([0-9]{1,3})-([0-9]{1,3})$")
+_YEAR: Final = re.compile(r"^(1[89]|2[0-9])[0-9]{2}$")
+
+
+def valid_key_value(dimension: Dimension, value: str) -> bool:
+    """Whether `value` is a cell key a node may send for `dimension`."""
+    if dimension is Dimension.SEX:
+        return value in {"FEMALE", "MALE", UNKNOWN_KEY}
+    if dimension is Dimension.CALENDAR_YEAR:
+        return value == UNKNOWN_KEY or _YEAR.fullmatch(value) is not None
+    width = dimension.age_band_width
+    if width is not None:
+        band = _AGE_BAND.fullmatch(value)
+        if band is None:
+            return False
+        low, high = int(band[1]), int(band[2])
+        return low % width == 0 and high == low + width - 1 and low <= MAX_AGE
+    return False  # JURISDICTION is the gateway's: a node never groups by it

@@ -38,6 +38,11 @@ class LocalFederation:
     # Extra environment of every service process (e.g. `OTEL_*` to export traces).
     env: Mapping[str, str] = field(default_factory=dict)
     supervisor: Supervisor = field(default_factory=Supervisor)
+    # Nodes served by something other than a connector of this federation (by URL), e.g. the
+    # misbehaving nodes of fault-injection tests: in the federation file and the approval.
+    extra_nodes: Mapping[Jurisdiction, str] = field(default_factory=dict)
+    # TESSERA_GATEWAY_* settings for the gateway process.
+    gateway_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.node_ports:
@@ -72,7 +77,13 @@ class LocalFederation:
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}/graphql"
 
+    @property
+    def members(self) -> list[Jurisdiction]:
+        return [*self.jurisdictions, *(j for j in self.extra_nodes if j not in self.jurisdictions)]
+
     def node_url(self, jurisdiction: Jurisdiction) -> str:
+        if jurisdiction in self.extra_nodes:
+            return self.extra_nodes[jurisdiction]
         port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
         return f"http://{self.host}:{port}"
 
@@ -109,7 +120,7 @@ class LocalFederation:
             ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
             self.synthesise(jurisdiction, progress=progress)
         self.write_federation()
-        self.token_file.write_text(self.mint(demo_approval(self.jurisdictions)) + "\n")
+        self.token_file.write_text(self.mint(demo_approval(self.members)) + "\n")
         compliance = self.mint(None, subject="compliance@demo.tessera.eu", roles=(Role.COMPLIANCE,))
         self.compliance_token_file.write_text(compliance + "\n")
 
@@ -136,7 +147,7 @@ class LocalFederation:
         nodes = "\n".join(
             f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "{self.node_id(j)}"\n'
             f'url = "{self.node_url(j)}"\n'
-            for j in self.jurisdictions
+            for j in self.members
         )
         self.federation_file.write_text(
             "# Written by `tessera demo`: the federation this gateway fans out to.\n"
@@ -229,10 +240,13 @@ class LocalFederation:
             args=args,
             base_url=f"http://{self.host}:{self.gateway_port}",
             log_path=self.logs_dir / "gateway.log",
-            env=self.env,
+            env={**self.env, **self.gateway_env},
         )
 
     async def start(self, timeout_s: float = 60.0) -> None:
+        """Start the connectors and the gateway, with any service already added to the
+        supervisor (such as the processes behind `extra_nodes`), and wait until all are
+        ready."""
         for jurisdiction in self.jurisdictions:
             self.supervisor.add(self.connector_service(jurisdiction))
         self.supervisor.add(self.gateway_service())

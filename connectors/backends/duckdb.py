@@ -3,11 +3,16 @@
 Queries run off the event loop on a small thread pool; each worker thread keeps its own
 cursor (`con.cursor()`: a connection sharing the one database instance), reused for every
 statement it runs. DuckDB's exceptions are mapped here, once, to `BackendFailed`.
+
+A statement whose caller is cancelled (the gateway disconnected, or the query timed out) is
+interrupted (`interrupt()` on the worker's cursor), and the caller returns only once the
+worker is free again: abandoned statements never pile up on the pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -23,6 +28,37 @@ from connectors.errors import BackendFailed, BackendNotReady
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class _Running:
+    """The cursor one statement runs on, so that another thread can interrupt it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._cancelled = False
+
+    def start(self, cursor: duckdb.DuckDBPyConnection) -> bool:
+        """Called by the worker before it executes; False when already cancelled."""
+        with self._lock:
+            if self._cancelled:
+                return False
+            self._cursor = cursor
+            return True
+
+    def finish(self) -> None:
+        with self._lock:
+            self._cursor = None
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._cursor is not None:
+                self._cursor.interrupt()
+
+
+class _Cancelled(Exception):
+    pass
 
 
 class DuckDBBackend:
@@ -65,6 +101,17 @@ class DuckDBBackend:
         rows: list[Row] = self._cursor().execute(sql, list(params)).fetchall()
         return rows
 
+    def _fetch_interruptible(
+        self, running: _Running, sql: str, params: tuple[object, ...]
+    ) -> list[Row]:
+        # `_fetch` runs on this thread's cursor: the one `running` can interrupt.
+        if not running.start(self._cursor()):
+            raise _Cancelled
+        try:
+            return self._fetch(sql, params)
+        finally:
+            running.finish()
+
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise BackendFailed("the database connection is closed")
@@ -79,7 +126,18 @@ class DuckDBBackend:
     # -- Backend -----------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> list[Row]:
-        return await self._call(self._fetch, statement.sql, statement.params)
+        running = _Running()
+        work = asyncio.ensure_future(
+            self._call(self._fetch_interruptible, running, statement.sql, statement.params)
+        )
+        try:
+            # Shielded: a cancellation must reach the statement, not just stop the waiting.
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            running.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await work  # the worker is free again once the interrupted statement ends
+            raise
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
         return await self._call(self._fetch, sql, params)

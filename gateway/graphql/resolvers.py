@@ -10,6 +10,8 @@ import strawberry
 from gateway.access import decide
 from gateway.audit import QueryTrail, denied, released_values
 from gateway.combine import Combined, combine
+from gateway.deadline import query_deadline
+from gateway.differencing import guard_pools
 from gateway.fanout import fan_out
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext, Services
@@ -20,6 +22,7 @@ from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
+from gateway.quorum import Quorum
 from policies.transparency import publish
 from schema import telemetry as otel
 from schema.approval import Role
@@ -37,6 +40,9 @@ async def resolve_cohort(
     jurisdictions: list[Jurisdiction] | None,
     criteria: CriteriaInput,
     reference_date: dt.date | None,
+    deadline_ms: int | None = None,
+    min_nodes: int | None = None,
+    min_share: float | None = None,
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
@@ -55,6 +61,9 @@ async def resolve_cohort(
                 criteria=criteria,
                 reference_date=reference_date,
                 tables=requested_breakdowns(info.selected_fields),
+                deadline_ms=deadline_ms,
+                min_nodes=min_nodes,
+                min_share=min_share,
             )
         except Exception as error:
             await trail.refused(error, span)
@@ -73,6 +82,9 @@ async def _answer(
     criteria: CriteriaInput,
     reference_date: dt.date | None,
     tables: list[Breakdown],
+    deadline_ms: int | None,
+    min_nodes: int | None,
+    min_share: float | None,
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
     principal = trail.principal
@@ -105,19 +117,30 @@ async def _answer(
                 otel.RULES_FIRED: sorted({r.rule for d in decisions.values() for r in d.reasons}),
             }
         )
+    deadline_s = query_deadline(
+        deadline_ms, default_s=services.deadline_s, max_s=services.max_deadline_s
+    )
+    quorum = Quorum.of(min_nodes=min_nodes, min_share=min_share, asked=len(plan.jurisdictions))
     with trail.step("fan_out"):
+        # A client that disconnects cancels this task (the server runs with handler
+        # cancellation), and with it every node request still in flight.
         outcomes = await fan_out(
             services.node_client,
             services.federation.nodes,
             plan,
             decisions,
             approval_token=principal.token,
-            deadline_s=services.deadline_s,
+            deadline_s=deadline_s,
             node_timeout_s=services.node_timeout_s,
             tracer=services.tracer,
         )
+    quorum.check(outcomes)
     with trail.step("combine") as span:
-        combined = combine(plan.tables, outcomes, services.policies.profile)
+        combined = guard_pools(
+            combine(plan.tables, outcomes, services.policies.profile),
+            outcomes,
+            services.partial_pools,
+        )
         released = released_values(combined)
         span.set_attributes(
             {
@@ -135,6 +158,9 @@ async def _cohort(
     jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
     criteria: CriteriaInput,
     reference_date: dt.date | None = strawberry.UNSET,
+    deadline_ms: int | None = strawberry.UNSET,
+    min_nodes: int | None = strawberry.UNSET,
+    min_share: float | None = strawberry.UNSET,
 ) -> CohortResult:
     # UNSET (argument omitted) and null both mean "not given".
     return await resolve_cohort(
@@ -143,6 +169,9 @@ async def _cohort(
         jurisdictions=None if jurisdictions is strawberry.UNSET else jurisdictions,
         criteria=criteria,
         reference_date=None if reference_date is strawberry.UNSET else reference_date,
+        deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
+        min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
+        min_share=None if min_share is strawberry.UNSET else min_share,
     )
 
 
@@ -176,7 +205,10 @@ class Query:
         description="Ask one question of the federation under an approved data request. "
         "`request` must be the request id of the approval in your token; `jurisdictions` "
         "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
-        "to 1 January of the current year.",
+        "to 1 January of the current year. `deadlineMs` bounds the wait for the nodes "
+        "(default and upper bound set by the gateway); nodes that have not answered by then "
+        "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
+        "nodes to answer OK, or the query fails with QUORUM_NOT_MET.",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

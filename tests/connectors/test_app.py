@@ -85,6 +85,14 @@ async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Clien
     assert await response.json() == {"status": "ready"}
 
 
+async def test_not_ready_while_shutting_down(client: Client) -> None:
+    await client.app.shutdown()  # the on_shutdown step of a SIGTERM
+    response = await client.get(READY_PATH)
+    assert response.status == 503
+    assert await response.json() == {"status": "unavailable", "reason": "shutting down"}
+    assert (await client.get(HEALTH_PATH)).status == 200
+
+
 async def test_not_ready_without_tessera_tables(
     bare_cdm_db: Path, gateway_public_pem: Path
 ) -> None:

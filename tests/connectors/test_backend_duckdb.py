@@ -155,3 +155,44 @@ async def test_a_closed_backend_refuses_statements(omop_db: Path) -> None:
 def test_threads_must_be_positive(omop_db: Path) -> None:
     with pytest.raises(ValueError, match="threads"):
         DuckDBBackend(omop_db, threads=0)
+
+
+# Minutes of work for DuckDB: only an interrupt ends it within the test's patience.
+ENDLESS = Raw(
+    "SELECT count(*) FROM range(200000) a, range(200000) b WHERE a.range * b.range = $1", (-1,)
+)
+
+
+async def test_a_cancelled_statement_is_interrupted_and_frees_its_worker(
+    omop_db: Path,
+) -> None:
+    backend = DuckDBBackend(omop_db, threads=1)
+    try:
+        await backend.ping()  # opens the worker's cursor
+        task = asyncio.create_task(backend.execute(ENDLESS))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        # Done once the statement has stopped: were it only abandoned, the task would wait
+        # for minutes (the statement holds the one worker) and still be pending here.
+        await asyncio.wait({task}, timeout=30)
+        assert task.cancelled()
+        assert await backend.execute(Raw("SELECT 41 + $1", (1,))) == [(42,)]
+    finally:
+        await backend.close()
+
+
+async def test_a_statement_cancelled_before_it_starts_never_runs(omop_db: Path) -> None:
+    backend = DuckDBBackend(omop_db, threads=1)
+    try:
+        blocker = asyncio.create_task(backend.execute(ENDLESS))
+        await asyncio.sleep(0.2)
+        queued = asyncio.create_task(backend.execute(ENDLESS))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        blocker.cancel()
+        await asyncio.wait({queued, blocker}, timeout=30)
+        assert queued.cancelled()
+        assert blocker.cancelled()
+        assert await backend.execute(Raw("SELECT 1")) == [(1,)]
+    finally:
+        await backend.close()

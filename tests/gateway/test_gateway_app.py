@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from gateway_kit import DEFAULT_COUNTS, REQUEST_ID, Keys, counts_handler, error_code, mint
 
 from gateway.federation import NodeInfo
+from gateway.lifecycle import LIFECYCLE
 from gateway.nodes import MockNodeClient
 from schema.codes import Jurisdiction
 from schema.wire import NodeRequest, NodeResponse
@@ -277,7 +278,7 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["nodes"] == 3
+    assert (await ready.json())["checks"] == ["audit", "node_client"]
 
 
 async def test_get_queries_are_off(client: TestClient) -> None:
@@ -319,3 +320,31 @@ def test_serve_prints_where_it_listens(federation_file: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def test_readiness_fails_while_a_check_fails_or_while_draining(client: TestClient) -> None:
+    lifecycle = client.server.app[LIFECYCLE]
+
+    async def unreachable() -> str | None:
+        return "the audit database cannot be reached"
+
+    async def broken() -> str | None:
+        raise OSError("boom /secret/path")
+
+    lifecycle.add_check("database", unreachable)
+    lifecycle.add_check("other", broken)
+    response = await client.get("/readyz")
+    assert response.status == 503
+    problems = (await response.json())["problems"]
+    assert problems == {
+        "database": "the audit database cannot be reached",
+        "other": "check failed (OSError)",
+    }
+    lifecycle.checks.pop("database")
+    lifecycle.checks.pop("other")
+    assert (await client.get("/readyz")).status == 200
+    lifecycle.draining = True
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["problems"] == {"lifecycle": "shutting down"}
+    assert (await client.get("/healthz")).status == 200  # alive all the same

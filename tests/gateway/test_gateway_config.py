@@ -21,9 +21,11 @@ def test_settings_defaults() -> None:
         host="127.0.0.1",
         port=8400,
         deadline_s=10.0,
-        node_timeout_s=10.0,
+        node_timeout_s=None,
         graphiql=False,
     )
+    assert settings.node_timeout(10.0) == 10.0
+    assert settings.node_timeout(30.0) == 30.0  # a query's own deadline
 
 
 def test_settings_from_the_environment() -> None:
@@ -42,7 +44,7 @@ def test_settings_from_the_environment() -> None:
         4.5,
         True,
     )
-    assert settings.node_timeout_s == 4.5  # defaults to the deadline
+    assert settings.node_timeout(settings.deadline_s) == 4.5  # defaults to the deadline
 
 
 def test_overrides_win_and_none_means_not_given() -> None:
@@ -61,9 +63,11 @@ def test_overrides_win_and_none_means_not_given() -> None:
 
 def test_node_timeout_never_exceeds_the_deadline() -> None:
     settings = GatewaySettings.from_env(
-        {"TESSERA_GATEWAY_FEDERATION": "f", "TESSERA_GATEWAY_NODE_TIMEOUT_S": "60"}
+        {"TESSERA_GATEWAY_FEDERATION": "f", "TESSERA_GATEWAY_NODE_TIMEOUT_S": "100"}
     )
-    assert settings.node_timeout_s == settings.deadline_s == 10
+    assert settings.node_timeout_s == settings.max_deadline_s == 60
+    assert settings.node_timeout(settings.deadline_s) == 10
+    assert settings.node_timeout(20.0) == 20
 
 
 @pytest.mark.parametrize(

@@ -357,6 +357,7 @@ async def test_connection_refused(http_client: HttpNodeClient) -> None:
     info = NodeInfo(FR, "tessera-node-fr", f"http://127.0.0.1:{closed_port()}")
     outcome = await http_client.query(info, node_request(), approval_token="t", timeout=2)
     assert outcome.status is NodeStatus.UNAVAILABLE
+    assert outcome.retryable  # nothing was sent: safe to send again
 
 
 async def test_connection_reset(
@@ -370,6 +371,35 @@ async def test_connection_reset(
 
     outcome = await ask(http_client, fake_node, hang_up)
     assert outcome.status is NodeStatus.UNAVAILABLE
+    assert not outcome.retryable  # the node may have seen the request
+
+
+async def test_an_answer_cut_off_midway_is_unavailable(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
+) -> None:
+    async def die(request: web.Request, node_request: NodeRequest) -> web.StreamResponse:
+        body = node_response(node_request, DEFAULT_COUNTS[FR]).model_dump_json().encode()
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": str(len(body))}
+        )
+        await response.prepare(request)
+        await response.write(body[:20])
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    outcome = await ask(http_client, fake_node, die)
+    assert outcome.status is NodeStatus.UNAVAILABLE
+    assert outcome.message == "the connection to the node was lost before a complete answer"
+    assert not outcome.retryable
+
+
+async def test_a_node_that_gave_up_on_its_own_time_limit_timed_out(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
+) -> None:
+    error = NodeError(code=ErrorCode.QUERY_TIMEOUT, message="the query ran longer than 30 s")
+    outcome = await ask(http_client, fake_node, json_answer(error.model_dump_json(), 503))
+    assert (outcome.status, outcome.error_code) == (NodeStatus.TIMEOUT, ErrorCode.QUERY_TIMEOUT)
 
 
 async def test_mock_client_maps_raised_errors() -> None:
@@ -409,10 +439,7 @@ async def test_session_is_closed_with_the_app(settings: GatewaySettings) -> None
         assert (await client.get("/readyz")).status == 200
         from gateway.app import STATE
 
-        services = app[STATE].services
-        assert services is not None
-        assert isinstance(services.node_client, HttpNodeClient)
-        session = services.node_client._session
+        session = app[STATE].session
         assert isinstance(session, aiohttp.ClientSession)
         assert not session.closed
     assert session.closed
