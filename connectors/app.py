@@ -24,7 +24,8 @@ from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.history import SqliteHistory
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
-from connectors.verify import RequestVerifier, load_gateway_keys
+from connectors.trust_anchors import NodeTrust, node_trust
+from connectors.verify import RequestVerifier
 from policies.loader import PolicyFileError, load_node_layer, load_policy_set
 from policies.policy_set import EffectivePolicy, NodeLayerMismatch, NoPolicy
 from schema.audit.log import AuditLog
@@ -50,6 +51,7 @@ BACKEND: Final = web.AppKey[Backend]("backend")
 AUDIT_STORE: Final = web.AppKey[AuditStore]("audit_store")
 TRACER_PROVIDER: Final = web.AppKey[TracerProvider]("tracer_provider")
 TRACER_NAME: Final = "tessera.connector"
+TRUST: Final = web.AppKey("trust", NodeTrust)
 DRAINING: Final = web.AppKey("draining", asyncio.Event)
 # Longer than the gateway keeps idle connections (15 s by default), so that the gateway, not
 # the node, closes an idle connection: no request is ever sent on one the node is closing.
@@ -156,11 +158,13 @@ def _lifetime(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         service = app[SERVICE]
+        await app[TRUST].start()
         await service.audit.start()
         reason = await service.not_ready_reason()
         if reason is not None:
             log.warning("connector %s is not ready: %s", app[SETTINGS].jurisdiction.value, reason)
         yield
+        await app[TRUST].stop()
         await service.audit.close()
         await app[BACKEND].close()
         await service.history.close()
@@ -184,16 +188,18 @@ def create_app(
     """The connector application. It owns `backend` (default: DuckDB on
     `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
     is used instead of the app's own and left to the caller to close. Raises `SettingsError`
-    if a gateway key or the audit key cannot be loaded."""
-    try:
-        keys = load_gateway_keys(settings.gateway_keys)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"TESSERA_CONNECTOR_GATEWAY_KEYS: cannot load a key: {exc}") from exc
+    if a gateway key, an HDAB key or the audit key cannot be loaded."""
+    trust = node_trust(settings)
     policy = load_node_policy(settings)
     audit_key = _audit_key(settings)
     if backend is None:
         backend = open_backend(settings)
-    verifier = RequestVerifier(keys=keys, issuer=settings.gateway_issuer, audience=settings.node_id)
+    verifier = RequestVerifier(
+        keys=trust.gateway_keys,
+        issuer=settings.gateway_issuer,
+        audience=settings.node_id,
+        replay_cache=trust.replay_cache,
+    )
     provider = tracer_provider or tracer_provider_from_env(
         f"tessera-connector-{settings.jurisdiction.value.lower()}"
     )
@@ -201,6 +207,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
     app[SETTINGS] = settings
     app[BACKEND] = backend
+    app[TRUST] = trust
     assert settings.history is not None  # filled in by ConnectorSettings
     app[AUDIT_STORE] = store
     app[TRACER_PROVIDER] = provider
@@ -208,6 +215,7 @@ def create_app(
         jurisdiction=settings.jurisdiction,
         backend=backend,
         verifier=verifier,
+        approvals=trust.approvals,
         policy=policy,
         history=SqliteHistory(settings.history),
         audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),

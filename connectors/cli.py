@@ -43,6 +43,13 @@ def register(sub: SubParsers) -> None:
         metavar="KID=PATH",
         help="pinned gateway public key; repeat for rotation",
     )
+    serve.add_argument("--gateway-jwks", type=Path, help="JWKS file of pinned gateway keys")
+    serve.add_argument("--hdab-issuer", help="the iss of this jurisdiction's HDAB")
+    hdab = serve.add_mutually_exclusive_group()
+    hdab.add_argument("--hdab-jwks-file", type=Path, help="the HDAB's keys (JWKS file)")
+    hdab.add_argument("--hdab-jwks-url", help="the HDAB's keys (JWKS over https)")
+    hdab.add_argument("--hdab-public-key", type=Path, help="the HDAB's key (PEM)")
+    serve.add_argument("--redis-url", help="share the replay cache with replicas in Redis")
     serve.add_argument("--threads", type=int, help="database worker threads")
     serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
     serve.add_argument("--node-policy", type=Path, help="this hub's own policy layer (final veto)")
@@ -99,6 +106,12 @@ def _serve(args: argparse.Namespace) -> int:
             ("host", args.host),
             ("port", args.port),
             ("gateway_issuer", args.gateway_issuer),
+            ("gateway_jwks", args.gateway_jwks),
+            ("hdab_issuer", args.hdab_issuer),
+            ("hdab_jwks_file", args.hdab_jwks_file),
+            ("hdab_jwks_url", args.hdab_jwks_url),
+            ("hdab_public_key", args.hdab_public_key),
+            ("redis_url", args.redis_url),
             ("threads", args.threads),
             ("policies", args.policies),
             ("node_policy", args.node_policy),

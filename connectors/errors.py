@@ -9,12 +9,20 @@ from schema.errors import ErrorCode, TesseraError
 
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BAD_SIGNATURE: 401,
+    ErrorCode.UNKNOWN_KEY: 401,
+    ErrorCode.REQUEST_EXPIRED: 401,
+    ErrorCode.BODY_MISMATCH: 401,
+    ErrorCode.REPLAYED_REQUEST: 401,
+    ErrorCode.APPROVAL_REQUIRED: 403,
+    ErrorCode.APPROVAL_INVALID: 403,
+    ErrorCode.APPROVAL_MISMATCH: 403,
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.WRONG_NODE: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.BACKEND_FAILED: 503,
     ErrorCode.AUDIT_UNAVAILABLE: 503,
     ErrorCode.QUERY_TIMEOUT: 503,
+    ErrorCode.TEMPORARILY_UNAVAILABLE: 503,
 }
 
 
@@ -22,7 +30,11 @@ def http_status(error: TesseraError) -> int:
     return HTTP_STATUS.get(error.code, 500)
 
 
-class BadSignature(TesseraError):
+class NodeRefusal(TesseraError):
+    """A request refused before anything is computed; the code says which check failed."""
+
+
+class BadSignature(NodeRefusal):
     code = ErrorCode.BAD_SIGNATURE
 
 

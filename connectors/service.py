@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import NoOpTracer, Tracer
 from pydantic import ValidationError
 
+from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend
 from connectors.compiler import CompiledQuery, ConceptResolver, Row, compile_query
@@ -124,13 +125,16 @@ class CompileCache:
         return compiled
 
 
-def node_decision(request: NodeRequest, policy: EffectivePolicy) -> Decision:
-    """The node's own decision under its jurisdiction's layers and its node layer. Opt-outs
-    are applied by construction: the compiler excludes the register from every cohort."""
+def node_decision(
+    request: NodeRequest, approved: VerifiedApproval, policy: EffectivePolicy
+) -> Decision:
+    """The node's own decision under its jurisdiction's layers and its node layer, about the
+    approval as its own HDAB's key verified it. Opt-outs are applied by construction: the
+    compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
-        Principal(subject=request.subject),
-        ApprovalView.from_approval(request.approval),
+        Principal(subject=approved.subject),
+        ApprovalView.from_approval(approved.approval),
         QueryPlan.of_node_request(request),
         {jurisdiction: policy},
         now=dt.datetime.now(dt.UTC),
@@ -148,6 +152,7 @@ class QueryService:
         jurisdiction: Jurisdiction,
         backend: Backend,
         verifier: RequestVerifier,
+        approvals: ApprovalVerifier,
         policy: EffectivePolicy,
         audit: AuditLog,
         history: PopulationHistory | None = None,
@@ -159,6 +164,7 @@ class QueryService:
         self.query_timeout_s = query_timeout_s
         self.backend = backend
         self.verifier = verifier
+        self.approvals = approvals
         self.policy = policy
         self.profile = policy.disclosure_profile()
         self.history: PopulationHistory = history or MemoryHistory()
@@ -182,10 +188,10 @@ class QueryService:
         trail = NodeTrail(self.audit, self.tracer, self.node_id, self.jurisdiction)
         with trail.query_span(trace_parent) as span:
             with trail.step("verify"):
-                trail.caller = self.verifier.verify(authorization, body).kid
+                trail.caller = (await self.verifier.verify(authorization, body)).kid
             trail.forwarded = Forwarded.of(approval_token)
             try:
-                response = await self._answer(trail, body, started)
+                response = await self._answer(trail, body, approval_token, started)
             except Exception as error:
                 await trail.refused(error, span)
                 raise
@@ -210,12 +216,17 @@ class QueryService:
             **fields,
         )
 
-    async def _answer(self, trail: NodeTrail, body: bytes, started: float) -> NodeResponse:
+    async def _answer(
+        self, trail: NodeTrail, body: bytes, approval_token: str | None, started: float
+    ) -> NodeResponse:
         with trail.step("parse"):
             request = trail.request = parse_request(body)
             check_node(request, self.jurisdiction)
+        with trail.step("approval"):
+            # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
+            approved = self.approvals.verify(approval_token, request)
         with trail.step("policy") as span:
-            decision = node_decision(request, self.policy)
+            decision = node_decision(request, approved, self.policy)
             span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
         if not decision.allowed:
             return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
@@ -303,6 +314,8 @@ class QueryService:
         service is made: without one the node does not start.)"""
         if not self.verifier.has_keys:
             return "no gateway public key is configured"
+        if not self.approvals.has_keys:
+            return "no HDAB key is configured or loaded to verify approvals with"
         if not self.audit.signs_heads:
             return "no audit signing key is configured"
         try:

@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from schema.codes import Jurisdiction
+from trust.keys import ALGORITHMS, Algorithm
+from trust.keysource import check_jwks_url
+from trust.store import check_redis_url
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
+DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
 
 
 class SettingsError(ValueError):
@@ -35,8 +39,26 @@ class ConnectorSettings:
     - `TESSERA_CONNECTOR_GATEWAY_ISSUER`: the `iss` of the gateway's request tokens. Default
       `tessera-gateway`.
     - `TESSERA_CONNECTOR_GATEWAY_KEYS`: the pinned gateway public keys as
-      `kid=path.pem,kid2=path2.pem` (Ed25519, PEM SubjectPublicKeyInfo). Without any, the
+      `kid=path.pem,kid2=path2.pem` (Ed25519, PEM SubjectPublicKeyInfo). Several keys are
+      valid at once while the gateway's key is rotated.
+    - `TESSERA_CONNECTOR_GATEWAY_JWKS`: a JWKS file of pinned gateway keys (as written by
+      `tessera keys jwks` or `tessera keys rotate`), re-read every minute so that a rotation
+      needs no restart; with `GATEWAY_KEYS` too, both are trusted. Without any gateway key the
       node is not ready and refuses every query.
+    - `TESSERA_CONNECTOR_HDAB_ISSUER`: the `iss` of this jurisdiction's HDAB, whose tokens
+      carry the researchers' approvals. Required with any HDAB key.
+    - `TESSERA_CONNECTOR_HDAB_JWKS_FILE`, `TESSERA_CONNECTOR_HDAB_JWKS_URL` (https; http only
+      on loopback) or `TESSERA_CONNECTOR_HDAB_PUBLIC_KEY` (PEM): the HDAB's keys, exactly one
+      of the three. A JWKS is refreshed in the background. Without HDAB keys the node is not
+      ready and refuses every query (it cannot check approvals).
+    - `TESSERA_CONNECTOR_HDAB_ALGORITHMS`: the algorithms the HDAB signs with, comma-separated
+      (`EdDSA`, `ES256`, `RS256`, `PS256`). Default `EdDSA`.
+    - `TESSERA_CONNECTOR_APPROVAL_AUDIENCE`: the `aud` of approval tokens (the gateway's id).
+      Default: the gateway issuer.
+    - `TESSERA_CONNECTOR_REDIS_URL`: `redis://host:port/db`; when set, the replay cache lives
+      in Redis so that every replica of this node refuses a request any of them has seen.
+      Default: in memory (one process).
+    - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
     - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
@@ -66,8 +88,17 @@ class ConnectorSettings:
     node_id: str = ""
     host: str = "127.0.0.1"
     port: int = 8401
-    gateway_issuer: str = "tessera-gateway"
+    gateway_issuer: str = DEFAULT_GATEWAY_ISSUER
     gateway_keys: Mapping[str, Path] = field(default_factory=dict)
+    gateway_jwks: Path | None = None
+    hdab_issuer: str = ""
+    hdab_jwks_file: Path | None = None
+    hdab_jwks_url: str | None = None
+    hdab_public_key: Path | None = None
+    hdab_algorithms: tuple[Algorithm, ...] = ("EdDSA",)
+    approval_audience: str = ""
+    redis_url: str | None = None
+    redis_prefix: str = "tessera:"
     threads: int = 2
     policies: Path | None = None
     node_policy: Path | None = None
@@ -91,6 +122,28 @@ class ConnectorSettings:
                 raise SettingsError(f"{PREFIX}AUDIT_DB is required with {PREFIX}DSN")
             beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
             object.__setattr__(self, "audit_db", str(beside))
+        if not self.approval_audience:
+            object.__setattr__(self, "approval_audience", self.gateway_issuer)
+        sources = [self.hdab_jwks_file, self.hdab_jwks_url, self.hdab_public_key]
+        if sum(s is not None for s in sources) > 1:
+            raise SettingsError(
+                f"{PREFIX}HDAB_JWKS_FILE, {PREFIX}HDAB_JWKS_URL and {PREFIX}HDAB_PUBLIC_KEY "
+                "exclude each other"
+            )
+        if any(s is not None for s in sources) and not self.hdab_issuer:
+            raise SettingsError(f"{PREFIX}HDAB_ISSUER is required with an HDAB key")
+        if self.hdab_jwks_url is not None:
+            try:
+                check_jwks_url(self.hdab_jwks_url)
+            except ValueError as exc:
+                raise SettingsError(f"{PREFIX}HDAB_JWKS_URL {exc}") from None
+        if not self.hdab_algorithms or not set(self.hdab_algorithms) <= set(ALGORITHMS):
+            raise SettingsError(f"{PREFIX}HDAB_ALGORITHMS must be some of {', '.join(ALGORITHMS)}")
+        if self.redis_url is not None:
+            try:
+                check_redis_url(self.redis_url)
+            except ValueError as exc:
+                raise SettingsError(f"{PREFIX}REDIS_URL {exc}") from None
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
         if not 1 <= self.threads <= 64:
@@ -151,6 +204,14 @@ def _keys(raw: str) -> dict[str, Path]:
     return keys
 
 
+def _algorithms(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(a.strip() for a in raw.split(",") if a.strip()))
+    unknown = [a for a in names if a not in ALGORITHMS]
+    if unknown or not names:
+        raise ValueError(f"expected some of {', '.join(ALGORITHMS)}")
+    return names
+
+
 _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "jurisdiction": _jurisdiction,
     "node_id": str,
@@ -161,6 +222,15 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "port": _port,
     "gateway_issuer": str,
     "gateway_keys": _keys,
+    "gateway_jwks": Path,
+    "hdab_issuer": str,
+    "hdab_jwks_file": Path,
+    "hdab_jwks_url": str,
+    "hdab_public_key": Path,
+    "hdab_algorithms": _algorithms,
+    "approval_audience": str,
+    "redis_url": str,
+    "redis_prefix": str,
     "threads": int,
     "policies": Path,
     "node_policy": Path,

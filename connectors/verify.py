@@ -1,17 +1,17 @@
 """Verification of the gateway's request token (see `schema.wire`).
 
 `Authorization: Bearer <JWT>` signed with EdDSA (Ed25519) by one of the pinned gateway keys
-(named by `kid`), typed `REQUEST_TOKEN_TYP`, issued by the gateway for this node (`iss`,
-`aud`), short-lived (`iat`, `exp`), single use (`jti`) and bound to the exact body bytes
-(`bsh`). Every failure is one `BadSignature` with a short message: a caller learns which
-check failed, never anything about keys.
+(named by `kid`; several are valid at once while a key is rotated), typed
+`REQUEST_TOKEN_TYP`, issued by the gateway for this node (`iss`, `aud`), short-lived (`iat`,
+`exp`), single use (`jti`, in the replay cache) and bound to the exact body bytes (`bsh`).
+Each failure has its own stable code and a short message: a caller learns which check
+failed, never anything about keys.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from connectors.errors import BadSignature
+from connectors.errors import BadSignature, NodeRefusal
+from schema.errors import ErrorCode
 from schema.wire import BODY_HASH_CLAIM, REQUEST_TOKEN_MAX_LIFETIME_S, REQUEST_TOKEN_TYP, body_hash
+from trust.keys import KeySet, TrustedKey
+from trust.keysource import KeySource, StaticKeys
+from trust.replay import MemoryReplayCache, ReplayCache
 
 ALGORITHM: Final = "EdDSA"
 LEEWAY_S: Final = 5.0
@@ -42,44 +46,11 @@ def load_gateway_keys(paths: Mapping[str, Path]) -> dict[str, Ed25519PublicKey]:
     return {kid: load_public_key(path) for kid, path in paths.items()}
 
 
-class ReplayCache:
-    """The `jti`s seen, each remembered until its token expires (plus leeway).
-
-    In memory, so per process: enough for one connector process. Bounded: when full of
-    live entries it refuses new tokens rather than forget one that could be replayed.
-    """
-
-    def __init__(
-        self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._max_entries = max_entries
-        self._clock = clock
-        self._expiry: OrderedDict[str, float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def claim(self, jti: str, expires_at: float) -> None:
-        """Record `jti`; raise `BadSignature` if it was seen and has not yet expired."""
-        now = self._clock()
-        self._purge(now)
-        if jti in self._expiry:
-            raise BadSignature("request token was already used")
-        if len(self._expiry) >= self._max_entries:
-            raise BadSignature("too many requests in flight; retry shortly")
-        self._expiry[jti] = expires_at + LEEWAY_S
-
-    def _purge(self, now: float) -> None:
-        # Insertion order is nearly expiry order (lifetimes are short and bounded), so
-        # expired entries gather at the front; a full cache gets one complete sweep.
-        while self._expiry:
-            jti, expiry = next(iter(self._expiry.items()))
-            if expiry > now:
-                break
-            del self._expiry[jti]
-        if len(self._expiry) >= self._max_entries:
-            for jti in [j for j, expiry in self._expiry.items() if expiry <= now]:
-                del self._expiry[jti]
+def pinned(keys: Mapping[str, Ed25519PublicKey]) -> StaticKeys:
+    """Gateway keys pinned by kid, as a key source."""
+    return StaticKeys(
+        KeySet(tuple(TrustedKey(kid, key, frozenset({ALGORITHM})) for kid, key in keys.items()))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +65,27 @@ class RequestVerifier:
     def __init__(
         self,
         *,
-        keys: Mapping[str, Ed25519PublicKey],
+        keys: Mapping[str, Ed25519PublicKey] | KeySource,
         issuer: str,
         audience: str,
         replay_cache: ReplayCache | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._keys = dict(keys)
+        self._keys = pinned(keys) if isinstance(keys, Mapping) else keys
         self._issuer = issuer
         self._audience = audience
-        self._replay = replay_cache if replay_cache is not None else ReplayCache()
+        self._replay = replay_cache if replay_cache is not None else MemoryReplayCache()
+        self._clock = clock
 
     @property
     def has_keys(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys.key_set())
 
-    def verify(self, authorization: str | None, body: bytes) -> VerifiedRequest:
+    async def verify(self, authorization: str | None, body: bytes) -> VerifiedRequest:
         token = _bearer(authorization)
         key, kid = self._key_for(token)
         claims = _decode(token, key, issuer=self._issuer, audience=self._audience)
-        issued_at, expires_at = float(claims["iat"]), float(claims["exp"])
+        issued_at, expires_at = _number(claims, "iat"), _number(claims, "exp")
         if expires_at - issued_at > REQUEST_TOKEN_MAX_LIFETIME_S:
             raise BadSignature("request token lives too long")
         jti = claims["jti"]
@@ -120,9 +93,12 @@ class RequestVerifier:
             raise BadSignature("request token has an invalid jti")
         bsh = claims[BODY_HASH_CLAIM]
         if not isinstance(bsh, str) or not hmac.compare_digest(bsh, body_hash(body)):
-            raise BadSignature("request body does not match its token")
-        # Only a token valid in every other respect may take a place in the cache.
-        self._replay.claim(jti, expires_at)
+            raise NodeRefusal("request body does not match its token", code=ErrorCode.BODY_MISMATCH)
+        # Only a token valid in every other respect may take a place in the cache; it is
+        # remembered for as long as it could still be accepted.
+        ttl = max(expires_at + LEEWAY_S - self._clock(), 1.0)
+        if not await self._replay.claim(f"{self._audience}:{jti}", ttl):
+            raise NodeRefusal("request token was already used", code=ErrorCode.REPLAYED_REQUEST)
         return VerifiedRequest(kid=kid, jti=jti, issued_at=issued_at, expires_at=expires_at)
 
     def _key_for(self, token: str) -> tuple[Ed25519PublicKey, str]:
@@ -135,9 +111,14 @@ class RequestVerifier:
         if header.get("typ") != REQUEST_TOKEN_TYP:
             raise BadSignature("request token has the wrong type")
         kid = header.get("kid")
-        if not isinstance(kid, str) or kid not in self._keys:
-            raise BadSignature("request token is signed by an unknown key")
-        return self._keys[kid], kid
+        key = self._keys.key_set().find(kid, ALGORITHM) if isinstance(kid, str) else None
+        if not isinstance(key, Ed25519PublicKey):
+            self._keys.request_refresh()
+            raise NodeRefusal(
+                "request token is signed by an unknown key", code=ErrorCode.UNKNOWN_KEY
+            )
+        assert isinstance(kid, str)
+        return key, kid
 
 
 def _bearer(authorization: str | None) -> str:
@@ -147,16 +128,28 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-# pyjwt's exceptions, mapped once to short messages (most specific first).
-_MESSAGES: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
-    (jwt.ExpiredSignatureError, "request token has expired"),
-    (jwt.ImmatureSignatureError, "request token is not valid yet"),
-    (jwt.InvalidAudienceError, "request token is for another node"),
-    (jwt.InvalidIssuerError, "request token has the wrong issuer"),
-    (jwt.MissingRequiredClaimError, "request token lacks a required claim"),
-    (jwt.exceptions.InvalidJTIError, "request token has an invalid jti"),
-    (jwt.InvalidSignatureError, "request token signature is invalid"),
-    (jwt.InvalidAlgorithmError, "request token must be signed with EdDSA"),
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadSignature(f"request token claim {name} is not a number")
+    return float(value)
+
+
+# pyjwt's exceptions, mapped once (most specific first: InvalidSignatureError is a
+# DecodeError).
+_REFUSALS: Final[tuple[tuple[type[jwt.PyJWTError], ErrorCode, str], ...]] = (
+    (jwt.ExpiredSignatureError, ErrorCode.REQUEST_EXPIRED, "request token has expired"),
+    (jwt.ImmatureSignatureError, ErrorCode.REQUEST_EXPIRED, "request token is not valid yet"),
+    (jwt.InvalidAudienceError, ErrorCode.WRONG_NODE, "request token is for another node"),
+    (jwt.InvalidIssuerError, ErrorCode.BAD_SIGNATURE, "request token has the wrong issuer"),
+    (
+        jwt.MissingRequiredClaimError,
+        ErrorCode.BAD_SIGNATURE,
+        "request token lacks a required claim",
+    ),
+    (jwt.exceptions.InvalidJTIError, ErrorCode.BAD_SIGNATURE, "request token has an invalid jti"),
+    (jwt.InvalidSignatureError, ErrorCode.BAD_SIGNATURE, "request token signature is invalid"),
+    (jwt.InvalidAlgorithmError, ErrorCode.BAD_SIGNATURE, "request token must be signed with EdDSA"),
 )
 
 
@@ -172,6 +165,9 @@ def _decode(token: str, key: Ed25519PublicKey, *, issuer: str, audience: str) ->
             options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
         )
     except jwt.PyJWTError as exc:
-        message = next((m for t, m in _MESSAGES if isinstance(exc, t)), "invalid request token")
-        raise BadSignature(message) from None
+        code, message = next(
+            ((c, m) for t, c, m in _REFUSALS if isinstance(exc, t)),
+            (ErrorCode.BAD_SIGNATURE, "invalid request token"),
+        )
+        raise NodeRefusal(message, code=code) from None
     return claims

@@ -13,19 +13,23 @@ queries have drained (`gateway.lifecycle`):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import orjson
 from aiohttp import hdrs, web
+from cross_web import HTTPException
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 
@@ -33,10 +37,20 @@ from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
+from gateway.graphql.limits import QueryBudget
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
+from gateway.http import http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
+from gateway.ratelimit import (
+    LimitPolicy,
+    Limits,
+    MemoryRateLimiter,
+    RateGuard,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
@@ -47,6 +61,7 @@ from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import TesseraError
 from schema.telemetry import tracer_provider_from_env
+from trust.store import connect_redis
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +71,9 @@ GRAPHQL_PATH: Final = "/graphql"
 MAX_REQUEST_BYTES: Final = 256 * 1024
 # Researchers' clients keep connections idle at most this long.
 KEEPALIVE_TIMEOUT_S: Final = 75.0
+# Without any policy for the jurisdictions asked (the policy engine refuses those anyway).
+DEFAULT_LIMITS: Final = Limits(per_researcher_per_minute=60, per_approval_per_day=1000)
+NO_CAP: Final = 2**31
 
 
 @dataclass
@@ -65,6 +83,11 @@ class _State:
     services: Services | None = None
     audit: AuditLog | None = None
     session: aiohttp.ClientSession | None = None
+    redis: Redis | None = None
+
+
+class BatchTooLarge(Exception):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +110,10 @@ OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observabilit
 
 
 class GatewayView(GraphQLView[GatewayContext, None]):
+    def __init__(self, *args: Any, max_batch: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_batch = max_batch
+
     async def get_context(
         self, request: web.Request, response: web.Response | web.WebSocketResponse
     ) -> GatewayContext:
@@ -97,12 +124,21 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             services=services,
             authorization=request.headers.get(hdrs.AUTHORIZATION),
             trace_parent=propagate.extract(request.headers),
+            budget=QueryBudget(services.max_query_cost),
         )
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson bounds nesting (depth 1024) and raises a JSONDecodeError the view turns into
         # a 400; the stdlib parser would hit Python's recursion limit and fail with a 500.
-        return orjson.loads(data)
+        decoded = orjson.loads(data)
+        # Strawberry reads a request as an object, or a batch as an array of objects; any
+        # other JSON would reach it as something it calls `.get` on.
+        items = decoded if isinstance(decoded, list) else [decoded]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise json.JSONDecodeError("a GraphQL request is a JSON object", "", 0)
+        if isinstance(decoded, list) and len(decoded) > self.max_batch:
+            raise BatchTooLarge
+        return decoded
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -114,7 +150,20 @@ class GatewayView(GraphQLView[GatewayContext, None]):
     ) -> web.Response:
         sub_response.body = self.encode_json(response_data)
         sub_response.content_type = "application/json"
+        answers = response_data if isinstance(response_data, list) else [response_data]
+        errors = [e for answer in answers for e in answer.get("errors") or ()]
+        wait = retry_after(e for e in errors if isinstance(e, dict))
+        if wait is not None:
+            sub_response.headers[hdrs.RETRY_AFTER] = str(wait)
         return sub_response
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.run(request=request)
+        except HTTPException as e:
+            return refusal(e.status_code, e.reason)
+        except BatchTooLarge:
+            return refusal(400, "Too many operations")
 
 
 def create_app(
@@ -123,20 +172,25 @@ def create_app(
     node_client: NodeClient | None = None,
     tracer_provider: TracerProvider | None = None,
     audit_store: AuditStore | None = None,
+    rate_limiter: RateLimiter | None = None,
+    policy_set: PolicySet | None = None,
 ) -> web.Application:
     """The gateway for `settings`. The federation file, its keys and the policies are loaded
     now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
     resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
     `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
-    closing it to the caller."""
+    closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
+    policies of the settings. JWKS refresh and Redis start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
         load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
     )
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(
+        client_max_size=MAX_REQUEST_BYTES, middlewares=[http_errors(MAX_REQUEST_BYTES)]
+    )
     app[SETTINGS] = settings
     app[FEDERATION] = federation
-    app[POLICIES] = load_policy_set(settings.policies)
+    app[POLICIES] = policies = policy_set or load_policy_set(settings.policies)
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
         provider=tracer_provider or tracer_provider_from_env(SERVICE_NAME),
@@ -148,7 +202,16 @@ def create_app(
     lifecycle = install_lifecycle(app)
     app.cleanup_ctx.append(_traces)
     app.cleanup_ctx.append(_audit)
-    app.cleanup_ctx.append(_services(node_client))
+    limits = LimitPolicy(
+        policies,
+        default=DEFAULT_LIMITS,
+        # The settings only ever tighten: a limit they leave unset caps nothing.
+        cap=Limits(
+            settings.rate_per_researcher_per_minute or NO_CAP,
+            settings.rate_per_approval_per_day or NO_CAP,
+        ),
+    )
+    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits))
 
     async def services_started() -> str | None:
         return None if app[STATE].services is not None else "starting"
@@ -165,14 +228,40 @@ def create_app(
 
     # The signing key, the issuers' keys and the policies were loaded above: a bad one fails
     # create_app, so readiness only has to watch what can come and go.
+    async def redis_answers() -> str | None:
+        redis = app[STATE].redis
+        if redis is None:
+            return None
+        try:
+            await redis.ping()
+        except RedisError:
+            return "Redis does not answer"
+        return None
+
+    async def issuer_keys() -> str | None:
+        # An issuer whose keys are not loaded yet only has its own tokens refused; with none
+        # loaded at all, no researcher can be served.
+        issuers = federation.issuers.values()
+        if issuers and not any(issuer.keys.key_set() for issuer in issuers):
+            return "no token issuer's keys are loaded"
+        return None
+
+    lifecycle.add_check("issuers", issuer_keys)
     lifecycle.add_check("node_client", services_started)
     lifecycle.add_check("audit", audit_readable)
+    lifecycle.add_check("redis", redis_answers)
 
     view = GatewayView(
-        schema=build_schema(tracer_provider=app[OBSERVABILITY].provider),
+        schema=build_schema(
+            tracer_provider=app[OBSERVABILITY].provider,
+            # GraphiQL cannot work without it.
+            introspection=settings.introspection or settings.graphiql,
+            max_batch=settings.max_batch,
+        ),
         graphql_ide="graphiql" if settings.graphiql else None,
         allow_queries_via_get=False,
         subscription_protocols=(),
+        max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
     if settings.graphiql:
@@ -221,12 +310,19 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
 
 
 def _services(
-    node_client: NodeClient | None,
+    node_client: NodeClient | None, rate_limiter: RateLimiter | None, limits: LimitPolicy
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
-        audit = app[STATE].audit
+        state = app[STATE]
+        audit = state.audit
         assert audit is not None  # the audit context starts first
+        for source in federation.refreshing:
+            await source.start()
+        limiter = rate_limiter
+        if limiter is None and settings.redis_url:
+            state.redis = connect_redis(settings.redis_url)
+            limiter = RedisRateLimiter(state.redis, prefix=settings.redis_prefix)
         session: aiohttp.ClientSession | None = None
         transport = node_client
         if transport is None:
@@ -247,8 +343,10 @@ def _services(
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
             node_client=node_client_stack(transport, settings, policies.profile),
             policies=policies,
+            rate_guard=RateGuard(limiter or MemoryRateLimiter(), limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
+            max_query_cost=settings.max_query_cost,
             audit=audit,
             tracer=seen.provider.get_tracer(TRACER_NAME),
             max_deadline_s=settings.max_deadline_s,
@@ -257,7 +355,12 @@ def _services(
         try:
             yield
         finally:
-            app[STATE].services = None
+            state.services = None
+            for source in federation.refreshing:
+                await source.stop()
+            if state.redis is not None:
+                await state.redis.aclose()
+                state.redis = None
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")

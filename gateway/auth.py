@@ -1,43 +1,26 @@
 """Researcher authentication: the HDAB-issued bearer token on `/graphql`.
 
-Every pyjwt exception is mapped here, once, to `UNAUTHENTICATED` with a short message that is
-safe to show; nothing from the token is echoed back.
+The token itself is verified by `trust.tokens` (issuer, keys, algorithm allow-list, `typ`,
+required claims, bounded leeway), which gives every refusal its own stable TOKEN_* code; a
+missing or non-Bearer header is UNAUTHENTICATED. Nothing from the token is echoed back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
 
-import jwt
 from pydantic import ValidationError
 
-from gateway.federation import Issuer
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.errors import ErrorCode, TesseraError
+from trust.tokens import MAX_TOKEN_BYTES, TokenVerifier, TrustedIssuer
 
-# Clock skew tolerated between the HDAB and the gateway.
-LEEWAY_S: Final = 30
-REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
-# A researcher token is a few hundred bytes; anything far larger is not worth parsing.
-MAX_TOKEN_BYTES: Final = 8192
-
-_MESSAGES: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
-    (jwt.ExpiredSignatureError, "token has expired"),
-    (jwt.ImmatureSignatureError, "token is not valid yet"),
-    (jwt.InvalidAudienceError, "token is not meant for this gateway"),
-    (jwt.InvalidIssuerError, "token issuer is not trusted"),
-    (jwt.InvalidAlgorithmError, "token algorithm is not allowed"),
-    (jwt.InvalidSignatureError, "token signature does not verify"),
-    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
-    (jwt.InvalidIssuedAtError, "token issue time is invalid"),
-    (jwt.DecodeError, "token is malformed"),
-)
+MAX_ROLES = 16
 
 
-def unauthenticated(message: str) -> TesseraError:
-    return TesseraError(message, code=ErrorCode.UNAUTHENTICATED)
+def unauthenticated(message: str, code: ErrorCode = ErrorCode.UNAUTHENTICATED) -> TesseraError:
+    return TesseraError(message, code=code)
 
 
 def forbidden(message: str, code: ErrorCode = ErrorCode.FORBIDDEN) -> TesseraError:
@@ -46,7 +29,7 @@ def forbidden(message: str, code: ErrorCode = ErrorCode.FORBIDDEN) -> TesseraErr
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated researcher. `token` is the raw JWT, forwarded to the nodes so that each
+    """An authenticated caller. `token` is the raw JWT, forwarded to the nodes so that each
     can check the approval itself."""
 
     issuer: str
@@ -66,17 +49,14 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, *, audience: str, issuers: Mapping[str, Issuer]) -> None:
-        self._audience = audience
-        self._issuers = dict(issuers)
+    def __init__(self, *, audience: str, issuers: Mapping[str, TrustedIssuer]) -> None:
+        self._verifier = TokenVerifier(audience=audience, issuers=issuers.values())
 
     def authenticate(self, authorization: str | None) -> Principal:
-        """The principal behind an `Authorization` header value, or UNAUTHENTICATED."""
+        """The principal behind an `Authorization` header value; UNAUTHENTICATED without a
+        bearer token, a TOKEN_* code for a token that does not verify."""
         token = bearer_token(authorization)
-        try:
-            claims = self._verify(token)
-        except jwt.PyJWTError as e:
-            raise unauthenticated(_message(e)) from None
+        claims = self._verifier.verify(token)
         return Principal(
             issuer=claims["iss"],
             subject=claims["sub"],
@@ -84,25 +64,6 @@ class Authenticator:
             approval=_approval(claims.get(APPROVAL_CLAIM)),
             token=token,
         )
-
-    def _verify(self, token: str) -> dict[str, Any]:
-        # The issuer picks the key and the algorithms, so read it before verifying; nothing
-        # else from the unverified token is trusted.
-        unverified = jwt.decode(token, options={"verify_signature": False})
-        iss = unverified.get("iss")
-        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
-            raise jwt.InvalidIssuerError
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            issuer.key,
-            algorithms=list(issuer.algorithms),
-            audience=self._audience,
-            issuer=issuer.iss,
-            leeway=LEEWAY_S,
-            options={"require": list(REQUIRED_CLAIMS), "enforce_minimum_key_length": True},
-        )
-        return claims
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -113,23 +74,22 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise unauthenticated("the Authorization header must be 'Bearer <token>'")
     if len(token) > MAX_TOKEN_BYTES:
-        raise unauthenticated("token is too large")
+        raise unauthenticated("token is too large", ErrorCode.TOKEN_MALFORMED)
     return token
 
 
-def _message(error: jwt.PyJWTError) -> str:
-    for kind, message in _MESSAGES:
-        if isinstance(error, kind):
-            return message
-    return "token is invalid"
-
-
 def _roles(value: object) -> frozenset[str]:
-    if isinstance(value, list) and all(isinstance(r, str) for r in value):
-        return frozenset(value)
     if value is None:
         return frozenset()
-    raise unauthenticated(f"the {ROLES_CLAIM} claim must be a list of strings")
+    if (
+        isinstance(value, list)
+        and len(value) <= MAX_ROLES
+        and all(isinstance(r, str) and len(r) <= 64 for r in value)
+    ):
+        return frozenset(value)
+    raise unauthenticated(
+        f"the {ROLES_CLAIM} claim must be a short list of strings", ErrorCode.TOKEN_INVALID_CLAIM
+    )
 
 
 def _approval(value: object) -> Approval | None:
@@ -138,4 +98,6 @@ def _approval(value: object) -> Approval | None:
     try:
         return Approval.model_validate(value)
     except ValidationError:
-        raise unauthenticated(f"the {APPROVAL_CLAIM} claim is malformed") from None
+        raise unauthenticated(
+            f"the {APPROVAL_CLAIM} claim is malformed", ErrorCode.TOKEN_INVALID_CLAIM
+        ) from None

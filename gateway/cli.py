@@ -25,6 +25,7 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--deadline", type=float, dest="deadline_s", help="query deadline (s)")
     serve.add_argument("--graphiql", action="store_true", default=None, help="serve GraphiQL")
+    serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
     serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
     serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
     serve.set_defaults(handler=_serve)
@@ -44,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
             graphiql=args.graphiql,
             audit_db=args.audit_db,
             audit_key=args.audit_key,
+            policies=args.policies,
         )
     except SettingsError as e:
         print(f"tessera gateway serve: {e}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """The federation file: who the gateway is, whose researcher tokens it trusts, which nodes it
-asks. Read once at start-up; every key it names is loaded and checked then, so a broken file
-fails the start rather than the first query."""
+asks. Read once at start-up; every key file it names is loaded and checked then, so a broken
+file fails the start rather than the first query. An issuer's keys are a PEM public key
+(`public_key`), a JWKS file (`jwks_file`, for offline hubs) or a JWKS URL (`jwks_url`); a JWKS
+is refreshed in the background once the gateway runs (see `trust.keysource`)."""
 
 from __future__ import annotations
 
@@ -8,28 +10,34 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schema.codes import Jurisdiction
-
-# Asymmetric only: a shared-secret algorithm (HS*) would let anyone holding the verification
-# key mint tokens, and "none" verifies nothing.
-Algorithm = Literal["EdDSA", "ES256", "RS256", "PS256"]
-PublicKey = Ed25519PublicKey | Ed448PublicKey | EllipticCurvePublicKey | RSAPublicKey
+from trust.keys import Algorithm, KeyMaterialError, KeySet, parse_jwks, pem_public_key
+from trust.keysource import (
+    DEFAULT_REFRESH_S,
+    MIN_REFRESH_S,
+    KeySource,
+    RefreshingKeys,
+    StaticKeys,
+    check_jwks_url,
+    file_fetch,
+    http_fetch,
+)
+from trust.tokens import (
+    DEFAULT_LEEWAY_S,
+    DEFAULT_MAX_LIFETIME_S,
+    MAX_LEEWAY_S,
+    TrustedIssuer,
+)
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
-MIN_RSA_BITS = 2048
+TokenType = Annotated[str, Field(pattern=r"^[A-Za-z0-9.+/-]{1,64}$")]
 
 
 class FederationError(ValueError):
@@ -48,8 +56,27 @@ class GatewaySection(_Section):
 
 class IssuerSection(_Section):
     iss: Annotated[str, Field(min_length=1, max_length=256)]
-    public_key: Path
+    public_key: Path | None = None
+    jwks_file: Path | None = None
+    jwks_url: Annotated[str, Field(max_length=512)] | None = None
+    # Asymmetric only (see `trust.keys.Algorithm`): "none" and HS* cannot even be written.
     algorithms: Annotated[list[Algorithm], Field(min_length=1)]
+    leeway_s: Annotated[int, Field(ge=0, le=MAX_LEEWAY_S)] = DEFAULT_LEEWAY_S
+    max_lifetime_s: Annotated[int, Field(gt=0, le=30 * 24 * 3600)] = DEFAULT_MAX_LIFETIME_S
+    types: Annotated[list[TokenType], Field(min_length=1)] = ["JWT", "at+jwt"]
+    refresh_s: Annotated[float, Field(ge=MIN_REFRESH_S, le=24 * 3600)] = DEFAULT_REFRESH_S
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_jwks_url(url)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        given = [self.public_key, self.jwks_file, self.jwks_url]
+        if sum(g is not None for g in given) != 1:
+            raise ValueError("give exactly one of public_key, jwks_file, jwks_url")
+        return self
 
 
 class NodeSection(_Section):
@@ -93,20 +120,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Issuer:
-    iss: str
-    key: PublicKey
-    algorithms: tuple[Algorithm, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Federation:
     gateway_id: str
     signing_key: Ed25519PrivateKey
     signing_kid: str
-    issuers: Mapping[str, Issuer]
+    issuers: Mapping[str, TrustedIssuer]
     # In the file's order: answers list the nodes in the order the operator wrote them.
     nodes: Mapping[Jurisdiction, NodeInfo]
+    # JWKS sources, to be started (first load, then background refresh) by the running app.
+    refreshing: tuple[RefreshingKeys, ...] = ()
 
     @property
     def members(self) -> tuple[Jurisdiction, ...]:
@@ -128,18 +150,23 @@ def load_federation(path: Path) -> Federation:
         )
         raise FederationError(f"{path}: {problems}") from None
     base = path.parent
+    refreshing: list[RefreshingKeys] = []
     return Federation(
         gateway_id=config.gateway.id,
         signing_key=_signing_key(base / config.gateway.signing_key),
         signing_kid=config.gateway.signing_kid,
         issuers={
-            i.iss: Issuer(
+            i.iss: TrustedIssuer(
                 iss=i.iss,
-                key=_issuer_key(base / i.public_key, i.algorithms),
+                keys=_issuer_keys(base, i, refreshing),
                 algorithms=tuple(dict.fromkeys(i.algorithms)),
+                leeway_s=i.leeway_s,
+                max_lifetime_s=i.max_lifetime_s,
+                types=frozenset(i.types),
             )
             for i in config.issuers
         },
+        refreshing=tuple(refreshing),
         nodes={
             n.jurisdiction: NodeInfo(jurisdiction=n.jurisdiction, node_id=n.node_id, url=n.url)
             for n in config.nodes
@@ -170,24 +197,33 @@ def _signing_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _issuer_key(path: Path, algorithms: list[Algorithm]) -> PublicKey:
-    data = _read(path, "issuer key")
-    try:
-        key = load_pem_public_key(data)
-    except (ValueError, TypeError):
-        raise FederationError(f"{path} is not a PEM SubjectPublicKeyInfo public key") from None
-    for algorithm in algorithms:
-        if not _fits(key, algorithm):
-            raise FederationError(f"{path} is not a key for {algorithm}")
-    assert isinstance(key, PublicKey)  # _fits accepted it for some algorithm
-    return key
-
-
-def _fits(key: object, algorithm: Algorithm) -> bool:
-    match algorithm:
-        case "EdDSA":
-            return isinstance(key, Ed25519PublicKey | Ed448PublicKey)
-        case "ES256":
-            return isinstance(key, EllipticCurvePublicKey) and isinstance(key.curve, SECP256R1)
-        case "RS256" | "PS256":
-            return isinstance(key, RSAPublicKey) and key.key_size >= MIN_RSA_BITS
+def _issuer_keys(base: Path, issuer: IssuerSection, refreshing: list[RefreshingKeys]) -> KeySource:
+    if issuer.public_key is not None:
+        path = base / issuer.public_key
+        try:
+            key = pem_public_key(_read(path, "issuer key"), issuer.algorithms)
+        except KeyMaterialError as e:
+            raise FederationError(f"{path}: {e}") from None
+        return StaticKeys(KeySet((key,)))
+    initial = None
+    if issuer.jwks_file is not None:
+        path = base / issuer.jwks_file
+        # Checked now, so that a broken file fails the start; re-read in the background.
+        try:
+            initial = parse_jwks(_read(path, "issuer key set"), issuer.algorithms)
+        except KeyMaterialError as e:
+            raise FederationError(f"{path}: {e}") from None
+        fetch = file_fetch(path)
+    else:
+        assert issuer.jwks_url is not None  # exactly one source, checked by the model
+        fetch = http_fetch(issuer.jwks_url)
+    source = RefreshingKeys(
+        fetch,
+        issuer.algorithms,
+        name=issuer.iss,
+        refresh_s=issuer.refresh_s,
+        min_refresh_s=min(MIN_REFRESH_S, issuer.refresh_s),
+        initial=initial,
+    )
+    refreshing.append(source)
+    return source

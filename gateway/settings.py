@@ -10,6 +10,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from trust.store import check_redis_url
+
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8400
@@ -17,6 +19,9 @@ DEFAULT_DEADLINE_S: Final = 10.0
 DEFAULT_MAX_DEADLINE_S: Final = 60.0
 # No query may ask for less: below this no node answers anyway.
 MIN_DEADLINE_S: Final = 0.1
+DEFAULT_MAX_QUERY_COST: Final = 20_000
+DEFAULT_MAX_BATCH: Final = 4
+DEFAULT_REDIS_PREFIX: Final = "tessera:"
 
 T = TypeVar("T")
 
@@ -76,6 +81,21 @@ class GatewaySettings:
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
     Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
+      (``1``/``true``/``yes``/``on`` to enable). GraphiQL needs introspection.
+    - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
+      (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
+    - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP
+      request: every ``cohort`` field costs, per node asked, one plus the cells of every
+      breakdown it selects (bounded by its criteria, see ``gateway.graphql.limits``).
+    - ``TESSERA_GATEWAY_MAX_BATCH`` (default ``4``): most operations in one batched request
+      (a JSON array); ``1`` turns batching off.
+    - ``TESSERA_GATEWAY_RATE_PER_RESEARCHER_PER_MINUTE`` and
+      ``TESSERA_GATEWAY_RATE_PER_APPROVAL_PER_DAY`` (default: none): tighten the rate limits
+      of the policy files (the strictest of the jurisdictions asked); they never loosen them.
+      Without any policy for the jurisdictions asked, the limits are 60 and 1000.
+    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, in memory): ``redis://host:port/db``;
+      rate limits then live in Redis and every gateway replica using it shares them.
+    - ``TESSERA_GATEWAY_REDIS_PREFIX`` (default ``tessera:``): prefix of the Redis keys.
     """
 
     federation: Path
@@ -97,6 +117,13 @@ class GatewaySettings:
     policies: Path | None = None
     audit_db: str = ""
     audit_key: Path | None = None
+    introspection: bool = False
+    max_query_cost: int = DEFAULT_MAX_QUERY_COST
+    max_batch: int = DEFAULT_MAX_BATCH
+    rate_per_researcher_per_minute: int | None = None
+    rate_per_approval_per_day: int | None = None
+    redis_url: str | None = None
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -124,6 +151,21 @@ class GatewaySettings:
             object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
+        if self.max_query_cost < 1:
+            raise SettingsError(f"{ENV_PREFIX}MAX_QUERY_COST must be positive")
+        if not 1 <= self.max_batch <= 64:
+            raise SettingsError(f"{ENV_PREFIX}MAX_BATCH must lie between 1 and 64")
+        for name, rate in (
+            ("RATE_PER_RESEARCHER_PER_MINUTE", self.rate_per_researcher_per_minute),
+            ("RATE_PER_APPROVAL_PER_DAY", self.rate_per_approval_per_day),
+        ):
+            if rate is not None and rate < 1:
+                raise SettingsError(f"{ENV_PREFIX}{name} must be positive")
+        if self.redis_url is not None:
+            try:
+                check_redis_url(self.redis_url)
+            except ValueError as e:
+                raise SettingsError(f"{ENV_PREFIX}REDIS_URL {e}") from None
 
     def node_timeout(self, deadline_s: float) -> float:
         """The timeout of one node request for a query with this deadline."""
@@ -173,6 +215,17 @@ class GatewaySettings:
             policies=pick("policies", "POLICIES", _path, None),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
             audit_key=pick("audit_key", "AUDIT_KEY", _path, None),
+            introspection=pick("introspection", "INTROSPECTION", _bool, False),
+            max_query_cost=pick("max_query_cost", "MAX_QUERY_COST", _int, DEFAULT_MAX_QUERY_COST),
+            max_batch=pick("max_batch", "MAX_BATCH", _int, DEFAULT_MAX_BATCH),
+            rate_per_researcher_per_minute=pick(
+                "rate_per_researcher_per_minute", "RATE_PER_RESEARCHER_PER_MINUTE", _int, None
+            ),
+            rate_per_approval_per_day=pick(
+                "rate_per_approval_per_day", "RATE_PER_APPROVAL_PER_DAY", _int, None
+            ),
+            redis_url=pick("redis_url", "REDIS_URL", _str, None),
+            redis_prefix=pick("redis_prefix", "REDIS_PREFIX", _str, DEFAULT_REDIS_PREFIX),
         )
 
 

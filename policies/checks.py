@@ -6,6 +6,9 @@ that stands in the way at once. Adding a check is adding a function to `CHECKS`.
 
 Where a rule comes from the law, its reason cites the article; where it comes from a policy
 file, its reason cites that rule's source.
+
+The policy files' `rate_limits` are not checked here: a decision is pure and keeps no count.
+The gateway enforces them with token buckets (`gateway.ratelimit`), one mechanism for both.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from policies.model import RulePath, dotted
-from policies.plan import QueryPlan, Usage
+from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApplicantKind, ApprovalView, Principal
 from policies.purposes import (
@@ -41,7 +44,6 @@ class CheckInput:
     approval: ApprovalView
     plan: QueryPlan
     now: dt.datetime
-    usage: Usage | None = None
     # Whether the node answering applies its opt-out register; None where unknown (the
     # gateway), in which case the node's own decision checks it.
     optout_applied: bool | None = None
@@ -235,30 +237,13 @@ def table_size(c: CheckInput) -> Iterator[PolicyReason]:
             )
 
 
-# -- the node and the pace ------------------------------------------------------------------
+# -- the node -------------------------------------------------------------------------------
 def optout_applied(c: CheckInput) -> Iterator[PolicyReason]:
     if c.policy.optout_required and c.optout_applied is False:
         yield c.reason(
             RuleId.OPTOUT_NOT_APPLIED,
             f"{c.jurisdiction.value} requires opt-outs to be applied and this node cannot",
             ART_71,
-        )
-
-
-def within_rate_limits(c: CheckInput) -> Iterator[PolicyReason]:
-    if c.usage is None:
-        return
-    if c.usage.researcher_last_minute >= c.policy.per_researcher_per_minute:
-        yield c.reason(
-            RuleId.RATE_LIMITED,
-            f"at most {c.policy.per_researcher_per_minute} queries per researcher per minute",
-            c.source(("rate_limits", "per_researcher_per_minute")),
-        )
-    if c.usage.approval_today >= c.policy.per_approval_per_day:
-        yield c.reason(
-            RuleId.RATE_LIMITED,
-            f"at most {c.policy.per_approval_per_day} queries per approval per day",
-            c.source(("rate_limits", "per_approval_per_day")),
         )
 
 
@@ -286,7 +271,6 @@ CHECKS: Final[tuple[Check, ...]] = (
     granularity,
     table_size,
     optout_applied,
-    within_rate_limits,
 )
 
 PRODUCTION_CHECKS: Final[tuple[Check, ...]] = (*CHECKS, rules_verified)

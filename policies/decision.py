@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 
 from policies.checks import CHECKS, Check, CheckInput
-from policies.plan import QueryPlan, Usage
+from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, Principal
 from policies.reasons import Decision, Decisions, PolicyReason, RuleId
@@ -28,7 +28,6 @@ def decide(
     policies: Mapping[Jurisdiction, EffectivePolicy],
     *,
     now: dt.datetime,
-    usage: Usage | None = None,
     optout_applied: bool | None = None,
     checks: Sequence[Check] = CHECKS,
 ) -> Decisions:
@@ -58,7 +57,6 @@ def decide(
                 approval=approval,
                 plan=plan,
                 now=now.astimezone(dt.UTC),
-                usage=usage,
                 optout_applied=optout_applied,
             )
             reasons = [reason for check in checks for reason in _run(check, given)]

@@ -41,12 +41,3 @@ class QueryPlan:
             query=request.query,
             datasets=None if datasets is None else frozenset(datasets),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Queries already answered, counted by the caller (the decision itself keeps no state):
-    by this researcher in the last minute, under this approval today."""
-
-    researcher_last_minute: int = 0
-    approval_today: int = 0

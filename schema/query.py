@@ -73,7 +73,8 @@ class Code(Contract):
     @model_validator(mode="after")
     def _well_formed(self) -> Self:
         if not CODE_PATTERNS[self.vocabulary].fullmatch(self.code):
-            raise ValueError(f"{self.code!r} is not a well-formed {self.vocabulary.value} code")
+            # Errors never quote a value (the code is the researcher's input).
+            raise ValueError(f"the code is not a well-formed {self.vocabulary.value} code")
         return self
 
 

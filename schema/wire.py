@@ -44,6 +44,8 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
 QueryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+# The shape of an approved data request's id (as in `schema.approval.Approval`).
+RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 
 
 def body_hash(body: bytes) -> str:
@@ -57,7 +59,7 @@ class NodeRequest(Contract):
 
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId
-    request_id: str
+    request_id: RequestId
     jurisdiction: Jurisdiction
     query: CohortQuery
     approval: Approval

@@ -33,13 +33,26 @@ def register(sub: SubParsers) -> None:
     demo.add_argument("--smoke", action="store_true", help="exit after printing the answers")
     demo.set_defaults(handler=_demo)
 
-    keys = sub.add_parser("keys", help="generate Ed25519 key pairs")
+    keys = sub.add_parser("keys", help="generate and rotate Ed25519 keys, publish them as JWKS")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="write NAME.key.pem and NAME.pub.pem")
     generate.add_argument("name")
     generate.add_argument("--dir", type=Path, default=Path("keys"))
     generate.add_argument("--overwrite", action="store_true")
     generate.set_defaults(handler=_keys_generate)
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="new key FAMILY-N+1; FAMILY.jwks.json then trusts the newest --keep keys",
+    )
+    rotate.add_argument("family", help="e.g. gateway or hdab")
+    rotate.add_argument("--dir", type=Path, default=Path("keys"))
+    rotate.add_argument("--keep", type=int, default=2, help="keys the JWKS keeps (default 2)")
+    rotate.set_defaults(handler=_keys_rotate)
+    jwks = keys_sub.add_parser("jwks", help="write a JWKS of the public keys KID.pub.pem")
+    jwks.add_argument("kids", nargs="+", metavar="KID")
+    jwks.add_argument("--dir", type=Path, default=Path("keys"))
+    jwks.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    jwks.set_defaults(handler=_keys_jwks)
 
     token = sub.add_parser(
         "token",
@@ -75,6 +88,7 @@ def register(sub: SubParsers) -> None:
     )
     token.add_argument("--roles", default="researcher", help="comma-separated roles")
     token.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
+    token.add_argument("--kid", help="key id for the token header (when the issuer has a JWKS)")
     token.set_defaults(handler=_token)
 
     policy = sub.add_parser("policy", help="validate and show legal policy files")
@@ -123,6 +137,29 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from tessera.keys import rotate
+
+    rotation = rotate(args.dir, args.family, keep=args.keep)
+    print(f"new key {rotation.kid}: sign with {rotation.private_key} (keep secret)")
+    print(f"{rotation.jwks} now trusts: {', '.join(rotation.trusted)}")
+    return 0
+
+
+def _keys_jwks(args: argparse.Namespace) -> int:
+    import json
+
+    from tessera.keys import load_public_key, public_key_path, write_jwks
+    from trust.keys import jwks
+
+    if args.out is not None:
+        print(f"wrote {write_jwks(args.dir, args.kids, args.out)}")
+    else:
+        keys = {kid: load_public_key(public_key_path(args.dir, kid)) for kid in args.kids}
+        print(json.dumps(jwks(keys), indent=2))
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -150,6 +187,7 @@ def _token(args: argparse.Namespace) -> int:
             approval=approval,
             roles=[Role(r.strip()) for r in args.roles.split(",") if r.strip()],
             ttl_s=args.ttl,
+            kid=args.kid,
         )
     )
     return 0

@@ -110,7 +110,7 @@ def banner(federation: LocalFederation) -> str:
             f"    -d '{query}'",
             "Check the gateway's audit trail:",
             f"  tessera audit verify --db {federation.gateway_audit_db} "
-            f"--key {federation.keys_dir / 'gateway.pub.pem'}",
+            f"--key {federation.gateway_key.public_key}",
             "",
         ]
     )

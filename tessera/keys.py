@@ -1,12 +1,24 @@
-"""Ed25519 key pairs as PEM files: the gateway's request-signing key, demo HDAB issuer keys."""
+"""Ed25519 key pairs as PEM files (the gateway's request-signing key, demo HDAB issuer keys),
+their rotation, and the JWKS files that publish the public halves.
+
+A key pair is `KID.key.pem` (owner-only) and `KID.pub.pem`. Rotated keys are generations of a
+family, `FAMILY-1`, `FAMILY-2`, ..., and `FAMILY.jwks.json` lists the newest public keys: the
+signer uses the newest, verifiers trust the set.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trust.keys import PublicKey, jwks
 
 
 def private_key_path(directory: Path, name: str) -> Path:
@@ -46,3 +58,74 @@ def ensure_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     if private_path.exists() and public_path.exists():
         return private_path, public_path
     return generate_keypair(directory, name, overwrite=True)
+
+
+def load_public_key(path: Path) -> PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, PublicKey):
+        raise ValueError(f"{path} holds no signature public key")
+    return key
+
+
+def write_jwks(directory: Path, kids: Sequence[str], out: Path) -> Path:
+    """A JWKS file of the public keys `KID.pub.pem` in `directory`, each under its kid, in
+    the given order. Written whole to a temporary file first, then moved into place, so a
+    node or gateway re-reading it never sees half a file."""
+    document = jwks({kid: load_public_key(public_key_path(directory, kid)) for kid in kids})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2) + "\n")
+    partial.replace(out)
+    return out
+
+
+def generations(directory: Path, family: str) -> list[int]:
+    """The numbers N of the key pairs `FAMILY-N` in `directory`, ascending."""
+    pattern = re.compile(rf"{re.escape(family)}-(\d+)\.pub\.pem")
+    found = (pattern.fullmatch(p.name) for p in directory.glob(f"{family}-*.pub.pem"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def jwks_path(directory: Path, family: str) -> Path:
+    return directory / f"{family}.jwks.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    kid: str  # sign with this one from now on
+    private_key: Path
+    jwks: Path
+    trusted: tuple[str, ...]  # the kids the JWKS now holds, newest first
+
+    @property
+    def public_key(self) -> Path:
+        return public_key_path(self.private_key.parent, self.kid)
+
+
+def rotate(directory: Path, family: str, *, keep: int = 2) -> Rotation:
+    """A new key pair `FAMILY-(N+1)` and `FAMILY.jwks.json` with the `keep` newest public
+    keys: verifiers that read the JWKS trust the new key at once and the previous one for as
+    long as tokens it signed may still be in use; older keys drop out of the set."""
+    if keep < 1:
+        raise ValueError("keep at least one key")
+    directory.mkdir(parents=True, exist_ok=True)
+    number = max(generations(directory, family), default=0) + 1
+    kid = f"{family}-{number}"
+    private_path, _ = generate_keypair(directory, kid)
+    trusted = tuple(f"{family}-{n}" for n in reversed(generations(directory, family)[-keep:]))
+    return Rotation(
+        kid=kid,
+        private_key=private_path,
+        jwks=write_jwks(directory, trusted, jwks_path(directory, family)),
+        trusted=trusted,
+    )
+
+
+def ensure_rotated(directory: Path, family: str) -> Rotation:
+    """The newest generation of `family` and its JWKS, rotating once if there is none."""
+    numbers = generations(directory, family)
+    if not numbers or not jwks_path(directory, family).exists():
+        return rotate(directory, family)
+    kid = f"{family}-{numbers[-1]}"
+    trusted = tuple(f"{family}-{n}" for n in reversed(numbers[-2:]))
+    return Rotation(kid, private_key_path(directory, kid), jwks_path(directory, family), trusted)

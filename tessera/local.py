@@ -14,11 +14,14 @@ from pathlib import Path
 
 from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
-from tessera.keys import ensure_keypair, private_key_path, public_key_path
+from tessera.keys import Rotation, ensure_keypair, ensure_rotated, jwks_path, private_key_path
 from tessera.processes import Service, Supervisor
 from tessera.tokens import DEMO_AUDIENCE, DEMO_ISSUER, demo_approval, mint_token
 
-GATEWAY_KID = "gateway-1"
+# Key families: the gateway's request-signing keys and the demo HDAB's token keys, each
+# published as FAMILY.jwks.json (see `tessera keys rotate`).
+GATEWAY_KEYS = "gateway"
+HDAB_KEYS = "hdab"
 
 
 @dataclass
@@ -37,6 +40,11 @@ class LocalFederation:
     dsns: Mapping[Jurisdiction, str] = field(default_factory=dict)
     # Extra environment of every service process (e.g. `OTEL_*` to export traces).
     env: Mapping[str, str] = field(default_factory=dict)
+    # The policy directory every service loads (default: the shipped one).
+    policies: Path | None = None
+    # Shared state for rate limits (gateways) and the replay cache (connectors).
+    redis_url: str | None = None
+    redis_prefix: str = "tessera:"
     supervisor: Supervisor = field(default_factory=Supervisor)
     # Nodes served by something other than a connector of this federation (by URL), e.g. the
     # misbehaving nodes of fault-injection tests: in the federation file and the approval.
@@ -111,11 +119,19 @@ class LocalFederation:
     def audit_key_name(jurisdiction: Jurisdiction) -> str:
         return f"audit-{jurisdiction.value.lower()}"
 
+    @property
+    def gateway_key(self) -> Rotation:
+        return ensure_rotated(self.keys_dir, GATEWAY_KEYS)
+
+    @property
+    def hdab_key(self) -> Rotation:
+        return ensure_rotated(self.keys_dir, HDAB_KEYS)
+
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, *, progress: bool = False) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        ensure_keypair(self.keys_dir, "gateway")
-        ensure_keypair(self.keys_dir, "hdab")
+        ensure_rotated(self.keys_dir, GATEWAY_KEYS)
+        ensure_rotated(self.keys_dir, HDAB_KEYS)
         for jurisdiction in self.jurisdictions:
             ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
             self.synthesise(jurisdiction, progress=progress)
@@ -144,6 +160,7 @@ class LocalFederation:
         manifest.write_text(json.dumps(wanted))
 
     def write_federation(self) -> None:
+        gateway = self.gateway_key
         nodes = "\n".join(
             f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "{self.node_id(j)}"\n'
             f'url = "{self.node_url(j)}"\n'
@@ -153,11 +170,11 @@ class LocalFederation:
             "# Written by `tessera demo`: the federation this gateway fans out to.\n"
             "[gateway]\n"
             f'id = "{DEMO_AUDIENCE}"\n'
-            f'signing_key = "keys/{private_key_path(Path(), "gateway")}"\n'
-            f'signing_kid = "{GATEWAY_KID}"\n\n'
+            f'signing_key = "keys/{gateway.private_key.name}"\n'
+            f'signing_kid = "{gateway.kid}"\n\n'
             "[[issuers]]\n"
             f'iss = "{DEMO_ISSUER}"\n'
-            f'public_key = "keys/{public_key_path(Path(), "hdab")}"\n'
+            f'jwks_file = "keys/{jwks_path(Path(), HDAB_KEYS)}"\n'
             'algorithms = ["EdDSA"]\n\n' + nodes
         )
 
@@ -172,8 +189,10 @@ class LocalFederation:
         subject: str = "researcher@demo.tessera.eu",
         **kwargs: object,
     ) -> str:
+        hdab = self.hdab_key
         return mint_token(
-            private_key_path(self.keys_dir, "hdab"),
+            hdab.private_key,
+            kid=hdab.kid,
             issuer=DEMO_ISSUER,
             audience=DEMO_AUDIENCE,
             subject=subject,
@@ -182,13 +201,27 @@ class LocalFederation:
         )
 
     # -- processes ------------------------------------------------------------------------
-    def connector_service(self, jurisdiction: Jurisdiction) -> Service:
-        port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
-        gateway_key = public_key_path(self.keys_dir, "gateway")
+    def connector_service(
+        self, jurisdiction: Jurisdiction, *, port: int | None = None, name: str | None = None
+    ) -> Service:
+        """A connector of `jurisdiction`: on its port in the federation file, or on `port`
+        (a replica of the same node, e.g. behind a load balancer, with a trail of its own)."""
+        replica = port is not None
+        if port is None:
+            port = self.node_ports[list(self.jurisdictions).index(jurisdiction)]
         node_policy = self.node_policies.get(jurisdiction)
         extra = ["--node-policy", str(node_policy)] if node_policy else []
+        if self.policies is not None:
+            extra += ["--policies", str(self.policies)]
+        redis = ["--redis-url", self.redis_url] if self.redis_url else []
+        env = dict(self.env)
+        if self.redis_url:
+            env["TESSERA_CONNECTOR_REDIS_PREFIX"] = self.redis_prefix
+        audit_db = self.audit_db(jurisdiction)
+        if replica:
+            audit_db = audit_db.with_name(f"{audit_db.stem}-{port}.sqlite3")
         return Service(
-            name=f"connector {jurisdiction.value}",
+            name=name or f"connector {jurisdiction.value}",
             args=[
                 "connector",
                 "serve",
@@ -199,19 +232,25 @@ class LocalFederation:
                 self.host,
                 "--port",
                 str(port),
-                "--gateway-key",
-                f"{GATEWAY_KID}={gateway_key}",
+                "--gateway-jwks",
+                str(jwks_path(self.keys_dir, GATEWAY_KEYS)),
+                # The node checks approvals itself, against its HDAB's keys.
+                "--hdab-issuer",
+                DEMO_ISSUER,
+                "--hdab-jwks-file",
+                str(jwks_path(self.keys_dir, HDAB_KEYS)),
+                *redis,
                 *extra,
                 "--history",
                 str(self.history(jurisdiction)),
                 "--audit-db",
-                str(self.audit_db(jurisdiction)),
+                str(audit_db),
                 "--audit-key",
                 str(private_key_path(self.keys_dir, self.audit_key_name(jurisdiction))),
             ],
-            base_url=self.node_url(jurisdiction),
-            log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}.log",
-            env=self.env,
+            base_url=f"http://{self.host}:{port}",
+            log_path=self.logs_dir / f"connector-{jurisdiction.value.lower()}-{port}.log",
+            env=env,
         )
 
     def database_args(self, jurisdiction: Jurisdiction) -> list[str]:
@@ -220,7 +259,14 @@ class LocalFederation:
             return ["--dsn", dsn]
         return ["--database", str(self.database(jurisdiction))]
 
-    def gateway_service(self) -> Service:
+    def gateway_service(self, *, port: int | None = None, name: str = "gateway") -> Service:
+        """The gateway on its port, or another gateway replica on `port` (with a trail of its
+        own)."""
+        replica = port is not None
+        port = self.gateway_port if port is None else port
+        audit_db = self.gateway_audit_db
+        if replica:
+            audit_db = audit_db.with_name(f"{audit_db.stem}-{port}.sqlite3")
         args = [
             "gateway",
             "serve",
@@ -229,18 +275,24 @@ class LocalFederation:
             "--host",
             self.host,
             "--port",
-            str(self.gateway_port),
+            str(port),
             "--audit-db",
-            str(self.gateway_audit_db),
+            str(audit_db),
         ]
         if self.graphiql:
             args.append("--graphiql")
+        if self.policies is not None:
+            args += ["--policies", str(self.policies)]
+        env = {**self.env, **self.gateway_env}
+        if self.redis_url:
+            env["TESSERA_GATEWAY_REDIS_URL"] = self.redis_url
+            env["TESSERA_GATEWAY_REDIS_PREFIX"] = self.redis_prefix
         return Service(
-            name="gateway",
+            name=name,
             args=args,
-            base_url=f"http://{self.host}:{self.gateway_port}",
-            log_path=self.logs_dir / "gateway.log",
-            env={**self.env, **self.gateway_env},
+            base_url=f"http://{self.host}:{port}",
+            log_path=self.logs_dir / f"{name.replace(' ', '-')}.log",
+            env=env,
         )
 
     async def start(self, timeout_s: float = 60.0) -> None:
@@ -257,3 +309,27 @@ class LocalFederation:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
+
+
+def policies_with_rate_limits(target: Path, *, per_minute: int, per_day: int) -> Path:
+    """A copy of the shipped policy directory with other rate limits, for load tests and
+    benchmarks that ask far more than a researcher would. Everything else stays the law."""
+    import shutil
+
+    from policies.loader import DEFAULT_DIRECTORY
+
+    shutil.copytree(DEFAULT_DIRECTORY, target, dirs_exist_ok=True)
+    limits = {
+        "[rate_limits.per_researcher_per_minute]": per_minute,
+        "[rate_limits.per_approval_per_day]": per_day,
+    }
+    for path in [target / "eu.toml", *sorted((target / "jurisdictions").glob("*.toml"))]:
+        lines = path.read_text().splitlines(keepends=True)
+        table = ""
+        for i, line in enumerate(lines):
+            if line.startswith("["):
+                table = line.strip()
+            elif table in limits and line.startswith("value = "):
+                lines[i] = f"value = {limits[table]}\n"
+        path.write_text("".join(lines))
+    return target

@@ -99,6 +99,9 @@ async def in_process_federation(
                 audit_key=private_key_path(keys, f"audit-{code}"),
                 audit_db=str(directory / "audit" / f"node-{code}.sqlite3"),
                 policies=policies,
+                # Each node checks approvals against the HDAB that issues the test tokens.
+                hdab_issuer=ISSUER,
+                hdab_public_key=public_key_path(keys, "hdab"),
             )
             app = create_connector(
                 settings,

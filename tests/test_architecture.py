@@ -1,5 +1,6 @@
-"""The dependency rule: schema ← policies ← {gateway, connectors}; gateway and connectors only
-talk over HTTP and never import each other."""
+"""The dependency rule: schema ← policies ← {gateway, connectors} and schema ← trust ←
+{gateway, connectors}; gateway and connectors only talk over HTTP and never import each
+other."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"schema", "policies", "gateway", "connectors", "tessera"}
+FIRST_PARTY = {"schema", "policies", "trust", "gateway", "connectors", "tessera"}
 ALLOWED = {
     "schema": {"schema"},
     "policies": {"schema", "policies"},
-    "gateway": {"schema", "policies", "gateway"},
-    "connectors": {"schema", "policies", "connectors"},
+    "trust": {"schema", "trust"},
+    "gateway": {"schema", "policies", "trust", "gateway"},
+    "connectors": {"schema", "policies", "trust", "connectors"},
 }
 
 

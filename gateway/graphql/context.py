@@ -1,17 +1,20 @@
-"""What a resolver gets besides its arguments: the gateway's services and the caller's
-credentials, as sent (verified only by the fields that need them)."""
+"""What a resolver gets besides its arguments: the gateway's services, the caller's
+credentials as sent (verified once, by the first field that needs them), the caller's trace
+context and the cost budget of this HTTP request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Tracer
 
 from gateway.audit import QueryTrail
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Principal
 from gateway.federation import Federation
+from gateway.graphql.limits import QueryBudget
 from gateway.nodes import NodeClient
+from gateway.ratelimit import RateGuard
 from gateway.settings import DEFAULT_MAX_DEADLINE_S, PartialPools
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
@@ -25,9 +28,11 @@ class Services:
     # The effective policies: each jurisdiction's published disclosure profile comes from
     # here (`policies.profile`), the one place the gateway reads them.
     policies: PolicySet
+    rate_guard: RateGuard
     deadline_s: float
     # None: as long as the query's deadline.
     node_timeout_s: float | None
+    max_query_cost: int
     audit: AuditLog
     tracer: Tracer
     max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
@@ -37,9 +42,17 @@ class Services:
         return QueryTrail(log=self.audit, tracer=self.tracer, service=self.federation.gateway_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GatewayContext:
     services: Services
     authorization: str | None = None
     # The caller's W3C trace context (`traceparent`), when it sent one.
     trace_parent: Context | None = None
+    budget: QueryBudget = field(default_factory=lambda: QueryBudget(0))
+    _principal: Principal | None = None
+
+    def principal(self) -> Principal:
+        """The authenticated caller; raises UNAUTHENTICATED or a TOKEN_* error."""
+        if self._principal is None:
+            self._principal = self.services.authenticator.authenticate(self.authorization)
+        return self._principal

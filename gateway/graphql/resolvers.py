@@ -1,5 +1,6 @@
-"""The root query. `cohort` authenticates, plans, fans out and combines once per field; the
-breakdown tables are then only looked up (`CohortResult.breakdown`)."""
+"""The root query. `cohort` authenticates, plans, charges the cost budget, takes a rate-limit
+token, fans out and combines once per field; the breakdown tables are then only looked up
+(`CohortResult.breakdown`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, aud
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.enums import Jurisdiction
 from gateway.graphql.inputs import CriteriaInput, criteria_data
+from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
+from gateway.graphql.limits import QueryBudget, cohort_cost
+from gateway.graphql.permissions import allow
 from gateway.graphql.selection import requested_breakdowns
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
@@ -49,7 +53,7 @@ async def resolve_cohort(
     with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
         trail.trace_id = current_trace_id()
         with trail.step("authenticate"):
-            trail.principal = services.authenticator.authenticate(info.context.authorization)
+            trail.principal = info.context.principal()
         # Every outcome from here on has its audit entry, written before it leaves; a caller
         # without a valid token has no principal to record and is only logged.
         try:
@@ -64,6 +68,7 @@ async def resolve_cohort(
                 deadline_ms=deadline_ms,
                 min_nodes=min_nodes,
                 min_share=min_share,
+                budget=info.context.budget,
             )
         except Exception as error:
             await trail.refused(error, span)
@@ -85,11 +90,12 @@ async def _answer(
     deadline_ms: int | None,
     min_nodes: int | None,
     min_share: float | None,
+    budget: QueryBudget,
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
     principal = trail.principal
     with trail.step("authorize"):
-        principal.require_role(Role.RESEARCHER)
+        # The researcher role is checked by the field's permission, before this runs.
         trail.approval = approval = principal.require_approval()
         if request != approval.request_id:
             raise TesseraError(
@@ -107,6 +113,16 @@ async def _answer(
             reference_date=reference_date or default_reference_date(),
             tables=tables,
             query_id=trail.query_id,
+        )
+    with trail.step("limits"):
+        # Charged before this field's first await, and refused when too costly without
+        # taking a rate-limit token.
+        budget.charge(cohort_cost(plan))
+        await services.rate_guard.check(
+            issuer=principal.issuer,
+            subject=principal.subject,
+            request_id=approval.request_id,
+            jurisdictions=plan.jurisdictions,
         )
     with trail.step("policy") as span:
         # The law of every jurisdiction involved, before anything leaves the gateway.
@@ -202,6 +218,7 @@ def _policies(
 class Query:
     cohort: CohortResult = strawberry.field(
         resolver=_cohort,
+        permission_classes=[allow(Role.RESEARCHER)],
         description="Ask one question of the federation under an approved data request. "
         "`request` must be the request id of the approval in your token; `jurisdictions` "
         "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
@@ -226,4 +243,9 @@ class Query:
     audit_entry: AuditEntry | None = strawberry.field(
         resolver=audit_entry,
         description="One query's full audit record (compliance role only).",
+    )
+    issuers: list[TrustedIssuerInfo] = strawberry.field(
+        resolver=trusted_issuers,
+        permission_classes=[allow(Role.COMPLIANCE, Role.OPERATOR)],
+        description="The HDABs whose tokens this gateway accepts (compliance and operator roles).",
     )

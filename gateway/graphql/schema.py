@@ -7,28 +7,18 @@ from typing import Final
 import strawberry
 from graphql import GraphQLError
 from opentelemetry.trace import TracerProvider
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
-from strawberry.extensions.max_aliases import create_validator
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway.graphql.errors import coded, log_error
+from gateway.graphql.limits import MAX_TOKENS, validation_rules
 from gateway.graphql.resolvers import Query
 from gateway.graphql.tracing import operation_span
 
 # Parsed and validated documents are cached by query text; researchers mostly re-send the
 # same few queries with other variables.
 CACHE_SIZE: Final = 512
-# Limits on one document: every `cohort` alias is a fan-out to every node.
-MAX_TOKENS: Final = 4000
-MAX_ALIASES: Final = 16
-# The rule class is made once: `MaxAliasesLimiter` makes a new one per request, and the
-# validation cache, keyed by the rules, would then never hit.
-_MAX_ALIASES_RULE: Final = create_validator(MAX_ALIASES)
 
 
 class GatewaySchema(strawberry.Schema):
@@ -43,14 +33,25 @@ class GatewaySchema(strawberry.Schema):
             errors[i] = coded(error)
 
 
-def build_schema(*, tracer_provider: TracerProvider | None = None) -> GatewaySchema:
+def build_schema(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    introspection: bool = False,
+    max_batch: int = 1,
+) -> GatewaySchema:
+    """The gateway's schema. The validation rules are the same class objects for every
+    schema with the same `introspection`, so the shared validation cache keeps hitting."""
+    rules = validation_rules(introspection=introspection)
     return GatewaySchema(
         query=Query,
+        config=StrawberryConfig(
+            batching_config={"max_operations": max_batch} if max_batch > 1 else None
+        ),
         extensions=[
             operation_span(tracer_provider),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: AddValidationRules([_MAX_ALIASES_RULE]),
+            lambda: AddValidationRules(rules),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
         ],
     )

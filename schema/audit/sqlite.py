@@ -90,10 +90,14 @@ class SqliteAuditStore:
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            # The busy timeout must hold from the first statement: switching to WAL while
+            # another writer holds the file would otherwise fail at once ("locked").
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=True, timeout=10.0
+            )
+            connection.execute("PRAGMA busy_timeout=10000")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
-            connection.execute("PRAGMA busy_timeout=10000")
             connection.executescript(SCHEMA)
             self._connection = connection
         return self._connection

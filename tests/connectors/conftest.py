@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 import jwt
 import pytest
+from connector_kit import approval_token, write_hdab_public_pem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -281,3 +282,16 @@ def sign(gateway_key: Ed25519PrivateKey) -> Sign:
         )
 
     return sign_body
+
+
+# -- the researcher's approval, as the node's HDAB issues it (see connector_kit) -------------
+
+
+@pytest.fixture(scope="session")
+def hdab_public_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_hdab_public_pem(tmp_path_factory.mktemp("hdab") / "hdab.pem")
+
+
+@pytest.fixture
+def approve() -> Callable[..., str]:
+    return approval_token

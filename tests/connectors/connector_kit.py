@@ -1,20 +1,39 @@
-"""Shared by the connector tests: node request bodies as the gateway sends them."""
+"""Helpers shared by the connector tests: node request bodies as the gateway sends them, the
+node's effective policy, and the node's HDAB with the approvals it issues.
+
+Imported by name (`from connector_kit import ...`): pytest's default import mode puts
+`tests/connectors` on sys.path for the tests in it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from connectors.approval import ApprovalVerifier
 from policies.loader import load_policy_set
 from policies.policy_set import EffectivePolicy
 from schema.approval import Approval
 from schema.codes import Dimension, Jurisdiction
 from schema.query import CohortQuery, Criteria
 from schema.wire import NodeRequest
+from trust.keys import KeySet, TrustedKey
+from trust.keysource import StaticKeys
+from trust.tokens import TokenVerifier, TrustedIssuer
 
 REFERENCE_DATE = dt.date(2024, 6, 30)
 REQUEST_ID = "DR-2026-0042"
 SHIPPED = load_policy_set()
+HDAB_ISSUER = "https://hdab.fr.test"
+APPROVAL_AUDIENCE = "tessera-gateway"  # the gateway's id, the default gateway issuer
+HDAB_KEY = Ed25519PrivateKey.generate()
 
 
 def approval(**fields: Any) -> Approval:
@@ -52,3 +71,48 @@ def request_body(
 
 def policy(jurisdiction: Jurisdiction = Jurisdiction.FR) -> EffectivePolicy:
     return SHIPPED.effective(jurisdiction)
+
+
+def write_hdab_public_pem(path: Path) -> Path:
+    path.write_bytes(
+        HDAB_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    return path
+
+
+def approval_token(
+    *,
+    request_id: str = REQUEST_ID,
+    jurisdictions: Sequence[str] = ("FR",),
+    key: Ed25519PrivateKey | None = None,
+    **claims: object,
+) -> str:
+    """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`;
+    keyword arguments replace (None drops) claims, `key` signs with another key."""
+    now = int(time.time())
+    payload: dict[str, object] = {
+        "iss": HDAB_ISSUER,
+        "sub": "researcher@test.eu",
+        "aud": APPROVAL_AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+        "roles": ["researcher"],
+        "approval": {
+            "request_id": request_id,
+            "purpose": "scientific_research",
+            "jurisdictions": list(jurisdictions),
+            "datasets": ["omop-cdm-5.4"],
+        },
+    }
+    payload.update(claims)
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key or HDAB_KEY, algorithm="EdDSA", headers={"typ": "JWT"})
+
+
+def approval_verifier(jurisdiction: Jurisdiction) -> ApprovalVerifier:
+    """What a node of `jurisdiction` checks approvals with: this test HDAB's key."""
+    key = TrustedKey(kid=None, key=HDAB_KEY.public_key(), algorithms=frozenset({"EdDSA"}))
+    issuer = TrustedIssuer(iss=HDAB_ISSUER, keys=StaticKeys(KeySet((key,))), algorithms=("EdDSA",))
+    return ApprovalVerifier(
+        TokenVerifier(audience=APPROVAL_AUDIENCE, issuers=[issuer]), jurisdiction
+    )

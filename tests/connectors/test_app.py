@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import select
@@ -16,9 +19,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import request_body
+from connector_kit import HDAB_ISSUER, approval_token, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from connectors.app import create_app
 from connectors.backends.base import Backend
@@ -26,7 +34,13 @@ from connectors.backends.fake import FakeBackend
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
 from schema.query import Criteria, EventCriterion
-from schema.wire import HEALTH_PATH, MAX_REQUEST_BYTES, QUERY_PATH, READY_PATH
+from schema.wire import (
+    HEALTH_PATH,
+    MAX_REQUEST_BYTES,
+    QUERY_PATH,
+    READY_PATH,
+    body_hash,
+)
 
 Sign = Callable[..., str]
 Client = TestClient[Any, Any]
@@ -42,12 +56,14 @@ def audit_key(directory: Path) -> Path:
     return path
 
 
-def settings(database: Path, keys: dict[str, Path]) -> ConnectorSettings:
+def settings(database: Path, keys: dict[str, Path], hdab: Path | None) -> ConnectorSettings:
     return ConnectorSettings(
         jurisdiction=Jurisdiction.FR,
         database=database,
         gateway_keys=keys,
         audit_key=audit_key(database.parent),
+        hdab_issuer=HDAB_ISSUER,
+        hdab_public_key=hdab,
     )
 
 
@@ -58,14 +74,21 @@ async def start(app_settings: ConnectorSettings, backend: Backend | None = None)
 
 
 @pytest.fixture
-async def client(omop_db: Path, gateway_public_pem: Path) -> AsyncIterator[Client]:
-    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}))
+async def client(
+    omop_db: Path, gateway_public_pem: Path, hdab_public_pem: Path
+) -> AsyncIterator[Client]:
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}, hdab_public_pem))
     yield client
     await client.close()
 
 
-async def post(client: Client, body: bytes, token: str | None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+async def post(
+    client: Client, body: bytes, token: str | None, approval: str | None = None
+) -> tuple[int, Any]:
+    """POST a node request; `approval` defaults to a valid one from the node's HDAB."""
+    headers = {"Content-Type": "application/json", "X-Tessera-Approval": approval_token()}
+    if approval is not None:
+        headers["X-Tessera-Approval"] = approval
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     response = await client.post(QUERY_PATH, data=body, headers=headers)
@@ -94,9 +117,11 @@ async def test_not_ready_while_shutting_down(client: Client) -> None:
 
 
 async def test_not_ready_without_tessera_tables(
-    bare_cdm_db: Path, gateway_public_pem: Path
+    bare_cdm_db: Path, gateway_public_pem: Path, hdab_public_pem: Path
 ) -> None:
-    client = await start(settings(bare_cdm_db, {"gateway-2024": gateway_public_pem}))
+    client = await start(
+        settings(bare_cdm_db, {"gateway-2024": gateway_public_pem}, hdab_public_pem)
+    )
     try:
         response = await client.get(READY_PATH)
         assert response.status == 503
@@ -109,8 +134,8 @@ async def test_not_ready_without_tessera_tables(
         await client.close()
 
 
-async def test_not_ready_without_gateway_keys(omop_db: Path) -> None:
-    client = await start(settings(omop_db, {}))
+async def test_not_ready_without_gateway_keys(omop_db: Path, hdab_public_pem: Path) -> None:
+    client = await start(settings(omop_db, {}, hdab_public_pem))
     try:
         response = await client.get(READY_PATH)
         assert response.status == 503
@@ -160,22 +185,35 @@ async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign
     assert "5" not in json.dumps(cell)
 
 
+def assert_clean(error: dict[str, Any], *secrets: str) -> None:
+    """A refusal says which check failed and nothing else: no token, no key, no trace."""
+    assert set(error) == {"code", "message"}
+    text = json.dumps(error)
+    for leak in ("Traceback", "PEM", ".py", "/tmp", *secrets):
+        assert leak not in text
+
+
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "status", "code"),
     [
-        pytest.param({"key": Ed25519PrivateKey.generate()}, "signature", id="bad-signature"),
-        pytest.param({"aud": "tessera-node-dk"}, "another node", id="wrong-audience"),
-        pytest.param({"issued_at": time.time() - 300}, "expired", id="expired"),
+        pytest.param({"key": Ed25519PrivateKey.generate()}, 401, "BAD_SIGNATURE", id="other-key"),
+        pytest.param({"kid": "gateway-1999"}, 401, "UNKNOWN_KEY", id="unknown-kid"),
+        pytest.param({"aud": "tessera-node-dk"}, 400, "WRONG_NODE", id="wrong-audience"),
+        pytest.param({"iss": "someone-else"}, 401, "BAD_SIGNATURE", id="wrong-issuer"),
+        pytest.param({"issued_at": time.time() - 300}, 401, "REQUEST_EXPIRED", id="expired"),
+        pytest.param({"lifetime": 61}, 401, "BAD_SIGNATURE", id="too-long-lived"),
+        pytest.param({"typ": "JWT"}, 401, "BAD_SIGNATURE", id="wrong-typ"),
+        pytest.param({"jti": None}, 401, "BAD_SIGNATURE", id="no-jti"),
     ],
 )
-async def test_bad_tokens_are_401(
-    client: Client, sign: Sign, change: dict[str, Any], message: str
+async def test_a_bad_request_token_is_refused_with_its_code(
+    client: Client, sign: Sign, change: dict[str, Any], status: int, code: str
 ) -> None:
     body = request_body()
-    status, error = await post(client, body, sign(body, **change))
-    assert status == 401
-    assert error["code"] == "BAD_SIGNATURE"
-    assert message in error["message"]
+    token = sign(body, **change)
+    got_status, error = await post(client, body, token)
+    assert (got_status, error["code"]) == (status, code)
+    assert_clean(error, token)
 
 
 async def test_missing_token_is_401(client: Client) -> None:
@@ -183,22 +221,93 @@ async def test_missing_token_is_401(client: Client) -> None:
     assert (status, error["code"]) == (401, "BAD_SIGNATURE")
 
 
-async def test_a_body_altered_after_signing_is_401(client: Client, sign: Sign) -> None:
+async def test_an_hs256_token_is_refused(client: Client, gateway_key: Ed25519PrivateKey) -> None:
+    body = request_body()
+    now = int(time.time())
+    claims = {"iss": "tessera-gateway", "aud": "tessera-node-fr", "iat": now, "exp": now + 30}
+    # The key-confusion attack: the pinned public key used as an HMAC secret (by hand:
+    # pyjwt rightly refuses to do it).
+    header = {"alg": "HS256", "kid": "gateway-2024", "typ": "tessera-node-request+jwt"}
+    segments = [
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        for part in (header, {**claims, "jti": "x", "bsh": body_hash(body)})
+    ]
+    public_pem = gateway_key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    mac = hmac.new(public_pem, ".".join(segments).encode(), hashlib.sha256)
+    forged = ".".join([*segments, base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()])
+    status, error = await post(client, body, forged)
+    assert (status, error["code"]) == (401, "BAD_SIGNATURE")
+
+
+async def test_a_body_altered_after_signing_is_refused(client: Client, sign: Sign) -> None:
     body = request_body()
     token = sign(body)
     altered = body.replace(b'"FR"', b'"DE"')
     status, error = await post(client, altered, token)
-    assert (status, error["code"]) == (401, "BAD_SIGNATURE")
-    assert "body" in error["message"]
+    assert (status, error["code"]) == (401, "BODY_MISMATCH")
+    assert_clean(error, token)
 
 
-async def test_a_replayed_request_is_401(client: Client, sign: Sign) -> None:
+async def test_a_replayed_request_is_refused(client: Client, sign: Sign) -> None:
     body = request_body()
     token = sign(body)
     first, _ = await post(client, body, token)
     second, error = await post(client, body, token)
     assert (first, second) == (200, 401)
-    assert "already used" in error["message"]
+    assert error["code"] == "REPLAYED_REQUEST"
+    assert_clean(error, token)
+
+
+# -- the researcher's approval, checked by the node itself ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("approval", "code"),
+    [
+        pytest.param("", "APPROVAL_REQUIRED", id="missing"),
+        pytest.param(
+            approval_token(key=Ed25519PrivateKey.generate()), "APPROVAL_INVALID", id="other-key"
+        ),
+        pytest.param(
+            approval_token(iat=int(time.time()) - 3600, exp=int(time.time()) - 600),
+            "APPROVAL_INVALID",
+            id="expired",
+        ),
+        pytest.param(approval_token(aud="elsewhere"), "APPROVAL_INVALID", id="wrong-audience"),
+        pytest.param(approval_token(iss="https://hdab.de.test"), "APPROVAL_INVALID", id="issuer"),
+        pytest.param(approval_token(roles=["operator"]), "APPROVAL_INVALID", id="no-role"),
+        pytest.param(approval_token(approval=None), "APPROVAL_INVALID", id="no-approval"),
+        pytest.param(
+            approval_token(request_id="DR-2099-0001"), "APPROVAL_MISMATCH", id="other-request"
+        ),
+        pytest.param(
+            approval_token(jurisdictions=("DE", "DK")), "APPROVAL_MISMATCH", id="not-this-node"
+        ),
+        pytest.param("not-a-jwt", "APPROVAL_INVALID", id="garbage"),
+    ],
+)
+async def test_a_bad_approval_is_refused(
+    client: Client, sign: Sign, approval: str, code: str
+) -> None:
+    body = request_body()
+    status, error = await post(client, body, sign(body), approval=approval)
+    assert (status, error["code"]) == (403, code)
+    assert_clean(error, *(approval.split(".")[:2] if approval else ()))
+
+
+async def test_a_node_without_hdab_keys_refuses_every_query(
+    omop_db: Path, gateway_public_pem: Path, sign: Sign
+) -> None:
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}, None))
+    try:
+        assert (await client.get(READY_PATH)).status == 503
+        body = request_body()
+        status, error = await post(client, body, sign(body))
+        assert (status, error["code"]) == (403, "APPROVAL_INVALID")
+    finally:
+        await client.close()
 
 
 async def test_a_request_for_another_node_is_400(client: Client, sign: Sign) -> None:
@@ -235,10 +344,11 @@ async def test_an_oversized_chunked_body_is_413(client: Client, sign: Sign) -> N
 
 
 async def test_a_backend_failure_is_503_without_details(
-    omop_db: Path, gateway_public_pem: Path, sign: Sign
+    omop_db: Path, gateway_public_pem: Path, hdab_public_pem: Path, sign: Sign
 ) -> None:
     client = await start(
-        settings(omop_db, {"gateway-2024": gateway_public_pem}), FakeBackend(fail=True)
+        settings(omop_db, {"gateway-2024": gateway_public_pem}, hdab_public_pem),
+        FakeBackend(fail=True),
     )
     try:
         body = request_body()
@@ -257,16 +367,20 @@ async def test_unknown_routes_answer_json(client: Client) -> None:
     assert response.status == 405
 
 
-async def test_the_app_closes_its_backend(omop_db: Path, gateway_public_pem: Path) -> None:
+async def test_the_app_closes_its_backend(
+    omop_db: Path, gateway_public_pem: Path, hdab_public_pem: Path
+) -> None:
     backend = FakeBackend()
-    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}), backend)
+    client = await start(
+        settings(omop_db, {"gateway-2024": gateway_public_pem}, hdab_public_pem), backend
+    )
     await client.close()
     assert backend.closed
 
 
 def test_an_unreadable_key_is_a_settings_error(omop_db: Path, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="GATEWAY_KEYS"):
-        create_app(settings(omop_db, {"gw": tmp_path / "missing.pem"}))
+        create_app(settings(omop_db, {"gw": tmp_path / "missing.pem"}, None))
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -290,6 +404,25 @@ def test_settings_from_the_environment() -> None:
     assert dict(s.gateway_keys) == {"k1": Path("a.pem"), "k2": Path("b.pem")}
 
 
+def test_trust_settings_from_the_environment() -> None:
+    s = ConnectorSettings.from_env(
+        {
+            "TESSERA_CONNECTOR_JURISDICTION": "FR",
+            "TESSERA_CONNECTOR_DATABASE": "omop.duckdb",
+            "TESSERA_CONNECTOR_GATEWAY_JWKS": "gateway.jwks.json",
+            "TESSERA_CONNECTOR_HDAB_ISSUER": "https://hdab.fr",
+            "TESSERA_CONNECTOR_HDAB_JWKS_URL": "https://hdab.fr/jwks.json",
+            "TESSERA_CONNECTOR_HDAB_ALGORITHMS": "ES256, EdDSA",
+            "TESSERA_CONNECTOR_REDIS_URL": "redis://127.0.0.1:6379/0",
+        }
+    )
+    assert s.gateway_jwks == Path("gateway.jwks.json")
+    assert (s.hdab_issuer, s.hdab_jwks_url) == ("https://hdab.fr", "https://hdab.fr/jwks.json")
+    assert s.hdab_algorithms == ("ES256", "EdDSA")
+    assert s.approval_audience == s.gateway_issuer == "tessera-gateway"
+    assert (s.redis_url, s.redis_prefix) == ("redis://127.0.0.1:6379/0", "tessera:")
+
+
 def test_overrides_win_over_the_environment() -> None:
     env = {"TESSERA_CONNECTOR_JURISDICTION": "DK", "TESSERA_CONNECTOR_PORT": "not a port"}
     s = ConnectorSettings.from_env(env, database=Path("x.duckdb"), port=0, node_id="dk-1")
@@ -297,6 +430,7 @@ def test_overrides_win_over_the_environment() -> None:
 
 
 J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
+HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
 
 
 @pytest.mark.parametrize(
@@ -312,6 +446,14 @@ J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_THREADS": "0"}, "THREADS must be between"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_GATEWAY_KEYS": "kid"}, "GATEWAY_KEYS is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_GATEWAY_KEYS": "a=x,a=y"}, "appears twice"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY": "h.pem"}, "HDAB_ISSUER"),
+        (
+            {J: "FR", DB: "x", HI: "i", HP: "h.pem", "TESSERA_CONNECTOR_HDAB_JWKS_FILE": "j"},
+            "exclude each other",
+        ),
+        ({J: "FR", DB: "x", HI: "i", "TESSERA_CONNECTOR_HDAB_JWKS_URL": "http://x/j"}, "https"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_HDAB_ALGORITHMS": "HS256"}, "ALGORITHMS"),
+        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_REDIS_URL": "localhost:6379"}, "REDIS_URL"),
     ],
 )
 def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
@@ -323,7 +465,7 @@ def test_invalid_settings_name_their_variable(env: dict[str, str], message: str)
 
 
 def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
-    omop_db: Path, gateway_public_pem: Path
+    omop_db: Path, gateway_public_pem: Path, hdab_public_pem: Path
 ) -> None:
     env = {
         **os.environ,
@@ -332,6 +474,8 @@ def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
         "TESSERA_CONNECTOR_PORT": "0",
         "TESSERA_CONNECTOR_GATEWAY_KEYS": f"gateway-2024={gateway_public_pem}",
         "TESSERA_CONNECTOR_AUDIT_KEY": str(audit_key(omop_db.parent)),
+        "TESSERA_CONNECTOR_HDAB_ISSUER": HDAB_ISSUER,
+        "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY": str(hdab_public_pem),
     }
     code = (
         "from connectors.app import serve; from connectors.settings import ConnectorSettings; "
@@ -358,10 +502,14 @@ def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
 
 
 async def test_an_answer_too_large_for_the_gateway_is_refused(
-    omop_db: Path, gateway_public_pem: Path, sign: Sign, monkeypatch: pytest.MonkeyPatch
+    omop_db: Path,
+    gateway_public_pem: Path,
+    hdab_public_pem: Path,
+    sign: Sign,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("connectors.app.MAX_RESPONSE_BYTES", 200)
-    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}))
+    client = await start(settings(omop_db, {"gateway-2024": gateway_public_pem}, hdab_public_pem))
     try:
         body = request_body(tables=[(Dimension.AGE_BAND_5,)])
         status, error = await post(client, body, sign(body))

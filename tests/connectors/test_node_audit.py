@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import policy, request_body
+from connector_kit import (
+    HDAB_ISSUER,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+    write_hdab_public_pem,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -49,24 +54,6 @@ def body(jurisdiction: Jurisdiction = Jurisdiction.FR) -> bytes:
     return request_body(Criteria(), [(), (Dimension.SEX,)], jurisdiction)
 
 
-def approval_token() -> str:
-    now = int(time.time())
-    claims = {
-        "iss": "https://hdab.test",
-        "sub": "researcher@example.eu",
-        "aud": "tessera-gateway",
-        "iat": now,
-        "exp": now + 60,
-        "approval": {
-            "request_id": "DR-2026-0042",
-            "purpose": "scientific_research",
-            "jurisdictions": ["FR"],
-            "datasets": ["omop-cdm-5.4"],
-        },
-    }
-    return jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
-
-
 @pytest.fixture
 def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
@@ -92,6 +79,7 @@ def service(
         jurisdiction=Jurisdiction.FR,
         backend=FakeBackend(ROWS),
         verifier=verifier,
+        approvals=approval_verifier(Jurisdiction.FR),
         policy=policy(),
         audit=AuditLog(store, CHAIN, signing_key=Ed25519PrivateKey.generate()),
         tracer=provider.get_tracer("test"),
@@ -114,8 +102,8 @@ async def test_an_answer_is_recorded_before_it_leaves(
         "tessera-node-fr",
     )
     assert (entry.principal, entry.issuer, entry.purpose) == (
-        "researcher@example.eu",
-        "https://hdab.test",
+        "researcher@test.eu",
+        HDAB_ISSUER,
         "scientific_research",
     )
     assert entry.datasets == ["omop-cdm-5.4"]
@@ -133,6 +121,7 @@ async def test_an_answer_is_recorded_before_it_leaves(
     assert [s.name for s in entry.steps] == [
         "verify",
         "parse",
+        "approval",
         "policy",
         "compile",
         "population",
@@ -178,7 +167,10 @@ async def test_spans_continue_the_gateways_trace(
     context = propagate.extract({"traceparent": f"00-{trace_id}-{parent_id}-01"})
     request = body()
     await service.handle(
-        authorization=f"Bearer {sign(request)}", body=request, trace_parent=context
+        authorization=f"Bearer {sign(request)}",
+        body=request,
+        trace_parent=context,
+        approval_token=approval_token(),
     )
     finished = spans.get_finished_spans()
     (root,) = [s for s in finished if s.name == "connector.query"]
@@ -190,6 +182,7 @@ async def test_spans_continue_the_gateways_trace(
     assert children == [
         "connector.verify",
         "connector.parse",
+        "connector.approval",
         "connector.policy",
         "connector.compile",
         "connector.population",
@@ -238,6 +231,8 @@ async def test_the_service_answers_503_when_its_audit_is_unavailable(
         database=omop_db,
         gateway_keys={"gateway-2024": gateway_public_pem},
         audit_key=key,
+        hdab_issuer=HDAB_ISSUER,
+        hdab_public_key=write_hdab_public_pem(tmp_path / "hdab.pem"),
     )
     store = MemoryAuditStore()
     async with TestClient(TestServer(create_app(settings, audit_store=store))) as client:
@@ -254,7 +249,9 @@ async def test_the_service_answers_503_when_its_audit_is_unavailable(
         store.fail = False
         request = body()
         response = await client.post(
-            QUERY_PATH, data=request, headers={"Authorization": f"Bearer {sign(request)}"}
+            QUERY_PATH,
+            data=request,
+            headers={"Authorization": f"Bearer {sign(request)}", APPROVAL_HEADER: approval_token()},
         )
         assert response.status == 200
         assert (await response.json())["status"] == NodeStatus.OK.value

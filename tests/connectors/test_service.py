@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from connector_kit import policy, request_body
+from connector_kit import approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.fake import FakeBackend
 from connectors.compiler import CompiledQuery, ConceptLookup, ConceptSet, Row, Statement
-from connectors.errors import BackendFailed, BadRequest, BadSignature, QueryTimeout, WrongNode
+from connectors.errors import (
+    BackendFailed,
+    BadRequest,
+    NodeRefusal,
+    QueryTimeout,
+    WrongNode,
+)
 from connectors.service import QueryService
 from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.disclosure import PRIMARY_SUPPRESSION, SECONDARY_SUPPRESSION
@@ -72,11 +78,14 @@ def service(
         policy=policy(),
         audit=audit,
         query_timeout_s=query_timeout_s,
+        approvals=approval_verifier(Jurisdiction.FR),
     )
 
 
 async def ask(svc: QueryService, sign: Sign, body: bytes) -> Any:
-    return await svc.handle(authorization=f"Bearer {sign(body)}", body=body)
+    return await svc.handle(
+        authorization=f"Bearer {sign(body)}", body=body, approval_token=approval_token()
+    )
 
 
 async def test_counts_are_protected_by_the_node_profile(
@@ -136,10 +145,25 @@ async def test_codes_are_resolved_once_and_bound_as_concept_ids(
 async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
     backend = FakeBackend([(0, 50, 1234)])
     body = e11_body()
-    with pytest.raises(BadSignature):
+    with pytest.raises(NodeRefusal):
         await service(backend, verifier).handle(
-            authorization=f"Bearer {sign(body, aud='tessera-node-de')}", body=body
+            authorization=f"Bearer {sign(body, aud='tessera-node-de')}",
+            body=body,
+            approval_token=approval_token(),
         )
+    assert backend.statements == []
+
+
+async def test_a_bad_approval_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
+    backend = FakeBackend([(0, 50, 1234)])
+    body = e11_body()
+    with pytest.raises(NodeRefusal) as refused:
+        await service(backend, verifier).handle(
+            authorization=f"Bearer {sign(body)}",
+            body=body,
+            approval_token=approval_token(request_id="DR-2099-0001"),
+        )
+    assert refused.value.code.value == "APPROVAL_MISMATCH"
     assert backend.statements == []
 
 

@@ -1,9 +1,11 @@
-"""Verification of the gateway's request tokens."""
+"""Verification of the gateway's request tokens, and the replay caches."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import jwt
@@ -11,14 +13,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from redis.asyncio import Redis
 
-from connectors.errors import BadSignature
-from connectors.verify import ReplayCache, RequestVerifier, load_gateway_keys, load_public_key
-from schema.errors import ErrorCode
+from connectors.errors import NodeRefusal
+from connectors.verify import RequestVerifier, load_gateway_keys, load_public_key
+from schema.errors import ErrorCode, TesseraError
+from trust.replay import MemoryReplayCache, RedisReplayCache
+from trust.store import connect_redis
 
 Sign = Callable[..., str]
 BODY = b'{"query_id": "q-0001"}'
 KID, ISSUER, NODE = "gateway-2024", "tessera-gateway", "tessera-node-fr"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
@@ -32,63 +38,73 @@ def bearer(token: str) -> str:
     return f"Bearer {token}"
 
 
-def test_a_valid_token_passes(verifier: RequestVerifier, sign: Sign) -> None:
-    verified = verifier.verify(bearer(sign(BODY, jti="abc-1")), BODY)
+async def refused(verifier: RequestVerifier, authorization: str | None, body: bytes) -> ErrorCode:
+    with pytest.raises(NodeRefusal) as raised:
+        await verifier.verify(authorization, body)
+    return raised.value.code
+
+
+async def test_a_valid_token_passes(verifier: RequestVerifier, sign: Sign) -> None:
+    verified = await verifier.verify(bearer(sign(BODY, jti="abc-1")), BODY)
     assert verified.kid == KID
     assert verified.jti == "abc-1"
     assert verified.expires_at - verified.issued_at == 30
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "code"),
     [
-        pytest.param({"aud": "tessera-node-de"}, "another node", id="wrong-audience"),
-        pytest.param({"aud": None}, "lacks a required claim", id="no-audience"),
-        pytest.param({"iss": "someone-else"}, "wrong issuer", id="wrong-issuer"),
-        pytest.param({"issued_at": time.time() - 120}, "expired", id="expired"),
-        pytest.param({"issued_at": time.time() + 120}, "not valid yet", id="issued-in-the-future"),
-        pytest.param({"lifetime": 61}, "lives too long", id="too-long-lived"),
-        pytest.param({"jti": None}, "lacks a required claim", id="no-jti"),
-        pytest.param({"jti": 42}, "invalid jti", id="jti-not-a-string"),
-        pytest.param({"bsh": None}, "lacks a required claim", id="no-body-hash"),
-        pytest.param({"bsh": "0" * 64}, "body does not match", id="wrong-body-hash"),
-        pytest.param({"typ": "JWT"}, "wrong type", id="wrong-typ"),
-        pytest.param({"kid": "gateway-1999"}, "unknown key", id="unknown-kid"),
-        pytest.param({"key": Ed25519PrivateKey.generate()}, "signature is invalid", id="other-key"),
+        pytest.param({"aud": "tessera-node-de"}, ErrorCode.WRONG_NODE, id="wrong-audience"),
+        pytest.param({"aud": None}, ErrorCode.BAD_SIGNATURE, id="no-audience"),
+        pytest.param({"iss": "someone-else"}, ErrorCode.BAD_SIGNATURE, id="wrong-issuer"),
+        pytest.param({"issued_at": time.time() - 120}, ErrorCode.REQUEST_EXPIRED, id="expired"),
+        pytest.param(
+            {"issued_at": time.time() + 120}, ErrorCode.REQUEST_EXPIRED, id="issued-in-the-future"
+        ),
+        pytest.param({"lifetime": 61}, ErrorCode.BAD_SIGNATURE, id="too-long-lived"),
+        pytest.param({"jti": None}, ErrorCode.BAD_SIGNATURE, id="no-jti"),
+        pytest.param({"jti": 42}, ErrorCode.BAD_SIGNATURE, id="jti-not-a-string"),
+        pytest.param({"iat": "now"}, ErrorCode.BAD_SIGNATURE, id="iat-not-a-number"),
+        pytest.param({"bsh": None}, ErrorCode.BAD_SIGNATURE, id="no-body-hash"),
+        pytest.param({"bsh": "0" * 64}, ErrorCode.BODY_MISMATCH, id="wrong-body-hash"),
+        pytest.param({"typ": "JWT"}, ErrorCode.BAD_SIGNATURE, id="wrong-typ"),
+        pytest.param({"kid": "gateway-1999"}, ErrorCode.UNKNOWN_KEY, id="unknown-kid"),
+        pytest.param(
+            {"key": Ed25519PrivateKey.generate()}, ErrorCode.BAD_SIGNATURE, id="other-key"
+        ),
     ],
 )
-def test_a_bad_token_is_refused(
-    verifier: RequestVerifier, sign: Sign, change: dict[str, object], message: str
+async def test_a_bad_token_is_refused_with_its_code(
+    verifier: RequestVerifier, sign: Sign, change: dict[str, object], code: ErrorCode
 ) -> None:
-    with pytest.raises(BadSignature, match=message) as raised:
-        verifier.verify(bearer(sign(BODY, **change)), BODY)
-    assert raised.value.code is ErrorCode.BAD_SIGNATURE
+    assert await refused(verifier, bearer(sign(BODY, **change)), BODY) is code
 
 
-def test_a_token_just_past_expiry_is_within_the_leeway(
+async def test_a_token_just_past_expiry_is_within_the_leeway(
     verifier: RequestVerifier, sign: Sign
 ) -> None:
-    verifier.verify(bearer(sign(BODY, issued_at=time.time() - 33)), BODY)
+    await verifier.verify(bearer(sign(BODY, issued_at=time.time() - 33)), BODY)
 
 
-def test_a_body_altered_after_signing_is_refused(verifier: RequestVerifier, sign: Sign) -> None:
+async def test_a_body_altered_after_signing_is_refused(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
     token = sign(BODY)
-    with pytest.raises(BadSignature, match="body does not match"):
-        verifier.verify(bearer(token), BODY.replace(b"0001", b"0002"))
+    code = await refused(verifier, bearer(token), BODY.replace(b"0001", b"0002"))
+    assert code is ErrorCode.BODY_MISMATCH
 
 
 @pytest.mark.parametrize(
     "authorization",
     [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-jwt", "Bearer a.b.c"],
 )
-def test_a_missing_or_malformed_header_is_refused(
+async def test_a_missing_or_malformed_header_is_refused(
     verifier: RequestVerifier, authorization: str | None
 ) -> None:
-    with pytest.raises(BadSignature):
-        verifier.verify(authorization, BODY)
+    assert await refused(verifier, authorization, BODY) is ErrorCode.BAD_SIGNATURE
 
 
-def test_only_eddsa_is_accepted(verifier: RequestVerifier) -> None:
+async def test_only_eddsa_is_accepted(verifier: RequestVerifier) -> None:
     # A token in another algorithm is refused before any key is tried.
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": NODE, "iat": now, "exp": now + 30, "jti": "x", "bsh": "y"}
@@ -98,53 +114,46 @@ def test_only_eddsa_is_accepted(verifier: RequestVerifier) -> None:
         algorithm="HS256",
         headers={"kid": KID, "typ": "tessera-node-request+jwt"},
     )
-    with pytest.raises(BadSignature, match="EdDSA"):
-        verifier.verify(bearer(forged), BODY)
+    with pytest.raises(NodeRefusal, match="EdDSA"):
+        await verifier.verify(bearer(forged), BODY)
 
 
-def test_a_replayed_token_is_refused(verifier: RequestVerifier, sign: Sign) -> None:
+async def test_a_replayed_token_is_refused(verifier: RequestVerifier, sign: Sign) -> None:
     token = sign(BODY)
-    verifier.verify(bearer(token), BODY)
-    with pytest.raises(BadSignature, match="already used"):
-        verifier.verify(bearer(token), BODY)
+    await verifier.verify(bearer(token), BODY)
+    assert await refused(verifier, bearer(token), BODY) is ErrorCode.REPLAYED_REQUEST
 
 
-def test_a_refused_token_does_not_use_up_its_jti(verifier: RequestVerifier, sign: Sign) -> None:
+async def test_a_refused_token_does_not_use_up_its_jti(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
     token = sign(BODY)
-    with pytest.raises(BadSignature):
-        verifier.verify(bearer(token), b"tampered")
-    verifier.verify(bearer(token), BODY)
+    await refused(verifier, bearer(token), b"tampered")
+    await verifier.verify(bearer(token), BODY)
 
 
-def test_no_key_means_every_token_is_refused(sign: Sign) -> None:
+async def test_rotation_two_pinned_keys_are_valid_at_once(
+    tmp_path: Path, gateway_public_pem: Path, sign: Sign
+) -> None:
+    new_key = Ed25519PrivateKey.generate()
+    new_pem = tmp_path / "new.pem"
+    new_pem.write_bytes(
+        new_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    keys = load_gateway_keys({KID: gateway_public_pem, "gateway-2025": new_pem})
+    verifier = RequestVerifier(keys=keys, issuer=ISSUER, audience=NODE)
+    await verifier.verify(bearer(sign(BODY)), BODY)
+    await verifier.verify(bearer(sign(BODY, key=new_key, kid="gateway-2025")), BODY)
+    # Each key only under its own kid.
+    assert await refused(verifier, bearer(sign(BODY, key=new_key)), BODY) is (
+        ErrorCode.BAD_SIGNATURE
+    )
+
+
+async def test_no_key_means_every_token_is_refused(sign: Sign) -> None:
     verifier = RequestVerifier(keys={}, issuer=ISSUER, audience=NODE)
     assert not verifier.has_keys
-    with pytest.raises(BadSignature, match="unknown key"):
-        verifier.verify(bearer(sign(BODY)), BODY)
-
-
-def test_the_replay_cache_forgets_expired_entries() -> None:
-    now = [1000.0]
-    cache = ReplayCache(max_entries=2, clock=lambda: now[0])
-    cache.claim("a", expires_at=1010)
-    with pytest.raises(BadSignature, match="already used"):
-        cache.claim("a", expires_at=1010)
-    now[0] = 1016  # past expiry + leeway
-    cache.claim("a", expires_at=1030)
-    assert len(cache) == 1
-
-
-def test_a_full_replay_cache_refuses_rather_than_forgets() -> None:
-    now = [1000.0]
-    cache = ReplayCache(max_entries=2, clock=lambda: now[0])
-    cache.claim("a", expires_at=1050)
-    cache.claim("b", expires_at=1010)
-    with pytest.raises(BadSignature, match="too many"):
-        cache.claim("c", expires_at=1050)
-    now[0] = 1020  # "b" has expired although it is not first in line
-    cache.claim("c", expires_at=1050)
-    with pytest.raises(BadSignature, match="already used"):
-        cache.claim("a", expires_at=1050)
+    assert await refused(verifier, bearer(sign(BODY)), BODY) is ErrorCode.UNKNOWN_KEY
 
 
 def test_a_key_file_must_hold_an_ed25519_public_key(tmp_path: Path) -> None:
@@ -156,3 +165,59 @@ def test_a_key_file_must_hold_an_ed25519_public_key(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="Ed25519"):
         load_public_key(path)
+
+
+# -- replay caches ---------------------------------------------------------------------------
+async def test_the_memory_cache_forgets_expired_entries() -> None:
+    now = [1000.0]
+    cache = MemoryReplayCache(max_entries=2, clock=lambda: now[0])
+    assert await cache.claim("a", 10)
+    assert not await cache.claim("a", 10)
+    now[0] = 1011
+    assert await cache.claim("a", 10)
+    assert len(cache) == 1
+
+
+async def test_a_full_memory_cache_refuses_rather_than_forgets() -> None:
+    now = [1000.0]
+    cache = MemoryReplayCache(max_entries=2, clock=lambda: now[0])
+    assert await cache.claim("a", 50)
+    assert await cache.claim("b", 10)
+    with pytest.raises(TesseraError) as full:
+        await cache.claim("c", 50)
+    assert full.value.code is ErrorCode.TEMPORARILY_UNAVAILABLE
+    now[0] = 1020  # "b" has expired although it is not first in line
+    assert await cache.claim("c", 50)
+    assert not await cache.claim("a", 50)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = connect_redis(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+async def test_the_redis_cache_is_shared_and_expires(redis: Redis) -> None:
+    prefix = f"tessera-test-{uuid.uuid4().hex}:"
+    one, two = RedisReplayCache(redis, prefix=prefix), RedisReplayCache(redis, prefix=prefix)
+    try:
+        assert await one.claim("node:jti-1", 0.3)
+        assert not await two.claim("node:jti-1", 0.3)  # another replica has seen it
+        assert await two.claim("node:jti-2", 0.3)
+        await asyncio.sleep(0.4)
+        assert await one.claim("node:jti-1", 0.3)  # expired with its token
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+
+
+async def test_an_unreachable_redis_refuses_rather_than_accepts() -> None:
+    client = connect_redis("redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(TesseraError) as down:
+            await RedisReplayCache(client, prefix="x:").claim("jti", 10)
+        assert down.value.code is ErrorCode.TEMPORARILY_UNAVAILABLE
+    finally:
+        await client.aclose()

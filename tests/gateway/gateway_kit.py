@@ -6,6 +6,7 @@ Imported by name (`from gateway_kit import ...`): pytest's default import mode p
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+from trust.keys import jwks
 
 # A POST of a GraphQL query to the test app (the `graphql` fixture).
 Post = Callable[..., Any]
@@ -33,6 +35,9 @@ Post = Callable[..., Any]
 GATEWAY_ID = "tessera-gateway"
 ISSUER = "https://hdab.test.tessera.eu"
 REQUEST_ID = "DR-2026-0042"
+HDAB_KID = "hdab-1"
+PEM_ISSUER_KEYS = 'public_key = "keys/hdab.pub.pem"'
+JWKS_ISSUER_KEYS = 'jwks_file = "keys/hdab.jwks.json"'
 MEMBERS = (Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO)
 
 SEX: Breakdown = (Dimension.SEX,)
@@ -90,17 +95,31 @@ def pem_public(key: Any) -> bytes:
     return data
 
 
+def write_jwks(path: Path, keys: Mapping[str, Any]) -> Path:
+    """A JWKS file of the public halves of `keys` (by kid)."""
+    public = {kid: k.public_key() if hasattr(k, "public_key") else k for kid, k in keys.items()}
+    path.write_text(json.dumps(jwks(public)))
+    return path
+
+
 def write_federation(
-    directory: Path, keys: Keys, nodes: Mapping[Jurisdiction, str] | None = None
+    directory: Path,
+    keys: Keys,
+    nodes: Mapping[Jurisdiction, str] | None = None,
+    *,
+    issuer_keys: str = PEM_ISSUER_KEYS,
 ) -> Path:
+    """A federation file trusting the test HDAB with `issuer_keys` (the TOML lines naming its
+    key source: its PEM key by default, or `JWKS_ISSUER_KEYS`, a JWKS with kid `HDAB_KID`)."""
     (directory / "keys").mkdir(exist_ok=True)
     (directory / "keys" / "gateway.key.pem").write_bytes(pem_private(keys.gateway))
     (directory / "keys" / "hdab.pub.pem").write_bytes(pem_public(keys.hdab))
+    write_jwks(directory / "keys" / "hdab.jwks.json", {HDAB_KID: keys.hdab})
     nodes = nodes or {j: f"http://127.0.0.1:9/{j.value.lower()}" for j in MEMBERS}
     text = (
         f'[gateway]\nid = "{GATEWAY_ID}"\nsigning_key = "keys/gateway.key.pem"\n'
         'signing_kid = "gateway-1"\n\n'
-        f'[[issuers]]\niss = "{ISSUER}"\npublic_key = "keys/hdab.pub.pem"\n'
+        f'[[issuers]]\niss = "{ISSUER}"\n{issuer_keys}\n'
         'algorithms = ["EdDSA"]\n\n'
     )
     for j, url in nodes.items():
@@ -189,3 +208,16 @@ def error_code(body: Mapping[str, Any]) -> str:
     assert body.get("errors"), body
     code: str = body["errors"][0]["extensions"]["code"]
     return code
+
+
+# What must never appear in an error: stack traces, SQL, file paths, library internals.
+LEAKS = ("Traceback", "SELECT", 'File "', ".py", "/tmp", "pyjwt", "jwt.exceptions", "PEM")
+
+
+def assert_clean_error(body: Mapping[str, Any], code: str, *secrets: str) -> None:
+    """`body` refuses with `code` only, and carries none of `secrets` nor a known leak."""
+    assert error_code(body) == code, body
+    assert body.get("data") in (None, {}) or all(v is None for v in body["data"].values())
+    text = json.dumps(body)
+    for leak in (*LEAKS, *secrets):
+        assert leak not in text, (leak, text)

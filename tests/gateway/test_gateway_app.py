@@ -219,9 +219,9 @@ async def test_missing_token_is_unauthenticated(graphql: Any, nodes: MockNodeCli
     assert nodes.calls == []
 
 
-async def test_garbage_token_is_unauthenticated(graphql: Any) -> None:
+async def test_garbage_token_is_malformed(graphql: Any) -> None:
     assert error_code(await graphql(cohort("{ sex: MALE }"), auth="not-a-jwt")) == (
-        "UNAUTHENTICATED"
+        "TOKEN_MALFORMED"
     )
 
 
@@ -278,7 +278,7 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == ["audit", "node_client"]
+    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "redis"]
 
 
 async def test_get_queries_are_off(client: TestClient) -> None:

@@ -105,6 +105,7 @@ async def test_every_answer_has_one_entry_with_its_steps(
         "authenticate",
         "authorize",
         "plan",
+        "limits",
         "policy",
         "fan_out",
         "combine",

@@ -1,4 +1,5 @@
-"""Researcher tokens: what is accepted, and that everything else is UNAUTHENTICATED."""
+"""Researcher tokens through the real HTTP endpoint: what is accepted, and that everything
+else is refused with its own stable code and without leaking anything."""
 
 from __future__ import annotations
 
@@ -7,24 +8,35 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import GATEWAY_ID, ISSUER, REQUEST_ID, Keys, mint, pem_public
+from gateway_kit import (
+    GATEWAY_ID,
+    HDAB_KID,
+    ISSUER,
+    JWKS_ISSUER_KEYS,
+    REQUEST_ID,
+    Keys,
+    assert_clean_error,
+    mint,
+    pem_public,
+    write_federation,
+)
 
-from gateway.auth import LEEWAY_S, Authenticator
-from gateway.federation import load_federation
+from gateway.app import create_app
+from gateway.nodes import MockNodeClient
+from gateway.settings import GatewaySettings
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Role
-from schema.codes import Jurisdiction
-from schema.errors import ErrorCode, TesseraError
+from trust.keys import jwks
+from trust.tokens import DEFAULT_LEEWAY_S
 
-
-@pytest.fixture
-def authenticator(federation_file: Path) -> Authenticator:
-    federation = load_federation(federation_file)
-    return Authenticator(audience=federation.gateway_id, issuers=federation.issuers)
+COHORT = f'{{ cohort(request: "{REQUEST_ID}", criteria: {{sex: MALE}}) {{ count {{ value }} }} }}'
 
 
 def b64(data: bytes) -> str:
@@ -54,75 +66,28 @@ def claims() -> dict[str, Any]:
     }
 
 
-def rejected(authenticator: Authenticator, token: str) -> TesseraError:
-    with pytest.raises(TesseraError) as caught:
-        authenticator.authenticate(f"Bearer {token}")
-    assert caught.value.code is ErrorCode.UNAUTHENTICATED
-    assert caught.value.__cause__ is None  # nothing of pyjwt's message travels on
-    return caught.value
+async def refused(graphql: Any, token: str, code: str, nodes: MockNodeClient) -> dict[str, Any]:
+    body: dict[str, Any] = await graphql(COHORT, auth=token)
+    # The token, any part of it, and pyjwt's own words never come back.
+    parts = [part for part in token.split(".") if len(part) > 8]
+    assert_clean_error(body, code, token, *parts, "Signature", "signature has")
+    assert nodes.calls == []
+    return body
 
 
-def test_valid_token(authenticator: Authenticator, keys: Keys) -> None:
-    token = mint(keys)
-    principal = authenticator.authenticate(f"Bearer {token}")
-    assert principal.issuer == ISSUER
-    assert principal.subject == "researcher@test.tessera.eu"
-    assert principal.roles == {Role.RESEARCHER.value}
-    assert principal.approval is not None
-    assert principal.approval.request_id == REQUEST_ID
-    assert principal.approval.jurisdictions[0] is Jurisdiction.FR
-    assert principal.token == token
+async def test_a_valid_token_is_served(graphql: Any) -> None:
+    body = await graphql(COHORT)
+    assert body["data"]["cohort"]["count"]["value"] == 500
 
 
-def test_scheme_is_case_insensitive(authenticator: Authenticator, keys: Keys) -> None:
-    assert authenticator.authenticate(f"bearer {mint(keys)}").issuer == ISSUER
-
-
-def test_expired(authenticator: Authenticator, keys: Keys) -> None:
-    now = int(time.time())
-    error = rejected(authenticator, mint(keys, iat=now - 900, exp=now - LEEWAY_S - 1))
-    assert error.message == "token has expired"
-
-
-def test_expiry_within_leeway_is_accepted(authenticator: Authenticator, keys: Keys) -> None:
-    now = int(time.time())
-    authenticator.authenticate(f"Bearer {mint(keys, iat=now - 900, exp=now - 5)}")
-
-
-def test_issued_in_the_future(authenticator: Authenticator, keys: Keys) -> None:
-    rejected(authenticator, mint(keys, iat=int(time.time()) + 3600))
-
-
-def test_not_yet_valid(authenticator: Authenticator, keys: Keys) -> None:
-    rejected(authenticator, mint(keys, nbf=int(time.time()) + 3600))
-
-
-def test_unknown_issuer(authenticator: Authenticator, keys: Keys) -> None:
-    error = rejected(authenticator, mint(keys, iss="https://evil.example"))
-    assert error.message == "token issuer is not trusted"
-
-
-def test_trusted_issuer_name_with_another_key(authenticator: Authenticator, keys: Keys) -> None:
-    error = rejected(authenticator, mint(keys, key=Ed25519PrivateKey.generate()))
-    assert error.message == "token signature does not verify"
-
-
-def test_wrong_audience(authenticator: Authenticator, keys: Keys) -> None:
-    error = rejected(authenticator, mint(keys, aud="another-gateway"))
-    assert error.message == "token is not meant for this gateway"
-
-
-@pytest.mark.parametrize("claim", ["exp", "iat", "iss", "aud", "sub"])
-def test_missing_required_claim(authenticator: Authenticator, keys: Keys, claim: str) -> None:
-    rejected(authenticator, mint(keys, **{claim: None}))
-
-
-def test_alg_none(authenticator: Authenticator) -> None:
+async def test_alg_none_is_refused(graphql: Any, nodes: MockNodeClient) -> None:
     token = handmade({"alg": "none", "typ": "JWT"}, claims(), lambda _: b"")
-    rejected(authenticator, token)
+    await refused(graphql, token, "TOKEN_ALGORITHM_NOT_ALLOWED", nodes)
 
 
-def test_hs256_signed_with_the_public_key(authenticator: Authenticator, keys: Keys) -> None:
+async def test_hs256_signed_with_the_issuers_public_key_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys
+) -> None:
     # The classic key-confusion attack: the verifier's public key used as an HMAC secret.
     secret = pem_public(keys.hdab)
     token = handmade(
@@ -130,45 +95,213 @@ def test_hs256_signed_with_the_public_key(authenticator: Authenticator, keys: Ke
         claims(),
         lambda data: hmac.new(secret, data, hashlib.sha256).digest(),
     )
-    error = rejected(authenticator, token)
-    assert error.message == "token algorithm is not allowed"
+    await refused(graphql, token, "TOKEN_ALGORITHM_NOT_ALLOWED", nodes)
 
 
-def test_garbage(authenticator: Authenticator) -> None:
-    assert rejected(authenticator, "not-a-jwt").message == "token is malformed"
+async def test_an_expired_token_is_refused(graphql: Any, nodes: MockNodeClient, keys: Keys) -> None:
+    now = int(time.time())
+    token = mint(keys, iat=now - 900, exp=now - DEFAULT_LEEWAY_S - 1)
+    await refused(graphql, token, "TOKEN_EXPIRED", nodes)
 
 
-@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer   "])
-def test_missing_or_odd_header(authenticator: Authenticator, header: str | None) -> None:
-    with pytest.raises(TesseraError) as caught:
-        authenticator.authenticate(header)
-    assert caught.value.code is ErrorCode.UNAUTHENTICATED
+async def test_expiry_within_the_leeway_is_accepted(graphql: Any, keys: Keys) -> None:
+    now = int(time.time())
+    body = await graphql(COHORT, auth=mint(keys, iat=now - 900, exp=now - 5))
+    assert body["data"]["cohort"]["count"]["value"] == 500
 
 
-def test_oversized_token(authenticator: Authenticator) -> None:
-    rejected(authenticator, "a" * 10_000)
-
-
-def test_malformed_approval_claim(authenticator: Authenticator, keys: Keys) -> None:
-    error = rejected(authenticator, mint(keys, **{APPROVAL_CLAIM: {"request_id": "x y"}}))
-    assert "approval" in error.message
-
-
-def test_roles_must_be_strings(authenticator: Authenticator, keys: Keys) -> None:
-    rejected(authenticator, mint(keys, **{ROLES_CLAIM: "researcher"}))
-
-
-def test_token_without_approval_is_forbidden_for_cohorts(
-    authenticator: Authenticator, keys: Keys
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+async def test_a_token_not_yet_valid_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys, claim: str
 ) -> None:
-    principal = authenticator.authenticate(f"Bearer {mint(keys, **{APPROVAL_CLAIM: None})}")
-    with pytest.raises(TesseraError) as caught:
-        principal.require_approval()
-    assert caught.value.code is ErrorCode.FORBIDDEN
+    token = mint(keys, **{claim: int(time.time()) + 3600, "exp": int(time.time()) + 7200})
+    await refused(graphql, token, "TOKEN_NOT_YET_VALID", nodes)
 
 
-def test_missing_role_is_forbidden(authenticator: Authenticator, keys: Keys) -> None:
-    principal = authenticator.authenticate(f"Bearer {mint(keys, **{ROLES_CLAIM: None})}")
-    with pytest.raises(TesseraError) as caught:
-        principal.require_role(Role.RESEARCHER)
-    assert caught.value.code is ErrorCode.FORBIDDEN
+async def test_a_token_for_another_audience_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys
+) -> None:
+    await refused(graphql, mint(keys, aud="another-gateway"), "TOKEN_WRONG_AUDIENCE", nodes)
+
+
+async def test_a_token_from_an_unknown_issuer_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys
+) -> None:
+    token = mint(keys, iss="https://evil.example")
+    await refused(graphql, token, "TOKEN_UNTRUSTED_ISSUER", nodes)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "iss", "aud", "sub"])
+async def test_a_token_missing_a_required_claim_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys, claim: str
+) -> None:
+    await refused(graphql, mint(keys, **{claim: None}), "TOKEN_MISSING_CLAIM", nodes)
+
+
+async def test_a_trusted_issuers_name_with_another_key_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys
+) -> None:
+    token = mint(keys, key=Ed25519PrivateKey.generate())
+    await refused(graphql, token, "TOKEN_BAD_SIGNATURE", nodes)
+
+
+@pytest.mark.parametrize("typ", ["tessera-node-request+jwt", "JWE", None])
+async def test_a_token_of_another_type_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys, typ: str | None
+) -> None:
+    token = handmade(
+        {"alg": "EdDSA"} if typ is None else {"alg": "EdDSA", "typ": typ}, claims(), keys.hdab.sign
+    )
+    await refused(graphql, token, "TOKEN_WRONG_TYPE", nodes)
+
+
+async def test_the_access_token_type_is_accepted(graphql: Any, keys: Keys) -> None:
+    token = handmade({"alg": "EdDSA", "typ": "at+jwt"}, claims(), keys.hdab.sign)
+    body = await graphql(COHORT, auth=token)
+    assert body["data"]["cohort"]["count"]["value"] == 300  # the approval covers FR only
+
+
+async def test_a_token_living_too_long_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys
+) -> None:
+    now = int(time.time())
+    token = mint(keys, iat=now, exp=now + 30 * 24 * 3600)
+    await refused(graphql, token, "TOKEN_INVALID_CLAIM", nodes)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {APPROVAL_CLAIM: {"request_id": "x y"}},
+        {ROLES_CLAIM: "researcher"},
+        {"exp": "soon"},
+        {"sub": "a\nb"},
+    ],
+    ids=["approval", "roles", "exp", "sub"],
+)
+async def test_a_token_with_a_malformed_claim_is_refused(
+    graphql: Any, nodes: MockNodeClient, keys: Keys, change: dict[str, Any]
+) -> None:
+    body = await graphql(COHORT, auth=mint(keys, **change))
+    assert body["errors"][0]["extensions"]["code"] in {"TOKEN_INVALID_CLAIM", "TOKEN_MALFORMED"}
+    assert nodes.calls == []
+
+
+@pytest.mark.parametrize(
+    "token", ["not-a-jwt", "a.b.c", "a" * 7_000, "é.é.é", "eyJhbGciOiJFZERTQSJ9.bm90IGpzb24."]
+)
+async def test_garbage_is_malformed(graphql: Any, nodes: MockNodeClient, token: str) -> None:
+    await refused(graphql, token, "TOKEN_MALFORMED", nodes)
+
+
+@pytest.mark.parametrize("header", ["", "Basic dXNlcjpwYXNz", "Bearer", "Bearer   "])
+async def test_no_bearer_token_is_unauthenticated(client: TestClient, header: str) -> None:
+    response = await client.post(
+        "/graphql", json={"query": COHORT}, headers={"Authorization": header}
+    )
+    body = await response.json()
+    assert_clean_error(body, "UNAUTHENTICATED")
+
+
+# -- roles ----------------------------------------------------------------------------------
+ISSUERS = "{ issuers { iss algorithms keyIds keysLoaded refreshed lastRefreshError } }"
+
+
+@pytest.mark.parametrize("roles", [["compliance"], ["operator"], []])
+async def test_only_researchers_ask_cohorts(
+    graphql: Any, nodes: MockNodeClient, keys: Keys, roles: list[str]
+) -> None:
+    body = await graphql(COHORT, auth=mint(keys, **{ROLES_CLAIM: roles}))
+    assert_clean_error(body, "FORBIDDEN")
+    assert nodes.calls == []
+
+
+@pytest.mark.parametrize("role", [Role.COMPLIANCE, Role.OPERATOR])
+async def test_compliance_and_operators_see_the_trusted_issuers(
+    graphql: Any, keys: Keys, role: Role
+) -> None:
+    body = await graphql(ISSUERS, auth=mint(keys, **{ROLES_CLAIM: [role.value]}))
+    assert body["data"]["issuers"] == [
+        {
+            "iss": ISSUER,
+            "algorithms": ["EdDSA"],
+            "keyIds": [],
+            "keysLoaded": True,
+            "refreshed": False,
+            "lastRefreshError": None,
+        }
+    ]
+
+
+async def test_researchers_do_not_see_the_trusted_issuers(graphql: Any) -> None:
+    assert_clean_error(await graphql(ISSUERS), "FORBIDDEN")
+
+
+async def test_the_trusted_issuers_need_a_token(graphql: Any) -> None:
+    assert_clean_error(await graphql(ISSUERS, auth=None), "UNAUTHENTICATED")
+
+
+# -- an issuer with a JWKS ------------------------------------------------------------------
+@pytest.fixture
+async def jwks_client(
+    tmp_path: Path, keys: Keys, nodes: MockNodeClient
+) -> AsyncIterator[TestClient]:
+    path = write_federation(tmp_path, keys, issuer_keys=JWKS_ISSUER_KEYS)
+    settings = GatewaySettings.from_env({}, federation=path)
+    async with TestClient(TestServer(create_app(settings, node_client=nodes))) as client:
+        yield client
+
+
+async def post(client: TestClient, token: str, query: str = COHORT) -> dict[str, Any]:
+    response = await client.post(
+        "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_a_token_naming_its_jwks_key_is_served(jwks_client: TestClient, keys: Keys) -> None:
+    body = await post(jwks_client, mint(keys, headers={"kid": HDAB_KID}))
+    assert body["data"]["cohort"]["count"]["value"] == 500
+
+
+async def test_an_unknown_kid_is_refused(
+    jwks_client: TestClient, keys: Keys, nodes: MockNodeClient
+) -> None:
+    token = mint(keys, headers={"kid": "hdab-2099"})
+    assert_clean_error(await post(jwks_client, token), "TOKEN_UNKNOWN_KEY", "hdab-2099")
+    assert nodes.calls == []
+
+
+async def test_a_known_kid_with_another_key_is_refused(jwks_client: TestClient, keys: Keys) -> None:
+    token = mint(keys, key=Ed25519PrivateKey.generate(), headers={"kid": HDAB_KID})
+    assert_clean_error(await post(jwks_client, token), "TOKEN_BAD_SIGNATURE")
+
+
+async def test_operators_see_the_jwks_kids(jwks_client: TestClient, keys: Keys) -> None:
+    token = mint(keys, headers={"kid": HDAB_KID}, **{ROLES_CLAIM: ["operator"]})
+    body = await post(jwks_client, token, ISSUERS)
+    [issuer] = body["data"]["issuers"]
+    assert (issuer["keyIds"], issuer["keysLoaded"], issuer["refreshed"]) == ([HDAB_KID], True, True)
+
+
+async def test_an_issuer_with_a_jwks_url_is_fetched_at_start(
+    tmp_path: Path, keys: Keys, nodes: MockNodeClient
+) -> None:
+    document = json.dumps(jwks({"hdab-7": keys.hdab.public_key()})).encode()
+
+    async def serve_jwks(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    publisher = web.Application()
+    publisher.router.add_get("/.well-known/jwks.json", serve_jwks)
+    async with TestServer(publisher, host="127.0.0.1") as hdab:
+        url = str(hdab.make_url("/.well-known/jwks.json"))
+        path = write_federation(tmp_path, keys, issuer_keys=f'jwks_url = "{url}"')
+        settings = GatewaySettings.from_env({}, federation=path)
+        async with TestClient(TestServer(create_app(settings, node_client=nodes))) as client:
+            body = await post(client, mint(keys, headers={"kid": "hdab-7"}))
+            assert body["data"]["cohort"]["count"]["value"] == 500
+            ready = await (await client.get("/readyz")).json()
+            assert ready["status"] == "ready"

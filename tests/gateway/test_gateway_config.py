@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import GATEWAY_ID, ISSUER, Keys, pem_public, write_federation
+from gateway_kit import (
+    GATEWAY_ID,
+    HDAB_KID,
+    ISSUER,
+    JWKS_ISSUER_KEYS,
+    Keys,
+    pem_public,
+    write_federation,
+)
 
 from gateway.federation import FederationError, load_federation
 from gateway.settings import GatewaySettings, SettingsError
@@ -157,3 +165,63 @@ def test_issuer_keys_must_fit_their_algorithms(tmp_path: Path, keys: Keys) -> No
         else:
             with pytest.raises(FederationError, match=algorithm):
                 load_federation(path)
+
+
+@pytest.mark.parametrize(
+    ("keys_lines", "problem"),
+    [
+        ('public_key = "keys/hdab.pub.pem"\njwks_file = "keys/hdab.jwks.json"', "exactly one"),
+        ("", "exactly one"),
+        ('jwks_url = "http://hdab.example/jwks.json"', "https"),
+        ('jwks_file = "keys/missing.json"', "cannot read"),
+        ('jwks_file = "keys/hdab.pub.pem"', "not JSON"),
+        ('public_key = "keys/hdab.pub.pem"\nleeway_s = 3600', "leeway_s"),
+        ('public_key = "keys/hdab.pub.pem"\nrefresh_s = 1', "refresh_s"),
+        ('public_key = "keys/hdab.pub.pem"\ntypes = ["JWT", "x y"]', "types"),
+    ],
+)
+def test_bad_issuer_key_sources(tmp_path: Path, keys: Keys, keys_lines: str, problem: str) -> None:
+    path = write_federation(tmp_path, keys, issuer_keys=keys_lines)
+    with pytest.raises(FederationError, match=problem):
+        load_federation(path)
+
+
+def test_an_issuer_with_a_jwks_file(tmp_path: Path, keys: Keys) -> None:
+    federation = load_federation(write_federation(tmp_path, keys, issuer_keys=JWKS_ISSUER_KEYS))
+    issuer = federation.issuers[ISSUER]
+    assert issuer.keys.key_set().kids == (HDAB_KID,)
+    assert len(federation.refreshing) == 1
+
+
+def test_security_settings_from_the_environment() -> None:
+    settings = GatewaySettings.from_env(
+        {
+            "TESSERA_GATEWAY_FEDERATION": "f.toml",
+            "TESSERA_GATEWAY_INTROSPECTION": "on",
+            "TESSERA_GATEWAY_MAX_QUERY_COST": "500",
+            "TESSERA_GATEWAY_MAX_BATCH": "1",
+            "TESSERA_GATEWAY_RATE_PER_RESEARCHER_PER_MINUTE": "5",
+            "TESSERA_GATEWAY_RATE_PER_APPROVAL_PER_DAY": "50",
+            "TESSERA_GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/2",
+            "TESSERA_GATEWAY_REDIS_PREFIX": "fed-a:",
+        }
+    )
+    assert settings.introspection
+    assert (settings.max_query_cost, settings.max_batch) == (500, 1)
+    assert (settings.rate_per_researcher_per_minute, settings.rate_per_approval_per_day) == (5, 50)
+    assert (settings.redis_url, settings.redis_prefix) == ("redis://127.0.0.1:6379/2", "fed-a:")
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"TESSERA_GATEWAY_MAX_QUERY_COST": "0"}, "MAX_QUERY_COST"),
+        ({"TESSERA_GATEWAY_MAX_BATCH": "0"}, "MAX_BATCH"),
+        ({"TESSERA_GATEWAY_RATE_PER_RESEARCHER_PER_MINUTE": "-1"}, "RATE_PER_RESEARCHER"),
+        ({"TESSERA_GATEWAY_REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+        ({"TESSERA_GATEWAY_INTROSPECTION": "sometimes"}, "INTROSPECTION"),
+    ],
+)
+def test_bad_security_settings_name_their_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        GatewaySettings.from_env({"TESSERA_GATEWAY_FEDERATION": "f.toml", **environ})

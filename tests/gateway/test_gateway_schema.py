@@ -96,6 +96,7 @@ async def test_one_trace_per_operation_with_a_span_per_step(
         "gateway.authenticate",
         "gateway.authorize",
         "gateway.plan",
+        "gateway.limits",
         "gateway.policy",
         "gateway.fan_out",
         "gateway.combine",

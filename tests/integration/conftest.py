@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from schema.codes import Jurisdiction
-from tessera.local import LocalFederation
+from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import free_port
 
 PERSONS = 20_000
@@ -22,6 +22,12 @@ JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction
 def start_federation(
     directory: Path, jurisdictions: tuple[Jurisdiction, ...], **options: Any
 ) -> LocalFederation:
+    # The tests ask far more questions per minute than a researcher may; the rate limits
+    # themselves are tested on their own (tests/gateway, test_shared_state).
+    options.setdefault(
+        "policies",
+        policies_with_rate_limits(directory / "policies", per_minute=100_000, per_day=1_000_000),
+    )
     federation = LocalFederation(
         directory=directory,
         jurisdictions=jurisdictions,

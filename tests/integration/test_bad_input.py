@@ -60,5 +60,5 @@ def test_missing_token_is_unauthenticated(graphql: Any) -> None:
     assert error_code(graphql(cohort("{ sex: MALE }"), auth=None)) == "UNAUTHENTICATED"
 
 
-def test_garbage_token_is_unauthenticated(graphql: Any) -> None:
-    assert error_code(graphql(cohort("{ sex: MALE }"), auth="not-a-jwt")) == "UNAUTHENTICATED"
+def test_garbage_token_is_malformed(graphql: Any) -> None:
+    assert error_code(graphql(cohort("{ sex: MALE }"), auth="not-a-jwt")) == "TOKEN_MALFORMED"

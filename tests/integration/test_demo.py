@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.processes import free_port
+from tessera.processes import free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_demo_smoke_answers_the_examples(tmp_path: Path) -> None:
             "--dir",
             str(tmp_path / "demo"),
             "--port",
-            str(free_port()),
+            str(free_port_block(5)),
             "--examples",
             str(ROOT / "examples"),
         ],

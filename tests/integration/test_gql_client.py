@@ -1,6 +1,11 @@
-"""A third-party GraphQL client (gql) against the running gateway."""
+"""A third-party GraphQL client (gql) against the running gateway.
+
+Introspection is off outside the demo, so the client validates against the published SDL
+(`schema/schema.graphql`) instead of fetching the schema."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from gql import Client, gql
@@ -9,6 +14,7 @@ from gql.transport.aiohttp import AIOHTTPTransport
 from tessera.local import LocalFederation
 
 pytestmark = pytest.mark.integration
+SDL = Path(__file__).resolve().parents[2] / "schema" / "schema.graphql"
 
 
 async def test_gql_client_gets_a_pooled_count(federation: LocalFederation, token: str) -> None:
@@ -30,7 +36,7 @@ async def test_gql_client_gets_a_pooled_count(federation: LocalFederation, token
         }
         """
     )
-    async with Client(transport=transport, fetch_schema_from_transport=True) as session:
+    async with Client(transport=transport, schema=SDL.read_text()) as session:
         query.variable_values = {"request": "DR-2026-0042", "minAge": 18}
         result = await session.execute(query)
     cohort = result["cohort"]

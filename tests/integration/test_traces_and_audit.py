@@ -34,7 +34,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from schema import telemetry as otel
 from schema.audit.entry import AuditRecord, Decision, StoredEntry
 from schema.codes import Jurisdiction
-from tessera.local import LocalFederation
+from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -178,8 +178,13 @@ def receiver() -> Iterator[OtlpReceiver]:
 def observed(
     tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver
 ) -> Iterator[LocalFederation]:
+    directory = tmp_path_factory.mktemp("observed")
     federation = LocalFederation(
-        directory=tmp_path_factory.mktemp("observed"),
+        directory=directory,
+        # A busy run asks far more than a researcher may per minute.
+        policies=policies_with_rate_limits(
+            directory / "policies", per_minute=100_000, per_day=1_000_000
+        ),
         jurisdictions=JURISDICTIONS,
         persons=5_000,
         seed=11,
@@ -233,6 +238,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
             "gateway.authenticate",
             "gateway.authorize",
             "gateway.plan",
+            "gateway.limits",
             "gateway.policy",
             "gateway.fan_out",
             "gateway.combine",
@@ -249,6 +255,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
             [
                 "connector.verify",
                 "connector.parse",
+                "connector.approval",
                 "connector.policy",
                 "connector.compile",
                 "connector.population",
@@ -351,7 +358,7 @@ def test_tessera_audit_verify_detects_tampering(observed: LocalFederation, tmp_p
     observed.stop()
     keys = observed.keys_dir
     trails = {
-        "gateway": (observed.gateway_audit_db, keys / "gateway.pub.pem"),
+        "gateway": (observed.gateway_audit_db, observed.gateway_key.public_key),
         "FR": (observed.audit_db(Jurisdiction.FR), keys / "audit-fr.pub.pem"),
     }
     for name, (path, key) in trails.items():
@@ -359,7 +366,7 @@ def test_tessera_audit_verify_detects_tampering(observed: LocalFederation, tmp_p
         assert intact.returncode == 0, intact.stdout + intact.stderr
         assert ": OK: " in intact.stdout
         assert "signatures verified" in intact.stdout
-        wrong_key = verify("--db", path, "--key", keys / "hdab.pub.pem")
+        wrong_key = verify("--db", path, "--key", observed.hdab_key.public_key)
         assert wrong_key.returncode == 1
 
         entries = len(read_rows(path))

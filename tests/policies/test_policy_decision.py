@@ -23,7 +23,7 @@ from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput, dimension_cel
 from policies.decision import decide
 from policies.loader import DEFAULT_DIRECTORY, load_node_layer
 from policies.model import Issuer, NodeLayer
-from policies.plan import QueryPlan, Usage
+from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy, PolicySet
 from policies.principal import ApplicantKind, ApprovalView, Principal
 from policies.purposes import PROHIBITED, PURPOSES, ProhibitedUse, Purpose, classify_purpose
@@ -397,7 +397,7 @@ def test_cell_bounds() -> None:
     assert table_cells((), anyone) == 1
 
 
-# -- opt-out, pace, production --------------------------------------------------------------
+# -- opt-out, production --------------------------------------------------------------------
 @pytest.mark.parametrize(("applied", "allowed"), [(False, False), (True, True), (None, True)])
 def test_a_node_that_cannot_apply_opt_outs_is_refused(
     gateway: Policies, applied: bool | None, allowed: bool
@@ -407,17 +407,6 @@ def test_a_node_that_cannot_apply_opt_outs_is_refused(
     if not allowed:
         reason = only(decisions, J.FR)
         assert (reason.rule, reason.article) == (RuleId.OPTOUT_NOT_APPLIED, "EHDS Art. 71")
-
-
-def test_rate_limits(gateway: Policies, shipped: PolicySet) -> None:
-    limits = shipped.effective(J.FR)
-    assert run(
-        gateway, usage=Usage(researcher_last_minute=limits.per_researcher_per_minute - 1)
-    ).allowed
-    busy = run(gateway, usage=Usage(researcher_last_minute=limits.per_researcher_per_minute))
-    assert only(busy, J.FR).rule == RuleId.RATE_LIMITED
-    daily = run(gateway, usage=Usage(approval_today=limits.per_approval_per_day))
-    assert "per approval per day" in only(daily, J.DE).message
 
 
 def test_production_refuses_unconfirmed_rules(gateway: Policies) -> None:
@@ -467,7 +456,6 @@ def test_every_problem_is_reported_at_once(shipped: PolicySet, example_node: Nod
         given=given,
         asked=plan((D.AGE_BAND_5,), jurisdictions=(J.FR,)),
         optout_applied=False,
-        usage=Usage(researcher_last_minute=10_000),
     )
     assert rules(decisions, J.FR) == {
         RuleId.APPROVAL_SCOPE,
@@ -476,7 +464,6 @@ def test_every_problem_is_reported_at_once(shipped: PolicySet, example_node: Nod
         RuleId.PURPOSE_PUBLIC_BODY_ONLY,
         RuleId.GRANULARITY,
         RuleId.OPTOUT_NOT_APPLIED,
-        RuleId.RATE_LIMITED,
     }
 
 

@@ -1,0 +1,125 @@
+"""Two gateway processes and two replicas of a node sharing Redis (127.0.0.1:6379): rate
+limits hold across the gateways, and a node request seen by one replica is refused by the
+other. Real processes on loopback, through their HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from gateway.federation import load_federation
+from gateway.nodes import encode_request
+from gateway.signing import RequestSigner
+from schema.codes import Jurisdiction
+from schema.query import CohortQuery, Criteria
+from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
+from tessera.local import LocalFederation
+from tessera.processes import free_port
+from tessera.tokens import demo_approval
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+QUERY = """{ cohort(request: "DR-2026-0042",
+  criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) { count { value status } } }"""
+LIMIT = 3
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback URL built by the test
+        url, data=body, headers={"Content-Type": "application/json", **headers}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    prefix = f"tessera-test-{uuid.uuid4().hex}:"
+    federation = LocalFederation(
+        directory=tmp_path_factory.mktemp("shared"),
+        jurisdictions=(Jurisdiction.FR, Jurisdiction.DK),
+        persons=2_000,
+        seed=11,
+        gateway_port=free_port(),
+        node_ports=[free_port(), free_port()],
+        graphiql=False,
+        redis_url=REDIS_URL,
+        redis_prefix=prefix,
+        gateway_env={"TESSERA_GATEWAY_RATE_PER_RESEARCHER_PER_MINUTE": str(LIMIT)},
+    )
+    federation.prepare()
+    for jurisdiction in federation.jurisdictions:
+        federation.supervisor.add(federation.connector_service(jurisdiction))
+    federation.supervisor.add(
+        federation.connector_service(Jurisdiction.FR, port=free_port(), name="connector FR 2")
+    )
+    federation.supervisor.add(federation.gateway_service())
+    federation.supervisor.add(federation.gateway_service(port=free_port(), name="gateway 2"))
+    try:
+        asyncio.run(federation.supervisor.start_all(60))
+        yield federation
+    finally:
+        federation.stop()
+        client = redis_sync.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_two_gateways_share_the_rate_limits(shared: LocalFederation) -> None:
+    token = shared.token_file.read_text().strip()
+    gateways = [shared.service(name).base_url + "/graphql" for name in ("gateway", "gateway 2")]
+    body = json.dumps({"query": QUERY}).encode()
+    auth = {"Authorization": f"Bearer {token}"}
+    answers = [http_post(gateways[i % 2], body, auth) for i in range(LIMIT + 1)]
+    for status, _, answer in answers[:LIMIT]:
+        assert status == 200
+        assert answer["data"]["cohort"]["count"]["status"] in {"EXACT", "SUPPRESSED"}
+    # The last query goes to the gateway that has itself answered only once: it refuses
+    # because the other gateway's queries count too.
+    status, headers, answer = answers[LIMIT]
+    assert LIMIT % 2 == 1
+    assert status == 200
+    assert answer["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert int(headers["Retry-After"]) == answer["errors"][0]["extensions"]["retryAfter"] >= 1
+
+
+def test_two_replicas_of_a_node_share_the_replay_cache(shared: LocalFederation) -> None:
+    federation = load_federation(shared.federation_file)
+    signer = RequestSigner(
+        issuer=federation.gateway_id, kid=federation.signing_kid, key=federation.signing_key
+    )
+    request = NodeRequest(
+        query_id=str(uuid.uuid4()),
+        request_id="DR-2026-0042",
+        jurisdiction=Jurisdiction.FR,
+        query=CohortQuery(criteria=Criteria(), reference_date="2025-01-01", tables=[()]),
+        approval=demo_approval([Jurisdiction.FR, Jurisdiction.DK]),
+        subject="researcher@demo.tessera.eu",
+    )
+    body = encode_request(request)
+    headers = {
+        "Authorization": f"Bearer {signer.sign(body, audience=shared.node_id(Jurisdiction.FR))}",
+        APPROVAL_HEADER: shared.token_file.read_text().strip(),
+    }
+    replicas = [shared.service(n).base_url + QUERY_PATH for n in ("connector FR", "connector FR 2")]
+    first, _, answer = http_post(replicas[0], body, headers)
+    assert first == 200, answer
+    assert answer["status"] == "OK"
+    for replica in (replicas[1], replicas[0]):
+        status, _, refused = http_post(replica, body, headers)
+        assert (status, refused["code"]) == (401, "REPLAYED_REQUEST")
+        assert set(refused) == {"code", "message"}
