@@ -111,6 +111,15 @@ class LocalFederation:
     def audit_key_name(jurisdiction: Jurisdiction) -> str:
         return f"audit-{jurisdiction.value.lower()}"
 
+    def audit_trails(self) -> dict[str, tuple[Path, Path]]:
+        """Every service's audit trail and the public key its chain heads are signed with, by
+        service name (as in the supervisor): what `tessera audit verify` is given."""
+        trails = {"gateway": (self.gateway_audit_db, public_key_path(self.keys_dir, "gateway"))}
+        for j in self.jurisdictions:
+            key = public_key_path(self.keys_dir, self.audit_key_name(j))
+            trails[f"connector {j.value}"] = (self.audit_db(j), key)
+        return trails
+
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, *, progress: bool = False) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
