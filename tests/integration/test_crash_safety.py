@@ -328,6 +328,8 @@ def test_sigkill_of_the_gateway_under_load_loses_no_audit_entry(
         load.wait_until("answers before the kill", lambda a: len(a) >= 30)
         gateway.service.kill()  # SIGKILL, queries in flight
         left_at = last_seq(trail)
+        # What the dead process left verifies as it is.
+        audit_verify(trail, crashing.audit_trails()["gateway"][1])
         gateway.service.start()  # the same port and trail, at once; no repair
         asyncio.run(gateway.service.wait_ready())
         restarted = len(load.received())
@@ -363,6 +365,7 @@ def test_sigkill_of_a_connector_under_load_loses_no_audit_entry(
         load.wait_until("answers before the kill", lambda a: len(dk_ok(a)) >= 20)
         dk.kill()  # SIGKILL, queries in flight
         left_at = last_seq(trail)
+        audit_verify(trail, crashing.audit_trails()["connector DK"][1])
         load.wait_until("partial answers", lambda a: len(a) - len(dk_ok(a)) >= 10)
         dk.start()
         asyncio.run(dk.wait_ready())
