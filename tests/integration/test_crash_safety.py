@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 FAULTY_NODE = Path(__file__).with_name("faulty_node.py")
 DE, DK, SE = Jurisdiction.DE, Jurisdiction.DK, Jurisdiction.SE
-SLOW_S = 1.5  # how long SE (a `faulty_node.py --mode slow`) takes to answer
+SLOW_S = 1.0  # how long SE (a `faulty_node.py --mode slow`) takes to answer
 WORKERS = 6
 POSTGRES = os.environ.get("TESSERA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
@@ -325,7 +325,7 @@ def test_sigkill_of_the_gateway_under_load_loses_no_audit_entry(
 ) -> None:
     trail = gateway.trail
     with Load(crashing, [DE, DK], f"{gateway.service.base_url}/graphql") as load:
-        load.wait_until("answers before the kill", lambda a: len(a) >= 30)
+        load.wait_until("answers before the kill", lambda a: len(a) >= 20)
         gateway.service.kill()  # SIGKILL, queries in flight
         left_at = last_seq(trail)
         # What the dead process left verifies as it is.
@@ -333,7 +333,7 @@ def test_sigkill_of_the_gateway_under_load_loses_no_audit_entry(
         gateway.service.start()  # the same port and trail, at once; no repair
         asyncio.run(gateway.service.wait_ready())
         restarted = len(load.received())
-        load.wait_until("answers after the restart", lambda a: len(a) >= restarted + 30)
+        load.wait_until("answers after the restart", lambda a: len(a) >= restarted + 20)
     answers = load.received()
 
     # The researchers saw the gateway die under their queries (cut off in flight), then
@@ -362,15 +362,15 @@ def test_sigkill_of_a_connector_under_load_loses_no_audit_entry(
         return [a for a in answers if a.statuses["DK"] == "OK"]
 
     with Load(crashing, [DE, DK]) as load:
-        load.wait_until("answers before the kill", lambda a: len(dk_ok(a)) >= 20)
+        load.wait_until("answers before the kill", lambda a: len(dk_ok(a)) >= 15)
         dk.kill()  # SIGKILL, queries in flight
         left_at = last_seq(trail)
         audit_verify(trail, crashing.audit_trails()["connector DK"][1])
-        load.wait_until("partial answers", lambda a: len(a) - len(dk_ok(a)) >= 10)
+        load.wait_until("partial answers", lambda a: len(a) - len(dk_ok(a)) >= 6)
         dk.start()
         asyncio.run(dk.wait_ready())
         restarted = len(load.received())
-        load.wait_until("DK again", lambda a: len(dk_ok(a[restarted:])) >= 20)
+        load.wait_until("DK again", lambda a: len(dk_ok(a[restarted:])) >= 10)
     answers = load.received()
 
     # The gateway stayed up: every researcher got an answer, partial while DK was down.
