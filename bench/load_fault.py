@@ -228,13 +228,9 @@ def report(results: Results, federation: LocalFederation) -> dict[str, Any]:
         for j in federation.jurisdictions
     }
     verified = verify_trails(federation)
-    complete = all(
-        a["entries"] == n and a["missing"] == 0
-        for a, n in [
-            (gateway, results.answered),
-            *((a, a["answered_ok"]) for a in nodes.values()),
-        ]
-    )
+    # Exactly one entry per answer: as many entries as answers, and no answer without one.
+    expected = [(gateway, results.answered), *((n, n["answered_ok"]) for n in nodes.values())]
+    complete = all(found["entries"] == n and found["missing"] == 0 for found, n in expected)
     return {
         "sent": results.sent,
         "answered": results.answered,
