@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,8 @@ def test_the_answer_names_the_trace_in_every_audit_entry(observed: LocalFederati
 
 
 def read_rows(path: Path) -> list[StoredEntry]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+    # Closed at once: an sqlite3 connection is otherwise only closed by the garbage collector.
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
         rows = connection.execute(
             "SELECT chain, seq, hash, prev, time, query_id, principal, approval, decision, "
             "jurisdictions, body FROM tessera_audit_entries ORDER BY seq"
@@ -230,12 +232,13 @@ def verify(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def tampered_copy(source: Path, target: Path, *statements: str) -> Path:
     """A consistent copy of a live trail, edited as someone with the file would: triggers
     dropped, rows changed."""
-    with sqlite3.connect(source) as live, sqlite3.connect(target) as copy:
+    with closing(sqlite3.connect(source)) as live, closing(sqlite3.connect(target)) as copy:
         live.backup(copy)
         for trigger in ("no_update", "no_delete"):
             copy.execute(f"DROP TRIGGER tessera_audit_entries_{trigger}")
         for statement in statements:
             copy.execute(statement)
+        copy.commit()
     return target
 
 
