@@ -9,7 +9,12 @@ whatever the answers (open loop: a slow gateway does not slow the load down), an
 
 - queries sent and answered (HTTP 200 with a cohort), errors by kind, p50/p99 latency;
 - each node's statuses (OK, UNAVAILABLE, CIRCUIT_OPEN, TIMEOUT, ...);
-- audit entries against answered queries, which must be equal: see `audit_entries`.
+- the gateway's audit entries for the answered queries, which must be exactly one each (none
+  lost to a SIGKILL, none duplicated), and each node's entries for the answers it gave (status
+  OK), likewise;
+- `tessera audit verify` of every chain (the gateway's and each node's) once all stopped.
+
+Exits 1 when an answered query lacks its entry (or has two) or a chain does not verify.
 
 Every request loop here is bounded in count and time and targets loopback only.
 """
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +42,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from schema.audit.store import ENTRIES_TABLE  # noqa: E402
 from schema.codes import Jurisdiction  # noqa: E402
-from tessera.local import LocalFederation  # noqa: E402
+from tessera.local import LocalFederation, policies_with_rate_limits  # noqa: E402
 from tessera.processes import Service, free_port  # noqa: E402
 
 QUERY = """{ cohort(request: "DR-2026-0042",
@@ -46,12 +55,45 @@ MAX_IN_FLIGHT = 500  # the load generator's own bound: beyond it a query is coun
 CLIENT_TIMEOUT_S = 30.0
 
 
-def audit_entries(federation: LocalFederation, query_ids: set[str]) -> int | None:
-    """HOOK for the audit trail (issue 6): the number of audit entries recorded for the
-    queries in `query_ids` (the ids of the answered queries), read from the gateway's audit
-    store under `federation.directory`. None while the audit trail does not exist on this
-    branch; the report then says so instead of comparing."""
-    return None
+def entries_by_query(trail: Path) -> Counter[str]:
+    """How many entries each query id has in an audit trail, read with sqlite3 alone (not
+    with the code under test)."""
+    if not trail.is_file():
+        return Counter()
+    with contextlib.closing(sqlite3.connect(f"file:{trail}?mode=ro", uri=True)) as db:
+        rows = db.execute(f"SELECT query_id FROM {ENTRIES_TABLE} WHERE query_id IS NOT NULL")  # noqa: S608
+        return Counter(str(row[0]) for row in rows)
+
+
+def audit_entries(trail: Path, query_ids: set[str]) -> dict[str, int]:
+    """The entries `trail` holds for the queries in `query_ids`: in all, and how many of the
+    queries have none or more than one."""
+    found = entries_by_query(trail)
+    counts = [found[q] for q in query_ids]
+    return {
+        "entries": sum(counts),
+        "missing": sum(c == 0 for c in counts),
+        "duplicated": sum(c > 1 for c in counts),
+    }
+
+
+def verify_trails(federation: LocalFederation) -> dict[str, str]:
+    """`tessera audit verify` (the real command) of each service's trail, with the key its
+    heads are signed with; its output line(s), prefixed with FAILED when it exited non-zero."""
+    results = {}
+    for name, (trail, key) in federation.audit_trails().items():
+        command = ["audit", "verify", "--db", str(trail), "--key", str(key)]
+        done = subprocess.run(
+            [sys.executable, "-m", "tessera", *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=ROOT,
+        )
+        text = (done.stdout + done.stderr).strip()
+        results[name] = text if done.returncode == 0 else f"FAILED ({done.returncode}): {text}"
+    return results
 
 
 @dataclass
@@ -65,6 +107,8 @@ class Results:
         default_factory=lambda: defaultdict(Counter)
     )
     answered_ids: set[str] = field(default_factory=set)
+    # The answered queries each node answered (status OK), by jurisdiction.
+    node_ok_ids: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     events: list[str] = field(default_factory=list)
 
 
@@ -100,6 +144,8 @@ async def one_query(session: aiohttp.ClientSession, url: str, token: str, result
         if node["error"] and node["error"].startswith(("CIRCUIT_OPEN", "NODE_BUSY")):
             kind = f"{kind} ({node['error'].split(':')[0]})"
         results.node_statuses[node["jurisdiction"]][kind] += 1
+        if kind == "OK":
+            results.node_ok_ids[node["jurisdiction"]].add(cohort["queryId"])
 
 
 async def load(federation: LocalFederation, args: argparse.Namespace, results: Results) -> None:
@@ -173,7 +219,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(results: Results, federation: LocalFederation) -> dict[str, Any]:
-    audited = audit_entries(federation, results.answered_ids)
+    gateway = audit_entries(federation.gateway_audit_db, results.answered_ids)
+    nodes = {
+        j.value: {
+            "answered_ok": len(results.node_ok_ids[j.value]),
+            **audit_entries(federation.audit_db(j), results.node_ok_ids[j.value]),
+        }
+        for j in federation.jurisdictions
+    }
+    verified = verify_trails(federation)
+    # Exactly one entry per answer: as many entries as answers, and no answer without one.
+    expected = [(gateway, results.answered), *((n, n["answered_ok"]) for n in nodes.values())]
+    complete = all(found["entries"] == n and found["missing"] == 0 for found, n in expected)
     return {
         "sent": results.sent,
         "answered": results.answered,
@@ -185,8 +242,13 @@ def report(results: Results, federation: LocalFederation) -> dict[str, Any]:
             "max": round(max(results.latencies_ms, default=float("nan")), 1),
         },
         "node_statuses": {j: dict(c.most_common()) for j, c in results.node_statuses.items()},
-        "audit_entries": audited,
-        "audit_matches_answered": None if audited is None else audited == results.answered,
+        "audit": {
+            "gateway": {"answered": results.answered, **gateway},
+            "nodes": nodes,
+            "complete": complete,
+            "verify": verified,
+            "verified": not any(v.startswith("FAILED") for v in verified.values()),
+        },
         "events": results.events,
     }
 
@@ -211,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     jurisdictions = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.DK)
     federation = LocalFederation(
         directory=directory,
+        # Load asks far more than a researcher may per minute.
+        policies=policies_with_rate_limits(
+            directory / "policies", per_minute=100_000, per_day=1_000_000
+        ),
         jurisdictions=jurisdictions,
         persons=args.persons,
         gateway_port=free_port(),
@@ -231,14 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
-    if summary["audit_entries"] is None:
-        print(
-            "audit entries vs answered queries: not measured (no audit trail on this branch; "
-            "plug it into bench/load_fault.py:audit_entries)",
-            file=sys.stderr,
-        )
-        return 0
-    return 0 if summary["audit_matches_answered"] else 1
+    audit = summary["audit"]
+    print(
+        f"audit entries vs answered queries (must be equal): "
+        f"{audit['gateway']['entries']} vs {results.answered}"
+        f" ({audit['gateway']['missing']} missing, {audit['gateway']['duplicated']} duplicated);"
+        f" every chain verifies: {'yes' if audit['verified'] else 'NO'}",
+        file=sys.stderr,
+    )
+    return 0 if audit["complete"] and audit["verified"] else 1
 
 
 if __name__ == "__main__":

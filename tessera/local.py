@@ -14,7 +14,14 @@ from pathlib import Path
 
 from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
-from tessera.keys import Rotation, ensure_keypair, ensure_rotated, jwks_path, private_key_path
+from tessera.keys import (
+    Rotation,
+    ensure_keypair,
+    ensure_rotated,
+    jwks_path,
+    private_key_path,
+    public_key_path,
+)
 from tessera.processes import Service, Supervisor
 from tessera.tokens import DEMO_AUDIENCE, DEMO_ISSUER, demo_approval, mint_token
 
@@ -126,6 +133,15 @@ class LocalFederation:
     @property
     def hdab_key(self) -> Rotation:
         return ensure_rotated(self.keys_dir, HDAB_KEYS)
+
+    def audit_trails(self) -> dict[str, tuple[Path, Path]]:
+        """Every service's audit trail and the public key its chain heads are signed with, by
+        service name (as in the supervisor): what `tessera audit verify` is given."""
+        trails = {"gateway": (self.gateway_audit_db, self.gateway_key.public_key)}
+        for j in self.jurisdictions:
+            key = public_key_path(self.keys_dir, self.audit_key_name(j))
+            trails[f"connector {j.value}"] = (self.audit_db(j), key)
+        return trails
 
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self, *, progress: bool = False) -> None:

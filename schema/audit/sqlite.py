@@ -1,15 +1,18 @@
 """The embedded audit store: one SQLite file, written by one thread.
 
 WAL journal with `synchronous=FULL`: a committed append has reached the disk before `append`
-returns, and a crash during an append rolls it back whole. Triggers refuse UPDATE and DELETE,
-so the application cannot change an entry by mistake; a deliberate edit of the file is what
-the hash chain is there to reveal. Every call runs on the store's single thread, off the
-event loop; sqlite3's exceptions are mapped here, once, to `AuditStoreError`.
+returns, and a crash during an append rolls it back whole. Until the store closes, entries
+may be in the -wal file beside the trail (whoever opens the trail next reads them there, also
+after a crash); closing moves them into the main file. Triggers refuse UPDATE and DELETE, so
+the application cannot change an entry by mistake; a deliberate edit of the file is what the
+hash chain is there to reveal. Every call runs on the store's single thread, off the event
+loop; sqlite3's exceptions are mapped here, once, to `AuditStoreError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -183,6 +186,12 @@ class SqliteAuditStore:
 
     def _close(self) -> None:
         if self._connection is not None:
+            # Entries go into the main file before the service stops. SQLite only does this by
+            # itself when the last connection to the file closes: with a reader still open
+            # elsewhere (an operator's tool), every entry would stay in the -wal file, which a
+            # copy of the trail file alone does not carry. PASSIVE never waits for readers.
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._connection.close()
             self._connection = None
 

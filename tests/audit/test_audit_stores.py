@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -147,6 +149,25 @@ async def test_postgres_refuses_updates_and_deletes() -> None:
                     await connection.execute(statement)
         finally:
             await connection.close()
+
+
+async def test_a_closed_sqlite_trail_is_whole_in_its_file_though_a_reader_is_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.sqlite3"
+    store = SqliteAuditStore(path)
+    await store.append(CHAIN, [record(i) for i in range(1, 6)])
+    # Someone else has the trail open (an operator's reader) while the service stops: SQLite
+    # then leaves the entries in the -wal file, unless the store moves them at close.
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as reader:
+        reader.execute("SELECT count(*) FROM tessera_audit_entries").fetchall()
+        await store.close()
+        archived = shutil.copy(path, tmp_path / "archived.sqlite3")  # the file alone
+    copy = SqliteAuditStore(archived)
+    try:
+        assert verify_chain(CHAIN, await copy.entries(CHAIN)).entries == 5
+    finally:
+        await copy.close()
 
 
 async def test_a_failed_sqlite_append_leaves_nothing(tmp_path: Path) -> None:

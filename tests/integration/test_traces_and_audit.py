@@ -1,7 +1,7 @@
 """Traces and audit trails of real gateway and connector processes.
 
 Both kinds of process export their spans over OTLP/HTTP (the standard `OTEL_*` variables) to a
-receiver run by the test, which decodes the protobuf `ExportTraceServiceRequest`s; each keeps
+receiver run by the test (`otlp.py`), which decodes the protobuf requests; each keeps
 its audit trail in its own SQLite file, which `tessera audit verify` then checks, tampered
 with or not.
 """
@@ -9,33 +9,25 @@ with or not.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from conftest import post
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from schema import telemetry as otel
 from schema.audit.entry import AuditRecord, Decision, StoredEntry
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import free_port
+from tests.integration.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.integration
 
@@ -68,102 +60,6 @@ TESSERA_KEYS = {
     if k.isupper() and isinstance(v, str) and v.startswith("tessera.")
 }
 INTEGER_KEYS = {otel.CELLS_SUPPRESSED, otel.AUDIT_SEQ}
-
-
-@dataclass(frozen=True)
-class ReceivedSpan:
-    service: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    name: str
-    kind: int
-    attributes: dict[str, Any]
-
-
-def _value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return tuple(_value(v) for v in value.array_value.values)
-    return getattr(value, kind) if kind else None
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver (protobuf) on a loopback port, in a thread of its own."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.spans: list[ReceivedSpan] = []
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _export(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        message = ExportTraceServiceRequest.FromString(body)
-        received = []
-        for resource_spans in message.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received.append(
-                        ReceivedSpan(
-                            service=str(resource.get("service.name")),
-                            trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(),
-                            parent_id=span.parent_span_id.hex(),
-                            name=span.name,
-                            kind=span.kind,
-                            attributes={a.key: _value(a.value) for a in span.attributes},
-                        )
-                    )
-        with self._lock:
-            self.spans += received
-            self.requests += 1
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(),
-            content_type="application/x-protobuf",
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/traces", self._export)
-
-        async def up() -> None:
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-        asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def trace(self, trace_id: str, services: int, timeout_s: float = 20.0) -> list[ReceivedSpan]:
-        """The spans of one trace, once `services` services have sent theirs."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                spans = [s for s in self.spans if s.trace_id == trace_id]
-            if len({s.service for s in spans}) >= services:
-                time.sleep(0.5)  # a batch may still be on its way
-                with self._lock:
-                    return [s for s in self.spans if s.trace_id == trace_id]
-            if time.monotonic() > deadline:
-                return spans
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +197,8 @@ def test_the_answer_names_the_trace_in_every_audit_entry(observed: LocalFederati
 
 
 def read_rows(path: Path) -> list[StoredEntry]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+    # Closed at once: an sqlite3 connection is otherwise only closed by the garbage collector.
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
         rows = connection.execute(
             "SELECT chain, seq, hash, prev, time, query_id, principal, approval, decision, "
             "jurisdictions, body FROM tessera_audit_entries ORDER BY seq"
@@ -342,12 +239,13 @@ def verify(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def tampered_copy(source: Path, target: Path, *statements: str) -> Path:
     """A consistent copy of a live trail, edited as someone with the file would: triggers
     dropped, rows changed."""
-    with sqlite3.connect(source) as live, sqlite3.connect(target) as copy:
+    with closing(sqlite3.connect(source)) as live, closing(sqlite3.connect(target)) as copy:
         live.backup(copy)
         for trigger in ("no_update", "no_delete"):
             copy.execute(f"DROP TRIGGER tessera_audit_entries_{trigger}")
         for statement in statements:
             copy.execute(statement)
+        copy.commit()
     return target
 
 
