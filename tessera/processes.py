@@ -31,13 +31,15 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    """One child process running `python -m tessera ...`, its log file and its base URL."""
+    """One child process running `python -m tessera ...` (or another `module`), its log file
+    and its base URL."""
 
     name: str
     args: Sequence[str]
     base_url: str
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    module: str = "tessera"
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -45,7 +47,7 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tessera", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
