@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -137,12 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.summary())
     print(f"results: {args.results}")
     if "fanout" in only:
-        try:
-            from bench.plot import plot
-        except ImportError:  # pragma: no cover - matplotlib is the optional bench extra
-            print("matplotlib missing (pip install -e '.[bench]'): no plot")
+        if importlib.util.find_spec("matplotlib") is None:
+            print("no plot: matplotlib is missing (pip install -e '.[bench]', or make bench)")
         else:
-            import json
+            from bench.plot import plot
 
             plot(json.loads(args.results.read_text()), args.plot)
             print(f"plot: {args.plot}")

@@ -126,6 +126,9 @@ class Recorder:
         self.answered += 1
 
 
+RECORDER: Final = web.AppKey("recorder", Recorder)
+
+
 def _error(code: ErrorCode, message: str, status: int) -> web.Response:
     return web.Response(
         body=orjson.dumps({"code": code.value, "message": message}),
@@ -188,9 +191,10 @@ def node_app(
     app.router.add_post(QUERY_PATH, query)
     app.router.add_get(HEALTH_PATH, _ok)
     app.router.add_get(READY_PATH, _ok)
-    app.router.add_get(TIMINGS_PATH, lambda _: _timings(recorder))
-    app.router.add_delete(TIMINGS_PATH, lambda _: _forget(recorder))
-    app.router.add_get(STATS_PATH, lambda _: _stats(recorder))
+    app.router.add_get(TIMINGS_PATH, _timings)
+    app.router.add_delete(TIMINGS_PATH, _forget)
+    app.router.add_get(STATS_PATH, _stats)
+    app[RECORDER] = recorder
     return app
 
 
@@ -212,17 +216,20 @@ async def _ok(_: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-async def _timings(recorder: Recorder) -> web.Response:
+async def _timings(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER]
     return web.Response(body=orjson.dumps(recorder.timings), content_type=CONTENT_TYPE)
 
 
-async def _forget(recorder: Recorder) -> web.Response:
+async def _forget(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER]
     recorder.timings = {}
     recorder.peak_in_flight = recorder.in_flight
     return web.json_response({"status": "ok"})
 
 
-async def _stats(recorder: Recorder) -> web.Response:
+async def _stats(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER]
     return web.json_response(
         {"peak_in_flight": recorder.peak_in_flight, "answered": recorder.answered}
     )
