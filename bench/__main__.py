@@ -29,7 +29,8 @@ from bench.report import Report, machine
 NAMES: Final = ("fanout", "throughput", "connector", "scale")
 CACHE: Final = REPO / ".tessera" / "bench"
 RESULTS: Final = REPO / "bench" / "results" / "latest.json"
-PLOT: Final = REPO / "bench" / "results" / "fanout-overhead.png"
+# Committed with bench/README.md: a run of the fan-out benchmark refreshes it.
+PLOT: Final = REPO / "bench" / "fanout-overhead.png"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ FULL: Final = Plan(
 )
 
 
-async def run(plan: Plan, only: Sequence[str], *, tracing: bool, work: Path) -> Report:
+async def run(
+    plan: Plan, only: Sequence[str], *, tracing: bool, work: Path, load_rate: float
+) -> Report:
     report = Report()
     env = gateway_env_from_environment()
     info = machine()
@@ -80,6 +83,7 @@ async def run(plan: Plan, only: Sequence[str], *, tracing: bool, work: Path) -> 
             work / "fanout",
             queries=plan.fanout_queries,
             duration_s=plan.fanout_duration_s,
+            rate=load_rate,
             tracing=tracing,
             gateway_env=env,
         )
@@ -116,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the full set (bench-full)")
     parser.add_argument("--only", default=",".join(NAMES), help=f"some of {','.join(NAMES)}")
     parser.add_argument("--no-tracing", action="store_true", help="gateway without tracing")
+    parser.add_argument(
+        "--load-rate",
+        type=float,
+        default=fanout.LOAD_RATE,
+        help="fan-out under load: queries per second (default %(default)s)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -127,7 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     try:
         report = asyncio.run(
-            run(FULL if args.full else QUICK, only, tracing=not args.no_tracing, work=work)
+            run(
+                FULL if args.full else QUICK,
+                only,
+                tracing=not args.no_tracing,
+                work=work,
+                load_rate=args.load_rate,
+            )
         )
     finally:
         if args.keep:

@@ -17,6 +17,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from bench.cluster import ALL_JURISDICTIONS, Cluster, Gateway, NodePool
 from bench.fakenode import Delay
@@ -46,6 +47,53 @@ def top(collapsed: Path, limit: int = 25) -> str:
     for frame, n in total.most_common(limit):
         lines.append(f"{100 * own[frame] / samples:5.1f}  {100 * n / samples:6.1f}  {frame}")
     return "\n".join(lines)
+
+
+# Where a sample's time goes: the innermost frame of its stack matching one of these.
+CATEGORIES: Final = (
+    ("validate node answers", ("interpret (gateway/nodes.py",)),
+    ("sign node requests", ("RequestSigner.sign",)),
+    ("combine + gateway disclosure control", ("combine (gateway/combine.py",)),
+    ("authenticate the researcher", ("Authenticator.authenticate",)),
+    ("legal policy decision", ("decide (gateway/access.py",)),
+    ("plan (query model)", ("plan_query (gateway/planner.py",)),
+    ("build GraphQL result objects", ("CohortResult.of",)),
+    ("tracing", ("opentelemetry/",)),
+    ("HTTP client: node calls", ("aiohttp/client", "aiohttp/connector.py")),
+    (
+        "GraphQL execution (fields, completion)",
+        ("graphql/execution/", "strawberry/schema/", "strawberry/types/", "gateway/graphql/"),
+    ),
+    (
+        "GraphQL parse, validate, caches",
+        ("graphql/language/", "graphql/validation/", "strawberry/extensions/"),
+    ),
+    ("strawberry HTTP view, JSON", ("strawberry/http/", "strawberry/aiohttp/", "orjson")),
+    # Last: the server's frames are ancestors of everything above.
+    ("aiohttp server, HTTP parsing", ("aiohttp/web",)),
+)
+
+
+def categories(collapsed: Path) -> list[tuple[str, float]]:
+    """Each category's share of the samples (innermost matching frame wins), largest first."""
+    shares: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        samples += n
+        shares[_category(stack.split(";"))] += n
+    return [(name, 100 * n / samples) for name, n in shares.most_common()] if samples else []
+
+
+def _category(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, patterns in CATEGORIES:
+            if any(p in frame for p in patterns):
+                return name
+    return "event loop, logging, other"
 
 
 async def profile(
@@ -114,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.top and args.format == "raw":
         print(top(args.output))
+    if args.format == "raw":
+        print("\nshare of the gateway's samples:")
+        for name, share in categories(args.output):
+            print(f"  {share:5.1f}%  {name}")
     return 0
 
 
