@@ -53,13 +53,17 @@ def top(collapsed: Path, limit: int = 25) -> str:
 CATEGORIES: Final = (
     ("validate node answers", ("interpret (gateway/nodes.py",)),
     ("sign node requests", ("RequestSigner.sign",)),
+    ("encode node requests", ("encode_request (gateway/nodes.py", "node_request (gateway")),
     ("combine + gateway disclosure control", ("combine (gateway/combine.py",)),
     ("authenticate the researcher", ("Authenticator.authenticate",)),
     ("legal policy decision", ("decide (gateway/access.py",)),
     ("plan (query model)", ("plan_query (gateway/planner.py",)),
     ("build GraphQL result objects", ("CohortResult.of",)),
     ("tracing", ("opentelemetry/",)),
-    ("HTTP client: node calls", ("aiohttp/client", "aiohttp/connector.py")),
+    (
+        "HTTP client: node calls",
+        ("aiohttp/client", "aiohttp/connector.py", "HttpNodeClient.query", "fan_out"),
+    ),
     (
         "GraphQL execution (fields, completion)",
         ("graphql/execution/", "strawberry/schema/", "strawberry/types/", "gateway/graphql/"),
@@ -69,8 +73,9 @@ CATEGORIES: Final = (
         ("graphql/language/", "graphql/validation/", "strawberry/extensions/"),
     ),
     ("strawberry HTTP view, JSON", ("strawberry/http/", "strawberry/aiohttp/", "orjson")),
-    # Last: the server's frames are ancestors of everything above.
-    ("aiohttp server, HTTP parsing", ("aiohttp/web",)),
+    ("aiohttp server: requests, responses", ("aiohttp/web_",)),
+    # Last: the loop's frames are ancestors of everything above.
+    ("event loop, sockets", ("asyncio/", "selectors.py")),
 )
 
 
@@ -93,7 +98,7 @@ def _category(frames: list[str]) -> str:
         for name, patterns in CATEGORIES:
             if any(p in frame for p in patterns):
                 return name
-    return "event loop, logging, other"
+    return "other"
 
 
 async def profile(
