@@ -50,7 +50,7 @@ QUICK: Final = Plan(
     throughput_step_s=3.0,
     connector_sizes=(1_000_000,),
     connector_reps=7,
-    synth_persons=500_000,
+    synth_persons=1_000_000,
     burst=1000,
 )
 FULL: Final = Plan(
@@ -59,7 +59,7 @@ FULL: Final = Plan(
     throughput_step_s=6.0,
     connector_sizes=(1_000_000, 10_000_000),
     connector_reps=11,
-    synth_persons=1_000_000,
+    synth_persons=2_000_000,
     burst=1000,
 )
 
@@ -70,6 +70,7 @@ async def run(
     report = Report()
     env = gateway_env_from_environment()
     info = machine()
+    report.data["machine_at_start"] = info
     print(
         f"machine: {info['cpus']} CPUs, Python {info['python']}, load average "
         f"{' / '.join(str(x) for x in info['load_average_1_5_15'])} (1/5/15 min); gateway "

@@ -180,6 +180,11 @@ class Baseline:
     def url(self) -> str:
         return self.service.base_url + "/fanout"
 
+    @property
+    def pid(self) -> int:
+        assert self.service.process is not None
+        return self.service.process.pid
+
 
 class Cluster:
     """Starts everything added to it at once and stops it all, in reverse, on exit."""

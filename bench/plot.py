@@ -20,6 +20,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fanout = results["data"]["fanout"]
     rows = fanout["results"]
@@ -43,6 +44,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(nodes, [str(n) for n in nodes])
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("nodes")
         loads = ", ".join(sorted({r["load"] for r in chosen}))
         ax.set_title("concurrency 1" if not loaded else f"open-loop load ({loads})")

@@ -26,3 +26,22 @@ query Cohort {
   }
 }
 """
+
+# The same cohort, only the pooled count and each node's status and count: what a question
+# costs without a breakdown table.
+COUNT: Final = """
+query CohortCount {
+  cohort(
+    request: "DR-2026-0042"
+    criteria: {
+      sex: FEMALE
+      age: { min: 40, max: 69 }
+      conditions: [{ vocabulary: ICD10, code: "E11", descendants: true }]
+    }
+  ) {
+    queryId
+    count { value status }
+    byJurisdiction { jurisdiction status count { value status } }
+  }
+}
+"""
