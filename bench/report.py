@@ -97,3 +97,24 @@ def table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(
         "  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
     )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The figures of a results file as a Markdown table, for bench/README.md."""
+    verdicts = {True: "met", False: "**missed**", None: ""}
+    lines = ["| figure | value | goal | |", "|---|---:|---|---|"]
+    for f in results["figures"]:
+        value = f["value"]
+        shown = "n/a" if isinstance(value, str) or math.isnan(value) else f"{value:,.2f}"
+        name = f["name"].strip()
+        indent = "↳ " if f["name"].startswith(" ") else ""
+        lines.append(
+            f"| {indent}{name} | {shown} {f['unit']} | {f['goal']} | {verdicts[f['met']]} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
