@@ -4,7 +4,7 @@ under 100 ms and no error, load generator included on the same machine.
 Open loop (`bench.load.open_loop`): queries leave at the rate whatever the answers do, and
 each is timed from when it was due, so a stall cannot hide in a slower sender. Rates go up
 step by step until one fails; the bare baseline climbs the same ladder in the same run. The
-gateway's CPU time per query (from /proc) is reported too: unlike latency, it hardly depends
+gateway's CPU time per query (from /proc) is reported too: it depends far less than latency
 on what else the machine is doing.
 """
 
@@ -41,14 +41,19 @@ async def _climb(
     held = 0
     steps: list[dict[str, Any]] = []
     for rate in rates:
-        before = cpu_seconds(pid)
-        samples = await open_loop(session, send, rate=rate, duration_s=step_s)
-        cpu_ms = (cpu_seconds(pid) - before) * 1000 / len(samples)
-        summary = Summary.of(
-            [s.latency_ms for s in samples if s.ok], sum(not s.ok for s in samples)
-        )
-        ok = summary.errors == 0 and summary.p99 < P99_LIMIT_MS
-        steps.append({"rate": rate, "cpu_ms_per_query": cpu_ms, "ok": ok, **summary.as_dict()})
+        # A rate fails when two tries in a row fail: on a shared machine one stall of someone
+        # else's process can take a short step's p99 on its own.
+        for _ in range(2):
+            before = cpu_seconds(pid)
+            samples = await open_loop(session, send, rate=rate, duration_s=step_s)
+            cpu_ms = (cpu_seconds(pid) - before) * 1000 / len(samples)
+            summary = Summary.of(
+                [s.latency_ms for s in samples if s.ok], sum(not s.ok for s in samples)
+            )
+            ok = summary.errors == 0 and summary.p99 < P99_LIMIT_MS
+            steps.append({"rate": rate, "cpu_ms_per_query": cpu_ms, "ok": ok, **summary.as_dict()})
+            if ok:
+                break
         if not ok:
             break
         held = rate
@@ -125,8 +130,7 @@ async def run(
                 "  CPU-bound ceiling: 1 s / gateway CPU per query",
                 1000 / _cpu_at_held(gw["steps"]),
                 "q/s",
-                detail="what one core given to the gateway alone would hold; the CPU time "
-                "per query hardly depends on the rest of the machine's load",
+                detail="what one core given to the gateway alone would hold",
             ),
         )
     report.data["throughput"] = {"nodes": NODES, "delay_ms": [FAST.low_ms, FAST.high_ms], **results}
