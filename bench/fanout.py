@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.cluster import ALL_JURISDICTIONS, Baseline, Cluster, Gateway, NodePool
+from bench.cluster import ALL_JURISDICTIONS, Baseline, Cluster, Gateway, NodePool, cpu_seconds
 from bench.fakenode import Delay
 from bench.load import (
     Sample,
@@ -85,17 +85,20 @@ def load_rate(nodes: int, rate: float, node_budget: float) -> float:
 
 async def _alternate(
     session: aiohttp.ClientSession,
-    senders: dict[str, Send],
+    senders: dict[str, tuple[Send, int]],
     *,
     blocks: int,
     queries: int | None = None,
     rate: float | None = None,
     duration_s: float | None = None,
-) -> dict[str, list[Sample]]:
-    """Each sender in turn, `blocks` times: `queries` at concurrency 1, or open loop."""
+) -> tuple[dict[str, list[Sample]], dict[str, float]]:
+    """Each sender in turn, `blocks` times: `queries` at concurrency 1, or open loop. Also
+    the CPU time each target's process (by pid) used per query."""
     out: dict[str, list[Sample]] = {name: [] for name in senders}
+    cpu: dict[str, float] = dict.fromkeys(senders, 0.0)
     for _ in range(blocks):
-        for name, send in senders.items():
+        for name, (send, pid) in senders.items():
+            before = cpu_seconds(pid)
             if rate is not None and duration_s is not None:
                 out[name] += await open_loop(
                     session, send, rate=rate, duration_s=duration_s / blocks
@@ -103,7 +106,8 @@ async def _alternate(
             else:
                 assert queries is not None
                 out[name] += await closed_loop(session, send, queries=max(1, queries // blocks))
-    return out
+            cpu[name] += cpu_seconds(pid) - before
+    return out, {name: 1000 * cpu[name] / max(1, len(out[name])) for name in senders}
 
 
 async def run(
@@ -141,13 +145,29 @@ async def run(
     cluster = Cluster()
     cluster.add(*pool.services, *(g.service for g in gateways.values()))
     cluster.add(*(b.service for b in baselines.values()))
-    rows = [["nodes", "load", "gateway p50", "p99", "baseline p50", "p99", "slowest p50", "ratio"]]
+    rows = [
+        [
+            "nodes",
+            "load",
+            "gateway p50",
+            "p99",
+            "baseline p50",
+            "p99",
+            "slowest p50",
+            "ratio",
+            "CPU ms/query gateway",
+            "baseline",
+        ]
+    ]
     results: list[dict[str, Any]] = []
     async with cluster, client_session() as session:
         for n in node_counts:
             senders = {
-                "gateway": graphql_sender(gateways[n].url, gateways[n].token, COHORT),
-                "baseline": baseline_sender(baselines[n].url),
+                "gateway": (
+                    graphql_sender(gateways[n].url, gateways[n].token, COHORT),
+                    gateways[n].pid,
+                ),
+                "baseline": (baseline_sender(baselines[n].url), baselines[n].pid),
             }
             await _alternate(session, senders, blocks=1, queries=20)  # warm-up
             phases: list[tuple[str, dict[str, Any]]] = [
@@ -159,12 +179,17 @@ async def run(
             ]
             for label, how in phases:
                 await pool.forget(session)
-                samples = await _alternate(session, senders, blocks=4, **how)
+                samples, cpu_ms = await _alternate(session, senders, blocks=4, **how)
                 timings = await pool.timings(session)
                 gw = overheads(samples["gateway"], timings, n)
                 bl = overheads(samples["baseline"], timings, n)
                 results.append(
-                    {"nodes": n, "load": label, "gateway": gw.as_dict(), "baseline": bl.as_dict()}
+                    {
+                        "nodes": n,
+                        "load": label,
+                        "gateway": {**gw.as_dict(), "cpu_ms_per_query": cpu_ms["gateway"]},
+                        "baseline": {**bl.as_dict(), "cpu_ms_per_query": cpu_ms["baseline"]},
+                    }
                 )
                 rows.append(
                     [
@@ -176,9 +201,11 @@ async def run(
                         f"{bl.overhead.p99:.2f}",
                         f"{gw.slowest.p50:.1f}",
                         f"{ratio(gw.overhead.p50, bl.overhead.p50):.2f}",
+                        f"{cpu_ms['gateway']:.2f}",
+                        f"{cpu_ms['baseline']:.2f}",
                     ]
                 )
-                _figures(report, n, label, gw, bl)
+                _figures(report, n, label, gw, bl, cpu_ms)
     print(table(rows))
     report.data["fanout"] = {
         "delay_ms": [delay.low_ms, delay.high_ms],
@@ -193,10 +220,15 @@ def _median_goal(nodes: int) -> float | None:
     return MEDIAN_GOALS_MS[min(larger)] if larger else None
 
 
-def _figures(report: Report, n: int, label: str, gw: Overheads, bl: Overheads) -> None:
+def _figures(
+    report: Report, n: int, label: str, gw: Overheads, bl: Overheads, cpu_ms: dict[str, float]
+) -> None:
     where = f"{n} node{'s' if n > 1 else ''}, {label}"
     errors = gw.overhead.errors + bl.overhead.errors
-    detail = f"baseline {bl.overhead.p50:.2f} ms; slowest node {gw.slowest.p50:.1f} ms median"
+    detail = (
+        f"baseline {bl.overhead.p50:.2f} ms; slowest node {gw.slowest.p50:.1f} ms median; CPU "
+        f"per query {cpu_ms['gateway']:.2f} ms (baseline {cpu_ms['baseline']:.2f})"
+    )
     if errors:
         detail += f"; {gw.overhead.errors} gateway and {bl.overhead.errors} baseline errors"
     goal = _median_goal(n)

@@ -20,7 +20,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     fanout = results["data"]["fanout"]
     rows = fanout["results"]
@@ -44,6 +44,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(nodes, [str(n) for n in nodes])
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("nodes")
@@ -53,10 +54,12 @@ def plot(results: dict[str, Any], out: Path) -> None:
     axes[0].set_ylabel("ms over the slowest node")
     axes[1].legend(fontsize=8, loc="upper left")
     tracing = "on" if fanout["tracing"] else "off"
+    start = results["data"].get("machine_at_start", results["machine"])
     fig.suptitle(
         f"Fan-out overhead (nodes answer in {fanout['delay_ms'][0]:g}–{fanout['delay_ms'][1]:g} "
-        f"ms; tracing {tracing}; {results['started']}, load average "
-        f"{results['machine']['load_average_1_5_15'][0]:g})",
+        f"ms; tracing {tracing}; {results['started']}, 2 cores shared, load average "
+        f"{start['load_average_1_5_15'][0]:g} at start, "
+        f"{results['machine']['load_average_1_5_15'][0]:g} at end)",
         fontsize=10,
     )
     fig.tight_layout()
