@@ -26,7 +26,7 @@ from policies.loader import shipped_disclosure_profile
 from policies.profiles import DisclosureProfile
 from policies.tables import TableCell, TableSet
 from schema.codes import Dimension, Jurisdiction, ValueStatus
-from schema.query import CohortQuery, Criteria, EventCriterion
+from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
 from schema.result import Value
 
 SEX, AGE5, AGE10, YEAR = (
@@ -38,7 +38,7 @@ SEX, AGE5, AGE10, YEAR = (
 E11 = EventCriterion(vocabulary="ICD10", code="E11")
 C49 = EventCriterion(vocabulary="ICD10", code="C49")
 
-TYPICAL = {
+TYPICAL: dict[str, tuple[Criteria, list[Breakdown]]] = {
     "diabetes by sex × 10-year band": (
         Criteria(conditions=[E11]),
         [(SEX, AGE10), (SEX,), (AGE10,)],

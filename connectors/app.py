@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -249,6 +250,10 @@ def serve(settings: ConnectorSettings) -> None:
     let in-flight queries finish (up to the shutdown timeout), close the database. Prints
     one line, `connector FR listening on http://host:port`, once it accepts connections."""
     app = create_app(settings)
+    # What is loaded now (models, sqlglot, policies: ~77,000 objects) lives as long as the
+    # process: out of the collector's reach, a full collection no longer walks it (~100 ms).
+    gc.collect()
+    gc.freeze()
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     # Binding here, not in aiohttp, gives the real port when settings.port is 0.
     sock = socket.create_server((settings.host, settings.port), family=family)

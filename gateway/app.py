@@ -13,6 +13,7 @@ queries have drained (`gateway.lifecycle`):
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -373,6 +374,7 @@ def serve(settings: GatewaySettings) -> None:
     prints one line once it accepts connections."""
     app = create_app(settings)
     sock = _listen(settings.host, settings.port)
+    freeze_heap()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
     web.run_app(
@@ -385,6 +387,15 @@ def serve(settings: GatewaySettings) -> None:
         handler_cancellation=True,
     )
     log.info("gateway stopped")
+
+
+def freeze_heap() -> None:
+    """Move everything loaded so far (schema, models, policies: some 80,000 objects that live
+    as long as the process) out of the garbage collector's reach. Otherwise every full
+    collection walks them all, pydantic's validators deep inside: ~120 ms, every ~70 queries,
+    straight into the latency tail."""
+    gc.collect()
+    gc.freeze()
 
 
 def _listen(host: str, port: int) -> socket.socket:

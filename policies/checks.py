@@ -168,9 +168,14 @@ def purpose_fits_applicant(c: CheckInput) -> Iterator[PolicyReason]:
 
 
 # -- the question ---------------------------------------------------------------------------
+# Iterating an Enum class builds its members anew each time; this runs for every check of
+# every jurisdiction of every query.
+_DIMENSIONS: Final = tuple(Dimension)
+
+
 def _dimensions(query: CohortQuery) -> list[Dimension]:
     used = {d for table in query.tables for d in table}
-    return [d for d in Dimension if d in used]
+    return [d for d in _DIMENSIONS if d in used]
 
 
 def dimensions_allowed(c: CheckInput) -> Iterator[PolicyReason]:

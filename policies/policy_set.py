@@ -213,6 +213,14 @@ class PolicySet:
 
     baseline: BaselineLayer
     jurisdictions: Mapping[Jurisdiction, JurisdictionLayer] = field(default_factory=dict)
+    # Composed once per jurisdiction: the layers never change once loaded, and the gateway
+    # asks for a profile for every cell it releases (composing costs ~0.3 ms).
+    _composed: dict[Jurisdiction, EffectivePolicy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _profiles: dict[Jurisdiction, DisclosureProfile] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def covered(self) -> tuple[Jurisdiction, ...]:
@@ -230,12 +238,19 @@ class PolicySet:
         jurisdiction without a policy is refused anyway: this only keeps protection closed)."""
         if jurisdiction not in self.jurisdictions:
             return BASELINE
-        return self.effective(jurisdiction).disclosure_profile()
+        profile = self._profiles.get(jurisdiction)
+        if profile is None:
+            profile = self._profiles[jurisdiction] = self.effective(
+                jurisdiction
+            ).disclosure_profile()
+        return profile
 
     def effective(
         self, jurisdiction: Jurisdiction, node_layer: NodeLayer | None = None
     ) -> EffectivePolicy:
         """Baseline, then the jurisdiction's layer, then the node's layer if given."""
+        if node_layer is None and (known := self._composed.get(jurisdiction)) is not None:
+            return known
         national = self.layer(jurisdiction)
         if node_layer is not None and node_layer.node.jurisdiction is not jurisdiction:
             raise NodeLayerMismatch(node_layer.node, jurisdiction)
@@ -245,13 +260,16 @@ class PolicySet:
         ]
         if node_layer is not None:
             named.append((_node_name(node_layer), node_layer))
-        return _effective(
+        effective = _effective(
             (jurisdiction,),
             named,
             hdabs=(national.hdab,),
             issuers=national.issuers,
             node=None if node_layer is None else node_layer.node,
         )
+        if node_layer is None:
+            self._composed[jurisdiction] = effective
+        return effective
 
     def strictest(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field
 
@@ -97,9 +97,29 @@ BASELINE = DisclosureProfile(
 def strictest(profiles: Iterable[DisclosureProfile]) -> DisclosureProfile:
     """The profile that satisfies every given profile at once. With no profile at all, the
     baseline (fail closed)."""
-    profiles = list(profiles)
+    profiles = tuple(profiles)
     if not profiles:
         return BASELINE
+    if len(profiles) == 1:
+        return profiles[0]
+    # The gateway asks this for every pooled cell, of the same few profile objects: remember
+    # the answer by their identities (the entry keeps them alive, so an id cannot be reused).
+    key = tuple(map(id, profiles))
+    known = _STRICTEST.get(key)
+    if known is not None:
+        return known[1]
+    result = _strictest(profiles)
+    if len(_STRICTEST) >= _STRICTEST_MAX:
+        _STRICTEST.clear()
+    _STRICTEST[key] = (profiles, result)
+    return result
+
+
+_STRICTEST_MAX: Final = 1024
+_STRICTEST: dict[tuple[int, ...], tuple[tuple[DisclosureProfile, ...], DisclosureProfile]] = {}
+
+
+def _strictest(profiles: tuple[DisclosureProfile, ...]) -> DisclosureProfile:
     zero = (
         ZeroHandling.SUPPRESS
         if any(p.zero is ZeroHandling.SUPPRESS for p in profiles)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -26,6 +27,7 @@ from connectors.synth.database import TableWriter, create_cdm, load_vocabulary, 
 from connectors.synth.histories import draw_history
 from connectors.synth.population import draw_people
 from connectors.synth.progress import ProgressBar
+from connectors.synth.rows import Table
 from connectors.synth.tables import SOURCE_VALUES, NextIds, build_tables
 from schema.codes import Jurisdiction
 
@@ -139,21 +141,36 @@ def _write(
         rows["cdm_source"] = 1
         writer = TableWriter(con)
         ids = NextIds()
-        for chunk, first in enumerate(range(0, persons, CHUNK_PERSONS)):
+
+        def simulate(chunk: int, first: int) -> tuple[int, dict[str, Table]]:
             size = min(CHUNK_PERSONS, persons - first)
             rng = np.random.default_rng([seed, _country_key(jurisdiction), chunk])
             people = draw_people(rng, params, first + 1, size, reference)
             history = draw_history(rng, people, params, reference)
-            tables = build_tables(rng, people, history, params, ids)
-            for table, columns in tables.items():
-                added = writer.insert(table, columns, SOURCE_VALUES.get(table, {}))
-                rows[table] = rows.get(table, 0) + added
-            bar.advance(size, f"chunk {chunk + 1}")
+            return size, build_tables(rng, people, history, params, ids)
+
+        # The next chunk is simulated (numpy) while DuckDB inserts this one; chunks are still
+        # simulated one after another, in order, so ids and random streams are unchanged.
+        starts = list(enumerate(range(0, persons, CHUNK_PERSONS)))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth") as simulator:
+            upcoming = simulator.submit(simulate, *starts[0])
+            for chunk, _ in starts:
+                size, tables = upcoming.result()
+                if chunk + 1 < len(starts):
+                    upcoming = simulator.submit(simulate, *starts[chunk + 1])
+                _insert(writer, tables, rows)
+                bar.advance(size, f"chunk {chunk + 1}")
         bar.note("checkpoint")
         con.execute("CHECKPOINT")
     finally:
         con.close()
     return rows
+
+
+def _insert(writer: TableWriter, tables: dict[str, Table], rows: dict[str, int]) -> None:
+    for table, columns in tables.items():
+        added = writer.insert(table, columns, SOURCE_VALUES.get(table, {}))
+        rows[table] = rows.get(table, 0) + added
 
 
 def _report(
