@@ -50,7 +50,8 @@ QUICK: Final = Plan(
     throughput_step_s=3.0,
     connector_sizes=(1_000_000,),
     connector_reps=7,
-    synth_persons=1_000_000,
+    # Two and eight chunks: a single chunk has nothing to overlap its simulation with.
+    synth_persons=2_000_000,
     burst=1000,
 )
 FULL: Final = Plan(

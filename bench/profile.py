@@ -111,6 +111,22 @@ async def profile(
     gateway = Gateway(workdir / "gateway", pool, jurisdictions, tracing=tracing)
     cluster = Cluster()
     cluster.add(*pool.services, gateway.service)
+    try:
+        await _profile_cluster(cluster, gateway, nodes, rate, duration_s, out, fmt, py_spy)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _profile_cluster(
+    cluster: Cluster,
+    gateway: Gateway,
+    nodes: int,
+    rate: float,
+    duration_s: float,
+    out: Path,
+    fmt: str,
+    py_spy: str,
+) -> None:
     async with cluster, client_session() as session:
         send = graphql_sender(gateway.url, gateway.token, COHORT)
         await closed_loop(session, send, queries=50)
