@@ -30,6 +30,7 @@ from schema.audit.store import (
     MAX_PAGE,
     AuditQuery,
     AuditStoreError,
+    tables_ddl,
 )
 
 log = logging.getLogger(__name__)
@@ -38,32 +39,9 @@ T = TypeVar("T")
 # Any constant: serialises schema creation between processes starting at once.
 _SCHEMA_LOCK: Final = 0x7E55E7A
 
-SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} (
-    chain TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    time TEXT NOT NULL,
-    query_id TEXT,
-    principal TEXT,
-    approval TEXT,
-    decision TEXT NOT NULL,
-    jurisdictions TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (chain, seq)
-);
-CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_time ON {ENTRIES_TABLE} (chain, time);
-CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_query ON {ENTRIES_TABLE} (query_id);
-CREATE TABLE IF NOT EXISTS {HEADS_TABLE} (
-    chain TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    hash TEXT NOT NULL,
-    signed_at TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    PRIMARY KEY (chain, seq, key_id)
-);
+SCHEMA: Final = (
+    tables_ddl("BIGINT")
+    + f"""
 CREATE OR REPLACE FUNCTION tessera_audit_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
 CREATE OR REPLACE TRIGGER {ENTRIES_TABLE}_append_only BEFORE UPDATE OR DELETE
@@ -71,6 +49,7 @@ ON {ENTRIES_TABLE} FOR EACH ROW EXECUTE FUNCTION tessera_audit_append_only();
 CREATE OR REPLACE TRIGGER {HEADS_TABLE}_append_only BEFORE UPDATE OR DELETE
 ON {HEADS_TABLE} FOR EACH ROW EXECUTE FUNCTION tessera_audit_append_only();
 """
+)
 
 _FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 

@@ -36,38 +36,16 @@ from schema.audit.store import (
     MAX_PAGE,
     AuditQuery,
     AuditStoreError,
+    tables_ddl,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} (
-    chain TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    time TEXT NOT NULL,
-    query_id TEXT,
-    principal TEXT,
-    approval TEXT,
-    decision TEXT NOT NULL,
-    jurisdictions TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (chain, seq)
-);
-CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_time ON {ENTRIES_TABLE} (chain, time);
-CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_query ON {ENTRIES_TABLE} (query_id);
-CREATE TABLE IF NOT EXISTS {HEADS_TABLE} (
-    chain TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    signed_at TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    PRIMARY KEY (chain, seq, key_id)
-);
+SCHEMA: Final = (
+    tables_ddl("INTEGER")
+    + f"""
 CREATE TRIGGER IF NOT EXISTS {ENTRIES_TABLE}_no_update BEFORE UPDATE ON {ENTRIES_TABLE}
 BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS {ENTRIES_TABLE}_no_delete BEFORE DELETE ON {ENTRIES_TABLE}
@@ -77,6 +55,7 @@ BEGIN SELECT RAISE(ABORT, 'signed heads are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS {HEADS_TABLE}_no_delete BEFORE DELETE ON {HEADS_TABLE}
 BEGIN SELECT RAISE(ABORT, 'signed heads are append-only'); END;
 """
+)
 
 
 class SqliteAuditStore:

@@ -148,3 +148,35 @@ def open_store(url: str) -> AuditStore:
     from schema.audit.sqlite import SqliteAuditStore
 
     return SqliteAuditStore(url.removeprefix("sqlite:///"))
+
+
+def tables_ddl(seq_type: str) -> str:
+    """The audit tables and their indexes, the same in every store but for the integer type
+    of sequence numbers; each store adds its own append-only triggers."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} (
+    chain TEXT NOT NULL,
+    seq {seq_type} NOT NULL,
+    hash TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    time TEXT NOT NULL,
+    query_id TEXT,
+    principal TEXT,
+    approval TEXT,
+    decision TEXT NOT NULL,
+    jurisdictions TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (chain, seq)
+);
+CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_time ON {ENTRIES_TABLE} (chain, time);
+CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_query ON {ENTRIES_TABLE} (query_id);
+CREATE TABLE IF NOT EXISTS {HEADS_TABLE} (
+    chain TEXT NOT NULL,
+    seq {seq_type} NOT NULL,
+    hash TEXT NOT NULL,
+    signed_at TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (chain, seq, key_id)
+);
+"""

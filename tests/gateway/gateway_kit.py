@@ -6,6 +6,7 @@ Imported by name (`from gateway_kit import ...`): pytest's default import mode p
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.federation import NodeInfo
 from gateway.nodes import Handler
+from gateway.planner import Plan, plan_query
 from policies.disclosure import NODE_RULES, CellContext, protect_count
 from policies.loader import load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
@@ -221,3 +223,17 @@ def assert_clean_error(body: Mapping[str, Any], code: str, *secrets: str) -> Non
     text = json.dumps(body)
     for leak in (*LEAKS, *secrets):
         assert leak not in text, (leak, text)
+
+
+def make_plan(*tables: Breakdown, approval: Approval = APPROVAL) -> Plan:
+    """A plan of the whole federation for the breakdowns `tables`, as the gateway makes it."""
+    return plan_query(
+        approval=approval,
+        subject=SUBJECT,
+        members=MEMBERS,
+        request_id=approval.request_id,
+        criteria={},
+        jurisdictions=None,
+        reference_date=dt.date(2026, 1, 1),
+        tables=list(tables),
+    )

@@ -3,27 +3,24 @@ disclosure control over whatever the nodes sent."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from gateway_kit import (
     AGE10,
-    APPROVAL,
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
-    REQUEST_ID,
     SEX,
-    SUBJECT,
     Counts,
+    make_plan,
     node_response,
 )
 
 from gateway.combine import combine, pool
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, check_response
-from gateway.planner import Plan, plan_query
+from gateway.planner import Plan
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Reason, Value
@@ -31,19 +28,6 @@ from schema.result import Reason, Value
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 BY_COUNTRY: Breakdown = (Dimension.JURISDICTION,)
 BY_COUNTRY_SEX: Breakdown = (Dimension.JURISDICTION, Dimension.SEX)
-
-
-def make_plan(*tables: Breakdown) -> Plan:
-    return plan_query(
-        approval=APPROVAL,
-        subject=SUBJECT,
-        members=MEMBERS,
-        request_id=REQUEST_ID,
-        criteria={},
-        jurisdictions=None,
-        reference_date=dt.date(2026, 1, 1),
-        tables=list(tables),
-    )
 
 
 def answered(

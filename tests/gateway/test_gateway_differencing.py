@@ -5,19 +5,15 @@ suppressed as configured (PARTIAL)."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_kit import (
-    APPROVAL,
-    MEMBERS,
     POLICIES,
-    REQUEST_ID,
     SEX,
-    SUBJECT,
     Keys,
     counts_handler,
+    make_plan,
     mint,
     write_federation,
 )
@@ -27,7 +23,7 @@ from gateway.combine import Combined, combine
 from gateway.differencing import ISOLATES_NODE, guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
-from gateway.planner import Plan, plan_query
+from gateway.planner import Plan
 from gateway.settings import GatewaySettings, PartialPools
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
@@ -38,19 +34,6 @@ from tests.gateway.test_gateway_combine import answered, cells
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 SEX_BY_COUNTRY: Breakdown = (Dimension.SEX, Dimension.JURISDICTION)
 WITHHELD = Value.suppressed(Reason(rule="SECONDARY_SUPPRESSION", message="complement"))
-
-
-def make_plan(*tables: Breakdown) -> Plan:
-    return plan_query(
-        approval=APPROVAL,
-        subject=SUBJECT,
-        members=MEMBERS,
-        request_id=REQUEST_ID,
-        criteria={},
-        jurisdictions=None,
-        reference_date=dt.date(2026, 1, 1),
-        tables=list(tables),
-    )
 
 
 def withhold_node_total(combined: Combined, j: Jurisdiction) -> Combined:

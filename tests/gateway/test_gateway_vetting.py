@@ -3,25 +3,20 @@ true, is REJECTED whole, and none of its numbers reach the researcher."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
 from gateway_kit import (
     AGE10,
-    APPROVAL,
     DEFAULT_COUNTS,
-    MEMBERS,
-    REQUEST_ID,
     SEX,
-    SUBJECT,
     counts_handler,
+    make_plan,
     node_response,
 )
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
-from gateway.planner import Plan, plan_query
 from gateway.vetting import VettingNodeClient, vet
 from policies.loader import shipped_disclosure_profile as profile_for
 from policies.profiles import DisclosureProfile, ZeroHandling
@@ -32,19 +27,6 @@ from schema.wire import NodeRequest, NodeResponse, valid_key_value
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)
-
-
-def make_plan(*tables: Breakdown) -> Plan:
-    return plan_query(
-        approval=APPROVAL,
-        subject=SUBJECT,
-        members=MEMBERS,
-        request_id=REQUEST_ID,
-        criteria={},
-        jurisdictions=None,
-        reference_date=dt.date(2026, 1, 1),
-        tables=list(tables),
-    )
 
 
 def outcome_of(j: Jurisdiction, counts: Any, *tables: Breakdown) -> NodeOutcome:
