@@ -55,6 +55,8 @@ class QueryTrail:
     approval: Approval | None = None
     plan: Plan | None = None
     decisions: Mapping[Jurisdiction, AccessDecision] | None = None
+    # Each asked node's step, as the fan-out recorded it on the node's span.
+    node_steps: dict[Jurisdiction, NodeStep] = field(default_factory=dict)
     timeline: otel.Timeline = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +85,10 @@ class QueryTrail:
         assert self.plan is not None
         assert self.decisions is not None
         released = released_values(combined)
-        nodes = [node_step(o, self.decisions[o.jurisdiction]) for o in outcomes]
+        nodes = [
+            self.node_steps.get(o.jurisdiction) or node_step(o, self.decisions[o.jurisdiction])
+            for o in outcomes
+        ]
         # Every rule that fired anywhere: the policy's, each node's, the gateway's.
         rules = sorted(
             {r.rule for v in released for r in v.reasons} | {r for n in nodes for r in n.rules}

@@ -69,20 +69,29 @@ def combine(
     profiles: Profiles,
 ) -> Combined:
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
+    # Each node's cells, protected with its own profile as if released alone: once, then
+    # shared by the per-node values, the pooled cells and the per-country parts.
+    parts = {o.jurisdiction: released_alone(o, profiles) for o in ok}
+    pooled_context = _context([o.jurisdiction for o in ok], profiles)
     combined = Combined(
-        count=pooled_total(outcomes, profiles),
-        by_jurisdiction=tuple(node_result(o, profiles) for o in outcomes),
-        tables={table: combine_table(table, ok, profiles) for table in tables},
+        count=pooled_total(outcomes, parts, pooled_context),
+        by_jurisdiction=tuple(node_result(o, parts) for o in outcomes),
+        tables={table: combine_table(table, parts, pooled_context) for table in tables},
     )
     if not ok:
         return combined
-    return protect_released(combined, ok, profiles)
+    return protect_released(combined, ok, parts, profiles)
 
 
 BY_COUNTRY: Final[Breakdown] = (Dimension.JURISDICTION,)
 
 
-def protect_released(combined: Combined, ok: Sequence[NodeOutcome], profiles: Profiles) -> Combined:
+def protect_released(
+    combined: Combined,
+    ok: Sequence[NodeOutcome],
+    parts: Mapping[Jurisdiction, NodeTables],
+    profiles: Profiles,
+) -> Combined:
     """The gateway's table rules over everything released at once (see the module doc)."""
     pooled_profile = strictest(profiles(o.jurisdiction) for o in ok)
     single = ok[0].jurisdiction if len(ok) == 1 else None
@@ -122,19 +131,17 @@ def protect_released(combined: Combined, ok: Sequence[NodeOutcome], profiles: Pr
         }
     hidden: list[Breakdown] = []
     for table in list(combined.tables):
-        parts = (Dimension.JURISDICTION, *table)
-        if Dimension.JURISDICTION in table or frozenset(parts) in by_dimensions:
+        per_country = (Dimension.JURISDICTION, *table)
+        if Dimension.JURISDICTION in table or frozenset(per_country) in by_dimensions:
             continue
         # The per-country parts of a pooled table: not released, but related to it.
-        by_dimensions[frozenset(parts)] = parts
-        hidden.append(parts)
+        by_dimensions[frozenset(per_country)] = per_country
+        hidden.append(per_country)
         node_table = node_dimensions(table)
-        sets[parts] = {
-            (o.jurisdiction.value, *key): national(
-                o.jurisdiction, release([o.jurisdiction], value, profiles)
-            )
-            for o in ok
-            for key, value in o.tables[node_table].items()
+        sets[per_country] = {
+            (j.value, *key): national(j, value)
+            for j, tables in parts.items()
+            for key, value in tables[node_table].items()
         }
     protected = TableSet(sets, hidden=frozenset(hidden))
     for rule in GATEWAY_TABLE_RULES:
@@ -167,10 +174,22 @@ def _entry_key(table: Breakdown, entry: Breakdown, cell: Cell) -> CellKey:
     return tuple(values[d] for d in entry)
 
 
-def node_result(outcome: NodeOutcome, profiles: Profiles) -> NodeResult:
+NodeTables = Mapping[Breakdown, Mapping[CellKey, Value]]
+
+
+def released_alone(outcome: NodeOutcome, profiles: Profiles) -> NodeTables:
+    """A node's cells under the gateway's cell rules with the node's own profile."""
+    context = _context([outcome.jurisdiction], profiles)
+    return {
+        table: {key: protect(value, context, GATEWAY_RULES) for key, value in cells.items()}
+        for table, cells in outcome.tables.items()
+    }
+
+
+def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) -> NodeResult:
     count = None
     if outcome.status is NodeStatus.OK:
-        count = release([outcome.jurisdiction], outcome.tables[()][()], profiles)
+        count = parts[outcome.jurisdiction][()][()]
     error = None
     if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
         error = outcome.message or outcome.status.value
@@ -186,41 +205,45 @@ def node_result(outcome: NodeOutcome, profiles: Profiles) -> NodeResult:
     )
 
 
-def pooled_total(outcomes: Sequence[NodeOutcome], profiles: Profiles) -> Value:
-    ok = [o for o in outcomes if o.status is NodeStatus.OK]
+def pooled_total(
+    outcomes: Sequence[NodeOutcome],
+    parts: Mapping[Jurisdiction, NodeTables],
+    context: CellContext,
+) -> Value:
     missing = ", ".join(
         f"{o.jurisdiction.value} ({o.status.value})"
         for o in outcomes
         if o.status is not NodeStatus.OK
     )
-    if not ok:
+    if not parts:
         return Value.suppressed(
             Reason(rule=NO_NODE_ANSWERED, message=f"no node answered: {missing or 'none asked'}")
         )
-    parts = [(o.jurisdiction, release([o.jurisdiction], o.tables[()][()], profiles)) for o in ok]
-    total = release([o.jurisdiction for o in ok], pool(parts), profiles)
+    total = protect(
+        pool([(j, tables[()][()]) for j, tables in parts.items()]), context, GATEWAY_RULES
+    )
     if missing:
         total = with_reason(total, Reason(rule=PARTIAL, message=f"no answer from {missing}"))
     return total
 
 
 def combine_table(
-    table: Breakdown, ok: Sequence[NodeOutcome], profiles: Profiles
+    table: Breakdown, parts: Mapping[Jurisdiction, NodeTables], pooled: CellContext
 ) -> tuple[Cell, ...]:
     node_table = node_dimensions(table)
     cells: list[tuple[tuple[str, ...], Value]] = []
     if Dimension.JURISDICTION in table:
         # Each cell comes from one node: protected with that node's own profile.
-        for o in ok:
-            for key, value in o.tables[node_table].items():
-                full = _with_jurisdiction(table, key, o.jurisdiction)
-                cells.append((full, release([o.jurisdiction], value, profiles)))
+        for j, tables in parts.items():
+            for key, value in tables[node_table].items():
+                cells.append((_with_jurisdiction(table, key, j), value))
     else:
-        keys = dict.fromkeys(key for o in ok for key in o.tables[node_table])
-        contributors = [o.jurisdiction for o in ok]
+        keys = dict.fromkeys(key for tables in parts.values() for key in tables[node_table])
         for key in keys:
-            parts = [(o.jurisdiction, _part(o, node_table, key, profiles)) for o in ok]
-            cells.append((key, release(contributors, pool(parts), profiles)))
+            # A node sends no cell for an empty group: its absence is already public, it
+            # adds 0.
+            pooled_parts = [(j, tables[node_table].get(key, _ZERO)) for j, tables in parts.items()]
+            cells.append((key, protect(pool(pooled_parts), pooled, GATEWAY_RULES)))
     cells.sort(key=lambda cell: _sort_key(table, cell[0]))
     return tuple(
         Cell(
@@ -229,14 +252,6 @@ def combine_table(
         )
         for key, value in cells
     )
-
-
-def _part(outcome: NodeOutcome, table: Breakdown, key: CellKey, profiles: Profiles) -> Value:
-    value = outcome.tables[table].get(key)
-    if value is None:
-        # A node sends no cell for an empty group: its absence is already public, it adds 0.
-        return _ZERO
-    return release([outcome.jurisdiction], value, profiles)
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
@@ -261,14 +276,13 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
     )
 
 
-def release(contributors: Sequence[Jurisdiction], value: Value, profiles: Profiles) -> Value:
-    """The gateway's disclosure control on one released cell: the strictest profile of the
-    jurisdictions in it; its reasons name a jurisdiction only when there is one."""
-    context = CellContext(
+def _context(contributors: Sequence[Jurisdiction], profiles: Profiles) -> CellContext:
+    """The gateway's disclosure context for a cell of these jurisdictions: the strictest of
+    their profiles; reasons name a jurisdiction only when there is one."""
+    return CellContext(
         profile=strictest(profiles(j) for j in contributors),
         jurisdiction=contributors[0] if len(contributors) == 1 else None,
     )
-    return protect(value, context, GATEWAY_RULES)
 
 
 _ZERO: Final = Value.exact(0)

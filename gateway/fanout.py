@@ -17,6 +17,7 @@ from gateway.nodes import NodeClient, NodeOutcome
 from gateway.planner import Plan
 from policies.reasons import Decision
 from schema import telemetry as otel
+from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,11 @@ async def fan_out(
     deadline_s: float,
     node_timeout_s: float | None = None,
     tracer: Tracer | None = None,
+    steps: dict[Jurisdiction, NodeStep] | None = None,
 ) -> list[NodeOutcome]:
     """One outcome per jurisdiction of the plan, in the plan's order. Each node asked is a
-    client span, whose context the request carries to the node (`traceparent`)."""
+    client span, whose context the request carries to the node (`traceparent`); what its
+    span records is the node's audit step, left in `steps` for the audit entry."""
     tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
     # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
@@ -58,6 +61,8 @@ async def fan_out(
         ) as span:
             outcome = await call(jurisdiction)
             step = node_step(outcome, decision)
+            if steps is not None:
+                steps[jurisdiction] = step
             span.set_attributes(
                 {
                     otel.NODE_STATUS: outcome.status.value,

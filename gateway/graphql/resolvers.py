@@ -149,6 +149,7 @@ async def _answer(
             deadline_s=deadline_s,
             node_timeout_s=services.node_timeout_s,
             tracer=services.tracer,
+            steps=trail.node_steps,
         )
     quorum.check(outcomes)
     with trail.step("combine") as span:

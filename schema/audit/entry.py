@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
+import orjson
 from pydantic import Field
 
 from schema.codes import Jurisdiction, NodeStatus
@@ -110,10 +110,11 @@ class AuditRecord(Contract):
 
 
 def canonical_json(data: Any) -> str:
-    """Sorted keys, no whitespace, no NaN: equal data, equal text."""
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    """Sorted keys, no whitespace, UTF-8 as is: equal data, equal text. Made for the output
+    of pydantic's JSON mode (`model_dump(mode="json")`), which has already turned NaN and
+    infinities into null; orjson would do the same with any left, rather than write text
+    no JSON parser reads."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def digest(text: str) -> str:
@@ -209,7 +210,7 @@ class StoredEntry:
 
     def record(self) -> AuditRecord:
         """The record in the body (raises `ValueError` when the body is not one)."""
-        data = json.loads(self.body)
+        data = orjson.loads(self.body)
         return AuditRecord.model_validate(data["record"])
 
 

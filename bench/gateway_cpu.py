@@ -1,0 +1,188 @@
+"""The gateway's own CPU per query, in one process: `python -m bench.gateway_cpu --nodes 5`.
+
+The real gateway app (`gateway.app.create_app`: GraphQL, authentication, policy, signing,
+disclosure control, vetting, audit trail, tracing with a batch span processor) on a loopback
+test server, with a node client that answers at once with what the controlled-delay nodes
+answer (`bench.fakenode.tables`), so no other process shares the machine's cores and
+what is measured is the gateway's work alone. Queries run one after another; the figure is
+process CPU time per query. `--profile FILE` writes a cProfile of the measured queries
+(`python -m pstats FILE`, or `--top N` prints the N costliest functions).
+
+The node client is the only stand-in: the HTTP client's own cost per node call is measured by
+the fan-out and throughput benchmarks, which use real nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.cluster import ALL_JURISDICTIONS
+from bench.fakenode import tables
+from bench.policies import write_policies
+from bench.queries import COHORT, COUNT
+from bench.traced import install
+from gateway.app import create_app, freeze_heap
+from gateway.federation import NodeInfo
+from gateway.nodes import NodeOutcome, encode_request, interpret
+from gateway.settings import GatewaySettings
+from gateway.signing import RequestSigner
+from schema.codes import NodeStatus
+from schema.wire import NodeRequest
+from tessera.keys import ensure_keypair
+from tessera.local import LocalFederation
+from tessera.processes import free_port
+from tessera.tokens import demo_approval
+
+BLOCKS = 10
+QUERIES = {
+    "cohort": COHORT,
+    "count": COUNT,
+    # The floor: HTTP both ways and a GraphQL operation that does nothing.
+    "typename": "{ __typename }",
+}
+
+
+class InstantNodes:
+    """A `NodeClient` that does what `HttpNodeClient` does but the socket: encodes and signs
+    each request and checks the answer's bytes with `gateway.nodes.interpret`. Answers are
+    what `bench.fakenode` would send, encoded once per shape (only the query id changes)."""
+
+    def __init__(self, signer: RequestSigner) -> None:
+        self._signer = signer
+        self._answers: dict[tuple[str, bytes], bytes] = {}
+
+    async def query(
+        self,
+        node: NodeInfo,
+        request: NodeRequest,
+        *,
+        approval_token: str,
+        timeout: float,  # noqa: ASYNC109 - the protocol's signature
+    ) -> NodeOutcome:
+        body = encode_request(request)
+        self._signer.sign(body, audience=node.node_id)
+        j = node.jurisdiction.value
+        shape = orjson.dumps([[d.value for d in by] for by in request.query.tables])
+        template = self._answers.get((j, shape))
+        if template is None:
+            template = self._answers[(j, shape)] = orjson.dumps(
+                {
+                    "query_id": QUERY_ID_SLOT,
+                    "jurisdiction": j,
+                    "status": NodeStatus.OK.value,
+                    "elapsed_ms": 0.1,
+                    "tables": tables(j, orjson.loads(shape)),
+                }
+            )
+        answer = template.replace(QUERY_ID_SLOT.encode(), request.query_id.encode(), 1)
+        return interpret(node, request, 200, answer, 0.1)
+
+
+QUERY_ID_SLOT = "00000000-0000-0000-0000-000000000000"
+
+
+async def measure(
+    nodes: int, queries: int, query: str, profile: Path | None, tracing: bool
+) -> tuple[float, float]:
+    """(CPU ms per query, wall ms per query) of the quietest of `BLOCKS` blocks of
+    sequential queries, `queries` in all."""
+    workdir = Path(tempfile.mkdtemp(prefix="tessera-gateway-cpu-"))
+    try:
+        jurisdictions = ALL_JURISDICTIONS[:nodes]
+        fed = LocalFederation(
+            directory=workdir,
+            jurisdictions=jurisdictions,
+            persons=0,
+            gateway_port=free_port(),
+            node_ports=[free_port() for _ in jurisdictions],
+            graphiql=False,
+        )
+        ensure_keypair(fed.keys_dir, "gateway")
+        ensure_keypair(fed.keys_dir, "hdab")
+        fed.write_federation()
+        token = fed.mint(demo_approval(jurisdictions))
+        settings = GatewaySettings.from_env(
+            {},
+            federation=fed.federation_file,
+            policies=write_policies(workdir / "policies", jurisdictions),
+            audit_db=str(workdir / "audit.sqlite3"),
+        )
+        provider = install() if tracing else None
+        app = create_app(
+            settings,
+            node_client=InstantNodes(
+                RequestSigner(issuer="bench", kid="bench", key=Ed25519PrivateKey.generate())
+            ),
+            tracer_provider=provider,
+        )
+        payload = {"query": query}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with TestClient(TestServer(app)) as client:
+            freeze_heap()  # as `gateway.app.serve` does once the app is built
+
+            async def ask() -> None:
+                response = await client.post("/graphql", json=payload, headers=headers)
+                body = await response.json()
+                if response.status != 200 or body.get("errors"):
+                    raise RuntimeError(f"query failed: {body}")
+
+            for _ in range(20):  # warm caches, connections, the audit store
+                await ask()
+            profiler = cProfile.Profile() if profile else None
+            if profiler:
+                profiler.enable()
+            blocks: list[tuple[float, float]] = []
+            per_block = max(1, queries // BLOCKS)
+            for _ in range(BLOCKS):
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in range(per_block):
+                    await ask()
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                blocks.append((1000 * cpu / per_block, 1000 * wall / per_block))
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(profile)  # type: ignore[arg-type]
+        if provider is not None:
+            provider.shutdown()
+        # The quietest block: on a shared machine, others' work only ever adds.
+        return min(blocks)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway_cpu", description=__doc__)
+    parser.add_argument("--nodes", type=int, default=5)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--query", choices=sorted(QUERIES), default="cohort")
+    parser.add_argument("--no-tracing", action="store_true")
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("--top", type=int, default=0)
+    args = parser.parse_args(argv)
+    cpu, wall = asyncio.run(
+        measure(args.nodes, args.queries, QUERIES[args.query], args.profile, not args.no_tracing)
+    )
+    print(
+        f"{args.query}, {args.nodes} nodes: gateway CPU {cpu:.2f} ms/query, "
+        f"wall {wall:.2f} ms/query (client included)"
+    )
+    if args.profile and args.top:
+        pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
