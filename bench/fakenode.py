@@ -53,8 +53,10 @@ STATS_PATH: Final = "/_bench/stats"
 CALENDAR_YEARS: Final = tuple(str(y) for y in range(2016, 2026))
 # Every count at least this: above any minimum cell size, so nothing is suppressed.
 MIN_COUNT: Final = 1000
-# More than the largest table (4 dimensions, at most a few thousand cells of < 10,000) adds up to.
-TOTAL_BASE: Final = 100_000_000
+# More than the largest table (4 dimensions, at most a few thousand cells of < 10,000) adds up
+# to, and small enough that 30 nodes' totals pool to less than 2^31: GraphQL's Int is 32 bits,
+# and a larger pooled count is a field error (at 100M per node, every 30-node query failed).
+TOTAL_BASE: Final = 50_000_000
 
 
 def labels(dimension: Dimension) -> tuple[str, ...]:
