@@ -41,8 +41,8 @@ from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
-from tessera.keys import ensure_keypair
-from tessera.local import LocalFederation
+from tessera.keys import ensure_rotated
+from tessera.local import GATEWAY_KEYS, HDAB_KEYS, LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import demo_approval
 
@@ -110,8 +110,8 @@ async def measure(
             node_ports=[free_port() for _ in jurisdictions],
             graphiql=False,
         )
-        ensure_keypair(fed.keys_dir, "gateway")
-        ensure_keypair(fed.keys_dir, "hdab")
+        ensure_rotated(fed.keys_dir, GATEWAY_KEYS)
+        ensure_rotated(fed.keys_dir, HDAB_KEYS)
         fed.write_federation()
         token = fed.mint(demo_approval(jurisdictions))
         settings = GatewaySettings.from_env(

@@ -16,6 +16,7 @@ minus the other countries).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -161,11 +162,10 @@ def protect_released(
     for table, cells in combined.tables.items():
         entry = released[table]
         tables[table] = tuple(
-            c.model_copy(update={"count": value_of(entry, _entry_key(table, entry, c))})
-            for c in cells
+            _cell(c.dimensions, value_of(entry, _entry_key(table, entry, c))) for c in cells
         )
     if () in tables:
-        tables[()] = tuple(c.model_copy(update={"count": count}) for c in tables[()])
+        tables[()] = tuple(_cell(c.dimensions, count) for c in tables[()])
     return Combined(count=count, by_jurisdiction=by_jurisdiction, tables=tables)
 
 
@@ -246,12 +246,19 @@ def combine_table(
             cells.append((key, protect(pool(pooled_parts), pooled, GATEWAY_RULES)))
     cells.sort(key=lambda cell: _sort_key(table, cell[0]))
     return tuple(
-        Cell(
-            dimensions=[DimensionValue(name=d, value=v) for d, v in zip(table, key, strict=True)],
-            count=value,
-        )
+        _cell([_dimension(d, v) for d, v in zip(table, key, strict=True)], value)
         for key, value in cells
     )
+
+
+# Built from parts that are already valid (vetted keys, protected values): constructed, not
+# validated again, since this runs for every cell of every answer.
+def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
+    return Cell.model_construct(dimensions=dimensions, count=count)
+
+
+def _dimension(name: Dimension, value: str) -> DimensionValue:
+    return DimensionValue.model_construct(name=name, value=value)
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
@@ -303,6 +310,7 @@ def _sort_key(table: Breakdown, key: CellKey) -> tuple[tuple[tuple[int, int, str
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
     # "5-9" before "10-14", "90+" last: numbers compare as numbers.
     return tuple(
