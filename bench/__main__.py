@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import connector, fanout, scale, throughput
+from bench import connector, fanout, gateway_cpu, scale, throughput
 from bench.cluster import REPO, gateway_env_from_environment
 from bench.report import Report, machine
 
-NAMES: Final = ("fanout", "throughput", "connector", "scale")
+NAMES: Final = ("cpu", "fanout", "throughput", "connector", "scale")
 CACHE: Final = REPO / ".tessera" / "bench"
 RESULTS: Final = REPO / "bench" / "results" / "latest.json"
 # Committed with bench/README.md: a run of the fan-out benchmark refreshes it.
@@ -35,6 +35,7 @@ PLOT: Final = REPO / "bench" / "fanout-overhead.png"
 
 @dataclass(frozen=True)
 class Plan:
+    cpu_queries: int
     fanout_queries: int
     fanout_duration_s: float
     throughput_step_s: float
@@ -45,6 +46,7 @@ class Plan:
 
 
 QUICK: Final = Plan(
+    cpu_queries=300,
     fanout_queries=120,
     fanout_duration_s=6.0,
     throughput_step_s=3.0,
@@ -55,6 +57,7 @@ QUICK: Final = Plan(
     burst=1000,
 )
 FULL: Final = Plan(
+    cpu_queries=1000,
     fanout_queries=400,
     fanout_duration_s=20.0,
     throughput_step_s=6.0,
@@ -79,6 +82,8 @@ async def run(
         + (f"; gateway environment {', '.join(sorted(env))}" if env else ""),
         flush=True,
     )
+    if "cpu" in only:
+        await gateway_cpu.run(report, queries=plan.cpu_queries, tracing=tracing)
     if "fanout" in only:
         await fanout.run(
             report,

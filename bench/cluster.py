@@ -42,7 +42,7 @@ def gateway_env_from_environment() -> dict[str, str]:
     return env
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     # The benchmark's modules (`python -m bench...`) import from the repository.
     path = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
@@ -73,7 +73,7 @@ class NodePool:
                     args=[*args, "--delay-ms", delay, "--seed", str(i), "--host", self.host],
                     base_url=self.url(group[0]),
                     log_path=self.directory / f"fakenodes-{i}.log",
-                    env=_python_env(),
+                    env=python_env(),
                 )
             )
 
@@ -138,7 +138,7 @@ class Gateway:
         service = fed.gateway_service()
         service.args = [*service.args, "--deadline", str(self.deadline_s)]
         service.env = {
-            **_python_env(),
+            **python_env(),
             "TESSERA_GATEWAY_POLICIES": str(policies),
             **self.env,
         }
@@ -173,7 +173,7 @@ class Baseline:
             args=[*nodes, "--port", str(port)],
             base_url=f"http://127.0.0.1:{port}",
             log_path=self.directory / "baseline.log",
-            env=_python_env(),
+            env=python_env(),
         )
 
     @property

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import math
+import os
 import pstats
 import shutil
 import sys
@@ -24,15 +26,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.cluster import ALL_JURISDICTIONS
+from bench.cluster import ALL_JURISDICTIONS, python_env
 from bench.fakenode import tables
 from bench.policies import write_policies
 from bench.queries import COHORT, COUNT
+from bench.report import Figure, Report, table
 from bench.traced import install
 from gateway.app import create_app, freeze_heap
 from gateway.federation import NodeInfo
@@ -46,8 +50,8 @@ from tessera.local import GATEWAY_KEYS, HDAB_KEYS, LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import demo_approval
 
-BLOCKS = 10
-QUERIES = {
+BLOCKS: Final = 10
+QUERIES: Final = {
     "cohort": COHORT,
     "count": COUNT,
     # The floor: HTTP both ways and a GraphQL operation that does nothing.
@@ -171,10 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-tracing", action="store_true")
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args(argv)
     cpu, wall = asyncio.run(
         measure(args.nodes, args.queries, QUERIES[args.query], args.profile, not args.no_tracing)
     )
+    if args.json:
+        print(orjson.dumps({"cpu_ms": cpu, "wall_ms": wall}).decode())
+        return 0
     print(
         f"{args.query}, {args.nodes} nodes: gateway CPU {cpu:.2f} ms/query, "
         f"wall {wall:.2f} ms/query (client included)"
@@ -186,3 +194,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# (query, nodes) measured by `python -m bench` (section 0), the floor first.
+SHAPES: Final = (
+    ("typename", 1),
+    ("count", 1),
+    ("cohort", 1),
+    ("count", 5),
+    ("cohort", 5),
+    ("cohort", 30),
+)
+
+
+async def run(report: Report, *, queries: int, tracing: bool) -> None:
+    """Each shape in a fresh process of its own, one after another."""
+    report.section(
+        "0. Gateway CPU per query, in one process (real app, nodes answer at once in-process; "
+        f"quietest of {BLOCKS} blocks; tracing {'on' if tracing else 'off'})"
+    )
+    rows = [["query", "nodes", "CPU ms/query", "× floor"]]
+    results: list[dict[str, object]] = []
+    floor = math.nan
+    for query, nodes in SHAPES:
+        args = ["--nodes", str(nodes), "--query", query, "--queries", str(queries), "--json"]
+        if not tracing:
+            args.append("--no-tracing")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.gateway_cpu",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, **python_env()},
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"bench.gateway_cpu {' '.join(args)} failed")
+        cpu = float(orjson.loads(out)["cpu_ms"])
+        if query == "typename":
+            floor = cpu
+        rows.append([query, str(nodes), f"{cpu:.2f}", f"{cpu / floor:.1f}"])
+        results.append({"query": query, "nodes": nodes, "cpu_ms": cpu})
+        report.add(
+            Figure(
+                f"gateway CPU, {query}, {nodes} node{'s' if nodes > 1 else ''}",
+                cpu,
+                "ms",
+                detail=f"{cpu / floor:.1f}× the floor ({{ __typename }}: {floor:.2f} ms)",
+            )
+        )
+    print(table(rows))
+    report.data["gateway_cpu"] = results

@@ -20,6 +20,7 @@ from bench.baseline import create_app as create_baseline
 from bench.cluster import ALL_JURISDICTIONS, Gateway, NodePool
 from bench.fakenode import TIMINGS_PATH, Delay, Recorder, count, labels, node_app
 from bench.fanout import overheads
+from bench.gateway_cpu import measure
 from bench.load import Sample, Summary, percentile
 from bench.policies import RATE_LIMIT, write_policies
 from bench.profile import top
@@ -171,3 +172,11 @@ def test_profile_top_counts_own_and_total_samples(tmp_path: Path) -> None:
     assert lines[0] == "10 samples"
     assert " 50.0    50.0  combine" in lines
     assert "  0.0    80.0  handle" in lines
+
+
+async def test_the_cpu_benchmark_runs_real_queries_through_the_real_app() -> None:
+    # `measure` raises when any query comes back with an error; here every query of the
+    # cohort shape (policy, signing, vetting, combining, audit) has to succeed.
+    cpu_ms, wall_ms = await measure(2, 20, COHORT, None, tracing=True)
+    assert cpu_ms > 0
+    assert wall_ms > 0
