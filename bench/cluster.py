@@ -24,8 +24,7 @@ import orjson
 from bench.fakenode import STATS_PATH, TIMINGS_PATH, Delay
 from bench.policies import write_policies
 from schema.codes import Jurisdiction
-from tessera.keys import ensure_rotated
-from tessera.local import GATEWAY_KEYS, HDAB_KEYS, LocalFederation
+from tessera.local import LocalFederation
 from tessera.processes import Service, Supervisor, free_port
 from tessera.tokens import demo_approval
 
@@ -129,9 +128,7 @@ class Gateway:
             graphiql=False,
         )
         fed = self.federation
-        fed.directory.mkdir(parents=True, exist_ok=True)
-        ensure_rotated(fed.keys_dir, GATEWAY_KEYS)
-        ensure_rotated(fed.keys_dir, HDAB_KEYS)
+        fed.prepare_keys()
         fed.write_federation()
         policies = write_policies(self.directory / "policies", self.jurisdictions)
         self.token = fed.mint(demo_approval(self.jurisdictions))

@@ -31,8 +31,7 @@ from gateway.signing import RequestSigner
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import CohortQuery
 from schema.wire import NodeRequest
-from tessera.keys import ensure_rotated
-from tessera.local import GATEWAY_KEYS, HDAB_KEYS, LocalFederation
+from tessera.local import LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import demo_approval
 
@@ -174,9 +173,7 @@ def federation_for(cache: Path, persons: int) -> LocalFederation:
         node_ports=[free_port()],
         graphiql=False,
     )
-    fed.directory.mkdir(parents=True, exist_ok=True)
-    ensure_rotated(fed.keys_dir, GATEWAY_KEYS)
-    ensure_rotated(fed.keys_dir, HDAB_KEYS)
+    fed.prepare_keys()
     return fed
 
 

@@ -45,8 +45,7 @@ from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
-from tessera.keys import ensure_rotated
-from tessera.local import GATEWAY_KEYS, HDAB_KEYS, LocalFederation
+from tessera.local import LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import demo_approval
 
@@ -114,8 +113,7 @@ async def measure(
             node_ports=[free_port() for _ in jurisdictions],
             graphiql=False,
         )
-        ensure_rotated(fed.keys_dir, GATEWAY_KEYS)
-        ensure_rotated(fed.keys_dir, HDAB_KEYS)
+        fed.prepare_keys()
         fed.write_federation()
         token = fed.mint(demo_approval(jurisdictions))
         settings = GatewaySettings.from_env(

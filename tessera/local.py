@@ -144,12 +144,17 @@ class LocalFederation:
         return trails
 
     # -- set-up ---------------------------------------------------------------------------
-    def prepare(self, *, progress: bool = False) -> None:
+    def prepare_keys(self) -> None:
+        """The gateway's and the HDAB's keys (with their JWKS) and each node's audit key."""
         self.directory.mkdir(parents=True, exist_ok=True)
         ensure_rotated(self.keys_dir, GATEWAY_KEYS)
         ensure_rotated(self.keys_dir, HDAB_KEYS)
         for jurisdiction in self.jurisdictions:
             ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
+
+    def prepare(self, *, progress: bool = False) -> None:
+        self.prepare_keys()
+        for jurisdiction in self.jurisdictions:
             self.synthesise(jurisdiction, progress=progress)
         self.write_federation()
         self.token_file.write_text(self.mint(demo_approval(self.members)) + "\n")
