@@ -81,7 +81,7 @@ def combine(
     )
     if not ok:
         return combined
-    return protect_released(combined, ok, parts, profiles)
+    return protect_released(combined, parts, pooled_context, profiles)
 
 
 BY_COUNTRY: Final[Breakdown] = (Dimension.JURISDICTION,)
@@ -89,16 +89,14 @@ BY_COUNTRY: Final[Breakdown] = (Dimension.JURISDICTION,)
 
 def protect_released(
     combined: Combined,
-    ok: Sequence[NodeOutcome],
     parts: Mapping[Jurisdiction, NodeTables],
+    pooled_context: CellContext,
     profiles: Profiles,
 ) -> Combined:
     """The gateway's table rules over everything released at once (see the module doc)."""
-    pooled_profile = strictest(profiles(o.jurisdiction) for o in ok)
-    single = ok[0].jurisdiction if len(ok) == 1 else None
 
     def pooled(value: Value) -> TableCell:
-        return TableCell(value, pooled_profile, single)
+        return TableCell(value, pooled_context.profile, pooled_context.jurisdiction)
 
     def national(jurisdiction: Jurisdiction, value: Value) -> TableCell:
         return TableCell(value, profiles(jurisdiction), jurisdiction)
