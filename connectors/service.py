@@ -10,6 +10,7 @@ person ids exist only between the population statement and the differencing guar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -280,32 +281,32 @@ class QueryService:
     async def _run(
         self, trail: NodeTrail, request: NodeRequest, compiled: CompiledQuery
     ) -> tuple[Reason | None, list[Row]]:
-        """The database work: the cohort's population, the differencing guard over it, then
-        the tables (not computed at all when the guard refuses)."""
-        with trail.step("population") as span:
-            trail.optout_register_version = await self.backend.optout_register_version()
-            bound = await self._resolver.bind(compiled)
-            persons = await self.backend.execute(bound.population())
-            span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-        with trail.step("differencing_guard") as span:
-            refusal = await self.history.check_and_record(
-                request.request_id,
-                population_of(int(row[0]) for row in persons),
-                self.profile,
-                self.jurisdiction,
-            )
-            del persons
-            span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
-        if refusal is not None:
-            return refusal, []
-        with trail.step("sql") as span:
-            rows = await self.backend.execute(bound)
-            span.set_attributes(
-                {
-                    otel.SQL_FINGERPRINT: compiled.fingerprint,
-                    otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
-                }
-            )
+        """The database work, on one connection of its own: the cohort's population, the
+        differencing guard over it, then the tables of the same persons (not computed at all
+        when the guard refuses)."""
+        async with contextlib.AsyncExitStack() as connection:
+            with trail.step("population") as span:
+                trail.optout_register_version = await self.backend.optout_register_version()
+                span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
+                bound = await self._resolver.bind(compiled)
+                cohort = await connection.enter_async_context(self.backend.cohort(bound))
+                population = population_of(await cohort.persons())
+            with trail.step("differencing_guard") as span:
+                refusal = await self.history.check_and_record(
+                    request.request_id, population, self.profile, self.jurisdiction
+                )
+                del population
+                span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
+            if refusal is not None:
+                return refusal, []
+            with trail.step("sql") as span:
+                rows = await cohort.tables()
+                span.set_attributes(
+                    {
+                        otel.SQL_FINGERPRINT: compiled.fingerprint,
+                        otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
+                    }
+                )
         return None, rows
 
     async def not_ready_reason(self) -> str | None:

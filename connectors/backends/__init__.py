@@ -1,5 +1,5 @@
-"""Database backends: DuckDB embedded, and a fake for tests. PostgreSQL comes later."""
+"""Database backends: DuckDB embedded, PostgreSQL, and a fake for tests."""
 
-from connectors.backends.base import Backend
+from connectors.backends.base import Backend, CohortRun, PersonIds
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "CohortRun", "PersonIds"]

@@ -2,7 +2,10 @@
 
 Queries run off the event loop on a small thread pool; each worker thread keeps its own
 cursor (`con.cursor()`: a connection sharing the one database instance), reused for every
-statement it runs. DuckDB's exceptions are mapped here, once, to `BackendFailed`.
+statement it runs, except a cohort query's: it gets a cursor of its own, whose temporary
+table holds the cohort between the differencing guard and the tables (temporary tables are
+per connection and writable even when the database is opened read-only). DuckDB's exceptions
+are mapped here, once, to `BackendFailed`.
 
 A statement whose caller is cancelled (the gateway disconnected, or the query timed out) is
 interrupted (`interrupt()` on the worker's cursor), and the caller returns only once the
@@ -16,14 +19,16 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 import duckdb
+import numpy as np
 
+from connectors.backends.base import CohortRun, PersonIds, person_ids
 from connectors.backends.readiness import check_ready, register_version
-from connectors.compiler import Row, Statement
+from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,49 @@ class _Running:
 
 class _Cancelled(Exception):
     pass
+
+
+class _Cohort:
+    """The cohort computed once into a temporary table of the query's cursor
+    (`CompiledQuery.cohort_table`); its persons fetched as one NumPy column."""
+
+    def __init__(
+        self, backend: DuckDBBackend, cursor: duckdb.DuckDBPyConnection, query: CompiledQuery
+    ) -> None:
+        self._backend = backend
+        self._cursor = cursor
+        self._query = query
+
+    def _on_cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._cursor
+
+    async def persons(self) -> PersonIds:
+        create, persons = self._query.create_cohort(), self._query.cohort_persons()
+
+        def fetch(cursor: duckdb.DuckDBPyConnection) -> PersonIds:
+            cursor.execute(create.sql, list(create.params))
+            column = cursor.execute(persons.sql).fetchnumpy()["person_id"]
+            if np.ma.is_masked(column):
+                raise BackendFailed("the database returned a person without an id")
+            if column.size and column.min() < 0:
+                raise BackendFailed("the database returned a negative person id")
+            return person_ids(np.ascontiguousarray(column, dtype=np.uint64).tobytes())
+
+        return await self._backend._interruptible(self._on_cursor, fetch)
+
+    async def tables(self) -> list[Row]:
+        tables = self._query.cohort_tables()
+
+        def fetch(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
+            rows: list[Row] = cursor.execute(tables.sql, list(tables.params)).fetchall()
+            return rows
+
+        return await self._backend._interruptible(self._on_cursor, fetch)
+
+
+def _close(cursor: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.Error):  # already closed with the database
+        cursor.close()
 
 
 class DuckDBBackend:
@@ -101,16 +149,37 @@ class DuckDBBackend:
         rows: list[Row] = self._cursor().execute(sql, list(params)).fetchall()
         return rows
 
-    def _fetch_interruptible(
-        self, running: _Running, sql: str, params: tuple[object, ...]
-    ) -> list[Row]:
-        # `_fetch` runs on this thread's cursor: the one `running` can interrupt.
-        if not running.start(self._cursor()):
-            raise _Cancelled
+    def _new_cursor(self) -> duckdb.DuckDBPyConnection:
+        self._cursor()  # opens the database on first use, or raises when it is closed
+        assert self._database is not None
+        return self._database.cursor()
+
+    async def _interruptible(
+        self,
+        cursor: Callable[[], duckdb.DuckDBPyConnection],
+        work: Callable[[duckdb.DuckDBPyConnection], T],
+    ) -> T:
+        """`work` on a worker thread, on `cursor()`: the connection a cancellation interrupts."""
+        running = _Running()
+
+        def run() -> T:
+            connection = cursor()
+            if not running.start(connection):
+                raise _Cancelled
+            try:
+                return work(connection)
+            finally:
+                running.finish()
+
+        task = asyncio.ensure_future(self._call(run))
         try:
-            return self._fetch(sql, params)
-        finally:
-            running.finish()
+            # Shielded: a cancellation must reach the statement, not just stop the waiting.
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            running.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task  # the worker is free again once the interrupted statement ends
+            raise
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
@@ -126,18 +195,21 @@ class DuckDBBackend:
     # -- Backend -----------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> list[Row]:
-        running = _Running()
-        work = asyncio.ensure_future(
-            self._call(self._fetch_interruptible, running, statement.sql, statement.params)
-        )
+        def fetch(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
+            rows: list[Row] = cursor.execute(statement.sql, list(statement.params)).fetchall()
+            return rows
+
+        # Each worker thread's own cursor, reused.
+        return await self._interruptible(self._cursor, fetch)
+
+    @contextlib.asynccontextmanager
+    async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
+        # A cursor of the query's own: the temporary cohort table lives and dies with it.
+        cursor = await self._call(self._new_cursor)
         try:
-            # Shielded: a cancellation must reach the statement, not just stop the waiting.
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            running.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await work  # the worker is free again once the interrupted statement ends
-            raise
+            yield _Cohort(self, cursor, query)
+        finally:
+            await asyncio.shield(asyncio.to_thread(_close, cursor))
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
         return await self._call(self._fetch, sql, params)

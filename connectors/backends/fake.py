@@ -3,12 +3,34 @@ recorded (in the spirit of httpx's MockTransport)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-from connectors.compiler import ConceptLookup, ConceptSet, PopulationQuery, Row, Statement
+from connectors.backends.base import CohortRun, PersonIds, person_ids
+from connectors.compiler import (
+    CompiledQuery,
+    ConceptLookup,
+    ConceptSet,
+    PopulationQuery,
+    Row,
+    Statement,
+)
 from connectors.errors import BackendFailed, BackendNotReady
 
 Handler = Callable[[Statement], Sequence[Row]]
+
+
+class _Cohort:
+    def __init__(self, backend: FakeBackend, query: CompiledQuery) -> None:
+        self._backend = backend
+        self._query = query
+
+    async def persons(self) -> PersonIds:
+        rows = await self._backend.execute(self._query.population())
+        return person_ids(int(row[0]) for row in rows)
+
+    async def tables(self) -> list[Row]:
+        return await self._backend.execute(self._query)
 
 
 class FakeBackend:
@@ -36,6 +58,7 @@ class FakeBackend:
         self.not_ready = not_ready
         self.fail = fail
         self.statements: list[Statement] = []
+        self.cohorts_open = 0
         self.closed = False
 
     @property
@@ -53,6 +76,16 @@ class FakeBackend:
         if callable(self._rows):
             return list(self._rows(statement))
         return list(self._rows)
+
+    @contextlib.asynccontextmanager
+    async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
+        """Runs `query.population()` and then `query` itself through `execute` (so both are
+        recorded); `cohorts_open` counts the cohorts not released yet."""
+        self.cohorts_open += 1
+        try:
+            yield _Cohort(self, query)
+        finally:
+            self.cohorts_open -= 1
 
     async def ping(self) -> None:
         if self.not_ready is not None:

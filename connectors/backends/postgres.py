@@ -9,19 +9,37 @@ planned once. asyncpg's and the network's exceptions are mapped here, once, to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Final
 
 import asyncpg
 
+from connectors.backends.base import CohortRun, PersonIds, person_ids
 from connectors.backends.readiness import check_ready, register_version
-from connectors.compiler import Row, Statement
+from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
 log = logging.getLogger(__name__)
 
 # What can go wrong talking to PostgreSQL, from the server or from the way to it.
 _FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+class _Cohort:
+    def __init__(self, connection: asyncpg.Connection, query: CompiledQuery) -> None:
+        self._connection = connection
+        self._query = query
+
+    async def persons(self) -> PersonIds:
+        population = self._query.population()
+        records = await self._connection.fetch(population.sql, *population.params)
+        return person_ids(record[0] for record in records)
+
+    async def tables(self) -> list[Row]:
+        records = await self._connection.fetch(self._query.sql, *self._query.params)
+        return [tuple(record.values()) for record in records]
 
 
 class PostgresBackend:
@@ -68,6 +86,22 @@ class PostgresBackend:
 
     async def execute(self, statement: Statement) -> list[Row]:
         return await self._run(statement.sql, statement.params)
+
+    @contextlib.asynccontextmanager
+    async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
+        # A read-only session may not create even a temporary table, so the cohort is computed
+        # twice, but in one REPEATABLE READ snapshot: the guard and the tables see the same
+        # persons, whatever the opt-out register does in between.
+        pool = await self._get_pool()
+        try:
+            async with (
+                pool.acquire() as connection,
+                connection.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                yield _Cohort(connection, query)
+        except _FAILURES as exc:
+            log.warning("database error: %s", type(exc).__name__)
+            raise BackendFailed("the database failed to answer") from exc
 
     async def ping(self) -> None:
         await check_ready(self._run, self.dialect)

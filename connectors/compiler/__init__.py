@@ -4,12 +4,14 @@ every value is a bound parameter and every name comes from an allow-list (`names
 from connectors.compiler.cohort import compile_query
 from connectors.compiler.compiled import (
     DIALECTS,
+    CohortTable,
     CompiledQuery,
     ConceptLookup,
     ConceptSet,
     CountCell,
     PopulationQuery,
     Row,
+    SqlStatement,
     Statement,
     TableLayout,
 )
@@ -17,6 +19,7 @@ from connectors.compiler.concepts import ConceptResolver, compile_concept_lookup
 
 __all__ = [
     "DIALECTS",
+    "CohortTable",
     "CompiledQuery",
     "ConceptLookup",
     "ConceptResolver",
@@ -24,6 +27,7 @@ __all__ = [
     "CountCell",
     "PopulationQuery",
     "Row",
+    "SqlStatement",
     "Statement",
     "TableLayout",
     "compile_concept_lookup",

@@ -8,6 +8,11 @@ comes with its distinct-person count and its cell key (the sum of its persons' r
 modulo 2^31, for consistent perturbation; policies.perturbation). A second, lightweight
 statement lists the cohort's person ids for the differencing guard.
 
+The same work also comes as statements over a temporary table (`CompiledQuery.cohort_table`):
+create it from the cohort, list its persons, compute the tables from it. A backend that can
+use them computes the cohort (the costly part: the criteria's semi-joins) once, not twice, and
+the guard and the tables see the very same persons.
+
 Age is `reference year - year_of_birth`: an approximation (up to a year too old before the
 birthday) because many OMOP sources only hold the year of birth.
 """
@@ -21,9 +26,18 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from connectors.compiler import names
-from connectors.compiler.compiled import CompiledQuery, ConceptSet, TableLayout
+from connectors.compiler.compiled import CohortTable, CompiledQuery, ConceptSet, TableLayout
 from connectors.compiler.names import EventTable
-from connectors.compiler.sql import Params, any_of_ids, check_dialect, col, exists, table, text
+from connectors.compiler.sql import (
+    Params,
+    any_of_ids,
+    check_dialect,
+    col,
+    exists,
+    renumbered,
+    table,
+    text,
+)
 from connectors.errors import BadRequest
 from schema.codes import Dimension
 from schema.query import (
@@ -54,23 +68,50 @@ class _CohortCompiler:
         tables = [_node_table(t) for t in self.query.tables]
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
         cohort = self._cohort()
+        statement = self._statement(cohort, tables, dimensions)
+        create, create_params = renumbered(
+            exp.Create(
+                this=exp.to_table(names.COHORT_TABLE),
+                kind="TABLE",
+                expression=cohort.copy(),
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            )
+        )
+        from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
+        over_table, tables_params = renumbered(self._statement(from_table, tables, dimensions))
+        persons = exp.select(col("person_id", COHORT)).from_(table(names.COHORT_TABLE, COHORT))
+
+        def sql(expression: exp.Expr) -> str:
+            return expression.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
+
+        text = sql(statement)
+        return CompiledQuery(
+            sql=text,
+            params=tuple(self.params.values),
+            dialect=dialect,
+            tables=tuple(tables),
+            layouts=tuple(_layout(t, dimensions) for t in tables),
+            fingerprint=hashlib.sha256(f"{dialect}\n{text}".encode()).hexdigest()[:16],
+            population_sql=sql(_population(cohort)),
+            cohort_table=CohortTable(
+                create_sql=sql(create),
+                create_params=create_params,
+                persons_sql=sql(persons),
+                tables_sql=sql(over_table),
+                tables_params=tables_params,
+            ),
+        )
+
+    def _statement(
+        self, cohort: exp.Select, tables: Sequence[Breakdown], dimensions: Sequence[Dimension]
+    ) -> exp.Select:
+        """Every table in one statement, over `cohort` (the CTE's body)."""
         statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=cohort)
         if Dimension.CALENDAR_YEAR in dimensions:
             statement = statement.with_(INDEX_CTE, as_=self._index_event())
         if dimensions:
             statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions))
-        sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
-        return CompiledQuery(
-            sql=sql,
-            params=tuple(self.params.values),
-            dialect=dialect,
-            tables=tuple(tables),
-            layouts=tuple(_layout(t, dimensions) for t in tables),
-            fingerprint=hashlib.sha256(f"{dialect}\n{sql}".encode()).hexdigest()[:16],
-            population_sql=_population(cohort).sql(
-                dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE
-            ),
-        )
+        return statement
 
     # -- cohort ------------------------------------------------------------------------------
 

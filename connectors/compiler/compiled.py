@@ -84,6 +84,29 @@ class PopulationQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class SqlStatement:
+    """A statement and the values of its `$n` parameters, in order."""
+
+    sql: str
+    params: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CohortTable:
+    """The query as statements over a temporary table holding its cohort
+    (`names.COHORT_TABLE`): the cohort is computed once, and both the differencing guard and
+    the tables read it. For backends that may create temporary tables while only reading
+    (DuckDB). `*_params` are the indexes, in `CompiledQuery.params`, of the values each
+    statement binds (a statement binds only the values it uses, renumbered from `$1`)."""
+
+    create_sql: str
+    create_params: tuple[int, ...]
+    persons_sql: str
+    tables_sql: str
+    tables_params: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledQuery:
     """A cohort query compiled for one dialect.
 
@@ -91,7 +114,8 @@ class CompiledQuery:
     `params[i]` binds `$i+1`; a `ConceptSet` among them must be bound to concept ids
     (`bind`) before execution.
     `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
-    `population_sql` lists the cohort's person ids with the same parameters.
+    `population_sql` lists the cohort's person ids with the same parameters; `cohort_table`
+    is the same work in statements sharing one computation of the cohort.
     """
 
     sql: str
@@ -100,10 +124,25 @@ class CompiledQuery:
     tables: tuple[Breakdown, ...]
     layouts: tuple[TableLayout, ...]
     fingerprint: str
-    population_sql: str = ""
+    population_sql: str
+    cohort_table: CohortTable
 
     def population(self) -> PopulationQuery:
         return PopulationQuery(self.population_sql, self.params)
+
+    def create_cohort(self) -> SqlStatement:
+        """Creates the temporary table holding the cohort, with the columns the tables use."""
+        steps = self.cohort_table
+        return SqlStatement(steps.create_sql, tuple(self.params[i] for i in steps.create_params))
+
+    def cohort_persons(self) -> SqlStatement:
+        """Lists the person ids of the cohort table, rows `(person_id,)`."""
+        return SqlStatement(self.cohort_table.persons_sql, ())
+
+    def cohort_tables(self) -> SqlStatement:
+        """Computes every table from the cohort table: rows as those of `sql`."""
+        steps = self.cohort_table
+        return SqlStatement(steps.tables_sql, tuple(self.params[i] for i in steps.tables_params))
 
     @property
     def concept_sets(self) -> tuple[ConceptSet, ...]:

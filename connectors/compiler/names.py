@@ -15,6 +15,8 @@ CONCEPT: Final = "concept"
 CONCEPT_ANCESTOR: Final = "concept_ancestor"
 OPTOUT: Final = OPTOUT_TABLE
 RECORD_KEY: Final = RECORD_KEY_TABLE
+# The temporary table a query's cohort is computed into once (connection-local).
+COHORT_TABLE: Final = "tessera_cohort"
 
 GENDER_CONCEPT_IDS: Final[dict[Sex, int]] = {
     Sex.FEMALE: FEMALE_CONCEPT_ID,

@@ -21,6 +21,26 @@ class Params:
         return exp.Parameter(this=exp.Literal.number(len(self.values)))
 
 
+def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
+    """`expression` with its placeholders renumbered from `$1` in their original order, and
+    the index (from 0) in the original values of the value each new placeholder binds: a
+    statement built from part of a query binds only the values it uses (DuckDB and
+    PostgreSQL refuse a value bound to no placeholder)."""
+    used = sorted({_number(p) for p in expression.find_all(exp.Parameter)})
+    new = {old: i + 1 for i, old in enumerate(used)}
+
+    def swap(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Parameter):
+            return exp.Parameter(this=exp.Literal.number(new[_number(node)]))
+        return node
+
+    return expression.transform(swap), tuple(old - 1 for old in used)
+
+
+def _number(parameter: exp.Parameter) -> int:
+    return int(parameter.this.this)
+
+
 def check_dialect(dialect: str) -> None:
     if dialect not in DIALECTS:
         raise ValueError(f"unsupported dialect {dialect!r}; expected one of {DIALECTS}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import shutil
 import threading
@@ -14,7 +15,7 @@ import duckdb
 import pytest
 
 from connectors.backends.duckdb import DuckDBBackend
-from connectors.compiler import ConceptResolver, Row, compile_query
+from connectors.compiler import CompiledQuery, ConceptResolver, Row, compile_query
 from connectors.errors import BackendFailed, BackendNotReady
 from schema.codes import Dimension, Vocabulary
 from schema.errors import ErrorCode
@@ -64,13 +65,13 @@ async def test_statements_run_on_worker_threads_reusing_their_cursors(
     backend: DuckDBBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: set[str] = set()
-    fetch = backend._fetch
+    cursor = backend._cursor
 
-    def spy(sql: str, params: tuple[object, ...]) -> list[Row]:
+    def spy() -> duckdb.DuckDBPyConnection:
         threads.add(threading.current_thread().name)
-        return fetch(sql, params)
+        return cursor()
 
-    monkeypatch.setattr(backend, "_fetch", spy)
+    monkeypatch.setattr(backend, "_cursor", spy)
     results = await asyncio.gather(*(run(backend, diabetes_by_sex()) for _ in range(12)))
     assert all(sorted(r, key=str) == sorted(results[0], key=str) for r in results)
     assert threads
@@ -196,3 +197,74 @@ async def test_a_statement_cancelled_before_it_starts_never_runs(omop_db: Path) 
         assert await backend.execute(Raw("SELECT 1")) == [(1,)]
     finally:
         await backend.close()
+
+
+async def bound(backend: DuckDBBackend, query: CohortQuery) -> CompiledQuery:
+    compiled = compile_query(query, dialect=backend.dialect)
+    return await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
+
+
+async def test_concurrent_cohorts_each_keep_their_own_temporary_table(
+    backend: DuckDBBackend,
+) -> None:
+    everyone = await bound(backend, CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
+    diabetic = await bound(backend, diabetes_by_sex())
+
+    async def persons_and_tables(query: CompiledQuery) -> tuple[list[int], list[Row]]:
+        async with backend.cohort(query) as cohort:
+            persons = sorted(await cohort.persons())
+            await asyncio.sleep(0)  # let the other cohort create its table meanwhile
+            return persons, sorted(await cohort.tables(), key=str)
+
+    results = await asyncio.gather(*(persons_and_tables(q) for q in [everyone, diabetic] * 4))
+    for query, (persons, rows) in zip([everyone, diabetic] * 4, results, strict=True):
+        assert persons == sorted(r[0] for r in await backend.execute(query.population()))
+        assert rows == sorted(await backend.execute(query), key=str)
+    assert len(results[0][0]) > len(results[1][0]) == 19
+    # Released with their cursors: a fresh cohort may create the table again.
+    async with backend.cohort(diabetic) as cohort:
+        assert len(await cohort.persons()) == 19
+
+
+async def test_a_cohort_cancelled_while_computing_is_interrupted(omop_db: Path) -> None:
+    backend = DuckDBBackend(omop_db, threads=1)
+    try:
+        compiled = compile_query(CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
+        endless = dataclasses.replace(
+            compiled,
+            params=(-1,),
+            cohort_table=dataclasses.replace(
+                compiled.cohort_table,
+                create_sql="CREATE TEMPORARY TABLE tessera_cohort AS SELECT a.range AS person_id "
+                "FROM range(200000) a, range(200000) b WHERE a.range * b.range = $1",
+                create_params=(0,),
+            ),
+        )
+
+        async def persons() -> None:
+            async with backend.cohort(endless) as cohort:
+                await cohort.persons()
+
+        task = asyncio.create_task(persons())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.wait({task}, timeout=30)
+        assert task.cancelled()
+        assert await backend.execute(Raw("SELECT 41 + $1", (1,))) == [(42,)]
+    finally:
+        await backend.close()
+
+
+async def test_a_negative_person_id_fails_the_cohort(backend: DuckDBBackend) -> None:
+    compiled = compile_query(CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
+    negative = dataclasses.replace(
+        compiled,
+        cohort_table=dataclasses.replace(
+            compiled.cohort_table,
+            create_sql="CREATE TEMPORARY TABLE tessera_cohort AS SELECT -5 AS person_id",
+            create_params=(),
+        ),
+    )
+    with pytest.raises(BackendFailed, match="negative person id"):
+        async with backend.cohort(negative) as cohort:
+            await cohort.persons()

@@ -76,6 +76,13 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
         by: {c.key: (c.persons, c.cell_key) for c in cells} for by, cells in tables
     }
     answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
+    # What the query service runs: the same persons and cells through one cohort.
+    async with backend.cohort(bound) as cohort:
+        assert sorted(await cohort.persons()) == answer["population"]
+        tabulated = compiled.tabulate(await cohort.tables())
+    assert {by: {c.key: (c.persons, c.cell_key) for c in cells} for by, cells in tabulated} == {
+        by: cells for by, cells in answer.items() if by != "population"
+    }
     return answer
 
 

@@ -141,6 +141,35 @@ def test_compiled_sql_matches_its_golden_file(name: str, dialect: str) -> None:
     check_golden(f"{name}.{dialect}", render(compiled.sql, compiled.params, compiled.fingerprint))
 
 
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
+def test_cohort_table_statements_match_their_golden_file(name: str) -> None:
+    """The same query over a temporary cohort table (what the DuckDB backend runs): each
+    statement binds only the values it uses, renumbered from $1."""
+    compiled = compile_query(NAMED_QUERIES[name], dialect="duckdb")
+    statements = (compiled.create_cohort(), compiled.cohort_persons(), compiled.cohort_tables())
+    check_golden(
+        f"{name}.cohort_table.duckdb",
+        "\n".join(render(s.sql, s.params) for s in statements),
+    )
+
+
+def test_renumbered_placeholders_bind_only_the_values_used() -> None:
+    compiled = compile_query(
+        query(
+            Criteria(conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))]),
+            (YEAR,),
+        )
+    )
+    assert compiled.params[0] == REFERENCE_DATE.year
+    # The tables read the cohort table, so only the index event's filter binds values.
+    tables = compiled.cohort_tables()
+    assert tables.params == compiled.params[1:]
+    assert "$1" in tables.sql
+    assert f"${len(tables.params) + 1}" not in tables.sql
+    assert compiled.create_cohort().params == compiled.params
+    assert compiled.cohort_persons().params == ()
+
+
 @pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
 @pytest.mark.parametrize("name", sorted(NAMED_LOOKUPS))
 def test_concept_lookup_sql_matches_its_golden_file(name: str, dialect: str) -> None:
