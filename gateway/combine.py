@@ -38,6 +38,10 @@ from schema.result import Cell, DimensionValue, Reason, Value
 from schema.wire import node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
+IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
+# More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
+# larger. (It also keeps every released count within GraphQL's 32-bit Int.)
+MAX_PERSONS: Final = 600_000_000
 PARTIAL: Final = "PARTIAL"
 NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
 
@@ -260,7 +264,8 @@ def _dimension(name: Dimension, value: str) -> DimensionValue:
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
-    """The sum of released parts, or suppressed when any part was not released."""
+    """The sum of released parts; suppressed when any part was not released, or when the
+    sum is more persons than exist."""
     withheld = [j for j, v in parts if v.value is None]
     if withheld:
         return Value.suppressed(
@@ -272,9 +277,19 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
             )
         )
     values = [v for _, v in parts]
+    total = sum(v.value or 0 for v in values)
+    if total > MAX_PERSONS:
+        # Each part passed vetting on its own; together they describe more persons than
+        # exist, so at least one is false, and no one can tell which.
+        return Value.suppressed(
+            Reason(
+                rule=IMPLAUSIBLE_POOL,
+                message="the countries' counts add up to more persons than live in Europe",
+            )
+        )
     bounds = [v.bound for v in values if v.bound is not None]
     return Value(
-        value=sum(v.value or 0 for v in values),
+        value=total,
         status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
         reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
         bound=sum(bounds) if bounds else None,

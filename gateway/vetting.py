@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-from gateway.combine import Profiles
+from gateway.combine import MAX_PERSONS, Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
 from policies.profiles import DisclosureProfile, ZeroHandling
@@ -25,9 +25,6 @@ from schema.codes import NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeRequest, valid_key_value
-
-# More persons than live in the EU and EEA together: no count can be larger.
-MAX_PERSONS: Final = 600_000_000
 
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 Check = Callable[[Tables, DisclosureProfile], str | None]

@@ -113,6 +113,24 @@ async def test_one_node_unavailable_while_others_answer(
     assert "DK (UNAVAILABLE)" in partial[0]["message"]
 
 
+async def test_counts_adding_up_to_more_persons_than_exist_are_withheld(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    # Each passes vetting on its own (no country has more than 600M persons); pooled, they
+    # would also overflow GraphQL's 32-bit Int and fail the whole answer.
+    huge = {j: {(): 300_000_000 + i} for i, j in enumerate(DEFAULT_COUNTS)}
+    nodes.handler = counts_handler(huge)
+    body = await graphql(cohort("{}"))
+    assert "errors" not in body, body
+    result = body["data"]["cohort"]
+    assert result["count"]["value"] is None
+    assert result["count"]["status"] == "SUPPRESSED"
+    assert [r["rule"] for r in result["count"]["reasons"]] == ["IMPLAUSIBLE_POOL"]
+    assert {n["count"]["value"] for n in result["byJurisdiction"]} == {
+        300_000_000 + i for i in range(len(huge))
+    }
+
+
 async def test_a_slow_node_times_out_within_the_deadline(
     graphql: Any, nodes: MockNodeClient
 ) -> None:
