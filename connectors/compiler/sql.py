@@ -25,7 +25,8 @@ def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
     """`expression` with its placeholders renumbered from `$1` in their original order, and
     the index (from 0) in the original values of the value each new placeholder binds: a
     statement built from part of a query binds only the values it uses (DuckDB and
-    PostgreSQL refuse a value bound to no placeholder)."""
+    PostgreSQL refuse a value bound to no placeholder). Changes `expression` in place: pass a
+    tree of its own."""
     used = sorted({_number(p) for p in expression.find_all(exp.Parameter)})
     new = {old: i + 1 for i, old in enumerate(used)}
 
@@ -34,7 +35,7 @@ def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
             return exp.Parameter(this=exp.Literal.number(new[_number(node)]))
         return node
 
-    return expression.transform(swap), tuple(old - 1 for old in used)
+    return expression.transform(swap, copy=False), tuple(old - 1 for old in used)
 
 
 def _number(parameter: exp.Parameter) -> int:
