@@ -124,6 +124,7 @@ class DuckDBBackend:
         self._lock = threading.Lock()
         self._database: duckdb.DuckDBPyConnection | None = None
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._register_version: str | None = None
         self._closed = False
 
     # -- worker threads ----------------------------------------------------------------------
@@ -218,7 +219,12 @@ class DuckDBBackend:
         await check_ready(self._run, self.dialect)
 
     async def optout_register_version(self) -> str:
-        return await register_version(self._run, self.dialect)
+        # Read once: DuckDB lets no process write a file that another has open, even read-only,
+        # so the register cannot change while this backend has it open (`tessera connector
+        # prepare` needs the connector stopped).
+        if self._register_version is None or not self._read_only:
+            self._register_version = await register_version(self._run, self.dialect)
+        return self._register_version
 
     async def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ backend's own way of running a statement."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -27,6 +28,8 @@ TESSERA_TABLES: Final = (OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE)
 Fetch = Callable[[str, tuple[object, ...]], Awaitable[list[Row]]]
 
 
+# Generated once per dialect: sqlglot takes ~0.6 ms to print a statement, on every query.
+@functools.cache
 def tables_present_sql(dialect: str) -> str:
     return str(
         exp.select("table_name")
@@ -36,6 +39,7 @@ def tables_present_sql(dialect: str) -> str:
     )
 
 
+@functools.cache
 def register_version_sql(dialect: str) -> str:
     return str(
         exp.select("version")

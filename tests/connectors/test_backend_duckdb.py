@@ -268,3 +268,21 @@ async def test_a_negative_person_id_fails_the_cohort(backend: DuckDBBackend) -> 
     with pytest.raises(BackendFailed, match="negative person id"):
         async with backend.cohort(negative) as cohort:
             await cohort.persons()
+
+
+async def test_the_register_version_is_read_once_while_the_file_is_open(
+    backend: DuckDBBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No process can write the file while this one has it open (DuckDB's lock), so the
+    # version cannot change under the backend.
+    statements: list[str] = []
+    run = backend._run
+
+    async def spy(sql: str, params: tuple[object, ...]) -> list[Row]:
+        statements.append(sql)
+        return await run(sql, params)
+
+    monkeypatch.setattr(backend, "_run", spy)
+    versions = {await backend.optout_register_version() for _ in range(3)}
+    assert versions == {"optout-2024-06-01"}
+    assert len(statements) == 1
