@@ -95,8 +95,13 @@ class TableWriter:
                 expr = f"{_EPOCH} + {_null_if_missing(expr) if nullable else expr}"
                 if kind == "TIMESTAMP":
                     expr = f"CAST({expr} AS TIMESTAMP)"
-            elif nullable:
-                expr = _null_if_missing(expr)
+            else:
+                if kind == "INTEGER" and data.dtype == np.int64 and _fits_int32(data):
+                    # Half the bytes for DuckDB to scan (~8% of the generation time); a value
+                    # out of range stays 64-bit, for DuckDB to refuse as before.
+                    scan[name] = data.astype(np.int32)
+                if nullable:
+                    expr = _null_if_missing(expr)
             targets.append(f'"{name}"')
             values.append(expr)
         joins: list[str] = []
@@ -126,6 +131,11 @@ class TableWriter:
             ).fetchall()
             self._types[table] = {str(name): str(kind) for name, kind in found}
         return self._types[table]
+
+
+def _fits_int32(data: Column) -> bool:
+    info = np.iinfo(np.int32)
+    return not data.size or (info.min <= int(data.min()) and int(data.max()) <= info.max)
 
 
 def _null_if_missing(expr: str) -> str:

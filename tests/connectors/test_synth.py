@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from connectors.omop import (
@@ -17,6 +18,8 @@ from connectors.prepare import RECORD_KEY_BOUND
 from connectors.synth import SynthReport, generate
 from connectors.synth import generator as generator_module
 from connectors.synth import vocabulary as v
+from connectors.synth.arrays import MISSING
+from connectors.synth.database import TableWriter, create_cdm
 from schema.codes import Jurisdiction
 
 PERSONS = 20_000
@@ -464,3 +467,28 @@ def test_bad_arguments_are_refused(tmp_path: Path, persons: int, seed: int, year
             path, jurisdiction=Jurisdiction.FI, persons=persons, seed=seed, reference_year=year
         )
     assert not path.exists()
+
+
+def test_integer_columns_are_written_exactly_and_never_wrap() -> None:
+    con = duckdb.connect()
+    create_cdm(con)
+    writer = TableWriter(con)
+    ids = np.array([1, 2], dtype=np.int64)
+    routes = np.array([2**31 - 1, MISSING], dtype=np.int64)  # the largest, and NULL
+    drugs = {
+        "drug_exposure_id": ids,
+        "person_id": ids,
+        "drug_concept_id": np.array([7, 8], dtype=np.int64),
+        "drug_exposure_start_date": np.array([0, 1], dtype=np.int64),
+        "drug_exposure_end_date": np.array([0, 1], dtype=np.int64),
+        "drug_type_concept_id": np.array([9, 9], dtype=np.int64),
+        "route_concept_id": routes,
+    }
+    writer.insert("drug_exposure", drugs, {})
+    assert con.execute(
+        "SELECT route_concept_id FROM drug_exposure ORDER BY drug_exposure_id"
+    ).fetchall() == [(2**31 - 1,), (None,)]
+    # A value no INTEGER column holds is refused, not wrapped into one that fits.
+    too_large = {**drugs, "route_concept_id": np.array([2**31, 1], dtype=np.int64)}
+    with pytest.raises(duckdb.Error):
+        writer.insert("drug_exposure", too_large, {})
