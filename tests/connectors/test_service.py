@@ -196,8 +196,27 @@ async def test_an_invalid_request_is_a_short_bad_request(
 
 
 async def test_backend_failure_propagates(verifier: RequestVerifier, sign: Sign) -> None:
+    backend = FakeBackend(fail=True)
     with pytest.raises(BackendFailed):
-        await ask(service(FakeBackend(fail=True), verifier), sign, e11_body())
+        await ask(service(backend, verifier), sign, e11_body())
+    assert backend.cohorts_open == 0
+
+
+async def test_a_population_the_guard_refuses_never_gets_its_tables_computed(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    backend = FakeBackend([(0, 100, 1234)], population=range(1, 101))
+    svc = service(backend, verifier)
+    first = await ask(svc, sign, e11_body())
+    assert first.status is NodeStatus.OK
+    # Under the same approval, one person fewer: the two answers would single them out.
+    backend.population = list(range(1, 100))
+    backend.statements.clear()
+    second = await ask(svc, sign, e11_body(criteria=Criteria(conditions=[E11], sex="MALE")))
+    assert second.status is NodeStatus.DENIED
+    assert [r.rule for r in second.reasons] == ["DIFFERENCING_GUARD"]
+    assert not [s for s in backend.statements if isinstance(s, CompiledQuery)]
+    assert backend.cohorts_open == 0
 
 
 class HangingBackend(FakeBackend):
@@ -228,6 +247,7 @@ async def test_a_query_past_the_node_time_limit_is_cancelled(
     assert raised.value.code is ErrorCode.QUERY_TIMEOUT
     assert "0.2 s" in raised.value.message
     assert backend.cancelled.is_set()
+    assert backend.cohorts_open == 0
 
 
 async def test_counts_are_never_logged(
