@@ -75,20 +75,17 @@ TableRows = tuple[Breakdown, list[CountCell]]
 
 
 @dataclass(frozen=True, slots=True)
-class PopulationQuery:
-    """The statement listing the cohort's person ids, rows `(person_id,)`: what the
-    differencing guard compares."""
+class SqlStatement:
+    """A statement and the values of its `$n` parameters, in order."""
 
     sql: str
     params: tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class SqlStatement:
-    """A statement and the values of its `$n` parameters, in order."""
-
-    sql: str
-    params: tuple[object, ...]
+class PopulationQuery(SqlStatement):
+    """The statement listing the cohort's person ids, rows `(person_id,)`: what the
+    differencing guard compares."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ import dataclasses
 import datetime as dt
 import shutil
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -164,20 +165,25 @@ ENDLESS = Raw(
 )
 
 
+async def check_interrupted(backend: DuckDBBackend, work: Coroutine[Any, Any, object]) -> None:
+    """Cancels `work` once its statement runs, and checks that the statement stopped: were it
+    only abandoned, the task would wait for minutes (the statement holds the one worker) and
+    still be pending here."""
+    task = asyncio.create_task(work)
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    assert task.cancelled()
+    assert await backend.execute(Raw("SELECT 41 + $1", (1,))) == [(42,)]
+
+
 async def test_a_cancelled_statement_is_interrupted_and_frees_its_worker(
     omop_db: Path,
 ) -> None:
     backend = DuckDBBackend(omop_db, threads=1)
     try:
         await backend.ping()  # opens the worker's cursor
-        task = asyncio.create_task(backend.execute(ENDLESS))
-        await asyncio.sleep(0.3)
-        task.cancel()
-        # Done once the statement has stopped: were it only abandoned, the task would wait
-        # for minutes (the statement holds the one worker) and still be pending here.
-        await asyncio.wait({task}, timeout=30)
-        assert task.cancelled()
-        assert await backend.execute(Raw("SELECT 41 + $1", (1,))) == [(42,)]
+        await check_interrupted(backend, backend.execute(ENDLESS))
     finally:
         await backend.close()
 
@@ -245,12 +251,7 @@ async def test_a_cohort_cancelled_while_computing_is_interrupted(omop_db: Path) 
             async with backend.cohort(endless) as cohort:
                 await cohort.persons()
 
-        task = asyncio.create_task(persons())
-        await asyncio.sleep(0.3)
-        task.cancel()
-        await asyncio.wait({task}, timeout=30)
-        assert task.cancelled()
-        assert await backend.execute(Raw("SELECT 41 + $1", (1,))) == [(42,)]
+        await check_interrupted(backend, persons())
     finally:
         await backend.close()
 
