@@ -96,12 +96,12 @@ class _Cohort:
 
     async def tables(self) -> list[Row]:
         tables = self._query.cohort_tables()
+        return await self._backend._interruptible(self._on_cursor, lambda c: _rows(c, tables))
 
-        def fetch(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
-            rows: list[Row] = cursor.execute(tables.sql, list(tables.params)).fetchall()
-            return rows
 
-        return await self._backend._interruptible(self._on_cursor, fetch)
+def _rows(cursor: duckdb.DuckDBPyConnection, statement: Statement) -> list[Row]:
+    rows: list[Row] = cursor.execute(statement.sql, list(statement.params)).fetchall()
+    return rows
 
 
 def _close(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -196,12 +196,8 @@ class DuckDBBackend:
     # -- Backend -----------------------------------------------------------------------------
 
     async def execute(self, statement: Statement) -> list[Row]:
-        def fetch(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
-            rows: list[Row] = cursor.execute(statement.sql, list(statement.params)).fetchall()
-            return rows
-
         # Each worker thread's own cursor, reused.
-        return await self._interruptible(self._cursor, fetch)
+        return await self._interruptible(self._cursor, lambda c: _rows(c, statement))
 
     @contextlib.asynccontextmanager
     async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
