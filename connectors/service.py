@@ -286,10 +286,10 @@ class QueryService:
         when the guard refuses)."""
         async with contextlib.AsyncExitStack() as connection:
             with trail.step("population") as span:
-                trail.optout_register_version = await self.backend.optout_register_version()
-                span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
                 bound = await self._resolver.bind(compiled)
                 cohort = await connection.enter_async_context(self.backend.cohort(bound))
+                trail.optout_register_version = await cohort.optout_register_version()
+                span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
                 population = population_of(await cohort.persons())
             with trail.step("differencing_guard") as span:
                 refusal = await self.history.check_and_record(

@@ -25,7 +25,10 @@ def person_ids(values: Iterable[int] | bytes) -> PersonIds:
 
 class CohortRun(Protocol):
     """One query's cohort, held by one connection: its persons for the differencing guard,
-    then (unless the guard refuses them) the tables, computed from the very same persons."""
+    then (unless the guard refuses them) the tables, computed from the very same persons, and
+    the version of the opt-out register they exclude."""
+
+    async def optout_register_version(self) -> str: ...
 
     async def persons(self) -> PersonIds: ...
 

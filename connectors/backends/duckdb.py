@@ -80,6 +80,9 @@ class _Cohort:
     def _on_cursor(self) -> duckdb.DuckDBPyConnection:
         return self._cursor
 
+    async def optout_register_version(self) -> str:
+        return await self._backend.optout_register_version()
+
     async def persons(self) -> PersonIds:
         create, persons = self._query.create_cohort(), self._query.cohort_persons()
 

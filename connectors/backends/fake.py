@@ -25,6 +25,9 @@ class _Cohort:
         self._backend = backend
         self._query = query
 
+    async def optout_register_version(self) -> str:
+        return await self._backend.optout_register_version()
+
     async def persons(self) -> PersonIds:
         rows = await self._backend.execute(self._query.population())
         return person_ids(int(row[0]) for row in rows)

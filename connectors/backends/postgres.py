@@ -32,6 +32,16 @@ class _Cohort:
         self._connection = connection
         self._query = query
 
+    async def optout_register_version(self) -> str:
+        async def fetch(sql: str, params: tuple[object, ...]) -> list[Row]:
+            try:
+                records = await self._connection.fetch(sql, *params)
+            except _FAILURES as exc:  # `register_version` reports a missing register
+                raise BackendFailed("the database failed to answer") from exc
+            return [tuple(record.values()) for record in records]
+
+        return await register_version(fetch, PostgresBackend.dialect)
+
     async def persons(self) -> PersonIds:
         population = self._query.population()
         records = await self._connection.fetch(population.sql, *population.params)
@@ -90,8 +100,8 @@ class PostgresBackend:
     @contextlib.asynccontextmanager
     async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
         # A read-only session may not create even a temporary table, so the cohort is computed
-        # twice, but in one REPEATABLE READ snapshot: the guard and the tables see the same
-        # persons, whatever the opt-out register does in between.
+        # twice, but in one REPEATABLE READ snapshot: the register version, the guard and the
+        # tables see the same persons, whatever the opt-out register does in between.
         pool = await self._get_pool()
         try:
             async with (

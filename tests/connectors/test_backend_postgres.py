@@ -78,6 +78,7 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
     answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
     # What the query service runs: the same persons and cells through one cohort.
     async with backend.cohort(bound) as cohort:
+        assert await cohort.optout_register_version() == await backend.optout_register_version()
         assert sorted(await cohort.persons()) == answer["population"]
         tabulated = compiled.tabulate(await cohort.tables())
     assert {by: {c.key: (c.persons, c.cell_key) for c in cells} for by, cells in tabulated} == {
