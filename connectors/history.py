@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import struct
+from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final, Protocol
 
-from pyroaring import BitMap64
+import numpy as np
+from numpy.typing import NDArray
+from pyroaring import BitMap, BitMap64
 
 from policies.differencing import differencing_refusal
 from policies.profiles import DisclosureProfile
@@ -39,8 +43,23 @@ CREATE TABLE IF NOT EXISTS population (
 """
 
 
-def population_of(person_ids: Iterable[int]) -> Population:
-    return BitMap64(person_ids)
+def population_of(person_ids: Iterable[int] | NDArray[np.uint64]) -> Population:
+    """The bitmap of `person_ids` (a NumPy column is the fast way in)."""
+    ids = person_ids if isinstance(person_ids, np.ndarray) else np.fromiter(person_ids, np.uint64)
+    if not ids.size:
+        return BitMap64()
+    if int(ids.max()) < 2**32:
+        # Ids below 2^32 all fall in bucket 0 of the 64-bit format (a count of buckets, then each
+        # bucket's high half and its 32-bit bitmap), and a 32-bit bitmap builds ~2x faster.
+        low = array("I")
+        low.frombytes(ids.astype(np.uint32).tobytes())
+        return BitMap64.deserialize(_ONE_BUCKET_ZERO + BitMap(low).serialize())
+    wide = array("Q")
+    wide.frombytes(ids.astype(np.uint64).tobytes())
+    return BitMap64(wide)
+
+
+_ONE_BUCKET_ZERO: Final = struct.pack("<QI", 1, 0)
 
 
 class PopulationHistory(Protocol):

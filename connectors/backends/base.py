@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeAlias
 
+import numpy as np
+from numpy.typing import NDArray
+
 from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed
 
-# A cohort's person ids, unsigned 64-bit ('Q'): the form a Roaring bitmap is built from fastest.
-PersonIds: TypeAlias = "array[int]"
+# A cohort's person ids, as one NumPy column (the form the differencing guard's bitmap is built
+# from fastest).
+PersonIds: TypeAlias = NDArray[np.uint64]
 
 
-def person_ids(values: Iterable[int] | bytes) -> PersonIds:
-    """Person ids as `PersonIds` (from ints, or the bytes of unsigned 64-bit integers in the
-    machine's order); a negative id, which no bitmap can hold, fails the query."""
-    try:
-        return array("Q", values)
-    except OverflowError:
-        raise BackendFailed("the database returned a negative person id") from None
+def person_ids(values: Iterable[int] | NDArray[np.integer]) -> PersonIds:
+    """Person ids as `PersonIds`; a negative id, which no bitmap can hold, fails the query."""
+    column = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.int64)
+    if column.size and int(column.min()) < 0:
+        raise BackendFailed("the database returned a negative person id")
+    ids: PersonIds = column.astype(np.uint64, copy=False)
+    return ids
 
 
 class CohortRun(Protocol):

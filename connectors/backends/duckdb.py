@@ -91,9 +91,7 @@ class _Cohort:
             column = cursor.execute(persons.sql).fetchnumpy()["person_id"]
             if np.ma.is_masked(column):
                 raise BackendFailed("the database returned a person without an id")
-            if column.size and column.min() < 0:
-                raise BackendFailed("the database returned a negative person id")
-            return person_ids(np.ascontiguousarray(column, dtype=np.uint64).tobytes())
+            return person_ids(np.asarray(column))
 
         return await self._backend._interruptible(self._on_cursor, fetch)
 
