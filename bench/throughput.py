@@ -3,14 +3,15 @@ under 100 ms and no error, load generator included on the same machine.
 
 Open loop (`bench.load.open_loop`): queries leave at the rate whatever the answers do, and
 each is timed from when it was due, so a stall cannot hide in a slower sender. Rates go up
-step by step until one fails; the bare baseline climbs the same ladder in the same run. The
+step by step until one fails, then twice halve the gap between the last rate held and the one
+that failed; the bare baseline climbs the same ladder in the same run. The
 gateway's CPU time per query (from /proc) is reported too: it depends far less than latency
 on what else the machine is doing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,12 +36,36 @@ NODES: Final = 5
 FAST: Final = Delay(1, 3)
 
 
+async def climb(
+    ladder: Sequence[int], holds: Callable[[int], Awaitable[bool]], *, refinements: int = 2
+) -> int:
+    """The highest rate held: up `ladder` until a rate fails, then `refinements` halvings of
+    the gap between the last rate held and the one that failed (the ladder doubles its steps,
+    so the first failure alone could under-report by up to half)."""
+    held, failed = 0, None
+    for rate in ladder:
+        if not await holds(rate):
+            failed = rate
+            break
+        held = rate
+    for _ in range(refinements if failed is not None else 0):
+        assert failed is not None
+        mid = (held + failed) // 2
+        if not held < mid < failed:
+            break
+        if await holds(mid):
+            held = mid
+        else:
+            failed = mid
+    return held
+
+
 async def _climb(
     session: Any, send: Send, pid: int, *, step_s: float, rates: Sequence[int]
 ) -> tuple[int, list[dict[str, Any]]]:
-    held = 0
     steps: list[dict[str, Any]] = []
-    for rate in rates:
+
+    async def holds(rate: int) -> bool:
         # A rate fails when two tries in a row fail: on a shared machine one stall of someone
         # else's process can take a short step's p99 on its own.
         for _ in range(2):
@@ -53,11 +78,10 @@ async def _climb(
             ok = summary.errors == 0 and summary.p99 < P99_LIMIT_MS
             steps.append({"rate": rate, "cpu_ms_per_query": cpu_ms, "ok": ok, **summary.as_dict()})
             if ok:
-                break
-        if not ok:
-            break
-        held = rate
-    return held, steps
+                return True
+        return False
+
+    return await climb(rates, holds), steps
 
 
 async def run(

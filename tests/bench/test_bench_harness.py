@@ -25,6 +25,7 @@ from bench.load import Sample, Summary, percentile
 from bench.policies import RATE_LIMIT, write_policies
 from bench.profile import top
 from bench.queries import COHORT
+from bench.throughput import RATES, climb
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from policies.loader import load_policy_set
@@ -180,3 +181,24 @@ async def test_the_cpu_benchmark_runs_real_queries_through_the_real_app() -> Non
     cpu_ms, wall_ms = await measure(2, 20, COHORT, None, tracing=True)
     assert cpu_ms > 0
     assert wall_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "held", "tried"),
+    [
+        (73, 62, [10, 25, 50, 100, 75, 62]),  # the gap 50..100 halved twice
+        (5, 5, [10, 5, 7]),  # below the first rate: the gap 0..10
+        (5000, 2000, list(RATES)),  # the whole ladder held: nothing to refine
+    ],
+)
+async def test_the_throughput_climb_refines_the_first_failure(
+    limit: int, held: int, tried: list[int]
+) -> None:
+    seen: list[int] = []
+
+    async def holds(rate: int) -> bool:
+        seen.append(rate)
+        return rate <= limit
+
+    assert await climb(RATES, holds) == held
+    assert seen == tried
