@@ -97,11 +97,13 @@ class _Cohort:
 
     async def tables(self) -> list[Row]:
         tables = self._query.cohort_tables()
-        return await self._backend._interruptible(self._on_cursor, lambda c: _rows(c, tables))
+        return await self._backend._interruptible(
+            self._on_cursor, lambda c: _rows(c, tables.sql, tables.params)
+        )
 
 
-def _rows(cursor: duckdb.DuckDBPyConnection, statement: Statement) -> list[Row]:
-    rows: list[Row] = cursor.execute(statement.sql, list(statement.params)).fetchall()
+def _rows(cursor: duckdb.DuckDBPyConnection, sql: str, params: tuple[object, ...]) -> list[Row]:
+    rows: list[Row] = cursor.execute(sql, list(params)).fetchall()
     return rows
 
 
@@ -146,10 +148,6 @@ class DuckDBBackend:
                 self._cursors.append(cursor)
             self._local.cursor = cursor
         return cursor
-
-    def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        rows: list[Row] = self._cursor().execute(sql, list(params)).fetchall()
-        return rows
 
     def _new_cursor(self) -> duckdb.DuckDBPyConnection:
         self._cursor()  # opens the database on first use, or raises when it is closed
@@ -198,7 +196,9 @@ class DuckDBBackend:
 
     async def execute(self, statement: Statement) -> list[Row]:
         # Each worker thread's own cursor, reused.
-        return await self._interruptible(self._cursor, lambda c: _rows(c, statement))
+        return await self._interruptible(
+            self._cursor, lambda c: _rows(c, statement.sql, statement.params)
+        )
 
     @contextlib.asynccontextmanager
     async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
@@ -210,7 +210,7 @@ class DuckDBBackend:
             await asyncio.shield(asyncio.to_thread(_close, cursor))
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        return await self._call(self._fetch, sql, params)
+        return await self._call(lambda: _rows(self._cursor(), sql, params))
 
     async def ping(self) -> None:
         await check_ready(self._run, self.dialect)

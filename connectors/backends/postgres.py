@@ -32,24 +32,31 @@ class _Cohort:
         self._connection = connection
         self._query = query
 
-    async def optout_register_version(self) -> str:
-        async def fetch(sql: str, params: tuple[object, ...]) -> list[Row]:
-            try:
-                records = await self._connection.fetch(sql, *params)
-            except _FAILURES as exc:  # `register_version` reports a missing register
-                raise BackendFailed("the database failed to answer") from exc
-            return [tuple(record.values()) for record in records]
+    async def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Row]:
+        return await _rows(self._connection, sql, params)
 
-        return await register_version(fetch, PostgresBackend.dialect)
+    async def optout_register_version(self) -> str:
+        return await register_version(self._fetch, PostgresBackend.dialect)
 
     async def persons(self) -> PersonIds:
         population = self._query.population()
-        records = await self._connection.fetch(population.sql, *population.params)
-        return person_ids(record[0] for record in records)
+        rows = await self._fetch(population.sql, population.params)
+        return person_ids(row[0] for row in rows)
 
     async def tables(self) -> list[Row]:
-        records = await self._connection.fetch(self._query.sql, *self._query.params)
-        return [tuple(record.values()) for record in records]
+        return await self._fetch(self._query.sql, self._query.params)
+
+
+async def _rows(
+    source: asyncpg.Pool | asyncpg.Connection, sql: str, params: tuple[object, ...]
+) -> list[Row]:
+    """Every row of a statement run on `source`, failures mapped to `BackendFailed`."""
+    try:
+        records = await source.fetch(sql, *params)
+    except _FAILURES as exc:
+        log.warning("database error: %s", type(exc).__name__)
+        raise BackendFailed("the database failed to answer") from exc
+    return [tuple(record.values()) for record in records]
 
 
 class PostgresBackend:
@@ -86,13 +93,7 @@ class PostgresBackend:
             return self._pool
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        pool = await self._get_pool()
-        try:
-            records = await pool.fetch(sql, *params)
-        except _FAILURES as exc:
-            log.warning("database error: %s", type(exc).__name__)
-            raise BackendFailed("the database failed to answer") from exc
-        return [tuple(record.values()) for record in records]
+        return await _rows(await self._get_pool(), sql, params)
 
     async def execute(self, statement: Statement) -> list[Row]:
         return await self._run(statement.sql, statement.params)
