@@ -19,7 +19,10 @@ PersonIds: TypeAlias = NDArray[np.uint64]
 
 def person_ids(values: Iterable[int] | NDArray[np.integer]) -> PersonIds:
     """Person ids as `PersonIds`; a negative id, which no bitmap can hold, fails the query."""
-    column = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.int64)
+    try:
+        column = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.int64)
+    except OverflowError:
+        raise BackendFailed("the database returned a person id out of range") from None
     if column.size and int(column.min()) < 0:
         raise BackendFailed("the database returned a negative person id")
     ids: PersonIds = column.astype(np.uint64, copy=False)

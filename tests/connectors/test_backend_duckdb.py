@@ -256,18 +256,27 @@ async def test_a_cohort_cancelled_while_computing_is_interrupted(omop_db: Path) 
         await backend.close()
 
 
-async def test_a_negative_person_id_fails_the_cohort(backend: DuckDBBackend) -> None:
+@pytest.mark.parametrize(
+    ("persons", "message"),
+    [
+        ("SELECT -5 AS person_id", "negative person id"),
+        ("SELECT CAST(NULL AS BIGINT) AS person_id UNION ALL SELECT 7", "person without an id"),
+    ],
+)
+async def test_a_person_id_no_bitmap_holds_fails_the_cohort(
+    backend: DuckDBBackend, persons: str, message: str
+) -> None:
     compiled = compile_query(CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
-    negative = dataclasses.replace(
+    hostile = dataclasses.replace(
         compiled,
         cohort_table=dataclasses.replace(
             compiled.cohort_table,
-            create_sql="CREATE TEMPORARY TABLE tessera_cohort AS SELECT -5 AS person_id",
+            create_sql=f"CREATE TEMPORARY TABLE tessera_cohort AS {persons}",
             create_params=(),
         ),
     )
-    with pytest.raises(BackendFailed, match="negative person id"):
-        async with backend.cohort(negative) as cohort:
+    with pytest.raises(BackendFailed, match=message):
+        async with backend.cohort(hostile) as cohort:
             await cohort.persons()
 
 

@@ -1,12 +1,16 @@
-"""The differencing guard's populations: the bitmap of a cohort's person ids, however built."""
+"""The differencing guard's populations: the bitmap of a cohort's person ids, however built,
+and the ids a backend may hand it."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
+from connectors.backends.base import person_ids
+from connectors.errors import BackendFailed
 from connectors.history import population_of
 
 # Around the boundary of the 32-bit fast path, and far beyond it.
@@ -30,3 +34,9 @@ def test_a_dense_cohort_takes_the_32_bit_path_and_stays_64_bit() -> None:
     assert len(population) == len(ids)
     assert population.intersection_cardinality(BitMap64(range(1, 100, 3))) == 33
     assert population_of(np.array([], dtype=np.uint64)) == BitMap64()
+
+
+@pytest.mark.parametrize("ids", [[3, -1], [2**64]])
+def test_person_ids_out_of_range_fail_the_query(ids: list[int]) -> None:
+    with pytest.raises(BackendFailed):
+        person_ids(iter(ids))
