@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -25,18 +25,21 @@ from bench.load import Summary, client_session, closed_loop, graphql_sender, ope
 from bench.queries import COHORT
 
 
+def _stacks(collapsed: Path) -> Iterator[tuple[list[str], int]]:
+    """Each stack of py-spy's collapsed output (`frame;frame;... count`) and its samples."""
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack.split(";"), int(count)
+
+
 def top(collapsed: Path, limit: int = 25) -> str:
     """The functions with most samples in py-spy's collapsed stacks: own and total."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
+    for frames, n in _stacks(collapsed):
         samples += n
-        frames = stack.split(";")
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
@@ -83,13 +86,9 @@ def categories(collapsed: Path) -> list[tuple[str, float]]:
     """Each category's share of the samples (innermost matching frame wins), largest first."""
     shares: Counter[str] = Counter()
     samples = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
+    for frames, n in _stacks(collapsed):
         samples += n
-        shares[_category(stack.split(";"))] += n
+        shares[_category(frames)] += n
     return [(name, 100 * n / samples) for name, n in shares.most_common()] if samples else []
 
 
