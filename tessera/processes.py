@@ -18,23 +18,35 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import aiohttp
 
+# Ports handed out for services are taken below the kernel's ephemeral range: a port from
+# that range, free when checked, can be taken a moment later as the local end of any outgoing
+# connection (the test suite opens thousands), and the service then fails to bind it.
+_EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT: Final = 10_000
+
+
+def _service_port_range() -> tuple[int, int]:
+    try:
+        first_ephemeral = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32_768  # Linux's default
+    return _LOWEST_PORT, max(first_ephemeral - 1, _LOWEST_PORT + 1_000)
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_port_block(1)
 
 
-def free_port_block(count: int, *, attempts: int = 50) -> int:
+def free_port_block(count: int, *, attempts: int = 100) -> int:
     """The first of `count` consecutive free loopback ports (for the demo, whose nodes take
     the ports after the gateway's). Free when checked: another process may still take one."""
+    low, high = _service_port_range()
     for _ in range(attempts):
-        base = random.randint(20_000, 60_000 - count)
+        base = random.randint(low, high - count)
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + count):
