@@ -29,6 +29,16 @@ class Role(StrEnum):
 ApplicantKind = Literal["public_body", "private_entity", "natural_person"]
 
 
+class ApplicantId(Contract):
+    """Who asks, as every permit names them: stable across permits, data requests and HDABs.
+    `researcher` is the permits' subject (`sub`), `organisation` the applicant they name
+    (`approval.applicant`), when they name one. A node's ledger of what an applicant has been
+    told is kept under this identity, never under a data request id."""
+
+    researcher: Annotated[str, Field(min_length=1, max_length=256)]
+    organisation: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+
 class Approval(Contract):
     """An approved data request (EHDS Art. 69): what the researcher may ask, of whom, for
     which purpose, and until when. Purposes are the ids of `policies.purposes` (Art. 53(1));

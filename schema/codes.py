@@ -97,12 +97,27 @@ class MeasureKind(StrEnum):
 
 
 class ValueStatus(StrEnum):
-    """How a released number relates to the truth."""
+    """How a released number relates to the truth. `LOW` and `SUPPRESSED` carry no value: LOW
+    says the noisy count fell below the jurisdiction's minimum (zeros included, so it tells
+    nobody whether anyone is there); SUPPRESSED says a rule withheld it for a reason that
+    does not depend on the count (its reasons say which)."""
 
     EXACT = "EXACT"
     ROUNDED = "ROUNDED"
     PERTURBED = "PERTURBED"
+    LOW = "LOW"
     SUPPRESSED = "SUPPRESSED"
+
+
+WITHHELD: frozenset[ValueStatus] = frozenset({ValueStatus.LOW, ValueStatus.SUPPRESSED})
+
+
+class NoiseLevel(StrEnum):
+    """How much noise a question asks for. COARSE doubles the standard deviation and costs a
+    quarter of the privacy budget: for exploring before asking precisely."""
+
+    STANDARD = "STANDARD"
+    COARSE = "COARSE"
 
 
 class NodeStatus(StrEnum):

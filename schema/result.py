@@ -6,7 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from schema.codes import Dimension, Jurisdiction, ValueStatus
+from schema.codes import WITHHELD, Dimension, Jurisdiction, ValueStatus
 from schema.model import Contract
 
 
@@ -22,8 +22,10 @@ class Reason(Contract):
 
 
 class Value(Contract):
-    """A released number. A suppressed value is `None`, never a hint; `bound` is the largest
-    distance from the truth that rounding or perturbation may have introduced."""
+    """A released number. A withheld value (LOW or SUPPRESSED) is `None`, never a hint;
+    `bound` is the largest distance from the truth that rounding may have introduced, `sd`
+    the standard deviation of the noise added (unbiased, so the truth is the value give or
+    take about `sd`)."""
 
     value: Annotated[int, Field(ge=0)] | None
     status: ValueStatus
@@ -31,11 +33,12 @@ class Value(Contract):
     # the gateway validates and builds a Value for every cell of every node (-0.6 us each).
     reasons: list[Reason] = Field(default_factory=list)
     bound: Annotated[float, Field(ge=0)] | None = None
+    sd: Annotated[float, Field(ge=0, le=1e6)] | None = None
 
     @model_validator(mode="after")
-    def _suppressed_is_null(self) -> Self:
-        if (self.status is ValueStatus.SUPPRESSED) != (self.value is None):
-            raise ValueError("a value is null exactly when it is suppressed")
+    def _withheld_is_null(self) -> Self:
+        if (self.status in WITHHELD) != (self.value is None):
+            raise ValueError("a value is null exactly when it is withheld (LOW or SUPPRESSED)")
         return self
 
     @classmethod
@@ -45,6 +48,14 @@ class Value(Contract):
     @classmethod
     def suppressed(cls, *reasons: Reason) -> Value:
         return cls(value=None, status=ValueStatus.SUPPRESSED, reasons=list(reasons))
+
+    @classmethod
+    def low(cls, *reasons: Reason, sd: float | None = None) -> Value:
+        return cls(value=None, status=ValueStatus.LOW, reasons=list(reasons), sd=sd)
+
+    @property
+    def withheld(self) -> bool:
+        return self.value is None
 
 
 class DimensionValue(Contract):

@@ -18,7 +18,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field
 
 from schema.approval import Approval
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel
 from schema.errors import ErrorCode
 from schema.model import Contract
 from schema.query import Breakdown, CohortQuery
@@ -63,6 +63,7 @@ class NodeRequest(Contract):
     query: CohortQuery
     approval: Approval
     subject: Annotated[str, Field(min_length=1, max_length=256)]
+    noise: NoiseLevel = NoiseLevel.STANDARD
 
 
 class NodeCell(Contract):
@@ -77,6 +78,24 @@ class NodeTable(Contract):
     cells: list[NodeCell]
 
 
+Rho = Annotated[float, Field(ge=0, le=1e6)]
+
+
+class PrivacySpend(Contract):
+    """What an answer cost the applicant at this node, in zero-concentrated differential
+    privacy (zCDP) ρ per person, worst case: figures that depend only on the questions asked,
+    never on the data. A person counted in more than `cap_rho` worth of answers drops out of
+    the applicant's counts (see the README, "How your numbers are protected")."""
+
+    sigma: Annotated[float, Field(gt=0, le=1e6)]  # sd of the noise on every count of the answer
+    question_rho: Rho  # what this answer charged each person counted (0: all repeats)
+    spent_rho: Rho  # the applicant's worst-case spend at this node, this answer included
+    cap_rho: Rho
+    organisation_spent_rho: Rho | None = None  # the applicant organisation's, when it has one
+    organisation_cap_rho: Rho | None = None
+    data_release: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class NodeResponse(Contract):
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId
@@ -85,6 +104,7 @@ class NodeResponse(Contract):
     tables: list[NodeTable] = []
     reasons: list[Reason] = []
     optout_register_version: str | None = None
+    privacy: PrivacySpend | None = None
     elapsed_ms: Annotated[float, Field(ge=0)] = 0.0
 
 

@@ -38,13 +38,17 @@ class Reason:
         )
 
 
-@strawberry.type(description="A released count: null exactly when suppressed.")
+@strawberry.type(description="A released count: null exactly when withheld (LOW or SUPPRESSED).")
 class Count:
     value: int | None
     status: ValueStatus
     reasons: list[Reason]
     bound: float | None = strawberry.field(
-        description="Largest distance from the truth that rounding or perturbation may add."
+        description="Largest distance from the truth that rounding may add."
+    )
+    sd: float | None = strawberry.field(
+        description="Standard deviation of the noise added: the truth is the value give or "
+        "take about this much (the noise is unbiased)."
     )
 
     @classmethod
@@ -54,6 +58,7 @@ class Count:
             status=value.status,
             reasons=[Reason.of(r) for r in value.reasons],
             bound=value.bound,
+            sd=value.sd,
         )
 
 
