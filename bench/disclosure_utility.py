@@ -65,7 +65,14 @@ def database(directory: Path, persons: int) -> Path:
     wanted = {"persons": persons, "seed": 42}
     if not (path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted):
         directory.mkdir(parents=True, exist_ok=True)
-        generate(path, jurisdiction=Jurisdiction.FR, persons=persons, seed=42, progress=True)
+        generate(
+            path,
+            jurisdiction=Jurisdiction.FR,
+            persons=persons,
+            seed=42,
+            state=directory / "state",
+            progress=True,
+        )
         manifest.write_text(json.dumps(wanted))
     return path
 

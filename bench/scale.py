@@ -130,7 +130,13 @@ def _generate(persons: int) -> float:
     directory = Path(tempfile.mkdtemp(prefix="tessera-synth-"))
     try:
         started = time.perf_counter()
-        generate(directory / "fr.duckdb", jurisdiction=Jurisdiction.FR, persons=persons, seed=1)
+        generate(
+            directory / "fr.duckdb",
+            jurisdiction=Jurisdiction.FR,
+            persons=persons,
+            seed=1,
+            state=directory / "state",
+        )
         return time.perf_counter() - started
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -62,9 +62,22 @@ def register(sub: SubParsers) -> None:
 
     prepare = connector_sub.add_parser(
         "prepare",
-        help="add the opt-out register and record keys to an OMOP database (idempotent)",
+        help="add Tessera's tables to an OMOP database: opt-out register, data release, "
+        "person indexes, record keys (idempotent)",
+        description="Run again after every change to the data or the opt-out register. "
+        "--state is the node's state directory, the same every time: it holds the secret "
+        "and the person index that keep each person's privacy budget across rebuilds of "
+        "the database; back it up.",
     )
-    prepare.add_argument("--database", type=Path, required=True)
+    prepare.add_argument("--database", type=Path, required=True, help="OMOP CDM 5.4 DuckDB file")
+    prepare.add_argument(
+        "--state", type=Path, required=True, help="the node's state directory (created if new)"
+    )
+    prepare.add_argument(
+        "--release",
+        help="data release label (default: keep the database's, else 1); a new label has "
+        "questions asked again answered afresh",
+    )
     prepare.add_argument("--optout", type=Path, help="CSV of opted-out person_ids (replaces)")
     prepare.add_argument("--register-version", help="version of the opt-out register")
     prepare.set_defaults(handler=_prepare)
@@ -84,6 +97,12 @@ def register(sub: SubParsers) -> None:
     synth.add_argument("--seed", type=int, default=42)
     synth.add_argument("--reference-year", type=int, default=2025)
     synth.add_argument("--out", type=Path, required=True, help="database file (replaced)")
+    synth.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        help="the node's state directory, as for `connector prepare` (created if new)",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -133,19 +152,40 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from connectors.persons import SECRET_FILE, PersonStateError
     from connectors.prepare import prepare_database, read_optout_csv
 
     if args.register_version and not args.optout:
         print("tessera connector prepare: --register-version needs --optout", file=sys.stderr)
         return 2
-    optout = read_optout_csv(args.optout) if args.optout else None
-    report = prepare_database(
-        args.database, optout_ids=optout, register_version=args.register_version
-    )
+    try:
+        optout = read_optout_csv(args.optout) if args.optout else None
+        report = prepare_database(
+            args.database,
+            state=args.state,
+            optout_ids=optout,
+            register_version=args.register_version,
+            release=args.release,
+        )
+    except (ValueError, OSError, PersonStateError) as e:
+        print(f"tessera connector prepare: {e}", file=sys.stderr)
+        return 2
+    if report.secret_created:
+        print(
+            f"created the node's person secret {args.state / SECRET_FILE}: back up the state "
+            "directory with it; without it this node cannot index its persons again"
+        )
     print(
-        f"{args.database}: {report.persons:,} persons, {report.keys_added:,} record keys added, "
-        f"{report.optout_count:,} opted out (register {report.register_version})"
+        f"{args.database}: {report.persons:,} persons, {report.indexes_added:,} indexed for "
+        f"the first time ({report.indexes_total:,} indexes ever given), "
+        f"{report.keys_added:,} record keys added, {report.optout_count:,} opted out "
+        f"(register {report.register_version}), data release {report.release}"
     )
+    if report.shared_indexes:
+        print(
+            f"note: {report.shared_indexes:,} persons share their person_source_value with "
+            "another person, and so share one privacy budget with them"
+        )
     return 0
 
 
@@ -166,16 +206,22 @@ def _copy_to_postgres(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from connectors.persons import PersonStateError
     from connectors.synth import generate
 
-    report = generate(
-        args.out,
-        jurisdiction=args.jurisdiction,
-        persons=args.persons,
-        seed=args.seed,
-        reference_year=args.reference_year,
-        progress=not args.quiet,
-    )
+    try:
+        report = generate(
+            args.out,
+            jurisdiction=args.jurisdiction,
+            persons=args.persons,
+            seed=args.seed,
+            state=args.state,
+            reference_year=args.reference_year,
+            progress=not args.quiet,
+        )
+    except (ValueError, OSError, PersonStateError) as e:
+        print(f"tessera synth: {e}", file=sys.stderr)
+        return 2
     for table, count in sorted(report.rows.items()):
         print(f"{table:24} {count:>14,}")
     print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")

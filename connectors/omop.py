@@ -1,4 +1,4 @@
-"""The OMOP CDM 5.4 tables a connector reads, and the two small tables Tessera adds.
+"""The OMOP CDM 5.4 tables a connector reads, and the small tables Tessera adds.
 
 Only standard OMOP columns are read, so any OMOP CDM 5.4 database works. `tessera connector
 prepare` adds the Tessera tables to a hub's database when they are missing.
@@ -15,6 +15,8 @@ FEMALE_CONCEPT_ID: Final = 8532
 OPTOUT_TABLE: Final = "tessera_optout"  # EHDS Art. 71: persons excluded from every answer
 OPTOUT_REGISTER_TABLE: Final = "tessera_optout_register"  # one row: the register version
 RECORD_KEY_TABLE: Final = "tessera_record_key"  # secret, stable random key per person
+PERSON_INDEX_TABLE: Final = "tessera_person"  # each person's stable index (connectors.persons)
+DATA_RELEASE_TABLE: Final = "tessera_data_release"  # one row: the hub's data release label
 
 # OMOP CDM 5.4 DDL (the tables Tessera reads, with every 5.4 column so a real CDM matches).
 CDM_DDL: Final[tuple[str, ...]] = (
@@ -172,4 +174,11 @@ TESSERA_DDL: Final[tuple[str, ...]] = (
     f"""CREATE TABLE IF NOT EXISTS {RECORD_KEY_TABLE} (
         person_id BIGINT PRIMARY KEY,
         record_key BIGINT NOT NULL)""",
+    # Rewritten by every prepare: a rebuilt CDM may number the same persons differently.
+    f"""CREATE TABLE IF NOT EXISTS {PERSON_INDEX_TABLE} (
+        person_id BIGINT PRIMARY KEY,
+        person_index INTEGER NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {DATA_RELEASE_TABLE} (
+        release VARCHAR NOT NULL,
+        prepared_at TIMESTAMP NOT NULL)""",
 )

@@ -1,10 +1,17 @@
 """Node preparation: what a hub runs on its own OMOP CDM 5.4 DuckDB database before serving.
 
 It adds Tessera's tables beside the CDM (never touching CDM tables), loads the national
-opt-out register (EHDS Art. 71) and gives every person a secret record key. Record keys are
-drawn from the operating system's randomness, never from anything reproducible, and a key
-once given is never changed: perturbation seeded by these keys must stay the same for the
-same person across queries, or repeated queries could average the noise away.
+opt-out register (EHDS Art. 71), records the hub's data release label, gives every person
+their stable index (`connectors.persons`, kept in the node's state directory) and a secret
+record key. Record keys are drawn from the operating system's randomness, never from
+anything reproducible, and a key once given is never changed: perturbation seeded by these
+keys must stay the same for the same person across queries, or repeated queries could
+average the noise away.
+
+The data release label names the data answers are computed from: stored answers are kept
+per release. A hub sets a new label when its data changed enough that questions asked again
+should be answered afresh (and charged again); a rebuild of the same data keeps the label,
+and every stored answer with it.
 """
 
 from __future__ import annotations
@@ -21,10 +28,20 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
-from connectors.omop import OPTOUT_REGISTER_TABLE, OPTOUT_TABLE, RECORD_KEY_TABLE, TESSERA_DDL
+from connectors.omop import (
+    DATA_RELEASE_TABLE,
+    OPTOUT_REGISTER_TABLE,
+    OPTOUT_TABLE,
+    PERSON_INDEX_TABLE,
+    RECORD_KEY_TABLE,
+    TESSERA_DDL,
+)
+from connectors.persons import IndexedPersons, index_persons
 
 RECORD_KEY_BOUND: Final = 2**31  # keys are uniform over [0, 2**31)
 EMPTY_REGISTER_VERSION: Final = "empty"
+DEFAULT_RELEASE: Final = "1"
+RELEASE_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 _MAX_PERSON_ID: Final = 2**63 - 1
 _PERSON_ID_LINE: Final = re.compile(r"[0-9]+")
 _SCAN: Final = "__tessera_prepare_scan"
@@ -46,6 +63,13 @@ _PERSONS_WITHOUT_KEY: Final = (
     f"ANTI JOIN {RECORD_KEY_TABLE} AS k ON k.person_id = p.person_id"
 )
 _INSERT_KEYS: Final = f"INSERT INTO {RECORD_KEY_TABLE} SELECT person_id, record_key FROM {_SCAN}"  # noqa: S608
+_CLEAR_PERSONS: Final = f"DELETE FROM {PERSON_INDEX_TABLE}"  # noqa: S608
+_INSERT_PERSONS: Final = (
+    f"INSERT INTO {PERSON_INDEX_TABLE} SELECT person_id, person_index FROM {_SCAN}"  # noqa: S608
+)
+_SELECT_RELEASE: Final = f"SELECT release FROM {DATA_RELEASE_TABLE}"  # noqa: S608
+_CLEAR_RELEASE: Final = f"DELETE FROM {DATA_RELEASE_TABLE}"  # noqa: S608
+_INSERT_RELEASE: Final = f"INSERT INTO {DATA_RELEASE_TABLE} VALUES (?, ?)"  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +78,44 @@ class PrepareReport:
     keys_added: int
     optout_count: int
     register_version: str
+    release: str = DEFAULT_RELEASE
+    indexes_added: int = 0  # persons indexed for the first time at this node
+    indexes_total: int = 0  # indexes ever given at this node
+    shared_indexes: int = 0  # persons sharing their index (their stable id) with another
+    secret_created: bool = False
 
 
 def prepare_database(
     path: Path,
     *,
+    state: Path,
     optout_ids: Iterable[int] | None = None,
     register_version: str | None = None,
+    release: str | None = None,
 ) -> PrepareReport:
     """Prepares the OMOP database at `path` for a Tessera connector; safe to run again.
+
+    `state` is the node's state directory: its person secret and index (see
+    `connectors.persons`), the same directory every time, kept and backed up.
 
     With `optout_ids`, the opt-out register is replaced by exactly those person ids and
     `register_version` (default: the current UTC time) is recorded. Without them the register
     is left alone; an empty register without a version is recorded as version "empty".
+    `release` sets the data release label; without it the database's label is kept, and a
+    database without one gets "1".
     """
     path = Path(path)
+    if state is None or not str(state).strip():
+        raise ValueError(
+            "prepare needs the node's state directory (state=..., `--state DIR`): the person "
+            "index kept there must outlive the database"
+        )
+    state = Path(state)
+    if release is not None and not RELEASE_LABEL.fullmatch(release):
+        raise ValueError(
+            f"release label {release[:70]!r} is not 1-64 letters, digits and . _ : + - "
+            "(starting with a letter or digit)"
+        )
     if register_version is not None and optout_ids is None:
         raise ValueError("register_version is only meaningful together with optout_ids")
     if register_version is not None and not register_version.strip():
@@ -97,6 +144,11 @@ def prepare_database(
                     f"unversioned-{_timestamp_version()}" if has_rows else EMPTY_REGISTER_VERSION,
                 )
             keys_added = _add_record_keys(con)
+            label = _record_release(con, release)
+            # Last before the commit: the person index is saved (extended) inside, so a failure
+            # after it leaves indexes given and unused, never one index given twice.
+            indexed = index_persons(con, state)
+            _write_person_indexes(con, indexed)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -107,7 +159,17 @@ def prepare_database(
     finally:
         con.close()
     assert version is not None  # the transaction above always leaves one register row
-    return PrepareReport(persons, keys_added, optout_count, str(version[0]))
+    return PrepareReport(
+        persons,
+        keys_added,
+        optout_count,
+        str(version[0]),
+        release=label,
+        indexes_added=indexed.added,
+        indexes_total=indexed.total,
+        shared_indexes=indexed.shared,
+        secret_created=indexed.secret_created,
+    )
 
 
 def read_optout_csv(path: Path) -> list[int]:
@@ -179,6 +241,35 @@ def _add_record_keys(con: duckdb.DuckDBPyConnection) -> int:
     finally:
         con.unregister(_SCAN)
     return count
+
+
+def _record_release(con: duckdb.DuckDBPyConnection, release: str | None) -> str:
+    """The label `release`, or the one recorded, or the default; recorded with the time."""
+    if release is None:
+        recorded = [str(row[0]) for row in con.execute(_SELECT_RELEASE).fetchall()]
+        if len(recorded) > 1:
+            raise ValueError(
+                f"{DATA_RELEASE_TABLE} holds {len(recorded)} labels; set one with --release"
+            )
+        release = recorded[0] if recorded else DEFAULT_RELEASE
+    con.execute(_CLEAR_RELEASE)
+    con.execute(_INSERT_RELEASE, [release, dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+    return release
+
+
+def _write_person_indexes(con: duckdb.DuckDBPyConnection, indexed: IndexedPersons) -> None:
+    # Rewritten whole: a rebuilt CDM may give the same persons other person_ids.
+    con.execute(_CLEAR_PERSONS)
+    if not len(indexed.person_ids):
+        return
+    con.register(
+        _SCAN,
+        {"person_id": indexed.person_ids, "person_index": indexed.indexes.astype(np.int32)},
+    )
+    try:
+        con.execute(_INSERT_PERSONS)
+    finally:
+        con.unregister(_SCAN)
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

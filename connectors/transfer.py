@@ -2,8 +2,10 @@
 
 How the demo data, or a hub's DuckDB extract, gets into a real database server: the tables
 are created from the same DDL (translated to PostgreSQL by sqlglot), filled with binary COPY,
-indexed for the connector's queries and analysed. Record keys are copied as they are, so the
-released numbers stay the same whichever backend answers.
+indexed for the connector's queries and analysed. Record keys, person indexes and the data
+release label are copied as they are, so the released numbers, and the persons the node's
+privacy ledger charges, stay the same whichever backend answers. (Tessera's tables index
+`person_id` by their primary keys.)
 """
 
 from __future__ import annotations

@@ -109,6 +109,11 @@ class LocalFederation:
     def state_dir(self) -> Path:
         return self.directory / "state"
 
+    def node_state(self, jurisdiction: Jurisdiction) -> Path:
+        """The node's own state directory (`tessera connector prepare --state`): its person
+        secret and person index, which outlive rebuilds of its database."""
+        return self.state_dir / jurisdiction.value.lower()
+
     def history(self, jurisdiction: Jurisdiction) -> Path:
         """The node's differencing-guard history (kept across restarts of the federation)."""
         return self.state_dir / f"{jurisdiction.value.lower()}.populations.sqlite3"
@@ -167,7 +172,13 @@ class LocalFederation:
 
         path = self.database(jurisdiction)
         manifest = path.with_suffix(".json")
-        wanted = {"jurisdiction": jurisdiction.value, "persons": self.persons, "seed": self.seed}
+        state = self.node_state(jurisdiction)
+        wanted = {
+            "jurisdiction": jurisdiction.value,
+            "persons": self.persons,
+            "seed": self.seed,
+            "state": str(state),  # prepared against this state directory
+        }
         if path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +187,12 @@ class LocalFederation:
                 f"synthesising {self.persons:,} persons for {jurisdiction.value} …", file=sys.stderr
             )
         generate(
-            path, jurisdiction=jurisdiction, persons=self.persons, seed=self.seed, progress=progress
+            path,
+            jurisdiction=jurisdiction,
+            persons=self.persons,
+            seed=self.seed,
+            state=state,
+            progress=progress,
         )
         manifest.write_text(json.dumps(wanted))
 

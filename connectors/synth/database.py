@@ -12,10 +12,14 @@ from typing import Any, Final
 
 import duckdb
 import numpy as np
+from numpy.typing import NDArray
 
 from connectors.omop import CDM_DDL
 from connectors.synth import vocabulary as v
 from connectors.synth.arrays import MISSING, Column
+
+# What a column to insert may hold besides numbers: strings, such as persons' source values.
+Writable = Column | NDArray[np.str_]
 
 _CHUNK_VIEW: Final = "__tessera_synth_chunk"
 _EPOCH: Final = "DATE '1970-01-01'"
@@ -74,7 +78,7 @@ class TableWriter:
         self._types: dict[str, dict[str, str]] = {}
 
     def insert(
-        self, table: str, columns: Mapping[str, Column], source_values: Mapping[str, str]
+        self, table: str, columns: Mapping[str, Writable], source_values: Mapping[str, str]
     ) -> int:
         if not columns:
             return 0
@@ -133,7 +137,7 @@ class TableWriter:
         return self._types[table]
 
 
-def _fits_int32(data: Column) -> bool:
+def _fits_int32(data: Writable) -> bool:
     info = np.iinfo(np.int32)
     return not data.size or (info.min <= int(data.min()) and int(data.max()) <= info.max)
 

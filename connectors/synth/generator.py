@@ -3,7 +3,12 @@
 Persons are simulated in fixed-size chunks, each from its own random stream derived from
 (seed, country, chunk number), so memory stays bounded at any population size and the same
 inputs always give the same rows. Only record keys differ between runs: `prepare_database`
-draws them from the operating system, as on a real node.
+draws them from the operating system, as on a real node. The database is prepared against
+the node's state directory, so its person indexes are the ones a hub's prepare would give.
+
+Each person has a pseudonymous `person_source_value` (`FR-048213907651`) derived from the
+country, the seed and the person's ordinal only, never from how `person_id`s are numbered:
+a copy of the database with renumbered person_ids holds the same people.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +24,22 @@ from typing import Final
 
 import duckdb
 import numpy as np
+from numpy.typing import NDArray
 
 from connectors.omop import OPTOUT_TABLE, RECORD_KEY_TABLE
 from connectors.prepare import PrepareReport, prepare_database
 from connectors.synth.arrays import day
 from connectors.synth.countries import params_for
-from connectors.synth.database import TableWriter, create_cdm, load_vocabulary, write_cdm_source
+from connectors.synth.database import (
+    TableWriter,
+    Writable,
+    create_cdm,
+    load_vocabulary,
+    write_cdm_source,
+)
 from connectors.synth.histories import draw_history
 from connectors.synth.population import draw_people
 from connectors.synth.progress import ProgressBar
-from connectors.synth.rows import Table
 from connectors.synth.tables import SOURCE_VALUES, NextIds, build_tables
 from schema.codes import Jurisdiction
 
@@ -36,7 +48,15 @@ CHUNK_PERSONS: Final = 250_000
 OPTOUT_SHARE: Final = 0.003
 MIN_REFERENCE_YEAR: Final = 2021  # observation may start as late as 2020-12-31
 MAX_REFERENCE_YEAR: Final = 2100
+Strings = NDArray[np.str_]
+
 _OPTOUT_STREAM: Final = 2**32  # beyond every chunk number, so never a chunk's stream
+_PSEUDONYM_STREAM: Final = 2**32 + 1
+_HALF_DIGITS: Final = 6  # a pseudonym has two halves of six digits
+_HALF: Final = 10**_HALF_DIGITS
+_ROUND_PRIME: Final = 1_000_003
+_FEISTEL_ROUNDS: Final = 4
+_MAX_ORDINAL: Final = _HALF**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +79,12 @@ def generate(
     jurisdiction: Jurisdiction,
     persons: int,
     seed: int,
+    state: Path,
     reference_year: int = 2025,
     progress: bool = False,
 ) -> SynthReport:
-    """Writes a synthetic OMOP database for `jurisdiction` to `path`, replacing any file there.
+    """Writes a synthetic OMOP database for `jurisdiction` to `path`, replacing any file there,
+    prepared against the node state directory `state` (see `prepare_database`).
 
     The data run to 31 December of `reference_year`. The database is built under a temporary
     name in the same directory and renamed into place when complete, so a reader of `path`
@@ -88,6 +110,7 @@ def generate(
         bar.note("opt-outs and record keys")
         prepared = prepare_database(
             temporary,
+            state=state,
             optout_ids=synthetic_optout(jurisdiction, persons, seed),
             register_version=f"synth-{seed}",
         )
@@ -110,6 +133,31 @@ def synthetic_optout(jurisdiction: Jurisdiction, persons: int, seed: int) -> lis
     count = round(persons * OPTOUT_SHARE)
     chosen = np.sort(rng.choice(persons, size=count, replace=False)) + 1
     return [int(i) for i in chosen]
+
+
+def pseudonyms(jurisdiction: Jurisdiction, seed: int, ordinals: NDArray[np.int64]) -> Strings:
+    """The `person_source_value` of the persons with these ordinals (1, 2, …): the country
+    code and 12 digits, distinct for distinct ordinals and scattered like a pseudonym."""
+    if len(ordinals) and not 0 <= int(ordinals.min()) <= int(ordinals.max()) < _MAX_ORDINAL:
+        raise ValueError(f"ordinals must lie in [0, {_MAX_ORDINAL})")
+    rng = np.random.default_rng([seed, _country_key(jurisdiction), _PSEUDONYM_STREAM])
+    keys = rng.integers(1, _HALF, size=(_FEISTEL_ROUNDS, 2), dtype=np.int64)
+    # A Feistel network on the two 6-digit halves is a bijection of [0, 10^12) whatever its
+    # round function, so distinct persons never share a pseudonym; squaring scatters them.
+    left = ordinals.astype(np.int64) // _HALF
+    right = ordinals.astype(np.int64) % _HALF
+    for factor, offset in keys:
+        mixed = (right + offset) ** 2 % _ROUND_PRIME * factor % _ROUND_PRIME % _HALF
+        left, right = right, (left + mixed) % _HALF
+    # Written as UTF-32 code points and viewed as strings: no Python object per person.
+    powers = 10 ** np.arange(_HALF_DIGITS - 1, -1, -1, dtype=np.int64)
+    prefix = [ord(c) for c in f"{jurisdiction.value}-"]
+    codes = np.empty((len(left), len(prefix) + 2 * _HALF_DIGITS), dtype="<u4")
+    codes[:, : len(prefix)] = prefix
+    for start, half in ((len(prefix), left), (len(prefix) + _HALF_DIGITS, right)):
+        codes[:, start : start + _HALF_DIGITS] = half[:, None] // powers % 10 + ord("0")
+    strings: Strings = codes.view(f"<U{codes.shape[1]}").ravel()
+    return strings
 
 
 def _write(
@@ -142,12 +190,17 @@ def _write(
         writer = TableWriter(con)
         ids = NextIds()
 
-        def simulate(chunk: int, first: int) -> tuple[int, dict[str, Table]]:
+        def simulate(chunk: int, first: int) -> tuple[int, dict[str, Mapping[str, Writable]]]:
             size = min(CHUNK_PERSONS, persons - first)
             rng = np.random.default_rng([seed, _country_key(jurisdiction), chunk])
             people = draw_people(rng, params, first + 1, size, reference)
             history = draw_history(rng, people, params, reference)
-            return size, build_tables(rng, people, history, params, ids)
+            tables: dict[str, Mapping[str, Writable]] = {
+                **build_tables(rng, people, history, params, ids)
+            }
+            source = pseudonyms(jurisdiction, seed, people.person_id)
+            tables["person"] = {**tables["person"], "person_source_value": source}
+            return size, tables
 
         # The next chunk is simulated (numpy) while DuckDB inserts this one; chunks are still
         # simulated one after another, in order, so ids and random streams are unchanged.
@@ -167,7 +220,9 @@ def _write(
     return rows
 
 
-def _insert(writer: TableWriter, tables: dict[str, Table], rows: dict[str, int]) -> None:
+def _insert(
+    writer: TableWriter, tables: dict[str, Mapping[str, Writable]], rows: dict[str, int]
+) -> None:
     for table, columns in tables.items():
         added = writer.insert(table, columns, SOURCE_VALUES.get(table, {}))
         rows[table] = rows.get(table, 0) + added

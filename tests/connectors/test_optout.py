@@ -51,7 +51,9 @@ async def test_an_opted_out_person_disappears_from_every_count(
     before, population_before, version_before = await counted(database)
     assert PERSON in population_before
 
-    prepare_database(database, optout_ids=[PERSON], register_version="register-2")
+    prepare_database(
+        database, state=tmp_path / "state", optout_ids=[PERSON], register_version="register-2"
+    )
     after, population_after, version_after = await counted(database)
 
     assert (version_before, version_after) != (version_after, version_after)

@@ -10,8 +10,10 @@ import pytest
 
 from connectors.omop import (
     CDM_DDL,
+    DATA_RELEASE_TABLE,
     OPTOUT_REGISTER_TABLE,
     OPTOUT_TABLE,
+    PERSON_INDEX_TABLE,
     RECORD_KEY_TABLE,
 )
 from connectors.prepare import (
@@ -44,6 +46,10 @@ def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
+def _state(database: Path) -> Path:
+    return database.parent / "state"
+
+
 def _keys(path: Path) -> dict[int, int]:
     rows = _rows(path, "SELECT person_id, record_key FROM tessera_record_key")
     return {int(str(p)): int(str(k)) for p, k in rows}
@@ -55,7 +61,7 @@ def cdm(tmp_path: Path) -> Path:
 
 
 def test_first_run_adds_tables_keys_and_an_empty_register(cdm: Path) -> None:
-    report = prepare_database(cdm)
+    report = prepare_database(cdm, state=_state(cdm))
 
     assert report.persons == 5
     assert report.keys_added == 5
@@ -69,20 +75,26 @@ def test_first_run_adds_tables_keys_and_an_empty_register(cdm: Path) -> None:
 
 def test_cdm_tables_are_left_untouched(cdm: Path) -> None:
     before = _rows(cdm, "SELECT table_name, column_name FROM information_schema.columns")
-    prepare_database(cdm)
+    prepare_database(cdm, state=_state(cdm))
     after = _rows(cdm, "SELECT table_name, column_name FROM information_schema.columns")
 
     added = set(after) - set(before)
-    assert {table for table, _ in added} == {OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE}
+    assert {table for table, _ in added} == {
+        OPTOUT_TABLE,
+        OPTOUT_REGISTER_TABLE,
+        RECORD_KEY_TABLE,
+        PERSON_INDEX_TABLE,
+        DATA_RELEASE_TABLE,
+    }
     assert set(before) <= set(after)
     assert _rows(cdm, "SELECT count(*) FROM person") == [(5,)]
 
 
 def test_rerun_is_idempotent_and_keeps_keys(cdm: Path) -> None:
-    prepare_database(cdm, optout_ids=[17], register_version="2026-01")
+    prepare_database(cdm, state=_state(cdm), optout_ids=[17], register_version="2026-01")
     keys = _keys(cdm)
 
-    again = prepare_database(cdm)
+    again = prepare_database(cdm, state=_state(cdm))
 
     assert again.keys_added == 0
     assert again.optout_count == 1
@@ -92,7 +104,7 @@ def test_rerun_is_idempotent_and_keeps_keys(cdm: Path) -> None:
 
 
 def test_new_persons_get_keys_and_old_keys_never_change(cdm: Path) -> None:
-    prepare_database(cdm)
+    prepare_database(cdm, state=_state(cdm))
     keys = _keys(cdm)
     con = duckdb.connect(str(cdm))
     con.execute(
@@ -101,7 +113,7 @@ def test_new_persons_get_keys_and_old_keys_never_change(cdm: Path) -> None:
     )
     con.close()
 
-    report = prepare_database(cdm)
+    report = prepare_database(cdm, state=_state(cdm))
 
     assert report.keys_added == 1
     after = _keys(cdm)
@@ -113,8 +125,8 @@ def test_keys_are_secret_not_derived_from_the_data(tmp_path: Path) -> None:
     ids = list(range(1, 201))
     first = _cdm(tmp_path / "a.duckdb", ids)
     second = _cdm(tmp_path / "b.duckdb", ids)
-    prepare_database(first)
-    prepare_database(second)
+    prepare_database(first, state=_state(first))
+    prepare_database(second, state=_state(second))
 
     # Same persons, same data: independent draws must still differ (chance of equality ~0).
     assert _keys(first) != _keys(second)
@@ -122,11 +134,11 @@ def test_keys_are_secret_not_derived_from_the_data(tmp_path: Path) -> None:
 
 
 def test_optout_register_is_replaced_not_merged(cdm: Path) -> None:
-    first = prepare_database(cdm, optout_ids=[3, 17, 17], register_version="v1")
+    first = prepare_database(cdm, state=_state(cdm), optout_ids=[3, 17, 17], register_version="v1")
     assert first.optout_count == 2
     assert first.register_version == "v1"
 
-    second = prepare_database(cdm, optout_ids=iter([101]), register_version="v2")
+    second = prepare_database(cdm, state=_state(cdm), optout_ids=iter([101]), register_version="v2")
 
     assert second.optout_count == 1
     assert _rows(cdm, "SELECT person_id FROM tessera_optout") == [(101,)]
@@ -134,49 +146,50 @@ def test_optout_register_is_replaced_not_merged(cdm: Path) -> None:
 
 
 def test_an_empty_optout_list_empties_the_register(cdm: Path) -> None:
-    prepare_database(cdm, optout_ids=[3], register_version="v1")
-    report = prepare_database(cdm, optout_ids=[], register_version="v2")
+    prepare_database(cdm, state=_state(cdm), optout_ids=[3], register_version="v1")
+    report = prepare_database(cdm, state=_state(cdm), optout_ids=[], register_version="v2")
 
     assert report.optout_count == 0
     assert report.register_version == "v2"
 
 
 def test_default_register_version_is_a_utc_timestamp(cdm: Path) -> None:
-    report = prepare_database(cdm, optout_ids=[3])
+    report = prepare_database(cdm, state=_state(cdm), optout_ids=[3])
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report.register_version)
 
 
 def test_hand_loaded_optouts_are_not_reported_as_empty(cdm: Path) -> None:
-    prepare_database(cdm)
+    prepare_database(cdm, state=_state(cdm))
     con = duckdb.connect(str(cdm))
     con.execute("DELETE FROM tessera_optout_register")
     con.execute("INSERT INTO tessera_optout VALUES (3)")
     con.close()
 
-    report = prepare_database(cdm)
+    report = prepare_database(cdm, state=_state(cdm))
 
     assert report.register_version.startswith("unversioned-")
 
 
 def test_version_without_ids_is_refused(cdm: Path) -> None:
     with pytest.raises(ValueError, match="register_version"):
-        prepare_database(cdm, register_version="v1")
+        prepare_database(cdm, state=_state(cdm), register_version="v1")
 
 
 @pytest.mark.parametrize("bad", [["12"], [1.5], [-1], [True]])
 def test_bad_optout_ids_are_refused_and_nothing_changes(cdm: Path, bad: list[object]) -> None:
     with pytest.raises((TypeError, ValueError)):
-        prepare_database(cdm, optout_ids=bad, register_version="v1")  # type: ignore[arg-type]
+        prepare_database(cdm, state=_state(cdm), optout_ids=bad, register_version="v1")  # type: ignore[arg-type]
 
     tables = _rows(cdm, "SELECT table_name FROM information_schema.tables")
     assert (RECORD_KEY_TABLE,) not in tables
+    assert not _state(cdm).exists()
 
 
 def test_missing_database_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "absent.duckdb"
     with pytest.raises(FileNotFoundError):
-        prepare_database(path)
+        prepare_database(path, state=_state(path))
     assert not path.exists()
 
 
@@ -185,7 +198,7 @@ def test_a_database_without_a_person_table_is_refused(tmp_path: Path) -> None:
     duckdb.connect(str(path)).close()
 
     with pytest.raises(ValueError, match="person"):
-        prepare_database(path)
+        prepare_database(path, state=_state(path))
     assert _rows(path, "SELECT count(*) FROM information_schema.tables") == [(0,)]
 
 

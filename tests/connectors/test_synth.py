@@ -41,14 +41,14 @@ CONTENT_TABLES = (
 @pytest.fixture(scope="module")
 def fi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synth") / "fi.duckdb"
-    generate(path, jurisdiction=Jurisdiction.FI, persons=PERSONS, seed=11)
+    generate(path, state=_state(path), jurisdiction=Jurisdiction.FI, persons=PERSONS, seed=11)
     return path
 
 
 @pytest.fixture(scope="module")
 def fr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synth") / "fr.duckdb"
-    generate(path, jurisdiction=Jurisdiction.FR, persons=PERSONS, seed=11)
+    generate(path, state=_state(path), jurisdiction=Jurisdiction.FR, persons=PERSONS, seed=11)
     return path
 
 
@@ -57,6 +57,10 @@ def fi_con(fi: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect(str(fi), read_only=True)
     yield con
     con.close()
+
+
+def _state(database: Path) -> Path:
+    return database.with_suffix(".state")
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> float:
@@ -112,17 +116,17 @@ def _persons_with(con: duckdb.DuckDBPyConnection, table: str, vocabulary: str, c
 
 def test_same_inputs_give_identical_content(tmp_path: Path) -> None:
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
-    generate(a, jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
-    generate(b, jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
+    generate(a, state=_state(a), jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
+    generate(b, state=_state(b), jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
 
     assert _content(a) == _content(b)
 
 
 def test_another_seed_or_country_gives_other_content(tmp_path: Path) -> None:
     base, seed, country = (tmp_path / n for n in ("base.duckdb", "seed.duckdb", "c.duckdb"))
-    generate(base, jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
-    generate(seed, jurisdiction=Jurisdiction.DK, persons=5_000, seed=4)
-    generate(country, jurisdiction=Jurisdiction.SE, persons=5_000, seed=3)
+    generate(base, state=_state(base), jurisdiction=Jurisdiction.DK, persons=5_000, seed=3)
+    generate(seed, state=_state(seed), jurisdiction=Jurisdiction.DK, persons=5_000, seed=4)
+    generate(country, state=_state(country), jurisdiction=Jurisdiction.SE, persons=5_000, seed=3)
 
     reference = _content(base)
     for other in (_content(seed), _content(country)):
@@ -136,7 +140,7 @@ def test_chunks_continue_ids_and_stay_consistent(
 ) -> None:
     monkeypatch.setattr(generator_module, "CHUNK_PERSONS", 1_500)
     path = tmp_path / "chunks.duckdb"
-    generate(path, jurisdiction=Jurisdiction.NL, persons=5_000, seed=1)
+    generate(path, state=_state(path), jurisdiction=Jurisdiction.NL, persons=5_000, seed=1)
     con = duckdb.connect(str(path), read_only=True)
 
     assert _one(con, "SELECT count(DISTINCT person_id) = max(person_id) FROM person") == 1
@@ -424,7 +428,7 @@ def test_schema_has_every_cdm_column(fi_con: duckdb.DuckDBPyConnection) -> None:
 
 def test_report_counts_rows(tmp_path: Path) -> None:
     path = tmp_path / "report.duckdb"
-    report = generate(path, jurisdiction=Jurisdiction.IT, persons=2_000, seed=5)
+    report = generate(path, state=_state(path), jurisdiction=Jurisdiction.IT, persons=2_000, seed=5)
 
     assert isinstance(report, SynthReport)
     assert report.persons == report.rows["person"] == 2_000
@@ -445,9 +449,11 @@ def test_existing_file_is_replaced_without_leftovers(
     path = tmp_path / "node.duckdb"
     path.write_bytes(b"not a database")
 
-    generate(path, jurisdiction=Jurisdiction.LU, persons=1_000, seed=2, progress=True)
+    generate(
+        path, state=_state(path), jurisdiction=Jurisdiction.LU, persons=1_000, seed=2, progress=True
+    )
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.duckdb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.duckdb", "node.state"]
     con = duckdb.connect(str(path), read_only=True)
     assert _one(con, "SELECT count(*) FROM person") == 1_000
     assert "Synthetic LU" in str(con.execute("SELECT cdm_source_name FROM cdm_source").fetchone())
@@ -464,9 +470,15 @@ def test_bad_arguments_are_refused(tmp_path: Path, persons: int, seed: int, year
     path = tmp_path / "bad.duckdb"
     with pytest.raises(ValueError, match=r"persons|seed|reference_year"):
         generate(
-            path, jurisdiction=Jurisdiction.FI, persons=persons, seed=seed, reference_year=year
+            path,
+            state=_state(path),
+            jurisdiction=Jurisdiction.FI,
+            persons=persons,
+            seed=seed,
+            reference_year=year,
         )
     assert not path.exists()
+    assert not _state(path).exists()
 
 
 def test_integer_columns_are_written_exactly_and_never_wrap() -> None:
