@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import duckdb
 import pytest
 from test_compiler import NAMED_QUERIES
 
@@ -20,6 +22,8 @@ from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.compiler import ConceptResolver, compile_query
 from connectors.errors import BackendFailed, BackendNotReady
+from connectors.omop import DATA_RELEASE_TABLE, PERSON_INDEX_TABLE
+from connectors.prepare import prepare_database
 from connectors.transfer import copy_to_postgres
 from schema.query import CohortQuery
 
@@ -140,3 +144,42 @@ def test_copy_command_refuses_to_append_to_a_hub_database(omop_db: Path, postgre
     )
     assert replaced.returncode == 0, replaced.stderr
     assert "person" in replaced.stdout
+
+
+async def _table(dsn: str, sql: str) -> list[tuple[object, ...]]:
+    con = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await con.fetch(sql)]
+    finally:
+        await con.close()
+
+
+def test_copy_takes_person_indexes_and_the_release_along(bare_cdm_db: Path, tmp_path: Path) -> None:
+    if not _reachable():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {SERVER}")
+        pytest.skip(f"PostgreSQL is not reachable at {SERVER}")
+    hub = tmp_path / "hub.duckdb"
+    shutil.copy(bare_cdm_db, hub)
+    prepare_database(hub, state=tmp_path / "state", release="2026-11")
+    name = f"tessera_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = f"{SERVER}/{name}"
+    try:
+        report = asyncio.run(copy_to_postgres(hub, dsn))
+
+        assert report.rows[PERSON_INDEX_TABLE] == 50
+        assert report.rows[DATA_RELEASE_TABLE] == 1
+        with duckdb.connect(str(hub), read_only=True) as con:
+            for sql in (
+                "SELECT person_id, person_index FROM tessera_person ORDER BY 1",
+                "SELECT release, prepared_at FROM tessera_data_release",
+            ):
+                expected = con.execute(sql).fetchall()
+                assert asyncio.run(_table(dsn, sql)) == expected, sql
+        indexes = asyncio.run(
+            _table(dsn, "SELECT indexdef FROM pg_indexes WHERE tablename = 'tessera_person'")
+        )
+        assert any(str(d).endswith("(person_id)") for (d,) in indexes), indexes
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -14,12 +14,13 @@ from connectors.omop import (
     OPTOUT_TABLE,
     RECORD_KEY_TABLE,
 )
-from connectors.prepare import RECORD_KEY_BOUND
+from connectors.prepare import RECORD_KEY_BOUND, prepare_database
 from connectors.synth import SynthReport, generate
 from connectors.synth import generator as generator_module
 from connectors.synth import vocabulary as v
 from connectors.synth.arrays import MISSING
 from connectors.synth.database import TableWriter, create_cdm
+from connectors.synth.generator import pseudonyms
 from schema.codes import Jurisdiction
 
 PERSONS = 20_000
@@ -504,3 +505,76 @@ def test_integer_columns_are_written_exactly_and_never_wrap() -> None:
     too_large = {**drugs, "route_concept_id": np.array([2**31, 1], dtype=np.int64)}
     with pytest.raises(duckdb.Error):
         writer.insert("drug_exposure", too_large, {})
+
+
+# --- Person identity ------------------------------------------------------------------------
+
+
+def test_persons_have_distinct_pseudonymous_source_values(
+    fi_con: duckdb.DuckDBPyConnection,
+) -> None:
+    row = fi_con.execute(
+        "SELECT count(*), count(DISTINCT person_source_value), "
+        "bool_and(regexp_full_match(person_source_value, 'FI-[0-9]{12}')) FROM person"
+    ).fetchone()
+    assert row == (PERSONS, PERSONS, True)
+
+
+def test_a_pseudonym_follows_the_person_not_the_numbering() -> None:
+    ordinals = np.arange(1, 2_001, dtype=np.int64)
+    names = pseudonyms(Jurisdiction.FI, 11, ordinals)
+
+    assert pseudonyms(Jurisdiction.FI, 11, ordinals[::-1]).tolist() == names[::-1].tolist()
+    assert pseudonyms(Jurisdiction.FI, 11, ordinals[700:]).tolist() == names[700:].tolist()
+    assert len(set(names.tolist())) == len(names)
+    assert set(names.tolist()).isdisjoint(pseudonyms(Jurisdiction.FI, 12, ordinals).tolist())
+    assert str(pseudonyms(Jurisdiction.SE, 11, ordinals[:1])[0]).startswith("SE-")
+    # Consecutive persons do not get consecutive pseudonyms.
+    numbers = np.array([int(str(n)[3:]) for n in names])
+    assert len(np.unique(np.diff(numbers))) > 1_900
+
+
+def test_pseudonyms_cover_every_ordinal_below_10_to_the_12() -> None:
+    edges = np.array([0, 1, 10**6, 10**12 - 1], dtype=np.int64)
+    assert len(set(pseudonyms(Jurisdiction.DK, 1, edges).tolist())) == 4
+    with pytest.raises(ValueError, match="ordinals"):
+        pseudonyms(Jurisdiction.DK, 1, np.array([10**12], dtype=np.int64))
+
+
+def test_generating_again_into_the_same_state_keeps_every_persons_index(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first, again = tmp_path / "first.duckdb", tmp_path / "again.duckdb"
+    generate(first, state=state, jurisdiction=Jurisdiction.DK, persons=3_000, seed=3)
+    generate(again, state=state, jurisdiction=Jurisdiction.DK, persons=3_500, seed=3)
+
+    indexes = "SELECT person_id, person_index FROM tessera_person ORDER BY ALL"
+    with duckdb.connect(str(first), read_only=True) as a, duckdb.connect(str(again)) as b:
+        before, after = a.execute(indexes).fetchall(), b.execute(indexes).fetchall()
+    assert after[:3_000] == before
+    assert [index for _, index in after[3_000:]] == list(range(3_000, 3_500))
+
+
+def test_a_rebuild_with_renumbered_person_ids_keeps_every_persons_index(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    built = tmp_path / "built.duckdb"
+    generate(built, state=state, jurisdiction=Jurisdiction.NL, persons=3_000, seed=2)
+    # The hub's ETL runs again: the same people, other person_ids, another row order.
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    with duckdb.connect(str(rebuilt)) as con:
+        create_cdm(con)
+        con.execute(f"ATTACH '{built}' AS built (READ_ONLY)")
+        con.execute(
+            "INSERT INTO person SELECT * REPLACE (7_000_000 - 3 * person_id AS person_id) "
+            "FROM built.person ORDER BY hash(person_id)"
+        )
+
+    report = prepare_database(rebuilt, state=state)
+
+    by_source = (
+        "SELECT person_source_value, person_index FROM person JOIN tessera_person "
+        "USING (person_id) ORDER BY ALL"
+    )
+    with duckdb.connect(str(built), read_only=True) as a, duckdb.connect(str(rebuilt)) as b:
+        assert b.execute(by_source).fetchall() == a.execute(by_source).fetchall()
+        assert b.execute("SELECT min(person_id) FROM person").fetchone() != (1,)
+    assert (report.indexes_added, report.indexes_total) == (0, 3_000)

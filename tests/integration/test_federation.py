@@ -8,9 +8,11 @@ from typing import Any
 import duckdb
 import pytest
 
+from connectors.persons import person_index_size, read_secret
 from policies.loader import shipped_disclosure_profile
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
+from tests.integration.conftest import PERSONS
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +156,14 @@ def test_jurisdictions_lists_the_federation(graphql: Any, federation: LocalFeder
     assert {j["code"] for j in body["data"]["jurisdictions"]} == {
         j.value for j in federation.jurisdictions
     }
+
+
+def test_each_node_is_prepared_against_a_state_directory_of_its_own(
+    federation: LocalFederation,
+) -> None:
+    states = [federation.node_state(j) for j in federation.jurisdictions]
+
+    assert len(set(states)) == len(states)
+    assert all(state.parent == federation.state_dir for state in states)
+    assert [person_index_size(state) for state in states] == [PERSONS] * len(states)
+    assert len({read_secret(state) for state in states}) == len(states)
