@@ -225,7 +225,10 @@ def read_secret(state: Path) -> bytes:
     except FileNotFoundError:
         raise PersonStateError(f"{path} is missing") from None
     if len(secret) != SECRET_BYTES:
-        raise PersonStateError(f"{path} is malformed: it must hold exactly {SECRET_BYTES} bytes")
+        raise PersonStateError(
+            f"{path} is malformed (it must hold exactly {SECRET_BYTES} bytes): restore it from "
+            f"a backup ({_NEVER_ANEW})"
+        )
     return secret
 
 
@@ -244,6 +247,21 @@ def person_index_size(state: Path) -> int:
     return count
 
 
+def stable_identifiers(con: duckdb.DuckDBPyConnection) -> tuple[Int64s, Objects]:
+    """Every person_id of `person`, ascending, and the person's stable identifier (UTF-8, tagged
+    by kind: `s` + the source value, or `p` + the person_id), to hash with `person_hashes`."""
+    columns = con.execute(_IDENTIFIERS).fetchnumpy()
+    ids = columns["person_id"]
+    if np.ma.isMaskedArray(ids) and np.ma.is_masked(ids):
+        raise ValueError("person has rows without a person_id")
+    person_ids = np.asarray(ids, dtype=np.int64)
+    if len(person_ids) > 1 and not np.all(np.diff(person_ids) > 0):
+        repeated = int(np.count_nonzero(np.diff(person_ids) == 0))
+        raise ValueError(f"person_id must be unique in person: {repeated} ids repeat")
+    identifiers: Objects = columns["identifier"]  # bytearray each (encode() gives BLOBs)
+    return person_ids, identifiers
+
+
 def index_persons(con: duckdb.DuckDBPyConnection, state: Path) -> IndexedPersons:
     """The index of every person of the OMOP `person` table on `con`, extending and saving
     the index in `state` (created, with a new secret, on first use).
@@ -256,10 +274,10 @@ def index_persons(con: duckdb.DuckDBPyConnection, state: Path) -> IndexedPersons
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(state):
         _check_not_elsewhere(con, state)
+        person_ids, identifiers = stable_identifiers(con)
         has_index = (state / INDEX_FILE).exists()
         secret, created = _secret(state, has_index)
         index = PersonIndex.load(state, secret)
-        person_ids, identifiers = _identifiers(con)
         indexes = index.assign(person_hashes(identifiers, secret))
         added = index.unsaved
         if added:
@@ -282,19 +300,6 @@ def _check_not_elsewhere(con: duckdb.DuckDBPyConnection, state: Path) -> None:
             "the state directory the database was prepared with? (To restart every "
             f"person's privacy budget on purpose, drop the table {PERSON_INDEX_TABLE} first.)"
         )
-
-
-def _identifiers(con: duckdb.DuckDBPyConnection) -> tuple[Int64s, Objects]:
-    columns = con.execute(_IDENTIFIERS).fetchnumpy()
-    ids = columns["person_id"]
-    if np.ma.isMaskedArray(ids) and np.ma.is_masked(ids):
-        raise ValueError("person has rows without a person_id")
-    person_ids = np.asarray(ids, dtype=np.int64)
-    if len(person_ids) > 1 and not np.all(np.diff(person_ids) > 0):
-        repeated = int(np.count_nonzero(np.diff(person_ids) == 0))
-        raise ValueError(f"person_id must be unique in person: {repeated} ids repeat")
-    identifiers: Objects = columns["identifier"]  # bytearray each (encode() gives BLOBs)
-    return person_ids, identifiers
 
 
 def _secret(state: Path, has_index: bool) -> tuple[bytes, bool]:
@@ -333,9 +338,10 @@ def _locked(state: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PersonStateError(f"another prepare is using {state}") from None
-        # What a process killed mid-save left behind; no save runs while we hold the lock.
-        for leftover in state.glob(f".{INDEX_FILE}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        # What a process killed mid-write left behind; nothing is written but under the lock.
+        for pattern in (f".{INDEX_FILE}.*.tmp", f".{SECRET_FILE}.*"):
+            for leftover in state.glob(pattern):
+                leftover.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)

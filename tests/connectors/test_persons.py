@@ -369,14 +369,15 @@ def test_an_interrupted_save_leaves_the_old_index_and_database(
     assert _indexes(cdm) == {**before, 6: 5, 7: 6}
 
 
-def test_a_temporary_file_left_by_a_killed_prepare_is_cleaned_up(cdm: Path, state: Path) -> None:
+def test_temporary_files_left_by_a_killed_prepare_are_cleaned_up(cdm: Path, state: Path) -> None:
     prepare_database(cdm, state=state)
-    leftover = state / f".{INDEX_FILE}.99999.tmp"
-    leftover.write_bytes(b"half an index")
+    leftovers = [state / f".{INDEX_FILE}.99999.tmp", state / f".{SECRET_FILE}.k2j4h1"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half written")
 
     prepare_database(cdm, state=state)
 
-    assert not leftover.exists()
+    assert sorted(p.name for p in state.iterdir()) == [INDEX_FILE, LOCK_FILE, SECRET_FILE]
 
 
 @pytest.mark.parametrize(
@@ -474,6 +475,7 @@ def test_repeated_person_ids_are_refused(tmp_path: Path, state: Path) -> None:
     with pytest.raises(ValueError, match="unique"):
         prepare_database(hub, state=state)
     assert not (state / INDEX_FILE).exists()
+    assert not (state / SECRET_FILE).exists()
 
 
 # --- The data release label -------------------------------------------------------------------
