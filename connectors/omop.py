@@ -166,6 +166,11 @@ CDM_DDL: Final[tuple[str, ...]] = (
         vocabulary_version VARCHAR NOT NULL)""",
 )
 
+# Rewritten by every prepare: a rebuilt CDM may number the same persons differently.
+PERSON_INDEX_DDL: Final = f"""CREATE TABLE IF NOT EXISTS {PERSON_INDEX_TABLE} (
+        person_id BIGINT PRIMARY KEY,
+        person_index INTEGER NOT NULL)"""
+
 TESSERA_DDL: Final[tuple[str, ...]] = (
     f"CREATE TABLE IF NOT EXISTS {OPTOUT_TABLE} (person_id BIGINT PRIMARY KEY)",
     f"""CREATE TABLE IF NOT EXISTS {OPTOUT_REGISTER_TABLE} (
@@ -174,10 +179,7 @@ TESSERA_DDL: Final[tuple[str, ...]] = (
     f"""CREATE TABLE IF NOT EXISTS {RECORD_KEY_TABLE} (
         person_id BIGINT PRIMARY KEY,
         record_key BIGINT NOT NULL)""",
-    # Rewritten by every prepare: a rebuilt CDM may number the same persons differently.
-    f"""CREATE TABLE IF NOT EXISTS {PERSON_INDEX_TABLE} (
-        person_id BIGINT PRIMARY KEY,
-        person_index INTEGER NOT NULL)""",
+    PERSON_INDEX_DDL,
     f"""CREATE TABLE IF NOT EXISTS {DATA_RELEASE_TABLE} (
         release VARCHAR NOT NULL,
         prepared_at TIMESTAMP NOT NULL)""",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
 import secrets
 import stat
@@ -69,6 +70,7 @@ _MAC_PERSONAL: Final = b"tessera.index"
 _MAGIC: Final = b"TSPIDX\x00\x01"
 _HEADER: Final = struct.Struct("<8sQ16s32s")
 _HASH_DTYPE: Final = np.dtype("<u8")
+_HASH_CHUNK: Final = 1 << 20
 
 # Identifiers are tagged by kind, so a source value "17" and the person_id 17 of a person
 # without one stay two different persons.
@@ -106,15 +108,19 @@ def person_hashes(identifiers: Iterable[bytes | bytearray], secret: bytes) -> UI
     One BLAKE2b per identifier, from a copy of a state that has already absorbed the key:
     about half a microsecond each, so 10^7 persons take a few seconds."""
     _check_secret(secret)
-    keyed = hashlib.blake2b(key=secret, digest_size=8, person=_HASH_PERSONAL)
-    copy = keyed.copy
-    digests: list[bytes] = []
-    append = digests.append
-    for identifier in identifiers:
-        h = copy()
-        h.update(identifier)
-        append(h.digest())
-    return np.frombuffer(b"".join(digests), dtype=_HASH_DTYPE).astype(np.uint64)
+    copy = hashlib.blake2b(key=secret, digest_size=8, person=_HASH_PERSONAL).copy
+    chunks: list[UInt64s] = []
+    pending = iter(identifiers)
+    # In chunks, so that the digests of 10^7 persons never wait as 10^7 bytes objects.
+    while chunk := list(itertools.islice(pending, _HASH_CHUNK)):
+        digests: list[bytes] = []
+        append = digests.append
+        for identifier in chunk:
+            h = copy()
+            h.update(identifier)
+            append(h.digest())
+        chunks.append(np.frombuffer(b"".join(digests), dtype=_HASH_DTYPE).astype(np.uint64))
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
 
 
 class PersonIndex:
@@ -174,16 +180,11 @@ class PersonIndex:
             result[rows] = indexes
         fresh_rows = np.flatnonzero(result < 0)
         if fresh_rows.size:
-            fresh, first, inverse = np.unique(
-                hashes[fresh_rows], return_index=True, return_inverse=True
-            )
+            fresh, given = _number_in_order(hashes[fresh_rows])
             if known + len(fresh) > MAX_INDEXES:
                 raise PersonStateError(f"{self.path} is full ({MAX_INDEXES} persons)")
-            order = np.argsort(first, kind="stable")
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
-            result[fresh_rows] = known + rank[inverse]
-            self._hashes = np.concatenate([self._hashes, fresh[order]])
+            result[fresh_rows] = known + given
+            self._hashes = np.concatenate([self._hashes, fresh])
         return result.astype(np.uint32)
 
     def save(self) -> None:
@@ -345,6 +346,19 @@ def _locked(state: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _number_in_order(hashes: UInt64s) -> tuple[UInt64s, Int64s]:
+    """The distinct hashes in order of first appearance, and each hash's position among them."""
+    ordered = np.sort(hashes)
+    if not np.any(ordered[1:] == ordered[:-1]):
+        # The usual case, every person a stable id of their own: no argsort needed.
+        return hashes, np.arange(len(hashes), dtype=np.int64)
+    distinct, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[inverse]
 
 
 def _join(known: UInt64s, asked: UInt64s) -> tuple[Int64s, Int64s]:
