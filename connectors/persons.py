@@ -16,10 +16,11 @@ opt-out register. So it is derived from who the person is, never from `person_id
   n - 1. New persons get the next indexes; a person no longer in the data keeps theirs and
   an index is never given to anyone else, so a ledger row never changes hands.
 
-Two different identifiers whose hashes collide (2^-64 per pair: about 3 in a million for
-10^7 persons) share one index, and so does a `person_source_value` that several persons
-share. Sharing an index makes those persons share one budget: each is charged at least what
-they spent themselves, so protection holds and only their usefulness suffers.
+Two different identifiers whose hashes collide (2^-64 per pair: for 10^7 persons, a chance
+of 3 in a million that any two do) share one index, and so do persons who share one
+`person_source_value`. Sharing an index makes those persons share one budget: each is
+charged at least what they spent themselves, so protection holds and only their usefulness
+suffers.
 
 Losing the secret means the index cannot be extended with the same hashes: prepare then
 stops rather than start a new secret, because a new secret would silently restart every
@@ -66,9 +67,11 @@ _CHECK_PERSONAL: Final = b"tessera.check"
 _MAC_PERSONAL: Final = b"tessera.index"
 
 # person.index: a 64-byte header, then the hashes in index order, uint64 little-endian.
-#   magic (8) | count (uint64) | secret check (16) | MAC over the rest of the file (32)
+#   magic (8) | count (uint64) | secret check (16) | MAC of the rest of the file (32)
 _MAGIC: Final = b"TSPIDX\x00\x01"
-_HEADER: Final = struct.Struct("<8sQ16s32s")
+_HEAD: Final = struct.Struct("<8sQ16s")  # what the MAC covers, with the hashes
+_MAC_BYTES: Final = 32
+_HEADER_BYTES: Final = _HEAD.size + _MAC_BYTES
 _HASH_DTYPE: Final = np.dtype("<u8")
 _HASH_CHUNK: Final = 1 << 20
 
@@ -143,12 +146,12 @@ class PersonIndex:
             data = path.read_bytes()
         except FileNotFoundError:
             return cls(path, secret, np.empty(0, dtype=np.uint64), 0)
-        if len(data) < _HEADER.size:
+        if len(data) < _HEADER_BYTES:
             raise _damaged(path, "its header is cut short")
-        magic, count, check, mac = _HEADER.unpack_from(data)
+        magic, count, check = _HEAD.unpack_from(data)
         if magic != _MAGIC:
             raise PersonStateError(f"{path} is not a Tessera person index")
-        if len(data) != _HEADER.size + 8 * count:
+        if len(data) != _HEADER_BYTES + 8 * count:
             raise _damaged(path, f"{len(data)} bytes where its header says {count} persons")
         if not secrets.compare_digest(check, _secret_check(secret)):
             raise PersonStateError(
@@ -156,9 +159,10 @@ class PersonIndex:
                 "restore the secret this index was made with"
             )
         view = memoryview(data)
-        if not secrets.compare_digest(mac, _mac(secret, view[:32], view[_HEADER.size :])):
+        mac = _mac(secret, view[: _HEAD.size], view[_HEADER_BYTES:])
+        if not secrets.compare_digest(bytes(view[_HEAD.size : _HEADER_BYTES]), mac):
             raise _damaged(path, "its contents do not verify")
-        hashes = np.frombuffer(data, dtype=_HASH_DTYPE, offset=_HEADER.size).astype(np.uint64)
+        hashes = np.frombuffer(data, dtype=_HASH_DTYPE, offset=_HEADER_BYTES).astype(np.uint64)
         return cls(path, secret, hashes, count)
 
     def __len__(self) -> int:
@@ -179,6 +183,7 @@ class PersonIndex:
             rows, indexes = _join(self._hashes, hashes)
             result[rows] = indexes
         fresh_rows = np.flatnonzero(result < 0)
+        # Two persons whose hashes collide (2^-64 per pair) get one index, as if one person.
         if fresh_rows.size:
             fresh, given = _number_in_order(hashes[fresh_rows])
             if known + len(fresh) > MAX_INDEXES:
@@ -192,7 +197,7 @@ class PersonIndex:
         one: a reader, or a crash at any moment, sees the old index or the whole new one."""
         hashes = np.ascontiguousarray(self._hashes, dtype=_HASH_DTYPE)
         body = hashes.data.cast("B")
-        head = struct.pack("<8sQ16s", _MAGIC, len(hashes), _secret_check(self._secret))
+        head = _HEAD.pack(_MAGIC, len(hashes), _secret_check(self._secret))
         header = head + _mac(self._secret, memoryview(head), body)
         temporary = self.path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
         try:
@@ -239,12 +244,12 @@ def person_index_size(state: Path) -> int:
     path = Path(state) / INDEX_FILE
     try:
         with path.open("rb") as f:
-            header = f.read(_HEADER.size)
+            header = f.read(_HEAD.size)
     except FileNotFoundError:
         return 0
-    if len(header) < _HEADER.size or header[:8] != _MAGIC:
+    if len(header) < _HEAD.size or header[: len(_MAGIC)] != _MAGIC:
         raise PersonStateError(f"{path} is not a Tessera person index")
-    count: int = _HEADER.unpack(header)[1]
+    count: int = _HEAD.unpack(header)[1]
     return count
 
 
@@ -390,7 +395,7 @@ def _secret_check(secret: bytes) -> bytes:
 
 
 def _mac(secret: bytes, head: memoryview, body: memoryview) -> bytes:
-    mac = hashlib.blake2b(key=secret, digest_size=32, person=_MAC_PERSONAL)
+    mac = hashlib.blake2b(key=secret, digest_size=_MAC_BYTES, person=_MAC_PERSONAL)
     mac.update(head)
     mac.update(body)
     return mac.digest()
