@@ -369,11 +369,13 @@ def _number_in_order(hashes: UInt64s) -> tuple[UInt64s, Int64s]:
 def _join(known: UInt64s, asked: UInt64s) -> tuple[Int64s, Int64s]:
     """(row in `asked`, index) of every asked hash that is known. DuckDB's hash join takes
     ~0.7 s for 10^7 against 10^7 on two cores, where NumPy would need two argsorts (~3 s)."""
+    # 32-bit positions where they fit: a quarter less for DuckDB to move.
+    position = np.int32 if max(len(known), len(asked)) < 2**31 else np.int64
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
-        con.register("known", {"h": known, "i": np.arange(len(known), dtype=np.int64)})
-        con.register("asked", {"h": asked, "r": np.arange(len(asked), dtype=np.int64)})
+        con.register("known", {"h": known, "i": np.arange(len(known), dtype=position)})
+        con.register("asked", {"h": asked, "r": np.arange(len(asked), dtype=position)})
         found = con.execute("SELECT asked.r, known.i FROM asked JOIN known USING (h)").fetchnumpy()
     finally:
         con.close()
