@@ -152,6 +152,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    import duckdb
+
     from connectors.persons import SECRET_FILE, PersonStateError
     from connectors.prepare import prepare_database, read_optout_csv
 
@@ -167,7 +169,8 @@ def _prepare(args: argparse.Namespace) -> int:
             register_version=args.register_version,
             release=args.release,
         )
-    except (ValueError, OSError, PersonStateError) as e:
+    # duckdb.Error: e.g. a connector still has the database open.
+    except (ValueError, OSError, PersonStateError, duckdb.Error) as e:
         print(f"tessera connector prepare: {e}", file=sys.stderr)
         return 2
     if report.secret_created:

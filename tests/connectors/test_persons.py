@@ -8,6 +8,8 @@ import fcntl
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -571,3 +573,19 @@ def test_the_command_reports_state_errors_without_a_traceback(
     err = capsys.readouterr().err
     assert "person.secret is missing" in err
     assert "Traceback" not in err
+
+
+def test_the_command_reports_a_database_in_use_without_a_traceback(cdm: Path, state: Path) -> None:
+    # DuckDB lets no other process write a file this one holds open (a running connector).
+    command = ["connector", "prepare", "--database", str(cdm), "--state", str(state)]
+    with duckdb.connect(str(cdm)):
+        run = subprocess.run(
+            [sys.executable, "-m", "tessera", *command],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert run.returncode == 2
+    assert "lock" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (state / SECRET_FILE).exists()
