@@ -18,11 +18,13 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
+from connectors.answers import SqliteAnswers
 from connectors.backends.base import Backend
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
-from connectors.history import SqliteHistory
+from connectors.ledger import FileLedger
+from connectors.noise import NoiseSource
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.trust_anchors import NodeTrust, node_trust
@@ -168,7 +170,8 @@ def _lifetime(
         await app[TRUST].stop()
         await service.audit.close()
         await app[BACKEND].close()
-        await service.history.close()
+        await service.ledger.close()
+        await service.answers.close()
         if owns_store:
             await app[AUDIT_STORE].close()
         provider = app[TRACER_PROVIDER]
@@ -185,11 +188,13 @@ def create_app(
     backend: Backend | None = None,
     tracer_provider: TracerProvider | None = None,
     audit_store: AuditStore | None = None,
+    noise: NoiseSource | None = None,
 ) -> web.Application:
     """The connector application. It owns `backend` (default: DuckDB on
     `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
-    is used instead of the app's own and left to the caller to close. Raises `SettingsError`
-    if a gateway key, an HDAB key or the audit key cannot be loaded."""
+    is used instead of the app's own and left to the caller to close; `noise` replaces the
+    discrete Gaussian (tests only). Raises `SettingsError` if a gateway key, an HDAB key or
+    the audit key cannot be loaded."""
     trust = node_trust(settings)
     policy = load_node_policy(settings)
     audit_key = _audit_key(settings)
@@ -209,7 +214,7 @@ def create_app(
     app[SETTINGS] = settings
     app[BACKEND] = backend
     app[TRUST] = trust
-    assert settings.history is not None  # filled in by ConnectorSettings
+    assert settings.state_dir is not None  # filled in by ConnectorSettings
     app[AUDIT_STORE] = store
     app[TRACER_PROVIDER] = provider
     app[SERVICE] = QueryService(
@@ -218,7 +223,9 @@ def create_app(
         verifier=verifier,
         approvals=trust.approvals,
         policy=policy,
-        history=SqliteHistory(settings.history),
+        ledger=FileLedger(settings.state_dir / "ledger"),
+        answers=SqliteAnswers(settings.state_dir / "answers.sqlite3"),
+        noise=noise,
         audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),

@@ -27,7 +27,7 @@ from schema import telemetry as otel
 from schema.approval import APPROVAL_CLAIM
 from schema.audit.entry import AuditRecord, Decision, released_hash, utc_now
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, ValueStatus
+from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest, NodeResponse
 
@@ -123,7 +123,7 @@ class NodeTrail:
         rules = sorted(
             {r.rule for v in values for r in v.reasons} | {r.rule for r in response.reasons}
         )
-        suppressed = sum(v.status is ValueStatus.SUPPRESSED for v in values)
+        suppressed = sum(v.value is None for v in values)
         span.set_attributes(
             {
                 **self.query_attributes(),

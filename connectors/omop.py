@@ -15,6 +15,8 @@ FEMALE_CONCEPT_ID: Final = 8532
 OPTOUT_TABLE: Final = "tessera_optout"  # EHDS Art. 71: persons excluded from every answer
 OPTOUT_REGISTER_TABLE: Final = "tessera_optout_register"  # one row: the register version
 RECORD_KEY_TABLE: Final = "tessera_record_key"  # secret, stable random key per person
+PERSON_INDEX_TABLE: Final = "tessera_person"  # each person's index in the privacy ledger
+DATA_RELEASE_TABLE: Final = "tessera_data_release"  # one row: the hub's data release label
 
 # OMOP CDM 5.4 DDL (the tables Tessera reads, with every 5.4 column so a real CDM matches).
 CDM_DDL: Final[tuple[str, ...]] = (
@@ -172,4 +174,10 @@ TESSERA_DDL: Final[tuple[str, ...]] = (
     f"""CREATE TABLE IF NOT EXISTS {RECORD_KEY_TABLE} (
         person_id BIGINT PRIMARY KEY,
         record_key BIGINT NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {PERSON_INDEX_TABLE} (
+        person_id BIGINT PRIMARY KEY,
+        person_index INTEGER NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {DATA_RELEASE_TABLE} (
+        release VARCHAR NOT NULL,
+        prepared_at TIMESTAMP NOT NULL)""",
 )

@@ -32,7 +32,7 @@ from schema.audit.entry import (
     utc_now,
 )
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason, Value
 from schema.wire import NodeResponse
@@ -93,7 +93,7 @@ class QueryTrail:
         rules = sorted(
             {r.rule for v in released for r in v.reasons} | {r for n in nodes for r in n.rules}
         )
-        suppressed = sum(v.status is ValueStatus.SUPPRESSED for v in released)
+        suppressed = sum(v.value is None for v in released)
         ok = all(o.status is NodeStatus.OK for o in outcomes)
         decision = Decision.ANSWERED if ok else Decision.PARTIAL
         span.set_attributes(
@@ -157,7 +157,7 @@ def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:
         latency_us=_micros(outcome.latency_ms),
         node_elapsed_us=_micros(response.elapsed_ms) if response is not None else None,
         rules=sorted({r.rule for r in reasons}),
-        cells_suppressed=sum(v.status is ValueStatus.SUPPRESSED for v in values),
+        cells_suppressed=sum(v.value is None for v in values),
         optout_register_version=response.optout_register_version if response else None,
         response_hash=response_hash(response) if response is not None else None,
         error_code=outcome.error_code,

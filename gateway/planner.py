@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from gateway.nodes import encode_request
 from schema.approval import Approval
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown, CohortQuery, FederatedQuery
 from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
@@ -39,6 +39,7 @@ class Plan:
     federated: FederatedQuery
     approval: Approval
     subject: str
+    noise: NoiseLevel = NoiseLevel.STANDARD
 
     def node_request(self, jurisdiction: Jurisdiction) -> NodeRequest:
         return NodeRequest(
@@ -48,6 +49,7 @@ class Plan:
             query=self.node_query,
             approval=self.approval,
             subject=self.subject,
+            noise=self.noise,
         )
 
 
@@ -69,6 +71,7 @@ def plan_query(
     reference_date: dt.date,
     tables: Sequence[Breakdown],
     query_id: str | None = None,
+    noise: NoiseLevel = NoiseLevel.STANDARD,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -114,6 +117,7 @@ def plan_query(
         federated=federated,
         approval=approval,
         subject=subject,
+        noise=noise,
     )
     # The query model allows more codes than one node request may carry; every node gets the
     # same bytes but for its two-letter code, so one measure holds for all.

@@ -64,6 +64,12 @@ class ErrorCode(StrEnum):
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
     APPROVAL_INVALID = "APPROVAL_INVALID"
     APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
+    # The node's privacy ledger or answer store cannot be read or written: nothing is
+    # answered without them.
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
+    # A question whose tables cost more than the privacy budget per person: nobody could be
+    # counted in it (a matter of its form, never of the data).
+    QUESTION_TOO_COSTLY = "QUESTION_TOO_COSTLY"
 
 
 class TesseraError(Exception):

@@ -109,9 +109,10 @@ class LocalFederation:
     def state_dir(self) -> Path:
         return self.directory / "state"
 
-    def history(self, jurisdiction: Jurisdiction) -> Path:
-        """The node's differencing-guard history (kept across restarts of the federation)."""
-        return self.state_dir / f"{jurisdiction.value.lower()}.populations.sqlite3"
+    def node_state(self, jurisdiction: Jurisdiction) -> Path:
+        """The node's state directory: its privacy ledger, its stored answers and its person
+        index (kept across restarts of the federation)."""
+        return self.state_dir / jurisdiction.value.lower()
 
     # The audit trails: each service its own SQLite file and chain. The gateway signs its
     # chain heads with its request-signing key; each node has an audit key of its own.
@@ -262,8 +263,8 @@ class LocalFederation:
                 str(jwks_path(self.keys_dir, HDAB_KEYS)),
                 *redis,
                 *extra,
-                "--history",
-                str(self.history(jurisdiction)),
+                "--state",
+                str(self.node_state(jurisdiction)),
                 "--audit-db",
                 str(audit_db),
                 "--audit-key",

@@ -16,7 +16,7 @@ from gateway.differencing import guard_pools
 from gateway.fanout import fan_out
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext, Services
-from gateway.graphql.enums import Jurisdiction
+from gateway.graphql.enums import Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.limits import QueryBudget, cohort_cost
@@ -30,7 +30,6 @@ from gateway.quorum import Quorum
 from policies.transparency import publish
 from schema import telemetry as otel
 from schema.approval import Role
-from schema.codes import ValueStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
 
@@ -47,6 +46,7 @@ async def resolve_cohort(
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     min_share: float | None = None,
+    noise: NoiseLevel = NoiseLevel.STANDARD,
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
@@ -68,6 +68,7 @@ async def resolve_cohort(
                 deadline_ms=deadline_ms,
                 min_nodes=min_nodes,
                 min_share=min_share,
+                noise=noise,
                 budget=info.context.budget,
             )
         except Exception as error:
@@ -90,6 +91,7 @@ async def _answer(
     deadline_ms: int | None,
     min_nodes: int | None,
     min_share: float | None,
+    noise: NoiseLevel,
     budget: QueryBudget,
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
@@ -113,6 +115,7 @@ async def _answer(
             reference_date=reference_date or default_reference_date(),
             tables=tables,
             query_id=trail.query_id,
+            noise=noise,
         )
     with trail.step("limits"):
         # Charged before this field's first await, and refused when too costly without
@@ -161,7 +164,7 @@ async def _answer(
         released = released_values(combined)
         span.set_attributes(
             {
-                otel.CELLS_SUPPRESSED: sum(v.status is ValueStatus.SUPPRESSED for v in released),
+                otel.CELLS_SUPPRESSED: sum(v.value is None for v in released),
                 otel.RULES_FIRED: sorted({r.rule for v in released for r in v.reasons}),
             }
         )
@@ -178,6 +181,7 @@ async def _cohort(
     deadline_ms: int | None = strawberry.UNSET,
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
+    noise: NoiseLevel | None = strawberry.UNSET,
 ) -> CohortResult:
     # UNSET (argument omitted) and null both mean "not given".
     return await resolve_cohort(
@@ -189,6 +193,7 @@ async def _cohort(
         deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
         min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
         min_share=None if min_share is strawberry.UNSET else min_share,
+        noise=NoiseLevel.STANDARD if noise in (strawberry.UNSET, None) else noise,
     )
 
 
@@ -226,7 +231,8 @@ class Query:
         "to 1 January of the current year. `deadlineMs` bounds the wait for the nodes "
         "(default and upper bound set by the gateway); nodes that have not answered by then "
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
-        "nodes to answer OK, or the query fails with QUORUM_NOT_MET.",
+        "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
+        "twice the noise at a quarter of the privacy cost (for exploring).",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

@@ -85,10 +85,12 @@ def approval_token(
     request_id: str = REQUEST_ID,
     jurisdictions: Sequence[str] = ("FR",),
     key: Ed25519PrivateKey | None = None,
+    applicant: str | None = None,
     **claims: object,
 ) -> str:
-    """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`;
-    keyword arguments replace (None drops) claims, `key` signs with another key."""
+    """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`
+    (for the organisation `applicant`, when given); keyword arguments replace (None drops)
+    claims, `key` signs with another key."""
     now = int(time.time())
     payload: dict[str, object] = {
         "iss": HDAB_ISSUER,
@@ -102,6 +104,7 @@ def approval_token(
             "purpose": "scientific_research",
             "jurisdictions": list(jurisdictions),
             "datasets": ["omop-cdm-5.4"],
+            **({"applicant": applicant} if applicant else {}),
         },
     }
     payload.update(claims)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conftest import person_index
 from connector_kit import REFERENCE_DATE
 
 from connectors.backends.duckdb import DuckDBBackend
@@ -49,14 +50,14 @@ async def test_an_opted_out_person_disappears_from_every_count(
 ) -> None:
     database = build_omop_db(tmp_path / "optout.duckdb", opted_out=())
     before, population_before, version_before = await counted(database)
-    assert PERSON in population_before
+    assert person_index(PERSON) in population_before
 
     prepare_database(database, optout_ids=[PERSON], register_version="register-2")
     after, population_after, version_after = await counted(database)
 
     assert (version_before, version_after) != (version_after, version_after)
     assert version_after == "register-2"
-    assert population_after == population_before - {PERSON}
+    assert population_after == population_before - {person_index(PERSON)}
     changed = {key for key in before if before[key] != after.get(key, 0)}
     # Exactly one cell per table lost exactly one person: the cell the person was in.
     assert sorted(by for by, _ in changed) == sorted(TABLES)

@@ -22,13 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.federation import NodeInfo
 from gateway.nodes import Handler
 from gateway.planner import Plan, plan_query
-from policies.disclosure import NODE_RULES, CellContext, protect_count
+from policies.disclosure import NODE_RULES, CellContext, protect, release
+from policies.domain import table_domain
 from policies.loader import load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
-from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable, PrivacySpend
 from trust.keys import jwks
 
 # A POST of a GraphQL query to the test app (the `graphql` fixture).
@@ -168,19 +169,26 @@ def mint(
 def node_response(
     request: NodeRequest, counts: Counts, *, honest: bool = True, **fields: Any
 ) -> NodeResponse:
-    """The answer of a node holding `counts`. An honest node protects every count with its
-    own profile; a dishonest one sends even small counts as EXACT."""
+    """The answer of a node holding `counts` (0 for every other cell of a table's domain).
+    An honest node releases every cell of the domain through its own rules, with noise of its
+    profile's sd that happens to be 0 here (so tests can check the arithmetic); a dishonest
+    one sends its counts as EXACT, small ones too."""
     j = request.jurisdiction
-    context = CellContext(profile=POLICIES.profile(j), jurisdiction=j)
+    profile = POLICIES.profile(j)
+    context = CellContext(profile=profile, jurisdiction=j)
+    sd = profile.noise_sd(request.noise)
 
     def value(count: Any) -> Value:
         if isinstance(count, Value):
             return count
-        return protect_count(count, context, NODE_RULES) if honest else Value.exact(count)
+        if not honest:
+            return Value.exact(count)
+        return protect(release(count, sd, context), context, NODE_RULES)
 
     tables = []
     for by in request.query.tables:
-        cells = {(): counts[()]} if by == () else counts.get(by, {})
+        given = {(): counts[()]} if by == () else counts.get(by, {})
+        cells = {k: given.get(k, 0) for k in table_domain(by, request.query)} if honest else given
         tables.append(
             NodeTable(
                 by=by, cells=[NodeCell(key=list(k), count=value(c)) for k, c in cells.items()]
@@ -192,6 +200,13 @@ def node_response(
         "status": NodeStatus.OK,
         "tables": tables,
         "elapsed_ms": 1.0,
+        "privacy": PrivacySpend(
+            sigma=sd,
+            question_rho=len(tables) / (2 * sd * sd),
+            spent_rho=len(tables) / (2 * sd * sd),
+            cap_rho=profile.rho_per_applicant,
+            data_release="test-1",
+        ),
         **fields,
     }
     return NodeResponse.model_validate(answer)

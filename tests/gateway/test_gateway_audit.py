@@ -129,18 +129,15 @@ async def test_suppression_is_recorded_by_rule_and_number_never_by_value(
         settings, node_client=MockNodeClient(counts_handler(counts)), audit_store=store
     )
     async with TestClient(TestServer(app)) as client:
-        answer = (await post(client, COHORT, token))["data"]["cohort"]
+        everyone = COHORT.replace("criteria: {sex: FEMALE}", "criteria: {}")
+        answer = (await post(client, everyone, token))["data"]["cohort"]
         entry = (await post(client, ENTRY, compliance, q=answer["queryId"]))["data"]["auditEntry"]
-    # MALE (2) is suppressed at each node, FEMALE with it (the total would give it away),
-    # and so are the pooled cells.
-    assert entry["rulesFired"] == [
-        "INCOMPLETE_POOL",
-        "PRIMARY_SUPPRESSION",
-        "SECONDARY_SUPPRESSION",
-    ]
+    # MALE (2) and UNKNOWN (nobody) are LOW at each node, and so are the pooled cells; FEMALE
+    # is released (noisy), whatever the others.
+    assert entry["rulesFired"] == ["BELOW_MINIMUM", "INCOMPLETE_POOL", "NOISE"]
     assert entry["cellsSuppressed"] >= 2
-    assert {n["cellsSuppressed"] for n in entry["nodes"]} == {1}
-    assert {tuple(n["rulesFired"]) for n in entry["nodes"]} == {("PRIMARY_SUPPRESSION",)}
+    assert {n["cellsSuppressed"] for n in entry["nodes"]} == {2}
+    assert {tuple(n["rulesFired"]) for n in entry["nodes"]} == {("BELOW_MINIMUM", "NOISE")}
 
 
 async def test_node_response_hashes_match_the_nodes_answers(

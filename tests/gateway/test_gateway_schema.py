@@ -28,7 +28,8 @@ def test_sdl_has_the_published_shape() -> None:
     assert text.endswith("}\n")
     for line in [
         "cohort(request: String!, jurisdictions: [Jurisdiction!], criteria: CriteriaInput!, "
-        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float): CohortResult!",
+        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float, "
+        "noise: NoiseLevel): CohortResult!",
         "jurisdictions: [JurisdictionInfo!]!",
         "breakdown(by: [Dimension!]!): Breakdown!",
         "descendants: Boolean! = true",

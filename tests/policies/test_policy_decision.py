@@ -19,8 +19,9 @@ from policy_kit import (
     with_rule,
 )
 
-from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput, dimension_cells, table_cells
+from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput
 from policies.decision import decide
+from policies.domain import dimension_cells, table_cells
 from policies.loader import DEFAULT_DIRECTORY, load_node_layer
 from policies.model import Issuer, NodeLayer
 from policies.plan import QueryPlan
@@ -391,9 +392,10 @@ def test_cell_bounds() -> None:
     assert dimension_cells(D.AGE_BAND_5, asked) == 6
     assert table_cells((D.SEX, D.AGE_BAND_10), asked) == 3
     anyone = plan().query
-    assert dimension_cells(D.SEX, anyone) == 2
+    assert dimension_cells(D.SEX, anyone) == 3  # and UNKNOWN
     assert dimension_cells(D.AGE_BAND_5, anyone) == 27  # ages 0..130
-    assert dimension_cells(D.CALENDAR_YEAR, anyone) == 201  # 1900..2100
+    # 1900 to the reference date's year (the criteria's condition dates everyone).
+    assert dimension_cells(D.CALENDAR_YEAR, anyone) == anyone.reference_date.year - 1900 + 1
     assert table_cells((), anyone) == 1
 
 
