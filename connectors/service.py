@@ -29,9 +29,11 @@ from connectors.compiler import CompiledQuery, ConceptResolver, Row, compile_que
 from connectors.compiler.compiled import TableRows
 from connectors.errors import BadRequest, QueryTimeout, WrongNode
 from connectors.history import MemoryHistory, PopulationHistory, population_of
+from connectors.node_policy import NodePolicy
 from connectors.verify import RequestVerifier
 from policies import disclosure
 from policies.decision import decide
+from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, Principal
@@ -126,26 +128,26 @@ class CompileCache:
         return compiled
 
 
-def node_decision(
-    request: NodeRequest, approved: VerifiedApproval, policy: EffectivePolicy
-) -> Decision:
+def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
-    approval as its own HDAB's key verified it. Opt-outs are applied by construction: the
-    compiler excludes the register from every cohort."""
+    approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
+    are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
         Principal(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
-        QueryPlan.of_node_request(request),
-        {jurisdiction: policy},
+        QueryPlan.of_node_request(request, datasets=policy.datasets),
+        {jurisdiction: policy.policy},
         now=dt.datetime.now(dt.UTC),
         optout_applied=True,
     )[jurisdiction]
 
 
 class QueryService:
-    """`policy` is the node's effective policy (its jurisdiction's layers and its own layer);
-    `history`, the differencing guard's memory, defaults to one in memory."""
+    """`policy` is the node's policy (its jurisdiction's layers and its own layer): a live
+    one, reloaded while the node runs, or an effective policy that stays; each question reads
+    it once, at its start. `history`, the differencing guard's memory, defaults to one in
+    memory."""
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class QueryService:
         backend: Backend,
         verifier: RequestVerifier,
         approvals: ApprovalVerifier,
-        policy: EffectivePolicy,
+        policy: LivePolicy[NodePolicy] | EffectivePolicy,
         audit: AuditLog,
         history: PopulationHistory | None = None,
         node_id: str | None = None,
@@ -166,11 +168,14 @@ class QueryService:
         self.backend = backend
         self.verifier = verifier
         self.approvals = approvals
-        self.policy = policy
-        self.profile = policy.disclosure_profile()
+        self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
+        self.policies = (
+            policy
+            if isinstance(policy, LivePolicy)
+            else LivePolicy.fixed(NodePolicy.of(policy, self.node_id))
+        )
         self.history: PopulationHistory = history or MemoryHistory()
         self.audit = audit
-        self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
@@ -217,17 +222,23 @@ class QueryService:
             **fields,
         )
 
+    @property
+    def policy(self) -> NodePolicy:
+        """The policy in force now (a question keeps the one it started with)."""
+        return self.policies.current
+
     async def _answer(
         self, trail: NodeTrail, body: bytes, approval_token: str | None, started: float
     ) -> NodeResponse:
+        policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
             check_node(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
-            approved = self.approvals.verify(approval_token, request)
+            approved = trail.approved = self.approvals.verify(approval_token, request)
         with trail.step("policy") as span:
-            decision = node_decision(request, approved, self.policy)
+            decision = node_decision(request, approved, policy)
             span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
         if not decision.allowed:
             return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
@@ -238,7 +249,7 @@ class QueryService:
         try:
             # Cancelling the database work interrupts the running statement (see the backend).
             async with asyncio.timeout(self.query_timeout_s):
-                refusal, rows = await self._run(trail, request, compiled)
+                refusal, rows = await self._run(trail, request, compiled, policy.profile)
         except TimeoutError:
             log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
             raise QueryTimeout(
@@ -252,7 +263,7 @@ class QueryService:
                 optout_register_version=trail.optout_register_version,
             )
         with trail.step("protect") as span:
-            tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
+            tables = protect_tables(compiled.tabulate(rows), policy.profile, self.jurisdiction)
             cells = [cell.count for table in tables for cell in table.cells]
             span.set_attributes(
                 {
@@ -279,7 +290,11 @@ class QueryService:
         )
 
     async def _run(
-        self, trail: NodeTrail, request: NodeRequest, compiled: CompiledQuery
+        self,
+        trail: NodeTrail,
+        request: NodeRequest,
+        compiled: CompiledQuery,
+        profile: DisclosureProfile,
     ) -> tuple[Reason | None, list[Row]]:
         """The database work, on one connection of its own: the cohort's population, the
         differencing guard over it, then the tables of the same persons (not computed at all
@@ -293,7 +308,7 @@ class QueryService:
                 population = population_of(await cohort.persons())
             with trail.step("differencing_guard") as span:
                 refusal = await self.history.check_and_record(
-                    request.request_id, population, self.profile, self.jurisdiction
+                    request.request_id, population, profile, self.jurisdiction
                 )
                 del population
                 span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
