@@ -225,13 +225,12 @@ def assert_clean_error(body: Mapping[str, Any], code: str, *secrets: str) -> Non
         assert leak not in text, (leak, text)
 
 
-def make_plan(*tables: Breakdown, approval: Approval = APPROVAL) -> Plan:
+def make_plan(*tables: Breakdown) -> Plan:
     """A plan of the whole federation for the breakdowns `tables`, as the gateway makes it."""
     return plan_query(
-        approval=approval,
         subject=SUBJECT,
         members=MEMBERS,
-        request_id=approval.request_id,
+        request_id=APPROVAL.request_id,
         criteria={},
         jurisdictions=None,
         reference_date=dt.date(2026, 1, 1),

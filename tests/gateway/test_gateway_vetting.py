@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from gateway_kit import (
     AGE10,
+    APPROVAL,
     DEFAULT_COUNTS,
     SEX,
     counts_handler,
@@ -31,7 +32,7 @@ YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)
 
 def outcome_of(j: Jurisdiction, counts: Any, *tables: Breakdown) -> NodeOutcome:
     plan = make_plan(*tables)
-    request = plan.node_request(j)
+    request = plan.node_request(j, APPROVAL)
     response = node_response(request, counts, honest=False)
     outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
     assert outcome.status is NodeStatus.OK, outcome
@@ -154,7 +155,9 @@ async def test_the_vetting_client_vets_with_each_nodes_profile() -> None:
     statuses = {}
     for j in (FR, DK):
         node = NodeInfo(j, f"node-{j}", "http://x")
-        outcome = await client.query(node, plan.node_request(j), approval_token="t", timeout=1)
+        outcome = await client.query(
+            node, plan.node_request(j, APPROVAL), approval_token="t", timeout=1
+        )
         statuses[j] = outcome.status
     assert statuses == {FR: NodeStatus.REJECTED, DK: NodeStatus.OK}
 
