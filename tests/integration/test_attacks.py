@@ -24,7 +24,6 @@ from schema.codes import Dimension, Jurisdiction
 from schema.query import Breakdown
 from schema.result import Reason, Value
 from tessera.local import LocalFederation
-from tessera.tokens import demo_approval
 from tests.attacker import narrowed, small_counts
 from tests.integration.conftest import post
 
@@ -37,10 +36,11 @@ E11 = '{ vocabulary: ICD10, code: "E11" }'
 
 @pytest.fixture
 def graphql(federation: LocalFederation, request: pytest.FixtureRequest) -> Any:
-    """A researcher with an approval of their own for this test (`DR-ATTACK-<test>`): the
-    differencing guard keeps its history per approval, so each attack starts afresh."""
+    """A researcher with permits of their own for this test (`DR-ATTACK-<test>`, one data
+    request id across every HDAB): the differencing guard keeps its history per approval,
+    so each attack starts afresh."""
     approval = f"DR-ATTACK-{request.node.name.removeprefix('test_')[:40]}".replace("_", "-")
-    token = federation.mint(demo_approval(federation.jurisdictions, approval))
+    token = federation.credentials(federation.permits(request_id=approval, application_id=None))
 
     def run(query: str) -> dict[str, Any]:
         _, body = post(federation.gateway_url, {"query": query.replace(APPROVAL, approval)}, token)
