@@ -22,7 +22,11 @@ JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction
 
 
 def start_federation(
-    directory: Path, jurisdictions: tuple[Jurisdiction, ...], **options: Any
+    directory: Path,
+    jurisdictions: tuple[Jurisdiction, ...],
+    *,
+    persons: int = PERSONS,
+    **options: Any,
 ) -> LocalFederation:
     # The tests ask far more questions per minute than a researcher may; the rate limits
     # themselves are tested on their own (tests/gateway, test_shared_state).
@@ -33,7 +37,7 @@ def start_federation(
     federation = LocalFederation(
         directory=directory,
         jurisdictions=jurisdictions,
-        persons=PERSONS,
+        persons=persons,
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
