@@ -262,3 +262,16 @@ async def test_a_revocation_applies_without_a_restart_and_a_broken_file_changes_
     assert "jurisdictions/fr.toml:" in detail["last_reload"]
     answers = by_jurisdiction(await ask(client, permits()))
     assert [r["rule"] for r in answers["FR"]["reasons"]] == ["APPROVAL_REVOKED"]
+
+
+async def test_operators_see_whose_permits_each_issuer_decides(client: TestClient) -> None:
+    operator = identity_token(sub="ops@test.eu", roles=["operator"])
+    query = "{ issuers { iss permitsFor keysLoaded } }"
+    body = await ask(client, [], bearer=operator, query=query)
+    issuers = {i["iss"]: i["permitsFor"] for i in body["data"]["issuers"]}
+    assert issuers == {
+        "https://id.test.tessera.eu": [],
+        hdab(FR): ["FR"],
+        hdab(DK): ["DK"],
+        hdab(NO): ["NO"],
+    }
