@@ -358,8 +358,7 @@ def _services(
             node_client=node_client_stack(transport, settings, profiles(policies)),
             policies=policies,
             permits=PermitVerifier(
-                TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values()),
-                federation.issues_permits_for,
+                TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
             ),
             rate_guard=RateGuard(limiter or MemoryRateLimiter(), limits),
             deadline_s=settings.deadline_s,

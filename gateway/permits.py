@@ -124,12 +124,12 @@ def permit_tokens(header_values: Sequence[str]) -> list[str]:
 
 
 class PermitVerifier:
-    """Verifies permits with the gateway's issuers (`verifier`), and names for each issuer
-    the jurisdictions its permits may decide (`allowed`)."""
+    """Verifies permits with the gateway's issuers (`verifier`: the same issuers, audience
+    and checks as the bearer token's). Which jurisdictions a permit may decide is not its
+    concern: `candidates` asks the federation."""
 
-    def __init__(self, verifier: TokenVerifier, allowed: IssuerAllowed) -> None:
+    def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
-        self.allowed = allowed
 
     def present(self, principal: Principal, tokens: Sequence[str]) -> Presented:
         permits: dict[str, Permit] = {}

@@ -59,7 +59,7 @@ def allowed(iss: str, jurisdiction: Jurisdiction) -> bool:
     return (iss in DECIDES and jurisdiction in DECIDES[iss]) or iss == ISSUER
 
 
-VERIFIER = PermitVerifier(TokenVerifier(audience=GATEWAY_ID, issuers=ISSUERS), allowed)
+VERIFIER = PermitVerifier(TokenVerifier(audience=GATEWAY_ID, issuers=ISSUERS))
 AUTHENTICATE = Authenticator(audience=GATEWAY_ID, issuers={i.iss: i for i in ISSUERS})
 
 
