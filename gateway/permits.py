@@ -155,7 +155,9 @@ class PermitVerifier:
             issuer = unverified_issuer(token)
             if issuer is None or issuer not in self._verifier.issuers:
                 # Nobody the gateway trusts to say whose it is: the request as a whole fails.
-                raise
+                raise TesseraError(
+                    f"a permit ({PERMIT_HEADER}): {error.message}", code=error.code
+                ) from None
             expired = error.code is ErrorCode.TOKEN_EXPIRED
             return Unusable(
                 issuer,

@@ -143,7 +143,10 @@ def test_a_permit_from_an_issuer_nobody_trusts_fails_the_request() -> None:
     stranger = permit(FR, key=Ed25519PrivateKey.generate(), iss="https://hdab.nowhere.test")
     with pytest.raises(TesseraError) as caught:
         present(permit(DK), stranger)
-    assert caught.value.code is ErrorCode.TOKEN_UNTRUSTED_ISSUER
+    assert (caught.value.code, caught.value.message) == (
+        ErrorCode.TOKEN_UNTRUSTED_ISSUER,
+        "a permit (X-Tessera-Permit): token issuer is not trusted",
+    )
 
 
 def test_a_permit_whose_issuer_cannot_be_read_fails_the_request() -> None:
