@@ -160,7 +160,16 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert total == {
         "by": [],
         "cells": [
-            {"key": [], "count": {"value": 47, "status": "EXACT", "reasons": [], "bound": None}}
+            {
+                "key": [],
+                "count": {
+                    "value": 47,
+                    "status": "EXACT",
+                    "reasons": [],
+                    "bound": None,
+                    "sd": None,
+                },
+            }
         ],
     }
     assert by_sex["by"] == ["SEX"]
