@@ -47,7 +47,6 @@ from schema.codes import NodeStatus
 from schema.wire import NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tessera.tokens import demo_approval
 
 BLOCKS: Final = 10
 QUERIES: Final = {
@@ -115,7 +114,7 @@ async def measure(
         )
         fed.prepare_keys()
         fed.write_federation()
-        token = fed.mint(demo_approval(jurisdictions))
+        credentials = fed.credentials()
         settings = GatewaySettings.from_env(
             {},
             federation=fed.federation_file,
@@ -131,7 +130,7 @@ async def measure(
             tracer_provider=provider,
         )
         payload = {"query": query}
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = credentials.headers()
         async with TestClient(TestServer(app)) as client:
             freeze_heap()  # as `gateway.app.serve` does once the app is built
 

@@ -35,11 +35,13 @@ from connectors.canonical import question_digest
 from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
+from connectors.node_policy import NodePolicy
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
 from policies.decision import decide
 from policies.disclosure import CellContext
+from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, Principal
@@ -103,18 +105,16 @@ class CompileCache:
         return compiled
 
 
-def node_decision(
-    request: NodeRequest, approved: VerifiedApproval, policy: EffectivePolicy
-) -> Decision:
+def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
-    approval as its own HDAB's key verified it. Opt-outs are applied by construction: the
-    compiler excludes the register from every cohort."""
+    approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
+    are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
         Principal(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
-        QueryPlan.of_node_request(request),
-        {jurisdiction: policy},
+        QueryPlan.of_node_request(request, datasets=policy.datasets),
+        {jurisdiction: policy.policy},
         now=dt.datetime.now(dt.UTC),
         optout_applied=True,
     )[jurisdiction]
@@ -168,11 +168,6 @@ class Question:
         return cost
 
 
-def applicant_of(approved: VerifiedApproval) -> ApplicantId:
-    """Who asks, as the permit the node verified itself names them."""
-    return ApplicantId(researcher=approved.subject, organisation=approved.approval.applicant)
-
-
 @dataclass(frozen=True, slots=True)
 class Answered:
     tables: list[NodeTable]
@@ -180,9 +175,11 @@ class Answered:
 
 
 class QueryService:
-    """`policy` is the node's effective policy (its jurisdiction's layers and its own layer).
-    `ledger` and `answers` (in memory unless given) keep what every applicant has been told;
-    `noise` draws the noise (OpenDP's discrete Gaussian unless given)."""
+    """`policy` is the node's policy (its jurisdiction's layers and its own layer): a live
+    one, reloaded while the node runs, or an effective policy that stays; each question reads
+    it once, at its start. `ledger` and `answers` (in memory unless given) keep what every
+    applicant has been told; `noise` draws the noise (OpenDP's discrete Gaussian unless
+    given)."""
 
     def __init__(
         self,
@@ -191,7 +188,7 @@ class QueryService:
         backend: Backend,
         verifier: RequestVerifier,
         approvals: ApprovalVerifier,
-        policy: EffectivePolicy,
+        policy: LivePolicy[NodePolicy] | EffectivePolicy,
         audit: AuditLog,
         ledger: Ledger | None = None,
         answers: AnswerStore | None = None,
@@ -205,17 +202,19 @@ class QueryService:
         self.backend = backend
         self.verifier = verifier
         self.approvals = approvals
-        self.policy = policy
-        self.profile = policy.disclosure_profile()
+        self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
+        self.policies = (
+            policy
+            if isinstance(policy, LivePolicy)
+            else LivePolicy.fixed(NodePolicy.of(policy, self.node_id))
+        )
         self.ledger: Ledger = ledger or MemoryLedger()
         self.answers: AnswerStore = answers or MemoryAnswers()
         self.noise: NoiseSource = noise or DiscreteGaussian()
         self.audit = audit
-        self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
-        self._context = CellContext(self.profile, jurisdiction)
 
     async def handle(
         self,
@@ -256,17 +255,23 @@ class QueryService:
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
+    @property
+    def policy(self) -> NodePolicy:
+        """The policy in force now (a question keeps the one it started with)."""
+        return self.policies.current
+
     async def _answer(
         self, trail: NodeTrail, body: bytes, approval_token: str | None, started: float
     ) -> NodeResponse:
+        policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
             check_node(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
-            approved = self.approvals.verify(approval_token, request)
+            approved = trail.approved = self.approvals.verify(approval_token, request)
         with trail.step("policy") as span:
-            decision = node_decision(request, approved, self.policy)
+            decision = node_decision(request, approved, policy)
             span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
         if not decision.allowed:
             return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
@@ -277,7 +282,9 @@ class QueryService:
         try:
             # Cancelling the database work interrupts the running statement (see the backend).
             async with asyncio.timeout(self.query_timeout_s):
-                answered = await self._run(trail, request, applicant_of(approved), compiled)
+                answered = await self._run(
+                    trail, request, approved.applicant, compiled, policy.profile
+                )
         except TimeoutError:
             log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
             raise QueryTimeout(
@@ -308,6 +315,7 @@ class QueryService:
         request: NodeRequest,
         applicant: ApplicantId,
         compiled: CompiledQuery,
+        profile: DisclosureProfile,
     ) -> Answered:
         """The database work on one connection of its own (the cohort's persons, then the
         tables of those the ledger still counts), with the ledger's decision in between."""
@@ -319,7 +327,7 @@ class QueryService:
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
                 persons = await cohort.persons()
-            question = Question.of(request, applicant, self.profile, release)
+            question = Question.of(request, applicant, profile, release)
             with trail.step("ledger"):
                 stored = await self.answers.get(question.shelf, list(question.digests.values()))
                 new = {
@@ -349,8 +357,9 @@ class QueryService:
                 )
                 del full
             await self.ledger.flush()
+            context = CellContext(profile, self.jurisdiction)
             tables = [
-                released_table(by, stored[question.digests[by]], question.sd, self._context)
+                released_table(by, stored[question.digests[by]], question.sd, context)
                 for by in question.tables
             ]
             cells = [cell.count for table in tables for cell in table.cells]

@@ -61,7 +61,7 @@ Check = Callable[[CheckInput], Iterable[PolicyReason]]
 
 # -- the approval ---------------------------------------------------------------------------
 def request_matches(c: CheckInput) -> Iterator[PolicyReason]:
-    if c.plan.request_id != c.approval.request_id:
+    if not c.approval.names(c.plan.request_id):
         yield c.reason(
             RuleId.REQUEST_MISMATCH,
             "the query names a different data request than the approval",
@@ -114,13 +114,16 @@ def issuer_trusted(c: CheckInput) -> Iterator[PolicyReason]:
 
 
 def datasets_approved(c: CheckInput) -> Iterator[PolicyReason]:
-    wanted = c.plan.datasets
-    if wanted is None and c.policy.node is not None:
-        wanted = c.policy.node.datasets
-    for dataset in sorted((wanted or frozenset()) - c.approval.datasets):
+    """The approval must name at least one dataset the node serves. Where the datasets are
+    not known (a gateway told none), the node checks: it always knows its own."""
+    served = c.plan.datasets
+    if served is None and c.policy.node is not None and c.policy.node.datasets:
+        served = c.policy.node.datasets
+    if served is not None and not served & c.approval.datasets:
         yield c.reason(
             RuleId.DATASET_NOT_APPROVED,
-            f"dataset {dataset} is not named in the approval",
+            f"the approval names none of the datasets {c.jurisdiction.value} serves here: "
+            + ", ".join(sorted(served)),
             ART_69,
         )
 

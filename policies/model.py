@@ -260,7 +260,8 @@ class JurisdictionLayer(Rules):
 class NodeInfo(PolicyModel):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     jurisdiction: Jurisdiction
-    # The datasets this node answers from; each must be named in the researcher's approval.
+    # The datasets this node answers from; the researcher's permit must name one of them.
+    # None named: the node serves one dataset named after its node id (see the connector).
     datasets: frozenset[Annotated[str, Field(min_length=1, max_length=128)]] = frozenset()
 
 

@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     TOKEN_ALGORITHM_NOT_ALLOWED = "TOKEN_ALGORITHM_NOT_ALLOWED"
     TOKEN_WRONG_TYPE = "TOKEN_WRONG_TYPE"
     TOKEN_BAD_SIGNATURE = "TOKEN_BAD_SIGNATURE"
+    # permits (X-Tessera-Permit): more than the gateway reads in one request
+    TOO_MANY_PERMITS = "TOO_MANY_PERMITS"
     # limits on what one caller may ask (GraphQL and HTTP)
     RATE_LIMITED = "RATE_LIMITED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"

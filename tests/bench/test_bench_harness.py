@@ -31,6 +31,7 @@ from gateway.settings import GatewaySettings
 from policies.loader import load_policy_set
 from schema.codes import Jurisdiction
 from schema.wire import QUERY_PATH
+from tessera.credentials import Credentials
 
 NODES = ALL_JURISDICTIONS[:3]
 
@@ -54,7 +55,7 @@ async def nodes(tmp_path: Path) -> AsyncIterator[tuple[NodePool, Recorder]]:
 @pytest.fixture
 async def gateway(
     tmp_path: Path, nodes: tuple[NodePool, Recorder]
-) -> AsyncIterator[tuple[TestClient, str]]:
+) -> AsyncIterator[tuple[TestClient, Credentials]]:
     pool, _ = nodes
     bench_gateway = Gateway(tmp_path / "gateway", pool, NODES)
     settings = GatewaySettings.from_env(
@@ -66,13 +67,11 @@ async def gateway(
 
 
 async def test_the_gateway_accepts_the_fake_nodes_answers(
-    gateway: tuple[TestClient, str], nodes: tuple[NodePool, Recorder]
+    gateway: tuple[TestClient, Credentials], nodes: tuple[NodePool, Recorder]
 ) -> None:
     client, token = gateway
     _, recorder = nodes
-    response = await client.post(
-        "/graphql", json={"query": COHORT}, headers={"Authorization": f"Bearer {token}"}
-    )
+    response = await client.post("/graphql", json={"query": COHORT}, headers=token.headers())
     answer = await response.json()
     assert "errors" not in answer, answer
     cohort = answer["data"]["cohort"]

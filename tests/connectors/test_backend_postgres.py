@@ -73,9 +73,7 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
     compiled = compile_query(query, dialect=backend.dialect)
     bound = await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
     tables = compiled.tabulate(await backend.execute(bound))
-    answer: dict[Any, Any] = {
-        by: {c.key: c.persons for c in cells} for by, cells in tables
-    }
+    answer: dict[Any, Any] = {by: {c.key: c.persons for c in cells} for by, cells in tables}
     answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
     # What the query service runs: the same persons and cells through one cohort.
     async with backend.cohort(bound) as cohort:

@@ -31,12 +31,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from connectors.app import create_app
 from connectors.backends.fake import FakeBackend
-from connectors.noise import ShiftedNoise
 from connectors.errors import BadSignature, WrongNode
+from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
-from schema.audit.entry import Decision, released_hash
+from schema.approval import ApplicantId
+from schema.audit.entry import Decision, PermitRecord, released_hash
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStoreError, MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
@@ -108,7 +109,12 @@ async def test_an_answer_is_recorded_before_it_leaves(
         HDAB_ISSUER,
         "scientific_research",
     )
-    assert entry.datasets == ["omop-cdm-5.4"]
+    assert entry.datasets == ["tessera-node-fr"]
+    # Who asked, and under which permit, as the permit this node verified names them.
+    assert entry.applicant == ApplicantId(researcher="researcher@test.eu")
+    assert entry.permits == [
+        PermitRecord(jurisdiction=Jurisdiction.FR, issuer=HDAB_ISSUER, request_id="DR-2026-0042")
+    ]
     assert entry.caller == "gateway-2024"
     assert entry.jurisdictions == [Jurisdiction.FR]
     # MALE (and UNKNOWN, with nobody) are below FR's minimum; every count is noisy.

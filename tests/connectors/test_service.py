@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import approval_token, approval_verifier, policy, request_body
+from connector_kit import SHIPPED, approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.answers import MemoryAnswers
@@ -33,6 +33,8 @@ from connectors.noise import NoiseSource, ShiftedNoise
 from connectors.service import QueryService
 from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.disclosure import BELOW_MINIMUM, NOISE
+from policies.model import NodeLayer
+from policies.policy_set import EffectivePolicy
 from schema.audit.log import AuditLog
 from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
@@ -81,6 +83,7 @@ def service(
     noise: NoiseSource | None = None,
     ledger: Any = None,
     answers: MemoryAnswers | None = None,
+    policy_: EffectivePolicy | None = None,
 ) -> QueryService:
     audit = AuditLog(
         store or MemoryAuditStore(),
@@ -91,7 +94,7 @@ def service(
         jurisdiction=Jurisdiction.FR,
         backend=backend,
         verifier=verifier,
-        policy=policy(),
+        policy=policy_ or policy(),
         audit=audit,
         query_timeout_s=query_timeout_s,
         approvals=approval_verifier(Jurisdiction.FR),
@@ -275,8 +278,18 @@ async def test_a_question_costing_more_than_the_budget_is_refused_for_its_form(
     verifier: RequestVerifier, sign: Sign
 ) -> None:
     backend = FakeBackend(BY_SEX_ROWS, population=range(120))
-    svc = service(backend, verifier)
-    svc.profile = svc.profile.model_copy(update={"sigma": 1.0})  # 0.5 per table
+    # A node layer may raise the noise, never lower it: a budget of 0.01 per person is the
+    # way to make two tables (0.04) too costly.
+    tight = NodeLayer.model_validate(
+        {
+            "name": "a hub's own layer",
+            "node": {"id": "tessera-node-fr", "jurisdiction": "FR"},
+            "disclosure": {
+                "budget": {"value": {"applicant": 0.01, "organisation": 0.5}, "source": "hub"}
+            },
+        }
+    )
+    svc = service(backend, verifier, policy_=SHIPPED.effective(Jurisdiction.FR, tight))
     with pytest.raises(QuestionTooCostly) as raised:
         await ask(svc, sign, e11_body([(SEX,)]))
     assert raised.value.code is ErrorCode.QUESTION_TOO_COSTLY

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,7 +26,7 @@ from gateway.nodes import Handler
 from gateway.planner import Plan, plan_query
 from policies.disclosure import NODE_RULES, CellContext, protect, release
 from policies.domain import table_domain
-from policies.loader import load_policy_set
+from policies.loader import DEFAULT_DIRECTORY, load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
@@ -135,6 +137,123 @@ def write_federation(
     return path
 
 
+# A federation as the EHDS has it: each member's own HDAB, trusted for its jurisdiction only,
+# and an identity issuer whose tokens are never permits (`write_hdab_federation`).
+IDENTITY = "https://id.test.tessera.eu"
+HDAB_KEYS = {j: Ed25519PrivateKey.generate() for j in MEMBERS}
+IDENTITY_KEY = Ed25519PrivateKey.generate()
+
+
+def hdab(jurisdiction: Jurisdiction) -> str:
+    return f"https://hdab.{jurisdiction.value.lower()}.test"
+
+
+def write_hdab_federation(
+    directory: Path, keys: Keys, *, extra_issuers: str = "", node_datasets: bool = False
+) -> Path:
+    """A federation file trusting `IDENTITY` for identity only and each member's HDAB for
+    its own jurisdiction (`HDAB_KEYS`); `node_datasets` names each node's dataset too."""
+    (directory / "keys").mkdir(exist_ok=True)
+    (directory / "keys" / "gateway.key.pem").write_bytes(pem_private(keys.gateway))
+    (directory / "keys" / "identity.pub.pem").write_bytes(pem_public(IDENTITY_KEY))
+    text = (
+        f'[gateway]\nid = "{GATEWAY_ID}"\nsigning_key = "keys/gateway.key.pem"\n'
+        'signing_kid = "gateway-1"\n\n'
+        f'[[issuers]]\niss = "{IDENTITY}"\npublic_key = "keys/identity.pub.pem"\n'
+        'algorithms = ["EdDSA"]\njurisdictions = []\n\n'
+    )
+    for j, key in HDAB_KEYS.items():
+        code = j.value.lower()
+        (directory / "keys" / f"hdab-{code}.pub.pem").write_bytes(pem_public(key))
+        text += (
+            f'[[issuers]]\niss = "{hdab(j)}"\npublic_key = "keys/hdab-{code}.pub.pem"\n'
+            f'algorithms = ["EdDSA"]\njurisdictions = ["{j.value}"]\n\n'
+        )
+    text += extra_issuers
+    for j in MEMBERS:
+        text += (
+            f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "tessera-node-{j.value.lower()}"\n'
+            f'url = "http://127.0.0.1:9/{j.value.lower()}"\n'
+        )
+        if node_datasets:
+            text += f'datasets = ["tessera-node-{j.value.lower()}"]\n'
+        text += "\n"
+    path = directory / "federation.toml"
+    path.write_text(text)
+    return path
+
+
+def revoking(directory: Path, jurisdiction: Jurisdiction, *request_ids: str) -> Path:
+    """A copy of the shipped policy directory in which `jurisdiction` revoked these permits
+    (by data request id); the same directory if it is one already."""
+    if not (directory / "eu.toml").exists():
+        shutil.copytree(DEFAULT_DIRECTORY, directory)
+    path = directory / "jurisdictions" / f"{jurisdiction.value.lower()}.toml"
+    listed = ", ".join(f'"{r}"' for r in request_ids)
+    path.write_text(
+        re.sub(
+            r"(\[approvals\.revoked\]\nvalue = )\[[^\]]*\]", rf"\g<1>[{listed}]", path.read_text()
+        )
+    )
+    return directory
+
+
+def identity_token(**claims: Any) -> str:
+    """A researcher's bearer token from `IDENTITY`: who they are, no approval."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": IDENTITY,
+        "sub": SUBJECT,
+        "aud": GATEWAY_ID,
+        "iat": now,
+        "exp": now + 600,
+        ROLES_CLAIM: [Role.RESEARCHER.value],
+    }
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, IDENTITY_KEY, algorithm="EdDSA")
+
+
+def permit(
+    jurisdiction: Jurisdiction,
+    *,
+    by: Jurisdiction | None = None,
+    key: Any = None,
+    now: float | None = None,
+    **approval: Any,
+) -> str:
+    """`jurisdiction`'s permit from its own HDAB (or `by`'s, or signed with `key`): its own
+    data request `DR-<code>`, part of application `REQUEST_ID`; `approval` replaces fields
+    (None removes one), `iss`, `sub`, `exp` and `roles` replace claims."""
+    issued = int(time.time() if now is None else now)
+    issuer = jurisdiction if by is None else by
+    fields: dict[str, Any] = {
+        "request_id": f"DR-{jurisdiction.value}",
+        "application_id": REQUEST_ID,
+        "purpose": "scientific_research",
+        "jurisdictions": [jurisdiction.value],
+        "datasets": [f"tessera-node-{jurisdiction.value.lower()}"],
+        "applicant": "Example Research Hospital",
+        "applicant_kind": "public_body",
+    }
+    claims = {
+        name: approval.pop(name) for name in ("iss", "sub", "exp", "roles") if name in approval
+    }
+    fields.update(approval)
+    payload: dict[str, Any] = {
+        "iss": hdab(issuer),
+        "sub": SUBJECT,
+        "aud": GATEWAY_ID,
+        "iat": issued,
+        "exp": issued + 600,
+        ROLES_CLAIM: [Role.RESEARCHER.value],
+        APPROVAL_CLAIM: {k: v for k, v in fields.items() if v is not None},
+        **claims,
+    }
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, HDAB_KEYS[issuer] if key is None else key, algorithm="EdDSA")
+
+
 def mint(
     keys: Keys,
     *,
@@ -240,13 +359,12 @@ def assert_clean_error(body: Mapping[str, Any], code: str, *secrets: str) -> Non
         assert leak not in text, (leak, text)
 
 
-def make_plan(*tables: Breakdown, approval: Approval = APPROVAL) -> Plan:
+def make_plan(*tables: Breakdown) -> Plan:
     """A plan of the whole federation for the breakdowns `tables`, as the gateway makes it."""
     return plan_query(
-        approval=approval,
         subject=SUBJECT,
         members=MEMBERS,
-        request_id=approval.request_id,
+        request_id=APPROVAL.request_id,
         criteria={},
         jurisdictions=None,
         reference_date=dt.date(2026, 1, 1),

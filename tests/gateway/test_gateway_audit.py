@@ -34,7 +34,8 @@ query($j: [Jurisdiction!]) {
 ENTRIES = """
 query($filter: AuditFilter, $first: Int = 50, $before: Int) {
   auditEntries(filter: $filter, first: $first, before: $before) {
-    entries { seq queryId researcher approval purpose jurisdictions decision errorCode }
+    entries { seq queryId researcher approval purpose jurisdictions decision errorCode
+              permits { jurisdiction issuer request } }
     nextBefore
   }
 }
@@ -105,8 +106,8 @@ async def test_every_answer_has_one_entry_with_its_steps(
         "authenticate",
         "authorize",
         "plan",
-        "limits",
         "policy",
+        "limits",
         "fan_out",
         "combine",
     ]
@@ -168,10 +169,12 @@ async def test_refusals_are_recorded_and_unauthenticated_calls_are_not(
     assert error_code(await post(app_client, COHORT, None)) == "UNAUTHENTICATED"
     body = await post(app_client, ENTRIES, compliance)
     (entry,) = body["data"]["auditEntries"]["entries"]
-    assert (entry["decision"], entry["errorCode"], entry["approval"]) == (
+    # The question's data request, which no permit presented names; no permit decided it.
+    assert (entry["decision"], entry["errorCode"], entry["approval"], entry["permits"]) == (
         "REFUSED",
         "REQUEST_MISMATCH",
-        "DR-2026-0099",
+        "DR-2026-0042",
+        [],
     )
     assert len(store.rows[CHAIN]) == 1
 

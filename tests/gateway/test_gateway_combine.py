@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from gateway_kit import (
     AGE10,
+    APPROVAL,
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
@@ -44,7 +45,7 @@ def answered(
         if failed and j in failed:
             outcomes.append(NodeOutcome.failed(j, failed[j], "down"))
             continue
-        request = plan.node_request(j)
+        request = plan.node_request(j, APPROVAL)
         response = node_response(request, counts[j], honest=honest)
         outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
         assert outcome.status is NodeStatus.OK, outcome

@@ -205,7 +205,6 @@ async def http_client(keys: Keys) -> AsyncIterator[HttpNodeClient]:
 
 def node_request() -> NodeRequest:
     plan = plan_query(
-        approval=APPROVAL,
         subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
@@ -214,7 +213,7 @@ def node_request() -> NodeRequest:
         reference_date=dt.date(2026, 1, 1),
         tables=[SEX],
     )
-    return plan.node_request(FR)
+    return plan.node_request(FR, APPROVAL)
 
 
 async def ask(

@@ -138,7 +138,6 @@ def plan(**kwargs: Any) -> Any:
     arguments: dict[str, Any] = {
         "members": MEMBERS,
         "request_id": REQUEST_ID,
-        "approval": APPROVAL,
         "subject": SUBJECT,
         "criteria": {},
         "jurisdictions": None,
@@ -155,7 +154,7 @@ def test_plan_defaults_to_every_member_and_the_total() -> None:
     assert p.tables == ((),)
     assert p.node_query.tables == [()]
     assert p.node_query.criteria == Criteria()
-    request = p.node_request(Jurisdiction.DK)
+    request = p.node_request(Jurisdiction.DK, APPROVAL)
     assert (request.jurisdiction, request.query_id, request.request_id) == (
         Jurisdiction.DK,
         p.query_id,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from gateway_kit import (
     AGE10,
+    APPROVAL,
     DEFAULT_COUNTS,
     SEX,
     counts_handler,
@@ -39,7 +40,7 @@ LOW = Value.low(sd=5.0)
 def answer(j: Jurisdiction, counts: Any, *tables: Breakdown) -> tuple[NodeOutcome, NodeRequest]:
     """A node's answer sending `counts` as they are (ints as EXACT values)."""
     plan = make_plan(*tables)
-    request = plan.node_request(j)
+    request = plan.node_request(j, APPROVAL)
     response = node_response(request, counts, honest=False)
     outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
     assert outcome.status is NodeStatus.OK, outcome
@@ -56,7 +57,7 @@ BY_SEX = {("FEMALE",): noisy(180), ("MALE",): noisy(120), ("UNKNOWN",): LOW}
 
 def test_an_honest_answer_passes_unchanged() -> None:
     plan = make_plan(SEX, AGE10)
-    request = plan.node_request(FR)
+    request = plan.node_request(FR, APPROVAL)
     response = node_response(request, DEFAULT_COUNTS[FR])
     outcome = check_response(NodeInfo(FR, "node-fr", "http://x"), request, response, 1.0)
     assert vet(outcome, profile_for(FR), request) is outcome
@@ -161,7 +162,7 @@ def test_keys_connectors_produce_are_valid(dimension: Dimension, value: str) -> 
 
 def test_not_ok_outcomes_are_left_alone() -> None:
     failed = NodeOutcome.failed(FR, NodeStatus.TIMEOUT, "slow")
-    assert vet(failed, profile_for(FR), make_plan().node_request(FR)) is failed
+    assert vet(failed, profile_for(FR), make_plan().node_request(FR, APPROVAL)) is failed
 
 
 async def test_the_vetting_client_vets_with_each_nodes_profile() -> None:
@@ -174,7 +175,9 @@ async def test_the_vetting_client_vets_with_each_nodes_profile() -> None:
     statuses = {}
     for j in (FR, DK):
         node = NodeInfo(j, f"node-{j}", "http://x")
-        outcome = await client.query(node, plan.node_request(j), approval_token="t", timeout=1)
+        outcome = await client.query(
+            node, plan.node_request(j, APPROVAL), approval_token="t", timeout=1
+        )
         statuses[j] = outcome.status
     assert statuses == {FR: NodeStatus.REJECTED, DK: NodeStatus.OK}
 

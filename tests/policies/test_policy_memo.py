@@ -61,9 +61,7 @@ def test_strictest_remembers_by_the_profiles_given_not_their_values() -> None:
     assert (pooled.min_count, pooled.sigma, pooled.verified) == (11, 8.0, False)
     assert strictest([loose, strict]) is pooled
     # Equal values in other objects give an equal answer, whether remembered or not.
-    again = strictest(
-        [_profile(5, 5.0, True), _profile(11, 8.0, False)]
-    )
+    again = strictest([_profile(5, 5.0, True), _profile(11, 8.0, False)])
     assert again == pooled
     both_loose = strictest([loose, _profile(3, 5.0, True)])
     assert (both_loose.min_count, both_loose.sigma, both_loose.verified) == (
