@@ -24,9 +24,9 @@ import orjson
 from bench.fakenode import STATS_PATH, TIMINGS_PATH, Delay
 from bench.policies import write_policies
 from schema.codes import Jurisdiction
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation
 from tessera.processes import Service, Supervisor, free_port
-from tessera.tokens import demo_approval
 
 REPO: Final = Path(__file__).resolve().parent.parent
 ALL_JURISDICTIONS: Final = tuple(Jurisdiction)
@@ -116,7 +116,7 @@ class Gateway:
     deadline_s: float = 10.0
     federation: LocalFederation = field(init=False)
     service: Service = field(init=False)
-    token: str = field(init=False)
+    token: Credentials = field(init=False)
 
     def __post_init__(self) -> None:
         self.federation = LocalFederation(
@@ -131,7 +131,7 @@ class Gateway:
         fed.prepare_keys()
         fed.write_federation()
         policies = write_policies(self.directory / "policies", self.jurisdictions)
-        self.token = fed.mint(demo_approval(self.jurisdictions))
+        self.token = fed.credentials()
         service = fed.gateway_service()
         service.args = [*service.args, "--deadline", str(self.deadline_s)]
         service.env = {

@@ -33,7 +33,6 @@ from schema.query import CohortQuery
 from schema.wire import NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tessera.tokens import demo_approval
 
 JURISDICTION: Final = Jurisdiction.FR
 RATIO_GOAL: Final = 1.25
@@ -115,8 +114,9 @@ async def measure(federation: LocalFederation, *, reps: int) -> dict[str, dict[s
     signer = RequestSigner(
         issuer=gateway.gateway_id, kid=gateway.signing_kid, key=gateway.signing_key
     )
-    approval = demo_approval([JURISDICTION])
-    token = fed.mint(approval)
+    # The node's own HDAB's permit, as the gateway forwards it.
+    approval = fed.permit_approval(JURISDICTION)
+    token = fed.permit(JURISDICTION, approval)
     raw = RawDuckDB(fed.database(JURISDICTION))
     times: dict[str, dict[str, list[float]]] = {}
     service = fed.connector_service(JURISDICTION)

@@ -1,12 +1,16 @@
 """What disclosure control costs researchers: for typical tables on the demo data, the share of
-cells released and the mean absolute error of released cells against the truth, per profile.
+cells released and the error of released cells against the truth, per profile, with the node's
+own release path (full public domain, discrete Gaussian noise, minimum applied to the noisy
+value).
 
     .venv/bin/python bench/disclosure_utility.py [--persons 100000] [--dir .tessera/bench]
 
-Synthesises one country's OMOP database (once, reused), computes each table's true counts and
-cell keys with the connector's own compiler, and runs the node's disclosure pipeline with each
-profile. Times are printed as ratios (the whole pipeline against its cell rules alone),
-measured side by side.
+Synthesises one country's OMOP database (once, reused), computes each table's true counts with
+the connector's own compiler, then releases each table `--draws` times with fresh noise and
+reports, per profile: the share of cells released among those whose true count is at least
+the minimum plus three standard deviations of the noise (the cells a researcher should get),
+the share of all cells released, the bias and mean absolute error of released cells, and how
+many tables a person can be counted in before their budget is spent.
 """
 
 from __future__ import annotations
@@ -15,19 +19,20 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import time
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import ConceptResolver, compile_query
+from connectors.noise import DiscreteGaussian
+from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.synth import generate
-from policies.disclosure import NODE_RULES, protect_tables
+from policies.disclosure import CellContext
 from policies.loader import shipped_disclosure_profile
 from policies.profiles import DisclosureProfile
-from policies.tables import TableCell, TableSet
-from schema.codes import Dimension, Jurisdiction, ValueStatus
+from schema.codes import Dimension, Jurisdiction, NoiseLevel
 from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
-from schema.result import Value
 
 SEX, AGE5, AGE10, YEAR = (
     Dimension.SEX,
@@ -35,28 +40,26 @@ SEX, AGE5, AGE10, YEAR = (
     Dimension.AGE_BAND_10,
     Dimension.CALENDAR_YEAR,
 )
-E11 = EventCriterion(vocabulary="ICD10", code="E11")
+E11 = EventCriterion(
+    vocabulary="ICD10", code="E11", window={"start": "2015-01-01", "end": "2025-12-31"}
+)
 C49 = EventCriterion(vocabulary="ICD10", code="C49")
 
-TYPICAL: dict[str, tuple[Criteria, list[Breakdown]]] = {
-    "diabetes by sex × 10-year band": (
-        Criteria(conditions=[E11]),
-        [(SEX, AGE10), (SEX,), (AGE10,)],
-    ),
-    "diabetic women 40-69 by 5-year band × year": (
-        Criteria(sex="FEMALE", age={"min": 40, "max": 69}, conditions=[E11]),
-        [(AGE5, YEAR), (AGE5,), (YEAR,)],
-    ),
-    "everyone by sex × 5-year band": (Criteria(), [(SEX, AGE5), (SEX,), (AGE5,)]),
-    "sarcoma by sex × 10-year band": (Criteria(conditions=[C49]), [(SEX, AGE10)]),
+TYPICAL: dict[str, tuple[Criteria, Breakdown]] = {
+    "diabetes by sex × 10-year band": (Criteria(conditions=[E11]), (SEX, AGE10)),
+    "diabetes by 5-year band × year": (Criteria(conditions=[E11]), (AGE5, YEAR)),
+    "everyone by sex × 5-year band": (Criteria(), (SEX, AGE5)),
+    "sarcoma by sex × 10-year band": (Criteria(conditions=[C49]), (SEX, AGE10)),
 }
+REFERENCE_DATE = dt.date(2026, 1, 1)
 
-PROFILES = {
-    "FR (min 11)": shipped_disclosure_profile(Jurisdiction.FR),
-    "DK (min 5)": shipped_disclosure_profile(Jurisdiction.DK),
-    "DE (min 3, cell-key ±2)": shipped_disclosure_profile(Jurisdiction.DE),
-    "min 10, rounding to 5": DisclosureProfile(min_count=10, source="bench", rounding_base=5),
-}
+
+@dataclass(frozen=True)
+class Measured:
+    expected_share: float  # released among cells with truth >= minimum + 3 sd
+    share: float  # released among all cells
+    bias: float
+    mae: float
 
 
 def database(directory: Path, persons: int) -> Path:
@@ -77,92 +80,93 @@ def database(directory: Path, persons: int) -> Path:
     return path
 
 
-async def true_tables(path: Path) -> dict[str, TableSet]:
+def question(criteria: Criteria, by: Breakdown) -> CohortQuery:
+    return CohortQuery(criteria=criteria, reference_date=REFERENCE_DATE, tables=[by])
+
+
+async def true_tables(path: Path) -> dict[str, dict[tuple[str, ...], int]]:
     backend = DuckDBBackend(path)
     resolver = ConceptResolver(backend.execute, dialect="duckdb")
     found = {}
     try:
-        for name, (criteria, tables) in TYPICAL.items():
-            query = CohortQuery(
-                criteria=criteria, reference_date=dt.date(2026, 1, 1), tables=list(tables)
-            )
+        for name, (criteria, by) in TYPICAL.items():
+            query = question(criteria, by)
             compiled = await resolver.bind(compile_query(query))
-            rows = compiled.tabulate(await backend.execute(compiled))
-            found[name] = TableSet(
-                {
-                    by: {
-                        c.key: TableCell(Value.exact(c.persons), _PLACEHOLDER, None, c.cell_key)
-                        for c in cells
-                    }
-                    for by, cells in rows
-                }
-            )
+            counts = counts_by_table(compiled.tabulate(await backend.execute(compiled)))
+            found[name] = full_table(by, counts[by], query)
     finally:
         await backend.close()
     return found
 
 
-_PLACEHOLDER = DisclosureProfile(min_count=1, source="placeholder")
-
-
-def with_profile(tables: TableSet, profile: DisclosureProfile) -> TableSet:
-    return TableSet(
-        {
-            by: {
-                key: TableCell(cell.value, profile, Jurisdiction.FR, cell.cell_key)
-                for key, cell in cells.items()
-            }
-            for by, cells in tables.tables.items()
-        }
+def measure(
+    truth: dict[tuple[str, ...], int],
+    by: Breakdown,
+    profile: DisclosureProfile,
+    sd: float,
+    draws: int,
+) -> Measured:
+    noise = DiscreteGaussian()
+    ctx = CellContext(profile, Jurisdiction.FR)
+    expected = [k for k, n in truth.items() if n >= profile.min_count + 3 * sd]
+    released_expected = released_all = 0
+    errors: list[int] = []
+    for _ in range(draws):
+        stored = draw({"t": truth}, sd, noise)["t"]
+        table = released_table(by, stored, sd, ctx)
+        values = {tuple(c.key): c.count.value for c in table.cells}
+        released_all += sum(v is not None for v in values.values())
+        released_expected += sum(values.get(_asked(by, k)) is not None for k in expected)
+        errors += [v - truth[_canonical(by, k)] for k, v in values.items() if v is not None]
+    return Measured(
+        expected_share=released_expected / (len(expected) * draws) if expected else 1.0,
+        share=released_all / (len(truth) * draws),
+        bias=statistics.fmean(errors) if errors else 0.0,
+        mae=statistics.fmean(abs(e) for e in errors) if errors else 0.0,
     )
 
 
-def measure(truth: TableSet, profile: DisclosureProfile) -> tuple[float, float, float, float]:
-    tables = with_profile(truth, profile)
-    started = time.perf_counter()
-    cells_only = protect_tables(tables, NODE_RULES, ())
-    cell_time = time.perf_counter() - started
-    started = time.perf_counter()
-    protected = protect_tables(tables)
-    whole_time = time.perf_counter() - started
-    del cells_only
-    released, errors, total = 0, [], 0
-    for by, cells in protected.tables.items():
-        if not by:
-            continue
-        for key, cell in cells.items():
-            total += 1
-            if cell.value.status is ValueStatus.SUPPRESSED:
-                continue
-            released += 1
-            errors.append(abs((cell.value.value or 0) - (truth.tables[by][key].value.value or 0)))
-    share = released / total if total else 1.0
-    mae = sum(errors) / len(errors) if errors else 0.0
-    return share, mae, whole_time * 1000, whole_time / max(cell_time, 1e-9)
+def _asked(by: Breakdown, canonical_key: tuple[str, ...]) -> tuple[str, ...]:
+    order = sorted(by, key=list(Dimension).index)
+    values = dict(zip(order, canonical_key, strict=True))
+    return tuple(values[d] for d in by)
+
+
+def _canonical(by: Breakdown, key: tuple[str, ...]) -> tuple[str, ...]:
+    values = dict(zip(by, key, strict=True))
+    return tuple(values[d] for d in sorted(by, key=list(Dimension).index))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=100_000)
+    parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--dir", type=Path, default=Path(".tessera/bench"))
     args = parser.parse_args()
     truths = asyncio.run(true_tables(database(args.dir, args.persons)))
-    print(f"{args.persons:,} synthetic persons (FR); cells of the breakdowns, total excluded\n")
+    noise = DiscreteGaussian()
+    print(f"{args.persons:,} synthetic persons (FR); {args.draws} noise draws per table\n")
     print(
-        f"{'table':<46} {'profile':<26} {'cells':>6} {'released':>9} {'MAE':>6}"
-        f" {'ms':>7} {'time ×':>7}"
+        f"{'table':<34} {'profile':<20} {'cells':>6} {'≥t+3sd':>7} {'all':>6}"
+        f" {'bias':>6} {'MAE':>5} {'tables/person':>14}"
     )
     for name, truth in truths.items():
-        cells = sum(len(c) for by, c in truth.tables.items() if by)
-        for label, profile in PROFILES.items():
-            share, mae, ms, ratio = measure(truth, profile)
-            print(
-                f"{name:<46} {label:<26} {cells:>6} {share:>8.1%} {mae:>6.2f} {ms:>7.1f}"
-                f" {ratio:>7.1f}"
-            )
-    print("\nreleased: share of breakdown cells not suppressed (primary and secondary);")
-    print("MAE: mean absolute error of released cells against the truth;")
-    print("ms: the whole node pipeline; time ×: that over its cell rules alone.")
+        by = TYPICAL[name][1]
+        for j in (Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.DE):
+            profile = shipped_disclosure_profile(j)
+            for level in NoiseLevel:
+                sd = profile.noise_sd(level)
+                m = measure(truth, by, profile, sd, args.draws)
+                per_person = profile.rho_per_applicant / noise.rho(sd)
+                label = f"{j.value} (min {profile.min_count}) {level.value.lower()}"
+                print(
+                    f"{name:<34} {label:<20} {len(truth):>6} {m.expected_share:>6.1%}"
+                    f" {m.share:>6.1%} {m.bias:>+6.2f} {m.mae:>5.2f} {per_person:>14.0f}"
+                )
+    print("\n≥t+3sd: share released of the cells whose true count is at least the minimum plus")
+    print("three noise sds; all: share of every cell of the public domain released;")
+    print("bias, MAE: of released cells against the truth (persons);")
+    print("tables/person: how many released tables a person can be counted in (budget / cost).")
 
 
 if __name__ == "__main__":

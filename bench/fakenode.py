@@ -6,7 +6,8 @@ A node checks what a real connector checks cheaply (a bearer token and an approv
 present, the body is a `tessera/1` request for its jurisdiction; `--strict` validates the whole
 body against `NodeRequest`), does not verify signatures (verification is the connector's cost,
 measured by the connector benchmark, not the gateway's), and answers a valid `NodeResponse`
-with one cell per combination of the requested dimensions, every count large enough to be
+with every cell of each table's public domain (`policies.domain`), every count noisy (as a
+connector's: status PERTURBED with an sd above any jurisdiction's) and large enough to be
 released everywhere.
 
 Each node records its own time per query (from its handler's start to the answer's bytes) so
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import itertools
 import random
 import signal
 import sys
@@ -36,8 +36,10 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from schema.codes import AGE_BAND_WIDTHS, Dimension, Jurisdiction, Sex
+from policies.domain import table_domain
+from schema.codes import Jurisdiction
 from schema.errors import ErrorCode
+from schema.query import CohortQuery
 from schema.wire import (
     APPROVAL_HEADER,
     CONTENT_TYPE,
@@ -50,25 +52,12 @@ from schema.wire import (
 
 TIMINGS_PATH: Final = "/_bench/timings"
 STATS_PATH: Final = "/_bench/stats"
-CALENDAR_YEARS: Final = tuple(str(y) for y in range(2016, 2026))
 # Every count at least this: above any minimum cell size, so nothing is suppressed.
 MIN_COUNT: Final = 1000
 # More than the largest table (4 dimensions, at most a few thousand cells of < 10,000) adds up
 # to, and small enough that 30 nodes' totals pool to less than 2^31: GraphQL's Int is 32 bits,
 # and a larger pooled count is a field error (at 100M per node, every 30-node query failed).
 TOTAL_BASE: Final = 50_000_000
-
-
-def labels(dimension: Dimension) -> tuple[str, ...]:
-    """The values a connector reports for `dimension` (as `connectors.compiler` labels them)."""
-    if dimension is Dimension.SEX:
-        return tuple(s.value for s in Sex)
-    width = AGE_BAND_WIDTHS.get(dimension)
-    if width is not None:
-        return tuple(f"{low}-{low + width - 1}" for low in range(0, 100, width))
-    if dimension is Dimension.CALENDAR_YEAR:
-        return CALENDAR_YEARS
-    raise ValueError(f"a node does not compute {dimension.value}")
 
 
 def count(jurisdiction: str, key: Sequence[str]) -> int:
@@ -79,24 +68,29 @@ def count(jurisdiction: str, key: Sequence[str]) -> int:
     return base + int.from_bytes(digest, "big") % 9000
 
 
-def tables(jurisdiction: str, breakdowns: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-    out = []
-    for by in breakdowns:
-        dims = [Dimension(d) for d in by]
-        keys = itertools.product(*(labels(d) for d in dims)) if dims else [()]
-        out.append(
-            {
-                "by": list(by),
-                "cells": [
-                    {
-                        "key": list(key),
-                        "count": {"value": count(jurisdiction, key), "status": "EXACT"},
-                    }
-                    for key in keys
-                ],
-            }
-        )
-    return out
+# The sd of a connector's noise, above any jurisdiction's (coarse questions included), so the
+# gateway's vetting accepts the answers as noisy enough.
+NOISE_SD: Final = 50.0
+
+
+def tables(jurisdiction: str, query: CohortQuery) -> list[dict[str, Any]]:
+    return [
+        {
+            "by": [d.value for d in by],
+            "cells": [
+                {
+                    "key": list(key),
+                    "count": {
+                        "value": count(jurisdiction, key),
+                        "status": "PERTURBED",
+                        "sd": NOISE_SD,
+                    },
+                }
+                for key in table_domain(by, query)
+            ],
+        }
+        for by in query.tables
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +164,12 @@ def node_app(
                 return _error(ErrorCode.BAD_REQUEST, "not a tessera/1 request", 400)
             if asked["jurisdiction"] != jurisdiction.value:
                 return _error(ErrorCode.WRONG_NODE, "wrong node", 421)
-            breakdowns = asked["query"]["tables"]
-            shape = orjson.dumps(breakdowns)
+            # The domain of a table depends on the criteria too (ages, sex, date windows).
+            shape = orjson.dumps(asked["query"])
             answer_tables = shapes.get(shape)
             if answer_tables is None:
-                answer_tables = shapes[shape] = tables(jurisdiction.value, breakdowns)
+                query = CohortQuery.model_validate(asked["query"])
+                answer_tables = shapes[shape] = tables(jurisdiction.value, query)
             await asyncio.sleep(delay.draw(rng))
             own_ms = (time.perf_counter() - started) * 1000
             answer = orjson.dumps(

@@ -18,6 +18,8 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from tessera.credentials import Credentials
+
 CLIENT_TIMEOUT_S: Final = 30.0
 
 
@@ -35,10 +37,11 @@ class Sample:
 Send = Callable[[aiohttp.ClientSession], Awaitable[str]]
 
 
-def graphql_sender(url: str, token: str, query: str) -> Send:
-    """POST a GraphQL query; the query id of the answer, or an exception naming what failed."""
+def graphql_sender(url: str, credentials: Credentials, query: str) -> Send:
+    """POST a GraphQL query with the researcher's identity and permits; the query id of the
+    answer, or an exception naming what failed."""
     body = orjson.dumps({"query": query})
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = [*credentials.headers(), ("Content-Type", "application/json")]
 
     async def send(session: aiohttp.ClientSession) -> str:
         async with session.post(url, data=body, headers=headers) as response:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from schema.audit.store import ENTRIES_TABLE  # noqa: E402
 from schema.codes import Jurisdiction  # noqa: E402
+from tessera.credentials import Credentials  # noqa: E402
 from tessera.local import LocalFederation, policies_with_rate_limits  # noqa: E402
 from tessera.processes import Service, free_port  # noqa: E402
 
@@ -112,13 +113,15 @@ class Results:
     events: list[str] = field(default_factory=list)
 
 
-async def one_query(session: aiohttp.ClientSession, url: str, token: str, results: Results) -> None:
+async def one_query(
+    session: aiohttp.ClientSession, url: str, token: Credentials, results: Results
+) -> None:
     started = time.perf_counter()
     try:
         async with session.post(
             url,
             json={"query": QUERY},
-            headers={"Authorization": f"Bearer {token}"},
+            headers=token.headers(),
             timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
         ) as response:
             if response.status != 200:
@@ -149,7 +152,7 @@ async def one_query(session: aiohttp.ClientSession, url: str, token: str, result
 
 
 async def load(federation: LocalFederation, args: argparse.Namespace, results: Results) -> None:
-    token = federation.token_file.read_text().strip()
+    token = federation.researcher()
     rng = random.Random(args.seed)
     loop = asyncio.get_running_loop()
     start = loop.time()

@@ -18,17 +18,21 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
+from connectors.answers import SqliteAnswers
 from connectors.backends.base import Backend
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
-from connectors.history import SqliteHistory
+from connectors.ledger import FileLedger
+from connectors.node_policy import NodePolicy, live_node_policy
+from connectors.noise import NoiseSource
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.trust_anchors import NodeTrust, node_trust
 from connectors.verify import RequestVerifier
-from policies.loader import PolicyFileError, load_node_layer, load_policy_set
-from policies.policy_set import EffectivePolicy, NodeLayerMismatch, NoPolicy
+from policies.live import LivePolicy
+from policies.loader import PolicyFileError
+from policies.policy_set import NodeLayerMismatch, NoPolicy
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
@@ -122,13 +126,17 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _ready(request: web.Request) -> web.Response:
     """Ready means: the gateway's keys are loaded, the disclosure policy is loaded, the
-    database answers; and the node is not shutting down."""
+    database answers; and the node is not shutting down. The body also says which policy is
+    in force and whether its last reload failed (the node stays ready on the previous one)."""
+    policy = request.app[SERVICE].policies.details()
     if request.app[DRAINING].is_set():
-        return _json({"status": "unavailable", "reason": "shutting down"}, status=503)
+        return _json(
+            {"status": "unavailable", "reason": "shutting down", "policy": policy}, status=503
+        )
     reason = await request.app[SERVICE].not_ready_reason()
     if reason is not None:
-        return _json({"status": "unavailable", "reason": reason}, status=503)
-    return _json({"status": "ready"})
+        return _json({"status": "unavailable", "reason": reason, "policy": policy}, status=503)
+    return _json({"status": "ready", "policy": policy})
 
 
 async def _start_draining(app: web.Application) -> None:
@@ -143,15 +151,25 @@ def open_backend(settings: ConnectorSettings) -> Backend:
     return DuckDBBackend(settings.database, threads=settings.threads)
 
 
-def load_node_policy(settings: ConnectorSettings) -> EffectivePolicy:
-    """The node's effective policy: EU baseline, its jurisdiction, its own layer. Loaded at
-    start-up so that a broken or missing policy stops the connector instead of a query."""
+def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
+    """The node's policy: EU baseline, its jurisdiction, its own layer, and its datasets.
+    Loaded at start-up so that a broken or missing policy stops the connector instead of a
+    query; reloaded while it runs (`_policy_reload`)."""
     try:
-        policies = load_policy_set(settings.policies)
-        node_layer = load_node_layer(settings.node_policy) if settings.node_policy else None
-        return policies.effective(settings.jurisdiction, node_layer)
+        return live_node_policy(
+            settings.jurisdiction,
+            settings.node_id,
+            policies=settings.policies,
+            node_layer=settings.node_policy,
+        )
     except (PolicyFileError, NoPolicy, NodeLayerMismatch) as exc:
         raise SettingsError(f"policies: {exc}") from exc
+
+
+async def _policy_reload(app: web.Application) -> AsyncIterator[None]:
+    """Reloads the policy files while the node runs (every `policy_reload_s`, and on SIGHUP)."""
+    async with app[SERVICE].policies.watching(app[SETTINGS].policy_reload_s):
+        yield
 
 
 def _lifetime(
@@ -168,7 +186,8 @@ def _lifetime(
         await app[TRUST].stop()
         await service.audit.close()
         await app[BACKEND].close()
-        await service.history.close()
+        await service.ledger.close()
+        await service.answers.close()
         if owns_store:
             await app[AUDIT_STORE].close()
         provider = app[TRACER_PROVIDER]
@@ -185,11 +204,13 @@ def create_app(
     backend: Backend | None = None,
     tracer_provider: TracerProvider | None = None,
     audit_store: AuditStore | None = None,
+    noise: NoiseSource | None = None,
 ) -> web.Application:
     """The connector application. It owns `backend` (default: DuckDB on
     `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
-    is used instead of the app's own and left to the caller to close. Raises `SettingsError`
-    if a gateway key, an HDAB key or the audit key cannot be loaded."""
+    is used instead of the app's own and left to the caller to close; `noise` replaces the
+    discrete Gaussian (tests only). Raises `SettingsError` if a gateway key, an HDAB key or
+    the audit key cannot be loaded."""
     trust = node_trust(settings)
     policy = load_node_policy(settings)
     audit_key = _audit_key(settings)
@@ -209,7 +230,7 @@ def create_app(
     app[SETTINGS] = settings
     app[BACKEND] = backend
     app[TRUST] = trust
-    assert settings.history is not None  # filled in by ConnectorSettings
+    assert settings.state_dir is not None  # filled in by ConnectorSettings
     app[AUDIT_STORE] = store
     app[TRACER_PROVIDER] = provider
     app[SERVICE] = QueryService(
@@ -218,7 +239,9 @@ def create_app(
         verifier=verifier,
         approvals=trust.approvals,
         policy=policy,
-        history=SqliteHistory(settings.history),
+        ledger=FileLedger(settings.state_dir / "ledger"),
+        answers=SqliteAnswers(settings.state_dir / "answers.sqlite3"),
+        noise=noise,
         audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),
@@ -227,6 +250,7 @@ def create_app(
     app[DRAINING] = asyncio.Event()
     app.on_shutdown.append(_start_draining)
     app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
+    app.cleanup_ctx.append(_policy_reload)
     app.router.add_post(QUERY_PATH, _query)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(READY_PATH, _ready)

@@ -1,9 +1,11 @@
-"""The researcher's approval, checked by the node itself against its own HDAB's keys.
+"""The researcher's permit, checked by the node itself against its own HDAB's keys.
 
-The gateway forwards the researcher's token in `X-Tessera-Approval`; the node trusts the
-gateway to route, never to vouch for the approval: the token must verify with a key of this
-jurisdiction's HDAB, carry the researcher role, name the data request of the `NodeRequest`
-and cover this node's jurisdiction.
+The gateway forwards, in `X-Tessera-Approval`, the one permit of the researcher's that this
+node's HDAB issued, byte for byte; the node trusts the gateway to route, never to vouch for
+the permit: it must verify with a key of this jurisdiction's HDAB (a permit of another HDAB
+does not), carry the researcher role, name the data request of the `NodeRequest` and cover
+this node's jurisdiction. Who the applicant is (`ApplicantId`) comes from this verified
+permit, never from the gateway's word.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from connectors.errors import NodeRefusal
-from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
+from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, ApplicantId, Approval, Role
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest
@@ -25,6 +27,11 @@ class VerifiedApproval:
     issuer: str
     subject: str
     approval: Approval
+
+    @property
+    def applicant(self) -> ApplicantId:
+        """Who asks, as this permit names them: the key of what the node tells an applicant."""
+        return ApplicantId.of(self.subject, self.approval)
 
 
 def _invalid(message: str) -> NodeRefusal:

@@ -5,10 +5,11 @@ timing; the entry is written by `answered` before the answer is sent, or by `ref
 the error is. A request whose signature does not verify is not recorded (there is no caller
 to record); it is refused before anything runs.
 
-Who asked and for which purpose come from the researcher's approval token as the gateway
-forwarded it: the gateway verified it, the node records it as forwarded (the `caller` is the
-gateway key that signed the request, verified here). The data request id comes from the
-signed request body.
+Who asked and for which purpose come from the permit the node verified itself against its
+own HDAB's keys: the applicant (researcher and organisation) and the permit (issuer, data
+request, application) as that permit names them. A request refused before its permit
+verified records the permit as the gateway forwarded it (the `caller` is the gateway key
+that signed the request, verified here). The data request id comes from the signed body.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from connectors.approval import VerifiedApproval
 from schema import telemetry as otel
 from schema.approval import APPROVAL_CLAIM
-from schema.audit.entry import AuditRecord, Decision, released_hash, utc_now
+from schema.audit.entry import AuditRecord, Decision, PermitRecord, released_hash, utc_now
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, ValueStatus
+from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest, NodeResponse
 
@@ -78,6 +80,8 @@ class NodeTrail:
     jurisdiction: Jurisdiction
     caller: str | None = None
     forwarded: Forwarded = field(default_factory=Forwarded)
+    # The permit as this node verified it; None until (and unless) it verified.
+    approved: VerifiedApproval | None = None
     request: NodeRequest | None = None
     sql_fingerprint: str | None = None
     optout_register_version: str | None = None
@@ -110,8 +114,9 @@ class NodeTrail:
         if self.request is not None:
             attributes[otel.QUERY_ID] = self.request.query_id
             attributes[otel.APPROVAL_ID] = self.request.request_id
-        if self.forwarded.purpose is not None:
-            attributes[otel.PURPOSE] = self.forwarded.purpose
+        purpose = self.approved.approval.purpose if self.approved else self.forwarded.purpose
+        if purpose is not None:
+            attributes[otel.PURPOSE] = purpose
         if self.sql_fingerprint is not None:
             attributes[otel.SQL_FINGERPRINT] = self.sql_fingerprint
         if self.optout_register_version is not None:
@@ -123,7 +128,7 @@ class NodeTrail:
         rules = sorted(
             {r.rule for v in values for r in v.reasons} | {r.rule for r in response.reasons}
         )
-        suppressed = sum(v.status is ValueStatus.SUPPRESSED for v in values)
+        suppressed = sum(v.value is None for v in values)
         span.set_attributes(
             {
                 **self.query_attributes(),
@@ -145,20 +150,44 @@ class NodeTrail:
         span.set_attributes({**self.query_attributes(), otel.DECISION: Decision.REFUSED.value})
         await self._write(decision=Decision.REFUSED, error_code=code)
 
+    def _who(self) -> dict[str, object]:
+        approved, forwarded = self.approved, self.forwarded
+        if approved is None:
+            return {
+                "principal": forwarded.principal,
+                "issuer": forwarded.issuer,
+                "purpose": forwarded.purpose,
+                "datasets": list(forwarded.datasets),
+            }
+        approval = approved.approval
+        return {
+            "principal": approved.subject,
+            "issuer": approved.issuer,
+            "purpose": approval.purpose,
+            "datasets": approval.datasets[:32],
+            "applicant": approved.applicant,
+            "permits": [
+                PermitRecord(
+                    jurisdiction=self.jurisdiction,
+                    issuer=approved.issuer,
+                    request_id=approval.request_id,
+                    application_id=approval.application_id,
+                    organisation=approval.applicant,
+                )
+            ],
+        }
+
     async def _write(self, **outcome: object) -> None:
-        request, forwarded = self.request, self.forwarded
+        request = self.request
         record = AuditRecord.model_validate(
             {
                 "time": utc_now(),
                 "service": self.service,
                 "query_id": request.query_id if request else None,
                 "trace_id": otel.current_trace_id(),
-                "principal": forwarded.principal,
-                "issuer": forwarded.issuer,
+                **self._who(),
                 "caller": self.caller,
                 "approval": request.request_id if request else None,
-                "purpose": forwarded.purpose,
-                "datasets": list(forwarded.datasets),
                 "jurisdictions": [self.jurisdiction],
                 "optout_register_version": self.optout_register_version,
                 "sql_fingerprint": self.sql_fingerprint,

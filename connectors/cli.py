@@ -54,7 +54,7 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
     serve.add_argument("--node-policy", type=Path, help="this hub's own policy layer (final veto)")
     serve.add_argument(
-        "--history", type=Path, help="SQLite file of the differencing guard's populations"
+        "--state", type=Path, help="the node's state directory (privacy ledger, answers)"
     )
     serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
     serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
@@ -134,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
             ("threads", args.threads),
             ("policies", args.policies),
             ("node_policy", args.node_policy),
-            ("history", args.history),
+            ("state_dir", args.state),
             ("audit_db", args.audit_db),
             ("audit_key", args.audit_key),
         )

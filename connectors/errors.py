@@ -3,9 +3,15 @@ service answers it with. Messages are shown to the gateway: never SQL, paths or 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
 from typing import Final
 
 from schema.errors import ErrorCode, TesseraError
+
+log = logging.getLogger(__name__)
 
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.BAD_SIGNATURE: 401,
@@ -23,6 +29,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.AUDIT_UNAVAILABLE: 503,
     ErrorCode.QUERY_TIMEOUT: 503,
     ErrorCode.TEMPORARILY_UNAVAILABLE: 503,
+    ErrorCode.LEDGER_UNAVAILABLE: 503,
+    ErrorCode.QUESTION_TOO_COSTLY: 400,
 }
 
 
@@ -62,3 +70,24 @@ class QueryTimeout(TesseraError):
     """The query ran past the node's own time limit and was interrupted."""
 
     code = ErrorCode.QUERY_TIMEOUT
+
+
+class LedgerUnavailable(TesseraError):
+    """The privacy ledger or the answer store failed: the node answers nothing."""
+
+    code = ErrorCode.LEDGER_UNAVAILABLE
+
+
+class QuestionTooCostly(TesseraError):
+    code = ErrorCode.QUESTION_TOO_COSTLY
+
+
+@contextlib.contextmanager
+def ledger_failures(what: str) -> Iterator[None]:
+    """Map the state files' own failures (SQLite, the file system) to LEDGER_UNAVAILABLE,
+    once, at the ledger's and the answer store's boundary. The message names no path."""
+    try:
+        yield
+    except (sqlite3.Error, OSError, ValueError, BufferError) as error:
+        log.error("the %s failed: %s", what, type(error).__name__)
+        raise LedgerUnavailable(f"the node's {what} is unavailable") from None

@@ -15,7 +15,8 @@ FEMALE_CONCEPT_ID: Final = 8532
 OPTOUT_TABLE: Final = "tessera_optout"  # EHDS Art. 71: persons excluded from every answer
 OPTOUT_REGISTER_TABLE: Final = "tessera_optout_register"  # one row: the register version
 RECORD_KEY_TABLE: Final = "tessera_record_key"  # secret, stable random key per person
-PERSON_INDEX_TABLE: Final = "tessera_person"  # each person's stable index (connectors.persons)
+# Each person's index in the privacy ledger, stable across data reloads (connectors.persons).
+PERSON_INDEX_TABLE: Final = "tessera_person"
 DATA_RELEASE_TABLE: Final = "tessera_data_release"  # one row: the hub's data release label
 
 # OMOP CDM 5.4 DDL (the tables Tessera reads, with every 5.4 column so a real CDM matches).

@@ -1,10 +1,14 @@
 """The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
-→ compile → resolve codes → guard against differencing → execute → protect → audit →
-respond. Each step is small and a span of the query's trace; `QueryService.handle` only
-strings them together (`connectors.audit` records them).
+→ compile → resolve codes → the cohort's persons → the ledger (who can still be counted, and
+what the question costs) → the tables of those persons → noise, once, stored → release →
+audit → respond. Each step is small and a span of the query's trace; `QueryService.handle`
+only strings them together (`connectors.audit` records them).
 
-Counts exist unprotected only between `execute` and `protect_tables`, and are never logged;
-person ids exist only between the population statement and the differencing guard.
+Counts exist unprotected only between the tables' statement and the noise, and are never
+logged; person indexes only between the cohort and the ledger. No step refuses or marks
+anything because of the data: a question is refused for its form (the node's policy, a
+question costing more than the budget) or because the node cannot work, never for its
+answer.
 """
 
 from __future__ import annotations
@@ -15,36 +19,42 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
 
 from opentelemetry.context import Context
 from opentelemetry.trace import NoOpTracer, Tracer
 from pydantic import ValidationError
 
+from connectors.answers import AnswerStore, MemoryAnswers, Shelf
 from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
-from connectors.backends.base import Backend
-from connectors.compiler import CompiledQuery, ConceptResolver, Row, compile_query
-from connectors.compiler.compiled import TableRows
-from connectors.errors import BadRequest, QueryTimeout, WrongNode
-from connectors.history import MemoryHistory, PopulationHistory, population_of
+from connectors.backends.base import Backend, CohortRun
+from connectors.canonical import question_digest
+from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
+from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
+from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
+from connectors.node_policy import NodePolicy
+from connectors.noise import DiscreteGaussian, NoiseSource
+from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
-from policies import disclosure
 from policies.decision import decide
+from policies.disclosure import CellContext
+from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, Principal
 from policies.profiles import DisclosureProfile
 from policies.reasons import Decision
-from policies.tables import TableCell, TableSet
 from schema import telemetry as otel
+from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
-from schema.query import CohortQuery
-from schema.result import Reason, Value
-from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+from schema.query import Breakdown, CohortQuery
+from schema.result import Reason
+from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend
 
 log = logging.getLogger(__name__)
 
@@ -73,37 +83,6 @@ def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
         )
 
 
-def protect_tables(
-    tables: Sequence[TableRows], profile: DisclosureProfile, jurisdiction: Jurisdiction
-) -> list[NodeTable]:
-    """All tables of the answer through the node's disclosure pipeline at once (cell rules,
-    then secondary suppression over the tables and their margins). A suppressed cell stays
-    listed (value null, with its reason): the gateway learns the cell exists, not its count."""
-    protected = disclosure.protect_tables(
-        TableSet(
-            {
-                by: {
-                    cell.key: TableCell(
-                        Value.exact(cell.persons), profile, jurisdiction, cell.cell_key
-                    )
-                    for cell in cells
-                }
-                for by, cells in tables
-            }
-        )
-    )
-    return [
-        NodeTable(
-            by=by,
-            cells=[
-                NodeCell(key=list(cell.key), count=protected.tables[by][cell.key].value)
-                for cell in cells
-            ],
-        )
-        for by, cells in tables
-    ]
-
-
 class CompileCache:
     """Compiled queries by their exact JSON: the gateway repeats questions, and compiling
     costs a few milliseconds of sqlglot tree building and generation."""
@@ -126,26 +105,81 @@ class CompileCache:
         return compiled
 
 
-def node_decision(
-    request: NodeRequest, approved: VerifiedApproval, policy: EffectivePolicy
-) -> Decision:
+def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
-    approval as its own HDAB's key verified it. Opt-outs are applied by construction: the
-    compiler excludes the register from every cohort."""
+    approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
+    are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
         Principal(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
-        QueryPlan.of_node_request(request),
-        {jurisdiction: policy},
+        QueryPlan.of_node_request(request, datasets=policy.datasets),
+        {jurisdiction: policy.policy},
         now=dt.datetime.now(dt.UTC),
         optout_applied=True,
     )[jurisdiction]
 
 
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What the ledger and the answer store need to know about one question: its tables by
+    canonical digest, the noise it is asked with, whose budgets pay for it and on whose shelf
+    its answers are kept."""
+
+    tables: tuple[Breakdown, ...]
+    digests: Mapping[Breakdown, str]
+    sd: float
+    accounts: tuple[Account, ...]
+    shelf: Shelf
+
+    @classmethod
+    def of(
+        cls,
+        request: NodeRequest,
+        applicant: ApplicantId,
+        profile: DisclosureProfile,
+        release: str,
+    ) -> Question:
+        accounts = accounts_of(
+            applicant,
+            researcher_cap=profile.rho_per_applicant,
+            organisation_cap=profile.rho_per_organisation,
+        )
+        sd = profile.noise_sd(request.noise)
+        query = request.query
+        return cls(
+            tables=tuple(query.tables),
+            digests={by: question_digest(query, by) for by in query.tables},
+            sd=sd,
+            accounts=accounts,
+            # Answers are an organisation's: its researchers asking the same question get the
+            # same numbers (and the organisation's budget is what averaging would spend).
+            shelf=Shelf(owner=accounts[-1].key, release=release, sd=sd),
+        )
+
+    def cost(self, new: int, noise: NoiseSource) -> int:
+        """What `new` tables cost each person counted, in ledger units."""
+        cost = new * units(noise.rho(self.sd))
+        if cost > min(a.cap for a in self.accounts):
+            raise QuestionTooCostly(
+                f"{len(self.tables)} tables at noise sd {self.sd:g} cost more than the privacy "
+                "budget a person has: ask fewer tables, or coarser noise"
+            )
+        return cost
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    tables: list[NodeTable]
+    privacy: PrivacySpend
+
+
 class QueryService:
-    """`policy` is the node's effective policy (its jurisdiction's layers and its own layer);
-    `history`, the differencing guard's memory, defaults to one in memory."""
+    """`policy` is the node's policy (its jurisdiction's layers and its own layer): a live
+    one, reloaded while the node runs, or an effective policy that stays; each question reads
+    it once, at its start. `ledger` and `answers` (in memory unless given) keep what every
+    applicant has been told; `noise` draws the noise (OpenDP's discrete Gaussian unless
+    given)."""
 
     def __init__(
         self,
@@ -154,9 +188,11 @@ class QueryService:
         backend: Backend,
         verifier: RequestVerifier,
         approvals: ApprovalVerifier,
-        policy: EffectivePolicy,
+        policy: LivePolicy[NodePolicy] | EffectivePolicy,
         audit: AuditLog,
-        history: PopulationHistory | None = None,
+        ledger: Ledger | None = None,
+        answers: AnswerStore | None = None,
+        noise: NoiseSource | None = None,
         node_id: str | None = None,
         tracer: Tracer | None = None,
         query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
@@ -166,11 +202,16 @@ class QueryService:
         self.backend = backend
         self.verifier = verifier
         self.approvals = approvals
-        self.policy = policy
-        self.profile = policy.disclosure_profile()
-        self.history: PopulationHistory = history or MemoryHistory()
-        self.audit = audit
         self.node_id = node_id or f"tessera-node-{jurisdiction.value.lower()}"
+        self.policies = (
+            policy
+            if isinstance(policy, LivePolicy)
+            else LivePolicy.fixed(NodePolicy.of(policy, self.node_id))
+        )
+        self.ledger: Ledger = ledger or MemoryLedger()
+        self.answers: AnswerStore = answers or MemoryAnswers()
+        self.noise: NoiseSource = noise or DiscreteGaussian()
+        self.audit = audit
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
@@ -199,9 +240,7 @@ class QueryService:
             await trail.answered(response, span)
             return response
 
-    def _refusal(
-        self, request: NodeRequest, reasons: list[Reason], started: float, **fields: Any
-    ) -> NodeResponse:
+    def _refusal(self, request: NodeRequest, reasons: list[Reason], started: float) -> NodeResponse:
         log.info(
             "refused query %s (request %s): %s",
             request.query_id,
@@ -214,20 +253,25 @@ class QueryService:
             status=NodeStatus.DENIED,
             reasons=reasons,
             elapsed_ms=(time.perf_counter() - started) * 1000,
-            **fields,
         )
+
+    @property
+    def policy(self) -> NodePolicy:
+        """The policy in force now (a question keeps the one it started with)."""
+        return self.policies.current
 
     async def _answer(
         self, trail: NodeTrail, body: bytes, approval_token: str | None, started: float
     ) -> NodeResponse:
+        policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
             check_node(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
-            approved = self.approvals.verify(approval_token, request)
+            approved = trail.approved = self.approvals.verify(approval_token, request)
         with trail.step("policy") as span:
-            decision = node_decision(request, approved, self.policy)
+            decision = node_decision(request, approved, policy)
             span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
         if not decision.allowed:
             return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
@@ -238,76 +282,111 @@ class QueryService:
         try:
             # Cancelling the database work interrupts the running statement (see the backend).
             async with asyncio.timeout(self.query_timeout_s):
-                refusal, rows = await self._run(trail, request, compiled)
+                answered = await self._run(
+                    trail, request, approved.applicant, compiled, policy.profile
+                )
         except TimeoutError:
             log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
             raise QueryTimeout(
                 f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
             ) from None
-        if refusal is not None:
-            return self._refusal(
-                request,
-                [refusal],
-                started,
-                optout_register_version=trail.optout_register_version,
-            )
-        with trail.step("protect") as span:
-            tables = protect_tables(compiled.tabulate(rows), self.profile, self.jurisdiction)
-            cells = [cell.count for table in tables for cell in table.cells]
-            span.set_attributes(
-                {
-                    otel.CELLS_SUPPRESSED: sum(c.status is ValueStatus.SUPPRESSED for c in cells),
-                    otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
-                }
-            )
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",
             request.query_id,
             request.request_id,
             compiled.fingerprint,
-            len(tables),
+            len(answered.tables),
             elapsed_ms,
         )
         return NodeResponse(
             query_id=request.query_id,
             jurisdiction=self.jurisdiction,
             status=NodeStatus.OK,
-            tables=tables,
+            tables=answered.tables,
             optout_register_version=trail.optout_register_version,
+            privacy=answered.privacy,
             elapsed_ms=elapsed_ms,
         )
 
     async def _run(
-        self, trail: NodeTrail, request: NodeRequest, compiled: CompiledQuery
-    ) -> tuple[Reason | None, list[Row]]:
-        """The database work, on one connection of its own: the cohort's population, the
-        differencing guard over it, then the tables of the same persons (not computed at all
-        when the guard refuses)."""
+        self,
+        trail: NodeTrail,
+        request: NodeRequest,
+        applicant: ApplicantId,
+        compiled: CompiledQuery,
+        profile: DisclosureProfile,
+    ) -> Answered:
+        """The database work on one connection of its own (the cohort's persons, then the
+        tables of those the ledger still counts), with the ledger's decision in between."""
         async with contextlib.AsyncExitStack() as connection:
             with trail.step("population") as span:
                 bound = await self._resolver.bind(compiled)
-                cohort = await connection.enter_async_context(self.backend.cohort(bound))
+                cohort: CohortRun = await connection.enter_async_context(self.backend.cohort(bound))
                 trail.optout_register_version = await cohort.optout_register_version()
+                release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-                population = population_of(await cohort.persons())
-            with trail.step("differencing_guard") as span:
-                refusal = await self.history.check_and_record(
-                    request.request_id, population, self.profile, self.jurisdiction
+                persons = await cohort.persons()
+            question = Question.of(request, applicant, profile, release)
+            with trail.step("ledger"):
+                stored = await self.answers.get(question.shelf, list(question.digests.values()))
+                new = {
+                    digest: by for by, digest in question.digests.items() if digest not in stored
+                }
+                cost = question.cost(len(new), self.noise)
+                admitted = await self.ledger.admit(question.accounts, persons, cost)
+                excluded = persons[~admitted.counted]
+                del persons
+            if new:
+                with trail.step("sql") as span:
+                    rows = await cohort.tables(excluded)
+                    span.set_attributes(
+                        {
+                            otel.SQL_FINGERPRINT: compiled.fingerprint,
+                            otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
+                        }
+                    )
+        with trail.step("protect") as span:
+            if new:
+                counts = counts_by_table(compiled.tabulate(rows))
+                del rows
+                full = {d: full_table(by, counts[by], request.query) for d, by in new.items()}
+                del counts
+                stored |= await self.answers.put(
+                    question.shelf, draw(full, question.sd, self.noise)
                 )
-                del population
-                span.set_attribute(otel.RULES_FIRED, [refusal.rule] if refusal else [])
-            if refusal is not None:
-                return refusal, []
-            with trail.step("sql") as span:
-                rows = await cohort.tables()
-                span.set_attributes(
-                    {
-                        otel.SQL_FINGERPRINT: compiled.fingerprint,
-                        otel.OPTOUT_REGISTER_VERSION: trail.optout_register_version,
-                    }
-                )
-        return None, rows
+                del full
+            await self.ledger.flush()
+            context = CellContext(profile, self.jurisdiction)
+            tables = [
+                released_table(by, stored[question.digests[by]], question.sd, context)
+                for by in question.tables
+            ]
+            cells = [cell.count for table in tables for cell in table.cells]
+            span.set_attributes(
+                {
+                    otel.CELLS_SUPPRESSED: sum(c.value is None for c in cells),
+                    otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
+                }
+            )
+        return Answered(tables, self._spend(question, cost, admitted.worst_case, release))
+
+    def _spend(
+        self, question: Question, cost: int, worst: Mapping[str, int], release: str
+    ) -> PrivacySpend:
+        researcher = question.accounts[0]
+        organisation = question.accounts[1] if len(question.accounts) > 1 else None
+        return PrivacySpend(
+            sigma=question.sd,
+            question_rho=rho_of(cost),
+            spent_rho=rho_of(worst[researcher.key]),
+            cap_rho=rho_of(researcher.cap),
+            organisation_spent_rho=None
+            if organisation is None
+            else rho_of(worst[organisation.key]),
+            organisation_cap_rho=None if organisation is None else rho_of(organisation.cap),
+            data_release=release,
+        )
 
     async def not_ready_reason(self) -> str | None:
         """Why the node cannot answer now, or None when it can: the gateway's keys must be

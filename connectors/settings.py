@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
@@ -63,11 +64,19 @@ class ConnectorSettings:
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
     - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see
-      `policies/layers/node.example.toml`); it can only tighten, and has the final veto.
-    - `TESSERA_CONNECTOR_HISTORY`: the SQLite file in which the differencing guard keeps the
-      populations answered per approval (created when missing; keep it across restarts and
-      upgrades, or the guard forgets). Default: next to the DuckDB database,
-      `<database without suffix>.populations.sqlite3`; required with a PostgreSQL DSN.
+      `policies/layers/node.example.toml`); it can only tighten, and has the final veto. Its
+      `node.datasets` are the datasets the node serves (a permit must name one of them);
+      without any, the node serves one dataset named after its node id.
+    - `TESSERA_CONNECTOR_POLICY_RELOAD_S`: seconds between two looks at the policy files and
+      the node layer; a change (a revoked permit, a tightened rule) is applied without a
+      restart, at once on SIGHUP. A change that fails validation is not applied: the previous
+      policy stays in force and `/readyz` says why. Default `5`.
+    - `TESSERA_CONNECTOR_STATE_DIR`: the node's state directory (created when missing): the
+      privacy ledger (each person's spend per applicant), the answers drawn so far, and the
+      person index `tessera connector prepare --state` keeps there. Keep it across restarts,
+      upgrades and data reloads, and back it up: a ledger lost gives every applicant a new
+      budget. Default: next to the DuckDB database, `<database without suffix>.state`;
+      required with a PostgreSQL DSN.
     - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
       `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
       database; required with a PostgreSQL DSN.
@@ -102,7 +111,8 @@ class ConnectorSettings:
     threads: int = 2
     policies: Path | None = None
     node_policy: Path | None = None
-    history: Path | None = None
+    policy_reload_s: float = DEFAULT_RELOAD_S
+    state_dir: Path | None = None
     audit_db: str = ""
     audit_key: Path | None = None
     query_timeout_s: float = 30.0
@@ -111,12 +121,12 @@ class ConnectorSettings:
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
-        if self.history is None:
+        if self.state_dir is None:
             if self.database is None:
-                # A PostgreSQL node has no file to keep the guard's memory beside.
-                raise SettingsError(f"{PREFIX}HISTORY is required with {PREFIX}DSN")
-            default = self.database.with_name(f"{self.database.stem}.populations.sqlite3")
-            object.__setattr__(self, "history", default)
+                # A PostgreSQL node has no file to keep the ledger beside.
+                raise SettingsError(f"{PREFIX}STATE_DIR is required with {PREFIX}DSN")
+            default = self.database.with_name(f"{self.database.stem}.state")
+            object.__setattr__(self, "state_dir", default)
         if not self.audit_db:
             if self.database is None:
                 raise SettingsError(f"{PREFIX}AUDIT_DB is required with {PREFIX}DSN")
@@ -150,6 +160,10 @@ class ConnectorSettings:
             raise SettingsError(f"{PREFIX}THREADS must be between 1 and 64, not {self.threads}")
         if not 0 < self.query_timeout_s <= 3600:
             raise SettingsError(f"{PREFIX}QUERY_TIMEOUT_S must lie in (0, 3600] seconds")
+        if not MIN_RELOAD_S <= self.policy_reload_s <= MAX_RELOAD_S:
+            raise SettingsError(
+                f"{PREFIX}POLICY_RELOAD_S must lie in [{MIN_RELOAD_S:g}, {MAX_RELOAD_S:g}] seconds"
+            )
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise SettingsError(f"{PREFIX}SHUTDOWN_TIMEOUT_S must lie in [0, 3600] seconds")
 
@@ -234,7 +248,8 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "threads": int,
     "policies": Path,
     "node_policy": Path,
-    "history": Path,
+    "policy_reload_s": float,
+    "state_dir": Path,
     "audit_db": str,
     "audit_key": Path,
     "query_timeout_s": float,

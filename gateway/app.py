@@ -7,7 +7,9 @@ queries have drained (`gateway.lifecycle`):
    teardown are exported too;
 2. audit: the audit trail, resumed at start; closed after the last query is answered, its
    chain head signed, before the spans are flushed;
-3. services: the HTTP session to the nodes, closed first.
+3. services: the HTTP session to the nodes, closed first;
+4. policy reload: watches the policy files while the gateway runs (`policies.live`), stopped
+   before anything else.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
 from gateway.http import http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
+from gateway.live_policy import live_policies, profiles
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
+from gateway.permits import PermitVerifier
 from gateway.ratelimit import (
     LimitPolicy,
     Limits,
@@ -56,13 +60,15 @@ from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPol
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
-from policies.loader import load_policy_set
+from policies.live import LivePolicy
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import TesseraError
 from schema.telemetry import tracer_provider_from_env
+from schema.wire import PERMIT_HEADER
 from trust.store import connect_redis
+from trust.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class _Observability:
 
 SETTINGS: Final = web.AppKey("tessera.gateway.settings", GatewaySettings)
 FEDERATION: Final = web.AppKey("tessera.gateway.federation", Federation)
-POLICIES: Final = web.AppKey("tessera.gateway.policies", PolicySet)
+POLICIES: Final = web.AppKey("tessera.gateway.policies", LivePolicy[PolicySet])
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
 OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observability)
 
@@ -124,6 +130,7 @@ class GatewayView(GraphQLView[GatewayContext, None]):
         return GatewayContext(
             services=services,
             authorization=request.headers.get(hdrs.AUTHORIZATION),
+            permit_headers=tuple(request.headers.getall(PERMIT_HEADER, ())),
             trace_parent=propagate.extract(request.headers),
             budget=QueryBudget(services.max_query_cost),
         )
@@ -181,7 +188,8 @@ def create_app(
     resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
     `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
     closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
-    policies of the settings. JWKS refresh and Redis start with the app."""
+    policies of the settings (then fixed: only the settings' policy files are reloaded).
+    JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
         load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
@@ -191,7 +199,11 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[FEDERATION] = federation
-    app[POLICIES] = policies = policy_set or load_policy_set(settings.policies)
+    if policy_set is not None:
+        policies = LivePolicy.fixed(policy_set, name="gateway policies")
+    else:
+        policies = live_policies(settings.policies)
+    app[POLICIES] = policies
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
         provider=tracer_provider or tracer_provider_from_env(SERVICE_NAME),
@@ -204,7 +216,6 @@ def create_app(
     app.cleanup_ctx.append(_traces)
     app.cleanup_ctx.append(_audit)
     limits = LimitPolicy(
-        policies,
         default=DEFAULT_LIMITS,
         # The settings only ever tighten: a limit they leave unset caps nothing.
         cap=Limits(
@@ -213,6 +224,7 @@ def create_app(
         ),
     )
     app.cleanup_ctx.append(_services(node_client, rate_limiter, limits))
+    app.cleanup_ctx.append(_policy_reload)
 
     async def services_started() -> str | None:
         return None if app[STATE].services is not None else "starting"
@@ -247,6 +259,7 @@ def create_app(
             return "no token issuer's keys are loaded"
         return None
 
+    lifecycle.add_detail("policy", policies.details)
     lifecycle.add_check("issuers", issuer_keys)
     lifecycle.add_check("node_client", services_started)
     lifecycle.add_check("audit", audit_readable)
@@ -342,8 +355,11 @@ def _services(
         app[STATE].services = Services(
             federation=federation,
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
-            node_client=node_client_stack(transport, settings, policies.profile),
+            node_client=node_client_stack(transport, settings, profiles(policies)),
             policies=policies,
+            permits=PermitVerifier(
+                TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
+            ),
             rate_guard=RateGuard(limiter or MemoryRateLimiter(), limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
@@ -367,6 +383,12 @@ def _services(
                 log.info("closed the connections to the nodes")
 
     return lifetime
+
+
+async def _policy_reload(app: web.Application) -> AsyncIterator[None]:
+    """Reloads the policy files while the gateway runs (every `policy_reload_s`, on SIGHUP)."""
+    async with app[POLICIES].watching(app[SETTINGS].policy_reload_s):
+        yield
 
 
 def serve(settings: GatewaySettings) -> None:

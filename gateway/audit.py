@@ -1,7 +1,8 @@
 """What the gateway records about one query, for its audit entry and its spans.
 
 A `QueryTrail` follows one `cohort` question: each step is a span and a timing, and what the
-steps learn (principal, approval, plan, decisions) is kept for the entry. The entry is written
+steps learn (principal, plan, decisions, the permit each jurisdiction was decided on) is kept
+for the entry. The entry is written
 by `answered` before the resolver returns the answer, or by `refused` before the error leaves;
 either raises AUDIT_UNAVAILABLE when the entry cannot be written, and the answer is withheld.
 """
@@ -19,10 +20,11 @@ from opentelemetry.util.types import AttributeValue
 from gateway.auth import Principal
 from gateway.combine import Combined
 from gateway.nodes import NodeOutcome
+from gateway.permits import Permit
 from gateway.planner import Plan
 from policies.reasons import Decision as AccessDecision
 from schema import telemetry as otel
-from schema.approval import Approval
+from schema.approval import ApplicantId
 from schema.audit.entry import (
     AuditRecord,
     Decision,
@@ -32,12 +34,14 @@ from schema.audit.entry import (
     utc_now,
 )
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason, Value
 from schema.wire import NodeResponse
 
 STEP_PREFIX = "gateway"
+# What an audit record's text fields hold at most (`schema.model.Contract`).
+PURPOSES_MAX = 256
 
 
 def new_query_id() -> str:
@@ -52,9 +56,10 @@ class QueryTrail:
     query_id: str = field(default_factory=new_query_id)
     trace_id: str | None = None
     principal: Principal | None = None
-    approval: Approval | None = None
     plan: Plan | None = None
     decisions: Mapping[Jurisdiction, AccessDecision] | None = None
+    # The permit each jurisdiction's part was decided on (allowed or not), in the plan's order.
+    permits: Mapping[Jurisdiction, Permit] = field(default_factory=dict)
     # Each asked node's step, as the fan-out recorded it on the node's span.
     node_steps: dict[Jurisdiction, NodeStep] = field(default_factory=dict)
     timeline: otel.Timeline = field(init=False)
@@ -71,12 +76,26 @@ class QueryTrail:
 
     def query_attributes(self) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {otel.QUERY_ID: self.query_id}
-        if self.approval is not None:
-            attributes[otel.APPROVAL_ID] = self.approval.request_id
-            attributes[otel.PURPOSE] = self.approval.purpose
         if self.plan is not None:
+            attributes[otel.APPROVAL_ID] = self.plan.request_id
             attributes[otel.JURISDICTIONS] = [j.value for j in self.plan.jurisdictions]
+        if (purpose := self.purpose()) is not None:
+            attributes[otel.PURPOSE] = purpose
         return attributes
+
+    def purpose(self) -> str | None:
+        """The permits' purpose (their purposes, space-separated, if they differ)."""
+        purposes = sorted({p.approval.purpose for p in self.permits.values()})
+        return " ".join(purposes)[:PURPOSES_MAX] if purposes else None
+
+    def applicant(self) -> ApplicantId | None:
+        """The researcher as authenticated, and the organisation the permits name when they
+        all name the same one (each permit's own is in its record)."""
+        if self.principal is None:
+            return None
+        organisations = {p.approval.applicant for p in self.permits.values()}
+        organisation = organisations.pop() if len(organisations) == 1 else None
+        return ApplicantId(researcher=self.principal.subject, organisation=organisation or None)
 
     async def answered(
         self, outcomes: Sequence[NodeOutcome], combined: Combined, span: Span
@@ -93,7 +112,7 @@ class QueryTrail:
         rules = sorted(
             {r.rule for v in released for r in v.reasons} | {r for n in nodes for r in n.rules}
         )
-        suppressed = sum(v.status is ValueStatus.SUPPRESSED for v in released)
+        suppressed = sum(v.value is None for v in released)
         ok = all(o.status is NodeStatus.OK for o in outcomes)
         decision = Decision.ANSWERED if ok else Decision.PARTIAL
         span.set_attributes(
@@ -118,7 +137,7 @@ class QueryTrail:
         await self._write(decision=Decision.REFUSED, error_code=code)
 
     async def _write(self, **outcome: object) -> None:
-        principal, approval, plan = self.principal, self.approval, self.plan
+        principal, plan, permits = self.principal, self.plan, self.permits
         record = AuditRecord.model_validate(
             {
                 "time": utc_now(),
@@ -127,9 +146,11 @@ class QueryTrail:
                 "trace_id": self.trace_id,
                 "principal": principal.subject if principal else None,
                 "issuer": principal.issuer if principal else None,
-                "approval": approval.request_id if approval else None,
-                "purpose": approval.purpose if approval else None,
-                "datasets": approval.datasets if approval else [],
+                "approval": plan.request_id if plan else None,
+                "purpose": self.purpose(),
+                "datasets": sorted({d for p in permits.values() for d in p.approval.datasets}),
+                "applicant": self.applicant(),
+                "permits": [permit.record(j) for j, permit in permits.items()],
                 "jurisdictions": list(plan.jurisdictions) if plan else [],
                 "query_hash": released_hash(plan.node_query.model_dump(mode="json"))
                 if plan
@@ -157,7 +178,7 @@ def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:
         latency_us=_micros(outcome.latency_ms),
         node_elapsed_us=_micros(response.elapsed_ms) if response is not None else None,
         rules=sorted({r.rule for r in reasons}),
-        cells_suppressed=sum(v.status is ValueStatus.SUPPRESSED for v in values),
+        cells_suppressed=sum(v.value is None for v in values),
         optout_register_version=response.optout_register_version if response else None,
         response_hash=response_hash(response) if response is not None else None,
         error_code=outcome.error_code,

@@ -1,4 +1,5 @@
-"""Researcher authentication: the HDAB-issued bearer token on `/graphql`.
+"""Researcher authentication: the bearer token on `/graphql`, from any issuer the gateway
+trusts (an HDAB, or an identity provider whose tokens are never permits).
 
 The token itself is verified by `trust.tokens` (issuer, keys, algorithm allow-list, `typ`,
 required claims, bounded leeway), which gives every refusal its own stable TOKEN_* code; a
@@ -29,8 +30,9 @@ def forbidden(message: str, code: ErrorCode = ErrorCode.FORBIDDEN) -> TesseraErr
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. `token` is the raw JWT, forwarded to the nodes so that each
-    can check the approval itself."""
+    """An authenticated caller: who they are (`subject`, as every permit must name them) and
+    their roles. A bearer token that also carries an approval is a permit too
+    (`gateway.permits`); `token` is then forwarded to the node of its HDAB."""
 
     issuer: str
     subject: str
@@ -41,11 +43,6 @@ class Principal:
     def require_role(self, role: Role) -> None:
         if role.value not in self.roles:
             raise forbidden(f"the {role.value} role is required")
-
-    def require_approval(self) -> Approval:
-        if self.approval is None:
-            raise forbidden("the token carries no approved data request")
-        return self.approval
 
 
 class Authenticator:

@@ -1,41 +1,36 @@
-"""Combining node answers: per-node counts, the pooled total and every breakdown table, each
-released cell protected again with the gateway's rules. Pure functions, no I/O.
+"""Combining node answers: per-node counts, the pooled total and every breakdown table.
+Pure functions, no I/O.
 
-A pooled cell is the sum of the cell over the nodes that answered OK (a cell a node did not
-send counts 0). Each node's part is first protected with that node's own profile, as if
-released alone; if any part is then suppressed, the pooled cell is suppressed too: adding up
-numbers that could not be released would need secure aggregation, so they are never computed
-(otherwise the pool minus the released parts would give the withheld one away).
+Each node's cells are first checked with that node's own profile, as if released alone (an
+honest node's cells pass unchanged). A pooled cell is the sum of the cell over the nodes that
+answered OK, each part as its node released it, noise included (so the pooled noise's sd is
+the root of the parts' variances); it is then checked against the strictest rules of the
+jurisdictions in it. If any part was withheld (LOW, or missing), the pooled cell is
+withheld too (INCOMPLETE_POOL): adding up numbers a country did not release needs secure
+aggregation, so they are never computed, and the pool minus the released parts would give the
+withheld one away.
 
-Then everything released together — the pooled total, the per-country values, every
-breakdown, and the per-country parts of pooled breakdowns as unknowns — goes through the
-gateway's table rules at once (secondary suppression), so that no suppressed count can be
-recomputed from the others: not within a table, and not across borders (the pooled value
-minus the other countries).
+Nothing here suppresses a cell because of what else is released: every released number is
+noisy, so no subtraction or linear program recovers a withheld one exactly, and a question's
+numbers do not depend on what else it asks.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
-from policies.disclosure import (
-    GATEWAY_RULES,
-    GATEWAY_TABLE_RULES,
-    CellContext,
-    protect,
-    with_reason,
-)
+from policies.disclosure import GATEWAY_RULES, CellContext, protect, with_reason
 from policies.profiles import DisclosureProfile, strictest
-from policies.tables import TableCell, TableSet
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
-from schema.wire import node_dimensions
+from schema.wire import PrivacySpend, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
 IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
@@ -59,6 +54,7 @@ class NodeResult:
     count: Value | None
     reasons: tuple[Reason, ...]
     error: str | None
+    privacy: PrivacySpend | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,106 +70,15 @@ def combine(
     profiles: Profiles,
 ) -> Combined:
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
-    # Each node's cells, protected with its own profile as if released alone: once, then
-    # shared by the per-node values, the pooled cells and the per-country parts.
+    # Each node's cells, checked with its own profile as if released alone: once, then shared
+    # by the per-node values, the pooled cells and the per-country cells.
     parts = {o.jurisdiction: released_alone(o, profiles) for o in ok}
     pooled_context = _context([o.jurisdiction for o in ok], profiles)
-    combined = Combined(
+    return Combined(
         count=pooled_total(outcomes, parts, pooled_context),
         by_jurisdiction=tuple(node_result(o, parts) for o in outcomes),
         tables={table: combine_table(table, parts, pooled_context) for table in tables},
     )
-    if not ok:
-        return combined
-    return protect_released(combined, parts, pooled_context, profiles)
-
-
-BY_COUNTRY: Final[Breakdown] = (Dimension.JURISDICTION,)
-
-
-def protect_released(
-    combined: Combined,
-    parts: Mapping[Jurisdiction, NodeTables],
-    pooled_context: CellContext,
-    profiles: Profiles,
-) -> Combined:
-    """The gateway's table rules over everything released at once (see the module doc)."""
-
-    def pooled(value: Value) -> TableCell:
-        return TableCell(value, pooled_context.profile, pooled_context.jurisdiction)
-
-    def national(jurisdiction: Jurisdiction, value: Value) -> TableCell:
-        return TableCell(value, profiles(jurisdiction), jurisdiction)
-
-    partial = [r for r in combined.count.reasons if r.rule == PARTIAL]
-    total = combined.count.model_copy(
-        update={"reasons": [r for r in combined.count.reasons if r.rule != PARTIAL]}
-    )
-    sets: dict[Breakdown, dict[CellKey, TableCell]] = {
-        (): {(): pooled(total)},
-        BY_COUNTRY: {
-            (n.jurisdiction.value,): national(n.jurisdiction, n.count)
-            for n in combined.by_jurisdiction
-            if n.count is not None
-        },
-    }
-    released: dict[Breakdown, Breakdown] = {}  # asked table -> its entry in `sets`
-    by_dimensions = {frozenset(b): b for b in sets}
-    for table, cells in combined.tables.items():
-        entry = by_dimensions.setdefault(frozenset(table), table)
-        released[table] = entry
-        if entry is not table:
-            continue  # the total, or the per-country values, asked as a breakdown
-        country = table.index(Dimension.JURISDICTION) if Dimension.JURISDICTION in table else None
-        sets[table] = {
-            key: national(Jurisdiction(key[country]), c.count)
-            if country is not None
-            else pooled(c.count)
-            for c in cells
-            for key in [tuple(d.value for d in c.dimensions)]
-        }
-    hidden: list[Breakdown] = []
-    for table in list(combined.tables):
-        per_country = (Dimension.JURISDICTION, *table)
-        if Dimension.JURISDICTION in table or frozenset(per_country) in by_dimensions:
-            continue
-        # The per-country parts of a pooled table: not released, but related to it.
-        by_dimensions[frozenset(per_country)] = per_country
-        hidden.append(per_country)
-        node_table = node_dimensions(table)
-        sets[per_country] = {
-            (j.value, *key): national(j, value)
-            for j, tables in parts.items()
-            for key, value in tables[node_table].items()
-        }
-    protected = TableSet(sets, hidden=frozenset(hidden))
-    for rule in GATEWAY_TABLE_RULES:
-        protected = rule(protected)
-
-    def value_of(table: Breakdown, key: CellKey) -> Value:
-        return protected.tables[table][key].value
-
-    count = value_of((), ())
-    for reason in partial:
-        count = with_reason(count, reason)
-    by_jurisdiction = tuple(
-        n if n.count is None else replace(n, count=value_of(BY_COUNTRY, (n.jurisdiction.value,)))
-        for n in combined.by_jurisdiction
-    )
-    tables: dict[Breakdown, tuple[Cell, ...]] = {}
-    for table, cells in combined.tables.items():
-        entry = released[table]
-        tables[table] = tuple(
-            _cell(c.dimensions, value_of(entry, _entry_key(table, entry, c))) for c in cells
-        )
-    if () in tables:
-        tables[()] = tuple(_cell(c.dimensions, count) for c in tables[()])
-    return Combined(count=count, by_jurisdiction=by_jurisdiction, tables=tables)
-
-
-def _entry_key(table: Breakdown, entry: Breakdown, cell: Cell) -> CellKey:
-    values = {d.name: d.value for d in cell.dimensions}
-    return tuple(values[d] for d in entry)
 
 
 NodeTables = Mapping[Breakdown, Mapping[CellKey, Value]]
@@ -204,6 +109,7 @@ def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) 
         count=count,
         reasons=outcome.reasons,
         error=error,
+        privacy=None if outcome.response is None else outcome.response.privacy,
     )
 
 
@@ -242,9 +148,11 @@ def combine_table(
     else:
         keys = dict.fromkeys(key for tables in parts.values() for key in tables[node_table])
         for key in keys:
-            # A node sends no cell for an empty group: its absence is already public, it
-            # adds 0.
-            pooled_parts = [(j, tables[node_table].get(key, _ZERO)) for j, tables in parts.items()]
+            # Every node lists every cell of the table's public domain; a cell one did not
+            # list is a part nobody released.
+            pooled_parts = [
+                (j, tables[node_table].get(key, _MISSING)) for j, tables in parts.items()
+            ]
             cells.append((key, protect(pool(pooled_parts), pooled, GATEWAY_RULES)))
     cells.sort(key=lambda cell: _sort_key(table, cell[0]))
     return tuple(
@@ -288,11 +196,13 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
             )
         )
     bounds = [v.bound for v in values if v.bound is not None]
+    variances = [v.sd * v.sd for v in values if v.sd is not None]
     return Value(
         value=total,
         status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
         reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
         bound=sum(bounds) if bounds else None,
+        sd=math.sqrt(sum(variances)) if variances else None,
     )
 
 
@@ -305,7 +215,9 @@ def _context(contributors: Sequence[Jurisdiction], profiles: Profiles) -> CellCo
     )
 
 
-_ZERO: Final = Value.exact(0)
+_MISSING: Final = Value.suppressed(
+    Reason(rule="MISSING_CELL", message="the node listed no value for this cell")
+)
 
 
 def _with_jurisdiction(table: Breakdown, key: CellKey, jurisdiction: Jurisdiction) -> CellKey:

@@ -14,6 +14,7 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 from gateway.audit import node_step
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
+from gateway.permits import Permit
 from gateway.planner import Plan
 from policies.reasons import Decision
 from schema import telemetry as otel
@@ -34,15 +35,16 @@ async def fan_out(
     plan: Plan,
     decisions: Mapping[Jurisdiction, Decision],
     *,
-    approval_token: str,
+    permits: Mapping[Jurisdiction, Permit],
     deadline_s: float,
     node_timeout_s: float | None = None,
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
 ) -> list[NodeOutcome]:
-    """One outcome per jurisdiction of the plan, in the plan's order. Each node asked is a
-    client span, whose context the request carries to the node (`traceparent`); what its
-    span records is the node's audit step, left in `steps` for the audit entry."""
+    """One outcome per jurisdiction of the plan, in the plan's order. Each allowed node gets
+    its own jurisdiction's permit (`permits`) and no other. Each node asked is a client span,
+    whose context the request carries to the node (`traceparent`); what its span records is
+    the node's audit step, left in `steps` for the audit entry."""
     tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
     # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
@@ -51,7 +53,8 @@ async def fan_out(
 
     async def ask(jurisdiction: Jurisdiction) -> NodeOutcome:
         decision = decisions[jurisdiction]
-        if not decision.allowed:
+        if not decision.allowed or jurisdiction not in permits:
+            # (Allowed without a permit cannot happen: a decision needs one. Fail closed.)
             return NodeOutcome(
                 jurisdiction=jurisdiction, status=NodeStatus.DENIED, reasons=decision.reasons
             )
@@ -59,7 +62,7 @@ async def fan_out(
         with otel.traced(
             tracer, otel.GATEWAY_NODE_CALL, kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
-            outcome = await call(jurisdiction)
+            outcome = await call(jurisdiction, permits[jurisdiction])
             step = node_step(outcome, decision)
             if steps is not None:
                 steps[jurisdiction] = step
@@ -78,7 +81,7 @@ async def fan_out(
                     span.set_attribute(otel.ERROR_CODE, outcome.error_code.value)
             return outcome
 
-    async def call(jurisdiction: Jurisdiction) -> NodeOutcome:
+    async def call(jurisdiction: Jurisdiction, permit: Permit) -> NodeOutcome:
         started = time.perf_counter()
         try:
             # The client gets the same timeout for its transport; this guard also holds a
@@ -86,8 +89,8 @@ async def fan_out(
             async with asyncio.timeout_at(give_up_at):
                 return await client.query(
                     nodes[jurisdiction],
-                    plan.node_request(jurisdiction),
-                    approval_token=approval_token,
+                    plan.node_request(jurisdiction, permit.approval),
+                    approval_token=permit.token,
                     timeout=timeout,
                 )
         except TimeoutError:

@@ -2,13 +2,19 @@
 asks. Read once at start-up; every key file it names is loaded and checked then, so a broken
 file fails the start rather than the first query. An issuer's keys are a PEM public key
 (`public_key`), a JWKS file (`jwks_file`, for offline hubs) or a JWKS URL (`jwks_url`); a JWKS
-is refreshed in the background once the gateway runs (see `trust.keysource`)."""
+is refreshed in the background once the gateway runs (see `trust.keysource`).
+
+An issuer's `jurisdictions` say whose HDAB it is: its tokens are permits for those
+jurisdictions only (`["FR"]` for France's HDAB). Omitted, it is a shared issuer whose
+permits count for any jurisdiction they cover; `[]`, an identity provider whose tokens
+authenticate researchers and are never permits. A node's `datasets`, when given, let the
+gateway refuse a permit that names none of them before asking the node (which checks anyway)."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Self
 from urllib.parse import urlsplit
@@ -65,6 +71,8 @@ class IssuerSection(_Section):
     max_lifetime_s: Annotated[int, Field(gt=0, le=30 * 24 * 3600)] = DEFAULT_MAX_LIFETIME_S
     types: Annotated[list[TokenType], Field(min_length=1)] = ["JWT", "at+jwt"]
     refresh_s: Annotated[float, Field(ge=MIN_REFRESH_S, le=24 * 3600)] = DEFAULT_REFRESH_S
+    # Whose HDAB this issuer is; None: any jurisdiction (a shared issuer); []: none.
+    jurisdictions: Annotated[list[Jurisdiction], Field(max_length=64)] | None = None
 
     @field_validator("jwks_url")
     @classmethod
@@ -83,6 +91,11 @@ class NodeSection(_Section):
     jurisdiction: Jurisdiction
     node_id: Identifier
     url: Annotated[str, Field(max_length=512)]
+    # The datasets the node serves, if the gateway is to check permits against them too.
+    datasets: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1)]
+        | None
+    ) = None
 
     @field_validator("url")
     @classmethod
@@ -117,6 +130,7 @@ class NodeInfo:
     jurisdiction: Jurisdiction
     node_id: str
     url: str
+    datasets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +143,20 @@ class Federation:
     nodes: Mapping[Jurisdiction, NodeInfo]
     # JWKS sources, to be started (first load, then background refresh) by the running app.
     refreshing: tuple[RefreshingKeys, ...] = ()
+    # The jurisdictions each issuer's permits count for; an issuer missing here counts for
+    # any (a shared issuer).
+    issuer_jurisdictions: Mapping[str, frozenset[Jurisdiction]] = field(default_factory=dict)
 
     @property
     def members(self) -> tuple[Jurisdiction, ...]:
         return tuple(self.nodes)
+
+    def issues_permits_for(self, iss: str, jurisdiction: Jurisdiction) -> bool:
+        """Whether a permit from `iss` may decide `jurisdiction`'s part of a question."""
+        if iss not in self.issuers:
+            return False
+        allowed = self.issuer_jurisdictions.get(iss)
+        return allowed is None or jurisdiction in allowed
 
 
 def load_federation(path: Path) -> Federation:
@@ -168,8 +192,16 @@ def load_federation(path: Path) -> Federation:
         },
         refreshing=tuple(refreshing),
         nodes={
-            n.jurisdiction: NodeInfo(jurisdiction=n.jurisdiction, node_id=n.node_id, url=n.url)
+            n.jurisdiction: NodeInfo(
+                jurisdiction=n.jurisdiction,
+                node_id=n.node_id,
+                url=n.url,
+                datasets=None if n.datasets is None else frozenset(n.datasets),
+            )
             for n in config.nodes
+        },
+        issuer_jurisdictions={
+            i.iss: frozenset(i.jurisdictions) for i in config.issuers if i.jurisdictions is not None
         },
     )
 

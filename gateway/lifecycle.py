@@ -3,7 +3,9 @@
 - `GET /healthz`: the process serves HTTP (nothing else is checked: a failing dependency must
   not get a live process restarted).
 - `GET /readyz`: 200 only when every readiness check passes and the process is not draining;
-  otherwise 503 with each failing check's reason. Each part of the gateway that must be up
+  otherwise 503 with each failing check's reason. Either way the body carries `details` (e.g.
+  which policy is in force, and why its last reload failed: the gateway stays ready on the
+  previous one). Each part of the gateway that must be up
   before queries are answered registers a check (`Lifecycle.add_check`): the node client, the
   signing and issuer keys, the disclosure policies; the audit trail registers its database.
 - Shutdown (SIGTERM or SIGINT, handled by `aiohttp.web.run_app`): the listening socket is
@@ -16,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -26,17 +28,28 @@ log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, or why not (safe to show: no secret, path or value)."""
+Detail = Callable[[], Mapping[str, str]]
+"""What /readyz reports besides readiness (safe to show, like a check's reason)."""
 
 
 @dataclass
 class Lifecycle:
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    details: dict[str, Detail] = field(default_factory=dict)
     draining: bool = False
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         if name in self.checks:
             raise ValueError(f"readiness check {name!r} is registered twice")
         self.checks[name] = check
+
+    def add_detail(self, name: str, detail: Detail) -> None:
+        if name in self.details:
+            raise ValueError(f"readiness detail {name!r} is registered twice")
+        self.details[name] = detail
+
+    def described(self) -> dict[str, dict[str, str]]:
+        return {name: dict(detail()) for name, detail in self.details.items()}
 
     async def problems(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -61,10 +74,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    problems = await request.app[LIFECYCLE].problems()
+    lifecycle = request.app[LIFECYCLE]
+    problems = await lifecycle.problems()
+    details = lifecycle.described()
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready", "checks": sorted(request.app[LIFECYCLE].checks)})
+        return web.json_response(
+            {"status": "unavailable", "problems": problems, "details": details}, status=503
+        )
+    return web.json_response(
+        {"status": "ready", "checks": sorted(lifecycle.checks), "details": details}
+    )
 
 
 async def start_draining(app: web.Application) -> None:

@@ -10,14 +10,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from pydantic import ValidationError
 
-from gateway.nodes import encode_request
 from schema.approval import Approval
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown, CohortQuery, FederatedQuery
 from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
+from trust.tokens import MAX_TOKEN_BYTES
 
 MAX_PROBLEMS_SHOWN: Final = 3
 MAX_PROBLEM_CHARS: Final = 160
@@ -37,17 +38,21 @@ class Plan:
     # What every node computes: the same criteria, breakdowns without JURISDICTION.
     node_query: CohortQuery
     federated: FederatedQuery
-    approval: Approval
+    # The researcher, as authenticated: every permit names them.
     subject: str
+    noise: NoiseLevel = NoiseLevel.STANDARD
 
-    def node_request(self, jurisdiction: Jurisdiction) -> NodeRequest:
+    def node_request(self, jurisdiction: Jurisdiction, approval: Approval) -> NodeRequest:
+        """The request for one node, under the approval of that node's own permit: its data
+        request id is the permit's (the question's `request_id` may name the application)."""
         return NodeRequest(
             query_id=self.query_id,
-            request_id=self.request_id,
+            request_id=approval.request_id,
             jurisdiction=jurisdiction,
             query=self.node_query,
-            approval=self.approval,
+            approval=approval,
             subject=self.subject,
+            noise=self.noise,
         )
 
 
@@ -61,7 +66,6 @@ def default_reference_date(today: dt.date | None = None) -> dt.date:
 def plan_query(
     *,
     members: Sequence[Jurisdiction],
-    approval: Approval,
     subject: str,
     request_id: str,
     criteria: Mapping[str, Any],
@@ -69,6 +73,7 @@ def plan_query(
     reference_date: dt.date,
     tables: Sequence[Breakdown],
     query_id: str | None = None,
+    noise: NoiseLevel = NoiseLevel.STANDARD,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -112,12 +117,13 @@ def plan_query(
         tables=tuple(federated.query.tables),
         node_query=node_query,
         federated=federated,
-        approval=approval,
         subject=subject,
+        noise=noise,
     )
-    # The query model allows more codes than one node request may carry; every node gets the
-    # same bytes but for its two-letter code, so one measure holds for all.
-    size = len(encode_request(plan.node_request(plan.jurisdictions[0])))
+    # The query model allows more codes than one node request may carry. Every node gets the
+    # same question; what differs is its permit's approval, which came in a token of at most
+    # MAX_TOKEN_BYTES: the question must leave room for it.
+    size = len(orjson.dumps(node_query.model_dump(mode="json"))) + MAX_TOKEN_BYTES
     if size > MAX_REQUEST_BYTES:
         raise TesseraError(
             f"criteria: the question is too large ({size} bytes encoded, at most "

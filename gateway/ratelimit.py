@@ -1,6 +1,10 @@
 """Rate limits: token buckets per researcher and per approval (data request), in each
 jurisdiction asked.
 
+The researcher is who the permits name (their `sub`), whichever HDAB issued them: the
+permits of several HDABs share one allowance. The approval is each jurisdiction's own permit
+(its issuer and data request id).
+
 A bucket holds at most `capacity` tokens and refills at `per_second`; a query takes one token
 from each of its buckets, or none when one is empty, and is then refused with RATE_LIMITED and
 the seconds until it could pass (`retryAfter`, and a `Retry-After` header). Each jurisdiction
@@ -19,9 +23,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
@@ -178,22 +181,21 @@ class RedisRateLimiter:
 
 
 class LimitPolicy:
-    """The limits in one jurisdiction: its effective policy's, tightened by `cap`; `default`
-    for a jurisdiction without a policy (which the policy decision refuses anyway)."""
+    """The limits in one jurisdiction: its effective policy's (in the policy set a query
+    started with: policies are reloaded while the gateway runs), tightened by `cap`;
+    `default` for a jurisdiction without a policy (which the policy decision refuses anyway).
+    """
 
-    def __init__(
-        self, policy_set: PolicySet | None, *, default: Limits, cap: Limits | None = None
-    ) -> None:
-        self._policy_set = policy_set
+    def __init__(self, *, default: Limits, cap: Limits | None = None) -> None:
         self._default = default
         self._cap = cap
-        self.limits = lru_cache(maxsize=64)(self._limits)
 
-    def _limits(self, jurisdiction: Jurisdiction) -> Limits:
+    def limits(self, jurisdiction: Jurisdiction, policy_set: PolicySet | None) -> Limits:
         limits = self._default
-        if self._policy_set is not None:
+        if policy_set is not None:
             try:
-                policy = self._policy_set.effective(jurisdiction)
+                # Composed once per policy set (`PolicySet.effective` keeps it).
+                policy = policy_set.effective(jurisdiction)
             except NoPolicy:
                 pass
             else:
@@ -206,32 +208,52 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalKey:
+    """The permit a jurisdiction's part is asked under: its issuer and data request."""
+
+    issuer: str
+    request_id: str
+
+
 class RateGuard:
-    """Checks one query against its researcher's and its approval's buckets."""
+    """Checks one query against its researcher's and its permits' buckets."""
 
     def __init__(self, limiter: RateLimiter, policy: LimitPolicy) -> None:
         self._limiter = limiter
         self._policy = policy
 
     async def check(
-        self, *, issuer: str, subject: str, request_id: str, jurisdictions: Iterable[Jurisdiction]
+        self,
+        *,
+        subject: str,
+        jurisdictions: Iterable[Jurisdiction],
+        approvals: Mapping[Jurisdiction, ApprovalKey],
+        policy_set: PolicySet | None = None,
     ) -> None:
-        researcher, approval = _digest(issuer, subject), _digest(issuer, request_id)
+        """One token from the researcher's bucket in every jurisdiction asked, and from the
+        approval bucket of each jurisdiction's permit (`approvals`; a jurisdiction without
+        one is refused anyway and spends no approval's allowance)."""
+        researcher = _digest(subject)
         buckets: list[Bucket] = []
         for j in dict.fromkeys(jurisdictions):
-            limits = self._policy.limits(j)
-            buckets += [
+            limits = self._policy.limits(j, policy_set)
+            buckets.append(
                 Bucket(
                     key=f"researcher:{researcher}:{j.value}",
                     capacity=limits.per_researcher_per_minute,
                     per_second=limits.per_researcher_per_minute / 60,
-                ),
-                Bucket(
-                    key=f"approval:{approval}:{j.value}",
-                    capacity=limits.per_approval_per_day,
-                    per_second=limits.per_approval_per_day / 86_400,
-                ),
-            ]
+                )
+            )
+            if (permit := approvals.get(j)) is not None:
+                approval = _digest(permit.issuer, permit.request_id)
+                buckets.append(
+                    Bucket(
+                        key=f"approval:{approval}:{j.value}",
+                        capacity=limits.per_approval_per_day,
+                        per_second=limits.per_approval_per_day / 86_400,
+                    )
+                )
         wait = await self._limiter.acquire(buckets)
         if wait > 0:
             raise rate_limited(wait)

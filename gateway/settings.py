@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -75,6 +76,10 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
       directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
       ``tessera policy check DIR``.
+    - ``TESSERA_GATEWAY_POLICY_RELOAD_S`` (default ``5``): seconds between two looks at the
+      policy files; a change (a revoked permit, a tightened rule) is applied without a
+      restart, at once on SIGHUP. A change that fails validation is not applied: the previous
+      policy stays in force, the log and ``/readyz`` (``details.policy``) say why.
     - ``TESSERA_GATEWAY_AUDIT_DB`` (default ``audit.sqlite3`` beside the federation file): the
       audit trail, an SQLite file or a ``postgresql://`` URL.
     - ``TESSERA_GATEWAY_AUDIT_KEY`` (default: the gateway's signing key from the federation
@@ -115,6 +120,7 @@ class GatewaySettings:
     shutdown_timeout_s: float = 30.0
     graphiql: bool = False
     policies: Path | None = None
+    policy_reload_s: float = DEFAULT_RELOAD_S
     audit_db: str = ""
     audit_key: Path | None = None
     introspection: bool = False
@@ -142,6 +148,7 @@ class GatewaySettings:
             "CIRCUIT_RESET_S": (self.circuit_reset_s, 0.01, 3600),
             "NODE_KEEPALIVE_S": (self.node_keepalive_s, 0.1, 3600),
             "SHUTDOWN_TIMEOUT_S": (self.shutdown_timeout_s, 0, 3600),
+            "POLICY_RELOAD_S": (self.policy_reload_s, MIN_RELOAD_S, MAX_RELOAD_S),
         }
         for var, (value, low, high) in bounds.items():
             if not low <= value <= high:
@@ -213,6 +220,7 @@ class GatewaySettings:
             shutdown_timeout_s=pick("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _float, 30.0),
             graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
             policies=pick("policies", "POLICIES", _path, None),
+            policy_reload_s=pick("policy_reload_s", "POLICY_RELOAD_S", _float, DEFAULT_RELOAD_S),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
             audit_key=pick("audit_key", "AUDIT_KEY", _path, None),
             introspection=pick("introspection", "INTROSPECTION", _bool, False),

@@ -2,10 +2,11 @@
 
 `gateway.nodes` already rejects what does not follow `tessera/1` (schema, sizes, the query
 and tables asked). An answer can follow it and still be impossible or unsafe: a buggy or
-hostile node may release a count its own rules forbid, send a key no connector produces, or
-numbers that cannot be true together. Such an answer is REJECTED whole: nothing in it is
-used, shown or logged, since a node wrong about one number cannot be trusted about the others.
-The gateway's own disclosure control still runs on every answer that passes.
+hostile node may release a count its own rules forbid, leave out the noise its jurisdiction
+publishes, list other cells than a table's public domain, send a key no connector produces,
+or numbers that cannot be true together. Such an answer is REJECTED whole: nothing in it is
+used, shown or logged, since a node wrong about one number cannot be trusted about the
+others.
 
 Checks are small typed callables run in order; the first problem found rejects the answer.
 Messages say what was wrong, never the value.
@@ -15,81 +16,115 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from gateway.combine import MAX_PERSONS, Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
-from policies.profiles import DisclosureProfile, ZeroHandling
+from policies.domain import table_domain
+from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeRequest, valid_key_value
 
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
-Check = Callable[[Tables, DisclosureProfile], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A node's OK answer with what it is checked against: the node's published profile and
+    the question it was asked."""
+
+    tables: Tables
+    profile: DisclosureProfile
+    request: NodeRequest
+
+
+Check = Callable[[Answer], str | None]
+
+# How many standard deviations of its noise a released count may lie from the truth before
+# the arithmetic checks call it impossible: about one honest answer in 10^9 would fail.
+_NOISE_SLACK_SDS: Final = 6.0
 
 
 def _slack(value: Value) -> float:
-    """How far a released value may lie from the truth: its bound; an exact value 0; an
-    inexact one without a bound, any distance (the arithmetic checks then pass it)."""
-    if value.bound is not None:
-        return value.bound
-    return 0.0 if value.status is ValueStatus.EXACT else math.inf
+    """How far a released value may lie from the truth: its bound plus six sds of its noise;
+    an exact value 0; an inexact one with neither, any distance (the arithmetic checks then
+    pass it)."""
+    if value.bound is None and value.sd is None:
+        return 0.0 if value.status is ValueStatus.EXACT else math.inf
+    return (value.bound or 0.0) + _NOISE_SLACK_SDS * (value.sd or 0.0)
 
 
 def _released(tables: Tables) -> list[Value]:
     return [v for cells in tables.values() for v in cells.values() if v.value is not None]
 
 
-def keys_in_domain(tables: Tables, profile: DisclosureProfile) -> str | None:
+def keys_in_domain(answer: Answer) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
-    for by, cells in tables.items():
+    for by, cells in answer.tables.items():
         for key in cells:
             if not all(valid_key_value(d, v) for d, v in zip(by, key, strict=True)):
                 return f"a cell of the table by {_name(by)} has a key no node produces"
     return None
 
 
-def exact_values_are_exact(tables: Tables, profile: DisclosureProfile) -> str | None:
-    for value in _released(tables):
-        if value.status is ValueStatus.EXACT and value.bound not in (None, 0):
-            return "an exact count carries an error bound"
+def full_domain(answer: Answer) -> str | None:
+    """Every table lists exactly the cells of its public domain: a node that leaves a cell
+    out, or adds one, tells which groups exist."""
+    for by, cells in answer.tables.items():
+        if by and set(cells) != set(table_domain(by, answer.request.query)):
+            return f"the table by {_name(by)} does not list exactly its public cells"
     return None
 
 
-def possible_counts(tables: Tables, profile: DisclosureProfile) -> str | None:
-    for value in _released(tables):
+def noisy_as_published(answer: Answer) -> str | None:
+    """Every count is noisy, with at least the node's published noise, or LOW: an exact
+    count never leaves a node."""
+    sd = answer.profile.noise_sd(answer.request.noise)
+    for cells in answer.tables.values():
+        for value in cells.values():
+            if value.status is ValueStatus.LOW and value.value is None:
+                continue
+            if value.status is not ValueStatus.PERTURBED or value.sd is None:
+                return "a count was released without noise"
+            if value.sd < sd * (1 - 1e-9):
+                return f"a count carries less noise than the node's published sd of {sd:g}"
+    return None
+
+
+def possible_counts(answer: Answer) -> str | None:
+    for value in _released(answer.tables):
         if value.value is not None and value.value - _slack(value) > MAX_PERSONS:
             return "a count is larger than any population"
     return None
 
 
-def at_least_published_minimum(tables: Tables, profile: DisclosureProfile) -> str | None:
-    """No released count below the node's own published minimum (nor a zero its rules
-    suppress): the node broke its own disclosure rules, so none of its numbers are safe."""
-    for value in _released(tables):
-        n = value.value
-        assert n is not None
-        if n == 0 and value.status is ValueStatus.EXACT:
-            if profile.zero is ZeroHandling.SUPPRESS:
-                return "a zero count was released by a node whose rules suppress zeros"
-            continue
-        if n + _slack(value) < profile.min_count:
-            return f"a count below the node's published minimum of {profile.min_count}"
+def at_least_published_minimum(answer: Answer) -> str | None:
+    """No released count below the node's own published minimum (a noisy count below it is
+    LOW): the node broke its own disclosure rules, so none of its numbers are safe."""
+    minimum = answer.profile.min_count
+    for value in _released(answer.tables):
+        if (value.value or 0) < minimum:
+            return f"a count below the node's published minimum of {minimum}"
     return None
 
 
-def cells_within_total(tables: Tables, profile: DisclosureProfile) -> str | None:
-    """Every node table partitions the cohort (each person in exactly one cell, UNKNOWN
-    included), so neither one cell nor the released cells together exceed the total."""
+def cells_within_total(answer: Answer) -> str | None:
+    """Every node table partitions the cohort (each person in at most one cell), so neither
+    one cell nor the released cells together exceed the total, beyond their noise."""
+    tables = answer.tables
     total = tables.get((), {}).get(())
     if total is None or total.value is None:
         return None
     ceiling = total.value + _slack(total)
     for by, cells in tables.items():
         released = [v for v in cells.values() if v.value is not None]
-        floor = sum((v.value or 0) - _slack(v) for v in released)
+        floor = sum((v.value or 0) for v in released) - math.sqrt(
+            sum(_slack(v) ** 2 for v in released)
+        )
         if by and floor > ceiling:
             return f"the cells of the table by {_name(by)} add up to more than the total"
     return None
@@ -97,7 +132,8 @@ def cells_within_total(tables: Tables, profile: DisclosureProfile) -> str | None
 
 CHECKS: Final[tuple[Check, ...]] = (
     keys_in_domain,
-    exact_values_are_exact,
+    full_domain,
+    noisy_as_published,
     possible_counts,
     at_least_published_minimum,
     cells_within_total,
@@ -105,14 +141,18 @@ CHECKS: Final[tuple[Check, ...]] = (
 
 
 def vet(
-    outcome: NodeOutcome, profile: DisclosureProfile, checks: Sequence[Check] = CHECKS
+    outcome: NodeOutcome,
+    profile: DisclosureProfile,
+    request: NodeRequest,
+    checks: Sequence[Check] = CHECKS,
 ) -> NodeOutcome:
     """The outcome if an OK answer passes every check (or it is not OK); otherwise REJECTED,
     keeping nothing of the answer but its latency."""
     if outcome.status is not NodeStatus.OK:
         return outcome
+    answer = Answer(outcome.tables, profile, request)
     for check in checks:
-        problem = check(outcome.tables, profile)
+        problem = check(answer)
         if problem is not None:
             return NodeOutcome.failed(
                 outcome.jurisdiction,
@@ -142,7 +182,7 @@ class VettingNodeClient:
         outcome = await self._inner.query(
             node, request, approval_token=approval_token, timeout=timeout
         )
-        return vet(outcome, self._profiles(node.jurisdiction))
+        return vet(outcome, self._profiles(node.jurisdiction), request)
 
 
 def _name(by: Breakdown) -> str:

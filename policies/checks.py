@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from policies.domain import table_cells
 from policies.model import RulePath, dotted
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
@@ -29,7 +30,7 @@ from policies.purposes import (
 )
 from policies.reasons import PolicyReason, RuleId
 from schema.codes import AGE_BAND_WIDTHS, Dimension, Jurisdiction
-from schema.query import MAX_AGE, MAX_DATE, MIN_AGE, MIN_DATE, CohortQuery
+from schema.query import CohortQuery
 
 ART_69: Final = "EHDS Art. 69"  # health data requests: answers in anonymised statistical form
 ART_53_1: Final = "EHDS Art. 53(1)"
@@ -60,7 +61,7 @@ Check = Callable[[CheckInput], Iterable[PolicyReason]]
 
 # -- the approval ---------------------------------------------------------------------------
 def request_matches(c: CheckInput) -> Iterator[PolicyReason]:
-    if c.plan.request_id != c.approval.request_id:
+    if not c.approval.names(c.plan.request_id):
         yield c.reason(
             RuleId.REQUEST_MISMATCH,
             "the query names a different data request than the approval",
@@ -113,13 +114,16 @@ def issuer_trusted(c: CheckInput) -> Iterator[PolicyReason]:
 
 
 def datasets_approved(c: CheckInput) -> Iterator[PolicyReason]:
-    wanted = c.plan.datasets
-    if wanted is None and c.policy.node is not None:
-        wanted = c.policy.node.datasets
-    for dataset in sorted((wanted or frozenset()) - c.approval.datasets):
+    """The approval must name at least one dataset the node serves. Where the datasets are
+    not known (a gateway told none), the node checks: it always knows its own."""
+    served = c.plan.datasets
+    if served is None and c.policy.node is not None and c.policy.node.datasets:
+        served = c.policy.node.datasets
+    if served is not None and not served & c.approval.datasets:
         yield c.reason(
             RuleId.DATASET_NOT_APPROVED,
-            f"dataset {dataset} is not named in the approval",
+            f"the approval names none of the datasets {c.jurisdiction.value} serves here: "
+            + ", ".join(sorted(served)),
             ART_69,
         )
 
@@ -199,35 +203,6 @@ def granularity(c: CheckInput) -> Iterator[PolicyReason]:
                 f"of {minimum} years",
                 c.source(("dimensions", "min_age_band_width")),
             )
-
-
-def dimension_cells(dimension: Dimension, query: CohortQuery) -> int:
-    """An upper bound on the values a dimension takes in one jurisdiction's part of a table.
-    Open ends count up to the query model's bounds, so an unbounded calendar breakdown is
-    large: bound the index event's date window to ask for one."""
-    criteria = query.criteria
-    if dimension is Dimension.JURISDICTION:
-        return 1
-    if dimension is Dimension.SEX:
-        return 1 if criteria.sex is not None else 2
-    if (width := AGE_BAND_WIDTHS.get(dimension)) is not None:
-        low = MIN_AGE if criteria.age is None or criteria.age.min is None else criteria.age.min
-        high = MAX_AGE if criteria.age is None or criteria.age.max is None else criteria.age.max
-        return high // width - low // width + 1
-    if dimension is Dimension.CALENDAR_YEAR:
-        event = criteria.index_event()
-        window = None if event is None else event.window
-        start = MIN_DATE if window is None or window.start is None else window.start
-        end = MAX_DATE if window is None or window.end is None else window.end
-        return end.year - start.year + 1
-    raise ValueError(f"no cell bound for {dimension.value}")  # a new Dimension needs one
-
-
-def table_cells(table: tuple[Dimension, ...], query: CohortQuery) -> int:
-    cells = 1
-    for dimension in table:
-        cells *= dimension_cells(dimension, query)
-    return cells
 
 
 def table_size(c: CheckInput) -> Iterator[PolicyReason]:

@@ -25,13 +25,13 @@ from pydantic import BaseModel
 
 from policies.model import (
     RULE_PATHS,
+    Budget,
     Dominance,
-    Perturbation,
+    Noise,
     RulePath,
     Rules,
     Sourced,
 )
-from policies.profiles import ZeroHandling
 
 T = TypeVar("T")
 SOURCE_SEPARATOR: Final = "; "
@@ -59,14 +59,6 @@ def _implies(a: bool, b: bool) -> bool:
     return a or not b
 
 
-def _zero_order(a: ZeroHandling, b: ZeroHandling) -> bool:
-    return a is ZeroHandling.SUPPRESS or b is ZeroHandling.RELEASE
-
-
-def _zero_join(a: ZeroHandling, b: ZeroHandling) -> ZeroHandling:
-    return ZeroHandling.SUPPRESS if ZeroHandling.SUPPRESS in (a, b) else ZeroHandling.RELEASE
-
-
 def _divisible(a: int, b: int) -> bool:
     # A value rounded to base a is also a multiple of b exactly when b divides a: that is
     # what it means for base a to satisfy the rule "round to base b".
@@ -83,17 +75,21 @@ def _dominance_join(a: Dominance, b: Dominance) -> Dominance:
     return Dominance(n=max(a.n, b.n), k=min(a.k, b.k))
 
 
-def _perturbation_order(a: Perturbation, b: Perturbation) -> bool:
-    return (
-        _implies(a.enabled, b.enabled) and a.max_noise >= b.max_noise and a.variance >= b.variance
-    )
+def _noise_order(a: Noise, b: Noise) -> bool:
+    return a.sigma >= b.sigma
 
 
-def _perturbation_join(a: Perturbation, b: Perturbation) -> Perturbation:
-    return Perturbation(
-        enabled=a.enabled or b.enabled,
-        max_noise=max(a.max_noise, b.max_noise),
-        variance=max(a.variance, b.variance),
+def _noise_join(a: Noise, b: Noise) -> Noise:
+    return a if a.sigma >= b.sigma else b
+
+
+def _budget_order(a: Budget, b: Budget) -> bool:
+    return a.applicant <= b.applicant and a.organisation <= b.organisation
+
+
+def _budget_join(a: Budget, b: Budget) -> Budget:
+    return Budget(
+        applicant=min(a.applicant, b.applicant), organisation=min(a.organisation, b.organisation)
     )
 
 
@@ -121,23 +117,19 @@ MORE: Final[Law[frozenset[Any]]] = Law("more is stricter", _superset, _union)
 
 LAWS: Final[dict[RulePath, Law[Any]]] = {
     ("disclosure", "min_count"): HIGHER,
-    ("disclosure", "zero"): Law("SUPPRESS is stricter than RELEASE", _zero_order, _zero_join),
     ("disclosure", "rounding_base"): Law(
         "a multiple is stricter (released values must be multiples of every base)",
         _divisible,
         math.lcm,
     ),
-    ("disclosure", "secondary_suppression"): REQUIRED,
+    ("disclosure", "noise"): Law("more noise is stricter", _noise_order, _noise_join),
+    ("disclosure", "budget"): Law(
+        "a smaller budget per person is stricter", _budget_order, _budget_join
+    ),
     ("disclosure", "dominance"): Law(
         "larger n and smaller k are stricter", _dominance_order, _dominance_join
     ),
     ("disclosure", "p_percent"): HIGHER,
-    ("disclosure", "perturbation"): Law(
-        "enabled, more noise and more variance are stricter",
-        _perturbation_order,
-        _perturbation_join,
-    ),
-    ("disclosure", "differencing_k"): HIGHER,
     ("dimensions", "allowed"): FEWER,
     ("dimensions", "min_age_band_width"): HIGHER,
     ("dimensions", "max_cells"): LOWER,

@@ -6,7 +6,8 @@ greater than or equal to 1 [INVALID_VALUE]`. tomllib reports syntax errors with 
 parsed values without positions, so validation errors are located by scanning the file's text
 for the table headers and keys along the error's path.
 
-This is the only module of the package that reads files.
+This is the only module of the package that parses files (`policies.live` only hashes their
+bytes, to see when they change).
 """
 
 from __future__ import annotations
@@ -284,6 +285,13 @@ def load_node_layer(path: Path) -> NodeLayer:
 
 def jurisdiction_files(directory: Path) -> list[Path]:
     return sorted((directory / JURISDICTIONS_DIR).glob("*.toml"))
+
+
+def policy_files(directory: Path | None = None) -> list[Path]:
+    """The files `load_policy_set` reads from a directory, as they are now: what a service
+    watches to reload its policy."""
+    root = DEFAULT_DIRECTORY if directory is None else directory
+    return [root / BASELINE_FILE, *jurisdiction_files(root)]
 
 
 def load_policy_set(directory: Path | None = None) -> PolicySet:

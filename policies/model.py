@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from policies.profiles import ZeroHandling
+from policies.profiles import MAX_RHO
 from policies.purposes import Purpose
 from schema.codes import Dimension, Jurisdiction
 
@@ -67,7 +67,6 @@ class Sourced(PolicyModel, Generic[T]):
 MinCount = Annotated[StrictInt, Field(ge=1, le=1000)]
 RoundingBase = Annotated[StrictInt, Field(ge=1, le=1000)]
 Percent = Annotated[Number, Field(gt=0, le=100)]
-DifferencingK = Annotated[StrictInt, Field(ge=1, le=1000)]
 AgeBandWidth = Annotated[StrictInt, Field(ge=1, le=130)]
 MaxCells = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 PerPeriod = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
@@ -81,37 +80,38 @@ class Dominance(PolicyModel):
     k: Percent
 
 
-class Perturbation(PolicyModel):
-    """Noise added to released values: bounded by `max_noise`, with the given variance."""
+class Noise(PolicyModel):
+    """Discrete Gaussian noise on every released count: its standard deviation. A question
+    may ask for coarse noise, twice this (policies.profiles.COARSE_FACTOR)."""
 
-    enabled: StrictBool
-    max_noise: Annotated[StrictInt, Field(ge=0, le=1000)] = 0
-    variance: Annotated[Number, Field(ge=0, le=1_000_000)] = 0.0
+    sigma: Annotated[Number, Field(ge=0.5, le=1000)]
 
-    @model_validator(mode="after")
-    def _parameters_when_enabled(self) -> Self:
-        if self.enabled and (self.max_noise < 1 or self.variance <= 0):
-            raise ValueError("enabled perturbation needs max_noise >= 1 and variance > 0")
-        return self
+
+BudgetRho = Annotated[Number, Field(gt=0, le=MAX_RHO)]
+
+
+class Budget(PolicyModel):
+    """Each person's privacy budget (zCDP rho) per applicant researcher and per applicant
+    organisation: a person counted in answers worth more drops out of that applicant's
+    counts. At most 0.5, the spend at which any count stays uncertain by a person."""
+
+    applicant: BudgetRho
+    organisation: BudgetRho
 
 
 class DisclosureRules(PolicyModel):
     min_count: Sourced[MinCount] | None = None
-    zero: Sourced[ZeroHandling] | None = None
     rounding_base: Sourced[RoundingBase] | None = None
-    secondary_suppression: Sourced[StrictBool] | None = None
+    noise: Sourced[Noise] | None = None
+    budget: Sourced[Budget] | None = None
     dominance: Sourced[Dominance] | None = None
     p_percent: Sourced[Percent] | None = None
-    perturbation: Sourced[Perturbation] | None = None
-    # Two released cohorts under one approval must differ by at least k persons, so that
-    # subtracting one from the other cannot isolate fewer than k people.
-    differencing_k: Sourced[DifferencingK] | None = None
 
 
 class DimensionRules(PolicyModel):
     allowed: Sourced[frozenset[Dimension]] | None = None
     min_age_band_width: Sourced[AgeBandWidth] | None = None
-    # Upper bound on the cells of one table (see policies.checks.table_cells).
+    # Upper bound on the cells of one table (see policies.domain.table_cells).
     max_cells: Sourced[MaxCells] | None = None
 
 
@@ -164,13 +164,11 @@ RulePath = tuple[str, str]
 # Every sourced rule, in the order files and reports present them.
 RULE_PATHS: Final[tuple[RulePath, ...]] = (
     ("disclosure", "min_count"),
-    ("disclosure", "zero"),
     ("disclosure", "rounding_base"),
-    ("disclosure", "secondary_suppression"),
+    ("disclosure", "noise"),
+    ("disclosure", "budget"),
     ("disclosure", "dominance"),
     ("disclosure", "p_percent"),
-    ("disclosure", "perturbation"),
-    ("disclosure", "differencing_k"),
     ("dimensions", "allowed"),
     ("dimensions", "min_age_band_width"),
     ("dimensions", "max_cells"),
@@ -188,7 +186,6 @@ OPTIONAL_RULES: Final[frozenset[RulePath]] = frozenset(
     {
         ("disclosure", "dominance"),
         ("disclosure", "p_percent"),
-        ("disclosure", "differencing_k"),
     }
 )
 REQUIRED_RULES: Final[tuple[RulePath, ...]] = tuple(
@@ -251,9 +248,9 @@ class JurisdictionLayer(Rules):
 
     @model_validator(mode="after")
     def _states_its_threshold(self) -> Self:
-        # The minimum count and zero handling are the national rules every hub is asked
-        # about first; a jurisdiction file that does not state them is incomplete.
-        if missing := self.missing((("disclosure", "min_count"), ("disclosure", "zero"))):
+        # The minimum count is the national rule every hub is asked about first; a
+        # jurisdiction file that does not state it is incomplete.
+        if missing := self.missing((("disclosure", "min_count"),)):
             raise ValueError(
                 "a jurisdiction must state " + ", ".join(dotted(path) for path in missing)
             )
@@ -263,7 +260,8 @@ class JurisdictionLayer(Rules):
 class NodeInfo(PolicyModel):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     jurisdiction: Jurisdiction
-    # The datasets this node answers from; each must be named in the researcher's approval.
+    # The datasets this node answers from; the researcher's permit must name one of them.
+    # None named: the node serves one dataset named after its node id (see the connector).
     datasets: frozenset[Annotated[str, Field(min_length=1, max_length=128)]] = frozenset()
 
 

@@ -16,19 +16,20 @@ from policies.compose import compose_with_provenance
 from policies.model import (
     REQUIRED_RULES,
     BaselineLayer,
+    Budget,
     Dominance,
     Hdab,
     Issuer,
     JurisdictionLayer,
     NodeInfo,
     NodeLayer,
-    Perturbation,
+    Noise,
     RulePath,
     Rules,
     Sourced,
     dotted,
 )
-from policies.profiles import BASELINE, DisclosureProfile, ZeroHandling
+from policies.profiles import BASELINE, DisclosureProfile
 from policies.purposes import PUBLIC_BODY_ONLY_BY_LAW, Purpose
 from schema.codes import Dimension, Jurisdiction
 
@@ -100,16 +101,16 @@ class EffectivePolicy:
         return _required(self.rules.disclosure.min_count).value
 
     @property
-    def zero(self) -> ZeroHandling:
-        return _required(self.rules.disclosure.zero).value
-
-    @property
     def rounding_base(self) -> int:
         return _required(self.rules.disclosure.rounding_base).value
 
     @property
-    def secondary_suppression(self) -> bool:
-        return _required(self.rules.disclosure.secondary_suppression).value
+    def noise(self) -> Noise:
+        return _required(self.rules.disclosure.noise).value
+
+    @property
+    def budget(self) -> Budget:
+        return _required(self.rules.disclosure.budget).value
 
     @property
     def dominance(self) -> Dominance | None:
@@ -119,15 +120,6 @@ class EffectivePolicy:
     @property
     def p_percent(self) -> float | None:
         rule = self.rules.disclosure.p_percent
-        return None if rule is None else rule.value
-
-    @property
-    def perturbation(self) -> Perturbation:
-        return _required(self.rules.disclosure.perturbation).value
-
-    @property
-    def differencing_k(self) -> int | None:
-        rule = self.rules.disclosure.differencing_k
         return None if rule is None else rule.value
 
     @property
@@ -185,18 +177,16 @@ class EffectivePolicy:
         source = rule.source
         if len(source) > _PROFILE_SOURCE_MAX:
             source = source[: _PROFILE_SOURCE_MAX - 1] + "…"
-        perturbation = self.perturbation
         dominance = self.dominance
+        budget = self.budget
         return DisclosureProfile(
             min_count=rule.value,
-            zero=self.zero,
             source=source,
             verified=rule.verified,
             rounding_base=self.rounding_base,
-            secondary_suppression=self.secondary_suppression,
-            perturbation_max_noise=perturbation.max_noise if perturbation.enabled else 0,
-            perturbation_variance=perturbation.variance if perturbation.enabled else 0.0,
-            differencing_k=self.differencing_k,
+            sigma=self.noise.sigma,
+            rho_per_applicant=budget.applicant,
+            rho_per_organisation=budget.organisation,
             dominance_n=None if dominance is None else dominance.n,
             dominance_k=None if dominance is None else dominance.k,
             p_percent=self.p_percent,

@@ -46,10 +46,18 @@ class ApprovalView:
     purpose: str
     jurisdictions: frozenset[Jurisdiction]
     datasets: frozenset[str] = frozenset()
+    application_id: str | None = None
     applicant: str | None = None
     applicant_kind: ApplicantKind | None = None
     valid_from: dt.datetime | None = None
     valid_until: dt.datetime | None = None
+
+    def names(self, request: str) -> bool:
+        """Whether a question asked under `request` is asked under this approval: its own data
+        request, or the multi-country application it belongs to."""
+        return request == self.request_id or (
+            self.application_id is not None and request == self.application_id
+        )
 
     def __post_init__(self) -> None:
         # Normalise once so every check compares aware UTC datetimes.
@@ -66,6 +74,7 @@ class ApprovalView:
             purpose=approval.purpose,
             jurisdictions=frozenset(approval.jurisdictions),
             datasets=frozenset(approval.datasets),
+            application_id=approval.application_id,
             applicant=approval.applicant,
             applicant_kind=None if kind is None else ApplicantKind(kind),
             valid_from=approval.valid_from,

@@ -1,73 +1,63 @@
-"""Disclosure profiles per jurisdiction: how small a count may be released, how zeros are
-treated, and the further rules the disclosure pipeline (policies.disclosure) applies: rounding,
-secondary suppression, cell-key perturbation, the differencing guard and the magnitude rules.
-The numbers per jurisdiction live in the policy files (policies/layers); a jurisdiction's
-profile is `PolicySet.profile(j)`. Each carries its source and whether an HDAB has confirmed
-it (an unverified number must be confirmed before production use)."""
+"""Disclosure profiles per jurisdiction: the minimum count a released value must reach, the
+noise every count gets, the privacy budget each person has per applicant, rounding, and the
+magnitude rules. The numbers per jurisdiction live in the policy files (policies/layers); a
+jurisdiction's profile is `PolicySet.profile(j)`. Each carries its source and whether an HDAB
+has confirmed it (an unverified number must be confirmed before production use).
+
+Noise is a discrete Gaussian of standard deviation `sigma` on every released count (COARSE
+questions: twice that). Under zero-concentrated differential privacy a released table costs
+each person counted in it rho = 1/(2 sigma^2); a person whose spend for an applicant would pass
+`rho_per_applicant` (or, across its colleagues, `rho_per_organisation`) drops out of that
+applicant's counts. rho <= 0.5 is what makes every small count unknowable to better than one
+person: README.md, "How your numbers are protected".
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Annotated, Final
 
 from pydantic import Field
 
+from schema.codes import NoiseLevel
 from schema.model import Contract
 
+# The largest spend per person any layer may allow: at rho = 0.5 the Cramér-Rao bound gives a
+# standard error of at least one person for any count estimated from everything released.
+MAX_RHO: Final = 0.5
+COARSE_FACTOR: Final = 2.0
 
-class ZeroHandling(StrEnum):
-    RELEASE = "RELEASE"  # a zero reveals nothing about a person: publish it
-    SUPPRESS = "SUPPRESS"  # treat zero like any other small count
+Rho = Annotated[float, Field(gt=0, le=MAX_RHO)]
 
 
 class DisclosureProfile(Contract):
     """Everything disclosure control needs to know about one jurisdiction (or, composed with
-    `strictest`, about a cell several jurisdictions contribute to). The defaults are the
-    strict ones where a default can be strict: secondary suppression is on, and the
-    differencing guard is on with the minimum count as its floor."""
+    `strictest`, about a cell several jurisdictions contribute to)."""
 
     min_count: Annotated[int, Field(ge=1, le=1000)]
-    zero: ZeroHandling = ZeroHandling.SUPPRESS
     source: str
     verified: bool = False
-    # Released counts are multiples of this (1: no rounding); deterministic in the cell.
+    # Released counts are multiples of this (1: no rounding), after the noise.
     rounding_base: Annotated[int, Field(ge=1)] = 1
-    # Suppress further cells so that no suppressed count can be recomputed from margins.
-    secondary_suppression: bool = True
-    # Cell-key perturbation (policies.perturbation): noise in [-max_noise, max_noise] with at
-    # most this variance; max_noise 0 turns it off.
-    perturbation_max_noise: Annotated[int, Field(ge=0, le=1000)] = 0
-    perturbation_variance: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
-    # Two populations answered under one approval must differ by at least this many persons;
-    # never less than min_count (see `differencing_floor`).
-    differencing_k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    sigma: Annotated[float, Field(ge=0.5, le=1000)] = 5.0
+    rho_per_applicant: Rho = MAX_RHO
+    rho_per_organisation: Rho = MAX_RHO
     # Magnitude rules (sums, means): (n, k) dominance and the p% rule; None: not applied.
     dominance_n: Annotated[int, Field(ge=1, le=10)] | None = None
     dominance_k: Annotated[float, Field(gt=0, le=100)] | None = None
     p_percent: Annotated[float, Field(gt=0, le=100)] | None = None
 
-    @property
-    def perturbs(self) -> bool:
-        return self.perturbation_max_noise > 0
-
-    @property
-    def differencing_floor(self) -> int:
-        """The smallest difference between two answered populations that is allowed: the
-        stated k, and never less than the minimum count (a difference of fewer persons than
-        that is a small cell obtained by subtraction)."""
-        return max(self.differencing_k or 0, self.min_count)
+    def noise_sd(self, level: NoiseLevel = NoiseLevel.STANDARD) -> float:
+        return self.sigma * (COARSE_FACTOR if level is NoiseLevel.COARSE else 1.0)
 
     def is_stricter_or_equal(self, other: DisclosureProfile) -> bool:
         return (
             self.min_count >= other.min_count
-            and (self.zero is ZeroHandling.SUPPRESS or other.zero is ZeroHandling.RELEASE)
             and self.rounding_base % other.rounding_base == 0
-            and (self.secondary_suppression or not other.secondary_suppression)
-            and self.perturbation_max_noise >= other.perturbation_max_noise
-            and self.perturbation_variance >= other.perturbation_variance
-            and self.differencing_floor >= other.differencing_floor
+            and self.sigma >= other.sigma
+            and self.rho_per_applicant <= other.rho_per_applicant
+            and self.rho_per_organisation <= other.rho_per_organisation
             and _optional_ge(self.dominance_n, other.dominance_n)
             and _optional_le(self.dominance_k, other.dominance_k)
             and _optional_ge(self.p_percent, other.p_percent)
@@ -120,26 +110,18 @@ _STRICTEST: dict[tuple[int, ...], tuple[tuple[DisclosureProfile, ...], Disclosur
 
 
 def _strictest(profiles: tuple[DisclosureProfile, ...]) -> DisclosureProfile:
-    zero = (
-        ZeroHandling.SUPPRESS
-        if any(p.zero is ZeroHandling.SUPPRESS for p in profiles)
-        else ZeroHandling.RELEASE
-    )
     # The binding rule is the highest minimum: its source is the one that explains the result.
     binding = max(profiles, key=lambda p: p.min_count)
     dominance_k = [p.dominance_k for p in profiles if p.dominance_k is not None]
     dominance_n = _max_optional(p.dominance_n for p in profiles)
-    differencing_k = _max_optional(p.differencing_k for p in profiles)
     return DisclosureProfile(
         min_count=binding.min_count,
-        zero=zero,
         source=binding.source,
         verified=all(p.verified for p in profiles),
         rounding_base=math.lcm(*(p.rounding_base for p in profiles)),
-        secondary_suppression=any(p.secondary_suppression for p in profiles),
-        perturbation_max_noise=max(p.perturbation_max_noise for p in profiles),
-        perturbation_variance=max(p.perturbation_variance for p in profiles),
-        differencing_k=None if differencing_k is None else int(differencing_k),
+        sigma=max(p.sigma for p in profiles),
+        rho_per_applicant=min(p.rho_per_applicant for p in profiles),
+        rho_per_organisation=min(p.rho_per_organisation for p in profiles),
         dominance_n=None if dominance_n is None else int(dominance_n),
         dominance_k=min(dominance_k) if dominance_k else None,
         p_percent=_max_optional(p.p_percent for p in profiles),

@@ -27,16 +27,18 @@ from policies.loader import (
 from policies.model import (
     RULE_PATHS,
     BaselineLayer,
+    Budget,
     Dominance,
     Hdab,
     JurisdictionLayer,
     NodeLayer,
-    Perturbation,
+    Noise,
     PolicyModel,
     Rules,
     dotted,
 )
 from policies.policy_set import EffectivePolicy, PolicySet
+from policies.profiles import COARSE_FACTOR
 from schema.codes import Jurisdiction
 
 INEFFECTIVE_RULE: Final = "INEFFECTIVE_RULE"
@@ -78,10 +80,10 @@ def render_value(value: object) -> str:
         return "[" + ", ".join(render_value(item) for item in _ordered(value)) + "]"
     if isinstance(value, Dominance):
         return f"n={value.n}, k={value.k:g}%"
-    if isinstance(value, Perturbation):
-        if not value.enabled:
-            return "off"
-        return f"on (max noise {value.max_noise}, variance {value.variance:g})"
+    if isinstance(value, Noise):
+        return f"sd {value.sigma:g} (coarse: {value.sigma * COARSE_FACTOR:g})"
+    if isinstance(value, Budget):
+        return f"rho {value.applicant:g} per applicant, {value.organisation:g} per organisation"
     return str(value)
 
 

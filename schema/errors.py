@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     TOKEN_ALGORITHM_NOT_ALLOWED = "TOKEN_ALGORITHM_NOT_ALLOWED"
     TOKEN_WRONG_TYPE = "TOKEN_WRONG_TYPE"
     TOKEN_BAD_SIGNATURE = "TOKEN_BAD_SIGNATURE"
+    # permits (X-Tessera-Permit): more than the gateway reads in one request
+    TOO_MANY_PERMITS = "TOO_MANY_PERMITS"
     # limits on what one caller may ask (GraphQL and HTTP)
     RATE_LIMITED = "RATE_LIMITED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
@@ -64,6 +66,12 @@ class ErrorCode(StrEnum):
     APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
     APPROVAL_INVALID = "APPROVAL_INVALID"
     APPROVAL_MISMATCH = "APPROVAL_MISMATCH"
+    # The node's privacy ledger or answer store cannot be read or written: nothing is
+    # answered without them.
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
+    # A question whose tables cost more than the privacy budget per person: nobody could be
+    # counted in it (a matter of its form, never of the data).
+    QUESTION_TOO_COSTLY = "QUESTION_TOO_COSTLY"
 
 
 class TesseraError(Exception):

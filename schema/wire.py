@@ -3,7 +3,12 @@
 A gateway sends `POST {node}/v1/query` with a JSON `NodeRequest` body, a gateway-signed
 EdDSA JWT in `Authorization: Bearer ...` whose claims bind it to this node (`aud`), to a
 short lifetime (`exp`), to one use (`jti`) and to the exact body bytes (`bsh`, SHA-256 hex),
-the researcher's approval token in `X-Tessera-Approval`, and W3C `traceparent`.
+the researcher's permit from this node's own HDAB in `X-Tessera-Approval` (byte for byte as
+the HDAB signed it, so that the node verifies it end to end), and W3C `traceparent`.
+
+A researcher sends the gateway one permit per jurisdiction, each in its own
+`X-Tessera-Permit` header (`PERMIT_HEADER`, at most `MAX_PERMITS`); the gateway forwards to
+each node only the permit of that node's HDAB.
 
 The connector answers 200 with a `NodeResponse` (status OK or DENIED), or 4xx/5xx with a
 `NodeError`. Numbers on the wire are already protected by the node's own disclosure control:
@@ -17,7 +22,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
-from schema.approval import Approval
+from schema.approval import Approval, RequestId
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel
 from schema.errors import ErrorCode
 from schema.model import Contract
@@ -32,6 +37,10 @@ READY_PATH: Final = "/readyz"
 
 CONTENT_TYPE: Final = "application/json"
 APPROVAL_HEADER: Final = "X-Tessera-Approval"
+# Researcher → gateway: one compact JWT (a permit of one HDAB) per header line; repeated
+# lines, or one line of comma-separated permits, as HTTP allows for list-valued fields.
+PERMIT_HEADER: Final = "X-Tessera-Permit"
+MAX_PERMITS: Final = 32
 TRACEPARENT_HEADER: Final = "traceparent"
 
 # Claims of the gateway's request token besides the registered ones (iss, aud, iat, exp, jti).
@@ -43,8 +52,6 @@ MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
 QueryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
-# The shape of an approved data request's id (as in `schema.approval.Approval`).
-RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 
 
 def body_hash(body: bytes) -> str:
@@ -52,9 +59,9 @@ def body_hash(body: bytes) -> str:
 
 
 class NodeRequest(Contract):
-    """One question for one node. `approval` and `subject` are what the gateway verified in
-    the researcher's token; they travel inside the signed body so that the node can apply its
-    own policy to them (the node has the final veto)."""
+    """One question for one node. `request_id` is the data request of this node's permit,
+    `approval` and `subject` what the gateway verified in that permit; the node verifies the
+    permit itself (the gateway routes, it does not vouch) and has the final veto."""
 
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId

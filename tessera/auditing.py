@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from schema.audit.chain import ChainVerifier, Verification, key_id
-from schema.audit.entry import Decision, StoredEntry
+from schema.audit.entry import Decision, PermitRecord, StoredEntry
 from schema.audit.store import MAX_PAGE, AuditStore, is_postgres_url, open_store
 from schema.errors import TesseraError
 
@@ -24,11 +24,13 @@ REGISTER_COLUMNS: Final = (
     "time",
     "query_id",
     "data_user",
+    "organisation",
     "issuer",
     "data_request",
     "purpose",
     "datasets",
     "jurisdictions",
+    "permits",
     "decision",
 )
 
@@ -104,20 +106,31 @@ async def verify(
     return verifier.finish(keys)
 
 
+def permits_text(permits: Sequence[PermitRecord]) -> str:
+    """Each jurisdiction's permit as `FR=<data request>@<issuing HDAB>`, space-separated."""
+    return " ".join(f"{p.jurisdiction.value}={p.request_id}@{p.issuer}" for p in permits)
+
+
 async def register_rows(store: AuditStore, chain: str) -> AsyncIterator[dict[str, str]]:
+    """The transparency register (EHDS Art. 58): one row per query that accessed data, with
+    the permit each jurisdiction's part was answered under (entries written before permits
+    existed leave `organisation` and `permits` empty)."""
     async for row in entries(store, chain):
         record = row.record()
         if record.decision is Decision.REFUSED:
             continue
+        applicant = record.applicant
         yield {
             "time": record.time,
             "query_id": record.query_id or "",
             "data_user": record.principal or "",
+            "organisation": (applicant.organisation if applicant else None) or "",
             "issuer": record.issuer or "",
             "data_request": record.approval or "",
             "purpose": record.purpose or "",
             "datasets": " ".join(record.datasets),
             "jurisdictions": " ".join(j.value for j in record.jurisdictions),
+            "permits": permits_text(record.permits),
             "decision": record.decision.value,
         }
 

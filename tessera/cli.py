@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import register as register_gateway
     from tessera.audit import register as register_audit
     from tessera.commands import register as register_tools
+    from tessera.permit_command import register as register_permits
 
     parser = argparse.ArgumentParser(
         prog="tessera",
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gateway(sub)
     register_connector(sub)
     register_tools(sub)
+    register_permits(sub)
     register_audit(sub)
     return parser
 

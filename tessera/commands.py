@@ -1,4 +1,5 @@
-"""Subcommands of the composition root: demo, keys, token, schema."""
+"""Subcommands of the composition root: demo, keys, policy, schema (permits and tokens:
+`tessera.permit_command`)."""
 
 from __future__ import annotations
 
@@ -53,43 +54,6 @@ def register(sub: SubParsers) -> None:
     jwks.add_argument("--dir", type=Path, default=Path("keys"))
     jwks.add_argument("--out", type=Path, help="file to write (default: stdout)")
     jwks.set_defaults(handler=_keys_jwks)
-
-    token = sub.add_parser(
-        "token",
-        help="mint a researcher approval token (development and demo only)",
-        description="Mint a token as an HDAB would, including wrong ones (expired, another "
-        "purpose, a prohibited use, a private applicant for a public-body purpose) to see "
-        "how the federation refuses them.",
-    )
-    token.add_argument("--key", type=Path, required=True, help="issuer private key (PEM)")
-    token.add_argument("--issuer", default="https://hdab.demo.tessera.eu")
-    token.add_argument("--audience", default="tessera-gateway")
-    token.add_argument("--subject", default="researcher@demo.tessera.eu")
-    token.add_argument("--request", default="DR-2026-0042", help="data request id")
-    token.add_argument(
-        "--purpose",
-        default="scientific_research",
-        help="EHDS Art. 53(1) purpose (public_health, policy_making, official_statistics, "
-        "education, scientific_research, care_improvement) or anything else to see a refusal",
-    )
-    token.add_argument("--jurisdictions", type=jurisdiction_list, default="FR,DE,FI,DK")
-    token.add_argument("--datasets", default="omop-cdm-5.4", help="comma-separated")
-    token.add_argument("--applicant", default="Demo University Hospital")
-    token.add_argument(
-        "--applicant-kind",
-        choices=["public_body", "private_entity", "natural_person"],
-        default="public_body",
-    )
-    token.add_argument(
-        "--valid-days",
-        type=float,
-        default=365,
-        help="approval validity from now, in days; negative for an approval that has expired",
-    )
-    token.add_argument("--roles", default="researcher", help="comma-separated roles")
-    token.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
-    token.add_argument("--kid", help="key id for the token header (when the issuer has a JWKS)")
-    token.set_defaults(handler=_token)
 
     policy = sub.add_parser("policy", help="validate and show legal policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
@@ -157,39 +121,6 @@ def _keys_jwks(args: argparse.Namespace) -> int:
     else:
         keys = {kid: load_public_key(public_key_path(args.dir, kid)) for kid in args.kids}
         print(json.dumps(jwks(keys), indent=2))
-    return 0
-
-
-def _token(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from schema.approval import Approval, Role
-    from tessera.tokens import mint_token
-
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    start, end = sorted((now, now + dt.timedelta(days=args.valid_days)))
-    approval = Approval(
-        request_id=args.request,
-        purpose=args.purpose,
-        jurisdictions=args.jurisdictions,
-        datasets=[d.strip() for d in args.datasets.split(",") if d.strip()],
-        applicant=args.applicant,
-        applicant_kind=args.applicant_kind,
-        valid_from=start - dt.timedelta(days=1) if args.valid_days < 0 else start,
-        valid_until=end if args.valid_days >= 0 else start,
-    )
-    print(
-        mint_token(
-            args.key,
-            issuer=args.issuer,
-            audience=args.audience,
-            subject=args.subject,
-            approval=approval,
-            roles=[Role(r.strip()) for r in args.roles.split(",") if r.strip()],
-            ttl_s=args.ttl,
-            kid=args.kid,
-        )
-    )
     return 0
 
 

@@ -1,7 +1,8 @@
 """`tessera demo`: a local European federation answering real queries.
 
 Synthesises an OMOP database per country, starts one connector per country and the gateway on
-loopback, writes a researcher token, runs the example queries and prints the answers.
+loopback, writes the researcher's identity token and one permit per country (each signed by
+that country's own HDAB), runs the example queries and prints the answers.
 """
 
 from __future__ import annotations
@@ -17,21 +18,19 @@ from typing import Any
 import aiohttp
 
 from schema.codes import Jurisdiction
+from schema.wire import PERMIT_HEADER
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation
 from tessera.report import render_response
-from tessera.tokens import demo_approval
+from tessera.tokens import DEMO_APPLICATION
 
 DEFAULT_JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 
 
 async def post_graphql(
-    session: aiohttp.ClientSession, url: str, token: str, query: str
+    session: aiohttp.ClientSession, url: str, credentials: Credentials, query: str
 ) -> dict[str, Any]:
-    async with session.post(
-        url,
-        json={"query": query},
-        headers={"Authorization": f"Bearer {token}"},
-    ) as response:
+    async with session.post(url, json={"query": query}, headers=credentials.headers()) as response:
         body: dict[str, Any] = await response.json(content_type=None)
         return body
 
@@ -42,12 +41,14 @@ def example_files(directory: Path) -> list[Path]:
 
 async def run_examples(federation: LocalFederation, examples: Sequence[Path]) -> bool:
     """Run each example query; print its answer. True when every query answered."""
-    token = federation.token_file.read_text().strip()
+    credentials = federation.researcher()
     ok = True
     async with aiohttp.ClientSession() as session:
         for path in examples:
             started = time.perf_counter()
-            response = await post_graphql(session, federation.gateway_url, token, path.read_text())
+            response = await post_graphql(
+                session, federation.gateway_url, credentials, path.read_text()
+            )
             elapsed_ms = (time.perf_counter() - started) * 1000
             print(render_response(f"{path.name}  ({elapsed_ms:.0f} ms)", response))
             print()
@@ -55,34 +56,40 @@ async def run_examples(federation: LocalFederation, examples: Sequence[Path]) ->
     return ok
 
 
-POLICY_QUESTION = """{ cohort(request: "DR-2026-0042",
+POLICY_QUESTION = (
+    f'{{ cohort(request: "{DEMO_APPLICATION}",'
+    """
   criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) {
     count { value status reasons { rule jurisdiction message } }
     byJurisdiction { jurisdiction status count { value status }
                      reasons { rule jurisdiction message article } }
 } }"""
+)
 
 
 async def run_policy_examples(federation: LocalFederation) -> bool:
-    """The same question under two other approvals: one that covers only two countries (the
-    others are DENIED, the two answer) and one for a use the EHDS prohibits (all DENIED)."""
-    covered = list(federation.jurisdictions[:2])
+    """One question under the researcher's permits: answered with every country's permit;
+    with one permit left out (that country is DENIED, PERMIT_MISSING, the others answer);
+    and under permits for a use the EHDS prohibits (every country DENIED)."""
+    researcher = federation.researcher()
+    left_out = federation.jurisdictions[-1]
     cases = [
+        (f"answered with {len(researcher.permits)} permits, one per HDAB", researcher),
         (
-            f"allowed for {', '.join(j.value for j in covered)} only (approval scope)",
-            federation.mint(demo_approval(covered)),
+            f"{left_out.value}'s permit missing: {left_out.value} is DENIED, the others answer",
+            researcher.without(federation.permit_file(left_out).read_text().strip()),
         ),
         (
-            "refused: advertising and marketing (EHDS Art. 54)",
-            federation.mint(
-                demo_approval(federation.jurisdictions, purpose="advertising_marketing")
-            ),
+            "refused: permits for advertising and marketing (EHDS Art. 54)",
+            federation.credentials(federation.permits(purpose="advertising_marketing")),
         ),
     ]
     ok = True
     async with aiohttp.ClientSession() as session:
-        for title, token in cases:
-            response = await post_graphql(session, federation.gateway_url, token, POLICY_QUESTION)
+        for title, credentials in cases:
+            response = await post_graphql(
+                session, federation.gateway_url, credentials, POLICY_QUESTION
+            )
             print(render_response(f"policy in action: {title}", response))
             print()
             ok = ok and not response.get("errors")
@@ -91,7 +98,14 @@ async def run_policy_examples(federation: LocalFederation) -> bool:
 
 def banner(federation: LocalFederation) -> str:
     token_path = federation.token_file
-    query = '{"query": "{ jurisdictions { code nodeId minCount } }"}'
+    query = (
+        f'{{"query": "{{ cohort(request: \\"{DEMO_APPLICATION}\\", criteria: {{ sex: FEMALE }}) '
+        '{ count { value status } byJurisdiction { jurisdiction status } } }"}'
+    )
+    permits = [
+        f'    -H "{PERMIT_HEADER.lower()}: $(cat {federation.permit_file(j)})" \\'
+        for j in federation.members
+    ]
     return "\n".join(
         [
             "Tessera demo federation is up:",
@@ -101,12 +115,16 @@ def banner(federation: LocalFederation) -> str:
                 for j in federation.jurisdictions
             ),
             f"  token     {token_path}  (compliance: {federation.compliance_token_file.name})",
+            f"  permits   {federation.permits_dir}/  (one per HDAB: "
+            + ", ".join(federation.permit_file(j).name for j in federation.members)
+            + ")",
             f"  logs      {federation.logs_dir}",
             f"  audit     {federation.gateway_audit_db}  (and one trail per node beside it)",
             "",
-            "Try it:",
+            "Try it (your identity, then one permit per country):",
             f"  curl -s {federation.gateway_url} -H 'content-type: application/json' \\",
             f'    -H "authorization: Bearer $(cat {token_path})" \\',
+            *permits,
             f"    -d '{query}'",
             "Check the gateway's audit trail:",
             f"  tessera audit verify --db {federation.gateway_audit_db} "

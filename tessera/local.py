@@ -2,6 +2,12 @@
 
 `tessera demo` and the integration tests both build their federation here, so the tests
 exercise exactly what a newcomer runs.
+
+Trust is set up as the EHDS has it: every member has its own HDAB with its own keys
+(`hdab-fr`, `hdab-de`, ...), trusted by its own node only and by the gateway for its own
+jurisdiction only; researchers authenticate with a token from an identity issuer
+(`IDENTITY_ISSUER`) whose tokens are never permits. A researcher's question carries one
+permit per jurisdiction (`permits`, `credentials`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
+from tessera.credentials import Credentials
 from tessera.keys import (
     Rotation,
     ensure_keypair,
@@ -23,12 +30,25 @@ from tessera.keys import (
     public_key_path,
 )
 from tessera.processes import Service, Supervisor
-from tessera.tokens import DEMO_AUDIENCE, DEMO_ISSUER, demo_approval, mint_token
+from tessera.tokens import (
+    DEMO_APPLICATION,
+    DEMO_AUDIENCE,
+    DEMO_RESEARCHER,
+    IDENTITY_ISSUER,
+    demo_approval,
+    demo_request_id,
+    hdab_issuer,
+    mint_token,
+)
 
-# Key families: the gateway's request-signing keys and the demo HDAB's token keys, each
-# published as FAMILY.jwks.json (see `tessera keys rotate`).
+# Key families: the gateway's request-signing keys, the identity issuer's keys and each
+# HDAB's permit keys, each published as FAMILY.jwks.json (see `tessera keys rotate`).
 GATEWAY_KEYS = "gateway"
-HDAB_KEYS = "hdab"
+IDENTITY_KEYS = "identity"
+
+
+def hdab_keys(jurisdiction: Jurisdiction) -> str:
+    return f"hdab-{jurisdiction.value.lower()}"
 
 
 @dataclass
@@ -89,6 +109,13 @@ class LocalFederation:
         return self.directory / "compliance.jwt"
 
     @property
+    def permits_dir(self) -> Path:
+        return self.directory / "permits"
+
+    def permit_file(self, jurisdiction: Jurisdiction) -> Path:
+        return self.permits_dir / f"{jurisdiction.value.lower()}.jwt"
+
+    @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}/graphql"
 
@@ -110,13 +137,10 @@ class LocalFederation:
         return self.directory / "state"
 
     def node_state(self, jurisdiction: Jurisdiction) -> Path:
-        """The node's own state directory (`tessera connector prepare --state`): its person
-        secret and person index, which outlive rebuilds of its database."""
+        """The node's state directory: its privacy ledger, its stored answers and its person
+        secret and index (`tessera connector prepare --state`), kept across restarts of the
+        federation and rebuilds of its database."""
         return self.state_dir / jurisdiction.value.lower()
-
-    def history(self, jurisdiction: Jurisdiction) -> Path:
-        """The node's differencing-guard history (kept across restarts of the federation)."""
-        return self.state_dir / f"{jurisdiction.value.lower()}.populations.sqlite3"
 
     # The audit trails: each service its own SQLite file and chain. The gateway signs its
     # chain heads with its request-signing key; each node has an audit key of its own.
@@ -135,9 +159,12 @@ class LocalFederation:
     def gateway_key(self) -> Rotation:
         return ensure_rotated(self.keys_dir, GATEWAY_KEYS)
 
+    def hdab_key(self, jurisdiction: Jurisdiction) -> Rotation:
+        return ensure_rotated(self.keys_dir, hdab_keys(jurisdiction))
+
     @property
-    def hdab_key(self) -> Rotation:
-        return ensure_rotated(self.keys_dir, HDAB_KEYS)
+    def identity_key(self) -> Rotation:
+        return ensure_rotated(self.keys_dir, IDENTITY_KEYS)
 
     def audit_trails(self) -> dict[str, tuple[Path, Path]]:
         """Every service's audit trail and the public key its chain heads are signed with, by
@@ -150,10 +177,13 @@ class LocalFederation:
 
     # -- set-up ---------------------------------------------------------------------------
     def prepare_keys(self) -> None:
-        """The gateway's and the HDAB's keys (with their JWKS) and each node's audit key."""
+        """The gateway's, the identity issuer's and every member's HDAB keys (with their
+        JWKS) and each node's audit key."""
         self.directory.mkdir(parents=True, exist_ok=True)
         ensure_rotated(self.keys_dir, GATEWAY_KEYS)
-        ensure_rotated(self.keys_dir, HDAB_KEYS)
+        ensure_rotated(self.keys_dir, IDENTITY_KEYS)
+        for jurisdiction in self.members:
+            ensure_rotated(self.keys_dir, hdab_keys(jurisdiction))
         for jurisdiction in self.jurisdictions:
             ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
 
@@ -162,8 +192,16 @@ class LocalFederation:
         for jurisdiction in self.jurisdictions:
             self.synthesise(jurisdiction, progress=progress)
         self.write_federation()
-        self.token_file.write_text(self.mint(demo_approval(self.members)) + "\n")
-        compliance = self.mint(None, subject="compliance@demo.tessera.eu", roles=(Role.COMPLIANCE,))
+        self.write_credentials()
+
+    def write_credentials(self) -> None:
+        """The researcher's identity token, one permit per member from its own HDAB, and a
+        compliance officer's token (identity only)."""
+        self.token_file.write_text(self.identity() + "\n")
+        self.permits_dir.mkdir(parents=True, exist_ok=True)
+        for jurisdiction, permit in self.permits().items():
+            self.permit_file(jurisdiction).write_text(permit + "\n")
+        compliance = self.identity("compliance@demo.tessera.eu", roles=(Role.COMPLIANCE,))
         self.compliance_token_file.write_text(compliance + "\n")
 
     def synthesise(self, jurisdiction: Jurisdiction, *, progress: bool) -> None:
@@ -203,39 +241,131 @@ class LocalFederation:
             f'url = "{self.node_url(j)}"\n'
             for j in self.members
         )
+        hdabs = "\n".join(
+            f"# {j.value}'s health data access body: its permits decide {j.value} only.\n"
+            "[[issuers]]\n"
+            f'iss = "{hdab_issuer(j)}"\n'
+            f'jwks_file = "keys/{jwks_path(Path(), hdab_keys(j))}"\n'
+            'algorithms = ["EdDSA"]\n'
+            f'jurisdictions = ["{j.value}"]\n'
+            for j in self.members
+        )
         self.federation_file.write_text(
             "# Written by `tessera demo`: the federation this gateway fans out to.\n"
             "[gateway]\n"
             f'id = "{DEMO_AUDIENCE}"\n'
             f'signing_key = "keys/{gateway.private_key.name}"\n'
             f'signing_kid = "{gateway.kid}"\n\n'
+            "# Who researchers are: identity only, never a permit.\n"
             "[[issuers]]\n"
-            f'iss = "{DEMO_ISSUER}"\n'
-            f'jwks_file = "keys/{jwks_path(Path(), HDAB_KEYS)}"\n'
-            'algorithms = ["EdDSA"]\n\n' + nodes
+            f'iss = "{IDENTITY_ISSUER}"\n'
+            f'jwks_file = "keys/{jwks_path(Path(), IDENTITY_KEYS)}"\n'
+            'algorithms = ["EdDSA"]\n'
+            "jurisdictions = []\n\n" + hdabs + "\n" + nodes
         )
 
     @staticmethod
     def node_id(jurisdiction: Jurisdiction) -> str:
         return f"tessera-node-{jurisdiction.value.lower()}"
 
+    def datasets(self, jurisdiction: Jurisdiction) -> list[str]:
+        """The datasets a member's node serves: its node layer's, or one named after it."""
+        node_policy = self.node_policies.get(jurisdiction)
+        if node_policy is not None:
+            from policies.loader import load_node_layer
+
+            named = sorted(load_node_layer(node_policy).node.datasets)
+            if named:
+                return named
+        return [self.node_id(jurisdiction)]
+
+    # -- tokens ---------------------------------------------------------------------------
     def mint(
         self,
         approval: Approval | None,
         *,
-        subject: str = "researcher@demo.tessera.eu",
+        hdab: Jurisdiction | None = None,
+        subject: str = DEMO_RESEARCHER,
         **kwargs: object,
     ) -> str:
-        hdab = self.hdab_key
+        """A token of `hdab`'s HDAB carrying `approval` (a permit), or, without `hdab`, of the
+        identity issuer (whose tokens are never permits, approval or not). Keyword arguments
+        go to `mint_token` (roles, ttl_s, now, ...)."""
+        key = self.identity_key if hdab is None else self.hdab_key(hdab)
         return mint_token(
-            hdab.private_key,
-            kid=hdab.kid,
-            issuer=DEMO_ISSUER,
+            key.private_key,
+            kid=key.kid,
+            issuer=IDENTITY_ISSUER if hdab is None else hdab_issuer(hdab),
             audience=DEMO_AUDIENCE,
             subject=subject,
             approval=approval,
             **kwargs,  # type: ignore[arg-type]
         )
+
+    def identity(
+        self, subject: str = DEMO_RESEARCHER, *, roles: Sequence[Role] = (Role.RESEARCHER,)
+    ) -> str:
+        """The researcher's bearer token: who they are, not what they may ask."""
+        return self.mint(None, subject=subject, roles=roles)
+
+    def permit_approval(self, jurisdiction: Jurisdiction, **changes: object) -> Approval:
+        """What `jurisdiction`'s HDAB grants the demo researcher: its own part of the
+        application `DEMO_APPLICATION`, under a data request id of its own, for its node's
+        datasets; `changes` replace fields (e.g. `request_id`, `purpose`, `datasets`)."""
+        approval = demo_approval(
+            [jurisdiction],
+            demo_request_id(jurisdiction),
+            application_id=DEMO_APPLICATION,
+            datasets=self.datasets(jurisdiction),
+        )
+        return Approval.model_validate({**approval.model_dump(), **changes})
+
+    def permit(
+        self,
+        jurisdiction: Jurisdiction,
+        approval: Approval | None = None,
+        *,
+        hdab: Jurisdiction | None = None,
+        subject: str = DEMO_RESEARCHER,
+        **kwargs: object,
+    ) -> str:
+        """`jurisdiction`'s permit (by default `permit_approval`), signed by its own HDAB, or
+        by `hdab`'s (a permit the wrong HDAB issued)."""
+        return self.mint(
+            approval or self.permit_approval(jurisdiction),
+            hdab=jurisdiction if hdab is None else hdab,
+            subject=subject,
+            **kwargs,
+        )
+
+    def permits(
+        self,
+        jurisdictions: Sequence[Jurisdiction] | None = None,
+        *,
+        subject: str = DEMO_RESEARCHER,
+        **changes: object,
+    ) -> dict[Jurisdiction, str]:
+        """One permit per jurisdiction (default: every member), each from its own HDAB;
+        `changes` apply to every permit's approval."""
+        return {
+            j: self.permit(j, self.permit_approval(j, **changes), subject=subject)
+            for j in (self.members if jurisdictions is None else jurisdictions)
+        }
+
+    def credentials(
+        self,
+        permits: Mapping[Jurisdiction, str] | Sequence[str] | None = None,
+        *,
+        subject: str = DEMO_RESEARCHER,
+    ) -> Credentials:
+        """A bearer token for `subject` and `permits` (default: a fresh permit per member)."""
+        chosen = self.permits(subject=subject) if permits is None else permits
+        values = chosen.values() if isinstance(chosen, Mapping) else chosen
+        return Credentials.of(self.identity(subject), values)
+
+    def researcher(self) -> Credentials:
+        """The researcher's credentials as `prepare` wrote them to files."""
+        return Credentials.read(self.token_file, (self.permit_file(j) for j in self.members))
 
     # -- processes ------------------------------------------------------------------------
     def connector_service(
@@ -271,15 +401,15 @@ class LocalFederation:
                 str(port),
                 "--gateway-jwks",
                 str(jwks_path(self.keys_dir, GATEWAY_KEYS)),
-                # The node checks approvals itself, against its HDAB's keys.
+                # The node checks permits itself, against its own HDAB's keys only.
                 "--hdab-issuer",
-                DEMO_ISSUER,
+                hdab_issuer(jurisdiction),
                 "--hdab-jwks-file",
-                str(jwks_path(self.keys_dir, HDAB_KEYS)),
+                str(jwks_path(self.keys_dir, hdab_keys(jurisdiction))),
                 *redis,
                 *extra,
-                "--history",
-                str(self.history(jurisdiction)),
+                "--state",
+                str(self.node_state(jurisdiction)),
                 "--audit-db",
                 str(audit_db),
                 "--audit-key",

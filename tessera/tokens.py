@@ -1,7 +1,8 @@
-"""Minting researcher approval tokens for development and the demo, as an HDAB would.
+"""Minting researcher tokens for development and the demo: permits as each country's HDAB
+would issue them, and identity tokens as a researchers' identity provider would.
 
-Production tokens come from a health data access body's own issuer; this exists so that tests
-and the demo can show both accepted and refused tokens.
+Production tokens come from the health data access bodies' own issuers; this exists so that
+tests and the demo can show both accepted and refused permits.
 """
 
 from __future__ import annotations
@@ -18,8 +19,24 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Jurisdiction
 
-DEMO_ISSUER = "https://hdab.demo.tessera.eu"
 DEMO_AUDIENCE = "tessera-gateway"
+# Who authenticates researchers in the demo (as HealthData@EU would): its tokens name the
+# researcher and are never permits.
+IDENTITY_ISSUER = "https://healthdata.demo.tessera.eu"
+DEMO_RESEARCHER = "researcher@demo.tessera.eu"
+# The demo's multi-country application; each HDAB's permit has a data request id of its own.
+DEMO_APPLICATION = "DR-2026-0042"
+DEMO_DATASET = "omop-cdm-5.4"
+
+
+def hdab_issuer(jurisdiction: Jurisdiction) -> str:
+    """The demo HDAB of a jurisdiction, as its permits' `iss`."""
+    return f"https://hdab.{jurisdiction.value.lower()}.demo.tessera.eu"
+
+
+def demo_request_id(jurisdiction: Jurisdiction, application: str = DEMO_APPLICATION) -> str:
+    """The data request id a demo HDAB gives its part of the application."""
+    return f"{application}-{jurisdiction.value}"
 
 
 def mint_token(
@@ -56,18 +73,21 @@ def mint_token(
 
 def demo_approval(
     jurisdictions: Sequence[Jurisdiction],
-    request_id: str = "DR-2026-0042",
+    request_id: str = DEMO_APPLICATION,
     *,
     purpose: str = "scientific_research",
     valid_days: float = 365,
+    datasets: Sequence[str] = (DEMO_DATASET,),
+    application_id: str | None = None,
 ) -> Approval:
-    """An approval as the demo HDAB grants it: a public research hospital, valid from now."""
+    """An approval as a demo HDAB grants it: a public research hospital, valid from now."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return Approval(
         request_id=request_id,
+        application_id=application_id,
         purpose=purpose,
         jurisdictions=list(jurisdictions),
-        datasets=["omop-cdm-5.4"],
+        datasets=list(datasets),
         applicant="Demo University Hospital",
         applicant_kind="public_body",
         valid_from=now - dt.timedelta(days=1),

@@ -59,7 +59,13 @@ class InProcessFederation:
             issuer=ISSUER,
             audience=GATEWAY_ID,
             subject=subject,
-            approval=None if compliance_only else demo_approval(self.jurisdictions),
+            # A shared issuer's permit for every node, naming each node's (default) dataset.
+            approval=None
+            if compliance_only
+            else demo_approval(
+                self.jurisdictions,
+                datasets=[f"tessera-node-{j.value.lower()}" for j in self.jurisdictions],
+            ),
             roles=roles or (Role.RESEARCHER,),
         )
 

@@ -25,13 +25,13 @@ from schema.codes import Jurisdiction
 from tessera.local import policies_with_rate_limits
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
-# Rows `(grouping_id, sex, count, sum of record keys)` of the total and the by-sex table. The
-# minimum count is raised to 1000 for both countries (below), so that every suppressed count
-# is a distinctive three-digit number a scan can look for: FR MALE 937, DK FEMALE 863 and DK
-# MALE 719.
+# Rows `(grouping_id, sex, count)` of the total and the by-sex table. The minimum count is
+# raised to 1000 for both countries (below), so that every withheld count is a distinctive
+# three-digit number a scan can look for: FR MALE 937, DK FEMALE 863 and DK MALE 719 (their
+# noise, of sd 5, cannot lift them to 1000).
 ROWS = {
-    FR: [(1, None, 48211, 11), (0, "FEMALE", 47274, 7), (0, "MALE", 937, 4)],
-    DK: [(1, None, 1582, 12), (0, "FEMALE", 863, 5), (0, "MALE", 719, 7)],
+    FR: [(1, None, 48211), (0, "FEMALE", 47274), (0, "MALE", 937)],
+    DK: [(1, None, 1582), (0, "FEMALE", 863), (0, "MALE", 719)],
 }
 SUPPRESSED = {"937", "863", "719"}
 
@@ -117,7 +117,7 @@ async def test_one_trace_spans_the_gateway_and_every_node(federation: InProcessF
             "connector.policy",
             "connector.compile",
             "connector.population",
-            "connector.differencing_guard",
+            "connector.ledger",
             "connector.sql",
             "connector.protect",
             "audit.write",
@@ -127,21 +127,21 @@ async def test_one_trace_spans_the_gateway_and_every_node(federation: InProcessF
         assert node.attributes["tessera.approval_id"] == "DR-2026-0042"
         assert node.attributes["tessera.purpose"] == "scientific_research"
         assert node.attributes["tessera.optout_register_version"] == "fake-optout-1"
-        assert "PRIMARY_SUPPRESSION" in node.attributes["tessera.rules_fired"]
+        assert "BELOW_MINIMUM" in node.attributes["tessera.rules_fired"]
         assert call.attributes is not None
         assert call.attributes["tessera.node.status"] == "OK"
-    # FR: MALE below 1000, FEMALE with it (the total would give it away); DK: every cell.
+    # FR: MALE and UNKNOWN (nobody) below 1000; DK: every cell of the table. The totals are
+    # released: every number is noisy, so none of them gives a withheld one away.
     assert nodes["FR"].attributes["tessera.cells_suppressed"] == 2  # type: ignore[index]
     assert nodes["DK"].attributes["tessera.cells_suppressed"] == 3  # type: ignore[index]
     assert cohort.attributes is not None
     assert cohort.attributes["tessera.decision"] == "ANSWERED"
-    # Primary suppression of the three small counts, and secondary suppression of every cell
-    # from which one could be recomputed, per country and pooled.
-    assert cohort.attributes["tessera.cells_suppressed"] == 9
+    # The five LOW cells per country, and the three pooled cells with a LOW part.
+    assert cohort.attributes["tessera.cells_suppressed"] == 8
     assert set(cohort.attributes["tessera.rules_fired"]) == {  # type: ignore[arg-type]
+        "BELOW_MINIMUM",
         "INCOMPLETE_POOL",
-        "PRIMARY_SUPPRESSION",
-        "SECONDARY_SUPPRESSION",
+        "NOISE",
     }
 
 
@@ -232,7 +232,7 @@ async def test_no_suppressed_value_in_any_span_log_line_or_audit_entry(
         )
     # The run did suppress cells, and released others.
     answer_text = json.dumps(answers)
-    assert answer_text.count('"SUPPRESSED"') >= 3 * 5
+    assert answer_text.count('"SUPPRESSED"') + answer_text.count('"LOW"') >= 3 * 5
     released = set(re.findall(r'"value": (\d+)', answer_text))
     assert released  # the run released numbers too, so the scans had something to miss
     assert SUPPRESSED.isdisjoint(tokens(answer_text))

@@ -200,6 +200,19 @@ class TokenVerifier:
         return _Verified(claims=claims, issuer=issuer, kid=kid, alg=alg, key=key, exp=exp)
 
 
+def unverified_issuer(token: str) -> str | None:
+    """The `iss` a token claims, without verifying anything: to say whose token failed to
+    verify, never to trust it. None when it names none or is not a compact JWS."""
+    if len(token) > MAX_TOKEN_BYTES or not _COMPACT_JWS.fullmatch(token):
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    iss = claims.get("iss")
+    return iss if isinstance(iss, str) and 0 < len(iss) <= MAX_SUBJECT_LENGTH else None
+
+
 def _number(claims: dict[str, Any], name: str) -> float:
     # pyjwt accepts anything int() accepts, numeric strings included.
     value = claims[name]

@@ -1,5 +1,5 @@
 """Database backends: DuckDB embedded, PostgreSQL, and a fake for tests."""
 
-from connectors.backends.base import Backend, CohortRun, PersonIds
+from connectors.backends.base import Backend, CohortRun, PersonIndexes
 
-__all__ = ["Backend", "CohortRun", "PersonIds"]
+__all__ = ["Backend", "CohortRun", "PersonIndexes"]

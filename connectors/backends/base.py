@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,34 +12,37 @@ from numpy.typing import NDArray
 from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed
 
-# A cohort's person ids, as one NumPy column (the form the differencing guard's bitmap is built
-# from fastest).
-PersonIds: TypeAlias = NDArray[np.uint64]
+# A cohort's person indexes (`tessera_person`), as one NumPy column: the form the ledger
+# indexes its spend arrays with.
+PersonIndexes: TypeAlias = NDArray[np.uint32]
+_MAX_INDEX: Final = 2**32 - 1
 
 
-def person_ids(values: Iterable[int] | NDArray[np.integer]) -> PersonIds:
-    """Person ids as `PersonIds`; a negative id, which no bitmap can hold, fails the query."""
+def person_indexes(values: Iterable[int] | NDArray[np.integer]) -> PersonIndexes:
+    """Person indexes as `PersonIndexes`; an index out of range fails the query."""
     try:
         column = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.int64)
     except OverflowError:
-        raise BackendFailed("the database returned a person id out of range") from None
-    if column.size and int(column.min()) < 0:
-        raise BackendFailed("the database returned a negative person id")
-    ids: PersonIds = column.astype(np.uint64, copy=False)
-    return ids
+        raise BackendFailed("the database returned a person index out of range") from None
+    if column.size and (int(column.min()) < 0 or int(column.max()) > _MAX_INDEX):
+        raise BackendFailed("the database returned a person index out of range")
+    indexes: PersonIndexes = column.astype(np.uint32, copy=False)
+    return indexes
 
 
 class CohortRun(Protocol):
-    """One query's cohort, held by one connection: its persons for the differencing guard,
-    then (unless the guard refuses them) the tables, computed from the very same persons, and
-    the version of the opt-out register they exclude."""
+    """One query's cohort, held by one connection: its persons for the ledger, then the
+    tables of those the ledger still counts, computed from the very same persons; the version
+    of the opt-out register they exclude and the data release they come from."""
 
     async def optout_register_version(self) -> str: ...
 
-    async def persons(self) -> PersonIds: ...
+    async def data_release(self) -> str: ...
 
-    async def tables(self) -> list[Row]:
-        """Rows as those of `CompiledQuery.sql`."""
+    async def persons(self) -> PersonIndexes: ...
+
+    async def tables(self, excluded: PersonIndexes) -> list[Row]:
+        """Rows as those of `CompiledQuery.sql`, without the persons at `excluded`."""
         ...
 
 
@@ -66,6 +69,11 @@ class Backend(Protocol):
 
     async def optout_register_version(self) -> str:
         """The version of the opt-out register the answers exclude."""
+        ...
+
+    async def data_release(self) -> str:
+        """The hub's label of the data the answers come from (`tessera connector prepare
+        --release`)."""
         ...
 
     async def close(self) -> None: ...

@@ -3,8 +3,8 @@
 Queries run off the event loop on a small thread pool; each worker thread keeps its own
 cursor (`con.cursor()`: a connection sharing the one database instance), reused for every
 statement it runs, except a cohort query's: it gets a cursor of its own, whose temporary
-table holds the cohort between the differencing guard and the tables (temporary tables are
-per connection and writable even when the database is opened read-only). DuckDB's exceptions
+table holds the cohort between the ledger and the tables (temporary tables are per
+connection and writable even when the database is opened read-only). DuckDB's exceptions
 are mapped here, once, to `BackendFailed`.
 
 A statement whose caller is cancelled (the gateway disconnected, or the query timed out) is
@@ -26,8 +26,8 @@ from typing import Final, TypeVar
 import duckdb
 import numpy as np
 
-from connectors.backends.base import CohortRun, PersonIds, person_ids
-from connectors.backends.readiness import check_ready, register_version
+from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
+from connectors.backends.readiness import check_ready, data_release, register_version
 from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
@@ -68,7 +68,8 @@ class _Cancelled(Exception):
 
 class _Cohort:
     """The cohort computed once into a temporary table of the query's cursor
-    (`CompiledQuery.cohort_table`); its persons fetched as one NumPy column."""
+    (`CompiledQuery.cohort_table`); its persons fetched as one NumPy column, and those the
+    ledger leaves out deleted from it before the tables are computed."""
 
     def __init__(
         self, backend: DuckDBBackend, cursor: duckdb.DuckDBPyConnection, query: CompiledQuery
@@ -83,23 +84,31 @@ class _Cohort:
     async def optout_register_version(self) -> str:
         return await self._backend.optout_register_version()
 
-    async def persons(self) -> PersonIds:
+    async def data_release(self) -> str:
+        return await self._backend.data_release()
+
+    async def persons(self) -> PersonIndexes:
         create, persons = self._query.create_cohort(), self._query.cohort_persons()
 
-        def fetch(cursor: duckdb.DuckDBPyConnection) -> PersonIds:
+        def fetch(cursor: duckdb.DuckDBPyConnection) -> PersonIndexes:
             cursor.execute(create.sql, list(create.params))
-            column = cursor.execute(persons.sql).fetchnumpy()["person_id"]
+            column = cursor.execute(persons.sql).fetchnumpy()["person_index"]
             if np.ma.is_masked(column):
-                raise BackendFailed("the database returned a person without an id")
-            return person_ids(np.asarray(column))
+                raise BackendFailed("the database returned a person without an index")
+            return person_indexes(np.asarray(column))
 
         return await self._backend._interruptible(self._on_cursor, fetch)
 
-    async def tables(self) -> list[Row]:
+    async def tables(self, excluded: PersonIndexes) -> list[Row]:
         tables = self._query.cohort_tables()
-        return await self._backend._interruptible(
-            self._on_cursor, lambda c: _rows(c, tables.sql, tables.params)
-        )
+        delete = self._query.delete_excluded(excluded) if len(excluded) else None
+
+        def compute(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
+            if delete is not None:
+                cursor.execute(delete.sql, list(delete.params))
+            return _rows(cursor, tables.sql, tables.params)
+
+        return await self._backend._interruptible(self._on_cursor, compute)
 
 
 def _rows(cursor: duckdb.DuckDBPyConnection, sql: str, params: tuple[object, ...]) -> list[Row]:
@@ -128,6 +137,7 @@ class DuckDBBackend:
         self._database: duckdb.DuckDBPyConnection | None = None
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._register_version: str | None = None
+        self._data_release: str | None = None
         self._closed = False
 
     # -- worker threads ----------------------------------------------------------------------
@@ -222,6 +232,12 @@ class DuckDBBackend:
         if self._register_version is None or not self._read_only:
             self._register_version = await register_version(self._run, self.dialect)
         return self._register_version
+
+    async def data_release(self) -> str:
+        # Read once, like the register version: nothing can write the file meanwhile.
+        if self._data_release is None or not self._read_only:
+            self._data_release = await data_release(self._run, self.dialect)
+        return self._data_release
 
     async def close(self) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-from connectors.backends.base import CohortRun, PersonIds, person_ids
+from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.compiler import (
     CompiledQuery,
     ConceptLookup,
@@ -28,19 +28,24 @@ class _Cohort:
     async def optout_register_version(self) -> str:
         return await self._backend.optout_register_version()
 
-    async def persons(self) -> PersonIds:
-        rows = await self._backend.execute(self._query.population())
-        return person_ids(int(row[0]) for row in rows)
+    async def data_release(self) -> str:
+        return await self._backend.data_release()
 
-    async def tables(self) -> list[Row]:
-        return await self._backend.execute(self._query)
+    async def persons(self) -> PersonIndexes:
+        rows = await self._backend.execute(self._query.population())
+        return person_indexes(int(row[0]) for row in rows)
+
+    async def tables(self, excluded: PersonIndexes) -> list[Row]:
+        self._backend.excluded.append([int(i) for i in excluded])
+        return await self._backend.execute(self._query.tables_statement(excluded))
 
 
 class FakeBackend:
     """`rows` (or `handler(statement)`) answers cohort statements; concept lookups are
     answered from `concepts` (no ids for an unknown set), population statements with the
-    person ids in `population`. `not_ready` makes `ping` fail
-    with that message; `fail` makes `execute` fail."""
+    person indexes in `population`. `not_ready` makes `ping` fail with that message; `fail`
+    makes `execute` fail. `excluded` records, per table computation, the person indexes the
+    ledger left out."""
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class FakeBackend:
         concepts: Mapping[ConceptSet, Sequence[int]] | None = None,
         population: Sequence[int] = (),
         optout_version: str = "fake-optout-1",
+        release: str = "fake-release-1",
         dialect: str = "duckdb",
         not_ready: str | None = None,
         fail: bool = False,
@@ -57,6 +63,8 @@ class FakeBackend:
         self._concepts = dict(concepts or {})
         self.population = list(population)
         self._optout_version = optout_version
+        self._release = release
+        self.excluded: list[list[int]] = []
         self._dialect = dialect
         self.not_ready = not_ready
         self.fail = fail
@@ -82,8 +90,8 @@ class FakeBackend:
 
     @contextlib.asynccontextmanager
     async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
-        """Runs `query.population()` and then `query` itself through `execute` (so both are
-        recorded); `cohorts_open` counts the cohorts not released yet."""
+        """Runs `query.population()` and then the query's tables through `execute` (so both
+        are recorded); `cohorts_open` counts the cohorts not released yet."""
         self.cohorts_open += 1
         try:
             yield _Cohort(self, query)
@@ -97,6 +105,10 @@ class FakeBackend:
     async def optout_register_version(self) -> str:
         await self.ping()
         return self._optout_version
+
+    async def data_release(self) -> str:
+        await self.ping()
+        return self._release
 
     async def close(self) -> None:
         self.closed = True

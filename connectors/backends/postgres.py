@@ -16,8 +16,8 @@ from typing import Final
 
 import asyncpg
 
-from connectors.backends.base import CohortRun, PersonIds, person_ids
-from connectors.backends.readiness import check_ready, register_version
+from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
+from connectors.backends.readiness import check_ready, data_release, register_version
 from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
@@ -38,13 +38,17 @@ class _Cohort:
     async def optout_register_version(self) -> str:
         return await register_version(self._fetch, PostgresBackend.dialect)
 
-    async def persons(self) -> PersonIds:
+    async def data_release(self) -> str:
+        return await data_release(self._fetch, PostgresBackend.dialect)
+
+    async def persons(self) -> PersonIndexes:
         population = self._query.population()
         rows = await self._fetch(population.sql, population.params)
-        return person_ids(row[0] for row in rows)
+        return person_indexes(row[0] for row in rows)
 
-    async def tables(self) -> list[Row]:
-        return await self._fetch(self._query.sql, self._query.params)
+    async def tables(self, excluded: PersonIndexes) -> list[Row]:
+        tables = self._query.tables_statement(excluded)
+        return await self._fetch(tables.sql, tables.params)
 
 
 async def _rows(
@@ -101,7 +105,7 @@ class PostgresBackend:
     @contextlib.asynccontextmanager
     async def cohort(self, query: CompiledQuery) -> AsyncIterator[CohortRun]:
         # A read-only session may not create even a temporary table, so the cohort is computed
-        # twice, but in one REPEATABLE READ snapshot: the register version, the guard and the
+        # twice, but in one REPEATABLE READ snapshot: the register version, the ledger and the
         # tables see the same persons, whatever the opt-out register does in between.
         pool = await self._get_pool()
         try:
@@ -119,6 +123,9 @@ class PostgresBackend:
 
     async def optout_register_version(self) -> str:
         return await register_version(self._run, self.dialect)
+
+    async def data_release(self) -> str:
+        return await data_release(self._run, self.dialect)
 
     async def close(self) -> None:
         self._closed = True

@@ -11,7 +11,12 @@ from sqlglot import exp
 
 from connectors.compiler import Row
 from connectors.errors import BackendFailed, BackendNotReady
-from connectors.omop import OPTOUT_REGISTER_TABLE, OPTOUT_TABLE, RECORD_KEY_TABLE
+from connectors.omop import (
+    DATA_RELEASE_TABLE,
+    OPTOUT_REGISTER_TABLE,
+    OPTOUT_TABLE,
+    PERSON_INDEX_TABLE,
+)
 
 PREPARE_HINT: Final = "run `tessera connector prepare` on this database"
 CDM_TABLES: Final = (
@@ -23,7 +28,12 @@ CDM_TABLES: Final = (
     "concept",
     "concept_ancestor",
 )
-TESSERA_TABLES: Final = (OPTOUT_TABLE, OPTOUT_REGISTER_TABLE, RECORD_KEY_TABLE)
+TESSERA_TABLES: Final = (
+    OPTOUT_TABLE,
+    OPTOUT_REGISTER_TABLE,
+    PERSON_INDEX_TABLE,
+    DATA_RELEASE_TABLE,
+)
 
 Fetch = Callable[[str, tuple[object, ...]], Awaitable[list[Row]]]
 
@@ -50,6 +60,17 @@ def register_version_sql(dialect: str) -> str:
     )
 
 
+@functools.cache
+def data_release_sql(dialect: str) -> str:
+    return str(
+        exp.select("release")
+        .from_(DATA_RELEASE_TABLE)
+        .order_by("prepared_at DESC")
+        .limit(1)
+        .sql(dialect=dialect)
+    )
+
+
 async def check_ready(fetch: Fetch, dialect: str) -> None:
     """Raise `BackendNotReady` naming what is missing: CDM tables, Tessera's tables, or a
     version of the opt-out register (never answer without knowing which opt-outs apply)."""
@@ -66,6 +87,7 @@ async def check_ready(fetch: Fetch, dialect: str) -> None:
             missing=missing,
         )
     await register_version(fetch, dialect)
+    await data_release(fetch, dialect)
 
 
 async def register_version(fetch: Fetch, dialect: str) -> str:
@@ -75,4 +97,14 @@ async def register_version(fetch: Fetch, dialect: str) -> str:
         raise BackendNotReady(f"the opt-out register cannot be read: {PREPARE_HINT}") from exc
     if not rows or rows[0][0] is None:
         raise BackendNotReady(f"the opt-out register has no version: {PREPARE_HINT}")
+    return str(rows[0][0])
+
+
+async def data_release(fetch: Fetch, dialect: str) -> str:
+    try:
+        rows = await fetch(data_release_sql(dialect), ())
+    except BackendFailed as exc:
+        raise BackendNotReady(f"the data release cannot be read: {PREPARE_HINT}") from exc
+    if not rows or rows[0][0] is None:
+        raise BackendNotReady(f"the data release has no label: {PREPARE_HINT}")
     return str(rows[0][0])

@@ -1,17 +1,20 @@
 """Compiles a `CohortQuery` to one SQL statement computing every requested table.
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
-criteria, with their secret record key), optionally CTE `index_event` (each person's first
-dating event, for CALENDAR_YEAR), CTE `cells` (each person's dimension values), then a single
-aggregation with GROUP BY GROUPING SETS, one set per table, told apart by GROUPING(). Each cell
-comes with its distinct-person count and its cell key (the sum of its persons' record keys
-modulo 2^31, for consistent perturbation; policies.perturbation). A second, lightweight
-statement lists the cohort's person ids for the differencing guard.
+criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
+CTE `index_event` (each person's first dating event, for CALENDAR_YEAR), CTE `cells` (each
+person's dimension values), then a single aggregation with GROUP BY GROUPING SETS, one set per
+table, told apart by GROUPING(). Each cell comes with its count of distinct person indexes.
+The statement leaves out the persons the ledger no longer counts for this applicant: a bound
+list of person indexes (empty as compiled; bound by `CompiledQuery.tables_statement`).
+A second, lightweight statement lists the cohort's person indexes, all of them, for the
+ledger to decide on.
 
 The same work also comes as statements over a temporary table (`CompiledQuery.cohort_table`):
-create it from the cohort, list its persons, compute the tables from it. A backend that can
-use them computes the cohort (the costly part: the criteria's semi-joins) once, not twice, and
-the guard and the tables see the very same persons.
+create it from the cohort, list its persons, delete those the ledger leaves out, compute the
+tables from it. A backend that can use them computes the cohort (the costly part: the
+criteria's semi-joins) once, not twice, and the ledger and the tables see the very same
+persons.
 
 Age is `reference year - year_of_birth`: an approximation (up to a year too old before the
 birthday) because many OMOP sources only hold the year of birth.
@@ -52,7 +55,7 @@ from schema.query import (
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
 AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
-RECORD_KEY, CELL_KEY = "record_key", "cell_key"
+PERSON_INDEX = "person_index"
 
 
 class _CohortCompiler:
@@ -68,10 +71,13 @@ class _CohortCompiler:
         tables = [_node_table(t) for t in self.query.tables]
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
         cohort = self._cohort()
+        # Bound last, after every value of the criteria (statements without it renumber):
+        # nobody left out unless `CompiledQuery.tables_statement` says otherwise.
+        excluded = self.params.bind([])
         # Every tree below is its own (built here, or copied from `cohort` before the statement
         # takes `cohort` itself) and printed once, so neither renumbering nor printing copies
         # it again: copies of these trees were half of the compile time.
-        population = _population(cohort)
+        population, population_params = renumbered(_population(cohort))
         create, create_params = renumbered(
             exp.Create(
                 this=exp.to_table(names.COHORT_TABLE),
@@ -80,10 +86,17 @@ class _CohortCompiler:
                 properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
             )
         )
+        delete, _ = renumbered(
+            exp.delete(
+                exp.to_table(names.COHORT_TABLE),
+                where=_in_list(exp.column(PERSON_INDEX), excluded.copy()),
+            )
+        )
         from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
         over_table, tables_params = renumbered(self._statement(from_table, tables, dimensions))
-        persons = exp.select(col("person_id", COHORT)).from_(table(names.COHORT_TABLE, COHORT))
-        statement = self._statement(cohort, tables, dimensions)
+        persons = exp.select(col(PERSON_INDEX, COHORT)).from_(table(names.COHORT_TABLE, COHORT))
+        counted = cohort.where(exp.not_(_in_list(col(PERSON_INDEX, KEY), excluded)), copy=False)
+        statement = self._statement(counted, tables, dimensions)
 
         def sql(expression: exp.Expr) -> str:
             return expression.sql(
@@ -99,13 +112,16 @@ class _CohortCompiler:
             layouts=tuple(_layout(t, dimensions) for t in tables),
             fingerprint=hashlib.sha256(f"{dialect}\n{text}".encode()).hexdigest()[:16],
             population_sql=sql(population),
+            population_params=population_params,
             cohort_table=CohortTable(
                 create_sql=sql(create),
                 create_params=create_params,
                 persons_sql=sql(persons),
+                delete_sql=sql(delete),
                 tables_sql=sql(over_table),
                 tables_params=tables_params,
             ),
+            excluded_param=len(self.params.values) - 1,
         )
 
     def _statement(
@@ -142,16 +158,15 @@ class _CohortCompiler:
                     ),
                     AGE,
                 ),
-                # A person without a record key (added after `prepare`) adds 0 to cell keys.
-                exp.alias_(
-                    exp.func("COALESCE", col(RECORD_KEY, KEY), exp.Literal.number(0)), RECORD_KEY
-                ),
+                col(PERSON_INDEX, KEY),
             )
             .from_(table(names.PERSON, PERSON), copy=False)
+            # A person without an index (added after `prepare`) is counted nowhere: nobody
+            # could keep track of what they have been counted in.
             .join(
-                table(names.RECORD_KEY, KEY),
+                table(names.PERSON_INDEX, KEY),
                 on=col("person_id", KEY).eq(col("person_id", PERSON)),
-                join_type="LEFT",
+                join_type="INNER",
                 copy=False,
             )
             .where(exp.and_(*conditions, copy=False), copy=False)
@@ -248,9 +263,7 @@ class _CohortCompiler:
         return select
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
-        select = exp.select(col("person_id", COHORT), col(RECORD_KEY, COHORT)).from_(
-            table(COHORT_CTE, COHORT)
-        )
+        select = exp.select(col(PERSON_INDEX, COHORT)).from_(table(COHORT_CTE, COHORT))
         for dimension in dimensions:
             value = exp.alias_(_dimension_value(dimension), _column(dimension), copy=False)
             select = select.select(value, copy=False)
@@ -267,19 +280,15 @@ class _CohortCompiler:
 
     @staticmethod
     def _aggregate(tables: Sequence[Breakdown], dimensions: Sequence[Dimension]) -> exp.Select:
+        # Person indexes, not ids: the ledger charges an index once per table, so an index is
+        # counted once per cell (two CDM rows of one person count once).
         count = exp.alias_(
-            exp.Count(this=exp.Distinct(expressions=[exp.column("person_id")])), PERSON_COUNT
-        )
-        # One row per person in `cohort` and `cells`, so the sum adds each record key once.
-        # (Reduced modulo 2^31 by `CompiledQuery.tabulate`: the sum fits a BIGINT for any
-        # realistic cohort, and the SQL keeps no literal but the allow-listed names.)
-        cell_key = exp.alias_(
-            exp.func("COALESCE", exp.func("SUM", exp.column(RECORD_KEY)), _int(0)), CELL_KEY
+            exp.Count(this=exp.Distinct(expressions=[exp.column(PERSON_INDEX)])), PERSON_COUNT
         )
         if not dimensions:
-            return exp.select(
-                exp.alias_(exp.Literal.number(0), GROUPING_ID), count, cell_key
-            ).from_(table(COHORT_CTE, COHORT))
+            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), count).from_(
+                table(COHORT_CTE, COHORT)
+            )
         columns = [exp.column(_column(d)) for d in dimensions]
         sets = dict.fromkeys(frozenset(t) for t in tables)
         grouping_sets = exp.GroupingSets(
@@ -293,7 +302,6 @@ class _CohortCompiler:
                 exp.alias_(exp.Grouping(expressions=[c.copy() for c in columns]), GROUPING_ID),
                 *columns,
                 count,
-                cell_key,
             )
             .from_(exp.to_table(CELLS_CTE), copy=False)
             .group_by(grouping_sets, copy=False)
@@ -333,10 +341,17 @@ def _dimension_value(dimension: Dimension) -> exp.Expr:
 
 def _population(cohort: exp.Select) -> exp.Select:
     return (
-        exp.select(col("person_id", COHORT))
+        exp.select(col(PERSON_INDEX, COHORT))
         .from_(table(COHORT_CTE, COHORT))
         .with_(COHORT_CTE, as_=cohort.copy())
     )
+
+
+def _in_list(column: exp.Expr, indexes: exp.Expr) -> exp.In:
+    """`column IN (SELECT UNNEST(CAST($n AS INT[])))`: a list of person indexes bound as one
+    array, which both engines turn into a hashed semi-join whatever its length."""
+    array = exp.cast(indexes, exp.DataType.build("ARRAY<INT>", dialect="duckdb"))
+    return column.isin(query=exp.select(exp.Unnest(expressions=[array])), copy=False)
 
 
 def _int(value: int) -> exp.Expr:

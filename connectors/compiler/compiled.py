@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from policies.perturbation import CELL_KEY_MODULUS
+import numpy as np
+from numpy.typing import NDArray
+
 from schema.codes import Vocabulary
 from schema.query import Breakdown, Code
 
@@ -63,12 +65,10 @@ class TableLayout:
 
 
 class CountCell(NamedTuple):
-    """One cell of a computed table: its key, its distinct-person count and its cell key
-    (the sum of its persons' record keys modulo 2^31; policies.perturbation)."""
+    """One cell of a computed table: its key and its count of distinct persons."""
 
     key: tuple[str, ...]
     persons: int
-    cell_key: int
 
 
 TableRows = tuple[Breakdown, list[CountCell]]
@@ -84,21 +84,23 @@ class SqlStatement:
 
 @dataclass(frozen=True, slots=True)
 class PopulationQuery(SqlStatement):
-    """The statement listing the cohort's person ids, rows `(person_id,)`: what the
-    differencing guard compares."""
+    """The statement listing the cohort's person indexes, rows `(person_index,)`: whom the
+    ledger decides on."""
 
 
 @dataclass(frozen=True, slots=True)
 class CohortTable:
     """The query as statements over a temporary table holding its cohort
-    (`names.COHORT_TABLE`): the cohort is computed once, and both the differencing guard and
-    the tables read it. For backends that may create temporary tables while only reading
-    (DuckDB). `*_params` are the indexes, in `CompiledQuery.params`, of the values each
-    statement binds (a statement binds only the values it uses, renumbered from `$1`)."""
+    (`names.COHORT_TABLE`): the cohort is computed once, and both the ledger and the tables
+    read it. For backends that may create temporary tables while only reading (DuckDB).
+    `*_params` are the indexes, in `CompiledQuery.params`, of the values each statement binds
+    (a statement binds only the values it uses, renumbered from `$1`); `delete_sql` binds
+    only the person indexes to leave out, as `$1`."""
 
     create_sql: str
     create_params: tuple[int, ...]
     persons_sql: str
+    delete_sql: str
     tables_sql: str
     tables_params: tuple[int, ...]
 
@@ -107,12 +109,14 @@ class CohortTable:
 class CompiledQuery:
     """A cohort query compiled for one dialect.
 
-    Rows are `(grouping_id, *dimension columns, person_count, sum of record keys)`.
+    Rows are `(grouping_id, *dimension columns, person_count)`.
     `params[i]` binds `$i+1`; a `ConceptSet` among them must be bound to concept ids
-    (`bind`) before execution.
+    (`bind`) before execution; `params[excluded_param]` holds the person indexes to leave out
+    (none: run as it is, the query counts everyone; `tables_statement` binds others).
     `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
-    `population_sql` lists the cohort's person ids with the same parameters; `cohort_table`
-    is the same work in statements sharing one computation of the cohort.
+    `population_sql` lists the cohort's person indexes (binding the params at
+    `population_params`); `cohort_table` is the same work in statements sharing one
+    computation of the cohort.
     """
 
     sql: str
@@ -122,24 +126,39 @@ class CompiledQuery:
     layouts: tuple[TableLayout, ...]
     fingerprint: str
     population_sql: str
+    population_params: tuple[int, ...]
     cohort_table: CohortTable
+    excluded_param: int
 
     def population(self) -> PopulationQuery:
-        return PopulationQuery(self.population_sql, self.params)
+        return PopulationQuery(self.population_sql, self._params(self.population_params))
+
+    def tables_statement(self, excluded: NDArray[np.uint32]) -> SqlStatement:
+        """Computes every table without the persons at `excluded` (person indexes)."""
+        params = list(self.params)
+        params[self.excluded_param] = _indexes(excluded)
+        return SqlStatement(self.sql, tuple(params))
+
+    def delete_excluded(self, excluded: NDArray[np.uint32]) -> SqlStatement:
+        """Deletes the persons at `excluded` from the cohort table."""
+        return SqlStatement(self.cohort_table.delete_sql, (_indexes(excluded),))
+
+    def _params(self, indexes: tuple[int, ...]) -> tuple[object, ...]:
+        return tuple(self.params[i] for i in indexes)
 
     def create_cohort(self) -> SqlStatement:
         """Creates the temporary table holding the cohort, with the columns the tables use."""
         steps = self.cohort_table
-        return SqlStatement(steps.create_sql, tuple(self.params[i] for i in steps.create_params))
+        return SqlStatement(steps.create_sql, self._params(steps.create_params))
 
     def cohort_persons(self) -> SqlStatement:
-        """Lists the person ids of the cohort table, rows `(person_id,)`."""
+        """Lists the person indexes of the cohort table, rows `(person_index,)`."""
         return SqlStatement(self.cohort_table.persons_sql, ())
 
     def cohort_tables(self) -> SqlStatement:
         """Computes every table from the cohort table: rows as those of `sql`."""
         steps = self.cohort_table
-        return SqlStatement(steps.tables_sql, tuple(self.params[i] for i in steps.tables_params))
+        return SqlStatement(steps.tables_sql, self._params(steps.tables_params))
 
     @property
     def concept_sets(self) -> tuple[ConceptSet, ...]:
@@ -165,14 +184,16 @@ class CompiledQuery:
         tables: list[TableRows] = []
         for layout in self.layouts:
             cells = sorted(
-                CountCell(
-                    tuple(str(row[1 + i]) for i in layout.columns),
-                    int(row[-2]),
-                    int(row[-1] or 0) % CELL_KEY_MODULUS,
-                )
+                CountCell(tuple(str(row[1 + i]) for i in layout.columns), int(row[-1]))
                 for row in by_group.get(layout.grouping_id, [])
             )
             if not layout.by and not cells:
-                cells = [CountCell((), 0, 0)]
+                cells = [CountCell((), 0)]
             tables.append((layout.by, cells))
         return tables
+
+
+def _indexes(excluded: NDArray[np.uint32]) -> list[int]:
+    # A list of Python ints binds as an integer array in both DuckDB and asyncpg.
+    indexes: list[int] = np.asarray(excluded, dtype=np.int64).tolist()
+    return indexes

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE, RECORD_KEY_TABLE
+from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE, PERSON_INDEX_TABLE
 from schema.codes import Dimension, Sex
 
 PERSON: Final = "person"
@@ -14,7 +14,7 @@ OBSERVATION_PERIOD: Final = "observation_period"
 CONCEPT: Final = "concept"
 CONCEPT_ANCESTOR: Final = "concept_ancestor"
 OPTOUT: Final = OPTOUT_TABLE
-RECORD_KEY: Final = RECORD_KEY_TABLE
+PERSON_INDEX: Final = PERSON_INDEX_TABLE
 # The temporary table a query's cohort is computed into once (connection-local).
 COHORT_TABLE: Final = "tessera_cohort"
 

@@ -74,6 +74,29 @@ class AuditNodeStep:
         )
 
 
+@strawberry.type(
+    description="The permit a jurisdiction's part of a query was decided on (EHDS Art. 68)."
+)
+class AuditPermit:
+    jurisdiction: Jurisdiction
+    issuer: str = strawberry.field(description="The HDAB that issued the permit.")
+    request: str = strawberry.field(description="The permit's data request id.")
+    application: str | None = strawberry.field(
+        description="The multi-country application the permit belongs to, if it names one."
+    )
+    organisation: str | None = strawberry.field(description="The applicant the permit names.")
+
+    @classmethod
+    def of(cls, permit: audit.PermitRecord) -> AuditPermit:
+        return cls(
+            jurisdiction=permit.jurisdiction,
+            issuer=permit.issuer,
+            request=permit.request_id,
+            application=permit.application_id,
+            organisation=permit.organisation,
+        )
+
+
 @strawberry.type(description="One query in the gateway's audit trail.")
 class AuditEntry:
     seq: int = strawberry.field(description="Position in the hash chain.")
@@ -82,8 +105,16 @@ class AuditEntry:
     query_id: str | None
     trace_id: str | None
     researcher: str | None = strawberry.field(description="The token's subject.")
-    issuer: str | None
-    approval: str | None = strawberry.field(description="The approved data request.")
+    issuer: str | None = strawberry.field(description="The issuer that authenticated them.")
+    organisation: str | None = strawberry.field(
+        description="The applicant organisation, when every permit names the same one."
+    )
+    approval: str | None = strawberry.field(
+        description="The data request (or multi-country application) the question was asked under."
+    )
+    permits: list[AuditPermit] = strawberry.field(
+        description="Per jurisdiction, the permit its part was decided on."
+    )
     purpose: str | None
     datasets: list[str]
     jurisdictions: list[Jurisdiction]
@@ -113,7 +144,9 @@ class AuditEntry:
             trace_id=record.trace_id,
             researcher=record.principal,
             issuer=record.issuer,
+            organisation=record.applicant.organisation if record.applicant else None,
             approval=record.approval,
+            permits=[AuditPermit.of(p) for p in record.permits],
             purpose=record.purpose,
             datasets=list(record.datasets),
             jurisdictions=list(record.jurisdictions),

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import strawberry
 
-from schema.codes import Dimension, Jurisdiction, NodeStatus, Sex, ValueStatus, Vocabulary
+from schema.codes import (
+    Dimension,
+    Jurisdiction,
+    NodeStatus,
+    NoiseLevel,
+    Sex,
+    ValueStatus,
+    Vocabulary,
+)
 
 strawberry.enum(Jurisdiction, description="EU/EEA member state, ISO 3166-1 alpha-2 (Greece: GR).")
 strawberry.enum(Vocabulary, description="Code system of a criterion (an OMOP vocabulary).")
@@ -17,5 +25,18 @@ strawberry.enum(Sex)
 strawberry.enum(Dimension, description="What a breakdown can group by: the published allow-list.")
 strawberry.enum(ValueStatus, description="How a released number relates to the truth.")
 strawberry.enum(NodeStatus, description="What happened at one node.")
+strawberry.enum(
+    NoiseLevel,
+    description="How much noise a question asks for: COARSE has twice the standard deviation "
+    "and costs each person counted a quarter of the privacy budget (for exploring).",
+)
 
-__all__ = ["Dimension", "Jurisdiction", "NodeStatus", "Sex", "ValueStatus", "Vocabulary"]
+__all__ = [
+    "Dimension",
+    "Jurisdiction",
+    "NodeStatus",
+    "NoiseLevel",
+    "Sex",
+    "ValueStatus",
+    "Vocabulary",
+]

@@ -7,7 +7,7 @@ enabled, introspection (INTROSPECTION_DISABLED). The token limit is a parser opt
 
 On what is asked (`QueryBudget`): every `cohort` field costs, per node asked, one plus the
 cells of each breakdown it selects, each dimension bounded by the criteria (an age range
-bounds the age bands, a date window the calendar years: `policies.checks.table_cells`).
+bounds the age bands, a date window the calendar years: `policies.domain.table_cells`).
 The cost is charged when the field is planned, before anything is sent to a node; all
 fields of one HTTP request (aliases, batched operations) share one budget.
 """
@@ -31,7 +31,7 @@ from graphql import (
 )
 
 from gateway.planner import Plan
-from policies.checks import table_cells
+from policies.domain import table_cells
 from schema.errors import ErrorCode, TesseraError
 
 # Every field counts, introspection too: the schema's own types nest at most 6 deep, the

@@ -1,6 +1,7 @@
-"""The root query. `cohort` authenticates, plans, charges the cost budget, takes a rate-limit
-token, fans out and combines once per field; the breakdown tables are then only looked up
-(`CohortResult.breakdown`)."""
+"""The root query. `cohort` authenticates, verifies the permits, plans, decides each
+jurisdiction on its own permit, charges the cost budget, takes rate-limit tokens, fans out
+and combines once per field, all under the policy set in force when it started; the breakdown
+tables are then only looked up (`CohortResult.breakdown`)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import strawberry
 
 from gateway.access import decide
 from gateway.audit import QueryTrail, denied, released_values
+from gateway.auth import forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.differencing import guard_pools
 from gateway.fanout import fan_out
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
-from gateway.graphql.context import GatewayContext, Services
-from gateway.graphql.enums import Jurisdiction
+from gateway.graphql.context import GatewayContext
+from gateway.graphql.enums import Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.limits import QueryBudget, cohort_cost
@@ -24,15 +26,18 @@ from gateway.graphql.permissions import allow
 from gateway.graphql.selection import requested_breakdowns
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
+from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
 from gateway.quorum import Quorum
+from gateway.ratelimit import ApprovalKey
+from policies.policy_set import PolicySet
 from policies.transparency import publish
 from schema import telemetry as otel
 from schema.approval import Role
-from schema.codes import ValueStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
+from schema.wire import PERMIT_HEADER
 
 Info = strawberry.Info[GatewayContext, None]
 
@@ -47,6 +52,7 @@ async def resolve_cohort(
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     min_share: float | None = None,
+    noise: NoiseLevel = NoiseLevel.STANDARD,
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
@@ -55,21 +61,25 @@ async def resolve_cohort(
         with trail.step("authenticate"):
             trail.principal = info.context.principal()
         # Every outcome from here on has its audit entry, written before it leaves; a caller
-        # without a valid token has no principal to record and is only logged.
+        # without a valid token has no principal to record and is only logged. The whole
+        # query runs under the policy set in force now, however the files change meanwhile.
         try:
-            outcomes, combined = await _answer(
-                services,
-                trail,
-                request=request,
-                jurisdictions=jurisdictions,
-                criteria=criteria,
-                reference_date=reference_date,
-                tables=requested_breakdowns(info.selected_fields),
-                deadline_ms=deadline_ms,
-                min_nodes=min_nodes,
-                min_share=min_share,
-                budget=info.context.budget,
-            )
+            with query_policies(services.policies.current) as policies:
+                outcomes, combined = await _answer(
+                    info.context,
+                    trail,
+                    policies,
+                    request=request,
+                    jurisdictions=jurisdictions,
+                    criteria=criteria,
+                    reference_date=reference_date,
+                    tables=requested_breakdowns(info.selected_fields),
+                    deadline_ms=deadline_ms,
+                    min_nodes=min_nodes,
+                    min_share=min_share,
+                    noise=noise,
+                    budget=info.context.budget,
+                )
         except Exception as error:
             await trail.refused(error, span)
             raise
@@ -79,8 +89,9 @@ async def resolve_cohort(
 
 
 async def _answer(
-    services: Services,
+    context: GatewayContext,
     trail: QueryTrail,
+    policies: PolicySet,
     *,
     request: str,
     jurisdictions: list[Jurisdiction] | None,
@@ -90,48 +101,65 @@ async def _answer(
     deadline_ms: int | None,
     min_nodes: int | None,
     min_share: float | None,
+    noise: NoiseLevel,
     budget: QueryBudget,
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
-    principal = trail.principal
+    services, subject = context.services, trail.principal.subject
     with trail.step("authorize"):
         # The researcher role is checked by the field's permission, before this runs.
-        trail.approval = approval = principal.require_approval()
-        if request != approval.request_id:
-            raise TesseraError(
-                "request is not the data request approved in the token",
-                code=ErrorCode.REQUEST_MISMATCH,
+        presented = context.presented()
+        if not presented:
+            raise forbidden(
+                f"no permit was presented: send each HDAB's permit in an {PERMIT_HEADER} header"
             )
     with trail.step("plan"):
         trail.plan = plan = plan_query(
             members=services.federation.members,
-            approval=approval,
-            subject=principal.subject,
+            subject=subject,
             request_id=request,
             criteria=criteria_data(criteria),
             jurisdictions=jurisdictions,
             reference_date=reference_date or default_reference_date(),
             tables=tables,
             query_id=trail.query_id,
+            noise=noise,
+        )
+        if presented.permits and not presented.names(request):
+            raise TesseraError(
+                "request is neither the data request nor the application of any permit presented",
+                code=ErrorCode.REQUEST_MISMATCH,
+            )
+    with trail.step("policy") as span:
+        # The law of every jurisdiction involved, each on its own HDAB's permit, before
+        # anything leaves the gateway.
+        federation = services.federation
+        access = decide(
+            plan,
+            presented,
+            policies,
+            allowed=federation.issues_permits_for,
+            datasets={j: node.datasets for j, node in federation.nodes.items()},
+        )
+        trail.decisions = decisions = access.decisions
+        trail.permits = access.permits
+        span.set_attributes(
+            {
+                otel.DENIED_JURISDICTIONS: denied(decisions.values()),
+                otel.RULES_FIRED: sorted({r.rule for d in decisions.values() for r in d.reasons}),
+            }
         )
     with trail.step("limits"):
         # Charged before this field's first await, and refused when too costly without
         # taking a rate-limit token.
         budget.charge(cohort_cost(plan))
         await services.rate_guard.check(
-            issuer=principal.issuer,
-            subject=principal.subject,
-            request_id=approval.request_id,
+            subject=subject,
             jurisdictions=plan.jurisdictions,
-        )
-    with trail.step("policy") as span:
-        # The law of every jurisdiction involved, before anything leaves the gateway.
-        trail.decisions = decisions = decide(principal, plan, services.policies)
-        span.set_attributes(
-            {
-                otel.DENIED_JURISDICTIONS: denied(decisions.values()),
-                otel.RULES_FIRED: sorted({r.rule for d in decisions.values() for r in d.reasons}),
-            }
+            approvals={
+                j: ApprovalKey(p.issuer, p.approval.request_id) for j, p in access.permits.items()
+            },
+            policy_set=policies,
         )
     deadline_s = query_deadline(
         deadline_ms, default_s=services.deadline_s, max_s=services.max_deadline_s
@@ -145,7 +173,7 @@ async def _answer(
             services.federation.nodes,
             plan,
             decisions,
-            approval_token=principal.token,
+            permits=access.permits,
             deadline_s=deadline_s,
             node_timeout_s=services.node_timeout_s,
             tracer=services.tracer,
@@ -154,14 +182,14 @@ async def _answer(
     quorum.check(outcomes)
     with trail.step("combine") as span:
         combined = guard_pools(
-            combine(plan.tables, outcomes, services.policies.profile),
+            combine(plan.tables, outcomes, policies.profile),
             outcomes,
             services.partial_pools,
         )
         released = released_values(combined)
         span.set_attributes(
             {
-                otel.CELLS_SUPPRESSED: sum(v.status is ValueStatus.SUPPRESSED for v in released),
+                otel.CELLS_SUPPRESSED: sum(v.value is None for v in released),
                 otel.RULES_FIRED: sorted({r.rule for v in released for r in v.reasons}),
             }
         )
@@ -178,6 +206,7 @@ async def _cohort(
     deadline_ms: int | None = strawberry.UNSET,
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
+    noise: NoiseLevel | None = strawberry.UNSET,
 ) -> CohortResult:
     # UNSET (argument omitted) and null both mean "not given".
     return await resolve_cohort(
@@ -189,13 +218,15 @@ async def _cohort(
         deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
         min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
         min_share=None if min_share is strawberry.UNSET else min_share,
+        noise=NoiseLevel.STANDARD if noise in (strawberry.UNSET, None) else noise,
     )
 
 
 def _jurisdictions(info: Info) -> list[JurisdictionInfo]:
     services = info.context.services
+    policies = services.policies.current
     return [
-        JurisdictionInfo.of(j, node.node_id, services.policies.profile(j))
+        JurisdictionInfo.of(j, node.node_id, policies.profile(j))
         for j, node in services.federation.nodes.items()
     ]
 
@@ -207,7 +238,7 @@ def _policies(
     services = info.context.services
     members = services.federation.members
     wanted = [j for j in (jurisdictions or members) if j in members]
-    policies = services.policies
+    policies = services.policies.current
     return [
         JurisdictionPolicy.of(publish(policies.effective(j)))
         for j in wanted
@@ -220,13 +251,16 @@ class Query:
     cohort: CohortResult = strawberry.field(
         resolver=_cohort,
         permission_classes=[allow(Role.RESEARCHER)],
-        description="Ask one question of the federation under an approved data request. "
-        "`request` must be the request id of the approval in your token; `jurisdictions` "
+        description="Ask one question of the federation under approved data requests: one "
+        "permit per jurisdiction, each from that jurisdiction's HDAB, sent in X-Tessera-Permit "
+        "headers. `request` must be the data request id or the application id of the "
+        "permits; a jurisdiction without a permit is DENIED (PERMIT_MISSING). `jurisdictions` "
         "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
         "to 1 January of the current year. `deadlineMs` bounds the wait for the nodes "
         "(default and upper bound set by the gateway); nodes that have not answered by then "
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
-        "nodes to answer OK, or the query fails with QUORUM_NOT_MET.",
+        "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
+        "twice the noise at a quarter of the privacy cost (for exploring).",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

@@ -13,6 +13,7 @@ from gateway.planner import Plan
 from policies.profiles import DisclosureProfile
 from policies.transparency import PublishedPolicy, PublishedRule
 from schema import result as model
+from schema import wire
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
 
@@ -62,6 +63,41 @@ class Count:
         )
 
 
+@strawberry.type(
+    description="What an answer cost you at one node, in zCDP rho per person, worst case: "
+    "figures that depend only on the questions you asked, never on the data. A person counted "
+    "in more than `capRho` worth of your answers drops out of your counts at that node."
+)
+class PrivacySpend:
+    sigma: float = strawberry.field(description="Standard deviation of the noise on the counts.")
+    question_rho: float = strawberry.field(
+        description="What this answer charged each person counted (0 when every table was "
+        "asked before: repeats are free and return the same numbers)."
+    )
+    spent_rho: float = strawberry.field(description="Your worst-case spend at this node so far.")
+    cap_rho: float
+    organisation_spent_rho: float | None = strawberry.field(
+        description="Your organisation's worst-case spend at this node, all its researchers."
+    )
+    organisation_cap_rho: float | None
+    data_release: str = strawberry.field(
+        description="The node's data release the answer comes from: answers are stored per "
+        "release, and a new release computes re-asked questions afresh (and charges them)."
+    )
+
+    @classmethod
+    def of(cls, spend: wire.PrivacySpend) -> PrivacySpend:
+        return cls(
+            sigma=spend.sigma,
+            question_rho=spend.question_rho,
+            spent_rho=spend.spent_rho,
+            cap_rho=spend.cap_rho,
+            organisation_spent_rho=spend.organisation_spent_rho,
+            organisation_cap_rho=spend.organisation_cap_rho,
+            data_release=spend.data_release,
+        )
+
+
 @strawberry.type(description="One node's part of the answer.")
 class NodeResult:
     jurisdiction: Jurisdiction
@@ -70,6 +106,9 @@ class NodeResult:
     count: Count | None = strawberry.field(description="Null unless the node answered OK.")
     reasons: list[Reason]
     error: str | None = strawberry.field(description="What went wrong, when the node failed.")
+    privacy: PrivacySpend | None = strawberry.field(
+        description="What the answer cost you at this node (null unless it answered OK)."
+    )
 
     @classmethod
     def of(cls, node: combine.NodeResult) -> NodeResult:
@@ -80,6 +119,7 @@ class NodeResult:
             count=Count.of(node.count) if node.count is not None else None,
             reasons=[Reason.of(r) for r in node.reasons],
             error=node.error,
+            privacy=None if node.privacy is None else PrivacySpend.of(node.privacy),
         )
 
 

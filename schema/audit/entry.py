@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final
 import orjson
 from pydantic import Field
 
+from schema.approval import ApplicantId, RequestId
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.model import Contract
@@ -79,6 +80,17 @@ class NodeStep(Contract):
     error_code: ErrorCode | None = None
 
 
+class PermitRecord(Contract):
+    """The permit a jurisdiction's part of a query was decided on: which HDAB (`issuer`)
+    issued it, under which data request, for which applicant organisation. Never the token."""
+
+    jurisdiction: Jurisdiction
+    issuer: Annotated[str, Field(min_length=1, max_length=256)]
+    request_id: RequestId
+    application_id: RequestId | None = None
+    organisation: Annotated[str, Field(max_length=256)] | None = None
+
+
 class AuditRecord(Contract):
     """What a service records about one query before it releases the answer."""
 
@@ -92,6 +104,12 @@ class AuditRecord(Contract):
     issuer: str | None = None
     caller: str | None = None
     approval: str | None = None
+    # Who asked, as the permits name them (researcher = their `sub`, organisation = their
+    # applicant), and per jurisdiction the permit its part was decided on: at the gateway one
+    # per jurisdiction that had one, at a connector the permit it verified itself. Entries
+    # written before permits existed have neither (None, []).
+    applicant: ApplicantId | None = None
+    permits: Annotated[list[PermitRecord], Field(max_length=32)] = []
     purpose: str | None = None
     datasets: list[str] = []
     jurisdictions: Annotated[list[Jurisdiction], Field(max_length=32)] = []

@@ -15,9 +15,22 @@ from audit_kit import postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from schema.audit.entry import Decision
+from schema.approval import ApplicantId
+from schema.audit.entry import (
+    FORMAT_VERSION,
+    GENESIS,
+    STORED_COLUMNS,
+    Decision,
+    PermitRecord,
+    StoredEntry,
+    canonical_json,
+    digest,
+    jurisdictions_column,
+)
 from schema.audit.log import AuditLog
-from schema.audit.store import open_store
+from schema.audit.sqlite import SCHEMA
+from schema.audit.store import ENTRIES_TABLE, open_store
+from schema.codes import Jurisdiction
 from schema.errors import ErrorCode
 from tessera.cli import main
 
@@ -65,11 +78,13 @@ def test_verify_and_export_an_intact_trail(
         "time": rows[0]["time"],
         "query_id": "q-00000001",
         "data_user": "researcher-1@example.eu",
+        "organisation": "",
         "issuer": "https://hdab.test",
         "data_request": "DR-1",
         "purpose": "scientific_research",
         "datasets": "",
         "jurisdictions": "FR DK",
+        "permits": "",
         "decision": "ANSWERED",
     }
     out = tmp_path / "register.json"
@@ -133,3 +148,71 @@ def test_tampering_with_a_postgres_trail_is_detected(
     out = capsys.readouterr().out
     assert f"{CHAIN}: OK: 6 entries" in out
     assert f"{CHAIN}: BROKEN at entry 3: expected entry 3 here, found 4" in out
+
+
+def write_old_entry(db: Path) -> None:
+    """Entry 1 as a gateway wrote it before permits existed: its record has neither
+    `applicant` nor `permits`."""
+    old = record(1).model_dump(mode="json")
+    del old["applicant"], old["permits"]
+    body = canonical_json(
+        {"v": FORMAT_VERSION, "chain": CHAIN, "seq": 1, "prev": GENESIS, "record": old}
+    )
+    row = StoredEntry(
+        chain=CHAIN,
+        seq=1,
+        hash=digest(body),
+        prev=GENESIS,
+        time=old["time"],
+        query_id=old["query_id"],
+        principal=old["principal"],
+        approval=old["approval"],
+        decision=old["decision"],
+        jurisdictions=jurisdictions_column(record(1).jurisdictions),
+        body=body,
+    )
+    with sqlite3.connect(db) as connection:
+        connection.executescript(SCHEMA)
+        connection.execute(
+            f"INSERT INTO {ENTRIES_TABLE} ({STORED_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            row.as_row(),
+        )
+
+
+def test_a_trail_from_before_permits_still_verifies_and_exports(
+    tmp_path: Path, key: tuple[Ed25519PrivateKey, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "audit.sqlite3"
+    write_old_entry(db)
+    permits = [
+        PermitRecord(
+            jurisdiction=Jurisdiction.FR,
+            issuer="https://hdab.fr.test",
+            request_id="DR-2026-0042-FR",
+            application_id="DR-2026-0042",
+            organisation="Example Hospital",
+        ),
+        PermitRecord(
+            jurisdiction=Jurisdiction.DK, issuer="https://hdab.dk.test", request_id="DK-7"
+        ),
+    ]
+
+    async def append() -> None:
+        store = open_store(str(db))
+        log = AuditLog(store, CHAIN, signing_key=key[0])
+        await log.start()  # continues the old chain
+        applicant = ApplicantId(researcher="researcher-1@example.eu", organisation="Example")
+        await log.record(record(3, applicant=applicant, permits=permits))
+        await log.close()
+        await store.close()
+
+    asyncio.run(append())
+    assert main(["audit", "verify", "--db", str(db), "--key", str(key[1])]) == 0
+    assert ": OK: 2 entries" in capsys.readouterr().out
+    assert main(["audit", "export", "--db", str(db), "--format", "json"]) == 0
+    old, new = json.loads(capsys.readouterr().out)
+    assert (old["organisation"], old["permits"]) == ("", "")
+    assert (new["organisation"], new["permits"]) == (
+        "Example",
+        "FR=DR-2026-0042-FR@https://hdab.fr.test DK=DK-7@https://hdab.dk.test",
+    )

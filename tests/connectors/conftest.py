@@ -45,6 +45,7 @@ from schema.wire import REQUEST_TOKEN_TYP, body_hash
 
 REFERENCE_DATE = dt.date(2024, 6, 30)
 OPTOUT_VERSION = "optout-2024-06-01"
+DATA_RELEASE = "cdm-2024-06"
 OPTED_OUT = (3, 26)
 
 # concept_id, name, vocabulary, class, standard, code
@@ -139,6 +140,12 @@ def _observation_periods() -> list[tuple[int, str]]:
     return rows
 
 
+def person_index(person_id: int) -> int:
+    """The fixture's person index of a person: in another order than the ids, as after a
+    rebuild of the CDM."""
+    return 50 - person_id
+
+
 def build_database(
     path: Path, *, tessera_tables: bool = True, opted_out: Sequence[int] = OPTED_OUT
 ) -> Path:
@@ -195,8 +202,12 @@ def build_database(
                 [OPTOUT_VERSION],
             )
             con.executemany(
-                "INSERT INTO tessera_record_key VALUES (?, ?)",
-                [(p, p * 7919 % 65521) for p in range(1, 51)],
+                "INSERT INTO tessera_person VALUES (?, ?)",
+                [(p, person_index(p)) for p in range(1, 51)],
+            )
+            con.execute(
+                "INSERT INTO tessera_data_release VALUES (?, TIMESTAMP '2024-06-01 00:00:00')",
+                [DATA_RELEASE],
             )
     return path
 

@@ -36,12 +36,18 @@ APPROVAL_AUDIENCE = "tessera-gateway"  # the gateway's id, the default gateway i
 HDAB_KEY = Ed25519PrivateKey.generate()
 
 
+def node_dataset(jurisdiction: Jurisdiction | str) -> str:
+    """The dataset a node without a node layer serves: its node id."""
+    code = jurisdiction.value if isinstance(jurisdiction, Jurisdiction) else jurisdiction
+    return f"tessera-node-{code.lower()}"
+
+
 def approval(**fields: Any) -> Approval:
     values: dict[str, Any] = {
         "request_id": REQUEST_ID,
         "purpose": "scientific_research",
         "jurisdictions": [Jurisdiction.FR, Jurisdiction.DE],
-        "datasets": ["omop-cdm-5.4"],
+        "datasets": [node_dataset(Jurisdiction.FR), node_dataset(Jurisdiction.DE)],
     }
     values.update(fields)
     return Approval(**values)
@@ -85,10 +91,12 @@ def approval_token(
     request_id: str = REQUEST_ID,
     jurisdictions: Sequence[str] = ("FR",),
     key: Ed25519PrivateKey | None = None,
+    applicant: str | None = None,
     **claims: object,
 ) -> str:
-    """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`;
-    keyword arguments replace (None drops) claims, `key` signs with another key."""
+    """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`
+    (for the organisation `applicant`, when given); keyword arguments replace (None drops)
+    claims, `key` signs with another key."""
     now = int(time.time())
     payload: dict[str, object] = {
         "iss": HDAB_ISSUER,
@@ -101,7 +109,8 @@ def approval_token(
             "request_id": request_id,
             "purpose": "scientific_research",
             "jurisdictions": list(jurisdictions),
-            "datasets": ["omop-cdm-5.4"],
+            "datasets": [node_dataset(j) for j in jurisdictions],
+            **({"applicant": applicant} if applicant else {}),
         },
     }
     payload.update(claims)

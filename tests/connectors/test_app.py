@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 from connectors.app import create_app
 from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
+from connectors.noise import ShiftedNoise
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
 from schema.query import Criteria, EventCriterion
@@ -64,11 +66,15 @@ def settings(database: Path, keys: dict[str, Path], hdab: Path | None) -> Connec
         audit_key=audit_key(database.parent),
         hdab_issuer=HDAB_ISSUER,
         hdab_public_key=hdab,
+        # A ledger of its own per app: the database is shared by the whole session.
+        state_dir=database.parent / f"state-{uuid.uuid4().hex}",
     )
 
 
 async def start(app_settings: ConnectorSettings, backend: Backend | None = None) -> Client:
-    client: Client = TestClient(TestServer(create_app(app_settings, backend=backend)))
+    # No noise (the fake adds 0), so the tests can check the node's arithmetic.
+    app = create_app(app_settings, backend=backend, noise=ShiftedNoise())
+    client: Client = TestClient(TestServer(app))
     await client.start_server()
     return client
 
@@ -105,14 +111,19 @@ async def test_health_is_always_ok(client: Client) -> None:
 async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Client) -> None:
     response = await client.get(READY_PATH)
     assert response.status == 200
-    assert await response.json() == {"status": "ready"}
+    body = await response.json()
+    assert body["status"] == "ready"
+    # Which policy is in force (a digest of its files), and that it loaded.
+    assert set(body["policy"]) == {"version", "loaded_at", "last_reload"}
+    assert body["policy"]["last_reload"] == "ok"
 
 
 async def test_not_ready_while_shutting_down(client: Client) -> None:
     await client.app.shutdown()  # the on_shutdown step of a SIGTERM
     response = await client.get(READY_PATH)
     assert response.status == 503
-    assert await response.json() == {"status": "unavailable", "reason": "shutting down"}
+    body = await response.json()
+    assert (body["status"], body["reason"]) == ("unavailable", "shutting down")
     assert (await client.get(HEALTH_PATH)).status == 200
 
 
@@ -152,26 +163,23 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert answer["jurisdiction"] == "FR"
     assert answer["optout_register_version"] == "optout-2024-06-01"
     total, by_sex = answer["tables"]
-    assert total == {
-        "by": [],
-        "cells": [
-            {
-                "key": [],
-                "count": {"value": 47, "status": "EXACT", "reasons": [], "bound": None, "sd": None},
-            }
-        ],
-    }
+    [cell] = total["cells"]
+    assert (cell["count"]["value"], cell["count"]["status"], cell["count"]["sd"]) == (
+        47,
+        "PERTURBED",
+        5.0,
+    )
     assert by_sex["by"] == ["SEX"]
-    # UNKNOWN (1 person) is below 11; FEMALE is suppressed with it, or the total minus the
-    # other two would give UNKNOWN away.
+    # UNKNOWN (1 person) is below 11, so LOW; nothing else is withheld because of it.
     assert {
         c["key"][0]: (c["count"]["value"], [r["rule"] for r in c["count"]["reasons"]])
         for c in by_sex["cells"]
     } == {
-        "FEMALE": (None, ["SECONDARY_SUPPRESSION"]),
-        "MALE": (23, []),
-        "UNKNOWN": (None, ["PRIMARY_SUPPRESSION"]),
+        "FEMALE": (23, ["NOISE"]),
+        "MALE": (23, ["NOISE"]),
+        "UNKNOWN": (None, ["BELOW_MINIMUM"]),
     }
+    assert answer["privacy"]["question_rho"] == 0.04
 
 
 async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign: Sign) -> None:
@@ -181,11 +189,11 @@ async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign
     assert status == 200
     [cell] = answer["tables"][0]["cells"]
     assert cell["count"]["value"] is None
-    assert cell["count"]["status"] == "SUPPRESSED"
+    assert cell["count"]["status"] == "LOW"
     [reason] = cell["count"]["reasons"]
-    assert reason["rule"] == "PRIMARY_SUPPRESSION"
+    assert reason["rule"] == "BELOW_MINIMUM"
     assert reason["jurisdiction"] == "FR"
-    assert "5" not in json.dumps(cell)
+    assert "5" not in json.dumps(cell).replace("5.0", "")
 
 
 def assert_clean(error: dict[str, Any], *secrets: str) -> None:
@@ -442,7 +450,7 @@ HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
         ({DB: "x"}, f"{J} is required"),
         ({J: "FR"}, f"exactly one of {DB} and TESSERA_CONNECTOR_DSN"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "exactly one of"),
-        ({J: "FR", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "HISTORY is required"),
+        ({J: "FR", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "STATE_DIR is required"),
         ({J: "XX", DB: "x"}, f"{J} is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "eighty"}, "PORT is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "70000"}, "PORT must be between"),
@@ -495,7 +503,7 @@ def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
         assert line.startswith("connector FR listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
         with urllib.request.urlopen(url + READY_PATH, timeout=10) as response:  # noqa: S310
-            assert json.loads(response.read()) == {"status": "ready"}
+            assert json.loads(response.read())["status"] == "ready"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pytest
 import sqlglot
 from pydantic import ValidationError
@@ -146,7 +147,12 @@ def test_cohort_table_statements_match_their_golden_file(name: str) -> None:
     """The same query over a temporary cohort table (what the DuckDB backend runs): each
     statement binds only the values it uses, renumbered from $1."""
     compiled = compile_query(NAMED_QUERIES[name], dialect="duckdb")
-    statements = (compiled.create_cohort(), compiled.cohort_persons(), compiled.cohort_tables())
+    statements = (
+        compiled.create_cohort(),
+        compiled.cohort_persons(),
+        compiled.delete_excluded(np.array([7, 9], dtype=np.uint32)),
+        compiled.cohort_tables(),
+    )
     check_golden(
         f"{name}.cohort_table.duckdb",
         "\n".join(render(s.sql, s.params) for s in statements),
@@ -163,11 +169,17 @@ def test_renumbered_placeholders_bind_only_the_values_used() -> None:
     assert compiled.params[0] == REFERENCE_DATE.year
     # The tables read the cohort table, so only the index event's filter binds values.
     tables = compiled.cohort_tables()
-    assert tables.params == compiled.params[1:]
+    assert tables.params == compiled.params[1:-1]
     assert "$1" in tables.sql
     assert f"${len(tables.params) + 1}" not in tables.sql
-    assert compiled.create_cohort().params == compiled.params
+    # The persons left out are bound last, and only by the statements that leave them out.
+    assert compiled.params[-1] == []
+    assert compiled.excluded_param == len(compiled.params) - 1
+    assert compiled.create_cohort().params == compiled.params[:-1]
+    assert compiled.population().params == compiled.params[:-1]
     assert compiled.cohort_persons().params == ()
+    assert compiled.tables_statement(np.array([3], dtype=np.uint32)).params[-1] == [3]
+    assert compiled.delete_excluded(np.array([3, 5], dtype=np.uint32)).params == ([3, 5],)
 
 
 @pytest.mark.parametrize("dialect", ["duckdb", "postgres"])

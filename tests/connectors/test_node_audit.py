@@ -32,10 +32,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from connectors.app import create_app
 from connectors.backends.fake import FakeBackend
 from connectors.errors import BadSignature, WrongNode
+from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
-from schema.audit.entry import Decision, released_hash
+from schema.approval import ApplicantId
+from schema.audit.entry import Decision, PermitRecord, released_hash
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStoreError, MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
@@ -47,7 +49,7 @@ Sign = Callable[..., str]
 CHAIN = "node:tessera-node-fr"
 # total 120; FEMALE 112; MALE 8 (below FR's 11: suppressed)
 # (grouping id, sex, persons, sum of record keys)
-ROWS = [(1, None, 120, 30), (0, "MALE", 8, 10), (0, "FEMALE", 112, 20)]
+ROWS = [(1, None, 120), (0, "MALE", 8), (0, "FEMALE", 112)]
 
 
 def body(jurisdiction: Jurisdiction = Jurisdiction.FR) -> bytes:
@@ -77,7 +79,8 @@ def service(
     )
     return QueryService(
         jurisdiction=Jurisdiction.FR,
-        backend=FakeBackend(ROWS),
+        backend=FakeBackend(ROWS, population=range(120)),
+        noise=ShiftedNoise(),
         verifier=verifier,
         approvals=approval_verifier(Jurisdiction.FR),
         policy=policy(),
@@ -106,11 +109,16 @@ async def test_an_answer_is_recorded_before_it_leaves(
         HDAB_ISSUER,
         "scientific_research",
     )
-    assert entry.datasets == ["omop-cdm-5.4"]
+    assert entry.datasets == ["tessera-node-fr"]
+    # Who asked, and under which permit, as the permit this node verified names them.
+    assert entry.applicant == ApplicantId(researcher="researcher@test.eu")
+    assert entry.permits == [
+        PermitRecord(jurisdiction=Jurisdiction.FR, issuer=HDAB_ISSUER, request_id="DR-2026-0042")
+    ]
     assert entry.caller == "gateway-2024"
     assert entry.jurisdictions == [Jurisdiction.FR]
-    # MALE is below FR's minimum; FEMALE then follows it, or total minus FEMALE gives MALE.
-    assert entry.rules == ["PRIMARY_SUPPRESSION", "SECONDARY_SUPPRESSION"]
+    # MALE (and UNKNOWN, with nobody) are below FR's minimum; every count is noisy.
+    assert entry.rules == ["BELOW_MINIMUM", "NOISE"]
     assert entry.cells_suppressed == 2
     assert entry.optout_register_version == "fake-optout-1"
     assert entry.sql_fingerprint is not None
@@ -125,7 +133,7 @@ async def test_an_answer_is_recorded_before_it_leaves(
         "policy",
         "compile",
         "population",
-        "differencing_guard",
+        "ledger",
         "sql",
         "protect",
     ]
@@ -186,7 +194,7 @@ async def test_spans_continue_the_gateways_trace(
         "connector.policy",
         "connector.compile",
         "connector.population",
-        "connector.differencing_guard",
+        "connector.ledger",
         "connector.sql",
         "connector.protect",
         "audit.write",
@@ -195,7 +203,7 @@ async def test_spans_continue_the_gateways_trace(
     assert attributes["tessera.query_id"] == "q-00000001"
     assert attributes["tessera.jurisdiction"] == "FR"
     assert attributes["tessera.cells_suppressed"] == 2
-    assert attributes["tessera.rules_fired"] == ("PRIMARY_SUPPRESSION", "SECONDARY_SUPPRESSION")
+    assert attributes["tessera.rules_fired"] == ("BELOW_MINIMUM", "NOISE")
     assert attributes["tessera.optout_register_version"] == "fake-optout-1"
     assert len(str(attributes["tessera.sql.fingerprint"])) == 16
     (sql,) = [s for s in finished if s.name == "connector.sql"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,13 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.federation import NodeInfo
 from gateway.nodes import Handler
 from gateway.planner import Plan, plan_query
-from policies.disclosure import NODE_RULES, CellContext, protect_count
-from policies.loader import load_policy_set
+from policies.disclosure import NODE_RULES, CellContext, protect, release
+from policies.domain import table_domain
+from policies.loader import DEFAULT_DIRECTORY, load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
-from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable
+from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable, PrivacySpend
 from trust.keys import jwks
 
 # A POST of a GraphQL query to the test app (the `graphql` fixture).
@@ -134,6 +137,123 @@ def write_federation(
     return path
 
 
+# A federation as the EHDS has it: each member's own HDAB, trusted for its jurisdiction only,
+# and an identity issuer whose tokens are never permits (`write_hdab_federation`).
+IDENTITY = "https://id.test.tessera.eu"
+HDAB_KEYS = {j: Ed25519PrivateKey.generate() for j in MEMBERS}
+IDENTITY_KEY = Ed25519PrivateKey.generate()
+
+
+def hdab(jurisdiction: Jurisdiction) -> str:
+    return f"https://hdab.{jurisdiction.value.lower()}.test"
+
+
+def write_hdab_federation(
+    directory: Path, keys: Keys, *, extra_issuers: str = "", node_datasets: bool = False
+) -> Path:
+    """A federation file trusting `IDENTITY` for identity only and each member's HDAB for
+    its own jurisdiction (`HDAB_KEYS`); `node_datasets` names each node's dataset too."""
+    (directory / "keys").mkdir(exist_ok=True)
+    (directory / "keys" / "gateway.key.pem").write_bytes(pem_private(keys.gateway))
+    (directory / "keys" / "identity.pub.pem").write_bytes(pem_public(IDENTITY_KEY))
+    text = (
+        f'[gateway]\nid = "{GATEWAY_ID}"\nsigning_key = "keys/gateway.key.pem"\n'
+        'signing_kid = "gateway-1"\n\n'
+        f'[[issuers]]\niss = "{IDENTITY}"\npublic_key = "keys/identity.pub.pem"\n'
+        'algorithms = ["EdDSA"]\njurisdictions = []\n\n'
+    )
+    for j, key in HDAB_KEYS.items():
+        code = j.value.lower()
+        (directory / "keys" / f"hdab-{code}.pub.pem").write_bytes(pem_public(key))
+        text += (
+            f'[[issuers]]\niss = "{hdab(j)}"\npublic_key = "keys/hdab-{code}.pub.pem"\n'
+            f'algorithms = ["EdDSA"]\njurisdictions = ["{j.value}"]\n\n'
+        )
+    text += extra_issuers
+    for j in MEMBERS:
+        text += (
+            f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "tessera-node-{j.value.lower()}"\n'
+            f'url = "http://127.0.0.1:9/{j.value.lower()}"\n'
+        )
+        if node_datasets:
+            text += f'datasets = ["tessera-node-{j.value.lower()}"]\n'
+        text += "\n"
+    path = directory / "federation.toml"
+    path.write_text(text)
+    return path
+
+
+def revoking(directory: Path, jurisdiction: Jurisdiction, *request_ids: str) -> Path:
+    """A copy of the shipped policy directory in which `jurisdiction` revoked these permits
+    (by data request id); the same directory if it is one already."""
+    if not (directory / "eu.toml").exists():
+        shutil.copytree(DEFAULT_DIRECTORY, directory)
+    path = directory / "jurisdictions" / f"{jurisdiction.value.lower()}.toml"
+    listed = ", ".join(f'"{r}"' for r in request_ids)
+    path.write_text(
+        re.sub(
+            r"(\[approvals\.revoked\]\nvalue = )\[[^\]]*\]", rf"\g<1>[{listed}]", path.read_text()
+        )
+    )
+    return directory
+
+
+def identity_token(**claims: Any) -> str:
+    """A researcher's bearer token from `IDENTITY`: who they are, no approval."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": IDENTITY,
+        "sub": SUBJECT,
+        "aud": GATEWAY_ID,
+        "iat": now,
+        "exp": now + 600,
+        ROLES_CLAIM: [Role.RESEARCHER.value],
+    }
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, IDENTITY_KEY, algorithm="EdDSA")
+
+
+def permit(
+    jurisdiction: Jurisdiction,
+    *,
+    by: Jurisdiction | None = None,
+    key: Any = None,
+    now: float | None = None,
+    **approval: Any,
+) -> str:
+    """`jurisdiction`'s permit from its own HDAB (or `by`'s, or signed with `key`): its own
+    data request `DR-<code>`, part of application `REQUEST_ID`; `approval` replaces fields
+    (None removes one), `iss`, `sub`, `exp` and `roles` replace claims."""
+    issued = int(time.time() if now is None else now)
+    issuer = jurisdiction if by is None else by
+    fields: dict[str, Any] = {
+        "request_id": f"DR-{jurisdiction.value}",
+        "application_id": REQUEST_ID,
+        "purpose": "scientific_research",
+        "jurisdictions": [jurisdiction.value],
+        "datasets": [f"tessera-node-{jurisdiction.value.lower()}"],
+        "applicant": "Example Research Hospital",
+        "applicant_kind": "public_body",
+    }
+    claims = {
+        name: approval.pop(name) for name in ("iss", "sub", "exp", "roles") if name in approval
+    }
+    fields.update(approval)
+    payload: dict[str, Any] = {
+        "iss": hdab(issuer),
+        "sub": SUBJECT,
+        "aud": GATEWAY_ID,
+        "iat": issued,
+        "exp": issued + 600,
+        ROLES_CLAIM: [Role.RESEARCHER.value],
+        APPROVAL_CLAIM: {k: v for k, v in fields.items() if v is not None},
+        **claims,
+    }
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, HDAB_KEYS[issuer] if key is None else key, algorithm="EdDSA")
+
+
 def mint(
     keys: Keys,
     *,
@@ -168,19 +288,26 @@ def mint(
 def node_response(
     request: NodeRequest, counts: Counts, *, honest: bool = True, **fields: Any
 ) -> NodeResponse:
-    """The answer of a node holding `counts`. An honest node protects every count with its
-    own profile; a dishonest one sends even small counts as EXACT."""
+    """The answer of a node holding `counts` (0 for every other cell of a table's domain).
+    An honest node releases every cell of the domain through its own rules, with noise of its
+    profile's sd that happens to be 0 here (so tests can check the arithmetic); a dishonest
+    one sends its counts as EXACT, small ones too."""
     j = request.jurisdiction
-    context = CellContext(profile=POLICIES.profile(j), jurisdiction=j)
+    profile = POLICIES.profile(j)
+    context = CellContext(profile=profile, jurisdiction=j)
+    sd = profile.noise_sd(request.noise)
 
     def value(count: Any) -> Value:
         if isinstance(count, Value):
             return count
-        return protect_count(count, context, NODE_RULES) if honest else Value.exact(count)
+        if not honest:
+            return Value.exact(count)
+        return protect(release(count, sd, context), context, NODE_RULES)
 
     tables = []
     for by in request.query.tables:
-        cells = {(): counts[()]} if by == () else counts.get(by, {})
+        given = {(): counts[()]} if by == () else counts.get(by, {})
+        cells = {k: given.get(k, 0) for k in table_domain(by, request.query)} if honest else given
         tables.append(
             NodeTable(
                 by=by, cells=[NodeCell(key=list(k), count=value(c)) for k, c in cells.items()]
@@ -192,6 +319,13 @@ def node_response(
         "status": NodeStatus.OK,
         "tables": tables,
         "elapsed_ms": 1.0,
+        "privacy": PrivacySpend(
+            sigma=sd,
+            question_rho=len(tables) / (2 * sd * sd),
+            spent_rho=len(tables) / (2 * sd * sd),
+            cap_rho=profile.rho_per_applicant,
+            data_release="test-1",
+        ),
         **fields,
     }
     return NodeResponse.model_validate(answer)
@@ -225,13 +359,12 @@ def assert_clean_error(body: Mapping[str, Any], code: str, *secrets: str) -> Non
         assert leak not in text, (leak, text)
 
 
-def make_plan(*tables: Breakdown, approval: Approval = APPROVAL) -> Plan:
+def make_plan(*tables: Breakdown) -> Plan:
     """A plan of the whole federation for the breakdowns `tables`, as the gateway makes it."""
     return plan_query(
-        approval=approval,
         subject=SUBJECT,
         members=MEMBERS,
-        request_id=approval.request_id,
+        request_id=APPROVAL.request_id,
         criteria={},
         jurisdictions=None,
         reference_date=dt.date(2026, 1, 1),

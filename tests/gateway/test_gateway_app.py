@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from gateway_kit import DEFAULT_COUNTS, REQUEST_ID, Keys, counts_handler, error_code, mint
 
@@ -28,7 +30,7 @@ query Diabetic($j: [Jurisdiction!]) {
     queryId
     traceId
     referenceDate
-    count { value status reasons { rule jurisdiction message } bound }
+    count { value status reasons { rule jurisdiction message } bound sd }
     byJurisdiction { jurisdiction status latencyMs error
                      count { value status reasons { rule jurisdiction } }
                      reasons { rule jurisdiction message } }
@@ -49,11 +51,25 @@ def cohort(criteria: str, extra: str = "", request: str = REQUEST_ID) -> str:
     )
 
 
+NOISE_MESSAGE = (
+    "unbiased noise of standard deviation 5 added; the same question always gets the same number"
+)
+
+
 async def test_happy_path_pools_every_node(graphql: Any, nodes: MockNodeClient) -> None:
     body = await graphql(DIABETIC_WOMEN)
     assert "errors" not in body, body
     result = body["data"]["cohort"]
-    assert result["count"] == {"value": 500, "status": "EXACT", "reasons": [], "bound": None}
+    assert result["count"] == {
+        "value": 500,
+        "status": "PERTURBED",
+        "reasons": [
+            {"rule": "NOISE", "jurisdiction": j, "message": NOISE_MESSAGE}
+            for j in ("DK", "FR", "NO")
+        ],
+        "bound": None,
+        "sd": pytest.approx(math.sqrt(3) * 5),
+    }
     assert result["referenceDate"] == "2026-01-01"
     assert [n["jurisdiction"] for n in result["byJurisdiction"]] == ["DK", "FR", "NO"]
     assert {n["jurisdiction"]: n["count"]["value"] for n in result["byJurisdiction"]} == {
@@ -65,7 +81,7 @@ async def test_happy_path_pools_every_node(graphql: Any, nodes: MockNodeClient) 
     assert result["bySex"]["by"] == ["SEX"]
     assert [
         (c["dimensions"][0]["value"], c["count"]["value"]) for c in result["bySex"]["cells"]
-    ] == [("FEMALE", 300), ("MALE", 200)]
+    ] == [("FEMALE", 300)]  # the criteria's sex: the only cell of the domain
     assert [
         (c["dimensions"][0]["value"], c["count"]["value"]) for c in result["byCountry"]["cells"]
     ] == [("DK", 150), ("FR", 300), ("NO", 50)]
@@ -107,7 +123,7 @@ async def test_one_node_unavailable_while_others_answer(
     assert by["DK"]["error"]
     assert by["FR"]["status"] == by["NO"]["status"] == "OK"
     assert result["count"]["value"] == 350
-    assert result["count"]["status"] == "EXACT"
+    assert result["count"]["status"] == "PERTURBED"
     partial = [r for r in result["count"]["reasons"] if r["rule"] == "PARTIAL"]
     assert len(partial) == 1
     assert "DK (UNAVAILABLE)" in partial[0]["message"]

@@ -34,7 +34,8 @@ query($j: [Jurisdiction!]) {
 ENTRIES = """
 query($filter: AuditFilter, $first: Int = 50, $before: Int) {
   auditEntries(filter: $filter, first: $first, before: $before) {
-    entries { seq queryId researcher approval purpose jurisdictions decision errorCode }
+    entries { seq queryId researcher approval purpose jurisdictions decision errorCode
+              permits { jurisdiction issuer request } }
     nextBefore
   }
 }
@@ -105,8 +106,8 @@ async def test_every_answer_has_one_entry_with_its_steps(
         "authenticate",
         "authorize",
         "plan",
-        "limits",
         "policy",
+        "limits",
         "fan_out",
         "combine",
     ]
@@ -129,18 +130,15 @@ async def test_suppression_is_recorded_by_rule_and_number_never_by_value(
         settings, node_client=MockNodeClient(counts_handler(counts)), audit_store=store
     )
     async with TestClient(TestServer(app)) as client:
-        answer = (await post(client, COHORT, token))["data"]["cohort"]
+        everyone = COHORT.replace("criteria: {sex: FEMALE}", "criteria: {}")
+        answer = (await post(client, everyone, token))["data"]["cohort"]
         entry = (await post(client, ENTRY, compliance, q=answer["queryId"]))["data"]["auditEntry"]
-    # MALE (2) is suppressed at each node, FEMALE with it (the total would give it away),
-    # and so are the pooled cells.
-    assert entry["rulesFired"] == [
-        "INCOMPLETE_POOL",
-        "PRIMARY_SUPPRESSION",
-        "SECONDARY_SUPPRESSION",
-    ]
+    # MALE (2) and UNKNOWN (nobody) are LOW at each node, and so are the pooled cells; FEMALE
+    # is released (noisy), whatever the others.
+    assert entry["rulesFired"] == ["BELOW_MINIMUM", "INCOMPLETE_POOL", "NOISE"]
     assert entry["cellsSuppressed"] >= 2
-    assert {n["cellsSuppressed"] for n in entry["nodes"]} == {1}
-    assert {tuple(n["rulesFired"]) for n in entry["nodes"]} == {("PRIMARY_SUPPRESSION",)}
+    assert {n["cellsSuppressed"] for n in entry["nodes"]} == {2}
+    assert {tuple(n["rulesFired"]) for n in entry["nodes"]} == {("BELOW_MINIMUM", "NOISE")}
 
 
 async def test_node_response_hashes_match_the_nodes_answers(
@@ -171,10 +169,12 @@ async def test_refusals_are_recorded_and_unauthenticated_calls_are_not(
     assert error_code(await post(app_client, COHORT, None)) == "UNAUTHENTICATED"
     body = await post(app_client, ENTRIES, compliance)
     (entry,) = body["data"]["auditEntries"]["entries"]
-    assert (entry["decision"], entry["errorCode"], entry["approval"]) == (
+    # The question's data request, which no permit presented names; no permit decided it.
+    assert (entry["decision"], entry["errorCode"], entry["approval"], entry["permits"]) == (
         "REFUSED",
         "REQUEST_MISMATCH",
-        "DR-2026-0099",
+        "DR-2026-0042",
+        [],
     )
     assert len(store.rows[CHAIN]) == 1
 

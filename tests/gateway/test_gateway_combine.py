@@ -3,11 +3,14 @@ disclosure control over whatever the nodes sent."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from gateway_kit import (
     AGE10,
+    APPROVAL,
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
@@ -42,7 +45,7 @@ def answered(
         if failed and j in failed:
             outcomes.append(NodeOutcome.failed(j, failed[j], "down"))
             continue
-        request = plan.node_request(j)
+        request = plan.node_request(j, APPROVAL)
         response = node_response(request, counts[j], honest=honest)
         outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
         assert outcome.status is NodeStatus.OK, outcome
@@ -54,45 +57,51 @@ def cells(table: Any) -> dict[tuple[str, ...], int | None]:
     return {tuple(d.value for d in c.dimensions): c.count.value for c in table}
 
 
-def test_pooling_sums_every_node() -> None:
+def test_pooling_sums_every_node_and_their_noise() -> None:
     plan = make_plan(SEX, AGE10)
     result = combine(plan.tables, answered(plan), POLICIES.profile)
-    assert result.count == Value.exact(500)
+    assert (result.count.value, result.count.status) == (500, ValueStatus.PERTURBED)
+    assert result.count.sd == pytest.approx(math.sqrt(3 * 5.0**2))
     assert {n.jurisdiction: n.count.value for n in result.by_jurisdiction if n.count} == {
         FR: 300,
         DK: 150,
         NO: 50,
     }
-    assert cells(result.tables[SEX]) == {("FEMALE",): 300, ("MALE",): 200}
-    assert cells(result.tables[AGE10]) == {("40-49",): 190, ("50-59",): 310}
+    # UNKNOWN has nobody anywhere: LOW at every node, so no pooled value either.
+    assert cells(result.tables[SEX]) == {("FEMALE",): 300, ("MALE",): 200, ("UNKNOWN",): None}
+    ages = cells(result.tables[AGE10])
+    assert len(ages) == 14  # every band of ages 0 to 130
+    assert {k: v for k, v in ages.items() if v is not None} == {("40-49",): 190, ("50-59",): 310}
     assert cells(result.tables[()]) == {(): 500}
 
 
-def test_a_cell_missing_at_a_node_counts_zero() -> None:
+def test_a_low_part_withholds_only_its_own_pool() -> None:
+    # NO has nobody in MALE: LOW there, so the pooled MALE cell is not released, even though
+    # FR + DK alone would be large. Nothing else is withheld because of it: every released
+    # number is noisy, so the total minus FEMALE gives no withheld count away.
     counts = {**DEFAULT_COUNTS, NO: {(): 50, SEX: {("FEMALE",): 50}}}
     plan = make_plan(SEX)
     result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
-    assert cells(result.tables[SEX]) == {("FEMALE",): 320, ("MALE",): 180}
-
-
-def test_a_suppressed_part_suppresses_the_pool() -> None:
-    # NO sends MALE = 2 (below its minimum of 3): suppressed at NO, so the pooled MALE cell
-    # cannot be released even though FR + DK alone would be large.
-    counts = {**DEFAULT_COUNTS, NO: {(): 50, SEX: {("FEMALE",): 48, ("MALE",): 2}}}
-    plan = make_plan(SEX)
-    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
     male = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "MALE")
-    assert male.value is None
-    assert male.status is ValueStatus.SUPPRESSED
+    assert (male.value, male.status) == (None, ValueStatus.SUPPRESSED)
     assert [(r.rule, r.jurisdiction) for r in male.reasons] == [("INCOMPLETE_POOL", NO)]
-    # The pooled total minus FEMALE would give the pooled MALE cell, and with the other
-    # countries' MALE counts (from another answer) NO's withheld 2: FEMALE is suppressed too.
-    female = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "FEMALE")
-    assert [r.rule for r in female.reasons] == ["SECONDARY_SUPPRESSION"]
+    assert cells(result.tables[SEX])[("FEMALE",)] == 320
     assert result.count.value == 500
 
 
-def test_a_suppressed_node_total_suppresses_the_pooled_total() -> None:
+def test_a_cell_a_node_did_not_list_is_a_part_nobody_released() -> None:
+    counts = {
+        **DEFAULT_COUNTS,
+        NO: {(): noisy(50), SEX: {("FEMALE",): noisy(50), ("UNKNOWN",): Value.low()}},
+    }
+    plan = make_plan(SEX)
+    result = combine(plan.tables, answered(plan, counts, honest=False), POLICIES.profile)
+    male = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "MALE")
+    assert male.value is None
+    assert [(r.rule, r.jurisdiction) for r in male.reasons] == [("INCOMPLETE_POOL", NO)]
+
+
+def test_low_node_totals_withhold_the_pooled_total() -> None:
     counts = {**DEFAULT_COUNTS, FR: {(): 4}, DK: {(): 3}}
     plan = make_plan()
     result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
@@ -102,19 +111,23 @@ def test_a_suppressed_node_total_suppresses_the_pooled_total() -> None:
     assert "DK, FR" in reason.message
     fr = next(n for n in result.by_jurisdiction if n.jurisdiction is FR)
     assert fr.count is not None
-    assert fr.count.value is None
-    assert [(r.rule, r.jurisdiction) for r in fr.count.reasons] == [("PRIMARY_SUPPRESSION", FR)]
+    assert (fr.count.value, fr.count.status) == (None, ValueStatus.LOW)
+    assert [(r.rule, r.jurisdiction) for r in fr.count.reasons] == [("BELOW_MINIMUM", FR)]
 
 
 def test_partial_answer_is_flagged_and_still_released() -> None:
     plan = make_plan()
     result = combine(plan.tables, answered(plan, failed={DK: NodeStatus.TIMEOUT}), POLICIES.profile)
     assert result.count.value == 350
-    assert result.count.status is ValueStatus.EXACT
-    assert [r.rule for r in result.count.reasons] == ["PARTIAL"]
-    assert result.count.reasons[0].message == "no answer from DK (TIMEOUT)"
+    assert result.count.status is ValueStatus.PERTURBED
+    assert [r.rule for r in result.count.reasons] == ["NOISE", "NOISE", "PARTIAL"]
+    assert result.count.reasons[-1].message == "no answer from DK (TIMEOUT)"
     dk = next(n for n in result.by_jurisdiction if n.jurisdiction is DK)
     assert (dk.status, dk.count, dk.error) == (NodeStatus.TIMEOUT, None, "down")
+
+
+def noisy(n: int, sd: float = 5.0) -> Value:
+    return Value(value=n, status=ValueStatus.PERTURBED, sd=sd)
 
 
 def test_no_node_answered() -> None:
@@ -126,9 +139,10 @@ def test_no_node_answered() -> None:
     assert result.tables[SEX] == ()
 
 
-def test_gateway_suppresses_a_hostile_nodes_small_exact_value() -> None:
-    # A node that ignores its own rules and sends FR = 4 as EXACT: the gateway re-applies
-    # FR's minimum (11) to the node's count, its cells, and to every pool FR is part of.
+def test_gateway_withholds_a_hostile_nodes_small_exact_value() -> None:
+    # A node that ignores its own rules and sends FR = 4 as EXACT (vetting rejects such an
+    # answer before it gets here): the gateway still re-applies FR's minimum (11) to the
+    # node's count, its cells, and to every pool FR is part of.
     counts = {
         **DEFAULT_COUNTS,
         FR: {(): 4, SEX: {("FEMALE",): 4}},
@@ -140,7 +154,7 @@ def test_gateway_suppresses_a_hostile_nodes_small_exact_value() -> None:
     fr = next(n for n in result.by_jurisdiction if n.jurisdiction is FR)
     assert fr.count is not None
     assert fr.count.value is None
-    assert [(r.rule, r.jurisdiction) for r in fr.count.reasons] == [("PRIMARY_SUPPRESSION", FR)]
+    assert [(r.rule, r.jurisdiction) for r in fr.count.reasons] == [("BELOW_MINIMUM", FR)]
     # Every part is withheld once the gateway applies its owner's rule, so the pool is too.
     assert result.count.value is None
     assert [(r.rule, r.jurisdiction) for r in result.count.reasons] == [("INCOMPLETE_POOL", None)]
@@ -162,18 +176,10 @@ def test_a_pool_is_checked_against_the_strictest_contributor() -> None:
         plan.tables, answered(plan, counts, failed={FR: NodeStatus.ERROR}), POLICIES.profile
     )
     assert result.count.value == 10
-    # With FR answering (minimum 11) but without a MALE cell, the same 10 is withheld.
-    counts = {
-        FR: {(): 300, SEX: {("FEMALE",): 300}},
-        DK: {(): 150, SEX: {("MALE",): 6}},
-        NO: {(): 50, SEX: {("MALE",): 4}},
-    }
-    plan = make_plan(SEX)
-    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
-    male = next(c.count for c in result.tables[SEX] if c.dimensions[0].value == "MALE")
-    assert male.value is None
-    assert [(r.rule, r.jurisdiction) for r in male.reasons] == [("PRIMARY_SUPPRESSION", None)]
-    assert "11" in male.reasons[0].message
+    # Pooled with FR (minimum 11), the same two parts could not make a released value below
+    # 11: FR's own part is at least 11.
+    with_fr = pool([(FR, noisy(11)), (DK, noisy(6)), (NO, noisy(4))])
+    assert with_fr.value == 21
 
 
 def test_a_hostile_exact_zero_cannot_be_differenced_out() -> None:
@@ -195,8 +201,10 @@ def test_breakdown_by_jurisdiction() -> None:
     assert list(cells(result.tables[BY_COUNTRY_SEX])) == [
         ("DK", "FEMALE"),
         ("DK", "MALE"),
+        ("DK", "UNKNOWN"),
         ("FR", "FEMALE"),
         ("FR", "MALE"),
+        ("FR", "UNKNOWN"),
     ]
     swapped = cells(result.tables[(Dimension.SEX, Dimension.JURISDICTION)])
     assert swapped[("MALE", "FR")] == 120
@@ -208,10 +216,10 @@ def test_breakdown_by_jurisdiction() -> None:
 
 
 def test_cells_sort_numbers_as_numbers() -> None:
-    bands = {(b,): 20 for b in ("90+", "10-19", "0-9", "100-109", "UNKNOWN")}
-    counts = {j: {(): 100, AGE10: bands} for j in MEMBERS}
+    bands = {(b,): noisy(20) for b in ("90+", "10-19", "0-9", "100-109", "UNKNOWN")}
+    counts = {j: {(): noisy(100), AGE10: bands} for j in MEMBERS}
     plan = make_plan(AGE10)
-    result = combine(plan.tables, answered(plan, counts), POLICIES.profile)
+    result = combine(plan.tables, answered(plan, counts, honest=False), POLICIES.profile)
     assert [k[0] for k in cells(result.tables[AGE10])] == [
         "0-9",
         "10-19",
@@ -223,13 +231,14 @@ def test_cells_sort_numbers_as_numbers() -> None:
 
 def test_pool_of_inexact_values_keeps_the_least_exact_status() -> None:
     rounded = Value(value=20, status=ValueStatus.ROUNDED, bound=2.5)
-    perturbed = Value(value=30, status=ValueStatus.PERTURBED, bound=1.0)
-    pooled = pool([(FR, Value.exact(10)), (DK, rounded), (NO, perturbed)])
+    perturbed = Value(value=30, status=ValueStatus.PERTURBED, bound=1.0, sd=4.0)
+    pooled = pool([(FR, noisy(10, sd=3.0)), (DK, rounded), (NO, perturbed)])
     assert (pooled.value, pooled.status, pooled.bound) == (60, ValueStatus.PERTURBED, 3.5)
+    assert pooled.sd == 5.0  # the root of the parts' variances
 
 
 def test_pool_never_adds_up_withheld_parts() -> None:
-    why = Reason(rule="PRIMARY_SUPPRESSION", jurisdiction=FR, message="small")
-    pooled = pool([(FR, Value.suppressed(why)), (DK, Value.exact(100))])
+    why = Reason(rule="BELOW_MINIMUM", jurisdiction=FR, message="small")
+    pooled = pool([(FR, Value.low(why)), (DK, noisy(100))])
     assert pooled.value is None
     assert [r.rule for r in pooled.reasons] == ["INCOMPLETE_POOL"]

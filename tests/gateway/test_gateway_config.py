@@ -10,11 +10,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway_kit import (
     GATEWAY_ID,
     HDAB_KID,
+    IDENTITY,
     ISSUER,
     JWKS_ISSUER_KEYS,
     Keys,
+    hdab,
     pem_public,
     write_federation,
+    write_hdab_federation,
 )
 
 from gateway.federation import FederationError, load_federation
@@ -88,6 +91,8 @@ def test_node_timeout_never_exceeds_the_deadline() -> None:
         ({"TESSERA_GATEWAY_DEADLINE_S": "nan"}, "TESSERA_GATEWAY_DEADLINE_S"),
         ({"TESSERA_GATEWAY_NODE_TIMEOUT_S": "-1"}, "TESSERA_GATEWAY_NODE_TIMEOUT_S"),
         ({"TESSERA_GATEWAY_GRAPHIQL": "maybe"}, "TESSERA_GATEWAY_GRAPHIQL"),
+        ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "0"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
+        ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "soon"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
     ],
 )
 def test_bad_settings_name_their_variable(environ: dict[str, str], variable: str) -> None:
@@ -110,6 +115,42 @@ def test_federation_file(tmp_path: Path, keys: Keys) -> None:
     assert federation.nodes[Jurisdiction.DK].node_id == "tessera-node-dk"
     assert federation.nodes[Jurisdiction.DK].url == "http://127.0.0.1:9/dk"
     assert federation.issuers[ISSUER].algorithms == ("EdDSA",)
+
+
+def test_issuers_name_the_jurisdictions_whose_permits_they_issue(
+    tmp_path: Path, keys: Keys
+) -> None:
+    federation = load_federation(write_hdab_federation(tmp_path, keys, node_datasets=True))
+    FR, DK = Jurisdiction.FR, Jurisdiction.DK
+    assert federation.issues_permits_for(hdab(FR), FR)
+    assert not federation.issues_permits_for(hdab(FR), DK)
+    # An identity issuer authenticates researchers; its tokens decide nothing.
+    assert IDENTITY in federation.issuers
+    assert not any(federation.issues_permits_for(IDENTITY, j) for j in federation.members)
+    assert not federation.issues_permits_for("https://hdab.nowhere.test", FR)
+    assert federation.nodes[DK].datasets == {"tessera-node-dk"}
+    # An issuer that names no jurisdictions is shared: its permits count wherever they reach.
+    (tmp_path / "shared").mkdir()
+    shared = load_federation(write_federation(tmp_path / "shared", keys))
+    assert all(shared.issues_permits_for(ISSUER, j) for j in shared.members)
+    assert shared.nodes[DK].datasets is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('jurisdictions = ["FR"]', 'jurisdictions = ["XX"]', "jurisdictions"),
+        ('jurisdictions = ["FR"]', 'jurisdictions = "FR"', "jurisdictions"),
+        ('datasets = ["tessera-node-dk"]', "datasets = []", "datasets"),
+        ('datasets = ["tessera-node-dk"]', 'datasets = [""]', "datasets"),
+    ],
+)
+def test_bad_issuer_jurisdictions_and_node_datasets(
+    tmp_path: Path, keys: Keys, old: str, new: str, problem: str
+) -> None:
+    path = edit(write_hdab_federation(tmp_path, keys, node_datasets=True), old, new)
+    with pytest.raises(FederationError, match=problem):
+        load_federation(path)
 
 
 def edit(path: Path, old: str, new: str) -> Path:

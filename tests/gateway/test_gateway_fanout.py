@@ -7,7 +7,6 @@ import datetime as dt
 import time
 
 from gateway_kit import (
-    APPROVAL,
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
@@ -17,10 +16,10 @@ from gateway_kit import (
 )
 
 from gateway.access import decide
-from gateway.auth import Principal
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
+from gateway.permits import Permit, Presented
 from gateway.planner import Plan, plan_query
 from schema.approval import Approval
 from schema.codes import Jurisdiction, NodeStatus
@@ -29,9 +28,8 @@ from schema.wire import NodeRequest, NodeResponse
 NODES = {j: NodeInfo(j, f"tessera-node-{j.value.lower()}", f"http://{j.value}") for j in MEMBERS}
 
 
-def make_plan(approval: Approval = APPROVAL) -> Plan:
+def make_plan() -> Plan:
     return plan_query(
-        approval=approval,
         subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
@@ -52,14 +50,15 @@ async def run(
     approval = Approval(
         request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=approved
     )
-    plan = make_plan(approval)
-    principal = Principal("iss", "sub", frozenset({"researcher"}), approval, "token")
+    plan = make_plan()
+    presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
+    access = decide(plan, presented, POLICIES, allowed=lambda issuer, j: True)
     outcomes = await fan_out(
         client,
         NODES,
         plan,
-        decide(principal, plan, POLICIES),
-        approval_token="token",
+        access.decisions,
+        permits=access.permits,
         deadline_s=deadline_s,
         node_timeout_s=node_timeout_s,
     )

@@ -134,8 +134,9 @@ async def test_a_breakdown_by_four_dimensions_across_the_federation_is_too_costl
     body = await graphql(query)
     assert_clean_error(body, "QUERY_TOO_COMPLEX")
     extensions = body["errors"][0]["extensions"]
-    # 3 nodes × (1 + 2 sexes × 27 age bands × 201 years)
-    assert (extensions["cost"], extensions["budget"]) == (3 * (1 + 2 * 27 * 201), 20_000)
+    # 3 nodes × (1 + 3 sexes (UNKNOWN too) × 27 age bands × 128 years: 1900 to the reference
+    # date's 2026, and UNKNOWN)
+    assert (extensions["cost"], extensions["budget"]) == (3 * (1 + 3 * 27 * 128), 20_000)
     assert nodes.calls == []
 
 
@@ -159,8 +160,8 @@ async def test_bounding_the_criteria_makes_the_same_breakdown_affordable(graphql
 async def test_the_budget_is_shared_by_every_field_of_a_request(
     app_with: Any, nodes: MockNodeClient, token: str
 ) -> None:
-    # Each field: 3 nodes × (1 + 2 × 27) = 165.
-    client = await app_with(max_query_cost=400)
+    # Each field: 3 nodes × (1 + 3 × 27) = 246.
+    client = await app_with(max_query_cost=500)
     one = cohort("breakdown(by: [SEX, AGE_BAND_5]) { by }", criteria="{}")
     _, body = await post(client, {"query": f"{{ a: {one} b: {one} }}"}, token)
     assert "errors" not in body

@@ -157,7 +157,7 @@ async def test_signed_request_through_the_whole_gateway(
         "NO": "UNAVAILABLE",
     }
     assert result["count"]["value"] == 450
-    assert result["count"]["reasons"] == [{"rule": "PARTIAL"}]
+    assert result["count"]["reasons"] == [{"rule": "NOISE"}] * 2 + [{"rule": "PARTIAL"}]
 
     assert len(node.seen) == 2
     jtis = set()
@@ -205,7 +205,6 @@ async def http_client(keys: Keys) -> AsyncIterator[HttpNodeClient]:
 
 def node_request() -> NodeRequest:
     plan = plan_query(
-        approval=APPROVAL,
         subject=SUBJECT,
         members=MEMBERS,
         request_id=REQUEST_ID,
@@ -214,7 +213,7 @@ def node_request() -> NodeRequest:
         reference_date=dt.date(2026, 1, 1),
         tables=[SEX],
     )
-    return plan.node_request(FR)
+    return plan.node_request(FR, APPROVAL)
 
 
 async def ask(

@@ -28,7 +28,6 @@ from schema.wire import NodeRequest, NodeResponse
 FR = Jurisdiction.FR
 NODE = NodeInfo(FR, "tessera-node-fr", "http://fr")
 REQUEST = plan_query(
-    approval=APPROVAL,
     subject=SUBJECT,
     members=MEMBERS,
     request_id=REQUEST_ID,
@@ -36,7 +35,7 @@ REQUEST = plan_query(
     jurisdictions=None,
     reference_date=dt.date(2026, 1, 1),
     tables=[],
-).node_request(FR)
+).node_request(FR, APPROVAL)
 
 
 class Clock:

@@ -28,7 +28,8 @@ def test_sdl_has_the_published_shape() -> None:
     assert text.endswith("}\n")
     for line in [
         "cohort(request: String!, jurisdictions: [Jurisdiction!], criteria: CriteriaInput!, "
-        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float): CohortResult!",
+        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float, "
+        "noise: NoiseLevel): CohortResult!",
         "jurisdictions: [JurisdictionInfo!]!",
         "breakdown(by: [Dimension!]!): Breakdown!",
         "descendants: Boolean! = true",
@@ -96,8 +97,8 @@ async def test_one_trace_per_operation_with_a_span_per_step(
         "gateway.authenticate",
         "gateway.authorize",
         "gateway.plan",
-        "gateway.limits",
         "gateway.policy",
+        "gateway.limits",
         "gateway.fan_out",
         "gateway.combine",
         "audit.write",

@@ -1,5 +1,6 @@
-"""Vetting node answers: a well-formed answer that breaks the node's own rules, or cannot be
-true, is REJECTED whole, and none of its numbers reach the researcher."""
+"""Vetting node answers: a well-formed answer that breaks the node's own rules (an exact or
+too little noisy count, a count below its minimum, a table that is not its public domain), or
+cannot be true, is REJECTED whole, and none of its numbers reach the researcher."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 from gateway_kit import (
     AGE10,
+    APPROVAL,
     DEFAULT_COUNTS,
     SEX,
     counts_handler,
@@ -19,7 +21,6 @@ from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
 from gateway.vetting import VettingNodeClient, vet
 from policies.loader import shipped_disclosure_profile as profile_for
-from policies.profiles import DisclosureProfile, ZeroHandling
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Value
@@ -29,79 +30,99 @@ FR, DK = Jurisdiction.FR, Jurisdiction.DK
 YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)
 
 
-def outcome_of(j: Jurisdiction, counts: Any, *tables: Breakdown) -> NodeOutcome:
+def noisy(n: int, sd: float = 5.0) -> Value:
+    return Value(value=n, status=ValueStatus.PERTURBED, sd=sd)
+
+
+LOW = Value.low(sd=5.0)
+
+
+def answer(j: Jurisdiction, counts: Any, *tables: Breakdown) -> tuple[NodeOutcome, NodeRequest]:
+    """A node's answer sending `counts` as they are (ints as EXACT values)."""
     plan = make_plan(*tables)
-    request = plan.node_request(j)
+    request = plan.node_request(j, APPROVAL)
     response = node_response(request, counts, honest=False)
     outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
     assert outcome.status is NodeStatus.OK, outcome
-    return outcome
+    return outcome, request
 
 
 def vetted(j: Jurisdiction, counts: Any, *tables: Breakdown) -> NodeOutcome:
-    return vet(outcome_of(j, counts, *tables), profile_for(j))
+    outcome, request = answer(j, counts, *tables)
+    return vet(outcome, profile_for(j), request)
+
+
+BY_SEX = {("FEMALE",): noisy(180), ("MALE",): noisy(120), ("UNKNOWN",): LOW}
 
 
 def test_an_honest_answer_passes_unchanged() -> None:
-    outcome = outcome_of(FR, DEFAULT_COUNTS[FR], SEX, AGE10)
-    assert vet(outcome, profile_for(FR)) is outcome
+    plan = make_plan(SEX, AGE10)
+    request = plan.node_request(FR, APPROVAL)
+    response = node_response(request, DEFAULT_COUNTS[FR])
+    outcome = check_response(NodeInfo(FR, "node-fr", "http://x"), request, response, 1.0)
+    assert vet(outcome, profile_for(FR), request) is outcome
 
 
-def test_a_count_below_the_published_minimum_is_rejected() -> None:
-    outcome = vetted(FR, {(): 2})
+def test_an_exact_count_is_rejected_whole() -> None:
+    outcome = vetted(FR, {(): 300})
     assert outcome.status is NodeStatus.REJECTED
-    assert outcome.message is not None
-    assert "published minimum of 11" in outcome.message
-    assert "2" not in outcome.message.replace("11", "")  # never the value
+    assert "without noise" in (outcome.message or "")
+    assert "300" not in (outcome.message or "")  # never the value
     assert outcome.tables == {}
     assert outcome.latency_ms == 1.0
 
 
+def test_less_noise_than_the_node_publishes_is_rejected() -> None:
+    outcome = vetted(FR, {(): noisy(300, sd=1.0)})
+    assert outcome.status is NodeStatus.REJECTED
+    assert "published sd of 5" in (outcome.message or "")
+
+
+def test_a_count_below_the_published_minimum_is_rejected() -> None:
+    outcome = vetted(FR, {(): noisy(2)})
+    assert outcome.status is NodeStatus.REJECTED
+    assert outcome.message is not None
+    assert "published minimum of 11" in outcome.message
+    assert "2" not in outcome.message.replace("11", "")  # never the value
+
+
 def test_the_minimum_is_the_nodes_own() -> None:
     # DK's minimum is 5, FR's 11: 6 is fine for DK only, 4 for neither.
-    assert vetted(DK, {(): 6}).status is NodeStatus.OK
-    assert vetted(FR, {(): 6}).status is NodeStatus.REJECTED
-    assert vetted(DK, {(): 4}).status is NodeStatus.REJECTED
+    assert vetted(DK, {(): noisy(6)}).status is NodeStatus.OK
+    assert vetted(FR, {(): noisy(6)}).status is NodeStatus.REJECTED
+    assert vetted(DK, {(): noisy(4)}).status is NodeStatus.REJECTED
 
 
-def test_a_small_cell_is_rejected_like_a_small_total() -> None:
-    counts = {(): 300, SEX: {("FEMALE",): 297, ("MALE",): 3}}
-    assert vetted(FR, counts, SEX).status is NodeStatus.REJECTED
+def test_low_counts_carry_no_value_and_pass() -> None:
+    assert vetted(FR, {(): LOW, SEX: {k: LOW for k in BY_SEX}}, SEX).status is NodeStatus.OK
 
 
-def test_zeros_follow_the_profile() -> None:
-    counts = {(): 300, SEX: {("FEMALE",): 300, ("MALE",): 0}}
-    outcome = outcome_of(FR, counts, SEX)
-    suppressing = DisclosureProfile(min_count=11, zero=ZeroHandling.SUPPRESS, source="t")
-    releasing = DisclosureProfile(min_count=11, zero=ZeroHandling.RELEASE, source="t")
-    assert vet(outcome, suppressing).status is NodeStatus.REJECTED
-    assert vet(outcome, releasing) is outcome
-
-
-def test_a_rounded_value_is_judged_with_its_bound() -> None:
-    rounded = Value(value=10, status=ValueStatus.ROUNDED, bound=2.5)
-    assert vetted(FR, {(): rounded}).status is NodeStatus.OK  # may be 11 or 12
-    too_small = Value(value=5, status=ValueStatus.ROUNDED, bound=2.5)
-    assert vetted(FR, {(): too_small}).status is NodeStatus.REJECTED
-
-
-def test_an_exact_value_with_a_bound_is_rejected() -> None:
-    odd = Value(value=40, status=ValueStatus.EXACT, bound=3)
-    assert vetted(FR, {(): odd}).status is NodeStatus.REJECTED
+def test_a_table_must_list_exactly_its_public_cells() -> None:
+    # A node leaving out the empty UNKNOWN group says who exists; one adding a group says so too.
+    missing = {k: v for k, v in BY_SEX.items() if k != ("UNKNOWN",)}
+    outcome = vetted(FR, {(): noisy(300), SEX: missing}, SEX)
+    assert outcome.status is NodeStatus.REJECTED
+    assert "exactly its public cells" in (outcome.message or "")
+    assert vetted(FR, {(): noisy(300), SEX: BY_SEX}, SEX).status is NodeStatus.OK
+    ages = make_plan(AGE10).node_query
+    assert ages.criteria.age is None  # every band of 0..130 is in the domain
+    assert vetted(FR, {(): noisy(300), AGE10: {("40-49",): noisy(300)}}, AGE10).status is (
+        NodeStatus.REJECTED
+    )
 
 
 def test_an_impossibly_large_count_is_rejected() -> None:
-    assert vetted(FR, {(): 10**12}).status is NodeStatus.REJECTED
+    assert vetted(FR, {(): noisy(10**12)}).status is NodeStatus.REJECTED
 
 
-def test_cells_adding_up_to_more_than_the_total_are_rejected() -> None:
-    counts = {(): 100, SEX: {("FEMALE",): 80, ("MALE",): 70}}
-    outcome = vetted(FR, counts, SEX)
+def test_cells_adding_up_to_more_than_the_total_beyond_their_noise_are_rejected() -> None:
+    too_much = {("FEMALE",): noisy(180), ("MALE",): noisy(170), ("UNKNOWN",): LOW}
+    outcome = vetted(FR, {(): noisy(100), SEX: too_much}, SEX)
     assert outcome.status is NodeStatus.REJECTED
     assert "add up to more than the total" in (outcome.message or "")
-    # Suppressed cells are unknown, so they cannot break the sum.
-    counts = {(): 100, SEX: {("FEMALE",): 80, ("MALE",): Value.suppressed()}}
-    assert vetted(FR, counts, SEX).status is NodeStatus.OK
+    # Within a few sds of their noise, noisy cells may add up to more than a noisy total.
+    within = {("FEMALE",): noisy(60), ("MALE",): noisy(50), ("UNKNOWN",): LOW}
+    assert vetted(FR, {(): noisy(100), SEX: within}, SEX).status is NodeStatus.OK
 
 
 @pytest.mark.parametrize(
@@ -116,7 +137,7 @@ def test_cells_adding_up_to_more_than_the_total_are_rejected() -> None:
     ],
 )
 def test_a_key_no_node_produces_is_rejected(table: Breakdown, key: str) -> None:
-    counts = {(): 300, table: {(key,): 300}}
+    counts = {(): noisy(300), table: {(key,): noisy(300)}}
     outcome = vetted(FR, counts, table)
     assert outcome.status is NodeStatus.REJECTED
     assert "key no node produces" in (outcome.message or "")
@@ -141,20 +162,22 @@ def test_keys_connectors_produce_are_valid(dimension: Dimension, value: str) -> 
 
 def test_not_ok_outcomes_are_left_alone() -> None:
     failed = NodeOutcome.failed(FR, NodeStatus.TIMEOUT, "slow")
-    assert vet(failed, profile_for(FR)) is failed
+    assert vet(failed, profile_for(FR), make_plan().node_request(FR, APPROVAL)) is failed
 
 
 async def test_the_vetting_client_vets_with_each_nodes_profile() -> None:
     def handler(node: NodeInfo, request: NodeRequest) -> NodeResponse:
         # 6 everywhere: enough for DK (5), not for FR (11).
-        return node_response(request, {(): 6}, honest=False)
+        return node_response(request, {(): noisy(6)}, honest=False)
 
     client = VettingNodeClient(MockNodeClient(handler), profile_for)
     plan = make_plan()
     statuses = {}
     for j in (FR, DK):
         node = NodeInfo(j, f"node-{j}", "http://x")
-        outcome = await client.query(node, plan.node_request(j), approval_token="t", timeout=1)
+        outcome = await client.query(
+            node, plan.node_request(j, APPROVAL), approval_token="t", timeout=1
+        )
         statuses[j] = outcome.status
     assert statuses == {FR: NodeStatus.REJECTED, DK: NodeStatus.OK}
 
@@ -180,4 +203,5 @@ async def test_through_the_gateway_a_lying_node_costs_only_itself(
     assert by["FR"]["status"] == "REJECTED"
     assert by["FR"]["count"] is None
     assert result["count"]["value"] == 150 + 50  # DK + NO; FR's 2 is nowhere
-    assert sorted(c["count"]["value"] for c in result["breakdown"]["cells"]) == [80, 120]
+    # UNKNOWN (nobody, in DK and NO) is LOW in both, so LOW pooled too.
+    assert [c["count"]["value"] for c in result["breakdown"]["cells"]] == [120, 80, None]

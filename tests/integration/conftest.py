@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from schema.codes import Jurisdiction
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import free_port
 
@@ -20,7 +22,11 @@ JURISDICTIONS = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction
 
 
 def start_federation(
-    directory: Path, jurisdictions: tuple[Jurisdiction, ...], **options: Any
+    directory: Path,
+    jurisdictions: tuple[Jurisdiction, ...],
+    *,
+    persons: int = PERSONS,
+    **options: Any,
 ) -> LocalFederation:
     # The tests ask far more questions per minute than a researcher may; the rate limits
     # themselves are tested on their own (tests/gateway, test_shared_state).
@@ -31,7 +37,7 @@ def start_federation(
     federation = LocalFederation(
         directory=directory,
         jurisdictions=jurisdictions,
-        persons=PERSONS,
+        persons=persons,
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
@@ -55,29 +61,48 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
 
 
 @pytest.fixture(scope="session")
-def token(federation: LocalFederation) -> str:
-    return federation.token_file.read_text().strip()
+def token(federation: LocalFederation) -> Credentials:
+    """The researcher's credentials as the federation wrote them: an identity token and one
+    permit per member, each from its own HDAB."""
+    return federation.researcher()
 
 
-def post(url: str, payload: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
-    """A plain HTTP client (stdlib), independent of the code under test."""
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 - loopback URL built by the test
-        url, data=json.dumps(payload).encode(), headers=headers, method="POST"
-    )
+Auth = Credentials | str | None
+
+
+def http_post(
+    url: str, body: bytes, headers: list[tuple[str, str]]
+) -> tuple[int, dict[str, str], Any]:
+    """A plain HTTP client (stdlib), independent of the code under test; a header may repeat.
+    Returns the status, the response headers and the JSON body."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        connection.putrequest("POST", parts.path or "/")
+        sent = [("Content-Type", "application/json"), *headers]
+        for name, value in [*sent, ("Content-Length", str(len(body)))]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def post(url: str, payload: dict[str, Any], auth: Auth) -> tuple[int, dict[str, Any]]:
+    """POST a GraphQL payload. `auth` is a bearer token alone, or credentials whose permits go
+    in one `X-Tessera-Permit` line each."""
+    credentials = Credentials(auth) if isinstance(auth, str) else auth
+    headers = credentials.headers() if credentials is not None else []
+    status, _, body = http_post(url, json.dumps(payload).encode(), headers)
+    return status, body
 
 
 @pytest.fixture
-def graphql(federation: LocalFederation, token: str) -> Any:
+def graphql(federation: LocalFederation, token: Credentials) -> Any:
     def run(
-        query: str, variables: dict[str, Any] | None = None, *, auth: str | None = token
+        query: str, variables: dict[str, Any] | None = None, *, auth: Auth = token
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {"query": query}
         if variables is not None:

@@ -105,7 +105,7 @@ def ask(
     url: str | None = None,
     deadline_ms: int | None = None,
 ) -> tuple[dict[str, Any], float]:
-    token = federation.token_file.read_text().strip()
+    token = federation.researcher()
     variables = {"j": [j.value for j in jurisdictions], "deadline": deadline_ms}
     started = time.monotonic()
     status, body = post(
@@ -204,7 +204,8 @@ def stats(service: Service) -> dict[str, int]:
 def test_a_client_that_disconnects_cancels_its_fan_out(faults: LocalFederation) -> None:
     sleeper = faults.service("faulty FI")
     before = stats(sleeper)
-    token = faults.token_file.read_text().strip()
+    credentials = faults.researcher()
+    headers = "".join(f"{name}: {value}\r\n" for name, value in credentials.headers())
     body = json.dumps(
         {"query": QUERY, "variables": {"j": ["DE", "FI"], "deadline": 30_000}}
     ).encode()
@@ -212,7 +213,7 @@ def test_a_client_that_disconnects_cancels_its_fan_out(faults: LocalFederation) 
     with socket.create_connection((host, port), timeout=5) as client:
         client.sendall(
             f"POST /graphql HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"{headers}Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )

@@ -11,15 +11,24 @@ import pytest
 from gql import Client, gql
 from gql.transport.aiohttp import AIOHTTPTransport
 
+from schema.wire import PERMIT_HEADER
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation
 
 pytestmark = pytest.mark.integration
 SDL = Path(__file__).resolve().parents[2] / "schema" / "schema.graphql"
 
 
-async def test_gql_client_gets_a_pooled_count(federation: LocalFederation, token: str) -> None:
+async def test_gql_client_gets_a_pooled_count(
+    federation: LocalFederation, token: Credentials
+) -> None:
+    # A client that cannot repeat a header sends the permits comma-separated in one line.
     transport = AIOHTTPTransport(
-        url=federation.gateway_url, headers={"Authorization": f"Bearer {token}"}
+        url=federation.gateway_url,
+        headers={
+            "Authorization": f"Bearer {token.bearer}",
+            PERMIT_HEADER: ", ".join(token.permits),
+        },
     )
     query = gql(
         """

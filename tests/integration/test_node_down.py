@@ -32,7 +32,7 @@ def small_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 def test_a_dead_node_is_unavailable_and_the_others_answer(
     small_federation: LocalFederation,
 ) -> None:
-    token = small_federation.token_file.read_text().strip()
+    token = small_federation.researcher()
     small_federation.service("connector NL").kill()
     status, body = post(small_federation.gateway_url, {"query": QUERY}, token)
     assert status == 200

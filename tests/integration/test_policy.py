@@ -1,4 +1,4 @@
-"""The legal policy with real processes: the gateway skips what the approval does not cover,
+"""The legal policy with real processes: the gateway skips what the permits do not cover,
 and a node's own layer has the final veto."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from policies.loader import DEFAULT_DIRECTORY
 from schema.codes import Jurisdiction
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation
-from tessera.tokens import demo_approval
 from tests.integration.conftest import post, start_federation
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ QUESTION = """query($j: [Jurisdiction!], $by: [Dimension!]!) {
 }"""
 
 
-def nodes(federation: LocalFederation, token: str, **variables: Any) -> dict[str, Any]:
+def nodes(federation: LocalFederation, token: Credentials, **variables: Any) -> dict[str, Any]:
     status, body = post(federation.gateway_url, {"query": QUESTION, "variables": variables}, token)
     assert status == 200
     assert "errors" not in body, body["errors"]
@@ -38,13 +38,13 @@ def nodes(federation: LocalFederation, token: str, **variables: Any) -> dict[str
     return {n["jurisdiction"]: n for n in result["byJurisdiction"]} | {"pooled": result["count"]}
 
 
-def test_an_approval_for_fr_and_de_gets_fi_denied_and_answers_for_fr_and_de(
+def test_permits_for_fr_and_de_get_fi_denied_and_answers_for_fr_and_de(
     federation: LocalFederation,
 ) -> None:
-    token = federation.mint(demo_approval([FR, DE]))
+    token = federation.credentials(federation.permits([FR, DE]))
     answers = nodes(federation, token, j=["FR", "DE", "FI"], by=["SEX"])
     assert answers["FI"]["status"] == "DENIED"
-    assert [r["rule"] for r in answers["FI"]["reasons"]] == ["APPROVAL_SCOPE"]
+    assert [r["rule"] for r in answers["FI"]["reasons"]] == ["PERMIT_MISSING"]
     assert answers["FI"]["count"] is None
     for j in ("FR", "DE"):
         assert answers[j]["status"] == "OK"
@@ -52,7 +52,7 @@ def test_an_approval_for_fr_and_de_gets_fi_denied_and_answers_for_fr_and_de(
 
 
 def test_a_prohibited_use_is_refused_everywhere(federation: LocalFederation) -> None:
-    token = federation.mint(demo_approval([FR, DE], purpose="advertising_marketing"))
+    token = federation.credentials(federation.permits([FR, DE], purpose="advertising_marketing"))
     answers = nodes(federation, token, j=["FR", "DE"], by=["SEX"])
     for j in ("FR", "DE"):
         assert answers[j]["status"] == "DENIED"
@@ -73,7 +73,7 @@ def vetoing_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
 
 
 def test_the_node_has_the_final_veto(vetoing_federation: LocalFederation) -> None:
-    token = vetoing_federation.token_file.read_text().strip()
+    token = vetoing_federation.researcher()
     # FR's national policy allows 5-year bands, so the gateway asks; the FR hub refuses.
     answers = nodes(vetoing_federation, token, j=["FR", "DE"], by=["AGE_BAND_5"])
     assert answers["FR"]["status"] == "DENIED"
@@ -85,7 +85,9 @@ def test_the_node_has_the_final_veto(vetoing_federation: LocalFederation) -> Non
 
 
 def test_the_node_refuses_an_approval_it_has_revoked(vetoing_federation: LocalFederation) -> None:
-    token = vetoing_federation.mint(demo_approval([FR, DE], request_id="DR-2025-0007"))
+    # One data request id across both HDABs, the one the FR hub was told to refuse.
+    permits = vetoing_federation.permits(request_id="DR-2025-0007", application_id=None)
+    token = vetoing_federation.credentials(permits)
     status, body = post(
         vetoing_federation.gateway_url,
         {"query": QUESTION.replace("DR-2026-0042", "DR-2025-0007"), "variables": {"by": ["SEX"]}},
@@ -101,10 +103,11 @@ def test_the_node_refuses_an_approval_it_has_revoked(vetoing_federation: LocalFe
 def test_the_node_refuses_an_approval_without_its_dataset(
     vetoing_federation: LocalFederation,
 ) -> None:
-    approval = demo_approval([FR, DE]).model_copy(update={"datasets": ["another-registry"]})
-    answers = nodes(vetoing_federation, vetoing_federation.mint(approval), j=None, by=["SEX"])
+    fed = vetoing_federation
+    permits = fed.permits() | {FR: fed.permit(FR, fed.permit_approval(FR, datasets=["other"]))}
+    answers = nodes(fed, fed.credentials(permits), j=None, by=["SEX"])
     assert [r["rule"] for r in answers["FR"]["reasons"]] == ["DATASET_NOT_APPROVED"]
-    assert answers["DE"]["status"] == "OK"  # DE's node names no dataset of its own
+    assert answers["DE"]["status"] == "OK"
 
 
 def test_demo_layout_has_the_node_policy(vetoing_federation: LocalFederation) -> None:

@@ -42,7 +42,7 @@ async def _admin(sql: str) -> None:
 
 
 def answers(federation: LocalFederation) -> dict[str, Any]:
-    token = federation.token_file.read_text().strip()
+    token = federation.researcher()
     status, body = post(federation.gateway_url, {"query": QUESTION}, token)
     assert status == 200
     assert "errors" not in body, body["errors"]

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -23,7 +20,7 @@ from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tessera.tokens import demo_approval
+from tests.integration.conftest import http_post
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +28,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 QUERY = """{ cohort(request: "DR-2026-0042",
   criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) { count { value status } } }"""
 LIMIT = 3
-
-
-def http_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
-    request = urllib.request.Request(  # noqa: S310 - loopback URL built by the test
-        url, data=body, headers={"Content-Type": "application/json", **headers}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"{}")
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +66,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation
 
 
 def test_two_gateways_share_the_rate_limits(shared: LocalFederation) -> None:
-    token = shared.token_file.read_text().strip()
     gateways = [shared.service(name).base_url + "/graphql" for name in ("gateway", "gateway 2")]
     body = json.dumps({"query": QUERY}).encode()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = shared.researcher().headers()
     answers = [http_post(gateways[i % 2], body, auth) for i in range(LIMIT + 1)]
     for status, _, answer in answers[:LIMIT]:
         assert status == 200
@@ -102,19 +87,20 @@ def test_two_replicas_of_a_node_share_the_replay_cache(shared: LocalFederation) 
     signer = RequestSigner(
         issuer=federation.gateway_id, kid=federation.signing_kid, key=federation.signing_key
     )
+    approval = shared.permit_approval(Jurisdiction.FR)
     request = NodeRequest(
         query_id=str(uuid.uuid4()),
-        request_id="DR-2026-0042",
+        request_id=approval.request_id,
         jurisdiction=Jurisdiction.FR,
         query=CohortQuery(criteria=Criteria(), reference_date="2025-01-01", tables=[()]),
-        approval=demo_approval([Jurisdiction.FR, Jurisdiction.DK]),
+        approval=approval,
         subject="researcher@demo.tessera.eu",
     )
     body = encode_request(request)
-    headers = {
-        "Authorization": f"Bearer {signer.sign(body, audience=shared.node_id(Jurisdiction.FR))}",
-        APPROVAL_HEADER: shared.token_file.read_text().strip(),
-    }
+    headers = [
+        ("Authorization", f"Bearer {signer.sign(body, audience=shared.node_id(Jurisdiction.FR))}"),
+        (APPROVAL_HEADER, shared.permit_file(Jurisdiction.FR).read_text().strip()),
+    ]
     replicas = [shared.service(n).base_url + QUERY_PATH for n in ("connector FR", "connector FR 2")]
     first, _, answer = http_post(replicas[0], body, headers)
     assert first == 200, answer

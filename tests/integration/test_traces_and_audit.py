@@ -102,7 +102,7 @@ def observed(
 
 
 def ask(federation: LocalFederation, query: str) -> dict[str, Any]:
-    token = federation.token_file.read_text().strip()
+    token = federation.researcher()
     status, body = post(federation.gateway_url, {"query": query}, token)
     assert status == 200
     assert "errors" not in body, body
@@ -134,8 +134,8 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
             "gateway.authenticate",
             "gateway.authorize",
             "gateway.plan",
-            "gateway.limits",
             "gateway.policy",
+            "gateway.limits",
             "gateway.fan_out",
             "gateway.combine",
             "audit.write",
@@ -164,7 +164,8 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
         jurisdiction = node.service.rsplit("-", 1)[1].upper()
         assert node.attributes[otel.JURISDICTION] == jurisdiction
         assert node.attributes[otel.QUERY_ID] == answer["queryId"]
-        assert node.attributes[otel.APPROVAL_ID] == "DR-2026-0042"
+        # Each node under its own HDAB's data request, part of the application asked under.
+        assert node.attributes[otel.APPROVAL_ID] == f"DR-2026-0042-{jurisdiction}"
         assert node.attributes[otel.PURPOSE] == "scientific_research"
         assert node.attributes[otel.OPTOUT_REGISTER_VERSION]
         assert len(node.attributes[otel.SQL_FINGERPRINT]) == 16
@@ -264,7 +265,7 @@ def test_tessera_audit_verify_detects_tampering(observed: LocalFederation, tmp_p
         assert intact.returncode == 0, intact.stdout + intact.stderr
         assert ": OK: " in intact.stdout
         assert "signatures verified" in intact.stdout
-        wrong_key = verify("--db", path, "--key", observed.hdab_key.public_key)
+        wrong_key = verify("--db", path, "--key", observed.hdab_key(Jurisdiction.FR).public_key)
         assert wrong_key.returncode == 1
 
         entries = len(read_rows(path))

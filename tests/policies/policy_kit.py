@@ -17,7 +17,6 @@ from policies.loader import DEFAULT_DIRECTORY
 from policies.model import RULE_PATHS, NodeLayer, Rules
 from policies.plan import QueryPlan
 from policies.principal import ApplicantKind, ApprovalView, Principal
-from policies.profiles import ZeroHandling
 from policies.purposes import Purpose
 from schema.codes import Dimension, Jurisdiction
 from schema.query import CohortQuery, Criteria
@@ -34,6 +33,7 @@ def approval(
     jurisdictions: tuple[Jurisdiction, ...] = (Jurisdiction.FR, Jurisdiction.DE),
     kind: ApplicantKind | None = ApplicantKind.PRIVATE_ENTITY,
     request_id: str = REQUEST,
+    application_id: str | None = None,
     datasets: tuple[str, ...] = (DATASET,),
     valid_from: dt.datetime | None = NOW - dt.timedelta(days=30),
     valid_until: dt.datetime | None = NOW + dt.timedelta(days=30),
@@ -43,6 +43,7 @@ def approval(
         purpose=purpose,
         jurisdictions=frozenset(jurisdictions),
         datasets=frozenset(datasets),
+        application_id=application_id,
         applicant="Example Research Institute",
         applicant_kind=kind,
         valid_from=valid_from,
@@ -115,23 +116,19 @@ def _values() -> dict[tuple[str, str], st.SearchStrategy[Any]]:
     percent = st.integers(1, 100).map(float)
     return {
         ("disclosure", "min_count"): st.integers(1, 1000),
-        ("disclosure", "zero"): st.sampled_from([z.value for z in ZeroHandling]),
         # Small bases so that divisibility (the rounding order) actually occurs.
         ("disclosure", "rounding_base"): st.integers(1, 60),
-        ("disclosure", "secondary_suppression"): st.booleans(),
+        ("disclosure", "noise"): st.fixed_dictionaries(
+            {"sigma": st.sampled_from([0.5, 1.0, 2.5, 5.0, 10.0, 1000.0])}
+        ),
+        ("disclosure", "budget"): st.fixed_dictionaries(
+            {
+                "applicant": st.sampled_from([0.01, 0.1, 0.25, 0.5]),
+                "organisation": st.sampled_from([0.01, 0.1, 0.25, 0.5]),
+            }
+        ),
         ("disclosure", "dominance"): st.fixed_dictionaries({"n": st.integers(1, 10), "k": percent}),
         ("disclosure", "p_percent"): percent,
-        ("disclosure", "perturbation"): st.one_of(
-            st.just({"enabled": False}),
-            st.fixed_dictionaries(
-                {
-                    "enabled": st.just(True),
-                    "max_noise": st.integers(1, 1000),
-                    "variance": st.integers(1, 1000).map(float),
-                }
-            ),
-        ),
-        ("disclosure", "differencing_k"): st.integers(1, 1000),
         ("dimensions", "allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
         ("dimensions", "min_age_band_width"): st.sampled_from([1, 5, 10, 15, 20, 25, 130]),
         ("dimensions", "max_cells"): st.integers(1, 1_000_000),

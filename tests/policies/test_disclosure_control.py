@@ -1,211 +1,163 @@
-"""The disclosure pipeline's rules against the attacks they exist for: margin subtraction
-(solved by an integer-programming attacker), averaging, rounding, magnitudes."""
+"""The disclosure pipeline's rules: what a noisy count becomes (LOW below the minimum, zeros
+included; PERTURBED with its sd otherwise), rounding, the strictest profile of several,
+the public domain of tables, and the magnitude rules."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping
+import datetime as dt
 
 import pytest
 
 from policies.disclosure import (
-    CELL_KEY_PERTURBATION,
-    NO_CELL_KEY,
+    BELOW_MINIMUM,
+    GATEWAY_RULES,
+    NODE_RULES,
+    NOISE,
     CellContext,
-    perturb,
-    protect_count,
-    protect_tables,
+    protect,
+    release,
     round_to_base,
 )
+from policies.domain import dimension_domain, table_cells, table_domain
 from policies.magnitude import DOMINANCE, P_PERCENT, Magnitude, sensitive
-from policies.perturbation import CELL_KEY_MODULUS, perturbation_table
-from policies.profiles import DisclosureProfile, ZeroHandling, strictest
-from policies.tables import PRIMARY_SUPPRESSION, SECONDARY_SUPPRESSION, TableCell, TableSet
-from schema.codes import Dimension, Jurisdiction, ValueStatus
-from schema.query import Breakdown
+from policies.profiles import COARSE_FACTOR, DisclosureProfile, strictest
+from schema.codes import Dimension, Jurisdiction, NoiseLevel, ValueStatus
+from schema.query import CohortQuery, Criteria
 from schema.result import Value
-from tests.attacker import narrowed, small_counts
+from schema.wire import KEY_DOMAINS
 
-SEX, AGE = Dimension.SEX, Dimension.AGE_BAND_10
+SEX, AGE, AGE5, YEAR = (
+    Dimension.SEX,
+    Dimension.AGE_BAND_10,
+    Dimension.AGE_BAND_5,
+    Dimension.CALENDAR_YEAR,
+)
 FR = DisclosureProfile(min_count=11, source="test")
-NO_SECONDARY = FR.model_copy(update={"secondary_suppression": False})
-Counts = Mapping[tuple[str, str], int]
+FR_CTX = CellContext(FR, Jurisdiction.FR)
 
 
-# -- cell-key perturbation -------------------------------------------------------------------
-@pytest.mark.parametrize(("t", "d", "v"), [(3, 2, 1.0), (11, 3, 2.0), (5, 5, 4.0), (10, 1, 0.5)])
-def test_every_perturbation_table_is_unbiased_bounded_and_releases_no_small_value(
-    t: int, d: int, v: float
-) -> None:
-    table = perturbation_table(t, d, v)
-    for row in table.rows:
-        assert sum(row.probabilities) == pytest.approx(1.0)
-        assert row.mean == pytest.approx(0.0, abs=1e-9)
-        assert row.variance <= v + 1e-9
-        assert all(abs(noise) <= d for noise in row.noise)
-        assert all(row.count + noise >= t for noise in row.noise)
-        assert all(p > 0 for p in row.probabilities)
-    # Far from the threshold every row is the same, with the full variance.
-    assert table.rows[-1].variance == pytest.approx(v)
-    assert table.row(t + 1000) is table.rows[-1]
+# -- what a noisy count becomes ---------------------------------------------------------------
+@pytest.mark.parametrize("noisy", [-7, 0, 1, 10])
+def test_a_noisy_count_below_the_minimum_is_low_without_a_value(noisy: int) -> None:
+    value = release(noisy, 5.0, FR_CTX)
+    assert (value.value, value.status, value.sd) == (None, ValueStatus.LOW, 5.0)
+    assert [r.rule for r in value.reasons] == [BELOW_MINIMUM]
+    # The reason says the rule, never the value or whether it was zero.
+    assert str(noisy) not in value.reasons[0].message.replace("11", "")
 
 
-def test_noise_is_uniform_over_cell_keys_as_the_table_says() -> None:
-    table = perturbation_table(11, 3, 2.0)
-    rng = random.Random(5)
-    draws = [table.noise(500, rng.randrange(CELL_KEY_MODULUS)) for _ in range(20_000)]
-    assert sum(draws) / len(draws) == pytest.approx(0.0, abs=0.05)
-    variance = sum(x * x for x in draws) / len(draws)
-    assert variance == pytest.approx(2.0, rel=0.05)
-
-
-def _perturbing(min_count: int = 11) -> DisclosureProfile:
-    return DisclosureProfile(
-        min_count=min_count, source="test", perturbation_max_noise=3, perturbation_variance=2.0
+@pytest.mark.parametrize("noisy", [11, 12, 5000])
+def test_a_noisy_count_at_or_above_the_minimum_is_released_with_its_sd(noisy: int) -> None:
+    value = release(noisy, 5.0, FR_CTX)
+    assert (value.value, value.status, value.sd, value.bound) == (
+        noisy,
+        ValueStatus.PERTURBED,
+        5.0,
+        None,
     )
+    assert [r.rule for r in value.reasons] == [NOISE]
+    Value.model_validate(value.model_dump())  # built without validation, and valid
 
 
-def test_averaging_repeated_answers_learns_nothing() -> None:
-    # The same population has the same cell key: a hundred answers are one answer.
-    ctx = CellContext(_perturbing(), Jurisdiction.DE, cell_key=1_234_567_890)
-    answers = {protect_count(137, ctx).value for _ in range(100)}
-    assert len(answers) == 1
-    [answer] = answers
-    assert answer is not None
-    assert abs(answer - 137) <= 3
+def test_every_cell_of_an_answer_shares_its_reasons() -> None:
+    # One Reason object per jurisdiction and sd: thousands of cells cost no allocation each.
+    assert release(20, 5.0, FR_CTX).reasons[0] is release(30, 5.0, FR_CTX).reasons[0]
+    assert release(1, 5.0, FR_CTX).reasons[0] is release(2, 5.0, FR_CTX).reasons[0]
 
 
-def test_a_perturbed_value_says_so_and_gives_its_bound_even_without_noise() -> None:
-    profile = _perturbing()
-    table = perturbation_table(11, 3, 2.0)
-    zero_noise_key = next(k for k in range(0, CELL_KEY_MODULUS, 7919) if table.noise(50, k) == 0)
-    value = protect_count(50, CellContext(profile, Jurisdiction.DE, cell_key=zero_noise_key))
-    assert (value.value, value.status, value.bound) == (50, ValueStatus.PERTURBED, 3.0)
-    assert [r.rule for r in value.reasons] == [CELL_KEY_PERTURBATION]
-
-
-def test_without_a_cell_key_perturbation_fails_closed() -> None:
-    value = perturb(Value.exact(50), CellContext(_perturbing(), Jurisdiction.DE))
-    assert value.status is ValueStatus.SUPPRESSED
-    assert [r.rule for r in value.reasons] == [NO_CELL_KEY]
-
-
-def test_a_small_count_is_suppressed_before_any_noise() -> None:
-    value = protect_count(10, CellContext(_perturbing(), Jurisdiction.DE, cell_key=99))
-    assert value.value is None
-    assert [r.rule for r in value.reasons] == [PRIMARY_SUPPRESSION]
-
-
-# -- rounding --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("count", "expected"), [(11, 20), (14, 20), (15, 20), (24, 20), (25, 30), (1234, 1230)]
 )
 def test_rounding_is_deterministic_and_never_below_the_minimum(count: int, expected: int) -> None:
     profile = FR.model_copy(update={"rounding_base": 10})
     ctx = CellContext(profile, Jurisdiction.FR)
-    values = {protect_count(count, ctx, (round_to_base,)).value for _ in range(5)}
+    values = {protect(release(count, 5.0, ctx), ctx, NODE_RULES).value for _ in range(5)}
     assert values == {expected}
-    rounded = protect_count(count, ctx, (round_to_base,))
-    assert rounded.status is ValueStatus.ROUNDED
+    rounded = protect(release(count, 5.0, ctx), ctx, (round_to_base,))
+    assert (rounded.status, rounded.sd) == (ValueStatus.PERTURBED, 5.0)
     assert rounded.bound == 9.0  # the clamp to 20 may move 11 by 9; the same for every cell
 
 
+def test_the_gateway_keeps_a_pooled_value_at_the_strictest_minimum() -> None:
+    pooled = Value(value=8, status=ValueStatus.PERTURBED, sd=7.0)
+    checked = protect(pooled, FR_CTX, GATEWAY_RULES)
+    assert (checked.value, checked.status, checked.sd) == (None, ValueStatus.LOW, 7.0)
+    assert protect(pooled.model_copy(update={"value": 11}), FR_CTX, GATEWAY_RULES).value == 11
+
+
+def test_a_withheld_value_has_no_value_and_a_value_has_a_status_that_says_so() -> None:
+    with pytest.raises(ValueError, match="withheld"):
+        Value(value=3, status=ValueStatus.LOW)
+    with pytest.raises(ValueError, match="withheld"):
+        Value(value=None, status=ValueStatus.PERTURBED)
+
+
+# -- profiles ---------------------------------------------------------------------------------
 def test_strictest_profile_composes_every_rule() -> None:
-    a = FR.model_copy(update={"rounding_base": 5, "differencing_k": 20})
-    b = _perturbing(5).model_copy(update={"rounding_base": 3, "dominance_n": 2, "dominance_k": 80})
+    a = FR.model_copy(update={"rounding_base": 5, "sigma": 6.0, "rho_per_organisation": 0.3})
+    b = DisclosureProfile(
+        min_count=5,
+        source="b",
+        rounding_base=3,
+        sigma=8.0,
+        rho_per_applicant=0.2,
+        dominance_n=2,
+        dominance_k=80,
+    )
     both = strictest([a, b])
-    assert (both.min_count, both.rounding_base) == (11, 15)
-    assert (both.perturbation_max_noise, both.perturbation_variance) == (3, 2.0)
-    assert (both.differencing_floor, both.dominance_n, both.dominance_k) == (20, 2, 80)
+    assert (both.min_count, both.rounding_base, both.sigma) == (11, 15, 8.0)
+    assert (both.rho_per_applicant, both.rho_per_organisation) == (0.2, 0.3)
+    assert (both.dominance_n, both.dominance_k) == (2, 80)
     assert both.is_stricter_or_equal(a)
     assert both.is_stricter_or_equal(b)
     assert not a.is_stricter_or_equal(both)
 
 
-# -- secondary suppression, proven by the attacker -------------------------------------------
-def table_set(counts: Counts, profile: DisclosureProfile) -> TableSet:
-    """A two-way table with both margins and the total, as a node computes them."""
-    tables: dict[Breakdown, dict[tuple[str, ...], int]] = {(): {(): 0}, (SEX,): {}, (AGE,): {}}
-    tables[(SEX, AGE)] = {key: n for key, n in counts.items() if n}
-    for (sex, age), n in counts.items():
-        if n:
-            tables[(SEX,)][(sex,)] = tables[(SEX,)].get((sex,), 0) + n
-            tables[(AGE,)][(age,)] = tables[(AGE,)].get((age,), 0) + n
-            tables[()][()] += n
-    return TableSet(
-        {
-            by: {
-                key: TableCell(Value.exact(n), profile, Jurisdiction.FR) for key, n in cells.items()
-            }
-            for by, cells in tables.items()
-        }
+def test_coarse_noise_is_twice_the_standard_sd() -> None:
+    assert FR.noise_sd(NoiseLevel.STANDARD) == 5.0
+    assert FR.noise_sd(NoiseLevel.COARSE) == 5.0 * COARSE_FACTOR == 10.0
+
+
+def test_no_profile_allows_more_than_the_budget_that_keeps_counts_uncertain() -> None:
+    with pytest.raises(ValueError, match=r"0\.5"):
+        DisclosureProfile(min_count=11, source="x", rho_per_applicant=0.6)
+
+
+# -- the public domain of a table -------------------------------------------------------------
+def query(**criteria: object) -> CohortQuery:
+    return CohortQuery(
+        criteria=Criteria.model_validate(criteria), reference_date=dt.date(2026, 1, 1)
     )
 
 
-def released(tables: TableSet) -> tuple[dict, dict]:  # type: ignore[type-arg]
-    values = {by: {k: c.value for k, c in cells.items()} for by, cells in tables.tables.items()}
-    thresholds = {
-        by: {k: c.profile.min_count for k, c in cells.items()}
-        for by, cells in tables.tables.items()
-    }
-    return values, thresholds
+def test_the_domain_follows_from_the_question_alone() -> None:
+    anyone = query()
+    assert dimension_domain(SEX, anyone) == ("FEMALE", "MALE", "UNKNOWN")
+    assert dimension_domain(SEX, query(sex="FEMALE")) == ("FEMALE",)
+    assert dimension_domain(AGE, query(age={"min": 40, "max": 69})) == ("40-49", "50-59", "60-69")
+    assert dimension_domain(AGE5, query(age={"min": 42, "max": 43})) == ("40-44",)
+    assert len(dimension_domain(AGE5, anyone)) == 27  # ages 0..130
+    years = dimension_domain(YEAR, anyone)
+    # Without an index event persons are dated by their observation period, which some lack;
+    # years after the reference date are not part of the question.
+    assert (years[0], years[-2], years[-1]) == ("1900", "2026", "UNKNOWN")
+    windowed = query(
+        conditions=[
+            {"vocabulary": "ICD10", "code": "E11", "window": {"start": "2019-03-01", "end": None}}
+        ]
+    )
+    assert dimension_domain(YEAR, windowed) == tuple(str(y) for y in range(2019, 2027))
 
 
-MARGIN_ATTACK: Counts = {
-    ("FEMALE", "40-49"): 3,
-    ("FEMALE", "50-59"): 40,
-    ("FEMALE", "60-69"): 25,
-    ("MALE", "40-49"): 30,
-    ("MALE", "50-59"): 12,
-    ("MALE", "60-69"): 50,
-}
-
-
-def test_without_secondary_suppression_the_margins_give_a_small_count_away() -> None:
-    values, thresholds = released(protect_tables(table_set(MARGIN_ATTACK, NO_SECONDARY)))
-    leaks = narrowed(values, thresholds)
-    learned, _ = leaks[((SEX, AGE), ("FEMALE", "40-49"))]
-    assert learned.low == learned.high == 3  # the female total minus the other ages
-
-
-def test_with_secondary_suppression_the_attacker_learns_nothing() -> None:
-    protected = protect_tables(table_set(MARGIN_ATTACK, FR))
-    values, thresholds = released(protected)
-    assert narrowed(values, thresholds) == {}
-    secondary = [
-        key
-        for key, cell in protected.tables[(SEX, AGE)].items()
-        if any(r.rule == SECONDARY_SUPPRESSION for r in cell.value.reasons)
-    ]
-    assert len(secondary) >= 3  # at least the other corners of a rectangle
-    # Released numbers still add up to their released margins where all parts are released.
-    assert protected.tables[()][()].value == Value.exact(160)
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_random_tables_with_small_cells_leak_nothing(seed: int) -> None:
-    rng = random.Random(seed)
-    ages = ["20-29", "30-39", "40-49", "50-59", "60-69", "70-79"][: rng.randint(2, 6)]
-    sexes = ["FEMALE", "MALE", "UNKNOWN"][: rng.randint(2, 3)]
-    counts = {
-        (s, a): rng.choice([0, 1, 2, 3, 5, 8, 10, 11, 12, 15, 25, 40, 80, 200])
-        for s in sexes
-        for a in ages
-    }
-    profile = FR if seed % 2 else DisclosureProfile(min_count=5, source="test")
-    protected = protect_tables(table_set(counts, profile))
-    values, thresholds = released(protected)
-    assert narrowed(values, thresholds) == {}, counts
-    # The test is not empty: small counts were there to protect.
-    assert small_counts(values) or not any(0 < n < profile.min_count for n in counts.values())
-
-
-def test_zero_released_profiles_keep_zeros_and_still_protect() -> None:
-    profile = FR.model_copy(update={"zero": ZeroHandling.RELEASE})
-    counts = {**MARGIN_ATTACK, ("MALE", "50-59"): 0}
-    protected = protect_tables(table_set(counts, profile))
-    values, thresholds = released(protected)
-    assert narrowed(values, thresholds) == {}
+def test_a_table_domain_is_every_combination_and_every_key_is_one_a_node_may_send() -> None:
+    asked = query(age={"min": 40, "max": 69})
+    cells = table_domain((SEX, AGE), asked)
+    assert len(cells) == table_cells((SEX, AGE), asked) == 9
+    assert len(set(cells)) == len(cells)
+    for key in cells:
+        assert key[0] in KEY_DOMAINS[SEX]
+        assert key[1] in KEY_DOMAINS[AGE]
+    assert table_domain((), asked) == [()]
 
 
 # -- magnitudes ------------------------------------------------------------------------------

@@ -20,10 +20,9 @@ from policies.compose import (
     same_rules,
 )
 from policies.decision import decide
-from policies.model import RULE_PATHS, Dominance, Perturbation, RulePath, Rules
+from policies.model import RULE_PATHS, Budget, Dominance, Noise, RulePath, Rules
 from policies.policy_set import EffectivePolicy, IncompletePolicy, PolicySet
 from policies.principal import ApplicantKind
-from policies.profiles import ZeroHandling
 from schema.codes import Dimension, Jurisdiction
 
 layers = st.lists(rules(), min_size=1, max_size=5)
@@ -147,17 +146,15 @@ def _layer(path: RulePath, value: Any, source: str = "s", verified: bool = False
     ("path", "values", "expected"),
     [
         (("disclosure", "min_count"), [11, 5, 3], 11),
-        (("disclosure", "zero"), ["RELEASE", "SUPPRESS"], ZeroHandling.SUPPRESS),
-        (("disclosure", "zero"), ["RELEASE", "RELEASE"], ZeroHandling.RELEASE),
         (("disclosure", "rounding_base"), [5, 3], 15),
         (("disclosure", "rounding_base"), [10, 5], 10),
-        (("disclosure", "secondary_suppression"), [False, True], True),
-        (("disclosure", "dominance"), [{"n": 1, "k": 85}, {"n": 2, "k": 90}], Dominance(n=2, k=85)),
+        (("disclosure", "noise"), [{"sigma": 5}, {"sigma": 8}, {"sigma": 2}], Noise(sigma=8)),
         (
-            ("disclosure", "perturbation"),
-            [{"enabled": False}, {"enabled": True, "max_noise": 3, "variance": 2}],
-            Perturbation(enabled=True, max_noise=3, variance=2),
+            ("disclosure", "budget"),
+            [{"applicant": 0.5, "organisation": 0.2}, {"applicant": 0.3, "organisation": 0.5}],
+            Budget(applicant=0.3, organisation=0.2),
         ),
+        (("disclosure", "dominance"), [{"n": 1, "k": 85}, {"n": 2, "k": 90}], Dominance(n=2, k=85)),
         (("dimensions", "allowed"), [["SEX", "AGE_BAND_10"], ["SEX"]], frozenset({Dimension.SEX})),
         (("dimensions", "min_age_band_width"), [5, 10], 10),
         (("dimensions", "max_cells"), [10000, 2000], 2000),
@@ -203,7 +200,6 @@ def test_opt_out_mechanisms_are_all_kept() -> None:
 def test_a_cell_from_several_jurisdictions_gets_the_strictest_rules(shipped: PolicySet) -> None:
     pooled = shipped.strictest([Jurisdiction.DK, Jurisdiction.FR, Jurisdiction.DE])
     assert pooled.min_count == 11
-    assert pooled.secondary_suppression  # France
     assert pooled.dominance == Dominance(n=1, k=85)  # Germany
     assert pooled.jurisdictions == (Jurisdiction.DK, Jurisdiction.FR, Jurisdiction.DE)
     for j in pooled.jurisdictions:
@@ -223,13 +219,13 @@ def test_strictest_of_nothing_is_an_error(shipped: PolicySet) -> None:
 
 def test_a_node_layer_cannot_loosen(shipped: PolicySet) -> None:
     loose = node_layer(
-        disclosure={"min_count": sourced(1), "secondary_suppression": sourced(False)},
+        disclosure={"min_count": sourced(1), "noise": sourced({"sigma": 1.0})},
         dimensions={"max_cells": sourced(1_000_000)},
     )
     national = shipped.effective(Jurisdiction.FR)
     with_node = shipped.effective(Jurisdiction.FR, loose)
     assert with_node.min_count == 11
-    assert with_node.secondary_suppression
+    assert with_node.noise.sigma == national.noise.sigma
     assert with_node.max_cells == national.max_cells
     assert at_least_as_strict(with_node.rules, national.rules)
 

@@ -19,8 +19,9 @@ from policy_kit import (
     with_rule,
 )
 
-from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput, dimension_cells, table_cells
+from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput
 from policies.decision import decide
+from policies.domain import dimension_cells, table_cells
 from policies.loader import DEFAULT_DIRECTORY, load_node_layer
 from policies.model import Issuer, NodeLayer
 from policies.plan import QueryPlan
@@ -200,6 +201,17 @@ def test_a_query_under_another_request_is_refused(gateway: Policies) -> None:
         assert (reason.rule, reason.article) == (RuleId.REQUEST_MISMATCH, "EHDS Art. 69")
 
 
+def test_a_question_may_name_the_application_instead_of_the_request(gateway: Policies) -> None:
+    # One multi-country application, one permit per HDAB under its own request id.
+    permit = approval(request_id="DR-FR-0007", application_id="APP-2026-0042")
+    assert run(gateway, given=permit, asked=plan(request_id="APP-2026-0042")).allowed
+    assert run(gateway, given=permit, asked=plan(request_id="DR-FR-0007")).allowed
+    refused = run(gateway, given=permit, asked=plan(request_id="APP-2026-9999"))
+    assert rules(refused, J.FR) == {RuleId.REQUEST_MISMATCH}
+    # Without an application, only the request itself matches.
+    assert not run(gateway, given=approval(), asked=plan(request_id="APP-2026-0042")).allowed
+
+
 def test_a_jurisdiction_outside_the_approval_is_refused(gateway: Policies) -> None:
     decisions = run(gateway, given=approval(jurisdictions=(J.FR,)))
     assert decisions[J.FR].allowed
@@ -310,10 +322,24 @@ def test_datasets_must_be_approved(shipped: PolicySet, example_node: NodeLayer) 
     reason = only(run(at_node, given=approval(datasets=()), asked=asked), J.FR)
     assert reason.rule == RuleId.DATASET_NOT_APPROVED
     assert DATASET in reason.message
-    # Anywhere, the plan may name the datasets it draws on.
+    # Anywhere, the plan may name the datasets it draws on: one of them named is enough.
     gateway = shipped.policies(FR_DE)
-    other = plan(datasets=frozenset({DATASET, "registry-x"}))
+    assert run(gateway, asked=plan(datasets=frozenset({DATASET, "registry-x"}))).allowed
+    other = plan(datasets=frozenset({"registry-x"}))
     assert {r.rule for r in run(gateway, asked=other).reasons()} == {RuleId.DATASET_NOT_APPROVED}
+    # A permit that names no dataset at all names none the node serves.
+    reason = only(run(gateway, given=approval(datasets=()), asked=other), J.FR)
+    assert (reason.rule, reason.message) == (
+        RuleId.DATASET_NOT_APPROVED,
+        "the approval names none of the datasets FR serves here: registry-x",
+    )
+
+
+def test_without_known_datasets_the_decision_leaves_them_to_the_node(
+    shipped: PolicySet,
+) -> None:
+    # A gateway that was told no node's datasets cannot check them; the node always can.
+    assert run(shipped.policies(FR_DE), given=approval(datasets=())).allowed
 
 
 # -- dimensions and granularity -------------------------------------------------------------
@@ -391,9 +417,10 @@ def test_cell_bounds() -> None:
     assert dimension_cells(D.AGE_BAND_5, asked) == 6
     assert table_cells((D.SEX, D.AGE_BAND_10), asked) == 3
     anyone = plan().query
-    assert dimension_cells(D.SEX, anyone) == 2
+    assert dimension_cells(D.SEX, anyone) == 3  # and UNKNOWN
     assert dimension_cells(D.AGE_BAND_5, anyone) == 27  # ages 0..130
-    assert dimension_cells(D.CALENDAR_YEAR, anyone) == 201  # 1900..2100
+    # 1900 to the reference date's year (the criteria's condition dates everyone).
+    assert dimension_cells(D.CALENDAR_YEAR, anyone) == anyone.reference_date.year - 1900 + 1
     assert table_cells((), anyone) == 1
 
 

@@ -13,7 +13,7 @@ from policies.compose import at_least_as_strict
 from policies.loader import DEFAULT_DIRECTORY, jurisdiction_files
 from policies.model import RULE_PATHS, Dominance
 from policies.policy_set import PolicySet
-from policies.profiles import BASELINE, ZeroHandling
+from policies.profiles import BASELINE, MAX_RHO
 from policies.purposes import PUBLIC_BODY_ONLY_BY_LAW, Purpose
 from schema.codes import Dimension, Jurisdiction
 
@@ -55,11 +55,11 @@ def test_starting_minimum_counts(
 
 
 def test_national_specifics(shipped: PolicySet) -> None:
-    assert shipped.effective(J.FR).secondary_suppression
     assert shipped.effective(J.DE).dominance == Dominance(n=1, k=85)
-    assert shipped.effective(J.ES).differencing_k is not None
     for j in SHIPPED:
-        assert shipped.effective(j).zero is ZeroHandling.SUPPRESS
+        # Noise on every count and a budget per person everywhere: nobody can opt out of them.
+        assert shipped.effective(j).noise.sigma >= 5
+        assert shipped.effective(j).budget.applicant <= MAX_RHO
 
 
 def test_profiles_come_from_the_files_and_fail_closed(shipped: PolicySet) -> None:

@@ -35,8 +35,8 @@ value = 11
 source = "Health Data Hub / CASD"
 verified = true
 
-[disclosure.zero]
-value = "SUPPRESS"
+[disclosure.noise]
+value = { sigma = 6.0 }
 source = "test"
 """
 
@@ -174,21 +174,22 @@ def test_an_issuer_must_be_https(tmp_path: Path) -> None:
     assert error.line == line_of(text, 'iss = "http:')
 
 
-def test_enabled_perturbation_needs_parameters(tmp_path: Path) -> None:
-    text = FR_MINIMAL + '\n[disclosure.perturbation]\nvalue = { enabled = true }\nsource = "x"\n'
+def test_a_budget_above_the_largest_one_is_an_error(tmp_path: Path) -> None:
+    text = (
+        FR_MINIMAL
+        + '\n[disclosure.budget]\nvalue = { applicant = 0.8, organisation = 0.5 }\nsource = "x"\n'
+    )
     error = error_of(write(tmp_path, "fr.toml", text))
-    assert error.key == "disclosure.perturbation.value"
-    assert "max_noise" in error.problem
+    assert error.key == "disclosure.budget.value.applicant"
+    assert "0.5" in error.problem
 
 
 def test_every_problem_of_a_file_is_reported(tmp_path: Path) -> None:
-    text = FR_MINIMAL.replace("value = 11", "value = 0").replace(
-        'value = "SUPPRESS"', 'value = "SOMETIMES"'
-    )
+    text = FR_MINIMAL.replace("value = 11", "value = 0").replace("sigma = 6.0", 'sigma = "six"')
     error = error_of(write(tmp_path, "fr.toml", text))
     assert [issue.key for issue in error.issues] == [
         "disclosure.min_count.value",
-        "disclosure.zero.value",
+        "disclosure.noise.value.sigma",
     ]
 
 
@@ -212,7 +213,7 @@ def test_a_missing_source_is_an_error(tmp_path: Path) -> None:
 
 def test_a_jurisdiction_must_state_its_minimum_count(tmp_path: Path) -> None:
     start = FR_MINIMAL.index("[disclosure.min_count]")
-    end = FR_MINIMAL.index("[disclosure.zero]")
+    end = FR_MINIMAL.index("[disclosure.noise]")
     error = error_of(write(tmp_path, "fr.toml", FR_MINIMAL[:start] + FR_MINIMAL[end:]))
     assert error.code is PolicyErrorCode.INVALID_VALUE
     assert "disclosure.min_count" in error.problem

@@ -8,7 +8,7 @@ from policy_kit import node_layer, sourced
 from policies.loader import load_policy_set
 from policies.model import Issuer
 from policies.policy_set import PolicySet
-from policies.profiles import DisclosureProfile, ZeroHandling, strictest
+from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Jurisdiction as J
 
 ISSUER = "https://hdab.memo.test.tessera.eu"
@@ -41,33 +41,31 @@ def test_a_node_layer_is_never_answered_from_memory(shipped: PolicySet) -> None:
     assert shipped.effective(J.FR).min_count == national.min_count != 50
 
 
-def _profile(min_count: int, zero: ZeroHandling, verified: bool) -> DisclosureProfile:
+def _profile(min_count: int, sigma: float, verified: bool) -> DisclosureProfile:
     return DisclosureProfile(
-        min_count=min_count, zero=zero, source=f"rule {min_count}", verified=verified
+        min_count=min_count, sigma=sigma, source=f"rule {min_count}", verified=verified
     )
 
 
 def test_strictest_of_one_profile_is_that_profile() -> None:
-    only = _profile(5, ZeroHandling.RELEASE, True)
+    only = _profile(5, 5.0, True)
     assert strictest([only]) is only
 
 
 def test_strictest_remembers_by_the_profiles_given_not_their_values() -> None:
     loose, strict = (
-        _profile(5, ZeroHandling.RELEASE, True),
-        _profile(11, ZeroHandling.SUPPRESS, False),
+        _profile(5, 5.0, True),
+        _profile(11, 8.0, False),
     )
     pooled = strictest([loose, strict])
-    assert (pooled.min_count, pooled.zero, pooled.verified) == (11, ZeroHandling.SUPPRESS, False)
+    assert (pooled.min_count, pooled.sigma, pooled.verified) == (11, 8.0, False)
     assert strictest([loose, strict]) is pooled
     # Equal values in other objects give an equal answer, whether remembered or not.
-    again = strictest(
-        [_profile(5, ZeroHandling.RELEASE, True), _profile(11, ZeroHandling.SUPPRESS, False)]
-    )
+    again = strictest([_profile(5, 5.0, True), _profile(11, 8.0, False)])
     assert again == pooled
-    both_loose = strictest([loose, _profile(3, ZeroHandling.RELEASE, True)])
-    assert (both_loose.min_count, both_loose.zero, both_loose.verified) == (
+    both_loose = strictest([loose, _profile(3, 5.0, True)])
+    assert (both_loose.min_count, both_loose.sigma, both_loose.verified) == (
         5,
-        ZeroHandling.RELEASE,
+        5.0,
         True,
     )

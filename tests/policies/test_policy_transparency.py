@@ -9,7 +9,7 @@ from pathlib import Path
 from policy_kit import copy_shipped
 
 from policies.loader import DEFAULT_DIRECTORY, PolicyErrorCode
-from policies.model import Dominance, Perturbation
+from policies.model import Budget, Dominance, Noise
 from policies.policy_set import PolicySet
 from policies.transparency import (
     INEFFECTIVE_RULE,
@@ -43,9 +43,9 @@ def test_values_render_deterministically() -> None:
     assert render_value(True) == "true"
     assert render_value(85.0) == "85"
     assert render_value(Dominance(n=1, k=85)) == "n=1, k=85%"
-    assert render_value(Perturbation(enabled=False)) == "off"
-    assert render_value(Perturbation(enabled=True, max_noise=3, variance=2)) == (
-        "on (max noise 3, variance 2)"
+    assert render_value(Noise(sigma=5)) == "sd 5 (coarse: 10)"
+    assert render_value(Budget(applicant=0.5, organisation=0.25)) == (
+        "rho 0.5 per applicant, 0.25 per organisation"
     )
 
 

@@ -1,0 +1,172 @@
+"""Answers once drawn, kept: the same question always gets the same numbers.
+
+Noise is drawn once per (applicant organisation, question table, data release, noise sd):
+the noisy counts of every cell of the table are stored, and when any researcher of that
+organisation asks the same table again (`connectors.canonical`) the stored counts are
+returned and nobody is charged. They are never drawn again: a recomputed answer would differ,
+and averaging the two would halve the noise, or the difference would tell who had dropped out
+of the counts since (a person whose budget ran out). A new data release (`tessera connector
+prepare --release`) computes re-asked questions afresh, and charges them again.
+
+Stored counts are noisy and may be below the minimum or negative; they never leave the node
+as such: `policies.disclosure.release` decides what is released from them.
+
+`SqliteAnswers` keeps them in an SQLite file in the node's state directory (created when
+missing); `MemoryAnswers` is the fake for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+import orjson
+
+from connectors.errors import LedgerUnavailable, ledger_failures
+
+CellKey = tuple[str, ...]
+_WHAT: Final = "answer store"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTable:
+    """A table's noisy counts, cell by cell, keys in the canonical dimension order."""
+
+    cells: Mapping[CellKey, int]
+
+    def encode(self) -> bytes:
+        return orjson.dumps([[list(key), value] for key, value in self.cells.items()])
+
+    @classmethod
+    def decode(cls, blob: bytes) -> StoredTable:
+        return cls({tuple(key): int(value) for key, value in orjson.loads(blob)})
+
+
+@dataclass(frozen=True, slots=True)
+class Shelf:
+    """Where a question's answers are kept: whose noise they are (the applicant organisation,
+    or the researcher when the permit names none), from which data release, at which sd."""
+
+    owner: str
+    release: str
+    sd: float
+
+
+class AnswerStore(Protocol):
+    async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
+        """The stored tables among `questions` (digests)."""
+        ...
+
+    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+        """Store tables not stored yet and return what is stored for each: when two identical
+        questions raced, the first one stored wins, and both answer with it."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryAnswers:
+    def __init__(self) -> None:
+        self._tables: dict[tuple[Shelf, str], StoredTable] = {}
+
+    async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
+        return {q: t for q in questions if (t := self._tables.get((shelf, q))) is not None}
+
+    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+        return {q: self._tables.setdefault((shelf, q), t) for q, t in tables.items()}
+
+    async def close(self) -> None:
+        return None
+
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS answer (
+    owner TEXT NOT NULL,
+    release TEXT NOT NULL,
+    sd REAL NOT NULL,
+    question TEXT NOT NULL,
+    cells BLOB NOT NULL,
+    stored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (owner, release, sd, question)
+)
+"""
+
+
+class SqliteAnswers:
+    """Stored answers in an SQLite file (WAL, synchronous=FULL: an answer is on disk before
+    it is released)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
+        if not questions:
+            return {}
+
+        def read() -> list[tuple[str, bytes]]:
+            marks = ", ".join("?" for _ in questions)
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT question, cells FROM answer WHERE owner = ? AND release = ? "  # noqa: S608 - placeholders only
+                    f"AND sd = ? AND question IN ({marks})",
+                    (shelf.owner, shelf.release, shelf.sd, *questions),
+                )
+                .fetchall()
+            )
+            return [(str(q), bytes(blob)) for q, blob in rows]
+
+        async with self._lock:
+            with ledger_failures(_WHAT):
+                rows = await asyncio.to_thread(read)
+        return {question: StoredTable.decode(blob) for question, blob in rows}
+
+    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+        if not tables:
+            return {}
+        encoded = [(q, t.encode()) for q, t in tables.items()]
+
+        def write() -> None:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO answer (owner, release, sd, question, cells) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(shelf.owner, shelf.release, shelf.sd, q, blob) for q, blob in encoded],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        async with self._lock:
+            with ledger_failures(_WHAT):
+                await asyncio.to_thread(write)
+        stored = await self.get(shelf, list(tables))
+        if set(stored) != set(tables):  # only if the file is being changed under the node
+            raise LedgerUnavailable("an answer just stored cannot be read back")
+        return stored
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                with ledger_failures(_WHAT):
+                    await asyncio.to_thread(connection.close)

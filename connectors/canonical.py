@@ -1,0 +1,59 @@
+"""The canonical form of a question's table: what makes two tables "the same question".
+
+A stored answer (`connectors.answers`) is found again by a digest of its table's canonical
+question: the criteria with every list whose order means nothing sorted (codes ANDed
+together, `anyOf` groups ORed together), the reference date, and the table's dimensions in
+their canonical order. So a question asked again — or in another order, or as part of another
+question (a total asked alone and next to breakdowns) — gets the same numbers for free, while
+a question that differs in any way is another question, with noise of its own, paid for.
+
+The index event (the first top-level event criterion: `Criteria.index_event`) dates persons
+for CALENDAR_YEAR, so for such tables it is part of the question.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+import orjson
+
+from schema.codes import Dimension
+from schema.query import Breakdown, CohortQuery, Criteria
+
+# Part of every digest: a change of what a digest means makes a new version, so that stored
+# answers are never read under another meaning.
+VERSION: Final = 1
+_ORDER: Final = {d: i for i, d in enumerate(Dimension)}
+
+
+def canonical_breakdown(by: Breakdown) -> Breakdown:
+    return tuple(sorted(by, key=_ORDER.__getitem__))
+
+
+def question_digest(query: CohortQuery, by: Breakdown) -> str:
+    """The digest naming table `by` of `query`."""
+    document: dict[str, Any] = {
+        "version": VERSION,
+        "criteria": _criteria(query.criteria),
+        "reference_date": query.reference_date.isoformat(),
+        "by": [d.value for d in canonical_breakdown(by)],
+    }
+    if Dimension.CALENDAR_YEAR in by:
+        index = query.criteria.index_event()
+        document["index_event"] = None if index is None else index.model_dump(mode="json")
+    text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()
+
+
+def _criteria(criteria: Criteria) -> dict[str, Any]:
+    data = criteria.model_dump(mode="json", exclude={"any_of"})
+    for name in ("conditions", "drugs", "measurements"):
+        data[name] = _sorted_unique(data[name])
+    data["any_of"] = _sorted_unique([_criteria(group) for group in criteria.any_of])
+    return data
+
+
+def _sorted_unique(items: list[Any]) -> list[Any]:
+    encoded = {orjson.dumps(item, option=orjson.OPT_SORT_KEYS): item for item in items}
+    return [encoded[key] for key in sorted(encoded)]
