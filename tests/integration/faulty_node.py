@@ -8,7 +8,8 @@ then misbehaves as `--mode` says:
 - `sleep`: answers correctly, but only after `--sleep` seconds (default 60);
 - `slow`: the same, meant with a short `--sleep` that fits in a deadline;
 - `garbage`: answers 200 with a body that is not `tessera/1`;
-- `small-count`: a well-formed answer releasing a total of 2, below any published minimum;
+- `small-count`: a well-formed, noisy answer releasing a total of 2, below any published
+  minimum;
 - `reset`: resets the connection (TCP RST) as soon as the request arrives;
 - `die`: starts a 200 answer, then kills itself with SIGKILL halfway through it.
 
@@ -29,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from schema.codes import Jurisdiction, NodeStatus
+from policies.domain import table_domain
+from schema.codes import Jurisdiction, NodeStatus, ValueStatus
 from schema.result import Value
 from schema.wire import QUERY_PATH, NodeCell, NodeRequest, NodeResponse, NodeTable
 
@@ -38,9 +40,21 @@ HONEST_TOTAL = 50
 STATS = web.AppKey("stats", dict)
 
 
+# Noisier than any jurisdiction publishes, so that the gateway takes it for a connector's.
+SD = 50.0
+
+
 def answer(request: NodeRequest, total: int) -> bytes:
+    """The total as `total`, every other cell of each table's public domain LOW."""
+    released = Value(value=total, status=ValueStatus.PERTURBED, sd=SD)
     tables = [
-        NodeTable(by=by, cells=[NodeCell(key=[], count=Value.exact(total))] if by == () else [])
+        NodeTable(
+            by=by,
+            cells=[
+                NodeCell(key=list(key), count=released if by == () else Value.low(sd=SD))
+                for key in table_domain(by, request.query)
+            ],
+        )
         for by in request.query.tables
     ]
     response = NodeResponse(

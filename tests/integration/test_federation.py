@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ query($j: [Jurisdiction!]) {
     queryId
     count { value status reasons { rule jurisdiction message } }
     byJurisdiction { jurisdiction status latencyMs
-                     count { value status bound reasons { rule } } }
+                     count { value status bound sd reasons { rule } } }
     bySexAge: breakdown(by: [JURISDICTION, AGE_BAND_10]) {
       by
-      cells { dimensions { name value } count { value status bound } }
+      cells { dimensions { name value } count { value status bound sd } }
     }
   }
 }
@@ -61,7 +62,7 @@ def test_every_example_query_is_answered(graphql: Any, example: Path) -> None:
         assert {n["status"] for n in result["byJurisdiction"]} == {"OK"}
 
 
-def test_node_counts_are_the_true_counts_or_suppressed(
+def test_node_counts_are_the_true_counts_with_their_noise_or_low(
     graphql: Any, federation: LocalFederation
 ) -> None:
     body = graphql(DIABETIC_WOMEN)
@@ -79,18 +80,21 @@ def test_node_counts_are_the_true_counts_or_suppressed(
         assert nodes[jurisdiction.value]["status"] == "OK"
         assert nodes[jurisdiction.value]["latencyMs"] > 0
         profile = shipped_disclosure_profile(jurisdiction)
-        if truth < profile.min_count:
-            assert count["value"] is None
-            assert count["status"] == "SUPPRESSED"
-        elif profile.perturbs:
-            # Germany: consistent noise of at most ±max_noise (cell-key method).
-            assert count["status"] == "PERTURBED"
-            assert abs(count["value"] - truth) <= profile.perturbation_max_noise
-            assert [r["rule"] for r in count["reasons"]] == ["CELL_KEY_PERTURBATION"]
+        # Noise of sd 5 is never further than 6 sds from the truth in any run of this suite
+        # (about once in 10^9 counts).
+        assert count["sd"] == profile.sigma
+        if count["value"] is None:
+            assert count["status"] == "LOW"
+            assert truth < profile.min_count + 6 * profile.sigma
+            assert [r["rule"] for r in count["reasons"]] == ["BELOW_MINIMUM"]
         else:
-            assert count == {"value": truth, "status": "EXACT", "bound": None, "reasons": []}
+            assert count["status"] == "PERTURBED"
+            assert count["value"] >= profile.min_count
+            assert abs(count["value"] - truth) <= 6 * profile.sigma
+            assert [r["rule"] for r in count["reasons"]] == ["NOISE"]
         total += count["value"] or 0
-    assert body["data"]["cohort"]["count"]["value"] == total
+    if all(n["count"]["value"] is not None for n in nodes.values()):
+        assert body["data"]["cohort"]["count"]["value"] == total
 
 
 def test_breakdown_by_jurisdiction_matches_per_node_answers(graphql: Any) -> None:
@@ -106,15 +110,16 @@ def test_breakdown_by_jurisdiction_matches_per_node_answers(graphql: Any) -> Non
         if cell["count"]["value"] is not None:
             j = dims["JURISDICTION"]
             per_country[j] = per_country.get(j, 0) + cell["count"]["value"]
-            noise[j] = noise.get(j, 0.0) + (cell["count"]["bound"] or 0.0)
+            noise[j] = noise.get(j, 0.0) + cell["count"]["sd"] ** 2
     for node in result["byJurisdiction"]:
         j = node["jurisdiction"]
+        if node["count"]["value"] is None:
+            continue
         released = per_country.get(j, 0)
-        # Released cells never add up to more than the country's count, up to the noise of
-        # a perturbing country (whose numbers need not add up).
-        assert released <= node["count"]["value"] + noise.get(j, 0.0) + (
-            node["count"]["bound"] or 0.0
-        )
+        # Released cells never add up to more than the country's count, up to their noise
+        # (noisy numbers need not add up): six sds of the difference.
+        slack = 6 * math.sqrt(noise.get(j, 0.0) + node["count"]["sd"] ** 2)
+        assert released <= node["count"]["value"] + slack
 
 
 def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
@@ -132,8 +137,8 @@ def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
         count = node["count"]
         minimum = shipped_disclosure_profile(Jurisdiction(node["jurisdiction"])).min_count
         if count["value"] is None:
-            assert count["status"] == "SUPPRESSED"
-            assert {"rule": "PRIMARY_SUPPRESSION", "jurisdiction": node["jurisdiction"]} in count[
+            assert count["status"] == "LOW"
+            assert {"rule": "BELOW_MINIMUM", "jurisdiction": node["jurisdiction"]} in count[
                 "reasons"
             ]
         else:

@@ -155,7 +155,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
                 "connector.policy",
                 "connector.compile",
                 "connector.population",
-                "connector.differencing_guard",
+                "connector.ledger",
                 "connector.sql",
                 "connector.protect",
                 "audit.write",
@@ -173,7 +173,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
         assert call.attributes[otel.NODE_STATUS] == "OK"
         assert call.attributes[otel.CELLS_SUPPRESSED] == node.attributes[otel.CELLS_SUPPRESSED]
     assert cohort.attributes[otel.CELLS_SUPPRESSED] > 0
-    assert "PRIMARY_SUPPRESSION" in cohort.attributes[otel.RULES_FIRED]
+    assert "BELOW_MINIMUM" in cohort.attributes[otel.RULES_FIRED]
 
     # What spans may carry at all: named keys, and numbers only where they count cells or
     # entries, never people.
