@@ -60,9 +60,10 @@ POLICY_QUESTION = (
     f'{{ cohort(request: "{DEMO_APPLICATION}",'
     """
   criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) {
-    count { value status reasons { rule jurisdiction message } }
-    byJurisdiction { jurisdiction status count { value status }
-                     reasons { rule jurisdiction message article } }
+    count { value status sd reasons { rule jurisdiction message } }
+    byJurisdiction { jurisdiction status count { value status sd }
+                     reasons { rule jurisdiction message article }
+                     privacy { questionRho spentRho capRho } }
 } }"""
 )
 

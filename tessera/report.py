@@ -8,18 +8,37 @@ from typing import Any
 MAX_CELLS_SHOWN = 24
 
 
+# Said by the count itself (its ± sd): not repeated among the reasons.
+SHOWN_BY_THE_COUNT = frozenset({"NOISE"})
+
+
 def format_count(count: Mapping[str, Any] | None) -> str:
     if not count:
         return "—"
-    value, status = count.get("value"), count.get("status", "")
-    shown = "suppressed" if value is None else f"{value:,}"
-    return shown if status in ("EXACT", "") or value is None else f"{shown} ({status.lower()})"
+    value, status, sd = count.get("value"), count.get("status", ""), count.get("sd")
+    if value is None:
+        return "low" if status == "LOW" else "suppressed"
+    if sd is not None:
+        return f"{value:,} ±{sd:.0f}" if sd >= 10 else f"{value:,} ±{sd:.1f}"
+    return f"{value:,}" if status in ("EXACT", "") else f"{value:,} ({status.lower()})"
+
+
+def format_spend(privacy: Mapping[str, Any] | None) -> str:
+    """What the answer cost at a node: this question's rho, and the spend so far of the cap."""
+    if not privacy:
+        return ""
+    return (
+        f"+{privacy.get('questionRho', 0):.2f} → {privacy.get('spentRho', 0):.2f}"
+        f" of {privacy.get('capRho', 0):.2f}"
+    )
 
 
 def reasons_text(count: Mapping[str, Any] | None) -> str:
     reasons: Iterable[Mapping[str, Any]] = (count or {}).get("reasons") or []
     parts = []
     for r in reasons:
+        if r.get("rule") in SHOWN_BY_THE_COUNT:
+            continue
         where = f"{r['jurisdiction']}: " if r.get("jurisdiction") else ""
         parts.append(f"{where}{r.get('rule', '')} {r.get('message', '')}".strip())
     return "; ".join(parts)
@@ -53,6 +72,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                 n.get("status", ""),
                 format_count(n.get("count")),
                 f"{n['latencyMs']:.0f} ms" if n.get("latencyMs") is not None else "",
+                format_spend(n.get("privacy")),
                 reasons_text(n.get("count"))
                 or "; ".join(
                     f"{r.get('rule')} {r.get('message', '')}" for r in n.get("reasons") or []
@@ -60,7 +80,8 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             ]
             for n in nodes
         ]
-        lines.append(table(["country", "node", "count", "latency", "reasons"], rows))
+        headers = ["country", "node", "count", "latency", "privacy ρ", "reasons"]
+        lines.append(table(headers, rows))
     for key, value in result.items():
         if isinstance(value, Mapping) and "cells" in value:
             cells = value["cells"]
