@@ -66,18 +66,30 @@ class AnswerStore(Protocol):
         questions raced, the first one stored wins, and both answer with it."""
         ...
 
+    async def first_use(self, nonce: str) -> bool:
+        """Record a pooled round's nonce: True the first time, False ever after (a nonce
+        used twice would mask two shares alike, see `connectors.masking`)."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class MemoryAnswers:
     def __init__(self) -> None:
         self._tables: dict[tuple[Shelf, str], StoredTable] = {}
+        self._nonces: set[str] = set()
 
     async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
         return {q: t for q in questions if (t := self._tables.get((shelf, q))) is not None}
 
     async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
         return {q: self._tables.setdefault((shelf, q), t) for q, t in tables.items()}
+
+    async def first_use(self, nonce: str) -> bool:
+        if nonce in self._nonces:
+            return False
+        self._nonces.add(nonce)
+        return True
 
     async def close(self) -> None:
         return None
@@ -92,6 +104,10 @@ CREATE TABLE IF NOT EXISTS answer (
     cells BLOB NOT NULL,
     stored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (owner, release, sd, question)
+);
+CREATE TABLE IF NOT EXISTS pool_nonce (
+    nonce TEXT PRIMARY KEY,
+    used_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 )
 """
 
@@ -111,7 +127,7 @@ class SqliteAnswers:
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
-            connection.execute(_SCHEMA)
+            connection.executescript(_SCHEMA)
             self._connection = connection
         return self._connection
 
@@ -163,6 +179,17 @@ class SqliteAnswers:
         if set(stored) != set(tables):  # only if the file is being changed under the node
             raise LedgerUnavailable("an answer just stored cannot be read back")
         return stored
+
+    async def first_use(self, nonce: str) -> bool:
+        def claim() -> bool:
+            cursor = self._db().execute(
+                "INSERT OR IGNORE INTO pool_nonce (nonce) VALUES (?)", (nonce,)
+            )
+            return cursor.rowcount == 1
+
+        async with self._lock:
+            with ledger_failures(_WHAT):
+                return await asyncio.to_thread(claim)
 
     async def close(self) -> None:
         async with self._lock:

@@ -26,6 +26,7 @@ from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.ledger import FileLedger
 from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
+from connectors.pool_peers import PoolKeyError, PoolKeys
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.trust_anchors import NodeTrust, node_trust
@@ -214,6 +215,7 @@ def create_app(
     trust = node_trust(settings)
     policy = load_node_policy(settings)
     audit_key = _audit_key(settings)
+    pool_keys = _pool_keys(settings)
     if backend is None:
         backend = open_backend(settings)
     verifier = RequestVerifier(
@@ -246,6 +248,7 @@ def create_app(
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),
         query_timeout_s=settings.query_timeout_s,
+        pool_keys=pool_keys,
     )
     app[DRAINING] = asyncio.Event()
     app.on_shutdown.append(_start_draining)
@@ -267,6 +270,15 @@ def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
     if not isinstance(key, Ed25519PrivateKey):
         raise SettingsError("TESSERA_CONNECTOR_AUDIT_KEY: not an Ed25519 private key")
     return key
+
+
+def _pool_keys(settings: ConnectorSettings) -> PoolKeys | None:
+    if settings.pool_key is None or settings.pool_peers is None:
+        return None
+    try:
+        return PoolKeys.load(settings.node_id, settings.pool_key, settings.pool_peers)
+    except PoolKeyError as exc:
+        raise SettingsError(f"TESSERA_CONNECTOR_POOL_KEY / POOL_PEERS: {exc}") from None
 
 
 def serve(settings: ConnectorSettings) -> None:

@@ -58,6 +58,10 @@ def register(sub: SubParsers) -> None:
     )
     serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
     serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
+    serve.add_argument("--pool-key", type=Path, help="X25519 key for secure pooling")
+    serve.add_argument(
+        "--pool-peers", type=Path, help="pooling registry: every node's X25519 public key"
+    )
     serve.set_defaults(handler=_serve)
 
     prepare = connector_sub.add_parser(
@@ -137,6 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
             ("state_dir", args.state),
             ("audit_db", args.audit_db),
             ("audit_key", args.audit_key),
+            ("pool_key", args.pool_key),
+            ("pool_peers", args.pool_peers),
         )
         if value is not None
     }

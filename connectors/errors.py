@@ -31,6 +31,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.TEMPORARILY_UNAVAILABLE: 503,
     ErrorCode.LEDGER_UNAVAILABLE: 503,
     ErrorCode.QUESTION_TOO_COSTLY: 400,
+    ErrorCode.POOL_REFUSED: 400,
 }
 
 
@@ -80,6 +81,12 @@ class LedgerUnavailable(TesseraError):
 
 class QuestionTooCostly(TesseraError):
     code = ErrorCode.QUESTION_TOO_COSTLY
+
+
+class PoolRefused(TesseraError):
+    """A pooled round this node will not take part in, for its form (never its data)."""
+
+    code = ErrorCode.POOL_REFUSED
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
-→ compile → resolve codes → the cohort's persons → the ledger (who can still be counted, and
-what the question costs) → the tables of those persons → noise, once, stored → release →
-audit → respond. Each step is small and a span of the query's trace; `QueryService.handle`
-only strings them together (`connectors.audit` records them).
+→ a pooled round's form (`connectors.pooling`) → compile → resolve codes → the cohort's
+persons → the ledger (who can still be counted, and what the question costs) → the tables of
+those persons → noise (or pooled shares), once, stored → release (or mask) → audit →
+respond. Each step is small and a span of the query's trace; `QueryService.handle` only
+strings them together (`connectors.audit` records them).
 
 Counts exist unprotected only between the tables' statement and the noise, and are never
 logged; person indexes only between the cohort and the ledger. No step refuses or marks
@@ -37,6 +38,8 @@ from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, Wrong
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
 from connectors.noise import DiscreteGaussian, NoiseSource
+from connectors.pool_peers import PoolKeys
+from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
 from policies.decision import decide
@@ -52,6 +55,7 @@ from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
+from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
 from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend
@@ -147,9 +151,11 @@ class Question:
         )
         sd = profile.noise_sd(request.noise)
         query = request.query
+        # The tables released nationally; a pooled round's others leave only as shares.
+        tables = request.national_tables
         return cls(
-            tables=tuple(query.tables),
-            digests={by: question_digest(query, by) for by in query.tables},
+            tables=tuple(tables),
+            digests={by: question_digest(query, by) for by in tables},
             sd=sd,
             accounts=accounts,
             # Answers are an organisation's: its researchers asking the same question get the
@@ -157,13 +163,14 @@ class Question:
             shelf=Shelf(owner=accounts[-1].key, release=release, sd=sd),
         )
 
-    def cost(self, new: int, noise: NoiseSource) -> int:
-        """What `new` tables cost each person counted, in ledger units."""
-        cost = new * units(noise.rho(self.sd))
+    def cost(self, new: int, noise: NoiseSource, pooled: int = 0) -> int:
+        """What `new` tables, and new pooled tables costing `pooled`, cost each person
+        counted, in ledger units."""
+        cost = new * units(noise.rho(self.sd)) + pooled
         if cost > min(a.cap for a in self.accounts):
             raise QuestionTooCostly(
-                f"{len(self.tables)} tables at noise sd {self.sd:g} cost more than the privacy "
-                "budget a person has: ask fewer tables, or coarser noise"
+                f"{len(self.tables)} tables at noise sd {self.sd:g} (and any pooled) cost more "
+                "than the privacy budget a person has: ask fewer tables, or coarser noise"
             )
         return cost
 
@@ -172,6 +179,7 @@ class Question:
 class Answered:
     tables: list[NodeTable]
     privacy: PrivacySpend
+    pooled: PooledAnswer | None = None
 
 
 class QueryService:
@@ -179,7 +187,7 @@ class QueryService:
     one, reloaded while the node runs, or an effective policy that stays; each question reads
     it once, at its start. `ledger` and `answers` (in memory unless given) keep what every
     applicant has been told; `noise` draws the noise (OpenDP's discrete Gaussian unless
-    given)."""
+    given); `pool_keys` (none unless given) lets it take part in pooled rounds."""
 
     def __init__(
         self,
@@ -196,6 +204,7 @@ class QueryService:
         node_id: str | None = None,
         tracer: Tracer | None = None,
         query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
+        pool_keys: PoolKeys | None = None,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.query_timeout_s = query_timeout_s
@@ -211,6 +220,7 @@ class QueryService:
         self.ledger: Ledger = ledger or MemoryLedger()
         self.answers: AnswerStore = answers or MemoryAnswers()
         self.noise: NoiseSource = noise or DiscreteGaussian()
+        self.pool_keys = pool_keys
         self.audit = audit
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
@@ -275,6 +285,18 @@ class QueryService:
             span.set_attribute(otel.RULES_FIRED, sorted(decision.rules))
         if not decision.allowed:
             return self._refusal(request, [r.as_reason() for r in decision.reasons], started)
+        secrets: dict[str, bytes] | None = None
+        if request.pooling is not None:
+            with trail.step("pooling"):
+                # The round's form only: nothing is computed for a round the node refuses.
+                secrets = check_round(
+                    request.pooling,
+                    node_id=self.node_id,
+                    profile=policy.profile,
+                    noise=request.noise,
+                    keys=self.pool_keys,
+                )
+                await claim_nonce(self.answers, request.pooling)
         with trail.step("compile") as span:
             compiled = self._compiler.compile(request.query)
             trail.sql_fingerprint = compiled.fingerprint
@@ -283,7 +305,7 @@ class QueryService:
             # Cancelling the database work interrupts the running statement (see the backend).
             async with asyncio.timeout(self.query_timeout_s):
                 answered = await self._run(
-                    trail, request, approved.applicant, compiled, policy.profile
+                    trail, request, approved.applicant, compiled, policy.profile, secrets
                 )
         except TimeoutError:
             log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
@@ -307,6 +329,7 @@ class QueryService:
             optout_register_version=trail.optout_register_version,
             privacy=answered.privacy,
             elapsed_ms=elapsed_ms,
+            pooled=answered.pooled,
         )
 
     async def _run(
@@ -316,9 +339,11 @@ class QueryService:
         applicant: ApplicantId,
         compiled: CompiledQuery,
         profile: DisclosureProfile,
+        secrets: Mapping[str, bytes] | None = None,
     ) -> Answered:
         """The database work on one connection of its own (the cohort's persons, then the
-        tables of those the ledger still counts), with the ledger's decision in between."""
+        tables of those the ledger still counts), with the ledger's decision in between.
+        With `secrets`, the request's pooled tables are drawn as shares and masked."""
         async with contextlib.AsyncExitStack() as connection:
             with trail.step("population") as span:
                 bound = await self._resolver.bind(compiled)
@@ -328,16 +353,32 @@ class QueryService:
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
                 persons = await cohort.persons()
             question = Question.of(request, applicant, profile, release)
+            pooled = None
+            if request.pooling is not None and secrets is not None:
+                pooled = PooledPart.of(
+                    request.pooling,
+                    node_id=self.node_id,
+                    secrets=secrets,
+                    query=request.query,
+                    owner=question.shelf.owner,
+                    release=release,
+                )
             with trail.step("ledger"):
                 stored = await self.answers.get(question.shelf, list(question.digests.values()))
                 new = {
                     digest: by for by, digest in question.digests.items() if digest not in stored
                 }
-                cost = question.cost(len(new), self.noise)
+                shares = {} if pooled is None else await pooled.stored(self.answers)
+                new_shares = {} if pooled is None else pooled.new(shares)
+                cost = question.cost(
+                    len(new),
+                    self.noise,
+                    0 if pooled is None else pooled.cost(new_shares.values()),
+                )
                 admitted = await self.ledger.admit(question.accounts, persons, cost)
                 excluded = persons[~admitted.counted]
                 del persons
-            if new:
+            if new or new_shares:
                 with trail.step("sql") as span:
                     rows = await cohort.tables(excluded)
                     span.set_attributes(
@@ -347,14 +388,23 @@ class QueryService:
                         }
                     )
         with trail.step("protect") as span:
-            if new:
+            if new or new_shares:
                 counts = counts_by_table(compiled.tabulate(rows))
                 del rows
                 full = {d: full_table(by, counts[by], request.query) for d, by in new.items()}
+                if pooled is not None and new_shares:
+                    pooled_full = {
+                        d: full_table(by, counts[by], request.query) for d, by in new_shares.items()
+                    }
+                    shares |= await self.answers.put(
+                        pooled.shelf, pooled.draw(pooled_full, self.noise)
+                    )
+                    del pooled_full
                 del counts
-                stored |= await self.answers.put(
-                    question.shelf, draw(full, question.sd, self.noise)
-                )
+                if full:
+                    stored |= await self.answers.put(
+                        question.shelf, draw(full, question.sd, self.noise)
+                    )
                 del full
             await self.ledger.flush()
             context = CellContext(profile, self.jurisdiction)
@@ -369,7 +419,12 @@ class QueryService:
                     otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
                 }
             )
-        return Answered(tables, self._spend(question, cost, admitted.worst_case, release))
+        answer = None
+        if pooled is not None:
+            with trail.step("mask"):
+                answer = PooledAnswer.of(pooled.pooling, pooled.masked(shares))
+            del shares
+        return Answered(tables, self._spend(question, cost, admitted.worst_case, release), answer)
 
     def _spend(
         self, question: Question, cost: int, worst: Mapping[str, int], release: str

@@ -82,6 +82,13 @@ class ConnectorSettings:
       database; required with a PostgreSQL DSN.
     - `TESSERA_CONNECTOR_AUDIT_KEY`: Ed25519 private key (PKCS8 PEM) that signs the audit
       chain's heads. Without it, the node is not ready and refuses every query.
+    - `TESSERA_CONNECTOR_POOL_KEY`: this node's X25519 private key (PKCS8 PEM, `tessera keys
+      generate NAME --kind x25519`) for secure pooling across borders. With
+      `TESSERA_CONNECTOR_POOL_PEERS` only; without both, the node answers every question
+      nationally and refuses pooled rounds (POOL_REFUSED).
+    - `TESSERA_CONNECTOR_POOL_PEERS`: the pooling registry, a JSON file of every node's X25519
+      public key by node id (`tessera keys registry`), the same file at every node; it must
+      list this node with the public half of `POOL_KEY`. Re-read when it changes, no restart.
 
     Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
     - `TESSERA_CONNECTOR_QUERY_TIMEOUT_S`: seconds one query may run; past that the database
@@ -115,6 +122,8 @@ class ConnectorSettings:
     state_dir: Path | None = None
     audit_db: str = ""
     audit_key: Path | None = None
+    pool_key: Path | None = None
+    pool_peers: Path | None = None
     query_timeout_s: float = 30.0
     shutdown_timeout_s: float = 10.0
 
@@ -132,6 +141,8 @@ class ConnectorSettings:
                 raise SettingsError(f"{PREFIX}AUDIT_DB is required with {PREFIX}DSN")
             beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
             object.__setattr__(self, "audit_db", str(beside))
+        if (self.pool_key is None) != (self.pool_peers is None):
+            raise SettingsError(f"{PREFIX}POOL_KEY and {PREFIX}POOL_PEERS go together")
         if not self.approval_audience:
             object.__setattr__(self, "approval_audience", self.gateway_issuer)
         sources = [self.hdab_jwks_file, self.hdab_jwks_url, self.hdab_public_key]
@@ -252,6 +263,8 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "state_dir": Path,
     "audit_db": str,
     "audit_key": Path,
+    "pool_key": Path,
+    "pool_peers": Path,
     "query_timeout_s": float,
     "shutdown_timeout_s": float,
 }

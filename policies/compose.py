@@ -30,6 +30,7 @@ from policies.model import (
     Noise,
     RulePath,
     Rules,
+    SecurePooling,
     Sourced,
 )
 
@@ -93,6 +94,16 @@ def _budget_join(a: Budget, b: Budget) -> Budget:
     )
 
 
+def _pooling_order(a: SecurePooling, b: SecurePooling) -> bool:
+    # Taking part is a permission: withholding it (false) is stricter, and so is asking for
+    # more nodes in a round.
+    return (not a.enabled or b.enabled) and a.min_nodes >= b.min_nodes
+
+
+def _pooling_join(a: SecurePooling, b: SecurePooling) -> SecurePooling:
+    return SecurePooling(enabled=a.enabled and b.enabled, min_nodes=max(a.min_nodes, b.min_nodes))
+
+
 def _subset(a: frozenset[Any], b: frozenset[Any]) -> bool:
     return a <= b
 
@@ -125,6 +136,11 @@ LAWS: Final[dict[RulePath, Law[Any]]] = {
     ("disclosure", "noise"): Law("more noise is stricter", _noise_order, _noise_join),
     ("disclosure", "budget"): Law(
         "a smaller budget per person is stricter", _budget_order, _budget_join
+    ),
+    ("disclosure", "secure_pooling"): Law(
+        "not taking part (enabled = false) and a larger min_nodes are stricter",
+        _pooling_order,
+        _pooling_join,
     ),
     ("disclosure", "dominance"): Law(
         "larger n and smaller k are stricter", _dominance_order, _dominance_join

@@ -99,11 +99,26 @@ class Budget(PolicyModel):
     organisation: BudgetRho
 
 
+MinPoolNodes = Annotated[StrictInt, Field(ge=2, le=32)]
+
+
+class SecurePooling(PolicyModel):
+    """Whether this jurisdiction's nodes take part in secure pooling across borders (their
+    counts, withheld ones included, enter a pooled count only as masked noise shares), and
+    the fewest nodes a pooled round must have for them to take part. A jurisdiction that
+    does not want its withheld cells in any pooled count states `enabled = false`: taking
+    part cannot depend on the data, so it then contributes nothing to secure pooling."""
+
+    enabled: StrictBool
+    min_nodes: MinPoolNodes
+
+
 class DisclosureRules(PolicyModel):
     min_count: Sourced[MinCount] | None = None
     rounding_base: Sourced[RoundingBase] | None = None
     noise: Sourced[Noise] | None = None
     budget: Sourced[Budget] | None = None
+    secure_pooling: Sourced[SecurePooling] | None = None
     dominance: Sourced[Dominance] | None = None
     p_percent: Sourced[Percent] | None = None
 
@@ -167,6 +182,7 @@ RULE_PATHS: Final[tuple[RulePath, ...]] = (
     ("disclosure", "rounding_base"),
     ("disclosure", "noise"),
     ("disclosure", "budget"),
+    ("disclosure", "secure_pooling"),
     ("disclosure", "dominance"),
     ("disclosure", "p_percent"),
     ("dimensions", "allowed"),
@@ -180,10 +196,12 @@ RULE_PATHS: Final[tuple[RulePath, ...]] = (
     ("approvals", "revoked"),
 )
 
-# Rules that may be absent from every layer: an absent one is simply not applied. All others
-# must be stated by the baseline, so that every composed policy has a value for them.
+# Rules that may be absent from every layer: an absent one is simply not applied (no secure
+# pooling, no magnitude rule). All others must be stated by the baseline, so that every
+# composed policy has a value for them.
 OPTIONAL_RULES: Final[frozenset[RulePath]] = frozenset(
     {
+        ("disclosure", "secure_pooling"),
         ("disclosure", "dominance"),
         ("disclosure", "p_percent"),
     }

@@ -26,6 +26,7 @@ from policies.model import (
     Noise,
     RulePath,
     Rules,
+    SecurePooling,
     Sourced,
     dotted,
 )
@@ -113,6 +114,12 @@ class EffectivePolicy:
         return _required(self.rules.disclosure.budget).value
 
     @property
+    def secure_pooling(self) -> SecurePooling | None:
+        """None: no layer says anything, and the jurisdiction does not pool."""
+        rule = self.rules.disclosure.secure_pooling
+        return None if rule is None else rule.value
+
+    @property
     def dominance(self) -> Dominance | None:
         rule = self.rules.disclosure.dominance
         return None if rule is None else rule.value
@@ -179,6 +186,7 @@ class EffectivePolicy:
             source = source[: _PROFILE_SOURCE_MAX - 1] + "…"
         dominance = self.dominance
         budget = self.budget
+        pooling = self.secure_pooling
         return DisclosureProfile(
             min_count=rule.value,
             source=source,
@@ -187,6 +195,8 @@ class EffectivePolicy:
             sigma=self.noise.sigma,
             rho_per_applicant=budget.applicant,
             rho_per_organisation=budget.organisation,
+            secure_pooling=pooling is not None and pooling.enabled,
+            pool_min_nodes=2 if pooling is None else pooling.min_nodes,
             dominance_n=None if dominance is None else dominance.n,
             dominance_k=None if dominance is None else dominance.k,
             p_percent=self.p_percent,

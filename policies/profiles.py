@@ -43,6 +43,10 @@ class DisclosureProfile(Contract):
     sigma: Annotated[float, Field(ge=0.5, le=1000)] = 5.0
     rho_per_applicant: Rho = MAX_RHO
     rho_per_organisation: Rho = MAX_RHO
+    # Secure pooling across borders: whether the jurisdiction's nodes take part, and in rounds
+    # of at least how many nodes (`policies.model.SecurePooling`).
+    secure_pooling: bool = False
+    pool_min_nodes: Annotated[int, Field(ge=2, le=32)] = 2
     # Magnitude rules (sums, means): (n, k) dominance and the p% rule; None: not applied.
     dominance_n: Annotated[int, Field(ge=1, le=10)] | None = None
     dominance_k: Annotated[float, Field(gt=0, le=100)] | None = None
@@ -58,6 +62,8 @@ class DisclosureProfile(Contract):
             and self.sigma >= other.sigma
             and self.rho_per_applicant <= other.rho_per_applicant
             and self.rho_per_organisation <= other.rho_per_organisation
+            and (not self.secure_pooling or other.secure_pooling)
+            and self.pool_min_nodes >= other.pool_min_nodes
             and _optional_ge(self.dominance_n, other.dominance_n)
             and _optional_le(self.dominance_k, other.dominance_k)
             and _optional_ge(self.p_percent, other.p_percent)
@@ -122,6 +128,8 @@ def _strictest(profiles: tuple[DisclosureProfile, ...]) -> DisclosureProfile:
         sigma=max(p.sigma for p in profiles),
         rho_per_applicant=min(p.rho_per_applicant for p in profiles),
         rho_per_organisation=min(p.rho_per_organisation for p in profiles),
+        secure_pooling=all(p.secure_pooling for p in profiles),
+        pool_min_nodes=max(p.pool_min_nodes for p in profiles),
         dominance_n=None if dominance_n is None else int(dominance_n),
         dominance_k=min(dominance_k) if dominance_k else None,
         p_percent=_max_optional(p.p_percent for p in profiles),

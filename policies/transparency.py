@@ -35,6 +35,7 @@ from policies.model import (
     Noise,
     PolicyModel,
     Rules,
+    SecurePooling,
     dotted,
 )
 from policies.policy_set import EffectivePolicy, PolicySet
@@ -84,6 +85,10 @@ def render_value(value: object) -> str:
         return f"sd {value.sigma:g} (coarse: {value.sigma * COARSE_FACTOR:g})"
     if isinstance(value, Budget):
         return f"rho {value.applicant:g} per applicant, {value.organisation:g} per organisation"
+    if isinstance(value, SecurePooling):
+        if not value.enabled:
+            return "does not take part"
+        return f"takes part in rounds of at least {value.min_nodes} nodes"
     return str(value)
 
 

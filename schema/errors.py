@@ -72,6 +72,11 @@ class ErrorCode(StrEnum):
     # A question whose tables cost more than the privacy budget per person: nobody could be
     # counted in it (a matter of its form, never of the data).
     QUESTION_TOO_COSTLY = "QUESTION_TOO_COSTLY"
+    # A node will not take part in a pooled round as asked: it is not a participant, a
+    # participant is not in its pooling registry, the round has fewer nodes than its policy's
+    # minimum, less noise than its own, a nonce used before, or the node does not pool. The
+    # message says which; the gateway re-runs the round without the node.
+    POOL_REFUSED = "POOL_REFUSED"
 
 
 class TesseraError(Exception):

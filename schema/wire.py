@@ -12,20 +12,24 @@ each node only the permit of that node's HDAB.
 
 The connector answers 200 with a `NodeResponse` (status OK or DENIED), or 4xx/5xx with a
 `NodeError`. Numbers on the wire are already protected by the node's own disclosure control:
-a node never sends a value its own rules suppress.
+a node never sends a value its own rules suppress. A request may make the node a participant
+of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends the tables to pool
+only as masked shares (`NodeResponse.pooled`), which reveal nothing until every participant's
+are added up.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schema.approval import Approval, RequestId
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel
 from schema.errors import ErrorCode
 from schema.model import Contract
+from schema.pooling import PooledAnswer, PoolingRequest
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason, Value
 
@@ -71,6 +75,26 @@ class NodeRequest(Contract):
     approval: Approval
     subject: Annotated[str, Field(min_length=1, max_length=256)]
     noise: NoiseLevel = NoiseLevel.STANDARD
+    # A pooled round this node takes part in (`schema.pooling`); None: every table national.
+    pooling: PoolingRequest | None = None
+
+    @model_validator(mode="after")
+    def _pooling_covers_the_tables(self) -> Self:
+        if self.pooling is not None:
+            asked = set(self.query.tables)
+            if set(self.pooling.tables) | set(self.pooling.national) != asked:
+                raise ValueError("pooling: tables and national must make up query.tables")
+            if () not in self.pooling.national:
+                raise ValueError("pooling: the total is always released nationally")
+        return self
+
+    @property
+    def national_tables(self) -> list[Breakdown]:
+        """The tables the node releases on its own, in the query's order."""
+        if self.pooling is None:
+            return list(self.query.tables)
+        national = set(self.pooling.national)
+        return [t for t in self.query.tables if t in national]
 
 
 class NodeCell(Contract):
@@ -113,6 +137,8 @@ class NodeResponse(Contract):
     optout_register_version: str | None = None
     privacy: PrivacySpend | None = None
     elapsed_ms: Annotated[float, Field(ge=0)] = 0.0
+    # The masked shares of a pooled round (OK answers to a request with `pooling` only).
+    pooled: PooledAnswer | None = None
 
 
 class NodeError(Contract):

@@ -34,12 +34,20 @@ def register(sub: SubParsers) -> None:
     demo.add_argument("--smoke", action="store_true", help="exit after printing the answers")
     demo.set_defaults(handler=_demo)
 
-    keys = sub.add_parser("keys", help="generate and rotate Ed25519 keys, publish them as JWKS")
+    keys = sub.add_parser(
+        "keys", help="generate and rotate keys, publish them as JWKS or a pooling registry"
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     generate = keys_sub.add_parser("generate", help="write NAME.key.pem and NAME.pub.pem")
     generate.add_argument("name")
     generate.add_argument("--dir", type=Path, default=Path("keys"))
     generate.add_argument("--overwrite", action="store_true")
+    generate.add_argument(
+        "--kind",
+        choices=["ed25519", "x25519"],
+        default="ed25519",
+        help="ed25519 (signing, the default) or x25519 (a node's secure pooling key)",
+    )
     generate.set_defaults(handler=_keys_generate)
     rotate = keys_sub.add_parser(
         "rotate",
@@ -54,6 +62,14 @@ def register(sub: SubParsers) -> None:
     jwks.add_argument("--dir", type=Path, default=Path("keys"))
     jwks.add_argument("--out", type=Path, help="file to write (default: stdout)")
     jwks.set_defaults(handler=_keys_jwks)
+    registry = keys_sub.add_parser(
+        "registry",
+        help="write the pooling registry: every node's X25519 public key (NODE_ID=KID.pub.pem)",
+    )
+    registry.add_argument("entries", nargs="+", metavar="NODE_ID=KID")
+    registry.add_argument("--dir", type=Path, default=Path("keys"))
+    registry.add_argument("--out", type=Path, required=True, help="registry file to write")
+    registry.set_defaults(handler=_keys_registry)
 
     policy = sub.add_parser("policy", help="validate and show legal policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
@@ -96,8 +112,28 @@ def _demo(args: argparse.Namespace) -> int:
 def _keys_generate(args: argparse.Namespace) -> int:
     from tessera.keys import generate_keypair
 
-    private_path, public_path = generate_keypair(args.dir, args.name, overwrite=args.overwrite)
+    private_path, public_path = generate_keypair(
+        args.dir, args.name, overwrite=args.overwrite, kind=args.kind
+    )
     print(f"wrote {private_path} (keep secret) and {public_path}")
+    return 0
+
+
+def _keys_registry(args: argparse.Namespace) -> int:
+    from tessera.keys import public_key_path, write_pool_registry
+
+    keys = {}
+    for entry in args.entries:
+        node, sep, kid = entry.partition("=")
+        if not sep or not node or not kid:
+            print(f"expected NODE_ID=KID, got {entry!r}", file=sys.stderr)
+            return 2
+        keys[node] = public_key_path(args.dir, kid)
+    try:
+        print(f"wrote {write_pool_registry(keys, args.out)}")
+    except (OSError, ValueError) as exc:
+        print(f"cannot write the registry: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,5 +1,7 @@
-"""Ed25519 key pairs as PEM files (the gateway's request-signing key, demo HDAB issuer keys),
-their rotation, and the JWKS files that publish the public halves.
+"""Key pairs as PEM files: Ed25519 (the gateway's request-signing key, demo HDAB issuer keys,
+audit keys) and X25519 (a node's secure pooling key); the rotation of signing keys, the JWKS
+files that publish their public halves, and the pooling registry that publishes every node's
+X25519 public key.
 
 A key pair is `KID.key.pem` (owner-only) and `KID.pub.pem`. Rotated keys are generations of a
 family, `FAMILY-1`, `FAMILY-2`, ..., and `FAMILY.jwks.json` lists the newest public keys: the
@@ -11,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from trust.keys import PublicKey, jwks
 
@@ -29,13 +33,21 @@ def public_key_path(directory: Path, name: str) -> Path:
     return directory / f"{name}.pub.pem"
 
 
-def generate_keypair(directory: Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write `NAME.key.pem` (PKCS8, readable by the owner only) and `NAME.pub.pem`."""
+KeyKind = Literal["ed25519", "x25519"]
+
+
+def generate_keypair(
+    directory: Path, name: str, *, overwrite: bool = False, kind: KeyKind = "ed25519"
+) -> tuple[Path, Path]:
+    """Write `NAME.key.pem` (PKCS8, readable by the owner only) and `NAME.pub.pem`: an Ed25519
+    signing key, or with `kind="x25519"` a secure pooling key."""
     directory.mkdir(parents=True, exist_ok=True)
     private_path, public_path = private_key_path(directory, name), public_key_path(directory, name)
     if private_path.exists() and not overwrite:
         raise FileExistsError(f"{private_path} exists; pass --overwrite to replace it")
-    key = Ed25519PrivateKey.generate()
+    key: Ed25519PrivateKey | X25519PrivateKey = (
+        X25519PrivateKey.generate() if kind == "x25519" else Ed25519PrivateKey.generate()
+    )
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -53,11 +65,32 @@ def generate_keypair(directory: Path, name: str, *, overwrite: bool = False) -> 
     return private_path, public_path
 
 
-def ensure_keypair(directory: Path, name: str) -> tuple[Path, Path]:
+def ensure_keypair(directory: Path, name: str, *, kind: KeyKind = "ed25519") -> tuple[Path, Path]:
     private_path, public_path = private_key_path(directory, name), public_key_path(directory, name)
     if private_path.exists() and public_path.exists():
         return private_path, public_path
-    return generate_keypair(directory, name, overwrite=True)
+    return generate_keypair(directory, name, overwrite=True, kind=kind)
+
+
+def load_pool_public_key(path: Path) -> X25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, X25519PublicKey):
+        raise ValueError(f"{path} holds no X25519 public key")
+    return key
+
+
+def write_pool_registry(keys: Mapping[str, Path], out: Path) -> Path:
+    """The pooling registry every node is given (`--pool-peers`): each node id with the
+    X25519 public key in its PEM file, base64url. Written whole to a temporary file first,
+    then moved into place, so a node re-reading it never sees half a file."""
+    from connectors.pool_peers import encode_public
+
+    document = {node: encode_public(load_pool_public_key(pem)) for node, pem in keys.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    partial.replace(out)
+    return out
 
 
 def load_public_key(path: Path) -> PublicKey:

@@ -127,6 +127,9 @@ def _values() -> dict[tuple[str, str], st.SearchStrategy[Any]]:
                 "organisation": st.sampled_from([0.01, 0.1, 0.25, 0.5]),
             }
         ),
+        ("disclosure", "secure_pooling"): st.fixed_dictionaries(
+            {"enabled": st.booleans(), "min_nodes": st.integers(2, 32)}
+        ),
         ("disclosure", "dominance"): st.fixed_dictionaries({"n": st.integers(1, 10), "k": percent}),
         ("disclosure", "p_percent"): percent,
         ("dimensions", "allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
