@@ -126,6 +126,7 @@ class Gateway:
             gateway_port=free_port(),
             node_ports=[self.pool.ports[j] for j in self.jurisdictions],
             graphiql=False,
+            pooling=False,  # fake nodes: no pooling keys
         )
         fed = self.federation
         fed.prepare_keys()

@@ -111,6 +111,7 @@ async def measure(
             gateway_port=free_port(),
             node_ports=[free_port() for _ in jurisdictions],
             graphiql=False,
+            pooling=False,  # fake nodes: no pooling keys
         )
         fed.prepare_keys()
         fed.write_federation()

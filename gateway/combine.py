@@ -6,9 +6,15 @@ honest node's cells pass unchanged). A pooled cell is the sum of the cell over t
 answered OK, each part as its node released it, noise included (so the pooled noise's sd is
 the root of the parts' variances); it is then checked against the strictest rules of the
 jurisdictions in it. If any part was withheld (LOW, or missing), the pooled cell is
-withheld too (INCOMPLETE_POOL): adding up numbers a country did not release needs secure
-aggregation, so they are never computed, and the pool minus the released parts would give the
-withheld one away.
+withheld too (INCOMPLETE_POOL): the pool minus the released parts would give the withheld one
+away.
+
+A table pooled securely (`gateway.pooling`) takes its participants' part from the pool
+instead: one noisy count of the whole, in which no country's own count, withheld or not, was
+ever seen. A participant's national number withheld next to it (LOW) stays withheld, and
+gives nothing away: the pool's noise is drawn independently of it. Nodes outside the pool add
+their released parts as above. The cell is checked against the strictest rules of all its
+jurisdictions, says it was pooled securely (SECURE_POOL) and lists its `contributors`.
 
 Nothing here suppresses a cell because of what else is released: every released number is
 noisy, so no subtraction or linear program recovers a withheld one exactly, and a question's
@@ -25,7 +31,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
-from policies.disclosure import GATEWAY_RULES, CellContext, protect, with_reason
+from gateway.pooling import SECURE_POOL, Pooling
+from policies.disclosure import GATEWAY_RULES, CellContext, protect, release, with_reason
 from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
@@ -68,6 +75,7 @@ def combine(
     tables: Sequence[Breakdown],
     outcomes: Sequence[NodeOutcome],
     profiles: Profiles,
+    pooling: Pooling | None = None,
 ) -> Combined:
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
     # Each node's cells, checked with its own profile as if released alone: once, then shared
@@ -75,9 +83,9 @@ def combine(
     parts = {o.jurisdiction: released_alone(o, profiles) for o in ok}
     pooled_context = _context([o.jurisdiction for o in ok], profiles)
     return Combined(
-        count=pooled_total(outcomes, parts, pooled_context),
+        count=pooled_total(outcomes, parts, pooled_context, pooling),
         by_jurisdiction=tuple(node_result(o, parts) for o in outcomes),
-        tables={table: combine_table(table, parts, pooled_context) for table in tables},
+        tables={table: combine_table(table, parts, pooled_context, pooling) for table in tables},
     )
 
 
@@ -117,6 +125,7 @@ def pooled_total(
     outcomes: Sequence[NodeOutcome],
     parts: Mapping[Jurisdiction, NodeTables],
     context: CellContext,
+    pooling: Pooling | None = None,
 ) -> Value:
     missing = ", ".join(
         f"{o.jurisdiction.value} ({o.status.value})"
@@ -127,20 +136,29 @@ def pooled_total(
         return Value.suppressed(
             Reason(rule=NO_NODE_ANSWERED, message=f"no node answered: {missing or 'none asked'}")
         )
-    total = protect(
-        pool([(j, tables[()][()]) for j, tables in parts.items()]), context, GATEWAY_RULES
-    )
+    if pooling is not None and () in pooling.tables:
+        total = secure_cell((), (), parts, pooling, context)
+    else:
+        total = protect(
+            pool([(j, tables[()][()]) for j, tables in parts.items()]), context, GATEWAY_RULES
+        )
     if missing:
         total = with_reason(total, Reason(rule=PARTIAL, message=f"no answer from {missing}"))
     return total
 
 
 def combine_table(
-    table: Breakdown, parts: Mapping[Jurisdiction, NodeTables], pooled: CellContext
+    table: Breakdown,
+    parts: Mapping[Jurisdiction, NodeTables],
+    pooled: CellContext,
+    pooling: Pooling | None = None,
 ) -> tuple[Cell, ...]:
     node_table = node_dimensions(table)
     cells: list[tuple[tuple[str, ...], Value]] = []
-    if Dimension.JURISDICTION in table:
+    if pooling is not None and Dimension.JURISDICTION not in table and table in pooling.tables:
+        for key in pooling.domains[table]:
+            cells.append((key, secure_cell(table, key, parts, pooling, pooled)))
+    elif Dimension.JURISDICTION in table:
         # Each cell comes from one node: protected with that node's own profile.
         for j, tables in parts.items():
             for key, value in tables[node_table].items():
@@ -206,6 +224,56 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
     )
 
 
+def secure_cell(
+    table: Breakdown,
+    key: CellKey,
+    parts: Mapping[Jurisdiction, NodeTables],
+    pooling: Pooling,
+    context: CellContext,
+) -> Value:
+    """A cell of a table pooled securely: the pool's count plus the released parts of the
+    nodes outside it, checked with the strictest rules of all of them (`context`). Withheld
+    when the pool did not complete, or a part outside it was withheld."""
+    secure = pooling.pool
+    inside = () if secure is None else secure.contributors
+    outside = [(j, tables.get(table)) for j, tables in parts.items() if j not in inside]
+    if any(cells is None for _, cells in outside):
+        # A participant of a round that did not complete: it released this table to nobody.
+        return Value.suppressed(pooling.failure or _MISSING.reasons[0])
+    national = [(j, cells.get(key, _MISSING)) for j, cells in outside if cells is not None]
+    if secure is None:
+        value = protect(pool(national), context, GATEWAY_RULES)
+        if value.value is None and pooling.failure is not None:
+            value = with_reason(value, pooling.failure)
+        return value
+    withheld = [j for j, v in national if v.value is None]
+    if withheld:
+        return pool(national)  # INCOMPLETE_POOL, naming the parts withheld
+    raw = secure.cells[table][key] + sum(v.value or 0 for _, v in national)
+    if raw > MAX_PERSONS:
+        return Value.suppressed(
+            Reason(rule=IMPLAUSIBLE_POOL, message="the pooled count is more persons than exist")
+        )
+    variance = secure.sigma**2 + sum((v.sd or 0.0) ** 2 for _, v in national)
+    value = protect(release(raw, math.sqrt(variance), context), context, GATEWAY_RULES)
+    contributors = sorted({*inside, *parts}, key=_JURISDICTION_INDEX.__getitem__)
+    names = ", ".join(j.value for j in inside)
+    reason = Reason(
+        rule=SECURE_POOL,
+        message=f"pooled securely over {names}: only the sum of their noisy shares was seen",
+    )
+    return value.model_copy(
+        update={
+            "reasons": [
+                *value.reasons,
+                *dict.fromkeys(r for _, v in national for r in v.reasons),
+                reason,
+            ],
+            "contributors": contributors,
+        }
+    )
+
+
 def _context(contributors: Sequence[Jurisdiction], profiles: Profiles) -> CellContext:
     """The gateway's disclosure context for a cell of these jurisdictions: the strictest of
     their profiles; reasons name a jurisdiction only when there is one."""
@@ -226,6 +294,7 @@ def _with_jurisdiction(table: Breakdown, key: CellKey, jurisdiction: Jurisdictio
 
 
 _JURISDICTION_ORDER: Final = {j.value: i for i, j in enumerate(Jurisdiction)}
+_JURISDICTION_INDEX: Final = {j: i for i, j in enumerate(Jurisdiction)}
 
 
 def _sort_key(table: Breakdown, key: CellKey) -> tuple[tuple[tuple[int, int, str], ...], ...]:

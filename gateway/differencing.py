@@ -10,6 +10,9 @@ same table by JURISDICTION), it must not give away a part that is not shown:
   INCOMPLETE_POOL.) `gateway.combine` never pools a withheld part, so today this holds by
   construction; the rule keeps it true whatever later withholds a part after pooling
   (secondary suppression, per-node perturbation), since it looks only at what is released.
+  A number pooled securely (SECURE_POOL) is left alone: its noise was drawn apart from every
+  part shown, so the pool minus the shown parts is the withheld part plus noise of at least
+  the pool's variance, and both releases are charged to every person counted.
 - **PARTIAL**: when nodes failed (TIMEOUT, UNAVAILABLE, ERROR, REJECTED), pooled numbers cover
   the others only. Such a pool is the very number a query asking only the answering
   jurisdictions gets, and each part in it is released by its node, so by default it is
@@ -27,6 +30,7 @@ from typing import Final
 
 from gateway.combine import INCOMPLETE_POOL, PARTIAL, Combined
 from gateway.nodes import NodeOutcome
+from gateway.pooling import SECURE_POOL
 from gateway.settings import PartialPools
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
@@ -82,8 +86,9 @@ def guard_pools(
 
 
 def _guard(pooled: Value, parts: Mapping[Jurisdiction, Value]) -> Value:
-    """Suppress a released pooled value when a part shown next to it is withheld."""
-    if pooled.value is None:
+    """Suppress a released pooled value when a part shown next to it is withheld (never a
+    value pooled securely)."""
+    if pooled.value is None or any(r.rule == SECURE_POOL for r in pooled.reasons):
         return pooled
     withheld = [j for j, v in parts.items() if v.value is None]
     if not withheld:

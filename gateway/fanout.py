@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
@@ -20,6 +20,7 @@ from policies.reasons import Decision
 from schema import telemetry as otel
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
+from schema.pooling import PoolingRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,14 @@ async def fan_out(
     node_timeout_s: float | None = None,
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
+    pooling: Mapping[Jurisdiction, PoolingRequest] | None = None,
+    jurisdictions: Sequence[Jurisdiction] | None = None,
 ) -> list[NodeOutcome]:
-    """One outcome per jurisdiction of the plan, in the plan's order. Each allowed node gets
-    its own jurisdiction's permit (`permits`) and no other. Each node asked is a client span,
-    whose context the request carries to the node (`traceparent`); what its span records is
-    the node's audit step, left in `steps` for the audit entry."""
+    """One outcome per jurisdiction of the plan (or of `jurisdictions`), in that order. Each
+    allowed node gets its own jurisdiction's permit (`permits`) and no other, and its part in
+    a pooled round if `pooling` names it. Each node asked is a client span, whose context the
+    request carries to the node (`traceparent`); what its span records is the node's audit
+    step, left in `steps` for the audit entry."""
     tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
     # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
@@ -89,7 +93,9 @@ async def fan_out(
             async with asyncio.timeout_at(give_up_at):
                 return await client.query(
                     nodes[jurisdiction],
-                    plan.node_request(jurisdiction, permit.approval),
+                    plan.node_request(
+                        jurisdiction, permit.approval, (pooling or {}).get(jurisdiction)
+                    ),
                     approval_token=permit.token,
                     timeout=timeout,
                 )
@@ -110,4 +116,5 @@ async def fan_out(
                 latency_ms=(time.perf_counter() - started) * 1000,
             )
 
-    return list(await asyncio.gather(*(ask(j) for j in plan.jurisdictions)))
+    asked = plan.jurisdictions if jurisdictions is None else jurisdictions
+    return list(await asyncio.gather(*(ask(j) for j in asked)))

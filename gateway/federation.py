@@ -8,7 +8,10 @@ An issuer's `jurisdictions` say whose HDAB it is: its tokens are permits for tho
 jurisdictions only (`["FR"]` for France's HDAB). Omitted, it is a shared issuer whose
 permits count for any jurisdiction they cover; `[]`, an identity provider whose tokens
 authenticate researchers and are never permits. A node's `datasets`, when given, let the
-gateway refuse a permit that names none of them before asking the node (which checks anyway)."""
+gateway refuse a permit that names none of them before asking the node (which checks anyway).
+A node with `pools = true` has a secure pooling key in the federation's pooling registry: the
+gateway makes it a participant of pooled rounds when its jurisdiction's policy takes part
+(`disclosure.secure_pooling`); without it, the node answers every table nationally."""
 
 from __future__ import annotations
 
@@ -96,6 +99,8 @@ class NodeSection(_Section):
         Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1)]
         | None
     ) = None
+    # Whether the node has a pooling key in the federation's registry (secure pooling).
+    pools: bool = False
 
     @field_validator("url")
     @classmethod
@@ -131,6 +136,7 @@ class NodeInfo:
     node_id: str
     url: str
     datasets: frozenset[str] | None = None
+    pools: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,7 @@ def load_federation(path: Path) -> Federation:
                 node_id=n.node_id,
                 url=n.url,
                 datasets=None if n.datasets is None else frozenset(n.datasets),
+                pools=n.pools,
             )
             for n in config.nodes
         },

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import aiohttp
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
 from gateway.signing import RequestSigner
+from policies.domain import table_domain
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
@@ -49,8 +52,10 @@ CellKey = tuple[str, ...]
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
     """What came of asking one node. `tables` (cells by key, per breakdown) is filled exactly
-    when the status is OK; `reasons` explain a DENIED. `retryable` says the request never
-    reached the node (it could not be connected to), so asking again is safe."""
+    when the status is OK; `shares` too when the node took part in a pooled round (its masked
+    shares per pooled table, one per cell of the table's public domain); `reasons` explain a
+    DENIED. `retryable` says the request never reached the node (it could not be connected
+    to), so asking again is safe."""
 
     jurisdiction: Jurisdiction
     status: NodeStatus
@@ -61,6 +66,7 @@ class NodeOutcome:
     error_code: ErrorCode | None = None
     message: str | None = None
     retryable: bool = False
+    shares: Mapping[Breakdown, NDArray[np.uint64]] = field(default_factory=dict)
 
     @classmethod
     def failed(
@@ -133,7 +139,8 @@ def check_response(
     node: NodeInfo, request: NodeRequest, response: NodeResponse, latency_ms: float
 ) -> NodeOutcome:
     """Check a well-formed answer against the question: same query, same node, exactly the
-    tables asked, one cell per key."""
+    tables asked, one cell per key; for a pooled round, the round as sent (nonce, round,
+    participants) and one 64-bit share for every cell of each pooled table."""
 
     def rejected(message: str) -> NodeOutcome:
         return NodeOutcome.failed(
@@ -153,8 +160,22 @@ def check_response(
             reasons=tuple(response.reasons),
         )
     got = [t.by for t in response.tables]
-    if len(set(got)) != len(got) or set(got) != set(request.query.tables):
+    if len(set(got)) != len(got) or set(got) != set(request.national_tables):
         return rejected("the answer's tables differ from those asked")
+    shares: dict[Breakdown, NDArray[np.uint64]] = {}
+    if (response.pooled is None) != (request.pooling is None):
+        return rejected("the answer's pooled shares differ from those asked")
+    if response.pooled is not None and request.pooling is not None:
+        if not response.pooled.echoes(request.pooling):
+            return rejected("the answer's pooled round differs from the one asked")
+        for pooled in response.pooled.tables:
+            try:
+                values = pooled.values()
+            except ValueError:
+                return rejected("a pooled table's shares are malformed")
+            if len(values) != len(table_domain(pooled.by, request.query)):
+                return rejected("a pooled table has not one share per cell of its domain")
+            shares[pooled.by] = values
     tables: dict[Breakdown, dict[CellKey, Value]] = {}
     for table in response.tables:
         cells: dict[CellKey, Value] = {}
@@ -173,6 +194,7 @@ def check_response(
         response=response,
         tables=tables,
         reasons=tuple(response.reasons),
+        shares=shares,
     )
 
 

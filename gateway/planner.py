@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from schema.approval import Approval
 from schema.codes import Jurisdiction, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
+from schema.pooling import PoolingRequest
 from schema.query import Breakdown, CohortQuery, FederatedQuery
 from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
 from trust.tokens import MAX_TOKEN_BYTES
@@ -42,9 +43,15 @@ class Plan:
     subject: str
     noise: NoiseLevel = NoiseLevel.STANDARD
 
-    def node_request(self, jurisdiction: Jurisdiction, approval: Approval) -> NodeRequest:
+    def node_request(
+        self,
+        jurisdiction: Jurisdiction,
+        approval: Approval,
+        pooling: PoolingRequest | None = None,
+    ) -> NodeRequest:
         """The request for one node, under the approval of that node's own permit: its data
-        request id is the permit's (the question's `request_id` may name the application)."""
+        request id is the permit's (the question's `request_id` may name the application);
+        with `pooling`, its part in a pooled round."""
         return NodeRequest(
             query_id=self.query_id,
             request_id=approval.request_id,
@@ -53,6 +60,7 @@ class Plan:
             approval=approval,
             subject=self.subject,
             noise=self.noise,
+            pooling=pooling,
         )
 
 

@@ -25,7 +25,8 @@ class Value(Contract):
     """A released number. A withheld value (LOW or SUPPRESSED) is `None`, never a hint;
     `bound` is the largest distance from the truth that rounding may have introduced, `sd`
     the standard deviation of the noise added (unbiased, so the truth is the value give or
-    take about `sd`)."""
+    take about `sd`). A pooled number lists its `contributors`, the jurisdictions whose
+    counts are in it (None for a country's own number)."""
 
     value: Annotated[int, Field(ge=0)] | None
     status: ValueStatus
@@ -34,6 +35,7 @@ class Value(Contract):
     reasons: list[Reason] = Field(default_factory=list)
     bound: Annotated[float, Field(ge=0)] | None = None
     sd: Annotated[float, Field(ge=0, le=1e6)] | None = None
+    contributors: list[Jurisdiction] | None = None
 
     @model_validator(mode="after")
     def _withheld_is_null(self) -> Self:

@@ -7,7 +7,9 @@ Trust is set up as the EHDS has it: every member has its own HDAB with its own k
 (`hdab-fr`, `hdab-de`, ...), trusted by its own node only and by the gateway for its own
 jurisdiction only; researchers authenticate with a token from an identity issuer
 (`IDENTITY_ISSUER`) whose tokens are never permits. A researcher's question carries one
-permit per jurisdiction (`permits`, `credentials`).
+permit per jurisdiction (`permits`, `credentials`). Every connector has a secure pooling key
+(`pool-fr`, ...), and every connector is given the pooling registry of all of them
+(`keys/pool-peers.json`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tessera.keys import (
     jwks_path,
     private_key_path,
     public_key_path,
+    write_pool_registry,
 )
 from tessera.processes import Service, Supervisor
 from tessera.tokens import (
@@ -78,6 +81,8 @@ class LocalFederation:
     extra_nodes: Mapping[Jurisdiction, str] = field(default_factory=dict)
     # TESSERA_GATEWAY_* settings for the gateway process.
     gateway_env: Mapping[str, str] = field(default_factory=dict)
+    # Whether the connectors take part in secure pooling (pooling keys, registry, `pools`).
+    pooling: bool = True
 
     def __post_init__(self) -> None:
         if not self.node_ports:
@@ -155,6 +160,15 @@ class LocalFederation:
     def audit_key_name(jurisdiction: Jurisdiction) -> str:
         return f"audit-{jurisdiction.value.lower()}"
 
+    @staticmethod
+    def pool_key_name(jurisdiction: Jurisdiction) -> str:
+        return f"pool-{jurisdiction.value.lower()}"
+
+    @property
+    def pool_registry(self) -> Path:
+        """Every connector's X25519 public key by node id: the same file at every node."""
+        return self.keys_dir / "pool-peers.json"
+
     @property
     def gateway_key(self) -> Rotation:
         return ensure_rotated(self.keys_dir, GATEWAY_KEYS)
@@ -186,6 +200,14 @@ class LocalFederation:
             ensure_rotated(self.keys_dir, hdab_keys(jurisdiction))
         for jurisdiction in self.jurisdictions:
             ensure_keypair(self.keys_dir, self.audit_key_name(jurisdiction))
+            ensure_keypair(self.keys_dir, self.pool_key_name(jurisdiction), kind="x25519")
+        write_pool_registry(
+            {
+                self.node_id(j): public_key_path(self.keys_dir, self.pool_key_name(j))
+                for j in self.jurisdictions
+            },
+            self.pool_registry,
+        )
 
     def prepare(self, *, progress: bool = False) -> None:
         self.prepare_keys()
@@ -239,6 +261,7 @@ class LocalFederation:
         nodes = "\n".join(
             f'[[nodes]]\njurisdiction = "{j.value}"\nnode_id = "{self.node_id(j)}"\n'
             f'url = "{self.node_url(j)}"\n'
+            + ("pools = true\n" if self.pooling and j in self.jurisdictions else "")
             for j in self.members
         )
         hdabs = "\n".join(
@@ -381,6 +404,9 @@ class LocalFederation:
         if self.policies is not None:
             extra += ["--policies", str(self.policies)]
         redis = ["--redis-url", self.redis_url] if self.redis_url else []
+        if self.pooling:
+            pool_key = private_key_path(self.keys_dir, self.pool_key_name(jurisdiction))
+            extra += ["--pool-key", str(pool_key), "--pool-peers", str(self.pool_registry)]
         env = dict(self.env)
         if self.redis_url:
             env["TESSERA_CONNECTOR_REDIS_PREFIX"] = self.redis_prefix

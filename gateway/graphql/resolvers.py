@@ -15,7 +15,6 @@ from gateway.auth import forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.differencing import guard_pools
-from gateway.fanout import fan_out
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import Jurisdiction, NoiseLevel
@@ -23,7 +22,7 @@ from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.limits import QueryBudget, cohort_cost
 from gateway.graphql.permissions import allow
-from gateway.graphql.selection import requested_breakdowns
+from gateway.graphql.selection import requested_breakdowns, requested_count
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.live_policy import query_policies
@@ -31,6 +30,7 @@ from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey
+from gateway.rounds import gather
 from policies.policy_set import PolicySet
 from policies.transparency import publish
 from schema import telemetry as otel
@@ -74,6 +74,7 @@ async def resolve_cohort(
                     criteria=criteria,
                     reference_date=reference_date,
                     tables=requested_breakdowns(info.selected_fields),
+                    pool_total=requested_count(info.selected_fields),
                     deadline_ms=deadline_ms,
                     min_nodes=min_nodes,
                     min_share=min_share,
@@ -98,6 +99,7 @@ async def _answer(
     criteria: CriteriaInput,
     reference_date: dt.date | None,
     tables: list[Breakdown],
+    pool_total: bool,
     deadline_ms: int | None,
     min_nodes: int | None,
     min_share: float | None,
@@ -167,22 +169,26 @@ async def _answer(
     quorum = Quorum.of(min_nodes=min_nodes, min_share=min_share, asked=len(plan.jurisdictions))
     with trail.step("fan_out"):
         # A client that disconnects cancels this task (the server runs with handler
-        # cancellation), and with it every node request still in flight.
-        outcomes = await fan_out(
+        # cancellation), and with it every node request still in flight. A question that
+        # pools securely may take a second round (`gateway.rounds`).
+        gathered = await gather(
             services.node_client,
             services.federation.nodes,
             plan,
             decisions,
             permits=access.permits,
+            profiles=policies.profile,
             deadline_s=deadline_s,
             node_timeout_s=services.node_timeout_s,
             tracer=services.tracer,
             steps=trail.node_steps,
+            pool_total=pool_total,
         )
+        outcomes = gathered.outcomes
     quorum.check(outcomes)
     with trail.step("combine") as span:
         combined = guard_pools(
-            combine(plan.tables, outcomes, policies.profile),
+            combine(plan.tables, outcomes, policies.profile, gathered.pooling),
             outcomes,
             services.partial_pools,
         )

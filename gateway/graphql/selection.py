@@ -12,6 +12,7 @@ from schema.codes import Dimension
 from schema.query import Breakdown
 
 BREAKDOWN_FIELD = "breakdown"
+COUNT_FIELD = "count"
 
 
 def requested_breakdowns(cohort_fields: Iterable[Selection]) -> list[Breakdown]:
@@ -32,6 +33,25 @@ def requested_breakdowns(cohort_fields: Iterable[Selection]) -> list[Breakdown]:
     for field in cohort_fields:
         walk(field.selections)
     return list(found)
+
+
+def requested_count(cohort_fields: Iterable[Selection]) -> bool:
+    """Whether the pooled `count` is selected under the given `cohort` field nodes (through
+    aliases and fragments; skipped ones left out): a pooled count costs budget of its own
+    when it is pooled securely."""
+
+    def walk(selections: Iterable[Selection]) -> bool:
+        for selection in selections:
+            if _skipped(selection.directives):
+                continue
+            if not isinstance(selection, SelectedField):
+                if walk(selection.selections):
+                    return True
+            elif selection.name == COUNT_FIELD:
+                return True
+        return False
+
+    return any(walk(field.selections) for field in cohort_fields)
 
 
 def _dimensions(value: Any) -> Breakdown:

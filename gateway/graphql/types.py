@@ -51,6 +51,10 @@ class Count:
         description="Standard deviation of the noise added: the truth is the value give or "
         "take about this much (the noise is unbiased)."
     )
+    contributors: list[Jurisdiction] | None = strawberry.field(
+        description="For a count pooled securely across borders (reason SECURE_POOL): the "
+        "jurisdictions whose counts are in it, withheld ones included. Null otherwise."
+    )
 
     @classmethod
     def of(cls, value: model.Value) -> Count:
@@ -60,6 +64,7 @@ class Count:
             reasons=[Reason.of(r) for r in value.reasons],
             bound=value.bound,
             sd=value.sd,
+            contributors=value.contributors,
         )
 
 

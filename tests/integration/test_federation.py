@@ -92,9 +92,13 @@ def test_node_counts_are_the_true_counts_with_their_noise_or_low(
             assert count["value"] >= profile.min_count
             assert abs(count["value"] - truth) <= 6 * profile.sigma
             assert [r["rule"] for r in count["reasons"]] == ["NOISE"]
-        total += count["value"] or 0
-    if all(n["count"]["value"] is not None for n in nodes.values()):
-        assert body["data"]["cohort"]["count"]["value"] == total
+        total += truth
+    # The pooled count is pooled securely: the true total with one noise of sd 5 (not the
+    # sum of the countries' noisy counts).
+    pooled = body["data"]["cohort"]["count"]
+    assert pooled["status"] == "PERTURBED"
+    assert {r["rule"] for r in pooled["reasons"]} == {"NOISE", "SECURE_POOL"}
+    assert abs(pooled["value"] - total) <= 6 * 5.0
 
 
 def test_breakdown_by_jurisdiction_matches_per_node_answers(graphql: Any) -> None:
@@ -148,9 +152,11 @@ def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
         (country,) = [d["value"] for d in cell["dimensions"] if d["name"] == "JURISDICTION"]
         minimum = shipped_disclosure_profile(Jurisdiction(country)).min_count
         assert cell["count"]["value"] is None or cell["count"]["value"] >= minimum
-    if any(n["count"]["value"] is None for n in result["byJurisdiction"]):
-        assert result["count"]["value"] is None
-        assert result["count"]["status"] == "SUPPRESSED"
+    # Pooled securely, the count is released only at the strictest minimum of the four.
+    pooled = result["count"]
+    assert pooled["value"] is None or pooled["value"] >= 11
+    assert pooled["status"] in {"LOW", "PERTURBED"}
+    assert "SECURE_POOL" in {r["rule"] for r in pooled["reasons"]}
 
 
 def test_the_same_question_gets_the_same_answer(graphql: Any) -> None:
