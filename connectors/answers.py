@@ -9,7 +9,10 @@ of the counts since (a person whose budget ran out). A new data release (`tesser
 prepare --release`) computes re-asked questions afresh, and charges them again.
 
 Stored counts are noisy and may be below the minimum or negative; they never leave the node
-as such: `policies.disclosure.release` decides what is released from them.
+as such: `policies.disclosure.release` decides what is released from them. A pooled round's
+shares are kept the same way, under digests of their own (`connectors.pooling`), and leave
+the node only masked. The store also records every pooled round's nonce, so that none is
+taken twice (`first_use`).
 
 `SqliteAnswers` keeps them in an SQLite file in the node's state directory (created when
 missing); `MemoryAnswers` is the fake for tests.

@@ -112,6 +112,14 @@ def at_least_published_minimum(answer: Answer) -> str | None:
     return None
 
 
+def own_counts_only(answer: Answer) -> str | None:
+    """A node's counts are its own: only the gateway says a count pools several countries."""
+    for cells in answer.tables.values():
+        if any(value.contributors is not None for value in cells.values()):
+            return "a count claims to pool several countries"
+    return None
+
+
 def cells_within_total(answer: Answer) -> str | None:
     """Every node table partitions the cohort (each person in at most one cell), so neither
     one cell nor the released cells together exceed the total, beyond their noise."""
@@ -136,6 +144,7 @@ CHECKS: Final[tuple[Check, ...]] = (
     noisy_as_published,
     possible_counts,
     at_least_published_minimum,
+    own_counts_only,
     cells_within_total,
 )
 

@@ -8,8 +8,8 @@ from typing import Any
 MAX_CELLS_SHOWN = 24
 
 
-# Said by the count itself (its ± sd): not repeated among the reasons.
-SHOWN_BY_THE_COUNT = frozenset({"NOISE"})
+# Said by the count itself (its ± sd, the countries it pools): not repeated among the reasons.
+SHOWN_BY_THE_COUNT = frozenset({"NOISE", "SECURE_POOL"})
 
 
 def format_count(count: Mapping[str, Any] | None) -> str:
@@ -60,7 +60,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def render_cohort(name: str, result: Mapping[str, Any]) -> str:
     lines = [f"  {name}"]
     if "count" in result:
-        lines.append(f"    pooled count: {format_count(result['count'])}")
+        pooled = format_count(result["count"])
+        contributors = (result["count"] or {}).get("contributors")
+        if contributors:
+            pooled += f"  (pooled securely: {', '.join(contributors)})"
+        lines.append(f"    pooled count: {pooled}")
         why = reasons_text(result["count"])
         if why:
             lines.append(f"      why: {why}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
 from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
 from gateway.access import decide
+from gateway.audit import node_step, released_result
 from gateway.combine import Combined, combine
 from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
@@ -326,6 +329,42 @@ async def test_a_two_country_question_does_not_pool() -> None:
     handler = Nodes()
     gathered, _ = await ask(handler, SEX, members=(FR, DE))
     assert gathered.pooling is None
+
+
+async def test_the_gateway_logs_and_audits_no_share(caplog: pytest.LogCaptureFixture) -> None:
+    handler = Nodes()
+    with caplog.at_level(logging.DEBUG):
+        gathered, combined = await ask(handler, SEX)
+    shares = [
+        share
+        for o in gathered.outcomes
+        for vector in o.shares.values()
+        for share in (str(v) for v in vector.tolist())
+    ]
+    encoded = [
+        t.shares
+        for o in gathered.outcomes
+        if o.response is not None and o.response.pooled is not None
+        for t in o.response.pooled.tables
+    ]
+    assert shares
+    assert encoded
+    plan = make_plan(SEX)
+    approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
+    decision = decide(
+        plan,
+        Presented((Permit("iss", SUBJECT, approval, "token"),)),
+        POLICIES,
+        allowed=lambda issuer, j: True,
+    ).decisions
+    recorded = json.dumps(
+        [node_step(o, decision[o.jurisdiction]).model_dump(mode="json") for o in gathered.outcomes]
+        + [released_result(plan, combined)],
+        default=str,
+    )
+    for text in (recorded, caplog.text):
+        assert not any(share in text for share in encoded)
+        assert not any(f"{share}" in text for share in shares if len(share) > 6)
 
 
 # -- what a node must send ------------------------------------------------------------------

@@ -93,6 +93,13 @@ def test_the_minimum_is_the_nodes_own() -> None:
     assert vetted(DK, {(): noisy(4)}).status is NodeStatus.REJECTED
 
 
+def test_a_node_count_claiming_to_pool_countries_is_rejected() -> None:
+    pooled = noisy(300).model_copy(update={"contributors": [FR, DK]})
+    outcome = vetted(FR, {(): pooled})
+    assert outcome.status is NodeStatus.REJECTED
+    assert "pool several countries" in (outcome.message or "")
+
+
 def test_low_counts_carry_no_value_and_pass() -> None:
     assert vetted(FR, {(): LOW, SEX: {k: LOW for k in BY_SEX}}, SEX).status is NodeStatus.OK
 
