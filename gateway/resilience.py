@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 
 # An attempt with less time than this left is not worth starting.
 MIN_ATTEMPT_S: Final = 0.05
-# Node errors caused by the question, not by the node: they say nothing of its health.
-_QUESTION_ERRORS: Final = frozenset({ErrorCode.BAD_REQUEST, ErrorCode.BODY_TOO_LARGE})
+# Node errors caused by the question, not by the node: they say nothing of its health (a
+# pooled round a node refuses for its form, say because its hub stays out, included).
+_QUESTION_ERRORS: Final = frozenset(
+    {ErrorCode.BAD_REQUEST, ErrorCode.BODY_TOO_LARGE, ErrorCode.POOL_REFUSED}
+)
 
 Clock = Callable[[], float]
 

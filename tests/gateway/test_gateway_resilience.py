@@ -134,6 +134,7 @@ async def test_a_failing_node_is_not_asked_once_its_circuit_is_open() -> None:
     ("raised", "counts"),
     [
         (TesseraError("bad", code=ErrorCode.BAD_REQUEST), False),  # the question's fault
+        (TesseraError("stays out", code=ErrorCode.POOL_REFUSED), False),  # the round's form
         (TesseraError("db down", code=ErrorCode.BACKEND_FAILED), True),
         (ConnectionResetError(), True),
     ],
