@@ -23,7 +23,7 @@ file by SQL of its own (`bench.truth`). It prints
 
 Every measurement is made by a fresh applicant (a researcher and an organisation of their
 own: nothing spent, nothing stored, noise of its own); `--draws` of them per table and
-profile (20; `--quick` 5) estimate bias and error. The bench's federation forgets every
+profile (40; `--quick` 5) estimate bias and error. The bench's federation forgets every
 applicant at the start of a run (its nodes' ledgers and stored answers are emptied; the
 databases and person indexes are kept), and its rate limits are raised: it asks as many
 researchers. Nothing is timed.
@@ -38,6 +38,7 @@ import math
 import shutil
 import statistics
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from bench.cohorts import (
     node_table,
     split_key,
 )
+from bench.report import Figure, Report, goal_at_least, goal_at_most
 from bench.researcher import Answer, Applicant, Released, Researcher
 from bench.study import DRIFT_Z, SESSION, LedgerReplay, Step, replay_step
 from bench.truth import Person, persons, tabulate, with_jurisdiction
@@ -71,7 +73,7 @@ from tessera.processes import free_port
 
 REPO: Final = Path(__file__).resolve().parents[1]
 COUNTRIES: Final = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
-DRAWS: Final = 20
+DRAWS: Final = 40
 QUICK_DRAWS: Final = 5
 # Released cells whose truth is at least the minimum plus this many noise sds: the cells a
 # researcher should get (each is LOW with a chance of 0.13%).
@@ -521,6 +523,8 @@ class Profile:
     share: float
     table_rho: float
     cap_rho: float
+    rejected: int  # country answers the gateway rejected
+    answers: int
 
     @property
     def tables(self) -> int:
@@ -557,6 +561,8 @@ def profiles(results: Results) -> list[Profile]:
                 every.share,
                 runs[0].table_rho,
                 runs[0].cap_rho,
+                every.rejected,
+                sum(len(r.tallies) - 1 for r in runs) * results.draws,
             )
         )
     return found
@@ -565,12 +571,13 @@ def profiles(results: Results) -> list[Profile]:
 def print_profiles(results: Results) -> None:
     print(
         f"\n  {'noise':<9} {'sd':>3} {'MAE':>5} {'bias':>13} {'clear released':>15}"
-        f" {'all':>6} {'rho/table':>10} {'tables':>7} {'questions':>10}"
+        f" {'all':>6} {'rejected':>9} {'rho/table':>10} {'tables':>7} {'questions':>10}"
     )
     for p in profiles(results):
         print(
             f"  {p.noise:<9} {p.sd:>3g} {p.mae:>5.2f} {p.bias:>+6.2f} ± {p.bias_se:.2f}"
-            f" {_pct(p.clear_share):>15} {_pct(p.share):>6} {p.table_rho:>10.4f}"
+            f" {_pct(p.clear_share):>15} {_pct(p.share):>6} {f'{p.rejected}/{p.answers}':>9}"
+            f" {p.table_rho:>10.4f}"
             f" {p.tables:>7} {p.questions:>10}"
         )
 
@@ -634,6 +641,7 @@ class SessionSummary:
     cost_mismatches: list[str]
     rejected: int  # node answers the gateway rejected
     total_abs_error: float  # mean |released - truth| of the totals before any drop-out
+    total_noise_error: float  # what the noise alone gives them
 
     def lines(self) -> list[str]:
         def at(n: int | None) -> str:
@@ -643,8 +651,8 @@ class SessionSummary:
             f"{self.questions} questions; {self.free} cost nothing (asked before: the same"
             f" numbers again: {'yes' if self.repeats_identical else 'NO'}); privacy lines add"
             f" up: {'yes' if self.privacy_adds_up else 'NO'}.",
-            f"Before any drop-out, released totals were {self.total_abs_error:.1f} persons from"
-            " the truth on average.",
+            f"Before any drop-out, released totals (each once) were {self.total_abs_error:.1f}"
+            f" persons from the truth on average (the noise alone: {self.total_noise_error:.1f}).",
             f"The worst-case spend passed the cap at {at(self.cap_passed)}; persons first"
             f" dropped out at {at(self.first_dropped)} (ledger replay: {self.dropped:,}"
             " person-answers not counted in all); released numbers first fell more than"
@@ -682,11 +690,15 @@ def summarise(steps: Sequence[Step]) -> SessionSummary:
         z = step.drift_z
         if first_drift is None and z is not None and z < DRIFT_Z:
             first_drift = step.number
-    before = [
-        abs(s.answer.count.value - s.total_truth)
+    # Each total once: a total asked again is the same stored number.
+    before = {
+        (s.question.cohort.key(()), s.question.noise): (
+            abs(s.answer.count.value - s.total_truth),
+            s.answer.count.sd or math.nan,
+        )
         for s in steps
         if s.answer.count.value is not None and (first_dropped is None or s.number < first_dropped)
-    ]
+    }
     drifting = [s for s in steps if s.drift_z is not None and s.drift_z < DRIFT_Z]
     worst = min(drifting, key=lambda s: s.drift_z or 0.0, default=None)
     return SessionSummary(
@@ -714,7 +726,9 @@ def summarise(steps: Sequence[Step]) -> SessionSummary:
         privacy_adds_up=not privacy_problems([s.answer for s in steps]),
         cost_mismatches=[m for s in steps for m in s.cost_mismatch],
         rejected=sum(len(s.answer.rejected) for s in steps),
-        total_abs_error=_mean(before),
+        total_abs_error=_mean([error for error, _ in before.values()]),
+        # E|X| = sd * sqrt(2 / pi) for Gaussian noise.
+        total_noise_error=_mean([sd * math.sqrt(2 / math.pi) for _, sd in before.values()]),
     )
 
 
@@ -776,54 +790,131 @@ def privacy_problems(answers: Sequence[Answer]) -> list[str]:
     return problems
 
 
-def report(results: Results) -> None:
+def note(text: str) -> None:
+    """A legend under a table, wrapped to the tables' width."""
+    print()
+    print(textwrap.fill(text, width=98, initial_indent="  ", subsequent_indent="  "))
+
+
+def print_report(results: Results) -> None:
     countries = ", ".join(j.value for j in results.minimums if j in COUNTRIES)
     print(
         f"\nWhat the protection costs: {results.persons:,} synthetic persons per country"
-        f" ({countries}), reference date {REFERENCE_DATE}, {results.draws} fresh applicants"
-        " per table and profile"
+        f" ({countries}), reference date {REFERENCE_DATE},\n{results.draws} fresh applicants"
+        " per table and noise profile"
     )
     print("\n1. Tables, standard noise")
     print_tables(results, "STANDARD")
-    print(
-        f"\n  clear: cells per draw whose truth ≥ minimum + {CLEAR_SDS} sd (pooled: every"
-        " part's); released: share of those released; all: share of every cell of the"
-        "\n  public domain released; empty: share of released cells whose truth is 0; bias:"
-        " mean released − truth over clear released cells ± its standard error (all: over"
-        "\n  every released cell, which near the minimum are released only when the noise"
-        " drew them up); MAE: mean |released − truth| over clear released cells."
+    note(
+        f"clear: cells per draw whose truth ≥ minimum + {CLEAR_SDS} sd (pooled: every part's);"
+        " released: share of those released; all: share of every cell of the public domain"
+        " released; empty: share of released cells whose truth is 0; bias: mean released −"
+        " truth over clear released cells ± its standard error (all: over every released"
+        " cell; near the minimum a cell is released only when its noise drew it up); MAE:"
+        " mean |released − truth| over clear released cells; rejected: draws whose answer"
+        " the gateway rejected (the researcher got none of its cells)."
     )
     print("\n2. Margins: a table alone, then with its two margins")
     print_margins(results)
-    print(
-        "\n  inner cells released: per draw, over every country's cells (± standard error);"
-        " margins later: the same applicant\n  asks again with both margins (same inner"
-        " cells and values?); at once: fresh applicants ask with both margins; rho: what"
-        "\n  each question charged each person counted (alone, the margins added later, all"
-        " at once)."
+    note(
+        "inner cells released: per draw, every country's cells (± standard error); margins"
+        " later: the same applicant asks again with both margins (the same cells, the same"
+        " values?); at once: fresh applicants ask with both margins; rho: what each question"
+        " charged each person counted (alone, the margins asked later, all at once)."
     )
-    print("\n3. Profiles")
+    print("\n3. Profiles: the same tables with noise: COARSE")
+    print_tables(results, "COARSE")
+    print()
     print_profiles(results)
-    print(
-        "\n  MAE, bias: over clear released cells of every table and country; clear released:"
-        " the lowest share of any table and\n  country; rho/table: from the answers' privacy"
-        " lines; tables, questions (a new total and one table): how many a person\n  can be"
-        " counted in before dropping out (cap / cost)."
+    note(
+        "MAE, bias: over clear released cells of every table and country; clear released:"
+        " the lowest share of any table and country; rejected: answers the gateway rejected;"
+        " rho/table: from the answers' privacy lines; tables, questions (a new total and one"
+        " table): how many a person can be counted in before dropping out (cap / cost)."
     )
     if results.session:
-        print("\n4. A study session: one researcher, 30 questions")
+        print(f"\n4. A study session: one researcher, {len(results.session)} questions")
         print_session(results.session)
-        print(
-            "\n  error: released total − truth; z: every released pooled number's error over"
-            " its noise, in sds (below −3: persons\n  missing); dropped: persons of the cohort"
-            " not counted in the new tables, over every node (ledger replay)."
+        note(
+            "error: released total − truth; z: every released pooled number's error over its"
+            " noise, in sds (below −3: persons missing); z′: the same against the persons the"
+            " replayed ledgers still counted; dropped: persons of the cohort not counted in"
+            " the question's new tables, over every node (ledger replay)."
         )
         summary = summarise(results.session)
         print()
-        for line in summary.lines():
-            print(f"  {line}")
-        for mismatch in summary.cost_mismatches:
-            print(f"  cost not as expected: {mismatch}")
+        for line in [*summary.lines(), *summary.cost_mismatches]:
+            print(textwrap.fill(line, width=98, initial_indent="  ", subsequent_indent="    "))
+
+
+def figures(results: Results) -> list[Figure]:
+    """The key figures with their goals (the issue's): for `python -m bench`."""
+    standard, coarse = profiles(results)
+    runs = [r for r in results.tables if r.noise == "STANDARD"]
+    margins_same = sum(m.identical for m in results.margins)
+    margins_draws = sum(m.draws for m in results.margins)
+    summary = summarise(results.session)
+    return [
+        Figure(
+            "clear cells released, lowest country and table",
+            100 * standard.clear_share,
+            "%",
+            "≥ 98%",
+            goal_at_least(standard.clear_share, 0.98),
+            f"cells whose truth is at least the minimum + {CLEAR_SDS} sd, over {len(runs)}"
+            f" tables, {results.draws} applicants each",
+        ),
+        Figure(
+            "bias of clear released cells",
+            standard.bias,
+            "persons",
+            "|bias| < 0.5",
+            goal_at_most(abs(standard.bias), 0.5),
+            f"± {standard.bias_se:.2f} (standard error)",
+        ),
+        Figure(
+            "inner cells unchanged by their margins",
+            100 * margins_same / max(margins_draws, 1),
+            "%",
+            "100%",
+            margins_same == margins_draws,
+        ),
+        Figure("mean absolute error, standard noise", standard.mae, "persons"),
+        Figure("mean absolute error, coarse noise", coarse.mae, "persons"),
+        Figure("tables a person is counted in, standard noise", standard.tables, "tables"),
+        Figure("tables a person is counted in, coarse noise", coarse.tables, "tables"),
+        Figure(
+            "study session: first question with drop-outs",
+            math.nan if summary.first_dropped is None else summary.first_dropped,
+            "of 30",
+            detail=f"the worst-case spend passed the cap at question {summary.cap_passed}",
+        ),
+    ]
+
+
+async def bench(report: Report, cache: Path, *, persons: int = 100_000) -> None:
+    """The quick set's figures, for `python -m bench`."""
+    report.section(
+        f"5. What protection costs researchers ({persons:,} persons per country,"
+        f" {QUICK_DRAWS} fresh applicants per table; bench/disclosure_utility.py)"
+    )
+    fed = await asyncio.to_thread(federation, cache / f"utility-{persons}", persons)
+    try:
+        await fed.start()
+        results = await run(fed, draws=QUICK_DRAWS)
+    finally:
+        fed.stop()
+    report.add(*figures(results))
+    summary = summarise(results.session)
+    report.data["utility"] = {
+        "persons": persons,
+        "draws": QUICK_DRAWS,
+        "profiles": [
+            {"noise": p.noise, "sd": p.sd, "mae": p.mae, "bias": p.bias, "tables": p.tables}
+            for p in profiles(results)
+        ],
+        "session": summary.lines(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -847,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = asyncio.run(measure())
     finally:
         fed.stop()
-    report(results)
+    print_report(results)
     return 0
 
 

@@ -21,7 +21,7 @@ from bench.cohorts import (
     node_table,
     split_key,
 )
-from bench.disclosure_utility import TABLES, Results, run, summarise
+from bench.disclosure_utility import TABLES, Results, figures, print_report, run, summarise
 from bench.researcher import Applicant, Released
 from bench.study import SESSION
 from bench.truth import persons, tabulate
@@ -148,3 +148,17 @@ def test_the_benchmarks_truth_is_within_six_sds_of_every_released_count(
                 assert math.fabs(value.value - true) <= 6 * value.sd, (by, key, true)
                 checked += 1
     assert checked > 100
+
+
+def test_the_report_and_figures_come_out_of_any_run(
+    results: Results, capsys: pytest.CaptureFixture[str]
+) -> None:
+    print_report(results)
+    out = capsys.readouterr().out
+    for table in TABLES:
+        assert out.count(f"\n{table.name}: ") == 2  # standard and coarse noise
+    words = " ".join(out.split())
+    assert "4. A study session: one researcher, 30 questions" in words
+    assert "privacy lines add up: yes" in words
+    names = [f.name for f in figures(results)]
+    assert "bias of clear released cells" in names
