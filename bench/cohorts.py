@@ -223,6 +223,27 @@ def age_band(age: int, dimension: Dimension) -> str:
     return f"{low}-{low + width - 1}"
 
 
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table measured per country (`by` starts with JURISDICTION) and pooled."""
+
+    name: str
+    cohort: Cohort
+    by: Breakdown
+    margins: tuple[Breakdown, ...]
+
+    @property
+    def pooled(self) -> Breakdown:
+        return tuple(d for d in self.by if d is not JURISDICTION)
+
+    def alone(self, noise: Noise = "STANDARD") -> Question:
+        return Question(self.cohort, (self.by, self.pooled), noise)
+
+    def with_margins(self, noise: Noise = "STANDARD") -> Question:
+        tables = tuple(dict.fromkeys((self.by, self.pooled, *self.margins)))
+        return Question(self.cohort, tables, noise)
+
+
 # The demo data's codes: type 2 diabetes, COVID-19, drugs used in diabetes, BMI.
 E11: Final = Event("condition", "ICD10", "E11")
 COVID: Final = Event("condition", "ICD10", "U07.1")

@@ -127,6 +127,10 @@ class Answer:
         return line
 
 
+def inner_cells(answer: Answer, by: Breakdown) -> dict[tuple[str, ...], int | None]:
+    return {key: value.value for key, value in answer.tables[by].items()}
+
+
 class QuestionFailed(Exception):
     """The gateway answered with errors, or a node did not answer (REJECTED aside)."""
 

@@ -7,13 +7,16 @@ question's new tables charge their cost, read from the node's privacy line, to e
 counted, and a person whose spend would pass the cap is not counted; a table asked before is
 answered from the stored draw, free, with the persons counted the first time. It says who
 dropped out; the released numbers drifting below the truth by more than their noise is the
-effect a researcher would suffer from it.
+effect a researcher would suffer from it. `summarise` says in a few lines what the session
+showed, and checks what must hold whatever the noise: privacy lines that add up, questions
+asked again answered with the same numbers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from bench.cohorts import (
     node_table,
     split_key,
 )
-from bench.researcher import Answer
+from bench.researcher import Answer, inner_cells
 from bench.truth import Person, tabulate
 from schema.codes import Jurisdiction
 
@@ -229,3 +232,177 @@ def _expected_cost(
         for t in question.node_tables
     )
     return new * math.ceil(UNITS_PER_RHO / (2 * sd * sd) - 1e-9)
+
+
+def signed(z: float | None) -> str:
+    return "—" if z is None else f"{z:+.1f}"
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    questions: int
+    cap_passed: int | None  # first question whose worst-case spend passed the cap
+    first_dropped: int | None  # first question with persons not counted (replay)
+    first_drift: int | None  # first question released more than 3 sds below the truth
+    dropped: int
+    worst_drift: tuple[int, str, int, float] | None  # question, label, persons missing, z
+    # The cohort asked most often, and its questions' drift in sds (number, z).
+    most_asked: tuple[str, list[tuple[int, float | None]]]
+    counted_z: float  # the largest |z| against the persons still counted
+    free: int  # questions that cost nothing (every table stored)
+    repeats_identical: bool
+    privacy_adds_up: bool
+    cost_mismatches: list[str]
+    rejected: int  # node answers the gateway rejected
+    total_abs_error: float  # mean |released - truth| of the totals before any drop-out
+    total_noise_error: float  # what the noise alone gives them
+
+    def lines(self) -> list[str]:
+        def at(n: int | None) -> str:
+            return "never" if n is None else f"question {n}"
+
+        lines = [
+            f"{self.questions} questions; {self.free} cost nothing (asked before: the same"
+            f" numbers again: {'yes' if self.repeats_identical else 'NO'}); privacy lines add"
+            f" up: {'yes' if self.privacy_adds_up else 'NO'}.",
+            f"Before any drop-out, released totals (each once) were {self.total_abs_error:.1f}"
+            f" persons from the truth on average (the noise alone: {self.total_noise_error:.1f}).",
+            f"The worst-case spend passed the cap at {at(self.cap_passed)}; persons first"
+            f" dropped out at {at(self.first_dropped)} (ledger replay: {self.dropped:,}"
+            " person-answers not counted in all); released numbers first fell more than"
+            f" 3 sds below the truth at {at(self.first_drift)}.",
+        ]
+        label, drifts = self.most_asked
+        lines.append(
+            f"The most-asked cohort, {label}, drifted (z by question): "
+            + ", ".join(f"{n}: {signed(z)}" for n, z in drifts)
+            + "."
+        )
+        if self.worst_drift is not None:
+            number, label, missing, z = self.worst_drift
+            lines.append(
+                f"Worst: question {number} ({label}): {missing:,} persons not counted, its"
+                f" released numbers {z:+.1f} sd from the truth."
+            )
+        lines.append(
+            "Against the persons still counted (replay), every answer is within"
+            f" {self.counted_z:.1f} sd: the noise's own."
+        )
+        if self.rejected:
+            lines.append(f"{self.rejected} node answers were rejected by the gateway.")
+        return lines
+
+
+def summarise(steps: Sequence[Step]) -> SessionSummary:
+    cap_passed = first_dropped = first_drift = None
+    for step in steps:
+        lines = [step.answer.privacy(j) for j in step.answer.answered]
+        if cap_passed is None and any(p.spent_rho > p.cap_rho + 1e-12 for p in lines):
+            cap_passed = step.number
+        if first_dropped is None and step.dropped:
+            first_dropped = step.number
+        z = step.drift_z
+        if first_drift is None and z is not None and z < DRIFT_Z:
+            first_drift = step.number
+    # Each total once: a total asked again is the same stored number.
+    before = {
+        (s.question.cohort.key(()), s.question.noise): (
+            abs(s.answer.count.value - s.total_truth),
+            s.answer.count.sd or math.nan,
+        )
+        for s in steps
+        if s.answer.count.value is not None and (first_dropped is None or s.number < first_dropped)
+    }
+    drifting = [s for s in steps if s.drift_z is not None and s.drift_z < DRIFT_Z]
+    worst = min(drifting, key=lambda s: s.drift_z or 0.0, default=None)
+    return SessionSummary(
+        questions=len(steps),
+        cap_passed=cap_passed,
+        first_dropped=first_dropped,
+        first_drift=first_drift,
+        dropped=sum(s.dropped for s in steps),
+        worst_drift=None
+        if worst is None
+        else (
+            worst.number,
+            worst.question.label,
+            worst.dropped,
+            worst.drift_z or 0.0,
+        ),
+        most_asked=most_asked(steps),
+        counted_z=max((abs(s.counted_z) for s in steps if s.counted_z is not None), default=0.0),
+        free=sum(
+            bool(s.answer.answered)
+            and all(s.answer.privacy(j).question_rho == 0 for j in s.answer.answered)
+            for s in steps
+        ),
+        repeats_identical=repeats_identical(steps),
+        privacy_adds_up=not privacy_problems([s.answer for s in steps]),
+        cost_mismatches=[m for s in steps for m in s.cost_mismatch],
+        rejected=sum(len(s.answer.rejected) for s in steps),
+        total_abs_error=mean([error for error, _ in before.values()]),
+        # E|X| = sd * sqrt(2 / pi) for Gaussian noise.
+        total_noise_error=mean([sd * math.sqrt(2 / math.pi) for _, sd in before.values()]),
+    )
+
+
+def most_asked(steps: Sequence[Step]) -> tuple[str, list[tuple[int, float | None]]]:
+    asked = Counter(s.question.cohort for s in steps)
+    cohort = asked.most_common(1)[0][0]
+    return cohort.label, [(s.number, s.drift_z) for s in steps if s.question.cohort == cohort]
+
+
+def repeats_identical(steps: Sequence[Step]) -> bool:
+    """Every pooled number asked before (same cohort, table and noise) came back the same."""
+    seen: dict[tuple[object, ...], dict[tuple[str, ...], int | None]] = {}
+    same = True
+    for step in steps:
+        q = step.question
+        tables: list[tuple[Breakdown, dict[tuple[str, ...], int | None]]] = [
+            ((), {(): step.answer.count.value})
+        ]
+        tables += [(by, inner_cells(step.answer, by)) for by in q.tables]
+        for by, cells in tables:
+            key = (q.cohort.key(node_table(by)), by, q.noise)
+            if key in seen:
+                same = same and seen[key] == cells
+            seen[key] = cells
+    return same
+
+
+def privacy_problems(answers: Sequence[Answer]) -> list[str]:
+    """Where one applicant's privacy lines, in the order asked, do not add up: each node's
+    spend is the previous one plus the question's cost, against a cap that stays. After an
+    answer the gateway rejected (charged at the node, its line unseen) the spend may be
+    more."""
+    problems = []
+    spent: dict[Jurisdiction, float] = {}
+    unseen: set[Jurisdiction] = set()
+    cap: float | None = None
+    for n, answer in enumerate(answers, start=1):
+        unseen.update(answer.rejected)
+        for jurisdiction in answer.answered:
+            line = answer.privacy(jurisdiction)
+            cap = line.cap_rho if cap is None else cap
+            before = spent.get(jurisdiction, 0.0) + line.question_rho
+            adds_up = math.isclose(line.spent_rho, before, abs_tol=1e-9) or (
+                jurisdiction in unseen and line.spent_rho > before
+            )
+            if not adds_up:
+                problems.append(
+                    f"question {n}, {jurisdiction.value}: spent {line.spent_rho:g} after"
+                    f" {before - line.question_rho:g} + {line.question_rho:g}"
+                )
+            if line.cap_rho != cap:
+                problems.append(f"question {n}, {jurisdiction.value}: the cap changed")
+            if line.organisation_spent_rho is not None and not math.isclose(
+                line.organisation_spent_rho, line.spent_rho, abs_tol=1e-9
+            ):
+                problems.append(f"question {n}, {jurisdiction.value}: organisation spend differs")
+            spent[jurisdiction] = line.spent_rho
+            unseen.discard(jurisdiction)
+    return problems

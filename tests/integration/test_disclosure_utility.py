@@ -21,10 +21,12 @@ from bench.cohorts import (
     node_table,
     split_key,
 )
-from bench.disclosure_utility import TABLES, Results, figures, print_report, run, summarise
+from bench.disclosure_utility import TABLES, figures, run
 from bench.researcher import Applicant, Released
-from bench.study import SESSION
+from bench.study import SESSION, summarise
 from bench.truth import persons, tabulate
+from bench.utility_report import print_report
+from bench.utility_results import Results
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 
