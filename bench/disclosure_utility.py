@@ -233,10 +233,9 @@ def _released(answer: Answer, by: Breakdown) -> int:
     return sum(value.value is not None for value in answer.tables[by].values())
 
 
-async def study_session(bench: Bench) -> list[Step]:
+async def study_session(bench: Bench, replay: LedgerReplay) -> list[Step]:
     """The session's questions, in order, by one fresh researcher."""
     researcher = bench.researcher("study")
-    replay = LedgerReplay()
     steps = []
     for number, question in enumerate(SESSION, start=1):
         answer = await bench.ask(researcher, question)
@@ -272,7 +271,7 @@ async def run(
         for table in TABLES:
             results.tables.append(await measure_table(bench, table, "COARSE", draws, None))
         if session_study:
-            results.session = await study_session(bench)
+            results.session = await study_session(bench, results.replay)
     return results
 
 

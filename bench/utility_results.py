@@ -12,7 +12,7 @@ from typing import Final
 
 from bench.cohorts import Noise, Question, Table
 from bench.researcher import Answer, Applicant, Released
-from bench.study import Step
+from bench.study import LedgerReplay, Step
 from schema.codes import Jurisdiction
 
 # Released cells whose truth is at least the minimum plus this many noise sds: the cells a
@@ -147,6 +147,8 @@ class Results:
     tables: list[TableRun] = field(default_factory=list)
     margins: list[MarginRun] = field(default_factory=list)
     session: list[Step] = field(default_factory=list)
+    # The session researcher's ledgers as replayed on the truth.
+    replay: LedgerReplay = field(default_factory=LedgerReplay)
     asked: list[Asked] = field(default_factory=list)
 
 

@@ -11,6 +11,8 @@ import math
 from collections import Counter, defaultdict
 from functools import cache
 
+import duckdb
+import numpy as np
 import pytest
 
 from bench.cohorts import (
@@ -27,6 +29,7 @@ from bench.study import SESSION, summarise
 from bench.truth import persons, tabulate
 from bench.utility_report import print_report
 from bench.utility_results import Results
+from connectors.ledger import Account, FileLedger, units
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 
@@ -124,6 +127,27 @@ def test_privacy_lines_add_up_per_applicant(results: Results) -> None:
     assert summary.repeats_identical
     assert summary.cost_mismatches == []
     assert [s.number for s in results.session] == list(range(1, len(SESSION) + 1))
+
+
+def test_the_sessions_ledger_replay_is_each_nodes_ledger_person_by_person(
+    results: Results, federation: LocalFederation
+) -> None:
+    # Who dropped out, and so the session's figures, rest on the replay: it must charge every
+    # person exactly what the node charged them.
+    researcher = results.asked[-1].applicant.researcher
+    for jurisdiction in federation.jurisdictions:
+        with duckdb.connect(str(federation.database(jurisdiction)), read_only=True) as db:
+            indexes = dict(
+                db.execute("SELECT person_id, person_index FROM tessera_person").fetchall()
+            )
+        ledger = FileLedger(federation.node_state(jurisdiction) / "ledger")
+        charged = ledger.array(Account("researcher", researcher, units(0.5)), len(indexes))
+        replayed = np.zeros(len(charged), dtype=np.int64)
+        for (node, person), spend in results.replay.spend.items():
+            if node is jurisdiction:
+                replayed[indexes[person]] = spend
+        assert np.count_nonzero(replayed) > 100
+        assert np.array_equal(charged.astype(np.int64), replayed), jurisdiction
 
 
 def test_the_benchmarks_truth_is_within_six_sds_of_every_released_count(
