@@ -36,9 +36,15 @@ async def app_with(settings: GatewaySettings, nodes: MockNodeClient) -> AsyncIte
     """Start the gateway with other settings (and optionally another policy set)."""
     clients: list[TestClient] = []
 
-    async def start(policy_set: PolicySet | None = None, **changes: Any) -> TestClient:
+    async def start(
+        policy_set: PolicySet | None = None,
+        rate_limiter: MemoryRateLimiter | None = None,
+        **changes: Any,
+    ) -> TestClient:
         changed = GatewaySettings.from_env({}, federation=settings.federation, **changes)
-        app = create_app(changed, node_client=nodes, policy_set=policy_set)
+        app = create_app(
+            changed, node_client=nodes, policy_set=policy_set, rate_limiter=rate_limiter
+        )
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
@@ -312,7 +318,10 @@ async def test_the_limit_is_the_strictest_of_the_jurisdictions_asked(
 
 
 async def test_settings_never_loosen_the_policy(app_with: Any, token: str) -> None:
-    client = await app_with(rate_per_researcher_per_minute=10_000)
+    # The clock stands still: however slowly the 60 questions go, no token comes back.
+    client = await app_with(
+        rate_limiter=MemoryRateLimiter(clock=lambda: 0.0), rate_per_researcher_per_minute=10_000
+    )
     query = {"query": "{ " + cohort() + " }"}
     for _ in range(60):
         assert "errors" not in (await post(client, query, token))[1]
