@@ -52,7 +52,7 @@ QUICK: Final = Plan(
     approval_pairs=2,
     margin_codes=("E11",),
     zero_codes=("C49", "F84"),
-    trials=6,
+    trials=8,
     rebuild=False,
 )
 FULL: Final = Plan(

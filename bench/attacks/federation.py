@@ -130,14 +130,7 @@ class Simulation:
             asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
             self.databases[j] = name
             dsns[j] = f"{POSTGRES_SERVER}/{name}"
-            tessera(
-                "connector",
-                "copy-to-postgres",
-                "--database",
-                str(self.federation.database(j)),
-                "--dsn",
-                dsns[j],
-            )
+        tessera(*(_copy(self.federation.database(j), dsn) for j, dsn in dsns.items()))
         self.federation.dsns = dsns
 
     def stop(self) -> None:
@@ -183,15 +176,7 @@ class Simulation:
         if self.postgres:
             tessera(
                 *(
-                    [
-                        "connector",
-                        "copy-to-postgres",
-                        "--database",
-                        str(self.federation.database(j)),
-                        "--dsn",
-                        self.federation.dsns[j],
-                        "--replace",
-                    ]
+                    _copy(self.federation.database(j), self.federation.dsns[j], "--replace")
                     for j in registers
                 )
             )
@@ -227,6 +212,11 @@ class Simulation:
             "--register-version",
             f"attacks-{release}",
         ]
+
+
+def _copy(database: Path, dsn: str, *options: str) -> list[str]:
+    """The command copying a node's prepared DuckDB database into PostgreSQL."""
+    return ["connector", "copy-to-postgres", "--database", str(database), "--dsn", dsn, *options]
 
 
 def _copy_cdm(source: Path, target: Path, *, release_day: int) -> None:

@@ -1,12 +1,13 @@
-"""Class 7: the data change between questions: an opt-out register update, then a rebuild
-of every CDM.
+"""Class 7: the data change between questions: an opt-out register update, then (in the
+full run) a rebuild of every CDM.
 
 The attacker knows that some persons opted out (EHDS Art. 71) between two releases, and
 knows them by sex, year of birth and the month of one recorded event. Per person, one
 question before the update, the same question after it, and again after a rebuild of the
-CDM (new database, new record keys): "that person if they have X, or a large cohort of the
-other sex". The population loses the person exactly when they have X: the answers before and
-after differ by one (or a rule refuses the second for a difference of one), or are equal.
+CDM (new database, new release date, new record keys): "that person if they have X, or a
+large cohort of the other sex". The population loses the person exactly when they have X: the
+answers before and after differ by one (or a rule refuses the second for a difference of
+one), or are equal.
 
 This attack changes the data (registers, rebuilt databases): it runs after the others.
 """

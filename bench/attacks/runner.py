@@ -43,7 +43,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
 )
 
 
-class TruthMismatch(AssertionError):
+class TruthMismatch(RuntimeError):
     """The simulator's own truth disagrees with what a node released: no verdict can be
     trusted until it is fixed."""
 

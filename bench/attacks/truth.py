@@ -2,6 +2,9 @@
 from the node's OMOP database with SQL of its own and evaluated in NumPy, independently of the
 connector's compiler (so a bug there cannot hide behind a truth computed the same way).
 
+A node whose CDM is in PostgreSQL was copied from its DuckDB database (`tessera connector
+copy-to-postgres`, again after every refresh): the truth is read from that database.
+
 A person counts when born by the reference year and not in the node's opt-out register, as
 the public query model says. ICD-10 criteria match a condition whose source concept (or, for
 an unmapped record, its concept) is an ICD-10 concept with that code or a subcode of it.
