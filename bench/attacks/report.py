@@ -61,7 +61,7 @@ def render(result: ClassResult, *, every_target: bool = False) -> str:
         )
         for m in result.membership_rows():
             verdict = (
-                m.verdict if m.members + m.others >= MIN_TRIALS else f"(< {MIN_TRIALS} trials)"
+                m.verdict if min(m.members, m.others) >= MIN_TRIALS else f"(< {MIN_TRIALS} of each)"
             )
             accuracy = "—" if m.accuracy is None else f"{m.accuracy:.0%}"
             lines.append(

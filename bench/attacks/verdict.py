@@ -12,9 +12,10 @@ nothing about has no estimate. Fewer than 8 targets cannot tell a pin from luck:
 a spread of 4 persons falls under 1 one time in five.
 
 A membership trial asks whether one person is in a small set (has a diagnosis, is counted in
-a cell). The attack PINNED membership when its balanced accuracy over at least 16 trials is
-above 85%: protection that caps each person's privacy spend at zCDP ρ = 0.5 (1-GDP) allows at
-most about 69% for any test.
+a cell). The attack PINNED membership when its balanced accuracy is above 85% over at least
+8 trials about members and 8 about others: protection that caps each person's privacy spend at
+zCDP ρ = 0.5 (1-GDP) allows at most about 69% for any test. (With fewer on one side, a
+couple of lucky guesses would decide.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ RMSE_PINNED: Final = 1.0
 MIN_TARGETS: Final = 8
 SE_PINNED: Final = 1.0
 ACCURACY_PINNED: Final = 0.85
-MIN_TRIALS: Final = 16
+MIN_TRIALS: Final = 8  # about members, and as many about others
 MIN_CLAIMED: Final = 3
 
 PINNED: Final = "PINNED"
@@ -41,8 +42,9 @@ RULE: Final = (
     "verdict: counts below the minimum are PINNED when the attacker's estimates have a "
     f"root-mean-square error under 1 person over at least {MIN_TARGETS} targets, or when it "
     f"claims a standard error under 1 for at least {MIN_CLAIMED} and those estimates are "
-    "within it (RMSE < 1); membership is PINNED when the balanced accuracy over at least "
-    f"{MIN_TRIALS} trials is above {ACCURACY_PINNED:.0%}. HELD otherwise."
+    "within it (RMSE < 1); membership is PINNED when the balanced accuracy is above "
+    f"{ACCURACY_PINNED:.0%} over at least {MIN_TRIALS} trials about members and "
+    f"{MIN_TRIALS} about others. HELD otherwise."
 )
 
 
@@ -129,7 +131,8 @@ def membership_row(scope: str, trials: Sequence[Trial]) -> MembershipRow:
         hit = sum(t.guess for t in members) / len(members)
         rejected = sum(not t.guess for t in others) / len(others)
         accuracy = (hit + rejected) / 2
-    pinned = len(trials) >= MIN_TRIALS and accuracy is not None and accuracy > ACCURACY_PINNED
+    enough = min(len(members), len(others)) >= MIN_TRIALS
+    pinned = enough and accuracy is not None and accuracy > ACCURACY_PINNED
     return MembershipRow(scope, len(members), len(others), accuracy, PINNED if pinned else HELD)
 
 

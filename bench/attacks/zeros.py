@@ -2,10 +2,12 @@
 released, and what that says about each small cell: nobody, or somebody?
 
 One question per rare diagnosis: its table by jurisdiction, sex and 10-year band. Every
-cell of a node that answered, whose true count is below the node's minimum, is a trial:
-"does anybody have it?". The attacker reads a cell not listed as nobody; a cell listed but
-withheld for being small (SUPPRESSED) as somebody; a LOW cell (a noisy count below the
-minimum, zeros included) as the likelier of the two, nobody; a released value by its size.
+cell of a node that answered holding nobody or one person is a trial: "does anybody have
+it?". (A cell of several persons against an empty one is a difference of several persons,
+which a limit on what one person's presence may change does not bound as tightly.) The
+attacker reads a cell not listed as nobody; a cell listed but withheld for being small
+(SUPPRESSED) as somebody; a LOW cell (a noisy count below the minimum, zeros included) as the
+likelier of the two, nobody; a released value by its size.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from schema.codes import Dimension
 
 NUMBER = 4
 TITLE = "Zero versus small: cells present, absent, low or released"
-METHOD = "classify each small cell of X by sex × 10-year band as nobody or somebody"
+METHOD = "classify each cell of X by sex × 10-year band holding 0 or 1 person"
 
 BY = (Dimension.JURISDICTION, Dimension.SEX, Dimension.AGE_BAND_10)
 
@@ -53,7 +55,7 @@ def run(ctx: Context) -> ClassResult:
                             sex=sex, age_min=low, age_max=low + 9, conditions=(Event(code),)
                         )
                         n = truth.count(where)
-                        if n >= ctx.minimums[j]:
+                        if n > 1:
                             continue
                         guess = decide([cell_score(cells.get((j.value, sex, f"{low}-{low + 9}")))])
                         result.trials.append(Trial(j, where.label(), n > 0, guess))

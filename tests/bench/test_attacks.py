@@ -5,7 +5,6 @@ tests/integration/test_attack_simulator.py."""
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import duckdb
@@ -235,14 +234,14 @@ def test_small_counts_are_pinned_by_a_small_error_or_by_a_claim_that_holds() -> 
     assert _count(0, -3.0).error == -3.0
 
 
-def test_membership_is_pinned_above_85_percent_balanced_accuracy_over_16_trials() -> None:
-    def trials(hits: int, rejections: int, n: int) -> list[Trial]:
-        members = [Trial(FR, "m", True, i < hits) for i in range(n)]
-        others = [Trial(FR, "o", False, i >= rejections) for i in range(n)]
-        return members + others
+def test_membership_is_pinned_above_85_percent_over_8_members_and_8_others() -> None:
+    def trials(hits: int, rejections: int, members: int, others: int | None = None) -> list[Trial]:
+        found = [Trial(FR, "m", True, i < hits) for i in range(members)]
+        return found + [Trial(FR, "o", False, i >= rejections) for i in range(others or members)]
 
     assert membership_row("FR", trials(8, 8, 8)).verdict == PINNED
     assert membership_row("FR", trials(6, 7, 8)).verdict == HELD  # 81%
-    assert membership_row("FR", trials(4, 4, 4)).verdict == HELD  # too few trials
     assert membership_row("FR", trials(6, 8, 8)).accuracy == pytest.approx(0.875)
-    assert math.isclose(membership_row("FR", trials(4, 4, 8)).accuracy or 0, 0.5)
+    assert membership_row("FR", trials(4, 4, 8)).accuracy == pytest.approx(0.5)
+    # Two lucky guesses about members do not make a pin, however many others there are.
+    assert membership_row("FR", trials(2, 28, 2, 28)).verdict == HELD
