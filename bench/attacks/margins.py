@@ -12,7 +12,6 @@ finest cell (fewer persons than its jurisdiction's minimum, zeros included) is a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from bench.attacks.common import spend
 from bench.attacks.context import Context
 from bench.attacks.solve import LinearAttack, Row
 from bench.attacks.verdict import ClassResult, CountTarget
-from bench.attacks.where import Event, Where
+from bench.attacks.where import SEXES, Event, Where
 from schema.codes import Dimension, Jurisdiction
 
 NUMBER = 3
@@ -54,22 +53,16 @@ QUESTIONS: tuple[tuple[Where, Breakdown], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Finest:
-    """The unknown cells of one jurisdiction: index of (sex, band)."""
-
-    def index(self, sex: str, band: int) -> int:
-        return SEX_VALUES.index(sex) * len(BANDS) + BANDS.index(band)
-
-    @property
-    def size(self) -> int:
-        return len(SEX_VALUES) * len(BANDS)
+# The unknowns of one jurisdiction: one per (sex, 5-year band).
+SIZE = len(SEX_VALUES) * len(BANDS)
 
 
-FINEST = Finest()
+def _index(sex: str, band: int) -> int:
+    return SEX_VALUES.index(sex) * len(BANDS) + BANDS.index(band)
 
 
-def _band_range(dimension: Dimension, value: str) -> tuple[int, int] | None:
+def _ages(value: str) -> tuple[int, int] | None:
+    """The ages of a band's label ("40-44"); None for anything else."""
     low, _, high = value.partition("-")
     if not low.isdigit() or not high.isdigit():
         return None
@@ -78,11 +71,11 @@ def _band_range(dimension: Dimension, value: str) -> tuple[int, int] | None:
 
 def row(criteria: Where, key: Mapping[Dimension, str]) -> Row | None:
     """The finest cells one released number adds up; None if it names a value outside them."""
-    r = np.zeros(FINEST.size)
+    r = np.zeros(SIZE)
     ages = None
     for d in (A5, A10, A20):
         if d in key:
-            ages = _band_range(d, key[d])
+            ages = _ages(key[d])
             if ages is None:
                 return None
     for sex in SEX_VALUES:
@@ -97,7 +90,7 @@ def row(criteria: Where, key: Mapping[Dimension, str]) -> Row | None:
                 continue
             if ages is not None and not ages[0] <= band <= ages[1]:
                 continue
-            r[FINEST.index(sex, band)] = 1.0
+            r[_index(sex, band)] = 1.0
     return r
 
 
@@ -185,21 +178,21 @@ def run(ctx: Context) -> ClassResult:
     for code in ctx.plan.margin_codes:
         for j in ctx.jurisdictions:
             minimum = ctx.minimums[j]
-            attack = LinearAttack(FINEST.size)
+            attack = LinearAttack(SIZE)
             for c, criteria, by, answer in asked:
                 if c == code:
                     learn(attack, j, criteria, by, answer, minimum)
             truth = ctx.simulation.truth[j]
             targets: list[tuple[str, int, Row]] = []
-            for sex in ("FEMALE", "MALE"):
+            for sex in SEXES:
                 for band in BANDS:
                     where = Where(
                         sex=sex, age_min=band, age_max=band + 4, conditions=(Event(code),)
                     )
                     n = truth.count(where)
                     if n < minimum:
-                        target = np.zeros(FINEST.size)
-                        target[FINEST.index(sex, band)] = 1.0
+                        target = np.zeros(SIZE)
+                        target[_index(sex, band)] = 1.0
                         targets.append((where.label(), n, target))
             readings = attack.read([t for _, _, t in targets])
             for (label, n, _), reading in zip(targets, readings, strict=True):
