@@ -1,15 +1,13 @@
-"""Class 6: several approvals of one applicant. A second data request of the same researcher
-and organisation continues where the first stopped.
+"""Class 6: several approvals of one applicant, from several HDABs. A second application of
+the same researcher continues where the first stopped; every question carries one permit per
+jurisdiction, each from that jurisdiction's HDAB, and the second application's permits name
+another organisation of the researcher (an affiliation).
 
 The pair "A ∪ S" and "A" (S small, A a large birth cohort) differs by S alone: asked under
 one approval, the second question is the classic differencing pair. The attacker asks A ∪ S
 under one approval and A under the other, alternating, with fresh padding for every pair, and
 averages the differences. Each pair's second question is also asked under the first
 approval, to show what the approval boundary changes.
-
-Permits per HDAB (one permit per jurisdiction, each from that jurisdiction's HDAB) are not
-modelled yet: both approvals come from the demo's one HDAB (`Applicant.token` is where
-per-HDAB permits would be chosen).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ METHOD = "|A∪S| under one approval minus |A| under another, alternating, avera
 
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "count", allowance=ctx.allowance, approvals=2)
-    applicant = ctx.applicant("approvals", approvals=2)
+    applicant = ctx.applicant("approvals", approvals=2, affiliations=True)
     sets = small_sets(
         ctx.simulation.truth, ctx.minimums, per_jurisdiction=ctx.plan.count_targets, rng=ctx.rng
     )
@@ -66,5 +64,8 @@ def run(ctx: Context) -> ClassResult:
         f"the same pair under one approval: {denied} of {same_approval} second questions "
         "refused (DENIED); across two approvals: answered"
     )
-    result.notes.append("permits per HDAB: not modelled (one HDAB grants both approvals)")
+    result.notes.append(
+        f"{len(ctx.jurisdictions)} HDABs' permits per application; the second names another "
+        "organisation of the same researcher"
+    )
     return result

@@ -31,8 +31,8 @@ import schema as schema_package
 from bench.attacks.where import REFERENCE_DATE, Where
 from schema.approval import Approval
 from schema.codes import Dimension, Jurisdiction
+from tessera.credentials import Credentials
 from tessera.local import LocalFederation
-from tessera.tokens import demo_approval
 
 SDL: Final = Path(schema_package.__file__).resolve().parent / "schema.graphql"
 
@@ -168,19 +168,21 @@ def _alias(by: Breakdown) -> str:
 
 @dataclass
 class Applicant:
-    """One researcher of one organisation, with approved data requests (one token each, as
-    the demo's HDAB grants them). Counts every question asked, per approval.
+    """One researcher of one organisation, with approved applications: each application is a
+    permit per jurisdiction, every permit signed by that jurisdiction's own HDAB, under a data
+    request id of its own. Counts every question asked, per application.
 
-    Permits per HDAB (one token per jurisdiction) would be minted here: `token(approval)`
-    is the one place that decides which permit a question travels with."""
+    `organisations` names, per application, the organisation its permits name (default: the
+    applicant's own): one researcher may ask for several."""
 
     federation: LocalFederation
     researcher: str
     organisation: str
-    approvals: Sequence[str]
+    approvals: Sequence[str]  # application ids
     jurisdictions: Sequence[Jurisdiction]
+    organisations: Mapping[str, str] = field(default_factory=dict)
     asked: dict[str, int] = field(default_factory=dict)
-    _tokens: dict[str, str] = field(default_factory=dict)
+    _credentials: dict[str, Credentials] = field(default_factory=dict)
     _connection: http.client.HTTPConnection | None = None
     privacy: dict[Jurisdiction, Mapping[str, Any]] = field(default_factory=dict)
     # What the protection looked like: every status seen, and nodes refused.
@@ -191,17 +193,27 @@ class Applicant:
     def questions(self) -> int:
         return sum(self.asked.values())
 
-    def approval(self, request_id: str) -> Approval:
-        return demo_approval(self.jurisdictions, request_id).model_copy(
-            update={"applicant": self.organisation}
+    def permit(self, application: str, jurisdiction: Jurisdiction) -> Approval:
+        """What `jurisdiction`'s HDAB grants for its part of `application`."""
+        return self.federation.permit_approval(
+            jurisdiction,
+            request_id=f"{application}-{jurisdiction.value}",
+            application_id=application,
+            applicant=self.organisations.get(application, self.organisation),
         )
 
-    def token(self, request_id: str) -> str:
-        if request_id not in self._tokens:
-            self._tokens[request_id] = self.federation.mint(
-                self.approval(request_id), subject=self.researcher
+    def credentials(self, application: str) -> Credentials:
+        """The researcher's identity token and the application's permits: the one place that
+        decides what a question travels with."""
+        if application not in self._credentials:
+            permits = [
+                self.federation.permit(j, self.permit(application, j), subject=self.researcher)
+                for j in self.jurisdictions
+            ]
+            self._credentials[application] = Credentials.of(
+                self.federation.identity(self.researcher), permits
             )
-        return self._tokens[request_id]
+        return self._credentials[application]
 
     def ask(
         self,
@@ -211,8 +223,8 @@ class Applicant:
         tables: Sequence[Breakdown] = (),
         approval: int = 0,
     ) -> Answer:
-        """One question, under the `approval`-th data request."""
-        request_id = self.approvals[approval]
+        """One question, under the `approval`-th application."""
+        application = self.approvals[approval]
         wanted = features()
         count = " ".join(("value", "status", *wanted.count_fields, "reasons { rule }"))
         privacy = (
@@ -229,17 +241,17 @@ class Applicant:
             for by in tables
         )
         query = (
-            f'{{ cohort(request: "{request_id}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
             f"{where_j}, criteria: {where.graphql()}) {{ count {{ {count} }} "
             f"byJurisdiction {{ jurisdiction status reasons {{ rule }} count {{ {count} }}"
             f"{privacy} }}{breakdowns} }} }}"
         )
-        body = self._post(query, self.token(request_id))
-        self.asked[request_id] = self.asked.get(request_id, 0) + 1
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
         errors = body.get("errors")
         if errors:
             code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            self.asked[request_id] -= 1  # refused: nothing was asked of the nodes
+            self.asked[application] -= 1  # refused: nothing was asked of the nodes
             if code == "RATE_LIMITED":
                 raise BudgetExhausted(errors[0].get("message", code))
             raise QuestionRefused(code, str(errors[0].get("message", "")))
@@ -280,17 +292,24 @@ class Applicant:
         for cells in answer.tables.values():
             self.statuses.update(c.status for c in cells.values())
 
-    def _post(self, query: str, token: str) -> dict[str, Any]:
+    def _post(self, query: str, credentials: Credentials) -> dict[str, Any]:
         url = urllib.parse.urlsplit(self.federation.gateway_url)
         payload = json.dumps({"query": query}).encode()
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        headers = [
+            ("Content-Type", "application/json"),
+            *credentials.headers(),  # one X-Tessera-Permit line per permit
+            ("Content-Length", str(len(payload))),
+        ]
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(
                     url.hostname or "127.0.0.1", url.port, timeout=120
                 )
             try:
-                self._connection.request("POST", url.path, payload, headers)
+                self._connection.putrequest("POST", url.path)
+                for name, value in headers:
+                    self._connection.putheader(name, value)
+                self._connection.endheaders(payload)
                 response = self._connection.getresponse()
                 data = response.read()
             except (ConnectionError, http.client.HTTPException):

@@ -107,15 +107,24 @@ class Context:
     def allowance(self) -> int:
         return daily_allowance(self.jurisdictions)
 
-    def applicant(self, name: str, approvals: int = 1) -> Applicant:
+    def applicant(self, name: str, approvals: int = 1, *, affiliations: bool = False) -> Applicant:
         """A researcher of an organisation of their own (each attack starts with nothing
-        spent), with `approvals` approved data requests."""
+        spent), with `approvals` approved applications (a permit per jurisdiction each); with
+        `affiliations`, each application after the first names another organisation of the
+        same researcher."""
+        organisation = f"Attack simulation {name}"
+        applications = [f"DR-ATTACK-{name}-{i + 1}" for i in range(approvals)]
         applicant = Applicant(
             federation=self.simulation.federation,
             researcher=f"attacker-{name}@attack.example",
-            organisation=f"Attack simulation {name}",
-            approvals=[f"DR-ATTACK-{name}-{i + 1}" for i in range(approvals)],
+            organisation=organisation,
+            approvals=applications,
             jurisdictions=self.jurisdictions,
+            organisations={
+                a: f"{organisation} (affiliation {i + 1})"
+                for i, a in enumerate(applications)
+                if affiliations and i > 0
+            },
         )
         self.applicants.append(applicant)
         return applicant

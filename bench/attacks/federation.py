@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Final
 
@@ -33,7 +35,6 @@ POSTGRES_SERVER: Final = os.environ.get(
 )
 JURISDICTIONS: Final = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 SEED: Final = 7
-_TESSERA_TABLES: Final = ("tessera_optout", "tessera_optout_register", "tessera_record_key")
 
 
 def daily_allowance(jurisdictions: Sequence[Jurisdiction]) -> int:
@@ -64,6 +65,18 @@ def tessera(*commands: Sequence[str]) -> None:
             failed.append(f"tessera {' '.join(args)} failed:\n{output}")
     if failed:
         raise RuntimeError("\n".join(failed))
+
+
+@cache
+def prepare_options() -> frozenset[str]:
+    """The options `tessera connector prepare` takes (they grow as the node keeps more)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tessera", "connector", "prepare", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return frozenset(re.findall(r"--[a-z][a-z-]*", done.stdout))
 
 
 async def _admin(sql: str) -> None:
@@ -192,26 +205,25 @@ class Simulation:
 
     def _prepare(self, j: Jurisdiction, optouts: Sequence[int], *, rebuild: bool) -> list[str]:
         """Write the node's new register (and, for a rebuild, its new database beside the
-        old one); the `tessera connector prepare` command that loads it."""
-        release = self.releases.get(j, 1) + 1
-        self.releases[j] = release
+        old one); the `tessera connector prepare` command that loads it: against the node's
+        state directory where `prepare` keeps one, and for a rebuild under a new data release
+        label where it takes one (a register update keeps the release)."""
+        refresh = self.releases.get(j, 1) + 1
+        self.releases[j] = refresh
         database = self.federation.database(j)
-        register = database.with_name(f"optout-{j.value.lower()}-{release}.csv")
+        register = database.with_name(f"optout-{j.value.lower()}-{refresh}.csv")
         register.write_text("person_id\n" + "".join(f"{i}\n" for i in optouts))
         target = database
         if rebuild:
             target = database.with_name(f"rebuilt-{database.name}")
-            _copy_cdm(database, target, release_day=release)
-        return [
-            "connector",
-            "prepare",
-            "--database",
-            str(target),
-            "--optout",
-            str(register),
-            "--register-version",
-            f"attacks-{release}",
-        ]
+            _copy_cdm(database, target, release_day=refresh)
+        options = prepare_options()
+        command = ["connector", "prepare", "--database", str(target)]
+        if "--state" in options:
+            command += ["--state", str(self.federation.node_state(j))]
+        if rebuild and "--release" in options:
+            command += ["--release", f"attacks-rebuild-{refresh}"]
+        return [*command, "--optout", str(register), "--register-version", f"attacks-{refresh}"]
 
 
 def _copy(database: Path, dsn: str, *options: str) -> list[str]:
@@ -233,8 +245,8 @@ def _copy_cdm(source: Path, target: Path, *, release_day: int) -> None:
             ).fetchall()
         ]
         for table in tables:
-            if table in _TESSERA_TABLES:
-                continue
+            if table.startswith("tessera_"):
+                continue  # what `prepare` adds, from the node's state
             # Names read from the simulator's own database, not input.
             con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM source."{table}"')  # noqa: S608
         con.execute(
