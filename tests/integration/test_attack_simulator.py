@@ -41,13 +41,6 @@ def test_every_class_attacks_within_one_applicants_allowance(
         assert 0 < result.questions <= result.allowance * result.approvals, result.title
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 'Disclosure control that holds across every question an applicant asks': "
-    "today's protection (exact or cell-key counts, suppression, the differencing guard) is "
-    "broken across questions; remove this marker when noise and the ledger land",
-)
 def test_no_class_pins_a_small_count_or_a_person(simulated: tuple[Outcome, list[str]]) -> None:
     outcome, printed = simulated
     pinned = {r.number: r.pinned_in for r in outcome.results if r.verdict == PINNED}
