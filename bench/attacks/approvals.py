@@ -22,7 +22,7 @@ from bench.attacks.where import union
 from schema.codes import Jurisdiction
 
 NUMBER = 6
-TITLE = "Several approvals of one applicant"
+TITLE = "Several approvals of one applicant, from every HDAB"
 METHOD = "|A∪S| under one approval minus |A| under another, alternating, averaged"
 
 

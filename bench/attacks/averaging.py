@@ -60,19 +60,42 @@ def _split(w: Where) -> Where:
     return Where(any_of=tuple(h for g in groups for h in halves(g)))
 
 
-REWORDINGS: tuple[Callable[[Where], Where], ...] = (
-    _reverse,
-    _nest,
-    _open_age,
-    _duplicate,
-    _split,
-    lambda w: _reverse(_split(w)),
+REWORDINGS: tuple[tuple[str, Callable[[Where], Where]], ...] = (
+    ("union order", _reverse),
+    ("nested", _nest),
+    ("age: { min: 0 }", _open_age),
+    ("a group twice", _duplicate),
+    ("a range split", _split),
+    ("split and reordered", lambda w: _reverse(_split(w))),
 )
 
 
-def reworded(t: trackers.Tracker, i: int) -> trackers.Tracker:
-    f = REWORDINGS[i % len(REWORDINGS)]
-    return trackers.Tracker(f(t.with_set), f(t.padded), f(t.padding))
+def reworded(t: trackers.Tracker, i: int) -> tuple[str, trackers.Tracker]:
+    name, f = REWORDINGS[i % len(REWORDINGS)]
+    return name, trackers.Tracker(f(t.with_set), f(t.padded), f(t.padding))
+
+
+def answers_of_their_own(
+    original: trackers.Asked, again: trackers.Asked, t: trackers.Tracker, r: trackers.Tracker
+) -> tuple[int, int]:
+    """Of the questions reworded (their text changed), at every node that released both: how
+    many got another number than the original wording (fresh noise), and how many compared."""
+    own = compared = 0
+    pairs = (
+        (original.with_set, again.with_set, t.with_set, r.with_set),
+        (original.padded, again.padded, t.padded, r.padded),
+        (original.padding, again.padding, t.padding, r.padding),
+    )
+    for first, second, before, after in pairs:
+        if before.graphql() == after.graphql():
+            continue
+        for j in first.nodes:
+            a, b = first.node(j), second.node(j)
+            if a is None or b is None or a.withheld or b.withheld:
+                continue
+            compared += 1
+            own += a.value != b.value
+    return own, compared
 
 
 KINDS = ("reworded", "repeated")
@@ -114,12 +137,20 @@ def run(ctx: Context) -> ClassResult:
     k = max(1, min(plan.decompositions, per_set - plan.rewordings - plan.repeats))
     cohorts = Cohorts()
     draws = [Draws(small.small_in) for small in sets]
+    wordings: dict[str, list[int]] = {}
     try:
         for small, drawn in zip(sets, draws, strict=True):
             first = trackers.tracker(small, cohorts, 0)
-            drawn.keep(trackers.ask(applicant, first))
+            original = trackers.ask(applicant, first)
+            drawn.keep(original)
             for i in range(plan.rewordings):
-                drawn.keep(trackers.ask(applicant, reworded(first, i)), "reworded")
+                name, other = reworded(first, i)
+                again = trackers.ask(applicant, other)
+                drawn.keep(again, "reworded")
+                own, compared = answers_of_their_own(original, again, first, other)
+                counts = wordings.setdefault(name, [0, 0])
+                counts[0] += own
+                counts[1] += compared
             for _ in range(plan.repeats):
                 drawn.keep(trackers.ask(applicant, first), "repeated")
             for form in range(1, k):
@@ -135,8 +166,13 @@ def run(ctx: Context) -> ClassResult:
     result.questions = applicant.questions
     result.privacy = spend(applicant)
     result.notes.append(
-        f"{k} decompositions per set; answers that differed from every earlier one: "
-        f"rewordings {fresh['reworded'][0]} of {fresh['reworded'][1]}, "
-        f"repeats {fresh['repeated'][0]} of {fresh['repeated'][1]} (per node)"
+        f"{k} decompositions per set; triples whose answers differed from every earlier one: "
+        f"reworded {fresh['reworded'][0]} of {fresh['reworded'][1]}, "
+        f"repeated {fresh['repeated'][0]} of {fresh['repeated'][1]} (per node)"
     )
+    if wordings:
+        result.notes.append(
+            "reworded questions answered with numbers of their own (per node and question): "
+            + ", ".join(f"{name} {own}/{n}" for name, (own, n) in wordings.items())
+        )
     return result

@@ -22,8 +22,8 @@ def render(result: ClassResult, *, every_target: bool = False) -> str:
     pinned = f" ({', '.join(result.pinned_in)})" if result.pinned_in else ""
     spent = f"{result.questions} questions"
     if result.approvals > 1:
-        spent += f" under {result.approvals} approvals"
-    spent += f" (allowance {result.allowance} per approval per day"
+        spent += f" under {result.approvals} applications"
+    spent += f" (allowance {result.allowance} per permit per day"
     spent += ", spent)" if result.exhausted else ")"
     lines = [
         f"[{result.number}] {result.title}",
