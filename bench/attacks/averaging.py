@@ -7,6 +7,8 @@ standard error √k times smaller. Rewordings ask the very same populations in o
 two); repeats ask the identical text again. A reworded or repeated triple whose answers are
 the ones already seen adds nothing and is not counted; one whose answers differ is a fresh
 reading. Questions are spread so that the whole attack fits one approval's daily allowance.
+Where answers say what they cost, a triple whose persons may have started dropping out of the
+counts (`bench.attacks.budget`) is left out.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from bench.attacks import trackers
-from bench.attacks.client import BudgetExhausted
+from bench.attacks.budget import Budget
+from bench.attacks.client import Applicant, BudgetExhausted
 from bench.attacks.common import spend
 from bench.attacks.context import Context
 from bench.attacks.estimate import Reading, combine
@@ -111,8 +114,9 @@ class Draws:
         }
         self.readings: dict[Jurisdiction, list[Reading | None]] = {j: [] for j in jurisdictions}
         self.fresh = {kind: [0, 0] for kind in KINDS}  # fresh, asked
+        self.untrusted = 0
 
-    def keep(self, asked: trackers.Asked, kind: str | None = None) -> None:
+    def keep(self, asked: trackers.Asked, kind: str | None = None, *, trusted: bool = True) -> None:
         for j, seen in self.seen.items():
             values = asked.values(j)
             if kind is not None:
@@ -122,7 +126,24 @@ class Draws:
             if kind is not None:
                 self.fresh[kind][0] += 1
             seen.add(values)
-            self.readings[j].append(asked.reading(j))
+            if trusted:
+                self.readings[j].append(asked.reading(j))
+            else:
+                self.untrusted += 1
+
+
+def ask(applicant: Applicant, t: trackers.Tracker, budget: Budget) -> tuple[trackers.Asked, bool]:
+    """A triple, and whether nobody it counted can have dropped out of its counts."""
+    asked = trackers.ask(applicant, t)
+    whole = [
+        budget.charge(where, answer)
+        for where, answer in (
+            (t.with_set, asked.with_set),
+            (t.padded, asked.padded),
+            (t.padding, asked.padding),
+        )
+    ]
+    return asked, all(whole)
 
 
 def run(ctx: Context) -> ClassResult:
@@ -136,25 +157,29 @@ def run(ctx: Context) -> ClassResult:
     per_set = ctx.allowance // (3 * max(1, len(sets)))
     k = max(1, min(plan.decompositions, per_set - plan.rewordings - plan.repeats))
     cohorts = Cohorts()
+    budget = Budget()
     draws = [Draws(small.small_in) for small in sets]
     wordings: dict[str, list[int]] = {}
     try:
         for small, drawn in zip(sets, draws, strict=True):
             first = trackers.tracker(small, cohorts, 0)
-            original = trackers.ask(applicant, first)
-            drawn.keep(original)
+            original, trusted = ask(applicant, first, budget)
+            drawn.keep(original, trusted=trusted)
             for i in range(plan.rewordings):
                 name, other = reworded(first, i)
-                again = trackers.ask(applicant, other)
-                drawn.keep(again, "reworded")
+                again, trusted = ask(applicant, other, budget)
+                drawn.keep(again, "reworded", trusted=trusted)
                 own, compared = answers_of_their_own(original, again, first, other)
                 counts = wordings.setdefault(name, [0, 0])
                 counts[0] += own
                 counts[1] += compared
             for _ in range(plan.repeats):
-                drawn.keep(trackers.ask(applicant, first), "repeated")
+                repeated, trusted = ask(applicant, first, budget)
+                drawn.keep(repeated, "repeated", trusted=trusted)
             for form in range(1, k):
-                drawn.keep(trackers.ask(applicant, trackers.tracker(small, cohorts, form)))
+                tracker = trackers.tracker(small, cohorts, form)
+                asked, trusted = ask(applicant, tracker, budget)
+                drawn.keep(asked, trusted=trusted)
     except BudgetExhausted:
         result.exhausted = True
     fresh = {kind: [sum(d.fresh[kind][i] for d in draws) for i in (0, 1)] for kind in KINDS}
@@ -170,6 +195,12 @@ def run(ctx: Context) -> ClassResult:
         f"reworded {fresh['reworded'][0]} of {fresh['reworded'][1]}, "
         f"repeated {fresh['repeated'][0]} of {fresh['repeated'][1]} (per node)"
     )
+    untrusted = sum(d.untrusted for d in draws)
+    if untrusted:
+        result.notes.append(
+            f"{untrusted} readings left out: by the spend the answers reported, persons they "
+            "counted could have dropped out (their differences would be biased)"
+        )
     if wordings:
         result.notes.append(
             "reworded questions answered with numbers of their own (per node and question): "
