@@ -11,7 +11,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from bench.attacks.client import Released, features
+from bench.attacks.budget import Budget, cover
+from bench.attacks.client import Answer, NodeAnswer, Released, features
 from bench.attacks.estimate import (
     CERTAIN,
     Reading,
@@ -245,3 +246,37 @@ def test_membership_is_pinned_above_85_percent_over_8_members_and_8_others() -> 
     assert membership_row("FR", trials(4, 4, 8)).accuracy == pytest.approx(0.5)
     # Two lucky guesses about members do not make a pin, however many others there are.
     assert membership_row("FR", trials(2, 28, 2, 28)).verdict == HELD
+
+
+# -- the attacker's account of its spend ----------------------------------------------------
+def _charged(rho: float | None) -> Answer:
+    privacy = None if rho is None else {"questionRho": rho, "capRho": 0.5, "sigma": 5.0}
+    node = NodeAnswer(FR, "OK", frozenset(), Released(100, "PERTURBED", sd=5.0), privacy)
+    return Answer(Released(100, "PERTURBED", sd=5.0), {FR: node}, {})
+
+
+def test_whom_a_question_counts_by_sex_and_age() -> None:
+    small = Where(sex="FEMALE", age_min=60, age_max=69, conditions=(Event("C49"),))
+    cells, special = cover(union(Where(age_min=10, age_max=19), small))
+    assert cells.sum() == 2 * 10
+    assert cells[:, 10:20].all()
+    assert [group for group, _ in special] == [small]
+    assert special[0][1].sum() == 10  # one sex, ten years
+    other, _ = cover(Where(sex="MALE", any_of=(Where(age_min=95),)))
+    assert other.sum() == 6  # men of 95 to 100
+
+
+def test_readings_are_trusted_while_nobody_counted_can_have_dropped_out() -> None:
+    budget = Budget()
+    cohort = Where(age_min=20, age_max=29)
+    small = Where(sex="MALE", age_min=20, age_max=29, conditions=(Event("I40"),))
+    assert budget.charge(cohort, _charged(0.2))
+    assert budget.charge(union(Where(age_min=50, age_max=59), small), _charged(0.2))
+    # The small set's members are in the cohort too: 0.2 + 0.2 + 0.2 passes the cap of 0.5.
+    assert budget.charge(union(Where(age_min=60, age_max=69), small), _charged(0.2)) is False
+    assert budget.charge(Where(age_min=70, age_max=79), _charged(0.2))
+    assert budget.charge(Where(age_min=50, age_max=59), _charged(0.2))
+    assert budget.charge(Where(age_min=50, age_max=59), _charged(0.2)) is False
+    # Repeats cost nothing; without a ledger every reading is trusted.
+    assert budget.charge(cohort, _charged(0.0))
+    assert Budget().charge(cohort, _charged(None))
