@@ -134,7 +134,7 @@ def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
                byJurisdiction { jurisdiction status
                                 count { value status reasons { rule jurisdiction } } }
                breakdown(by: [JURISDICTION, SEX]) {
-                 cells { dimensions { name value } count { value status } } }
+                   cells { dimensions { name value } count { value status } } }
            } }"""
     )
     result = body["data"]["cohort"]
@@ -149,8 +149,9 @@ def test_a_count_below_the_minimum_is_never_released(graphql: Any) -> None:
         else:
             assert count["value"] >= minimum
     for cell in result["breakdown"]["cells"]:
-        (country,) = [d["value"] for d in cell["dimensions"] if d["name"] == "JURISDICTION"]
-        minimum = shipped_disclosure_profile(Jurisdiction(country)).min_count
+        # Each cell against its own country's minimum (DE's is 3: a noisy 3 or 4 is released).
+        jurisdiction = next(d["value"] for d in cell["dimensions"] if d["name"] == "JURISDICTION")
+        minimum = shipped_disclosure_profile(Jurisdiction(jurisdiction)).min_count
         assert cell["count"]["value"] is None or cell["count"]["value"] >= minimum
     # Pooled securely, the count is released only at the strictest minimum of the four.
     pooled = result["count"]

@@ -207,8 +207,14 @@ def test_persons_whose_budget_is_spent_drop_out_without_a_refusal(tmp_path: Path
         assert fr["privacy"]["spentRho"] == pytest.approx(0.06)  # the worst case, past the cap
         assert fr["privacy"]["capRho"] == pytest.approx(0.05)
         # Every diabetic has spent 0.04 and cannot afford 0.02 more: the new table counts
-        # nobody (every cell LOW), while the total, drawn with the first question, is stored.
-        assert {c["count"]["status"] for c in second["breakdown"]["cells"]} == {"LOW"}
+        # nobody, while the total, drawn with the first question, is stored. Its cells are
+        # noise on zero: LOW, but where the noise alone reached FR's minimum of 11 (1.8% of
+        # cells at sd 5: one of the 14 in a fifth of runs), and then small; counted, the
+        # diabetics would fill half of them.
+        released = [c["count"]["value"] for c in second["breakdown"]["cells"]]
+        released = [value for value in released if value is not None]
+        assert len(released) <= 3
+        assert all(value <= 11 + 6 * 5 for value in released)
         assert second["count"] == first["count"]
         # Another organisation's researcher has a budget of their own.
         status, body = post(
