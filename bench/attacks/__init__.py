@@ -6,7 +6,7 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
-its database (`truth`), and runs nine classes of attack, each a module that picks its targets
+its database (`truth`), and runs twelve classes of attack, each a module that picks its targets
 from the truth, asks its questions as an applicant of its own (`client`), estimates from what
 was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 
@@ -19,6 +19,9 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 7. `refresh`: an opt-out register update and a CDM rebuild between questions
 8. `equality`: "P" against "P and not born in the target's year"
 9. `isolation`: one person singled out by known attributes, then a sensitive diagnosis
+10. `pooled_others`: a count pooled securely minus the other countries' released counts
+11. `node_sets`: one question pooled over two sets of countries, with and without one
+12. `dropouts`: a node dropping out of a pooled round, the question asked again
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

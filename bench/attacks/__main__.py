@@ -32,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = [int(n) for n in args.only.split(",") if n.strip()]
     except ValueError:
         parser.error("--only takes class numbers, e.g. 1,5,8")
-    if any(not 1 <= n <= 9 for n in only):
-        parser.error("attack classes are numbered 1 to 9")
+    if any(not 1 <= n <= 12 for n in only):
+        parser.error("attack classes are numbered 1 to 12")
     if args.persons is not None and args.persons < 1000:
         parser.error("--persons must be at least 1000")
     work = Path(tempfile.mkdtemp(prefix="tessera-attacks-"))

@@ -15,9 +15,12 @@ from bench.attacks import (
     approvals,
     averaging,
     cells,
+    dropouts,
     equality,
     isolation,
     margins,
+    node_sets,
+    pooled_others,
     refresh,
     trackers,
     zeros,
@@ -29,7 +32,8 @@ from bench.attacks.report import render, summary
 from bench.attacks.verdict import ClassResult
 from bench.attacks.where import Event, Where
 
-# Class 7 changes the data (registers, rebuilds): it runs last.
+# Class 12 stops and restarts connectors, class 7 changes the data (registers, rebuilds):
+# they run last.
 CLASSES: Final[tuple[ModuleType, ...]] = (
     trackers,
     cells,
@@ -39,6 +43,9 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     approvals,
     equality,
     isolation,
+    pooled_others,
+    node_sets,
+    dropouts,
     refresh,
 )
 
