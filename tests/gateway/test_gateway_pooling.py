@@ -15,6 +15,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
 
 from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
@@ -146,6 +150,7 @@ async def ask(
     pools: Sequence[Jurisdiction] = FOUR,
     members: Sequence[Jurisdiction] = FOUR,
     pool_total: bool = True,
+    tracer: Tracer | None = None,
 ) -> tuple[Gathered, Combined]:
     plan = make_plan(*tables, members=members)
     approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
@@ -160,6 +165,7 @@ async def ask(
         profiles=POLICIES.profile,
         deadline_s=5.0,
         pool_total=pool_total,
+        tracer=tracer,
     )
     combined = guard_pools(
         combine(plan.tables, gathered.outcomes, POLICIES.profile, gathered.pooling),
@@ -331,10 +337,18 @@ async def test_a_two_country_question_does_not_pool() -> None:
     assert gathered.pooling is None
 
 
-async def test_the_gateway_logs_and_audits_no_share(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_gateway_logs_traces_and_audits_no_share(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     handler = Nodes()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     with caplog.at_level(logging.DEBUG):
-        gathered, combined = await ask(handler, SEX)
+        gathered, combined = await ask(handler, SEX, tracer=provider.get_tracer("test"))
+    spans = exporter.get_finished_spans()
+    assert spans  # one client span per node asked
+    traced = json.dumps([dict(s.attributes or {}) for s in spans], default=str)
     shares = [
         share
         for o in gathered.outcomes
@@ -362,7 +376,7 @@ async def test_the_gateway_logs_and_audits_no_share(caplog: pytest.LogCaptureFix
         + [released_result(plan, combined)],
         default=str,
     )
-    for text in (recorded, caplog.text):
+    for text in (recorded, caplog.text, traced):
         assert not any(share in text for share in encoded)
         assert not any(f"{share}" in text for share in shares if len(share) > 6)
 
