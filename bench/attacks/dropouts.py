@@ -16,10 +16,9 @@ import asyncio
 from collections.abc import Sequence
 
 from bench.attacks.client import Answer, Applicant, BudgetExhausted
-from bench.attacks.common import spend
 from bench.attacks.context import Context
 from bench.attacks.estimate import difference
-from bench.attacks.pooled import minus, padded
+from bench.attacks.pooled import applicant_for, minus, padded, spend_of
 from bench.attacks.targets import Cohorts, small_sets
 from bench.attacks.verdict import ClassResult, CountTarget
 from bench.attacks.where import Where
@@ -46,7 +45,7 @@ def while_down(
 
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "count", allowance=ctx.allowance)
-    applicant = ctx.applicant("dropouts")
+    applicants: list[Applicant] = []
     # One kill and restart per small set: fewer sets than the other classes.
     sets = small_sets(
         ctx.simulation.truth,
@@ -56,8 +55,10 @@ def run(ctx: Context) -> ClassResult:
     )
     cohorts = Cohorts()
     dropped = 0
-    for small in sets:
-        node = small.small_in[0]
+    for n, small in enumerate(sets):
+        applicant = applicant_for(ctx, "dropouts", n)
+        applicants.append(applicant)
+        node = small.small_in[n % len(small.small_in)]
         label, truth = small.where.label(), small.truth[node]
         try:
             question, pad = padded(small, cohorts)
@@ -73,7 +74,8 @@ def run(ctx: Context) -> ClassResult:
             difference([after[1].pooled], [during[1].pooled]),
         )
         result.targets.append(CountTarget.of(node, label, truth, reading))
-    result.questions = applicant.questions
-    result.privacy = spend(applicant)
+    result.questions = sum(a.questions for a in applicants)
+    result.approvals = max(1, len(applicants))  # an applicant, with its approval, per set
+    result.privacy = spend_of(applicants)
     result.notes.append(f"the node dropped out of both questions for {dropped} of {len(sets)} sets")
     return result

@@ -10,11 +10,11 @@ two questions, over several pads.
 
 from __future__ import annotations
 
-from bench.attacks.client import BudgetExhausted
-from bench.attacks.common import spend, unanswered
+from bench.attacks.client import Applicant, BudgetExhausted
+from bench.attacks.common import unanswered
 from bench.attacks.context import Context
 from bench.attacks.estimate import Reading, combine, difference
-from bench.attacks.pooled import minus, padded, pooled_securely
+from bench.attacks.pooled import applicant_for, minus, padded, pooled_securely, spend_of
 from bench.attacks.targets import Cohorts, small_sets
 from bench.attacks.verdict import ClassResult, CountTarget
 from schema.codes import Jurisdiction
@@ -26,7 +26,7 @@ METHOD = "(P_A(S∪L) − P_A∖j(S∪L)) − (P_A(L) − P_A∖j(L)), over pads
 
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "count", allowance=ctx.allowance)
-    applicant = ctx.applicant("node-sets")
+    applicants: list[Applicant] = []
     sets = small_sets(
         ctx.simulation.truth,
         ctx.minimums,
@@ -37,7 +37,9 @@ def run(ctx: Context) -> ClassResult:
     pads = max(1, ctx.plan.repeats // 2)
     pairs = secure = done = 0
     try:
-        for small in sets:
+        for n, small in enumerate(sets):
+            applicant = applicant_for(ctx, "node-sets", n)
+            applicants.append(applicant)
             readings: dict[Jurisdiction, list[Reading | None]] = {j: [] for j in small.small_in}
             for _ in range(pads):
                 question, pad = padded(small, cohorts)
@@ -65,7 +67,8 @@ def run(ctx: Context) -> ClassResult:
     except BudgetExhausted:
         result.exhausted = True
     result.targets.extend(unanswered(sets[done:]))
-    result.questions = applicant.questions
-    result.privacy = spend(applicant)
+    result.questions = sum(a.questions for a in applicants)
+    result.approvals = max(1, len(applicants))  # an applicant, with its approval, per set
+    result.privacy = spend_of(applicants)
     result.notes.append(f"{secure} of {pairs} pairs of node sets pooled securely on both sides")
     return result

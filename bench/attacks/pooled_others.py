@@ -10,11 +10,18 @@ counts of both (2σ²), over several pads.
 
 from __future__ import annotations
 
-from bench.attacks.client import BudgetExhausted
-from bench.attacks.common import spend, unanswered
+from bench.attacks.client import Applicant, BudgetExhausted
+from bench.attacks.common import unanswered
 from bench.attacks.context import Context
 from bench.attacks.estimate import Reading, combine, difference
-from bench.attacks.pooled import minus, padded, pooled_minus_others, pooled_securely
+from bench.attacks.pooled import (
+    applicant_for,
+    minus,
+    padded,
+    pooled_minus_others,
+    pooled_securely,
+    spend_of,
+)
 from bench.attacks.targets import Cohorts, small_sets
 from bench.attacks.verdict import ClassResult, CountTarget
 from schema.codes import Jurisdiction
@@ -26,7 +33,7 @@ METHOD = "(P(S∪L) − Σ others) − (P(L) − Σ others), and j's n(S∪L) �
 
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "count", allowance=ctx.allowance)
-    applicant = ctx.applicant("pooled-others")
+    applicants: list[Applicant] = []
     sets = small_sets(
         ctx.simulation.truth,
         ctx.minimums,
@@ -37,7 +44,9 @@ def run(ctx: Context) -> ClassResult:
     pads = max(1, ctx.plan.repeats // 2)
     pairs = secure = done = 0
     try:
-        for small in sets:
+        for n, small in enumerate(sets):
+            applicant = applicant_for(ctx, "pooled-others", n)
+            applicants.append(applicant)
             readings: dict[Jurisdiction, list[Reading | None]] = {j: [] for j in small.small_in}
             for _ in range(pads):
                 question, pad = padded(small, cohorts)
@@ -59,7 +68,8 @@ def run(ctx: Context) -> ClassResult:
     except BudgetExhausted:
         result.exhausted = True
     result.targets.extend(unanswered(sets[done:]))
-    result.questions = applicant.questions
-    result.privacy = spend(applicant)
+    result.questions = sum(a.questions for a in applicants)
+    result.approvals = max(1, len(applicants))  # an applicant, with its approval, per set
+    result.privacy = spend_of(applicants)
     result.notes.append(f"{secure} of {pairs} pairs of questions pooled securely")
     return result
