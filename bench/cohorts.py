@@ -147,7 +147,7 @@ class Question:
     def document(self) -> str:
         """The GraphQL a researcher sends: the pooled count, each node's count and privacy
         line, and each breakdown as `t0`, `t1`, ..."""
-        value = "{ value status sd }"
+        value = "{ value status sd contributors }"
         tables = "\n".join(
             f"    t{i}: breakdown(by: [{', '.join(d.value for d in by)}]) "
             f"{{ by cells {{ dimensions {{ name value }} count {value} }} }}"
@@ -171,6 +171,27 @@ class Question:
         for by in self.tables:
             table = node_table(by)
             if table not in found:
+                found.append(table)
+        return tuple(found)
+
+    @property
+    def national_tables(self) -> tuple[Breakdown, ...]:
+        """What each node releases on its own when the question is pooled securely: the total
+        and the tables asked by JURISDICTION."""
+        found: list[Breakdown] = [()]
+        for by in self.tables:
+            if JURISDICTION in by and (table := node_table(by)) not in found:
+                found.append(table)
+        return tuple(found)
+
+    @property
+    def pooled_tables(self) -> tuple[Breakdown, ...]:
+        """What the nodes pool securely: the total (the document asks for the pooled count)
+        and the tables asked without JURISDICTION. Each is charged apart from a national
+        table of the same dimensions."""
+        found: list[Breakdown] = [()]
+        for by in self.tables:
+            if JURISDICTION not in by and (table := node_table(by)) not in found:
                 found.append(table)
         return tuple(found)
 

@@ -34,16 +34,24 @@ class Applicant:
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """One number as the researcher reads it: a value, or None (LOW at a node, SUPPRESSED
-    when pooled), its status and the noise's sd."""
+    """One number as the researcher reads it: a value, or None (LOW below a minimum,
+    SUPPRESSED when a pool is incomplete), its status, the noise's sd, and for a count
+    pooled securely the jurisdictions in it."""
 
     value: int | None
     status: str
     sd: float | None
+    contributors: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Released:
-        return cls(data["value"], data["status"], data["sd"])
+        contributors = data.get("contributors")
+        return cls(
+            data["value"],
+            data["status"],
+            data["sd"],
+            None if contributors is None else tuple(contributors),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,15 +92,39 @@ SESSION: Final[tuple[Question, ...]] = (
 )
 
 
+StoredKey = tuple[object, ...]
+
+
+def table_keys(
+    jurisdiction: Jurisdiction,
+    question: Question,
+    sd: float,
+    pool: tuple[str, ...] | None,
+) -> dict[Breakdown, tuple[StoredKey, ...]]:
+    """Under which keys a node keeps each of its tables of `question`, each key charged once:
+    by node, sd, question and table; a question pooled securely over the countries `pool`
+    keeps its national tables so and its pooled ones apart, under the participant set (the
+    same table pooled over other countries is drawn, and charged, anew)."""
+    if pool is None:
+        return {t: ((jurisdiction, sd, question.cohort.key(t), t),) for t in question.node_tables}
+    keys: dict[Breakdown, tuple[StoredKey, ...]] = {}
+    for t in question.node_tables:
+        found: list[StoredKey] = []
+        if t in question.national_tables:
+            found.append((jurisdiction, sd, question.cohort.key(t), t))
+        if t in question.pooled_tables:
+            found.append((jurisdiction, sd, question.cohort.key(t), t, "pooled", pool))
+        keys[t] = tuple(found)
+    return keys
+
+
 class LedgerReplay:
     """One applicant's ledgers and stored answers, node by node, replayed on the truth."""
 
     def __init__(self) -> None:
         self.spend: defaultdict[tuple[Jurisdiction, int], int] = defaultdict(int)
-        # The persons counted in each stored table (by node, sd, question and table).
-        self.stored: dict[
-            tuple[Jurisdiction, float, object, Breakdown], Counter[tuple[str, ...]]
-        ] = {}
+        # The persons counted in each stored table (`table_keys`).
+        self.stored: dict[StoredKey, Counter[tuple[str, ...]]] = {}
 
     def ask(
         self,
@@ -111,20 +135,22 @@ class LedgerReplay:
         sd: float,
         cost: int,
         cap: int,
+        pool: tuple[str, ...] | None = None,
     ) -> tuple[dict[Breakdown, Counter[tuple[str, ...]]], int]:
-        """The counts the node's answer is computed from (each node table, canonical keys)
-        and how many of the cohort were not counted in the new ones."""
-        keys = {t: (jurisdiction, sd, question.cohort.key(t), t) for t in question.node_tables}
-        new = [t for t, key in keys.items() if key not in self.stored]
+        """The counts the node's answer is computed from (each node table, canonical keys:
+        the pooled one where the table was pooled) and how many of the cohort were not
+        counted in the new ones."""
+        keys = table_keys(jurisdiction, question, sd, pool)
+        new = [(t, key) for t, found in keys.items() for key in found if key not in self.stored]
         counted = list(members)
         if cost > 0:
             counted = [p for p in members if self.spend[jurisdiction, p.person_id] + cost <= cap]
             for person in counted:
                 self.spend[jurisdiction, person.person_id] += cost
-        for table in new:
-            self.stored[keys[table]] = tabulate(counted, table)
+        for table, key in new:
+            self.stored[key] = tabulate(counted, table)
         dropped = len(members) - len(counted) if new else 0
-        return {t: self.stored[key] for t, key in keys.items()}, dropped
+        return {t: self.stored[found[-1]] for t, found in keys.items()}, dropped
 
 
 def units(rho: float) -> int:
@@ -181,6 +207,7 @@ def replay_step(
     full: dict[Jurisdiction, dict[Breakdown, Counter[tuple[str, ...]]]] = {}
     step = Step(number, question, answer, 0, 0)
     shown = [answer.privacy(j) for j in answer.answered]
+    pool = answer.count.contributors  # the countries the question was pooled securely over
     for jurisdiction in answer.nodes:
         line = answer.nodes[jurisdiction].privacy
         # A node whose answer the gateway rejected charged it all the same, unseen: the
@@ -190,12 +217,18 @@ def replay_step(
             continue
         members = truth(jurisdiction, question.cohort)
         sd = reference.sigma
-        expected = _expected_cost(question, replay, jurisdiction, sd)
+        expected = _expected_cost(question, replay, jurisdiction, sd, pool)
         cost = expected if line is None else units(line.question_rho)
         if cost != expected:
             step.cost_mismatch.append(f"{jurisdiction.value}: charged {cost}, expected {expected}")
         tables, dropped = replay.ask(
-            jurisdiction, question, members, sd=sd, cost=cost, cap=units(reference.cap_rho)
+            jurisdiction,
+            question,
+            members,
+            sd=sd,
+            cost=cost,
+            cap=units(reference.cap_rho),
+            pool=pool,
         )
         step.dropped += dropped
         if jurisdiction in answer.answered:
@@ -224,12 +257,18 @@ def replay_step(
 
 
 def _expected_cost(
-    question: Question, replay: LedgerReplay, jurisdiction: Jurisdiction, sd: float
+    question: Question,
+    replay: LedgerReplay,
+    jurisdiction: Jurisdiction,
+    sd: float,
+    pool: tuple[str, ...] | None = None,
 ) -> int:
-    """What the question should cost: its tables not stored yet, each 1/(2 sd^2)."""
+    """What the question should cost: its tables not stored yet, each 1/(2 sd^2) (a table
+    pooled securely over at most five countries costs what a national one does)."""
     new = sum(
-        (jurisdiction, sd, question.cohort.key(t), t) not in replay.stored
-        for t in question.node_tables
+        key not in replay.stored
+        for found in table_keys(jurisdiction, question, sd, pool).values()
+        for key in found
     )
     return new * math.ceil(UNITS_PER_RHO / (2 * sd * sd) - 1e-9)
 
