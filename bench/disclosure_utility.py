@@ -174,12 +174,19 @@ class Bench:
                 clear_parts[node_key] = clear_parts.get(node_key, True) and clear
             run.tallies[code].add(truth, value, clear)
             released += value.value is not None
+        strictest = max((self.results.minimums[j] for j in answer.answered), default=0)
         for key, value in answer.tables[table.pooled].items():
             _, node_key = split_key(table.pooled, key)
-            # Pooled over the nodes that answered; released when every part is, so it should
-            # be when every part is clear of its country's minimum.
             truth = sum(self.counts(j, cohort, node)[node_key] for j in answer.answered)
-            run.tallies[POOLED].add(truth, value, clear_parts.get(node_key, False))
+            if value.contributors:
+                # Pooled securely: one noise of the pooled sd on the whole, checked against the
+                # strictest minimum of the countries in it.
+                clear = truth >= strictest + CLEAR_SDS * run.sd
+            else:
+                # The sum of released parts: released when every part is, so it should be when
+                # every part is clear of its country's minimum.
+                clear = clear_parts.get(node_key, False)
+            run.tallies[POOLED].add(truth, value, clear)
         return released
 
 

@@ -129,7 +129,9 @@ def print_report(results: Results) -> None:
     print("\n1. Tables, standard noise")
     print_tables(results, "STANDARD")
     note(
-        f"clear: cells per draw whose truth ≥ minimum + {CLEAR_SDS} sd (pooled: every part's);"
+        f"clear: cells per draw whose truth ≥ minimum + {CLEAR_SDS} sd (pooled securely: the"
+        " pooled truth against the strictest minimum, with the pooled sd; a sum of released"
+        " parts: every part's);"
         " released: share of those released; all: share of every cell of the public domain"
         " released; empty: share of released cells whose truth is 0; bias: mean released −"
         " truth over clear released cells ± its standard error (all: over every released"
