@@ -19,9 +19,9 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry.context import Context
 from opentelemetry.trace import NoOpTracer, Tracer
@@ -74,6 +74,14 @@ def _summary(exc: ValidationError) -> str:
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return f"invalid request at {where}: {first['msg']}"[:MAX_MESSAGE]
+
+
+def _background(work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    """`work` running on its own; awaiting the future raises its error. If the question fails
+    before awaiting it, the work still completes, and its error is not reported as lost."""
+    future = asyncio.ensure_future(work)
+    future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+    return future
 
 
 def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
@@ -337,6 +345,9 @@ class QueryService:
                 admitted = await self.ledger.admit(question.accounts, persons, cost)
                 excluded = persons[~admitted.counted]
                 del persons
+            # The charges go to disk while the database computes the tables; nothing is
+            # released before they are there.
+            flushed = _background(self.ledger.flush())
             if new:
                 with trail.step("sql") as span:
                     rows = await cohort.tables(excluded)
@@ -356,7 +367,7 @@ class QueryService:
                     question.shelf, draw(full, question.sd, self.noise)
                 )
                 del full
-            await self.ledger.flush()
+            await flushed
             context = CellContext(profile, self.jurisdiction)
             tables = [
                 released_table(by, stored[question.digests[by]], question.sd, context)
