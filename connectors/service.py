@@ -4,6 +4,11 @@ what the question costs) → the tables of those persons → noise, once, stored
 audit → respond. Each step is small and a span of the query's trace; `QueryService.handle`
 only strings them together (`connectors.audit` records them).
 
+Waits for the disk overlap the database where they can: the stored answers are looked up
+while the cohort's persons are listed, the ledger's charges written while the tables are
+computed, the new answers released while they are being stored. Nothing leaves before the
+charges and the answers it depends on are on disk.
+
 Counts exist unprotected only between the tables' statement and the noise, and are never
 logged; person indexes only between the cohort and the ledger. No step refuses or marks
 anything because of the data: a question is refused for its form (the node's policy, a
@@ -21,13 +26,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.trace import NoOpTracer, Tracer
 from pydantic import ValidationError
 
-from connectors.answers import AnswerStore, MemoryAnswers, Shelf
+from connectors.answers import AnswerStore, MemoryAnswers, Shelf, StoredTable
 from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
@@ -57,6 +62,7 @@ from schema.result import Reason
 from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_MESSAGE: Final = 300
 DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
@@ -76,7 +82,7 @@ def _summary(exc: ValidationError) -> str:
     return f"invalid request at {where}: {first['msg']}"[:MAX_MESSAGE]
 
 
-def _background(work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """`work` running on its own; awaiting the future raises its error. If the question fails
     before awaiting it, the work still completes, and its error is not reported as lost."""
     future = asyncio.ensure_future(work)
@@ -334,10 +340,15 @@ class QueryService:
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
+                question = Question.of(request, applicant, profile, release)
+                # Which tables are stored already is looked up while the database lists the
+                # cohort's persons.
+                found = _background(
+                    self.answers.get(question.shelf, list(question.digests.values()))
+                )
                 persons = await cohort.persons()
-            question = Question.of(request, applicant, profile, release)
             with trail.step("ledger"):
-                stored = await self.answers.get(question.shelf, list(question.digests.values()))
+                stored = await found
                 new = {
                     digest: by for by, digest in question.digests.items() if digest not in stored
                 }
@@ -358,29 +369,39 @@ class QueryService:
                         }
                     )
         with trail.step("protect") as span:
+            context = CellContext(profile, self.jurisdiction)
+
+            def released(source: Mapping[str, StoredTable]) -> dict[Breakdown, NodeTable]:
+                return {
+                    by: released_table(by, source[digest], question.sd, context)
+                    for by, digest in question.digests.items()
+                    if digest in source
+                }
+
+            tables = released(stored)
             if new:
                 counts = counts_by_table(compiled.tabulate(rows))
                 del rows
                 full = {d: full_table(by, counts[by], request.query) for d, by in new.items()}
                 del counts
-                stored |= await self.answers.put(
-                    question.shelf, draw(full, question.sd, self.noise)
-                )
+                drawn = draw(full, question.sd, self.noise)
                 del full
+                # The drawn tables are released while they are being stored, and leave only
+                # once stored: as drawn, or as a racing question stored them first.
+                storing = _background(self.answers.put(question.shelf, drawn))
+                tables |= released(drawn)
+                kept = await storing
+                tables |= released({d: t for d, t in kept.items() if t is not drawn[d]})
             await flushed
-            context = CellContext(profile, self.jurisdiction)
-            tables = [
-                released_table(by, stored[question.digests[by]], question.sd, context)
-                for by in question.tables
-            ]
-            cells = [cell.count for table in tables for cell in table.cells]
+            answer = [tables[by] for by in question.tables]
+            cells = [cell.count for table in answer for cell in table.cells]
             span.set_attributes(
                 {
                     otel.CELLS_SUPPRESSED: sum(c.value is None for c in cells),
                     otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
                 }
             )
-        return Answered(tables, self._spend(question, cost, admitted.worst_case, release))
+        return Answered(answer, self._spend(question, cost, admitted.worst_case, release))
 
     def _spend(
         self, question: Question, cost: int, worst: Mapping[str, int], release: str
