@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bench.baseline import create_app as create_baseline
 from bench.cluster import ALL_JURISDICTIONS, Gateway, NodePool
+from bench.combine import answers, combined
 from bench.connector import federation_for, synthesise
 from bench.fakenode import TIMINGS_PATH, Delay, Recorder, count, node_app
 from bench.fanout import overheads
@@ -32,7 +33,7 @@ from bench.throughput import RATES, climb
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from policies.loader import load_policy_set
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, NodeStatus, ValueStatus
 from schema.wire import QUERY_PATH
 from tessera.credentials import Credentials
 
@@ -241,3 +242,13 @@ async def test_the_protection_benchmark_asks_a_real_connector_in_each_situation(
         assert steps["protect"] > 0
         # Only a stored answer skips the database's tables.
         assert (steps["sql"] == 0) == (situation == "again")
+
+
+def test_the_combining_benchmark_combines_honest_full_domain_answers_with_low_cells() -> None:
+    policies = load_policy_set()
+    answered = answers(3, policies)
+    assert [o.status for o in answered.outcomes] == [NodeStatus.OK] * 3
+    values = [v for o in answered.outcomes for cells in o.tables.values() for v in cells.values()]
+    assert answered.cells == len(values) == 3 * 370
+    assert {v.status for v in values} == {ValueStatus.LOW, ValueStatus.PERTURBED}
+    combined(answered, policies)  # raises if vetting rejected an answer
