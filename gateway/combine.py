@@ -164,11 +164,13 @@ def combine_table(
 # Built from parts that are already valid (vetted keys, protected values): constructed, not
 # validated again, since this runs for every cell of every answer.
 def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
-    return Cell.model_construct(dimensions=dimensions, count=count)
+    return Cell.trusted(dimensions=dimensions, count=count)
 
 
+# A dimension's value is the same object in every cell that has it (values are immutable).
+@functools.lru_cache(maxsize=4096)
 def _dimension(name: Dimension, value: str) -> DimensionValue:
-    return DimensionValue.model_construct(name=name, value=value)
+    return DimensionValue.trusted(name=name, value=value)
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
