@@ -176,16 +176,9 @@ def _dimension(name: Dimension, value: str) -> DimensionValue:
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
     """The sum of released parts; suppressed when any part was not released, or when the
     sum is more persons than exist."""
-    withheld = [j for j, v in parts if v.value is None]
+    withheld = tuple(j for j, v in parts if v.value is None)
     if withheld:
-        return Value.suppressed(
-            Reason(
-                rule=INCOMPLETE_POOL,
-                jurisdiction=withheld[0] if len(withheld) == 1 else None,
-                message=f"not released by {', '.join(j.value for j in withheld)}; pooling "
-                "withheld counts needs secure aggregation",
-            )
-        )
+        return _incomplete(withheld)
     values = [v for _, v in parts]
     total = sum(v.value or 0 for v in values)
     if total > MAX_PERSONS:
@@ -199,12 +192,27 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
         )
     bounds = [v.bound for v in values if v.bound is not None]
     variances = [v.sd * v.sd for v in values if v.sd is not None]
-    return Value(
+    # Made of released parts (each valid, none withheld): a count of at least zero, the
+    # least exact of their statuses, their reasons and their summed bounds and variances.
+    return Value.trusted(
         value=total,
         status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
         reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
         bound=sum(bounds) if bounds else None,
         sd=math.sqrt(sum(variances)) if variances else None,
+    )
+
+
+# The same for every pooled cell withheld by the same jurisdictions: made once, shared.
+@functools.lru_cache(maxsize=1024)
+def _incomplete(withheld: tuple[Jurisdiction, ...]) -> Value:
+    return Value.suppressed(
+        Reason(
+            rule=INCOMPLETE_POOL,
+            jurisdiction=withheld[0] if len(withheld) == 1 else None,
+            message=f"not released by {', '.join(j.value for j in withheld)}; pooling "
+            "withheld counts needs secure aggregation",
+        )
     )
 
 
