@@ -27,7 +27,7 @@ from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Value
-from schema.wire import NodeRequest, valid_key_value
+from schema.wire import KEY_DOMAINS, NodeRequest
 
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
@@ -65,8 +65,9 @@ def _released(tables: Tables) -> list[Value]:
 def keys_in_domain(answer: Answer) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
     for by, cells in answer.tables.items():
-        for key in cells:
-            if not all(valid_key_value(d, v) for d, v in zip(by, key, strict=True)):
+        # Each dimension's values at once, against its domain (a set): `valid_key_value`.
+        for i, dimension in enumerate(by):
+            if not KEY_DOMAINS[dimension].issuperset(key[i] for key in cells):
                 return f"a cell of the table by {_name(by)} has a key no node produces"
     return None
 
