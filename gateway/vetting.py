@@ -98,7 +98,9 @@ def noisy_as_published(answer: Answer) -> str | None:
 
 def possible_counts(answer: Answer) -> str | None:
     for value in _released(answer.tables):
-        if value.value is not None and value.value - _slack(value) > MAX_PERSONS:
+        # A slack is never negative: only a count above the bound needs its slack.
+        n = value.value
+        if n is not None and n > MAX_PERSONS and n - _slack(value) > MAX_PERSONS:
             return "a count is larger than any population"
     return None
 
@@ -122,11 +124,14 @@ def cells_within_total(answer: Answer) -> str | None:
         return None
     ceiling = total.value + _slack(total)
     for by, cells in tables.items():
+        if not by:
+            continue
         released = [v for v in cells.values() if v.value is not None]
-        floor = sum((v.value or 0) for v in released) - math.sqrt(
-            sum(_slack(v) ** 2 for v in released)
-        )
-        if by and floor > ceiling:
+        added = sum((v.value or 0) for v in released)
+        if added <= ceiling:
+            continue  # within the total before any slack is taken off
+        floor = added - math.sqrt(sum(_slack(v) ** 2 for v in released))
+        if floor > ceiling:
             return f"the cells of the table by {_name(by)} add up to more than the total"
     return None
 
