@@ -146,18 +146,21 @@ def combine_table(
             for key, value in tables[node_table].items():
                 cells.append((_with_jurisdiction(table, key, j), value))
     else:
-        keys = dict.fromkeys(key for tables in parts.values() for key in tables[node_table])
+        contributors = list(parts)
+        node_cells = [tables[node_table] for tables in parts.values()]
+        keys = dict.fromkeys(key for of_node in node_cells for key in of_node)
         for key in keys:
             # Every node lists every cell of the table's public domain; a cell one did not
             # list is a part nobody released.
-            pooled_parts = [
-                (j, tables[node_table].get(key, _MISSING)) for j, tables in parts.items()
-            ]
-            cells.append((key, protect(pool(pooled_parts), pooled, GATEWAY_RULES)))
-    cells.sort(key=lambda cell: _sort_key(table, cell[0]))
+            values = [of_node.get(key, _MISSING) for of_node in node_cells]
+            cells.append((key, protect(_pool(contributors, values), pooled, GATEWAY_RULES)))
+    if Dimension.JURISDICTION in table:
+        cells.sort(key=lambda cell: _sort_key(table, cell[0]))
+    else:
+        cells.sort(key=lambda cell: tuple(map(_natural, cell[0])))
+    columns = [(d, _dimension_values(d)) for d in table]
     return tuple(
-        _cell([_dimension(d, v) for d, v in zip(table, key, strict=True)], value)
-        for key, value in cells
+        _cell([_dimension(c, v) for c, v in zip(columns, key, strict=True)], n) for key, n in cells
     )
 
 
@@ -167,20 +170,43 @@ def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
     return Cell.trusted(dimensions=dimensions, count=count)
 
 
-# A dimension's value is the same object in every cell that has it (values are immutable).
-@functools.lru_cache(maxsize=4096)
-def _dimension(name: Dimension, value: str) -> DimensionValue:
-    return DimensionValue.trusted(name=name, value=value)
+Column = tuple[Dimension, dict[str, DimensionValue]]
+# Each dimension's values, made once and shared by every cell that has them (values are
+# immutable; keys come from vetted answers, so there are at most a few thousand).
+_DIMENSION_VALUES: Final[dict[Dimension, dict[str, DimensionValue]]] = {d: {} for d in Dimension}
+
+
+def _dimension_values(name: Dimension) -> dict[str, DimensionValue]:
+    return _DIMENSION_VALUES[name]
+
+
+def _dimension(column: Column, value: str) -> DimensionValue:
+    name, made = column
+    made_value = made.get(value)
+    if made_value is None:
+        made_value = DimensionValue.trusted(name=name, value=value)
+        if len(made) < _MAX_DIMENSION_VALUES:
+            made[value] = made_value
+    return made_value
+
+
+_MAX_DIMENSION_VALUES: Final = 4096
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
     """The sum of released parts; suppressed when any part was not released, or when the
     sum is more persons than exist."""
-    withheld = tuple(j for j, v in parts if v.value is None)
-    if withheld:
-        return _incomplete(withheld)
-    values = [v for _, v in parts]
-    total = sum(v.value or 0 for v in values)
+    return _pool([j for j, _ in parts], [v for _, v in parts])
+
+
+def _pool(contributors: Sequence[Jurisdiction], values: Sequence[Value]) -> Value:
+    """`pool` of each contributor's value, in the same order (this runs for every pooled
+    cell: built-ins over lists, no generators)."""
+    numbers = [v.value for v in values]
+    if None in numbers:
+        withheld = [j for j, n in zip(contributors, numbers, strict=True) if n is None]
+        return _incomplete(tuple(withheld))
+    total = sum(numbers)  # type: ignore[arg-type] # no None, as just checked
     if total > MAX_PERSONS:
         # Each part passed vetting on its own; together they describe more persons than
         # exist, so at least one is false, and no one can tell which.
