@@ -22,7 +22,7 @@ from typing import Final
 from gateway.combine import MAX_PERSONS, Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
-from policies.domain import table_domain
+from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
 from schema.query import Breakdown
@@ -75,8 +75,17 @@ def keys_in_domain(answer: Answer) -> str | None:
 def full_domain(answer: Answer) -> str | None:
     """Every table lists exactly the cells of its public domain: a node that leaves a cell
     out, or adds one, tells which groups exist."""
+    query = answer.request.query
     for by, cells in answer.tables.items():
-        if by and set(cells) != set(table_domain(by, answer.request.query)):
+        if not by:
+            continue
+        domains = [frozenset(dimension_domain(d, query)) for d in by]
+        # Cell keys are distinct, so they are the domain's (the product of the dimensions'
+        # domains) exactly when there are as many and each of their values is in its
+        # dimension's domain: no need to list the product.
+        if len(cells) != math.prod(len(domain) for domain in domains) or not all(
+            domain.issuperset(key[i] for key in cells) for i, domain in enumerate(domains)
+        ):
             return f"the table by {_name(by)} does not list exactly its public cells"
     return None
 
@@ -85,13 +94,15 @@ def noisy_as_published(answer: Answer) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node."""
     sd = answer.profile.noise_sd(answer.request.noise)
+    least = sd * (1 - 1e-9)
     for cells in answer.tables.values():
         for value in cells.values():
-            if value.status is ValueStatus.LOW and value.value is None:
+            status = value.status
+            if status is ValueStatus.LOW and value.value is None:
                 continue
-            if value.status is not ValueStatus.PERTURBED or value.sd is None:
+            if status is not ValueStatus.PERTURBED or value.sd is None:
                 return "a count was released without noise"
-            if value.sd < sd * (1 - 1e-9):
+            if value.sd < least:
                 return f"a count carries less noise than the node's published sd of {sd:g}"
     return None
 
