@@ -389,6 +389,7 @@ class QueryService:
                 # The drawn tables are released while they are being stored, and leave only
                 # once stored: as drawn, or as a racing question stored them first.
                 storing = _background(self.answers.put(question.shelf, drawn))
+                await asyncio.sleep(0)  # the store's write starts before the release
                 tables |= released(drawn)
                 kept = await storing
                 tables |= released({d: t for d, t in kept.items() if t is not drawn[d]})
