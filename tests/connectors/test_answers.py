@@ -3,6 +3,8 @@ the same question is stored twice (by racing questions, in one process or two)."
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from pathlib import Path
 
 from connectors.answers import Shelf, SqliteAnswers, StoredTable
@@ -42,3 +44,19 @@ async def test_the_first_table_stored_is_the_answer_for_every_later_one(tmp_path
     assert await first.get(SHELF, ["q-sex"]) == {"q-sex": BY_SEX}
     await first.close()
     await second.close()
+
+
+async def test_the_log_is_copied_into_the_database_file_after_enough_answers(
+    tmp_path: Path,
+) -> None:
+    answers = SqliteAnswers(tmp_path / "answers.sqlite3", checkpoint_bytes=1)
+    await answers.put(SHELF, {"q-sex": BY_SEX})
+    await asyncio.sleep(0)  # the checkpoint the answer started takes the store
+    assert await answers.get(SHELF, ["q-sex"]) == {"q-sex": BY_SEX}  # once it is done
+    # The database file alone, without its write-ahead log, holds the answer.
+    alone = tmp_path / "copy.sqlite3"
+    shutil.copyfile(tmp_path / "answers.sqlite3", alone)
+    copy = SqliteAnswers(alone)
+    assert await copy.get(SHELF, ["q-sex"]) == {"q-sex": BY_SEX}
+    await copy.close()
+    await answers.close()
