@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint typecheck install lock clean bench bench-full
+.PHONY: demo test lint typecheck install lock clean bench bench-full attacks
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(BENCH_STAMP)
 
 bench-full: $(BENCH_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --full $(ARGS)
+
+# The attack simulator (bench/attacks): every class of attack across questions against real
+# processes; exits 1 when one pins a count below the minimum. ARGS="--postgres", "--quick".
+attacks: $(STAMP)
+	$(BIN)/python -m bench.attacks $(ARGS)
 
 # Refresh the exact versions after changing the ranges in pyproject.toml.
 lock: $(STAMP)

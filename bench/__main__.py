@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import connector, fanout, gateway_cpu, protect, scale, throughput
+from bench import connector, disclosure_utility, fanout, gateway_cpu, protect, scale, throughput
 from bench.cluster import REPO, gateway_env_from_environment
 from bench.report import Report, machine
 
-NAMES: Final = ("cpu", "fanout", "throughput", "connector", "protect", "scale")
+NAMES: Final = ("cpu", "fanout", "throughput", "connector", "scale", "utility", "protect")
 CACHE: Final = REPO / ".tessera" / "bench"
 RESULTS: Final = REPO / "bench" / "results" / "latest.json"
 # Committed with bench/README.md: a run of the fan-out benchmark refreshes it.
@@ -121,6 +121,8 @@ async def run(
             persons=plan.synth_persons,
             cached_10m=(big.seconds, big.fresh) if big else None,
         )
+    if "utility" in only:
+        await disclosure_utility.bench(report, CACHE)
     if "protect" in only:
         await protect.run(report, CACHE, persons=plan.connector_sizes[0], reps=plan.protect_reps)
     report.data["load_average_after"] = list(os.getloadavg())

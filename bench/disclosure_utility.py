@@ -1,16 +1,32 @@
-"""What disclosure control costs researchers: for typical tables on the demo data, the share of
-cells released and the error of released cells against the truth, per profile, with the node's
-own release path (full public domain, discrete Gaussian noise, minimum applied to the noisy
-value).
+"""What the protection costs researchers, measured through the real endpoint.
 
-    .venv/bin/python bench/disclosure_utility.py [--persons 100000] [--dir .tessera/bench]
+    python -m bench.disclosure_utility [--persons 100000] [--quick] [--draws N] [--dir DIR]
 
-Synthesises one country's OMOP database (once, reused), computes each table's true counts with
-the connector's own compiler, then releases each table `--draws` times with fresh noise and
-reports, per profile: the share of cells released among those whose true count is at least
-the minimum plus three standard deviations of the noise (the cells a researcher should get),
-the share of all cells released, the bias and mean absolute error of released cells, and how
-many tables a person can be counted in before their budget is spent.
+Starts a federation like the demo's (FR, DE, FI, DK, `--persons` each, synthesised once and
+kept in DIR, default `.tessera/bench/utility-<persons>`), asks its questions through the
+gateway's GraphQL endpoint as researchers with an identity token and one permit per country,
+and compares every released number with the truth, computed straight from each node's DuckDB
+file by SQL of its own (`bench.truth`). It prints
+
+1. for E11 (type 2 diabetes) by SEX × AGE_BAND_10, by JURISDICTION × AGE_BAND_10, and by
+   AGE_BAND_5 × CALENDAR_YEAR (index event 2015–2025), per country and pooled: the share
+   released of the cells whose true count is at least the minimum plus three noise sds, the
+   share of every cell of the public domain released, the bias and the mean absolute error;
+2. margins: each table asked alone, then with its two margins (by the same applicant: the
+   table's stored draw is shared, so its cells are the very same; and by fresh applicants,
+   margins asked at once), and what the margins cost;
+3. per noise profile (standard, `noise: COARSE`): the error, and how many tables and
+   questions (a total and one table) a person can be counted in before dropping out, from the
+   privacy lines of the answers;
+4. a 30-question study session by one researcher (`bench.study`): what they see, how far it
+   was from the truth, and from which question persons dropped out of the counts.
+
+Every measurement is made by a fresh applicant (a researcher and an organisation of their
+own: nothing spent, nothing stored, noise of its own); `--draws` of them per table and
+profile (40; `--quick` 5) estimate bias and error. The bench's federation forgets every
+applicant at the start of a run (its nodes' ledgers and stored answers are emptied; the
+databases and person indexes are kept), and its rate limits are raised: it asks as many
+researchers. Nothing is timed.
 """
 
 from __future__ import annotations
@@ -18,156 +34,369 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
-import statistics
-from dataclasses import dataclass
+import math
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
-from connectors.backends.duckdb import DuckDBBackend
-from connectors.compiler import ConceptResolver, compile_query
-from connectors.noise import DiscreteGaussian
-from connectors.release import counts_by_table, draw, full_table, released_table
-from connectors.synth import generate
-from policies.disclosure import CellContext
-from policies.loader import shipped_disclosure_profile
-from policies.profiles import DisclosureProfile
-from schema.codes import Dimension, Jurisdiction, NoiseLevel
-from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
+import aiohttp
 
-SEX, AGE5, AGE10, YEAR = (
-    Dimension.SEX,
-    Dimension.AGE_BAND_5,
-    Dimension.AGE_BAND_10,
-    Dimension.CALENDAR_YEAR,
+from bench.cohorts import (
+    AGE5,
+    AGE10,
+    E11,
+    JURISDICTION,
+    SEX,
+    YEAR,
+    Breakdown,
+    Cohort,
+    Noise,
+    Question,
+    Table,
+    domain,
+    node_table,
+    split_key,
 )
-E11 = EventCriterion(
-    vocabulary="ICD10", code="E11", window={"start": "2015-01-01", "end": "2025-12-31"}
+from bench.report import Figure, Report, goal_at_least, goal_at_most
+from bench.researcher import Answer, Applicant, Released, Researcher, inner_cells
+from bench.study import SESSION, LedgerReplay, Step, replay_step, summarise
+from bench.truth import Person, persons, tabulate, with_jurisdiction
+from bench.utility_report import print_report
+from bench.utility_results import (
+    CLEAR_SDS,
+    POOLED,
+    Asked,
+    MarginRun,
+    Results,
+    TableRun,
+    Tally,
+    profiles,
 )
-C49 = EventCriterion(vocabulary="ICD10", code="C49")
+from schema.codes import Jurisdiction
+from tessera.local import LocalFederation, policies_with_rate_limits
+from tessera.processes import free_port
 
-TYPICAL: dict[str, tuple[Criteria, Breakdown]] = {
-    "diabetes by sex × 10-year band": (Criteria(conditions=[E11]), (SEX, AGE10)),
-    "diabetes by 5-year band × year": (Criteria(conditions=[E11]), (AGE5, YEAR)),
-    "everyone by sex × 5-year band": (Criteria(), (SEX, AGE5)),
-    "sarcoma by sex × 10-year band": (Criteria(conditions=[C49]), (SEX, AGE10)),
-}
-REFERENCE_DATE = dt.date(2026, 1, 1)
+REPO: Final = Path(__file__).resolve().parents[1]
+COUNTRIES: Final = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
+DRAWS: Final = 40
+QUICK_DRAWS: Final = 5
+NOT_RELEASED: Final = Released(None, "REJECTED", None)
+
+E11_RECENT: Final = E11.within(dt.date(2015, 1, 1), dt.date(2025, 12, 31))
+
+TABLES: Final = (
+    Table(
+        "E11 by SEX × AGE_BAND_10", Cohort((E11,)), (JURISDICTION, SEX, AGE10), ((SEX,), (AGE10,))
+    ),
+    Table(
+        "E11 by JURISDICTION × AGE_BAND_10",
+        Cohort((E11,)),
+        (JURISDICTION, AGE10),
+        ((JURISDICTION,), (AGE10,)),
+    ),
+    Table(
+        "E11 2015–2025 by AGE_BAND_5 × CALENDAR_YEAR",
+        Cohort((E11_RECENT,)),
+        (JURISDICTION, AGE5, YEAR),
+        ((AGE5,), (YEAR,)),
+    ),
+)
 
 
-@dataclass(frozen=True)
-class Measured:
-    expected_share: float  # released among cells with truth >= minimum + 3 sd
-    share: float  # released among all cells
-    bias: float
-    mae: float
+class Bench:
+    """The run's federation, its researchers and the truth, cached per node and cohort."""
+
+    def __init__(
+        self,
+        federation: LocalFederation,
+        session: aiohttp.ClientSession,
+        results: Results,
+        concurrency: int,
+    ) -> None:
+        self.federation = federation
+        self.session = session
+        self.results = results
+        self._truth: dict[tuple[Jurisdiction, Cohort], list[Person]] = {}
+        self._counts: dict[tuple[Jurisdiction, Cohort, Breakdown], Counter[tuple[str, ...]]] = {}
+        self._gate = asyncio.Semaphore(concurrency)
+
+    def truth(self, jurisdiction: Jurisdiction, cohort: Cohort) -> list[Person]:
+        key = (jurisdiction, cohort)
+        if key not in self._truth:
+            self._truth[key] = persons(self.federation.database(jurisdiction), cohort)
+        return self._truth[key]
+
+    def counts(
+        self, jurisdiction: Jurisdiction, cohort: Cohort, table: Breakdown
+    ) -> Counter[tuple[str, ...]]:
+        key = (jurisdiction, cohort, table)
+        if key not in self._counts:
+            self._counts[key] = tabulate(self.truth(jurisdiction, cohort), table)
+        return self._counts[key]
+
+    def researcher(self, label: str) -> Researcher:
+        return Researcher(self.federation, Applicant.fresh(label), self.session)
+
+    async def ask(self, researcher: Researcher, question: Question) -> Answer:
+        async with self._gate:
+            answer = await researcher.ask(question)
+        self.results.asked.append(Asked(researcher.applicant, question, answer))
+        return answer
+
+    def clear(self, jurisdiction: Jurisdiction, truth: int, sd: float) -> bool:
+        return truth >= self.results.minimums[jurisdiction] + CLEAR_SDS * sd
+
+    def tally(self, run: TableRun, answer: Answer) -> int:
+        """Add an answer's cells to `run`; returns the inner cells released (every country).
+        A country whose answer the gateway rejected released none of its cells."""
+        table = run.table
+        cohort = table.cohort
+        node = node_table(table.by)
+        if answer.answered:
+            run.sd = answer.privacy(answer.answered[0]).sigma
+        released = 0
+        clear_parts: dict[tuple[str, ...], bool] = {}
+        cells = dict(answer.tables[table.by])
+        for jurisdiction in answer.rejected:
+            run.tallies[jurisdiction.value].rejected += 1
+            for node_key in domain(node, cohort):
+                cells[with_jurisdiction(table.by, node_key, jurisdiction.value)] = NOT_RELEASED
+        for key, value in cells.items():
+            code, node_key = split_key(table.by, key)
+            assert code is not None
+            jurisdiction = Jurisdiction(code)
+            truth = self.counts(jurisdiction, cohort, node)[node_key]
+            clear = self.clear(jurisdiction, truth, run.sd)
+            if jurisdiction in answer.answered:
+                clear_parts[node_key] = clear_parts.get(node_key, True) and clear
+            run.tallies[code].add(truth, value, clear)
+            released += value.value is not None
+        for key, value in answer.tables[table.pooled].items():
+            _, node_key = split_key(table.pooled, key)
+            # Pooled over the nodes that answered; released when every part is, so it should
+            # be when every part is clear of its country's minimum.
+            truth = sum(self.counts(j, cohort, node)[node_key] for j in answer.answered)
+            run.tallies[POOLED].add(truth, value, clear_parts.get(node_key, False))
+        return released
 
 
-def database(directory: Path, persons: int) -> Path:
-    path = directory / "fr.duckdb"
-    manifest = path.with_suffix(".json")
-    wanted = {"persons": persons, "seed": 42}
-    if not (path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted):
-        directory.mkdir(parents=True, exist_ok=True)
-        generate(
-            path,
-            jurisdiction=Jurisdiction.FR,
-            persons=persons,
-            seed=42,
-            state=directory / "state",
-            progress=True,
+async def measure_table(
+    bench: Bench, table: Table, noise: Noise, draws: int, margins: MarginRun | None
+) -> TableRun:
+    """`draws` fresh applicants each ask `table` alone; with `margins`, each then asks it
+    again with its margins, and as many other fresh applicants ask it with its margins at
+    once."""
+    minimums = bench.results.minimums
+    tallies = {j.value: Tally(minimums[j]) for j in bench.federation.jurisdictions}
+    tallies[POOLED] = Tally(max(minimums.values()))
+    run = TableRun(table, noise, tallies)
+
+    async def one(draw: int) -> None:
+        researcher = bench.researcher(f"table{draw}")
+        alone = await bench.ask(researcher, table.alone(noise))
+        if alone.answered:
+            first = alone.privacy(alone.answered[0])
+            run.question_rho, run.cap_rho = first.question_rho, first.cap_rho
+        run.inner_released.append(bench.tally(run, alone))
+        if margins is None:
+            return
+        later = await bench.ask(researcher, table.with_margins(noise))
+        margins.draws += 1
+        margins.alone_rho.append(_cost(alone))
+        margins.alone_released.append(_released(alone, table.by))
+        margins.later_rho.append(_cost(later))
+        if alone.answered == later.answered:
+            same = all(
+                inner_cells(alone, by) == inner_cells(later, by) for by in (table.by, table.pooled)
+            )
+            margins.identical += same
+            margins.same_released += _released(later, table.by) == _released(alone, table.by)
+        else:
+            margins.rejected += 1
+        fresh = await bench.ask(bench.researcher(f"margins{draw}"), table.with_margins(noise))
+        margins.at_once_rho.append(_cost(fresh))
+        margins.at_once_released.append(_released(fresh, table.by))
+
+    await asyncio.gather(*(one(draw) for draw in range(draws)))
+    return run
+
+
+def _cost(answer: Answer) -> float:
+    """What the question charged each person counted (the nodes' profiles are alike)."""
+    return answer.privacy(answer.answered[0]).question_rho if answer.answered else math.nan
+
+
+def _released(answer: Answer, by: Breakdown) -> int:
+    return sum(value.value is not None for value in answer.tables[by].values())
+
+
+async def study_session(bench: Bench, replay: LedgerReplay) -> list[Step]:
+    """The session's questions, in order, by one fresh researcher."""
+    researcher = bench.researcher("study")
+    steps = []
+    for number, question in enumerate(SESSION, start=1):
+        answer = await bench.ask(researcher, question)
+        steps.append(replay_step(number, question, answer, bench.truth, replay))
+    return steps
+
+
+async def minimums(session: aiohttp.ClientSession, url: str) -> dict[Jurisdiction, int]:
+    """Each member's minimum count, as the gateway publishes it (no token needed)."""
+    async with session.post(url, json={"query": "{ jurisdictions { code minCount } }"}) as r:
+        body = await r.json(content_type=None)
+    return {Jurisdiction(m["code"]): int(m["minCount"]) for m in body["data"]["jurisdictions"]}
+
+
+async def run(
+    federation: LocalFederation, *, draws: int, concurrency: int = 4, session_study: bool = True
+) -> Results:
+    """Every measurement against a running federation."""
+    async with aiohttp.ClientSession() as session:
+        results = Results(
+            persons=federation.persons,
+            draws=draws,
+            minimums=await minimums(session, federation.gateway_url),
         )
-        manifest.write_text(json.dumps(wanted))
-    return path
+        bench = Bench(federation, session, results, concurrency)
+        for table in TABLES:
+            for jurisdiction in federation.jurisdictions:
+                bench.truth(jurisdiction, table.cohort)
+        for table in TABLES:
+            margins = MarginRun(table)
+            results.tables.append(await measure_table(bench, table, "STANDARD", draws, margins))
+            results.margins.append(margins)
+        for table in TABLES:
+            results.tables.append(await measure_table(bench, table, "COARSE", draws, None))
+        if session_study:
+            results.session = await study_session(bench, results.replay)
+    return results
 
 
-def question(criteria: Criteria, by: Breakdown) -> CohortQuery:
-    return CohortQuery(criteria=criteria, reference_date=REFERENCE_DATE, tables=[by])
+def federation(directory: Path, persons: int) -> LocalFederation:
+    """The demo's four countries, databases synthesised once and kept in `directory`, every
+    applicant forgotten."""
+    fed = LocalFederation(
+        directory=directory,
+        jurisdictions=COUNTRIES,
+        persons=persons,
+        gateway_port=free_port(),
+        node_ports=[free_port() for _ in COUNTRIES],
+        graphiql=False,
+        policies=policies_with_rate_limits(
+            directory / "policies", per_minute=100_000, per_day=1_000_000
+        ),
+    )
+    fed.prepare(progress=True)
+    for jurisdiction in COUNTRIES:
+        forget_applicants(fed.node_state(jurisdiction))
+    return fed
 
 
-async def true_tables(path: Path) -> dict[str, dict[tuple[str, ...], int]]:
-    backend = DuckDBBackend(path)
-    resolver = ConceptResolver(backend.execute, dialect="duckdb")
-    found = {}
+def forget_applicants(state: Path) -> None:
+    """Empty a node's ledger and stored answers (not its person secret and index, which the
+    database was prepared against): every applicant starts afresh."""
+    shutil.rmtree(state / "ledger", ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        (state / f"answers.sqlite3{suffix}").unlink(missing_ok=True)
+
+
+def figures(results: Results) -> list[Figure]:
+    """The key figures with their goals (the issue's): for `python -m bench`."""
+    standard, coarse = profiles(results)
+    runs = [r for r in results.tables if r.noise == "STANDARD"]
+    margins_same = sum(m.identical for m in results.margins)
+    margins_draws = sum(m.draws for m in results.margins)
+    summary = summarise(results.session)
+    return [
+        Figure(
+            "clear cells released, lowest country and table",
+            100 * standard.clear_share,
+            "%",
+            "≥ 98%",
+            goal_at_least(standard.clear_share, 0.98),
+            f"cells whose truth is at least the minimum + {CLEAR_SDS} sd, over {len(runs)}"
+            f" tables, {results.draws} applicants each",
+        ),
+        Figure(
+            "bias of clear released cells",
+            standard.bias,
+            "persons",
+            "|bias| < 0.5",
+            goal_at_most(abs(standard.bias), 0.5),
+            f"± {standard.bias_se:.2f} (standard error)",
+        ),
+        Figure(
+            "inner cells unchanged by their margins",
+            100 * margins_same / max(margins_draws, 1),
+            "%",
+            "100%",
+            margins_same == margins_draws,
+        ),
+        Figure("mean absolute error, standard noise", standard.mae, "persons"),
+        Figure("mean absolute error, coarse noise", coarse.mae, "persons"),
+        Figure("tables a person is counted in, standard noise", standard.tables, "tables"),
+        Figure("tables a person is counted in, coarse noise", coarse.tables, "tables"),
+        Figure(
+            "study session: first question with drop-outs",
+            math.nan if summary.first_dropped is None else summary.first_dropped,
+            "of 30",
+            detail=f"the worst-case spend passed the cap at question {summary.cap_passed}",
+        ),
+    ]
+
+
+async def bench(report: Report, cache: Path, *, persons: int = 100_000) -> None:
+    """The quick set's figures, for `python -m bench`."""
+    report.section(
+        f"5. What protection costs researchers ({persons:,} persons per country,"
+        f" {QUICK_DRAWS} fresh applicants per table; bench/disclosure_utility.py)"
+    )
+    fed = await asyncio.to_thread(federation, cache / f"utility-{persons}", persons)
     try:
-        for name, (criteria, by) in TYPICAL.items():
-            query = question(criteria, by)
-            compiled = await resolver.bind(compile_query(query))
-            counts = counts_by_table(compiled.tabulate(await backend.execute(compiled)))
-            found[name] = full_table(by, counts[by], query)
+        await fed.start()
+        results = await run(fed, draws=QUICK_DRAWS)
     finally:
-        await backend.close()
-    return found
+        fed.stop()
+    report.add(*figures(results))
+    summary = summarise(results.session)
+    report.data["utility"] = {
+        "persons": persons,
+        "draws": QUICK_DRAWS,
+        "profiles": [
+            {"noise": p.noise, "sd": p.sd, "mae": p.mae, "bias": p.bias, "tables": p.tables}
+            for p in profiles(results)
+        ],
+        "session": summary.lines(),
+    }
 
 
-def measure(
-    truth: dict[tuple[str, ...], int],
-    by: Breakdown,
-    profile: DisclosureProfile,
-    sd: float,
-    draws: int,
-) -> Measured:
-    noise = DiscreteGaussian()
-    ctx = CellContext(profile, Jurisdiction.FR)
-    expected = [k for k, n in truth.items() if n >= profile.min_count + 3 * sd]
-    released_expected = released_all = 0
-    errors: list[int] = []
-    for _ in range(draws):
-        stored = draw({"t": truth}, sd, noise)["t"]
-        table = released_table(by, stored, sd, ctx)
-        values = {tuple(c.key): c.count.value for c in table.cells}
-        released_all += sum(v is not None for v in values.values())
-        released_expected += sum(values.get(_asked(by, k)) is not None for k in expected)
-        errors += [v - truth[_canonical(by, k)] for k, v in values.items() if v is not None]
-    return Measured(
-        expected_share=released_expected / (len(expected) * draws) if expected else 1.0,
-        share=released_all / (len(truth) * draws),
-        bias=statistics.fmean(errors) if errors else 0.0,
-        mae=statistics.fmean(abs(e) for e in errors) if errors else 0.0,
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.disclosure_utility", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--persons", type=int, default=100_000, help="per country")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_DRAWS} applicants per table")
+    parser.add_argument("--draws", type=int, help=f"fresh applicants per table (default {DRAWS})")
+    parser.add_argument("--dir", type=Path, help="where the federation is kept")
+    args = parser.parse_args(argv)
+    draws = args.draws or (QUICK_DRAWS if args.quick else DRAWS)
+    directory = args.dir or REPO / ".tessera" / "bench" / f"utility-{args.persons}"
+    fed = federation(directory, args.persons)
 
+    async def measure() -> Results:
+        await fed.start()
+        return await run(fed, draws=draws)
 
-def _asked(by: Breakdown, canonical_key: tuple[str, ...]) -> tuple[str, ...]:
-    order = sorted(by, key=list(Dimension).index)
-    values = dict(zip(order, canonical_key, strict=True))
-    return tuple(values[d] for d in by)
-
-
-def _canonical(by: Breakdown, key: tuple[str, ...]) -> tuple[str, ...]:
-    values = dict(zip(by, key, strict=True))
-    return tuple(values[d] for d in sorted(by, key=list(Dimension).index))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--persons", type=int, default=100_000)
-    parser.add_argument("--draws", type=int, default=20)
-    parser.add_argument("--dir", type=Path, default=Path(".tessera/bench"))
-    args = parser.parse_args()
-    truths = asyncio.run(true_tables(database(args.dir, args.persons)))
-    noise = DiscreteGaussian()
-    print(f"{args.persons:,} synthetic persons (FR); {args.draws} noise draws per table\n")
-    print(
-        f"{'table':<34} {'profile':<20} {'cells':>6} {'≥t+3sd':>7} {'all':>6}"
-        f" {'bias':>6} {'MAE':>5} {'tables/person':>14}"
-    )
-    for name, truth in truths.items():
-        by = TYPICAL[name][1]
-        for j in (Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.DE):
-            profile = shipped_disclosure_profile(j)
-            for level in NoiseLevel:
-                sd = profile.noise_sd(level)
-                m = measure(truth, by, profile, sd, args.draws)
-                per_person = profile.rho_per_applicant / noise.rho(sd)
-                label = f"{j.value} (min {profile.min_count}) {level.value.lower()}"
-                print(
-                    f"{name:<34} {label:<20} {len(truth):>6} {m.expected_share:>6.1%}"
-                    f" {m.share:>6.1%} {m.bias:>+6.2f} {m.mae:>5.2f} {per_person:>14.0f}"
-                )
-    print("\n≥t+3sd: share released of the cells whose true count is at least the minimum plus")
-    print("three noise sds; all: share of every cell of the public domain released;")
-    print("bias, MAE: of released cells against the truth (persons);")
-    print("tables/person: how many released tables a person can be counted in (budget / cost).")
+    try:
+        results = asyncio.run(measure())
+    finally:
+        fed.stop()
+    print_report(results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -242,7 +242,7 @@ def summarise(results: dict[str, Times]) -> list[Row]:
 
 async def run(report: Report, cache: Path, *, persons: int = 1_000_000, reps: int = 5) -> None:
     report.section(
-        f"5. The node's protection against its SQL ({persons:,} {JURISDICTION.value} synthetic "
+        f"6. The node's protection against its SQL ({persons:,} {JURISDICTION.value} synthetic "
         f"persons, a five-table question; audit-entry step times, medians of {reps} applicants "
         "each; goal: ledger + protect ≤ 10% of sql)"
     )

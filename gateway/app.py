@@ -360,7 +360,7 @@ def _services(
             permits=PermitVerifier(
                 TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
             ),
-            rate_guard=RateGuard(limiter or MemoryRateLimiter(), limits),
+            rate_guard=RateGuard(limiter if limiter is not None else MemoryRateLimiter(), limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
             max_query_cost=settings.max_query_cost,

@@ -127,22 +127,28 @@ def at_least_published_minimum(answer: Answer) -> str | None:
 
 
 def cells_within_total(answer: Answer) -> str | None:
-    """Every node table partitions the cohort (each person in at most one cell), so neither
-    one cell nor the released cells together exceed the total, beyond their noise."""
+    """Every node table partitions the cohort (each person in at most one cell), so no cell
+    exceeds the total beyond their noise, and cells without noise (exact or rounded) do not
+    together. Noisy cells together may: only the cells whose noise lifted them to the minimum
+    are released, so in a sparse table the released ones lean upwards, and their sum can pass
+    an honest total by far more than the noise's spread."""
     tables = answer.tables
     total = tables.get((), {}).get(())
     if total is None or total.value is None:
         return None
-    ceiling = total.value + _slack(total)
+    total_slack = _slack(total)
     for by, cells in tables.items():
         if not by:
             continue
         released = [v for v in cells.values() if v.value is not None]
-        added = sum((v.value or 0) for v in released)
-        if added <= ceiling:
-            continue  # within the total before any slack is taken off
-        floor = added - math.sqrt(sum(_slack(v) ** 2 for v in released))
-        if floor > ceiling:
+        for value in released:
+            # A slack is never negative: only a cell above the total needs the slacks.
+            n = value.value or 0
+            if n > total.value and n > total.value + math.hypot(_slack(value), total_slack):
+                return f"a cell of the table by {_name(by)} is larger than the total"
+        exact = [v for v in released if v.sd is None]
+        floor = sum((v.value or 0) - _slack(v) for v in exact)
+        if floor > total.value + total_slack:
             return f"the cells of the table by {_name(by)} add up to more than the total"
     return None
 

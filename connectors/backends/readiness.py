@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from sqlglot import exp
@@ -49,23 +50,31 @@ def tables_present_sql(dialect: str) -> str:
     )
 
 
-@functools.cache
-def register_version_sql(dialect: str) -> str:
-    return str(
-        exp.select("version")
-        .from_(OPTOUT_REGISTER_TABLE)
-        .order_by("updated_at DESC")
-        .limit(1)
-        .sql(dialect=dialect)
-    )
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A one-row table `prepare` keeps beside the CDM, naming what the answers come from."""
+
+    what: str
+    column: str
+    table: str
+    order: str
+    missing: str
+
+
+REGISTER_VERSION: Final = Label(
+    "the opt-out register", "version", OPTOUT_REGISTER_TABLE, "updated_at", "no version"
+)
+DATA_RELEASE: Final = Label(
+    "the data release", "release", DATA_RELEASE_TABLE, "prepared_at", "no label"
+)
 
 
 @functools.cache
-def data_release_sql(dialect: str) -> str:
+def label_sql(label: Label, dialect: str) -> str:
     return str(
-        exp.select("release")
-        .from_(DATA_RELEASE_TABLE)
-        .order_by("prepared_at DESC")
+        exp.select(label.column)
+        .from_(label.table)
+        .order_by(f"{label.order} DESC")
         .limit(1)
         .sql(dialect=dialect)
     )
@@ -90,21 +99,19 @@ async def check_ready(fetch: Fetch, dialect: str) -> None:
     await data_release(fetch, dialect)
 
 
-async def register_version(fetch: Fetch, dialect: str) -> str:
+async def read_label(fetch: Fetch, dialect: str, label: Label) -> str:
     try:
-        rows = await fetch(register_version_sql(dialect), ())
+        rows = await fetch(label_sql(label, dialect), ())
     except BackendFailed as exc:
-        raise BackendNotReady(f"the opt-out register cannot be read: {PREPARE_HINT}") from exc
+        raise BackendNotReady(f"{label.what} cannot be read: {PREPARE_HINT}") from exc
     if not rows or rows[0][0] is None:
-        raise BackendNotReady(f"the opt-out register has no version: {PREPARE_HINT}")
+        raise BackendNotReady(f"{label.what} has {label.missing}: {PREPARE_HINT}")
     return str(rows[0][0])
+
+
+async def register_version(fetch: Fetch, dialect: str) -> str:
+    return await read_label(fetch, dialect, REGISTER_VERSION)
 
 
 async def data_release(fetch: Fetch, dialect: str) -> str:
-    try:
-        rows = await fetch(data_release_sql(dialect), ())
-    except BackendFailed as exc:
-        raise BackendNotReady(f"the data release cannot be read: {PREPARE_HINT}") from exc
-    if not rows or rows[0][0] is None:
-        raise BackendNotReady(f"the data release has no label: {PREPARE_HINT}")
-    return str(rows[0][0])
+    return await read_label(fetch, dialect, DATA_RELEASE)

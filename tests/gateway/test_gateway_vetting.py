@@ -19,7 +19,8 @@ from gateway_kit import (
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
-from gateway.vetting import VettingNodeClient, vet
+from gateway.vetting import Answer, VettingNodeClient, cells_within_total, vet
+from policies.domain import table_domain
 from policies.loader import shipped_disclosure_profile as profile_for
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
@@ -115,14 +116,33 @@ def test_an_impossibly_large_count_is_rejected() -> None:
     assert vetted(FR, {(): noisy(10**12)}).status is NodeStatus.REJECTED
 
 
-def test_cells_adding_up_to_more_than_the_total_beyond_their_noise_are_rejected() -> None:
-    too_much = {("FEMALE",): noisy(180), ("MALE",): noisy(170), ("UNKNOWN",): LOW}
+def test_a_cell_larger_than_the_total_beyond_their_noise_is_rejected() -> None:
+    too_much = {("FEMALE",): noisy(180), ("MALE",): noisy(20), ("UNKNOWN",): LOW}
     outcome = vetted(FR, {(): noisy(100), SEX: too_much}, SEX)
     assert outcome.status is NodeStatus.REJECTED
-    assert "add up to more than the total" in (outcome.message or "")
-    # Within a few sds of their noise, noisy cells may add up to more than a noisy total.
-    within = {("FEMALE",): noisy(60), ("MALE",): noisy(50), ("UNKNOWN",): LOW}
+    assert "larger than the total" in (outcome.message or "")
+    # Within a few sds of their noise, a noisy cell may be larger than a noisy total.
+    within = {("FEMALE",): noisy(120), ("MALE",): LOW, ("UNKNOWN",): LOW}
     assert vetted(FR, {(): noisy(100), SEX: within}, SEX).status is NodeStatus.OK
+
+
+def test_released_noisy_cells_may_add_up_to_more_than_the_total() -> None:
+    # A sparse table of an honest node: only the cells whose noise lifted them to the minimum
+    # are released, each around 11 to 20, while most of the 27 five-year bands hold nobody.
+    ages = make_plan((Dimension.AGE_BAND_5,)).node_query
+    bands = table_domain((Dimension.AGE_BAND_5,), ages)
+    sparse = {key: noisy(15) if i % 3 == 0 else LOW for i, key in enumerate(bands)}
+    outcome = vetted(FR, {(): noisy(60), (Dimension.AGE_BAND_5,): sparse}, (Dimension.AGE_BAND_5,))
+    assert outcome.status is NodeStatus.OK  # 9 × 15 = 135 > 60
+
+
+def test_exact_cells_adding_up_to_more_than_the_total_are_impossible() -> None:
+    # Only a node breaking its rules sends exact values; the sum check still covers them.
+    exact = {("FEMALE",): Value.exact(80), ("MALE",): Value.exact(70), ("UNKNOWN",): LOW}
+    outcome, request = answer(FR, {(): Value.exact(100), SEX: exact}, SEX)
+    problem = cells_within_total(Answer(outcome.tables, profile_for(FR), request))
+    assert problem is not None
+    assert "add up to more than the total" in problem
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,26 @@
+"""The attack simulator: attacks on disclosure control across questions, run by an approved
+applicant through the public GraphQL endpoint against a real federation on loopback.
+
+    python -m bench.attacks            # 4 DuckDB nodes of 100,000 persons (make attacks)
+    python -m bench.attacks --postgres # the same with every node's CDM in PostgreSQL
+    python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
+
+The simulator starts its own federation (`federation`), reads every node's truth straight from
+its database (`truth`), and runs nine classes of attack, each a module that picks its targets
+from the truth, asks its questions as an applicant of its own (`client`), estimates from what
+was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
+
+1. `trackers`: three-question trackers from unions, ranges and complements
+2. `cells`: a breakdown cell against a total, or a cell of another question
+3. `margins`: a table and its margins in separate questions, by integer programming
+4. `zeros`: zero versus small, from which cells are listed, withheld or released
+5. `averaging`: many decompositions of one small set, rewordings, repeats
+6. `approvals`: several approvals of one applicant
+7. `refresh`: an opt-out register update and a CDM rebuild between questions
+8. `equality`: "P" against "P and not born in the target's year"
+9. `isolation`: one person singled out by known attributes, then a sensitive diagnosis
+
+Each class prints its targets, questions spent, the attacker's estimates against the truth
+with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any
+class pinned something.
+"""

@@ -1,0 +1,328 @@
+"""The attacker's side of the public GraphQL endpoint: an applicant with approved data
+requests, asking cohort questions and reading every number released.
+
+The client asks only for fields the running gateway has: it reads the exported schema
+(`schema/schema.graphql`) at start-up, so the same attacks run whether counts carry `sd`,
+nodes report what an answer cost (`privacy`), or neither. A null value is withheld whatever
+its status says; a `DENIED` node is kept with its reasons (it is information too).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLObjectType,
+    GraphQLSchema,
+    build_schema,
+    get_named_type,
+    is_leaf_type,
+)
+
+import schema as schema_package
+from bench.attacks.where import REFERENCE_DATE, Where
+from schema.approval import Approval
+from schema.codes import Dimension, Jurisdiction
+from tessera.credentials import Credentials
+from tessera.local import LocalFederation
+
+SDL: Final = Path(schema_package.__file__).resolve().parent / "schema.graphql"
+
+Key = tuple[str, ...]
+Breakdown = tuple[Dimension, ...]
+
+
+class BudgetExhausted(Exception):
+    """The service refused a question for the applicant's allowance (RATE_LIMITED)."""
+
+
+class QuestionRefused(Exception):
+    """The gateway refused a question outright (a GraphQL error other than the allowance)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the running gateway's schema offers."""
+
+    count_fields: tuple[str, ...]  # leaves of Count besides value and status
+    statuses: frozenset[str]
+    privacy_fields: tuple[str, ...]  # leaves of NodeResult.privacy; empty: not reported
+    cohort_arguments: frozenset[str]
+
+    @property
+    def has_sd(self) -> bool:
+        return "sd" in self.count_fields
+
+    @property
+    def has_low(self) -> bool:
+        return "LOW" in self.statuses
+
+
+def _leaves(type_: GraphQLObjectType) -> tuple[str, ...]:
+    return tuple(name for name, f in type_.fields.items() if is_leaf_type(get_named_type(f.type)))
+
+
+@cache
+def features(sdl: Path = SDL) -> Features:
+    parsed: GraphQLSchema = build_schema(sdl.read_text())
+    count = parsed.get_type("Count")
+    node = parsed.get_type("NodeResult")
+    status = parsed.get_type("ValueStatus")
+    query = parsed.query_type
+    assert isinstance(count, GraphQLObjectType)
+    assert isinstance(node, GraphQLObjectType)
+    assert isinstance(status, GraphQLEnumType)
+    assert query is not None
+    privacy: tuple[str, ...] = ()
+    if "privacy" in node.fields:
+        privacy_type = get_named_type(node.fields["privacy"].type)
+        if isinstance(privacy_type, GraphQLObjectType):
+            privacy = _leaves(privacy_type)
+    return Features(
+        count_fields=tuple(name for name in _leaves(count) if name not in ("value", "status")),
+        statuses=frozenset(status.values),
+        privacy_fields=privacy,
+        cohort_arguments=frozenset(query.fields["cohort"].args),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """One released count, as the attacker reads it."""
+
+    value: int | None
+    status: str
+    rules: frozenset[str] = frozenset()
+    sd: float | None = None
+    bound: float | None = None
+
+    @property
+    def withheld(self) -> bool:
+        return self.value is None
+
+    @property
+    def variance(self) -> float:
+        """The variance of the released value around the truth, as far as the attacker can
+        tell: the stated sd, else a uniform error over ±bound, else none (exact)."""
+        if self.sd is not None:
+            return self.sd**2
+        if self.bound:
+            return self.bound**2 / 3
+        return 0.0
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Released:
+        value = data.get("value")
+        return cls(
+            value=None if value is None else int(value),
+            status=str(data["status"]),
+            rules=frozenset(r["rule"] for r in data.get("reasons") or ()),
+            sd=data.get("sd"),
+            bound=data.get("bound"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    jurisdiction: Jurisdiction
+    status: str  # OK, DENIED, TIMEOUT, ...
+    rules: frozenset[str]
+    count: Released | None
+    privacy: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Everything one question released: the pooled count, each node's part and the
+    breakdowns asked, cells by their dimension values (a cell not listed was not released)."""
+
+    pooled: Released
+    nodes: Mapping[Jurisdiction, NodeAnswer]
+    tables: Mapping[Breakdown, Mapping[Key, Released]]
+
+    def node(self, jurisdiction: Jurisdiction) -> Released | None:
+        """The node's count when the node answered (None when it did not: DENIED, failed)."""
+        node = self.nodes.get(jurisdiction)
+        return None if node is None or node.status != "OK" else node.count
+
+    def denied(self, jurisdiction: Jurisdiction) -> bool:
+        node = self.nodes.get(jurisdiction)
+        return node is not None and node.status == "DENIED"
+
+
+def _alias(by: Breakdown) -> str:
+    return "t_" + "_".join(d.value.lower() for d in by) if by else "t_total"
+
+
+@dataclass
+class Applicant:
+    """One researcher of one organisation, with approved applications: each application is a
+    permit per jurisdiction, every permit signed by that jurisdiction's own HDAB, under a data
+    request id of its own. Counts every question asked, per application.
+
+    `organisations` names, per application, the organisation its permits name (default: the
+    applicant's own): one researcher may ask for several."""
+
+    federation: LocalFederation
+    researcher: str
+    organisation: str
+    approvals: Sequence[str]  # application ids
+    jurisdictions: Sequence[Jurisdiction]
+    organisations: Mapping[str, str] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)
+    _credentials: dict[str, Credentials] = field(default_factory=dict)
+    _connection: http.client.HTTPConnection | None = None
+    privacy: dict[Jurisdiction, Mapping[str, Any]] = field(default_factory=dict)
+    # What the protection looked like: every status seen, and nodes refused.
+    statuses: set[str] = field(default_factory=set)
+    node_statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def questions(self) -> int:
+        return sum(self.asked.values())
+
+    def permit(self, application: str, jurisdiction: Jurisdiction) -> Approval:
+        """What `jurisdiction`'s HDAB grants for its part of `application`."""
+        return self.federation.permit_approval(
+            jurisdiction,
+            request_id=f"{application}-{jurisdiction.value}",
+            application_id=application,
+            applicant=self.organisations.get(application, self.organisation),
+        )
+
+    def credentials(self, application: str) -> Credentials:
+        """The researcher's identity token and the application's permits: the one place that
+        decides what a question travels with."""
+        if application not in self._credentials:
+            permits = [
+                self.federation.permit(j, self.permit(application, j), subject=self.researcher)
+                for j in self.jurisdictions
+            ]
+            self._credentials[application] = Credentials.of(
+                self.federation.identity(self.researcher), permits
+            )
+        return self._credentials[application]
+
+    def ask(
+        self,
+        where: Where,
+        *,
+        jurisdictions: Sequence[Jurisdiction] | None = None,
+        tables: Sequence[Breakdown] = (),
+        approval: int = 0,
+    ) -> Answer:
+        """One question, under the `approval`-th application."""
+        application = self.approvals[approval]
+        wanted = features()
+        count = " ".join(("value", "status", *wanted.count_fields, "reasons { rule }"))
+        privacy = (
+            f" privacy {{ {' '.join(wanted.privacy_fields)} }}" if wanted.privacy_fields else ""
+        )
+        where_j = (
+            f", jurisdictions: [{', '.join(j.value for j in jurisdictions)}]"
+            if jurisdictions
+            else ""
+        )
+        breakdowns = "".join(
+            f" {_alias(by)}: breakdown(by: [{', '.join(d.value for d in by)}]) "
+            f"{{ cells {{ dimensions {{ value }} count {{ {count} }} }} }}"
+            for by in tables
+        )
+        query = (
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f"{where_j}, criteria: {where.graphql()}) {{ count {{ {count} }} "
+            f"byJurisdiction {{ jurisdiction status reasons {{ rule }} count {{ {count} }}"
+            f"{privacy} }}{breakdowns} }} }}"
+        )
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            self.asked[application] -= 1  # refused: nothing was asked of the nodes
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            raise QuestionRefused(code, str(errors[0].get("message", "")))
+        result = body["data"]["cohort"]
+        nodes = {}
+        for node in result["byJurisdiction"]:
+            j = Jurisdiction(node["jurisdiction"])
+            spend = node.get("privacy")
+            if spend:
+                self.privacy[j] = spend
+            nodes[j] = NodeAnswer(
+                jurisdiction=j,
+                status=node["status"],
+                rules=frozenset(r["rule"] for r in node.get("reasons") or ()),
+                count=None if node.get("count") is None else Released.parse(node["count"]),
+                privacy=spend,
+            )
+        answer = Answer(
+            pooled=Released.parse(result["count"]),
+            nodes=nodes,
+            tables={
+                by: {
+                    tuple(d["value"] for d in cell["dimensions"]): Released.parse(cell["count"])
+                    for cell in result[_alias(by)]["cells"]
+                }
+                for by in tables
+            },
+        )
+        self._note(answer)
+        return answer
+
+    def _note(self, answer: Answer) -> None:
+        self.statuses.add(answer.pooled.status)
+        for node in answer.nodes.values():
+            self.node_statuses[node.status] = self.node_statuses.get(node.status, 0) + 1
+            if node.count is not None:
+                self.statuses.add(node.count.status)
+        for cells in answer.tables.values():
+            self.statuses.update(c.status for c in cells.values())
+
+    def _post(self, query: str, credentials: Credentials) -> dict[str, Any]:
+        url = urllib.parse.urlsplit(self.federation.gateway_url)
+        payload = json.dumps({"query": query}).encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            *credentials.headers(),  # one X-Tessera-Permit line per permit
+            ("Content-Length", str(len(payload))),
+        ]
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(
+                    url.hostname or "127.0.0.1", url.port, timeout=120
+                )
+            try:
+                self._connection.putrequest("POST", url.path)
+                for name, value in headers:
+                    self._connection.putheader(name, value)
+                self._connection.endheaders(payload)
+                response = self._connection.getresponse()
+                data = response.read()
+            except (ConnectionError, http.client.HTTPException):
+                # A kept-alive connection the gateway closed: reconnect once.
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            parsed: dict[str, Any] = json.loads(data or b"{}")
+            return parsed
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

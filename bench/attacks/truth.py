@@ -1,0 +1,151 @@
+"""What the simulator knows and the attacker does not: each node's true counts, read straight
+from the node's OMOP database with SQL of its own and evaluated in NumPy, independently of the
+connector's compiler (so a bug there cannot hide behind a truth computed the same way).
+
+A node whose CDM is in PostgreSQL was copied from its DuckDB database (`tessera connector
+copy-to-postgres`, again after every refresh): the truth is read from that database.
+
+A person counts when born by the reference year and not in the node's opt-out register, as
+the public query model says. ICD-10 criteria match a condition whose source concept (or, for
+an unmapped record, its concept) is an ICD-10 concept with that code or a subcode of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import numpy as np
+from numpy.typing import NDArray
+
+from bench.attacks.where import REFERENCE_YEAR, Event, SexName, Where
+
+FEMALE_CONCEPT: Final = 8532
+MALE_CONCEPT: Final = 8507
+_EPOCH: Final = dt.date(1970, 1, 1)
+
+Mask = NDArray[np.bool_]
+Ints = NDArray[np.int64]
+
+_PERSONS: Final = "SELECT person_id, gender_concept_id, year_of_birth FROM person ORDER BY 1"
+_OPTOUTS: Final = "SELECT person_id FROM tessera_optout"
+# Both the source concept and the concept of a record can be ICD-10 (unmapped records).
+_CONDITIONS: Final = """
+SELECT DISTINCT person_id, concept_code, day FROM (
+    SELECT co.person_id, c.concept_code, co.condition_start_date - DATE '1970-01-01' AS day
+    FROM condition_occurrence co JOIN concept c ON c.concept_id = co.condition_source_concept_id
+    WHERE c.vocabulary_id = 'ICD10'
+    UNION ALL
+    SELECT co.person_id, c.concept_code, co.condition_start_date - DATE '1970-01-01' AS day
+    FROM condition_occurrence co JOIN concept c ON c.concept_id = co.condition_concept_id
+    WHERE c.vocabulary_id = 'ICD10'
+)
+"""
+
+
+def day_number(date: dt.date) -> int:
+    return (date - _EPOCH).days
+
+
+@dataclass
+class NodeTruth:
+    """One node's persons and ICD-10 condition records."""
+
+    person_id: Ints
+    female: Mask
+    male: Mask
+    year_of_birth: Ints
+    counted: Mask  # born by the reference year and not opted out
+    event_person: Ints  # index into the person arrays
+    event_code: NDArray[np.int32]  # index into `codes`
+    event_day: Ints  # days since 1970-01-01
+    codes: list[str]
+    _events: dict[Event, Mask] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, database: Path) -> NodeTruth:
+        with duckdb.connect(str(database), read_only=True) as con:
+            persons = con.execute(_PERSONS).fetchnumpy()
+            optouts = con.execute(_OPTOUTS).fetchnumpy()["person_id"]
+            events = con.execute(_CONDITIONS).fetchnumpy()
+        person_id = np.asarray(persons["person_id"], dtype=np.int64)
+        gender = np.asarray(persons["gender_concept_id"], dtype=np.int64)
+        year_of_birth = np.asarray(persons["year_of_birth"], dtype=np.int64)
+        counted = (year_of_birth <= REFERENCE_YEAR) & ~np.isin(
+            person_id, np.asarray(optouts, dtype=np.int64)
+        )
+        codes, event_code = np.unique(
+            np.asarray(events["concept_code"], dtype=str), return_inverse=True
+        )
+        return cls(
+            person_id=person_id,
+            female=gender == FEMALE_CONCEPT,
+            male=gender == MALE_CONCEPT,
+            year_of_birth=year_of_birth,
+            counted=counted,
+            event_person=np.searchsorted(person_id, np.asarray(events["person_id"], np.int64)),
+            event_code=event_code.astype(np.int32),
+            event_day=np.asarray(events["day"], dtype=np.int64),
+            codes=[str(c) for c in codes],
+        )
+
+    @property
+    def age(self) -> Ints:
+        result: Ints = REFERENCE_YEAR - self.year_of_birth
+        return result
+
+    def sex_mask(self, sex: SexName) -> Mask:
+        return self.female if sex == "FEMALE" else self.male
+
+    def event_mask(self, event: Event) -> Mask:
+        """Persons with at least one record of the event's code (or a subcode) in its window."""
+        known = self._events.get(event)
+        if known is not None:
+            return known
+        wanted = [i for i, code in enumerate(self.codes) if code.startswith(event.code)]
+        rows = np.isin(self.event_code, wanted)
+        if event.start is not None:
+            rows &= self.event_day >= day_number(event.start)
+        if event.end is not None:
+            rows &= self.event_day <= day_number(event.end)
+        mask = np.zeros(len(self.person_id), dtype=bool)
+        mask[self.event_person[rows]] = True
+        self._events[event] = mask
+        return mask
+
+    def mask(self, where: Where) -> Mask:
+        """The persons a question with these criteria counts."""
+        return self.counted & self._criteria(where)
+
+    def _criteria(self, where: Where) -> Mask:
+        mask = np.ones(len(self.person_id), dtype=bool)
+        if where.sex is not None:
+            mask &= self.sex_mask(where.sex)
+        age = self.age
+        if where.age_min is not None:
+            mask &= age >= where.age_min
+        if where.age_max is not None:
+            mask &= age <= where.age_max
+        for event in where.conditions:
+            mask &= self.event_mask(event)
+        if where.any_of:
+            either = np.zeros(len(self.person_id), dtype=bool)
+            for group in where.any_of:
+                either |= self._criteria(group)
+            mask &= either
+        return mask
+
+    def count(self, where: Where) -> int:
+        return int(self.mask(where).sum())
+
+    def events_of(self, person: int) -> Iterator[tuple[str, dt.date]]:
+        """A person's condition records: (code, date)."""
+        for row in np.flatnonzero(self.event_person == person):
+            yield (
+                self.codes[self.event_code[row]],
+                _EPOCH + dt.timedelta(days=int(self.event_day[row])),
+            )
