@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import connector, disclosure_utility, fanout, gateway_cpu, scale, throughput
+from bench import connector, disclosure_utility, fanout, gateway_cpu, protect, scale, throughput
 from bench.cluster import REPO, gateway_env_from_environment
 from bench.report import Report, machine
 
-NAMES: Final = ("cpu", "fanout", "throughput", "connector", "scale", "utility")
+NAMES: Final = ("cpu", "fanout", "throughput", "connector", "scale", "utility", "protect")
 CACHE: Final = REPO / ".tessera" / "bench"
 RESULTS: Final = REPO / "bench" / "results" / "latest.json"
 # Committed with bench/README.md: a run of the fan-out benchmark refreshes it.
@@ -41,6 +41,7 @@ class Plan:
     throughput_step_s: float
     connector_sizes: tuple[int, ...]
     connector_reps: int
+    protect_reps: int
     synth_persons: int
     burst: int
 
@@ -52,6 +53,7 @@ QUICK: Final = Plan(
     throughput_step_s=3.0,
     connector_sizes=(1_000_000,),
     connector_reps=7,
+    protect_reps=3,
     # Two and eight chunks: a single chunk has nothing to overlap its simulation with.
     synth_persons=2_000_000,
     burst=1000,
@@ -63,6 +65,7 @@ FULL: Final = Plan(
     throughput_step_s=6.0,
     connector_sizes=(1_000_000, 10_000_000),
     connector_reps=11,
+    protect_reps=5,
     synth_persons=2_000_000,
     burst=1000,
 )
@@ -120,6 +123,8 @@ async def run(
         )
     if "utility" in only:
         await disclosure_utility.bench(report, CACHE)
+    if "protect" in only:
+        await protect.run(report, CACHE, persons=plan.connector_sizes[0], reps=plan.protect_reps)
     report.data["load_average_after"] = list(os.getloadavg())
     return report
 

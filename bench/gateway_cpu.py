@@ -32,11 +32,12 @@ import orjson
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import combine
 from bench.cluster import ALL_JURISDICTIONS, python_env
 from bench.fakenode import tables
 from bench.policies import write_policies
 from bench.queries import COHORT, COUNT
-from bench.report import Figure, Report, table
+from bench.report import Figure, Report, goal_at_most, table
 from bench.traced import install
 from gateway.app import create_app, freeze_heap
 from gateway.federation import NodeInfo
@@ -244,3 +245,15 @@ async def run(report: Report, *, queries: int, tracing: bool) -> None:
         )
     print(table(rows))
     report.data["gateway_cpu"] = results
+    cpu, cells = await asyncio.to_thread(combine.measure, 5, queries)
+    report.add(
+        Figure(
+            "gateway vet + combine + guard, 5 nodes × 5 tables",
+            cpu,
+            "ms",
+            f"≤ {combine.GOAL_MS:g} ms",
+            goal_at_most(cpu, combine.GOAL_MS),
+            f"CPU per query, {cells:,} node cells over full domains (bench/combine.py)",
+        )
+    )
+    report.data["gateway_combine"] = {"nodes": 5, "cells": cells, "cpu_ms": cpu}

@@ -9,18 +9,38 @@ costs rho = 1/(2 sd^2) in zero-concentrated differential privacy.
 OpenDP's samplers take their randomness from the operating system and cannot be seeded: the
 draws are stored (`connectors.answers`) and never drawn again for the same question.
 `ShiftedNoise` is the fake for tests: deterministic, and obviously not private.
+
+Exact sampling costs ~20 µs a cell, so a table of a few thousand cells would wait ~0.1 s for
+its noise. `DiscreteGaussian` therefore draws ahead: for each sd asked so far it keeps a
+reserve of OpenDP's samples, refilled on a worker thread between questions, and each draw
+takes its noise from the reserve (the part the reserve lacks, it samples itself). Noise does
+not depend on the counts it is added to, so drawing it before the question changes nothing
+but when the sampler runs; every sample is used once, and stays in memory only.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
 import opendp.prelude as dp
 
 dp.enable_features("contrib")
+
+log = logging.getLogger(__name__)
+
+# Samples kept ready per sd: a few tables of the largest size a policy allows (10,000 cells).
+RESERVE: Final = 16_384
+# Samples drawn per call of the sampler while refilling: other threads (the event loop) are
+# never kept from the GIL for long, and the refill stops soon after it is no longer needed.
+_CHUNK: Final = 1024
+# One thread refills every reserve: the sampler runs in Rust, without the GIL.
+_REFILLS: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="noise")
 
 
 class NoiseSource(Protocol):
@@ -40,14 +60,65 @@ def _mechanism(sd: float) -> Any:
     )
 
 
+def _sample(sd: float, n: int) -> list[int]:
+    """`n` independent samples of the discrete Gaussian of standard deviation `sd`: the
+    mechanism's output for a vector of zeros."""
+    noise: list[int] = _mechanism(sd)([0] * n)
+    return noise
+
+
 class DiscreteGaussian:
-    """The production source: OpenDP's exact discrete Gaussian sampler."""
+    """The production source: OpenDP's exact discrete Gaussian sampler, drawn ahead into a
+    reserve of `reserve` samples per sd (0: every draw samples its own noise) by `refills`."""
+
+    def __init__(self, *, reserve: int = RESERVE, refills: Executor = _REFILLS) -> None:
+        self._reserve = reserve
+        self._refills = refills
+        self._lock = threading.Lock()
+        self._reserves: dict[float, list[int]] = {}
+        self._refilling: set[float] = set()
 
     def draw(self, counts: Sequence[int], sd: float) -> list[int]:
         if not counts:
             return []
-        noisy: list[int] = _mechanism(sd)([int(c) for c in counts])
-        return noisy
+        n = len(counts)
+        with self._lock:
+            ready = self._reserves.setdefault(sd, [])
+            noise = ready[-n:]
+            del ready[-n:]
+            self._refill(sd)
+        if len(noise) < n:
+            noise += _sample(sd, n - len(noise))
+        return [int(c) + z for c, z in zip(counts, noise, strict=True)]
+
+    def ready(self, sd: float) -> int:
+        """How many samples of sd `sd` are in reserve now."""
+        with self._lock:
+            return len(self._reserves.get(sd, ()))
+
+    def _refill(self, sd: float) -> None:
+        """Start refilling the reserve of `sd` unless it is full or being refilled (called
+        with the lock held)."""
+        if sd in self._refilling or len(self._reserves[sd]) >= self._reserve:
+            return
+        self._refilling.add(sd)
+        self._refills.submit(self._fill, sd)
+
+    def _fill(self, sd: float) -> None:
+        try:
+            while True:
+                with self._lock:
+                    missing = self._reserve - len(self._reserves[sd])
+                if missing <= 0:
+                    return
+                drawn = _sample(sd, min(missing, _CHUNK))
+                with self._lock:
+                    self._reserves[sd] += drawn
+        except Exception as exc:  # draws then sample their own noise, and fail if it fails
+            log.warning("refilling the noise reserve failed: %s", type(exc).__name__)
+        finally:
+            with self._lock:
+                self._refilling.discard(sd)
 
     def rho(self, sd: float) -> float:
         cost: float = _mechanism(sd).map(1)

@@ -22,6 +22,7 @@ from policies import disclosure
 from policies.disclosure import CellContext
 from policies.domain import table_domain
 from schema.query import Breakdown, CohortQuery
+from schema.result import Value
 from schema.wire import NodeCell, NodeTable
 
 Counts = Mapping[CellKey, int]
@@ -54,19 +55,22 @@ def released_table(by: Breakdown, stored: StoredTable, sd: float, ctx: CellConte
     keys in `by`'s order, cells sorted by key."""
     canonical = canonical_breakdown(by)
     order = [canonical.index(d) for d in by]
-    cells = sorted((tuple(key[i] for i in order), noisy) for key, noisy in stored.cells.items())
-    return NodeTable.model_construct(
-        by=by,
-        cells=[
-            NodeCell.model_construct(
-                key=list(key),
-                count=disclosure.protect(
-                    disclosure.release(noisy, sd, ctx), ctx, disclosure.NODE_RULES
-                ),
+    if order == sorted(order):
+        cells = sorted(stored.cells.items())
+    else:
+        cells = sorted((tuple(key[i] for i in order), noisy) for key, noisy in stored.cells.items())
+    # A released value depends on the noisy count alone: made once per count, shared by the
+    # cells that have it (values are immutable).
+    values: dict[int, Value] = {}
+    released = []
+    for key, noisy in cells:
+        value = values.get(noisy)
+        if value is None:
+            value = values[noisy] = disclosure.protect(
+                disclosure.release(noisy, sd, ctx), ctx, disclosure.NODE_RULES
             )
-            for key, noisy in cells
-        ],
-    )
+        released.append(NodeCell.trusted(key=list(key), count=value))
+    return NodeTable.trusted(by=by, cells=released)
 
 
 def counts_by_table(

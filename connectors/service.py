@@ -5,6 +5,11 @@ those persons → noise (or pooled shares), once, stored → release (or mask) �
 respond. Each step is small and a span of the query's trace; `QueryService.handle` only
 strings them together (`connectors.audit` records them).
 
+Waits for the disk overlap the database where they can: the stored answers are looked up
+while the cohort's persons are listed, the ledger's charges written while the tables are
+computed, the new answers released while they are being stored. Nothing leaves before the
+charges and the answers it depends on are on disk.
+
 Counts exist unprotected only between the tables' statement and the noise, and are never
 logged; person indexes only between the cohort and the ledger. No step refuses or marks
 anything because of the data: a question is refused for its form (the node's policy, a
@@ -20,15 +25,15 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from opentelemetry.context import Context
 from opentelemetry.trace import NoOpTracer, Tracer
 from pydantic import ValidationError
 
-from connectors.answers import AnswerStore, MemoryAnswers, Shelf
+from connectors.answers import AnswerStore, MemoryAnswers, Shelf, StoredTable
 from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
@@ -61,6 +66,7 @@ from schema.result import Reason
 from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_MESSAGE: Final = 300
 DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
@@ -78,6 +84,14 @@ def _summary(exc: ValidationError) -> str:
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return f"invalid request at {where}: {first['msg']}"[:MAX_MESSAGE]
+
+
+def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """`work` running on its own; awaiting the future raises its error. If the question fails
+    before awaiting it, the work still completes, and its error is not reported as lost."""
+    future = asyncio.ensure_future(work)
+    future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+    return future
 
 
 def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
@@ -351,20 +365,25 @@ class QueryService:
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-                persons = await cohort.persons()
-            question = Question.of(request, applicant, profile, release)
-            pooled = None
-            if request.pooling is not None and secrets is not None:
-                pooled = PooledPart.of(
-                    request.pooling,
-                    node_id=self.node_id,
-                    secrets=secrets,
-                    query=request.query,
-                    owner=question.shelf.owner,
-                    release=release,
+                question = Question.of(request, applicant, profile, release)
+                pooled = None
+                if request.pooling is not None and secrets is not None:
+                    pooled = PooledPart.of(
+                        request.pooling,
+                        node_id=self.node_id,
+                        secrets=secrets,
+                        query=request.query,
+                        owner=question.shelf.owner,
+                        release=release,
+                    )
+                # Which tables are stored already is looked up while the database lists the
+                # cohort's persons.
+                found = _background(
+                    self.answers.get(question.shelf, list(question.digests.values()))
                 )
+                persons = await cohort.persons()
             with trail.step("ledger"):
-                stored = await self.answers.get(question.shelf, list(question.digests.values()))
+                stored = await found
                 new = {
                     digest: by for by, digest in question.digests.items() if digest not in stored
                 }
@@ -378,6 +397,9 @@ class QueryService:
                 admitted = await self.ledger.admit(question.accounts, persons, cost)
                 excluded = persons[~admitted.counted]
                 del persons
+            # The charges go to disk while the database computes the tables; nothing is
+            # released before they are there.
+            flushed = _background(self.ledger.flush())
             if new or new_shares:
                 with trail.step("sql") as span:
                     rows = await cohort.tables(excluded)
@@ -388,6 +410,16 @@ class QueryService:
                         }
                     )
         with trail.step("protect") as span:
+            context = CellContext(profile, self.jurisdiction)
+
+            def released(source: Mapping[str, StoredTable]) -> dict[Breakdown, NodeTable]:
+                return {
+                    by: released_table(by, source[digest], question.sd, context)
+                    for by, digest in question.digests.items()
+                    if digest in source
+                }
+
+            tables = released(stored)
             if new or new_shares:
                 counts = counts_by_table(compiled.tabulate(rows))
                 del rows
@@ -402,29 +434,31 @@ class QueryService:
                     del pooled_full
                 del counts
                 if full:
-                    stored |= await self.answers.put(
-                        question.shelf, draw(full, question.sd, self.noise)
-                    )
+                    drawn = draw(full, question.sd, self.noise)
+                    # The drawn tables are released while they are being stored, and leave
+                    # only once stored: as drawn, or as a racing question stored them first.
+                    storing = _background(self.answers.put(question.shelf, drawn))
+                    await asyncio.sleep(0)  # the store's write starts before the release
+                    tables |= released(drawn)
+                    kept = await storing
+                    tables |= released({d: t for d, t in kept.items() if t is not drawn[d]})
                 del full
-            await self.ledger.flush()
-            context = CellContext(profile, self.jurisdiction)
-            tables = [
-                released_table(by, stored[question.digests[by]], question.sd, context)
-                for by in question.tables
-            ]
-            cells = [cell.count for table in tables for cell in table.cells]
+            await flushed
+            answer = [tables[by] for by in question.tables]
+            cells = [cell.count for table in answer for cell in table.cells]
             span.set_attributes(
                 {
                     otel.CELLS_SUPPRESSED: sum(c.value is None for c in cells),
                     otel.RULES_FIRED: sorted({r.rule for c in cells for r in c.reasons}),
                 }
             )
-        answer = None
+        masked = None
         if pooled is not None:
             with trail.step("mask"):
-                answer = PooledAnswer.of(pooled.pooling, pooled.masked(shares))
+                masked = PooledAnswer.of(pooled.pooling, pooled.masked(shares))
             del shares
-        return Answered(tables, self._spend(question, cost, admitted.worst_case, release), answer)
+        spend = self._spend(question, cost, admitted.worst_case, release)
+        return Answered(answer, spend, masked)
 
     def _spend(
         self, question: Question, cost: int, worst: Mapping[str, int], release: str

@@ -164,46 +164,67 @@ def combine_table(
             for key, value in tables[node_table].items():
                 cells.append((_with_jurisdiction(table, key, j), value))
     else:
-        keys = dict.fromkeys(key for tables in parts.values() for key in tables[node_table])
+        contributors = list(parts)
+        node_cells = [tables[node_table] for tables in parts.values()]
+        keys = dict.fromkeys(key for of_node in node_cells for key in of_node)
         for key in keys:
             # Every node lists every cell of the table's public domain; a cell one did not
             # list is a part nobody released.
-            pooled_parts = [
-                (j, tables[node_table].get(key, _MISSING)) for j, tables in parts.items()
-            ]
-            cells.append((key, protect(pool(pooled_parts), pooled, GATEWAY_RULES)))
-    cells.sort(key=lambda cell: _sort_key(table, cell[0]))
+            values = [of_node.get(key, _MISSING) for of_node in node_cells]
+            cells.append((key, protect(_pool(contributors, values), pooled, GATEWAY_RULES)))
+    if Dimension.JURISDICTION in table:
+        cells.sort(key=lambda cell: _sort_key(table, cell[0]))
+    else:
+        cells.sort(key=lambda cell: tuple(map(_natural, cell[0])))
+    columns = [(d, _dimension_values(d)) for d in table]
     return tuple(
-        _cell([_dimension(d, v) for d, v in zip(table, key, strict=True)], value)
-        for key, value in cells
+        _cell([_dimension(c, v) for c, v in zip(columns, key, strict=True)], n) for key, n in cells
     )
 
 
 # Built from parts that are already valid (vetted keys, protected values): constructed, not
 # validated again, since this runs for every cell of every answer.
 def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
-    return Cell.model_construct(dimensions=dimensions, count=count)
+    return Cell.trusted(dimensions=dimensions, count=count)
 
 
-def _dimension(name: Dimension, value: str) -> DimensionValue:
-    return DimensionValue.model_construct(name=name, value=value)
+Column = tuple[Dimension, dict[str, DimensionValue]]
+# Each dimension's values, made once and shared by every cell that has them (values are
+# immutable; keys come from vetted answers, so there are at most a few thousand).
+_DIMENSION_VALUES: Final[dict[Dimension, dict[str, DimensionValue]]] = {d: {} for d in Dimension}
+
+
+def _dimension_values(name: Dimension) -> dict[str, DimensionValue]:
+    return _DIMENSION_VALUES[name]
+
+
+def _dimension(column: Column, value: str) -> DimensionValue:
+    name, made = column
+    made_value = made.get(value)
+    if made_value is None:
+        made_value = DimensionValue.trusted(name=name, value=value)
+        if len(made) < _MAX_DIMENSION_VALUES:
+            made[value] = made_value
+    return made_value
+
+
+_MAX_DIMENSION_VALUES: Final = 4096
 
 
 def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
     """The sum of released parts; suppressed when any part was not released, or when the
     sum is more persons than exist."""
-    withheld = [j for j, v in parts if v.value is None]
-    if withheld:
-        return Value.suppressed(
-            Reason(
-                rule=INCOMPLETE_POOL,
-                jurisdiction=withheld[0] if len(withheld) == 1 else None,
-                message=f"not released by {', '.join(j.value for j in withheld)}; pooling "
-                "withheld counts needs secure aggregation",
-            )
-        )
-    values = [v for _, v in parts]
-    total = sum(v.value or 0 for v in values)
+    return _pool([j for j, _ in parts], [v for _, v in parts])
+
+
+def _pool(contributors: Sequence[Jurisdiction], values: Sequence[Value]) -> Value:
+    """`pool` of each contributor's value, in the same order (this runs for every pooled
+    cell: built-ins over lists, no generators)."""
+    numbers = [v.value for v in values]
+    if None in numbers:
+        withheld = [j for j, n in zip(contributors, numbers, strict=True) if n is None]
+        return _incomplete(tuple(withheld))
+    total = sum(numbers)  # type: ignore[arg-type] # no None, as just checked
     if total > MAX_PERSONS:
         # Each part passed vetting on its own; together they describe more persons than
         # exist, so at least one is false, and no one can tell which.
@@ -215,12 +236,15 @@ def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
         )
     bounds = [v.bound for v in values if v.bound is not None]
     variances = [v.sd * v.sd for v in values if v.sd is not None]
-    return Value(
+    # Made of released parts (each valid, none withheld): a count of at least zero, the
+    # least exact of their statuses, their reasons and their summed bounds and variances.
+    return Value.trusted(
         value=total,
         status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
         reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
         bound=sum(bounds) if bounds else None,
         sd=math.sqrt(sum(variances)) if variances else None,
+        contributors=None,
     )
 
 
@@ -271,6 +295,19 @@ def secure_cell(
             ],
             "contributors": contributors,
         }
+    )
+
+
+# The same for every pooled cell withheld by the same jurisdictions: made once, shared.
+@functools.lru_cache(maxsize=1024)
+def _incomplete(withheld: tuple[Jurisdiction, ...]) -> Value:
+    return Value.suppressed(
+        Reason(
+            rule=INCOMPLETE_POOL,
+            jurisdiction=withheld[0] if len(withheld) == 1 else None,
+            message=f"not released by {', '.join(j.value for j in withheld)}; pooling "
+            "withheld counts needs secure aggregation",
+        )
     )
 
 

@@ -80,7 +80,9 @@ def guard_pools(
                 value = _guard(value, parts.get(_key(cell), {}))
             if partial_reason is not None:
                 value = _suppress(value, partial_reason)
-            guarded.append(cell.model_copy(update={"count": value}))
+            guarded.append(
+                cell if value is cell.count else cell.model_copy(update={"count": value})
+            )
         tables[table] = tuple(guarded)
     return dataclasses.replace(combined, count=count, tables=tables)
 

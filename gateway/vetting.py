@@ -22,12 +22,12 @@ from typing import Final
 from gateway.combine import MAX_PERSONS, Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
-from policies.domain import table_domain
+from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Value
-from schema.wire import NodeRequest, valid_key_value
+from schema.wire import KEY_DOMAINS, NodeRequest
 
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
@@ -65,8 +65,9 @@ def _released(tables: Tables) -> list[Value]:
 def keys_in_domain(answer: Answer) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
     for by, cells in answer.tables.items():
-        for key in cells:
-            if not all(valid_key_value(d, v) for d, v in zip(by, key, strict=True)):
+        # Each dimension's values at once, against its domain (a set): `valid_key_value`.
+        for i, dimension in enumerate(by):
+            if not KEY_DOMAINS[dimension].issuperset(key[i] for key in cells):
                 return f"a cell of the table by {_name(by)} has a key no node produces"
     return None
 
@@ -74,8 +75,17 @@ def keys_in_domain(answer: Answer) -> str | None:
 def full_domain(answer: Answer) -> str | None:
     """Every table lists exactly the cells of its public domain: a node that leaves a cell
     out, or adds one, tells which groups exist."""
+    query = answer.request.query
     for by, cells in answer.tables.items():
-        if by and set(cells) != set(table_domain(by, answer.request.query)):
+        if not by:
+            continue
+        domains = [frozenset(dimension_domain(d, query)) for d in by]
+        # Cell keys are distinct, so they are the domain's (the product of the dimensions'
+        # domains) exactly when there are as many and each of their values is in its
+        # dimension's domain: no need to list the product.
+        if len(cells) != math.prod(len(domain) for domain in domains) or not all(
+            domain.issuperset(key[i] for key in cells) for i, domain in enumerate(domains)
+        ):
             return f"the table by {_name(by)} does not list exactly its public cells"
     return None
 
@@ -84,20 +94,24 @@ def noisy_as_published(answer: Answer) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node."""
     sd = answer.profile.noise_sd(answer.request.noise)
+    least = sd * (1 - 1e-9)
     for cells in answer.tables.values():
         for value in cells.values():
-            if value.status is ValueStatus.LOW and value.value is None:
+            status = value.status
+            if status is ValueStatus.LOW and value.value is None:
                 continue
-            if value.status is not ValueStatus.PERTURBED or value.sd is None:
+            if status is not ValueStatus.PERTURBED or value.sd is None:
                 return "a count was released without noise"
-            if value.sd < sd * (1 - 1e-9):
+            if value.sd < least:
                 return f"a count carries less noise than the node's published sd of {sd:g}"
     return None
 
 
 def possible_counts(answer: Answer) -> str | None:
     for value in _released(answer.tables):
-        if value.value is not None and value.value - _slack(value) > MAX_PERSONS:
+        # A slack is never negative: only a count above the bound needs its slack.
+        n = value.value
+        if n is not None and n > MAX_PERSONS and n - _slack(value) > MAX_PERSONS:
             return "a count is larger than any population"
     return None
 
@@ -130,17 +144,19 @@ def cells_within_total(answer: Answer) -> str | None:
     total = tables.get((), {}).get(())
     if total is None or total.value is None:
         return None
+    total_slack = _slack(total)
     for by, cells in tables.items():
         if not by:
             continue
         released = [v for v in cells.values() if v.value is not None]
         for value in released:
-            slack = math.hypot(_slack(value), _slack(total))
-            if (value.value or 0) > total.value + slack:
+            # A slack is never negative: only a cell above the total needs the slacks.
+            n = value.value or 0
+            if n > total.value and n > total.value + math.hypot(_slack(value), total_slack):
                 return f"a cell of the table by {_name(by)} is larger than the total"
         exact = [v for v in released if v.sd is None]
         floor = sum((v.value or 0) - _slack(v) for v in exact)
-        if floor > total.value + _slack(total):
+        if floor > total.value + total_slack:
             return f"the cells of the table by {_name(by)} add up to more than the total"
     return None
 

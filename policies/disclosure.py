@@ -52,12 +52,13 @@ def release(noisy: int, sd: float, ctx: CellContext) -> Value:
     """The value released for a noisy count (which may be negative) with noise of sd `sd`."""
     if noisy < ctx.profile.min_count:
         return Value.low(below_minimum(ctx.profile.min_count, ctx.jurisdiction), sd=sd)
-    return Value.model_construct(
+    return Value.trusted(
         value=noisy,
         status=ValueStatus.PERTURBED,
         reasons=[noise_reason(sd, ctx.jurisdiction)],
         bound=None,
         sd=sd,
+        contributors=None,
     )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.backends.readiness import check_ready, data_release, register_version
 from connectors.compiler import CompiledQuery, Row, Statement
+from connectors.compiler.names import EXCLUDED_PERSONS, PERSON_INDEX_COLUMN
 from connectors.errors import BackendFailed, BackendNotReady
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,16 @@ class _Cohort:
 
     async def tables(self, excluded: PersonIndexes) -> list[Row]:
         tables = self._query.cohort_tables()
-        delete = self._query.delete_excluded(excluded) if len(excluded) else None
+        delete = self._query.delete_excluded()
 
         def compute(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
-            if delete is not None:
-                cursor.execute(delete.sql, list(delete.params))
+            if len(excluded):
+                # The NumPy column itself, scanned by DuckDB: the cursor's own name for it.
+                cursor.register(EXCLUDED_PERSONS, {PERSON_INDEX_COLUMN: excluded})
+                try:
+                    cursor.execute(delete.sql, list(delete.params))
+                finally:
+                    cursor.unregister(EXCLUDED_PERSONS)
             return _rows(cursor, tables.sql, tables.params)
 
         return await self._backend._interruptible(self._on_cursor, compute)

@@ -55,7 +55,7 @@ from schema.query import (
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
 AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
-PERSON_INDEX = "person_index"
+PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
 class _CohortCompiler:
@@ -86,11 +86,16 @@ class _CohortCompiler:
                 properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
             )
         )
-        delete, _ = renumbered(
-            exp.delete(
-                exp.to_table(names.COHORT_TABLE),
-                where=_in_list(exp.column(PERSON_INDEX), excluded.copy()),
-            )
+        # The persons to leave out come as a relation, not a bound list: DuckDB converts a
+        # list parameter element by element (0.76 s for 500,000 persons against 0.05 s).
+        delete = exp.delete(
+            exp.to_table(names.COHORT_TABLE),
+            where=exp.column(PERSON_INDEX).isin(
+                query=exp.select(exp.column(PERSON_INDEX)).from_(
+                    exp.to_table(names.EXCLUDED_PERSONS)
+                ),
+                copy=False,
+            ),
         )
         from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
         over_table, tables_params = renumbered(self._statement(from_table, tables, dimensions))

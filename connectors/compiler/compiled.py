@@ -95,7 +95,8 @@ class CohortTable:
     read it. For backends that may create temporary tables while only reading (DuckDB).
     `*_params` are the indexes, in `CompiledQuery.params`, of the values each statement binds
     (a statement binds only the values it uses, renumbered from `$1`); `delete_sql` binds
-    only the person indexes to leave out, as `$1`."""
+    nothing: it deletes the persons listed in the relation `names.EXCLUDED_PERSONS` (one
+    column, `person_index`), which the backend provides while it runs."""
 
     create_sql: str
     create_params: tuple[int, ...]
@@ -139,9 +140,9 @@ class CompiledQuery:
         params[self.excluded_param] = _indexes(excluded)
         return SqlStatement(self.sql, tuple(params))
 
-    def delete_excluded(self, excluded: NDArray[np.uint32]) -> SqlStatement:
-        """Deletes the persons at `excluded` from the cohort table."""
-        return SqlStatement(self.cohort_table.delete_sql, (_indexes(excluded),))
+    def delete_excluded(self) -> SqlStatement:
+        """Deletes the persons listed in `names.EXCLUDED_PERSONS` from the cohort table."""
+        return SqlStatement(self.cohort_table.delete_sql, ())
 
     def _params(self, indexes: tuple[int, ...]) -> tuple[object, ...]:
         return tuple(self.params[i] for i in indexes)

@@ -17,6 +17,12 @@ OPTOUT: Final = OPTOUT_TABLE
 PERSON_INDEX: Final = PERSON_INDEX_TABLE
 # The temporary table a query's cohort is computed into once (connection-local).
 COHORT_TABLE: Final = "tessera_cohort"
+# A person's index (`tessera_person.person_index`), as the cohort table names it too.
+PERSON_INDEX_COLUMN: Final = "person_index"
+# The persons the ledger leaves out of a cohort table: a relation of one column,
+# `PERSON_INDEX_COLUMN`, that the backend provides for the statement deleting them (DuckDB:
+# the ledger's NumPy column itself).
+EXCLUDED_PERSONS: Final = "tessera_excluded"
 
 GENDER_CONCEPT_IDS: Final[dict[Sex, int]] = {
     Sex.FEMALE: FEMALE_CONCEPT_ID,

@@ -18,18 +18,22 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bench.baseline import create_app as create_baseline
 from bench.cluster import ALL_JURISDICTIONS, Gateway, NodePool
+from bench.combine import answers, combined
+from bench.connector import federation_for, synthesise
 from bench.fakenode import TIMINGS_PATH, Delay, Recorder, count, node_app
 from bench.fanout import overheads
 from bench.gateway_cpu import measure
 from bench.load import Sample, Summary, percentile
 from bench.policies import RATE_LIMIT, write_policies
 from bench.profile import top
+from bench.protect import SITUATIONS, summarise
+from bench.protect import measure as measure_protection
 from bench.queries import COHORT
 from bench.throughput import RATES, climb
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from policies.loader import load_policy_set
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, NodeStatus, ValueStatus
 from schema.wire import QUERY_PATH
 from tessera.credentials import Credentials
 
@@ -202,3 +206,49 @@ async def test_the_throughput_climb_refines_the_first_failure(
 
     assert await climb(RATES, holds) == held
     assert seen == tried
+
+
+def test_protection_is_ledger_plus_protect_over_sql_and_a_stored_answer_over_the_fresh_sql() -> (
+    None
+):
+    def steps(ledger: float, protect: float, sql: float) -> dict[str, float]:
+        return {"population": 50.0, "ledger": ledger, "protect": protect, "sql": sql}
+
+    rows = summarise(
+        {
+            "cohort": {
+                "fresh": [steps(2, 8, 100), steps(1, 4, 200), steps(3, 7, 50)],
+                "again": [steps(1, 1, 0), steps(1, 2, 0), steps(2, 2, 0)],
+            }
+        }
+    )
+    fresh, again = rows
+    assert (fresh.situation, fresh.ratio) == ("fresh", 0.1)  # medians of 0.1, 0.025, 0.2
+    assert fresh.steps == {"population": 50.0, "ledger": 2.0, "protect": 7.0, "sql": 100.0}
+    # No sql when the answer store serves the question: against the fresh question's sql.
+    assert again.ratio == pytest.approx(3 / 100)
+
+
+async def test_the_protection_benchmark_asks_a_real_connector_in_each_situation(
+    tmp_path: Path,
+) -> None:
+    fed = federation_for(tmp_path / "cache", 2000)
+    synthesise(fed)
+    times = await measure_protection(fed, tmp_path / "work", reps=1, cohorts=["E11 2015-2025"])
+    situations = times["E11 2015-2025"]
+    assert set(situations) == set(SITUATIONS)
+    for situation, (steps,) in situations.items():
+        assert steps["population"] > 0
+        assert steps["protect"] > 0
+        # Only a stored answer skips the database's tables.
+        assert (steps["sql"] == 0) == (situation == "again")
+
+
+def test_the_combining_benchmark_combines_honest_full_domain_answers_with_low_cells() -> None:
+    policies = load_policy_set()
+    answered = answers(3, policies)
+    assert [o.status for o in answered.outcomes] == [NodeStatus.OK] * 3
+    values = [v for o in answered.outcomes for cells in o.tables.values() for v in cells.values()]
+    assert answered.cells == len(values) == 3 * 370
+    assert {v.status for v in values} == {ValueStatus.LOW, ValueStatus.PERTURBED}
+    combined(answered, policies)  # raises if vetting rejected an answer

@@ -245,6 +245,20 @@ async def test_persons_the_ledger_leaves_out_are_not_counted(backend: DuckDBBack
     assert dict((r[1], r[2]) for r in await backend.execute(leaving_out))[None] == 15
 
 
+async def test_concurrent_cohorts_each_leave_out_their_own_persons(backend: DuckDBBackend) -> None:
+    diabetic = await bound(backend, diabetes_by_sex())
+
+    async def total_without(leave_out: int) -> int:
+        async with backend.cohort(diabetic) as cohort:
+            persons = await cohort.persons()
+            await asyncio.sleep(0)  # the other cohorts list theirs meanwhile
+            rows = await cohort.tables(persons[:leave_out])
+            return int(dict((r[1], r[2]) for r in rows)[None])
+
+    totals = await asyncio.gather(*(total_without(n) for n in (0, 4, 9, 19) * 2))
+    assert totals == [19, 15, 10, 0] * 2
+
+
 async def test_a_cohort_cancelled_while_computing_is_interrupted(omop_db: Path) -> None:
     backend = DuckDBBackend(omop_db, threads=1)
     try:

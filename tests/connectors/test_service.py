@@ -15,7 +15,7 @@ import pytest
 from connector_kit import SHIPPED, approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connectors.answers import MemoryAnswers
+from connectors.answers import MemoryAnswers, Shelf, StoredTable
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.fake import FakeBackend
 from connectors.compiler import ConceptLookup, ConceptSet, PopulationQuery, Row, Statement
@@ -212,6 +212,48 @@ async def test_a_table_in_another_order_is_the_same_question(
     mine = {tuple(c.key): c.count for c in first.tables[1].cells}
     theirs = {(c.key[1], c.key[0]): c.count for c in swapped.tables[1].cells}
     assert mine == theirs
+
+
+async def test_one_question_asking_a_table_in_both_orders_gets_the_same_numbers_twice(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    rows = [(3, None, None, 120), (0, "FEMALE", "60-69", 70), (0, "MALE", "60-69", 50)]
+    backend = FakeBackend(rows, population=range(120))
+    age = Dimension.AGE_BAND_10
+    both = await ask(
+        service(backend, verifier, noise=_Counting()), sign, e11_body([(SEX, age), (age, SEX)])
+    )
+    assert [table.by for table in both.tables] == [(), (SEX, age), (age, SEX)]
+    mine = {tuple(c.key): c.count for c in both.tables[1].cells}
+    theirs = {(c.key[1], c.key[0]): c.count for c in both.tables[2].cells}
+    assert mine == theirs
+
+
+class _Raced(MemoryAnswers):
+    """An answer store in which an identical question, racing, stores its tables after this
+    one looked them up and before it stores its own."""
+
+    async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
+        return {}
+
+
+async def test_a_question_racing_an_identical_one_answers_with_the_numbers_stored_first(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    backend = FakeBackend(BY_SEX_ROWS, population=range(120))
+    answers = _Raced()
+    first = await ask(
+        service(backend, verifier, answers=answers, noise=ShiftedNoise(lambda i: 3)),
+        sign,
+        e11_body([(SEX,)]),
+    )
+    second = await ask(
+        service(backend, verifier, answers=answers, noise=ShiftedNoise(lambda i: 7)),
+        sign,
+        e11_body([(SEX,)]),
+    )
+    assert cells(first, 0) == {(): (123, "PERTURBED")}
+    assert second.tables == first.tables
 
 
 async def test_colleagues_share_answers_and_an_organisation_budget(

@@ -1,0 +1,30 @@
+"""`Contract.trusted`: the model validation would make, from parts already valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from schema.codes import ValueStatus
+from schema.result import Reason, Value
+from schema.wire import NodeCell
+
+
+def test_a_trusted_model_is_the_validated_one() -> None:
+    reason = Reason(rule="NOISE", message="noise")
+    fields = {"value": 12, "status": ValueStatus.PERTURBED, "reasons": [reason], "bound": None}
+    trusted = Value.trusted(**fields, sd=5.0, contributors=None)
+    validated = Value(**fields, sd=5.0, contributors=None)
+    assert trusted == validated
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert trusted.model_dump_json() == validated.model_dump_json()
+    cell = NodeCell.trusted(key=["F"], count=trusted)
+    assert cell.model_dump() == NodeCell(key=["F"], count=validated).model_dump()
+    with pytest.raises(ValueError, match="frozen"):
+        cell.key = []  # type: ignore[misc]
+
+
+def test_a_trusted_model_takes_exactly_its_fields() -> None:
+    with pytest.raises(TypeError, match="exactly its fields"):
+        Value.trusted(value=None, status=ValueStatus.LOW)  # defaults are not filled in
+    with pytest.raises(TypeError, match="exactly its fields"):
+        NodeCell.trusted(key=[], count=Value.exact(1), extra=1)
