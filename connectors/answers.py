@@ -67,9 +67,16 @@ class AnswerStore(Protocol):
         """The stored tables among `questions` (digests)."""
         ...
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         """Store tables not stored yet and return what is stored for each: when two identical
-        questions raced, the first one stored wins, and both answer with it."""
+        questions raced, the first one stored wins, and both answer with it.
+
+        Stored tables are on disk against a crash of the node's process when this returns;
+        `synced` ones against a power failure too. Unsynced ones are against a power failure
+        from the store's next synced write or log copy: for answers whose loss costs only a
+        new charge (a national table, see `docs/protection.md`, "Durability")."""
         ...
 
     async def first_use(self, nonce: str) -> bool:
@@ -88,7 +95,9 @@ class MemoryAnswers:
     async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
         return {q: t for q in questions if (t := self._tables.get((shelf, q))) is not None}
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         return {q: self._tables.setdefault((shelf, q), t) for q, t in tables.items()}
 
     async def first_use(self, nonce: str) -> bool:
@@ -118,9 +127,14 @@ CREATE TABLE IF NOT EXISTS pool_nonce (
 """
 
 
+_SYNCED: Final = "PRAGMA synchronous=FULL"
+_UNSYNCED: Final = "PRAGMA synchronous=NORMAL"
+
+
 class SqliteAnswers:
-    """Stored answers in an SQLite file (WAL, synchronous=FULL: an answer is on disk before
-    it is released).
+    """Stored answers in an SQLite file (WAL). A synced write is on disk before it returns
+    (synchronous=FULL); an unsynced one is in the log file, safe from a crash of the process
+    (synchronous=NORMAL, switched per write: pool nonces and pooled shares are always synced).
 
     The write-ahead log is copied into the database file after an answer's commit, not inside
     one, once `checkpoint_bytes` of answers were written since the last time: SQLite's own
@@ -141,7 +155,7 @@ class SqliteAnswers:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(_SYNCED)
             connection.execute("PRAGMA wal_autocheckpoint=0")
             connection.executescript(_SCHEMA)
             self._connection = connection
@@ -184,13 +198,21 @@ class SqliteAnswers:
                 rows = await asyncio.to_thread(read)
         return {question: StoredTable.decode(blob) for question, blob in rows}
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         if not tables:
             return {}
         encoded = [(q, t.encode()) for q, t in tables.items()]
+        # An unsynced commit is in the log file, so in the operating system's hands, when it
+        # returns: a crash of the process keeps it, a power failure may not. The next synced
+        # commit or log copy syncs the whole log, earlier commits with it.
+        # Each write sets its own (the setting is the connection's, and stays).
+        synchronous = _SYNCED if synced else _UNSYNCED
 
         def write() -> int:
             db = self._db()
+            db.execute(synchronous)
             db.execute("BEGIN IMMEDIATE")
             try:
                 inserted = db.executemany(
@@ -219,9 +241,9 @@ class SqliteAnswers:
 
     async def first_use(self, nonce: str) -> bool:
         def claim() -> bool:
-            cursor = self._db().execute(
-                "INSERT OR IGNORE INTO pool_nonce (nonce) VALUES (?)", (nonce,)
-            )
+            db = self._db()
+            db.execute(_SYNCED)
+            cursor = db.execute("INSERT OR IGNORE INTO pool_nonce (nonce) VALUES (?)", (nonce,))
             return cursor.rowcount == 1
 
         async with self._lock:

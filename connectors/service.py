@@ -437,7 +437,10 @@ class QueryService:
                     drawn = draw(full, question.sd, self.noise)
                     # The drawn tables are released while they are being stored, and leave
                     # only once stored: as drawn, or as a racing question stored them first.
-                    storing = _background(self.answers.put(question.shelf, drawn))
+                    # Stored unsynced: safe from a crash of the process, and should a power
+                    # failure lose them, asking again is charged again (the charges are
+                    # synced before anything leaves; docs/protection.md, "Durability").
+                    storing = _background(self.answers.put(question.shelf, drawn, synced=False))
                     await asyncio.sleep(0)  # the store's write starts before the release
                     tables |= released(drawn)
                     kept = await storing
