@@ -15,7 +15,10 @@ the node only masked. The store also records every pooled round's nonce, so that
 taken twice (`first_use`).
 
 `SqliteAnswers` keeps them in an SQLite file in the node's state directory (created when
-missing); `MemoryAnswers` is the fake for tests.
+missing); `MemoryAnswers` is the fake for tests. A national answer is stored without a sync
+(a crash of the process keeps it, a power failure may not: asking again is then charged
+again, as its charges were synced; `docs/protection.md`, "Durability"); nonces and pooled
+shares are synced.
 """
 
 from __future__ import annotations
@@ -139,8 +142,10 @@ class SqliteAnswers:
     The write-ahead log is copied into the database file after an answer's commit, not inside
     one, once `checkpoint_bytes` of answers were written since the last time: SQLite's own
     checkpoint runs inside a commit (every ~4 MB: 15-80 ms added to one answer in forty at
-    90 KB each). It holds the store while it runs, so that it copies the whole log and the
-    next write starts the log afresh; an answer waits for it only if it comes meanwhile."""
+    90 KB each). The copy (which syncs the log and the database file: tens of milliseconds on
+    a busy disk) runs on a connection of its own and does not hold the store: answers are
+    looked up and stored meanwhile, and what they write after it started waits in the log
+    for the next copy."""
 
     def __init__(self, path: Path, *, checkpoint_bytes: int = 2 << 20) -> None:
         self.path = path
@@ -149,6 +154,8 @@ class SqliteAnswers:
         self._checkpoint_bytes = checkpoint_bytes
         self._written = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        # Used by one log copy at a time, on a worker thread.
+        self._copier: sqlite3.Connection | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -168,13 +175,25 @@ class SqliteAnswers:
             self._written = 0
             self._checkpoint = asyncio.ensure_future(self._checkpointed())
 
+    def _copy_log(self) -> None:
+        if self._copier is None:
+            copier = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            copier.execute(_SYNCED)
+            copier.execute("PRAGMA wal_autocheckpoint=0")
+            self._copier = copier
+        self._copier.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def _checkpointed(self) -> None:
         """Copy the log into the database; a failure leaves the log longer until next time."""
-        async with self._lock:
-            try:
-                await asyncio.to_thread(self._db().execute, "PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as error:
-                log.warning("checkpointing the answer store failed: %s", type(error).__name__)
+        try:
+            await asyncio.to_thread(self._copy_log)
+        except sqlite3.Error as error:
+            log.warning("checkpointing the answer store failed: %s", type(error).__name__)
+
+    async def checkpointed(self) -> None:
+        """Wait for a copy of the log under way, if any."""
+        if self._checkpoint is not None:
+            await self._checkpoint
 
     async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
         if not questions:
@@ -251,9 +270,12 @@ class SqliteAnswers:
                 return await asyncio.to_thread(claim)
 
     async def close(self) -> None:
-        if self._checkpoint is not None:
-            await self._checkpoint
+        await self.checkpointed()
         async with self._lock:
+            if self._copier is not None:
+                copier, self._copier = self._copier, None
+                with ledger_failures(_WHAT):
+                    await asyncio.to_thread(copier.close)
             if self._connection is not None:
                 connection, self._connection = self._connection, None
                 with ledger_failures(_WHAT):

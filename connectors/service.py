@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -92,6 +92,12 @@ def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     future = asyncio.ensure_future(work)
     future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
     return future
+
+
+async def _look_up(ledger: Ledger, accounts: Sequence[Account]) -> None:
+    """The accounts' worst cases, read into the ledger's memory."""
+    for account in accounts:
+        await ledger.worst_case(account)
 
 
 def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
@@ -376,14 +382,16 @@ class QueryService:
                         owner=question.shelf.owner,
                         release=release,
                     )
-                # Which tables are stored already is looked up while the database lists the
-                # cohort's persons.
+                # Which tables are stored already, and what the accounts have spent, are
+                # looked up while the database lists the cohort's persons.
                 found = _background(
                     self.answers.get(question.shelf, list(question.digests.values()))
                 )
+                spent = _background(_look_up(self.ledger, question.accounts))
                 persons = await cohort.persons()
             with trail.step("ledger"):
                 stored = await found
+                await spent
                 new = {
                     digest: by for by, digest in question.digests.items() if digest not in stored
                 }
