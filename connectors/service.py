@@ -443,16 +443,15 @@ class QueryService:
                 del counts
                 if full:
                     drawn = draw(full, question.sd, self.noise)
-                    # The drawn tables are released while they are being stored, and leave
-                    # only once stored: as drawn, or as a racing question stored them first.
-                    # Stored unsynced: safe from a crash of the process, and should a power
-                    # failure lose them, asking again is charged again (the charges are
-                    # synced before anything leaves; docs/protection.md, "Durability").
-                    storing = _background(self.answers.put(question.shelf, drawn, synced=False))
-                    await asyncio.sleep(0)  # the store's write starts before the release
-                    tables |= released(drawn)
-                    kept = await storing
-                    tables |= released({d: t for d, t in kept.items() if t is not drawn[d]})
+                    # Stored first, then released: as drawn, or as a racing question stored
+                    # them first. Stored unsynced, which a crash of the process keeps; should
+                    # a power failure lose them, asking again is charged again (the charges
+                    # are synced before anything leaves; docs/protection.md, "Durability").
+                    # Not released while being stored: the release would hold the GIL the
+                    # store's worker thread needs (5 ms turns), and the unsynced write
+                    # takes less than the release.
+                    kept = await self.answers.put(question.shelf, drawn, synced=False)
+                    tables |= released(kept)
                 del full
             await flushed
             answer = [tables[by] for by in question.tables]
