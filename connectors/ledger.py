@@ -115,6 +115,11 @@ class Ledger(Protocol):
         """The account's worst-case spend per person so far (data-independent)."""
         ...
 
+    async def prepare(self, accounts: Sequence[Account]) -> None:
+        """Make ready what admitting a question of `accounts` reads (their worst cases,
+        their arrays): called while the cohort is being listed."""
+        ...
+
     async def flush(self) -> None:
         """Make every charge so far durable."""
         ...
@@ -151,6 +156,22 @@ class MemoryLedger:
 
     def _spent(self, account: Account) -> None:
         """Called when the account's worst case has grown (with the lock held)."""
+
+    async def prepare(self, accounts: Sequence[Account]) -> None:
+        for account in accounts:
+            await self.worst_case(account)
+        if any(a.key not in self._arrays for a in accounts):
+            async with self._lock:
+                # As wide as the widest array open: every account's array grows to the
+                # persons' highest index. (A file ledger creates and maps files here.)
+                size = max((len(spend) for spend in self._arrays.values()), default=0)
+                with ledger_failures(_WHAT):
+                    await asyncio.to_thread(self._open, accounts, size)
+
+    def _open(self, accounts: Sequence[Account], size: int) -> None:
+        for account in accounts:
+            if account.key not in self._arrays:
+                self.array(account, size)
 
     async def worst_case(self, account: Account) -> int:
         if account.key not in self._worst:

@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -92,12 +92,6 @@ def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     future = asyncio.ensure_future(work)
     future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
     return future
-
-
-async def _look_up(ledger: Ledger, accounts: Sequence[Account]) -> None:
-    """The accounts' worst cases, read into the ledger's memory."""
-    for account in accounts:
-        await ledger.worst_case(account)
 
 
 def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
@@ -382,12 +376,13 @@ class QueryService:
                         owner=question.shelf.owner,
                         release=release,
                     )
-                # Which tables are stored already, and what the accounts have spent, are
-                # looked up while the database lists the cohort's persons.
+                # Which tables are stored already is looked up, and the accounts' spend made
+                # ready (a new applicant's files created), while the database lists the
+                # cohort's persons.
                 found = _background(
                     self.answers.get(question.shelf, list(question.digests.values()))
                 )
-                spent = _background(_look_up(self.ledger, question.accounts))
+                spent = _background(self.ledger.prepare(question.accounts))
                 persons = await cohort.persons()
             with trail.step("ledger"):
                 stored = await found

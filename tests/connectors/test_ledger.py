@@ -142,3 +142,15 @@ async def test_a_charge_written_after_admitting_is_waited_for_by_the_next_questi
     assert spend_on_disk(tmp_path, RESEARCHER, 1) == 60
     await ledger.close()
     assert [spend_on_disk(tmp_path, ORGANISATION, i) for i in (1, 2, 3)] == [60, 60, 60]
+
+
+async def test_a_new_applicants_files_are_made_ready_as_wide_as_the_others(tmp_path: Path) -> None:
+    ledger = FileLedger(tmp_path)
+    await ledger.admit((RESEARCHER,), persons(3, 200_000), 10)
+    newcomer = Account("researcher", "new@example.org", cap=100)
+    await ledger.prepare((newcomer,))
+    files = {path.name: path.stat().st_size for path in (tmp_path / "spend").iterdir()}
+    assert files == {f"{a.key}.u16": 2 * 262_144 for a in (RESEARCHER, newcomer)}
+    assert (await ledger.admit((newcomer,), persons(200_000), 10)).counted.tolist() == [True]
+    await ledger.close()
+    assert spend_on_disk(tmp_path, newcomer, 200_000) == 10
