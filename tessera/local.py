@@ -22,7 +22,7 @@ from pathlib import Path
 
 from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
-from tessera.credentials import Credentials
+from tessera.credentials import GATEWAY_URL_FILE, Credentials
 from tessera.keys import (
     Rotation,
     ensure_keypair,
@@ -220,6 +220,8 @@ class LocalFederation:
         """The researcher's identity token, one permit per member from its own HDAB, and a
         compliance officer's token (identity only)."""
         self.token_file.write_text(self.identity() + "\n")
+        # Where the gateway listens, for clients that find the demo by its directory.
+        (self.directory / GATEWAY_URL_FILE).write_text(self.gateway_url + "\n")
         self.permits_dir.mkdir(parents=True, exist_ok=True)
         for jurisdiction, permit in self.permits().items():
             self.permit_file(jurisdiction).write_text(permit + "\n")
