@@ -7,13 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 from schema.wire import PERMIT_HEADER
-
-# Beside the credentials `tessera demo` writes: the URL its gateway listens on, so that
-# clients find the demo by its directory whatever its port.
-GATEWAY_URL_FILE: Final = "gateway.url"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from schema.approval import Approval, Role
 from schema.codes import Jurisdiction
-from tessera.credentials import GATEWAY_URL_FILE, Credentials
+from tessera.credentials import Credentials
 from tessera.keys import (
     Rotation,
     ensure_keypair,
@@ -32,6 +32,7 @@ from tessera.keys import (
     public_key_path,
     write_pool_registry,
 )
+from tessera.locations import GATEWAY_URL_FILE
 from tessera.processes import Service, Supervisor
 from tessera.tokens import (
     DEMO_APPLICATION,

@@ -50,10 +50,9 @@ from tessera.client.transport import (
     Reply,
     Transport,
 )
-from tessera.credentials import GATEWAY_URL_FILE, Credentials
+from tessera.credentials import Credentials
+from tessera.locations import DEMO_DIRECTORY, DEMO_GATEWAY, GATEWAY_URL_FILE
 
-DEMO_DIRECTORY: Final = Path(".tessera/demo")
-DEMO_GATEWAY: Final = "http://127.0.0.1:8400/graphql"
 # Longer than the gateway's longest deadline (TESSERA_GATEWAY_MAX_DEADLINE_S, 60 s by default)
 # plus its audit write: the gateway answers late nodes as TIMEOUT; this only catches a hang.
 DEFAULT_TIMEOUT_S: Final = 90.0
