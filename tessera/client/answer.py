@@ -201,7 +201,7 @@ class Answer:
             if len(self.tables) != 1:
                 raise KeyError(f"{len(self.tables)} breakdowns: say which ({list(self.tables)})")
             return next(iter(self.tables.values()))
-        if which in self.tables:
+        if isinstance(which, str) and which in self.tables:
             return self.tables[which]
         wanted = which if isinstance(which, str) else ",".join(which)
         wanted = ",".join(d.strip().upper() for d in wanted.split(","))

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 INTEGER_COLUMNS: Final = frozenset({"value", "age_min", "age_max", "calendar_year"})
-FLOAT_COLUMNS: Final = frozenset({"sd", "bound", "latency_ms"})
+FLOAT_COLUMNS: Final = frozenset(
+    {"sd", "bound", "latency_ms", "sigma", "question_rho", "spent_rho", "cap_rho"}
+)
 NODE_COLUMNS: Final = (
     "jurisdiction",
     "node_status",
@@ -108,10 +110,7 @@ def nodes_frame(nodes: Iterable[Node]) -> pd.DataFrame:
                 "data_release": privacy.get("dataRelease"),
             }
         )
-    frame = pd.DataFrame(records, columns=list(NODE_COLUMNS))
-    for column in ("sigma", "question_rho", "spent_rho", "cap_rho"):
-        frame[column] = frame[column].astype("float64")
-    return typed(frame)
+    return typed(pd.DataFrame(records, columns=list(NODE_COLUMNS)))
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:

@@ -119,7 +119,8 @@ class AiohttpTransport:
 @dataclass
 class FakeTransport:
     """A gateway in memory, for tests of code that uses the client: `answer(url, body,
-    headers)` returns the reply. Records every request in `requests`. Serves both protocols."""
+    headers)` returns the reply. Records every request in `requests`; `asynchronous()` serves
+    an `AsyncClient`."""
 
     answer: Callable[[str, bytes, Headers], Reply]
     requests: list[tuple[str, bytes, Headers]] = field(default_factory=list)
@@ -127,9 +128,6 @@ class FakeTransport:
     def post(self, url: str, body: bytes, headers: Headers, timeout_s: float) -> Reply:
         self.requests.append((url, body, list(headers)))
         return self.answer(url, body, headers)
-
-    async def apost(self, url: str, body: bytes, headers: Headers, timeout_s: float) -> Reply:
-        return self.post(url, body, headers, timeout_s)
 
     def asynchronous(self) -> AsyncTransport:
         return _AsyncFake(self)
