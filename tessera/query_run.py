@@ -42,7 +42,9 @@ async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             response = await _with_progress(client.execute(document, variables), err)
         except TesseraClientError as exc:
-            print(f"error {exc.code or 'UNREACHABLE'}: {exc.message}", file=err)
+            wait = exc.details.get("retryAfter")
+            later = f" (retry after {wait} s)" if isinstance(wait, int) else ""
+            print(f"error {exc.code or 'UNREACHABLE'}: {exc.message}{later}", file=err)
             return 1
     if err.isatty():
         err.write(node_summary(response))

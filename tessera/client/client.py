@@ -286,7 +286,8 @@ class Client(_Core):
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own).
 
-            >>> answer = Client.demo().cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])
+            >>> client = Client.demo()  # doctest: +SKIP
+            >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
             >>> answer.frame()[["age_min", "age_max", "value", "sd", "status"]]  # doctest: +SKIP
         """
         question = self.question(
