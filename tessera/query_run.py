@@ -48,18 +48,23 @@ async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 1
     if err.isatty():
         err.write(node_summary(response))
+    saved = True
     if args.out is not None:
         from tessera.client.frames import to_frame, write
 
-        written = write(to_frame(response.rows()), args.out)
-        print(f"wrote {written}", file=err)
+        try:
+            print(f"wrote {write(to_frame(response.rows()), args.out)}", file=err)
+        except (OSError, ImportError) as exc:
+            # The answer was charged and is not asked again: it goes to standard output.
+            print(f"tessera query: cannot write {args.out}: {exc}", file=err)
+            saved = False
     if args.json:
         out.write(json.dumps(response.data, indent=2, ensure_ascii=False) + "\n")
     elif args.csv:
         write_csv(response.rows(), out)
-    elif args.out is None or out.isatty():
+    elif args.out is None or not saved or out.isatty():
         out.write(render(response))
-    return 0
+    return 0 if saved else 1
 
 
 def _client(args: argparse.Namespace) -> AsyncClient:

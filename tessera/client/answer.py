@@ -342,6 +342,8 @@ def read_table(raw: Mapping[str, Any], nodes: Sequence[Node]) -> Table:
         released[key] = Count.read(cell.get("count"))
         for i, value in enumerate(key):
             seen[i][value] = None
+    if not by:
+        return Table((), ())  # no cells, and no dimensions to make a grid of
     by_node = {n.jurisdiction: n for n in nodes}
     axes = []
     for dimension, found in zip(by, seen, strict=True):

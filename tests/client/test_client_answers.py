@@ -127,3 +127,11 @@ def test_a_response_without_a_cohort_keeps_its_data() -> None:
     assert response.data["jurisdictions"][0]["code"] == "FR"
     with pytest.raises(KeyError):
         _ = response.answer
+
+
+def test_a_table_without_cells_or_dimensions_has_no_rows() -> None:
+    data = cohort_with_a_denied_node()
+    data["cohort"]["b2"] = {"cells": []}  # `by` not selected, and every node denied
+    answer = Response.read(data).answer
+    assert answer.tables["b2"].rows == ()
+    assert len(answer.all_rows()) == 1 + 3 + 9 + 3
