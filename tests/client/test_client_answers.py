@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -135,3 +137,27 @@ def test_a_table_without_cells_or_dimensions_has_no_rows() -> None:
     answer = Response.read(data).answer
     assert answer.tables["b2"].rows == ()
     assert len(answer.all_rows()) == 1 + 3 + 9 + 3
+
+
+def test_rows_need_no_pandas_and_frames_say_how_to_get_it() -> None:
+    script = (
+        "import sys; sys.modules['pandas'] = None\n"
+        "from tessera.client import Response\n"
+        "from tests.client.client_kit import cohort_with_a_denied_node\n"
+        "answer = Response.read(cohort_with_a_denied_node()).answer\n"
+        "assert len(answer.rows('SEX')) == 3\n"
+        "try:\n"
+        "    answer.frame('SEX')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'tessera[client]'" in done.stdout
