@@ -8,8 +8,8 @@ flags for the common question, and print the answer as tables, CSV or JSON.
 
 Gateway, identity token and permits default to the ones `tessera demo` wrote (`--demo-dir`,
 `.tessera/demo`). The gateway answers a question whole (it streams nothing), so while it
-works a line on standard error counts the seconds, when standard error is a terminal, and
-each node's status and latency follow once the answer is in.
+works a line on standard error counts the seconds and names the nodes asked, when standard
+error is a terminal, and each node's status and latency follow once the answer is in.
 """
 
 from __future__ import annotations

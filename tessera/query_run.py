@@ -40,7 +40,11 @@ async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"error {exc.code}: {exc.message}", file=err)
             return 2
         try:
-            response = await _with_progress(client.execute(document, variables), err)
+            members = None
+            if err.isatty() and args.file is None:
+                chosen = [j.value for j in args.jurisdictions] if args.jurisdictions else None
+                members = federation_members(client, chosen)
+            response = await _with_progress(client.execute(document, variables), err, members)
         except TesseraClientError as exc:
             wait = exc.details.get("retryAfter")
             later = f" (retry after {wait} s)" if isinstance(wait, int) else ""
@@ -109,25 +113,50 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
     return question.document, question.variables
 
 
-async def _with_progress(work: Awaitable[Response], err: TextIO) -> Response:
-    """Await the answer; on a terminal, count the seconds on standard error meanwhile."""
+async def _with_progress(
+    work: Awaitable[Response], err: TextIO, members: Awaitable[list[str]] | None = None
+) -> Response:
+    """Await the answer; on a terminal, meanwhile, count the seconds on standard error and
+    name the nodes waited for (`members`, when they are known in time)."""
     task: asyncio.Task[Response] = asyncio.ensure_future(work)
     if not err.isatty():
         return await task
+    asked: asyncio.Future[list[str]] | None = None
+    if members is not None:
+        asked = asyncio.ensure_future(members)
     started = time.monotonic()
     tick = 0
     try:
         while not task.done():
             elapsed = time.monotonic() - started
             spinner = _SPINNER[tick % len(_SPINNER)]
-            err.write(f"\r{spinner} asking the federation … {elapsed:4.1f} s")
+            names = _names(asked)
+            err.write(f"\r\033[K{spinner} asking {names} … {elapsed:4.1f} s")
             err.flush()
             tick += 1
             await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
     finally:
+        if asked is not None and not asked.done():
+            asked.cancel()
         err.write("\r\033[K")
         err.flush()
     return task.result()
+
+
+def _names(asked: asyncio.Future[list[str]] | None) -> str:
+    if asked is None or not asked.done() or asked.cancelled() or asked.exception() is not None:
+        return "the federation"
+    names = asked.result()
+    return f"{len(names)} nodes ({', '.join(names)})" if names else "the federation"
+
+
+async def federation_members(client: AsyncClient, chosen: Sequence[str] | None) -> list[str]:
+    """The nodes a question goes to: the ones chosen, or every member (a public query)."""
+    if chosen:
+        return list(chosen)
+    response = await client.execute("{ jurisdictions { code } }")
+    members = response.data.get("jurisdictions")
+    return [str(m["code"]) for m in members or () if isinstance(m, Mapping)]
 
 
 def node_summary(response: Response) -> str:
