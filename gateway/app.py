@@ -51,10 +51,10 @@ from gateway.permits import PermitVerifier
 from gateway.ratelimit import (
     LimitPolicy,
     Limits,
-    MemoryRateLimiter,
     RateGuard,
     RateLimiter,
     RedisRateLimiter,
+    SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.settings import GatewaySettings
@@ -334,9 +334,14 @@ def _services(
         for source in federation.refreshing:
             await source.start()
         limiter = rate_limiter
+        own_limiter: SqliteRateLimiter | None = None
         if limiter is None and settings.redis_url:
             state.redis = connect_redis(settings.redis_url)
             limiter = RedisRateLimiter(state.redis, prefix=settings.redis_prefix)
+        elif limiter is None:
+            assert settings.rate_db is not None  # filled in by GatewaySettings
+            limiter = own_limiter = SqliteRateLimiter(settings.rate_db)
+            await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
         transport = node_client
         if transport is None:
@@ -360,7 +365,7 @@ def _services(
             permits=PermitVerifier(
                 TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
             ),
-            rate_guard=RateGuard(limiter if limiter is not None else MemoryRateLimiter(), limits),
+            rate_guard=RateGuard(limiter, limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
             max_query_cost=settings.max_query_cost,
@@ -378,6 +383,8 @@ def _services(
             if state.redis is not None:
                 await state.redis.aclose()
                 state.redis = None
+            if own_limiter is not None:
+                await own_limiter.close()
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")
