@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -106,12 +107,20 @@ async def _query(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
         raise _too_large()
     body = await request.read()
-    answer = await request.app[SERVICE].handle(
-        authorization=request.headers.get("Authorization"),
-        body=body,
-        approval_token=request.headers.get(APPROVAL_HEADER),
-        trace_parent=propagate.extract(request.headers),
-    )
+    try:
+        answer = await request.app[SERVICE].handle(
+            authorization=request.headers.get("Authorization"),
+            body=body,
+            approval_token=request.headers.get(APPROVAL_HEADER),
+            trace_parent=propagate.extract(request.headers),
+        )
+    except TesseraError as exc:
+        # The code says what was refused; the message and the request may hold what the
+        # caller sent, and stay out of the log.
+        log.warning(
+            "refused query %s: %s (HTTP %d)", _query_id(body), exc.code.value, http_status(exc)
+        )
+        raise
     body = _dump(answer)
     if len(body) > MAX_RESPONSE_BYTES:
         # The gateway would refuse it anyway; say why instead.
@@ -119,6 +128,19 @@ async def _query(request: web.Request) -> web.Response:
             f"the answer exceeds {MAX_RESPONSE_BYTES} bytes: ask for fewer or coarser tables"
         )
     return web.Response(body=body, content_type=CONTENT_TYPE)
+
+
+_QUERY_ID: Final = re.compile(r"[A-Za-z0-9-]{8,64}")
+
+
+def _query_id(body: bytes) -> str:
+    """The query id a request names, for the log, if it has the form of one (`schema.wire`);
+    a refused request may be anything at all."""
+    try:
+        claimed = orjson.loads(body).get("query_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "?"
+    return claimed if isinstance(claimed, str) and _QUERY_ID.fullmatch(claimed) else "?"
 
 
 async def _health(request: web.Request) -> web.Response:
