@@ -7,6 +7,9 @@ too, SIGKILL and power cut included; or in Redis (`SET NX PX`), so that several 
 refuse a request another replica has seen. `MemoryReplayCache` (one process, forgotten on
 restart) is the fake for tests. Failing to record is never "new": the stores raise
 TEMPORARILY_UNAVAILABLE instead.
+
+A cache that may have lost ids seen before some time says so (`remembers_since`); the
+verifier refuses tokens issued before it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ def unavailable(message: str) -> TesseraError:
 
 
 class ReplayCache(Protocol):
+    @property
+    def remembers_since(self) -> float | None:
+        """Ids of tokens issued before this wall-clock time may be forgotten: such tokens
+        must be refused. None: nothing seen is forgotten while the cache lives."""
+        ...
+
     async def claim(self, key: str, ttl_s: float) -> bool:
         """Record `key` for `ttl_s` seconds; True if it was not already recorded."""
         ...
@@ -47,6 +56,10 @@ class MemoryReplayCache:
         self._max_entries = max_entries
         self._clock = clock
         self._expiry: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def remembers_since(self) -> float | None:
+        return None  # a fake: forgets everything when its process ends
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -81,6 +94,10 @@ class RedisReplayCache:
         self._redis = redis
         self._prefix = prefix
 
+    @property
+    def remembers_since(self) -> float | None:
+        return None  # as long as Redis keeps its keys (its persistence is Redis's setting)
+
     async def claim(self, key: str, ttl_s: float) -> bool:
         try:
             created = await self._redis.set(
@@ -99,15 +116,29 @@ CREATE INDEX IF NOT EXISTS seen_expires ON seen (expires);
 PURGE_EVERY: Final = 512
 
 
-class SqliteReplayCache:
-    """The ids seen, in an SQLite file, each until its token has expired.
+def machine_started_at() -> float | None:
+    """Wall-clock time the machine started (Linux: CLOCK_BOOTTIME, suspended time included),
+    or None where the system does not tell."""
+    boot_clock = getattr(time, "CLOCK_BOOTTIME", None)
+    if boot_clock is None:
+        return None
+    return time.time() - time.clock_gettime(boot_clock)
 
-    `synchronous=FULL`: an id is on disk before `claim` calls it new, so no answer can leave
-    for a token the file does not hold, whether the node is killed or the machine loses
-    power. (Refusing every token issued before the process started would cost no write, but
-    it trusts the gateway's and the node's clocks to agree, and refuses good requests for
-    the clock difference after each restart.) Shared by processes that open the same file on
-    one host."""
+
+class SqliteReplayCache:
+    """The ids seen, in an SQLite file, each until its token has expired. Shared by the
+    processes that open the same file on one host.
+
+    An id is committed before `claim` calls it new, with `synchronous=NORMAL`: the commit is
+    in the operating system's hands, so a node killed (SIGKILL) and restarted finds it. Only
+    a crash of the machine itself (a power cut) can lose the last commits, and then the
+    machine starts again: tokens issued before it started are refused (`remembers_since`),
+    which costs nothing but a request the node could not have answered anyway, being down.
+    That is one write of about 0.2 ms per request instead of an fsync (4 ms measured on a
+    busy 2-core machine with `FULL`), which is what a system that cannot tell its start time
+    gets. (The other way, refusing every token issued before the process started, needs no
+    write at all but trusts the gateway's and the node's clocks to agree to within a
+    restart, and refuses good requests for their difference after each restart.)"""
 
     def __init__(
         self,
@@ -115,11 +146,13 @@ class SqliteReplayCache:
         *,
         clock: Callable[[], float] = time.time,
         purge_every: int = PURGE_EVERY,
+        started_at: Callable[[], float | None] = machine_started_at,
     ) -> None:
+        self._started_at = started_at()
         self._file = SqliteFile(
             path,
             schema=_REPLAY_SCHEMA,
-            synchronous="FULL",
+            synchronous="FULL" if self._started_at is None else "NORMAL",
             unavailable=lambda: unavailable("the replay cache is unavailable; retry shortly"),
             name="replay-sqlite",
         )
@@ -132,6 +165,10 @@ class SqliteReplayCache:
     @property
     def path(self) -> Path:
         return self._file.path
+
+    @property
+    def remembers_since(self) -> float | None:
+        return self._started_at
 
     async def open(self) -> None:
         await self._file.open()

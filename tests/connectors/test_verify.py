@@ -216,6 +216,37 @@ async def test_the_sqlite_cache_outlives_its_process_and_forgets_expired_entries
     await cache.close()
 
 
+async def test_tokens_issued_before_the_machine_started_are_refused(
+    tmp_path: Path, gateway_public_pem: Path, sign: Sign
+) -> None:
+    # The machine started 10 s ago: a power cut may have lost the ids seen before.
+    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", started_at=lambda: time.time() - 10)
+    verifier = RequestVerifier(
+        keys=load_gateway_keys({KID: gateway_public_pem}),
+        issuer=ISSUER,
+        audience=NODE,
+        replay_cache=cache,
+    )
+    try:
+        old = bearer(sign(BODY, issued_at=time.time() - 20))  # valid for 10 s more
+        assert await refused(verifier, old, BODY) is ErrorCode.REQUEST_EXPIRED
+        await verifier.verify(bearer(sign(BODY, issued_at=time.time() - 5)), BODY)
+    finally:
+        await cache.close()
+
+
+async def test_without_a_known_start_time_the_sqlite_cache_syncs_every_claim(
+    tmp_path: Path,
+) -> None:
+    for started, synchronous in ((lambda: None, 2), (lambda: 0.0, 1)):  # FULL, NORMAL
+        cache = SqliteReplayCache(tmp_path / f"{synchronous}.sqlite3", started_at=started)
+        assert cache.remembers_since == started()
+        assert await cache.claim("node:a", 10)
+        level = await cache._file.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+        assert level == synchronous
+        await cache.close()
+
+
 async def test_concurrent_claims_of_one_id_in_the_sqlite_cache_pass_once(tmp_path: Path) -> None:
     caches = [SqliteReplayCache(tmp_path / "replay.sqlite3") for _ in range(3)]
     try:
