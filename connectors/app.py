@@ -104,30 +104,36 @@ def _too_large() -> BodyTooLarge:
 
 
 async def _query(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
-        raise _too_large()
-    body = await request.read()
+    body = b""
     try:
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+            raise _too_large()
+        body = await request.read()
         answer = await request.app[SERVICE].handle(
             authorization=request.headers.get("Authorization"),
             body=body,
             approval_token=request.headers.get(APPROVAL_HEADER),
             trace_parent=propagate.extract(request.headers),
         )
+        payload = _dump(answer)
+        if len(payload) > MAX_RESPONSE_BYTES:
+            # The gateway would refuse it anyway; say why instead.
+            raise BadRequest(
+                f"the answer exceeds {MAX_RESPONSE_BYTES} bytes: ask for fewer or coarser tables"
+            )
     except TesseraError as exc:
-        # The code says what was refused; the message and the request may hold what the
-        # caller sent, and stay out of the log.
-        log.warning(
-            "refused query %s: %s (HTTP %d)", _query_id(body), exc.code.value, http_status(exc)
-        )
+        _log_refusal(body, exc.code, http_status(exc))
         raise
-    body = _dump(answer)
-    if len(body) > MAX_RESPONSE_BYTES:
-        # The gateway would refuse it anyway; say why instead.
-        raise BadRequest(
-            f"the answer exceeds {MAX_RESPONSE_BYTES} bytes: ask for fewer or coarser tables"
-        )
-    return web.Response(body=body, content_type=CONTENT_TYPE)
+    except web.HTTPRequestEntityTooLarge:
+        _log_refusal(body, ErrorCode.BODY_TOO_LARGE, 413)
+        raise
+    return web.Response(body=payload, content_type=CONTENT_TYPE)
+
+
+def _log_refusal(body: bytes, code: ErrorCode, status: int) -> None:
+    # The code says what was refused; the message and the request may hold what the caller
+    # sent, and stay out of the log.
+    log.warning("refused query %s: %s (HTTP %d)", _query_id(body), code.value, status)
 
 
 _QUERY_ID: Final = re.compile(r"[A-Za-z0-9-]{8,64}")
