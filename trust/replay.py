@@ -134,11 +134,12 @@ class SqliteReplayCache:
     a crash of the machine itself (a power cut) can lose the last commits, and then the
     machine starts again: tokens issued before it started are refused (`remembers_since`),
     which costs nothing but a request the node could not have answered anyway, being down.
-    That is one write of about 0.2 ms per request instead of an fsync (4 ms measured on a
-    busy 2-core machine with `FULL`), which is what a system that cannot tell its start time
-    gets. (The other way, refusing every token issued before the process started, needs no
-    write at all but trusts the gateway's and the node's clocks to agree to within a
-    restart, and refuses good requests for their difference after each restart.)"""
+    That is one write of about 0.2 ms per request instead of an fsync (1 to 4 ms measured
+    on a shared 2-core machine with `FULL`, `bench/restart_state.py`), which is what a
+    system that cannot tell its start time gets. (The other way, refusing every token
+    issued before the process started, needs no write at all but trusts the gateway's and
+    the node's clocks to agree to within a restart, and refuses good requests for their
+    difference after each restart.)"""
 
     def __init__(
         self,
