@@ -167,9 +167,8 @@ class NodeWatch:
                             NodeState.ANSWERING, "ready when probed", self._clock()
                         )
 
-        await asyncio.gather(
-            *(ready(n) for n_id, n in self.nodes.items() if n_id not in self.possibly_answering())
-        )
+        answering = set(self.possibly_answering())
+        await asyncio.gather(*(ready(n) for n_id, n in self.nodes.items() if n_id not in answering))
 
     def readiness(self) -> str | None:
         """None while some node may answer (a quorum may be possible); else why not."""

@@ -8,7 +8,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_kit import counts_handler
 
@@ -58,7 +60,7 @@ async def client(settings: GatewaySettings, fed: Federation) -> AsyncIterator[Te
         {},
         federation=settings.federation,
         circuit_failures=2,
-        circuit_reset_s=0.05,
+        circuit_reset_s=60,
         node_retry_attempts=1,
         rate_per_researcher_per_minute=5,
     )
@@ -205,3 +207,23 @@ def test_an_open_circuit_counts_as_not_answering() -> None:
     )
     circuits.clear()
     assert watch.readiness() is None
+
+
+async def test_a_gateway_no_node_answers_finds_one_back_by_probing() -> None:
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    node_app = web.Application()
+    node_app.router.add_get("/readyz", ready)
+    async with TestServer(node_app) as server, aiohttp.ClientSession() as session:
+        back = NodeInfo(jurisdiction=FR, node_id="tessera-node-fr", url=str(server.make_url("")))
+        gone = NodeInfo(jurisdiction=DK, node_id="tessera-node-dk", url="http://127.0.0.1:9")
+        watch = NodeWatch([back, gone])
+        for n in (back, gone):
+            failed = NodeOutcome.failed(n.jurisdiction, NodeStatus.UNAVAILABLE, "x")
+            watch.record(n, failed, full_timeout=True)
+        assert watch.readiness() is not None
+        await watch.probe(session)
+        assert watch.readiness() is None
+        assert watch.describe()["tessera-node-fr"].startswith("answering (ready when probed ")
+        assert watch.state("tessera-node-dk") is NodeState.NOT_ANSWERING
