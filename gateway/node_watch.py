@@ -213,7 +213,10 @@ class WatchedNodeClient:
         if outcome.latency_ms is not None:
             self._metrics.node_latency.record(outcome.latency_ms / 1000, status)
         if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
-            log.warning(
+            # While a circuit is open every query would say so: its opening was the warning.
+            quiet = outcome.error_code is ErrorCode.CIRCUIT_OPEN
+            log.log(
+                logging.INFO if quiet else logging.WARNING,
                 "query %s: node %s (%s) %s%s: %r",
                 request.query_id,
                 node.node_id,

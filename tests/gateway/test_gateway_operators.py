@@ -97,6 +97,19 @@ async def test_failures_are_logged_with_node_code_and_query_id(
     assert not any("tessera-node-fr" in w for w in warnings)
     assert all(token not in w and "\n" not in w for w in warnings)
 
+    # Two failures in a row open DK's circuit: the opening is a warning, the queries that do
+    # not ask DK while it is open say so at INFO.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        await ask(client, token)
+        await ask(client, token)
+    levels = {
+        (r.levelname, "CIRCUIT_OPEN" in r.getMessage())
+        for r in caplog.records
+        if "tessera-node-dk" in r.getMessage()
+    }
+    assert levels == {("WARNING", False), ("INFO", True)}
+
 
 async def test_readyz_names_the_nodes_that_do_not_answer_and_stays_ready_while_one_does(
     client: TestClient, token: str, fed: Federation
