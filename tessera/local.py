@@ -127,6 +127,10 @@ class LocalFederation:
         return f"http://{self.host}:{self.gateway_port}/graphql"
 
     @property
+    def console_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}/console"
+
+    @property
     def members(self) -> list[Jurisdiction]:
         return [*self.jurisdictions, *(j for j in self.extra_nodes if j not in self.jurisdictions)]
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,11 +122,10 @@ class Page:
     def seen(self, method: str) -> list[dict[str, Any]]:
         return [e["params"] for e in self.events if e.get("method") == method]
 
-    async def screenshot(self, path: Path) -> Path:
+    async def screenshot(self) -> bytes:
+        """The whole page as a PNG."""
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
-        return path
+        return base64.b64decode(shot["data"])
 
 
 def _arguments(profile: Path, dead_proxy_port: int) -> list[str]:
@@ -153,44 +152,49 @@ def _arguments(profile: Path, dead_proxy_port: int) -> list[str]:
     ]
 
 
-@contextlib.asynccontextmanager
-async def chromium_page(binary: str, profile: Path) -> AsyncIterator[Page]:
-    """A fresh headless Chromium (its profile in `profile`) and one tab in it."""
+@contextlib.contextmanager
+def running_chromium(binary: str, profile: Path) -> Iterator[int]:
+    """A headless Chromium with a fresh profile in `profile`; yields its DevTools port."""
     profile.mkdir(parents=True, exist_ok=True)
-    log = (profile / "chromium.log").open("wb")
-    process = subprocess.Popen(
-        [binary, *_arguments(profile, free_port())],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        port = await _devtools_port(profile / "DevToolsActivePort", process)
-        async with aiohttp.ClientSession() as session:
-            async with session.put(f"http://127.0.0.1:{port}/json/new?about:blank") as response:
-                target = await response.json(content_type=None)
-            async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                page = Page(ws)
-                page.start()
-                yield page
-    finally:
-        process.terminate()
+    with (profile / "chromium.log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, *_arguments(profile, free_port())],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            yield _devtools_port(profile, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-async def _devtools_port(path: Path, process: subprocess.Popen[bytes]) -> int:
+def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
     deadline = time.monotonic() + 30
     while True:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            return int(path.read_text().splitlines()[0])
+            return int((profile / "DevToolsActivePort").read_text().splitlines()[0])
         if process.poll() is not None:
-            log = path.with_name("chromium.log").read_text(errors="replace")
+            log = (profile / "chromium.log").read_text(errors="replace")
             raise RuntimeError(f"chromium exited with {process.returncode}:\n{log[-3000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError("chromium opened no DevTools port within 30 s")
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def open_page(devtools_port: int) -> AsyncIterator[Page]:
+    """A new tab of the Chromium listening on `devtools_port`."""
+    base = f"http://127.0.0.1:{devtools_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{base}/json/new?about:blank") as response:
+            target = await response.json(content_type=None)
+        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            page = Page(ws)
+            page.start()
+            yield page
