@@ -8,11 +8,11 @@ Routes (when `TESSERA_GATEWAY_CONSOLE` is on):
 
 - `GET /console` and `GET /graphql` (a browser opening the endpoint): the page;
 - `GET /console/{asset}`: its script, style sheet and icon;
-- `GET /console/demo-credentials.json`: only when the gateway runs as the demo
-  (`TESSERA_GATEWAY_CONSOLE_DEMO_CREDENTIALS`, loopback only): the demo researcher's identity
-  token and permits, which the page pre-fills. Otherwise the researcher pastes theirs or loads
-  the files; the page keeps them in the tab's sessionStorage only, and the gateway never puts
-  a token into a page.
+- `GET /console/demo-credentials.json`: `{"demo": false}`, unless the gateway runs as the
+  demo (`TESSERA_GATEWAY_CONSOLE_DEMO_CREDENTIALS`, loopback only): then the demo
+  researcher's identity token and permits, which the page pre-fills. Otherwise the researcher
+  pastes theirs or loads the files; the page keeps them in the tab's sessionStorage only, and
+  the gateway never puts a token into a page.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class DemoCredentials:
             return None
         permits = sorted(self.directory.glob(DEMO_PERMITS_GLOB))
         return {
+            "demo": True,
             "bearer": token.read_text().strip(),
             "permits": [path.read_text().strip() for path in permits],
             "source": "the demo's researcher.jwt and permits/*.jwt",
@@ -123,18 +124,19 @@ def install(
 
     app.router.add_get(graphql_path, page)
     app.router.add_get(CONSOLE_PATH, page)
-    if demo_credentials is not None:
-        app.router.add_get(DEMO_CREDENTIALS_PATH, _credentials(DemoCredentials(demo_credentials)))
+    demo = None if demo_credentials is None else DemoCredentials(demo_credentials)
+    app.router.add_get(DEMO_CREDENTIALS_PATH, _credentials(demo))
     app.router.add_get(CONSOLE_PATH + "/{name}", asset)
 
 
-def _credentials(demo: DemoCredentials) -> Handler:
+def _credentials(demo: DemoCredentials | None) -> Handler:
+    # Answered even where there is no demo, so that the page asks without a failed request.
     async def handler(request: web.Request) -> web.Response:
-        # The settings keep the gateway on loopback; a page of another site that rebinds its
-        # own name to 127.0.0.1 still sends that name as Host, and gets nothing.
-        if not is_loopback(request.url.host or ""):
-            return error_response(404, ErrorCode.NOT_FOUND, "Not Found")
-        found = await asyncio.to_thread(demo.read)
+        found: dict[str, object] | None = {"demo": False}
+        # The settings keep a demo gateway on loopback; a page of another site that rebinds
+        # its own name to 127.0.0.1 still sends that name as Host, and gets nothing.
+        if demo is not None and is_loopback(request.url.host or ""):
+            found = await asyncio.to_thread(demo.read)
         if found is None:
             return error_response(
                 503, ErrorCode.TEMPORARILY_UNAVAILABLE, "the demo's credentials are not written"

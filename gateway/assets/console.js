@@ -102,7 +102,7 @@
   }
 
   async function demoCredentials() {
-    // Only a gateway running as the demo answers this; any other says 404 and the
+    // Only a gateway running as the demo has them; any other says {"demo": false} and the
     // researcher brings their own.
     try {
       const response = await fetch("console/demo-credentials.json", {
@@ -121,7 +121,7 @@
     permits.value = sessionStorage.getItem(KEYS.permits) || "";
     if (!bearer.value) {
       const demo = await demoCredentials();
-      if (demo && typeof demo.bearer === "string") {
+      if (demo && demo.demo === true && typeof demo.bearer === "string") {
         bearer.value = demo.bearer;
         permits.value = (demo.permits || []).join("\n");
         $("credentials-note").textContent =

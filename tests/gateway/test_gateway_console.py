@@ -106,7 +106,8 @@ async def test_unknown_assets_and_get_queries_are_not_served(console: TestClient
 
 async def test_no_credentials_outside_the_demo(console: TestClient) -> None:
     response = await console.get("/console/demo-credentials.json")
-    assert response.status == 404
+    assert response.status == 200
+    assert await response.json() == {"demo": False}
 
 
 async def test_the_demo_hands_its_credentials_to_the_console(
@@ -123,6 +124,7 @@ async def test_the_demo_hands_its_credentials_to_the_console(
         assert response.status == 200
         assert response.headers["Cache-Control"] == "no-store"
         body = await response.json()
+        assert body["demo"] is True
         assert body["bearer"] == BEARER
         assert body["permits"] == [PERMITS["de.jwt"], PERMITS["fr.jwt"]]
         # The page itself never carries a token: the script asks for them.
@@ -131,7 +133,7 @@ async def test_the_demo_hands_its_credentials_to_the_console(
         rebound = await client.get(
             "/console/demo-credentials.json", headers={"Host": "attacker.example:8400"}
         )
-        assert rebound.status == 404
+        assert await rebound.json() == {"demo": False}
         (tmp_path / "demo" / "researcher.jwt").unlink()
         missing = await client.get("/console/demo-credentials.json")
         assert missing.status == 503

@@ -6,6 +6,8 @@ screenshot in `.tessera/artifacts/console.png`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,16 +40,31 @@ def devtools(chromium: str, tmp_path: Path) -> Iterator[int]:
         yield port
 
 
-@pytest.fixture
-def console_gateway(federation: LocalFederation) -> Iterator[Service]:
-    """A second gateway of the federation, serving the console as `tessera demo` does."""
-    service = federation.gateway_service(port=free_port(), name="console gateway", console=True)
+@contextlib.contextmanager
+def running(service: Service) -> Iterator[Service]:
     service.start()
     try:
         asyncio.run(service.wait_ready())
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def console_gateway(federation: LocalFederation) -> Iterator[Service]:
+    """A second gateway of the federation, serving the console as `tessera demo` does."""
+    service = federation.gateway_service(port=free_port(), name="console gateway", console=True)
+    with running(service):
+        yield service
+
+
+@pytest.fixture
+def hub_console_gateway(federation: LocalFederation) -> Iterator[Service]:
+    """A gateway serving the console as a hub would: no credentials of anyone's in it."""
+    service = federation.gateway_service(port=free_port(), name="hub console", console=False)
+    service = dataclasses.replace(service, env={**service.env, "TESSERA_GATEWAY_CONSOLE": "true"})
+    with running(service):
+        yield service
 
 
 def save(path: Path, data: bytes) -> None:
@@ -161,3 +178,59 @@ def check_the_numbers_are_shown(answer: dict[str, Any], summary: str) -> None:
     for cell in released:
         values = "\t".join(d["value"] for d in cell["dimensions"])
         assert f"{values}\t{format_count(cell['count']['value'])}" in summary, cell
+
+
+async def test_a_researcher_brings_their_own_credentials(
+    devtools: int, hub_console_gateway: Service, federation: LocalFederation
+) -> None:
+    async with open_page(devtools) as page:
+        for domain in ("Page", "Runtime", "Network", "Log"):
+            await page.send(f"{domain}.enable")
+        await page.send("Page.navigate", url=f"{hub_console_gateway.base_url}/console")
+        await page.wait_until("document.body && document.body.dataset.state === 'ready'")
+        # Nothing pre-filled: the gateway hands out no tokens.
+        assert await page.evaluate("document.getElementById('bearer').value") == ""
+        assert await page.evaluate("document.getElementById('permits').value") == ""
+        await page.evaluate("document.getElementById('run').click()")
+        await page.wait_until("document.body.dataset.state !== 'asking'")
+        assert await page.evaluate("document.body.dataset.state") == "refused"
+        assert "UNAUTHENTICATED" in await page.evaluate(
+            "document.getElementById('summary').innerText"
+        )
+
+        # The researcher loads their token file and their permit files.
+        document = await page.send("DOM.getDocument")
+        permit_files = sorted(federation.permits_dir.glob("*.jwt"))
+        for selector, files in (
+            ("#bearer-file", [federation.token_file]),
+            ("#permit-files", permit_files),
+        ):
+            node = await page.send(
+                "DOM.querySelector", nodeId=document["root"]["nodeId"], selector=selector
+            )
+            await page.send(
+                "DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(f) for f in files]
+            )
+        await page.wait_until(
+            "document.getElementById('permits').value.split('\\n').length === "
+            f"{len(permit_files)} && document.getElementById('bearer').value.length > 0"
+        )
+        credentials = federation.researcher()
+        assert await page.evaluate("document.getElementById('bearer').value") == (
+            credentials.bearer
+        )
+        assert await page.evaluate("sessionStorage.getItem('tessera.console.bearer')") == (
+            credentials.bearer
+        )
+
+        await page.evaluate("document.getElementById('run').click()")
+        await page.wait_until("document.body.dataset.state !== 'asking'")
+        summary = await page.evaluate("document.getElementById('summary').innerText")
+        assert await page.evaluate("document.body.dataset.state") == "answered", summary
+        raw = await page.evaluate("document.getElementById('response').textContent")
+        check_the_numbers_are_shown(json.loads(raw)["data"]["cohort"], summary)
+        hosts = {
+            urlsplit(e["request"]["url"]).netloc for e in page.seen("Network.requestWillBeSent")
+        }
+        assert hosts == {urlsplit(hub_console_gateway.base_url).netloc}
+        assert problems(page) == []
