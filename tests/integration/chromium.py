@@ -175,7 +175,7 @@ def running_chromium(binary: str, profile: Path) -> Iterator[int]:
 
 
 def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         with contextlib.suppress(OSError, ValueError, IndexError):
             return int((profile / "DevToolsActivePort").read_text().splitlines()[0])
@@ -183,7 +183,7 @@ def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
             log = (profile / "chromium.log").read_text(errors="replace")
             raise RuntimeError(f"chromium exited with {process.returncode}:\n{log[-3000:]}")
         if time.monotonic() > deadline:
-            raise TimeoutError("chromium opened no DevTools port within 30 s")
+            raise TimeoutError("chromium opened no DevTools port within 60 s")
         time.sleep(0.1)
 
 
