@@ -1,5 +1,5 @@
 """The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`,
-`GET /metrics` (`gateway.metrics`).
+`GET /metrics` (`gateway.metrics`), and the query console when it is on (`gateway.console`).
 
 Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
 queries have drained (`gateway.lifecycle`):
@@ -39,6 +39,7 @@ from strawberry.http import GraphQLHTTPResponse
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
+from gateway.console import install as install_console
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.limits import QueryBudget
@@ -292,19 +293,22 @@ def create_app(
     view = GatewayView(
         schema=build_schema(
             tracer_provider=app[OBSERVABILITY].provider,
-            # GraphiQL cannot work without it.
-            introspection=settings.introspection or settings.graphiql,
+            introspection=settings.introspection,
             max_batch=settings.max_batch,
         ),
-        graphql_ide="graphiql" if settings.graphiql else None,
+        # The query console (gateway.console) replaces strawberry's GraphiQL page, which
+        # loads its scripts from a CDN.
+        graphql_ide=None,
         allow_queries_via_get=False,
         subscription_protocols=(),
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
     app.router.add_get(METRICS_PATH, metrics_view)
-    if settings.graphiql:
-        app.router.add_get(GRAPHQL_PATH, view)
+    if settings.console:
+        install_console(
+            app, graphql_path=GRAPHQL_PATH, demo_credentials=settings.console_demo_credentials
+        )
     return app
 
 
