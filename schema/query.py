@@ -4,11 +4,19 @@ can express a record-level answer, a minimum, a maximum or a free quantile."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from schema.codes import CODE_PATTERNS, Dimension, Jurisdiction, MeasureKind, Sex, Vocabulary
+from schema.codes import (
+    CODE_PATTERNS,
+    Dimension,
+    Jurisdiction,
+    MeasureKind,
+    Sex,
+    Vocabulary,
+    normalise_code,
+)
 from schema.model import Contract
 
 MAX_CRITERIA_DEPTH = 4
@@ -16,6 +24,8 @@ MAX_CODES_PER_GROUP = 32
 MAX_ANY_OF = 8
 MAX_BREAKDOWN_DIMENSIONS = 4
 MAX_TABLES = 8
+# Codes anywhere in one question: every group full, at every level of nesting.
+MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH - 1)
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -69,6 +79,17 @@ class Code(Contract):
     vocabulary: Vocabulary
     code: Annotated[str, Field(min_length=1, max_length=32)]
     descendants: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalised(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("code"), str):
+            try:
+                vocabulary = Vocabulary(str(data.get("vocabulary")))
+            except ValueError:
+                return data  # the field's own validation says what is wrong
+            return {**data, "code": normalise_code(vocabulary, data["code"])}
+        return data
 
     @model_validator(mode="after")
     def _well_formed(self) -> Self:

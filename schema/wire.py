@@ -10,12 +10,12 @@ A researcher sends the gateway one permit per jurisdiction, each in its own
 `X-Tessera-Permit` header (`PERMIT_HEADER`, at most `MAX_PERMITS`); the gateway forwards to
 each node only the permit of that node's HDAB.
 
-The connector answers 200 with a `NodeResponse` (status OK or DENIED), or 4xx/5xx with a
-`NodeError`. Numbers on the wire are already protected by the node's own disclosure control:
-a node never sends a value its own rules suppress. A request may make the node a participant
-of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends the tables to pool
-only as masked shares (`NodeResponse.pooled`), which reveal nothing until every participant's
-are added up.
+The connector answers 200 with a `NodeResponse` (status OK, DENIED or UNKNOWN_CODE), or
+4xx/5xx with a `NodeError`. Numbers on the wire are already protected by the node's own
+disclosure control: a node never sends a value its own rules suppress. A request may make the
+node a participant of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends
+the tables to pool only as masked shares (`NodeResponse.pooled`), which reveal nothing until
+every participant's are added up.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import Field, model_validator
 
 from schema.approval import Approval, RequestId
-from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel
+from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
-from schema.query import Breakdown, CohortQuery
+from schema.query import MAX_QUESTION_CODES, Breakdown, CohortQuery
 from schema.result import Reason, Value
 
 PROTOCOL: Final = "tessera/1"
@@ -127,13 +127,30 @@ class PrivacySpend(Contract):
     data_release: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+VocabularyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")]
+
+
+class UnknownCode(Contract):
+    """A code of the question that no concept of the node's vocabulary matches."""
+
+    vocabulary: Vocabulary
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+
+
 class NodeResponse(Contract):
+    """OK (with tables), DENIED (with reasons), or UNKNOWN_CODE (with `unknown_codes`: the
+    codes the node's vocabulary does not hold; nothing was computed nor charged)."""
+
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId
     jurisdiction: Jurisdiction
-    status: Literal[NodeStatus.OK, NodeStatus.DENIED]
+    status: Literal[NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE]
     tables: list[NodeTable] = []
     reasons: list[Reason] = []
+    unknown_codes: Annotated[list[UnknownCode], Field(max_length=MAX_QUESTION_CODES)] = []
+    # The OMOP vocabularies the question's codes were found in at this node (for ICD-10, the
+    # national modifications it holds: CIM10, ICD10GM, ICD10CM).
+    vocabularies: Annotated[list[VocabularyId], Field(max_length=32)] = []
     optout_register_version: str | None = None
     privacy: PrivacySpend | None = None
     elapsed_ms: Annotated[float, Field(ge=0)] = 0.0

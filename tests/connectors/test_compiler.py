@@ -244,7 +244,13 @@ def test_values_never_appear_in_the_sql_text() -> None:
 def test_concept_lookup_binds_the_code_and_escapes_like_wildcards() -> None:
     lookup = compile_concept_lookup(ConceptSet(Vocabulary.ICD10, "E11.9", True))
     assert "E11" not in lookup.sql
-    assert lookup.params == ("ICD10", "E11.9", "E11.9%")
+    assert lookup.params == (
+        ["ICD10", "ICD10CM", "ICD10GM", "CIM10"],
+        "E11.9",
+        "E119",
+        "E11.9%",
+        "E119%",
+    )
     assert like_prefix("A_1%\\") == "A\\_1\\%\\\\%"
 
 
