@@ -118,6 +118,18 @@ AGE_BAND_WIDTHS: dict[Dimension, int] = {
 }
 
 
+class AgeAt(StrEnum):
+    """The date a person's age is taken at (age criteria and age bands alike), in whole years:
+    the year of that date minus the year of birth (OMOP often holds the year of birth only).
+    REFERENCE_DATE: the question's reference date, the same date for everyone. INDEX_EVENT:
+    each person's index event, their first event matching the criteria's first top-level
+    condition (else drug, else measurement) within its window; the default for criteria that
+    name one, so that historic data fall into the age bands they were in at the time."""
+
+    REFERENCE_DATE = "REFERENCE_DATE"
+    INDEX_EVENT = "INDEX_EVENT"
+
+
 class MeasureKind(StrEnum):
     """What is computed per cell. Only distinct-person counts today; the wire format is typed
     so that sums, means and histograms with public bins can be added without breaking it."""

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from schema.codes import (
     CODE_PATTERNS,
+    AgeAt,
     Dimension,
     Jurisdiction,
     MeasureKind,
@@ -48,7 +49,7 @@ class DateWindow(Contract):
 
 
 class AgeRange(Contract):
-    """Inclusive age range in whole years at the query's reference date."""
+    """Inclusive age range in whole years at the question's age date (`CohortQuery.age_at`)."""
 
     min: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
     max: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
@@ -152,10 +153,14 @@ class CohortQuery(Contract):
     """One statistical question: a cohort, the tables to break it down into, the measures.
 
     `tables` lists breakdowns; the empty tuple is the overall total, which is always computed.
+    `reference_date` bounds the population (persons born by its year) and dates ages when they
+    are taken at it; `age_at` says when ages are taken (`age_basis`: as given, else at the index
+    event when the criteria name one, else at the reference date).
     """
 
     criteria: Criteria
     reference_date: dt.date
+    age_at: AgeAt | None = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
     measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = [Measure()]
 
@@ -180,6 +185,24 @@ class CohortQuery(Contract):
         if not MIN_DATE <= value <= MAX_DATE:
             raise ValueError(f"reference date must lie between {MIN_DATE} and {MAX_DATE}")
         return value
+
+    @model_validator(mode="after")
+    def _age_dated(self) -> Self:
+        if self.age_at is AgeAt.INDEX_EVENT and self.criteria.index_event() is None:
+            raise ValueError(
+                "ages at the index event need a condition, drug or measurement at the top "
+                "level of the criteria"
+            )
+        return self
+
+    @property
+    def age_basis(self) -> AgeAt:
+        """When ages are taken: as asked, else at the index event if there is one."""
+        if self.age_at is not None:
+            return self.age_at
+        if self.criteria.index_event() is not None:
+            return AgeAt.INDEX_EVENT
+        return AgeAt.REFERENCE_DATE
 
 
 class FederatedQuery(Contract):

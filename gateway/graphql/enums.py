@@ -10,6 +10,7 @@ from __future__ import annotations
 import strawberry
 
 from schema.codes import (
+    AgeAt,
     Dimension,
     Jurisdiction,
     NodeStatus,
@@ -28,6 +29,13 @@ strawberry.enum(
     "holds ICD-10 under (CIM10, ICD10GM, ICD10CM); each node says which it used.",
 )
 strawberry.enum(Sex)
+strawberry.enum(
+    AgeAt,
+    description="When a person's age is taken, in whole years (year of that date minus year "
+    "of birth). REFERENCE_DATE: the question's reference date, the same for everyone. "
+    "INDEX_EVENT: each person's index event, their first event matching the criteria's first "
+    "top-level condition (else drug, else measurement) within its window.",
+)
 strawberry.enum(
     Dimension,
     description="What a breakdown can group by: the published allow-list. SEX: the recorded "
@@ -52,6 +60,7 @@ strawberry.enum(
 )
 
 __all__ = [
+    "AgeAt",
     "Dimension",
     "Jurisdiction",
     "NodeStatus",

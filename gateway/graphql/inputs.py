@@ -24,7 +24,7 @@ class DateWindowInput:
     end: dt.date | None = strawberry.UNSET
 
 
-@strawberry.input(description="Inclusive age range in whole years at the reference date.")
+@strawberry.input(description="Inclusive age range in whole years at the age date (see ageAt).")
 class AgeRangeInput:
     min: int | None = strawberry.UNSET
     max: int | None = strawberry.UNSET

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 import strawberry
 
 from gateway import combine
-from gateway.graphql.enums import Dimension, Jurisdiction, NodeStatus, ValueStatus, Vocabulary
+from gateway.graphql.enums import (
+    AgeAt,
+    Dimension,
+    Jurisdiction,
+    NodeStatus,
+    ValueStatus,
+    Vocabulary,
+)
 from gateway.planner import Plan
 from policies.profiles import DisclosureProfile
 from policies.transparency import PublishedPolicy, PublishedRule
@@ -186,7 +193,11 @@ def _breakdown(root: strawberry.Parent[CohortResult], by: list[Dimension]) -> Br
 class CohortResult:
     query_id: strawberry.ID
     trace_id: str | None = strawberry.field(description="OpenTelemetry trace id (32 hex).")
-    reference_date: dt.date = strawberry.field(description="The date ages are computed at.")
+    reference_date: dt.date = strawberry.field(
+        description="The question's reference date: the population is the persons born by its "
+        "year; ages are taken at it when ageAt is REFERENCE_DATE."
+    )
+    age_at: AgeAt = strawberry.field(description="When ages were taken, as asked or defaulted.")
     count: Count = strawberry.field(description="The pooled count over the nodes that answered.")
     by_jurisdiction: list[NodeResult]
     breakdown: BreakdownTable = strawberry.field(
@@ -202,6 +213,7 @@ class CohortResult:
             query_id=strawberry.ID(plan.query_id),
             trace_id=trace_id,
             reference_date=plan.reference_date,
+            age_at=plan.node_query.age_basis,
             count=Count.of(combined.count),
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={
