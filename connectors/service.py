@@ -48,6 +48,7 @@ from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
+from connectors.vocabulary import look_up
 from policies.decision import decide
 from policies.disclosure import CellContext
 from policies.live import LivePolicy
@@ -64,7 +65,15 @@ from schema.errors import TesseraError
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
-from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend, UnknownCode
+from schema.wire import (
+    ConceptsRequest,
+    ConceptsResponse,
+    NodeRequest,
+    NodeResponse,
+    NodeTable,
+    PrivacySpend,
+    UnknownCode,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -511,6 +520,33 @@ class QueryService:
             organisation_cap_rho=None if organisation is None else rho_of(organisation.cap),
             data_release=release,
         )
+
+    async def concepts(self, *, authorization: str | None, body: bytes) -> ConceptsResponse:
+        """What this node's vocabulary holds of the codes asked (`connectors.vocabulary`):
+        a request the gateway signed, as a query is; no permit, no ledger, no noise, since
+        nothing about a person is read."""
+        await self.verifier.verify(authorization, body)
+        try:
+            request = ConceptsRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise BadRequest(_summary(exc)) from None
+        if request.jurisdiction is not self.jurisdiction:
+            raise WrongNode(
+                f"this node answers for {self.jurisdiction.value}, not {request.jurisdiction.value}"
+            )
+        try:
+            async with asyncio.timeout(self.query_timeout_s):
+                found = await look_up(
+                    request.codes,
+                    self._resolver,
+                    self.backend.execute,
+                    dialect=self.backend.dialect,
+                )
+        except TimeoutError:
+            raise QueryTimeout(
+                f"the look-up ran longer than this node allows ({self.query_timeout_s:g} s)"
+            ) from None
+        return ConceptsResponse(jurisdiction=self.jurisdiction, concepts=found)
 
     async def not_ready_reason(self) -> str | None:
         """Why the node cannot answer now, or None when it can: the gateway's keys must be

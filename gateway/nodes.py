@@ -203,7 +203,7 @@ def check_response(
     )
 
 
-class _TooLarge(Exception):
+class TooLarge(Exception):
     pass
 
 
@@ -275,9 +275,9 @@ class HttpNodeClient:
                 # host nobody configured.
                 allow_redirects=False,
             ) as response:
-                payload = await _read_limited(response, MAX_RESPONSE_BYTES)
+                payload = await read_limited(response, MAX_RESPONSE_BYTES)
                 status = response.status
-        except _TooLarge:
+        except TooLarge:
             return NodeOutcome.failed(
                 j, NodeStatus.REJECTED, "the answer is too large", latency_ms=elapsed()
             )
@@ -310,14 +310,14 @@ class HttpNodeClient:
         return interpret(node, request, status, payload, elapsed())
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if response.content_length is not None and response.content_length > limit:
-        raise _TooLarge
+        raise TooLarge
     received = bytearray()
     async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
         received += chunk
         if len(received) > limit:
-            raise _TooLarge
+            raise TooLarge
     return bytes(received)
 
 

@@ -30,12 +30,15 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabu
 from schema.errors import ErrorCode
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
-from schema.query import MAX_QUESTION_CODES, Breakdown, CohortQuery
+from schema.query import MAX_QUESTION_CODES, Breakdown, Code, CohortQuery
 from schema.result import Reason, Value
 
 PROTOCOL: Final = "tessera/1"
 
 QUERY_PATH: Final = "/v1/query"
+# What a node's vocabulary holds (`ConceptsRequest` → `ConceptsResponse`): public facts about
+# the vocabulary, read from its concept tables only, never from a person's record.
+CONCEPTS_PATH: Final = "/v1/concepts"
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 
@@ -194,3 +197,49 @@ KEY_DOMAINS: Final = {d: _key_domain(d) for d in Dimension}
 def valid_key_value(dimension: Dimension, value: str) -> bool:
     """Whether `value` is a cell key a node may send for `dimension`."""
     return value in KEY_DOMAINS[dimension]
+
+
+# -- vocabulary look-ups ---------------------------------------------------------------------
+
+MAX_LOOKUP_CODES: Final = 32
+MAX_LISTED_DESCENDANTS: Final = 100
+
+
+class ConceptsRequest(Contract):
+    """Which of `codes` the node's vocabulary holds, and what they reach. Signed by the gateway
+    as a query is (aud, exp, jti, bsh), without a permit: nothing about a person is read."""
+
+    protocol: Literal["tessera/1"] = PROTOCOL
+    jurisdiction: Jurisdiction
+    codes: Annotated[list[Code], Field(min_length=1, max_length=MAX_LOOKUP_CODES)]
+
+
+ConceptText = Annotated[str, Field(max_length=256)]
+
+
+class ConceptRef(Contract):
+    """One OMOP concept, as its vocabulary names it."""
+
+    vocabulary: VocabularyId
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    name: ConceptText
+    standard: bool
+
+
+class NodeConcept(Contract):
+    """One code at one node: the concepts it names (`matches`, in every vocabulary it is
+    looked up in), and how many more concepts it reaches (`descendants`: by code prefix for
+    ICD-10 and ATC, through concept_ancestor otherwise; the first `MAX_LISTED_DESCENDANTS`
+    listed)."""
+
+    code: Code
+    known: bool
+    matches: Annotated[list[ConceptRef], Field(max_length=16)] = []
+    descendant_count: Annotated[int, Field(ge=0)] = 0
+    descendants: Annotated[list[ConceptRef], Field(max_length=MAX_LISTED_DESCENDANTS)] = []
+
+
+class ConceptsResponse(Contract):
+    protocol: Literal["tessera/1"] = PROTOCOL
+    jurisdiction: Jurisdiction
+    concepts: Annotated[list[NodeConcept], Field(max_length=MAX_LOOKUP_CODES)]

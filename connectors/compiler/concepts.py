@@ -25,7 +25,7 @@ only, never a person's record, so saying so discloses nothing about anyone.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -34,7 +34,14 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from connectors.compiler import names
-from connectors.compiler.compiled import CompiledQuery, ConceptLookup, ConceptSet, Row, Statement
+from connectors.compiler.compiled import (
+    CompiledQuery,
+    ConceptLookup,
+    ConceptSet,
+    Row,
+    SqlStatement,
+    Statement,
+)
 from connectors.compiler.sql import Params, any_of_ids, check_dialect, col, table
 from schema.codes import LOOKUP_VOCABULARIES, Vocabulary
 
@@ -103,6 +110,26 @@ def compile_concept_lookup(concept_set: ConceptSet, *, dialect: str = "duckdb") 
     return ConceptLookup(sql=sql, params=tuple(params.values), concept_set=concept_set)
 
 
+CONCEPT_COLUMNS: Final = ("concept_id", "vocabulary_id", "concept_code", "concept_name")
+
+
+def compile_concept_names(ids: Sequence[int], *, limit: int, dialect: str) -> SqlStatement:
+    """The first `limit` of the concepts `ids` (by vocabulary and code), rows
+    `(concept_id, vocabulary_id, concept_code, concept_name, standard_concept)`."""
+    check_dialect(dialect)
+    params = Params()
+    c = [col(name, "c") for name in CONCEPT_COLUMNS]
+    statement = (
+        exp.select(*c, col("standard_concept", "c"))
+        .from_(table(names.CONCEPT, "c"))
+        .where(any_of_ids(col("concept_id", "c"), params.bind(list(ids))))
+        .order_by(c[1].copy(), c[2].copy(), c[0].copy())
+        .limit(limit)
+    )
+    sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
+    return SqlStatement(sql, tuple(params.values))
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """What one concept set resolved to at this node: its concept ids (none: the node's
@@ -110,6 +137,8 @@ class Resolved:
 
     ids: tuple[int, ...]
     vocabularies: tuple[str, ...]
+    # The concepts named by the code itself (the rest of `ids` are reached as descendants).
+    matched: tuple[int, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -151,6 +180,7 @@ class ConceptResolver:
         resolved = Resolved(
             ids=tuple(sorted({int(row[0]) for row in rows})),
             vocabularies=tuple(sorted({str(row[1]) for row in rows if row[1] is not None})),
+            matched=tuple(sorted({int(row[0]) for row in rows if row[1] is not None})),
         )
         self._cache[concept_set] = resolved
         if len(self._cache) > self._max_entries:

@@ -26,6 +26,7 @@ from gateway.graphql.permissions import allow
 from gateway.graphql.selection import requested_breakdowns, requested_count
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
+from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
@@ -290,6 +291,14 @@ class Query:
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
         "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
         "twice the noise at a quarter of the privacy cost (for exploring).",
+    )
+    concepts: list[ConceptInfo] = strawberry.field(
+        resolver=resolve_concepts,
+        permission_classes=[allow(Role.RESEARCHER)],
+        description="What the nodes' vocabularies hold of up to 32 codes: each code's name, "
+        "the concepts it names and reaches (what a question on it counts), and which nodes "
+        "know it. Facts about the vocabularies, not data: each node answers from its concept "
+        "tables only, so no permit is needed and no privacy budget is spent.",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

@@ -148,3 +148,69 @@ def test_an_unknown_code_is_not_a_small_count(ask: Any) -> None:
         assert (count["value"] is None) == (count["status"] == "LOW")
         assert (count["value"] or 0) <= 6 * count["sd"]
         assert node["privacy"]["questionRho"] > 0
+
+
+CONCEPTS = """
+query($codes: [CodeInput!]!) {
+  concepts(codes: $codes) {
+    vocabulary code descendants name knownBy
+    byJurisdiction {
+      jurisdiction status known descendantCount
+      matches { vocabulary code name standard }
+      descendants { vocabulary code name standard }
+    }
+  }
+}
+"""
+
+
+def test_the_nodes_say_which_codes_their_vocabularies_hold(federation: LocalFederation) -> None:
+    codes = [
+        {"vocabulary": "ICD10", "code": "e119"},
+        {"vocabulary": "ICD10", "code": "E11"},
+        {"vocabulary": "ICD10", "code": "Z99.99"},
+        {"vocabulary": "SNOMED", "code": "44054006"},
+    ]
+    # A researcher's token and no permit at all: nothing about a person is read.
+    token = Credentials.of(federation.researcher().bearer)
+    status, body = post(
+        federation.gateway_url, {"query": CONCEPTS, "variables": {"codes": codes}}, token
+    )
+    assert status == 200, body
+    assert "errors" not in body, body["errors"]
+    e119, e11, z99, t2d = body["data"]["concepts"]
+    assert e119["code"] == "E11.9"
+    assert e119["name"] == "Type 2 diabetes mellitus without complications"
+    assert sorted(e119["knownBy"]) == ["DE", "FR"]
+    for node in e11["byJurisdiction"]:
+        vocabulary = NATIONAL[Jurisdiction(node["jurisdiction"])]
+        assert node["status"] == "OK"
+        assert node["known"] is True
+        assert node["matches"] == [
+            {
+                "vocabulary": vocabulary,
+                "code": "E11",
+                "name": "Type 2 diabetes mellitus",
+                "standard": False,
+            }
+        ]
+        # The codes below E11 in the node's own ICD-10 modification, reached by prefix (ICD-10
+        # is not in concept_ancestor): what the node lists is what a question counts.
+        listed = {(d["vocabulary"], d["code"]) for d in node["descendants"]}
+        assert {(vocabulary, c) for c in ("E11.2", "E11.4", "E11.6", "E11.9")} <= listed
+        assert node["descendantCount"] == len(node["descendants"])
+    assert z99["knownBy"] == []
+    assert z99["name"] is None
+    assert {n["known"] for n in z99["byJurisdiction"]} == {False}
+    # SNOMED type 2 diabetes: a standard concept with its hierarchy below it.
+    assert t2d["name"] == "Type 2 diabetes mellitus"
+    for node in t2d["byJurisdiction"]:
+        assert node["matches"][0]["standard"] is True
+        assert node["descendantCount"] >= 3
+    # The unknown code is refused as bad input nowhere: only malformed codes are.
+    status, body = post(
+        federation.gateway_url,
+        {"query": CONCEPTS, "variables": {"codes": [{"vocabulary": "ICD10", "code": "E11'"}]}},
+        token,
+    )
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_CODE"
