@@ -70,6 +70,7 @@ class _CohortCompiler:
         # The filter built for each top-level event criterion, reused (same placeholders) to
         # date the index event.
         self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
+        self._ages_at_index = query.age_basis is AgeAt.INDEX_EVENT
 
     def compile(self, dialect: str) -> CompiledQuery:
         tables = [_node_table(t) for t in self.query.tables]
@@ -234,12 +235,16 @@ class _CohortCompiler:
             (names.DRUGS, criteria.drugs),
             (names.MEASUREMENTS, criteria.measurements),
         )
+        # With ages at the index event, the cohort joins each person's index date, which
+        # requires the index criterion: its own semi-join would be the same work again.
+        joined = self.query.criteria.index_event() if top_level and self._ages_at_index else None
         for event_table, criteria_list in events:
             for criterion in criteria_list:
                 event_filter = self._event_filter(event_table, criterion)
                 if top_level:
                     self._filters[id(criterion)] = (event_table, event_filter)
-                parts.append(exists(self._event_exists(event_table, event_filter)))
+                if criterion is not joined:
+                    parts.append(exists(self._event_exists(event_table, event_filter)))
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
