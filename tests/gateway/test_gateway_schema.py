@@ -26,10 +26,22 @@ from schema.errors import ErrorCode, TesseraError
 def test_sdl_has_the_published_shape() -> None:
     text = sdl()
     assert text.endswith("}\n")
+    # The cohort field's arguments, one a line (two of them carry descriptions).
+    cohort = text[text.index("  cohort(\n") : text.index("): CohortResult!")]
+    argument = re.compile(r"^    ([a-zA-Z]+: [][A-Za-z!]+)$")
+    arguments = [m.group(1) for line in cohort.splitlines() if (m := argument.match(line))]
+    assert arguments == [
+        "request: String!",
+        "jurisdictions: [Jurisdiction!]",
+        "criteria: CriteriaInput!",
+        "referenceDate: Date",
+        "ageAt: AgeAt",
+        "deadlineMs: Int",
+        "minNodes: Int",
+        "minShare: Float",
+        "noise: NoiseLevel",
+    ]
     for line in [
-        "cohort(request: String!, jurisdictions: [Jurisdiction!], criteria: CriteriaInput!, "
-        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float, "
-        "noise: NoiseLevel): CohortResult!",
         "jurisdictions: [JurisdictionInfo!]!",
         "breakdown(by: [Dimension!]!): Breakdown!",
         "descendants: Boolean! = true",
