@@ -60,6 +60,7 @@ from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
+from schema.fair_queue import FairBulkhead
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_MESSAGE: Final = 300
+# Questions waiting for the database at most; the gateways' bulkheads keep far fewer in flight.
+MAX_WAITING: Final = 10_000
 DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
 
 
@@ -219,6 +222,7 @@ class QueryService:
         tracer: Tracer | None = None,
         query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
         pool_keys: PoolKeys | None = None,
+        workers: int = 2,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.query_timeout_s = query_timeout_s
@@ -239,6 +243,14 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+        # The database work of twice as many questions as the database has workers, so that
+        # one question's writes overlap another's statements; one researcher holds at most
+        # half of them, and the others wait their turn by researcher, never behind one
+        # researcher's burst (`schema.fair_queue`). How many wait is bounded by the gateways
+        # (their own per-node bulkheads), how long by the gateway's timeout.
+        self._queue = FairBulkhead(
+            max_in_flight=2 * workers, max_waiting=MAX_WAITING, per_applicant=workers
+        )
 
     async def handle(
         self,
@@ -315,17 +327,24 @@ class QueryService:
             compiled = self._compiler.compile(request.query)
             trail.sql_fingerprint = compiled.fingerprint
             span.set_attribute(otel.SQL_FINGERPRINT, compiled.fingerprint)
-        try:
-            # Cancelling the database work interrupts the running statement (see the backend).
-            async with asyncio.timeout(self.query_timeout_s):
-                answered = await self._run(
-                    trail, request, approved.applicant, compiled, policy.profile, secrets
+        async with contextlib.AsyncExitStack() as turn:
+            with trail.step("queue"):
+                # Keyed by the researcher the node's own HDAB's permit names.
+                await turn.enter_async_context(self._queue.slot(approved.applicant.researcher))
+            try:
+                # Cancelling the database work interrupts the running statement (see the
+                # backend).
+                async with asyncio.timeout(self.query_timeout_s):
+                    answered = await self._run(
+                        trail, request, approved.applicant, compiled, policy.profile, secrets
+                    )
+            except TimeoutError:
+                log.warning(
+                    "query %s interrupted after %.1f s", request.query_id, self.query_timeout_s
                 )
-        except TimeoutError:
-            log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
-            raise QueryTimeout(
-                f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
-            ) from None
+                raise QueryTimeout(
+                    f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
+                ) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",

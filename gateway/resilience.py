@@ -3,7 +3,7 @@ and retries of what is safe to retry, all inside the caller's deadline.
 
 `ResilientNodeClient` wraps any `NodeClient`. For each call to a node it
 
-1. takes one of the node's in-flight slots (`gateway.bulkhead`), waiting for one at most until
+1. takes one of the node's in-flight slots (`schema.fair_queue`), waiting for one at most until
    the deadline and only while few others wait: past that the node is NODE_BUSY at once (load
    is pushed back on the researcher, never queued without limit). The slots are shared fairly
    between researchers: each holds at most its share of them, freed slots go round the
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from gateway.bulkhead import BulkheadFull, FairBulkhead
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from schema.codes import NodeStatus
 from schema.errors import ErrorCode
+from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway_kit import Keys, counts_handler, mint
 
 from gateway.app import create_app
-from gateway.bulkhead import BulkheadFull, FairBulkhead
 from gateway.fairshare import FairShare
 from gateway.federation import NodeInfo
 from gateway.graphql.limits import cohort_fields
@@ -22,6 +21,7 @@ from gateway.nodes import MockNodeClient
 from gateway.settings import GatewaySettings, SettingsError
 from schema.audit.store import MemoryAuditStore
 from schema.errors import TesseraError
+from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest, NodeResponse
 
 CHAIN = "gateway:tessera-gateway"

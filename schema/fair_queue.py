@@ -1,8 +1,9 @@
-"""A node's bulkhead, shared fairly between applicants.
+"""Slots shared fairly between applicants: the gateway's bulkhead in front of each node
+(`gateway.resilience`) and a node's own queue in front of its database (`connectors.service`).
 
-At most `max_in_flight` requests to one node are in flight, at most `max_waiting` more wait
-for a slot. Both are shared between applicants (researchers) so that one applicant's burst
-cannot take another's slot:
+At most `max_in_flight` holders at once, at most `max_waiting` more wait for a slot. Both are
+shared between applicants (researchers) so that one applicant's burst cannot take another's
+slot:
 
 - an applicant holds at most `per_applicant` of the in-flight slots, so a newcomer finds a
   free slot at once while someone else's burst is in flight;
