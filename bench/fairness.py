@@ -63,21 +63,23 @@ RAISED: Mapping[str, str] = {
 }
 
 
-def cohort_field(alias: str, age: int) -> str:
+def cohort_field(alias: str, age: int, application: str = DEMO_APPLICATION) -> str:
     # Each field a question of its own (no stored answer to reuse), cheap for every node.
     return (
-        f'{alias}: cohort(request: "{DEMO_APPLICATION}", criteria: {{ age: {{ min: {age} }}, '
+        f'{alias}: cohort(request: "{application}", criteria: {{ age: {{ min: {age} }}, '
         'conditions: [{ vocabulary: ICD10, code: "I10" }] }) '
         "{ count { value } byJurisdiction { status error } }"
     )
 
 
-def request_of(fields: int, first_age: int) -> list[dict[str, str]] | dict[str, str]:
+def request_of(
+    fields: int, first_age: int, application: str = DEMO_APPLICATION
+) -> list[dict[str, str]] | dict[str, str]:
     """`fields` cohort fields, 16 aliases to an operation; a batch when more than one."""
     operations = []
     for start in range(0, fields, ALIASES):
         names = range(start, min(start + ALIASES, fields))
-        text = " ".join(cohort_field(f"q{i}", (first_age + i) % 90) for i in names)
+        text = " ".join(cohort_field(f"q{i}", (first_age + i) % 90, application) for i in names)
         operations.append({"query": "{ " + text + " }"})
     return operations if len(operations) > 1 else operations[0]
 
@@ -155,8 +157,8 @@ async def _send(
 
 async def run_load(
     url: str,
-    others: Mapping[str, Credentials],
-    heavy: tuple[str, Credentials],
+    others: Mapping[str, Asker],
+    heavy: tuple[str, Asker],
     *,
     rate: float,
     duration_s: float,
@@ -177,7 +179,7 @@ async def run_load(
             arrivals.append((t, name))
             t += 1 / rate
     t = 0.0
-    while t < duration_s:
+    while heavy_every_s > 0 and t < duration_s:
         arrivals.append((t, heavy[0]))
         t += heavy_every_s
     arrivals.sort()
@@ -186,11 +188,12 @@ async def run_load(
         for n, (at, name) in enumerate(arrivals):
             await asyncio.sleep(max(0.0, start + at - loop.time()))
             if name == heavy[0]:
-                payload: Any = request_of(heavy_fields, first_age=n)
-                credentials = heavy[1]
+                asker = heavy[1]
+                payload: Any = request_of(heavy_fields, n, asker.application)
             else:
-                payload = request_of(1, first_age=n)
-                credentials = others[name]
+                asker = others[name]
+                payload = request_of(1, n, asker.application)
+            credentials = asker.credentials
             tasks.append(
                 asyncio.create_task(_send(session, url, payload, credentials, tallies[name]))
             )
@@ -240,15 +243,27 @@ def audit_mismatches(
     return problems
 
 
-def researchers(
-    federation: LocalFederation,
-) -> tuple[dict[str, Credentials], tuple[str, Credentials]]:
+@dataclass(frozen=True)
+class Asker:
+    credentials: Credentials
+    # The application their permits belong to, which their questions name.
+    application: str
+
+
+def researchers(federation: LocalFederation) -> tuple[dict[str, Asker], tuple[str, Asker]]:
+    """Three researchers and a heavy one, each with permits of an application of their own
+    (every permit of the federation's members, from each member's HDAB)."""
+
+    def asker(subject: str, application: str) -> Asker:
+        permits = federation.permits(subject=subject, application_id=application)
+        return Asker(federation.credentials(permits, subject=subject), application)
+
     others = {
-        f"researcher-{k}@example.eu": federation.credentials(subject=f"researcher-{k}@example.eu")
+        f"researcher-{k}@example.eu": asker(f"researcher-{k}@example.eu", f"DR-2026-010{k}")
         for k in (1, 2, 3)
     }
     heavy = "heavy@example.eu"
-    return others, (heavy, federation.credentials(subject=heavy))
+    return others, (heavy, asker(heavy, "DR-2026-0100"))
 
 
 def start_federation(directory: Path, persons: int) -> LocalFederation:
@@ -311,7 +326,7 @@ def run_configuration(
                 rate=args.rate,
                 duration_s=args.duration,
                 heavy_fields=heavy_fields,
-                heavy_every_s=args.heavy_every,
+                heavy_every_s=args.heavy_every if heavy_fields else 0.0,
             )
         )
     finally:
@@ -327,6 +342,13 @@ def describe(name: str, heavy_fields: int, result: LoadResult) -> list[str]:
     statuses = ", ".join(f"{k} {v}" for k, v in o.node_statuses.most_common())
     errors = ", ".join(f"{k} {v}" for k, v in (o.errors + o.transport).most_common()) or "none"
     heavy_errors = ", ".join(f"{k} {v}" for k, v in (h.errors + h.transport).most_common())
+    heavy = (
+        f"  heavy researcher ({heavy_fields} fields a request): {h.answered} of {h.fields} "
+        f"questions answered, {h.all_ok} with every node OK; refused or failed: "
+        f"{heavy_errors or 'none'}"
+        if heavy_fields
+        else "  no heavy researcher"
+    )
     return [
         f"{name}",
         f"  three researchers: {o.all_ok} of {o.fields} answers with every node OK "
@@ -334,9 +356,7 @@ def describe(name: str, heavy_fields: int, result: LoadResult) -> list[str]:
         f"p99 {percentile(o.latencies_ms, 0.99):.0f} ms",
         f"    node statuses: {statuses}",
         f"    refused or failed: {errors}",
-        f"  heavy researcher ({heavy_fields} fields a request): {h.answered} of {h.fields} "
-        f"questions answered, {h.all_ok} with every node OK; refused or failed: "
-        f"{heavy_errors or 'none'}",
+        heavy,
     ]
 
 
@@ -351,6 +371,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
     configurations: list[tuple[str, dict[str, str], int, Path | None]] = [
+        ("alone (the defaults, no heavy researcher)", {}, 0, None),
         ("fair (the defaults)", {}, args.fair_fields, None),
         ("raised (shares out of reach)", dict(RAISED), 4 * ALIASES, None),
     ]

@@ -50,20 +50,25 @@ def test_a_largest_batch_starves_no_one_and_is_audited_as_received(
 ) -> None:
     others, (heavy_name, heavy) = researchers(federation)
     url = federation.gateway_url
-    batch = request_of(64, first_age=0)  # 4 operations x 16 aliases
+    batch = request_of(64, 0, heavy.application)  # 4 operations x 16 aliases
     assert isinstance(batch, list)
     assert len(batch) == 4
 
     async def scenario() -> tuple[Any, list[Tally]]:
         async with aiohttp.ClientSession() as session:
-            burst = asyncio.create_task(_post(session, url, batch, heavy.headers()))
+            burst = asyncio.create_task(_post(session, url, batch, heavy.credentials.headers()))
             await asyncio.sleep(0.3)
             rounds = []
             for round_ in range(2):  # twice in a row, as in the finding
                 answers = await asyncio.gather(
                     *(
-                        _post(session, url, request_of(1, 20 + round_), c.headers())
-                        for c in others.values()
+                        _post(
+                            session,
+                            url,
+                            request_of(1, 20 + round_, a.application),
+                            a.credentials.headers(),
+                        )
+                        for a in others.values()
                     )
                 )
                 tally = Tally()
