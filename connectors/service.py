@@ -243,13 +243,14 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
-        # The database work of twice as many questions as the database has workers, so that
-        # one question's writes overlap another's statements; one researcher holds at most
-        # half of them, and the others wait their turn by researcher, never behind one
-        # researcher's burst (`schema.fair_queue`). How many wait is bounded by the gateways
-        # (their own per-node bulkheads), how long by the gateway's timeout.
+        # The database work of four questions per database worker at once, so that one
+        # question's reads and writes of the ledger and the answers overlap another's
+        # statements; one researcher holds at most half of them, and the others wait their
+        # turn by researcher, never behind one researcher's burst (`schema.fair_queue`). How
+        # many wait is bounded by the gateways (their own per-node bulkheads), how long by
+        # the gateway's timeout.
         self._queue = FairBulkhead(
-            max_in_flight=2 * workers, max_waiting=MAX_WAITING, per_applicant=workers
+            max_in_flight=4 * workers, max_waiting=MAX_WAITING, per_applicant=2 * workers
         )
 
     async def handle(

@@ -60,8 +60,8 @@ class ConnectorSettings:
       in Redis so that every replica of this node refuses a request any of them has seen.
       Default: in memory (one process).
     - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
-    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes twice
-      as many questions into its database work at once, at most half of them one
+    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes four
+      questions per thread into its database work at once, at most half of them one
       researcher's; the others wait their turn by researcher (`schema.fair_queue`).
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
