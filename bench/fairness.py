@@ -274,7 +274,7 @@ def start_federation(directory: Path, persons: int) -> LocalFederation:
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in range(4)],
-        graphiql=False,
+        console=False,
         # The load asks far more per minute than a researcher may; the rate limits are not
         # what is measured here.
         policies=policies_with_rate_limits(
