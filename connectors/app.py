@@ -287,6 +287,7 @@ def create_app(
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),
         query_timeout_s=settings.query_timeout_s,
+        workers=settings.threads,
         pool_keys=pool_keys,
     )
     app[DRAINING] = asyncio.Event()

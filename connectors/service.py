@@ -62,6 +62,7 @@ from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
+from schema.fair_queue import FairBulkhead
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
@@ -79,6 +80,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_MESSAGE: Final = 300
+# Questions waiting for the database at most; the gateways' bulkheads keep far fewer in flight.
+MAX_WAITING: Final = 10_000
 DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
 
 
@@ -229,6 +232,7 @@ class QueryService:
         tracer: Tracer | None = None,
         query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
         pool_keys: PoolKeys | None = None,
+        workers: int = 2,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.query_timeout_s = query_timeout_s
@@ -249,6 +253,15 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+        # The database work of four questions per database worker at once, so that one
+        # question's reads and writes of the ledger and the answers overlap another's
+        # statements; one researcher holds at most half of them, and the others wait their
+        # turn by researcher, never behind one researcher's burst (`schema.fair_queue`). How
+        # many wait is bounded by the gateways (their own per-node bulkheads), how long by
+        # the gateway's timeout.
+        self._queue = FairBulkhead(
+            max_in_flight=4 * workers, max_waiting=MAX_WAITING, per_applicant=2 * workers
+        )
 
     async def handle(
         self,
@@ -325,24 +338,36 @@ class QueryService:
             compiled = self._compiler.compile(request.query)
             trail.sql_fingerprint = compiled.fingerprint
             span.set_attribute(otel.SQL_FINGERPRINT, compiled.fingerprint)
-        try:
-            # Cancelling the database work interrupts the running statement (see the backend).
-            async with asyncio.timeout(self.query_timeout_s):
-                with trail.step("codes"):
-                    # The vocabulary tables only: whether a code is known is a public fact
-                    # about the vocabulary, so an unknown one is said as such, before any
-                    # person is looked at or charged for.
-                    resolution = await self._resolver.resolution(compiled)
-                if resolution.unknown:
-                    return self._unknown_codes(request, resolution.unknown, started)
-                answered = await self._run(
-                    trail, request, approved.applicant, resolution.query, policy.profile, secrets
+        async with contextlib.AsyncExitStack() as turn:
+            with trail.step("queue"):
+                # Keyed by the researcher the node's own HDAB's permit names.
+                await turn.enter_async_context(self._queue.slot(approved.applicant.researcher))
+            try:
+                # Cancelling the database work interrupts the running statement (see the
+                # backend).
+                async with asyncio.timeout(self.query_timeout_s):
+                    with trail.step("codes"):
+                        # The vocabulary tables only: whether a code is known is a public fact
+                        # about the vocabulary, so an unknown one is said as such, before any
+                        # person is looked at or charged for.
+                        resolution = await self._resolver.resolution(compiled)
+                    if resolution.unknown:
+                        return self._unknown_codes(request, resolution.unknown, started)
+                    answered = await self._run(
+                        trail,
+                        request,
+                        approved.applicant,
+                        resolution.query,
+                        policy.profile,
+                        secrets,
+                    )
+            except TimeoutError:
+                log.warning(
+                    "query %s interrupted after %.1f s", request.query_id, self.query_timeout_s
                 )
-        except TimeoutError:
-            log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
-            raise QueryTimeout(
-                f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
-            ) from None
+                raise QueryTimeout(
+                    f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
+                ) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",

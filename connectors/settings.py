@@ -61,7 +61,9 @@ class ConnectorSettings:
       Default: `replay.sqlite3` in the state directory (this host's processes; kept across
       restarts).
     - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
-    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
+    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes four
+      questions per thread into its database work at once, at most half of them one
+      researcher's; the others wait their turn by researcher (`schema.fair_queue`).
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
     - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see

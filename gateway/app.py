@@ -35,14 +35,15 @@ from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.console import install as install_console
+from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
-from gateway.graphql.limits import QueryBudget
+from gateway.graphql.limits import QueryBudget, cohort_fields
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
 from gateway.http import http_errors, refusal, retry_after
@@ -177,6 +178,26 @@ class GatewayView(GraphQLView[GatewayContext, None]):
         if wait is not None:
             sub_response.headers[hdrs.RETRY_AFTER] = str(wait)
         return sub_response
+
+    async def execute_operation(
+        self,
+        request: web.Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: GatewayContext,
+        root_value: None,
+        sub_response: web.Response,
+    ) -> Any:
+        # Every question of the request, each operation of a batch summed, is counted before
+        # any of them runs: the researcher's share admits or refuses them together.
+        items = request_data if isinstance(request_data, list) else [request_data]
+        context.cohorts = sum(cohort_fields(d.query, d.operation_name) for d in items)
+        try:
+            return await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+        finally:
+            context.close()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -331,6 +352,7 @@ def node_client_stack(
         ResilienceSettings(
             max_in_flight=settings.node_max_in_flight,
             max_waiting=settings.node_max_waiting,
+            max_in_flight_per_applicant=settings.node_share,
             failure_threshold=settings.circuit_failures,
             reset_after_s=settings.circuit_reset_s,
             retry=RetryPolicy(attempts=settings.node_retry_attempts),
@@ -437,6 +459,10 @@ def _services(
             max_deadline_s=settings.max_deadline_s,
             partial_pools=settings.partial_pools,
             concept_client=concepts,
+            fair_share=FairShare(
+                per_researcher=settings.max_cohorts_per_researcher,
+                per_application=settings.max_cohorts_per_application,
+            ),
         )
         try:
             yield

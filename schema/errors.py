@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
     TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    # more cohort questions in flight at once than a researcher's (or an application's) share
+    TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
     INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"

@@ -1,7 +1,13 @@
 """The root query. `cohort` authenticates, verifies the permits, plans, decides each
-jurisdiction on its own permit, charges the cost budget, takes rate-limit tokens, fans out
-and combines once per field, all under the policy set in force when it started; the breakdown
-tables are then only looked up (`CohortResult.breakdown`)."""
+jurisdiction on its own permit, takes its place in the researcher's share of the questions in
+flight, charges the cost budget, takes rate-limit tokens, fans out and combines once per
+field, all under the policy set in force when it started; the breakdown tables are then only
+looked up (`CohortResult.breakdown`).
+
+`cohort` is nullable: a field that is refused or fails is null with its error (at its path),
+and costs no other field of the request its answer. Each field has its own audit entry, so
+the trail holds exactly what the researcher received: an answer for each field answered, a
+refusal for each field refused."""
 
 from __future__ import annotations
 
@@ -17,11 +23,11 @@ from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.differencing import guard_pools
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
-from gateway.graphql.context import GatewayContext
+from gateway.graphql.context import Admitted, GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
-from gateway.graphql.limits import QueryBudget, cohort_cost
+from gateway.graphql.limits import cohort_cost
 from gateway.graphql.permissions import allow
 from gateway.graphql.selection import requested_breakdowns, requested_count
 from gateway.graphql.tracing import current_trace_id
@@ -59,6 +65,7 @@ async def resolve_cohort(
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
+    held: list[Admitted] = []
     with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
         trail.trace_id = current_trace_id()
         with trail.step("authenticate"):
@@ -67,28 +74,33 @@ async def resolve_cohort(
         # without a valid token has no principal to record and is only logged. The whole
         # query runs under the policy set in force now, however the files change meanwhile.
         try:
-            with query_policies(services.policies.current) as policies:
-                outcomes, combined = await _answer(
-                    info.context,
-                    trail,
-                    policies,
-                    request=request,
-                    jurisdictions=jurisdictions,
-                    criteria=criteria,
-                    reference_date=reference_date,
-                    age_at=age_at,
-                    tables=requested_breakdowns(info.selected_fields),
-                    pool_total=requested_count(info.selected_fields),
-                    deadline_ms=deadline_ms,
-                    min_nodes=min_nodes,
-                    min_share=min_share,
-                    noise=noise,
-                    budget=info.context.budget,
-                )
-        except Exception as error:
-            await trail.refused(error, span)
-            raise
-        await trail.answered(outcomes, combined, span)
+            try:
+                with query_policies(services.policies.current) as policies:
+                    outcomes, combined = await _answer(
+                        info.context,
+                        trail,
+                        policies,
+                        request=request,
+                        jurisdictions=jurisdictions,
+                        criteria=criteria,
+                        reference_date=reference_date,
+                        age_at=age_at,
+                        tables=requested_breakdowns(info.selected_fields),
+                        pool_total=requested_count(info.selected_fields),
+                        deadline_ms=deadline_ms,
+                        min_nodes=min_nodes,
+                        min_share=min_share,
+                        noise=noise,
+                        held=held,
+                    )
+            except Exception as error:
+                await trail.refused(error, span)
+                raise
+            await trail.answered(outcomes, combined, span)
+        finally:
+            # Once its audit entry is written: until then the question is still in flight.
+            for admitted in held:
+                admitted.free()
     assert trail.plan is not None
     return CohortResult.of(trail.plan, combined, trace_id=trail.trace_id)
 
@@ -109,7 +121,7 @@ async def _answer(
     min_nodes: int | None,
     min_share: float | None,
     noise: NoiseLevel,
-    budget: QueryBudget,
+    held: list[Admitted],
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
     services, subject = context.services, trail.principal.subject
@@ -158,9 +170,11 @@ async def _answer(
             }
         )
     with trail.step("limits"):
+        # The request's questions are admitted together, before any of them fans out.
+        held.append(context.admit_cohort())
         # Charged before this field's first await, and refused when too costly without
         # taking a rate-limit token.
-        budget.charge(cohort_cost(plan))
+        context.budget.charge(cohort_cost(plan))
         await services.rate_guard.check(
             subject=subject,
             jurisdictions=plan.jurisdictions,
@@ -235,7 +249,7 @@ async def _cohort(
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
     noise: NoiseLevel | None = strawberry.UNSET,
-) -> CohortResult:
+) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
     return await resolve_cohort(
         info,
@@ -277,7 +291,7 @@ def _policies(
 
 @strawberry.type
 class Query:
-    cohort: CohortResult = strawberry.field(
+    cohort: CohortResult | None = strawberry.field(
         resolver=_cohort,
         permission_classes=[allow(Role.RESEARCHER)],
         description="Ask one question of the federation under approved data requests: one "
@@ -290,7 +304,9 @@ class Query:
         "that have not answered by then "
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
         "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
-        "twice the noise at a quarter of the privacy cost (for exploring).",
+        "twice the noise at a quarter of the privacy cost (for exploring). Null when refused or "
+        "failed, with the reason in `errors` (its `path` names the field): one field's "
+        "refusal never takes another field's answer with it.",
     )
     concepts: list[ConceptInfo] = strawberry.field(
         resolver=resolve_concepts,
