@@ -37,6 +37,7 @@ from policies.policy_set import NodeLayerMismatch, NoPolicy
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
+from schema.http_edge import run_app
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
     APPROVAL_HEADER,
@@ -296,13 +297,16 @@ def serve(settings: ConnectorSettings) -> None:
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     line = f"connector {settings.jurisdiction.value} listening on http://{host}:{port}"
-    web.run_app(
+    run_app(
         app,
         sock=sock,
+        ready=lambda: print(line, flush=True),
+        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets a
+        # `NodeError` too, echoing nothing.
+        refusal=lambda status, code, message: _error(code, message, status),
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         # A gateway that gives up (deadline, its researcher gone) cancels the query, and
         # with it the database statement.
         handler_cancellation=True,
-        print=lambda *_: print(line, flush=True),
     )

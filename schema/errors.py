@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     WRONG_NODE = "WRONG_NODE"
     BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    # both sides: the request line or a header is over aiohttp's parser limit (8190 bytes)
+    HEADER_TOO_LARGE = "HEADER_TOO_LARGE"
     BACKEND_FAILED = "BACKEND_FAILED"
     QUERY_TIMEOUT = "QUERY_TIMEOUT"
     # gateway-side, about one node (in a node result's `error`)
