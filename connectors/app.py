@@ -264,12 +264,23 @@ def create_app(
 def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
     if settings.audit_key is None:
         return None
+    path = settings.audit_key
     try:
-        key = load_pem_private_key(settings.audit_key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise SettingsError(f"TESSERA_CONNECTOR_AUDIT_KEY: cannot load the key: {exc}") from exc
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: cannot read {path}: {exc.strerror} (correct the path)"
+        ) from None
+    except (ValueError, TypeError):
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an unencrypted PKCS8 PEM private key "
+            "(name the private half, NAME.key.pem, as `tessera keys generate` writes it)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SettingsError("TESSERA_CONNECTOR_AUDIT_KEY: not an Ed25519 private key")
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an Ed25519 private key (make one with "
+            "`tessera keys generate`)"
+        )
     return key
 
 

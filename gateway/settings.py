@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
+from schema.errors import ConfigError
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -27,7 +28,7 @@ DEFAULT_REDIS_PREFIX: Final = "tessera:"
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A setting is missing or malformed; the message names the variable."""
 
 

@@ -81,6 +81,12 @@ class ErrorCode(StrEnum):
     POOL_REFUSED = "POOL_REFUSED"
 
 
+class ConfigError(ValueError):
+    """A configuration a command or a service cannot run with: a file, a key, a setting. The
+    message names the file or variable, the field and what to do about it; `tessera` prints
+    it as one line and exits 2, without a traceback (`tessera.cli`)."""
+
+
 class TesseraError(Exception):
     """An error with a stable code and structured, safe-to-show details.
 
