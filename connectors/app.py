@@ -37,7 +37,6 @@ from policies.policy_set import NodeLayerMismatch, NoPolicy
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
-from schema.http_edge import run_app
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
     APPROVAL_HEADER,
@@ -49,6 +48,7 @@ from schema.wire import (
     READY_PATH,
     NodeError,
 )
+from trust.http_edge import run_app
 
 log = logging.getLogger(__name__)
 

@@ -66,9 +66,9 @@ from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
-from schema.http_edge import run_app
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
+from trust.http_edge import run_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
