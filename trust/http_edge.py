@@ -78,7 +78,8 @@ class EdgeRequestHandler(RequestHandler):
             level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
             log.log(level, "refused a request aiohttp could not parse (%s): %s", kind, code.value)
         else:
-            log.error("unexpected %s while handling a request", kind)
+            # A bug past the service's own error middleware: its traceback is what finds it.
+            log.error("unexpected %s while handling a request", kind, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("the response was partly sent; the connection is closed")
         response = self._refusal(status, code, text)
