@@ -218,6 +218,10 @@ def check_entry(row: StoredEntry, chain: str, seq: int, prev: str) -> str | None
     return None
 
 
+def _seq(head: SignedHead) -> int:
+    return head.seq
+
+
 class ChainVerifier:
     """Checks a chain entry by entry (`feed`, in stored order), so that a chain of any length
     is verified in constant memory; `finish` then checks the signed heads.
@@ -237,7 +241,8 @@ class ChainVerifier:
     ) -> None:
         self.result = Verification(chain=chain)
         self._heads = sorted(heads, key=lambda h: h.seq)
-        self._external = sorted((h for h in external if h.chain == chain), key=lambda h: h.seq)
+        # A log read twice (or two copies of it) names each head more than once.
+        self._external = sorted({h: None for h in external if h.chain == chain}, key=_seq)
         self._max_unsigned = max_unsigned
         self._wanted = {h.seq for h in self._heads} | {h.seq for h in self._external}
         self._seen: dict[int, str] = {}

@@ -241,3 +241,23 @@ def test_the_logged_line_is_the_head(tmp_path: Path, key: tuple[Ed25519PrivateKe
     (line,) = service_log.read_text().splitlines()
     assert f"INFO schema.audit.log audit chain {GATEWAY} signed at entry 3: " in line
     assert HEAD_LOG_MARKER + '{"chain":"gateway:tessera-gateway",' in line
+
+
+def test_a_head_deleted_from_the_store_is_found_by_its_logged_copy(
+    tmp_path: Path, key: tuple[Ed25519PrivateKey, str]
+) -> None:
+    db, service_log = tmp_path / "audit.sqlite3", tmp_path / "gateway.log"
+    write_trail(db, service_log, key[0], {GATEWAY: 450})
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TRIGGER tessera_audit_heads_no_delete")
+        connection.execute(f"DELETE FROM {HEADS_TABLE} WHERE seq = 200")  # noqa: S608
+    assert tessera("verify", "--db", str(db)).returncode == 0  # 100 to 300: within the cadence
+    # The log given twice: each head counts once.
+    logged = tessera(
+        "verify", "--db", str(db), "--heads", str(service_log), "--heads", str(service_log)
+    )
+    assert logged.returncode == 1
+    assert logged.stdout == (
+        f"{GATEWAY}: BROKEN: the head signed at entry 200 (kept elsewhere) is missing from the "
+        "store (heads were removed)\n"
+    )
