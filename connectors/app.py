@@ -165,7 +165,9 @@ def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
             node_layer=settings.node_policy,
         )
     except (PolicyFileError, NoPolicy, NodeLayerMismatch) as exc:
-        raise SettingsError(f"policies: {exc}") from exc
+        where = settings.policies or "the shipped policies"
+        problems = "; ".join(str(exc).splitlines())
+        raise SettingsError(f"TESSERA_CONNECTOR_POLICIES ({where}): {problems}") from None
 
 
 async def _policy_reload(app: web.Application) -> AsyncIterator[None]:

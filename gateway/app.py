@@ -58,10 +58,11 @@ from gateway.ratelimit import (
     RedisRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from policies.live import LivePolicy
+from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
@@ -212,7 +213,15 @@ def create_app(
     if policy_set is not None:
         policies = LivePolicy.fixed(policy_set, name="gateway policies")
     else:
-        policies = live_policies(settings.policies)
+        try:
+            policies = live_policies(settings.policies)
+        except PolicyFileError as exc:
+            # As the connector says it: one line per problem, joined (`tessera.cli`).
+            problems = "; ".join(str(exc).splitlines())
+            raise SettingsError(
+                f"TESSERA_GATEWAY_POLICIES ({settings.policies or 'the shipped policies'}): "
+                f"{problems}"
+            ) from None
     app[POLICIES] = policies
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(

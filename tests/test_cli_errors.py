@@ -67,7 +67,10 @@ def test_a_connector_with_broken_pooling_keys_or_policies(tmp_path: Path) -> Non
     line = one_line(pooled, "connector serve")
     assert f"POOL_PEERS: cannot read the pooling key {missing}: No such file" in line
     line = one_line(connector(tmp_path, "--policies", tmp_path / "none"), "connector serve")
-    assert "policies: eu.toml: file not found [MISSING_FILE]" in line
+    assert line == (
+        f"tessera connector serve: TESSERA_CONNECTOR_POLICIES ({tmp_path / 'none'}): eu.toml: "
+        "file not found [MISSING_FILE]"
+    )
 
 
 def test_commands_with_a_missing_key_file(tmp_path: Path) -> None:

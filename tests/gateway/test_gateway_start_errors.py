@@ -92,3 +92,21 @@ def test_a_broken_federation_file_is_one_line_and_exit_2(
         assert text in line, line
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_a_gateway_without_its_policies(tmp_path: Path, keys: Keys) -> None:
+    federation = write_federation(tmp_path, keys)
+    command = ["gateway", "serve", "--federation", str(federation), "--port", "0"]
+    command += ["--policies", str(tmp_path / "none"), "--audit-db", str(tmp_path / "a.sqlite3")]
+    done = subprocess.run(
+        [sys.executable, "-m", "tessera", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"tessera gateway serve: TESSERA_GATEWAY_POLICIES ({tmp_path / 'none'}): eu.toml: "
+        "file not found [MISSING_FILE]\n"
+    )
