@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tessera.audit import register as register_audit
     from tessera.commands import register as register_tools
     from tessera.permit_command import register as register_permits
+    from tessera.query_command import register as register_query
 
     parser = argparse.ArgumentParser(
         prog="tessera",
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_tools(sub)
     register_permits(sub)
     register_audit(sub)
+    register_query(sub)
     return parser
 
 
