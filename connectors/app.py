@@ -48,7 +48,7 @@ from schema.wire import (
     READY_PATH,
     NodeError,
 )
-from trust.http_edge import run_app
+from trust.http_edge import BODY_ERRORS, body_refused, run_app
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.code, exc.message, http_status(exc))
     except web.HTTPRequestEntityTooLarge:
         return _error(ErrorCode.BODY_TOO_LARGE, _too_large().message, 413)
+    except BODY_ERRORS as exc:
+        status, code, message = body_refused(exc)
+        return _error(code, message, status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -19,6 +19,7 @@ from aiohttp.typedefs import Middleware
 
 from gateway.graphql.operations import UNKNOWN_OPERATION
 from schema.errors import ErrorCode
+from trust.http_edge import BODY_ERRORS, body_refused
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def http_errors(max_body_bytes: int) -> Middleware:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return body_too_large(max_body_bytes)
+        except BODY_ERRORS as e:
+            return error_response(*body_refused(e))
         except web.HTTPException as e:
             if e.status < 400:
                 raise

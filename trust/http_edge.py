@@ -24,13 +24,17 @@ from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from schema.errors import ErrorCode
 
 log = logging.getLogger(__name__)
+
+# What reading a request body raises when aiohttp's parser cannot read it (its framing, its
+# content encoding): the client's fault, never a bug.
+BODY_ERRORS: Final = (HttpProcessingError, RequestPayloadError)
 
 # The service's error body for a status, a code and a fixed message.
 Refusal = Callable[[int, ErrorCode, str], web.Response]
@@ -39,7 +43,15 @@ HEADER_TOO_LARGE_MESSAGE: Final = (
     "the request line or a header field is too long (at most 8190 bytes each)"
 )
 MALFORMED_MESSAGE: Final = "the request is not well-formed HTTP"
+BODY_MALFORMED_MESSAGE: Final = "the request body is not well-formed (its length or encoding)"
 INTERNAL_MESSAGE: Final = "internal error"
+
+
+def body_refused(exc: Exception) -> tuple[int, ErrorCode, str]:
+    """What a handler's middleware answers when reading the request body fails in aiohttp's
+    parser (the body's framing or encoding, never its content); logged without it."""
+    log.warning("refused a request body aiohttp could not read (%s)", type(exc).__name__)
+    return HTTPStatus.BAD_REQUEST, ErrorCode.BAD_REQUEST, BODY_MALFORMED_MESSAGE
 
 
 def classify(status: int, exc: BaseException | None) -> tuple[int, ErrorCode, str]:
@@ -62,6 +74,15 @@ class EdgeRequestHandler(RequestHandler):
     def __init__(self, *args: Any, refusal: Refusal, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._refusal = refusal
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        # Also after a response: a request body aiohttp cannot read (bad chunking, a body
+        # that does not decompress) fails again while the rest of it is drained.
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, BODY_ERRORS):
+            log.warning("a request body aiohttp could not read (%s)", type(exc).__name__)
+            return
+        super().log_exception(*args, **kwargs)
 
     def handle_error(
         self,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from schema.codes import Jurisdiction
+from schema.wire import QUERY_PATH
 from tessera.local import LocalFederation
 
 pytestmark = pytest.mark.integration
@@ -92,7 +93,7 @@ def test_an_oversized_request_line_and_bytes_that_are_not_http(
 def test_an_oversized_token_at_a_connector(federation: LocalFederation) -> None:
     token = token_of(int(8.8 * 1024))
     url = federation.node_url(Jurisdiction.FR)
-    status, kind, body = raw_request(url, oversized_header("/query", token))
+    status, kind, body = raw_request(url, oversized_header(QUERY_PATH, token))
     assert (status, kind) == (431, "application/json")
     assert json.loads(body)["code"] == "HEADER_TOO_LARGE"
     assert token[:12].encode() not in body
@@ -114,3 +115,24 @@ def test_operation_names_are_not_echoed(federation: LocalFederation) -> None:
         assert gateway_error(body)[0] == "GRAPHQL_VALIDATION_FAILED"
         assert b"script" not in body
         assert b"NNNN" not in body
+
+
+def test_a_body_that_does_not_decompress(federation: LocalFederation) -> None:
+    secret = secrets.token_hex(8)
+    for url, path, log in [
+        (federation.gateway_url, "/graphql", "gateway.log"),
+        (federation.node_url(Jurisdiction.FR), QUERY_PATH, "connector-fr-*.log"),
+    ]:
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Encoding: gzip\r\nContent-Length: {len(secret)}\r\n\r\n{secret}"
+        ).encode()
+        status, kind, body = raw_request(url, request)
+        assert (status, kind) == (400, "application/json")
+        text = body.decode()
+        assert "BAD_REQUEST" in text
+        assert "the request body is not well-formed (its length or encoding)" in text
+        written = log_of(federation, log)
+        assert "refused a request body aiohttp could not read (RequestPayloadError)" in written
+        assert "Traceback" not in written
+        assert secret not in written
