@@ -93,7 +93,8 @@ async def _chains(
 
 def load_heads(paths: Sequence[Path]) -> list[SignedHead]:
     """The signed heads logged in each file (`tessera-audit-head {...}` lines of a service
-    log). Raises ValueError naming the file when one cannot be read or holds none."""
+    log). Raises ValueError naming the file when one cannot be read; says so on standard
+    error when one holds none (a service that has not signed yet, or the wrong file)."""
     heads: list[SignedHead] = []
     for path in paths:
         try:
@@ -104,9 +105,10 @@ def load_heads(paths: Sequence[Path]) -> list[SignedHead]:
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         if not found:
-            raise ValueError(
-                f"{path} holds no signed head (lines with {HEAD_LOG_MARKER.strip()!r}, as the "
-                "services log them)"
+            print(
+                f"tessera audit: warning: {path} holds no signed head yet (lines with "
+                f"{HEAD_LOG_MARKER.strip()!r}, as the services log them)",
+                file=sys.stderr,
             )
         heads += found
     return heads

@@ -212,7 +212,7 @@ def test_a_chain_without_heads_past_the_cadence_fails(tmp_path: Path) -> None:
     assert tessera("verify", "--db", str(db), "--max-unsigned", "400").returncode == 0
 
 
-def test_an_unknown_chain_or_heads_file_is_an_error(
+def test_an_unknown_chain_or_an_unreadable_heads_file_is_an_error(
     tmp_path: Path, key: tuple[Ed25519PrivateKey, str]
 ) -> None:
     db, service_log = tmp_path / "audit.sqlite3", tmp_path / "gateway.log"
@@ -226,8 +226,11 @@ def test_an_unknown_chain_or_heads_file_is_an_error(
     empty = tmp_path / "empty.log"
     empty.write_text("nothing here\n")
     result = tessera("verify", "--db", str(db), "--heads", str(empty))
-    assert result.returncode == 2
-    assert "holds no signed head" in result.stderr
+    assert (result.returncode, result.stderr) == (
+        0,
+        f"tessera audit: warning: {empty} holds no signed head yet (lines with "
+        "'tessera-audit-head', as the services log them)\n",
+    )
     garbled = tmp_path / "garbled.log"
     garbled.write_text(f"x\n{HEAD_LOG_MARKER}{{not json\n")
     result = tessera("export", "--db", str(db), "--heads", str(garbled))
