@@ -8,8 +8,8 @@ say) and logs a traceback whose message quotes it too, before any authentication
 `EdgeRequestHandler` answers these with the service's own JSON error instead, with a stable
 code and a fixed message, and logs one line naming the exception's class only: nothing of
 the request is echoed or logged. aiohttp has no setting for the handler class, so `run_app`
-(aiohttp's, with its signal handling and graceful shutdown) serves through a runner whose
-server makes `EdgeRequestHandler`s.
+does what `aiohttp.web.run_app` does (signal handling, graceful shutdown) through a runner
+whose server makes `EdgeRequestHandler`s.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class EdgeRequestHandler(RequestHandler):
         # that does not decompress) fails again while the rest of it is drained.
         exc = kwargs.get("exc_info")
         if isinstance(exc, BODY_ERRORS):
-            log.warning("a request body aiohttp could not read (%s)", type(exc).__name__)
+            log.warning("a request body aiohttp could not drain (%s)", type(exc).__name__)
             return
         super().log_exception(*args, **kwargs)
 
