@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,8 +25,21 @@ MIN_DEADLINE_S: Final = 0.1
 DEFAULT_MAX_QUERY_COST: Final = 20_000
 DEFAULT_MAX_BATCH: Final = 4
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
 T = TypeVar("T")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or address, IPv6 with or without brackets) is this machine's
+    loopback interface."""
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ConfigError):
@@ -72,8 +86,15 @@ class GatewaySettings:
       over the nodes that answered with a ``PARTIAL`` reason; ``suppress`` suppresses them.
     - ``TESSERA_GATEWAY_SHUTDOWN_TIMEOUT_S`` (default ``30``): on SIGTERM, how long in-flight
       queries may take to finish before they are cancelled.
-    - ``TESSERA_GATEWAY_GRAPHIQL`` (default ``false``): serve GraphiQL on ``GET /graphql``
-      (``1``/``true``/``yes``/``on`` to enable).
+    - ``TESSERA_GATEWAY_CONSOLE`` (default ``false``): serve the query console, a page for
+      researchers, on ``GET /console`` and ``GET /graphql`` (``1``/``true``/``yes``/``on``
+      to enable; see ``gateway.console``). Its files come with the package: nothing is
+      loaded from another origin.
+    - ``TESSERA_GATEWAY_CONSOLE_DEMO_CREDENTIALS`` (default: none): for the demo only, the
+      directory ``tessera demo`` writes the researcher's tokens to (``researcher.jwt``,
+      ``permits/*.jwt``); the console then pre-fills them, for anyone who can open it. Only
+      with the console on and the gateway listening on loopback: a real deployment never
+      hands tokens out; its researchers paste or load their own.
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
       directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
       ``tessera policy check DIR``.
@@ -87,7 +108,6 @@ class GatewaySettings:
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
     Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
-      (``1``/``true``/``yes``/``on`` to enable). GraphiQL needs introspection.
     - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
       (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
     - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP
@@ -99,7 +119,10 @@ class GatewaySettings:
       ``TESSERA_GATEWAY_RATE_PER_APPROVAL_PER_DAY`` (default: none): tighten the rate limits
       of the policy files (the strictest of the jurisdictions asked); they never loosen them.
       Without any policy for the jurisdictions asked, the limits are 60 and 1000.
-    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, in memory): ``redis://host:port/db``;
+    - ``TESSERA_GATEWAY_RATE_DB`` (default ``ratelimit.sqlite3`` beside the federation file):
+      without Redis, the SQLite file the rate limits live in; they survive restarts (SIGKILL
+      included), and the gateway processes of one host that name the same file share them.
+    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, ``RATE_DB``): ``redis://host:port/db``;
       rate limits then live in Redis and every gateway replica using it shares them.
     - ``TESSERA_GATEWAY_REDIS_PREFIX`` (default ``tessera:``): prefix of the Redis keys.
     """
@@ -119,7 +142,8 @@ class GatewaySettings:
     node_keepalive_s: float = 15.0
     partial_pools: PartialPools = PartialPools.MARK
     shutdown_timeout_s: float = 30.0
-    graphiql: bool = False
+    console: bool = False
+    console_demo_credentials: Path | None = None
     policies: Path | None = None
     policy_reload_s: float = DEFAULT_RELOAD_S
     audit_db: str = ""
@@ -131,6 +155,7 @@ class GatewaySettings:
     rate_per_approval_per_day: int | None = None
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    rate_db: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -159,6 +184,8 @@ class GatewaySettings:
             object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
+        if self.rate_db is None:
+            object.__setattr__(self, "rate_db", self.federation.parent / "ratelimit.sqlite3")
         if self.max_query_cost < 1:
             raise SettingsError(f"{ENV_PREFIX}MAX_QUERY_COST must be positive")
         if not 1 <= self.max_batch <= 64:
@@ -169,6 +196,14 @@ class GatewaySettings:
         ):
             if rate is not None and rate < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name} must be positive")
+        if self.console_demo_credentials is not None:
+            if not self.console:
+                raise SettingsError(f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS needs the console on")
+            if not is_loopback(self.host):
+                raise SettingsError(
+                    f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS is for a demo on loopback only: "
+                    "a gateway others reach never hands out tokens"
+                )
         if self.redis_url is not None:
             try:
                 check_redis_url(self.redis_url)
@@ -219,7 +254,10 @@ class GatewaySettings:
             node_keepalive_s=pick("node_keepalive_s", "NODE_KEEPALIVE_S", _float, 15.0),
             partial_pools=pick("partial_pools", "PARTIAL_POOLS", _partial_pools, PartialPools.MARK),
             shutdown_timeout_s=pick("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _float, 30.0),
-            graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
+            console=pick("console", "CONSOLE", _bool, False),
+            console_demo_credentials=pick(
+                "console_demo_credentials", "CONSOLE_DEMO_CREDENTIALS", _path, None
+            ),
             policies=pick("policies", "POLICIES", _path, None),
             policy_reload_s=pick("policy_reload_s", "POLICY_RELOAD_S", _float, DEFAULT_RELOAD_S),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
@@ -235,6 +273,7 @@ class GatewaySettings:
             ),
             redis_url=pick("redis_url", "REDIS_URL", _str, None),
             redis_prefix=pick("redis_prefix", "REDIS_PREFIX", _str, DEFAULT_REDIS_PREFIX),
+            rate_db=pick("rate_db", "RATE_DB", _path, None),
         )
 
 

@@ -179,16 +179,3 @@ async def test_deeply_nested_json_is_a_bad_request(client: TestClient) -> None:
         "/graphql", data=data, headers={"Content-Type": "application/json"}
     )
     assert response.status == 400
-
-
-async def test_graphiql_only_when_enabled(settings: GatewaySettings, nodes: MockNodeClient) -> None:
-    enabled = GatewaySettings.from_env({}, federation=settings.federation, graphiql=True)
-    async with TestClient(TestServer(create_app(enabled, node_client=nodes))) as client:
-        page = await client.get("/graphql", headers={"Accept": "text/html"})
-        assert page.status == 200
-        assert "graphiql" in (await page.text()).lower()
-        query = await client.get("/graphql", params={"query": "{ jurisdictions { code } }"})
-        assert query.status == 400  # GET queries stay off
-    async with TestClient(TestServer(create_app(settings, node_client=nodes))) as client:
-        page = await client.get("/graphql", headers={"Accept": "text/html"})
-        assert page.status == 405

@@ -86,7 +86,7 @@ def observed(
         seed=11,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in JURISDICTIONS],
-        graphiql=False,
+        console=False,
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
