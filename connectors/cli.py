@@ -122,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from connectors.app import serve
-    from connectors.settings import ConnectorSettings, SettingsError
+    from connectors.settings import ConnectorSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -155,12 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.gateway_key:
         overrides["gateway_keys"] = dict(args.gateway_key)
-    try:
-        settings = ConnectorSettings.from_env(**overrides)
-    except SettingsError as e:
-        print(f"tessera connector serve: {e}", file=sys.stderr)
-        return 2
-    serve(settings)
+    # A SettingsError here or at start-up is a ConfigError: one line, exit 2 (`tessera.cli`).
+    serve(ConnectorSettings.from_env(**overrides))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
+from schema.errors import ConfigError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
@@ -19,7 +20,7 @@ PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A missing or invalid setting; the message names the environment variable."""
 
 

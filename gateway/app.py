@@ -44,9 +44,10 @@ from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.limits import QueryBudget, cohort_fields
+from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
-from gateway.http import http_errors, refusal, retry_after
+from gateway.http import error_response, http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
 from gateway.live_policy import live_policies, profiles
 from gateway.metrics import (
@@ -69,17 +70,19 @@ from gateway.ratelimit import (
     SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
+from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
-from schema.errors import TesseraError
+from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
+from trust.http_edge import run_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
@@ -107,6 +110,10 @@ class _State:
 
 
 class BatchTooLarge(Exception):
+    pass
+
+
+class BadOperationName(Exception):
     pass
 
 
@@ -160,6 +167,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             raise json.JSONDecodeError("a GraphQL request is a JSON object", "", 0)
         if isinstance(decoded, list) and len(decoded) > self.max_batch:
             raise BatchTooLarge
+        if not all(valid_operation_name(item.get("operationName")) for item in items):
+            raise BadOperationName
         return decoded
 
     def encode_json(self, data: object) -> bytes:
@@ -206,6 +215,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             return refusal(e.status_code, e.reason)
         except BatchTooLarge:
             return refusal(400, "Too many operations")
+        except BadOperationName:
+            return error_response(400, ErrorCode.GRAPHQL_VALIDATION_FAILED, BAD_OPERATION_NAME)
 
 
 def create_app(
@@ -238,7 +249,15 @@ def create_app(
     if policy_set is not None:
         policies = LivePolicy.fixed(policy_set, name="gateway policies")
     else:
-        policies = live_policies(settings.policies)
+        try:
+            policies = live_policies(settings.policies)
+        except PolicyFileError as exc:
+            # As the connector says it: one line per problem, joined (`tessera.cli`).
+            problems = "; ".join(str(exc).splitlines())
+            raise SettingsError(
+                f"TESSERA_GATEWAY_POLICIES ({settings.policies or 'the shipped policies'}): "
+                f"{problems}"
+            ) from None
     app[POLICIES] = policies
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
@@ -496,10 +515,13 @@ def serve(settings: GatewaySettings) -> None:
     freeze_heap()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
-    web.run_app(
+    run_app(
         app,
         sock=sock,
-        print=lambda *_: print(line, flush=True),
+        ready=lambda: print(line, flush=True),
+        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets the
+        # gateway's JSON error too, echoing nothing.
+        refusal=lambda status, code, message: error_response(status, code, message),
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         # A researcher who disconnects cancels the query, and with it its node requests.
