@@ -125,7 +125,7 @@ class Gateway:
             persons=0,  # no database: the nodes are the pool's
             gateway_port=free_port(),
             node_ports=[self.pool.ports[j] for j in self.jurisdictions],
-            graphiql=False,
+            console=False,
             pooling=False,  # fake nodes: no pooling keys
         )
         fed = self.federation
@@ -138,6 +138,14 @@ class Gateway:
         service.env = {
             **python_env(),
             "TESSERA_GATEWAY_POLICIES": str(policies),
+            # One token stands for every researcher of the load here: the fair shares of one
+            # researcher (gateway.fairshare, the node bulkheads' per-researcher slots) would
+            # measure the shares, not the gateway, so they are raised out of reach.
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_RESEARCHER": "65536",
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_APPLICATION": "65536",
+            "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT_PER_APPLICANT": self.env.get(
+                "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT", "16"
+            ),
             **self.env,
         }
         if self.tracing:

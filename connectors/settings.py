@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
+from schema.errors import ConfigError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
@@ -19,7 +20,7 @@ PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A missing or invalid setting; the message names the environment variable."""
 
 
@@ -58,9 +59,12 @@ class ConnectorSettings:
       Default: the gateway issuer.
     - `TESSERA_CONNECTOR_REDIS_URL`: `redis://host:port/db`; when set, the replay cache lives
       in Redis so that every replica of this node refuses a request any of them has seen.
-      Default: in memory (one process).
+      Default: `replay.sqlite3` in the state directory (this host's processes; kept across
+      restarts).
     - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
-    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
+    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes four
+      questions per thread into its database work at once, at most half of them one
+      researcher's; the others wait their turn by researcher (`schema.fair_queue`).
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
     - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see
@@ -72,11 +76,12 @@ class ConnectorSettings:
       restart, at once on SIGHUP. A change that fails validation is not applied: the previous
       policy stays in force and `/readyz` says why. Default `5`.
     - `TESSERA_CONNECTOR_STATE_DIR`: the node's state directory (created when missing): the
-      privacy ledger (each person's spend per applicant), the answers drawn so far, and the
-      person index `tessera connector prepare --state` keeps there. Keep it across restarts,
-      upgrades and data reloads, and back it up: a ledger lost gives every applicant a new
-      budget. Default: next to the DuckDB database, `<database without suffix>.state`;
-      required with a PostgreSQL DSN.
+      privacy ledger (each person's spend per applicant), the answers drawn so far, the
+      request ids seen (without Redis: a request is never answered twice, restarts
+      included), and the person index `tessera connector prepare --state` keeps there.
+      Keep it across restarts, upgrades and data reloads, and back it up: a ledger lost
+      gives every applicant a new budget. Default: next to the DuckDB database,
+      `<database without suffix>.state`; required with a PostgreSQL DSN.
     - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
       `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
       database; required with a PostgreSQL DSN.

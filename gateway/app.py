@@ -1,4 +1,5 @@
-"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`.
+"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`,
+`GET /metrics` (`gateway.metrics`), and the query console when it is on (`gateway.console`).
 
 Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
 queries have drained (`gateway.lifecycle`):
@@ -34,39 +35,54 @@ from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
+from gateway.console import install as install_console
+from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
-from gateway.graphql.limits import QueryBudget
+from gateway.graphql.limits import QueryBudget, cohort_fields
+from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
-from gateway.http import http_errors, refusal, retry_after
+from gateway.http import error_response, http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
 from gateway.live_policy import live_policies, profiles
+from gateway.metrics import (
+    METRICS,
+    METRICS_PATH,
+    CountedRateLimiter,
+    GatewayMetrics,
+    TimedAuditStore,
+    metrics_view,
+)
+from gateway.node_watch import NodeWatch, WatchedNodeClient
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
 from gateway.permits import PermitVerifier
 from gateway.ratelimit import (
     LimitPolicy,
     Limits,
-    MemoryRateLimiter,
     RateGuard,
     RateLimiter,
     RedisRateLimiter,
+    SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
+from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
+from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
-from schema.errors import TesseraError
+from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
+from trust.http_edge import run_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
@@ -97,6 +113,10 @@ class BatchTooLarge(Exception):
     pass
 
 
+class BadOperationName(Exception):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class _Observability:
     """The tracer provider and the audit trail's store, and whether the app made (and so
@@ -114,6 +134,7 @@ FEDERATION: Final = web.AppKey("tessera.gateway.federation", Federation)
 POLICIES: Final = web.AppKey("tessera.gateway.policies", LivePolicy[PolicySet])
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
 OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observability)
+NODE_WATCH: Final = web.AppKey("tessera.gateway.node_watch", NodeWatch)
 
 
 class GatewayView(GraphQLView[GatewayContext, None]):
@@ -146,6 +167,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             raise json.JSONDecodeError("a GraphQL request is a JSON object", "", 0)
         if isinstance(decoded, list) and len(decoded) > self.max_batch:
             raise BatchTooLarge
+        if not all(valid_operation_name(item.get("operationName")) for item in items):
+            raise BadOperationName
         return decoded
 
     def encode_json(self, data: object) -> bytes:
@@ -165,6 +188,26 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             sub_response.headers[hdrs.RETRY_AFTER] = str(wait)
         return sub_response
 
+    async def execute_operation(
+        self,
+        request: web.Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: GatewayContext,
+        root_value: None,
+        sub_response: web.Response,
+    ) -> Any:
+        # Every question of the request, each operation of a batch summed, is counted before
+        # any of them runs: the researcher's share admits or refuses them together.
+        items = request_data if isinstance(request_data, list) else [request_data]
+        context.cohorts = sum(cohort_fields(d.query, d.operation_name) for d in items)
+        try:
+            return await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+        finally:
+            context.close()
+
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self.run(request=request)
@@ -172,6 +215,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             return refusal(e.status_code, e.reason)
         except BatchTooLarge:
             return refusal(400, "Too many operations")
+        except BadOperationName:
+            return error_response(400, ErrorCode.GRAPHQL_VALIDATION_FAILED, BAD_OPERATION_NAME)
 
 
 def create_app(
@@ -182,13 +227,15 @@ def create_app(
     audit_store: AuditStore | None = None,
     rate_limiter: RateLimiter | None = None,
     policy_set: PolicySet | None = None,
+    concept_client: ConceptClient | None = None,
 ) -> web.Application:
     """The gateway for `settings`. The federation file, its keys and the policies are loaded
     now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
     resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
     `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
     closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
-    policies of the settings (then fixed: only the settings' policy files are reloaded).
+    policies of the settings (then fixed: only the settings' policy files are reloaded);
+    with a `node_client`, vocabulary look-ups go to `concept_client` (none: not offered).
     JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
@@ -202,7 +249,15 @@ def create_app(
     if policy_set is not None:
         policies = LivePolicy.fixed(policy_set, name="gateway policies")
     else:
-        policies = live_policies(settings.policies)
+        try:
+            policies = live_policies(settings.policies)
+        except PolicyFileError as exc:
+            # As the connector says it: one line per problem, joined (`tessera.cli`).
+            problems = "; ".join(str(exc).splitlines())
+            raise SettingsError(
+                f"TESSERA_GATEWAY_POLICIES ({settings.policies or 'the shipped policies'}): "
+                f"{problems}"
+            ) from None
     app[POLICIES] = policies
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
@@ -212,6 +267,8 @@ def create_app(
         owns_store=audit_store is None,
         audit_key=audit_key,
     )
+    app[METRICS] = GatewayMetrics()
+    app[NODE_WATCH] = watch = NodeWatch(federation.nodes.values())
     lifecycle = install_lifecycle(app)
     app.cleanup_ctx.append(_traces)
     app.cleanup_ctx.append(_audit)
@@ -223,7 +280,7 @@ def create_app(
             settings.rate_per_approval_per_day or NO_CAP,
         ),
     )
-    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits))
+    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits, concept_client))
     app.cleanup_ctx.append(_policy_reload)
 
     async def services_started() -> str | None:
@@ -259,7 +316,18 @@ def create_app(
             return "no token issuer's keys are loaded"
         return None
 
+    async def nodes_may_answer() -> str | None:
+        # Ready while a quorum is possible: some node answers, or has not been asked yet.
+        # With none, the nodes are probed here: no query would find one that came back.
+        session = app[STATE].session
+        if watch.readiness() is not None and session is not None:
+            await watch.probe(session)
+        return watch.readiness()
+
     lifecycle.add_detail("policy", policies.details)
+    lifecycle.add_detail("nodes", watch.describe)
+    lifecycle.add_detail("quorum", watch.summary)
+    lifecycle.add_check("nodes", nodes_may_answer)
     lifecycle.add_check("issuers", issuer_keys)
     lifecycle.add_check("node_client", services_started)
     lifecycle.add_check("audit", audit_readable)
@@ -268,36 +336,58 @@ def create_app(
     view = GatewayView(
         schema=build_schema(
             tracer_provider=app[OBSERVABILITY].provider,
-            # GraphiQL cannot work without it.
-            introspection=settings.introspection or settings.graphiql,
+            introspection=settings.introspection,
             max_batch=settings.max_batch,
         ),
-        graphql_ide="graphiql" if settings.graphiql else None,
+        # The query console (gateway.console) replaces strawberry's GraphiQL page, which
+        # loads its scripts from a CDN.
+        graphql_ide=None,
         allow_queries_via_get=False,
         subscription_protocols=(),
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
-    if settings.graphiql:
-        app.router.add_get(GRAPHQL_PATH, view)
+    app.router.add_get(METRICS_PATH, metrics_view)
+    if settings.console:
+        install_console(
+            app, graphql_path=GRAPHQL_PATH, demo_credentials=settings.console_demo_credentials
+        )
     return app
 
 
 def node_client_stack(
-    transport: NodeClient, settings: GatewaySettings, profiles: Profiles
+    transport: NodeClient,
+    settings: GatewaySettings,
+    profiles: Profiles,
+    *,
+    metrics: GatewayMetrics,
+    watch: NodeWatch,
 ) -> NodeClient:
     """What the fan-out talks to: the transport (HTTP, or a fake in tests), each answer vetted
-    against the node's published rules, behind per-node bounds, breaker and retries."""
-    return ResilientNodeClient(
+    against the node's published rules, behind per-node bounds, breaker and retries; every
+    outcome counted, logged when it is a failure, and kept as the node's last known state."""
+    resilient = ResilientNodeClient(
         VettingNodeClient(transport, profiles),
         ResilienceSettings(
             max_in_flight=settings.node_max_in_flight,
             max_waiting=settings.node_max_waiting,
+            max_in_flight_per_applicant=settings.node_share,
             failure_threshold=settings.circuit_failures,
             reset_after_s=settings.circuit_reset_s,
             retry=RetryPolicy(attempts=settings.node_retry_attempts),
             full_timeout_s=settings.node_timeout(settings.deadline_s),
         ),
+        on_circuit_change=metrics.circuit_changed,
+    )
+    watch.circuit = resilient.circuit
+    metrics.watch_circuits(
+        lambda: [
+            ({"node": node_id, "jurisdiction": n.jurisdiction.value}, resilient.circuit(node_id))
+            for node_id, n in watch.nodes.items()
+        ]
+    )
+    return WatchedNodeClient(
+        resilient, watch, metrics, full_timeout_s=settings.node_timeout(settings.deadline_s)
     )
 
 
@@ -311,7 +401,11 @@ async def _traces(app: web.Application) -> AsyncIterator[None]:
 
 async def _audit(app: web.Application) -> AsyncIterator[None]:
     seen, federation = app[OBSERVABILITY], app[FEDERATION]
-    audit = AuditLog(seen.store, f"gateway:{federation.gateway_id}", signing_key=seen.audit_key)
+    audit = AuditLog(
+        TimedAuditStore(seen.store, app[METRICS]),
+        f"gateway:{federation.gateway_id}",
+        signing_key=seen.audit_key,
+    )
     await audit.start()
     app[STATE].audit = audit
     try:
@@ -324,7 +418,10 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
 
 
 def _services(
-    node_client: NodeClient | None, rate_limiter: RateLimiter | None, limits: LimitPolicy
+    node_client: NodeClient | None,
+    rate_limiter: RateLimiter | None,
+    limits: LimitPolicy,
+    concept_client: ConceptClient | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
@@ -334,11 +431,16 @@ def _services(
         for source in federation.refreshing:
             await source.start()
         limiter = rate_limiter
+        own_limiter: SqliteRateLimiter | None = None
         if limiter is None and settings.redis_url:
             state.redis = connect_redis(settings.redis_url)
             limiter = RedisRateLimiter(state.redis, prefix=settings.redis_prefix)
+        elif limiter is None:
+            assert settings.rate_db is not None  # filled in by GatewaySettings
+            limiter = own_limiter = SqliteRateLimiter(settings.rate_db)
+            await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
-        transport = node_client
+        transport, concepts = node_client, concept_client
         if transport is None:
             session = create_session(
                 connections_per_node=settings.node_max_in_flight,
@@ -350,17 +452,24 @@ def _services(
                 key=federation.signing_key,
             )
             transport = HttpNodeClient(session, signer)
+            concepts = HttpConceptClient(session, signer)
         app[STATE].session = session
         policies = app[POLICIES]
         app[STATE].services = Services(
             federation=federation,
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
-            node_client=node_client_stack(transport, settings, profiles(policies)),
+            node_client=node_client_stack(
+                transport,
+                settings,
+                profiles(policies),
+                metrics=app[METRICS],
+                watch=app[NODE_WATCH],
+            ),
             policies=policies,
             permits=PermitVerifier(
                 TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
             ),
-            rate_guard=RateGuard(limiter if limiter is not None else MemoryRateLimiter(), limits),
+            rate_guard=RateGuard(CountedRateLimiter(limiter, app[METRICS]), limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
             max_query_cost=settings.max_query_cost,
@@ -368,6 +477,11 @@ def _services(
             tracer=seen.provider.get_tracer(TRACER_NAME),
             max_deadline_s=settings.max_deadline_s,
             partial_pools=settings.partial_pools,
+            concept_client=concepts,
+            fair_share=FairShare(
+                per_researcher=settings.max_cohorts_per_researcher,
+                per_application=settings.max_cohorts_per_application,
+            ),
         )
         try:
             yield
@@ -378,6 +492,8 @@ def _services(
             if state.redis is not None:
                 await state.redis.aclose()
                 state.redis = None
+            if own_limiter is not None:
+                await own_limiter.close()
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")
@@ -399,10 +515,13 @@ def serve(settings: GatewaySettings) -> None:
     freeze_heap()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
-    web.run_app(
+    run_app(
         app,
         sock=sock,
-        print=lambda *_: print(line, flush=True),
+        ready=lambda: print(line, flush=True),
+        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets the
+        # gateway's JSON error too, echoing nothing.
+        refusal=lambda status, code, message: error_response(status, code, message),
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         # A researcher who disconnects cancels the query, and with it its node requests.

@@ -3,9 +3,11 @@ and retries of what is safe to retry, all inside the caller's deadline.
 
 `ResilientNodeClient` wraps any `NodeClient`. For each call to a node it
 
-1. takes one of the node's in-flight slots (`Bulkhead`), waiting for one at most until the
-   deadline and only while few others wait: past that the node is NODE_BUSY at once (load is
-   pushed back on the researcher, never queued without limit);
+1. takes one of the node's in-flight slots (`schema.fair_queue`), waiting for one at most until
+   the deadline and only while few others wait: past that the node is NODE_BUSY at once (load
+   is pushed back on the researcher, never queued without limit). The slots are shared fairly
+   between researchers: each holds at most its share of them, freed slots go round the
+   researchers waiting, and one researcher's burst only ever pushes out its own requests;
 2. asks the node's `CircuitBreaker`: while the circuit is open (the node failed too often in
    a row) the node is not asked at all (CIRCUIT_OPEN) until a probe is due; then one request
    goes through as the probe, and its outcome closes or reopens the circuit;
@@ -18,12 +20,11 @@ and retries of what is safe to retry, all inside the caller's deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -32,6 +33,7 @@ from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from schema.codes import NodeStatus
 from schema.errors import ErrorCode
+from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest
 
 log = logging.getLogger(__name__)
@@ -96,33 +98,6 @@ class CircuitBreaker:
         self.probing = False
 
 
-class BulkheadFull(Exception):
-    pass
-
-
-class Bulkhead:
-    """At most `max_in_flight` calls at once; at most `max_waiting` more wait for a slot."""
-
-    def __init__(self, max_in_flight: int, max_waiting: int) -> None:
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._max_waiting = max_waiting
-        self.waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self.waiting >= self._max_waiting:
-            raise BulkheadFull
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Up to `attempts` attempts in all; before retry k (0-based) a pause drawn uniformly
@@ -141,6 +116,8 @@ class RetryPolicy:
 class ResilienceSettings:
     max_in_flight: int = 16
     max_waiting: int = 32
+    # In-flight slots of one node one researcher may hold; None: all of them.
+    max_in_flight_per_applicant: int | None = None
     failure_threshold: int = 5
     reset_after_s: float = 10.0
     retry: RetryPolicy = RetryPolicy()
@@ -157,10 +134,14 @@ def counts_against_node(outcome: NodeOutcome, timeout_s: float, full_timeout_s: 
     return outcome.status in (NodeStatus.UNAVAILABLE, NodeStatus.REJECTED)
 
 
+CircuitChange = Callable[[NodeInfo, CircuitState], None]
+"""Told the node and the state its circuit entered."""
+
+
 @dataclass
 class _NodeGuard:
     breaker: CircuitBreaker
-    bulkhead: Bulkhead
+    bulkhead: FairBulkhead
 
 
 class ResilientNodeClient:
@@ -173,9 +154,11 @@ class ResilientNodeClient:
         *,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        on_circuit_change: CircuitChange | None = None,
     ) -> None:
         self._inner = inner
         self._settings = settings
+        self._on_circuit_change = on_circuit_change
         self._clock = clock
         self._rng = rng or random.Random()  # jitter, not a secret
         self._guards: dict[str, _NodeGuard] = {}
@@ -190,7 +173,7 @@ class ResilientNodeClient:
             s = self._settings
             guard = _NodeGuard(
                 CircuitBreaker(s.failure_threshold, s.reset_after_s, clock=self._clock),
-                Bulkhead(s.max_in_flight, s.max_waiting),
+                FairBulkhead(s.max_in_flight, s.max_waiting, s.max_in_flight_per_applicant),
             )
             self._guards[node.node_id] = guard
         return guard
@@ -225,7 +208,7 @@ class ResilientNodeClient:
         asked = False
         try:
             # The inner client honours its timeout; this also bounds the wait for a slot.
-            async with asyncio.timeout_at(deadline), guard.bulkhead.slot():
+            async with asyncio.timeout_at(deadline), guard.bulkhead.slot(request.subject):
                 asked = True
                 outcome = await self._attempts(node, request, approval_token, deadline)
         except BulkheadFull:
@@ -233,7 +216,8 @@ class ResilientNodeClient:
                 j,
                 NodeStatus.UNAVAILABLE,
                 f"not asked: {self._settings.max_in_flight} requests to this node are in "
-                "flight and others are waiting",
+                "flight and others are waiting (the slots are shared fairly between "
+                "researchers; a researcher with many requests waiting gives up the newest)",
                 code=ErrorCode.NODE_BUSY,
             )
         except TimeoutError:
@@ -246,7 +230,7 @@ class ResilientNodeClient:
             )
         finally:
             # Only what the node did counts: not a wait for a slot, not a cancellation.
-            self._record(node, guard.breaker, outcome if asked else None, timeout)
+            self._record(node, guard.breaker, outcome if asked else None, timeout, request)
         return dataclasses.replace(outcome, latency_ms=elapsed())
 
     async def _attempts(
@@ -281,21 +265,25 @@ class ResilientNodeClient:
         breaker: CircuitBreaker,
         outcome: NodeOutcome | None,
         timeout: float,
+        request: NodeRequest,
     ) -> None:
         before = breaker.state
         if outcome is None:
             breaker.released()
         elif counts_against_node(outcome, timeout, self._settings.full_timeout_s):
             breaker.failed()
-        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED):
+        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
             breaker.succeeded()
         else:
             breaker.released()
         if breaker.state is not before:
             log.warning(
-                "circuit to node %s (%s): %s -> %s",
+                "circuit to node %s (%s): %s -> %s after query %s",
                 node.node_id,
                 node.jurisdiction.value,
                 before.value,
                 breaker.state.value,
+                request.query_id,
             )
+            if self._on_circuit_change is not None:
+                self._on_circuit_change(node, breaker.state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
+from schema.errors import ConfigError
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -22,12 +24,28 @@ DEFAULT_MAX_DEADLINE_S: Final = 60.0
 MIN_DEADLINE_S: Final = 0.1
 DEFAULT_MAX_QUERY_COST: Final = 20_000
 DEFAULT_MAX_BATCH: Final = 4
+# Questions (cohort fields) in flight at once: one researcher's, one application's.
+DEFAULT_MAX_COHORTS_PER_RESEARCHER: Final = 32
+DEFAULT_MAX_COHORTS_PER_APPLICATION: Final = 64
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
 T = TypeVar("T")
 
 
-class SettingsError(ValueError):
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or address, IPv6 with or without brackets) is this machine's
+    loopback interface."""
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class SettingsError(ConfigError):
     """A setting is missing or malformed; the message names the variable."""
 
 
@@ -57,7 +75,20 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT`` (default ``16``): requests in flight to one node
       at most; also the connections kept per node.
     - ``TESSERA_GATEWAY_NODE_MAX_WAITING`` (default ``32``): requests waiting for a slot to
-      one node at most; past that a node is ``UNAVAILABLE`` (``NODE_BUSY``) at once.
+      one node at most; past that a node is ``UNAVAILABLE`` (``NODE_BUSY``) at once, unless
+      the newcomer's researcher waits for fewer requests there than another researcher: then
+      that researcher's newest waiting request gives up its place (and is ``NODE_BUSY``).
+    - ``TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT_PER_APPLICANT`` (default: half of
+      ``NODE_MAX_IN_FLIGHT``, at least 1): in-flight slots of one node one researcher may
+      hold; the others stay free for other researchers, and freed slots go round the
+      researchers waiting.
+    - ``TESSERA_GATEWAY_MAX_COHORTS_PER_RESEARCHER`` (default ``32``): ``cohort`` questions
+      one researcher may have in flight at once. A request's questions (every ``cohort``
+      field of every operation of a batch) are counted before any runs and admitted
+      together or refused together at once (``TOO_MANY_IN_FLIGHT``).
+    - ``TESSERA_GATEWAY_MAX_COHORTS_PER_APPLICATION`` (default ``64``): the same for all
+      researchers of one application (the permits' application id, else their data
+      request).
     - ``TESSERA_GATEWAY_NODE_RETRY_ATTEMPTS`` (default ``3``): attempts per node request in
       all, when the connection cannot be opened (nothing else is retried).
     - ``TESSERA_GATEWAY_CIRCUIT_FAILURES`` (default ``5``): failures in a row after which a
@@ -71,8 +102,15 @@ class GatewaySettings:
       over the nodes that answered with a ``PARTIAL`` reason; ``suppress`` suppresses them.
     - ``TESSERA_GATEWAY_SHUTDOWN_TIMEOUT_S`` (default ``30``): on SIGTERM, how long in-flight
       queries may take to finish before they are cancelled.
-    - ``TESSERA_GATEWAY_GRAPHIQL`` (default ``false``): serve GraphiQL on ``GET /graphql``
-      (``1``/``true``/``yes``/``on`` to enable).
+    - ``TESSERA_GATEWAY_CONSOLE`` (default ``false``): serve the query console, a page for
+      researchers, on ``GET /console`` and ``GET /graphql`` (``1``/``true``/``yes``/``on``
+      to enable; see ``gateway.console``). Its files come with the package: nothing is
+      loaded from another origin.
+    - ``TESSERA_GATEWAY_CONSOLE_DEMO_CREDENTIALS`` (default: none): for the demo only, the
+      directory ``tessera demo`` writes the researcher's tokens to (``researcher.jwt``,
+      ``permits/*.jwt``); the console then pre-fills them, for anyone who can open it. Only
+      with the console on and the gateway listening on loopback: a real deployment never
+      hands tokens out; its researchers paste or load their own.
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
       directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
       ``tessera policy check DIR``.
@@ -86,7 +124,6 @@ class GatewaySettings:
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
     Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
-      (``1``/``true``/``yes``/``on`` to enable). GraphiQL needs introspection.
     - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
       (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
     - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP
@@ -98,7 +135,10 @@ class GatewaySettings:
       ``TESSERA_GATEWAY_RATE_PER_APPROVAL_PER_DAY`` (default: none): tighten the rate limits
       of the policy files (the strictest of the jurisdictions asked); they never loosen them.
       Without any policy for the jurisdictions asked, the limits are 60 and 1000.
-    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, in memory): ``redis://host:port/db``;
+    - ``TESSERA_GATEWAY_RATE_DB`` (default ``ratelimit.sqlite3`` beside the federation file):
+      without Redis, the SQLite file the rate limits live in; they survive restarts (SIGKILL
+      included), and the gateway processes of one host that name the same file share them.
+    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, ``RATE_DB``): ``redis://host:port/db``;
       rate limits then live in Redis and every gateway replica using it shares them.
     - ``TESSERA_GATEWAY_REDIS_PREFIX`` (default ``tessera:``): prefix of the Redis keys.
     """
@@ -112,13 +152,18 @@ class GatewaySettings:
     max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
     node_max_in_flight: int = 16
     node_max_waiting: int = 32
+    # None: half of node_max_in_flight, at least 1.
+    node_max_in_flight_per_applicant: int | None = None
+    max_cohorts_per_researcher: int = DEFAULT_MAX_COHORTS_PER_RESEARCHER
+    max_cohorts_per_application: int = DEFAULT_MAX_COHORTS_PER_APPLICATION
     node_retry_attempts: int = 3
     circuit_failures: int = 5
     circuit_reset_s: float = 10.0
     node_keepalive_s: float = 15.0
     partial_pools: PartialPools = PartialPools.MARK
     shutdown_timeout_s: float = 30.0
-    graphiql: bool = False
+    console: bool = False
+    console_demo_credentials: Path | None = None
     policies: Path | None = None
     policy_reload_s: float = DEFAULT_RELOAD_S
     audit_db: str = ""
@@ -130,6 +175,7 @@ class GatewaySettings:
     rate_per_approval_per_day: int | None = None
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    rate_db: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -143,6 +189,8 @@ class GatewaySettings:
         bounds: dict[str, tuple[float, float, float]] = {
             "NODE_MAX_IN_FLIGHT": (self.node_max_in_flight, 1, 1024),
             "NODE_MAX_WAITING": (self.node_max_waiting, 0, 65536),
+            "MAX_COHORTS_PER_RESEARCHER": (self.max_cohorts_per_researcher, 1, 65536),
+            "MAX_COHORTS_PER_APPLICATION": (self.max_cohorts_per_application, 1, 65536),
             "NODE_RETRY_ATTEMPTS": (self.node_retry_attempts, 1, 10),
             "CIRCUIT_FAILURES": (self.circuit_failures, 1, 1000),
             "CIRCUIT_RESET_S": (self.circuit_reset_s, 0.01, 3600),
@@ -150,6 +198,12 @@ class GatewaySettings:
             "SHUTDOWN_TIMEOUT_S": (self.shutdown_timeout_s, 0, 3600),
             "POLICY_RELOAD_S": (self.policy_reload_s, MIN_RELOAD_S, MAX_RELOAD_S),
         }
+        if self.node_max_in_flight_per_applicant is not None:
+            bounds["NODE_MAX_IN_FLIGHT_PER_APPLICANT"] = (
+                self.node_max_in_flight_per_applicant,
+                1,
+                self.node_max_in_flight,
+            )
         for var, (value, low, high) in bounds.items():
             if not low <= value <= high:
                 raise SettingsError(f"{ENV_PREFIX}{var} must lie in [{low:g}, {high:g}]")
@@ -158,6 +212,8 @@ class GatewaySettings:
             object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
+        if self.rate_db is None:
+            object.__setattr__(self, "rate_db", self.federation.parent / "ratelimit.sqlite3")
         if self.max_query_cost < 1:
             raise SettingsError(f"{ENV_PREFIX}MAX_QUERY_COST must be positive")
         if not 1 <= self.max_batch <= 64:
@@ -168,11 +224,26 @@ class GatewaySettings:
         ):
             if rate is not None and rate < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name} must be positive")
+        if self.console_demo_credentials is not None:
+            if not self.console:
+                raise SettingsError(f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS needs the console on")
+            if not is_loopback(self.host):
+                raise SettingsError(
+                    f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS is for a demo on loopback only: "
+                    "a gateway others reach never hands out tokens"
+                )
         if self.redis_url is not None:
             try:
                 check_redis_url(self.redis_url)
             except ValueError as e:
                 raise SettingsError(f"{ENV_PREFIX}REDIS_URL {e}") from None
+
+    @property
+    def node_share(self) -> int:
+        """In-flight slots of one node one researcher may hold."""
+        if self.node_max_in_flight_per_applicant is not None:
+            return self.node_max_in_flight_per_applicant
+        return max(1, self.node_max_in_flight // 2)
 
     def node_timeout(self, deadline_s: float) -> float:
         """The timeout of one node request for a query with this deadline."""
@@ -212,13 +283,31 @@ class GatewaySettings:
             ),
             node_max_in_flight=pick("node_max_in_flight", "NODE_MAX_IN_FLIGHT", _int, 16),
             node_max_waiting=pick("node_max_waiting", "NODE_MAX_WAITING", _int, 32),
+            node_max_in_flight_per_applicant=pick(
+                "node_max_in_flight_per_applicant", "NODE_MAX_IN_FLIGHT_PER_APPLICANT", _int, None
+            ),
+            max_cohorts_per_researcher=pick(
+                "max_cohorts_per_researcher",
+                "MAX_COHORTS_PER_RESEARCHER",
+                _int,
+                DEFAULT_MAX_COHORTS_PER_RESEARCHER,
+            ),
+            max_cohorts_per_application=pick(
+                "max_cohorts_per_application",
+                "MAX_COHORTS_PER_APPLICATION",
+                _int,
+                DEFAULT_MAX_COHORTS_PER_APPLICATION,
+            ),
             node_retry_attempts=pick("node_retry_attempts", "NODE_RETRY_ATTEMPTS", _int, 3),
             circuit_failures=pick("circuit_failures", "CIRCUIT_FAILURES", _int, 5),
             circuit_reset_s=pick("circuit_reset_s", "CIRCUIT_RESET_S", _float, 10.0),
             node_keepalive_s=pick("node_keepalive_s", "NODE_KEEPALIVE_S", _float, 15.0),
             partial_pools=pick("partial_pools", "PARTIAL_POOLS", _partial_pools, PartialPools.MARK),
             shutdown_timeout_s=pick("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _float, 30.0),
-            graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
+            console=pick("console", "CONSOLE", _bool, False),
+            console_demo_credentials=pick(
+                "console_demo_credentials", "CONSOLE_DEMO_CREDENTIALS", _path, None
+            ),
             policies=pick("policies", "POLICIES", _path, None),
             policy_reload_s=pick("policy_reload_s", "POLICY_RELOAD_S", _float, DEFAULT_RELOAD_S),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),
@@ -234,6 +323,7 @@ class GatewaySettings:
             ),
             redis_url=pick("redis_url", "REDIS_URL", _str, None),
             redis_prefix=pick("redis_prefix", "REDIS_PREFIX", _str, DEFAULT_REDIS_PREFIX),
+            rate_db=pick("rate_db", "RATE_DB", _path, None),
         )
 
 

@@ -21,6 +21,7 @@ from schema.codes import Jurisdiction
 from schema.wire import PERMIT_HEADER
 from tessera.credentials import Credentials
 from tessera.local import LocalFederation
+from tessera.locations import DEMO_DIRECTORY
 from tessera.report import render_response
 from tessera.tokens import DEMO_APPLICATION
 
@@ -99,6 +100,10 @@ async def run_policy_examples(federation: LocalFederation) -> bool:
 
 def banner(federation: LocalFederation) -> str:
     token_path = federation.token_file
+    # The client and `tessera query` find the demo in .tessera/demo by themselves.
+    default = federation.directory == DEMO_DIRECTORY
+    demo_dir = "" if default else f" --demo-dir {federation.directory}"
+    client_dir = "" if default else repr(str(federation.directory))
     query = (
         f'{{"query": "{{ cohort(request: \\"{DEMO_APPLICATION}\\", criteria: {{ sex: FEMALE }}) '
         '{ count { value status } byJurisdiction { jurisdiction status } } }"}'
@@ -110,7 +115,9 @@ def banner(federation: LocalFederation) -> str:
     return "\n".join(
         [
             "Tessera demo federation is up:",
-            f"  gateway   {federation.gateway_url}  (GraphiQL in a browser)",
+            f"  gateway   {federation.gateway_url}",
+            f"  console   {federation.console_url}  (open it in a browser: the demo's "
+            "credentials are pre-filled)",
             *(
                 f"  node {j.value}   {federation.node_url(j)}  ({federation.database(j).name})"
                 for j in federation.jurisdictions
@@ -127,9 +134,14 @@ def banner(federation: LocalFederation) -> str:
             f'    -H "authorization: Bearer $(cat {token_path})" \\',
             *permits,
             f"    -d '{query}'",
-            "Check the gateway's audit trail:",
+            "Or from a terminal, or from Python (a pandas DataFrame):",
+            f"  tessera query --concept ICD10:E11 --by SEX,AGE_BAND_10{demo_dir}",
+            f"  from tessera.client import Client; Client.demo({client_dir}).cohort("
+            'concepts=["ICD10:E11"], by=["SEX"]).frame()',
+            "Check the gateway's audit trail (against the heads its log kept too):",
             f"  tessera audit verify --db {federation.gateway_audit_db} "
-            f"--key {federation.gateway_key.public_key}",
+            f"--key {federation.gateway_key.public_key} "
+            f"--heads {federation.logs_dir / 'gateway.log'}",
             "",
         ]
     )

@@ -189,7 +189,7 @@ async def test_unknown_jurisdiction(graphql: Any) -> None:
     error = body["errors"][0]
     assert "FR, DK, NO" in error["message"]
     assert error["extensions"]["members"] == ["FR", "DK", "NO"]
-    assert body["data"] is None
+    assert body["data"] == {"cohort": None}
 
 
 async def test_unknown_vocabulary_fails_validation(graphql: Any) -> None:
@@ -312,7 +312,7 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "redis"]
+    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "nodes", "redis"]
 
 
 async def test_get_queries_are_off(client: TestClient) -> None:
