@@ -240,7 +240,14 @@ def summarise(results: dict[str, Times]) -> list[Row]:
     return rows
 
 
-async def run(report: Report, cache: Path, *, persons: int = 1_000_000, reps: int = 5) -> None:
+async def run(
+    report: Report,
+    cache: Path,
+    *,
+    persons: int = 1_000_000,
+    reps: int = 5,
+    cohorts: Sequence[str] = tuple(COHORTS),
+) -> None:
     report.section(
         f"6. The node's protection against its SQL ({persons:,} {JURISDICTION.value} synthetic "
         f"persons, a five-table question; audit-entry step times, medians of {reps} applicants "
@@ -250,7 +257,7 @@ async def run(report: Report, cache: Path, *, persons: int = 1_000_000, reps: in
     await asyncio.to_thread(synthesise, fed)
     work = Path(tempfile.mkdtemp(prefix="tessera-bench-protect-"))
     try:
-        results = await measure(fed, work, reps=reps)
+        results = await measure(fed, work, reps=reps, cohorts=cohorts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = summarise(results)
@@ -278,9 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.protect", description=__doc__)
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--cohort",
+        action="append",
+        choices=list(COHORTS),
+        help="measure only this cohort (may be repeated; default: all)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    asyncio.run(run(Report(), CACHE, persons=args.persons, reps=args.reps))
+    cohorts = tuple(args.cohort or COHORTS)
+    asyncio.run(run(Report(), CACHE, persons=args.persons, reps=args.reps, cohorts=cohorts))
     print(f"{time.perf_counter() - started:.0f} s")
     return 0
 

@@ -15,7 +15,10 @@ the node only masked. The store also records every pooled round's nonce, so that
 taken twice (`first_use`).
 
 `SqliteAnswers` keeps them in an SQLite file in the node's state directory (created when
-missing); `MemoryAnswers` is the fake for tests.
+missing); `MemoryAnswers` is the fake for tests. A national answer is stored without a sync
+(a crash of the process keeps it, a power failure may not: asking again is then charged
+again, as its charges were synced; `docs/protection.md`, "Durability"); nonces and pooled
+shares are synced.
 """
 
 from __future__ import annotations
@@ -67,9 +70,16 @@ class AnswerStore(Protocol):
         """The stored tables among `questions` (digests)."""
         ...
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         """Store tables not stored yet and return what is stored for each: when two identical
-        questions raced, the first one stored wins, and both answer with it."""
+        questions raced, the first one stored wins, and both answer with it.
+
+        Stored tables are on disk against a crash of the node's process when this returns;
+        `synced` ones against a power failure too. Unsynced ones are against a power failure
+        from the store's next synced write or log copy: for answers whose loss costs only a
+        new charge (a national table, see `docs/protection.md`, "Durability")."""
         ...
 
     async def first_use(self, nonce: str) -> bool:
@@ -88,7 +98,9 @@ class MemoryAnswers:
     async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
         return {q: t for q in questions if (t := self._tables.get((shelf, q))) is not None}
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         return {q: self._tables.setdefault((shelf, q), t) for q, t in tables.items()}
 
     async def first_use(self, nonce: str) -> bool:
@@ -118,15 +130,22 @@ CREATE TABLE IF NOT EXISTS pool_nonce (
 """
 
 
+_SYNCED: Final = "PRAGMA synchronous=FULL"
+_UNSYNCED: Final = "PRAGMA synchronous=NORMAL"
+
+
 class SqliteAnswers:
-    """Stored answers in an SQLite file (WAL, synchronous=FULL: an answer is on disk before
-    it is released).
+    """Stored answers in an SQLite file (WAL). A synced write is on disk before it returns
+    (synchronous=FULL); an unsynced one is in the log file, safe from a crash of the process
+    (synchronous=NORMAL, switched per write: pool nonces and pooled shares are always synced).
 
     The write-ahead log is copied into the database file after an answer's commit, not inside
     one, once `checkpoint_bytes` of answers were written since the last time: SQLite's own
     checkpoint runs inside a commit (every ~4 MB: 15-80 ms added to one answer in forty at
-    90 KB each). It holds the store while it runs, so that it copies the whole log and the
-    next write starts the log afresh; an answer waits for it only if it comes meanwhile."""
+    90 KB each). The copy (which syncs the log and the database file: tens of milliseconds on
+    a busy disk) runs on a connection of its own and does not hold the store: answers are
+    looked up and stored meanwhile, and what they write after it started waits in the log
+    for the next copy."""
 
     def __init__(self, path: Path, *, checkpoint_bytes: int = 2 << 20) -> None:
         self.path = path
@@ -135,13 +154,15 @@ class SqliteAnswers:
         self._checkpoint_bytes = checkpoint_bytes
         self._written = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        # Used by one log copy at a time, on a worker thread.
+        self._copier: sqlite3.Connection | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(_SYNCED)
             connection.execute("PRAGMA wal_autocheckpoint=0")
             connection.executescript(_SCHEMA)
             self._connection = connection
@@ -154,13 +175,25 @@ class SqliteAnswers:
             self._written = 0
             self._checkpoint = asyncio.ensure_future(self._checkpointed())
 
+    def _copy_log(self) -> None:
+        if self._copier is None:
+            copier = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            copier.execute(_SYNCED)
+            copier.execute("PRAGMA wal_autocheckpoint=0")
+            self._copier = copier
+        self._copier.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def _checkpointed(self) -> None:
         """Copy the log into the database; a failure leaves the log longer until next time."""
-        async with self._lock:
-            try:
-                await asyncio.to_thread(self._db().execute, "PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as error:
-                log.warning("checkpointing the answer store failed: %s", type(error).__name__)
+        try:
+            await asyncio.to_thread(self._copy_log)
+        except sqlite3.Error as error:
+            log.warning("checkpointing the answer store failed: %s", type(error).__name__)
+
+    async def checkpointed(self) -> None:
+        """Wait for a copy of the log under way, if any."""
+        if self._checkpoint is not None:
+            await self._checkpoint
 
     async def get(self, shelf: Shelf, questions: Sequence[str]) -> dict[str, StoredTable]:
         if not questions:
@@ -184,13 +217,21 @@ class SqliteAnswers:
                 rows = await asyncio.to_thread(read)
         return {question: StoredTable.decode(blob) for question, blob in rows}
 
-    async def put(self, shelf: Shelf, tables: Mapping[str, StoredTable]) -> dict[str, StoredTable]:
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
         if not tables:
             return {}
         encoded = [(q, t.encode()) for q, t in tables.items()]
+        # An unsynced commit is in the log file, so in the operating system's hands, when it
+        # returns: a crash of the process keeps it, a power failure may not. The next synced
+        # commit or log copy syncs the whole log, earlier commits with it.
+        # Each write sets its own (the setting is the connection's, and stays).
+        synchronous = _SYNCED if synced else _UNSYNCED
 
         def write() -> int:
             db = self._db()
+            db.execute(synchronous)
             db.execute("BEGIN IMMEDIATE")
             try:
                 inserted = db.executemany(
@@ -219,9 +260,9 @@ class SqliteAnswers:
 
     async def first_use(self, nonce: str) -> bool:
         def claim() -> bool:
-            cursor = self._db().execute(
-                "INSERT OR IGNORE INTO pool_nonce (nonce) VALUES (?)", (nonce,)
-            )
+            db = self._db()
+            db.execute(_SYNCED)
+            cursor = db.execute("INSERT OR IGNORE INTO pool_nonce (nonce) VALUES (?)", (nonce,))
             return cursor.rowcount == 1
 
         async with self._lock:
@@ -229,9 +270,12 @@ class SqliteAnswers:
                 return await asyncio.to_thread(claim)
 
     async def close(self) -> None:
-        if self._checkpoint is not None:
-            await self._checkpoint
+        await self.checkpointed()
         async with self._lock:
+            if self._copier is not None:
+                copier, self._copier = self._copier, None
+                with ledger_failures(_WHAT):
+                    await asyncio.to_thread(copier.close)
             if self._connection is not None:
                 connection, self._connection = self._connection, None
                 with ledger_failures(_WHAT):

@@ -445,14 +445,17 @@ class QueryService:
                         owner=question.shelf.owner,
                         release=release,
                     )
-                # Which tables are stored already is looked up while the database lists the
+                # Which tables are stored already is looked up, and the accounts' spend made
+                # ready (a new applicant's files created), while the database lists the
                 # cohort's persons.
                 found = _background(
                     self.answers.get(question.shelf, list(question.digests.values()))
                 )
+                spent = _background(self.ledger.prepare(question.accounts))
                 persons = await cohort.persons()
             with trail.step("ledger"):
                 stored = await found
+                await spent
                 new = {
                     digest: by for by, digest in question.digests.items() if digest not in stored
                 }
@@ -504,13 +507,15 @@ class QueryService:
                 del counts
                 if full:
                     drawn = draw(full, question.sd, self.noise)
-                    # The drawn tables are released while they are being stored, and leave
-                    # only once stored: as drawn, or as a racing question stored them first.
-                    storing = _background(self.answers.put(question.shelf, drawn))
-                    await asyncio.sleep(0)  # the store's write starts before the release
-                    tables |= released(drawn)
-                    kept = await storing
-                    tables |= released({d: t for d, t in kept.items() if t is not drawn[d]})
+                    # Stored first, then released: as drawn, or as a racing question stored
+                    # them first. Stored unsynced, which a crash of the process keeps; should
+                    # a power failure lose them, asking again is charged again (the charges
+                    # are synced before anything leaves; docs/protection.md, "Durability").
+                    # Not released while being stored: the release would hold the GIL the
+                    # store's worker thread needs (5 ms turns), and the unsynced write
+                    # takes less than the release.
+                    kept = await self.answers.put(question.shelf, drawn, synced=False)
+                    tables |= released(kept)
                 del full
             await flushed
             answer = [tables[by] for by in question.tables]

@@ -8,6 +8,10 @@ restarted process has signed the head its predecessor left and continues the sam
 SIGTERM instead lets the query in flight finish: its entry is written, the chain's head
 signed and its spans exported before the process exits.
 
+A connector killed after storing a question's new answer and before releasing it keeps the
+answer (stored without a sync, which a crash of the process does not lose): asked again, the
+restarted node releases the stored numbers and charges nothing more.
+
 The gateway is killed with its trail in SQLite (the default) and, opt-in (`-m slow`), in
 PostgreSQL.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -41,13 +46,14 @@ from schema.audit.store import ENTRIES_TABLE, HEADS_TABLE, is_postgres_url
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import post
+from tests.integration.conftest import post, start_federation
 from tests.integration.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTY_NODE = Path(__file__).with_name("faulty_node.py")
+DYING_CONNECTOR = Path(__file__).with_name("dying_connector.py")
 DE, DK, SE = Jurisdiction.DE, Jurisdiction.DK, Jurisdiction.SE
 SLOW_S = 1.0  # how long SE (a `faulty_node.py --mode slow`) takes to answer
 WORKERS = 6
@@ -472,3 +478,103 @@ def test_sigterm_answers_the_query_in_flight_then_signs_and_flushes(
     assert {"graphql.operation", "gateway.cohort", "gateway.fan_out", "audit.write"} <= names
     (write,) = [s for s in spans if s.name == "audit.write"]
     assert write.attributes[otel.AUDIT_SEQ] == 1
+
+
+# -- SIGKILL between the stored answer and its release -------------------------------------
+
+HYPERTENSION_BY_SEX = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+    jurisdictions: [DE, DK], criteria: { conditions: [{ vocabulary: ICD10, code: "I10" }] }) {
+  byJurisdiction { jurisdiction status privacy { questionRho spentRho } }
+  breakdown(by: [JURISDICTION, SEX]) { cells { dimensions { value } count { value status } } }
+} }"""
+
+
+def stored_answers(state: Path) -> dict[tuple[str, ...], int]:
+    """Every stored noisy count of the node, by cell key, read from its file directly."""
+    found: dict[tuple[str, ...], int] = {}
+    for (blob,) in select(state / "answers.sqlite3", "SELECT cells FROM answer"):
+        assert isinstance(blob, bytes)
+        found |= {tuple(key): int(value) for key, value in json.loads(blob)}
+    return found
+
+
+def spend_files(state: Path) -> dict[str, bytes]:
+    """Every account's spend array, as bytes."""
+    return {path.name: path.read_bytes() for path in sorted((state / "ledger" / "spend").iterdir())}
+
+
+def test_a_connector_killed_after_storing_an_answer_releases_it_later_and_charges_once(
+    tmp_path: Path,
+) -> None:
+    federation = start_federation(
+        tmp_path / "federation",
+        (DE, DK),
+        persons=2_000,
+        # The gateway asks the node again soon after it died.
+        gateway_env={"TESSERA_GATEWAY_CIRCUIT_RESET_S": "0.3"},
+    )
+    try:
+        connector = federation.service("connector DK")
+        dying = dataclasses.replace(
+            connector,
+            name="dying connector DK",
+            program=(str(DYING_CONNECTOR),),
+            log_path=federation.logs_dir / "dying-connector-dk.log",
+            process=None,
+            _log=None,
+        )
+        state = federation.node_state(DK)
+        connector.stop()
+        dying.start()
+        asyncio.run(dying.wait_ready())
+
+        def ask() -> dict[str, object]:
+            status, body = post(
+                federation.gateway_url, {"query": HYPERTENSION_BY_SEX}, federation.researcher()
+            )
+            assert status == 200, body
+            assert "errors" not in body, body
+            cohort: dict[str, object] = body["data"]["cohort"]
+            return cohort
+
+        def dk(cohort: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+            nodes = cohort["byJurisdiction"]
+            assert isinstance(nodes, list)
+            node = next(n for n in nodes if n["jurisdiction"] == "DK")
+            breakdown = cohort["breakdown"]
+            assert isinstance(breakdown, dict)
+            cells = {
+                c["dimensions"][1]["value"]: c["count"]
+                for c in breakdown["cells"]
+                if c["dimensions"][0]["value"] == "DK"
+            }
+            return node, cells
+
+        killed, _ = dk(ask())
+        assert killed["status"] == "UNAVAILABLE"  # the node died before answering
+        assert dying.process is not None
+        assert dying.process.wait(timeout=30) == -signal.SIGKILL
+        dying.stop()
+        stored = stored_answers(state)
+        assert stored, "the killed node stored nothing"
+        spend = spend_files(state)
+
+        connector.start()
+        asyncio.run(connector.wait_ready())
+        node, cells = dk(ask())
+        assert node["status"] == "OK", node
+        # The stored answer: nothing charged for it now, the first (lost) release's charge
+        # counted once: the total and the table by sex, 0.02 each.
+        assert node["privacy"] == {"questionRho": 0.0, "spentRho": pytest.approx(0.04)}
+        assert spend_files(state) == spend
+        assert set(cells) == {key[0] for key in stored if len(key) == 1}
+        for sex, count in cells.items():
+            noisy = stored[(sex,)]
+            # DK releases a noisy count of at least 5 as it is, and withholds the others.
+            assert count == (
+                {"value": noisy, "status": "PERTURBED"}
+                if noisy >= 5
+                else {"value": None, "status": "LOW"}
+            )
+    finally:
+        federation.stop()
