@@ -8,8 +8,9 @@ queries have drained (`gateway.lifecycle`):
 2. audit: the audit trail, resumed at start; closed after the last query is answered, its
    chain head signed, before the spans are flushed;
 3. services: the HTTP session to the nodes, closed first;
-4. policy reload: watches the policy files while the gateway runs (`policies.live`), stopped
-   before anything else.
+4. policy reload: watches the policy files while the gateway runs (`policies.live`);
+5. federation check: asks every node who it is and compares it with the federation file
+   (`gateway.federation_check`), stopped before anything else.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from strawberry.http import GraphQLHTTPResponse
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.federation import Federation, load_federation, load_signing_key
+from gateway.federation_check import FederationWatch
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.limits import QueryBudget
 from gateway.graphql.schema import build_schema
@@ -260,6 +262,12 @@ def create_app(
         return None
 
     lifecycle.add_detail("policy", policies.details)
+    if node_client is None:
+        # Real nodes: does each agree with the federation file (ids, issuer, audience, keys)?
+        watch = FederationWatch(federation)
+        app.cleanup_ctx.append(_federation_watch(watch))
+        lifecycle.add_check("federation", watch.readiness)
+        lifecycle.add_detail("federation", watch.details)
     lifecycle.add_check("issuers", issuer_keys)
     lifecycle.add_check("node_client", services_started)
     lifecycle.add_check("audit", audit_readable)
@@ -381,6 +389,19 @@ def _services(
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")
+
+    return lifetime
+
+
+def _federation_watch(
+    watch: FederationWatch,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await watch.start()
+        try:
+            yield
+        finally:
+            await watch.stop()
 
     return lifetime
 

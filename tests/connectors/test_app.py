@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -41,8 +42,11 @@ from schema.wire import (
     MAX_REQUEST_BYTES,
     QUERY_PATH,
     READY_PATH,
+    GatewayKeyId,
+    NodeIdentity,
     body_hash,
 )
+from trust.keys import thumbprint
 
 Sign = Callable[..., str]
 Client = TestClient[Any, Any]
@@ -116,6 +120,34 @@ async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Clien
     # Which policy is in force (a digest of its files), and that it loaded.
     assert set(body["policy"]) == {"version", "loaded_at", "last_reload"}
     assert body["policy"]["last_reload"] == "ok"
+
+
+async def test_ready_says_who_the_node_is_and_whom_it_trusts(
+    client: Client, gateway_key: Ed25519PrivateKey
+) -> None:
+    """What a gateway's federation file must agree with (`tessera federation check`)."""
+    body = await (await client.get(READY_PATH)).json()
+    identity = NodeIdentity.model_validate(body["identity"])
+    assert (identity.node_id, identity.jurisdiction) == ("tessera-node-fr", Jurisdiction.FR)
+    assert identity.gateway_issuer == identity.approval_audience == "tessera-gateway"
+    assert identity.hdab_issuer == HDAB_ISSUER
+    assert identity.gateway_keys == [
+        GatewayKeyId(kid="gateway-2024", thumbprint=thumbprint(gateway_key.public_key()))
+    ]
+    assert identity.datasets == ["tessera-node-fr"]
+
+
+async def test_an_unready_node_still_says_who_it_is(omop_db: Path, hdab_public_pem: Path) -> None:
+    client = await start(
+        dataclasses.replace(settings(omop_db, {}, hdab_public_pem), node_id="hub-fr-1")
+    )
+    try:
+        response = await client.get(READY_PATH)
+        assert response.status == 503
+        identity = (await response.json())["identity"]
+        assert (identity["node_id"], identity["gateway_keys"]) == ("hub-fr-1", [])
+    finally:
+        await client.close()
 
 
 async def test_not_ready_while_shutting_down(client: Client) -> None:
