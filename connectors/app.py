@@ -181,7 +181,9 @@ async def _start_draining(app: web.Application) -> None:
 
 def open_backend(settings: ConnectorSettings) -> Backend:
     if settings.dsn is not None:
-        return PostgresBackend(settings.dsn, connections=settings.db_connections)
+        return PostgresBackend(
+            settings.dsn, connections=settings.db_connections, layout=settings.layout
+        )
     assert settings.database is not None  # the settings hold exactly one of the two
     return DuckDBBackend(settings.database, threads=settings.threads)
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
 from connectors.app import create_app
 from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
+from connectors.backends.schemas import SchemaLayout
 from connectors.noise import ShiftedNoise
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
@@ -474,15 +475,51 @@ def test_overrides_win_over_the_environment() -> None:
 
 J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
 HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
+PG = {
+    J: "FR",
+    "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+    "TESSERA_CONNECTOR_STATE_DIR": "s",
+    "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+}
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({DB: "x"}, f"{J} is required"),
-        ({J: "FR"}, f"exactly one of {DB} and TESSERA_CONNECTOR_DSN"),
+        ({DB: "x"}, rf"--jurisdiction \({J}\) is required"),
+        ({J: "FR"}, rf"exactly one of --database \({DB}\) and --dsn \(TESSERA_CONNECTOR_DSN\)"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "exactly one of"),
-        ({J: "FR", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "STATE_DIR is required"),
+        # Everything missing is named at once, option and variable.
+        (
+            {"TESSERA_CONNECTOR_DSN": "postgresql://h/d"},
+            rf"--jurisdiction \({J}\) is required; with --dsn \(TESSERA_CONNECTOR_DSN\) also "
+            r"give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
+            r"\(TESSERA_CONNECTOR_AUDIT_DB\)",
+        ),
+        (
+            {J: "FR", DB: "x", "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"},
+            "go with --dsn",
+        ),
+        (
+            {
+                J: "FR",
+                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                "TESSERA_CONNECTOR_STATE_DIR": "s",
+                "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+                "TESSERA_CONNECTOR_CDM_SCHEMA": "Cdm; drop",
+            },
+            "not a schema name",
+        ),
+        (
+            {
+                J: "FR",
+                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                "TESSERA_CONNECTOR_STATE_DIR": "s",
+                "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+                "TESSERA_CONNECTOR_VOCABULARY_SCHEMA": "v",
+            },
+            "VOCABULARY_SCHEMA.*needs --cdm-schema",
+        ),
         ({J: "XX", DB: "x"}, f"{J} is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "eighty"}, "PORT is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "70000"}, "PORT must be between"),
@@ -502,6 +539,15 @@ HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
 def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         ConnectorSettings.from_env(env)
+
+
+def test_the_ohdsi_layout_from_the_environment() -> None:
+    env = {**PG, "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"}
+    assert ConnectorSettings.from_env(env).layout == SchemaLayout("cdm", "cdm")
+    env["TESSERA_CONNECTOR_VOCABULARY_SCHEMA"] = "vocab"
+    assert ConnectorSettings.from_env(env).layout == SchemaLayout("cdm", "vocab")
+    del env["TESSERA_CONNECTOR_CDM_SCHEMA"], env["TESSERA_CONNECTOR_VOCABULARY_SCHEMA"]
+    assert ConnectorSettings.from_env(env).layout is None
 
 
 # -- serve -----------------------------------------------------------------------------------
