@@ -33,8 +33,7 @@ def register(sub: SubParsers) -> None:
     demo.add_argument(
         "--examples",
         type=Path,
-        help="directory of *.graphql questions to ask (default: the examples shipped with "
-        "Tessera)",
+        help="directory of *.graphql questions to ask (default: the examples shipped with Tessera)",
     )
     demo.add_argument("--smoke", action="store_true", help="exit after printing the answers")
     demo.set_defaults(handler=_demo)
