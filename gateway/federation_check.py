@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from gateway.federation import Federation, NodeInfo
+from gateway.nodes import USER_AGENT
 from schema.wire import READY_PATH, NodeIdentity
 from trust.keys import thumbprint
 
@@ -260,6 +261,11 @@ def compare(
     return tuple(finding for rule in rules for finding in rule(federation, node, identity))
 
 
+def check_session() -> aiohttp.ClientSession:
+    """As the gateway's own requests reach the nodes: no proxy from the environment."""
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, trust_env=False)
+
+
 async def fetch_identity(
     session: aiohttp.ClientSession, node: NodeInfo, timeout_s: float = TIMEOUT_S
 ) -> NodeIdentity | str:
@@ -308,7 +314,7 @@ async def check_federation(
     """Asks every node of `federation` at once and compares what each says."""
     async with contextlib.AsyncExitStack() as stack:
         if session is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            session = await stack.enter_async_context(check_session())
         checks = await asyncio.gather(
             *(check_node(session, federation, n, timeout_s) for n in federation.nodes.values())
         )
@@ -332,7 +338,7 @@ class FederationWatch:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = check_session()
         self._task = asyncio.create_task(self._run(), name="federation check")
 
     async def stop(self) -> None:
