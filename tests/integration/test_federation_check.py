@@ -4,6 +4,7 @@ naming both values. Real connector and gateway processes on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -103,37 +104,47 @@ def test_a_node_that_cannot_be_reached_is_reported(federation: LocalFederation) 
     assert f"not checked: cannot reach {unused}/readyz" in done.stdout
 
 
+def start_gateway(federation_file: Path, directory: Path) -> Service:
+    port = free_port()
+    gateway = Service(
+        name="gateway with a miswritten federation file",
+        args=[
+            *("gateway", "serve", "--federation", str(federation_file)),
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--audit-db", str(directory / "audit.sqlite3")),
+        ],
+        base_url=f"http://127.0.0.1:{port}",
+        log_path=directory / "gateway.log",
+    )
+    gateway.start()
+    return gateway
+
+
+def federation_problem(gateway: Service, timeout_s: float = 60) -> dict[str, Any]:
+    """The gateway's /readyz once it reports a federation problem (503)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert gateway.process is not None
+        assert gateway.process.poll() is None, gateway.tail()
+        try:
+            status, body = readyz(gateway.base_url)
+        except OSError:
+            status, body = 0, {}
+        if status == 503 and "federation" in body.get("problems", {}):
+            return body
+        assert time.monotonic() < deadline, (status, body)
+        time.sleep(0.2)
+
+
 def test_a_gateway_with_a_wrong_node_id_is_not_ready_and_says_why(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
     bad = miswritten(
         federation, "wrong-node.toml", ('node_id = "tessera-node-de"', 'node_id = "de-1"')
     )
-    port = free_port()
-    gateway = Service(
-        name="gateway with a wrong node id",
-        args=[
-            *("gateway", "serve", "--federation", str(bad)),
-            *("--host", "127.0.0.1", "--port", str(port)),
-            *("--audit-db", str(tmp_path / "audit.sqlite3")),
-        ],
-        base_url=f"http://127.0.0.1:{port}",
-        log_path=tmp_path / "gateway.log",
-    )
-    gateway.start()
+    gateway = start_gateway(bad, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert gateway.process is not None
-            assert gateway.process.poll() is None, gateway.tail()
-            try:
-                status, body = readyz(gateway.base_url)
-            except OSError:
-                status, body = 0, {}
-            if status == 503 and "federation" in body.get("problems", {}):
-                break
-            assert time.monotonic() < deadline, (status, body)
-            time.sleep(0.2)
+        body = federation_problem(gateway)
         problem = body["problems"]["federation"]
         assert "DE: node id: the federation file says node_id = 'de-1'" in problem
         assert "is 'tessera-node-de'" in problem
@@ -144,3 +155,34 @@ def test_a_gateway_with_a_wrong_node_id_is_not_ready_and_says_why(
         assert "'tessera-node-de'" in log
     finally:
         gateway.stop()
+
+
+def test_a_node_expecting_another_permit_audience_keeps_the_gateway_unready(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    """A French node set up for permits addressed to another gateway: every permit would be
+    refused there (APPROVAL_INVALID); the gateway says so at start, naming both audiences."""
+    fr = federation.members[0]
+    port = free_port()
+    node = federation.connector_service(fr, port=port, name="FR node, other audience")
+    node.env = {**node.env, "TESSERA_CONNECTOR_APPROVAL_AUDIENCE": "hub-gateway-test"}
+    node.log_path = tmp_path / "connector.log"
+    node.start()
+    try:
+        asyncio.run(node.wait_ready(60))
+        bad = miswritten(
+            federation, "other-audience.toml", (federation.node_url(fr), node.base_url)
+        )
+        gateway = start_gateway(bad, tmp_path)
+        try:
+            problem = federation_problem(gateway)["problems"]["federation"]
+            assert (
+                f"{fr.value}: permit audience: researchers' tokens and permits are for "
+                "'tessera-gateway' ([gateway] id), the node accepts permits for "
+                "'hub-gateway-test'"
+            ) in problem
+            assert "node id" not in problem
+        finally:
+            gateway.stop()
+    finally:
+        node.stop()
