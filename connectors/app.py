@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -106,22 +107,49 @@ def _too_large() -> BodyTooLarge:
 
 
 async def _query(request: web.Request) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
-        raise _too_large()
-    body = await request.read()
-    answer = await request.app[SERVICE].handle(
-        authorization=request.headers.get("Authorization"),
-        body=body,
-        approval_token=request.headers.get(APPROVAL_HEADER),
-        trace_parent=propagate.extract(request.headers),
-    )
-    body = _dump(answer)
-    if len(body) > MAX_RESPONSE_BYTES:
-        # The gateway would refuse it anyway; say why instead.
-        raise BadRequest(
-            f"the answer exceeds {MAX_RESPONSE_BYTES} bytes: ask for fewer or coarser tables"
+    body = b""
+    try:
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+            raise _too_large()
+        body = await request.read()
+        answer = await request.app[SERVICE].handle(
+            authorization=request.headers.get("Authorization"),
+            body=body,
+            approval_token=request.headers.get(APPROVAL_HEADER),
+            trace_parent=propagate.extract(request.headers),
         )
-    return web.Response(body=body, content_type=CONTENT_TYPE)
+        payload = _dump(answer)
+        if len(payload) > MAX_RESPONSE_BYTES:
+            # The gateway would refuse it anyway; say why instead.
+            raise BadRequest(
+                f"the answer exceeds {MAX_RESPONSE_BYTES} bytes: ask for fewer or coarser tables"
+            )
+    except TesseraError as exc:
+        _log_refusal(body, exc.code, http_status(exc))
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        _log_refusal(body, ErrorCode.BODY_TOO_LARGE, 413)
+        raise
+    return web.Response(body=payload, content_type=CONTENT_TYPE)
+
+
+def _log_refusal(body: bytes, code: ErrorCode, status: int) -> None:
+    # The code says what was refused; the message and the request may hold what the caller
+    # sent, and stay out of the log.
+    log.warning("refused query %s: %s (HTTP %d)", _query_id(body), code.value, status)
+
+
+_QUERY_ID: Final = re.compile(r"[A-Za-z0-9-]{8,64}")
+
+
+def _query_id(body: bytes) -> str:
+    """The query id a request names, for the log, if it has the form of one (`schema.wire`);
+    a refused request may be anything at all."""
+    try:
+        claimed = orjson.loads(body).get("query_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "?"
+    return claimed if isinstance(claimed, str) and _QUERY_ID.fullmatch(claimed) else "?"
 
 
 async def _health(request: web.Request) -> web.Response:

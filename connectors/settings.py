@@ -66,7 +66,8 @@ class ConnectorSettings:
       Default: the gateway issuer.
     - `TESSERA_CONNECTOR_REDIS_URL`: `redis://host:port/db`; when set, the replay cache lives
       in Redis so that every replica of this node refuses a request any of them has seen.
-      Default: in memory (one process).
+      Default: `replay.sqlite3` in the state directory (this host's processes; kept across
+      restarts).
     - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
     - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
@@ -80,11 +81,12 @@ class ConnectorSettings:
       restart, at once on SIGHUP. A change that fails validation is not applied: the previous
       policy stays in force and `/readyz` says why. Default `5`.
     - `TESSERA_CONNECTOR_STATE_DIR`: the node's state directory (created when missing): the
-      privacy ledger (each person's spend per applicant), the answers drawn so far, and the
-      person index `tessera connector prepare --state` keeps there. Keep it across restarts,
-      upgrades and data reloads, and back it up: a ledger lost gives every applicant a new
-      budget. Default: next to the DuckDB database, `<database without suffix>.state`;
-      required with a PostgreSQL DSN.
+      privacy ledger (each person's spend per applicant), the answers drawn so far, the
+      request ids seen (without Redis: a request is never answered twice, restarts
+      included), and the person index `tessera connector prepare --state` keeps there.
+      Keep it across restarts, upgrades and data reloads, and back it up: a ledger lost
+      gives every applicant a new budget. Default: next to the DuckDB database,
+      `<database without suffix>.state`; required with a PostgreSQL DSN.
     - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
       `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
       database; required with a PostgreSQL DSN.

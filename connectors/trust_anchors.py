@@ -1,6 +1,7 @@
 """What a node trusts, built from its settings: the pinned gateway keys (PEM files by kid
 and/or a JWKS file), its own HDAB's keys for the researchers' approvals, and the replay
-cache (in memory, or in Redis shared by the node's replicas)."""
+cache (an SQLite file in the node's state directory, which outlives restarts, or Redis,
+shared by the node's replicas)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from trust.keysource import (
     file_fetch,
     http_fetch,
 )
-from trust.replay import MemoryReplayCache, RedisReplayCache, ReplayCache
+from trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier, TrustedIssuer
 
 # A pinned gateway JWKS file is a local file: cheap to re-read, and re-reading it is how a
 # rotation reaches a running node.
 GATEWAY_JWKS_REFRESH_S = 60.0
+# In the node's state directory: the request ids seen, until their tokens expire.
+REPLAY_FILE = "replay.sqlite3"
 
 
 @dataclass
@@ -38,12 +41,16 @@ class NodeTrust:
     redis: Redis | None = None
 
     async def start(self) -> None:
+        if isinstance(self.replay_cache, SqliteReplayCache):
+            await self.replay_cache.open()  # a state directory it cannot write stops the node
         for source in self.refreshing:
             await source.start()
 
     async def stop(self) -> None:
         for source in self.refreshing:
             await source.stop()
+        if isinstance(self.replay_cache, SqliteReplayCache):
+            await self.replay_cache.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -65,10 +72,11 @@ def node_trust(settings: ConnectorSettings) -> NodeTrust:
         refreshing.append(gateway_jwks)
         sources.append(gateway_jwks)
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    assert settings.state_dir is not None  # filled in by ConnectorSettings
     replay: ReplayCache = (
         RedisReplayCache(redis, prefix=settings.redis_prefix)
         if redis is not None
-        else MemoryReplayCache()
+        else SqliteReplayCache(settings.state_dir / REPLAY_FILE)
     )
     hdab = _hdab_keys(settings, refreshing)
     verifier = (

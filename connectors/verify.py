@@ -91,6 +91,13 @@ class RequestVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
             raise BadSignature("request token has an invalid jti")
+        since = self._replay.remembers_since
+        if since is not None and issued_at < since:
+            # The replay cache may have lost this token's id (see `trust.replay`).
+            raise NodeRefusal(
+                "request token was issued before the node's machine started",
+                code=ErrorCode.REQUEST_EXPIRED,
+            )
         bsh = claims[BODY_HASH_CLAIM]
         if not isinstance(bsh, str) or not hmac.compare_digest(bsh, body_hash(body)):
             raise NodeRefusal("request body does not match its token", code=ErrorCode.BODY_MISMATCH)

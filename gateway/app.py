@@ -1,4 +1,5 @@
-"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`.
+"""The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`,
+`GET /metrics` (`gateway.metrics`).
 
 Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
 queries have drained (`gateway.lifecycle`):
@@ -48,15 +49,24 @@ from gateway.graphql.tracing import TRACER_NAME
 from gateway.http import http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
 from gateway.live_policy import live_policies, profiles
+from gateway.metrics import (
+    METRICS,
+    METRICS_PATH,
+    CountedRateLimiter,
+    GatewayMetrics,
+    TimedAuditStore,
+    metrics_view,
+)
+from gateway.node_watch import NodeWatch, WatchedNodeClient
 from gateway.nodes import HttpNodeClient, NodeClient, create_session
 from gateway.permits import PermitVerifier
 from gateway.ratelimit import (
     LimitPolicy,
     Limits,
-    MemoryRateLimiter,
     RateGuard,
     RateLimiter,
     RedisRateLimiter,
+    SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.settings import GatewaySettings
@@ -116,6 +126,7 @@ FEDERATION: Final = web.AppKey("tessera.gateway.federation", Federation)
 POLICIES: Final = web.AppKey("tessera.gateway.policies", LivePolicy[PolicySet])
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
 OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observability)
+NODE_WATCH: Final = web.AppKey("tessera.gateway.node_watch", NodeWatch)
 
 
 class GatewayView(GraphQLView[GatewayContext, None]):
@@ -214,6 +225,8 @@ def create_app(
         owns_store=audit_store is None,
         audit_key=audit_key,
     )
+    app[METRICS] = GatewayMetrics()
+    app[NODE_WATCH] = watch = NodeWatch(federation.nodes.values())
     lifecycle = install_lifecycle(app)
     app.cleanup_ctx.append(_traces)
     app.cleanup_ctx.append(_audit)
@@ -261,13 +274,24 @@ def create_app(
             return "no token issuer's keys are loaded"
         return None
 
+    async def nodes_may_answer() -> str | None:
+        # Ready while a quorum is possible: some node answers, or has not been asked yet.
+        # With none, the nodes are probed here: no query would find one that came back.
+        session = app[STATE].session
+        if watch.readiness() is not None and session is not None:
+            await watch.probe(session)
+        return watch.readiness()
+
     lifecycle.add_detail("policy", policies.details)
     if node_client is None:
         # Real nodes: does each agree with the federation file (ids, issuer, audience, keys)?
-        watch = FederationWatch(federation)
-        app.cleanup_ctx.append(_federation_watch(watch))
-        lifecycle.add_check("federation", watch.readiness)
-        lifecycle.add_detail("federation", watch.details)
+        federation_watch = FederationWatch(federation)
+        app.cleanup_ctx.append(_federation_watch(federation_watch))
+        lifecycle.add_check("federation", federation_watch.readiness)
+        lifecycle.add_detail("federation", federation_watch.details)
+    lifecycle.add_detail("nodes", watch.describe)
+    lifecycle.add_detail("quorum", watch.summary)
+    lifecycle.add_check("nodes", nodes_may_answer)
     lifecycle.add_check("issuers", issuer_keys)
     lifecycle.add_check("node_client", services_started)
     lifecycle.add_check("audit", audit_readable)
@@ -286,17 +310,24 @@ def create_app(
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
+    app.router.add_get(METRICS_PATH, metrics_view)
     if settings.graphiql:
         app.router.add_get(GRAPHQL_PATH, view)
     return app
 
 
 def node_client_stack(
-    transport: NodeClient, settings: GatewaySettings, profiles: Profiles
+    transport: NodeClient,
+    settings: GatewaySettings,
+    profiles: Profiles,
+    *,
+    metrics: GatewayMetrics,
+    watch: NodeWatch,
 ) -> NodeClient:
     """What the fan-out talks to: the transport (HTTP, or a fake in tests), each answer vetted
-    against the node's published rules, behind per-node bounds, breaker and retries."""
-    return ResilientNodeClient(
+    against the node's published rules, behind per-node bounds, breaker and retries; every
+    outcome counted, logged when it is a failure, and kept as the node's last known state."""
+    resilient = ResilientNodeClient(
         VettingNodeClient(transport, profiles),
         ResilienceSettings(
             max_in_flight=settings.node_max_in_flight,
@@ -306,6 +337,17 @@ def node_client_stack(
             retry=RetryPolicy(attempts=settings.node_retry_attempts),
             full_timeout_s=settings.node_timeout(settings.deadline_s),
         ),
+        on_circuit_change=metrics.circuit_changed,
+    )
+    watch.circuit = resilient.circuit
+    metrics.watch_circuits(
+        lambda: [
+            ({"node": node_id, "jurisdiction": n.jurisdiction.value}, resilient.circuit(node_id))
+            for node_id, n in watch.nodes.items()
+        ]
+    )
+    return WatchedNodeClient(
+        resilient, watch, metrics, full_timeout_s=settings.node_timeout(settings.deadline_s)
     )
 
 
@@ -319,7 +361,11 @@ async def _traces(app: web.Application) -> AsyncIterator[None]:
 
 async def _audit(app: web.Application) -> AsyncIterator[None]:
     seen, federation = app[OBSERVABILITY], app[FEDERATION]
-    audit = AuditLog(seen.store, f"gateway:{federation.gateway_id}", signing_key=seen.audit_key)
+    audit = AuditLog(
+        TimedAuditStore(seen.store, app[METRICS]),
+        f"gateway:{federation.gateway_id}",
+        signing_key=seen.audit_key,
+    )
     await audit.start()
     app[STATE].audit = audit
     try:
@@ -342,9 +388,14 @@ def _services(
         for source in federation.refreshing:
             await source.start()
         limiter = rate_limiter
+        own_limiter: SqliteRateLimiter | None = None
         if limiter is None and settings.redis_url:
             state.redis = connect_redis(settings.redis_url)
             limiter = RedisRateLimiter(state.redis, prefix=settings.redis_prefix)
+        elif limiter is None:
+            assert settings.rate_db is not None  # filled in by GatewaySettings
+            limiter = own_limiter = SqliteRateLimiter(settings.rate_db)
+            await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
         transport = node_client
         if transport is None:
@@ -363,12 +414,18 @@ def _services(
         app[STATE].services = Services(
             federation=federation,
             authenticator=Authenticator(audience=federation.gateway_id, issuers=federation.issuers),
-            node_client=node_client_stack(transport, settings, profiles(policies)),
+            node_client=node_client_stack(
+                transport,
+                settings,
+                profiles(policies),
+                metrics=app[METRICS],
+                watch=app[NODE_WATCH],
+            ),
             policies=policies,
             permits=PermitVerifier(
                 TokenVerifier(audience=federation.gateway_id, issuers=federation.issuers.values())
             ),
-            rate_guard=RateGuard(limiter if limiter is not None else MemoryRateLimiter(), limits),
+            rate_guard=RateGuard(CountedRateLimiter(limiter, app[METRICS]), limits),
             deadline_s=settings.deadline_s,
             node_timeout_s=settings.node_timeout_s,
             max_query_cost=settings.max_query_cost,
@@ -386,6 +443,8 @@ def _services(
             if state.redis is not None:
                 await state.redis.aclose()
                 state.redis = None
+            if own_limiter is not None:
+                await own_limiter.close()
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")

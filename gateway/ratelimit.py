@@ -13,18 +13,23 @@ files) and tightened by the gateway's own settings, never loosened by them: the 
 policy among the jurisdictions of a query is the one that binds, and a query that leaves a
 strict jurisdiction out does not spend that jurisdiction's allowance.
 
-Buckets live in memory (one process) or in Redis, where an atomic Lua script updates every
-bucket of a query at once with Redis's own clock, so that all gateway replicas share them.
-A limiter that cannot answer refuses (TEMPORARILY_UNAVAILABLE): fail closed.
+Buckets live in an SQLite file beside the gateway's other state (`SqliteRateLimiter`: they
+outlive restarts, SIGKILL included, and the gateway processes of one host share them) or in
+Redis, where an atomic Lua script updates every bucket of a query at once with Redis's own
+clock, so that all gateway replicas share them. `MemoryRateLimiter` (one process, forgotten
+on restart) is the fake for tests. A limiter that cannot answer refuses
+(TEMPORARILY_UNAVAILABLE): fail closed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 from redis.asyncio import Redis
@@ -33,6 +38,7 @@ from redis.exceptions import RedisError
 from policies.policy_set import NoPolicy, PolicySet
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
+from trust.sqlite_file import SqliteFile, Synchronous, write
 
 DEFAULT_MAX_BUCKETS: Final = 100_000
 
@@ -123,6 +129,95 @@ class MemoryRateLimiter:
             for key, (tokens, at, bucket) in self._state.items()
             if self._level(bucket, now) < bucket.capacity
         }
+
+
+_BUCKETS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS bucket (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL,
+    full_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bucket_full_at ON bucket (full_at);
+"""
+# Full buckets carry no information: deleted every this many queries.
+PURGE_EVERY: Final = 1024
+
+
+class SqliteRateLimiter:
+    """Buckets in one SQLite file: every bucket of a query read and updated in one write
+    transaction, so the gateway processes of one host may share the file.
+
+    `synchronous=NORMAL` by default: a spend is in the operating system's hands before the
+    query goes on, so a killed gateway forgets none (a power cut may forget the last ones:
+    a limit, not the disclosure control, which the nodes' ledgers keep on disk). Times are
+    wall-clock times, which mean the same after a restart; a clock set back refills
+    nothing."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        synchronous: Synchronous = "NORMAL",
+        purge_every: int = PURGE_EVERY,
+    ) -> None:
+        self._file = SqliteFile(
+            path,
+            schema=_BUCKETS_SCHEMA,
+            synchronous=synchronous,
+            unavailable=_unavailable,
+            name="ratelimit-sqlite",
+        )
+        self._clock = clock
+        self._purge_every = purge_every
+        self._acquired = 0
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    async def open(self) -> None:
+        await self._file.open()
+
+    async def acquire(self, buckets: Sequence[Bucket]) -> float:
+        now = self._clock()
+        self._acquired += 1
+        purge = self._acquired % self._purge_every == 0
+
+        def take(connection: sqlite3.Connection) -> float:
+            if purge:
+                connection.execute("DELETE FROM bucket WHERE full_at <= ?", (now,))
+            levels = []
+            for bucket in buckets:
+                row = connection.execute(
+                    "SELECT tokens, at FROM bucket WHERE key = ?", (bucket.key,)
+                ).fetchone()
+                tokens = float(bucket.capacity)
+                if row is not None:
+                    tokens = min(tokens, row[0] + max(0.0, now - row[1]) * bucket.per_second)
+                levels.append(tokens)
+            wait = max(
+                ((1 - level) / b.per_second for b, level in zip(buckets, levels, strict=True)),
+                default=0.0,
+            )
+            if wait > 0:
+                return wait
+            connection.executemany(
+                "INSERT INTO bucket (key, tokens, at, full_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at, "
+                "full_at = excluded.full_at",
+                [
+                    (b.key, level - 1, now, now + (b.capacity - level + 1) / b.per_second)
+                    for b, level in zip(buckets, levels, strict=True)
+                ],
+            )
+            return 0.0
+
+        return await self._file.run(lambda connection: write(connection, take))
+
+    async def close(self) -> None:
+        await self._file.close()
 
 
 # KEYS: one hash per bucket; ARGV: capacity and tokens per second of each, in KEYS order.

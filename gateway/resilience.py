@@ -157,6 +157,10 @@ def counts_against_node(outcome: NodeOutcome, timeout_s: float, full_timeout_s: 
     return outcome.status in (NodeStatus.UNAVAILABLE, NodeStatus.REJECTED)
 
 
+CircuitChange = Callable[[NodeInfo, CircuitState], None]
+"""Told the node and the state its circuit entered."""
+
+
 @dataclass
 class _NodeGuard:
     breaker: CircuitBreaker
@@ -173,9 +177,11 @@ class ResilientNodeClient:
         *,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        on_circuit_change: CircuitChange | None = None,
     ) -> None:
         self._inner = inner
         self._settings = settings
+        self._on_circuit_change = on_circuit_change
         self._clock = clock
         self._rng = rng or random.Random()  # jitter, not a secret
         self._guards: dict[str, _NodeGuard] = {}
@@ -246,7 +252,7 @@ class ResilientNodeClient:
             )
         finally:
             # Only what the node did counts: not a wait for a slot, not a cancellation.
-            self._record(node, guard.breaker, outcome if asked else None, timeout)
+            self._record(node, guard.breaker, outcome if asked else None, timeout, request)
         return dataclasses.replace(outcome, latency_ms=elapsed())
 
     async def _attempts(
@@ -281,6 +287,7 @@ class ResilientNodeClient:
         breaker: CircuitBreaker,
         outcome: NodeOutcome | None,
         timeout: float,
+        request: NodeRequest,
     ) -> None:
         before = breaker.state
         if outcome is None:
@@ -293,9 +300,12 @@ class ResilientNodeClient:
             breaker.released()
         if breaker.state is not before:
             log.warning(
-                "circuit to node %s (%s): %s -> %s",
+                "circuit to node %s (%s): %s -> %s after query %s",
                 node.node_id,
                 node.jurisdiction.value,
                 before.value,
                 breaker.state.value,
+                request.query_id,
             )
+            if self._on_circuit_change is not None:
+                self._on_circuit_change(node, breaker.state)

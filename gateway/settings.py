@@ -98,7 +98,10 @@ class GatewaySettings:
       ``TESSERA_GATEWAY_RATE_PER_APPROVAL_PER_DAY`` (default: none): tighten the rate limits
       of the policy files (the strictest of the jurisdictions asked); they never loosen them.
       Without any policy for the jurisdictions asked, the limits are 60 and 1000.
-    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, in memory): ``redis://host:port/db``;
+    - ``TESSERA_GATEWAY_RATE_DB`` (default ``ratelimit.sqlite3`` beside the federation file):
+      without Redis, the SQLite file the rate limits live in; they survive restarts (SIGKILL
+      included), and the gateway processes of one host that name the same file share them.
+    - ``TESSERA_GATEWAY_REDIS_URL`` (default: none, ``RATE_DB``): ``redis://host:port/db``;
       rate limits then live in Redis and every gateway replica using it shares them.
     - ``TESSERA_GATEWAY_REDIS_PREFIX`` (default ``tessera:``): prefix of the Redis keys.
     """
@@ -130,6 +133,7 @@ class GatewaySettings:
     rate_per_approval_per_day: int | None = None
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX
+    rate_db: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -158,6 +162,8 @@ class GatewaySettings:
             object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
+        if self.rate_db is None:
+            object.__setattr__(self, "rate_db", self.federation.parent / "ratelimit.sqlite3")
         if self.max_query_cost < 1:
             raise SettingsError(f"{ENV_PREFIX}MAX_QUERY_COST must be positive")
         if not 1 <= self.max_batch <= 64:
@@ -234,6 +240,7 @@ class GatewaySettings:
             ),
             redis_url=pick("redis_url", "REDIS_URL", _str, None),
             redis_prefix=pick("redis_prefix", "REDIS_PREFIX", _str, DEFAULT_REDIS_PREFIX),
+            rate_db=pick("rate_db", "RATE_DB", _path, None),
         )
 
 

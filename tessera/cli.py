@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tessera.commands import register as register_tools
     from tessera.federation_command import register as register_federation
     from tessera.permit_command import register as register_permits
+    from tessera.query_command import register as register_query
 
     parser = argparse.ArgumentParser(
         prog="tessera",
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_tools(sub)
     register_permits(sub)
     register_audit(sub)
+    register_query(sub)
     register_federation(sub)
     return parser
 

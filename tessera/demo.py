@@ -22,6 +22,7 @@ from schema.codes import Jurisdiction
 from schema.wire import PERMIT_HEADER
 from tessera.credentials import Credentials
 from tessera.local import LocalFederation
+from tessera.locations import DEMO_DIRECTORY
 from tessera.report import render_response
 from tessera.tokens import DEMO_APPLICATION
 
@@ -106,6 +107,10 @@ async def run_policy_examples(federation: LocalFederation) -> bool:
 
 def banner(federation: LocalFederation) -> str:
     token_path = federation.token_file
+    # The client and `tessera query` find the demo in .tessera/demo by themselves.
+    default = federation.directory == DEMO_DIRECTORY
+    demo_dir = "" if default else f" --demo-dir {federation.directory}"
+    client_dir = "" if default else repr(str(federation.directory))
     query = (
         f'{{"query": "{{ cohort(request: \\"{DEMO_APPLICATION}\\", criteria: {{ sex: FEMALE }}) '
         '{ count { value status } byJurisdiction { jurisdiction status } } }"}'
@@ -134,6 +139,10 @@ def banner(federation: LocalFederation) -> str:
             f'    -H "authorization: Bearer $(cat {token_path})" \\',
             *permits,
             f"    -d '{query}'",
+            "Or from a terminal, or from Python (a pandas DataFrame):",
+            f"  tessera query --concept ICD10:E11 --by SEX,AGE_BAND_10{demo_dir}",
+            f"  from tessera.client import Client; Client.demo({client_dir}).cohort("
+            'concepts=["ICD10:E11"], by=["SEX"]).frame()',
             "Check the gateway's audit trail:",
             f"  tessera audit verify --db {federation.gateway_audit_db} "
             f"--key {federation.gateway_key.public_key}",

@@ -32,6 +32,7 @@ from tessera.keys import (
     public_key_path,
     write_pool_registry,
 )
+from tessera.locations import GATEWAY_URL_FILE
 from tessera.processes import Service, Supervisor
 from tessera.tokens import (
     DEMO_APPLICATION,
@@ -220,6 +221,8 @@ class LocalFederation:
         """The researcher's identity token, one permit per member from its own HDAB, and a
         compliance officer's token (identity only)."""
         self.token_file.write_text(self.identity() + "\n")
+        # Where the gateway listens, for clients that find the demo by its directory.
+        (self.directory / GATEWAY_URL_FILE).write_text(self.gateway_url + "\n")
         self.permits_dir.mkdir(parents=True, exist_ok=True)
         for jurisdiction, permit in self.permits().items():
             self.permit_file(jurisdiction).write_text(permit + "\n")

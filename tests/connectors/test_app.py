@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import os
 import select
 import signal
@@ -358,6 +359,24 @@ async def test_a_request_for_another_node_is_400(client: Client, sign: Sign) -> 
     body = request_body(jurisdiction=Jurisdiction.DE)
     status, error = await post(client, body, sign(body))
     assert (status, error["code"]) == (400, "WRONG_NODE")
+
+
+async def test_refusals_are_logged_at_warning_with_code_and_query_id(
+    client: Client, sign: Sign, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = request_body()
+    token = sign(body, aud="tessera-node-dk")
+    forged = b'{"query_id": "x\\n2026 CRITICAL forged"}'
+    with caplog.at_level(logging.WARNING, logger="connectors.app"):
+        await post(client, body, token)
+        await post(client, forged, sign(forged))
+        await post(client, b"{" + b" " * MAX_REQUEST_BYTES + b"}", None)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines == [
+        "refused query q-00000001: WRONG_NODE (HTTP 400)",
+        "refused query ?: BAD_REQUEST (HTTP 400)",  # not a query id: not logged
+        "refused query ?: BODY_TOO_LARGE (HTTP 413)",
+    ]
 
 
 async def test_malformed_json_is_400(client: Client, sign: Sign) -> None:

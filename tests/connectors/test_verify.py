@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from connectors.errors import NodeRefusal
 from connectors.verify import RequestVerifier, load_gateway_keys, load_public_key
 from schema.errors import ErrorCode, TesseraError
-from trust.replay import MemoryReplayCache, RedisReplayCache
+from trust.replay import MemoryReplayCache, RedisReplayCache, SqliteReplayCache
 from trust.store import connect_redis
 
 Sign = Callable[..., str]
@@ -191,6 +191,80 @@ async def test_a_full_memory_cache_refuses_rather_than_forgets() -> None:
     now[0] = 1020  # "b" has expired although it is not first in line
     assert await cache.claim("c", 50)
     assert not await cache.claim("a", 50)
+
+
+async def test_the_sqlite_cache_outlives_its_process_and_forgets_expired_entries(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    path = tmp_path / "state" / "replay.sqlite3"
+    cache = SqliteReplayCache(path, clock=lambda: now[0], purge_every=2)
+    await cache.open()
+    assert await cache.claim("node:a", 10)
+    assert not await cache.claim("node:a", 10)
+    assert await cache.claim("node:b", 30)
+    # Not closed: a killed process closes nothing. Another one opens the same file.
+    again = SqliteReplayCache(path, clock=lambda: now[0], purge_every=2)
+    assert not await again.claim("node:a", 10)
+    assert not await again.claim("node:b", 10)
+    now[0] = 1011  # "a" has expired with its token; the purge (every 2nd claim) drops it
+    assert await again.claim("node:c", 10)
+    assert await again.claim("node:d", 10)
+    assert await again.size() == 3  # b, c, d
+    assert await again.claim("node:a", 10)
+    await again.close()
+    await cache.close()
+
+
+async def test_tokens_issued_before_the_machine_started_are_refused(
+    tmp_path: Path, gateway_public_pem: Path, sign: Sign
+) -> None:
+    # The machine started 10 s ago: a power cut may have lost the ids seen before.
+    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", started_at=lambda: time.time() - 10)
+    verifier = RequestVerifier(
+        keys=load_gateway_keys({KID: gateway_public_pem}),
+        issuer=ISSUER,
+        audience=NODE,
+        replay_cache=cache,
+    )
+    try:
+        old = bearer(sign(BODY, issued_at=time.time() - 20))  # valid for 10 s more
+        assert await refused(verifier, old, BODY) is ErrorCode.REQUEST_EXPIRED
+        await verifier.verify(bearer(sign(BODY, issued_at=time.time() - 5)), BODY)
+    finally:
+        await cache.close()
+
+
+async def test_without_a_known_start_time_the_sqlite_cache_syncs_every_claim(
+    tmp_path: Path,
+) -> None:
+    for started, synchronous in ((lambda: None, 2), (lambda: 0.0, 1)):  # FULL, NORMAL
+        cache = SqliteReplayCache(tmp_path / f"{synchronous}.sqlite3", started_at=started)
+        assert cache.remembers_since == started()
+        assert await cache.claim("node:a", 10)
+        level = await cache._file.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+        assert level == synchronous
+        await cache.close()
+
+
+async def test_concurrent_claims_of_one_id_in_the_sqlite_cache_pass_once(tmp_path: Path) -> None:
+    caches = [SqliteReplayCache(tmp_path / "replay.sqlite3") for _ in range(3)]
+    try:
+        claims = await asyncio.gather(*(c.claim("node:same", 10) for c in caches * 4))
+        assert sorted(claims) == [False] * 11 + [True]
+    finally:
+        for cache in caches:
+            await cache.close()
+
+
+async def test_an_unwritable_sqlite_cache_refuses_rather_than_accepts(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cache = SqliteReplayCache(blocker / "replay.sqlite3")
+    with pytest.raises(TesseraError) as down:
+        await cache.claim("node:a", 10)
+    assert down.value.code is ErrorCode.TEMPORARILY_UNAVAILABLE
+    await cache.close()
 
 
 @pytest.fixture

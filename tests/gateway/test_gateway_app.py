@@ -312,7 +312,7 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "redis"]
+    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "nodes", "redis"]
 
 
 async def test_get_queries_are_off(client: TestClient) -> None:

@@ -3,8 +3,10 @@ own stable code, nothing is sent to a node, and nothing of the request is echoed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +20,11 @@ from graphql import get_introspection_query
 from gateway.app import MAX_REQUEST_BYTES, create_app
 from gateway.graphql.limits import MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_FIELDS, MAX_TOKENS
 from gateway.nodes import MockNodeClient
-from gateway.ratelimit import Bucket, MemoryRateLimiter
+from gateway.ratelimit import Bucket, MemoryRateLimiter, SqliteRateLimiter
 from gateway.settings import GatewaySettings
 from policies.loader import DEFAULT_DIRECTORY, load_policy_set
 from policies.policy_set import PolicySet
+from schema.errors import ErrorCode, TesseraError
 from tessera.local import policies_with_rate_limits
 
 
@@ -349,3 +352,59 @@ async def test_a_full_memory_limiter_drops_full_buckets_first() -> None:
     now[0] = 5.0  # "a" has refilled, "b" has not
     assert await limiter.acquire([Bucket("c", 2, 1.0)]) == 0
     assert len(limiter) == 2
+
+
+async def test_the_sqlite_limiter_takes_from_every_bucket_or_none(tmp_path: Path) -> None:
+    now = [1000.0]
+    limiter = SqliteRateLimiter(tmp_path / "ratelimit.sqlite3", clock=lambda: now[0])
+    minute = Bucket("r", capacity=2, per_second=2 / 60)
+    day = Bucket("a", capacity=3, per_second=3 / 86_400)
+    try:
+        assert await limiter.acquire([minute, day]) == 0
+        assert await limiter.acquire([minute, day]) == 0
+        assert await limiter.acquire([minute, day]) == pytest.approx(30)
+        now[0] = 1030.0
+        assert await limiter.acquire([minute, day]) == 0  # the day bucket's last token
+        now[0] = 1090.0
+        wait = await limiter.acquire([minute, day])
+        assert wait == pytest.approx(86_400 / 3 - 90, rel=1e-3)
+        assert await limiter.acquire([minute]) == 0  # the refused call took nothing
+    finally:
+        await limiter.close()
+
+
+async def test_the_sqlite_limiter_remembers_across_instances_and_shares_atomically(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ratelimit.sqlite3"
+    day = Bucket("approval:x:FR", capacity=5, per_second=5 / 86_400)
+    first = SqliteRateLimiter(path)
+    assert await first.acquire([day]) == 0
+    # Not closed, as after SIGKILL: the next processes open the same file.
+    others = [SqliteRateLimiter(path) for _ in range(3)]
+    try:
+        waits = await asyncio.gather(*(o.acquire([day]) for o in others * 3))
+        assert sum(w == 0 for w in waits) == 4  # what the first one left, however interleaved
+        assert all(w > 17_000 for w in waits if w)  # a token a day every 4.8 hours
+    finally:
+        for limiter in [first, *others]:
+            await limiter.close()
+
+
+async def test_the_sqlite_limiter_purges_full_buckets_and_fails_closed(tmp_path: Path) -> None:
+    now = [0.0]
+    limiter = SqliteRateLimiter(tmp_path / "r.sqlite3", clock=lambda: now[0], purge_every=2)
+    assert await limiter.acquire([Bucket("a", 2, 1.0)]) == 0
+    now[0] = 5.0  # "a" has refilled: the purge at the second call drops it
+    assert await limiter.acquire([Bucket("b", 2, 0.001)]) == 0
+    path = limiter.path
+    await limiter.close()
+    with sqlite3.connect(path) as db:
+        assert [row[0] for row in db.execute("SELECT key FROM bucket")] == ["b"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    broken = SqliteRateLimiter(blocker / "r.sqlite3")
+    with pytest.raises(TesseraError) as down:
+        await broken.acquire([Bucket("a", 2, 1.0)])
+    assert down.value.code is ErrorCode.TEMPORARILY_UNAVAILABLE
+    await broken.close()

@@ -1,0 +1,122 @@
+"""`tessera query`: ask a gateway one question from the terminal, with a GraphQL file or with
+flags for the common question, and print the answer as tables, CSV or JSON.
+
+    tessera query examples/01_diabetes_women_40_69.graphql
+    tessera query --concept ICD10:E11 --by SEX,AGE_BAND_10 --csv > e11.csv
+    tessera query --concept ICD10:E11 --by JURISDICTION --out e11.parquet \
+        --gateway https://gateway.example.eu/graphql --token me.jwt --permit fr.jwt de.jwt
+
+Gateway, identity token and permits default to the ones `tessera demo` wrote (`--demo-dir`,
+`.tessera/demo`). The gateway answers a question whole (it streams nothing), so while it
+works a line on standard error counts the seconds and names the nodes asked, when standard
+error is a terminal, and each node's status and latency follow once the answer is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from schema.codes import Dimension, NoiseLevel, Sex
+from tessera.commands import SubParsers, jurisdiction_list
+from tessera.locations import DEMO_DIRECTORY, DEMO_GATEWAY
+
+
+def register(sub: SubParsers) -> None:
+    query = sub.add_parser(
+        "query",
+        help="ask a gateway a question (a GraphQL file, or --concept/--by) and print the answer",
+        description=(
+            "Ask a gateway one question and print the answer: tables (default), --csv (tidy: "
+            "one row per cell of every table) or --json (the gateway's data). Gateway, token "
+            "and permits default to the demo's (--demo-dir)."
+        ),
+    )
+    query.add_argument(
+        "file", nargs="?", type=Path, help="a GraphQL document ('-': standard input)"
+    )
+    query.add_argument("--variables", help="the document's variables, as JSON")
+    ask = query.add_argument_group("the common question (instead of a file)")
+    ask.add_argument(
+        "--concept",
+        action="append",
+        default=[],
+        metavar="VOCAB:CODE",
+        help="a criterion, with its descendants: ICD10:E11, ATC:A10, LOINC:39156-5 "
+        "(repeat: all must hold)",
+    )
+    ask.add_argument("--sex", choices=[s.value for s in Sex], type=str.upper)
+    ask.add_argument("--age", type=_age_range, metavar="MIN-MAX", help="e.g. 40-69, 18-, -30")
+    ask.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        type=_dimensions,
+        metavar="DIM,DIM",
+        help="a breakdown: " + ", ".join(d.value for d in Dimension) + " (repeat: one per table)",
+    )
+    ask.add_argument("--jurisdictions", type=jurisdiction_list, metavar="FR,DE,...")
+    ask.add_argument("--request", help="data request or application id (default: the permits')")
+    ask.add_argument("--noise", choices=[n.value for n in NoiseLevel], type=str.upper)
+    ask.add_argument(
+        "--no-total",
+        dest="total",
+        action="store_false",
+        help="leave out the pooled count (a securely pooled count costs budget of its own)",
+    )
+    ask.add_argument("--deadline-ms", type=int, help="how long the gateway waits for nodes")
+    where = query.add_argument_group("gateway and credentials (default: the demo's)")
+    where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
+    where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")
+    where.add_argument(
+        "--permit",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="FILE",
+        help="permit files, one per country (each from its HDAB)",
+    )
+    where.add_argument("--demo-dir", type=Path, default=DEMO_DIRECTORY)
+    where.add_argument("--timeout", type=float, default=90.0, help="seconds (default 90)")
+    output = query.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="tidy CSV: one row per number")
+    output.add_argument("--json", action="store_true", help="the gateway's data, as JSON")
+    query.add_argument(
+        "--out", type=Path, metavar="FILE", help="write the tidy table to FILE (.csv or .parquet)"
+    )
+    query.set_defaults(handler=_query)
+
+
+def _age_range(text: str) -> tuple[int | None, int | None]:
+    low, sep, high = text.partition("-")
+    try:
+        if not sep:
+            return int(low), int(low)
+        return (int(low) if low.strip() else None, int(high) if high.strip() else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError("an age range is MIN-MAX, MIN- or -MAX") from None
+
+
+def _dimensions(text: str) -> tuple[str, ...]:
+    names = tuple(d.strip().upper() for d in text.split(",") if d.strip())
+    known = {d.value for d in Dimension}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"dimensions are {', '.join(sorted(known))}")
+    return names
+
+
+def _query(args: argparse.Namespace) -> int:
+    from tessera.query_run import run_query
+
+    try:
+        return asyncio.run(run_query(args, sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): what it wanted was printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,259 @@
+"""What `tessera query` does once its command line is read (`tessera.query_command`): ask
+through `tessera.client.AsyncClient`, show progress on a terminal, print the answer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import IO, Any, Final, TextIO
+
+from tessera.client.answer import POOLED, Answer, Response, Row
+from tessera.client.client import AsyncClient, Demo
+from tessera.client.errors import TesseraClientError
+from tessera.client.questions import Question
+from tessera.locations import DEMO_GATEWAY
+from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, table
+
+PROGRESS_INTERVAL_S: Final = 0.1
+_SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+async def run_query(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The command: 0 answered, 1 refused or unreachable, 2 a bad command line."""
+    try:
+        client = _client(args)
+    except (OSError, ValueError) as exc:
+        print(f"tessera query: {exc}", file=err)
+        return 2
+    async with client:
+        try:
+            document, variables = _document(args, client)
+        except (OSError, ValueError) as exc:
+            print(f"tessera query: {exc}", file=err)
+            return 2
+        except TesseraClientError as exc:
+            print(f"error {exc.code}: {exc.message}", file=err)
+            return 2
+        try:
+            members = None
+            if err.isatty() and args.file is None:
+                chosen = [j.value for j in args.jurisdictions] if args.jurisdictions else None
+                members = federation_members(client, chosen)
+            response = await _with_progress(client.execute(document, variables), err, members)
+        except TesseraClientError as exc:
+            wait = exc.details.get("retryAfter")
+            later = f" (retry after {wait} s)" if isinstance(wait, int) else ""
+            print(f"error {exc.code or 'UNREACHABLE'}: {exc.message}{later}", file=err)
+            return 1
+    if err.isatty():
+        err.write(node_summary(response))
+    saved = True
+    if args.out is not None:
+        from tessera.client.frames import to_frame, write
+
+        try:
+            print(f"wrote {write(to_frame(response.rows()), args.out)}", file=err)
+        except (OSError, ImportError) as exc:
+            # The answer was charged and is not asked again: it goes to standard output.
+            print(f"tessera query: cannot write {args.out}: {exc}", file=err)
+            saved = False
+    if args.json:
+        out.write(json.dumps(response.data, indent=2, ensure_ascii=False) + "\n")
+    elif args.csv:
+        write_csv(response.rows(), out)
+    elif args.out is None or not saved or out.isatty():
+        out.write(render(response))
+    return 0 if saved else 1
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    demo: Demo | None = None
+    with contextlib.suppress(FileNotFoundError):
+        demo = Demo.locate(args.demo_dir)
+    token = args.token or (demo.token if demo else None)
+    permits = args.permit if args.permit is not None else (demo.permits if demo else ())
+    url = args.gateway or (demo.url if demo else DEMO_GATEWAY)
+    return AsyncClient(
+        url, token=token, permits=permits, request=args.request, timeout_s=args.timeout
+    )
+
+
+def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
+    asks = bool(args.concept or args.by or args.sex or args.age)
+    if args.file is not None and asks:
+        raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
+    if args.file is not None:
+        document = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+        variables = json.loads(args.variables) if args.variables else None
+        if variables is not None and not isinstance(variables, dict):
+            raise ValueError("--variables must be a JSON object")
+        return document, variables
+    if not asks:
+        raise ValueError("give a GraphQL file, or at least one of --concept, --by, --sex, --age")
+    question: Question = client.question(
+        request=args.request,
+        criteria=None,
+        concepts=args.concept,
+        drugs=(),
+        sex=args.sex,
+        age=args.age,
+        by=[list(b) for b in args.by],
+        jurisdictions=args.jurisdictions,
+        total=args.total,
+        reference_date=None,
+        deadline_ms=args.deadline_ms,
+        min_nodes=None,
+        noise=args.noise,
+    )
+    return question.document, question.variables
+
+
+async def _with_progress(
+    work: Awaitable[Response], err: TextIO, members: Awaitable[list[str]] | None = None
+) -> Response:
+    """Await the answer; on a terminal, meanwhile, count the seconds on standard error and
+    name the nodes waited for (`members`, when they are known in time)."""
+    task: asyncio.Task[Response] = asyncio.ensure_future(work)
+    if not err.isatty():
+        return await task
+    asked: asyncio.Future[list[str]] | None = None
+    if members is not None:
+        asked = asyncio.ensure_future(members)
+    started = time.monotonic()
+    tick = 0
+    try:
+        while not task.done():
+            elapsed = time.monotonic() - started
+            spinner = _SPINNER[tick % len(_SPINNER)]
+            names = _names(asked)
+            err.write(f"\r\033[K{spinner} asking {names} … {elapsed:4.1f} s")
+            err.flush()
+            tick += 1
+            await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+    finally:
+        if asked is not None and not asked.done():
+            asked.cancel()
+        err.write("\r\033[K")
+        err.flush()
+    return task.result()
+
+
+def _names(asked: asyncio.Future[list[str]] | None) -> str:
+    if asked is None or not asked.done() or asked.cancelled() or asked.exception() is not None:
+        return "the federation"
+    names = asked.result()
+    return f"{len(names)} nodes ({', '.join(names)})" if names else "the federation"
+
+
+async def federation_members(client: AsyncClient, chosen: Sequence[str] | None) -> list[str]:
+    """The nodes a question goes to: the ones chosen, or every member (a public query)."""
+    if chosen:
+        return list(chosen)
+    response = await client.execute("{ jurisdictions { code } }")
+    members = response.data.get("jurisdictions")
+    return [str(m["code"]) for m in members or () if isinstance(m, Mapping)]
+
+
+def node_summary(response: Response) -> str:
+    """Each node's status and latency, after the answer (for standard error)."""
+    lines = []
+    for answer in response:
+        elapsed = f" in {response.elapsed_ms / 1000:.1f} s" if response.elapsed_ms else ""
+        lines.append(f"{answer.name}: answered{elapsed}, trace {answer.trace_id or '-'}")
+        for node in answer.nodes:
+            latency = f"{node.latency_ms:.0f} ms" if node.latency_ms is not None else "-"
+            why = "" if node.status == "OK" else f"  {node.why() or ''}"
+            lines.append(f"  {node.jurisdiction}  {node.status or '-':<11} {latency:>8}{why}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def write_csv(rows: Sequence[Row], out: IO[str]) -> None:
+    """Tidy rows as CSV (the columns of `tessera.client.frames`; stdlib only)."""
+    import csv
+
+    from tessera.client.frames import columns_of
+
+    columns = columns_of(rows)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+
+
+# --- the answer as tables --------------------------------------------------------------------
+
+_LABELS: Final = ("jurisdiction", "sex", "age_band", "calendar_year")
+
+
+def render(response: Response) -> str:
+    parts = [render_answer(answer) for answer in response]
+    others = {k: v for k, v in response.data.items() if k not in response.answers}
+    if others:
+        parts.append(json.dumps(others, indent=2, ensure_ascii=False))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_answer(answer: Answer) -> str:
+    lines = [f"{answer.name}  query {answer.query_id or '-'}  trace {answer.trace_id or '-'}"]
+    if answer.count is not None:
+        pooled = _count_text(answer.total_rows()[0])
+        if answer.count.contributors:
+            pooled += f"  (pooled securely: {', '.join(answer.count.contributors)})"
+        lines.append(f"  pooled count: {pooled}")
+    if answer.nodes:
+        rows = [
+            [
+                node.jurisdiction,
+                node.status or "",
+                f"{node.latency_ms:.0f} ms" if node.latency_ms is not None else "",
+                _count_text(row),
+                format_spend(node.privacy),
+                _shown_reasons(row.get("reasons")),
+            ]
+            for node, row in zip(answer.nodes, answer.node_rows(), strict=True)
+        ]
+        lines.append(table(["country", "node", "latency", "count", "privacy ρ", "why"], rows))
+    for table_ in answer.tables.values():
+        lines.append(f"  breakdown by {', '.join(table_.by)} ({len(table_.rows)} cells)")
+        labels = [c for c in _LABELS if any(c in row for row in table_.rows)]
+        if labels == ["jurisdiction"] or (
+            labels and all(row.get("jurisdiction") == POOLED for row in table_.rows)
+        ):
+            labels = [c for c in labels if c != "jurisdiction"] or labels
+        rows = [
+            [
+                *(_label(row, c) for c in labels),
+                _count_text(row),
+                row.get("status") or row.get("node_status") or "",
+                _shown_reasons(row.get("reasons")),
+            ]
+            for row in table_.rows
+        ]
+        lines.append(table([*labels, "count", "status", "why"], rows))
+    return "\n".join(lines)
+
+
+def _label(row: Row, column: str) -> str:
+    value = row.get(column)
+    return "UNKNOWN" if value is None and column == "calendar_year" else str(value or "")
+
+
+def _count_text(row: Mapping[str, Any]) -> str:
+    if row.get("status") is None:
+        return "—"  # not released: the node did not answer
+    return format_count(row)
+
+
+def _shown_reasons(reasons: str | None) -> str:
+    """The reasons the count itself does not say (its ± sd, its pooling)."""
+    kept: Iterable[str] = (
+        r
+        for r in (reasons or "").split(";")
+        if r and r.rpartition(":")[2] not in SHOWN_BY_THE_COUNT
+    )
+    return " ".join(kept)

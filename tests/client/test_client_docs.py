@@ -1,0 +1,16 @@
+"""The examples in the client's docstrings run as written."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from tessera.client import answer, client, errors, frames, questions
+
+
+@pytest.mark.parametrize("module", [answer, client, errors, frames, questions])
+def test_docstring_examples(module: ModuleType) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

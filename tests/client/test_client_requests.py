@@ -1,0 +1,188 @@
+"""What the clients send and how they fail: headers, the question's document and variables,
+typed errors with the gateway's stable codes (sync and async, over a fake gateway)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from schema.errors import ErrorCode
+from tessera.client import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    InvalidQuery,
+    PermissionDenied,
+    RateLimited,
+    TesseraClientError,
+    Unavailable,
+    default_request,
+)
+from tessera.client.errors import error_class
+from tessera.client.transport import Reply
+from tests.client.client_kit import (
+    cohort_with_a_denied_node,
+    error,
+    gateway,
+    graphql_reply,
+    unsigned_permit,
+)
+
+URL = "http://gateway.test/graphql"
+FR = unsigned_permit("DR-1-FR", "DR-1")
+DE = unsigned_permit("DR-1-DE", "DR-1")
+
+
+def test_the_request_carries_the_token_and_one_header_per_permit() -> None:
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, token="id.token.sig", permits=[FR, DE], transport=fake)
+    answer = client.cohort(
+        concepts=["ICD10:E11", "ATC:A10"], sex="female", age=(40, 69), by=["SEX"]
+    )
+    assert answer.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    url, body, headers = fake.requests[0]
+    assert url == URL
+    assert ("Authorization", "Bearer id.token.sig") in headers
+    assert [v for k, v in headers if k == "X-Tessera-Permit"] == [FR, DE]
+    sent = json.loads(body)
+    assert sent["variables"]["request"] == "DR-1"  # the permits' application
+    assert sent["variables"]["criteria"] == {
+        "conditions": [{"vocabulary": "ICD10", "code": "E11", "descendants": True}],
+        "drugs": [{"vocabulary": "ATC", "code": "A10", "descendants": True}],
+        "sex": "FEMALE",
+        "age": {"min": 40, "max": 69},
+    }
+    assert "b0: breakdown(by: [SEX])" in sent["query"]
+    assert "count {" in sent["query"]
+
+
+def test_tokens_can_be_files_and_never_show_in_repr(tmp_path: Path) -> None:
+    (tmp_path / "me.jwt").write_text("id.token.sig\n")
+    (tmp_path / "fr.jwt").write_text(FR + "\n")
+    client = Client(URL, token=tmp_path / "me.jwt", permits=[tmp_path / "fr.jwt"])
+    assert client.credentials.bearer == "id.token.sig"
+    assert client.credentials.permits == (FR,)
+    assert "id.token.sig" not in repr(client)
+    assert FR not in repr(client)
+
+
+def test_the_default_request_is_the_one_the_permits_share() -> None:
+    assert default_request([FR, DE]) == "DR-1"
+    assert default_request([unsigned_permit("A"), unsigned_permit("A")]) == "A"
+    assert default_request([unsigned_permit("A"), unsigned_permit("B")]) is None
+    assert default_request(["not-a-jwt"]) is None
+    with pytest.raises(InvalidQuery) as refused:
+        Client(URL, permits=["x"], transport=gateway(graphql_reply({}))).cohort()
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+
+
+def test_leaving_out_the_total_and_asking_several_tables() -> None:
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, permits=[FR], transport=fake)
+    client.cohort(by=[["SEX"], ["JURISDICTION", "AGE_BAND_5"]], total=False, noise="coarse")
+    sent = json.loads(fake.requests[0][1])
+    assert "b1: breakdown(by: [JURISDICTION, AGE_BAND_5])" in sent["query"]
+    assert "\n    count {" not in sent["query"]
+    assert sent["variables"]["noise"] == "COARSE"
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("TOKEN_MALFORMED", AuthenticationError),
+        ("TOKEN_EXPIRED", AuthenticationError),
+        ("UNAUTHENTICATED", AuthenticationError),
+        ("FORBIDDEN", PermissionDenied),
+        ("REQUEST_MISMATCH", PermissionDenied),
+        ("GRAPHQL_VALIDATION_FAILED", InvalidQuery),
+        ("INVALID_CODE", InvalidQuery),
+        ("QUERY_TOO_COMPLEX", InvalidQuery),
+        ("QUORUM_NOT_MET", Unavailable),
+        ("AUDIT_UNAVAILABLE", Unavailable),
+    ],
+)
+def test_each_refusal_raises_its_kind_with_its_code(code: str, kind: type[Exception]) -> None:
+    fake = gateway(graphql_reply(None, [error(code, "no")]))
+    with pytest.raises(kind) as raised:
+        Client(URL, permits=[FR], transport=fake).cohort(concepts=["ICD10:E11"])
+    assert isinstance(raised.value, TesseraClientError)
+    assert raised.value.code == ErrorCode(code)
+    assert raised.value.message == "no"
+
+
+def test_rate_limited_says_when_to_retry_and_unknown_codes_are_kept() -> None:
+    fake = gateway(graphql_reply(None, [error("RATE_LIMITED", retryAfter=7)], status=429))
+    with pytest.raises(RateLimited) as raised:
+        Client(URL, transport=fake).execute("{ x }")
+    assert (raised.value.retry_after, raised.value.status) == (7, 429)
+    newer = gateway(graphql_reply(None, [error("A_CODE_FROM_THE_FUTURE")]))
+    with pytest.raises(TesseraClientError) as unknown:
+        Client(URL, transport=newer).execute("{ x }")
+    assert unknown.value.code == "A_CODE_FROM_THE_FUTURE"
+    assert error_class("A_CODE_FROM_THE_FUTURE") is TesseraClientError
+
+
+def test_partial_data_with_an_error_is_kept_on_the_exception() -> None:
+    data = {"a": cohort_with_a_denied_node()["cohort"], "b": None}
+    fake = gateway(graphql_reply(data, [error("INVALID_CRITERIA")]))
+    with pytest.raises(InvalidQuery) as raised:
+        Client(URL, transport=fake).execute("{ a: cohort b: cohort }")
+    assert raised.value.data == data
+
+
+def test_a_body_that_is_not_graphql_is_unavailable() -> None:
+    fake = gateway(Reply(502, b"<html>bad gateway</html>"))
+    with pytest.raises(Unavailable) as raised:
+        Client(URL, transport=fake).execute("{ x }")
+    assert raised.value.code is None
+    assert raised.value.status == 502
+
+
+def test_no_gateway_listening_is_unavailable_without_a_code() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(Unavailable) as raised:
+            Client(f"http://127.0.0.1:{port}/graphql", timeout_s=5).execute("{ x }")
+    assert raised.value.code is None
+    assert "127.0.0.1" in raised.value.message
+
+
+def test_local_mistakes_are_invalid_queries_with_codes() -> None:
+    client = Client(URL, permits=[FR], transport=gateway(graphql_reply({})))
+    for kwargs, code in [
+        ({"concepts": ["E11"]}, ErrorCode.INVALID_CODE),
+        ({"concepts": ["XX:E11"]}, ErrorCode.INVALID_CODE),
+        ({"by": ["COUNTRY"]}, ErrorCode.UNKNOWN_DIMENSION),
+        ({"sex": "other"}, ErrorCode.INVALID_CRITERIA),
+        ({"jurisdictions": ["UK"]}, ErrorCode.UNKNOWN_JURISDICTION),
+    ]:
+        with pytest.raises(InvalidQuery) as raised:
+            client.cohort(**kwargs)  # type: ignore[arg-type]
+        assert raised.value.code == code, kwargs
+
+
+async def test_the_async_client_asks_and_fails_the_same_way() -> None:
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    async with AsyncClient(URL, token="t.o.k", permits=[FR], transport=fake.asynchronous()) as c:
+        answer = await c.cohort(concepts=["ICD10:E11"], by=["JURISDICTION", "AGE_BAND_5"])
+    assert len(answer.frame("JURISDICTION,AGE_BAND_5")) == 9
+    assert [v for k, v in fake.requests[0][2] if k == "X-Tessera-Permit"] == [FR]
+    refusing = gateway(graphql_reply(None, [error("TOKEN_BAD_SIGNATURE")]))
+    async with AsyncClient(URL, transport=refusing.asynchronous()) as c:
+        with pytest.raises(AuthenticationError) as raised:
+            await c.execute("{ x }")
+    assert raised.value.code == ErrorCode.TOKEN_BAD_SIGNATURE
+
+
+async def test_the_async_client_maps_a_refused_connection() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        async with AsyncClient(f"http://127.0.0.1:{port}/graphql", timeout_s=5) as client:
+            with pytest.raises(Unavailable) as raised:
+                await client.execute("{ x }")
+    assert raised.value.code is None
