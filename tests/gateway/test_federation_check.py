@@ -1,6 +1,6 @@
 """The federation check's rules: each disagreement between the federation file and what a
-node says it is, named with both values. (With real processes: tests/integration/
-test_federation_check.py.)"""
+node says it is, named with both values. (With real processes:
+tests/integration/test_hub_setup.py.)"""
 
 from __future__ import annotations
 
