@@ -18,7 +18,8 @@ The rules, each a small function of (federation, node entry, node identity):
 
 `tessera federation check FILE` runs them once and prints the report; the running gateway
 runs them at start and again every few minutes (`FederationWatch`): a mismatch is logged
-and keeps `/readyz` at 503, naming it; a node that cannot be asked is only reported.
+and keeps `/readyz` at 503, naming it, until the node agrees (asked again every few
+seconds meanwhile); a node that cannot be asked is only reported.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ Severity = Literal["error", "warning"]
 TIMEOUT_S: Final = 5.0
 # A node's /readyz is a small JSON object; anything far larger is not one.
 MAX_READY_BYTES: Final = 64 * 1024
-# The running gateway asks again soon while a node cannot be asked, rarely once all answered.
+# The running gateway asks again soon while a node cannot be asked or disagrees, rarely once
+# all agree.
 RETRY_S: Final = 2.0
 RECHECK_S: Final = 300.0
 
@@ -323,8 +325,9 @@ async def check_federation(
 
 class FederationWatch:
     """The running gateway's check: at start and every `RECHECK_S` (every `RETRY_S` while a
-    node cannot be asked). Mismatches are logged once each, as errors, and keep `readiness`
-    failing with their messages; `details` says, per node, what the last check found."""
+    node cannot be asked or disagrees). Mismatches are logged once each, as errors, and keep
+    `readiness` failing with their messages; `details` says, per node, what the last check
+    found."""
 
     def __init__(
         self, federation: Federation, *, retry_s: float = RETRY_S, recheck_s: float = RECHECK_S
@@ -366,7 +369,9 @@ class FederationWatch:
         while True:
             try:
                 report = await self.check_once()
-                wait = self.retry_s if report.unchecked else self.recheck_s
+                # A disagreement may be a moment's (a node not yet re-reading a rotated key):
+                # asked again soon, like a node not reached.
+                wait = self.retry_s if report.unchecked or report.errors else self.recheck_s
             except Exception:  # the check must never take the gateway down
                 log.exception("the federation check failed")
                 wait = self.retry_s

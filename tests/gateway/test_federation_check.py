@@ -4,12 +4,16 @@ tests/integration/test_hub_setup.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.federation import Federation, load_federation
-from gateway.federation_check import FederationReport, NodeCheck, compare
+from gateway.federation_check import FederationReport, FederationWatch, NodeCheck, compare
 from schema.codes import Jurisdiction
 from schema.wire import GatewayKeyId, NodeIdentity
 from tessera.keys import generate_keypair
@@ -154,3 +158,44 @@ def test_the_report_fails_on_an_error_or_a_node_not_reached(federation: Federati
     warned = agreeing(federation).model_copy(update={"hdab_issuer": ""})
     only_warning = NodeCheck(node, warned, findings=compare(federation, node, warned))
     assert FederationReport((only_warning,)).exit_code == 0
+
+
+async def test_the_gateway_s_watch_holds_readiness_until_the_node_agrees(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A node that disagrees (say, not yet re-reading a rotated key) is asked again every
+    few seconds, and the gateway is ready again as soon as it agrees."""
+    said = {"identity": agreeing(federation).model_copy(update={"node_id": "hub-fr-old"})}
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready", "identity": said["identity"].model_dump()})
+
+    app = web.Application()
+    app.router.add_get("/readyz", ready)
+    server = TestServer(app)
+    await server.start_server()
+    path = tmp_path / "federation.toml"
+    path.write_text(FILE.replace("http://127.0.0.1:9", str(server.make_url("")).rstrip("/")))
+    watch = FederationWatch(load_federation(path), retry_s=0.05, recheck_s=3600)
+    await watch.start()
+    try:
+        reason = await until(watch, lambda r: r is not None)
+        assert reason is not None
+        assert "'hub-fr'" in reason
+        assert "'hub-fr-old'" in reason
+        said["identity"] = agreeing(federation)
+        assert await until(watch, lambda r: r is None) is None
+        assert watch.details() == {"FR": "agrees"}
+    finally:
+        await watch.stop()
+        await server.close()
+
+
+async def until(watch: FederationWatch, done: Callable[[str | None], bool]) -> str | None:
+    for _ in range(200):
+        if watch.report is not None:
+            reason = await watch.readiness()
+            if done(reason):
+                return reason
+        await asyncio.sleep(0.02)
+    pytest.fail(f"the watch did not get there: {watch.details()}")
