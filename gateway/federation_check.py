@@ -18,8 +18,9 @@ The rules, each a small function of (federation, node entry, node identity):
 
 `tessera federation check FILE` runs them once and prints the report; the running gateway
 runs them at start and again every few minutes (`FederationWatch`): a mismatch is logged
-and keeps `/readyz` at 503, naming it, until the node agrees (asked again every few
-seconds meanwhile); a node that cannot be asked is only reported.
+as an error and shown in `/readyz` (`details.federation`), naming both values, until the
+node agrees (asked again every few seconds meanwhile); while no node agrees, `/readyz` is
+503 with the mismatches. A node that cannot be asked is only reported.
 """
 
 from __future__ import annotations
@@ -325,8 +326,8 @@ async def check_federation(
 
 class FederationWatch:
     """The running gateway's check: at start and every `RECHECK_S` (every `RETRY_S` while a
-    node cannot be asked or disagrees). Mismatches are logged once each, as errors, and keep
-    `readiness` failing with their messages; `details` says, per node, what the last check
+    node cannot be asked or disagrees). Mismatches are logged once each, as errors;
+    `readiness` fails while no node agrees; `details` says, per node, what the last check
     found."""
 
     def __init__(
@@ -378,9 +379,15 @@ class FederationWatch:
             await asyncio.sleep(wait)
 
     async def readiness(self) -> str | None:
-        if self.report is None or not self.report.errors:
+        """Not ready when no node agrees with the file and one disagrees: nothing could be
+        answered (a wrong gateway id, say). One hub's disagreement is reported (log,
+        `details`) but leaves the others to answer: it must not take the federation down."""
+        report = self.report
+        if report is None or not report.errors:
             return None
-        return "the federation file disagrees with its nodes: " + "; ".join(self.report.errors)
+        if any(c.unreachable is None and not c.errors for c in report.checks):
+            return None
+        return "the federation file disagrees with its nodes: " + "; ".join(report.errors)
 
     def details(self) -> Mapping[str, str]:
         if self.report is None:

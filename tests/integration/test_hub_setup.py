@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,10 @@ def start_gateway(federation_file: Path, directory: Path) -> Service:
     return gateway
 
 
-def federation_problem(gateway: Service, timeout_s: float = 60) -> dict[str, Any]:
-    """The gateway's /readyz once it reports a federation problem (503)."""
+def gateway_readyz(
+    gateway: Service, done: Callable[[int, dict[str, Any]], bool], timeout_s: float = 60
+) -> tuple[int, dict[str, Any]]:
+    """The gateway's /readyz once `done` says it is what the test waits for."""
     deadline = time.monotonic() + timeout_s
     while True:
         assert gateway.process is not None
@@ -130,25 +133,60 @@ def federation_problem(gateway: Service, timeout_s: float = 60) -> dict[str, Any
             status, body = readyz(gateway.base_url)
         except OSError:
             status, body = 0, {}
-        if status == 503 and "federation" in body.get("problems", {}):
-            return body
+        if done(status, body):
+            return status, body
         assert time.monotonic() < deadline, (status, body)
         time.sleep(0.2)
 
 
-def test_a_gateway_with_a_wrong_node_id_is_not_ready_and_says_why(
+def checked(status: int, body: dict[str, Any]) -> bool:
+    """The federation check ran against every node (none still `checking` or unreached)."""
+    found = body.get("details", {}).get("federation", {})
+    return (
+        bool(found)
+        and "state" not in found
+        and not any(v.startswith("not checked") for v in found.values())
+    )
+
+
+def test_a_wrong_gateway_id_fails_the_gateway_at_start_naming_both(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
+    """No node takes requests from, or permits for, a gateway called otherwise: nothing
+    could be answered, and the gateway is not ready, saying why."""
+    bad = miswritten(federation, "wrong-id.toml", ('id = "tessera-gateway"', 'id = "hub-gw"'))
+    gateway = start_gateway(bad, tmp_path)
+    try:
+        _, body = gateway_readyz(
+            gateway, lambda s, b: s == 503 and "federation" in b.get("problems", {})
+        )
+        problem = body["problems"]["federation"]
+        for j in federation.jurisdictions:
+            assert f"{j.value}: gateway issuer: the gateway's id is 'hub-gw'" in problem
+        assert "the node expects requests from 'tessera-gateway'" in problem
+        assert "researchers' tokens and permits are for 'hub-gw'" in problem
+        assert "the node accepts permits for 'tessera-gateway'" in problem
+        log = gateway.log_path.read_text()
+        assert "federation file mismatch: FR: permit audience:" in log
+    finally:
+        gateway.stop()
+
+
+def test_a_wrong_node_id_is_logged_and_shown_naming_both(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    """One hub's mismatch is reported, and leaves the other hubs to answer."""
     bad = miswritten(
         federation, "wrong-node.toml", ('node_id = "tessera-node-de"', 'node_id = "de-1"')
     )
     gateway = start_gateway(bad, tmp_path)
     try:
-        body = federation_problem(gateway)
-        problem = body["problems"]["federation"]
-        assert "DE: node id: the federation file says node_id = 'de-1'" in problem
-        assert "is 'tessera-node-de'" in problem
-        assert body["details"]["federation"]["FR"] == "agrees"
+        status, body = gateway_readyz(gateway, checked)
+        assert status == 200, body
+        found = body["details"]["federation"]
+        assert found["DE"].startswith("node id: the federation file says node_id = 'de-1'")
+        assert "is 'tessera-node-de'" in found["DE"]
+        assert found["FR"] == "agrees"
         log = gateway.log_path.read_text()
         assert "federation file mismatch: DE: node id:" in log
         assert "'de-1'" in log
@@ -157,11 +195,12 @@ def test_a_gateway_with_a_wrong_node_id_is_not_ready_and_says_why(
         gateway.stop()
 
 
-def test_a_node_expecting_another_permit_audience_keeps_the_gateway_unready(
+def test_a_one_country_hub_whose_node_expects_another_audience_fails_at_start(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
-    """A French node set up for permits addressed to another gateway: every permit would be
-    refused there (APPROVAL_INVALID); the gateway says so at start, naming both audiences."""
+    """France's node set up for permits addressed to another gateway: every permit would be
+    refused there (APPROVAL_INVALID); a gateway of France alone is not ready, naming both
+    audiences."""
     fr = federation.members[0]
     port = free_port()
     node = federation.connector_service(fr, port=port, name="FR node, other audience")
@@ -170,12 +209,19 @@ def test_a_node_expecting_another_permit_audience_keeps_the_gateway_unready(
     node.start()
     try:
         asyncio.run(node.wait_ready(60))
-        bad = miswritten(
-            federation, "other-audience.toml", (federation.node_url(fr), node.base_url)
+        text = federation.federation_file.read_text()
+        head, *nodes = text.split("[[nodes]]")
+        (france,) = [n for n in nodes if f'"{fr.value}"' in n]
+        alone = federation.federation_file.with_name("france-alone.toml")
+        alone.write_text(
+            head + "[[nodes]]" + france.replace(federation.node_url(fr), node.base_url)
         )
-        gateway = start_gateway(bad, tmp_path)
+        gateway = start_gateway(alone, tmp_path)
         try:
-            problem = federation_problem(gateway)["problems"]["federation"]
+            _, body = gateway_readyz(
+                gateway, lambda s, b: s == 503 and "federation" in b.get("problems", {})
+            )
+            problem = body["problems"]["federation"]
             assert (
                 f"{fr.value}: permit audience: researchers' tokens and permits are for "
                 "'tessera-gateway' ([gateway] id), the node accepts permits for "
