@@ -125,7 +125,7 @@ class Gateway:
             persons=0,  # no database: the nodes are the pool's
             gateway_port=free_port(),
             node_ports=[self.pool.ports[j] for j in self.jurisdictions],
-            graphiql=False,
+            console=False,
             pooling=False,  # fake nodes: no pooling keys
         )
         fed = self.federation

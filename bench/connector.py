@@ -171,7 +171,7 @@ def federation_for(cache: Path, persons: int) -> LocalFederation:
         seed=SEED,
         gateway_port=free_port(),
         node_ports=[free_port()],
-        graphiql=False,
+        console=False,
     )
     fed.prepare_keys()
     return fed

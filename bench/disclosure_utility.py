@@ -291,7 +291,7 @@ def federation(directory: Path, persons: int) -> LocalFederation:
         persons=persons,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in COUNTRIES],
-        graphiql=False,
+        console=False,
         policies=policies_with_rate_limits(
             directory / "policies", per_minute=100_000, per_day=1_000_000
         ),

@@ -111,7 +111,7 @@ async def measure(
             persons=0,
             gateway_port=free_port(),
             node_ports=[free_port() for _ in jurisdictions],
-            graphiql=False,
+            console=False,
             pooling=False,  # fake nodes: no pooling keys
         )
         fed.prepare_keys()

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         persons=args.persons,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
-        graphiql=False,
+        console=False,
         gateway_env={"TESSERA_GATEWAY_CIRCUIT_RESET_S": "2"},
     )
     federation.prepare()

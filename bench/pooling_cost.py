@@ -190,7 +190,7 @@ def end_to_end(persons: int, questions: int) -> dict[str, list[float]]:
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in NODES],
-        graphiql=False,
+        console=False,
         policies=policies_with_rate_limits(directory / "policies", per_minute=10**5, per_day=10**6),
     )
     fed.prepare(progress=True)

@@ -41,6 +41,7 @@ from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
     APPROVAL_HEADER,
+    CONCEPTS_PATH,
     CONTENT_TYPE,
     HEALTH_PATH,
     MAX_REQUEST_BYTES,
@@ -150,6 +151,16 @@ def _query_id(body: bytes) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return "?"
     return claimed if isinstance(claimed, str) and _QUERY_ID.fullmatch(claimed) else "?"
+
+
+async def _concepts(request: web.Request) -> web.Response:
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+        raise _too_large()
+    body = await request.read()
+    answer = await request.app[SERVICE].concepts(
+        authorization=request.headers.get("Authorization"), body=body
+    )
+    return _json(answer)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -319,6 +330,7 @@ def create_app(
     app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
     app.cleanup_ctx.append(_policy_reload)
     app.router.add_post(QUERY_PATH, _query)
+    app.router.add_post(CONCEPTS_PATH, _concepts)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(READY_PATH, _ready)
     return app

@@ -117,6 +117,13 @@ def register(sub: SubParsers) -> None:
         required=True,
         help="the node's state directory, as for `connector prepare` (created if new)",
     )
+    synth.add_argument(
+        "--icd10-vocabulary",
+        choices=("ICD10", "ICD10GM", "CIM10"),
+        default="ICD10",
+        help="the OMOP vocabulary diagnoses are recorded in: WHO ICD10 (default), or a national "
+        "modification as a German (ICD10GM) or French (CIM10) CDM holds them",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -239,6 +246,7 @@ def _synth(args: argparse.Namespace) -> int:
             state=args.state,
             reference_year=args.reference_year,
             progress=not args.quiet,
+            icd10_vocabulary=args.icd10_vocabulary,
         )
     except (ValueError, OSError, PersonStateError) as e:
         print(f"tessera synth: {e}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """The gateway's aiohttp application: `POST /graphql`, `GET /healthz`, `GET /readyz`,
-`GET /metrics` (`gateway.metrics`).
+`GET /metrics` (`gateway.metrics`), and the query console when it is on (`gateway.console`).
 
 Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
 queries have drained (`gateway.lifecycle`):
@@ -40,6 +40,7 @@ from strawberry.http import GraphQLHTTPResponse
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
+from gateway.console import install as install_console
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.federation_check import FederationWatch
 from gateway.graphql.context import GatewayContext, Services
@@ -72,6 +73,7 @@ from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPol
 from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
+from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
@@ -195,13 +197,15 @@ def create_app(
     audit_store: AuditStore | None = None,
     rate_limiter: RateLimiter | None = None,
     policy_set: PolicySet | None = None,
+    concept_client: ConceptClient | None = None,
 ) -> web.Application:
     """The gateway for `settings`. The federation file, its keys and the policies are loaded
     now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
     resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
     `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
     closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
-    policies of the settings (then fixed: only the settings' policy files are reloaded).
+    policies of the settings (then fixed: only the settings' policy files are reloaded);
+    with a `node_client`, vocabulary look-ups go to `concept_client` (none: not offered).
     JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
@@ -238,7 +242,7 @@ def create_app(
             settings.rate_per_approval_per_day or NO_CAP,
         ),
     )
-    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits))
+    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits, concept_client))
     app.cleanup_ctx.append(_policy_reload)
 
     async def services_started() -> str | None:
@@ -300,19 +304,22 @@ def create_app(
     view = GatewayView(
         schema=build_schema(
             tracer_provider=app[OBSERVABILITY].provider,
-            # GraphiQL cannot work without it.
-            introspection=settings.introspection or settings.graphiql,
+            introspection=settings.introspection,
             max_batch=settings.max_batch,
         ),
-        graphql_ide="graphiql" if settings.graphiql else None,
+        # The query console (gateway.console) replaces strawberry's GraphiQL page, which
+        # loads its scripts from a CDN.
+        graphql_ide=None,
         allow_queries_via_get=False,
         subscription_protocols=(),
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
     app.router.add_get(METRICS_PATH, metrics_view)
-    if settings.graphiql:
-        app.router.add_get(GRAPHQL_PATH, view)
+    if settings.console:
+        install_console(
+            app, graphql_path=GRAPHQL_PATH, demo_credentials=settings.console_demo_credentials
+        )
     return app
 
 
@@ -378,7 +385,10 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
 
 
 def _services(
-    node_client: NodeClient | None, rate_limiter: RateLimiter | None, limits: LimitPolicy
+    node_client: NodeClient | None,
+    rate_limiter: RateLimiter | None,
+    limits: LimitPolicy,
+    concept_client: ConceptClient | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
@@ -397,7 +407,7 @@ def _services(
             limiter = own_limiter = SqliteRateLimiter(settings.rate_db)
             await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
-        transport = node_client
+        transport, concepts = node_client, concept_client
         if transport is None:
             session = create_session(
                 connections_per_node=settings.node_max_in_flight,
@@ -409,6 +419,7 @@ def _services(
                 key=federation.signing_key,
             )
             transport = HttpNodeClient(session, signer)
+            concepts = HttpConceptClient(session, signer)
         app[STATE].session = session
         policies = app[POLICIES]
         app[STATE].services = Services(
@@ -433,6 +444,7 @@ def _services(
             tracer=seen.provider.get_tracer(TRACER_NAME),
             max_deadline_s=settings.max_deadline_s,
             partial_pools=settings.partial_pools,
+            concept_client=concepts,
         )
         try:
             yield

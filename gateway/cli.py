@@ -24,7 +24,16 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--deadline", type=float, dest="deadline_s", help="query deadline (s)")
-    serve.add_argument("--graphiql", action="store_true", default=None, help="serve GraphiQL")
+    serve.add_argument(
+        "--console", action="store_true", default=None, help="serve the query console"
+    )
+    serve.add_argument(
+        "--console-demo-credentials",
+        type=Path,
+        metavar="DIR",
+        help="demo only, on loopback: pre-fill the console with the tokens `tessera demo` "
+        "wrote in DIR (researcher.jwt, permits/*.jwt)",
+    )
     serve.add_argument("--policies", type=Path, help="policy directory (default: shipped)")
     serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
     serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
@@ -42,7 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             deadline_s=args.deadline_s,
-            graphiql=args.graphiql,
+            console=args.console,
+            console_demo_credentials=args.console_demo_credentials,
             audit_db=args.audit_db,
             audit_key=args.audit_key,
             policies=args.policies,

@@ -37,7 +37,7 @@ from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
-from schema.wire import PrivacySpend, node_dimensions
+from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
 IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
@@ -48,6 +48,8 @@ PARTIAL: Final = "PARTIAL"
 NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
 
 # From most to least exact: a pooled value is as inexact as its least exact part.
+# Statuses of a node that answered (with counts, or why not), as opposed to one that failed.
+ANSWERS: Final = frozenset({NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE})
 _EXACTNESS: Final = (ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED)
 
 Profiles = Callable[[Jurisdiction], DisclosureProfile]
@@ -62,6 +64,8 @@ class NodeResult:
     reasons: tuple[Reason, ...]
     error: str | None
     privacy: PrivacySpend | None = None
+    unknown_codes: tuple[UnknownCode, ...] = ()
+    vocabularies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +107,11 @@ def released_alone(outcome: NodeOutcome, profiles: Profiles) -> NodeTables:
 
 def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) -> NodeResult:
     count = None
+    response = outcome.response
     if outcome.status is NodeStatus.OK:
         count = parts[outcome.jurisdiction][()][()]
     error = None
-    if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+    if outcome.status not in ANSWERS:
         error = outcome.message or outcome.status.value
         if outcome.error_code is not None:
             error = f"{outcome.error_code.value}: {error}"
@@ -118,6 +123,8 @@ def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) 
         reasons=outcome.reasons,
         error=error,
         privacy=None if outcome.response is None else outcome.response.privacy,
+        unknown_codes=() if response is None else tuple(response.unknown_codes),
+        vocabularies=() if response is None else tuple(response.vocabularies),
     )
 
 

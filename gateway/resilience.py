@@ -294,7 +294,7 @@ class ResilientNodeClient:
             breaker.released()
         elif counts_against_node(outcome, timeout, self._settings.full_timeout_s):
             breaker.failed()
-        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED):
+        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
             breaker.succeeded()
         else:
             breaker.released()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +24,21 @@ MIN_DEADLINE_S: Final = 0.1
 DEFAULT_MAX_QUERY_COST: Final = 20_000
 DEFAULT_MAX_BATCH: Final = 4
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
 T = TypeVar("T")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or address, IPv6 with or without brackets) is this machine's
+    loopback interface."""
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ValueError):
@@ -71,8 +85,15 @@ class GatewaySettings:
       over the nodes that answered with a ``PARTIAL`` reason; ``suppress`` suppresses them.
     - ``TESSERA_GATEWAY_SHUTDOWN_TIMEOUT_S`` (default ``30``): on SIGTERM, how long in-flight
       queries may take to finish before they are cancelled.
-    - ``TESSERA_GATEWAY_GRAPHIQL`` (default ``false``): serve GraphiQL on ``GET /graphql``
-      (``1``/``true``/``yes``/``on`` to enable).
+    - ``TESSERA_GATEWAY_CONSOLE`` (default ``false``): serve the query console, a page for
+      researchers, on ``GET /console`` and ``GET /graphql`` (``1``/``true``/``yes``/``on``
+      to enable; see ``gateway.console``). Its files come with the package: nothing is
+      loaded from another origin.
+    - ``TESSERA_GATEWAY_CONSOLE_DEMO_CREDENTIALS`` (default: none): for the demo only, the
+      directory ``tessera demo`` writes the researcher's tokens to (``researcher.jwt``,
+      ``permits/*.jwt``); the console then pre-fills them, for anyone who can open it. Only
+      with the console on and the gateway listening on loopback: a real deployment never
+      hands tokens out; its researchers paste or load their own.
     - ``TESSERA_GATEWAY_POLICIES`` (default: the policy files shipped in ``policies/layers``):
       directory with the EU baseline ``eu.toml`` and ``jurisdictions/*.toml``; checked with
       ``tessera policy check DIR``.
@@ -86,7 +107,6 @@ class GatewaySettings:
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
     Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
-      (``1``/``true``/``yes``/``on`` to enable). GraphiQL needs introspection.
     - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
       (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
     - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP
@@ -121,7 +141,8 @@ class GatewaySettings:
     node_keepalive_s: float = 15.0
     partial_pools: PartialPools = PartialPools.MARK
     shutdown_timeout_s: float = 30.0
-    graphiql: bool = False
+    console: bool = False
+    console_demo_credentials: Path | None = None
     policies: Path | None = None
     policy_reload_s: float = DEFAULT_RELOAD_S
     audit_db: str = ""
@@ -174,6 +195,14 @@ class GatewaySettings:
         ):
             if rate is not None and rate < 1:
                 raise SettingsError(f"{ENV_PREFIX}{name} must be positive")
+        if self.console_demo_credentials is not None:
+            if not self.console:
+                raise SettingsError(f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS needs the console on")
+            if not is_loopback(self.host):
+                raise SettingsError(
+                    f"{ENV_PREFIX}CONSOLE_DEMO_CREDENTIALS is for a demo on loopback only: "
+                    "a gateway others reach never hands out tokens"
+                )
         if self.redis_url is not None:
             try:
                 check_redis_url(self.redis_url)
@@ -224,7 +253,10 @@ class GatewaySettings:
             node_keepalive_s=pick("node_keepalive_s", "NODE_KEEPALIVE_S", _float, 15.0),
             partial_pools=pick("partial_pools", "PARTIAL_POOLS", _partial_pools, PartialPools.MARK),
             shutdown_timeout_s=pick("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _float, 30.0),
-            graphiql=pick("graphiql", "GRAPHIQL", _bool, False),
+            console=pick("console", "CONSOLE", _bool, False),
+            console_demo_credentials=pick(
+                "console_demo_credentials", "CONSOLE_DEMO_CREDENTIALS", _path, None
+            ),
             policies=pick("policies", "POLICIES", _path, None),
             policy_reload_s=pick("policy_reload_s", "POLICY_RELOAD_S", _float, DEFAULT_RELOAD_S),
             audit_db=pick("audit_db", "AUDIT_DB", _str, ""),

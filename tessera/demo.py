@@ -122,7 +122,9 @@ def banner(federation: LocalFederation) -> str:
     return "\n".join(
         [
             "Tessera demo federation is up:",
-            f"  gateway   {federation.gateway_url}  (GraphiQL in a browser)",
+            f"  gateway   {federation.gateway_url}",
+            f"  console   {federation.console_url}  (open it in a browser: the demo's "
+            "credentials are pre-filled)",
             *(
                 f"  node {j.value}   {federation.node_url(j)}  ({federation.database(j).name})"
                 for j in federation.jurisdictions

@@ -64,7 +64,9 @@ class LocalFederation:
     host: str = "127.0.0.1"
     gateway_port: int = 8400
     node_ports: Sequence[int] = ()
-    graphiql: bool = True
+    # The gateway serves the query console, with this federation's researcher credentials
+    # pre-filled (the demo's; loopback only).
+    console: bool = True
     # A hub's own policy layer per jurisdiction (the node's final veto), if any.
     node_policies: Mapping[Jurisdiction, Path] = field(default_factory=dict)
     # Nodes whose OMOP CDM lives in PostgreSQL (a `postgresql://` URL) instead of DuckDB.
@@ -84,6 +86,9 @@ class LocalFederation:
     gateway_env: Mapping[str, str] = field(default_factory=dict)
     # Whether the connectors take part in secure pooling (pooling keys, registry, `pools`).
     pooling: bool = True
+    # The vocabulary each node's synthetic CDM records diagnoses in, when not WHO ICD10
+    # (e.g. DE: ICD10GM, FR: CIM10, as real national CDMs do).
+    icd10_vocabularies: Mapping[Jurisdiction, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.node_ports:
@@ -124,6 +129,10 @@ class LocalFederation:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}/graphql"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}/console"
 
     @property
     def members(self) -> list[Jurisdiction]:
@@ -241,6 +250,7 @@ class LocalFederation:
             "persons": self.persons,
             "seed": self.seed,
             "state": str(state),  # prepared against this state directory
+            "icd10_vocabulary": self.icd10_vocabularies.get(jurisdiction, "ICD10"),
         }
         if path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted:
             return
@@ -256,6 +266,7 @@ class LocalFederation:
             seed=self.seed,
             state=state,
             progress=progress,
+            icd10_vocabulary=self.icd10_vocabularies.get(jurisdiction, "ICD10"),
         )
         manifest.write_text(json.dumps(wanted))
 
@@ -455,9 +466,11 @@ class LocalFederation:
             return ["--dsn", dsn]
         return ["--database", str(self.database(jurisdiction))]
 
-    def gateway_service(self, *, port: int | None = None, name: str = "gateway") -> Service:
+    def gateway_service(
+        self, *, port: int | None = None, name: str = "gateway", console: bool | None = None
+    ) -> Service:
         """The gateway on its port, or another gateway replica on `port` (with a trail of its
-        own)."""
+        own); serving the query console if `console` (default: the federation's setting)."""
         replica = port is not None
         port = self.gateway_port if port is None else port
         audit_db = self.gateway_audit_db
@@ -475,8 +488,8 @@ class LocalFederation:
             "--audit-db",
             str(audit_db),
         ]
-        if self.graphiql:
-            args.append("--graphiql")
+        if self.console if console is None else console:
+            args += ["--console", "--console-demo-credentials", str(self.directory)]
         if self.policies is not None:
             args += ["--policies", str(self.policies)]
         env = {**self.env, **self.gateway_env}

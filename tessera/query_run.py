@@ -106,6 +106,7 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         jurisdictions=args.jurisdictions,
         total=args.total,
         reference_date=None,
+        age_at=args.age_at,
         deadline_ms=args.deadline_ms,
         min_nodes=None,
         noise=args.noise,

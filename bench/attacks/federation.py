@@ -119,7 +119,7 @@ class Simulation:
             seed=seed,
             gateway_port=free_port(),
             node_ports=[free_port() for _ in jurisdictions],
-            graphiql=False,
+            console=False,
             policies=policies_with_rate_limits(
                 directory / "policies", per_minute=1_000_000, per_day=allowance
             ),

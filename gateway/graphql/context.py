@@ -17,6 +17,7 @@ from gateway.nodes import NodeClient
 from gateway.permits import PermitVerifier, Presented, permit_tokens
 from gateway.ratelimit import RateGuard
 from gateway.settings import DEFAULT_MAX_DEADLINE_S, PartialPools
+from gateway.vocabulary import ConceptClient
 from policies.live import LivePolicy
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
@@ -41,6 +42,8 @@ class Services:
     tracer: Tracer
     max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
     partial_pools: PartialPools = PartialPools.MARK
+    # Vocabulary look-ups (`gateway.vocabulary`); None: this gateway cannot make them.
+    concept_client: ConceptClient | None = None
 
     def trail(self) -> QueryTrail:
         return QueryTrail(log=self.audit, tracer=self.tracer, service=self.federation.gateway_id)

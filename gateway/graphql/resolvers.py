@@ -6,6 +6,7 @@ tables are then only looked up (`CohortResult.breakdown`)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import strawberry
 
@@ -17,7 +18,7 @@ from gateway.deadline import query_deadline
 from gateway.differencing import guard_pools
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext
-from gateway.graphql.enums import Jurisdiction, NoiseLevel
+from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.limits import QueryBudget, cohort_cost
@@ -25,6 +26,7 @@ from gateway.graphql.permissions import allow
 from gateway.graphql.selection import requested_breakdowns, requested_count
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
+from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
@@ -49,6 +51,7 @@ async def resolve_cohort(
     jurisdictions: list[Jurisdiction] | None,
     criteria: CriteriaInput,
     reference_date: dt.date | None,
+    age_at: AgeAt | None = None,
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     min_share: float | None = None,
@@ -73,6 +76,7 @@ async def resolve_cohort(
                     jurisdictions=jurisdictions,
                     criteria=criteria,
                     reference_date=reference_date,
+                    age_at=age_at,
                     tables=requested_breakdowns(info.selected_fields),
                     pool_total=requested_count(info.selected_fields),
                     deadline_ms=deadline_ms,
@@ -98,6 +102,7 @@ async def _answer(
     jurisdictions: list[Jurisdiction] | None,
     criteria: CriteriaInput,
     reference_date: dt.date | None,
+    age_at: AgeAt | None,
     tables: list[Breakdown],
     pool_total: bool,
     deadline_ms: int | None,
@@ -126,6 +131,7 @@ async def _answer(
             tables=tables,
             query_id=trail.query_id,
             noise=noise,
+            age_at=age_at,
         )
         if presented.permits and not presented.names(request):
             raise TesseraError(
@@ -208,7 +214,23 @@ async def _cohort(
     request: str,
     jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
     criteria: CriteriaInput,
-    reference_date: dt.date | None = strawberry.UNSET,
+    reference_date: Annotated[
+        dt.date | None,
+        strawberry.argument(
+            description="The question's reference date (default: 1 January of the current "
+            "year). The population is the persons born by its year, and ages are taken at it "
+            "when ageAt is REFERENCE_DATE. For historic data (a trial of the 1990s) set it, or "
+            "take ages at the index event."
+        ),
+    ] = strawberry.UNSET,
+    age_at: Annotated[
+        AgeAt | None,
+        strawberry.argument(
+            description="When ages are taken, for age criteria and age bands alike. Default: "
+            "INDEX_EVENT when the criteria name a condition, drug or measurement at the top "
+            "level, else REFERENCE_DATE."
+        ),
+    ] = strawberry.UNSET,
     deadline_ms: int | None = strawberry.UNSET,
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
@@ -221,6 +243,7 @@ async def _cohort(
         jurisdictions=None if jurisdictions is strawberry.UNSET else jurisdictions,
         criteria=criteria,
         reference_date=None if reference_date is strawberry.UNSET else reference_date,
+        age_at=None if age_at is strawberry.UNSET else age_at,
         deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
         min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
         min_share=None if min_share is strawberry.UNSET else min_share,
@@ -261,12 +284,21 @@ class Query:
         "permit per jurisdiction, each from that jurisdiction's HDAB, sent in X-Tessera-Permit "
         "headers. `request` must be the data request id or the application id of the "
         "permits; a jurisdiction without a permit is DENIED (PERMIT_MISSING). `jurisdictions` "
-        "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
-        "to 1 January of the current year. `deadlineMs` bounds the wait for the nodes "
-        "(default and upper bound set by the gateway); nodes that have not answered by then "
+        "defaults to every member; `referenceDate` defaults to 1 January of the current year "
+        "and `ageAt` to the index event when the criteria name one (see both). `deadlineMs` "
+        "bounds the wait for the nodes (default and upper bound set by the gateway); nodes "
+        "that have not answered by then "
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
         "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
         "twice the noise at a quarter of the privacy cost (for exploring).",
+    )
+    concepts: list[ConceptInfo] = strawberry.field(
+        resolver=resolve_concepts,
+        permission_classes=[allow(Role.RESEARCHER)],
+        description="What the nodes' vocabularies hold of up to 32 codes: each code's name, "
+        "the concepts it names and reaches (what a question on it counts), and which nodes "
+        "know it. Facts about the vocabularies, not data: each node answers from its concept "
+        "tables only, so no permit is needed and no privacy budget is spent.",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

@@ -37,7 +37,7 @@ from typing import Any, Final, Self
 import orjson
 
 from schema.approval import APPROVAL_CLAIM
-from schema.codes import Jurisdiction, NoiseLevel, Sex
+from schema.codes import AgeAt, Jurisdiction, NoiseLevel, Sex
 from schema.errors import ErrorCode
 from tessera.client.answer import Answer, Response
 from tessera.client.errors import InvalidQuery, Unavailable, error_from
@@ -164,6 +164,7 @@ class _Core:
         jurisdictions: Sequence[str | Jurisdiction] | None,
         total: bool,
         reference_date: dt.date | None,
+        age_at: str | AgeAt | None,
         deadline_ms: int | None,
         min_nodes: int | None,
         noise: str | NoiseLevel | None,
@@ -183,6 +184,7 @@ class _Core:
             jurisdictions=jurisdictions,
             total=total,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
@@ -273,6 +275,7 @@ class Client(_Core):
         request: str | None = None,
         total: bool = True,
         reference_date: dt.date | None = None,
+        age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
@@ -281,7 +284,9 @@ class Client(_Core):
 
         `concepts` (`"ICD10:E11"`, `"ATC:A10BA02"`, `"LOINC:39156-5"`: all must hold, each
         with its descendants), `sex`, `age=(min, max)` and `drugs` make the criteria; any
-        other `CriteriaInput` field goes in `criteria`. `by` is one table
+        other `CriteriaInput` field goes in `criteria`. Ages are taken at each person's
+        first event of the first concept (`age_at="INDEX_EVENT"`, the default with concepts)
+        or at `reference_date` (`age_at="REFERENCE_DATE"`). `by` is one table
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own).
@@ -301,6 +306,7 @@ class Client(_Core):
             jurisdictions=jurisdictions,
             total=total,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
@@ -380,6 +386,7 @@ class AsyncClient(_Core):
         request: str | None = None,
         total: bool = True,
         reference_date: dt.date | None = None,
+        age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
@@ -396,6 +403,7 @@ class AsyncClient(_Core):
             jurisdictions=jurisdictions,
             total=total,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,

@@ -514,3 +514,27 @@ async def test_end_to_end_on_the_fixture_database(
     # Every person of the cohort was charged for the two tables.
     spend = ledger.array(Account("researcher", "researcher@test.eu", units(0.5)), 50)
     assert int((spend == units(0.04)).sum()) == 47
+
+
+async def test_an_unknown_code_ends_the_question_before_anyone_is_counted(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    e11 = ConceptSet(Vocabulary.ICD10, "E11", descendants=True)
+    backend = FakeBackend(BY_SEX_ROWS, concepts={e11: []}, population=range(120))
+    ledger = MemoryLedger()
+    svc = service(backend, verifier, ledger=ledger)
+    response = await ask(svc, sign, e11_body([(SEX,)]))
+    assert response.status is NodeStatus.UNKNOWN_CODE
+    assert [(c.vocabulary, c.code) for c in response.unknown_codes] == [(Vocabulary.ICD10, "E11")]
+    assert [r.rule for r in response.reasons] == ["UNKNOWN_CODE"]
+    assert (response.tables, response.privacy) == ([], None)
+    # Only the vocabulary was read: no cohort, no table, nobody charged.
+    assert all(isinstance(s, ConceptLookup) for s in backend.statements)
+    assert backend.excluded == []
+    # The same code known (and nobody having it) is a count, charged as any.
+    known = FakeBackend([], population=[])
+    answered = await ask(service(known, verifier), sign, e11_body())
+    assert answered.status is NodeStatus.OK
+    assert answered.vocabularies == ["ICD10"]
+    assert cells(answered, 0) == {(): (None, "LOW")}
+    assert answered.privacy is not None

@@ -33,7 +33,7 @@ def test_settings_defaults() -> None:
         port=8400,
         deadline_s=10.0,
         node_timeout_s=None,
-        graphiql=False,
+        console=False,
     )
     assert settings.node_timeout(10.0) == 10.0
     assert settings.node_timeout(30.0) == 30.0  # a query's own deadline
@@ -46,10 +46,10 @@ def test_settings_from_the_environment() -> None:
             "TESSERA_GATEWAY_HOST": "10.1.2.3",
             "TESSERA_GATEWAY_PORT": "9000",
             "TESSERA_GATEWAY_DEADLINE_S": "4.5",
-            "TESSERA_GATEWAY_GRAPHIQL": "yes",
+            "TESSERA_GATEWAY_CONSOLE": "yes",
         }
     )
-    assert (settings.host, settings.port, settings.deadline_s, settings.graphiql) == (
+    assert (settings.host, settings.port, settings.deadline_s, settings.console) == (
         "10.1.2.3",
         9000,
         4.5,
@@ -90,7 +90,7 @@ def test_node_timeout_never_exceeds_the_deadline() -> None:
         ({"TESSERA_GATEWAY_DEADLINE_S": "0"}, "TESSERA_GATEWAY_DEADLINE_S"),
         ({"TESSERA_GATEWAY_DEADLINE_S": "nan"}, "TESSERA_GATEWAY_DEADLINE_S"),
         ({"TESSERA_GATEWAY_NODE_TIMEOUT_S": "-1"}, "TESSERA_GATEWAY_NODE_TIMEOUT_S"),
-        ({"TESSERA_GATEWAY_GRAPHIQL": "maybe"}, "TESSERA_GATEWAY_GRAPHIQL"),
+        ({"TESSERA_GATEWAY_CONSOLE": "maybe"}, "TESSERA_GATEWAY_CONSOLE"),
         ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "0"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
         ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "soon"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
     ],

@@ -41,7 +41,7 @@ def start_federation(
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
-        graphiql=False,
+        console=False,
         **options,
     )
     federation.prepare()

@@ -77,7 +77,7 @@ def crashing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederati
         seed=13,
         gateway_port=free_port(),
         node_ports=[free_port(), free_port()],
-        graphiql=False,
+        console=False,
         extra_nodes={SE: f"http://127.0.0.1:{se_port}"},
         # A node back from the dead is probed again soon.
         gateway_env={"TESSERA_GATEWAY_CIRCUIT_RESET_S": "0.3"},

@@ -41,6 +41,7 @@ def test_demo_smoke_answers_the_examples(tmp_path: Path) -> None:
     out = completed.stdout
     assert "Tessera demo federation is up" in out
     assert "curl" in out
+    assert "/console  (open it in a browser" in out
     for example in ROOT.glob("examples/*.graphql"):
         assert example.name in out
     assert "error" not in out.lower()

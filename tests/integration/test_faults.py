@@ -77,7 +77,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation
         seed=11,
         gateway_port=free_port(),
         node_ports=[free_port(), free_port()],
-        graphiql=False,
+        console=False,
         extra_nodes={j: f"http://127.0.0.1:{port}" for j, port in ports.items()},
         # A breaker that never opens here: each test sees what its node did, not the
         # circuit (the breaker has its own test below).

@@ -66,7 +66,7 @@ def postgres_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
         seed=7,
         gateway_port=free_port(),
         node_ports=[free_port(), free_port()],
-        graphiql=False,
+        console=False,
     )
     federation.prepare()
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))

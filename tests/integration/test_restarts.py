@@ -61,7 +61,7 @@ def restarting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
         seed=17,
         gateway_port=free_port(),
         node_ports=[fr_port, free_port()],
-        graphiql=False,
+        console=False,
         extra_nodes={
             # SE's requests reach the FR connector, which refuses them: not for this node.
             SE: f"http://127.0.0.1:{fr_port}",

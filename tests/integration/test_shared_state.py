@@ -40,7 +40,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation
         seed=11,
         gateway_port=free_port(),
         node_ports=[free_port(), free_port()],
-        graphiql=False,
+        console=False,
         redis_url=REDIS_URL,
         redis_prefix=prefix,
         gateway_env={"TESSERA_GATEWAY_RATE_PER_RESEARCHER_PER_MINUTE": str(LIMIT)},

@@ -86,7 +86,7 @@ def observed(
         seed=11,
         gateway_port=free_port(),
         node_ports=[free_port() for _ in JURISDICTIONS],
-        graphiql=False,
+        console=False,
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -154,6 +154,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
                 "connector.approval",
                 "connector.policy",
                 "connector.compile",
+                "connector.codes",
                 "connector.population",
                 "connector.ledger",
                 "connector.sql",
