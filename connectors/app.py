@@ -48,9 +48,12 @@ from schema.wire import (
     MAX_RESPONSE_BYTES,
     QUERY_PATH,
     READY_PATH,
+    GatewayKeyId,
     NodeError,
+    NodeIdentity,
 )
 from trust.http_edge import BODY_ERRORS, body_refused, run_app
+from trust.keys import thumbprint
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +176,45 @@ async def _ready(request: web.Request) -> web.Response:
     database answers; and the node is not shutting down. The body also says which policy is
     in force and whether its last reload failed (the node stays ready on the previous one)."""
     policy = request.app[SERVICE].policies.details()
+    # Who the node is and whom it trusts, ready or not: what `tessera federation check` and
+    # the gateway compare with their federation file.
+    identity = node_identity(request.app).model_dump(mode="json")
     if request.app[DRAINING].is_set():
         return _json(
-            {"status": "unavailable", "reason": "shutting down", "policy": policy}, status=503
+            {
+                "status": "unavailable",
+                "reason": "shutting down",
+                "policy": policy,
+                "identity": identity,
+            },
+            status=503,
         )
     reason = await request.app[SERVICE].not_ready_reason()
     if reason is not None:
-        return _json({"status": "unavailable", "reason": reason, "policy": policy}, status=503)
-    return _json({"status": "ready", "policy": policy})
+        return _json(
+            {"status": "unavailable", "reason": reason, "policy": policy, "identity": identity},
+            status=503,
+        )
+    return _json({"status": "ready", "policy": policy, "identity": identity})
+
+
+def node_identity(app: web.Application) -> NodeIdentity:
+    """The node's public identity: its ids, the issuer and audience it expects, the gateway
+    keys it trusts now (by kid and thumbprint), its HDAB and its datasets."""
+    settings, service = app[SETTINGS], app[SERVICE]
+    return NodeIdentity(
+        node_id=settings.node_id,
+        jurisdiction=settings.jurisdiction,
+        gateway_issuer=settings.gateway_issuer,
+        approval_audience=settings.approval_audience,
+        gateway_keys=[
+            GatewayKeyId(kid=k.kid, thumbprint=thumbprint(k.key))
+            for k in app[TRUST].gateway_keys.key_set().keys
+            if k.kid is not None
+        ],
+        hdab_issuer=settings.hdab_issuer,
+        datasets=sorted(service.policies.current.datasets),
+    )
 
 
 async def _start_draining(app: web.Application) -> None:
@@ -190,7 +224,9 @@ async def _start_draining(app: web.Application) -> None:
 
 def open_backend(settings: ConnectorSettings) -> Backend:
     if settings.dsn is not None:
-        return PostgresBackend(settings.dsn, connections=settings.db_connections)
+        return PostgresBackend(
+            settings.dsn, connections=settings.db_connections, layout=settings.layout
+        )
     assert settings.database is not None  # the settings hold exactly one of the two
     return DuckDBBackend(settings.database, threads=settings.threads)
 

@@ -31,7 +31,17 @@ def register(sub: SubParsers) -> None:
     )
     serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
     serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
-    serve.add_argument("--dsn", help="postgresql:// URL of an OMOP CDM 5.4 in PostgreSQL")
+    serve.add_argument(
+        "--dsn",
+        help="postgresql:// URL of an OMOP CDM 5.4 in PostgreSQL (needs --state and --audit-db)",
+    )
+    serve.add_argument(
+        "--cdm-schema", help="with --dsn: the schema of the CDM tables (and Tessera's), e.g. cdm"
+    )
+    serve.add_argument(
+        "--vocabulary-schema",
+        help="with --dsn: the schema of the vocabulary tables, e.g. vocab (default: --cdm-schema)",
+    )
     serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -132,6 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
             ("jurisdiction", args.jurisdiction),
             ("database", args.database),
             ("dsn", args.dsn),
+            ("cdm_schema", args.cdm_schema),
+            ("vocabulary_schema", args.vocabulary_schema),
             ("node_id", args.node_id),
             ("host", args.host),
             ("port", args.port),

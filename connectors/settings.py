@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
 from schema.errors import ConfigError
@@ -35,6 +36,13 @@ class ConnectorSettings:
     - `TESSERA_CONNECTOR_DATABASE`: path of the OMOP CDM DuckDB database, opened read-only.
     - `TESSERA_CONNECTOR_DSN`: a `postgresql://` URL of an OMOP CDM in PostgreSQL, used
       instead of a DuckDB file (exactly one of the two is required).
+    - `TESSERA_CONNECTOR_CDM_SCHEMA`: with a DSN, the PostgreSQL schema of the OMOP CDM
+      tables and of Tessera's tables beside them (e.g. `cdm`); every table the node reads is
+      then qualified with its schema, whatever the connection's `search_path`. Default: none,
+      the tables are found through the `search_path` (usually `public`).
+    - `TESSERA_CONNECTOR_VOCABULARY_SCHEMA`: with a DSN, the schema of the standardised
+      vocabularies (`concept`, `concept_ancestor`, ...; the OHDSI layout keeps them apart,
+      e.g. `vocab`). Default: the CDM schema.
     - `TESSERA_CONNECTOR_DB_CONNECTIONS`: PostgreSQL pool size. Default `4`.
     - `TESSERA_CONNECTOR_HOST`: address to listen on. Default `127.0.0.1`.
     - `TESSERA_CONNECTOR_PORT`: port to listen on. Default `8401`.
@@ -105,6 +113,8 @@ class ConnectorSettings:
     jurisdiction: Jurisdiction
     database: Path | None = None
     dsn: str | None = None
+    cdm_schema: str | None = None
+    vocabulary_schema: str | None = None
     db_connections: int = 4
     node_id: str = ""
     host: str = "127.0.0.1"
@@ -135,17 +145,37 @@ class ConnectorSettings:
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
-        if self.state_dir is None:
-            if self.database is None:
-                # A PostgreSQL node has no file to keep the ledger beside.
-                raise SettingsError(f"{PREFIX}STATE_DIR is required with {PREFIX}DSN")
-            default = self.database.with_name(f"{self.database.stem}.state")
-            object.__setattr__(self, "state_dir", default)
-        if not self.audit_db:
-            if self.database is None:
-                raise SettingsError(f"{PREFIX}AUDIT_DB is required with {PREFIX}DSN")
-            beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
-            object.__setattr__(self, "audit_db", str(beside))
+        if self.database is None:
+            # A PostgreSQL node has no file to keep its ledger and audit trail beside: say
+            # everything that is missing at once.
+            missing = [
+                name
+                for name, given in (("state_dir", self.state_dir), ("audit_db", self.audit_db))
+                if not given
+            ]
+            if missing:
+                raise SettingsError(
+                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
+                )
+        else:
+            if self.cdm_schema is not None or self.vocabulary_schema is not None:
+                raise SettingsError(
+                    f"{describe('cdm_schema')} and {describe('vocabulary_schema')} go with "
+                    f"{describe('dsn')} (PostgreSQL) only"
+                )
+            if self.state_dir is None:
+                default = self.database.with_name(f"{self.database.stem}.state")
+                object.__setattr__(self, "state_dir", default)
+            if not self.audit_db:
+                beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
+                object.__setattr__(self, "audit_db", str(beside))
+        if self.vocabulary_schema is not None and self.cdm_schema is None:
+            raise SettingsError(f"{describe('vocabulary_schema')} needs {describe('cdm_schema')}")
+        if self.cdm_schema is not None:
+            try:
+                SchemaLayout(self.cdm_schema, self.vocabulary_schema or self.cdm_schema)
+            except ValueError as exc:
+                raise SettingsError(f"{describe('cdm_schema')}: {exc}") from None
         if (self.pool_key is None) != (self.pool_peers is None):
             raise SettingsError(f"{PREFIX}POOL_KEY and {PREFIX}POOL_PEERS go together")
         if not self.approval_audience:
@@ -183,6 +213,13 @@ class ConnectorSettings:
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise SettingsError(f"{PREFIX}SHUTDOWN_TIMEOUT_S must lie in [0, 3600] seconds")
 
+    @property
+    def layout(self) -> SchemaLayout | None:
+        """Where a PostgreSQL node's tables are, when its schemas are given."""
+        if self.cdm_schema is None:
+            return None
+        return SchemaLayout(self.cdm_schema, self.vocabulary_schema or self.cdm_schema)
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, **overrides: Any
@@ -201,14 +238,42 @@ class ConnectorSettings:
             except ValueError as exc:
                 raise SettingsError(f"{variable} is invalid: {exc}") from None
         values.update(overrides)
+        problems = []
         if "jurisdiction" not in values:
-            raise SettingsError(f"{PREFIX}JURISDICTION is required")
+            problems.append(f"{describe('jurisdiction')} is required")
         if (values.get("database") is None) == (values.get("dsn") is None):
-            raise SettingsError(f"exactly one of {PREFIX}DATABASE and {PREFIX}DSN is required")
+            problems.append(f"exactly one of {describe('database')} and {describe('dsn')}")
+        elif values.get("dsn") is not None:
+            missing = [n for n in ("state_dir", "audit_db") if not values.get(n)]
+            if missing:
+                problems.append(
+                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
+                )
+        if problems:
+            raise SettingsError("; ".join(problems))
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+# The `tessera connector serve` option of each setting that has one.
+_OPTIONS: Final = {
+    "jurisdiction": "--jurisdiction",
+    "database": "--database",
+    "dsn": "--dsn",
+    "cdm_schema": "--cdm-schema",
+    "vocabulary_schema": "--vocabulary-schema",
+    "state_dir": "--state",
+    "audit_db": "--audit-db",
+}
+
+
+def describe(name: str) -> str:
+    """A setting as an operator meets it: its option (if any) and its variable."""
+    variable = f"{PREFIX}{name.upper()}"
+    option = _OPTIONS.get(name)
+    return f"{option} ({variable})" if option else variable
 
 
 def _jurisdiction(raw: str) -> Jurisdiction:
@@ -247,6 +312,8 @@ _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "node_id": str,
     "database": Path,
     "dsn": str,
+    "cdm_schema": str,
+    "vocabulary_schema": str,
     "db_connections": int,
     "host": str,
     "port": _port,

@@ -9,8 +9,9 @@ queries have drained (`gateway.lifecycle`):
 2. audit: the audit trail, resumed at start; closed after the last query is answered, its
    chain head signed, before the spans are flushed;
 3. services: the HTTP session to the nodes, closed first;
-4. policy reload: watches the policy files while the gateway runs (`policies.live`), stopped
-   before anything else.
+4. policy reload: watches the policy files while the gateway runs (`policies.live`);
+5. federation check: asks every node who it is and compares it with the federation file
+   (`gateway.federation_check`), stopped before anything else.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from gateway.combine import Profiles
 from gateway.console import install as install_console
 from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
+from gateway.federation_check import FederationWatch
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.limits import QueryBudget, cohort_fields
 from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
@@ -325,6 +327,12 @@ def create_app(
         return watch.readiness()
 
     lifecycle.add_detail("policy", policies.details)
+    if node_client is None:
+        # Real nodes: does each agree with the federation file (ids, issuer, audience, keys)?
+        federation_watch = FederationWatch(federation)
+        app.cleanup_ctx.append(_federation_watch(federation_watch))
+        lifecycle.add_check("federation", federation_watch.readiness)
+        lifecycle.add_detail("federation", federation_watch.details)
     lifecycle.add_detail("nodes", watch.describe)
     lifecycle.add_detail("quorum", watch.summary)
     lifecycle.add_check("nodes", nodes_may_answer)
@@ -497,6 +505,19 @@ def _services(
             if session is not None:
                 await session.close()
                 log.info("closed the connections to the nodes")
+
+    return lifetime
+
+
+def _federation_watch(
+    watch: FederationWatch,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await watch.start()
+        try:
+            yield
+        finally:
+            await watch.stop()
 
     return lifetime
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Final, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schema.approval import Approval, RequestId
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
@@ -197,6 +197,33 @@ KEY_DOMAINS: Final = {d: _key_domain(d) for d in Dimension}
 def valid_key_value(dimension: Dimension, value: str) -> bool:
     """Whether `value` is a cell key a node may send for `dimension`."""
     return value in KEY_DOMAINS[dimension]
+
+
+class GatewayKeyId(Contract):
+    """A gateway public key a node trusts: its `kid` and its RFC 7638 JWK thumbprint
+    (SHA-256, base64url), so a check can tell a key of the same name but other material."""
+
+    kid: Annotated[str, Field(min_length=1, max_length=128)]
+    thumbprint: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
+class NodeIdentity(Contract):
+    """Who a node is and whom it trusts, as its `GET /readyz` says it (`identity`): what
+    the federation file of a gateway must agree with (`gateway.federation_check`). Public
+    facts only: ids, names, key ids and thumbprints of public keys."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=256)
+
+    node_id: Annotated[str, Field(min_length=1, max_length=128)]
+    jurisdiction: Jurisdiction
+    # The `iss` the node expects on the gateway's request tokens: the gateway's id.
+    gateway_issuer: Annotated[str, Field(min_length=1, max_length=256)]
+    # The `aud` the node expects on its HDAB's permits: the gateway's id too.
+    approval_audience: Annotated[str, Field(min_length=1, max_length=256)]
+    gateway_keys: Annotated[list[GatewayKeyId], Field(max_length=64)] = []
+    # The node's own HDAB (its permits' `iss`); empty when none is configured.
+    hdab_issuer: Annotated[str, Field(max_length=256)] = ""
+    datasets: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=64)] = []
 
 
 # -- vocabulary look-ups ---------------------------------------------------------------------

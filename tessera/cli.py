@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import register as register_gateway
     from tessera.audit import register as register_audit
     from tessera.commands import register as register_tools
+    from tessera.federation_command import register as register_federation
     from tessera.permit_command import register as register_permits
     from tessera.query_command import register as register_query
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_permits(sub)
     register_audit(sub)
     register_query(sub)
+    register_federation(sub)
     return parser
 
 

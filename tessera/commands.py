@@ -30,7 +30,11 @@ def register(sub: SubParsers) -> None:
     )
     demo.add_argument("--dir", type=Path, default=Path(".tessera/demo"))
     demo.add_argument("--port", type=int, default=8400, help="gateway port; nodes use the next")
-    demo.add_argument("--examples", type=Path, default=Path("examples"))
+    demo.add_argument(
+        "--examples",
+        type=Path,
+        help="directory of *.graphql questions to ask (default: the examples shipped with Tessera)",
+    )
     demo.add_argument("--smoke", action="store_true", help="exit after printing the answers")
     demo.set_defaults(handler=_demo)
 
@@ -91,8 +95,12 @@ def register(sub: SubParsers) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tessera.demo import run_demo
+    from tessera.demo import example_files, packaged_examples, run_demo
 
+    examples = args.examples or packaged_examples()
+    if not example_files(examples):
+        print(f"tessera demo: no *.graphql questions in {examples}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(
             run_demo(
@@ -101,7 +109,7 @@ def _demo(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 jurisdictions=args.jurisdictions,
                 gateway_port=args.port,
-                examples_dir=args.examples,
+                examples_dir=examples,
                 smoke=args.smoke,
             )
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import signal
 import time
 from collections.abc import Sequence
@@ -34,6 +35,12 @@ async def post_graphql(
     async with session.post(url, json={"query": query}, headers=credentials.headers()) as response:
         body: dict[str, Any] = await response.json(content_type=None)
         return body
+
+
+def packaged_examples() -> Path:
+    """The example questions shipped inside the package (`tessera/examples`), so that the
+    demo finds them wherever it runs, in the repository or from an installed wheel."""
+    return Path(str(importlib.resources.files("tessera") / "examples"))
 
 
 def example_files(directory: Path) -> list[Path]:

@@ -52,8 +52,17 @@ def _approval_options(parser: argparse.ArgumentParser, *, request: str | None) -
         help="EHDS Art. 53(1) purpose (public_health, policy_making, official_statistics, "
         "education, scientific_research, care_improvement) or anything else to see a refusal",
     )
-    parser.add_argument("--jurisdictions", type=_jurisdictions, metavar="FR,DE,...")
-    parser.add_argument("--datasets", help="comma-separated; '' for a permit naming none")
+    parser.add_argument(
+        "--jurisdictions",
+        type=_jurisdictions,
+        metavar="FR,DE,...",
+        help="the jurisdictions the approval covers (permit: the --hdab's; token: FR,DE,FI,DK)",
+    )
+    parser.add_argument(
+        "--datasets",
+        help="comma-separated; '' for a permit naming none (permit: the --hdab node's id; "
+        "token: omop-cdm-5.4)",
+    )
     parser.add_argument("--organisation", default="Demo University Hospital", help="applicant")
     parser.add_argument(
         "--applicant-kind",
@@ -71,7 +80,9 @@ def _approval_options(parser: argparse.ArgumentParser, *, request: str | None) -
 def _token_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audience", default="tessera-gateway", help="the gateway's id")
     parser.add_argument("--subject", default="researcher@demo.tessera.eu", help="the researcher")
-    parser.add_argument("--roles", default="researcher", help="comma-separated roles")
+    parser.add_argument(
+        "--roles", default="researcher", help="comma-separated: researcher, compliance, operator"
+    )
     parser.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
 
 
@@ -85,6 +96,7 @@ def register(sub: SubParsers) -> None:
         "overrides. Wrong ones on purpose: --expired, --not-yet-valid, --valid-days -1, "
         "another --purpose, --jurisdictions, --datasets or --subject, or --hdab FR with "
         "another HDAB's --key.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     permit.add_argument("--hdab", type=_jurisdiction, metavar="CODE", help="a demo HDAB")
     permit.add_argument("--keys", type=Path, default=DEMO_KEYS, help="the demo's key directory")
@@ -109,10 +121,16 @@ def register(sub: SubParsers) -> None:
         "holder is, as the researchers' identity provider issues it; otherwise a token with "
         "an approval, as a shared issuer trusted for every jurisdiction would issue it. "
         "Per-country permits: `tessera permit`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     token.add_argument("--key", type=Path, required=True, help="issuer private key (PEM)")
     token.add_argument("--kid", help="key id for the token header (when the issuer has a JWKS)")
-    token.add_argument("--issuer", default="https://healthdata.demo.tessera.eu")
+    token.add_argument(
+        "--issuer",
+        required=True,
+        help="the issuer's iss, as the gateway's federation file names it (the demo's "
+        "identity issuer: https://healthdata.demo.tessera.eu)",
+    )
     _token_options(token)
     token.add_argument("--identity", action="store_true", help="no approval: identity only")
     _approval_options(token, request="DR-2026-0042")

@@ -107,12 +107,32 @@ def test_a_permit_needs_its_issuer(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_identity_and_compliance_tokens(keys: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = str(keys / "identity-1.key.pem")
-    _, identity = minted(capsys, "token", "--key", key, "--identity")
+    issuer = ("--issuer", "https://healthdata.demo.tessera.eu")
+    _, identity = minted(capsys, "token", "--key", key, *issuer, "--identity")
     assert identity["iss"] == "https://healthdata.demo.tessera.eu"
     assert (identity["roles"], "approval" in identity) == (["researcher"], False)
-    _, compliance = minted(capsys, "token", "--key", key, "--roles", "compliance")
+    _, compliance = minted(capsys, "token", "--key", key, *issuer, "--roles", "compliance")
     assert (compliance["roles"], "approval" in compliance) == (["compliance"], False)
     # A shared issuer's token with an approval, as before permits per HDAB.
     _, shared = minted(capsys, "token", "--key", key, "--issuer", "https://hdab.eu.test")
     assert shared["approval"]["jurisdictions"] == ["FR", "DE", "FI", "DK"]
     assert shared["approval"]["datasets"] == ["omop-cdm-5.4"]
+
+
+def test_a_token_names_its_issuer(keys: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No token silently gets the demo's issuer: outside the demo it would be refused."""
+    key = str(keys / "identity-1.key.pem")
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--key", key, "--identity"])
+    assert exited.value.code == 2
+    assert "--issuer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["token", "permit"])
+def test_help_shows_the_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: tessera-gateway)" in shown  # --audience
+    assert "(default: researcher@demo.tessera.eu)" in shown  # --subject
+    assert "(default: 3600)" in shown  # --ttl

@@ -7,6 +7,8 @@ is refused whole, since whoever published it has leaked a signing key.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -176,3 +178,20 @@ def jwk(key: PublicKey, kid: str) -> dict[str, Any]:
 def jwks(keys: Mapping[str, PublicKey]) -> dict[str, Any]:
     """A JWKS document of `keys` by kid, in the given order."""
     return {"keys": [jwk(key, kid) for kid, key in keys.items()]}
+
+
+# RFC 7638: the members a key type's thumbprint is computed over.
+_THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
+    "OKP": ("crv", "kty", "x"),
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+}
+
+
+def thumbprint(key: PublicKey) -> str:
+    """The RFC 7638 JWK thumbprint of a public key (SHA-256, base64url without padding):
+    names the key material, whatever `kid` it is filed under."""
+    data = jwk(key, "-")
+    members = {name: data[name] for name in _THUMBPRINT_MEMBERS[data["kty"]]}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode())
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()

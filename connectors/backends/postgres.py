@@ -3,7 +3,9 @@
 The compiler emits the `postgres` dialect with `$n` placeholders, which asyncpg binds
 natively; asyncpg also prepares and caches each statement per connection, so a query shape is
 planned once. asyncpg's and the network's exceptions are mapped here, once, to
-`BackendFailed` / `BackendNotReady`, with messages free of SQL and values.
+`BackendFailed` / `BackendNotReady`, with messages free of SQL and values. With a
+`SchemaLayout` (the OHDSI layout: the CDM in one schema, the vocabularies in another) every
+statement's tables are qualified with their schema before it runs (`backends.schemas`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncpg
 
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.backends.readiness import check_ready, data_release, register_version
+from connectors.backends.schemas import SchemaLayout, qualify
 from connectors.compiler import CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
@@ -28,12 +31,15 @@ _FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyn
 
 
 class _Cohort:
-    def __init__(self, connection: asyncpg.Connection, query: CompiledQuery) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection, query: CompiledQuery, layout: SchemaLayout | None
+    ) -> None:
         self._connection = connection
         self._query = query
+        self._layout = layout
 
     async def _fetch(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        return await _rows(self._connection, sql, params)
+        return await _rows(self._connection, _placed(sql, self._layout), params)
 
     async def optout_register_version(self) -> str:
         return await register_version(self._fetch, PostgresBackend.dialect)
@@ -63,13 +69,25 @@ async def _rows(
     return [tuple(record.values()) for record in records]
 
 
+def _placed(sql: str, layout: SchemaLayout | None) -> str:
+    return sql if layout is None else qualify(sql, layout, PostgresBackend.dialect)
+
+
 class PostgresBackend:
     dialect: Final = "postgres"
 
-    def __init__(self, dsn: str, *, connections: int = 4, statement_timeout_s: float = 60) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        connections: int = 4,
+        statement_timeout_s: float = 60,
+        layout: SchemaLayout | None = None,
+    ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
         self._dsn = dsn
+        self.layout = layout
         self._connections = connections
         self._timeout = statement_timeout_s
         self._pool: asyncpg.Pool | None = None
@@ -97,7 +115,7 @@ class PostgresBackend:
             return self._pool
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
-        return await _rows(await self._get_pool(), sql, params)
+        return await _rows(await self._get_pool(), _placed(sql, self.layout), params)
 
     async def execute(self, statement: Statement) -> list[Row]:
         return await self._run(statement.sql, statement.params)
@@ -113,13 +131,13 @@ class PostgresBackend:
                 pool.acquire() as connection,
                 connection.transaction(isolation="repeatable_read", readonly=True),
             ):
-                yield _Cohort(connection, query)
+                yield _Cohort(connection, query, self.layout)
         except _FAILURES as exc:
             log.warning("database error: %s", type(exc).__name__)
             raise BackendFailed("the database failed to answer") from exc
 
     async def ping(self) -> None:
-        await check_ready(self._run, self.dialect)
+        await check_ready(self._run, self.dialect, self.layout)
 
     async def optout_register_version(self) -> str:
         return await register_version(self._run, self.dialect)

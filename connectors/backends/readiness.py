@@ -10,6 +10,7 @@ from typing import Final
 
 from sqlglot import exp
 
+from connectors.backends.schemas import SchemaLayout
 from connectors.compiler import Row
 from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import (
@@ -80,16 +81,46 @@ def label_sql(label: Label, dialect: str) -> str:
     )
 
 
-async def check_ready(fetch: Fetch, dialect: str) -> None:
+@functools.cache
+def tables_in_schemas_sql(dialect: str) -> str:
+    """The tables of two schemas (`$1`, `$2`), as `schema.table`."""
+    return str(
+        exp.select(exp.func("concat", "table_schema", exp.Literal.string("."), "table_name"))
+        .from_("information_schema.tables")
+        .where(
+            exp.column("table_schema").isin(
+                exp.Parameter(this=exp.Literal.number(1)),
+                exp.Parameter(this=exp.Literal.number(2)),
+            )
+        )
+        .sql(dialect=dialect)
+    )
+
+
+async def _present(fetch: Fetch, dialect: str, layout: SchemaLayout | None) -> set[str]:
+    """The tables there are: by name alone in the current schema, or as `schema.table` in
+    the layout's schemas."""
+    if layout is None:
+        return {str(row[0]) for row in await fetch(tables_present_sql(dialect), ())}
+    rows = await fetch(tables_in_schemas_sql(dialect), (layout.cdm, layout.vocabulary))
+    return {str(row[0]) for row in rows}
+
+
+async def check_ready(fetch: Fetch, dialect: str, layout: SchemaLayout | None = None) -> None:
     """Raise `BackendNotReady` naming what is missing: CDM tables, Tessera's tables, or a
-    version of the opt-out register (never answer without knowing which opt-outs apply)."""
-    present = {str(row[0]) for row in await fetch(tables_present_sql(dialect), ())}
-    missing_cdm = [t for t in CDM_TABLES if t not in present]
+    version of the opt-out register (never answer without knowing which opt-outs apply).
+    With a `layout`, each table is looked for in its own schema (the OHDSI layout)."""
+    present = await _present(fetch, dialect, layout)
+
+    def placed(table: str) -> str:
+        return table if layout is None else f"{layout.schema_of(table)}.{table}"
+
+    missing_cdm = [placed(t) for t in CDM_TABLES if placed(t) not in present]
     if missing_cdm:
         raise BackendNotReady(
             f"the database lacks OMOP CDM tables: {', '.join(missing_cdm)}", missing=missing_cdm
         )
-    missing = [t for t in TESSERA_TABLES if t not in present]
+    missing = [placed(t) for t in TESSERA_TABLES if placed(t) not in present]
     if missing:
         raise BackendNotReady(
             f"the database lacks Tessera's tables ({', '.join(missing)}): {PREPARE_HINT}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
 from connectors.app import create_app
 from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
+from connectors.backends.schemas import SchemaLayout
 from connectors.noise import ShiftedNoise
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
@@ -42,8 +44,11 @@ from schema.wire import (
     MAX_REQUEST_BYTES,
     QUERY_PATH,
     READY_PATH,
+    GatewayKeyId,
+    NodeIdentity,
     body_hash,
 )
+from trust.keys import thumbprint
 
 Sign = Callable[..., str]
 Client = TestClient[Any, Any]
@@ -117,6 +122,34 @@ async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Clien
     # Which policy is in force (a digest of its files), and that it loaded.
     assert set(body["policy"]) == {"version", "loaded_at", "last_reload"}
     assert body["policy"]["last_reload"] == "ok"
+
+
+async def test_ready_says_who_the_node_is_and_whom_it_trusts(
+    client: Client, gateway_key: Ed25519PrivateKey
+) -> None:
+    """What a gateway's federation file must agree with (`tessera federation check`)."""
+    body = await (await client.get(READY_PATH)).json()
+    identity = NodeIdentity.model_validate(body["identity"])
+    assert (identity.node_id, identity.jurisdiction) == ("tessera-node-fr", Jurisdiction.FR)
+    assert identity.gateway_issuer == identity.approval_audience == "tessera-gateway"
+    assert identity.hdab_issuer == HDAB_ISSUER
+    assert identity.gateway_keys == [
+        GatewayKeyId(kid="gateway-2024", thumbprint=thumbprint(gateway_key.public_key()))
+    ]
+    assert identity.datasets == ["tessera-node-fr"]
+
+
+async def test_an_unready_node_still_says_who_it_is(omop_db: Path, hdab_public_pem: Path) -> None:
+    client = await start(
+        dataclasses.replace(settings(omop_db, {}, hdab_public_pem), node_id="hub-fr-1")
+    )
+    try:
+        response = await client.get(READY_PATH)
+        assert response.status == 503
+        identity = (await response.json())["identity"]
+        assert (identity["node_id"], identity["gateway_keys"]) == ("hub-fr-1", [])
+    finally:
+        await client.close()
 
 
 async def test_not_ready_while_shutting_down(client: Client) -> None:
@@ -461,15 +494,51 @@ def test_overrides_win_over_the_environment() -> None:
 
 J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
 HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
+PG = {
+    J: "FR",
+    "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+    "TESSERA_CONNECTOR_STATE_DIR": "s",
+    "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+}
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({DB: "x"}, f"{J} is required"),
-        ({J: "FR"}, f"exactly one of {DB} and TESSERA_CONNECTOR_DSN"),
+        ({DB: "x"}, rf"--jurisdiction \({J}\) is required"),
+        ({J: "FR"}, rf"exactly one of --database \({DB}\) and --dsn \(TESSERA_CONNECTOR_DSN\)"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "exactly one of"),
-        ({J: "FR", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "STATE_DIR is required"),
+        # Everything missing is named at once, option and variable.
+        (
+            {"TESSERA_CONNECTOR_DSN": "postgresql://h/d"},
+            rf"--jurisdiction \({J}\) is required; with --dsn \(TESSERA_CONNECTOR_DSN\) also "
+            r"give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
+            r"\(TESSERA_CONNECTOR_AUDIT_DB\)",
+        ),
+        (
+            {J: "FR", DB: "x", "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"},
+            "go with --dsn",
+        ),
+        (
+            {
+                J: "FR",
+                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                "TESSERA_CONNECTOR_STATE_DIR": "s",
+                "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+                "TESSERA_CONNECTOR_CDM_SCHEMA": "Cdm; drop",
+            },
+            "not a schema name",
+        ),
+        (
+            {
+                J: "FR",
+                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                "TESSERA_CONNECTOR_STATE_DIR": "s",
+                "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
+                "TESSERA_CONNECTOR_VOCABULARY_SCHEMA": "v",
+            },
+            "VOCABULARY_SCHEMA.*needs --cdm-schema",
+        ),
         ({J: "XX", DB: "x"}, f"{J} is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "eighty"}, "PORT is invalid"),
         ({J: "FR", DB: "x", "TESSERA_CONNECTOR_PORT": "70000"}, "PORT must be between"),
@@ -489,6 +558,15 @@ HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
 def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         ConnectorSettings.from_env(env)
+
+
+def test_the_ohdsi_layout_from_the_environment() -> None:
+    env = {**PG, "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"}
+    assert ConnectorSettings.from_env(env).layout == SchemaLayout("cdm", "cdm")
+    env["TESSERA_CONNECTOR_VOCABULARY_SCHEMA"] = "vocab"
+    assert ConnectorSettings.from_env(env).layout == SchemaLayout("cdm", "vocab")
+    del env["TESSERA_CONNECTOR_CDM_SCHEMA"], env["TESSERA_CONNECTOR_VOCABULARY_SCHEMA"]
+    assert ConnectorSettings.from_env(env).layout is None
 
 
 # -- serve -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from test_compiler import NAMED_QUERIES
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
+from connectors.backends.schemas import SchemaLayout
 from connectors.compiler import ConceptResolver, compile_query
 from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import DATA_RELEASE_TABLE, PERSON_INDEX_TABLE
@@ -63,12 +64,70 @@ def postgres_dsn(omop_db: Path) -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-async def backends(omop_db: Path, postgres_dsn: str) -> AsyncIterator[tuple[Any, Any]]:
-    duck, pg = DuckDBBackend(omop_db), PostgresBackend(postgres_dsn, connections=2)
+OHDSI = SchemaLayout("cdm", "vocab")
+
+
+async def _into_schemas(dsn: str, layout: SchemaLayout) -> None:
+    """Move every table out of `public` as the OHDSI layout has them: the vocabularies into
+    one schema, the CDM and Tessera's tables into another."""
+    con = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for schema in {layout.cdm, layout.vocabulary}:
+            await con.execute(f"CREATE SCHEMA {schema}")
+        tables = await con.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        for row in tables:
+            name = row["table_name"]
+            await con.execute(f"ALTER TABLE public.{name} SET SCHEMA {layout.schema_of(name)}")
+    finally:
+        await con.close()
+
+
+@pytest.fixture(scope="module")
+def ohdsi_dsn(omop_db: Path, postgres_dsn: str) -> Iterator[str]:
+    """The same CDM as `postgres_dsn`, in the OHDSI layout: `cdm` and `vocab`, none in public."""
+    name = f"tessera_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = f"{SERVER}/{name}"
+    try:
+        asyncio.run(copy_to_postgres(omop_db, dsn))
+        asyncio.run(_into_schemas(dsn, OHDSI))
+        yield dsn
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["public", "ohdsi"])
+async def backends(
+    request: pytest.FixtureRequest, omop_db: Path, postgres_dsn: str
+) -> AsyncIterator[tuple[Any, Any]]:
+    """DuckDB and PostgreSQL on the same data: in PostgreSQL's `public` schema, or in the
+    OHDSI layout (`cdm` and `vocab`) with the connection's `search_path` left alone."""
+    if request.param == "ohdsi":
+        pg = PostgresBackend(request.getfixturevalue("ohdsi_dsn"), connections=2, layout=OHDSI)
+    else:
+        pg = PostgresBackend(postgres_dsn, connections=2)
+    duck = DuckDBBackend(omop_db)
     yield duck, pg
     await duck.close()
     await pg.close()
+
+
+async def test_the_ohdsi_layout_is_ready_only_with_its_schemas(ohdsi_dsn: str) -> None:
+    """Without its schemas the node says which tables it misses, and where it looked."""
+    for layout, missing in (
+        (None, "person"),
+        (SchemaLayout("cdm", "cdm"), "cdm.concept, cdm.concept_ancestor"),
+    ):
+        backend = PostgresBackend(ohdsi_dsn, connections=1, layout=layout)
+        with pytest.raises(BackendNotReady, match=f"lacks OMOP CDM tables: {missing}"):
+            await backend.ping()
+        await backend.close()
+    backend = PostgresBackend(ohdsi_dsn, connections=1, layout=OHDSI)
+    await backend.ping()
+    assert await backend.data_release()
+    await backend.close()
 
 
 async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
