@@ -77,7 +77,9 @@ def test_commands_with_a_missing_key_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.key.pem"
     line = one_line(tessera("permit", "--hdab", "FR", "--key", missing), "permit")
     assert line == f"tessera permit: {missing}: No such file or directory"
-    line = one_line(tessera("token", "--identity", "--key", missing), "token")
+    line = one_line(
+        tessera("token", "--identity", "--issuer", "https://id.example", "--key", missing), "token"
+    )
     assert line == f"tessera token: {missing}: No such file or directory"
     line = one_line(tessera("keys", "jwks", "nope", "--dir", tmp_path), "keys jwks")
     assert line == f"tessera keys jwks: {tmp_path / 'nope.pub.pem'}: No such file or directory"

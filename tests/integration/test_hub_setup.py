@@ -92,7 +92,8 @@ def test_a_broken_file_is_exit_code_2(federation: LocalFederation) -> None:
     bad = miswritten(federation, "no-key.toml", ("keys/gateway", "keys/missing-gateway"))
     done = tessera("federation", "check", str(bad))
     assert done.returncode == 2
-    assert "cannot read the signing key" in done.stderr
+    assert "gateway.signing_key: cannot read" in done.stderr
+    assert "No such file or directory" in done.stderr
 
 
 def test_a_node_that_cannot_be_reached_is_reported(federation: LocalFederation) -> None:
