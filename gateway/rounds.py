@@ -80,14 +80,16 @@ async def gather(
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
     pool_total: bool = True,
+    per_country: bool = True,
 ) -> Gathered:
     """Every node's outcome, in the plan's order, and what secure pooling came to (None when
-    the question pools nothing)."""
+    the question pools nothing). `pool_total`: whether the question asks the pooled count;
+    `per_country`: whether it asks each country's own (`gateway.pooling.national_total`)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     tables = pooled_tables(plan, total=pool_total)
     allowed = [j for j in plan.jurisdictions if decisions[j].allowed and j in permits]
-    first = plan_round(1, allowed, plan, tables, nodes, profiles)
+    first = plan_round(1, allowed, plan, tables, nodes, profiles, per_country=per_country)
     outcomes = await fan_out(
         client,
         nodes,
@@ -115,7 +117,7 @@ async def gather(
     remaining = deadline_s - (loop.time() - started)
     if not (survivors or refused) or remaining < MIN_ROUND_S:
         return Gathered(outcomes, Pooling(tuple(tables), known, None, failure))
-    second = plan_round(2, survivors, plan, tables, nodes, profiles)
+    second = plan_round(2, survivors, plan, tables, nodes, profiles, per_country=per_country)
     asked = [j for j in plan.jurisdictions if j in survivors or j in refused]
     again = await fan_out(
         client,

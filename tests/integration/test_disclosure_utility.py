@@ -88,10 +88,11 @@ def test_margins_leave_the_inner_cells_as_they_were(results: Results) -> None:
         assert margins.draws == 1
         assert margins.identical == margins.draws - margins.rejected, margins.table.name
 
-        # Pooled securely, a question charges its national tables (the total, the table by
-        # JURISDICTION) and its pooled ones (the pooled count, the tables without it) apart.
-        # The margins asked later are charged as new tables only: none when the nodes already
-        # computed them (JURISDICTION × AGE_BAND_10's margins are the total and the table).
+        # Pooled securely, a question charges its national tables (the tables by JURISDICTION,
+        # the country's total only when asked: by JURISDICTION alone) and its pooled ones (the
+        # pooled count, the tables without it) apart. The margins asked later are charged as
+        # new releases only (JURISDICTION × AGE_BAND_10's margin by JURISDICTION is the
+        # countries' totals, released nationally for the first time).
         def charged(question: Question) -> int:
             return len(question.national_tables) + len(question.pooled_tables)
 
