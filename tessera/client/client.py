@@ -163,6 +163,7 @@ class _Core:
         by: Breakdowns | None,
         jurisdictions: Sequence[str | Jurisdiction] | None,
         total: bool,
+        countries: bool,
         reference_date: dt.date | None,
         deadline_ms: int | None,
         min_nodes: int | None,
@@ -182,6 +183,7 @@ class _Core:
             by=breakdowns(by),
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
@@ -272,6 +274,7 @@ class Client(_Core):
         jurisdictions: Sequence[str | Jurisdiction] | None = None,
         request: str | None = None,
         total: bool = True,
+        countries: bool = True,
         reference_date: dt.date | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
@@ -284,7 +287,8 @@ class Client(_Core):
         other `CriteriaInput` field goes in `criteria`. `by` is one table
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
-        own).
+        own); `countries=False` leaves out each country's own count: a pooled count is then
+        the question's only total, released (and charged) once.
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -300,6 +304,7 @@ class Client(_Core):
             by=by,
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
@@ -379,6 +384,7 @@ class AsyncClient(_Core):
         jurisdictions: Sequence[str | Jurisdiction] | None = None,
         request: str | None = None,
         total: bool = True,
+        countries: bool = True,
         reference_date: dt.date | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
@@ -395,6 +401,7 @@ class AsyncClient(_Core):
             by=by,
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,

@@ -89,6 +89,20 @@ def test_leaving_out_the_total_and_asking_several_tables() -> None:
     assert sent["variables"]["noise"] == "COARSE"
 
 
+def test_leaving_out_the_countries_own_counts() -> None:
+    # The pooled count alone: a securely pooled total is then released (and charged) once.
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, permits=[FR], transport=fake)
+    client.cohort(by=["SEX"])
+    client.cohort(by=["SEX"], countries=False)
+    both, pooled_only = fake.requests[0][1], fake.requests[1][1]
+    assert "\n      count {" in json.loads(both)["query"]
+    query = json.loads(pooled_only)["query"]
+    assert "\n    count {" in query
+    assert "\n      count {" not in query
+    assert "byJurisdiction { jurisdiction status" in query
+
+
 @pytest.mark.parametrize(
     ("code", "kind"),
     [
