@@ -12,10 +12,11 @@ away.
 A table pooled securely (`gateway.pooling`) takes its participants' part from the pool
 instead: one noisy count of the whole, in which no country's own count, withheld or not, was
 ever seen. When that table is the total and the question did not ask each country's own count,
-the participants released none: their per-node count is null with reason NOT_ASKED. A participant's national number withheld next to it (LOW) stays withheld, and
-gives nothing away: the pool's noise is drawn independently of it. Nodes outside the pool add
-their released parts as above. The cell is checked against the strictest rules of all its
-jurisdictions, says it was pooled securely (SECURE_POOL) and lists its `contributors`.
+the participants released none: their per-node count is null with reason NOT_ASKED. A
+participant's national number withheld next to it (LOW) stays withheld, and gives nothing
+away: the pool's noise is drawn independently of it. Nodes outside the pool add their released
+parts as above. The cell is checked against the strictest rules of all its jurisdictions, says
+it was pooled securely (SECURE_POOL) and lists its `contributors`.
 
 Nothing here suppresses a cell because of what else is released: every released number is
 noisy, so no subtraction or linear program recovers a withheld one exactly, and a question's

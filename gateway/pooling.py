@@ -143,9 +143,7 @@ def plan_round(
         participants=[nodes[j].node_id for j in chosen],
         sigma=max(profiles(j).noise_sd(plan.noise) for j in chosen),
         tables=list(tables),
-        national=list(
-            national_tables(plan, total=national_total(tables, per_country=per_country))
-        ),
+        national=list(national_tables(plan, total=national_total(tables, per_country=per_country))),
     )
     return PoolRound(number=number, participants=chosen, request=request)
 

@@ -67,11 +67,11 @@ def requested_node_count(cohort_fields: Iterable[Selection]) -> bool:
             if not isinstance(selection, SelectedField):
                 if walk(selection.selections, under_nodes):
                     return True
-            elif under_nodes and selection.name == COUNT_FIELD:
-                return True
-            elif not under_nodes and selection.name == NODES_FIELD:
-                if walk(selection.selections, True):
+            elif under_nodes:
+                if selection.name == COUNT_FIELD:
                     return True
+            elif selection.name == NODES_FIELD and walk(selection.selections, True):
+                return True
         return False
 
     return any(walk(field.selections, False) for field in cohort_fields)
