@@ -9,9 +9,11 @@ distributed and is not even computed. The round is abandoned, and round 2 asks t
 answered once more, with a new nonce and participant set (they return their stored national
 answers, free, and draw new shares for the new set, charged), and asks a node that refused
 the round (POOL_REFUSED) for its tables nationally. If round 2 cannot pool (too few nodes
-left) its nodes answer every table nationally, and the pooled cells are the sum of national
-parts as without secure pooling; if round 2 fails too, the pooled cells are withheld
-(INCOMPLETE_POOL): their national parts were never released, which is what saved their cost.
+left) its nodes answer every table nationally, their own totals included (charged: a round-1
+participant of a question asking no country's count had released none), and the pooled cells
+are the sum of national parts as without secure pooling; if round 2 fails too, the pooled
+cells are withheld (INCOMPLETE_POOL): their national parts were never released, which is what
+saved their cost.
 
 The two rounds together reveal no node's count beyond the noise: round 1's partial sum is
 never formed (and would be uniform), and round 2's shares are new draws, independent of
