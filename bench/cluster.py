@@ -138,6 +138,14 @@ class Gateway:
         service.env = {
             **python_env(),
             "TESSERA_GATEWAY_POLICIES": str(policies),
+            # One token stands for every researcher of the load here: the fair shares of one
+            # researcher (gateway.fairshare, the node bulkheads' per-researcher slots) would
+            # measure the shares, not the gateway, so they are raised out of reach.
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_RESEARCHER": "65536",
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_APPLICATION": "65536",
+            "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT_PER_APPLICANT": self.env.get(
+                "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT", "16"
+            ),
             **self.env,
         }
         if self.tracing:

@@ -155,8 +155,9 @@ class Question:
         )
         noise = "" if self.noise == "STANDARD" else f", noise: {self.noise}"
         return (
+            # Ages at the reference date: the truth (`bench.truth`) takes them there.
             f'{{ cohort(request: "{REQUEST}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
-            f"{noise},\n    criteria: {self.cohort.graphql()}) {{\n"
+            f", ageAt: REFERENCE_DATE{noise},\n    criteria: {self.cohort.graphql()}) {{\n"
             f"    count {value}\n"
             f"    byJurisdiction {{ jurisdiction status privacy {{ sigma "
             "questionRho spentRho capRho organisationSpentRho organisationCapRho } }\n"

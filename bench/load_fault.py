@@ -285,7 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port=free_port(),
         node_ports=[free_port() for _ in jurisdictions],
         console=False,
-        gateway_env={"TESSERA_GATEWAY_CIRCUIT_RESET_S": "2"},
+        gateway_env={
+            "TESSERA_GATEWAY_CIRCUIT_RESET_S": "2",
+            # One researcher stands for the whole load: its fair share would refuse most of
+            # it while a node is down (queries wait up to their deadline), which is not what
+            # this measures.
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_RESEARCHER": "65536",
+            "TESSERA_GATEWAY_MAX_COHORTS_PER_APPLICATION": "65536",
+            "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT_PER_APPLICANT": "16",
+        },
     )
     federation.prepare()
     results = Results()

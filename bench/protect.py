@@ -90,7 +90,7 @@ HISTORY: Final[list[tuple[dict[str, Any], list[tuple[Dimension, ...]]]]] = [
     ({"sex": "FEMALE", "age": {"min": 40, "max": 69}}, [(), (D.AGE_BAND_10,)]),
     ({"conditions": [{"vocabulary": "ICD10", "code": "E11", "descendants": True}]}, [(), (D.SEX,)]),
     ({"conditions": [{"vocabulary": "ICD10", "code": "I10", "descendants": True}]}, [()]),
-    ({"conditions": [{"vocabulary": "ICD10", "code": "J45", "descendants": True}]}, [()]),
+    ({"conditions": [{"vocabulary": "ICD10", "code": "I50", "descendants": True}]}, [()]),
     ({"conditions": [E11_WINDOW]}, [(D.CALENDAR_YEAR,)]),
     ({"age": {"max": 17}}, [(), (D.SEX,), (D.AGE_BAND_5,)]),
     ({"sex": "MALE"}, [(D.AGE_BAND_20,), (D.CALENDAR_YEAR,)]),

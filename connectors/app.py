@@ -41,6 +41,7 @@ from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
     APPROVAL_HEADER,
+    CONCEPTS_PATH,
     CONTENT_TYPE,
     HEALTH_PATH,
     MAX_REQUEST_BYTES,
@@ -49,6 +50,7 @@ from schema.wire import (
     READY_PATH,
     NodeError,
 )
+from trust.http_edge import BODY_ERRORS, body_refused, run_app
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.code, exc.message, http_status(exc))
     except web.HTTPRequestEntityTooLarge:
         return _error(ErrorCode.BODY_TOO_LARGE, _too_large().message, 413)
+    except BODY_ERRORS as exc:
+        status, code, message = body_refused(exc)
+        return _error(code, message, status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -149,6 +154,16 @@ def _query_id(body: bytes) -> str:
     return claimed if isinstance(claimed, str) and _QUERY_ID.fullmatch(claimed) else "?"
 
 
+async def _concepts(request: web.Request) -> web.Response:
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+        raise _too_large()
+    body = await request.read()
+    answer = await request.app[SERVICE].concepts(
+        authorization=request.headers.get("Authorization"), body=body
+    )
+    return _json(answer)
+
+
 async def _health(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -192,7 +207,9 @@ def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
             node_layer=settings.node_policy,
         )
     except (PolicyFileError, NoPolicy, NodeLayerMismatch) as exc:
-        raise SettingsError(f"policies: {exc}") from exc
+        where = settings.policies or "the shipped policies"
+        problems = "; ".join(str(exc).splitlines())
+        raise SettingsError(f"TESSERA_CONNECTOR_POLICIES ({where}): {problems}") from None
 
 
 async def _policy_reload(app: web.Application) -> AsyncIterator[None]:
@@ -276,6 +293,7 @@ def create_app(
         node_id=settings.node_id,
         tracer=provider.get_tracer(TRACER_NAME),
         query_timeout_s=settings.query_timeout_s,
+        workers=settings.threads,
         pool_keys=pool_keys,
     )
     app[DRAINING] = asyncio.Event()
@@ -283,6 +301,7 @@ def create_app(
     app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
     app.cleanup_ctx.append(_policy_reload)
     app.router.add_post(QUERY_PATH, _query)
+    app.router.add_post(CONCEPTS_PATH, _concepts)
     app.router.add_get(HEALTH_PATH, _health)
     app.router.add_get(READY_PATH, _ready)
     return app
@@ -291,12 +310,23 @@ def create_app(
 def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
     if settings.audit_key is None:
         return None
+    path = settings.audit_key
     try:
-        key = load_pem_private_key(settings.audit_key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise SettingsError(f"TESSERA_CONNECTOR_AUDIT_KEY: cannot load the key: {exc}") from exc
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: cannot read {path}: {exc.strerror} (correct the path)"
+        ) from None
+    except (ValueError, TypeError):
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an unencrypted PKCS8 PEM private key "
+            "(name the private half, NAME.key.pem, as `tessera keys generate` writes it)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SettingsError("TESSERA_CONNECTOR_AUDIT_KEY: not an Ed25519 private key")
+        raise SettingsError(
+            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an Ed25519 private key (make one with "
+            "`tessera keys generate`)"
+        )
     return key
 
 
@@ -324,13 +354,16 @@ def serve(settings: ConnectorSettings) -> None:
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     line = f"connector {settings.jurisdiction.value} listening on http://{host}:{port}"
-    web.run_app(
+    run_app(
         app,
         sock=sock,
+        ready=lambda: print(line, flush=True),
+        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets a
+        # `NodeError` too, echoing nothing.
+        refusal=lambda status, code, message: _error(code, message, status),
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         # A gateway that gives up (deadline, its researcher gone) cancels the query, and
         # with it the database statement.
         handler_cancellation=True,
-        print=lambda *_: print(line, flush=True),
     )

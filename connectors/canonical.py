@@ -8,7 +8,9 @@ question (a total asked alone and next to breakdowns) — gets the same numbers 
 a question that differs in any way is another question, with noise of its own, paid for.
 
 The index event (the first top-level event criterion: `Criteria.index_event`) dates persons
-for CALENDAR_YEAR, so for such tables it is part of the question.
+for CALENDAR_YEAR, so for such tables it is part of the question. When ages are taken (at the
+reference date or at the index event: `CohortQuery.age_basis`) is part of every question that
+names an age, in its criteria or its age bands.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from schema.query import Breakdown, CohortQuery, Criteria
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
 # answers are never read under another meaning.
-VERSION: Final = 1
+VERSION: Final = 2  # 2: ages may be taken at the index event (`CohortQuery.age_basis`)
 _ORDER: Final = {d: i for i, d in enumerate(Dimension)}
 
 
@@ -39,6 +41,9 @@ def question_digest(query: CohortQuery, by: Breakdown) -> str:
         "reference_date": query.reference_date.isoformat(),
         "by": [d.value for d in canonical_breakdown(by)],
     }
+    if any(d.age_band_width for d in by) or _names_age(query.criteria):
+        # Ages at the reference date and at the index event are different questions.
+        document["age_at"] = query.age_basis.value
     if Dimension.CALENDAR_YEAR in by:
         index = query.criteria.index_event()
         document["index_event"] = None if index is None else index.model_dump(mode="json")
@@ -52,6 +57,10 @@ def _criteria(criteria: Criteria) -> dict[str, Any]:
         data[name] = _sorted_unique(data[name])
     data["any_of"] = _sorted_unique([_criteria(group) for group in criteria.any_of])
     return data
+
+
+def _names_age(criteria: Criteria) -> bool:
+    return criteria.age is not None or any(_names_age(g) for g in criteria.any_of)
 
 
 def _sorted_unique(items: list[Any]) -> list[Any]:

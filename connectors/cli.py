@@ -107,6 +107,13 @@ def register(sub: SubParsers) -> None:
         required=True,
         help="the node's state directory, as for `connector prepare` (created if new)",
     )
+    synth.add_argument(
+        "--icd10-vocabulary",
+        choices=("ICD10", "ICD10GM", "CIM10"),
+        default="ICD10",
+        help="the OMOP vocabulary diagnoses are recorded in: WHO ICD10 (default), or a national "
+        "modification as a German (ICD10GM) or French (CIM10) CDM holds them",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -115,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from connectors.app import serve
-    from connectors.settings import ConnectorSettings, SettingsError
+    from connectors.settings import ConnectorSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -148,12 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.gateway_key:
         overrides["gateway_keys"] = dict(args.gateway_key)
-    try:
-        settings = ConnectorSettings.from_env(**overrides)
-    except SettingsError as e:
-        print(f"tessera connector serve: {e}", file=sys.stderr)
-        return 2
-    serve(settings)
+    # A SettingsError here or at start-up is a ConfigError: one line, exit 2 (`tessera.cli`).
+    serve(ConnectorSettings.from_env(**overrides))
     return 0
 
 
@@ -227,6 +230,7 @@ def _synth(args: argparse.Namespace) -> int:
             state=args.state,
             reference_year=args.reference_year,
             progress=not args.quiet,
+            icd10_vocabulary=args.icd10_vocabulary,
         )
     except (ValueError, OSError, PersonStateError) as e:
         print(f"tessera synth: {e}", file=sys.stderr)

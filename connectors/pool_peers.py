@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from connectors.masking import pair_secret
+from schema.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,20 @@ MAX_REGISTRY_BYTES: Final = 64 * 1024
 _NODE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
-class PoolKeyError(ValueError):
+class PoolKeyError(ConfigError):
     """A pooling key or registry that cannot be used; the message says why (never a key)."""
 
 
 def load_private_key(path: Path) -> X25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise PoolKeyError(f"cannot read the pooling key: {type(exc).__name__}") from None
+    except OSError as exc:
+        raise PoolKeyError(f"cannot read the pooling key {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise PoolKeyError(
+            f"{path} is not an unencrypted PEM private key (make one with `tessera keys "
+            "generate NAME --kind x25519`)"
+        ) from None
     if not isinstance(key, X25519PrivateKey):
         raise PoolKeyError("the pooling key is not an X25519 private key")
     return key

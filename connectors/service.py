@@ -1,5 +1,6 @@
 """The query pipeline: verify → parse → check the node → decide (the node's own legal policy)
-→ a pooled round's form (`connectors.pooling`) → compile → resolve codes → the cohort's
+→ a pooled round's form (`connectors.pooling`) → compile → resolve codes (a code the node's
+vocabulary does not hold ends the question here, as UNKNOWN_CODE) → the cohort's
 persons → the ledger (who can still be counted, and what the question costs) → the tables of
 those persons → noise (or pooled shares), once, stored → release (or mask) → audit →
 respond. Each step is small and a span of the query's trace; `QueryService.handle` only
@@ -25,7 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -38,7 +39,7 @@ from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
 from connectors.canonical import question_digest
-from connectors.compiler import CompiledQuery, ConceptResolver, compile_query
+from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
@@ -47,6 +48,7 @@ from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
+from connectors.vocabulary import look_up
 from policies.decision import decide
 from policies.disclosure import CellContext
 from policies.live import LivePolicy
@@ -60,15 +62,26 @@ from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
+from schema.fair_queue import FairBulkhead
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
-from schema.wire import NodeRequest, NodeResponse, NodeTable, PrivacySpend
+from schema.wire import (
+    ConceptsRequest,
+    ConceptsResponse,
+    NodeRequest,
+    NodeResponse,
+    NodeTable,
+    PrivacySpend,
+    UnknownCode,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_MESSAGE: Final = 300
+# Questions waiting for the database at most; the gateways' bulkheads keep far fewer in flight.
+MAX_WAITING: Final = 10_000
 DEFAULT_QUERY_TIMEOUT_S: Final = 30.0
 
 
@@ -219,6 +232,7 @@ class QueryService:
         tracer: Tracer | None = None,
         query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
         pool_keys: PoolKeys | None = None,
+        workers: int = 2,
     ) -> None:
         self.jurisdiction = jurisdiction
         self.query_timeout_s = query_timeout_s
@@ -239,6 +253,15 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+        # The database work of four questions per database worker at once, so that one
+        # question's reads and writes of the ledger and the answers overlap another's
+        # statements; one researcher holds at most half of them, and the others wait their
+        # turn by researcher, never behind one researcher's burst (`schema.fair_queue`). How
+        # many wait is bounded by the gateways (their own per-node bulkheads), how long by
+        # the gateway's timeout.
+        self._queue = FairBulkhead(
+            max_in_flight=4 * workers, max_waiting=MAX_WAITING, per_applicant=2 * workers
+        )
 
     async def handle(
         self,
@@ -315,17 +338,36 @@ class QueryService:
             compiled = self._compiler.compile(request.query)
             trail.sql_fingerprint = compiled.fingerprint
             span.set_attribute(otel.SQL_FINGERPRINT, compiled.fingerprint)
-        try:
-            # Cancelling the database work interrupts the running statement (see the backend).
-            async with asyncio.timeout(self.query_timeout_s):
-                answered = await self._run(
-                    trail, request, approved.applicant, compiled, policy.profile, secrets
+        async with contextlib.AsyncExitStack() as turn:
+            with trail.step("queue"):
+                # Keyed by the researcher the node's own HDAB's permit names.
+                await turn.enter_async_context(self._queue.slot(approved.applicant.researcher))
+            try:
+                # Cancelling the database work interrupts the running statement (see the
+                # backend).
+                async with asyncio.timeout(self.query_timeout_s):
+                    with trail.step("codes"):
+                        # The vocabulary tables only: whether a code is known is a public fact
+                        # about the vocabulary, so an unknown one is said as such, before any
+                        # person is looked at or charged for.
+                        resolution = await self._resolver.resolution(compiled)
+                    if resolution.unknown:
+                        return self._unknown_codes(request, resolution.unknown, started)
+                    answered = await self._run(
+                        trail,
+                        request,
+                        approved.applicant,
+                        resolution.query,
+                        policy.profile,
+                        secrets,
+                    )
+            except TimeoutError:
+                log.warning(
+                    "query %s interrupted after %.1f s", request.query_id, self.query_timeout_s
                 )
-        except TimeoutError:
-            log.warning("query %s interrupted after %.1f s", request.query_id, self.query_timeout_s)
-            raise QueryTimeout(
-                f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
-            ) from None
+                raise QueryTimeout(
+                    f"the query ran longer than this node allows ({self.query_timeout_s:g} s)"
+                ) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "answered query %s (request %s, shape %s, %d tables) in %.1f ms",
@@ -344,6 +386,32 @@ class QueryService:
             privacy=answered.privacy,
             elapsed_ms=elapsed_ms,
             pooled=answered.pooled,
+            vocabularies=list(resolution.vocabularies),
+        )
+
+    def _unknown_codes(
+        self, request: NodeRequest, unknown: Sequence[ConceptSet], started: float
+    ) -> NodeResponse:
+        log.info(
+            "query %s (request %s) names %d codes this node's vocabulary does not hold",
+            request.query_id,
+            request.request_id,
+            len(unknown),
+        )
+        return NodeResponse(
+            query_id=request.query_id,
+            jurisdiction=self.jurisdiction,
+            status=NodeStatus.UNKNOWN_CODE,
+            reasons=[
+                Reason(
+                    rule=NodeStatus.UNKNOWN_CODE.value,
+                    jurisdiction=self.jurisdiction,
+                    message=f"{len(unknown)} code(s) of the question are not in this node's "
+                    "vocabulary (see unknownCodes); nothing was computed or charged",
+                )
+            ],
+            unknown_codes=[UnknownCode(vocabulary=c.vocabulary, code=c.code) for c in unknown],
+            elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
     async def _run(
@@ -360,8 +428,9 @@ class QueryService:
         With `secrets`, the request's pooled tables are drawn as shares and masked."""
         async with contextlib.AsyncExitStack() as connection:
             with trail.step("population") as span:
-                bound = await self._resolver.bind(compiled)
-                cohort: CohortRun = await connection.enter_async_context(self.backend.cohort(bound))
+                cohort: CohortRun = await connection.enter_async_context(
+                    self.backend.cohort(compiled)
+                )
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
@@ -476,6 +545,33 @@ class QueryService:
             organisation_cap_rho=None if organisation is None else rho_of(organisation.cap),
             data_release=release,
         )
+
+    async def concepts(self, *, authorization: str | None, body: bytes) -> ConceptsResponse:
+        """What this node's vocabulary holds of the codes asked (`connectors.vocabulary`):
+        a request the gateway signed, as a query is; no permit, no ledger, no noise, since
+        nothing about a person is read."""
+        await self.verifier.verify(authorization, body)
+        try:
+            request = ConceptsRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise BadRequest(_summary(exc)) from None
+        if request.jurisdiction is not self.jurisdiction:
+            raise WrongNode(
+                f"this node answers for {self.jurisdiction.value}, not {request.jurisdiction.value}"
+            )
+        try:
+            async with asyncio.timeout(self.query_timeout_s):
+                found = await look_up(
+                    request.codes,
+                    self._resolver,
+                    self.backend.execute,
+                    dialect=self.backend.dialect,
+                )
+        except TimeoutError:
+            raise QueryTimeout(
+                f"the look-up ran longer than this node allows ({self.query_timeout_s:g} s)"
+            ) from None
+        return ConceptsResponse(jurisdiction=self.jurisdiction, concepts=found)
 
     async def not_ready_reason(self) -> str | None:
         """Why the node cannot answer now, or None when it can: the gateway's keys must be

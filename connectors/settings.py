@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
+from schema.errors import ConfigError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
@@ -19,7 +20,7 @@ PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A missing or invalid setting; the message names the environment variable."""
 
 
@@ -61,7 +62,9 @@ class ConnectorSettings:
       Default: `replay.sqlite3` in the state directory (this host's processes; kept across
       restarts).
     - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
-    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`.
+    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes four
+      questions per thread into its database work at once, at most half of them one
+      researcher's; the others wait their turn by researcher (`schema.fair_queue`).
     - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
       Default: the files shipped with Tessera (`policies/layers`).
     - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see

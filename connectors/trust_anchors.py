@@ -102,10 +102,15 @@ def node_trust(settings: ConnectorSettings) -> NodeTrust:
 
 def _hdab_keys(settings: ConnectorSettings, refreshing: list[RefreshingKeys]) -> KeySource | None:
     if settings.hdab_public_key is not None:
+        path = settings.hdab_public_key
         try:
-            key = pem_public_key(settings.hdab_public_key.read_bytes(), settings.hdab_algorithms)
-        except (OSError, KeyMaterialError) as exc:
-            raise SettingsError(f"{PREFIX}HDAB_PUBLIC_KEY: {exc}") from None
+            key = pem_public_key(path.read_bytes(), settings.hdab_algorithms)
+        except OSError as exc:
+            raise SettingsError(
+                f"{PREFIX}HDAB_PUBLIC_KEY: cannot read {path}: {exc.strerror} (correct the path)"
+            ) from None
+        except KeyMaterialError as exc:
+            raise SettingsError(f"{PREFIX}HDAB_PUBLIC_KEY: {path}: {exc}") from None
         return StaticKeys(KeySet((key,)))
     if settings.hdab_jwks_file is not None:
         fetch = file_fetch(settings.hdab_jwks_file)

@@ -35,17 +35,19 @@ from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.console import install as install_console
+from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.graphql.context import GatewayContext, Services
-from gateway.graphql.limits import QueryBudget
+from gateway.graphql.limits import QueryBudget, cohort_fields
+from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
-from gateway.http import http_errors, refusal, retry_after
+from gateway.http import error_response, http_errors, refusal, retry_after
 from gateway.lifecycle import install as install_lifecycle
 from gateway.live_policy import live_policies, profiles
 from gateway.metrics import (
@@ -68,16 +70,19 @@ from gateway.ratelimit import (
     SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
+from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
+from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
 from schema.audit.store import AuditStore, open_store
-from schema.errors import TesseraError
+from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
+from trust.http_edge import run_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
@@ -105,6 +110,10 @@ class _State:
 
 
 class BatchTooLarge(Exception):
+    pass
+
+
+class BadOperationName(Exception):
     pass
 
 
@@ -158,6 +167,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             raise json.JSONDecodeError("a GraphQL request is a JSON object", "", 0)
         if isinstance(decoded, list) and len(decoded) > self.max_batch:
             raise BatchTooLarge
+        if not all(valid_operation_name(item.get("operationName")) for item in items):
+            raise BadOperationName
         return decoded
 
     def encode_json(self, data: object) -> bytes:
@@ -177,6 +188,26 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             sub_response.headers[hdrs.RETRY_AFTER] = str(wait)
         return sub_response
 
+    async def execute_operation(
+        self,
+        request: web.Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: GatewayContext,
+        root_value: None,
+        sub_response: web.Response,
+    ) -> Any:
+        # Every question of the request, each operation of a batch summed, is counted before
+        # any of them runs: the researcher's share admits or refuses them together.
+        items = request_data if isinstance(request_data, list) else [request_data]
+        context.cohorts = sum(cohort_fields(d.query, d.operation_name) for d in items)
+        try:
+            return await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+        finally:
+            context.close()
+
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self.run(request=request)
@@ -184,6 +215,8 @@ class GatewayView(GraphQLView[GatewayContext, None]):
             return refusal(e.status_code, e.reason)
         except BatchTooLarge:
             return refusal(400, "Too many operations")
+        except BadOperationName:
+            return error_response(400, ErrorCode.GRAPHQL_VALIDATION_FAILED, BAD_OPERATION_NAME)
 
 
 def create_app(
@@ -194,13 +227,15 @@ def create_app(
     audit_store: AuditStore | None = None,
     rate_limiter: RateLimiter | None = None,
     policy_set: PolicySet | None = None,
+    concept_client: ConceptClient | None = None,
 ) -> web.Application:
     """The gateway for `settings`. The federation file, its keys and the policies are loaded
     now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
     resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
     `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
     closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
-    policies of the settings (then fixed: only the settings' policy files are reloaded).
+    policies of the settings (then fixed: only the settings' policy files are reloaded);
+    with a `node_client`, vocabulary look-ups go to `concept_client` (none: not offered).
     JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
@@ -214,7 +249,15 @@ def create_app(
     if policy_set is not None:
         policies = LivePolicy.fixed(policy_set, name="gateway policies")
     else:
-        policies = live_policies(settings.policies)
+        try:
+            policies = live_policies(settings.policies)
+        except PolicyFileError as exc:
+            # As the connector says it: one line per problem, joined (`tessera.cli`).
+            problems = "; ".join(str(exc).splitlines())
+            raise SettingsError(
+                f"TESSERA_GATEWAY_POLICIES ({settings.policies or 'the shipped policies'}): "
+                f"{problems}"
+            ) from None
     app[POLICIES] = policies
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
@@ -237,7 +280,7 @@ def create_app(
             settings.rate_per_approval_per_day or NO_CAP,
         ),
     )
-    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits))
+    app.cleanup_ctx.append(_services(node_client, rate_limiter, limits, concept_client))
     app.cleanup_ctx.append(_policy_reload)
 
     async def services_started() -> str | None:
@@ -328,6 +371,7 @@ def node_client_stack(
         ResilienceSettings(
             max_in_flight=settings.node_max_in_flight,
             max_waiting=settings.node_max_waiting,
+            max_in_flight_per_applicant=settings.node_share,
             failure_threshold=settings.circuit_failures,
             reset_after_s=settings.circuit_reset_s,
             retry=RetryPolicy(attempts=settings.node_retry_attempts),
@@ -374,7 +418,10 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
 
 
 def _services(
-    node_client: NodeClient | None, rate_limiter: RateLimiter | None, limits: LimitPolicy
+    node_client: NodeClient | None,
+    rate_limiter: RateLimiter | None,
+    limits: LimitPolicy,
+    concept_client: ConceptClient | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
@@ -393,7 +440,7 @@ def _services(
             limiter = own_limiter = SqliteRateLimiter(settings.rate_db)
             await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
-        transport = node_client
+        transport, concepts = node_client, concept_client
         if transport is None:
             session = create_session(
                 connections_per_node=settings.node_max_in_flight,
@@ -405,6 +452,7 @@ def _services(
                 key=federation.signing_key,
             )
             transport = HttpNodeClient(session, signer)
+            concepts = HttpConceptClient(session, signer)
         app[STATE].session = session
         policies = app[POLICIES]
         app[STATE].services = Services(
@@ -429,6 +477,11 @@ def _services(
             tracer=seen.provider.get_tracer(TRACER_NAME),
             max_deadline_s=settings.max_deadline_s,
             partial_pools=settings.partial_pools,
+            concept_client=concepts,
+            fair_share=FairShare(
+                per_researcher=settings.max_cohorts_per_researcher,
+                per_application=settings.max_cohorts_per_application,
+            ),
         )
         try:
             yield
@@ -462,10 +515,13 @@ def serve(settings: GatewaySettings) -> None:
     freeze_heap()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
-    web.run_app(
+    run_app(
         app,
         sock=sock,
-        print=lambda *_: print(line, flush=True),
+        ready=lambda: print(line, flush=True),
+        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets the
+        # gateway's JSON error too, echoing nothing.
+        refusal=lambda status, code, message: error_response(status, code, message),
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         # A researcher who disconnects cancels the query, and with it its node requests.

@@ -113,8 +113,7 @@ class QueryTrail:
             {r.rule for v in released for r in v.reasons} | {r for n in nodes for r in n.rules}
         )
         suppressed = sum(v.value is None for v in released)
-        ok = all(o.status is NodeStatus.OK for o in outcomes)
-        decision = Decision.ANSWERED if ok else Decision.PARTIAL
+        decision, error_code = outcome_of(outcomes)
         span.set_attributes(
             {
                 **self.query_attributes(),
@@ -125,6 +124,7 @@ class QueryTrail:
         )
         await self._write(
             decision=decision,
+            error_code=error_code,
             nodes=nodes,
             rules=rules,
             cells_suppressed=suppressed,
@@ -162,6 +162,16 @@ class QueryTrail:
         with otel.traced(self.tracer, otel.AUDIT_WRITE) as span:
             entry = await self.log.record(record)
             span.set_attributes({otel.AUDIT_CHAIN: entry.chain, otel.AUDIT_SEQ: entry.seq})
+
+
+def outcome_of(outcomes: Sequence[NodeOutcome]) -> tuple[Decision, ErrorCode | None]:
+    """A question every jurisdiction denied accessed nothing: it is REFUSED (FORBIDDEN), not
+    PARTIAL, so that the transparency register never lists it as an access."""
+    if all(o.status is NodeStatus.OK for o in outcomes):
+        return Decision.ANSWERED, None
+    if all(o.status is NodeStatus.DENIED for o in outcomes):
+        return Decision.REFUSED, ErrorCode.FORBIDDEN
+    return Decision.PARTIAL, None
 
 
 def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:

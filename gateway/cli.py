@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +41,21 @@ def register(sub: SubParsers) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.app import serve
-    from gateway.settings import GatewaySettings, SettingsError
+    from gateway.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = GatewaySettings.from_env(
-            federation=args.federation,
-            host=args.host,
-            port=args.port,
-            deadline_s=args.deadline_s,
-            console=args.console,
-            console_demo_credentials=args.console_demo_credentials,
-            audit_db=args.audit_db,
-            audit_key=args.audit_key,
-            policies=args.policies,
-        )
-    except SettingsError as e:
-        print(f"tessera gateway serve: {e}", file=sys.stderr)
-        return 2
+    # A SettingsError here or a FederationError at start-up is a ConfigError: one line,
+    # exit 2 (`tessera.cli`).
+    settings = GatewaySettings.from_env(
+        federation=args.federation,
+        host=args.host,
+        port=args.port,
+        deadline_s=args.deadline_s,
+        console=args.console,
+        console_demo_credentials=args.console_demo_credentials,
+        audit_db=args.audit_db,
+        audit_key=args.audit_key,
+        policies=args.policies,
+    )
     serve(settings)
     return 0

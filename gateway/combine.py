@@ -39,7 +39,7 @@ from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
-from schema.wire import PrivacySpend, node_dimensions
+from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
 IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
@@ -52,6 +52,8 @@ NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
 NOT_ASKED: Final = "NOT_ASKED"
 
 # From most to least exact: a pooled value is as inexact as its least exact part.
+# Statuses of a node that answered (with counts, or why not), as opposed to one that failed.
+ANSWERS: Final = frozenset({NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE})
 _EXACTNESS: Final = (ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED)
 
 Profiles = Callable[[Jurisdiction], DisclosureProfile]
@@ -66,6 +68,8 @@ class NodeResult:
     reasons: tuple[Reason, ...]
     error: str | None
     privacy: PrivacySpend | None = None
+    unknown_codes: tuple[UnknownCode, ...] = ()
+    vocabularies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ def released_alone(outcome: NodeOutcome, profiles: Profiles) -> NodeTables:
 def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) -> NodeResult:
     count = None
     reasons = outcome.reasons
+    response = outcome.response
     if outcome.status is NodeStatus.OK:
         total = parts[outcome.jurisdiction].get(())
         if total is None:
@@ -117,7 +122,7 @@ def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) 
         else:
             count = total[()]
     error = None
-    if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+    if outcome.status not in ANSWERS:
         error = outcome.message or outcome.status.value
         if outcome.error_code is not None:
             error = f"{outcome.error_code.value}: {error}"
@@ -129,6 +134,8 @@ def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) 
         reasons=reasons,
         error=error,
         privacy=None if outcome.response is None else outcome.response.privacy,
+        unknown_codes=() if response is None else tuple(response.unknown_codes),
+        vocabularies=() if response is None else tuple(response.vocabularies),
     )
 
 

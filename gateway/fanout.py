@@ -79,7 +79,7 @@ async def fan_out(
             )
             if step.optout_register_version is not None:
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, step.optout_register_version)
-            if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+            if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
                 span.set_status(Status(StatusCode.ERROR))
                 if outcome.error_code is not None:
                     span.set_attribute(otel.ERROR_CODE, outcome.error_code.value)

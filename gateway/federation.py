@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Final, Self
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schema.codes import Jurisdiction
+from schema.errors import ConfigError
 from trust.keys import Algorithm, KeyMaterialError, KeySet, parse_jwks, pem_public_key
 from trust.keysource import (
     DEFAULT_REFRESH_S,
@@ -49,7 +50,7 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$
 TokenType = Annotated[str, Field(pattern=r"^[A-Za-z0-9.+/-]{1,64}$")]
 
 
-class FederationError(ValueError):
+class FederationError(ConfigError):
     """The federation file is unreadable or invalid; the message says where."""
 
 
@@ -169,32 +170,42 @@ def load_federation(path: Path) -> Federation:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise FederationError(f"cannot read the federation file {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+        raise FederationError(
+            f"cannot read the federation file {path}: {e.strerror} (give it with --federation "
+            "or TESSERA_GATEWAY_FEDERATION)"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise FederationError(f"{path} is not valid TOML: {e}") from None
     try:
         config = FederationFile.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {_FIXES.get(err['type'], err['msg'])}"
+            for err in e.errors()
         )
         raise FederationError(f"{path}: {problems}") from None
-    base = path.parent
+    try:
+        return _federation(path.parent, config)
+    except FederationError as e:
+        raise FederationError(f"{path}: {e}") from None
+
+
+def _federation(base: Path, config: FederationFile) -> Federation:
     refreshing: list[RefreshingKeys] = []
     return Federation(
         gateway_id=config.gateway.id,
-        signing_key=_signing_key(base / config.gateway.signing_key),
+        signing_key=_signing_key(base / config.gateway.signing_key, "gateway.signing_key"),
         signing_kid=config.gateway.signing_kid,
         issuers={
             i.iss: TrustedIssuer(
                 iss=i.iss,
-                keys=_issuer_keys(base, i, refreshing),
+                keys=_issuer_keys(base, n, i, refreshing),
                 algorithms=tuple(dict.fromkeys(i.algorithms)),
                 leeway_s=i.leeway_s,
                 max_lifetime_s=i.max_lifetime_s,
                 types=frozenset(i.types),
             )
-            for i in config.issuers
+            for n, i in enumerate(config.issuers)
         },
         refreshing=tuple(refreshing),
         nodes={
@@ -213,45 +224,67 @@ def load_federation(path: Path) -> Federation:
     )
 
 
-def _read(path: Path, what: str) -> bytes:
+# What to do about a federation file's field, by pydantic's error type.
+_FIXES: Final = {
+    "extra_forbidden": "unknown field: remove it or correct its spelling",
+    "missing": "a required field is missing: add it",
+}
+
+
+def _read(path: Path, field: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise FederationError(f"cannot read the {what} {path}: {e.strerror}") from None
+        raise FederationError(
+            f"{field}: cannot read {path}: {e.strerror} (correct the path, relative to the "
+            "federation file)"
+        ) from None
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """An unencrypted Ed25519 private key (PKCS8 PEM); `FederationError` otherwise."""
-    return _signing_key(path)
+def load_signing_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed25519PrivateKey:
+    """An unencrypted Ed25519 private key (PKCS8 PEM); `FederationError` naming `field`
+    otherwise."""
+    return _signing_key(path, field)
 
 
-def _signing_key(path: Path) -> Ed25519PrivateKey:
-    data = _read(path, "signing key")
+def _signing_key(path: Path, field: str) -> Ed25519PrivateKey:
+    data = _read(path, field)
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise FederationError(f"{path} is not an unencrypted PKCS8 PEM private key") from None
+        raise FederationError(
+            f"{field}: {path} is not an unencrypted PKCS8 PEM private key (name the private "
+            "half, NAME.key.pem, as `tessera keys generate` writes it)"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise FederationError(f"{path} is not an Ed25519 key (node requests are EdDSA-signed)")
+        raise FederationError(
+            f"{field}: {path} is not an Ed25519 key (node requests are EdDSA-signed: make "
+            "one with `tessera keys generate`)"
+        )
     return key
 
 
-def _issuer_keys(base: Path, issuer: IssuerSection, refreshing: list[RefreshingKeys]) -> KeySource:
+def _issuer_keys(
+    base: Path, number: int, issuer: IssuerSection, refreshing: list[RefreshingKeys]
+) -> KeySource:
     if issuer.public_key is not None:
         path = base / issuer.public_key
+        field = f"issuers.{number}.public_key"
         try:
-            key = pem_public_key(_read(path, "issuer key"), issuer.algorithms)
+            key = pem_public_key(_read(path, field), issuer.algorithms)
         except KeyMaterialError as e:
-            raise FederationError(f"{path}: {e}") from None
+            raise FederationError(f"{field}: {path}: {e}") from None
         return StaticKeys(KeySet((key,)))
     initial = None
     if issuer.jwks_file is not None:
         path = base / issuer.jwks_file
+        field = f"issuers.{number}.jwks_file"
         # Checked now, so that a broken file fails the start; re-read in the background.
         try:
-            initial = parse_jwks(_read(path, "issuer key set"), issuer.algorithms)
+            initial = parse_jwks(_read(path, field), issuer.algorithms)
         except KeyMaterialError as e:
-            raise FederationError(f"{path}: {e}") from None
+            fix = " (publish public keys only: `tessera keys jwks`)" if "private" in str(e) else ""
+            raise FederationError(f"{field}: {path}: {e}{fix}") from None
         fetch = file_fetch(path)
     else:
         assert issuer.jwks_url is not None  # exactly one source, checked by the model

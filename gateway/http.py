@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from http import HTTPStatus
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.graphql.operations import UNKNOWN_OPERATION
 from schema.errors import ErrorCode
+from trust.http_edge import BODY_ERRORS, body_refused
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,30 @@ _STATUS_CODES: Final = {
     413: ErrorCode.BODY_TOO_LARGE,
     503: ErrorCode.TEMPORARILY_UNAVAILABLE,
 }
+
+# Strawberry's and aiohttp's reasons that never hold anything of the request.
+_FIXED_REASONS: Final = frozenset(
+    {
+        "No GraphQL query found in the request",
+        "Unable to parse request body as JSON",
+        "Unable to parse the multipart body",
+        "File(s) missing in form data",
+        "GraphQL only supports GET and POST requests.",
+        "queries are not allowed when using GET",
+        "mutations are not allowed when using GET",
+        "mutations are not allowed when using POST",
+        "subscriptions are not allowed when using POST",
+        "subscriptions are not allowed when using GET",
+        "Can't get GraphQL operation type",
+        "Unsupported content type",
+        "Unsupported Media Type",
+        "Not Found",
+        "Method Not Allowed",
+        "Service Unavailable",
+        "starting",
+    }
+)
+_UNKNOWN_OPERATION: Final = "Unknown operation named"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,12 +74,16 @@ def error_response(
 
 
 def refusal(status: int, reason: str) -> web.Response:
-    """The answer to an HTTP-level refusal of strawberry's (its status and reason)."""
+    """The answer to an HTTP-level refusal of strawberry's or aiohttp's (its status and
+    reason). Some of their reasons quote the request (strawberry's `Unknown operation named
+    "<operationName>"`): only the fixed ones below are passed on."""
     if reason in BATCH_REASONS:
         return error_response(status, ErrorCode.BATCH_TOO_LARGE, "too many operations in a batch")
+    if reason.startswith(_UNKNOWN_OPERATION):
+        return error_response(status, ErrorCode.GRAPHQL_VALIDATION_FAILED, UNKNOWN_OPERATION)
     code = _STATUS_CODES.get(status, ErrorCode.BAD_REQUEST)
-    # Strawberry's reasons are fixed texts of its own, never the request's content.
-    return error_response(status, code, reason[:200])
+    text = reason if reason in _FIXED_REASONS else HTTPStatus(status).phrase
+    return error_response(status, code, text)
 
 
 def body_too_large(limit: int) -> web.Response:
@@ -79,6 +110,8 @@ def http_errors(max_body_bytes: int) -> Middleware:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return body_too_large(max_body_bytes)
+        except BODY_ERRORS as e:
+            return error_response(*body_refused(e))
         except web.HTTPException as e:
             if e.status < 400:
                 raise

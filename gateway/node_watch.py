@@ -75,7 +75,7 @@ def classify(outcome: NodeOutcome, *, full_timeout: bool) -> NodeState | None:
     if code in _NOT_SENT:
         return None
     match outcome.status:
-        case NodeStatus.OK | NodeStatus.DENIED:
+        case NodeStatus.OK | NodeStatus.DENIED | NodeStatus.UNKNOWN_CODE:
             return NodeState.ANSWERING
         case NodeStatus.ERROR:
             return NodeState.ANSWERING if code in _CALLER_CODES else NodeState.REFUSING
@@ -212,7 +212,7 @@ class WatchedNodeClient:
         self._metrics.node_requests.add(1, {**status, "code": code})
         if outcome.latency_ms is not None:
             self._metrics.node_latency.record(outcome.latency_ms / 1000, status)
-        if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED):
+        if outcome.status not in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
             # While a circuit is open every query would say so: its opening was the warning.
             quiet = outcome.error_code is ErrorCode.CIRCUIT_OPEN
             log.log(

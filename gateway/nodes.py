@@ -54,8 +54,9 @@ class NodeOutcome:
     """What came of asking one node. `tables` (cells by key, per breakdown) is filled exactly
     when the status is OK; `shares` too when the node took part in a pooled round (its masked
     shares per pooled table, one per cell of the table's public domain); `reasons` explain a
-    DENIED. `retryable` says the request never reached the node (it could not be connected
-    to), so asking again is safe."""
+    DENIED or an UNKNOWN_CODE (whose codes are in `response.unknown_codes`). `retryable` says
+    the request never reached the node (it could not be connected to), so asking again is
+    safe."""
 
     jurisdiction: Jurisdiction
     status: NodeStatus
@@ -151,10 +152,14 @@ def check_response(
         return rejected("the answer is for another query")
     if response.jurisdiction is not node.jurisdiction:
         return rejected("the answer is for another jurisdiction")
-    if response.status is NodeStatus.DENIED:
+    if response.status is NodeStatus.UNKNOWN_CODE and not response.unknown_codes:
+        return rejected("an UNKNOWN_CODE answer names no code")
+    if response.status in (NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
+        if response.tables or response.pooled is not None:
+            return rejected(f"a {response.status.value} answer carries tables")
         return NodeOutcome(
             jurisdiction=node.jurisdiction,
-            status=NodeStatus.DENIED,
+            status=response.status,
             latency_ms=latency_ms,
             response=response,
             reasons=tuple(response.reasons),
@@ -199,7 +204,7 @@ def check_response(
     )
 
 
-class _TooLarge(Exception):
+class TooLarge(Exception):
     pass
 
 
@@ -271,9 +276,9 @@ class HttpNodeClient:
                 # host nobody configured.
                 allow_redirects=False,
             ) as response:
-                payload = await _read_limited(response, MAX_RESPONSE_BYTES)
+                payload = await read_limited(response, MAX_RESPONSE_BYTES)
                 status = response.status
-        except _TooLarge:
+        except TooLarge:
             return NodeOutcome.failed(
                 j, NodeStatus.REJECTED, "the answer is too large", latency_ms=elapsed()
             )
@@ -306,14 +311,14 @@ class HttpNodeClient:
         return interpret(node, request, status, payload, elapsed())
 
 
-async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if response.content_length is not None and response.content_length > limit:
-        raise _TooLarge
+        raise TooLarge
     received = bytearray()
     async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
         received += chunk
         if len(received) > limit:
-            raise _TooLarge
+            raise TooLarge
     return bytes(received)
 
 

@@ -14,7 +14,7 @@ import orjson
 from pydantic import ValidationError
 
 from schema.approval import Approval
-from schema.codes import Jurisdiction, NoiseLevel
+from schema.codes import AgeAt, Jurisdiction, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
 from schema.pooling import PoolingRequest
 from schema.query import Breakdown, CohortQuery, FederatedQuery
@@ -82,6 +82,7 @@ def plan_query(
     tables: Sequence[Breakdown],
     query_id: str | None = None,
     noise: NoiseLevel = NoiseLevel.STANDARD,
+    age_at: AgeAt | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -106,6 +107,7 @@ def plan_query(
                 "query": {
                     "criteria": criteria,
                     "reference_date": reference_date,
+                    "age_at": age_at,
                     "tables": list(tables),
                 },
             }
@@ -113,6 +115,7 @@ def plan_query(
         node_query = CohortQuery(
             criteria=federated.query.criteria,
             reference_date=federated.query.reference_date,
+            age_at=federated.query.age_at,
             tables=[node_dimensions(t) for t in federated.query.tables],
         )
     except ValidationError as e:

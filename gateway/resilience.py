@@ -3,9 +3,11 @@ and retries of what is safe to retry, all inside the caller's deadline.
 
 `ResilientNodeClient` wraps any `NodeClient`. For each call to a node it
 
-1. takes one of the node's in-flight slots (`Bulkhead`), waiting for one at most until the
-   deadline and only while few others wait: past that the node is NODE_BUSY at once (load is
-   pushed back on the researcher, never queued without limit);
+1. takes one of the node's in-flight slots (`schema.fair_queue`), waiting for one at most until
+   the deadline and only while few others wait: past that the node is NODE_BUSY at once (load
+   is pushed back on the researcher, never queued without limit). The slots are shared fairly
+   between researchers: each holds at most its share of them, freed slots go round the
+   researchers waiting, and one researcher's burst only ever pushes out its own requests;
 2. asks the node's `CircuitBreaker`: while the circuit is open (the node failed too often in
    a row) the node is not asked at all (CIRCUIT_OPEN) until a probe is due; then one request
    goes through as the probe, and its outcome closes or reopens the circuit;
@@ -18,12 +20,11 @@ and retries of what is safe to retry, all inside the caller's deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -32,6 +33,7 @@ from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from schema.codes import NodeStatus
 from schema.errors import ErrorCode
+from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest
 
 log = logging.getLogger(__name__)
@@ -96,33 +98,6 @@ class CircuitBreaker:
         self.probing = False
 
 
-class BulkheadFull(Exception):
-    pass
-
-
-class Bulkhead:
-    """At most `max_in_flight` calls at once; at most `max_waiting` more wait for a slot."""
-
-    def __init__(self, max_in_flight: int, max_waiting: int) -> None:
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._max_waiting = max_waiting
-        self.waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self.waiting >= self._max_waiting:
-            raise BulkheadFull
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Up to `attempts` attempts in all; before retry k (0-based) a pause drawn uniformly
@@ -141,6 +116,8 @@ class RetryPolicy:
 class ResilienceSettings:
     max_in_flight: int = 16
     max_waiting: int = 32
+    # In-flight slots of one node one researcher may hold; None: all of them.
+    max_in_flight_per_applicant: int | None = None
     failure_threshold: int = 5
     reset_after_s: float = 10.0
     retry: RetryPolicy = RetryPolicy()
@@ -164,7 +141,7 @@ CircuitChange = Callable[[NodeInfo, CircuitState], None]
 @dataclass
 class _NodeGuard:
     breaker: CircuitBreaker
-    bulkhead: Bulkhead
+    bulkhead: FairBulkhead
 
 
 class ResilientNodeClient:
@@ -196,7 +173,7 @@ class ResilientNodeClient:
             s = self._settings
             guard = _NodeGuard(
                 CircuitBreaker(s.failure_threshold, s.reset_after_s, clock=self._clock),
-                Bulkhead(s.max_in_flight, s.max_waiting),
+                FairBulkhead(s.max_in_flight, s.max_waiting, s.max_in_flight_per_applicant),
             )
             self._guards[node.node_id] = guard
         return guard
@@ -231,7 +208,7 @@ class ResilientNodeClient:
         asked = False
         try:
             # The inner client honours its timeout; this also bounds the wait for a slot.
-            async with asyncio.timeout_at(deadline), guard.bulkhead.slot():
+            async with asyncio.timeout_at(deadline), guard.bulkhead.slot(request.subject):
                 asked = True
                 outcome = await self._attempts(node, request, approval_token, deadline)
         except BulkheadFull:
@@ -239,7 +216,8 @@ class ResilientNodeClient:
                 j,
                 NodeStatus.UNAVAILABLE,
                 f"not asked: {self._settings.max_in_flight} requests to this node are in "
-                "flight and others are waiting",
+                "flight and others are waiting (the slots are shared fairly between "
+                "researchers; a researcher with many requests waiting gives up the newest)",
                 code=ErrorCode.NODE_BUSY,
             )
         except TimeoutError:
@@ -294,7 +272,7 @@ class ResilientNodeClient:
             breaker.released()
         elif counts_against_node(outcome, timeout, self._settings.full_timeout_s):
             breaker.failed()
-        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED):
+        elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
             breaker.succeeded()
         else:
             breaker.released()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
+from schema.errors import ConfigError
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -23,6 +24,9 @@ DEFAULT_MAX_DEADLINE_S: Final = 60.0
 MIN_DEADLINE_S: Final = 0.1
 DEFAULT_MAX_QUERY_COST: Final = 20_000
 DEFAULT_MAX_BATCH: Final = 4
+# Questions (cohort fields) in flight at once: one researcher's, one application's.
+DEFAULT_MAX_COHORTS_PER_RESEARCHER: Final = 32
+DEFAULT_MAX_COHORTS_PER_APPLICATION: Final = 64
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
@@ -41,7 +45,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A setting is missing or malformed; the message names the variable."""
 
 
@@ -71,7 +75,20 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT`` (default ``16``): requests in flight to one node
       at most; also the connections kept per node.
     - ``TESSERA_GATEWAY_NODE_MAX_WAITING`` (default ``32``): requests waiting for a slot to
-      one node at most; past that a node is ``UNAVAILABLE`` (``NODE_BUSY``) at once.
+      one node at most; past that a node is ``UNAVAILABLE`` (``NODE_BUSY``) at once, unless
+      the newcomer's researcher waits for fewer requests there than another researcher: then
+      that researcher's newest waiting request gives up its place (and is ``NODE_BUSY``).
+    - ``TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT_PER_APPLICANT`` (default: half of
+      ``NODE_MAX_IN_FLIGHT``, at least 1): in-flight slots of one node one researcher may
+      hold; the others stay free for other researchers, and freed slots go round the
+      researchers waiting.
+    - ``TESSERA_GATEWAY_MAX_COHORTS_PER_RESEARCHER`` (default ``32``): ``cohort`` questions
+      one researcher may have in flight at once. A request's questions (every ``cohort``
+      field of every operation of a batch) are counted before any runs and admitted
+      together or refused together at once (``TOO_MANY_IN_FLIGHT``).
+    - ``TESSERA_GATEWAY_MAX_COHORTS_PER_APPLICATION`` (default ``64``): the same for all
+      researchers of one application (the permits' application id, else their data
+      request).
     - ``TESSERA_GATEWAY_NODE_RETRY_ATTEMPTS`` (default ``3``): attempts per node request in
       all, when the connection cannot be opened (nothing else is retried).
     - ``TESSERA_GATEWAY_CIRCUIT_FAILURES`` (default ``5``): failures in a row after which a
@@ -135,6 +152,10 @@ class GatewaySettings:
     max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
     node_max_in_flight: int = 16
     node_max_waiting: int = 32
+    # None: half of node_max_in_flight, at least 1.
+    node_max_in_flight_per_applicant: int | None = None
+    max_cohorts_per_researcher: int = DEFAULT_MAX_COHORTS_PER_RESEARCHER
+    max_cohorts_per_application: int = DEFAULT_MAX_COHORTS_PER_APPLICATION
     node_retry_attempts: int = 3
     circuit_failures: int = 5
     circuit_reset_s: float = 10.0
@@ -168,6 +189,8 @@ class GatewaySettings:
         bounds: dict[str, tuple[float, float, float]] = {
             "NODE_MAX_IN_FLIGHT": (self.node_max_in_flight, 1, 1024),
             "NODE_MAX_WAITING": (self.node_max_waiting, 0, 65536),
+            "MAX_COHORTS_PER_RESEARCHER": (self.max_cohorts_per_researcher, 1, 65536),
+            "MAX_COHORTS_PER_APPLICATION": (self.max_cohorts_per_application, 1, 65536),
             "NODE_RETRY_ATTEMPTS": (self.node_retry_attempts, 1, 10),
             "CIRCUIT_FAILURES": (self.circuit_failures, 1, 1000),
             "CIRCUIT_RESET_S": (self.circuit_reset_s, 0.01, 3600),
@@ -175,6 +198,12 @@ class GatewaySettings:
             "SHUTDOWN_TIMEOUT_S": (self.shutdown_timeout_s, 0, 3600),
             "POLICY_RELOAD_S": (self.policy_reload_s, MIN_RELOAD_S, MAX_RELOAD_S),
         }
+        if self.node_max_in_flight_per_applicant is not None:
+            bounds["NODE_MAX_IN_FLIGHT_PER_APPLICANT"] = (
+                self.node_max_in_flight_per_applicant,
+                1,
+                self.node_max_in_flight,
+            )
         for var, (value, low, high) in bounds.items():
             if not low <= value <= high:
                 raise SettingsError(f"{ENV_PREFIX}{var} must lie in [{low:g}, {high:g}]")
@@ -208,6 +237,13 @@ class GatewaySettings:
                 check_redis_url(self.redis_url)
             except ValueError as e:
                 raise SettingsError(f"{ENV_PREFIX}REDIS_URL {e}") from None
+
+    @property
+    def node_share(self) -> int:
+        """In-flight slots of one node one researcher may hold."""
+        if self.node_max_in_flight_per_applicant is not None:
+            return self.node_max_in_flight_per_applicant
+        return max(1, self.node_max_in_flight // 2)
 
     def node_timeout(self, deadline_s: float) -> float:
         """The timeout of one node request for a query with this deadline."""
@@ -247,6 +283,21 @@ class GatewaySettings:
             ),
             node_max_in_flight=pick("node_max_in_flight", "NODE_MAX_IN_FLIGHT", _int, 16),
             node_max_waiting=pick("node_max_waiting", "NODE_MAX_WAITING", _int, 32),
+            node_max_in_flight_per_applicant=pick(
+                "node_max_in_flight_per_applicant", "NODE_MAX_IN_FLIGHT_PER_APPLICANT", _int, None
+            ),
+            max_cohorts_per_researcher=pick(
+                "max_cohorts_per_researcher",
+                "MAX_COHORTS_PER_RESEARCHER",
+                _int,
+                DEFAULT_MAX_COHORTS_PER_RESEARCHER,
+            ),
+            max_cohorts_per_application=pick(
+                "max_cohorts_per_application",
+                "MAX_COHORTS_PER_APPLICATION",
+                _int,
+                DEFAULT_MAX_COHORTS_PER_APPLICATION,
+            ),
             node_retry_attempts=pick("node_retry_attempts", "NODE_RETRY_ATTEMPTS", _int, 3),
             circuit_failures=pick("circuit_failures", "CIRCUIT_FAILURES", _int, 5),
             circuit_reset_s=pick("circuit_reset_s", "CIRCUIT_RESET_S", _float, 10.0),

@@ -62,6 +62,35 @@ CODE_PATTERNS: dict[Vocabulary, re.Pattern[str]] = {
 }
 
 
+# The OMOP vocabularies a query's vocabulary is looked up in: WHO ICD-10 and the national
+# modifications OMOP holds under their own vocabulary_id (France's CIM10, Germany's ICD10GM,
+# the US ICD10CM). A code of a national modification shares its WHO parent's stem, so `ICD10
+# E11` reaches a German CDM's `ICD10GM E11.90` by prefix.
+LOOKUP_VOCABULARIES: dict[Vocabulary, tuple[str, ...]] = {
+    Vocabulary.ICD10: ("ICD10", "ICD10CM", "ICD10GM", "CIM10"),
+    Vocabulary.SNOMED: ("SNOMED",),
+    Vocabulary.ATC: ("ATC",),
+    Vocabulary.LOINC: ("LOINC",),
+    Vocabulary.RXNORM: ("RxNorm",),
+}
+# Every vocabulary_id a node may report having found a question's codes in.
+KNOWN_VOCABULARY_IDS: frozenset[str] = frozenset(
+    v for ids in LOOKUP_VOCABULARIES.values() for v in ids
+)
+ICD10_STEM = 3
+
+
+def normalise_code(vocabulary: Vocabulary, code: str) -> str:
+    """The code as OMOP spells it: spaces trimmed, letters upper case, and for ICD-10 the dot
+    after the three-character category (`e119`, `E11.9` and ` e11.9 ` are all `E11.9`).
+    Anything that stays malformed is left for `CODE_PATTERNS` to reject."""
+    code = code.strip().upper()
+    if vocabulary is Vocabulary.ICD10:
+        bare = code.replace(".", "")
+        code = bare if len(bare) <= ICD10_STEM else f"{bare[:ICD10_STEM]}.{bare[ICD10_STEM:]}"
+    return code
+
+
 class Sex(StrEnum):
     FEMALE = "FEMALE"
     MALE = "MALE"
@@ -87,6 +116,18 @@ AGE_BAND_WIDTHS: dict[Dimension, int] = {
     Dimension.AGE_BAND_10: 10,
     Dimension.AGE_BAND_20: 20,
 }
+
+
+class AgeAt(StrEnum):
+    """The date a person's age is taken at (age criteria and age bands alike), in whole years:
+    the year of that date minus the year of birth (OMOP often holds the year of birth only).
+    REFERENCE_DATE: the question's reference date, the same date for everyone. INDEX_EVENT:
+    each person's index event, their first event matching the criteria's first top-level
+    condition (else drug, else measurement) within its window; the default for criteria that
+    name one, so that historic data fall into the age bands they were in at the time."""
+
+    REFERENCE_DATE = "REFERENCE_DATE"
+    INDEX_EVENT = "INDEX_EVENT"
 
 
 class MeasureKind(StrEnum):
@@ -129,3 +170,6 @@ class NodeStatus(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     ERROR = "ERROR"
     REJECTED = "REJECTED"
+    # The question names a code the node's vocabulary does not hold: a fact about the
+    # vocabulary (public), not about persons. A code it holds that nobody has is a count.
+    UNKNOWN_CODE = "UNKNOWN_CODE"

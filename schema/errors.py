@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
     TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    # more cohort questions in flight at once than a researcher's (or an application's) share
+    TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
     INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
@@ -54,6 +56,8 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     WRONG_NODE = "WRONG_NODE"
     BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    # both sides: the request line or a header is over aiohttp's parser limit (8190 bytes)
+    HEADER_TOO_LARGE = "HEADER_TOO_LARGE"
     BACKEND_FAILED = "BACKEND_FAILED"
     QUERY_TIMEOUT = "QUERY_TIMEOUT"
     # gateway-side, about one node (in a node result's `error`)
@@ -77,6 +81,12 @@ class ErrorCode(StrEnum):
     # minimum, less noise than its own, a nonce used before, or the node does not pool. The
     # message says which; the gateway re-runs the round without the node.
     POOL_REFUSED = "POOL_REFUSED"
+
+
+class ConfigError(ValueError):
+    """A configuration a command or a service cannot run with: a file, a key, a setting. The
+    message names the file or variable, the field and what to do about it; `tessera` prints
+    it as one line and exits 2, without a traceback (`tessera.cli`)."""
 
 
 class TesseraError(Exception):

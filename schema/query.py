@@ -4,11 +4,20 @@ can express a record-level answer, a minimum, a maximum or a free quantile."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from schema.codes import CODE_PATTERNS, Dimension, Jurisdiction, MeasureKind, Sex, Vocabulary
+from schema.codes import (
+    CODE_PATTERNS,
+    AgeAt,
+    Dimension,
+    Jurisdiction,
+    MeasureKind,
+    Sex,
+    Vocabulary,
+    normalise_code,
+)
 from schema.model import Contract
 
 MAX_CRITERIA_DEPTH = 4
@@ -16,6 +25,8 @@ MAX_CODES_PER_GROUP = 32
 MAX_ANY_OF = 8
 MAX_BREAKDOWN_DIMENSIONS = 4
 MAX_TABLES = 8
+# Codes anywhere in one question: every group full, at every level of nesting.
+MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH - 1)
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -38,7 +49,7 @@ class DateWindow(Contract):
 
 
 class AgeRange(Contract):
-    """Inclusive age range in whole years at the query's reference date."""
+    """Inclusive age range in whole years at the question's age date (`CohortQuery.age_at`)."""
 
     min: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
     max: Annotated[int, Field(ge=MIN_AGE, le=MAX_AGE)] | None = None
@@ -69,6 +80,17 @@ class Code(Contract):
     vocabulary: Vocabulary
     code: Annotated[str, Field(min_length=1, max_length=32)]
     descendants: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalised(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("code"), str):
+            try:
+                vocabulary = Vocabulary(str(data.get("vocabulary")))
+            except ValueError:
+                return data  # the field's own validation says what is wrong
+            return {**data, "code": normalise_code(vocabulary, data["code"])}
+        return data
 
     @model_validator(mode="after")
     def _well_formed(self) -> Self:
@@ -131,10 +153,14 @@ class CohortQuery(Contract):
     """One statistical question: a cohort, the tables to break it down into, the measures.
 
     `tables` lists breakdowns; the empty tuple is the overall total, which is always computed.
+    `reference_date` bounds the population (persons born by its year) and dates ages when they
+    are taken at it; `age_at` says when ages are taken (`age_basis`: as given, else at the index
+    event when the criteria name one, else at the reference date).
     """
 
     criteria: Criteria
     reference_date: dt.date
+    age_at: AgeAt | None = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
     measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = [Measure()]
 
@@ -159,6 +185,24 @@ class CohortQuery(Contract):
         if not MIN_DATE <= value <= MAX_DATE:
             raise ValueError(f"reference date must lie between {MIN_DATE} and {MAX_DATE}")
         return value
+
+    @model_validator(mode="after")
+    def _age_dated(self) -> Self:
+        if self.age_at is AgeAt.INDEX_EVENT and self.criteria.index_event() is None:
+            raise ValueError(
+                "ages at the index event need a condition, drug or measurement at the top "
+                "level of the criteria"
+            )
+        return self
+
+    @property
+    def age_basis(self) -> AgeAt:
+        """When ages are taken: as asked, else at the index event if there is one."""
+        if self.age_at is not None:
+            return self.age_at
+        if self.criteria.index_event() is not None:
+            return AgeAt.INDEX_EVENT
+        return AgeAt.REFERENCE_DATE
 
 
 class FederatedQuery(Contract):

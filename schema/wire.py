@@ -10,12 +10,12 @@ A researcher sends the gateway one permit per jurisdiction, each in its own
 `X-Tessera-Permit` header (`PERMIT_HEADER`, at most `MAX_PERMITS`); the gateway forwards to
 each node only the permit of that node's HDAB.
 
-The connector answers 200 with a `NodeResponse` (status OK or DENIED), or 4xx/5xx with a
-`NodeError`. Numbers on the wire are already protected by the node's own disclosure control:
-a node never sends a value its own rules suppress. A request may make the node a participant
-of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends the tables to pool
-only as masked shares (`NodeResponse.pooled`), which reveal nothing until every participant's
-are added up.
+The connector answers 200 with a `NodeResponse` (status OK, DENIED or UNKNOWN_CODE), or
+4xx/5xx with a `NodeError`. Numbers on the wire are already protected by the node's own
+disclosure control: a node never sends a value its own rules suppress. A request may make the
+node a participant of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends
+the tables to pool only as masked shares (`NodeResponse.pooled`), which reveal nothing until
+every participant's are added up.
 """
 
 from __future__ import annotations
@@ -26,16 +26,19 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import Field, model_validator
 
 from schema.approval import Approval, RequestId
-from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel
+from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
-from schema.query import Breakdown, CohortQuery
+from schema.query import MAX_QUESTION_CODES, Breakdown, Code, CohortQuery
 from schema.result import Reason, Value
 
 PROTOCOL: Final = "tessera/1"
 
 QUERY_PATH: Final = "/v1/query"
+# What a node's vocabulary holds (`ConceptsRequest` → `ConceptsResponse`): public facts about
+# the vocabulary, read from its concept tables only, never from a person's record.
+CONCEPTS_PATH: Final = "/v1/concepts"
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 
@@ -126,13 +129,30 @@ class PrivacySpend(Contract):
     data_release: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+VocabularyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$")]
+
+
+class UnknownCode(Contract):
+    """A code of the question that no concept of the node's vocabulary matches."""
+
+    vocabulary: Vocabulary
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+
+
 class NodeResponse(Contract):
+    """OK (with tables), DENIED (with reasons), or UNKNOWN_CODE (with `unknown_codes`: the
+    codes the node's vocabulary does not hold; nothing was computed nor charged)."""
+
     protocol: Literal["tessera/1"] = PROTOCOL
     query_id: QueryId
     jurisdiction: Jurisdiction
-    status: Literal[NodeStatus.OK, NodeStatus.DENIED]
+    status: Literal[NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE]
     tables: list[NodeTable] = []
     reasons: list[Reason] = []
+    unknown_codes: Annotated[list[UnknownCode], Field(max_length=MAX_QUESTION_CODES)] = []
+    # The OMOP vocabularies the question's codes were found in at this node (for ICD-10, the
+    # national modifications it holds: CIM10, ICD10GM, ICD10CM).
+    vocabularies: Annotated[list[VocabularyId], Field(max_length=32)] = []
     optout_register_version: str | None = None
     privacy: PrivacySpend | None = None
     elapsed_ms: Annotated[float, Field(ge=0)] = 0.0
@@ -176,3 +196,49 @@ KEY_DOMAINS: Final = {d: _key_domain(d) for d in Dimension}
 def valid_key_value(dimension: Dimension, value: str) -> bool:
     """Whether `value` is a cell key a node may send for `dimension`."""
     return value in KEY_DOMAINS[dimension]
+
+
+# -- vocabulary look-ups ---------------------------------------------------------------------
+
+MAX_LOOKUP_CODES: Final = 32
+MAX_LISTED_DESCENDANTS: Final = 100
+
+
+class ConceptsRequest(Contract):
+    """Which of `codes` the node's vocabulary holds, and what they reach. Signed by the gateway
+    as a query is (aud, exp, jti, bsh), without a permit: nothing about a person is read."""
+
+    protocol: Literal["tessera/1"] = PROTOCOL
+    jurisdiction: Jurisdiction
+    codes: Annotated[list[Code], Field(min_length=1, max_length=MAX_LOOKUP_CODES)]
+
+
+ConceptText = Annotated[str, Field(max_length=256)]
+
+
+class ConceptRef(Contract):
+    """One OMOP concept, as its vocabulary names it."""
+
+    vocabulary: VocabularyId
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    name: ConceptText
+    standard: bool
+
+
+class NodeConcept(Contract):
+    """One code at one node: the concepts it names (`matches`, in every vocabulary it is
+    looked up in), and how many more concepts it reaches (`descendants`: by code prefix for
+    ICD-10 and ATC, through concept_ancestor otherwise; the first `MAX_LISTED_DESCENDANTS`
+    listed)."""
+
+    code: Code
+    known: bool
+    matches: Annotated[list[ConceptRef], Field(max_length=16)] = []
+    descendant_count: Annotated[int, Field(ge=0)] = 0
+    descendants: Annotated[list[ConceptRef], Field(max_length=MAX_LISTED_DESCENDANTS)] = []
+
+
+class ConceptsResponse(Contract):
+    protocol: Literal["tessera/1"] = PROTOCOL
+    jurisdiction: Jurisdiction
+    concepts: Annotated[list[NodeConcept], Field(max_length=MAX_LOOKUP_CODES)]

@@ -31,10 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A configuration it cannot run with (`ConfigError`: a federation file,
+    a key, a setting; or a file it cannot read or write, a port it cannot bind) ends it with
+    one line on standard error and exit status 2, never a traceback: the one place such
+    errors are turned into what an operator reads."""
+    from schema.errors import ConfigError
+
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    result: int = args.handler(args)
+    args = parser.parse_args(words)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as e:
+        return _refuse(words, str(e))
+    except OSError as e:
+        return _refuse(words, os_problem(e))
     return result
+
+
+def os_problem(error: OSError) -> str:
+    """What an operating-system error says, without Python's `[Errno N]` decoration."""
+    what = error.strerror or type(error).__name__
+    return f"{error.filename}: {what}" if error.filename is not None else what
+
+
+def _refuse(words: Sequence[str], problem: str) -> int:
+    command = " ".join(["tessera", *[w for w in words[:2] if not w.startswith("-")]])
+    print(f"{command}: {' '.join(problem.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -131,9 +131,9 @@ def _keys_registry(args: argparse.Namespace) -> int:
         keys[node] = public_key_path(args.dir, kid)
     try:
         print(f"wrote {write_pool_registry(keys, args.out)}")
-    except (OSError, ValueError) as exc:
-        print(f"cannot write the registry: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:
+        print(f"tessera keys registry: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -138,9 +138,10 @@ def banner(federation: LocalFederation) -> str:
             f"  tessera query --concept ICD10:E11 --by SEX,AGE_BAND_10{demo_dir}",
             f"  from tessera.client import Client; Client.demo({client_dir}).cohort("
             'concepts=["ICD10:E11"], by=["SEX"]).frame()',
-            "Check the gateway's audit trail:",
+            "Check the gateway's audit trail (against the heads its log kept too):",
             f"  tessera audit verify --db {federation.gateway_audit_db} "
-            f"--key {federation.gateway_key.public_key}",
+            f"--key {federation.gateway_key.public_key} "
+            f"--heads {federation.logs_dir / 'gateway.log'}",
             "",
         ]
     )

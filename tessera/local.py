@@ -86,6 +86,9 @@ class LocalFederation:
     gateway_env: Mapping[str, str] = field(default_factory=dict)
     # Whether the connectors take part in secure pooling (pooling keys, registry, `pools`).
     pooling: bool = True
+    # The vocabulary each node's synthetic CDM records diagnoses in, when not WHO ICD10
+    # (e.g. DE: ICD10GM, FR: CIM10, as real national CDMs do).
+    icd10_vocabularies: Mapping[Jurisdiction, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.node_ports:
@@ -247,6 +250,7 @@ class LocalFederation:
             "persons": self.persons,
             "seed": self.seed,
             "state": str(state),  # prepared against this state directory
+            "icd10_vocabulary": self.icd10_vocabularies.get(jurisdiction, "ICD10"),
         }
         if path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted:
             return
@@ -262,6 +266,7 @@ class LocalFederation:
             seed=self.seed,
             state=state,
             progress=progress,
+            icd10_vocabulary=self.icd10_vocabularies.get(jurisdiction, "ICD10"),
         )
         manifest.write_text(json.dumps(wanted))
 

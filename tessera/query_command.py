@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from schema.codes import Dimension, NoiseLevel, Sex
+from schema.codes import AgeAt, Dimension, NoiseLevel, Sex
 from tessera.commands import SubParsers, jurisdiction_list
 from tessera.locations import DEMO_DIRECTORY, DEMO_GATEWAY
 
@@ -61,6 +61,13 @@ def register(sub: SubParsers) -> None:
     ask.add_argument("--jurisdictions", type=jurisdiction_list, metavar="FR,DE,...")
     ask.add_argument("--request", help="data request or application id (default: the permits')")
     ask.add_argument("--noise", choices=[n.value for n in NoiseLevel], type=str.upper)
+    ask.add_argument(
+        "--age-at",
+        choices=[a.value for a in AgeAt],
+        type=str.upper,
+        help="when ages are taken (default: INDEX_EVENT, the first event of the first "
+        "--concept, when there is one; else REFERENCE_DATE)",
+    )
     ask.add_argument(
         "--no-total",
         dest="total",

@@ -116,6 +116,7 @@ async def test_one_trace_spans_the_gateway_and_every_node(federation: InProcessF
             "connector.approval",
             "connector.policy",
             "connector.compile",
+            "connector.codes",
             "connector.population",
             "connector.ledger",
             "connector.sql",

@@ -241,10 +241,11 @@ class Applicant:
             for by in tables
         )
         query = (
+            # Ages at the reference date: the truth (`bench.truth`) takes them there.
             f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
-            f"{where_j}, criteria: {where.graphql()}) {{ count {{ {count} }} "
-            f"byJurisdiction {{ jurisdiction status reasons {{ rule }} count {{ {count} }}"
-            f"{privacy} }}{breakdowns} }} }}"
+            f", ageAt: REFERENCE_DATE{where_j}, criteria: {where.graphql()}) "
+            f"{{ count {{ {count} }} byJurisdiction {{ jurisdiction status reasons {{ rule }} "
+            f"count {{ {count} }}{privacy} }}{breakdowns} }} }}"
         )
         body = self._post(query, self.credentials(application))
         self.asked[application] = self.asked.get(application, 0) + 1

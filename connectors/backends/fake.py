@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Final
 
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.compiler import (
@@ -18,6 +19,7 @@ from connectors.compiler import (
 from connectors.errors import BackendFailed, BackendNotReady
 
 Handler = Callable[[Statement], Sequence[Row]]
+KNOWN_CONCEPT_ID: Final = 2_000_000_001
 
 
 class _Cohort:
@@ -42,7 +44,9 @@ class _Cohort:
 
 class FakeBackend:
     """`rows` (or `handler(statement)`) answers cohort statements; concept lookups are
-    answered from `concepts` (no ids for an unknown set), population statements with the
+    answered from `concepts` where it names the set (an empty list: a code the vocabulary does
+    not hold), else with one concept `KNOWN_CONCEPT_ID` of the set's vocabulary (every other
+    code is known); population statements with the
     person indexes in `population`. `not_ready` makes `ping` fail with that message; `fail`
     makes `execute` fail. `excluded` records, per table computation, the person indexes the
     ledger left out."""
@@ -81,7 +85,10 @@ class FakeBackend:
         if self.fail:
             raise BackendFailed("the database failed to answer")
         if isinstance(statement, ConceptLookup):
-            return [(i,) for i in self._concepts.get(statement.concept_set, ())]
+            concept_set = statement.concept_set
+            vocabulary = concept_set.vocabulary.value
+            ids = self._concepts.get(concept_set, (KNOWN_CONCEPT_ID,))
+            return [(i, vocabulary) for i in ids]
         if isinstance(statement, PopulationQuery):
             return [(i,) for i in self.population]
         if callable(self._rows):

@@ -16,8 +16,11 @@ tables from it. A backend that can use them computes the cohort (the costly part
 criteria's semi-joins) once, not twice, and the ledger and the tables see the very same
 persons.
 
-Age is `reference year - year_of_birth`: an approximation (up to a year too old before the
-birthday) because many OMOP sources only hold the year of birth.
+Age is `year of the age date - year_of_birth`: an approximation (up to a year too old before
+the birthday) because many OMOP sources only hold the year of birth. The age date is the
+reference date, or each person's index event (`CohortQuery.age_basis`): then the cohort joins
+each person's first index event date (derived table `age_date`) and age criteria compare that
+age, not bounds on year_of_birth.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from connectors.compiler.sql import (
     text,
 )
 from connectors.errors import BadRequest
-from schema.codes import Dimension
+from schema.codes import AgeAt, Dimension
 from schema.query import (
     Breakdown,
     CohortQuery,
@@ -55,6 +58,7 @@ from schema.query import (
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
 AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
+AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
@@ -66,6 +70,7 @@ class _CohortCompiler:
         # The filter built for each top-level event criterion, reused (same placeholders) to
         # date the index event.
         self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
+        self._ages_at_index = query.age_basis is AgeAt.INDEX_EVENT
 
     def compile(self, dialect: str) -> CompiledQuery:
         tables = [_node_table(t) for t in self.query.tables]
@@ -153,16 +158,11 @@ class _CohortCompiler:
             exp.not_(exists(optout)),
             *self._criteria(self.query.criteria, top_level=True),
         ]
-        return (
+        select = (
             exp.select(
                 col("person_id", PERSON),
                 col("gender_concept_id", PERSON),
-                exp.alias_(
-                    exp.Sub(
-                        this=self.reference_year.copy(), expression=col("year_of_birth", PERSON)
-                    ),
-                    AGE,
-                ),
+                exp.alias_(self._age(), AGE),
                 col(PERSON_INDEX, KEY),
             )
             .from_(table(names.PERSON, PERSON), copy=False)
@@ -174,7 +174,40 @@ class _CohortCompiler:
                 join_type="INNER",
                 copy=False,
             )
-            .where(exp.and_(*conditions, copy=False), copy=False)
+        )
+        if self.query.age_basis is AgeAt.INDEX_EVENT:
+            # Each person's index date, joined: only persons who have the index event, as the
+            # criteria require anyway.
+            select = select.join(
+                exp.Subquery(this=self._index_dates(), alias=exp.TableAlias(this=AGE_DATE)),
+                on=col("person_id", AGE_DATE).eq(col("person_id", PERSON)),
+                join_type="INNER",
+                copy=False,
+            )
+        return select.where(exp.and_(*conditions, copy=False), copy=False)
+
+    def _age(self) -> exp.Expr:
+        """A person's age in whole years at the question's age date (`CohortQuery.age_basis`):
+        the year of that date minus the year of birth."""
+        if self.query.age_basis is AgeAt.INDEX_EVENT:
+            year: exp.Expr = exp.Extract(this=exp.var("YEAR"), expression=col(INDEX_DATE, AGE_DATE))
+        else:
+            year = self.reference_year.copy()
+        return exp.Sub(this=year, expression=col("year_of_birth", PERSON))
+
+    def _index_dates(self) -> exp.Select:
+        """Each person's first index event (within its window): the date ages are taken at."""
+        index = self.query.criteria.index_event()
+        assert index is not None  # the query model refuses INDEX_EVENT without one
+        event_table, event_filter = self._filters[id(index)]
+        return (
+            exp.select(
+                col("person_id", EVENT),
+                exp.alias_(exp.func("MIN", col(event_table.date, EVENT)), INDEX_DATE),
+            )
+            .from_(table(event_table.name, EVENT), copy=False)
+            .where(event_filter.copy(), copy=False)
+            .group_by(col("person_id", EVENT), copy=False)
         )
 
     def _criteria(self, criteria: Criteria, *, top_level: bool = False) -> list[exp.Expr]:
@@ -182,7 +215,12 @@ class _CohortCompiler:
         if criteria.sex is not None:
             sex = self.params.bind(names.GENDER_CONCEPT_IDS[criteria.sex])
             parts.append(col("gender_concept_id", PERSON).eq(sex))
-        if criteria.age is not None:
+        if criteria.age is not None and self.query.age_basis is AgeAt.INDEX_EVENT:
+            if criteria.age.max is not None:
+                parts.append(self._age() <= self.params.bind(criteria.age.max))
+            if criteria.age.min is not None:
+                parts.append(self._age() >= self.params.bind(criteria.age.min))
+        elif criteria.age is not None:
             year = self.query.reference_date.year
             # Bounds on year_of_birth rather than on an age expression keep the predicate
             # usable by an index on PostgreSQL.
@@ -197,12 +235,16 @@ class _CohortCompiler:
             (names.DRUGS, criteria.drugs),
             (names.MEASUREMENTS, criteria.measurements),
         )
+        # With ages at the index event, the cohort joins each person's index date, which
+        # requires the index criterion: its own semi-join would be the same work again.
+        joined = self.query.criteria.index_event() if top_level and self._ages_at_index else None
         for event_table, criteria_list in events:
             for criterion in criteria_list:
                 event_filter = self._event_filter(event_table, criterion)
                 if top_level:
                     self._filters[id(criterion)] = (event_table, event_filter)
-                parts.append(exists(self._event_exists(event_table, event_filter)))
+                if criterion is not joined:
+                    parts.append(exists(self._event_exists(event_table, event_filter)))
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))

@@ -47,7 +47,8 @@ class ConceptSet:
 
 @dataclass(frozen=True, slots=True)
 class ConceptLookup:
-    """The statement resolving one concept set; rows are `(concept_id,)`."""
+    """The statement resolving one concept set; rows are `(concept_id, vocabulary_id)`, the
+    vocabulary null for a concept reached as a descendant."""
 
     sql: str
     params: tuple[object, ...]

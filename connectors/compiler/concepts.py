@@ -6,16 +6,27 @@ connector runs, whereas the same codes come back query after query. Resolved onc
 becomes a bound list of ids matched with `= ANY($n)`, which DuckDB runs as a hash semi-join
 (as fast as an inlined subquery, measured) and PostgreSQL as an array match.
 
-A code matches concepts of its vocabulary with that `concept_code`. With `descendants`, also
-every `concept_ancestor` descendant of those, and for ICD10 and ATC, whose hierarchy is in
-their codes (ICD10 is not in `concept_ancestor` at all), every code of the same vocabulary
+A code matches concepts of its vocabulary with that `concept_code`; an ICD-10 code also
+matches the national modifications a CDM may hold ICD-10 under (`LOOKUP_VOCABULARIES`: CIM10,
+ICD10GM, ICD10CM), spelt with or without its dot. With `descendants`, also every
+`concept_ancestor` descendant of those, and for ICD10 and ATC, whose hierarchy is in their
+codes (ICD-10 is not in `concept_ancestor` at all), every code of the same vocabularies
 starting with it.
+
+Matched concepts are source concepts (what event tables keep in `*_source_concept_id`) or
+standard ones (`*_concept_id`), and a criterion matches either column: a CDM that recorded
+`ICD10GM E11.90` with its 'Maps to' standard concept SNOMED `44054006` is found by `ICD10 E11`
+through the first column, by `SNOMED 44054006` through the second.
+
+A code that matches no concept is unknown to the node: the lookup reads the vocabulary tables
+only, never a person's record, so saying so discloses nothing about anyone.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
@@ -23,9 +34,16 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from connectors.compiler import names
-from connectors.compiler.compiled import CompiledQuery, ConceptLookup, ConceptSet, Row, Statement
-from connectors.compiler.sql import Params, check_dialect, col, table
-from schema.codes import Vocabulary
+from connectors.compiler.compiled import (
+    CompiledQuery,
+    ConceptLookup,
+    ConceptSet,
+    Row,
+    SqlStatement,
+    Statement,
+)
+from connectors.compiler.sql import Params, any_of_ids, check_dialect, col, table
+from schema.codes import LOOKUP_VOCABULARIES, Vocabulary
 
 PREFIX_VOCABULARIES: Final = frozenset({Vocabulary.ICD10, Vocabulary.ATC})
 LIKE_ESCAPE: Final = "\\"
@@ -37,28 +55,49 @@ def like_prefix(code: str) -> str:
     return f"{escaped}%"
 
 
+def code_forms(concept_set: ConceptSet) -> tuple[str, ...]:
+    """The spellings a code may have in a CDM's `concept` table: as written and, for ICD-10,
+    without its dot too (OMOP's ICD-10 vocabularies keep the dot, but a site-local or
+    national one may not)."""
+    forms = [concept_set.code]
+    if concept_set.vocabulary is Vocabulary.ICD10:
+        forms.append(concept_set.code.replace(".", ""))
+    return tuple(dict.fromkeys(forms))
+
+
 @lru_cache(maxsize=4096)
 def compile_concept_lookup(concept_set: ConceptSet, *, dialect: str = "duckdb") -> ConceptLookup:
     check_dialect(dialect)
     params = Params()
-    vocabulary = col("vocabulary_id", "c").eq(params.bind(concept_set.vocabulary.value))
+    vocabulary = any_of_ids(
+        col("vocabulary_id", "c"),
+        params.bind(list(LOOKUP_VOCABULARIES[concept_set.vocabulary])),
+    )
     code = col("concept_code", "c")
-    match: exp.Expr = code.eq(params.bind(concept_set.code))
+    forms = code_forms(concept_set)
+    alternatives: list[exp.Expr] = [code.eq(params.bind(form)) for form in forms]
     if concept_set.descendants and concept_set.vocabulary in PREFIX_VOCABULARIES:
-        like = exp.Like(this=code.copy(), expression=params.bind(like_prefix(concept_set.code)))
-        match = exp.paren(
-            exp.or_(match, exp.Escape(this=like, expression=exp.Literal.string(LIKE_ESCAPE)))
-        )
+        for form in forms:
+            like = exp.Like(this=code.copy(), expression=params.bind(like_prefix(form)))
+            alternatives.append(exp.Escape(this=like, expression=exp.Literal.string(LIKE_ESCAPE)))
+    match = exp.paren(exp.or_(*alternatives)) if len(alternatives) > 1 else alternatives[0]
     matched = (
-        exp.select(col("concept_id", "c"))
+        exp.select(col("concept_id", "c"), col("vocabulary_id", "c"))
         .from_(table(names.CONCEPT, "c"))
         .where(vocabulary)
         .where(match)
     )
-    statement: exp.Query = exp.select(exp.column("concept_id")).from_("matched")
+    statement: exp.Query = exp.select(exp.column("concept_id"), exp.column("vocabulary_id")).from_(
+        "matched"
+    )
     if concept_set.descendants:
+        # Descendants are reached through the hierarchy, not found in a vocabulary the
+        # question names: they carry no vocabulary_id.
         descendants = (
-            exp.select(col("descendant_concept_id", "a"))
+            exp.select(
+                col("descendant_concept_id", "a"),
+                exp.cast(exp.null(), exp.DataType.Type.TEXT),
+            )
             .from_(table(names.CONCEPT_ANCESTOR, "a"))
             .join(
                 table("matched", "m"),
@@ -69,6 +108,51 @@ def compile_concept_lookup(concept_set: ConceptSet, *, dialect: str = "duckdb") 
     statement = statement.with_("matched", as_=matched)
     sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
     return ConceptLookup(sql=sql, params=tuple(params.values), concept_set=concept_set)
+
+
+CONCEPT_COLUMNS: Final = ("concept_id", "vocabulary_id", "concept_code", "concept_name")
+
+
+def compile_concept_names(ids: Sequence[int], *, limit: int, dialect: str) -> SqlStatement:
+    """The first `limit` of the concepts `ids` (by vocabulary and code), rows
+    `(concept_id, vocabulary_id, concept_code, concept_name, standard_concept)`."""
+    check_dialect(dialect)
+    params = Params()
+    c = [col(name, "c") for name in CONCEPT_COLUMNS]
+    statement = (
+        exp.select(*c, col("standard_concept", "c"))
+        .from_(table(names.CONCEPT, "c"))
+        .where(any_of_ids(col("concept_id", "c"), params.bind(list(ids))))
+        .order_by(c[1].copy(), c[2].copy(), c[0].copy())
+        .limit(limit)
+    )
+    sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
+    return SqlStatement(sql, tuple(params.values))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What one concept set resolved to at this node: its concept ids (none: the node's
+    vocabulary does not hold the code) and the vocabularies the code itself was found in."""
+
+    ids: tuple[int, ...]
+    vocabularies: tuple[str, ...]
+    # The concepts named by the code itself (the rest of `ids` are reached as descendants).
+    matched: tuple[int, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return bool(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A compiled query's codes resolved: the query bound to concept ids, the codes the
+    node's vocabulary does not hold, and the vocabularies the others were found in."""
+
+    query: CompiledQuery
+    unknown: tuple[ConceptSet, ...]
+    vocabularies: tuple[str, ...]
 
 
 Execute = Callable[[Statement], Awaitable[list[Row]]]
@@ -85,22 +169,31 @@ class ConceptResolver:
         self._execute = execute
         self._dialect = dialect
         self._max_entries = max_entries
-        self._cache: OrderedDict[ConceptSet, tuple[int, ...]] = OrderedDict()
+        self._cache: OrderedDict[ConceptSet, Resolved] = OrderedDict()
 
-    async def resolve(self, concept_set: ConceptSet) -> tuple[int, ...]:
+    async def resolve(self, concept_set: ConceptSet) -> Resolved:
         cached = self._cache.get(concept_set)
         if cached is not None:
             self._cache.move_to_end(concept_set)
             return cached
         rows = await self._execute(compile_concept_lookup(concept_set, dialect=self._dialect))
-        ids = tuple(sorted(int(row[0]) for row in rows))
-        self._cache[concept_set] = ids
+        resolved = Resolved(
+            ids=tuple(sorted({int(row[0]) for row in rows})),
+            vocabularies=tuple(sorted({str(row[1]) for row in rows if row[1] is not None})),
+            matched=tuple(sorted({int(row[0]) for row in rows if row[1] is not None})),
+        )
+        self._cache[concept_set] = resolved
         if len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
-        return ids
+        return resolved
+
+    async def resolution(self, compiled: CompiledQuery) -> Resolution:
+        resolved = {cs: await self.resolve(cs) for cs in compiled.concept_sets}
+        return Resolution(
+            query=compiled.bind({cs: r.ids for cs, r in resolved.items()}),
+            unknown=tuple(cs for cs, r in resolved.items() if not r.known),
+            vocabularies=tuple(sorted({v for r in resolved.values() for v in r.vocabularies})),
+        )
 
     async def bind(self, compiled: CompiledQuery) -> CompiledQuery:
-        resolved: dict[ConceptSet, Sequence[int]] = {}
-        for concept_set in compiled.concept_sets:
-            resolved[concept_set] = await self.resolve(concept_set)
-        return compiled.bind(resolved)
+        return (await self.resolution(compiled)).query

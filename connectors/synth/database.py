@@ -30,8 +30,10 @@ def create_cdm(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def load_vocabulary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    concepts = v.concepts()
+def load_vocabulary(
+    con: duckdb.DuckDBPyConnection, icd10_vocabulary: str = "ICD10"
+) -> dict[str, int]:
+    concepts = v.concepts(icd10_vocabulary)
     con.executemany(
         "INSERT INTO concept VALUES (?, ?, ?, ?, ?, ?, ?, DATE '1970-01-01', DATE '2099-12-31', "
         "NULL)",
@@ -43,6 +45,25 @@ def load_vocabulary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     ancestors = v.ancestor_rows()
     con.executemany("INSERT INTO concept_ancestor VALUES (?, ?, ?, ?)", ancestors)
     return {"concept": len(concepts), "concept_ancestor": len(ancestors)}
+
+
+class IdMap:
+    """Replaces ids in integer columns by a fixed mapping (ids it does not name stay)."""
+
+    def __init__(self, mapping: Mapping[int, int]) -> None:
+        moved = {k: t for k, t in mapping.items() if k != t}
+        self._keys = np.array(sorted(moved), dtype=np.int64)
+        self._values = np.array([moved[k] for k in sorted(moved)], dtype=np.int64)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys.size)
+
+    def __call__(self, column: NDArray[np.int64]) -> NDArray[np.int64]:
+        if not self._keys.size or not column.size:
+            return column
+        at = np.clip(np.searchsorted(self._keys, column), 0, self._keys.size - 1)
+        hit = self._keys[at] == column
+        return np.where(hit, self._values[at], column)
 
 
 def write_cdm_source(

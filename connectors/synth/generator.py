@@ -28,9 +28,11 @@ from numpy.typing import NDArray
 
 from connectors.omop import OPTOUT_TABLE, RECORD_KEY_TABLE
 from connectors.prepare import PrepareReport, prepare_database
+from connectors.synth import vocabulary as v
 from connectors.synth.arrays import day
 from connectors.synth.countries import params_for
 from connectors.synth.database import (
+    IdMap,
     TableWriter,
     Writable,
     create_cdm,
@@ -82,13 +84,16 @@ def generate(
     state: Path,
     reference_year: int = 2025,
     progress: bool = False,
+    icd10_vocabulary: str = "ICD10",
 ) -> SynthReport:
     """Writes a synthetic OMOP database for `jurisdiction` to `path`, replacing any file there,
     prepared against the node state directory `state` (see `prepare_database`).
 
-    The data run to 31 December of `reference_year`. The database is built under a temporary
-    name in the same directory and renamed into place when complete, so a reader of `path`
-    sees either the old database or the whole new one.
+    The data run to 31 December of `reference_year`. Diagnoses are recorded as ICD-10 source
+    concepts of `icd10_vocabulary` (WHO "ICD10", or a national modification: "ICD10GM",
+    "CIM10"), each with its 'Maps to' standard SNOMED concept, as a national ETL records them.
+    The database is built under a temporary name in the same directory and renamed into place
+    when complete, so a reader of `path` sees either the old database or the whole new one.
     """
     started = time.perf_counter()
     jurisdiction = Jurisdiction(jurisdiction)
@@ -100,13 +105,16 @@ def generate(
         raise ValueError(
             f"reference_year must lie between {MIN_REFERENCE_YEAR} and {MAX_REFERENCE_YEAR}"
         )
+    national = IdMap(v.icd10_ids(icd10_vocabulary))  # refuses an unknown vocabulary
     path = Path(path)
     reference_date = dt.date(reference_year, 12, 31)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     _remove(temporary)
     bar = ProgressBar(persons, f"synth {jurisdiction.value}", enabled=progress)
     try:
-        rows = _write(temporary, jurisdiction, persons, seed, reference_date, bar)
+        rows = _write(
+            temporary, jurisdiction, persons, seed, reference_date, bar, icd10_vocabulary, national
+        )
         bar.note("opt-outs and record keys")
         prepared = prepare_database(
             temporary,
@@ -167,6 +175,8 @@ def _write(
     seed: int,
     reference_date: dt.date,
     bar: ProgressBar,
+    icd10_vocabulary: str,
+    national: IdMap,
 ) -> dict[str, int]:
     params = params_for(jurisdiction)
     reference = day(reference_date)
@@ -175,7 +185,7 @@ def _write(
     try:
         con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's on stdout
         create_cdm(con)
-        rows.update(load_vocabulary(con))
+        rows.update(load_vocabulary(con, icd10_vocabulary))
         write_cdm_source(
             con,
             name=f"Tessera synthetic OMOP CDM: {params.name}",
@@ -200,6 +210,12 @@ def _write(
             }
             source = pseudonyms(jurisdiction, seed, people.person_id)
             tables["person"] = {**tables["person"], "person_source_value": source}
+            if national:
+                for table, column in ICD10_SOURCE_COLUMNS.items():
+                    columns = tables[table]
+                    recorded = columns[column]
+                    assert recorded.dtype == np.int64
+                    tables[table] = {**columns, column: national(recorded.astype(np.int64))}
             return size, tables
 
         # The next chunk is simulated (numpy) while DuckDB inserts this one; chunks are still
@@ -218,6 +234,13 @@ def _write(
     finally:
         con.close()
     return rows
+
+
+# The columns holding ICD-10 source concepts (WHO ids as simulated).
+ICD10_SOURCE_COLUMNS: Final = {
+    "condition_occurrence": "condition_source_concept_id",
+    "death": "cause_source_concept_id",
+}
 
 
 def _insert(

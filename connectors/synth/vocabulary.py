@@ -37,10 +37,12 @@ def _snomed(concept_id: int, code: str, name: str) -> Concept:
     return Concept(concept_id, name, "Condition", "SNOMED", "Disorder", "S", code)
 
 
-def _icd10(concept_id: int, code: str, name: str, has_children: bool) -> Concept:
+def _icd10(
+    concept_id: int, code: str, name: str, has_children: bool, vocabulary: str = "ICD10"
+) -> Concept:
     # OMOP files ICD-10 categories that have children as 'ICD10 Hierarchy'; the rest are codes.
     klass = "ICD10 Hierarchy" if has_children else "ICD10 code"
-    return Concept(concept_id, name, "Condition", "ICD10", klass, None, code)
+    return Concept(concept_id, name, "Condition", vocabulary, klass, None, code)
 
 
 def _atc(concept_id: int, code: str, name: str) -> Concept:
@@ -229,6 +231,25 @@ _ICD10_ROWS: Final[tuple[tuple[int, str, str, int], ...]] = (
 )
 
 ICD10_ID: Final[dict[str, int]] = {code: cid for cid, code, _, _ in _ICD10_ROWS}
+
+# Where a CDM's ICD-10 source concepts may live: WHO ICD-10, or a national modification with
+# an OMOP vocabulary of its own (Germany's ICD10GM, France's CIM10). A national one gets ids of
+# its own (invented, from the base below), as it has in a real vocabulary; its codes here are
+# the WHO codes, which both modifications extend.
+ICD10_VOCABULARIES: Final = ("ICD10", "ICD10GM", "CIM10")
+_NATIONAL_ID_BASE: Final = {"ICD10GM": 2_000_600_000, "CIM10": 2_000_700_000}
+
+
+def icd10_ids(vocabulary: str) -> dict[int, int]:
+    """Each WHO ICD-10 concept id of this vocabulary -> the id of its code in `vocabulary`."""
+    if vocabulary not in ICD10_VOCABULARIES:
+        raise ValueError(f"ICD-10 vocabulary must be one of {', '.join(ICD10_VOCABULARIES)}")
+    if vocabulary == "ICD10":
+        return {cid: cid for cid, *_ in _ICD10_ROWS}
+    base = _NATIONAL_ID_BASE[vocabulary]
+    return {cid: base + k for k, (cid, *_) in enumerate(_ICD10_ROWS, start=1)}
+
+
 # The standard concept each ICD-10 source concept maps to, as an ETL's 'Maps to' would give.
 MAPS_TO: Final[dict[int, int]] = {cid: target for cid, _, _, target in _ICD10_ROWS}
 
@@ -358,9 +379,14 @@ _OTHER: Final = (
 VOCABULARY_VERSION: Final = "Tessera synthetic vocabulary 2025-1"
 
 
-def concepts() -> tuple[Concept, ...]:
+def concepts(icd10_vocabulary: str = "ICD10") -> tuple[Concept, ...]:
+    """Every concept, the ICD-10 source concepts under `icd10_vocabulary`."""
     categories = {code.split(".")[0] for code in ICD10_ID if "." in code}
-    icd10 = tuple(_icd10(cid, code, name, code in categories) for cid, code, name, _ in _ICD10_ROWS)
+    ids = icd10_ids(icd10_vocabulary)
+    icd10 = tuple(
+        _icd10(ids[cid], code, name, code in categories, icd10_vocabulary)
+        for cid, code, name, _ in _ICD10_ROWS
+    )
     atc = tuple(_atc(cid, code, name) for cid, code, name in _ATC_ROWS)
     return _SNOMED + icd10 + atc + _RXNORM + _MEASUREMENTS + _OTHER
 

@@ -1,6 +1,7 @@
 """What a resolver gets besides its arguments: the gateway's services, the caller's
 credentials as sent (the bearer token and the permits, verified once, by the first field that
-needs them), the caller's trace context and the cost budget of this HTTP request."""
+needs them), the caller's trace context, the cost budget of this HTTP request and its place
+in the researcher's share of the questions in flight (`gateway.fairshare`)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ from opentelemetry.trace import Tracer
 
 from gateway.audit import QueryTrail
 from gateway.auth import Authenticator, Principal
+from gateway.fairshare import FairShare, Reservation
 from gateway.federation import Federation
 from gateway.graphql.limits import QueryBudget
 from gateway.nodes import NodeClient
 from gateway.permits import PermitVerifier, Presented, permit_tokens
 from gateway.ratelimit import RateGuard
-from gateway.settings import DEFAULT_MAX_DEADLINE_S, PartialPools
+from gateway.settings import (
+    DEFAULT_MAX_COHORTS_PER_APPLICATION,
+    DEFAULT_MAX_COHORTS_PER_RESEARCHER,
+    DEFAULT_MAX_DEADLINE_S,
+    PartialPools,
+)
+from gateway.vocabulary import ConceptClient
 from policies.live import LivePolicy
 from policies.policy_set import PolicySet
 from schema.audit.log import AuditLog
+from schema.errors import TesseraError
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,14 @@ class Services:
     tracer: Tracer
     max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
     partial_pools: PartialPools = PartialPools.MARK
+    # Vocabulary look-ups (`gateway.vocabulary`); None: this gateway cannot make them.
+    concept_client: ConceptClient | None = None
+    fair_share: FairShare = field(
+        default_factory=lambda: FairShare(
+            per_researcher=DEFAULT_MAX_COHORTS_PER_RESEARCHER,
+            per_application=DEFAULT_MAX_COHORTS_PER_APPLICATION,
+        )
+    )
 
     def trail(self) -> QueryTrail:
         return QueryTrail(log=self.audit, tracer=self.tracer, service=self.federation.gateway_id)
@@ -55,8 +72,13 @@ class GatewayContext:
     # The caller's W3C trace context (`traceparent`), when it sent one.
     trace_parent: Context | None = None
     budget: QueryBudget = field(default_factory=lambda: QueryBudget(0))
+    # The `cohort` fields of every operation of this HTTP request, counted before any runs.
+    cohorts: int = 0
     _principal: Principal | None = None
     _presented: Presented | None = None
+    _reservation: Reservation | None = None
+    _unclaimed: int = 0
+    _refused: TesseraError | None = None
 
     def principal(self) -> Principal:
         """The authenticated caller; raises UNAUTHENTICATED or a TOKEN_* error."""
@@ -71,3 +93,57 @@ class GatewayContext:
             tokens = permit_tokens(self.permit_headers)
             self._presented = self.services.permits.present(self.principal(), tokens)
         return self._presented
+
+    def admit_cohort(self) -> Admitted:
+        """A place for one `cohort` field in the researcher's share of the questions in
+        flight. The first field of the request reserves places for all of the request's
+        fields at once (or raises TOO_MANY_IN_FLIGHT, and so does every other field); the
+        others then take theirs from that reservation."""
+        if self._refused is not None:
+            # Refused together: a place freed meanwhile lets no field of it through.
+            raise TesseraError(
+                self._refused.message, code=self._refused.code, **self._refused.details
+            )
+        if self._reservation is None:
+            principal, presented = self.principal(), self.presented()
+            applications = [
+                p.approval.application_id or f"{p.issuer} {p.approval.request_id}"
+                for p in presented.permits
+            ]
+            count = max(self.cohorts, 1)
+            try:
+                self._reservation = self.services.fair_share.admit(
+                    principal.subject, applications, count
+                )
+            except TesseraError as refused:
+                self._refused = refused
+                raise
+            self._unclaimed = count
+        if self._unclaimed == 0:
+            # A field the count missed is admitted on its own, never let through unheld.
+            reservation = self._reservation
+            extra = self.services.fair_share.admit(
+                reservation.researcher, reservation.applications, 1
+            )
+            reservation.held += extra.held
+            self._unclaimed = 1
+        self._unclaimed -= 1
+        return Admitted(self._reservation)
+
+    def close(self) -> None:
+        """Free what the request still holds (fields that never ran, or are done)."""
+        if self._reservation is not None:
+            self._reservation.close()
+
+
+@dataclass(slots=True)
+class Admitted:
+    """One field's place; freed once, when the field is answered or refused."""
+
+    reservation: Reservation
+    freed: bool = False
+
+    def free(self) -> None:
+        if not self.freed:
+            self.freed = True
+            self.reservation.release(1)

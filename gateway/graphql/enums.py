@@ -10,6 +10,7 @@ from __future__ import annotations
 import strawberry
 
 from schema.codes import (
+    AgeAt,
     Dimension,
     Jurisdiction,
     NodeStatus,
@@ -20,11 +21,38 @@ from schema.codes import (
 )
 
 strawberry.enum(Jurisdiction, description="EU/EEA member state, ISO 3166-1 alpha-2 (Greece: GR).")
-strawberry.enum(Vocabulary, description="Code system of a criterion (an OMOP vocabulary).")
+strawberry.enum(
+    Vocabulary,
+    description="Code system of a criterion (an OMOP vocabulary). Codes are normalised: case "
+    "and spaces do not matter, and an ICD10 code may be written with or without its dot "
+    "(e11.9, E119 and E11.9 are one code). ICD10 also finds the national modifications a node "
+    "holds ICD-10 under (CIM10, ICD10GM, ICD10CM); each node says which it used.",
+)
 strawberry.enum(Sex)
-strawberry.enum(Dimension, description="What a breakdown can group by: the published allow-list.")
+strawberry.enum(
+    AgeAt,
+    description="When a person's age is taken, in whole years (year of that date minus year "
+    "of birth). REFERENCE_DATE: the question's reference date, the same for everyone. "
+    "INDEX_EVENT: each person's index event, their first event matching the criteria's first "
+    "top-level condition (else drug, else measurement) within its window.",
+)
+strawberry.enum(
+    Dimension,
+    description="What a breakdown can group by: the published allow-list. SEX: the recorded "
+    "sex (UNKNOWN when none). AGE_BAND_5/10/20: age in whole years (year of the age date minus "
+    "year of birth; see CohortQuery's ageAt) in bands such as 40-49. CALENDAR_YEAR: the year of "
+    "each person's index event: their first event matching the question's first condition "
+    "(else first drug, else first measurement) at the top level of the criteria, within its "
+    "window; for criteria without one, the year their first observation period starts; "
+    "UNKNOWN when there is no such date. JURISDICTION: added by the gateway.",
+)
 strawberry.enum(ValueStatus, description="How a released number relates to the truth.")
-strawberry.enum(NodeStatus, description="What happened at one node.")
+strawberry.enum(
+    NodeStatus,
+    description="What happened at one node. OK: it answered with counts. DENIED: its legal "
+    "policy refused (see reasons). UNKNOWN_CODE: the question names a code its vocabulary does "
+    "not hold (see unknownCodes). TIMEOUT, UNAVAILABLE, ERROR, REJECTED: it failed.",
+)
 strawberry.enum(
     NoiseLevel,
     description="How much noise a question asks for: COARSE has twice the standard deviation "
@@ -32,6 +60,7 @@ strawberry.enum(
 )
 
 __all__ = [
+    "AgeAt",
     "Dimension",
     "Jurisdiction",
     "NodeStatus",

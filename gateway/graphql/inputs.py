@@ -14,7 +14,7 @@ from typing import Any
 import strawberry
 
 from gateway.graphql.enums import Sex, Vocabulary
-from schema.codes import CODE_PATTERNS
+from schema.codes import CODE_PATTERNS, normalise_code
 from schema.errors import ErrorCode, TesseraError
 
 
@@ -24,7 +24,7 @@ class DateWindowInput:
     end: dt.date | None = strawberry.UNSET
 
 
-@strawberry.input(description="Inclusive age range in whole years at the reference date.")
+@strawberry.input(description="Inclusive age range in whole years at the age date (see ageAt).")
 class AgeRangeInput:
     min: int | None = strawberry.UNSET
     max: int | None = strawberry.UNSET
@@ -88,7 +88,8 @@ def criteria_data(criteria: CriteriaInput, path: str = "criteria") -> dict[str, 
 
 
 def _event(event: EventInput | MeasurementInput, path: str) -> dict[str, Any]:
-    if not CODE_PATTERNS[event.vocabulary].fullmatch(event.code):
+    code = normalise_code(event.vocabulary, event.code)
+    if not CODE_PATTERNS[event.vocabulary].fullmatch(code):
         raise TesseraError(
             f"{path}.code is not a well-formed {event.vocabulary.value} code",
             code=ErrorCode.INVALID_CODE,
@@ -96,7 +97,7 @@ def _event(event: EventInput | MeasurementInput, path: str) -> dict[str, Any]:
         )
     data: dict[str, Any] = {
         "vocabulary": event.vocabulary,
-        "code": event.code,
+        "code": code,
         "descendants": event.descendants,
     }
     if event.window:

@@ -10,15 +10,21 @@ cells of each breakdown it selects, each dimension bounded by the criteria (an a
 bounds the age bands, a date window the calendar years: `policies.domain.table_cells`).
 The cost is charged when the field is planned, before anything is sent to a node; all
 fields of one HTTP request (aliases, batched operations) share one budget.
+
+How many questions a request asks at once (`cohort_fields`, every operation of a batch
+summed) is read from the documents before any of them runs: the researcher's share of the
+questions in flight (`gateway.fairshare`) admits or refuses them all together.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from graphql import (
     ASTValidationRule,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
@@ -28,6 +34,7 @@ from graphql import (
     ValidationRule,
     get_named_type,
     is_introspection_type,
+    parse,
 )
 
 from gateway.planner import Plan
@@ -176,3 +183,52 @@ class QueryBudget:
                 budget=self.limit,
             )
         self.spent += cost
+
+
+COHORT_FIELD: Final = "cohort"
+
+
+@functools.lru_cache(maxsize=512)
+def cohort_fields(query: str | None, operation_name: str | None = None) -> int:
+    """The `cohort` fields the operation of a document would resolve: its root fields named
+    `cohort`, inline fragments and fragment spreads included, counted once per response key
+    (fields with the same alias are merged into one). A document that does not parse, or
+    names no operation that would run, asks nothing (it fails before running)."""
+    if not query:
+        return 0
+    try:
+        document = parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return 0
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is None:
+        chosen = operations[0] if len(operations) == 1 else None
+    else:
+        chosen = next(
+            (o for o in operations if o.name is not None and o.name.value == operation_name),
+            None,
+        )
+    if chosen is None:
+        return 0
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    keys: set[str] = set()
+    seen: set[str] = set()
+
+    def collect(selection_set: SelectionSetNode) -> None:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value == COHORT_FIELD:
+                    keys.add((selection.alias or selection.name).value)
+            elif isinstance(selection, InlineFragmentNode):
+                collect(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                # Each fragment once: spreading it again adds no response key.
+                if name not in seen and name in fragments:
+                    seen.add(name)
+                    collect(fragments[name].selection_set)
+
+    collect(chosen.selection_set)
+    return len(keys)

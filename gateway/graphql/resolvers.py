@@ -1,11 +1,18 @@
 """The root query. `cohort` authenticates, verifies the permits, plans, decides each
-jurisdiction on its own permit, charges the cost budget, takes rate-limit tokens, fans out
-and combines once per field, all under the policy set in force when it started; the breakdown
-tables are then only looked up (`CohortResult.breakdown`)."""
+jurisdiction on its own permit, takes its place in the researcher's share of the questions in
+flight, charges the cost budget, takes rate-limit tokens, fans out and combines once per
+field, all under the policy set in force when it started; the breakdown tables are then only
+looked up (`CohortResult.breakdown`).
+
+`cohort` is nullable: a field that is refused or fails is null with its error (at its path),
+and costs no other field of the request its answer. Each field has its own audit entry, so
+the trail holds exactly what the researcher received: an answer for each field answered, a
+refusal for each field refused."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import strawberry
 
@@ -16,11 +23,11 @@ from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.differencing import guard_pools
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
-from gateway.graphql.context import GatewayContext
-from gateway.graphql.enums import Jurisdiction, NoiseLevel
+from gateway.graphql.context import Admitted, GatewayContext
+from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
-from gateway.graphql.limits import QueryBudget, cohort_cost
+from gateway.graphql.limits import cohort_cost
 from gateway.graphql.permissions import allow
 from gateway.graphql.selection import (
     requested_breakdowns,
@@ -29,6 +36,7 @@ from gateway.graphql.selection import (
 )
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
+from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
@@ -53,6 +61,7 @@ async def resolve_cohort(
     jurisdictions: list[Jurisdiction] | None,
     criteria: CriteriaInput,
     reference_date: dt.date | None,
+    age_at: AgeAt | None = None,
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     min_share: float | None = None,
@@ -60,6 +69,7 @@ async def resolve_cohort(
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
+    held: list[Admitted] = []
     with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
         trail.trace_id = current_trace_id()
         with trail.step("authenticate"):
@@ -68,28 +78,34 @@ async def resolve_cohort(
         # without a valid token has no principal to record and is only logged. The whole
         # query runs under the policy set in force now, however the files change meanwhile.
         try:
-            with query_policies(services.policies.current) as policies:
-                outcomes, combined = await _answer(
-                    info.context,
-                    trail,
-                    policies,
-                    request=request,
-                    jurisdictions=jurisdictions,
-                    criteria=criteria,
-                    reference_date=reference_date,
-                    tables=requested_breakdowns(info.selected_fields),
-                    pool_total=requested_count(info.selected_fields),
-                    per_country=requested_node_count(info.selected_fields),
-                    deadline_ms=deadline_ms,
-                    min_nodes=min_nodes,
-                    min_share=min_share,
-                    noise=noise,
-                    budget=info.context.budget,
-                )
-        except Exception as error:
-            await trail.refused(error, span)
-            raise
-        await trail.answered(outcomes, combined, span)
+            try:
+                with query_policies(services.policies.current) as policies:
+                    outcomes, combined = await _answer(
+                        info.context,
+                        trail,
+                        policies,
+                        request=request,
+                        jurisdictions=jurisdictions,
+                        criteria=criteria,
+                        reference_date=reference_date,
+                        age_at=age_at,
+                        tables=requested_breakdowns(info.selected_fields),
+                        pool_total=requested_count(info.selected_fields),
+                        per_country=requested_node_count(info.selected_fields),
+                        deadline_ms=deadline_ms,
+                        min_nodes=min_nodes,
+                        min_share=min_share,
+                        noise=noise,
+                        held=held,
+                    )
+            except Exception as error:
+                await trail.refused(error, span)
+                raise
+            await trail.answered(outcomes, combined, span)
+        finally:
+            # Once its audit entry is written: until then the question is still in flight.
+            for admitted in held:
+                admitted.free()
     assert trail.plan is not None
     return CohortResult.of(trail.plan, combined, trace_id=trail.trace_id)
 
@@ -103,6 +119,7 @@ async def _answer(
     jurisdictions: list[Jurisdiction] | None,
     criteria: CriteriaInput,
     reference_date: dt.date | None,
+    age_at: AgeAt | None,
     tables: list[Breakdown],
     pool_total: bool,
     per_country: bool,
@@ -110,7 +127,7 @@ async def _answer(
     min_nodes: int | None,
     min_share: float | None,
     noise: NoiseLevel,
-    budget: QueryBudget,
+    held: list[Admitted],
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
     services, subject = context.services, trail.principal.subject
@@ -132,6 +149,7 @@ async def _answer(
             tables=tables,
             query_id=trail.query_id,
             noise=noise,
+            age_at=age_at,
         )
         if presented.permits and not presented.names(request):
             raise TesseraError(
@@ -158,9 +176,11 @@ async def _answer(
             }
         )
     with trail.step("limits"):
+        # The request's questions are admitted together, before any of them fans out.
+        held.append(context.admit_cohort())
         # Charged before this field's first await, and refused when too costly without
         # taking a rate-limit token.
-        budget.charge(cohort_cost(plan))
+        context.budget.charge(cohort_cost(plan))
         await services.rate_guard.check(
             subject=subject,
             jurisdictions=plan.jurisdictions,
@@ -215,12 +235,28 @@ async def _cohort(
     request: str,
     jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
     criteria: CriteriaInput,
-    reference_date: dt.date | None = strawberry.UNSET,
+    reference_date: Annotated[
+        dt.date | None,
+        strawberry.argument(
+            description="The question's reference date (default: 1 January of the current "
+            "year). The population is the persons born by its year, and ages are taken at it "
+            "when ageAt is REFERENCE_DATE. For historic data (a trial of the 1990s) set it, or "
+            "take ages at the index event."
+        ),
+    ] = strawberry.UNSET,
+    age_at: Annotated[
+        AgeAt | None,
+        strawberry.argument(
+            description="When ages are taken, for age criteria and age bands alike. Default: "
+            "INDEX_EVENT when the criteria name a condition, drug or measurement at the top "
+            "level, else REFERENCE_DATE."
+        ),
+    ] = strawberry.UNSET,
     deadline_ms: int | None = strawberry.UNSET,
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
     noise: NoiseLevel | None = strawberry.UNSET,
-) -> CohortResult:
+) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
     return await resolve_cohort(
         info,
@@ -228,6 +264,7 @@ async def _cohort(
         jurisdictions=None if jurisdictions is strawberry.UNSET else jurisdictions,
         criteria=criteria,
         reference_date=None if reference_date is strawberry.UNSET else reference_date,
+        age_at=None if age_at is strawberry.UNSET else age_at,
         deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
         min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
         min_share=None if min_share is strawberry.UNSET else min_share,
@@ -261,19 +298,30 @@ def _policies(
 
 @strawberry.type
 class Query:
-    cohort: CohortResult = strawberry.field(
+    cohort: CohortResult | None = strawberry.field(
         resolver=_cohort,
         permission_classes=[allow(Role.RESEARCHER)],
         description="Ask one question of the federation under approved data requests: one "
         "permit per jurisdiction, each from that jurisdiction's HDAB, sent in X-Tessera-Permit "
         "headers. `request` must be the data request id or the application id of the "
         "permits; a jurisdiction without a permit is DENIED (PERMIT_MISSING). `jurisdictions` "
-        "defaults to every member; `referenceDate` (the date ages are computed at) defaults "
-        "to 1 January of the current year. `deadlineMs` bounds the wait for the nodes "
-        "(default and upper bound set by the gateway); nodes that have not answered by then "
+        "defaults to every member; `referenceDate` defaults to 1 January of the current year "
+        "and `ageAt` to the index event when the criteria name one (see both). `deadlineMs` "
+        "bounds the wait for the nodes (default and upper bound set by the gateway); nodes "
+        "that have not answered by then "
         "are TIMEOUT. `minNodes` / `minShare` require that many (or that share) of the asked "
         "nodes to answer OK, or the query fails with QUORUM_NOT_MET. `noise: COARSE` asks for "
-        "twice the noise at a quarter of the privacy cost (for exploring).",
+        "twice the noise at a quarter of the privacy cost (for exploring). Null when refused or "
+        "failed, with the reason in `errors` (its `path` names the field): one field's "
+        "refusal never takes another field's answer with it.",
+    )
+    concepts: list[ConceptInfo] = strawberry.field(
+        resolver=resolve_concepts,
+        permission_classes=[allow(Role.RESEARCHER)],
+        description="What the nodes' vocabularies hold of up to 32 codes: each code's name, "
+        "the concepts it names and reaches (what a question on it counts), and which nodes "
+        "know it. Facts about the vocabularies, not data: each node answers from its concept "
+        "tables only, so no permit is needed and no privacy budget is spent.",
     )
     jurisdictions: list[JurisdictionInfo] = strawberry.field(
         resolver=_jurisdictions,

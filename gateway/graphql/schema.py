@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 
 from gateway.graphql.errors import coded, log_error
 from gateway.graphql.limits import MAX_TOKENS, validation_rules
+from gateway.graphql.operations import OneOperation
 from gateway.graphql.resolvers import Query
 from gateway.graphql.tracing import operation_span
 
@@ -53,6 +54,7 @@ def build_schema(
             lambda: ParserCache(maxsize=CACHE_SIZE),
             lambda: AddValidationRules(rules),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
+            OneOperation,
         ],
     )
 

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 import strawberry
 
 from gateway import combine
-from gateway.graphql.enums import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from gateway.graphql.enums import (
+    AgeAt,
+    Dimension,
+    Jurisdiction,
+    NodeStatus,
+    ValueStatus,
+    Vocabulary,
+)
 from gateway.planner import Plan
 from policies.profiles import DisclosureProfile
 from policies.transparency import PublishedPolicy, PublishedRule
@@ -103,6 +110,12 @@ class PrivacySpend:
         )
 
 
+@strawberry.type(description="A code of the question that a node's vocabulary does not hold.")
+class UnknownCode:
+    vocabulary: Vocabulary
+    code: str
+
+
 @strawberry.type(description="One node's part of the answer.")
 class NodeResult:
     jurisdiction: Jurisdiction
@@ -119,6 +132,17 @@ class NodeResult:
     privacy: PrivacySpend | None = strawberry.field(
         description="What the answer cost you at this node (null unless it answered OK)."
     )
+    unknown_codes: list[UnknownCode] = strawberry.field(
+        description="With status UNKNOWN_CODE: the question's codes that no concept of this "
+        "node's vocabulary matches (the node computed and charged nothing). Whether a "
+        "vocabulary holds a code is public; a code it holds that nobody has is a count (LOW), "
+        "never UNKNOWN_CODE."
+    )
+    vocabularies: list[str] = strawberry.field(
+        description="The OMOP vocabularies (vocabulary_id) the question's codes were found in "
+        "at this node: for ICD10, the national modifications it holds ICD-10 under (CIM10 in "
+        "France, ICD10GM in Germany, ICD10CM) besides WHO ICD10."
+    )
 
     @classmethod
     def of(cls, node: combine.NodeResult) -> NodeResult:
@@ -130,6 +154,10 @@ class NodeResult:
             reasons=[Reason.of(r) for r in node.reasons],
             error=node.error,
             privacy=None if node.privacy is None else PrivacySpend.of(node.privacy),
+            unknown_codes=[
+                UnknownCode(vocabulary=c.vocabulary, code=c.code) for c in node.unknown_codes
+            ],
+            vocabularies=list(node.vocabularies),
         )
 
 
@@ -170,7 +198,11 @@ def _breakdown(root: strawberry.Parent[CohortResult], by: list[Dimension]) -> Br
 class CohortResult:
     query_id: strawberry.ID
     trace_id: str | None = strawberry.field(description="OpenTelemetry trace id (32 hex).")
-    reference_date: dt.date = strawberry.field(description="The date ages are computed at.")
+    reference_date: dt.date = strawberry.field(
+        description="The question's reference date: the population is the persons born by its "
+        "year; ages are taken at it when ageAt is REFERENCE_DATE."
+    )
+    age_at: AgeAt = strawberry.field(description="When ages were taken, as asked or defaulted.")
     count: Count = strawberry.field(description="The pooled count over the nodes that answered.")
     by_jurisdiction: list[NodeResult]
     breakdown: BreakdownTable = strawberry.field(
@@ -186,6 +218,7 @@ class CohortResult:
             query_id=strawberry.ID(plan.query_id),
             trace_id=trace_id,
             reference_date=plan.reference_date,
+            age_at=plan.node_query.age_basis,
             count=Count.of(combined.count),
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={

@@ -50,7 +50,8 @@ class Decision(StrEnum):
 
     ANSWERED = "ANSWERED"  # every jurisdiction asked answered
     PARTIAL = "PARTIAL"  # an answer was released, but some jurisdiction denied or failed
-    REFUSED = "REFUSED"  # nothing was released (error_code says why)
+    # Nothing was released, or every jurisdiction denied the question (error_code says why).
+    REFUSED = "REFUSED"
 
 
 class NodeDecision(StrEnum):

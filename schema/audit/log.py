@@ -21,7 +21,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schema.audit.chain import SignedHead, sign_head
+from schema.audit.chain import SignedHead, head_log_line, sign_head
 from schema.audit.entry import AuditEntry, AuditRecord, utc_now
 from schema.audit.store import AuditStore, AuditStoreError
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 SIGN_EVERY: Final = 100
 SIGN_INTERVAL_S: Final = 60.0
 MAX_BATCH: Final = 256
+# The most entries a healthy service leaves without a signed head: it signs once a batch
+# takes the chain `SIGN_EVERY` past the last head, and a batch holds up to MAX_BATCH entries.
+MAX_UNSIGNED: Final = SIGN_EVERY - 1 + MAX_BATCH
 
 _Pending = tuple[AuditRecord, "asyncio.Future[AuditEntry]"]
 
@@ -154,9 +157,8 @@ class AuditLog:
         await self.store.add_head(head)
         self._seq = max(self._seq, seq)
         self._signed_seq = seq
-        # Also in the service log: a second place the head can be found, should the store's
-        # copy be removed along with the entries it covers.
-        log.info(
-            "audit chain %s: head %d %s signed by %s", self.chain, seq, entry_hash, head.key_id
-        )
+        # Also in the service log, whole and parseable (`tessera audit verify --heads`): a
+        # second place the head can be found, should the store's copy be removed along with
+        # the entries it covers.
+        log.info("audit chain %s signed at entry %d: %s", self.chain, seq, head_log_line(head))
         return head

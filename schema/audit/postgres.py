@@ -180,7 +180,8 @@ class PostgresAuditStore:
     async def chains(self) -> list[str]:
         async def work(connection: Any) -> list[str]:
             rows = await connection.fetch(
-                f"SELECT DISTINCT chain FROM {ENTRIES_TABLE} ORDER BY chain"  # noqa: S608
+                f"SELECT chain FROM {ENTRIES_TABLE} UNION SELECT chain FROM {HEADS_TABLE} "  # noqa: S608
+                "ORDER BY chain"
             )
             return [str(row[0]) for row in rows]
 

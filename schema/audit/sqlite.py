@@ -159,7 +159,8 @@ class SqliteAuditStore:
 
     def _chains(self) -> list[str]:
         rows = self._connect().execute(
-            f"SELECT DISTINCT chain FROM {ENTRIES_TABLE} ORDER BY chain"  # noqa: S608
+            f"SELECT chain FROM {ENTRIES_TABLE} UNION SELECT chain FROM {HEADS_TABLE} "  # noqa: S608
+            "ORDER BY chain"
         )
         return [str(row[0]) for row in rows]
 

@@ -79,7 +79,10 @@ class AuditStore(Protocol):
 
     async def heads(self, chain: str) -> list[SignedHead]: ...
 
-    async def chains(self) -> list[str]: ...
+    async def chains(self) -> list[str]:
+        """Every chain that has an entry or a signed head: a chain whose entries are gone
+        but whose heads remain is still named, so that verification can report it."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -128,7 +131,7 @@ class MemoryAuditStore:
         return list(self.signed.get(chain, []))
 
     async def chains(self) -> list[str]:
-        return sorted(self.rows)
+        return sorted(set(self.rows) | set(self.signed))
 
     async def close(self) -> None:
         self.closed = True

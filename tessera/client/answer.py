@@ -170,6 +170,7 @@ class Answer:
     query_id: str | None = None
     trace_id: str | None = None
     reference_date: str | None = None
+    age_at: str | None = None  # when ages were taken: INDEX_EVENT or REFERENCE_DATE
     count: Count | None = None
     nodes: list[Node] = field(default_factory=list)
     tables: dict[str, Table] = field(default_factory=dict)
@@ -183,6 +184,7 @@ class Answer:
             query_id=raw.get("queryId"),
             trace_id=raw.get("traceId"),
             reference_date=raw.get("referenceDate"),
+            age_at=raw.get("ageAt"),
             count=Count.read(raw.get("count")),
             nodes=nodes,
         )

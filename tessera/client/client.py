@@ -37,7 +37,7 @@ from typing import Any, Final, Self
 import orjson
 
 from schema.approval import APPROVAL_CLAIM
-from schema.codes import Jurisdiction, NoiseLevel, Sex
+from schema.codes import AgeAt, Jurisdiction, NoiseLevel, Sex
 from schema.errors import ErrorCode
 from tessera.client.answer import Answer, Response
 from tessera.client.errors import InvalidQuery, Unavailable, error_from
@@ -165,6 +165,7 @@ class _Core:
         total: bool,
         countries: bool,
         reference_date: dt.date | None,
+        age_at: str | AgeAt | None,
         deadline_ms: int | None,
         min_nodes: int | None,
         noise: str | NoiseLevel | None,
@@ -185,6 +186,7 @@ class _Core:
             total=total,
             countries=countries,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
@@ -276,6 +278,7 @@ class Client(_Core):
         total: bool = True,
         countries: bool = True,
         reference_date: dt.date | None = None,
+        age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
@@ -284,7 +287,9 @@ class Client(_Core):
 
         `concepts` (`"ICD10:E11"`, `"ATC:A10BA02"`, `"LOINC:39156-5"`: all must hold, each
         with its descendants), `sex`, `age=(min, max)` and `drugs` make the criteria; any
-        other `CriteriaInput` field goes in `criteria`. `by` is one table
+        other `CriteriaInput` field goes in `criteria`. Ages are taken at each person's
+        first event of the first concept (`age_at="INDEX_EVENT"`, the default with concepts)
+        or at `reference_date` (`age_at="REFERENCE_DATE"`). `by` is one table
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own); `countries=False` leaves out each country's own count: a pooled count is then
@@ -306,6 +311,7 @@ class Client(_Core):
             total=total,
             countries=countries,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
@@ -386,6 +392,7 @@ class AsyncClient(_Core):
         total: bool = True,
         countries: bool = True,
         reference_date: dt.date | None = None,
+        age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
@@ -403,6 +410,7 @@ class AsyncClient(_Core):
             total=total,
             countries=countries,
             reference_date=reference_date,
+            age_at=age_at,
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schema.codes import Dimension, Jurisdiction, NoiseLevel, Sex, Vocabulary
+from schema.codes import AgeAt, Dimension, Jurisdiction, NoiseLevel, Sex, Vocabulary
 from schema.errors import ErrorCode
 from tessera.client.errors import InvalidQuery
 
@@ -137,6 +137,7 @@ def cohort_question(
     total: bool = True,
     countries: bool = True,
     reference_date: dt.date | None = None,
+    age_at: str | AgeAt | None = None,
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     noise: str | NoiseLevel | None = None,
@@ -152,6 +153,7 @@ def cohort_question(
     optional: list[tuple[str, str, Any]] = [
         ("jurisdictions", "[Jurisdiction!]", _jurisdictions(jurisdictions)),
         ("referenceDate", "Date", reference_date.isoformat() if reference_date else None),
+        ("ageAt", "AgeAt", _age_at(age_at)),
         ("deadlineMs", "Int", deadline_ms),
         ("minNodes", "Int", min_nodes),
         ("noise", "NoiseLevel", _noise(noise)),
@@ -169,7 +171,7 @@ def cohort_question(
     document = (
         f"query Cohort({', '.join(declared)}) {{\n"
         f"  cohort({', '.join(arguments)}) {{\n"
-        "    queryId traceId referenceDate\n"
+        "    queryId traceId referenceDate ageAt\n"
         + (f"    count {{ {COUNT_FIELDS} }}\n" if total else "")
         + "    byJurisdiction { jurisdiction status latencyMs error\n"
         "      reasons { rule jurisdiction message }\n"
@@ -190,6 +192,17 @@ def _jurisdictions(values: Sequence[str | Jurisdiction] | None) -> list[str] | N
         raise InvalidQuery(
             "unknown jurisdiction (ISO 3166-1 alpha-2, Greece GR)",
             code=ErrorCode.UNKNOWN_JURISDICTION,
+        ) from None
+
+
+def _age_at(value: str | AgeAt | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return AgeAt(str(value).strip().upper()).value
+    except ValueError:
+        raise InvalidQuery(
+            "age_at is INDEX_EVENT or REFERENCE_DATE", code=ErrorCode.INVALID_ARGUMENT
         ) from None
 
 

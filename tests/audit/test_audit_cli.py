@@ -21,6 +21,8 @@ from schema.audit.entry import (
     GENESIS,
     STORED_COLUMNS,
     Decision,
+    NodeDecision,
+    NodeStep,
     PermitRecord,
     StoredEntry,
     canonical_json,
@@ -30,7 +32,7 @@ from schema.audit.entry import (
 from schema.audit.log import AuditLog
 from schema.audit.sqlite import SCHEMA
 from schema.audit.store import ENTRIES_TABLE, open_store
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from tessera.cli import main
 
@@ -216,3 +218,26 @@ def test_a_trail_from_before_permits_still_verifies_and_exports(
         "Example",
         "FR=DR-2026-0042-FR@https://hdab.fr.test DK=DK-7@https://hdab.dk.test",
     )
+
+
+def test_an_older_entry_every_jurisdiction_denied_is_not_an_access(
+    tmp_path: Path, key: tuple[Ed25519PrivateKey, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before such questions were recorded REFUSED, they were PARTIAL with every node
+    DENIED: the register leaves them out too."""
+    denied = NodeStep(
+        jurisdiction=Jurisdiction.FR, decision=NodeDecision.DENIED, status=NodeStatus.DENIED
+    )
+
+    async def write() -> None:
+        store = open_store(str(db))
+        log = AuditLog(store, CHAIN, signing_key=key[0])
+        await log.record(record(1, decision=Decision.PARTIAL, nodes=[denied]))
+        await log.record(record(3))
+        await log.close()
+        await store.close()
+
+    db = tmp_path / "audit.sqlite3"
+    asyncio.run(write())
+    assert main(["audit", "export", "--db", str(db), "--format", "json"]) == 0
+    assert [r["query_id"] for r in json.loads(capsys.readouterr().out)] == ["q-00000003"]

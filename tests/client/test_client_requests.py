@@ -87,6 +87,19 @@ def test_leaving_out_the_total_and_asking_several_tables() -> None:
     assert "b1: breakdown(by: [JURISDICTION, AGE_BAND_5])" in sent["query"]
     assert "\n    count {" not in sent["query"]
     assert sent["variables"]["noise"] == "COARSE"
+    assert "ageAt" not in sent["variables"]  # the gateway's default
+
+
+def test_ages_can_be_taken_at_the_reference_date() -> None:
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, permits=[FR], transport=fake)
+    client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"], age_at="reference_date")
+    sent = json.loads(fake.requests[0][1])
+    assert sent["variables"]["ageAt"] == "REFERENCE_DATE"
+    assert "ageAt: $ageAt" in sent["query"]
+    with pytest.raises(InvalidQuery) as refused:
+        client.cohort(concepts=["ICD10:E11"], age_at="birthday")
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT
 
 
 def test_leaving_out_the_countries_own_counts() -> None:

@@ -28,7 +28,7 @@ from connectors.compiler import (
 )
 from connectors.compiler.concepts import like_prefix
 from connectors.errors import BadRequest
-from schema.codes import Dimension, Vocabulary
+from schema.codes import AgeAt, Dimension, Vocabulary
 from schema.query import (
     AgeRange,
     Breakdown,
@@ -78,9 +78,13 @@ def query(
     criteria: Criteria | None = None,
     *tables: Breakdown,
     reference_date: dt.date = REFERENCE_DATE,
+    age_at: AgeAt | None = None,
 ) -> CohortQuery:
     return CohortQuery(
-        criteria=criteria or Criteria(), reference_date=reference_date, tables=list(tables)
+        criteria=criteria or Criteria(),
+        reference_date=reference_date,
+        tables=list(tables),
+        age_at=age_at,
     )
 
 
@@ -91,6 +95,11 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
     "diabetic_women_40_69": query(
         Criteria(sex="FEMALE", age=AgeRange(min=40, max=69), conditions=[icd10("E11")]),
         (AGE10,),
+    ),
+    "diabetic_women_40_69_at_reference_date": query(
+        Criteria(sex="FEMALE", age=AgeRange(min=40, max=69), conditions=[icd10("E11")]),
+        (AGE10,),
+        age_at=AgeAt.REFERENCE_DATE,
     ),
     "window_and_value_range": query(
         Criteria(
@@ -244,7 +253,13 @@ def test_values_never_appear_in_the_sql_text() -> None:
 def test_concept_lookup_binds_the_code_and_escapes_like_wildcards() -> None:
     lookup = compile_concept_lookup(ConceptSet(Vocabulary.ICD10, "E11.9", True))
     assert "E11" not in lookup.sql
-    assert lookup.params == ("ICD10", "E11.9", "E11.9%")
+    assert lookup.params == (
+        ["ICD10", "ICD10CM", "ICD10GM", "CIM10"],
+        "E11.9",
+        "E119",
+        "E11.9%",
+        "E119%",
+    )
     assert like_prefix("A_1%\\") == "A\\_1\\%\\\\%"
 
 
@@ -458,7 +473,14 @@ def test_calendar_year_breakdown(
 
 def test_all_tables_come_from_one_statement(omop_con: duckdb.DuckDBPyConnection) -> None:
     compiled = compile_query(
-        query(Criteria(conditions=[icd10("E11")]), (SEX,), (SEX, AGE10), (AGE10, SEX), (YEAR,))
+        query(
+            Criteria(conditions=[icd10("E11")]),
+            (SEX,),
+            (SEX, AGE10),
+            (AGE10, SEX),
+            (YEAR,),
+            age_at=AgeAt.REFERENCE_DATE,
+        )
     )
     assert compiled.tables == ((), (SEX,), (SEX, AGE10), (AGE10, SEX), (YEAR,))
     result = execute(omop_con, compiled)
@@ -478,3 +500,66 @@ def test_all_tables_come_from_one_statement(omop_con: duckdb.DuckDBPyConnection)
 def test_an_empty_cohort_still_has_a_total(omop_con: duckdb.DuckDBPyConnection) -> None:
     result = execute(omop_con, compile_query(query(Criteria(conditions=[icd10("C49")]), (SEX,))))
     assert result == {(): {(): 0}, (SEX,): {}}
+
+
+# -- when ages are taken -----------------------------------------------------------------------
+
+
+def ages_at_index_event(
+    con: duckdb.DuckDBPyConnection, low: int, high: int, window_start: str | None = None
+) -> dict[tuple[str], int]:
+    """Persons with an E11.x diagnosis by age band of 10 at their first one (in the window),
+    aged `low`-`high` then: computed directly, independently of the compiler."""
+    rows = con.execute(
+        """
+        WITH first AS (
+            SELECT o.person_id, min(o.condition_start_date) AS first_date
+            FROM condition_occurrence o
+            JOIN concept c ON c.concept_id = o.condition_source_concept_id
+            WHERE c.vocabulary_id = 'ICD10' AND starts_with(c.concept_code, 'E11')
+              AND o.condition_start_date >= coalesce(CAST(? AS DATE), DATE '1900-01-01')
+            GROUP BY o.person_id
+        ), aged AS (
+            SELECT year(f.first_date) - p.year_of_birth AS age
+            FROM first f JOIN person p ON p.person_id = f.person_id
+            WHERE p.year_of_birth <= ?
+              AND p.person_id NOT IN (SELECT person_id FROM tessera_optout)
+              AND p.person_id IN (SELECT person_id FROM tessera_person)
+        )
+        SELECT age - age % 10, count(*) FROM aged WHERE age BETWEEN ? AND ? GROUP BY 1
+        """,
+        [window_start, REFERENCE_DATE.year, low, high],
+    ).fetchall()
+    return {(f"{band}-{band + 9}",): n for band, n in rows}
+
+
+@pytest.mark.parametrize("window_start", [None, "2020-01-01"])
+def test_ages_default_to_the_index_event_when_the_criteria_name_one(
+    omop_con: duckdb.DuckDBPyConnection, window_start: str | None
+) -> None:
+    e11 = icd10("E11", window=window(window_start) if window_start else None)
+    criteria = Criteria(conditions=[e11], age=AgeRange(min=30, max=69))
+    compiled = compile_query(query(criteria, (AGE10,)))
+    assert compiled == compile_query(query(criteria, (AGE10,), age_at=AgeAt.INDEX_EVENT))
+    expected = ages_at_index_event(omop_con, 30, 69, window_start)
+    assert expected
+    assert execute(omop_con, compiled)[(AGE10,)] == expected
+
+
+def test_ages_at_the_reference_date_stay_available(omop_con: duckdb.DuckDBPyConnection) -> None:
+    criteria = Criteria(conditions=[icd10("E11")])
+    at_reference = execute(
+        omop_con, compile_query(query(criteria, (AGE10,), age_at=AgeAt.REFERENCE_DATE))
+    )
+    at_index = execute(omop_con, compile_query(query(criteria, (AGE10,))))
+    # The same persons, in other bands: their diagnoses lie years before the reference date.
+    assert at_reference[()] == at_index[()]
+    assert at_reference[(AGE10,)] != at_index[(AGE10,)]
+    assert at_index[(AGE10,)] == ages_at_index_event(omop_con, 0, 130)
+
+
+def test_ages_at_the_index_event_need_one() -> None:
+    with pytest.raises(ValidationError, match="index event"):
+        query(Criteria(sex="FEMALE"), age_at=AgeAt.INDEX_EVENT)
+    assert query(Criteria(sex="FEMALE")).age_basis is AgeAt.REFERENCE_DATE
+    assert query(Criteria(conditions=[icd10("E11")])).age_basis is AgeAt.INDEX_EVENT

@@ -84,6 +84,7 @@ def service(
     ledger: Any = None,
     answers: MemoryAnswers | None = None,
     policy_: EffectivePolicy | None = None,
+    workers: int = 2,
 ) -> QueryService:
     audit = AuditLog(
         store or MemoryAuditStore(),
@@ -101,6 +102,7 @@ def service(
         noise=noise or ShiftedNoise(),
         ledger=ledger,
         answers=answers,
+        workers=workers,
     )
 
 
@@ -514,3 +516,60 @@ async def test_end_to_end_on_the_fixture_database(
     # Every person of the cohort was charged for the two tables.
     spend = ledger.array(Account("researcher", "researcher@test.eu", units(0.5)), 50)
     assert int((spend == units(0.04)).sum()) == 47
+
+
+async def test_an_unknown_code_ends_the_question_before_anyone_is_counted(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    e11 = ConceptSet(Vocabulary.ICD10, "E11", descendants=True)
+    backend = FakeBackend(BY_SEX_ROWS, concepts={e11: []}, population=range(120))
+    ledger = MemoryLedger()
+    svc = service(backend, verifier, ledger=ledger)
+    response = await ask(svc, sign, e11_body([(SEX,)]))
+    assert response.status is NodeStatus.UNKNOWN_CODE
+    assert [(c.vocabulary, c.code) for c in response.unknown_codes] == [(Vocabulary.ICD10, "E11")]
+    assert [r.rule for r in response.reasons] == ["UNKNOWN_CODE"]
+    assert (response.tables, response.privacy) == ([], None)
+    # Only the vocabulary was read: no cohort, no table, nobody charged.
+    assert all(isinstance(s, ConceptLookup) for s in backend.statements)
+    assert backend.excluded == []
+    # The same code known (and nobody having it) is a count, charged as any.
+    known = FakeBackend([], population=[])
+    answered = await ask(service(known, verifier), sign, e11_body())
+    assert answered.status is NodeStatus.OK
+    assert answered.vocabularies == ["ICD10"]
+    assert cells(answered, 0) == {(): (None, "LOW")}
+    assert answered.privacy is not None
+
+
+async def test_a_researchers_burst_does_not_queue_another_researcher_behind_it(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    """With one database worker, four questions are in the database work at once, at most
+    two of one researcher's: the others wait their turn, and another researcher's question
+    goes in at once instead of behind the whole burst."""
+    gate = asyncio.Event()
+
+    class Gated(FakeBackend):
+        started: list[Statement] = []  # the class is made anew for this test
+
+        async def execute(self, statement: Statement) -> list[Row]:
+            if isinstance(statement, PopulationQuery):
+                self.started.append(statement)
+                await gate.wait()
+            return await super().execute(statement)
+
+    backend = Gated(BY_SEX_ROWS, population=range(120))
+    svc = service(backend, verifier, workers=1)
+    burst = [
+        asyncio.create_task(ask(svc, sign, e11_body([(SEX,)]), sub="heavy@test.eu"))
+        for _ in range(6)
+    ]
+    await asyncio.sleep(0.2)
+    assert len(backend.started) == 2
+    other = asyncio.create_task(ask(svc, sign, e11_body([(SEX,)]), sub="other@test.eu"))
+    await asyncio.sleep(0.2)
+    assert len(backend.started) == 3
+    gate.set()
+    answers = await asyncio.gather(*burst, other)
+    assert {a.status for a in answers} == {NodeStatus.OK}

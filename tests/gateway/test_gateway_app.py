@@ -189,7 +189,7 @@ async def test_unknown_jurisdiction(graphql: Any) -> None:
     error = body["errors"][0]
     assert "FR, DK, NO" in error["message"]
     assert error["extensions"]["members"] == ["FR", "DK", "NO"]
-    assert body["data"] is None
+    assert body["data"] == {"cohort": None}
 
 
 async def test_unknown_vocabulary_fails_validation(graphql: Any) -> None:

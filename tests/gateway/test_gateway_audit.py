@@ -201,7 +201,7 @@ async def test_no_answer_without_its_entry(
     store.fail = True
     body = await post(app_client, COHORT, token)
     assert error_code(body) == "AUDIT_UNAVAILABLE"
-    assert body["data"] is None
+    assert body["data"] == {"cohort": None}
     store.fail = False
     assert "errors" not in await post(app_client, COHORT, token)
 

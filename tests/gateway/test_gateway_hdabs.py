@@ -4,6 +4,11 @@ each node gets its own HDAB's permit and no other."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -275,3 +280,46 @@ async def test_operators_see_whose_permits_each_issuer_decides(client: TestClien
         hdab(DK): ["DK"],
         hdab(NO): ["NO"],
     }
+
+
+async def test_a_question_every_jurisdiction_denies_is_refused_and_not_an_access(
+    client: TestClient, nodes: MockNodeClient, tmp_path: Path
+) -> None:
+    prohibited = [permit(j, purpose="advertising_marketing") for j in MEMBERS]
+    denied = await ask(client, prohibited)
+    assert {a["status"] for a in by_jurisdiction(denied).values()} == {"DENIED"}
+    assert nodes.calls == []
+    answered = await ask(client, permits())
+    compliance = identity_token(sub="dpo@test.eu", roles=["compliance"])
+    query = "query($q: ID!) { auditEntry(queryId: $q) { decision errorCode rulesFired } }"
+    entry = await ask(client, [], bearer=compliance, query=query, q=query_id(denied))
+    assert entry["data"]["auditEntry"] == {
+        "decision": "REFUSED",
+        "errorCode": "FORBIDDEN",
+        "rulesFired": ["NO_NODE_ANSWERED", "PURPOSE_PROHIBITED"],
+    }
+    # The register, as the compliance team exports it, lists the answered question only.
+    export = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "tessera",
+            "audit",
+            "export",
+            "--db",
+            str(tmp_path / "audit.sqlite3"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert export.returncode == 0, export.stderr
+    rows = list(csv.DictReader(io.StringIO(export.stdout)))
+    assert [r["query_id"] for r in rows] == [query_id(answered)]
+    assert "advertising_marketing" not in export.stdout
+
+
+def query_id(body: dict[str, Any]) -> str:
+    value: str = body["data"]["cohort"]["queryId"]
+    return value

@@ -408,3 +408,45 @@ async def test_the_sqlite_limiter_purges_full_buckets_and_fails_closed(tmp_path:
         await broken.acquire([Bucket("a", 2, 1.0)])
     assert down.value.code is ErrorCode.TEMPORARILY_UNAVAILABLE
     await broken.close()
+
+
+# -- which operation runs -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name",
+    ["A" * 5000, "<script>alert(1)</script>", "", 5, "Óp"],
+    ids=["long", "script", "empty", "number", "not-ascii"],
+)
+async def test_an_operation_name_that_is_no_graphql_name_is_refused_unquoted(
+    client: TestClient, name: Any
+) -> None:
+    status, body = await post(client, {"query": "query A { __typename }", "operationName": name})
+    assert status == 400
+    assert_clean_error(body, "GRAPHQL_VALIDATION_FAILED", "AAAA", "script")
+    assert body["errors"][0]["message"] == (
+        "operationName must be a GraphQL name of at most 128 characters"
+    )
+
+
+async def test_an_unknown_operation_name_is_not_quoted(client: TestClient) -> None:
+    query = "query A { __typename } query B { __typename }"
+    status, body = await post(client, {"query": query, "operationName": "Secret" * 20})
+    assert status == 400
+    assert_clean_error(body, "GRAPHQL_VALIDATION_FAILED", "Secret")
+    assert body["errors"][0]["message"] == (
+        "no operation in the document has the name given as operationName"
+    )
+
+
+async def test_several_operations_need_an_operation_name(client: TestClient) -> None:
+    query = "query A { __typename } query B { jurisdictions { code } }"
+    status, body = await post(client, {"query": query})
+    assert status == 200
+    assert_clean_error(body, "GRAPHQL_VALIDATION_FAILED")
+    assert body["errors"][0]["message"] == (
+        "the document holds several operations: name the one to run in operationName"
+    )
+    assert body.get("data") is None
+    status, body = await post(client, {"query": query, "operationName": "B"})
+    assert (status, list(body["data"])) == (200, ["jurisdictions"])
+    # A cached validation (the same document again) refuses it too.
+    assert_clean_error((await post(client, {"query": query}))[1], "GRAPHQL_VALIDATION_FAILED")

@@ -41,7 +41,7 @@ async def test_out_of_bounds_arguments_are_refused_before_any_node_is_asked(
     body = await graphql(query(args))
     assert error_code(body) == "INVALID_ARGUMENT"
     assert body["errors"][0]["extensions"]["argument"] == argument
-    assert body["data"] is None
+    assert body["data"] == {"cohort": None}
     assert nodes.calls == []
 
 
@@ -93,7 +93,7 @@ async def test_an_unmet_quorum_fails_and_names_every_nodes_status(
     extensions = body["errors"][0]["extensions"]
     assert (extensions["required"], extensions["answered"]) == (3, 2)
     assert extensions["nodes"] == {"FR": "OK", "DK": "UNAVAILABLE", "NO": "OK"}
-    assert body["data"] is None  # no number over too few nodes
+    assert body["data"] == {"cohort": None}  # no number over too few nodes
 
 
 async def test_a_met_quorum_answers(graphql: Any, nodes: MockNodeClient) -> None:

@@ -26,10 +26,23 @@ from schema.errors import ErrorCode, TesseraError
 def test_sdl_has_the_published_shape() -> None:
     text = sdl()
     assert text.endswith("}\n")
+    # The cohort field's arguments, one a line (two of them carry descriptions).
+    # Nullable: one field's refusal must not null its siblings' answers.
+    cohort = text[text.index("  cohort(\n") : text.index("): CohortResult\n")]
+    argument = re.compile(r"^    ([a-zA-Z]+: [][A-Za-z!]+)$")
+    arguments = [m.group(1) for line in cohort.splitlines() if (m := argument.match(line))]
+    assert arguments == [
+        "request: String!",
+        "jurisdictions: [Jurisdiction!]",
+        "criteria: CriteriaInput!",
+        "referenceDate: Date",
+        "ageAt: AgeAt",
+        "deadlineMs: Int",
+        "minNodes: Int",
+        "minShare: Float",
+        "noise: NoiseLevel",
+    ]
     for line in [
-        "cohort(request: String!, jurisdictions: [Jurisdiction!], criteria: CriteriaInput!, "
-        "referenceDate: Date, deadlineMs: Int, minNodes: Int, minShare: Float, "
-        "noise: NoiseLevel): CohortResult!",
         "jurisdictions: [JurisdictionInfo!]!",
         "breakdown(by: [Dimension!]!): Breakdown!",
         "descendants: Boolean! = true",
@@ -169,7 +182,8 @@ async def test_parse_and_validation_are_cached(
     for _ in range(3):
         body = await graphql(query)
         assert body["data"]["cohort"]["count"]["value"] == 500
-    assert calls == {"parse": 1, "validate": 1}
+    # Parsed once to count the request's questions before any runs, once by the schema.
+    assert calls == {"parse": 2, "validate": 1}
 
 
 async def test_deeply_nested_json_is_a_bad_request(client: TestClient) -> None:

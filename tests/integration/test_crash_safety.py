@@ -223,10 +223,10 @@ def last_seq(trail: Trail) -> int:
     return max((row.seq for row in rows(trail)), default=0)
 
 
-def audit_verify(trail: Trail, key: Path) -> str:
+def audit_verify(trail: Trail, key: Path, *more: str | Path) -> str:
     """`tessera audit verify` as an operator runs it; its output, once it says OK."""
     done = subprocess.run(
-        [sys.executable, "-m", "tessera", "audit", "verify", *("--db", trail, "--key", key)],
+        [sys.executable, "-m", "tessera", "audit", "verify", "--db", trail, "--key", key, *more],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -459,10 +459,12 @@ def test_sigterm_answers_the_query_in_flight_then_signs_and_flushes(
     assert signed_heads(trail) == [1]
     log = gateway.log_path.read_text()
     drained = log.index("draining in-flight queries")
-    signed = log.index("audit chain gateway:tessera-gateway: head 1 ")
+    signed = log.index("audit chain gateway:tessera-gateway signed at entry 1: ")
     assert drained < signed < log.index("gateway stopped")
-    assert "OK: 1 entries, 1 signed heads, 1 signatures verified" in audit_verify(
-        trail, crashing.audit_trails()["gateway"][1]
+    # The head the service logged is the one in the trail.
+    key = crashing.audit_trails()["gateway"][1]
+    assert "OK: 1 entries, 1 signed heads, 1 signatures verified, 1 heads kept elsewhere match" in (
+        audit_verify(trail, key, "--heads", gateway.log_path)
     )
     # ... and its spans, held for minutes by the batch processor, were flushed on the way out.
     spans = [s for s in receiver_spans if s.trace_id == cohort["traceId"]]

@@ -22,6 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DIABETIC_WOMEN = """
 query($j: [Jurisdiction!]) {
   cohort(request: "DR-2026-0042", jurisdictions: $j, referenceDate: "2026-01-01",
+         ageAt: REFERENCE_DATE,
          criteria: { sex: FEMALE, age: { min: 40, max: 69 },
                      conditions: [{ vocabulary: ICD10, code: "E11" }] }) {
     queryId

@@ -154,6 +154,8 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
                 "connector.approval",
                 "connector.policy",
                 "connector.compile",
+                "connector.queue",
+                "connector.codes",
                 "connector.population",
                 "connector.ledger",
                 "connector.sql",

@@ -1,0 +1,44 @@
+"""The canonical question behind a stored answer: what makes two tables the same question."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from connectors.canonical import question_digest
+from schema.codes import AgeAt, Dimension, Vocabulary
+from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
+
+E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
+I10 = EventCriterion(vocabulary=Vocabulary.ICD10, code="i10")  # normalised to I10
+AGE10 = (Dimension.AGE_BAND_10,)
+
+
+def query(criteria: Criteria, age_at: AgeAt | None = None) -> CohortQuery:
+    return CohortQuery(criteria=criteria, reference_date=dt.date(2026, 1, 1), age_at=age_at)
+
+
+def test_ages_taken_at_another_date_are_another_question() -> None:
+    diabetics = Criteria(conditions=[E11])
+    at_index, at_reference = query(diabetics), query(diabetics, AgeAt.REFERENCE_DATE)
+    # The default is the index event, whether said or not.
+    assert question_digest(at_index, AGE10) == question_digest(
+        query(diabetics, AgeAt.INDEX_EVENT), AGE10
+    )
+    assert question_digest(at_index, AGE10) != question_digest(at_reference, AGE10)
+    aged = Criteria(conditions=[E11], any_of=[Criteria(age=AgeRange(min=40))])
+    assert question_digest(query(aged), ()) != question_digest(
+        query(aged, AgeAt.REFERENCE_DATE), ()
+    )
+    # Without an age anywhere the persons counted are the same: one question.
+    assert question_digest(at_index, ()) == question_digest(at_reference, ())
+    assert question_digest(at_index, (Dimension.SEX,)) == question_digest(
+        at_reference, (Dimension.SEX,)
+    )
+
+
+def test_codes_written_differently_are_one_question() -> None:
+    written = Criteria(conditions=[E11, EventCriterion(vocabulary=Vocabulary.ICD10, code="I10")])
+    assert question_digest(query(written), ()) == question_digest(
+        query(Criteria(conditions=[I10, EventCriterion(vocabulary=Vocabulary.ICD10, code="e11")])),
+        (),
+    )
