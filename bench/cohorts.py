@@ -159,7 +159,7 @@ class Question:
             f'{{ cohort(request: "{REQUEST}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
             f", ageAt: REFERENCE_DATE{noise},\n    criteria: {self.cohort.graphql()}) {{\n"
             f"    count {value}\n"
-            f"    byJurisdiction {{ jurisdiction status count {value} privacy {{ sigma "
+            f"    byJurisdiction {{ jurisdiction status privacy {{ sigma "
             "questionRho spentRho capRho organisationSpentRho organisationCapRho } }\n"
             f"{tables}\n}} }}"
         )
@@ -177,9 +177,10 @@ class Question:
 
     @property
     def national_tables(self) -> tuple[Breakdown, ...]:
-        """What each node releases on its own when the question is pooled securely: the total
-        and the tables asked by JURISDICTION."""
-        found: list[Breakdown] = [()]
+        """What each node releases on its own when the question is pooled securely: the tables
+        asked by JURISDICTION. The document asks no country's own count, so the total is
+        released only pooled (a table by JURISDICTION alone is each country's total)."""
+        found: list[Breakdown] = []
         for by in self.tables:
             if JURISDICTION in by and (table := node_table(by)) not in found:
                 found.append(table)

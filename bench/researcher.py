@@ -100,7 +100,8 @@ class Answer:
         nodes = {
             Jurisdiction(n["jurisdiction"]): NodeAnswer(
                 n["status"],
-                None if n["count"] is None else Released.of(n["count"]),
+                # Not selected: the questions ask the pooled count, no country's own.
+                None if n.get("count") is None else Released.of(n["count"]),
                 None if n["privacy"] is None else Privacy.of(n["privacy"]),
             )
             for n in data["byJurisdiction"]

@@ -154,8 +154,10 @@ def print_report(results: Results) -> None:
     note(
         "MAE, bias: over clear released cells of every table and country; clear released:"
         " the lowest share of any table and country; rejected: answers the gateway rejected;"
-        " rho/table: from the answers' privacy lines; tables, questions (a new total and one"
-        " table): how many a person can be counted in before dropping out (cap / cost)."
+        " rho/table: from the answers' privacy lines, per table a node released (a table by"
+        " JURISDICTION and the same table pooled are two); tables, questions (a new total and"
+        " one table, the total released once, pooled): how many a person can be counted in"
+        " before dropping out (cap / cost)."
     )
     if results.session:
         print(f"\n4. A study session: one researcher, {len(results.session)} questions")

@@ -111,7 +111,10 @@ class TableRun:
 
     @property
     def node_tables(self) -> int:
-        return len(self.table.alone(self.noise).node_tables)
+        """The tables each node releases for the question alone, national and pooled (a
+        national and a pooled table of the same dimensions are two releases, each charged)."""
+        question = self.table.alone(self.noise)
+        return len(question.national_tables) + len(question.pooled_tables)
 
     @property
     def table_rho(self) -> float:
@@ -172,7 +175,8 @@ class Profile:
 
     @property
     def questions(self) -> int:
-        """Questions of a new total and one table."""
+        """Questions of a new total and one table: two releases, since a pooled question
+        asking no country's own count releases its total once, pooled."""
         return math.floor(self.cap_rho / (2 * self.table_rho) + 1e-9)
 
 

@@ -11,10 +11,12 @@ away.
 
 A table pooled securely (`gateway.pooling`) takes its participants' part from the pool
 instead: one noisy count of the whole, in which no country's own count, withheld or not, was
-ever seen. A participant's national number withheld next to it (LOW) stays withheld, and
-gives nothing away: the pool's noise is drawn independently of it. Nodes outside the pool add
-their released parts as above. The cell is checked against the strictest rules of all its
-jurisdictions, says it was pooled securely (SECURE_POOL) and lists its `contributors`.
+ever seen. When that table is the total and the question did not ask each country's own count,
+the participants released none: their per-node count is null with reason NOT_ASKED. A
+participant's national number withheld next to it (LOW) stays withheld, and gives nothing
+away: the pool's noise is drawn independently of it. Nodes outside the pool add their released
+parts as above. The cell is checked against the strictest rules of all its jurisdictions, says
+it was pooled securely (SECURE_POOL) and lists its `contributors`.
 
 Nothing here suppresses a cell because of what else is released: every released number is
 noisy, so no subtraction or linear program recovers a withheld one exactly, and a question's
@@ -46,6 +48,8 @@ IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
 MAX_PERSONS: Final = 600_000_000
 PARTIAL: Final = "PARTIAL"
 NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
+# A country's own count the question did not ask (it asked only the securely pooled count).
+NOT_ASKED: Final = "NOT_ASKED"
 
 # From most to least exact: a pooled value is as inexact as its least exact part.
 # Statuses of a node that answered (with counts, or why not), as opposed to one that failed.
@@ -107,9 +111,16 @@ def released_alone(outcome: NodeOutcome, profiles: Profiles) -> NodeTables:
 
 def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) -> NodeResult:
     count = None
+    reasons = outcome.reasons
     response = outcome.response
     if outcome.status is NodeStatus.OK:
-        count = parts[outcome.jurisdiction][()][()]
+        total = parts[outcome.jurisdiction].get(())
+        if total is None:
+            # A participant of a completed pooled round, in a question that asked only the
+            # pooled count: it released no count of its own (null: not asked, never LOW).
+            reasons = (*reasons, _NOT_ASKED)
+        else:
+            count = total[()]
     error = None
     if outcome.status not in ANSWERS:
         error = outcome.message or outcome.status.value
@@ -120,7 +131,7 @@ def node_result(outcome: NodeOutcome, parts: Mapping[Jurisdiction, NodeTables]) 
         status=outcome.status,
         latency_ms=outcome.latency_ms,
         count=count,
-        reasons=outcome.reasons,
+        reasons=reasons,
         error=error,
         privacy=None if outcome.response is None else outcome.response.privacy,
         unknown_codes=() if response is None else tuple(response.unknown_codes),
@@ -147,7 +158,11 @@ def pooled_total(
         total = secure_cell((), (), parts, pooling, context)
     else:
         total = protect(
-            pool([(j, tables[()][()]) for j, tables in parts.items()]), context, GATEWAY_RULES
+            # Every node has its total here (only a pooled total is ever left out); one that
+            # had none would make the sum incomplete, never smaller.
+            pool([(j, tables.get((), {}).get((), _MISSING)) for j, tables in parts.items()]),
+            context,
+            GATEWAY_RULES,
         )
     if missing:
         total = with_reason(total, Reason(rule=PARTIAL, message=f"no answer from {missing}"))
@@ -327,6 +342,11 @@ def _context(contributors: Sequence[Jurisdiction], profiles: Profiles) -> CellCo
     )
 
 
+_NOT_ASKED: Final = Reason(
+    rule=NOT_ASKED,
+    message="this country's own count was not asked: the question asked only the count "
+    "pooled securely, released once",
+)
 _MISSING: Final = Value.suppressed(
     Reason(rule="MISSING_CELL", message="the node listed no value for this cell")
 )

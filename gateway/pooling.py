@@ -9,6 +9,10 @@ Every participant's masks cancel in the sum, which is the pooled noisy count; no
 no sum over fewer than all participants, tells the gateway anything. The others answer those
 tables nationally, as before.
 
+A participant releases its own total only when the question asks for it: each country's
+`count` selected, or a table by JURISDICTION alone. When the pooled count is pooled securely,
+it is otherwise the question's only total, charged once (`national_total`).
+
 Who takes part depends only on the question, the policies and the federation file, never
 on the data: the nodes asked and allowed, whose jurisdiction takes part, less those whose
 minimum of nodes (`min_nodes`) the rest cannot meet. A round needs two nodes at least. Its
@@ -83,11 +87,20 @@ def pooled_tables(plan: Plan, *, total: bool) -> tuple[Breakdown, ...]:
     return tuple(dict.fromkeys(tables))
 
 
-def national_tables(plan: Plan) -> tuple[Breakdown, ...]:
-    """The node tables a participant still releases on its own: the total (its count in the
-    answer) and those asked by JURISDICTION."""
+def national_tables(plan: Plan, *, total: bool) -> tuple[Breakdown, ...]:
+    """The node tables a participant still releases on its own: those asked by JURISDICTION
+    (a table by JURISDICTION alone is each country's total), and the total if `total`."""
     by_country = [node_dimensions(t) for t in plan.tables if Dimension.JURISDICTION in t]
-    return tuple(dict.fromkeys([(), *by_country]))
+    return tuple(dict.fromkeys([*([()] if total else []), *by_country]))
+
+
+def national_total(tables: Sequence[Breakdown], *, per_country: bool) -> bool:
+    """Whether a participant releases its own total: when the question asks each country's
+    count (`per_country`), or when the total is not pooled securely (the pooled count is then
+    the sum of the national ones). Otherwise the pooled count is the question's only total,
+    and a national one next to it would be a second release of it, charged to every person
+    counted. Decided on the question's form alone, never on the data."""
+    return per_country or () not in tables
 
 
 def participants(
@@ -115,9 +128,12 @@ def plan_round(
     tables: Sequence[Breakdown],
     nodes: Mapping[Jurisdiction, NodeInfo],
     profiles: Profiles,
+    *,
+    per_country: bool = True,
 ) -> PoolRound | None:
     """Round `number` over the candidates that take part, or None when fewer than two do
-    (or there is nothing to pool)."""
+    (or there is nothing to pool). `per_country`: whether the question asks each country's
+    own count (`national_total`)."""
     chosen = participants(candidates, nodes, profiles)
     if not chosen or not tables:
         return None
@@ -127,7 +143,7 @@ def plan_round(
         participants=[nodes[j].node_id for j in chosen],
         sigma=max(profiles(j).noise_sd(plan.noise) for j in chosen),
         tables=list(tables),
-        national=list(national_tables(plan)),
+        national=list(national_tables(plan, total=national_total(tables, per_country=per_country))),
     )
     return PoolRound(number=number, participants=chosen, request=request)
 

@@ -9,9 +9,11 @@ distributed and is not even computed. The round is abandoned, and round 2 asks t
 answered once more, with a new nonce and participant set (they return their stored national
 answers, free, and draw new shares for the new set, charged), and asks a node that refused
 the round (POOL_REFUSED) for its tables nationally. If round 2 cannot pool (too few nodes
-left) its nodes answer every table nationally, and the pooled cells are the sum of national
-parts as without secure pooling; if round 2 fails too, the pooled cells are withheld
-(INCOMPLETE_POOL): their national parts were never released, which is what saved their cost.
+left) its nodes answer every table nationally, their own totals included (charged: a round-1
+participant of a question asking no country's count had released none), and the pooled cells
+are the sum of national parts as without secure pooling; if round 2 fails too, the pooled
+cells are withheld (INCOMPLETE_POOL): their national parts were never released, which is what
+saved their cost.
 
 The two rounds together reveal no node's count beyond the noise: round 1's partial sum is
 never formed (and would be uniform), and round 2's shares are new draws, independent of
@@ -80,14 +82,16 @@ async def gather(
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
     pool_total: bool = True,
+    per_country: bool = True,
 ) -> Gathered:
     """Every node's outcome, in the plan's order, and what secure pooling came to (None when
-    the question pools nothing)."""
+    the question pools nothing). `pool_total`: whether the question asks the pooled count;
+    `per_country`: whether it asks each country's own (`gateway.pooling.national_total`)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     tables = pooled_tables(plan, total=pool_total)
     allowed = [j for j in plan.jurisdictions if decisions[j].allowed and j in permits]
-    first = plan_round(1, allowed, plan, tables, nodes, profiles)
+    first = plan_round(1, allowed, plan, tables, nodes, profiles, per_country=per_country)
     outcomes = await fan_out(
         client,
         nodes,
@@ -115,7 +119,7 @@ async def gather(
     remaining = deadline_s - (loop.time() - started)
     if not (survivors or refused) or remaining < MIN_ROUND_S:
         return Gathered(outcomes, Pooling(tuple(tables), known, None, failure))
-    second = plan_round(2, survivors, plan, tables, nodes, profiles)
+    second = plan_round(2, survivors, plan, tables, nodes, profiles, per_country=per_country)
     asked = [j for j in plan.jurisdictions if j in survivors or j in refused]
     again = await fan_out(
         client,

@@ -134,12 +134,27 @@ def own_counts_only(answer: Answer) -> str | None:
     return None
 
 
+def tables_as_asked(answer: Answer) -> str | None:
+    """Exactly the tables the node was asked to release on its own: a total (or any table)
+    sent though it was asked only as pooled shares is rejected, not used, and a missing one
+    does not pass as "nothing to check against"."""
+    if set(answer.tables) != set(answer.request.national_tables):
+        return "the answer's tables differ from those asked"
+    return None
+
+
 def cells_within_total(answer: Answer) -> str | None:
     """Every node table partitions the cohort (each person in at most one cell), so no cell
     exceeds the total beyond their noise, and cells without noise (exact or rounded) do not
     together. Noisy cells together may: only the cells whose noise lifted them to the minimum
     are released, so in a sparse table the released ones lean upwards, and their sum can pass
-    an honest total by far more than the noise's spread."""
+    an honest total by far more than the noise's spread.
+
+    A node of a pooled round asked for no total of its own (`gateway.pooling.national_total`)
+    has none to check against: its cells are then held to the other checks (each one
+    possible, noisy as published, at least the minimum), and the pooled count to
+    `gateway.rounds`' plausibility check. A total asked and withheld (LOW) is no bound
+    either."""
     tables = answer.tables
     total = tables.get((), {}).get(())
     if total is None or total.value is None:
@@ -162,6 +177,7 @@ def cells_within_total(answer: Answer) -> str | None:
 
 
 CHECKS: Final[tuple[Check, ...]] = (
+    tables_as_asked,
     keys_in_domain,
     full_domain,
     noisy_as_published,

@@ -60,7 +60,9 @@ def _no_jurisdiction(tables: list[Breakdown]) -> list[Breakdown]:
 class PoolingRequest(Contract):
     """One node's part of a pooled round. `tables` are the node tables it pools (none of them
     released nationally unless also in `national`), `national` those it releases on its own
-    (always the total); together they are the request's `query.tables`."""
+    (the tables asked by JURISDICTION, and the total when the question asks each country's
+    own count or does not pool it); together they are the request's `query.tables`, so the
+    total is in one or the other."""
 
     nonce: Nonce
     round: Annotated[int, Field(ge=1, le=MAX_ROUNDS)]
@@ -69,7 +71,7 @@ class PoolingRequest(Contract):
     ]
     sigma: Annotated[float, Field(gt=0, le=1e6)]
     tables: Annotated[list[Breakdown], Field(min_length=1, max_length=MAX_TABLES)]
-    national: Annotated[list[Breakdown], Field(min_length=1, max_length=MAX_TABLES)]
+    national: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)]
 
     @field_validator("participants")
     @classmethod

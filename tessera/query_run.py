@@ -105,6 +105,7 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         by=[list(b) for b in args.by],
         jurisdictions=args.jurisdictions,
         total=args.total,
+        countries=True,  # the answer's table lists each country's own count
         reference_date=None,
         age_at=args.age_at,
         deadline_ms=args.deadline_ms,

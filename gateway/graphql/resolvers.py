@@ -29,7 +29,11 @@ from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.limits import cohort_cost
 from gateway.graphql.permissions import allow
-from gateway.graphql.selection import requested_breakdowns, requested_count
+from gateway.graphql.selection import (
+    requested_breakdowns,
+    requested_count,
+    requested_node_count,
+)
 from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
@@ -87,6 +91,7 @@ async def resolve_cohort(
                         age_at=age_at,
                         tables=requested_breakdowns(info.selected_fields),
                         pool_total=requested_count(info.selected_fields),
+                        per_country=requested_node_count(info.selected_fields),
                         deadline_ms=deadline_ms,
                         min_nodes=min_nodes,
                         min_share=min_share,
@@ -117,6 +122,7 @@ async def _answer(
     age_at: AgeAt | None,
     tables: list[Breakdown],
     pool_total: bool,
+    per_country: bool,
     deadline_ms: int | None,
     min_nodes: int | None,
     min_share: float | None,
@@ -203,6 +209,7 @@ async def _answer(
             tracer=services.tracer,
             steps=trail.node_steps,
             pool_total=pool_total,
+            per_country=per_country,
         )
         outcomes = gathered.outcomes
     quorum.check(outcomes)

@@ -13,6 +13,7 @@ from schema.query import Breakdown
 
 BREAKDOWN_FIELD = "breakdown"
 COUNT_FIELD = "count"
+NODES_FIELD = "byJurisdiction"
 
 
 def requested_breakdowns(cohort_fields: Iterable[Selection]) -> list[Breakdown]:
@@ -52,6 +53,28 @@ def requested_count(cohort_fields: Iterable[Selection]) -> bool:
         return False
 
     return any(walk(field.selections) for field in cohort_fields)
+
+
+def requested_node_count(cohort_fields: Iterable[Selection]) -> bool:
+    """Whether each country's own `count` is selected (`byJurisdiction { count }`, through
+    aliases and fragments; skipped ones left out): a country pooled securely releases its own
+    total only when it is."""
+
+    def walk(selections: Iterable[Selection], under_nodes: bool) -> bool:
+        for selection in selections:
+            if _skipped(selection.directives):
+                continue
+            if not isinstance(selection, SelectedField):
+                if walk(selection.selections, under_nodes):
+                    return True
+            elif under_nodes:
+                if selection.name == COUNT_FIELD:
+                    return True
+            elif selection.name == NODES_FIELD and walk(selection.selections, True):
+                return True
+        return False
+
+    return any(walk(field.selections, False) for field in cohort_fields)
 
 
 def _dimensions(value: Any) -> Breakdown:

@@ -121,7 +121,12 @@ class NodeResult:
     jurisdiction: Jurisdiction
     status: NodeStatus
     latency_ms: float | None
-    count: Count | None = strawberry.field(description="Null unless the node answered OK.")
+    count: Count | None = strawberry.field(
+        description="The country's own count. Null unless the node answered OK, and null "
+        "with reason NOT_ASKED when the question pooled its total securely without selecting "
+        "this field: the country then released no count of its own (selecting it asks for "
+        "it, and it is charged)."
+    )
     reasons: list[Reason]
     error: str | None = strawberry.field(description="What went wrong, when the node failed.")
     privacy: PrivacySpend | None = strawberry.field(

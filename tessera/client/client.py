@@ -163,6 +163,7 @@ class _Core:
         by: Breakdowns | None,
         jurisdictions: Sequence[str | Jurisdiction] | None,
         total: bool,
+        countries: bool,
         reference_date: dt.date | None,
         age_at: str | AgeAt | None,
         deadline_ms: int | None,
@@ -183,6 +184,7 @@ class _Core:
             by=breakdowns(by),
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             age_at=age_at,
             deadline_ms=deadline_ms,
@@ -274,6 +276,7 @@ class Client(_Core):
         jurisdictions: Sequence[str | Jurisdiction] | None = None,
         request: str | None = None,
         total: bool = True,
+        countries: bool = True,
         reference_date: dt.date | None = None,
         age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
@@ -289,7 +292,8 @@ class Client(_Core):
         or at `reference_date` (`age_at="REFERENCE_DATE"`). `by` is one table
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
-        own).
+        own); `countries=False` leaves out each country's own count: a pooled count is then
+        the question's only total, released (and charged) once.
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -305,6 +309,7 @@ class Client(_Core):
             by=by,
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             age_at=age_at,
             deadline_ms=deadline_ms,
@@ -385,6 +390,7 @@ class AsyncClient(_Core):
         jurisdictions: Sequence[str | Jurisdiction] | None = None,
         request: str | None = None,
         total: bool = True,
+        countries: bool = True,
         reference_date: dt.date | None = None,
         age_at: str | AgeAt | None = None,
         deadline_ms: int | None = None,
@@ -402,6 +408,7 @@ class AsyncClient(_Core):
             by=by,
             jurisdictions=jurisdictions,
             total=total,
+            countries=countries,
             reference_date=reference_date,
             age_at=age_at,
             deadline_ms=deadline_ms,

@@ -135,6 +135,7 @@ def cohort_question(
     by: Sequence[tuple[Dimension, ...]] = (),
     jurisdictions: Sequence[str | Jurisdiction] | None = None,
     total: bool = True,
+    countries: bool = True,
     reference_date: dt.date | None = None,
     age_at: str | AgeAt | None = None,
     deadline_ms: int | None = None,
@@ -143,7 +144,9 @@ def cohort_question(
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
-    latency, count and privacy spend, and one aliased breakdown per table (`b0`, `b1`, …)."""
+    latency, own count (when `countries`: next to a securely pooled count, each country's own
+    is a release of its own, charged) and privacy spend, and one aliased breakdown per table
+    (`b0`, `b1`, …)."""
     variables: dict[str, Any] = {"request": request, "criteria": dict(criteria)}
     arguments = ["request: $request", "criteria: $criteria"]
     declared = ["$request: String!", "$criteria: CriteriaInput!"]
@@ -172,8 +175,8 @@ def cohort_question(
         + (f"    count {{ {COUNT_FIELDS} }}\n" if total else "")
         + "    byJurisdiction { jurisdiction status latencyMs error\n"
         "      reasons { rule jurisdiction message }\n"
-        f"      count {{ {COUNT_FIELDS} }}\n"
-        "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
+        + (f"      count {{ {COUNT_FIELDS} }}\n" if countries else "")
+        + "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
         + (tables + "\n" if tables else "")
         + "  }\n}\n"
     )

@@ -102,6 +102,20 @@ def test_ages_can_be_taken_at_the_reference_date() -> None:
     assert refused.value.code == ErrorCode.INVALID_ARGUMENT
 
 
+def test_leaving_out_the_countries_own_counts() -> None:
+    # The pooled count alone: a securely pooled total is then released (and charged) once.
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, permits=[FR], transport=fake)
+    client.cohort(by=["SEX"])
+    client.cohort(by=["SEX"], countries=False)
+    both, pooled_only = fake.requests[0][1], fake.requests[1][1]
+    assert "\n      count {" in json.loads(both)["query"]
+    query = json.loads(pooled_only)["query"]
+    assert "\n    count {" in query
+    assert "\n      count {" not in query
+    assert "byJurisdiction { jurisdiction status" in query
+
+
 @pytest.mark.parametrize(
     ("code", "kind"),
     [

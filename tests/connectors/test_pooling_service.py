@@ -230,6 +230,32 @@ async def test_a_table_asked_both_ways_is_released_and_pooled(
     assert response.privacy.question_rho == pytest.approx(0.06)
 
 
+async def test_a_participant_asked_no_total_of_its_own_releases_only_shares_charged_once(
+    verifier: RequestVerifier, sign: Sign, pool_keys: PoolKeys
+) -> None:
+    backend = FakeBackend(BY_SEX_ROWS, population=range(120))
+    noise = ShiftedNoise(lambda i: 3 * i - 2)
+    svc = pooling_service(verifier, pool_keys, backend=backend, noise=noise)
+    body = pooled_body(national=[])
+    response = await ask(svc, sign, body)
+    assert response.status is NodeStatus.OK
+    assert response.tables == []  # no national number at all, the total included
+    assert response.pooled is not None
+    assert [t.by for t in response.pooled.tables] == [(), (SEX,)]
+    # The pooled total and the pooled table by sex, each 1/(2·5²): the total once.
+    assert response.privacy is not None
+    assert response.privacy.question_rho == pytest.approx(0.04)
+    # Asked with its own total next time (same participants): only that is new, and charged;
+    # the pooled numbers are the stored ones, whatever else the question releases.
+    with_total = pooled_body(national=[()])
+    again = await ask(svc, sign, with_total)
+    assert [t.by for t in again.tables] == [()]
+    assert again.privacy is not None
+    assert again.privacy.question_rho == pytest.approx(0.02)
+    for by in [(), (SEX,)]:
+        assert pooled_counts(again, with_total, by) == pooled_counts(response, body, by)
+
+
 def fr_policy_with(**pooling: Any) -> EffectivePolicy:
     """FR's policy with a node layer stating `disclosure.secure_pooling`."""
     layer = NodeLayer.model_validate(
@@ -332,7 +358,7 @@ async def test_a_node_layer_may_ask_for_more_nodes(
         {"participants": [DE, DE, FR]},
         {"participants": [FR]},
         {"tables": [(Dimension.AGE_BAND_10,)]},  # not a table of the query
-        {"national": [(SEX,)]},  # the total is always national
+        {"tables": [(SEX,)], "national": [(SEX,)]},  # the total neither pooled nor national
         {"round": 3},
     ],
 )

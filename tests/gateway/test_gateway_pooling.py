@@ -24,13 +24,19 @@ from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
 from gateway.access import decide
 from gateway.audit import node_step, released_result
-from gateway.combine import Combined, combine
+from gateway.combine import NOT_ASKED, Combined, combine
 from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
 from gateway.permits import Permit, Presented
 from gateway.planner import Plan, plan_query
-from gateway.pooling import SECURE_POOL, participants, plan_round, pooled_tables
+from gateway.pooling import (
+    SECURE_POOL,
+    national_tables,
+    participants,
+    plan_round,
+    pooled_tables,
+)
 from gateway.rounds import Gathered, gather
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
@@ -150,6 +156,7 @@ async def ask(
     pools: Sequence[Jurisdiction] = FOUR,
     members: Sequence[Jurisdiction] = FOUR,
     pool_total: bool = True,
+    per_country: bool = True,
     tracer: Tracer | None = None,
 ) -> tuple[Gathered, Combined]:
     plan = make_plan(*tables, members=members)
@@ -165,6 +172,7 @@ async def ask(
         profiles=POLICIES.profile,
         deadline_s=5.0,
         pool_total=pool_total,
+        per_country=per_country,
         tracer=tracer,
     )
     combined = guard_pools(
@@ -253,6 +261,66 @@ async def test_the_pooled_count_is_only_pooled_when_asked_for() -> None:
     (_, asked), *_ = handler.asked
     assert asked.pooling is not None
     assert asked.pooling.tables == [SEX]
+    assert SECURE_POOL not in rules(combined.count)
+
+
+async def test_a_pooled_total_is_the_only_total_unless_the_countries_counts_are_asked() -> None:
+    handler = Nodes()
+    gathered, combined = await ask(handler, SEX, per_country=False)
+    (_, asked), *_ = handler.asked
+    assert asked.pooling is not None
+    assert asked.pooling.tables == [(), SEX]
+    assert asked.pooling.national == []  # no national total: the pooled one is released
+    # Nothing national left any participant; the pooled count is as before.
+    assert all(o.response and o.response.tables == [] for o in gathered.outcomes)
+    assert (combined.count.value, combined.count.status) == (23, ValueStatus.PERTURBED)
+    assert SECURE_POOL in rules(combined.count)
+    for node in combined.by_jurisdiction:
+        # Not asked, and said so: null, never a LOW that would look like a small count.
+        assert node.status is NodeStatus.OK
+        assert node.count is None
+        assert NOT_ASKED in {r.rule for r in node.reasons}
+    assert {v.value for v in cells(combined, SEX).values()} == {14, None}
+
+
+async def test_a_table_by_country_alone_asks_each_country_total() -> None:
+    plan = make_plan(BY_COUNTRY_SEX)
+    # The table by country and sex is national; the total is not, unless asked for.
+    assert national_tables(plan, total=False) == (SEX,)
+    assert national_tables(plan, total=True) == ((), SEX)
+    handler = Nodes()
+    _, combined = await ask(handler, (Dimension.JURISDICTION,), per_country=False)
+    (_, asked), *_ = handler.asked
+    assert asked.pooling is not None
+    assert asked.pooling.national == [()]  # the table by JURISDICTION is the countries' totals
+    assert all(n.count is not None for n in combined.by_jurisdiction)
+
+
+async def test_countries_outside_the_pool_release_their_total_and_it_is_added() -> None:
+    counts = {**RARE, FI: {(): 40, SEX: {("FEMALE",): 25, ("MALE",): 15}}}
+    handler = Nodes(counts, refuse=[FI])
+    _, combined = await ask(handler, SEX, per_country=False)
+    national = {j: r.national_tables for j, r in handler.asked}
+    assert national[FI] == [(), SEX]  # round 2, without pooling: every table national
+    assert all(national[j] == [] for j in (FR, DE, DK))
+    assert combined.count.value == 15 + 40
+    fi = next(n for n in combined.by_jurisdiction if n.jurisdiction is FI)
+    assert fi.count is not None
+    assert fi.count.value == 40
+    assert all(n.count is None for n in combined.by_jurisdiction if n.jurisdiction is not FI)
+
+
+async def test_a_round_that_cannot_complete_leaves_the_total_withheld_not_guessed() -> None:
+    handler = Nodes(fail=[(FI, 1), (DK, 2)])
+    _, combined = await ask(handler, SEX, per_country=False)
+    assert combined.count.status is ValueStatus.SUPPRESSED
+    assert rules(combined.count) >= {"INCOMPLETE_POOL"}
+    # Too few left to pool: the others fall back to national answers, totals included.
+    handler = Nodes(fail=[(FI, 1), (DK, 1)])
+    _, combined = await ask(handler, SEX, per_country=False)
+    fallback = [r for j, r in handler.asked if r.pooling is None]
+    assert fallback
+    assert all(() in r.national_tables for r in fallback)
     assert SECURE_POOL not in rules(combined.count)
 
 

@@ -23,6 +23,7 @@ from gateway.vetting import Answer, VettingNodeClient, cells_within_total, vet
 from policies.domain import table_domain
 from policies.loader import shipped_disclosure_profile as profile_for
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.pooling import PoolingRequest, encode_nonce
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeRequest, NodeResponse, valid_key_value
@@ -232,3 +233,47 @@ async def test_through_the_gateway_a_lying_node_costs_only_itself(
     assert result["count"]["value"] == 150 + 50  # DK + NO; FR's 2 is nowhere
     # UNKNOWN (nobody, in DK and NO) is LOW in both, so LOW pooled too.
     assert [c["count"]["value"] for c in result["breakdown"]["cells"]] == [120, 80, None]
+
+
+def pooled_request(national: list[Breakdown]) -> NodeRequest:
+    """FR's request in a pooled round of three that pools the total and the table by sex and
+    releases `national` on its own."""
+    request = make_plan(SEX).node_request(FR, APPROVAL)
+    pooling = PoolingRequest(
+        nonce=encode_nonce(bytes(range(32))),
+        round=1,
+        participants=["node-de", "node-dk", "node-fr"],
+        sigma=5.0,
+        tables=[(), SEX],
+        national=national,
+    )
+    return request.model_copy(update={"pooling": pooling})
+
+
+def test_without_a_total_asked_the_cells_are_vetted_without_one() -> None:
+    # Asked no total of its own (only the pooled one): nothing to hold its cells against
+    # but the other checks, which still reject what they always did.
+    request = pooled_request([SEX])
+    ok = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={SEX: BY_SEX})
+    assert vet(ok, profile_for(FR), request) is ok
+    exact = NodeOutcome(
+        FR,
+        NodeStatus.OK,
+        1.0,
+        tables={SEX: {**BY_SEX, ("MALE",): Value(value=120, status=ValueStatus.EXACT)}},
+    )
+    assert vet(exact, profile_for(FR), request).status is NodeStatus.REJECTED
+    nothing = pooled_request([])
+    empty = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={})
+    assert vet(empty, profile_for(FR), nothing) is empty
+
+
+def test_a_total_sent_though_not_asked_or_missing_though_asked_is_rejected() -> None:
+    # Fail closed: a total the node was not asked to release (only to pool) is not used, and
+    # an answer without the total it was asked for is not vetted as if it had none to check.
+    unasked = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={(): {(): noisy(300)}, SEX: BY_SEX})
+    outcome = vet(unasked, profile_for(FR), pooled_request([SEX]))
+    assert outcome.status is NodeStatus.REJECTED
+    assert "tables differ" in (outcome.message or "")
+    missing = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={SEX: BY_SEX})
+    assert vet(missing, profile_for(FR), pooled_request([(), SEX])).status is NodeStatus.REJECTED

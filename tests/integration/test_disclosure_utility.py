@@ -67,10 +67,8 @@ def test_every_cell_listed_released_at_the_minimum_low_without_value(results: Re
         assert answered, question.label
         strictest = max(results.minimums[j] for j in answer.answered)
         _check_value(answer.count, strictest, pooled=True)
-        for jurisdiction in answer.answered:
-            count = answer.nodes[jurisdiction].count
-            assert count is not None
-            _check_value(count, results.minimums[jurisdiction], pooled=False)
+        # The bench asks the pooled count alone: no country released a count of its own.
+        assert all(answer.nodes[j].count is None for j in answer.answered)
         for by in question.tables:
             cells = answer.tables[by]
             assert set(cells) == set(gateway_cells(by, question.cohort, answered)), by
@@ -88,10 +86,11 @@ def test_margins_leave_the_inner_cells_as_they_were(results: Results) -> None:
         assert margins.draws == 1
         assert margins.identical == margins.draws - margins.rejected, margins.table.name
 
-        # Pooled securely, a question charges its national tables (the total, the table by
-        # JURISDICTION) and its pooled ones (the pooled count, the tables without it) apart.
-        # The margins asked later are charged as new tables only: none when the nodes already
-        # computed them (JURISDICTION × AGE_BAND_10's margins are the total and the table).
+        # Pooled securely, a question charges its national tables (the tables by JURISDICTION,
+        # the country's total only when asked: by JURISDICTION alone) and its pooled ones (the
+        # pooled count, the tables without it) apart. The margins asked later are charged as
+        # new releases only (JURISDICTION × AGE_BAND_10's margin by JURISDICTION is the
+        # countries' totals, released nationally for the first time).
         def charged(question: Question) -> int:
             return len(question.national_tables) + len(question.pooled_tables)
 

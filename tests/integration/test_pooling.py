@@ -138,6 +138,61 @@ def test_the_same_question_again_is_the_same_number_and_free(pooled: LocalFedera
         assert node["privacy"]["questionRho"] == 0
 
 
+# The pooled count only, no country's own: another reference date, so a question of its own.
+POOLED_ONLY = """
+query($countries: Boolean!) {
+  cohort(request: "DR-2026-0042", referenceDate: "2025-01-01", deadlineMs: 30000,
+         criteria: { conditions: [{ vocabulary: ICD10, code: "F71" }] }) {
+    count { value status sd contributors reasons { rule } }
+    byJurisdiction { jurisdiction status reasons { rule }
+                     count @include(if: $countries) { value status sd }
+                     privacy { sigma questionRho } }
+    bySex: breakdown(by: [SEX]) { cells { count { value status } } }
+  }
+}
+"""
+
+
+def test_a_pooled_question_charges_its_total_once_unless_countries_are_asked(
+    pooled: LocalFederation,
+) -> None:
+    def ask_pooled(countries: bool) -> dict[str, Any]:
+        variables = {"countries": countries}
+        _, body = post(
+            pooled.gateway_url, {"query": POOLED_ONLY, "variables": variables}, pooled.researcher()
+        )
+        assert "errors" not in body, body.get("errors")
+        result: dict[str, Any] = body["data"]["cohort"]
+        return result
+
+    first = ask_pooled(countries=False)
+    assert first["count"]["status"] == "PERTURBED"
+    assert rules(first["count"]) == {"NOISE", "SECURE_POOL"}
+    for node in nodes(first).values():
+        assert node["status"] == "OK", node
+        assert "count" not in node
+        assert "NOT_ASKED" in {r["rule"] for r in node["reasons"]}  # no count of its own
+        # The pooled total and the pooled table by sex, each 1 / (2 sd²): the total once.
+        rho = 1 / (2 * node["privacy"]["sigma"] ** 2)
+        assert node["privacy"]["questionRho"] == pytest.approx(2 * rho)
+    # Asking each country's count asks each node's own total: released (LOW here), charged
+    # once more, and nothing else changes: the pooled numbers are the stored ones.
+    second = ask_pooled(countries=True)
+    for node in nodes(second).values():
+        assert "NOT_ASKED" not in {r["rule"] for r in node["reasons"]}
+        assert node["count"]["status"] == "LOW"
+        rho = 1 / (2 * node["privacy"]["sigma"] ** 2)
+        assert node["privacy"]["questionRho"] == pytest.approx(rho)
+    assert second["count"] == first["count"]
+    assert second["bySex"] == first["bySex"]
+    # Asked again, the country's count is the stored one, free.
+    third = ask_pooled(countries=True)
+    assert [n["count"] for n in third["byJurisdiction"]] == [
+        n["count"] for n in second["byJurisdiction"]
+    ]
+    assert all(n["privacy"]["questionRho"] == 0 for n in third["byJurisdiction"])
+
+
 def node_request(
     fed: LocalFederation, node: Jurisdiction, pooling: PoolingRequest
 ) -> tuple[str, bytes, list[tuple[str, str]]]:
