@@ -134,6 +134,12 @@ class _Core:
         self.request = request or default_request(self.credentials.permits)
         self.timeout_s = timeout_s
 
+    @classmethod
+    def demo(cls, directory: str | Path = DEMO_DIRECTORY, **options: Any) -> Self:
+        """The gateway and the researcher's credentials `make demo` wrote to `directory`."""
+        found = Demo.locate(directory)
+        return cls(found.url, token=found.token, permits=found.permits, **options)
+
     def __repr__(self) -> str:
         # Never the tokens.
         return (
@@ -239,12 +245,6 @@ class Client(_Core):
         super().__init__(url, token=token, permits=permits, request=request, timeout_s=timeout_s)
         self.transport: Transport = transport or HttpClientTransport()
 
-    @classmethod
-    def demo(cls, directory: str | Path = DEMO_DIRECTORY, **options: Any) -> Self:
-        """The gateway and the researcher's credentials `make demo` wrote to `directory`."""
-        found = Demo.locate(directory)
-        return cls(found.url, token=found.token, permits=found.permits, **options)
-
     def execute(
         self,
         document: str,
@@ -341,11 +341,6 @@ class AsyncClient(_Core):
     ) -> None:
         super().__init__(url, token=token, permits=permits, request=request, timeout_s=timeout_s)
         self.transport: AsyncTransport = transport or AiohttpTransport()
-
-    @classmethod
-    def demo(cls, directory: str | Path = DEMO_DIRECTORY, **options: Any) -> Self:
-        found = Demo.locate(directory)
-        return cls(found.url, token=found.token, permits=found.permits, **options)
 
     async def __aenter__(self) -> Self:
         return self
