@@ -489,6 +489,7 @@ def _services(
             fair_share=FairShare(
                 per_researcher=settings.max_cohorts_per_researcher,
                 per_application=settings.max_cohorts_per_application,
+                on_refused=app[METRICS].fair_share_refused,
             ),
         )
         try:

@@ -14,7 +14,7 @@ The counts live in the gateway process: behind several replicas each keeps its o
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from schema.errors import ErrorCode, TesseraError
@@ -48,12 +48,19 @@ class Reservation:
         self.release(self.held)
 
 
+def _nothing(scope: str) -> None:
+    pass
+
+
 @dataclass
 class FairShare:
     per_researcher: int
     per_application: int
     researchers: Counter[str] = field(default_factory=Counter)
     applications: Counter[str] = field(default_factory=Counter)
+    # Told of each refusal, by the share it would exceed (`researcher`, `application`): the
+    # gateway's metrics count them.
+    on_refused: Callable[[str], None] = _nothing
 
     def admit(self, researcher: str, applications: Iterable[str], count: int) -> Reservation:
         """Reserve `count` places for `researcher` and each of `applications`, or raise
@@ -61,6 +68,7 @@ class FairShare:
         apps = tuple(sorted(set(applications)))
         held = self.researchers[researcher]
         if held + count > self.per_researcher:
+            self.on_refused("researcher")
             raise too_many(
                 f"this request asks {count} cohort questions and you have {held} in flight; "
                 f"a researcher may have {self.per_researcher} in flight at a time (every "
@@ -73,6 +81,7 @@ class FairShare:
         for app in apps:
             held = self.applications[app]
             if held + count > self.per_application:
+                self.on_refused("application")
                 raise too_many(
                     f"this request asks {count} cohort questions and the researchers of its "
                     f"application have {held} in flight; an application may have "

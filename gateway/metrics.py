@@ -13,6 +13,9 @@ token (like `/readyz`); expose it to the monitoring network only, as any operati
 - `tessera_gateway_circuit_changes_total{node, jurisdiction, state}`: transitions;
 - `tessera_gateway_rate_limit_refusals_total{outcome}`: queries refused by the rate limits
   (`limited`) or because the limiter could not answer (`unavailable`);
+- `tessera_gateway_fair_share_refusals_total{share}`: requests refused at once because they
+  would exceed a researcher's or an application's share of questions in flight
+  (`researcher`, `application`: TOO_MANY_IN_FLIGHT);
 - `tessera_gateway_audit_write_seconds{outcome}`: time to append a batch of entries to the
   audit trail (`ok`, `failed`).
 """
@@ -79,6 +82,11 @@ class GatewayMetrics:
             unit="{query}",
             description="Queries refused by the rate limits.",
         )
+        self.fair_share_refusals = meter.create_counter(
+            "tessera.gateway.fair_share.refusals",
+            unit="{request}",
+            description="Requests refused for exceeding a share of questions in flight.",
+        )
         self.audit_write = meter.create_histogram(
             "tessera.gateway.audit.write",
             unit="s",
@@ -91,6 +99,9 @@ class GatewayMetrics:
             callbacks=[self._observe_circuits],
             description="Circuit breaker state per node: 0 closed, 1 half-open, 2 open.",
         )
+
+    def fair_share_refused(self, share: str) -> None:
+        self.fair_share_refusals.add(1, {"share": share})
 
     def circuit_changed(self, node: NodeInfo, state: CircuitState) -> None:
         self.circuit_changes.add(

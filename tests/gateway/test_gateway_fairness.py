@@ -70,7 +70,8 @@ def test_every_cohort_field_of_the_operation_run_is_counted_once_per_response_ke
 
 
 def test_a_share_admits_a_request_whole_or_refuses_it_whole() -> None:
-    shares = FairShare(per_researcher=4, per_application=6)
+    refusals: list[str] = []
+    shares = FairShare(per_researcher=4, per_application=6, on_refused=refusals.append)
     first = shares.admit("ann", ["app"], 3)
     with pytest.raises(TesseraError) as refused:
         shares.admit("ann", ["app"], 2)
@@ -91,6 +92,7 @@ def test_a_share_admits_a_request_whole_or_refuses_it_whole() -> None:
     with pytest.raises(TesseraError) as refused:
         shares.admit("dora", ["other"], 5)
     assert "retryAfter" not in refused.value.extensions
+    assert refusals == ["researcher", "application", "researcher"]
     first.release(1)
     first.close()
     first.close()
@@ -262,6 +264,9 @@ async def test_a_batch_over_the_share_is_refused_whole_before_any_node_is_asked(
         assert answer["errors"][0]["extensions"]["asked"] == 9
     # One refusal entry per field refused, and nothing answered.
     assert await decisions(store, "researcher@test.tessera.eu") == ["REFUSED"] * 9
+    # Operators see the refusal, by the share it would have exceeded (never by whom).
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tessera_gateway_fair_share_refusals_total{share="researcher"} 1.0' in metrics
     # The request ended: its places are free again, and a request within the share passes.
     body = await ask(client, [operation(4, "a"), operation(4, "b")], mint(keys))
     assert all("errors" not in answer for answer in body)
