@@ -41,18 +41,29 @@ def free_port() -> int:
     return free_port_block(1)
 
 
+# Ports this process has handed out: a port is free when checked, but its service may not
+# have bound it yet when the next one is asked for (a federation's ports are all chosen before
+# its first process starts), so a port is never handed out twice.
+_handed_out: set[int] = set()
+
+
 def free_port_block(count: int, *, attempts: int = 100) -> int:
     """The first of `count` consecutive free loopback ports (for the demo, whose nodes take
-    the ports after the gateway's). Free when checked: another process may still take one."""
+    the ports after the gateway's), none handed out before by this process. Free when
+    checked: another process may still take one."""
     low, high = _service_port_range()
     for _ in range(attempts):
         base = random.randint(low, high - count)
+        block = range(base, base + count)
+        if _handed_out.intersection(block):
+            continue
         sockets: list[socket.socket] = []
         try:
-            for port in range(base, base + count):
+            for port in block:
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
+            _handed_out.update(block)
             return base
         except OSError:
             continue
