@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schema.codes import Jurisdiction
+from serving.options import add_settings_help
+
+if TYPE_CHECKING:
+    from connectors.settings import ConnectorSettings
 
 SubParsers = Any  # argparse's _SubParsersAction is private
 
@@ -26,9 +30,11 @@ def register(sub: SubParsers) -> None:
     serve = connector_sub.add_parser(
         "serve",
         help="serve queries from the gateway on an OMOP CDM 5.4 database",
-        description="Options override the TESSERA_CONNECTOR_* environment variables "
-        "(documented in connectors/settings.py).",
+        description="Options override the TESSERA_CONNECTOR_* environment variables (listed "
+        "below, from connectors/settings.py).",
+        add_help=False,
     )
+    add_settings_help(serve, _settings)
     serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
     serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
     serve.add_argument(
@@ -126,6 +132,12 @@ def register(sub: SubParsers) -> None:
     )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
+
+
+def _settings() -> type[ConnectorSettings]:
+    from connectors.settings import ConnectorSettings
+
+    return ConnectorSettings
 
 
 def _serve(args: argparse.Namespace) -> int:

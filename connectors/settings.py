@@ -1,162 +1,255 @@
-"""The connector's settings, read from the environment in one place."""
+"""The connector's settings: every `TESSERA_CONNECTOR_*` variable is one field below, its
+description what `tessera connector serve --help` prints (`serving.settings`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, ClassVar, Final, Self
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
-from schema.errors import ConfigError
+from serving.settings import ServiceSettings, SettingsError, options
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
+
+__all__ = ["ConnectorSettings", "SettingsError"]
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
 
 
-class SettingsError(ConfigError):
-    """A missing or invalid setting; the message names the environment variable."""
+def _jurisdiction(raw: Any) -> Any:
+    if not isinstance(raw, str) or isinstance(raw, Jurisdiction):
+        return raw
+    try:
+        return Jurisdiction(raw.upper())
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an EU/EEA ISO 3166-1 alpha-2 code") from None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectorSettings:
-    """Settings of one connector, from `TESSERA_CONNECTOR_*` environment variables:
+def _keys(raw: Any) -> Any:
+    """`kid=path.pem,kid2=path2.pem` from the environment; a mapping from the command line."""
+    if not isinstance(raw, str):
+        return raw
+    keys: dict[str, Path] = {}
+    for item in raw.split(","):
+        kid, sep, path = item.strip().partition("=")
+        if not sep or not kid.strip() or not path.strip():
+            raise ValueError(f"expected kid=path.pem, got {item.strip()!r}")
+        if kid.strip() in keys:
+            raise ValueError(f"key id {kid.strip()!r} appears twice")
+        keys[kid.strip()] = Path(path.strip())
+    return keys
 
-    - `TESSERA_CONNECTOR_JURISDICTION` (required): ISO code of the node's jurisdiction, e.g.
-      `FR`; picks the disclosure profile and the requests the node accepts.
-    - `TESSERA_CONNECTOR_NODE_ID`: this node's id, the `aud` the gateway's request tokens
-      must carry. Default `tessera-node-<jurisdiction in lower case>`.
-    - `TESSERA_CONNECTOR_DATABASE`: path of the OMOP CDM DuckDB database, opened read-only.
-    - `TESSERA_CONNECTOR_DSN`: a `postgresql://` URL of an OMOP CDM in PostgreSQL, used
-      instead of a DuckDB file (exactly one of the two is required).
-    - `TESSERA_CONNECTOR_CDM_SCHEMA`: with a DSN, the PostgreSQL schema of the OMOP CDM
-      tables and of Tessera's tables beside them (e.g. `cdm`); every table the node reads is
-      then qualified with its schema, whatever the connection's `search_path`. Default: none,
-      the tables are found through the `search_path` (usually `public`).
-    - `TESSERA_CONNECTOR_VOCABULARY_SCHEMA`: with a DSN, the schema of the standardised
-      vocabularies (`concept`, `concept_ancestor`, ...; the OHDSI layout keeps them apart,
-      e.g. `vocab`). Default: the CDM schema.
-    - `TESSERA_CONNECTOR_DB_CONNECTIONS`: PostgreSQL pool size. Default `4`.
-    - `TESSERA_CONNECTOR_HOST`: address to listen on. Default `127.0.0.1`.
-    - `TESSERA_CONNECTOR_PORT`: port to listen on. Default `8401`.
-    - `TESSERA_CONNECTOR_GATEWAY_ISSUER`: the `iss` of the gateway's request tokens. Default
-      `tessera-gateway`.
-    - `TESSERA_CONNECTOR_GATEWAY_KEYS`: the pinned gateway public keys as
-      `kid=path.pem,kid2=path2.pem` (Ed25519, PEM SubjectPublicKeyInfo). Several keys are
-      valid at once while the gateway's key is rotated.
-    - `TESSERA_CONNECTOR_GATEWAY_JWKS`: a JWKS file of pinned gateway keys (as written by
-      `tessera keys jwks` or `tessera keys rotate`), re-read every minute so that a rotation
-      needs no restart; with `GATEWAY_KEYS` too, both are trusted. Without any gateway key the
-      node is not ready and refuses every query.
-    - `TESSERA_CONNECTOR_HDAB_ISSUER`: the `iss` of this jurisdiction's HDAB, whose tokens
-      carry the researchers' approvals. Required with any HDAB key.
-    - `TESSERA_CONNECTOR_HDAB_JWKS_FILE`, `TESSERA_CONNECTOR_HDAB_JWKS_URL` (https; http only
-      on loopback) or `TESSERA_CONNECTOR_HDAB_PUBLIC_KEY` (PEM): the HDAB's keys, exactly one
-      of the three. A JWKS is refreshed in the background. Without HDAB keys the node is not
-      ready and refuses every query (it cannot check approvals).
-    - `TESSERA_CONNECTOR_HDAB_ALGORITHMS`: the algorithms the HDAB signs with, comma-separated
-      (`EdDSA`, `ES256`, `RS256`, `PS256`). Default `EdDSA`.
-    - `TESSERA_CONNECTOR_APPROVAL_AUDIENCE`: the `aud` of approval tokens (the gateway's id).
-      Default: the gateway issuer.
-    - `TESSERA_CONNECTOR_REDIS_URL`: `redis://host:port/db`; when set, the replay cache lives
-      in Redis so that every replica of this node refuses a request any of them has seen.
-      Default: `replay.sqlite3` in the state directory (this host's processes; kept across
-      restarts).
-    - `TESSERA_CONNECTOR_REDIS_PREFIX`: prefix of the Redis keys. Default `tessera:`.
-    - `TESSERA_CONNECTOR_THREADS`: database worker threads. Default `2`. The node takes four
-      questions per thread into its database work at once, at most half of them one
-      researcher's; the others wait their turn by researcher (`schema.fair_queue`).
-    - `TESSERA_CONNECTOR_POLICIES`: directory of the EU baseline and national policy files.
-      Default: the files shipped with Tessera (`policies/layers`).
-    - `TESSERA_CONNECTOR_NODE_POLICY`: this hub's own policy layer (TOML, see
-      `policies/layers/node.example.toml`); it can only tighten, and has the final veto. Its
-      `node.datasets` are the datasets the node serves (a permit must name one of them);
-      without any, the node serves one dataset named after its node id.
-    - `TESSERA_CONNECTOR_POLICY_RELOAD_S`: seconds between two looks at the policy files and
-      the node layer; a change (a revoked permit, a tightened rule) is applied without a
-      restart, at once on SIGHUP. A change that fails validation is not applied: the previous
-      policy stays in force and `/readyz` says why. Default `5`.
-    - `TESSERA_CONNECTOR_STATE_DIR`: the node's state directory (created when missing): the
-      privacy ledger (each person's spend per applicant), the answers drawn so far, the
-      request ids seen (without Redis: a request is never answered twice, restarts
-      included), and the person index `tessera connector prepare --state` keeps there.
-      Keep it across restarts, upgrades and data reloads, and back it up: a ledger lost
-      gives every applicant a new budget. Default: next to the DuckDB database,
-      `<database without suffix>.state`; required with a PostgreSQL DSN.
-    - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
-      `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
-      database; required with a PostgreSQL DSN.
-    - `TESSERA_CONNECTOR_AUDIT_KEY`: Ed25519 private key (PKCS8 PEM) that signs the audit
-      chain's heads. Without it, the node is not ready and refuses every query.
-    - `TESSERA_CONNECTOR_POOL_KEY`: this node's X25519 private key (PKCS8 PEM, `tessera keys
-      generate NAME --kind x25519`) for secure pooling across borders. With
-      `TESSERA_CONNECTOR_POOL_PEERS` only; without both, the node answers every question
-      nationally and refuses pooled rounds (POOL_REFUSED).
-    - `TESSERA_CONNECTOR_POOL_PEERS`: the pooling registry, a JSON file of every node's X25519
-      public key by node id (`tessera keys registry`), the same file at every node; it must
-      list this node with the public half of `POOL_KEY`. Re-read when it changes, no restart.
 
-    Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
-    - `TESSERA_CONNECTOR_QUERY_TIMEOUT_S`: seconds one query may run; past that the database
-      statement is interrupted and the gateway gets `QUERY_TIMEOUT`. Default `30`.
-    - `TESSERA_CONNECTOR_SHUTDOWN_TIMEOUT_S`: on SIGTERM, seconds in-flight queries may take
-      to finish before they are cancelled. Default `10`.
-    """
+def _algorithms(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    names = tuple(dict.fromkeys(a.strip() for a in raw.split(",") if a.strip()))
+    if not names or any(a not in ALGORITHMS for a in names):
+        raise ValueError(f"expected some of {', '.join(ALGORITHMS)}")
+    return names
 
-    jurisdiction: Jurisdiction
-    database: Path | None = None
-    dsn: str | None = None
-    cdm_schema: str | None = None
-    vocabulary_schema: str | None = None
-    db_connections: int = 4
-    node_id: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8401
-    gateway_issuer: str = DEFAULT_GATEWAY_ISSUER
-    gateway_keys: Mapping[str, Path] = field(default_factory=dict)
-    gateway_jwks: Path | None = None
-    hdab_issuer: str = ""
-    hdab_jwks_file: Path | None = None
-    hdab_jwks_url: str | None = None
-    hdab_public_key: Path | None = None
-    hdab_algorithms: tuple[Algorithm, ...] = ("EdDSA",)
-    approval_audience: str = ""
-    redis_url: str | None = None
-    redis_prefix: str = "tessera:"
-    threads: int = 2
-    policies: Path | None = None
-    node_policy: Path | None = None
-    policy_reload_s: float = DEFAULT_RELOAD_S
-    state_dir: Path | None = None
-    audit_db: str = ""
-    audit_key: Path | None = None
-    pool_key: Path | None = None
-    pool_peers: Path | None = None
-    query_timeout_s: float = 30.0
-    shutdown_timeout_s: float = 10.0
 
-    def __post_init__(self) -> None:
+class ConnectorSettings(ServiceSettings):
+    """Settings of one connector. Build it with `ConnectorSettings.from_env`. Tracing is
+    configured by the standard `OTEL_*` variables (see `schema.telemetry`)."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX)
+    OPTIONS: ClassVar = options(
+        "jurisdiction database dsn cdm_schema vocabulary_schema audit_db", state_dir="--state"
+    )
+
+    jurisdiction: Annotated[Jurisdiction, BeforeValidator(_jurisdiction)] = Field(
+        description="ISO code of the node's jurisdiction, e.g. FR; picks the disclosure profile "
+        "and the requests the node accepts."
+    )
+    database: Path | None = Field(
+        None, description="Path of the OMOP CDM DuckDB database, opened read-only."
+    )
+    dsn: str | None = Field(
+        None,
+        description="A postgresql:// URL of an OMOP CDM in PostgreSQL, used instead of a "
+        "DuckDB file (exactly one of the two is required).",
+    )
+    cdm_schema: str | None = Field(
+        None,
+        description="With a DSN, the PostgreSQL schema of the OMOP CDM tables and of Tessera's "
+        "tables beside them (e.g. cdm); every table the node reads is then qualified with its "
+        "schema, whatever the connection's search_path. Default: none, the tables are found "
+        "through the search_path (usually public).",
+    )
+    vocabulary_schema: str | None = Field(
+        None,
+        description="With a DSN, the schema of the standardised vocabularies (concept, "
+        "concept_ancestor, ...; the OHDSI layout keeps them apart, e.g. vocab). Default: the "
+        "CDM schema.",
+    )
+    db_connections: int = Field(4, description="PostgreSQL pool size.")
+    node_id: str = Field(
+        "",
+        description="This node's id, the aud the gateway's request tokens must carry. Default "
+        "tessera-node-<jurisdiction in lower case>.",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8401, description="Port to listen on (0 picks a free one).")
+    gateway_issuer: str = Field(
+        DEFAULT_GATEWAY_ISSUER, description="The iss of the gateway's request tokens."
+    )
+    gateway_keys: Annotated[Mapping[str, Path], NoDecode, BeforeValidator(_keys)] = Field(
+        default_factory=dict,
+        description="The pinned gateway public keys as kid=path.pem,kid2=path2.pem (Ed25519, "
+        "PEM SubjectPublicKeyInfo). Several keys are valid at once while the gateway's key is "
+        "rotated.",
+    )
+    gateway_jwks: Path | None = Field(
+        None,
+        description="A JWKS file of pinned gateway keys (as written by `tessera keys jwks` or "
+        "`tessera keys rotate`), re-read every minute so that a rotation needs no restart; "
+        "with GATEWAY_KEYS too, both are trusted. Without any gateway key the node is not ready "
+        "and refuses every query.",
+    )
+    hdab_issuer: str = Field(
+        "",
+        description="The iss of this jurisdiction's HDAB, whose tokens carry the researchers' "
+        "approvals. Required with any HDAB key.",
+    )
+    hdab_jwks_file: Path | None = Field(
+        None,
+        description="The HDAB's keys as a JWKS file; exactly one of HDAB_JWKS_FILE, "
+        "HDAB_JWKS_URL and HDAB_PUBLIC_KEY. Without HDAB keys the node is not ready and refuses "
+        "every query (it cannot check approvals).",
+    )
+    hdab_jwks_url: str | None = Field(
+        None,
+        description="The HDAB's keys as a JWKS URL (https; http only on loopback), refreshed in "
+        "the background.",
+    )
+    hdab_public_key: Path | None = Field(None, description="The HDAB's key, a PEM file.")
+    hdab_algorithms: Annotated[tuple[Algorithm, ...], NoDecode, BeforeValidator(_algorithms)] = (
+        Field(
+            ("EdDSA",),
+            description="The algorithms the HDAB signs with, comma-separated (EdDSA, ES256, "
+            "RS256, PS256).",
+        )
+    )
+    approval_audience: str = Field(
+        "",
+        description="The aud of approval tokens (the gateway's id). Default: the gateway issuer.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:port/db; when set, the replay cache lives in Redis so that "
+        "every replica of this node refuses a request any of them has seen. Default: "
+        "replay.sqlite3 in the state directory (this host's processes; kept across restarts).",
+    )
+    redis_prefix: str = Field("tessera:", description="Prefix of the Redis keys.")
+    threads: int = Field(
+        2,
+        description="Database worker threads. The node takes four questions per thread into "
+        "its database work at once, at most half of them one researcher's; the others wait "
+        "their turn by researcher (schema.fair_queue).",
+    )
+    policies: Path | None = Field(
+        None,
+        description="Directory of the EU baseline and national policy files. Default: the "
+        "files shipped with Tessera (policies/layers).",
+    )
+    node_policy: Path | None = Field(
+        None,
+        description="This hub's own policy layer (TOML, see "
+        "policies/layers/node.example.toml); it can only tighten, and has the final veto. Its "
+        "node.datasets are the datasets the node serves (a permit must name one of them); "
+        "without any, the node serves one dataset named after its node id.",
+    )
+    policy_reload_s: float = Field(
+        DEFAULT_RELOAD_S,
+        description="Seconds between two looks at the policy files and the node layer; a "
+        "change (a revoked permit, a tightened rule) is applied without a restart, at once on "
+        "SIGHUP. A change that fails validation is not applied: the previous policy stays in "
+        "force and /readyz says why.",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="The node's state directory (created when missing): the privacy ledger "
+        "(each person's spend per applicant), the answers drawn so far, the request ids seen "
+        "(without Redis: a request is never answered twice, restarts included), and the person "
+        "index `tessera connector prepare --state` keeps there. Keep it across restarts, "
+        "upgrades and data reloads, and back it up: a ledger lost gives every applicant a new "
+        "budget. Default: next to the DuckDB database, <database without suffix>.state; "
+        "required with a PostgreSQL DSN.",
+    )
+    audit_db: str = Field(
+        "",
+        description="The node's audit trail, an SQLite file or a postgresql:// URL. Default: "
+        "<database name>.audit.sqlite3 beside the DuckDB database; required with a PostgreSQL "
+        "DSN.",
+    )
+    audit_key: Path | None = Field(
+        None,
+        description="Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads. "
+        "Without it, the node is not ready and refuses every query.",
+    )
+    pool_key: Path | None = Field(
+        None,
+        description="This node's X25519 private key (PKCS8 PEM, `tessera keys generate NAME "
+        "--kind x25519`) for secure pooling across borders. With POOL_PEERS only; without both, "
+        "the node answers every question nationally and refuses pooled rounds (POOL_REFUSED).",
+    )
+    pool_peers: Path | None = Field(
+        None,
+        description="The pooling registry, a JSON file of every node's X25519 public key by "
+        "node id (`tessera keys registry`), the same file at every node; it must list this "
+        "node with the public half of POOL_KEY. Re-read when it changes, no restart.",
+    )
+    query_timeout_s: float = Field(
+        30.0,
+        description="Seconds one query may run; past that the database statement is "
+        "interrupted and the gateway gets QUERY_TIMEOUT.",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        description="On SIGTERM, seconds in-flight queries may take to finish before they are "
+        "cancelled.",
+    )
+
+    @classmethod
+    def missing(cls, values: Mapping[str, Any]) -> list[str]:
+        problems = super().missing(values)
+        describe = cls.describe
+        if (values.get("database") is None) == (values.get("dsn") is None):
+            problems.append(f"exactly one of {describe('database')} and {describe('dsn')}")
+        elif values.get("dsn") is not None:
+            problems.extend(cls._postgres_needs(values))
+        return problems
+
+    @classmethod
+    def _postgres_needs(cls, values: Mapping[str, Any]) -> list[str]:
+        # A PostgreSQL node has no file to keep its ledger and audit trail beside: say
+        # everything that is missing at once.
+        missing = [name for name in ("state_dir", "audit_db") if not values.get(name)]
+        if not missing:
+            return []
+        named = " and ".join(map(cls.describe, missing))
+        return [f"with {cls.describe('dsn')} also give {named}"]
+
+    @model_validator(mode="after")
+    def _checked(self) -> Self:
+        describe, variable = self.describe, self.variable
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
         if self.database is None:
-            # A PostgreSQL node has no file to keep its ledger and audit trail beside: say
-            # everything that is missing at once.
-            missing = [
-                name
-                for name, given in (("state_dir", self.state_dir), ("audit_db", self.audit_db))
-                if not given
-            ]
-            if missing:
-                raise SettingsError(
-                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
-                )
+            problems = self._postgres_needs(
+                {"state_dir": self.state_dir, "audit_db": self.audit_db}
+            )
+            if problems:
+                raise SettingsError(problems[0])
         else:
             if self.cdm_schema is not None or self.vocabulary_schema is not None:
                 raise SettingsError(
@@ -177,7 +270,7 @@ class ConnectorSettings:
             except ValueError as exc:
                 raise SettingsError(f"{describe('cdm_schema')}: {exc}") from None
         if (self.pool_key is None) != (self.pool_peers is None):
-            raise SettingsError(f"{PREFIX}POOL_KEY and {PREFIX}POOL_PEERS go together")
+            raise SettingsError(f"{variable('pool_key')} and {variable('pool_peers')} go together")
         if not self.approval_audience:
             object.__setattr__(self, "approval_audience", self.gateway_issuer)
         sources = [self.hdab_jwks_file, self.hdab_jwks_url, self.hdab_public_key]
@@ -187,31 +280,37 @@ class ConnectorSettings:
                 "exclude each other"
             )
         if any(s is not None for s in sources) and not self.hdab_issuer:
-            raise SettingsError(f"{PREFIX}HDAB_ISSUER is required with an HDAB key")
+            raise SettingsError(f"{variable('hdab_issuer')} is required with an HDAB key")
         if self.hdab_jwks_url is not None:
             try:
                 check_jwks_url(self.hdab_jwks_url)
             except ValueError as exc:
-                raise SettingsError(f"{PREFIX}HDAB_JWKS_URL {exc}") from None
-        if not self.hdab_algorithms or not set(self.hdab_algorithms) <= set(ALGORITHMS):
-            raise SettingsError(f"{PREFIX}HDAB_ALGORITHMS must be some of {', '.join(ALGORITHMS)}")
+                raise SettingsError(f"{variable('hdab_jwks_url')} {exc}") from None
+        if not self.hdab_algorithms:
+            raise SettingsError(
+                f"{variable('hdab_algorithms')} must be some of {', '.join(ALGORITHMS)}"
+            )
         if self.redis_url is not None:
             try:
                 check_redis_url(self.redis_url)
             except ValueError as exc:
-                raise SettingsError(f"{PREFIX}REDIS_URL {exc}") from None
+                raise SettingsError(f"{variable('redis_url')} {exc}") from None
         if not 0 <= self.port <= 65535:
-            raise SettingsError(f"{PREFIX}PORT must be between 0 and 65535, not {self.port}")
+            raise SettingsError(f"{variable('port')} must be between 0 and 65535, not {self.port}")
         if not 1 <= self.threads <= 64:
-            raise SettingsError(f"{PREFIX}THREADS must be between 1 and 64, not {self.threads}")
+            raise SettingsError(
+                f"{variable('threads')} must be between 1 and 64, not {self.threads}"
+            )
         if not 0 < self.query_timeout_s <= 3600:
-            raise SettingsError(f"{PREFIX}QUERY_TIMEOUT_S must lie in (0, 3600] seconds")
+            raise SettingsError(f"{variable('query_timeout_s')} must lie in (0, 3600] seconds")
         if not MIN_RELOAD_S <= self.policy_reload_s <= MAX_RELOAD_S:
             raise SettingsError(
-                f"{PREFIX}POLICY_RELOAD_S must lie in [{MIN_RELOAD_S:g}, {MAX_RELOAD_S:g}] seconds"
+                f"{variable('policy_reload_s')} must lie in [{MIN_RELOAD_S:g}, {MAX_RELOAD_S:g}]"
+                " seconds"
             )
         if not 0 <= self.shutdown_timeout_s <= 3600:
-            raise SettingsError(f"{PREFIX}SHUTDOWN_TIMEOUT_S must lie in [0, 3600] seconds")
+            raise SettingsError(f"{variable('shutdown_timeout_s')} must lie in [0, 3600] seconds")
+        return self
 
     @property
     def layout(self) -> SchemaLayout | None:
@@ -219,124 +318,3 @@ class ConnectorSettings:
         if self.cdm_schema is None:
             return None
         return SchemaLayout(self.cdm_schema, self.vocabulary_schema or self.cdm_schema)
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> ConnectorSettings:
-        """Settings from `environ` (default `os.environ`); keyword `overrides` (field names)
-        win over the environment."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, parse in _PARSERS.items():
-            variable = f"{PREFIX}{name.upper()}"
-            raw = env.get(variable, "").strip()
-            if name in overrides or not raw:
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{variable} is invalid: {exc}") from None
-        values.update(overrides)
-        problems = []
-        if "jurisdiction" not in values:
-            problems.append(f"{describe('jurisdiction')} is required")
-        if (values.get("database") is None) == (values.get("dsn") is None):
-            problems.append(f"exactly one of {describe('database')} and {describe('dsn')}")
-        elif values.get("dsn") is not None:
-            missing = [n for n in ("state_dir", "audit_db") if not values.get(n)]
-            if missing:
-                problems.append(
-                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
-                )
-        if problems:
-            raise SettingsError("; ".join(problems))
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
-
-
-# The `tessera connector serve` option of each setting that has one.
-_OPTIONS: Final = {
-    "jurisdiction": "--jurisdiction",
-    "database": "--database",
-    "dsn": "--dsn",
-    "cdm_schema": "--cdm-schema",
-    "vocabulary_schema": "--vocabulary-schema",
-    "state_dir": "--state",
-    "audit_db": "--audit-db",
-}
-
-
-def describe(name: str) -> str:
-    """A setting as an operator meets it: its option (if any) and its variable."""
-    variable = f"{PREFIX}{name.upper()}"
-    option = _OPTIONS.get(name)
-    return f"{option} ({variable})" if option else variable
-
-
-def _jurisdiction(raw: str) -> Jurisdiction:
-    try:
-        return Jurisdiction(raw.upper())
-    except ValueError:
-        raise ValueError(f"{raw!r} is not an EU/EEA ISO 3166-1 alpha-2 code") from None
-
-
-def _port(raw: str) -> int:
-    return int(raw)
-
-
-def _keys(raw: str) -> dict[str, Path]:
-    keys: dict[str, Path] = {}
-    for item in raw.split(","):
-        kid, sep, path = item.strip().partition("=")
-        if not sep or not kid.strip() or not path.strip():
-            raise ValueError(f"expected kid=path.pem, got {item.strip()!r}")
-        if kid.strip() in keys:
-            raise ValueError(f"key id {kid.strip()!r} appears twice")
-        keys[kid.strip()] = Path(path.strip())
-    return keys
-
-
-def _algorithms(raw: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(a.strip() for a in raw.split(",") if a.strip()))
-    unknown = [a for a in names if a not in ALGORITHMS]
-    if unknown or not names:
-        raise ValueError(f"expected some of {', '.join(ALGORITHMS)}")
-    return names
-
-
-_PARSERS: Final[dict[str, Callable[[str], Any]]] = {
-    "jurisdiction": _jurisdiction,
-    "node_id": str,
-    "database": Path,
-    "dsn": str,
-    "cdm_schema": str,
-    "vocabulary_schema": str,
-    "db_connections": int,
-    "host": str,
-    "port": _port,
-    "gateway_issuer": str,
-    "gateway_keys": _keys,
-    "gateway_jwks": Path,
-    "hdab_issuer": str,
-    "hdab_jwks_file": Path,
-    "hdab_jwks_url": str,
-    "hdab_public_key": Path,
-    "hdab_algorithms": _algorithms,
-    "approval_audience": str,
-    "redis_url": str,
-    "redis_prefix": str,
-    "threads": int,
-    "policies": Path,
-    "node_policy": Path,
-    "policy_reload_s": float,
-    "state_dir": Path,
-    "audit_db": str,
-    "audit_key": Path,
-    "pool_key": Path,
-    "pool_peers": Path,
-    "query_timeout_s": float,
-    "shutdown_timeout_s": float,
-}

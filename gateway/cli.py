@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from serving.options import add_settings_help
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 SubParsers = Any  # argparse's _SubParsersAction is private
 
@@ -16,9 +21,11 @@ def register(sub: SubParsers) -> None:
     serve = gateway_sub.add_parser(
         "serve",
         help="serve /graphql and fan out to the federation's nodes",
-        description="Options override the TESSERA_GATEWAY_* environment variables "
-        "(documented in gateway/settings.py).",
+        description="Options override the TESSERA_GATEWAY_* environment variables (listed "
+        "below, from gateway/settings.py).",
+        add_help=False,
     )
+    add_settings_help(serve, _settings)
     serve.add_argument("--federation", type=Path, help="federation file (TOML)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -37,6 +44,12 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--audit-db", help="audit trail: SQLite file or postgresql:// URL")
     serve.add_argument("--audit-key", type=Path, help="Ed25519 key signing the audit chain")
     serve.set_defaults(handler=_serve)
+
+
+def _settings() -> type[GatewaySettings]:
+    from gateway.settings import GatewaySettings
+
+    return GatewaySettings
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The dependency rule: schema ← policies ← {gateway, connectors} and schema ← trust ←
-{gateway, connectors}; gateway and connectors only talk over HTTP and never import each
-other."""
+serving ← {gateway, connectors}; gateway and connectors only talk over HTTP and never import
+each other: what they share is the service shell (`serving`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"schema", "policies", "trust", "gateway", "connectors", "tessera"}
+FIRST_PARTY = {"schema", "policies", "trust", "serving", "gateway", "connectors", "tessera"}
 ALLOWED = {
     "schema": {"schema"},
     "policies": {"schema", "policies"},
     "trust": {"schema", "trust"},
-    "gateway": {"schema", "policies", "trust", "gateway"},
-    "connectors": {"schema", "policies", "trust", "connectors"},
+    "serving": {"schema", "trust", "serving"},
+    "gateway": {"schema", "policies", "trust", "serving", "gateway"},
+    "connectors": {"schema", "policies", "trust", "serving", "connectors"},
 }
 
 

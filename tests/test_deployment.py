@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,17 +42,10 @@ CONFIG_ROOT = PurePosixPath("/etc/tessera")
 def known_variables() -> set[str]:
     """The environment variables the code reads: the services' settings and OpenTelemetry's."""
     found: set[str] = set()
-    for source, pattern in (
-        ("gateway/settings.py", r"TESSERA_GATEWAY_[A-Z0-9_]+"),
-        ("connectors/settings.py", r"TESSERA_CONNECTOR_[A-Z0-9_]+"),
-        ("schema/telemetry.py", r"OTEL_[A-Z0-9_]+"),
-    ):
+    for source, pattern in (("schema/telemetry.py", r"OTEL_[A-Z0-9_]+"),):
         found |= set(re.findall(pattern, (ROOT / source).read_text()))
-    # Named through the prefix constant in the settings' parser tables.
-    from connectors.settings import _PARSERS
-
-    found |= {f"TESSERA_CONNECTOR_{name.upper()}" for name in _PARSERS}
-    return found
+    # One variable per field of each service's settings.
+    return found | set(GatewaySettings.variables()) | set(ConnectorSettings.variables())
 
 
 def tessera_accepts(args: list[str]) -> argparse.Namespace:
@@ -129,12 +121,7 @@ def test_the_image_is_built_from_the_wheel_and_runs_tessera_unprivileged() -> No
     assert users[-1].split(":")[0] == IMAGE_USER
     assert [rest for keyword, rest in steps if keyword == "ENTRYPOINT"] == ['["tessera"]']
     exposed = {int(p) for keyword, rest in steps if keyword == "EXPOSE" for p in rest.split()}
-    defaults = {
-        f.default
-        for cls in (GatewaySettings, ConnectorSettings)
-        for f in fields(cls)
-        if f.name == "port"
-    }
+    defaults = {cls.model_fields["port"].default for cls in (GatewaySettings, ConnectorSettings)}
     assert defaults <= exposed
 
 

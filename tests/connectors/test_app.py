@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -141,7 +140,7 @@ async def test_ready_says_who_the_node_is_and_whom_it_trusts(
 
 async def test_an_unready_node_still_says_who_it_is(omop_db: Path, hdab_public_pem: Path) -> None:
     client = await start(
-        dataclasses.replace(settings(omop_db, {}, hdab_public_pem), node_id="hub-fr-1")
+        settings(omop_db, {}, hdab_public_pem).model_copy(update={"node_id": "hub-fr-1"})
     )
     try:
         response = await client.get(READY_PATH)
