@@ -13,7 +13,6 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
@@ -52,6 +51,7 @@ from schema.wire import (
     NodeError,
     NodeIdentity,
 )
+from serving.keys import load_pooling_key, load_signing_key
 from trust.http_edge import BODY_ERRORS, body_refused, run_app
 from trust.keys import thumbprint
 
@@ -346,33 +346,25 @@ def create_app(
 def _audit_key(settings: ConnectorSettings) -> Ed25519PrivateKey | None:
     if settings.audit_key is None:
         return None
-    path = settings.audit_key
-    try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise SettingsError(
-            f"TESSERA_CONNECTOR_AUDIT_KEY: cannot read {path}: {exc.strerror} (correct the path)"
-        ) from None
-    except (ValueError, TypeError):
-        raise SettingsError(
-            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an unencrypted PKCS8 PEM private key "
-            "(name the private half, NAME.key.pem, as `tessera keys generate` writes it)"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SettingsError(
-            f"TESSERA_CONNECTOR_AUDIT_KEY: {path} is not an Ed25519 private key (make one with "
-            "`tessera keys generate`)"
-        )
-    return key
+    return load_signing_key(
+        settings.audit_key,
+        setting=settings.variable("audit_key"),
+        error=SettingsError,
+    )
 
 
 def _pool_keys(settings: ConnectorSettings) -> PoolKeys | None:
     if settings.pool_key is None or settings.pool_peers is None:
         return None
+    key = load_pooling_key(
+        settings.pool_key,
+        setting=settings.variable("pool_key"),
+        error=SettingsError,
+    )
     try:
-        return PoolKeys.load(settings.node_id, settings.pool_key, settings.pool_peers)
+        return PoolKeys.load(settings.node_id, key, settings.pool_peers)
     except PoolKeyError as exc:
-        raise SettingsError(f"TESSERA_CONNECTOR_POOL_KEY / POOL_PEERS: {exc}") from None
+        raise SettingsError(f"{settings.variable('pool_peers')}: {exc}") from None
 
 
 def serve(settings: ConnectorSettings) -> None:

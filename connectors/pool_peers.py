@@ -43,21 +43,6 @@ class PoolKeyError(ConfigError):
     """A pooling key or registry that cannot be used; the message says why (never a key)."""
 
 
-def load_private_key(path: Path) -> X25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise PoolKeyError(f"cannot read the pooling key {path}: {exc.strerror}") from None
-    except (ValueError, TypeError):
-        raise PoolKeyError(
-            f"{path} is not an unencrypted PEM private key (make one with `tessera keys "
-            "generate NAME --kind x25519`)"
-        ) from None
-    if not isinstance(key, X25519PrivateKey):
-        raise PoolKeyError("the pooling key is not an X25519 private key")
-    return key
-
-
 def raw_public(key: X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -117,9 +102,10 @@ class PoolKeys:
     _secrets: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, node_id: str, key: Path, registry: Path) -> PoolKeys:
-        """Raises PoolKeyError when the key or the registry cannot be used."""
-        keys = cls(node_id, load_private_key(key), registry)
+    def load(cls, node_id: str, key: X25519PrivateKey, registry: Path) -> PoolKeys:
+        """This node's `key` (`serving.keys.load_private_key`) and the registry in `registry`;
+        raises PoolKeyError when the registry cannot be used."""
+        keys = cls(node_id, key, registry)
         keys._reload(strict=True)
         return keys
 

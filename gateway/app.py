@@ -42,7 +42,7 @@ from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.console import install as install_console
 from gateway.fairshare import FairShare
-from gateway.federation import Federation, load_federation, load_signing_key
+from gateway.federation import Federation, load_federation
 from gateway.federation_check import FederationWatch
 from gateway.graphql.context import GatewayContext, Services
 from gateway.graphql.limits import QueryBudget, cohort_fields
@@ -84,6 +84,7 @@ from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
+from serving.keys import load_signing_key
 from trust.http_edge import run_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
@@ -241,7 +242,13 @@ def create_app(
     JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
-        load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
+        load_signing_key(
+            settings.audit_key,
+            setting=settings.variable("audit_key"),
+            error=SettingsError,
+        )
+        if settings.audit_key
+        else federation.signing_key
     )
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES, middlewares=[http_errors(MAX_REQUEST_BYTES)]

@@ -23,11 +23,11 @@ from typing import Annotated, Final, Self
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schema.codes import Jurisdiction
 from schema.errors import ConfigError
+from serving.keys import load_signing_key
 from trust.keys import Algorithm, KeyMaterialError, KeySet, parse_jwks, pem_public_key
 from trust.keysource import (
     DEFAULT_REFRESH_S,
@@ -194,7 +194,12 @@ def _federation(base: Path, config: FederationFile) -> Federation:
     refreshing: list[RefreshingKeys] = []
     return Federation(
         gateway_id=config.gateway.id,
-        signing_key=_signing_key(base / config.gateway.signing_key, "gateway.signing_key"),
+        signing_key=load_signing_key(
+            base / config.gateway.signing_key,
+            setting="gateway.signing_key",
+            error=FederationError,
+            where="the federation file",
+        ),
         signing_kid=config.gateway.signing_kid,
         issuers={
             i.iss: TrustedIssuer(
@@ -239,29 +244,6 @@ def _read(path: Path, field: str) -> bytes:
             f"{field}: cannot read {path}: {e.strerror} (correct the path, relative to the "
             "federation file)"
         ) from None
-
-
-def load_signing_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed25519PrivateKey:
-    """An unencrypted Ed25519 private key (PKCS8 PEM); `FederationError` naming `field`
-    otherwise."""
-    return _signing_key(path, field)
-
-
-def _signing_key(path: Path, field: str) -> Ed25519PrivateKey:
-    data = _read(path, field)
-    try:
-        key = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise FederationError(
-            f"{field}: {path} is not an unencrypted PKCS8 PEM private key (name the private "
-            "half, NAME.key.pem, as `tessera keys generate` writes it)"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise FederationError(
-            f"{field}: {path} is not an Ed25519 key (node requests are EdDSA-signed: make "
-            "one with `tessera keys generate`)"
-        )
-    return key
 
 
 def _issuer_keys(

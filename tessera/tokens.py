@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Jurisdiction
+from serving.keys import load_signing_key
 
 DEMO_AUDIENCE = "tessera-gateway"
 # Who authenticates researchers in the demo (as HealthData@EU would): its tokens name the
@@ -52,7 +52,7 @@ def mint_token(
     kid: str | None = None,
     now: float | None = None,
 ) -> str:
-    key = load_pem_private_key(private_key_pem.read_bytes(), password=None)
+    key = load_signing_key(private_key_pem, setting="the signing key")
     issued = int(now if now is not None else time.time())
     claims: dict[str, object] = {
         "iss": issuer,
@@ -68,7 +68,7 @@ def mint_token(
     if not_before_s:
         claims["nbf"] = issued + not_before_s
     headers = {"typ": "JWT", **({"kid": kid} if kid else {})}
-    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)  # type: ignore[arg-type]
+    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)
 
 
 def demo_approval(

@@ -65,7 +65,10 @@ def test_a_connector_with_broken_pooling_keys_or_policies(tmp_path: Path) -> Non
     missing = tmp_path / "nope.pem"
     pooled = connector(tmp_path, "--pool-key", missing, "--pool-peers", tmp_path / "peers.json")
     line = one_line(pooled, "connector serve")
-    assert f"POOL_PEERS: cannot read the pooling key {missing}: No such file" in line
+    assert line == (
+        f"tessera connector serve: TESSERA_CONNECTOR_POOL_KEY: cannot read {missing}: "
+        "No such file or directory (correct the path)"
+    )
     line = one_line(connector(tmp_path, "--policies", tmp_path / "none"), "connector serve")
     assert line == (
         f"tessera connector serve: TESSERA_CONNECTOR_POLICIES ({tmp_path / 'none'}): eu.toml: "
@@ -76,11 +79,12 @@ def test_a_connector_with_broken_pooling_keys_or_policies(tmp_path: Path) -> Non
 def test_commands_with_a_missing_key_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.key.pem"
     line = one_line(tessera("permit", "--hdab", "FR", "--key", missing), "permit")
-    assert line == f"tessera permit: {missing}: No such file or directory"
+    unreadable = f"the signing key: cannot read {missing}: No such file or directory"
+    assert line == f"tessera permit: {unreadable} (correct the path)"
     line = one_line(
         tessera("token", "--identity", "--issuer", "https://id.example", "--key", missing), "token"
     )
-    assert line == f"tessera token: {missing}: No such file or directory"
+    assert line == f"tessera token: {unreadable} (correct the path)"
     line = one_line(tessera("keys", "jwks", "nope", "--dir", tmp_path), "keys jwks")
     assert line == f"tessera keys jwks: {tmp_path / 'nope.pub.pem'}: No such file or directory"
 

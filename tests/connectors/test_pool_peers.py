@@ -20,9 +20,9 @@ from connectors.pool_peers import (
     PoolKeys,
     UnknownPeer,
     encode_public,
-    load_private_key,
     parse_registry,
 )
+from serving.keys import load_pooling_key
 from tessera.cli import main
 
 FR, DE, FI = "tessera-node-fr", "tessera-node-de", "tessera-node-fi"
@@ -33,6 +33,10 @@ def keys_dir(tmp_path: Path) -> Path:
     for name in ("pool-fr", "pool-de", "pool-fi"):
         assert main(["keys", "generate", name, "--kind", "x25519", "--dir", str(tmp_path)]) == 0
     return tmp_path
+
+
+def pool_key(path: Path) -> X25519PrivateKey:
+    return load_pooling_key(path, setting="TESSERA_CONNECTOR_POOL_KEY")
 
 
 def registry(keys_dir: Path, *entries: str, out: str = "pool-peers.json") -> Path:
@@ -47,14 +51,14 @@ def test_x25519_keys_and_the_registry_they_publish(keys_dir: Path) -> None:
     path = registry(keys_dir, f"{FR}=pool-fr", f"{DE}=pool-de")
     document = json.loads(path.read_text())
     assert sorted(document) == [DE, FR]
-    assert document[FR] == encode_public(load_private_key(private).public_key())
+    assert document[FR] == encode_public(pool_key(private).public_key())
     assert "PRIVATE" not in path.read_text()
 
 
 def test_both_ends_of_a_pair_agree_on_their_secret(keys_dir: Path) -> None:
     path = registry(keys_dir, f"{FR}=pool-fr", f"{DE}=pool-de", f"{FI}=pool-fi")
-    fr = PoolKeys.load(FR, keys_dir / "pool-fr.key.pem", path)
-    de = PoolKeys.load(DE, keys_dir / "pool-de.key.pem", path)
+    fr = PoolKeys.load(FR, pool_key(keys_dir / "pool-fr.key.pem"), path)
+    de = PoolKeys.load(DE, pool_key(keys_dir / "pool-de.key.pem"), path)
     assert fr.secrets([DE, FI, FR])[DE] == de.secrets([DE, FR])[FR]
     assert fr.secrets([DE, FI, FR])[DE] != fr.secrets([DE, FI, FR])[FI]
     with pytest.raises(UnknownPeer):
@@ -64,18 +68,10 @@ def test_both_ends_of_a_pair_agree_on_their_secret(keys_dir: Path) -> None:
 def test_the_registry_must_name_this_node_with_its_own_key(keys_dir: Path) -> None:
     without = registry(keys_dir, f"{DE}=pool-de", f"{FI}=pool-fi")
     with pytest.raises(PoolKeyError, match="does not list this node"):
-        PoolKeys.load(FR, keys_dir / "pool-fr.key.pem", without)
+        PoolKeys.load(FR, pool_key(keys_dir / "pool-fr.key.pem"), without)
     other = registry(keys_dir, f"{FR}=pool-de", f"{DE}=pool-fi", out="other.json")
     with pytest.raises(PoolKeyError, match="another key for this node"):
-        PoolKeys.load(FR, keys_dir / "pool-fr.key.pem", other)
-
-
-def test_a_signing_key_is_no_pooling_key(tmp_path: Path) -> None:
-    main(["keys", "generate", "audit-fr", "--dir", str(tmp_path)])
-    with pytest.raises(PoolKeyError, match="not an X25519"):
-        load_private_key(tmp_path / "audit-fr.key.pem")
-    with pytest.raises(PoolKeyError, match="cannot read"):
-        load_private_key(tmp_path / "missing.key.pem")
+        PoolKeys.load(FR, pool_key(keys_dir / "pool-fr.key.pem"), other)
 
 
 @pytest.mark.parametrize(
@@ -105,11 +101,11 @@ def test_a_changed_registry_is_read_again_and_a_broken_one_ignored(
     keys_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = registry(keys_dir, f"{FR}=pool-fr", f"{DE}=pool-de")
-    fr = PoolKeys.load(FR, keys_dir / "pool-fr.key.pem", path)
+    fr = PoolKeys.load(FR, pool_key(keys_dir / "pool-fr.key.pem"), path)
     with pytest.raises(UnknownPeer):
         fr.secrets([FI, FR])
     registry(keys_dir, f"{FR}=pool-fr", f"{DE}=pool-de", f"{FI}=pool-fi")
-    fi = PoolKeys.load(FI, keys_dir / "pool-fi.key.pem", path)
+    fi = PoolKeys.load(FI, pool_key(keys_dir / "pool-fi.key.pem"), path)
     assert fr.secrets([FI, FR])[FI] == fi.secrets([FI, FR])[FR]
     good = path.read_bytes()
     path.write_text("{ broken")

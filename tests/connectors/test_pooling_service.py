@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from connector_kit import SHIPPED, request_body
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 from test_service import BY_SEX_ROWS, E11, ask, service, tables_statements, verifier
@@ -51,19 +50,11 @@ PRIVATE = {
 
 @pytest.fixture
 def pool_keys(tmp_path: Path) -> PoolKeys:
-    key = tmp_path / "pool-fr.key.pem"
-    key.write_bytes(
-        PRIVATE[FR].private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
     registry = tmp_path / "pool-peers.json"
     registry.write_text(
         json.dumps({n: encode_public(PRIVATE[n].public_key()) for n in (FR, DE, FI, DK)})
     )
-    return PoolKeys.load(FR, key, registry)
+    return PoolKeys.load(FR, PRIVATE[FR], registry)
 
 
 class SpyNoise(ShiftedNoise):

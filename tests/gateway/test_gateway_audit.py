@@ -13,9 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway_kit import SEX, Keys, counts_handler, error_code, mint, node_response
 
 from gateway.app import create_app
-from gateway.federation import FederationError
 from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, SettingsError
 from schema.approval import ROLES_CLAIM, Role
 from schema.audit.chain import verify_chain
 from schema.audit.entry import released_hash
@@ -272,5 +271,5 @@ def test_audit_settings(federation_file: Path, tmp_path: Path) -> None:
     assert given.audit_db == "postgresql://postgres@127.0.0.1/audit"
     assert given.audit_key == tmp_path / "audit.key.pem"
     (tmp_path / "audit.key.pem").write_text("not a key")
-    with pytest.raises(FederationError, match=r"audit\.key\.pem"):
+    with pytest.raises(SettingsError, match=r"^TESSERA_GATEWAY_AUDIT_KEY: .*audit\.key\.pem"):
         create_app(given)
