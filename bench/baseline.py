@@ -95,7 +95,7 @@ def create_app(nodes: Sequence[tuple[str, str]]) -> web.Application:
         )
 
     async def ready(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
+        return web.json_response({"ready": True, "problems": {}})
 
     app = web.Application()
     app.cleanup_ctx.append(lifetime)

@@ -214,7 +214,7 @@ def _parse(body: bytes, *, strict: bool) -> dict[str, Any]:
 
 
 async def _ok(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ready"})
+    return web.json_response({"ready": True, "problems": {}})
 
 
 async def _timings(request: web.Request) -> web.Response:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -14,7 +11,6 @@ import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import propagate
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
@@ -42,32 +38,28 @@ from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,
     CONTENT_TYPE,
-    HEALTH_PATH,
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     QUERY_PATH,
-    READY_PATH,
     GatewayKeyId,
     NodeError,
     NodeIdentity,
 )
 from serving.keys import load_pooling_key, load_signing_key
-from trust.http_edge import BODY_ERRORS, body_refused, run_app
+from serving.lifecycle import install as install_lifecycle
+from serving.lifecycle import traces, while_running
+from serving.run import serve as serve_app
+from trust.http_edge import BODY_ERRORS, body_refused
 from trust.keys import thumbprint
 
 log = logging.getLogger(__name__)
 
-SETTINGS: Final = web.AppKey("settings", ConnectorSettings)
-SERVICE: Final = web.AppKey("service", QueryService)
-BACKEND: Final = web.AppKey[Backend]("backend")
-AUDIT_STORE: Final = web.AppKey[AuditStore]("audit_store")
-TRACER_PROVIDER: Final = web.AppKey[TracerProvider]("tracer_provider")
+SETTINGS: Final = web.AppKey("tessera.connector.settings", ConnectorSettings)
+SERVICE: Final = web.AppKey("tessera.connector.service", QueryService)
+BACKEND: Final = web.AppKey[Backend]("tessera.connector.backend")
+AUDIT_STORE: Final = web.AppKey[AuditStore]("tessera.connector.audit_store")
 TRACER_NAME: Final = "tessera.connector"
-TRUST: Final = web.AppKey("trust", NodeTrust)
-DRAINING: Final = web.AppKey("draining", asyncio.Event)
-# Longer than the gateway keeps idle connections (15 s by default), so that the gateway, not
-# the node, closes an idle connection: no request is ever sent on one the node is closing.
-KEEPALIVE_TIMEOUT_S: Final = 75.0
+TRUST: Final = web.AppKey("tessera.connector.trust", NodeTrust)
 
 
 def _dump(payload: BaseModel | dict[str, Any]) -> bytes:
@@ -167,37 +159,6 @@ async def _concepts(request: web.Request) -> web.Response:
     return _json(answer)
 
 
-async def _health(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
-
-
-async def _ready(request: web.Request) -> web.Response:
-    """Ready means: the gateway's keys are loaded, the disclosure policy is loaded, the
-    database answers; and the node is not shutting down. The body also says which policy is
-    in force and whether its last reload failed (the node stays ready on the previous one)."""
-    policy = request.app[SERVICE].policies.details()
-    # Who the node is and whom it trusts, ready or not: what `tessera federation check` and
-    # the gateway compare with their federation file.
-    identity = node_identity(request.app).model_dump(mode="json")
-    if request.app[DRAINING].is_set():
-        return _json(
-            {
-                "status": "unavailable",
-                "reason": "shutting down",
-                "policy": policy,
-                "identity": identity,
-            },
-            status=503,
-        )
-    reason = await request.app[SERVICE].not_ready_reason()
-    if reason is not None:
-        return _json(
-            {"status": "unavailable", "reason": reason, "policy": policy, "identity": identity},
-            status=503,
-        )
-    return _json({"status": "ready", "policy": policy, "identity": identity})
-
-
 def node_identity(app: web.Application) -> NodeIdentity:
     """The node's public identity: its ids, the issuer and audience it expects, the gateway
     keys it trusts now (by kid and thumbprint), its HDAB and its datasets."""
@@ -215,11 +176,6 @@ def node_identity(app: web.Application) -> NodeIdentity:
         hdab_issuer=settings.hdab_issuer,
         datasets=sorted(service.policies.current.datasets),
     )
-
-
-async def _start_draining(app: web.Application) -> None:
-    app[DRAINING].set()
-    log.info("shutting down: no new connections; draining in-flight queries")
 
 
 def open_backend(settings: ConnectorSettings) -> Backend:
@@ -248,15 +204,7 @@ def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
         raise SettingsError(f"TESSERA_CONNECTOR_POLICIES ({where}): {problems}") from None
 
 
-async def _policy_reload(app: web.Application) -> AsyncIterator[None]:
-    """Reloads the policy files while the node runs (every `policy_reload_s`, and on SIGHUP)."""
-    async with app[SERVICE].policies.watching(app[SETTINGS].policy_reload_s):
-        yield
-
-
-def _lifetime(
-    owns_store: bool, owns_provider: bool
-) -> Callable[[web.Application], AsyncIterator[None]]:
+def _lifetime(owns_store: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         service = app[SERVICE]
         await app[TRUST].start()
@@ -272,10 +220,6 @@ def _lifetime(
         await service.answers.close()
         if owns_store:
             await app[AUDIT_STORE].close()
-        provider = app[TRACER_PROVIDER]
-        if owns_provider and isinstance(provider, SdkTracerProvider):
-            # Flushes the batch processor: blocking, so off the loop.
-            await asyncio.to_thread(provider.shutdown)
 
     return lifetime
 
@@ -315,7 +259,6 @@ def create_app(
     app[TRUST] = trust
     assert settings.state_dir is not None  # filled in by ConnectorSettings
     app[AUDIT_STORE] = store
-    app[TRACER_PROVIDER] = provider
     app[SERVICE] = QueryService(
         jurisdiction=settings.jurisdiction,
         backend=backend,
@@ -332,14 +275,21 @@ def create_app(
         workers=settings.threads,
         pool_keys=pool_keys,
     )
-    app[DRAINING] = asyncio.Event()
-    app.on_shutdown.append(_start_draining)
-    app.cleanup_ctx.append(_lifetime(audit_store is None, tracer_provider is None))
-    app.cleanup_ctx.append(_policy_reload)
+    # Ready means: the gateway's keys and the HDAB's are loaded, the audit trail and the
+    # database answer (the policy is loaded above: without one the node does not start).
+    lifecycle = install_lifecycle(app)
+    lifecycle.add_check("node", app[SERVICE].not_ready_reason)
+    lifecycle.add_detail("policy", app[SERVICE].policies.details)
+    # Who the node is and whom it trusts, ready or not: what `tessera federation check` and
+    # the gateway compare with their federation file.
+    lifecycle.add_field("identity", lambda: node_identity(app).model_dump(mode="json"))
+    app.cleanup_ctx.append(traces(provider, owned=tracer_provider is None))
+    app.cleanup_ctx.append(_lifetime(audit_store is None))
+    app.cleanup_ctx.append(
+        while_running(lambda app: app[SERVICE].policies.watching(settings.policy_reload_s))
+    )
     app.router.add_post(QUERY_PATH, _query)
     app.router.add_post(CONCEPTS_PATH, _concepts)
-    app.router.add_get(HEALTH_PATH, _health)
-    app.router.add_get(READY_PATH, _ready)
     return app
 
 
@@ -371,27 +321,12 @@ def serve(settings: ConnectorSettings) -> None:
     """Run the connector until SIGINT/SIGTERM, then shut down gracefully: stop accepting,
     let in-flight queries finish (up to the shutdown timeout), close the database. Prints
     one line, `connector FR listening on http://host:port`, once it accepts connections."""
-    app = create_app(settings)
-    # What is loaded now (models, sqlglot, policies: ~77,000 objects) lives as long as the
-    # process: out of the collector's reach, a full collection no longer walks it (~100 ms).
-    gc.collect()
-    gc.freeze()
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    # Binding here, not in aiohttp, gives the real port when settings.port is 0.
-    sock = socket.create_server((settings.host, settings.port), family=family)
-    port = sock.getsockname()[1]
-    host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
-    line = f"connector {settings.jurisdiction.value} listening on http://{host}:{port}"
-    run_app(
-        app,
-        sock=sock,
-        ready=lambda: print(line, flush=True),
-        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets a
-        # `NodeError` too, echoing nothing.
+    serve_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        announce=f"connector {settings.jurisdiction.value}",
+        # A `NodeError`, for what aiohttp refuses before the app runs.
         refusal=lambda status, code, message: _error(code, message, status),
-        shutdown_timeout=settings.shutdown_timeout_s,
-        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
-        # A gateway that gives up (deadline, its researcher gone) cancels the query, and
-        # with it the database statement.
-        handler_cancellation=True,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
     )

@@ -2,7 +2,7 @@
 `GET /metrics` (`gateway.metrics`), and the query console when it is on (`gateway.console`).
 
 Cleanup contexts, set up in this order and torn down in the reverse one, after in-flight
-queries have drained (`gateway.lifecycle`):
+queries have drained (`serving.lifecycle`):
 
 1. traces: flushes and shuts down the tracer provider, last, so that spans from every later
    teardown are exported too;
@@ -16,11 +16,8 @@ queries have drained (`gateway.lifecycle`):
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,7 +28,6 @@ from aiohttp import hdrs, web
 from cross_web import HTTPException
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import propagate
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import TracerProvider
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -50,7 +46,6 @@ from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
 from gateway.graphql.tracing import TRACER_NAME
 from gateway.http import error_response, http_errors, refusal, retry_after
-from gateway.lifecycle import install as install_lifecycle
 from gateway.live_policy import live_policies, profiles
 from gateway.metrics import (
     METRICS,
@@ -85,7 +80,9 @@ from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
 from serving.keys import load_signing_key
-from trust.http_edge import run_app
+from serving.lifecycle import install as install_lifecycle
+from serving.lifecycle import traces, while_running
+from serving.run import serve as serve_app
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
@@ -95,8 +92,6 @@ SERVICE_NAME: Final = "tessera-gateway"
 GRAPHQL_PATH: Final = "/graphql"
 # A question is a few kilobytes at most; the query model caps what it can hold anyway.
 MAX_REQUEST_BYTES: Final = 256 * 1024
-# Researchers' clients keep connections idle at most this long.
-KEEPALIVE_TIMEOUT_S: Final = 75.0
 # Without any policy for the jurisdictions asked (the policy engine refuses those anyway).
 DEFAULT_LIMITS: Final = Limits(per_researcher_per_minute=60, per_approval_per_day=1000)
 NO_CAP: Final = 2**31
@@ -123,10 +118,9 @@ class BadOperationName(Exception):
 @dataclass(frozen=True, slots=True)
 class _Observability:
     """The tracer provider and the audit trail's store, and whether the app made (and so
-    owns and closes) each of them."""
+    owns and closes) the store (`serving.lifecycle.traces` closes a provider it made)."""
 
     provider: TracerProvider
-    owns_provider: bool
     store: AuditStore
     owns_store: bool
     audit_key: Ed25519PrivateKey
@@ -271,7 +265,6 @@ def create_app(
     app[STATE] = _State()
     app[OBSERVABILITY] = _Observability(
         provider=tracer_provider or tracer_provider_from_env(SERVICE_NAME),
-        owns_provider=tracer_provider is None,
         store=audit_store or open_store(settings.audit_db),
         owns_store=audit_store is None,
         audit_key=audit_key,
@@ -279,7 +272,7 @@ def create_app(
     app[METRICS] = GatewayMetrics()
     app[NODE_WATCH] = watch = NodeWatch(federation.nodes.values())
     lifecycle = install_lifecycle(app)
-    app.cleanup_ctx.append(_traces)
+    app.cleanup_ctx.append(traces(app[OBSERVABILITY].provider, owned=tracer_provider is None))
     app.cleanup_ctx.append(_audit)
     limits = LimitPolicy(
         default=DEFAULT_LIMITS,
@@ -290,7 +283,9 @@ def create_app(
         ),
     )
     app.cleanup_ctx.append(_services(node_client, rate_limiter, limits, concept_client))
-    app.cleanup_ctx.append(_policy_reload)
+    app.cleanup_ctx.append(
+        while_running(lambda app: app[POLICIES].watching(settings.policy_reload_s))
+    )
 
     async def services_started() -> str | None:
         return None if app[STATE].services is not None else "starting"
@@ -404,14 +399,6 @@ def node_client_stack(
     return WatchedNodeClient(
         resilient, watch, metrics, full_timeout_s=settings.node_timeout(settings.deadline_s)
     )
-
-
-async def _traces(app: web.Application) -> AsyncIterator[None]:
-    yield
-    seen = app[OBSERVABILITY]
-    if seen.owns_provider and isinstance(seen.provider, SdkTracerProvider):
-        # Flushes the batch processor: blocking, so off the loop.
-        await asyncio.to_thread(seen.provider.shutdown)
 
 
 async def _audit(app: web.Application) -> AsyncIterator[None]:
@@ -530,46 +517,17 @@ def _federation_watch(
     return lifetime
 
 
-async def _policy_reload(app: web.Application) -> AsyncIterator[None]:
-    """Reloads the policy files while the gateway runs (every `policy_reload_s`, on SIGHUP)."""
-    async with app[POLICIES].watching(app[SETTINGS].policy_reload_s):
-        yield
-
-
 def serve(settings: GatewaySettings) -> None:
-    """Run the gateway until SIGTERM/SIGINT, then shut down gracefully (`gateway.lifecycle`);
+    """Run the gateway until SIGTERM/SIGINT, then shut down gracefully (`serving.lifecycle`);
     prints one line once it accepts connections."""
-    app = create_app(settings)
-    sock = _listen(settings.host, settings.port)
-    freeze_heap()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    line = f"gateway listening on http://{host}:{sock.getsockname()[1]}{GRAPHQL_PATH}"
-    run_app(
-        app,
-        sock=sock,
-        ready=lambda: print(line, flush=True),
-        # What aiohttp refuses before the app runs (e.g. a header over its limit) gets the
-        # gateway's JSON error too, echoing nothing.
+    serve_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        announce="gateway",
+        path=GRAPHQL_PATH,
+        # The gateway's JSON error, for what aiohttp refuses before the app runs.
         refusal=lambda status, code, message: error_response(status, code, message),
-        shutdown_timeout=settings.shutdown_timeout_s,
-        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
-        # A researcher who disconnects cancels the query, and with it its node requests.
-        handler_cancellation=True,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
     )
     log.info("gateway stopped")
-
-
-def freeze_heap() -> None:
-    """Move everything loaded so far (schema, models, policies: some 80,000 objects that live
-    as long as the process) out of the garbage collector's reach. Otherwise every full
-    collection walks them all, pydantic's validators deep inside: ~120 ms, every ~70 queries,
-    straight into the latency tail."""
-    gc.collect()
-    gc.freeze()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    # Bound here rather than by aiohttp so that the line printed names the real port, also
-    # when port 0 asked for a free one.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)

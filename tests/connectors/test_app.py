@@ -117,10 +117,11 @@ async def test_ready_when_keys_are_loaded_and_the_database_answers(client: Clien
     response = await client.get(READY_PATH)
     assert response.status == 200
     body = await response.json()
-    assert body["status"] == "ready"
+    assert (body["ready"], body["problems"], body["checks"]) == (True, {}, ["node"])
     # Which policy is in force (a digest of its files), and that it loaded.
-    assert set(body["policy"]) == {"version", "loaded_at", "last_reload"}
-    assert body["policy"]["last_reload"] == "ok"
+    policy = body["details"]["policy"]
+    assert set(policy) == {"version", "loaded_at", "last_reload"}
+    assert policy["last_reload"] == "ok"
 
 
 async def test_ready_says_who_the_node_is_and_whom_it_trusts(
@@ -156,7 +157,7 @@ async def test_not_ready_while_shutting_down(client: Client) -> None:
     response = await client.get(READY_PATH)
     assert response.status == 503
     body = await response.json()
-    assert (body["status"], body["reason"]) == ("unavailable", "shutting down")
+    assert (body["ready"], body["problems"]) == (False, {"lifecycle": "shutting down"})
     assert (await client.get(HEALTH_PATH)).status == 200
 
 
@@ -170,8 +171,8 @@ async def test_not_ready_without_tessera_tables(
         response = await client.get(READY_PATH)
         assert response.status == 503
         body = await response.json()
-        assert body["status"] == "unavailable"
-        assert "tessera connector prepare" in body["reason"]
+        assert body["ready"] is False
+        assert "tessera connector prepare" in body["problems"]["node"]
         health = await client.get(HEALTH_PATH)
         assert health.status == 200
     finally:
@@ -183,7 +184,7 @@ async def test_not_ready_without_gateway_keys(omop_db: Path, hdab_public_pem: Pa
     try:
         response = await client.get(READY_PATH)
         assert response.status == 503
-        assert "key" in (await response.json())["reason"]
+        assert "key" in (await response.json())["problems"]["node"]
     finally:
         await client.close()
 
@@ -599,7 +600,7 @@ def test_serve_prints_one_line_when_listening_and_stops_on_sigterm(
         assert line.startswith("connector FR listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1]
         with urllib.request.urlopen(url + READY_PATH, timeout=10) as response:  # noqa: S310
-            assert json.loads(response.read())["status"] == "ready"
+            assert json.loads(response.read())["ready"] is True
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

@@ -163,7 +163,7 @@ async def test_a_broken_reload_keeps_the_policy_and_readyz_says_why(
     assert not await live.refresh()
     ready = await client.get("/readyz")
     assert ready.status == 200
-    detail = (await ready.json())["policy"]
+    detail = (await ready.json())["details"]["policy"]
     assert detail["last_reload"].startswith("failed at ")
     assert "node layer of tessera-node-fr is for DE, not FR" in detail["last_reload"]
     # Still the policy in force before: the revocation holds.

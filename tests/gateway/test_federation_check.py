@@ -168,7 +168,9 @@ async def test_the_gateway_s_watch_holds_readiness_until_the_node_agrees(
     said = {"identity": agreeing(federation).model_copy(update={"node_id": "hub-fr-old"})}
 
     async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ready", "identity": said["identity"].model_dump()})
+        return web.json_response(
+            {"ready": True, "problems": {}, "identity": said["identity"].model_dump()}
+        )
 
     app = web.Application()
     app.router.add_get("/readyz", ready)

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from gateway_kit import DEFAULT_COUNTS, REQUEST_ID, Keys, counts_handler, error_code, mint
 
 from gateway.federation import NodeInfo
-from gateway.lifecycle import LIFECYCLE
 from gateway.nodes import MockNodeClient
 from schema.codes import Jurisdiction
 from schema.wire import NodeRequest, NodeResponse
+from serving.lifecycle import LIFECYCLE
 
 DIABETIC_WOMEN = """
 query Diabetic($j: [Jurisdiction!]) {
@@ -312,7 +312,10 @@ async def test_health_and_readiness(client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == ["audit", "issuers", "node_client", "nodes", "redis"]
+    body = await ready.json()
+    assert (body["ready"], body["problems"]) == (True, {})
+    assert body["checks"] == ["audit", "issuers", "node_client", "nodes", "redis"]
+    assert {"policy", "nodes", "quorum"} <= set(body["details"])
 
 
 async def test_get_queries_are_off(client: TestClient) -> None:
@@ -369,6 +372,7 @@ async def test_readiness_fails_while_a_check_fails_or_while_draining(client: Tes
     lifecycle.add_check("other", broken)
     response = await client.get("/readyz")
     assert response.status == 503
+    assert (await response.json())["ready"] is False
     problems = (await response.json())["problems"]
     assert problems == {
         "database": "the audit database cannot be reached",

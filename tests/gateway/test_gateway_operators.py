@@ -224,7 +224,7 @@ def test_an_open_circuit_counts_as_not_answering() -> None:
 
 async def test_a_gateway_no_node_answers_finds_one_back_by_probing() -> None:
     async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
+        return web.json_response({"ready": True, "problems": {}})
 
     node_app = web.Application()
     node_app.router.add_get("/readyz", ready)

@@ -103,7 +103,7 @@ def make_app(mode: str, sleep_s: float) -> web.Application:
         return web.Response(body=answer(request, HONEST_TOTAL), content_type="application/json")
 
     async def ready(http: web.Request) -> web.Response:
-        return web.json_response({"status": "ready", "mode": mode})
+        return web.json_response({"ready": True, "problems": {}, "mode": mode})
 
     async def report(http: web.Request) -> web.Response:
         return web.json_response(http.app[STATS])

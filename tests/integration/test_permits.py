@@ -237,7 +237,7 @@ def readyz(base_url: str) -> dict[str, Any]:
 
 def policy_detail(federation: LocalFederation, service: str) -> dict[str, str]:
     body = readyz(federation.service(service).base_url)
-    detail: dict[str, str] = body["details"]["policy"] if service == "gateway" else body["policy"]
+    detail: dict[str, str] = body["details"]["policy"]
     return detail
 
 
