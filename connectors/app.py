@@ -275,10 +275,9 @@ def create_app(
         workers=settings.threads,
         pool_keys=pool_keys,
     )
-    # Ready means: the gateway's keys and the HDAB's are loaded, the audit trail and the
-    # database answer (the policy is loaded above: without one the node does not start).
     lifecycle = install_lifecycle(app)
-    lifecycle.add_check("node", app[SERVICE].not_ready_reason)
+    for name, check in app[SERVICE].readiness_checks().items():
+        lifecycle.add_check(name, check)
     lifecycle.add_detail("policy", app[SERVICE].policies.details)
     # Who the node is and whom it trusts, ready or not: what `tessera federation check` and
     # the gateway compare with their federation file.

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -578,20 +578,44 @@ class QueryService:
             ) from None
         return ConceptsResponse(jurisdiction=self.jurisdiction, concepts=found)
 
+    def readiness_checks(self) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """What must hold for the node to answer, by name, each saying why not (`/readyz`
+        lists every one that fails): the gateway's keys and the HDAB's loaded, the audit
+        trail signed and readable, the database answering. (The disclosure policy is loaded
+        when the service is made: without one the node does not start.)"""
+        return {
+            "gateway_keys": self._gateway_keys_ready,
+            "hdab_keys": self._hdab_keys_ready,
+            "audit": self._audit_ready,
+            "database": self._database_ready,
+        }
+
     async def not_ready_reason(self) -> str | None:
-        """Why the node cannot answer now, or None when it can: the gateway's keys must be
-        loaded and the database must answer. (The disclosure policy is loaded when the
-        service is made: without one the node does not start.)"""
-        if not self.verifier.has_keys:
-            return "no gateway public key is configured"
-        if not self.approvals.has_keys:
-            return "no HDAB key is configured or loaded to verify approvals with"
+        """Why the node cannot answer now (the first failing check), or None when it can."""
+        for check in self.readiness_checks().values():
+            reason = await check()
+            if reason is not None:
+                return reason
+        return None
+
+    async def _gateway_keys_ready(self) -> str | None:
+        return None if self.verifier.has_keys else "no gateway public key is configured"
+
+    async def _hdab_keys_ready(self) -> str | None:
+        if self.approvals.has_keys:
+            return None
+        return "no HDAB key is configured or loaded to verify approvals with"
+
+    async def _audit_ready(self) -> str | None:
         if not self.audit.signs_heads:
             return "no audit signing key is configured"
         try:
             await self.audit.store.head(self.audit.chain)
         except TesseraError as exc:
             return f"the audit trail cannot be read: {exc.message}"
+        return None
+
+    async def _database_ready(self) -> str | None:
         try:
             await self.backend.ping()
         except TesseraError as exc:
