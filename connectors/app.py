@@ -45,12 +45,12 @@ from schema.wire import (
     NodeError,
     NodeIdentity,
 )
-from serving.keys import load_pooling_key, load_signing_key
 from serving.lifecycle import install as install_lifecycle
 from serving.lifecycle import traces, while_running
 from serving.run import serve as serve_app
 from trust.http_edge import BODY_ERRORS, body_refused
 from trust.keys import thumbprint
+from trust.private_keys import load_pooling_key, load_signing_key
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ class PoolKeys:
 
     @classmethod
     def load(cls, node_id: str, key: X25519PrivateKey, registry: Path) -> PoolKeys:
-        """This node's `key` (`serving.keys.load_private_key`) and the registry in `registry`;
+        """This node's `key` (`trust.private_keys.load_pooling_key`) and the registry in `registry`;
         raises PoolKeyError when the registry cannot be used."""
         keys = cls(node_id, key, registry)
         keys._reload(strict=True)

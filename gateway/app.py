@@ -79,10 +79,10 @@ from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
-from serving.keys import load_signing_key
 from serving.lifecycle import install as install_lifecycle
 from serving.lifecycle import traces, while_running
 from serving.run import serve as serve_app
+from trust.private_keys import load_signing_key
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schema.codes import Jurisdiction
 from schema.errors import ConfigError
-from serving.keys import load_signing_key
 from trust.keys import Algorithm, KeyMaterialError, KeySet, parse_jwks, pem_public_key
 from trust.keysource import (
     DEFAULT_REFRESH_S,
@@ -39,6 +38,7 @@ from trust.keysource import (
     file_fetch,
     http_fetch,
 )
+from trust.private_keys import load_signing_key
 from trust.tokens import (
     DEFAULT_LEEWAY_S,
     DEFAULT_MAX_LIFETIME_S,

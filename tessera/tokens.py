@@ -17,7 +17,7 @@ import jwt
 
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
 from schema.codes import Jurisdiction
-from serving.keys import load_signing_key
+from trust.private_keys import load_signing_key
 
 DEMO_AUDIENCE = "tessera-gateway"
 # Who authenticates researchers in the demo (as HealthData@EU would): its tokens name the

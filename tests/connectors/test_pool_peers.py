@@ -22,8 +22,8 @@ from connectors.pool_peers import (
     encode_public,
     parse_registry,
 )
-from serving.keys import load_pooling_key
 from tessera.cli import main
+from trust.private_keys import load_pooling_key
 
 FR, DE, FI = "tessera-node-fr", "tessera-node-de", "tessera-node-fi"
 

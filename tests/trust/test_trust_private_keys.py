@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from schema.errors import ConfigError
-from serving.keys import load_pooling_key, load_signing_key
 from tessera.cli import main
+from trust.private_keys import load_pooling_key, load_signing_key
 
 
 class SomeError(ConfigError):
