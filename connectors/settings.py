@@ -117,7 +117,7 @@ class ConnectorSettings:
     """
 
     jurisdiction: Jurisdiction
-    # A URL (or a DuckDB file's path): `target` is it checked.
+    # A URL, or a DuckDB file's path; `target` is it checked and read.
     database: str | Path
     cdm_schema: str | None = None
     vocabulary_schema: str | None = None
