@@ -24,7 +24,14 @@ from typing import Any, Final
 import duckdb
 
 from bench.report import Figure, Report, goal_at_most, table
-from connectors.compiler import CompiledQuery, ConceptResolver, Row, Statement, compile_query
+from connectors.compiler import (
+    DUCKDB,
+    CompiledQuery,
+    ConceptResolver,
+    Row,
+    Statement,
+    compile_query,
+)
 from gateway.federation import load_federation
 from gateway.nodes import HttpNodeClient, create_session
 from gateway.signing import RequestSigner
@@ -87,14 +94,14 @@ class RawDuckDB:
 
     def __init__(self, path: Path) -> None:
         self.con = duckdb.connect(str(path), read_only=True)
-        self.resolver = ConceptResolver(self._execute, dialect="duckdb")
+        self.resolver = ConceptResolver(self._execute, dialect=DUCKDB)
 
     async def _execute(self, statement: Statement) -> list[Row]:
         rows: list[Row] = self.con.execute(statement.sql, list(statement.params)).fetchall()
         return rows
 
     async def bound(self, query: CohortQuery) -> CompiledQuery:
-        return await self.resolver.bind(compile_query(query, dialect="duckdb"))
+        return await self.resolver.bind(compile_query(query, dialect=DUCKDB))
 
     def run(self, statement: CompiledQuery) -> float:
         started = time.perf_counter()

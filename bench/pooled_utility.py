@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from connectors.answers import StoredTable
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.canonical import canonical_breakdown
-from connectors.compiler import ConceptResolver, compile_query
+from connectors.compiler import DUCKDB, ConceptResolver, compile_query
 from connectors.masking import pair_secret
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pooling import PooledPart
@@ -112,7 +112,7 @@ async def true_tables(paths: Mapping[Jurisdiction, Path]) -> dict[str, dict[Juri
     found: dict[str, dict[Jurisdiction, Table]] = {name: {} for name in TABLES}
     for j, path in paths.items():
         backend = DuckDBBackend(path)
-        resolver = ConceptResolver(backend.execute, dialect="duckdb")
+        resolver = ConceptResolver(backend.execute, dialect=DUCKDB)
         try:
             for name, (criteria, by) in TABLES.items():
                 query = question(criteria, by)

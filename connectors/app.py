@@ -20,9 +20,7 @@ from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
 from connectors.answers import SqliteAnswers
-from connectors.backends.base import Backend
-from connectors.backends.duckdb import DuckDBBackend
-from connectors.backends.postgres import PostgresBackend
+from connectors.backends import Backend, BackendOptions, open_backend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.ledger import FileLedger
 from connectors.node_policy import NodePolicy, live_node_policy
@@ -222,13 +220,11 @@ async def _start_draining(app: web.Application) -> None:
     log.info("shutting down: no new connections; draining in-flight queries")
 
 
-def open_backend(settings: ConnectorSettings) -> Backend:
-    if settings.dsn is not None:
-        return PostgresBackend(
-            settings.dsn, connections=settings.db_connections, layout=settings.layout
-        )
-    assert settings.database is not None  # the settings hold exactly one of the two
-    return DuckDBBackend(settings.database, threads=settings.threads)
+def _backend(settings: ConnectorSettings) -> Backend:
+    options = BackendOptions(
+        threads=settings.threads, connections=settings.db_connections, layout=settings.layout
+    )
+    return open_backend(settings.target, options)
 
 
 def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
@@ -288,17 +284,17 @@ def create_app(
     audit_store: AuditStore | None = None,
     noise: NoiseSource | None = None,
 ) -> web.Application:
-    """The connector application. It owns `backend` (default: DuckDB on
-    `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
-    is used instead of the app's own and left to the caller to close; `noise` replaces the
-    discrete Gaussian (tests only). Raises `SettingsError` if a gateway key, an HDAB key or
-    the audit key cannot be loaded."""
+    """The connector application. It owns `backend` (default: the one `settings.database`
+    names, `connectors.backends.open_backend`) and closes it on cleanup; a `tracer_provider`
+    or `audit_store` given is used instead of the app's own and left to the caller to close;
+    `noise` replaces the discrete Gaussian (tests only). Raises `SettingsError` if a gateway
+    key, an HDAB key or the audit key cannot be loaded."""
     trust = node_trust(settings)
     policy = load_node_policy(settings)
     audit_key = _audit_key(settings)
     pool_keys = _pool_keys(settings)
     if backend is None:
-        backend = open_backend(settings)
+        backend = _backend(settings)
     verifier = RequestVerifier(
         keys=trust.gateway_keys,
         issuer=settings.gateway_issuer,

@@ -30,17 +30,21 @@ def register(sub: SubParsers) -> None:
         "(documented in connectors/settings.py).",
     )
     serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
-    serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
     serve.add_argument(
-        "--dsn",
-        help="postgresql:// URL of an OMOP CDM 5.4 in PostgreSQL (needs --state and --audit-db)",
+        "--database",
+        metavar="URL",
+        help="the OMOP CDM 5.4: a DuckDB file (its path or duckdb:///PATH, read-only) or "
+        "postgresql://USER@HOST/DB (needs --state and --audit-db)",
     )
+    serve.add_argument("--dsn", help="deprecated: give the postgresql:// URL as --database")
     serve.add_argument(
-        "--cdm-schema", help="with --dsn: the schema of the CDM tables (and Tessera's), e.g. cdm"
+        "--cdm-schema",
+        help="with PostgreSQL: the schema of the CDM tables (and Tessera's), e.g. cdm",
     )
     serve.add_argument(
         "--vocabulary-schema",
-        help="with --dsn: the schema of the vocabulary tables, e.g. vocab (default: --cdm-schema)",
+        help="with PostgreSQL: the schema of the vocabulary tables, e.g. vocab "
+        "(default: --cdm-schema)",
     )
     serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
     serve.add_argument("--host")

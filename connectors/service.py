@@ -39,7 +39,7 @@ from connectors.approval import ApprovalVerifier, VerifiedApproval
 from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
 from connectors.canonical import question_digest
-from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, compile_query
+from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, Dialect, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
@@ -118,7 +118,7 @@ class CompileCache:
     """Compiled queries by their exact JSON: the gateway repeats questions, and compiling
     costs a few milliseconds of sqlglot tree building and generation."""
 
-    def __init__(self, dialect: str, *, max_entries: int = 256) -> None:
+    def __init__(self, dialect: Dialect, *, max_entries: int = 256) -> None:
         self._dialect = dialect
         self._max_entries = max_entries
         self._entries: OrderedDict[str, CompiledQuery] = OrderedDict()

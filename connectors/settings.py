@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from connectors.backends import SCHEMES, DatabaseURL, database_url
 from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
@@ -16,6 +18,8 @@ from schema.errors import ConfigError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
+
+log = logging.getLogger(__name__)
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
@@ -33,14 +37,16 @@ class ConnectorSettings:
       `FR`; picks the disclosure profile and the requests the node accepts.
     - `TESSERA_CONNECTOR_NODE_ID`: this node's id, the `aud` the gateway's request tokens
       must carry. Default `tessera-node-<jurisdiction in lower case>`.
-    - `TESSERA_CONNECTOR_DATABASE`: path of the OMOP CDM DuckDB database, opened read-only.
-    - `TESSERA_CONNECTOR_DSN`: a `postgresql://` URL of an OMOP CDM in PostgreSQL, used
-      instead of a DuckDB file (exactly one of the two is required).
-    - `TESSERA_CONNECTOR_CDM_SCHEMA`: with a DSN, the PostgreSQL schema of the OMOP CDM
+    - `TESSERA_CONNECTOR_DATABASE` (required): the OMOP CDM database, by URL; its scheme
+      picks the backend (`connectors.backends.SCHEMES`): `duckdb:///PATH` for a DuckDB file,
+      opened read-only (`duckdb:///cdm.duckdb` relative, `duckdb:////srv/cdm.duckdb`
+      absolute), or `postgresql://USER@HOST/DB` for PostgreSQL. A bare path is a DuckDB
+      file. `TESSERA_CONNECTOR_DSN` (`--dsn`) is a deprecated alias, for a PostgreSQL URL.
+    - `TESSERA_CONNECTOR_CDM_SCHEMA`: with PostgreSQL, the schema of the OMOP CDM
       tables and of Tessera's tables beside them (e.g. `cdm`); every table the node reads is
       then qualified with its schema, whatever the connection's `search_path`. Default: none,
       the tables are found through the `search_path` (usually `public`).
-    - `TESSERA_CONNECTOR_VOCABULARY_SCHEMA`: with a DSN, the schema of the standardised
+    - `TESSERA_CONNECTOR_VOCABULARY_SCHEMA`: with PostgreSQL, the schema of the standardised
       vocabularies (`concept`, `concept_ancestor`, ...; the OHDSI layout keeps them apart,
       e.g. `vocab`). Default: the CDM schema.
     - `TESSERA_CONNECTOR_DB_CONNECTIONS`: PostgreSQL pool size. Default `4`.
@@ -89,10 +95,10 @@ class ConnectorSettings:
       included), and the person index `tessera connector prepare --state` keeps there.
       Keep it across restarts, upgrades and data reloads, and back it up: a ledger lost
       gives every applicant a new budget. Default: next to the DuckDB database,
-      `<database without suffix>.state`; required with a PostgreSQL DSN.
+      `<database without suffix>.state`; required with PostgreSQL.
     - `TESSERA_CONNECTOR_AUDIT_DB`: the node's audit trail, an SQLite file or a
       `postgresql://` URL. Default: `<database name>.audit.sqlite3` beside the DuckDB
-      database; required with a PostgreSQL DSN.
+      database; required with PostgreSQL.
     - `TESSERA_CONNECTOR_AUDIT_KEY`: Ed25519 private key (PKCS8 PEM) that signs the audit
       chain's heads. Without it, the node is not ready and refuses every query.
     - `TESSERA_CONNECTOR_POOL_KEY`: this node's X25519 private key (PKCS8 PEM, `tessera keys
@@ -111,8 +117,8 @@ class ConnectorSettings:
     """
 
     jurisdiction: Jurisdiction
-    database: Path | None = None
-    dsn: str | None = None
+    # A URL, or a DuckDB file's path; `target` is it checked and read.
+    database: str | Path
     cdm_schema: str | None = None
     vocabulary_schema: str | None = None
     db_connections: int = 4
@@ -145,29 +151,23 @@ class ConnectorSettings:
     def __post_init__(self) -> None:
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
-        if self.database is None:
-            # A PostgreSQL node has no file to keep its ledger and audit trail beside: say
-            # everything that is missing at once.
-            missing = [
-                name
-                for name, given in (("state_dir", self.state_dir), ("audit_db", self.audit_db))
-                if not given
-            ]
-            if missing:
-                raise SettingsError(
-                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
-                )
-        else:
-            if self.cdm_schema is not None or self.vocabulary_schema is not None:
-                raise SettingsError(
-                    f"{describe('cdm_schema')} and {describe('vocabulary_schema')} go with "
-                    f"{describe('dsn')} (PostgreSQL) only"
-                )
+        target = self.target
+        problem = _beside_problem(target, self.state_dir, self.audit_db)
+        if problem:
+            raise SettingsError(problem)
+        if not target.kind.schemas and (
+            self.cdm_schema is not None or self.vocabulary_schema is not None
+        ):
+            raise SettingsError(
+                f"{describe('cdm_schema')} and {describe('vocabulary_schema')} go with a "
+                f"{describe('database')} of schemas ({_schema_schemes()}) only"
+            )
+        if target.path is not None:
             if self.state_dir is None:
-                default = self.database.with_name(f"{self.database.stem}.state")
+                default = target.path.with_name(f"{target.path.stem}.state")
                 object.__setattr__(self, "state_dir", default)
             if not self.audit_db:
-                beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
+                beside = target.path.with_name(f"{target.path.stem}.audit.sqlite3")
                 object.__setattr__(self, "audit_db", str(beside))
         if self.vocabulary_schema is not None and self.cdm_schema is None:
             raise SettingsError(f"{describe('vocabulary_schema')} needs {describe('cdm_schema')}")
@@ -214,6 +214,14 @@ class ConnectorSettings:
             raise SettingsError(f"{PREFIX}SHUTDOWN_TIMEOUT_S must lie in [0, 3600] seconds")
 
     @property
+    def target(self) -> DatabaseURL:
+        """The database, its URL checked: which backend and dialect, which file."""
+        try:
+            return database_url(os.fspath(self.database))
+        except ConfigError as exc:
+            raise SettingsError(f"{describe('database')}: {exc}") from None
+
+    @property
     def layout(self) -> SchemaLayout | None:
         """Where a PostgreSQL node's tables are, when its schemas are given."""
         if self.cdm_schema is None:
@@ -228,6 +236,7 @@ class ConnectorSettings:
         win over the environment."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        dsn = overrides.pop("dsn", None) or env.get(f"{PREFIX}DSN", "").strip() or None
         for name, parse in _PARSERS.items():
             variable = f"{PREFIX}{name.upper()}"
             raw = env.get(variable, "").strip()
@@ -241,14 +250,28 @@ class ConnectorSettings:
         problems = []
         if "jurisdiction" not in values:
             problems.append(f"{describe('jurisdiction')} is required")
-        if (values.get("database") is None) == (values.get("dsn") is None):
-            problems.append(f"exactly one of {describe('database')} and {describe('dsn')}")
-        elif values.get("dsn") is not None:
-            missing = [n for n in ("state_dir", "audit_db") if not values.get(n)]
-            if missing:
-                problems.append(
-                    f"with {describe('dsn')} also give {' and '.join(map(describe, missing))}"
-                )
+        if dsn is not None and values.get("database") is not None:
+            problems.append(
+                f"give {describe('database')} only: {describe('dsn')} is its deprecated alias"
+            )
+        elif dsn is not None:
+            log.warning(
+                "%s is deprecated: give the database's URL as %s",
+                describe("dsn"),
+                describe("database"),
+            )
+            values["database"] = dsn
+        if values.get("database") is None:
+            problems.append(f"{describe('database')} is required")
+        else:
+            try:
+                target = database_url(os.fspath(values["database"]))
+            except ConfigError as exc:
+                problems.append(f"{describe('database')}: {exc}")
+            else:
+                problem = _beside_problem(target, values.get("state_dir"), values.get("audit_db"))
+                if problem:
+                    problems.append(problem)
         if problems:
             raise SettingsError("; ".join(problems))
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
@@ -267,6 +290,24 @@ _OPTIONS: Final = {
     "state_dir": "--state",
     "audit_db": "--audit-db",
 }
+
+
+def _beside_problem(target: DatabaseURL, state_dir: object, audit_db: object) -> str | None:
+    """What is missing for a database that is not a file: a node's ledger and audit trail
+    go beside a DuckDB file by default, but a server has no beside. Names all of it."""
+    if target.path is not None:
+        return None
+    missing = [n for n, given in (("state_dir", state_dir), ("audit_db", audit_db)) if not given]
+    if not missing:
+        return None
+    return (
+        f"with a {target.scheme}:// {describe('database')} also give "
+        f"{' and '.join(map(describe, missing))}"
+    )
+
+
+def _schema_schemes() -> str:
+    return ", ".join(f"{name}://" for name, scheme in SCHEMES.items() if scheme.schemas)
 
 
 def describe(name: str) -> str:
@@ -310,8 +351,7 @@ def _algorithms(raw: str) -> tuple[str, ...]:
 _PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "jurisdiction": _jurisdiction,
     "node_id": str,
-    "database": Path,
-    "dsn": str,
+    "database": str,
     "cdm_schema": str,
     "vocabulary_schema": str,
     "db_connections": int,

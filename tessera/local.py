@@ -461,10 +461,8 @@ class LocalFederation:
         )
 
     def database_args(self, jurisdiction: Jurisdiction) -> list[str]:
-        dsn = self.dsns.get(jurisdiction)
-        if dsn is not None:
-            return ["--dsn", dsn]
-        return ["--database", str(self.database(jurisdiction))]
+        """The node's database: its PostgreSQL URL where it has one, else its DuckDB file."""
+        return ["--database", self.dsns.get(jurisdiction) or str(self.database(jurisdiction))]
 
     def gateway_service(
         self, *, port: int | None = None, name: str = "gateway", console: bool | None = None

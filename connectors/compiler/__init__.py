@@ -3,7 +3,6 @@ every value is a bound parameter and every name comes from an allow-list (`names
 
 from connectors.compiler.cohort import compile_query
 from connectors.compiler.compiled import (
-    DIALECTS,
     CohortTable,
     CompiledQuery,
     ConceptLookup,
@@ -16,15 +15,19 @@ from connectors.compiler.compiled import (
     TableLayout,
 )
 from connectors.compiler.concepts import ConceptResolver, compile_concept_lookup
+from connectors.compiler.dialect import DIALECTS, DUCKDB, POSTGRES, Dialect, dialect_named
 
 __all__ = [
     "DIALECTS",
+    "DUCKDB",
+    "POSTGRES",
     "CohortTable",
     "CompiledQuery",
     "ConceptLookup",
     "ConceptResolver",
     "ConceptSet",
     "CountCell",
+    "Dialect",
     "PopulationQuery",
     "Row",
     "SqlStatement",
@@ -32,4 +35,5 @@ __all__ = [
     "TableLayout",
     "compile_concept_lookup",
     "compile_query",
+    "dialect_named",
 ]

@@ -11,15 +11,16 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from connectors.compiler.dialect import Dialect
 from schema.codes import Vocabulary
 from schema.query import Breakdown, Code
 
 Row = tuple[Any, ...]
-DIALECTS = ("duckdb", "postgres")
 
 
 class Statement(Protocol):
-    """Anything a backend can execute: SQL with `$n` parameters and their values, in order."""
+    """Anything a backend can execute: SQL with numbered parameters (`$n`, as the dialect
+    writes them) and their values, in order."""
 
     @property
     def sql(self) -> str: ...
@@ -93,7 +94,8 @@ class PopulationQuery(SqlStatement):
 class CohortTable:
     """The query as statements over a temporary table holding its cohort
     (`names.COHORT_TABLE`): the cohort is computed once, and both the ledger and the tables
-    read it. For backends that may create temporary tables while only reading (DuckDB).
+    read it. For engines that may create temporary tables while only reading (DuckDB; a
+    dialect says so with its `temporary_table`).
     `*_params` are the indexes, in `CompiledQuery.params`, of the values each statement binds
     (a statement binds only the values it uses, renumbered from `$1`); `delete_sql` binds
     nothing: it deletes the persons listed in the relation `names.EXCLUDED_PERSONS` (one
@@ -118,18 +120,18 @@ class CompiledQuery:
     `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
     `population_sql` lists the cohort's person indexes (binding the params at
     `population_params`); `cohort_table` is the same work in statements sharing one
-    computation of the cohort.
+    computation of the cohort (none where the dialect has no temporary tables).
     """
 
     sql: str
     params: tuple[object, ...]
-    dialect: str
+    dialect: Dialect
     tables: tuple[Breakdown, ...]
     layouts: tuple[TableLayout, ...]
     fingerprint: str
     population_sql: str
     population_params: tuple[int, ...]
-    cohort_table: CohortTable
+    cohort_table: CohortTable | None
     excluded_param: int
 
     def population(self) -> PopulationQuery:
@@ -143,23 +145,28 @@ class CompiledQuery:
 
     def delete_excluded(self) -> SqlStatement:
         """Deletes the persons listed in `names.EXCLUDED_PERSONS` from the cohort table."""
-        return SqlStatement(self.cohort_table.delete_sql, ())
+        return SqlStatement(self._steps().delete_sql, ())
+
+    def _steps(self) -> CohortTable:
+        if self.cohort_table is None:
+            raise ValueError(f"the {self.dialect} dialect computes no cohort table")
+        return self.cohort_table
 
     def _params(self, indexes: tuple[int, ...]) -> tuple[object, ...]:
         return tuple(self.params[i] for i in indexes)
 
     def create_cohort(self) -> SqlStatement:
         """Creates the temporary table holding the cohort, with the columns the tables use."""
-        steps = self.cohort_table
+        steps = self._steps()
         return SqlStatement(steps.create_sql, self._params(steps.create_params))
 
     def cohort_persons(self) -> SqlStatement:
         """Lists the person indexes of the cohort table, rows `(person_index,)`."""
-        return SqlStatement(self.cohort_table.persons_sql, ())
+        return SqlStatement(self._steps().persons_sql, ())
 
     def cohort_tables(self) -> SqlStatement:
         """Computes every table from the cohort table: rows as those of `sql`."""
-        steps = self.cohort_table
+        steps = self._steps()
         return SqlStatement(steps.tables_sql, self._params(steps.tables_params))
 
     @property

@@ -35,6 +35,7 @@ from connectors.app import create_app
 from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
 from connectors.backends.schemas import SchemaLayout
+from connectors.compiler import DUCKDB, POSTGRES
 from connectors.noise import ShiftedNoise
 from connectors.settings import ConnectorSettings, SettingsError
 from schema.codes import Dimension, Jurisdiction, Vocabulary
@@ -461,7 +462,8 @@ def test_settings_from_the_environment() -> None:
     )
     assert s.jurisdiction is Jurisdiction.FR
     assert s.node_id == "tessera-node-fr"
-    assert s.database == Path("omop.duckdb")
+    assert s.database == "omop.duckdb"
+    assert s.target.path == Path("omop.duckdb")
     assert (s.host, s.port, s.threads) == ("127.0.0.1", 9000, 4)
     assert s.gateway_issuer == "tessera-gateway"
     assert dict(s.gateway_keys) == {"k1": Path("a.pem"), "k2": Path("b.pem")}
@@ -493,10 +495,11 @@ def test_overrides_win_over_the_environment() -> None:
 
 
 J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
+DSN = "TESSERA_CONNECTOR_DSN"
 HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
 PG = {
     J: "FR",
-    "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+    DB: "postgresql://h/d",
     "TESSERA_CONNECTOR_STATE_DIR": "s",
     "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
 }
@@ -506,23 +509,38 @@ PG = {
     ("env", "message"),
     [
         ({DB: "x"}, rf"--jurisdiction \({J}\) is required"),
-        ({J: "FR"}, rf"exactly one of --database \({DB}\) and --dsn \(TESSERA_CONNECTOR_DSN\)"),
-        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "exactly one of"),
+        ({J: "FR"}, rf"--database \({DB}\) is required"),
+        (
+            {J: "FR", DB: "x", DSN: "postgresql://h/d"},
+            rf"give --database \({DB}\) only: --dsn \({DSN}\) is its deprecated alias",
+        ),
         # Everything missing is named at once, option and variable.
         (
-            {"TESSERA_CONNECTOR_DSN": "postgresql://h/d"},
-            rf"--jurisdiction \({J}\) is required; with --dsn \(TESSERA_CONNECTOR_DSN\) also "
-            r"give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
+            {DB: "postgresql://h/d"},
+            rf"--jurisdiction \({J}\) is required; with a postgresql:// --database \({DB}\) "
+            r"also give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
             r"\(TESSERA_CONNECTOR_AUDIT_DB\)",
         ),
         (
+            {DSN: "postgres://h/d", "TESSERA_CONNECTOR_STATE_DIR": "s"},
+            r"with a postgres:// --database .* also give --audit-db",
+        ),
+        # An unknown scheme names those there are, and never the URL's password.
+        (
+            {J: "FR", DB: "mysql://reader:s3cret@h/d"},
+            rf"--database \({DB}\): the database mysql://reader:\*\*\*@h/d has a scheme "
+            r"Tessera has no backend for: expected duckdb://, postgresql://, postgres:// or "
+            "the path of a DuckDB file",
+        ),
+        ({J: "FR", DB: "duckdb://cdm.duckdb"}, r"expected duckdb:///PATH"),
+        (
             {J: "FR", DB: "x", "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"},
-            "go with --dsn",
+            r"go with a --database .* of schemas \(postgresql://, postgres://\) only",
         ),
         (
             {
                 J: "FR",
-                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                DB: "postgresql://h/d",
                 "TESSERA_CONNECTOR_STATE_DIR": "s",
                 "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
                 "TESSERA_CONNECTOR_CDM_SCHEMA": "Cdm; drop",
@@ -532,7 +550,7 @@ PG = {
         (
             {
                 J: "FR",
-                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                DB: "postgresql://h/d",
                 "TESSERA_CONNECTOR_STATE_DIR": "s",
                 "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
                 "TESSERA_CONNECTOR_VOCABULARY_SCHEMA": "v",
@@ -558,6 +576,34 @@ PG = {
 def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         ConnectorSettings.from_env(env)
+
+
+def test_the_database_url_picks_the_backend_and_its_dialect() -> None:
+    duck = ConnectorSettings.from_env({J: "FR", DB: "duckdb:///data/fr.duckdb"})
+    assert duck.target.dialect is DUCKDB
+    assert duck.target.path == Path("data/fr.duckdb")
+    assert (duck.state_dir, duck.audit_db) == (Path("data/fr.state"), "data/fr.audit.sqlite3")
+    absolute = ConnectorSettings.from_env({J: "FR", DB: "duckdb:////srv/fr.duckdb"})
+    assert absolute.target.path == Path("/srv/fr.duckdb")
+    server = ConnectorSettings.from_env(PG)
+    assert server.target.dialect is POSTGRES
+    assert server.target.path is None
+    assert server.state_dir == Path("s")
+
+
+def test_the_old_dsn_setting_is_a_deprecated_alias_of_the_database(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {**PG, DSN: "postgresql://reader:s3cret@h/d"}
+    del env[DB]
+    with caplog.at_level("WARNING"):
+        s = ConnectorSettings.from_env(env)
+    assert s.database == "postgresql://reader:s3cret@h/d"
+    assert s.target.dialect is POSTGRES
+    assert "--dsn (TESSERA_CONNECTOR_DSN) is deprecated" in caplog.text
+    assert "s3cret" not in caplog.text
+    overridden = ConnectorSettings.from_env({**PG, DB: ""}, dsn="postgresql://h/other")
+    assert overridden.database == "postgresql://h/other"
 
 
 def test_the_ohdsi_layout_from_the_environment() -> None:

@@ -6,6 +6,7 @@ Golden files live in fixtures/compiler/; `TESSERA_UPDATE_GOLDEN=1 pytest ...` re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -21,10 +22,15 @@ from pydantic import ValidationError
 from sqlglot import exp
 
 from connectors.compiler import (
+    DIALECTS,
+    DUCKDB,
+    POSTGRES,
     CompiledQuery,
     ConceptSet,
+    Dialect,
     compile_concept_lookup,
     compile_query,
+    dialect_named,
 )
 from connectors.compiler.concepts import like_prefix
 from connectors.errors import BadRequest
@@ -144,18 +150,48 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{path.name} differs: TESSERA_UPDATE_GOLDEN=1 to update"
 
 
-@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+# Every registered dialect, by name: a dialect added to the registry is held to golden files
+# of its own at once (`test_every_dialect_has_its_golden_files`).
+EVERY_DIALECT = pytest.mark.parametrize("dialect", DIALECTS.values(), ids=list(DIALECTS))
+WITH_TEMPORARY_TABLES = [d for d in DIALECTS.values() if d.temporary_table is not None]
+
+
+def golden_names(dialect: Dialect) -> set[str]:
+    """The golden files a dialect must have: every named query, every named concept lookup
+    and, with temporary tables, every query's cohort-table statements."""
+    names = {
+        *(f"{name}.{dialect.name}.sql" for name in NAMED_QUERIES),
+        *(f"{name}.{dialect.name}.sql" for name in NAMED_LOOKUPS),
+    }
+    if dialect in WITH_TEMPORARY_TABLES:
+        names |= {f"{name}.cohort_table.{dialect.name}.sql" for name in NAMED_QUERIES}
+    return names
+
+
+def test_every_dialect_has_its_golden_files_and_none_is_left_over() -> None:
+    present = {path.name for path in GOLDEN.glob("*.sql")}
+    for dialect in DIALECTS.values():
+        missing = golden_names(dialect) - present
+        assert not missing, f"{dialect.name} lacks golden files: {sorted(missing)}"
+    expected = set().union(*(golden_names(d) for d in DIALECTS.values()))
+    assert present - expected == set(), "golden files of no registered dialect or query"
+
+
+@EVERY_DIALECT
 @pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
-def test_compiled_sql_matches_its_golden_file(name: str, dialect: str) -> None:
+def test_compiled_sql_matches_its_golden_file(name: str, dialect: Dialect) -> None:
     compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
-    check_golden(f"{name}.{dialect}", render(compiled.sql, compiled.params, compiled.fingerprint))
+    check_golden(
+        f"{name}.{dialect.name}", render(compiled.sql, compiled.params, compiled.fingerprint)
+    )
 
 
+@pytest.mark.parametrize("dialect", WITH_TEMPORARY_TABLES, ids=lambda d: d.name)
 @pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
-def test_cohort_table_statements_match_their_golden_file(name: str) -> None:
+def test_cohort_table_statements_match_their_golden_file(name: str, dialect: Dialect) -> None:
     """The same query over a temporary cohort table (what the DuckDB backend runs): each
     statement binds only the values it uses, renumbered from $1."""
-    compiled = compile_query(NAMED_QUERIES[name], dialect="duckdb")
+    compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
     statements = (
         compiled.create_cohort(),
         compiled.cohort_persons(),
@@ -163,9 +199,19 @@ def test_cohort_table_statements_match_their_golden_file(name: str) -> None:
         compiled.cohort_tables(),
     )
     check_golden(
-        f"{name}.cohort_table.duckdb",
+        f"{name}.cohort_table.{dialect.name}",
         "\n".join(render(s.sql, s.params) for s in statements),
     )
+
+
+def test_a_dialect_without_temporary_tables_gets_no_cohort_table_statements() -> None:
+    compiled = compile_query(NAMED_QUERIES["everyone"], dialect=POSTGRES)
+    assert compiled.cohort_table is None
+    with pytest.raises(ValueError, match="postgres dialect computes no cohort table"):
+        compiled.create_cohort()
+    # What it runs instead: the population, then the tables without those left out.
+    assert compiled.population().params == compiled.params[:-1]
+    assert compiled.tables_statement(np.array([3], dtype=np.uint32)).params[-1] == [3]
 
 
 def test_renumbered_placeholders_bind_only_the_values_used() -> None:
@@ -191,25 +237,25 @@ def test_renumbered_placeholders_bind_only_the_values_used() -> None:
     assert compiled.delete_excluded().params == ()
 
 
-@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+@EVERY_DIALECT
 @pytest.mark.parametrize("name", sorted(NAMED_LOOKUPS))
-def test_concept_lookup_sql_matches_its_golden_file(name: str, dialect: str) -> None:
+def test_concept_lookup_sql_matches_its_golden_file(name: str, dialect: Dialect) -> None:
     lookup = compile_concept_lookup(NAMED_LOOKUPS[name], dialect=dialect)
-    check_golden(f"{name}.{dialect}", render(lookup.sql, lookup.params))
+    check_golden(f"{name}.{dialect.name}", render(lookup.sql, lookup.params))
 
 
 def squeeze(sql: str) -> str:
     return re.sub(r"\s+", "", sql)
 
 
-@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+@EVERY_DIALECT
 @pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
 def test_compiled_sql_parses_back_with_every_value_a_numbered_parameter(
-    name: str, dialect: str
+    name: str, dialect: Dialect
 ) -> None:
     compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
-    tree = sqlglot.parse_one(compiled.sql, read=dialect)
-    assert squeeze(tree.sql(dialect=dialect)) == squeeze(compiled.sql)
+    tree = sqlglot.parse_one(compiled.sql, read=dialect.sqlglot)
+    assert squeeze(tree.sql(dialect=dialect.sqlglot)) == squeeze(compiled.sql)
     numbers = {
         int(node.name)
         for node in tree.walk()
@@ -242,7 +288,7 @@ def test_values_never_appear_in_the_sql_text() -> None:
         (AGE10,),
         reference_date=dt.date(2031, 3, 14),
     )
-    for dialect in ("duckdb", "postgres"):
+    for dialect in DIALECTS.values():
         sql = compile_query(q, dialect=dialect).sql
         for value in ("Q87", "314231", "4548", "2013", "2019", "2031", "123.456", "654.321"):
             assert value not in sql
@@ -283,9 +329,20 @@ def test_a_node_never_groups_by_jurisdiction() -> None:
         compile_query(query(None, (Dimension.JURISDICTION, SEX)))
 
 
-def test_unknown_dialect_is_refused() -> None:
-    with pytest.raises(ValueError, match="dialect"):
-        compile_query(query(), dialect="mysql")
+def test_an_unknown_dialect_is_refused_naming_those_there_are() -> None:
+    with pytest.raises(ValueError, match="unsupported dialect 'mysql'; expected one of duckdb"):
+        dialect_named("mysql")
+    assert dialect_named("postgres") is DIALECTS["postgres"]
+
+
+def test_a_dialect_writing_its_placeholders_otherwise_gets_them_in_its_own_text() -> None:
+    """The compilers number their values; a dialect writes each number its own way."""
+    colon = dataclasses.replace(DUCKDB, placeholder=lambda n: exp.var(f":p{n}"))
+    compiled = compile_query(NAMED_QUERIES["window_and_value_range"], dialect=colon)
+    plain = compile_query(NAMED_QUERIES["window_and_value_range"], dialect=DUCKDB)
+    assert "$" not in compiled.sql
+    assert compiled.sql == re.sub(r"\$(\d+)", r":p\1", plain.sql)
+    assert compiled.params == plain.params
 
 
 # -- exact counts on the fixture database ------------------------------------------------------
