@@ -21,6 +21,7 @@ from typing import Any, Final
 import orjson
 
 from schema.codes import Dimension
+from schema.dimensions import age_band_width
 from schema.query import Breakdown, CohortQuery, Criteria
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
@@ -41,7 +42,7 @@ def question_digest(query: CohortQuery, by: Breakdown) -> str:
         "reference_date": query.reference_date.isoformat(),
         "by": [d.value for d in canonical_breakdown(by)],
     }
-    if any(d.age_band_width for d in by) or _names_age(query.criteria):
+    if any(age_band_width(d) for d in by) or _names_age(query.criteria):
         # Ages at the reference date and at the index event are different questions.
         document["age_at"] = query.age_basis.value
     if Dimension.CALENDAR_YEAR in by:

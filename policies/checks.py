@@ -29,7 +29,8 @@ from policies.purposes import (
     classify_purpose,
 )
 from policies.reasons import PolicyReason, RuleId
-from schema.codes import AGE_BAND_WIDTHS, Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction
+from schema.dimensions import age_band_width
 from schema.query import CohortQuery
 
 ART_69: Final = "EHDS Art. 69"  # health data requests: answers in anonymised statistical form
@@ -195,7 +196,7 @@ def dimensions_allowed(c: CheckInput) -> Iterator[PolicyReason]:
 def granularity(c: CheckInput) -> Iterator[PolicyReason]:
     minimum = c.policy.min_age_band_width
     for dimension in _dimensions(c.plan.query):
-        width = AGE_BAND_WIDTHS.get(dimension)
+        width = age_band_width(dimension)
         if width is not None and width < minimum:
             yield c.reason(
                 RuleId.GRANULARITY,

@@ -24,6 +24,7 @@ from policies.model import RULE_PATHS, Budget, Dominance, Noise, RulePath, Rules
 from policies.policy_set import EffectivePolicy, IncompletePolicy, PolicySet
 from policies.principal import ApplicantKind
 from schema.codes import Dimension, Jurisdiction
+from schema.dimensions import age_band_width
 
 layers = st.lists(rules(), min_size=1, max_size=5)
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -241,7 +242,7 @@ def test_an_effective_policy_must_be_complete() -> None:
 # -- decisions only tighten too -------------------------------------------------------------
 tables = st.lists(
     st.lists(st.sampled_from(list(Dimension)), max_size=3, unique=True).map(tuple), max_size=3
-).filter(lambda ts: all(sum(1 for d in t if d.age_band_width) <= 1 for t in ts))
+).filter(lambda ts: all(sum(1 for d in t if age_band_width(d)) <= 1 for t in ts))
 
 
 @settings(max_examples=150, deadline=None)
