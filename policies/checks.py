@@ -184,12 +184,15 @@ def _dimensions(query: CohortQuery) -> list[Dimension]:
 
 
 def dimensions_allowed(c: CheckInput) -> Iterator[PolicyReason]:
+    refused = c.policy.rules.dimensions.not_allowed
     for dimension in _dimensions(c.plan.query):
         if dimension not in c.policy.allowed_dimensions:
+            # The rule that refuses it: a layer's `not_allowed`, else the allow-list.
+            named = refused is not None and dimension in refused.value
             yield c.reason(
                 RuleId.DIMENSION_NOT_ALLOWED,
                 f"{c.jurisdiction.value} does not allow breakdowns by {dimension.value}",
-                c.source(("dimensions", "allowed")),
+                c.source(("dimensions", "not_allowed" if named else "allowed")),
             )
 
 

@@ -157,6 +157,11 @@ def _layer(path: RulePath, value: Any, source: str = "s", verified: bool = False
         ),
         (("disclosure", "dominance"), [{"n": 1, "k": 85}, {"n": 2, "k": 90}], Dominance(n=2, k=85)),
         (("dimensions", "allowed"), [["SEX", "AGE_BAND_10"], ["SEX"]], frozenset({Dimension.SEX})),
+        (
+            ("dimensions", "not_allowed"),
+            [["CALENDAR_YEAR"], ["AGE_BAND_5"]],
+            frozenset({Dimension.CALENDAR_YEAR, Dimension.AGE_BAND_5}),
+        ),
         (("dimensions", "min_age_band_width"), [5, 10], 10),
         (("dimensions", "max_cells"), [10000, 2000], 2000),
         (("rate_limits", "per_approval_per_day"), [1000, 50], 50),
