@@ -4,14 +4,17 @@ which: JURISDICTION is the gateway's).
 
 An expression reads a person's columns (`PersonColumns`) and yields the cell key, spelled as
 `schema.dimensions` allows (its key domain): the gateway rejects an answer with any other key.
-A dimension that reads the person's first dating event (`dated`) makes the statement compute
-it (CTE `index_event`, see `connectors.compiler.cohort`).
+Which columns it reads (`DimensionSql.reads`) is found from the expression itself, and says
+what the value depends on: a dimension reading the person's first dating event makes the
+statement compute it (CTE `index_event`, see `connectors.compiler.cohort`) and makes the index
+event part of the question (`connectors.canonical`); one reading the age, when ages are taken.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Final
 
@@ -36,13 +39,32 @@ class PersonColumns:
     index_date: exp.Column
 
 
+# Each person column, as a bare column named after its field: what an expression reads.
+_MARKERS: Final = PersonColumns(**{f.name: exp.column(f.name) for f in fields(PersonColumns)})
+PersonColumn = str  # the name of a `PersonColumns` field
+
+
 @dataclass(frozen=True, slots=True)
 class DimensionSql:
     dimension: Dimension
     # The output column (an SQL name: a constant here, never from a query).
     column: str
     value: Callable[[PersonColumns], exp.Expr]
-    dated: bool = False
+
+    @property
+    def reads(self) -> frozenset[PersonColumn]:
+        """The person's columns the value is computed from."""
+        return _reads(self.value)
+
+    @property
+    def dated(self) -> bool:
+        """Whether the value reads the person's first dating event."""
+        return "index_date" in self.reads
+
+
+@functools.cache
+def _reads(value: Callable[[PersonColumns], exp.Expr]) -> frozenset[PersonColumn]:
+    return frozenset(c.name for c in value(_MARKERS).find_all(exp.Column))
 
 
 def _sex(person: PersonColumns) -> exp.Expr:
@@ -83,7 +105,7 @@ ENTRIES: Final[tuple[DimensionSql, ...]] = (
     _age_band_sql(Dimension.AGE_BAND_5),
     _age_band_sql(Dimension.AGE_BAND_10),
     _age_band_sql(Dimension.AGE_BAND_20),
-    DimensionSql(Dimension.CALENDAR_YEAR, "calendar_year", _calendar_year, dated=True),
+    DimensionSql(Dimension.CALENDAR_YEAR, "calendar_year", _calendar_year),
 )
 
 
