@@ -2,9 +2,10 @@
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
 criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
-CTE `index_event` (each person's first dating event, for CALENDAR_YEAR), CTE `cells` (each
-person's dimension values), then a single aggregation with GROUP BY GROUPING SETS, one set per
-table, told apart by GROUPING(). Each cell comes with its count of distinct person indexes.
+CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
+`cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
+then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
+GROUPING(). Each cell comes with its count of distinct person indexes.
 The statement leaves out the persons the ledger no longer counts for this applicant: a bound
 list of person indexes (empty as compiled; bound by `CompiledQuery.tables_statement`).
 A second, lightweight statement lists the cohort's person indexes, all of them, for the
