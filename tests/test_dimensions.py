@@ -84,7 +84,8 @@ def shipped_parts() -> Parts:
 
 
 def test_every_dimension_has_every_part() -> None:
-    assert gaps(Dimension, shipped_parts()) == []
+    missing = gaps(Dimension, shipped_parts())
+    assert not missing, "see docs/adding-a-dimension.md:\n" + "\n".join(missing)
 
 
 def test_the_registries_follow_the_dimension_order() -> None:
