@@ -8,9 +8,10 @@ question (a total asked alone and next to breakdowns) — gets the same numbers 
 a question that differs in any way is another question, with noise of its own, paid for.
 
 The index event (the first top-level event criterion: `Criteria.index_event`) dates persons
-for CALENDAR_YEAR, so for such tables it is part of the question. When ages are taken (at the
-reference date or at the index event: `CohortQuery.age_basis`) is part of every question that
-names an age, in its criteria or its age bands.
+for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of the question.
+When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
+part of every question that names an age, in its criteria or in a dimension that reads it (the
+age bands). What a dimension reads is its SQL entry's (`connectors.compiler.dimensions`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
 from schema.codes import Dimension
 from schema.query import Breakdown, CohortQuery, Criteria
 
@@ -41,14 +43,19 @@ def question_digest(query: CohortQuery, by: Breakdown) -> str:
         "reference_date": query.reference_date.isoformat(),
         "by": [d.value for d in canonical_breakdown(by)],
     }
-    if any(d.age_band_width for d in by) or _names_age(query.criteria):
+    if _reads(by, "age") or _names_age(query.criteria):
         # Ages at the reference date and at the index event are different questions.
         document["age_at"] = query.age_basis.value
-    if Dimension.CALENDAR_YEAR in by:
+    if _reads(by, "index_date"):
         index = query.criteria.index_event()
         document["index_event"] = None if index is None else index.model_dump(mode="json")
     text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()
+
+
+def _reads(by: Breakdown, column: PersonColumn) -> bool:
+    """Whether a dimension of `by` a node computes reads the person's `column`."""
+    return any(column in DIMENSION_SQL[d].reads for d in by if d in DIMENSION_SQL)
 
 
 def _criteria(criteria: Criteria) -> dict[str, Any]:

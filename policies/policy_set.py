@@ -131,7 +131,9 @@ class EffectivePolicy:
 
     @property
     def allowed_dimensions(self) -> frozenset[Dimension]:
-        return _required(self.rules.dimensions.allowed).value
+        refused = self.rules.dimensions.not_allowed
+        allowed = _required(self.rules.dimensions.allowed).value
+        return allowed if refused is None else allowed - refused.value
 
     @property
     def min_age_band_width(self) -> int:

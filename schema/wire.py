@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from schema.approval import Approval, RequestId
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
+from schema.dimensions import DIMENSIONS
 from schema.errors import ErrorCode
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
@@ -167,30 +168,13 @@ class NodeError(Contract):
 
 def node_dimensions(table: Breakdown) -> Breakdown:
     """The part of a breakdown a node computes: jurisdiction is added by the gateway."""
-    return tuple(d for d in table if d is not Dimension.JURISDICTION)
+    return tuple(d for d in table if DIMENSIONS[d].node_computed)
 
 
-# What a node may put in a cell key, per dimension: a connector produces nothing else, and a
-# gateway rejects an answer with anything else. UNKNOWN is the group of persons without a
-# value (no recorded sex, no dating event).
-UNKNOWN_KEY: Final = "UNKNOWN"
-MAX_AGE: Final = 150
-
-
-def _key_domain(dimension: Dimension) -> frozenset[str]:
-    if dimension is Dimension.SEX:
-        return frozenset({"FEMALE", "MALE", UNKNOWN_KEY})
-    if dimension is Dimension.CALENDAR_YEAR:
-        return frozenset({UNKNOWN_KEY, *(str(year) for year in range(1800, 3000))})
-    width = dimension.age_band_width
-    if width is not None:
-        return frozenset(f"{low}-{low + width - 1}" for low in range(0, MAX_AGE + 1, width))
-    return frozenset()  # JURISDICTION is the gateway's: a node never groups by it
-
-
-# Every domain is small (at most 1,201 keys), so a set lookup checks a key: the gateway checks
-# every key of every answer.
-KEY_DOMAINS: Final = {d: _key_domain(d) for d in Dimension}
+# What a node may put in a cell key, per dimension (`schema.dimensions`): a connector produces
+# nothing else, and a gateway rejects an answer with anything else. Every domain is small (at most
+# 1,201 keys), so a set lookup checks a key: the gateway checks every key of every answer.
+KEY_DOMAINS: Final = {d: spec.keys for d, spec in DIMENSIONS.items()}
 
 
 def valid_key_value(dimension: Dimension, value: str) -> bool:

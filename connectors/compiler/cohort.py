@@ -2,9 +2,10 @@
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
 criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
-CTE `index_event` (each person's first dating event, for CALENDAR_YEAR), CTE `cells` (each
-person's dimension values), then a single aggregation with GROUP BY GROUPING SETS, one set per
-table, told apart by GROUPING(). Each cell comes with its count of distinct person indexes.
+CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
+`cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
+then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
+GROUPING(). Each cell comes with its count of distinct person indexes.
 The statement leaves out the persons the ledger no longer counts for this applicant: a bound
 list of person indexes (empty as compiled; bound by `CompiledQuery.tables_statement`).
 A second, lightweight statement lists the cohort's person indexes, all of them, for the
@@ -33,8 +34,9 @@ from sqlglot import exp
 from connectors.compiler import names
 from connectors.compiler.compiled import CohortTable, CompiledQuery, ConceptSet, TableLayout
 from connectors.compiler.dialect import DUCKDB, Dialect
+from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
 from connectors.compiler.names import EventTable
-from connectors.compiler.sql import Params, col, exists, renumbered, table, text
+from connectors.compiler.sql import Params, col, exists, renumbered, table
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension
 from schema.query import (
@@ -124,7 +126,7 @@ class _CohortCompiler:
     ) -> exp.Select:
         """Every table in one statement, over `cohort` (the CTE's body)."""
         statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=cohort, copy=False)
-        if Dimension.CALENDAR_YEAR in dimensions:
+        if _dated(dimensions):
             statement = statement.with_(INDEX_CTE, as_=self._index_event(), copy=False)
         if dimensions:
             statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions), copy=False)
@@ -296,10 +298,16 @@ class _CohortCompiler:
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
         select = exp.select(col(PERSON_INDEX, COHORT)).from_(table(COHORT_CTE, COHORT))
+        person = PersonColumns(
+            gender_concept_id=col("gender_concept_id", COHORT),
+            age=col(AGE, COHORT),
+            index_date=col(INDEX_DATE, INDEX),
+        )
         for dimension in dimensions:
-            value = exp.alias_(_dimension_value(dimension), _column(dimension), copy=False)
+            entry = DIMENSION_SQL[dimension]
+            value = exp.alias_(entry.value(person), entry.column, copy=False)
             select = select.select(value, copy=False)
-        if Dimension.CALENDAR_YEAR in dimensions:
+        if _dated(dimensions):
             select = select.join(
                 table(INDEX_CTE, INDEX),
                 on=col("person_id", INDEX).eq(col("person_id", COHORT)),
@@ -341,34 +349,21 @@ class _CohortCompiler:
 
 
 def _node_table(breakdown: Breakdown) -> Breakdown:
-    if Dimension.JURISDICTION in breakdown:
-        raise BadRequest("JURISDICTION is added by the gateway; a node never groups by it")
+    for dimension in breakdown:
+        if dimension not in DIMENSION_SQL:
+            raise BadRequest(
+                f"{dimension.value} is added by the gateway; a node never groups by it"
+            )
     return breakdown
 
 
 def _column(dimension: Dimension) -> str:
-    return names.DIMENSION_COLUMNS[dimension]
+    return DIMENSION_SQL[dimension].column
 
 
-def _dimension_value(dimension: Dimension) -> exp.Expr:
-    if dimension is Dimension.SEX:
-        case = exp.Case(this=col("gender_concept_id", COHORT))
-        for sex, concept_id in names.GENDER_CONCEPT_IDS.items():
-            case = case.when(exp.Literal.number(concept_id), exp.Literal.string(sex.value))
-        return case.else_(exp.Literal.string(names.UNKNOWN))
-    width = dimension.age_band_width
-    if width is not None:
-        age = col(AGE, COHORT)
-        low = exp.Sub(this=age, expression=exp.Mod(this=age.copy(), expression=_int(width)))
-        high = exp.Add(this=low.copy(), expression=_int(width - 1))
-        return exp.DPipe(
-            this=exp.DPipe(this=text(low), expression=exp.Literal.string("-")),
-            expression=text(high),
-        )
-    if dimension is Dimension.CALENDAR_YEAR:
-        year = exp.Extract(this=exp.var("YEAR"), expression=col(INDEX_DATE, INDEX))
-        return exp.func("COALESCE", text(year), exp.Literal.string(names.UNKNOWN))
-    raise BadRequest(f"dimension {dimension.value} is not computed by a node")
+def _dated(dimensions: Sequence[Dimension]) -> bool:
+    """Whether a dimension reads each person's first dating event (CTE `index_event`)."""
+    return any(DIMENSION_SQL[d].dated for d in dimensions)
 
 
 def _population(cohort: exp.Select) -> exp.Select:
@@ -377,10 +372,6 @@ def _population(cohort: exp.Select) -> exp.Select:
         .from_(table(COHORT_CTE, COHORT))
         .with_(COHORT_CTE, as_=cohort.copy())
     )
-
-
-def _int(value: int) -> exp.Expr:
-    return exp.Literal.number(value)
 
 
 def _layout(breakdown: Breakdown, dimensions: Sequence[Dimension]) -> TableLayout:

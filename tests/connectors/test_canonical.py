@@ -42,3 +42,11 @@ def test_codes_written_differently_are_one_question() -> None:
         query(Criteria(conditions=[I10, EventCriterion(vocabulary=Vocabulary.ICD10, code="e11")])),
         (),
     )
+
+
+def test_the_index_event_is_part_of_a_question_only_where_a_dimension_reads_it() -> None:
+    # What a dimension reads is found from its SQL: CALENDAR_YEAR the index event's date.
+    by_year, by_sex = (Dimension.CALENDAR_YEAR,), (Dimension.SEX,)
+    first, second = Criteria(conditions=[E11, I10]), Criteria(conditions=[I10, E11])
+    assert question_digest(query(first), by_year) != question_digest(query(second), by_year)
+    assert question_digest(query(first), by_sex) == question_digest(query(second), by_sex)

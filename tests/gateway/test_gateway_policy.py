@@ -145,7 +145,12 @@ def policy_dir(tmp_path: Path) -> Path:
         "[dimensions.min_age_band_width]\nvalue = 5",
         "[dimensions.min_age_band_width]\nvalue = 10",
     )
-    edit("no", '"AGE_BAND_20", "CALENDAR_YEAR"]', '"AGE_BAND_20"]')
+    edit(
+        "no",
+        "# Dimensions: the baseline's list applies",
+        '[dimensions.not_allowed]\nvalue = ["CALENDAR_YEAR"]\nsource = "NO restriction"\n\n'
+        "# Dimensions: the baseline's list applies",
+    )
     edit("dk", '    "education",\n', "")
     edit("no", "[dimensions.max_cells]\nvalue = 10000", "[dimensions.max_cells]\nvalue = 20")
     # FR loses its file: a member without a policy is refused, never answered by default.

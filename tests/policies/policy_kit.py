@@ -133,6 +133,7 @@ def _values() -> dict[tuple[str, str], st.SearchStrategy[Any]]:
         ("disclosure", "dominance"): st.fixed_dictionaries({"n": st.integers(1, 10), "k": percent}),
         ("disclosure", "p_percent"): percent,
         ("dimensions", "allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
+        ("dimensions", "not_allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
         ("dimensions", "min_age_band_width"): st.sampled_from([1, 5, 10, 15, 20, 25, 130]),
         ("dimensions", "max_cells"): st.integers(1, 1_000_000),
         ("purposes", "allowed"): st.frozensets(st.sampled_from([p.value for p in Purpose])),

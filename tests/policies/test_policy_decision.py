@@ -374,6 +374,26 @@ def test_a_dimension_a_jurisdiction_does_not_allow_is_refused(shipped: PolicySet
     assert "CALENDAR_YEAR" in decisions[J.DE].reasons[1].message
 
 
+def test_a_dimension_a_layer_names_as_not_allowed_is_refused_with_that_source(
+    shipped: PolicySet,
+) -> None:
+    # A layer states only what differs from the baseline: the one dimension it refuses.
+    no_years = node_layer(
+        J.DE, dimensions={"not_allowed": sourced(["CALENDAR_YEAR"], "DE: no calendar years")}
+    )
+    effective = shipped.effective(J.DE, no_years)
+    assert effective.allowed_dimensions == frozenset(D) - {D.CALENDAR_YEAR}
+    decisions = run(
+        {J.FR: shipped.effective(J.FR), J.DE: effective},
+        asked=plan((D.SEX, D.CALENDAR_YEAR), (D.AGE_BAND_20,)),
+    )
+    assert decisions[J.FR].allowed
+    assert [(r.rule, r.article) for r in decisions[J.DE].reasons] == [
+        (RuleId.DIMENSION_NOT_ALLOWED, "DE: no calendar years")
+    ]
+    assert "CALENDAR_YEAR" in decisions[J.DE].reasons[0].message
+
+
 def test_age_bands_finer_than_the_minimum_width_are_refused(
     shipped: PolicySet, example_node: NodeLayer
 ) -> None:
