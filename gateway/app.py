@@ -74,7 +74,6 @@ from gateway.ratelimit import (
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.service import Services
 from gateway.settings import GatewaySettings, SettingsError
-from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
@@ -86,6 +85,7 @@ from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
 from trust.http_edge import run_app
+from trust.request_token import RequestSigner
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 
