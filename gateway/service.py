@@ -62,8 +62,9 @@ class Services:
     authenticator: Authenticator
     node_client: NodeClient
     # The policies in force, reloaded while the gateway runs: a query reads `current` once, at
-    # its start, and uses that policy set throughout (`gateway.policies`). Each jurisdiction's
-    # published disclosure profile comes from there, the one place the gateway reads them.
+    # its start, and uses that policy set throughout (`gateway.live_policy`). Each
+    # jurisdiction's published disclosure profile comes from there, the one place the gateway
+    # reads them.
     policies: LivePolicy[PolicySet]
     permits: PermitVerifier
     rate_guard: RateGuard
