@@ -56,7 +56,9 @@ IO_ALLOWED = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, *, names: bool = False) -> set[str]:
+    """Every module `path` imports; with `names`, `from a import b` also as `a.b` (b may be a
+    module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -64,6 +66,8 @@ def imported_modules(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            if names:
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -91,19 +95,6 @@ def is_graphql(module: str) -> bool:
     )
 
 
-def named_imports(path: Path) -> set[str]:
-    """Every module `path` imports, `from a import b` also as `a.b` (b may be a module)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
 def graphql_imports(module: str) -> list[str]:
     """The GraphQL modules `module` imports, itself or through the first-party modules it
     imports, each as `importer -> imported`."""
@@ -116,7 +107,7 @@ def graphql_imports(module: str) -> list[str]:
         if name in seen or path is None:
             continue
         seen.add(name)
-        for imported in named_imports(path):
+        for imported in imported_modules(path, names=True):
             if is_graphql(imported):
                 found.add(f"{name} -> {imported}")
             elif imported.split(".")[0] in FIRST_PARTY:
