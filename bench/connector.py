@@ -34,12 +34,12 @@ from connectors.compiler import (
 )
 from gateway.federation import load_federation
 from gateway.nodes import HttpNodeClient, create_session
-from gateway.signing import RequestSigner
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import CohortQuery
 from schema.wire import NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
+from trust.request_token import RequestSigner
 
 JURISDICTION: Final = Jurisdiction.FR
 RATIO_GOAL: Final = 1.25

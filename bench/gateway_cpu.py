@@ -43,11 +43,11 @@ from gateway.app import create_app, freeze_heap
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, encode_request, interpret
 from gateway.settings import GatewaySettings
-from gateway.signing import RequestSigner
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
+from trust.request_token import RequestSigner
 
 BLOCKS: Final = 10
 QUERIES: Final = {

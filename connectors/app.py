@@ -29,7 +29,6 @@ from connectors.pool_peers import PoolKeyError, PoolKeys
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.trust_anchors import NodeTrust, node_trust
-from connectors.verify import RequestVerifier
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
@@ -52,6 +51,7 @@ from schema.wire import (
 )
 from trust.http_edge import BODY_ERRORS, body_refused, run_app
 from trust.keys import thumbprint
+from trust.request_token import RequestVerifier
 
 log = logging.getLogger(__name__)
 

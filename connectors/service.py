@@ -47,7 +47,6 @@ from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
-from connectors.verify import RequestVerifier
 from connectors.vocabulary import look_up
 from policies.decision import decide
 from policies.disclosure import CellContext
@@ -75,6 +74,7 @@ from schema.wire import (
     PrivacySpend,
     UnknownCode,
 )
+from trust.request_token import RequestVerifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -44,7 +44,7 @@ from gateway.console import install as install_console
 from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.federation_check import FederationWatch
-from gateway.graphql.context import GatewayContext, Services
+from gateway.graphql.context import GatewayContext
 from gateway.graphql.limits import QueryBudget, cohort_fields
 from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
@@ -72,8 +72,8 @@ from gateway.ratelimit import (
     SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
+from gateway.service import Services
 from gateway.settings import GatewaySettings, SettingsError
-from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
 from policies.live import LivePolicy
@@ -85,6 +85,7 @@ from schema.errors import ErrorCode, TesseraError
 from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
 from trust.http_edge import run_app
+from trust.request_token import RequestSigner
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 

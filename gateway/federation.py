@@ -23,7 +23,6 @@ from typing import Annotated, Final, Self
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schema.codes import Jurisdiction
@@ -39,6 +38,7 @@ from trust.keysource import (
     file_fetch,
     http_fetch,
 )
+from trust.request_token import load_signing_key as load_request_signing_key
 from trust.tokens import (
     DEFAULT_LEEWAY_S,
     DEFAULT_MAX_LIFETIME_S,
@@ -235,10 +235,14 @@ def _read(path: Path, field: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise FederationError(
-            f"{field}: cannot read {path}: {e.strerror} (correct the path, relative to the "
-            "federation file)"
-        ) from None
+        raise _unreadable(path, field, e) from None
+
+
+def _unreadable(path: Path, field: str, error: OSError) -> FederationError:
+    return FederationError(
+        f"{field}: cannot read {path}: {error.strerror} (correct the path, relative to the "
+        "federation file)"
+    )
 
 
 def load_signing_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed25519PrivateKey:
@@ -248,20 +252,12 @@ def load_signing_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed
 
 
 def _signing_key(path: Path, field: str) -> Ed25519PrivateKey:
-    data = _read(path, field)
     try:
-        key = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise FederationError(
-            f"{field}: {path} is not an unencrypted PKCS8 PEM private key (name the private "
-            "half, NAME.key.pem, as `tessera keys generate` writes it)"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise FederationError(
-            f"{field}: {path} is not an Ed25519 key (node requests are EdDSA-signed: make "
-            "one with `tessera keys generate`)"
-        )
-    return key
+        return load_request_signing_key(path)
+    except OSError as e:
+        raise _unreadable(path, field, e) from None
+    except KeyMaterialError as e:
+        raise FederationError(f"{field}: {path} is {e}") from None
 
 
 def _issuer_keys(

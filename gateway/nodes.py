@@ -25,7 +25,6 @@ from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
-from gateway.signing import RequestSigner
 from policies.domain import table_domain
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
@@ -40,6 +39,7 @@ from schema.wire import (
     NodeRequest,
     NodeResponse,
 )
+from trust.request_token import RequestSigner
 
 log = logging.getLogger(__name__)
 

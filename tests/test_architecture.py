@@ -56,7 +56,9 @@ IO_ALLOWED = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, *, names: bool = False) -> set[str]:
+    """Every module `path` imports; with `names`, `from a import b` also as `a.b` (b may be a
+    module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -64,6 +66,8 @@ def imported_modules(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            if names:
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -78,3 +82,56 @@ def test_schema_does_io_only_in_the_audit_stores() -> None:
         if io - IO_ALLOWED.get(name, set()):
             doing_io[name] = sorted(io)
     assert doing_io == {}
+
+
+# The gateway's pipeline (`gateway.service`) knows nothing of GraphQL, not even through the
+# modules it imports: the GraphQL layer translates into it and out of it.
+GRAPHQL_FREE = ("gateway.service",)
+
+
+def is_graphql(module: str) -> bool:
+    return module.split(".")[0] in {"strawberry", "graphql"} or (
+        module == "gateway.graphql" or module.startswith("gateway.graphql.")
+    )
+
+
+def graphql_imports(module: str) -> list[str]:
+    """The GraphQL modules `module` imports, itself or through the first-party modules it
+    imports, each as `importer -> imported`."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _source(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        for imported in imported_modules(path, names=True):
+            if is_graphql(imported):
+                found.add(f"{name} -> {imported}")
+            elif imported.split(".")[0] in FIRST_PARTY:
+                todo.append(imported)
+    return sorted(found)
+
+
+def _source(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@pytest.mark.parametrize("module", GRAPHQL_FREE)
+def test_the_gateway_pipeline_does_not_import_graphql(module: str) -> None:
+    assert graphql_imports(module) == []
+
+
+def test_the_graphql_checker_sees_imports_through_other_modules() -> None:
+    # gateway.cli imports GraphQL only through gateway.app, which builds the GraphQL view.
+    found = graphql_imports("gateway.cli")
+    assert "gateway.app -> strawberry.aiohttp.views" in found
+    assert not any(f.startswith("gateway.cli ->") for f in found)
+    assert not is_graphql("gateway.graphs")
+    assert is_graphql("graphql.language")

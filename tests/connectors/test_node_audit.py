@@ -31,11 +31,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from connectors.app import create_app
 from connectors.backends.fake import FakeBackend
-from connectors.errors import BadSignature, WrongNode
+from connectors.errors import WrongNode
 from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
-from connectors.verify import RequestVerifier, load_gateway_keys
 from schema.approval import ApplicantId
 from schema.audit.entry import Decision, PermitRecord, released_hash
 from schema.audit.log import AuditLog
@@ -44,6 +43,7 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.query import Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
+from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]
 CHAIN = "node:tessera-node-fr"
@@ -73,7 +73,7 @@ def service(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     verifier = RequestVerifier(
-        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
+        keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
         issuer="tessera-gateway",
         audience="tessera-node-fr",
     )
@@ -156,7 +156,7 @@ async def test_a_refusal_after_verification_is_recorded(
 async def test_an_unverified_request_is_not_recorded(
     service: QueryService, store: MemoryAuditStore
 ) -> None:
-    with pytest.raises(BadSignature):
+    with pytest.raises(RequestRefused):
         await service.handle(authorization="Bearer nonsense", body=body())
     assert store.rows == {}
 

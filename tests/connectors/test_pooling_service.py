@@ -26,7 +26,7 @@ from connectors.errors import BadRequest, PoolRefused
 from connectors.masking import masked, pair_secret
 from connectors.noise import ShiftedNoise
 from connectors.pool_peers import PoolKeys, encode_public
-from connectors.verify import RequestVerifier
+from trust.request_token import RequestVerifier
 
 __all__ = ["verifier"]  # the fixture, shared with test_service
 from policies.domain import table_domain

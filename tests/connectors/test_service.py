@@ -31,7 +31,6 @@ from connectors.errors import (
 from connectors.ledger import Account, Admitted, MemoryLedger, PersonIndexes, units
 from connectors.noise import NoiseSource, ShiftedNoise
 from connectors.service import QueryService
-from connectors.verify import RequestVerifier, load_gateway_keys
 from policies.disclosure import BELOW_MINIMUM, NOISE
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
@@ -41,6 +40,7 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabu
 from schema.errors import ErrorCode
 from schema.query import Criteria, EventCriterion
 from schema.wire import NodeRequest, NodeResponse
+from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
@@ -64,7 +64,7 @@ def e11_body(
 @pytest.fixture
 def verifier(gateway_public_pem: Path) -> RequestVerifier:
     return RequestVerifier(
-        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
+        keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
         issuer="tessera-gateway",
         audience="tessera-node-fr",
     )
@@ -374,7 +374,7 @@ async def test_without_its_ledger_a_node_answers_nothing(
 async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
     backend = FakeBackend([(0, 50)])
     body = e11_body()
-    with pytest.raises(NodeRefusal):
+    with pytest.raises(RequestRefused):
         await service(backend, verifier).handle(
             authorization=f"Bearer {sign(body, aud='tessera-node-de')}",
             body=body,

@@ -295,12 +295,12 @@ async def test_researcher_token_is_forwarded_to_nodes(
 async def test_unexpected_failure_is_masked_as_internal(
     graphql: Any, nodes: MockNodeClient, monkeypatch: Any
 ) -> None:
-    import gateway.graphql.resolvers as resolvers
+    import gateway.service as service
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("SELECT secret FROM person WHERE value = 7")
 
-    monkeypatch.setattr(resolvers, "combine", boom)
+    monkeypatch.setattr(service, "combine", boom)
     body = await graphql(DIABETIC_WOMEN)
     assert error_code(body) == "INTERNAL"
     assert body["errors"][0]["message"] == "Internal error."

@@ -39,7 +39,6 @@ from gateway.federation import NodeInfo
 from gateway.nodes import HttpNodeClient, MockNodeClient, NodeOutcome, create_session
 from gateway.planner import plan_query
 from gateway.settings import GatewaySettings
-from gateway.signing import RequestSigner
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason
@@ -53,6 +52,7 @@ from schema.wire import (
     NodeRequest,
     NodeResponse,
 )
+from trust.request_token import RequestSigner
 
 FR = Jurisdiction.FR
 Behaviour = Callable[[web.Request, NodeRequest], Awaitable[web.StreamResponse]]

@@ -23,7 +23,6 @@ import pytest
 
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
-from gateway.signing import RequestSigner
 from schema.audit.store import ENTRIES_TABLE
 from schema.codes import Jurisdiction
 from schema.pooling import PoolingRequest, encode_nonce
@@ -32,6 +31,7 @@ from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tests.integration.conftest import http_post, post, start_federation
 from tests.integration.test_federation import true_count
+from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration
 
