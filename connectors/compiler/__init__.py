@@ -8,12 +8,13 @@ from connectors.compiler.compiled import (
     CompiledQuery,
     ConceptLookup,
     ConceptSet,
-    CountCell,
     PopulationQuery,
     Row,
     SqlStatement,
     Statement,
     TableLayout,
+    TableRows,
+    TabulatedCell,
 )
 from connectors.compiler.concepts import ConceptResolver, compile_concept_lookup
 
@@ -24,12 +25,13 @@ __all__ = [
     "ConceptLookup",
     "ConceptResolver",
     "ConceptSet",
-    "CountCell",
     "PopulationQuery",
     "Row",
     "SqlStatement",
     "Statement",
     "TableLayout",
+    "TableRows",
+    "TabulatedCell",
     "compile_concept_lookup",
     "compile_query",
 ]
