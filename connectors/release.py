@@ -67,18 +67,18 @@ def released_table(
         cells = sorted((key, key) for key in keys)
     else:
         cells = sorted((tuple(key[i] for i in order), key) for key in keys)
-    protections = [(kind, PROTECTIONS[kind], stored[kind].cells) for kind in kinds]
     # A released value depends on its measure and noisy value alone: made once per value,
     # shared by the cells that have it (values are immutable).
-    made: dict[tuple[MeasureKind, int], Value] = {}
+    made: dict[MeasureKind, dict[int, Value]] = {kind: {} for kind in kinds}
+    measures = [(k, PROTECTIONS[k].released, stored[k].cells, made[k]) for k in kinds]
     released = []
     for key, stored_key in cells:
         values = {}
-        for kind, protection, noisy_cells in protections:
+        for kind, release, noisy_cells, of_kind in measures:
             noisy = noisy_cells[stored_key]
-            value = made.get((kind, noisy))
+            value = of_kind.get(noisy)
             if value is None:
-                value = made[kind, noisy] = protection.released(noisy, sd, ctx)
+                value = of_kind[noisy] = release(noisy, sd, ctx)
             values[kind] = value
         released.append(NodeCell.trusted(key=list(key), values=values))
     return NodeTable.trusted(by=by, cells=released)

@@ -4,6 +4,7 @@ every count, full public domains, answers stored once, persons metered by the le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from schema.audit.log import AuditLog
 from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.query import Criteria, EventCriterion
 from schema.wire import NodeRequest, NodeResponse
 
@@ -357,6 +359,18 @@ async def test_a_new_data_release_recomputes_and_charges_again(
     assert again.privacy is not None
     assert (again.privacy.question_rho, again.privacy.data_release) == (0.02, "fake-release-2")
     assert len(tables_statements(backend)) == 2
+
+
+async def test_a_measure_is_charged_at_its_sensitivity(
+    verifier: RequestVerifier, sign: Sign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One person changing a table's values by 2 costs 2^2 times a count's 1 / (2 * 5^2).
+    monkeypatch.setitem(MEASURES, COUNT, dataclasses.replace(MEASURES[COUNT], sensitivity=2))
+    response = await ask(
+        service(FakeBackend(TOTAL_ROWS, population=range(120)), verifier), sign, e11_body()
+    )
+    assert response.privacy is not None
+    assert response.privacy.question_rho == 0.08
 
 
 class _BrokenLedger(MemoryLedger):
