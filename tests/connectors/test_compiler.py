@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from schema.query import (
     Criteria,
     DateWindow,
     EventCriterion,
+    Measure,
     MeasurementCriterion,
     ValueRange,
 )
@@ -81,12 +82,14 @@ def query(
     *tables: Breakdown,
     reference_date: dt.date = REFERENCE_DATE,
     age_at: AgeAt | None = None,
+    measures: Sequence[MeasureKind] = (MeasureKind.PERSON_COUNT,),
 ) -> CohortQuery:
     return CohortQuery(
         criteria=criteria or Criteria(),
         reference_date=reference_date,
         tables=list(tables),
         age_at=age_at,
+        measures=[Measure(kind=kind) for kind in measures],
     )
 
 
@@ -122,6 +125,13 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
         Criteria(conditions=[icd10("I10")]), (SEX,), (SEX, AGE5), (AGE20, YEAR), (AGE10, SEX)
     ),
     "calendar_year_without_index_event": query(Criteria(sex="MALE"), (YEAR,)),
+    # One question per measure: a new measure's SQL gets golden files of its own.
+    **{
+        f"measure_{kind.value.lower()}": query(
+            Criteria(conditions=[icd10("E11")]), (SEX,), measures=[kind]
+        )
+        for kind in MeasureKind
+    },
 }
 
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
