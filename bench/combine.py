@@ -38,7 +38,7 @@ from policies.disclosure import CellContext
 from policies.domain import table_domain
 from policies.loader import load_policy_set
 from policies.policy_set import PolicySet
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.query import Breakdown, CohortQuery
 from schema.wire import NodeRequest, NodeResponse
 from tessera.tokens import demo_approval
@@ -81,7 +81,12 @@ class Answers:
 
     @property
     def cells(self) -> int:
-        return sum(len(cells) for o in self.outcomes for cells in o.tables.values())
+        return sum(
+            len(cells)
+            for o in self.outcomes
+            for tables in o.measures.values()
+            for cells in tables.values()
+        )
 
 
 def _counts(rng: random.Random, by: Breakdown, persons: int) -> dict[tuple[str, ...], int]:
@@ -122,7 +127,12 @@ def answers(nodes: int, policies: PolicySet, *, seed: int = 7) -> Answers:
             jurisdiction=jurisdiction,
             status=NodeStatus.OK,
             tables=[
-                released_table(by, stored[question_digest(QUERY, by)], profile.sigma, context)
+                released_table(
+                    by,
+                    {MeasureKind.PERSON_COUNT: stored[question_digest(QUERY, by)]},
+                    profile.sigma,
+                    context,
+                )
                 for by in NODE_TABLES
             ],
             elapsed_ms=50.0,

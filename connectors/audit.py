@@ -124,7 +124,7 @@ class NodeTrail:
         return attributes
 
     async def answered(self, response: NodeResponse, span: Span) -> None:
-        values = [cell.count for table in response.tables for cell in table.cells]
+        values = [v for table in response.tables for v in table.values()]
         rules = sorted(
             {r.rule for v in values for r in v.reasons} | {r.rule for r in response.reasons}
         )

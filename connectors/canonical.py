@@ -1,9 +1,9 @@
 """The canonical form of a question's table: what makes two tables "the same question".
 
 A stored answer (`connectors.answers`) is found again by a digest of its table's canonical
-question: the criteria with every list whose order means nothing sorted (codes ANDed
-together, `anyOf` groups ORed together), the reference date, and the table's dimensions in
-their canonical order. So a question asked again — or in another order, or as part of another
+question: the measure, the criteria with every list whose order means nothing sorted (codes
+ANDed together, `anyOf` groups ORed together), the reference date, and the table's dimensions
+in their canonical order. So a question asked again — or in another order, or as part of another
 question (a total asked alone and next to breakdowns) — gets the same numbers for free, while
 a question that differs in any way is another question, with noise of its own, paid for.
 
@@ -22,27 +22,34 @@ from typing import Any, Final
 import orjson
 
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
-from schema.codes import Dimension
+from schema.codes import Dimension, MeasureKind
 from schema.query import Breakdown, CohortQuery, Criteria
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
 # answers are never read under another meaning.
 VERSION: Final = 2  # 2: ages may be taken at the index event (`CohortQuery.age_basis`)
 _ORDER: Final = {d: i for i, d in enumerate(Dimension)}
+# Counts were the only measure when their answers were first stored: their digests name no
+# measure, so that those answers are found again.
+_UNNAMED: Final = frozenset({MeasureKind.PERSON_COUNT})
 
 
 def canonical_breakdown(by: Breakdown) -> Breakdown:
     return tuple(sorted(by, key=_ORDER.__getitem__))
 
 
-def question_digest(query: CohortQuery, by: Breakdown) -> str:
-    """The digest naming table `by` of `query`."""
+def question_digest(
+    query: CohortQuery, by: Breakdown, measure: MeasureKind = MeasureKind.PERSON_COUNT
+) -> str:
+    """The digest naming the values of `measure` in table `by` of `query`."""
     document: dict[str, Any] = {
         "version": VERSION,
         "criteria": _criteria(query.criteria),
         "reference_date": query.reference_date.isoformat(),
         "by": [d.value for d in canonical_breakdown(by)],
     }
+    if measure not in _UNNAMED:
+        document["measure"] = measure.value
     if _reads(by, "age") or _names_age(query.criteria):
         # Ages at the reference date and at the index event are different questions.
         document["age_at"] = query.age_basis.value

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -59,9 +59,10 @@ from policies.reasons import Decision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
 from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, NodeStatus
+from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import TesseraError
 from schema.fair_queue import FairBulkhead
+from schema.measures import MEASURES, asked
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
@@ -153,12 +154,13 @@ def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: Node
 
 @dataclass(frozen=True, slots=True)
 class Question:
-    """What the ledger and the answer store need to know about one question: its tables by
-    canonical digest, the noise it is asked with, whose budgets pay for it and on whose shelf
-    its answers are kept."""
+    """What the ledger and the answer store need to know about one question: its tables and
+    measures, each table's values of each measure by canonical digest, the noise it is asked
+    with, whose budgets pay for it and on whose shelf its answers are kept."""
 
     tables: tuple[Breakdown, ...]
-    digests: Mapping[Breakdown, str]
+    measures: tuple[MeasureKind, ...]
+    digests: Mapping[tuple[Breakdown, MeasureKind], str]
     sd: float
     accounts: tuple[Account, ...]
     shelf: Shelf
@@ -180,9 +182,13 @@ class Question:
         query = request.query
         # The tables released nationally; a pooled round's others leave only as shares.
         tables = request.national_tables
+        measures = asked(query)
         return cls(
             tables=tuple(tables),
-            digests={by: question_digest(query, by) for by in tables},
+            measures=measures,
+            digests={
+                (by, kind): question_digest(query, by, kind) for by in tables for kind in measures
+            },
             sd=sd,
             accounts=accounts,
             # Answers are an organisation's: its researchers asking the same question get the
@@ -190,10 +196,12 @@ class Question:
             shelf=Shelf(owner=accounts[-1].key, release=release, sd=sd),
         )
 
-    def cost(self, new: int, noise: NoiseSource, pooled: int = 0) -> int:
-        """What `new` tables, and new pooled tables costing `pooled`, cost each person
-        counted, in ledger units."""
-        cost = new * units(noise.rho(self.sd)) + pooled
+    def cost(self, new: Iterable[MeasureKind], noise: NoiseSource, pooled: int = 0) -> int:
+        """What new tables of the measures `new` (one item a table), and new pooled tables
+        costing `pooled`, cost each person counted, in ledger units: each table's measure at
+        its sensitivity (`schema.measures`; a count's is one)."""
+        rho = noise.rho(self.sd)
+        cost = sum(units(rho * MEASURES[kind].sensitivity ** 2) for kind in new) + pooled
         if cost > min(a.cap for a in self.accounts):
             raise QuestionTooCostly(
                 f"{len(self.tables)} tables at noise sd {self.sd:g} (and any pooled) cost more "
@@ -332,6 +340,7 @@ class QueryService:
                     profile=policy.profile,
                     noise=request.noise,
                     keys=self.pool_keys,
+                    query=request.query,
                 )
                 await claim_nonce(self.answers, request.pooling)
         with trail.step("compile") as span:
@@ -457,12 +466,14 @@ class QueryService:
                 stored = await found
                 await spent
                 new = {
-                    digest: by for by, digest in question.digests.items() if digest not in stored
+                    digest: table
+                    for table, digest in question.digests.items()
+                    if digest not in stored
                 }
                 shares = {} if pooled is None else await pooled.stored(self.answers)
                 new_shares = {} if pooled is None else pooled.new(shares)
                 cost = question.cost(
-                    len(new),
+                    [kind for _, kind in new.values()],
                     self.noise,
                     0 if pooled is None else pooled.cost(new_shares.values()),
                 )
@@ -484,21 +495,42 @@ class QueryService:
         with trail.step("protect") as span:
             context = CellContext(profile, self.jurisdiction)
 
-            def released(source: Mapping[str, StoredTable]) -> dict[Breakdown, NodeTable]:
+            def released(
+                source: Mapping[str, StoredTable], tables: Iterable[Breakdown]
+            ) -> dict[Breakdown, NodeTable]:
+                digests = question.digests
                 return {
-                    by: released_table(by, source[digest], question.sd, context)
-                    for by, digest in question.digests.items()
-                    if digest in source
+                    by: released_table(
+                        by,
+                        {kind: source[digests[by, kind]] for kind in question.measures},
+                        question.sd,
+                        context,
+                    )
+                    for by in tables
                 }
 
-            tables = released(stored)
+            # The tables whose every measure is stored: released as they were before.
+            tables = released(
+                stored,
+                [
+                    by
+                    for by in question.tables
+                    if all(question.digests[by, k] in stored for k in question.measures)
+                ],
+            )
             if new or new_shares:
-                counts = counts_by_table(compiled.tabulate(rows))
+                tabulated = compiled.tabulate(rows)
                 del rows
-                full = {d: full_table(by, counts[by], request.query) for d, by in new.items()}
+                counts = {kind: counts_by_table(tabulated, kind) for kind in question.measures}
+                del tabulated
+                full = {
+                    d: full_table(by, counts[kind][by], request.query)
+                    for d, (by, kind) in new.items()
+                }
                 if pooled is not None and new_shares:
                     pooled_full = {
-                        d: full_table(by, counts[by], request.query) for d, by in new_shares.items()
+                        d: full_table(by, counts[pooled.measure][by], request.query)
+                        for d, by in new_shares.items()
                     }
                     shares |= await self.answers.put(
                         pooled.shelf, pooled.draw(pooled_full, self.noise)
@@ -515,11 +547,12 @@ class QueryService:
                     # store's worker thread needs (5 ms turns), and the unsynced write
                     # takes less than the release.
                     kept = await self.answers.put(question.shelf, drawn, synced=False)
-                    tables |= released(kept)
+                    rest = [by for by in question.tables if by not in tables]
+                    tables |= released({**stored, **kept}, rest)
                 del full
             await flushed
             answer = [tables[by] for by in question.tables]
-            cells = [cell.count for table in answer for cell in table.cells]
+            cells = [v for table in answer for v in table.values()]
             span.set_attributes(
                 {
                     otel.CELLS_SUPPRESSED: sum(c.value is None for c in cells),

@@ -179,7 +179,7 @@ def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:
     reasons: list[Reason] = list(outcome.reasons) + list(decision.reasons)
     values: list[Value] = []
     if response is not None:
-        values = [cell.count for table in response.tables for cell in table.cells]
+        values = [v for table in response.tables for v in table.values()]
         reasons += [r for v in values for r in v.reasons]
     return NodeStep(
         jurisdiction=outcome.jurisdiction,

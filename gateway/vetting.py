@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.combine import MAX_PERSONS, Profiles
+from gateway.combine import Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
+from schema.measures import MEASURES, MeasureSpec
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import KEY_DOMAINS, NodeRequest
@@ -34,12 +35,14 @@ Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A node's OK answer with what it is checked against: the node's published profile and
-    the question it was asked."""
+    """One measure's values in a node's OK answer with what they are checked against: the
+    node's published profile, the question it was asked and the measure's spec. Every check
+    runs on every measure asked (each one's values are released noisy, under its rules)."""
 
     tables: Tables
     profile: DisclosureProfile
     request: NodeRequest
+    measure: MeasureSpec
 
 
 Check = Callable[[Answer], str | None]
@@ -111,7 +114,8 @@ def possible_counts(answer: Answer) -> str | None:
     for value in _released(answer.tables):
         # A slack is never negative: only a count above the bound needs its slack.
         n = value.value
-        if n is not None and n > MAX_PERSONS and n - _slack(value) > MAX_PERSONS:
+        most = answer.measure.maximum
+        if n is not None and n > most and n - _slack(value) > most:
             return "a count is larger than any population"
     return None
 
@@ -198,9 +202,8 @@ def vet(
     keeping nothing of the answer but its latency."""
     if outcome.status is not NodeStatus.OK:
         return outcome
-    answer = Answer(outcome.tables, profile, request)
-    for check in checks:
-        problem = check(answer)
+    for kind, tables in outcome.measures.items():
+        problem = _problem(Answer(tables, profile, request, MEASURES[kind]), checks)
         if problem is not None:
             return NodeOutcome.failed(
                 outcome.jurisdiction,
@@ -209,6 +212,14 @@ def vet(
                 latency_ms=outcome.latency_ms,
             )
     return outcome
+
+
+def _problem(answer: Answer, checks: Sequence[Check]) -> str | None:
+    for check in checks:
+        problem = check(answer)
+        if problem is not None:
+            return problem
+    return None
 
 
 class VettingNodeClient:

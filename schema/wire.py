@@ -11,11 +11,12 @@ A researcher sends the gateway one permit per jurisdiction, each in its own
 each node only the permit of that node's HDAB.
 
 The connector answers 200 with a `NodeResponse` (status OK, DENIED or UNKNOWN_CODE), or
-4xx/5xx with a `NodeError`. Numbers on the wire are already protected by the node's own
-disclosure control: a node never sends a value its own rules suppress. A request may make the
-node a participant of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends
-the tables to pool only as masked shares (`NodeResponse.pooled`), which reveal nothing until
-every participant's are added up.
+4xx/5xx with a `NodeError`. Each cell of a table holds the value of every measure the
+question asked, keyed by measure (`NodeCell.values`, `schema.measures`). Numbers on the wire
+are already protected by the node's own disclosure control: a node never sends a value its
+own rules suppress. A request may make the node a participant of a pooled round
+(`NodeRequest.pooling`, `schema.pooling`): it then sends the tables to pool only as masked
+shares (`NodeResponse.pooled`), which reveal nothing until every participant's are added up.
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from schema.approval import Approval, RequestId
-from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
+from schema.codes import (
+    Dimension,
+    Jurisdiction,
+    MeasureKind,
+    NodeStatus,
+    NoiseLevel,
+    Vocabulary,
+)
 from schema.dimensions import DIMENSIONS
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
 from schema.query import MAX_QUESTION_CODES, Breakdown, Code, CohortQuery
@@ -101,15 +110,30 @@ class NodeRequest(Contract):
 
 
 class NodeCell(Contract):
-    """One cell of a node table; `key` holds the dimension values in the table's order."""
+    """One cell of a node table; `key` holds the dimension values in the table's order,
+    `values` the value of each measure the question asked (`schema.measures`)."""
 
     key: Annotated[list[str], Field(max_length=4)]
-    count: Value
+    values: Annotated[dict[MeasureKind, Value], Field(min_length=1, max_length=len(MeasureKind))]
+
+    @model_validator(mode="after")
+    def _values_within_bounds(self) -> Self:
+        for kind, value in self.values.items():
+            spec = MEASURES.get(kind)
+            if spec is None:
+                raise ValueError("a value of a measure that has no entry in schema.measures")
+            if value.value is not None and value.value < spec.minimum:
+                raise ValueError(f"a {kind.value} value below its minimum of {spec.minimum}")
+        return self
 
 
 class NodeTable(Contract):
     by: Breakdown
     cells: list[NodeCell]
+
+    def values(self) -> list[Value]:
+        """Every value of the table: each measure's, cell by cell."""
+        return [value for cell in self.cells for value in cell.values.values()]
 
 
 Rho = Annotated[float, Field(ge=0, le=1e6)]

@@ -5,7 +5,8 @@ criteria, with their person index: `tessera_person`, the ledger's stable numberi
 CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
 `cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
 then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
-GROUPING(). Each cell comes with its count of distinct person indexes.
+GROUPING(). Each cell comes with one column per measure asked, named for it
+(`connectors.compiler.measures`: for PERSON_COUNT, its count of distinct person indexes).
 The statement leaves out the persons the ledger no longer counts for this applicant: a bound
 list of person indexes (empty as compiled; bound by `CompiledQuery.tables_statement`).
 A second, lightweight statement lists the cohort's person indexes, all of them, for the
@@ -32,13 +33,21 @@ from collections.abc import Iterable, Sequence
 from sqlglot import exp
 
 from connectors.compiler import names
-from connectors.compiler.compiled import CohortTable, CompiledQuery, ConceptSet, TableLayout
+from connectors.compiler.compiled import (
+    GROUPING_COLUMN,
+    CohortTable,
+    CompiledQuery,
+    ConceptSet,
+    TableLayout,
+)
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
+from connectors.compiler.measures import MEASURE_SQL, measure_column
 from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table
 from connectors.errors import BadRequest
-from schema.codes import AgeAt, Dimension
+from schema.codes import AgeAt, Dimension, MeasureKind
+from schema.measures import asked
 from schema.query import (
     Breakdown,
     CohortQuery,
@@ -50,7 +59,7 @@ from schema.query import (
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
-AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
+AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
@@ -70,6 +79,7 @@ class _CohortCompiler:
         dialect = self.dialect
         tables = [_node_table(t) for t in self.query.tables]
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
+        measures = asked(self.query)
         cohort = self._cohort()
         # Bound last, after every value of the criteria (statements without it renumber):
         # nobody left out unless `CompiledQuery.tables_statement` says otherwise.
@@ -78,17 +88,24 @@ class _CohortCompiler:
         # takes `cohort` itself) and printed once, so neither renumbering nor printing copies
         # it again: copies of these trees were half of the compile time.
         population, population_params = renumbered(_population(cohort))
-        cohort_table = self._cohort_table(cohort, tables, dimensions)
+        cohort_table = self._cohort_table(cohort, tables, dimensions, measures)
         counted = cohort.where(
             dialect.not_in_long_list(col(PERSON_INDEX, KEY), excluded), copy=False
         )
-        text = dialect.sql(self._statement(counted, tables, dimensions))
+        statement = self._statement(counted, tables, dimensions, measures)
+        # The result's columns, named by the statement's aliases (the cohort table's
+        # statement has the same).
+        columns = tuple(statement.named_selects)
+        text = dialect.sql(statement)
         return CompiledQuery(
             sql=text,
             params=tuple(self.params.values),
             dialect=dialect,
             tables=tuple(tables),
             layouts=tuple(_layout(t, dimensions) for t in tables),
+            columns=columns,
+            measures=tuple((m, MEASURE_SQL[m].column) for m in measures),
+            empty=tuple((m, MEASURE_SQL[m].empty) for m in measures),
             fingerprint=hashlib.sha256(f"{dialect.name}\n{text}".encode()).hexdigest()[:16],
             population_sql=dialect.sql(population),
             population_params=population_params,
@@ -97,7 +114,11 @@ class _CohortCompiler:
         )
 
     def _cohort_table(
-        self, cohort: exp.Select, tables: Sequence[Breakdown], dimensions: Sequence[Dimension]
+        self,
+        cohort: exp.Select,
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
     ) -> CohortTable | None:
         """The statements over a temporary table holding the cohort, where the dialect has
         temporary tables. Takes a copy of `cohort`."""
@@ -110,7 +131,9 @@ class _CohortCompiler:
         # The persons to leave out come as a relation the backend provides, not a bound list.
         delete = dialect.delete_listed(names.COHORT_TABLE, PERSON_INDEX, names.EXCLUDED_PERSONS)
         from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
-        over_table, tables_params = renumbered(self._statement(from_table, tables, dimensions))
+        over_table, tables_params = renumbered(
+            self._statement(from_table, tables, dimensions, measures)
+        )
         persons = exp.select(col(PERSON_INDEX, COHORT)).from_(table(names.COHORT_TABLE, COHORT))
         return CohortTable(
             create_sql=dialect.sql(create),
@@ -122,10 +145,16 @@ class _CohortCompiler:
         )
 
     def _statement(
-        self, cohort: exp.Select, tables: Sequence[Breakdown], dimensions: Sequence[Dimension]
+        self,
+        cohort: exp.Select,
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
     ) -> exp.Select:
         """Every table in one statement, over `cohort` (the CTE's body)."""
-        statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=cohort, copy=False)
+        statement = self._aggregate(tables, dimensions, measures).with_(
+            COHORT_CTE, as_=cohort, copy=False
+        )
         if _dated(dimensions):
             statement = statement.with_(INDEX_CTE, as_=self._index_event(), copy=False)
         if dimensions:
@@ -319,14 +348,14 @@ class _CohortCompiler:
     # -- aggregation -------------------------------------------------------------------------
 
     @staticmethod
-    def _aggregate(tables: Sequence[Breakdown], dimensions: Sequence[Dimension]) -> exp.Select:
-        # Person indexes, not ids: the ledger charges an index once per table, so an index is
-        # counted once per cell (two CDM rows of one person count once).
-        count = exp.alias_(
-            exp.Count(this=exp.Distinct(expressions=[exp.column(PERSON_INDEX)])), PERSON_COUNT
-        )
+    def _aggregate(
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
+    ) -> exp.Select:
+        values = [measure_column(m) for m in measures]
         if not dimensions:
-            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), count).from_(
+            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), *values).from_(
                 table(COHORT_CTE, COHORT)
             )
         columns = [exp.column(_column(d)) for d in dimensions]
@@ -341,7 +370,7 @@ class _CohortCompiler:
             exp.select(
                 exp.alias_(exp.Grouping(expressions=[c.copy() for c in columns]), GROUPING_ID),
                 *columns,
-                count,
+                *values,
             )
             .from_(exp.to_table(CELLS_CTE), copy=False)
             .group_by(grouping_sets, copy=False)
@@ -381,7 +410,7 @@ def _layout(breakdown: Breakdown, dimensions: Sequence[Dimension]) -> TableLayou
     return TableLayout(
         by=breakdown,
         grouping_id=grouping_id,
-        columns=tuple(dimensions.index(d) for d in breakdown),
+        columns=tuple(_column(d) for d in breakdown),
     )
 
 

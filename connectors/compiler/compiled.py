@@ -12,10 +12,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from connectors.compiler.dialect import Dialect
-from schema.codes import Vocabulary
+from schema.codes import MeasureKind, Vocabulary
 from schema.query import Breakdown, Code
 
 Row = tuple[Any, ...]
+# The result column telling which table a row belongs to (`TableLayout.grouping_id`).
+GROUPING_COLUMN = "grouping_id"
 
 
 class Statement(Protocol):
@@ -58,22 +60,24 @@ class ConceptLookup:
 
 @dataclass(frozen=True, slots=True)
 class TableLayout:
-    """Where one table's cells are among the result rows: the rows whose first column equals
-    `grouping_id`, with the table's dimension values at `columns` (in the table's order)."""
+    """Where one table's cells are among the result rows: the rows whose `grouping_id` column
+    equals `grouping_id`, with the table's dimension values in the result columns named
+    `columns` (in the table's order)."""
 
     by: Breakdown
     grouping_id: int
-    columns: tuple[int, ...]
+    columns: tuple[str, ...]
 
 
-class CountCell(NamedTuple):
-    """One cell of a computed table: its key and its count of distinct persons."""
+class TabulatedCell(NamedTuple):
+    """One cell of a computed table: its key and the value of each measure asked (exact, as
+    the database computed it: never released as such)."""
 
     key: tuple[str, ...]
-    persons: int
+    values: Mapping[MeasureKind, int]
 
 
-TableRows = tuple[Breakdown, list[CountCell]]
+TableRows = tuple[Breakdown, list[TabulatedCell]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +117,10 @@ class CohortTable:
 class CompiledQuery:
     """A cohort query compiled for one dialect.
 
-    Rows are `(grouping_id, *dimension columns, person_count)`.
+    Rows have the result columns `columns`, named by the statement's aliases: the table's
+    grouping id (`GROUPING_COLUMN`), the dimension columns, then one column per measure asked
+    (`measures`: each measure's column, `connectors.compiler.measures`); `tabulate` reads
+    them by name.
     `params[i]` binds `$i+1`; a `ConceptSet` among them must be bound to concept ids
     (`bind`) before execution; `params[excluded_param]` holds the person indexes to leave out
     (none: run as it is, the query counts everyone; `tables_statement` binds others).
@@ -128,6 +135,9 @@ class CompiledQuery:
     dialect: Dialect
     tables: tuple[Breakdown, ...]
     layouts: tuple[TableLayout, ...]
+    columns: tuple[str, ...]
+    measures: tuple[tuple[MeasureKind, str], ...]
+    empty: tuple[tuple[MeasureKind, int], ...]
     fingerprint: str
     population_sql: str
     population_params: tuple[int, ...]
@@ -185,19 +195,29 @@ class CompiledQuery:
         return dataclasses.replace(self, params=params)
 
     def tabulate(self, rows: Sequence[Row]) -> list[TableRows]:
-        """Each table with its cells, sorted by key. The total table has one cell even when
-        the database returned no row for it."""
+        """Each table with its cells, sorted by key, each cell with its measures' values. The
+        total table has one cell even when the database returned no row for it (each measure
+        then has its `empty` value)."""
+        position = {name: i for i, name in enumerate(self.columns)}
+        group = position[GROUPING_COLUMN]
+        measures = [(kind, position[column]) for kind, column in self.measures]
         by_group: dict[int, list[Row]] = {}
         for row in rows:
-            by_group.setdefault(int(row[0]), []).append(row)
+            by_group.setdefault(int(row[group]), []).append(row)
         tables: list[TableRows] = []
         for layout in self.layouts:
+            at = [position[column] for column in layout.columns]
             cells = sorted(
-                CountCell(tuple(str(row[1 + i]) for i in layout.columns), int(row[-1]))
-                for row in by_group.get(layout.grouping_id, [])
+                (
+                    TabulatedCell(
+                        tuple(str(row[i]) for i in at), {k: int(row[i]) for k, i in measures}
+                    )
+                    for row in by_group.get(layout.grouping_id, [])
+                ),
+                key=lambda cell: cell.key,
             )
             if not layout.by and not cells:
-                cells = [CountCell((), 0)]
+                cells = [TabulatedCell((), dict(self.empty))]
             tables.append((layout.by, cells))
         return tables
 

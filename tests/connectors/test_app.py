@@ -199,7 +199,11 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert answer["optout_register_version"] == "optout-2024-06-01"
     total, by_sex = answer["tables"]
     [cell] = total["cells"]
-    assert (cell["count"]["value"], cell["count"]["status"], cell["count"]["sd"]) == (
+    assert (
+        cell["values"]["PERSON_COUNT"]["value"],
+        cell["values"]["PERSON_COUNT"]["status"],
+        cell["values"]["PERSON_COUNT"]["sd"],
+    ) == (
         47,
         "PERTURBED",
         5.0,
@@ -207,7 +211,10 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert by_sex["by"] == ["SEX"]
     # UNKNOWN (1 person) is below 11, so LOW; nothing else is withheld because of it.
     assert {
-        c["key"][0]: (c["count"]["value"], [r["rule"] for r in c["count"]["reasons"]])
+        c["key"][0]: (
+            c["values"]["PERSON_COUNT"]["value"],
+            [r["rule"] for r in c["values"]["PERSON_COUNT"]["reasons"]],
+        )
         for c in by_sex["cells"]
     } == {
         "FEMALE": (23, ["NOISE"]),
@@ -223,9 +230,9 @@ async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign
     status, answer = await post(client, body, sign(body))
     assert status == 200
     [cell] = answer["tables"][0]["cells"]
-    assert cell["count"]["value"] is None
-    assert cell["count"]["status"] == "LOW"
-    [reason] = cell["count"]["reasons"]
+    assert cell["values"]["PERSON_COUNT"]["value"] is None
+    assert cell["values"]["PERSON_COUNT"]["status"] == "LOW"
+    [reason] = cell["values"]["PERSON_COUNT"]["reasons"]
     assert reason["rule"] == "BELOW_MINIMUM"
     assert reason["jurisdiction"] == "FR"
     assert "5" not in json.dumps(cell).replace("5.0", "")

@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,14 @@ from connectors.compiler import (
     CompiledQuery,
     ConceptSet,
     Dialect,
+    TabulatedCell,
     compile_concept_lookup,
     compile_query,
     dialect_named,
 )
 from connectors.compiler.concepts import like_prefix
 from connectors.errors import BadRequest
-from schema.codes import AgeAt, Dimension, Vocabulary
+from schema.codes import AgeAt, Dimension, MeasureKind, Vocabulary
 from schema.query import (
     AgeRange,
     Breakdown,
@@ -42,6 +43,7 @@ from schema.query import (
     Criteria,
     DateWindow,
     EventCriterion,
+    Measure,
     MeasurementCriterion,
     ValueRange,
 )
@@ -85,12 +87,14 @@ def query(
     *tables: Breakdown,
     reference_date: dt.date = REFERENCE_DATE,
     age_at: AgeAt | None = None,
+    measures: Sequence[MeasureKind] = (MeasureKind.PERSON_COUNT,),
 ) -> CohortQuery:
     return CohortQuery(
         criteria=criteria or Criteria(),
         reference_date=reference_date,
         tables=list(tables),
         age_at=age_at,
+        measures=[Measure(kind=kind) for kind in measures],
     )
 
 
@@ -126,6 +130,13 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
         Criteria(conditions=[icd10("I10")]), (SEX,), (SEX, AGE5), (AGE20, YEAR), (AGE10, SEX)
     ),
     "calendar_year_without_index_event": query(Criteria(sex="MALE"), (YEAR,)),
+    # One question per measure: a new measure's SQL gets golden files of its own.
+    **{
+        f"measure_{kind.value.lower()}": query(
+            Criteria(conditions=[icd10("E11")]), (SEX,), measures=[kind]
+        )
+        for kind in MeasureKind
+    },
 }
 
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
@@ -356,7 +367,10 @@ def execute(con: duckdb.DuckDBPyConnection, compiled: CompiledQuery) -> dict[Bre
         for lookup in [compile_concept_lookup(cs)]
     }
     rows = cursor.execute(compiled.sql, list(compiled.bind(ids).params)).fetchall()
-    return {by: {c.key: c.persons for c in cells} for by, cells in compiled.tabulate(rows)}
+    return {
+        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells}
+        for by, cells in compiled.tabulate(rows)
+    }
 
 
 def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> int:
@@ -620,3 +634,24 @@ def test_ages_at_the_index_event_need_one() -> None:
         query(Criteria(sex="FEMALE"), age_at=AgeAt.INDEX_EVENT)
     assert query(Criteria(sex="FEMALE")).age_basis is AgeAt.REFERENCE_DATE
     assert query(Criteria(conditions=[icd10("E11")])).age_basis is AgeAt.INDEX_EVENT
+
+
+def test_rows_are_read_by_column_name_not_position() -> None:
+    query = CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE, tables=[(SEX,)])
+    compiled = compile_query(query)
+    assert compiled.columns == ("grouping_id", "sex", "person_count")
+    rows = [(1, None, 120), (0, "MALE", 8), (0, "FEMALE", 112)]
+    expected = {(): {(): 120}, (SEX,): {("FEMALE",): 112, ("MALE",): 8}}
+    tables = compiled.tabulate(rows)
+    assert {
+        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tables
+    } == expected
+    # The same result with its columns in another order reads the same.
+    shuffled = dataclasses.replace(compiled, columns=("person_count", "grouping_id", "sex"))
+    moved = [(n, g, s) for g, s, n in rows]
+    assert shuffled.tabulate(moved) == tables
+    # Without a row for the total, it has one cell, each measure at its value for nobody.
+    assert compiled.tabulate([]) == [
+        ((), [TabulatedCell((), {MeasureKind.PERSON_COUNT: 0})]),
+        ((SEX,), []),
+    ]

@@ -12,7 +12,7 @@ from connector_kit import REFERENCE_DATE
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import DUCKDB, ConceptResolver, compile_query
 from connectors.prepare import prepare_database
-from schema.codes import Dimension
+from schema.codes import Dimension, MeasureKind
 from schema.query import CohortQuery, Criteria
 
 TABLES = [
@@ -42,7 +42,7 @@ async def counted(database: Path) -> tuple[dict[Any, int], set[int], str]:
         query = CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE, tables=TABLES)
         compiled = await ConceptResolver(backend.execute, dialect=DUCKDB).bind(compile_query(query))
         cells = {
-            (by, cell.key): cell.persons
+            (by, cell.key): cell.values[MeasureKind.PERSON_COUNT]
             for by, table in compiled.tabulate(await backend.execute(compiled))
             for cell in table
         }

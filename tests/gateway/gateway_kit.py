@@ -28,7 +28,7 @@ from policies.disclosure import NODE_RULES, CellContext, protect, release
 from policies.domain import table_domain
 from policies.loader import DEFAULT_DIRECTORY, load_policy_set
 from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable, PrivacySpend
@@ -37,6 +37,7 @@ from trust.keys import jwks
 # A POST of a GraphQL query to the test app (the `graphql` fixture).
 Post = Callable[..., Any]
 
+COUNT = MeasureKind.PERSON_COUNT
 GATEWAY_ID = "tessera-gateway"
 ISSUER = "https://hdab.test.tessera.eu"
 REQUEST_ID = "DR-2026-0042"
@@ -310,7 +311,8 @@ def node_response(
         cells = {k: given.get(k, 0) for k in table_domain(by, request.query)} if honest else given
         tables.append(
             NodeTable(
-                by=by, cells=[NodeCell(key=list(k), count=value(c)) for k, c in cells.items()]
+                by=by,
+                cells=[NodeCell(key=list(k), values={COUNT: value(c)}) for k, c in cells.items()],
             )
         )
     answer: dict[str, Any] = {

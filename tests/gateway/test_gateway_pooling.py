@@ -4,6 +4,7 @@ a participant drops out, the fallbacks, and the checks on what the nodes send.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -41,8 +42,9 @@ from gateway.rounds import Gathered, gather
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
 from schema.approval import Approval
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.pooling import PooledAnswer, encode_shares
 from schema.query import Breakdown
 from schema.result import Value
@@ -241,6 +243,16 @@ async def test_only_nodes_that_pool_take_part() -> None:
 
     # FI stays out; DK then lacks its four nodes; FR and DE alone lack their three.
     assert participants(FOUR, nodes(), staying_out) == ()
+
+
+def test_a_measure_that_does_not_pool_securely_is_never_pooled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = make_plan(SEX)
+    assert plan_round(1, FOUR, plan, ((), SEX), nodes(), POLICIES.profile) is not None
+    count = MeasureKind.PERSON_COUNT
+    monkeypatch.setitem(MEASURES, count, dataclasses.replace(MEASURES[count], secure=False))
+    assert plan_round(1, FOUR, plan, ((), SEX), nodes(), POLICIES.profile) is None
 
 
 async def test_without_pooling_nodes_every_table_is_national_as_before() -> None:
