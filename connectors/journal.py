@@ -47,7 +47,7 @@ _CHARGE: Final = struct.Struct("<BBI")  # accounts, dense, persons
 _ZEROS: Final = bytes(1 << 20)
 _datasync = getattr(os, "fdatasync", os.fsync)
 
-Spend = NDArray[np.uint16]
+Values = NDArray[np.uint16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +57,10 @@ class Charge:
 
     keys: tuple[str, ...]
     persons: NDArray[np.uint32] | None
-    values: tuple[Spend, ...]
+    values: tuple[Values, ...]
 
     @classmethod
-    def of(cls, arrays: Sequence[tuple[str, Spend]], charged: NDArray[np.intp]) -> Charge:
+    def of(cls, arrays: Sequence[tuple[str, Values]], charged: NDArray[np.intp]) -> Charge:
         """The spend of `charged` in `arrays`, as the smaller of a list of persons and their
         values, or the arrays' values up to the highest index charged."""
         keys = tuple(key for key, _ in arrays)
@@ -70,7 +70,7 @@ class Charge:
         persons = charged.astype(np.uint32)
         return cls(keys, persons, tuple(spend[charged] for _, spend in arrays))
 
-    def replay(self, spend: Spend, values: Spend) -> None:
+    def replay(self, spend: Values, values: Values) -> None:
         """Raise `spend` to the recorded `values` (one of this charge's) where it is lower."""
         if self.persons is None:
             np.maximum(spend[: len(values)], values, out=spend[: len(values)])
@@ -102,9 +102,9 @@ def encode(totals: Sequence[tuple[str, int]], charges: Sequence[Charge]) -> list
         parts += [_key(key), _TOTAL.pack(total)]
     parts.append(_COUNT.pack(len(charges)))
     for charge in charges:
-        dense = charge.persons is None
-        count = len(charge.values[0]) if dense else len(charge.persons)  # type: ignore[arg-type]
-        parts.append(_CHARGE.pack(len(charge.keys), dense, count))
+        # As many values as persons listed, or as indexes covered.
+        count = len(charge.values[0])
+        parts.append(_CHARGE.pack(len(charge.keys), charge.persons is None, count))
         parts += [_key(key) for key in charge.keys]
         if charge.persons is not None:
             parts.append(charge.persons.astype("<u4", copy=False).tobytes())
@@ -214,10 +214,13 @@ class _File:
     def empty(self) -> None:
         """Forget every record: the first one's header zeroed and synced, a new generation for
         the records to come (what is left of the old ones after them is not read)."""
-        os.pwrite(self.fd, bytes(_HEADER.size), 0)
-        _datasync(self.fd)
+        # The next record goes first, in the new generation, even should zeroing fail: the
+        # old records are written back already, and a record after a header left unzeroed
+        # would be read.
         self.generation = _new_generation()
         self.end = 0
+        os.pwrite(self.fd, bytes(_HEADER.size), 0)
+        _datasync(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -24,6 +24,10 @@ def written(*charges: Charge, totals: tuple[tuple[str, int], ...] = ()) -> list[
     return journal.encode(totals, charges)
 
 
+def failing_sync(fd: int) -> None:
+    raise OSError("I/O error")
+
+
 def read(records: list[Record]) -> list[tuple[object, ...]]:
     return [
         (
@@ -88,22 +92,32 @@ def test_an_emptied_file_forgets_its_records_even_those_a_shorter_record_leaves_
     assert read(Journal(tmp_path, 4096).records()) == [((), [(("r1",), None, [[0, 5, 5]])])]
 
 
-def test_a_record_whose_sync_failed_is_written_over_by_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("failed", "read_back"),
+    [
+        # The record whose sync failed is written over by the next.
+        ("append", [(), (("r1", 5),)]),
+        # The first header zeroed but not synced: the next record goes first all the same.
+        ("empty", [(("r1", 5),)]),
+    ],
+)
+def test_a_failed_sync_leaves_the_next_record_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failed: str, read_back: list[object]
 ) -> None:
     files = Journal(tmp_path, 4096)
     files.append(written(DENSE))
-
-    def failing(fd: int) -> None:
-        raise OSError("I/O error")
-
-    monkeypatch.setattr(journal, "_datasync", failing)
+    monkeypatch.setattr(journal, "_datasync", failing_sync)
+    failing = (
+        (lambda: files.append(written(SPARSE, SPARSE)))
+        if failed == "append"
+        else (lambda: files.empty(0))
+    )
     with pytest.raises(OSError, match="I/O error"):
-        files.append(written(SPARSE, SPARSE))
+        failing()
     monkeypatch.undo()
     files.append(written(totals=(("r1", 5),)))
     files.close()
-    assert [r.totals for r in Journal(tmp_path, 4096).records()] == [(), (("r1", 5),)]
+    assert [r.totals for r in Journal(tmp_path, 4096).records()] == read_back
 
 
 @pytest.mark.parametrize("damage", ["payload", "length"])
