@@ -182,7 +182,8 @@ def _records(data: bytes) -> Iterator[bytes]:
 
 
 class _File:
-    """One journal file: its descriptor, its generation, where the next record goes."""
+    """One journal file: its descriptor, its generation, where the next record goes. Opened,
+    its next record goes first, in a new generation: what it held is read until then."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

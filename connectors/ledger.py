@@ -361,8 +361,10 @@ class FileLedger(MemoryLedger):
 
     def _replay(self, db: sqlite3.Connection, charges: journal.Journal) -> None:
         """Every charge and worst case the journal holds onto the arrays and the database,
-        written back, then the journal emptied (a crash meanwhile replays it again: replays
-        only raise values to what they were)."""
+        written back. The journal is left as it is: the records to come start each file
+        afresh, in a generation of their own (a crash before replays it again, which only
+        raises values to what they already are; a ledger opened beside a running node's to
+        read it takes nothing from the node's journal)."""
         totals: dict[str, int] = {}
         keys: set[str] = set()
         for record in charges.records():
@@ -373,7 +375,6 @@ class FileLedger(MemoryLedger):
                     charge.replay(self._mapped(key, charge.size), values)
                     keys.add(key)
         _write_back(db, sorted(totals.items()), [self._maps[key] for key in keys], self._spend)
-        charges.empty(0, 1)
         self._dirty -= keys
 
     @property

@@ -306,3 +306,19 @@ async def test_a_flush_syncs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(syncs) == 1
     monkeypatch.undo()
     await ledger.close()
+
+
+async def test_charges_after_a_replay_outlive_another_crash(tmp_path: Path) -> None:
+    ledger = FileLedger(tmp_path / "node")
+    await ledger.admit(ACCOUNTS, persons(3), 10)
+    await ledger.flush()
+    state = crashed(tmp_path / "node", tmp_path / "crashed")
+    await ledger.close()
+
+    again = FileLedger(state)  # replays the charge and writes it back
+    await again.admit(ACCOUNTS, persons(3, 4), 20)  # its record goes over the replayed one
+    await again.flush()
+    twice = crashed(state, tmp_path / "crashed twice", arrays=True)
+    await again.close()
+    assert await spend_of(twice, RESEARCHER, 3, 4) == [30, 20]
+    assert worst_cases_on_disk(twice) == {a.key: 30 for a in ACCOUNTS}
