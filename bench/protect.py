@@ -47,7 +47,7 @@ from connectors.service import QueryService
 from connectors.settings import ConnectorSettings
 from gateway.federation import load_federation
 from gateway.signing import RequestSigner
-from schema.audit.store import AuditStore
+from oversight.audit.store import AuditStore
 from schema.codes import Dimension, NodeStatus, NoiseLevel
 from schema.query import CohortQuery
 from schema.wire import NodeRequest, NodeResponse

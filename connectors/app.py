@@ -32,13 +32,14 @@ from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.trust_anchors import NodeTrust, node_trust
 from connectors.verify import RequestVerifier
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
 from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,

@@ -49,6 +49,7 @@ from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.verify import RequestVerifier
 from connectors.vocabulary import look_up
+from oversight.audit.log import AuditLog
 from policies.decision import decide
 from policies.disclosure import CellContext
 from policies.live import LivePolicy
@@ -59,7 +60,6 @@ from policies.profiles import DisclosureProfile
 from policies.reasons import Decision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
-from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import TesseraError
 from schema.fair_queue import FairBulkhead

@@ -103,7 +103,7 @@ class ConnectorSettings:
       public key by node id (`tessera keys registry`), the same file at every node; it must
       list this node with the public half of `POOL_KEY`. Re-read when it changes, no restart.
 
-    Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
+    Tracing is configured by the standard `OTEL_*` variables (see `oversight.tracing`).
     - `TESSERA_CONNECTOR_QUERY_TIMEOUT_S`: seconds one query may run; past that the database
       statement is interrupted and the gateway gets `QUERY_TIMEOUT`. Default `30`.
     - `TESSERA_CONNECTOR_SHUTDOWN_TIMEOUT_S`: on SIGTERM, seconds in-flight queries may take

@@ -76,13 +76,14 @@ from gateway.settings import GatewaySettings, SettingsError
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
 from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
 from schema.wire import PERMIT_HEADER
 from trust.http_edge import run_app
 from trust.store import connect_redis

@@ -22,6 +22,7 @@ from gateway.combine import Combined
 from gateway.nodes import NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
+from oversight.audit.log import AuditLog
 from policies.reasons import Decision as AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
@@ -33,7 +34,6 @@ from schema.audit.entry import (
     released_hash,
     utc_now,
 )
-from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason, Value

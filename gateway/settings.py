@@ -123,7 +123,7 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_AUDIT_KEY`` (default: the gateway's signing key from the federation
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
-    Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
+    Tracing is configured by the standard ``OTEL_*`` variables (see ``oversight.tracing``).
     - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
       (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
     - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP

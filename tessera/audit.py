@@ -84,7 +84,7 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _checks(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
     """The keys and the heads kept elsewhere, or None having said why they cannot be read."""
-    from schema.audit.log import MAX_UNSIGNED
+    from oversight.audit.log import MAX_UNSIGNED
     from tessera.auditing import load_heads, load_keys
 
     if args.max_unsigned is None:

@@ -15,6 +15,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from oversight.audit.store import MAX_PAGE, AuditStore
+from oversight.audit.stores import is_postgres_url, open_store
 from schema.audit.chain import (
     HEAD_LOG_MARKER,
     ChainVerifier,
@@ -24,7 +26,6 @@ from schema.audit.chain import (
     key_id,
 )
 from schema.audit.entry import AuditRecord, Decision, PermitRecord, StoredEntry
-from schema.audit.store import MAX_PAGE, AuditStore, is_postgres_url, open_store
 from schema.codes import NodeStatus
 from schema.errors import TesseraError
 

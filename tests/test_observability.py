@@ -17,10 +17,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from connectors.backends.fake import FakeBackend
+from oversight.audit.sqlite import SqliteAuditStore
 from schema.approval import Role
 from schema.audit.chain import verify_chain
 from schema.audit.entry import AuditRecord, Decision
-from schema.audit.sqlite import SqliteAuditStore
 from schema.codes import Jurisdiction
 from tessera.local import policies_with_rate_limits
 

@@ -25,9 +25,9 @@ from gateway.settings import (
     PartialPools,
 )
 from gateway.vocabulary import ConceptClient
+from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
 from policies.policy_set import PolicySet
-from schema.audit.log import AuditLog
 from schema.errors import TesseraError
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import asyncpg
 
+from oversight.audit.postgres import PostgresAuditStore
+from oversight.audit.sqlite import SqliteAuditStore
+from oversight.audit.store import AuditStore, MemoryAuditStore
 from schema.audit.entry import AuditRecord, Decision, NodeDecision, NodeStep, utc_now
-from schema.audit.postgres import PostgresAuditStore
-from schema.audit.sqlite import SqliteAuditStore
-from schema.audit.store import AuditStore, MemoryAuditStore
 from schema.codes import Jurisdiction, NodeStatus
 
 # The PostgreSQL the tests create their own databases in (trust auth on loopback).

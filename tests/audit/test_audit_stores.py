@@ -14,16 +14,16 @@ import pytest
 from audit_kit import any_store, postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schema.audit.chain import key_id, sign_head, verify_chain
-from schema.audit.entry import GENESIS, Decision
-from schema.audit.postgres import PostgresAuditStore
-from schema.audit.sqlite import SqliteAuditStore
-from schema.audit.store import (
+from oversight.audit.postgres import PostgresAuditStore
+from oversight.audit.sqlite import SqliteAuditStore
+from oversight.audit.store import (
     AuditQuery,
     AuditStore,
     AuditStoreError,
-    open_store,
 )
+from oversight.audit.stores import open_store
+from schema.audit.chain import key_id, sign_head, verify_chain
+from schema.audit.entry import GENESIS, Decision
 from schema.codes import Jurisdiction
 
 CHAIN = "gateway:tessera-gateway"

@@ -36,10 +36,10 @@ from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings, SettingsError
 from connectors.verify import RequestVerifier, load_gateway_keys
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStoreError, MemoryAuditStore
 from schema.approval import ApplicantId
 from schema.audit.entry import Decision, PermitRecord, released_hash
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStoreError, MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.query import Criteria

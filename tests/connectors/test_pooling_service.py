@@ -29,11 +29,11 @@ from connectors.pool_peers import PoolKeys, encode_public
 from connectors.verify import RequestVerifier
 
 __all__ = ["verifier"]  # the fixture, shared with test_service
+from oversight.audit.store import MemoryAuditStore
 from policies.domain import table_domain
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
 from schema.audit.entry import Decision
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.pooling import PoolingRequest, encode_nonce, pooled_sum

@@ -32,11 +32,11 @@ from connectors.ledger import Account, Admitted, MemoryLedger, PersonIndexes, un
 from connectors.noise import NoiseSource, ShiftedNoise
 from connectors.service import QueryService
 from connectors.verify import RequestVerifier, load_gateway_keys
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
 from policies.disclosure import BELOW_MINIMUM, NOISE
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
 from schema.query import Criteria, EventCriterion

@@ -16,10 +16,10 @@ from gateway.app import create_app
 from gateway.federation import FederationError
 from gateway.nodes import MockNodeClient
 from gateway.settings import GatewaySettings
+from oversight.audit.store import MemoryAuditStore
 from schema.approval import ROLES_CLAIM, Role
 from schema.audit.chain import verify_chain
 from schema.audit.entry import released_hash
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Jurisdiction
 
 CHAIN = "gateway:tessera-gateway"

@@ -19,7 +19,7 @@ from gateway.federation import NodeInfo
 from gateway.graphql.limits import cohort_fields
 from gateway.nodes import MockNodeClient
 from gateway.settings import GatewaySettings, SettingsError
-from schema.audit.store import MemoryAuditStore
+from oversight.audit.store import MemoryAuditStore
 from schema.errors import TesseraError
 from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest, NodeResponse

@@ -41,8 +41,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from oversight.audit.store import ENTRIES_TABLE, HEADS_TABLE
+from oversight.audit.stores import is_postgres_url
 from schema import telemetry as otel
-from schema.audit.store import ENTRIES_TABLE, HEADS_TABLE, is_postgres_url
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port

@@ -26,7 +26,7 @@ import pytest
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
 from gateway.signing import RequestSigner
-from schema.audit.store import ENTRIES_TABLE
+from oversight.audit.store import ENTRIES_TABLE
 from schema.codes import Jurisdiction
 from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
