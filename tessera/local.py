@@ -240,7 +240,7 @@ class LocalFederation:
 
     def synthesise(self, jurisdiction: Jurisdiction, *, progress: bool) -> None:
         """Generate a node's database unless one with the same parameters exists."""
-        from connectors.synth import generate
+        from synth import generate
 
         path = self.database(jurisdiction)
         manifest = path.with_suffix(".json")

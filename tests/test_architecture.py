@@ -1,7 +1,8 @@
 """The dependency rule: schema ← policies ← {gateway, connectors}, schema ← trust ←
 {gateway, connectors} and schema ← oversight ← {gateway, connectors} (and `tessera`, the
 composition root, which may import anything); gateway and connectors only talk over HTTP and
-never import each other. `schema` does no I/O: the audit stores and the trace exporter are
+never import each other; the synthetic data generator (`synth`) builds on connectors, never
+the other way round. `schema` does no I/O: the audit stores and the trace exporter are
 `oversight`'s."""
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"schema", "policies", "trust", "oversight", "gateway", "connectors", "tessera"}
+FIRST_PARTY = {
+    "schema",
+    "policies",
+    "trust",
+    "oversight",
+    "gateway",
+    "connectors",
+    "synth",
+    "tessera",
+}
 ALLOWED = {
     "schema": {"schema"},
     "policies": {"schema", "policies"},
@@ -21,7 +31,10 @@ ALLOWED = {
     # whichever service writes them.
     "oversight": {"schema", "oversight"},
     "gateway": {"schema", "policies", "trust", "oversight", "gateway"},
+    # A hub's connector never carries the synthetic data generator: it is not in this set.
     "connectors": {"schema", "policies", "trust", "oversight", "connectors"},
+    # Synthetic CDMs for demos, tests and benchmarks, prepared as a hub prepares its own.
+    "synth": {"schema", "connectors", "synth"},
 }
 
 
