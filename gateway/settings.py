@@ -50,7 +50,7 @@ class SettingsError(ConfigError):
 
 
 class PartialPools(StrEnum):
-    """What becomes of a pooled number when some nodes failed (see `gateway.differencing`)."""
+    """What becomes of a pooled number when some nodes failed (see `gateway.pool_guard`)."""
 
     MARK = "mark"  # released with a PARTIAL reason
     SUPPRESS = "suppress"  # suppressed with a PARTIAL reason

@@ -21,7 +21,6 @@ from gateway.audit import QueryTrail, denied, released_values
 from gateway.auth import forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
-from gateway.differencing import guard_pools
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import Admitted, GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
@@ -40,6 +39,7 @@ from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
+from gateway.pool_guard import guard_pools
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey
 from gateway.rounds import gather

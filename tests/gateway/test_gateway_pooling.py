@@ -25,11 +25,11 @@ from connectors.masking import masked, pair_secret
 from gateway.access import decide
 from gateway.audit import node_step, released_result
 from gateway.combine import NOT_ASKED, Combined, combine
-from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
 from gateway.permits import Permit, Presented
 from gateway.planner import Plan, plan_query
+from gateway.pool_guard import guard_pools
 from gateway.pooling import (
     SECURE_POOL,
     national_tables,

@@ -20,10 +20,10 @@ from gateway_kit import (
 
 from gateway.app import create_app
 from gateway.combine import Combined, combine
-from gateway.differencing import ISOLATES_NODE, guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
 from gateway.planner import Plan
+from gateway.pool_guard import ISOLATES_NODE, guard_pools
 from gateway.settings import GatewaySettings, PartialPools
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
