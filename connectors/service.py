@@ -55,7 +55,7 @@ from policies.disclosure import CellContext
 from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApprovalView, Principal
+from policies.principal import ApprovalView, ResearcherView
 from policies.profiles import DisclosureProfile
 from policies.reasons import Decision
 from schema import telemetry as otel
@@ -142,7 +142,7 @@ def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: Node
     are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
-        Principal(subject=approved.subject),
+        ResearcherView(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
         QueryPlan.of_node_request(request, datasets=policy.datasets),
         {jurisdiction: policy.policy},

@@ -20,8 +20,7 @@ from gateway.planner import Plan
 from policies.decision import decide as decide_policy
 from policies.plan import QueryPlan
 from policies.policy_set import PolicySet
-from policies.principal import ApprovalView
-from policies.principal import Principal as PolicyPrincipal
+from policies.principal import ApprovalView, ResearcherView
 from policies.reasons import Decision, Decisions
 from schema.codes import Jurisdiction
 
@@ -51,7 +50,7 @@ def decide(
     datasets = datasets or {}
     # The gateway verified every permit against its own issuer configuration: the policy's
     # issuer check is for nodes that trust a narrower set of HDABs.
-    principal = PolicyPrincipal(subject=plan.subject)
+    principal = ResearcherView(subject=plan.subject)
     decisions: list[Decision] = []
     chosen: dict[Jurisdiction, Permit] = {}
     for jurisdiction in plan.jurisdictions:

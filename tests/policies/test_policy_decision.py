@@ -26,7 +26,7 @@ from policies.loader import DEFAULT_DIRECTORY, load_node_layer
 from policies.model import Issuer, NodeLayer
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy, PolicySet
-from policies.principal import ApplicantKind, ApprovalView, Principal
+from policies.principal import ApplicantKind, ApprovalView, ResearcherView
 from policies.purposes import PROHIBITED, PURPOSES, ProhibitedUse, Purpose, classify_purpose
 from policies.reasons import Decision, Decisions, PolicyReason, RuleId
 from schema.approval import Approval
@@ -47,7 +47,7 @@ def run(
     *,
     given: ApprovalView | None = None,
     asked: QueryPlan | None = None,
-    principal: Principal = RESEARCHER,
+    principal: ResearcherView = RESEARCHER,
     **kwargs: object,
 ) -> Decisions:
     return decide(
@@ -299,12 +299,12 @@ def test_an_untrusted_issuer_is_refused(shipped: PolicySet) -> None:
     trusted_fr = shipped.with_issuers({J.FR: [Issuer(iss=ISSUER, algorithms=("EdDSA",))]}).policies(
         FR_DE
     )
-    decisions = run(trusted_fr, principal=Principal("r", issuer=ISSUER))
+    decisions = run(trusted_fr, principal=ResearcherView("r", issuer=ISSUER))
     assert decisions[J.FR].allowed
     reason = only(decisions, J.DE)
     assert (reason.rule, reason.article) == (RuleId.ISSUER_NOT_TRUSTED, "EHDS Art. 55")
     # Without an issuer to check, the caller's own token verification is what counts.
-    assert run(trusted_fr, principal=Principal("r")).allowed
+    assert run(trusted_fr, principal=ResearcherView("r")).allowed
 
 
 def test_with_issuers_does_not_duplicate(shipped: PolicySet) -> None:
