@@ -57,7 +57,7 @@ from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
 from policies.principal import ApprovalView, ResearcherView
 from policies.profiles import DisclosureProfile
-from policies.reasons import Decision
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
 from schema.codes import Jurisdiction, NodeStatus
@@ -136,7 +136,9 @@ class CompileCache:
         return compiled
 
 
-def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
+def node_decision(
+    request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy
+) -> AccessDecision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
     approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
     are applied by construction: the compiler excludes the register from every cohort."""

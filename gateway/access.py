@@ -21,7 +21,7 @@ from policies.decision import decide as decide_policy
 from policies.plan import QueryPlan
 from policies.policy_set import PolicySet
 from policies.principal import ApprovalView, ResearcherView
-from policies.reasons import Decision, Decisions
+from policies.reasons import AccessDecision, Decisions
 from schema.codes import Jurisdiction
 
 
@@ -51,12 +51,12 @@ def decide(
     # The gateway verified every permit against its own issuer configuration: the policy's
     # issuer check is for nodes that trust a narrower set of HDABs.
     principal = ResearcherView(subject=plan.subject)
-    decisions: list[Decision] = []
+    decisions: list[AccessDecision] = []
     chosen: dict[Jurisdiction, Permit] = {}
     for jurisdiction in plan.jurisdictions:
         found = candidates(presented, jurisdiction, plan.request_id, allowed)
         if not found.permits:
-            decisions.append(Decision.of(jurisdiction, found.reasons))
+            decisions.append(AccessDecision.of(jurisdiction, found.reasons))
             continue
         asked = QueryPlan(
             request_id=plan.request_id,
@@ -67,7 +67,7 @@ def decide(
         own = policies.policies((jurisdiction,))
         # The first permit the policy allows decides; if none is allowed, the best one's
         # reasons are the jurisdiction's.
-        first: tuple[Permit, Decision] | None = None
+        first: tuple[Permit, AccessDecision] | None = None
         for permit in found.permits:
             decision = decide_policy(
                 principal, ApprovalView.from_approval(permit.approval), asked, own, now=now

@@ -23,7 +23,7 @@ from gateway.nodes import NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
 from oversight.audit.log import AuditLog
-from policies.reasons import Decision as AccessDecision
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
 from schema.audit.entry import (

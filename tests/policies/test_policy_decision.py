@@ -28,7 +28,7 @@ from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy, PolicySet
 from policies.principal import ApplicantKind, ApprovalView, ResearcherView
 from policies.purposes import PROHIBITED, PURPOSES, ProhibitedUse, Purpose, classify_purpose
-from policies.reasons import Decision, Decisions, PolicyReason, RuleId
+from policies.reasons import AccessDecision, Decisions, PolicyReason, RuleId
 from schema.approval import Approval
 from schema.codes import Dimension, Jurisdiction
 from schema.query import FederatedQuery
@@ -534,9 +534,9 @@ def test_a_pooled_cell_uses_the_strictest_profile(shipped: PolicySet) -> None:
 def test_a_decision_is_allowed_exactly_when_it_has_no_reasons() -> None:
     reason = PolicyReason.of(RuleId.NO_POLICY, J.AT, "no policy")
     with pytest.raises(ValueError, match="exactly when"):
-        Decision(jurisdiction=J.AT, allowed=True, reasons=(reason,))
+        AccessDecision(jurisdiction=J.AT, allowed=True, reasons=(reason,))
     with pytest.raises(ValueError, match="exactly when"):
-        Decision(jurisdiction=J.AT, allowed=False)
+        AccessDecision(jurisdiction=J.AT, allowed=False)
 
 
 def test_a_policy_reason_is_a_reason() -> None:
