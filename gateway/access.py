@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from gateway.permits import IssuerAllowed, Permit, Presented, candidates
 from gateway.planner import Plan
-from policies.decision import decide as decide_policy
+from policies.decision import decide
 from policies.plan import QueryPlan
 from policies.policy_set import PolicySet
 from policies.principal import ApprovalView, ResearcherView
@@ -34,7 +34,7 @@ class Access:
     permits: Mapping[Jurisdiction, Permit]
 
 
-def decide(
+def decide_access(
     plan: Plan,
     presented: Presented,
     policies: PolicySet,
@@ -69,7 +69,7 @@ def decide(
         # reasons are the jurisdiction's.
         first: tuple[Permit, AccessDecision] | None = None
         for permit in found.permits:
-            decision = decide_policy(
+            decision = decide(
                 principal, ApprovalView.from_approval(permit.approval), asked, own, now=now
             )[jurisdiction]
             if first is None or decision.allowed:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import strawberry
 
-from gateway.access import decide
+from gateway.access import decide_access
 from gateway.audit import QueryTrail, denied, released_values
 from gateway.auth import forbidden
 from gateway.combine import Combined, combine
@@ -160,7 +160,7 @@ async def _answer(
         # The law of every jurisdiction involved, each on its own HDAB's permit, before
         # anything leaves the gateway.
         federation = services.federation
-        access = decide(
+        access = decide_access(
             plan,
             presented,
             policies,

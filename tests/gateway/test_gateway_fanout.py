@@ -15,7 +15,7 @@ from gateway_kit import (
     node_response,
 )
 
-from gateway.access import decide
+from gateway.access import decide_access
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
@@ -52,7 +52,7 @@ async def run(
     )
     plan = make_plan()
     presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
-    access = decide(plan, presented, POLICIES, allowed=lambda issuer, j: True)
+    access = decide_access(plan, presented, POLICIES, allowed=lambda issuer, j: True)
     outcomes = await fan_out(
         client,
         NODES,

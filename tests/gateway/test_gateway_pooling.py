@@ -22,7 +22,7 @@ from opentelemetry.trace import Tracer
 
 from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
-from gateway.access import decide
+from gateway.access import decide_access
 from gateway.audit import node_step, released_result
 from gateway.combine import NOT_ASKED, Combined, combine
 from gateway.federation import NodeInfo
@@ -162,7 +162,7 @@ async def ask(
     plan = make_plan(*tables, members=members)
     approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
     presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
-    access = decide(plan, presented, POLICIES, allowed=lambda issuer, j: True)
+    access = decide_access(plan, presented, POLICIES, allowed=lambda issuer, j: True)
     gathered = await gather(
         MockNodeClient(handler),
         nodes(pools),
@@ -433,7 +433,7 @@ async def test_the_gateway_logs_traces_and_audits_no_share(
     assert encoded
     plan = make_plan(SEX)
     approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
-    decision = decide(
+    decision = decide_access(
         plan,
         Presented((Permit("iss", SUBJECT, approval, "token"),)),
         POLICIES,
