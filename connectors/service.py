@@ -4,7 +4,7 @@ vocabulary does not hold ends the question here, as UNKNOWN_CODE) → the cohort
 persons → the ledger (who can still be counted, and what the question costs) → the tables of
 those persons → noise (or pooled shares), once, stored → release (or mask) → audit →
 respond. Each step is small and a span of the query's trace; `QueryService.handle` only
-strings them together (`connectors.audit` records them).
+strings them together (`connectors.node_trail` records them).
 
 Waits for the disk overlap the database where they can: the stored answers are looked up
 while the cohort's persons are listed, the ledger's charges written while the tables are
@@ -36,13 +36,13 @@ from pydantic import ValidationError
 
 from connectors.answers import AnswerStore, MemoryAnswers, Shelf, StoredTable
 from connectors.approval import ApprovalVerifier, VerifiedApproval
-from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
 from connectors.canonical import question_digest
 from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
+from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce

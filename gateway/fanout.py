@@ -11,11 +11,11 @@ from typing import Final
 
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
-from gateway.audit import node_step
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
+from gateway.query_trail import node_step
 from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.audit.entry import NodeStep

@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     from connectors.cli import register as register_connector
     from gateway.cli import register as register_gateway
     from synth.cli import register as register_synth
-    from tessera.audit import register as register_audit
+    from tessera.audit_command import register as register_audit
     from tessera.commands import register as register_tools
     from tessera.federation_command import register as register_federation
     from tessera.permit_command import register as register_permits

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from opentelemetry.context import Context
 from opentelemetry.trace import Tracer
 
-from gateway.audit import QueryTrail
 from gateway.auth import Authenticator, Principal
 from gateway.fairshare import FairShare, Reservation
 from gateway.federation import Federation
 from gateway.graphql.limits import QueryBudget
 from gateway.nodes import NodeClient
 from gateway.permits import PermitVerifier, Presented, permit_tokens
+from gateway.query_trail import QueryTrail
 from gateway.ratelimit import RateGuard
 from gateway.settings import (
     DEFAULT_MAX_COHORTS_PER_APPLICATION,

@@ -17,7 +17,6 @@ from typing import Annotated
 import strawberry
 
 from gateway.access import decide_access
-from gateway.audit import QueryTrail, denied, released_values
 from gateway.auth import forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
@@ -40,6 +39,7 @@ from gateway.live_policy import query_policies
 from gateway.nodes import NodeOutcome
 from gateway.planner import default_reference_date, plan_query
 from gateway.pool_guard import guard_pools
+from gateway.query_trail import QueryTrail, denied, released_values
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey
 from gateway.rounds import gather

@@ -23,7 +23,6 @@ from opentelemetry.trace import Tracer
 from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
 from gateway.access import decide_access
-from gateway.audit import node_step, released_result
 from gateway.combine import NOT_ASKED, Combined, combine
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
@@ -37,6 +36,7 @@ from gateway.pooling import (
     plan_round,
     pooled_tables,
 )
+from gateway.query_trail import node_step, released_result
 from gateway.rounds import Gathered, gather
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
