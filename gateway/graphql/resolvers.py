@@ -21,7 +21,7 @@ from gateway.auth import forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
-from gateway.graphql.context import Admitted, GatewayContext
+from gateway.graphql.context import AdmittedField, GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
@@ -69,7 +69,7 @@ async def resolve_cohort(
 ) -> CohortResult:
     services = info.context.services
     trail = services.trail()
-    held: list[Admitted] = []
+    held: list[AdmittedField] = []
     with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
         trail.trace_id = current_trace_id()
         with trail.step("authenticate"):
@@ -127,7 +127,7 @@ async def _answer(
     min_nodes: int | None,
     min_share: float | None,
     noise: NoiseLevel,
-    held: list[Admitted],
+    held: list[AdmittedField],
 ) -> tuple[list[NodeOutcome], Combined]:
     assert trail.principal is not None
     services, subject = context.services, trail.principal.subject
