@@ -33,7 +33,7 @@ Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class AnswerToVet:
     """A node's OK answer with what it is checked against: the node's published profile and
     the question it was asked."""
 
@@ -42,7 +42,7 @@ class Answer:
     request: NodeRequest
 
 
-Check = Callable[[Answer], str | None]
+Check = Callable[[AnswerToVet], str | None]
 
 # How many standard deviations of its noise a released count may lie from the truth before
 # the arithmetic checks call it impossible: about one honest answer in 10^9 would fail.
@@ -62,7 +62,7 @@ def _released(tables: Tables) -> list[Value]:
     return [v for cells in tables.values() for v in cells.values() if v.value is not None]
 
 
-def keys_in_domain(answer: Answer) -> str | None:
+def keys_in_domain(answer: AnswerToVet) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
     for by, cells in answer.tables.items():
         # Each dimension's values at once, against its domain (a set): `valid_key_value`.
@@ -72,7 +72,7 @@ def keys_in_domain(answer: Answer) -> str | None:
     return None
 
 
-def full_domain(answer: Answer) -> str | None:
+def full_domain(answer: AnswerToVet) -> str | None:
     """Every table lists exactly the cells of its public domain: a node that leaves a cell
     out, or adds one, tells which groups exist."""
     query = answer.request.query
@@ -90,7 +90,7 @@ def full_domain(answer: Answer) -> str | None:
     return None
 
 
-def noisy_as_published(answer: Answer) -> str | None:
+def noisy_as_published(answer: AnswerToVet) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node."""
     sd = answer.profile.noise_sd(answer.request.noise)
@@ -107,7 +107,7 @@ def noisy_as_published(answer: Answer) -> str | None:
     return None
 
 
-def possible_counts(answer: Answer) -> str | None:
+def possible_counts(answer: AnswerToVet) -> str | None:
     for value in _released(answer.tables):
         # A slack is never negative: only a count above the bound needs its slack.
         n = value.value
@@ -116,7 +116,7 @@ def possible_counts(answer: Answer) -> str | None:
     return None
 
 
-def at_least_published_minimum(answer: Answer) -> str | None:
+def at_least_published_minimum(answer: AnswerToVet) -> str | None:
     """No released count below the node's own published minimum (a noisy count below it is
     LOW): the node broke its own disclosure rules, so none of its numbers are safe."""
     minimum = answer.profile.min_count
@@ -126,7 +126,7 @@ def at_least_published_minimum(answer: Answer) -> str | None:
     return None
 
 
-def own_counts_only(answer: Answer) -> str | None:
+def own_counts_only(answer: AnswerToVet) -> str | None:
     """A node's counts are its own: only the gateway says a count pools several countries."""
     for cells in answer.tables.values():
         if any(value.contributors is not None for value in cells.values()):
@@ -134,7 +134,7 @@ def own_counts_only(answer: Answer) -> str | None:
     return None
 
 
-def tables_as_asked(answer: Answer) -> str | None:
+def tables_as_asked(answer: AnswerToVet) -> str | None:
     """Exactly the tables the node was asked to release on its own: a total (or any table)
     sent though it was asked only as pooled shares is rejected, not used, and a missing one
     does not pass as "nothing to check against"."""
@@ -143,7 +143,7 @@ def tables_as_asked(answer: Answer) -> str | None:
     return None
 
 
-def cells_within_total(answer: Answer) -> str | None:
+def cells_within_total(answer: AnswerToVet) -> str | None:
     """Every node table partitions the cohort (each person in at most one cell), so no cell
     exceeds the total beyond their noise, and cells without noise (exact or rounded) do not
     together. Noisy cells together may: only the cells whose noise lifted them to the minimum
@@ -198,7 +198,7 @@ def vet(
     keeping nothing of the answer but its latency."""
     if outcome.status is not NodeStatus.OK:
         return outcome
-    answer = Answer(outcome.tables, profile, request)
+    answer = AnswerToVet(outcome.tables, profile, request)
     for check in checks:
         problem = check(answer)
         if problem is not None:

@@ -19,7 +19,7 @@ from gateway_kit import (
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
-from gateway.vetting import Answer, VettingNodeClient, cells_within_total, vet
+from gateway.vetting import AnswerToVet, VettingNodeClient, cells_within_total, vet
 from policies.domain import table_domain
 from policies.loader import shipped_disclosure_profile as profile_for
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
@@ -148,7 +148,7 @@ def test_exact_cells_adding_up_to_more_than_the_total_are_impossible() -> None:
     # Only a node breaking its rules sends exact values; the sum check still covers them.
     exact = {("FEMALE",): Value.exact(80), ("MALE",): Value.exact(70), ("UNKNOWN",): LOW}
     outcome, request = answer(FR, {(): Value.exact(100), SEX: exact}, SEX)
-    problem = cells_within_total(Answer(outcome.tables, profile_for(FR), request))
+    problem = cells_within_total(AnswerToVet(outcome.tables, profile_for(FR), request))
     assert problem is not None
     assert "add up to more than the total" in problem
 
