@@ -107,7 +107,7 @@ def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     return future
 
 
-def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
+def check_jurisdiction(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
     if request.jurisdiction is not jurisdiction:
         raise WrongNode(
             f"this node answers for {jurisdiction.value}, not {request.jurisdiction.value}"
@@ -154,7 +154,7 @@ def node_decision(
 
 
 @dataclass(frozen=True, slots=True)
-class Question:
+class NodeQuestion:
     """What the ledger and the answer store need to know about one question: its tables by
     canonical digest, the noise it is asked with, whose budgets pay for it and on whose shelf
     its answers are kept."""
@@ -172,7 +172,7 @@ class Question:
         applicant: ApplicantId,
         profile: DisclosureProfile,
         release: str,
-    ) -> Question:
+    ) -> NodeQuestion:
         accounts = accounts_of(
             applicant,
             researcher_cap=profile.rho_per_applicant,
@@ -315,7 +315,7 @@ class QueryService:
         policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
-            check_node(request, self.jurisdiction)
+            check_jurisdiction(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
             approved = trail.approved = self.approvals.verify(approval_token, request)
@@ -436,7 +436,7 @@ class QueryService:
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-                question = Question.of(request, applicant, profile, release)
+                question = NodeQuestion.of(request, applicant, profile, release)
                 pooled = None
                 if request.pooling is not None and secrets is not None:
                     pooled = PooledPart.of(
@@ -537,7 +537,7 @@ class QueryService:
         return Answered(answer, spend, masked)
 
     def _spend(
-        self, question: Question, cost: int, worst: Mapping[str, int], release: str
+        self, question: NodeQuestion, cost: int, worst: Mapping[str, int], release: str
     ) -> PrivacySpend:
         researcher = question.accounts[0]
         organisation = question.accounts[1] if len(question.accounts) > 1 else None
