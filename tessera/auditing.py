@@ -197,7 +197,7 @@ def accessed(record: AuditRecord) -> bool:
     return not record.nodes or any(n.status is NodeStatus.OK for n in record.nodes)
 
 
-def render(rows: list[dict[str, str]], kind: str) -> str:
+def render_register(rows: list[dict[str, str]], kind: str) -> str:
     if kind == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()
