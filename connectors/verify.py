@@ -34,7 +34,7 @@ REQUIRED_CLAIMS: Final = ("iss", "aud", "iat", "exp", "jti", BODY_HASH_CLAIM)
 MAX_JTI_LENGTH: Final = 128
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_ed25519_public_key(path: Path) -> Ed25519PublicKey:
     """An Ed25519 public key from a PEM SubjectPublicKeyInfo file."""
     key = load_pem_public_key(path.read_bytes())
     if not isinstance(key, Ed25519PublicKey):
@@ -43,7 +43,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def load_gateway_keys(paths: Mapping[str, Path]) -> dict[str, Ed25519PublicKey]:
-    return {kid: load_public_key(path) for kid, path in paths.items()}
+    return {kid: load_ed25519_public_key(path) for kid, path in paths.items()}
 
 
 def pinned(keys: Mapping[str, Ed25519PublicKey]) -> StaticKeys:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
 from connectors.errors import NodeRefusal
-from connectors.verify import RequestVerifier, load_gateway_keys, load_public_key
+from connectors.verify import RequestVerifier, load_ed25519_public_key, load_gateway_keys
 from schema.errors import ErrorCode, TesseraError
 from trust.replay import MemoryReplayCache, RedisReplayCache, SqliteReplayCache
 from trust.store import connect_redis
@@ -166,7 +166,7 @@ def test_a_key_file_must_hold_an_ed25519_public_key(tmp_path: Path) -> None:
         .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
     with pytest.raises(ValueError, match="Ed25519"):
-        load_public_key(path)
+        load_ed25519_public_key(path)
 
 
 # -- replay caches ---------------------------------------------------------------------------
