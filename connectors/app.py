@@ -29,7 +29,7 @@ from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
 from connectors.pool_peers import PoolKeyError, PoolKeys
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from connectors.trust_anchors import NodeTrust, node_trust
 from connectors.verify import RequestVerifier
 from oversight.audit.log import AuditLog
@@ -39,7 +39,7 @@ from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
-from schema.errors import ErrorCode, TesseraError
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,

@@ -12,17 +12,13 @@ from typing import Any, Final
 from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
-from schema.errors import ConfigError
+from schema.errors import SettingsError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
-
-
-class SettingsError(ConfigError):
-    """A missing or invalid setting; the message names the environment variable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

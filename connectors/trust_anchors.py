@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from connectors.approval import ApprovalVerifier
-from connectors.settings import PREFIX, ConnectorSettings, SettingsError
+from connectors.settings import PREFIX, ConnectorSettings
 from connectors.verify import ALGORITHM, load_gateway_keys, pinned
+from schema.errors import SettingsError
 from trust.keys import KeyMaterialError, KeySet, pem_public_key
 from trust.keysource import (
     CombinedKeys,

@@ -72,7 +72,7 @@ from gateway.ratelimit import (
     SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
 from gateway.signing import RequestSigner
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
@@ -83,7 +83,7 @@ from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
-from schema.errors import ErrorCode, TesseraError
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import PERMIT_HEADER
 from trust.http_edge import run_app
 from trust.store import connect_redis

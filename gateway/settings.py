@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
-from schema.errors import ConfigError
+from schema.errors import SettingsError
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -43,10 +43,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-class SettingsError(ConfigError):
-    """A setting is missing or malformed; the message names the variable."""
 
 
 class PartialPools(StrEnum):

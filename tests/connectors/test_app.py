@@ -36,8 +36,9 @@ from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
 from connectors.backends.schemas import SchemaLayout
 from connectors.noise import ShiftedNoise
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from schema.codes import Dimension, Jurisdiction, Vocabulary
+from schema.errors import SettingsError
 from schema.query import Criteria, EventCriterion
 from schema.wire import (
     HEALTH_PATH,

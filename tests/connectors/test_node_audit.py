@@ -34,14 +34,14 @@ from connectors.backends.fake import FakeBackend
 from connectors.errors import BadSignature, WrongNode
 from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from connectors.verify import RequestVerifier, load_gateway_keys
 from oversight.audit.log import AuditLog
 from oversight.audit.store import AuditStoreError, MemoryAuditStore
 from schema.approval import ApplicantId
 from schema.audit.entry import Decision, PermitRecord, released_hash
 from schema.codes import Dimension, Jurisdiction, NodeStatus
-from schema.errors import ErrorCode
+from schema.errors import ErrorCode, SettingsError
 from schema.query import Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 

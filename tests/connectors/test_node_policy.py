@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from connectors.app import SERVICE, create_app
 from connectors.node_policy import NodePolicy, load_node_policy
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from policies.loader import DEFAULT_DIRECTORY
 from policies.reasons import RuleId
 from schema.codes import Jurisdiction
+from schema.errors import SettingsError
 from schema.wire import APPROVAL_HEADER, QUERY_PATH
 
 FR = Jurisdiction.FR

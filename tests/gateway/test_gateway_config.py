@@ -21,8 +21,9 @@ from gateway_kit import (
 )
 
 from gateway.federation import FederationError, load_federation
-from gateway.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
 from schema.codes import Jurisdiction
+from schema.errors import SettingsError
 
 
 def test_settings_defaults() -> None:

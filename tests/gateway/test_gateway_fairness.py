@@ -18,9 +18,9 @@ from gateway.fairshare import FairShare
 from gateway.federation import NodeInfo
 from gateway.graphql.limits import cohort_fields
 from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
 from oversight.audit.store import MemoryAuditStore
-from schema.errors import TesseraError
+from schema.errors import SettingsError, TesseraError
 from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest, NodeResponse
 
