@@ -40,7 +40,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
-from gateway.console import install as install_console
+from gateway.console import install_console
 from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation, load_signing_key
 from gateway.federation_check import FederationWatch
