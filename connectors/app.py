@@ -232,7 +232,7 @@ def open_backend(settings: ConnectorSettings) -> Backend:
     return DuckDBBackend(settings.database, threads=settings.threads)
 
 
-def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
+def open_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
     """The node's policy: EU baseline, its jurisdiction, its own layer, and its datasets.
     Loaded at start-up so that a broken or missing policy stops the connector instead of a
     query; reloaded while it runs (`_policy_reload`)."""
@@ -295,7 +295,7 @@ def create_app(
     discrete Gaussian (tests only). Raises `SettingsError` if a gateway key, an HDAB key or
     the audit key cannot be loaded."""
     trust = node_trust(settings)
-    policy = load_node_policy(settings)
+    policy = open_node_policy(settings)
     audit_key = _audit_key(settings)
     pool_keys = _pool_keys(settings)
     if backend is None:
