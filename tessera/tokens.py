@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jwt
@@ -70,31 +70,12 @@ def token_claims(
 
 
 def mint_token(
-    private_key_pem: Path,
-    *,
-    issuer: str,
-    audience: str,
-    subject: str,
-    approval: Approval | None,
-    roles: Sequence[Role] = (Role.RESEARCHER,),
-    ttl_s: int = 3600,
-    not_before_s: int = 0,
-    kid: str | None = None,
-    now: float | None = None,
+    private_key_pem: Path, claims: Mapping[str, object], *, kid: str | None = None
 ) -> str:
+    """`claims` (`token_claims`) signed with the Ed25519 key of a PEM file."""
     key = load_pem_private_key(private_key_pem.read_bytes(), password=None)
-    claims = token_claims(
-        issuer=issuer,
-        audience=audience,
-        subject=subject,
-        approval=approval,
-        roles=roles,
-        ttl_s=ttl_s,
-        not_before_s=not_before_s,
-        now=now,
-    )
     headers = {"typ": "JWT", **({"kid": kid} if kid else {})}
-    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)  # type: ignore[arg-type]
+    return jwt.encode(dict(claims), key, algorithm="EdDSA", headers=headers)  # type: ignore[arg-type]
 
 
 def demo_approval(
