@@ -13,21 +13,15 @@ Two kinds of sharing are not collisions:
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 from typing import Final
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION: Final = (
-    "schema",
-    "policies",
-    "trust",
-    "oversight",
-    "gateway",
-    "connectors",
-    "synth",
-    "tessera",
-)
+# The packages the wheel ships: pyproject's package list.
+SHIPPED: Final = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+PRODUCTION: Final = tuple(p.removesuffix("*") for p in SHIPPED["packages"]["find"]["include"])
 GRAPHQL_DECORATORS: Final = frozenset({"type", "input", "enum", "interface"})
 
 # name -> (the modules that share it, why it is one concept there)
