@@ -3,7 +3,7 @@ HTTP over loopback, each with its own tracer provider (all exporting to one in-m
 exporter) and its own SQLite audit trail; the connectors' databases are `FakeBackend`s whose
 counts the test chooses.
 
-Imported by name (`from observability_kit import ...`) from tests at the top of `tests/`.
+Imported as `tests.observability_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations

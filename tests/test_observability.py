@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from observability_kit import InProcessFederation, in_process_federation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -23,6 +22,7 @@ from schema.audit.chain import verify_chain
 from schema.audit.entry import AuditRecord, Decision
 from schema.codes import Jurisdiction
 from tessera.local import policies_with_rate_limits
+from tests.observability_kit import InProcessFederation, in_process_federation
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 # Rows `(grouping_id, sex, count)` of the total and the by-sex table. The minimum count is

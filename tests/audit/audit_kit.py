@@ -1,7 +1,6 @@
 """Helpers shared by the audit tests: records, stores of every kind, a PostgreSQL database.
 
-Imported by name (`from audit_kit import ...`): pytest's default import mode puts
-`tests/audit` on sys.path for the tests in it.
+Imported as `tests.audit.audit_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations

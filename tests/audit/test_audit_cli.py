@@ -11,7 +11,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from audit_kit import postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -36,6 +35,7 @@ from schema.audit.entry import (
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from tessera.cli import main
+from tests.audit.audit_kit import postgres_database, record
 
 CHAIN = "gateway:tessera-gateway"
 

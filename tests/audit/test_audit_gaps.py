@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_kit import record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -22,6 +21,7 @@ from oversight.audit.store import ENTRIES_TABLE, HEADS_TABLE
 from oversight.audit.stores import open_store
 from schema.audit.chain import HEAD_LOG_MARKER
 from schema.audit.entry import STORED_COLUMNS, StoredEntry, seal
+from tests.audit.audit_kit import record
 
 GATEWAY = "gateway:tessera-gateway"
 NODE = "node:fr"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from audit_kit import any_store, postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from oversight.audit.postgres import PostgresAuditStore
@@ -25,6 +24,7 @@ from oversight.audit.stores import open_store
 from schema.audit.chain import key_id, sign_head, verify_chain
 from schema.audit.entry import GENESIS, Decision
 from schema.codes import Jurisdiction
+from tests.audit.audit_kit import any_store, postgres_database, record
 
 CHAIN = "gateway:tessera-gateway"
 TAMPERING = (

@@ -1,8 +1,7 @@
 """Helpers shared by the connector tests: node request bodies as the gateway sends them, the
 node's effective policy, and the node's HDAB with the approvals it issues.
 
-Imported by name (`from connector_kit import ...`): pytest's default import mode puts
-`tests/connectors` on sys.path for the tests in it.
+Imported as `tests.connectors.connector_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations

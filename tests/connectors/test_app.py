@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import HDAB_ISSUER, approval_token, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -49,6 +48,7 @@ from schema.wire import (
     NodeIdentity,
     body_hash,
 )
+from tests.connectors.connector_kit import HDAB_ISSUER, approval_token, request_body
 from trust.keys import thumbprint
 
 Sign = Callable[..., str]

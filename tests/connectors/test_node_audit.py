@@ -8,14 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import (
-    HDAB_ISSUER,
-    approval_token,
-    approval_verifier,
-    policy,
-    request_body,
-    write_hdab_public_pem,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -44,6 +36,14 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, SettingsError
 from schema.query import Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
+from tests.connectors.connector_kit import (
+    HDAB_ISSUER,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+    write_hdab_public_pem,
+)
 
 Sign = Callable[..., str]
 CHAIN = "node:tessera-node-fr"

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, request_body
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
@@ -27,6 +26,7 @@ from connectors.masking import masked, pair_secret
 from connectors.noise import ShiftedNoise
 from connectors.pool_peers import PoolKeys, encode_public
 from connectors.verify import RequestVerifier
+from tests.connectors.connector_kit import SHIPPED, request_body
 
 __all__ = ["verifier"]  # the fixture, shared with test_service
 from oversight.audit.store import MemoryAuditStore

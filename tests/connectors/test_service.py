@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.answers import MemoryAnswers, Shelf, StoredTable
@@ -41,6 +40,13 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabu
 from schema.errors import ErrorCode
 from schema.query import Criteria, EventCriterion
 from schema.wire import NodeRequest, NodeResponse
+from tests.connectors.connector_kit import (
+    SHIPPED,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+)
 
 Sign = Callable[..., str]
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")

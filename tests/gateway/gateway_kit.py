@@ -1,7 +1,6 @@
 """Helpers shared by the gateway tests: keys, federation files, tokens, node answers.
 
-Imported by name (`from gateway_kit import ...`): pytest's default import mode puts
-`tests/gateway` on sys.path for the tests in it.
+Imported as `tests.gateway.gateway_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.federation import NodeInfo
-from gateway.nodes import Handler
+from gateway.nodes import Handler, NodeOutcome, check_response
 from gateway.planner import Plan, plan_query
 from policies.disclosure import NODE_RULES, CellContext, protect, release
 from policies.domain import table_domain
@@ -352,3 +351,27 @@ def make_plan(*tables: Breakdown) -> Plan:
         reference_date=dt.date(2026, 1, 1),
         tables=list(tables),
     )
+
+
+def answered(
+    plan: Plan,
+    counts: Mapping[Jurisdiction, Counts] = DEFAULT_COUNTS,
+    *,
+    honest: bool = True,
+    failed: Mapping[Jurisdiction, NodeStatus] | None = None,
+) -> list[NodeOutcome]:
+    outcomes = []
+    for j in plan.jurisdictions:
+        if failed and j in failed:
+            outcomes.append(NodeOutcome.failed(j, failed[j], "down"))
+            continue
+        request = plan.node_request(j, APPROVAL)
+        response = node_response(request, counts[j], honest=honest)
+        outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
+        assert outcome.status is NodeStatus.OK, outcome
+        outcomes.append(outcome)
+    return outcomes
+
+
+def cells(table: Any) -> dict[tuple[str, ...], int | None]:
+    return {tuple(d.value for d in c.dimensions): c.count.value for c in table}

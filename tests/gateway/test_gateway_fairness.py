@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import Keys, counts_handler, mint
 
 from gateway.app import create_app
 from gateway.fairshare import FairShare
@@ -23,6 +22,7 @@ from oversight.audit.store import MemoryAuditStore
 from schema.errors import SettingsError, TesseraError
 from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import Keys, counts_handler, mint
 
 CHAIN = "gateway:tessera-gateway"
 

@@ -6,15 +6,6 @@ import asyncio
 import datetime as dt
 import time
 
-from gateway_kit import (
-    DEFAULT_COUNTS,
-    MEMBERS,
-    POLICIES,
-    REQUEST_ID,
-    SUBJECT,
-    node_response,
-)
-
 from gateway.access import decide_access
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
@@ -24,6 +15,14 @@ from gateway.planner import Plan, plan_query
 from schema.approval import Approval
 from schema.codes import Jurisdiction, NodeStatus
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import (
+    DEFAULT_COUNTS,
+    MEMBERS,
+    POLICIES,
+    REQUEST_ID,
+    SUBJECT,
+    node_response,
+)
 
 NODES = {j: NodeInfo(j, f"tessera-node-{j.value.lower()}", f"http://{j.value}") for j in MEMBERS}
 

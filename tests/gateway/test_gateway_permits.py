@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+
+from gateway.access import decide_access
+from gateway.auth import Authenticator, Principal
+from gateway.permits import PermitVerifier, Presented, candidates, permit_tokens
+from policies.loader import load_policy_set
+from policies.reasons import RuleId
+from schema.codes import Jurisdiction
+from schema.errors import ErrorCode, TesseraError
+from schema.wire import MAX_PERMITS
+from tests.gateway.gateway_kit import (
     GATEWAY_ID,
     HDAB_KEYS,
     IDENTITY,
@@ -24,15 +33,6 @@ from gateway_kit import (
     permit,
     revoking,
 )
-
-from gateway.access import decide_access
-from gateway.auth import Authenticator, Principal
-from gateway.permits import PermitVerifier, Presented, candidates, permit_tokens
-from policies.loader import load_policy_set
-from policies.reasons import RuleId
-from schema.codes import Jurisdiction
-from schema.errors import ErrorCode, TesseraError
-from schema.wire import MAX_PERMITS
 from trust.keys import KeySet, TrustedKey
 from trust.keysource import StaticKeys
 from trust.tokens import MAX_TOKEN_BYTES, TokenVerifier, TrustedIssuer

@@ -8,15 +8,6 @@ import dataclasses
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import (
-    POLICIES,
-    SEX,
-    Keys,
-    counts_handler,
-    make_plan,
-    mint,
-    write_federation,
-)
 
 from gateway.app import create_app
 from gateway.combine import Combined, combine
@@ -29,7 +20,17 @@ from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, Reason, Value
 from schema.wire import NodeRequest, NodeResponse
-from tests.gateway.test_gateway_combine import answered, cells
+from tests.gateway.gateway_kit import (
+    POLICIES,
+    SEX,
+    Keys,
+    answered,
+    cells,
+    counts_handler,
+    make_plan,
+    mint,
+    write_federation,
+)
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 SEX_BY_COUNTRY: Breakdown = (Dimension.SEX, Dimension.JURISDICTION)

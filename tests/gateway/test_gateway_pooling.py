@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -47,6 +46,7 @@ from schema.pooling import PooledAnswer, encode_shares
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeError, NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
 
 FR, DE, DK, FI = Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.DK, Jurisdiction.FI
 FOUR = (FR, DE, DK, FI)

@@ -7,15 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gateway_kit import (
-    AGE10,
-    APPROVAL,
-    DEFAULT_COUNTS,
-    SEX,
-    counts_handler,
-    make_plan,
-    node_response,
-)
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
@@ -27,6 +18,15 @@ from schema.pooling import PoolingRequest, encode_nonce
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeRequest, NodeResponse, valid_key_value
+from tests.gateway.gateway_kit import (
+    AGE10,
+    APPROVAL,
+    DEFAULT_COUNTS,
+    SEX,
+    counts_handler,
+    make_plan,
+    node_response,
+)
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)

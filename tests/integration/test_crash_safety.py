@@ -47,7 +47,7 @@ from schema import telemetry as otel
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import post, start_federation
+from tests.integration.federation_kit import post, start_federation
 from tests.integration.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.integration

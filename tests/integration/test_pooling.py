@@ -30,8 +30,7 @@ from schema.pooling import PoolingRequest, encode_nonce
 from schema.query import CohortQuery, Criteria, EventCriterion
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation, policies_with_rate_limits
-from tests.integration.conftest import http_post, post, start_federation
-from tests.integration.test_federation import true_count
+from tests.integration.federation_kit import http_post, post, start_federation, true_count
 
 pytestmark = pytest.mark.integration
 

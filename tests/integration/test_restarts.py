@@ -32,7 +32,7 @@ from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import http_post, post
+from tests.integration.federation_kit import http_post, post
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.conftest import http_post
+from tests.integration.federation_kit import http_post
 
 pytestmark = pytest.mark.integration
 

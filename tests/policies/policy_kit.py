@@ -1,7 +1,6 @@
 """Builders and hypothesis strategies shared by the policy tests.
 
-Imported by name (`from policy_kit import ...`): pytest's default import mode puts this
-directory on sys.path for the tests in it.
+Imported as `tests.policies.policy_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations

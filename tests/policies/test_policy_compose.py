@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_kit import NOW, RESEARCHER, VALUES, approval, node_layer, plan, rules, sourced
 
 from policies.compose import (
     LAWS,
@@ -24,6 +23,16 @@ from policies.model import RULE_PATHS, Budget, Dominance, Noise, RulePath, Rules
 from policies.policy_set import EffectivePolicy, IncompletePolicy, PolicySet
 from policies.principal import ApplicantKind
 from schema.codes import Dimension, Jurisdiction
+from tests.policies.policy_kit import (
+    NOW,
+    RESEARCHER,
+    VALUES,
+    approval,
+    node_layer,
+    plan,
+    rules,
+    sourced,
+)
 
 layers = st.lists(rules(), min_size=1, max_size=5)
 PROPERTY = settings(max_examples=200, deadline=None)

@@ -7,17 +7,6 @@ import datetime as dt
 from collections.abc import Iterator, Mapping
 
 import pytest
-from policy_kit import (
-    DATASET,
-    NOW,
-    REQUEST,
-    RESEARCHER,
-    approval,
-    node_layer,
-    plan,
-    sourced,
-    with_rule,
-)
 
 from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput
 from policies.decision import decide
@@ -34,6 +23,17 @@ from schema.codes import Dimension, Jurisdiction
 from schema.query import FederatedQuery
 from schema.result import Reason
 from schema.wire import NodeRequest
+from tests.policies.policy_kit import (
+    DATASET,
+    NOW,
+    REQUEST,
+    RESEARCHER,
+    approval,
+    node_layer,
+    plan,
+    sourced,
+    with_rule,
+)
 
 J = Jurisdiction
 D = Dimension
