@@ -5,7 +5,7 @@ What the gateway does with its nodes' answers once they are in, for a five-table
 diagnosed in 2015-2025: 370 cells per node, over their full public domains) and a sixth table
 by JURISDICTION × SEX (so that `guard_pools` has parts to guard): each node's answer vetted
 (`gateway.vetting.vet`), the answers combined (`gateway.combine.combine`) and the pooled
-numbers guarded (`gateway.differencing.guard_pools`), as `gateway.service` does.
+numbers guarded (`gateway.pool_guard.guard_pools`), as `gateway.service` does.
 
 The answers are what connectors release: counts of a synthetic cohort per country through the
 connector's own release path (full domains, OpenDP's noise, the country's published
@@ -30,9 +30,9 @@ from connectors.canonical import question_digest
 from connectors.noise import DiscreteGaussian
 from connectors.release import draw, full_table, released_table
 from gateway.combine import combine
-from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, interpret
+from gateway.pool_guard import guard_pools
 from gateway.vetting import vet
 from policies.disclosure import CellContext
 from policies.domain import table_domain

@@ -45,7 +45,6 @@ from connectors.masking import pair_secret
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pooling import PooledPart
 from connectors.release import counts_by_table, full_table, released_table
-from connectors.synth import generate
 from gateway.combine import pool, secure_cell
 from gateway.pooling import Pooling, SecurePool
 from policies.disclosure import GATEWAY_RULES, CellContext, protect
@@ -56,6 +55,7 @@ from schema.codes import Dimension, Jurisdiction, MeasureKind
 from schema.pooling import PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
 from schema.result import Value
+from synth import generate
 
 COUNTRIES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 SEX, AGE5, AGE10, AGE20, YEAR = (

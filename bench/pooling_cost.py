@@ -185,7 +185,7 @@ def in_process(rounds: int) -> dict[str, float]:
 def end_to_end(persons: int, questions: int) -> dict[str, list[float]]:
     from tessera.local import LocalFederation, policies_with_rate_limits
     from tessera.processes import Service, free_port
-    from tests.integration.conftest import post
+    from tests.integration.federation_kit import post
 
     directory = Path(tempfile.mkdtemp(prefix="tessera-pooling-cost-"))
     fed = LocalFederation(

@@ -46,7 +46,7 @@ from connectors.app import AUDIT_STORE, SERVICE, create_app
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings
 from gateway.federation import load_federation
-from schema.audit.store import AuditStore
+from oversight.audit.store import AuditStore
 from schema.codes import Dimension, NodeStatus, NoiseLevel
 from schema.query import CohortQuery
 from schema.wire import NodeRequest, NodeResponse

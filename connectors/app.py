@@ -27,15 +27,16 @@ from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
 from connectors.pool_peers import PoolKeyError, PoolKeys
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from connectors.trust_anchors import NodeTrust, node_trust
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
-from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,
@@ -227,7 +228,7 @@ def _backend(settings: ConnectorSettings) -> Backend:
     return open_backend(settings.target, options)
 
 
-def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
+def open_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
     """The node's policy: EU baseline, its jurisdiction, its own layer, and its datasets.
     Loaded at start-up so that a broken or missing policy stops the connector instead of a
     query; reloaded while it runs (`_policy_reload`)."""
@@ -290,7 +291,7 @@ def create_app(
     `noise` replaces the discrete Gaussian (tests only). Raises `SettingsError` if a gateway
     key, an HDAB key or the audit key cannot be loaded."""
     trust = node_trust(settings)
-    policy = load_node_policy(settings)
+    policy = open_node_policy(settings)
     audit_key = _audit_key(settings)
     pool_keys = _pool_keys(settings)
     if backend is None:

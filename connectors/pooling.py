@@ -39,7 +39,7 @@ from connectors.pool_peers import PoolKeys, UnknownPeer
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import MeasureKind, NoiseLevel
-from schema.measures import MEASURES, asked
+from schema.measures import pooled_measure
 from schema.pooling import POOL_PROTOCOL, PoolingRequest
 from schema.query import Breakdown, CohortQuery
 
@@ -47,13 +47,13 @@ from schema.query import Breakdown, CohortQuery
 _SD_TOLERANCE = 1e-9
 
 
-def pooled_measure(query: CohortQuery) -> MeasureKind:
-    """The measure a round pools: a round carries one measure's shares, of a measure that
-    pools securely (`schema.measures`: only PERSON_COUNT does); PoolRefused otherwise."""
-    measures = asked(query)
-    if len(measures) != 1 or not MEASURES[measures[0]].secure:
+def round_measure(query: CohortQuery) -> MeasureKind:
+    """The measure a round pools (`schema.measures.pooled_measure`); PoolRefused when the
+    question has none: a round pools one measure, and only one that pools securely."""
+    measure = pooled_measure(query)
+    if measure is None:
         raise PoolRefused("a pooled round pools one measure, and only one that pools securely")
-    return measures[0]
+    return measure
 
 
 def check_round(
@@ -69,7 +69,7 @@ def check_round(
     PoolRefused saying why."""
     participants = pooling.participants
     k = len(participants)
-    pooled_measure(query)
+    round_measure(query)
     if keys is None:
         raise PoolRefused("this node has no pooling key and registry: it takes part in no round")
     if not profile.secure_pooling:
@@ -119,7 +119,7 @@ class PooledPart:
     node_id: str
     secrets: Mapping[str, bytes]
     query: CohortQuery
-    # The measure whose values the shares are of (`pooled_measure`).
+    # The measure whose values the shares are of (`round_measure`).
     measure: MeasureKind
     # Each pooled table's question digest (what the masks are bound to) and shelf digest.
     digests: Mapping[Breakdown, str]
@@ -143,7 +143,7 @@ class PooledPart:
             node_id=node_id,
             secrets=secrets,
             query=query,
-            measure=pooled_measure(query),
+            measure=round_measure(query),
             digests=digests,
             shelved={by: pooled_digest(d, pooling.participants) for by, d in digests.items()},
             shelf=Shelf(owner=owner, release=release, sd=pooling.sigma),

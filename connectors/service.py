@@ -4,7 +4,7 @@ vocabulary does not hold ends the question here, as UNKNOWN_CODE) → the cohort
 persons → the ledger (who can still be counted, and what the question costs) → the tables of
 those persons → noise (or pooled shares), once, stored → release (or mask) → audit →
 respond. Each step is small and a span of the query's trace; `QueryService.handle` only
-strings them together (`connectors.audit` records them).
+strings them together (`connectors.node_trail` records them).
 
 Waits for the disk overlap the database where they can: the stored answers are looked up
 while the cohort's persons are listed, the ledger's charges written while the tables are
@@ -36,29 +36,29 @@ from pydantic import ValidationError
 
 from connectors.answers import AnswerStore, MemoryAnswers, Shelf, StoredTable
 from connectors.approval import ApprovalVerifier, VerifiedApproval
-from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
 from connectors.canonical import question_digest
 from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, Dialect, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
+from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
 from connectors.vocabulary import look_up
+from oversight.audit.log import AuditLog
 from policies.decision import decide
 from policies.disclosure import CellContext
 from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApprovalView, Principal
+from policies.principal import ApprovalView, ResearcherView
 from policies.profiles import DisclosureProfile
-from policies.reasons import Decision
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
-from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import TesseraError
 from schema.fair_queue import FairBulkhead
@@ -108,7 +108,7 @@ def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     return future
 
 
-def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
+def check_jurisdiction(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
     if request.jurisdiction is not jurisdiction:
         raise WrongNode(
             f"this node answers for {jurisdiction.value}, not {request.jurisdiction.value}"
@@ -137,13 +137,15 @@ class CompileCache:
         return compiled
 
 
-def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
+def node_decision(
+    request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy
+) -> AccessDecision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
     approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
     are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
-        Principal(subject=approved.subject),
+        ResearcherView(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
         QueryPlan.of_node_request(request, datasets=policy.datasets),
         {jurisdiction: policy.policy},
@@ -153,7 +155,7 @@ def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: Node
 
 
 @dataclass(frozen=True, slots=True)
-class Question:
+class NodeQuestion:
     """What the ledger and the answer store need to know about one question: its tables and
     measures, each table's values of each measure by canonical digest, the noise it is asked
     with, whose budgets pay for it and on whose shelf its answers are kept."""
@@ -172,7 +174,7 @@ class Question:
         applicant: ApplicantId,
         profile: DisclosureProfile,
         release: str,
-    ) -> Question:
+    ) -> NodeQuestion:
         accounts = accounts_of(
             applicant,
             researcher_cap=profile.rho_per_applicant,
@@ -321,7 +323,7 @@ class QueryService:
         policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
-            check_node(request, self.jurisdiction)
+            check_jurisdiction(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
             approved = trail.approved = self.approvals.verify(approval_token, request)
@@ -443,7 +445,7 @@ class QueryService:
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-                question = Question.of(request, applicant, profile, release)
+                question = NodeQuestion.of(request, applicant, profile, release)
                 pooled = None
                 if request.pooling is not None and secrets is not None:
                     pooled = PooledPart.of(
@@ -568,7 +570,7 @@ class QueryService:
         return Answered(answer, spend, masked)
 
     def _spend(
-        self, question: Question, cost: int, worst: Mapping[str, int], release: str
+        self, question: NodeQuestion, cost: int, worst: Mapping[str, int], release: str
     ) -> PrivacySpend:
         researcher = question.accounts[0]
         organisation = question.accounts[1] if len(question.accounts) > 1 else None

@@ -14,7 +14,7 @@ from connectors.backends import SCHEMES, DatabaseURL, database_url
 from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
-from schema.errors import ConfigError
+from schema.errors import ConfigError, SettingsError
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
-
-
-class SettingsError(ConfigError):
-    """A missing or invalid setting; the message names the environment variable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +105,7 @@ class ConnectorSettings:
       public key by node id (`tessera keys registry`), the same file at every node; it must
       list this node with the public half of `POOL_KEY`. Re-read when it changes, no restart.
 
-    Tracing is configured by the standard `OTEL_*` variables (see `schema.telemetry`).
+    Tracing is configured by the standard `OTEL_*` variables (see `oversight.tracing`).
     - `TESSERA_CONNECTOR_QUERY_TIMEOUT_S`: seconds one query may run; past that the database
       statement is interrupted and the gateway gets `QUERY_TIMEOUT`. Default `30`.
     - `TESSERA_CONNECTOR_SHUTDOWN_TIMEOUT_S`: on SIGTERM, seconds in-flight queries may take

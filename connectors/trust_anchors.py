@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from connectors.approval import ApprovalVerifier
-from connectors.settings import PREFIX, ConnectorSettings, SettingsError
+from connectors.settings import PREFIX, ConnectorSettings
+from schema.errors import SettingsError
 from trust.keys import KeyMaterialError, KeySet, pem_public_key
 from trust.keysource import (
     CombinedKeys,

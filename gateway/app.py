@@ -40,9 +40,9 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
-from gateway.console import install as install_console
+from gateway.console import install_console
 from gateway.fairshare import FairShare
-from gateway.federation import Federation, load_federation, load_signing_key
+from gateway.federation import Federation, load_audit_key, load_federation
 from gateway.federation_check import FederationWatch
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.limits import QueryBudget, cohort_fields
@@ -73,16 +73,17 @@ from gateway.ratelimit import (
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.service import Services
-from gateway.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
-from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import PERMIT_HEADER
 from trust.http_edge import run_app
 from trust.request_token import RequestSigner
@@ -241,9 +242,7 @@ def create_app(
     with a `node_client`, vocabulary look-ups go to `concept_client` (none: not offered).
     JWKS refresh, Redis and the policy reload start with the app."""
     federation = load_federation(settings.federation)
-    audit_key = (
-        load_signing_key(settings.audit_key) if settings.audit_key else federation.signing_key
-    )
+    audit_key = load_audit_key(settings.audit_key) if settings.audit_key else federation.signing_key
     app = web.Application(
         client_max_size=MAX_REQUEST_BYTES, middlewares=[http_errors(MAX_REQUEST_BYTES)]
     )

@@ -245,7 +245,7 @@ def _unreadable(path: Path, field: str, error: OSError) -> FederationError:
     )
 
 
-def load_signing_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed25519PrivateKey:
+def load_audit_key(path: Path, field: str = "TESSERA_GATEWAY_AUDIT_KEY") -> Ed25519PrivateKey:
     """An unencrypted Ed25519 private key (PKCS8 PEM); `FederationError` naming `field`
     otherwise."""
     return _signing_key(path, field)

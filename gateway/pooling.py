@@ -38,7 +38,7 @@ from gateway.planner import Plan
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
-from schema.measures import MEASURES, asked
+from schema.measures import pooled_measure
 from schema.pooling import MIN_PARTICIPANTS, NONCE_BYTES, PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown
 from schema.result import Reason
@@ -108,16 +108,6 @@ def national_total(tables: Sequence[Breakdown], *, per_country: bool) -> bool:
     return per_country or () not in tables
 
 
-def pooled_measure(plan: Plan) -> MeasureKind | None:
-    """The measure a round of this question pools: its one measure, if that pools securely
-    (`schema.measures`: only PERSON_COUNT does); None otherwise (no round, every node answers
-    nationally), as the nodes refuse a round of anything else."""
-    measures = asked(plan.node_query)
-    if len(measures) == 1 and MEASURES[measures[0]].secure:
-        return measures[0]
-    return None
-
-
 def participants(
     candidates: Iterable[Jurisdiction],
     nodes: Mapping[Jurisdiction, NodeInfo],
@@ -150,7 +140,7 @@ def plan_round(
     (or there is nothing to pool). `per_country`: whether the question asks each country's
     own count (`national_total`)."""
     chosen = participants(candidates, nodes, profiles)
-    if not chosen or not tables or pooled_measure(plan) is None:
+    if not chosen or not tables or pooled_measure(plan.node_query) is None:
         return None
     request = PoolingRequest(
         nonce=encode_nonce(secrets.token_bytes(NONCE_BYTES)),
@@ -175,7 +165,7 @@ def unmask(
         for o in parts
         if o is not None and o.status is NodeStatus.OK and set(o.shares) == set(tables)
     ]
-    measure = pooled_measure(plan)
+    measure = pooled_measure(plan.node_query)
     if len(answered) != len(round_.participants) or measure is None:
         return None
     cells = {}

@@ -50,7 +50,7 @@ from gateway.pooling import (
     pooled_tables,
     unmask,
 )
-from policies.reasons import Decision
+from policies.reasons import AccessDecision
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
@@ -74,7 +74,7 @@ async def gather(
     client: NodeClient,
     nodes: Mapping[Jurisdiction, NodeInfo],
     plan: Plan,
-    decisions: Mapping[Jurisdiction, Decision],
+    decisions: Mapping[Jurisdiction, AccessDecision],
     *,
     permits: Mapping[Jurisdiction, Permit],
     profiles: Profiles,

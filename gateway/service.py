@@ -3,7 +3,7 @@ plan → policy (each jurisdiction on its own HDAB's permit) → limits (a place
 researcher's share of the questions in flight, the request's cost budget, rate limits) →
 fan out (one request per node, a second round when a pooled one fails) → quorum → combine
 (gateway-side disclosure control) → audit. Each step is a span of the question's trace and a
-timing of its audit entry (`gateway.audit`); `answer_cohort` only strings them together, all
+timing of its audit entry (`gateway.query_trail`); `answer_cohort` only strings them together, all
 under the policy set in force when the question started, however the files change meanwhile.
 
 What a question asks is one value, `CohortQuestion`; what the caller's HTTP request holds
@@ -24,18 +24,18 @@ from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
 
-from gateway.access import Access, decide
-from gateway.audit import QueryTrail, denied, released_values
+from gateway.access import Access, decide_access
 from gateway.auth import Authenticator, Principal, forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
-from gateway.differencing import guard_pools
 from gateway.fairshare import FairShare
 from gateway.federation import Federation
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import PermitVerifier, Presented
 from gateway.planner import Plan, cohort_cost, default_reference_date, plan_query
+from gateway.pool_guard import guard_pools
+from gateway.query_trail import QueryTrail, denied, released_values
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey, RateGuard
 from gateway.rounds import Gathered, gather
@@ -46,10 +46,10 @@ from gateway.settings import (
     PartialPools,
 )
 from gateway.vocabulary import ConceptClient
+from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
 from policies.policy_set import PolicySet
 from schema import telemetry as otel
-from schema.audit.log import AuditLog
 from schema.codes import AgeAt, Jurisdiction, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
@@ -267,7 +267,7 @@ def _access(services: Services, plan: Plan, presented: Presented, policies: Poli
     # The law of every jurisdiction involved, each on its own HDAB's permit, before anything
     # leaves the gateway.
     federation = services.federation
-    return decide(
+    return decide_access(
         plan,
         presented,
         policies,

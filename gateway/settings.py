@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
-from schema.errors import ConfigError
+from schema.errors import SettingsError
 from trust.store import check_redis_url
 
 ENV_PREFIX: Final = "TESSERA_GATEWAY_"
@@ -45,12 +45,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class SettingsError(ConfigError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
 class PartialPools(StrEnum):
-    """What becomes of a pooled number when some nodes failed (see `gateway.differencing`)."""
+    """What becomes of a pooled number when some nodes failed (see `gateway.pool_guard`)."""
 
     MARK = "mark"  # released with a PARTIAL reason
     SUPPRESS = "suppress"  # suppressed with a PARTIAL reason
@@ -123,7 +119,7 @@ class GatewaySettings:
     - ``TESSERA_GATEWAY_AUDIT_KEY`` (default: the gateway's signing key from the federation
       file): Ed25519 private key (PKCS8 PEM) that signs the audit chain's heads.
 
-    Tracing is configured by the standard ``OTEL_*`` variables (see ``schema.telemetry``).
+    Tracing is configured by the standard ``OTEL_*`` variables (see ``oversight.tracing``).
     - ``TESSERA_GATEWAY_INTROSPECTION`` (default ``false``): answer introspection queries
       (``__schema``, ``__type``). Off, schema names are not suggested in errors either.
     - ``TESSERA_GATEWAY_MAX_QUERY_COST`` (default ``20000``): the cost budget of one HTTP

@@ -22,7 +22,7 @@ from policies.domain import table_cells
 from policies.model import RulePath, dotted
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApplicantKind, ApprovalView, Principal
+from policies.principal import ApplicantKind, ApprovalView, ResearcherView
 from policies.purposes import (
     PUBLIC_BODY_ONLY_ARTICLE,
     PUBLIC_BODY_ONLY_BY_LAW,
@@ -42,7 +42,7 @@ ART_71: Final = "EHDS Art. 71"  # the right to opt out of secondary use
 class CheckInput:
     jurisdiction: Jurisdiction
     policy: EffectivePolicy
-    principal: Principal
+    principal: ResearcherView
     approval: ApprovalView
     plan: QueryPlan
     now: dt.datetime

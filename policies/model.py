@@ -282,7 +282,9 @@ class JurisdictionLayer(Rules):
         return self
 
 
-class NodeInfo(PolicyModel):
+class LayerNode(PolicyModel):
+    """Which node a node layer is for (its `[node]` table)."""
+
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     jurisdiction: Jurisdiction
     # The datasets this node answers from; the researcher's permit must name one of them.
@@ -294,7 +296,7 @@ class NodeLayer(Rules):
     """A hub's own layer, kept next to its connector: the node has the final veto."""
 
     name: NonEmptyText
-    node: NodeInfo
+    node: LayerNode
 
 
 Layer = BaselineLayer | JurisdictionLayer | NodeLayer

@@ -75,3 +75,13 @@ MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
 def asked(query: CohortQuery) -> tuple[MeasureKind, ...]:
     """The measures a question asks, each once, in the order first asked."""
     return tuple(dict.fromkeys(m.kind for m in query.measures))
+
+
+def pooled_measure(query: CohortQuery) -> MeasureKind | None:
+    """The measure a pooled round of this question pools: its one measure, if that pools
+    securely (only PERSON_COUNT does); None otherwise, and the question is not pooled (a round
+    carries one measure's shares)."""
+    measures = asked(query)
+    if len(measures) == 1 and MEASURES[measures[0]].secure:
+        return measures[0]
+    return None

@@ -46,7 +46,7 @@ def known_variables() -> set[str]:
     for source, pattern in (
         ("gateway/settings.py", r"TESSERA_GATEWAY_[A-Z0-9_]+"),
         ("connectors/settings.py", r"TESSERA_CONNECTOR_[A-Z0-9_]+"),
-        ("schema/telemetry.py", r"OTEL_[A-Z0-9_]+"),
+        ("oversight/tracing.py", r"OTEL_[A-Z0-9_]+"),
     ):
         found |= set(re.findall(pattern, (ROOT / source).read_text()))
     # Named through the prefix constant in the settings' parser tables.

@@ -22,7 +22,7 @@ from tessera.processes import free_port_block
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("schema", "policies", "trust", "gateway", "connectors", "tessera")
+PACKAGES = ("schema", "policies", "trust", "oversight", "gateway", "connectors", "synth", "tessera")
 
 
 def tracked_files() -> list[str]:

@@ -67,10 +67,10 @@ class DatabaseURL:
         return Path(self.url.removeprefix(f"{self.scheme}:///"))
 
     def __str__(self) -> str:
-        return masked(self.url)
+        return password_masked(self.url)
 
     def __repr__(self) -> str:
-        return f"DatabaseURL({masked(self.url)!r})"
+        return f"DatabaseURL({password_masked(self.url)!r})"
 
 
 def _open_duckdb(url: DatabaseURL, options: BackendOptions) -> Backend:
@@ -96,7 +96,7 @@ SCHEMES: Final[Mapping[str, Scheme]] = {
 BARE_PATH: Final = "duckdb"
 
 
-def masked(url: str) -> str:
+def password_masked(url: str) -> str:
     """`url` with its password, if any, replaced by `***`: what logs and errors may show."""
     try:
         parts = urlsplit(url)
@@ -121,11 +121,11 @@ def database_url(url: str) -> DatabaseURL:
     if scheme not in SCHEMES:
         supported = ", ".join(f"{name}://" for name in SCHEMES)
         raise ConfigError(
-            f"the database {masked(url)} has a scheme Tessera has no backend for: "
+            f"the database {password_masked(url)} has a scheme Tessera has no backend for: "
             f"expected {supported} or the path of a DuckDB file"
         )
     if SCHEMES[scheme].file and not rest.startswith("/"):
-        raise ConfigError(f"the database {masked(url)}: expected {scheme}:///PATH")
+        raise ConfigError(f"the database {password_masked(url)}: expected {scheme}:///PATH")
     return DatabaseURL(f"{scheme}://{rest}", scheme)
 
 
@@ -144,6 +144,6 @@ __all__ = [
     "PersonIndexes",
     "Scheme",
     "database_url",
-    "masked",
     "open_backend",
+    "password_masked",
 ]

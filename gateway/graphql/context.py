@@ -49,7 +49,7 @@ class GatewayContext:
             self._presented = self.services.permits.present(self.principal(), tokens)
         return self._presented
 
-    def admit_cohort(self) -> Admitted:
+    def admit_cohort(self) -> AdmittedField:
         """A place for one `cohort` field in the researcher's share of the questions in
         flight. The first field of the request reserves places for all of the request's
         fields at once (or raises TOO_MANY_IN_FLIGHT, and so does every other field); the
@@ -83,7 +83,7 @@ class GatewayContext:
             reservation.held += extra.held
             self._unclaimed = 1
         self._unclaimed -= 1
-        return Admitted(self._reservation)
+        return AdmittedField(self._reservation)
 
     def charge(self, cost: int) -> None:
         """Spend `cost` of this request's budget (QUERY_TOO_COMPLEX beyond it)."""
@@ -96,7 +96,7 @@ class GatewayContext:
 
 
 @dataclass(slots=True)
-class Admitted:
+class AdmittedField:
     """One field's place; freed once, when the field is answered or refused."""
 
     reservation: Reservation

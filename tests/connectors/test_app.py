@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import HDAB_ISSUER, approval_token, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -37,8 +36,9 @@ from connectors.backends.fake import FakeBackend
 from connectors.backends.schemas import SchemaLayout
 from connectors.compiler import DUCKDB, POSTGRES
 from connectors.noise import ShiftedNoise
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from schema.codes import Dimension, Jurisdiction, Vocabulary
+from schema.errors import SettingsError
 from schema.query import Criteria, EventCriterion
 from schema.wire import (
     HEALTH_PATH,
@@ -49,6 +49,7 @@ from schema.wire import (
     NodeIdentity,
     body_hash,
 )
+from tests.connectors.connector_kit import HDAB_ISSUER, approval_token, request_body
 from trust.keys import thumbprint
 
 Sign = Callable[..., str]

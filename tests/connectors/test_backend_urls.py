@@ -12,8 +12,8 @@ from connectors.backends import (
     BackendOptions,
     DatabaseURL,
     database_url,
-    masked,
     open_backend,
+    password_masked,
 )
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
@@ -81,8 +81,8 @@ def test_a_duckdb_url_needs_its_three_slashes() -> None:
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
-    assert masked(url) == shown
-    assert "s3cret" not in masked(url)
+    assert password_masked(url) == shown
+    assert "s3cret" not in password_masked(url)
 
 
 def test_a_checked_url_prints_masked_and_keeps_the_password_for_the_driver() -> None:

@@ -8,14 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import (
-    HDAB_ISSUER,
-    approval_token,
-    approval_verifier,
-    policy,
-    request_body,
-    write_hdab_public_pem,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -34,15 +26,23 @@ from connectors.backends.fake import FakeBackend
 from connectors.errors import WrongNode
 from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStoreError, MemoryAuditStore
 from schema.approval import ApplicantId
 from schema.audit.entry import Decision, PermitRecord, released_hash
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStoreError, MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
-from schema.errors import ErrorCode
+from schema.errors import ErrorCode, SettingsError
 from schema.query import Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
+from tests.connectors.connector_kit import (
+    HDAB_ISSUER,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+    write_hdab_public_pem,
+)
 from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]

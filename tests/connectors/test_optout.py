@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from connector_kit import REFERENCE_DATE
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import DUCKDB, ConceptResolver, compile_query
 from connectors.prepare import prepare_database
 from schema.codes import Dimension, MeasureKind
 from schema.query import CohortQuery, Criteria
+from tests.connectors.connector_kit import REFERENCE_DATE
 
 TABLES = [
     (),

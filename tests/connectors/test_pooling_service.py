@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, request_body
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
@@ -27,14 +26,15 @@ from connectors.errors import BadRequest, PoolRefused
 from connectors.masking import masked, pair_secret
 from connectors.noise import ShiftedNoise
 from connectors.pool_peers import PoolKeys, encode_public
+from tests.connectors.connector_kit import SHIPPED, request_body
 from trust.request_token import RequestVerifier
 
 __all__ = ["verifier"]  # the fixture, shared with test_service
+from oversight.audit.store import MemoryAuditStore
 from policies.domain import table_domain
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
 from schema.audit.entry import Decision
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import ErrorCode
 from schema.measures import MEASURES

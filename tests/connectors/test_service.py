@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.answers import MemoryAnswers, Shelf, StoredTable
@@ -32,16 +31,23 @@ from connectors.errors import (
 from connectors.ledger import Account, Admitted, MemoryLedger, PersonIndexes, units
 from connectors.noise import NoiseSource, ShiftedNoise
 from connectors.service import QueryService
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
 from policies.disclosure import BELOW_MINIMUM, NOISE
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
 from schema.measures import MEASURES
 from schema.query import Criteria, EventCriterion
 from schema.wire import NodeRequest, NodeResponse
+from tests.connectors.connector_kit import (
+    SHIPPED,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+)
 from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]

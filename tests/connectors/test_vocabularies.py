@@ -15,10 +15,10 @@ import pytest
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import ConceptResolver, ConceptSet, compile_query
-from connectors.synth import generate
-from connectors.synth import vocabulary as v
 from schema.codes import Jurisdiction, MeasureKind, Vocabulary, normalise_code
 from schema.query import CohortQuery, Criteria, DateWindow, EventCriterion
+from synth import generate
+from synth import vocabulary as v
 
 PERSONS = 4_000
 REFERENCE_DATE = dt.date(2026, 1, 1)

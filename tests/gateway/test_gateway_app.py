@@ -14,13 +14,20 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from gateway_kit import DEFAULT_COUNTS, REQUEST_ID, Keys, counts_handler, error_code, mint
 
 from gateway.federation import NodeInfo
 from gateway.lifecycle import LIFECYCLE
 from gateway.nodes import MockNodeClient
 from schema.codes import Jurisdiction
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import (
+    DEFAULT_COUNTS,
+    REQUEST_ID,
+    Keys,
+    counts_handler,
+    error_code,
+    mint,
+)
 
 DIABETIC_WOMEN = """
 query Diabetic($j: [Jurisdiction!]) {

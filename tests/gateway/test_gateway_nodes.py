@@ -16,20 +16,6 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import (
-    APPROVAL,
-    COUNT,
-    DEFAULT_COUNTS,
-    GATEWAY_ID,
-    MEMBERS,
-    REQUEST_ID,
-    SEX,
-    SUBJECT,
-    Keys,
-    mint,
-    node_response,
-    write_federation,
-)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -52,6 +38,20 @@ from schema.wire import (
     NodeError,
     NodeRequest,
     NodeResponse,
+)
+from tests.gateway.gateway_kit import (
+    APPROVAL,
+    COUNT,
+    DEFAULT_COUNTS,
+    GATEWAY_ID,
+    MEMBERS,
+    REQUEST_ID,
+    SEX,
+    SUBJECT,
+    Keys,
+    mint,
+    node_response,
+    write_federation,
 )
 from trust.request_token import RequestSigner
 

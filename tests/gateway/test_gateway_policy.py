@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import MEMBERS, REQUEST_ID, Keys, Post, mint
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
@@ -20,6 +19,7 @@ from policies.loader import DEFAULT_DIRECTORY
 from policies.purposes import ProhibitedUse, Purpose
 from schema.approval import Approval
 from schema.codes import Jurisdiction
+from tests.gateway.gateway_kit import MEMBERS, REQUEST_ID, Keys, Post, mint
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 PUBLIC_BODY_ONLY = {Purpose.PUBLIC_HEALTH, Purpose.POLICY_MAKING, Purpose.OFFICIAL_STATISTICS}

@@ -11,7 +11,22 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+from opentelemetry.sdk.trace import TracerProvider
+
+from gateway.auth import Authenticator, Principal
+from gateway.federation import NodeInfo, load_federation
+from gateway.nodes import MockNodeClient
+from gateway.permits import PermitVerifier, Presented
+from gateway.planner import cohort_cost
+from gateway.ratelimit import LimitPolicy, Limits, MemoryRateLimiter, RateGuard
+from gateway.service import CohortQuestion, Services, answer_cohort
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
+from policies.live import LivePolicy
+from schema.codes import Jurisdiction, NodeStatus, ValueStatus, Vocabulary
+from schema.errors import ErrorCode, TesseraError
+from schema.wire import NodeRequest
+from tests.gateway.gateway_kit import (
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
@@ -25,21 +40,6 @@ from gateway_kit import (
     permit,
     write_hdab_federation,
 )
-from opentelemetry.sdk.trace import TracerProvider
-
-from gateway.auth import Authenticator, Principal
-from gateway.federation import NodeInfo, load_federation
-from gateway.nodes import MockNodeClient
-from gateway.permits import PermitVerifier, Presented
-from gateway.planner import cohort_cost
-from gateway.ratelimit import LimitPolicy, Limits, MemoryRateLimiter, RateGuard
-from gateway.service import CohortQuestion, Services, answer_cohort
-from policies.live import LivePolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import MemoryAuditStore
-from schema.codes import Jurisdiction, NodeStatus, ValueStatus, Vocabulary
-from schema.errors import ErrorCode, TesseraError
-from schema.wire import NodeRequest
 from trust.tokens import TokenVerifier
 
 FR, DK, NO = MEMBERS

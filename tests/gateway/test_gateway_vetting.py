@@ -7,7 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gateway_kit import (
+
+from gateway.federation import NodeInfo
+from gateway.nodes import MockNodeClient, NodeOutcome, check_response
+from gateway.vetting import AnswerToVet, VettingNodeClient, cells_within_total, vet
+from policies.domain import table_domain
+from policies.loader import shipped_disclosure_profile as profile_for
+from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.measures import MEASURES
+from schema.pooling import PoolingRequest, encode_nonce
+from schema.query import Breakdown
+from schema.result import Value
+from schema.wire import NodeRequest, NodeResponse, valid_key_value
+from tests.gateway.gateway_kit import (
     AGE10,
     APPROVAL,
     COUNT,
@@ -17,18 +29,6 @@ from gateway_kit import (
     make_plan,
     node_response,
 )
-
-from gateway.federation import NodeInfo
-from gateway.nodes import MockNodeClient, NodeOutcome, check_response
-from gateway.vetting import Answer, VettingNodeClient, cells_within_total, vet
-from policies.domain import table_domain
-from policies.loader import shipped_disclosure_profile as profile_for
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
-from schema.measures import MEASURES
-from schema.pooling import PoolingRequest, encode_nonce
-from schema.query import Breakdown
-from schema.result import Value
-from schema.wire import NodeRequest, NodeResponse, valid_key_value
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)
@@ -151,7 +151,7 @@ def test_exact_cells_adding_up_to_more_than_the_total_are_impossible() -> None:
     exact = {("FEMALE",): Value.exact(80), ("MALE",): Value.exact(70), ("UNKNOWN",): LOW}
     outcome, request = answer(FR, {(): Value.exact(100), SEX: exact}, SEX)
     problem = cells_within_total(
-        Answer(outcome.measures[COUNT], profile_for(FR), request, MEASURES[COUNT])
+        AnswerToVet(outcome.measures[COUNT], profile_for(FR), request, MEASURES[COUNT])
     )
     assert problem is not None
     assert "add up to more than the total" in problem

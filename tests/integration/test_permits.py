@@ -29,7 +29,7 @@ from tessera.credentials import Credentials
 from tessera.local import LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import DEMO_APPLICATION
-from tests.integration.conftest import http_post, post, start_federation
+from tests.integration.federation_kit import http_post, post, start_federation
 from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from connectors.transfer import copy_to_postgres
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.conftest import PERSONS, post
+from tests.integration.federation_kit import PERSONS, post
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.conftest import http_post
+from tests.integration.federation_kit import http_post
 from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_kit import NOW, RESEARCHER, VALUES, approval, node_layer, plan, rules, sourced
 
 from policies.compose import (
     LAWS,
@@ -25,6 +24,16 @@ from policies.policy_set import EffectivePolicy, IncompletePolicy, PolicySet
 from policies.principal import ApplicantKind
 from schema.codes import Dimension, Jurisdiction
 from schema.dimensions import age_band_width
+from tests.policies.policy_kit import (
+    NOW,
+    RESEARCHER,
+    VALUES,
+    approval,
+    node_layer,
+    plan,
+    rules,
+    sourced,
+)
 
 layers = st.lists(rules(), min_size=1, max_size=5)
 PROPERTY = settings(max_examples=200, deadline=None)

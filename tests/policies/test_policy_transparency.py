@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from policy_kit import copy_shipped
-
 from policies.loader import DEFAULT_DIRECTORY, PolicyErrorCode
 from policies.model import Budget, Dominance, Noise
 from policies.policy_set import PolicySet
@@ -19,6 +17,7 @@ from policies.transparency import (
     render_value,
 )
 from schema.codes import Dimension, Jurisdiction
+from tests.policies.policy_kit import copy_shipped
 
 
 def test_every_jurisdiction_is_published_with_its_sources(shipped: PolicySet) -> None:

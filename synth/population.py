@@ -7,7 +7,7 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth.arrays import (
+from synth.arrays import (
     DAYS_PER_YEAR,
     Days,
     Floats,
@@ -19,7 +19,7 @@ from connectors.synth.arrays import (
     uniform_days,
     years,
 )
-from connectors.synth.countries import AGE_BAND_YEARS, CountryParams
+from synth.countries import AGE_BAND_YEARS, CountryParams
 
 # Records start with the national EHR extract (2010) or when a person later joins it (moving
 # in, changing provider); nobody joins after 2020, so every person can have COVID-19 records.

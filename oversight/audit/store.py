@@ -1,5 +1,5 @@
-"""Where audit entries are kept: the `AuditStore` protocol, an in-memory fake, and
-`open_store(url)` for the real ones (SQLite by default, PostgreSQL for `postgresql://...`).
+"""Where audit entries are kept: the `AuditStore` protocol, an in-memory fake, and the tables
+every store keeps (`oversight.audit.stores` opens the real ones by URL).
 
 A store seals entries itself, inside the transaction that appends them: it reads the chain's
 head and writes the entries after it at once. Two writers of one chain can therefore never
@@ -135,22 +135,6 @@ class MemoryAuditStore:
 
     async def close(self) -> None:
         self.closed = True
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def open_store(url: str) -> AuditStore:
-    """A store for `url`: `postgresql://...` or a path of an SQLite file (created when
-    missing). Nothing is opened until the first use."""
-    if is_postgres_url(url):
-        from schema.audit.postgres import PostgresAuditStore
-
-        return PostgresAuditStore(url)
-    from schema.audit.sqlite import SqliteAuditStore
-
-    return SqliteAuditStore(url.removeprefix("sqlite:///"))
 
 
 def tables_ddl(seq_type: str) -> str:

@@ -25,10 +25,10 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from connectors.approval import VerifiedApproval
+from oversight.audit.log import AuditLog
 from schema import telemetry as otel
 from schema.approval import APPROVAL_CLAIM
 from schema.audit.entry import AuditRecord, Decision, PermitRecord, released_hash, utc_now
-from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest, NodeResponse

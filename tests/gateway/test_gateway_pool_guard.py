@@ -8,28 +8,29 @@ import dataclasses
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import (
-    POLICIES,
-    SEX,
-    Keys,
-    counts_handler,
-    make_plan,
-    mint,
-    write_federation,
-)
 
 from gateway.app import create_app
 from gateway.combine import Combined, combine
-from gateway.differencing import ISOLATES_NODE, guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
 from gateway.planner import Plan
+from gateway.pool_guard import ISOLATES_NODE, guard_pools
 from gateway.settings import GatewaySettings, PartialPools
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.query import Breakdown
 from schema.result import Cell, Reason, Value
 from schema.wire import NodeRequest, NodeResponse
-from tests.gateway.test_gateway_combine import answered, cells
+from tests.gateway.gateway_kit import (
+    POLICIES,
+    SEX,
+    Keys,
+    answered,
+    cells,
+    counts_handler,
+    make_plan,
+    mint,
+    write_federation,
+)
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 SEX_BY_COUNTRY: Breakdown = (Dimension.SEX, Dimension.JURISDICTION)

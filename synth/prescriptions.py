@@ -7,8 +7,8 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import (
+from synth import vocabulary as v
+from synth.arrays import (
     MISSING,
     Days,
     Index,
@@ -18,10 +18,10 @@ from connectors.synth.arrays import (
     repeat_rows,
     uniform_days,
 )
-from connectors.synth.countries import CountryParams
-from connectors.synth.histories import History
-from connectors.synth.population import People
-from connectors.synth.rows import Rows, full
+from synth.countries import CountryParams
+from synth.histories import History
+from synth.population import People
+from synth.rows import Rows, full
 
 _ATC_KEYS: Final = np.array(sorted(v.INGREDIENT_ATC), dtype=np.int64)
 _ATC_VALUES: Final = np.array(

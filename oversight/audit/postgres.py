@@ -14,6 +14,14 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
+from oversight.audit.store import (
+    ENTRIES_TABLE,
+    HEADS_TABLE,
+    MAX_PAGE,
+    AuditQuery,
+    AuditStoreError,
+    tables_ddl,
+)
 from schema.audit.chain import SignedHead
 from schema.audit.entry import (
     GENESIS,
@@ -23,14 +31,6 @@ from schema.audit.entry import (
     AuditRecord,
     StoredEntry,
     seal,
-)
-from schema.audit.store import (
-    ENTRIES_TABLE,
-    HEADS_TABLE,
-    MAX_PAGE,
-    AuditQuery,
-    AuditStoreError,
-    tables_ddl,
 )
 
 log = logging.getLogger(__name__)

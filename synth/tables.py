@@ -7,15 +7,15 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import MISSING, chance
-from connectors.synth.countries import CountryParams
-from connectors.synth.encounters import Encounters, record_conditions
-from connectors.synth.histories import History
-from connectors.synth.measurements import Measurements, measure
-from connectors.synth.population import People
-from connectors.synth.prescriptions import Prescriptions, prescribe
-from connectors.synth.rows import Table, full, number_rows, sort_rows
+from synth import vocabulary as v
+from synth.arrays import MISSING, chance
+from synth.countries import CountryParams
+from synth.encounters import Encounters, record_conditions
+from synth.histories import History
+from synth.measurements import Measurements, measure
+from synth.population import People
+from synth.prescriptions import Prescriptions, prescribe
+from synth.rows import Table, full, number_rows, sort_rows
 
 # Source value columns filled from `concept.concept_code` by the writer, from the id column.
 SOURCE_VALUES: Final[dict[str, dict[str, str]]] = {

@@ -22,7 +22,8 @@ from gateway.combine import Combined
 from gateway.nodes import NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
-from policies.reasons import Decision as AccessDecision
+from oversight.audit.log import AuditLog
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
 from schema.audit.entry import (
@@ -33,7 +34,6 @@ from schema.audit.entry import (
     released_hash,
     utc_now,
 )
-from schema.audit.log import AuditLog
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason, Value

@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from connectors.omop import CDM_DDL
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import MISSING, Column
+from synth import vocabulary as v
+from synth.arrays import MISSING, Column
 
 # What a column to insert may hold besides numbers: strings, such as persons' source values.
 Writable = Column | NDArray[np.str_]

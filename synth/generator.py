@@ -28,10 +28,11 @@ from numpy.typing import NDArray
 
 from connectors.omop import OPTOUT_TABLE, RECORD_KEY_TABLE
 from connectors.prepare import PrepareReport, prepare_database
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import day
-from connectors.synth.countries import params_for
-from connectors.synth.database import (
+from schema.codes import Jurisdiction
+from synth import vocabulary as v
+from synth.arrays import day
+from synth.countries import params_for
+from synth.database import (
     IdMap,
     TableWriter,
     Writable,
@@ -39,11 +40,10 @@ from connectors.synth.database import (
     load_vocabulary,
     write_cdm_source,
 )
-from connectors.synth.histories import draw_history
-from connectors.synth.population import draw_people
-from connectors.synth.progress import ProgressBar
-from connectors.synth.tables import SOURCE_VALUES, NextIds, build_tables
-from schema.codes import Jurisdiction
+from synth.histories import draw_history
+from synth.population import draw_people
+from synth.progress import ProgressBar
+from synth.tables import SOURCE_VALUES, NextIds, build_tables
 
 # Part of the output's definition: changing it changes every database generated from a seed.
 CHUNK_PERSONS: Final = 250_000

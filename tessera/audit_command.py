@@ -84,7 +84,7 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _checks(args: argparse.Namespace, command: str) -> tuple[Any, Any] | None:
     """The keys and the heads kept elsewhere, or None having said why they cannot be read."""
-    from schema.audit.log import MAX_UNSIGNED
+    from oversight.audit.log import MAX_UNSIGNED
     from tessera.auditing import load_heads, load_keys
 
     if args.max_unsigned is None:
@@ -119,7 +119,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tessera.auditing import Broken, register_rows, render, run, verify
+    from tessera.auditing import Broken, register_rows, render_register, run, verify
 
     checks = _checks(args, "export")
     if checks is None:
@@ -143,7 +143,7 @@ def _export(args: argparse.Namespace) -> int:
         return 1
     if found is None:
         return 2
-    text = render([row for chain_rows in found for row in chain_rows], args.format)
+    text = render_register([row for chain_rows in found for row in chain_rows], args.format)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     else:

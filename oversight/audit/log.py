@@ -21,9 +21,9 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from oversight.audit.store import AuditStore, AuditStoreError
 from schema.audit.chain import SignedHead, head_log_line, sign_head
 from schema.audit.entry import AuditEntry, AuditRecord, utc_now
-from schema.audit.store import AuditStore, AuditStoreError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from connectors.synth.arrays import Column, Index, Ints
+from synth.arrays import Column, Index, Ints
 
 Table = dict[str, Column]
 

@@ -1,4 +1,5 @@
-"""Release rules for pooled numbers next to per-node numbers, run on the combined answer last.
+"""The pool guard: release rules for pooled numbers next to per-node numbers, run on the
+combined answer last.
 
 A pooled number (the total, or a cell of a table without JURISDICTION) is the sum of the parts
 of the nodes that answered. Shown next to those parts (each node's count, or the cells of the

@@ -20,6 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
+from oversight.audit.store import (
+    ENTRIES_TABLE,
+    HEADS_TABLE,
+    MAX_PAGE,
+    AuditQuery,
+    AuditStoreError,
+    tables_ddl,
+)
 from schema.audit.chain import SignedHead
 from schema.audit.entry import (
     GENESIS,
@@ -29,14 +37,6 @@ from schema.audit.entry import (
     AuditRecord,
     StoredEntry,
     seal,
-)
-from schema.audit.store import (
-    ENTRIES_TABLE,
-    HEADS_TABLE,
-    MAX_PAGE,
-    AuditQuery,
-    AuditStoreError,
-    tables_ddl,
 )
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import (
+from synth import vocabulary as v
+from synth.arrays import (
     Days,
     Floats,
     Index,
@@ -18,9 +18,9 @@ from connectors.synth.arrays import (
     uniform_days,
     years,
 )
-from connectors.synth.histories import History
-from connectors.synth.population import People
-from connectors.synth.rows import Rows
+from synth.histories import History
+from synth.population import People
+from synth.rows import Rows
 
 NAN: Final = float("nan")
 

@@ -15,7 +15,7 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth.arrays import (
+from synth.arrays import (
     MISSING,
     Days,
     Floats,
@@ -28,8 +28,8 @@ from connectors.synth.arrays import (
     uniform_days,
     years,
 )
-from connectors.synth.countries import CountryParams
-from connectors.synth.population import People
+from synth.countries import CountryParams
+from synth.population import People
 
 # Age (years) -> risk. Chronic conditions: probability of having a record at some point.
 T2D_BY_AGE: Final = [(18, 0.0015), (30, 0.006), (40, 0.018), (50, 0.045), (60, 0.09),

@@ -12,8 +12,8 @@ from typing import Final
 
 import numpy as np
 
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import (
+from synth import vocabulary as v
+from synth.arrays import (
     MISSING,
     Days,
     Index,
@@ -25,9 +25,9 @@ from connectors.synth.arrays import (
     repeat_rows,
     uniform_days,
 )
-from connectors.synth.histories import Diagnosis, Events, History
-from connectors.synth.population import People
-from connectors.synth.rows import Rows, full
+from synth.histories import Diagnosis, Events, History
+from synth.population import People
+from synth.rows import Rows, full
 
 Codes = tuple[tuple[str, float], ...]
 

@@ -15,13 +15,13 @@ from connectors.omop import (
     RECORD_KEY_TABLE,
 )
 from connectors.prepare import RECORD_KEY_BOUND, prepare_database
-from connectors.synth import SynthReport, generate
-from connectors.synth import generator as generator_module
-from connectors.synth import vocabulary as v
-from connectors.synth.arrays import MISSING
-from connectors.synth.database import TableWriter, create_cdm
-from connectors.synth.generator import pseudonyms
 from schema.codes import Jurisdiction
+from synth import SynthReport, generate
+from synth import generator as generator_module
+from synth import vocabulary as v
+from synth.arrays import MISSING
+from synth.database import TableWriter, create_cdm
+from synth.generator import pseudonyms
 
 PERSONS = 20_000
 CONTENT_TABLES = (
