@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from oversight.audit.log import AuditLog
+from oversight.audit.stores import open_store
 from schema.audit.entry import AuditRecord, Decision, utc_now
-from schema.audit.log import AuditLog
-from schema.audit.store import open_store
 from schema.codes import Jurisdiction
 
 

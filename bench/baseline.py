@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from schema.codes import MeasureKind
 from schema.wire import APPROVAL_HEADER, CONTENT_TYPE, PROTOCOL, QUERY_PATH
 
 FANOUT_PATH: Final = "/fanout"
@@ -84,7 +85,9 @@ def create_app(nodes: Sequence[tuple[str, str]]) -> web.Application:
             body = node_request(query_id, jurisdiction, NODE_QUERY)
             async with session.post(url + QUERY_PATH, data=body, headers=headers) as response:
                 answer = orjson.loads(await response.read())
-            total: int = answer["tables"][0]["cells"][0]["count"]["value"]
+            total: int = answer["tables"][0]["cells"][0]["values"][MeasureKind.PERSON_COUNT.value][
+                "value"
+            ]
             return total
 
         async with asyncio.timeout(DEADLINE_S):

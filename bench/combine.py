@@ -5,7 +5,7 @@ What the gateway does with its nodes' answers once they are in, for a five-table
 diagnosed in 2015-2025: 370 cells per node, over their full public domains) and a sixth table
 by JURISDICTION × SEX (so that `guard_pools` has parts to guard): each node's answer vetted
 (`gateway.vetting.vet`), the answers combined (`gateway.combine.combine`) and the pooled
-numbers guarded (`gateway.differencing.guard_pools`), as `gateway.graphql.resolvers` does.
+numbers guarded (`gateway.pool_guard.guard_pools`), as `gateway.service` does.
 
 The answers are what connectors release: counts of a synthetic cohort per country through the
 connector's own release path (full domains, OpenDP's noise, the country's published
@@ -30,15 +30,15 @@ from connectors.canonical import question_digest
 from connectors.noise import DiscreteGaussian
 from connectors.release import draw, full_table, released_table
 from gateway.combine import combine
-from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, interpret
+from gateway.pool_guard import guard_pools
 from gateway.vetting import vet
 from policies.disclosure import CellContext
 from policies.domain import table_domain
 from policies.loader import load_policy_set
 from policies.policy_set import PolicySet
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.query import Breakdown, CohortQuery
 from schema.wire import NodeRequest, NodeResponse
 from tessera.tokens import demo_approval
@@ -81,7 +81,12 @@ class Answers:
 
     @property
     def cells(self) -> int:
-        return sum(len(cells) for o in self.outcomes for cells in o.tables.values())
+        return sum(
+            len(cells)
+            for o in self.outcomes
+            for tables in o.measures.values()
+            for cells in tables.values()
+        )
 
 
 def _counts(rng: random.Random, by: Breakdown, persons: int) -> dict[tuple[str, ...], int]:
@@ -122,7 +127,12 @@ def answers(nodes: int, policies: PolicySet, *, seed: int = 7) -> Answers:
             jurisdiction=jurisdiction,
             status=NodeStatus.OK,
             tables=[
-                released_table(by, stored[question_digest(QUERY, by)], profile.sigma, context)
+                released_table(
+                    by,
+                    {MeasureKind.PERSON_COUNT: stored[question_digest(QUERY, by)]},
+                    profile.sigma,
+                    context,
+                )
                 for by in NODE_TABLES
             ],
             elapsed_ms=50.0,

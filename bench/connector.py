@@ -24,15 +24,22 @@ from typing import Any, Final
 import duckdb
 
 from bench.report import Figure, Report, goal_at_most, table
-from connectors.compiler import CompiledQuery, ConceptResolver, Row, Statement, compile_query
+from connectors.compiler import (
+    DUCKDB,
+    CompiledQuery,
+    ConceptResolver,
+    Row,
+    Statement,
+    compile_query,
+)
 from gateway.federation import load_federation
 from gateway.nodes import HttpNodeClient, create_session
-from gateway.signing import RequestSigner
 from schema.codes import Dimension, Jurisdiction, NodeStatus
 from schema.query import CohortQuery
 from schema.wire import NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
+from trust.request_token import RequestSigner
 
 JURISDICTION: Final = Jurisdiction.FR
 RATIO_GOAL: Final = 1.25
@@ -87,14 +94,14 @@ class RawDuckDB:
 
     def __init__(self, path: Path) -> None:
         self.con = duckdb.connect(str(path), read_only=True)
-        self.resolver = ConceptResolver(self._execute, dialect="duckdb")
+        self.resolver = ConceptResolver(self._execute, dialect=DUCKDB)
 
     async def _execute(self, statement: Statement) -> list[Row]:
         rows: list[Row] = self.con.execute(statement.sql, list(statement.params)).fetchall()
         return rows
 
     async def bound(self, query: CohortQuery) -> CompiledQuery:
-        return await self.resolver.bind(compile_query(query, dialect="duckdb"))
+        return await self.resolver.bind(compile_query(query, dialect=DUCKDB))
 
     def run(self, statement: CompiledQuery) -> float:
         started = time.perf_counter()

@@ -37,7 +37,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from policies.domain import table_domain
-from schema.codes import Jurisdiction
+from schema.codes import Jurisdiction, MeasureKind
 from schema.errors import ErrorCode
 from schema.query import CohortQuery
 from schema.wire import (
@@ -80,10 +80,12 @@ def tables(jurisdiction: str, query: CohortQuery) -> list[dict[str, Any]]:
             "cells": [
                 {
                     "key": list(key),
-                    "count": {
-                        "value": count(jurisdiction, key),
-                        "status": "PERTURBED",
-                        "sd": NOISE_SD,
+                    "values": {
+                        MeasureKind.PERSON_COUNT.value: {
+                            "value": count(jurisdiction, key),
+                            "status": "PERTURBED",
+                            "sd": NOISE_SD,
+                        }
                     },
                 }
                 for key in table_domain(by, query)

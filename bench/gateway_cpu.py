@@ -43,12 +43,12 @@ from gateway.app import create_app
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, encode_request, interpret
 from gateway.settings import GatewaySettings
-from gateway.signing import RequestSigner
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
 from serving.run import freeze_heap
 from tessera.local import LocalFederation
 from tessera.processes import free_port
+from trust.request_token import RequestSigner
 
 BLOCKS: Final = 10
 QUERIES: Final = {
@@ -135,7 +135,7 @@ async def measure(
         payload = {"query": query}
         headers = credentials.headers()
         async with TestClient(TestServer(app)) as client:
-            freeze_heap()  # as `serving.run.serve` does once the app is built
+            freeze_heap()  # as `serving.run.serve_app` does once the app is built
 
             async def ask() -> None:
                 response = await client.post("/graphql", json=payload, headers=headers)

@@ -42,7 +42,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schema.audit.store import ENTRIES_TABLE  # noqa: E402
+from oversight.audit.store import ENTRIES_TABLE  # noqa: E402
 from schema.codes import Jurisdiction  # noqa: E402
 from tessera.credentials import Credentials  # noqa: E402
 from tessera.local import LocalFederation, policies_with_rate_limits  # noqa: E402

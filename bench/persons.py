@@ -35,8 +35,8 @@ from connectors.persons import (
     stable_identifiers,
 )
 from connectors.prepare import prepare_database
-from connectors.synth import generate
 from schema.codes import Jurisdiction
+from synth import generate
 
 T = TypeVar("T")
 _TESSERA_TABLES = (

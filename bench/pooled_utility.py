@@ -40,22 +40,22 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from connectors.answers import StoredTable
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.canonical import canonical_breakdown
-from connectors.compiler import ConceptResolver, compile_query
+from connectors.compiler import DUCKDB, ConceptResolver, compile_query
 from connectors.masking import pair_secret
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pooling import PooledPart
 from connectors.release import counts_by_table, full_table, released_table
-from connectors.synth import generate
 from gateway.combine import pool, secure_cell
 from gateway.pooling import Pooling, SecurePool
 from policies.disclosure import GATEWAY_RULES, CellContext, protect
 from policies.domain import table_domain
 from policies.loader import load_policy_set
 from policies.profiles import DisclosureProfile, strictest
-from schema.codes import Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction, MeasureKind
 from schema.pooling import PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
 from schema.result import Value
+from synth import generate
 
 COUNTRIES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 SEX, AGE5, AGE10, AGE20, YEAR = (
@@ -80,6 +80,8 @@ TABLES: dict[str, tuple[Criteria, Breakdown]] = {
 }
 REFERENCE_DATE = dt.date(2026, 1, 1)
 Table = dict[tuple[str, ...], int]
+
+COUNT = MeasureKind.PERSON_COUNT
 
 
 def databases(directory: Path, persons: int) -> dict[Jurisdiction, Path]:
@@ -112,12 +114,13 @@ async def true_tables(paths: Mapping[Jurisdiction, Path]) -> dict[str, dict[Juri
     found: dict[str, dict[Jurisdiction, Table]] = {name: {} for name in TABLES}
     for j, path in paths.items():
         backend = DuckDBBackend(path)
-        resolver = ConceptResolver(backend.execute, dialect="duckdb")
+        resolver = ConceptResolver(backend.execute, dialect=DUCKDB)
         try:
             for name, (criteria, by) in TABLES.items():
                 query = question(criteria, by)
                 compiled = await resolver.bind(compile_query(query))
-                counts = counts_by_table(compiled.tabulate(await backend.execute(compiled)))
+                tabulated = compiled.tabulate(await backend.execute(compiled))
+                counts = counts_by_table(tabulated, COUNT)
                 found[name][j] = full_table(by, counts[by], query)
         finally:
             await backend.close()
@@ -235,7 +238,7 @@ def _release_secure(
     pooling = Pooling(
         tables=(by,),
         domains={by: tuple(sums)},
-        pool=SecurePool(contributors=COUNTRIES, sigma=sigma, cells={by: sums}),
+        pool=SecurePool(contributors=COUNTRIES, sigma=sigma, cells={by: sums}, measure=COUNT),
     )
     return [secure_cell(by, key, {}, pooling, context) for key in sums]
 
@@ -254,8 +257,8 @@ def _release_before(
         keys = list(truth)
         noisy = noise.draw([truth[k] for k in keys], profile.sigma)
         stored = StoredTable(dict(zip(keys, noisy, strict=True)))
-        table = released_table(by, stored, profile.sigma, CellContext(profile, j))
-        parts[j] = {tuple(c.key): c.count for c in table.cells}
+        table = released_table(by, {COUNT: stored}, profile.sigma, CellContext(profile, j))
+        parts[j] = {tuple(c.key): c.values[COUNT] for c in table.cells}
     return {
         k: protect(pool([(j, parts[j][k]) for j in COUNTRIES]), context, GATEWAY_RULES)
         for k in parts[COUNTRIES[0]]

@@ -38,7 +38,7 @@ from policies.disclosure import GATEWAY_RULES, CellContext, protect, release
 from policies.domain import table_domain
 from policies.loader import load_policy_set
 from policies.profiles import strictest
-from schema.codes import Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction, MeasureKind
 from schema.pooling import PooledAnswer, PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown, CohortQuery, Criteria, EventCriterion
 
@@ -148,7 +148,12 @@ def in_process(rounds: int) -> dict[str, float]:
             pooling = Pooling(
                 tables=(by,),
                 domains={by: tuple(keys)},
-                pool=SecurePool(contributors=NODES, sigma=5.0, cells={by: cells}),
+                pool=SecurePool(
+                    contributors=NODES,
+                    sigma=5.0,
+                    cells={by: cells},
+                    measure=MeasureKind.PERSON_COUNT,
+                ),
             )
             for key in keys:
                 secure_cell(by, key, {}, pooling, context)
@@ -180,7 +185,7 @@ def in_process(rounds: int) -> dict[str, float]:
 def end_to_end(persons: int, questions: int) -> dict[str, list[float]]:
     from tessera.local import LocalFederation, policies_with_rate_limits
     from tessera.processes import Service, free_port
-    from tests.integration.conftest import post
+    from tests.integration.federation_kit import post
 
     directory = Path(tempfile.mkdtemp(prefix="tessera-pooling-cost-"))
     fed = LocalFederation(

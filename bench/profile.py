@@ -59,7 +59,7 @@ CATEGORIES: Final = (
     ("encode node requests", ("encode_request (gateway/nodes.py", "node_request (gateway")),
     ("combine + gateway disclosure control", ("combine (gateway/combine.py",)),
     ("authenticate the researcher", ("Authenticator.authenticate",)),
-    ("legal policy decision", ("decide (gateway/access.py",)),
+    ("legal policy decision", ("decide_access (gateway/access.py",)),
     ("plan (query model)", ("plan_query (gateway/planner.py",)),
     ("build GraphQL result objects", ("CohortResult.of",)),
     ("tracing", ("opentelemetry/",)),

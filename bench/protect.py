@@ -46,14 +46,14 @@ from connectors.app import AUDIT_STORE, SERVICE, create_app
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings
 from gateway.federation import load_federation
-from gateway.signing import RequestSigner
-from schema.audit.store import AuditStore
+from oversight.audit.store import AuditStore
 from schema.codes import Dimension, NodeStatus, NoiseLevel
 from schema.query import CohortQuery
 from schema.wire import NodeRequest, NodeResponse
 from tessera.keys import jwks_path, private_key_path
 from tessera.local import GATEWAY_KEYS, LocalFederation, hdab_keys
 from tessera.tokens import hdab_issuer
+from trust.request_token import RequestSigner
 
 GOAL: Final = 0.10
 PROTECTION: Final = ("ledger", "protect")

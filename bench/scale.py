@@ -37,8 +37,8 @@ from bench.load import (
 )
 from bench.queries import COHORT
 from bench.report import Figure, Report, goal_at_most, ratio
-from connectors.synth import generate
 from schema.codes import Jurisdiction
+from synth import generate
 
 IN_FLIGHT: Final = 1000
 MEMORY_GOAL_MB: Final = 300.0

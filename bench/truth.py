@@ -33,6 +33,7 @@ from bench.cohorts import (
     age_band,
 )
 from schema.codes import Dimension
+from schema.dimensions import age_band_width
 
 _SEX_OF_CONCEPT: Final = {8532: "FEMALE", 8507: "MALE"}
 _CONCEPT_OF_SEX: Final = {sex: concept for concept, sex in _SEX_OF_CONCEPT.items()}
@@ -81,7 +82,7 @@ class Person:
                 values.append(self.sex)
             elif dimension is YEAR:
                 values.append(self.year)
-            elif dimension.age_band_width is not None:
+            elif age_band_width(dimension) is not None:
                 if not MIN_AGE <= self.age <= MAX_AGE:
                     return None
                 values.append(age_band(self.age, dimension))

@@ -15,25 +15,23 @@ from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 
 from connectors.answers import SqliteAnswers
-from connectors.backends.base import Backend
-from connectors.backends.duckdb import DuckDBBackend
-from connectors.backends.postgres import PostgresBackend
+from connectors.backends import Backend, BackendOptions, open_backend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
 from connectors.ledger import FileLedger
 from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
 from connectors.pool_peers import PoolKeyError, PoolKeys
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from connectors.trust_anchors import NodeTrust, node_trust
-from connectors.verify import RequestVerifier
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
-from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,
@@ -47,10 +45,11 @@ from schema.wire import (
 )
 from serving.lifecycle import install as install_lifecycle
 from serving.lifecycle import traces, while_running
-from serving.run import serve as serve_app
+from serving.run import serve_app
 from trust.http_edge import BODY_ERRORS, body_refused
 from trust.keys import thumbprint
 from trust.private_keys import load_pooling_key, load_signing_key
+from trust.request_token import RequestVerifier
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +177,14 @@ def node_identity(app: web.Application) -> NodeIdentity:
     )
 
 
-def open_backend(settings: ConnectorSettings) -> Backend:
-    if settings.dsn is not None:
-        return PostgresBackend(
-            settings.dsn, connections=settings.db_connections, layout=settings.layout
-        )
-    assert settings.database is not None  # the settings hold exactly one of the two
-    return DuckDBBackend(settings.database, threads=settings.threads)
+def _backend(settings: ConnectorSettings) -> Backend:
+    options = BackendOptions(
+        threads=settings.threads, connections=settings.db_connections, layout=settings.layout
+    )
+    return open_backend(settings.target, options)
 
 
-def load_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
+def open_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
     """The node's policy: EU baseline, its jurisdiction, its own layer, and its datasets.
     Loaded at start-up so that a broken or missing policy stops the connector instead of a
     query; reloaded while it runs (`_policy_reload`)."""
@@ -232,17 +229,17 @@ def create_app(
     audit_store: AuditStore | None = None,
     noise: NoiseSource | None = None,
 ) -> web.Application:
-    """The connector application. It owns `backend` (default: DuckDB on
-    `settings.database`) and closes it on cleanup; a `tracer_provider` or `audit_store` given
-    is used instead of the app's own and left to the caller to close; `noise` replaces the
-    discrete Gaussian (tests only). Raises `SettingsError` if a gateway key, an HDAB key or
-    the audit key cannot be loaded."""
+    """The connector application. It owns `backend` (default: the one `settings.database`
+    names, `connectors.backends.open_backend`) and closes it on cleanup; a `tracer_provider`
+    or `audit_store` given is used instead of the app's own and left to the caller to close;
+    `noise` replaces the discrete Gaussian (tests only). Raises `SettingsError` if a gateway
+    key, an HDAB key or the audit key cannot be loaded."""
     trust = node_trust(settings)
-    policy = load_node_policy(settings)
+    policy = open_node_policy(settings)
     audit_key = _audit_key(settings)
     pool_keys = _pool_keys(settings)
     if backend is None:
-        backend = open_backend(settings)
+        backend = _backend(settings)
     verifier = RequestVerifier(
         keys=trust.gateway_keys,
         issuer=settings.gateway_issuer,

@@ -1,16 +1,17 @@
 """The canonical form of a question's table: what makes two tables "the same question".
 
 A stored answer (`connectors.answers`) is found again by a digest of its table's canonical
-question: the criteria with every list whose order means nothing sorted (codes ANDed
-together, `anyOf` groups ORed together), the reference date, and the table's dimensions in
-their canonical order. So a question asked again — or in another order, or as part of another
+question: the measure, the criteria with every list whose order means nothing sorted (codes
+ANDed together, `anyOf` groups ORed together), the reference date, and the table's dimensions
+in their canonical order. So a question asked again — or in another order, or as part of another
 question (a total asked alone and next to breakdowns) — gets the same numbers for free, while
 a question that differs in any way is another question, with noise of its own, paid for.
 
 The index event (the first top-level event criterion: `Criteria.index_event`) dates persons
-for CALENDAR_YEAR, so for such tables it is part of the question. When ages are taken (at the
-reference date or at the index event: `CohortQuery.age_basis`) is part of every question that
-names an age, in its criteria or its age bands.
+for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of the question.
+When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
+part of every question that names an age, in its criteria or in a dimension that reads it (the
+age bands). What a dimension reads is its SQL entry's (`connectors.compiler.dimensions`).
 """
 
 from __future__ import annotations
@@ -20,35 +21,48 @@ from typing import Any, Final
 
 import orjson
 
-from schema.codes import Dimension
+from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
+from schema.codes import Dimension, MeasureKind
 from schema.query import Breakdown, CohortQuery, Criteria
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
 # answers are never read under another meaning.
 VERSION: Final = 2  # 2: ages may be taken at the index event (`CohortQuery.age_basis`)
 _ORDER: Final = {d: i for i, d in enumerate(Dimension)}
+# Counts were the only measure when their answers were first stored: their digests name no
+# measure, so that those answers are found again.
+_UNNAMED: Final = frozenset({MeasureKind.PERSON_COUNT})
 
 
 def canonical_breakdown(by: Breakdown) -> Breakdown:
     return tuple(sorted(by, key=_ORDER.__getitem__))
 
 
-def question_digest(query: CohortQuery, by: Breakdown) -> str:
-    """The digest naming table `by` of `query`."""
+def question_digest(
+    query: CohortQuery, by: Breakdown, measure: MeasureKind = MeasureKind.PERSON_COUNT
+) -> str:
+    """The digest naming the values of `measure` in table `by` of `query`."""
     document: dict[str, Any] = {
         "version": VERSION,
         "criteria": _criteria(query.criteria),
         "reference_date": query.reference_date.isoformat(),
         "by": [d.value for d in canonical_breakdown(by)],
     }
-    if any(d.age_band_width for d in by) or _names_age(query.criteria):
+    if measure not in _UNNAMED:
+        document["measure"] = measure.value
+    if _reads(by, "age") or _names_age(query.criteria):
         # Ages at the reference date and at the index event are different questions.
         document["age_at"] = query.age_basis.value
-    if Dimension.CALENDAR_YEAR in by:
+    if _reads(by, "index_date"):
         index = query.criteria.index_event()
         document["index_event"] = None if index is None else index.model_dump(mode="json")
     text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()
+
+
+def _reads(by: Breakdown, column: PersonColumn) -> bool:
+    """Whether a dimension of `by` a node computes reads the person's `column`."""
+    return any(column in DIMENSION_SQL[d].reads for d in by if d in DIMENSION_SQL)
 
 
 def _criteria(criteria: Criteria) -> dict[str, Any]:

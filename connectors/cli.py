@@ -1,4 +1,4 @@
-"""`tessera connector serve|prepare` and `tessera synth`: what a national hub runs."""
+"""`tessera connector serve|prepare|copy-to-postgres`: what a national hub runs."""
 
 from __future__ import annotations
 
@@ -36,17 +36,21 @@ def register(sub: SubParsers) -> None:
     )
     add_settings_help(serve, _settings)
     serve.add_argument("--jurisdiction", type=Jurisdiction, metavar="CODE")
-    serve.add_argument("--database", type=Path, help="OMOP CDM 5.4 DuckDB file (read-only)")
     serve.add_argument(
-        "--dsn",
-        help="postgresql:// URL of an OMOP CDM 5.4 in PostgreSQL (needs --state and --audit-db)",
+        "--database",
+        metavar="URL",
+        help="the OMOP CDM 5.4: a DuckDB file (its path or duckdb:///PATH, read-only) or "
+        "postgresql://USER@HOST/DB (needs --state and --audit-db)",
     )
+    serve.add_argument("--dsn", help="deprecated: give the postgresql:// URL as --database")
     serve.add_argument(
-        "--cdm-schema", help="with --dsn: the schema of the CDM tables (and Tessera's), e.g. cdm"
+        "--cdm-schema",
+        help="with PostgreSQL: the schema of the CDM tables (and Tessera's), e.g. cdm",
     )
     serve.add_argument(
         "--vocabulary-schema",
-        help="with --dsn: the schema of the vocabulary tables, e.g. vocab (default: --cdm-schema)",
+        help="with PostgreSQL: the schema of the vocabulary tables, e.g. vocab "
+        "(default: --cdm-schema)",
     )
     serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
     serve.add_argument("--host")
@@ -110,28 +114,6 @@ def register(sub: SubParsers) -> None:
     copy.add_argument("--dsn", required=True, help="target postgresql:// URL")
     copy.add_argument("--replace", action="store_true", help="drop existing tables first")
     copy.set_defaults(handler=_copy_to_postgres)
-
-    synth = sub.add_parser("synth", help="write a synthetic OMOP CDM 5.4 DuckDB database")
-    synth.add_argument("--jurisdiction", type=Jurisdiction, required=True, metavar="CODE")
-    synth.add_argument("--persons", type=int, default=100_000)
-    synth.add_argument("--seed", type=int, default=42)
-    synth.add_argument("--reference-year", type=int, default=2025)
-    synth.add_argument("--out", type=Path, required=True, help="database file (replaced)")
-    synth.add_argument(
-        "--state",
-        type=Path,
-        required=True,
-        help="the node's state directory, as for `connector prepare` (created if new)",
-    )
-    synth.add_argument(
-        "--icd10-vocabulary",
-        choices=("ICD10", "ICD10GM", "CIM10"),
-        default="ICD10",
-        help="the OMOP vocabulary diagnoses are recorded in: WHO ICD10 (default), or a national "
-        "modification as a German (ICD10GM) or French (CIM10) CDM holds them",
-    )
-    synth.add_argument("--quiet", action="store_true", help="no progress bar")
-    synth.set_defaults(handler=_synth)
 
 
 def _settings() -> type[ConnectorSettings]:
@@ -236,30 +218,6 @@ def _copy_to_postgres(args: argparse.Namespace) -> int:
         print(f"tessera connector copy-to-postgres: {e}", file=sys.stderr)
         return 2
     for table, count in report.rows.items():
-        print(f"{table:24} {count:>14,}")
-    print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")
-    return 0
-
-
-def _synth(args: argparse.Namespace) -> int:
-    from connectors.persons import PersonStateError
-    from connectors.synth import generate
-
-    try:
-        report = generate(
-            args.out,
-            jurisdiction=args.jurisdiction,
-            persons=args.persons,
-            seed=args.seed,
-            state=args.state,
-            reference_year=args.reference_year,
-            progress=not args.quiet,
-            icd10_vocabulary=args.icd10_vocabulary,
-        )
-    except (ValueError, OSError, PersonStateError) as e:
-        print(f"tessera synth: {e}", file=sys.stderr)
-        return 2
-    for table, count in sorted(report.rows.items()):
         print(f"{table:24} {count:>14,}")
     print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")
     return 0

@@ -40,11 +40,8 @@ def http_status(error: TesseraError) -> int:
 
 
 class NodeRefusal(TesseraError):
-    """A request refused before anything is computed; the code says which check failed."""
-
-
-class BadSignature(NodeRefusal):
-    code = ErrorCode.BAD_SIGNATURE
+    """A request refused before anything is computed; the code says which check failed. (A
+    request token that does not verify is a `trust.request_token.RequestRefused`.)"""
 
 
 class BadRequest(TesseraError):

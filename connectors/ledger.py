@@ -14,10 +14,13 @@ told of its spend (`Spend`) is the worst case over persons, which depends only o
 questions asked.
 
 `FileLedger` memory-maps each account's array from a file of its own in the node's state
-directory: a charge is a few NumPy operations on the cohort's indexes, and `flush` writes the
-worst cases that grew (one SQLite transaction) and the touched arrays to disk before the
-answer leaves. A flush can start as soon as the question is charged, while the database
-computes its tables. `MemoryLedger` is the fake for tests.
+directory: a charge is a few NumPy operations on the cohort's indexes, and `flush` appends the
+charges since the last flush and the worst cases that grew to the journal
+(`connectors.journal`) with one sync before the answer leaves. A flush can start as soon as the
+question is charged, while the database computes its tables. The arrays and the worst cases'
+database are written back at a checkpoint (the journal past a bound or a minute old, on a
+worker thread while questions go on; and on close), which then empties the journal; opening
+the ledger replays whatever the journal holds. `MemoryLedger` is the fake for tests.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import math
 import mmap
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +42,9 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from connectors.errors import ledger_failures
+from connectors import journal
+from connectors.durability import sync_directory
+from connectors.errors import LedgerUnavailable, ledger_failures
 from schema.approval import ApplicantId
 
 # Spend is counted in units of 1e-5 rho. A uint16 holds 0.65535 rho, above the largest cap
@@ -241,8 +248,15 @@ class MemoryLedger:
             for _, spend in arrays:
                 # Indexes in a cohort are distinct, so a fancy-indexed add charges each once.
                 spend[charged] += np.uint16(cost)
+            self._charged_persons([(a.key, spend) for a, spend in arrays], charged)
 
         return counted, charge
+
+    def _charged_persons(
+        self, arrays: Sequence[tuple[str, NDArray[np.uint16]]], charged: NDArray[np.intp]
+    ) -> None:
+        """Called once a charge is written to `arrays` (on a worker thread, with the lock
+        held)."""
 
     async def flush(self) -> None:
         async with self._lock:
@@ -271,46 +285,116 @@ CREATE TABLE IF NOT EXISTS account (
     worst_case INTEGER NOT NULL
 )
 """
+# Worst cases only grow: a total written again, or replayed after a newer one, changes nothing.
+_SAVE_TOTALS: Final = (
+    "INSERT INTO account VALUES (?, ?) ON CONFLICT (account) "
+    "DO UPDATE SET worst_case = max(worst_case, excluded.worst_case)"
+)
+# A checkpoint once the active journal file holds this much, or once this long has passed
+# since the last (checked after each flush), and on close.
+CHECKPOINT_BYTES: Final = 32 << 20
+CHECKPOINT_SECONDS: Final = 60.0
+# Each journal file is filled with zeros to this size when created (it grows as needed).
+JOURNAL_BYTES: Final = 4 << 20
 
 
 class FileLedger(MemoryLedger):
     """Spend arrays memory-mapped from `<directory>/spend/<account>.u16`, worst-case totals in
-    `<directory>/ledger.sqlite3`; both created when missing."""
+    `<directory>/ledger.sqlite3`, charges since the last checkpoint in the journal
+    (`<directory>/charges-{0,1}.journal`, `connectors.journal`); created when missing, the
+    journal replayed when opened."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        journal_bytes: int = JOURNAL_BYTES,
+    ) -> None:
         super().__init__()
         self.directory = directory
+        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_seconds = checkpoint_seconds
+        self._journal_bytes = journal_bytes
         self._maps: dict[str, mmap.mmap] = {}
-        self._dirty: set[str] = set()
+        # Charges written to the arrays and not yet to the journal, in order.
+        self._pending: list[journal.Charge] = []
         # Accounts whose worst case grew since the last flush took them.
         self._unsaved: set[str] = set()
+        # Accounts whose array (`_dirty`) or worst case (`_unwritten`) changed since the last
+        # checkpoint took them.
+        self._dirty: set[str] = set()
+        self._unwritten: set[str] = set()
         # One flush at a time: a flush that found nothing left to write may return only once
         # the flush that took its charges has written them.
         self._flushing = asyncio.Lock()
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointed = time.monotonic()
+        self._journal_end = 0
+        self._closing = False
+        self._opening = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._journal: journal.Journal | None = None
 
     def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.directory / "ledger.sqlite3", check_same_thread=False, isolation_level=None
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute(_SCHEMA)
-            self._connection = connection
-        return self._connection
+        return self._opened()[0]
+
+    def _opened(self) -> tuple[sqlite3.Connection, journal.Journal]:
+        """The worst cases' database and the journal, the journal replayed onto the arrays
+        and the database on first use."""
+        with self._opening:
+            if self._connection is None or self._journal is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(
+                    self.directory / "ledger.sqlite3",
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.execute(_SCHEMA)
+                charges = journal.Journal(self.directory, self._journal_bytes)
+                self._replay(connection, charges)
+                self._connection, self._journal = connection, charges
+            return self._connection, self._journal
+
+    def _replay(self, db: sqlite3.Connection, charges: journal.Journal) -> None:
+        """Every charge and worst case the journal holds onto the arrays and the database,
+        written back. The journal is left as it is: the records to come start each file
+        afresh, in a generation of their own (a crash before replays it again, which only
+        raises values to what they already are; a ledger opened beside a running node's to
+        read it takes nothing from the node's journal)."""
+        totals: dict[str, int] = {}
+        keys: set[str] = set()
+        for record in charges.records():
+            for key, total in record.totals:
+                totals[key] = max(total, totals.get(key, 0))
+            for charge in record.charges:
+                for key, values in zip(charge.keys, charge.values, strict=True):
+                    charge.replay(self._mapped(key, charge.size), values)
+                    keys.add(key)
+        _write_back(db, sorted(totals.items()), [self._maps[key] for key in keys], self._spend)
+        self._dirty -= keys
+
+    @property
+    def _spend(self) -> Path:
+        return self.directory / "spend"
 
     def array(self, account: Account, size: int) -> NDArray[np.uint16]:
-        spend = self._arrays.get(account.key)
+        self._opened()
+        return self._mapped(account.key, size)
+
+    def _mapped(self, key: str, size: int) -> NDArray[np.uint16]:
+        spend = self._arrays.get(key)
         if spend is not None and len(spend) >= size:
-            self._dirty.add(account.key)
+            self._dirty.add(key)
             return spend
-        path = self.directory / "spend" / f"{account.key}.u16"
+        path = self._spend / f"{key}.u16"
         path.parent.mkdir(parents=True, exist_ok=True)
         length = _grown(max(size, _file_persons(path)))
-        old = self._maps.pop(account.key, None)
-        self._arrays.pop(account.key, None)
+        old = self._maps.pop(key, None)
+        self._arrays.pop(key, None)
         if old is not None:
             # Not closed: arrays viewing it may still be referenced; it closes when the last
             # one goes. Its charges are on disk first.
@@ -322,10 +406,16 @@ class FileLedger(MemoryLedger):
             mapped = mmap.mmap(fd, length * SPEND_DTYPE.itemsize)
         finally:
             os.close(fd)
-        self._maps[account.key] = mapped
-        spend = self._arrays[account.key] = np.frombuffer(mapped, dtype=SPEND_DTYPE)
-        self._dirty.add(account.key)
+        self._maps[key] = mapped
+        spend = self._arrays[key] = np.frombuffer(mapped, dtype=SPEND_DTYPE)
+        self._dirty.add(key)
         return spend
+
+    def _charged_persons(
+        self, arrays: Sequence[tuple[str, NDArray[np.uint16]]], charged: NDArray[np.intp]
+    ) -> None:
+        if len(charged):
+            self._pending.append(journal.Charge.of(arrays, charged))
 
     async def _load_worst(self, account: Account) -> int:
         def load() -> int:
@@ -340,58 +430,127 @@ class FileLedger(MemoryLedger):
 
     def _spent(self, account: Account) -> None:
         self._unsaved.add(account.key)
+        self._unwritten.add(account.key)
 
     async def flush(self) -> None:
+        await self._flush()
+        if not self._closing and self._checkpoint_due():
+            self._checkpointing = _started(self._checkpoint())
+
+    async def _flush(self) -> None:
         async with self._flushing:
             async with self._lock:
                 with ledger_failures(_WHAT):
                     await self._charged()
-                dirty, self._dirty = self._dirty, set()
+                charges, self._pending = self._pending, []
                 unsaved, self._unsaved = self._unsaved, set()
-                totals = [(key, self._worst[key]) for key in unsaved]
-                maps = [self._maps[key] for key in dirty if key in self._maps]
-            if not (totals or maps):
+                totals = [(key, self._worst[key]) for key in sorted(unsaved)]
+            if not (totals or charges):
                 return
             try:
                 with ledger_failures(_WHAT):
-                    await asyncio.to_thread(self._write, totals, maps)
+                    self._journal_end = await asyncio.to_thread(self._append, totals, charges)
             except BaseException:
                 # Written by the next flush, which fails too while the disk does.
                 async with self._lock:
-                    self._dirty |= dirty
+                    self._pending[:0] = charges
                     self._unsaved |= unsaved
                 raise
 
-    def _write(self, totals: Sequence[tuple[str, int]], maps: Sequence[mmap.mmap]) -> None:
-        # The worst cases first: should the node stop in between, they overstate the spend
-        # on disk, never understate it.
-        if totals:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO account VALUES (?, ?) "
-                    "ON CONFLICT (account) DO UPDATE SET worst_case = excluded.worst_case",
-                    totals,
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        for mapped in maps:
-            mapped.flush()
+    def _append(self, totals: Sequence[tuple[str, int]], charges: Sequence[journal.Charge]) -> int:
+        """One record in the journal, synced: the file's length after it."""
+        return self._opened()[1].append(journal.encode(totals, charges))
+
+    def _checkpoint_due(self) -> bool:
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return False
+        return (
+            self._journal_end >= self._checkpoint_bytes
+            or time.monotonic() - self._checkpointed >= self._checkpoint_seconds
+        )
+
+    async def _checkpoint(self) -> None:
+        """Write back the arrays and the worst cases, then empty the journal file that held
+        their charges; flushes meanwhile append to the other."""
+        async with self._flushing:
+            # No flush is writing: every record of the file retired is in the arrays.
+            db, charges = self._opened()
+            async with self._lock:
+                retired = charges.switch()
+                self._journal_end = 0
+                dirty, self._dirty = self._dirty, set()
+                unwritten, self._unwritten = self._unwritten, set()
+                totals = [(key, self._worst[key]) for key in sorted(unwritten)]
+                maps = [self._maps[key] for key in dirty if key in self._maps]
+            self._checkpointed = time.monotonic()
+        try:
+            with ledger_failures(_WHAT):
+                await asyncio.to_thread(self._write_back, db, totals, maps, (retired,))
+        except BaseException:
+            # The retired file keeps its records; the next checkpoint writes them back.
+            async with self._lock:
+                self._dirty |= dirty
+                self._unwritten |= unwritten
+            raise
+
+    def _write_back(
+        self,
+        db: sqlite3.Connection,
+        totals: Sequence[tuple[str, int]],
+        maps: Sequence[mmap.mmap],
+        retired: Sequence[int],
+    ) -> None:
+        _write_back(db, totals, maps, self._spend)
+        self._opened()[1].empty(*retired)
 
     async def close(self) -> None:
-        await self.flush()
-        async with self._lock:
+        self._closing = True
+        if self._checkpointing is not None:
+            # Its failure is the final checkpoint's to raise, should the disk still fail.
+            with contextlib.suppress(LedgerUnavailable):
+                await self._checkpointing
+        await self._flush()
+        async with self._flushing, self._lock:
+            if self._journal is not None and self._connection is not None:
+                # Every record of both files is in the arrays: write them all back.
+                totals = [(key, self._worst[key]) for key in sorted(self._unwritten)]
+                maps = list(self._maps.values())
+                with ledger_failures(_WHAT):
+                    await asyncio.to_thread(
+                        self._write_back, self._connection, totals, maps, (0, 1)
+                    )
+                self._journal.close()
+                self._journal = None
+                self._connection.close()
+                self._connection = None
             self._arrays.clear()
             for mapped in self._maps.values():
                 with contextlib.suppress(BufferError):  # a view is still referenced
                     mapped.close()
             self._maps.clear()
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+
+
+def _write_back(
+    db: sqlite3.Connection,
+    totals: Sequence[tuple[str, int]],
+    maps: Sequence[mmap.mmap],
+    spend: Path,
+) -> None:
+    """Worst cases and arrays synced where they live (the worst cases first: should the node
+    stop in between, they overstate the spend on disk, never understate it)."""
+    if totals:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(_SAVE_TOTALS, totals)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    for mapped in maps:
+        mapped.flush()
+    if maps:
+        # The arrays' files may be new: their names must outlive the journal's records.
+        sync_directory(spend)
 
 
 def _file_persons(path: Path) -> int:

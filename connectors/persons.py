@@ -47,6 +47,7 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
+from connectors.durability import sync_directory
 from connectors.omop import PERSON_INDEX_TABLE
 
 SECRET_FILE: Final = "person.secret"  # noqa: S105 (a file name, not a secret)
@@ -211,7 +212,7 @@ class PersonIndex:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _sync_directory(self.path.parent)
+        sync_directory(self.path.parent)
         self._saved = len(hashes)
 
 
@@ -331,7 +332,7 @@ def _secret(state: Path, has_index: bool) -> tuple[bytes, bool]:
         os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    _sync_directory(state)
+    sync_directory(state)
     return secret, True
 
 
@@ -401,15 +402,6 @@ def _mac(secret: bytes, head: memoryview, body: memoryview) -> bytes:
     mac.update(head)
     mac.update(body)
     return mac.digest()
-
-
-def _sync_directory(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _indexed_before(con: duckdb.DuckDBPyConnection) -> bool:

@@ -2,10 +2,11 @@
 keeping them, and masking them for the wire.
 
 `check_round` decides on the round's form alone (never on the data), before anything is
-computed: the node takes part only if its policy lets it, it is one of the participants,
-every participant is in its pooling registry, the round has at least its policy's minimum of
-nodes and at least its own noise, and the nonce was never used before (`AnswerStore.
-first_use`). Anything else is POOL_REFUSED.
+computed: the node takes part only if the question asks one measure, one that pools securely
+(`schema.measures`), its policy lets it, it is one of the participants, every participant is
+in its pooling registry, the round has at least its policy's minimum of nodes and at least its
+own noise, and the nonce was never used before (`AnswerStore.first_use`). Anything else is
+POOL_REFUSED.
 
 Each pooled table's share is v = x + e: the node's count per cell of the table's public
 domain plus discrete Gaussian noise of sd σ_pool/√k (k participants), so that the k shares'
@@ -37,12 +38,22 @@ from connectors.noise import MIN_SHARE_SD, NoiseSource, pooled_rho, share_sd
 from connectors.pool_peers import PoolKeys, UnknownPeer
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
-from schema.codes import NoiseLevel
+from schema.codes import MeasureKind, NoiseLevel
+from schema.measures import pooled_measure
 from schema.pooling import POOL_PROTOCOL, PoolingRequest
 from schema.query import Breakdown, CohortQuery
 
 # sigma_pool may equal the node's own sd up to float rounding on the way.
 _SD_TOLERANCE = 1e-9
+
+
+def round_measure(query: CohortQuery) -> MeasureKind:
+    """The measure a round pools (`schema.measures.pooled_measure`); PoolRefused when the
+    question has none: a round pools one measure, and only one that pools securely."""
+    measure = pooled_measure(query)
+    if measure is None:
+        raise PoolRefused("a pooled round pools one measure, and only one that pools securely")
+    return measure
 
 
 def check_round(
@@ -52,11 +63,13 @@ def check_round(
     profile: DisclosureProfile,
     noise: NoiseLevel,
     keys: PoolKeys | None,
+    query: CohortQuery,
 ) -> dict[str, bytes]:
     """The round's pairwise secrets, if this node takes part in it as asked; otherwise
     PoolRefused saying why."""
     participants = pooling.participants
     k = len(participants)
+    round_measure(query)
     if keys is None:
         raise PoolRefused("this node has no pooling key and registry: it takes part in no round")
     if not profile.secure_pooling:
@@ -106,6 +119,8 @@ class PooledPart:
     node_id: str
     secrets: Mapping[str, bytes]
     query: CohortQuery
+    # The measure whose values the shares are of (`round_measure`).
+    measure: MeasureKind
     # Each pooled table's question digest (what the masks are bound to) and shelf digest.
     digests: Mapping[Breakdown, str]
     shelved: Mapping[Breakdown, str]
@@ -128,6 +143,7 @@ class PooledPart:
             node_id=node_id,
             secrets=secrets,
             query=query,
+            measure=round_measure(query),
             digests=digests,
             shelved={by: pooled_digest(d, pooling.participants) for by, d in digests.items()},
             shelf=Shelf(owner=owner, release=release, sd=pooling.sigma),

@@ -5,8 +5,9 @@ Every step is small and pure but `draw`, which takes its noise from a `NoiseSour
 - `full_table` lays a table's counts over its public domain (`policies.domain`): every cell,
   counted or not, in the canonical dimension order the answer store keys them by;
 - `draw` adds noise to every cell of the tables no stored answer covers;
-- `released_table` turns a stored table into the `NodeTable` that leaves the node, through
-  `policies.disclosure.release` and the profile's cell rules, cells in the asked order.
+- `released_table` turns stored tables (one per measure asked) into the `NodeTable` that
+  leaves the node, through each measure's release rule (`policies.measures`: for counts
+  `policies.disclosure.release` and the profile's cell rules), cells in the asked order.
 
 Counts exist unprotected only between the database and `draw`, and are never logged.
 """
@@ -17,10 +18,12 @@ from collections.abc import Mapping, Sequence
 
 from connectors.answers import CellKey, StoredTable
 from connectors.canonical import canonical_breakdown
+from connectors.compiler import TableRows
 from connectors.noise import NoiseSource
-from policies import disclosure
 from policies.disclosure import CellContext
 from policies.domain import table_domain
+from policies.measures import PROTECTIONS
+from schema.codes import MeasureKind
 from schema.query import Breakdown, CohortQuery
 from schema.result import Value
 from schema.wire import NodeCell, NodeTable
@@ -50,30 +53,37 @@ def draw(
     return drawn
 
 
-def released_table(by: Breakdown, stored: StoredTable, sd: float, ctx: CellContext) -> NodeTable:
-    """The table as the node releases it: each noisy count through the disclosure rules,
-    keys in `by`'s order, cells sorted by key."""
+def released_table(
+    by: Breakdown, stored: Mapping[MeasureKind, StoredTable], sd: float, ctx: CellContext
+) -> NodeTable:
+    """The table as the node releases it: each measure's noisy value through that measure's
+    disclosure rules (`policies.measures`), keys in `by`'s order, cells sorted by key. Every
+    measure's stored table has the same keys (the table's public domain)."""
     canonical = canonical_breakdown(by)
     order = [canonical.index(d) for d in by]
+    kinds = list(stored)
+    keys = list(stored[kinds[0]].cells)
     if order == sorted(order):
-        cells = sorted(stored.cells.items())
+        cells = sorted((key, key) for key in keys)
     else:
-        cells = sorted((tuple(key[i] for i in order), noisy) for key, noisy in stored.cells.items())
-    # A released value depends on the noisy count alone: made once per count, shared by the
-    # cells that have it (values are immutable).
-    values: dict[int, Value] = {}
+        cells = sorted((tuple(key[i] for i in order), key) for key in keys)
+    # A released value depends on its measure and noisy value alone: made once per value,
+    # shared by the cells that have it (values are immutable).
+    made: dict[MeasureKind, dict[int, Value]] = {kind: {} for kind in kinds}
+    measures = [(k, PROTECTIONS[k].released, stored[k].cells, made[k]) for k in kinds]
     released = []
-    for key, noisy in cells:
-        value = values.get(noisy)
-        if value is None:
-            value = values[noisy] = disclosure.protect(
-                disclosure.release(noisy, sd, ctx), ctx, disclosure.NODE_RULES
-            )
-        released.append(NodeCell.trusted(key=list(key), count=value))
+    for key, stored_key in cells:
+        values = {}
+        for kind, release, noisy_cells, of_kind in measures:
+            noisy = noisy_cells[stored_key]
+            value = of_kind.get(noisy)
+            if value is None:
+                value = of_kind[noisy] = release(noisy, sd, ctx)
+            values[kind] = value
+        released.append(NodeCell.trusted(key=list(key), values=values))
     return NodeTable.trusted(by=by, cells=released)
 
 
-def counts_by_table(
-    tables: Sequence[tuple[Breakdown, Sequence[tuple[CellKey, int]]]],
-) -> dict[Breakdown, dict[CellKey, int]]:
-    return {by: dict(cells) for by, cells in tables}
+def counts_by_table(tables: Sequence[TableRows], measure: MeasureKind) -> dict[Breakdown, Counts]:
+    """Each table's exact values of `measure`, by cell key."""
+    return {by: {cell.key: cell.values[measure] for cell in cells} for by, cells in tables}

@@ -4,7 +4,7 @@ vocabulary does not hold ends the question here, as UNKNOWN_CODE) → the cohort
 persons → the ledger (who can still be counted, and what the question costs) → the tables of
 those persons → noise (or pooled shares), once, stored → release (or mask) → audit →
 respond. Each step is small and a span of the query's trace; `QueryService.handle` only
-strings them together (`connectors.audit` records them).
+strings them together (`connectors.node_trail` records them).
 
 Waits for the disk overlap the database where they can: the stored answers are looked up
 while the cohort's persons are listed, the ledger's charges written while the tables are
@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -36,33 +36,33 @@ from pydantic import ValidationError
 
 from connectors.answers import AnswerStore, MemoryAnswers, Shelf, StoredTable
 from connectors.approval import ApprovalVerifier, VerifiedApproval
-from connectors.audit import Forwarded, NodeTrail
 from connectors.backends.base import Backend, CohortRun
 from connectors.canonical import question_digest
-from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, compile_query
+from connectors.compiler import CompiledQuery, ConceptResolver, ConceptSet, Dialect, compile_query
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly, WrongNode
 from connectors.ledger import Account, Ledger, MemoryLedger, accounts_of, rho_of, units
 from connectors.node_policy import NodePolicy
+from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
 from connectors.release import counts_by_table, draw, full_table, released_table
-from connectors.verify import RequestVerifier
 from connectors.vocabulary import look_up
+from oversight.audit.log import AuditLog
 from policies.decision import decide
 from policies.disclosure import CellContext
 from policies.live import LivePolicy
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApprovalView, Principal
+from policies.principal import ApprovalView, ResearcherView
 from policies.profiles import DisclosureProfile
-from policies.reasons import Decision
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.approval import ApplicantId
-from schema.audit.log import AuditLog
-from schema.codes import Jurisdiction, NodeStatus
+from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import TesseraError
 from schema.fair_queue import FairBulkhead
+from schema.measures import MEASURES, asked
 from schema.pooling import PooledAnswer
 from schema.query import Breakdown, CohortQuery
 from schema.result import Reason
@@ -75,6 +75,7 @@ from schema.wire import (
     PrivacySpend,
     UnknownCode,
 )
+from trust.request_token import RequestVerifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,7 +108,7 @@ def _background(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     return future
 
 
-def check_node(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
+def check_jurisdiction(request: NodeRequest, jurisdiction: Jurisdiction) -> None:
     if request.jurisdiction is not jurisdiction:
         raise WrongNode(
             f"this node answers for {jurisdiction.value}, not {request.jurisdiction.value}"
@@ -118,7 +119,7 @@ class CompileCache:
     """Compiled queries by their exact JSON: the gateway repeats questions, and compiling
     costs a few milliseconds of sqlglot tree building and generation."""
 
-    def __init__(self, dialect: str, *, max_entries: int = 256) -> None:
+    def __init__(self, dialect: Dialect, *, max_entries: int = 256) -> None:
         self._dialect = dialect
         self._max_entries = max_entries
         self._entries: OrderedDict[str, CompiledQuery] = OrderedDict()
@@ -136,13 +137,15 @@ class CompileCache:
         return compiled
 
 
-def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy) -> Decision:
+def node_decision(
+    request: NodeRequest, approved: VerifiedApproval, policy: NodePolicy
+) -> AccessDecision:
     """The node's own decision under its jurisdiction's layers and its node layer, about the
     approval as its own HDAB's key verified it, and the datasets this node serves. Opt-outs
     are applied by construction: the compiler excludes the register from every cohort."""
     jurisdiction = request.jurisdiction
     return decide(
-        Principal(subject=approved.subject),
+        ResearcherView(subject=approved.subject),
         ApprovalView.from_approval(approved.approval),
         QueryPlan.of_node_request(request, datasets=policy.datasets),
         {jurisdiction: policy.policy},
@@ -152,13 +155,14 @@ def node_decision(request: NodeRequest, approved: VerifiedApproval, policy: Node
 
 
 @dataclass(frozen=True, slots=True)
-class Question:
-    """What the ledger and the answer store need to know about one question: its tables by
-    canonical digest, the noise it is asked with, whose budgets pay for it and on whose shelf
-    its answers are kept."""
+class NodeQuestion:
+    """What the ledger and the answer store need to know about one question: its tables and
+    measures, each table's values of each measure by canonical digest, the noise it is asked
+    with, whose budgets pay for it and on whose shelf its answers are kept."""
 
     tables: tuple[Breakdown, ...]
-    digests: Mapping[Breakdown, str]
+    measures: tuple[MeasureKind, ...]
+    digests: Mapping[tuple[Breakdown, MeasureKind], str]
     sd: float
     accounts: tuple[Account, ...]
     shelf: Shelf
@@ -170,7 +174,7 @@ class Question:
         applicant: ApplicantId,
         profile: DisclosureProfile,
         release: str,
-    ) -> Question:
+    ) -> NodeQuestion:
         accounts = accounts_of(
             applicant,
             researcher_cap=profile.rho_per_applicant,
@@ -180,9 +184,13 @@ class Question:
         query = request.query
         # The tables released nationally; a pooled round's others leave only as shares.
         tables = request.national_tables
+        measures = asked(query)
         return cls(
             tables=tuple(tables),
-            digests={by: question_digest(query, by) for by in tables},
+            measures=measures,
+            digests={
+                (by, kind): question_digest(query, by, kind) for by in tables for kind in measures
+            },
             sd=sd,
             accounts=accounts,
             # Answers are an organisation's: its researchers asking the same question get the
@@ -190,10 +198,12 @@ class Question:
             shelf=Shelf(owner=accounts[-1].key, release=release, sd=sd),
         )
 
-    def cost(self, new: int, noise: NoiseSource, pooled: int = 0) -> int:
-        """What `new` tables, and new pooled tables costing `pooled`, cost each person
-        counted, in ledger units."""
-        cost = new * units(noise.rho(self.sd)) + pooled
+    def cost(self, new: Iterable[MeasureKind], noise: NoiseSource, pooled: int = 0) -> int:
+        """What new tables of the measures `new` (one item a table), and new pooled tables
+        costing `pooled`, cost each person counted, in ledger units: each table's measure at
+        its sensitivity (`schema.measures`; a count's is one)."""
+        rho = noise.rho(self.sd)
+        cost = sum(units(rho * MEASURES[kind].sensitivity ** 2) for kind in new) + pooled
         if cost > min(a.cap for a in self.accounts):
             raise QuestionTooCostly(
                 f"{len(self.tables)} tables at noise sd {self.sd:g} (and any pooled) cost more "
@@ -313,7 +323,7 @@ class QueryService:
         policy = self.policies.current
         with trail.step("parse"):
             request = trail.request = parse_request(body)
-            check_node(request, self.jurisdiction)
+            check_jurisdiction(request, self.jurisdiction)
         with trail.step("approval"):
             # The gateway routes; it does not vouch for the approval: the node's own HDAB does.
             approved = trail.approved = self.approvals.verify(approval_token, request)
@@ -332,6 +342,7 @@ class QueryService:
                     profile=policy.profile,
                     noise=request.noise,
                     keys=self.pool_keys,
+                    query=request.query,
                 )
                 await claim_nonce(self.answers, request.pooling)
         with trail.step("compile") as span:
@@ -434,7 +445,7 @@ class QueryService:
                 trail.optout_register_version = await cohort.optout_register_version()
                 release = await cohort.data_release()
                 span.set_attribute(otel.OPTOUT_REGISTER_VERSION, trail.optout_register_version)
-                question = Question.of(request, applicant, profile, release)
+                question = NodeQuestion.of(request, applicant, profile, release)
                 pooled = None
                 if request.pooling is not None and secrets is not None:
                     pooled = PooledPart.of(
@@ -457,12 +468,14 @@ class QueryService:
                 stored = await found
                 await spent
                 new = {
-                    digest: by for by, digest in question.digests.items() if digest not in stored
+                    digest: table
+                    for table, digest in question.digests.items()
+                    if digest not in stored
                 }
                 shares = {} if pooled is None else await pooled.stored(self.answers)
                 new_shares = {} if pooled is None else pooled.new(shares)
                 cost = question.cost(
-                    len(new),
+                    [kind for _, kind in new.values()],
                     self.noise,
                     0 if pooled is None else pooled.cost(new_shares.values()),
                 )
@@ -484,21 +497,42 @@ class QueryService:
         with trail.step("protect") as span:
             context = CellContext(profile, self.jurisdiction)
 
-            def released(source: Mapping[str, StoredTable]) -> dict[Breakdown, NodeTable]:
+            def released(
+                source: Mapping[str, StoredTable], tables: Iterable[Breakdown]
+            ) -> dict[Breakdown, NodeTable]:
+                digests = question.digests
                 return {
-                    by: released_table(by, source[digest], question.sd, context)
-                    for by, digest in question.digests.items()
-                    if digest in source
+                    by: released_table(
+                        by,
+                        {kind: source[digests[by, kind]] for kind in question.measures},
+                        question.sd,
+                        context,
+                    )
+                    for by in tables
                 }
 
-            tables = released(stored)
+            # The tables whose every measure is stored: released as they were before.
+            tables = released(
+                stored,
+                [
+                    by
+                    for by in question.tables
+                    if all(question.digests[by, k] in stored for k in question.measures)
+                ],
+            )
             if new or new_shares:
-                counts = counts_by_table(compiled.tabulate(rows))
+                tabulated = compiled.tabulate(rows)
                 del rows
-                full = {d: full_table(by, counts[by], request.query) for d, by in new.items()}
+                counts = {kind: counts_by_table(tabulated, kind) for kind in question.measures}
+                del tabulated
+                full = {
+                    d: full_table(by, counts[kind][by], request.query)
+                    for d, (by, kind) in new.items()
+                }
                 if pooled is not None and new_shares:
                     pooled_full = {
-                        d: full_table(by, counts[by], request.query) for d, by in new_shares.items()
+                        d: full_table(by, counts[pooled.measure][by], request.query)
+                        for d, by in new_shares.items()
                     }
                     shares |= await self.answers.put(
                         pooled.shelf, pooled.draw(pooled_full, self.noise)
@@ -515,11 +549,12 @@ class QueryService:
                     # store's worker thread needs (5 ms turns), and the unsynced write
                     # takes less than the release.
                     kept = await self.answers.put(question.shelf, drawn, synced=False)
-                    tables |= released(kept)
+                    rest = [by for by in question.tables if by not in tables]
+                    tables |= released({**stored, **kept}, rest)
                 del full
             await flushed
             answer = [tables[by] for by in question.tables]
-            cells = [cell.count for table in answer for cell in table.cells]
+            cells = [v for table in answer for v in table.values()]
             span.set_attributes(
                 {
                     otel.CELLS_SUPPRESSED: sum(c.value is None for c in cells),
@@ -535,7 +570,7 @@ class QueryService:
         return Answered(answer, spend, masked)
 
     def _spend(
-        self, question: Question, cost: int, worst: Mapping[str, int], release: str
+        self, question: NodeQuestion, cost: int, worst: Mapping[str, int], release: str
     ) -> PrivacySpend:
         researcher = question.accounts[0]
         organisation = question.accounts[1] if len(question.accounts) > 1 else None

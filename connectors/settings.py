@@ -3,6 +3,8 @@ description what `tessera connector serve --help` prints (`serving.settings`).""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Self
@@ -10,15 +12,19 @@ from typing import Annotated, Any, ClassVar, Final, Self
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from connectors.backends import SCHEMES, DatabaseURL, database_url
 from connectors.backends.schemas import SchemaLayout
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
-from serving.settings import ServiceSettings, SettingsError, options
+from schema.errors import ConfigError, SettingsError
+from serving.settings import ServiceSettings, options
 from trust.keys import ALGORITHMS, Algorithm
 from trust.keysource import check_jwks_url
 from trust.store import check_redis_url
 
 __all__ = ["ConnectorSettings", "SettingsError"]
+
+log = logging.getLogger(__name__)
 
 PREFIX: Final = "TESSERA_CONNECTOR_"
 DEFAULT_GATEWAY_ISSUER: Final = "tessera-gateway"
@@ -59,7 +65,7 @@ def _algorithms(raw: Any) -> Any:
 
 class ConnectorSettings(ServiceSettings):
     """Settings of one connector. Build it with `ConnectorSettings.from_env`. Tracing is
-    configured by the standard `OTEL_*` variables (see `schema.telemetry`)."""
+    configured by the standard `OTEL_*` variables (see `oversight.tracing`)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX)
     OPTIONS: ClassVar = options(
@@ -70,24 +76,25 @@ class ConnectorSettings(ServiceSettings):
         description="ISO code of the node's jurisdiction, e.g. FR; picks the disclosure profile "
         "and the requests the node accepts."
     )
-    database: Path | None = Field(
-        None, description="Path of the OMOP CDM DuckDB database, opened read-only."
-    )
-    dsn: str | None = Field(
+    # A URL, or a DuckDB file's path; `target` is it checked and read.
+    database: str | Path | None = Field(
         None,
-        description="A postgresql:// URL of an OMOP CDM in PostgreSQL, used instead of a "
-        "DuckDB file (exactly one of the two is required).",
+        description="The OMOP CDM database, by URL (required); its scheme picks the backend "
+        "(connectors.backends.SCHEMES): duckdb:///PATH for a DuckDB file, opened read-only "
+        "(duckdb:///cdm.duckdb relative, duckdb:////srv/cdm.duckdb absolute), or "
+        "postgresql://USER@HOST/DB for PostgreSQL. A bare path is a DuckDB file.",
     )
+    dsn: str | None = Field(None, description="Deprecated alias of DATABASE, for a PostgreSQL URL.")
     cdm_schema: str | None = Field(
         None,
-        description="With a DSN, the PostgreSQL schema of the OMOP CDM tables and of Tessera's "
+        description="With PostgreSQL, the schema of the OMOP CDM tables and of Tessera's "
         "tables beside them (e.g. cdm); every table the node reads is then qualified with its "
         "schema, whatever the connection's search_path. Default: none, the tables are found "
         "through the search_path (usually public).",
     )
     vocabulary_schema: str | None = Field(
         None,
-        description="With a DSN, the schema of the standardised vocabularies (concept, "
+        description="With PostgreSQL, the schema of the standardised vocabularies (concept, "
         "concept_ancestor, ...; the OHDSI layout keeps them apart, e.g. vocab). Default: the "
         "CDM schema.",
     )
@@ -183,13 +190,13 @@ class ConnectorSettings(ServiceSettings):
         "index `tessera connector prepare --state` keeps there. Keep it across restarts, "
         "upgrades and data reloads, and back it up: a ledger lost gives every applicant a new "
         "budget. Default: next to the DuckDB database, <database without suffix>.state; "
-        "required with a PostgreSQL DSN.",
+        "required with PostgreSQL.",
     )
     audit_db: str = Field(
         "",
         description="The node's audit trail, an SQLite file or a postgresql:// URL. Default: "
-        "<database name>.audit.sqlite3 beside the DuckDB database; required with a PostgreSQL "
-        "DSN.",
+        "<database name>.audit.sqlite3 beside the DuckDB database; required with "
+        "PostgreSQL.",
     )
     audit_key: Path | None = Field(
         None,
@@ -223,44 +230,87 @@ class ConnectorSettings(ServiceSettings):
     def missing(cls, values: Mapping[str, Any]) -> list[str]:
         problems = super().missing(values)
         describe = cls.describe
-        if (values.get("database") is None) == (values.get("dsn") is None):
-            problems.append(f"exactly one of {describe('database')} and {describe('dsn')}")
-        elif values.get("dsn") is not None:
-            problems.extend(cls._postgres_needs(values))
+        database: str | Path | None = values.get("database")
+        dsn: str | None = values.get("dsn")
+        if database is not None and dsn is not None:
+            problems.append(
+                f"give {describe('database')} only: {describe('dsn')} is its deprecated alias"
+            )
+        elif database is None and dsn is None:
+            problems.append(f"{describe('database')} is required")
+        else:
+            try:
+                given = database if database is not None else dsn
+                assert given is not None
+                target = database_url(os.fspath(given))
+            except ConfigError as exc:
+                problems.append(f"{describe('database')}: {exc}")
+            else:
+                problem = cls._beside_problem(
+                    target, values.get("state_dir"), values.get("audit_db")
+                )
+                if problem:
+                    problems.append(problem)
         return problems
 
     @classmethod
-    def _postgres_needs(cls, values: Mapping[str, Any]) -> list[str]:
-        # A PostgreSQL node has no file to keep its ledger and audit trail beside: say
-        # everything that is missing at once.
-        missing = [name for name in ("state_dir", "audit_db") if not values.get(name)]
+    def _beside_problem(
+        cls, target: DatabaseURL, state_dir: object, audit_db: object
+    ) -> str | None:
+        """What is missing for a database that is not a file: a node's ledger and audit trail
+        go beside a DuckDB file by default, but a server has no beside. Names all of it."""
+        if target.path is not None:
+            return None
+        missing = [
+            n for n, given in (("state_dir", state_dir), ("audit_db", audit_db)) if not given
+        ]
         if not missing:
-            return []
-        named = " and ".join(map(cls.describe, missing))
-        return [f"with {cls.describe('dsn')} also give {named}"]
+            return None
+        return (
+            f"with a {target.scheme}:// {cls.describe('database')} also give "
+            f"{' and '.join(map(cls.describe, missing))}"
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, values: Any) -> Any:
+        # The deprecated `dsn` is the database's URL by another name.
+        if isinstance(values, dict) and values.get("dsn") is not None:
+            if values.get("database") is not None:
+                raise SettingsError(
+                    f"give {cls.describe('database')} only: {cls.describe('dsn')} is its "
+                    "deprecated alias"
+                )
+            log.warning(
+                "%s is deprecated: give the database's URL as %s",
+                cls.describe("dsn"),
+                cls.describe("database"),
+            )
+            values = {**values, "database": values["dsn"], "dsn": None}
+        return values
 
     @model_validator(mode="after")
     def _checked(self) -> Self:
         describe, variable = self.describe, self.variable
         if not self.node_id:
             object.__setattr__(self, "node_id", f"tessera-node-{self.jurisdiction.value.lower()}")
-        if self.database is None:
-            problems = self._postgres_needs(
-                {"state_dir": self.state_dir, "audit_db": self.audit_db}
+        target = self.target
+        problem = self._beside_problem(target, self.state_dir, self.audit_db)
+        if problem:
+            raise SettingsError(problem)
+        if not target.kind.schemas and (
+            self.cdm_schema is not None or self.vocabulary_schema is not None
+        ):
+            raise SettingsError(
+                f"{describe('cdm_schema')} and {describe('vocabulary_schema')} go with a "
+                f"{describe('database')} of schemas ({_schema_schemes()}) only"
             )
-            if problems:
-                raise SettingsError(problems[0])
-        else:
-            if self.cdm_schema is not None or self.vocabulary_schema is not None:
-                raise SettingsError(
-                    f"{describe('cdm_schema')} and {describe('vocabulary_schema')} go with "
-                    f"{describe('dsn')} (PostgreSQL) only"
-                )
+        if target.path is not None:
             if self.state_dir is None:
-                default = self.database.with_name(f"{self.database.stem}.state")
+                default = target.path.with_name(f"{target.path.stem}.state")
                 object.__setattr__(self, "state_dir", default)
             if not self.audit_db:
-                beside = self.database.with_name(f"{self.database.stem}.audit.sqlite3")
+                beside = target.path.with_name(f"{target.path.stem}.audit.sqlite3")
                 object.__setattr__(self, "audit_db", str(beside))
         if self.vocabulary_schema is not None and self.cdm_schema is None:
             raise SettingsError(f"{describe('vocabulary_schema')} needs {describe('cdm_schema')}")
@@ -313,8 +363,22 @@ class ConnectorSettings(ServiceSettings):
         return self
 
     @property
+    def target(self) -> DatabaseURL:
+        """The database, its URL checked: which backend and dialect, which file."""
+        if self.database is None:
+            raise SettingsError(f"{self.describe('database')} is required")
+        try:
+            return database_url(os.fspath(self.database))
+        except ConfigError as exc:
+            raise SettingsError(f"{self.describe('database')}: {exc}") from None
+
+    @property
     def layout(self) -> SchemaLayout | None:
         """Where a PostgreSQL node's tables are, when its schemas are given."""
         if self.cdm_schema is None:
             return None
         return SchemaLayout(self.cdm_schema, self.vocabulary_schema or self.cdm_schema)
+
+
+def _schema_schemes() -> str:
+    return ", ".join(f"{name}://" for name, scheme in SCHEMES.items() if scheme.schemas)

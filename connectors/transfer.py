@@ -22,6 +22,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from connectors.compiler import DUCKDB, POSTGRES
 from connectors.omop import CDM_DDL, TESSERA_DDL
 
 CHUNK_ROWS: Final = 200_000
@@ -52,27 +53,29 @@ class TransferReport:
 
 def postgres_ddl() -> list[str]:
     ddls = (*CDM_DDL, *TESSERA_DDL)
-    return [sqlglot.transpile(ddl, read="duckdb", write="postgres")[0] for ddl in ddls]
+    return [sqlglot.transpile(ddl, read=DUCKDB.sqlglot, write=POSTGRES.sqlglot)[0] for ddl in ddls]
 
 
 def _table_name(ddl: str) -> str:
-    table = sqlglot.parse_one(ddl, read="postgres").find(exp.Table)
+    table = sqlglot.parse_one(ddl, read=POSTGRES.sqlglot).find(exp.Table)
     assert table is not None
     return str(table.name)
 
 
 # Table names come from Tessera's own DDL; the statements are still built as syntax trees.
 def _drop(table: str) -> str:
-    return str(exp.Drop(tables=[exp.to_table(table)], kind="TABLE", exists=True).sql("postgres"))
+    return str(
+        exp.Drop(tables=[exp.to_table(table)], kind="TABLE", exists=True).sql(POSTGRES.sqlglot)
+    )
 
 
 def _has_rows(table: str) -> str:
     probe = exp.select("1").from_(exp.to_table(table))
-    return str(exp.select(exp.Exists(this=probe)).sql("postgres"))
+    return str(exp.select(exp.Exists(this=probe)).sql(POSTGRES.sqlglot))
 
 
 def _all_rows(table: str) -> str:
-    return str(exp.select("*").from_(exp.to_table(table)).sql("duckdb"))
+    return str(exp.select("*").from_(exp.to_table(table)).sql(DUCKDB.sqlglot))
 
 
 async def copy_to_postgres(

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from connectors.approval import ApprovalVerifier
-from connectors.settings import PREFIX, ConnectorSettings, SettingsError
-from connectors.verify import ALGORITHM, load_gateway_keys, pinned
+from connectors.settings import PREFIX, ConnectorSettings
+from schema.errors import SettingsError
 from trust.keys import KeyMaterialError, KeySet, pem_public_key
 from trust.keysource import (
     CombinedKeys,
@@ -22,6 +22,7 @@ from trust.keysource import (
     http_fetch,
 )
 from trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
+from trust.request_token import ALGORITHM, load_verifying_keys, pinned
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier, TrustedIssuer
 
@@ -59,7 +60,7 @@ def node_trust(settings: ConnectorSettings) -> NodeTrust:
     """Raises `SettingsError` when a configured key file cannot be read or is not a key."""
     refreshing: list[RefreshingKeys] = []
     try:
-        sources: list[KeySource] = [pinned(load_gateway_keys(settings.gateway_keys))]
+        sources: list[KeySource] = [pinned(load_verifying_keys(settings.gateway_keys))]
     except (OSError, ValueError) as exc:
         raise SettingsError(f"{PREFIX}GATEWAY_KEYS: cannot load a key: {exc}") from exc
     if settings.gateway_jwks is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connectors.compiler import ConceptResolver, ConceptSet, Row, Statement
+from connectors.compiler import ConceptResolver, ConceptSet, Dialect, Row, Statement
 from connectors.compiler.concepts import Execute, code_forms, compile_concept_names
 from schema.codes import LOOKUP_VOCABULARIES
 from schema.query import Code
@@ -31,7 +31,7 @@ def _ref(row: Row) -> ConceptRef:
 
 
 async def look_up(
-    codes: Sequence[Code], resolver: ConceptResolver, execute: Execute, *, dialect: str
+    codes: Sequence[Code], resolver: ConceptResolver, execute: Execute, *, dialect: Dialect
 ) -> list[NodeConcept]:
     """Each code as the node's vocabulary knows it (or does not)."""
     answers: list[NodeConcept] = []
@@ -66,7 +66,7 @@ def _is_own(row: Row, concept_set: ConceptSet) -> bool:
     )
 
 
-async def _names(execute: Execute, ids: Sequence[int], limit: int, dialect: str) -> list[Row]:
+async def _names(execute: Execute, ids: Sequence[int], limit: int, dialect: Dialect) -> list[Row]:
     if not ids:
         return []
     statement: Statement = compile_concept_names(ids, limit=limit, dialect=dialect)

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 from gateway.permits import IssuerAllowed, Permit, Presented, candidates
 from gateway.planner import Plan
-from policies.decision import decide as decide_policy
+from policies.decision import decide
 from policies.plan import QueryPlan
 from policies.policy_set import PolicySet
-from policies.principal import ApprovalView
-from policies.principal import Principal as PolicyPrincipal
-from policies.reasons import Decision, Decisions
+from policies.principal import ApprovalView, ResearcherView
+from policies.reasons import AccessDecision, Decisions
 from schema.codes import Jurisdiction
 
 
@@ -35,7 +34,7 @@ class Access:
     permits: Mapping[Jurisdiction, Permit]
 
 
-def decide(
+def decide_access(
     plan: Plan,
     presented: Presented,
     policies: PolicySet,
@@ -51,13 +50,13 @@ def decide(
     datasets = datasets or {}
     # The gateway verified every permit against its own issuer configuration: the policy's
     # issuer check is for nodes that trust a narrower set of HDABs.
-    principal = PolicyPrincipal(subject=plan.subject)
-    decisions: list[Decision] = []
+    principal = ResearcherView(subject=plan.subject)
+    decisions: list[AccessDecision] = []
     chosen: dict[Jurisdiction, Permit] = {}
     for jurisdiction in plan.jurisdictions:
         found = candidates(presented, jurisdiction, plan.request_id, allowed)
         if not found.permits:
-            decisions.append(Decision.of(jurisdiction, found.reasons))
+            decisions.append(AccessDecision.of(jurisdiction, found.reasons))
             continue
         asked = QueryPlan(
             request_id=plan.request_id,
@@ -68,9 +67,9 @@ def decide(
         own = policies.policies((jurisdiction,))
         # The first permit the policy allows decides; if none is allowed, the best one's
         # reasons are the jurisdiction's.
-        first: tuple[Permit, Decision] | None = None
+        first: tuple[Permit, AccessDecision] | None = None
         for permit in found.permits:
-            decision = decide_policy(
+            decision = decide(
                 principal, ApprovalView.from_approval(permit.approval), asked, own, now=now
             )[jurisdiction]
             if first is None or decision.allowed:

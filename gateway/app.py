@@ -36,11 +36,11 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
-from gateway.console import install as install_console
+from gateway.console import install_console
 from gateway.fairshare import FairShare
 from gateway.federation import Federation, load_federation
 from gateway.federation_check import FederationWatch
-from gateway.graphql.context import GatewayContext, Services
+from gateway.graphql.context import GatewayContext
 from gateway.graphql.limits import QueryBudget, cohort_fields
 from gateway.graphql.operations import BAD_OPERATION_NAME, valid_operation_name
 from gateway.graphql.schema import build_schema
@@ -67,22 +67,24 @@ from gateway.ratelimit import (
     SqliteRateLimiter,
 )
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
-from gateway.settings import GatewaySettings, SettingsError
-from gateway.signing import RequestSigner
+from gateway.service import Services
+from gateway.settings import GatewaySettings
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStore
+from oversight.audit.stores import open_store
+from oversight.tracing import tracer_provider_from_env
 from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import PolicySet
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStore, open_store
-from schema.errors import ErrorCode, TesseraError
-from schema.telemetry import tracer_provider_from_env
+from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import PERMIT_HEADER
 from serving.lifecycle import install as install_lifecycle
 from serving.lifecycle import traces, while_running
-from serving.run import serve as serve_app
+from serving.run import serve_app
 from trust.private_keys import load_signing_key
+from trust.request_token import RequestSigner
 from trust.store import connect_redis
 from trust.tokens import TokenVerifier
 

@@ -1,5 +1,8 @@
 """Combining node answers: per-node counts, the pooled total and every breakdown table.
-Pure functions, no I/O.
+Pure functions, no I/O. `combine` combines one measure's values (`schema.measures`; a count
+of persons unless told otherwise): its parts pool as the measure's spec says (counts add up,
+and no pooled value may exceed the measure's maximum), under the measure's gateway rules
+(`policies.measures`). What follows is said of counts.
 
 Each node's cells are first checked with that node's own profile, as if released alone (an
 honest node's cells pass unchanged). A pooled cell is the sum of the cell over the nodes that
@@ -27,25 +30,26 @@ from __future__ import annotations
 
 import functools
 import math
-import re
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
 from gateway.pooling import SECURE_POOL, Pooling
-from policies.disclosure import GATEWAY_RULES, CellContext, protect, release, with_reason
+from policies.disclosure import CellContext, protect, with_reason
+from policies.measures import PROTECTIONS
 from policies.profiles import DisclosureProfile, strictest
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
+from schema.dimensions import DIMENSIONS
+from schema.measures import MEASURES
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Reason, Value
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
 IMPLAUSIBLE_POOL: Final = "IMPLAUSIBLE_POOL"
-# More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
-# larger. (It also keeps every released count within GraphQL's 32-bit Int.)
-MAX_PERSONS: Final = 600_000_000
+COUNT: Final = MeasureKind.PERSON_COUNT
 PARTIAL: Final = "PARTIAL"
 NO_NODE_ANSWERED: Final = "NO_NODE_ANSWERED"
 # A country's own count the question did not ask (it asked only the securely pooled count).
@@ -84,28 +88,37 @@ def combine(
     outcomes: Sequence[NodeOutcome],
     profiles: Profiles,
     pooling: Pooling | None = None,
+    measure: MeasureKind = COUNT,
 ) -> Combined:
+    """The answer in one measure's values (a count of persons unless said), pooled as the
+    measure pools (`schema.measures`), under its gateway rules (`policies.measures`)."""
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
     # Each node's cells, checked with its own profile as if released alone: once, then shared
     # by the per-node values, the pooled cells and the per-country cells.
-    parts = {o.jurisdiction: released_alone(o, profiles) for o in ok}
+    parts = {o.jurisdiction: released_alone(o, profiles, measure) for o in ok}
     pooled_context = _context([o.jurisdiction for o in ok], profiles)
     return Combined(
-        count=pooled_total(outcomes, parts, pooled_context, pooling),
+        count=pooled_total(outcomes, parts, pooled_context, pooling, measure),
         by_jurisdiction=tuple(node_result(o, parts) for o in outcomes),
-        tables={table: combine_table(table, parts, pooled_context, pooling) for table in tables},
+        tables={
+            table: combine_table(table, parts, pooled_context, pooling, measure) for table in tables
+        },
     )
 
 
 NodeTables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 
-def released_alone(outcome: NodeOutcome, profiles: Profiles) -> NodeTables:
-    """A node's cells under the gateway's cell rules with the node's own profile."""
+def released_alone(
+    outcome: NodeOutcome, profiles: Profiles, measure: MeasureKind = COUNT
+) -> NodeTables:
+    """A node's cells of `measure` under the gateway's cell rules with the node's own
+    profile."""
     context = _context([outcome.jurisdiction], profiles)
+    rules = PROTECTIONS[measure].gateway_rules
     return {
-        table: {key: protect(value, context, GATEWAY_RULES) for key, value in cells.items()}
-        for table, cells in outcome.tables.items()
+        table: {key: protect(value, context, rules) for key, value in cells.items()}
+        for table, cells in outcome.measures[measure].items()
     }
 
 
@@ -144,6 +157,7 @@ def pooled_total(
     parts: Mapping[Jurisdiction, NodeTables],
     context: CellContext,
     pooling: Pooling | None = None,
+    measure: MeasureKind = COUNT,
 ) -> Value:
     missing = ", ".join(
         f"{o.jurisdiction.value} ({o.status.value})"
@@ -155,14 +169,17 @@ def pooled_total(
             Reason(rule=NO_NODE_ANSWERED, message=f"no node answered: {missing or 'none asked'}")
         )
     if pooling is not None and () in pooling.tables:
-        total = secure_cell((), (), parts, pooling, context)
+        total = secure_cell((), (), parts, pooling, context, measure)
     else:
         total = protect(
             # Every node has its total here (only a pooled total is ever left out); one that
             # had none would make the sum incomplete, never smaller.
-            pool([(j, tables.get((), {}).get((), _MISSING)) for j, tables in parts.items()]),
+            pool(
+                [(j, tables.get((), {}).get((), _MISSING)) for j, tables in parts.items()],
+                measure,
+            ),
             context,
-            GATEWAY_RULES,
+            PROTECTIONS[measure].gateway_rules,
         )
     if missing:
         total = with_reason(total, Reason(rule=PARTIAL, message=f"no answer from {missing}"))
@@ -174,12 +191,14 @@ def combine_table(
     parts: Mapping[Jurisdiction, NodeTables],
     pooled: CellContext,
     pooling: Pooling | None = None,
+    measure: MeasureKind = COUNT,
 ) -> tuple[Cell, ...]:
     node_table = node_dimensions(table)
+    rules = PROTECTIONS[measure].gateway_rules
     cells: list[tuple[tuple[str, ...], Value]] = []
     if pooling is not None and Dimension.JURISDICTION not in table and table in pooling.tables:
         for key in pooling.domains[table]:
-            cells.append((key, secure_cell(table, key, parts, pooling, pooled)))
+            cells.append((key, secure_cell(table, key, parts, pooling, pooled, measure)))
     elif Dimension.JURISDICTION in table:
         # Each cell comes from one node: protected with that node's own profile.
         for j, tables in parts.items():
@@ -193,11 +212,11 @@ def combine_table(
             # Every node lists every cell of the table's public domain; a cell one did not
             # list is a part nobody released.
             values = [of_node.get(key, _MISSING) for of_node in node_cells]
-            cells.append((key, protect(_pool(contributors, values), pooled, GATEWAY_RULES)))
-    if Dimension.JURISDICTION in table:
-        cells.sort(key=lambda cell: _sort_key(table, cell[0]))
-    else:
-        cells.sort(key=lambda cell: tuple(map(_natural, cell[0])))
+            cells.append((key, protect(_pool(contributors, values, measure), pooled, rules)))
+    # Each dimension's own order (`schema.dimensions`); `operator.call` keeps this as fast as
+    # one order for every column (the sort runs for every cell of every answer).
+    orders = [DIMENSIONS[d].sort_key for d in table]
+    cells.sort(key=lambda cell: tuple(map(operator.call, orders, cell[0])))
     columns = [(d, _dimension_values(d)) for d in table]
     return tuple(
         _cell([_dimension(c, v) for c, v in zip(columns, key, strict=True)], n) for key, n in cells
@@ -233,21 +252,25 @@ def _dimension(column: Column, value: str) -> DimensionValue:
 _MAX_DIMENSION_VALUES: Final = 4096
 
 
-def pool(parts: Sequence[tuple[Jurisdiction, Value]]) -> Value:
-    """The sum of released parts; suppressed when any part was not released, or when the
-    sum is more persons than exist."""
-    return _pool([j for j, _ in parts], [v for _, v in parts])
+def pool(parts: Sequence[tuple[Jurisdiction, Value]], measure: MeasureKind = COUNT) -> Value:
+    """The released parts pooled as the measure pools (a count: their sum); suppressed when
+    any part was not released, or when the pooled value is beyond the measure's maximum (for
+    a count, more persons than exist)."""
+    return _pool([j for j, _ in parts], [v for _, v in parts], measure)
 
 
-def _pool(contributors: Sequence[Jurisdiction], values: Sequence[Value]) -> Value:
+def _pool(
+    contributors: Sequence[Jurisdiction], values: Sequence[Value], measure: MeasureKind = COUNT
+) -> Value:
     """`pool` of each contributor's value, in the same order (this runs for every pooled
     cell: built-ins over lists, no generators)."""
     numbers = [v.value for v in values]
     if None in numbers:
         withheld = [j for j, n in zip(contributors, numbers, strict=True) if n is None]
         return _incomplete(tuple(withheld))
-    total = sum(numbers)  # type: ignore[arg-type] # no None, as just checked
-    if total > MAX_PERSONS:
+    spec = MEASURES[measure]
+    total = spec.pooled(numbers)  # type: ignore[arg-type] # no None, as just checked
+    if total > spec.maximum:
         # Each part passed vetting on its own; together they describe more persons than
         # exist, so at least one is false, and no one can tell which.
         return Value.suppressed(
@@ -276,10 +299,12 @@ def secure_cell(
     parts: Mapping[Jurisdiction, NodeTables],
     pooling: Pooling,
     context: CellContext,
+    measure: MeasureKind = COUNT,
 ) -> Value:
-    """A cell of a table pooled securely: the pool's count plus the released parts of the
-    nodes outside it, checked with the strictest rules of all of them (`context`). Withheld
-    when the pool did not complete, or a part outside it was withheld."""
+    """A cell of a table pooled securely (of the one measure a round pools): the pool's count
+    plus the released parts of the nodes outside it, checked with the strictest rules of all
+    of them (`context`). Withheld when the pool did not complete, or a part outside it was
+    withheld."""
     secure = pooling.pool
     inside = () if secure is None else secure.contributors
     outside = [(j, tables.get(table)) for j, tables in parts.items() if j not in inside]
@@ -287,21 +312,22 @@ def secure_cell(
         # A participant of a round that did not complete: it released this table to nobody.
         return Value.suppressed(pooling.failure or _MISSING.reasons[0])
     national = [(j, cells.get(key, _MISSING)) for j, cells in outside if cells is not None]
+    spec, rules = MEASURES[measure], PROTECTIONS[measure].gateway_rules
     if secure is None:
-        value = protect(pool(national), context, GATEWAY_RULES)
+        value = protect(pool(national, measure), context, rules)
         if value.value is None and pooling.failure is not None:
             value = with_reason(value, pooling.failure)
         return value
     withheld = [j for j, v in national if v.value is None]
     if withheld:
-        return pool(national)  # INCOMPLETE_POOL, naming the parts withheld
-    raw = secure.cells[table][key] + sum(v.value or 0 for _, v in national)
-    if raw > MAX_PERSONS:
+        return pool(national, measure)  # INCOMPLETE_POOL, naming the parts withheld
+    raw = spec.pooled([secure.cells[table][key], *(v.value or 0 for _, v in national)])
+    if raw > spec.maximum:
         return Value.suppressed(
             Reason(rule=IMPLAUSIBLE_POOL, message="the pooled count is more persons than exist")
         )
     variance = secure.sigma**2 + sum((v.sd or 0.0) ** 2 for _, v in national)
-    value = protect(release(raw, math.sqrt(variance), context), context, GATEWAY_RULES)
+    value = protect(PROTECTIONS[measure].release(raw, math.sqrt(variance), context), context, rules)
     contributors = sorted({*inside, *parts}, key=_JURISDICTION_INDEX.__getitem__)
     names = ", ".join(j.value for j in inside)
     reason = Reason(
@@ -357,22 +383,4 @@ def _with_jurisdiction(table: Breakdown, key: CellKey, jurisdiction: Jurisdictio
     return tuple(jurisdiction.value if d is Dimension.JURISDICTION else next(values) for d in table)
 
 
-_JURISDICTION_ORDER: Final = {j.value: i for i, j in enumerate(Jurisdiction)}
 _JURISDICTION_INDEX: Final = {j: i for i, j in enumerate(Jurisdiction)}
-
-
-def _sort_key(table: Breakdown, key: CellKey) -> tuple[tuple[tuple[int, int, str], ...], ...]:
-    return tuple(
-        ((0, _JURISDICTION_ORDER.get(v, -1), v),) if d is Dimension.JURISDICTION else _natural(v)
-        for d, v in zip(table, key, strict=True)
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
-    # "5-9" before "10-14", "90+" last: numbers compare as numbers.
-    return tuple(
-        (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
-        for part in re.split(r"([0-9]+)", text)
-        if part
-    )

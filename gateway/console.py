@@ -105,7 +105,7 @@ class DemoCredentials:
         }
 
 
-def install(
+def install_console(
     app: web.Application, *, graphql_path: str, demo_credentials: Path | None = None
 ) -> None:
     """Serve the console on `app`: the page at `/console` and on `GET graphql_path`, its

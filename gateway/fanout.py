@@ -11,12 +11,12 @@ from typing import Final
 
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
-from gateway.audit import node_step
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
-from policies.reasons import Decision
+from gateway.query_trail import node_step
+from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
@@ -34,7 +34,7 @@ async def fan_out(
     client: NodeClient,
     nodes: Mapping[Jurisdiction, NodeInfo],
     plan: Plan,
-    decisions: Mapping[Jurisdiction, Decision],
+    decisions: Mapping[Jurisdiction, AccessDecision],
     *,
     permits: Mapping[Jurisdiction, Permit],
     deadline_s: float,

@@ -35,9 +35,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway.federation import NodeInfo
 from gateway.ratelimit import Bucket, RateLimiter
 from gateway.resilience import CircuitState
+from oversight.audit.store import MAX_PAGE, AuditQuery, AuditStore
 from schema.audit.chain import SignedHead
 from schema.audit.entry import AuditEntry, AuditRecord, StoredEntry
-from schema.audit.store import MAX_PAGE, AuditQuery, AuditStore
 from schema.errors import TesseraError
 
 METER_NAME: Final = "tessera.gateway"

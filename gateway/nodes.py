@@ -25,10 +25,10 @@ from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
-from gateway.signing import RequestSigner
 from policies.domain import table_domain
-from schema.codes import Jurisdiction, NodeStatus
+from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import ErrorCode, TesseraError
+from schema.measures import asked
 from schema.query import Breakdown
 from schema.result import Reason, Value
 from schema.wire import (
@@ -40,6 +40,7 @@ from schema.wire import (
     NodeRequest,
     NodeResponse,
 )
+from trust.request_token import RequestSigner
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,24 @@ USER_AGENT: Final = "tessera-gateway/1"
 _CHUNK_BYTES: Final = 64 * 1024
 
 CellKey = tuple[str, ...]
+# One measure's values: cells by key, per breakdown.
+Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
-    """What came of asking one node. `tables` (cells by key, per breakdown) is filled exactly
-    when the status is OK; `shares` too when the node took part in a pooled round (its masked
-    shares per pooled table, one per cell of the table's public domain); `reasons` explain a
-    DENIED or an UNKNOWN_CODE (whose codes are in `response.unknown_codes`). `retryable` says
-    the request never reached the node (it could not be connected to), so asking again is
-    safe."""
+    """What came of asking one node. `measures` (per measure asked, its cells by key, per
+    breakdown) is filled exactly when the status is OK; `shares` too when the node took part
+    in a pooled round (its masked shares per pooled table, one per cell of the table's public
+    domain); `reasons` explain a DENIED or an UNKNOWN_CODE (whose codes are in
+    `response.unknown_codes`). `retryable` says the request never reached the node (it could
+    not be connected to), so asking again is safe."""
 
     jurisdiction: Jurisdiction
     status: NodeStatus
     latency_ms: float | None = None
     response: NodeResponse | None = None
-    tables: Mapping[Breakdown, Mapping[CellKey, Value]] = field(default_factory=dict)
+    measures: Mapping[MeasureKind, Tables] = field(default_factory=dict)
     reasons: tuple[Reason, ...] = ()
     error_code: ErrorCode | None = None
     message: str | None = None
@@ -140,8 +143,9 @@ def check_response(
     node: NodeInfo, request: NodeRequest, response: NodeResponse, latency_ms: float
 ) -> NodeOutcome:
     """Check a well-formed answer against the question: same query, same node, exactly the
-    tables asked, one cell per key; for a pooled round, the round as sent (nonce, round,
-    participants) and one 64-bit share for every cell of each pooled table."""
+    tables asked, one cell per key, each with exactly the measures asked; for a pooled round,
+    the round as sent (nonce, round, participants) and one 64-bit share for every cell of
+    each pooled table."""
 
     def rejected(message: str) -> NodeOutcome:
         return NodeOutcome.failed(
@@ -181,24 +185,29 @@ def check_response(
             if len(values) != len(table_domain(pooled.by, request.query)):
                 return rejected("a pooled table has not one share per cell of its domain")
             shares[pooled.by] = values
-    tables: dict[Breakdown, dict[CellKey, Value]] = {}
+    kinds = asked(request.query)
+    measures: dict[MeasureKind, dict[Breakdown, dict[CellKey, Value]]] = {k: {} for k in kinds}
     for table in response.tables:
-        cells: dict[CellKey, Value] = {}
+        cells: dict[MeasureKind, dict[CellKey, Value]] = {kind: {} for kind in kinds}
         for cell in table.cells:
             key = tuple(cell.key)
-            if len(key) != len(table.by) or key in cells:
+            if len(key) != len(table.by) or key in cells[kinds[0]]:
                 return rejected("a table has a malformed or repeated cell key")
-            cells[key] = cell.count
-        tables[table.by] = cells
+            if cell.values.keys() != cells.keys():
+                return rejected("a cell does not carry exactly the measures asked")
+            for kind, value in cell.values.items():
+                cells[kind][key] = value
+        for kind, of_kind in cells.items():
+            measures[kind][table.by] = of_kind
     # The total is there exactly when it was asked nationally (checked above with the tables).
-    if () in tables and len(tables[()]) != 1:
+    if any(() in tables and len(tables[()]) != 1 for tables in measures.values()):
         return rejected("the total table must have exactly one cell")
     return NodeOutcome(
         jurisdiction=node.jurisdiction,
         status=NodeStatus.OK,
         latency_ms=latency_ms,
         response=response,
-        tables=tables,
+        measures=measures,
         reasons=tuple(response.reasons),
         shares=shares,
     )

@@ -1,5 +1,9 @@
 """Planning: one researcher question becomes one validated `CohortQuery` and one `NodeRequest`
-per node, whatever the number of breakdowns asked (see `gateway.graphql.selection`)."""
+per node, whatever the number of breakdowns asked (see `gateway.graphql.selection`), and what
+it costs against the request's budget (`cohort_cost`).
+
+Codes are checked first, so that a malformed code gets its own error code (INVALID_CODE) and
+the path of the offending field; the query model does the rest of the validating."""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
+from policies.domain import table_cells
 from schema.approval import Approval
-from schema.codes import AgeAt, Jurisdiction, NoiseLevel
+from schema.codes import CODE_PATTERNS, AgeAt, Jurisdiction, NoiseLevel, Vocabulary, normalise_code
 from schema.errors import ErrorCode, TesseraError
 from schema.pooling import PoolingRequest
 from schema.query import Breakdown, CohortQuery, FederatedQuery
@@ -26,6 +31,7 @@ MAX_PROBLEM_CHARS: Final = 160
 
 # Model field names as the researcher wrote them in GraphQL.
 _FIELD_NAMES: Final = {"tables": "breakdown", "request_id": "request"}
+_EVENT_GROUPS: Final = ("conditions", "drugs", "measurements")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +92,11 @@ def plan_query(
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
-    Raises `TesseraError` with UNKNOWN_JURISDICTION for a jurisdiction outside the federation
-    and INVALID_CRITERIA for anything the query model rejects.
+    Raises `TesseraError` with INVALID_CODE for a malformed code, UNKNOWN_JURISDICTION for a
+    jurisdiction outside the federation and INVALID_CRITERIA for anything the query model
+    rejects.
     """
+    check_codes(criteria)
     asked = list(members) if jurisdictions is None else list(jurisdictions)
     unknown = [j for j in dict.fromkeys(asked) if j not in members]
     if unknown:
@@ -142,6 +150,42 @@ def plan_query(
             code=ErrorCode.INVALID_CRITERIA,
         )
     return plan
+
+
+def cohort_cost(plan: Plan) -> int:
+    """Nodes asked × (the total + the cells of every breakdown), each dimension bounded by
+    the criteria (an age range bounds the age bands, a date window the calendar years:
+    `policies.domain.table_cells`)."""
+    per_node = sum(table_cells(table, plan.node_query) for table in plan.node_query.tables)
+    return len(plan.jurisdictions) * per_node
+
+
+def check_codes(criteria: Mapping[str, Any], loc: tuple[int | str, ...] = ("criteria",)) -> None:
+    """INVALID_CODE, naming the field, for the first code of `criteria` (the query model's
+    `Criteria` as plain data) that is malformed once normalised; never quotes the code. What
+    is not shaped like a criterion is left for the query model to reject."""
+    for name in _EVENT_GROUPS:
+        events = criteria.get(name)
+        for i, event in enumerate(events if isinstance(events, list) else ()):
+            if isinstance(event, Mapping):
+                _check_code(event, (*loc, name, i))
+    groups = criteria.get("any_of")
+    for i, group in enumerate(groups if isinstance(groups, list) else ()):
+        if isinstance(group, Mapping):
+            check_codes(group, (*loc, "any_of", i))
+
+
+def _check_code(event: Mapping[str, Any], loc: tuple[int | str, ...]) -> None:
+    vocabulary, code = event.get("vocabulary"), event.get("code")
+    if not isinstance(vocabulary, Vocabulary) or not isinstance(code, str):
+        return
+    if not CODE_PATTERNS[vocabulary].fullmatch(normalise_code(vocabulary, code)):
+        path = _path((*loc, "code"))
+        raise TesseraError(
+            f"{path} is not a well-formed {vocabulary.value} code",
+            code=ErrorCode.INVALID_CODE,
+            path=path,
+        )
 
 
 def invalid_criteria(error: ValidationError) -> TesseraError:

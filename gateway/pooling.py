@@ -13,6 +13,9 @@ A participant releases its own total only when the question asks for it: each co
 `count` selected, or a table by JURISDICTION alone. When the pooled count is pooled securely,
 it is otherwise the question's only total, charged once (`national_total`).
 
+A round pools one measure, one that pools securely (`schema.measures`: the count of persons);
+a question asking anything else is answered nationally by every node.
+
 Who takes part depends only on the question, the policies and the federation file, never
 on the data: the nodes asked and allowed, whose jurisdiction takes part, less those whose
 minimum of nodes (`min_nodes`) the rest cannot meet. A round needs two nodes at least. Its
@@ -34,7 +37,8 @@ from gateway.nodes import CellKey, NodeOutcome
 from gateway.planner import Plan
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
+from schema.measures import pooled_measure
 from schema.pooling import MIN_PARTICIPANTS, NONCE_BYTES, PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown
 from schema.result import Reason
@@ -66,6 +70,7 @@ class SecurePool:
     contributors: tuple[Jurisdiction, ...]
     sigma: float
     cells: Mapping[Breakdown, Mapping[CellKey, int]]
+    measure: MeasureKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,7 @@ def plan_round(
     (or there is nothing to pool). `per_country`: whether the question asks each country's
     own count (`national_total`)."""
     chosen = participants(candidates, nodes, profiles)
-    if not chosen or not tables:
+    if not chosen or not tables or pooled_measure(plan.node_query) is None:
         return None
     request = PoolingRequest(
         nonce=encode_nonce(secrets.token_bytes(NONCE_BYTES)),
@@ -160,7 +165,8 @@ def unmask(
         for o in parts
         if o is not None and o.status is NodeStatus.OK and set(o.shares) == set(tables)
     ]
-    if len(answered) != len(round_.participants):
+    measure = pooled_measure(plan.node_query)
+    if len(answered) != len(round_.participants) or measure is None:
         return None
     cells = {}
     for by in tables:
@@ -170,6 +176,7 @@ def unmask(
         contributors=tuple(sorted(round_.participants, key=list(Jurisdiction).index)),
         sigma=round_.request.sigma,
         cells=cells,
+        measure=measure,
     )
 
 

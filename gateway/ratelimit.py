@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from policies.policy_set import NoPolicy, PolicySet
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
-from trust.sqlite_file import SqliteFile, Synchronous, write
+from trust.sqlite_file import SqliteFile, Synchronous, in_write_transaction
 
 DEFAULT_MAX_BUCKETS: Final = 100_000
 
@@ -214,7 +214,7 @@ class SqliteRateLimiter:
             )
             return 0.0
 
-        return await self._file.run(lambda connection: write(connection, take))
+        return await self._file.run(lambda connection: in_write_transaction(connection, take))
 
     async def close(self) -> None:
         await self._file.close()

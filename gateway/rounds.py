@@ -34,7 +34,7 @@ from typing import Final
 
 from opentelemetry.trace import Tracer
 
-from gateway.combine import IMPLAUSIBLE_POOL, INCOMPLETE_POOL, MAX_PERSONS
+from gateway.combine import IMPLAUSIBLE_POOL, INCOMPLETE_POOL
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome
@@ -50,10 +50,11 @@ from gateway.pooling import (
     pooled_tables,
     unmask,
 )
-from policies.reasons import Decision
+from policies.reasons import AccessDecision
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.result import Reason
 
 # A second round with less of the deadline left than this is not started.
@@ -73,7 +74,7 @@ async def gather(
     client: NodeClient,
     nodes: Mapping[Jurisdiction, NodeInfo],
     plan: Plan,
-    decisions: Mapping[Jurisdiction, Decision],
+    decisions: Mapping[Jurisdiction, AccessDecision],
     *,
     permits: Mapping[Jurisdiction, Permit],
     profiles: Profiles,
@@ -210,8 +211,8 @@ def _checked(pooling: Pooling) -> Pooling:
     pool: SecurePool | None = pooling.pool
     if pool is None:
         return pooling
-    floor = -PLAUSIBLE_SDS * pool.sigma
-    if all(floor <= v <= MAX_PERSONS for cells in pool.cells.values() for v in cells.values()):
+    floor, most = -PLAUSIBLE_SDS * pool.sigma, MEASURES[pool.measure].maximum
+    if all(floor <= v <= most for cells in pool.cells.values() for v in cells.values()):
         return pooling
     reason = Reason(
         rule=IMPLAUSIBLE_POOL,

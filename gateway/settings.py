@@ -12,7 +12,8 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
-from serving.settings import ServiceSettings, SettingsError, options
+from schema.errors import SettingsError
+from serving.settings import ServiceSettings, options
 from trust.store import check_redis_url
 
 __all__ = ["GatewaySettings", "PartialPools", "SettingsError", "is_loopback"]
@@ -46,7 +47,7 @@ def is_loopback(host: str) -> bool:
 
 
 class PartialPools(StrEnum):
-    """What becomes of a pooled number when some nodes failed (see `gateway.differencing`)."""
+    """What becomes of a pooled number when some nodes failed (see `gateway.pool_guard`)."""
 
     MARK = "mark"  # released with a PARTIAL reason
     SUPPRESS = "suppress"  # suppressed with a PARTIAL reason
@@ -58,7 +59,7 @@ def _lower(value: Any) -> Any:
 
 class GatewaySettings(ServiceSettings):
     """How one gateway process runs. Build it with `GatewaySettings.from_env`. Tracing is
-    configured by the standard `OTEL_*` variables (see `schema.telemetry`)."""
+    configured by the standard `OTEL_*` variables (see `oversight.tracing`)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     OPTIONS: ClassVar = options(

@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.combine import MAX_PERSONS, Profiles
+from gateway.combine import Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import NodeStatus, ValueStatus
+from schema.measures import MEASURES, MeasureSpec
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import KEY_DOMAINS, NodeRequest
@@ -33,16 +34,18 @@ Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """A node's OK answer with what it is checked against: the node's published profile and
-    the question it was asked."""
+class AnswerToVet:
+    """One measure's values in a node's OK answer with what they are checked against: the
+    node's published profile, the question it was asked and the measure's spec. Every check
+    runs on every measure asked (each one's values are released noisy, under its rules)."""
 
     tables: Tables
     profile: DisclosureProfile
     request: NodeRequest
+    measure: MeasureSpec
 
 
-Check = Callable[[Answer], str | None]
+Check = Callable[[AnswerToVet], str | None]
 
 # How many standard deviations of its noise a released count may lie from the truth before
 # the arithmetic checks call it impossible: about one honest answer in 10^9 would fail.
@@ -62,7 +65,7 @@ def _released(tables: Tables) -> list[Value]:
     return [v for cells in tables.values() for v in cells.values() if v.value is not None]
 
 
-def keys_in_domain(answer: Answer) -> str | None:
+def keys_in_domain(answer: AnswerToVet) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
     for by, cells in answer.tables.items():
         # Each dimension's values at once, against its domain (a set): `valid_key_value`.
@@ -72,7 +75,7 @@ def keys_in_domain(answer: Answer) -> str | None:
     return None
 
 
-def full_domain(answer: Answer) -> str | None:
+def full_domain(answer: AnswerToVet) -> str | None:
     """Every table lists exactly the cells of its public domain: a node that leaves a cell
     out, or adds one, tells which groups exist."""
     query = answer.request.query
@@ -90,7 +93,7 @@ def full_domain(answer: Answer) -> str | None:
     return None
 
 
-def noisy_as_published(answer: Answer) -> str | None:
+def noisy_as_published(answer: AnswerToVet) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node."""
     sd = answer.profile.noise_sd(answer.request.noise)
@@ -107,16 +110,17 @@ def noisy_as_published(answer: Answer) -> str | None:
     return None
 
 
-def possible_counts(answer: Answer) -> str | None:
+def possible_counts(answer: AnswerToVet) -> str | None:
     for value in _released(answer.tables):
         # A slack is never negative: only a count above the bound needs its slack.
         n = value.value
-        if n is not None and n > MAX_PERSONS and n - _slack(value) > MAX_PERSONS:
+        most = answer.measure.maximum
+        if n is not None and n > most and n - _slack(value) > most:
             return "a count is larger than any population"
     return None
 
 
-def at_least_published_minimum(answer: Answer) -> str | None:
+def at_least_published_minimum(answer: AnswerToVet) -> str | None:
     """No released count below the node's own published minimum (a noisy count below it is
     LOW): the node broke its own disclosure rules, so none of its numbers are safe."""
     minimum = answer.profile.min_count
@@ -126,7 +130,7 @@ def at_least_published_minimum(answer: Answer) -> str | None:
     return None
 
 
-def own_counts_only(answer: Answer) -> str | None:
+def own_counts_only(answer: AnswerToVet) -> str | None:
     """A node's counts are its own: only the gateway says a count pools several countries."""
     for cells in answer.tables.values():
         if any(value.contributors is not None for value in cells.values()):
@@ -134,7 +138,7 @@ def own_counts_only(answer: Answer) -> str | None:
     return None
 
 
-def tables_as_asked(answer: Answer) -> str | None:
+def tables_as_asked(answer: AnswerToVet) -> str | None:
     """Exactly the tables the node was asked to release on its own: a total (or any table)
     sent though it was asked only as pooled shares is rejected, not used, and a missing one
     does not pass as "nothing to check against"."""
@@ -143,7 +147,7 @@ def tables_as_asked(answer: Answer) -> str | None:
     return None
 
 
-def cells_within_total(answer: Answer) -> str | None:
+def cells_within_total(answer: AnswerToVet) -> str | None:
     """Every node table partitions the cohort (each person in at most one cell), so no cell
     exceeds the total beyond their noise, and cells without noise (exact or rounded) do not
     together. Noisy cells together may: only the cells whose noise lifted them to the minimum
@@ -198,9 +202,8 @@ def vet(
     keeping nothing of the answer but its latency."""
     if outcome.status is not NodeStatus.OK:
         return outcome
-    answer = Answer(outcome.tables, profile, request)
-    for check in checks:
-        problem = check(answer)
+    for kind, tables in outcome.measures.items():
+        problem = _problem(AnswerToVet(tables, profile, request, MEASURES[kind]), checks)
         if problem is not None:
             return NodeOutcome.failed(
                 outcome.jurisdiction,
@@ -209,6 +212,14 @@ def vet(
                 latency_ms=outcome.latency_ms,
             )
     return outcome
+
+
+def _problem(answer: AnswerToVet, checks: Sequence[Check]) -> str | None:
+    for check in checks:
+        problem = check(answer)
+        if problem is not None:
+            return problem
+    return None
 
 
 class VettingNodeClient:

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
 from gateway.nodes import TooLarge, read_limited
-from gateway.signing import RequestSigner
 from schema.codes import Jurisdiction, NodeStatus
 from schema.query import Code
 from schema.wire import (
@@ -32,6 +31,7 @@ from schema.wire import (
     NodeConcept,
     NodeError,
 )
+from trust.request_token import RequestSigner
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,15 @@ from policies.domain import table_cells
 from policies.model import RulePath, dotted
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApplicantKind, ApprovalView, Principal
+from policies.principal import ApplicantKind, ApprovalView, ResearcherView
 from policies.purposes import (
     PUBLIC_BODY_ONLY_ARTICLE,
     PUBLIC_BODY_ONLY_BY_LAW,
     classify_purpose,
 )
 from policies.reasons import PolicyReason, RuleId
-from schema.codes import AGE_BAND_WIDTHS, Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction
+from schema.dimensions import age_band_width
 from schema.query import CohortQuery
 
 ART_69: Final = "EHDS Art. 69"  # health data requests: answers in anonymised statistical form
@@ -41,7 +42,7 @@ ART_71: Final = "EHDS Art. 71"  # the right to opt out of secondary use
 class CheckInput:
     jurisdiction: Jurisdiction
     policy: EffectivePolicy
-    principal: Principal
+    principal: ResearcherView
     approval: ApprovalView
     plan: QueryPlan
     now: dt.datetime
@@ -183,19 +184,22 @@ def _dimensions(query: CohortQuery) -> list[Dimension]:
 
 
 def dimensions_allowed(c: CheckInput) -> Iterator[PolicyReason]:
+    refused = c.policy.rules.dimensions.not_allowed
     for dimension in _dimensions(c.plan.query):
         if dimension not in c.policy.allowed_dimensions:
+            # The rule that refuses it: a layer's `not_allowed`, else the allow-list.
+            named = refused is not None and dimension in refused.value
             yield c.reason(
                 RuleId.DIMENSION_NOT_ALLOWED,
                 f"{c.jurisdiction.value} does not allow breakdowns by {dimension.value}",
-                c.source(("dimensions", "allowed")),
+                c.source(("dimensions", "not_allowed" if named else "allowed")),
             )
 
 
 def granularity(c: CheckInput) -> Iterator[PolicyReason]:
     minimum = c.policy.min_age_band_width
     for dimension in _dimensions(c.plan.query):
-        width = AGE_BAND_WIDTHS.get(dimension)
+        width = age_band_width(dimension)
         if width is not None and width < minimum:
             yield c.reason(
                 RuleId.GRANULARITY,

@@ -147,6 +147,7 @@ LAWS: Final[dict[RulePath, Law[Any]]] = {
     ),
     ("disclosure", "p_percent"): HIGHER,
     ("dimensions", "allowed"): FEWER,
+    ("dimensions", "not_allowed"): MORE,
     ("dimensions", "min_age_band_width"): HIGHER,
     ("dimensions", "max_cells"): LOWER,
     ("purposes", "allowed"): FEWER,

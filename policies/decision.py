@@ -16,13 +16,13 @@ from collections.abc import Mapping, Sequence
 from policies.checks import CHECKS, Check, CheckInput
 from policies.plan import QueryPlan
 from policies.policy_set import EffectivePolicy
-from policies.principal import ApprovalView, Principal
-from policies.reasons import Decision, Decisions, PolicyReason, RuleId
+from policies.principal import ApprovalView, ResearcherView
+from policies.reasons import AccessDecision, Decisions, PolicyReason, RuleId
 from schema.codes import Jurisdiction
 
 
 def decide(
-    principal: Principal,
+    principal: ResearcherView,
     approval: ApprovalView,
     plan: QueryPlan,
     policies: Mapping[Jurisdiction, EffectivePolicy],
@@ -60,7 +60,7 @@ def decide(
                 optout_applied=optout_applied,
             )
             reasons = [reason for check in checks for reason in _run(check, given)]
-        decisions.append(Decision.of(jurisdiction, reasons))
+        decisions.append(AccessDecision.of(jurisdiction, reasons))
     return Decisions(tuple(decisions))
 
 

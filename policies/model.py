@@ -124,7 +124,12 @@ class DisclosureRules(PolicyModel):
 
 
 class DimensionRules(PolicyModel):
+    """Which dimensions a table may use: those `allowed` less those `not_allowed`. The baseline
+    lists the published ones in `allowed`; a jurisdiction or node refuses one by naming it in
+    `not_allowed`, so a layer states only what differs from the baseline."""
+
     allowed: Sourced[frozenset[Dimension]] | None = None
+    not_allowed: Sourced[frozenset[Dimension]] | None = None
     min_age_band_width: Sourced[AgeBandWidth] | None = None
     # Upper bound on the cells of one table (see policies.domain.table_cells).
     max_cells: Sourced[MaxCells] | None = None
@@ -186,6 +191,7 @@ RULE_PATHS: Final[tuple[RulePath, ...]] = (
     ("disclosure", "dominance"),
     ("disclosure", "p_percent"),
     ("dimensions", "allowed"),
+    ("dimensions", "not_allowed"),
     ("dimensions", "min_age_band_width"),
     ("dimensions", "max_cells"),
     ("purposes", "allowed"),
@@ -197,13 +203,14 @@ RULE_PATHS: Final[tuple[RulePath, ...]] = (
 )
 
 # Rules that may be absent from every layer: an absent one is simply not applied (no secure
-# pooling, no magnitude rule). All others must be stated by the baseline, so that every
-# composed policy has a value for them.
+# pooling, no magnitude rule, no dimension refused beyond the allow-list). All others must be
+# stated by the baseline, so that every composed policy has a value for them.
 OPTIONAL_RULES: Final[frozenset[RulePath]] = frozenset(
     {
         ("disclosure", "secure_pooling"),
         ("disclosure", "dominance"),
         ("disclosure", "p_percent"),
+        ("dimensions", "not_allowed"),
     }
 )
 REQUIRED_RULES: Final[tuple[RulePath, ...]] = tuple(
@@ -275,7 +282,9 @@ class JurisdictionLayer(Rules):
         return self
 
 
-class NodeInfo(PolicyModel):
+class LayerNode(PolicyModel):
+    """Which node a node layer is for (its `[node]` table)."""
+
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     jurisdiction: Jurisdiction
     # The datasets this node answers from; the researcher's permit must name one of them.
@@ -287,7 +296,7 @@ class NodeLayer(Rules):
     """A hub's own layer, kept next to its connector: the node has the final veto."""
 
     name: NonEmptyText
-    node: NodeInfo
+    node: LayerNode
 
 
 Layer = BaselineLayer | JurisdictionLayer | NodeLayer

@@ -21,7 +21,7 @@ from policies.model import (
     Hdab,
     Issuer,
     JurisdictionLayer,
-    NodeInfo,
+    LayerNode,
     NodeLayer,
     Noise,
     RulePath,
@@ -64,7 +64,7 @@ class IncompletePolicy(ValueError):
 class NodeLayerMismatch(ValueError):
     code = "NODE_LAYER_MISMATCH"
 
-    def __init__(self, node: NodeInfo, jurisdiction: Jurisdiction) -> None:
+    def __init__(self, node: LayerNode, jurisdiction: Jurisdiction) -> None:
         super().__init__(
             f"node layer of {node.id} is for {node.jurisdiction.value}, not {jurisdiction.value}"
         )
@@ -90,7 +90,7 @@ class EffectivePolicy:
     provenance: Mapping[RulePath, tuple[str, ...]]
     hdabs: tuple[Hdab, ...] = ()
     issuers: tuple[Issuer, ...] = ()
-    node: NodeInfo | None = None
+    node: LayerNode | None = None
 
     def __post_init__(self) -> None:
         if missing := self.rules.missing(REQUIRED_RULES):
@@ -131,7 +131,9 @@ class EffectivePolicy:
 
     @property
     def allowed_dimensions(self) -> frozenset[Dimension]:
-        return _required(self.rules.dimensions.allowed).value
+        refused = self.rules.dimensions.not_allowed
+        allowed = _required(self.rules.dimensions.allowed).value
+        return allowed if refused is None else allowed - refused.value
 
     @property
     def min_age_band_width(self) -> int:
@@ -345,7 +347,7 @@ def _effective(
     *,
     hdabs: tuple[Hdab, ...],
     issuers: tuple[Issuer, ...],
-    node: NodeInfo | None,
+    node: LayerNode | None,
 ) -> EffectivePolicy:
     composed = compose_with_provenance([rules for _, rules in named])
     names = tuple(name for name, _ in named)

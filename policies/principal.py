@@ -83,10 +83,11 @@ class ApprovalView:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """The researcher: the token's subject, and its issuer when the caller wants the policy
-    to check that the issuer is one the jurisdiction trusts (None: the caller has verified
-    the token against its own trust configuration and the issuer check is skipped)."""
+class ResearcherView:
+    """The researcher as the decision sees it: the token's subject, and its issuer when the
+    caller wants the policy to check that the issuer is one the jurisdiction trusts (None: the
+    caller has verified the token against its own trust configuration and the issuer check is
+    skipped). The gateway's authenticated caller is `gateway.auth.Principal`."""
 
     subject: str
     issuer: str | None = None

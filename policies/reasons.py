@@ -79,7 +79,7 @@ class PolicyReason(Reason):
         )
 
 
-class Decision(Contract):
+class AccessDecision(Contract):
     """Whether a query may be answered by one jurisdiction, with every reason it may not."""
 
     jurisdiction: Jurisdiction
@@ -93,7 +93,7 @@ class Decision(Contract):
         return self
 
     @classmethod
-    def of(cls, jurisdiction: Jurisdiction, reasons: Sequence[PolicyReason]) -> Decision:
+    def of(cls, jurisdiction: Jurisdiction, reasons: Sequence[PolicyReason]) -> AccessDecision:
         return cls(jurisdiction=jurisdiction, allowed=not reasons, reasons=tuple(reasons))
 
     @property
@@ -102,12 +102,12 @@ class Decision(Contract):
 
 
 @dataclass(frozen=True, slots=True)
-class Decisions(Mapping[Jurisdiction, Decision]):
+class Decisions(Mapping[Jurisdiction, AccessDecision]):
     """One decision per jurisdiction of the query, in the query's order."""
 
-    decisions: tuple[Decision, ...]
+    decisions: tuple[AccessDecision, ...]
 
-    def __getitem__(self, jurisdiction: Jurisdiction) -> Decision:
+    def __getitem__(self, jurisdiction: Jurisdiction) -> AccessDecision:
         for decision in self.decisions:
             if decision.jurisdiction is jurisdiction:
                 return decision
@@ -129,7 +129,7 @@ class Decisions(Mapping[Jurisdiction, Decision]):
         return tuple(d.jurisdiction for d in self.decisions if d.allowed)
 
     @property
-    def denied(self) -> tuple[Decision, ...]:
+    def denied(self) -> tuple[AccessDecision, ...]:
         return tuple(d for d in self.decisions if not d.allowed)
 
     def reasons(self) -> list[PolicyReason]:

@@ -97,7 +97,8 @@ class Sex(StrEnum):
 
 
 class Dimension(StrEnum):
-    """Breakdown dimensions: the published allow-list. Nothing else can be grouped by."""
+    """Breakdown dimensions: the published allow-list. Nothing else can be grouped by. What
+    each one is (its keys, its cells, its order) is its entry in `schema.dimensions`."""
 
     JURISDICTION = "JURISDICTION"
     SEX = "SEX"
@@ -105,17 +106,6 @@ class Dimension(StrEnum):
     AGE_BAND_10 = "AGE_BAND_10"
     AGE_BAND_20 = "AGE_BAND_20"
     CALENDAR_YEAR = "CALENDAR_YEAR"
-
-    @property
-    def age_band_width(self) -> int | None:
-        return AGE_BAND_WIDTHS.get(self)
-
-
-AGE_BAND_WIDTHS: dict[Dimension, int] = {
-    Dimension.AGE_BAND_5: 5,
-    Dimension.AGE_BAND_10: 10,
-    Dimension.AGE_BAND_20: 20,
-}
 
 
 class AgeAt(StrEnum):

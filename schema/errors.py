@@ -89,6 +89,11 @@ class ConfigError(ValueError):
     it as one line and exits 2, without a traceback (`tessera.cli`)."""
 
 
+class SettingsError(ConfigError):
+    """A service's setting is missing or malformed; the message names the environment
+    variable."""
+
+
 class TesseraError(Exception):
     """An error with a stable code and structured, safe-to-show details.
 

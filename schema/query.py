@@ -18,6 +18,7 @@ from schema.codes import (
     Vocabulary,
     normalise_code,
 )
+from schema.dimensions import age_band_width
 from schema.model import Contract
 
 MAX_CRITERIA_DEPTH = 4
@@ -141,6 +142,22 @@ class Criteria(Contract):
                 return events[0]
         return None
 
+    def age_bounds(self) -> tuple[int, int]:
+        """The ages the criteria admit, inclusive: open ends at the query model's bounds."""
+        age = self.age
+        low = MIN_AGE if age is None or age.min is None else age.min
+        high = MAX_AGE if age is None or age.max is None else age.max
+        return low, high
+
+    def index_years(self) -> tuple[int, int]:
+        """The years the index event's window spans, inclusive: open ends (and criteria
+        without an index event) at the query model's date bounds."""
+        event = self.index_event()
+        window = None if event is None else event.window
+        first = MIN_DATE if window is None or window.start is None else window.start
+        last = MAX_DATE if window is None or window.end is None else window.end
+        return first.year, last.year
+
 
 class Measure(Contract):
     kind: MeasureKind = MeasureKind.PERSON_COUNT
@@ -173,7 +190,7 @@ class CohortQuery(Contract):
                 raise ValueError(f"a breakdown has at most {MAX_BREAKDOWN_DIMENSIONS} dimensions")
             if len(set(table)) != len(table):
                 raise ValueError("a breakdown repeats a dimension")
-            if sum(1 for d in table if d.age_band_width) > 1:
+            if sum(1 for d in table if age_band_width(d)) > 1:
                 raise ValueError("a breakdown has at most one age band")
             if table not in normalised:
                 normalised.append(table)

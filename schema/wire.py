@@ -11,11 +11,12 @@ A researcher sends the gateway one permit per jurisdiction, each in its own
 each node only the permit of that node's HDAB.
 
 The connector answers 200 with a `NodeResponse` (status OK, DENIED or UNKNOWN_CODE), or
-4xx/5xx with a `NodeError`. Numbers on the wire are already protected by the node's own
-disclosure control: a node never sends a value its own rules suppress. A request may make the
-node a participant of a pooled round (`NodeRequest.pooling`, `schema.pooling`): it then sends
-the tables to pool only as masked shares (`NodeResponse.pooled`), which reveal nothing until
-every participant's are added up.
+4xx/5xx with a `NodeError`. Each cell of a table holds the value of every measure the
+question asked, keyed by measure (`NodeCell.values`, `schema.measures`). Numbers on the wire
+are already protected by the node's own disclosure control: a node never sends a value its
+own rules suppress. A request may make the node a participant of a pooled round
+(`NodeRequest.pooling`, `schema.pooling`): it then sends the tables to pool only as masked
+shares (`NodeResponse.pooled`), which reveal nothing until every participant's are added up.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from schema.approval import Approval, RequestId
-from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
+from schema.codes import (
+    Dimension,
+    Jurisdiction,
+    MeasureKind,
+    NodeStatus,
+    NoiseLevel,
+    Vocabulary,
+)
+from schema.dimensions import DIMENSIONS
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.model import Contract
 from schema.pooling import PooledAnswer, PoolingRequest
 from schema.query import MAX_QUESTION_CODES, Breakdown, Code, CohortQuery
@@ -100,15 +110,30 @@ class NodeRequest(Contract):
 
 
 class NodeCell(Contract):
-    """One cell of a node table; `key` holds the dimension values in the table's order."""
+    """One cell of a node table; `key` holds the dimension values in the table's order,
+    `values` the value of each measure the question asked (`schema.measures`)."""
 
     key: Annotated[list[str], Field(max_length=4)]
-    count: Value
+    values: Annotated[dict[MeasureKind, Value], Field(min_length=1, max_length=len(MeasureKind))]
+
+    @model_validator(mode="after")
+    def _values_within_bounds(self) -> Self:
+        for kind, value in self.values.items():
+            spec = MEASURES.get(kind)
+            if spec is None:
+                raise ValueError("a value of a measure that has no entry in schema.measures")
+            if value.value is not None and value.value < spec.minimum:
+                raise ValueError(f"a {kind.value} value below its minimum of {spec.minimum}")
+        return self
 
 
 class NodeTable(Contract):
     by: Breakdown
     cells: list[NodeCell]
+
+    def values(self) -> list[Value]:
+        """Every value of the table: each measure's, cell by cell."""
+        return [value for cell in self.cells for value in cell.values.values()]
 
 
 Rho = Annotated[float, Field(ge=0, le=1e6)]
@@ -167,30 +192,13 @@ class NodeError(Contract):
 
 def node_dimensions(table: Breakdown) -> Breakdown:
     """The part of a breakdown a node computes: jurisdiction is added by the gateway."""
-    return tuple(d for d in table if d is not Dimension.JURISDICTION)
+    return tuple(d for d in table if DIMENSIONS[d].node_computed)
 
 
-# What a node may put in a cell key, per dimension: a connector produces nothing else, and a
-# gateway rejects an answer with anything else. UNKNOWN is the group of persons without a
-# value (no recorded sex, no dating event).
-UNKNOWN_KEY: Final = "UNKNOWN"
-MAX_AGE: Final = 150
-
-
-def _key_domain(dimension: Dimension) -> frozenset[str]:
-    if dimension is Dimension.SEX:
-        return frozenset({"FEMALE", "MALE", UNKNOWN_KEY})
-    if dimension is Dimension.CALENDAR_YEAR:
-        return frozenset({UNKNOWN_KEY, *(str(year) for year in range(1800, 3000))})
-    width = dimension.age_band_width
-    if width is not None:
-        return frozenset(f"{low}-{low + width - 1}" for low in range(0, MAX_AGE + 1, width))
-    return frozenset()  # JURISDICTION is the gateway's: a node never groups by it
-
-
-# Every domain is small (at most 1,201 keys), so a set lookup checks a key: the gateway checks
-# every key of every answer.
-KEY_DOMAINS: Final = {d: _key_domain(d) for d in Dimension}
+# What a node may put in a cell key, per dimension (`schema.dimensions`): a connector produces
+# nothing else, and a gateway rejects an answer with anything else. Every domain is small (at most
+# 1,201 keys), so a set lookup checks a key: the gateway checks every key of every answer.
+KEY_DOMAINS: Final = {d: spec.keys for d, spec in DIMENSIONS.items()}
 
 
 def valid_key_value(dimension: Dimension, value: str) -> bool:

@@ -17,7 +17,7 @@ from trust.http_edge import Refusal, run_app
 KEEPALIVE_TIMEOUT_S: Final = 75.0
 
 
-def serve(
+def serve_app(
     app: web.Application,
     *,
     host: str,

@@ -23,11 +23,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schema.errors import ConfigError
+from schema.errors import ConfigError, SettingsError
 
-
-class SettingsError(ConfigError):
-    """A setting is missing or malformed; the message names the variable (and its option)."""
+__all__ = ["ServiceSettings", "SettingsError", "options"]
 
 
 # What pydantic says of a value it cannot parse, as an operator reads it.

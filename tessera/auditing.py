@@ -15,6 +15,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from oversight.audit.store import MAX_PAGE, AuditStore
+from oversight.audit.stores import is_postgres_url, open_store
 from schema.audit.chain import (
     HEAD_LOG_MARKER,
     ChainVerifier,
@@ -24,7 +26,6 @@ from schema.audit.chain import (
     key_id,
 )
 from schema.audit.entry import AuditRecord, Decision, PermitRecord, StoredEntry
-from schema.audit.store import MAX_PAGE, AuditStore, is_postgres_url, open_store
 from schema.codes import NodeStatus
 from schema.errors import TesseraError
 
@@ -196,7 +197,7 @@ def accessed(record: AuditRecord) -> bool:
     return not record.nodes or any(n.status is NodeStatus.OK for n in record.nodes)
 
 
-def render(rows: list[dict[str, str]], kind: str) -> str:
+def render_register(rows: list[dict[str, str]], kind: str) -> str:
     if kind == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     out = io.StringIO()

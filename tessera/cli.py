@@ -11,7 +11,8 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     from connectors.cli import register as register_connector
     from gateway.cli import register as register_gateway
-    from tessera.audit import register as register_audit
+    from synth.cli import register as register_synth
+    from tessera.audit_command import register as register_audit
     from tessera.commands import register as register_tools
     from tessera.federation_command import register as register_federation
     from tessera.permit_command import register as register_permits
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_gateway(sub)
     register_connector(sub)
+    register_synth(sub)
     register_tools(sub)
     register_permits(sub)
     register_audit(sub)

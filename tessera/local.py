@@ -43,6 +43,7 @@ from tessera.tokens import (
     demo_request_id,
     hdab_issuer,
     mint_token,
+    token_claims,
 )
 
 # Key families: the gateway's request-signing keys, the identity issuer's keys and each
@@ -240,7 +241,7 @@ class LocalFederation:
 
     def synthesise(self, jurisdiction: Jurisdiction, *, progress: bool) -> None:
         """Generate a node's database unless one with the same parameters exists."""
-        from connectors.synth import generate
+        from synth import generate
 
         path = self.database(jurisdiction)
         manifest = path.with_suffix(".json")
@@ -327,17 +328,16 @@ class LocalFederation:
     ) -> str:
         """A token of `hdab`'s HDAB carrying `approval` (a permit), or, without `hdab`, of the
         identity issuer (whose tokens are never permits, approval or not). Keyword arguments
-        go to `mint_token` (roles, ttl_s, now, ...)."""
+        go to `token_claims` (roles, ttl_s, now, ...)."""
         key = self.identity_key if hdab is None else self.hdab_key(hdab)
-        return mint_token(
-            key.private_key,
-            kid=key.kid,
+        claims = token_claims(
             issuer=IDENTITY_ISSUER if hdab is None else hdab_issuer(hdab),
             audience=DEMO_AUDIENCE,
             subject=subject,
             approval=approval,
             **kwargs,  # type: ignore[arg-type]
         )
+        return mint_token(key.private_key, claims, kid=key.kid)
 
     def identity(
         self, subject: str = DEMO_RESEARCHER, *, roles: Sequence[Role] = (Role.RESEARCHER,)
@@ -461,10 +461,8 @@ class LocalFederation:
         )
 
     def database_args(self, jurisdiction: Jurisdiction) -> list[str]:
-        dsn = self.dsns.get(jurisdiction)
-        if dsn is not None:
-            return ["--dsn", dsn]
-        return ["--database", str(self.database(jurisdiction))]
+        """The node's database: its PostgreSQL URL where it has one, else its DuckDB file."""
+        return ["--database", self.dsns.get(jurisdiction) or str(self.database(jurisdiction))]
 
     def gateway_service(
         self, *, port: int | None = None, name: str = "gateway", console: bool | None = None

@@ -166,7 +166,13 @@ def _permit(args: argparse.Namespace) -> int:
 
     from tessera.keys import ensure_rotated, generations
     from tessera.local import LocalFederation, hdab_keys
-    from tessera.tokens import DEMO_APPLICATION, demo_request_id, hdab_issuer, mint_token
+    from tessera.tokens import (
+        DEMO_APPLICATION,
+        demo_request_id,
+        hdab_issuer,
+        mint_token,
+        token_claims,
+    )
 
     key, kid, issuer = args.key, args.kid, args.issuer
     jurisdictions, datasets, request = args.jurisdictions, args.datasets, args.request
@@ -200,15 +206,17 @@ def _permit(args: argparse.Namespace) -> int:
     print(
         mint_token(
             key,
-            issuer=issuer,
-            audience=args.audience,
-            subject=args.subject,
-            approval=_approval(args, jurisdictions=jurisdictions, datasets=datasets or ""),
-            roles=_roles(args.roles),
-            ttl_s=args.ttl,
-            not_before_s=OUTSIDE_LEEWAY_S if args.not_yet_valid else 0,
+            token_claims(
+                issuer=issuer,
+                audience=args.audience,
+                subject=args.subject,
+                approval=_approval(args, jurisdictions=jurisdictions, datasets=datasets or ""),
+                roles=_roles(args.roles),
+                ttl_s=args.ttl,
+                not_before_s=OUTSIDE_LEEWAY_S if args.not_yet_valid else 0,
+                now=now,
+            ),
             kid=kid,
-            now=now,
         )
     )
     return 0
@@ -216,7 +224,7 @@ def _permit(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     from schema.approval import Role
-    from tessera.tokens import mint_token
+    from tessera.tokens import mint_token, token_claims
 
     roles = _roles(args.roles)
     identity = args.identity or Role.RESEARCHER not in roles
@@ -232,12 +240,14 @@ def _token(args: argparse.Namespace) -> int:
     print(
         mint_token(
             args.key,
-            issuer=args.issuer,
-            audience=args.audience,
-            subject=args.subject,
-            approval=approval,
-            roles=roles,
-            ttl_s=args.ttl,
+            token_claims(
+                issuer=args.issuer,
+                audience=args.audience,
+                subject=args.subject,
+                approval=approval,
+                roles=roles,
+                ttl_s=args.ttl,
+            ),
             kid=args.kid,
         )
     )

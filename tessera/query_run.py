@@ -17,7 +17,7 @@ from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
 from tessera.client.questions import Question
 from tessera.locations import DEMO_GATEWAY
-from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, table
+from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, text_table
 
 PROGRESS_INTERVAL_S: Final = 0.1
 _SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -219,7 +219,7 @@ def render_answer(answer: Answer) -> str:
             ]
             for node, row in zip(answer.nodes, answer.node_rows(), strict=True)
         ]
-        lines.append(table(["country", "node", "latency", "count", "privacy ρ", "why"], rows))
+        lines.append(text_table(["country", "node", "latency", "count", "privacy ρ", "why"], rows))
     for table_ in answer.tables.values():
         lines.append(f"  breakdown by {', '.join(table_.by)} ({len(table_.rows)} cells)")
         labels = [c for c in _LABELS if any(c in row for row in table_.rows)]
@@ -236,7 +236,7 @@ def render_answer(answer: Answer) -> str:
             ]
             for row in table_.rows
         ]
-        lines.append(table([*labels, "count", "status", "why"], rows))
+        lines.append(text_table([*labels, "count", "status", "why"], rows))
     return "\n".join(lines)
 
 

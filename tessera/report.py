@@ -44,7 +44,7 @@ def reasons_text(count: Mapping[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
@@ -85,7 +85,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             for n in nodes
         ]
         headers = ["country", "node", "count", "latency", "privacy ρ", "reasons"]
-        lines.append(table(headers, rows))
+        lines.append(text_table(headers, rows))
     for key, value in result.items():
         if isinstance(value, Mapping) and "cells" in value:
             cells = value["cells"]
@@ -96,7 +96,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                     [*(d["value"] for d in c["dimensions"]), format_count(c["count"])]
                     for c in cells[:MAX_CELLS_SHOWN]
                 ]
-                lines.append(table([*dims, "count"], rows))
+                lines.append(text_table([*dims, "count"], rows))
                 if len(cells) > MAX_CELLS_SHOWN:
                     lines.append(f"    … {len(cells) - MAX_CELLS_SHOWN} more cells")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jwt
@@ -39,8 +39,7 @@ def demo_request_id(jurisdiction: Jurisdiction, application: str = DEMO_APPLICAT
     return f"{application}-{jurisdiction.value}"
 
 
-def mint_token(
-    private_key_pem: Path,
+def token_claims(
     *,
     issuer: str,
     audience: str,
@@ -49,10 +48,10 @@ def mint_token(
     roles: Sequence[Role] = (Role.RESEARCHER,),
     ttl_s: int = 3600,
     not_before_s: int = 0,
-    kid: str | None = None,
     now: float | None = None,
-) -> str:
-    key = load_signing_key(private_key_pem, setting="the signing key")
+) -> dict[str, object]:
+    """The claims of a researcher's token: its issuer, for whom and whom to, when, its roles
+    and, for a permit, its approval. One set for every token minted here and in the tests."""
     issued = int(now if now is not None else time.time())
     claims: dict[str, object] = {
         "iss": issuer,
@@ -67,8 +66,16 @@ def mint_token(
         claims[APPROVAL_CLAIM] = approval.model_dump(mode="json")
     if not_before_s:
         claims["nbf"] = issued + not_before_s
+    return claims
+
+
+def mint_token(
+    private_key_pem: Path, claims: Mapping[str, object], *, kid: str | None = None
+) -> str:
+    """`claims` (`token_claims`) signed with the Ed25519 key of a PEM file."""
+    key = load_signing_key(private_key_pem, setting="the signing key")
     headers = {"typ": "JWT", **({"kid": kid} if kid else {})}
-    return jwt.encode(claims, key, algorithm="EdDSA", headers=headers)
+    return jwt.encode(dict(claims), key, algorithm="EdDSA", headers=headers)
 
 
 def demo_approval(

@@ -3,7 +3,7 @@ HTTP over loopback, each with its own tracer provider (all exporting to one in-m
 exporter) and its own SQLite audit trail; the connectors' databases are `FakeBackend`s whose
 counts the test chooses.
 
-Imported by name (`from observability_kit import ...`) from tests at the top of `tests/`.
+Imported as `tests.observability_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -28,7 +29,8 @@ from gateway.settings import GatewaySettings
 from schema.approval import Role
 from schema.codes import Jurisdiction
 from tessera.keys import generate_keypair, private_key_path, public_key_path
-from tessera.tokens import demo_approval, mint_token
+from tessera.tokens import demo_approval
+from tests.token_kit import mint_jwt
 
 ISSUER = "https://hdab.test.tessera.eu"
 GATEWAY_ID = "tessera-gateway"
@@ -54,11 +56,13 @@ class InProcessFederation:
 
     def token(self, *roles: Role, subject: str = "researcher@test.tessera.eu") -> str:
         compliance_only = roles == (Role.COMPLIANCE,)
-        return mint_token(
-            private_key_path(self.keys, "hdab"),
+        key = load_pem_private_key(private_key_path(self.keys, "hdab").read_bytes(), None)
+        return mint_jwt(
+            key,
             issuer=ISSUER,
             audience=GATEWAY_ID,
             subject=subject,
+            roles=[role.value for role in roles or (Role.RESEARCHER,)],
             # A shared issuer's permit for every node, naming each node's (default) dataset.
             approval=None
             if compliance_only
@@ -66,7 +70,6 @@ class InProcessFederation:
                 self.jurisdictions,
                 datasets=[f"tessera-node-{j.value.lower()}" for j in self.jurisdictions],
             ),
-            roles=roles or (Role.RESEARCHER,),
         )
 
     async def ask(self, query: str, token: str, **variables: Any) -> dict[str, Any]:

@@ -42,7 +42,7 @@ CONFIG_ROOT = PurePosixPath("/etc/tessera")
 def known_variables() -> set[str]:
     """The environment variables the code reads: the services' settings and OpenTelemetry's."""
     found: set[str] = set()
-    for source, pattern in (("schema/telemetry.py", r"OTEL_[A-Z0-9_]+"),):
+    for source, pattern in (("oversight/tracing.py", r"OTEL_[A-Z0-9_]+"),):
         found |= set(re.findall(pattern, (ROOT / source).read_text()))
     # One variable per field of each service's settings.
     return found | set(GatewaySettings.variables()) | set(ConnectorSettings.variables())

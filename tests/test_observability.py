@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from observability_kit import InProcessFederation, in_process_federation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from connectors.backends.fake import FakeBackend
+from oversight.audit.sqlite import SqliteAuditStore
 from schema.approval import Role
 from schema.audit.chain import verify_chain
 from schema.audit.entry import AuditRecord, Decision
-from schema.audit.sqlite import SqliteAuditStore
 from schema.codes import Jurisdiction
 from tessera.local import policies_with_rate_limits
+from tests.observability_kit import InProcessFederation, in_process_federation
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 # Rows `(grouping_id, sex, count)` of the total and the by-sex table. The minimum count is

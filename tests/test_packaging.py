@@ -22,7 +22,17 @@ from tessera.processes import free_port_block
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("schema", "policies", "trust", "serving", "gateway", "connectors", "tessera")
+PACKAGES = (
+    "schema",
+    "policies",
+    "trust",
+    "oversight",
+    "serving",
+    "gateway",
+    "connectors",
+    "synth",
+    "tessera",
+)
 
 
 def tracked_files() -> list[str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from schema.codes import ValueStatus
+from schema.codes import MeasureKind, ValueStatus
 from schema.result import Reason, Value
 from schema.wire import NodeCell
+
+COUNT = MeasureKind.PERSON_COUNT
 
 
 def test_a_trusted_model_is_the_validated_one() -> None:
@@ -17,8 +19,8 @@ def test_a_trusted_model_is_the_validated_one() -> None:
     assert trusted == validated
     assert trusted.model_fields_set == validated.model_fields_set
     assert trusted.model_dump_json() == validated.model_dump_json()
-    cell = NodeCell.trusted(key=["F"], count=trusted)
-    assert cell.model_dump() == NodeCell(key=["F"], count=validated).model_dump()
+    cell = NodeCell.trusted(key=["F"], values={COUNT: trusted})
+    assert cell.model_dump() == NodeCell(key=["F"], values={COUNT: validated}).model_dump()
     with pytest.raises(ValueError, match="frozen"):
         cell.key = []  # type: ignore[misc]
 
@@ -27,4 +29,4 @@ def test_a_trusted_model_takes_exactly_its_fields() -> None:
     with pytest.raises(TypeError, match="exactly its fields"):
         Value.trusted(value=None, status=ValueStatus.LOW)  # defaults are not filled in
     with pytest.raises(TypeError, match="exactly its fields"):
-        NodeCell.trusted(key=[], count=Value.exact(1), extra=1)
+        NodeCell.trusted(key=[], values={COUNT: Value.exact(1)}, extra=1)

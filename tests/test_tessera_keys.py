@@ -12,13 +12,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from connectors.errors import NodeRefusal
-from connectors.verify import ALGORITHM, RequestVerifier
 from schema.errors import ErrorCode
 from schema.wire import REQUEST_TOKEN_TYP, body_hash
 from tessera.cli import main
 from trust.keys import parse_jwks
 from trust.keysource import RefreshingKeys, file_fetch
+from trust.request_token import ALGORITHM, RequestRefused, RequestVerifier
 
 
 def test_rotate_numbers_generations_and_keeps_the_newest(
@@ -89,6 +88,6 @@ async def test_a_node_reading_the_jwks_follows_a_rotation_without_restart(tmp_pa
     main(["keys", "rotate", "gateway", "--dir", str(tmp_path)])
     await keys.refresh()
     token = _signed(body, tmp_path / "gateway-1.key.pem", "gateway-1")
-    with pytest.raises(NodeRefusal) as retired:
+    with pytest.raises(RequestRefused) as retired:
         await verifier.verify(f"Bearer {token}", body)
     assert retired.value.code is ErrorCode.UNKNOWN_KEY

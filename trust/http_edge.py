@@ -54,7 +54,7 @@ def body_refused(exc: Exception) -> tuple[int, ErrorCode, str]:
     return HTTPStatus.BAD_REQUEST, ErrorCode.BAD_REQUEST, BODY_MALFORMED_MESSAGE
 
 
-def classify(status: int, exc: BaseException | None) -> tuple[int, ErrorCode, str]:
+def classify_error(status: int, exc: BaseException | None) -> tuple[int, ErrorCode, str]:
     """The status, code and fixed message for an error aiohttp hands to `handle_error`."""
     if isinstance(exc, LineTooLong):
         return (
@@ -92,7 +92,7 @@ class EdgeRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         # `message` and `str(exc)` quote the input: neither is used.
-        status, code, text = classify(status, exc)
+        status, code, text = classify_error(status, exc)
         kind = type(exc).__name__ if exc is not None else "error"
         if isinstance(exc, HttpProcessingError):
             # Traffic that is not HTTP at all is common on a public port: not worth a warning.

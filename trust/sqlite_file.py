@@ -86,7 +86,9 @@ class SqliteFile:
         self._executor.shutdown(wait=True)
 
 
-def write(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+def in_write_transaction(
+    connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
+) -> T:
     """`work` in one write transaction, taken before anything is read (BEGIN IMMEDIATE): no
     other writer can come between what `work` reads and what it writes."""
     connection.execute("BEGIN IMMEDIATE")

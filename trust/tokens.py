@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -213,9 +213,17 @@ def unverified_issuer(token: str) -> str | None:
     return iss if isinstance(iss, str) and 0 < len(iss) <= MAX_SUBJECT_LENGTH else None
 
 
-def _number(claims: dict[str, Any], name: str) -> float:
-    # pyjwt accepts anything int() accepts, numeric strings included.
+def numeric_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    """A claim that must be a JSON number (`iat`, `exp`), or None when it is something else:
+    pyjwt accepts anything int() accepts, numeric strings included."""
     value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise token_error(ErrorCode.TOKEN_INVALID_CLAIM, f"token claim {name} is not a number")
+        return None
     return float(value)
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = numeric_claim(claims, name)
+    if value is None:
+        raise token_error(ErrorCode.TOKEN_INVALID_CLAIM, f"token claim {name} is not a number")
+    return value

@@ -22,6 +22,7 @@ from bench.attacks.solve import LinearAttack, Row
 from bench.attacks.verdict import ClassResult, CountTarget
 from bench.attacks.where import SEXES, Event, Where
 from schema.codes import Dimension, Jurisdiction
+from schema.dimensions import age_band_width
 
 NUMBER = 3
 TITLE = "A table and its margins in separate questions (integer programming, least squares)"
@@ -125,7 +126,7 @@ def domain(by: Breakdown) -> list[dict[Dimension, str]]:
         if d is SEX:
             values = list(SEX_VALUES)
         else:
-            width = d.age_band_width
+            width = age_band_width(d)
             assert width is not None
             values = [f"{low}-{low + width - 1}" for low in range(0, 101, width)]
         cells = [{**c, d: v} for c in cells for v in values]

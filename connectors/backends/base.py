@@ -9,7 +9,7 @@ from typing import Final, Protocol, TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-from connectors.compiler import CompiledQuery, Row, Statement
+from connectors.compiler import CompiledQuery, Dialect, Row, Statement
 from connectors.errors import BackendFailed
 
 # A cohort's person indexes (`tessera_person`), as one NumPy column: the form the ledger
@@ -52,7 +52,9 @@ class Backend(Protocol):
     paths and values."""
 
     @property
-    def dialect(self) -> str: ...
+    def dialect(self) -> Dialect:
+        """How statements for this database are written (`connectors.compiler.dialect`)."""
+        ...
 
     async def execute(self, statement: Statement) -> list[Row]:
         """Run a compiled statement (all values bound) and return every row."""

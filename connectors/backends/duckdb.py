@@ -28,7 +28,7 @@ import numpy as np
 
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.backends.readiness import check_ready, data_release, register_version
-from connectors.compiler import CompiledQuery, Row, Statement
+from connectors.compiler import DUCKDB, CompiledQuery, Row, Statement
 from connectors.compiler.names import EXCLUDED_PERSONS, PERSON_INDEX_COLUMN
 from connectors.errors import BackendFailed, BackendNotReady
 
@@ -128,7 +128,7 @@ def _close(cursor: duckdb.DuckDBPyConnection) -> None:
 
 
 class DuckDBBackend:
-    dialect: Final = "duckdb"
+    dialect: Final = DUCKDB
 
     def __init__(
         self, path: str | os.PathLike[str], *, read_only: bool = True, threads: int = 2

@@ -9,9 +9,11 @@ from typing import Final
 
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.compiler import (
+    DUCKDB,
     CompiledQuery,
     ConceptLookup,
     ConceptSet,
+    Dialect,
     PopulationQuery,
     Row,
     Statement,
@@ -59,7 +61,7 @@ class FakeBackend:
         population: Sequence[int] = (),
         optout_version: str = "fake-optout-1",
         release: str = "fake-release-1",
-        dialect: str = "duckdb",
+        dialect: Dialect = DUCKDB,
         not_ready: str | None = None,
         fail: bool = False,
     ) -> None:
@@ -77,7 +79,7 @@ class FakeBackend:
         self.closed = False
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         return self._dialect
 
     async def execute(self, statement: Statement) -> list[Row]:

@@ -1,6 +1,6 @@
 """PostgreSQL, for hubs whose OMOP CDM lives in a real database server.
 
-The compiler emits the `postgres` dialect with `$n` placeholders, which asyncpg binds
+The compiler writes for the `POSTGRES` dialect, with `$n` placeholders, which asyncpg binds
 natively; asyncpg also prepares and caches each statement per connection, so a query shape is
 planned once. asyncpg's and the network's exceptions are mapped here, once, to
 `BackendFailed` / `BackendNotReady`, with messages free of SQL and values. With a
@@ -21,7 +21,7 @@ import asyncpg
 from connectors.backends.base import CohortRun, PersonIndexes, person_indexes
 from connectors.backends.readiness import check_ready, data_release, register_version
 from connectors.backends.schemas import SchemaLayout, qualify
-from connectors.compiler import CompiledQuery, Row, Statement
+from connectors.compiler import POSTGRES, CompiledQuery, Row, Statement
 from connectors.errors import BackendFailed, BackendNotReady
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ class _Cohort:
         return await _rows(self._connection, _placed(sql, self._layout), params)
 
     async def optout_register_version(self) -> str:
-        return await register_version(self._fetch, PostgresBackend.dialect)
+        return await register_version(self._fetch, POSTGRES)
 
     async def data_release(self) -> str:
-        return await data_release(self._fetch, PostgresBackend.dialect)
+        return await data_release(self._fetch, POSTGRES)
 
     async def persons(self) -> PersonIndexes:
         population = self._query.population()
@@ -70,11 +70,11 @@ async def _rows(
 
 
 def _placed(sql: str, layout: SchemaLayout | None) -> str:
-    return sql if layout is None else qualify(sql, layout, PostgresBackend.dialect)
+    return sql if layout is None else qualify(sql, layout, POSTGRES)
 
 
 class PostgresBackend:
-    dialect: Final = "postgres"
+    dialect: Final = POSTGRES
 
     def __init__(
         self,

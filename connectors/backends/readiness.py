@@ -11,7 +11,8 @@ from typing import Final
 from sqlglot import exp
 
 from connectors.backends.schemas import SchemaLayout
-from connectors.compiler import Row
+from connectors.compiler import Dialect, Row
+from connectors.compiler.dialect import numbered
 from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import (
     DATA_RELEASE_TABLE,
@@ -42,12 +43,12 @@ Fetch = Callable[[str, tuple[object, ...]], Awaitable[list[Row]]]
 
 # Generated once per dialect: sqlglot takes ~0.6 ms to print a statement, on every query.
 @functools.cache
-def tables_present_sql(dialect: str) -> str:
-    return str(
+def tables_present_sql(dialect: Dialect) -> str:
+    return dialect.sql(
         exp.select("table_name")
         .from_("information_schema.tables")
-        .where("table_schema = current_schema()")
-        .sql(dialect=dialect)
+        .where("table_schema = current_schema()"),
+        pretty=False,
     )
 
 
@@ -71,33 +72,25 @@ DATA_RELEASE: Final = Label(
 
 
 @functools.cache
-def label_sql(label: Label, dialect: str) -> str:
-    return str(
-        exp.select(label.column)
-        .from_(label.table)
-        .order_by(f"{label.order} DESC")
-        .limit(1)
-        .sql(dialect=dialect)
+def label_sql(label: Label, dialect: Dialect) -> str:
+    return dialect.sql(
+        exp.select(label.column).from_(label.table).order_by(f"{label.order} DESC").limit(1),
+        pretty=False,
     )
 
 
 @functools.cache
-def tables_in_schemas_sql(dialect: str) -> str:
+def tables_in_schemas_sql(dialect: Dialect) -> str:
     """The tables of two schemas (`$1`, `$2`), as `schema.table`."""
-    return str(
+    return dialect.sql(
         exp.select(exp.func("concat", "table_schema", exp.Literal.string("."), "table_name"))
         .from_("information_schema.tables")
-        .where(
-            exp.column("table_schema").isin(
-                exp.Parameter(this=exp.Literal.number(1)),
-                exp.Parameter(this=exp.Literal.number(2)),
-            )
-        )
-        .sql(dialect=dialect)
+        .where(exp.column("table_schema").isin(numbered(1), numbered(2))),
+        pretty=False,
     )
 
 
-async def _present(fetch: Fetch, dialect: str, layout: SchemaLayout | None) -> set[str]:
+async def _present(fetch: Fetch, dialect: Dialect, layout: SchemaLayout | None) -> set[str]:
     """The tables there are: by name alone in the current schema, or as `schema.table` in
     the layout's schemas."""
     if layout is None:
@@ -106,7 +99,7 @@ async def _present(fetch: Fetch, dialect: str, layout: SchemaLayout | None) -> s
     return {str(row[0]) for row in rows}
 
 
-async def check_ready(fetch: Fetch, dialect: str, layout: SchemaLayout | None = None) -> None:
+async def check_ready(fetch: Fetch, dialect: Dialect, layout: SchemaLayout | None = None) -> None:
     """Raise `BackendNotReady` naming what is missing: CDM tables, Tessera's tables, or a
     version of the opt-out register (never answer without knowing which opt-outs apply).
     With a `layout`, each table is looked for in its own schema (the OHDSI layout)."""
@@ -130,7 +123,7 @@ async def check_ready(fetch: Fetch, dialect: str, layout: SchemaLayout | None = 
     await data_release(fetch, dialect)
 
 
-async def read_label(fetch: Fetch, dialect: str, label: Label) -> str:
+async def read_label(fetch: Fetch, dialect: Dialect, label: Label) -> str:
     try:
         rows = await fetch(label_sql(label, dialect), ())
     except BackendFailed as exc:
@@ -140,9 +133,9 @@ async def read_label(fetch: Fetch, dialect: str, label: Label) -> str:
     return str(rows[0][0])
 
 
-async def register_version(fetch: Fetch, dialect: str) -> str:
+async def register_version(fetch: Fetch, dialect: Dialect) -> str:
     return await read_label(fetch, dialect, REGISTER_VERSION)
 
 
-async def data_release(fetch: Fetch, dialect: str) -> str:
+async def data_release(fetch: Fetch, dialect: Dialect) -> str:
     return await read_label(fetch, dialect, DATA_RELEASE)

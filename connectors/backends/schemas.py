@@ -14,6 +14,8 @@ from typing import Final
 import sqlglot
 from sqlglot import exp
 
+from connectors.compiler.dialect import POSTGRES, Dialect
+
 # The OMOP CDM 5.4 standardised vocabulary tables: in the vocabulary schema.
 VOCABULARY_TABLES: Final = frozenset(
     {
@@ -53,17 +55,17 @@ class SchemaLayout:
         return self.vocabulary if table in VOCABULARY_TABLES else self.cdm
 
 
-def qualify(sql: str, layout: SchemaLayout, dialect: str = "postgres") -> str:
+def qualify(sql: str, layout: SchemaLayout, dialect: Dialect = POSTGRES) -> str:
     """`sql` with every unqualified table placed in its schema; common table expressions,
     table functions and tables already qualified (`information_schema.tables`) unchanged."""
     return _qualify(sql, layout, dialect)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _qualify(sql: str, layout: SchemaLayout, dialect: str) -> str:
-    tree = sqlglot.parse_one(sql, dialect=dialect)
+def _qualify(sql: str, layout: SchemaLayout, dialect: Dialect) -> str:
+    tree = sqlglot.parse_one(sql, dialect=dialect.sqlglot)
     local = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if table.args.get("db") is None and table.name and table.name not in local:
             table.set("db", exp.to_identifier(layout.schema_of(table.name)))
-    return tree.sql(dialect=dialect)
+    return tree.sql(dialect=dialect.sqlglot)

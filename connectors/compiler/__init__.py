@@ -3,33 +3,39 @@ every value is a bound parameter and every name comes from an allow-list (`names
 
 from connectors.compiler.cohort import compile_query
 from connectors.compiler.compiled import (
-    DIALECTS,
     CohortTable,
     CompiledQuery,
     ConceptLookup,
     ConceptSet,
-    CountCell,
     PopulationQuery,
     Row,
     SqlStatement,
     Statement,
     TableLayout,
+    TableRows,
+    TabulatedCell,
 )
 from connectors.compiler.concepts import ConceptResolver, compile_concept_lookup
+from connectors.compiler.dialect import DIALECTS, DUCKDB, POSTGRES, Dialect, dialect_named
 
 __all__ = [
     "DIALECTS",
+    "DUCKDB",
+    "POSTGRES",
     "CohortTable",
     "CompiledQuery",
     "ConceptLookup",
     "ConceptResolver",
     "ConceptSet",
-    "CountCell",
+    "Dialect",
     "PopulationQuery",
     "Row",
     "SqlStatement",
     "Statement",
     "TableLayout",
+    "TableRows",
+    "TabulatedCell",
     "compile_concept_lookup",
     "compile_query",
+    "dialect_named",
 ]

@@ -2,9 +2,11 @@
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
 criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
-CTE `index_event` (each person's first dating event, for CALENDAR_YEAR), CTE `cells` (each
-person's dimension values), then a single aggregation with GROUP BY GROUPING SETS, one set per
-table, told apart by GROUPING(). Each cell comes with its count of distinct person indexes.
+CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
+`cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
+then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
+GROUPING(). Each cell comes with one column per measure asked, named for it
+(`connectors.compiler.measures`: for PERSON_COUNT, its count of distinct person indexes).
 The statement leaves out the persons the ledger no longer counts for this applicant: a bound
 list of person indexes (empty as compiled; bound by `CompiledQuery.tables_statement`).
 A second, lightweight statement lists the cohort's person indexes, all of them, for the
@@ -29,23 +31,23 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel
 
 from connectors.compiler import names
-from connectors.compiler.compiled import CohortTable, CompiledQuery, ConceptSet, TableLayout
-from connectors.compiler.names import EventTable
-from connectors.compiler.sql import (
-    Params,
-    any_of_ids,
-    check_dialect,
-    col,
-    exists,
-    renumbered,
-    table,
-    text,
+from connectors.compiler.compiled import (
+    GROUPING_COLUMN,
+    CohortTable,
+    CompiledQuery,
+    ConceptSet,
+    TableLayout,
 )
+from connectors.compiler.dialect import DUCKDB, Dialect
+from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
+from connectors.compiler.measures import MEASURE_SQL, measure_column
+from connectors.compiler.names import EventTable
+from connectors.compiler.sql import Params, col, exists, renumbered, table
 from connectors.errors import BadRequest
-from schema.codes import AgeAt, Dimension
+from schema.codes import AgeAt, Dimension, MeasureKind
+from schema.measures import asked
 from schema.query import (
     Breakdown,
     CohortQuery,
@@ -57,14 +59,15 @@ from schema.query import (
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
-AGE, INDEX_DATE, GROUPING_ID, PERSON_COUNT = "age", "index_date", "grouping_id", "person_count"
+AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
 class _CohortCompiler:
-    def __init__(self, query: CohortQuery) -> None:
+    def __init__(self, query: CohortQuery, dialect: Dialect) -> None:
         self.query = query
+        self.dialect = dialect
         self.params = Params()
         self.reference_year = self.params.bind(query.reference_date.year)
         # The filter built for each top-level event criterion, reused (same placeholders) to
@@ -72,9 +75,11 @@ class _CohortCompiler:
         self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
         self._ages_at_index = query.age_basis is AgeAt.INDEX_EVENT
 
-    def compile(self, dialect: str) -> CompiledQuery:
+    def compile(self) -> CompiledQuery:
+        dialect = self.dialect
         tables = [_node_table(t) for t in self.query.tables]
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
+        measures = asked(self.query)
         cohort = self._cohort()
         # Bound last, after every value of the criteria (statements without it renumber):
         # nobody left out unless `CompiledQuery.tables_statement` says otherwise.
@@ -83,63 +88,74 @@ class _CohortCompiler:
         # takes `cohort` itself) and printed once, so neither renumbering nor printing copies
         # it again: copies of these trees were half of the compile time.
         population, population_params = renumbered(_population(cohort))
-        create, create_params = renumbered(
-            exp.Create(
-                this=exp.to_table(names.COHORT_TABLE),
-                kind="TABLE",
-                expression=cohort.copy(),
-                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            )
+        cohort_table = self._cohort_table(cohort, tables, dimensions, measures)
+        counted = cohort.where(
+            dialect.not_in_long_list(col(PERSON_INDEX, KEY), excluded), copy=False
         )
-        # The persons to leave out come as a relation, not a bound list: DuckDB converts a
-        # list parameter element by element (0.76 s for 500,000 persons against 0.05 s).
-        delete = exp.delete(
-            exp.to_table(names.COHORT_TABLE),
-            where=exp.column(PERSON_INDEX).isin(
-                query=exp.select(exp.column(PERSON_INDEX)).from_(
-                    exp.to_table(names.EXCLUDED_PERSONS)
-                ),
-                copy=False,
-            ),
-        )
-        from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
-        over_table, tables_params = renumbered(self._statement(from_table, tables, dimensions))
-        persons = exp.select(col(PERSON_INDEX, COHORT)).from_(table(names.COHORT_TABLE, COHORT))
-        counted = cohort.where(exp.not_(_in_list(col(PERSON_INDEX, KEY), excluded)), copy=False)
-        statement = self._statement(counted, tables, dimensions)
-
-        def sql(expression: exp.Expr) -> str:
-            return expression.sql(
-                dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE, copy=False
-            )
-
-        text = sql(statement)
+        statement = self._statement(counted, tables, dimensions, measures)
+        # The result's columns, named by the statement's aliases (the cohort table's
+        # statement has the same).
+        columns = tuple(statement.named_selects)
+        text = dialect.sql(statement)
         return CompiledQuery(
             sql=text,
             params=tuple(self.params.values),
             dialect=dialect,
             tables=tuple(tables),
             layouts=tuple(_layout(t, dimensions) for t in tables),
-            fingerprint=hashlib.sha256(f"{dialect}\n{text}".encode()).hexdigest()[:16],
-            population_sql=sql(population),
+            columns=columns,
+            measures=tuple((m, MEASURE_SQL[m].column) for m in measures),
+            empty=tuple((m, MEASURE_SQL[m].empty) for m in measures),
+            fingerprint=hashlib.sha256(f"{dialect.name}\n{text}".encode()).hexdigest()[:16],
+            population_sql=dialect.sql(population),
             population_params=population_params,
-            cohort_table=CohortTable(
-                create_sql=sql(create),
-                create_params=create_params,
-                persons_sql=sql(persons),
-                delete_sql=sql(delete),
-                tables_sql=sql(over_table),
-                tables_params=tables_params,
-            ),
+            cohort_table=cohort_table,
             excluded_param=len(self.params.values) - 1,
         )
 
+    def _cohort_table(
+        self,
+        cohort: exp.Select,
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
+    ) -> CohortTable | None:
+        """The statements over a temporary table holding the cohort, where the dialect has
+        temporary tables. Takes a copy of `cohort`."""
+        dialect = self.dialect
+        if dialect.temporary_table is None:
+            return None
+        create, create_params = renumbered(
+            dialect.temporary_table(names.COHORT_TABLE, cohort.copy())
+        )
+        # The persons to leave out come as a relation the backend provides, not a bound list.
+        delete = dialect.delete_listed(names.COHORT_TABLE, PERSON_INDEX, names.EXCLUDED_PERSONS)
+        from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
+        over_table, tables_params = renumbered(
+            self._statement(from_table, tables, dimensions, measures)
+        )
+        persons = exp.select(col(PERSON_INDEX, COHORT)).from_(table(names.COHORT_TABLE, COHORT))
+        return CohortTable(
+            create_sql=dialect.sql(create),
+            create_params=create_params,
+            persons_sql=dialect.sql(persons),
+            delete_sql=dialect.sql(delete),
+            tables_sql=dialect.sql(over_table),
+            tables_params=tables_params,
+        )
+
     def _statement(
-        self, cohort: exp.Select, tables: Sequence[Breakdown], dimensions: Sequence[Dimension]
+        self,
+        cohort: exp.Select,
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
     ) -> exp.Select:
         """Every table in one statement, over `cohort` (the CTE's body)."""
-        statement = self._aggregate(tables, dimensions).with_(COHORT_CTE, as_=cohort, copy=False)
-        if Dimension.CALENDAR_YEAR in dimensions:
+        statement = self._aggregate(tables, dimensions, measures).with_(
+            COHORT_CTE, as_=cohort, copy=False
+        )
+        if _dated(dimensions):
             statement = statement.with_(INDEX_CTE, as_=self._index_event(), copy=False)
         if dimensions:
             statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions), copy=False)
@@ -255,8 +271,8 @@ class _CohortCompiler:
         parts: list[exp.Expr] = [
             exp.paren(
                 exp.or_(
-                    any_of_ids(col(event_table.concept, EVENT), ids),
-                    any_of_ids(col(event_table.source_concept, EVENT), ids),
+                    self.dialect.any_of(col(event_table.concept, EVENT), ids),
+                    self.dialect.any_of(col(event_table.source_concept, EVENT), ids),
                 )
             )
         ]
@@ -311,10 +327,16 @@ class _CohortCompiler:
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
         select = exp.select(col(PERSON_INDEX, COHORT)).from_(table(COHORT_CTE, COHORT))
+        person = PersonColumns(
+            gender_concept_id=col("gender_concept_id", COHORT),
+            age=col(AGE, COHORT),
+            index_date=col(INDEX_DATE, INDEX),
+        )
         for dimension in dimensions:
-            value = exp.alias_(_dimension_value(dimension), _column(dimension), copy=False)
+            entry = DIMENSION_SQL[dimension]
+            value = exp.alias_(entry.value(person), entry.column, copy=False)
             select = select.select(value, copy=False)
-        if Dimension.CALENDAR_YEAR in dimensions:
+        if _dated(dimensions):
             select = select.join(
                 table(INDEX_CTE, INDEX),
                 on=col("person_id", INDEX).eq(col("person_id", COHORT)),
@@ -326,14 +348,14 @@ class _CohortCompiler:
     # -- aggregation -------------------------------------------------------------------------
 
     @staticmethod
-    def _aggregate(tables: Sequence[Breakdown], dimensions: Sequence[Dimension]) -> exp.Select:
-        # Person indexes, not ids: the ledger charges an index once per table, so an index is
-        # counted once per cell (two CDM rows of one person count once).
-        count = exp.alias_(
-            exp.Count(this=exp.Distinct(expressions=[exp.column(PERSON_INDEX)])), PERSON_COUNT
-        )
+    def _aggregate(
+        tables: Sequence[Breakdown],
+        dimensions: Sequence[Dimension],
+        measures: Sequence[MeasureKind],
+    ) -> exp.Select:
+        values = [measure_column(m) for m in measures]
         if not dimensions:
-            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), count).from_(
+            return exp.select(exp.alias_(exp.Literal.number(0), GROUPING_ID), *values).from_(
                 table(COHORT_CTE, COHORT)
             )
         columns = [exp.column(_column(d)) for d in dimensions]
@@ -348,7 +370,7 @@ class _CohortCompiler:
             exp.select(
                 exp.alias_(exp.Grouping(expressions=[c.copy() for c in columns]), GROUPING_ID),
                 *columns,
-                count,
+                *values,
             )
             .from_(exp.to_table(CELLS_CTE), copy=False)
             .group_by(grouping_sets, copy=False)
@@ -356,34 +378,21 @@ class _CohortCompiler:
 
 
 def _node_table(breakdown: Breakdown) -> Breakdown:
-    if Dimension.JURISDICTION in breakdown:
-        raise BadRequest("JURISDICTION is added by the gateway; a node never groups by it")
+    for dimension in breakdown:
+        if dimension not in DIMENSION_SQL:
+            raise BadRequest(
+                f"{dimension.value} is added by the gateway; a node never groups by it"
+            )
     return breakdown
 
 
 def _column(dimension: Dimension) -> str:
-    return names.DIMENSION_COLUMNS[dimension]
+    return DIMENSION_SQL[dimension].column
 
 
-def _dimension_value(dimension: Dimension) -> exp.Expr:
-    if dimension is Dimension.SEX:
-        case = exp.Case(this=col("gender_concept_id", COHORT))
-        for sex, concept_id in names.GENDER_CONCEPT_IDS.items():
-            case = case.when(exp.Literal.number(concept_id), exp.Literal.string(sex.value))
-        return case.else_(exp.Literal.string(names.UNKNOWN))
-    width = dimension.age_band_width
-    if width is not None:
-        age = col(AGE, COHORT)
-        low = exp.Sub(this=age, expression=exp.Mod(this=age.copy(), expression=_int(width)))
-        high = exp.Add(this=low.copy(), expression=_int(width - 1))
-        return exp.DPipe(
-            this=exp.DPipe(this=text(low), expression=exp.Literal.string("-")),
-            expression=text(high),
-        )
-    if dimension is Dimension.CALENDAR_YEAR:
-        year = exp.Extract(this=exp.var("YEAR"), expression=col(INDEX_DATE, INDEX))
-        return exp.func("COALESCE", text(year), exp.Literal.string(names.UNKNOWN))
-    raise BadRequest(f"dimension {dimension.value} is not computed by a node")
+def _dated(dimensions: Sequence[Dimension]) -> bool:
+    """Whether a dimension reads each person's first dating event (CTE `index_event`)."""
+    return any(DIMENSION_SQL[d].dated for d in dimensions)
 
 
 def _population(cohort: exp.Select) -> exp.Select:
@@ -394,17 +403,6 @@ def _population(cohort: exp.Select) -> exp.Select:
     )
 
 
-def _in_list(column: exp.Expr, indexes: exp.Expr) -> exp.In:
-    """`column IN (SELECT UNNEST(CAST($n AS INT[])))`: a list of person indexes bound as one
-    array, which both engines turn into a hashed semi-join whatever its length."""
-    array = exp.cast(indexes, exp.DataType.build("ARRAY<INT>", dialect="duckdb"))
-    return column.isin(query=exp.select(exp.Unnest(expressions=[array])), copy=False)
-
-
-def _int(value: int) -> exp.Expr:
-    return exp.Literal.number(value)
-
-
 def _layout(breakdown: Breakdown, dimensions: Sequence[Dimension]) -> TableLayout:
     """GROUPING(d1, …, dn) sets bit n-1-k when d_k is not grouped in the row's set."""
     n = len(dimensions)
@@ -412,11 +410,11 @@ def _layout(breakdown: Breakdown, dimensions: Sequence[Dimension]) -> TableLayou
     return TableLayout(
         by=breakdown,
         grouping_id=grouping_id,
-        columns=tuple(dimensions.index(d) for d in breakdown),
+        columns=tuple(_column(d) for d in breakdown),
     )
 
 
-def compile_query(query: CohortQuery, *, dialect: str = "duckdb") -> CompiledQuery:
-    """Compile `query` for `dialect` ("duckdb" or "postgres"); values are all parameters."""
-    check_dialect(dialect)
-    return _CohortCompiler(query).compile(dialect)
+def compile_query(query: CohortQuery, *, dialect: Dialect = DUCKDB) -> CompiledQuery:
+    """Compile `query` for `dialect` (`connectors.compiler.dialect`); values are all
+    parameters."""
+    return _CohortCompiler(query, dialect).compile()

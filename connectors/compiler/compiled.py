@@ -11,15 +11,18 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from schema.codes import Vocabulary
+from connectors.compiler.dialect import Dialect
+from schema.codes import MeasureKind, Vocabulary
 from schema.query import Breakdown, Code
 
 Row = tuple[Any, ...]
-DIALECTS = ("duckdb", "postgres")
+# The result column telling which table a row belongs to (`TableLayout.grouping_id`).
+GROUPING_COLUMN = "grouping_id"
 
 
 class Statement(Protocol):
-    """Anything a backend can execute: SQL with `$n` parameters and their values, in order."""
+    """Anything a backend can execute: SQL with numbered parameters (`$n`, as the dialect
+    writes them) and their values, in order."""
 
     @property
     def sql(self) -> str: ...
@@ -57,22 +60,24 @@ class ConceptLookup:
 
 @dataclass(frozen=True, slots=True)
 class TableLayout:
-    """Where one table's cells are among the result rows: the rows whose first column equals
-    `grouping_id`, with the table's dimension values at `columns` (in the table's order)."""
+    """Where one table's cells are among the result rows: the rows whose `grouping_id` column
+    equals `grouping_id`, with the table's dimension values in the result columns named
+    `columns` (in the table's order)."""
 
     by: Breakdown
     grouping_id: int
-    columns: tuple[int, ...]
+    columns: tuple[str, ...]
 
 
-class CountCell(NamedTuple):
-    """One cell of a computed table: its key and its count of distinct persons."""
+class TabulatedCell(NamedTuple):
+    """One cell of a computed table: its key and the value of each measure asked (exact, as
+    the database computed it: never released as such)."""
 
     key: tuple[str, ...]
-    persons: int
+    values: Mapping[MeasureKind, int]
 
 
-TableRows = tuple[Breakdown, list[CountCell]]
+TableRows = tuple[Breakdown, list[TabulatedCell]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +98,8 @@ class PopulationQuery(SqlStatement):
 class CohortTable:
     """The query as statements over a temporary table holding its cohort
     (`names.COHORT_TABLE`): the cohort is computed once, and both the ledger and the tables
-    read it. For backends that may create temporary tables while only reading (DuckDB).
+    read it. For engines that may create temporary tables while only reading (DuckDB; a
+    dialect says so with its `temporary_table`).
     `*_params` are the indexes, in `CompiledQuery.params`, of the values each statement binds
     (a statement binds only the values it uses, renumbered from `$1`); `delete_sql` binds
     nothing: it deletes the persons listed in the relation `names.EXCLUDED_PERSONS` (one
@@ -111,25 +117,31 @@ class CohortTable:
 class CompiledQuery:
     """A cohort query compiled for one dialect.
 
-    Rows are `(grouping_id, *dimension columns, person_count)`.
+    Rows have the result columns `columns`, named by the statement's aliases: the table's
+    grouping id (`GROUPING_COLUMN`), the dimension columns, then one column per measure asked
+    (`measures`: each measure's column, `connectors.compiler.measures`); `tabulate` reads
+    them by name.
     `params[i]` binds `$i+1`; a `ConceptSet` among them must be bound to concept ids
     (`bind`) before execution; `params[excluded_param]` holds the person indexes to leave out
     (none: run as it is, the query counts everyone; `tables_statement` binds others).
     `fingerprint` identifies the SQL shape: equal for queries that differ only in values.
     `population_sql` lists the cohort's person indexes (binding the params at
     `population_params`); `cohort_table` is the same work in statements sharing one
-    computation of the cohort.
+    computation of the cohort (none where the dialect has no temporary tables).
     """
 
     sql: str
     params: tuple[object, ...]
-    dialect: str
+    dialect: Dialect
     tables: tuple[Breakdown, ...]
     layouts: tuple[TableLayout, ...]
+    columns: tuple[str, ...]
+    measures: tuple[tuple[MeasureKind, str], ...]
+    empty: tuple[tuple[MeasureKind, int], ...]
     fingerprint: str
     population_sql: str
     population_params: tuple[int, ...]
-    cohort_table: CohortTable
+    cohort_table: CohortTable | None
     excluded_param: int
 
     def population(self) -> PopulationQuery:
@@ -143,23 +155,28 @@ class CompiledQuery:
 
     def delete_excluded(self) -> SqlStatement:
         """Deletes the persons listed in `names.EXCLUDED_PERSONS` from the cohort table."""
-        return SqlStatement(self.cohort_table.delete_sql, ())
+        return SqlStatement(self._steps().delete_sql, ())
+
+    def _steps(self) -> CohortTable:
+        if self.cohort_table is None:
+            raise ValueError(f"the {self.dialect} dialect computes no cohort table")
+        return self.cohort_table
 
     def _params(self, indexes: tuple[int, ...]) -> tuple[object, ...]:
         return tuple(self.params[i] for i in indexes)
 
     def create_cohort(self) -> SqlStatement:
         """Creates the temporary table holding the cohort, with the columns the tables use."""
-        steps = self.cohort_table
+        steps = self._steps()
         return SqlStatement(steps.create_sql, self._params(steps.create_params))
 
     def cohort_persons(self) -> SqlStatement:
         """Lists the person indexes of the cohort table, rows `(person_index,)`."""
-        return SqlStatement(self.cohort_table.persons_sql, ())
+        return SqlStatement(self._steps().persons_sql, ())
 
     def cohort_tables(self) -> SqlStatement:
         """Computes every table from the cohort table: rows as those of `sql`."""
-        steps = self.cohort_table
+        steps = self._steps()
         return SqlStatement(steps.tables_sql, self._params(steps.tables_params))
 
     @property
@@ -178,19 +195,29 @@ class CompiledQuery:
         return dataclasses.replace(self, params=params)
 
     def tabulate(self, rows: Sequence[Row]) -> list[TableRows]:
-        """Each table with its cells, sorted by key. The total table has one cell even when
-        the database returned no row for it."""
+        """Each table with its cells, sorted by key, each cell with its measures' values. The
+        total table has one cell even when the database returned no row for it (each measure
+        then has its `empty` value)."""
+        position = {name: i for i, name in enumerate(self.columns)}
+        group = position[GROUPING_COLUMN]
+        measures = [(kind, position[column]) for kind, column in self.measures]
         by_group: dict[int, list[Row]] = {}
         for row in rows:
-            by_group.setdefault(int(row[0]), []).append(row)
+            by_group.setdefault(int(row[group]), []).append(row)
         tables: list[TableRows] = []
         for layout in self.layouts:
+            at = [position[column] for column in layout.columns]
             cells = sorted(
-                CountCell(tuple(str(row[1 + i]) for i in layout.columns), int(row[-1]))
-                for row in by_group.get(layout.grouping_id, [])
+                (
+                    TabulatedCell(
+                        tuple(str(row[i]) for i in at), {k: int(row[i]) for k, i in measures}
+                    )
+                    for row in by_group.get(layout.grouping_id, [])
+                ),
+                key=lambda cell: cell.key,
             )
             if not layout.by and not cells:
-                cells = [CountCell((), 0)]
+                cells = [TabulatedCell((), dict(self.empty))]
             tables.append((layout.by, cells))
         return tables
 

@@ -3,8 +3,9 @@
 Why not inline in the cohort statement: the vocabulary tables are large (millions of
 `concept` rows, tens of millions of `concept_ancestor` rows) and never change while a
 connector runs, whereas the same codes come back query after query. Resolved once, a code
-becomes a bound list of ids matched with `= ANY($n)`, which DuckDB runs as a hash semi-join
-(as fast as an inlined subquery, measured) and PostgreSQL as an array match.
+becomes a bound list of ids matched with the dialect's `any_of` (`= ANY($n)`), which DuckDB
+runs as a hash semi-join (as fast as an inlined subquery, measured) and PostgreSQL as an
+array match.
 
 A code matches concepts of its vocabulary with that `concept_code`; an ICD-10 code also
 matches the national modifications a CDM may hold ICD-10 under (`LOOKUP_VOCABULARIES`: CIM10,
@@ -31,7 +32,6 @@ from functools import lru_cache
 from typing import Final
 
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel
 
 from connectors.compiler import names
 from connectors.compiler.compiled import (
@@ -42,7 +42,8 @@ from connectors.compiler.compiled import (
     SqlStatement,
     Statement,
 )
-from connectors.compiler.sql import Params, any_of_ids, check_dialect, col, table
+from connectors.compiler.dialect import DUCKDB, Dialect
+from connectors.compiler.sql import Params, col, table
 from schema.codes import LOOKUP_VOCABULARIES, Vocabulary
 
 PREFIX_VOCABULARIES: Final = frozenset({Vocabulary.ICD10, Vocabulary.ATC})
@@ -66,10 +67,9 @@ def code_forms(concept_set: ConceptSet) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=4096)
-def compile_concept_lookup(concept_set: ConceptSet, *, dialect: str = "duckdb") -> ConceptLookup:
-    check_dialect(dialect)
+def compile_concept_lookup(concept_set: ConceptSet, *, dialect: Dialect = DUCKDB) -> ConceptLookup:
     params = Params()
-    vocabulary = any_of_ids(
+    vocabulary = dialect.any_of(
         col("vocabulary_id", "c"),
         params.bind(list(LOOKUP_VOCABULARIES[concept_set.vocabulary])),
     )
@@ -106,28 +106,27 @@ def compile_concept_lookup(concept_set: ConceptSet, *, dialect: str = "duckdb") 
         )
         statement = exp.union(statement, descendants, distinct=True)
     statement = statement.with_("matched", as_=matched)
-    sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
-    return ConceptLookup(sql=sql, params=tuple(params.values), concept_set=concept_set)
+    return ConceptLookup(
+        sql=dialect.sql(statement), params=tuple(params.values), concept_set=concept_set
+    )
 
 
 CONCEPT_COLUMNS: Final = ("concept_id", "vocabulary_id", "concept_code", "concept_name")
 
 
-def compile_concept_names(ids: Sequence[int], *, limit: int, dialect: str) -> SqlStatement:
+def compile_concept_names(ids: Sequence[int], *, limit: int, dialect: Dialect) -> SqlStatement:
     """The first `limit` of the concepts `ids` (by vocabulary and code), rows
     `(concept_id, vocabulary_id, concept_code, concept_name, standard_concept)`."""
-    check_dialect(dialect)
     params = Params()
     c = [col(name, "c") for name in CONCEPT_COLUMNS]
     statement = (
         exp.select(*c, col("standard_concept", "c"))
         .from_(table(names.CONCEPT, "c"))
-        .where(any_of_ids(col("concept_id", "c"), params.bind(list(ids))))
+        .where(dialect.any_of(col("concept_id", "c"), params.bind(list(ids))))
         .order_by(c[1].copy(), c[2].copy(), c[0].copy())
         .limit(limit)
     )
-    sql = statement.sql(dialect=dialect, pretty=True, unsupported_level=ErrorLevel.RAISE)
-    return SqlStatement(sql, tuple(params.values))
+    return SqlStatement(dialect.sql(statement), tuple(params.values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ class ConceptResolver:
     only when a hub reloads its database, which restarts the connector.
     """
 
-    def __init__(self, execute: Execute, *, dialect: str, max_entries: int = 2048) -> None:
+    def __init__(self, execute: Execute, *, dialect: Dialect, max_entries: int = 2048) -> None:
         self._execute = execute
         self._dialect = dialect
         self._max_entries = max_entries

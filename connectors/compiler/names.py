@@ -1,5 +1,6 @@
 """The allow-list of SQL names the compiler may emit. Every table and column in compiled SQL
-comes from a constant here, never from a query: a query only selects among these."""
+comes from a constant here (a breakdown's output column from its entry in
+`connectors.compiler.dimensions`), never from a query: a query only selects among these."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE, PERSON_INDEX_TABLE
-from schema.codes import Dimension, Sex
+from schema.codes import Sex
 
 PERSON: Final = "person"
 OBSERVATION_PERIOD: Final = "observation_period"
@@ -27,16 +28,6 @@ EXCLUDED_PERSONS: Final = "tessera_excluded"
 GENDER_CONCEPT_IDS: Final[dict[Sex, int]] = {
     Sex.FEMALE: FEMALE_CONCEPT_ID,
     Sex.MALE: MALE_CONCEPT_ID,
-}
-UNKNOWN: Final = "UNKNOWN"
-
-# Output column of each breakdown dimension a node computes.
-DIMENSION_COLUMNS: Final[dict[Dimension, str]] = {
-    Dimension.SEX: "sex",
-    Dimension.AGE_BAND_5: "age_band_5",
-    Dimension.AGE_BAND_10: "age_band_10",
-    Dimension.AGE_BAND_20: "age_band_20",
-    Dimension.CALENDAR_YEAR: "calendar_year",
 }
 
 

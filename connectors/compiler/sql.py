@@ -1,11 +1,12 @@
 """Small sqlglot builders shared by the compilers: names come from `names`, values only
-through `Params`, which hands out numbered placeholders (`$1`, `$2`, …)."""
+through `Params`, which hands out numbered placeholders (`$1`, `$2`, …; each dialect writes
+them its own way when it prints a statement, `Dialect.placeholder`)."""
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from connectors.compiler.compiled import DIALECTS
+from connectors.compiler.dialect import numbered
 
 
 class Params:
@@ -18,7 +19,7 @@ class Params:
 
     def bind(self, value: object) -> exp.Parameter:
         self.values.append(value)
-        return exp.Parameter(this=exp.Literal.number(len(self.values)))
+        return numbered(len(self.values))
 
 
 def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
@@ -32,7 +33,7 @@ def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
 
     def swap(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Parameter):
-            return exp.Parameter(this=exp.Literal.number(new[_number(node)]))
+            return numbered(new[_number(node)])
         return node
 
     return expression.transform(swap, copy=False), tuple(old - 1 for old in used)
@@ -40,11 +41,6 @@ def renumbered(expression: exp.Expr) -> tuple[exp.Expr, tuple[int, ...]]:
 
 def _number(parameter: exp.Parameter) -> int:
     return int(parameter.this.this)
-
-
-def check_dialect(dialect: str) -> None:
-    if dialect not in DIALECTS:
-        raise ValueError(f"unsupported dialect {dialect!r}; expected one of {DIALECTS}")
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -57,11 +53,6 @@ def table(name: str, alias: str) -> exp.Expr:
 
 def text(expression: exp.Expr) -> exp.Cast:
     return exp.cast(expression, exp.DataType.Type.TEXT)
-
-
-def any_of_ids(column: exp.Expr, ids: exp.Expr) -> exp.EQ:
-    """`column = ANY($n)`: `$n` is bound to a list of concept ids."""
-    return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=ids.copy())))
 
 
 def exists(query: exp.Select) -> exp.Exists:

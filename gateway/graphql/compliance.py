@@ -15,9 +15,9 @@ import strawberry
 
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import Jurisdiction, NodeStatus
+from oversight.audit.store import AuditQuery
 from schema.approval import Role
 from schema.audit import entry as audit
-from schema.audit.store import AuditQuery
 from schema.errors import ErrorCode, TesseraError
 
 MAX_FIRST: Final = 200

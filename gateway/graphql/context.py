@@ -1,66 +1,21 @@
 """What a resolver gets besides its arguments: the gateway's services, the caller's
 credentials as sent (the bearer token and the permits, verified once, by the first field that
 needs them), the caller's trace context, the cost budget of this HTTP request and its place
-in the researcher's share of the questions in flight (`gateway.fairshare`)."""
+in the researcher's share of the questions in flight (`gateway.fairshare`). A context is the
+`Caller` its `cohort` fields' questions come from (`gateway.service`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Tracer
 
-from gateway.audit import QueryTrail
-from gateway.auth import Authenticator, Principal
-from gateway.fairshare import FairShare, Reservation
-from gateway.federation import Federation
+from gateway.auth import Principal
+from gateway.fairshare import Reservation
 from gateway.graphql.limits import QueryBudget
-from gateway.nodes import NodeClient
-from gateway.permits import PermitVerifier, Presented, permit_tokens
-from gateway.ratelimit import RateGuard
-from gateway.settings import (
-    DEFAULT_MAX_COHORTS_PER_APPLICATION,
-    DEFAULT_MAX_COHORTS_PER_RESEARCHER,
-    DEFAULT_MAX_DEADLINE_S,
-    PartialPools,
-)
-from gateway.vocabulary import ConceptClient
-from policies.live import LivePolicy
-from policies.policy_set import PolicySet
-from schema.audit.log import AuditLog
+from gateway.permits import Presented, permit_tokens
+from gateway.service import Services
 from schema.errors import TesseraError
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    federation: Federation
-    authenticator: Authenticator
-    node_client: NodeClient
-    # The policies in force, reloaded while the gateway runs: a query reads `current` once, at
-    # its start, and uses that policy set throughout (`gateway.policies`). Each jurisdiction's
-    # published disclosure profile comes from there, the one place the gateway reads them.
-    policies: LivePolicy[PolicySet]
-    permits: PermitVerifier
-    rate_guard: RateGuard
-    deadline_s: float
-    # None: as long as the query's deadline.
-    node_timeout_s: float | None
-    max_query_cost: int
-    audit: AuditLog
-    tracer: Tracer
-    max_deadline_s: float = DEFAULT_MAX_DEADLINE_S
-    partial_pools: PartialPools = PartialPools.MARK
-    # Vocabulary look-ups (`gateway.vocabulary`); None: this gateway cannot make them.
-    concept_client: ConceptClient | None = None
-    fair_share: FairShare = field(
-        default_factory=lambda: FairShare(
-            per_researcher=DEFAULT_MAX_COHORTS_PER_RESEARCHER,
-            per_application=DEFAULT_MAX_COHORTS_PER_APPLICATION,
-        )
-    )
-
-    def trail(self) -> QueryTrail:
-        return QueryTrail(log=self.audit, tracer=self.tracer, service=self.federation.gateway_id)
 
 
 @dataclass(slots=True)
@@ -94,7 +49,7 @@ class GatewayContext:
             self._presented = self.services.permits.present(self.principal(), tokens)
         return self._presented
 
-    def admit_cohort(self) -> Admitted:
+    def admit_cohort(self) -> AdmittedField:
         """A place for one `cohort` field in the researcher's share of the questions in
         flight. The first field of the request reserves places for all of the request's
         fields at once (or raises TOO_MANY_IN_FLIGHT, and so does every other field); the
@@ -128,7 +83,11 @@ class GatewayContext:
             reservation.held += extra.held
             self._unclaimed = 1
         self._unclaimed -= 1
-        return Admitted(self._reservation)
+        return AdmittedField(self._reservation)
+
+    def charge(self, cost: int) -> None:
+        """Spend `cost` of this request's budget (QUERY_TOO_COMPLEX beyond it)."""
+        self.budget.charge(cost)
 
     def close(self) -> None:
         """Free what the request still holds (fields that never ran, or are done)."""
@@ -137,7 +96,7 @@ class GatewayContext:
 
 
 @dataclass(slots=True)
-class Admitted:
+class AdmittedField:
     """One field's place; freed once, when the field is answered or refused."""
 
     reservation: Reservation

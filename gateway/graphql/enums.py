@@ -2,13 +2,15 @@
 
 Registration marks the classes themselves, so the rest of the GraphQL layer annotates with
 the `schema.codes` classes re-exported here; import them from this module so that the
-registration has happened first.
+registration has happened first. The `Dimension` enum's description is its registry's
+(`schema.dimensions`): a new dimension documents itself.
 """
 
 from __future__ import annotations
 
 import strawberry
 
+from schema import dimensions
 from schema.codes import (
     AgeAt,
     Dimension,
@@ -36,16 +38,7 @@ strawberry.enum(
     "INDEX_EVENT: each person's index event, their first event matching the criteria's first "
     "top-level condition (else drug, else measurement) within its window.",
 )
-strawberry.enum(
-    Dimension,
-    description="What a breakdown can group by: the published allow-list. SEX: the recorded "
-    "sex (UNKNOWN when none). AGE_BAND_5/10/20: age in whole years (year of the age date minus "
-    "year of birth; see CohortQuery's ageAt) in bands such as 40-49. CALENDAR_YEAR: the year of "
-    "each person's index event: their first event matching the question's first condition "
-    "(else first drug, else first measurement) at the top level of the criteria, within its "
-    "window; for criteria without one, the year their first observation period starts; "
-    "UNKNOWN when there is no such date. JURISDICTION: added by the gateway.",
-)
+strawberry.enum(Dimension, description=dimensions.description())
 strawberry.enum(ValueStatus, description="How a released number relates to the truth.")
 strawberry.enum(
     NodeStatus,

@@ -1,8 +1,7 @@
 """GraphQL input types and their translation into the query model's plain data.
 
-The query model (`schema.query`) does the validating; this only renames fields and checks
-codes early, so that a malformed code gets its own error code (INVALID_CODE) and the path of
-the offending field.
+This only renames fields: planning checks the codes (`gateway.planner.check_codes`) and the
+query model (`schema.query`) does the rest of the validating.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from typing import Any
 import strawberry
 
 from gateway.graphql.enums import Sex, Vocabulary
-from schema.codes import CODE_PATTERNS, normalise_code
-from schema.errors import ErrorCode, TesseraError
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -65,8 +62,8 @@ class CriteriaInput:
     any_of: list[CriteriaInput] | None = strawberry.UNSET
 
 
-def criteria_data(criteria: CriteriaInput, path: str = "criteria") -> dict[str, Any]:
-    """The query model's `Criteria` as plain data; raises INVALID_CODE for a malformed code."""
+def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
+    """The query model's `Criteria` as plain data, codes as written."""
     data: dict[str, Any] = {}
     if _given(criteria.sex):
         data["sex"] = criteria.sex
@@ -79,25 +76,16 @@ def criteria_data(criteria: CriteriaInput, path: str = "criteria") -> dict[str, 
     }
     for name, events in groups.items():
         if events:
-            data[name] = [_event(e, f"{path}.{name}[{i}]") for i, e in enumerate(events)]
+            data[name] = [_event(e) for e in events]
     if criteria.any_of:
-        data["any_of"] = [
-            criteria_data(group, f"{path}.anyOf[{i}]") for i, group in enumerate(criteria.any_of)
-        ]
+        data["any_of"] = [criteria_data(group) for group in criteria.any_of]
     return data
 
 
-def _event(event: EventInput | MeasurementInput, path: str) -> dict[str, Any]:
-    code = normalise_code(event.vocabulary, event.code)
-    if not CODE_PATTERNS[event.vocabulary].fullmatch(code):
-        raise TesseraError(
-            f"{path}.code is not a well-formed {event.vocabulary.value} code",
-            code=ErrorCode.INVALID_CODE,
-            path=f"{path}.code",
-        )
+def _event(event: EventInput | MeasurementInput) -> dict[str, Any]:
     data: dict[str, Any] = {
         "vocabulary": event.vocabulary,
-        "code": code,
+        "code": event.code,
         "descendants": event.descendants,
     }
     if event.window:

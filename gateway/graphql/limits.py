@@ -5,11 +5,9 @@ rules, keeps hitting): depth (QUERY_TOO_DEEP), aliases (TOO_MANY_ALIASES) and, u
 enabled, introspection (INTROSPECTION_DISABLED). The token limit is a parser option
 (TOO_MANY_TOKENS); body size and batch size are HTTP limits (`gateway.http`).
 
-On what is asked (`QueryBudget`): every `cohort` field costs, per node asked, one plus the
-cells of each breakdown it selects, each dimension bounded by the criteria (an age range
-bounds the age bands, a date window the calendar years: `policies.domain.table_cells`).
-The cost is charged when the field is planned, before anything is sent to a node; all
-fields of one HTTP request (aliases, batched operations) share one budget.
+On what is asked (`QueryBudget`): every `cohort` field costs what its plan costs
+(`gateway.planner.cohort_cost`), charged when the field is planned, before anything is sent
+to a node; all fields of one HTTP request (aliases, batched operations) share one budget.
 
 How many questions a request asks at once (`cohort_fields`, every operation of a batch
 summed) is read from the documents before any of them runs: the researcher's share of the
@@ -37,8 +35,6 @@ from graphql import (
     parse,
 )
 
-from gateway.planner import Plan
-from policies.domain import table_cells
 from schema.errors import ErrorCode, TesseraError
 
 # Every field counts, introspection too: the schema's own types nest at most 6 deep, the
@@ -157,12 +153,6 @@ NO_INTROSPECTION_RULES: Final[tuple[type[ASTValidationRule], ...]] = (
 def validation_rules(*, introspection: bool) -> list[type[ASTValidationRule]]:
     """The rule classes for a schema; the same class objects on every call."""
     return list(DOCUMENT_RULES if introspection else NO_INTROSPECTION_RULES)
-
-
-def cohort_cost(plan: Plan) -> int:
-    """Nodes asked × (the total + the cells of every breakdown), as bounded by the query."""
-    per_node = sum(table_cells(table, plan.node_query) for table in plan.node_query.tables)
-    return len(plan.jurisdictions) * per_node
 
 
 class QueryBudget:

@@ -1,8 +1,8 @@
-"""The root query. `cohort` authenticates, verifies the permits, plans, decides each
-jurisdiction on its own permit, takes its place in the researcher's share of the questions in
-flight, charges the cost budget, takes rate-limit tokens, fans out and combines once per
-field, all under the policy set in force when it started; the breakdown tables are then only
-looked up (`CohortResult.breakdown`).
+"""The root query. `cohort` only translates: its arguments and the fields it selects become
+one question (`gateway.service.CohortQuestion`), which the gateway's pipeline answers
+(`gateway.service.answer_cohort`: authenticate, permits, plan, policy, limits, fan-out,
+combine, audit); the answer becomes its GraphQL types, and the breakdown tables are then only
+looked up (`CohortResult.breakdown`). Errors become GraphQL errors (`gateway.graphql.errors`).
 
 `cohort` is nullable: a field that is refused or fails is null with its error (at its path),
 and costs no other field of the request its answer. Each field has its own audit entry, so
@@ -12,221 +12,29 @@ refusal for each field refused."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import strawberry
 
-from gateway.access import decide
-from gateway.audit import QueryTrail, denied, released_values
-from gateway.auth import forbidden
-from gateway.combine import Combined, combine
-from gateway.deadline import query_deadline
-from gateway.differencing import guard_pools
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
-from gateway.graphql.context import Admitted, GatewayContext
+from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import CriteriaInput, criteria_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
-from gateway.graphql.limits import cohort_cost
 from gateway.graphql.permissions import allow
 from gateway.graphql.selection import (
     requested_breakdowns,
     requested_count,
     requested_node_count,
 )
-from gateway.graphql.tracing import current_trace_id
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
-from gateway.live_policy import query_policies
-from gateway.nodes import NodeOutcome
-from gateway.planner import default_reference_date, plan_query
-from gateway.quorum import Quorum
-from gateway.ratelimit import ApprovalKey
-from gateway.rounds import gather
-from policies.policy_set import PolicySet
+from gateway.service import CohortQuestion, answer_cohort
 from policies.transparency import publish
-from schema import telemetry as otel
 from schema.approval import Role
-from schema.errors import ErrorCode, TesseraError
-from schema.query import Breakdown
-from schema.wire import PERMIT_HEADER
 
 Info = strawberry.Info[GatewayContext, None]
-
-
-async def resolve_cohort(
-    info: Info,
-    *,
-    request: str,
-    jurisdictions: list[Jurisdiction] | None,
-    criteria: CriteriaInput,
-    reference_date: dt.date | None,
-    age_at: AgeAt | None = None,
-    deadline_ms: int | None = None,
-    min_nodes: int | None = None,
-    min_share: float | None = None,
-    noise: NoiseLevel = NoiseLevel.STANDARD,
-) -> CohortResult:
-    services = info.context.services
-    trail = services.trail()
-    held: list[Admitted] = []
-    with otel.traced(services.tracer, otel.GATEWAY_COHORT) as span:
-        trail.trace_id = current_trace_id()
-        with trail.step("authenticate"):
-            trail.principal = info.context.principal()
-        # Every outcome from here on has its audit entry, written before it leaves; a caller
-        # without a valid token has no principal to record and is only logged. The whole
-        # query runs under the policy set in force now, however the files change meanwhile.
-        try:
-            try:
-                with query_policies(services.policies.current) as policies:
-                    outcomes, combined = await _answer(
-                        info.context,
-                        trail,
-                        policies,
-                        request=request,
-                        jurisdictions=jurisdictions,
-                        criteria=criteria,
-                        reference_date=reference_date,
-                        age_at=age_at,
-                        tables=requested_breakdowns(info.selected_fields),
-                        pool_total=requested_count(info.selected_fields),
-                        per_country=requested_node_count(info.selected_fields),
-                        deadline_ms=deadline_ms,
-                        min_nodes=min_nodes,
-                        min_share=min_share,
-                        noise=noise,
-                        held=held,
-                    )
-            except Exception as error:
-                await trail.refused(error, span)
-                raise
-            await trail.answered(outcomes, combined, span)
-        finally:
-            # Once its audit entry is written: until then the question is still in flight.
-            for admitted in held:
-                admitted.free()
-    assert trail.plan is not None
-    return CohortResult.of(trail.plan, combined, trace_id=trail.trace_id)
-
-
-async def _answer(
-    context: GatewayContext,
-    trail: QueryTrail,
-    policies: PolicySet,
-    *,
-    request: str,
-    jurisdictions: list[Jurisdiction] | None,
-    criteria: CriteriaInput,
-    reference_date: dt.date | None,
-    age_at: AgeAt | None,
-    tables: list[Breakdown],
-    pool_total: bool,
-    per_country: bool,
-    deadline_ms: int | None,
-    min_nodes: int | None,
-    min_share: float | None,
-    noise: NoiseLevel,
-    held: list[Admitted],
-) -> tuple[list[NodeOutcome], Combined]:
-    assert trail.principal is not None
-    services, subject = context.services, trail.principal.subject
-    with trail.step("authorize"):
-        # The researcher role is checked by the field's permission, before this runs.
-        presented = context.presented()
-        if not presented:
-            raise forbidden(
-                f"no permit was presented: send each HDAB's permit in an {PERMIT_HEADER} header"
-            )
-    with trail.step("plan"):
-        trail.plan = plan = plan_query(
-            members=services.federation.members,
-            subject=subject,
-            request_id=request,
-            criteria=criteria_data(criteria),
-            jurisdictions=jurisdictions,
-            reference_date=reference_date or default_reference_date(),
-            tables=tables,
-            query_id=trail.query_id,
-            noise=noise,
-            age_at=age_at,
-        )
-        if presented.permits and not presented.names(request):
-            raise TesseraError(
-                "request is neither the data request nor the application of any permit presented",
-                code=ErrorCode.REQUEST_MISMATCH,
-            )
-    with trail.step("policy") as span:
-        # The law of every jurisdiction involved, each on its own HDAB's permit, before
-        # anything leaves the gateway.
-        federation = services.federation
-        access = decide(
-            plan,
-            presented,
-            policies,
-            allowed=federation.issues_permits_for,
-            datasets={j: node.datasets for j, node in federation.nodes.items()},
-        )
-        trail.decisions = decisions = access.decisions
-        trail.permits = access.permits
-        span.set_attributes(
-            {
-                otel.DENIED_JURISDICTIONS: denied(decisions.values()),
-                otel.RULES_FIRED: sorted({r.rule for d in decisions.values() for r in d.reasons}),
-            }
-        )
-    with trail.step("limits"):
-        # The request's questions are admitted together, before any of them fans out.
-        held.append(context.admit_cohort())
-        # Charged before this field's first await, and refused when too costly without
-        # taking a rate-limit token.
-        context.budget.charge(cohort_cost(plan))
-        await services.rate_guard.check(
-            subject=subject,
-            jurisdictions=plan.jurisdictions,
-            approvals={
-                j: ApprovalKey(p.issuer, p.approval.request_id) for j, p in access.permits.items()
-            },
-            policy_set=policies,
-        )
-    deadline_s = query_deadline(
-        deadline_ms, default_s=services.deadline_s, max_s=services.max_deadline_s
-    )
-    quorum = Quorum.of(min_nodes=min_nodes, min_share=min_share, asked=len(plan.jurisdictions))
-    with trail.step("fan_out"):
-        # A client that disconnects cancels this task (the server runs with handler
-        # cancellation), and with it every node request still in flight. A question that
-        # pools securely may take a second round (`gateway.rounds`).
-        gathered = await gather(
-            services.node_client,
-            services.federation.nodes,
-            plan,
-            decisions,
-            permits=access.permits,
-            profiles=policies.profile,
-            deadline_s=deadline_s,
-            node_timeout_s=services.node_timeout_s,
-            tracer=services.tracer,
-            steps=trail.node_steps,
-            pool_total=pool_total,
-            per_country=per_country,
-        )
-        outcomes = gathered.outcomes
-    quorum.check(outcomes)
-    with trail.step("combine") as span:
-        combined = guard_pools(
-            combine(plan.tables, outcomes, policies.profile, gathered.pooling),
-            outcomes,
-            services.partial_pools,
-        )
-        released = released_values(combined)
-        span.set_attributes(
-            {
-                otel.CELLS_SUPPRESSED: sum(v.value is None for v in released),
-                otel.RULES_FIRED: sorted({r.rule for v in released for r in v.reasons}),
-            }
-        )
-    return outcomes, combined
+T = TypeVar("T")
 
 
 async def _cohort(
@@ -258,18 +66,26 @@ async def _cohort(
     noise: NoiseLevel | None = strawberry.UNSET,
 ) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
-    return await resolve_cohort(
-        info,
+    question = CohortQuestion(
         request=request,
-        jurisdictions=None if jurisdictions is strawberry.UNSET else jurisdictions,
-        criteria=criteria,
-        reference_date=None if reference_date is strawberry.UNSET else reference_date,
-        age_at=None if age_at is strawberry.UNSET else age_at,
-        deadline_ms=None if deadline_ms is strawberry.UNSET else deadline_ms,
-        min_nodes=None if min_nodes is strawberry.UNSET else min_nodes,
-        min_share=None if min_share is strawberry.UNSET else min_share,
-        noise=NoiseLevel.STANDARD if noise in (strawberry.UNSET, None) else noise,
+        criteria=criteria_data(criteria),
+        tables=tuple(requested_breakdowns(info.selected_fields)),
+        pool_total=requested_count(info.selected_fields),
+        per_country=requested_node_count(info.selected_fields),
+        jurisdictions=None if (asked := _given(jurisdictions)) is None else tuple(asked),
+        reference_date=_given(reference_date),
+        age_at=_given(age_at),
+        deadline_ms=_given(deadline_ms),
+        min_nodes=_given(min_nodes),
+        min_share=_given(min_share),
+        noise=NoiseLevel.STANDARD if (level := _given(noise)) is None else level,
     )
+    answer = await answer_cohort(info.context.services, info.context, question)
+    return CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)
+
+
+def _given(value: T) -> T | None:
+    return None if value is strawberry.UNSET else value
 
 
 def _jurisdictions(info: Info) -> list[JurisdictionInfo]:

@@ -3,7 +3,7 @@ report the trace id and node requests carry it in `traceparent`. The span contin
 caller's trace when the request carries a W3C `traceparent`.
 
 Deliberately not strawberry's OpenTelemetry extension: its per-resolver hook makes every
-resolver async. Exporters are configured by the process (`schema.telemetry`), not here. The
+resolver async. Exporters are configured by the process (`oversight.tracing`), not here. The
 operation name is not recorded: the researcher chose it, and researchers' text stays out of
 traces.
 """

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from schema.codes import AGE_BAND_WIDTHS, Dimension, Jurisdiction, Sex
-from schema.wire import UNKNOWN_KEY
+from schema.codes import Dimension, Jurisdiction, Sex
+from schema.dimensions import DIMENSIONS, UNKNOWN_KEY
 
 POOLED: Final = "POOLED"
 TOTAL_TABLE: Final = "count"
@@ -56,6 +56,7 @@ Row = dict[str, Any]
 
 _JURISDICTION_ORDER: Final = {j.value: i for i, j in enumerate(Jurisdiction)}
 _SEX_ORDER: Final = {Sex.FEMALE.value: 0, Sex.MALE.value: 1, UNKNOWN_KEY: 2}
+_AGE_BANDS: Final = frozenset(d.value for d, spec in DIMENSIONS.items() if spec.age_band_width)
 _BAND: Final = re.compile(r"^([0-9]+)(?:-([0-9]+)|\+)$")
 
 
@@ -322,7 +323,7 @@ def dimension_columns(dimension: str, value: str) -> Row:
         return {"jurisdiction": value}
     if dimension == Dimension.SEX:
         return {"sex": value}
-    if dimension in {d.value for d in AGE_BAND_WIDTHS}:
+    if dimension in _AGE_BANDS:
         low, high = age_bounds(value)
         return {"age_band": value, "age_min": low, "age_max": high}
     if dimension == Dimension.CALENDAR_YEAR:

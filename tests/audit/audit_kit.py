@@ -1,7 +1,6 @@
 """Helpers shared by the audit tests: records, stores of every kind, a PostgreSQL database.
 
-Imported by name (`from audit_kit import ...`): pytest's default import mode puts
-`tests/audit` on sys.path for the tests in it.
+Imported as `tests.audit.audit_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ from pathlib import Path
 
 import asyncpg
 
+from oversight.audit.postgres import PostgresAuditStore
+from oversight.audit.sqlite import SqliteAuditStore
+from oversight.audit.store import AuditStore, MemoryAuditStore
 from schema.audit.entry import AuditRecord, Decision, NodeDecision, NodeStep, utc_now
-from schema.audit.postgres import PostgresAuditStore
-from schema.audit.sqlite import SqliteAuditStore
-from schema.audit.store import AuditStore, MemoryAuditStore
 from schema.codes import Jurisdiction, NodeStatus
 
 # The PostgreSQL the tests create their own databases in (trust auth on loopback).

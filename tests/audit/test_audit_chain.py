@@ -6,13 +6,13 @@ import dataclasses
 import json
 
 import pytest
-from audit_kit import record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schema.audit.chain import key_id, sign_head, verify_chain
 from schema.audit.entry import GENESIS, AuditRecord, StoredEntry, canonical_json, digest, seal
+from tests.audit.audit_kit import record
 
 CHAIN = "gateway:tessera-gateway"
 

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from audit_kit import postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from oversight.audit.log import AuditLog
+from oversight.audit.sqlite import SCHEMA
+from oversight.audit.store import ENTRIES_TABLE
+from oversight.audit.stores import open_store
 from schema.approval import ApplicantId
 from schema.audit.entry import (
     FORMAT_VERSION,
@@ -29,12 +32,10 @@ from schema.audit.entry import (
     digest,
     jurisdictions_column,
 )
-from schema.audit.log import AuditLog
-from schema.audit.sqlite import SCHEMA
-from schema.audit.store import ENTRIES_TABLE, open_store
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from tessera.cli import main
+from tests.audit.audit_kit import postgres_database, record
 
 CHAIN = "gateway:tessera-gateway"
 

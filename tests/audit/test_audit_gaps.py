@@ -12,15 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_kit import record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from oversight.audit.log import MAX_UNSIGNED, AuditLog
+from oversight.audit.log import log as audit_logger
+from oversight.audit.store import ENTRIES_TABLE, HEADS_TABLE
+from oversight.audit.stores import open_store
 from schema.audit.chain import HEAD_LOG_MARKER
 from schema.audit.entry import STORED_COLUMNS, StoredEntry, seal
-from schema.audit.log import MAX_UNSIGNED, AuditLog
-from schema.audit.log import log as audit_logger
-from schema.audit.store import ENTRIES_TABLE, HEADS_TABLE, open_store
+from tests.audit.audit_kit import record
 
 GATEWAY = "gateway:tessera-gateway"
 NODE = "node:fr"
@@ -242,7 +243,7 @@ def test_the_logged_line_is_the_head(tmp_path: Path, key: tuple[Ed25519PrivateKe
     db, service_log = tmp_path / "audit.sqlite3", tmp_path / "gateway.log"
     write_trail(db, service_log, key[0], {GATEWAY: 3})
     (line,) = service_log.read_text().splitlines()
-    assert f"INFO schema.audit.log audit chain {GATEWAY} signed at entry 3: " in line
+    assert f"INFO oversight.audit.log audit chain {GATEWAY} signed at entry 3: " in line
     assert HEAD_LOG_MARKER + '{"chain":"gateway:tessera-gateway",' in line
 
 

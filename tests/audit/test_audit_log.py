@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit_kit import record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from oversight.audit.log import AuditLog
+from oversight.audit.sqlite import SqliteAuditStore
+from oversight.audit.store import AuditStoreError, MemoryAuditStore
 from schema.audit.chain import key_id, verify_chain
-from schema.audit.log import AuditLog
-from schema.audit.sqlite import SqliteAuditStore
-from schema.audit.store import AuditStoreError, MemoryAuditStore
+from tests.audit.audit_kit import record
 
 CHAIN = "node:tessera-node-fr"
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,10 +156,9 @@ async def test_a_restart_resumes_the_chain_and_signs_what_was_left_unsigned(tmp_
 
 WRITER = """
 import asyncio, sys
-from schema.audit.log import AuditLog
-from schema.audit.sqlite import SqliteAuditStore
-sys.path.insert(0, "tests/audit")
-from audit_kit import record
+from oversight.audit.log import AuditLog
+from oversight.audit.sqlite import SqliteAuditStore
+from tests.audit.audit_kit import record
 
 async def main():
     log = AuditLog(SqliteAuditStore(sys.argv[1]), "node:tessera-node-fr", signing_key=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import shutil
@@ -11,20 +12,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from audit_kit import any_store, postgres_database, record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schema.audit.chain import key_id, sign_head, verify_chain
-from schema.audit.entry import GENESIS, Decision
-from schema.audit.postgres import PostgresAuditStore
-from schema.audit.sqlite import SqliteAuditStore
-from schema.audit.store import (
+from oversight.audit.postgres import PostgresAuditStore
+from oversight.audit.sqlite import SqliteAuditStore
+from oversight.audit.store import (
     AuditQuery,
     AuditStore,
     AuditStoreError,
-    open_store,
 )
+from oversight.audit.stores import open_store
+from schema.audit.chain import key_id, sign_head, verify_chain
+from schema.audit.entry import GENESIS, Decision
 from schema.codes import Jurisdiction
+from tests.audit.audit_kit import any_store, postgres_database, record
 
 CHAIN = "gateway:tessera-gateway"
 TAMPERING = (
@@ -196,7 +197,31 @@ async def test_unreachable_stores_fail_with_a_stable_code(tmp_path: Path) -> Non
         await store.close()
 
 
-def test_open_store_picks_the_store_by_url(tmp_path: Path) -> None:
-    assert isinstance(open_store(str(tmp_path / "a.sqlite3")), SqliteAuditStore)
-    assert isinstance(open_store(f"sqlite:///{tmp_path}/a.sqlite3"), SqliteAuditStore)
-    assert isinstance(open_store("postgresql://postgres@127.0.0.1/x"), PostgresAuditStore)
+@pytest.mark.parametrize(
+    ("url", "kind", "where"),
+    [
+        ("trail.sqlite3", SqliteAuditStore, Path("trail.sqlite3")),
+        ("sqlite:///var/trail.sqlite3", SqliteAuditStore, Path("var/trail.sqlite3")),
+        ("sqlite:////var/trail.sqlite3", SqliteAuditStore, Path("/var/trail.sqlite3")),
+        ("postgresql://tessera@db/audit", PostgresAuditStore, None),
+        ("postgres://tessera@db/audit", PostgresAuditStore, None),
+    ],
+)
+async def test_a_store_is_chosen_by_the_scheme_of_its_url(
+    url: str, kind: type[AuditStore], where: Path | None
+) -> None:
+    store = open_store(url)
+    assert type(store) is kind
+    if isinstance(store, SqliteAuditStore):
+        assert store.path == where
+    await store.close()
+
+
+def test_the_stores_do_not_import_the_module_that_opens_them() -> None:
+    """`oversight.audit.stores` knows every store; a store importing it back would be the
+    import cycle the registry is there to avoid."""
+    package = Path(__file__).resolve().parents[2] / "oversight" / "audit"
+    for name in ("store.py", "sqlite.py", "postgres.py", "log.py"):
+        tree = ast.parse((package / name).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "oversight.audit.stores" not in imported, name

@@ -248,7 +248,13 @@ def test_the_combining_benchmark_combines_honest_full_domain_answers_with_low_ce
     policies = load_policy_set()
     answered = answers(3, policies)
     assert [o.status for o in answered.outcomes] == [NodeStatus.OK] * 3
-    values = [v for o in answered.outcomes for cells in o.tables.values() for v in cells.values()]
+    values = [
+        v
+        for o in answered.outcomes
+        for tables in o.measures.values()
+        for cells in tables.values()
+        for v in cells.values()
+    ]
     assert answered.cells == len(values) == 3 * 370
     assert {v.status for v in values} == {ValueStatus.LOW, ValueStatus.PERTURBED}
     combined(answered, policies)  # raises if vetting rejected an answer

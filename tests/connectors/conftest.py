@@ -36,12 +36,12 @@ from pathlib import Path
 import duckdb
 import jwt
 import pytest
-from connector_kit import approval_token, write_hdab_public_pem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from connectors.omop import CDM_DDL, TESSERA_DDL
 from schema.wire import REQUEST_TOKEN_TYP, body_hash
+from tests.connectors.connector_kit import approval_token, write_hdab_public_pem
 
 REFERENCE_DATE = dt.date(2024, 6, 30)
 OPTOUT_VERSION = "optout-2024-06-01"

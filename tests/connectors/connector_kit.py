@@ -1,29 +1,27 @@
 """Helpers shared by the connector tests: node request bodies as the gateway sends them, the
 node's effective policy, and the node's HDAB with the approvals it issues.
 
-Imported by name (`from connector_kit import ...`): pytest's default import mode puts
-`tests/connectors` on sys.path for the tests in it.
+Imported as `tests.connectors.connector_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from connectors.approval import ApprovalVerifier
 from policies.loader import load_policy_set
 from policies.policy_set import EffectivePolicy
-from schema.approval import Approval
+from schema.approval import APPROVAL_CLAIM, Approval
 from schema.codes import Dimension, Jurisdiction
 from schema.query import CohortQuery, Criteria
 from schema.wire import NodeRequest
+from tests.token_kit import mint_jwt
 from trust.keys import KeySet, TrustedKey
 from trust.keysource import StaticKeys
 from trust.tokens import TokenVerifier, TrustedIssuer
@@ -97,25 +95,22 @@ def approval_token(
     """A researcher token from the node's HDAB approving `request_id` for `jurisdictions`
     (for the organisation `applicant`, when given); keyword arguments replace (None drops)
     claims, `key` signs with another key."""
-    now = int(time.time())
-    payload: dict[str, object] = {
-        "iss": HDAB_ISSUER,
-        "sub": "researcher@test.eu",
-        "aud": APPROVAL_AUDIENCE,
-        "iat": now,
-        "exp": now + 600,
-        "roles": ["researcher"],
-        "approval": {
-            "request_id": request_id,
-            "purpose": "scientific_research",
-            "jurisdictions": list(jurisdictions),
-            "datasets": [node_dataset(j) for j in jurisdictions],
-            **({"applicant": applicant} if applicant else {}),
+    return mint_jwt(
+        key or HDAB_KEY,
+        issuer=HDAB_ISSUER,
+        audience=APPROVAL_AUDIENCE,
+        subject="researcher@test.eu",
+        **{
+            APPROVAL_CLAIM: {
+                "request_id": request_id,
+                "purpose": "scientific_research",
+                "jurisdictions": list(jurisdictions),
+                "datasets": [node_dataset(j) for j in jurisdictions],
+                "applicant": applicant,
+            },
+            **claims,
         },
-    }
-    payload.update(claims)
-    payload = {name: value for name, value in payload.items() if value is not None}
-    return jwt.encode(payload, key or HDAB_KEY, algorithm="EdDSA", headers={"typ": "JWT"})
+    )
 
 
 def approval_verifier(jurisdiction: Jurisdiction) -> ApprovalVerifier:

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import HDAB_ISSUER, approval_token, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -34,9 +33,11 @@ from connectors.app import create_app
 from connectors.backends.base import Backend
 from connectors.backends.fake import FakeBackend
 from connectors.backends.schemas import SchemaLayout
+from connectors.compiler import DUCKDB, POSTGRES
 from connectors.noise import ShiftedNoise
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from schema.codes import Dimension, Jurisdiction, Vocabulary
+from schema.errors import SettingsError
 from schema.query import Criteria, EventCriterion
 from schema.wire import (
     HEALTH_PATH,
@@ -47,6 +48,7 @@ from schema.wire import (
     NodeIdentity,
     body_hash,
 )
+from tests.connectors.connector_kit import HDAB_ISSUER, approval_token, request_body
 from trust.keys import thumbprint
 
 Sign = Callable[..., str]
@@ -200,7 +202,11 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert answer["optout_register_version"] == "optout-2024-06-01"
     total, by_sex = answer["tables"]
     [cell] = total["cells"]
-    assert (cell["count"]["value"], cell["count"]["status"], cell["count"]["sd"]) == (
+    assert (
+        cell["values"]["PERSON_COUNT"]["value"],
+        cell["values"]["PERSON_COUNT"]["status"],
+        cell["values"]["PERSON_COUNT"]["sd"],
+    ) == (
         47,
         "PERTURBED",
         5.0,
@@ -208,7 +214,10 @@ async def test_counts_and_breakdowns(client: Client, sign: Sign) -> None:
     assert by_sex["by"] == ["SEX"]
     # UNKNOWN (1 person) is below 11, so LOW; nothing else is withheld because of it.
     assert {
-        c["key"][0]: (c["count"]["value"], [r["rule"] for r in c["count"]["reasons"]])
+        c["key"][0]: (
+            c["values"]["PERSON_COUNT"]["value"],
+            [r["rule"] for r in c["values"]["PERSON_COUNT"]["reasons"]],
+        )
         for c in by_sex["cells"]
     } == {
         "FEMALE": (23, ["NOISE"]),
@@ -224,9 +233,9 @@ async def test_a_count_below_eleven_is_suppressed_in_france(client: Client, sign
     status, answer = await post(client, body, sign(body))
     assert status == 200
     [cell] = answer["tables"][0]["cells"]
-    assert cell["count"]["value"] is None
-    assert cell["count"]["status"] == "LOW"
-    [reason] = cell["count"]["reasons"]
+    assert cell["values"]["PERSON_COUNT"]["value"] is None
+    assert cell["values"]["PERSON_COUNT"]["status"] == "LOW"
+    [reason] = cell["values"]["PERSON_COUNT"]["reasons"]
     assert reason["rule"] == "BELOW_MINIMUM"
     assert reason["jurisdiction"] == "FR"
     assert "5" not in json.dumps(cell).replace("5.0", "")
@@ -463,7 +472,8 @@ def test_settings_from_the_environment() -> None:
     )
     assert s.jurisdiction is Jurisdiction.FR
     assert s.node_id == "tessera-node-fr"
-    assert s.database == Path("omop.duckdb")
+    assert s.database == "omop.duckdb"
+    assert s.target.path == Path("omop.duckdb")
     assert (s.host, s.port, s.threads) == ("127.0.0.1", 9000, 4)
     assert s.gateway_issuer == "tessera-gateway"
     assert dict(s.gateway_keys) == {"k1": Path("a.pem"), "k2": Path("b.pem")}
@@ -495,10 +505,11 @@ def test_overrides_win_over_the_environment() -> None:
 
 
 J, DB = "TESSERA_CONNECTOR_JURISDICTION", "TESSERA_CONNECTOR_DATABASE"
+DSN = "TESSERA_CONNECTOR_DSN"
 HI, HP = "TESSERA_CONNECTOR_HDAB_ISSUER", "TESSERA_CONNECTOR_HDAB_PUBLIC_KEY"
 PG = {
     J: "FR",
-    "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+    DB: "postgresql://h/d",
     "TESSERA_CONNECTOR_STATE_DIR": "s",
     "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
 }
@@ -508,23 +519,38 @@ PG = {
     ("env", "message"),
     [
         ({DB: "x"}, rf"--jurisdiction \({J}\) is required"),
-        ({J: "FR"}, rf"exactly one of --database \({DB}\) and --dsn \(TESSERA_CONNECTOR_DSN\)"),
-        ({J: "FR", DB: "x", "TESSERA_CONNECTOR_DSN": "postgresql://h/d"}, "exactly one of"),
+        ({J: "FR"}, rf"--database \({DB}\) is required"),
+        (
+            {J: "FR", DB: "x", DSN: "postgresql://h/d"},
+            rf"give --database \({DB}\) only: --dsn \({DSN}\) is its deprecated alias",
+        ),
         # Everything missing is named at once, option and variable.
         (
-            {"TESSERA_CONNECTOR_DSN": "postgresql://h/d"},
-            rf"--jurisdiction \({J}\) is required; with --dsn \(TESSERA_CONNECTOR_DSN\) also "
-            r"give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
+            {DB: "postgresql://h/d"},
+            rf"--jurisdiction \({J}\) is required; with a postgresql:// --database \({DB}\) "
+            r"also give --state \(TESSERA_CONNECTOR_STATE_DIR\) and --audit-db "
             r"\(TESSERA_CONNECTOR_AUDIT_DB\)",
         ),
         (
+            {DSN: "postgres://h/d", "TESSERA_CONNECTOR_STATE_DIR": "s"},
+            r"with a postgres:// --database .* also give --audit-db",
+        ),
+        # An unknown scheme names those there are, and never the URL's password.
+        (
+            {J: "FR", DB: "mysql://reader:s3cret@h/d"},
+            rf"--database \({DB}\): the database mysql://reader:\*\*\*@h/d has a scheme "
+            r"Tessera has no backend for: expected duckdb://, postgresql://, postgres:// or "
+            "the path of a DuckDB file",
+        ),
+        ({J: "FR", DB: "duckdb://cdm.duckdb"}, r"expected duckdb:///PATH"),
+        (
             {J: "FR", DB: "x", "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"},
-            "go with --dsn",
+            r"go with a --database .* of schemas \(postgresql://, postgres://\) only",
         ),
         (
             {
                 J: "FR",
-                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                DB: "postgresql://h/d",
                 "TESSERA_CONNECTOR_STATE_DIR": "s",
                 "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
                 "TESSERA_CONNECTOR_CDM_SCHEMA": "Cdm; drop",
@@ -534,7 +560,7 @@ PG = {
         (
             {
                 J: "FR",
-                "TESSERA_CONNECTOR_DSN": "postgresql://h/d",
+                DB: "postgresql://h/d",
                 "TESSERA_CONNECTOR_STATE_DIR": "s",
                 "TESSERA_CONNECTOR_AUDIT_DB": "a.sqlite3",
                 "TESSERA_CONNECTOR_VOCABULARY_SCHEMA": "v",
@@ -560,6 +586,34 @@ PG = {
 def test_invalid_settings_name_their_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         ConnectorSettings.from_env(env)
+
+
+def test_the_database_url_picks_the_backend_and_its_dialect() -> None:
+    duck = ConnectorSettings.from_env({J: "FR", DB: "duckdb:///data/fr.duckdb"})
+    assert duck.target.dialect is DUCKDB
+    assert duck.target.path == Path("data/fr.duckdb")
+    assert (duck.state_dir, duck.audit_db) == (Path("data/fr.state"), "data/fr.audit.sqlite3")
+    absolute = ConnectorSettings.from_env({J: "FR", DB: "duckdb:////srv/fr.duckdb"})
+    assert absolute.target.path == Path("/srv/fr.duckdb")
+    server = ConnectorSettings.from_env(PG)
+    assert server.target.dialect is POSTGRES
+    assert server.target.path is None
+    assert server.state_dir == Path("s")
+
+
+def test_the_old_dsn_setting_is_a_deprecated_alias_of_the_database(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {**PG, DSN: "postgresql://reader:s3cret@h/d"}
+    del env[DB]
+    with caplog.at_level("WARNING"):
+        s = ConnectorSettings.from_env(env)
+    assert s.database == "postgresql://reader:s3cret@h/d"
+    assert s.target.dialect is POSTGRES
+    assert "--dsn (TESSERA_CONNECTOR_DSN) is deprecated" in caplog.text
+    assert "s3cret" not in caplog.text
+    overridden = ConnectorSettings.from_env({**PG, DB: ""}, dsn="postgresql://h/other")
+    assert overridden.database == "postgresql://h/other"
 
 
 def test_the_ohdsi_layout_from_the_environment() -> None:

@@ -263,6 +263,7 @@ async def test_a_cohort_cancelled_while_computing_is_interrupted(omop_db: Path) 
     backend = DuckDBBackend(omop_db, threads=1)
     try:
         compiled = compile_query(CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
+        assert compiled.cohort_table is not None
         endless = dataclasses.replace(
             compiled,
             params=(-1,),
@@ -298,6 +299,7 @@ async def test_a_person_index_out_of_range_fails_the_cohort(
     backend: DuckDBBackend, persons: str, message: str
 ) -> None:
     compiled = compile_query(CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE))
+    assert compiled.cohort_table is not None
     hostile = dataclasses.replace(
         compiled,
         cohort_table=dataclasses.replace(

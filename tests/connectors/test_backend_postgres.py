@@ -27,6 +27,7 @@ from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import DATA_RELEASE_TABLE, PERSON_INDEX_TABLE
 from connectors.prepare import prepare_database
 from connectors.transfer import copy_to_postgres
+from schema.codes import MeasureKind
 from schema.query import CohortQuery
 
 SERVER = os.environ.get("TESSERA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -136,7 +137,9 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
     compiled = compile_query(query, dialect=backend.dialect)
     bound = await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
     tables = compiled.tabulate(await backend.execute(bound))
-    answer: dict[Any, Any] = {by: {c.key: c.persons for c in cells} for by, cells in tables}
+    answer: dict[Any, Any] = {
+        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tables
+    }
     answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
     # What the query service runs: the same persons and cells through one cohort.
     async with backend.cohort(bound) as cohort:
@@ -146,10 +149,12 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
         tabulated = compiled.tabulate(await cohort.tables(persons[:0]))
         # Leaving persons out (whose budget is spent) takes them out of every cell.
         fewer = compiled.tabulate(await cohort.tables(persons[:3]))
-    assert {by: {c.key: c.persons for c in cells} for by, cells in tabulated} == {
-        by: cells for by, cells in answer.items() if by != "population"
+    assert {
+        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tabulated
+    } == {by: cells for by, cells in answer.items() if by != "population"}
+    answer["fewer"] = {
+        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in fewer
     }
-    answer["fewer"] = {by: {c.key: c.persons for c in cells} for by, cells in fewer}
     if len(persons) >= 3:
         assert answer["fewer"][()][()] == answer[()][()] - 3
     return answer

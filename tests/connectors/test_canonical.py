@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from connectors.canonical import question_digest
-from schema.codes import AgeAt, Dimension, Vocabulary
+from schema.codes import AgeAt, Dimension, MeasureKind, Vocabulary
 from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
@@ -41,4 +41,23 @@ def test_codes_written_differently_are_one_question() -> None:
     assert question_digest(query(written), ()) == question_digest(
         query(Criteria(conditions=[I10, EventCriterion(vocabulary=Vocabulary.ICD10, code="e11")])),
         (),
+    )
+
+
+def test_the_index_event_is_part_of_a_question_only_where_a_dimension_reads_it() -> None:
+    # What a dimension reads is found from its SQL: CALENDAR_YEAR the index event's date.
+    by_year, by_sex = (Dimension.CALENDAR_YEAR,), (Dimension.SEX,)
+    first, second = Criteria(conditions=[E11, I10]), Criteria(conditions=[I10, E11])
+    assert question_digest(query(first), by_year) != question_digest(query(second), by_year)
+    assert question_digest(query(first), by_sex) == question_digest(query(second), by_sex)
+
+
+def test_a_counts_digest_is_what_it_was_before_measures_so_stored_answers_are_found() -> None:
+    e11 = query(Criteria(conditions=[E11]))
+    count = MeasureKind.PERSON_COUNT
+    assert question_digest(e11, (), count) == (
+        "341ac73102951706c64a1dad5642d5d23f0ba2028bf0321028af624ac848fa5d"
+    )
+    assert question_digest(e11, (Dimension.SEX,), count) == (
+        "9475ce7af6f16956a381264117117774fe3b54b955bbf6a58a2c40694139eaa9"
     )

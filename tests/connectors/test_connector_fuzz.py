@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import HDAB_ISSUER, REQUEST_ID, approval_token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from connectors.settings import ConnectorSettings
 from schema.codes import Dimension, Jurisdiction, Sex, Vocabulary
 from schema.errors import ErrorCode
 from schema.wire import QUERY_PATH, NodeError, NodeResponse
+from tests.connectors.connector_kit import HDAB_ISSUER, REQUEST_ID, approval_token
 
 FUZZ = settings(
     max_examples=120,

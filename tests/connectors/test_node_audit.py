@@ -8,14 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import (
-    HDAB_ISSUER,
-    approval_token,
-    approval_verifier,
-    policy,
-    request_body,
-    write_hdab_public_pem,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -31,19 +23,27 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from connectors.app import create_app
 from connectors.backends.fake import FakeBackend
-from connectors.errors import BadSignature, WrongNode
+from connectors.errors import WrongNode
 from connectors.noise import ShiftedNoise
 from connectors.service import QueryService
-from connectors.settings import ConnectorSettings, SettingsError
-from connectors.verify import RequestVerifier, load_gateway_keys
+from connectors.settings import ConnectorSettings
+from oversight.audit.log import AuditLog
+from oversight.audit.store import AuditStoreError, MemoryAuditStore
 from schema.approval import ApplicantId
 from schema.audit.entry import Decision, PermitRecord, released_hash
-from schema.audit.log import AuditLog
-from schema.audit.store import AuditStoreError, MemoryAuditStore
 from schema.codes import Dimension, Jurisdiction, NodeStatus
-from schema.errors import ErrorCode
+from schema.errors import ErrorCode, SettingsError
 from schema.query import Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
+from tests.connectors.connector_kit import (
+    HDAB_ISSUER,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+    write_hdab_public_pem,
+)
+from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]
 CHAIN = "node:tessera-node-fr"
@@ -73,7 +73,7 @@ def service(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     verifier = RequestVerifier(
-        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
+        keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
         issuer="tessera-gateway",
         audience="tessera-node-fr",
     )
@@ -156,7 +156,7 @@ async def test_a_refusal_after_verification_is_recorded(
 async def test_an_unverified_request_is_not_recorded(
     service: QueryService, store: MemoryAuditStore
 ) -> None:
-    with pytest.raises(BadSignature):
+    with pytest.raises(RequestRefused):
         await service.handle(authorization="Bearer nonsense", body=body())
     assert store.rows == {}
 

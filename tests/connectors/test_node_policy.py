@@ -10,17 +10,18 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from connector_kit import HDAB_ISSUER, approval_token, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from connectors.app import SERVICE, create_app
 from connectors.node_policy import NodePolicy, load_node_policy
-from connectors.settings import ConnectorSettings, SettingsError
+from connectors.settings import ConnectorSettings
 from policies.loader import DEFAULT_DIRECTORY
 from policies.reasons import RuleId
 from schema.codes import Jurisdiction
+from schema.errors import SettingsError
 from schema.wire import APPROVAL_HEADER, QUERY_PATH
+from tests.connectors.connector_kit import HDAB_ISSUER, approval_token, policy, request_body
 
 FR = Jurisdiction.FR
 Sign = Callable[..., str]

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from connector_kit import REFERENCE_DATE
 
 from connectors.backends.duckdb import DuckDBBackend
-from connectors.compiler import ConceptResolver, compile_query
+from connectors.compiler import DUCKDB, ConceptResolver, compile_query
 from connectors.prepare import prepare_database
-from schema.codes import Dimension
+from schema.codes import Dimension, MeasureKind
 from schema.query import CohortQuery, Criteria
+from tests.connectors.connector_kit import REFERENCE_DATE
 
 TABLES = [
     (),
@@ -40,11 +40,9 @@ async def counted(database: Path) -> tuple[dict[Any, int], set[int], str]:
     backend = DuckDBBackend(database)
     try:
         query = CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATE, tables=TABLES)
-        compiled = await ConceptResolver(backend.execute, dialect="duckdb").bind(
-            compile_query(query)
-        )
+        compiled = await ConceptResolver(backend.execute, dialect=DUCKDB).bind(compile_query(query))
         cells = {
-            (by, cell.key): cell.persons
+            (by, cell.key): cell.values[MeasureKind.PERSON_COUNT]
             for by, table in compiled.tabulate(await backend.execute(compiled))
             for cell in table
         }

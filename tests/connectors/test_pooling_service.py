@@ -5,6 +5,7 @@ the node does not take part in refused for its form, before anything is computed
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, request_body
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 from test_service import BY_SEX_ROWS, E11, ask, service, tables_statements, verifier
@@ -25,16 +25,18 @@ from connectors.errors import BadRequest, PoolRefused
 from connectors.masking import masked, pair_secret
 from connectors.noise import ShiftedNoise
 from connectors.pool_peers import PoolKeys, encode_public
-from connectors.verify import RequestVerifier
+from tests.connectors.connector_kit import SHIPPED, request_body
+from trust.request_token import RequestVerifier
 
 __all__ = ["verifier"]  # the fixture, shared with test_service
+from oversight.audit.store import MemoryAuditStore
 from policies.domain import table_domain
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
 from schema.audit.entry import Decision
-from schema.audit.store import MemoryAuditStore
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.pooling import PoolingRequest, encode_nonce, pooled_sum
 from schema.query import Breakdown, Criteria
 from schema.wire import NodeRequest, NodeResponse
@@ -291,6 +293,18 @@ async def test_a_round_the_node_does_not_take_part_in_is_refused_before_any_work
     (row,) = store.rows["node:tessera-node-fr"]
     assert row.record().decision is Decision.REFUSED
     assert row.record().error_code is ErrorCode.POOL_REFUSED
+
+
+async def test_a_round_of_a_measure_that_does_not_pool_securely_is_refused_before_any_work(
+    verifier: RequestVerifier, sign: Sign, pool_keys: PoolKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = MeasureKind.PERSON_COUNT
+    monkeypatch.setitem(MEASURES, count, dataclasses.replace(MEASURES[count], secure=False))
+    backend = FakeBackend(BY_SEX_ROWS, population=range(120))
+    svc = pooling_service(verifier, pool_keys, backend=backend)
+    with pytest.raises(PoolRefused, match="only one that pools securely"):
+        await ask(svc, sign, pooled_body())
+    assert backend.statements == []
 
 
 async def test_a_nonce_is_never_taken_twice(

@@ -4,6 +4,7 @@ every count, full public domains, answers stored once, persons metered by the le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -12,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from connector_kit import SHIPPED, approval_token, approval_verifier, policy, request_body
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.answers import MemoryAnswers, Shelf, StoredTable
@@ -31,20 +31,29 @@ from connectors.errors import (
 from connectors.ledger import Account, Admitted, MemoryLedger, PersonIndexes, units
 from connectors.noise import NoiseSource, ShiftedNoise
 from connectors.service import QueryService
-from connectors.verify import RequestVerifier, load_gateway_keys
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
 from policies.disclosure import BELOW_MINIMUM, NOISE
 from policies.model import NodeLayer
 from policies.policy_set import EffectivePolicy
-from schema.audit.log import AuditLog
-from schema.audit.store import MemoryAuditStore
-from schema.codes import Dimension, Jurisdiction, NodeStatus, NoiseLevel, Vocabulary
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, NoiseLevel, Vocabulary
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.query import Criteria, EventCriterion
 from schema.wire import NodeRequest, NodeResponse
+from tests.connectors.connector_kit import (
+    SHIPPED,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+)
+from trust.request_token import RequestRefused, RequestVerifier, load_verifying_keys
 
 Sign = Callable[..., str]
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
 SEX = Dimension.SEX
+COUNT = MeasureKind.PERSON_COUNT
 
 
 def e11_body(
@@ -64,7 +73,7 @@ def e11_body(
 @pytest.fixture
 def verifier(gateway_public_pem: Path) -> RequestVerifier:
     return RequestVerifier(
-        keys=load_gateway_keys({"gateway-2024": gateway_public_pem}),
+        keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
         issuer="tessera-gateway",
         audience="tessera-node-fr",
     )
@@ -114,7 +123,8 @@ async def ask(svc: QueryService, sign: Sign, body: bytes, **token: Any) -> NodeR
 
 def cells(response: NodeResponse, table: int) -> dict[tuple[str, ...], tuple[int | None, str]]:
     return {
-        tuple(c.key): (c.count.value, c.count.status.value) for c in response.tables[table].cells
+        tuple(c.key): (c.values[COUNT].value, c.values[COUNT].status.value)
+        for c in response.tables[table].cells
     }
 
 
@@ -124,6 +134,8 @@ def tables_statements(backend: FakeBackend) -> list[Statement]:
 
 # Rows (grouping_id, sex, persons): total 120, FEMALE 112, MALE 8 (below FR's 11).
 BY_SEX_ROWS = [(1, None, 120), (0, "MALE", 8), (0, "FEMALE", 112)]
+# Rows (grouping_id, persons) of the total alone.
+TOTAL_ROWS = [(0, 120)]
 
 
 async def test_every_count_is_noisy_and_every_cell_of_the_domain_is_listed(
@@ -142,9 +154,11 @@ async def test_every_count_is_noisy_and_every_cell_of_the_domain_is_listed(
         ("UNKNOWN",): (None, "LOW"),
     }
     female, male, _ = response.tables[1].cells
-    assert female.count.sd == male.count.sd == 5.0
-    assert [(r.rule, r.jurisdiction) for r in female.count.reasons] == [(NOISE, Jurisdiction.FR)]
-    assert [(r.rule, r.jurisdiction) for r in male.count.reasons] == [
+    assert female.values[COUNT].sd == male.values[COUNT].sd == 5.0
+    assert [(r.rule, r.jurisdiction) for r in female.values[COUNT].reasons] == [
+        (NOISE, Jurisdiction.FR)
+    ]
+    assert [(r.rule, r.jurisdiction) for r in male.values[COUNT].reasons] == [
         (BELOW_MINIMUM, Jurisdiction.FR)
     ]
     # Two tables at sd 5: each person counted is charged 2 / (2 * 5^2) = 0.04.
@@ -211,8 +225,8 @@ async def test_a_table_in_another_order_is_the_same_question(
     swapped = await ask(svc, sign, e11_body([(age, SEX)]))
     assert swapped.privacy is not None
     assert swapped.privacy.question_rho == 0.0
-    mine = {tuple(c.key): c.count for c in first.tables[1].cells}
-    theirs = {(c.key[1], c.key[0]): c.count for c in swapped.tables[1].cells}
+    mine = {tuple(c.key): c.values[COUNT] for c in first.tables[1].cells}
+    theirs = {(c.key[1], c.key[0]): c.values[COUNT] for c in swapped.tables[1].cells}
     assert mine == theirs
 
 
@@ -226,8 +240,8 @@ async def test_one_question_asking_a_table_in_both_orders_gets_the_same_numbers_
         service(backend, verifier, noise=_Counting()), sign, e11_body([(SEX, age), (age, SEX)])
     )
     assert [table.by for table in both.tables] == [(), (SEX, age), (age, SEX)]
-    mine = {tuple(c.key): c.count for c in both.tables[1].cells}
-    theirs = {(c.key[1], c.key[0]): c.count for c in both.tables[2].cells}
+    mine = {tuple(c.key): c.values[COUNT] for c in both.tables[1].cells}
+    theirs = {(c.key[1], c.key[0]): c.values[COUNT] for c in both.tables[2].cells}
     assert mine == theirs
 
 
@@ -315,7 +329,7 @@ async def test_coarse_noise_doubles_the_sd_and_costs_a_quarter(
     response = await ask(svc, sign, e11_body([(SEX,)], noise=NoiseLevel.COARSE))
     assert response.privacy is not None
     assert (response.privacy.sigma, response.privacy.question_rho) == (10.0, 0.01)
-    assert {c.count.sd for t in response.tables for c in t.cells} == {10.0}
+    assert {c.values[COUNT].sd for t in response.tables for c in t.cells} == {10.0}
 
 
 async def test_a_question_costing_more_than_the_budget_is_refused_for_its_form(
@@ -343,7 +357,7 @@ async def test_a_question_costing_more_than_the_budget_is_refused_for_its_form(
 async def test_a_new_data_release_recomputes_and_charges_again(
     verifier: RequestVerifier, sign: Sign
 ) -> None:
-    backend = FakeBackend(BY_SEX_ROWS, population=range(120))
+    backend = FakeBackend(TOTAL_ROWS, population=range(120))
     svc = service(backend, verifier)
     await ask(svc, sign, e11_body())
     backend._release = "fake-release-2"
@@ -351,6 +365,18 @@ async def test_a_new_data_release_recomputes_and_charges_again(
     assert again.privacy is not None
     assert (again.privacy.question_rho, again.privacy.data_release) == (0.02, "fake-release-2")
     assert len(tables_statements(backend)) == 2
+
+
+async def test_a_measure_is_charged_at_its_sensitivity(
+    verifier: RequestVerifier, sign: Sign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One person changing a table's values by 2 costs 2^2 times a count's 1 / (2 * 5^2).
+    monkeypatch.setitem(MEASURES, COUNT, dataclasses.replace(MEASURES[COUNT], sensitivity=2))
+    response = await ask(
+        service(FakeBackend(TOTAL_ROWS, population=range(120)), verifier), sign, e11_body()
+    )
+    assert response.privacy is not None
+    assert response.privacy.question_rho == 0.08
 
 
 class _BrokenLedger(MemoryLedger):
@@ -374,7 +400,7 @@ async def test_without_its_ledger_a_node_answers_nothing(
 async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
     backend = FakeBackend([(0, 50)])
     body = e11_body()
-    with pytest.raises(NodeRefusal):
+    with pytest.raises(RequestRefused):
         await service(backend, verifier).handle(
             authorization=f"Bearer {sign(body, aud='tessera-node-de')}",
             body=body,

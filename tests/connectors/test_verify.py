@@ -1,4 +1,5 @@
-"""Verification of the gateway's request tokens, and the replay caches."""
+"""The node's side of the request token (`trust.request_token`): verification and its codes,
+the pinned keys, and the replay caches. The gateway's side and the round trip: tests/trust."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from redis.asyncio import Redis
 
-from connectors.errors import NodeRefusal
-from connectors.verify import RequestVerifier, load_gateway_keys, load_public_key
 from schema.errors import ErrorCode, TesseraError
+from trust.keys import KeyMaterialError
 from trust.replay import MemoryReplayCache, RedisReplayCache, SqliteReplayCache
+from trust.request_token import (
+    RequestRefused,
+    RequestVerifier,
+    load_verifying_key,
+    load_verifying_keys,
+)
 from trust.store import connect_redis
 
 Sign = Callable[..., str]
@@ -30,7 +36,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 @pytest.fixture
 def verifier(gateway_public_pem: Path) -> RequestVerifier:
     return RequestVerifier(
-        keys=load_gateway_keys({KID: gateway_public_pem}), issuer=ISSUER, audience=NODE
+        keys=load_verifying_keys({KID: gateway_public_pem}), issuer=ISSUER, audience=NODE
     )
 
 
@@ -39,7 +45,7 @@ def bearer(token: str) -> str:
 
 
 async def refused(verifier: RequestVerifier, authorization: str | None, body: bytes) -> ErrorCode:
-    with pytest.raises(NodeRefusal) as raised:
+    with pytest.raises(RequestRefused) as raised:
         await verifier.verify(authorization, body)
     return raised.value.code
 
@@ -116,7 +122,7 @@ async def test_only_eddsa_is_accepted(verifier: RequestVerifier) -> None:
         algorithm="HS256",
         headers={"kid": KID, "typ": "tessera-node-request+jwt"},
     )
-    with pytest.raises(NodeRefusal, match="EdDSA"):
+    with pytest.raises(RequestRefused, match="EdDSA"):
         await verifier.verify(bearer(forged), BODY)
 
 
@@ -142,7 +148,7 @@ async def test_rotation_two_pinned_keys_are_valid_at_once(
     new_pem.write_bytes(
         new_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
-    keys = load_gateway_keys({KID: gateway_public_pem, "gateway-2025": new_pem})
+    keys = load_verifying_keys({KID: gateway_public_pem, "gateway-2025": new_pem})
     verifier = RequestVerifier(keys=keys, issuer=ISSUER, audience=NODE)
     await verifier.verify(bearer(sign(BODY)), BODY)
     await verifier.verify(bearer(sign(BODY, key=new_key, kid="gateway-2025")), BODY)
@@ -165,8 +171,8 @@ def test_a_key_file_must_hold_an_ed25519_public_key(tmp_path: Path) -> None:
         .public_key()
         .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
-    with pytest.raises(ValueError, match="Ed25519"):
-        load_public_key(path)
+    with pytest.raises(KeyMaterialError, match="Ed25519"):
+        load_verifying_key(path)
 
 
 # -- replay caches ---------------------------------------------------------------------------
@@ -222,7 +228,7 @@ async def test_tokens_issued_before_the_machine_started_are_refused(
     # The machine started 10 s ago: a power cut may have lost the ids seen before.
     cache = SqliteReplayCache(tmp_path / "replay.sqlite3", started_at=lambda: time.time() - 10)
     verifier = RequestVerifier(
-        keys=load_gateway_keys({KID: gateway_public_pem}),
+        keys=load_verifying_keys({KID: gateway_public_pem}),
         issuer=ISSUER,
         audience=NODE,
         replay_cache=cache,

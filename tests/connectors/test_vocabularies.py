@@ -15,10 +15,10 @@ import pytest
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import ConceptResolver, ConceptSet, compile_query
-from connectors.synth import generate
-from connectors.synth import vocabulary as v
-from schema.codes import Jurisdiction, Vocabulary, normalise_code
+from schema.codes import Jurisdiction, MeasureKind, Vocabulary, normalise_code
 from schema.query import CohortQuery, Criteria, DateWindow, EventCriterion
+from synth import generate
+from synth import vocabulary as v
 
 PERSONS = 4_000
 REFERENCE_DATE = dt.date(2026, 1, 1)
@@ -87,7 +87,7 @@ async def count(backend: DuckDBBackend, *codes: EventCriterion) -> tuple[int, tu
     assert resolution.unknown == ()
     rows = await backend.execute(resolution.query)
     ((_, cells),) = resolution.query.tabulate(rows)
-    return cells[0].persons, resolution.vocabularies
+    return cells[0].values[MeasureKind.PERSON_COUNT], resolution.vocabularies
 
 
 @pytest.mark.parametrize("code", ["E11", "I21", "F84.0"])

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import Keys, Post, counts_handler, mint, write_federation
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
 from gateway.settings import GatewaySettings
+from tests.gateway.gateway_kit import Keys, Post, counts_handler, mint, write_federation
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Helpers shared by the gateway tests: keys, federation files, tokens, node answers.
 
-Imported by name (`from gateway_kit import ...`): pytest's default import mode puts
-`tests/gateway` on sys.path for the tests in it.
+Imported as `tests.gateway.gateway_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
@@ -10,33 +9,32 @@ import datetime as dt
 import json
 import re
 import shutil
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.federation import NodeInfo
-from gateway.nodes import Handler
+from gateway.nodes import Handler, NodeOutcome, check_response
 from gateway.planner import Plan, plan_query
 from policies.disclosure import NODE_RULES, CellContext, protect, release
 from policies.domain import table_domain
 from policies.loader import DEFAULT_DIRECTORY, load_policy_set
-from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Approval, Role
-from schema.codes import Dimension, Jurisdiction, NodeStatus
+from schema.approval import APPROVAL_CLAIM, Approval
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeCell, NodeRequest, NodeResponse, NodeTable, PrivacySpend
+from tests.token_kit import mint_jwt
 from trust.keys import jwks
 
 # A POST of a GraphQL query to the test app (the `graphql` fixture).
 Post = Callable[..., Any]
 
+COUNT = MeasureKind.PERSON_COUNT
 GATEWAY_ID = "tessera-gateway"
 ISSUER = "https://hdab.test.tessera.eu"
 REQUEST_ID = "DR-2026-0042"
@@ -200,18 +198,7 @@ def revoking(directory: Path, jurisdiction: Jurisdiction, *request_ids: str) -> 
 
 def identity_token(**claims: Any) -> str:
     """A researcher's bearer token from `IDENTITY`: who they are, no approval."""
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": IDENTITY,
-        "sub": SUBJECT,
-        "aud": GATEWAY_ID,
-        "iat": now,
-        "exp": now + 600,
-        ROLES_CLAIM: [Role.RESEARCHER.value],
-    }
-    payload.update(claims)
-    payload = {k: v for k, v in payload.items() if v is not None}
-    return jwt.encode(payload, IDENTITY_KEY, algorithm="EdDSA")
+    return mint_jwt(IDENTITY_KEY, issuer=IDENTITY, audience=GATEWAY_ID, subject=SUBJECT, **claims)
 
 
 def permit(
@@ -225,7 +212,6 @@ def permit(
     """`jurisdiction`'s permit from its own HDAB (or `by`'s, or signed with `key`): its own
     data request `DR-<code>`, part of application `REQUEST_ID`; `approval` replaces fields
     (None removes one), `iss`, `sub`, `exp` and `roles` replace claims."""
-    issued = int(time.time() if now is None else now)
     issuer = jurisdiction if by is None else by
     fields: dict[str, Any] = {
         "request_id": f"DR-{jurisdiction.value}",
@@ -240,18 +226,15 @@ def permit(
         name: approval.pop(name) for name in ("iss", "sub", "exp", "roles") if name in approval
     }
     fields.update(approval)
-    payload: dict[str, Any] = {
-        "iss": hdab(issuer),
-        "sub": SUBJECT,
-        "aud": GATEWAY_ID,
-        "iat": issued,
-        "exp": issued + 600,
-        ROLES_CLAIM: [Role.RESEARCHER.value],
-        APPROVAL_CLAIM: {k: v for k, v in fields.items() if v is not None},
+    return mint_jwt(
+        HDAB_KEYS[issuer] if key is None else key,
+        issuer=hdab(issuer),
+        audience=GATEWAY_ID,
+        subject=SUBJECT,
+        approval=fields,
+        now=now,
         **claims,
-    }
-    payload = {k: v for k, v in payload.items() if v is not None}
-    return jwt.encode(payload, HDAB_KEYS[issuer] if key is None else key, algorithm="EdDSA")
+    )
 
 
 def mint(
@@ -266,23 +249,22 @@ def mint(
 ) -> str:
     """A researcher token signed by the test HDAB; keyword claims replace the defaults
     (None removes a claim)."""
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": "researcher@test.tessera.eu",
-        "aud": GATEWAY_ID,
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid.uuid4().hex,
-        ROLES_CLAIM: [Role.RESEARCHER.value],
-        APPROVAL_CLAIM: Approval(
-            request_id=request_id, purpose="scientific_research", jurisdictions=list(jurisdictions)
-        ).model_dump(mode="json"),
-    }
-    payload.update(claims)
-    payload = {k: v for k, v in payload.items() if v is not None}
-    signing_key = keys.hdab if key is None else key
-    return jwt.encode(payload, signing_key, algorithm=algorithm, headers=headers)
+    return mint_jwt(
+        keys.hdab if key is None else key,
+        issuer=ISSUER,
+        audience=GATEWAY_ID,
+        subject=SUBJECT,
+        algorithm=algorithm,
+        headers=headers,
+        **{
+            APPROVAL_CLAIM: Approval(
+                request_id=request_id,
+                purpose="scientific_research",
+                jurisdictions=list(jurisdictions),
+            ),
+            **claims,
+        },
+    )
 
 
 def node_response(
@@ -310,7 +292,8 @@ def node_response(
         cells = {k: given.get(k, 0) for k in table_domain(by, request.query)} if honest else given
         tables.append(
             NodeTable(
-                by=by, cells=[NodeCell(key=list(k), count=value(c)) for k, c in cells.items()]
+                by=by,
+                cells=[NodeCell(key=list(k), values={COUNT: value(c)}) for k, c in cells.items()],
             )
         )
     answer: dict[str, Any] = {
@@ -370,3 +353,27 @@ def make_plan(*tables: Breakdown) -> Plan:
         reference_date=dt.date(2026, 1, 1),
         tables=list(tables),
     )
+
+
+def answered(
+    plan: Plan,
+    counts: Mapping[Jurisdiction, Counts] = DEFAULT_COUNTS,
+    *,
+    honest: bool = True,
+    failed: Mapping[Jurisdiction, NodeStatus] | None = None,
+) -> list[NodeOutcome]:
+    outcomes = []
+    for j in plan.jurisdictions:
+        if failed and j in failed:
+            outcomes.append(NodeOutcome.failed(j, failed[j], "down"))
+            continue
+        request = plan.node_request(j, APPROVAL)
+        response = node_response(request, counts[j], honest=honest)
+        outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
+        assert outcome.status is NodeStatus.OK, outcome
+        outcomes.append(outcome)
+    return outcomes
+
+
+def cells(table: Any) -> dict[tuple[str, ...], int | None]:
+    return {tuple(d.value for d in c.dimensions): c.count.value for c in table}

@@ -14,13 +14,20 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from gateway_kit import DEFAULT_COUNTS, REQUEST_ID, Keys, counts_handler, error_code, mint
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient
 from schema.codes import Jurisdiction
 from schema.wire import NodeRequest, NodeResponse
 from serving.lifecycle import LIFECYCLE
+from tests.gateway.gateway_kit import (
+    DEFAULT_COUNTS,
+    REQUEST_ID,
+    Keys,
+    counts_handler,
+    error_code,
+    mint,
+)
 
 DIABETIC_WOMEN = """
 query Diabetic($j: [Jurisdiction!]) {
@@ -295,12 +302,12 @@ async def test_researcher_token_is_forwarded_to_nodes(
 async def test_unexpected_failure_is_masked_as_internal(
     graphql: Any, nodes: MockNodeClient, monkeypatch: Any
 ) -> None:
-    import gateway.graphql.resolvers as resolvers
+    import gateway.service as service
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("SELECT secret FROM person WHERE value = 7")
 
-    monkeypatch.setattr(resolvers, "combine", boom)
+    monkeypatch.setattr(service, "combine", boom)
     body = await graphql(DIABETIC_WOMEN)
     assert error_code(body) == "INTERNAL"
     assert body["errors"][0]["message"] == "Internal error."

@@ -10,16 +10,25 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import SEX, Keys, counts_handler, error_code, mint, node_response
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings, SettingsError
+from gateway.settings import GatewaySettings
+from oversight.audit.store import MemoryAuditStore
 from schema.approval import ROLES_CLAIM, Role
 from schema.audit.chain import verify_chain
 from schema.audit.entry import released_hash
-from schema.audit.store import MemoryAuditStore
 from schema.codes import Jurisdiction
+from schema.errors import SettingsError
+from tests.gateway.gateway_kit import (
+    DEFAULT_COUNTS,
+    SEX,
+    Keys,
+    counts_handler,
+    error_code,
+    mint,
+    node_response,
+)
 
 CHAIN = "gateway:tessera-gateway"
 COHORT = """
@@ -146,8 +155,6 @@ async def test_node_response_hashes_match_the_nodes_answers(
     sent: dict[str, str] = {}
 
     def handler(node: Any, request: Any) -> Any:
-        from gateway_kit import DEFAULT_COUNTS
-
         response = node_response(request, DEFAULT_COUNTS[node.jurisdiction])
         sent[node.jurisdiction.value] = released_hash(response.model_dump(mode="json"))
         return response

@@ -16,7 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+
+from gateway.app import create_app
+from gateway.nodes import MockNodeClient
+from gateway.settings import GatewaySettings
+from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Role
+from tests.gateway.gateway_kit import (
     GATEWAY_ID,
     HDAB_KID,
     ISSUER,
@@ -28,11 +33,6 @@ from gateway_kit import (
     pem_public,
     write_federation,
 )
-
-from gateway.app import create_app
-from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings
-from schema.approval import APPROVAL_CLAIM, ROLES_CLAIM, Role
 from trust.keys import jwks
 from trust.tokens import DEFAULT_LEEWAY_S
 

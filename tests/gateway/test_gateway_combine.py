@@ -4,57 +4,27 @@ disclosure control over whatever the nodes sent."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import pytest
-from gateway_kit import (
+
+from gateway.combine import combine, pool
+from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.query import Breakdown
+from schema.result import Reason, Value
+from tests.gateway.gateway_kit import (
     AGE10,
-    APPROVAL,
     DEFAULT_COUNTS,
     MEMBERS,
     POLICIES,
     SEX,
-    Counts,
+    answered,
+    cells,
     make_plan,
-    node_response,
 )
-
-from gateway.combine import combine, pool
-from gateway.federation import NodeInfo
-from gateway.nodes import NodeOutcome, check_response
-from gateway.planner import Plan
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
-from schema.query import Breakdown
-from schema.result import Reason, Value
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 BY_COUNTRY: Breakdown = (Dimension.JURISDICTION,)
 BY_COUNTRY_SEX: Breakdown = (Dimension.JURISDICTION, Dimension.SEX)
-
-
-def answered(
-    plan: Plan,
-    counts: Mapping[Jurisdiction, Counts] = DEFAULT_COUNTS,
-    *,
-    honest: bool = True,
-    failed: Mapping[Jurisdiction, NodeStatus] | None = None,
-) -> list[NodeOutcome]:
-    outcomes = []
-    for j in plan.jurisdictions:
-        if failed and j in failed:
-            outcomes.append(NodeOutcome.failed(j, failed[j], "down"))
-            continue
-        request = plan.node_request(j, APPROVAL)
-        response = node_response(request, counts[j], honest=honest)
-        outcome = check_response(NodeInfo(j, f"node-{j}", "http://x"), request, response, 1.0)
-        assert outcome.status is NodeStatus.OK, outcome
-        outcomes.append(outcome)
-    return outcomes
-
-
-def cells(table: Any) -> dict[tuple[str, ...], int | None]:
-    return {tuple(d.value for d in c.dimensions): c.count.value for c in table}
 
 
 def test_pooling_sums_every_node_and_their_noise() -> None:

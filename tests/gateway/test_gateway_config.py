@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+
+from gateway.federation import FederationError, load_federation
+from gateway.settings import GatewaySettings
+from schema.codes import Jurisdiction
+from schema.errors import SettingsError
+from tests.gateway.gateway_kit import (
     GATEWAY_ID,
     HDAB_KID,
     IDENTITY,
@@ -19,10 +24,6 @@ from gateway_kit import (
     write_federation,
     write_hdab_federation,
 )
-
-from gateway.federation import FederationError, load_federation
-from gateway.settings import GatewaySettings, SettingsError
-from schema.codes import Jurisdiction
 
 
 def test_settings_defaults() -> None:

@@ -16,7 +16,8 @@ from graphql import build_schema, parse, validate
 from gateway.app import create_app
 from gateway.console import CONTENT_SECURITY_POLICY
 from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings, SettingsError, is_loopback
+from gateway.settings import GatewaySettings, is_loopback
+from schema.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 BEARER = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJyZXNlYXJjaGVyIn0.c2lnbmF0dXJl"

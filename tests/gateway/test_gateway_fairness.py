@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import Keys, counts_handler, mint
 
 from gateway.app import create_app
 from gateway.fairshare import FairShare
 from gateway.federation import NodeInfo
 from gateway.graphql.limits import cohort_fields
 from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings, SettingsError
-from schema.audit.store import MemoryAuditStore
-from schema.errors import TesseraError
+from gateway.settings import GatewaySettings
+from oversight.audit.store import MemoryAuditStore
+from schema.errors import SettingsError, TesseraError
 from schema.fair_queue import BulkheadFull, FairBulkhead
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import Keys, counts_handler, mint
 
 CHAIN = "gateway:tessera-gateway"
 

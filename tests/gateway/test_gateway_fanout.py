@@ -6,16 +6,7 @@ import asyncio
 import datetime as dt
 import time
 
-from gateway_kit import (
-    DEFAULT_COUNTS,
-    MEMBERS,
-    POLICIES,
-    REQUEST_ID,
-    SUBJECT,
-    node_response,
-)
-
-from gateway.access import decide
+from gateway.access import decide_access
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
@@ -24,6 +15,14 @@ from gateway.planner import Plan, plan_query
 from schema.approval import Approval
 from schema.codes import Jurisdiction, NodeStatus
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import (
+    DEFAULT_COUNTS,
+    MEMBERS,
+    POLICIES,
+    REQUEST_ID,
+    SUBJECT,
+    node_response,
+)
 
 NODES = {j: NodeInfo(j, f"tessera-node-{j.value.lower()}", f"http://{j.value}") for j in MEMBERS}
 
@@ -52,7 +51,7 @@ async def run(
     )
     plan = make_plan()
     presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
-    access = decide(plan, presented, POLICIES, allowed=lambda issuer, j: True)
+    access = decide_access(plan, presented, POLICIES, allowed=lambda issuer, j: True)
     outcomes = await fan_out(
         client,
         NODES,

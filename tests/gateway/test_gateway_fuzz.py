@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import REQUEST_ID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from gateway.ratelimit import Bucket
 from gateway.settings import GatewaySettings
 from schema.codes import Dimension, Jurisdiction, Sex, Vocabulary
 from schema.errors import ErrorCode
+from tests.gateway.gateway_kit import REQUEST_ID
 
 CLEAN_CODES = {c.value for c in ErrorCode} - {ErrorCode.INTERNAL.value}
 FUZZ = settings(

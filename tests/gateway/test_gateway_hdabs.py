@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+
+from gateway.app import POLICIES, create_app
+from gateway.nodes import MockNodeClient
+from gateway.settings import GatewaySettings
+from schema.codes import Jurisdiction
+from schema.wire import MAX_PERMITS, PERMIT_HEADER
+from tests.gateway.gateway_kit import (
     MEMBERS,
     REQUEST_ID,
     SUBJECT,
@@ -31,12 +37,6 @@ from gateway_kit import (
     revoking,
     write_hdab_federation,
 )
-
-from gateway.app import POLICIES, create_app
-from gateway.nodes import MockNodeClient
-from gateway.settings import GatewaySettings
-from schema.codes import Jurisdiction
-from schema.wire import MAX_PERMITS, PERMIT_HEADER
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 COHORT = f"""{{ cohort(request: "{REQUEST_ID}", criteria: {{ sex: MALE }}) {{

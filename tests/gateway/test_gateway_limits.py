@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import REQUEST_ID, Keys, assert_clean_error, error_code, mint
 from graphql import get_introspection_query
 
 from gateway.app import MAX_REQUEST_BYTES, create_app
@@ -26,6 +25,7 @@ from policies.loader import DEFAULT_DIRECTORY, load_policy_set
 from policies.policy_set import PolicySet
 from schema.errors import ErrorCode, TesseraError
 from tessera.local import policies_with_rate_limits
+from tests.gateway.gateway_kit import REQUEST_ID, Keys, assert_clean_error, error_code, mint
 
 
 def cohort(breakdown: str = "", extra: str = "", criteria: str = "{sex: MALE}") -> str:

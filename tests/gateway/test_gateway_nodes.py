@@ -16,19 +16,6 @@ import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import (
-    APPROVAL,
-    DEFAULT_COUNTS,
-    GATEWAY_ID,
-    MEMBERS,
-    REQUEST_ID,
-    SEX,
-    SUBJECT,
-    Keys,
-    mint,
-    node_response,
-    write_federation,
-)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -39,7 +26,6 @@ from gateway.federation import NodeInfo
 from gateway.nodes import HttpNodeClient, MockNodeClient, NodeOutcome, create_session
 from gateway.planner import plan_query
 from gateway.settings import GatewaySettings
-from gateway.signing import RequestSigner
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason
@@ -53,6 +39,21 @@ from schema.wire import (
     NodeRequest,
     NodeResponse,
 )
+from tests.gateway.gateway_kit import (
+    APPROVAL,
+    COUNT,
+    DEFAULT_COUNTS,
+    GATEWAY_ID,
+    MEMBERS,
+    REQUEST_ID,
+    SEX,
+    SUBJECT,
+    Keys,
+    mint,
+    node_response,
+    write_federation,
+)
+from trust.request_token import RequestSigner
 
 FR = Jurisdiction.FR
 Behaviour = Callable[[web.Request, NodeRequest], Awaitable[web.StreamResponse]]
@@ -247,8 +248,8 @@ def answer(**changes: Any) -> Behaviour:
 async def test_ok(http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]) -> None:
     outcome = await ask(http_client, fake_node, answer_with_counts)
     assert outcome.status is NodeStatus.OK
-    assert outcome.tables[()][()].value == 300
-    assert outcome.tables[SEX][("FEMALE",)].value == 180
+    assert outcome.measures[COUNT][()][()].value == 300
+    assert outcome.measures[COUNT][SEX][("FEMALE",)].value == 180
     assert outcome.latency_ms is not None
     assert outcome.latency_ms > 0
 
@@ -308,7 +309,24 @@ async def test_extra_fields_are_rejected(
 ) -> None:
     async def behave(request: web.Request, node_request: NodeRequest) -> web.Response:
         data = node_response(node_request, DEFAULT_COUNTS[FR]).model_dump(mode="json")
-        data["tables"][0]["cells"][0]["count"]["raw"] = 3
+        data["tables"][0]["cells"][0]["values"]["PERSON_COUNT"]["raw"] = 3
+        return web.json_response(data)
+
+    outcome = await ask(http_client, fake_node, behave)
+    assert outcome.status is NodeStatus.REJECTED
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"PERSON_SUM": {"value": 30, "status": "PERTURBED", "sd": 5.0}}],
+    ids=["no-measure", "unknown-measure"],
+)
+async def test_a_cell_without_exactly_the_measures_asked_is_rejected(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str], values: dict[str, object]
+) -> None:
+    async def behave(request: web.Request, node_request: NodeRequest) -> web.Response:
+        data = node_response(node_request, DEFAULT_COUNTS[FR]).model_dump(mode="json")
+        data["tables"][0]["cells"][0]["values"] = values
         return web.json_response(data)
 
     outcome = await ask(http_client, fake_node, behave)

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import counts_handler
 
 from gateway.app import create_app
 from gateway.federation import NodeInfo
@@ -23,6 +22,7 @@ from gateway.settings import GatewaySettings
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode
 from schema.wire import NodeError, NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import counts_handler
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 QUERY = """{ cohort(request: "DR-2026-0042", criteria: { sex: FEMALE }) {

@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gateway_kit import (
+
+from gateway.access import decide_access
+from gateway.auth import Authenticator, Principal
+from gateway.permits import PermitVerifier, Presented, candidates, permit_tokens
+from policies.loader import load_policy_set
+from policies.reasons import RuleId
+from schema.codes import Jurisdiction
+from schema.errors import ErrorCode, TesseraError
+from schema.wire import MAX_PERMITS
+from tests.gateway.gateway_kit import (
     GATEWAY_ID,
     HDAB_KEYS,
     IDENTITY,
@@ -24,15 +33,6 @@ from gateway_kit import (
     permit,
     revoking,
 )
-
-from gateway.access import decide
-from gateway.auth import Authenticator, Principal
-from gateway.permits import PermitVerifier, Presented, candidates, permit_tokens
-from policies.loader import load_policy_set
-from policies.reasons import RuleId
-from schema.codes import Jurisdiction
-from schema.errors import ErrorCode, TesseraError
-from schema.wire import MAX_PERMITS
 from trust.keys import KeySet, TrustedKey
 from trust.keysource import StaticKeys
 from trust.tokens import MAX_TOKEN_BYTES, TokenVerifier, TrustedIssuer
@@ -227,7 +227,7 @@ def test_each_jurisdiction_is_decided_on_its_own_permit() -> None:
         permit(DK, purpose="advertising_marketing"),
         permit(NO, request_id="DR-NO", application_id="APP-OTHER"),
     )
-    access = decide(plan, presented, POLICIES, allowed=allowed)
+    access = decide_access(plan, presented, POLICIES, allowed=allowed)
     assert access.decisions[FR].allowed
     assert access.decisions[DK].rules == {RuleId.PURPOSE_PROHIBITED}
     assert access.decisions[NO].rules == {RuleId.REQUEST_MISMATCH}
@@ -244,13 +244,15 @@ def test_a_revoked_permit_refuses_its_jurisdiction_and_another_permit_may_stand_
 ) -> None:
     policies = load_policy_set(revoking(tmp_path / "policies", FR, "DR-FR"))
     plan = make_plan()
-    access = decide(plan, present(permit(FR), permit(DK), permit(NO)), policies, allowed=allowed)
+    access = decide_access(
+        plan, present(permit(FR), permit(DK), permit(NO)), policies, allowed=allowed
+    )
     assert access.decisions[FR].rules == {RuleId.APPROVAL_REVOKED}
     assert access.decisions[DK].allowed
     assert access.decisions[NO].allowed
     # A second FR permit of the same application, not revoked, decides FR instead.
     again = present(permit(FR), permit(FR, request_id="DR-FR-2"), permit(DK), permit(NO))
-    access = decide(plan, again, policies, allowed=allowed)
+    access = decide_access(plan, again, policies, allowed=allowed)
     assert access.decisions[FR].allowed
     assert access.permits[FR].approval.request_id == "DR-FR-2"
 
@@ -259,9 +261,9 @@ def test_datasets_the_federation_file_names_are_checked_at_the_gateway() -> None
     plan = make_plan()
     presented = present(permit(FR, datasets=["another-registry"]), permit(DK, datasets=[]))
     served = {j: frozenset({f"tessera-node-{j.value.lower()}"}) for j in MEMBERS}
-    access = decide(plan, presented, POLICIES, allowed=allowed, datasets=served)
+    access = decide_access(plan, presented, POLICIES, allowed=allowed, datasets=served)
     assert access.decisions[FR].rules == {RuleId.DATASET_NOT_APPROVED}
     assert access.decisions[DK].rules == {RuleId.DATASET_NOT_APPROVED}
     assert access.decisions[NO].rules == {RuleId.PERMIT_MISSING}
     # Without them the gateway leaves the datasets to the nodes.
-    assert decide(plan, presented, POLICIES, allowed=allowed).decisions[FR].allowed
+    assert decide_access(plan, presented, POLICIES, allowed=allowed).decisions[FR].allowed

@@ -6,13 +6,13 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from gateway_kit import AGE10, APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT, error_code
 
 from gateway.nodes import MockNodeClient
 from gateway.planner import default_reference_date, plan_query
 from schema.codes import Dimension, Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Criteria
+from tests.gateway.gateway_kit import AGE10, APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT, error_code
 
 D = Dimension
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import MEMBERS, REQUEST_ID, Keys, Post, mint
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
@@ -20,6 +19,7 @@ from policies.loader import DEFAULT_DIRECTORY
 from policies.purposes import ProhibitedUse, Purpose
 from schema.approval import Approval
 from schema.codes import Jurisdiction
+from tests.gateway.gateway_kit import MEMBERS, REQUEST_ID, Keys, Post, mint
 
 FR, DK, NO = Jurisdiction.FR, Jurisdiction.DK, Jurisdiction.NO
 PUBLIC_BODY_ONLY = {Purpose.PUBLIC_HEALTH, Purpose.POLICY_MAKING, Purpose.OFFICIAL_STATISTICS}
@@ -145,7 +145,12 @@ def policy_dir(tmp_path: Path) -> Path:
         "[dimensions.min_age_band_width]\nvalue = 5",
         "[dimensions.min_age_band_width]\nvalue = 10",
     )
-    edit("no", '"AGE_BAND_20", "CALENDAR_YEAR"]', '"AGE_BAND_20"]')
+    edit(
+        "no",
+        "# Dimensions: the baseline's list applies",
+        '[dimensions.not_allowed]\nvalue = ["CALENDAR_YEAR"]\nsource = "NO restriction"\n\n'
+        "# Dimensions: the baseline's list applies",
+    )
     edit("dk", '    "education",\n', "")
     edit("no", "[dimensions.max_cells]\nvalue = 10000", "[dimensions.max_cells]\nvalue = 20")
     # FR loses its file: a member without a policy is refused, never answered by default.

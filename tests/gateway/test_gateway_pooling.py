@@ -4,6 +4,7 @@ a participant drops out, the fallbacks, and the checks on what the nodes send.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -14,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,14 +22,13 @@ from opentelemetry.trace import Tracer
 
 from connectors.canonical import question_digest
 from connectors.masking import masked, pair_secret
-from gateway.access import decide
-from gateway.audit import node_step, released_result
+from gateway.access import decide_access
 from gateway.combine import NOT_ASKED, Combined, combine
-from gateway.differencing import guard_pools
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome, check_response
 from gateway.permits import Permit, Presented
 from gateway.planner import Plan, plan_query
+from gateway.pool_guard import guard_pools
 from gateway.pooling import (
     SECURE_POOL,
     national_tables,
@@ -37,16 +36,19 @@ from gateway.pooling import (
     plan_round,
     pooled_tables,
 )
+from gateway.query_trail import node_step, released_result
 from gateway.rounds import Gathered, gather
 from policies.domain import table_domain
 from policies.profiles import DisclosureProfile
 from schema.approval import Approval
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
 from schema.errors import ErrorCode
+from schema.measures import MEASURES
 from schema.pooling import PooledAnswer, encode_shares
 from schema.query import Breakdown
 from schema.result import Value
 from schema.wire import NodeError, NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import POLICIES, REQUEST_ID, SUBJECT, Counts, node_response
 
 FR, DE, DK, FI = Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.DK, Jurisdiction.FI
 FOUR = (FR, DE, DK, FI)
@@ -162,7 +164,7 @@ async def ask(
     plan = make_plan(*tables, members=members)
     approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
     presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
-    access = decide(plan, presented, POLICIES, allowed=lambda issuer, j: True)
+    access = decide_access(plan, presented, POLICIES, allowed=lambda issuer, j: True)
     gathered = await gather(
         MockNodeClient(handler),
         nodes(pools),
@@ -241,6 +243,16 @@ async def test_only_nodes_that_pool_take_part() -> None:
 
     # FI stays out; DK then lacks its four nodes; FR and DE alone lack their three.
     assert participants(FOUR, nodes(), staying_out) == ()
+
+
+def test_a_measure_that_does_not_pool_securely_is_never_pooled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = make_plan(SEX)
+    assert plan_round(1, FOUR, plan, ((), SEX), nodes(), POLICIES.profile) is not None
+    count = MeasureKind.PERSON_COUNT
+    monkeypatch.setitem(MEASURES, count, dataclasses.replace(MEASURES[count], secure=False))
+    assert plan_round(1, FOUR, plan, ((), SEX), nodes(), POLICIES.profile) is None
 
 
 async def test_without_pooling_nodes_every_table_is_national_as_before() -> None:
@@ -433,7 +445,7 @@ async def test_the_gateway_logs_traces_and_audits_no_share(
     assert encoded
     plan = make_plan(SEX)
     approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=FOUR)
-    decision = decide(
+    decision = decide_access(
         plan,
         Presented((Permit("iss", SUBJECT, approval, "token"),)),
         POLICIES,

@@ -7,7 +7,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from gateway_kit import counts_handler, error_code
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient
@@ -15,6 +14,7 @@ from gateway.quorum import Quorum
 from schema.codes import Jurisdiction
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import counts_handler, error_code
 
 
 def query(args: str) -> str:

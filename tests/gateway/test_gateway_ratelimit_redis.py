@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_kit import REQUEST_ID, assert_clean_error
 from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.nodes import MockNodeClient
 from gateway.ratelimit import Bucket, RedisRateLimiter
 from gateway.settings import GatewaySettings
+from tests.gateway.gateway_kit import REQUEST_ID, assert_clean_error
 from trust.store import connect_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -9,7 +9,6 @@ import random
 from typing import Any
 
 import pytest
-from gateway_kit import APPROVAL, DEFAULT_COUNTS, MEMBERS, REQUEST_ID, SUBJECT, node_response
 
 from gateway.federation import NodeInfo
 from gateway.nodes import MockNodeClient, NodeOutcome
@@ -24,6 +23,14 @@ from gateway.resilience import (
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.wire import NodeRequest, NodeResponse
+from tests.gateway.gateway_kit import (
+    APPROVAL,
+    DEFAULT_COUNTS,
+    MEMBERS,
+    REQUEST_ID,
+    SUBJECT,
+    node_response,
+)
 
 FR = Jurisdiction.FR
 NODE = NodeInfo(FR, "tessera-node-fr", "http://fr")

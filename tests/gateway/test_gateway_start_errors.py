@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gateway_kit import Keys, pem_public, write_federation
 from jwt.algorithms import OKPAlgorithm
+
+from tests.gateway.gateway_kit import Keys, pem_public, write_federation
 
 Edit = Callable[[Path, Keys], None]
 

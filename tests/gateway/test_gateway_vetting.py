@@ -7,26 +7,28 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gateway_kit import (
+
+from gateway.federation import NodeInfo
+from gateway.nodes import MockNodeClient, NodeOutcome, check_response
+from gateway.vetting import AnswerToVet, VettingNodeClient, cells_within_total, vet
+from policies.domain import table_domain
+from policies.loader import shipped_disclosure_profile as profile_for
+from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from schema.measures import MEASURES
+from schema.pooling import PoolingRequest, encode_nonce
+from schema.query import Breakdown
+from schema.result import Value
+from schema.wire import NodeRequest, NodeResponse, valid_key_value
+from tests.gateway.gateway_kit import (
     AGE10,
     APPROVAL,
+    COUNT,
     DEFAULT_COUNTS,
     SEX,
     counts_handler,
     make_plan,
     node_response,
 )
-
-from gateway.federation import NodeInfo
-from gateway.nodes import MockNodeClient, NodeOutcome, check_response
-from gateway.vetting import Answer, VettingNodeClient, cells_within_total, vet
-from policies.domain import table_domain
-from policies.loader import shipped_disclosure_profile as profile_for
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
-from schema.pooling import PoolingRequest, encode_nonce
-from schema.query import Breakdown
-from schema.result import Value
-from schema.wire import NodeRequest, NodeResponse, valid_key_value
 
 FR, DK = Jurisdiction.FR, Jurisdiction.DK
 YEAR: Breakdown = (Dimension.CALENDAR_YEAR,)
@@ -70,7 +72,7 @@ def test_an_exact_count_is_rejected_whole() -> None:
     assert outcome.status is NodeStatus.REJECTED
     assert "without noise" in (outcome.message or "")
     assert "300" not in (outcome.message or "")  # never the value
-    assert outcome.tables == {}
+    assert outcome.measures == {}
     assert outcome.latency_ms == 1.0
 
 
@@ -148,7 +150,9 @@ def test_exact_cells_adding_up_to_more_than_the_total_are_impossible() -> None:
     # Only a node breaking its rules sends exact values; the sum check still covers them.
     exact = {("FEMALE",): Value.exact(80), ("MALE",): Value.exact(70), ("UNKNOWN",): LOW}
     outcome, request = answer(FR, {(): Value.exact(100), SEX: exact}, SEX)
-    problem = cells_within_total(Answer(outcome.tables, profile_for(FR), request))
+    problem = cells_within_total(
+        AnswerToVet(outcome.measures[COUNT], profile_for(FR), request, MEASURES[COUNT])
+    )
     assert problem is not None
     assert "add up to more than the total" in problem
 
@@ -254,26 +258,28 @@ def test_without_a_total_asked_the_cells_are_vetted_without_one() -> None:
     # Asked no total of its own (only the pooled one): nothing to hold its cells against
     # but the other checks, which still reject what they always did.
     request = pooled_request([SEX])
-    ok = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={SEX: BY_SEX})
+    ok = NodeOutcome(FR, NodeStatus.OK, 1.0, measures={COUNT: {SEX: BY_SEX}})
     assert vet(ok, profile_for(FR), request) is ok
     exact = NodeOutcome(
         FR,
         NodeStatus.OK,
         1.0,
-        tables={SEX: {**BY_SEX, ("MALE",): Value(value=120, status=ValueStatus.EXACT)}},
+        measures={COUNT: {SEX: {**BY_SEX, ("MALE",): Value(value=120, status=ValueStatus.EXACT)}}},
     )
     assert vet(exact, profile_for(FR), request).status is NodeStatus.REJECTED
     nothing = pooled_request([])
-    empty = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={})
+    empty = NodeOutcome(FR, NodeStatus.OK, 1.0, measures={COUNT: {}})
     assert vet(empty, profile_for(FR), nothing) is empty
 
 
 def test_a_total_sent_though_not_asked_or_missing_though_asked_is_rejected() -> None:
     # Fail closed: a total the node was not asked to release (only to pool) is not used, and
     # an answer without the total it was asked for is not vetted as if it had none to check.
-    unasked = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={(): {(): noisy(300)}, SEX: BY_SEX})
+    unasked = NodeOutcome(
+        FR, NodeStatus.OK, 1.0, measures={COUNT: {(): {(): noisy(300)}, SEX: BY_SEX}}
+    )
     outcome = vet(unasked, profile_for(FR), pooled_request([SEX]))
     assert outcome.status is NodeStatus.REJECTED
     assert "tables differ" in (outcome.message or "")
-    missing = NodeOutcome(FR, NodeStatus.OK, 1.0, tables={SEX: BY_SEX})
+    missing = NodeOutcome(FR, NodeStatus.OK, 1.0, measures={COUNT: {SEX: BY_SEX}})
     assert vet(missing, profile_for(FR), pooled_request([(), SEX])).status is NodeStatus.REJECTED

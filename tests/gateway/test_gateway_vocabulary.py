@@ -81,7 +81,7 @@ def test_an_unknown_code_answer_names_its_codes_and_carries_no_tables() -> None:
     )
     outcome = check_response(NODE, request, unknown, 1.0)
     assert outcome.status is NodeStatus.UNKNOWN_CODE
-    assert outcome.tables == {}
+    assert outcome.measures == {}
     for bad in [
         unknown.model_copy(update={"unknown_codes": []}),
         unknown.model_copy(update={"tables": [NodeTable(by=(), cells=[])]}),

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from policies.domain import table_domain
-from schema.codes import Jurisdiction, NodeStatus, ValueStatus
+from schema.codes import Jurisdiction, MeasureKind, NodeStatus, ValueStatus
 from schema.result import Value
 from schema.wire import QUERY_PATH, NodeCell, NodeRequest, NodeResponse, NodeTable
 
@@ -51,7 +51,10 @@ def answer(request: NodeRequest, total: int) -> bytes:
         NodeTable(
             by=by,
             cells=[
-                NodeCell(key=list(key), count=released if by == () else Value.low(sd=SD))
+                NodeCell(
+                    key=list(key),
+                    values={MeasureKind.PERSON_COUNT: released if by == () else Value.low(sd=SD)},
+                )
                 for key in table_domain(by, request.query)
             ],
         )

@@ -15,10 +15,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from chromium import ChromiumUnavailable, Page, chromium_binary, open_page, running_chromium
 
 from tessera.local import LocalFederation
 from tessera.processes import Service, free_port
+from tests.integration.chromium import (
+    ChromiumUnavailable,
+    Page,
+    chromium_binary,
+    open_page,
+    running_chromium,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -41,12 +41,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from oversight.audit.store import ENTRIES_TABLE, HEADS_TABLE
+from oversight.audit.stores import is_postgres_url
 from schema import telemetry as otel
-from schema.audit.store import ENTRIES_TABLE, HEADS_TABLE, is_postgres_url
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import post, start_federation
+from tests.integration.federation_kit import post, start_federation
 from tests.integration.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.integration

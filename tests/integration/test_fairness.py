@@ -25,7 +25,7 @@ from bench.fairness import (
     run_load,
 )
 from tessera.local import LocalFederation
-from tests.integration.conftest import JURISDICTIONS, start_federation
+from tests.integration.federation_kit import JURISDICTIONS, start_federation
 
 pytestmark = pytest.mark.integration
 

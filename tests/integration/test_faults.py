@@ -20,7 +20,7 @@ import pytest
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import post
+from tests.integration.federation_kit import post
 
 pytestmark = pytest.mark.integration
 

@@ -6,14 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from connectors.persons import person_index_size, read_secret
 from policies.loader import shipped_disclosure_profile
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
-from tests.integration.conftest import PERSONS
+from tests.integration.federation_kit import PERSONS, true_count
 
 pytestmark = pytest.mark.integration
 
@@ -36,23 +35,6 @@ query($j: [Jurisdiction!]) {
   }
 }
 """
-
-
-def true_count(database: Path, sql_where: str) -> int:
-    """The truth, computed independently of the connector's compiler."""
-    with duckdb.connect(str(database), read_only=True) as con:
-        row = con.execute(
-            f"""
-            SELECT count(DISTINCT p.person_id)
-            FROM person p
-            JOIN condition_occurrence co ON co.person_id = p.person_id
-            JOIN concept c ON c.concept_id = co.condition_source_concept_id
-            WHERE {sql_where}
-              AND p.person_id NOT IN (SELECT person_id FROM tessera_optout)
-            """  # noqa: S608 - fixed test SQL
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.graphql")), ids=lambda p: p.stem)

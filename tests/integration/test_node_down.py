@@ -9,7 +9,7 @@ import pytest
 
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
-from tests.integration.conftest import post, start_federation
+from tests.integration.federation_kit import post, start_federation
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ import pytest
 
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
-from gateway.signing import RequestSigner
 from policies.live import files_digest
 from policies.loader import policy_files
 from schema.codes import Jurisdiction
@@ -30,7 +29,8 @@ from tessera.credentials import Credentials
 from tessera.local import LocalFederation
 from tessera.processes import free_port
 from tessera.tokens import DEMO_APPLICATION
-from tests.integration.conftest import http_post, post, start_federation
+from tests.integration.federation_kit import http_post, post, start_federation
+from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from policies.loader import DEFAULT_DIRECTORY
 from schema.codes import Jurisdiction
 from tessera.credentials import Credentials
 from tessera.local import LocalFederation
-from tests.integration.conftest import post, start_federation
+from tests.integration.federation_kit import post, start_federation
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from connectors.transfer import copy_to_postgres
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.conftest import PERSONS, post
+from tests.integration.federation_kit import PERSONS, post
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,8 @@ def postgres_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
 def test_a_postgres_node_answers_like_its_duckdb_twin(
     postgres_federation: LocalFederation,
 ) -> None:
-    assert "--dsn" in postgres_federation.service("connector DE").args
+    args = postgres_federation.service("connector DE").args
+    assert args[args.index("--database") + 1].startswith("postgresql://")
     from_postgres = answers(postgres_federation)
     # The same federation with DE back on its DuckDB file.
     postgres_federation.stop()

@@ -21,7 +21,7 @@ import pytest
 from connectors.prepare import prepare_database
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
-from tests.integration.conftest import post, start_federation
+from tests.integration.federation_kit import post, start_federation
 
 pytestmark = pytest.mark.integration
 

@@ -25,14 +25,14 @@ import pytest
 
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
-from gateway.signing import RequestSigner
-from schema.audit.store import ENTRIES_TABLE
+from oversight.audit.store import ENTRIES_TABLE
 from schema.codes import Jurisdiction
 from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import Service, free_port
-from tests.integration.conftest import http_post, post
+from tests.integration.federation_kit import http_post, post
+from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration
 

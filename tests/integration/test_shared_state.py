@@ -14,13 +14,13 @@ import redis as redis_sync
 
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
-from gateway.signing import RequestSigner
 from schema.codes import Jurisdiction
 from schema.query import CohortQuery, Criteria
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.conftest import http_post
+from tests.integration.federation_kit import http_post
+from trust.request_token import RequestSigner
 
 pytestmark = pytest.mark.integration
 

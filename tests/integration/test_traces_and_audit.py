@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import post
 
 from schema import telemetry as otel
 from schema.audit.entry import AuditRecord, Decision, StoredEntry
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation, policies_with_rate_limits
 from tessera.processes import free_port
+from tests.integration.federation_kit import post
 from tests.integration.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.integration

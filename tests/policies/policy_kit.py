@@ -1,7 +1,6 @@
 """Builders and hypothesis strategies shared by the policy tests.
 
-Imported by name (`from policy_kit import ...`): pytest's default import mode puts this
-directory on sys.path for the tests in it.
+Imported as `tests.policies.policy_kit` (`tests/test_kits.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from policies.loader import DEFAULT_DIRECTORY
 from policies.model import RULE_PATHS, NodeLayer, Rules
 from policies.plan import QueryPlan
-from policies.principal import ApplicantKind, ApprovalView, Principal
+from policies.principal import ApplicantKind, ApprovalView, ResearcherView
 from policies.purposes import Purpose
 from schema.codes import Dimension, Jurisdiction
 from schema.query import CohortQuery, Criteria
@@ -24,7 +23,7 @@ from schema.query import CohortQuery, Criteria
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 REQUEST = "DR-2026-0042"
 DATASET = "omop-cdm-5.4"
-RESEARCHER = Principal(subject="researcher@example.org")
+RESEARCHER = ResearcherView(subject="researcher@example.org")
 
 
 def approval(
@@ -133,6 +132,7 @@ def _values() -> dict[tuple[str, str], st.SearchStrategy[Any]]:
         ("disclosure", "dominance"): st.fixed_dictionaries({"n": st.integers(1, 10), "k": percent}),
         ("disclosure", "p_percent"): percent,
         ("dimensions", "allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
+        ("dimensions", "not_allowed"): st.frozensets(st.sampled_from([d.value for d in Dimension])),
         ("dimensions", "min_age_band_width"): st.sampled_from([1, 5, 10, 15, 20, 25, 130]),
         ("dimensions", "max_cells"): st.integers(1, 1_000_000),
         ("purposes", "allowed"): st.frozensets(st.sampled_from([p.value for p in Purpose])),

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_kit import NOW, RESEARCHER, VALUES, approval, node_layer, plan, rules, sourced
 
 from policies.compose import (
     LAWS,
@@ -24,6 +23,17 @@ from policies.model import RULE_PATHS, Budget, Dominance, Noise, RulePath, Rules
 from policies.policy_set import EffectivePolicy, IncompletePolicy, PolicySet
 from policies.principal import ApplicantKind
 from schema.codes import Dimension, Jurisdiction
+from schema.dimensions import age_band_width
+from tests.policies.policy_kit import (
+    NOW,
+    RESEARCHER,
+    VALUES,
+    approval,
+    node_layer,
+    plan,
+    rules,
+    sourced,
+)
 
 layers = st.lists(rules(), min_size=1, max_size=5)
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -156,6 +166,11 @@ def _layer(path: RulePath, value: Any, source: str = "s", verified: bool = False
         ),
         (("disclosure", "dominance"), [{"n": 1, "k": 85}, {"n": 2, "k": 90}], Dominance(n=2, k=85)),
         (("dimensions", "allowed"), [["SEX", "AGE_BAND_10"], ["SEX"]], frozenset({Dimension.SEX})),
+        (
+            ("dimensions", "not_allowed"),
+            [["CALENDAR_YEAR"], ["AGE_BAND_5"]],
+            frozenset({Dimension.CALENDAR_YEAR, Dimension.AGE_BAND_5}),
+        ),
         (("dimensions", "min_age_band_width"), [5, 10], 10),
         (("dimensions", "max_cells"), [10000, 2000], 2000),
         (("rate_limits", "per_approval_per_day"), [1000, 50], 50),
@@ -241,7 +256,7 @@ def test_an_effective_policy_must_be_complete() -> None:
 # -- decisions only tighten too -------------------------------------------------------------
 tables = st.lists(
     st.lists(st.sampled_from(list(Dimension)), max_size=3, unique=True).map(tuple), max_size=3
-).filter(lambda ts: all(sum(1 for d in t if d.age_band_width) <= 1 for t in ts))
+).filter(lambda ts: all(sum(1 for d in t if age_band_width(d)) <= 1 for t in ts))
 
 
 @settings(max_examples=150, deadline=None)

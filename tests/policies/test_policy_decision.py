@@ -7,7 +7,23 @@ import datetime as dt
 from collections.abc import Iterator, Mapping
 
 import pytest
-from policy_kit import (
+
+from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput
+from policies.decision import decide
+from policies.domain import dimension_cells, table_cells
+from policies.loader import DEFAULT_DIRECTORY, load_node_layer
+from policies.model import Issuer, NodeLayer
+from policies.plan import QueryPlan
+from policies.policy_set import EffectivePolicy, PolicySet
+from policies.principal import ApplicantKind, ApprovalView, ResearcherView
+from policies.purposes import PROHIBITED, PURPOSES, ProhibitedUse, Purpose, classify_purpose
+from policies.reasons import AccessDecision, Decisions, PolicyReason, RuleId
+from schema.approval import Approval
+from schema.codes import Dimension, Jurisdiction
+from schema.query import FederatedQuery
+from schema.result import Reason
+from schema.wire import NodeRequest
+from tests.policies.policy_kit import (
     DATASET,
     NOW,
     REQUEST,
@@ -18,22 +34,6 @@ from policy_kit import (
     sourced,
     with_rule,
 )
-
-from policies.checks import CHECKS, PRODUCTION_CHECKS, CheckInput
-from policies.decision import decide
-from policies.domain import dimension_cells, table_cells
-from policies.loader import DEFAULT_DIRECTORY, load_node_layer
-from policies.model import Issuer, NodeLayer
-from policies.plan import QueryPlan
-from policies.policy_set import EffectivePolicy, PolicySet
-from policies.principal import ApplicantKind, ApprovalView, Principal
-from policies.purposes import PROHIBITED, PURPOSES, ProhibitedUse, Purpose, classify_purpose
-from policies.reasons import Decision, Decisions, PolicyReason, RuleId
-from schema.approval import Approval
-from schema.codes import Dimension, Jurisdiction
-from schema.query import FederatedQuery
-from schema.result import Reason
-from schema.wire import NodeRequest
 
 J = Jurisdiction
 D = Dimension
@@ -47,7 +47,7 @@ def run(
     *,
     given: ApprovalView | None = None,
     asked: QueryPlan | None = None,
-    principal: Principal = RESEARCHER,
+    principal: ResearcherView = RESEARCHER,
     **kwargs: object,
 ) -> Decisions:
     return decide(
@@ -299,12 +299,12 @@ def test_an_untrusted_issuer_is_refused(shipped: PolicySet) -> None:
     trusted_fr = shipped.with_issuers({J.FR: [Issuer(iss=ISSUER, algorithms=("EdDSA",))]}).policies(
         FR_DE
     )
-    decisions = run(trusted_fr, principal=Principal("r", issuer=ISSUER))
+    decisions = run(trusted_fr, principal=ResearcherView("r", issuer=ISSUER))
     assert decisions[J.FR].allowed
     reason = only(decisions, J.DE)
     assert (reason.rule, reason.article) == (RuleId.ISSUER_NOT_TRUSTED, "EHDS Art. 55")
     # Without an issuer to check, the caller's own token verification is what counts.
-    assert run(trusted_fr, principal=Principal("r")).allowed
+    assert run(trusted_fr, principal=ResearcherView("r")).allowed
 
 
 def test_with_issuers_does_not_duplicate(shipped: PolicySet) -> None:
@@ -372,6 +372,26 @@ def test_a_dimension_a_jurisdiction_does_not_allow_is_refused(shipped: PolicySet
     ]
     assert "AGE_BAND_20" in decisions[J.DE].reasons[0].message
     assert "CALENDAR_YEAR" in decisions[J.DE].reasons[1].message
+
+
+def test_a_dimension_a_layer_names_as_not_allowed_is_refused_with_that_source(
+    shipped: PolicySet,
+) -> None:
+    # A layer states only what differs from the baseline: the one dimension it refuses.
+    no_years = node_layer(
+        J.DE, dimensions={"not_allowed": sourced(["CALENDAR_YEAR"], "DE: no calendar years")}
+    )
+    effective = shipped.effective(J.DE, no_years)
+    assert effective.allowed_dimensions == frozenset(D) - {D.CALENDAR_YEAR}
+    decisions = run(
+        {J.FR: shipped.effective(J.FR), J.DE: effective},
+        asked=plan((D.SEX, D.CALENDAR_YEAR), (D.AGE_BAND_20,)),
+    )
+    assert decisions[J.FR].allowed
+    assert [(r.rule, r.article) for r in decisions[J.DE].reasons] == [
+        (RuleId.DIMENSION_NOT_ALLOWED, "DE: no calendar years")
+    ]
+    assert "CALENDAR_YEAR" in decisions[J.DE].reasons[0].message
 
 
 def test_age_bands_finer_than_the_minimum_width_are_refused(
@@ -534,9 +554,9 @@ def test_a_pooled_cell_uses_the_strictest_profile(shipped: PolicySet) -> None:
 def test_a_decision_is_allowed_exactly_when_it_has_no_reasons() -> None:
     reason = PolicyReason.of(RuleId.NO_POLICY, J.AT, "no policy")
     with pytest.raises(ValueError, match="exactly when"):
-        Decision(jurisdiction=J.AT, allowed=True, reasons=(reason,))
+        AccessDecision(jurisdiction=J.AT, allowed=True, reasons=(reason,))
     with pytest.raises(ValueError, match="exactly when"):
-        Decision(jurisdiction=J.AT, allowed=False)
+        AccessDecision(jurisdiction=J.AT, allowed=False)
 
 
 def test_a_policy_reason_is_a_reason() -> None:

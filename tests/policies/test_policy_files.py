@@ -157,3 +157,28 @@ def test_no_shipped_file_holds_an_absolute_path() -> None:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         for issuer in data.get("issuers", []):
             assert not str(issuer.get("jwks_file", "")).startswith("/")
+
+
+# The dimensions each shipped jurisdiction allows, as its effective policy says: a change to
+# how the files state them (the baseline's list, a national restriction) must leave these as
+# they are. Written out, not computed from the files, so that a file change cannot move both.
+ALLOWED_DIMENSIONS: dict[Jurisdiction, frozenset[Dimension]] = {
+    j: frozenset(
+        {
+            Dimension.JURISDICTION,
+            Dimension.SEX,
+            Dimension.AGE_BAND_5,
+            Dimension.AGE_BAND_10,
+            Dimension.AGE_BAND_20,
+            Dimension.CALENDAR_YEAR,
+        }
+    )
+    for j in SHIPPED
+}
+
+
+@pytest.mark.parametrize("jurisdiction", sorted(SHIPPED))
+def test_the_effective_allowed_dimensions_are_the_shipped_ones(
+    shipped: PolicySet, jurisdiction: Jurisdiction
+) -> None:
+    assert shipped.effective(jurisdiction).allowed_dimensions == ALLOWED_DIMENSIONS[jurisdiction]

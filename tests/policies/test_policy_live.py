@@ -11,12 +11,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from policy_kit import copy_shipped
 
 from policies.live import LivePolicy, files_digest
 from policies.loader import load_policy_set, policy_files
 from policies.policy_set import PolicySet
 from schema.codes import Jurisdiction
+from tests.policies.policy_kit import copy_shipped
 
 FR = Jurisdiction.FR
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from policy_kit import copy_shipped
 
 from policies.loader import (
     DEFAULT_DIRECTORY,
@@ -21,6 +20,7 @@ from policies.loader import (
 )
 from policies.model import JurisdictionLayer
 from schema.codes import Jurisdiction
+from tests.policies.policy_kit import copy_shipped
 
 FR_MINIMAL = """\
 name = "France"

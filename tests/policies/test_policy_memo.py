@@ -3,13 +3,12 @@ exactly what composing anew gives, and a changed policy set must not see the old
 
 from __future__ import annotations
 
-from policy_kit import node_layer, sourced
-
 from policies.loader import load_policy_set
 from policies.model import Issuer
 from policies.policy_set import PolicySet
 from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Jurisdiction as J
+from tests.policies.policy_kit import node_layer, sourced
 
 ISSUER = "https://hdab.memo.test.tessera.eu"
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from policy_kit import copy_shipped
-
 from policies.loader import DEFAULT_DIRECTORY, PolicyErrorCode
 from policies.model import Budget, Dominance, Noise
 from policies.policy_set import PolicySet
@@ -19,6 +17,7 @@ from policies.transparency import (
     render_value,
 )
 from schema.codes import Dimension, Jurisdiction
+from tests.policies.policy_kit import copy_shipped
 
 
 def test_every_jurisdiction_is_published_with_its_sources(shipped: PolicySet) -> None:
@@ -136,3 +135,25 @@ def test_published_policies_render_as_text(shipped: PolicySet) -> None:
     assert text.count("HDAB: ") == len(shipped.covered)
     assert "DE — Germany" in text
     assert "disclosure.dominance = n=1, k=85%" in text
+
+
+def test_a_national_refusal_of_a_dimension_is_published_as_the_difference(tmp_path: Path) -> None:
+    # A jurisdiction states only the dimension it refuses; the allow-list stays the baseline's.
+    root = copy_shipped(tmp_path / "layers")
+    dk = root / "jurisdictions" / "dk.toml"
+    dk.write_text(
+        dk.read_text()
+        + '\n[dimensions.not_allowed]\nvalue = ["CALENDAR_YEAR"]\nsource = "DK restriction"\n'
+    )
+    report = check_policy_dir(root)
+    assert report.ok
+    assert report.warnings == ()
+    text = report.render()
+    denmark = text[text.index("DK — Denmark") :]
+    denmark = denmark[: denmark.index("\n\n")]
+    assert (
+        "dimensions.allowed = [JURISDICTION, SEX, AGE_BAND_5, AGE_BAND_10, AGE_BAND_20, "
+        "CALENDAR_YEAR]  (UNVERIFIED; from EU baseline (EHDS))" in denmark
+    )
+    assert "dimensions.not_allowed = [CALENDAR_YEAR]  (UNVERIFIED; from Denmark)" in denmark
+    assert "DK restriction" in denmark

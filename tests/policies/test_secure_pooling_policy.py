@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_kit import node_layer, sourced
 
 from policies.compose import LAWS, compose
 from policies.loader import load_policy_set
@@ -15,6 +14,7 @@ from policies.model import Rules, SecurePooling
 from policies.profiles import BASELINE, strictest
 from policies.transparency import publish, render_value
 from schema.codes import Jurisdiction
+from tests.policies.policy_kit import node_layer, sourced
 
 PATH = ("disclosure", "secure_pooling")
 SHIPPED = load_policy_set()

@@ -1,5 +1,0 @@
-"""Deterministic synthetic OMOP CDM 5.4 databases, one per country, for demos and tests."""
-
-from connectors.synth.generator import SynthReport, generate
-
-__all__ = ["SynthReport", "generate"]

@@ -1,0 +1,241 @@
+"""What the gateway records about one query, for its audit entry and its spans.
+
+A `QueryTrail` follows one `cohort` question: each step is a span and a timing, and what the
+steps learn (principal, plan, decisions, the permit each jurisdiction was decided on) is kept
+for the entry. The entry is written
+by `answered` before the resolver returns the answer, or by `refused` before the error leaves;
+either raises AUDIT_UNAVAILABLE when the entry cannot be written, and the answer is withheld.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Span, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from gateway.auth import Principal
+from gateway.combine import Combined
+from gateway.nodes import NodeOutcome
+from gateway.permits import Permit
+from gateway.planner import Plan
+from oversight.audit.log import AuditLog
+from policies.reasons import AccessDecision
+from schema import telemetry as otel
+from schema.approval import ApplicantId
+from schema.audit.entry import (
+    AuditRecord,
+    Decision,
+    NodeDecision,
+    NodeStep,
+    released_hash,
+    utc_now,
+)
+from schema.codes import Jurisdiction, NodeStatus
+from schema.errors import ErrorCode, TesseraError
+from schema.result import Reason, Value
+from schema.wire import NodeResponse
+
+STEP_PREFIX = "gateway"
+# What an audit record's text fields hold at most (`schema.model.Contract`).
+PURPOSES_MAX = 256
+
+
+def new_query_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class QueryTrail:
+    log: AuditLog
+    tracer: Tracer
+    service: str
+    query_id: str = field(default_factory=new_query_id)
+    trace_id: str | None = None
+    principal: Principal | None = None
+    plan: Plan | None = None
+    decisions: Mapping[Jurisdiction, AccessDecision] | None = None
+    # The permit each jurisdiction's part was decided on (allowed or not), in the plan's order.
+    permits: Mapping[Jurisdiction, Permit] = field(default_factory=dict)
+    # Each asked node's step, as the fan-out recorded it on the node's span.
+    node_steps: dict[Jurisdiction, NodeStep] = field(default_factory=dict)
+    timeline: otel.Timeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timeline = otel.Timeline(self.tracer, STEP_PREFIX)
+
+    @contextmanager
+    def step(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> Iterator[Span]:
+        with self.timeline.step(name, attributes) as span:
+            yield span
+
+    def query_attributes(self) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {otel.QUERY_ID: self.query_id}
+        if self.plan is not None:
+            attributes[otel.APPROVAL_ID] = self.plan.request_id
+            attributes[otel.JURISDICTIONS] = [j.value for j in self.plan.jurisdictions]
+        if (purpose := self.purpose()) is not None:
+            attributes[otel.PURPOSE] = purpose
+        return attributes
+
+    def purpose(self) -> str | None:
+        """The permits' purpose (their purposes, space-separated, if they differ)."""
+        purposes = sorted({p.approval.purpose for p in self.permits.values()})
+        return " ".join(purposes)[:PURPOSES_MAX] if purposes else None
+
+    def applicant(self) -> ApplicantId | None:
+        """The researcher as authenticated, and the organisation the permits name when they
+        all name the same one (each permit's own is in its record)."""
+        if self.principal is None:
+            return None
+        organisations = {p.approval.applicant for p in self.permits.values()}
+        organisation = organisations.pop() if len(organisations) == 1 else None
+        return ApplicantId(researcher=self.principal.subject, organisation=organisation or None)
+
+    async def answered(
+        self, outcomes: Sequence[NodeOutcome], combined: Combined, span: Span
+    ) -> None:
+        # Both set by the steps that ran before an answer exists.
+        assert self.plan is not None
+        assert self.decisions is not None
+        released = released_values(combined)
+        nodes = [
+            self.node_steps.get(o.jurisdiction) or node_step(o, self.decisions[o.jurisdiction])
+            for o in outcomes
+        ]
+        # Every rule that fired anywhere: the policy's, each node's, the gateway's.
+        rules = sorted(
+            {r.rule for v in released for r in v.reasons} | {r for n in nodes for r in n.rules}
+        )
+        suppressed = sum(v.value is None for v in released)
+        decision, error_code = outcome_of(outcomes)
+        span.set_attributes(
+            {
+                **self.query_attributes(),
+                otel.DECISION: decision.value,
+                otel.RULES_FIRED: rules,
+                otel.CELLS_SUPPRESSED: suppressed,
+            }
+        )
+        await self._write(
+            decision=decision,
+            error_code=error_code,
+            nodes=nodes,
+            rules=rules,
+            cells_suppressed=suppressed,
+            result_hash=released_hash(released_result(self.plan, combined)),
+        )
+
+    async def refused(self, error: Exception, span: Span) -> None:
+        code = error.code if isinstance(error, TesseraError) else ErrorCode.INTERNAL
+        span.set_attributes({**self.query_attributes(), otel.DECISION: Decision.REFUSED.value})
+        await self._write(decision=Decision.REFUSED, error_code=code)
+
+    async def _write(self, **outcome: object) -> None:
+        principal, plan, permits = self.principal, self.plan, self.permits
+        record = AuditRecord.model_validate(
+            {
+                "time": utc_now(),
+                "service": self.service,
+                "query_id": self.query_id,
+                "trace_id": self.trace_id,
+                "principal": principal.subject if principal else None,
+                "issuer": principal.issuer if principal else None,
+                "approval": plan.request_id if plan else None,
+                "purpose": self.purpose(),
+                "datasets": sorted({d for p in permits.values() for d in p.approval.datasets}),
+                "applicant": self.applicant(),
+                "permits": [permit.record(j) for j, permit in permits.items()],
+                "jurisdictions": list(plan.jurisdictions) if plan else [],
+                "query_hash": released_hash(plan.node_query.model_dump(mode="json"))
+                if plan
+                else None,
+                "steps": self.timeline.steps,
+                **outcome,
+            }
+        )
+        with otel.traced(self.tracer, otel.AUDIT_WRITE) as span:
+            entry = await self.log.record(record)
+            span.set_attributes({otel.AUDIT_CHAIN: entry.chain, otel.AUDIT_SEQ: entry.seq})
+
+
+def outcome_of(outcomes: Sequence[NodeOutcome]) -> tuple[Decision, ErrorCode | None]:
+    """A question every jurisdiction denied accessed nothing: it is REFUSED (FORBIDDEN), not
+    PARTIAL, so that the transparency register never lists it as an access."""
+    if all(o.status is NodeStatus.OK for o in outcomes):
+        return Decision.ANSWERED, None
+    if all(o.status is NodeStatus.DENIED for o in outcomes):
+        return Decision.REFUSED, ErrorCode.FORBIDDEN
+    return Decision.PARTIAL, None
+
+
+def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:
+    response = outcome.response
+    reasons: list[Reason] = list(outcome.reasons) + list(decision.reasons)
+    values: list[Value] = []
+    if response is not None:
+        values = [v for table in response.tables for v in table.values()]
+        reasons += [r for v in values for r in v.reasons]
+    return NodeStep(
+        jurisdiction=outcome.jurisdiction,
+        decision=NodeDecision.ALLOWED if decision.allowed else NodeDecision.DENIED,
+        status=outcome.status,
+        latency_us=_micros(outcome.latency_ms),
+        node_elapsed_us=_micros(response.elapsed_ms) if response is not None else None,
+        rules=sorted({r.rule for r in reasons}),
+        cells_suppressed=sum(v.value is None for v in values),
+        optout_register_version=response.optout_register_version if response else None,
+        response_hash=response_hash(response) if response is not None else None,
+        error_code=outcome.error_code,
+    )
+
+
+def response_hash(response: NodeResponse) -> str:
+    """The hash both sides compute of a node's answer (the node records it as its
+    `result_hash`)."""
+    return released_hash(response.model_dump(mode="json"))
+
+
+def released_values(combined: Combined) -> list[Value]:
+    """Every number the answer releases (or withholds)."""
+    values = [combined.count]
+    values += [n.count for n in combined.by_jurisdiction if n.count is not None]
+    values += [cell.count for cells in combined.tables.values() for cell in cells]
+    return values
+
+
+def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
+    """The released answer as plain data, for its hash: everything the researcher can select
+    but timings."""
+    return {
+        "query_id": plan.query_id,
+        "reference_date": plan.reference_date.isoformat(),
+        "count": combined.count.model_dump(mode="json"),
+        "by_jurisdiction": [
+            {
+                "jurisdiction": n.jurisdiction.value,
+                "status": n.status.value,
+                "count": n.count.model_dump(mode="json") if n.count is not None else None,
+                "reasons": [r.model_dump(mode="json") for r in n.reasons],
+                "error": n.error,
+            }
+            for n in combined.by_jurisdiction
+        ],
+        "tables": [
+            {"by": [d.value for d in by], "cells": [c.model_dump(mode="json") for c in cells]}
+            for by, cells in combined.tables.items()
+        ],
+    }
+
+
+def denied(decisions: Iterable[AccessDecision]) -> list[str]:
+    return [d.jurisdiction.value for d in decisions if not d.allowed]
+
+
+def _micros(milliseconds: float | None) -> int | None:
+    return None if milliseconds is None else max(0, round(milliseconds * 1000))

@@ -1,0 +1,204 @@
+"""The breakdown dimensions: one entry per `Dimension`, saying everything the services need
+to know about it in one place.
+
+An entry (`DimensionSpec`) holds
+
+- its key domain: every cell key a node may send for it (`schema.wire` checks answers
+  against it; empty for a dimension no node computes);
+- its public domain for a question: the cells one jurisdiction's part of a table has,
+  known before any data is read (`policies.domain`), and so its cell bound;
+- the order of its keys in a released table (`gateway.combine`);
+- its age-band width, where it is an age band (`policies.checks.granularity`);
+- whether a node computes it (JURISDICTION is the gateway's: one value per node);
+- its description in the published API (the GraphQL enum).
+
+How a node computes a dimension in SQL is the compiler's (`connectors.compiler.dimensions`);
+which jurisdictions allow it, the policy files'. `docs/adding-a-dimension.md` lists every part
+a new dimension needs, and `tests/test_dimensions.py` fails while one is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from schema.codes import Dimension, Jurisdiction, Sex
+
+if TYPE_CHECKING:  # the query model reads the registry (age bands), so only for typing
+    from schema.query import CohortQuery
+
+# The cell key of the persons without a value (no recorded sex, no dating event).
+UNKNOWN_KEY: Final = "UNKNOWN"
+# The oldest age band a node may send a key for: above the query model's 130, so that an
+# answer is never rejected for an age the model admits.
+MAX_KEY_AGE: Final = 150
+FIRST_KEY_YEAR, LAST_KEY_YEAR = 1800, 2999
+
+SortKey = tuple[tuple[int, int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionSpec:
+    """What one breakdown dimension is, for every part of Tessera that handles it."""
+
+    dimension: Dimension
+    # For the published API: "NAME: what a value means".
+    description: str
+    # Every key a node may send; empty: no node sends any (the gateway adds it).
+    keys: frozenset[str]
+    # The values the dimension takes in one jurisdiction's part of a table of a question.
+    domain: Callable[[CohortQuery], tuple[str, ...]]
+    sort_key: Callable[[str], SortKey]
+    age_band_width: int | None = None
+    node_computed: bool = True
+
+    def cell_bound(self, query: CohortQuery) -> int:
+        """How many values the dimension takes in one jurisdiction's part of a table."""
+        # A dimension the gateway adds has one value per jurisdiction's part.
+        return len(self.domain(query)) if self.node_computed else 1
+
+
+# -- sort orders ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def natural_order(text: str) -> SortKey:
+    """Numbers compare as numbers: "5-9" before "10-14", "UNKNOWN" after every year."""
+    return tuple(
+        (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
+        for part in re.split(r"([0-9]+)", text)
+        if part
+    )
+
+
+_JURISDICTION_ORDER: Final = {j.value: i for i, j in enumerate(Jurisdiction)}
+
+
+def jurisdiction_order(value: str) -> SortKey:
+    """Jurisdictions in `Jurisdiction` order."""
+    return ((0, _JURISDICTION_ORDER.get(value, -1), value),)
+
+
+# -- domains --------------------------------------------------------------------------------
+def _no_cells(query: CohortQuery) -> tuple[str, ...]:
+    return ()  # the gateway's: one value per node, never computed by a node
+
+
+def _sex_domain(query: CohortQuery) -> tuple[str, ...]:
+    sex = query.criteria.sex
+    if sex is not None:
+        return (sex.value,)
+    # Persons whose recorded sex is neither (another or no concept) have a cell too.
+    return (Sex.FEMALE.value, Sex.MALE.value, UNKNOWN_KEY)
+
+
+def age_band(low: int, width: int) -> str:
+    """The key of the age band of `width` years starting at `low` ("40-49")."""
+    return f"{low}-{low + width - 1}"
+
+
+def _age_band_domain(width: int) -> Callable[[CohortQuery], tuple[str, ...]]:
+    def domain(query: CohortQuery) -> tuple[str, ...]:
+        low, high = query.criteria.age_bounds()
+        return tuple(age_band(band, width) for band in range(low - low % width, high + 1, width))
+
+    return domain
+
+
+def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
+    first, last = query.criteria.index_years()
+    # Years after the reference date's are not part of a question asked as of that date.
+    years = tuple(str(year) for year in range(first, min(last, query.reference_date.year) + 1))
+    # With an index event among the criteria every person of the cohort has one; without,
+    # persons are dated by their first observation period, which some lack.
+    return years if query.criteria.index_event() is not None else (*years, UNKNOWN_KEY)
+
+
+# -- the entries ----------------------------------------------------------------------------
+def _age_band_spec(dimension: Dimension, width: int) -> DimensionSpec:
+    return DimensionSpec(
+        dimension=dimension,
+        description=f"{dimension.value}: age in bands of {width} years such as "
+        f"{age_band(40, width)}, in whole years (year of the age date minus year of birth; see "
+        "CohortQuery's ageAt).",
+        keys=frozenset(age_band(low, width) for low in range(0, MAX_KEY_AGE + 1, width)),
+        domain=_age_band_domain(width),
+        sort_key=natural_order,
+        age_band_width=width,
+    )
+
+
+SPECS: Final[tuple[DimensionSpec, ...]] = (
+    DimensionSpec(
+        dimension=Dimension.JURISDICTION,
+        description="JURISDICTION: the country that answered, added by the gateway.",
+        keys=frozenset(),
+        domain=_no_cells,
+        sort_key=jurisdiction_order,
+        node_computed=False,
+    ),
+    DimensionSpec(
+        dimension=Dimension.SEX,
+        description="SEX: the recorded sex (UNKNOWN when none).",
+        keys=frozenset({Sex.FEMALE.value, Sex.MALE.value, UNKNOWN_KEY}),
+        domain=_sex_domain,
+        sort_key=natural_order,
+    ),
+    _age_band_spec(Dimension.AGE_BAND_5, 5),
+    _age_band_spec(Dimension.AGE_BAND_10, 10),
+    _age_band_spec(Dimension.AGE_BAND_20, 20),
+    DimensionSpec(
+        dimension=Dimension.CALENDAR_YEAR,
+        description="CALENDAR_YEAR: the year of each person's index event: their first event "
+        "matching the question's first condition (else first drug, else first measurement) at "
+        "the top level of the criteria, within its window; for criteria without one, the year "
+        "their first observation period starts; UNKNOWN when there is no such date.",
+        keys=frozenset(
+            {UNKNOWN_KEY, *(str(year) for year in range(FIRST_KEY_YEAR, LAST_KEY_YEAR + 1))}
+        ),
+        domain=_calendar_year_domain,
+        sort_key=natural_order,
+    ),
+)
+
+
+class IncompleteRegistry(ValueError):
+    """A registry without exactly one entry for every `Dimension`."""
+
+    def __init__(self, missing: Iterable[Dimension], repeated: Iterable[Dimension]) -> None:
+        self.missing = tuple(missing)
+        self.repeated = tuple(repeated)
+        parts = []
+        if self.missing:
+            parts.append("no entry for " + ", ".join(d.value for d in self.missing))
+        if self.repeated:
+            parts.append("more than one entry for " + ", ".join(d.value for d in self.repeated))
+        super().__init__("dimension registry: " + "; ".join(parts))
+
+
+def registry(specs: Iterable[DimensionSpec]) -> Mapping[Dimension, DimensionSpec]:
+    """The entries by dimension, in `Dimension` order; every dimension exactly once."""
+    specs = list(specs)
+    by_dimension = {spec.dimension: spec for spec in specs}
+    missing = [d for d in Dimension if d not in by_dimension]
+    repeated = [d for d in Dimension if sum(spec.dimension is d for spec in specs) > 1]
+    if missing or repeated:
+        raise IncompleteRegistry(missing, repeated)
+    return MappingProxyType({d: by_dimension[d] for d in Dimension})
+
+
+DIMENSIONS: Final = registry(SPECS)
+
+
+def age_band_width(dimension: Dimension) -> int | None:
+    """The width of `dimension`'s age bands in years; None when it is not an age band."""
+    return DIMENSIONS[dimension].age_band_width
+
+
+def description() -> str:
+    """The published API's description of the `Dimension` enum."""
+    return "What a breakdown can group by: the published allow-list. " + " ".join(
+        spec.description for spec in DIMENSIONS.values()
+    )

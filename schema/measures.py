@@ -1,0 +1,87 @@
+"""The measures a question may ask per cell, one entry per `MeasureKind`: what a value of it is,
+and how the values of several nodes make one.
+
+Read by the wire's validation (`schema.wire.NodeCell`: a node sends only registered measures,
+within their bounds), by the gateway's check of an answer (`gateway.nodes`: each cell carries
+exactly the measures asked) and its pooling (`gateway.combine`, `gateway.rounds`,
+`gateway.vetting`: the spec's `pool` and `maximum`), and by a node's part in a pooled round
+(`connectors.pooling`: only measures that pool `secure`ly). What the node's protection does
+with a measure (noise, the minimum, rounding) is the measure's release rule
+(`policies.measures`); the SQL computing it is `connectors.compiler.measures`. A completeness
+test holds every registry to every `MeasureKind` (see docs/adding-a-measure.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from schema.codes import MeasureKind
+from schema.query import CohortQuery
+
+# More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
+# larger. (It also keeps every released count within GraphQL's 32-bit Int.)
+MAX_PERSONS: Final = 600_000_000
+
+
+class Pool(StrEnum):
+    """How one cell's values at several nodes make the cell's value across them."""
+
+    # The values add up: each person is at one node (a count of persons, a sum over them).
+    SUM = "SUM"
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureSpec:
+    """What a measure's values are. Values are whole numbers (`schema.result.Value`) between
+    `minimum` and `maximum` as true values; a released one is noisy, so it may lie beyond
+    `maximum` by its noise, which the gateway's checks allow for. `sensitivity`: how much
+    adding or removing one person changes the values of one table, in the L2 norm (a person
+    is in one cell of a table, and counts once there: 1); a node charges each person counted
+    `sensitivity**2` times a count's cost for each table of the measure it releases
+    (zCDP of the Gaussian mechanism). `secure`: whether nodes may pool it as masked shares
+    (`schema.pooling`), which needs a value that adds up over persons."""
+
+    kind: MeasureKind
+    description: str
+    minimum: int
+    maximum: int
+    sensitivity: int
+    pool: Pool
+    secure: bool
+
+    def pooled(self, parts: Sequence[int]) -> int:
+        """The cell's value across nodes, from each node's (released, noisy) value."""
+        if self.pool is Pool.SUM:
+            return sum(parts)
+        raise ValueError(f"no pooling rule {self.pool}")  # a new Pool needs one here
+
+
+MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
+    MeasureKind.PERSON_COUNT: MeasureSpec(
+        kind=MeasureKind.PERSON_COUNT,
+        description="distinct persons in the cell",
+        minimum=0,
+        maximum=MAX_PERSONS,
+        sensitivity=1,
+        pool=Pool.SUM,
+        secure=True,
+    ),
+}
+
+
+def asked(query: CohortQuery) -> tuple[MeasureKind, ...]:
+    """The measures a question asks, each once, in the order first asked."""
+    return tuple(dict.fromkeys(m.kind for m in query.measures))
+
+
+def pooled_measure(query: CohortQuery) -> MeasureKind | None:
+    """The measure a pooled round of this question pools: its one measure, if that pools
+    securely (only PERSON_COUNT does); None otherwise, and the question is not pooled (a round
+    carries one measure's shares)."""
+    measures = asked(query)
+    if len(measures) == 1 and MEASURES[measures[0]].secure:
+        return measures[0]
+    return None

@@ -1,0 +1,67 @@
+"""The measure registries are complete: every `MeasureKind` has its spec (`schema.measures`),
+its disclosure rules (`policies.measures`) and its SQL (`connectors.compiler.measures`), and
+nothing else has any (docs/adding-a-measure.md lists them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from connectors.compiler import compile_query
+from connectors.compiler.compiled import GROUPING_COLUMN
+from connectors.compiler.dimensions import DIMENSION_SQL
+from connectors.compiler.measures import MEASURE_SQL
+from policies.measures import PROTECTIONS
+from schema.codes import Dimension, MeasureKind
+from schema.measures import MEASURES, asked
+from schema.query import CohortQuery, Criteria, Measure
+
+KINDS = set(MeasureKind)
+
+
+@pytest.mark.parametrize(
+    ("registry", "where"),
+    [
+        (MEASURES, "schema.measures.MEASURES"),
+        (PROTECTIONS, "policies.measures.PROTECTIONS"),
+        (MEASURE_SQL, "connectors.compiler.measures.MEASURE_SQL"),
+    ],
+)
+def test_every_measure_has_an_entry_in_every_registry(
+    registry: dict[MeasureKind, object], where: str
+) -> None:
+    assert set(registry) == KINDS, f"{where} must have exactly one entry per MeasureKind"
+
+
+def test_each_spec_is_its_own_kinds_and_sane() -> None:
+    for kind, spec in MEASURES.items():
+        assert spec.kind is kind
+        assert spec.minimum <= spec.maximum
+        assert spec.sensitivity >= 1
+        # A value that pools: one node's value alone pools to itself.
+        assert spec.pooled([spec.minimum]) == spec.minimum
+
+
+def test_each_measure_has_a_result_column_of_its_own() -> None:
+    columns = [sql.column for sql in MEASURE_SQL.values()]
+    taken = {GROUPING_COLUMN, *(sql.column for sql in DIMENSION_SQL.values())}
+    assert len(set(columns)) == len(columns)
+    assert not taken & set(columns)
+
+
+def test_a_compiled_query_names_a_column_for_each_measure_it_asks() -> None:
+    query = CohortQuery(
+        criteria=Criteria(),
+        reference_date=dt.date(2024, 6, 30),
+        tables=[(Dimension.SEX,)],
+        measures=[Measure(kind=k) for k in MeasureKind] * 2,
+    )
+    compiled = compile_query(query)
+    assert asked(query) == tuple(MeasureKind)
+    assert compiled.measures == tuple((k, MEASURE_SQL[k].column) for k in MeasureKind)
+    assert compiled.columns == (
+        GROUPING_COLUMN,
+        "sex",
+        *(MEASURE_SQL[k].column for k in MeasureKind),
+    )
