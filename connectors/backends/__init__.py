@@ -1,7 +1,7 @@
 """Database backends: DuckDB embedded, PostgreSQL, and a fake for tests.
 
 A connector names its database by URL, as audit stores are named
-(`schema.audit.store.open_store`): the URL's scheme picks the backend and its dialect
+(`oversight.audit.stores.open_store`): the URL's scheme picks the backend and its dialect
 (`SCHEMES`), `open_backend` opens it. `duckdb:///` is followed by the file's path as written
 (`duckdb:///cdm.duckdb` relative, `duckdb:////srv/cdm.duckdb` absolute, as SQLAlchemy spells
 it), and a bare path is a DuckDB file too. A URL is never shown with its password
