@@ -217,6 +217,66 @@ class TooLarge(Exception):
     pass
 
 
+class NodeUnreached(Exception):
+    """A request that got no complete answer from its node: every transport failure, mapped
+    once (`post_signed`) to the status and message a researcher sees."""
+
+    def __init__(self, status: NodeStatus, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+
+
+async def post_signed(
+    session: aiohttp.ClientSession,
+    signer: RequestSigner,
+    node: NodeInfo,
+    path: str,
+    body: bytes,
+    *,
+    timeout: float,  # noqa: ASYNC109 - the transport's budget
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, bytes]:
+    """POSTs `body` to `node` signed with a tessera/1 request token, and returns the answer's
+    HTTP status and body (at most `MAX_RESPONSE_BYTES`); `NodeUnreached` otherwise."""
+    sent = {
+        "Authorization": f"Bearer {signer.sign(body, audience=node.node_id)}",
+        **(headers or {}),
+        "Content-Type": CONTENT_TYPE,
+        "Accept": CONTENT_TYPE,
+    }
+    propagate.inject(sent)  # W3C traceparent of the current span, when there is one
+    try:
+        async with session.post(
+            node.url + path,
+            data=body,
+            headers=sent,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            # A redirect would carry the signed request and the researcher's token to a host
+            # nobody configured.
+            allow_redirects=False,
+        ) as response:
+            return response.status, await read_limited(response, MAX_RESPONSE_BYTES)
+    except TooLarge:
+        raise NodeUnreached(NodeStatus.REJECTED, "the answer is too large") from None
+    except TimeoutError:
+        raise NodeUnreached(NodeStatus.TIMEOUT, f"no answer within {timeout:.1f} s") from None
+    except aiohttp.ClientConnectorError:
+        # Refused, unreachable, unresolvable: nothing was sent.
+        raise NodeUnreached(
+            NodeStatus.UNAVAILABLE, "the node cannot be reached", retryable=True
+        ) from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+        # Reset, closed or cut off mid-answer: the node may have seen the request.
+        raise NodeUnreached(
+            NodeStatus.UNAVAILABLE, "the connection to the node was lost before a complete answer"
+        ) from None
+    except aiohttp.ClientError as e:
+        log.warning("node %s: transport error %s", node.jurisdiction.value, type(e).__name__)
+        raise NodeUnreached(NodeStatus.ERROR, "the answer could not be received") from None
+
+
 DEFAULT_KEEPALIVE_S: Final = 15.0
 DEFAULT_CONNECTIONS_PER_NODE: Final = 32
 
@@ -262,62 +322,26 @@ class HttpNodeClient:
         timeout: float,  # noqa: ASYNC109 - the transport's budget; the fan-out also bounds it
     ) -> NodeOutcome:
         body = encode_request(request)
-        headers = {
-            "Authorization": f"Bearer {self._signer.sign(body, audience=node.node_id)}",
-            APPROVAL_HEADER: approval_token,
-            "Content-Type": CONTENT_TYPE,
-            "Accept": CONTENT_TYPE,
-        }
-        propagate.inject(headers)  # W3C traceparent of the current span, when there is one
-        j = node.jurisdiction
         started = time.perf_counter()
-
-        def elapsed() -> float:
-            return (time.perf_counter() - started) * 1000
-
         try:
-            async with self._session.post(
-                node.url + QUERY_PATH,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                # A redirect would carry the signed request and the researcher's token to a
-                # host nobody configured.
-                allow_redirects=False,
-            ) as response:
-                payload = await read_limited(response, MAX_RESPONSE_BYTES)
-                status = response.status
-        except TooLarge:
-            return NodeOutcome.failed(
-                j, NodeStatus.REJECTED, "the answer is too large", latency_ms=elapsed()
+            status, payload = await post_signed(
+                self._session,
+                self._signer,
+                node,
+                QUERY_PATH,
+                body,
+                timeout=timeout,
+                headers={APPROVAL_HEADER: approval_token},
             )
-        except TimeoutError:
+        except NodeUnreached as e:
             return NodeOutcome.failed(
-                j, NodeStatus.TIMEOUT, f"no answer within {timeout:.1f} s", latency_ms=elapsed()
+                node.jurisdiction,
+                e.status,
+                e.message,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                retryable=e.retryable,
             )
-        except aiohttp.ClientConnectorError:
-            # Refused, unreachable, unresolvable: nothing was sent.
-            return NodeOutcome.failed(
-                j,
-                NodeStatus.UNAVAILABLE,
-                "the node cannot be reached",
-                latency_ms=elapsed(),
-                retryable=True,
-            )
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
-            # Reset, closed or cut off mid-answer: the node may have seen the request.
-            return NodeOutcome.failed(
-                j,
-                NodeStatus.UNAVAILABLE,
-                "the connection to the node was lost before a complete answer",
-                latency_ms=elapsed(),
-            )
-        except aiohttp.ClientError as e:
-            log.warning("node %s: transport error %s", j.value, type(e).__name__)
-            return NodeOutcome.failed(
-                j, NodeStatus.ERROR, "the answer could not be received", latency_ms=elapsed()
-            )
-        return interpret(node, request, status, payload, elapsed())
+        return interpret(node, request, status, payload, (time.perf_counter() - started) * 1000)
 
 
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:

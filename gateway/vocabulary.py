@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
-from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
-from gateway.nodes import TooLarge, read_limited
+from gateway.nodes import NodeUnreached, post_signed
 from schema.codes import Jurisdiction, NodeStatus
 from schema.query import Code
 from schema.wire import (
     CONCEPTS_PATH,
-    CONTENT_TYPE,
-    MAX_RESPONSE_BYTES,
     ConceptsRequest,
     ConceptsResponse,
     NodeConcept,
@@ -97,31 +94,12 @@ class HttpConceptClient:
     ) -> ConceptsOutcome:
         request = ConceptsRequest(jurisdiction=node.jurisdiction, codes=list(codes))
         body = request.model_dump_json().encode()
-        headers = {
-            "Authorization": f"Bearer {self._signer.sign(body, audience=node.node_id)}",
-            "Content-Type": CONTENT_TYPE,
-            "Accept": CONTENT_TYPE,
-        }
-        propagate.inject(headers)
-        j = node.jurisdiction
         try:
-            async with self._session.post(
-                node.url + CONCEPTS_PATH,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
-            ) as response:
-                payload = await read_limited(response, MAX_RESPONSE_BYTES)
-                status = response.status
-        except TooLarge:
-            return ConceptsOutcome(j, NodeStatus.REJECTED, error="the answer is too large")
-        except TimeoutError:
-            return ConceptsOutcome(j, NodeStatus.TIMEOUT, error=f"no answer within {timeout:.1f} s")
-        except aiohttp.ClientConnectionError:
-            return ConceptsOutcome(j, NodeStatus.UNAVAILABLE, error="the node cannot be reached")
-        except aiohttp.ClientError:
-            return ConceptsOutcome(j, NodeStatus.ERROR, error="the answer could not be received")
+            status, payload = await post_signed(
+                self._session, self._signer, node, CONCEPTS_PATH, body, timeout=timeout
+            )
+        except NodeUnreached as e:
+            return ConceptsOutcome(node.jurisdiction, e.status, error=e.message)
         return check_concepts(node, codes, status, payload)
 
 
