@@ -46,7 +46,13 @@ from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
-from connectors.release import counts_by_table, draw, full_table, released_table
+from connectors.release import (
+    ReleasedValues,
+    counts_by_table,
+    draw,
+    full_table,
+    released_table,
+)
 from connectors.vocabulary import look_up
 from oversight.audit.log import AuditLog
 from policies.decision import decide
@@ -263,6 +269,8 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+        # Released values shared by every question's tables (`connectors.release`).
+        self._released = ReleasedValues()
         # The database work of four questions per database worker at once, so that one
         # question's reads and writes of the ledger and the answers overlap another's
         # statements; one researcher holds at most half of them, and the others wait their
@@ -507,6 +515,7 @@ class QueryService:
                         {kind: source[digests[by, kind]] for kind in question.measures},
                         question.sd,
                         context,
+                        self._released,
                     )
                     for by in tables
                 }
