@@ -1,5 +1,6 @@
 """The production noise: OpenDP's discrete Gaussian, drawn ahead into a reserve that each draw
-takes from once, and sampled on the spot for what the reserve lacks."""
+takes from once, refilled once half of it is spent, and sampled on the spot for what the
+reserve lacks."""
 
 from __future__ import annotations
 
@@ -48,8 +49,12 @@ def test_noise_comes_from_the_reserve_each_sample_once_and_is_refilled_between()
     assert noise.ready(5.0) == 100
     noise.draw([5] * 30, 5.0)
     noise.draw([5] * 20, 5.0)
-    # Taken once, and one refill at a time.
-    assert (noise.ready(5.0), len(refills.jobs)) == (50, 1)
+    # Taken once, and refilled only below half the reserve.
+    assert (noise.ready(5.0), len(refills.jobs)) == (50, 0)
+    noise.draw([5] * 5, 5.0)
+    noise.draw([5] * 5, 5.0)
+    # One refill at a time.
+    assert (noise.ready(5.0), len(refills.jobs)) == (40, 1)
     refills.run()
     assert noise.ready(5.0) == 100
     # More than the reserve holds: all of it, and the rest sampled on the spot.
