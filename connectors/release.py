@@ -15,6 +15,7 @@ Counts exist unprotected only between the database and `draw`, and are never log
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Final
 
 from connectors.answers import CellKey, StoredTable
@@ -36,9 +37,12 @@ def full_table(by: Breakdown, counts: Counts, query: CohortQuery) -> dict[CellKe
     """Every cell of the table's public domain with its count (0 where nobody was counted),
     keys in the canonical dimension order. Counted groups outside the domain are dropped."""
     canonical = canonical_breakdown(by)
-    order = [by.index(d) for d in canonical]
     domain = table_domain(canonical, query)
-    reordered = {tuple(key[i] for i in order): n for key, n in counts.items()}
+    reordered: Counts = counts
+    if canonical != by:
+        # Two dimensions or more: itemgetter gives a tuple.
+        pick = itemgetter(*(by.index(d) for d in canonical))
+        reordered = {pick(key): n for key, n in counts.items()}
     return {key: reordered.get(key, 0) for key in domain}
 
 
@@ -98,7 +102,8 @@ def released_table(
     if order == sorted(order):
         cells = sorted((key, key) for key in keys)
     else:
-        cells = sorted((tuple(key[i] for i in order), key) for key in keys)
+        pick = itemgetter(*order)  # two dimensions or more: a tuple
+        cells = sorted((pick(key), key) for key in keys)
     shared = ReleasedValues() if values is None else values
     measures = [
         (k, PROTECTIONS[k].released, stored[k].cells, shared.made(k, sd, ctx)) for k in kinds
