@@ -9,6 +9,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
+import pytest
+
 from connectors.noise import DiscreteGaussian
 
 
@@ -70,3 +72,10 @@ def test_without_a_reserve_every_draw_samples_its_own_noise() -> None:
     assert len(noise.draw([0, 1, 2], 5.0)) == 3
     assert noise.draw([], 5.0) == []
     assert refills.jobs == []
+
+
+def test_the_cost_is_opendps_privacy_map_for_each_sd() -> None:
+    noise = DiscreteGaussian()
+    for sd in (5.0, 10.0, 5.0):
+        # zCDP of the discrete Gaussian at an L2 sensitivity of one: 1 / (2 sd^2).
+        assert noise.rho(sd) == pytest.approx(1 / (2 * sd * sd))
