@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 from connectors.answers import CellKey, StoredTable
 from connectors.canonical import canonical_breakdown
@@ -108,7 +108,7 @@ def released_table(
     measures = [
         (k, PROTECTIONS[k].released, stored[k].cells, shared.made(k, sd, ctx)) for k in kinds
     ]
-    released = []
+    released: list[dict[str, Any]] = []
     for key, stored_key in cells:
         cell = {}
         for kind, release, noisy_cells, of_kind in measures:
@@ -117,8 +117,8 @@ def released_table(
             if value is None:
                 value = of_kind[noisy] = release(noisy, sd, ctx)
             cell[kind] = value
-        released.append(NodeCell.trusted(key=list(key), values=cell))
-    return NodeTable.trusted(by=by, cells=released)
+        released.append({"key": list(key), "values": cell})
+    return NodeTable.trusted(by=by, cells=NodeCell.trusted_each(released))
 
 
 def counts_by_table(tables: Sequence[TableRows], measure: MeasureKind) -> dict[Breakdown, Counts]:
