@@ -80,8 +80,9 @@ class ReleasedValues:
         return made
 
 
-# Released-value caches kept at once (one per measure, sd and policy in force).
-_CONTEXTS: Final = 64
+# Released-value caches kept at once: one per measure, sd (standard or coarse) and policy in
+# force; past it they start afresh.
+_CONTEXTS: Final = 8
 
 
 def released_table(
