@@ -48,7 +48,8 @@ class StoredTable:
     cells: Mapping[CellKey, int]
 
     def encode(self) -> bytes:
-        return orjson.dumps([[list(key), value] for key, value in self.cells.items()])
+        # [[key, value], ...]: orjson writes the (key, value) tuples as arrays itself.
+        return orjson.dumps(list(self.cells.items()))
 
     @classmethod
     def decode(cls, blob: bytes) -> StoredTable:

@@ -12,7 +12,7 @@ draws are stored (`connectors.answers`) and never drawn again for the same quest
 
 Exact sampling costs ~20 µs a cell, so a table of a few thousand cells would wait ~0.1 s for
 its noise. `DiscreteGaussian` therefore draws ahead: for each sd asked so far it keeps a
-reserve of OpenDP's samples, refilled on a worker thread between questions, and each draw
+reserve of OpenDP's samples, refilled on a worker thread once half of it is spent, and each draw
 takes its noise from the reserve (the part the reserve lacks, it samples itself). Noise does
 not depend on the counts it is added to, so drawing it before the question changes nothing
 but when the sampler runs; every sample is used once, and stays in memory only.
@@ -97,9 +97,12 @@ class DiscreteGaussian:
             return len(self._reserves.get(sd, ()))
 
     def _refill(self, sd: float) -> None:
-        """Start refilling the reserve of `sd` unless it is full or being refilled (called
-        with the lock held)."""
-        if sd in self._refilling or len(self._reserves[sd]) >= self._reserve:
+        """Start refilling the reserve of `sd` once it is down to half, unless it is being
+        refilled (called with the lock held). Not after every draw: the sampler's thread
+        takes the GIL in turns to convert its samples (~5 ms for a 370-cell table's), beside
+        the question that drew them, whose store and release it would hold back; half a
+        reserve refilled at once keeps it from all but one question in many."""
+        if sd in self._refilling or len(self._reserves[sd]) >= self._reserve // 2:
             return
         self._refilling.add(sd)
         self._refills.submit(self._fill, sd)
@@ -121,8 +124,15 @@ class DiscreteGaussian:
                 self._refilling.discard(sd)
 
     def rho(self, sd: float) -> float:
-        cost: float = _mechanism(sd).map(1)
-        return cost
+        return _rho(sd)
+
+
+@functools.lru_cache(maxsize=64)
+def _rho(sd: float) -> float:
+    """OpenDP's privacy map of the mechanism, asked once per sd: each call crosses into
+    OpenDP (~0.3 ms), and every question asks it."""
+    cost: float = _mechanism(sd).map(1)
+    return cost
 
 
 class ShiftedNoise:

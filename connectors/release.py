@@ -15,6 +15,8 @@ Counts exist unprotected only between the database and `draw`, and are never log
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Final
 
 from connectors.answers import CellKey, StoredTable
 from connectors.canonical import canonical_breakdown
@@ -35,9 +37,12 @@ def full_table(by: Breakdown, counts: Counts, query: CohortQuery) -> dict[CellKe
     """Every cell of the table's public domain with its count (0 where nobody was counted),
     keys in the canonical dimension order. Counted groups outside the domain are dropped."""
     canonical = canonical_breakdown(by)
-    order = [by.index(d) for d in canonical]
     domain = table_domain(canonical, query)
-    reordered = {tuple(key[i] for i in order): n for key, n in counts.items()}
+    reordered: Counts = counts
+    if canonical != by:
+        # Two dimensions or more: itemgetter gives a tuple.
+        pick = itemgetter(*(by.index(d) for d in canonical))
+        reordered = {pick(key): n for key, n in counts.items()}
     return {key: reordered.get(key, 0) for key in domain}
 
 
@@ -53,12 +58,44 @@ def draw(
     return drawn
 
 
+class ReleasedValues:
+    """Released values made once and shared, by measure, noise sd, context and noisy value:
+    a released value depends on nothing else, and values are immutable. One per node, so
+    that its questions' tables share them too; at most `per_kind` values are kept for each
+    measure, sd and context (past it they are made afresh: noisy values of large cohorts
+    rarely repeat). Its keys are noisy values, kept in memory only, as the stored answers'
+    are."""
+
+    def __init__(self, per_kind: int = 4096) -> None:
+        self._per_kind = per_kind
+        self._made: dict[tuple[MeasureKind, float, CellContext], dict[int, Value]] = {}
+
+    def made(self, kind: MeasureKind, sd: float, ctx: CellContext) -> dict[int, Value]:
+        key = (kind, sd, ctx)
+        made = self._made.get(key)
+        if made is None or len(made) > self._per_kind:
+            if len(self._made) >= _CONTEXTS:
+                self._made.clear()
+            made = self._made[key] = {}
+        return made
+
+
+# Released-value caches kept at once: one per measure, sd (standard or coarse) and policy in
+# force; past it they start afresh.
+_CONTEXTS: Final = 8
+
+
 def released_table(
-    by: Breakdown, stored: Mapping[MeasureKind, StoredTable], sd: float, ctx: CellContext
+    by: Breakdown,
+    stored: Mapping[MeasureKind, StoredTable],
+    sd: float,
+    ctx: CellContext,
+    values: ReleasedValues | None = None,
 ) -> NodeTable:
     """The table as the node releases it: each measure's noisy value through that measure's
     disclosure rules (`policies.measures`), keys in `by`'s order, cells sorted by key. Every
-    measure's stored table has the same keys (the table's public domain)."""
+    measure's stored table has the same keys (the table's public domain). `values` shares
+    the released values with other tables (by default this table's own)."""
     canonical = canonical_breakdown(by)
     order = [canonical.index(d) for d in by]
     kinds = list(stored)
@@ -66,22 +103,23 @@ def released_table(
     if order == sorted(order):
         cells = sorted((key, key) for key in keys)
     else:
-        cells = sorted((tuple(key[i] for i in order), key) for key in keys)
-    # A released value depends on its measure and noisy value alone: made once per value,
-    # shared by the cells that have it (values are immutable).
-    made: dict[MeasureKind, dict[int, Value]] = {kind: {} for kind in kinds}
-    measures = [(k, PROTECTIONS[k].released, stored[k].cells, made[k]) for k in kinds]
-    released = []
+        pick = itemgetter(*order)  # two dimensions or more: a tuple
+        cells = sorted((pick(key), key) for key in keys)
+    shared = ReleasedValues() if values is None else values
+    measures = [
+        (k, PROTECTIONS[k].released, stored[k].cells, shared.made(k, sd, ctx)) for k in kinds
+    ]
+    released: list[dict[str, Any]] = []
     for key, stored_key in cells:
-        values = {}
+        cell = {}
         for kind, release, noisy_cells, of_kind in measures:
             noisy = noisy_cells[stored_key]
             value = of_kind.get(noisy)
             if value is None:
                 value = of_kind[noisy] = release(noisy, sd, ctx)
-            values[kind] = value
-        released.append(NodeCell.trusted(key=list(key), values=values))
-    return NodeTable.trusted(by=by, cells=released)
+            cell[kind] = value
+        released.append({"key": list(key), "values": cell})
+    return NodeTable.trusted(by=by, cells=NodeCell.trusted_each(released))
 
 
 def counts_by_table(tables: Sequence[TableRows], measure: MeasureKind) -> dict[Breakdown, Counts]:

@@ -8,8 +8,8 @@ strings them together (`connectors.node_trail` records them).
 
 Waits for the disk overlap the database where they can: the stored answers are looked up
 while the cohort's persons are listed, the ledger's charges written while the tables are
-computed, the new answers released while they are being stored. Nothing leaves before the
-charges and the answers it depends on are on disk.
+computed. Nothing leaves before the charges and the answers it depends on are on disk, and
+no new answer is stored before its charges are (a stored answer is served again for free).
 
 Counts exist unprotected only between the tables' statement and the noise, and are never
 logged; person indexes only between the cohort and the ledger. No step refuses or marks
@@ -46,7 +46,13 @@ from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
-from connectors.release import counts_by_table, draw, full_table, released_table
+from connectors.release import (
+    ReleasedValues,
+    counts_by_table,
+    draw,
+    full_table,
+    released_table,
+)
 from connectors.vocabulary import look_up
 from oversight.audit.log import AuditLog
 from policies.decision import decide
@@ -263,6 +269,8 @@ class QueryService:
         self.tracer = tracer or NoOpTracer()
         self._compiler = CompileCache(backend.dialect)
         self._resolver = ConceptResolver(backend.execute, dialect=backend.dialect)
+        # Released values shared by every question's tables (`connectors.release`).
+        self._released = ReleasedValues()
         # The database work of four questions per database worker at once, so that one
         # question's reads and writes of the ledger and the answers overlap another's
         # statements; one researcher holds at most half of them, and the others wait their
@@ -507,6 +515,7 @@ class QueryService:
                         {kind: source[digests[by, kind]] for kind in question.measures},
                         question.sd,
                         context,
+                        self._released,
                     )
                     for by in tables
                 }
@@ -529,18 +538,27 @@ class QueryService:
                     d: full_table(by, counts[kind][by], request.query)
                     for d, (by, kind) in new.items()
                 }
+                drawn_shares: dict[str, StoredTable] = {}
                 if pooled is not None and new_shares:
-                    pooled_full = {
-                        d: full_table(by, counts[pooled.measure][by], request.query)
-                        for d, by in new_shares.items()
-                    }
-                    shares |= await self.answers.put(
-                        pooled.shelf, pooled.draw(pooled_full, self.noise)
+                    drawn_shares = pooled.draw(
+                        {
+                            d: full_table(by, counts[pooled.measure][by], request.query)
+                            for d, by in new_shares.items()
+                        },
+                        self.noise,
                     )
-                    del pooled_full
                 del counts
-                if full:
-                    drawn = draw(full, question.sd, self.noise)
+                drawn = draw(full, question.sd, self.noise)
+                del full
+                # A draw is stored only once its charges are on disk: a stored answer is
+                # served again without a charge, also after a crash of the node, so its
+                # charges must never be lost while it is kept. (The flush has usually
+                # finished during the SQL.)
+                await flushed
+                if pooled is not None and drawn_shares:
+                    shares |= await self.answers.put(pooled.shelf, drawn_shares)
+                del drawn_shares
+                if drawn:
                     # Stored first, then released: as drawn, or as a racing question stored
                     # them first. Stored unsynced, which a crash of the process keeps; should
                     # a power failure lose them, asking again is charged again (the charges
@@ -551,7 +569,7 @@ class QueryService:
                     kept = await self.answers.put(question.shelf, drawn, synced=False)
                     rest = [by for by in question.tables if by not in tables]
                     tables |= released({**stored, **kept}, rest)
-                del full
+                del drawn
             await flushed
             answer = [tables[by] for by in question.tables]
             cells = [v for table in answer for v in table.values()]

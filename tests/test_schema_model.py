@@ -1,4 +1,5 @@
-"""`Contract.trusted`: the model validation would make, from parts already valid."""
+"""`Contract.trusted` (and `trusted_each`): the model validation would make, from parts already
+valid."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def test_a_trusted_model_takes_exactly_its_fields() -> None:
         Value.trusted(value=None, status=ValueStatus.LOW)  # defaults are not filled in
     with pytest.raises(TypeError, match="exactly its fields"):
         NodeCell.trusted(key=[], values={COUNT: Value.exact(1)}, extra=1)
+
+
+def test_trusted_each_makes_what_trusted_makes_one_by_one() -> None:
+    values = [Value.exact(n) for n in (3, 4)]
+    each = NodeCell.trusted_each([{"key": [str(v.value)], "values": {COUNT: v}} for v in values])
+    alone = [NodeCell.trusted(key=[str(v.value)], values={COUNT: v}) for v in values]
+    assert each == alone
+    assert [c.model_fields_set for c in each] == [c.model_fields_set for c in alone]
+    with pytest.raises(TypeError, match="exactly its fields"):
+        NodeCell.trusted_each([{"key": ["F"], "values": {COUNT: values[0]}}, {"key": ["M"]}])

@@ -59,3 +59,10 @@ async def test_the_log_is_copied_into_the_database_file_after_enough_answers(
     assert await copy.get(SHELF, ["q-sex"]) == {"q-sex": BY_SEX}
     await copy.close()
     await answers.close()
+
+
+def test_a_table_is_stored_as_key_and_value_pairs_in_its_order() -> None:
+    # The format of answers already on disk: [[[dimension values...], noisy count], ...].
+    assert BY_SEX.encode() == b'[[["FEMALE"],112],[["MALE"],9],[["UNKNOWN"],-2]]'
+    assert TOTAL.encode() == b"[[[],121]]"
+    assert StoredTable.decode(BY_SEX.encode()) == BY_SEX

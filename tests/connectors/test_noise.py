@@ -1,5 +1,6 @@
 """The production noise: OpenDP's discrete Gaussian, drawn ahead into a reserve that each draw
-takes from once, and sampled on the spot for what the reserve lacks."""
+takes from once, refilled once half of it is spent, and sampled on the spot for what the
+reserve lacks."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import statistics
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
+
+import pytest
 
 from connectors.noise import DiscreteGaussian
 
@@ -48,8 +51,12 @@ def test_noise_comes_from_the_reserve_each_sample_once_and_is_refilled_between()
     assert noise.ready(5.0) == 100
     noise.draw([5] * 30, 5.0)
     noise.draw([5] * 20, 5.0)
-    # Taken once, and one refill at a time.
-    assert (noise.ready(5.0), len(refills.jobs)) == (50, 1)
+    # Taken once, and refilled only below half the reserve.
+    assert (noise.ready(5.0), len(refills.jobs)) == (50, 0)
+    noise.draw([5] * 5, 5.0)
+    noise.draw([5] * 5, 5.0)
+    # One refill at a time.
+    assert (noise.ready(5.0), len(refills.jobs)) == (40, 1)
     refills.run()
     assert noise.ready(5.0) == 100
     # More than the reserve holds: all of it, and the rest sampled on the spot.
@@ -65,3 +72,10 @@ def test_without_a_reserve_every_draw_samples_its_own_noise() -> None:
     assert len(noise.draw([0, 1, 2], 5.0)) == 3
     assert noise.draw([], 5.0) == []
     assert refills.jobs == []
+
+
+def test_the_cost_is_opendps_privacy_map_for_each_sd() -> None:
+    noise = DiscreteGaussian()
+    for sd in (5.0, 10.0, 5.0):
+        # zCDP of the discrete Gaussian at an L2 sensitivity of one: 1 / (2 sd^2).
+        assert noise.rho(sd) == pytest.approx(1 / (2 * sd * sd))

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from connectors.answers import StoredTable
-from connectors.release import released_table
+from connectors.release import ReleasedValues, released_table
 from policies.disclosure import NODE_RULES, CellContext, protect, release
 from policies.loader import load_policy_set
 from schema.codes import Dimension, Jurisdiction, MeasureKind
@@ -41,3 +41,20 @@ def test_every_cell_is_released_as_the_rules_release_it_alone(rounding_base: int
         alone = protect(release(stored.cells[(sex, age)], 5.0, context), context, NODE_RULES)
         assert cell.values == {COUNT: alone}
     assert table == released_table((AGE, SEX), {COUNT: stored}, 5.0, context)
+
+
+def test_values_shared_across_tables_and_contexts_are_each_contexts_own() -> None:
+    de = load_policy_set().profile(Jurisdiction.DE)
+    rounded = CellContext(de.model_copy(update={"rounding_base": 5}), Jurisdiction.DE)
+    plain = CellContext(de.model_copy(update={"rounding_base": 1}), Jurisdiction.DE)
+    stored = StoredTable({(sex,): n for sex, n in (("FEMALE", 12), ("MALE", 3), ("UNKNOWN", 12))})
+    shared = ReleasedValues(per_kind=2)
+    for sd in (5.0, 10.0, 5.0):
+        for context in (rounded, plain, rounded):
+            # Made once per measure, sd, context and noisy value, and kept only up to
+            # `per_kind` of them: a table made with the shared values is the one made alone.
+            assert released_table((SEX,), {COUNT: stored}, sd, context, shared) == (
+                released_table((SEX,), {COUNT: stored}, sd, context)
+            )
+    twelve = released_table((SEX,), {COUNT: stored}, 5.0, plain, shared).cells
+    assert twelve[0].values[COUNT] is twelve[2].values[COUNT]  # one value, shared

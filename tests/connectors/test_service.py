@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,49 @@ async def test_without_its_ledger_a_node_answers_nothing(
     assert raised.value.code is ErrorCode.LEDGER_UNAVAILABLE
     assert tables_statements(backend) == []
     assert backend.cohorts_open == 0
+
+
+class _Kept(MemoryAnswers):
+    """Counts the tables stored."""
+
+    kept = 0
+
+    async def put(
+        self, shelf: Shelf, tables: Mapping[str, StoredTable], *, synced: bool = True
+    ) -> dict[str, StoredTable]:
+        self.kept += len(tables)
+        return await super().put(shelf, tables, synced=synced)
+
+
+class _FailingFlush(MemoryLedger):
+    """Charges in memory, and a disk that fails every flush until `mended`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mended = False
+
+    async def flush(self) -> None:
+        await super().flush()
+        if not self.mended:
+            raise LedgerUnavailable("the node's privacy ledger is unavailable")
+
+
+async def test_an_answer_is_stored_only_once_its_charges_are_on_disk(
+    verifier: RequestVerifier, sign: Sign
+) -> None:
+    ledger, answers = _FailingFlush(), _Kept()
+    svc = service(
+        FakeBackend(BY_SEX_ROWS, population=range(120)), verifier, ledger=ledger, answers=answers
+    )
+    with pytest.raises(LedgerUnavailable):
+        await ask(svc, sign, e11_body([(SEX,)]))
+    # Nothing kept that a repeated question would be served without a charge on disk.
+    assert answers.kept == 0
+    ledger.mended = True
+    again = await ask(svc, sign, e11_body([(SEX,)]))
+    assert again.privacy is not None
+    # Drawn afresh and charged (on top of the first charge, which the flush kept).
+    assert (again.privacy.question_rho, again.privacy.spent_rho) == (0.04, 0.08)
 
 
 async def test_a_bad_token_stops_the_pipeline(verifier: RequestVerifier, sign: Sign) -> None:
