@@ -8,6 +8,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from schema.code_ranges import range_members
 from schema.codes import (
     CODE_PATTERNS,
     AgeAt,
@@ -75,12 +76,21 @@ class ValueRange(Contract):
         return self
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Code(Contract):
-    """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches."""
+    """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches.
+    With `to`, the code is the first of a range ending at `to`, inclusive (ICD-10 and ATC
+    only: `schema.code_ranges`), which matches as each of its codes would."""
 
     vocabulary: Vocabulary
     code: Annotated[str, Field(min_length=1, max_length=32)]
     descendants: bool = True
+    # Left out of dumps when absent: a code's wire form and question digest
+    # (`connectors.canonical`) stay what they were before ranges.
+    to: Annotated[str | None, Field(min_length=1, max_length=32, exclude_if=_absent)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -90,7 +100,10 @@ class Code(Contract):
                 vocabulary = Vocabulary(str(data.get("vocabulary")))
             except ValueError:
                 return data  # the field's own validation says what is wrong
-            return {**data, "code": normalise_code(vocabulary, data["code"])}
+            normalised = {**data, "code": normalise_code(vocabulary, data["code"])}
+            if isinstance(data.get("to"), str):
+                normalised["to"] = normalise_code(vocabulary, data["to"])
+            return normalised
         return data
 
     @model_validator(mode="after")
@@ -98,6 +111,8 @@ class Code(Contract):
         if not CODE_PATTERNS[self.vocabulary].fullmatch(self.code):
             # Errors never quote a value (the code is the researcher's input).
             raise ValueError(f"the code is not a well-formed {self.vocabulary.value} code")
+        if self.to is not None:
+            range_members(self.vocabulary, self.code, self.to)
         return self
 
 

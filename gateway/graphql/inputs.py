@@ -33,10 +33,20 @@ class ValueRangeInput:
     max: float | None = strawberry.UNSET
 
 
-@strawberry.input(description="At least one event with this code (or a descendant) in the window.")
+RANGE_END = (
+    "The last code of a range starting at code, inclusive (ICD10 and ATC only: F70 to F79, "
+    "A10BA to A10BX): the codes of one level under one parent, at most 512."
+)
+
+
+@strawberry.input(
+    description="At least one event with this code (or a descendant; or a code of the range "
+    "code to `to`) in the window."
+)
 class EventInput:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
 
@@ -45,6 +55,7 @@ class EventInput:
 class MeasurementInput:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
     value: ValueRangeInput | None = strawberry.UNSET
@@ -88,6 +99,8 @@ def _event(event: EventInput | MeasurementInput) -> dict[str, Any]:
         "code": event.code,
         "descendants": event.descendants,
     }
+    if _given(event.to):
+        data["to"] = event.to
     if event.window:
         data["window"] = _fields(event.window, "start", "end")
     if isinstance(event, MeasurementInput) and event.value:

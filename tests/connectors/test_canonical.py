@@ -61,3 +61,19 @@ def test_a_counts_digest_is_what_it_was_before_measures_so_stored_answers_are_fo
     assert question_digest(e11, (Dimension.SEX,), count) == (
         "9475ce7af6f16956a381264117117774fe3b54b955bbf6a58a2c40694139eaa9"
     )
+
+
+def test_a_range_is_another_question_than_its_first_code_or_another_range() -> None:
+    def digest(**code: str) -> str:
+        criterion = EventCriterion(vocabulary=Vocabulary.ICD10, **code)
+        return question_digest(query(Criteria(conditions=[criterion])), ())
+
+    digests = {
+        digest(code="F70"),
+        digest(code="F70", to="F79"),
+        digest(code="F70", to="F78"),
+        digest(code="F71", to="F79"),
+    }
+    assert len(digests) == 4
+    # Written differently, the same range is the same question.
+    assert digest(code="f70", to="f79") == digest(code="F70", to="F79")

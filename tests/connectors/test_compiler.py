@@ -130,6 +130,13 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
         Criteria(conditions=[icd10("I10")]), (SEX,), (SEX, AGE5), (AGE20, YEAR), (AGE10, SEX)
     ),
     "calendar_year_without_index_event": query(Criteria(sex="MALE"), (YEAR,)),
+    "code_ranges": query(
+        Criteria(
+            conditions=[icd10("E10", to="E14")],
+            drugs=[event(Vocabulary.ATC, "A10BA", to="A10BX")],
+        ),
+        (SEX,),
+    ),
     # One question per measure: a new measure's SQL gets golden files of its own.
     **{
         f"measure_{kind.value.lower()}": query(
@@ -143,6 +150,8 @@ NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
     "concepts_exact": ConceptSet(Vocabulary.LOINC, "4548-4", descendants=False),
+    "concepts_icd10_range": ConceptSet(Vocabulary.ICD10, "E11.0", descendants=True, to="E11.9"),
+    "concepts_atc_range_exact": ConceptSet(Vocabulary.ATC, "A10BA", descendants=False, to="A10BX"),
 }
 
 
@@ -307,6 +316,16 @@ def test_values_never_appear_in_the_sql_text() -> None:
             assert value not in sql.replace("$", " ")
 
 
+def test_a_range_binds_its_codes_never_writing_them() -> None:
+    q = query(Criteria(conditions=[icd10("Q87.4", to="Q87.8")]))
+    for dialect in DIALECTS.values():
+        assert "Q87" not in compile_query(q, dialect=dialect).sql
+        lookup = compile_concept_lookup(ConceptSet.of(q.criteria.conditions[0]), dialect=dialect)
+        assert "Q87" not in lookup.sql
+        assert ["Q87.4", "Q87.5", "Q87.6", "Q87.7", "Q87.8"] in lookup.params
+        assert ["Q874", "Q875", "Q876", "Q877", "Q878"] in lookup.params
+
+
 def test_concept_lookup_binds_the_code_and_escapes_like_wildcards() -> None:
     lookup = compile_concept_lookup(ConceptSet(Vocabulary.ICD10, "E11.9", True))
     assert "E11" not in lookup.sql
@@ -460,6 +479,34 @@ def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> 
             id="any-of-with-an-empty-group",
         ),
         pytest.param(Criteria(conditions=[icd10("C49")]), 0, id="a-code-the-vocabulary-lacks"),
+        pytest.param(Criteria(conditions=[icd10("E10", to="E14")]), 24, id="icd10-range"),
+        pytest.param(
+            Criteria(conditions=[icd10("E10", to="E14", descendants=False)]),
+            10,
+            id="icd10-range-exact",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("e11.0", to="e119")]), 14, id="icd10-subcode-range"
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11.0", to="E11.9", descendants=False)]),
+            9,
+            id="icd10-subcode-range-exact",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11.00", to="E11.99", descendants=False)]),
+            5,
+            id="icd10-range-of-longer-subcodes",
+        ),
+        pytest.param(Criteria(conditions=[icd10("I00", to="I09")]), 0, id="range-short-of-i10"),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10BA", to="A10BB")]),
+            12,
+            id="atc-range-prefix+ancestor",
+        ),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10BB", to="A10BX")]), 1, id="atc-range-tail"
+        ),
     ],
 )
 def test_total_counts(

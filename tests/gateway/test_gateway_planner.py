@@ -9,7 +9,7 @@ import pytest
 
 from gateway.nodes import MockNodeClient
 from gateway.planner import default_reference_date, plan_query
-from schema.codes import Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction, Vocabulary
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Criteria
 from tests.gateway.gateway_kit import AGE10, APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT, error_code
@@ -209,3 +209,34 @@ def test_a_question_too_large_for_one_node_request_is_invalid() -> None:
         plan(criteria={**group, "any_of": [{**group, "any_of": [group] * 8}] * 8})
     assert caught.value.code is ErrorCode.INVALID_CRITERIA
     assert "too large" in caught.value.message
+
+
+async def test_a_code_range_reaches_the_nodes_normalised(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    criteria = '{ conditions: [{ vocabulary: ICD10, code: "f70", to: "f79" }] }'
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    (condition,) = nodes.calls[0].request.query.criteria.conditions
+    assert (condition.code, condition.to) == ("F70", "F79")
+
+
+def test_a_malformed_end_of_a_range_is_an_invalid_code_naming_the_field() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(
+            criteria={
+                "conditions": [{"vocabulary": Vocabulary.ICD10, "code": "F70", "to": "F7'--"}]
+            }
+        )
+    assert caught.value.code is ErrorCode.INVALID_CODE
+    assert caught.value.message == "criteria.conditions[0].to is not a well-formed ICD10 code"
+
+
+def test_a_range_out_of_order_is_invalid_criteria_saying_why() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={"drugs": [{"vocabulary": "ATC", "code": "A10BX", "to": "A10BA"}]})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message == "criteria.drugs[0]: a range starts before it ends"
+    assert "A10" not in caught.value.message
