@@ -29,6 +29,8 @@ MAX_BREAKDOWN_DIMENSIONS = 4
 MAX_TABLES = 8
 # Codes anywhere in one question: every group full, at every level of nesting.
 MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH - 1)
+# "At least N events": enough for any protocol's "two or more" or "at least 10 fills".
+MAX_OCCURRENCES = 100
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -80,6 +82,14 @@ def _absent(value: object) -> bool:
     return value is None
 
 
+def _one(value: object) -> bool:
+    return value == 1
+
+
+def _false(value: object) -> bool:
+    return value is False
+
+
 class Code(Contract):
     """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches.
     With `to`, the code is the first of a range ending at `to`, inclusive (ICD-10 and ATC
@@ -117,9 +127,13 @@ class Code(Contract):
 
 
 class EventCriterion(Code):
-    """A person matches if they have at least one event with this code in the window."""
+    """A person matches if they have at least `at_least` events (one by default) with this code
+    in the window; with `exclude`, if they do not (with one, if they have no such event)."""
 
     window: DateWindow | None = None
+    # Left out of dumps at their defaults, as `Code.to`: the criteria of before keep their digests.
+    at_least: Annotated[int, Field(ge=1, le=MAX_OCCURRENCES, exclude_if=_one, strict=True)] = 1
+    exclude: Annotated[bool, Field(exclude_if=_false)] = False
 
 
 class MeasurementCriterion(EventCriterion):
@@ -130,8 +144,10 @@ class MeasurementCriterion(EventCriterion):
 
 class Criteria(Contract):
     """A cohort definition. Every field given must hold (AND); `any_of` holds when at least one
-    of its groups holds (OR). There is no free negation: excluding a tiny set from a large one
-    is the classic differencing attack."""
+    of its groups holds (OR). Negation is only of an event criterion (`EventCriterion.exclude`:
+    no such event), as protocols exclude; excluding a small set from a large one is the
+    classic differencing attack, which the noise and the ledger charging every person counted
+    answer (README, "How your numbers are protected"), not a refusal."""
 
     sex: Sex | None = None
     age: AgeRange | None = None
@@ -151,10 +167,12 @@ class Criteria(Contract):
 
     def index_event(self) -> EventCriterion | None:
         """The criterion whose first event dates a person (for CALENDAR_YEAR): the first
-        condition, else the first drug, else the first measurement, at the top level."""
+        condition, else the first drug, else the first measurement, at the top level, that is
+        not an exclusion (a person excluded for an event has none to be dated by)."""
         for events in (self.conditions, self.drugs, self.measurements):
-            if events:
-                return events[0]
+            for event in events:
+                if not event.exclude:
+                    return event
         return None
 
     def age_bounds(self) -> tuple[int, int]:
@@ -222,8 +240,8 @@ class CohortQuery(Contract):
     def _age_dated(self) -> Self:
         if self.age_at is AgeAt.INDEX_EVENT and self.criteria.index_event() is None:
             raise ValueError(
-                "ages at the index event need a condition, drug or measurement at the top "
-                "level of the criteria"
+                "ages at the index event need a condition, drug or measurement, not an exclusion, "
+                "at the top level of the criteria"
             )
         return self
 

@@ -259,8 +259,8 @@ class _CohortCompiler:
                 event_filter = self._event_filter(event_table, criterion)
                 if top_level:
                     self._filters[id(criterion)] = (event_table, event_filter)
-                if criterion is not joined:
-                    parts.append(exists(self._event_exists(event_table, event_filter)))
+                if criterion is not joined or criterion.at_least > 1:
+                    parts.append(self._occurs(event_table, event_filter, criterion))
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
@@ -291,14 +291,23 @@ class _CohortCompiler:
                 parts.append(value.copy() <= self.params.bind(criterion.value.max))
         return exp.and_(*parts)
 
-    @staticmethod
-    def _event_exists(event_table: EventTable, event_filter: exp.Expr) -> exp.Select:
-        return (
+    def _occurs(
+        self, event_table: EventTable, event_filter: exp.Expr, criterion: EventCriterion
+    ) -> exp.Expr:
+        """Whether the person has the criterion's events: EXISTS an event, or, for at least N,
+        EXISTS the one group of their events HAVING COUNT(*) >= N; NOT that for an
+        exclusion."""
+        events = (
             exp.select("1")
             .from_(table(event_table.name, EVENT), copy=False)
             .where(col("person_id", EVENT).eq(col("person_id", PERSON)), copy=False)
             .where(event_filter.copy(), copy=False)
         )
+        if criterion.at_least > 1:
+            counted = exp.Count(this=exp.Star()) >= self.params.bind(criterion.at_least)
+            events = events.having(counted, copy=False)
+        occurs = exists(events)
+        return exp.not_(occurs) if criterion.exclude else occurs
 
     # -- dimensions --------------------------------------------------------------------------
 

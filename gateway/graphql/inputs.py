@@ -13,6 +13,7 @@ from typing import Any
 import strawberry
 
 from gateway.graphql.enums import Sex, Vocabulary
+from schema.query import MAX_OCCURRENCES
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -39,9 +40,16 @@ RANGE_END = (
 )
 
 
+AT_LEAST = f"How many such events a person has at least (1 to {MAX_OCCURRENCES}; default 1)."
+EXCLUDE = (
+    "Exclusion: the person matches if they do NOT have the events (with atLeast 1, the "
+    "default: no such event in the window)."
+)
+
+
 @strawberry.input(
-    description="At least one event with this code (or a descendant; or a code of the range "
-    "code to `to`) in the window."
+    description="At least one event (or atLeast events) with this code (or a descendant; or a "
+    "code of the range code to `to`) in the window; none with exclude."
 )
 class EventInput:
     vocabulary: Vocabulary
@@ -49,6 +57,8 @@ class EventInput:
     to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
+    at_least: int = strawberry.field(default=1, description=AT_LEAST)
+    exclude: bool = strawberry.field(default=False, description=EXCLUDE)
 
 
 @strawberry.input(description="A measurement event, optionally restricted to a value range.")
@@ -58,6 +68,8 @@ class MeasurementInput:
     to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
+    at_least: int = strawberry.field(default=1, description=AT_LEAST)
+    exclude: bool = strawberry.field(default=False, description=EXCLUDE)
     value: ValueRangeInput | None = strawberry.UNSET
 
 
@@ -101,6 +113,10 @@ def _event(event: EventInput | MeasurementInput) -> dict[str, Any]:
     }
     if _given(event.to):
         data["to"] = event.to
+    if event.at_least != 1:
+        data["at_least"] = event.at_least
+    if event.exclude:
+        data["exclude"] = True
     if event.window:
         data["window"] = _fields(event.window, "start", "end")
     if isinstance(event, MeasurementInput) and event.value:

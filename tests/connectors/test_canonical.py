@@ -77,3 +77,24 @@ def test_a_range_is_another_question_than_its_first_code_or_another_range() -> N
     assert len(digests) == 4
     # Written differently, the same range is the same question.
     assert digest(code="f70", to="f79") == digest(code="F70", to="F79")
+
+
+def test_exclusions_and_occurrence_counts_are_other_questions() -> None:
+    def digest(criterion: EventCriterion, by: tuple[Dimension, ...] = ()) -> str:
+        return question_digest(query(Criteria(conditions=[criterion, I10])), by)
+
+    shapes = [
+        E11,
+        E11.model_copy(update={"exclude": True}),
+        E11.model_copy(update={"at_least": 2}),
+        E11.model_copy(update={"at_least": 3}),
+        E11.model_copy(update={"at_least": 2, "exclude": True}),
+    ]
+    assert len({digest(s) for s in shapes}) == len(shapes)
+    # Stated at their defaults, they are the question of before.
+    assert digest(EventCriterion(vocabulary=Vocabulary.ICD10, code="E11", at_least=1)) == digest(
+        E11
+    )
+    # The index event's own count is part of a question dated by it.
+    by_year = (Dimension.CALENDAR_YEAR,)
+    assert digest(shapes[0], by_year) != digest(shapes[2], by_year)

@@ -146,6 +146,15 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
     },
 }
 
+NAMED_QUERIES["exclusions_and_occurrences"] = query(
+    Criteria(
+        conditions=[icd10("I10", exclude=True), icd10("E11", at_least=2)],
+        drugs=[event(Vocabulary.ATC, "A10", exclude=True, at_least=3)],
+        any_of=[Criteria(measurements=[hba1c(exclude=True)]), Criteria(sex="FEMALE")],
+    ),
+    (YEAR,),
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
@@ -479,6 +488,43 @@ def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> 
             id="any-of-with-an-empty-group",
         ),
         pytest.param(Criteria(conditions=[icd10("C49")]), 0, id="a-code-the-vocabulary-lacks"),
+        pytest.param(Criteria(conditions=[icd10("E11", exclude=True)]), 28, id="exclusion-alone"),
+        pytest.param(Criteria(conditions=[icd10("E11", at_least=2)]), 1, id="at-least-two"),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", at_least=2, exclude=True)]),
+            46,
+            id="fewer-than-two",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("I10", exclude=True), icd10("E11")]),
+            15,
+            id="exclusion-before-the-index-event",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], drugs=[event(Vocabulary.ATC, "A10", exclude=True)]),
+            8,
+            id="exclusion-of-a-drug",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], measurements=[hba1c(exclude=True)]),
+            0,
+            id="exclusion-of-everyone",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window(start="2019-01-01"), at_least=2)]),
+            0,
+            id="at-least-counts-only-events-in-the-window",
+        ),
+        pytest.param(
+            Criteria(
+                any_of=[
+                    Criteria(conditions=[icd10("E10")]),
+                    Criteria(conditions=[icd10("I10", exclude=True)]),
+                ]
+            ),
+            34,
+            id="exclusion-in-any-of",
+        ),
         pytest.param(Criteria(conditions=[icd10("E10", to="E14")]), 24, id="icd10-range"),
         pytest.param(
             Criteria(conditions=[icd10("E10", to="E14", descendants=False)]),

@@ -240,3 +240,31 @@ def test_a_range_out_of_order_is_invalid_criteria_saying_why() -> None:
     assert caught.value.code is ErrorCode.INVALID_CRITERIA
     assert caught.value.message == "criteria.drugs[0]: a range starts before it ends"
     assert "A10" not in caught.value.message
+
+
+async def test_exclusions_and_counts_reach_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = (
+        '{ conditions: [{ vocabulary: ICD10, code: "E11", atLeast: 2 }'
+        ' { vocabulary: ICD10, code: "C00", to: "C97", exclude: true }] }'
+    )
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    diabetes, cancer = nodes.calls[0].request.query.criteria.conditions
+    assert (diabetes.at_least, diabetes.exclude) == (2, False)
+    assert (cancer.at_least, cancer.exclude, cancer.to) == (1, True, "C97")
+
+
+@pytest.mark.parametrize("at_least", [0, -1, 101])
+def test_an_occurrence_count_out_of_bounds_is_invalid_criteria(at_least: int) -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(
+            criteria={
+                "conditions": [
+                    {"vocabulary": Vocabulary.ICD10, "code": "E11", "at_least": at_least}
+                ]
+            }
+        )
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message.startswith("criteria.conditions[0].atLeast: ")
