@@ -31,6 +31,8 @@ MAX_TABLES = 8
 MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH - 1)
 # "At least N events": enough for any protocol's "two or more" or "at least 10 fills".
 MAX_OCCURRENCES = 100
+# Days of observation asked for before the age date: ten years is beyond any protocol's.
+MAX_PRIOR_OBSERVATION_DAYS = 3653
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -151,6 +153,13 @@ class Criteria(Contract):
 
     sex: Sex | None = None
     age: AgeRange | None = None
+    # At least this many days of observation before the date ages are taken at (each person's
+    # index event, or the reference date: `CohortQuery.age_basis`), in one observation period
+    # that covers it. Left out of dumps when absent (the criteria of before keep their digests).
+    prior_observation_days: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_PRIOR_OBSERVATION_DAYS, strict=True, exclude_if=_absent),
+    ] = None
     conditions: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     drugs: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     measurements: Annotated[list[MeasurementCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []

@@ -27,6 +27,7 @@ age, not bounds on year_of_birth.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 
@@ -58,7 +59,7 @@ from schema.query import (
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
-PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
+PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED = "p", "c", "i", "e", "k", "op"
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
@@ -246,6 +247,8 @@ class _CohortCompiler:
             if criteria.age.min is not None:
                 youngest = self.params.bind(year - criteria.age.min)
                 parts.append(col("year_of_birth", PERSON) <= youngest)
+        if criteria.prior_observation_days is not None:
+            parts.append(exists(self._observed(criteria.prior_observation_days)))
         events: Iterable[tuple[EventTable, Sequence[EventCriterion]]] = (
             (names.CONDITIONS, criteria.conditions),
             (names.DRUGS, criteria.drugs),
@@ -265,6 +268,36 @@ class _CohortCompiler:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
         return parts
+
+    def _observed(self, days: int) -> exp.Select:
+        """The person's observation period covering their age date that started at least
+        `days` before it: at the index event, from each person's index date; at the reference
+        date, from dates bound as they are."""
+        start = col("observation_period_start_date", OBSERVED)
+        end = col("observation_period_end_date", OBSERVED)
+        if self._ages_at_index:
+            date: exp.Expr = col(INDEX_DATE, AGE_DATE)
+            # Typed: PostgreSQL would otherwise take a parameter subtracted from a date for
+            # a date.
+            earliest: exp.Expr = exp.Sub(
+                this=date.copy(),
+                expression=exp.cast(self.params.bind(days), exp.DataType.Type.INT),
+            )
+        else:
+            reference_date = self.query.reference_date
+            date = self.params.bind(reference_date)
+            earliest = self.params.bind(reference_date - dt.timedelta(days=days))
+        covering = exp.and_(
+            col("person_id", OBSERVED).eq(col("person_id", PERSON)),
+            start <= earliest,
+            end >= date,
+            copy=False,
+        )
+        return (
+            exp.select("1")
+            .from_(table(names.OBSERVATION_PERIOD, OBSERVED), copy=False)
+            .where(covering, copy=False)
+        )
 
     def _event_filter(self, event_table: EventTable, criterion: EventCriterion) -> exp.Expr:
         ids = self.params.bind(ConceptSet.of(criterion))

@@ -13,7 +13,7 @@ from typing import Any
 import strawberry
 
 from gateway.graphql.enums import Sex, Vocabulary
-from schema.query import MAX_OCCURRENCES
+from schema.query import MAX_OCCURRENCES, MAX_PRIOR_OBSERVATION_DAYS
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -79,6 +79,12 @@ class MeasurementInput:
 class CriteriaInput:
     sex: Sex | None = strawberry.UNSET
     age: AgeRangeInput | None = strawberry.UNSET
+    prior_observation_days: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="At least this many days of observation (0 to "
+        f"{MAX_PRIOR_OBSERVATION_DAYS}) before the date ages are taken at (see ageAt: each "
+        "person's index event, or the reference date), in one observation period covering it.",
+    )
     conditions: list[EventInput] | None = strawberry.UNSET
     drugs: list[EventInput] | None = strawberry.UNSET
     measurements: list[MeasurementInput] | None = strawberry.UNSET
@@ -92,6 +98,8 @@ def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
         data["sex"] = criteria.sex
     if criteria.age:
         data["age"] = _fields(criteria.age, "min", "max")
+    if _given(criteria.prior_observation_days):
+        data["prior_observation_days"] = criteria.prior_observation_days
     groups: dict[str, Sequence[EventInput | MeasurementInput] | None] = {
         "conditions": criteria.conditions,
         "drugs": criteria.drugs,

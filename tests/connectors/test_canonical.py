@@ -98,3 +98,18 @@ def test_exclusions_and_occurrence_counts_are_other_questions() -> None:
     # The index event's own count is part of a question dated by it.
     by_year = (Dimension.CALENDAR_YEAR,)
     assert digest(shapes[0], by_year) != digest(shapes[2], by_year)
+
+
+def test_prior_observation_is_part_of_the_question_and_of_its_age_date() -> None:
+    plain = Criteria(conditions=[E11])
+    observed = Criteria(conditions=[E11], prior_observation_days=365)
+    longer = Criteria(conditions=[E11], prior_observation_days=730)
+    digests = {question_digest(query(c), ()) for c in (plain, observed, longer)}
+    assert len(digests) == 3
+    # Observed before the index event or before the reference date: other questions.
+    assert question_digest(query(observed), ()) != question_digest(
+        query(observed, AgeAt.REFERENCE_DATE), ()
+    )
+    assert question_digest(query(plain), ()) == question_digest(
+        query(plain, AgeAt.REFERENCE_DATE), ()
+    )

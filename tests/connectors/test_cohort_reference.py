@@ -62,6 +62,9 @@ class Event:
     value: float | None = None
 
 
+Periods = dict[int, list[tuple[dt.date, dt.date]]]
+
+
 @dataclass
 class Cdm:
     """The synthetic CDM as plain Python data."""
@@ -71,6 +74,7 @@ class Cdm:
     persons: dict[int, tuple[int, int]]  # person_id -> (gender_concept_id, year_of_birth)
     index: dict[int, int]  # person_id -> person index
     opted_out: set[int]
+    observed: Periods  # person_id -> (start, end) of each observation period
     events: dict[str, dict[int, list[Event]]] = field(default_factory=dict)
 
 
@@ -98,6 +102,7 @@ def read_cdm(path: Path) -> Cdm:
             opted_out={
                 p for (p,) in con.execute("SELECT person_id FROM tessera_optout").fetchall()
             },
+            observed=observation_periods(con),
         )
         sources = {
             "conditions": (
@@ -119,6 +124,17 @@ def read_cdm(path: Path) -> Cdm:
                 by_person[p].append(Event(c, s, d, v))
             cdm.events[group] = by_person
     return cdm
+
+
+def observation_periods(con: duckdb.DuckDBPyConnection) -> Periods:
+    periods: Periods = defaultdict(list)
+    sql = (
+        "SELECT person_id, observation_period_start_date, observation_period_end_date "
+        "FROM observation_period"
+    )
+    for p, start, end in con.execute(sql).fetchall():
+        periods[p].append((start, end))
+    return periods
 
 
 def named_codes(code: EventCriterion, concept_code: str) -> bool:
@@ -190,8 +206,14 @@ class Reference:
             )
         ]
 
-    def holds(self, criteria: Criteria, person: int, age: int) -> bool:
+    def holds(self, criteria: Criteria, person: int, age: int, age_date: dt.date) -> bool:
         gender, _ = self.cdm.persons[person]
+        days = criteria.prior_observation_days
+        if days is not None and not any(
+            (age_date - start).days >= days and end >= age_date
+            for start, end in self.cdm.observed.get(person, ())
+        ):
+            return False
         if criteria.sex is not None and gender != {"FEMALE": 8532, "MALE": 8507}[criteria.sex]:
             return False
         if criteria.age is not None:
@@ -203,7 +225,9 @@ class Reference:
                 has = len(self.matching(group, criterion, person)) >= criterion.at_least
                 if has == criterion.exclude:
                     return False
-        return not criteria.any_of or any(self.holds(g, person, age) for g in criteria.any_of)
+        return not criteria.any_of or any(
+            self.holds(g, person, age, age_date) for g in criteria.any_of
+        )
 
     def cohort(self) -> set[int]:
         """The person indexes of the persons the question counts."""
@@ -228,10 +252,11 @@ class Reference:
                 dates = [e.date for e in self.matching(group, index, person)]
                 if not dates:
                     continue
-                age = min(dates).year - born
+                age_date = min(dates)
             else:
-                age = year - born
-            if self.holds(query.criteria, person, age):
+                age_date = query.reference_date
+            age = (year if age_date is query.reference_date else age_date.year) - born
+            if self.holds(query.criteria, person, age, age_date):
                 chosen.add(cdm.index[person])
         return chosen
 
@@ -315,6 +340,7 @@ def criteria(depth: int) -> st.SearchStrategy[Criteria]:
             low, high = high, low
         return Criteria(
             sex=draw(st.sampled_from([None, "FEMALE", "MALE"])),
+            prior_observation_days=draw(st.sampled_from([None, None, 0, 365, 1095, 3653])),
             age=None if low is None and high is None else AgeRange(min=low, max=high),
             conditions=draw(st.lists(events(codes(CONDITIONS)), max_size=2)),
             drugs=draw(st.lists(events(codes(DRUGS)), max_size=1)),
@@ -440,6 +466,8 @@ def test_the_generated_definitions_select_cohorts_of_every_size(duck: DuckDB, cd
         Criteria(conditions=[e11.model_copy(update={"exclude": True})]),
         Criteria(conditions=[e11.model_copy(update={"at_least": 2})]),
         Criteria(conditions=[EventCriterion(vocabulary="ICD10", code="F70", to="F79")]),
+        Criteria(prior_observation_days=3653),
+        Criteria(prior_observation_days=1095, conditions=[e11]),
         Criteria(drugs=[EventCriterion(vocabulary="ATC", code="A10BA", to="A10BK", at_least=3)]),
     ]
     everyone = len(

@@ -155,6 +155,13 @@ NAMED_QUERIES["exclusions_and_occurrences"] = query(
     (YEAR,),
 )
 
+NAMED_QUERIES["prior_observation_at_index"] = query(
+    Criteria(prior_observation_days=365, conditions=[icd10("E11")])
+)
+NAMED_QUERIES["prior_observation_at_reference_date"] = query(
+    Criteria(any_of=[Criteria(prior_observation_days=365), Criteria(sex="MALE")]), (AGE10,)
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
@@ -524,6 +531,16 @@ def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> 
             ),
             34,
             id="exclusion-in-any-of",
+        ),
+        pytest.param(Criteria(prior_observation_days=0), 46, id="observed-on-the-reference-date"),
+        pytest.param(
+            Criteria(prior_observation_days=2555), 23, id="observed-seven-years-before-it"
+        ),
+        pytest.param(Criteria(prior_observation_days=3653), 1, id="observed-ten-years-before-it"),
+        pytest.param(
+            Criteria(prior_observation_days=1000, conditions=[icd10("E11")]),
+            14,
+            id="observed-before-the-index-event",
         ),
         pytest.param(Criteria(conditions=[icd10("E10", to="E14")]), 24, id="icd10-range"),
         pytest.param(

@@ -268,3 +268,20 @@ def test_an_occurrence_count_out_of_bounds_is_invalid_criteria(at_least: int) ->
         )
     assert caught.value.code is ErrorCode.INVALID_CRITERIA
     assert caught.value.message.startswith("criteria.conditions[0].atLeast: ")
+
+
+async def test_prior_observation_reaches_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = '{ priorObservationDays: 365, conditions: [{ vocabulary: ICD10, code: "E11" }] }'
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    assert nodes.calls[0].request.query.criteria.prior_observation_days == 365
+
+
+@pytest.mark.parametrize("days", [-1, 3654])
+def test_prior_observation_out_of_bounds_is_invalid_criteria(days: int) -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={"prior_observation_days": days})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message.startswith("criteria.priorObservationDays: ")
