@@ -144,6 +144,14 @@ class MeasurementCriterion(EventCriterion):
     value: ValueRange | None = None
 
 
+class DeathCriterion(Contract):
+    """A person matches if they died (OMOP `death`) within the window, or ever without one;
+    with `exclude`, if they did not."""
+
+    window: DateWindow | None = None
+    exclude: bool = False
+
+
 class Criteria(Contract):
     """A cohort definition. Every field given must hold (AND); `any_of` holds when at least one
     of its groups holds (OR). Negation is only of an event criterion (`EventCriterion.exclude`:
@@ -164,6 +172,7 @@ class Criteria(Contract):
     drugs: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     measurements: Annotated[list[MeasurementCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     any_of: Annotated[list[Criteria], Field(max_length=MAX_ANY_OF)] = []
+    death: Annotated[DeathCriterion | None, Field(exclude_if=_absent)] = None
 
     @model_validator(mode="after")
     def _bounded_depth(self) -> Self:

@@ -53,13 +53,15 @@ from schema.query import (
     Breakdown,
     CohortQuery,
     Criteria,
+    DateWindow,
+    DeathCriterion,
     EventCriterion,
     MeasurementCriterion,
 )
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
-PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED = "p", "c", "i", "e", "k", "op"
+PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED, DIED = "p", "c", "i", "e", "k", "op", "d"
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
@@ -264,6 +266,9 @@ class _CohortCompiler:
                     self._filters[id(criterion)] = (event_table, event_filter)
                 if criterion is not joined or criterion.at_least > 1:
                     parts.append(self._occurs(event_table, event_filter, criterion))
+        if criteria.death is not None:
+            died = exists(self._death(criteria.death))
+            parts.append(exp.not_(died) if criteria.death.exclude else died)
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
@@ -299,6 +304,26 @@ class _CohortCompiler:
             .where(covering, copy=False)
         )
 
+    def _death(self, death: DeathCriterion) -> exp.Select:
+        """The person's death record within the window."""
+        parts: list[exp.Expr] = [col("person_id", DIED).eq(col("person_id", PERSON))]
+        parts += self._within(col("death_date", DIED), death.window)
+        return (
+            exp.select("1")
+            .from_(table(names.DEATH, DIED), copy=False)
+            .where(exp.and_(*parts, copy=False), copy=False)
+        )
+
+    def _within(self, date: exp.Expr, window: DateWindow | None) -> list[exp.Expr]:
+        """`date` within `window`, its ends bound."""
+        parts: list[exp.Expr] = []
+        if window is not None:
+            if window.start is not None:
+                parts.append(date.copy() >= self.params.bind(window.start))
+            if window.end is not None:
+                parts.append(date.copy() <= self.params.bind(window.end))
+        return parts
+
     def _event_filter(self, event_table: EventTable, criterion: EventCriterion) -> exp.Expr:
         ids = self.params.bind(ConceptSet.of(criterion))
         parts: list[exp.Expr] = [
@@ -309,12 +334,7 @@ class _CohortCompiler:
                 )
             )
         ]
-        date = col(event_table.date, EVENT)
-        if criterion.window is not None:
-            if criterion.window.start is not None:
-                parts.append(date >= self.params.bind(criterion.window.start))
-            if criterion.window.end is not None:
-                parts.append(date.copy() <= self.params.bind(criterion.window.end))
+        parts += self._within(col(event_table.date, EVENT), criterion.window)
         if isinstance(criterion, MeasurementCriterion) and criterion.value is not None:
             assert event_table.value is not None
             value = col(event_table.value, EVENT)

@@ -74,6 +74,14 @@ class MeasurementInput:
 
 
 @strawberry.input(
+    description="Death (OMOP death) within the window, or ever without one; none with exclude."
+)
+class DeathInput:
+    window: DateWindowInput | None = strawberry.UNSET
+    exclude: bool = False
+
+
+@strawberry.input(
     description="A cohort: every field given must hold (AND); anyOf holds when one group holds."
 )
 class CriteriaInput:
@@ -89,6 +97,7 @@ class CriteriaInput:
     drugs: list[EventInput] | None = strawberry.UNSET
     measurements: list[MeasurementInput] | None = strawberry.UNSET
     any_of: list[CriteriaInput] | None = strawberry.UNSET
+    death: DeathInput | None = strawberry.UNSET
 
 
 def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
@@ -110,6 +119,15 @@ def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
             data[name] = [_event(e) for e in events]
     if criteria.any_of:
         data["any_of"] = [criteria_data(group) for group in criteria.any_of]
+    if criteria.death:
+        data["death"] = _death(criteria.death)
+    return data
+
+
+def _death(death: DeathInput) -> dict[str, Any]:
+    data: dict[str, Any] = {"exclude": death.exclude}
+    if death.window:
+        data["window"] = _fields(death.window, "start", "end")
     return data
 
 

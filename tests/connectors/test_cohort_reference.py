@@ -40,6 +40,7 @@ from schema.query import (
     CohortQuery,
     Criteria,
     DateWindow,
+    DeathCriterion,
     EventCriterion,
     MeasurementCriterion,
     ValueRange,
@@ -75,6 +76,7 @@ class Cdm:
     index: dict[int, int]  # person_id -> person index
     opted_out: set[int]
     observed: Periods  # person_id -> (start, end) of each observation period
+    deaths: dict[int, dt.date]
     events: dict[str, dict[int, list[Event]]] = field(default_factory=dict)
 
 
@@ -103,6 +105,7 @@ def read_cdm(path: Path) -> Cdm:
                 p for (p,) in con.execute("SELECT person_id FROM tessera_optout").fetchall()
             },
             observed=observation_periods(con),
+            deaths=dict(con.execute("SELECT person_id, death_date FROM death").fetchall()),
         )
         sources = {
             "conditions": (
@@ -219,6 +222,16 @@ class Reference:
         if criteria.age is not None:
             low, high = criteria.age_bounds()
             if not low <= age <= high:
+                return False
+        if criteria.death is not None:
+            window = criteria.death.window or DateWindow()
+            died = self.cdm.deaths.get(person)
+            within = (
+                died is not None
+                and (window.start is None or died >= window.start)
+                and (window.end is None or died <= window.end)
+            )
+            if within == criteria.death.exclude:
                 return False
         for group in ("conditions", "drugs", "measurements"):
             for criterion in getattr(criteria, group):
@@ -341,6 +354,9 @@ def criteria(depth: int) -> st.SearchStrategy[Criteria]:
         return Criteria(
             sex=draw(st.sampled_from([None, "FEMALE", "MALE"])),
             prior_observation_days=draw(st.sampled_from([None, None, 0, 365, 1095, 3653])),
+            death=draw(
+                st.none() | st.builds(DeathCriterion, window=windows(), exclude=st.booleans())
+            ),
             age=None if low is None and high is None else AgeRange(min=low, max=high),
             conditions=draw(st.lists(events(codes(CONDITIONS)), max_size=2)),
             drugs=draw(st.lists(events(codes(DRUGS)), max_size=1)),
@@ -467,6 +483,8 @@ def test_the_generated_definitions_select_cohorts_of_every_size(duck: DuckDB, cd
         Criteria(conditions=[e11.model_copy(update={"at_least": 2})]),
         Criteria(conditions=[EventCriterion(vocabulary="ICD10", code="F70", to="F79")]),
         Criteria(prior_observation_days=3653),
+        Criteria(death=DeathCriterion(window=DateWindow(start=dt.date(2020, 1, 1)))),
+        Criteria(conditions=[e11], death=DeathCriterion(exclude=True)),
         Criteria(prior_observation_days=1095, conditions=[e11]),
         Criteria(drugs=[EventCriterion(vocabulary="ATC", code="A10BA", to="A10BK", at_least=3)]),
     ]

@@ -42,6 +42,7 @@ from schema.query import (
     CohortQuery,
     Criteria,
     DateWindow,
+    DeathCriterion,
     EventCriterion,
     Measure,
     MeasurementCriterion,
@@ -160,6 +161,14 @@ NAMED_QUERIES["prior_observation_at_index"] = query(
 )
 NAMED_QUERIES["prior_observation_at_reference_date"] = query(
     Criteria(any_of=[Criteria(prior_observation_days=365), Criteria(sex="MALE")]), (AGE10,)
+)
+
+NAMED_QUERIES["death"] = query(
+    Criteria(
+        conditions=[icd10("E11")],
+        death=DeathCriterion(window=window("2020-01-01", "2024-12-31")),
+        any_of=[Criteria(death=DeathCriterion(exclude=True)), Criteria(sex="MALE")],
+    )
 )
 
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
@@ -541,6 +550,16 @@ def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> 
             Criteria(prior_observation_days=1000, conditions=[icd10("E11")]),
             14,
             id="observed-before-the-index-event",
+        ),
+        pytest.param(Criteria(death=DeathCriterion()), 5, id="died"),
+        pytest.param(
+            Criteria(death=DeathCriterion(window=window(start="2024-01-01"))),
+            1,
+            id="died-in-the-window",
+        ),
+        pytest.param(Criteria(death=DeathCriterion(exclude=True)), 42, id="alive"),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], death=DeathCriterion()), 1, id="diabetic-and-died"
         ),
         pytest.param(Criteria(conditions=[icd10("E10", to="E14")]), 24, id="icd10-range"),
         pytest.param(

@@ -285,3 +285,22 @@ def test_prior_observation_out_of_bounds_is_invalid_criteria(days: int) -> None:
         plan(criteria={"prior_observation_days": days})
     assert caught.value.code is ErrorCode.INVALID_CRITERIA
     assert caught.value.message.startswith("criteria.priorObservationDays: ")
+
+
+async def test_death_reaches_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = (
+        '{ death: { window: { start: "2020-01-01" } }, anyOf: [{ death: { exclude: true } }] }'
+    )
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    criteria_sent = nodes.calls[0].request.query.criteria
+    assert criteria_sent.death is not None
+    assert criteria_sent.death.window is not None
+    assert (criteria_sent.death.window.start, criteria_sent.death.exclude) == (
+        dt.date(2020, 1, 1),
+        False,
+    )
+    assert criteria_sent.any_of[0].death is not None
+    assert criteria_sent.any_of[0].death.exclude
