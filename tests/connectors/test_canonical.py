@@ -6,14 +6,7 @@ import datetime as dt
 
 from connectors.canonical import question_digest
 from schema.codes import AgeAt, Dimension, MeasureKind, Vocabulary
-from schema.query import (
-    AgeRange,
-    CohortQuery,
-    Criteria,
-    DateWindow,
-    DeathCriterion,
-    EventCriterion,
-)
+from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 
 E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
 I10 = EventCriterion(vocabulary=Vocabulary.ICD10, code="i10")  # normalised to I10
@@ -123,8 +116,6 @@ def test_prior_observation_is_part_of_the_question_and_of_its_age_date() -> None
 
 
 def test_death_is_part_of_the_question() -> None:
-    died = DeathCriterion()
-    in_2024 = DeathCriterion(window=DateWindow(start=dt.date(2024, 1, 1)))
-    alive = DeathCriterion(exclude=True)
-    shapes = [Criteria(conditions=[E11], death=d) for d in (None, died, in_2024, alive)]
+    deaths = [None, {}, {"window": {"start": "2024-01-01"}}, {"exclude": True}]
+    shapes = [Criteria.model_validate({"conditions": [E11], "death": d}) for d in deaths]
     assert len({question_digest(query(c), ()) for c in shapes}) == len(shapes)
