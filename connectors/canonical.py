@@ -11,7 +11,8 @@ The index event (the first top-level event criterion: `Criteria.index_event`) da
 for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of the question.
 When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
 part of every question that names an age, in its criteria or in a dimension that reads it (the
-age bands). What a dimension reads is its SQL entry's (`connectors.compiler.dimensions`).
+age bands), or days of observation before that date. What a dimension reads is its SQL
+entry's (`connectors.compiler.dimensions`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def question_digest(
     }
     if measure not in _UNNAMED:
         document["measure"] = measure.value
-    if _reads(by, "age") or _names_age(query.criteria):
-        # Ages at the reference date and at the index event are different questions.
+    if _reads(by, "age") or _reads_age_date(query.criteria):
+        # Ages (and observation before the age date) at the reference date and at the index
+        # event are different questions.
         document["age_at"] = query.age_basis.value
     if _reads(by, "index_date"):
         index = query.criteria.index_event()
@@ -73,8 +75,13 @@ def _criteria(criteria: Criteria) -> dict[str, Any]:
     return data
 
 
-def _names_age(criteria: Criteria) -> bool:
-    return criteria.age is not None or any(_names_age(g) for g in criteria.any_of)
+def _reads_age_date(criteria: Criteria) -> bool:
+    """Whether the criteria name an age or observation before the date ages are taken at."""
+    return (
+        criteria.age is not None
+        or criteria.prior_observation_days is not None
+        or any(_reads_age_date(g) for g in criteria.any_of)
+    )
 
 
 def _sorted_unique(items: list[Any]) -> list[Any]:

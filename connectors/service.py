@@ -429,7 +429,9 @@ class QueryService:
                     "vocabulary (see unknownCodes); nothing was computed or charged",
                 )
             ],
-            unknown_codes=[UnknownCode(vocabulary=c.vocabulary, code=c.code) for c in unknown],
+            unknown_codes=[
+                UnknownCode(vocabulary=c.vocabulary, code=c.code, to=c.to) for c in unknown
+            ],
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 

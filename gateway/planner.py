@@ -168,24 +168,30 @@ def check_codes(criteria: Mapping[str, Any], loc: tuple[int | str, ...] = ("crit
         events = criteria.get(name)
         for i, event in enumerate(events if isinstance(events, list) else ()):
             if isinstance(event, Mapping):
-                _check_code(event, (*loc, name, i))
+                check_code(event, (*loc, name, i))
     groups = criteria.get("any_of")
     for i, group in enumerate(groups if isinstance(groups, list) else ()):
         if isinstance(group, Mapping):
             check_codes(group, (*loc, "any_of", i))
 
 
-def _check_code(event: Mapping[str, Any], loc: tuple[int | str, ...]) -> None:
-    vocabulary, code = event.get("vocabulary"), event.get("code")
-    if not isinstance(vocabulary, Vocabulary) or not isinstance(code, str):
+def check_code(event: Mapping[str, Any], loc: tuple[int | str, ...]) -> None:
+    """INVALID_CODE, naming the field, if the code (or the end of its range) of `event` (a
+    criterion or a code as plain data) is malformed once normalised."""
+    vocabulary = event.get("vocabulary")
+    if not isinstance(vocabulary, Vocabulary):
         return
-    if not CODE_PATTERNS[vocabulary].fullmatch(normalise_code(vocabulary, code)):
-        path = _path((*loc, "code"))
-        raise TesseraError(
-            f"{path} is not a well-formed {vocabulary.value} code",
-            code=ErrorCode.INVALID_CODE,
-            path=path,
-        )
+    for field in ("code", "to"):  # `to`: the end of a code range
+        code = event.get(field)
+        if isinstance(code, str) and not CODE_PATTERNS[vocabulary].fullmatch(
+            normalise_code(vocabulary, code)
+        ):
+            path = _path((*loc, field))
+            raise TesseraError(
+                f"{path} is not a well-formed {vocabulary.value} code",
+                code=ErrorCode.INVALID_CODE,
+                path=path,
+            )
 
 
 def invalid_criteria(error: ValidationError) -> TesseraError:

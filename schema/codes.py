@@ -113,8 +113,9 @@ class AgeAt(StrEnum):
     the year of that date minus the year of birth (OMOP often holds the year of birth only).
     REFERENCE_DATE: the question's reference date, the same date for everyone. INDEX_EVENT:
     each person's index event, their first event matching the criteria's first top-level
-    condition (else drug, else measurement) within its window; the default for criteria that
-    name one, so that historic data fall into the age bands they were in at the time."""
+    condition (else drug, else measurement) within its window, exclusions aside; the default
+    for criteria that name one, so that historic data fall into the age bands they were in at
+    the time."""
 
     REFERENCE_DATE = "REFERENCE_DATE"
     INDEX_EVENT = "INDEX_EVENT"

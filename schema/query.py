@@ -8,6 +8,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from schema.code_ranges import range_members
 from schema.codes import (
     CODE_PATTERNS,
     AgeAt,
@@ -28,6 +29,10 @@ MAX_BREAKDOWN_DIMENSIONS = 4
 MAX_TABLES = 8
 # Codes anywhere in one question: every group full, at every level of nesting.
 MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH - 1)
+# "At least N events": enough for any protocol's "two or more" or "at least 10 fills".
+MAX_OCCURRENCES = 100
+# Days of observation asked for before the age date: ten years is beyond any protocol's.
+MAX_PRIOR_OBSERVATION_DAYS = 3653
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -75,12 +80,29 @@ class ValueRange(Contract):
         return self
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _one(value: object) -> bool:
+    return value == 1
+
+
+def _false(value: object) -> bool:
+    return value is False
+
+
 class Code(Contract):
-    """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches."""
+    """A `(vocabulary, code)` pair. With `descendants`, the code's whole subtree matches.
+    With `to`, the code is the first of a range ending at `to`, inclusive (ICD-10 and ATC
+    only: `schema.code_ranges`), which matches as each of its codes would."""
 
     vocabulary: Vocabulary
     code: Annotated[str, Field(min_length=1, max_length=32)]
     descendants: bool = True
+    # Left out of dumps when absent: a code's wire form and question digest
+    # (`connectors.canonical`) stay what they were before ranges.
+    to: Annotated[str | None, Field(min_length=1, max_length=32, exclude_if=_absent)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -90,7 +112,10 @@ class Code(Contract):
                 vocabulary = Vocabulary(str(data.get("vocabulary")))
             except ValueError:
                 return data  # the field's own validation says what is wrong
-            return {**data, "code": normalise_code(vocabulary, data["code"])}
+            normalised = {**data, "code": normalise_code(vocabulary, data["code"])}
+            if isinstance(data.get("to"), str):
+                normalised["to"] = normalise_code(vocabulary, data["to"])
+            return normalised
         return data
 
     @model_validator(mode="after")
@@ -98,13 +123,19 @@ class Code(Contract):
         if not CODE_PATTERNS[self.vocabulary].fullmatch(self.code):
             # Errors never quote a value (the code is the researcher's input).
             raise ValueError(f"the code is not a well-formed {self.vocabulary.value} code")
+        if self.to is not None:
+            range_members(self.vocabulary, self.code, self.to)
         return self
 
 
 class EventCriterion(Code):
-    """A person matches if they have at least one event with this code in the window."""
+    """A person matches if they have at least `at_least` events (one by default) with this code
+    in the window; with `exclude`, if they do not (with one, if they have no such event)."""
 
     window: DateWindow | None = None
+    # Left out of dumps at their defaults, as `Code.to`: the criteria of before keep their digests.
+    at_least: Annotated[int, Field(ge=1, le=MAX_OCCURRENCES, exclude_if=_one, strict=True)] = 1
+    exclude: Annotated[bool, Field(exclude_if=_false)] = False
 
 
 class MeasurementCriterion(EventCriterion):
@@ -113,17 +144,35 @@ class MeasurementCriterion(EventCriterion):
     value: ValueRange | None = None
 
 
+class DeathCriterion(Contract):
+    """A person matches if they died (OMOP `death`) within the window, or ever without one;
+    with `exclude`, if they did not."""
+
+    window: DateWindow | None = None
+    exclude: bool = False
+
+
 class Criteria(Contract):
     """A cohort definition. Every field given must hold (AND); `any_of` holds when at least one
-    of its groups holds (OR). There is no free negation: excluding a tiny set from a large one
-    is the classic differencing attack."""
+    of its groups holds (OR). Negation is only of an event criterion (`EventCriterion.exclude`:
+    no such event), as protocols exclude; excluding a small set from a large one is the
+    classic differencing attack, which the noise and the ledger charging every person counted
+    answer (README, "How your numbers are protected"), not a refusal."""
 
     sex: Sex | None = None
     age: AgeRange | None = None
+    # At least this many days of observation before the date ages are taken at (each person's
+    # index event, or the reference date: `CohortQuery.age_basis`), in one observation period
+    # that covers it. Left out of dumps when absent (the criteria of before keep their digests).
+    prior_observation_days: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_PRIOR_OBSERVATION_DAYS, strict=True, exclude_if=_absent),
+    ] = None
     conditions: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     drugs: Annotated[list[EventCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     measurements: Annotated[list[MeasurementCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     any_of: Annotated[list[Criteria], Field(max_length=MAX_ANY_OF)] = []
+    death: Annotated[DeathCriterion | None, Field(exclude_if=_absent)] = None
 
     @model_validator(mode="after")
     def _bounded_depth(self) -> Self:
@@ -136,10 +185,12 @@ class Criteria(Contract):
 
     def index_event(self) -> EventCriterion | None:
         """The criterion whose first event dates a person (for CALENDAR_YEAR): the first
-        condition, else the first drug, else the first measurement, at the top level."""
+        condition, else the first drug, else the first measurement, at the top level, that is
+        not an exclusion (a person excluded for an event has none to be dated by)."""
         for events in (self.conditions, self.drugs, self.measurements):
-            if events:
-                return events[0]
+            for event in events:
+                if not event.exclude:
+                    return event
         return None
 
     def age_bounds(self) -> tuple[int, int]:
@@ -207,8 +258,8 @@ class CohortQuery(Contract):
     def _age_dated(self) -> Self:
         if self.age_at is AgeAt.INDEX_EVENT and self.criteria.index_event() is None:
             raise ValueError(
-                "ages at the index event need a condition, drug or measurement at the top "
-                "level of the criteria"
+                "ages at the index event need a condition, drug or measurement, not an exclusion, "
+                "at the top level of the criteria"
             )
         return self
 

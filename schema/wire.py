@@ -158,10 +158,12 @@ VocabularyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,31}$
 
 
 class UnknownCode(Contract):
-    """A code of the question that no concept of the node's vocabulary matches."""
+    """A code (or a range of codes: `to` its end) of the question that no concept of the
+    node's vocabulary matches."""
 
     vocabulary: Vocabulary
     code: Annotated[str, Field(min_length=1, max_length=32)]
+    to: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
 
 class NodeResponse(Contract):

@@ -45,8 +45,8 @@ def register(sub: SubParsers) -> None:
         action="append",
         default=[],
         metavar="VOCAB:CODE",
-        help="a criterion, with its descendants: ICD10:E11, ATC:A10, LOINC:39156-5 "
-        "(repeat: all must hold)",
+        help="a criterion, with its descendants: ICD10:E11, ATC:A10, LOINC:39156-5, or a "
+        "range ICD10:F70-F79 (repeat: all must hold)",
     )
     ask.add_argument("--sex", choices=[s.value for s in Sex], type=str.upper)
     ask.add_argument("--age", type=_age_range, metavar="MIN-MAX", help="e.g. 40-69, 18-, -30")

@@ -28,6 +28,7 @@ CDM_TABLES: Final = (
     "condition_occurrence",
     "drug_exposure",
     "measurement",
+    "death",
     "concept",
     "concept_ancestor",
 )

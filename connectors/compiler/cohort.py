@@ -27,6 +27,7 @@ age, not bounds on year_of_birth.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 
@@ -52,13 +53,15 @@ from schema.query import (
     Breakdown,
     CohortQuery,
     Criteria,
+    DateWindow,
+    DeathCriterion,
     EventCriterion,
     MeasurementCriterion,
 )
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
-PERSON, COHORT, INDEX, EVENT, KEY = "p", "c", "i", "e", "k"
+PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED, DIED = "p", "c", "i", "e", "k", "op", "d"
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
@@ -246,6 +249,8 @@ class _CohortCompiler:
             if criteria.age.min is not None:
                 youngest = self.params.bind(year - criteria.age.min)
                 parts.append(col("year_of_birth", PERSON) <= youngest)
+        if criteria.prior_observation_days is not None:
+            parts.append(exists(self._observed(criteria.prior_observation_days)))
         events: Iterable[tuple[EventTable, Sequence[EventCriterion]]] = (
             (names.CONDITIONS, criteria.conditions),
             (names.DRUGS, criteria.drugs),
@@ -259,11 +264,64 @@ class _CohortCompiler:
                 event_filter = self._event_filter(event_table, criterion)
                 if top_level:
                     self._filters[id(criterion)] = (event_table, event_filter)
-                if criterion is not joined:
-                    parts.append(exists(self._event_exists(event_table, event_filter)))
+                if criterion is not joined or criterion.at_least > 1:
+                    parts.append(self._occurs(event_table, event_filter, criterion))
+        if criteria.death is not None:
+            died = exists(self._death(criteria.death))
+            parts.append(exp.not_(died) if criteria.death.exclude else died)
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
+        return parts
+
+    def _observed(self, days: int) -> exp.Select:
+        """The person's observation period covering their age date that started at least
+        `days` before it: at the index event, from each person's index date; at the reference
+        date, from dates bound as they are."""
+        start = col("observation_period_start_date", OBSERVED)
+        end = col("observation_period_end_date", OBSERVED)
+        if self._ages_at_index:
+            date: exp.Expr = col(INDEX_DATE, AGE_DATE)
+            # Typed: PostgreSQL would otherwise take a parameter subtracted from a date for
+            # a date.
+            earliest: exp.Expr = exp.Sub(
+                this=date.copy(),
+                expression=exp.cast(self.params.bind(days), exp.DataType.Type.INT),
+            )
+        else:
+            reference_date = self.query.reference_date
+            date = self.params.bind(reference_date)
+            earliest = self.params.bind(reference_date - dt.timedelta(days=days))
+        covering = exp.and_(
+            col("person_id", OBSERVED).eq(col("person_id", PERSON)),
+            start <= earliest,
+            end >= date,
+            copy=False,
+        )
+        return (
+            exp.select("1")
+            .from_(table(names.OBSERVATION_PERIOD, OBSERVED), copy=False)
+            .where(covering, copy=False)
+        )
+
+    def _death(self, death: DeathCriterion) -> exp.Select:
+        """The person's death record within the window."""
+        parts: list[exp.Expr] = [col("person_id", DIED).eq(col("person_id", PERSON))]
+        parts += self._within(col("death_date", DIED), death.window)
+        return (
+            exp.select("1")
+            .from_(table(names.DEATH, DIED), copy=False)
+            .where(exp.and_(*parts, copy=False), copy=False)
+        )
+
+    def _within(self, date: exp.Expr, window: DateWindow | None) -> list[exp.Expr]:
+        """`date` within `window`, its ends bound."""
+        parts: list[exp.Expr] = []
+        if window is not None:
+            if window.start is not None:
+                parts.append(date.copy() >= self.params.bind(window.start))
+            if window.end is not None:
+                parts.append(date.copy() <= self.params.bind(window.end))
         return parts
 
     def _event_filter(self, event_table: EventTable, criterion: EventCriterion) -> exp.Expr:
@@ -276,12 +334,7 @@ class _CohortCompiler:
                 )
             )
         ]
-        date = col(event_table.date, EVENT)
-        if criterion.window is not None:
-            if criterion.window.start is not None:
-                parts.append(date >= self.params.bind(criterion.window.start))
-            if criterion.window.end is not None:
-                parts.append(date.copy() <= self.params.bind(criterion.window.end))
+        parts += self._within(col(event_table.date, EVENT), criterion.window)
         if isinstance(criterion, MeasurementCriterion) and criterion.value is not None:
             assert event_table.value is not None
             value = col(event_table.value, EVENT)
@@ -291,14 +344,23 @@ class _CohortCompiler:
                 parts.append(value.copy() <= self.params.bind(criterion.value.max))
         return exp.and_(*parts)
 
-    @staticmethod
-    def _event_exists(event_table: EventTable, event_filter: exp.Expr) -> exp.Select:
-        return (
+    def _occurs(
+        self, event_table: EventTable, event_filter: exp.Expr, criterion: EventCriterion
+    ) -> exp.Expr:
+        """Whether the person has the criterion's events: EXISTS an event, or, for at least N,
+        EXISTS the one group of their events HAVING COUNT(*) >= N; NOT that for an
+        exclusion."""
+        events = (
             exp.select("1")
             .from_(table(event_table.name, EVENT), copy=False)
             .where(col("person_id", EVENT).eq(col("person_id", PERSON)), copy=False)
             .where(event_filter.copy(), copy=False)
         )
+        if criterion.at_least > 1:
+            counted = exp.Count(this=exp.Star()) >= self.params.bind(criterion.at_least)
+            events = events.having(counted, copy=False)
+        occurs = exists(events)
+        return exp.not_(occurs) if criterion.exclude else occurs
 
     # -- dimensions --------------------------------------------------------------------------
 

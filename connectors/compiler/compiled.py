@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from connectors.compiler.dialect import Dialect
+from schema.code_ranges import range_members
 from schema.codes import MeasureKind, Vocabulary
 from schema.query import Breakdown, Code
 
@@ -39,13 +40,21 @@ class ConceptSet:
     vocabulary: Vocabulary
     code: str
     descendants: bool
+    to: str | None = None  # the last code of a range starting at `code` (`Code.to`)
 
     @classmethod
     def of(cls, code: Code) -> ConceptSet:
-        return cls(code.vocabulary, code.code, code.descendants)
+        return cls(code.vocabulary, code.code, code.descendants, code.to)
+
+    def members(self) -> tuple[str, ...]:
+        """The codes this names: its code, or each code of its range."""
+        if self.to is None:
+            return (self.code,)
+        return range_members(self.vocabulary, self.code, self.to)
 
     def __str__(self) -> str:
-        return f"{self.vocabulary.value}:{self.code}{'+' if self.descendants else ''}"
+        codes = self.code if self.to is None else f"{self.code}-{self.to}"
+        return f"{self.vocabulary.value}:{codes}{'+' if self.descendants else ''}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,13 +57,37 @@ def like_prefix(code: str) -> str:
 
 
 def code_forms(concept_set: ConceptSet) -> tuple[str, ...]:
-    """The spellings a code may have in a CDM's `concept` table: as written and, for ICD-10,
-    without its dot too (OMOP's ICD-10 vocabularies keep the dot, but a site-local or
-    national one may not)."""
-    forms = [concept_set.code]
+    """The spellings a code (each code of a range) may have in a CDM's `concept` table: as
+    written and, for ICD-10, without its dot too (OMOP's ICD-10 vocabularies keep the dot, but
+    a site-local or national one may not)."""
+    forms = list(concept_set.members())
     if concept_set.vocabulary is Vocabulary.ICD10:
-        forms.append(concept_set.code.replace(".", ""))
+        forms += [code.replace(".", "") for code in forms]
     return tuple(dict.fromkeys(forms))
+
+
+def _range_match(
+    concept_set: ConceptSet, code: exp.Expr, params: Params, dialect: Dialect
+) -> exp.Expr:
+    """A range's codes, as bound lists: each code itself or, with descendants, every code
+    starting with one of them (its first characters, as many as the range's codes have, among
+    the range's codes: a list of every spelling's length)."""
+    forms = code_forms(concept_set)
+    if not concept_set.descendants:
+        return dialect.any_of(code, params.bind(list(forms)))
+    by_length: dict[int, list[str]] = {}
+    for form in forms:
+        by_length.setdefault(len(form), []).append(form)
+    alternatives = [
+        dialect.any_of(
+            exp.Substring(
+                this=code.copy(), start=exp.Literal.number(1), length=params.bind(length)
+            ),
+            params.bind(spellings),
+        )
+        for length, spellings in by_length.items()
+    ]
+    return exp.paren(exp.or_(*alternatives)) if len(alternatives) > 1 else alternatives[0]
 
 
 @lru_cache(maxsize=4096)
@@ -74,13 +98,11 @@ def compile_concept_lookup(concept_set: ConceptSet, *, dialect: Dialect = DUCKDB
         params.bind(list(LOOKUP_VOCABULARIES[concept_set.vocabulary])),
     )
     code = col("concept_code", "c")
-    forms = code_forms(concept_set)
-    alternatives: list[exp.Expr] = [code.eq(params.bind(form)) for form in forms]
-    if concept_set.descendants and concept_set.vocabulary in PREFIX_VOCABULARIES:
-        for form in forms:
-            like = exp.Like(this=code.copy(), expression=params.bind(like_prefix(form)))
-            alternatives.append(exp.Escape(this=like, expression=exp.Literal.string(LIKE_ESCAPE)))
-    match = exp.paren(exp.or_(*alternatives)) if len(alternatives) > 1 else alternatives[0]
+    match = (
+        _code_match(concept_set, code, params)
+        if concept_set.to is None
+        else _range_match(concept_set, code, params, dialect)
+    )
     matched = (
         exp.select(col("concept_id", "c"), col("vocabulary_id", "c"))
         .from_(table(names.CONCEPT, "c"))
@@ -109,6 +131,18 @@ def compile_concept_lookup(concept_set: ConceptSet, *, dialect: Dialect = DUCKDB
     return ConceptLookup(
         sql=dialect.sql(statement), params=tuple(params.values), concept_set=concept_set
     )
+
+
+def _code_match(concept_set: ConceptSet, code: exp.Expr, params: Params) -> exp.Expr:
+    """One code: each of its spellings and, with descendants where the hierarchy is in the
+    codes, every code starting with one."""
+    forms = code_forms(concept_set)
+    alternatives: list[exp.Expr] = [code.eq(params.bind(form)) for form in forms]
+    if concept_set.descendants and concept_set.vocabulary in PREFIX_VOCABULARIES:
+        for form in forms:
+            like = exp.Like(this=code.copy(), expression=params.bind(like_prefix(form)))
+            alternatives.append(exp.Escape(this=like, expression=exp.Literal.string(LIKE_ESCAPE)))
+    return exp.paren(exp.or_(*alternatives)) if len(alternatives) > 1 else alternatives[0]
 
 
 CONCEPT_COLUMNS: Final = ("concept_id", "vocabulary_id", "concept_code", "concept_name")

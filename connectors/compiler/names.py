@@ -12,6 +12,7 @@ from schema.codes import Sex
 
 PERSON: Final = "person"
 OBSERVATION_PERIOD: Final = "observation_period"
+DEATH: Final = "death"
 CONCEPT: Final = "concept"
 CONCEPT_ANCESTOR: Final = "concept_ancestor"
 OPTOUT: Final = OPTOUT_TABLE

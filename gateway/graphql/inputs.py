@@ -13,6 +13,7 @@ from typing import Any
 import strawberry
 
 from gateway.graphql.enums import Sex, Vocabulary
+from schema.query import MAX_OCCURRENCES, MAX_PRIOR_OBSERVATION_DAYS
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -33,21 +34,51 @@ class ValueRangeInput:
     max: float | None = strawberry.UNSET
 
 
-@strawberry.input(description="At least one event with this code (or a descendant) in the window.")
+RANGE_END = (
+    "The last code of a range starting at code, inclusive (ICD10 and ATC only: F70 to F79, "
+    "A10BA to A10BX): the codes of one level under one parent, at most 512."
+)
+
+
+AT_LEAST = f"How many such events a person has at least (1 to {MAX_OCCURRENCES}; default 1)."
+EXCLUDE = (
+    "Exclusion: the person matches if they do NOT have the events (with atLeast 1, the "
+    "default: no such event in the window)."
+)
+
+
+@strawberry.input(
+    description="At least one event (or atLeast events) with this code (or a descendant; or a "
+    "code of the range code to `to`) in the window; none with exclude."
+)
 class EventInput:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
+    at_least: int = strawberry.field(default=1, description=AT_LEAST)
+    exclude: bool = strawberry.field(default=False, description=EXCLUDE)
 
 
 @strawberry.input(description="A measurement event, optionally restricted to a value range.")
 class MeasurementInput:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
     window: DateWindowInput | None = strawberry.UNSET
+    at_least: int = strawberry.field(default=1, description=AT_LEAST)
+    exclude: bool = strawberry.field(default=False, description=EXCLUDE)
     value: ValueRangeInput | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="Death (OMOP death) within the window, or ever without one; none with exclude."
+)
+class DeathInput:
+    window: DateWindowInput | None = strawberry.UNSET
+    exclude: bool = False
 
 
 @strawberry.input(
@@ -56,10 +87,17 @@ class MeasurementInput:
 class CriteriaInput:
     sex: Sex | None = strawberry.UNSET
     age: AgeRangeInput | None = strawberry.UNSET
+    prior_observation_days: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="At least this many days of observation (0 to "
+        f"{MAX_PRIOR_OBSERVATION_DAYS}) before the date ages are taken at (see ageAt: each "
+        "person's index event, or the reference date), in one observation period covering it.",
+    )
     conditions: list[EventInput] | None = strawberry.UNSET
     drugs: list[EventInput] | None = strawberry.UNSET
     measurements: list[MeasurementInput] | None = strawberry.UNSET
     any_of: list[CriteriaInput] | None = strawberry.UNSET
+    death: DeathInput | None = strawberry.UNSET
 
 
 def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
@@ -69,6 +107,8 @@ def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
         data["sex"] = criteria.sex
     if criteria.age:
         data["age"] = _fields(criteria.age, "min", "max")
+    if _given(criteria.prior_observation_days):
+        data["prior_observation_days"] = criteria.prior_observation_days
     groups: dict[str, Sequence[EventInput | MeasurementInput] | None] = {
         "conditions": criteria.conditions,
         "drugs": criteria.drugs,
@@ -79,6 +119,15 @@ def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
             data[name] = [_event(e) for e in events]
     if criteria.any_of:
         data["any_of"] = [criteria_data(group) for group in criteria.any_of]
+    if criteria.death:
+        data["death"] = _death(criteria.death)
+    return data
+
+
+def _death(death: DeathInput) -> dict[str, Any]:
+    data: dict[str, Any] = {"exclude": death.exclude}
+    if death.window:
+        data["window"] = _fields(death.window, "start", "end")
     return data
 
 
@@ -88,6 +137,12 @@ def _event(event: EventInput | MeasurementInput) -> dict[str, Any]:
         "code": event.code,
         "descendants": event.descendants,
     }
+    if _given(event.to):
+        data["to"] = event.to
+    if event.at_least != 1:
+        data["at_least"] = event.at_least
+    if event.exclude:
+        data["exclude"] = True
     if event.window:
         data["window"] = _fields(event.window, "start", "end")
     if isinstance(event, MeasurementInput) and event.value:

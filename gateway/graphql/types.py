@@ -114,6 +114,7 @@ class PrivacySpend:
 class UnknownCode:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=None, description="The end of its range, if any.")
 
 
 @strawberry.type(description="One node's part of the answer.")
@@ -155,7 +156,8 @@ class NodeResult:
             error=node.error,
             privacy=None if node.privacy is None else PrivacySpend.of(node.privacy),
             unknown_codes=[
-                UnknownCode(vocabulary=c.vocabulary, code=c.code) for c in node.unknown_codes
+                UnknownCode(vocabulary=c.vocabulary, code=c.code, to=c.to)
+                for c in node.unknown_codes
             ],
             vocabularies=list(node.vocabularies),
         )

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import Jurisdiction, NodeStatus, Vocabulary
+from gateway.graphql.inputs import RANGE_END
+from gateway.planner import check_code
 from gateway.vocabulary import ConceptsOutcome, ask_concepts
 from schema import wire
-from schema.codes import CODE_PATTERNS, normalise_code
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Code
 
@@ -27,6 +28,7 @@ Info = strawberry.Info[GatewayContext, None]
 class CodeInput:
     vocabulary: Vocabulary
     code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
     descendants: bool = True
 
 
@@ -67,6 +69,7 @@ class NodeConcept:
 class ConceptInfo:
     vocabulary: Vocabulary
     code: str = strawberry.field(description="The code normalised (e11 → E11, E119 → E11.9).")
+    to: str | None = strawberry.field(description="The end of the range, normalised, if any.")
     descendants: bool
     name: str | None = strawberry.field(description="Its name, from the first node that holds it.")
     known_by: list[Jurisdiction] = strawberry.field(
@@ -83,20 +86,22 @@ def _codes(codes: list[CodeInput]) -> list[Code]:
         )
     checked: list[Code] = []
     for i, given in enumerate(codes):
-        code = normalise_code(given.vocabulary, given.code)
-        if not CODE_PATTERNS[given.vocabulary].fullmatch(code):
-            raise TesseraError(
-                f"codes[{i}].code is not a well-formed {given.vocabulary.value} code",
-                code=ErrorCode.INVALID_CODE,
-                path=f"codes[{i}].code",
-            )
+        data: dict[str, object] = {
+            "vocabulary": given.vocabulary,
+            "code": given.code,
+            "descendants": given.descendants,
+        }
+        if given.to:
+            data["to"] = given.to
+        check_code(data, ("codes", i))
         try:
-            checked.append(
-                Code(vocabulary=given.vocabulary, code=code, descendants=given.descendants)
-            )
-        except ValidationError:
+            checked.append(Code.model_validate(data))
+        except ValidationError as error:
+            # The model's own words (a range's ends out of order, say), never the code.
+            problem = error.errors(include_url=False, include_input=False)[0]["msg"]
             raise TesseraError(
-                f"codes[{i}] is not a valid code", code=ErrorCode.INVALID_CODE
+                f"codes[{i}] is not a valid code: {problem.removeprefix('Value error, ')}",
+                code=ErrorCode.INVALID_CODE,
             ) from None
     return list(dict.fromkeys(checked))
 
@@ -124,6 +129,7 @@ def _by_code(code: Code, k: int, outcomes: list[ConceptsOutcome]) -> ConceptInfo
     return ConceptInfo(
         vocabulary=code.vocabulary,
         code=code.code,
+        to=code.to,
         descendants=code.descendants,
         name=name,
         known_by=[n.jurisdiction for n in nodes if n.known],

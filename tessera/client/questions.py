@@ -5,6 +5,8 @@ cohort and nothing the caller typed is spliced into it.
 
     >>> concept("ICD10:E11")
     {'vocabulary': 'ICD10', 'code': 'E11', 'descendants': True}
+    >>> concept("ICD10:F70-F79")
+    {'vocabulary': 'ICD10', 'code': 'F70', 'descendants': True, 'to': 'F79'}
     >>> criteria(concepts=["ICD10:E11"], sex="female", age=(40, 69))["age"]
     {'min': 40, 'max': 69}
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from schema.code_ranges import RANGE_VOCABULARIES
 from schema.codes import AgeAt, Dimension, Jurisdiction, NoiseLevel, Sex, Vocabulary
 from schema.errors import ErrorCode
 from tessera.client.errors import InvalidQuery
@@ -39,19 +42,27 @@ def _vocabulary(name: str) -> Vocabulary:
 
 
 def concept(spec: Concept, *, descendants: bool = True) -> dict[str, Any]:
-    """`"ICD10:E11"` (or an `EventInput` mapping, passed through) as an `EventInput`."""
+    """`"ICD10:E11"`, or a range `"ICD10:F70-F79"` (ICD-10 and ATC), or an `EventInput`
+    mapping, passed through (with `exclude`, `atLeast`, …), as an `EventInput`."""
     if isinstance(spec, Mapping):
         return dict(spec)
-    vocabulary, sep, code = spec.partition(":")
+    name, sep, code = spec.partition(":")
     if not sep or not code.strip():
         raise InvalidQuery(
             "a concept is VOCABULARY:CODE, e.g. ICD10:E11 or ATC:A10", code=ErrorCode.INVALID_CODE
         )
-    return {
-        "vocabulary": _vocabulary(vocabulary.strip()).name,
-        "code": code.strip().upper(),
+    vocabulary = _vocabulary(name.strip())
+    first, dash, last = code.partition("-")
+    if not dash or vocabulary not in RANGE_VOCABULARIES:  # LOINC codes have a dash of their own
+        first, last = code, ""
+    event: dict[str, Any] = {
+        "vocabulary": vocabulary.name,
+        "code": first.strip().upper(),
         "descendants": descendants,
     }
+    if last.strip():
+        event["to"] = last.strip().upper()
+    return event
 
 
 def _kind(event: Mapping[str, Any]) -> str:

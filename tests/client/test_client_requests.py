@@ -59,6 +59,23 @@ def test_the_request_carries_the_token_and_one_header_per_permit() -> None:
     assert "count {" in sent["query"]
 
 
+def test_ranges_exclusions_and_counts_travel_as_written() -> None:
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, token="id.token.sig", permits=[FR, DE], transport=fake)
+    never_insulin = {"vocabulary": "ATC", "code": "A10A", "exclude": True}
+    client.cohort(concepts=["ICD10:F70-F79", "ATC:A10BA-A10BX", "LOINC:4548-4", never_insulin])
+    sent = json.loads(fake.requests[0][1])["variables"]["criteria"]
+    assert sent["conditions"] == [
+        {"vocabulary": "ICD10", "code": "F70", "descendants": True, "to": "F79"}
+    ]
+    assert sent["drugs"] == [
+        {"vocabulary": "ATC", "code": "A10BA", "descendants": True, "to": "A10BX"},
+        never_insulin,
+    ]
+    # A LOINC code's dash is its own, not a range.
+    assert sent["measurements"] == [{"vocabulary": "LOINC", "code": "4548-4", "descendants": True}]
+
+
 def test_tokens_can_be_files_and_never_show_in_repr(tmp_path: Path) -> None:
     (tmp_path / "me.jwt").write_text("id.token.sig\n")
     (tmp_path / "fr.jwt").write_text(FR + "\n")

@@ -22,7 +22,7 @@ persons 1–10 on 2019-04-01 and 11–12 on 2021-06-01; lisinopril (RxNorm 13082
 2022-03-01. Measurements: HbA1c (LOINC 4548-4) for persons 1–20 on 2023-06-01 with value
 6.0 + id/10 (6.1 … 8.0); person 21 has one without a value. Observation periods start on
 2015-01-01 (odd ids) or 2018-01-01 (even ids); person 1 has another from 2010-01-01.
-Opted out: persons 3 and 26.
+Deaths: persons 41–44 on 2023-03-01, person 2 on 2024-05-01. Opted out: persons 3 and 26.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ REFERENCE_DATE = dt.date(2024, 6, 30)
 OPTOUT_VERSION = "optout-2024-06-01"
 DATA_RELEASE = "cdm-2024-06"
 OPTED_OUT = (3, 26)
+# (person_id, death_date)
+DEATHS = [(p, "2023-03-01") for p in range(41, 45)] + [(2, "2024-05-01")]
 
 # concept_id, name, vocabulary, class, standard, code
 CONCEPTS: list[tuple[int, str, str, str, str | None, str]] = [
@@ -193,6 +195,10 @@ def build_database(
             "measurement_date, measurement_type_concept_id, value_as_number, "
             "measurement_source_concept_id) VALUES (?, ?, ?, ?, 32817, ?, 0)",
             [(n, p, c, d, v) for n, (p, c, d, v) in enumerate(_measurements(), 1)],
+        )
+        con.executemany(
+            "INSERT INTO death (person_id, death_date, death_type_concept_id) VALUES (?, ?, 32817)",
+            DEATHS,
         )
         if tessera_tables:
             if opted_out:

@@ -61,3 +61,61 @@ def test_a_counts_digest_is_what_it_was_before_measures_so_stored_answers_are_fo
     assert question_digest(e11, (Dimension.SEX,), count) == (
         "9475ce7af6f16956a381264117117774fe3b54b955bbf6a58a2c40694139eaa9"
     )
+
+
+def test_a_range_is_another_question_than_its_first_code_or_another_range() -> None:
+    def digest(**code: str) -> str:
+        criterion = EventCriterion(vocabulary=Vocabulary.ICD10, **code)
+        return question_digest(query(Criteria(conditions=[criterion])), ())
+
+    digests = {
+        digest(code="F70"),
+        digest(code="F70", to="F79"),
+        digest(code="F70", to="F78"),
+        digest(code="F71", to="F79"),
+    }
+    assert len(digests) == 4
+    # Written differently, the same range is the same question.
+    assert digest(code="f70", to="f79") == digest(code="F70", to="F79")
+
+
+def test_exclusions_and_occurrence_counts_are_other_questions() -> None:
+    def digest(criterion: EventCriterion, by: tuple[Dimension, ...] = ()) -> str:
+        return question_digest(query(Criteria(conditions=[criterion, I10])), by)
+
+    shapes = [
+        E11,
+        E11.model_copy(update={"exclude": True}),
+        E11.model_copy(update={"at_least": 2}),
+        E11.model_copy(update={"at_least": 3}),
+        E11.model_copy(update={"at_least": 2, "exclude": True}),
+    ]
+    assert len({digest(s) for s in shapes}) == len(shapes)
+    # Stated at their defaults, they are the question of before.
+    assert digest(EventCriterion(vocabulary=Vocabulary.ICD10, code="E11", at_least=1)) == digest(
+        E11
+    )
+    # The index event's own count is part of a question dated by it.
+    by_year = (Dimension.CALENDAR_YEAR,)
+    assert digest(shapes[0], by_year) != digest(shapes[2], by_year)
+
+
+def test_prior_observation_is_part_of_the_question_and_of_its_age_date() -> None:
+    plain = Criteria(conditions=[E11])
+    observed = Criteria(conditions=[E11], prior_observation_days=365)
+    longer = Criteria(conditions=[E11], prior_observation_days=730)
+    digests = {question_digest(query(c), ()) for c in (plain, observed, longer)}
+    assert len(digests) == 3
+    # Observed before the index event or before the reference date: other questions.
+    assert question_digest(query(observed), ()) != question_digest(
+        query(observed, AgeAt.REFERENCE_DATE), ()
+    )
+    assert question_digest(query(plain), ()) == question_digest(
+        query(plain, AgeAt.REFERENCE_DATE), ()
+    )
+
+
+def test_death_is_part_of_the_question() -> None:
+    deaths = [None, {}, {"window": {"start": "2024-01-01"}}, {"exclude": True}]
+    shapes = [Criteria.model_validate({"conditions": [E11], "death": d}) for d in deaths]
+    assert len({question_digest(query(c), ()) for c in shapes}) == len(shapes)

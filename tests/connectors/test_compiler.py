@@ -42,6 +42,7 @@ from schema.query import (
     CohortQuery,
     Criteria,
     DateWindow,
+    DeathCriterion,
     EventCriterion,
     Measure,
     MeasurementCriterion,
@@ -130,6 +131,13 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
         Criteria(conditions=[icd10("I10")]), (SEX,), (SEX, AGE5), (AGE20, YEAR), (AGE10, SEX)
     ),
     "calendar_year_without_index_event": query(Criteria(sex="MALE"), (YEAR,)),
+    "code_ranges": query(
+        Criteria(
+            conditions=[icd10("E10", to="E14")],
+            drugs=[event(Vocabulary.ATC, "A10BA", to="A10BX")],
+        ),
+        (SEX,),
+    ),
     # One question per measure: a new measure's SQL gets golden files of its own.
     **{
         f"measure_{kind.value.lower()}": query(
@@ -139,10 +147,36 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
     },
 }
 
+NAMED_QUERIES["exclusions_and_occurrences"] = query(
+    Criteria(
+        conditions=[icd10("I10", exclude=True), icd10("E11", at_least=2)],
+        drugs=[event(Vocabulary.ATC, "A10", exclude=True, at_least=3)],
+        any_of=[Criteria(measurements=[hba1c(exclude=True)]), Criteria(sex="FEMALE")],
+    ),
+    (YEAR,),
+)
+
+NAMED_QUERIES["prior_observation_at_index"] = query(
+    Criteria(prior_observation_days=365, conditions=[icd10("E11")])
+)
+NAMED_QUERIES["prior_observation_at_reference_date"] = query(
+    Criteria(any_of=[Criteria(prior_observation_days=365), Criteria(sex="MALE")]), (AGE10,)
+)
+
+NAMED_QUERIES["death"] = query(
+    Criteria(
+        conditions=[icd10("E11")],
+        death=DeathCriterion(window=window("2020-01-01", "2024-12-31")),
+        any_of=[Criteria(death=DeathCriterion(exclude=True)), Criteria(sex="MALE")],
+    )
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
     "concepts_exact": ConceptSet(Vocabulary.LOINC, "4548-4", descendants=False),
+    "concepts_icd10_range": ConceptSet(Vocabulary.ICD10, "E11.0", descendants=True, to="E11.9"),
+    "concepts_atc_range_exact": ConceptSet(Vocabulary.ATC, "A10BA", descendants=False, to="A10BX"),
 }
 
 
@@ -307,6 +341,16 @@ def test_values_never_appear_in_the_sql_text() -> None:
             assert value not in sql.replace("$", " ")
 
 
+def test_a_range_binds_its_codes_never_writing_them() -> None:
+    q = query(Criteria(conditions=[icd10("Q87.4", to="Q87.8")]))
+    for dialect in DIALECTS.values():
+        assert "Q87" not in compile_query(q, dialect=dialect).sql
+        lookup = compile_concept_lookup(ConceptSet.of(q.criteria.conditions[0]), dialect=dialect)
+        assert "Q87" not in lookup.sql
+        assert ["Q87.4", "Q87.5", "Q87.6", "Q87.7", "Q87.8"] in lookup.params
+        assert ["Q874", "Q875", "Q876", "Q877", "Q878"] in lookup.params
+
+
 def test_concept_lookup_binds_the_code_and_escapes_like_wildcards() -> None:
     lookup = compile_concept_lookup(ConceptSet(Vocabulary.ICD10, "E11.9", True))
     assert "E11" not in lookup.sql
@@ -460,6 +504,91 @@ def total(con: duckdb.DuckDBPyConnection, criteria: Criteria, **kwargs: Any) -> 
             id="any-of-with-an-empty-group",
         ),
         pytest.param(Criteria(conditions=[icd10("C49")]), 0, id="a-code-the-vocabulary-lacks"),
+        pytest.param(Criteria(conditions=[icd10("E11", exclude=True)]), 28, id="exclusion-alone"),
+        pytest.param(Criteria(conditions=[icd10("E11", at_least=2)]), 1, id="at-least-two"),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", at_least=2, exclude=True)]),
+            46,
+            id="fewer-than-two",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("I10", exclude=True), icd10("E11")]),
+            15,
+            id="exclusion-before-the-index-event",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], drugs=[event(Vocabulary.ATC, "A10", exclude=True)]),
+            8,
+            id="exclusion-of-a-drug",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], measurements=[hba1c(exclude=True)]),
+            0,
+            id="exclusion-of-everyone",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11", window=window(start="2019-01-01"), at_least=2)]),
+            0,
+            id="at-least-counts-only-events-in-the-window",
+        ),
+        pytest.param(
+            Criteria(
+                any_of=[
+                    Criteria(conditions=[icd10("E10")]),
+                    Criteria(conditions=[icd10("I10", exclude=True)]),
+                ]
+            ),
+            34,
+            id="exclusion-in-any-of",
+        ),
+        pytest.param(Criteria(prior_observation_days=0), 46, id="observed-on-the-reference-date"),
+        pytest.param(
+            Criteria(prior_observation_days=2555), 23, id="observed-seven-years-before-it"
+        ),
+        pytest.param(Criteria(prior_observation_days=3653), 1, id="observed-ten-years-before-it"),
+        pytest.param(
+            Criteria(prior_observation_days=1000, conditions=[icd10("E11")]),
+            14,
+            id="observed-before-the-index-event",
+        ),
+        pytest.param(Criteria(death=DeathCriterion()), 5, id="died"),
+        pytest.param(
+            Criteria(death=DeathCriterion(window=window(start="2024-01-01"))),
+            1,
+            id="died-in-the-window",
+        ),
+        pytest.param(Criteria(death=DeathCriterion(exclude=True)), 42, id="alive"),
+        pytest.param(
+            Criteria(conditions=[icd10("E11")], death=DeathCriterion()), 1, id="diabetic-and-died"
+        ),
+        pytest.param(Criteria(conditions=[icd10("E10", to="E14")]), 24, id="icd10-range"),
+        pytest.param(
+            Criteria(conditions=[icd10("E10", to="E14", descendants=False)]),
+            10,
+            id="icd10-range-exact",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("e11.0", to="e119")]), 14, id="icd10-subcode-range"
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11.0", to="E11.9", descendants=False)]),
+            9,
+            id="icd10-subcode-range-exact",
+        ),
+        pytest.param(
+            Criteria(conditions=[icd10("E11.00", to="E11.99", descendants=False)]),
+            5,
+            id="icd10-range-of-longer-subcodes",
+        ),
+        pytest.param(Criteria(conditions=[icd10("I00", to="I09")]), 0, id="range-short-of-i10"),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10BA", to="A10BB")]),
+            12,
+            id="atc-range-prefix+ancestor",
+        ),
+        pytest.param(
+            Criteria(drugs=[event(Vocabulary.ATC, "A10BB", to="A10BX")]), 1, id="atc-range-tail"
+        ),
     ],
 )
 def test_total_counts(

@@ -7,6 +7,7 @@ truth computed directly from the synthetic database."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def recorded_vocabulary(database: Path) -> str:
 def truth(database: Path, vocabulary: str, prefix: str) -> int:
     """Persons (not opted out) with a diagnosis recorded under `vocabulary` starting with
     `prefix`: independent of the compiler's code lookup."""
+    return truth_matching(database, vocabulary, "^" + re.escape(prefix))
+
+
+def truth_matching(database: Path, vocabulary: str, pattern: str) -> int:
+    """Persons (not opted out) with a diagnosis recorded under `vocabulary` whose code matches
+    the regular expression `pattern`."""
     with duckdb.connect(str(database), read_only=True) as con:
         row = con.execute(
             """
@@ -66,11 +73,11 @@ def truth(database: Path, vocabulary: str, prefix: str) -> int:
             FROM condition_occurrence o
             JOIN concept c ON c.concept_id = o.condition_source_concept_id
             JOIN person p ON p.person_id = o.person_id
-            WHERE c.vocabulary_id = ? AND starts_with(c.concept_code, ?)
+            WHERE c.vocabulary_id = ? AND regexp_matches(c.concept_code, ?)
               AND p.year_of_birth <= ?
               AND o.person_id NOT IN (SELECT person_id FROM tessera_optout)
             """,
-            [vocabulary, prefix, REFERENCE_DATE.year],
+            [vocabulary, pattern, REFERENCE_DATE.year],
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -112,6 +119,23 @@ async def test_a_code_is_the_same_code_however_it_is_written(
         criterion = EventCriterion(vocabulary=Vocabulary.ICD10, code=written)
         assert criterion.code == "E11.9"
         assert (await count(backend, criterion))[0] == expected
+
+
+async def test_an_icd10_range_counts_every_code_of_it_in_the_national_modification(
+    backend: DuckDBBackend, database: Path
+) -> None:
+    vocabulary = recorded_vocabulary(database)
+    # Intellectual disability, F70-F79 (the synthetic data hold F70, F71, F72, F73 and F79).
+    expected = truth_matching(database, vocabulary, "^F7[0-9]")
+    assert expected > truth_matching(database, vocabulary, "^F7[0129]") > 0
+    in_range = EventCriterion(vocabulary=Vocabulary.ICD10, code="F70", to="F79")
+    persons, used = await count(backend, in_range)
+    assert (persons, used) == (expected, (vocabulary,))
+    # A range of subcodes: F84.0-F84.1 (childhood and atypical autism).
+    expected = truth_matching(database, vocabulary, r"^F84\.?[01]")
+    assert expected > 0
+    subcodes = EventCriterion(vocabulary=Vocabulary.ICD10, code="F84.0", to="F84.1")
+    assert (await count(backend, subcodes))[0] == expected
 
 
 async def test_the_snomed_standard_concept_finds_the_same_persons(

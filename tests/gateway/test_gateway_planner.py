@@ -9,7 +9,7 @@ import pytest
 
 from gateway.nodes import MockNodeClient
 from gateway.planner import default_reference_date, plan_query
-from schema.codes import Dimension, Jurisdiction
+from schema.codes import Dimension, Jurisdiction, Vocabulary
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Criteria
 from tests.gateway.gateway_kit import AGE10, APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT, error_code
@@ -209,3 +209,98 @@ def test_a_question_too_large_for_one_node_request_is_invalid() -> None:
         plan(criteria={**group, "any_of": [{**group, "any_of": [group] * 8}] * 8})
     assert caught.value.code is ErrorCode.INVALID_CRITERIA
     assert "too large" in caught.value.message
+
+
+async def test_a_code_range_reaches_the_nodes_normalised(
+    graphql: Any, nodes: MockNodeClient
+) -> None:
+    criteria = '{ conditions: [{ vocabulary: ICD10, code: "f70", to: "f79" }] }'
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    (condition,) = nodes.calls[0].request.query.criteria.conditions
+    assert (condition.code, condition.to) == ("F70", "F79")
+
+
+def test_a_malformed_end_of_a_range_is_an_invalid_code_naming_the_field() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(
+            criteria={
+                "conditions": [{"vocabulary": Vocabulary.ICD10, "code": "F70", "to": "F7'--"}]
+            }
+        )
+    assert caught.value.code is ErrorCode.INVALID_CODE
+    assert caught.value.message == "criteria.conditions[0].to is not a well-formed ICD10 code"
+
+
+def test_a_range_out_of_order_is_invalid_criteria_saying_why() -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={"drugs": [{"vocabulary": "ATC", "code": "A10BX", "to": "A10BA"}]})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message == "criteria.drugs[0]: a range starts before it ends"
+    assert "A10" not in caught.value.message
+
+
+async def test_exclusions_and_counts_reach_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = (
+        '{ conditions: [{ vocabulary: ICD10, code: "E11", atLeast: 2 }'
+        ' { vocabulary: ICD10, code: "C00", to: "C97", exclude: true }] }'
+    )
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    diabetes, cancer = nodes.calls[0].request.query.criteria.conditions
+    assert (diabetes.at_least, diabetes.exclude) == (2, False)
+    assert (cancer.at_least, cancer.exclude, cancer.to) == (1, True, "C97")
+
+
+@pytest.mark.parametrize("at_least", [0, -1, 101])
+def test_an_occurrence_count_out_of_bounds_is_invalid_criteria(at_least: int) -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(
+            criteria={
+                "conditions": [
+                    {"vocabulary": Vocabulary.ICD10, "code": "E11", "at_least": at_least}
+                ]
+            }
+        )
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message.startswith("criteria.conditions[0].atLeast: ")
+
+
+async def test_prior_observation_reaches_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = '{ priorObservationDays: 365, conditions: [{ vocabulary: ICD10, code: "E11" }] }'
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    assert nodes.calls[0].request.query.criteria.prior_observation_days == 365
+
+
+@pytest.mark.parametrize("days", [-1, 3654])
+def test_prior_observation_out_of_bounds_is_invalid_criteria(days: int) -> None:
+    with pytest.raises(TesseraError) as caught:
+        plan(criteria={"prior_observation_days": days})
+    assert caught.value.code is ErrorCode.INVALID_CRITERIA
+    assert caught.value.message.startswith("criteria.priorObservationDays: ")
+
+
+async def test_death_reaches_the_nodes(graphql: Any, nodes: MockNodeClient) -> None:
+    criteria = (
+        '{ death: { window: { start: "2020-01-01" } }, anyOf: [{ death: { exclude: true } }] }'
+    )
+    body = await graphql(
+        f'{{ cohort(request: "DR-2026-0042", criteria: {criteria}) {{ count {{ value }} }} }}'
+    )
+    assert "errors" not in body, body
+    criteria_sent = nodes.calls[0].request.query.criteria
+    assert criteria_sent.death is not None
+    assert criteria_sent.death.window is not None
+    assert (criteria_sent.death.window.start, criteria_sent.death.exclude) == (
+        dt.date(2020, 1, 1),
+        False,
+    )
+    assert criteria_sent.any_of[0].death is not None
+    assert criteria_sent.any_of[0].death.exclude

@@ -165,3 +165,49 @@ def test_each_node_is_prepared_against_a_state_directory_of_its_own(
     assert all(state.parent == federation.state_dir for state in states)
     assert [person_index_size(state) for state in states] == [PERSONS] * len(states)
     assert len({read_secret(state) for state in states}) == len(states)
+
+
+RECURRENT_DIABETES_WITHOUT_INFARCTION = """
+{
+  cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+         criteria: { conditions: [
+           { vocabulary: ICD10, code: "E11", atLeast: 2 }
+           { vocabulary: ICD10, code: "I20", to: "I25", exclude: true }
+         ] }) {
+    byJurisdiction { jurisdiction status count { value status sd } }
+  }
+}
+"""
+
+
+def test_exclusions_counts_and_ranges_are_answered_as_the_truth_with_noise(
+    graphql: Any, federation: LocalFederation
+) -> None:
+    """Persons with at least two type 2 diabetes diagnoses and no ischaemic heart disease
+    (I20-I25) ever: the truth counted directly from each node's database."""
+    body = graphql(RECURRENT_DIABETES_WITHOUT_INFARCTION)
+    assert "errors" not in body, body.get("errors")
+    nodes = {n["jurisdiction"]: n for n in body["data"]["cohort"]["byJurisdiction"]}
+    for jurisdiction in federation.jurisdictions:
+        truth = true_count(
+            federation.database(jurisdiction),
+            "p.year_of_birth <= 2026 AND p.person_id IN ("
+            "  SELECT o.person_id FROM condition_occurrence o"
+            "  JOIN concept k ON k.concept_id = o.condition_source_concept_id"
+            "  WHERE k.vocabulary_id = 'ICD10' AND k.concept_code LIKE 'E11%'"
+            "  GROUP BY o.person_id HAVING count(*) >= 2)"
+            " AND p.person_id NOT IN ("
+            "  SELECT o.person_id FROM condition_occurrence o"
+            "  JOIN concept k ON k.concept_id = o.condition_source_concept_id"
+            "  WHERE k.vocabulary_id = 'ICD10'"
+            "  AND regexp_matches(k.concept_code, '^I2[0-5]'))",
+        )
+        assert truth > 0
+        node = nodes[jurisdiction.value]
+        assert node["status"] == "OK"
+        profile = shipped_disclosure_profile(jurisdiction)
+        count = node["count"]
+        if count["value"] is None:
+            assert truth < profile.min_count + 6 * profile.sigma
+        else:
+            assert abs(count["value"] - truth) <= 6 * profile.sigma

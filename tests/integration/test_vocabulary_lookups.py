@@ -4,6 +4,7 @@ not hold comes back UNKNOWN_CODE, never as the LOW of a small count."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ query($criteria: CriteriaInput!) {
     count { value status reasons { rule message } }
     byJurisdiction {
       jurisdiction status vocabularies
-      unknownCodes { vocabulary code }
+      unknownCodes { vocabulary code to }
       count { value status sd reasons { rule } }
       reasons { rule jurisdiction message }
       privacy { questionRho }
@@ -72,19 +73,7 @@ def nodes(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def truth(database: Path, vocabulary: str, prefix: str) -> int:
-    with duckdb.connect(str(database), read_only=True) as con:
-        row = con.execute(
-            """
-            SELECT count(DISTINCT o.person_id)
-            FROM condition_occurrence o
-            JOIN concept c ON c.concept_id = o.condition_source_concept_id
-            WHERE c.vocabulary_id = ? AND starts_with(c.concept_code, ?)
-              AND o.person_id NOT IN (SELECT person_id FROM tessera_optout)
-            """,
-            [vocabulary, prefix],
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return truth_matching(database, vocabulary, "^" + re.escape(prefix))
 
 
 def test_an_icd10_question_is_answered_from_each_national_modification(
@@ -105,11 +94,51 @@ def test_an_icd10_question_is_answered_from_each_national_modification(
         assert abs(count["value"] - expected) <= 6 * count["sd"]
 
 
+def truth_matching(database: Path, vocabulary: str, pattern: str) -> int:
+    with duckdb.connect(str(database), read_only=True) as con:
+        row = con.execute(
+            """
+            SELECT count(DISTINCT o.person_id)
+            FROM condition_occurrence o
+            JOIN concept c ON c.concept_id = o.condition_source_concept_id
+            WHERE c.vocabulary_id = ? AND regexp_matches(c.concept_code, ?)
+              AND o.person_id NOT IN (SELECT person_id FROM tessera_optout)
+            """,
+            [vocabulary, pattern],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_code_range_is_answered_from_each_national_modification(
+    ask: Any, federation: LocalFederation
+) -> None:
+    # Intellectual disability as a protocol writes it: F70-F79, whatever codes of it a
+    # country's modification holds.
+    result = ask({"conditions": [{"vocabulary": "ICD10", "code": "f70", "to": "F79"}]})
+    for jurisdiction, vocabulary in NATIONAL.items():
+        node = nodes(result)[jurisdiction.value]
+        assert node["status"] == "OK"
+        assert node["vocabularies"] == [vocabulary]
+        expected = truth_matching(federation.database(jurisdiction), vocabulary, "^F7[0-9]")
+        assert expected > truth(federation.database(jurisdiction), vocabulary, "F70")
+        count = node["count"]
+        if count["status"] == "PERTURBED":
+            assert abs(count["value"] - expected) <= 6 * count["sd"]
+        else:
+            assert count["status"] == "LOW"
+    # A range no code of which the vocabularies hold is unknown, named as written.
+    unknown = ask({"drugs": [{"vocabulary": "ATC", "code": "C10AA", "to": "C10AX"}]})
+    for node in unknown["byJurisdiction"]:
+        assert node["status"] == "UNKNOWN_CODE"
+        assert node["unknownCodes"] == [{"vocabulary": "ATC", "code": "C10AA", "to": "C10AX"}]
+
+
 def test_an_unknown_code_is_not_a_small_count(ask: Any) -> None:
     unknown = ask({"conditions": [{"vocabulary": "ICD10", "code": "Z99.99"}]})
     for node in unknown["byJurisdiction"]:
         assert node["status"] == "UNKNOWN_CODE"
-        assert node["unknownCodes"] == [{"vocabulary": "ICD10", "code": "Z99.99"}]
+        assert node["unknownCodes"] == [{"vocabulary": "ICD10", "code": "Z99.99", "to": None}]
         assert node["count"] is None
         assert node["privacy"] is None  # nothing computed, nothing charged
         assert [r["rule"] for r in node["reasons"]] == ["UNKNOWN_CODE"]
@@ -125,7 +154,7 @@ def test_an_unknown_code_is_not_a_small_count(ask: Any) -> None:
     )
     for node in atc["byJurisdiction"]:
         assert node["status"] == "UNKNOWN_CODE"
-        assert node["unknownCodes"] == [{"vocabulary": "ATC", "code": "C10"}]
+        assert node["unknownCodes"] == [{"vocabulary": "ATC", "code": "C10", "to": None}]
 
     # Known to every vocabulary, and nobody has it in that window: a count, noisy as any
     # (mostly LOW; now and then noise lifts a zero above the minimum), never UNKNOWN_CODE.
@@ -153,7 +182,7 @@ def test_an_unknown_code_is_not_a_small_count(ask: Any) -> None:
 CONCEPTS = """
 query($codes: [CodeInput!]!) {
   concepts(codes: $codes) {
-    vocabulary code descendants name knownBy
+    vocabulary code to descendants name knownBy
     byJurisdiction {
       jurisdiction status known descendantCount
       matches { vocabulary code name standard }
@@ -207,6 +236,23 @@ def test_the_nodes_say_which_codes_their_vocabularies_hold(federation: LocalFede
     for node in t2d["byJurisdiction"]:
         assert node["matches"][0]["standard"] is True
         assert node["descendantCount"] >= 3
+    # A range: the codes of it the node's vocabulary holds are its matches.
+    status, body = post(
+        federation.gateway_url,
+        {
+            "query": CONCEPTS,
+            "variables": {"codes": [{"vocabulary": "ICD10", "code": "F70", "to": "f79"}]},
+        },
+        token,
+    )
+    assert "errors" not in body, body
+    (f7x,) = body["data"]["concepts"]
+    assert (f7x["code"], f7x["to"]) == ("F70", "F79")
+    assert sorted(f7x["knownBy"]) == ["DE", "FR"]
+    for node in f7x["byJurisdiction"]:
+        vocabulary = NATIONAL[Jurisdiction(node["jurisdiction"])]
+        codes = {(m["vocabulary"], m["code"]) for m in node["matches"]}
+        assert {(vocabulary, c) for c in ("F70", "F71", "F72", "F73", "F79")} <= codes
     # The unknown code is refused as bad input nowhere: only malformed codes are.
     status, body = post(
         federation.gateway_url,
