@@ -4,7 +4,7 @@ can express a record-level answer, a minimum, a maximum or a free quantile."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -214,6 +214,11 @@ class Measure(Contract):
     kind: MeasureKind = MeasureKind.PERSON_COUNT
 
 
+# The default measures, shared: a frozen model needs no copy of its own (pydantic deep-copies a
+# plain default for every instance, twice a question at the gateway).
+_COUNT_ONLY: Final = (Measure(),)
+
+
 Breakdown = tuple[Dimension, ...]
 
 
@@ -230,7 +235,9 @@ class CohortQuery(Contract):
     reference_date: dt.date
     age_at: AgeAt | None = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
-    measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = [Measure()]
+    measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = Field(
+        default_factory=lambda: list(_COUNT_ONLY)
+    )
 
     @field_validator("tables")
     @classmethod
