@@ -26,10 +26,10 @@ TITLE = "Count ladders: at least N records of C minus at least N+1"
 METHOD = "|≥N of C| − |≥N+1 of C| = |exactly N|, within everyone, a sex or a sex and age band"
 
 # Chronic diagnoses recorded again and again, and rarer ones.
-LADDER_CODES: Final = ("E11", "I10", "J45", "G40", "F84", "E10", "I21", "F72")
+LADDER_CODES: Final = ("E11", "I10", "I50", "G40", "F84", "E10", "E66", "F70", "I21")
 RUNGS: Final = range(1, 21)
-# The attacker's lucky rungs: both thresholds hold for this many times the largest minimum at
-# every node, so both questions are released, while exactly N is small somewhere.
+# The attacker's lucky rungs: both thresholds hold for this many times each node's minimum
+# there, so both questions are released, while exactly N is small somewhere.
 RELEASED: Final = 3
 
 
@@ -50,13 +50,15 @@ def cohorts() -> list[Where]:
     ]
 
 
-def candidates(truth: Mapping[Jurisdiction, NodeTruth], minimum: int) -> list[Where]:
+def candidates(
+    truth: Mapping[Jurisdiction, NodeTruth], minimums: Mapping[Jurisdiction, int]
+) -> list[Where]:
     found = []
     for code in LADDER_CODES:
         for cohort in cohorts():
             for n in RUNGS:
                 above = replace(cohort, conditions=(Event(code, at_least=n + 1),))
-                if min(t.count(above) for t in truth.values()) < RELEASED * minimum:
+                if any(t.count(above) < RELEASED * minimums[j] for j, t in truth.items()):
                     break
                 found.append(replace(cohort, conditions=exactly(code, n)))
     return found
@@ -77,6 +79,6 @@ def run(ctx: Context) -> ClassResult:
         ctx.minimums,
         per_jurisdiction=ctx.plan.count_targets,
         rng=ctx.rng,
-        candidates=candidates(ctx.simulation.truth, max(ctx.minimums.values())),
+        candidates=candidates(ctx.simulation.truth, ctx.minimums),
     )
     return pairs.count_attack(ctx, result, sets, pair)
