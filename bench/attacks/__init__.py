@@ -6,7 +6,7 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
-its database (`truth`), and runs twelve classes of attack, each a module that picks its targets
+its database (`truth`), and runs fifteen classes of attack, each a module that picks its targets
 from the truth, asks its questions as an applicant of its own (`client`), estimates from what
 was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 
@@ -22,6 +22,9 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 10. `pooled_others`: a count pooled securely minus the other countries' released counts
 11. `node_sets`: one question pooled over two sets of countries, with and without one
 12. `dropouts`: a node dropping out of a pooled round, the question asked again
+13. `complements`: "A" against "A without X" (`exclude`), in several wordings
+14. `ladders`: "at least N records of C" against "at least N+1" (`atLeast`)
+15. `deaths`: a known decedent's diagnosis, from a one-month death window
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

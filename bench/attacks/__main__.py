@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.attacks.context import FULL, QUICK
-from bench.attacks.runner import run
+from bench.attacks.runner import CLASSES, run
 from bench.attacks.verdict import PINNED
 
 
@@ -32,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = [int(n) for n in args.only.split(",") if n.strip()]
     except ValueError:
         parser.error("--only takes class numbers, e.g. 1,5,8")
-    if any(not 1 <= n <= 12 for n in only):
-        parser.error("attack classes are numbered 1 to 12")
+    last = max(module.NUMBER for module in CLASSES)
+    if any(not 1 <= n <= last for n in only):
+        parser.error(f"attack classes are numbered 1 to {last}")
     if args.persons is not None and args.persons < 1000:
         parser.error("--persons must be at least 1000")
     work = Path(tempfile.mkdtemp(prefix="tessera-attacks-"))

@@ -3,6 +3,7 @@ and reports each as it finishes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -15,9 +16,12 @@ from bench.attacks import (
     approvals,
     averaging,
     cells,
+    complements,
+    deaths,
     dropouts,
     equality,
     isolation,
+    ladders,
     margins,
     node_sets,
     pooled_others,
@@ -30,10 +34,10 @@ from bench.attacks.context import Context, Plan
 from bench.attacks.federation import Simulation
 from bench.attacks.report import render, summary
 from bench.attacks.verdict import ClassResult
-from bench.attacks.where import Event, Where
+from bench.attacks.where import Death, Event, Where
 
 # Class 12 stops and restarts connectors, class 7 changes the data (registers, rebuilds):
-# they run last.
+# they run last, after the classes numbered after them.
 CLASSES: Final[tuple[ModuleType, ...]] = (
     trackers,
     cells,
@@ -45,6 +49,9 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     isolation,
     pooled_others,
     node_sets,
+    complements,
+    ladders,
+    deaths,
     dropouts,
     refresh,
 )
@@ -55,19 +62,33 @@ class TruthMismatch(RuntimeError):
     trusted until it is fixed."""
 
 
+# Large counts of every kind of criterion the attacks write: diabetics, twice diagnosed,
+# persons without the diagnosis, and deaths since 2020.
+CHECKED: Final = (
+    Where(conditions=(Event("E11"),)),
+    Where(conditions=(Event("E11", at_least=2),)),
+    Where(age_min=0, conditions=(Event("E11", exclude=True),)),
+    Where(death=Death(start=dt.date(2020, 1, 1))),
+)
+
+
 def check_truth(ctx: Context) -> None:
-    """A large count per node, asked and compared with the truth (within its noise)."""
+    """Large counts per node, asked and compared with the truth (within their noise)."""
     applicant: Applicant = ctx.applicant("truth-check")
-    where = Where(conditions=(Event("E11"),))
-    answer = applicant.ask(where)
-    for j in ctx.jurisdictions:
-        released = answer.node(j)
-        truth = ctx.simulation.truth[j].count(where)
-        if released is None or released.value is None:
-            raise TruthMismatch(f"{j.value} released no count of diabetics ({answer.nodes[j]})")
-        slack = 6 * released.variance**0.5 + (released.bound or 0)
-        if abs(released.value - truth) > slack:
-            raise TruthMismatch(f"{j.value}: released {released.value}, the truth is {truth}")
+    for where in CHECKED:
+        answer = applicant.ask(where)
+        for j in ctx.jurisdictions:
+            released = answer.node(j)
+            truth = ctx.simulation.truth[j].count(where)
+            if released is None or released.value is None:
+                raise TruthMismatch(
+                    f"{j.value} released no count of {where.label()} ({answer.nodes[j]})"
+                )
+            slack = 6 * released.variance**0.5 + (released.bound or 0)
+            if abs(released.value - truth) > slack:
+                raise TruthMismatch(
+                    f"{j.value}: {where.label()}: released {released.value}, the truth is {truth}"
+                )
 
 
 def protection_seen(ctx: Context) -> list[str]:

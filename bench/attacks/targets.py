@@ -15,7 +15,7 @@ from typing import Final
 import numpy as np
 
 from bench.attacks.truth import NodeTruth
-from bench.attacks.where import SEXES, Event, SexName, Where, in_month, union
+from bench.attacks.where import SEXES, Death, Event, SexName, Where, in_month, month_of, union
 from schema.codes import Jurisdiction
 
 # Diagnoses whose small sets the counting attacks go after, rarest first.
@@ -42,10 +42,12 @@ def small_sets(
     per_jurisdiction: int,
     rng: np.random.Generator,
     codes: Sequence[str] = SMALL_SET_CODES,
+    candidates: Sequence[Where] = (),
 ) -> list[SmallSet]:
-    """Sets (diagnosis, sex, 10-year band) with 1..minimum-1 persons, until every
-    jurisdiction has `per_jurisdiction` of them (each set counts wherever it is small)."""
-    candidates = [
+    """Sets (diagnosis, sex, 10-year band; or `candidates`, each with an age band) with
+    1..minimum-1 persons, until every jurisdiction has `per_jurisdiction` of them (each set
+    counts wherever it is small)."""
+    candidates = candidates or [
         Where(sex=sex, age_min=low, age_max=low + 9, conditions=(Event(code),))
         for code in codes
         for sex in SEXES
@@ -222,5 +224,91 @@ def suspects(
                 break
         for suspect in (*members, *others):
             assert node.count(suspect.cell) == int(suspect.member), suspect
+        chosen.extend([*members, *others])
+    return chosen
+
+
+# -- known decedents ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decedent:
+    """A counted person the attacker knows by sex, year of birth and month of death (an
+    obituary), which describe nobody else counted."""
+
+    jurisdiction: Jurisdiction
+    index: int
+    sex: SexName
+    age: int
+    died: Death
+
+    @property
+    def alone(self) -> Where:
+        return Where(sex=self.sex, age_min=self.age, age_max=self.age, death=self.died)
+
+
+def decedents(truth: NodeTruth, jurisdiction: Jurisdiction) -> Iterator[Decedent]:
+    """Every counted person whose sex, year of birth and month of death no other counted
+    person shares."""
+    rows = truth.counted[truth.death_person]
+    person = truth.death_person[rows]
+    dates = np.datetime64("1970-01-01") + truth.death_day[rows].astype("timedelta64[D]")
+    months = dates.astype("datetime64[M]").astype(np.int64)
+    key = (truth.female[person].astype(np.int64) * 4096 + truth.year_of_birth[person]) * 4096
+    keys, first, counts = np.unique(key + months, return_index=True, return_counts=True)
+    for k, at in zip(keys[counts == 1], first[counts == 1], strict=True):
+        year, month0 = divmod(int(k % 4096), 12)
+        index = int(person[at])
+        yield Decedent(
+            jurisdiction=jurisdiction,
+            index=index,
+            sex="FEMALE" if truth.female[index] else "MALE",
+            age=int(truth.age[index]),
+            died=Death(*month_of(1970 + year, month0 + 1)),
+        )
+
+
+@dataclass(frozen=True)
+class DeathTrial:
+    """Did `decedent` have `code`?"""
+
+    decedent: Decedent
+    code: str
+    member: bool
+
+    @property
+    def label(self) -> str:
+        d = self.decedent
+        return f"{d.sex[0]} {d.age} {d.died.label()} {self.code}?"
+
+
+def death_trials(
+    truth: Mapping[Jurisdiction, NodeTruth],
+    *,
+    per_jurisdiction: int,
+    rng: np.random.Generator,
+    codes: Sequence[str],
+) -> list[DeathTrial]:
+    """Balanced trials per jurisdiction about known decedents: half about a diagnosis of
+    `codes` they had (the first of them), half about one they had not (taken in turn)."""
+    chosen: list[DeathTrial] = []
+    for j, node in truth.items():
+        people = list(decedents(node, j))
+        want = per_jurisdiction // 2
+        members: list[DeathTrial] = []
+        others: list[DeathTrial] = []
+        for n, i in enumerate(rng.permutation(len(people))):
+            d = people[int(i)]
+            has = [c for c in codes if node.event_mask(Event(c))[d.index]]
+            lacks = [c for c in codes if c not in has]
+            if has and len(members) < want:
+                members.append(DeathTrial(d, has[0], True))
+            elif lacks and len(others) < per_jurisdiction - want:
+                others.append(DeathTrial(d, lacks[n % len(lacks)], False))
+            if len(members) >= want and len(others) >= per_jurisdiction - want:
+                break
+        for trial in (*members, *others):
+            alone = trial.decedent.alone
+            assert node.count(alone) == 1, trial
+            had = node.count(Where(any_of=(alone,), conditions=(Event(trial.code),)))
+            assert had == int(trial.member), trial
         chosen.extend([*members, *others])
     return chosen

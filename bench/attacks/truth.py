@@ -8,6 +8,8 @@ copy-to-postgres`, again after every refresh): the truth is read from that datab
 A person counts when born by the reference year and not in the node's opt-out register, as
 the public query model says. ICD-10 criteria match a condition whose source concept (or, for
 an unmapped record, its concept) is an ICD-10 concept with that code or a subcode of it.
+`atLeast: N` counts condition records (a record matching by both its concepts counts once); a
+death criterion matches a record of the `death` table dated in its window.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.attacks.where import REFERENCE_YEAR, Event, SexName, Where
+from bench.attacks.where import REFERENCE_YEAR, Death, Event, SexName, Where
 
 FEMALE_CONCEPT: Final = 8532
 MALE_CONCEPT: Final = 8507
@@ -33,14 +35,17 @@ Ints = NDArray[np.int64]
 
 _PERSONS: Final = "SELECT person_id, gender_concept_id, year_of_birth FROM person ORDER BY 1"
 _OPTOUTS: Final = "SELECT person_id FROM tessera_optout"
+_DEATHS: Final = "SELECT DISTINCT person_id, death_date - DATE '1970-01-01' AS day FROM death"
 # Both the source concept and the concept of a record can be ICD-10 (unmapped records).
 _CONDITIONS: Final = """
-SELECT DISTINCT person_id, concept_code, day FROM (
-    SELECT co.person_id, c.concept_code, co.condition_start_date - DATE '1970-01-01' AS day
+SELECT DISTINCT occurrence, person_id, concept_code, day FROM (
+    SELECT co.condition_occurrence_id AS occurrence, co.person_id, c.concept_code,
+        co.condition_start_date - DATE '1970-01-01' AS day
     FROM condition_occurrence co JOIN concept c ON c.concept_id = co.condition_source_concept_id
     WHERE c.vocabulary_id = 'ICD10'
     UNION ALL
-    SELECT co.person_id, c.concept_code, co.condition_start_date - DATE '1970-01-01' AS day
+    SELECT co.condition_occurrence_id AS occurrence, co.person_id, c.concept_code,
+        co.condition_start_date - DATE '1970-01-01' AS day
     FROM condition_occurrence co JOIN concept c ON c.concept_id = co.condition_concept_id
     WHERE c.vocabulary_id = 'ICD10'
 )
@@ -63,7 +68,10 @@ class NodeTruth:
     event_person: Ints  # index into the person arrays
     event_code: NDArray[np.int32]  # index into `codes`
     event_day: Ints  # days since 1970-01-01
+    event_occurrence: Ints  # the condition record (a record may appear under two codes)
     codes: list[str]
+    death_person: Ints  # index into the person arrays
+    death_day: Ints
     _events: dict[Event, Mask] = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +80,7 @@ class NodeTruth:
             persons = con.execute(_PERSONS).fetchnumpy()
             optouts = con.execute(_OPTOUTS).fetchnumpy()["person_id"]
             events = con.execute(_CONDITIONS).fetchnumpy()
+            deaths = con.execute(_DEATHS).fetchnumpy()
         person_id = np.asarray(persons["person_id"], dtype=np.int64)
         gender = np.asarray(persons["gender_concept_id"], dtype=np.int64)
         year_of_birth = np.asarray(persons["year_of_birth"], dtype=np.int64)
@@ -90,7 +99,10 @@ class NodeTruth:
             event_person=np.searchsorted(person_id, np.asarray(events["person_id"], np.int64)),
             event_code=event_code.astype(np.int32),
             event_day=np.asarray(events["day"], dtype=np.int64),
+            event_occurrence=np.asarray(events["occurrence"], dtype=np.int64),
             codes=[str(c) for c in codes],
+            death_person=np.searchsorted(person_id, np.asarray(deaths["person_id"], np.int64)),
+            death_day=np.asarray(deaths["day"], dtype=np.int64),
         )
 
     @property
@@ -102,7 +114,8 @@ class NodeTruth:
         return self.female if sex == "FEMALE" else self.male
 
     def event_mask(self, event: Event) -> Mask:
-        """Persons with at least one record of the event's code (or a subcode) in its window."""
+        """Persons with at least `at_least` records of the event's code (or a subcode) in its
+        window; with `exclude`, the others."""
         known = self._events.get(event)
         if known is not None:
             return known
@@ -112,10 +125,24 @@ class NodeTruth:
             rows &= self.event_day >= day_number(event.start)
         if event.end is not None:
             rows &= self.event_day <= day_number(event.end)
-        mask = np.zeros(len(self.person_id), dtype=bool)
-        mask[self.event_person[rows]] = True
+        _, first = np.unique(self.event_occurrence[rows], return_index=True)
+        records = np.bincount(self.event_person[rows][first], minlength=len(self.person_id))
+        mask: Mask = records >= event.at_least
+        if event.exclude:
+            mask = ~mask
         self._events[event] = mask
         return mask
+
+    def death_mask(self, death: Death) -> Mask:
+        """Persons with a death record in the window; with `exclude`, the others."""
+        rows = np.ones(len(self.death_person), dtype=bool)
+        if death.start is not None:
+            rows &= self.death_day >= day_number(death.start)
+        if death.end is not None:
+            rows &= self.death_day <= day_number(death.end)
+        mask = np.zeros(len(self.person_id), dtype=bool)
+        mask[self.death_person[rows]] = True
+        return ~mask if death.exclude else mask
 
     def mask(self, where: Where) -> Mask:
         """The persons a question with these criteria counts."""
@@ -132,6 +159,8 @@ class NodeTruth:
             mask &= age <= where.age_max
         for event in where.conditions:
             mask &= self.event_mask(event)
+        if where.death is not None:
+            mask &= self.death_mask(where.death)
         if where.any_of:
             either = np.zeros(len(self.person_id), dtype=bool)
             for group in where.any_of:

@@ -2,7 +2,8 @@
 evaluated independently of the connector by `bench.attacks.truth`.
 
 Only what the attacks need: sex, an age range, ICD-10 conditions (a category and its
-subcodes) with an optional window on the event's date, and `anyOf` unions. Ages are whole
+subcodes) with an optional window on the event's date, at least N of them, or none (`exclude`),
+a death in a window (or none), and `anyOf` unions. Ages are whole
 years at the reference date every question names (`REFERENCE_DATE`): reference year minus
 year of birth, as the public query model defines them.
 """
@@ -25,35 +26,72 @@ def other_sex(sex: SexName) -> SexName:
     return "MALE" if sex == "FEMALE" else "FEMALE"
 
 
+def _window(start: dt.date | None, end: dt.date | None) -> str:
+    parts = []
+    if start is not None:
+        parts.append(f'start: "{start.isoformat()}"')
+    if end is not None:
+        parts.append(f'end: "{end.isoformat()}"')
+    return f"window: {{ {', '.join(parts)} }}" if parts else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """At least one condition coded `code` (ICD-10, with its subcodes) starting in the window."""
+    """At least `at_least` conditions coded `code` (ICD-10, with its subcodes) starting in the
+    window; with `exclude`, fewer than that (none, by default)."""
 
     code: str
     start: dt.date | None = None
     end: dt.date | None = None
+    at_least: int = 1
+    exclude: bool = False
 
     def graphql(self) -> str:
-        window = ""
-        if self.start is not None or self.end is not None:
-            parts = []
-            if self.start is not None:
-                parts.append(f'start: "{self.start.isoformat()}"')
-            if self.end is not None:
-                parts.append(f'end: "{self.end.isoformat()}"')
-            window = f", window: {{ {', '.join(parts)} }}"
-        return f'{{ vocabulary: ICD10, code: "{self.code}"{window} }}'
+        parts = [f'vocabulary: ICD10, code: "{self.code}"']
+        if window := _window(self.start, self.end):
+            parts.append(window)
+        if self.at_least != 1:
+            parts.append(f"atLeast: {self.at_least}")
+        if self.exclude:
+            parts.append("exclude: true")
+        return f"{{ {', '.join(parts)} }}"
 
     def label(self) -> str:
+        label = self.code
         if self.start is not None and self.end is not None and self.start.day == 1:
-            return f"{self.code}@{self.start:%Y-%m}"
-        return self.code
+            label = f"{self.code}@{self.start:%Y-%m}"
+        if self.at_least != 1:
+            label = f"{self.at_least}×{label}"
+        return f"not {label}" if self.exclude else label
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """Died in the window (ever, without one); with `exclude`, did not."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+    exclude: bool = False
+
+    def graphql(self) -> str:
+        parts = [w] if (w := _window(self.start, self.end)) else []
+        if self.exclude:
+            parts.append("exclude: true")
+        return f"{{ {', '.join(parts)} }}"
+
+    def label(self) -> str:
+        when = f"†{self.start:%Y-%m}" if self.start is not None else "†"
+        return f"not {when}" if self.exclude else when
+
+
+def month_of(year: int, month: int) -> tuple[dt.date, dt.date]:
+    """The first and the last day of a month."""
+    following = dt.date(year + month // 12, month % 12 + 1, 1)
+    return dt.date(year, month, 1), following - dt.timedelta(days=1)
 
 
 def in_month(code: str, year: int, month: int) -> Event:
-    first = dt.date(year, month, 1)
-    following = dt.date(year + month // 12, month % 12 + 1, 1)
-    return Event(code, first, following - dt.timedelta(days=1))
+    return Event(code, *month_of(year, month))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +103,7 @@ class Where:
     age_max: int | None = None
     conditions: tuple[Event, ...] = ()
     any_of: tuple[Where, ...] = ()
+    death: Death | None = None
     # A redundant spelling of the same criteria (rewordings): `age: { min: 0 }` when no age
     # is given. The population is the same; only the question's text differs.
     spell_open_age: bool = False
@@ -86,6 +125,8 @@ class Where:
             parts.append(f"conditions: [{', '.join(e.graphql() for e in self.conditions)}]")
         if self.any_of:
             parts.append(f"anyOf: [{', '.join(g.graphql() for g in self.any_of)}]")
+        if self.death is not None:
+            parts.append(f"death: {self.death.graphql()}")
         return f"{{ {', '.join(parts)} }}"
 
     def label(self) -> str:
@@ -98,6 +139,8 @@ class Where:
             parts.append(low if low == high else f"{low}-{high}")
         if self.any_of:
             parts.append("(" + " | ".join(g.label() for g in self.any_of) + ")")
+        if self.death is not None:
+            parts.append(self.death.label())
         return " ".join(parts) or "everyone"
 
 

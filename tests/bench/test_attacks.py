@@ -25,7 +25,7 @@ from bench.attacks.estimate import (
 )
 from bench.attacks.margins import domain, row
 from bench.attacks.solve import LinearAttack
-from bench.attacks.targets import Cohorts, outside, singled_out
+from bench.attacks.targets import Cohorts, decedents, outside, singled_out
 from bench.attacks.truth import FEMALE_CONCEPT, MALE_CONCEPT, NodeTruth
 from bench.attacks.verdict import (
     HELD,
@@ -35,7 +35,7 @@ from bench.attacks.verdict import (
     count_row,
     membership_row,
 )
-from bench.attacks.where import Event, Where, in_month, union
+from bench.attacks.where import Death, Event, Where, in_month, month_of, union
 from schema.codes import Dimension, Jurisdiction
 
 FR = Jurisdiction.FR
@@ -54,6 +54,14 @@ def test_criteria_render_as_the_public_query_language() -> None:
     )
     assert Where(conditions=(Event("E11"),), spell_open_age=True).graphql() == (
         '{ age: { min: 0 }, conditions: [{ vocabulary: ICD10, code: "E11" }] }'
+    )
+    assert Where(
+        conditions=(Event("E11", at_least=2), Event("G40", exclude=True)),
+        death=Death(dt.date(2021, 6, 1), exclude=True),
+    ).graphql() == (
+        '{ conditions: [{ vocabulary: ICD10, code: "E11", atLeast: 2 }, '
+        '{ vocabulary: ICD10, code: "G40", exclude: true }], '
+        'death: { window: { start: "2021-06-01" }, exclude: true } }'
     )
 
 
@@ -78,8 +86,9 @@ def test_padding_cohorts_are_fresh_and_avoid_the_bands_given() -> None:
 # -- the truth ----------------------------------------------------------------------------------
 @pytest.fixture
 def node(tmp_path: Path) -> NodeTruth:
-    """Five persons: 1 F 1950 with E11.9 in 2020-03; 2 F 1950 with E11 in 2021-05 and G40;
-    3 M 1990 with U07.1; 4 F 1980 with E11, opted out; 5 born after the reference year."""
+    """Five persons: 1 F 1950 with E11.9 twice in 2020-03 (the second record coded E11 and
+    E11.9); 2 F 1950 with E11 in 2021-05 and G40; 3 M 1990 with U07.1, died 2021-06; 4 F 1980
+    with E11, opted out, died 2021-06; 5 born after the reference year."""
     path = tmp_path / "node.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute(
@@ -96,15 +105,18 @@ def node(tmp_path: Path) -> NodeTruth:
             "(12, 'ICD10', 'G40'), (13, 'ICD10', 'U07.1'), (99, 'SNOMED', '44054006')"
         )
         con.execute(
-            "CREATE TABLE condition_occurrence (person_id BIGINT, condition_concept_id INT, "
-            "condition_source_concept_id INT, condition_start_date DATE)"
+            "CREATE TABLE condition_occurrence (condition_occurrence_id BIGINT, "
+            "person_id BIGINT, condition_concept_id INT, condition_source_concept_id INT, "
+            "condition_start_date DATE)"
         )
         con.execute(
-            "INSERT INTO condition_occurrence VALUES (1, 99, 11, DATE '2020-03-15'), "
-            "(2, 10, 0, DATE '2021-05-01'), (2, 0, 12, DATE '2019-01-01'), "
-            "(3, 0, 13, DATE '2020-11-30'), (4, 99, 10, DATE '2020-01-01'), "
-            "(5, 99, 10, DATE '2020-01-01')"
+            "INSERT INTO condition_occurrence VALUES (1, 1, 99, 11, DATE '2020-03-15'), "
+            "(2, 2, 10, 0, DATE '2021-05-01'), (3, 2, 0, 12, DATE '2019-01-01'), "
+            "(4, 3, 0, 13, DATE '2020-11-30'), (5, 4, 99, 10, DATE '2020-01-01'), "
+            "(6, 5, 99, 10, DATE '2020-01-01'), (7, 1, 10, 11, DATE '2020-03-20')"
         )
+        con.execute("CREATE TABLE death (person_id BIGINT, death_date DATE)")
+        con.execute("INSERT INTO death VALUES (3, DATE '2021-06-10'), (4, DATE '2021-06-02')")
         con.execute("CREATE TABLE tessera_optout (person_id BIGINT)")
         con.execute("INSERT INTO tessera_optout VALUES (4)")
     return NodeTruth.load(path)
@@ -122,6 +134,28 @@ def test_the_truth_counts_persons_as_the_query_model_defines_them(node: NodeTrut
     assert node.count(Where(age_max=75)) == 1
     assert node.count(Where(conditions=(e11,), any_of=(Where(sex="MALE"), Where(age_min=70)))) == 2
     assert node.count(union(Where(conditions=(Event("G40"),)), Where(sex="MALE"))) == 2
+
+
+def test_the_truth_counts_records_and_deaths_as_the_query_model_defines_them(
+    node: NodeTruth,
+) -> None:
+    # A record coded under two concepts counts once.
+    assert node.count(Where(conditions=(Event("E11", at_least=2),))) == 1
+    assert node.count(Where(conditions=(Event("E11", at_least=3),))) == 0
+    assert node.count(Where(conditions=(Event("E11", exclude=True),))) == 1
+    assert node.count(Where(conditions=(Event("E11", at_least=2, exclude=True),))) == 2
+    # The opted-out person's death is not counted.
+    assert node.count(Where(death=Death())) == 1
+    assert node.count(Where(death=Death(*month_of(2021, 6)))) == 1
+    assert node.count(Where(death=Death(dt.date(2022, 1, 1)))) == 0
+    assert node.count(Where(death=Death(exclude=True))) == 2
+
+
+def test_known_decedents_are_alone_in_their_description(node: NodeTruth) -> None:
+    (decedent,) = decedents(node, FR)
+    assert node.person_id[decedent.index] == 3
+    assert decedent.died == Death(dt.date(2021, 6, 1), dt.date(2021, 6, 30))
+    assert node.count(decedent.alone) == 1
 
 
 def test_persons_singled_out_are_alone_in_their_description(node: NodeTruth) -> None:

@@ -31,7 +31,23 @@ def test_every_class_attacks_within_one_applicants_allowance(
 ) -> None:
     outcome, _ = simulated
     # Class 12 restarts connectors and class 7 changes the data: they run last.
-    assert [r.number for r in outcome.results] == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 7]
+    assert [r.number for r in outcome.results] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        9,
+        10,
+        11,
+        13,
+        14,
+        15,
+        12,
+        7,
+    ]
     for result in outcome.results:
         assert result.targets or result.trials, result.title
         if result.kind == "membership":
