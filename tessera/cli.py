@@ -4,6 +4,7 @@ modules happen inside the handlers so that `tessera --help` stays instant."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,9 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(words)
     try:
+        args = parser.parse_args(words)
         result: int = args.handler(args)
+    except BrokenPipeError:
+        # The reader went away (`tessera … --help | head`): nothing is left to say, and the
+        # flush of standard output at exit must not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command its pipe's reader closed
     except ConfigError as e:
         return _refuse(words, str(e))
     except OSError as e:

@@ -5,6 +5,7 @@ tests/gateway/test_gateway_start_errors.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,23 @@ def test_a_gateway_setting_out_of_range(tmp_path: Path) -> None:
     assert one_line(done, "gateway serve") == (
         "tessera gateway serve: TESSERA_GATEWAY_PORT must lie between 0 and 65535"
     )
+
+
+def test_help_whose_reader_has_gone_ends_quietly() -> None:
+    # `tessera connector serve --help | head -0`: the pipe's reader is gone before the help is
+    # written, so every write fails with EPIPE.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tessera", "connector", "serve", "--help"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 141
