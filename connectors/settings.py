@@ -233,9 +233,7 @@ class ConnectorSettings(ServiceSettings):
         database: str | Path | None = values.get("database")
         dsn: str | None = values.get("dsn")
         if database is not None and dsn is not None:
-            problems.append(
-                f"give {describe('database')} only: {describe('dsn')} is its deprecated alias"
-            )
+            problems.append(cls._both_given())
         elif database is None and dsn is None:
             problems.append(f"{describe('database')} is required")
         else:
@@ -271,16 +269,18 @@ class ConnectorSettings(ServiceSettings):
             f"{' and '.join(map(cls.describe, missing))}"
         )
 
+    @classmethod
+    def _both_given(cls) -> str:
+        database, dsn = cls.describe("database"), cls.describe("dsn")
+        return f"give {database} only: {dsn} is its deprecated alias"
+
     @model_validator(mode="before")
     @classmethod
     def _alias(cls, values: Any) -> Any:
         # The deprecated `dsn` is the database's URL by another name.
         if isinstance(values, dict) and values.get("dsn") is not None:
             if values.get("database") is not None:
-                raise SettingsError(
-                    f"give {cls.describe('database')} only: {cls.describe('dsn')} is its "
-                    "deprecated alias"
-                )
+                raise SettingsError(cls._both_given())
             log.warning(
                 "%s is deprecated: give the database's URL as %s",
                 cls.describe("dsn"),
