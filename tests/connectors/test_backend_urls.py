@@ -19,7 +19,8 @@ from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.backends.schemas import SchemaLayout
 from connectors.compiler import DIALECTS, DUCKDB, POSTGRES
-from schema.errors import ConfigError
+from connectors.settings import ConnectorSettings
+from schema.errors import ConfigError, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -98,3 +99,18 @@ def test_every_scheme_opens_a_backend_of_a_registered_dialect() -> None:
         assert isinstance(
             database_url(f"{name}:///x" if scheme.file else f"{name}://h/d"), DatabaseURL
         )
+
+
+def test_the_deprecated_dsn_is_the_database_under_another_name(tmp_path: Path) -> None:
+    env = {
+        "TESSERA_CONNECTOR_JURISDICTION": "FR",
+        "TESSERA_CONNECTOR_DSN": "postgresql://postgres@127.0.0.1/cdm",
+        "TESSERA_CONNECTOR_STATE_DIR": str(tmp_path / "state"),
+        "TESSERA_CONNECTOR_AUDIT_DB": str(tmp_path / "audit.sqlite3"),
+    }
+    settings = ConnectorSettings.from_env(env)
+    assert settings.target.scheme == "postgresql"
+    assert settings.dsn is None
+    both = {**env, "TESSERA_CONNECTOR_DATABASE": str(tmp_path / "cdm.duckdb")}
+    with pytest.raises(SettingsError, match=r"^give --database .* only: --dsn .* deprecated"):
+        ConnectorSettings.from_env(both)
