@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,7 +79,7 @@ class SqliteAuditStore:
                 self.path, isolation_level=None, check_same_thread=True, timeout=10.0
             )
             connection.execute("PRAGMA busy_timeout=10000")
-            connection.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(connection)
             connection.execute("PRAGMA synchronous=FULL")
             connection.executescript(SCHEMA)
             self._connection = connection
@@ -226,3 +227,18 @@ def _head(connection: sqlite3.Connection, chain: str) -> tuple[int, str]:
         (chain,),
     ).fetchone()
     return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+def _switch_to_wal(connection: sqlite3.Connection, attempts: int = 200) -> None:
+    """`PRAGMA journal_mode=WAL`, waiting for a writer that opens the same new file at once:
+    SQLite answers "locked" without calling the busy handler when two connections change a
+    file's journal mode together (it would otherwise risk a deadlock), so the wait is here
+    (at most ~10 s, as the busy timeout)."""
+    for attempt in range(attempts):
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
