@@ -12,7 +12,8 @@ for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of 
 When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
 part of every question that names an age, in its criteria or in a dimension that reads it (the
 age bands), or days of observation before that date. What a dimension reads is its SQL
-entry's (`connectors.compiler.dimensions`).
+entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`)
+name the variable, bounds included, and for age the age basis.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import orjson
 
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
 from schema.codes import Dimension, MeasureKind
-from schema.query import Breakdown, CohortQuery, Criteria
+from schema.query import STATISTICS, Breakdown, CohortQuery, Criteria
+from schema.variables import VariableSource
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
 # answers are never read under another meaning.
@@ -51,6 +53,13 @@ def question_digest(
     }
     if measure not in _UNNAMED:
         document["measure"] = measure.value
+    variable = query.variable
+    if measure in STATISTICS and variable is not None:
+        # The variable's statistics are of its definition and bounds; ages are the age
+        # date's (the age basis below).
+        document["variable"] = variable.model_dump(mode="json")
+        if variable.source is VariableSource.AGE:
+            document["age_at"] = query.age_basis.value
     if _reads(by, "age") or _reads_age_date(query.criteria):
         # Ages (and observation before the age date) at the reference date and at the index
         # event are different questions.

@@ -48,8 +48,9 @@ class NoiseSource(Protocol):
         """`counts`, each with independent noise of standard deviation `sd` added."""
         ...
 
-    def rho(self, sd: float) -> float:
-        """What releasing one table with noise `sd` costs each person counted in it."""
+    def rho(self, sd: float, sensitivity: int = 1) -> float:
+        """What releasing one table with noise `sd` costs each person counted in it, when one
+        person moves the table's values by at most `sensitivity` (L2, a whole number)."""
         ...
 
 
@@ -123,15 +124,17 @@ class DiscreteGaussian:
             with self._lock:
                 self._refilling.discard(sd)
 
-    def rho(self, sd: float) -> float:
-        return _rho(sd)
+    def rho(self, sd: float, sensitivity: int = 1) -> float:
+        return _rho(sd, sensitivity)
 
 
-@functools.lru_cache(maxsize=64)
-def _rho(sd: float) -> float:
-    """OpenDP's privacy map of the mechanism, asked once per sd: each call crosses into
-    OpenDP (~0.3 ms), and every question asks it."""
-    cost: float = _mechanism(sd).map(1)
+@functools.lru_cache(maxsize=256)
+def _rho(sd: float, sensitivity: int = 1) -> float:
+    """OpenDP's privacy map of the mechanism, asked once per sd and sensitivity: each call
+    crosses into OpenDP (~0.3 ms), and every question asks it. Sums of clipped values are
+    released in whole units (`schema.variables`), so their sensitivity is a whole number and
+    the integer mechanism's own map applies: ρ = sensitivity² / (2 sd²)."""
+    cost: float = _mechanism(sd).map(int(sensitivity))
     return cost
 
 
@@ -147,8 +150,8 @@ class ShiftedNoise:
         self.draws += 1
         return [int(c) + self._shift(i) for i, c in enumerate(counts)]
 
-    def rho(self, sd: float) -> float:
-        return 1.0 / (2.0 * sd * sd)
+    def rho(self, sd: float, sensitivity: int = 1) -> float:
+        return float(sensitivity * sensitivity) / (2.0 * sd * sd)
 
 
 # The smallest share sd a pooled round may ask for: the bound below needs shares of at least

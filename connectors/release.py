@@ -24,13 +24,14 @@ from connectors.compiler import TableRows
 from connectors.noise import NoiseSource
 from policies.disclosure import CellContext
 from policies.domain import table_domain
-from policies.measures import PROTECTIONS
+from policies.measures import PROTECTIONS, n_withheld
 from schema.codes import MeasureKind
 from schema.query import Breakdown, CohortQuery
 from schema.result import Value
 from schema.wire import NodeCell, NodeTable
 
 Counts = Mapping[CellKey, int]
+_SUMS: Final = (MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES)
 
 
 def full_table(by: Breakdown, counts: Counts, query: CohortQuery) -> dict[CellKey, int]:
@@ -47,13 +48,17 @@ def full_table(by: Breakdown, counts: Counts, query: CohortQuery) -> dict[CellKe
 
 
 def draw(
-    tables: Mapping[str, Mapping[CellKey, int]], sd: float, noise: NoiseSource
+    tables: Mapping[str, Mapping[CellKey, int]],
+    sd: float | Mapping[str, float],
+    noise: NoiseSource,
 ) -> dict[str, StoredTable]:
-    """Each table (by question digest) with noise of standard deviation `sd` on every cell."""
+    """Each table (by question digest) with noise of standard deviation `sd` on every cell
+    (or each table's own sd, by digest: a sum's is its sensitivity times a count's)."""
     drawn = {}
     for question, cells in tables.items():
         keys = list(cells)
-        noisy = noise.draw([cells[key] for key in keys], sd)
+        table_sd = sd if isinstance(sd, int | float) else sd[question]
+        noisy = noise.draw([cells[key] for key in keys], table_sd)
         drawn[question] = StoredTable(dict(zip(keys, noisy, strict=True)))
     return drawn
 
@@ -91,11 +96,15 @@ def released_table(
     sd: float,
     ctx: CellContext,
     values: ReleasedValues | None = None,
+    sds: Mapping[MeasureKind, float] | None = None,
 ) -> NodeTable:
     """The table as the node releases it: each measure's noisy value through that measure's
     disclosure rules (`policies.measures`), keys in `by`'s order, cells sorted by key. Every
     measure's stored table has the same keys (the table's public domain). `values` shares
-    the released values with other tables (by default this table's own)."""
+    the released values with other tables (by default this table's own). `sds`: a measure's
+    noise sd where it is not `sd` (a sum's). A cell's sums of a variable are withheld where
+    its VALUE_N is (LOW): a mean is released only where its count of persons is, and which
+    sums are withheld depends on released values only."""
     canonical = canonical_breakdown(by)
     order = [canonical.index(d) for d in by]
     kinds = list(stored)
@@ -106,18 +115,31 @@ def released_table(
         pick = itemgetter(*order)  # two dimensions or more: a tuple
         cells = sorted((pick(key), key) for key in keys)
     shared = ReleasedValues() if values is None else values
+    of = sds or {}
     measures = [
-        (k, PROTECTIONS[k].released, stored[k].cells, shared.made(k, sd, ctx)) for k in kinds
+        (
+            k,
+            PROTECTIONS[k].released,
+            stored[k].cells,
+            of.get(k, sd),
+            shared.made(k, of.get(k, sd), ctx),
+        )
+        for k in kinds
     ]
+    linked = MeasureKind.VALUE_N in stored
     released: list[dict[str, Any]] = []
     for key, stored_key in cells:
         cell = {}
-        for kind, release, noisy_cells, of_kind in measures:
+        for kind, release, noisy_cells, kind_sd, of_kind in measures:
             noisy = noisy_cells[stored_key]
             value = of_kind.get(noisy)
             if value is None:
-                value = of_kind[noisy] = release(noisy, sd, ctx)
+                value = of_kind[noisy] = release(noisy, kind_sd, ctx)
             cell[kind] = value
+        if linked and cell[MeasureKind.VALUE_N].withheld:
+            for kind in _SUMS:
+                if kind in cell:
+                    cell[kind] = Value.low(n_withheld(ctx.jurisdiction), sd=of.get(kind, sd))
         released.append({"key": list(key), "values": cell})
     return NodeTable.trusted(by=by, cells=NodeCell.trusted_each(released))
 

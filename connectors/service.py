@@ -172,6 +172,17 @@ class NodeQuestion:
     sd: float
     accounts: tuple[Account, ...]
     shelf: Shelf
+    # Each measure's sensitivity for this question (`schema.measures`).
+    sensitivities: Mapping[MeasureKind, int]
+
+    def sd_of(self, kind: MeasureKind) -> float:
+        """The noise sd of a measure's values: the question's, times the measure's
+        sensitivity (a count's: the question's)."""
+        return self.sd * self.sensitivities[kind]
+
+    @property
+    def sds(self) -> dict[MeasureKind, float]:
+        return {kind: self.sd_of(kind) for kind in self.measures}
 
     @classmethod
     def of(
@@ -199,6 +210,7 @@ class NodeQuestion:
             },
             sd=sd,
             accounts=accounts,
+            sensitivities={kind: MEASURES[kind].sensitivity(query) for kind in measures},
             # Answers are an organisation's: its researchers asking the same question get the
             # same numbers (and the organisation's budget is what averaging would spend).
             shelf=Shelf(owner=accounts[-1].key, release=release, sd=sd),
@@ -206,10 +218,13 @@ class NodeQuestion:
 
     def cost(self, new: Iterable[MeasureKind], noise: NoiseSource, pooled: int = 0) -> int:
         """What new tables of the measures `new` (one item a table), and new pooled tables
-        costing `pooled`, cost each person counted, in ledger units: each table's measure at
-        its sensitivity (`schema.measures`; a count's is one)."""
-        rho = noise.rho(self.sd)
-        cost = sum(units(rho * MEASURES[kind].sensitivity ** 2) for kind in new) + pooled
+        costing `pooled`, cost each person counted, in ledger units: each table's measure
+        with noise of its own sd (`sd_of`) at its sensitivity (`schema.measures`; a count's
+        is one), as the noise's privacy map says: every statistic costs what a count does."""
+        cost = (
+            sum(units(noise.rho(self.sd_of(kind), self.sensitivities[kind])) for kind in new)
+            + pooled
+        )
         if cost > min(a.cap for a in self.accounts):
             raise QuestionTooCostly(
                 f"{len(self.tables)} tables at noise sd {self.sd:g} (and any pooled) cost more "
@@ -518,6 +533,7 @@ class QueryService:
                         question.sd,
                         context,
                         self._released,
+                        question.sds,
                     )
                     for by in tables
                 }
@@ -550,7 +566,9 @@ class QueryService:
                         self.noise,
                     )
                 del counts
-                drawn = draw(full, question.sd, self.noise)
+                drawn = draw(
+                    full, {d: question.sd_of(kind) for d, (_, kind) in new.items()}, self.noise
+                )
                 del full
                 # A draw is stored only once its charges are on disk: a stored answer is
                 # served again without a charge, also after a crash of the node, so its

@@ -44,7 +44,7 @@ from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, Value
 from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES
 from schema.query import Breakdown
-from schema.result import Cell, DimensionValue, Reason, Value
+from schema.result import Cell, DimensionValue, Reason, Summary, Value
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
@@ -74,6 +74,8 @@ class NodeResult:
     privacy: PrivacySpend | None = None
     unknown_codes: tuple[UnknownCode, ...] = ()
     vocabularies: tuple[str, ...] = ()
+    # The question's numeric variable over the node's cohort (`gateway.statistics`).
+    summary: Summary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class Combined:
     count: Value
     by_jurisdiction: tuple[NodeResult, ...]
     tables: Mapping[Breakdown, tuple[Cell, ...]]
+    # The question's numeric variable, pooled over the nodes (`gateway.statistics`).
+    summary: Summary | None = None
 
 
 def combine(
@@ -226,7 +230,7 @@ def combine_table(
 # Built from parts that are already valid (vetted keys, protected values): constructed, not
 # validated again, since this runs for every cell of every answer.
 def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
-    return Cell.trusted(dimensions=dimensions, count=count)
+    return Cell.trusted(dimensions=dimensions, count=count, summary=None)
 
 
 Column = tuple[Dimension, dict[str, DimensionValue]]

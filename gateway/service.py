@@ -45,6 +45,7 @@ from gateway.settings import (
     DEFAULT_MAX_DEADLINE_S,
     PartialPools,
 )
+from gateway.statistics import with_summaries
 from gateway.vocabulary import ConceptClient
 from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
@@ -213,10 +214,16 @@ async def _answer(
         )
     quorum.check(gathered.outcomes)
     with trail.step("combine") as span:
-        combined = guard_pools(
-            combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+        combined = with_summaries(
+            guard_pools(
+                combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+                gathered.outcomes,
+                services.partial_pools,
+            ),
+            plan.node_query,
+            plan.tables,
             gathered.outcomes,
-            services.partial_pools,
+            policies.profile,
         )
         released = released_values(combined)
         span.set_attributes(

@@ -24,7 +24,7 @@ from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
-from schema.codes import NodeStatus, ValueStatus
+from schema.codes import MeasureKind, NodeStatus, ValueStatus
 from schema.measures import MEASURES, MeasureSpec
 from schema.query import Breakdown
 from schema.result import Value
@@ -95,8 +95,11 @@ def full_domain(answer: AnswerToVet) -> str | None:
 
 def noisy_as_published(answer: AnswerToVet) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
-    count never leaves a node."""
-    sd = answer.profile.noise_sd(answer.request.noise)
+    count never leaves a node. A sum's noise is at least the published sd times its
+    sensitivity (`schema.measures`)."""
+    sd = answer.profile.noise_sd(answer.request.noise) * answer.measure.sensitivity(
+        answer.request.query
+    )
     least = sd * (1 - 1e-9)
     for cells in answer.tables.values():
         for value in cells.values():
@@ -122,7 +125,10 @@ def possible_counts(answer: AnswerToVet) -> str | None:
 
 def at_least_published_minimum(answer: AnswerToVet) -> str | None:
     """No released count below the node's own published minimum (a noisy count below it is
-    LOW): the node broke its own disclosure rules, so none of its numbers are safe."""
+    LOW): the node broke its own disclosure rules, so none of its numbers are safe. (Counts
+    only: a sum has no minimum.)"""
+    if not answer.measure.count:
+        return None
     minimum = answer.profile.min_count
     for value in _released(answer.tables):
         if (value.value or 0) < minimum:
@@ -158,7 +164,9 @@ def cells_within_total(answer: AnswerToVet) -> str | None:
     has none to check against: its cells are then held to the other checks (each one
     possible, noisy as published, at least the minimum), and the pooled count to
     `gateway.rounds`' plausibility check. A total asked and withheld (LOW) is no bound
-    either."""
+    either. (Counts only: sums are bounded by their counts, `linked_sums`.)"""
+    if not answer.measure.count:
+        return None
     tables = answer.tables
     total = tables.get((), {}).get(())
     if total is None or total.value is None:
@@ -192,6 +200,27 @@ CHECKS: Final[tuple[Check, ...]] = (
 )
 
 
+_SUMS: Final = (MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES)
+
+
+def linked_sums(measures: Mapping[MeasureKind, Tables]) -> str | None:
+    """A variable's sums are withheld exactly where the cell's count of persons with a value
+    (VALUE_N) is: a sum released beside a LOW count would give a mean over fewer persons than
+    the minimum, and a sum withheld beside a released count says something the count did
+    not."""
+    counts = measures.get(MeasureKind.VALUE_N)
+    if counts is None:
+        return None
+    for kind in _SUMS:
+        for by, cells in measures.get(kind, {}).items():
+            of_table = counts.get(by, {})
+            for key, value in cells.items():
+                n = of_table.get(key)
+                if n is None or n.withheld != value.withheld:
+                    return f"a {kind.value} is not withheld exactly where its count is"
+    return None
+
+
 def vet(
     outcome: NodeOutcome,
     profile: DisclosureProfile,
@@ -211,6 +240,14 @@ def vet(
                 f"implausible answer: {problem}",
                 latency_ms=outcome.latency_ms,
             )
+    problem = linked_sums(outcome.measures)
+    if problem is not None:
+        return NodeOutcome.failed(
+            outcome.jurisdiction,
+            NodeStatus.REJECTED,
+            f"implausible answer: {problem}",
+            latency_ms=outcome.latency_ms,
+        )
     return outcome
 
 

@@ -122,10 +122,16 @@ class AgeAt(StrEnum):
 
 
 class MeasureKind(StrEnum):
-    """What is computed per cell. Only distinct-person counts today; the wire format is typed
-    so that sums, means and histograms with public bins can be added without breaking it."""
+    """What is computed per cell: distinct persons, and the sufficient statistics of the
+    question's numeric variable (`schema.variables`), each person's value clipped to public
+    bounds and counted in whole units of the variable's resolution, centred on the bounds'
+    midpoint: how many persons have a value (`VALUE_N`), the sum of their values
+    (`VALUE_SUM`) and of their squares (`VALUE_SUM_SQUARES`)."""
 
     PERSON_COUNT = "PERSON_COUNT"
+    VALUE_N = "VALUE_N"
+    VALUE_SUM = "VALUE_SUM"
+    VALUE_SUM_SQUARES = "VALUE_SUM_SQUARES"
 
 
 class ValueStatus(StrEnum):

@@ -13,13 +13,14 @@ test holds every registry to every `MeasureKind` (see docs/adding-a-measure.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
 from schema.codes import MeasureKind
 from schema.query import CohortQuery
+from schema.variables import MAX_SPAN_UNITS
 
 # More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
 # larger. (It also keeps every released count within GraphQL's 32-bit Int.)
@@ -38,19 +39,24 @@ class MeasureSpec:
     """What a measure's values are. Values are whole numbers (`schema.result.Value`) between
     `minimum` and `maximum` as true values; a released one is noisy, so it may lie beyond
     `maximum` by its noise, which the gateway's checks allow for. `sensitivity`: how much
-    adding or removing one person changes the values of one table, in the L2 norm (a person
-    is in one cell of a table, and counts once there: 1); a node charges each person counted
-    `sensitivity**2` times a count's cost for each table of the measure it releases
-    (zCDP of the Gaussian mechanism). `secure`: whether nodes may pool it as masked shares
-    (`schema.pooling`), which needs a value that adds up over persons."""
+    adding or removing one person changes the values of one table of a question, in the L2
+    norm, a whole number (a person is in one cell of a table, and counts once there: 1; a sum
+    of clipped values, the most one value moves it: `schema.variables`). A node adds noise of
+    sd `sensitivity` times the question's to the measure's values and charges each person
+    counted what OpenDP's privacy map says of the discrete Gaussian at that sd and
+    sensitivity: a count's cost, whatever the sensitivity. `count`: whether its values are
+    counts of persons (the minimum count, rounding and the count checks apply to them).
+    `secure`: whether nodes may pool it as masked shares (`schema.pooling`), which needs a
+    value that adds up over persons."""
 
     kind: MeasureKind
     description: str
     minimum: int
     maximum: int
-    sensitivity: int
+    sensitivity: Callable[[CohortQuery], int]
     pool: Pool
     secure: bool
+    count: bool = True
 
     def pooled(self, parts: Sequence[int]) -> int:
         """The cell's value across nodes, from each node's (released, noisy) value."""
@@ -59,15 +65,65 @@ class MeasureSpec:
         raise ValueError(f"no pooling rule {self.pool}")  # a new Pool needs one here
 
 
+# The largest sum of centred units a cell can hold: every person of Europe at the widest
+# bounds (`schema.variables.MAX_SPAN_UNITS`), squared.
+MAX_SUM: Final = MAX_PERSONS * (MAX_SPAN_UNITS // 2) ** 2
+
+
+def _one(query: CohortQuery) -> int:
+    return 1
+
+
+def _sum_sensitivity(query: CohortQuery) -> int:
+    if query.variable is None:
+        raise ValueError("a sum of a variable's values needs the variable")
+    return query.variable.clipping.sum_sensitivity
+
+
+def _squares_sensitivity(query: CohortQuery) -> int:
+    if query.variable is None:
+        raise ValueError("a sum of a variable's squares needs the variable")
+    return query.variable.clipping.squares_sensitivity
+
+
 MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
     MeasureKind.PERSON_COUNT: MeasureSpec(
         kind=MeasureKind.PERSON_COUNT,
         description="distinct persons in the cell",
         minimum=0,
         maximum=MAX_PERSONS,
-        sensitivity=1,
+        sensitivity=_one,
         pool=Pool.SUM,
         secure=True,
+    ),
+    MeasureKind.VALUE_N: MeasureSpec(
+        kind=MeasureKind.VALUE_N,
+        description="distinct persons in the cell with a value of the question's variable",
+        minimum=0,
+        maximum=MAX_PERSONS,
+        sensitivity=_one,
+        pool=Pool.SUM,
+        secure=False,
+    ),
+    MeasureKind.VALUE_SUM: MeasureSpec(
+        kind=MeasureKind.VALUE_SUM,
+        description="the sum of the cell's values, clipped, in centred units",
+        minimum=-MAX_SUM,
+        maximum=MAX_SUM,
+        sensitivity=_sum_sensitivity,
+        pool=Pool.SUM,
+        secure=False,
+        count=False,
+    ),
+    MeasureKind.VALUE_SUM_SQUARES: MeasureSpec(
+        kind=MeasureKind.VALUE_SUM_SQUARES,
+        description="the sum of the squares of the cell's centred units, less their offset",
+        minimum=-MAX_SUM,
+        maximum=MAX_SUM,
+        sensitivity=_squares_sensitivity,
+        pool=Pool.SUM,
+        secure=False,
+        count=False,
     ),
 }
 

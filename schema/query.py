@@ -21,6 +21,15 @@ from schema.codes import (
 )
 from schema.dimensions import age_band_width
 from schema.model import Contract
+from schema.variables import (
+    AGE,
+    MAX_SPAN_UNITS,
+    MEASUREMENTS,
+    Clipping,
+    PerPerson,
+    VariableSource,
+    VariableSpec,
+)
 
 MAX_CRITERIA_DEPTH = 4
 MAX_CODES_PER_GROUP = 32
@@ -214,6 +223,73 @@ class Measure(Contract):
     kind: MeasureKind = MeasureKind.PERSON_COUNT
 
 
+# The measures of a numeric variable's summary: asked together or not at all.
+STATISTICS: Final = (MeasureKind.VALUE_N, MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES)
+
+
+class NumericVariable(Contract):
+    """A numeric variable, one value per cohort person (`schema.variables`): their age at the
+    question's age date, or a measurement's value (`code`, LOINC, in the node's canonical unit)
+    taken per person as the first, last or mean of their measurements in `window` (a calendar
+    window; every measurement without one). Values are clipped to `lo`..`hi`, public bounds
+    within the registry's (its own when not given). Persons without a value are in no sum and
+    not in VALUE_N. This is the variable's one definition: the compiler computes it from
+    here (`connectors.compiler.cohort`), the canonical digest names it (the whole model)."""
+
+    source: VariableSource
+    code: Code | None = None
+    per_person: PerPerson = PerPerson.FIRST
+    window: DateWindow | None = None
+    lo: float | None = Field(default=None, allow_inf_nan=False)
+    hi: float | None = Field(default=None, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _well_defined(self) -> Self:
+        if self.source is VariableSource.AGE:
+            if self.code is not None or self.window is not None:
+                raise ValueError("age takes no code or window")
+            if self.per_person is not PerPerson.FIRST:
+                raise ValueError("age is one value per person: no perPerson")
+        else:
+            if self.code is None or self.code.vocabulary is not Vocabulary.LOINC:
+                raise ValueError("a measurement variable names a LOINC code")
+            if self.code.to is not None:
+                raise ValueError("a measurement variable names one code, not a range")
+            if self.code.code not in MEASUREMENTS:
+                raise ValueError(
+                    "this LOINC code has no registered bounds: "
+                    f"one of {', '.join(sorted(MEASUREMENTS))}"
+                )
+        spec = self.spec
+        lo = spec.lo if self.lo is None else self.lo
+        hi = spec.hi if self.hi is None else self.hi
+        if not spec.lo <= lo < hi <= spec.hi:
+            raise ValueError(
+                f"bounds of {spec.name} lie within {spec.lo:g}..{spec.hi:g}, lo below hi"
+            )
+        clipping = self.clipping
+        if clipping.hi - clipping.lo > MAX_SPAN_UNITS:
+            raise ValueError(
+                f"bounds of {spec.name} span at most {MAX_SPAN_UNITS} units of "
+                f"{spec.resolution:g} {spec.unit}"
+            )
+        return self
+
+    @property
+    def spec(self) -> VariableSpec:
+        if self.source is VariableSource.AGE or self.code is None:
+            return AGE
+        return MEASUREMENTS[self.code.code]
+
+    @property
+    def clipping(self) -> Clipping:
+        """The bounds in whole units of the resolution (refused when not on its grid)."""
+        spec = self.spec
+        lo = spec.lo if self.lo is None else self.lo
+        hi = spec.hi if self.hi is None else self.hi
+        return Clipping(lo=spec.units(lo), hi=spec.units(hi), decimals=spec.decimals)
+
+
 # The default measures, shared: a frozen model needs no copy of its own (pydantic deep-copies a
 # plain default for every instance, twice a question at the gateway).
 _COUNT_ONLY: Final = (Measure(),)
@@ -238,6 +314,9 @@ class CohortQuery(Contract):
     measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: list(_COUNT_ONLY)
     )
+    # The variable the VALUE_* measures are of; left out of dumps when absent (the questions
+    # of before keep their digests).
+    variable: Annotated[NumericVariable | None, Field(exclude_if=_absent)] = None
 
     @field_validator("tables")
     @classmethod
@@ -268,6 +347,20 @@ class CohortQuery(Contract):
                 "ages at the index event need a condition, drug or measurement, not an exclusion, "
                 "at the top level of the criteria"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _statistics_of_a_variable(self) -> Self:
+        kinds = {m.kind for m in self.measures}
+        statistics = kinds & set(STATISTICS)
+        if statistics and statistics != set(STATISTICS):
+            raise ValueError(
+                "a variable's statistics are asked together: VALUE_N, VALUE_SUM, VALUE_SUM_SQUARES"
+            )
+        if statistics and self.variable is None:
+            raise ValueError("statistics of a variable need the variable")
+        if self.variable is not None and not statistics:
+            raise ValueError("a variable is given for its statistics: ask them")
         return self
 
     @property

@@ -28,13 +28,15 @@ class Value(Contract):
     take about `sd`). A pooled number lists its `contributors`, the jurisdictions whose
     counts are in it (None for a country's own number)."""
 
-    value: Annotated[int, Field(ge=0)] | None
+    # A count is at least zero (its measure's minimum, `schema.measures`, checked on the
+    # wire); a noisy sum of centred units may be negative.
+    value: int | None
     status: ValueStatus
     # A factory, not `= []`: pydantic deep-copies a mutable default for every instance, and
     # the gateway validates and builds a Value for every cell of every node (-0.6 us each).
     reasons: list[Reason] = Field(default_factory=list)
     bound: Annotated[float, Field(ge=0)] | None = None
-    sd: Annotated[float, Field(ge=0, le=1e6)] | None = None
+    sd: Annotated[float, Field(ge=0, le=1e9)] | None = None
     contributors: list[Jurisdiction] | None = None
 
     @model_validator(mode="after")
@@ -65,6 +67,40 @@ class DimensionValue(Contract):
     value: str
 
 
+class Estimate(Contract):
+    """A number the gateway derives from released values (a mean, a variance, an end of a
+    confidence interval): null exactly when withheld, with the status and reasons of what it
+    was derived from, and `sd`, the standard deviation the noise of those values gives it (to
+    first order): the truth, before sampling, is the value give or take about `sd`."""
+
+    value: float | None
+    status: ValueStatus
+    reasons: list[Reason] = Field(default_factory=list)
+    sd: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _withheld_is_null(self) -> Self:
+        if (self.status in WITHHELD) != (self.value is None):
+            raise ValueError("a value is null exactly when it is withheld (LOW or SUPPRESSED)")
+        return self
+
+
+class Summary(Contract):
+    """A numeric variable in one cell, from its released sufficient statistics: `n` persons
+    with a value (a noisy count), their mean, variance and standard deviation (in the
+    variable's unit, of values clipped to the question's bounds), and a 95% confidence
+    interval for the mean that counts both the sampling and the noise. Every number is
+    withheld where `n` is (LOW below the minimum)."""
+
+    n: Value
+    mean: Estimate
+    variance: Estimate
+    sd: Estimate
+    ci_low: Estimate
+    ci_high: Estimate
+
+
 class Cell(Contract):
     dimensions: list[DimensionValue]
     count: Value
+    summary: Summary | None = None

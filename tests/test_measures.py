@@ -15,7 +15,8 @@ from connectors.compiler.measures import MEASURE_SQL
 from policies.measures import PROTECTIONS
 from schema.codes import Dimension, MeasureKind
 from schema.measures import MEASURES, asked
-from schema.query import CohortQuery, Criteria, Measure
+from schema.query import CohortQuery, Criteria, Measure, NumericVariable
+from schema.variables import VariableSource
 
 KINDS = set(MeasureKind)
 
@@ -38,9 +39,24 @@ def test_each_spec_is_its_own_kinds_and_sane() -> None:
     for kind, spec in MEASURES.items():
         assert spec.kind is kind
         assert spec.minimum <= spec.maximum
-        assert spec.sensitivity >= 1
+        assert spec.sensitivity(_WITH_AGE) >= 1
         # A value that pools: one node's value alone pools to itself.
         assert spec.pooled([spec.minimum]) == spec.minimum
+
+
+_WITH_AGE = CohortQuery(
+    criteria=Criteria(),
+    reference_date=dt.date(2024, 6, 30),
+    measures=[Measure(kind=k) for k in MeasureKind],
+    variable=NumericVariable(source=VariableSource.AGE, lo=18, hi=90),
+)
+
+
+def test_a_sums_sensitivity_is_the_most_one_clipped_value_moves_it() -> None:
+    # Ages 18..90 in years: centre 54, |u| <= 36; u^2 in [0, 1296], less 648: at most 648.
+    assert MEASURES[MeasureKind.VALUE_N].sensitivity(_WITH_AGE) == 1
+    assert MEASURES[MeasureKind.VALUE_SUM].sensitivity(_WITH_AGE) == 36
+    assert MEASURES[MeasureKind.VALUE_SUM_SQUARES].sensitivity(_WITH_AGE) == 648
 
 
 def test_each_measure_has_a_result_column_of_its_own() -> None:
@@ -55,7 +71,8 @@ def test_a_compiled_query_names_a_column_for_each_measure_it_asks() -> None:
         criteria=Criteria(),
         reference_date=dt.date(2024, 6, 30),
         tables=[(Dimension.SEX,)],
-        measures=[Measure(kind=k) for k in MeasureKind] * 2,
+        measures=[Measure(kind=k) for k in MeasureKind],
+        variable=NumericVariable(source=VariableSource.AGE),
     )
     compiled = compile_query(query)
     assert asked(query) == tuple(MeasureKind)

@@ -44,7 +44,7 @@ from connectors.compiler.compiled import (
 )
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
-from connectors.compiler.measures import MEASURE_SQL, measure_column
+from connectors.compiler.measures import MEASURE_SQL, VALUE_SQUARES, VALUE_UNITS, measure_column
 from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table
 from connectors.errors import BadRequest
@@ -58,13 +58,16 @@ from schema.query import (
     DeathCriterion,
     EventCriterion,
     MeasurementCriterion,
+    NumericVariable,
 )
+from schema.variables import PerPerson, VariableSource
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED, DIED = "p", "c", "i", "e", "k", "op", "d"
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
+VARIABLE, RAW, RANK = "variable", "raw_value", "value_rank"  # a measurement variable's table
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
@@ -188,6 +191,21 @@ class _CohortCompiler:
             # The index date the cohort joins anyway: the dimensions dated by it read it here
             # rather than find each person's first event again (CTE `index_event`).
             columns.append(col(INDEX_DATE, AGE_DATE))
+        variable = self.query.variable
+        if variable is not None:
+            units = self._units(variable)
+            offset = exp.cast(
+                self.params.bind(variable.clipping.square_offset), exp.DataType.Type.BIGINT
+            )
+            columns.append(exp.alias_(units, VALUE_UNITS))
+            columns.append(
+                exp.alias_(
+                    exp.Sub(
+                        this=exp.Mul(this=units.copy(), expression=units.copy()), expression=offset
+                    ),
+                    VALUE_SQUARES,
+                )
+            )
         select = (
             exp.select(*columns)
             .from_(table(names.PERSON, PERSON), copy=False)
@@ -209,7 +227,86 @@ class _CohortCompiler:
                 join_type="INNER",
                 copy=False,
             )
+        if variable is not None and variable.source is VariableSource.MEASUREMENT:
+            # Each person's one value (or none: a LEFT JOIN keeps them in the cohort).
+            select = select.join(
+                exp.Subquery(this=self._measured(variable), alias=exp.TableAlias(this=VARIABLE)),
+                on=col("person_id", VARIABLE).eq(col("person_id", PERSON)),
+                join_type="LEFT",
+                copy=False,
+            )
         return select.where(exp.and_(*conditions, copy=False), copy=False)
+
+    # -- the numeric variable ----------------------------------------------------------------
+
+    def _units(self, variable: NumericVariable) -> exp.Expr:
+        """The person's value as `schema.variables` counts it: clipped to the bounds, in whole
+        units of the resolution (rounded half up), less the bounds' centre; NULL without a
+        value. Integer arithmetic from the rounding on: the sums are exact."""
+        clipping = variable.clipping
+        if variable.source is VariableSource.AGE:
+            whole: exp.Expr = self._age()  # whole years already (resolution 1)
+        else:
+            raw = exp.cast(col(RAW, VARIABLE), exp.DataType.Type.DOUBLE)
+            scale = exp.cast(
+                self.params.bind(float(10**clipping.decimals)), exp.DataType.Type.DOUBLE
+            )
+            rounded = exp.func(
+                "FLOOR",
+                exp.Add(
+                    this=exp.Mul(this=raw, expression=scale), expression=exp.Literal.number(0.5)
+                ),
+            )
+            whole = exp.cast(rounded, exp.DataType.Type.BIGINT)
+        low = exp.cast(self.params.bind(clipping.lo), exp.DataType.Type.BIGINT)
+        high = exp.cast(self.params.bind(clipping.hi), exp.DataType.Type.BIGINT)
+        centre = exp.cast(self.params.bind(clipping.centre), exp.DataType.Type.BIGINT)
+        clipped = exp.func("LEAST", exp.func("GREATEST", whole, low), high)
+        return exp.paren(exp.Sub(this=clipped, expression=centre))
+
+    def _measured(self, variable: NumericVariable) -> exp.Select:
+        """Each person's value of a measurement variable: their first, last or mean
+        measurement of the code in the window (the first and last by date, then by
+        measurement id, so that one value is chosen whatever the database's order)."""
+        assert variable.code is not None  # the query model requires it for a measurement
+        criterion = MeasurementCriterion(
+            vocabulary=variable.code.vocabulary,
+            code=variable.code.code,
+            descendants=variable.code.descendants,
+            window=variable.window,
+        )
+        measurements = names.MEASUREMENTS
+        assert measurements.value is not None
+        value = col(measurements.value, EVENT)
+        event_filter = exp.and_(
+            self._event_filter(measurements, criterion), value.is_(exp.null()).not_()
+        )
+        person = col("person_id", EVENT)
+        if variable.per_person is PerPerson.MEAN:
+            return (
+                exp.select(person, exp.alias_(exp.func("AVG", value.copy()), RAW))
+                .from_(table(measurements.name, EVENT), copy=False)
+                .where(event_filter, copy=False)
+                .group_by(person.copy(), copy=False)
+            )
+        descending = variable.per_person is PerPerson.LAST
+        order = exp.Order(
+            expressions=[
+                exp.Ordered(this=col(measurements.date, EVENT), desc=descending),
+                exp.Ordered(this=col("measurement_id", EVENT), desc=descending),
+            ]
+        )
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[person.copy()], order=order)
+        ranked = (
+            exp.select(person.copy(), exp.alias_(value.copy(), RAW), exp.alias_(rank, RANK))
+            .from_(table(measurements.name, EVENT), copy=False)
+            .where(event_filter, copy=False)
+        )
+        return (
+            exp.select(exp.column("person_id"), exp.column(RAW))
+            .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this="ranked")), copy=False)
+            .where(exp.column(RANK).eq(exp.Literal.number(1)), copy=False)
+        )
 
     def _age(self) -> exp.Expr:
         """A person's age in whole years at the question's age date (`CohortQuery.age_basis`):
@@ -408,6 +505,8 @@ class _CohortCompiler:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
             select = select.select(value, copy=False)
+        if self.query.variable is not None:
+            select = select.select(col(VALUE_UNITS, COHORT), col(VALUE_SQUARES, COHORT), copy=False)
         if joined:
             select = select.join(
                 table(INDEX_CTE, INDEX),

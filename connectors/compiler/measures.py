@@ -1,6 +1,11 @@
 """The SQL of each measure: one aggregate per `MeasureKind`, computed per cell over the persons
 of the cohort (the `cells` relation, or the cohort itself for the total), each as a result
-column of its own name. `CompiledQuery.tabulate` reads a measure's values by that name."""
+column of its own name. `CompiledQuery.tabulate` reads a measure's values by that name.
+
+A variable's statistics read two columns the cohort carries when the question has a variable
+(`connectors.compiler.cohort`): each person's value as a clipped, centred whole unit
+(`VALUE_UNITS`, NULL without a value) and its square less the public offset
+(`VALUE_SQUARES`), as `schema.variables` defines them."""
 
 from __future__ import annotations
 
@@ -30,8 +35,31 @@ def _distinct_persons() -> exp.Expr:
     return exp.Count(this=exp.Distinct(expressions=[exp.column(names.PERSON_INDEX_COLUMN)]))
 
 
+VALUE_UNITS: Final = "value_units"
+VALUE_SQUARES: Final = "value_squares"
+
+
+def _persons_with_a_value() -> exp.Expr:
+    with_value = exp.Case().when(
+        exp.column(VALUE_UNITS).is_(exp.null()).not_(),
+        exp.column(names.PERSON_INDEX_COLUMN),
+    )
+    return exp.Count(this=exp.Distinct(expressions=[with_value]))
+
+
+def _sum_of(column: str) -> Callable[[], exp.Expr]:
+    def aggregate() -> exp.Expr:
+        # A cell of nobody with a value sums to 0, not NULL.
+        return exp.func("COALESCE", exp.Sum(this=exp.column(column)), exp.Literal.number(0))
+
+    return aggregate
+
+
 MEASURE_SQL: Final[dict[MeasureKind, MeasureSql]] = {
     MeasureKind.PERSON_COUNT: MeasureSql("person_count", _distinct_persons, empty=0),
+    MeasureKind.VALUE_N: MeasureSql("value_n", _persons_with_a_value, empty=0),
+    MeasureKind.VALUE_SUM: MeasureSql("value_sum", _sum_of(VALUE_UNITS), empty=0),
+    MeasureKind.VALUE_SUM_SQUARES: MeasureSql("value_sum_squares", _sum_of(VALUE_SQUARES), empty=0),
 }
 
 

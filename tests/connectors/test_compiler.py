@@ -37,8 +37,10 @@ from connectors.compiler.concepts import like_prefix
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension, MeasureKind, Vocabulary
 from schema.query import (
+    STATISTICS,
     AgeRange,
     Breakdown,
+    Code,
     CohortQuery,
     Criteria,
     DateWindow,
@@ -46,8 +48,10 @@ from schema.query import (
     EventCriterion,
     Measure,
     MeasurementCriterion,
+    NumericVariable,
     ValueRange,
 )
+from schema.variables import PerPerson, VariableSource
 
 # The fixture database's reference date (see conftest.py).
 REFERENCE_DATE = dt.date(2024, 6, 30)
@@ -89,6 +93,7 @@ def query(
     reference_date: dt.date = REFERENCE_DATE,
     age_at: AgeAt | None = None,
     measures: Sequence[MeasureKind] = (MeasureKind.PERSON_COUNT,),
+    variable: NumericVariable | None = None,
 ) -> CohortQuery:
     return CohortQuery(
         criteria=criteria or Criteria(),
@@ -96,6 +101,20 @@ def query(
         tables=list(tables),
         age_at=age_at,
         measures=[Measure(kind=kind) for kind in measures],
+        variable=variable,
+    )
+
+
+def statistics(
+    criteria: Criteria, *tables: Breakdown, variable: NumericVariable, **options: Any
+) -> CohortQuery:
+    """A question asking a count and a variable's statistics."""
+    return query(
+        criteria,
+        *tables,
+        measures=(MeasureKind.PERSON_COUNT, *STATISTICS),
+        variable=variable,
+        **options,
     )
 
 
@@ -138,13 +157,40 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
         ),
         (SEX,),
     ),
-    # One question per measure: a new measure's SQL gets golden files of its own.
+    # One question per measure: a new measure's SQL gets golden files of its own (a
+    # variable's statistics are asked together: one question of theirs per kind of variable).
     **{
         f"measure_{kind.value.lower()}": query(
             Criteria(conditions=[icd10("E11")]), (SEX,), measures=[kind]
         )
         for kind in MeasureKind
+        if kind not in STATISTICS
     },
+    "statistics_of_age": statistics(
+        Criteria(conditions=[icd10("E11")]),
+        (SEX,),
+        variable=NumericVariable(source=VariableSource.AGE, lo=18, hi=90),
+    ),
+    "statistics_of_last_hba1c": statistics(
+        Criteria(conditions=[icd10("E11")]),
+        (AGE10,),
+        variable=NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code="4548-4"),
+            per_person=PerPerson.LAST,
+            window=window("2020-01-01", "2024-12-31"),
+            lo=4.0,
+            hi=14.0,
+        ),
+    ),
+    "statistics_of_mean_bmi": statistics(
+        Criteria(sex="FEMALE"),
+        variable=NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code="39156-5"),
+            per_person=PerPerson.MEAN,
+        ),
+    ),
 }
 
 NAMED_QUERIES["exclusions_and_occurrences"] = query(

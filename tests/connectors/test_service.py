@@ -367,16 +367,20 @@ async def test_a_new_data_release_recomputes_and_charges_again(
     assert len(tables_statements(backend)) == 2
 
 
-async def test_a_measure_is_charged_at_its_sensitivity(
+async def test_a_measures_noise_scales_with_its_sensitivity_and_costs_a_counts(
     verifier: RequestVerifier, sign: Sign, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One person changing a table's values by 2 costs 2^2 times a count's 1 / (2 * 5^2).
-    monkeypatch.setitem(MEASURES, COUNT, dataclasses.replace(MEASURES[COUNT], sensitivity=2))
+    # One person moving a table's values by 2: noise of sd 2 x 5, and what the discrete
+    # Gaussian's privacy map says of it, 2^2 / (2 * 10^2): a count's 1 / (2 * 5^2).
+    monkeypatch.setitem(
+        MEASURES, COUNT, dataclasses.replace(MEASURES[COUNT], sensitivity=lambda query: 2)
+    )
     response = await ask(
         service(FakeBackend(TOTAL_ROWS, population=range(120)), verifier), sign, e11_body()
     )
     assert response.privacy is not None
-    assert response.privacy.question_rho == 0.08
+    assert response.privacy.question_rho == 0.02
+    assert {v.sd for v in response.tables[0].values()} == {10.0}
 
 
 class _BrokenLedger(MemoryLedger):

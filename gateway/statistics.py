@@ -1,0 +1,201 @@
+"""A numeric variable's summary in every cell, from the nodes' released sufficient statistics.
+
+Each node releases per cell n (VALUE_N, a noisy count), S₁ = Σu and S₂ = Σ(u² − k) of its
+persons' clipped, centred units (`schema.variables`), each with noise of its own. The gateway
+pools each statistic as counts pool (`gateway.combine`: the sum of the nodes' released parts,
+withheld with INCOMPLETE_POOL when one is withheld), so the pooled statistics are those of the
+union of the nodes' persons, as if in one place, plus noise: the parallel merge of Chan, Golub
+& LeVeque (1979) for per-node means and variances reduces, for sums, to adding them up. Then,
+per cell (each country's and the pooled):
+
+    mean = (S₁/n + c)·r        variance = (S₂ + n·k − S₁²/n) / (n − 1) · r²
+
+with c the bounds' centre and r the resolution; the standard deviation is the variance's root
+and the 95% confidence interval for the mean uses Student's t with n − 1 degrees of freedom on
+the sampling variance plus the noise's (delta method). Every number says how much the noise
+moves it (`Estimate.sd`, to first order). Everything is withheld where n is (LOW below the
+minimum, as counts): never a mean over fewer persons than the minimum, and never a minimum
+or a maximum. A variance the noise made negative is shown as 0 (reason NOISY_VARIANCE).
+Integer arithmetic up to the divisions: before protection, the figures equal a direct
+computation on the clipped values of the union.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from scipy import stats
+
+from gateway.combine import Combined, Profiles, combine
+from gateway.nodes import NodeOutcome
+from schema.codes import MeasureKind, ValueStatus
+from schema.query import STATISTICS, Breakdown, CohortQuery
+from schema.result import Cell, Estimate, Reason, Summary, Value
+from schema.variables import Clipping
+
+N, S1, S2 = MeasureKind.VALUE_N, MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES
+NOISY_VARIANCE: Final = "NOISY_VARIANCE"
+TOO_FEW_FOR_VARIANCE: Final = "TOO_FEW_FOR_VARIANCE"
+CONFIDENCE: Final = 0.95
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Moments:
+    """A cell's exact or noisy sufficient statistics, as released (`S2` less the offset)."""
+
+    n: int
+    s1: int
+    s2: int
+
+
+def mean_and_variance(moments: Moments, clipping: Clipping) -> tuple[float, float | None]:
+    """The mean and the (sample) variance in the variable's unit; no variance for n < 2. The
+    numerator n·S₂ − S₁² is formed in integers (exact), then divided once."""
+    n, s1 = moments.n, moments.s1
+    r = clipping.resolution
+    mean = (s1 / n + clipping.centre) * r
+    if n < 2:
+        return mean, None
+    squares = moments.s2 + n * clipping.square_offset
+    variance = (n * squares - s1 * s1) / (n * (n - 1)) * r * r
+    return mean, variance
+
+
+def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
+    """One cell's summary from its released (or pooled) statistics."""
+    withheld = next((v for v in (n, s1, s2) if v.withheld), None)
+    if withheld is not None:
+        # With n (or a sum, which a node withholds with n): every number, for its reasons.
+        status = (
+            ValueStatus.LOW
+            if n.withheld and n.status is ValueStatus.LOW
+            else (ValueStatus.SUPPRESSED)
+        )
+        reasons = list(dict.fromkeys([*n.reasons, *s1.reasons, *s2.reasons]))
+        empty = Estimate.trusted(value=None, status=status, reasons=reasons, sd=None)
+        return Summary.trusted(
+            n=n, mean=empty, variance=empty, sd=empty, ci_low=empty, ci_high=empty
+        )
+    moments = Moments(n.value or 0, s1.value or 0, s2.value or 0)  # none withheld
+    reasons = list(dict.fromkeys([*n.reasons, *s1.reasons, *s2.reasons]))
+    status = max(
+        (v.status for v in (n, s1, s2)),
+        key=(ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED).index,
+    )
+    count, r = moments.n, clipping.resolution
+    mean, variance = mean_and_variance(moments, clipping)
+    sd_n, sd_1, sd_2 = (_noise(v) for v in (n, s1, s2))
+    # First-order noise of the mean: ∂/∂S₁ = 1/n, ∂/∂n = −S₁/n².
+    mean_noise = r * math.hypot(sd_1 / count, moments.s1 / count**2 * sd_n)
+    mean_estimate = Estimate.trusted(value=mean, status=status, reasons=reasons, sd=mean_noise)
+    if variance is None:
+        few = Estimate.trusted(
+            value=None,
+            status=ValueStatus.SUPPRESSED,
+            reasons=[*reasons, _TOO_FEW],
+            sd=None,
+        )
+        return Summary.trusted(
+            n=n, mean=mean_estimate, variance=few, sd=few, ci_low=few, ci_high=few
+        )
+    units_variance = variance / (r * r)
+    # ∂var/∂S₂ = 1/(n−1), ∂var/∂S₁ = −2S₁/(n(n−1)), ∂var/∂n = (k + S₁²/n² − var)/(n−1).
+    k = clipping.square_offset
+    variance_noise = (
+        r
+        * r
+        / (count - 1)
+        * math.sqrt(
+            sd_2**2
+            + (2 * moments.s1 / count * sd_1) ** 2
+            + ((k + (moments.s1 / count) ** 2 - units_variance) * sd_n) ** 2
+        )
+    )
+    variance_reasons = reasons
+    if variance < 0:
+        variance, variance_reasons = 0.0, [*reasons, _NOISY_VARIANCE]
+    sd = math.sqrt(variance)
+    sd_noise = variance_noise / (2 * sd) if sd > 0 else math.sqrt(variance_noise)
+    # The mean's standard error: sampling (variance / n) and noise, together.
+    error = math.sqrt(variance / count + mean_noise**2)
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, count - 1)) * error
+    return Summary.trusted(
+        n=n,
+        mean=mean_estimate,
+        variance=Estimate.trusted(
+            value=variance, status=status, reasons=variance_reasons, sd=variance_noise
+        ),
+        sd=Estimate.trusted(value=sd, status=status, reasons=variance_reasons, sd=sd_noise),
+        ci_low=Estimate.trusted(value=mean - half, status=status, reasons=reasons, sd=mean_noise),
+        ci_high=Estimate.trusted(value=mean + half, status=status, reasons=reasons, sd=mean_noise),
+    )
+
+
+def _noise(value: Value) -> float:
+    return value.sd or 0.0
+
+
+_NOISY_VARIANCE: Final = Reason(
+    rule=NOISY_VARIANCE,
+    message="the noise made the variance estimate negative: shown as 0",
+)
+_TOO_FEW: Final = Reason(
+    rule=TOO_FEW_FOR_VARIANCE,
+    message="a variance needs at least two persons with a value",
+)
+
+
+def with_summaries(
+    combined: Combined,
+    query: CohortQuery,
+    tables: Sequence[Breakdown],
+    outcomes: Sequence[NodeOutcome],
+    profiles: Profiles,
+) -> Combined:
+    """`combined` with the variable's summary in every cell, each country's and the pooled
+    total (unchanged when the question has no variable)."""
+    variable = query.variable
+    if variable is None:
+        return combined
+    clipping = variable.clipping
+    parts = {kind: combine(tables, outcomes, profiles, None, kind) for kind in STATISTICS}
+
+    def summary(values: Mapping[MeasureKind, Value | None]) -> Summary | None:
+        n, s1, s2 = (values[k] for k in STATISTICS)
+        if n is None or s1 is None or s2 is None:
+            return None
+        return summarise(n, s1, s2, clipping)
+
+    nodes = [
+        dataclasses.replace(
+            node,
+            summary=summary({k: parts[k].by_jurisdiction[i].count for k in STATISTICS}),
+        )
+        for i, node in enumerate(combined.by_jurisdiction)
+    ]
+    cells = {}
+    for by, of_table in combined.tables.items():
+        # Each statistic's cells by their dimension values (every node lists every cell of
+        # the table's public domain, so each table has the same keys).
+        of_kind = {k: {_key(c): c.count for c in parts[k].tables[by]} for k in STATISTICS}
+        cells[by] = tuple(
+            _summarised(cell, summary({k: of_kind[k].get(_key(cell)) for k in STATISTICS}))
+            for cell in of_table
+        )
+    return dataclasses.replace(
+        combined,
+        summary=summary({k: parts[k].count for k in STATISTICS}),
+        by_jurisdiction=tuple(nodes),
+        tables=cells,
+    )
+
+
+def _summarised(cell: Cell, summary: Summary | None) -> Cell:
+    return Cell.trusted(dimensions=cell.dimensions, count=cell.count, summary=summary)
+
+
+def _key(cell: Cell) -> tuple[str, ...]:
+    return tuple(d.value for d in cell.dimensions)
