@@ -246,23 +246,26 @@ class _CohortCompiler:
         clipping = variable.clipping
         if variable.source is VariableSource.AGE:
             whole: exp.Expr = self._age()  # whole years already (resolution 1)
+        elif variable.per_person is PerPerson.MEAN:
+            # The mean of whole units (`_measured`), rounded half up: a mean of integers is a
+            # half-integer exactly or lies at least 1/(2 count) from one, so the rounding
+            # does not depend on how the database divides.
+            whole = _half_up(col(RAW, VARIABLE))
         else:
-            raw = exp.cast(col(RAW, VARIABLE), exp.DataType.Type.DOUBLE)
-            scale = exp.cast(
-                self.params.bind(float(10**clipping.decimals)), exp.DataType.Type.DOUBLE
-            )
-            rounded = exp.func(
-                "FLOOR",
-                exp.Add(
-                    this=exp.Mul(this=raw, expression=scale), expression=exp.Literal.number(0.5)
-                ),
-            )
-            whole = exp.cast(rounded, exp.DataType.Type.BIGINT)
+            whole = self._whole_units(col(RAW, VARIABLE), clipping.decimals)
         low = exp.cast(self.params.bind(clipping.lo), exp.DataType.Type.BIGINT)
         high = exp.cast(self.params.bind(clipping.hi), exp.DataType.Type.BIGINT)
         centre = exp.cast(self.params.bind(clipping.centre), exp.DataType.Type.BIGINT)
-        clipped = exp.func("LEAST", exp.func("GREATEST", whole, low), high)
-        return exp.paren(exp.Sub(this=clipped, expression=centre))
+        clipped = exp.func("LEAST", exp.func("GREATEST", whole.copy(), low), high)
+        # GREATEST and LEAST skip NULLs (DuckDB and PostgreSQL alike): a person without a
+        # value would get a bound as theirs.
+        valued = exp.Case().when(whole.is_(exp.null()).not_(), clipped)
+        return exp.paren(exp.Sub(this=valued, expression=centre))
+
+    def _whole_units(self, value: exp.Expr, decimals: int) -> exp.Expr:
+        """A measured value in whole units of 10**-decimals, rounded half up."""
+        scale = exp.cast(self.params.bind(float(10**decimals)), exp.DataType.Type.DOUBLE)
+        return _half_up(exp.Mul(this=exp.cast(value, exp.DataType.Type.DOUBLE), expression=scale))
 
     def _measured(self, variable: NumericVariable) -> exp.Select:
         """Each person's value of a measurement variable: their first, last or mean
@@ -283,8 +286,10 @@ class _CohortCompiler:
         )
         person = col("person_id", EVENT)
         if variable.per_person is PerPerson.MEAN:
+            # The mean of the person's values in whole units (rounded by `_units`).
+            units = self._whole_units(value.copy(), variable.clipping.decimals)
             return (
-                exp.select(person, exp.alias_(exp.func("AVG", value.copy()), RAW))
+                exp.select(person, exp.alias_(exp.func("AVG", units), RAW))
                 .from_(table(measurements.name, EVENT), copy=False)
                 .where(event_filter, copy=False)
                 .group_by(person.copy(), copy=False)
@@ -546,6 +551,13 @@ class _CohortCompiler:
             .from_(exp.to_table(CELLS_CTE), copy=False)
             .group_by(grouping_sets, copy=False)
         )
+
+
+def _half_up(value: exp.Expr) -> exp.Expr:
+    """`value` rounded half up to a whole number (FLOOR(value + 0.5): the same in every
+    dialect, where ROUND of a double is not)."""
+    rounded = exp.func("FLOOR", exp.Add(this=value, expression=exp.Literal.number(0.5)))
+    return exp.cast(rounded, exp.DataType.Type.BIGINT)
 
 
 def _node_table(breakdown: Breakdown) -> Breakdown:

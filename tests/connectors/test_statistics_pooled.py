@@ -1,0 +1,218 @@
+"""The pooled mean and variance of a numeric variable, before protection, equal a direct
+computation on the union of four nodes' data (synthetic CDMs of FR, DE, FI and DK), to 1e-9
+relative, in every cell: each node's exact sufficient statistics (its compiled statement, on
+its own database) added up, then `gateway.statistics.mean_and_variance`, against NumPy on the
+persons' values read out of the four databases by plain SQL written here, clipped and taken per
+person here (first, last or mean in the window). Only the cohort (everyone born by the
+reference year and not opted out, with a person index) is as simple as to need no reference of
+its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from connectors.compiler import DUCKDB, ConceptSet, compile_concept_lookup, compile_query
+from gateway.statistics import Moments, mean_and_variance
+from schema.codes import Dimension, Jurisdiction, MeasureKind, Vocabulary
+from schema.query import (
+    STATISTICS,
+    AgeAt,
+    Code,
+    CohortQuery,
+    Criteria,
+    DateWindow,
+    Measure,
+    NumericVariable,
+)
+from schema.variables import MEASUREMENTS, PerPerson, VariableSource
+from synth import generate
+
+PERSONS = 3_000
+NODES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
+REFERENCE_DATE = dt.date(2025, 1, 1)
+WINDOW = DateWindow(start=dt.date(2015, 1, 1), end=dt.date(2024, 12, 31))
+N, S1, S2 = STATISTICS
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    directory = tmp_path_factory.mktemp("statistics")
+    paths = []
+    for i, jurisdiction in enumerate(NODES):
+        path = directory / f"{jurisdiction.value.lower()}.duckdb"
+        generate(
+            path,
+            jurisdiction=jurisdiction,
+            persons=PERSONS,
+            seed=100 + i,
+            state=path.with_suffix(".state"),
+        )
+        paths.append(path)
+    return paths
+
+
+def question(variable: NumericVariable) -> CohortQuery:
+    return CohortQuery(
+        criteria=Criteria(),
+        reference_date=REFERENCE_DATE,
+        age_at=AgeAt.REFERENCE_DATE,
+        tables=[(), (Dimension.SEX,)],
+        measures=[Measure(kind=k) for k in (MeasureKind.PERSON_COUNT, *STATISTICS)],
+        variable=variable,
+    )
+
+
+def node_moments(path: Path, query: CohortQuery) -> dict[tuple[str, ...], Moments]:
+    """One node's exact statistics per cell (the total's key is ()), as its statement
+    computes them."""
+    compiled = compile_query(query, dialect=DUCKDB)
+    with duckdb.connect(str(path), read_only=True) as con:
+        ids: dict[ConceptSet, list[int]] = {}
+        for concept_set in compiled.concept_sets:
+            lookup = compile_concept_lookup(concept_set, dialect=DUCKDB)
+            ids[concept_set] = [
+                r[0] for r in con.execute(lookup.sql, list(lookup.params)).fetchall()
+            ]
+        bound = compiled.bind(ids)
+        rows = con.execute(bound.sql, list(bound.params)).fetchall()
+    moments = {}
+    for _, cells in compiled.tabulate(rows):
+        for cell in cells:
+            values = cell.values
+            moments[cell.key] = Moments(values[N], values[S1], values[S2])
+    return moments
+
+
+def pooled(databases: list[Path], query: CohortQuery) -> dict[tuple[str, ...], Moments]:
+    total: dict[tuple[str, ...], Moments] = {}
+    for path in databases:
+        for key, m in node_moments(path, query).items():
+            before = total.get(key, Moments(0, 0, 0))
+            total[key] = Moments(before.n + m.n, before.s1 + m.s1, before.s2 + m.s2)
+    return total
+
+
+# -- the reference: plain SQL for the persons and their rows, the rest in Python -------------
+
+
+def persons(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int]]:
+    """The cohort: person_id -> (sex, year of birth)."""
+    rows = con.execute(
+        """
+        SELECT p.person_id, p.gender_concept_id, p.year_of_birth
+        FROM person p JOIN tessera_person k ON k.person_id = p.person_id
+        WHERE p.year_of_birth <= ? AND p.person_id NOT IN (SELECT person_id FROM tessera_optout)
+        """,
+        [REFERENCE_DATE.year],
+    ).fetchall()
+    sexes = {8532: "FEMALE", 8507: "MALE"}
+    return {p: (sexes.get(g, "UNKNOWN"), y) for p, g, y in rows}
+
+
+def measured(
+    con: duckdb.DuckDBPyConnection, loinc: str, variable: NumericVariable
+) -> dict[int, Fraction]:
+    """Each person's value of a measurement variable, in units of its resolution (a Fraction
+    for a mean), from their rows in the window."""
+    rows = con.execute(
+        """
+        SELECT m.person_id, m.measurement_date, m.measurement_id, m.value_as_number
+        FROM measurement m JOIN concept c ON c.concept_id = m.measurement_concept_id
+        WHERE c.vocabulary_id = 'LOINC' AND c.concept_code = ? AND m.value_as_number IS NOT NULL
+          AND m.measurement_date BETWEEN ? AND ?
+        """,
+        [loinc, WINDOW.start, WINDOW.end],
+    ).fetchall()
+    scale = 10 ** MEASUREMENTS[loinc].decimals
+    of_person: dict[int, list[tuple[dt.date, int, int]]] = defaultdict(list)
+    for person, date, measurement, value in rows:
+        of_person[person].append((date, measurement, math.floor(value * scale + 0.5)))
+    values = {}
+    for person, found in of_person.items():
+        found.sort()
+        if variable.per_person is PerPerson.FIRST:
+            values[person] = Fraction(found[0][2])
+        elif variable.per_person is PerPerson.LAST:
+            values[person] = Fraction(found[-1][2])
+        else:
+            values[person] = Fraction(sum(u for _, _, u in found), len(found))
+    return values
+
+
+Direct = dict[tuple[str, ...], tuple[int, float, float]]
+
+
+def direct(databases: list[Path], variable: NumericVariable) -> Direct:
+    """The number, mean and variance of the union's clipped values in each cell, by NumPy."""
+    clipping = variable.clipping
+    by_cell: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for path in databases:
+        with duckdb.connect(str(path), read_only=True) as con:
+            cohort = persons(con)
+            if variable.source is VariableSource.AGE:
+                units = {p: Fraction(REFERENCE_DATE.year - born) for p, (_, born) in cohort.items()}
+            else:
+                assert variable.code is not None
+                units = measured(con, variable.code.code, variable)
+        for person, (sex, _) in cohort.items():
+            if person not in units:
+                continue
+            whole = math.floor(units[person] + Fraction(1, 2))  # half up, exactly
+            value = min(max(whole, clipping.lo), clipping.hi) / 10**clipping.decimals
+            by_cell[()].append(value)
+            by_cell[(sex,)].append(value)
+    return {
+        key: (len(values), float(np.mean(values)), float(np.var(values, ddof=1)))
+        for key, values in by_cell.items()
+        if len(values) > 1
+    }
+
+
+VARIABLES = {
+    "age": NumericVariable(source=VariableSource.AGE),
+    "age_clipped_18_90": NumericVariable(source=VariableSource.AGE, lo=18, hi=90),
+    **{
+        f"{name}_{per_person.value.lower()}": NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code=code),
+            per_person=per_person,
+            window=WINDOW,
+            lo=lo,
+            hi=hi,
+        )
+        for name, code, lo, hi in (
+            ("hba1c", "4548-4", 4.0, 12.0),
+            ("bmi", "39156-5", None, None),
+            ("systolic_clipped", "8480-6", 100, 160),
+        )
+        for per_person in PerPerson
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(VARIABLES))
+def test_pooled_mean_and_variance_equal_the_unions(databases: list[Path], name: str) -> None:
+    variable = VARIABLES[name]
+    expected = direct(databases, variable)
+    got = pooled(databases, question(variable))
+    assert len(expected) >= 3  # the total and both sexes at least
+    for key, (n, mean, variance) in expected.items():
+        got_mean, got_variance = mean_and_variance(got[key], variable.clipping)
+        assert got[key].n == n, key
+        assert got_variance is not None
+        assert got_mean == pytest.approx(mean, rel=1e-9), key
+        assert got_variance == pytest.approx(variance, rel=1e-9), key
+    # Clipping held: no mean beyond the bounds.
+    clipping = variable.clipping
+    for moments in got.values():
+        if moments.n:
+            mean, _ = mean_and_variance(moments, clipping)
+            assert clipping.lo * clipping.resolution <= mean <= clipping.hi * clipping.resolution
