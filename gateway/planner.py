@@ -19,10 +19,18 @@ from pydantic import ValidationError
 
 from policies.domain import table_cells
 from schema.approval import Approval
-from schema.codes import CODE_PATTERNS, AgeAt, Jurisdiction, NoiseLevel, Vocabulary, normalise_code
+from schema.codes import (
+    CODE_PATTERNS,
+    AgeAt,
+    Jurisdiction,
+    MeasureKind,
+    NoiseLevel,
+    Vocabulary,
+    normalise_code,
+)
 from schema.errors import ErrorCode, TesseraError
 from schema.pooling import PoolingRequest
-from schema.query import Breakdown, CohortQuery, FederatedQuery
+from schema.query import STATISTICS, Breakdown, CohortQuery, FederatedQuery
 from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
 from trust.tokens import MAX_TOKEN_BYTES
 
@@ -89,6 +97,7 @@ def plan_query(
     query_id: str | None = None,
     noise: NoiseLevel = NoiseLevel.STANDARD,
     age_at: AgeAt | None = None,
+    variable: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -117,6 +126,7 @@ def plan_query(
                     "reference_date": reference_date,
                     "age_at": age_at,
                     "tables": list(tables),
+                    **_statistics(variable),
                 },
             }
         )
@@ -125,6 +135,8 @@ def plan_query(
             reference_date=federated.query.reference_date,
             age_at=federated.query.age_at,
             tables=[node_dimensions(t) for t in federated.query.tables],
+            measures=federated.query.measures,
+            variable=federated.query.variable,
         )
     except ValidationError as e:
         raise invalid_criteria(e) from None
@@ -150,6 +162,15 @@ def plan_query(
             code=ErrorCode.INVALID_CRITERIA,
         )
     return plan
+
+
+def _statistics(variable: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The measures and variable of a question summarising `variable` (none without one):
+    each cell's count and the variable's statistics."""
+    if variable is None:
+        return {}
+    kinds = (MeasureKind.PERSON_COUNT, *STATISTICS)
+    return {"measures": [{"kind": k} for k in kinds], "variable": variable}
 
 
 def cohort_cost(plan: Plan) -> int:

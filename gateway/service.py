@@ -110,6 +110,8 @@ class CohortQuestion:
     min_nodes: int | None = None
     min_share: float | None = None
     noise: NoiseLevel = NoiseLevel.STANDARD
+    # A numeric variable to summarise (`schema.query.NumericVariable` as plain data).
+    variable: Mapping[str, Any] | None = None
 
 
 class Place(Protocol):
@@ -259,6 +261,7 @@ def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Pl
         query_id=trail.query_id,
         noise=question.noise,
         age_at=question.age_at,
+        variable=question.variable,
     )
 
 

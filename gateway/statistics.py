@@ -15,7 +15,10 @@ and the 95% confidence interval for the mean uses Student's t with n − 1 degre
 the sampling variance plus the noise's (delta method). Every number says how much the noise
 moves it (`Estimate.sd`, to first order). Everything is withheld where n is (LOW below the
 minimum, as counts): never a mean over fewer persons than the minimum, and never a minimum
-or a maximum. A variance the noise made negative is shown as 0 (reason NOISY_VARIANCE).
+or a maximum. An estimate the noise took beyond what values within the public bounds allow
+is shown at that limit: a variance below 0 at 0 (reason NOISY_VARIANCE), a mean beyond the
+bounds or a variance above (hi − lo)²/4 · n/(n − 1) at the bound (BEYOND_BOUNDS), and the
+interval within the bounds.
 Integer arithmetic up to the divisions: before protection, the figures equal a direct
 computation on the clipped values of the union.
 """
@@ -38,6 +41,7 @@ from schema.variables import Clipping
 
 N, S1, S2 = MeasureKind.VALUE_N, MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES
 NOISY_VARIANCE: Final = "NOISY_VARIANCE"
+BEYOND_BOUNDS: Final = "BEYOND_BOUNDS"
 TOO_FEW_FOR_VARIANCE: Final = "TOO_FEW_FOR_VARIANCE"
 CONFIDENCE: Final = 0.95
 
@@ -90,7 +94,11 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
     sd_n, sd_1, sd_2 = (_noise(v) for v in (n, s1, s2))
     # First-order noise of the mean: ∂/∂S₁ = 1/n, ∂/∂n = −S₁/n².
     mean_noise = r * math.hypot(sd_1 / count, moments.s1 / count**2 * sd_n)
-    mean_estimate = Estimate.trusted(value=mean, status=status, reasons=reasons, sd=mean_noise)
+    low, high = clipping.lo * r, clipping.hi * r
+    mean_reasons = reasons
+    if not low <= mean <= high:
+        mean, mean_reasons = min(max(mean, low), high), [*reasons, _BEYOND_BOUNDS]
+    mean_estimate = Estimate.trusted(value=mean, status=status, reasons=mean_reasons, sd=mean_noise)
     if variance is None:
         few = Estimate.trusted(
             value=None,
@@ -115,13 +123,19 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
         )
     )
     variance_reasons = reasons
+    # The truth lies within what values between the bounds allow: a noisy estimate beyond is
+    # brought back (post-processing of released values; it only lessens the error).
+    widest = ((clipping.hi - clipping.lo) * r) ** 2 / 4 * count / (count - 1)
     if variance < 0:
         variance, variance_reasons = 0.0, [*reasons, _NOISY_VARIANCE]
+    elif variance > widest:
+        variance, variance_reasons = widest, [*reasons, _BEYOND_BOUNDS]
     sd = math.sqrt(variance)
     sd_noise = variance_noise / (2 * sd) if sd > 0 else math.sqrt(variance_noise)
     # The mean's standard error: sampling (variance / n) and noise, together.
     error = math.sqrt(variance / count + mean_noise**2)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, count - 1)) * error
+    ci_low, ci_high = max(mean - half, low), min(mean + half, high)
     return Summary.trusted(
         n=n,
         mean=mean_estimate,
@@ -129,8 +143,8 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
             value=variance, status=status, reasons=variance_reasons, sd=variance_noise
         ),
         sd=Estimate.trusted(value=sd, status=status, reasons=variance_reasons, sd=sd_noise),
-        ci_low=Estimate.trusted(value=mean - half, status=status, reasons=reasons, sd=mean_noise),
-        ci_high=Estimate.trusted(value=mean + half, status=status, reasons=reasons, sd=mean_noise),
+        ci_low=Estimate.trusted(value=ci_low, status=status, reasons=reasons, sd=mean_noise),
+        ci_high=Estimate.trusted(value=ci_high, status=status, reasons=reasons, sd=mean_noise),
     )
 
 
@@ -141,6 +155,11 @@ def _noise(value: Value) -> float:
 _NOISY_VARIANCE: Final = Reason(
     rule=NOISY_VARIANCE,
     message="the noise made the variance estimate negative: shown as 0",
+)
+_BEYOND_BOUNDS: Final = Reason(
+    rule=BEYOND_BOUNDS,
+    message="the noise took the estimate beyond what values within the bounds allow: "
+    "shown at that limit",
 )
 _TOO_FEW: Final = Reason(
     rule=TOO_FEW_FOR_VARIANCE,

@@ -21,6 +21,7 @@ from schema.codes import (
     ValueStatus,
     Vocabulary,
 )
+from schema.variables import PerPerson, VariableSource
 
 strawberry.enum(Jurisdiction, description="EU/EEA member state, ISO 3166-1 alpha-2 (Greece: GR).")
 strawberry.enum(
@@ -51,6 +52,16 @@ strawberry.enum(
     description="How much noise a question asks for: COARSE has twice the standard deviation "
     "and costs each person counted a quarter of the privacy budget (for exploring).",
 )
+strawberry.enum(
+    VariableSource,
+    description="Where a numeric variable's value comes from. AGE: whole years at the age "
+    "date (see ageAt). MEASUREMENT: a LOINC measurement's value, one per person (perPerson).",
+)
+strawberry.enum(
+    PerPerson,
+    description="Which of a person's measurements in the window is their value: the first "
+    "or last by date, or the mean of them.",
+)
 
 __all__ = [
     "AgeAt",
@@ -58,7 +69,9 @@ __all__ = [
     "Jurisdiction",
     "NodeStatus",
     "NoiseLevel",
+    "PerPerson",
     "Sex",
     "ValueStatus",
+    "VariableSource",
     "Vocabulary",
 ]

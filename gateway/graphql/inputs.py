@@ -12,8 +12,9 @@ from typing import Any
 
 import strawberry
 
-from gateway.graphql.enums import Sex, Vocabulary
+from gateway.graphql.enums import PerPerson, Sex, VariableSource, Vocabulary
 from schema.query import MAX_OCCURRENCES, MAX_PRIOR_OBSERVATION_DAYS
+from schema.variables import AGE, MEASUREMENTS
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -98,6 +99,47 @@ class CriteriaInput:
     measurements: list[MeasurementInput] | None = strawberry.UNSET
     any_of: list[CriteriaInput] | None = strawberry.UNSET
     death: DeathInput | None = strawberry.UNSET
+
+
+_REGISTERED = "; ".join(
+    [f"AGE {AGE.lo:g}-{AGE.hi:g} {AGE.unit}"]
+    + [
+        f"LOINC {code} ({spec.name}) {spec.lo:g}-{spec.hi:g} {spec.unit} by {spec.resolution:g}"
+        for code, spec in MEASUREMENTS.items()
+    ]
+)
+
+
+@strawberry.input(
+    description="A numeric variable to summarise in every cell (n, mean, variance, sd, a 95% "
+    "confidence interval): a person's age, or a registered LOINC measurement's value per "
+    "person (in the node's canonical unit). Values are clipped to public bounds, lo to hi, "
+    "within the variable's registered ones (its own when not given), and counted at its "
+    f"resolution. Registered: {_REGISTERED}."
+)
+class VariableInput:
+    source: VariableSource
+    code: str | None = strawberry.field(
+        default=strawberry.UNSET, description="The LOINC code of a MEASUREMENT variable."
+    )
+    per_person: PerPerson = PerPerson.FIRST
+    window: DateWindowInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The calendar window of the measurements (every one without it).",
+    )
+    lo: float | None = strawberry.field(default=strawberry.UNSET, description="Lower bound.")
+    hi: float | None = strawberry.field(default=strawberry.UNSET, description="Upper bound.")
+
+
+def variable_data(variable: VariableInput) -> dict[str, Any]:
+    """The query model's `NumericVariable` as plain data."""
+    data: dict[str, Any] = {"source": variable.source, "per_person": variable.per_person}
+    if _given(variable.code):
+        data["code"] = {"vocabulary": Vocabulary.LOINC, "code": variable.code}
+    if variable.window:
+        data["window"] = _fields(variable.window, "start", "end")
+    data |= _fields(variable, "lo", "hi")
+    return data
 
 
 def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:

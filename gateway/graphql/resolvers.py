@@ -19,7 +19,7 @@ import strawberry
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
-from gateway.graphql.inputs import CriteriaInput, criteria_data
+from gateway.graphql.inputs import CriteriaInput, VariableInput, criteria_data, variable_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.permissions import allow
 from gateway.graphql.selection import (
@@ -64,6 +64,14 @@ async def _cohort(
     min_nodes: int | None = strawberry.UNSET,
     min_share: float | None = strawberry.UNSET,
     noise: NoiseLevel | None = strawberry.UNSET,
+    variable: Annotated[
+        VariableInput | None,
+        strawberry.argument(
+            description="A numeric variable to summarise in every cell (`summary` on the "
+            "result, each country and each cell). Each cell of each table then also costs "
+            "its n and two sums, each what a count costs."
+        ),
+    ] = strawberry.UNSET,
 ) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
     question = CohortQuestion(
@@ -79,6 +87,9 @@ async def _cohort(
         min_nodes=_given(min_nodes),
         min_share=_given(min_share),
         noise=NoiseLevel.STANDARD if (level := _given(noise)) is None else level,
+        variable=None
+        if (asked_variable := _given(variable)) is None
+        else variable_data(asked_variable),
     )
     answer = await answer_cohort(info.context.services, info.context, question)
     return CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)

@@ -76,6 +76,62 @@ class Count:
 
 
 @strawberry.type(
+    description="A number derived from released values (a mean, a variance, an end of a "
+    "confidence interval): null exactly when withheld, with the status and reasons of what "
+    "it comes from."
+)
+class Estimate:
+    value: float | None
+    status: ValueStatus
+    reasons: list[Reason]
+    sd: float | None = strawberry.field(
+        description="Standard deviation the noise gives this number (to first order): the "
+        "truth, before sampling, is the value give or take about this much."
+    )
+
+    @classmethod
+    def of(cls, estimate: model.Estimate) -> Estimate:
+        return cls(
+            value=estimate.value,
+            status=estimate.status,
+            reasons=[Reason.of(r) for r in estimate.reasons],
+            sd=estimate.sd,
+        )
+
+
+@strawberry.type(
+    description="The question's numeric variable in one cell: n persons with a value (a "
+    "noisy count, LOW below the minimum), the mean, variance and standard deviation of their "
+    "values clipped to the question's bounds, and a 95% confidence interval for the mean "
+    "(Student's t, sampling and noise together). Every number is withheld where n is; never "
+    "a minimum or a maximum."
+)
+class Summary:
+    n: Count
+    mean: Estimate
+    variance: Estimate
+    sd: Estimate
+    ci_low: Estimate
+    ci_high: Estimate
+
+    @classmethod
+    def of(cls, summary: model.Summary | None) -> Summary | None:
+        if summary is None:
+            return None
+        return cls(
+            n=Count.of(summary.n),
+            mean=Estimate.of(summary.mean),
+            variance=Estimate.of(summary.variance),
+            sd=Estimate.of(summary.sd),
+            ci_low=Estimate.of(summary.ci_low),
+            ci_high=Estimate.of(summary.ci_high),
+        )
+
+
+VARIABLE_SUMMARY = "The question's variable (argument `variable`) here; null without one."
+
+
+@strawberry.type(
     description="What an answer cost you at one node, in zCDP rho per person, worst case: "
     "figures that depend only on the questions you asked, never on the data. A person counted "
     "in more than `capRho` worth of your answers drops out of your counts at that node."
@@ -144,6 +200,7 @@ class NodeResult:
         "at this node: for ICD10, the national modifications it holds ICD-10 under (CIM10 in "
         "France, ICD10GM in Germany, ICD10CM) besides WHO ICD10."
     )
+    summary: Summary | None = strawberry.field(description=VARIABLE_SUMMARY)
 
     @classmethod
     def of(cls, node: combine.NodeResult) -> NodeResult:
@@ -160,6 +217,7 @@ class NodeResult:
                 for c in node.unknown_codes
             ],
             vocabularies=list(node.vocabularies),
+            summary=Summary.of(node.summary),
         )
 
 
@@ -173,12 +231,14 @@ class DimensionValue:
 class Cell:
     dimensions: list[DimensionValue]
     count: Count
+    summary: Summary | None = strawberry.field(description=VARIABLE_SUMMARY)
 
     @classmethod
     def of(cls, cell: model.Cell) -> Cell:
         return cls(
             dimensions=[DimensionValue(name=d.name, value=d.value) for d in cell.dimensions],
             count=Count.of(cell.count),
+            summary=Summary.of(cell.summary),
         )
 
 
@@ -206,6 +266,10 @@ class CohortResult:
     )
     age_at: AgeAt = strawberry.field(description="When ages were taken, as asked or defaulted.")
     count: Count = strawberry.field(description="The pooled count over the nodes that answered.")
+    summary: Summary | None = strawberry.field(
+        description="The question's variable (argument `variable`) pooled over the nodes "
+        "that answered: their statistics added up, as if in one place; null without one."
+    )
     by_jurisdiction: list[NodeResult]
     breakdown: BreakdownTable = strawberry.field(
         resolver=_breakdown,
@@ -222,6 +286,7 @@ class CohortResult:
             reference_date=plan.reference_date,
             age_at=plan.node_query.age_basis,
             count=Count.of(combined.count),
+            summary=Summary.of(combined.summary),
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={
                 by: BreakdownTable(by=list(by), cells=[Cell.of(c) for c in cells])

@@ -41,6 +41,7 @@ def test_sdl_has_the_published_shape() -> None:
         "minNodes: Int",
         "minShare: Float",
         "noise: NoiseLevel",
+        "variable: VariableInput",
     ]
     for line in [
         "jurisdictions: [JurisdictionInfo!]!",
@@ -49,6 +50,8 @@ def test_sdl_has_the_published_shape() -> None:
         "anyOf: [CriteriaInput!]",
         "latencyMs: Float",
         "traceId: String",
+        "summary: Summary",
+        "ciLow: Estimate!",
     ]:
         assert line in text, line
     assert "subscription" not in text.lower()

@@ -14,6 +14,7 @@ import pytest
 from gateway.combine import combine
 from gateway.nodes import NodeOutcome
 from gateway.statistics import (
+    BEYOND_BOUNDS,
     NOISY_VARIANCE,
     Moments,
     mean_and_variance,
@@ -224,3 +225,12 @@ def test_a_sum_with_less_noise_than_its_sensitivity_asks_is_rejected() -> None:
 def test_an_honest_nodes_statistics_pass() -> None:
     result = vet(outcome(FR, cells_of(FR_AGES)), profile_for(FR), request_for(FR))
     assert result.status is NodeStatus.OK
+
+
+def test_a_mean_the_noise_took_beyond_the_bounds_is_shown_at_the_bound() -> None:
+    # 12 persons; S₁ pushed by its noise to 12 × 40 units above the centre (bounds ±36).
+    summary = summarise(noisy(12, 5), noisy(12 * 40, 180), noisy(0, 3240), CLIPPING)
+    assert summary.mean.value == 90.0
+    assert BEYOND_BOUNDS in [r.rule for r in summary.mean.reasons]
+    assert summary.ci_high.value is not None
+    assert summary.ci_high.value <= 90.0
