@@ -12,8 +12,9 @@ for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of 
 When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
 part of every question that names an age, in its criteria or in a dimension that reads it (the
 age bands), or days of observation before that date. What a dimension reads is its SQL
-entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`)
-name the variable, bounds included, and for age the age basis.
+entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`),
+and tables by its bins (VALUE_BIN), name the variable, bounds and bins included, and for age
+the age basis.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def question_digest(
     if measure not in _UNNAMED:
         document["measure"] = measure.value
     variable = query.variable
-    if measure in STATISTICS and variable is not None:
+    if variable is not None and (measure in STATISTICS or _reads(by, "value_bin")):
         # The variable's statistics are of its definition and bounds; ages are the age
         # date's (the age basis below).
         document["variable"] = variable.model_dump(mode="json")

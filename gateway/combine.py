@@ -32,7 +32,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.nodes import CellKey, NodeOutcome
@@ -44,7 +44,7 @@ from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, Value
 from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES
 from schema.query import Breakdown
-from schema.result import Cell, DimensionValue, Reason, Summary, Value
+from schema.result import Cell, DimensionValue, Quantiles, Reason, Summary, Value
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
@@ -85,6 +85,8 @@ class Combined:
     tables: Mapping[Breakdown, tuple[Cell, ...]]
     # The question's numeric variable, pooled over the nodes (`gateway.statistics`).
     summary: Summary | None = None
+    # The quartiles of each histogram (a table by VALUE_BIN), per group of its other cells.
+    quantiles: Mapping[Breakdown, tuple[Quantiles, ...]] = field(default_factory=dict)
 
 
 def combine(

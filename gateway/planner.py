@@ -98,6 +98,7 @@ def plan_query(
     noise: NoiseLevel = NoiseLevel.STANDARD,
     age_at: AgeAt | None = None,
     variable: Mapping[str, Any] | None = None,
+    summary: bool = True,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -126,7 +127,7 @@ def plan_query(
                     "reference_date": reference_date,
                     "age_at": age_at,
                     "tables": list(tables),
-                    **_statistics(variable),
+                    **_statistics(variable, summary=summary),
                 },
             }
         )
@@ -164,11 +165,14 @@ def plan_query(
     return plan
 
 
-def _statistics(variable: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The measures and variable of a question summarising `variable` (none without one):
-    each cell's count and the variable's statistics."""
+def _statistics(variable: Mapping[str, Any] | None, *, summary: bool) -> dict[str, Any]:
+    """The measures and variable of a question about `variable` (none without one): each
+    cell's count, and the variable's statistics when its `summary` is asked (else the
+    variable is there for its bins alone)."""
     if variable is None:
         return {}
+    if not summary:
+        return {"variable": variable}
     kinds = (MeasureKind.PERSON_COUNT, *STATISTICS)
     return {"measures": [{"kind": k} for k in kinds], "variable": variable}
 

@@ -45,7 +45,7 @@ from gateway.settings import (
     DEFAULT_MAX_DEADLINE_S,
     PartialPools,
 )
-from gateway.statistics import with_summaries
+from gateway.statistics import with_quantiles, with_summaries
 from gateway.vocabulary import ConceptClient
 from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
@@ -110,8 +110,10 @@ class CohortQuestion:
     min_nodes: int | None = None
     min_share: float | None = None
     noise: NoiseLevel = NoiseLevel.STANDARD
-    # A numeric variable to summarise (`schema.query.NumericVariable` as plain data).
+    # A numeric variable (`schema.query.NumericVariable` as plain data), and whether its
+    # summary is asked (else only its histogram: a breakdown by VALUE_BIN).
     variable: Mapping[str, Any] | None = None
+    summary: bool = True
 
 
 class Place(Protocol):
@@ -216,16 +218,19 @@ async def _answer(
         )
     quorum.check(gathered.outcomes)
     with trail.step("combine") as span:
-        combined = with_summaries(
-            guard_pools(
-                combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+        combined = with_quantiles(
+            with_summaries(
+                guard_pools(
+                    combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+                    gathered.outcomes,
+                    services.partial_pools,
+                ),
+                plan.node_query,
+                plan.tables,
                 gathered.outcomes,
-                services.partial_pools,
+                policies.profile,
             ),
             plan.node_query,
-            plan.tables,
-            gathered.outcomes,
-            policies.profile,
         )
         released = released_values(combined)
         span.set_attributes(
@@ -262,6 +267,7 @@ def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Pl
         noise=question.noise,
         age_at=question.age_at,
         variable=question.variable,
+        summary=question.summary,
     )
 
 

@@ -34,9 +34,11 @@ from scipy import stats
 
 from gateway.combine import Combined, Profiles, combine
 from gateway.nodes import NodeOutcome
-from schema.codes import MeasureKind, ValueStatus
+from schema.codes import Dimension, MeasureKind, ValueStatus
+from schema.dimensions import UNKNOWN_KEY
+from schema.measures import asked
 from schema.query import STATISTICS, Breakdown, CohortQuery
-from schema.result import Cell, Estimate, Reason, Summary, Value
+from schema.result import Cell, DimensionValue, Estimate, Quantiles, Reason, Summary, Value
 from schema.variables import Clipping
 
 N, S1, S2 = MeasureKind.VALUE_N, MeasureKind.VALUE_SUM, MeasureKind.VALUE_SUM_SQUARES
@@ -79,7 +81,7 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
             else (ValueStatus.SUPPRESSED)
         )
         reasons = list(dict.fromkeys([*n.reasons, *s1.reasons, *s2.reasons]))
-        empty = Estimate.trusted(value=None, status=status, reasons=reasons, sd=None)
+        empty = _estimate(value=None, status=status, reasons=reasons, sd=None)
         return Summary.trusted(
             n=n, mean=empty, variance=empty, sd=empty, ci_low=empty, ci_high=empty
         )
@@ -98,9 +100,9 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
     mean_reasons = reasons
     if not low <= mean <= high:
         mean, mean_reasons = min(max(mean, low), high), [*reasons, _BEYOND_BOUNDS]
-    mean_estimate = Estimate.trusted(value=mean, status=status, reasons=mean_reasons, sd=mean_noise)
+    mean_estimate = _estimate(value=mean, status=status, reasons=mean_reasons, sd=mean_noise)
     if variance is None:
-        few = Estimate.trusted(
+        few = _estimate(
             value=None,
             status=ValueStatus.SUPPRESSED,
             reasons=[*reasons, _TOO_FEW],
@@ -139,13 +141,25 @@ def summarise(n: Value, s1: Value, s2: Value, clipping: Clipping) -> Summary:
     return Summary.trusted(
         n=n,
         mean=mean_estimate,
-        variance=Estimate.trusted(
+        variance=_estimate(
             value=variance, status=status, reasons=variance_reasons, sd=variance_noise
         ),
-        sd=Estimate.trusted(value=sd, status=status, reasons=variance_reasons, sd=sd_noise),
-        ci_low=Estimate.trusted(value=ci_low, status=status, reasons=reasons, sd=mean_noise),
-        ci_high=Estimate.trusted(value=ci_high, status=status, reasons=reasons, sd=mean_noise),
+        sd=_estimate(value=sd, status=status, reasons=variance_reasons, sd=sd_noise),
+        ci_low=_estimate(value=ci_low, status=status, reasons=reasons, sd=mean_noise),
+        ci_high=_estimate(value=ci_high, status=status, reasons=reasons, sd=mean_noise),
     )
+
+
+def _estimate(
+    *,
+    value: float | None,
+    status: ValueStatus,
+    reasons: list[Reason],
+    sd: float | None,
+    bound: float | None = None,
+) -> Estimate:
+    # Made of valid parts (released values' statuses and reasons): not validated again.
+    return Estimate.trusted(value=value, status=status, reasons=reasons, sd=sd, bound=bound)
 
 
 def _noise(value: Value) -> float:
@@ -167,6 +181,100 @@ _TOO_FEW: Final = Reason(
 )
 
 
+WITHHELD_BINS: Final = "WITHHELD_BINS_AS_ZERO"
+FROM_HISTOGRAM: Final = "FROM_HISTOGRAM"
+_WITHHELD_BINS: Final = Reason(
+    rule=WITHHELD_BINS,
+    message="withheld bins (LOW, or a pool with a part LOW) were taken as empty: only "
+    "released bins are used",
+)
+
+
+def quantiles(
+    bins: Sequence[tuple[float, Value]], width: float, top: float
+) -> tuple[Estimate, Estimate, Estimate]:
+    """The first quartile, the median and the third quartile of a histogram's released bins
+    (lower edge, count; in order, the last bin up to `top`): each where the cumulative count
+    reaches its share of the total, by linear interpolation within that bin, whose width
+    bounds it. Withheld bins count as empty (WITHHELD_BINS_AS_ZERO): a quantile is made of
+    released numbers only, and leans towards the bins released where the tails are thin.
+    Withheld where every bin is."""
+    counts = [v for _, v in bins]
+    reasons = list(dict.fromkeys(r for v in counts for r in v.reasons))
+    if not bins or all(v.withheld for v in counts):
+        lows = all(v.status is ValueStatus.LOW for v in counts)
+        status = ValueStatus.LOW if bins and lows else ValueStatus.SUPPRESSED
+        empty = _estimate(value=None, status=status, reasons=reasons, sd=None)
+        return empty, empty, empty
+    if any(v.withheld for v in counts):
+        reasons.append(_WITHHELD_BINS)
+    reasons.append(
+        Reason(
+            rule=FROM_HISTOGRAM,
+            message=f"interpolated within its bin of width {width:g}, from released bins only",
+        )
+    )
+    numbers = [v.value or 0 for v in counts]
+    total = sum(numbers)
+    status = max(
+        (v.status for v in counts if not v.withheld),
+        key=(ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED).index,
+    )
+
+    def at(share: float) -> Estimate:
+        target, below = share * total, 0
+        for (edge, _), n in zip(bins, numbers, strict=True):
+            if n > 0 and below + n >= target:
+                upper = min(edge + width, top)
+                value = edge + (target - below) / n * (upper - edge)
+                return _estimate(value=value, status=status, reasons=reasons, sd=None, bound=width)
+            below += n
+        return _estimate(value=top, status=status, reasons=reasons, sd=None, bound=width)
+
+    return at(0.25), at(0.5), at(0.75)
+
+
+def with_quantiles(combined: Combined, query: CohortQuery) -> Combined:
+    """`combined` with the quartiles of every histogram (table by VALUE_BIN), per group of
+    its other dimensions' values."""
+    variable = query.variable
+    if variable is None or variable.bin_width is None:
+        return combined
+    clipping = variable.clipping
+    top = clipping.hi * clipping.resolution
+    found: dict[Breakdown, tuple[Quantiles, ...]] = {}
+    for by, cells in combined.tables.items():
+        if Dimension.VALUE_BIN not in by:
+            continue
+        at = by.index(Dimension.VALUE_BIN)
+        groups: dict[tuple[str, ...], list[tuple[float, Value]]] = {}
+        labels: dict[tuple[str, ...], list[DimensionValue]] = {}
+        for cell in cells:
+            key = _key(cell)
+            group = key[:at] + key[at + 1 :]
+            labels[group] = [d for i, d in enumerate(cell.dimensions) if i != at]
+            if key[at] != UNKNOWN_KEY:
+                groups.setdefault(group, []).append((float(key[at]), cell.count))
+        found[by] = tuple(
+            Quantiles.trusted(
+                dimensions=labels[group],
+                **dict(
+                    zip(
+                        ("q1", "median", "q3"),
+                        quantiles(sorted(bins, key=_edge), variable.bin_width, top),
+                        strict=True,
+                    )
+                ),
+            )
+            for group, bins in groups.items()
+        )
+    return dataclasses.replace(combined, quantiles=found)
+
+
+def _edge(item: tuple[float, Value]) -> float:
+    return item[0]
+
+
 def with_summaries(
     combined: Combined,
     query: CohortQuery,
@@ -177,8 +285,8 @@ def with_summaries(
     """`combined` with the variable's summary in every cell, each country's and the pooled
     total (unchanged when the question has no variable)."""
     variable = query.variable
-    if variable is None:
-        return combined
+    if variable is None or MeasureKind.VALUE_N not in asked(query):
+        return combined  # no variable, or asked for its histogram alone
     clipping = variable.clipping
     parts = {kind: combine(tables, outcomes, profiles, None, kind) for kind in STATISTICS}
 

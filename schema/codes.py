@@ -106,6 +106,7 @@ class Dimension(StrEnum):
     AGE_BAND_10 = "AGE_BAND_10"
     AGE_BAND_20 = "AGE_BAND_20"
     CALENDAR_YEAR = "CALENDAR_YEAR"
+    VALUE_BIN = "VALUE_BIN"
 
 
 class AgeAt(StrEnum):

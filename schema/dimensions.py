@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from schema.codes import Dimension, Jurisdiction, Sex
+from schema.variables import MAX_EDGE_UNITS, bin_key
 
 if TYPE_CHECKING:  # the query model reads the registry (age bands), so only for typing
     from schema.query import CohortQuery
@@ -116,6 +117,15 @@ def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
     return years if query.criteria.index_event() is not None else (*years, UNKNOWN_KEY)
 
 
+def _value_bin_domain(query: CohortQuery) -> tuple[str, ...]:
+    variable = query.variable
+    if variable is None:
+        return ()  # the query model refuses VALUE_BIN without a variable's bins
+    decimals = variable.clipping.decimals
+    # Persons without a value of the variable have a cell too.
+    return (*(bin_key(edge, decimals) for edge in variable.bin_edges()), UNKNOWN_KEY)
+
+
 # -- the entries ----------------------------------------------------------------------------
 def _age_band_spec(dimension: Dimension, width: int) -> DimensionSpec:
     return DimensionSpec(
@@ -159,6 +169,22 @@ SPECS: Final[tuple[DimensionSpec, ...]] = (
             {UNKNOWN_KEY, *(str(year) for year in range(FIRST_KEY_YEAR, LAST_KEY_YEAR + 1))}
         ),
         domain=_calendar_year_domain,
+        sort_key=natural_order,
+    ),
+    DimensionSpec(
+        dimension=Dimension.VALUE_BIN,
+        description="VALUE_BIN: the bin of the question's variable (argument variable, its "
+        "binWidth) a person's value falls in, named by its lower edge in the variable's unit "
+        "(6.5: from 6.5 to 7.0, the last bin up to the upper bound inclusive), between the "
+        "variable's public bounds (values beyond them in the first or last bin); UNKNOWN for "
+        "persons without a value.",
+        keys=frozenset(
+            {
+                UNKNOWN_KEY,
+                *(bin_key(u, d) for d in (0, 1) for u in range(MAX_EDGE_UNITS + 1)),
+            }
+        ),
+        domain=_value_bin_domain,
         sort_key=natural_order,
     ),
 )

@@ -242,6 +242,11 @@ class NumericVariable(Contract):
     window: DateWindow | None = None
     lo: float | None = Field(default=None, allow_inf_nan=False)
     hi: float | None = Field(default=None, allow_inf_nan=False)
+    # The width of a histogram's bins (a breakdown by VALUE_BIN), one the registry allows;
+    # left out of dumps when absent.
+    bin_width: Annotated[
+        float | None, Field(default=None, allow_inf_nan=False, exclude_if=_absent)
+    ] = None
 
     @model_validator(mode="after")
     def _well_defined(self) -> Self:
@@ -273,7 +278,26 @@ class NumericVariable(Contract):
                 f"bounds of {spec.name} span at most {MAX_SPAN_UNITS} units of "
                 f"{spec.resolution:g} {spec.unit}"
             )
+        if self.bin_width is not None:
+            if self.bin_width not in spec.bin_widths:
+                widths = ", ".join(f"{w:g}" for w in spec.bin_widths)
+                raise ValueError(f"bins of {spec.name} are {widths} {spec.unit} wide")
+            if (clipping.hi - clipping.lo) % self.bin_units:
+                raise ValueError("the bounds span a whole number of bins")
         return self
+
+    @property
+    def bin_units(self) -> int:
+        """The bins' width in units of the resolution (0 without bins)."""
+        return 0 if self.bin_width is None else self.spec.units(self.bin_width)
+
+    def bin_edges(self) -> tuple[int, ...]:
+        """The bins' lower edges in units, from the lower bound; the last bin holds the
+        upper bound too (clipped values at it)."""
+        if self.bin_width is None:
+            return ()
+        clipping = self.clipping
+        return tuple(range(clipping.lo, clipping.hi, self.bin_units))
 
     @property
     def spec(self) -> VariableSpec:
@@ -359,8 +383,11 @@ class CohortQuery(Contract):
             )
         if statistics and self.variable is None:
             raise ValueError("statistics of a variable need the variable")
-        if self.variable is not None and not statistics:
-            raise ValueError("a variable is given for its statistics: ask them")
+        binned = any(Dimension.VALUE_BIN in table for table in self.tables)
+        if self.variable is not None and not statistics and not binned:
+            raise ValueError("a variable is given for its statistics or its histogram: ask one")
+        if binned and (self.variable is None or self.variable.bin_width is None):
+            raise ValueError("a breakdown by VALUE_BIN needs a variable with a binWidth")
         return self
 
     @property

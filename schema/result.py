@@ -77,6 +77,9 @@ class Estimate(Contract):
     status: ValueStatus
     reasons: list[Reason] = Field(default_factory=list)
     sd: Annotated[float, Field(ge=0)] | None = None
+    # The largest distance from the estimate its method allows beyond the noise (a quantile
+    # interpolated within its bin: the bin's width).
+    bound: Annotated[float, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _withheld_is_null(self) -> Self:
@@ -98,6 +101,17 @@ class Summary(Contract):
     sd: Estimate
     ci_low: Estimate
     ci_high: Estimate
+
+
+class Quantiles(Contract):
+    """The median and quartiles of the question's variable in one group of a histogram (a
+    table by VALUE_BIN: the cells sharing the other dimensions' values), estimated from its
+    released bins only: each by linear interpolation within the bin it falls in."""
+
+    dimensions: list[DimensionValue]
+    q1: Estimate
+    median: Estimate
+    q3: Estimate
 
 
 class Cell(Contract):

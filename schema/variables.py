@@ -40,6 +40,10 @@ class PerPerson(StrEnum):
     MEAN = "MEAN"
 
 
+# The largest bin edge a node may send, in units of a variable's resolution: above every
+# registered variable's upper bound (`tests/test_dimensions.py` holds them to it).
+MAX_EDGE_UNITS: Final = 1000
+
 # The widest span a question's bounds may have, in units of the resolution: Δ₁ ≤ 1,000, so
 # VALUE_SUM_SQUARES carries noise of at most sd 500,000 σ (a table's sums of squares at σ 10
 # stay within the wire's bounds).
@@ -94,6 +98,11 @@ MEASUREMENTS: Final[dict[str, VariableSpec]] = {
 }
 
 
+def bin_key(units: int, decimals: int) -> str:
+    """The cell key of the bin whose lower edge is `units` (see `Clipping.edge`)."""
+    return Clipping(lo=0, hi=1, decimals=decimals).edge(units)
+
+
 @dataclass(frozen=True, slots=True)
 class Clipping:
     """A question's bounds in units (`lo` < `hi`) and what follows from them: the centre `c`,
@@ -129,6 +138,14 @@ class Clipping:
     def value(self, units: float) -> float:
         """A centred unit (or a mean of them) back in the variable's unit."""
         return (units + self.centre) * self.resolution
+
+    def edge(self, units: int) -> str:
+        """A bin's lower edge (in units) as a cell key: in the variable's unit, with its
+        decimals ("6.5", "40"), as the SQL spells it."""
+        if self.decimals == 0:
+            return str(units)
+        scale = 10**self.decimals
+        return f"{units // scale}.{units % scale:0{self.decimals}d}"
 
     def centred(self, value: float) -> int:
         """A value as a node counts it: clipped, in whole units, centred (for tests and the

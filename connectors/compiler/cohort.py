@@ -46,7 +46,7 @@ from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
 from connectors.compiler.measures import MEASURE_SQL, VALUE_SQUARES, VALUE_UNITS, measure_column
 from connectors.compiler.names import EventTable
-from connectors.compiler.sql import Params, col, exists, renumbered, table
+from connectors.compiler.sql import Params, col, exists, renumbered, table, text
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension, MeasureKind
 from schema.measures import asked
@@ -68,6 +68,7 @@ PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED, DIED = "p", "c", "i", "e", "k", "op
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 VARIABLE, RAW, RANK = "variable", "raw_value", "value_rank"  # a measurement variable's table
+VALUE_BIN = "value_bin"  # the cohort's column of each person's bin (`PersonColumns.value_bin`)
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
@@ -192,6 +193,8 @@ class _CohortCompiler:
             # rather than find each person's first event again (CTE `index_event`).
             columns.append(col(INDEX_DATE, AGE_DATE))
         variable = self.query.variable
+        if variable is not None and variable.bin_width is not None:
+            columns.append(exp.alias_(self._bin(variable), VALUE_BIN))
         if variable is not None:
             units = self._units(variable)
             offset = exp.cast(
@@ -261,6 +264,52 @@ class _CohortCompiler:
         # value would get a bound as theirs.
         valued = exp.Case().when(whole.is_(exp.null()).not_(), clipped)
         return exp.paren(exp.Sub(this=valued, expression=centre))
+
+    def _bin(self, variable: NumericVariable) -> exp.Expr:
+        """The cell key of the person's bin: the lower edge of the bin their clipped value
+        falls in (the last bin holds the upper bound), in the variable's unit with its
+        decimals, as `schema.variables.Clipping.edge` spells it; NULL without a value."""
+        clipping = variable.clipping
+        width = exp.cast(self.params.bind(variable.bin_units), exp.DataType.Type.BIGINT)
+        low = exp.cast(self.params.bind(clipping.lo), exp.DataType.Type.BIGINT)
+        last = exp.cast(self.params.bind(variable.bin_edges()[-1]), exp.DataType.Type.BIGINT)
+        centre = exp.cast(self.params.bind(clipping.centre), exp.DataType.Type.BIGINT)
+        # The clipped value in units from the lower bound, less its remainder by the width.
+        offset = exp.paren(
+            exp.Sub(this=exp.Add(this=self._units(variable), expression=centre), expression=low)
+        )
+        floor = exp.Sub(
+            this=offset, expression=exp.paren(exp.Mod(this=offset.copy(), expression=width))
+        )
+        edge = exp.func("LEAST", exp.Add(this=low.copy(), expression=exp.paren(floor)), last)
+        key = self._edge_key(edge, clipping.decimals)
+        # LEAST skips NULLs: a person without a value would get the last bin.
+        valued = exp.paren(self._units(variable)).is_(exp.null()).not_()
+        return exp.Case().when(valued, key)
+
+    @staticmethod
+    def _edge_key(edge: exp.Expr, decimals: int) -> exp.Expr:
+        if decimals == 0:
+            return text(edge)
+        scale = exp.Literal.number(10**decimals)
+        whole = exp.cast(
+            exp.Div(
+                this=exp.paren(
+                    exp.Sub(
+                        this=edge.copy(),
+                        expression=exp.paren(exp.Mod(this=edge.copy(), expression=scale.copy())),
+                    )
+                ),
+                expression=scale.copy(),
+            ),
+            exp.DataType.Type.BIGINT,
+        )
+        fraction = exp.paren(exp.Mod(this=edge.copy(), expression=scale))
+        # One decimal (every registered resolution is 1 or 0.1: `schema.variables`).
+        return exp.DPipe(
+            this=exp.DPipe(this=text(whole), expression=exp.Literal.string(".")),
+            expression=text(fraction),
+        )
 
     def _whole_units(self, value: exp.Expr, decimals: int) -> exp.Expr:
         """A measured value in whole units of 10**-decimals, rounded half up."""
@@ -505,6 +554,7 @@ class _CohortCompiler:
             gender_concept_id=col("gender_concept_id", COHORT),
             age=col(AGE, COHORT),
             index_date=col(INDEX_DATE, INDEX if joined else COHORT),
+            value_bin=col(VALUE_BIN, COHORT),
         )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]

@@ -37,6 +37,9 @@ class PersonColumns:
     # The date of the person's first dating event (NULL without one); read only by a
     # `dated` dimension.
     index_date: exp.Column
+    # The lower edge of the bin of the question's variable the person's value falls in, as
+    # its cell key (NULL without a value; only in questions with a variable's bins).
+    value_bin: exp.Column
 
 
 # Each person column, as a bare column named after its field: what an expression reads.
@@ -100,12 +103,17 @@ def _age_band_sql(dimension: Dimension) -> DimensionSql:
     return DimensionSql(dimension, dimension.value.lower(), _age_band(width))
 
 
+def _value_bin(person: PersonColumns) -> exp.Expr:
+    return exp.func("COALESCE", person.value_bin.copy(), exp.Literal.string(UNKNOWN_KEY))
+
+
 ENTRIES: Final[tuple[DimensionSql, ...]] = (
     DimensionSql(Dimension.SEX, "sex", _sex),
     _age_band_sql(Dimension.AGE_BAND_5),
     _age_band_sql(Dimension.AGE_BAND_10),
     _age_band_sql(Dimension.AGE_BAND_20),
     DimensionSql(Dimension.CALENDAR_YEAR, "calendar_year", _calendar_year),
+    DimensionSql(Dimension.VALUE_BIN, "value_bin_key", _value_bin),
 )
 
 

@@ -110,12 +110,21 @@ _REGISTERED = "; ".join(
 )
 
 
+_WIDTHS = "; ".join(
+    [f"AGE {', '.join(f'{w:g}' for w in AGE.bin_widths)}"]
+    + [
+        f"LOINC {code} {', '.join(f'{w:g}' for w in spec.bin_widths)}"
+        for code, spec in MEASUREMENTS.items()
+    ]
+)
+
+
 @strawberry.input(
     description="A numeric variable to summarise in every cell (n, mean, variance, sd, a 95% "
     "confidence interval): a person's age, or a registered LOINC measurement's value per "
     "person (in the node's canonical unit). Values are clipped to public bounds, lo to hi, "
     "within the variable's registered ones (its own when not given), and counted at its "
-    f"resolution. Registered: {_REGISTERED}."
+    f"resolution. Registered: {_REGISTERED}; histogram bin widths: {_WIDTHS}."
 )
 class VariableInput:
     source: VariableSource
@@ -129,6 +138,11 @@ class VariableInput:
     )
     lo: float | None = strawberry.field(default=strawberry.UNSET, description="Lower bound.")
     hi: float | None = strawberry.field(default=strawberry.UNSET, description="Upper bound.")
+    bin_width: float | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The width of a histogram's bins (a breakdown by VALUE_BIN), one its "
+        "registry allows (age: 5, 10 or 20 years); the bounds span a whole number of bins.",
+    )
 
 
 def variable_data(variable: VariableInput) -> dict[str, Any]:
@@ -138,7 +152,7 @@ def variable_data(variable: VariableInput) -> dict[str, Any]:
         data["code"] = {"vocabulary": Vocabulary.LOINC, "code": variable.code}
     if variable.window:
         data["window"] = _fields(variable.window, "start", "end")
-    data |= _fields(variable, "lo", "hi")
+    data |= _fields(variable, "lo", "hi", "bin_width")
     return data
 
 

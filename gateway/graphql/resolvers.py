@@ -26,6 +26,7 @@ from gateway.graphql.selection import (
     requested_breakdowns,
     requested_count,
     requested_node_count,
+    requested_summary,
 )
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
@@ -90,6 +91,7 @@ async def _cohort(
         variable=None
         if (asked_variable := _given(variable)) is None
         else variable_data(asked_variable),
+        summary=requested_summary(info.selected_fields),
     )
     answer = await answer_cohort(info.context.services, info.context, question)
     return CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)

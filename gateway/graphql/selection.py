@@ -14,6 +14,7 @@ from schema.query import Breakdown
 BREAKDOWN_FIELD = "breakdown"
 COUNT_FIELD = "count"
 NODES_FIELD = "byJurisdiction"
+SUMMARY_FIELD = "summary"
 
 
 def requested_breakdowns(cohort_fields: Iterable[Selection]) -> list[Breakdown]:
@@ -75,6 +76,25 @@ def requested_node_count(cohort_fields: Iterable[Selection]) -> bool:
         return False
 
     return any(walk(field.selections, False) for field in cohort_fields)
+
+
+def requested_summary(cohort_fields: Iterable[Selection]) -> bool:
+    """Whether a `summary` of the question's variable is selected anywhere under the given
+    `cohort` field nodes (the pooled one, a country's, a cell's; through aliases and
+    fragments, skipped ones left out): its statistics are asked of the nodes, and charged,
+    only then."""
+
+    def walk(selections: Iterable[Selection]) -> bool:
+        for selection in selections:
+            if _skipped(selection.directives):
+                continue
+            if isinstance(selection, SelectedField) and selection.name == SUMMARY_FIELD:
+                return True
+            if walk(selection.selections):
+                return True
+        return False
+
+    return any(walk(field.selections) for field in cohort_fields)
 
 
 def _dimensions(value: Any) -> Breakdown:

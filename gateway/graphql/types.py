@@ -88,6 +88,10 @@ class Estimate:
         description="Standard deviation the noise gives this number (to first order): the "
         "truth, before sampling, is the value give or take about this much."
     )
+    bound: float | None = strawberry.field(
+        description="Largest distance from the truth its method adds beyond the noise (a "
+        "quantile interpolated within a bin: the bin's width)."
+    )
 
     @classmethod
     def of(cls, estimate: model.Estimate) -> Estimate:
@@ -96,6 +100,7 @@ class Estimate:
             status=estimate.status,
             reasons=[Reason.of(r) for r in estimate.reasons],
             sd=estimate.sd,
+            bound=estimate.bound,
         )
 
 
@@ -242,10 +247,37 @@ class Cell:
         )
 
 
+@strawberry.type(
+    description="The quartiles of the question's variable in one group of a histogram (the "
+    "cells of a table by VALUE_BIN sharing its other dimensions' values), estimated from the "
+    "released bins only, each within its bin. Never a minimum or a maximum."
+)
+class Quantiles:
+    dimensions: list[DimensionValue] = strawberry.field(
+        description="The group: the cells' values of the table's other dimensions."
+    )
+    q1: Estimate
+    median: Estimate
+    q3: Estimate
+
+    @classmethod
+    def of(cls, found: model.Quantiles) -> Quantiles:
+        return cls(
+            dimensions=[DimensionValue(name=d.name, value=d.value) for d in found.dimensions],
+            q1=Estimate.of(found.q1),
+            median=Estimate.of(found.median),
+            q3=Estimate.of(found.q3),
+        )
+
+
 @strawberry.type(name="Breakdown", description="A table of counts by the given dimensions.")
 class BreakdownTable:
     by: list[Dimension]
     cells: list[Cell]
+    quantiles: list[Quantiles] = strawberry.field(
+        description="For a histogram (a table by VALUE_BIN): the quartiles of each group of "
+        "its cells; empty otherwise."
+    )
 
 
 def _breakdown(root: strawberry.Parent[CohortResult], by: list[Dimension]) -> BreakdownTable:
@@ -289,7 +321,11 @@ class CohortResult:
             summary=Summary.of(combined.summary),
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={
-                by: BreakdownTable(by=list(by), cells=[Cell.of(c) for c in cells])
+                by: BreakdownTable(
+                    by=list(by),
+                    cells=[Cell.of(c) for c in cells],
+                    quantiles=[Quantiles.of(q) for q in combined.quantiles.get(by, ())],
+                )
                 for by, cells in combined.tables.items()
             },
         )

@@ -183,6 +183,23 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
             hi=14.0,
         ),
     ),
+    "histogram_of_first_hba1c": query(
+        Criteria(conditions=[icd10("E11")]),
+        (Dimension.VALUE_BIN,),
+        (SEX, Dimension.VALUE_BIN),
+        variable=NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code="4548-4"),
+            lo=4.0,
+            hi=14.0,
+            bin_width=0.5,
+        ),
+    ),
+    "histogram_of_age": query(
+        Criteria(sex="FEMALE"),
+        (Dimension.VALUE_BIN,),
+        variable=NumericVariable(source=VariableSource.AGE, lo=20, hi=90, bin_width=10),
+    ),
     "statistics_of_mean_bmi": statistics(
         Criteria(sex="FEMALE"),
         variable=NumericVariable(

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from connectors.backends.duckdb import DuckDBBackend
+from connectors.compiler import DUCKDB, compile_concept_lookup, compile_query
 from connectors.ledger import Account, MemoryLedger, units
 from connectors.noise import DiscreteGaussian
+from policies.domain import table_domain
 from policies.measures import N_WITHHELD
 from schema.codes import Dimension, MeasureKind, ValueStatus, Vocabulary
-from schema.query import STATISTICS, Code, Criteria, Measure, NumericVariable
+from schema.query import STATISTICS, Code, CohortQuery, Criteria, Measure, NumericVariable
 from schema.variables import PerPerson, VariableSource
 from schema.wire import NodeRequest, NodeResponse
-from tests.connectors.test_service import Sign, ask, e11_body, service, verifier
+from tests.connectors.conftest import REFERENCE_DATE
+from tests.connectors.test_service import E11, Sign, ask, e11_body, service, verifier
 
 __all__ = ["verifier"]  # the fixture, used by name
 
@@ -170,3 +174,64 @@ async def test_a_persons_age_is_a_variable_too(omop_db: Path, verifier: object, 
         S1: sum(a - 54 for a in ages),
         S2: sum((a - 54) ** 2 - 648 for a in ages),
     }
+
+
+def histogram(omop_db: Path, query: CohortQuery) -> dict[tuple[str, ...], int]:
+    """The exact counts of a histogram's table (its compiled statement, on the fixture
+    database: what the node draws its noise for)."""
+    compiled = compile_query(query, dialect=DUCKDB)
+    with duckdb.connect(str(omop_db), read_only=True) as con:
+        ids = {}
+        for concept_set in compiled.concept_sets:
+            lookup = compile_concept_lookup(concept_set, dialect=DUCKDB)
+            rows = con.execute(lookup.sql, list(lookup.params)).fetchall()
+            ids[concept_set] = [r[0] for r in rows]
+        bound = compiled.bind(ids)
+        rows = con.execute(bound.sql, list(bound.params)).fetchall()
+    ((_, _), (_, cells)) = compiled.tabulate(rows)
+    return {cell.key: cell.values[COUNT] for cell in cells}
+
+
+def test_a_histogram_counts_each_persons_clipped_value_in_its_bin(omop_db: Path) -> None:
+    # Bins of 0.5 from 4.0 to 7.0: values above 7.0 are clipped into the last bin (6.5-7.0),
+    # and the 28 persons of everyone without a value are UNKNOWN.
+    variable = NumericVariable(
+        source=VariableSource.MEASUREMENT, code=HBA1C, lo=4.0, hi=7.0, bin_width=0.5
+    )
+    query = CohortQuery(
+        criteria=Criteria(),
+        reference_date=REFERENCE_DATE,
+        tables=[(Dimension.VALUE_BIN,)],
+        variable=variable,
+    )
+    counts = histogram(omop_db, query)
+    expected = {(f"{4.0 + i * 0.5:.1f}",): 0 for i in range(6)}
+    for x in VALUES:
+        edge = min(int((round(10 * x) - 40) // 5) * 5 + 40, 65)
+        expected[(f"{edge // 10}.{edge % 10}",)] += 1
+    expected[("UNKNOWN",)] = 47 - len(VALUES)
+    assert {k: v for k, v in counts.items() if v} == {k: v for k, v in expected.items() if v}
+    assert counts[("6.5",)] == len([x for x in VALUES if x >= 6.5])
+    # Its public domain: every bin, from the question alone.
+    assert tuple(table_domain((Dimension.VALUE_BIN,), query)) == (
+        ("4.0",),
+        ("4.5",),
+        ("5.0",),
+        ("5.5",),
+        ("6.0",),
+        ("6.5",),
+        ("UNKNOWN",),
+    )
+
+
+def test_a_histogram_of_ages_uses_the_age_date(omop_db: Path) -> None:
+    # Ages at the first E11 (see above): 52 and 55 in 50-59, 42 and 44 in 40-49.
+    variable = NumericVariable(source=VariableSource.AGE, lo=20, hi=90, bin_width=10)
+    query = CohortQuery(
+        criteria=Criteria(conditions=[E11]),
+        reference_date=REFERENCE_DATE,
+        tables=[(Dimension.VALUE_BIN,)],
+        variable=variable,
+    )
+    counts = histogram(omop_db, query)
+    assert {k: v for k, v in counts.items() if v} == {("40",): 10, ("50",): 9}

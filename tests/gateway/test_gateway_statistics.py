@@ -15,9 +15,12 @@ from gateway.combine import combine
 from gateway.nodes import NodeOutcome
 from gateway.statistics import (
     BEYOND_BOUNDS,
+    FROM_HISTOGRAM,
     NOISY_VARIANCE,
+    WITHHELD_BINS,
     Moments,
     mean_and_variance,
+    quantiles,
     summarise,
     with_summaries,
 )
@@ -234,3 +237,28 @@ def test_a_mean_the_noise_took_beyond_the_bounds_is_shown_at_the_bound() -> None
     assert BEYOND_BOUNDS in [r.rule for r in summary.mean.reasons]
     assert summary.ci_high.value is not None
     assert summary.ci_high.value <= 90.0
+
+
+def test_quartiles_are_interpolated_within_their_bins() -> None:
+    bins = [(0.0, noisy(10, 5)), (10.0, noisy(20, 5)), (20.0, noisy(10, 5))]
+    q1, median, q3 = quantiles(bins, 10.0, 30.0)
+    # 40 persons: 10 reach the first quarter at the top of the first bin, the median half way
+    # into the second (10 + 10/20 of it), the third quarter at its top.
+    assert (q1.value, median.value, q3.value) == (10.0, 15.0, 20.0)
+    assert median.bound == 10.0
+    assert median.status is ValueStatus.PERTURBED
+    assert FROM_HISTOGRAM in [r.rule for r in median.reasons]
+
+
+def test_quartiles_take_withheld_bins_as_empty_and_say_so() -> None:
+    suppressed = Value.suppressed(Reason(rule="INCOMPLETE_POOL"))
+    bins = [(0.0, low(5)), (10.0, noisy(20, 5)), (20.0, noisy(20, 5)), (30.0, suppressed)]
+    _, median, _ = quantiles(bins, 10.0, 40.0)
+    assert median.value == 20.0
+    assert WITHHELD_BINS in [r.rule for r in median.reasons]
+
+
+def test_quartiles_are_withheld_where_every_bin_is() -> None:
+    _, median, _ = quantiles([(0.0, low(5)), (10.0, low(5))], 10.0, 20.0)
+    assert median.status is ValueStatus.LOW
+    assert median.value is None

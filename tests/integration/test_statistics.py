@@ -111,3 +111,42 @@ def test_mean_hba1c_pooled_and_per_country(federation: LocalFederation) -> None:
     assert again["summary"] == summary
     assert again["breakdown"] == first["breakdown"]
     assert {n["privacy"]["questionRho"] for n in again["byJurisdiction"]} == {0}
+
+
+# Another reference date than MEAN_HBA1C's (the same persons): its total is a new table.
+HISTOGRAM = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-02",
+    criteria: { conditions: [{ vocabulary: ICD10, code: "E11" }] },
+    variable: { source: MEASUREMENT, code: "4548-4", perPerson: LAST,
+                window: { start: "2015-01-01", end: "2025-12-31" }, lo: 4, hi: 14,
+                binWidth: 0.5 }) {
+  byJurisdiction { jurisdiction privacy { questionRho } }
+  breakdown(by: [VALUE_BIN]) { cells { dimensions { value } count { value status } }
+      quantiles { q1 { value bound } median { value status bound reasons { rule } }
+                  q3 { value } } }
+} }"""
+
+
+def test_a_histogram_and_its_quartiles(federation: LocalFederation) -> None:
+    status, body = post(federation.gateway_url, {"query": HISTOGRAM}, federation.credentials(None))
+    assert status == 200
+    assert "errors" not in body, body
+    result = body["data"]["cohort"]
+    cells = result["breakdown"]["cells"]
+    # Every bin of 4-14 by 0.5, and UNKNOWN: the public domain.
+    assert [c["dimensions"][0]["value"] for c in cells] == [
+        *(f"{4 + i * 0.5:.1f}" for i in range(20)),
+        "UNKNOWN",
+    ]
+    # Counts only (no summary selected): the total and the histogram, 0.02 each.
+    assert [n["privacy"]["questionRho"] for n in result["byJurisdiction"]] == [
+        pytest.approx(0.04),
+        pytest.approx(0.04),
+    ]
+    ((quartiles),) = result["breakdown"]["quantiles"]
+    values = sorted(v for j in (FR, DE) for v in truth(federation.database(j)))
+    true_median = values[len(values) // 2]
+    median = quartiles["median"]
+    assert median["bound"] == 0.5
+    # Within its bin, give or take the noise of the bins around it.
+    assert abs(median["value"] - true_median) <= 1.0
+    assert quartiles["q1"]["value"] <= median["value"] <= quartiles["q3"]["value"]

@@ -171,6 +171,7 @@ ALLOWED_DIMENSIONS: dict[Jurisdiction, frozenset[Dimension]] = {
             Dimension.AGE_BAND_10,
             Dimension.AGE_BAND_20,
             Dimension.CALENDAR_YEAR,
+            Dimension.VALUE_BIN,
         }
     )
     for j in SHIPPED
