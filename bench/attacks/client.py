@@ -284,6 +284,40 @@ class Applicant:
         self._note(answer)
         return answer
 
+    def summary(
+        self, where: Where, variable: str, jurisdiction: Jurisdiction, *, approval: int = 0
+    ) -> dict[str, Any] | None:
+        """One node's summary of a numeric variable (GraphQL `VariableInput`, as text) over
+        `where`: its `n` and `mean` as released, or None when the node did not answer."""
+        application = self.approvals[approval]
+        query = (
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f", ageAt: REFERENCE_DATE, jurisdictions: [{jurisdiction.value}], "
+            f"criteria: {where.graphql()}, variable: {variable}) "
+            "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } "
+            "summary { n { value status sd } mean { value status sd } } } } }"
+        )
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            self.asked[application] -= 1
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            raise QuestionRefused(code, str(errors[0].get("message", "")))
+        for node in body["data"]["cohort"]["byJurisdiction"]:
+            if Jurisdiction(node["jurisdiction"]) is not jurisdiction:
+                continue
+            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
+            if node.get("privacy"):
+                self.privacy[jurisdiction] = node["privacy"]
+            found: dict[str, Any] | None = node.get("summary")
+            if found is not None:
+                self.statuses.add(found["n"]["status"])
+            return found
+        return None
+
     def _note(self, answer: Answer) -> None:
         self.statuses.add(answer.pooled.status)
         for node in answer.nodes.values():

@@ -15,7 +15,8 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 def _target(t: CountTarget) -> str:
     estimate = "no estimate" if t.estimate is None else f"{t.estimate:7.2f} ± {_f(t.se)}"
-    return f"    {t.label[:34]:<34} {t.jurisdiction.value:<4} {t.truth:>5}  {estimate}"
+    truth = f"{t.truth:>5}" if isinstance(t.truth, int) else f"{t.truth:>5.2f}"
+    return f"    {t.label[:34]:<34} {t.jurisdiction.value:<4} {truth}  {estimate}"
 
 
 def render(result: ClassResult, *, every_target: bool = False) -> str:

@@ -23,6 +23,7 @@ from bench.attacks import (
     isolation,
     ladders,
     margins,
+    means,
     node_sets,
     pooled_others,
     refresh,
@@ -52,6 +53,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     complements,
     ladders,
     deaths,
+    means,
     dropouts,
     refresh,
 )

@@ -52,7 +52,7 @@ RULE: Final = (
 class CountTarget:
     jurisdiction: Jurisdiction
     label: str
-    truth: int
+    truth: float  # a count, or a value in the unit its class scores it in (class 16)
     estimate: float | None
     se: float | None
 
