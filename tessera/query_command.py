@@ -75,6 +75,33 @@ def register(sub: SubParsers) -> None:
         help="leave out the pooled count (a securely pooled count costs budget of its own)",
     )
     ask.add_argument("--deadline-ms", type=int, help="how long the gateway waits for nodes")
+    numeric = query.add_argument_group("a numeric variable: its mean, sd and 95%% interval")
+    numeric.add_argument(
+        "--variable",
+        metavar="AGE|LOINC:CODE",
+        help="summarise AGE or a registered measurement (e.g. LOINC:4548-4) in every cell",
+    )
+    numeric.add_argument(
+        "--per-person",
+        choices=["FIRST", "LAST", "MEAN"],
+        type=str.upper,
+        default="FIRST",
+        help="which of a person's measurements is their value (default FIRST)",
+    )
+    numeric.add_argument(
+        "--bounds", type=_bounds, metavar="LO-HI", help="public clipping bounds, e.g. 4-14"
+    )
+    numeric.add_argument(
+        "--bin-width",
+        type=float,
+        help="histogram bins of this width (with --by VALUE_BIN; e.g. 0.5 for HbA1c)",
+    )
+    numeric.add_argument(
+        "--no-summary",
+        dest="summary",
+        action="store_false",
+        help="the histogram only (counts; the summary's statistics are not asked or charged)",
+    )
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
     where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")
@@ -105,6 +132,14 @@ def _age_range(text: str) -> tuple[int | None, int | None]:
         return (int(low) if low.strip() else None, int(high) if high.strip() else None)
     except ValueError:
         raise argparse.ArgumentTypeError("an age range is MIN-MAX, MIN- or -MAX") from None
+
+
+def _bounds(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        return float(low), float(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError("bounds are LO-HI, e.g. 4-14") from None
 
 
 def _dimensions(text: str) -> tuple[str, ...]:

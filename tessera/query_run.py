@@ -15,7 +15,7 @@ from typing import IO, Any, Final, TextIO
 from tessera.client.answer import POOLED, Answer, Response, Row
 from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
-from tessera.client.questions import Question
+from tessera.client.questions import Question, Variable
 from tessera.locations import DEMO_GATEWAY
 from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, text_table
 
@@ -84,7 +84,7 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 
 def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
-    asks = bool(args.concept or args.by or args.sex or args.age)
+    asks = bool(args.concept or args.by or args.sex or args.age or args.variable)
     if args.file is not None and asks:
         raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
     if args.file is not None:
@@ -111,8 +111,25 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         deadline_ms=args.deadline_ms,
         min_nodes=None,
         noise=args.noise,
+        variable=_variable(args),
+        summary=args.summary,
     )
     return question.document, question.variables
+
+
+def _variable(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The `--variable` and its options as the gateway's VariableInput."""
+    if args.variable is None:
+        return None
+    lo, hi = args.bounds if args.bounds is not None else (None, None)
+    name = args.variable.strip().upper()
+    if name == "AGE":
+        return Variable.age(lo=lo, hi=hi, bin_width=args.bin_width)
+    if not name.startswith("LOINC:"):
+        raise ValueError("--variable is AGE or LOINC:CODE")
+    return Variable.measurement(
+        name, per_person=args.per_person, lo=lo, hi=hi, bin_width=args.bin_width
+    )
 
 
 async def _with_progress(
@@ -189,7 +206,7 @@ def write_csv(rows: Sequence[Row], out: IO[str]) -> None:
 
 # --- the answer as tables --------------------------------------------------------------------
 
-_LABELS: Final = ("jurisdiction", "sex", "age_band", "calendar_year")
+_LABELS: Final = ("jurisdiction", "sex", "age_band", "calendar_year", "value_bin")
 
 
 def render(response: Response) -> str:
@@ -220,6 +237,10 @@ def render_answer(answer: Answer) -> str:
             for node, row in zip(answer.nodes, answer.node_rows(), strict=True)
         ]
         lines.append(text_table(["country", "node", "latency", "count", "privacy ρ", "why"], rows))
+    summary = answer.summary_rows()
+    if summary:
+        lines.append("  summary of the variable (value ± the noise's sd)")
+        lines.append(_summary_table(summary, ["jurisdiction"]))
     for table_ in answer.tables.values():
         lines.append(f"  breakdown by {', '.join(table_.by)} ({len(table_.rows)} cells)")
         labels = [c for c in _LABELS if any(c in row for row in table_.rows)]
@@ -237,7 +258,43 @@ def render_answer(answer: Answer) -> str:
             for row in table_.rows
         ]
         lines.append(text_table([*labels, "count", "status", "why"], rows))
+        if "VALUE_BIN" in table_.by:
+            quartiles = answer.quantile_rows(table_.name)
+            if quartiles:
+                lines.append("  quartiles from the released bins (± the bin width)")
+                lines.append(_summary_table(quartiles, [c for c in labels if c != "value_bin"]))
+        elif summary:
+            cells = answer.summary_rows(table_.name)
+            if cells:
+                lines.append(f"  summary by {', '.join(table_.by)}")
+                lines.append(_summary_table(cells, labels))
     return "\n".join(lines)
+
+
+def _summary_table(rows: Sequence[Row], labels: Sequence[str]) -> str:
+    """Estimates (one row per statistic) as one line per group: each statistic's value, with
+    its noise's sd (or bound), or its status when withheld."""
+    groups: dict[tuple[str, ...], dict[str, str]] = {}
+    statistics: list[str] = []
+    for row in rows:
+        key = tuple(_label(row, c) for c in labels)
+        name = str(row["statistic"])
+        if name not in statistics:
+            statistics.append(name)
+        groups.setdefault(key, {})[name] = _estimate_text(row)
+    return text_table(
+        [*labels, *statistics],
+        [[*key, *(found.get(s, "") for s in statistics)] for key, found in groups.items()],
+    )
+
+
+def _estimate_text(row: Mapping[str, Any]) -> str:
+    value = row.get("value")
+    if value is None:
+        return str(row.get("status") or "—").lower()
+    spread = row.get("sd") or row.get("bound")
+    number = f"{value:,.0f}" if row.get("statistic") == "n" else f"{value:.3g}"
+    return f"{number} ±{spread:.2g}" if spread else number
 
 
 def _label(row: Row, column: str) -> str:

@@ -23,6 +23,7 @@ from tessera.client.errors import (
     Unavailable,
 )
 from tessera.client.frames import read_csv
+from tessera.client.questions import Variable
 
 __all__ = [
     "POOLED",
@@ -40,6 +41,7 @@ __all__ = [
     "Table",
     "TesseraClientError",
     "Unavailable",
+    "Variable",
     "default_request",
     "read_csv",
 ]

@@ -246,6 +246,58 @@ class Answer:
             stacked += [{"table": table.name, **row} for row in table.rows]
         return stacked
 
+    def summary_rows(self, which: str | Sequence[str] | None = None) -> list[Row]:
+        """The variable's summary as tidy rows, one per number: pooled and per country
+        (`jurisdiction`), or per cell of a breakdown (`which`), each with its `statistic`
+        (n, mean, variance, sd, ci_low, ci_high), `value`, `sd` (its noise), `status`,
+        `bound` and `reasons`."""
+        if which is None:
+            rows = _summary_rows({"jurisdiction": POOLED}, self.raw.get("summary"))
+            for node in self.raw.get("byJurisdiction") or ():
+                where = {"jurisdiction": str(node.get("jurisdiction"))}
+                rows += _summary_rows(where, node.get("summary"))
+            return rows
+        raw = self._raw_table(which)
+        pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
+        rows = []
+        for cell in raw.get("cells") or ():
+            where = _cell_columns(cell, pooled)
+            rows += _summary_rows(where, cell.get("summary"))
+        return rows
+
+    def summary_frame(self, which: str | Sequence[str] | None = None) -> Any:
+        """`summary_rows(which)` as a DataFrame (`value` a float)."""
+        from tessera.client.frames import statistics_frame
+
+        return statistics_frame(self.summary_rows(which))
+
+    def quantile_rows(self, which: str | Sequence[str] | None = None) -> list[Row]:
+        """The quartiles of a histogram (a breakdown by VALUE_BIN; the only one when `which`
+        is None), one row per group and `statistic` (q1, median, q3)."""
+        raw = self._raw_table(which)
+        pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
+        rows = []
+        for group in raw.get("quantiles") or ():
+            where = _cell_columns(group, pooled)
+            for statistic in ("q1", "median", "q3"):
+                rows.append({**where, "statistic": statistic, **_estimate(group.get(statistic))})
+        return rows
+
+    def quantiles_frame(self, which: str | Sequence[str] | None = None) -> Any:
+        """`quantile_rows(which)` as a DataFrame (`value` a float)."""
+        from tessera.client.frames import statistics_frame
+
+        return statistics_frame(self.quantile_rows(which))
+
+    def _raw_table(self, which: str | Sequence[str] | None) -> Mapping[str, Any]:
+        table = self.table(which)
+        for value in self.raw.values():
+            is_table = isinstance(value, Mapping) and isinstance(value.get("cells"), list)
+            if is_table and ",".join(str(d) for d in value.get("by") or ()) == table.name:
+                found: Mapping[str, Any] = value
+                return found
+        raise KeyError(f"no breakdown {table.name}")
+
     def frame(self, which: str | Sequence[str] | None = None) -> Any:
         """`rows(which)` as a pandas DataFrame with typed columns (nullable integers, age
         bands ordered as numbers); see `tessera.client.frames`.
@@ -293,6 +345,42 @@ _EMPTY_MEASURES: Final[Row] = {
 }
 
 
+_STATISTICS: Final = (
+    ("n", "n"),
+    ("mean", "mean"),
+    ("variance", "variance"),
+    ("sd", "sd"),
+    ("ci_low", "ciLow"),
+    ("ci_high", "ciHigh"),
+)
+
+
+def _estimate(raw: Mapping[str, Any] | None) -> Row:
+    raw = raw or {}
+    return {
+        "value": raw.get("value"),
+        "sd": raw.get("sd"),
+        "status": raw.get("status"),
+        "bound": raw.get("bound"),
+        "reasons": ";".join(map(str, _reasons(raw.get("reasons")))) or None,
+    }
+
+
+def _summary_rows(where: Row, raw: Mapping[str, Any] | None) -> list[Row]:
+    if raw is None:
+        return []
+    return [
+        {**where, "statistic": name, **_estimate(raw.get(field))} for name, field in _STATISTICS
+    ]
+
+
+def _cell_columns(cell: Mapping[str, Any], pooled: bool) -> Row:
+    row: Row = {"jurisdiction": POOLED} if pooled else {}
+    for d in cell.get("dimensions") or ():
+        row.update(dimension_columns(str(d["name"]), str(d["value"])))
+    return row
+
+
 def age_bounds(label: str) -> tuple[int | None, int | None]:
     """`"40-49"` → (40, 49); `"90+"` → (90, None); anything else (None, None)."""
     match = _BAND.match(label)
@@ -309,6 +397,9 @@ def _order(dimension: str, value: str) -> tuple[int, int, str]:
         return (0, _JURISDICTION_ORDER.get(value, len(_JURISDICTION_ORDER)), value)
     if dimension == Dimension.SEX:
         return (0, _SEX_ORDER.get(value, len(_SEX_ORDER)), value)
+    if dimension == Dimension.VALUE_BIN:
+        # Lower edges in tenths at most ("6.5"): ordered as numbers.
+        return (0, round(float(value) * 10), value)
     low, _ = age_bounds(value)
     if low is not None:
         return (0, low, value)
@@ -328,6 +419,10 @@ def dimension_columns(dimension: str, value: str) -> Row:
         return {"age_band": value, "age_min": low, "age_max": high}
     if dimension == Dimension.CALENDAR_YEAR:
         return {"calendar_year": int(value) if value.isascii() and value.isdigit() else None}
+    if dimension == Dimension.VALUE_BIN:
+        # A bin by its lower edge (in the variable's unit), UNKNOWN without a value.
+        edge = None if value == UNKNOWN_KEY else float(value)
+        return {"value_bin": value, "bin_low": edge}
     return {dimension.lower(): value}  # a dimension newer than this client
 
 

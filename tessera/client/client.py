@@ -175,6 +175,8 @@ class _Core:
         deadline_ms: int | None,
         min_nodes: int | None,
         noise: str | NoiseLevel | None,
+        variable: Mapping[str, Any] | None = None,
+        summary: bool = True,
     ) -> Question:
         request = request or self.request
         if request is None:
@@ -196,6 +198,8 @@ class _Core:
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            variable=variable,
+            summary=summary,
         )
 
     @staticmethod
@@ -282,6 +286,8 @@ class Client(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        variable: Mapping[str, Any] | None = None,
+        summary: bool = True,
     ) -> Answer:
         """Ask for a cohort and its breakdowns.
 
@@ -293,7 +299,9 @@ class Client(_Core):
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own); `countries=False` leaves out each country's own count: a pooled count is then
-        the question's only total, released (and charged) once.
+        the question's only total, released (and charged) once. `variable` (`Variable.age`,
+        `Variable.measurement`) asks its summary (`Answer.summary_frame`) unless
+        `summary=False`, and bins it in a breakdown by VALUE_BIN (`Answer.quantiles_frame`).
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -315,6 +323,8 @@ class Client(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            variable=variable,
+            summary=summary,
         )
         return self.execute(question.document, question.variables).answer
 
@@ -391,6 +401,8 @@ class AsyncClient(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        variable: Mapping[str, Any] | None = None,
+        summary: bool = True,
     ) -> Answer:
         """As `Client.cohort`."""
         question = self.question(
@@ -409,5 +421,7 @@ class AsyncClient(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            variable=variable,
+            summary=summary,
         )
         return (await self.execute(question.document, question.variables)).answer

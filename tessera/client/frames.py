@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 INTEGER_COLUMNS: Final = frozenset({"value", "age_min", "age_max", "calendar_year"})
 FLOAT_COLUMNS: Final = frozenset(
-    {"sd", "bound", "latency_ms", "sigma", "question_rho", "spent_rho", "cap_rho"}
+    {"sd", "bound", "latency_ms", "sigma", "question_rho", "spent_rho", "cap_rho", "bin_low"}
 )
 NODE_COLUMNS: Final = (
     "jurisdiction",
@@ -70,11 +70,22 @@ def to_frame(rows: Sequence[Row]) -> pd.DataFrame:
     return typed(frame)
 
 
-def typed(frame: pd.DataFrame) -> pd.DataFrame:
+def statistics_frame(rows: Sequence[Row]) -> pd.DataFrame:
+    """Rows of estimates (a summary's, quartiles: one per `statistic`) as a frame: their
+    `value` is a float, n's included."""
+    pd = pandas()
+    columns = columns_of(rows)
+    frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=columns)
+    return typed(frame, floats=frozenset({"value"}))
+
+
+def typed(frame: pd.DataFrame, floats: frozenset[str] = frozenset()) -> pd.DataFrame:
     """The frame with the tidy columns' dtypes (after `to_frame`, or as read from CSV)."""
     pd = pandas()
     for column in frame.columns:
-        if column in INTEGER_COLUMNS:
+        if column in floats:
+            frame[column] = frame[column].astype("float64")
+        elif column in INTEGER_COLUMNS:
             frame[column] = frame[column].astype("Int64")
         elif column in FLOAT_COLUMNS:
             frame[column] = frame[column].astype("float64")

@@ -131,6 +131,56 @@ def breakdowns(by: Breakdowns | None) -> list[tuple[Dimension, ...]]:
     return [tuple(dimension(d) for d in table) for table in by if not isinstance(table, str)]
 
 
+ESTIMATE_FIELDS: Final = "value status sd bound reasons { rule jurisdiction message }"
+SUMMARY_FIELDS: Final = (
+    f"summary {{ n {{ {COUNT_FIELDS} }} mean {{ {ESTIMATE_FIELDS} }} "
+    f"variance {{ {ESTIMATE_FIELDS} }} sd {{ {ESTIMATE_FIELDS} }} "
+    f"ciLow {{ {ESTIMATE_FIELDS} }} ciHigh {{ {ESTIMATE_FIELDS} }} }}"
+)
+QUANTILE_FIELDS: Final = (
+    f"quantiles {{ dimensions {{ name value }} q1 {{ {ESTIMATE_FIELDS} }} "
+    f"median {{ {ESTIMATE_FIELDS} }} q3 {{ {ESTIMATE_FIELDS} }} }}"
+)
+
+
+class Variable:
+    """A numeric variable to summarise (`summary`) or bin (a breakdown by `VALUE_BIN`), as
+    the gateway's `VariableInput`: `Variable.age(lo=18, hi=90)`,
+    `Variable.measurement("4548-4", per_person="LAST", start=date(2020, 1, 1), lo=4, hi=14,
+    bin_width=0.5)`. Bounds and bin widths are within the variable's registry entry (see the
+    README, "Means, variances and histograms")."""
+
+    @staticmethod
+    def age(
+        *, lo: float | None = None, hi: float | None = None, bin_width: float | None = None
+    ) -> dict[str, Any]:
+        return _variable("AGE", lo=lo, hi=hi, bin_width=bin_width)
+
+    @staticmethod
+    def measurement(
+        code: str,
+        *,
+        per_person: str = "FIRST",
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+        bin_width: float | None = None,
+    ) -> dict[str, Any]:
+        data = _variable("MEASUREMENT", lo=lo, hi=hi, bin_width=bin_width)
+        data["code"] = code.removeprefix("LOINC:")
+        data["perPerson"] = per_person.upper()
+        window = {k: v.isoformat() for k, v in (("start", start), ("end", end)) if v}
+        if window:
+            data["window"] = window
+        return data
+
+
+def _variable(source: str, **bounds: float | None) -> dict[str, Any]:
+    names = {"lo": "lo", "hi": "hi", "bin_width": "binWidth"}
+    return {"source": source, **{names[k]: v for k, v in bounds.items() if v is not None}}
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     """A GraphQL document and its variables."""
@@ -152,12 +202,16 @@ def cohort_question(
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     noise: str | NoiseLevel | None = None,
+    variable: Mapping[str, Any] | None = None,
+    summary: bool = True,
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
     latency, own count (when `countries`: next to a securely pooled count, each country's own
     is a release of its own, charged) and privacy spend, and one aliased breakdown per table
-    (`b0`, `b1`, …)."""
+    (`b0`, `b1`, …). With `variable` (`Variable`), its `summary` pooled, per country and per
+    cell (unless `summary=False`: then only its histograms, each table by VALUE_BIN with its
+    `quantiles`)."""
     variables: dict[str, Any] = {"request": request, "criteria": dict(criteria)}
     arguments = ["request: $request", "criteria: $criteria"]
     declared = ["$request: String!", "$criteria: CriteriaInput!"]
@@ -168,15 +222,20 @@ def cohort_question(
         ("deadlineMs", "Int", deadline_ms),
         ("minNodes", "Int", min_nodes),
         ("noise", "NoiseLevel", _noise(noise)),
+        ("variable", "VariableInput", None if variable is None else dict(variable)),
     ]
     for name, kind, value in optional:
         if value is not None:
             declared.append(f"${name}: {kind}")
             arguments.append(f"{name}: ${name}")
             variables[name] = value
+    summarised = variable is not None and summary
+    cell_summary = f" {SUMMARY_FIELDS}" if summarised else ""
     tables = "\n".join(
         f"    b{i}: breakdown(by: [{', '.join(d.value for d in table)}]) "
-        f"{{ by cells {{ dimensions {{ name value }} count {{ {COUNT_FIELDS} }} }} }}"
+        f"{{ by cells {{ dimensions {{ name value }} count {{ {COUNT_FIELDS} }}{cell_summary} }}"
+        + (f" {QUANTILE_FIELDS}" if Dimension.VALUE_BIN in table else "")
+        + " }"
         for i, table in enumerate(by)
     )
     document = (
@@ -184,9 +243,11 @@ def cohort_question(
         f"  cohort({', '.join(arguments)}) {{\n"
         "    queryId traceId referenceDate ageAt\n"
         + (f"    count {{ {COUNT_FIELDS} }}\n" if total else "")
+        + (f"    {SUMMARY_FIELDS}\n" if summarised else "")
         + "    byJurisdiction { jurisdiction status latencyMs error\n"
         "      reasons { rule jurisdiction message }\n"
         + (f"      count {{ {COUNT_FIELDS} }}\n" if countries else "")
+        + (f"      {SUMMARY_FIELDS}\n" if summarised else "")
         + "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
         + (tables + "\n" if tables else "")
         + "  }\n}\n"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import duckdb
 import pytest
 
 from schema.codes import Jurisdiction
+from tessera.client import Client, Variable
 from tessera.local import LocalFederation
 from tests.integration.federation_kit import post, start_federation
 
@@ -150,3 +153,63 @@ def test_a_histogram_and_its_quartiles(federation: LocalFederation) -> None:
     # Within its bin, give or take the noise of the bins around it.
     assert abs(median["value"] - true_median) <= 1.0
     assert quartiles["q1"]["value"] <= median["value"] <= quartiles["q3"]["value"]
+
+
+def test_the_python_client_returns_tidy_frames(federation: LocalFederation) -> None:
+    credentials = federation.credentials(None)
+    client = Client(
+        federation.gateway_url, token=credentials.bearer, permits=list(credentials.permits)
+    )
+    variable = Variable.measurement(
+        "4548-4", per_person="LAST", start=dt.date(2015, 1, 1), lo=4, hi=14, bin_width=1
+    )
+    answer = client.cohort(
+        concepts=["ICD10:E11"],
+        by=[["SEX"], ["VALUE_BIN"]],
+        variable=variable,
+        reference_date=dt.date(2026, 1, 3),
+    )
+    summary = answer.summary_frame()
+    # Pooled and per country, six numbers each.
+    assert set(summary["jurisdiction"]) == {"POOLED", "FR", "DE"}
+    assert list(summary[summary["jurisdiction"] == "POOLED"]["statistic"]) == [
+        "n",
+        "mean",
+        "variance",
+        "sd",
+        "ci_low",
+        "ci_high",
+    ]
+    mean = summary[(summary["jurisdiction"] == "POOLED") & (summary["statistic"] == "mean")]
+    assert 4 <= float(mean["value"].iloc[0]) <= 14
+    by_sex = answer.summary_frame("SEX")
+    assert set(by_sex["sex"]) == {"FEMALE", "MALE", "UNKNOWN"}
+    histogram = answer.frame("VALUE_BIN")
+    assert list(histogram["bin_low"].dropna()) == [float(x) for x in range(4, 14)]
+    quartiles = answer.quantiles_frame("VALUE_BIN")
+    assert list(quartiles["statistic"]) == ["q1", "median", "q3"]
+    assert set(quartiles["bound"]) == {1.0}
+
+
+def test_tessera_query_prints_a_summary_and_quartiles(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    credentials = federation.credentials(None)
+    token = tmp_path / "researcher.jwt"
+    token.write_text(credentials.bearer or "")
+    permits = []
+    for i, permit in enumerate(credentials.permits):
+        permits.append(tmp_path / f"permit-{i}.jwt")
+        permits[-1].write_text(permit)
+    command = [
+        sys.executable, "-m", "tessera", "query", "--gateway", federation.gateway_url,
+        "--token", str(token), "--permit", *map(str, permits), "--demo-dir", str(tmp_path),
+        "--concept", "ICD10:E11", "--by", "VALUE_BIN", "--variable", "LOINC:4548-4",
+        "--per-person", "LAST", "--bounds", "4-14", "--bin-width", "2",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "summary of the variable" in done.stdout
+    assert "quartiles from the released bins" in done.stdout
+    for heading in ("mean", "ci_low", "median"):
+        assert heading in done.stdout
