@@ -36,7 +36,7 @@ from schema.audit.entry import (
 )
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
-from schema.result import Reason, Value
+from schema.result import Cell, Reason, Summary, Value
 from schema.wire import NodeResponse
 
 STEP_PREFIX = "gateway"
@@ -206,6 +206,11 @@ def released_values(combined: Combined) -> list[Value]:
     values = [combined.count]
     values += [n.count for n in combined.by_jurisdiction if n.count is not None]
     values += [cell.count for cells in combined.tables.values() for cell in cells]
+    # A summary's n (its other numbers are derived from released values and share its
+    # status): pooled, per country and per cell.
+    summaries = [combined.summary, *(n.summary for n in combined.by_jurisdiction)]
+    summaries += [cell.summary for cells in combined.tables.values() for cell in cells]
+    values += [s.n for s in summaries if s is not None]
     return values
 
 
@@ -223,14 +228,38 @@ def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
                 "count": n.count.model_dump(mode="json") if n.count is not None else None,
                 "reasons": [r.model_dump(mode="json") for r in n.reasons],
                 "error": n.error,
+                **_summary(n.summary),
             }
             for n in combined.by_jurisdiction
         ],
         "tables": [
-            {"by": [d.value for d in by], "cells": [c.model_dump(mode="json") for c in cells]}
+            {
+                "by": [d.value for d in by],
+                "cells": [_cell(c) for c in cells],
+                **(
+                    {"quantiles": [q.model_dump(mode="json") for q in combined.quantiles[by]]}
+                    if by in combined.quantiles
+                    else {}
+                ),
+            }
             for by, cells in combined.tables.items()
         ],
+        **_summary(combined.summary),
     }
+
+
+def _cell(cell: Cell) -> dict[str, object]:
+    """A cell as plain data; without a summary, as cells were before summaries existed."""
+    data: dict[str, object] = cell.model_dump(mode="json")
+    if data.get("summary") is None:
+        data.pop("summary", None)
+    return data
+
+
+def _summary(summary: Summary | None) -> dict[str, object]:
+    """A summary as plain data, under its key; nothing without one (a count-only answer
+    hashes as it did before summaries existed)."""
+    return {} if summary is None else {"summary": summary.model_dump(mode="json")}
 
 
 def denied(decisions: Iterable[AccessDecision]) -> list[str]:
