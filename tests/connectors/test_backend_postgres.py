@@ -149,6 +149,8 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
     answer: dict[Any, Any] = {
         by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tables
     }
+    # Every measure's values (a variable's sums too), exactly.
+    answer["measures"] = {by: {c.key: dict(c.values) for c in cells} for by, cells in tables}
     answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
     # What the query service runs: the same persons and cells through one cohort.
     async with backend.cohort(bound) as cohort:
@@ -160,7 +162,7 @@ async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
         fewer = compiled.tabulate(await cohort.tables(persons[:3]))
     assert {
         by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tabulated
-    } == {by: cells for by, cells in answer.items() if by != "population"}
+    } == {by: cells for by, cells in answer.items() if by not in ("population", "measures")}
     answer["fewer"] = {
         by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in fewer
     }
