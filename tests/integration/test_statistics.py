@@ -23,7 +23,7 @@ from tests.integration.federation_kit import post, start_federation
 
 pytestmark = pytest.mark.integration
 
-FR, DE = Jurisdiction.FR, Jurisdiction.DE
+FR, DE, DK = Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.DK
 MEAN_HBA1C = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
     criteria: { conditions: [{ vocabulary: ICD10, code: "E11" }] },
     variable: { source: MEASUREMENT, code: "4548-4", perPerson: LAST,
@@ -40,7 +40,9 @@ MEAN_HBA1C = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    fed = start_federation(tmp_path_factory.mktemp("statistics"), (FR, DE), persons=8_000)
+    # Three nodes: a histogram alone is pooled securely (every shipped jurisdiction pools in
+    # rounds of at least three).
+    fed = start_federation(tmp_path_factory.mktemp("statistics"), (FR, DE, DK), persons=8_000)
     yield fed
     fed.stop()
 
@@ -82,8 +84,8 @@ def truth(database: Path) -> list[float]:
 
 def test_mean_hba1c_pooled_and_per_country(federation: LocalFederation) -> None:
     first = ask(federation)
-    values = {j: truth(federation.database(j)) for j in (FR, DE)}
-    everyone = values[FR] + values[DE]
+    values = {j: truth(federation.database(j)) for j in (FR, DE, DK)}
+    everyone = [v for of_node in values.values() for v in of_node]
     summary = first["summary"]
     assert summary["n"]["status"] == "PERTURBED"
     # The noise of n is 5 per node; of the mean, its own sd: within 6 of them.
@@ -123,7 +125,8 @@ HISTOGRAM = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-02",
                 window: { start: "2015-01-01", end: "2025-12-31" }, lo: 4, hi: 14,
                 binWidth: 0.5 }) {
   byJurisdiction { jurisdiction privacy { questionRho } }
-  breakdown(by: [VALUE_BIN]) { cells { dimensions { value } count { value status } }
+  breakdown(by: [VALUE_BIN]) { cells { dimensions { value }
+      count { value status reasons { rule } contributors } }
       quantiles { q1 { value bound } median { value status bound reasons { rule } }
                   q3 { value } } }
 } }"""
@@ -140,13 +143,15 @@ def test_a_histogram_and_its_quartiles(federation: LocalFederation) -> None:
         *(f"{4 + i * 0.5:.1f}" for i in range(20)),
         "UNKNOWN",
     ]
-    # Counts only (no summary selected): the total and the histogram, 0.02 each.
+    # Counts only (no summary selected), pooled securely over the three nodes, as any pooled
+    # question of one table: 0.04.
     assert [n["privacy"]["questionRho"] for n in result["byJurisdiction"]] == [
-        pytest.approx(0.04),
-        pytest.approx(0.04),
-    ]
+        pytest.approx(0.04)
+    ] * 3
+    assert all(c["count"]["contributors"] == ["DK", "FR", "DE"] for c in cells)
+    assert {c["count"]["status"] for c in cells} <= {"PERTURBED", "LOW"}
     ((quartiles),) = result["breakdown"]["quantiles"]
-    values = sorted(v for j in (FR, DE) for v in truth(federation.database(j)))
+    values = sorted(v for j in (FR, DE, DK) for v in truth(federation.database(j)))
     true_median = values[len(values) // 2]
     median = quartiles["median"]
     assert median["bound"] == 0.5
@@ -171,7 +176,7 @@ def test_the_python_client_returns_tidy_frames(federation: LocalFederation) -> N
     )
     summary = answer.summary_frame()
     # Pooled and per country, six numbers each.
-    assert set(summary["jurisdiction"]) == {"POOLED", "FR", "DE"}
+    assert set(summary["jurisdiction"]) == {"POOLED", "FR", "DE", "DK"}
     assert list(summary[summary["jurisdiction"] == "POOLED"]["statistic"]) == [
         "n",
         "mean",
