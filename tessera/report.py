@@ -23,6 +23,35 @@ def format_count(count: Mapping[str, Any] | None) -> str:
     return f"{value:,}" if status in ("EXACT", "") else f"{value:,} ({status.lower()})"
 
 
+def format_estimate(estimate: Mapping[str, Any] | None) -> str:
+    """A derived number (a mean, a quartile): its value with the noise's sd, or its status."""
+    if not estimate:
+        return "—"
+    value = estimate.get("value")
+    if value is None:
+        return "low" if estimate.get("status") == "LOW" else "suppressed"
+    sd = estimate.get("sd")
+    return f"{value:.3g} ±{sd:.2g}" if sd else f"{value:.3g}"
+
+
+def format_summary(summary: Mapping[str, Any] | None) -> str:
+    """A variable's summary on one line: mean ± its noise, its 95% interval, sd, n."""
+    if not summary:
+        return "—"
+    mean = summary.get("mean") or {}
+    text = format_estimate(mean)
+    if mean.get("value") is not None:
+        low = (summary.get("ciLow") or {}).get("value")
+        high = (summary.get("ciHigh") or {}).get("value")
+        if low is not None and high is not None:
+            text += f" (95% CI {low:.3g} to {high:.3g})"
+        sd = (summary.get("sd") or {}).get("value")
+        if sd is not None:
+            text += f", sd {sd:.3g}"
+    n = summary.get("n")
+    return text + (f", n {format_count(n)}" if n else "")
+
+
 def format_spend(privacy: Mapping[str, Any] | None) -> str:
     """What the answer cost at a node: this question's rho, and the spend so far of the cap."""
     if not privacy:
@@ -68,6 +97,8 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
         why = reasons_text(result["count"])
         if why:
             lines.append(f"      why: {why}")
+    if "summary" in result:
+        lines.append(f"    pooled mean: {format_summary(result['summary'])}")
     nodes = result.get("byJurisdiction")
     if nodes:
         rows = [
@@ -85,6 +116,10 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             for n in nodes
         ]
         headers = ["country", "node", "count", "latency", "privacy ρ", "reasons"]
+        if any("summary" in n for n in nodes):
+            for row, n in zip(rows, nodes, strict=True):
+                row.insert(3, format_summary(n.get("summary")))
+            headers.insert(3, "mean")
         lines.append(text_table(headers, rows))
     for key, value in result.items():
         if isinstance(value, Mapping) and "cells" in value:
@@ -99,6 +134,16 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                 lines.append(text_table([*dims, "count"], rows))
                 if len(cells) > MAX_CELLS_SHOWN:
                     lines.append(f"    … {len(cells) - MAX_CELLS_SHOWN} more cells")
+            for group in value.get("quantiles") or ():
+                where = ", ".join(d["value"] for d in group.get("dimensions") or ())
+                median = group.get("median") or {}
+                bound = f" (± the bin width, {median['bound']:g})" if median.get("bound") else ""
+                lines.append(
+                    f"    quartiles{' ' + where if where else ''}: "
+                    f"q1 {format_estimate(group.get('q1'))}, "
+                    f"median {format_estimate(median)}, q3 {format_estimate(group.get('q3'))}"
+                    + bound
+                )
     return "\n".join(lines)
 
 
