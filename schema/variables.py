@@ -41,7 +41,7 @@ class PerPerson(StrEnum):
 
 
 # The largest bin edge a node may send, in units of a variable's resolution: above every
-# registered variable's upper bound (`tests/test_dimensions.py` holds them to it).
+# registered variable's upper bound (`tests/test_measures.py` holds them to it).
 MAX_EDGE_UNITS: Final = 1000
 
 # The widest span a question's bounds may have, in units of the resolution: Δ₁ ≤ 1,000, so

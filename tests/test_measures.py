@@ -13,10 +13,11 @@ from connectors.compiler.compiled import GROUPING_COLUMN
 from connectors.compiler.dimensions import DIMENSION_SQL
 from connectors.compiler.measures import MEASURE_SQL
 from policies.measures import PROTECTIONS
-from schema.codes import Dimension, MeasureKind
+from schema.codes import Dimension, MeasureKind, Vocabulary
+from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES, asked
-from schema.query import CohortQuery, Criteria, Measure, NumericVariable
-from schema.variables import VariableSource
+from schema.query import Code, CohortQuery, Criteria, Measure, NumericVariable
+from schema.variables import AGE, MAX_EDGE_UNITS, MEASUREMENTS, VariableSource, bin_key
 
 KINDS = set(MeasureKind)
 
@@ -82,3 +83,29 @@ def test_a_compiled_query_names_a_column_for_each_measure_it_asks() -> None:
         "sex",
         *(MEASURE_SQL[k].column for k in MeasureKind),
     )
+
+
+def test_every_registered_variables_bins_have_keys_a_node_may_send() -> None:
+    # Bin keys are lower edges from 0 to MAX_EDGE_UNITS units, with 0 or 1 decimal.
+    for spec in (AGE, *MEASUREMENTS.values()):
+        assert spec.decimals in (0, 1), spec.name
+        assert 0 <= spec.lo < spec.hi, spec.name
+        assert spec.units(spec.hi) <= MAX_EDGE_UNITS, spec.name
+        for width in spec.bin_widths:
+            assert spec.units(width) > 0, spec.name
+        # Every bin of the widest bounds at every width is a key the gateway accepts.
+        for width in spec.bin_widths:
+            variable = NumericVariable(
+                source=VariableSource.AGE if spec is AGE else VariableSource.MEASUREMENT,
+                code=None
+                if spec is AGE
+                else Code(
+                    vocabulary=Vocabulary.LOINC,
+                    code=next(c for c, s in MEASUREMENTS.items() if s is spec),
+                ),
+                lo=spec.lo,
+                hi=spec.lo + width * ((spec.hi - spec.lo) // width),
+                bin_width=width,
+            )
+            edges = [bin_key(e, spec.decimals) for e in variable.bin_edges()]
+            assert set(edges) <= DIMENSIONS[Dimension.VALUE_BIN].keys, spec.name
