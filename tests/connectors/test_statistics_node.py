@@ -6,25 +6,87 @@ every statistic charged."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import DUCKDB, compile_concept_lookup, compile_query
 from connectors.ledger import Account, MemoryLedger, units
-from connectors.noise import DiscreteGaussian
+from connectors.noise import DiscreteGaussian, NoiseSource, ShiftedNoise
+from connectors.service import QueryService
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
 from policies.domain import table_domain
 from policies.measures import N_WITHHELD
-from schema.codes import Dimension, MeasureKind, ValueStatus, Vocabulary
-from schema.query import STATISTICS, Code, CohortQuery, Criteria, Measure, NumericVariable
+from schema.codes import Dimension, Jurisdiction, MeasureKind, ValueStatus, Vocabulary
+from schema.query import (
+    STATISTICS,
+    Code,
+    CohortQuery,
+    Criteria,
+    EventCriterion,
+    Measure,
+    NumericVariable,
+)
 from schema.variables import PerPerson, VariableSource
 from schema.wire import NodeRequest, NodeResponse
-from tests.connectors.conftest import REFERENCE_DATE
-from tests.connectors.test_service import E11, Sign, ask, e11_body, service, verifier
+from tests.connectors.connector_kit import (
+    REFERENCE_DATE,
+    approval_token,
+    approval_verifier,
+    policy,
+    request_body,
+)
+from trust.request_token import RequestVerifier, load_verifying_keys
 
-__all__ = ["verifier"]  # the fixture, used by name
+Sign = Callable[..., str]
+E11 = EventCriterion(vocabulary=Vocabulary.ICD10, code="E11")
+AUDIT_KEY = Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def verifier(gateway_public_pem: Path) -> RequestVerifier:
+    return RequestVerifier(
+        keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
+        issuer="tessera-gateway",
+        audience="tessera-node-fr",
+    )
+
+
+def service(
+    backend: Any,
+    verifier: RequestVerifier,
+    *,
+    noise: NoiseSource | None = None,
+    ledger: MemoryLedger | None = None,
+) -> QueryService:
+    """France's node on `backend`, with noise that adds nothing unless given."""
+    return QueryService(
+        jurisdiction=Jurisdiction.FR,
+        backend=backend,
+        verifier=verifier,
+        policy=policy(),
+        audit=AuditLog(MemoryAuditStore(), "node:tessera-node-fr", signing_key=AUDIT_KEY),
+        approvals=approval_verifier(Jurisdiction.FR),
+        noise=noise or ShiftedNoise(),
+        ledger=ledger,
+    )
+
+
+async def ask(svc: QueryService, sign: Sign, body: bytes) -> NodeResponse:
+    return await svc.handle(
+        authorization=f"Bearer {sign(body)}", body=body, approval_token=approval_token()
+    )
+
+
+def e11_body(tables: list[tuple[Dimension, ...]] | None) -> bytes:
+    return request_body(Criteria(conditions=[E11]), tables)
+
 
 N, S1, S2 = STATISTICS
 COUNT = MeasureKind.PERSON_COUNT
@@ -36,7 +98,7 @@ VALUES = [round(6.0 + p / 10, 1) for p in range(1, 21) if p != 3]
 def statistics_body(
     variable: NumericVariable, tables: list[tuple[Dimension, ...]] | None = None
 ) -> bytes:
-    request = NodeRequest.model_validate_json(e11_body(tables, criteria=None))
+    request = NodeRequest.model_validate_json(e11_body(tables))
     query = request.query.model_copy(
         update={
             "measures": [Measure(kind=k) for k in (COUNT, *STATISTICS)],
@@ -52,12 +114,10 @@ def hba1c(lo: float | None = None, hi: float | None = None) -> NumericVariable:
     )
 
 
-async def answer(
-    omop_db: Path, verifier: object, sign: Sign, body: bytes, **options: object
-) -> NodeResponse:
+async def answer(omop_db: Path, verifier: RequestVerifier, sign: Sign, body: bytes) -> NodeResponse:
     backend = DuckDBBackend(omop_db)
     try:
-        return await ask(service(backend, verifier, **options), sign, body)  # type: ignore[arg-type]
+        return await ask(service(backend, verifier), sign, body)
     finally:
         await backend.close()
 
@@ -68,7 +128,7 @@ def total(response: NodeResponse, table: int = 0) -> dict[MeasureKind, object]:
 
 
 async def test_the_sums_are_of_values_clipped_to_the_questions_bounds(
-    omop_db: Path, verifier: object, sign: Sign
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
 ) -> None:
     # Bounds 3.0-7.0 in tenths: centre 50, so u = min(10x, 70) - 50, and k = 20**2 // 2.
     response = await answer(omop_db, verifier, sign, statistics_body(hba1c(3.0, 7.0)))
@@ -90,7 +150,7 @@ async def test_the_sums_are_of_values_clipped_to_the_questions_bounds(
 
 
 async def test_persons_without_a_value_are_in_no_statistic(
-    omop_db: Path, verifier: object, sign: Sign
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
 ) -> None:
     # Everyone: 47 persons, of whom the 19 of persons 1-20 have a value (person 21's
     # measurement has none).
@@ -108,7 +168,7 @@ async def test_persons_without_a_value_are_in_no_statistic(
 
 
 async def test_each_statistic_carries_noise_at_its_sensitivity(
-    omop_db: Path, verifier: object, sign: Sign
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
 ) -> None:
     # FR's sd 5: n's 5, the sum's 5 * 20, the squares' 5 * (400 - 200).
     response = await answer(omop_db, verifier, sign, statistics_body(hba1c(3.0, 7.0)))
@@ -123,7 +183,7 @@ async def test_each_statistic_carries_noise_at_its_sensitivity(
 
 
 async def test_sums_are_withheld_where_their_count_is_low(
-    omop_db: Path, verifier: object, sign: Sign
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
 ) -> None:
     # By sex: 9 women and 10 men with a value, both below FR's minimum of 11.
     body = statistics_body(hba1c(3.0, 7.0), [(Dimension.SEX,)])
@@ -140,7 +200,7 @@ async def test_sums_are_withheld_where_their_count_is_low(
 
 
 async def test_the_same_question_gets_the_same_statistics_and_is_charged_once(
-    omop_db: Path, verifier: object, sign: Sign
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
 ) -> None:
     ledger = MemoryLedger()
     backend = DuckDBBackend(omop_db)
@@ -161,7 +221,9 @@ async def test_the_same_question_gets_the_same_statistics_and_is_charged_once(
     assert int((spend == units(8 * 0.02)).sum()) == 19
 
 
-async def test_a_persons_age_is_a_variable_too(omop_db: Path, verifier: object, sign: Sign) -> None:
+async def test_a_persons_age_is_a_variable_too(
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
+) -> None:
     # Ages at the first E11: persons 1-10 born 1964, diagnosed 2019 (person 2 in 2016), 55
     # (52); 11-15 born 1979, 2021: 42; 16-20, 2023: 44. Bounds 18-90: centre 54.
     variable = NumericVariable(source=VariableSource.AGE, lo=18, hi=90)
