@@ -256,19 +256,28 @@ def with_quantiles(combined: Combined, query: CohortQuery) -> Combined:
             if key[at] != UNKNOWN_KEY:
                 groups.setdefault(group, []).append((float(key[at]), cell.count))
         found[by] = tuple(
-            Quantiles.trusted(
-                dimensions=labels[group],
-                **dict(
-                    zip(
-                        ("q1", "median", "q3"),
-                        quantiles(sorted(bins, key=_edge), variable.bin_width, top),
-                        strict=True,
-                    )
-                ),
-            )
+            _quantiles(labels[group], quantiles(sorted(bins, key=_edge), variable.bin_width, top))
             for group, bins in groups.items()
         )
     return dataclasses.replace(combined, quantiles=found)
+
+
+def _quantiles(
+    dimensions: list[DimensionValue], quartiles: tuple[Estimate, Estimate, Estimate]
+) -> Quantiles:
+    """A group's quartiles and their interquartile range (within twice the bin width)."""
+    q1, median, q3 = quartiles
+    if q1.value is None or q3.value is None:
+        iqr = q1
+    else:
+        iqr = _estimate(
+            value=q3.value - q1.value,
+            status=q1.status,
+            reasons=q1.reasons,
+            sd=None,
+            bound=None if q1.bound is None else 2 * q1.bound,
+        )
+    return Quantiles.trusted(dimensions=dimensions, q1=q1, median=median, q3=q3, iqr=iqr)
 
 
 def _edge(item: tuple[float, Value]) -> float:

@@ -112,6 +112,7 @@ class Quantiles(Contract):
     q1: Estimate
     median: Estimate
     q3: Estimate
+    iqr: Estimate  # q3 − q1, within twice the bin width
 
 
 class Cell(Contract):

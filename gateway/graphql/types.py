@@ -259,6 +259,9 @@ class Quantiles:
     q1: Estimate
     median: Estimate
     q3: Estimate
+    iqr: Estimate = strawberry.field(
+        description="The interquartile range, q3 − q1 (bound: twice the bin width)."
+    )
 
     @classmethod
     def of(cls, found: model.Quantiles) -> Quantiles:
@@ -267,6 +270,7 @@ class Quantiles:
             q1=Estimate.of(found.q1),
             median=Estimate.of(found.median),
             q3=Estimate.of(found.q3),
+            iqr=Estimate.of(found.iqr),
         )
 
 

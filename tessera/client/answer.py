@@ -273,13 +273,13 @@ class Answer:
 
     def quantile_rows(self, which: str | Sequence[str] | None = None) -> list[Row]:
         """The quartiles of a histogram (a breakdown by VALUE_BIN; the only one when `which`
-        is None), one row per group and `statistic` (q1, median, q3)."""
+        is None), one row per group and `statistic` (q1, median, q3, iqr)."""
         raw = self._raw_table(which)
         pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
         rows = []
         for group in raw.get("quantiles") or ():
             where = _cell_columns(group, pooled)
-            for statistic in ("q1", "median", "q3"):
+            for statistic in ("q1", "median", "q3", "iqr"):
                 rows.append({**where, "statistic": statistic, **_estimate(group.get(statistic))})
         return rows
 

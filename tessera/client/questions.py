@@ -139,7 +139,7 @@ SUMMARY_FIELDS: Final = (
 )
 QUANTILE_FIELDS: Final = (
     f"quantiles {{ dimensions {{ name value }} q1 {{ {ESTIMATE_FIELDS} }} "
-    f"median {{ {ESTIMATE_FIELDS} }} q3 {{ {ESTIMATE_FIELDS} }} }}"
+    f"median {{ {ESTIMATE_FIELDS} }} q3 {{ {ESTIMATE_FIELDS} }} iqr {{ {ESTIMATE_FIELDS} }} }}"
 )
 
 

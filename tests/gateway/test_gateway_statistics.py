@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from gateway.combine import combine
+from gateway.combine import Combined, combine
 from gateway.nodes import NodeOutcome
 from gateway.statistics import (
     BEYOND_BOUNDS,
@@ -22,6 +22,7 @@ from gateway.statistics import (
     mean_and_variance,
     quantiles,
     summarise,
+    with_quantiles,
     with_summaries,
 )
 from gateway.vetting import vet
@@ -29,7 +30,7 @@ from policies.disclosure import BELOW_MINIMUM
 from policies.loader import shipped_disclosure_profile as profile_for
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
 from schema.query import STATISTICS, CohortQuery, Criteria, Measure, NumericVariable
-from schema.result import Reason, Value
+from schema.result import Cell, DimensionValue, Reason, Value
 from schema.variables import VariableSource
 from schema.wire import NodeRequest
 from tests.gateway.gateway_kit import APPROVAL, make_plan
@@ -248,6 +249,33 @@ def test_quartiles_are_interpolated_within_their_bins() -> None:
     assert median.bound == 10.0
     assert median.status is ValueStatus.PERTURBED
     assert FROM_HISTOGRAM in [r.rule for r in median.reasons]
+
+
+def test_the_interquartile_range_of_a_histogram() -> None:
+    bins = [
+        (0.0, noisy(10, 5)),
+        (10.0, noisy(20, 5)),
+        (20.0, noisy(10, 5)),
+        (30.0, low(5)),
+    ]
+    cells = [
+        Cell(dimensions=[DimensionValue(name=Dimension.VALUE_BIN, value=f"{edge:g}")], count=n)
+        for edge, n in bins
+    ]
+    query = CohortQuery(
+        criteria=Criteria(),
+        reference_date=dt.date(2025, 1, 1),
+        tables=[(Dimension.VALUE_BIN,)],
+        variable=NumericVariable(source=VariableSource.AGE, lo=0, hi=40, bin_width=10),
+    )
+    combined = Combined(
+        count=noisy(40, 5), by_jurisdiction=(), tables={(Dimension.VALUE_BIN,): tuple(cells)}
+    )
+    ((found,),) = with_quantiles(combined, query).quantiles.values()
+    assert (found.q1.value, found.median.value, found.q3.value) == (10.0, 15.0, 20.0)
+    assert found.iqr.value == 10.0
+    assert found.iqr.bound == 20.0
+    assert found.dimensions == []
 
 
 def test_quartiles_take_withheld_bins_as_empty_and_say_so() -> None:

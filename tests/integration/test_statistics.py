@@ -192,8 +192,8 @@ def test_the_python_client_returns_tidy_frames(federation: LocalFederation) -> N
     histogram = answer.frame("VALUE_BIN")
     assert list(histogram["bin_low"].dropna()) == [float(x) for x in range(4, 14)]
     quartiles = answer.quantiles_frame("VALUE_BIN")
-    assert list(quartiles["statistic"]) == ["q1", "median", "q3"]
-    assert set(quartiles["bound"]) == {1.0}
+    assert list(quartiles["statistic"]) == ["q1", "median", "q3", "iqr"]
+    assert set(quartiles["bound"]) == {1.0, 2.0}
 
 
 def test_tessera_query_prints_a_summary_and_quartiles(
