@@ -142,6 +142,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                     f"    quartiles{' ' + where if where else ''}: "
                     f"q1 {format_estimate(group.get('q1'))}, "
                     f"median {format_estimate(median)}, q3 {format_estimate(group.get('q3'))}"
+                    + (f", IQR {format_estimate(group['iqr'])}" if group.get("iqr") else "")
                     + bound
                 )
     return "\n".join(lines)
