@@ -121,6 +121,40 @@ class AgeAt(StrEnum):
     INDEX_EVENT = "INDEX_EVENT"
 
 
+class EventDomain(StrEnum):
+    """Where an event of an index or a relative criterion is recorded (OMOP tables):
+    CONDITION `condition_occurrence`, DRUG `drug_exposure`, MEASUREMENT `measurement`, VISIT
+    `visit_occurrence` (the visit itself, by its type), DEATH `death` (the date of death)."""
+
+    CONDITION = "CONDITION"
+    DRUG = "DRUG"
+    MEASUREMENT = "MEASUREMENT"
+    VISIT = "VISIT"
+    DEATH = "DEATH"
+
+
+class VisitType(StrEnum):
+    """The kind of visit an event belongs to (by its `visit_occurrence_id`), as the OMOP
+    standard visit concepts say: INPATIENT an admission (9201), EMERGENCY an emergency room
+    visit (9203), OUTPATIENT an outpatient visit (9202), INPATIENT_OR_EMERGENCY either; an
+    emergency room visit followed by an admission (262) is both an INPATIENT and an EMERGENCY
+    visit."""
+
+    INPATIENT = "INPATIENT"
+    EMERGENCY = "EMERGENCY"
+    OUTPATIENT = "OUTPATIENT"
+    INPATIENT_OR_EMERGENCY = "INPATIENT_OR_EMERGENCY"
+
+
+class Occurrence(StrEnum):
+    """Which qualifying events of an index are candidates. FIRST: each person's earliest
+    qualifying event only. ALL: every one; a person counts if any candidate satisfies the
+    criteria, and is dated by the earliest that does."""
+
+    FIRST = "FIRST"
+    ALL = "ALL"
+
+
 class MeasureKind(StrEnum):
     """What is computed per cell. Only distinct-person counts today; the wire format is typed
     so that sums, means and histograms with public bins can be added without breaking it."""

@@ -108,12 +108,12 @@ def _age_band_domain(width: int) -> Callable[[CohortQuery], tuple[str, ...]]:
 
 
 def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
-    first, last = query.criteria.index_years()
+    first, last = query.index_years()
     # Years after the reference date's are not part of a question asked as of that date.
     years = tuple(str(year) for year in range(first, min(last, query.reference_date.year) + 1))
-    # With an index event among the criteria every person of the cohort has one; without,
-    # persons are dated by their first observation period, which some lack.
-    return years if query.criteria.index_event() is not None else (*years, UNKNOWN_KEY)
+    # With an index event every person of the cohort has one; without, persons are dated by
+    # their first observation period, which some lack.
+    return years if query.dated else (*years, UNKNOWN_KEY)
 
 
 # -- the entries ----------------------------------------------------------------------------

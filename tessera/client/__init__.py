@@ -23,6 +23,7 @@ from tessera.client.errors import (
     Unavailable,
 )
 from tessera.client.frames import read_csv
+from tessera.client.questions import event, index, relative
 
 __all__ = [
     "POOLED",
@@ -41,5 +42,8 @@ __all__ = [
     "TesseraClientError",
     "Unavailable",
     "default_request",
+    "event",
+    "index",
     "read_csv",
+    "relative",
 ]
