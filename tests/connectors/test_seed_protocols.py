@@ -1,7 +1,7 @@
 """The seed protocols as the examples write them (`examples/02_covid_diabetes_outcomes.graphql`,
 Coronado; `examples/03_myocarditis_after_mrna.graphql`, Epi-Phare; `examples/05_...`, the
 autism comorbidities): each `cohort` of the files, read from its GraphQL arguments, counts
-exactly the persons the reference implementation (`test_cohort_reference`) finds, with the
+exactly the persons the reference implementation (`tests.connectors.reference_kit`) finds, with the
 same cells in every breakdown asked, on DuckDB (through its backend's cohort table) and on
 PostgreSQL, before any protection. The synthetic country is large enough for the protocols
 to find persons: the tests say so."""
@@ -21,7 +21,6 @@ import graphql
 import pytest
 from graphql.utilities import value_from_ast_untyped
 from test_backend_postgres import copied_to_postgres
-from test_cohort_reference import Cdm, Reference, read_cdm
 
 from connectors.backends.base import Backend, person_indexes
 from connectors.backends.duckdb import DuckDBBackend
@@ -31,6 +30,7 @@ from schema.codes import AgeAt, Dimension, MeasureKind
 from schema.dimensions import age_band_width
 from schema.query import CohortQuery
 from synth import generate
+from tests.connectors.reference_kit import Cdm, Reference, read_cdm
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROTOCOLS = (
@@ -117,16 +117,16 @@ def expected(cdm: Cdm, query: CohortQuery) -> tuple[set[int], Tables]:
         cells: Counter[tuple[str, ...]] = Counter()
         for index, date in dated.items():
             gender, born = cdm.persons[person_of[index]]
-            if query.age_basis is AgeAt.REFERENCE_DATE:
-                age_year = query.reference_date.year
-            else:
-                # The reference dates persons by an explicit index only.
-                assert date is not None, "ages at an implicit index event are not expected here"
-                age_year = date.year
             key = []
             for dimension in by:
                 width = age_band_width(dimension)
                 if width:
+                    if query.age_basis is AgeAt.REFERENCE_DATE:
+                        age_year = query.reference_date.year
+                    else:
+                        # The reference dates persons by an explicit index only.
+                        assert date is not None, "no expected ages at an implicit index event"
+                        age_year = date.year
                     low = (age_year - born) // width * width
                     key.append(f"{low}-{low + width - 1}")
                 elif dimension is Dimension.SEX:

@@ -3,14 +3,16 @@ errors name the field and never quote the input."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
 from gateway.nodes import MockNodeClient
+from gateway.planner import plan_query
 from schema.codes import AgeAt, EventDomain, Occurrence, VisitType, Vocabulary
 from schema.errors import ErrorCode, TesseraError
-from tests.gateway.test_gateway_planner import plan
+from tests.gateway.gateway_kit import MEMBERS, REQUEST_ID, SUBJECT
 
 EPI_PHARE = """
 {
@@ -46,6 +48,20 @@ EPI_PHARE = """
   ) { count { value } }
 }
 """
+
+
+def plan(**kwargs: Any) -> Any:
+    arguments: dict[str, Any] = {
+        "members": MEMBERS,
+        "request_id": REQUEST_ID,
+        "subject": SUBJECT,
+        "criteria": {},
+        "jurisdictions": None,
+        "reference_date": dt.date(2026, 1, 1),
+        "tables": [],
+        **kwargs,
+    }
+    return plan_query(**arguments)
 
 
 async def test_an_index_and_relative_criteria_reach_the_nodes(
