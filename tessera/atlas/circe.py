@@ -28,7 +28,7 @@ def extras(model: BaseModel) -> dict[str, Any]:
 # --- concept sets ---------------------------------------------------------------------------
 
 
-class Concept(CirceModel):
+class CirceConcept(CirceModel):
     concept_id: Annotated[int, Field(alias="CONCEPT_ID")]
     concept_code: Annotated[str | None, Field(alias="CONCEPT_CODE")] = None
     vocabulary_id: Annotated[str | None, Field(alias="VOCABULARY_ID")] = None
@@ -37,7 +37,7 @@ class Concept(CirceModel):
 
 
 class ConceptSetItem(CirceModel):
-    concept: Concept
+    concept: CirceConcept
     is_excluded: Annotated[bool, Field(alias="isExcluded")] = False
     include_descendants: Annotated[bool, Field(alias="includeDescendants")] = False
     include_mapped: Annotated[bool, Field(alias="includeMapped")] = False
@@ -47,7 +47,7 @@ class ConceptSetExpression(CirceModel):
     items: list[ConceptSetItem] = []
 
 
-class ConceptSet(CirceModel):
+class CirceConceptSet(CirceModel):
     id: int
     name: str = ""
     expression: ConceptSetExpression = ConceptSetExpression()
@@ -81,7 +81,7 @@ class Window(CirceModel):
     use_event_end: Annotated[bool | None, Field(alias="UseEventEnd")] = None
 
 
-class Occurrence(CirceModel):
+class OccurrenceCount(CirceModel):
     # 0 exactly, 1 at most, 2 at least
     type: Annotated[int, Field(alias="Type")]
     count: Annotated[int, Field(alias="Count")]
@@ -108,8 +108,8 @@ class DomainCriterion(CirceModel):
     first: Annotated[bool | None, Field(alias="First")] = None
     occurrence_start_date: Annotated[DateRange | None, Field(alias="OccurrenceStartDate")] = None
     age: Annotated[NumericRange | None, Field(alias="Age")] = None
-    gender: Annotated[list[Concept] | None, Field(alias="Gender")] = None
-    visit_type: Annotated[list[Concept] | None, Field(alias="VisitType")] = None
+    gender: Annotated[list[CirceConcept] | None, Field(alias="Gender")] = None
+    visit_type: Annotated[list[CirceConcept] | None, Field(alias="VisitType")] = None
     value_as_number: Annotated[NumericRange | None, Field(alias="ValueAsNumber")] = None
     correlated_criteria: Annotated[CriteriaGroup | None, Field(alias="CorrelatedCriteria")] = None
 
@@ -132,12 +132,12 @@ class CorrelatedCriteria(CirceModel):
     end_window: Annotated[Window | None, Field(alias="EndWindow")] = None
     restrict_visit: Annotated[bool, Field(alias="RestrictVisit")] = False
     ignore_observation_period: Annotated[bool, Field(alias="IgnoreObservationPeriod")] = False
-    occurrence: Annotated[Occurrence, Field(alias="Occurrence")]
+    occurrence: Annotated[OccurrenceCount, Field(alias="Occurrence")]
 
 
 class DemographicCriteria(CirceModel):
     age: Annotated[NumericRange | None, Field(alias="Age")] = None
-    gender: Annotated[list[Concept] | None, Field(alias="Gender")] = None
+    gender: Annotated[list[CirceConcept] | None, Field(alias="Gender")] = None
 
 
 class CriteriaGroup(CirceModel):
@@ -172,7 +172,7 @@ class CensorWindow(CirceModel):
 class CohortExpression(CirceModel):
     """A whole definition, as ATLAS exports it (its "Export" tab, JSON)."""
 
-    concept_sets: Annotated[list[ConceptSet], Field(alias="ConceptSets")] = []
+    concept_sets: Annotated[list[CirceConceptSet], Field(alias="ConceptSets")] = []
     primary_criteria: Annotated[PrimaryCriteria, Field(alias="PrimaryCriteria")]
     additional_criteria: Annotated[CriteriaGroup | None, Field(alias="AdditionalCriteria")] = None
     qualified_limit: Annotated[Limit | None, Field(alias="QualifiedLimit")] = None

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from schema.codes import VisitType, Vocabulary
 from schema.query import Code
-from tessera.atlas.circe import ConceptSet, ConceptSetItem
+from tessera.atlas.circe import CirceConceptSet, ConceptSetItem
 from tessera.atlas.problems import AtlasProblem, Refusal, json_path
 
 # OMOP vocabulary_id → the query model's vocabulary. National ICD-10 modifications and ICD-10
@@ -133,7 +133,7 @@ def item_code(
 
 
 def code_set(
-    concept_set: ConceptSet, path: Sequence[str | int], refusals: list[Refusal]
+    concept_set: CirceConceptSet, path: Sequence[str | int], refusals: list[Refusal]
 ) -> CodeSet:
     """Every item of `concept_set` as a code (those that cannot be are refused)."""
     codes: list[Code] = []

@@ -62,6 +62,13 @@ class AtlasCohort:
     criteria: Criteria
     notes: tuple[Note, ...] = ()
 
+    def arguments(self) -> dict[str, Any]:
+        """`{"index": ..., "criteria": ...}` as the GraphQL inputs of a cohort question
+        (`IndexEventInput`, `CriteriaInput`): the client's `cohort(index=..., criteria=...)`."""
+        from tessera.atlas.render import variables
+
+        return variables(self)
+
 
 def _alias(model: type[circe.CirceModel], name: str) -> str:
     alias = model.model_fields[name].alias
@@ -346,7 +353,7 @@ class _Translation:
         hi = None if high is None else int(high) + shift[1]
         return self.build(lambda: AgeRange(min=lo, max=hi), path)
 
-    def sex(self, genders: Sequence[circe.Concept], path: Path) -> Sex | None:
+    def sex(self, genders: Sequence[circe.CirceConcept], path: Path) -> Sex | None:
         found = {GENDERS.get(c.concept_id) for c in genders}
         if None in found or len(found) != 1:
             self.refuse(
@@ -482,7 +489,7 @@ class _Translation:
         made = self.build(lambda: RelativeCriterion(event=event, window=window, **counts), path)
         return None if made is None else Criteria(relative=[made])
 
-    def counts(self, occurrence: circe.Occurrence, path: Path) -> dict[str, Any] | None:
+    def counts(self, occurrence: circe.OccurrenceCount, path: Path) -> dict[str, Any] | None:
         """A relative criterion's counts (`at_least`, `at_most`, `exclude`), or `ALWAYS`."""
         self.refuse_extras(occurrence, path, "occurrence counts")
         if occurrence.is_distinct:
