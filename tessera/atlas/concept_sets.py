@@ -25,8 +25,9 @@ from tessera.atlas.problems import AtlasProblem, Refusal, json_path
 VOCABULARIES: Final = {v.value: v for v in Vocabulary}
 
 # The OMOP standard visit concepts (vocabulary "Visit") as the query model's visit types. A set
-# of them names a type when it is exactly the concepts of that type (`schema.codes.VisitType`),
-# or the one concept with descendants whose descendants are those (9201 with 262).
+# of them names a type when it is exactly the concepts of that type (`schema.codes.VisitType`:
+# 262, an admission through the emergency room, is both an inpatient and an emergency visit),
+# with descendants or listed.
 INPATIENT_VISIT, OUTPATIENT_VISIT, EMERGENCY_VISIT, EMERGENCY_AND_INPATIENT_VISIT = (
     9201,
     9202,
@@ -35,7 +36,7 @@ INPATIENT_VISIT, OUTPATIENT_VISIT, EMERGENCY_VISIT, EMERGENCY_AND_INPATIENT_VISI
 )
 VISIT_TYPES: Final[dict[frozenset[int], VisitType]] = {
     frozenset({INPATIENT_VISIT, EMERGENCY_AND_INPATIENT_VISIT}): VisitType.INPATIENT,
-    frozenset({EMERGENCY_VISIT}): VisitType.EMERGENCY,
+    frozenset({EMERGENCY_VISIT, EMERGENCY_AND_INPATIENT_VISIT}): VisitType.EMERGENCY,
     frozenset({OUTPATIENT_VISIT}): VisitType.OUTPATIENT,
     frozenset(
         {INPATIENT_VISIT, EMERGENCY_VISIT, EMERGENCY_AND_INPATIENT_VISIT}

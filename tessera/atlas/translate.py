@@ -150,6 +150,13 @@ class _Translation:
                     )
                 if others:
                     return None
+                if any(item.include_descendants for item in items):
+                    self.note(
+                        ("ConceptSets", i),
+                        "visit types are the standard visit concepts 9201, 9203, 9202 and 262; "
+                        "other concepts a vocabulary release places under them (which OMOP "
+                        "conventions do not use as a visit's concept) are not included",
+                    )
                 return visit_type(
                     [(c.concept.concept_id, c.include_descendants, c.is_excluded) for c in items],
                     json_path(("ConceptSets", i)),

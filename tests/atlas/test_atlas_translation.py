@@ -556,3 +556,31 @@ def test_a_webapi_definition_wrapping_its_expression() -> None:
 
     wrapped = {"name": "T2DM", "expression": json.dumps(definition())}
     assert translated(wrapped).index.events == [CONDITION]
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ([(9201, True)], VisitType.INPATIENT),
+        ([(9201, False), (262, False)], VisitType.INPATIENT),
+        ([(9203, True)], VisitType.EMERGENCY),
+        ([(9202, False)], VisitType.OUTPATIENT),
+        ([(9201, True), (9203, True)], VisitType.INPATIENT_OR_EMERGENCY),
+        ([(9201, False)], None),  # without 262, not what INPATIENT counts
+        ([(9203, False)], None),
+        ([(262, True)], None),
+    ],
+)
+def test_visit_concept_sets_as_visit_types(
+    items: list[tuple[int, bool]], expected: VisitType | None
+) -> None:
+    data = definition(PrimaryCriteria=primary({"VisitOccurrence": {"CodesetId": 3}}))
+    data["ConceptSets"][2]["expression"]["items"] = [
+        concept(concept_id, "X", "Visit", includeDescendants=descendants)
+        for concept_id, descendants in items
+    ]
+    if expected is None:
+        assert paths(data) == [(AtlasProblem.UNSUPPORTED_VALUE, "ConceptSets[2]")]
+    else:
+        cohort = translated(data)
+        assert cohort.index.events == [EventSpec(domain=EventDomain.VISIT, visit=expected)]
