@@ -463,10 +463,15 @@ class _Translation:
         self.refuse_extras(correlated, path, "correlated criteria")
         ok = True
         if correlated.end_window is not None and not _empty_window(correlated.end_window):
+            hint = (
+                " (an index event during a visit of a type: give it a VisitType)"
+                if correlated.criteria.visit_occurrence is not None
+                else ""
+            )
             self.refuse(
                 AtlasProblem.UNSUPPORTED_ELEMENT,
                 (*path, "EndWindow"),
-                "a window on the event's end: Tessera's windows are on event start dates",
+                f"a window on the event's end: Tessera's windows are on event start dates{hint}",
             )
             ok = False
         if correlated.restrict_visit:

@@ -86,6 +86,14 @@ REFUSED = {
             OBSERVATION,
         ),
     ],
+    "stroke_events_in_hospital.json": [
+        (
+            AtlasProblem.UNSUPPORTED_ELEMENT,
+            "AdditionalCriteria.CriteriaList[0].EndWindow",
+            "a window on the event's end: Tessera's windows are on event start dates (an index "
+            "event during a visit of a type: give it a VisitType)",
+        )
+    ],
     "sulfasalazine_new_users_prior_ra.json": [
         cpt4(
             3,
