@@ -149,6 +149,10 @@ class CriteriaGroup(CirceModel):
     ] = []
     groups: Annotated[list[CriteriaGroup], Field(alias="Groups")] = []
 
+    def is_empty(self) -> bool:
+        """Whether the group holds no criterion (ATLAS: it holds for everyone)."""
+        return not (self.criteria_list or self.demographic_criteria_list or self.groups)
+
 
 class InclusionRule(CirceModel):
     name: str = ""

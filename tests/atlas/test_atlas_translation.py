@@ -584,3 +584,20 @@ def test_visit_concept_sets_as_visit_types(
     else:
         cohort = translated(data)
         assert cohort.index.events == [EventSpec(domain=EventDomain.VISIT, visit=expected)]
+
+
+def test_the_query_models_bounds_are_refusals_at_the_element() -> None:
+    drug = correlated({"DrugExposure": {"CodesetId": 2}}, (30, 1), (90, 1), (2, 1))
+    (refusal,) = refused(definition(InclusionRules=[rule(*[drug] * 17)]))
+    assert (refusal.code, refusal.path) == (
+        AtlasProblem.OUT_OF_BOUNDS,
+        "InclusionRules[0].expression",
+    )
+    assert "16" in refusal.message
+    lab = correlated({"Measurement": {"CodesetId": 4}}, (30, -1), (0, 1), (2, 1))
+    nested: dict[str, Any] = {"Type": "ANY", "CriteriaList": [drug, lab]}
+    for _ in range(4):
+        nested = {"Type": "ANY", "CriteriaList": [drug], "Groups": [nested]}
+    refusals = refused(definition(InclusionRules=[rule(kind="ALL", groups=[nested])]))
+    assert {r.code for r in refusals} == {AtlasProblem.OUT_OF_BOUNDS}
+    assert any("deeper" in r.message for r in refusals)
