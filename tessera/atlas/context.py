@@ -38,6 +38,12 @@ def alias(model: type[circe.CirceModel], name: str) -> str:
     return key if key is not None else name
 
 
+def empty_window(window: circe.Window) -> bool:
+    """Whether a window has no days either side (ATLAS then bounds it by the observation
+    period only: the note on `IgnoreObservationPeriod` says what that changes)."""
+    return window.start.days is None and window.end.days is None and not circe.extras(window)
+
+
 @dataclass
 class TranslatorBase:
     """What every step of a translation shares: the definition, the refusals and notes so

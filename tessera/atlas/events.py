@@ -7,8 +7,9 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from schema.codes import EventDomain, Sex
+from schema.codes import EventDomain, Sex, VisitType
 from schema.query import (
+    CODED_DOMAINS,
     AgeRange,
     DateWindow,
     EventSpec,
@@ -16,7 +17,15 @@ from schema.query import (
 )
 from tessera.atlas import circe
 from tessera.atlas.concept_sets import visit_type
-from tessera.atlas.context import DOMAINS, GENDERS, Path, TranslatorBase, alias
+from tessera.atlas.context import (
+    AT_LEAST,
+    DOMAINS,
+    GENDERS,
+    Path,
+    TranslatorBase,
+    alias,
+    empty_window,
+)
 from tessera.atlas.problems import AtlasProblem, json_path
 
 
@@ -64,14 +73,13 @@ class EventTranslator(TranslatorBase):
                         f"{key} on an event other than the index event is not in Tessera's "
                         "query model",
                     )
-        if spec.correlated_criteria is not None and not spec.correlated_criteria.is_empty():
-            self.refuse(
-                AtlasProblem.UNSUPPORTED_ELEMENT,
-                (*where, "CorrelatedCriteria"),
-                "criteria nested in an event's criterion are not in Tessera's query model",
-            )
         fields: dict[str, Any] = {"domain": domain}
         ok = True
+        nested = spec.correlated_criteria
+        if nested is not None and not nested.is_empty():
+            at_visit = self.at_visit(nested, (*where, "CorrelatedCriteria"), domain)
+            ok = at_visit is not None
+            fields["visit"] = at_visit
         if domain is EventDomain.VISIT:
             if spec.codeset_id is None:
                 self.refuse(
@@ -114,7 +122,7 @@ class EventTranslator(TranslatorBase):
                 fields["codes"] = list(codes.codes)
                 fields["excluded"] = list(codes.excluded)
         if spec.visit_type:
-            if domain in (EventDomain.VISIT, EventDomain.DEATH):
+            if domain in (EventDomain.VISIT, EventDomain.DEATH) or "visit" in fields:
                 self.refuse(
                     AtlasProblem.UNSUPPORTED_ELEMENT,
                     (*where, "VisitType"),
@@ -142,6 +150,87 @@ class EventTranslator(TranslatorBase):
             return None
         made = self.build(lambda: EventSpec(**fields), where)
         return None if made is None else (made, spec, where)
+
+    def at_visit(
+        self, group: circe.CriteriaGroup, path: Path, domain: EventDomain
+    ) -> VisitType | None:
+        """ATLAS's way of saying "recorded at a visit of this type": one visit criterion,
+        nested in the event's, at the event's own visit (`RestrictVisit`), in a window open
+        both ways. Anything else nested in an event is refused."""
+        self.refuse_extras(group, path, "criteria groups")
+        only = group.criteria_list[0] if len(group.criteria_list) == 1 else None
+        visit = None if only is None else only.criteria.visit_occurrence
+        if (
+            only is None
+            or visit is None
+            or group.demographic_criteria_list
+            or group.groups
+            or group.type.upper() not in ("ALL", "ANY")
+            or domain not in CODED_DOMAINS
+        ):
+            self.refuse(
+                AtlasProblem.UNSUPPORTED_ELEMENT,
+                path,
+                "criteria nested in an event's are in Tessera's query model only as one visit "
+                "at the event's own visit (RestrictVisit): the event's visit type",
+            )
+            return None
+        where = (*path, "CriteriaList", 0)
+        self.refuse_extras(only, where, "correlated criteria")
+        self.refuse_extras(visit, (*where, "Criteria", "VisitOccurrence"), "criteria filters")
+        window = only.start_window
+        occurrence = only.occurrence
+        problems = [
+            (not only.restrict_visit, "RestrictVisit", "any visit, not the event's own"),
+            (
+                window.start.days is not None or window.end.days is not None,
+                "StartWindow",
+                "a visit starting in a window of days, not the event's own visit",
+            ),
+            (
+                only.end_window is not None and not empty_window(only.end_window),
+                "EndWindow",
+                "a window on the visit's end",
+            ),
+            (
+                bool(window.use_event_end or window.use_index_end),
+                "StartWindow",
+                "a window on end dates",
+            ),
+            (
+                not (occurrence.type == AT_LEAST and occurrence.count == 1)
+                or occurrence.is_distinct,
+                "Occurrence",
+                "other than at least one visit",
+            ),
+            (
+                any(not circe.neutral(getattr(visit, a)) for a in ("first", "age", "gender")),
+                "Criteria",
+                "a visit with filters of its own",
+            ),
+        ]
+        failed = False
+        for bad, key, what in problems:
+            if bad:
+                self.refuse(AtlasProblem.UNSUPPORTED_VALUE, (*where, key), what)
+                failed = True
+        if visit.codeset_id is None:
+            self.refuse(
+                AtlasProblem.UNSUPPORTED_VALUE,
+                (*where, "Criteria", "VisitOccurrence", "CodesetId"),
+                "a visit of any type",
+            )
+            return None
+        if failed:
+            return None
+        self.note(
+            (*where, "IgnoreObservationPeriod"),
+            "ATLAS also asks that the visit start within the event's observation period; "
+            "Tessera asks only that the event was recorded at it",
+        )
+        return self.visit_concepts(
+            visit.codeset_id, (*where, "Criteria", "VisitOccurrence", "CodesetId")
+        )
 
     def value_range(
         self, value: circe.NumericRange, path: Path, domain: EventDomain

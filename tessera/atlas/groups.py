@@ -15,7 +15,7 @@ from schema.query import (
     RelativeWindow,
 )
 from tessera.atlas import circe
-from tessera.atlas.context import ALWAYS, AT_LEAST, AT_MOST, EXACTLY, Path, alias
+from tessera.atlas.context import ALWAYS, AT_LEAST, AT_MOST, EXACTLY, Path, alias, empty_window
 from tessera.atlas.events import EventTranslator
 from tessera.atlas.problems import AtlasProblem
 
@@ -113,7 +113,7 @@ class GroupTranslator(EventTranslator):
     def correlated(self, correlated: circe.CorrelatedCriteria, path: Path) -> Criteria | None:
         self.refuse_extras(correlated, path, "correlated criteria")
         ok = True
-        if correlated.end_window is not None and not _empty_window(correlated.end_window):
+        if correlated.end_window is not None and not empty_window(correlated.end_window):
             hint = (
                 " (an index event during a visit of a type: give it a VisitType)"
                 if correlated.criteria.visit_occurrence is not None
@@ -223,7 +223,3 @@ def _intersect(a: AgeRange | None, b: AgeRange | None) -> AgeRange | bool | None
     if low is not None and high is not None and low > high:
         return False
     return AgeRange(min=low, max=high)
-
-
-def _empty_window(window: circe.Window) -> bool:
-    return window.start.days is None and window.end.days is None and not circe.extras(window)

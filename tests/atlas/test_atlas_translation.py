@@ -601,3 +601,55 @@ def test_the_query_models_bounds_are_refusals_at_the_element() -> None:
     refusals = refused(definition(InclusionRules=[rule(kind="ALL", groups=[nested])]))
     assert {r.code for r in refusals} == {AtlasProblem.OUT_OF_BOUNDS}
     assert any("deeper" in r.message for r in refusals)
+
+
+def at_own_visit(**changes: Any) -> dict[str, Any]:
+    nested = correlated({"VisitOccurrence": {"CodesetId": 3}}, (None, -1), (None, 1), (2, 1))
+    nested["RestrictVisit"] = True
+    nested.update(changes)
+    return {"Type": "ALL", "CriteriaList": [nested], "DemographicCriteriaList": [], "Groups": []}
+
+
+def test_an_event_at_its_own_visit_of_a_type() -> None:
+    cohort = translated(
+        definition(
+            PrimaryCriteria=primary(
+                {"ConditionOccurrence": {"CodesetId": 1, "CorrelatedCriteria": at_own_visit()}}
+            )
+        )
+    )
+    assert cohort.index.events == [
+        EventSpec(domain=EventDomain.CONDITION, codes=[DIABETES], visit=VisitType.INPATIENT)
+    ]
+    where = "PrimaryCriteria.CriteriaList[0].ConditionOccurrence.CorrelatedCriteria"
+    assert paths(
+        definition(
+            PrimaryCriteria=primary(
+                {
+                    "ConditionOccurrence": {
+                        "CodesetId": 1,
+                        "CorrelatedCriteria": at_own_visit(RestrictVisit=False),
+                    }
+                },
+                {
+                    "DrugExposure": {
+                        "CodesetId": 2,
+                        "CorrelatedCriteria": {
+                            "Type": "ALL",
+                            "CriteriaList": [
+                                correlated(
+                                    {"DrugExposure": {"CodesetId": 2}}, (9, -1), (0, 1), (2, 1)
+                                )
+                            ],
+                        },
+                    }
+                },
+            )
+        )
+    ) == [
+        (AtlasProblem.UNSUPPORTED_VALUE, f"{where}.CriteriaList[0].RestrictVisit"),
+        (
+            AtlasProblem.UNSUPPORTED_ELEMENT,
+            "PrimaryCriteria.CriteriaList[1].DrugExposure.CorrelatedCriteria",
+        ),
+    ]
