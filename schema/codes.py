@@ -135,9 +135,10 @@ class EventDomain(StrEnum):
 
 class VisitType(StrEnum):
     """The kind of visit an event belongs to (by its `visit_occurrence_id`), as the OMOP
-    standard visit concepts say: INPATIENT an admission (9201, or 262 an emergency room visit
-    followed by an admission), EMERGENCY an emergency room visit (9203), OUTPATIENT (9202),
-    INPATIENT_OR_EMERGENCY any of 9201, 9203 and 262."""
+    standard visit concepts say: INPATIENT an admission (9201), EMERGENCY an emergency room
+    visit (9203), OUTPATIENT an outpatient visit (9202), INPATIENT_OR_EMERGENCY either; an
+    emergency room visit followed by an admission (262) is both an INPATIENT and an EMERGENCY
+    visit."""
 
     INPATIENT = "INPATIENT"
     EMERGENCY = "EMERGENCY"

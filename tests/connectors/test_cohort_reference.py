@@ -1,7 +1,10 @@
 """The compiled SQL against an independent reference: many generated cohort definitions (code
-ranges, exclusions, occurrence counts, windows, values, ages at either date, nested `anyOf`),
-each evaluated person by person in plain Python over the same synthetic CDM read out of
-DuckDB, must select exactly the persons the compiled SQL selects, on DuckDB and on PostgreSQL.
+ranges, exclusions, occurrence counts, windows, values, ages at either date, nested `anyOf`,
+index events first or all, in visits of a type, with observation before and after them,
+criteria relative to them, deaths as events, concept sets with exclusions), each evaluated
+person by person in plain Python over the same synthetic CDM read out of DuckDB, must select
+exactly the persons the compiled SQL selects, on DuckDB and on PostgreSQL, and date them by
+the same index dates (their years).
 
 The reference shares nothing with the compiler but the query model: it finds the concepts a
 code names from the `concept` rows themselves (a range is every well-formed code of its ends'
@@ -34,15 +37,31 @@ from connectors.compiler import (
     compile_concept_lookup,
     compile_query,
 )
-from schema.codes import CODE_PATTERNS, LOOKUP_VOCABULARIES, AgeAt, MeasureKind, Vocabulary
+from schema.codes import (
+    CODE_PATTERNS,
+    LOOKUP_VOCABULARIES,
+    AgeAt,
+    Dimension,
+    EventDomain,
+    MeasureKind,
+    Occurrence,
+    VisitType,
+    Vocabulary,
+)
 from schema.query import (
+    MAX_RELATIVE_DAYS,
     AgeRange,
+    Code,
     CohortQuery,
     Criteria,
     DateWindow,
     DeathCriterion,
     EventCriterion,
+    EventSpec,
+    IndexEvent,
     MeasurementCriterion,
+    RelativeCriterion,
+    RelativeWindow,
     ValueRange,
 )
 from synth import generate
@@ -58,9 +77,27 @@ REFERENCE_DATES = (dt.date(2025, 1, 1), dt.date(2020, 6, 30))
 @dataclass(frozen=True, slots=True)
 class Event:
     concept: int
-    source: int
+    source: int | None
     date: dt.date
     value: float | None = None
+    visit: int | None = None  # visit_occurrence_id
+
+
+# The OMOP standard visit concepts each visit type names, as the OMOP documentation lists them
+# (9201 inpatient, 9203 emergency room, 9202 outpatient, 262 emergency room and inpatient).
+VISIT_TYPES = {
+    VisitType.INPATIENT: {9201, 262},
+    VisitType.EMERGENCY: {9203, 262},
+    VisitType.OUTPATIENT: {9202},
+    VisitType.INPATIENT_OR_EMERGENCY: {9201, 9203, 262},
+}
+DOMAIN_GROUPS = {
+    EventDomain.CONDITION: "conditions",
+    EventDomain.DRUG: "drugs",
+    EventDomain.MEASUREMENT: "measurements",
+    EventDomain.VISIT: "visits",
+    EventDomain.DEATH: "deaths",
+}
 
 
 Periods = dict[int, list[tuple[dt.date, dt.date]]]
@@ -77,6 +114,7 @@ class Cdm:
     opted_out: set[int]
     observed: Periods  # person_id -> (start, end) of each observation period
     deaths: dict[int, dt.date]
+    visit_concepts: dict[int, int]  # visit_occurrence_id -> visit_concept_id
     events: dict[str, dict[int, list[Event]]] = field(default_factory=dict)
 
 
@@ -106,26 +144,36 @@ def read_cdm(path: Path) -> Cdm:
             },
             observed=observation_periods(con),
             deaths=dict(con.execute("SELECT person_id, death_date FROM death").fetchall()),
+            visit_concepts=dict(
+                con.execute(
+                    "SELECT visit_occurrence_id, visit_concept_id FROM visit_occurrence"
+                ).fetchall()
+            ),
         )
         sources = {
             "conditions": (
                 "SELECT person_id, condition_concept_id, condition_source_concept_id, "
-                "condition_start_date, NULL FROM condition_occurrence"
+                "condition_start_date, NULL, visit_occurrence_id FROM condition_occurrence"
             ),
             "drugs": (
                 "SELECT person_id, drug_concept_id, drug_source_concept_id, "
-                "drug_exposure_start_date, NULL FROM drug_exposure"
+                "drug_exposure_start_date, NULL, visit_occurrence_id FROM drug_exposure"
             ),
             "measurements": (
                 "SELECT person_id, measurement_concept_id, measurement_source_concept_id, "
-                "measurement_date, value_as_number FROM measurement"
+                "measurement_date, value_as_number, visit_occurrence_id FROM measurement"
+            ),
+            "visits": (
+                "SELECT person_id, visit_concept_id, visit_source_concept_id, "
+                "visit_start_date, NULL, visit_occurrence_id FROM visit_occurrence"
             ),
         }
         for group, sql in sources.items():
             by_person: dict[int, list[Event]] = defaultdict(list)
-            for p, c, s, d, v in con.execute(sql).fetchall():
-                by_person[p].append(Event(c, s, d, v))
+            for p, c, s, d, v, visit in con.execute(sql).fetchall():
+                by_person[p].append(Event(c, s, d, v, visit))
             cdm.events[group] = by_person
+        cdm.events["deaths"] = {p: [Event(0, None, d)] for p, d in cdm.deaths.items()}
     return cdm
 
 
@@ -140,7 +188,7 @@ def observation_periods(con: duckdb.DuckDBPyConnection) -> Periods:
     return periods
 
 
-def named_codes(code: EventCriterion, concept_code: str) -> bool:
+def named_codes(code: Code, concept_code: str) -> bool:
     """Whether `concept_code` is (or, with descendants, starts with) the criterion's code, or
     a code of its range, in either ICD-10 spelling (with and without the dot)."""
     dotless = code.vocabulary is Vocabulary.ICD10
@@ -162,14 +210,14 @@ def undotted(code: str) -> str:
     return code.replace(".", "")
 
 
-def well_formed(code: EventCriterion, text: str) -> bool:
+def well_formed(code: Code, text: str) -> bool:
     pattern = CODE_PATTERNS[code.vocabulary]
     if code.vocabulary is Vocabulary.ICD10 and "." not in text and len(text) > 3:
         text = f"{text[:3]}.{text[3:]}"  # a dotless spelling: its dot put back
     return pattern.fullmatch(text) is not None
 
 
-def concept_ids(cdm: Cdm, code: EventCriterion) -> set[int]:
+def concept_ids(cdm: Cdm, code: Code) -> set[int]:
     vocabularies = LOOKUP_VOCABULARIES[code.vocabulary]
     named = {
         cid
@@ -181,11 +229,86 @@ def concept_ids(cdm: Cdm, code: EventCriterion) -> set[int]:
     return named
 
 
+def within(date: dt.date, window: DateWindow | None) -> bool:
+    return window is None or (
+        (window.start is None or date >= window.start)
+        and (window.end is None or date <= window.end)
+    )
+
+
+def in_range(value: float | None, bounds: ValueRange | None) -> bool:
+    return bounds is None or (
+        value is not None
+        and (bounds.min is None or value >= bounds.min)
+        and (bounds.max is None or value <= bounds.max)
+    )
+
+
 class Reference:
     def __init__(self, cdm: Cdm, query: CohortQuery) -> None:
         self.cdm = cdm
         self.query = query
         self._ids: dict[int, set[int]] = {}
+        self._sets: dict[int, tuple[set[int], set[int]]] = {}
+
+    def concept_set(self, spec: EventSpec) -> tuple[set[int], set[int]]:
+        """The concepts the spec's codes name, and those its excluded codes name."""
+        if id(spec) not in self._sets:
+            include = {i for c in spec.codes for i in concept_ids(self.cdm, c)}
+            exclude = {i for c in spec.excluded for i in concept_ids(self.cdm, c)}
+            self._sets[id(spec)] = (include, exclude)
+        return self._sets[id(spec)]
+
+    def events_of(self, spec: EventSpec, person: int) -> list[Event]:
+        """The person's events that are `spec`'s (an event is in a concept set when its
+        concept or its source concept is one of the included and not one of the excluded)."""
+        include, exclude = self.concept_set(spec)
+        kept = []
+        for e in self.cdm.events[DOMAIN_GROUPS[spec.domain]].get(person, ()):
+            if spec.codes and not any(
+                c is not None and c in include and c not in exclude for c in (e.concept, e.source)
+            ):
+                continue
+            if spec.visit is not None:
+                types = VISIT_TYPES[spec.visit]
+                if spec.domain is EventDomain.VISIT:
+                    if e.concept not in types:
+                        continue
+                elif e.visit is None or self.cdm.visit_concepts.get(e.visit) not in types:
+                    continue
+            if within(e.date, spec.window) and (
+                spec.value is None or in_range(e.value, spec.value)
+            ):
+                kept.append(e)
+        return kept
+
+    def candidates(self, index: IndexEvent, person: int) -> list[dt.date]:
+        """The person's candidate index dates, earliest first."""
+        prior, post = index.prior_observation_days, index.post_observation_days
+        periods = self.cdm.observed.get(person, ())
+
+        def observed(date: dt.date) -> bool:
+            if prior is None and post is None:
+                return True
+            before, after = dt.timedelta(days=prior or 0), dt.timedelta(days=post or 0)
+            return any(start <= date - before and end >= date + after for start, end in periods)
+
+        dates = sorted(
+            {
+                e.date
+                for spec in index.events
+                for e in self.events_of(spec, person)
+                if within(e.date, index.window) and observed(e.date)
+            }
+        )
+        return dates[:1] if index.occurrence is Occurrence.FIRST else dates
+
+    def relative_holds(self, criterion: RelativeCriterion, person: int, index: dt.date) -> bool:
+        first = index + dt.timedelta(days=criterion.window.start_days)
+        last = index + dt.timedelta(days=criterion.window.end_days)
+        n = sum(1 for e in self.events_of(criterion.event, person) if first <= e.date <= last)
+        has = criterion.at_least <= n and (criterion.at_most is None or n <= criterion.at_most)
+        return has != criterion.exclude
 
     def matching(self, group: str, criterion: EventCriterion, person: int) -> list[Event]:
         if id(criterion) not in self._ids:
@@ -209,7 +332,14 @@ class Reference:
             )
         ]
 
-    def holds(self, criteria: Criteria, person: int, age: int, age_date: dt.date) -> bool:
+    def holds(
+        self,
+        criteria: Criteria,
+        person: int,
+        age: int,
+        age_date: dt.date,
+        index: dt.date | None = None,
+    ) -> bool:
         gender, _ = self.cdm.persons[person]
         days = criteria.prior_observation_days
         if days is not None and not any(
@@ -238,12 +368,43 @@ class Reference:
                 has = len(self.matching(group, criterion, person)) >= criterion.at_least
                 if has == criterion.exclude:
                     return False
+        for relative in criteria.relative:
+            assert index is not None
+            if not self.relative_holds(relative, person, index):
+                return False
         return not criteria.any_of or any(
-            self.holds(g, person, age, age_date) for g in criteria.any_of
+            self.holds(g, person, age, age_date, index) for g in criteria.any_of
         )
 
     def cohort(self) -> set[int]:
         """The person indexes of the persons the question counts."""
+        return set(self.dated())
+
+    def dated(self) -> dict[int, dt.date | None]:
+        """The person indexes of the persons the question counts, with the date that dates
+        them for CALENDAR_YEAR (with an explicit index: the earliest candidate satisfying the
+        criteria; otherwise left to the compiler's own tests)."""
+        if self.query.index is not None:
+            return self._indexed(self.query.index)
+        return dict.fromkeys(self._unindexed())
+
+    def _indexed(self, index: IndexEvent) -> dict[int, dt.date | None]:
+        query, cdm = self.query, self.cdm
+        year = query.reference_date.year
+        chosen: dict[int, dt.date | None] = {}
+        for person, (_, born) in cdm.persons.items():
+            if born > year or person in cdm.opted_out or person not in cdm.index:
+                continue
+            for candidate in self.candidates(index, person):
+                at_index = query.age_basis is AgeAt.INDEX_EVENT
+                age_date = candidate if at_index else query.reference_date
+                age = (candidate.year if at_index else year) - born
+                if self.holds(query.criteria, person, age, age_date, candidate):
+                    chosen[cdm.index[person]] = candidate
+                    break
+        return chosen
+
+    def _unindexed(self) -> set[int]:
         query, cdm = self.query, self.cdm
         year = query.reference_date.year
         chosen: set[int] = set()
@@ -367,6 +528,131 @@ def criteria(depth: int) -> st.SearchStrategy[Criteria]:
     return one()
 
 
+# Codes of acute events, with the codes above, for index events and relative criteria.
+EVENT_CODES = {
+    EventDomain.CONDITION: codes(
+        "ICD10 E11, ICD10 I10, ICD10 E10-E14, ICD10 E11.9, ICD10 J18, ICD10 U07.1, ICD10 U07, "
+        "ICD10 I40, ICD10 I30, ICD10 I20-I25, ICD10 F84, SNOMED 44054006"
+    ),
+    EventDomain.DRUG: codes(DRUGS),
+    EventDomain.MEASUREMENT: codes(MEASUREMENTS),
+}
+RELATIVE_WINDOWS = [
+    (-MAX_RELATIVE_DAYS, -1),
+    (-365, -1),
+    (-30, 30),
+    (0, 0),
+    (0, 28),
+    (1, 21),
+    (0, MAX_RELATIVE_DAYS),
+]
+
+
+@st.composite
+def concept_codes(draw: st.DrawFn, domain: EventDomain) -> Code:
+    vocabulary, code, to = draw(st.sampled_from(EVENT_CODES[domain]))
+    return Code(vocabulary=vocabulary, code=code, to=to, descendants=draw(st.booleans()))
+
+
+# Calendar windows wide enough to keep most of the events a spec names.
+WIDE_WINDOWS = [
+    None,
+    None,
+    DateWindow(start=dt.date(2012, 1, 1)),
+    DateWindow(start=dt.date(2018, 6, 30), end=dt.date(2022, 12, 31)),
+    DateWindow(end=dt.date(2020, 1, 1)),
+]
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> EventSpec:
+    domain = draw(st.sampled_from(list(EventDomain)))
+    if domain is EventDomain.DEATH:
+        return EventSpec(domain=domain, window=draw(st.sampled_from(WIDE_WINDOWS)))
+    if domain is EventDomain.VISIT:
+        return EventSpec(domain=domain, visit=draw(st.sampled_from(list(VisitType))))
+    # The synthetic CDM records visits for conditions only: elsewhere a visit keeps nothing.
+    visits = list(VisitType) if domain is EventDomain.CONDITION else []
+    value = None
+    if domain is EventDomain.MEASUREMENT:
+        low = draw(st.sampled_from([None, 6.5, 25.0]))
+        value = None if low is None else ValueRange(min=low)
+    return EventSpec(
+        domain=domain,
+        codes=draw(st.lists(concept_codes(domain), min_size=1, max_size=2)),
+        excluded=draw(st.sampled_from([[], [], [draw(concept_codes(domain))]])),
+        visit=draw(st.sampled_from([None, None, *visits])),
+        value=value,
+        window=draw(st.sampled_from(WIDE_WINDOWS)),
+    )
+
+
+@st.composite
+def relative_criteria(draw: st.DrawFn, index: IndexEvent) -> RelativeCriterion:
+    start, end = draw(st.sampled_from(RELATIVE_WINDOWS))
+    # Half the time one of the index's own events (a washout, a second occurrence): specs
+    # drawn at random rarely meet the index's persons in a window.
+    event = draw(st.sampled_from(index.events) | specs())
+    at_least = draw(st.sampled_from([1, 1, 1, 2]))
+    at_most = draw(st.sampled_from([None, None, at_least, 3]))
+    return RelativeCriterion(
+        event=event,
+        window=RelativeWindow(start_days=start, end_days=end),
+        at_least=at_least,
+        at_most=at_most if at_most is None or at_most >= at_least else None,
+        exclude=draw(st.booleans()),
+    )
+
+
+def indexed_criteria(depth: int, index: IndexEvent) -> st.SearchStrategy[Criteria]:
+    """Criteria for a question with an index: mostly relative criteria, with a little of the
+    rest (the index selects fewer persons than the whole population: each criterion more
+    would leave most cohorts empty)."""
+
+    @st.composite
+    def one(draw: st.DrawFn) -> Criteria:
+        low = draw(st.sampled_from([None, None, 18, 40]))
+        high = draw(st.sampled_from([None, None, 30, 70]))
+        if low is not None and high is not None and low > high:
+            low, high = high, low
+        return Criteria(
+            sex=draw(st.sampled_from([None, None, None, "FEMALE", "MALE"])),
+            prior_observation_days=draw(st.sampled_from([None, None, None, 365])),
+            age=None if low is None and high is None else AgeRange(min=low, max=high),
+            conditions=draw(st.lists(events(codes(CONDITIONS)), max_size=1)) if depth > 1 else [],
+            death=draw(st.sampled_from([None, None, None, DeathCriterion(exclude=True)])),
+            relative=draw(st.lists(relative_criteria(index), max_size=2)),
+            any_of=(
+                draw(st.lists(indexed_criteria(depth - 1, index), max_size=2)) if depth > 1 else []
+            ),
+        )
+
+    return one()
+
+
+@st.composite
+def indexes(draw: st.DrawFn) -> IndexEvent:
+    return IndexEvent(
+        events=draw(st.lists(specs(), min_size=1, max_size=2)),
+        occurrence=draw(st.sampled_from(list(Occurrence))),
+        window=draw(st.sampled_from(WIDE_WINDOWS)),
+        prior_observation_days=draw(st.sampled_from([None, 0, 30, 365])),
+        post_observation_days=draw(st.sampled_from([None, None, 0, 28, 365])),
+    )
+
+
+@st.composite
+def indexed_questions(draw: st.DrawFn) -> CohortQuery:
+    index = draw(indexes())
+    return CohortQuery(
+        criteria=draw(indexed_criteria(2, index)),
+        index=index,
+        reference_date=draw(st.sampled_from(REFERENCE_DATES)),
+        age_at=draw(st.sampled_from([None, AgeAt.REFERENCE_DATE, AgeAt.INDEX_EVENT])),
+        tables=[(Dimension.CALENDAR_YEAR,)],
+    )
+
+
 @st.composite
 def questions(draw: st.DrawFn) -> CohortQuery:
     definition = draw(criteria(3))
@@ -397,7 +683,7 @@ class DuckDB:
         self.con = duckdb.connect(str(path), read_only=True)
         self.ids: dict[ConceptSet, list[int]] = {}
 
-    def cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    def cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         compiled = compile_query(query, dialect=DUCKDB)
         for cs in compiled.concept_sets:
             if cs not in self.ids:
@@ -410,12 +696,22 @@ class DuckDB:
         persons = {
             r[0] for r in self.con.execute(population.sql, list(population.params)).fetchall()
         }
-        return persons, total(compiled, self.con.execute(bound.sql, list(bound.params)).fetchall())
+        return persons, counts(compiled, self.con.execute(bound.sql, list(bound.params)).fetchall())
 
 
-def total(compiled: CompiledQuery, rows: list[Any]) -> int:
-    ((_, cells),) = compiled.tabulate(rows)
-    return int(cells[0].values[MeasureKind.PERSON_COUNT])
+# Each table's non-zero counts by key: the total's under ().
+Tables = dict[tuple[Dimension, ...], dict[tuple[str, ...], int]]
+
+
+def counts(compiled: CompiledQuery, rows: list[Any]) -> Tables:
+    return {
+        by: {
+            cell.key: int(cell.values[MeasureKind.PERSON_COUNT])
+            for cell in cells
+            if cell.values[MeasureKind.PERSON_COUNT]
+        }
+        for by, cells in compiled.tabulate(rows)
+    }
 
 
 class Postgres:
@@ -424,14 +720,14 @@ class Postgres:
         self.backend = PostgresBackend(dsn, connections=1)
         self.resolver = ConceptResolver(self.backend.execute, dialect=self.backend.dialect)
 
-    def cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    def cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         return self.runner.run(self._cohort(query))
 
-    async def _cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    async def _cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         compiled = compile_query(query, dialect=self.backend.dialect)
         bound = await self.resolver.bind(compiled)
         persons = {r[0] for r in await self.backend.execute(bound.population())}
-        return persons, total(compiled, await self.backend.execute(bound))
+        return persons, counts(compiled, await self.backend.execute(bound))
 
 
 @pytest.fixture(scope="module")
@@ -459,15 +755,35 @@ SETTINGS = settings(
 Engine = DuckDB | Postgres
 
 
+def reference_tables(query: CohortQuery, dated: dict[int, dt.date | None]) -> Tables:
+    tables: Tables = {(): {(): len(dated)} if dated else {}}
+    if (Dimension.CALENDAR_YEAR,) in query.tables:
+        years: dict[tuple[str, ...], int] = defaultdict(int)
+        for date in dated.values():
+            assert date is not None
+            years[(str(date.year),)] += 1
+        tables[(Dimension.CALENDAR_YEAR,)] = dict(years)
+    return tables
+
+
 def agrees_with_the_reference(engine: Engine, cdm: Cdm, query: CohortQuery) -> None:
-    expected = Reference(cdm, query).cohort()
-    assert engine.cohort(query) == (expected, len(expected))
+    dated = Reference(cdm, query).dated()
+    assert engine.cohort(query) == (set(dated), reference_tables(query, dated))
 
 
 @SETTINGS
 @pytest.mark.parametrize("engine", ["duck", "postgres"])
 @given(query=questions())
 def test_the_compiled_sql_selects_exactly_the_reference_cohort(
+    request: pytest.FixtureRequest, engine: str, cdm: Cdm, query: CohortQuery
+) -> None:
+    agrees_with_the_reference(request.getfixturevalue(engine), cdm, query)
+
+
+@SETTINGS
+@pytest.mark.parametrize("engine", ["duck", "postgres"])
+@given(query=indexed_questions())
+def test_the_compiled_sql_selects_and_dates_exactly_the_reference_cohort_of_an_index(
     request: pytest.FixtureRequest, engine: str, cdm: Cdm, query: CohortQuery
 ) -> None:
     agrees_with_the_reference(request.getfixturevalue(engine), cdm, query)

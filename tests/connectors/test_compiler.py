@@ -171,6 +171,90 @@ NAMED_QUERIES["death"] = query(
     )
 )
 
+# Index events and criteria relative to them (the seed protocols' shapes).
+U071_ADMISSION: dict[str, Any] = {
+    "domain": "CONDITION",
+    "codes": [{"vocabulary": "ICD10", "code": "U07.1"}],
+    "visit": "INPATIENT",
+}
+NAMED_QUERIES["index_first_admission_relative"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [U071_ADMISSION],
+            "window": {"start": "2020-03-01"},
+            "prior_observation_days": 365,
+        },
+        "criteria": {
+            "age": {"min": 18},
+            "relative": [
+                {
+                    "event": {
+                        "domain": "CONDITION",
+                        "codes": [{"vocabulary": "ICD10", "code": "E11"}],
+                        "excluded": [{"vocabulary": "ICD10", "code": "E11.0", "to": "E11.1"}],
+                    },
+                    "window": {"start_days": -36525, "end_days": -1},
+                },
+                {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 28}},
+            ],
+        },
+        "tables": [(AGE20,), (YEAR,)],
+    }
+)
+NAMED_QUERIES["index_all_alternatives_counts"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [
+                {"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "J07BN01"}]},
+                {"domain": "VISIT", "visit": "EMERGENCY", "window": {"start": "2021-01-01"}},
+                {"domain": "DEATH"},
+            ],
+            "occurrence": "ALL",
+            "post_observation_days": 21,
+        },
+        "criteria": {
+            "age": {"max": 29},
+            "relative": [
+                {
+                    "event": {
+                        "domain": "MEASUREMENT",
+                        "codes": [{"vocabulary": "LOINC", "code": "4548-4"}],
+                        "value": {"min": 6.5},
+                    },
+                    "window": {"start_days": -365, "end_days": 0},
+                    "at_least": 2,
+                    "at_most": 5,
+                },
+                {
+                    "event": {"domain": "VISIT", "visit": "INPATIENT_OR_EMERGENCY"},
+                    "window": {"start_days": -30, "end_days": -1},
+                    "exclude": True,
+                },
+            ],
+            "any_of": [
+                {
+                    "relative": [
+                        {
+                            "event": {
+                                "domain": "CONDITION",
+                                "codes": [
+                                    {"vocabulary": "ICD10", "code": "I40"},
+                                    {"vocabulary": "ICD10", "code": "I30"},
+                                ],
+                            },
+                            "window": {"start_days": 0, "end_days": 7},
+                        }
+                    ]
+                },
+                {"sex": "MALE", "prior_observation_days": 365},
+            ],
+        },
+        "tables": [(SEX, AGE10)],
+    }
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
