@@ -133,7 +133,8 @@ class _Translation(GroupTranslator):
             lambda: IndexEvent(
                 events=events,
                 occurrence=occurrence,
-                prior_observation_days=prior or None,
+                # Zero days too: ATLAS's index events always lie in an observation period.
+                prior_observation_days=prior,
                 post_observation_days=post or None,
             ),
             path,

@@ -45,7 +45,11 @@ def test_json_variables_from_standard_input() -> None:
     done = tessera("-", "--format", "json", stdin=text)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "index": {"events": [{"domain": "VISIT", "visit": "INPATIENT"}], "occurrence": "ALL"},
+        "index": {
+            "events": [{"domain": "VISIT", "visit": "INPATIENT"}],
+            "occurrence": "ALL",
+            "priorObservationDays": 0,
+        },
         "criteria": {},
     }
     assert "ignored: EndStrategy: " in done.stderr
@@ -80,7 +84,11 @@ def test_the_client_translates_or_raises_with_every_refusal() -> None:
     cohort = criteria_from_atlas(FIXTURES / "all_cause_mortality.json")
     assert cohort.index.events[0].domain is EventDomain.DEATH
     assert cohort.arguments() == {
-        "index": {"events": [{"domain": "DEATH"}], "occurrence": "FIRST"},
+        "index": {
+            "events": [{"domain": "DEATH"}],
+            "occurrence": "FIRST",
+            "priorObservationDays": 0,
+        },
         "criteria": {},
     }
     with pytest.raises(InvalidQuery) as caught:

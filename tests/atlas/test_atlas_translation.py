@@ -168,6 +168,12 @@ def test_a_first_diagnosis_with_prior_and_post_observation() -> None:
     assert cohort.criteria == Criteria()
 
 
+def test_an_index_event_always_lies_in_an_observation_period() -> None:
+    # ATLAS joins every index event to the observation period it lies in, whatever its days.
+    cohort = translated(definition())
+    assert (cohort.index.prior_observation_days, cohort.index.post_observation_days) == (0, None)
+
+
 def test_alternative_index_events_and_every_event() -> None:
     cohort = translated(
         definition(
