@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from schema.codes import EventDomain, Sex, VisitType
 from schema.query import (
@@ -27,6 +27,17 @@ from tessera.atlas.context import (
     empty_window,
 )
 from tessera.atlas.problems import AtlasProblem, json_path
+
+# The filters of a visit criterion that make it more than "a visit of this type".
+_OWN_FILTERS: Final = (
+    "first",
+    "age",
+    "gender",
+    "occurrence_start_date",
+    "visit_type",
+    "value_as_number",
+    "correlated_criteria",
+)
 
 
 class EventTranslator(TranslatorBase):
@@ -90,7 +101,7 @@ class EventTranslator(TranslatorBase):
                 ok = False
             else:
                 fields["visit"] = self.visit_concepts(spec.codeset_id, (*where, "CodesetId"))
-                ok = fields["visit"] is not None
+                ok = ok and fields["visit"] is not None
         elif domain is EventDomain.DEATH:
             if spec.codeset_id is not None:
                 self.refuse(
@@ -126,7 +137,9 @@ class EventTranslator(TranslatorBase):
                 self.refuse(
                     AtlasProblem.UNSUPPORTED_ELEMENT,
                     (*where, "VisitType"),
-                    f"a visit type on a {domain.value.lower()} event",
+                    f"a visit type on a {domain.value.lower()} event"
+                    if domain not in CODED_DOMAINS
+                    else "a second visit type (the event's own visit names one already)",
                 )
                 ok = False
             else:
@@ -204,7 +217,7 @@ class EventTranslator(TranslatorBase):
                 "other than at least one visit",
             ),
             (
-                any(not circe.neutral(getattr(visit, a)) for a in ("first", "age", "gender")),
+                any(not circe.neutral(getattr(visit, a)) for a in _OWN_FILTERS),
                 "Criteria",
                 "a visit with filters of its own",
             ),
@@ -223,11 +236,12 @@ class EventTranslator(TranslatorBase):
             return None
         if failed:
             return None
-        self.note(
-            (*where, "IgnoreObservationPeriod"),
-            "ATLAS also asks that the visit start within the event's observation period; "
-            "Tessera asks only that the event was recorded at it",
-        )
+        if not only.ignore_observation_period:
+            self.note(
+                (*where, "IgnoreObservationPeriod"),
+                "ATLAS also asks that the visit start within the event's observation period; "
+                "Tessera asks only that the event was recorded at it",
+            )
         return self.visit_concepts(
             visit.codeset_id, (*where, "Criteria", "VisitOccurrence", "CodesetId")
         )
