@@ -5,6 +5,8 @@ translates exits with status 2 and lists every one of them by its JSON path.
 
     tessera cohort import definition.json
     tessera cohort import definition.json --format json > variables.json
+    tessera cohort import definition.json --format document --request DR-1 > q.graphql
+    tessera query q.graphql
 """
 
 from __future__ import annotations
@@ -32,17 +34,23 @@ def register(sub: SubParsers) -> None:
     atlas.add_argument("definition", type=Path, help="the ATLAS export ('-': standard input)")
     atlas.add_argument(
         "--format",
-        choices=["graphql", "json"],
+        choices=["graphql", "json", "document"],
         default="graphql",
         help="graphql: input literals for cohort(index: ..., criteria: ...) (default); json: "
-        "the variables $index and $criteria",
+        "the variables $index and $criteria; document: a whole question for `tessera query "
+        "FILE` (its pooled count and each country's)",
+    )
+    atlas.add_argument(
+        "--request",
+        default="YOUR-DATA-REQUEST",
+        help="the data request a document asks under (default: a placeholder to replace)",
     )
     atlas.set_defaults(handler=_import)
 
 
 def _import(args: argparse.Namespace) -> int:
     from tessera.atlas import AtlasRefused, import_definition
-    from tessera.atlas.render import graphql_arguments, json_variables
+    from tessera.atlas.render import graphql_arguments, graphql_document, json_variables
 
     source: Path | str = sys.stdin.read() if str(args.definition) == "-" else args.definition
     try:
@@ -57,7 +65,10 @@ def _import(args: argparse.Namespace) -> int:
         for refusal in refused.refusals:
             print(f"  {refusal}", file=sys.stderr)
         return 2
-    if args.format == "json":
+    if args.format == "document":
+        title = f"ATLAS definition {args.definition}, translated by tessera cohort import"
+        sys.stdout.write(graphql_document(cohort, request=args.request, title=title))
+    elif args.format == "json":
         for note in cohort.notes:
             print(note, file=sys.stderr)
         sys.stdout.write(json_variables(cohort))

@@ -75,3 +75,32 @@ def graphql_arguments(cohort: AtlasCohort) -> str:
 
 def json_variables(cohort: AtlasCohort) -> str:
     return json.dumps(variables(cohort), indent=2) + "\n"
+
+
+# What a document asks for: the pooled count and each country's answer, as the examples do.
+_SELECTION = """    queryId
+    traceId
+    count { value status sd reasons { rule jurisdiction message } }
+    byJurisdiction {
+      jurisdiction status latencyMs count { value status sd }
+      privacy { questionRho spentRho capRho }
+    }"""
+
+
+def graphql_document(cohort: AtlasCohort, *, request: str, title: str) -> str:
+    """A whole cohort question, for `tessera query FILE` or the query console: the pooled
+    count and each country's answer, under the data request `request`."""
+    found = variables(cohort)
+    notes = "".join(f"# {note}\n" for note in cohort.notes)
+    return (
+        f"# {title}\n{notes}"
+        "query AtlasCohort {\n"
+        "  cohort(\n"
+        f"    request: {json.dumps(request)}\n"
+        f"    index: {_literal(found['index'])}\n"
+        f"    criteria: {_literal(found['criteria'])}\n"
+        "  ) {\n"
+        f"{_SELECTION}\n"
+        "  }\n"
+        "}\n"
+    )

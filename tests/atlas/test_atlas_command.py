@@ -55,6 +55,18 @@ def test_json_variables_from_standard_input() -> None:
     assert "ignored: EndStrategy: " in done.stderr
 
 
+def test_a_whole_question_for_tessera_query() -> None:
+    done = tessera(
+        FIXTURES / "all_cause_mortality.json", "--format", "document", "--request", "DR-7"
+    )
+    assert done.returncode == 0, done.stderr
+    assert '    request: "DR-7"' in done.stdout.splitlines()
+    assert (
+        "    index: { events: [{ domain: DEATH }], occurrence: FIRST, priorObservationDays: 0 }"
+        in (done.stdout.splitlines())
+    )
+
+
 def test_refusals_are_listed_with_status_2() -> None:
     fixture = FIXTURES / "multiple_myeloma_2dx.json"
     done = tessera(fixture)

@@ -12,7 +12,7 @@ from graphql import GraphQLSchema, OperationDefinitionNode, build_schema, parse,
 from graphql.execution.values import get_variable_values
 
 from tessera.atlas import AtlasCohort, import_definition
-from tessera.atlas.render import graphql_arguments, variables
+from tessera.atlas.render import graphql_arguments, graphql_document, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -152,3 +152,10 @@ def test_json_variables_coerce_to_the_inputs(schema: GraphQLSchema, cohort: Atla
     coerced = get_variable_values(schema, operation.variable_definitions or [], variables(cohort))
     # A list of errors when they do not coerce; the coerced values otherwise.
     assert not isinstance(coerced, list), coerced
+
+
+@pytest.mark.parametrize("cohort", cohorts())
+def test_a_whole_document_is_a_valid_question(schema: GraphQLSchema, cohort: AtlasCohort) -> None:
+    text = graphql_document(cohort, request="DR-1", title="from a test")
+    assert text.startswith("# from a test\n")
+    assert validate(schema, parse(text)) == []
