@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schema.codes import EventDomain, Occurrence, VisitType, Vocabulary
-from schema.query import Code, Criteria, EventSpec
+from schema.query import Code, Criteria, EventSpec, RelativeWindow
 from tessera.atlas import AtlasProblem, AtlasRefused, import_definition
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,6 +45,26 @@ def test_all_cause_mortality() -> None:
     cohort = import_definition(FIXTURES / "all_cause_mortality.json")
     assert cohort.index.events == [EventSpec(domain=EventDomain.DEATH)]
     assert cohort.criteria == Criteria()
+
+
+def test_acute_typical_pneumonia_without_a_concomitant_non_acute_one() -> None:
+    cohort = import_definition(FIXTURES / "acute_typical_pneumonia.json")
+    (event,) = cohort.index.events
+    assert event.codes == [Code(vocabulary=Vocabulary.SNOMED, code="95436008")]
+    assert [c.code for c in event.excluded] == [
+        "102361000119104",
+        "312149008",
+        "12381000132107",
+        "64667001",
+        "84353005",
+    ]
+    assert cohort.index.occurrence is Occurrence.ALL
+    (rule,) = cohort.criteria.relative
+    assert rule.window == RelativeWindow(start_days=-1, end_days=-1)
+    assert rule.exclude
+    assert rule.at_least == 1
+    assert rule.at_most is None
+    assert {c.code for c in rule.event.codes} == {c.code for c in event.excluded}
 
 
 OBSERVATION = (
@@ -136,6 +156,7 @@ def test_every_fixture_is_tested_and_documented() -> None:
         "psoriasis_vulgaris_first_dx.json",
         "inpatient_visits.json",
         "all_cause_mortality.json",
+        "acute_typical_pneumonia.json",
     }
     shipped = {p.name for p in FIXTURES.glob("*.json")}
     assert shipped == tested | set(REFUSED)

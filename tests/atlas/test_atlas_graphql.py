@@ -16,7 +16,12 @@ from tessera.atlas.render import graphql_arguments, graphql_document, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
-IMPORTED = ("psoriasis_vulgaris_first_dx.json", "inpatient_visits.json", "all_cause_mortality.json")
+IMPORTED = (
+    "psoriasis_vulgaris_first_dx.json",
+    "inpatient_visits.json",
+    "all_cause_mortality.json",
+    "acute_typical_pneumonia.json",
+)
 
 
 @pytest.fixture(scope="module")

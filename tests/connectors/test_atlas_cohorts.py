@@ -21,7 +21,12 @@ FIXTURES = Path(__file__).parent.parent / "atlas" / "fixtures"
 # The hand-written CDM's reference date (tests/connectors/conftest.py).
 REFERENCE_DATE = dt.date(2024, 6, 30)
 # The published definitions that import (tests/atlas/test_atlas_fixtures.py).
-IMPORTED = ("psoriasis_vulgaris_first_dx.json", "inpatient_visits.json", "all_cause_mortality.json")
+IMPORTED = (
+    "psoriasis_vulgaris_first_dx.json",
+    "inpatient_visits.json",
+    "all_cause_mortality.json",
+    "acute_typical_pneumonia.json",
+)
 
 
 def item(concept_id: int, code: str, vocabulary: str) -> dict[str, Any]:
