@@ -24,6 +24,7 @@ from tessera.client.errors import (
     Unavailable,
 )
 from tessera.client.frames import read_csv
+from tessera.client.questions import event, index, relative
 
 __all__ = [
     "POOLED",
@@ -43,5 +44,8 @@ __all__ = [
     "Unavailable",
     "criteria_from_atlas",
     "default_request",
+    "event",
+    "index",
     "read_csv",
+    "relative",
 ]
