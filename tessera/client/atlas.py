@@ -6,6 +6,7 @@ its JSON path (`error.details["refusals"]`: `code`, `path`, `message` each).
     cohort = criteria_from_atlas(Path("definition.json"))
     cohort.index, cohort.criteria  # the query model's IndexEvent and Criteria
     cohort.arguments()             # {"index": ..., "criteria": ...}, as GraphQL inputs
+    client.cohort(**cohort.arguments(), by=["SEX", "AGE_BAND_10"]).frame()
 """
 
 from __future__ import annotations

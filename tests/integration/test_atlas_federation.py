@@ -1,7 +1,8 @@
 """Published ATLAS definitions asked of a real federation (four connectors and a gateway on
-loopback): imported, printed as a whole question (`tessera cohort import --format document`)
-and as variables (`criteria_from_atlas(...).arguments()`), each answered by every country; the
-two wordings are one question, so they get the same stored numbers."""
+loopback): imported, printed as a whole question (`tessera cohort import --format document`),
+as variables (`criteria_from_atlas(...).arguments()`) and asked with the client's
+`cohort(**arguments)`, each answered by every country; the wordings are one question, so they
+get the same stored total."""
 
 from __future__ import annotations
 
@@ -52,3 +53,8 @@ def test_a_published_definition_is_answered_by_every_country(client: Client, fix
     ).answer
     assert asked.count is not None
     assert (asked.count.value, asked.count.sd) == (literal.count.value, literal.count.sd)
+    # The client's own question: the same cohort, its total the same stored number.
+    answer = client.cohort(**cohort.arguments(), by=["SEX"])
+    assert answer.count is not None
+    assert answer.count.value == literal.count.value
+    assert [n.status for n in answer.nodes] == ["OK"] * 4
