@@ -57,9 +57,9 @@ class CirceConceptSet(CirceModel):
 
 
 class NumericRange(CirceModel):
-    value: Annotated[float, Field(alias="Value")]
+    value: Annotated[float, Field(alias="Value", allow_inf_nan=False)]
     op: Annotated[str, Field(alias="Op")]
-    extent: Annotated[float | None, Field(alias="Extent")] = None
+    extent: Annotated[float | None, Field(alias="Extent", allow_inf_nan=False)] = None
 
 
 class DateRange(CirceModel):

@@ -308,7 +308,7 @@ class EventTranslator(TranslatorBase):
         if bounds is None:
             return None
         low, high = bounds
-        if any(b is not None and b != int(b) for b in (low, high)):
+        if any(b is not None and not float(b).is_integer() for b in (low, high)):
             self.refuse(AtlasProblem.UNSUPPORTED_VALUE, path, "ages are whole years")
             return None
         # Whole years: a strict bound is the next year in.

@@ -659,3 +659,20 @@ def test_an_event_at_its_own_visit_of_a_type() -> None:
             "PrimaryCriteria.CriteriaList[1].DrugExposure.CorrelatedCriteria",
         ),
     ]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, -5, 18.5])
+def test_ages_that_are_no_ages_are_refused(value: float) -> None:
+    data = definition(
+        PrimaryCriteria=primary(
+            {
+                "ConditionOccurrence": {
+                    "CodesetId": 1,
+                    "First": True,
+                    "Age": {"Value": value, "Op": "gte"},
+                }
+            }
+        )
+    )
+    (refusal,) = refused(data)
+    assert refusal.path.startswith("PrimaryCriteria.CriteriaList[0].ConditionOccurrence.Age")
