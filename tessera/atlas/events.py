@@ -10,6 +10,8 @@ from typing import Any, Final
 from schema.codes import EventDomain, Sex, VisitType
 from schema.query import (
     CODED_DOMAINS,
+    MAX_DATE,
+    MIN_DATE,
     AgeRange,
     DateWindow,
     EventSpec,
@@ -273,6 +275,14 @@ class EventTranslator(TranslatorBase):
             last = None if value.extent is None else dt.date.fromisoformat(value.extent)
         except ValueError:
             self.refuse(AtlasProblem.MALFORMED, path, "a date is not YYYY-MM-DD")
+            return None
+        if not MIN_DATE <= first <= MAX_DATE:
+            # Checked before a day is added to it or taken from it (year 1 or 9999 overflows).
+            self.refuse(
+                AtlasProblem.OUT_OF_BOUNDS,
+                (*path, "Value"),
+                f"dates lie between {MIN_DATE} and {MAX_DATE}",
+            )
             return None
         day = dt.timedelta(days=1)
         bounds: dict[str, tuple[dt.date | None, dt.date | None]] = {

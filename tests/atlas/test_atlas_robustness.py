@@ -1,6 +1,7 @@
 """Whatever a definition holds, the import fails closed: a translation or `AtlasRefused` with
-its reasons, never another exception. Published definitions, each with one element removed or
-replaced by a value of another type, at any depth."""
+its reasons, never another exception. Published definitions and one that uses every element
+translated, each with one element removed or replaced by a value of another type, at any
+depth."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera.atlas import AtlasCohort, AtlasRefused, import_definition
+from tests.atlas.atlas_kit import EVERYTHING
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEFINITIONS = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
+DEFINITIONS = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))] + [EVERYTHING]
 VALUES = st.one_of(
     st.none(),
     st.booleans(),

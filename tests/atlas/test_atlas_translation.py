@@ -676,3 +676,21 @@ def test_ages_that_are_no_ages_are_refused(value: float) -> None:
     )
     (refusal,) = refused(data)
     assert refusal.path.startswith("PrimaryCriteria.CriteriaList[0].ConditionOccurrence.Age")
+
+
+@pytest.mark.parametrize(
+    ("date", "op"), [("9999-12-31", "gt"), ("0001-01-01", "lt"), ("1800-01-01", "gte")]
+)
+def test_dates_out_of_the_models_bounds_are_refused(date: str, op: str) -> None:
+    data = definition(
+        PrimaryCriteria=primary(
+            {
+                "ConditionOccurrence": {
+                    "CodesetId": 1,
+                    "OccurrenceStartDate": {"Value": date, "Op": op},
+                }
+            }
+        )
+    )
+    (refusal,) = refused(data)
+    assert refusal.code is AtlasProblem.OUT_OF_BOUNDS
