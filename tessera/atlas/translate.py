@@ -156,20 +156,34 @@ class _Translation(GroupTranslator):
         expression = self.expression
         qualified = expression.qualified_limit.type if expression.qualified_limit else "First"
         included = expression.expression_limit.type if expression.expression_limit else "First"
-        if included.lower() == "last" or qualified.lower() == "last":
-            key = "ExpressionLimit" if included.lower() == "last" else "QualifiedLimit"
+        limits = {"QualifiedLimit": qualified.lower(), "ExpressionLimit": included.lower()}
+        unknown = [key for key, value in limits.items() if value not in ("first", "all", "last")]
+        for key in unknown:
+            self.refuse(
+                AtlasProblem.UNSUPPORTED_VALUE, (key, "Type"), "a limit is First, All or Last"
+            )
+        if unknown:
+            return None
+        if occurrence is Occurrence.FIRST:
+            for key in limits:
+                self.note((key,), "each person has one candidate index event: no limit changes it")
+            return occurrence
+        last = [key for key, value in limits.items() if value == "last"]
+        for key in last:
             self.refuse(
                 AtlasProblem.UNSUPPORTED_VALUE,
                 (key, "Type"),
-                "'Last': Tessera dates each person by their earliest qualifying event",
+                "'Last' of several index events: Tessera dates each person by their earliest "
+                "qualifying event",
             )
+        if last:
             return None
         self.note(
             ("ExpressionLimit",),
             "which of a person's events enter the cohort: Tessera counts the person once, "
             "dated by the earliest",
         )
-        if occurrence is Occurrence.FIRST or not has_rules or qualified.lower() == "all":
+        if not has_rules or limits["QualifiedLimit"] == "all":
             self.note(("QualifiedLimit",), "does not change who is counted here")
             return occurrence
         additional = expression.additional_criteria

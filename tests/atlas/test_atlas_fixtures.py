@@ -28,8 +28,8 @@ def test_psoriasis_at_first_diagnosis() -> None:
     assert cohort.criteria == Criteria()
     assert [n.path for n in cohort.notes] == [
         "CollapseSettings",
-        "ExpressionLimit",
         "QualifiedLimit",
+        "ExpressionLimit",
     ]
 
 

@@ -694,3 +694,16 @@ def test_dates_out_of_the_models_bounds_are_refused(date: str, op: str) -> None:
     )
     (refusal,) = refused(data)
     assert refusal.code is AtlasProblem.OUT_OF_BOUNDS
+
+
+def test_last_is_refused_only_where_a_person_has_several_candidates() -> None:
+    one = translated(definition(QualifiedLimit={"Type": "Last"}, ExpressionLimit={"Type": "Last"}))
+    assert one.index.occurrence is Occurrence.FIRST
+    every = definition(
+        PrimaryCriteria=primary({"ConditionOccurrence": {"CodesetId": 1}}, limit="All"),
+        ExpressionLimit={"Type": "Last"},
+    )
+    assert paths(every) == [(AtlasProblem.UNSUPPORTED_VALUE, "ExpressionLimit.Type")]
+    assert paths(definition(QualifiedLimit={"Type": "Sometimes"})) == [
+        (AtlasProblem.UNSUPPORTED_VALUE, "QualifiedLimit.Type")
+    ]
