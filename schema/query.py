@@ -178,7 +178,7 @@ class RelativeWindow(Contract):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.start_days > self.end_days:
-            raise ValueError("relative window start_days is after its end_days")
+            raise ValueError("a relative window starts after it ends")
         return self
 
 
@@ -233,7 +233,7 @@ class RelativeCriterion(Contract):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.at_most is not None and self.at_most < self.at_least:
-            raise ValueError("at_most is less than at_least")
+            raise ValueError("the most events asked for are fewer than the least")
         return self
 
 

@@ -128,7 +128,7 @@ def test_an_index_has_one_to_eight_alternative_events() -> None:
 @pytest.mark.parametrize(
     ("window", "message"),
     [
-        ({"start_days": 1, "end_days": 0}, "start_days is after its end_days"),
+        ({"start_days": 1, "end_days": 0}, "a relative window starts after it ends"),
         ({"start_days": -MAX_RELATIVE_DAYS - 1, "end_days": 0}, "greater than or equal"),
         ({"start_days": 0, "end_days": MAX_RELATIVE_DAYS + 1}, "less than or equal"),
         ({"start_days": "0", "end_days": 3}, "valid integer"),
@@ -187,7 +187,7 @@ def test_a_concept_set_excludes_codes_and_a_visit_is_named_by_its_type() -> None
     [
         ({"at_least": 0}, "greater than or equal to 1"),
         ({"at_least": 101}, "less than or equal to 100"),
-        ({"at_least": 3, "at_most": 2}, "at_most is less than at_least"),
+        ({"at_least": 3, "at_most": 2}, "the most events asked for are fewer than the least"),
         ({"at_most": 0}, "greater than or equal to 1"),
         ({"at_least": True}, "valid integer"),
     ],
