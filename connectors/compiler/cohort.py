@@ -214,8 +214,9 @@ class _CohortCompiler:
     def _indexed(self, select: exp.Select, conditions: list[exp.Expr]) -> exp.Select:
         """The cohort of a question with an explicit index: each person joined to each of
         their candidate index dates (derived table `age_date`), the criteria taken at each
-        candidate, and the persons grouped: their index date is the earliest candidate that
-        satisfies the criteria, their age the age at it (or at the reference date)."""
+        candidate, and (with ALL, where a person has several) the persons grouped: their index
+        date is the earliest candidate that satisfies the criteria, their age the age at it
+        (or at the reference date)."""
         index = self.query.index
         assert index is not None
         select = select.join(
@@ -224,21 +225,21 @@ class _CohortCompiler:
             join_type="INNER",
             copy=False,
         )
+        select = select.where(exp.and_(*conditions, copy=False), copy=False)
+        if index.occurrence is Occurrence.FIRST:
+            # One candidate per person: nothing to group.
+            return select.select(col(INDEX_DATE, AGE_DATE), copy=False)
         # The earliest satisfying candidate: its age is the least (ages grow with the date).
         select.expressions[2] = exp.alias_(
             exp.func("MIN", select.expressions[2].this), AGE, copy=False
         )
         first = exp.func("MIN", col(INDEX_DATE, AGE_DATE))
-        return (
-            select.select(exp.alias_(first, INDEX_DATE), copy=False)
-            .where(exp.and_(*conditions, copy=False), copy=False)
-            .group_by(
-                col("person_id", PERSON),
-                col("gender_concept_id", PERSON),
-                col("year_of_birth", PERSON),
-                col(PERSON_INDEX, KEY),
-                copy=False,
-            )
+        return select.select(exp.alias_(first, INDEX_DATE), copy=False).group_by(
+            col("person_id", PERSON),
+            col("gender_concept_id", PERSON),
+            col("year_of_birth", PERSON),
+            col(PERSON_INDEX, KEY),
+            copy=False,
         )
 
     def _candidates(self, index: IndexEvent) -> exp.Select:
