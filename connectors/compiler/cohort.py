@@ -23,6 +23,14 @@ the birthday) because many OMOP sources only hold the year of birth. The age dat
 reference date, or each person's index event (`CohortQuery.age_basis`): then the cohort joins
 each person's first index event date (derived table `age_date`) and age criteria compare that
 age, not bounds on year_of_birth.
+
+With an explicit index (`CohortQuery.index`), `age_date` holds each person's candidate index
+dates instead (the earliest qualifying event per person, or every distinct date of one: a
+UNION ALL of one branch per alternative event, each filtered by its concept set, visit type,
+window and observation period), and every criterion is taken at the candidate joined:
+relative criteria are EXISTS over the event table with the window's ends bound as days added
+to `age_date.index_date`. With ALL, the cohort groups each person's satisfying candidates:
+the earliest is their index date (CTE `index_event` reads it from the cohort).
 """
 
 from __future__ import annotations
