@@ -1,8 +1,9 @@
 """Compiles a `CohortQuery` to one SQL statement computing every requested table.
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
-criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
-CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
+criteria, with their person index: `tessera_person`, the ledger's stable numbering; with ages
+taken at the index event, its date too), optionally CTE `index_event` (each person's first
+dating event, for the dimensions that read it when the cohort does not carry it), CTE
 `cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
 then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
 GROUPING(). Each cell comes with one column per measure asked, named for it
@@ -30,7 +31,7 @@ UNION ALL of one branch per alternative event, each filtered by its concept set,
 window and observation period), and every criterion is taken at the candidate joined:
 relative criteria are EXISTS over the event table with the window's ends bound as days added
 to `age_date.index_date`. With ALL, the cohort groups each person's satisfying candidates:
-the earliest is their index date (CTE `index_event` reads it from the cohort).
+the earliest is their index date, which the cells read from the cohort.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class _CohortCompiler:
         # date the index event.
         self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
         self._ages_at_index = query.age_basis is AgeAt.INDEX_EVENT
+        # Whether the cohort holds each person's index date (CTE `index_event` is then not
+        # needed): an explicit index dates everyone, and ages at an implicit one join it.
+        self._dates_cohort = query.index is not None or self._ages_at_index
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -170,7 +174,7 @@ class _CohortCompiler:
         statement = self._aggregate(tables, dimensions, measures).with_(
             COHORT_CTE, as_=cohort, copy=False
         )
-        if _dated(dimensions):
+        if _dated(dimensions) and not self._dates_cohort:
             statement = statement.with_(INDEX_CTE, as_=self._index_event(), copy=False)
         if dimensions:
             statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions), copy=False)
@@ -189,13 +193,19 @@ class _CohortCompiler:
             exp.not_(exists(optout)),
             *self._criteria(self.query.criteria, top_level=True),
         ]
+        columns = [
+            col("person_id", PERSON),
+            col("gender_concept_id", PERSON),
+            exp.alias_(self._age(), AGE),
+            col(PERSON_INDEX, KEY),
+        ]
+        if self._ages_at_index and self.query.index is None:
+            # The implicit index date the cohort joins anyway: the dimensions dated by it read
+            # it here rather than find each person's first event again (CTE `index_event`).
+            # (An explicit index adds its own: `_indexed`.)
+            columns.append(col(INDEX_DATE, AGE_DATE))
         select = (
-            exp.select(
-                col("person_id", PERSON),
-                col("gender_concept_id", PERSON),
-                exp.alias_(self._age(), AGE),
-                col(PERSON_INDEX, KEY),
-            )
+            exp.select(*columns)
             .from_(table(names.PERSON, PERSON), copy=False)
             # A person without an index (added after `prepare`) is counted nowhere: nobody
             # could keep track of what they have been counted in.
@@ -561,11 +571,6 @@ class _CohortCompiler:
     def _index_event(self) -> exp.Select:
         """Each cohort person's first event dating them: the criteria's index event within its
         window, else their first observation period."""
-        if self.query.index is not None:
-            # The cohort dated each person by their explicit index already.
-            return exp.select(col("person_id", COHORT), col(INDEX_DATE, COHORT)).from_(
-                table(COHORT_CTE, COHORT)
-            )
         in_cohort = exp.select(col("person_id", COHORT)).from_(table(COHORT_CTE, COHORT))
         index = self.query.criteria.index_event()
         if index is None:
@@ -588,16 +593,20 @@ class _CohortCompiler:
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
         select = exp.select(col(PERSON_INDEX, COHORT)).from_(table(COHORT_CTE, COHORT))
+        dated = _dated(dimensions)
+        # The index date: the cohort's own column when it has one, else CTE `index_event`,
+        # joined.
+        joined = dated and not self._dates_cohort
         person = PersonColumns(
             gender_concept_id=col("gender_concept_id", COHORT),
             age=col(AGE, COHORT),
-            index_date=col(INDEX_DATE, INDEX),
+            index_date=col(INDEX_DATE, INDEX if joined else COHORT),
         )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
             select = select.select(value, copy=False)
-        if _dated(dimensions):
+        if joined:
             select = select.join(
                 table(INDEX_CTE, INDEX),
                 on=col("person_id", INDEX).eq(col("person_id", COHORT)),

@@ -13,6 +13,7 @@ pyarrow); `rows()` needs nothing.
 from __future__ import annotations
 
 from tessera.client.answer import POOLED, Answer, Count, Node, Response, Table
+from tessera.client.atlas import criteria_from_atlas
 from tessera.client.client import AsyncClient, Client, Demo, default_request
 from tessera.client.errors import (
     AuthenticationError,
@@ -41,6 +42,7 @@ __all__ = [
     "Table",
     "TesseraClientError",
     "Unavailable",
+    "criteria_from_atlas",
     "default_request",
     "event",
     "index",

@@ -343,11 +343,26 @@ def test_a_dialect_without_temporary_tables_gets_no_cohort_table_statements() ->
     assert compiled.tables_statement(np.array([3], dtype=np.uint32)).params[-1] == [3]
 
 
+def test_a_cohort_dated_at_its_index_event_carries_the_date_its_tables_read() -> None:
+    compiled = compile_query(
+        query(
+            Criteria(conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))]),
+            (YEAR,),
+        )
+    )
+    # Ages are taken at the index event, so the cohort holds each person's index date, and
+    # its tables find nobody's first event again: they bind nothing.
+    assert "index_event" not in compiled.sql
+    assert compiled.cohort_tables().params == ()
+    assert "index_event" not in compiled.cohort_tables().sql
+
+
 def test_renumbered_placeholders_bind_only_the_values_used() -> None:
     compiled = compile_query(
         query(
             Criteria(conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))]),
             (YEAR,),
+            age_at=AgeAt.REFERENCE_DATE,
         )
     )
     assert compiled.params[0] == REFERENCE_DATE.year
