@@ -112,10 +112,10 @@ class AgeAt(StrEnum):
     """The date a person's age is taken at (age criteria and age bands alike), in whole years:
     the year of that date minus the year of birth (OMOP often holds the year of birth only).
     REFERENCE_DATE: the question's reference date, the same date for everyone. INDEX_EVENT:
-    each person's index event, their first event matching the criteria's first top-level
-    condition (else drug, else measurement) within its window, exclusions aside; the default
-    for criteria that name one, so that historic data fall into the age bands they were in at
-    the time."""
+    each person's index date with an explicit index (`schema.query.IndexEvent`), else their
+    index event, their first event matching the criteria's first top-level condition (else
+    drug, else measurement) within its window, exclusions aside; the default for questions
+    that have one, so that historic data fall into the age bands they were in at the time."""
 
     REFERENCE_DATE = "REFERENCE_DATE"
     INDEX_EVENT = "INDEX_EVENT"

@@ -151,10 +151,11 @@ SPECS: Final[tuple[DimensionSpec, ...]] = (
     _age_band_spec(Dimension.AGE_BAND_20, 20),
     DimensionSpec(
         dimension=Dimension.CALENDAR_YEAR,
-        description="CALENDAR_YEAR: the year of each person's index event: their first event "
-        "matching the question's first condition (else first drug, else first measurement) at "
-        "the top level of the criteria, within its window; for criteria without one, the year "
-        "their first observation period starts; UNKNOWN when there is no such date.",
+        description="CALENDAR_YEAR: the year of each person's index date with an index (see "
+        "cohort's index), else of their index event: their first event matching the "
+        "question's first condition (else first drug, else first measurement) at the top level "
+        "of the criteria, within its window; for criteria without one, the year their first "
+        "observation period starts; UNKNOWN when there is no such date.",
         keys=frozenset(
             {UNKNOWN_KEY, *(str(year) for year in range(FIRST_KEY_YEAR, LAST_KEY_YEAR + 1))}
         ),

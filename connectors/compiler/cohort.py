@@ -24,6 +24,14 @@ the birthday) because many OMOP sources only hold the year of birth. The age dat
 reference date, or each person's index event (`CohortQuery.age_basis`): then the cohort joins
 each person's first index event date (derived table `age_date`) and age criteria compare that
 age, not bounds on year_of_birth.
+
+With an explicit index (`CohortQuery.index`), `age_date` holds each person's candidate index
+dates instead (the earliest qualifying event per person, or every distinct date of one: a
+UNION ALL of one branch per alternative event, each filtered by its concept set, visit type,
+window and observation period), and every criterion is taken at the candidate joined:
+relative criteria are EXISTS over the event table with the window's ends bound as days added
+to `age_date.index_date`. With ALL, the cohort groups each person's satisfying candidates:
+the earliest is their index date, which the cells read from the cohort.
 """
 
 from __future__ import annotations
@@ -224,8 +232,9 @@ class _CohortCompiler:
     def _indexed(self, select: exp.Select, conditions: list[exp.Expr]) -> exp.Select:
         """The cohort of a question with an explicit index: each person joined to each of
         their candidate index dates (derived table `age_date`), the criteria taken at each
-        candidate, and the persons grouped: their index date is the earliest candidate that
-        satisfies the criteria, their age the age at it (or at the reference date)."""
+        candidate, and (with ALL, where a person has several) the persons grouped: their index
+        date is the earliest candidate that satisfies the criteria, their age the age at it
+        (or at the reference date)."""
         index = self.query.index
         assert index is not None
         select = select.join(
@@ -234,21 +243,21 @@ class _CohortCompiler:
             join_type="INNER",
             copy=False,
         )
+        select = select.where(exp.and_(*conditions, copy=False), copy=False)
+        if index.occurrence is Occurrence.FIRST:
+            # One candidate per person: nothing to group.
+            return select.select(col(INDEX_DATE, AGE_DATE), copy=False)
         # The earliest satisfying candidate: its age is the least (ages grow with the date).
         select.expressions[2] = exp.alias_(
             exp.func("MIN", select.expressions[2].this), AGE, copy=False
         )
         first = exp.func("MIN", col(INDEX_DATE, AGE_DATE))
-        return (
-            select.select(exp.alias_(first, INDEX_DATE), copy=False)
-            .where(exp.and_(*conditions, copy=False), copy=False)
-            .group_by(
-                col("person_id", PERSON),
-                col("gender_concept_id", PERSON),
-                col("year_of_birth", PERSON),
-                col(PERSON_INDEX, KEY),
-                copy=False,
-            )
+        return select.select(exp.alias_(first, INDEX_DATE), copy=False).group_by(
+            col("person_id", PERSON),
+            col("gender_concept_id", PERSON),
+            col("year_of_birth", PERSON),
+            col(PERSON_INDEX, KEY),
+            copy=False,
         )
 
     def _candidates(self, index: IndexEvent) -> exp.Select:
