@@ -1,4 +1,5 @@
-"""Copying an OMOP CDM 5.4 DuckDB database (with Tessera's tables) into PostgreSQL.
+"""Copying an OMOP CDM 5.4 DuckDB database (with Tessera's tables) into PostgreSQL, or out to
+Parquet files for Spark (`copy_to_parquet`).
 
 How the demo data, or a hub's DuckDB extract, gets into a real database server: the tables
 are created from the same DDL (translated to PostgreSQL by sqlglot), filled with binary COPY,
