@@ -317,8 +317,9 @@ class SparkBackend:
         try:
             session.sql(_create_database(self._database)).collect()
             for name, path in _parquet_tables(self._parquet):
+                # Absolute: the catalog would take a relative path for one in its warehouse.
                 session.catalog.createTable(
-                    f"{self._database}.{name}", path=str(path), source="parquet"
+                    f"{self._database}.{name}", path=str(path.absolute()), source="parquet"
                 )
         except BaseException:
             _LOCAL.release(session)

@@ -194,3 +194,17 @@ async def test_readiness_names_the_missing_tables(spark: Any, without_person_ind
             await backend.ping()
     finally:
         await backend.close()
+
+
+async def test_a_relative_path_is_read_where_it_is(
+    spark: Any, parquet_cdm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`spark:///cdm` is `cdm` in the connector's working directory, not in Spark's
+    warehouse."""
+    monkeypatch.chdir(parquet_cdm.parent)
+    backend = open_backend(f"spark:///{parquet_cdm.name}")
+    try:
+        await backend.ping()
+        assert (await backend.execute(_Raw("SELECT COUNT(*) FROM person")))[0][0] == 50
+    finally:
+        await backend.close()
