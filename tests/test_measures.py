@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pydantic import ValidationError
 
 from connectors.compiler import compile_query
 from connectors.compiler.compiled import GROUPING_COLUMN
@@ -109,3 +110,22 @@ def test_every_registered_variables_bins_have_keys_a_node_may_send() -> None:
             )
             edges = [bin_key(e, spec.decimals) for e in variable.bin_edges()]
             assert set(edges) <= DIMENSIONS[Dimension.VALUE_BIN].keys, spec.name
+
+
+def test_a_variable_with_an_explicit_index_is_refused_until_it_is_built() -> None:
+    # The compiler takes an explicit index's criteria at each candidate date; a variable's
+    # value per candidate is not built: refused for its form, never computed wrong.
+    with pytest.raises(ValidationError, match="explicit index"):
+        CohortQuery.model_validate(
+            {
+                "criteria": {},
+                "reference_date": dt.date(2024, 6, 30),
+                "index": {
+                    "events": [
+                        {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "E11"}]}
+                    ]
+                },
+                "measures": [{"kind": k} for k in MeasureKind],
+                "variable": {"source": "AGE"},
+            }
+        )

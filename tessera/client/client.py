@@ -175,6 +175,7 @@ class _Core:
         deadline_ms: int | None,
         min_nodes: int | None,
         noise: str | NoiseLevel | None,
+        index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
     ) -> Question:
@@ -198,6 +199,7 @@ class _Core:
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
             variable=variable,
             summary=summary,
         )
@@ -286,6 +288,7 @@ class Client(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
     ) -> Answer:
@@ -299,7 +302,9 @@ class Client(_Core):
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own); `countries=False` leaves out each country's own count: a pooled count is then
-        the question's only total, released (and charged) once. `variable` (`Variable.age`,
+        the question's only total, released (and charged) once. `index` is the question's
+        index event (`tessera.client.index`), with criteria relative to it in `criteria`
+        (`{"relative": [tessera.client.relative(...)]}`). `variable` (`Variable.age`,
         `Variable.measurement`) asks its summary (`Answer.summary_frame`) unless
         `summary=False`, and bins it in a breakdown by VALUE_BIN (`Answer.quantiles_frame`).
 
@@ -323,6 +328,7 @@ class Client(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
             variable=variable,
             summary=summary,
         )
@@ -401,6 +407,7 @@ class AsyncClient(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
     ) -> Answer:
@@ -421,6 +428,7 @@ class AsyncClient(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
             variable=variable,
             summary=summary,
         )

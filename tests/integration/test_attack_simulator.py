@@ -46,6 +46,7 @@ def test_every_class_attacks_within_one_applicants_allowance(
         14,
         15,
         16,
+        17,
         12,
         7,
     ]
