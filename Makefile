@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint typecheck install lock clean bench bench-full attacks
+.PHONY: demo test test-spark lint typecheck install lock clean bench bench-full attacks
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ demo: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest $(ARGS)
+
+# The Spark backend on a local Spark session (Java 17): the `spark` extra (pyspark, ~500 MB,
+# ~40 s to install) only here, not in `make install`.
+SPARK_STAMP := $(VENV)/.spark-installed
+
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
+
+test-spark: $(SPARK_STAMP)
+	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

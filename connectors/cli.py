@@ -1,4 +1,5 @@
-"""`tessera connector serve|prepare|copy-to-postgres`: what a national hub runs."""
+"""`tessera connector serve|prepare|copy-to-postgres|copy-to-parquet`: what a national hub
+runs."""
 
 from __future__ import annotations
 
@@ -115,6 +116,17 @@ def register(sub: SubParsers) -> None:
     copy.add_argument("--replace", action="store_true", help="drop existing tables first")
     copy.set_defaults(handler=_copy_to_postgres)
 
+    parquet = connector_sub.add_parser(
+        "copy-to-parquet",
+        help="write a (prepared) OMOP DuckDB database as Parquet tables, for Spark",
+    )
+    parquet.add_argument("--database", type=Path, required=True, help="source DuckDB file")
+    parquet.add_argument(
+        "--to", type=Path, required=True, help="target directory (one <table>.parquet each)"
+    )
+    parquet.add_argument("--replace", action="store_true", help="overwrite existing files")
+    parquet.set_defaults(handler=_copy_to_parquet)
+
 
 def _settings() -> type[ConnectorSettings]:
     from connectors.settings import ConnectorSettings
@@ -216,6 +228,20 @@ def _copy_to_postgres(args: argparse.Namespace) -> int:
         report = asyncio.run(copy_to_postgres(args.database, args.dsn, replace=args.replace))
     except (ValueError, OSError) as e:
         print(f"tessera connector copy-to-postgres: {e}", file=sys.stderr)
+        return 2
+    for table, count in report.rows.items():
+        print(f"{table:24} {count:>14,}")
+    print(f"{'elapsed':24} {report.elapsed_seconds:>13.1f}s")
+    return 0
+
+
+def _copy_to_parquet(args: argparse.Namespace) -> int:
+    from connectors.transfer import copy_to_parquet
+
+    try:
+        report = copy_to_parquet(args.database, args.to, replace=args.replace)
+    except (ValueError, OSError) as e:
+        print(f"tessera connector copy-to-parquet: {e}", file=sys.stderr)
         return 2
     for table, count in report.rows.items():
         print(f"{table:24} {count:>14,}")

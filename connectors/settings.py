@@ -81,20 +81,25 @@ class ConnectorSettings(ServiceSettings):
         None,
         description="The OMOP CDM database, by URL (required); its scheme picks the backend "
         "(connectors.backends.SCHEMES): duckdb:///PATH for a DuckDB file, opened read-only "
-        "(duckdb:///cdm.duckdb relative, duckdb:////srv/cdm.duckdb absolute), or "
-        "postgresql://USER@HOST/DB for PostgreSQL. A bare path is a DuckDB file.",
+        "(duckdb:///cdm.duckdb relative, duckdb:////srv/cdm.duckdb absolute), "
+        "postgresql://USER@HOST/DB for PostgreSQL, sc://HOST:PORT for a Spark cluster through "
+        "Spark Connect (its token in SPARK_CONNECT_AUTHENTICATE_TOKEN), or spark:///PATH for a "
+        "local Spark session over a directory of Parquet tables (the spark extra). A bare path "
+        "is a DuckDB file.",
     )
     dsn: str | None = Field(None, description="Deprecated alias of DATABASE, for a PostgreSQL URL.")
     cdm_schema: str | None = Field(
         None,
-        description="With PostgreSQL, the schema of the OMOP CDM tables and of Tessera's "
+        description="With PostgreSQL or Spark Connect, the schema (Spark: database) of the "
+        "OMOP CDM tables and of Tessera's "
         "tables beside them (e.g. cdm); every table the node reads is then qualified with its "
         "schema, whatever the connection's search_path. Default: none, the tables are found "
         "through the search_path (usually public).",
     )
     vocabulary_schema: str | None = Field(
         None,
-        description="With PostgreSQL, the schema of the standardised vocabularies (concept, "
+        description="With PostgreSQL or Spark Connect, the schema of the standardised "
+        "vocabularies (concept, "
         "concept_ancestor, ...; the OHDSI layout keeps them apart, e.g. vocab). Default: the "
         "CDM schema.",
     )

@@ -1,4 +1,5 @@
-"""Copying an OMOP CDM 5.4 DuckDB database (with Tessera's tables) into PostgreSQL.
+"""Copying an OMOP CDM 5.4 DuckDB database (with Tessera's tables) into PostgreSQL, or out to
+Parquet files for Spark (`copy_to_parquet`).
 
 How the demo data, or a hub's DuckDB extract, gets into a real database server: the tables
 are created from the same DDL (translated to PostgreSQL by sqlglot), filled with binary COPY,
@@ -23,7 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from connectors.compiler import DUCKDB, POSTGRES
-from connectors.omop import CDM_DDL, TESSERA_DDL
+from connectors.omop import CDM_DDL, RECORD_KEY_TABLE, TESSERA_DDL
 
 CHUNK_ROWS: Final = 200_000
 
@@ -136,3 +137,42 @@ async def _copy_table(
                 progress(table, copied)
     finally:
         cursor.close()
+
+
+# Never exported: the record keys are a secret of the node, and no statement an engine runs
+# reads them.
+NOT_EXPORTED: Final = frozenset({RECORD_KEY_TABLE})
+
+
+def _copy_to_file(table: str, path: Path) -> str:
+    copy = exp.Copy(
+        this=exp.select("*").from_(exp.to_table(table)).subquery(),
+        kind=False,
+        files=[exp.Literal.string(str(path))],
+        params=[exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("PARQUET"))],
+    )
+    return str(copy.sql(DUCKDB.sqlglot))
+
+
+def copy_to_parquet(source: Path, directory: Path, *, replace: bool = False) -> TransferReport:
+    """Write every CDM table Tessera reads, and Tessera's own tables but the record keys, from
+    the DuckDB `source` to `directory`, one `<table>.parquet` each: what a local Spark session
+    reads (`spark:///DIRECTORY`), and how a hub's extract reaches a data lake. Without
+    `replace`, a table whose file exists is an error (nothing is overwritten)."""
+    started = time.perf_counter()
+    report = TransferReport()
+    directory.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(source), read_only=True) as db:
+        present = {row[0] for row in db.execute("SHOW TABLES").fetchall()}
+        for ddl in (*CDM_DDL, *TESSERA_DDL):
+            table = _table_name(ddl)
+            if table not in present or table in NOT_EXPORTED:
+                continue
+            path = directory / f"{table}.parquet"
+            if path.exists() and not replace:
+                raise ValueError(f"{path.name} exists; pass replace to overwrite")
+            db.execute(_copy_to_file(table, path))
+            count = db.execute(exp.select("COUNT(*)").from_(exp.to_table(table)).sql()).fetchone()
+            report.rows[table] = int(count[0]) if count else 0
+    report.elapsed_seconds = time.perf_counter() - started
+    return report

@@ -1,15 +1,17 @@
-"""Database backends: DuckDB embedded, PostgreSQL, and a fake for tests.
+"""Database backends: DuckDB embedded, PostgreSQL, Apache Spark, and a fake for tests.
 
 A connector names its database by URL, as audit stores are named
 (`oversight.audit.stores.open_store`): the URL's scheme picks the backend and its dialect
 (`SCHEMES`), `open_backend` opens it. `duckdb:///` is followed by the file's path as written
 (`duckdb:///cdm.duckdb` relative, `duckdb:////srv/cdm.duckdb` absolute, as SQLAlchemy spells
-it), and a bare path is a DuckDB file too. A URL is never shown with its password
-(`DatabaseURL.__str__`).
+it), and a bare path is a DuckDB file too; `spark:///` by a directory of Parquet tables (a
+local Spark session), and `sc://HOST:PORT` is a Spark Connect server, as pyspark spells it.
+A URL is never shown with its password or token (`DatabaseURL.__str__`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from connectors.backends.base import Backend, CohortRun, PersonIndexes
 from connectors.backends.schemas import SchemaLayout
-from connectors.compiler import DUCKDB, POSTGRES, Dialect
+from connectors.compiler import DUCKDB, POSTGRES, SPARK, Dialect
 from schema.errors import ConfigError
 
 
@@ -26,7 +28,7 @@ from schema.errors import ConfigError
 class BackendOptions:
     """How to open a backend: what each engine takes from the connector's settings."""
 
-    threads: int = 2  # DuckDB's worker threads
+    threads: int = 2  # DuckDB's worker threads; a local Spark session's cores
     connections: int = 4  # PostgreSQL's pool size
     layout: SchemaLayout | None = None  # the schemas of a server's tables
 
@@ -86,18 +88,38 @@ def _open_postgres(url: DatabaseURL, options: BackendOptions) -> Backend:
     return PostgresBackend(url.url, connections=options.connections, layout=options.layout)
 
 
+def _open_spark_local(url: DatabaseURL, options: BackendOptions) -> Backend:
+    from connectors.backends.spark import SparkBackend
+
+    assert url.path is not None  # a file scheme: the directory of Parquet tables
+    return SparkBackend(parquet=url.path, threads=options.threads)
+
+
+def _open_spark_connect(url: DatabaseURL, options: BackendOptions) -> Backend:
+    from connectors.backends.spark import SparkBackend
+
+    return SparkBackend(connect=url.url, threads=options.threads, layout=options.layout)
+
+
 POSTGRESQL: Final = Scheme(POSTGRES, _open_postgres, schemas=True)
 SCHEMES: Final[Mapping[str, Scheme]] = {
     "duckdb": Scheme(DUCKDB, _open_duckdb, file=True),
     "postgresql": POSTGRESQL,
     "postgres": POSTGRESQL,
+    "spark": Scheme(SPARK, _open_spark_local, file=True),
+    "sc": Scheme(SPARK, _open_spark_connect, schemas=True),
 }
+# Spark Connect's parameters after the port (`sc://host:15002/;token=…;user_id=…`): the
+# token is a secret.
+_SECRET_PARAMETER: Final = re.compile(r"(;token=)[^;]*", re.IGNORECASE)
 # A URL without a scheme is the path of a DuckDB file.
 BARE_PATH: Final = "duckdb"
 
 
 def password_masked(url: str) -> str:
-    """`url` with its password, if any, replaced by `***`: what logs and errors may show."""
+    """`url` with its password, if any, replaced by `***` (and a Spark Connect token): what
+    logs and errors may show."""
+    url = _SECRET_PARAMETER.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -103,6 +103,7 @@ class _Cohort:
     async def tables(self, excluded: PersonIndexes) -> list[Row]:
         tables = self._query.cohort_tables()
         delete = self._query.delete_excluded()
+        assert delete is not None  # DuckDB deletes from its temporary table
 
         def compute(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
             if len(excluded):

@@ -101,21 +101,29 @@ async def _present(fetch: Fetch, dialect: Dialect, layout: SchemaLayout | None) 
     return {str(row[0]) for row in rows}
 
 
-async def check_ready(fetch: Fetch, dialect: Dialect, layout: SchemaLayout | None = None) -> None:
+async def check_ready(
+    fetch: Fetch,
+    dialect: Dialect,
+    layout: SchemaLayout | None = None,
+    *,
+    present: Callable[[], Awaitable[set[str]]] | None = None,
+) -> None:
     """Raise `BackendNotReady` naming what is missing: CDM tables, Tessera's tables, or a
     version of the opt-out register (never answer without knowing which opt-outs apply).
-    With a `layout`, each table is looked for in its own schema (the OHDSI layout)."""
-    present = await _present(fetch, dialect, layout)
+    With a `layout`, each table is looked for in its own schema (the OHDSI layout). An engine
+    without `information_schema` (Spark) lists its tables itself (`present`: by name, or as
+    `schema.table` with a `layout`)."""
+    present_tables = await (_present(fetch, dialect, layout) if present is None else present())
 
     def placed(table: str) -> str:
         return table if layout is None else f"{layout.schema_of(table)}.{table}"
 
-    missing_cdm = [placed(t) for t in CDM_TABLES if placed(t) not in present]
+    missing_cdm = [placed(t) for t in CDM_TABLES if placed(t) not in present_tables]
     if missing_cdm:
         raise BackendNotReady(
             f"the database lacks OMOP CDM tables: {', '.join(missing_cdm)}", missing=missing_cdm
         )
-    missing = [placed(t) for t in TESSERA_TABLES if placed(t) not in present]
+    missing = [placed(t) for t in TESSERA_TABLES if placed(t) not in present_tables]
     if missing:
         raise BackendNotReady(
             f"the database lacks Tessera's tables ({', '.join(missing)}): {PREPARE_HINT}",

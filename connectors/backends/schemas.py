@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from connectors.compiler.dialect import POSTGRES, Dialect
+from connectors.compiler.names import COHORT_TABLE, EXCLUDED_PERSONS
 
 # The OMOP CDM 5.4 standardised vocabulary tables: in the vocabulary schema.
 VOCABULARY_TABLES: Final = frozenset(
@@ -57,14 +58,19 @@ class SchemaLayout:
 
 def qualify(sql: str, layout: SchemaLayout, dialect: Dialect = POSTGRES) -> str:
     """`sql` with every unqualified table placed in its schema; common table expressions,
-    table functions and tables already qualified (`information_schema.tables`) unchanged."""
+    table functions, a question's own temporary relations (`SESSION_RELATIONS`) and tables
+    already qualified (`information_schema.tables`) unchanged."""
     return _qualify(sql, layout, dialect)
+
+
+# Relations a backend makes for one question in its session, never in a schema.
+SESSION_RELATIONS: Final = frozenset({COHORT_TABLE, EXCLUDED_PERSONS})
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _qualify(sql: str, layout: SchemaLayout, dialect: Dialect) -> str:
     tree = sqlglot.parse_one(sql, dialect=dialect.sqlglot)
-    local = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    local = {cte.alias_or_name for cte in tree.find_all(exp.CTE)} | SESSION_RELATIONS
     for table in tree.find_all(exp.Table):
         if table.args.get("db") is None and table.name and table.name not in local:
             table.set("db", exp.to_identifier(layout.schema_of(table.name)))

@@ -16,12 +16,22 @@ from connectors.compiler.compiled import (
     TabulatedCell,
 )
 from connectors.compiler.concepts import ConceptResolver, compile_concept_lookup
-from connectors.compiler.dialect import DIALECTS, DUCKDB, POSTGRES, Dialect, dialect_named
+from connectors.compiler.dialect import (
+    DIALECTS,
+    DUCKDB,
+    POSTGRES,
+    SPARK,
+    TRINO,
+    Dialect,
+    dialect_named,
+)
 
 __all__ = [
     "DIALECTS",
     "DUCKDB",
     "POSTGRES",
+    "SPARK",
+    "TRINO",
     "CohortTable",
     "CompiledQuery",
     "ConceptLookup",

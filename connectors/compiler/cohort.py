@@ -147,9 +147,21 @@ class _CohortCompiler:
         create, create_params = renumbered(
             dialect.temporary_table(names.COHORT_TABLE, cohort.copy())
         )
-        # The persons to leave out come as a relation the backend provides, not a bound list.
-        delete = dialect.delete_listed(names.COHORT_TABLE, PERSON_INDEX, names.EXCLUDED_PERSONS)
+        # The persons to leave out come as a relation the backend provides, not a bound list:
+        # deleted from the table, or, where it cannot be deleted from, left out as it is read.
         from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
+        delete_sql: str | None = None
+        if dialect.delete_listed is None:
+            listed = exp.select(exp.column(PERSON_INDEX)).from_(
+                exp.to_table(names.EXCLUDED_PERSONS)
+            )
+            from_table = from_table.where(
+                exp.not_(exp.column(PERSON_INDEX).isin(query=listed, copy=False)), copy=False
+            )
+        else:
+            delete_sql = dialect.sql(
+                dialect.delete_listed(names.COHORT_TABLE, PERSON_INDEX, names.EXCLUDED_PERSONS)
+            )
         over_table, tables_params = renumbered(
             self._statement(from_table, tables, dimensions, measures)
         )
@@ -158,7 +170,7 @@ class _CohortCompiler:
             create_sql=dialect.sql(create),
             create_params=create_params,
             persons_sql=dialect.sql(persons),
-            delete_sql=dialect.sql(delete),
+            delete_sql=delete_sql,
             tables_sql=dialect.sql(over_table),
             tables_params=tables_params,
         )

@@ -112,12 +112,14 @@ class CohortTable:
     `*_params` are the indexes, in `CompiledQuery.params`, of the values each statement binds
     (a statement binds only the values it uses, renumbered from `$1`); `delete_sql` binds
     nothing: it deletes the persons listed in the relation `names.EXCLUDED_PERSONS` (one
-    column, `person_index`), which the backend provides while it runs."""
+    column, `person_index`), which the backend provides while it runs. Where the dialect
+    cannot delete from its temporary table (`delete_sql` None), `tables_sql` leaves out the
+    persons of that relation itself: the backend provides it, empty or not, for every run."""
 
     create_sql: str
     create_params: tuple[int, ...]
     persons_sql: str
-    delete_sql: str
+    delete_sql: str | None
     tables_sql: str
     tables_params: tuple[int, ...]
 
@@ -162,9 +164,11 @@ class CompiledQuery:
         params[self.excluded_param] = _indexes(excluded)
         return SqlStatement(self.sql, tuple(params))
 
-    def delete_excluded(self) -> SqlStatement:
-        """Deletes the persons listed in `names.EXCLUDED_PERSONS` from the cohort table."""
-        return SqlStatement(self._steps().delete_sql, ())
+    def delete_excluded(self) -> SqlStatement | None:
+        """Deletes the persons listed in `names.EXCLUDED_PERSONS` from the cohort table; None
+        where `cohort_tables` leaves them out itself (the dialect's `delete_listed`)."""
+        delete = self._steps().delete_sql
+        return None if delete is None else SqlStatement(delete, ())
 
     def _steps(self) -> CohortTable:
         if self.cohort_table is None:

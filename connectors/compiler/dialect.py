@@ -11,6 +11,12 @@ dialect. A new database is one more instance here, registered in `DIALECTS`
 DuckDB and PostgreSQL share every part: `$n` placeholders, which both bind natively (DuckDB
 by number, asyncpg as PostgreSQL's own), `= ANY($n)` over a bound list, and a list of person
 indexes unnested from one array, which both turn into a hashed semi-join whatever its length.
+
+Spark binds named parameters (`:p1`, `spark.sql(sql, args={"p1": ...})`), matches a list with
+`ARRAY_CONTAINS`, keeps the cohort in a cached temporary view (`CACHE TABLE`) and, since a
+view cannot be deleted from, leaves the ledger's exclusions out as it reads the view. Trino
+binds positional `?` parameters and has no temporary tables (no backend runs it yet: its
+statements are printed and checked, README "A hub on Trino").
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Final
 
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
+
+from connectors.compiler.names import PERSON_INDEX_COLUMN
 
 # `placeholder(n)`: the expression binding the statement's n-th value (from 1).
 Placeholder = Callable[[int], exp.Expr]
@@ -49,6 +57,51 @@ def not_in_unnested_array(column: exp.Expr, indexes: exp.Expr) -> exp.Expr:
     one array, run as a hashed semi-join whatever its length."""
     array = exp.cast(indexes, exp.DataType.build("ARRAY<INT>", dialect="duckdb"))
     return exp.not_(column.isin(query=exp.select(exp.Unnest(expressions=[array])), copy=False))
+
+
+def named(n: int) -> exp.Placeholder:
+    """`:pn`: Spark's named parameter, bound by name, so one value serves several places."""
+    return exp.Placeholder(this=f"p{n}")
+
+
+def positional(n: int) -> exp.Placeholder:
+    """`?`: Trino's only placeholder, bound by position (a value serving two places is bound
+    twice)."""
+    del n
+    return exp.Placeholder()
+
+
+def array_contains(column: exp.Expr, ids: exp.Expr) -> exp.Expr:
+    """`ARRAY_CONTAINS(:pn, column)` (Spark), `CONTAINS(?, column)` (Trino): `:pn` is bound to
+    a list of ids."""
+    return exp.ArrayContains(this=ids.copy(), expression=column)
+
+
+def not_in_exploded_array(column: exp.Expr, indexes: exp.Expr) -> exp.Expr:
+    """`NOT column IN (SELECT EXPLODE(:pn))`: Spark's null-aware anti-join over a bound array,
+    hashed (broadcast) whatever its length."""
+    return exp.not_(column.isin(query=exp.select(exp.Explode(this=indexes.copy())), copy=False))
+
+
+def not_in_unnest_relation(column: exp.Expr, indexes: exp.Expr) -> exp.Expr:
+    """`NOT column IN (SELECT person_index FROM UNNEST(CAST(? AS ARRAY(INTEGER))) AS
+    t(person_index))`: Trino unnests only in FROM."""
+    array = exp.cast(indexes, exp.DataType.build("ARRAY<INT>", dialect="duckdb"))
+    unnested = exp.Unnest(
+        expressions=[array],
+        alias=exp.TableAlias(
+            this=exp.to_identifier("t"), columns=[exp.to_identifier(PERSON_INDEX_COLUMN)]
+        ),
+    )
+    listed = exp.select(exp.column(PERSON_INDEX_COLUMN)).from_(unnested)
+    return exp.not_(column.isin(query=listed, copy=False))
+
+
+def cache_table(name: str, query: exp.Query) -> exp.Expr:
+    """`CACHE TABLE name AS query`: a session-local temporary view, computed at once and kept
+    (memory, then disk) until it is uncached; the only temporary relation Spark fills from a
+    query while the CDM is only read."""
+    return exp.Cache(this=exp.to_table(name), expression=query)
 
 
 def create_temporary_table(name: str, query: exp.Query) -> exp.Expr:
@@ -81,7 +134,10 @@ class Dialect:
     compiled query's fingerprint; `sqlglot` is the sqlglot dialect statements print in.
     `temporary_table` is None for an engine whose read-only sessions may not create one: the
     compiler then writes no cohort-table statements (`CompiledQuery.cohort_table`), and the
-    backend computes the cohort twice in one snapshot instead (`delete_listed` unused)."""
+    backend computes the cohort twice in one snapshot instead (`delete_listed` unused).
+    `delete_listed` is None for an engine that cannot delete from its temporary table: the
+    statement computing the tables from it then leaves out the persons of the relation
+    `names.EXCLUDED_PERSONS` itself."""
 
     name: str
     sqlglot: str
@@ -89,12 +145,15 @@ class Dialect:
     any_of: ListMatch = equals_any
     not_in_long_list: ListMatch = not_in_unnested_array
     temporary_table: TemporaryTable | None = create_temporary_table
-    delete_listed: DeleteListed = delete_listed
+    delete_listed: DeleteListed | None = delete_listed
+    # The function numbering a row's grouping set from several columns (a bit per column,
+    # the first the highest): the standard's GROUPING(a, b), Spark's GROUPING_ID(a, b).
+    grouping_bits: str | None = None
 
     def sql(self, expression: exp.Expr, *, pretty: bool = True) -> str:
         """`expression` as this database's SQL text; changes the tree in place (pass one of
         its own) and raises on anything the engine cannot say."""
-        if self.placeholder is not numbered:
+        if self.placeholder is not numbered or self.grouping_bits is not None:
             # The compilers number their values (`Params`); an engine writing them otherwise
             # gets its own expression for each number.
             expression = expression.transform(self._placed, copy=False)
@@ -105,6 +164,8 @@ class Dialect:
     def _placed(self, node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Parameter):
             return self.placeholder(int(node.this.this))
+        if isinstance(node, exp.Grouping) and self.grouping_bits is not None:
+            return exp.Anonymous(this=self.grouping_bits, expressions=node.expressions)
         return node
 
     def __str__(self) -> str:
@@ -116,8 +177,31 @@ DUCKDB: Final = Dialect("duckdb", sqlglot="duckdb")
 # temporary table.
 POSTGRES: Final = Dialect("postgres", sqlglot="postgres", temporary_table=None)
 
+# A view holds the cohort (`CACHE TABLE`); Parquet and Hive tables take no DELETE.
+SPARK: Final = Dialect(
+    "spark",
+    sqlglot="spark",
+    placeholder=named,
+    any_of=array_contains,
+    not_in_long_list=not_in_exploded_array,
+    temporary_table=cache_table,
+    delete_listed=None,
+    grouping_bits="GROUPING_ID",  # Spark's GROUPING takes one column
+)
+# Trino has no temporary tables at all: a backend would run the cohort twice in one snapshot,
+# as PostgreSQL does.
+TRINO: Final = Dialect(
+    "trino",
+    sqlglot="trino",
+    placeholder=positional,
+    any_of=array_contains,
+    not_in_long_list=not_in_unnest_relation,
+    temporary_table=None,
+    delete_listed=None,
+)
+
 # Every database the compilers write for, by name.
-DIALECTS: Final[Mapping[str, Dialect]] = {d.name: d for d in (DUCKDB, POSTGRES)}
+DIALECTS: Final[Mapping[str, Dialect]] = {d.name: d for d in (DUCKDB, POSTGRES, SPARK, TRINO)}
 
 
 def dialect_named(name: str) -> Dialect:

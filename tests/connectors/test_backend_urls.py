@@ -18,7 +18,7 @@ from connectors.backends import (
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.backends.schemas import SchemaLayout
-from connectors.compiler import DIALECTS, DUCKDB, POSTGRES
+from connectors.compiler import DIALECTS, DUCKDB, POSTGRES, SPARK
 from connectors.settings import ConnectorSettings
 from schema.errors import ConfigError, SettingsError
 
@@ -59,7 +59,8 @@ def test_an_unknown_scheme_names_the_schemes_there_are(url: str) -> None:
         open_backend(url)
     message = str(caught.value)
     assert message.endswith(
-        "expected duckdb://, postgresql://, postgres:// or the path of a DuckDB file"
+        "expected duckdb://, postgresql://, postgres://, spark://, sc:// or the path of a "
+        "DuckDB file"
     )
     assert "s3cret" not in message
 
@@ -79,6 +80,14 @@ def test_a_duckdb_url_needs_its_three_slashes() -> None:
         ("postgresql://db.hub/omop?sslmode=require", "postgresql://db.hub/omop?sslmode=require"),
         ("postgresql://reader:s3cret@[::1/omop", "postgresql://***"),
         ("cdm.duckdb", "cdm.duckdb"),
+        (
+            "sc://spark.hub:15002/;token=s3cret;user_id=t",
+            "sc://spark.hub:15002/;token=***;user_id=t",
+        ),
+        (
+            "sc://spark.hub:15002/;use_ssl=true;TOKEN=s3cret",
+            "sc://spark.hub:15002/;use_ssl=true;TOKEN=***",
+        ),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
@@ -99,6 +108,22 @@ def test_every_scheme_opens_a_backend_of_a_registered_dialect() -> None:
         assert isinstance(
             database_url(f"{name}:///x" if scheme.file else f"{name}://h/d"), DatabaseURL
         )
+
+
+async def test_spark_by_url_a_cluster_or_local_parquet() -> None:
+    """Nothing is opened (nor pyspark imported) before the first statement."""
+    from connectors.backends.spark import SparkBackend
+
+    layout = SchemaLayout("cdm", "vocab")
+    cluster = open_backend("sc://spark.hub:15002/;token=s3cret", BackendOptions(layout=layout))
+    assert isinstance(cluster, SparkBackend)
+    assert (cluster.dialect, cluster.layout) == (SPARK, layout)
+    local = database_url("spark:////srv/hub/cdm")
+    assert (local.dialect, local.path) == (SPARK, Path("/srv/hub/cdm"))
+    assert isinstance(open_backend(local), SparkBackend)
+    with pytest.raises(ConfigError, match=r"expected spark:///PATH"):
+        database_url("spark://local")
+    await cluster.close()
 
 
 def test_the_deprecated_dsn_is_the_database_under_another_name(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from connectors.compiler import (
     DIALECTS,
     DUCKDB,
     POSTGRES,
+    TRINO,
     CompiledQuery,
     ConceptSet,
     Dialect,
@@ -321,10 +322,12 @@ def test_cohort_table_statements_match_their_golden_file(name: str, dialect: Dia
     """The same query over a temporary cohort table (what the DuckDB backend runs): each
     statement binds only the values it uses, renumbered from $1."""
     compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
+    # No delete where the tables leave the listed persons out themselves (Spark).
+    delete = compiled.delete_excluded()
     statements = (
         compiled.create_cohort(),
         compiled.cohort_persons(),
-        compiled.delete_excluded(),
+        *([] if delete is None else [delete]),
         compiled.cohort_tables(),
     )
     check_golden(
@@ -378,7 +381,9 @@ def test_renumbered_placeholders_bind_only_the_values_used() -> None:
     assert compiled.population().params == compiled.params[:-1]
     assert compiled.cohort_persons().params == ()
     assert compiled.tables_statement(np.array([3], dtype=np.uint32)).params[-1] == [3]
-    assert compiled.delete_excluded().params == ()
+    delete = compiled.delete_excluded()
+    assert delete is not None
+    assert delete.params == ()
 
 
 @EVERY_DIALECT
@@ -400,14 +405,17 @@ def test_compiled_sql_parses_back_with_every_value_a_numbered_parameter(
     compiled = compile_query(NAMED_QUERIES[name], dialect=dialect)
     tree = sqlglot.parse_one(compiled.sql, read=dialect.sqlglot)
     assert squeeze(tree.sql(dialect=dialect.sqlglot)) == squeeze(compiled.sql)
-    numbers = {
-        int(node.name)
-        for node in tree.walk()
-        if isinstance(node, exp.Parameter | exp.Placeholder) and node.name
-    }
+    placeholders = [n for n in tree.walk() if isinstance(n, exp.Parameter | exp.Placeholder)]
+    assert "%s" not in compiled.sql
+    if dialect is TRINO:
+        # Positional: each place binds a value of its own, so there are at least as many.
+        assert all(node.name in ("", "?") for node in placeholders)
+        assert len(placeholders) >= len(compiled.params)
+        return
+    # `$n`, or Spark's `:pn`.
+    numbers = {int(node.name.removeprefix("p")) for node in placeholders if node.name}
     assert numbers == set(range(1, len(compiled.params) + 1))
     assert "?" not in compiled.sql
-    assert "%s" not in compiled.sql
 
 
 # -- values never become SQL -------------------------------------------------------------------

@@ -58,13 +58,13 @@ Auth = Credentials | str | None
 
 
 def http_post(
-    url: str, body: bytes, headers: list[tuple[str, str]]
+    url: str, body: bytes, headers: list[tuple[str, str]], *, timeout_s: float = 30
 ) -> tuple[int, dict[str, str], Any]:
     """A plain HTTP client (stdlib), independent of the code under test; a header may repeat.
     Returns the status, the response headers and the JSON body."""
     parts = urlsplit(url)
     assert parts.hostname is not None
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         connection.putrequest("POST", parts.path or "/")
         sent = [("Content-Type", "application/json"), *headers]
@@ -77,12 +77,14 @@ def http_post(
         connection.close()
 
 
-def post(url: str, payload: dict[str, Any], auth: Auth) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, payload: dict[str, Any], auth: Auth, *, timeout_s: float = 30
+) -> tuple[int, dict[str, Any]]:
     """POST a GraphQL payload. `auth` is a bearer token alone, or credentials whose permits go
     in one `X-Tessera-Permit` line each."""
     credentials = Credentials(auth) if isinstance(auth, str) else auth
     headers = credentials.headers() if credentials is not None else []
-    status, _, body = http_post(url, json.dumps(payload).encode(), headers)
+    status, _, body = http_post(url, json.dumps(payload).encode(), headers, timeout_s=timeout_s)
     return status, body
 
 
