@@ -21,8 +21,7 @@ from schema.codes import Jurisdiction, MeasureKind, Vocabulary
 from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.federation_kit import PERSONS, post
-from tests.integration.test_postgres_node import QUESTION
+from tests.integration.federation_kit import PERSONS, TWIN_QUESTION, post
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -74,7 +73,7 @@ def spark_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 
 
 async def _true_count(database: Path) -> int:
-    """The exact count of QUESTION's cohort in `database`, as DuckDB computes it."""
+    """The exact count of TWIN_QUESTION's cohort in `database`, as DuckDB computes it."""
     query = CohortQuery(
         criteria=Criteria(
             age=AgeRange(min=40),
@@ -101,7 +100,7 @@ def test_a_spark_node_answers_as_its_data_say(spark_federation: LocalFederation)
     assert args[args.index("--database") + 1].startswith("spark:///")
     status, body = post(
         spark_federation.gateway_url,
-        {"query": QUESTION},
+        {"query": TWIN_QUESTION},
         spark_federation.researcher(),
         timeout_s=SLOW_NODE_S + 30,
     )
