@@ -30,7 +30,7 @@ $(SPARK_STAMP): $(STAMP)
 	touch $(SPARK_STAMP)
 
 test-spark: $(SPARK_STAMP)
-	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py $(ARGS)
+	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py tests/integration/test_spark_node.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
