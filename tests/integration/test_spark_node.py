@@ -22,11 +22,16 @@ from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 from tessera.local import LocalFederation
 from tessera.processes import free_port
 from tests.integration.federation_kit import PERSONS, post
-from tests.integration.test_postgres_node import QUESTION
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 FR, DE = Jurisdiction.FR, Jurisdiction.DE
+
+QUESTION = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+  criteria: { age: { min: 40 }, conditions: [{ vocabulary: ICD10, code: "E11" }],
+              drugs: [{ vocabulary: ATC, code: "A10" }] }) {
+    byJurisdiction { jurisdiction status count { value status } }
+} }"""
 # The node's JVM starts before it is ready (~10 s on an idle machine, more on a busy one),
 # and a question on a local Spark takes seconds where DuckDB takes milliseconds: the gateway
 # waits for it as long as a slow hub's class would be given (README, "Apache Spark").
