@@ -7,8 +7,11 @@ in their canonical order. So a question asked again — or in another order, or 
 question (a total asked alone and next to breakdowns) — gets the same numbers for free, while
 a question that differs in any way is another question, with noise of its own, paid for.
 
-The index event (the first top-level event criterion: `Criteria.index_event`) dates persons
-for a dimension that reads it (CALENDAR_YEAR), so for such tables it is part of the question.
+An explicit index (`CohortQuery.index`) chooses the cohort and dates its persons: it is part of
+every question that has one, its alternative events and each one's codes sorted (ORed
+together), as criteria relative to it are (ANDed together). Without one, the index event (the
+first top-level event criterion: `Criteria.index_event`) dates persons for a dimension that
+reads it (CALENDAR_YEAR), so for such tables it is part of the question.
 When ages are taken (at the reference date or at the index event: `CohortQuery.age_basis`) is
 part of every question that names an age, in its criteria or in a dimension that reads it (the
 age bands), or days of observation before that date. What a dimension reads is its SQL
@@ -55,7 +58,11 @@ def question_digest(
         # Ages (and observation before the age date) at the reference date and at the index
         # event are different questions.
         document["age_at"] = query.age_basis.value
-    if _reads(by, "index_date"):
+    if query.index is not None:
+        index_data = query.index.model_dump(mode="json")
+        index_data["events"] = _sorted_unique([_spec(e) for e in index_data["events"]])
+        document["index"] = index_data
+    elif _reads(by, "index_date"):
         index = query.criteria.index_event()
         document["index_event"] = None if index is None else index.model_dump(mode="json")
     text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
@@ -72,7 +79,20 @@ def _criteria(criteria: Criteria) -> dict[str, Any]:
     for name in ("conditions", "drugs", "measurements"):
         data[name] = _sorted_unique(data[name])
     data["any_of"] = _sorted_unique([_criteria(group) for group in criteria.any_of])
+    if "relative" in data:
+        data["relative"] = _sorted_unique(
+            [{**r, "event": _spec(r["event"])} for r in data["relative"]]
+        )
     return data
+
+
+def _spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """An event spec's dump with its concept sets' codes sorted (a union: order means nothing)."""
+    return {
+        **spec,
+        "codes": _sorted_unique(spec["codes"]),
+        "excluded": _sorted_unique(spec["excluded"]),
+    }
 
 
 def _reads_age_date(criteria: Criteria) -> bool:

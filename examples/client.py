@@ -10,12 +10,13 @@ as the demo wrote them: an identity token and one permit per country.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from tessera.client import AsyncClient, Client, PermissionDenied
+from tessera.client import AsyncClient, Client, PermissionDenied, event, index, relative
 
 demo_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".tessera/demo")
 out_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".")
@@ -36,6 +37,22 @@ frame["high"] = frame["value"] + 2 * frame["sd"]
 print(frame[["jurisdiction", "age_min", "age_max", "value", "low", "high", "status"]].head())
 
 print("saved", answer.to_csv(out_dir / "e11_women.csv"), answer.to_parquet(out_dir / "e11.parquet"))
+
+
+# A protocol with an index event (Coronado, as examples/02 asks it): diabetic patients
+# hospitalised with COVID-19, by age band at the admission, and those who died within 28 days.
+admission = event("CONDITION", ["ICD10:U07.1"], visit="INPATIENT")
+coronado = index([admission], occurrence="FIRST", window=(dt.date(2020, 3, 1), None))
+diabetes_before = relative(event("CONDITION", ["ICD10:E11"]), days=(-36525, -1))
+died_within_28 = relative(event("DEATH"), days=(0, 28))
+for name, relatives in (
+    ("admitted", [diabetes_before]),
+    ("died within 28 days", [diabetes_before, died_within_28]),
+):
+    answer = client.cohort(index=coronado, criteria={"relative": relatives}, by=["AGE_BAND_20"])
+    pooled = answer.count
+    shown = "withheld" if pooled is None or pooled.value is None else f"{pooled.value} ±{pooled.sd}"
+    print(f"Coronado, {name}: {shown}")
 
 
 # Several questions at once, with the async client.

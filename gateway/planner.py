@@ -89,6 +89,7 @@ def plan_query(
     query_id: str | None = None,
     noise: NoiseLevel = NoiseLevel.STANDARD,
     age_at: AgeAt | None = None,
+    index: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -97,6 +98,8 @@ def plan_query(
     rejects.
     """
     check_codes(criteria)
+    if index is not None:
+        check_index_codes(index)
     asked = list(members) if jurisdictions is None else list(jurisdictions)
     unknown = [j for j in dict.fromkeys(asked) if j not in members]
     if unknown:
@@ -117,6 +120,7 @@ def plan_query(
                     "reference_date": reference_date,
                     "age_at": age_at,
                     "tables": list(tables),
+                    **({} if index is None else {"index": index}),
                 },
             }
         )
@@ -124,6 +128,7 @@ def plan_query(
             criteria=federated.query.criteria,
             reference_date=federated.query.reference_date,
             age_at=federated.query.age_at,
+            index=federated.query.index,
             tables=[node_dimensions(t) for t in federated.query.tables],
         )
     except ValidationError as e:
@@ -169,10 +174,30 @@ def check_codes(criteria: Mapping[str, Any], loc: tuple[int | str, ...] = ("crit
         for i, event in enumerate(events if isinstance(events, list) else ()):
             if isinstance(event, Mapping):
                 check_code(event, (*loc, name, i))
+    relative = criteria.get("relative")
+    for i, criterion in enumerate(relative if isinstance(relative, list) else ()):
+        if isinstance(criterion, Mapping) and isinstance(criterion.get("event"), Mapping):
+            check_spec_codes(criterion["event"], (*loc, "relative", i, "event"))
     groups = criteria.get("any_of")
     for i, group in enumerate(groups if isinstance(groups, list) else ()):
         if isinstance(group, Mapping):
             check_codes(group, (*loc, "any_of", i))
+
+
+def check_index_codes(index: Mapping[str, Any]) -> None:
+    """INVALID_CODE, naming the field, for the first malformed code of an index event."""
+    events = index.get("events")
+    for i, event in enumerate(events if isinstance(events, list) else ()):
+        if isinstance(event, Mapping):
+            check_spec_codes(event, ("index", "events", i))
+
+
+def check_spec_codes(spec: Mapping[str, Any], loc: tuple[int | str, ...]) -> None:
+    for name in ("codes", "excluded"):
+        codes = spec.get(name)
+        for i, code in enumerate(codes if isinstance(codes, list) else ()):
+            if isinstance(code, Mapping):
+                check_code(code, (*loc, name, i))
 
 
 def check_code(event: Mapping[str, Any], loc: tuple[int | str, ...]) -> None:

@@ -102,6 +102,8 @@ class CohortQuestion:
     tables: tuple[Breakdown, ...]
     pool_total: bool
     per_country: bool
+    # The query model's `IndexEvent` as plain data, when the question has one.
+    index: Mapping[str, Any] | None = None
     jurisdictions: tuple[Jurisdiction, ...] | None = None
     reference_date: dt.date | None = None
     age_at: AgeAt | None = None
@@ -246,6 +248,7 @@ def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Pl
         subject=trail.principal.subject,
         request_id=question.request,
         criteria=question.criteria,
+        index=question.index,
         jurisdictions=question.jurisdictions,
         reference_date=question.reference_date or default_reference_date(),
         tables=question.tables,

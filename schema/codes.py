@@ -112,13 +112,47 @@ class AgeAt(StrEnum):
     """The date a person's age is taken at (age criteria and age bands alike), in whole years:
     the year of that date minus the year of birth (OMOP often holds the year of birth only).
     REFERENCE_DATE: the question's reference date, the same date for everyone. INDEX_EVENT:
-    each person's index event, their first event matching the criteria's first top-level
-    condition (else drug, else measurement) within its window, exclusions aside; the default
-    for criteria that name one, so that historic data fall into the age bands they were in at
-    the time."""
+    each person's index date with an explicit index (`schema.query.IndexEvent`), else their
+    index event, their first event matching the criteria's first top-level condition (else
+    drug, else measurement) within its window, exclusions aside; the default for questions
+    that have one, so that historic data fall into the age bands they were in at the time."""
 
     REFERENCE_DATE = "REFERENCE_DATE"
     INDEX_EVENT = "INDEX_EVENT"
+
+
+class EventDomain(StrEnum):
+    """Where an event of an index or a relative criterion is recorded (OMOP tables):
+    CONDITION `condition_occurrence`, DRUG `drug_exposure`, MEASUREMENT `measurement`, VISIT
+    `visit_occurrence` (the visit itself, by its type), DEATH `death` (the date of death)."""
+
+    CONDITION = "CONDITION"
+    DRUG = "DRUG"
+    MEASUREMENT = "MEASUREMENT"
+    VISIT = "VISIT"
+    DEATH = "DEATH"
+
+
+class VisitType(StrEnum):
+    """The kind of visit an event belongs to (by its `visit_occurrence_id`), as the OMOP
+    standard visit concepts say: INPATIENT an admission (9201), EMERGENCY an emergency room
+    visit (9203), OUTPATIENT an outpatient visit (9202), INPATIENT_OR_EMERGENCY either; an
+    emergency room visit followed by an admission (262) is both an INPATIENT and an EMERGENCY
+    visit."""
+
+    INPATIENT = "INPATIENT"
+    EMERGENCY = "EMERGENCY"
+    OUTPATIENT = "OUTPATIENT"
+    INPATIENT_OR_EMERGENCY = "INPATIENT_OR_EMERGENCY"
+
+
+class Occurrence(StrEnum):
+    """Which qualifying events of an index are candidates. FIRST: each person's earliest
+    qualifying event only. ALL: every one; a person counts if any candidate satisfies the
+    criteria, and is dated by the earliest that does."""
+
+    FIRST = "FIRST"
+    ALL = "ALL"
 
 
 class MeasureKind(StrEnum):

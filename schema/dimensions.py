@@ -108,12 +108,12 @@ def _age_band_domain(width: int) -> Callable[[CohortQuery], tuple[str, ...]]:
 
 
 def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
-    first, last = query.criteria.index_years()
+    first, last = query.index_years()
     # Years after the reference date's are not part of a question asked as of that date.
     years = tuple(str(year) for year in range(first, min(last, query.reference_date.year) + 1))
-    # With an index event among the criteria every person of the cohort has one; without,
-    # persons are dated by their first observation period, which some lack.
-    return years if query.criteria.index_event() is not None else (*years, UNKNOWN_KEY)
+    # With an index event every person of the cohort has one; without, persons are dated by
+    # their first observation period, which some lack.
+    return years if query.dated else (*years, UNKNOWN_KEY)
 
 
 # -- the entries ----------------------------------------------------------------------------
@@ -151,10 +151,11 @@ SPECS: Final[tuple[DimensionSpec, ...]] = (
     _age_band_spec(Dimension.AGE_BAND_20, 20),
     DimensionSpec(
         dimension=Dimension.CALENDAR_YEAR,
-        description="CALENDAR_YEAR: the year of each person's index event: their first event "
-        "matching the question's first condition (else first drug, else first measurement) at "
-        "the top level of the criteria, within its window; for criteria without one, the year "
-        "their first observation period starts; UNKNOWN when there is no such date.",
+        description="CALENDAR_YEAR: the year of each person's index date with an index (see "
+        "cohort's index), else of their index event: their first event matching the "
+        "question's first condition (else first drug, else first measurement) at the top level "
+        "of the criteria, within its window; for criteria without one, the year their first "
+        "observation period starts; UNKNOWN when there is no such date.",
         keys=frozenset(
             {UNKNOWN_KEY, *(str(year) for year in range(FIRST_KEY_YEAR, LAST_KEY_YEAR + 1))}
         ),

@@ -13,9 +13,12 @@ from schema.codes import (
     CODE_PATTERNS,
     AgeAt,
     Dimension,
+    EventDomain,
     Jurisdiction,
     MeasureKind,
+    Occurrence,
     Sex,
+    VisitType,
     Vocabulary,
     normalise_code,
 )
@@ -33,6 +36,14 @@ MAX_QUESTION_CODES = 3 * MAX_CODES_PER_GROUP * MAX_ANY_OF ** (MAX_CRITERIA_DEPTH
 MAX_OCCURRENCES = 100
 # Days of observation asked for before the age date: ten years is beyond any protocol's.
 MAX_PRIOR_OBSERVATION_DAYS = 3653
+MAX_POST_OBSERVATION_DAYS = MAX_PRIOR_OBSERVATION_DAYS
+# Alternative events an index may start from (an ATLAS cohort's primary criteria).
+MAX_INDEX_EVENTS = 8
+# Criteria relative to the index: in one group, and in the whole question.
+MAX_RELATIVE_CRITERIA = 16
+MAX_QUESTION_RELATIVE = 64
+# A relative window reaches at most a century either side of the index date.
+MAX_RELATIVE_DAYS = 36_525
 MIN_AGE, MAX_AGE = 0, 130
 # Dates outside this range are certainly mistakes; bounding them keeps SQL predicates sane.
 MIN_DATE, MAX_DATE = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
@@ -90,6 +101,10 @@ def _one(value: object) -> bool:
 
 def _false(value: object) -> bool:
     return value is False
+
+
+def _empty(value: object) -> bool:
+    return value == []
 
 
 class Code(Contract):
@@ -152,6 +167,99 @@ class DeathCriterion(Contract):
     exclude: bool = False
 
 
+class RelativeWindow(Contract):
+    """Inclusive window of days relative to the index date: negative before it, 0 the index
+    date itself, positive after it (`-365..-1`: the year before; `0..28`: the index date and
+    the 28 days after it)."""
+
+    start_days: Annotated[int, Field(ge=-MAX_RELATIVE_DAYS, le=MAX_RELATIVE_DAYS, strict=True)]
+    end_days: Annotated[int, Field(ge=-MAX_RELATIVE_DAYS, le=MAX_RELATIVE_DAYS, strict=True)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start_days > self.end_days:
+            raise ValueError("a relative window starts after it ends")
+        return self
+
+
+# The domains whose events are named by codes; a visit is named by its type, a death by itself.
+CODED_DOMAINS: Final = frozenset({EventDomain.CONDITION, EventDomain.DRUG, EventDomain.MEASUREMENT})
+
+
+class EventSpec(Contract):
+    """The events of one domain that qualify: for a coded domain, those whose concept (standard
+    or source) is in the concept set `codes` minus the concept set `excluded` (each code with
+    its descendants unless it says otherwise); for VISIT, visits of the type `visit`; for
+    DEATH, the person's death. `visit` on a coded domain keeps only the events recorded at a
+    visit of that type (by `visit_occurrence_id`); `value` keeps only measurements in the
+    range; `window` only events whose date lies in it (a calendar window)."""
+
+    domain: EventDomain
+    codes: Annotated[list[Code], Field(max_length=MAX_CODES_PER_GROUP)] = []
+    excluded: Annotated[list[Code], Field(max_length=MAX_CODES_PER_GROUP)] = []
+    visit: VisitType | None = None
+    value: ValueRange | None = None
+    window: DateWindow | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        domain = self.domain.value
+        if self.domain in CODED_DOMAINS:
+            if not self.codes:
+                raise ValueError(f"a {domain} event needs at least one code")
+        elif self.codes or self.excluded:
+            raise ValueError(f"a {domain} event takes no codes")
+        if self.domain is EventDomain.VISIT and self.visit is None:
+            raise ValueError("a VISIT event needs its visit type")
+        if self.domain is EventDomain.DEATH and self.visit is not None:
+            raise ValueError("a DEATH event belongs to no visit")
+        if self.value is not None and self.domain is not EventDomain.MEASUREMENT:
+            raise ValueError("only a MEASUREMENT event takes a value range")
+        return self
+
+
+class RelativeCriterion(Contract):
+    """A person's index date qualifies if they have from `at_least` (one by default) to
+    `at_most` (no bound by default) events of `event` whose dates lie in `window`, relative to
+    that index date; with `exclude`, if they do not (with the defaults: if they have no such
+    event in the window). Only in a question with an index (`CohortQuery.index`)."""
+
+    event: EventSpec
+    window: RelativeWindow
+    at_least: Annotated[int, Field(ge=1, le=MAX_OCCURRENCES, strict=True)] = 1
+    at_most: Annotated[int | None, Field(ge=1, le=MAX_OCCURRENCES, strict=True)] = None
+    exclude: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.at_most is not None and self.at_most < self.at_least:
+            raise ValueError("the most events asked for are fewer than the least")
+        return self
+
+
+class IndexEvent(Contract):
+    """What dates each person's entry into the cohort: events of any of `events` (OR).
+
+    A qualifying event matches one of `events`, has its date in `window`, and lies in an
+    observation period that began at least `prior_observation_days` before it and ends at
+    least `post_observation_days` after it. With `occurrence` FIRST, each person's earliest
+    qualifying event is their only candidate index date; with ALL, every qualifying event is
+    one. A person belongs to the cohort if one candidate satisfies the criteria (whose
+    relative criteria, ages at the index event and observation before the age date are taken
+    at that candidate's date); their index date is the earliest candidate that does.
+    """
+
+    events: Annotated[list[EventSpec], Field(min_length=1, max_length=MAX_INDEX_EVENTS)]
+    occurrence: Occurrence = Occurrence.FIRST
+    window: DateWindow | None = None
+    prior_observation_days: Annotated[
+        int | None, Field(ge=0, le=MAX_PRIOR_OBSERVATION_DAYS, strict=True)
+    ] = None
+    post_observation_days: Annotated[
+        int | None, Field(ge=0, le=MAX_POST_OBSERVATION_DAYS, strict=True)
+    ] = None
+
+
 class Criteria(Contract):
     """A cohort definition. Every field given must hold (AND); `any_of` holds when at least one
     of its groups holds (OR). Negation is only of an event criterion (`EventCriterion.exclude`:
@@ -173,6 +281,11 @@ class Criteria(Contract):
     measurements: Annotated[list[MeasurementCriterion], Field(max_length=MAX_CODES_PER_GROUP)] = []
     any_of: Annotated[list[Criteria], Field(max_length=MAX_ANY_OF)] = []
     death: Annotated[DeathCriterion | None, Field(exclude_if=_absent)] = None
+    # Relative to each candidate index date (`CohortQuery.index`); left out of dumps when
+    # there are none.
+    relative: Annotated[
+        list[RelativeCriterion], Field(max_length=MAX_RELATIVE_CRITERIA, exclude_if=_empty)
+    ] = []
 
     @model_validator(mode="after")
     def _bounded_depth(self) -> Self:
@@ -182,6 +295,10 @@ class Criteria(Contract):
 
     def depth(self) -> int:
         return 1 + max((group.depth() for group in self.any_of), default=0)
+
+    def relative_count(self) -> int:
+        """How many relative criteria the criteria hold, at every level."""
+        return len(self.relative) + sum(group.relative_count() for group in self.any_of)
 
     def index_event(self) -> EventCriterion | None:
         """The criterion whose first event dates a person (for CALENDAR_YEAR): the first
@@ -228,12 +345,17 @@ class CohortQuery(Contract):
     `tables` lists breakdowns; the empty tuple is the overall total, which is always computed.
     `reference_date` bounds the population (persons born by its year) and dates ages when they
     are taken at it; `age_at` says when ages are taken (`age_basis`: as given, else at the index
-    event when the criteria name one, else at the reference date).
+    event when there is one, else at the reference date).
+    `index` is the explicit index event (`IndexEvent`), which relative criteria need; without
+    it, the index event is the criteria's first top-level event criterion
+    (`Criteria.index_event`), as before it existed.
     """
 
     criteria: Criteria
     reference_date: dt.date
     age_at: AgeAt | None = None
+    # Left out of dumps when absent: the questions of before keep their digests.
+    index: Annotated[IndexEvent | None, Field(exclude_if=_absent)] = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
     measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: list(_COUNT_ONLY)
@@ -263,21 +385,46 @@ class CohortQuery(Contract):
 
     @model_validator(mode="after")
     def _age_dated(self) -> Self:
-        if self.age_at is AgeAt.INDEX_EVENT and self.criteria.index_event() is None:
+        if self.age_at is AgeAt.INDEX_EVENT and not self.dated:
             raise ValueError(
-                "ages at the index event need a condition, drug or measurement, not an exclusion, "
-                "at the top level of the criteria"
+                "ages at the index event need an index, or a condition, drug or measurement, "
+                "not an exclusion, at the top level of the criteria"
             )
         return self
+
+    @model_validator(mode="after")
+    def _relative_to_an_index(self) -> Self:
+        count = self.criteria.relative_count()
+        if count and self.index is None:
+            raise ValueError("relative criteria need an index event (index)")
+        if count > MAX_QUESTION_RELATIVE:
+            raise ValueError(f"a question has at most {MAX_QUESTION_RELATIVE} relative criteria")
+        return self
+
+    @property
+    def dated(self) -> bool:
+        """Whether every person of the cohort has an index date: an explicit index, or an
+        event criterion at the top level of the criteria."""
+        return self.index is not None or self.criteria.index_event() is not None
 
     @property
     def age_basis(self) -> AgeAt:
         """When ages are taken: as asked, else at the index event if there is one."""
         if self.age_at is not None:
             return self.age_at
-        if self.criteria.index_event() is not None:
+        if self.dated:
             return AgeAt.INDEX_EVENT
         return AgeAt.REFERENCE_DATE
+
+    def index_years(self) -> tuple[int, int]:
+        """The years index dates may fall in, inclusive: the explicit index's window, else
+        the criteria's index event's (`Criteria.index_years`)."""
+        if self.index is None:
+            return self.criteria.index_years()
+        window = self.index.window
+        first = MIN_DATE if window is None or window.start is None else window.start
+        last = MAX_DATE if window is None or window.end is None else window.end
+        return first.year, last.year
 
 
 class FederatedQuery(Contract):

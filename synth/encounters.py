@@ -2,7 +2,9 @@
 
 Each condition record carries the standard SNOMED concept in `condition_concept_id` and the
 ICD-10 code the (synthetic) clinician recorded in `condition_source_concept_id`, and belongs
-to a visit: an admission for severe events, an outpatient visit otherwise.
+to a visit: an admission for severe events, an outpatient visit otherwise. Acute cardiac
+events come through the emergency room: an emergency room visit (9203), or one followed by an
+admission (262); other admissions are inpatient visits (9201).
 """
 
 from __future__ import annotations
@@ -121,11 +123,17 @@ class Encounters:
         admitted: Mask,
         stay: tuple[int, int],
         died_there: Mask | None = None,
+        *,
+        emergency: bool = False,
+        rng: np.random.Generator | None = None,
     ) -> Index:
         """One visit per row: an admission of `stay` days where `admitted`, else an
-        outpatient visit. Where `died_there`, the admission lasts until the death."""
+        outpatient visit; through the emergency room with `emergency`. Where `died_there`,
+        the admission lasts until the death. `rng`, if given, draws the stays instead of the
+        encounters' own stream."""
         n = len(who)
-        length = np.where(admitted, uniform_days(self.rng, stay[0], stay[1], n), 0)
+        rng = self.rng if rng is None else rng
+        length = np.where(admitted, uniform_days(rng, stay[0], stay[1], n), 0)
         end = np.minimum(start + length, self.end[who])
         if died_there is not None:
             end = np.where(died_there, self.end[who], end)
@@ -133,7 +141,11 @@ class Encounters:
         self.visits.add(
             n,
             person_id=self.people.person_id[who],
-            visit_concept_id=np.where(admitted, v.INPATIENT, v.OUTPATIENT),
+            visit_concept_id=(
+                np.where(admitted, v.EMERGENCY_INPATIENT, v.EMERGENCY)
+                if emergency
+                else np.where(admitted, v.INPATIENT, v.OUTPATIENT)
+            ),
             visit_start_date=start,
             visit_start_datetime=start,
             visit_end_date=end,
@@ -199,8 +211,11 @@ def record_conditions(rng: np.random.Generator, enc: Encounters, history: Histor
 
     pneumonia = Events(history.pneumonia.who, history.pneumonia.date[history.pneumonia.who])
     _acute(rng, enc, pneumonia, PNEUMONIA_CODES, admitted=0.6, stay=(3, 10), lasts=14)
-    _acute(rng, enc, history.myocarditis, MYOCARDITIS_CODES, admitted=0.8, stay=(2, 7), lasts=30)
-    _acute(rng, enc, history.pericarditis, PERICARDITIS_CODES, admitted=0.4, stay=(1, 4), lasts=30)
+    for events, codes, share, days in (
+        (history.myocarditis, MYOCARDITIS_CODES, 0.8, (2, 7)),
+        (history.pericarditis, PERICARDITIS_CODES, 0.4, (1, 4)),
+    ):
+        _acute(rng, enc, events, codes, admitted=share, stay=days, lasts=30, emergency=True)
 
 
 def _acute(
@@ -212,7 +227,16 @@ def _acute(
     admitted: float,
     stay: tuple[int, int],
     lasts: int,
+    emergency: bool = False,
 ) -> None:
     n = len(events.person)
-    visit = enc.visit(events.person, events.date, chance(rng, admitted, n), stay)
+    visit = enc.visit(
+        events.person, events.date, chance(rng, admitted, n), stay, emergency=emergency, rng=rng
+    )
     enc.record(events.person, events.date, _icd10(rng, codes, n), visit, events.date + lasts)
+
+
+def record_vaccine_signal(rng: np.random.Generator, enc: Encounters, events: Events) -> None:
+    """The vaccine signal's myocarditis records (`histories.vaccine_myocarditis`), drawn from
+    `rng` alone: the records of every other event stay as they were without it."""
+    _acute(rng, enc, events, MYOCARDITIS_CODES, admitted=0.8, stay=(2, 7), lasts=30, emergency=True)

@@ -54,6 +54,7 @@ Strings = NDArray[np.str_]
 
 _OPTOUT_STREAM: Final = 2**32  # beyond every chunk number, so never a chunk's stream
 _PSEUDONYM_STREAM: Final = 2**32 + 1
+_SIGNAL_STREAM: Final = 2**32 + 2  # with the chunk number: the vaccine signal's, per chunk
 _HALF_DIGITS: Final = 6  # a pseudonym has two halves of six digits
 _HALF: Final = 10**_HALF_DIGITS
 _ROUND_PRIME: Final = 1_000_003
@@ -206,7 +207,16 @@ def _write(
             people = draw_people(rng, params, first + 1, size, reference)
             history = draw_history(rng, people, params, reference)
             tables: dict[str, Mapping[str, Writable]] = {
-                **build_tables(rng, people, history, params, ids)
+                **build_tables(
+                    rng,
+                    people,
+                    history,
+                    params,
+                    ids,
+                    signal=np.random.default_rng(
+                        [seed, _country_key(jurisdiction), _SIGNAL_STREAM, chunk]
+                    ),
+                )
             }
             source = pseudonyms(jurisdiction, seed, people.person_id)
             tables["person"] = {**tables["person"], "person_source_value": source}

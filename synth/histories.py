@@ -343,6 +343,23 @@ def _myocarditis(
     )
 
 
+# The demo's drug-safety signal, in its own random stream (`vaccine_myocarditis`): an added
+# risk per mRNA dose in young men, within a week of the dose. Exaggerated (real estimates are
+# nearer 1 in 10,000 doses) so that a country of 100,000 synthetic persons has countable
+# cases in the week after a dose.
+SIGNAL_RISK_PER_DOSE: Final = 1.2e-3
+SIGNAL_AGES: Final = (12, 30)
+SIGNAL_DELAY: Final = (1, 7)
+
+
+def vaccine_myocarditis(rng: np.random.Generator, people: People, doses: Days, end: Days) -> Events:
+    """Myocarditis onsets caused by mRNA doses in men of 12 to 29, beyond `_myocarditis`'s."""
+    age = people.age_at(VACCINATION_AGE_DAY)
+    young_men = ~people.female & (age >= SIGNAL_AGES[0]) & (age < SIGNAL_AGES[1])
+    risk = np.where(young_men, SIGNAL_RISK_PER_DOSE, 0.0)
+    return _after_doses(rng, doses, end, risk, SIGNAL_DELAY)
+
+
 def _pericarditis(
     rng: np.random.Generator, people: People, start: Days, end: Days, doses: Days
 ) -> Events:

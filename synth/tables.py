@@ -10,8 +10,8 @@ import numpy as np
 from synth import vocabulary as v
 from synth.arrays import MISSING, chance
 from synth.countries import CountryParams
-from synth.encounters import Encounters, record_conditions
-from synth.histories import History
+from synth.encounters import Encounters, record_conditions, record_vaccine_signal
+from synth.histories import History, vaccine_myocarditis
 from synth.measurements import Measurements, measure
 from synth.population import People
 from synth.prescriptions import Prescriptions, prescribe
@@ -47,13 +47,19 @@ def build_tables(
     history: History,
     params: CountryParams,
     ids: NextIds,
+    signal: np.random.Generator | None = None,
 ) -> dict[str, Table]:
+    """The OMOP tables of `people`. `signal`, a random stream of its own, adds the vaccine
+    signal's records (`histories.vaccine_myocarditis`) without changing any other record."""
     encounters = Encounters(rng, people, history.observation_end)
     record_conditions(rng, encounters, history)
     drugs = Prescriptions(rng, people, history.observation_end)
     prescribe(rng, drugs, people, history, params)
     labs = Measurements(rng, people, history.observation_end)
     measure(rng, labs, people, history)
+    if signal is not None:
+        onsets = vaccine_myocarditis(signal, people, history.doses, history.observation_end)
+        record_vaccine_signal(signal, encounters, onsets)
 
     visits, visit_order = sort_rows(encounters.visits.build(), "visit_start_date")
     visit_id = number_rows(visits, "visit_occurrence_id", ids.visit, visit_order)

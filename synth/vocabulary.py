@@ -353,6 +353,8 @@ MALE: Final = 8507
 FEMALE: Final = 8532
 INPATIENT: Final = 9201
 OUTPATIENT: Final = 9202
+EMERGENCY: Final = 9203
+EMERGENCY_INPATIENT: Final = 262
 NO_MATCHING_CONCEPT: Final = 0
 CDM_V54: Final = 756265
 EHR: Final = 32817
@@ -368,6 +370,9 @@ _OTHER: Final = (
     Concept(FEMALE, "FEMALE", "Gender", "Gender", "Gender", "S", "F"),
     Concept(INPATIENT, "Inpatient Visit", "Visit", "Visit", "Visit", "S", "IP"),
     Concept(OUTPATIENT, "Outpatient Visit", "Visit", "Visit", "Visit", "S", "OP"),
+    Concept(EMERGENCY, "Emergency Room Visit", "Visit", "Visit", "Visit", "S", "ER"),
+    Concept(EMERGENCY_INPATIENT, "Emergency Room and Inpatient Visit", "Visit", "Visit", "Visit",
+            "S", "ERIP"),
     Concept(CDM_V54, "OMOP CDM Version 5.4.0", "Metadata", "CDM", "CDM", "S", "CDM v5.4.0"),
     _type(EHR, "EHR"),
     _type(EHR_ADMINISTRATION, "EHR administration record"),

@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import register as register_gateway
     from synth.cli import register as register_synth
     from tessera.audit_command import register as register_audit
+    from tessera.cohort_command import register as register_cohort
     from tessera.commands import register as register_tools
     from tessera.federation_command import register as register_federation
     from tessera.permit_command import register as register_permits
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_audit(sub)
     register_query(sub)
     register_federation(sub)
+    register_cohort(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ SHARED: Final[dict[str, tuple[frozenset[str], str]]] = {
                 "gateway/cli.py",
                 "synth/cli.py",
                 "tessera/audit_command.py",
+                "tessera/cohort_command.py",
                 "tessera/commands.py",
                 "tessera/federation_command.py",
                 "tessera/permit_command.py",

@@ -6,7 +6,7 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
-its database (`truth`), and runs fifteen classes of attack, each a module that picks its targets
+its database (`truth`), and runs sixteen classes of attack, each a module that picks its targets
 from the truth, asks its questions as an applicant of its own (`client`), estimates from what
 was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 
@@ -25,6 +25,7 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 13. `complements`: "A" against "A without X" (`exclude`), in several wordings
 14. `ladders`: "at least N records of C" against "at least N+1" (`atLeast`)
 15. `deaths`: a known decedent's diagnosis, from a one-month death window
+17. `windows`: "X within d days of the index" against "within d − 1" (relative windows)
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

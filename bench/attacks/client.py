@@ -235,6 +235,7 @@ class Applicant:
             if jurisdictions
             else ""
         )
+        index = "" if where.index is None else f", index: {where.index.graphql()}"
         breakdowns = "".join(
             f" {_alias(by)}: breakdown(by: [{', '.join(d.value for d in by)}]) "
             f"{{ cells {{ dimensions {{ value }} count {{ {count} }} }} }}"
@@ -243,7 +244,7 @@ class Applicant:
         query = (
             # Ages at the reference date: the truth (`bench.truth`) takes them there.
             f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
-            f", ageAt: REFERENCE_DATE{where_j}, criteria: {where.graphql()}) "
+            f", ageAt: REFERENCE_DATE{where_j}{index}, criteria: {where.graphql()}) "
             f"{{ count {{ {count} }} byJurisdiction {{ jurisdiction status reasons {{ rule }} "
             f"count {{ {count} }}{privacy} }}{breakdowns} }} }}"
         )

@@ -1,4 +1,4 @@
-"""Two questions whose difference is the target, asked in several wordings (classes 13 to 15).
+"""Two questions whose difference is the target, asked in several wordings (classes 13 to 17).
 
 Each wording of the pair is a fresh reading only when its answers differ from every wording
 asked before at that node (noise keyed on the population answers a rewording with the same
@@ -8,7 +8,7 @@ numbers); distinct readings combine by inverse variance.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.attacks.averaging import REWORDINGS
 from bench.attacks.client import Answer, Applicant, BudgetExhausted
@@ -33,7 +33,16 @@ class Pair:
         if i == 0:
             return self
         _, f = REWORDINGS[(i - 1) % len(REWORDINGS)]
-        return Pair(f(self.plus), f(self.minus))
+        return Pair(_reworded(f, self.plus), _reworded(f, self.minus))
+
+
+def _reworded(f: Callable[[Where], Where], where: Where) -> Where:
+    """`f` of the criteria, the index and the criteria relative to it kept at the top level
+    (where the query model takes them; the rewordings nest and split the rest)."""
+    if where.index is None:
+        return f(where)
+    inner = replace(where, index=None, relative=())
+    return replace(f(inner), index=where.index, relative=where.relative)
 
 
 @dataclass(frozen=True)

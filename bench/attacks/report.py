@@ -57,16 +57,17 @@ def render(result: ClassResult, *, every_target: bool = False) -> str:
     else:
         lines.append(
             f"    {'node':<5} {'trials':>6} {'members':>7} {'others':>6} "
-            f"{'balanced accuracy':>17}  verdict"
+            f"{'balanced accuracy':>17} {'by chance at the cap':>20}  verdict"
         )
         for m in result.membership_rows():
             verdict = (
                 m.verdict if min(m.members, m.others) >= MIN_TRIALS else f"(< {MIN_TRIALS} of each)"
             )
             accuracy = "—" if m.accuracy is None else f"{m.accuracy:.0%}"
+            chance = "—" if m.chance is None else f"{m.chance:.3f}"
             lines.append(
                 f"    {m.scope:<5} {m.members + m.others:>6} {m.members:>7} {m.others:>6} "
-                f"{accuracy:>17}  {verdict}"
+                f"{accuracy:>17} {chance:>20}  {verdict}"
             )
     lines.append(f"    => {result.verdict}{pinned}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from bench.attacks import (
     pooled_others,
     refresh,
     trackers,
+    windows,
     zeros,
 )
 from bench.attacks.client import Applicant, features
@@ -34,7 +35,7 @@ from bench.attacks.context import Context, Plan
 from bench.attacks.federation import Simulation
 from bench.attacks.report import render, summary
 from bench.attacks.verdict import ClassResult
-from bench.attacks.where import Death, Event, Where
+from bench.attacks.where import Death, Event, Index, Relative, Where
 
 # Class 12 stops and restarts connectors, class 7 changes the data (registers, rebuilds):
 # they run last, after the classes numbered after them.
@@ -52,6 +53,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     complements,
     ladders,
     deaths,
+    windows,
     dropouts,
     refresh,
 )
@@ -63,12 +65,14 @@ class TruthMismatch(RuntimeError):
 
 
 # Large counts of every kind of criterion the attacks write: diabetics, twice diagnosed,
-# persons without the diagnosis, and deaths since 2020.
+# persons without the diagnosis, deaths since 2020, and hypertension within ten years of a
+# first diabetes record.
 CHECKED: Final = (
     Where(conditions=(Event("E11"),)),
     Where(conditions=(Event("E11", at_least=2),)),
     Where(age_min=0, conditions=(Event("E11", exclude=True),)),
     Where(death=Death(start=dt.date(2020, 1, 1))),
+    Where(index=Index("E11"), relative=(Relative("I10", -3650, 3650),)),
 )
 
 

@@ -9,7 +9,9 @@ A person counts when born by the reference year and not in the node's opt-out re
 the public query model says. ICD-10 criteria match a condition whose source concept (or, for
 an unmapped record, its concept) is an ICD-10 concept with that code or a subcode of it.
 `atLeast: N` counts condition records (a record matching by both its concepts counts once); a
-death criterion matches a record of the `death` table dated in its window.
+death criterion matches a record of the `death` table dated in its window. An index event is
+each person's first record of its code (persons without one are in no cohort that names it);
+a relative criterion counts records of its code dated in its window of days around that date.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import duckdb
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.attacks.where import REFERENCE_YEAR, Death, Event, SexName, Where
+from bench.attacks.where import REFERENCE_YEAR, Death, Event, Index, Relative, SexName, Where
 
 FEMALE_CONCEPT: Final = 8532
 MALE_CONCEPT: Final = 8507
 _EPOCH: Final = dt.date(1970, 1, 1)
+# The index day of a person without the index event: after any day a record can have.
+NO_INDEX: Final = np.iinfo(np.int64).max // 2
 
 Mask = NDArray[np.bool_]
 Ints = NDArray[np.int64]
@@ -133,6 +137,34 @@ class NodeTruth:
         self._events[event] = mask
         return mask
 
+    def _rows_of(self, code: str) -> Mask:
+        """The condition records (rows, each record once) of `code` or a subcode."""
+        wanted = [i for i, c in enumerate(self.codes) if c.startswith(code)]
+        rows = np.isin(self.event_code, wanted)
+        _, first = np.unique(self.event_occurrence[rows], return_index=True)
+        kept: Mask = np.zeros(len(rows), dtype=bool)
+        kept[np.flatnonzero(rows)[first]] = True
+        return kept
+
+    def index_day(self, index: Index) -> Ints:
+        """Each person's first day with a record of the index's code; `NO_INDEX` without."""
+        rows = self._rows_of(index.code)
+        days: Ints = np.full(len(self.person_id), NO_INDEX, dtype=np.int64)
+        np.minimum.at(days, self.event_person[rows], self.event_day[rows])
+        return days
+
+    def relative_mask(self, relative: Relative, index_day: Ints) -> Mask:
+        """Persons with at least `at_least` records of the code within the window around
+        their index day (persons without an index: none); with `exclude`, the others."""
+        rows = self._rows_of(relative.code)
+        person = self.event_person[rows]
+        offset = self.event_day[rows] - index_day[person]
+        inside = (index_day[person] != NO_INDEX) & (offset >= relative.start)
+        inside &= offset <= relative.end
+        records = np.bincount(person[inside], minlength=len(self.person_id))
+        mask: Mask = records >= relative.at_least
+        return ~mask if relative.exclude else mask
+
     def death_mask(self, death: Death) -> Mask:
         """Persons with a death record in the window; with `exclude`, the others."""
         rows = np.ones(len(self.death_person), dtype=bool)
@@ -150,6 +182,11 @@ class NodeTruth:
 
     def _criteria(self, where: Where) -> Mask:
         mask = np.ones(len(self.person_id), dtype=bool)
+        if where.index is not None:
+            index_day = self.index_day(where.index)
+            mask &= index_day != NO_INDEX
+            for relative in where.relative:
+                mask &= self.relative_mask(relative, index_day)
         if where.sex is not None:
             mask &= self.sex_mask(where.sex)
         age = self.age

@@ -13,9 +13,12 @@ a spread of 4 persons falls under 1 one time in five.
 
 A membership trial asks whether one person is in a small set (has a diagnosis, is counted in
 a cell). The attack PINNED membership when its balanced accuracy is above 85% over at least
-8 trials about members and 8 about others: protection that caps each person's privacy spend at
-zCDP ρ = 0.5 (1-GDP) allows at most about 69% for any test. (With fewer on one side, a
-couple of lucky guesses would decide.)
+8 trials about members and 8 about others, and an attacker held to what the protection allows
+would do as well by chance less than once in twenty runs: protection that caps each person's
+privacy spend at zCDP ρ = 0.5 (1-GDP) allows at most Φ(1/2) ≈ 69% for any test, and 14 right
+of 8 + 8 (88%) happens to such an attacker in 9% of runs: over a full run's twenty-odd
+membership rows, a plain 85% would cry wolf about an attacker at the bound in most runs.
+(With fewer on one side, a couple of lucky guesses would decide.)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Final, Literal
 
 from bench.attacks.estimate import Reading
@@ -32,6 +36,10 @@ RMSE_PINNED: Final = 1.0
 MIN_TARGETS: Final = 8
 SE_PINNED: Final = 1.0
 ACCURACY_PINNED: Final = 0.85
+# The best balanced accuracy any membership test has against 1-GDP (zCDP ρ = 0.5, the cap).
+GUARANTEED: Final = NormalDist().cdf(0.5)
+# How rarely an attacker at `GUARANTEED` may reach a row's accuracy for it to count as a pin.
+CHANCE_PINNED: Final = 0.05
 MIN_TRIALS: Final = 8  # about members, and as many about others
 MIN_CLAIMED: Final = 3
 
@@ -44,7 +52,8 @@ RULE: Final = (
     f"claims a standard error under 1 for at least {MIN_CLAIMED} and those estimates are "
     "within it (RMSE < 1); membership is PINNED when the balanced accuracy is above "
     f"{ACCURACY_PINNED:.0%} over at least {MIN_TRIALS} trials about members and "
-    f"{MIN_TRIALS} about others. HELD otherwise."
+    f"{MIN_TRIALS} about others, and an attacker held to the cap's {GUARANTEED:.0%} would do as "
+    f"well by chance less than {CHANCE_PINNED:.0%} of the time. HELD otherwise."
 )
 
 
@@ -95,6 +104,8 @@ class MembershipRow:
     members: int
     others: int
     accuracy: float | None
+    # The chance that an attacker right `GUARANTEED` of the time does at least as well.
+    chance: float | None
     verdict: str
 
 
@@ -131,9 +142,38 @@ def membership_row(scope: str, trials: Sequence[Trial]) -> MembershipRow:
         hit = sum(t.guess for t in members) / len(members)
         rejected = sum(not t.guess for t in others) / len(others)
         accuracy = (hit + rejected) / 2
+    chance = None if accuracy is None else at_least_by_chance(len(members), len(others), accuracy)
     enough = min(len(members), len(others)) >= MIN_TRIALS
-    pinned = enough and accuracy is not None and accuracy > ACCURACY_PINNED
-    return MembershipRow(scope, len(members), len(others), accuracy, PINNED if pinned else HELD)
+    pinned = (
+        enough
+        and accuracy is not None
+        and chance is not None
+        and accuracy > ACCURACY_PINNED
+        and chance < CHANCE_PINNED
+    )
+    return MembershipRow(
+        scope, len(members), len(others), accuracy, chance, PINNED if pinned else HELD
+    )
+
+
+def at_least_by_chance(
+    members: int, others: int, accuracy: float, right: float = GUARANTEED
+) -> float:
+    """The probability that guesses each right with probability `right`, independently,
+    reach a balanced accuracy of at least `accuracy` over these trials."""
+
+    def binomial(n: int) -> list[float]:
+        return [math.comb(n, k) * right**k * (1 - right) ** (n - k) for k in range(n + 1)]
+
+    hits, rejections = binomial(members), binomial(others)
+    # A hair below, so that the observed accuracy itself counts despite rounding.
+    floor = accuracy - 1e-9
+    return sum(
+        ph * pr
+        for h, ph in enumerate(hits)
+        for r, pr in enumerate(rejections)
+        if (h / members + r / others) / 2 >= floor
+    )
 
 
 @dataclass

@@ -3,7 +3,8 @@ evaluated independently of the connector by `bench.attacks.truth`.
 
 Only what the attacks need: sex, an age range, ICD-10 conditions (a category and its
 subcodes) with an optional window on the event's date, at least N of them, or none (`exclude`),
-a death in a window (or none), and `anyOf` unions. Ages are whole
+a death in a window (or none), `anyOf` unions, and an index event (each person's first
+condition of a category) with conditions in windows of days around it. Ages are whole
 years at the reference date every question names (`REFERENCE_DATE`): reference year minus
 year of birth, as the public query model defines them.
 """
@@ -95,6 +96,50 @@ def in_month(code: str, year: int, month: int) -> Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Index:
+    """Each person's first condition coded `code` (with its subcodes): the index event."""
+
+    code: str
+
+    def graphql(self) -> str:
+        return f"{{ events: [{{ domain: CONDITION, codes: [{_code(self.code)}] }}] }}"
+
+    def label(self) -> str:
+        return f"first {self.code}"
+
+
+@dataclass(frozen=True, slots=True)
+class Relative:
+    """At least `at_least` conditions coded `code` starting between `start` and `end` days
+    after the index date (negative: before it), inclusive; with `exclude`, fewer."""
+
+    code: str
+    start: int
+    end: int
+    at_least: int = 1
+    exclude: bool = False
+
+    def graphql(self) -> str:
+        parts = [
+            f"event: {{ domain: CONDITION, codes: [{_code(self.code)}] }}",
+            f"window: {{ startDays: {self.start}, endDays: {self.end} }}",
+        ]
+        if self.at_least != 1:
+            parts.append(f"atLeast: {self.at_least}")
+        if self.exclude:
+            parts.append("exclude: true")
+        return f"{{ {', '.join(parts)} }}"
+
+    def label(self) -> str:
+        label = f"{self.code}@[{self.start:+d},{self.end:+d}]"
+        return f"not {label}" if self.exclude else label
+
+
+def _code(code: str) -> str:
+    return f'{{ vocabulary: ICD10, code: "{code}" }}'
+
+
+@dataclass(frozen=True, slots=True)
 class Where:
     """Every field given must hold; `any_of` holds when one of its groups holds."""
 
@@ -104,6 +149,10 @@ class Where:
     conditions: tuple[Event, ...] = ()
     any_of: tuple[Where, ...] = ()
     death: Death | None = None
+    # The index event (asked beside the criteria) and the conditions relative to it: only at
+    # the top level, where the query model takes the index.
+    index: Index | None = None
+    relative: tuple[Relative, ...] = ()
     # A redundant spelling of the same criteria (rewordings): `age: { min: 0 }` when no age
     # is given. The population is the same; only the question's text differs.
     spell_open_age: bool = False
@@ -127,10 +176,15 @@ class Where:
             parts.append(f"anyOf: [{', '.join(g.graphql() for g in self.any_of)}]")
         if self.death is not None:
             parts.append(f"death: {self.death.graphql()}")
+        if self.relative:
+            parts.append(f"relative: [{', '.join(r.graphql() for r in self.relative)}]")
         return f"{{ {', '.join(parts)} }}"
 
     def label(self) -> str:
         parts = [e.label() for e in self.conditions]
+        if self.index is not None:
+            parts.insert(0, self.index.label())
+        parts += [r.label() for r in self.relative]
         if self.sex is not None:
             parts.append(self.sex[0])
         if self.age_min is not None or self.age_max is not None:

@@ -29,6 +29,7 @@ CDM_TABLES: Final = (
     "drug_exposure",
     "measurement",
     "death",
+    "visit_occurrence",
     "concept",
     "concept_ancestor",
 )

@@ -1,8 +1,9 @@
 """Compiles a `CohortQuery` to one SQL statement computing every requested table.
 
 Shape: CTE `cohort` (persons born by the reference year, not opted out, matching the
-criteria, with their person index: `tessera_person`, the ledger's stable numbering), optionally
-CTE `index_event` (each person's first dating event, for the dimensions that read it), CTE
+criteria, with their person index: `tessera_person`, the ledger's stable numbering; with ages
+taken at the index event, its date too), optionally CTE `index_event` (each person's first
+dating event, for the dimensions that read it when the cohort does not carry it), CTE
 `cells` (each person's dimension values, as `connectors.compiler.dimensions` computes them),
 then a single aggregation with GROUP BY GROUPING SETS, one set per table, told apart by
 GROUPING(). Each cell comes with one column per measure asked, named for it
@@ -23,6 +24,14 @@ the birthday) because many OMOP sources only hold the year of birth. The age dat
 reference date, or each person's index event (`CohortQuery.age_basis`): then the cohort joins
 each person's first index event date (derived table `age_date`) and age criteria compare that
 age, not bounds on year_of_birth.
+
+With an explicit index (`CohortQuery.index`), `age_date` holds each person's candidate index
+dates instead (the earliest qualifying event per person, or every distinct date of one: a
+UNION ALL of one branch per alternative event, each filtered by its concept set, visit type,
+window and observation period), and every criterion is taken at the candidate joined:
+relative criteria are EXISTS over the event table with the window's ends bound as days added
+to `age_date.index_date`. With ALL, the cohort groups each person's satisfying candidates:
+the earliest is their index date, which the cells read from the cohort.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from connectors.compiler.measures import MEASURE_SQL, measure_column
 from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table
 from connectors.errors import BadRequest
-from schema.codes import AgeAt, Dimension, MeasureKind
+from schema.codes import AgeAt, Dimension, EventDomain, MeasureKind, Occurrence
 from schema.measures import asked
 from schema.query import (
     Breakdown,
@@ -56,12 +65,16 @@ from schema.query import (
     DateWindow,
     DeathCriterion,
     EventCriterion,
+    EventSpec,
+    IndexEvent,
     MeasurementCriterion,
+    RelativeCriterion,
 )
 
 # CTE names and table aliases.
 COHORT_CTE, INDEX_CTE, CELLS_CTE = "cohort", "index_event", "cells"
 PERSON, COHORT, INDEX, EVENT, KEY, OBSERVED, DIED = "p", "c", "i", "e", "k", "op", "d"
+VISIT, CANDIDATES = "v", "u"
 AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
@@ -77,6 +90,9 @@ class _CohortCompiler:
         # date the index event.
         self._filters: dict[int, tuple[EventTable, exp.Expr]] = {}
         self._ages_at_index = query.age_basis is AgeAt.INDEX_EVENT
+        # Whether the cohort holds each person's index date (CTE `index_event` is then not
+        # needed): an explicit index dates everyone, and ages at an implicit one join it.
+        self._dates_cohort = query.index is not None or self._ages_at_index
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -170,7 +186,7 @@ class _CohortCompiler:
         statement = self._aggregate(tables, dimensions, measures).with_(
             COHORT_CTE, as_=cohort, copy=False
         )
-        if _dated(dimensions):
+        if _dated(dimensions) and not self._dates_cohort:
             statement = statement.with_(INDEX_CTE, as_=self._index_event(), copy=False)
         if dimensions:
             statement = statement.with_(CELLS_CTE, as_=self._cells(dimensions), copy=False)
@@ -189,13 +205,19 @@ class _CohortCompiler:
             exp.not_(exists(optout)),
             *self._criteria(self.query.criteria, top_level=True),
         ]
+        columns = [
+            col("person_id", PERSON),
+            col("gender_concept_id", PERSON),
+            exp.alias_(self._age(), AGE),
+            col(PERSON_INDEX, KEY),
+        ]
+        if self._ages_at_index and self.query.index is None:
+            # The implicit index date the cohort joins anyway: the dimensions dated by it read
+            # it here rather than find each person's first event again (CTE `index_event`).
+            # (An explicit index adds its own: `_indexed`.)
+            columns.append(col(INDEX_DATE, AGE_DATE))
         select = (
-            exp.select(
-                col("person_id", PERSON),
-                col("gender_concept_id", PERSON),
-                exp.alias_(self._age(), AGE),
-                col(PERSON_INDEX, KEY),
-            )
+            exp.select(*columns)
             .from_(table(names.PERSON, PERSON), copy=False)
             # A person without an index (added after `prepare`) is counted nowhere: nobody
             # could keep track of what they have been counted in.
@@ -206,6 +228,8 @@ class _CohortCompiler:
                 copy=False,
             )
         )
+        if self.query.index is not None:
+            return self._indexed(select, conditions)
         if self.query.age_basis is AgeAt.INDEX_EVENT:
             # Each person's index date, joined: only persons who have the index event, as the
             # criteria require anyway.
@@ -216,6 +240,184 @@ class _CohortCompiler:
                 copy=False,
             )
         return select.where(exp.and_(*conditions, copy=False), copy=False)
+
+    def _indexed(self, select: exp.Select, conditions: list[exp.Expr]) -> exp.Select:
+        """The cohort of a question with an explicit index: each person joined to each of
+        their candidate index dates (derived table `age_date`), the criteria taken at each
+        candidate, and (with ALL, where a person has several) the persons grouped: their index
+        date is the earliest candidate that satisfies the criteria, their age the age at it
+        (or at the reference date)."""
+        index = self.query.index
+        assert index is not None
+        select = select.join(
+            exp.Subquery(this=self._candidates(index), alias=exp.TableAlias(this=AGE_DATE)),
+            on=col("person_id", AGE_DATE).eq(col("person_id", PERSON)),
+            join_type="INNER",
+            copy=False,
+        )
+        select = select.where(exp.and_(*conditions, copy=False), copy=False)
+        if index.occurrence is Occurrence.FIRST:
+            # One candidate per person: nothing to group.
+            return select.select(col(INDEX_DATE, AGE_DATE), copy=False)
+        # The earliest satisfying candidate: its age is the least (ages grow with the date).
+        select.expressions[2] = exp.alias_(
+            exp.func("MIN", select.expressions[2].this), AGE, copy=False
+        )
+        first = exp.func("MIN", col(INDEX_DATE, AGE_DATE))
+        return select.select(exp.alias_(first, INDEX_DATE), copy=False).group_by(
+            col("person_id", PERSON),
+            col("gender_concept_id", PERSON),
+            col("year_of_birth", PERSON),
+            col(PERSON_INDEX, KEY),
+            copy=False,
+        )
+
+    def _candidates(self, index: IndexEvent) -> exp.Select:
+        """Each person's candidate index dates, rows `(person_id, index_date)`: their earliest
+        qualifying event (FIRST), or every distinct date of one (ALL)."""
+        branches = [self._qualifying(spec, index) for spec in index.events]
+        if len(branches) == 1:
+            events, alias = branches[0], EVENT
+            date: exp.Expr = col(self._date_column(index.events[0]), EVENT)
+        else:
+            union: exp.Query = branches[0]
+            for branch in branches[1:]:
+                union = exp.union(union, branch, distinct=False, copy=False)
+            events = exp.select(col("person_id", CANDIDATES), col(INDEX_DATE, CANDIDATES)).from_(
+                exp.Subquery(this=union, alias=exp.TableAlias(this=CANDIDATES)), copy=False
+            )
+            alias, date = CANDIDATES, col(INDEX_DATE, CANDIDATES)
+        person = col("person_id", alias)
+        if index.occurrence is Occurrence.FIRST:
+            events.set("expressions", [person, exp.alias_(exp.func("MIN", date), INDEX_DATE)])
+            return events.group_by(person.copy(), copy=False)
+        events.set("expressions", [person, exp.alias_(date, INDEX_DATE)])
+        return events.distinct(copy=False)
+
+    def _qualifying(self, spec: EventSpec, index: IndexEvent) -> exp.Select:
+        """The events of `spec` that qualify as an index: in the index's window, and in an
+        observation period long enough before and after them."""
+        source = names.EVENT_TABLES[spec.domain]
+        date = col(source.date, EVENT)
+        parts = [*self._spec_filter(spec), *self._within(date, index.window)]
+        prior, post = index.prior_observation_days, index.post_observation_days
+        if prior is not None or post is not None:
+            parts.append(exists(self._observed_around(date, prior or 0, post or 0)))
+        select = exp.select(col("person_id", EVENT), exp.alias_(date.copy(), INDEX_DATE)).from_(
+            table(source.name, EVENT), copy=False
+        )
+        return select.where(exp.and_(*parts, copy=False), copy=False) if parts else select
+
+    @staticmethod
+    def _date_column(spec: EventSpec) -> str:
+        return names.EVENT_TABLES[spec.domain].date
+
+    def _observed_around(self, date: exp.Expr, prior: int, post: int) -> exp.Select:
+        """The observation period of the event at `date` that began at least `prior` days
+        before it and ends at least `post` days after it."""
+        covering = exp.and_(
+            col("person_id", OBSERVED).eq(col("person_id", EVENT)),
+            col("observation_period_start_date", OBSERVED) <= self._shifted(date, -prior),
+            col("observation_period_end_date", OBSERVED) >= self._shifted(date, post),
+            copy=False,
+        )
+        return (
+            exp.select("1")
+            .from_(table(names.OBSERVATION_PERIOD, OBSERVED), copy=False)
+            .where(covering, copy=False)
+        )
+
+    def _shifted(self, date: exp.Expr, days: int) -> exp.Expr:
+        """`date` plus `days` (bound; typed, or PostgreSQL would take the parameter added to
+        a date for a date or an interval)."""
+        return exp.Add(
+            this=date.copy(), expression=exp.cast(self.params.bind(days), exp.DataType.Type.INT)
+        )
+
+    def _spec_filter(self, spec: EventSpec) -> list[exp.Expr]:
+        """Whether an event (alias `e`) of `spec`'s domain is one of `spec`'s, as conditions
+        that must all hold (none: every event of the domain is)."""
+        source = names.EVENT_TABLES[spec.domain]
+        parts: list[exp.Expr] = []
+        if spec.codes:
+            include = [self.params.bind(ConceptSet.of(c)) for c in spec.codes]
+            exclude = [self.params.bind(ConceptSet.of(c)) for c in spec.excluded]
+            parts.append(
+                exp.paren(
+                    exp.or_(
+                        self._in_set(col(source.concept, EVENT), include, exclude),
+                        self._in_set(col(source.source_concept, EVENT), include, exclude),
+                    )
+                )
+            )
+        if spec.visit is not None:
+            ids = self.params.bind(list(names.VISIT_CONCEPT_IDS[spec.visit]))
+            if spec.domain is EventDomain.VISIT:
+                parts.append(self.dialect.any_of(col(names.VISIT_CONCEPT, EVENT), ids))
+            else:
+                parts.append(exists(self._visit(ids)))
+        parts += self._within(col(source.date, EVENT), spec.window)
+        if spec.value is not None:
+            assert source.value is not None  # the model allows values on measurements only
+            value = col(source.value, EVENT)
+            if spec.value.min is not None:
+                parts.append(value >= self.params.bind(spec.value.min))
+            if spec.value.max is not None:
+                parts.append(value.copy() <= self.params.bind(spec.value.max))
+        return parts
+
+    def _in_set(
+        self, column: exp.Expr, include: Sequence[exp.Expr], exclude: Sequence[exp.Expr]
+    ) -> exp.Expr:
+        """`column` is a concept of the set: one of `include`'s, none of `exclude`'s."""
+        included = exp.or_(*(self.dialect.any_of(column.copy(), i.copy()) for i in include))
+        if not exclude:
+            return exp.paren(included) if len(include) > 1 else included
+        excluded = exp.or_(*(self.dialect.any_of(column.copy(), x.copy()) for x in exclude))
+        return exp.paren(exp.and_(exp.paren(included), exp.not_(exp.paren(excluded))))
+
+    def _visit(self, ids: exp.Expr) -> exp.Select:
+        """The visit of type `ids` the event (alias `e`) belongs to."""
+        at = exp.and_(
+            col(names.VISIT_OCCURRENCE_ID, VISIT).eq(col(names.VISIT_OCCURRENCE_ID, EVENT)),
+            self.dialect.any_of(col(names.VISIT_CONCEPT, VISIT), ids),
+            copy=False,
+        )
+        return (
+            exp.select("1")
+            .from_(table(names.VISIT_OCCURRENCE, VISIT), copy=False)
+            .where(at, copy=False)
+        )
+
+    def _relative(self, criterion: RelativeCriterion) -> exp.Expr:
+        """Whether the person has the criterion's events in its window around the candidate
+        index date (`age_date.index_date`): EXISTS the one group of them HAVING a count in
+        range; NOT that for an exclusion."""
+        source = names.EVENT_TABLES[criterion.event.domain]
+        date = col(source.date, EVENT)
+        index_date = col(INDEX_DATE, AGE_DATE)
+        window = criterion.window
+        parts = [
+            col("person_id", EVENT).eq(col("person_id", PERSON)),
+            *self._spec_filter(criterion.event),
+            date >= self._shifted(index_date, window.start_days),
+            date.copy() <= self._shifted(index_date, window.end_days),
+        ]
+        events = (
+            exp.select("1")
+            .from_(table(source.name, EVENT), copy=False)
+            .where(exp.and_(*parts, copy=False), copy=False)
+        )
+        if criterion.at_least > 1 or criterion.at_most is not None:
+            # With HAVING, the one group exists even without events (COUNT(*) = 0): the lower
+            # bound is always there.
+            count = exp.Count(this=exp.Star())
+            counts: list[exp.Expr] = [count >= self.params.bind(criterion.at_least)]
+            if criterion.at_most is not None:
+                counts.append(count.copy() <= self.params.bind(criterion.at_most))
+            events = events.having(exp.and_(*counts, copy=False), copy=False)
+        occurs = exists(events)
+        return exp.not_(occurs) if criterion.exclude else occurs
 
     def _age(self) -> exp.Expr:
         """A person's age in whole years at the question's age date (`CohortQuery.age_basis`):
@@ -270,7 +472,8 @@ class _CohortCompiler:
         )
         # With ages at the index event, the cohort joins each person's index date, which
         # requires the index criterion: its own semi-join would be the same work again.
-        joined = self.query.criteria.index_event() if top_level and self._ages_at_index else None
+        implicit = top_level and self._ages_at_index and self.query.index is None
+        joined = self.query.criteria.index_event() if implicit else None
         for event_table, criteria_list in events:
             for criterion in criteria_list:
                 event_filter = self._event_filter(event_table, criterion)
@@ -281,6 +484,7 @@ class _CohortCompiler:
         if criteria.death is not None:
             died = exists(self._death(criteria.death))
             parts.append(exp.not_(died) if criteria.death.exclude else died)
+        parts += [self._relative(r) for r in criteria.relative]
         if criteria.any_of:
             groups = [exp.and_(*(self._criteria(g) or [exp.true()])) for g in criteria.any_of]
             parts.append(exp.paren(exp.or_(*groups)))
@@ -401,16 +605,20 @@ class _CohortCompiler:
 
     def _cells(self, dimensions: Sequence[Dimension]) -> exp.Select:
         select = exp.select(col(PERSON_INDEX, COHORT)).from_(table(COHORT_CTE, COHORT))
+        dated = _dated(dimensions)
+        # The index date: the cohort's own column when it has one, else CTE `index_event`,
+        # joined.
+        joined = dated and not self._dates_cohort
         person = PersonColumns(
             gender_concept_id=col("gender_concept_id", COHORT),
             age=col(AGE, COHORT),
-            index_date=col(INDEX_DATE, INDEX),
+            index_date=col(INDEX_DATE, INDEX if joined else COHORT),
         )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
             select = select.select(value, copy=False)
-        if _dated(dimensions):
+        if joined:
             select = select.join(
                 table(INDEX_CTE, INDEX),
                 on=col("person_id", INDEX).eq(col("person_id", COHORT)),

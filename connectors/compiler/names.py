@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from connectors.omop import FEMALE_CONCEPT_ID, MALE_CONCEPT_ID, OPTOUT_TABLE, PERSON_INDEX_TABLE
-from schema.codes import Sex
+from schema.codes import EventDomain, Sex, VisitType
 
 PERSON: Final = "person"
 OBSERVATION_PERIOD: Final = "observation_period"
 DEATH: Final = "death"
+VISIT_OCCURRENCE: Final = "visit_occurrence"
+VISIT_OCCURRENCE_ID: Final = "visit_occurrence_id"
+VISIT_CONCEPT: Final = "visit_concept_id"
 CONCEPT: Final = "concept"
 CONCEPT_ANCESTOR: Final = "concept_ancestor"
 OPTOUT: Final = OPTOUT_TABLE
@@ -59,3 +62,29 @@ MEASUREMENTS: Final = EventTable(
     "measurement_date",
     value="value_as_number",
 )
+
+# The visit an event belongs to; the death table's date.
+VISITS: Final = EventTable(
+    VISIT_OCCURRENCE, VISIT_CONCEPT, "visit_source_concept_id", "visit_start_date"
+)
+DEATHS: Final = EventTable(DEATH, "cause_concept_id", "cause_source_concept_id", "death_date")
+
+EVENT_TABLES: Final[dict[EventDomain, EventTable]] = {
+    EventDomain.CONDITION: CONDITIONS,
+    EventDomain.DRUG: DRUGS,
+    EventDomain.MEASUREMENT: MEASUREMENTS,
+    EventDomain.VISIT: VISITS,
+    EventDomain.DEATH: DEATHS,
+}
+
+# The OMOP standard visit concepts of each visit type: 9201 inpatient visit, 9203 emergency
+# room visit, 9202 outpatient visit, 262 emergency room and inpatient visit (an admission
+# through the emergency room: both an admission and an emergency visit).
+INPATIENT_VISIT, EMERGENCY_VISIT, OUTPATIENT_VISIT = 9201, 9203, 9202
+EMERGENCY_INPATIENT_VISIT = 262
+VISIT_CONCEPT_IDS: Final[dict[VisitType, tuple[int, ...]]] = {
+    VisitType.INPATIENT: (INPATIENT_VISIT, EMERGENCY_INPATIENT_VISIT),
+    VisitType.EMERGENCY: (EMERGENCY_VISIT, EMERGENCY_INPATIENT_VISIT),
+    VisitType.OUTPATIENT: (OUTPATIENT_VISIT,),
+    VisitType.INPATIENT_OR_EMERGENCY: (INPATIENT_VISIT, EMERGENCY_VISIT, EMERGENCY_INPATIENT_VISIT),
+}

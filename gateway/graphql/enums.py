@@ -14,11 +14,14 @@ from schema import dimensions
 from schema.codes import (
     AgeAt,
     Dimension,
+    EventDomain,
     Jurisdiction,
     NodeStatus,
     NoiseLevel,
+    Occurrence,
     Sex,
     ValueStatus,
+    VisitType,
     Vocabulary,
 )
 
@@ -35,8 +38,25 @@ strawberry.enum(
     AgeAt,
     description="When a person's age is taken, in whole years (year of that date minus year "
     "of birth). REFERENCE_DATE: the question's reference date, the same for everyone. "
-    "INDEX_EVENT: each person's index event, their first event matching the criteria's first "
-    "top-level condition (else drug, else measurement) within its window.",
+    "INDEX_EVENT: each person's index date: the index's (see cohort's index) or, without "
+    "one, their first event matching the criteria's first top-level condition (else drug, "
+    "else measurement) within its window.",
+)
+strawberry.enum(
+    EventDomain,
+    description="Where an event is recorded: CONDITION, DRUG, MEASUREMENT (by codes), VISIT "
+    "(a visit, by its type), DEATH (the date of death, OMOP death).",
+)
+strawberry.enum(
+    VisitType,
+    description="The type of visit an event belongs to (OMOP standard visit concepts): "
+    "INPATIENT (9201), EMERGENCY (9203), OUTPATIENT (9202), INPATIENT_OR_EMERGENCY; an "
+    "emergency room visit followed by an admission (262) is both INPATIENT and EMERGENCY.",
+)
+strawberry.enum(
+    Occurrence,
+    description="Which qualifying events of an index are candidates: FIRST each person's "
+    "earliest, ALL every one.",
 )
 strawberry.enum(Dimension, description=dimensions.description())
 strawberry.enum(ValueStatus, description="How a released number relates to the truth.")
@@ -55,10 +75,13 @@ strawberry.enum(
 __all__ = [
     "AgeAt",
     "Dimension",
+    "EventDomain",
     "Jurisdiction",
     "NodeStatus",
     "NoiseLevel",
+    "Occurrence",
     "Sex",
     "ValueStatus",
+    "VisitType",
     "Vocabulary",
 ]

@@ -12,8 +12,17 @@ from typing import Any
 
 import strawberry
 
-from gateway.graphql.enums import Sex, Vocabulary
-from schema.query import MAX_OCCURRENCES, MAX_PRIOR_OBSERVATION_DAYS
+from gateway.graphql.enums import EventDomain, Occurrence, Sex, VisitType, Vocabulary
+from schema.query import (
+    MAX_CODES_PER_GROUP,
+    MAX_INDEX_EVENTS,
+    MAX_OCCURRENCES,
+    MAX_POST_OBSERVATION_DAYS,
+    MAX_PRIOR_OBSERVATION_DAYS,
+    MAX_QUESTION_RELATIVE,
+    MAX_RELATIVE_CRITERIA,
+    MAX_RELATIVE_DAYS,
+)
 
 
 @strawberry.input(description="Inclusive window on an event's start date.")
@@ -82,6 +91,86 @@ class DeathInput:
 
 
 @strawberry.input(
+    description="A code, as a concept set or a look-up names it (with its descendants by default)."
+)
+class CodeInput:
+    vocabulary: Vocabulary
+    code: str
+    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
+    descendants: bool = True
+
+
+@strawberry.input(
+    description="The events of one domain that qualify. For CONDITION, DRUG and MEASUREMENT: "
+    "those whose concept (standard or source) is one of `codes`' and none of `excluded`' "
+    f"(a concept set; at most {MAX_CODES_PER_GROUP} codes each). For VISIT: visits of the "
+    "type `visit`. For DEATH: the person's death. `visit` on a coded domain keeps the events "
+    "recorded at a visit of that type; `value` (MEASUREMENT) the values in range; `window` "
+    "the events whose date lies in it."
+)
+class EventSpecInput:
+    domain: EventDomain
+    codes: list[CodeInput] | None = strawberry.UNSET
+    excluded: list[CodeInput] | None = strawberry.UNSET
+    visit: VisitType | None = strawberry.UNSET
+    value: ValueRangeInput | None = strawberry.UNSET
+    window: DateWindowInput | None = strawberry.UNSET
+
+
+@strawberry.input(
+    description="Inclusive window of days around the index date: negative before it, 0 the "
+    f"index date, positive after it (each -{MAX_RELATIVE_DAYS} to {MAX_RELATIVE_DAYS}, start "
+    "not after end). -365 to -1: the year before; 0 to 28: the index date and 28 days after."
+)
+class RelativeWindowInput:
+    start_days: int
+    end_days: int
+
+
+@strawberry.input(
+    description="From atLeast (default 1) to atMost (default: no bound) events of `event` in "
+    "the window around the index date; none of them (or not that many) with exclude. Needs "
+    f"an index. At most {MAX_RELATIVE_CRITERIA} in one criteria group, "
+    f"{MAX_QUESTION_RELATIVE} in a question."
+)
+class RelativeCriterionInput:
+    event: EventSpecInput
+    window: RelativeWindowInput
+    at_least: int = strawberry.field(default=1, description=AT_LEAST)
+    at_most: int | None = strawberry.field(
+        default=strawberry.UNSET, description=f"At most this many (1 to {MAX_OCCURRENCES})."
+    )
+    exclude: bool = strawberry.field(
+        default=False,
+        description="Exclusion: the index date qualifies if the person does NOT have the "
+        "events in the window (with the default counts: none).",
+    )
+
+
+@strawberry.input(
+    description="The index event: what dates each person's entry into the cohort. A "
+    f"qualifying event matches one of `events` (1 to {MAX_INDEX_EVENTS}, ORed), has its date "
+    "in `window`, and lies in an observation period that began at least priorObservationDays "
+    "before it and ends at least postObservationDays after it. FIRST: each person's earliest "
+    "qualifying event is their only candidate; ALL: every one is. A person belongs to the "
+    "cohort if a candidate satisfies the criteria (relative criteria and ages taken at it); "
+    "their index date is the earliest that does."
+)
+class IndexEventInput:
+    events: list[EventSpecInput]
+    occurrence: Occurrence = Occurrence.FIRST
+    window: DateWindowInput | None = strawberry.UNSET
+    prior_observation_days: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"Days observed before the index date (0 to {MAX_PRIOR_OBSERVATION_DAYS}).",
+    )
+    post_observation_days: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"Days observed after the index date (0 to {MAX_POST_OBSERVATION_DAYS}).",
+    )
+
+
+@strawberry.input(
     description="A cohort: every field given must hold (AND); anyOf holds when one group holds."
 )
 class CriteriaInput:
@@ -98,6 +187,10 @@ class CriteriaInput:
     measurements: list[MeasurementInput] | None = strawberry.UNSET
     any_of: list[CriteriaInput] | None = strawberry.UNSET
     death: DeathInput | None = strawberry.UNSET
+    relative: list[RelativeCriterionInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Criteria relative to each candidate index date (needs the index).",
+    )
 
 
 def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
@@ -121,6 +214,61 @@ def criteria_data(criteria: CriteriaInput) -> dict[str, Any]:
         data["any_of"] = [criteria_data(group) for group in criteria.any_of]
     if criteria.death:
         data["death"] = _death(criteria.death)
+    if criteria.relative:
+        data["relative"] = [_relative(r) for r in criteria.relative]
+    return data
+
+
+def index_data(index: IndexEventInput) -> dict[str, Any]:
+    """The query model's `IndexEvent` as plain data, codes as written."""
+    data: dict[str, Any] = {
+        "events": [_spec(e) for e in index.events],
+        "occurrence": index.occurrence,
+    }
+    if index.window:
+        data["window"] = _fields(index.window, "start", "end")
+    data.update(_fields(index, "prior_observation_days", "post_observation_days"))
+    return data
+
+
+def _spec(spec: EventSpecInput) -> dict[str, Any]:
+    data: dict[str, Any] = {"domain": spec.domain}
+    for name in ("codes", "excluded"):
+        codes: list[CodeInput] | None = getattr(spec, name)
+        if codes:
+            data[name] = [_code(c) for c in codes]
+    if _given(spec.visit):
+        data["visit"] = spec.visit
+    if spec.value:
+        data["value"] = _fields(spec.value, "min", "max")
+    if spec.window:
+        data["window"] = _fields(spec.window, "start", "end")
+    return data
+
+
+def _code(code: CodeInput) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "vocabulary": code.vocabulary,
+        "code": code.code,
+        "descendants": code.descendants,
+    }
+    if _given(code.to):
+        data["to"] = code.to
+    return data
+
+
+def _relative(relative: RelativeCriterionInput) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "event": _spec(relative.event),
+        "window": {
+            "start_days": relative.window.start_days,
+            "end_days": relative.window.end_days,
+        },
+        "at_least": relative.at_least,
+        "exclude": relative.exclude,
+    }
+    if _given(relative.at_most):
+        data["at_most"] = relative.at_most
     return data
 
 

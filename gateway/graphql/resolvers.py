@@ -19,7 +19,7 @@ import strawberry
 from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
-from gateway.graphql.inputs import CriteriaInput, criteria_data
+from gateway.graphql.inputs import CriteriaInput, IndexEventInput, criteria_data, index_data
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.permissions import allow
 from gateway.graphql.selection import (
@@ -43,6 +43,15 @@ async def _cohort(
     request: str,
     jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
     criteria: CriteriaInput,
+    index: Annotated[
+        IndexEventInput | None,
+        strawberry.argument(
+            description="The index event: what dates each person's entry into the cohort, "
+            "with the criteria (relative ones among them) taken at each candidate index date. "
+            "Without it, the index event is the criteria's first top-level condition (else "
+            "drug, else measurement)."
+        ),
+    ] = strawberry.UNSET,
     reference_date: Annotated[
         dt.date | None,
         strawberry.argument(
@@ -56,8 +65,8 @@ async def _cohort(
         AgeAt | None,
         strawberry.argument(
             description="When ages are taken, for age criteria and age bands alike. Default: "
-            "INDEX_EVENT when the criteria name a condition, drug or measurement at the top "
-            "level, else REFERENCE_DATE."
+            "INDEX_EVENT when there is an index, or the criteria name a condition, drug or "
+            "measurement at the top level, else REFERENCE_DATE."
         ),
     ] = strawberry.UNSET,
     deadline_ms: int | None = strawberry.UNSET,
@@ -69,6 +78,7 @@ async def _cohort(
     question = CohortQuestion(
         request=request,
         criteria=criteria_data(criteria),
+        index=None if not index else index_data(index),
         tables=tuple(requested_breakdowns(info.selected_fields)),
         pool_total=requested_count(info.selected_fields),
         per_country=requested_node_count(info.selected_fields),

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import Jurisdiction, NodeStatus, Vocabulary
-from gateway.graphql.inputs import RANGE_END
+from gateway.graphql.inputs import CodeInput
 from gateway.planner import check_code
 from gateway.vocabulary import ConceptsOutcome, ask_concepts
 from schema import wire
@@ -22,14 +22,6 @@ from schema.errors import ErrorCode, TesseraError
 from schema.query import Code
 
 Info = strawberry.Info[GatewayContext, None]
-
-
-@strawberry.input(description="A code to look up, as a criterion names it.")
-class CodeInput:
-    vocabulary: Vocabulary
-    code: str
-    to: str | None = strawberry.field(default=strawberry.UNSET, description=RANGE_END)
-    descendants: bool = True
 
 
 @strawberry.type(description="One OMOP concept, as its vocabulary names it.")

@@ -13,6 +13,7 @@ pyarrow); `rows()` needs nothing.
 from __future__ import annotations
 
 from tessera.client.answer import POOLED, Answer, Count, Node, Response, Table
+from tessera.client.atlas import criteria_from_atlas
 from tessera.client.client import AsyncClient, Client, Demo, default_request
 from tessera.client.errors import (
     AuthenticationError,
@@ -23,6 +24,7 @@ from tessera.client.errors import (
     Unavailable,
 )
 from tessera.client.frames import read_csv
+from tessera.client.questions import event, index, relative
 
 __all__ = [
     "POOLED",
@@ -40,6 +42,10 @@ __all__ = [
     "Table",
     "TesseraClientError",
     "Unavailable",
+    "criteria_from_atlas",
     "default_request",
+    "event",
+    "index",
     "read_csv",
+    "relative",
 ]

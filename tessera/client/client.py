@@ -175,6 +175,7 @@ class _Core:
         deadline_ms: int | None,
         min_nodes: int | None,
         noise: str | NoiseLevel | None,
+        index: Mapping[str, Any] | None = None,
     ) -> Question:
         request = request or self.request
         if request is None:
@@ -196,6 +197,7 @@ class _Core:
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
         )
 
     @staticmethod
@@ -282,6 +284,7 @@ class Client(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        index: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Ask for a cohort and its breakdowns.
 
@@ -293,7 +296,9 @@ class Client(_Core):
         (`["SEX", "AGE_BAND_10"]`) or several (`[["SEX"], ["JURISDICTION"]]`). `total=False`
         leaves out the pooled count (a securely pooled count costs privacy budget of its
         own); `countries=False` leaves out each country's own count: a pooled count is then
-        the question's only total, released (and charged) once.
+        the question's only total, released (and charged) once. `index` is the question's
+        index event (`tessera.client.index`), with criteria relative to it in `criteria`
+        (`{"relative": [tessera.client.relative(...)]}`).
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -315,6 +320,7 @@ class Client(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
         )
         return self.execute(question.document, question.variables).answer
 
@@ -391,6 +397,7 @@ class AsyncClient(_Core):
         deadline_ms: int | None = None,
         min_nodes: int | None = None,
         noise: str | NoiseLevel | None = None,
+        index: Mapping[str, Any] | None = None,
     ) -> Answer:
         """As `Client.cohort`."""
         question = self.question(
@@ -409,5 +416,6 @@ class AsyncClient(_Core):
             deadline_ms=deadline_ms,
             min_nodes=min_nodes,
             noise=noise,
+            index=index,
         )
         return (await self.execute(question.document, question.variables)).answer

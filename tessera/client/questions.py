@@ -9,6 +9,15 @@ cohort and nothing the caller typed is spliced into it.
     {'vocabulary': 'ICD10', 'code': 'F70', 'descendants': True, 'to': 'F79'}
     >>> criteria(concepts=["ICD10:E11"], sex="female", age=(40, 69))["age"]
     {'min': 40, 'max': 69}
+
+An index event and criteria relative to it (`index`, `event`, `relative`):
+
+    >>> admission = event("CONDITION", ["ICD10:U07.1"], visit="INPATIENT")
+    >>> index([admission], occurrence="FIRST")["events"][0]["visit"]
+    'INPATIENT'
+    >>> died = relative(event("DEATH"), days=(0, 28))
+    >>> died["event"], died["window"]
+    ({'domain': 'DEATH'}, {'startDays': 0, 'endDays': 28})
 """
 
 from __future__ import annotations
@@ -19,7 +28,17 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schema.code_ranges import RANGE_VOCABULARIES
-from schema.codes import AgeAt, Dimension, Jurisdiction, NoiseLevel, Sex, Vocabulary
+from schema.codes import (
+    AgeAt,
+    Dimension,
+    EventDomain,
+    Jurisdiction,
+    NoiseLevel,
+    Occurrence,
+    Sex,
+    VisitType,
+    Vocabulary,
+)
 from schema.errors import ErrorCode
 from tessera.client.errors import InvalidQuery
 
@@ -83,10 +102,12 @@ def criteria(
     sex: str | Sex | None = None,
     age: tuple[int | None, int | None] | None = None,
     any_of: Sequence[Mapping[str, Any]] = (),
+    relative: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A `CriteriaInput`: every criterion given must hold. `concepts` go where their
     vocabulary says (ICD10/SNOMED: conditions, ATC/RxNorm: drugs, LOINC: measurements);
-    `conditions`, `drugs`, `measurements` say it themselves."""
+    `conditions`, `drugs`, `measurements` say it themselves; `relative` holds criteria
+    relative to the question's index (`relative`)."""
     out: dict[str, list[dict[str, Any]]] = {"conditions": [], "drugs": [], "measurements": []}
     for spec in concepts:
         event = concept(spec)
@@ -108,7 +129,109 @@ def criteria(
         result["age"] = {"min": low, "max": high}
     if any_of:
         result["anyOf"] = [dict(group) for group in any_of]
+    if relative:
+        result["relative"] = [dict(r) for r in relative]
     return result
+
+
+def _member(kind: type[Any], value: object, what: str) -> str:
+    try:
+        member: str = kind(str(value).strip().upper()).value
+    except ValueError:
+        known = ", ".join(m.value for m in kind)
+        raise InvalidQuery(
+            f"unknown {what} (known: {known})", code=ErrorCode.INVALID_CRITERIA
+        ) from None
+    return member
+
+
+def _window(window: tuple[dt.date | None, dt.date | None]) -> dict[str, str]:
+    start, end = window
+    return {
+        name: value.isoformat()
+        for name, value in (("start", start), ("end", end))
+        if value is not None
+    }
+
+
+def event(
+    domain: str | EventDomain,
+    codes: Iterable[Concept] = (),
+    *,
+    excluded: Iterable[Concept] = (),
+    visit: str | VisitType | None = None,
+    value: tuple[float | None, float | None] | None = None,
+    window: tuple[dt.date | None, dt.date | None] | None = None,
+) -> dict[str, Any]:
+    """An `EventSpecInput`: events of `domain` (CONDITION, DRUG, MEASUREMENT, VISIT, DEATH)
+    whose concept is one of `codes` (`"ICD10:I40"`, a range `"ICD10:F70-F79"`, or a
+    `CodeInput` mapping) and none of `excluded`; recorded at a visit of type `visit`
+    (INPATIENT, EMERGENCY, OUTPATIENT, INPATIENT_OR_EMERGENCY; for VISIT, the visit's own
+    type); a measurement's `value=(min, max)`; a calendar `window=(start, end)`."""
+    spec: dict[str, Any] = {"domain": _member(EventDomain, domain, "event domain")}
+    for name, given in (("codes", codes), ("excluded", excluded)):
+        listed = [_code(concept(c)) for c in given]
+        if listed:
+            spec[name] = listed
+    if visit is not None:
+        spec["visit"] = _member(VisitType, visit, "visit type")
+    if value is not None:
+        spec["value"] = {k: v for k, v in zip(("min", "max"), value, strict=True) if v is not None}
+    if window is not None:
+        spec["window"] = _window(window)
+    return spec
+
+
+def _code(event: Mapping[str, Any]) -> dict[str, Any]:
+    # A concept set's code: its vocabulary, code, range end and descendants only.
+    return {k: v for k, v in event.items() if k in ("vocabulary", "code", "to", "descendants")}
+
+
+def index(
+    events: Sequence[Mapping[str, Any]],
+    *,
+    occurrence: str | Occurrence = Occurrence.FIRST,
+    window: tuple[dt.date | None, dt.date | None] | None = None,
+    prior_observation_days: int | None = None,
+    post_observation_days: int | None = None,
+) -> dict[str, Any]:
+    """An `IndexEventInput`: each person's index is one of `events` (`event(...)`, ORed):
+    their FIRST qualifying one, or ALL of them as candidates; in a calendar `window`, with
+    that many days observed before and after it."""
+    data: dict[str, Any] = {
+        "events": [dict(e) for e in events],
+        "occurrence": _member(Occurrence, occurrence, "occurrence"),
+    }
+    if window is not None:
+        data["window"] = _window(window)
+    if prior_observation_days is not None:
+        data["priorObservationDays"] = prior_observation_days
+    if post_observation_days is not None:
+        data["postObservationDays"] = post_observation_days
+    return data
+
+
+def relative(
+    event: Mapping[str, Any],
+    *,
+    days: tuple[int, int],
+    at_least: int = 1,
+    at_most: int | None = None,
+    exclude: bool = False,
+) -> dict[str, Any]:
+    """A `RelativeCriterionInput`: from `at_least` to `at_most` of `event` (`event(...)`) in
+    the window of `days=(start, end)` around the index date (negative: before it; `(0, 28)`:
+    the index date and the 28 days after); none of them with `exclude`."""
+    start, end = days
+    data: dict[str, Any] = {
+        "event": dict(event),
+        "window": {"startDays": start, "endDays": end},
+        "atLeast": at_least,
+        "exclude": exclude,
+    }
+    if at_most is not None:
+        data["atMost"] = at_most
+    return data
 
 
 def dimension(name: str | Dimension) -> Dimension:
@@ -152,6 +275,7 @@ def cohort_question(
     deadline_ms: int | None = None,
     min_nodes: int | None = None,
     noise: str | NoiseLevel | None = None,
+    index: Mapping[str, Any] | None = None,
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
@@ -168,6 +292,7 @@ def cohort_question(
         ("deadlineMs", "Int", deadline_ms),
         ("minNodes", "Int", min_nodes),
         ("noise", "NoiseLevel", _noise(noise)),
+        ("index", "IndexEventInput", None if index is None else dict(index)),
     ]
     for name, kind, value in optional:
         if value is not None:

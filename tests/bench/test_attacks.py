@@ -28,10 +28,12 @@ from bench.attacks.solve import LinearAttack
 from bench.attacks.targets import Cohorts, decedents, outside, singled_out
 from bench.attacks.truth import FEMALE_CONCEPT, MALE_CONCEPT, NodeTruth
 from bench.attacks.verdict import (
+    GUARANTEED,
     HELD,
     PINNED,
     CountTarget,
     Trial,
+    at_least_by_chance,
     count_row,
     membership_row,
 )
@@ -269,17 +271,41 @@ def test_small_counts_are_pinned_by_a_small_error_or_by_a_claim_that_holds() -> 
     assert _count(0, -3.0).error == -3.0
 
 
-def test_membership_is_pinned_above_85_percent_over_8_members_and_8_others() -> None:
-    def trials(hits: int, rejections: int, members: int, others: int | None = None) -> list[Trial]:
-        found = [Trial(FR, "m", True, i < hits) for i in range(members)]
-        return found + [Trial(FR, "o", False, i >= rejections) for i in range(others or members)]
+def _trials(hits: int, rejections: int, members: int, others: int | None = None) -> list[Trial]:
+    found = [Trial(FR, "m", True, i < hits) for i in range(members)]
+    return found + [Trial(FR, "o", False, i >= rejections) for i in range(others or members)]
 
+
+def test_membership_is_pinned_above_85_percent_over_8_members_and_8_others() -> None:
+    trials = _trials
     assert membership_row("FR", trials(8, 8, 8)).verdict == PINNED
+    assert membership_row("FR", trials(8, 7, 8)).verdict == PINNED  # 94%
     assert membership_row("FR", trials(6, 7, 8)).verdict == HELD  # 81%
     assert membership_row("FR", trials(6, 8, 8)).accuracy == pytest.approx(0.875)
     assert membership_row("FR", trials(4, 4, 8)).accuracy == pytest.approx(0.5)
     # Two lucky guesses about members do not make a pin, however many others there are.
     assert membership_row("FR", trials(2, 28, 2, 28)).verdict == HELD
+
+
+def test_membership_above_85_percent_that_an_attacker_at_the_cap_reaches_by_chance_is_held() -> (
+    None
+):
+    # 14 of 8 + 8 right: an attacker right 69% of the time (all the cap allows) gets there
+    # in 9% of runs.
+    row = membership_row("FR", _trials(7, 7, 8))
+    assert row.accuracy == pytest.approx(0.875)
+    assert row.chance == pytest.approx(0.0875, abs=0.001)
+    assert row.verdict == HELD
+    # The same accuracy over 32 + 32 trials is far beyond chance.
+    row = membership_row("FR", _trials(28, 28, 32))
+    assert row.chance is not None
+    assert row.chance < 1e-3
+    assert row.verdict == PINNED
+    # The tail: all right is the bound to the 16th; at least nothing is certain.
+    assert at_least_by_chance(8, 8, 1.0) == pytest.approx(GUARANTEED**16)
+    assert at_least_by_chance(8, 8, 0.0) == pytest.approx(1.0)
+    # Unequal sides: each side's rate counts for half.
+    assert at_least_by_chance(1, 3, 1.0, right=0.5) == pytest.approx(0.5**4)
 
 
 # -- the attacker's account of its spend ----------------------------------------------------

@@ -208,25 +208,40 @@ async def test_the_throughput_climb_refines_the_first_failure(
     assert seen == tried
 
 
-def test_protection_is_ledger_plus_protect_over_sql_and_a_stored_answer_over_the_fresh_sql() -> (
-    None
-):
-    def steps(ledger: float, protect: float, sql: float) -> dict[str, float]:
-        return {"population": 50.0, "ledger": ledger, "protect": protect, "sql": sql}
+def test_protection_is_ledger_plus_protect_over_the_question_s_unprotected_sql() -> None:
+    def steps(ledger: float, protect: float, sql: float, unprotected: float) -> dict[str, float]:
+        return {
+            "population": 50.0,
+            "ledger": ledger,
+            "protect": protect,
+            "sql": sql,
+            "unprotected": unprotected,
+        }
 
     rows = summarise(
         {
             "cohort": {
-                "fresh": [steps(2, 8, 100), steps(1, 4, 200), steps(3, 7, 50)],
-                "again": [steps(1, 1, 0), steps(1, 2, 0), steps(2, 2, 0)],
+                "fresh": [steps(2, 8, 100, 200), steps(1, 4, 200, 200), steps(3, 7, 50, 50)],
+                "again": [steps(1, 1, 0, 100), steps(1, 2, 0, 100), steps(2, 2, 0, 100)],
             }
         }
     )
     fresh, again = rows
-    assert (fresh.situation, fresh.ratio) == ("fresh", 0.1)  # medians of 0.1, 0.025, 0.2
-    assert fresh.steps == {"population": 50.0, "ledger": 2.0, "protect": 7.0, "sql": 100.0}
-    # No sql when the answer store serves the question: against the fresh question's sql.
+    # Medians of 0.05, 0.025 and 0.2.
+    assert (fresh.situation, fresh.ratio) == ("fresh", 0.05)
+    # Every step beyond the unprotected statement: 160/200, 255/200 and 110/50, less one.
+    assert fresh.added == pytest.approx(255 / 200 - 1)
+    assert fresh.steps == {
+        "population": 50.0,
+        "ledger": 2.0,
+        "protect": 7.0,
+        "sql": 100.0,
+        "unprotected": 200.0,
+    }
     assert again.ratio == pytest.approx(3 / 100)
+    # No sql when the answer store serves the question: against the fresh question's sql.
+    assert fresh.of_sql == 0.1
+    assert again.of_sql == pytest.approx(3 / 100)
 
 
 async def test_the_protection_benchmark_asks_a_real_connector_in_each_situation(
@@ -240,6 +255,7 @@ async def test_the_protection_benchmark_asks_a_real_connector_in_each_situation(
     for situation, (steps,) in situations.items():
         assert steps["population"] > 0
         assert steps["protect"] > 0
+        assert steps["unprotected"] > 0
         # Only a stored answer skips the database's tables.
         assert (steps["sql"] == 0) == (situation == "again")
 

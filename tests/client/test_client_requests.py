@@ -230,3 +230,55 @@ async def test_the_async_client_maps_a_refused_connection() -> None:
             with pytest.raises(Unavailable) as raised:
                 await client.execute("{ x }")
     assert raised.value.code is None
+
+
+def test_an_index_and_relative_criteria_travel_as_the_published_schema_reads_them() -> None:
+    import graphql
+    from graphql.execution.values import get_variable_values
+
+    from gateway.graphql.schema import build_schema
+    from tessera.client import event, index, relative
+
+    fake = gateway(graphql_reply(cohort_with_a_denied_node()))
+    client = Client(URL, token="id.token.sig", permits=[FR, DE], transport=fake)
+    admission = event("condition", ["ICD10:U07.1"], visit="inpatient")
+    diabetes = event("CONDITION", ["ICD10:E11"], excluded=["ICD10:E11.0-E11.1"])
+    client.cohort(
+        index=index([admission], occurrence="FIRST", prior_observation_days=365),
+        criteria={
+            "relative": [
+                relative(diabetes, days=(-36525, -1)),
+                relative(event("DEATH"), days=(0, 28)),
+                relative(event("VISIT", visit="EMERGENCY"), days=(-30, -1), exclude=True),
+            ]
+        },
+        by=["AGE_BAND_20"],
+    )
+    sent = json.loads(fake.requests[0][1])
+    assert sent["variables"]["index"]["events"] == [
+        {
+            "domain": "CONDITION",
+            "codes": [{"vocabulary": "ICD10", "code": "U07.1", "descendants": True}],
+            "visit": "INPATIENT",
+        }
+    ]
+    assert sent["variables"]["criteria"]["relative"][0]["event"]["excluded"] == [
+        {"vocabulary": "ICD10", "code": "E11.0", "descendants": True, "to": "E11.1"}
+    ]
+    # The document and its variables are what the gateway's schema accepts.
+    schema = build_schema()._schema
+    document = graphql.parse(sent["query"])
+    assert graphql.validate(schema, document) == []
+    (operation,) = document.definitions
+    assert isinstance(operation, graphql.OperationDefinitionNode)
+    coerced = get_variable_values(schema, operation.variable_definitions or (), sent["variables"])
+    assert not isinstance(coerced, list), coerced  # a list holds the coercion's errors
+
+
+def test_an_unknown_event_domain_or_visit_type_is_an_invalid_query() -> None:
+    from tessera.client import event
+
+    with pytest.raises(InvalidQuery, match="unknown event domain"):
+        event("PROCEDURE", ["ICD10:E11"])
+    with pytest.raises(InvalidQuery, match="unknown visit type"):
+        event("CONDITION", ["ICD10:E11"], visit="WARD")

@@ -539,13 +539,13 @@ PG = {
         (
             {J: "FR", DB: "mysql://reader:s3cret@h/d"},
             rf"--database \({DB}\): the database mysql://reader:\*\*\*@h/d has a scheme "
-            r"Tessera has no backend for: expected duckdb://, postgresql://, postgres:// or "
-            "the path of a DuckDB file",
+            r"Tessera has no backend for: expected duckdb://, postgresql://, postgres://, "
+            "spark://, sc:// or the path of a DuckDB file",
         ),
         ({J: "FR", DB: "duckdb://cdm.duckdb"}, r"expected duckdb:///PATH"),
         (
             {J: "FR", DB: "x", "TESSERA_CONNECTOR_CDM_SCHEMA": "cdm"},
-            r"go with a --database .* of schemas \(postgresql://, postgres://\) only",
+            r"go with a --database .* of schemas \(postgresql://, postgres://, sc://\) only",
         ),
         (
             {

@@ -119,3 +119,35 @@ def test_death_is_part_of_the_question() -> None:
     deaths = [None, {}, {"window": {"start": "2024-01-01"}}, {"exclude": True}]
     shapes = [Criteria.model_validate({"conditions": [E11], "death": d}) for d in deaths]
     assert len({question_digest(query(c), ()) for c in shapes}) == len(shapes)
+
+
+def indexed(index: dict[str, object], criteria: dict[str, object]) -> CohortQuery:
+    return CohortQuery.model_validate(
+        {"reference_date": dt.date(2026, 1, 1), "index": index, "criteria": criteria}
+    )
+
+
+def spec(*codes: str) -> dict[str, object]:
+    return {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": c} for c in codes]}
+
+
+def test_an_index_is_part_of_every_question_that_has_one_its_unions_in_any_order() -> None:
+    death = {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 28}}
+    diabetes = {"event": spec("E11", "E10"), "window": {"start_days": -365, "end_days": -1}}
+    first = indexed({"events": [spec("U07.1"), spec("J18")]}, {"relative": [death, diabetes]})
+    # Alternatives ORed, codes of a concept set, and relative criteria ANDed: in any order.
+    diabetes_again = {**diabetes, "event": spec("E10", "E11")}
+    same = indexed({"events": [spec("J18"), spec("U07.1")]}, {"relative": [diabetes_again, death]})
+    assert question_digest(first, ()) == question_digest(same, ())
+    # Another index, or every candidate instead of the first, is another question.
+    for other in (
+        indexed({"events": [spec("U07.1")]}, {"relative": [death, diabetes]}),
+        indexed(
+            {"events": [spec("U07.1"), spec("J18")], "occurrence": "ALL"},
+            {"relative": [death, diabetes]},
+        ),
+        indexed({"events": [spec("U07.1"), spec("J18")]}, {"relative": [death]}),
+    ):
+        assert question_digest(first, ()) != question_digest(other, ())
+    # And a question without an index is another question again.
+    assert question_digest(first, ()) != question_digest(query(Criteria()), ())

@@ -1,11 +1,14 @@
 """The compiled SQL against an independent reference: many generated cohort definitions (code
-ranges, exclusions, occurrence counts, windows, values, ages at either date, nested `anyOf`),
-each evaluated person by person in plain Python over the same synthetic CDM read out of
-DuckDB, must select exactly the persons the compiled SQL selects, on DuckDB and on PostgreSQL.
+ranges, exclusions, occurrence counts, windows, values, ages at either date, nested `anyOf`,
+index events first or all, in visits of a type, with observation before and after them,
+criteria relative to them, deaths as events, concept sets with exclusions), each evaluated
+person by person in plain Python over the same synthetic CDM read out of DuckDB, must select
+exactly the persons the compiled SQL selects, on DuckDB and on PostgreSQL, and date them by
+the same index dates (their years).
 
-The reference shares nothing with the compiler but the query model: it finds the concepts a
-code names from the `concept` rows themselves (a range is every well-formed code of its ends'
-length between them), and walks each person's events.
+The reference (`tests.connectors.reference_kit`) shares nothing with the compiler but the
+query model: it finds the concepts a code names from the `concept` rows themselves (a range is
+every well-formed code of its ends' length between them), and walks each person's events.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import datetime as dt
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,244 +36,39 @@ from connectors.compiler import (
     compile_concept_lookup,
     compile_query,
 )
-from schema.codes import CODE_PATTERNS, LOOKUP_VOCABULARIES, AgeAt, MeasureKind, Vocabulary
+from schema.codes import (
+    AgeAt,
+    Dimension,
+    EventDomain,
+    MeasureKind,
+    Occurrence,
+    VisitType,
+)
 from schema.query import (
+    MAX_RELATIVE_DAYS,
     AgeRange,
+    Code,
     CohortQuery,
     Criteria,
     DateWindow,
     DeathCriterion,
     EventCriterion,
+    EventSpec,
+    IndexEvent,
     MeasurementCriterion,
+    RelativeCriterion,
+    RelativeWindow,
     ValueRange,
 )
 from synth import generate
+from tests.connectors.reference_kit import Cdm, Reference, read_cdm
 
 PERSONS = 1_500
 # Each engine; more with TESSERA_REFERENCE_EXAMPLES=2000 (a few minutes).
 EXAMPLES = int(os.environ.get("TESSERA_REFERENCE_EXAMPLES", "60"))
 REFERENCE_DATES = (dt.date(2025, 1, 1), dt.date(2020, 6, 30))
 
-# -- the reference ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    concept: int
-    source: int
-    date: dt.date
-    value: float | None = None
-
-
-Periods = dict[int, list[tuple[dt.date, dt.date]]]
-
-
-@dataclass
-class Cdm:
-    """The synthetic CDM as plain Python data."""
-
-    concepts: list[tuple[int, str, str]]  # id, vocabulary_id, code
-    below: dict[int, set[int]]  # concept_ancestor: ancestor -> descendants (itself included)
-    persons: dict[int, tuple[int, int]]  # person_id -> (gender_concept_id, year_of_birth)
-    index: dict[int, int]  # person_id -> person index
-    opted_out: set[int]
-    observed: Periods  # person_id -> (start, end) of each observation period
-    deaths: dict[int, dt.date]
-    events: dict[str, dict[int, list[Event]]] = field(default_factory=dict)
-
-
-def read_cdm(path: Path) -> Cdm:
-    with duckdb.connect(str(path), read_only=True) as con:
-        below: dict[int, set[int]] = defaultdict(set)
-        for a, d in con.execute(
-            "SELECT ancestor_concept_id, descendant_concept_id FROM concept_ancestor"
-        ).fetchall():
-            below[a].add(d)
-        cdm = Cdm(
-            concepts=con.execute(
-                "SELECT concept_id, vocabulary_id, concept_code FROM concept"
-            ).fetchall(),
-            below=below,
-            persons={
-                p: (g, y)
-                for p, g, y in con.execute(
-                    "SELECT person_id, gender_concept_id, year_of_birth FROM person"
-                ).fetchall()
-            },
-            index=dict(
-                con.execute("SELECT person_id, person_index FROM tessera_person").fetchall()
-            ),
-            opted_out={
-                p for (p,) in con.execute("SELECT person_id FROM tessera_optout").fetchall()
-            },
-            observed=observation_periods(con),
-            deaths=dict(con.execute("SELECT person_id, death_date FROM death").fetchall()),
-        )
-        sources = {
-            "conditions": (
-                "SELECT person_id, condition_concept_id, condition_source_concept_id, "
-                "condition_start_date, NULL FROM condition_occurrence"
-            ),
-            "drugs": (
-                "SELECT person_id, drug_concept_id, drug_source_concept_id, "
-                "drug_exposure_start_date, NULL FROM drug_exposure"
-            ),
-            "measurements": (
-                "SELECT person_id, measurement_concept_id, measurement_source_concept_id, "
-                "measurement_date, value_as_number FROM measurement"
-            ),
-        }
-        for group, sql in sources.items():
-            by_person: dict[int, list[Event]] = defaultdict(list)
-            for p, c, s, d, v in con.execute(sql).fetchall():
-                by_person[p].append(Event(c, s, d, v))
-            cdm.events[group] = by_person
-    return cdm
-
-
-def observation_periods(con: duckdb.DuckDBPyConnection) -> Periods:
-    periods: Periods = defaultdict(list)
-    sql = (
-        "SELECT person_id, observation_period_start_date, observation_period_end_date "
-        "FROM observation_period"
-    )
-    for p, start, end in con.execute(sql).fetchall():
-        periods[p].append((start, end))
-    return periods
-
-
-def named_codes(code: EventCriterion, concept_code: str) -> bool:
-    """Whether `concept_code` is (or, with descendants, starts with) the criterion's code, or
-    a code of its range, in either ICD-10 spelling (with and without the dot)."""
-    dotless = code.vocabulary is Vocabulary.ICD10
-    spellings = {(code.code, code.to)}
-    if dotless:
-        spellings.add((undotted(code.code), None if code.to is None else undotted(code.to)))
-    prefix_coded = code.vocabulary in (Vocabulary.ICD10, Vocabulary.ATC)
-    for first, last in spellings:
-        head = concept_code[: len(first)] if code.descendants and prefix_coded else concept_code
-        if last is None:
-            if head == first:
-                return True
-        elif len(head) == len(first) and first <= head <= last and well_formed(code, head):
-            return True
-    return False
-
-
-def undotted(code: str) -> str:
-    return code.replace(".", "")
-
-
-def well_formed(code: EventCriterion, text: str) -> bool:
-    pattern = CODE_PATTERNS[code.vocabulary]
-    if code.vocabulary is Vocabulary.ICD10 and "." not in text and len(text) > 3:
-        text = f"{text[:3]}.{text[3:]}"  # a dotless spelling: its dot put back
-    return pattern.fullmatch(text) is not None
-
-
-def concept_ids(cdm: Cdm, code: EventCriterion) -> set[int]:
-    vocabularies = LOOKUP_VOCABULARIES[code.vocabulary]
-    named = {
-        cid
-        for cid, vocabulary, text in cdm.concepts
-        if vocabulary in vocabularies and named_codes(code, text)
-    }
-    if code.descendants:
-        named |= {d for cid in named for d in cdm.below.get(cid, ())}
-    return named
-
-
-class Reference:
-    def __init__(self, cdm: Cdm, query: CohortQuery) -> None:
-        self.cdm = cdm
-        self.query = query
-        self._ids: dict[int, set[int]] = {}
-
-    def matching(self, group: str, criterion: EventCriterion, person: int) -> list[Event]:
-        if id(criterion) not in self._ids:
-            self._ids[id(criterion)] = concept_ids(self.cdm, criterion)
-        ids = self._ids[id(criterion)]
-        window = criterion.window or DateWindow()
-        value = criterion.value if isinstance(criterion, MeasurementCriterion) else None
-        return [
-            e
-            for e in self.cdm.events[group].get(person, ())
-            if (e.concept in ids or e.source in ids)
-            and (window.start is None or e.date >= window.start)
-            and (window.end is None or e.date <= window.end)
-            and (
-                value is None
-                or (
-                    e.value is not None
-                    and (value.min is None or e.value >= value.min)
-                    and (value.max is None or e.value <= value.max)
-                )
-            )
-        ]
-
-    def holds(self, criteria: Criteria, person: int, age: int, age_date: dt.date) -> bool:
-        gender, _ = self.cdm.persons[person]
-        days = criteria.prior_observation_days
-        if days is not None and not any(
-            (age_date - start).days >= days and end >= age_date
-            for start, end in self.cdm.observed.get(person, ())
-        ):
-            return False
-        if criteria.sex is not None and gender != {"FEMALE": 8532, "MALE": 8507}[criteria.sex]:
-            return False
-        if criteria.age is not None:
-            low, high = criteria.age_bounds()
-            if not low <= age <= high:
-                return False
-        if criteria.death is not None:
-            window = criteria.death.window or DateWindow()
-            died = self.cdm.deaths.get(person)
-            within = (
-                died is not None
-                and (window.start is None or died >= window.start)
-                and (window.end is None or died <= window.end)
-            )
-            if within == criteria.death.exclude:
-                return False
-        for group in ("conditions", "drugs", "measurements"):
-            for criterion in getattr(criteria, group):
-                has = len(self.matching(group, criterion, person)) >= criterion.at_least
-                if has == criterion.exclude:
-                    return False
-        return not criteria.any_of or any(
-            self.holds(g, person, age, age_date) for g in criteria.any_of
-        )
-
-    def cohort(self) -> set[int]:
-        """The person indexes of the persons the question counts."""
-        query, cdm = self.query, self.cdm
-        year = query.reference_date.year
-        chosen: set[int] = set()
-        index = query.criteria.index_event()
-        group = next(
-            (
-                g
-                for g in ("conditions", "drugs", "measurements")
-                if index in getattr(query.criteria, g)
-            ),
-            None,
-        )
-        for person, (_, born) in cdm.persons.items():
-            if born > year or person in cdm.opted_out or person not in cdm.index:
-                continue
-            if query.age_basis is AgeAt.INDEX_EVENT:
-                assert index is not None
-                assert group is not None
-                dates = [e.date for e in self.matching(group, index, person)]
-                if not dates:
-                    continue
-                age_date = min(dates)
-            else:
-                age_date = query.reference_date
-            age = (year if age_date is query.reference_date else age_date.year) - born
-            if self.holds(query.criteria, person, age, age_date):
-                chosen.add(cdm.index[person])
-        return chosen
+# The reference: `tests.connectors.reference_kit`.
 
 
 # -- generated definitions ---------------------------------------------------------------------
@@ -367,6 +164,132 @@ def criteria(depth: int) -> st.SearchStrategy[Criteria]:
     return one()
 
 
+# Codes of acute events, with the codes above, for index events and relative criteria.
+EVENT_CODES = {
+    EventDomain.CONDITION: codes(
+        "ICD10 E11, ICD10 I10, ICD10 E10-E14, ICD10 E11.9, ICD10 J18, ICD10 U07.1, ICD10 U07, "
+        "ICD10 I40, ICD10 I30, ICD10 I20-I25, ICD10 F84, SNOMED 44054006"
+    ),
+    EventDomain.DRUG: codes(DRUGS),
+    EventDomain.MEASUREMENT: codes(MEASUREMENTS),
+}
+RELATIVE_WINDOWS = [
+    (-MAX_RELATIVE_DAYS, -1),
+    (-365, -1),
+    (-30, 30),
+    (0, 0),
+    (0, 28),
+    (1, 21),
+    (0, MAX_RELATIVE_DAYS),
+]
+
+
+@st.composite
+def concept_codes(draw: st.DrawFn, domain: EventDomain) -> Code:
+    vocabulary, code, to = draw(st.sampled_from(EVENT_CODES[domain]))
+    return Code(vocabulary=vocabulary, code=code, to=to, descendants=draw(st.booleans()))
+
+
+# Calendar windows wide enough to keep most of the events a spec names.
+WIDE_WINDOWS = [
+    None,
+    None,
+    DateWindow(start=dt.date(2012, 1, 1)),
+    DateWindow(start=dt.date(2018, 6, 30), end=dt.date(2022, 12, 31)),
+    DateWindow(end=dt.date(2020, 1, 1)),
+]
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> EventSpec:
+    domain = draw(st.sampled_from(list(EventDomain)))
+    if domain is EventDomain.DEATH:
+        return EventSpec(domain=domain, window=draw(st.sampled_from(WIDE_WINDOWS)))
+    if domain is EventDomain.VISIT:
+        return EventSpec(domain=domain, visit=draw(st.sampled_from(list(VisitType))))
+    # The synthetic CDM records visits for conditions only: elsewhere a visit keeps nothing.
+    visits = list(VisitType) if domain is EventDomain.CONDITION else []
+    value = None
+    if domain is EventDomain.MEASUREMENT:
+        low = draw(st.sampled_from([None, 6.5, 25.0]))
+        value = None if low is None else ValueRange(min=low)
+    return EventSpec(
+        domain=domain,
+        codes=draw(st.lists(concept_codes(domain), min_size=1, max_size=2)),
+        excluded=draw(st.sampled_from([[], [], [draw(concept_codes(domain))]])),
+        visit=draw(st.sampled_from([None, None, *visits])),
+        value=value,
+        window=draw(st.sampled_from(WIDE_WINDOWS)),
+    )
+
+
+@st.composite
+def relative_criteria(draw: st.DrawFn, index: IndexEvent) -> RelativeCriterion:
+    start, end = draw(st.sampled_from(RELATIVE_WINDOWS))
+    # Half the time one of the index's own events (a washout, a second occurrence): specs
+    # drawn at random rarely meet the index's persons in a window.
+    event = draw(st.sampled_from(index.events) | specs())
+    at_least = draw(st.sampled_from([1, 1, 1, 2]))
+    at_most = draw(st.sampled_from([None, None, at_least, 3]))
+    return RelativeCriterion(
+        event=event,
+        window=RelativeWindow(start_days=start, end_days=end),
+        at_least=at_least,
+        at_most=at_most if at_most is None or at_most >= at_least else None,
+        # Mostly exclusions: an event required in a narrow window empties most cohorts.
+        exclude=draw(st.sampled_from([True, True, False])),
+    )
+
+
+def indexed_criteria(depth: int, index: IndexEvent) -> st.SearchStrategy[Criteria]:
+    """Criteria for a question with an index: mostly relative criteria, with a little of the
+    rest (the index selects fewer persons than the whole population: each criterion more
+    would leave most cohorts empty)."""
+
+    @st.composite
+    def one(draw: st.DrawFn) -> Criteria:
+        low = draw(st.sampled_from([None, None, 18, 40]))
+        high = draw(st.sampled_from([None, None, 30, 70]))
+        if low is not None and high is not None and low > high:
+            low, high = high, low
+        return Criteria(
+            sex=draw(st.sampled_from([None, None, None, "FEMALE", "MALE"])),
+            prior_observation_days=draw(st.sampled_from([None, None, None, 365])),
+            age=None if low is None and high is None else AgeRange(min=low, max=high),
+            conditions=draw(st.lists(events(codes(CONDITIONS)), max_size=1)) if depth > 1 else [],
+            death=draw(st.sampled_from([None, None, None, DeathCriterion(exclude=True)])),
+            relative=draw(st.lists(relative_criteria(index), max_size=depth)),
+            any_of=(
+                draw(st.lists(indexed_criteria(depth - 1, index), max_size=2)) if depth > 1 else []
+            ),
+        )
+
+    return one()
+
+
+@st.composite
+def indexes(draw: st.DrawFn) -> IndexEvent:
+    return IndexEvent(
+        events=draw(st.lists(specs(), min_size=1, max_size=2)),
+        occurrence=draw(st.sampled_from(list(Occurrence))),
+        window=draw(st.sampled_from(WIDE_WINDOWS)),
+        prior_observation_days=draw(st.sampled_from([None, 0, 30, 365])),
+        post_observation_days=draw(st.sampled_from([None, None, 0, 28, 365])),
+    )
+
+
+@st.composite
+def indexed_questions(draw: st.DrawFn) -> CohortQuery:
+    index = draw(indexes())
+    return CohortQuery(
+        criteria=draw(indexed_criteria(2, index)),
+        index=index,
+        reference_date=draw(st.sampled_from(REFERENCE_DATES)),
+        age_at=draw(st.sampled_from([None, AgeAt.REFERENCE_DATE, AgeAt.INDEX_EVENT])),
+        tables=[(Dimension.CALENDAR_YEAR,)],
+    )
+
+
 @st.composite
 def questions(draw: st.DrawFn) -> CohortQuery:
     definition = draw(criteria(3))
@@ -397,7 +320,7 @@ class DuckDB:
         self.con = duckdb.connect(str(path), read_only=True)
         self.ids: dict[ConceptSet, list[int]] = {}
 
-    def cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    def cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         compiled = compile_query(query, dialect=DUCKDB)
         for cs in compiled.concept_sets:
             if cs not in self.ids:
@@ -410,12 +333,22 @@ class DuckDB:
         persons = {
             r[0] for r in self.con.execute(population.sql, list(population.params)).fetchall()
         }
-        return persons, total(compiled, self.con.execute(bound.sql, list(bound.params)).fetchall())
+        return persons, counts(compiled, self.con.execute(bound.sql, list(bound.params)).fetchall())
 
 
-def total(compiled: CompiledQuery, rows: list[Any]) -> int:
-    ((_, cells),) = compiled.tabulate(rows)
-    return int(cells[0].values[MeasureKind.PERSON_COUNT])
+# Each table's non-zero counts by key: the total's under ().
+Tables = dict[tuple[Dimension, ...], dict[tuple[str, ...], int]]
+
+
+def counts(compiled: CompiledQuery, rows: list[Any]) -> Tables:
+    return {
+        by: {
+            cell.key: int(cell.values[MeasureKind.PERSON_COUNT])
+            for cell in cells
+            if cell.values[MeasureKind.PERSON_COUNT]
+        }
+        for by, cells in compiled.tabulate(rows)
+    }
 
 
 class Postgres:
@@ -424,14 +357,14 @@ class Postgres:
         self.backend = PostgresBackend(dsn, connections=1)
         self.resolver = ConceptResolver(self.backend.execute, dialect=self.backend.dialect)
 
-    def cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    def cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         return self.runner.run(self._cohort(query))
 
-    async def _cohort(self, query: CohortQuery) -> tuple[set[int], int]:
+    async def _cohort(self, query: CohortQuery) -> tuple[set[int], Tables]:
         compiled = compile_query(query, dialect=self.backend.dialect)
         bound = await self.resolver.bind(compiled)
         persons = {r[0] for r in await self.backend.execute(bound.population())}
-        return persons, total(compiled, await self.backend.execute(bound))
+        return persons, counts(compiled, await self.backend.execute(bound))
 
 
 @pytest.fixture(scope="module")
@@ -459,15 +392,35 @@ SETTINGS = settings(
 Engine = DuckDB | Postgres
 
 
+def reference_tables(query: CohortQuery, dated: dict[int, dt.date | None]) -> Tables:
+    tables: Tables = {(): {(): len(dated)} if dated else {}}
+    if (Dimension.CALENDAR_YEAR,) in query.tables:
+        years: dict[tuple[str, ...], int] = defaultdict(int)
+        for date in dated.values():
+            assert date is not None
+            years[(str(date.year),)] += 1
+        tables[(Dimension.CALENDAR_YEAR,)] = dict(years)
+    return tables
+
+
 def agrees_with_the_reference(engine: Engine, cdm: Cdm, query: CohortQuery) -> None:
-    expected = Reference(cdm, query).cohort()
-    assert engine.cohort(query) == (expected, len(expected))
+    dated = Reference(cdm, query).dated()
+    assert engine.cohort(query) == (set(dated), reference_tables(query, dated))
 
 
 @SETTINGS
 @pytest.mark.parametrize("engine", ["duck", "postgres"])
 @given(query=questions())
 def test_the_compiled_sql_selects_exactly_the_reference_cohort(
+    request: pytest.FixtureRequest, engine: str, cdm: Cdm, query: CohortQuery
+) -> None:
+    agrees_with_the_reference(request.getfixturevalue(engine), cdm, query)
+
+
+@SETTINGS
+@pytest.mark.parametrize("engine", ["duck", "postgres"])
+@given(query=indexed_questions())
+def test_the_compiled_sql_selects_and_dates_exactly_the_reference_cohort_of_an_index(
     request: pytest.FixtureRequest, engine: str, cdm: Cdm, query: CohortQuery
 ) -> None:
     agrees_with_the_reference(request.getfixturevalue(engine), cdm, query)
@@ -495,4 +448,100 @@ def test_the_generated_definitions_select_cohorts_of_every_size(duck: DuckDB, cd
         query = CohortQuery(criteria=shape, reference_date=REFERENCE_DATES[0])
         expected = Reference(cdm, query).cohort()
         assert 0 < len(expected) < everyone
+        agrees_with_the_reference(duck, cdm, query)
+
+
+def test_the_index_shapes_select_cohorts_of_every_size(duck: DuckDB, cdm: Cdm) -> None:
+    """As above, for index events and relative criteria: each shape selects some persons and
+    leaves some out, and the compiled SQL agrees (persons and index years)."""
+    e11 = {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "E11"}]}
+    shapes: list[dict[str, Any]] = [
+        {"index": {"events": [e11]}},
+        {
+            "index": {"events": [e11], "post_observation_days": 365},
+            "criteria": {
+                "relative": [
+                    {
+                        "event": {"domain": "DEATH"},
+                        "window": {"start_days": 0, "end_days": 3650},
+                        "exclude": True,
+                    }
+                ]
+            },
+        },
+        {
+            "index": {
+                "events": [{**e11, "excluded": [{"vocabulary": "ICD10", "code": "E11.9"}]}],
+                "occurrence": "ALL",
+            },
+            "criteria": {"age": {"max": 60}},
+        },
+        {
+            "index": {
+                "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "J07BN01"}]}],
+                "occurrence": "ALL",
+            },
+            "criteria": {"age": {"max": 29}},
+        },
+        {
+            "index": {"events": [{"domain": "VISIT", "visit": "INPATIENT"}]},
+            "criteria": {
+                "relative": [{"event": e11, "window": {"start_days": -36525, "end_days": -1}}]
+            },
+        },
+        {
+            "index": {"events": [{"domain": "DEATH"}]},
+            "criteria": {
+                "relative": [
+                    {
+                        "event": {
+                            "domain": "CONDITION",
+                            "codes": [{"vocabulary": "ICD10", "code": "I10"}],
+                        },
+                        "window": {"start_days": -36525, "end_days": 0},
+                        "at_least": 1,
+                        "at_most": 2,
+                    }
+                ]
+            },
+        },
+        {
+            "index": {"events": [e11]},
+            "criteria": {
+                "relative": [
+                    {
+                        "event": e11,
+                        "window": {"start_days": -36525, "end_days": 36525},
+                        "at_most": 2,
+                    }
+                ]
+            },
+        },
+        {
+            "index": {"events": [e11], "occurrence": "ALL", "prior_observation_days": 365},
+            "criteria": {
+                "relative": [
+                    {
+                        "event": e11,
+                        "window": {"start_days": -365, "end_days": -1},
+                        "exclude": True,
+                    }
+                ]
+            },
+        },
+    ]
+    everyone = len(
+        Reference(cdm, CohortQuery(criteria=Criteria(), reference_date=REFERENCE_DATES[0])).cohort()
+    )
+    for shape in shapes:
+        query = CohortQuery.model_validate(
+            {
+                "criteria": {},
+                **shape,
+                "reference_date": REFERENCE_DATES[0],
+                "tables": [(Dimension.CALENDAR_YEAR,)],
+            }
+        )
+        expected = Reference(cdm, query).cohort()
+        assert 0 < len(expected) < everyone, shape
         agrees_with_the_reference(duck, cdm, query)

@@ -172,6 +172,90 @@ NAMED_QUERIES["death"] = query(
     )
 )
 
+# Index events and criteria relative to them (the seed protocols' shapes).
+U071_ADMISSION: dict[str, Any] = {
+    "domain": "CONDITION",
+    "codes": [{"vocabulary": "ICD10", "code": "U07.1"}],
+    "visit": "INPATIENT",
+}
+NAMED_QUERIES["index_first_admission_relative"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [U071_ADMISSION],
+            "window": {"start": "2020-03-01"},
+            "prior_observation_days": 365,
+        },
+        "criteria": {
+            "age": {"min": 18},
+            "relative": [
+                {
+                    "event": {
+                        "domain": "CONDITION",
+                        "codes": [{"vocabulary": "ICD10", "code": "E11"}],
+                        "excluded": [{"vocabulary": "ICD10", "code": "E11.0", "to": "E11.1"}],
+                    },
+                    "window": {"start_days": -36525, "end_days": -1},
+                },
+                {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 28}},
+            ],
+        },
+        "tables": [(AGE20,), (YEAR,)],
+    }
+)
+NAMED_QUERIES["index_all_alternatives_counts"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [
+                {"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "J07BN01"}]},
+                {"domain": "VISIT", "visit": "EMERGENCY", "window": {"start": "2021-01-01"}},
+                {"domain": "DEATH"},
+            ],
+            "occurrence": "ALL",
+            "post_observation_days": 21,
+        },
+        "criteria": {
+            "age": {"max": 29},
+            "relative": [
+                {
+                    "event": {
+                        "domain": "MEASUREMENT",
+                        "codes": [{"vocabulary": "LOINC", "code": "4548-4"}],
+                        "value": {"min": 6.5},
+                    },
+                    "window": {"start_days": -365, "end_days": 0},
+                    "at_least": 2,
+                    "at_most": 5,
+                },
+                {
+                    "event": {"domain": "VISIT", "visit": "INPATIENT_OR_EMERGENCY"},
+                    "window": {"start_days": -30, "end_days": -1},
+                    "exclude": True,
+                },
+            ],
+            "any_of": [
+                {
+                    "relative": [
+                        {
+                            "event": {
+                                "domain": "CONDITION",
+                                "codes": [
+                                    {"vocabulary": "ICD10", "code": "I40"},
+                                    {"vocabulary": "ICD10", "code": "I30"},
+                                ],
+                            },
+                            "window": {"start_days": 0, "end_days": 7},
+                        }
+                    ]
+                },
+                {"sex": "MALE", "prior_observation_days": 365},
+            ],
+        },
+        "tables": [(SEX, AGE10)],
+    }
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
@@ -262,11 +346,26 @@ def test_a_dialect_without_temporary_tables_gets_no_cohort_table_statements() ->
     assert compiled.tables_statement(np.array([3], dtype=np.uint32)).params[-1] == [3]
 
 
+def test_a_cohort_dated_at_its_index_event_carries_the_date_its_tables_read() -> None:
+    compiled = compile_query(
+        query(
+            Criteria(conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))]),
+            (YEAR,),
+        )
+    )
+    # Ages are taken at the index event, so the cohort holds each person's index date, and
+    # its tables find nobody's first event again: they bind nothing.
+    assert "index_event" not in compiled.sql
+    assert compiled.cohort_tables().params == ()
+    assert "index_event" not in compiled.cohort_tables().sql
+
+
 def test_renumbered_placeholders_bind_only_the_values_used() -> None:
     compiled = compile_query(
         query(
             Criteria(conditions=[icd10("E11", window=window("2020-01-01", "2022-12-31"))]),
             (YEAR,),
+            age_at=AgeAt.REFERENCE_DATE,
         )
     )
     assert compiled.params[0] == REFERENCE_DATE.year

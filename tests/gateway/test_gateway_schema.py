@@ -26,7 +26,7 @@ from schema.errors import ErrorCode, TesseraError
 def test_sdl_has_the_published_shape() -> None:
     text = sdl()
     assert text.endswith("}\n")
-    # The cohort field's arguments, one a line (two of them carry descriptions).
+    # The cohort field's arguments, one a line (three of them carry descriptions).
     # Nullable: one field's refusal must not null its siblings' answers.
     cohort = text[text.index("  cohort(\n") : text.index("): CohortResult\n")]
     argument = re.compile(r"^    ([a-zA-Z]+: [][A-Za-z!]+)$")
@@ -35,6 +35,7 @@ def test_sdl_has_the_published_shape() -> None:
         "request: String!",
         "jurisdictions: [Jurisdiction!]",
         "criteria: CriteriaInput!",
+        "index: IndexEventInput",
         "referenceDate: Date",
         "ageAt: AgeAt",
         "deadlineMs: Int",

@@ -103,3 +103,14 @@ def true_count(database: Path, sql_where: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+# The question a node on another engine must answer as its DuckDB twin does (PostgreSQL, Spark).
+TWIN_QUESTION = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+  criteria: { age: { min: 40 }, conditions: [{ vocabulary: ICD10, code: "E11" }],
+              drugs: [{ vocabulary: ATC, code: "A10" }] }) {
+    byJurisdiction { jurisdiction status count { value status } }
+    breakdown(by: [JURISDICTION, SEX, AGE_BAND_20]) {
+      cells { dimensions { name value } count { value status } }
+    }
+} }"""

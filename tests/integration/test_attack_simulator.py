@@ -45,6 +45,7 @@ def test_every_class_attacks_within_one_applicants_allowance(
         13,
         14,
         15,
+        17,
         12,
         7,
     ]

@@ -268,5 +268,6 @@ def test_the_client_example_runs(demo_dir: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "without permits: FORBIDDEN" in done.stdout
+    assert "Coronado, died within 28 days:" in done.stdout
     assert (tmp_path / "e11_women.csv").is_file()
     assert (tmp_path / "e11.parquet").is_file()

@@ -16,21 +16,12 @@ from connectors.transfer import copy_to_postgres
 from schema.codes import Jurisdiction
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.federation_kit import PERSONS, post
+from tests.integration.federation_kit import PERSONS, TWIN_QUESTION, post
 
 pytestmark = pytest.mark.integration
 
 SERVER = os.environ.get("TESSERA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 FR, DE = Jurisdiction.FR, Jurisdiction.DE
-
-QUESTION = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
-  criteria: { age: { min: 40 }, conditions: [{ vocabulary: ICD10, code: "E11" }],
-              drugs: [{ vocabulary: ATC, code: "A10" }] }) {
-    byJurisdiction { jurisdiction status count { value status } }
-    breakdown(by: [JURISDICTION, SEX, AGE_BAND_20]) {
-      cells { dimensions { name value } count { value status } }
-    }
-} }"""
 
 
 async def _admin(sql: str) -> None:
@@ -43,7 +34,7 @@ async def _admin(sql: str) -> None:
 
 def answers(federation: LocalFederation) -> dict[str, Any]:
     token = federation.researcher()
-    status, body = post(federation.gateway_url, {"query": QUESTION}, token)
+    status, body = post(federation.gateway_url, {"query": TWIN_QUESTION}, token)
     assert status == 200
     assert "errors" not in body, body["errors"]
     result: dict[str, Any] = body["data"]["cohort"]

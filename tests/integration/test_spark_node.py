@@ -21,17 +21,11 @@ from schema.codes import Jurisdiction, MeasureKind, Vocabulary
 from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 from tessera.local import LocalFederation
 from tessera.processes import free_port
-from tests.integration.federation_kit import PERSONS, post
+from tests.integration.federation_kit import PERSONS, TWIN_QUESTION, post
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 FR, DE = Jurisdiction.FR, Jurisdiction.DE
-
-QUESTION = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
-  criteria: { age: { min: 40 }, conditions: [{ vocabulary: ICD10, code: "E11" }],
-              drugs: [{ vocabulary: ATC, code: "A10" }] }) {
-    byJurisdiction { jurisdiction status count { value status } }
-} }"""
 # The node's JVM starts before it is ready (~10 s on an idle machine, more on a busy one),
 # and a question on a local Spark takes seconds where DuckDB takes milliseconds: the gateway
 # waits for it as long as a slow hub's class would be given (README, "Apache Spark").
@@ -79,7 +73,7 @@ def spark_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 
 
 async def _true_count(database: Path) -> int:
-    """The exact count of QUESTION's cohort in `database`, as DuckDB computes it."""
+    """The exact count of TWIN_QUESTION's cohort in `database`, as DuckDB computes it."""
     query = CohortQuery(
         criteria=Criteria(
             age=AgeRange(min=40),
@@ -106,7 +100,7 @@ def test_a_spark_node_answers_as_its_data_say(spark_federation: LocalFederation)
     assert args[args.index("--database") + 1].startswith("spark:///")
     status, body = post(
         spark_federation.gateway_url,
-        {"query": QUESTION},
+        {"query": TWIN_QUESTION},
         spark_federation.researcher(),
         timeout_s=SLOW_NODE_S + 30,
     )
