@@ -29,8 +29,11 @@ $(SPARK_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,spark]'
 	touch $(SPARK_STAMP)
 
+# The Spark node behind the gateway in a run of its own: after the backend's tests in the same
+# process, its node once missed its 300 s to get ready (alone: ready in about a minute).
 test-spark: $(SPARK_STAMP)
 	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py $(ARGS)
+	$(BIN)/pytest -m spark tests/integration/test_spark_node.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

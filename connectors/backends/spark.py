@@ -65,6 +65,7 @@ _TABLE_NAME: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # A question's statements run with few partitions: its rows are a cohort, not the CDM.
 _SHUFFLE_PARTITIONS: Final = 8
 _EXCLUDED_SCHEMA: Final = pa.schema([(PERSON_INDEX_COLUMN, pa.int64())])
+_EXCLUDED_DDL: Final = f"{PERSON_INDEX_COLUMN} BIGINT"
 
 
 # pyspark logs each failed statement's message, which may quote the statement, with its
@@ -226,7 +227,9 @@ class _Cohort:
         def compute(session: Any) -> list[Row]:
             # The ledger's column as a view of this session: sent as Arrow, joined as a hashed
             # anti-join, whatever its length.
-            session.createDataFrame(listed).createOrReplaceTempView(EXCLUDED_PERSONS)
+            # Its schema given: Spark Connect infers none from an empty table.
+            frame = session.createDataFrame(listed, schema=_EXCLUDED_DDL)
+            frame.createOrReplaceTempView(EXCLUDED_PERSONS)
             sql = backend._placed(tables.sql)
             return _rows(session.sql(sql, args=_args(tables.params)).toArrow())
 

@@ -1,7 +1,7 @@
-"""The Spark backend on a real local Spark session (`pytest -m spark`): the fixture CDM
-written to Parquet gives the same answers as DuckDB for every query shape, from the same
-compiled syntax tree; statements are queries only, a cancelled or overlong statement is
-interrupted, and readiness names what is missing.
+"""The Spark backend on a real local Spark session and on a Spark Connect server on loopback
+(`pytest -m spark`): the fixture CDM written to Parquet gives the same answers as DuckDB for
+every query shape, from the same compiled syntax tree; statements are queries only, a
+cancelled or overlong statement is interrupted, and readiness names what is missing.
 
 Needs the `spark` extra (`pip install -e '.[spark]'`) and Java 17: skipped without them, and
 failed without them in CI (which installs the extra to run these)."""
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from test_compiler import NAMED_QUERIES
 
 from connectors.backends import BackendOptions, open_backend
 from connectors.backends.duckdb import DuckDBBackend
+from connectors.backends.schemas import SchemaLayout
 from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import PERSON_INDEX_TABLE
 from connectors.transfer import copy_to_parquet
@@ -208,3 +210,94 @@ async def test_a_relative_path_is_read_where_it_is(
         assert (await backend.execute(_Raw("SELECT COUNT(*) FROM person")))[0][0] == 50
     finally:
         await backend.close()
+
+
+# -- Spark Connect (sc://): a server of the pyspark install, on loopback -----------------------
+
+CONNECT_START_S = 240
+
+
+@pytest.fixture(scope="module")
+def connect_server(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Spark Connect server (`sbin/start-connect-server.sh` of the installed pyspark,
+    `local[2]`), its URL; stopped afterwards."""
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    from tessera.processes import free_port
+
+    home = Path(pyspark.__file__).parent
+    runtime = tmp_path_factory.mktemp("connect")
+    port = free_port()
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_LOG_DIR": str(runtime / "logs"),
+        "SPARK_PID_DIR": str(runtime / "pids"),
+        "SPARK_IDENT_STRING": f"tessera-{port}",
+    }
+    start = [
+        str(home / "sbin" / "start-connect-server.sh"),
+        "--master",
+        "local[2]",
+        "--conf",
+        f"spark.connect.grpc.binding.port={port}",
+        "--conf",
+        "spark.ui.enabled=false",
+    ]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=60)
+    url = f"sc://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + CONNECT_START_S
+        while True:
+            try:
+                SparkSession.builder.remote(url).create().stop()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        yield url
+    finally:
+        stop = [str(home / "sbin" / "stop-connect-server.sh")]
+        subprocess.run(stop, env=env, check=False, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def on_cluster(connect_server: str, parquet_cdm: Path) -> Iterator[Any]:
+    """The fixture CDM as tables of the server's catalog, in the database `cdm` (the OHDSI
+    layout's names, one database for both), read through Spark Connect."""
+    from pyspark.sql import SparkSession
+
+    admin = SparkSession.builder.remote(connect_server).create()
+    admin.sql("CREATE DATABASE cdm").collect()
+    for path in sorted(parquet_cdm.iterdir()):
+        admin.catalog.createTable(f"cdm.{path.stem}", path=str(path), source="parquet")
+    admin.stop()
+    backend = open_backend(connect_server, BackendOptions(layout=SchemaLayout("cdm", "cdm")))
+    yield backend
+    asyncio.run(backend.close())
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
+async def test_spark_connect_answers_exactly_as_duckdb(
+    on_cluster: Any, omop_db: Path, name: str
+) -> None:
+    duck = DuckDBBackend(omop_db)
+    try:
+        expected = await answer(duck, NAMED_QUERIES[name])
+    finally:
+        await duck.close()
+    assert await answer(on_cluster, NAMED_QUERIES[name]) == expected
+
+
+async def test_spark_connect_readiness_and_cancellation(on_cluster: Any) -> None:
+    await on_cluster.ping()
+    task = asyncio.create_task(on_cluster.execute(_Raw(ENDLESS)))
+    await asyncio.sleep(3)
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 15
+    assert (await on_cluster.execute(_Raw("SELECT COUNT(*) FROM person")))[0][0] == 50
