@@ -121,9 +121,23 @@ def released_alone(
     """A node's cells of `measure` under the gateway's cell rules with the node's own
     profile."""
     context = _context([outcome.jurisdiction], profiles)
-    rules = PROTECTIONS[measure].gateway_rules
+    protection = PROTECTIONS[measure]
+    rules = protection.gateway_rules
+    settled = protection.gateway_settled_from(context)
+    if settled is None:
+        return {
+            table: {key: protect(value, context, rules) for key, value in cells.items()}
+            for table, cells in outcome.measures[measure].items()
+        }
+    # Values the rules leave as they are pass without a call per rule (every cell of every
+    # node's answer comes through here).
     return {
-        table: {key: protect(value, context, rules) for key, value in cells.items()}
+        table: {
+            key: value
+            if (n := value.value) is None or n >= settled
+            else protect(value, context, rules)
+            for key, value in cells.items()
+        }
         for table, cells in outcome.measures[measure].items()
     }
 

@@ -128,6 +128,15 @@ NODE_RULES: tuple[Rule, ...] = (round_to_base,)
 GATEWAY_RULES: tuple[Rule, ...] = (at_least_minimum, round_to_base)
 
 
+def gateway_settled_from(ctx: CellContext) -> int | None:
+    """The least value `GATEWAY_RULES` leave as it is in this context (a withheld value is
+    left too), or None when they may change any value (a profile that rounds). The gateway
+    checks each node's every cell against its rules: most are released values at or above the
+    minimum, and this lets it pass them without a call per rule."""
+    profile = ctx.profile
+    return profile.min_count if profile.rounding_base == 1 else None
+
+
 def protect(value: Value, ctx: CellContext, rules: Sequence[Rule]) -> Value:
     for rule in rules:
         value = rule(value, ctx)

@@ -40,6 +40,9 @@ class Protection:
     release: Release
     node_rules: tuple[Rule, ...]
     gateway_rules: tuple[Rule, ...]
+    # In a context, the least value `gateway_rules` leave as it is (withheld values too), or
+    # None: a shortcut for the gateway's check of every cell, never a rule of its own.
+    gateway_settled_from: Callable[[CellContext], int | None] = lambda _ctx: None
 
     def released(self, noisy: int, sd: float, ctx: CellContext) -> Value:
         """The value a node releases for a noisy value."""
@@ -72,6 +75,7 @@ _COUNT: Final = Protection(
     release=disclosure.release,
     node_rules=disclosure.NODE_RULES,
     gateway_rules=disclosure.GATEWAY_RULES,
+    gateway_settled_from=disclosure.gateway_settled_from,
 )
 _SUM: Final = Protection(release=sum_release, node_rules=(), gateway_rules=())
 

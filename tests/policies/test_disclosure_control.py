@@ -14,6 +14,7 @@ from policies.disclosure import (
     NODE_RULES,
     NOISE,
     CellContext,
+    gateway_settled_from,
     protect,
     release,
     round_to_base,
@@ -183,3 +184,26 @@ def test_a_spread_out_magnitude_is_released() -> None:
 def test_magnitudes_are_non_negative() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         Magnitude.of([-1.0])
+
+
+@pytest.mark.parametrize("min_count", [1, 3, 11])
+@pytest.mark.parametrize("base", [1, 5])
+def test_a_value_the_gateway_s_shortcut_passes_is_one_its_rules_leave_as_it_is(
+    min_count: int, base: int
+) -> None:
+    profile = DisclosureProfile(min_count=min_count, rounding_base=base, source="test")
+    ctx = CellContext(profile, Jurisdiction.FR)
+    settled = gateway_settled_from(ctx)
+    assert (settled is None) == (base != 1)
+    values = [release(n, 5.0, ctx) for n in range(-3, 40)] + [Value.low(sd=5.0)]
+    for value in values:
+        n = value.value
+        if settled is not None and (n is None or n >= settled):
+            assert protect(value, ctx, GATEWAY_RULES) is value
+    # Just below it the rules act (a node claiming a released value under its minimum): the
+    # shortcut stops where they start.
+    if settled is not None and settled > 1:
+        lenient = CellContext(DisclosureProfile(min_count=1, source="test"), Jurisdiction.FR)
+        below = release(settled - 1, 5.0, lenient)
+        assert below.value == settled - 1
+        assert protect(below, ctx, GATEWAY_RULES).value is None
