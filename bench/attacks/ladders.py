@@ -15,7 +15,7 @@ from typing import Final
 
 from bench.attacks import pairs
 from bench.attacks.context import Context
-from bench.attacks.targets import OLDEST, SmallSet, small_sets
+from bench.attacks.targets import OLDEST, SmallSet
 from bench.attacks.truth import NodeTruth
 from bench.attacks.verdict import ClassResult
 from bench.attacks.where import SEXES, Event, Where
@@ -74,11 +74,4 @@ def pair(small: SmallSet) -> pairs.Pair:
 
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "count", allowance=ctx.allowance)
-    sets = small_sets(
-        ctx.simulation.truth,
-        ctx.minimums,
-        per_jurisdiction=ctx.plan.count_targets,
-        rng=ctx.rng,
-        candidates=candidates(ctx.simulation.truth, ctx.minimums),
-    )
-    return pairs.count_attack(ctx, result, sets, pair)
+    return pairs.candidate_attack(ctx, result, candidates, pair)

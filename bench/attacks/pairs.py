@@ -7,7 +7,7 @@ numbers); distinct readings combine by inverse variance.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from bench.attacks.averaging import REWORDINGS
@@ -15,7 +15,8 @@ from bench.attacks.client import Answer, Applicant, BudgetExhausted
 from bench.attacks.common import spend, unanswered
 from bench.attacks.context import Context
 from bench.attacks.estimate import Reading, combine, difference
-from bench.attacks.targets import SmallSet
+from bench.attacks.targets import SmallSet, small_sets
+from bench.attacks.truth import NodeTruth
 from bench.attacks.verdict import ClassResult, CountTarget
 from bench.attacks.where import Where
 from schema.codes import Jurisdiction
@@ -113,3 +114,21 @@ def count_attack(
     result.privacy = spend(applicant)
     result.notes.append(f"each pair in {wordings} wordings, distinct answers averaged")
     return result
+
+
+Candidates = Callable[[Mapping[Jurisdiction, NodeTruth], Mapping[Jurisdiction, int]], list[Where]]
+
+
+def candidate_attack(
+    ctx: Context, result: ClassResult, candidates: Candidates, pair: Callable[[SmallSet], Pair]
+) -> ClassResult:
+    """`count_attack` on the small sets among `candidates` (each written as one question of
+    the two whose difference it is), chosen as every class's are (`small_sets`)."""
+    sets = small_sets(
+        ctx.simulation.truth,
+        ctx.minimums,
+        per_jurisdiction=ctx.plan.count_targets,
+        rng=ctx.rng,
+        candidates=candidates(ctx.simulation.truth, ctx.minimums),
+    )
+    return count_attack(ctx, result, sets, pair)
