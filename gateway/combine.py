@@ -130,14 +130,11 @@ def released_alone(
             for table, cells in outcome.measures[measure].items()
         }
     # Values the rules leave as they are pass without a call per rule (every cell of every
-    # node's answer comes through here).
+    # node's answer comes through here), and a table of only such values as it is.
     return {
-        table: {
-            key: value
-            if (n := value.value) is None or n >= settled
-            else protect(value, context, rules)
-            for key, value in cells.items()
-        }
+        table: cells
+        if not [v for v in cells.values() if (n := v.value) is not None and n < settled]
+        else {key: protect(value, context, rules) for key, value in cells.items()}
         for table, cells in outcome.measures[measure].items()
     }
 
@@ -214,8 +211,7 @@ def combine_table(
     measure: MeasureKind = COUNT,
 ) -> tuple[Cell, ...]:
     node_table = node_dimensions(table)
-    rules = PROTECTIONS[measure].gateway_rules
-    cells: list[tuple[tuple[str, ...], Value]] = []
+    cells: list[tuple[CellKey, Value]] = []
     if pooling is not None and Dimension.JURISDICTION not in table and table in pooling.tables:
         for key in pooling.domains[table]:
             cells.append((key, secure_cell(table, key, parts, pooling, pooled, measure)))
@@ -225,28 +221,81 @@ def combine_table(
             for key, value in tables[node_table].items():
                 cells.append((_with_jurisdiction(table, key, j), value))
     else:
-        contributors = list(parts)
-        node_cells = [tables[node_table] for tables in parts.values()]
-        keys = dict.fromkeys(key for of_node in node_cells for key in of_node)
-        for key in keys:
-            # Every node lists every cell of the table's public domain; a cell one did not
-            # list is a part nobody released.
-            values = [of_node.get(key, _MISSING) for of_node in node_cells]
-            cells.append((key, protect(_pool(contributors, values, measure), pooled, rules)))
-    # Each dimension's own order (`schema.dimensions`); `operator.call` keeps this as fast as
-    # one order for every column (the sort runs for every cell of every answer).
-    orders = [DIMENSIONS[d].sort_key for d in table]
-    cells.sort(key=lambda cell: tuple(map(operator.call, orders, cell[0])))
-    columns = [(d, _dimension_values(d)) for d in table]
+        cells = pooled_cells(
+            list(parts), [tables[node_table] for tables in parts.values()], pooled, measure
+        )
+    layout = _layout(table, tuple([key for key, _ in cells]))
+    values = [value for _, value in cells]
     return tuple(
-        _cell([_dimension(c, v) for c, v in zip(columns, key, strict=True)], n) for key, n in cells
+        Cell.trusted_each(
+            {"dimensions": list(dimensions), "count": values[i], "summary": None}
+            for i, dimensions in layout
+        )
     )
 
 
-# Built from parts that are already valid (vetted keys, protected values): constructed, not
-# validated again, since this runs for every cell of every answer.
-def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
-    return Cell.trusted(dimensions=dimensions, count=count, summary=None)
+def pooled_cells(
+    contributors: Sequence[Jurisdiction],
+    node_cells: Sequence[Mapping[CellKey, Value]],
+    context: CellContext,
+    measure: MeasureKind = COUNT,
+) -> list[tuple[CellKey, Value]]:
+    """Each cell of a table pooled over the nodes (`node_cells`, in `contributors`' order),
+    under the measure's gateway rules in the pooled context."""
+    keys = list(node_cells[0]) if node_cells else []
+    if not all(list(of_node) == keys for of_node in node_cells[1:]):
+        # Every node lists every cell of the table's public domain; a cell one did not list
+        # is a part nobody released.
+        keys = list(dict.fromkeys(key for of_node in node_cells for key in of_node))
+        node_cells = [{key: of_node.get(key, _MISSING) for key in keys} for of_node in node_cells]
+    # Every node now lists the same cells in the same order (as honest nodes do: their
+    # table's public domain), so each cell's parts are a row of the nodes' columns, and which
+    # of them were withheld a bit per node: this runs for every cell of every pooled table.
+    columns = [list(of_node.values()) for of_node in node_cells]
+    withheld = [
+        sum(bits)
+        for bits in zip(
+            *[
+                [1 << i if v.value is None else 0 for v in column]
+                for i, column in enumerate(columns)
+            ],
+            strict=True,
+        )
+    ]
+    incomplete: dict[int, Value] = {}
+    protection = PROTECTIONS[measure]
+    rules = protection.gateway_rules
+    settled = protection.gateway_settled_from(context)
+    cells = []
+    for key, mask, row in zip(keys, withheld, zip(*columns, strict=True), strict=True):
+        value = incomplete.get(mask) if mask else None
+        if value is None:
+            value = _pool(contributors, row, measure)
+            if mask:
+                # The same for every cell the same nodes withheld.
+                incomplete[mask] = value
+        # Values the rules leave as they are (withheld, or at least `settled`) pass without
+        # a call per rule.
+        if settled is None or ((n := value.value) is not None and n < settled):
+            value = protect(value, context, rules)
+        cells.append((key, value))
+    return cells
+
+
+# Where each cell of a table goes and what its dimensions say: the cells' order is each
+# dimension's own (`schema.dimensions`), made once per table and set of keys (a question's
+# tables are the public domains of a few dimensions, asked again and again) and shared.
+Layout = tuple[tuple[int, tuple[DimensionValue, ...]], ...]
+
+
+@functools.lru_cache(maxsize=512)
+def _layout(table: Breakdown, keys: tuple[CellKey, ...]) -> Layout:
+    orders = [DIMENSIONS[d].sort_key for d in table]
+    ranked = sorted(range(len(keys)), key=lambda i: tuple(map(operator.call, orders, keys[i])))
+    columns = [(d, _dimension_values(d)) for d in table]
+    return tuple(
+        (i, tuple(_dimension(c, v) for c, v in zip(columns, keys[i], strict=True))) for i in ranked
+    )
 
 
 Column = tuple[Dimension, dict[str, DimensionValue]]
@@ -301,11 +350,14 @@ def _pool(
         )
     bounds = [v.bound for v in values if v.bound is not None]
     variances = [v.sd * v.sd for v in values if v.sd is not None]
+    statuses = {v.status for v in values}
     # Made of released parts (each valid, none withheld): a count of at least zero, the
     # least exact of their statuses, their reasons and their summed bounds and variances.
     return Value.trusted(
         value=total,
-        status=max((v.status for v in values), key=_EXACTNESS.index, default=ValueStatus.EXACT),
+        status=statuses.pop()
+        if len(statuses) == 1
+        else max(statuses, key=_EXACTNESS.index, default=ValueStatus.EXACT),
         reasons=list(dict.fromkeys(r for v in values for r in v.reasons)),
         bound=sum(bounds) if bounds else None,
         sd=math.sqrt(sum(variances)) if variances else None,

@@ -14,17 +14,17 @@ Messages say what was wrong, never the value.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from gateway.combine import Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
-from schema.codes import MeasureKind, NodeStatus, ValueStatus
+from schema.codes import WITHHELD, MeasureKind, NodeStatus, ValueStatus
 from schema.measures import MEASURES, MeasureSpec
 from schema.query import Breakdown
 from schema.result import Value
@@ -33,16 +33,77 @@ from schema.wire import KEY_DOMAINS, NodeRequest
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
 
-@dataclass(frozen=True, slots=True)
 class AnswerToVet:
     """One measure's values in a node's OK answer with what they are checked against: the
     node's published profile, the question it was asked and the measure's spec. Every check
-    runs on every measure asked (each one's values are released noisy, under its rules)."""
+    runs on every measure asked (each one's values are released noisy, under its rules).
 
-    tables: Tables
-    profile: DisclosureProfile
-    request: NodeRequest
-    measure: MeasureSpec
+    What several checks read (the released values, each table's key values per dimension)
+    is gathered once per answer, on first use: every check reads every cell of every answer,
+    so each pass over them counts."""
+
+    def __init__(
+        self,
+        tables: Tables,
+        profile: DisclosureProfile,
+        request: NodeRequest,
+        measure: MeasureSpec,
+    ) -> None:
+        self.tables = tables
+        self.profile = profile
+        self.request = request
+        self.measure = measure
+
+    @functools.cached_property
+    def kinds(self) -> set[ValueKind]:
+        """Every distinct kind of value in the answer: an honest node's are two or three
+        (released with its noise's sd, LOW with it)."""
+        # Plain tuples first: a named tuple per value would cost more than the set.
+        distinct = {
+            (v.status, v.sd, v.contributors is not None)
+            for cells in self.tables.values()
+            for v in cells.values()
+        }
+        return {ValueKind(*kind) for kind in distinct}
+
+    @functools.cached_property
+    def numbers(self) -> dict[Breakdown, list[int]]:
+        """Each table's released numbers."""
+        return {
+            by: [n for v in cells.values() if (n := v.value) is not None]
+            for by, cells in self.tables.items()
+        }
+
+    def released(self, by: Breakdown | None = None) -> list[Value]:
+        """The released values of one table, or of all (for the checks' rare slow paths)."""
+        return [
+            v
+            for table, cells in self.tables.items()
+            if by is None or table == by
+            for v in cells.values()
+            if v.value is not None
+        ]
+
+    @functools.cached_property
+    def key_values(self) -> dict[Breakdown, list[set[str]]]:
+        """Each table's distinct key values, per dimension (a column of its keys)."""
+        return {
+            by: [set(column) for column in zip(*cells, strict=True)] or [set() for _ in by]
+            for by, cells in self.tables.items()
+            if by
+        }
+
+
+class ValueKind(NamedTuple):
+    """What the checks ask of a value beyond its number."""
+
+    status: ValueStatus
+    sd: float | None
+    pooled: bool  # it names contributors
+
+    @property
+    def released(self) -> bool:
+        return self.status not in WITHHELD
 
 
 Check = Callable[[AnswerToVet], str | None]
@@ -61,16 +122,11 @@ def _slack(value: Value) -> float:
     return (value.bound or 0.0) + _NOISE_SLACK_SDS * (value.sd or 0.0)
 
 
-def _released(tables: Tables) -> list[Value]:
-    return [v for cells in tables.values() for v in cells.values() if v.value is not None]
-
-
 def keys_in_domain(answer: AnswerToVet) -> str | None:
     """Every key value is one a connector produces for its dimension (no JURISDICTION)."""
-    for by, cells in answer.tables.items():
-        # Each dimension's values at once, against its domain (a set): `valid_key_value`.
-        for i, dimension in enumerate(by):
-            if not KEY_DOMAINS[dimension].issuperset(key[i] for key in cells):
+    for by, columns in answer.key_values.items():
+        for dimension, values in zip(by, columns, strict=True):
+            if not values <= KEY_DOMAINS[dimension]:
                 return f"a cell of the table by {_name(by)} has a key no node produces"
     return None
 
@@ -79,15 +135,13 @@ def full_domain(answer: AnswerToVet) -> str | None:
     """Every table lists exactly the cells of its public domain: a node that leaves a cell
     out, or adds one, tells which groups exist."""
     query = answer.request.query
-    for by, cells in answer.tables.items():
-        if not by:
-            continue
+    for by, columns in answer.key_values.items():
         domains = [frozenset(dimension_domain(d, query)) for d in by]
         # Cell keys are distinct, so they are the domain's (the product of the dimensions'
         # domains) exactly when there are as many and each of their values is in its
         # dimension's domain: no need to list the product.
-        if len(cells) != math.prod(len(domain) for domain in domains) or not all(
-            domain.issuperset(key[i] for key in cells) for i, domain in enumerate(domains)
+        if len(answer.tables[by]) != math.prod(len(domain) for domain in domains) or not all(
+            values <= domain for values, domain in zip(columns, domains, strict=True)
         ):
             return f"the table by {_name(by)} does not list exactly its public cells"
     return None
@@ -100,24 +154,23 @@ def noisy_as_published(answer: AnswerToVet) -> str | None:
     sd = answer.profile.noise_sd(answer.request.noise) * answer.measure.sensitivity(
         answer.request.query
     )
-    least = sd * (1 - 1e-9)
-    for cells in answer.tables.values():
-        for value in cells.values():
-            status = value.status
-            if status is ValueStatus.LOW and value.value is None:
-                continue
-            if status is not ValueStatus.PERTURBED or value.sd is None:
-                return "a count was released without noise"
-            if value.sd < least:
-                return f"a count carries less noise than the node's published sd of {sd:g}"
+    for kind in answer.kinds:
+        if kind.status is ValueStatus.LOW:
+            continue
+        if kind.status is not ValueStatus.PERTURBED or kind.sd is None:
+            return "a count was released without noise"
+        if kind.sd < sd * (1 - 1e-9):
+            return f"a count carries less noise than the node's published sd of {sd:g}"
     return None
 
 
 def possible_counts(answer: AnswerToVet) -> str | None:
-    for value in _released(answer.tables):
-        # A slack is never negative: only a count above the bound needs its slack.
+    most = answer.measure.maximum
+    # A slack is never negative: only a count above the bound needs its slack.
+    if max(map(_largest, answer.numbers.values()), default=0) <= most:
+        return None
+    for value in answer.released():
         n = value.value
-        most = answer.measure.maximum
         if n is not None and n > most and n - _slack(value) > most:
             return "a count is larger than any population"
     return None
@@ -130,17 +183,15 @@ def at_least_published_minimum(answer: AnswerToVet) -> str | None:
     if not answer.measure.count:
         return None
     minimum = answer.profile.min_count
-    for value in _released(answer.tables):
-        if (value.value or 0) < minimum:
-            return f"a count below the node's published minimum of {minimum}"
+    if min((min(ns) for ns in answer.numbers.values() if ns), default=minimum) < minimum:
+        return f"a count below the node's published minimum of {minimum}"
     return None
 
 
 def own_counts_only(answer: AnswerToVet) -> str | None:
     """A node's counts are its own: only the gateway says a count pools several countries."""
-    for cells in answer.tables.values():
-        if any(value.contributors is not None for value in cells.values()):
-            return "a count claims to pool several countries"
+    if any(kind.pooled for kind in answer.kinds):
+        return "a count claims to pool several countries"
     return None
 
 
@@ -172,20 +223,26 @@ def cells_within_total(answer: AnswerToVet) -> str | None:
     if total is None or total.value is None:
         return None
     total_slack = _slack(total)
-    for by, cells in tables.items():
+    # Cells without noise, which must not together exceed the total: none in an honest answer.
+    exact = any(kind.released and kind.sd is None for kind in answer.kinds)
+    for by, numbers in answer.numbers.items():
         if not by:
             continue
-        released = [v for v in cells.values() if v.value is not None]
-        for value in released:
-            # A slack is never negative: only a cell above the total needs the slacks.
-            n = value.value or 0
-            if n > total.value and n > total.value + math.hypot(_slack(value), total_slack):
-                return f"a cell of the table by {_name(by)} is larger than the total"
-        exact = [v for v in released if v.sd is None]
-        floor = sum((v.value or 0) - _slack(v) for v in exact)
-        if floor > total.value + total_slack:
-            return f"the cells of the table by {_name(by)} add up to more than the total"
+        # A slack is never negative: only a cell above the total needs the slacks.
+        if _largest(numbers) > total.value:
+            for value in answer.released(by):
+                n = value.value or 0
+                if n > total.value and n > total.value + math.hypot(_slack(value), total_slack):
+                    return f"a cell of the table by {_name(by)} is larger than the total"
+        if exact:
+            floor = sum((v.value or 0) - _slack(v) for v in answer.released(by) if v.sd is None)
+            if floor > total.value + total_slack:
+                return f"the cells of the table by {_name(by)} add up to more than the total"
     return None
+
+
+def _largest(numbers: list[int]) -> int:
+    return max(numbers, default=0)
 
 
 CHECKS: Final[tuple[Check, ...]] = (

@@ -102,19 +102,30 @@ def age_band(low: int, width: int) -> str:
 
 def _age_band_domain(width: int) -> Callable[[CohortQuery], tuple[str, ...]]:
     def domain(query: CohortQuery) -> tuple[str, ...]:
-        low, high = query.criteria.age_bounds()
-        return tuple(age_band(band, width) for band in range(low - low % width, high + 1, width))
+        return _age_bands(*query.criteria.age_bounds(), width)
 
     return domain
+
+
+# Domains are asked for every table of every answer, at the node and at the gateway (which
+# checks each node's keys against them), and take few distinct values: made once each.
+@functools.lru_cache(maxsize=256)
+def _age_bands(low: int, high: int, width: int) -> tuple[str, ...]:
+    return tuple(age_band(band, width) for band in range(low - low % width, high + 1, width))
 
 
 def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
     first, last = query.index_years()
     # Years after the reference date's are not part of a question asked as of that date.
-    years = tuple(str(year) for year in range(first, min(last, query.reference_date.year) + 1))
+    return _calendar_years(first, min(last, query.reference_date.year), query.dated)
+
+
+@functools.lru_cache(maxsize=256)
+def _calendar_years(first: int, last: int, dated: bool) -> tuple[str, ...]:
+    years = tuple(str(year) for year in range(first, last + 1))
     # With an index event every person of the cohort has one; without, persons are dated by
     # their first observation period, which some lack.
-    return years if query.dated else (*years, UNKNOWN_KEY)
+    return years if dated else (*years, UNKNOWN_KEY)
 
 
 def _value_bin_domain(query: CohortQuery) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ disclosure control over whatever the nodes sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -212,3 +213,25 @@ def test_pool_never_adds_up_withheld_parts() -> None:
     pooled = pool([(FR, Value.low(why)), (DK, noisy(100))])
     assert pooled.value is None
     assert [r.rule for r in pooled.reasons] == ["INCOMPLETE_POOL"]
+
+
+def test_a_pooled_table_does_not_depend_on_the_order_nodes_list_their_cells() -> None:
+    plan = make_plan(SEX, AGE10, (Dimension.SEX, Dimension.AGE_BAND_10))
+    outcomes = answered(plan)
+    in_order = combine(plan.tables, outcomes, POLICIES.profile)
+    # One node lists its cells backwards: the columns are no longer aligned row by row.
+    fr = next(o for o in outcomes if o.jurisdiction is FR)
+    backwards = {
+        kind: {by: dict(reversed(list(table.items()))) for by, table in tables.items()}
+        for kind, tables in fr.measures.items()
+    }
+    shuffled = [dataclasses.replace(fr, measures=backwards) if o is fr else o for o in outcomes]
+    assert combine(plan.tables, shuffled, POLICIES.profile) == in_order
+    # Cells withheld by the same nodes share their reasons; released ones keep their own.
+    pooled = in_order.tables[(Dimension.SEX, Dimension.AGE_BAND_10)]
+    withheld = [c.count for c in pooled if c.count.value is None]
+    assert withheld
+    assert all(
+        [(r.rule, r.jurisdiction) for r in v.reasons] == [("INCOMPLETE_POOL", None)]
+        for v in withheld
+    )
