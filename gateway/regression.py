@@ -48,7 +48,7 @@ from gateway.service import (
 )
 from policies.policy_set import PolicySet
 from schema import telemetry as otel
-from schema.codes import Jurisdiction, NodeStatus, NoiseLevel
+from schema.codes import AgeAt, Jurisdiction, NodeStatus, NoiseLevel
 from schema.errors import ErrorCode, TesseraError
 from schema.regression import (
     MAX_ITERATIONS,
@@ -73,6 +73,7 @@ class RegressionQuestion:
     model: Mapping[str, Any]
     jurisdictions: tuple[Jurisdiction, ...] | None = None
     reference_date: dt.date | None = None
+    age_at: AgeAt | None = None
     noise: NoiseLevel = NoiseLevel.STANDARD
     max_iterations: int = DEFAULT_MAX_ITERATIONS
 
@@ -153,6 +154,7 @@ async def _answer(
             per_country=True,
             jurisdictions=question.jurisdictions,
             reference_date=question.reference_date,
+            age_at=question.age_at,
             noise=question.noise,
         )
         plan = trail.plan = _plan(services, trail, cohort)

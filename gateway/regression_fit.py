@@ -38,6 +38,8 @@ DEFAULT_MAX_ITERATIONS: Final = 8
 REJECTED_PART: Final = "REGRESSION_PART_REJECTED"
 # A node that stopped answering after the first iteration: the sums would be over another set.
 NODE_DROPPED: Final = "REGRESSION_NODE_DROPPED"
+# The pooled information matrix is not positive definite: the noise outweighs the cohorts.
+NOISE_DOMINATES: Final = "REGRESSION_NOISE_DOMINATES"
 Matrix = NDArray[np.float64]
 Vector = NDArray[np.float64]
 
@@ -196,10 +198,10 @@ async def fit(
     contributors: Sequence[Jurisdiction] | None = None
     n: dict[Jurisdiction, Value] = {}
     converged = False
-    iterations = 0
+    taken = 0  # Newton steps taken
     totals: Totals | None = None
     inverse = np.eye(p)
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported after the loop
+    for iterations in range(1, max_iterations + 1):
         parts = await ask(list(beta), contributors)
         if contributors is None:
             contributors = [part.jurisdiction for part in parts]
@@ -226,18 +228,34 @@ async def fit(
                     for part in missing
                 )
                 break
-        totals = total(parts)
+        summed = total(parts)
+        if float(np.linalg.eigvalsh(summed.information).min()) <= 0.0:
+            noisy = Reason(
+                rule=NOISE_DOMINATES,
+                message="the pooled information matrix is not positive definite: the noise "
+                "outweighs what the cohorts hold (fewer or more common covariates, narrower "
+                "bounds, a larger cohort)",
+            )
+            if totals is None:
+                raise TesseraError(
+                    f"{NOISE_DOMINATES}: {noisy.message}", code=ErrorCode.INVALID_CRITERIA
+                )
+            reasons.append(noisy)
+            break
+        totals = summed
         inverse = _inverse(totals.information)
         step = newton_step(model, totals, beta)
         se = np.sqrt(np.clip(np.diag(inverse), 0.0, None))
         step_noise = totals.score_sd * np.sqrt(np.diag(inverse @ inverse))
         beta = beta + step
+        taken += 1
         settled = 2.0 * step_noise if within_noise else 0.0
-        if np.all(np.abs(step) <= tolerance * se + settled):
+        # One step from β = 0 is never a fit, however noisy the step.
+        if iterations > 1 and np.all(np.abs(step) <= tolerance * se + settled):
             converged = True
             break
     assert totals is not None
-    return _answer(model, beta, inverse, totals, iterations, converged, n, reasons)
+    return _answer(model, beta, inverse, totals, taken, converged, n, reasons)
 
 
 def _why_not(part: RegressionPart) -> list[Reason]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import strawberry
 
 from gateway.graphql.context import GatewayContext
-from gateway.graphql.enums import Jurisdiction, NoiseLevel
+from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import (
     CriteriaInput,
     EventSpecInput,
@@ -213,6 +213,13 @@ async def resolve_regression(
     model: RegressionModelInput,
     jurisdictions: list[Jurisdiction] | None = strawberry.UNSET,
     reference_date: dt.date | None = strawberry.UNSET,
+    age_at: Annotated[
+        AgeAt | None,
+        strawberry.argument(
+            description="When ages are taken, for age criteria and the AGE terms alike "
+            "(default: the index event)."
+        ),
+    ] = strawberry.UNSET,
     noise: NoiseLevel | None = strawberry.UNSET,
     max_iterations: Annotated[
         int | None,
@@ -229,6 +236,7 @@ async def resolve_regression(
         model=model_data(model),
         jurisdictions=None if not jurisdictions else tuple(jurisdictions),
         reference_date=None if reference_date is strawberry.UNSET else reference_date,
+        age_at=None if age_at is strawberry.UNSET else age_at,
         noise=noise if noise else NoiseLevel.STANDARD,
         max_iterations=max_iterations if max_iterations else DEFAULT_MAX_ITERATIONS,
     )
