@@ -79,7 +79,7 @@ class RegressionQuestion:
 
 
 @dataclass(frozen=True, slots=True)
-class RegressionAnswer:
+class FittedRegression:
     plan: Plan
     fit: Fit
     trace_id: str | None
@@ -98,7 +98,7 @@ def _model(question: RegressionQuestion) -> RegressionModel:
 
 async def answer_regression(
     services: Services, caller: Caller, question: RegressionQuestion
-) -> RegressionAnswer:
+) -> FittedRegression:
     """Fit one regression, or raise its refusal, each with its audit entry written first."""
     if services.regression_client is None:
         raise TesseraError(
@@ -126,7 +126,7 @@ async def answer_regression(
             for place in held:
                 place.free()
     assert trail.plan is not None
-    return RegressionAnswer(trail.plan, result.fit, trail.trace_id)
+    return FittedRegression(trail.plan, result.fit, trail.trace_id)
 
 
 @dataclass(frozen=True, slots=True)
