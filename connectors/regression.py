@@ -348,6 +348,12 @@ class RegressionService:
                 admitted = await service.ledger.admit(accounts, design.persons, cost)
                 design = design.only(admitted.counted)
                 await service.ledger.flush()
+            if not admitted.counted.all():
+                # Persons out of budget left the design: the checks hold for what is summed
+                # (the charges stay: they are never undone).
+                refused = disclosure_checks(design, model, profile.min_count)
+                if refused:
+                    return self._denied(step, refused)
             with trail.step("protect"):
                 information, score, squares = sufficient_statistics(design, model, step.beta)
                 new: dict[str, StoredTable] = {}

@@ -189,7 +189,8 @@ async def fit(
     within_noise: bool = True,
 ) -> Fit:
     """Fit `model` by asking the nodes (`ask(β, jurisdictions)`: every node the first time,
-    then the ones that answered it); NO_NODE_ANSWERED when no node contributes.
+    then the ones that answered it). With no node contributing, or noise that outweighs
+    the cohorts from the first iteration, the fit has no coefficient and says why.
     `within_noise` False stops only on `tolerance` (for nodes whose noise is known to add
     nothing: tests comparing the fit with a direct computation)."""
     p = len(model.parameters)
@@ -208,13 +209,11 @@ async def fit(
             reasons.extend(r for part in parts for r in _why_not(part))
             parts = [part for part in parts if part.status is NodeStatus.OK]
             contributors = [part.jurisdiction for part in parts]
-            if not parts:
-                raise TesseraError(
-                    "no node contributed to the regression: "
-                    + "; ".join(f"{r.jurisdiction or '?'}: {r.rule}" for r in reasons)[:400],
-                    code=ErrorCode.NO_NODE_ANSWERED,
-                )
             n = {part.jurisdiction: part.n for part in parts if part.n is not None}
+            if not parts:
+                # Every node refused or failed: an answer (their reasons), as a question whose
+                # every count is LOW is one, not an error.
+                return _unfitted(model, n, reasons)
         else:
             missing = [part for part in parts if part.status is not NodeStatus.OK]
             if missing:
@@ -236,11 +235,9 @@ async def fit(
                 "outweighs what the cohorts hold (fewer or more common covariates, narrower "
                 "bounds, a larger cohort)",
             )
-            if totals is None:
-                raise TesseraError(
-                    f"{NOISE_DOMINATES}: {noisy.message}", code=ErrorCode.INVALID_CRITERIA
-                )
             reasons.append(noisy)
+            if totals is None:
+                return _unfitted(model, n, reasons)
             break
         totals = summed
         inverse = _inverse(totals.information)
@@ -256,6 +253,21 @@ async def fit(
             break
     assert totals is not None
     return _answer(model, beta, inverse, totals, taken, converged, n, reasons)
+
+
+def _unfitted(
+    model: RegressionModel, n: Mapping[Jurisdiction, Value], reasons: list[Reason]
+) -> Fit:
+    """No fit: no coefficient, the reasons why."""
+    return Fit(
+        family=model.family,
+        coefficients=[],
+        iterations=0,
+        converged=False,
+        n=dict(n),
+        dispersion=None,
+        reasons=reasons,
+    )
 
 
 def _why_not(part: RegressionPart) -> list[Reason]:

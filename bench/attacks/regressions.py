@@ -97,7 +97,7 @@ ALONE_MODEL: Final = (
 
 
 def guess(fitted: dict[str, object] | None, name: str) -> bool:
-    """Died, if the fit was released and the coefficient says so; else nothing learned."""
+    """Died, if a fit was released and the coefficient says so; else nothing learned."""
     if fitted is None:
         return False
     coefficients = fitted["coefficients"]
@@ -122,10 +122,10 @@ def run(ctx: Context) -> ClassResult:
                     ("alone", person.alone, ALONE_MODEL, "(Intercept)"),
                 ):
                     fitted, refusal = applicant.regression(INDEX, where, model, j)
-                    if fitted is None:
-                        for rule in _rules(refusal):
-                            refusals[rule] = refusals.get(rule, 0) + 1
-                    else:
+                    rules = _rules(refusal) if fitted is None else _reasons(fitted)
+                    for rule in rules:
+                        refusals[rule] = refusals.get(rule, 0) + 1
+                    if fitted is not None and fitted["coefficients"]:
                         released += 1
                     result.trials.append(
                         Trial(j, f"{label} ({design})", member, guess(fitted, name))
@@ -140,6 +140,12 @@ def run(ctx: Context) -> ClassResult:
         + (", ".join(f"{rule} {n}" for rule, n in sorted(refusals.items())) or "none")
     )
     return result
+
+
+def _reasons(fitted: dict[str, object]) -> list[str]:
+    reasons = fitted.get("reasons") or []
+    assert isinstance(reasons, list)
+    return sorted({str(r["rule"]) for r in reasons})
 
 
 def _rules(refusal: str) -> list[str]:

@@ -171,8 +171,9 @@ class Query:
         "cohort's noisy information matrix and score at the current coefficients, charged "
         "to the persons counted; no node releases anything about a person. Nodes refuse as "
         "DataSHIELD does (REGRESSION_TOO_FEW_PERSONS, REGRESSION_TOO_MANY_PARAMETERS, "
-        "REGRESSION_SPARSE_LEVEL, REGRESSION_SATURATED). Null when refused, with the reason in "
-        "`errors`.",
+        "REGRESSION_SPARSE_LEVEL, REGRESSION_SATURATED): with every node refusing, the answer "
+        "has no coefficients and each node's reason. Null when the question itself is refused, "
+        "with the reason in `errors`.",
     )
     concepts: list[ConceptInfo] = strawberry.field(
         resolver=resolve_concepts,

@@ -185,7 +185,9 @@ async def test_a_hostile_nodes_part_is_rejected_and_the_others_fitted(
     assert "result_hash" in entry.body
 
 
-async def test_a_refusing_node_is_a_reason_and_all_refusing_is_an_error(tmp_path: Path) -> None:
+async def test_a_refusing_node_is_a_reason_and_all_refusing_an_answer_without_a_fit(
+    tmp_path: Path,
+) -> None:
     nodes = Nodes(refuse={NO})
     svc = services(tmp_path, nodes, MemoryAuditStore())
     caller = Caller(svc, [permit(j) for j in MEMBERS])
@@ -193,13 +195,17 @@ async def test_a_refusing_node_is_a_reason_and_all_refusing_is_an_error(tmp_path
     assert set(fit.n) == {FR, DK}
     assert [(r.rule, r.jurisdiction) for r in fit.reasons] == [("REGRESSION_SPARSE_LEVEL", NO)]
 
+    # Every node refusing: an answer without coefficients, each node's reason in it.
     everyone = Nodes(refuse=set(MEMBERS))
     (tmp_path / "all").mkdir()
     svc = services(tmp_path / "all", everyone, MemoryAuditStore())
-    with pytest.raises(TesseraError) as refused:
-        await answer_regression(svc, Caller(svc, [permit(j) for j in MEMBERS]), QUESTION)
-    assert refused.value.code is ErrorCode.NO_NODE_ANSWERED
-    assert "REGRESSION_SPARSE_LEVEL" in refused.value.message
+    fit = (await answer_regression(svc, Caller(svc, [permit(j) for j in MEMBERS]), QUESTION)).fit
+    assert fit.coefficients == []
+    assert not fit.converged
+    assert {(r.rule, r.jurisdiction) for r in fit.reasons} == {
+        ("REGRESSION_SPARSE_LEVEL", j) for j in MEMBERS
+    }
+    assert sorted(everyone.calls) == sorted(MEMBERS)  # asked once each
 
 
 async def test_an_invalid_model_is_refused_before_any_node_is_asked(tmp_path: Path) -> None:

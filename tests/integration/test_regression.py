@@ -19,7 +19,6 @@ import statsmodels.api as sm
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.compiler import ConceptResolver
 from connectors.regression import RegressionService
-from schema.codes import Jurisdiction
 from schema.query import CohortQuery
 from schema.regression import RegressionModel
 from tessera.credentials import Credentials
@@ -189,12 +188,14 @@ def test_a_model_that_would_single_out_persons_is_refused_by_every_node(
         ],
     }
     body = fit(federation, researcher, model)
-    assert body["data"]["regression"] is None
-    (error,) = body["errors"]
-    assert error["extensions"]["code"] == "NO_NODE_ANSWERED"
-    assert "REGRESSION_SPARSE_LEVEL" in error["message"]
-    for j in (Jurisdiction.FR, Jurisdiction.DE):
-        assert j.value in error["message"]
+    assert "errors" not in body, body
+    result = body["data"]["regression"]
+    assert result["coefficients"] == []
+    assert result["byJurisdiction"] == []
+    given = {(r["rule"], r["jurisdiction"]) for r in result["reasons"]}
+    # (A column of almost nobody is also near a combination of the others: SATURATED too.)
+    assert {("REGRESSION_SPARSE_LEVEL", j.value) for j in federation.members} <= given
+    assert {rule for rule, _ in given} <= {"REGRESSION_SPARSE_LEVEL", "REGRESSION_SATURATED"}
 
 
 def test_the_demos_coronado_regression_answers(
@@ -202,24 +203,23 @@ def test_the_demos_coronado_regression_answers(
 ) -> None:
     # Example 07 as the demo sends it. At this federation's size (20,000 persons a node,
     # a fifth of the demo's) the Coronado cohort is a few hundred persons a node: every node
-    # contributes or says which check refused, or the gateway says that the noise outweighs
-    # what the cohorts hold: never a fit that pretends otherwise.
+    # contributes or says which check refused, and where the noise outweighs what the
+    # cohorts hold the answer says so (REGRESSION_NOISE_DOMINATES) rather than pretend.
     example = Path(__file__).parents[2] / "examples" / "07_regression_coronado.graphql"
     status, body = post(
         federation.gateway_url, {"query": example.read_text()}, researcher, timeout_s=120
     )
     assert status == 200
+    assert "errors" not in body, body
     fit = body["data"]["deathWithin28Days"]
-    if fit is None:
-        (error,) = body["errors"]
-        assert "REGRESSION_NOISE_DOMINATES" in error["message"], error
-        return
     contributed = {n["jurisdiction"] for n in fit["byJurisdiction"]}
-    refused = {r["jurisdiction"] for r in fit["reasons"]}
-    assert contributed
+    refused = {r["jurisdiction"] for r in fit["reasons"] if r["jurisdiction"]}
     assert contributed | refused == {j.value for j in federation.members}
     assert all(r["rule"].startswith("REGRESSION_") for r in fit["reasons"]), fit["reasons"]
     names = [c["name"] for c in fit["coefficients"]]
-    assert names == ["(Intercept)", "age", "female", "t2d", "a10"]
-    assert fit["iterations"] >= 2 or not fit["converged"]
+    if names:
+        assert names == ["(Intercept)", "age", "female", "t2d", "a10"]
+        assert fit["iterations"] >= 2 or not fit["converged"]
+    else:
+        assert not fit["converged"]
     print(render_regression("deathWithin28Days", fit))
