@@ -55,6 +55,7 @@ from schema.regression import (
     RegressionModel,
     RegressionPart,
     RegressionStep,
+    check_cohort,
 )
 from schema.result import Reason
 
@@ -160,6 +161,10 @@ async def _answer(
         plan = trail.plan = _plan(services, trail, cohort)
         _check_request(presented, question.request)
         model = _model(question)
+        try:
+            check_cohort(plan.node_query)
+        except ValueError as exc:
+            raise TesseraError(str(exc), code=ErrorCode.INVALID_CRITERIA) from None
     with trail.step("policy"):
         access = _access(services, plan, presented, policies)
         trail.decisions, trail.permits = access.decisions, access.permits

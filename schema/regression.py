@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from schema.codes import Jurisdiction, NodeStatus, Occurrence
 from schema.model import Contract
-from schema.query import MAX_RELATIVE_DAYS, EventSpec, RelativeWindow
+from schema.query import MAX_RELATIVE_DAYS, CohortQuery, EventSpec, RelativeWindow
 from schema.result import Reason, Value
 from schema.variables import AGE
 from schema.wire import NodeRequest, PrivacySpend, QueryId
@@ -220,10 +220,14 @@ class RegressionModel(Contract):
 
 
 def check_cohort_form(request: NodeRequest) -> None:
+    """`check_cohort` on a node's request."""
+    check_cohort(request.query)
+
+
+def check_cohort(query: CohortQuery) -> None:
     """A regression's cohort has an explicit index whose FIRST event dates each person (the
     windows of the outcome and covariates are relative to it, taken at the same date for
-    every term) and asks only the total count."""
-    query = request.query
+    every term) and asks only the total count; ValueError otherwise."""
     if query.index is None:
         raise ValueError("a regression's cohort needs an index event (index)")
     if query.index.occurrence is not Occurrence.FIRST:

@@ -221,3 +221,17 @@ async def test_an_invalid_model_is_refused_before_any_node_is_asked(tmp_path: Pa
         await answer_regression(svc, Caller(svc, [permit(j) for j in MEMBERS]), bad)
     assert refused.value.code is ErrorCode.INVALID_CRITERIA
     assert nodes.calls == []
+
+
+async def test_an_index_of_all_events_is_refused_before_any_node_is_asked(tmp_path: Path) -> None:
+    # Each term's window is taken at one index date per person: FIRST only.
+    nodes = Nodes()
+    svc = services(tmp_path, nodes, MemoryAuditStore())
+    every = RegressionQuestion(
+        request=REQUEST_ID, criteria={}, index={**INDEX, "occurrence": "ALL"}, model=MODEL
+    )
+    with pytest.raises(TesseraError) as refused:
+        await answer_regression(svc, Caller(svc, [permit(j) for j in MEMBERS]), every)
+    assert refused.value.code is ErrorCode.INVALID_CRITERIA
+    assert "FIRST" in refused.value.message
+    assert nodes.calls == []
