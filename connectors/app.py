@@ -21,6 +21,7 @@ from connectors.ledger import FileLedger
 from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
 from connectors.pool_peers import PoolKeyError, PoolKeys
+from connectors.regression import RegressionService
 from connectors.service import QueryService
 from connectors.settings import ConnectorSettings
 from connectors.trust_anchors import NodeTrust, node_trust
@@ -32,6 +33,7 @@ from policies.live import LivePolicy
 from policies.loader import PolicyFileError
 from policies.policy_set import NodeLayerMismatch, NoPolicy
 from schema.errors import ErrorCode, SettingsError, TesseraError
+from schema.regression import REGRESSION_PATH
 from schema.wire import (
     APPROVAL_HEADER,
     CONCEPTS_PATH,
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS: Final = web.AppKey("tessera.connector.settings", ConnectorSettings)
 SERVICE: Final = web.AppKey("tessera.connector.service", QueryService)
+REGRESSION: Final = web.AppKey("tessera.connector.regression", RegressionService)
 BACKEND: Final = web.AppKey[Backend]("tessera.connector.backend")
 AUDIT_STORE: Final = web.AppKey[AuditStore]("tessera.connector.audit_store")
 TRACER_NAME: Final = "tessera.connector"
@@ -146,6 +149,26 @@ def _query_id(body: bytes) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return "?"
     return claimed if isinstance(claimed, str) and _QUERY_ID.fullmatch(claimed) else "?"
+
+
+async def _regression(request: web.Request) -> web.Response:
+    """One iteration of a regression (`connectors.regression`): the same limits, signature,
+    permit and refusals as a question."""
+    body = b""
+    try:
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+            raise _too_large()
+        body = await request.read()
+        part = await request.app[REGRESSION].handle(
+            authorization=request.headers.get("Authorization"),
+            body=body,
+            approval_token=request.headers.get(APPROVAL_HEADER),
+            trace_parent=propagate.extract(request.headers),
+        )
+    except TesseraError as exc:
+        _log_refusal(body, exc.code, http_status(exc))
+        raise
+    return web.Response(body=_dump(part), content_type=CONTENT_TYPE)
 
 
 async def _concepts(request: web.Request) -> web.Response:
@@ -272,6 +295,7 @@ def create_app(
         workers=settings.threads,
         pool_keys=pool_keys,
     )
+    app[REGRESSION] = RegressionService(app[SERVICE])
     lifecycle = install_lifecycle(app)
     for name, check in app[SERVICE].readiness_checks().items():
         lifecycle.add_check(name, check)
@@ -285,6 +309,7 @@ def create_app(
         while_running(lambda app: app[SERVICE].policies.watching(settings.policy_reload_s))
     )
     app.router.add_post(QUERY_PATH, _query)
+    app.router.add_post(REGRESSION_PATH, _regression)
     app.router.add_post(CONCEPTS_PATH, _concepts)
     return app
 

@@ -54,10 +54,17 @@ class NoiseSource(Protocol):
         ...
 
 
+# OpenDP samples a Python `int` domain as i32, saturating at 2^31: beyond an sd of 2^31/64
+# (a regression's sums in fine units: `schema.regression`) the samples are drawn as i64, where
+# no sample reaches the bound (64 sds away happens about never). The privacy map is the same.
+_I32_SD_LIMIT: Final = 2.0**31 / 64
+
+
 @functools.lru_cache(maxsize=64)
 def _mechanism(sd: float) -> Any:
+    integer = "i32" if sd < _I32_SD_LIMIT else "i64"
     return dp.m.make_gaussian(
-        dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=float(sd)
+        dp.vector_domain(dp.atom_domain(T=integer)), dp.l2_distance(T=integer), scale=float(sd)
     )
 
 

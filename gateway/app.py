@@ -66,6 +66,7 @@ from gateway.ratelimit import (
     RedisRateLimiter,
     SqliteRateLimiter,
 )
+from gateway.regression_client import HttpRegressionClient, RegressionClient
 from gateway.resilience import ResilienceSettings, ResilientNodeClient, RetryPolicy
 from gateway.service import Services
 from gateway.settings import GatewaySettings
@@ -445,6 +446,7 @@ def _services(
             await own_limiter.open()  # a path it cannot write stops the gateway here
         session: aiohttp.ClientSession | None = None
         transport, concepts = node_client, concept_client
+        regressions: RegressionClient | None = None
         if transport is None:
             session = create_session(
                 connections_per_node=settings.node_max_in_flight,
@@ -457,6 +459,7 @@ def _services(
             )
             transport = HttpNodeClient(session, signer)
             concepts = HttpConceptClient(session, signer)
+            regressions = HttpRegressionClient(session, signer)
         app[STATE].session = session
         policies = app[POLICIES]
         app[STATE].services = Services(
@@ -482,6 +485,7 @@ def _services(
             max_deadline_s=settings.max_deadline_s,
             partial_pools=settings.partial_pools,
             concept_client=concepts,
+            regression_client=regressions,
             fair_share=FairShare(
                 per_researcher=settings.max_cohorts_per_researcher,
                 per_application=settings.max_cohorts_per_application,

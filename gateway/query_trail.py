@@ -131,6 +131,11 @@ class QueryTrail:
             result_hash=released_hash(released_result(self.plan, combined)),
         )
 
+    async def fitted(self, released: Mapping[str, object], span: Span) -> None:
+        """A regression's answer (`gateway.regression`): its fit, hashed as released."""
+        span.set_attributes({**self.query_attributes(), otel.DECISION: Decision.ANSWERED.value})
+        await self._write(decision=Decision.ANSWERED, result_hash=released_hash(dict(released)))
+
     async def refused(self, error: Exception, span: Span) -> None:
         code = error.code if isinstance(error, TesseraError) else ErrorCode.INTERNAL
         span.set_attributes({**self.query_attributes(), otel.DECISION: Decision.REFUSED.value})

@@ -38,6 +38,7 @@ from gateway.pool_guard import guard_pools
 from gateway.query_trail import QueryTrail, denied, released_values
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey, RateGuard
+from gateway.regression_client import RegressionClient
 from gateway.rounds import Gathered, gather
 from gateway.settings import (
     DEFAULT_MAX_COHORTS_PER_APPLICATION,
@@ -79,6 +80,8 @@ class Services:
     partial_pools: PartialPools = PartialPools.MARK
     # Vocabulary look-ups (`gateway.vocabulary`); None: this gateway cannot make them.
     concept_client: ConceptClient | None = None
+    # Regression iterations (`gateway.regression`); None: this gateway cannot ask for them.
+    regression_client: RegressionClient | None = None
     fair_share: FairShare = field(
         default_factory=lambda: FairShare(
             per_researcher=DEFAULT_MAX_COHORTS_PER_RESEARCHER,

@@ -17,7 +17,13 @@ from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
 from tessera.client.questions import Question, Variable
 from tessera.locations import DEMO_GATEWAY
-from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, text_table
+from tessera.report import (
+    SHOWN_BY_THE_COUNT,
+    format_count,
+    format_spend,
+    render_regression,
+    text_table,
+)
 
 PROGRESS_INTERVAL_S: Final = 0.1
 _SPINNER: Final = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -211,7 +217,11 @@ _LABELS: Final = ("jurisdiction", "sex", "age_band", "calendar_year", "value_bin
 
 def render(response: Response) -> str:
     parts = [render_answer(answer) for answer in response]
-    others = {k: v for k, v in response.data.items() if k not in response.answers}
+    fits = {
+        k: v for k, v in response.data.items() if isinstance(v, Mapping) and "coefficients" in v
+    }
+    parts += [render_regression(name, fit) for name, fit in fits.items()]
+    others = {k: v for k, v in response.data.items() if k not in response.answers and k not in fits}
     if others:
         parts.append(json.dumps(others, indent=2, ensure_ascii=False))
     return "\n\n".join(parts) + "\n"

@@ -148,12 +148,40 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_regression(name: str, fit: Mapping[str, Any]) -> str:
+    """A regression's coefficients as a table (the fields the document selected)."""
+    head = [name]
+    for field in ("family", "iterations", "converged"):
+        if field in fit:
+            head.append(f"{field} {fit[field]}")
+    lines = ["  ".join(head)]
+    columns = ("estimate", "se", "noiseSd", "ciLow", "ciHigh", "pValue")
+    shown = [c for c in columns if fit["coefficients"] and c in fit["coefficients"][0]]
+    width = max([len("coefficient"), *(len(c.get("name", "")) for c in fit["coefficients"])])
+    lines.append("  ".join(["coefficient".ljust(width), *(c.rjust(10) for c in shown)]))
+    for coefficient in fit["coefficients"]:
+        cells = [str(coefficient.get("name", "")).ljust(width)]
+        cells += [f"{coefficient[c]:10.4g}" for c in shown]
+        lines.append("  ".join(cells))
+    for node in fit.get("byJurisdiction") or []:
+        n = node.get("n") or {}
+        lines.append(
+            f"{node['jurisdiction']}: n {n.get('value', '-')} ({n.get('status', '-')}, "
+            f"sd {n.get('sd', '-')})"
+        )
+    for reason in fit.get("reasons") or []:
+        lines.append(f"{reason.get('jurisdiction') or '-'}: {reason.get('rule')}")
+    return "\n".join(lines)
+
+
 def render_response(title: str, response: Mapping[str, Any]) -> str:
     lines = [f"== {title}"]
     for error in response.get("errors") or []:
         code = (error.get("extensions") or {}).get("code", "")
         lines.append(f"  error {code}: {error.get('message', '')}")
     for name, result in (response.get("data") or {}).items():
-        if isinstance(result, Mapping):
+        if isinstance(result, Mapping) and "coefficients" in result:
+            lines.append(render_regression(name, result))
+        elif isinstance(result, Mapping):
             lines.append(render_cohort(name, result))
     return "\n".join(lines)

@@ -319,6 +319,31 @@ class Applicant:
             return found
         return None
 
+    def regression(
+        self, index: str, where: Where, model: str, jurisdiction: Jurisdiction, *, approval: int = 0
+    ) -> tuple[dict[str, Any] | None, str]:
+        """A regression (GraphQL `RegressionModelInput`, as text) over `where` with `index`, at
+        one node: the fit as released, or None with the refusal's message."""
+        application = self.approvals[approval]
+        query = (
+            f'{{ regression(request: "{application}", '
+            f'referenceDate: "{REFERENCE_DATE.isoformat()}", ageAt: REFERENCE_DATE, '
+            f"jurisdictions: [{jurisdiction.value}], index: {index}, "
+            f"criteria: {where.graphql()}, model: {model}) "
+            "{ converged iterations coefficients { name estimate se noiseSd } "
+            "byJurisdiction { jurisdiction n { value status } } reasons { rule } } }"
+        )
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            return None, f"{code}: {errors[0].get('message', '')}"
+        fitted: dict[str, Any] = body["data"]["regression"]
+        return fitted, ""
+
     def _note(self, answer: Answer) -> None:
         self.statuses.add(answer.pooled.status)
         for node in answer.nodes.values():

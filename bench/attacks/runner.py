@@ -27,6 +27,7 @@ from bench.attacks import (
     node_sets,
     pooled_others,
     refresh,
+    regressions,
     trackers,
     windows,
     zeros,
@@ -56,6 +57,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     deaths,
     means,
     windows,
+    regressions,
     dropouts,
     refresh,
 )

@@ -48,6 +48,7 @@ from connectors.compiler.compiled import (
     CohortTable,
     CompiledQuery,
     ConceptSet,
+    SqlStatement,
     TableLayout,
 )
 from connectors.compiler.dialect import DUCKDB, Dialect
@@ -861,3 +862,19 @@ def compile_query(query: CohortQuery, *, dialect: Dialect = DUCKDB) -> CompiledQ
     """Compile `query` for `dialect` (`connectors.compiler.dialect`); values are all
     parameters."""
     return _CohortCompiler(query, dialect).compile()
+
+
+def compile_persons(query: CohortQuery, *, dialect: Dialect = DUCKDB) -> SqlStatement:
+    """Each person of the cohort with their age at its age date and their gender concept,
+    rows `(person_index, age, gender_concept_id)`: what a regression's design reads at the
+    node (`connectors.regression`), which releases only sums over them. Its concept sets
+    must be bound (`ConceptSet` params, as `CompiledQuery.bind`)."""
+    compiler = _CohortCompiler(query, dialect)
+    select = (
+        exp.select(col(PERSON_INDEX, COHORT), col(AGE, COHORT), col("gender_concept_id", COHORT))
+        .from_(table(COHORT_CTE, COHORT))
+        .with_(COHORT_CTE, as_=compiler._cohort(), copy=False)
+    )
+    statement, indexes = renumbered(select)
+    values = compiler.params.values
+    return SqlStatement(dialect.sql(statement), tuple(values[i] for i in indexes))

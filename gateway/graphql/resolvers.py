@@ -29,6 +29,7 @@ from gateway.graphql.inputs import (
 )
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.permissions import allow
+from gateway.graphql.regression import RegressionResult, resolve_regression
 from gateway.graphql.selection import (
     requested_breakdowns,
     requested_count,
@@ -160,6 +161,19 @@ class Query:
         "twice the noise at a quarter of the privacy cost (for exploring). Null when refused or "
         "failed, with the reason in `errors` (its `path` names the field): one field's "
         "refusal never takes another field's answer with it.",
+    )
+    regression: RegressionResult | None = strawberry.field(
+        resolver=resolve_regression,
+        permission_classes=[allow(Role.RESEARCHER)],
+        description="Fit a generalised linear model (linear, logistic, Poisson) of an "
+        "outcome on covariates over a cohort with an index event, across the federation, "
+        "under the same permits as `cohort`. Each Newton iteration asks every node for its "
+        "cohort's noisy information matrix and score at the current coefficients, charged "
+        "to the persons counted; no node releases anything about a person. Nodes refuse as "
+        "DataSHIELD does (REGRESSION_TOO_FEW_PERSONS, REGRESSION_TOO_MANY_PARAMETERS, "
+        "REGRESSION_SPARSE_LEVEL, REGRESSION_SATURATED): with every node refusing, the answer "
+        "has no coefficients and each node's reason. Null when the question itself is refused, "
+        "with the reason in `errors`.",
     )
     concepts: list[ConceptInfo] = strawberry.field(
         resolver=resolve_concepts,

@@ -25,6 +25,7 @@ from tessera.client.errors import (
 )
 from tessera.client.frames import read_csv
 from tessera.client.questions import Variable, event, index, relative
+from tessera.client.regression import RegressionAnswer
 
 __all__ = [
     "POOLED",
@@ -38,6 +39,7 @@ __all__ = [
     "Node",
     "PermissionDenied",
     "RateLimited",
+    "RegressionAnswer",
     "Response",
     "Table",
     "TesseraClientError",

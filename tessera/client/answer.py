@@ -524,6 +524,8 @@ _COHORT_KEYS: Final = frozenset({"queryId", "traceId", "count", "byJurisdiction"
 
 
 def _is_cohort(value: Mapping[str, Any]) -> bool:
+    if "coefficients" in value:  # a regression's (`tessera.client.regression`)
+        return False
     return bool(_COHORT_KEYS & value.keys()) or any(
         isinstance(v, Mapping) and "cells" in v for v in value.values()
     )

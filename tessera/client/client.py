@@ -43,6 +43,7 @@ from tessera.client.answer import Answer, Response
 from tessera.client.errors import InvalidQuery, Unavailable, error_from
 from tessera.client.questions import Breakdowns, Concept, Question, breakdowns, cohort_question
 from tessera.client.questions import criteria as make_criteria
+from tessera.client.regression import REGRESSION_DOCUMENT, RegressionAnswer, regression_variables
 from tessera.client.transport import (
     AiohttpTransport,
     AsyncTransport,
@@ -333,6 +334,49 @@ class Client(_Core):
             summary=summary,
         )
         return self.execute(question.document, question.variables).answer
+
+    def regression(
+        self,
+        *,
+        index: Mapping[str, Any],
+        model: Mapping[str, Any],
+        criteria: Mapping[str, Any] | None = None,
+        request: str | None = None,
+        jurisdictions: Sequence[str | Jurisdiction] | None = None,
+        reference_date: dt.date | None = None,
+        age_at: str | AgeAt | None = None,
+        noise: str | NoiseLevel | None = None,
+        max_iterations: int | None = None,
+    ) -> RegressionAnswer:
+        """Fit a generalised linear model over a cohort with an index event (README,
+        "Regression"). `index` is an `IndexEventInput` (`tessera.client.index`), `model` a
+        `RegressionModelInput` in GraphQL form: `{"family": "BINOMIAL", "outcome": {"kind":
+        "EVENT", "event": {"domain": "DEATH"}, "window": {"startDays": 0, "endDays": 28}},
+        "covariates": [{"name": "age", "kind": "AGE", "lo": 18, "hi": 100}, ...]}`.
+
+            >>> fit = Client.demo().regression(index=..., model=...)  # doctest: +SKIP
+            >>> fit.frame()  # one row per coefficient  # doctest: +SKIP
+        """
+        asked = request or self.request
+        if asked is None:
+            raise InvalidQuery(
+                "say which data request to ask under (request=...): the permits name none, "
+                "or several",
+                code=ErrorCode.INVALID_ARGUMENT,
+            )
+        variables = regression_variables(
+            request=asked,
+            index=index,
+            model=model,
+            criteria=criteria,
+            jurisdictions=None if jurisdictions is None else [str(j) for j in jurisdictions],
+            reference_date=reference_date,
+            age_at=None if age_at is None else str(age_at),
+            noise=None if noise is None else str(noise),
+            max_iterations=max_iterations,
+        )
+        response = self.execute(REGRESSION_DOCUMENT, variables)
+        return RegressionAnswer(response.data["regression"])
 
 
 class AsyncClient(_Core):

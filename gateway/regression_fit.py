@@ -1,0 +1,343 @@
+"""Fitting a federated GLM from the nodes' sums: Newton–Raphson (IRLS) at the gateway.
+
+Each iteration asks every node for its cohort's information matrix H and score part v at the
+current β (`schema.regression`), checks what each node sent (the model's shape, finite,
+symmetric: a node's matrices are data, not trusted), adds them up and takes a Newton step:
+β ← β + H⁻¹g, with g = v (binomial, Poisson) or g = v − Hβ (Gaussian). It stops when no
+coefficient moves by more than `tolerance` of its standard error plus twice the sd the
+nodes' noise gives the step (with noise, the iterates cannot settle closer than that), or
+after `max_iterations`. The answer is on the researcher's scale: the covariates' and a
+Gaussian outcome's scaling undone (a linear map of β and its covariance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import stats
+
+from schema.codes import Jurisdiction, NodeStatus
+from schema.errors import ErrorCode, TesseraError
+from schema.regression import (
+    RESOLUTION,
+    CovariateKind,
+    Family,
+    RegressionModel,
+    RegressionPart,
+)
+from schema.result import Reason, Value
+
+DEFAULT_TOLERANCE: Final = 1e-8
+DEFAULT_MAX_ITERATIONS: Final = 8
+# A node's rejected part, as a reason of the fit.
+REJECTED_PART: Final = "REGRESSION_PART_REJECTED"
+# A node that stopped answering after the first iteration: the sums would be over another set.
+NODE_DROPPED: Final = "REGRESSION_NODE_DROPPED"
+# The pooled information matrix is not positive definite: the noise outweighs the cohorts.
+NOISE_DOMINATES: Final = "REGRESSION_NOISE_DOMINATES"
+Matrix = NDArray[np.float64]
+Vector = NDArray[np.float64]
+
+
+class RejectedPart(ValueError):
+    """A node's part that cannot be a cohort's sums under the model."""
+
+
+def check_part(part: RegressionPart, model: RegressionModel, noise_sd: float) -> None:
+    """Raise `RejectedPart` unless an OK part has the model's shape, finite values, an
+    exactly symmetric information matrix with a non-negative diagonal, a sum of squares
+    exactly when the family needs one, and at least the noise the model's sensitivities
+    call for at the jurisdiction's sd."""
+    p = len(model.parameters)
+    h, v = part.information, part.score
+    if len(h) != p or any(len(row) != p for row in h) or len(v) != p:
+        raise RejectedPart(f"the sums do not have the model's {p} parameters")
+    values = [x for row in h for x in row] + list(v)
+    gaussian = model.family is Family.GAUSSIAN
+    if gaussian:
+        if part.squares is None:
+            raise RejectedPart("a Gaussian part lacks its sum of squares")
+        values.append(part.squares)
+    elif part.squares is not None:
+        raise RejectedPart("a sum of squares that the family does not use")
+    if not all(math.isfinite(x) for x in values):
+        raise RejectedPart("a sum is not a finite number")
+    if any(h[i][j] != h[j][i] for i in range(p) for j in range(i + 1, p)):
+        raise RejectedPart("the information matrix is not symmetric")
+    if any(h[i][i] < -_diagonal_slack(part) for i in range(p)):
+        raise RejectedPart("the information matrix has a negative diagonal")
+    information, score, squares = model.sensitivities()
+    needed = {
+        "information": (part.sd_information, noise_sd * information * RESOLUTION),
+        "score": (part.sd_score, noise_sd * score * RESOLUTION),
+    }
+    if gaussian:
+        needed["squares"] = (part.sd_squares, noise_sd * squares * RESOLUTION)
+    for name, (claimed, floor) in needed.items():
+        if claimed < floor * (1 - 1e-9):
+            raise RejectedPart(f"the {name} carries less noise than the policy requires")
+    if part.n is None:
+        raise RejectedPart("an OK part without its count")
+
+
+def _diagonal_slack(part: RegressionPart) -> float:
+    # Noise may take a small diagonal below zero; 8 sds below is no cohort's.
+    return 8.0 * part.sd_information
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    information: Matrix
+    score: Vector
+    squares: float
+    n: int
+    # The sd of the noise on each entry of the summed score part.
+    score_sd: float
+
+
+def total(parts: Sequence[RegressionPart]) -> Totals:
+    """The nodes' sums added up: the union's, as if in one place, plus each node's noise."""
+    information = np.sum([np.asarray(p.information, dtype=np.float64) for p in parts], axis=0)
+    score = np.sum([np.asarray(p.score, dtype=np.float64) for p in parts], axis=0)
+    squares = float(sum(p.squares or 0.0 for p in parts))
+    n = sum((p.n.value or 0) if p.n is not None else 0 for p in parts)
+    score_sd = math.sqrt(sum(p.sd_score**2 for p in parts))
+    return Totals(information, score, squares, n, score_sd)
+
+
+@dataclass(frozen=True, slots=True)
+class Coefficient:
+    name: str
+    estimate: float
+    se: float
+    # The sd the nodes' noise gives the estimate (first order); 0 without noise.
+    noise_sd: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    family: Family
+    coefficients: list[Coefficient]
+    iterations: int
+    converged: bool
+    # Each contributing node's released count of the cohort.
+    n: dict[Jurisdiction, Value]
+    # The Gaussian's residual variance on the outcome's scale (None for the others).
+    dispersion: float | None
+    # Nodes left out (refused, failed or rejected) and why.
+    reasons: list[Reason] = field(default_factory=list)
+
+
+Ask = Callable[[Sequence[float], Sequence[Jurisdiction] | None], Awaitable[list[RegressionPart]]]
+
+
+def _inverse(information: Matrix) -> Matrix:
+    try:
+        inverse: Matrix = np.linalg.inv(information).astype(np.float64)
+    except np.linalg.LinAlgError:
+        raise TesseraError(
+            "the pooled information matrix is singular: a term is constant or a combination "
+            "of others over the cohorts",
+            code=ErrorCode.INVALID_CRITERIA,
+        ) from None
+    return inverse
+
+
+def newton_step(model: RegressionModel, totals: Totals, beta: Vector) -> Vector:
+    """The step from β (on the scaled covariates)."""
+    gradient = totals.score
+    if model.family is Family.GAUSSIAN:
+        gradient = totals.score - totals.information @ beta
+    step: Vector = _inverse(totals.information) @ gradient
+    return step
+
+
+def unscaling(model: RegressionModel) -> tuple[Matrix, Vector, float]:
+    """T, shift and scale with β_raw = scale·T·β + shift: the covariates' scaling to [−1, 1]
+    (and a Gaussian outcome's) undone."""
+    p = len(model.parameters)
+    transform = np.eye(p)
+    for j, covariate in enumerate(model.covariates, start=1):
+        if covariate.kind is CovariateKind.AGE:
+            lo, hi = covariate.age_bounds
+            centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
+            transform[j, j] = 1.0 / half
+            transform[0, j] = -centre / half
+    shift = np.zeros(p)
+    scale = 1.0
+    if model.family is Family.GAUSSIAN:
+        lo_y, hi_y = model.outcome.span
+        scale = (hi_y - lo_y) / 2.0
+        shift[0] = (lo_y + hi_y) / 2.0
+    return transform, shift, scale
+
+
+async def fit(
+    model: RegressionModel,
+    ask: Ask,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    within_noise: bool = True,
+) -> Fit:
+    """Fit `model` by asking the nodes (`ask(β, jurisdictions)`: every node the first time,
+    then the ones that answered it). With no node contributing, or noise that outweighs
+    the cohorts from the first iteration, the fit has no coefficient and says why.
+    `within_noise` False stops only on `tolerance` (for nodes whose noise is known to add
+    nothing: tests comparing the fit with a direct computation)."""
+    p = len(model.parameters)
+    beta = np.zeros(p)
+    reasons: list[Reason] = []
+    contributors: Sequence[Jurisdiction] | None = None
+    n: dict[Jurisdiction, Value] = {}
+    converged = False
+    taken = 0  # Newton steps taken
+    totals: Totals | None = None
+    inverse = np.eye(p)
+    for iterations in range(1, max_iterations + 1):
+        parts = await ask(list(beta), contributors)
+        if contributors is None:
+            contributors = [part.jurisdiction for part in parts]
+            reasons.extend(r for part in parts for r in _why_not(part))
+            parts = [part for part in parts if part.status is NodeStatus.OK]
+            contributors = [part.jurisdiction for part in parts]
+            n = {part.jurisdiction: part.n for part in parts if part.n is not None}
+            if not parts:
+                # Every node refused or failed: an answer (their reasons), as a question whose
+                # every count is LOW is one, not an error.
+                return _unfitted(model, n, reasons)
+        else:
+            missing = [part for part in parts if part.status is not NodeStatus.OK]
+            if missing:
+                reasons.extend(
+                    Reason(
+                        rule=NODE_DROPPED,
+                        jurisdiction=part.jurisdiction,
+                        message="the node stopped answering; the fit stops at the last "
+                        "iteration every node answered",
+                    )
+                    for part in missing
+                )
+                break
+        summed = total(parts)
+        if float(np.linalg.eigvalsh(summed.information).min()) <= 0.0:
+            noisy = Reason(
+                rule=NOISE_DOMINATES,
+                message="the pooled information matrix is not positive definite: the noise "
+                "outweighs what the cohorts hold (fewer or more common covariates, narrower "
+                "bounds, a larger cohort)",
+            )
+            reasons.append(noisy)
+            if totals is None:
+                return _unfitted(model, n, reasons)
+            break
+        totals = summed
+        inverse = _inverse(totals.information)
+        step = newton_step(model, totals, beta)
+        se = np.sqrt(np.clip(np.diag(inverse), 0.0, None))
+        step_noise = totals.score_sd * np.sqrt(np.diag(inverse @ inverse))
+        beta = beta + step
+        taken += 1
+        settled = 2.0 * step_noise if within_noise else 0.0
+        # One step from β = 0 is never a fit, however noisy the step.
+        if iterations > 1 and np.all(np.abs(step) <= tolerance * se + settled):
+            converged = True
+            break
+    assert totals is not None
+    return _answer(model, beta, inverse, totals, taken, converged, n, reasons)
+
+
+def _unfitted(
+    model: RegressionModel, n: Mapping[Jurisdiction, Value], reasons: list[Reason]
+) -> Fit:
+    """No fit: no coefficient, the reasons why."""
+    return Fit(
+        family=model.family,
+        coefficients=[],
+        iterations=0,
+        converged=False,
+        n=dict(n),
+        dispersion=None,
+        reasons=reasons,
+    )
+
+
+def _why_not(part: RegressionPart) -> list[Reason]:
+    if part.status is NodeStatus.OK:
+        return []
+    return [
+        r
+        if r.jurisdiction is not None
+        else r.model_copy(update={"jurisdiction": part.jurisdiction})
+        for r in part.reasons
+    ] or [Reason(rule=part.status.value, jurisdiction=part.jurisdiction)]
+
+
+def _answer(
+    model: RegressionModel,
+    beta: Vector,
+    inverse: Matrix,
+    totals: Totals,
+    iterations: int,
+    converged: bool,
+    n: Mapping[Jurisdiction, Value],
+    reasons: list[Reason],
+) -> Fit:
+    p = len(model.parameters)
+    dispersion: float | None = None
+    dispersion_scaled = 1.0
+    covariance = inverse
+    if model.family is Family.GAUSSIAN:
+        residual = totals.squares - 2.0 * float(beta @ totals.score)
+        residual += float(beta @ totals.information @ beta)
+        dof = max(totals.n - p, 1)
+        dispersion_scaled = max(residual, 0.0) / dof
+        covariance = dispersion_scaled * inverse
+    noise = totals.score_sd**2 * (inverse @ inverse)
+    transform, shift, scale = unscaling(model)
+    raw = scale * (transform @ beta) + shift
+    raw_cov = scale**2 * (transform @ covariance @ transform.T)
+    raw_noise = scale**2 * (transform @ noise @ transform.T)
+    if model.family is Family.GAUSSIAN:
+        dispersion = scale**2 * dispersion_scaled
+        quantile = float(stats.t.ppf(0.975, max(totals.n - p, 1)))
+    else:
+        quantile = float(stats.norm.ppf(0.975))
+    coefficients = []
+    for j, name in enumerate(model.parameters):
+        se = math.sqrt(max(float(raw_cov[j, j]), 0.0))
+        noise_sd = math.sqrt(max(float(raw_noise[j, j]), 0.0))
+        spread = math.hypot(se, noise_sd)
+        z = float(raw[j]) / spread if spread > 0 else math.inf
+        if model.family is Family.GAUSSIAN:
+            p_value = float(2.0 * stats.t.sf(abs(z), max(totals.n - p, 1)))
+        else:
+            p_value = float(2.0 * stats.norm.sf(abs(z)))
+        coefficients.append(
+            Coefficient(
+                name=name,
+                estimate=float(raw[j]),
+                se=se,
+                noise_sd=noise_sd,
+                ci_low=float(raw[j]) - quantile * spread,
+                ci_high=float(raw[j]) + quantile * spread,
+                p_value=p_value,
+            )
+        )
+    return Fit(
+        family=model.family,
+        coefficients=coefficients,
+        iterations=iterations,
+        converged=converged,
+        n=dict(n),
+        dispersion=dispersion,
+        reasons=reasons,
+    )

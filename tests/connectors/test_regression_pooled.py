@@ -1,0 +1,424 @@
+"""Federated regression over four synthetic nodes (FR, DE, FI, DK), before protection: each
+node's full pipeline (signed request, permit, policy, design, checks, ledger, sums in whole
+units) with noise that adds nothing, the gateway's Newton iterations on the nodes' summed
+parts, equal to statsmodels on the union of the nodes' designs to 1e-6 relative, for linear,
+logistic and Poisson models; each design column the count pipeline's own count of the same
+criterion. Then DataSHIELD's checks, the replay of an iteration and a hostile node's parts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from connectors.backends.duckdb import DuckDBBackend
+from connectors.ledger import MemoryLedger
+from connectors.noise import DiscreteGaussian, NoiseSource, ShiftedNoise
+from connectors.regression import Design, RegressionService
+from connectors.service import QueryService
+from gateway.regression_fit import RejectedPart, check_part, fit, unscaling
+from oversight.audit.log import AuditLog
+from oversight.audit.store import MemoryAuditStore
+from schema.codes import EventDomain, Jurisdiction, NodeStatus, Occurrence, Vocabulary
+from schema.query import (
+    Code,
+    CohortQuery,
+    Criteria,
+    EventSpec,
+    IndexEvent,
+    RelativeCriterion,
+    RelativeWindow,
+)
+from schema.regression import (
+    Covariate,
+    CovariateKind,
+    Family,
+    Outcome,
+    OutcomeKind,
+    RegressionModel,
+    RegressionPart,
+    RegressionRefusal,
+    RegressionStep,
+)
+from schema.wire import NodeRequest
+from synth import generate
+from tests.connectors.connector_kit import (
+    REQUEST_ID,
+    approval,
+    approval_token,
+    approval_verifier,
+    node_dataset,
+    policy,
+)
+from trust.request_token import RequestVerifier, load_verifying_keys
+
+Sign = Callable[..., str]
+PERSONS = 3_000
+NODES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
+AUDIT_KEY = Ed25519PrivateKey.generate()
+
+
+def spec(domain: EventDomain, vocabulary: Vocabulary, code: str) -> EventSpec:
+    return EventSpec(domain=domain, codes=[Code(vocabulary=vocabulary, code=code)])
+
+
+I10 = spec(EventDomain.CONDITION, Vocabulary.ICD10, "I10")
+E11 = spec(EventDomain.CONDITION, Vocabulary.ICD10, "E11")
+A10 = spec(EventDomain.DRUG, Vocabulary.ATC, "A10")
+# Everyone's first hypertension diagnosis is their index.
+COHORT = CohortQuery(
+    criteria=Criteria(),
+    reference_date=dt.date(2025, 1, 1),
+    index=IndexEvent(events=[I10], occurrence=Occurrence.FIRST),
+)
+COVARIATES = [
+    Covariate(name="age", kind=CovariateKind.AGE, lo=0, hi=120),
+    Covariate(name="female", kind=CovariateKind.FEMALE),
+    Covariate(name="t2d", kind=CovariateKind.EVENT, event=E11),
+    Covariate(name="a10", kind=CovariateKind.EVENT, event=A10),
+]
+TEN_YEARS = RelativeWindow(start_days=1, end_days=3650)
+MODELS = {
+    "logistic": RegressionModel(
+        family=Family.BINOMIAL,
+        outcome=Outcome(
+            kind=OutcomeKind.EVENT, event=EventSpec(domain=EventDomain.DEATH), window=TEN_YEARS
+        ),
+        covariates=COVARIATES,
+    ),
+    "poisson": RegressionModel(
+        family=Family.POISSON,
+        outcome=Outcome(kind=OutcomeKind.EVENT_COUNT, event=I10, window=TEN_YEARS, max_count=30),
+        covariates=COVARIATES,
+    ),
+    "linear": RegressionModel(
+        family=Family.GAUSSIAN,
+        outcome=Outcome(kind=OutcomeKind.AGE, lo=0, hi=120),
+        covariates=COVARIATES[1:],
+    ),
+}
+FAMILIES = {
+    Family.BINOMIAL: sm.families.Binomial(),
+    Family.POISSON: sm.families.Poisson(),
+    Family.GAUSSIAN: sm.families.Gaussian(),
+}
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> dict[Jurisdiction, Path]:
+    directory = tmp_path_factory.mktemp("regression")
+    paths = {}
+    for i, jurisdiction in enumerate(NODES):
+        path = directory / f"{jurisdiction.value.lower()}.duckdb"
+        state = path.with_suffix(".state")
+        generate(path, jurisdiction=jurisdiction, persons=PERSONS, seed=200 + i, state=state)
+        paths[jurisdiction] = path
+    return paths
+
+
+class Federation:
+    """Each node's query service and regression service on its own database."""
+
+    def __init__(self, services: dict[Jurisdiction, RegressionService], sign: Sign) -> None:
+        self.services = services
+        self.sign = sign
+
+    def step(
+        self, jurisdiction: Jurisdiction, model: RegressionModel, beta: Sequence[float]
+    ) -> RegressionStep:
+        return RegressionStep(
+            request=NodeRequest(
+                query_id="q-regression-1",
+                request_id=REQUEST_ID,
+                jurisdiction=jurisdiction,
+                query=COHORT,
+                approval=approval(
+                    jurisdictions=[jurisdiction], datasets=[node_dataset(jurisdiction)]
+                ),
+                subject="researcher@test.tessera.eu",
+            ),
+            model=model,
+            beta=list(beta),
+        )
+
+    async def ask_one(
+        self, jurisdiction: Jurisdiction, step: RegressionStep | bytes
+    ) -> RegressionPart:
+        body = step if isinstance(step, bytes) else step.model_dump_json().encode()
+        token = self.sign(body, aud=f"tessera-node-{jurisdiction.value.lower()}")
+        return await self.services[jurisdiction].handle(
+            authorization=f"Bearer {token}",
+            body=body,
+            approval_token=approval_token(jurisdictions=(jurisdiction.value,)),
+        )
+
+    def asker(self, model: RegressionModel) -> Callable[..., object]:
+        async def ask(
+            beta: Sequence[float], only: Sequence[Jurisdiction] | None
+        ) -> list[RegressionPart]:
+            return [
+                await self.ask_one(j, self.step(j, model, beta)) for j in (only or self.services)
+            ]
+
+        return ask
+
+    async def design(self, jurisdiction: Jurisdiction, model: RegressionModel) -> Design:
+        return await self.services[jurisdiction]._design(COHORT, model)
+
+
+def node(
+    jurisdiction: Jurisdiction, path: Path, gateway_public_pem: Path, noise: NoiseSource
+) -> RegressionService:
+    return RegressionService(
+        QueryService(
+            jurisdiction=jurisdiction,
+            backend=DuckDBBackend(path),
+            verifier=RequestVerifier(
+                keys=load_verifying_keys({"gateway-2024": gateway_public_pem}),
+                issuer="tessera-gateway",
+                audience=f"tessera-node-{jurisdiction.value.lower()}",
+            ),
+            policy=policy(jurisdiction),
+            audit=AuditLog(MemoryAuditStore(), f"node:{jurisdiction.value}", signing_key=AUDIT_KEY),
+            approvals=approval_verifier(jurisdiction),
+            noise=noise,
+            ledger=MemoryLedger(),
+        )
+    )
+
+
+@pytest.fixture
+async def federation(
+    databases: dict[Jurisdiction, Path], gateway_public_pem: Path, sign: Sign
+) -> AsyncIterator[Federation]:
+    services = {
+        j: node(j, path, gateway_public_pem, ShiftedNoise()) for j, path in databases.items()
+    }
+    yield Federation(services, sign)
+    for service in services.values():
+        await service.service.backend.close()
+
+
+def raw(design: Design, model: RegressionModel) -> tuple[np.ndarray, np.ndarray]:
+    """A node's design on the researcher's scale: ages in years, a Gaussian outcome too."""
+    x = design.x.copy()
+    for j, covariate in enumerate(model.covariates, start=1):
+        if covariate.kind is CovariateKind.AGE:
+            lo, hi = covariate.age_bounds
+            x[:, j] = np.rint(x[:, j] * (hi - lo) / 2 + (lo + hi) / 2)
+    y = design.y.copy()
+    if model.family is Family.GAUSSIAN:
+        lo_y, hi_y = model.outcome.span
+        y = np.rint(y * (hi_y - lo_y) / 2 + (lo_y + hi_y) / 2)
+    return x, y
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+async def test_the_federated_fit_equals_statsmodels_on_the_union(
+    federation: Federation, name: str
+) -> None:
+    model = MODELS[name]
+    designs = [raw(await federation.design(j, model), model) for j in NODES]
+    x = np.vstack([d[0] for d in designs])
+    y = np.concatenate([d[1] for d in designs])
+    assert len(y) > 1000
+    assert all(len(d[1]) > 200 for d in designs)
+    expected = sm.GLM(y, x, family=FAMILIES[model.family]).fit(tol=1e-13, maxiter=100)
+
+    # The nodes state the noise the policy calls for, but add none: the fit may go on past
+    # the point where noise would make further steps pointless.
+    got = await fit(
+        model, federation.asker(model), tolerance=1e-6, max_iterations=12, within_noise=False
+    )
+
+    assert got.converged
+    assert got.iterations <= 10
+    assert not got.reasons
+    assert sum(v.value or 0 for v in got.n.values()) == len(y)
+    for j, coefficient in enumerate(got.coefficients):
+        assert coefficient.noise_sd > 0  # as stated by the nodes' policies
+        assert coefficient.estimate == pytest.approx(expected.params[j], rel=1e-6), coefficient
+        assert coefficient.se == pytest.approx(expected.bse[j], rel=1e-6), coefficient
+
+
+async def test_each_design_column_is_the_count_of_its_criterion(federation: Federation) -> None:
+    # The event terms are the cohort narrowed by a relative criterion: as many persons as the
+    # count pipeline's own compiled count of that cohort.
+    from connectors.compiler import DUCKDB, compile_query
+
+    model = MODELS["logistic"]
+    service = federation.services[Jurisdiction.FR]
+    design = await federation.design(Jurisdiction.FR, model)
+    for j, event, window in ((3, E11, None), (4, A10, None)):
+        criterion = RelativeCriterion(
+            event=event, window=window or RelativeWindow(start_days=-36525, end_days=-1)
+        )
+        narrowed = COHORT.model_copy(update={"criteria": Criteria(relative=[criterion])})
+        compiled = await service.service._resolver.bind(compile_query(narrowed, dialect=DUCKDB))
+        rows = await service.service.backend.execute(compiled.population())
+        assert int(design.x[:, j].sum()) == len(rows)
+    assert len(design.persons) == len(
+        await service.service.backend.execute(
+            (
+                await service.service._resolver.bind(compile_query(COHORT, dialect=DUCKDB))
+            ).population()
+        )
+    )
+
+
+# -- DataSHIELD's checks ---------------------------------------------------------------------
+
+
+async def test_a_sparse_level_is_refused(federation: Federation) -> None:
+    # A drug nobody in the cohort takes (a one-hot of almost nobody): its level 1 is too rare.
+    rare = Covariate(
+        name="rare",
+        kind=CovariateKind.EVENT,
+        event=spec(EventDomain.CONDITION, Vocabulary.ICD10, "C49"),
+    )
+    model = MODELS["logistic"].model_copy(update={"covariates": [*COVARIATES, rare]})
+    part = await federation.ask_one(
+        Jurisdiction.FR, federation.step(Jurisdiction.FR, model, [0] * 6)
+    )
+    assert part.status is NodeStatus.DENIED
+    # (A column of nobody is also a combination of the others: saturated too.)
+    assert RegressionRefusal.SPARSE_LEVEL.value in {r.rule for r in part.reasons}
+    assert part.information == []
+    assert part.score == []
+    assert part.n is None
+
+
+async def test_a_tiny_cohort_is_refused(federation: Federation) -> None:
+    model = MODELS["logistic"]
+    tiny = COHORT.model_copy(
+        update={
+            "criteria": Criteria(
+                relative=[
+                    RelativeCriterion(
+                        event=spec(EventDomain.CONDITION, Vocabulary.ICD10, "C49"),
+                        window=RelativeWindow(start_days=-36525, end_days=0),
+                    )
+                ]
+            )
+        }
+    )
+    step = federation.step(Jurisdiction.FR, model, [0] * 5)
+    step = step.model_copy(update={"request": step.request.model_copy(update={"query": tiny})})
+    part = await federation.ask_one(Jurisdiction.FR, step)
+    assert part.status is NodeStatus.DENIED
+    assert [r.rule for r in part.reasons] == [RegressionRefusal.TOO_FEW_PERSONS.value]
+
+
+def test_too_many_parameters_and_saturation_are_refused() -> None:
+    from connectors.regression import disclosure_checks
+
+    model = MODELS["linear"]
+    rng = np.random.default_rng(1)
+    ones = np.ones(30)
+    # 4 parameters over 30 persons is within 0.33 × n; over 10 it is not.
+    binary = rng.integers(0, 2, size=(30, 3)).astype(float)
+    binary[:15, :] = [1, 0, 1]
+    binary[15:, :] = [0, 1, 0]
+    x = np.column_stack([ones, binary])
+    design = Design(np.arange(30, dtype=np.uint32), x, rng.normal(size=30), (1, 2, 3))
+    rules = {r.rule for r in disclosure_checks(design, model, 3)}
+    # Two patterns for four parameters (and columns that are combinations of each other).
+    assert rules == {RegressionRefusal.SATURATED.value}
+    small = Design(design.persons[:10], x[:10], design.y[:10], (1, 2, 3))
+    assert RegressionRefusal.TOO_FEW_PERSONS.value in {
+        r.rule for r in disclosure_checks(small, model, 3)
+    }
+    # 13 parameters over 36 persons: more than 0.33 × 36 = 11.9.
+    wide = np.column_stack([np.ones(36), rng.integers(0, 2, size=(36, 12)).astype(float)])
+    wide_design = Design(np.arange(36, dtype=np.uint32), wide, rng.normal(size=36), ())
+    assert RegressionRefusal.TOO_MANY_PARAMETERS.value in {
+        r.rule for r in disclosure_checks(wide_design, model, 3)
+    }
+
+
+# -- protection: replayed, charged, noisy --------------------------------------------------
+
+
+async def test_the_same_iteration_is_replayed_and_charged_once(
+    databases: dict[Jurisdiction, Path], gateway_public_pem: Path, sign: Sign
+) -> None:
+    service = node(
+        Jurisdiction.FR, databases[Jurisdiction.FR], gateway_public_pem, DiscreteGaussian()
+    )
+    federation = Federation({Jurisdiction.FR: service}, sign)
+    model = MODELS["logistic"]
+    try:
+        first = await federation.ask_one(
+            Jurisdiction.FR, federation.step(Jurisdiction.FR, model, [0] * 5)
+        )
+        again = await federation.ask_one(
+            Jurisdiction.FR, federation.step(Jurisdiction.FR, model, [0] * 5)
+        )
+        other = await federation.ask_one(
+            Jurisdiction.FR, federation.step(Jurisdiction.FR, model, [0.1, 0, 0, 0, 0])
+        )
+    finally:
+        await service.service.backend.close()
+    assert first.status is NodeStatus.OK
+    assert first.privacy is not None
+    assert again.privacy is not None
+    assert other.privacy is not None
+    # n, the information matrix and the score part: three tables at a count's cost each.
+    assert first.privacy.question_rho == pytest.approx(3 / (2 * 5.0**2), rel=1e-3)
+    assert (again.information, again.score, again.n) == (first.information, first.score, first.n)
+    assert again.privacy.question_rho == 0
+    assert again.privacy.spent_rho == first.privacy.spent_rho
+    # A new β: new sums, charged (n replayed: it does not depend on β).
+    assert other.privacy.question_rho == pytest.approx(2 / (2 * 5.0**2), rel=1e-3)
+    assert other.n == first.n
+    # The noise is there, at the sd stated, and the matrix is symmetric.
+    assert first.sd_information > 0
+    assert first.sd_score > 0
+    h = np.asarray(first.information)
+    assert (h == h.T).all()
+
+
+# -- a hostile node --------------------------------------------------------------------------
+
+
+async def test_a_hostile_nodes_parts_are_rejected(federation: Federation) -> None:
+    model = MODELS["logistic"]
+    honest = await federation.ask_one(
+        Jurisdiction.FR, federation.step(Jurisdiction.FR, model, [0] * 5)
+    )
+    check_part(honest, model, noise_sd=0.0)
+    h = [list(row) for row in honest.information]
+    asymmetric = [list(row) for row in h]
+    asymmetric[0][1] += 1.0
+    cases = {
+        "shape": {"information": h[:-1]},
+        "score shape": {"score": honest.score[:-1]},
+        "symmetry": {"information": asymmetric},
+        "finite": {"score": [float("nan"), *honest.score[1:]]},
+        "infinite": {"information": [[float("inf"), *h[0][1:]], *h[1:]]},
+        "squares": {"squares": 1.0},
+        "negative diagonal": {"information": [[-1e6, *h[0][1:]], *h[1:]]},
+    }
+    for name, change in cases.items():
+        with pytest.raises(RejectedPart):
+            check_part(honest.model_copy(update=change), model, noise_sd=0.0)
+        assert name
+    # Less noise than the policy's sd calls for: FR's σ 5 was stated, a σ of 10 is not met.
+    check_part(honest, model, noise_sd=5.0)
+    with pytest.raises(RejectedPart):
+        check_part(honest, model, noise_sd=10.0)
+
+
+def test_unscaling_is_linear_and_exact() -> None:
+    transform, shift, scale = unscaling(MODELS["linear"])
+    assert scale == 60.0
+    assert shift[0] == 60.0
+    transform, _, _ = unscaling(MODELS["logistic"])
+    # age scaled by (a - 60)/60: its raw coefficient is the scaled one over 60.
+    assert transform[1, 1] == pytest.approx(1 / 60)
+    assert transform[0, 1] == pytest.approx(-1.0)
