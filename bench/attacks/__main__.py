@@ -1,4 +1,5 @@
-"""`python -m bench.attacks [--quick] [--persons N] [--postgres] [--only 1,5,8] [--json FILE]`:
+"""`python -m bench.attacks [--quick] [--persons N] [--postgres] [--only 1,5,8] [--targets N]
+[--json FILE]`:
 run the attack simulator and print its tables (see bench/attacks/__init__.py)."""
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="every node's CDM in PostgreSQL")
     parser.add_argument("--only", default="", help="attack classes to run, e.g. 1,5,8")
     parser.add_argument("--seed", type=int, default=1, help="the attacker's choice of targets")
+    parser.add_argument(
+        "--targets", type=int, help="small sets per country for the counting attacks"
+    )
     parser.add_argument("--every-target", action="store_true", help="list every count target")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -37,10 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"attack classes are numbered 1 to {last}")
     if args.persons is not None and args.persons < 1000:
         parser.error("--persons must be at least 1000")
+    if args.targets is not None and args.targets < 1:
+        parser.error("--targets must be at least 1")
+    plan = QUICK if args.quick else FULL
+    if args.targets is not None:
+        plan = dataclasses.replace(plan, count_targets=args.targets)
     work = Path(tempfile.mkdtemp(prefix="tessera-attacks-"))
     try:
         outcome = run(
-            QUICK if args.quick else FULL,
+            plan,
             persons=args.persons,
             postgres=args.postgres,
             only=only,

@@ -24,6 +24,8 @@ from bench.attacks.estimate import (
     uniform,
 )
 from bench.attacks.margins import domain, row
+from bench.attacks.pair_noise import rmse_row
+from bench.attacks.pairs import Asked
 from bench.attacks.solve import LinearAttack
 from bench.attacks.targets import Cohorts, decedents, outside, singled_out
 from bench.attacks.truth import FEMALE_CONCEPT, MALE_CONCEPT, NodeTruth
@@ -189,6 +191,32 @@ def test_a_difference_needs_every_number_released() -> None:
     assert difference([a], [b]) == Reading(3.0, 3.0)
     assert difference([a], [Released(None, "SUPPRESSED")]) is None
     assert difference([a, None], [b]) is None
+
+
+def _answer(value: int) -> Answer:
+    released = Released(value, "PERTURBED", sd=5.0)
+    return Answer(released, {FR: NodeAnswer(FR, "OK", frozenset(), released)}, {})
+
+
+def test_a_pair_in_seven_wordings_with_three_draws_is_read_three_times() -> None:
+    # Wordings the node canonicalises alike return the stored draw: the attacker keeps one
+    # reading per distinct pair of answers, so its standard error is √(50 / 3), not √(50 / 7).
+    drawn = [(105, 99), (105, 99), (97, 96), (101, 90), (97, 96), (97, 96), (97, 96)]
+    asked = Asked(tuple((_answer(p), _answer(m)) for p, m in drawn))
+    assert len(asked.distinct(FR)) == 3
+    assert asked.reading(FR) == Reading((6 + 1 + 11) / 3, 50 / 3)
+
+
+def test_an_rmse_is_judged_against_the_stated_standard_errors() -> None:
+    def targets(error: float, n: int) -> list[CountTarget]:
+        return [CountTarget(FR, "S", 2, 2 + error * (-1) ** i, 4.0) for i in range(n)]
+
+    # Σ (error / SE)² is χ² with a degree per target: an RMSE at the SE is unremarkable, one
+    # of 1.7 over 8 targets at SE 4 happens in fewer than 1% of runs, and over 120 in none.
+    assert "P(this low | stated SE) 0.5" in rmse_row(targets(4.0, 120))
+    assert "P(this low | stated SE) 0.00" in rmse_row(targets(1.7, 8))
+    assert "P(this low | stated SE) 0.000" in rmse_row(targets(3.0, 120))
+    assert rmse_row([CountTarget(FR, "S", 2, None, None)]) == "no estimates"
 
 
 def test_readings_combine_by_inverse_variance_and_an_exact_one_wins() -> None:
