@@ -40,11 +40,11 @@ from gateway.service import (
     CohortQuestion,
     Place,
     Services,
-    _access,
-    _authorize,
-    _check_request,
-    _limits,
-    _plan,
+    authorize,
+    check_request,
+    decide_question_access,
+    plan_question,
+    within_limits,
 )
 from policies.policy_set import PolicySet
 from schema import telemetry as otel
@@ -144,7 +144,7 @@ async def _answer(
     held: list[Place],
 ) -> _Result:
     with trail.step("authorize"):
-        presented = _authorize(caller)
+        presented = authorize(caller)
     with trail.step("plan"):
         cohort = CohortQuestion(
             request=question.request,
@@ -158,18 +158,18 @@ async def _answer(
             age_at=question.age_at,
             noise=question.noise,
         )
-        plan = trail.plan = _plan(services, trail, cohort)
-        _check_request(presented, question.request)
+        plan = trail.plan = plan_question(services, trail, cohort)
+        check_request(presented, question.request)
         model = _model(question)
         try:
             check_cohort(plan.node_query)
         except ValueError as exc:
             raise TesseraError(str(exc), code=ErrorCode.INVALID_CRITERIA) from None
     with trail.step("policy"):
-        access = _access(services, plan, presented, policies)
+        access = decide_question_access(services, plan, presented, policies)
         trail.decisions, trail.permits = access.decisions, access.permits
     with trail.step("limits"):
-        await _limits(services, caller, plan, access, policies, held)
+        await within_limits(services, caller, plan, access, policies, held)
     client = services.regression_client
     assert client is not None
     nodes = services.federation.nodes

@@ -193,13 +193,13 @@ async def _answer(
     held: list[Place],
 ) -> tuple[list[NodeOutcome], Combined]:
     with trail.step("authorize"):
-        presented = _authorize(caller)
+        presented = authorize(caller)
     with trail.step("plan"):
         # Planned (and recorded) before the permits are matched: a refusal names the question.
-        plan = trail.plan = _plan(services, trail, question)
-        _check_request(presented, question.request)
+        plan = trail.plan = plan_question(services, trail, question)
+        check_request(presented, question.request)
     with trail.step("policy") as span:
-        access = _access(services, plan, presented, policies)
+        access = decide_question_access(services, plan, presented, policies)
         trail.decisions, trail.permits = access.decisions, access.permits
         span.set_attributes(
             {
@@ -210,7 +210,7 @@ async def _answer(
             }
         )
     with trail.step("limits"):
-        await _limits(services, caller, plan, access, policies, held)
+        await within_limits(services, caller, plan, access, policies, held)
     deadline_s = query_deadline(
         question.deadline_ms, default_s=services.deadline_s, max_s=services.max_deadline_s
     )
@@ -247,7 +247,7 @@ async def _answer(
     return gathered.outcomes, combined
 
 
-def _authorize(caller: Caller) -> Presented:
+def authorize(caller: Caller) -> Presented:
     # The researcher role is checked before a question reaches the service (the GraphQL
     # field's permission).
     presented = caller.presented()
@@ -258,7 +258,7 @@ def _authorize(caller: Caller) -> Presented:
     return presented
 
 
-def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Plan:
+def plan_question(services: Services, trail: QueryTrail, question: CohortQuestion) -> Plan:
     assert trail.principal is not None
     return plan_query(
         members=services.federation.members,
@@ -277,7 +277,7 @@ def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Pl
     )
 
 
-def _check_request(presented: Presented, request: str) -> None:
+def check_request(presented: Presented, request: str) -> None:
     if presented.permits and not presented.names(request):
         raise TesseraError(
             "request is neither the data request nor the application of any permit presented",
@@ -285,7 +285,9 @@ def _check_request(presented: Presented, request: str) -> None:
         )
 
 
-def _access(services: Services, plan: Plan, presented: Presented, policies: PolicySet) -> Access:
+def decide_question_access(
+    services: Services, plan: Plan, presented: Presented, policies: PolicySet
+) -> Access:
     # The law of every jurisdiction involved, each on its own HDAB's permit, before anything
     # leaves the gateway.
     federation = services.federation
@@ -298,7 +300,7 @@ def _access(services: Services, plan: Plan, presented: Presented, policies: Poli
     )
 
 
-async def _limits(
+async def within_limits(
     services: Services,
     caller: Caller,
     plan: Plan,
