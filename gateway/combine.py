@@ -250,7 +250,7 @@ def combine_table(
 # Built from parts that are already valid (vetted keys, protected values): constructed, not
 # validated again, since this runs for every cell of every answer.
 def _cell(dimensions: list[DimensionValue], count: Value) -> Cell:
-    return Cell.trusted(dimensions=dimensions, count=count, summary=None)
+    return Cell.trusted(dimensions=dimensions, count=count, summary=None, rate=None)
 
 
 Column = tuple[Dimension, dict[str, DimensionValue]]

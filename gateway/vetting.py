@@ -22,6 +22,7 @@ from typing import Final
 from gateway.combine import Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
+from gateway.rate_vetting import rate_cells
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import MeasureKind, NodeStatus, ValueStatus
@@ -96,7 +97,7 @@ def full_domain(answer: AnswerToVet) -> str | None:
 def noisy_as_published(answer: AnswerToVet) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node. A sum's noise is at least the published sd times its
-    sensitivity (`schema.measures`)."""
+    sensitivity (`schema.measures`); a sum may also be SUPPRESSED (by a magnitude rule)."""
     sd = answer.profile.noise_sd(answer.request.noise) * answer.measure.sensitivity(
         answer.request.query
     )
@@ -105,6 +106,9 @@ def noisy_as_published(answer: AnswerToVet) -> str | None:
         for value in cells.values():
             status = value.status
             if status is ValueStatus.LOW and value.value is None:
+                continue
+            if status is ValueStatus.SUPPRESSED and not answer.measure.count:
+                # A magnitude a node's rule withheld (days at risk: `policies.person_time`).
                 continue
             if status is not ValueStatus.PERTURBED or value.sd is None:
                 return "a count was released without noise"
@@ -240,7 +244,7 @@ def vet(
                 f"implausible answer: {problem}",
                 latency_ms=outcome.latency_ms,
             )
-    problem = linked_sums(outcome.measures)
+    problem = linked_sums(outcome.measures) or rate_cells(outcome.measures, profile, request.query)
     if problem is not None:
         return NodeOutcome.failed(
             outcome.jurisdiction,
