@@ -7,6 +7,8 @@ free."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import duckdb
 import pytest
 
 from schema.codes import Jurisdiction
+from tessera.client import Client, event, index, outcome
 from tessera.local import LocalFederation
 from tests.integration.federation_kit import post
 
@@ -83,23 +86,23 @@ def truth(database: Path) -> tuple[int, int]:
         ).fetchall():
             cases[person].append(date)
     events = days = 0
-    for person, index in doses:
-        if index.year - born[person] > 79:
+    for person, dose in doses:
+        if dose.year - born[person] > 79:
             continue
-        last = index + dt.timedelta(days=WINDOW)
-        observed = [end for begin, end in periods[person] if begin <= index <= end]
+        last = dose + dt.timedelta(days=WINDOW)
+        observed = [end for begin, end in periods[person] if begin <= dose <= end]
         censored = min(
             last,
-            max(observed) if observed else index - dt.timedelta(days=1),
+            max(observed) if observed else dose - dt.timedelta(days=1),
             died.get(person, last),
         )
-        found = [d for d in cases[person] if index <= d <= last]
+        found = [d for d in cases[person] if dose <= d <= last]
         first = min(found) if found else None
         if first is not None and first <= censored:
             events += 1
-            days += (first - index).days + 1
+            days += (first - dose).days + 1
         else:
-            days += max((censored - index).days + 1, 0)
+            days += max((censored - dose).days + 1, 0)
     return events, days
 
 
@@ -142,3 +145,51 @@ def test_an_incidence_rate_pooled_per_country_and_by_age_band(
     assert again["rate"] == rate
     assert again["breakdown"] == first["breakdown"]
     assert {n["privacy"]["questionRho"] for n in again["byJurisdiction"]} == {0}
+
+
+def test_the_client_and_tessera_query_give_the_same_rates(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    # The question of RATE, asked through the client: the same stored answers, replayed.
+    graphql = ask(federation)
+    credentials = federation.credentials(None)
+    client = Client(
+        federation.gateway_url, token=credentials.bearer, permits=list(credentials.permits)
+    )
+    answer = client.cohort(
+        request="DR-2026-0042",
+        age=(None, 79),
+        by=["AGE_BAND_10"],
+        reference_date=dt.date(2026, 1, 1),
+        index=index([event("DRUG", ["ATC:J07BN01"])], window=(dt.date(2021, 1, 1), None)),
+        outcome=outcome(event("CONDITION", ["ICD10:U07.1"]), days=(0, WINDOW), per=1_000),
+    )
+    rates = answer.rate_frame()
+    assert set(rates["jurisdiction"]) == {"POOLED", *(j.value for j in federation.jurisdictions)}
+    pooled = rates[rates["jurisdiction"] == "POOLED"].set_index("statistic")
+    assert list(pooled.index) == ["events", "person_years", "rate", "ci_low", "ci_high"]
+    assert float(pooled.loc["rate", "value"]) == pytest.approx(graphql["rate"]["rate"]["value"])
+    assert set(pooled["per"]) == {1_000}
+    by_age = answer.rate_frame("AGE_BAND_10")
+    assert "age_band" in by_age.columns
+    assert {n.privacy["questionRho"] for n in answer.nodes if n.privacy} == {0}  # replayed
+    # And from the terminal.
+    token = tmp_path / "researcher.jwt"
+    token.write_text(credentials.bearer or "")
+    permits = []
+    for i, permit in enumerate(credentials.permits):
+        permits.append(tmp_path / f"permit-{i}.jwt")
+        permits[-1].write_text(permit)
+    command = [
+        sys.executable, "-m", "tessera", "query", "--gateway", federation.gateway_url,
+        "--token", str(token), "--permit", *map(str, permits), "--demo-dir", str(tmp_path),
+        "--request", "DR-2026-0042", "--age", "-79", "--by", "AGE_BAND_10",
+        "--index", "ATC:J07BN01", "--index-from", "2021-01-01", "--outcome", "ICD10:U07.1",
+        "--follow-up", f"0-{WINDOW}", "--per", "1000",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "incidence rate per 1,000 person-years" in done.stdout
+    assert "incidence rate by AGE_BAND_10" in done.stdout
+    for heading in ("events", "person_years", "ci_low"):
+        assert heading in done.stdout
