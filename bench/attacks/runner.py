@@ -26,6 +26,7 @@ from bench.attacks import (
     means,
     node_sets,
     pooled_others,
+    rates,
     refresh,
     trackers,
     windows,
@@ -56,6 +57,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     deaths,
     means,
     windows,
+    rates,
     dropouts,
     refresh,
 )
