@@ -66,10 +66,13 @@ def format_rate(rate: Mapping[str, Any] | None) -> str:
             text += f" (95% CI {low:.3g} to {high:.3g})"
     events = rate.get("events")
     if events:
-        text += f", {format_count(events)} events"
-    years = (rate.get("personYears") or {}).get("value")
-    if years is not None:
-        text += f" in {years:,.0f} person-years"
+        text += f"; events {format_count(events)}"
+    years = rate.get("personYears") or {}
+    value, sd = years.get("value"), years.get("sd")
+    if value is None:
+        text += f", person-years {format_estimate(years) if years else '—'}"
+    else:
+        text += f", {value:,.0f}{f' ±{sd:.2g}' if sd else ''} person-years"
     return text
 
 

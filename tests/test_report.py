@@ -46,8 +46,8 @@ def test_a_rate_is_printed_with_its_interval_events_and_person_years() -> None:
     }  # fmt: skip
     text = render_cohort("incidence", result)
     assert (
-        "pooled rate per 100,000 person-years: 71.8 ±16 (95% CI 52.2 to 96.5), "
-        "44 ±10 events in 61,234 person-years"
+        "pooled rate per 100,000 person-years: 71.8 ±16 (95% CI 52.2 to 96.5); "
+        "events 44 ±10, 61,234 ±2 person-years"
     ) in text
     fr = next(line for line in text.splitlines() if line.strip().startswith("FR"))
     assert "suppressed" in fr

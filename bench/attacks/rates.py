@@ -126,17 +126,18 @@ def targets(ctx: Context, j: Jurisdiction) -> Iterator[tuple[Person, tuple[int, 
 
 def ask_days(
     applicant: Applicant, where: Where, j: Jurisdiction
-) -> tuple[float, float, float, float] | None:
-    """The node's released days at risk and events over `where` (indexed by first E11),
-    each with its noise's sd, or None where either is withheld."""
+) -> tuple[float, float, float | None] | None:
+    """The node's released days at risk over `where` (indexed by first E11) with their
+    noise's sd, and its events (None where withheld), or None where the days are withheld."""
     rate = applicant.rate(replace(where, index=Index(INDEX)), OUTCOME_INPUT, j)
     if rate is None:
         return None
     years, events = rate["personYears"], rate["events"]
-    if years["value"] is None or events["value"] is None:
+    if years["value"] is None:
         return None
     sigma = float(applicant.privacy.get(j, {}).get("sigma") or 5.0)
-    return years["value"] * 365.25, sigma * DAYS, float(events["value"]), sigma
+    found = None if events["value"] is None else float(events["value"])
+    return years["value"] * 365.25, sigma * DAYS, found
 
 
 def run(ctx: Context) -> ClassResult:
@@ -149,16 +150,15 @@ def run(ctx: Context) -> ClassResult:
         applicant = ctx.applicant(f"rates-{j.value.lower()}")
         try:
             for person, (days, event) in targets(ctx, j):
-                readings: list[tuple[float, float, float]] = []
+                readings: list[tuple[float, float, float | None]] = []
                 for _ in range(wordings):
                     padding, _ = cohorts.cohort((person.age, person.age))
                     plus = ask_days(applicant, union(padding, person.alone), j)
                     minus = ask_days(applicant, padding, j)
                     if plus is None or minus is None:
                         continue
-                    readings.append(
-                        (plus[0] - minus[0], math.hypot(plus[1], minus[1]), plus[2] - minus[2])
-                    )
+                    both = None if plus[2] is None or minus[2] is None else plus[2] - minus[2]
+                    readings.append((plus[0] - minus[0], math.hypot(plus[1], minus[1]), both))
                 label = f"{person.alone.label()} days at risk"
                 if not readings:
                     result.targets.append(CountTarget(j, label, days / QUARTER, None, None))
@@ -168,7 +168,9 @@ def run(ctx: Context) -> ClassResult:
                 result.targets.append(
                     CountTarget(j, label, days / QUARTER, estimate / QUARTER, se / QUARTER)
                 )
-                events_error.append(sum(r[2] for r in readings) / len(readings) - event)
+                differences = [r[2] for r in readings if r[2] is not None]
+                if differences:
+                    events_error.append(sum(differences) / len(differences) - event)
         except (BudgetExhausted, QuestionRefused):
             result.exhausted = True
         result.questions += applicant.questions
