@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connectors.answers import StoredTable
 from connectors.backends.duckdb import DuckDBBackend
+from connectors.canonical import question_digest
 from connectors.ledger import MemoryLedger
 from connectors.noise import DiscreteGaussian, NoiseSource, ShiftedNoise
 from connectors.release import released_table
@@ -175,3 +176,20 @@ def test_the_magnitude_rules_withhold_days_one_person_could_dominate() -> None:
     assert [r.rule for r in days.reasons] == [DOMINANCE]
     with pytest.raises(ValueError, match="most one person"):
         released_table((), stored, 5.0, context, sds={DAYS: 500.0})
+
+
+def test_a_rate_is_another_question_with_another_outcome_or_window() -> None:
+    request = NodeRequest.model_validate_json(rate_body())
+    query = request.query
+    assert query.outcome is not None
+    longer = query.model_copy(
+        update={
+            "outcome": query.outcome.model_copy(
+                update={"window": query.outcome.window.model_copy(update={"end_days": 1000})}
+            )
+        }
+    )
+    for kind in RATES:
+        assert question_digest(query, (), kind) != question_digest(longer, (), kind)
+    # The cell's count of persons is the same cohort's: its stored answer is found again.
+    assert question_digest(query, (), COUNT) == question_digest(longer, (), COUNT)
