@@ -345,6 +345,22 @@ NAMED_QUERIES["incidence_after_first_dose"] = CohortQuery.model_validate(
     }
 )
 
+# On the fixture database: metformin's first fill (persons 1-12) followed for death (person 2,
+# day 1857) to day 1900, or to the end of observation: events and days every engine must
+# compute alike.
+NAMED_QUERIES["incidence_of_death_after_metformin"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "A10BA"}]}]
+        },
+        "criteria": {},
+        "outcome": {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 1900}},
+        "measures": [{"kind": k} for k in ("PERSON_COUNT", *RATES)],
+        "tables": [(SEX,), (YEAR,)],
+    }
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),
