@@ -17,7 +17,8 @@ part of every question that names an age, in its criteria or in a dimension that
 age bands), or days of observation before that date. What a dimension reads is its SQL
 entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`),
 and tables by its bins (VALUE_BIN), name the variable, bounds and bins included, and for age
-the age basis.
+the age basis. An incidence rate's events and days at risk (`schema.query.RATES`) name its
+outcome: the event, its codes sorted, and the follow-up window.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import orjson
 
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
 from schema.codes import Dimension, MeasureKind
-from schema.query import STATISTICS, Breakdown, CohortQuery, Criteria
+from schema.query import RATES, STATISTICS, Breakdown, CohortQuery, Criteria
 from schema.variables import VariableSource
 
 # Part of every digest: a change of what a digest means makes a new version, so that stored
@@ -68,6 +69,12 @@ def question_digest(
         # Ages (and observation before the age date) at the reference date and at the index
         # event are different questions.
         document["age_at"] = query.age_basis.value
+    if query.outcome is not None and measure in RATES:
+        # An incidence rate's events and days are of its outcome and follow-up window (the
+        # cell's count of persons is not: the same cohort's).
+        outcome = query.outcome.model_dump(mode="json")
+        outcome["event"] = _spec(outcome["event"])
+        document["outcome"] = outcome
     if query.index is not None:
         index_data = query.index.model_dump(mode="json")
         index_data["events"] = _sorted_unique([_spec(e) for e in index_data["events"]])

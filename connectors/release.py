@@ -24,8 +24,9 @@ from connectors.compiler import TableRows
 from connectors.noise import NoiseSource
 from policies.disclosure import CellContext
 from policies.domain import table_domain
-from policies.measures import PROTECTIONS, n_withheld
-from schema.codes import MeasureKind
+from policies.measures import PROTECTIONS, count_withheld, n_withheld
+from policies.person_time import person_time_reasons
+from schema.codes import MeasureKind, ValueStatus
 from schema.query import Breakdown, CohortQuery
 from schema.result import Value
 from schema.wire import NodeCell, NodeTable
@@ -97,6 +98,7 @@ def released_table(
     ctx: CellContext,
     values: ReleasedValues | None = None,
     sds: Mapping[MeasureKind, float] | None = None,
+    most: Mapping[MeasureKind, int] | None = None,
 ) -> NodeTable:
     """The table as the node releases it: each measure's noisy value through that measure's
     disclosure rules (`policies.measures`), keys in `by`'s order, cells sorted by key. Every
@@ -104,7 +106,10 @@ def released_table(
     the released values with other tables (by default this table's own). `sds`: a measure's
     noise sd where it is not `sd` (a sum's). A cell's sums of a variable are withheld where
     its VALUE_N is (LOW): a mean is released only where its count of persons is, and which
-    sums are withheld depends on released values only."""
+    sums are withheld depends on released values only. A cell's days at risk (PERSON_DAYS)
+    are withheld where its count of persons is, and where the profile's magnitude rules find
+    them dominated with at most `most[PERSON_DAYS]` days a person (`policies.person_time`;
+    most: each measure's largest contribution of one person, its sensitivity)."""
     canonical = canonical_breakdown(by)
     order = [canonical.index(d) for d in by]
     kinds = list(stored)
@@ -127,6 +132,9 @@ def released_table(
         for k in kinds
     ]
     linked = MeasureKind.VALUE_N in stored
+    days_most = None if most is None else most.get(MeasureKind.PERSON_DAYS)
+    if MeasureKind.PERSON_DAYS in stored and days_most is None:
+        raise ValueError("days at risk are released knowing the most one person adds")
     released: list[dict[str, Any]] = []
     for key, stored_key in cells:
         cell = {}
@@ -140,8 +148,31 @@ def released_table(
             for kind in _SUMS:
                 if kind in cell:
                     cell[kind] = Value.low(n_withheld(ctx.jurisdiction), sd=of.get(kind, sd))
+        if days_most is not None:
+            cell[MeasureKind.PERSON_DAYS] = _days_released(cell, days_most, ctx)
         released.append({"key": list(key), "values": cell})
     return NodeTable.trusted(by=by, cells=NodeCell.trusted_each(released))
+
+
+def _days_released(cell: Mapping[MeasureKind, Value], most: int, ctx: CellContext) -> Value:
+    """A cell's days at risk as released: withheld with its count of persons (a magnitude
+    over fewer persons than the minimum), or where the magnitude rules find them dominated."""
+    days = cell[MeasureKind.PERSON_DAYS]
+    if days.withheld:
+        return days
+    if cell[MeasureKind.PERSON_COUNT].withheld:
+        return Value.low(count_withheld(ctx.jurisdiction), sd=days.sd)
+    reasons = person_time_reasons(days.value or 0, most, ctx.profile, ctx.jurisdiction)
+    if reasons:
+        return Value.trusted(
+            value=None,
+            status=ValueStatus.SUPPRESSED,
+            reasons=reasons,
+            bound=None,
+            sd=days.sd,
+            contributors=None,
+        )
+    return days
 
 
 def counts_by_table(tables: Sequence[TableRows], measure: MeasureKind) -> dict[Breakdown, Counts]:

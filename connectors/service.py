@@ -534,6 +534,7 @@ class QueryService:
                         context,
                         self._released,
                         question.sds,
+                        question.sensitivities,
                     )
                     for by in tables
                 }

@@ -44,7 +44,7 @@ from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, Value
 from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES
 from schema.query import Breakdown
-from schema.result import Cell, DimensionValue, Quantiles, Reason, Summary, Value
+from schema.result import Cell, DimensionValue, Quantiles, Rate, Reason, Summary, Value
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
@@ -76,6 +76,8 @@ class NodeResult:
     vocabularies: tuple[str, ...] = ()
     # The question's numeric variable over the node's cohort (`gateway.statistics`).
     summary: Summary | None = None
+    # The question's incidence rate over the node's cohort (`gateway.rates`).
+    rate: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class Combined:
     summary: Summary | None = None
     # The quartiles of each histogram (a table by VALUE_BIN), per group of its other cells.
     quantiles: Mapping[Breakdown, tuple[Quantiles, ...]] = field(default_factory=dict)
+    # The question's incidence rate, pooled over the nodes (`gateway.rates`).
+    rate: Rate | None = None
 
 
 def combine(
@@ -228,7 +232,7 @@ def combine_table(
     values = [value for _, value in cells]
     return tuple(
         Cell.trusted_each(
-            {"dimensions": list(dimensions), "count": values[i], "summary": None}
+            {"dimensions": list(dimensions), "count": values[i], "summary": None, "rate": None}
             for i, dimensions in layout
         )
     )

@@ -30,7 +30,7 @@ from schema.codes import (
 )
 from schema.errors import ErrorCode, TesseraError
 from schema.pooling import PoolingRequest
-from schema.query import STATISTICS, Breakdown, CohortQuery, FederatedQuery
+from schema.query import RATES, STATISTICS, Breakdown, CohortQuery, FederatedQuery
 from schema.wire import MAX_REQUEST_BYTES, NodeRequest, node_dimensions
 from trust.tokens import MAX_TOKEN_BYTES
 
@@ -100,6 +100,7 @@ def plan_query(
     index: Mapping[str, Any] | None = None,
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
+    outcome: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -110,6 +111,8 @@ def plan_query(
     check_codes(criteria)
     if index is not None:
         check_index_codes(index)
+    if outcome is not None and isinstance(event := outcome.get("event"), Mapping):
+        check_spec_codes(event, ("outcome", "event"))
     asked = list(members) if jurisdictions is None else list(jurisdictions)
     unknown = [j for j in dict.fromkeys(asked) if j not in members]
     if unknown:
@@ -132,6 +135,7 @@ def plan_query(
                     "tables": list(tables),
                     **({} if index is None else {"index": index}),
                     **_statistics(variable, summary=summary),
+                    **_rates(outcome),
                 },
             }
         )
@@ -143,6 +147,7 @@ def plan_query(
             tables=[node_dimensions(t) for t in federated.query.tables],
             measures=federated.query.measures,
             variable=federated.query.variable,
+            outcome=federated.query.outcome,
         )
     except ValidationError as e:
         raise invalid_criteria(e) from None
@@ -180,6 +185,15 @@ def _statistics(variable: Mapping[str, Any] | None, *, summary: bool) -> dict[st
         return {"variable": variable}
     kinds = (MeasureKind.PERSON_COUNT, *STATISTICS)
     return {"measures": [{"kind": k} for k in kinds], "variable": variable}
+
+
+def _rates(outcome: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The measures and outcome of a question asking an incidence rate (none without one):
+    each cell's count of persons, its events and its days at risk."""
+    if outcome is None:
+        return {}
+    kinds = (MeasureKind.PERSON_COUNT, *RATES)
+    return {"measures": [{"kind": k} for k in kinds], "outcome": outcome}
 
 
 def cohort_cost(plan: Plan) -> int:

@@ -36,7 +36,7 @@ from schema.audit.entry import (
 )
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
-from schema.result import Cell, Reason, Summary, Value
+from schema.result import Cell, Rate, Reason, Summary, Value
 from schema.wire import NodeResponse
 
 STEP_PREFIX = "gateway"
@@ -216,6 +216,10 @@ def released_values(combined: Combined) -> list[Value]:
     summaries = [combined.summary, *(n.summary for n in combined.by_jurisdiction)]
     summaries += [cell.summary for cells in combined.tables.values() for cell in cells]
     values += [s.n for s in summaries if s is not None]
+    # A rate's events (its person-time, a float, is derived from the released days).
+    rates = [combined.rate, *(n.rate for n in combined.by_jurisdiction)]
+    rates += [cell.rate for cells in combined.tables.values() for cell in cells]
+    values += [r.events for r in rates if r is not None]
     return values
 
 
@@ -234,6 +238,7 @@ def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
                 "reasons": [r.model_dump(mode="json") for r in n.reasons],
                 "error": n.error,
                 **_summary(n.summary),
+                **_rate(n.rate),
             }
             for n in combined.by_jurisdiction
         ],
@@ -250,14 +255,16 @@ def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
             for by, cells in combined.tables.items()
         ],
         **_summary(combined.summary),
+        **_rate(combined.rate),
     }
 
 
 def _cell(cell: Cell) -> dict[str, object]:
     """A cell as plain data; without a summary, as cells were before summaries existed."""
     data: dict[str, object] = cell.model_dump(mode="json")
-    if data.get("summary") is None:
-        data.pop("summary", None)
+    for key in ("summary", "rate"):
+        if data.get(key) is None:
+            data.pop(key, None)
     return data
 
 
@@ -265,6 +272,11 @@ def _summary(summary: Summary | None) -> dict[str, object]:
     """A summary as plain data, under its key; nothing without one (a count-only answer
     hashes as it did before summaries existed)."""
     return {} if summary is None else {"summary": summary.model_dump(mode="json")}
+
+
+def _rate(rate: Rate | None) -> dict[str, object]:
+    """A rate as plain data, under its key; nothing without one."""
+    return {} if rate is None else {"rate": rate.model_dump(mode="json")}
 
 
 def denied(decisions: Iterable[AccessDecision]) -> list[str]:

@@ -38,6 +38,7 @@ from gateway.pool_guard import guard_pools
 from gateway.query_trail import QueryTrail, denied, released_values
 from gateway.quorum import Quorum
 from gateway.ratelimit import ApprovalKey, RateGuard
+from gateway.rates import DEFAULT_PER, with_rates
 from gateway.regression_client import RegressionClient
 from gateway.rounds import Gathered, gather
 from gateway.settings import (
@@ -119,6 +120,10 @@ class CohortQuestion:
     # summary is asked (else only its histogram: a breakdown by VALUE_BIN).
     variable: Mapping[str, Any] | None = None
     summary: bool = True
+    # An incidence rate's outcome (`schema.query.Outcome` as plain data), and the
+    # person-years its rates are given per.
+    outcome: Mapping[str, Any] | None = None
+    rate_per: int = DEFAULT_PER
 
 
 class Place(Protocol):
@@ -237,6 +242,14 @@ async def _answer(
             ),
             plan.node_query,
         )
+        combined = with_rates(
+            combined,
+            plan.node_query,
+            plan.tables,
+            gathered.outcomes,
+            policies.profile,
+            question.rate_per,
+        )
         released = released_values(combined)
         span.set_attributes(
             {
@@ -274,6 +287,7 @@ def plan_question(services: Services, trail: QueryTrail, question: CohortQuestio
         age_at=question.age_at,
         variable=question.variable,
         summary=question.summary,
+        outcome=question.outcome,
     )
 
 

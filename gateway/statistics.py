@@ -330,7 +330,9 @@ def with_summaries(
 
 
 def _summarised(cell: Cell, summary: Summary | None) -> Cell:
-    return Cell.trusted(dimensions=cell.dimensions, count=cell.count, summary=summary)
+    return Cell.trusted(
+        dimensions=cell.dimensions, count=cell.count, summary=summary, rate=cell.rate
+    )
 
 
 def _key(cell: Cell) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Final, NamedTuple
 from gateway.combine import Profiles
 from gateway.federation import NodeInfo
 from gateway.nodes import CellKey, NodeClient, NodeOutcome
+from gateway.rate_vetting import rate_cells
 from policies.domain import dimension_domain
 from policies.profiles import DisclosureProfile
 from schema.codes import WITHHELD, MeasureKind, NodeStatus, ValueStatus
@@ -150,12 +151,15 @@ def full_domain(answer: AnswerToVet) -> str | None:
 def noisy_as_published(answer: AnswerToVet) -> str | None:
     """Every count is noisy, with at least the node's published noise, or LOW: an exact
     count never leaves a node. A sum's noise is at least the published sd times its
-    sensitivity (`schema.measures`)."""
+    sensitivity (`schema.measures`); a sum may also be SUPPRESSED (by a magnitude rule)."""
     sd = answer.profile.noise_sd(answer.request.noise) * answer.measure.sensitivity(
         answer.request.query
     )
     for kind in answer.kinds:
         if kind.status is ValueStatus.LOW:
+            continue
+        if kind.status is ValueStatus.SUPPRESSED and not answer.measure.count:
+            # A magnitude a node's rule withheld (days at risk: `policies.person_time`).
             continue
         if kind.status is not ValueStatus.PERTURBED or kind.sd is None:
             return "a count was released without noise"
@@ -297,7 +301,7 @@ def vet(
                 f"implausible answer: {problem}",
                 latency_ms=outcome.latency_ms,
             )
-    problem = linked_sums(outcome.measures)
+    problem = linked_sums(outcome.measures) or rate_cells(outcome.measures, profile, request.query)
     if problem is not None:
         return NodeOutcome.failed(
             outcome.jurisdiction,

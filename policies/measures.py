@@ -9,7 +9,11 @@ the persons with a value of the question's variable, is a count and released as 
 of a variable's clipped values (VALUE_SUM, VALUE_SUM_SQUARES) are released noisy (`sum_release`)
 and not rounded; a node withholds them where the cell's VALUE_N is withheld
 (`connectors.release.released_table`), and the gateway derives means only where the pooled
-VALUE_N is released (`gateway.statistics`). A measure without an entry here cannot be
+VALUE_N is released (`gateway.statistics`). An incidence rate's events (OUTCOME_EVENTS) are
+a count of persons and released as one; its days at risk (PERSON_DAYS) are a noisy sum,
+released as sums are and then withheld where the cell's count of persons is (COUNT_WITHHELD)
+or where the profile's magnitude rules find them dominated (`policies.person_time`, run by
+`connectors.release.released_table`). A measure without an entry here cannot be
 released: every `MeasureKind` needs one (a completeness test holds them to it).
 """
 
@@ -27,6 +31,8 @@ from schema.result import Reason, Value
 
 # A sum withheld because its cell's count of persons with a value was.
 N_WITHHELD: Final = "N_WITHHELD"
+# Days at risk withheld because their cell's count of persons was.
+COUNT_WITHHELD: Final = "COUNT_WITHHELD"
 
 Release = Callable[[int, float, CellContext], Value]
 
@@ -71,6 +77,15 @@ def n_withheld(jurisdiction: Jurisdiction | None) -> Reason:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def count_withheld(jurisdiction: Jurisdiction | None) -> Reason:
+    return Reason(
+        rule=COUNT_WITHHELD,
+        jurisdiction=jurisdiction,
+        message="withheld with the cell's count of persons",
+    )
+
+
 _COUNT: Final = Protection(
     release=disclosure.release,
     node_rules=disclosure.NODE_RULES,
@@ -84,4 +99,6 @@ PROTECTIONS: Final[dict[MeasureKind, Protection]] = {
     MeasureKind.VALUE_N: _COUNT,
     MeasureKind.VALUE_SUM: _SUM,
     MeasureKind.VALUE_SUM_SQUARES: _SUM,
+    MeasureKind.OUTCOME_EVENTS: _COUNT,
+    MeasureKind.PERSON_DAYS: _SUM,
 }

@@ -161,12 +161,17 @@ class MeasureKind(StrEnum):
     question's numeric variable (`schema.variables`), each person's value clipped to public
     bounds and counted in whole units of the variable's resolution, centred on the bounds'
     midpoint: how many persons have a value (`VALUE_N`), the sum of their values
-    (`VALUE_SUM`) and of their squares (`VALUE_SUM_SQUARES`)."""
+    (`VALUE_SUM`) and of their squares (`VALUE_SUM_SQUARES`); and an incidence rate's
+    numerator and denominator over the question's follow-up (`schema.query.Outcome`): the
+    persons whose first outcome falls in it (`OUTCOME_EVENTS`) and the days at risk
+    (`PERSON_DAYS`, each person's clipped to the window's length)."""
 
     PERSON_COUNT = "PERSON_COUNT"
     VALUE_N = "VALUE_N"
     VALUE_SUM = "VALUE_SUM"
     VALUE_SUM_SQUARES = "VALUE_SUM_SQUARES"
+    OUTCOME_EVENTS = "OUTCOME_EVENTS"
+    PERSON_DAYS = "PERSON_DAYS"
 
 
 class ValueStatus(StrEnum):

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Final
 
 from schema.codes import MeasureKind
-from schema.query import CohortQuery
+from schema.query import MAX_FOLLOW_UP_DAYS, CohortQuery
 from schema.variables import MAX_SPAN_UNITS
 
 # More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
@@ -86,6 +86,17 @@ def _squares_sensitivity(query: CohortQuery) -> int:
     return query.variable.clipping.squares_sensitivity
 
 
+# The most days at risk a cell can hold: every person of Europe followed for the longest window.
+MAX_PERSON_DAYS: Final = MAX_PERSONS * MAX_FOLLOW_UP_DAYS
+
+
+def _days_sensitivity(query: CohortQuery) -> int:
+    if query.outcome is None:
+        raise ValueError("days at risk need the question's outcome")
+    # A person is in one cell of a table and adds at most the window's length to it.
+    return query.outcome.days
+
+
 MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
     MeasureKind.PERSON_COUNT: MeasureSpec(
         kind=MeasureKind.PERSON_COUNT,
@@ -121,6 +132,26 @@ MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
         minimum=-MAX_SUM,
         maximum=MAX_SUM,
         sensitivity=_squares_sensitivity,
+        pool=Pool.SUM,
+        secure=False,
+        count=False,
+    ),
+    MeasureKind.OUTCOME_EVENTS: MeasureSpec(
+        kind=MeasureKind.OUTCOME_EVENTS,
+        description="distinct persons in the cell whose first outcome falls in their follow-up",
+        minimum=0,
+        maximum=MAX_PERSONS,
+        sensitivity=_one,
+        pool=Pool.SUM,
+        secure=False,
+    ),
+    MeasureKind.PERSON_DAYS: MeasureSpec(
+        kind=MeasureKind.PERSON_DAYS,
+        description="the days the cell's persons were at risk, each clipped to the follow-up",
+        # A noisy sum of days may be negative; its truth never is.
+        minimum=-MAX_PERSON_DAYS,
+        maximum=MAX_PERSON_DAYS,
+        sensitivity=_days_sensitivity,
         pool=Pool.SUM,
         secure=False,
         count=False,

@@ -336,6 +336,42 @@ class Criteria(Contract):
         return first.year, last.year
 
 
+# A follow-up window reaches at most ten years past the index date.
+MAX_FOLLOW_UP_DAYS = 3653
+
+
+class Outcome(Contract):
+    """What an incidence rate counts over each person's follow-up from their index date
+    (`CohortQuery.index`): persons are at risk from `window.start_days` after it (0: the index
+    date itself) and leave at the earliest of their first `event` in the window (an event,
+    counted on its day), the window's last day (`window.end_days`), the end of the observation
+    period covering the index date, and their death. A person at risk every day contributes
+    `days` (the window's length): the most one person can add to a cell's person-time, the
+    public maximum that clips it. Days before the window (`start_days` 0 or more) are not at
+    risk; a person not observed at their index date is at risk for no day."""
+
+    event: EventSpec
+    window: RelativeWindow
+
+    @model_validator(mode="after")
+    def _forward(self) -> Self:
+        if self.window.start_days < 0:
+            raise ValueError("a follow-up starts on the index date or after it")
+        if self.window.end_days >= MAX_FOLLOW_UP_DAYS:
+            raise ValueError(f"a follow-up window ends within {MAX_FOLLOW_UP_DAYS} days")
+        return self
+
+    @property
+    def days(self) -> int:
+        """The window's length in days, both ends included: the most days one person is at
+        risk (PERSON_DAYS' sensitivity)."""
+        return self.window.end_days - self.window.start_days + 1
+
+
+# An incidence rate's measures: asked together with the count of persons, or not at all.
+RATES: Final = (MeasureKind.OUTCOME_EVENTS, MeasureKind.PERSON_DAYS)
+
+
 class Measure(Contract):
     kind: MeasureKind = MeasureKind.PERSON_COUNT
 
@@ -463,6 +499,9 @@ class CohortQuery(Contract):
     # The variable the VALUE_* measures are of; left out of dumps when absent (the questions
     # of before keep their digests).
     variable: Annotated[NumericVariable | None, Field(exclude_if=_absent)] = None
+    # The outcome the RATES measures count over each person's follow-up; left out of dumps
+    # when absent.
+    outcome: Annotated[Outcome | None, Field(exclude_if=_absent)] = None
 
     @field_validator("tables")
     @classmethod
@@ -514,6 +553,23 @@ class CohortQuery(Contract):
             # An explicit index takes the criteria at each candidate date (`_indexed` in the
             # compiler): a variable's value per candidate is not built yet.
             raise ValueError("a numeric variable cannot be asked with an explicit index yet")
+        return self
+
+    @model_validator(mode="after")
+    def _rates_of_an_outcome(self) -> Self:
+        kinds = {m.kind for m in self.measures}
+        rates = kinds & set(RATES)
+        if rates and kinds != {MeasureKind.PERSON_COUNT, *RATES}:
+            raise ValueError(
+                "an incidence rate's measures are asked together with the count of persons: "
+                "PERSON_COUNT, OUTCOME_EVENTS, PERSON_DAYS"
+            )
+        if rates and self.outcome is None:
+            raise ValueError("an incidence rate needs its outcome")
+        if self.outcome is not None and not rates:
+            raise ValueError("an outcome is given for its incidence rate: ask it")
+        if self.outcome is not None and self.index is None:
+            raise ValueError("an incidence rate's follow-up starts at an index event (index)")
         return self
 
     @model_validator(mode="after")

@@ -115,7 +115,23 @@ class Quantiles(Contract):
     iqr: Estimate  # q3 − q1, within twice the bin width
 
 
+class Rate(Contract):
+    """An incidence rate in one cell, from its released events and days at risk: `events`
+    (persons whose first outcome fell in their follow-up, a noisy count), `person_years` (the
+    days at risk / 365.25), the rate per `per` person-years and its exact Poisson 95%
+    confidence interval (Garwood's, from the chi-squared distribution, on the released events).
+    Withheld where the events or the days at risk are."""
+
+    events: Value
+    person_years: Estimate
+    rate: Estimate
+    ci_low: Estimate
+    ci_high: Estimate
+    per: int
+
+
 class Cell(Contract):
     dimensions: list[DimensionValue]
     count: Value
     summary: Summary | None = None
+    rate: Rate | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -102,6 +103,40 @@ def register(sub: SubParsers) -> None:
         action="store_false",
         help="the histogram only (counts; the summary's statistics are not asked or charged)",
     )
+    rate = query.add_argument_group(
+        "an incidence rate: events per person-years from an index event, with 95%% intervals"
+    )
+    rate.add_argument(
+        "--index",
+        action="append",
+        default=[],
+        metavar="VOCAB:CODE",
+        help="the index event, each person's first (ATC or RxNorm: a drug; ICD10 or SNOMED: a "
+        "condition; LOINC: a measurement; repeat: any of them)",
+    )
+    rate.add_argument(
+        "--index-from", type=_date, metavar="YYYY-MM-DD", help="index events from this date"
+    )
+    rate.add_argument(
+        "--outcome",
+        action="append",
+        default=[],
+        metavar="VOCAB:CODE|DEATH",
+        help="the outcome counted over each person's follow-up (repeat: any of the codes)",
+    )
+    rate.add_argument(
+        "--follow-up",
+        type=_days,
+        default=(0, 365),
+        metavar="START-END",
+        help="days after the index (both included; default 0-365)",
+    )
+    rate.add_argument(
+        "--per",
+        type=int,
+        default=100_000,
+        help="rates per this many person-years (default 100000; or 1000, 10000, 1000000)",
+    )
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
     where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")
@@ -132,6 +167,21 @@ def _age_range(text: str) -> tuple[int | None, int | None]:
         return (int(low) if low.strip() else None, int(high) if high.strip() else None)
     except ValueError:
         raise argparse.ArgumentTypeError("an age range is MIN-MAX, MIN- or -MAX") from None
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a date is YYYY-MM-DD") from None
+
+
+def _days(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a follow-up is START-END days, e.g. 0-21") from None
 
 
 def _bounds(text: str) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from typing import IO, Any, Final, TextIO
 from tessera.client.answer import POOLED, Answer, Response, Row
 from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
-from tessera.client.questions import Question, Variable
+from tessera.client.questions import Question, Variable, concept, event, index, outcome
 from tessera.locations import DEMO_GATEWAY
 from tessera.report import (
     SHOWN_BY_THE_COUNT,
@@ -90,7 +90,7 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 
 def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
-    asks = bool(args.concept or args.by or args.sex or args.age or args.variable)
+    asks = bool(args.concept or args.by or args.sex or args.age or args.variable or args.outcome)
     if args.file is not None and asks:
         raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
     if args.file is not None:
@@ -119,8 +119,44 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         noise=args.noise,
         variable=_variable(args),
         summary=args.summary,
+        **_rate(args),
     )
     return question.document, question.variables
+
+
+# The domain of an index or outcome code, by its vocabulary.
+_DOMAINS: Final = {
+    "ATC": "DRUG",
+    "RXNORM": "DRUG",
+    "ICD10": "CONDITION",
+    "SNOMED": "CONDITION",
+    "LOINC": "MEASUREMENT",
+}
+
+
+def _spec(concepts: Sequence[str], what: str) -> dict[str, Any]:
+    """The EventSpecInput of `--index` or `--outcome` codes (one domain), or DEATH."""
+    if [c.strip().upper() for c in concepts] == ["DEATH"]:
+        return {"domain": "DEATH"}
+    domains = {_DOMAINS.get(str(concept(c)["vocabulary"]).upper()) for c in concepts}
+    if len(domains) != 1 or None in domains:
+        raise ValueError(f"--{what} codes are of one domain (ATC/RxNorm, ICD10/SNOMED or LOINC)")
+    return event(str(domains.pop()), concepts)
+
+
+def _rate(args: argparse.Namespace) -> dict[str, Any]:
+    """`--outcome` and `--index` as the question's index and outcome (none without)."""
+    if not args.outcome:
+        if args.index:
+            raise ValueError("--index is for an incidence rate: give its --outcome")
+        return {}
+    if not args.index:
+        raise ValueError("an incidence rate follows each person from an --index event")
+    window = (args.index_from, None) if args.index_from else None
+    return {
+        "index": index([_spec(args.index, "index")], window=window),
+        "outcome": outcome(_spec(args.outcome, "outcome"), days=args.follow_up, per=args.per),
+    }
 
 
 def _variable(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -251,6 +287,11 @@ def render_answer(answer: Answer) -> str:
     if summary:
         lines.append("  summary of the variable (value ± the noise's sd)")
         lines.append(_summary_table(summary, ["jurisdiction"]))
+    rates = answer.rate_rows()
+    if rates:
+        per = rates[0].get("per")
+        lines.append(f"  incidence rate per {per:,} person-years (value ± the noise's sd)")
+        lines.append(_summary_table(rates, ["jurisdiction"]))
     for table_ in answer.tables.values():
         lines.append(f"  breakdown by {', '.join(table_.by)} ({len(table_.rows)} cells)")
         labels = [c for c in _LABELS if any(c in row for row in table_.rows)]
@@ -278,6 +319,11 @@ def render_answer(answer: Answer) -> str:
             if cells:
                 lines.append(f"  summary by {', '.join(table_.by)}")
                 lines.append(_summary_table(cells, labels))
+        if rates:
+            cells = answer.rate_rows(table_.name)
+            if cells:
+                lines.append(f"  incidence rate by {', '.join(table_.by)}")
+                lines.append(_summary_table(cells, labels))
     return "\n".join(lines)
 
 
@@ -303,7 +349,8 @@ def _estimate_text(row: Mapping[str, Any]) -> str:
     if value is None:
         return str(row.get("status") or "—").lower()
     spread = row.get("sd") or row.get("bound")
-    number = f"{value:,.0f}" if row.get("statistic") == "n" else f"{value:.3g}"
+    whole = row.get("statistic") in ("n", "events")
+    number = f"{value:,.0f}" if whole else f"{value:.3g}"
     return f"{number} ±{spread:.2g}" if spread else number
 
 

@@ -52,6 +52,30 @@ def format_summary(summary: Mapping[str, Any] | None) -> str:
     return text + (f", n {format_count(n)}" if n else "")
 
 
+def format_rate(rate: Mapping[str, Any] | None) -> str:
+    """An incidence rate on one line: the rate per its person-years ± its noise, its exact
+    95% interval, the events and the person-years."""
+    if not rate:
+        return "—"
+    estimate = rate.get("rate") or {}
+    text = format_estimate(estimate)
+    if estimate.get("value") is not None:
+        low = (rate.get("ciLow") or {}).get("value")
+        high = (rate.get("ciHigh") or {}).get("value")
+        if low is not None and high is not None:
+            text += f" (95% CI {low:.3g} to {high:.3g})"
+    events = rate.get("events")
+    if events:
+        text += f"; events {format_count(events)}"
+    years = rate.get("personYears") or {}
+    value, sd = years.get("value"), years.get("sd")
+    if value is None:
+        text += f", person-years {format_estimate(years) if years else '—'}"
+    else:
+        text += f", {value:,.0f}{f' ±{sd:.2g}' if sd else ''} person-years"
+    return text
+
+
 def format_spend(privacy: Mapping[str, Any] | None) -> str:
     """What the answer cost at a node: this question's rho, and the spend so far of the cap."""
     if not privacy:
@@ -99,6 +123,9 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             lines.append(f"      why: {why}")
     if "summary" in result:
         lines.append(f"    pooled mean: {format_summary(result['summary'])}")
+    if result.get("rate"):
+        per = result["rate"].get("per")
+        lines.append(f"    pooled rate per {per:,} person-years: {format_rate(result['rate'])}")
     nodes = result.get("byJurisdiction")
     if nodes:
         rows = [
@@ -120,6 +147,10 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             for row, n in zip(rows, nodes, strict=True):
                 row.insert(3, format_summary(n.get("summary")))
             headers.insert(3, "mean")
+        if any(n.get("rate") for n in nodes):
+            for row, n in zip(rows, nodes, strict=True):
+                row.insert(3, format_rate(n.get("rate")))
+            headers.insert(3, "rate")
         lines.append(text_table(headers, rows))
     for key, value in result.items():
         if isinstance(value, Mapping) and "cells" in value:
@@ -131,7 +162,12 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                     [*(d["value"] for d in c["dimensions"]), format_count(c["count"])]
                     for c in cells[:MAX_CELLS_SHOWN]
                 ]
-                lines.append(text_table([*dims, "count"], rows))
+                headers = [*dims, "count"]
+                if any(c.get("rate") for c in cells):
+                    for row, c in zip(rows, cells, strict=False):
+                        row.append(format_rate(c.get("rate")))
+                    headers.append("rate")
+                lines.append(text_table(headers, rows))
                 if len(cells) > MAX_CELLS_SHOWN:
                     lines.append(f"    … {len(cells) - MAX_CELLS_SHOWN} more cells")
             for group in value.get("quantiles") or ():

@@ -17,7 +17,7 @@ from policies.measures import PROTECTIONS
 from schema.codes import Dimension, MeasureKind, Vocabulary
 from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES, asked
-from schema.query import Code, CohortQuery, Criteria, Measure, NumericVariable
+from schema.query import RATES, Code, CohortQuery, Criteria, Measure, NumericVariable, Outcome
 from schema.variables import AGE, MAX_EDGE_UNITS, MEASUREMENTS, VariableSource, bin_key
 
 KINDS = set(MeasureKind)
@@ -46,12 +46,17 @@ def test_each_spec_is_its_own_kinds_and_sane() -> None:
         assert spec.pooled([spec.minimum]) == spec.minimum
 
 
-_WITH_AGE = CohortQuery(
+# Not a question one may ask (a variable and a rate together): what every sensitivity reads.
+_WITH_AGE = CohortQuery.model_construct(
     criteria=Criteria(),
     reference_date=dt.date(2024, 6, 30),
     measures=[Measure(kind=k) for k in MeasureKind],
     variable=NumericVariable(source=VariableSource.AGE, lo=18, hi=90),
+    outcome=Outcome.model_validate(
+        {"event": {"domain": "DEATH"}, "window": {"start_days": 1, "end_days": 21}}
+    ),
 )
+_COUNTS_AND_STATISTICS = [k for k in MeasureKind if k not in RATES]
 
 
 def test_a_sums_sensitivity_is_the_most_one_clipped_value_moves_it() -> None:
@@ -59,6 +64,12 @@ def test_a_sums_sensitivity_is_the_most_one_clipped_value_moves_it() -> None:
     assert MEASURES[MeasureKind.VALUE_N].sensitivity(_WITH_AGE) == 1
     assert MEASURES[MeasureKind.VALUE_SUM].sensitivity(_WITH_AGE) == 36
     assert MEASURES[MeasureKind.VALUE_SUM_SQUARES].sensitivity(_WITH_AGE) == 648
+
+
+def test_days_at_risk_move_by_at_most_the_follow_up_window() -> None:
+    # Days 1 to 21 after the index, both included: 21 days at most.
+    assert MEASURES[MeasureKind.PERSON_DAYS].sensitivity(_WITH_AGE) == 21
+    assert MEASURES[MeasureKind.OUTCOME_EVENTS].sensitivity(_WITH_AGE) == 1
 
 
 def test_each_measure_has_a_result_column_of_its_own() -> None:
@@ -73,17 +84,72 @@ def test_a_compiled_query_names_a_column_for_each_measure_it_asks() -> None:
         criteria=Criteria(),
         reference_date=dt.date(2024, 6, 30),
         tables=[(Dimension.SEX,)],
-        measures=[Measure(kind=k) for k in MeasureKind],
+        measures=[Measure(kind=k) for k in _COUNTS_AND_STATISTICS],
         variable=NumericVariable(source=VariableSource.AGE),
     )
     compiled = compile_query(query)
-    assert asked(query) == tuple(MeasureKind)
-    assert compiled.measures == tuple((k, MEASURE_SQL[k].column) for k in MeasureKind)
+    assert asked(query) == tuple(_COUNTS_AND_STATISTICS)
+    assert compiled.measures == tuple((k, MEASURE_SQL[k].column) for k in _COUNTS_AND_STATISTICS)
     assert compiled.columns == (
         GROUPING_COLUMN,
         "sex",
-        *(MEASURE_SQL[k].column for k in MeasureKind),
+        *(MEASURE_SQL[k].column for k in _COUNTS_AND_STATISTICS),
     )
+    rates = (MeasureKind.PERSON_COUNT, *RATES)
+    rate = CohortQuery.model_validate(
+        {
+            "criteria": {},
+            "reference_date": dt.date(2024, 6, 30),
+            "index": {"events": [{"domain": "VISIT", "visit": "INPATIENT"}]},
+            "outcome": {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 30}},
+            "measures": [{"kind": k} for k in rates],
+            "tables": [(Dimension.SEX,)],
+        }
+    )
+    assert compile_query(rate).columns == (
+        GROUPING_COLUMN,
+        "sex",
+        *(MEASURE_SQL[k].column for k in rates),
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"outcome": None}, "needs its outcome"),
+        ({"index": None}, "starts at an index event"),
+        ({"measures": [{"kind": "PERSON_COUNT"}]}, "ask it"),
+        ({"measures": [{"kind": "OUTCOME_EVENTS"}]}, "asked together"),
+        (
+            {
+                "outcome": {
+                    "event": {"domain": "DEATH"},
+                    "window": {"start_days": -1, "end_days": 3},
+                }
+            },
+            "on the index date or after",
+        ),
+        (
+            {
+                "outcome": {
+                    "event": {"domain": "DEATH"},
+                    "window": {"start_days": 0, "end_days": 3653},
+                }
+            },
+            "within 3653 days",
+        ),
+    ],
+)
+def test_a_rate_is_asked_whole_from_an_index(change: dict[str, object], problem: str) -> None:
+    question = {
+        "criteria": {},
+        "reference_date": dt.date(2024, 6, 30),
+        "index": {"events": [{"domain": "VISIT", "visit": "INPATIENT"}]},
+        "outcome": {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 30}},
+        "measures": [{"kind": k} for k in (MeasureKind.PERSON_COUNT, *RATES)],
+    }
+    with pytest.raises(ValidationError, match=problem):
+        CohortQuery.model_validate(question | change)
 
 
 def test_every_registered_variables_bins_have_keys_a_node_may_send() -> None:
@@ -125,7 +191,7 @@ def test_a_variable_with_an_explicit_index_is_refused_until_it_is_built() -> Non
                         {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "E11"}]}
                     ]
                 },
-                "measures": [{"kind": k} for k in MeasureKind],
+                "measures": [{"kind": k} for k in _COUNTS_AND_STATISTICS],
                 "variable": {"source": "AGE"},
             }
         )

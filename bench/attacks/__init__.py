@@ -29,6 +29,8 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 16. `means`: a known person's value from two means, a cohort with them and without them
 17. `windows`: "X within d days of the index" against "within d − 1" (relative windows)
 18. `regressions`: a regression built to single out a person (a one-hot, a cohort of one)
+19. `rates`: a known person's days at risk from two incidence rates' person-time, with and
+    without them
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

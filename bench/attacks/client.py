@@ -344,6 +344,42 @@ class Applicant:
         fitted: dict[str, Any] = body["data"]["regression"]
         return fitted, ""
 
+    def rate(
+        self, where: Where, outcome: str, jurisdiction: Jurisdiction, *, approval: int = 0
+    ) -> dict[str, Any] | None:
+        """One node's incidence rate over `where` (its index event asked beside it) for the
+        outcome (GraphQL `OutcomeInput`, as text): its `events` and `personYears` as
+        released, or None when the node did not answer."""
+        application = self.approvals[approval]
+        index = "" if where.index is None else f", index: {where.index.graphql()}"
+        query = (
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f", ageAt: REFERENCE_DATE, jurisdictions: [{jurisdiction.value}]{index}, "
+            f"criteria: {where.graphql()}, outcome: {outcome}) "
+            "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } "
+            "rate { events { value status sd } personYears { value status sd } } } } }"
+        )
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            self.asked[application] -= 1
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            raise QuestionRefused(code, str(errors[0].get("message", "")))
+        for node in body["data"]["cohort"]["byJurisdiction"]:
+            if Jurisdiction(node["jurisdiction"]) is not jurisdiction:
+                continue
+            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
+            if node.get("privacy"):
+                self.privacy[jurisdiction] = node["privacy"]
+            found: dict[str, Any] | None = node.get("rate")
+            if found is not None:
+                self.statuses.add(found["personYears"]["status"])
+            return found
+        return None
+
     def _note(self, answer: Answer) -> None:
         self.statuses.add(answer.pooled.status)
         for node in answer.nodes.values():

@@ -26,6 +26,7 @@ from bench.attacks import (
     means,
     node_sets,
     pooled_others,
+    rates,
     refresh,
     regressions,
     trackers,
@@ -58,6 +59,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     means,
     windows,
     regressions,
+    rates,
     dropouts,
     refresh,
 )

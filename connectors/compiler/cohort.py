@@ -53,7 +53,15 @@ from connectors.compiler.compiled import (
 )
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
-from connectors.compiler.measures import MEASURE_SQL, VALUE_SQUARES, VALUE_UNITS, measure_column
+from connectors.compiler.follow_up import FollowUp, follow_up
+from connectors.compiler.measures import (
+    DAYS_AT_RISK,
+    MEASURE_SQL,
+    OUTCOME_EVENT,
+    VALUE_SQUARES,
+    VALUE_UNITS,
+    measure_column,
+)
 from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table, text
 from connectors.errors import BadRequest
@@ -98,6 +106,8 @@ class _CohortCompiler:
         # Whether the cohort holds each person's index date (CTE `index_event` is then not
         # needed): an explicit index dates everyone, and ages at an implicit one join it.
         self._dates_cohort = query.index is not None or self._ages_at_index
+        # An incidence rate's follow-up (`connectors.compiler.follow_up`), once the cohort is.
+        self._follow_up: FollowUp | None = None
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -113,8 +123,8 @@ class _CohortCompiler:
         # it again: copies of these trees were half of the compile time.
         population, population_params = renumbered(_population(cohort))
         cohort_table = self._cohort_table(cohort, tables, dimensions, measures)
-        counted = cohort.where(
-            dialect.not_in_long_list(col(PERSON_INDEX, KEY), excluded), copy=False
+        counted = self._followed(
+            cohort.where(dialect.not_in_long_list(col(PERSON_INDEX, KEY), excluded), copy=False)
         )
         statement = self._statement(counted, tables, dimensions, measures)
         # The result's columns, named by the statement's aliases (the cohort table's
@@ -137,6 +147,10 @@ class _CohortCompiler:
             excluded_param=len(self.params.values) - 1,
         )
 
+    def _followed(self, cohort: exp.Select) -> exp.Select:
+        """`cohort` with each person's follow-up, for a question with an outcome."""
+        return cohort if self._follow_up is None else self._follow_up.wrap(cohort)
+
     def _cohort_table(
         self,
         cohort: exp.Select,
@@ -150,7 +164,7 @@ class _CohortCompiler:
         if dialect.temporary_table is None:
             return None
         create, create_params = renumbered(
-            dialect.temporary_table(names.COHORT_TABLE, cohort.copy())
+            dialect.temporary_table(names.COHORT_TABLE, self._followed(cohort.copy()))
         )
         # The persons to leave out come as a relation the backend provides, not a bound list:
         # deleted from the table, or, where it cannot be deleted from, left out as it is read.
@@ -251,7 +265,17 @@ class _CohortCompiler:
             )
         )
         if self.query.index is not None:
-            return self._indexed(select, conditions)
+            indexed = self._indexed(select, conditions)
+            if self.query.outcome is not None:
+                # Each person's follow-up from their index date, its values bound here (before
+                # the persons left out): `_followed` wraps the cohort in it.
+                self._follow_up = follow_up(
+                    self.query.outcome,
+                    self._shifted,
+                    self._spec_filter,
+                    self.dialect.days_between,
+                )
+            return indexed
         if self.query.age_basis is AgeAt.INDEX_EVENT:
             # Each person's index date, joined: only persons who have the index event, as the
             # criteria require anyway.
@@ -773,6 +797,10 @@ class _CohortCompiler:
             select = select.select(value, copy=False)
         if self.query.variable is not None:
             select = select.select(col(VALUE_UNITS, COHORT), col(VALUE_SQUARES, COHORT), copy=False)
+        if self.query.outcome is not None:
+            select = select.select(
+                col(OUTCOME_EVENT, COHORT), col(DAYS_AT_RISK, COHORT), copy=False
+            )
         if joined:
             select = select.join(
                 table(INDEX_CTE, INDEX),

@@ -36,6 +36,8 @@ Placeholder = Callable[[int], exp.Expr]
 ListMatch = Callable[[exp.Expr, exp.Expr], exp.Expr]
 # `create(table, query)`: the statement filling a connection-local temporary table.
 TemporaryTable = Callable[[str, exp.Query], exp.Expr]
+# `days(later, earlier)`: the whole days from the date `earlier` to the date `later`.
+DaysBetween = Callable[[exp.Expr, exp.Expr], exp.Expr]
 # `delete(table, column, relation)`: deletes the rows of `table` whose `column` is listed in
 # the one-column `relation` (of the same column name) the backend provides.
 DeleteListed = Callable[[str, str, str], exp.Expr]
@@ -126,6 +128,16 @@ def delete_listed(table: str, column: str, relation: str) -> exp.Expr:
     )
 
 
+def date_difference(later: exp.Expr, earlier: exp.Expr) -> exp.Expr:
+    """`later - earlier`: DuckDB and PostgreSQL subtract dates to whole days (an integer)."""
+    return exp.paren(exp.Sub(this=later, expression=exp.paren(earlier)))
+
+
+def date_diff(later: exp.Expr, earlier: exp.Expr) -> exp.Expr:
+    """DATEDIFF in days, as the engine spells it (where a date less a date is an interval)."""
+    return exp.DateDiff(this=later, expression=earlier, unit=exp.var("DAY"))
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """One database's way of writing what the compilers build.
@@ -149,6 +161,7 @@ class Dialect:
     # The function numbering a row's grouping set from several columns (a bit per column,
     # the first the highest): the standard's GROUPING(a, b), Spark's GROUPING_ID(a, b).
     grouping_bits: str | None = None
+    days_between: DaysBetween = date_difference
 
     def sql(self, expression: exp.Expr, *, pretty: bool = True) -> str:
         """`expression` as this database's SQL text; changes the tree in place (pass one of
@@ -187,6 +200,7 @@ SPARK: Final = Dialect(
     temporary_table=cache_table,
     delete_listed=None,
     grouping_bits="GROUPING_ID",  # Spark's GROUPING takes one column
+    days_between=date_diff,
 )
 # Trino has no temporary tables at all: a backend would run the cohort twice in one snapshot,
 # as PostgreSQL does.
@@ -198,6 +212,7 @@ TRINO: Final = Dialect(
     not_in_long_list=not_in_unnest_relation,
     temporary_table=None,
     delete_listed=None,
+    days_between=date_diff,
 )
 
 # Every database the compilers write for, by name.

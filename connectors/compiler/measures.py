@@ -5,7 +5,10 @@ column of its own name. `CompiledQuery.tabulate` reads a measure's values by tha
 A variable's statistics read two columns the cohort carries when the question has a variable
 (`connectors.compiler.cohort`): each person's value as a clipped, centred whole unit
 (`VALUE_UNITS`, NULL without a value) and its square less the public offset
-(`VALUE_SQUARES`), as `schema.variables` defines them."""
+(`VALUE_SQUARES`), as `schema.variables` defines them. An incidence rate's read the two
+columns the cohort carries when the question has an outcome: whether the person's first
+outcome falls in their follow-up (`OUTCOME_EVENT`, 1 or 0) and their days at risk
+(`DAYS_AT_RISK`, 0 to the window's length)."""
 
 from __future__ import annotations
 
@@ -55,11 +58,26 @@ def _sum_of(column: str) -> Callable[[], exp.Expr]:
     return aggregate
 
 
+OUTCOME_EVENT: Final = "outcome_event"
+DAYS_AT_RISK: Final = "days_at_risk"
+
+
+def _persons_with_an_outcome() -> exp.Expr:
+    # Distinct person indexes, as counts are: a person is one event however their CDM rows.
+    with_outcome = exp.Case().when(
+        exp.column(OUTCOME_EVENT).eq(exp.Literal.number(1)),
+        exp.column(names.PERSON_INDEX_COLUMN),
+    )
+    return exp.Count(this=exp.Distinct(expressions=[with_outcome]))
+
+
 MEASURE_SQL: Final[dict[MeasureKind, MeasureSql]] = {
     MeasureKind.PERSON_COUNT: MeasureSql("person_count", _distinct_persons, empty=0),
     MeasureKind.VALUE_N: MeasureSql("value_n", _persons_with_a_value, empty=0),
     MeasureKind.VALUE_SUM: MeasureSql("value_sum", _sum_of(VALUE_UNITS), empty=0),
     MeasureKind.VALUE_SUM_SQUARES: MeasureSql("value_sum_squares", _sum_of(VALUE_SQUARES), empty=0),
+    MeasureKind.OUTCOME_EVENTS: MeasureSql("outcome_events", _persons_with_an_outcome, empty=0),
+    MeasureKind.PERSON_DAYS: MeasureSql("person_days", _sum_of(DAYS_AT_RISK), empty=0),
 }
 
 

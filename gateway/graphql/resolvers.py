@@ -12,7 +12,7 @@ refusal for each field refused."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
@@ -29,6 +29,7 @@ from gateway.graphql.inputs import (
 )
 from gateway.graphql.issuers import TrustedIssuerInfo, trusted_issuers
 from gateway.graphql.permissions import allow
+from gateway.graphql.rate_inputs import OutcomeInput, outcome_data, rate_per
 from gateway.graphql.regression import RegressionResult, resolve_regression
 from gateway.graphql.selection import (
     requested_breakdowns,
@@ -90,6 +91,13 @@ async def _cohort(
             "its n and two sums, each what a count costs."
         ),
     ] = strawberry.UNSET,
+    outcome: Annotated[
+        OutcomeInput | None,
+        strawberry.argument(
+            description="An incidence rate's outcome and follow-up from the index (`rate` on "
+            "the result, each country and each cell)."
+        ),
+    ] = strawberry.UNSET,
 ) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
     question = CohortQuestion(
@@ -110,9 +118,16 @@ async def _cohort(
         if (asked_variable := _given(variable)) is None
         else variable_data(asked_variable),
         summary=requested_summary(info.selected_fields),
+        **_rates(_given(outcome)),
     )
     answer = await answer_cohort(info.context.services, info.context, question)
     return CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)
+
+
+def _rates(outcome: OutcomeInput | None) -> dict[str, Any]:
+    if outcome is None:
+        return {}
+    return {"outcome": outcome_data(outcome), "rate_per": rate_per(outcome)}
 
 
 def _given(value: T) -> T | None:

@@ -137,6 +137,40 @@ VARIABLE_SUMMARY = "The question's variable (argument `variable`) here; null wit
 
 
 @strawberry.type(
+    description="The question's incidence rate in one cell (argument `outcome`): events (the "
+    "persons whose first outcome fell in their follow-up, a noisy count, LOW below the "
+    "minimum), person-years at risk (the nodes' noisy days at risk / 365.25, each person's "
+    "clipped to the follow-up's length; withheld with the cell's count of persons or by a "
+    "magnitude rule), the rate per `per` person-years and its exact Poisson 95% confidence "
+    "interval (Garwood), each with the noise's sd. Every number is withheld where the events "
+    "or the person-time are."
+)
+class Rate:
+    events: Count
+    person_years: Estimate
+    rate: Estimate
+    ci_low: Estimate
+    ci_high: Estimate
+    per: int = strawberry.field(description="The person-years the rate is given per.")
+
+    @classmethod
+    def of(cls, rate: model.Rate | None) -> Rate | None:
+        if rate is None:
+            return None
+        return cls(
+            events=Count.of(rate.events),
+            person_years=Estimate.of(rate.person_years),
+            rate=Estimate.of(rate.rate),
+            ci_low=Estimate.of(rate.ci_low),
+            ci_high=Estimate.of(rate.ci_high),
+            per=rate.per,
+        )
+
+
+OUTCOME_RATE = "The question's incidence rate (argument `outcome`) here; null without one."
+
+
+@strawberry.type(
     description="What an answer cost you at one node, in zCDP rho per person, worst case: "
     "figures that depend only on the questions you asked, never on the data. A person counted "
     "in more than `capRho` worth of your answers drops out of your counts at that node."
@@ -206,6 +240,7 @@ class NodeResult:
         "France, ICD10GM in Germany, ICD10CM) besides WHO ICD10."
     )
     summary: Summary | None = strawberry.field(description=VARIABLE_SUMMARY)
+    rate: Rate | None = strawberry.field(description=OUTCOME_RATE)
 
     @classmethod
     def of(cls, node: combine.NodeResult) -> NodeResult:
@@ -223,6 +258,7 @@ class NodeResult:
             ],
             vocabularies=list(node.vocabularies),
             summary=Summary.of(node.summary),
+            rate=Rate.of(node.rate),
         )
 
 
@@ -237,6 +273,7 @@ class Cell:
     dimensions: list[DimensionValue]
     count: Count
     summary: Summary | None = strawberry.field(description=VARIABLE_SUMMARY)
+    rate: Rate | None = strawberry.field(description=OUTCOME_RATE)
 
     @classmethod
     def of(cls, cell: model.Cell) -> Cell:
@@ -244,6 +281,7 @@ class Cell:
             dimensions=[DimensionValue(name=d.name, value=d.value) for d in cell.dimensions],
             count=Count.of(cell.count),
             summary=Summary.of(cell.summary),
+            rate=Rate.of(cell.rate),
         )
 
 
@@ -306,6 +344,11 @@ class CohortResult:
         description="The question's variable (argument `variable`) pooled over the nodes "
         "that answered: their statistics added up, as if in one place; null without one."
     )
+    rate: Rate | None = strawberry.field(
+        description="The question's incidence rate (argument `outcome`) pooled over the nodes "
+        "that answered: their events and days at risk added up, as if in one place; null "
+        "without one."
+    )
     by_jurisdiction: list[NodeResult]
     breakdown: BreakdownTable = strawberry.field(
         resolver=_breakdown,
@@ -323,6 +366,7 @@ class CohortResult:
             age_at=plan.node_query.age_basis,
             count=Count.of(combined.count),
             summary=Summary.of(combined.summary),
+            rate=Rate.of(combined.rate),
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={
                 by: BreakdownTable(

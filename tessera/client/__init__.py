@@ -24,7 +24,7 @@ from tessera.client.errors import (
     Unavailable,
 )
 from tessera.client.frames import read_csv
-from tessera.client.questions import Variable, event, index, relative
+from tessera.client.questions import Variable, event, index, outcome, relative
 from tessera.client.regression import RegressionAnswer
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "default_request",
     "event",
     "index",
+    "outcome",
     "read_csv",
     "relative",
 ]

@@ -271,6 +271,30 @@ class Answer:
 
         return statistics_frame(self.summary_rows(which))
 
+    def rate_rows(self, which: str | Sequence[str] | None = None) -> list[Row]:
+        """The incidence rate as tidy rows, one per number: pooled and per country
+        (`jurisdiction`), or per cell of a breakdown (`which`), each with its `statistic`
+        (events, person_years, rate, ci_low, ci_high), `value`, `sd` (its noise), `status`,
+        `bound`, `reasons` and `per` (the person-years the rate is given per)."""
+        if which is None:
+            rows = _rate_rows({"jurisdiction": POOLED}, self.raw.get("rate"))
+            for node in self.raw.get("byJurisdiction") or ():
+                where = {"jurisdiction": str(node.get("jurisdiction"))}
+                rows += _rate_rows(where, node.get("rate"))
+            return rows
+        raw = self._raw_table(which)
+        pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
+        rows = []
+        for cell in raw.get("cells") or ():
+            rows += _rate_rows(_cell_columns(cell, pooled), cell.get("rate"))
+        return rows
+
+    def rate_frame(self, which: str | Sequence[str] | None = None) -> Any:
+        """`rate_rows(which)` as a DataFrame (`value` a float)."""
+        from tessera.client.frames import statistics_frame
+
+        return statistics_frame(self.rate_rows(which))
+
     def quantile_rows(self, which: str | Sequence[str] | None = None) -> list[Row]:
         """The quartiles of a histogram (a breakdown by VALUE_BIN; the only one when `which`
         is None), one row per group and `statistic` (q1, median, q3, iqr)."""
@@ -371,6 +395,25 @@ def _summary_rows(where: Row, raw: Mapping[str, Any] | None) -> list[Row]:
         return []
     return [
         {**where, "statistic": name, **_estimate(raw.get(field))} for name, field in _STATISTICS
+    ]
+
+
+_RATE: Final = (
+    ("events", "events"),
+    ("person_years", "personYears"),
+    ("rate", "rate"),
+    ("ci_low", "ciLow"),
+    ("ci_high", "ciHigh"),
+)
+
+
+def _rate_rows(where: Row, raw: Mapping[str, Any] | None) -> list[Row]:
+    if raw is None:
+        return []
+    per = raw.get("per")
+    return [
+        {**where, "statistic": name, **_estimate(raw.get(field)), "per": per}
+        for name, field in _RATE
     ]
 
 

@@ -179,6 +179,7 @@ class _Core:
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        outcome: Mapping[str, Any] | None = None,
     ) -> Question:
         request = request or self.request
         if request is None:
@@ -203,6 +204,7 @@ class _Core:
             index=index,
             variable=variable,
             summary=summary,
+            outcome=outcome,
         )
 
     @staticmethod
@@ -292,6 +294,7 @@ class Client(_Core):
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        outcome: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Ask for a cohort and its breakdowns.
 
@@ -308,6 +311,8 @@ class Client(_Core):
         (`{"relative": [tessera.client.relative(...)]}`). `variable` (`Variable.age`,
         `Variable.measurement`) asks its summary (`Answer.summary_frame`) unless
         `summary=False`, and bins it in a breakdown by VALUE_BIN (`Answer.quantiles_frame`).
+        `outcome` (`tessera.client.outcome`, with an `index`) asks its incidence rate
+        (`Answer.rate_frame`).
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -332,6 +337,7 @@ class Client(_Core):
             index=index,
             variable=variable,
             summary=summary,
+            outcome=outcome,
         )
         return self.execute(question.document, question.variables).answer
 
@@ -454,6 +460,7 @@ class AsyncClient(_Core):
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        outcome: Mapping[str, Any] | None = None,
     ) -> Answer:
         """As `Client.cohort`."""
         question = self.question(
@@ -475,5 +482,6 @@ class AsyncClient(_Core):
             index=index,
             variable=variable,
             summary=summary,
+            outcome=outcome,
         )
         return (await self.execute(question.document, question.variables)).answer

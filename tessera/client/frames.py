@@ -23,7 +23,7 @@ from tessera.client.answer import COLUMNS, DIMENSION_COLUMNS, MEASURE_COLUMNS, N
 if TYPE_CHECKING:
     import pandas as pd
 
-INTEGER_COLUMNS: Final = frozenset({"value", "age_min", "age_max", "calendar_year"})
+INTEGER_COLUMNS: Final = frozenset({"value", "age_min", "age_max", "calendar_year", "per"})
 FLOAT_COLUMNS: Final = frozenset(
     {"sd", "bound", "latency_ms", "sigma", "question_rho", "spent_rho", "cap_rho", "bin_low"}
 )

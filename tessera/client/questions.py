@@ -304,6 +304,22 @@ def _variable(source: str, **bounds: float | None) -> dict[str, Any]:
     return {"source": source, **{names[k]: v for k, v in bounds.items() if v is not None}}
 
 
+RATE_FIELDS: Final = (
+    f"rate {{ per events {{ {COUNT_FIELDS} }} personYears {{ {ESTIMATE_FIELDS} }} "
+    f"rate {{ {ESTIMATE_FIELDS} }} ciLow {{ {ESTIMATE_FIELDS} }} ciHigh {{ {ESTIMATE_FIELDS} }} }}"
+)
+
+
+def outcome(
+    event: Mapping[str, Any], *, days: tuple[int, int], per: int = 100_000
+) -> dict[str, Any]:
+    """An `OutcomeInput`: an incidence rate of `event` (`event(...)`) over each person's
+    follow-up from `days[0]` to `days[1]` after their index date (both included), given per
+    `per` person-years (1,000, 10,000, 100,000 or 1,000,000). Needs `index`."""
+    start, end = days
+    return {"event": dict(event), "window": {"startDays": start, "endDays": end}, "per": per}
+
+
 @dataclass(frozen=True, slots=True)
 class Question:
     """A GraphQL document and its variables."""
@@ -328,6 +344,7 @@ def cohort_question(
     index: Mapping[str, Any] | None = None,
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
+    outcome: Mapping[str, Any] | None = None,
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
@@ -335,7 +352,8 @@ def cohort_question(
     is a release of its own, charged) and privacy spend, and one aliased breakdown per table
     (`b0`, `b1`, …). With `variable` (`Variable`), its `summary` pooled, per country and per
     cell (unless `summary=False`: then only its histograms, each table by VALUE_BIN with its
-    `quantiles`)."""
+    `quantiles`). With `outcome` (`outcome(...)`), its incidence `rate` pooled, per country
+    and per cell."""
     variables: dict[str, Any] = {"request": request, "criteria": dict(criteria)}
     arguments = ["request: $request", "criteria: $criteria"]
     declared = ["$request: String!", "$criteria: CriteriaInput!"]
@@ -348,6 +366,7 @@ def cohort_question(
         ("noise", "NoiseLevel", _noise(noise)),
         ("index", "IndexEventInput", None if index is None else dict(index)),
         ("variable", "VariableInput", None if variable is None else dict(variable)),
+        ("outcome", "OutcomeInput", None if outcome is None else dict(outcome)),
     ]
     for name, kind, value in optional:
         if value is not None:
@@ -356,6 +375,8 @@ def cohort_question(
             variables[name] = value
     summarised = variable is not None and summary
     cell_summary = f" {SUMMARY_FIELDS}" if summarised else ""
+    rate = f"    {RATE_FIELDS}\n" if outcome is not None else ""
+    cell_summary += f" {RATE_FIELDS}" if outcome is not None else ""
     tables = "\n".join(
         f"    b{i}: breakdown(by: [{', '.join(d.value for d in table)}]) "
         f"{{ by cells {{ dimensions {{ name value }} count {{ {COUNT_FIELDS} }}{cell_summary} }}"
@@ -369,10 +390,12 @@ def cohort_question(
         "    queryId traceId referenceDate ageAt\n"
         + (f"    count {{ {COUNT_FIELDS} }}\n" if total else "")
         + (f"    {SUMMARY_FIELDS}\n" if summarised else "")
+        + rate
         + "    byJurisdiction { jurisdiction status latencyMs error\n"
         "      reasons { rule jurisdiction message }\n"
         + (f"      count {{ {COUNT_FIELDS} }}\n" if countries else "")
         + (f"      {SUMMARY_FIELDS}\n" if summarised else "")
+        + ("  " + rate if rate else "")
         + "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
         + (tables + "\n" if tables else "")
         + "  }\n}\n"

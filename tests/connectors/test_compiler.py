@@ -38,6 +38,7 @@ from connectors.compiler.concepts import like_prefix
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension, MeasureKind, Vocabulary
 from schema.query import (
+    RATES,
     STATISTICS,
     AgeRange,
     Breakdown,
@@ -165,7 +166,7 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
             Criteria(conditions=[icd10("E11")]), (SEX,), measures=[kind]
         )
         for kind in MeasureKind
-        if kind not in STATISTICS
+        if kind not in STATISTICS and kind not in RATES
     },
     "statistics_of_age": statistics(
         Criteria(conditions=[icd10("E11")]),
@@ -316,6 +317,47 @@ NAMED_QUERIES["index_all_alternatives_counts"] = CohortQuery.model_validate(
             ],
         },
         "tables": [(SEX, AGE10)],
+    }
+)
+
+# An incidence rate: myocarditis in the 21 days after a first mRNA dose, by sex and age band
+# (the rate's measures read each person's follow-up: `connectors.compiler.follow_up`).
+NAMED_QUERIES["incidence_after_first_dose"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "J07BN01"}]}],
+            "window": {"start": "2021-01-01"},
+        },
+        "criteria": {"age": {"max": 39}},
+        "outcome": {
+            "event": {
+                "domain": "CONDITION",
+                "codes": [
+                    {"vocabulary": "ICD10", "code": "I40"},
+                    {"vocabulary": "ICD10", "code": "I30"},
+                ],
+            },
+            "window": {"start_days": 0, "end_days": 21},
+        },
+        "measures": [{"kind": k} for k in ("PERSON_COUNT", *RATES)],
+        "tables": [(SEX, AGE10), (YEAR,)],
+    }
+)
+
+# On the fixture database: metformin's first fill (persons 1-12) followed for death (person 2,
+# day 1857) to day 1900, or to the end of observation: events and days every engine must
+# compute alike.
+NAMED_QUERIES["incidence_of_death_after_metformin"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "A10BA"}]}]
+        },
+        "criteria": {},
+        "outcome": {"event": {"domain": "DEATH"}, "window": {"start_days": 0, "end_days": 1900}},
+        "measures": [{"kind": k} for k in ("PERSON_COUNT", *RATES)],
+        "tables": [(SEX,), (YEAR,)],
     }
 )
 

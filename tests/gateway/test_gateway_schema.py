@@ -43,6 +43,7 @@ def test_sdl_has_the_published_shape() -> None:
         "minShare: Float",
         "noise: NoiseLevel",
         "variable: VariableInput",
+        "outcome: OutcomeInput",
     ]
     for line in [
         "jurisdictions: [JurisdictionInfo!]!",

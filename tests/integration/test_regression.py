@@ -201,11 +201,11 @@ def test_a_model_that_would_single_out_persons_is_refused_by_every_node(
 def test_the_demos_coronado_regression_answers(
     federation: LocalFederation, researcher: Credentials
 ) -> None:
-    # Example 07 as the demo sends it. At this federation's size (20,000 persons a node,
+    # Example 08 as the demo sends it. At this federation's size (20,000 persons a node,
     # a fifth of the demo's) the Coronado cohort is a few hundred persons a node: every node
     # contributes or says which check refused, and where the noise outweighs what the
     # cohorts hold the answer says so (REGRESSION_NOISE_DOMINATES) rather than pretend.
-    example = Path(__file__).parents[2] / "examples" / "07_regression_coronado.graphql"
+    example = Path(__file__).parents[2] / "examples" / "08_regression_coronado.graphql"
     status, body = post(
         federation.gateway_url, {"query": example.read_text()}, researcher, timeout_s=120
     )
