@@ -46,7 +46,7 @@ Info = strawberry.Info[GatewayContext, None]
 
 
 @strawberry.input(description="The model's outcome per person of the cohort.")
-class OutcomeInput:
+class RegressionOutcomeInput:
     kind: OutcomeKind
     event: EventSpecInput | None = strawberry.UNSET
     window: RelativeWindowInput | None = strawberry.field(
@@ -87,7 +87,7 @@ class CovariateInput:
 )
 class RegressionModelInput:
     family: Family
-    outcome: OutcomeInput
+    outcome: RegressionOutcomeInput
     covariates: list[CovariateInput]
 
 
