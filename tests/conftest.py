@@ -1,0 +1,25 @@
+"""Fixtures of the whole suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tessera.local import SYNTH_CACHE_ENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthesis_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every local federation of the run (and `tessera demo` in a subprocess) copies a node's
+    synthetic database generated earlier in the run for the same jurisdiction, size, seed and
+    vocabulary instead of generating it again. Never kept across runs: the generator may have
+    changed."""
+    before = os.environ.get(SYNTH_CACHE_ENV)
+    os.environ[SYNTH_CACHE_ENV] = str(tmp_path_factory.mktemp("synthesis-cache"))
+    yield
+    if before is None:
+        del os.environ[SYNTH_CACHE_ENV]
+    else:
+        os.environ[SYNTH_CACHE_ENV] = before
