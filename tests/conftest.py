@@ -23,3 +23,11 @@ def synthesis_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         del os.environ[SYNTH_CACHE_ENV]
     else:
         os.environ[SYNTH_CACHE_ENV] = before
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a `packaging` test (a wheel built and installed, minutes) run first, whole:
+    with two workers, the longest module then overlaps the rest instead of running alone at
+    the end."""
+    first = {item.path for item in items if item.get_closest_marker("packaging")}
+    items.sort(key=lambda item: item.path not in first)
