@@ -18,8 +18,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tessera demo $(ARGS)
 
+# Two pytest workers (pytest-xdist), each running whole modules, so a module's federation and
+# its tests stay in one process: while one waits on its processes, the other runs.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # The Spark backend on a local Spark session (Java 17): the `spark` extra (pyspark, ~500 MB,
 # ~40 s to install) only here, not in `make install`.

@@ -15,6 +15,8 @@ permit per jurisdiction (`permits`, `credentials`). Every connector has a secure
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,12 @@ from tessera.tokens import (
 # HDAB's permit keys, each published as FAMILY.jwks.json (see `tessera keys rotate`).
 GATEWAY_KEYS = "gateway"
 IDENTITY_KEYS = "identity"
+
+
+# A directory where `synthesise` keeps each node database it generates, with the fresh state
+# it was prepared against, and copies them from on the next request for the same data (the
+# test suite starts many federations of the same synthetic nodes). Unset: always generated.
+SYNTH_CACHE_ENV = "TESSERA_SYNTH_CACHE"
 
 
 def hdab_keys(jurisdiction: Jurisdiction) -> str:
@@ -256,6 +264,13 @@ class LocalFederation:
         if path.exists() and manifest.exists() and json.loads(manifest.read_text()) == wanted:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        cache = os.environ.get(SYNTH_CACHE_ENV, "").strip()
+        if cache and not state.exists():
+            entry = self._cached_synthesis(Path(cache), jurisdiction, progress=progress)
+            shutil.copyfile(entry / "cdm.duckdb", path)
+            shutil.copytree(entry / "state", state)
+            manifest.write_text(json.dumps(wanted))
+            return
         if progress:
             print(
                 f"synthesising {self.persons:,} persons for {jurisdiction.value} …", file=sys.stderr
@@ -270,6 +285,38 @@ class LocalFederation:
             icd10_vocabulary=self.icd10_vocabularies.get(jurisdiction, "ICD10"),
         )
         manifest.write_text(json.dumps(wanted))
+
+    def _cached_synthesis(self, cache: Path, jurisdiction: Jurisdiction, *, progress: bool) -> Path:
+        """A node's database and the fresh state it was prepared against, generated once per
+        jurisdiction, size, seed and vocabulary under `cache` (`SYNTH_CACHE_ENV`). A copy of
+        both is what a new generation would be, up to its random person secret."""
+        from synth import generate
+
+        vocabulary = self.icd10_vocabularies.get(jurisdiction, "ICD10")
+        entry = cache / f"{jurisdiction.value.lower()}-{self.persons}-{self.seed}-{vocabulary}"
+        if entry.is_dir():
+            return entry
+        building = cache / f".{entry.name}.{os.getpid()}.partial"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        if progress:
+            print(
+                f"synthesising {self.persons:,} persons for {jurisdiction.value} …", file=sys.stderr
+            )
+        generate(
+            building / "cdm.duckdb",
+            jurisdiction=jurisdiction,
+            persons=self.persons,
+            seed=self.seed,
+            state=building / "state",
+            progress=progress,
+            icd10_vocabulary=vocabulary,
+        )
+        try:
+            building.rename(entry)
+        except OSError:  # another process cached the same entry first
+            shutil.rmtree(building, ignore_errors=True)
+        return entry
 
     def write_federation(self) -> None:
         gateway = self.gateway_key
