@@ -17,7 +17,8 @@ part of every question that names an age, in its criteria or in a dimension that
 age bands), or days of observation before that date. What a dimension reads is its SQL
 entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`),
 and tables by its bins (VALUE_BIN), name the variable, bounds and bins included, and for age
-the age basis.
+the age basis. Tables by FOLLOW_UP name the survival question: its outcome (codes sorted),
+intervals and maximum.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def question_digest(
         # Ages (and observation before the age date) at the reference date and at the index
         # event are different questions.
         document["age_at"] = query.age_basis.value
+    if query.survival is not None and _reads(by, "follow_up"):
+        # Exits from follow-up are of the outcome, the intervals and the maximum.
+        survival = query.survival.model_dump(mode="json")
+        survival["outcome"] = _spec(survival["outcome"])
+        document["survival"] = survival
     if query.index is not None:
         index_data = query.index.model_dump(mode="json")
         index_data["events"] = _sorted_unique([_spec(e) for e in index_data["events"]])

@@ -45,6 +45,7 @@ from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Quantiles, Reason, Summary, Value
+from schema.survival_result import LogRank, SurvivalCurve
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
@@ -87,6 +88,10 @@ class Combined:
     summary: Summary | None = None
     # The quartiles of each histogram (a table by VALUE_BIN), per group of its other cells.
     quantiles: Mapping[Breakdown, tuple[Quantiles, ...]] = field(default_factory=dict)
+    # A survival question's curves (each group's, per country and pooled) and log-rank tests
+    # (`gateway.survival`).
+    survival: tuple[SurvivalCurve, ...] = ()
+    log_rank: tuple[LogRank, ...] = ()
 
 
 def combine(

@@ -136,7 +136,11 @@ def asked(query: CohortQuery) -> tuple[MeasureKind, ...]:
 def pooled_measure(query: CohortQuery) -> MeasureKind | None:
     """The measure a pooled round of this question pools: its one measure, if that pools
     securely (only PERSON_COUNT does); None otherwise, and the question is not pooled (a round
-    carries one measure's shares)."""
+    carries one measure's shares). A survival question is answered nationally too: its curve
+    is built from each node's released exits (`gateway.survival`), a pooled round's shares
+    would hide them."""
+    if query.survival is not None:
+        return None
     measures = asked(query)
     if len(measures) == 1 and MEASURES[measures[0]].secure:
         return measures[0]

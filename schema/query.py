@@ -24,6 +24,7 @@ from schema.codes import (
 )
 from schema.dimensions import age_band_width
 from schema.model import Contract
+from schema.survival import INTERVAL_DAYS, MAX_FOLLOW_UP_DAYS, MAX_INTERVALS
 from schema.variables import (
     AGE,
     MAX_SPAN_UNITS,
@@ -431,6 +432,30 @@ class NumericVariable(Contract):
         return Clipping(lo=spec.units(lo), hi=spec.units(hi), decimals=spec.decimals)
 
 
+class Survival(Contract):
+    """Follow-up from each person's index date (`CohortQuery.index`) to their first `outcome`
+    event on or after it (a death, a diagnosis, …), censored at the end of the observation
+    period holding the index date, for at most `max_days` in intervals of `interval_days`
+    (public widths: `schema.survival`). Asked with a table by FOLLOW_UP."""
+
+    outcome: EventSpec
+    interval_days: Annotated[int, Field(strict=True)]
+    max_days: Annotated[int, Field(ge=1, le=MAX_FOLLOW_UP_DAYS, strict=True)]
+
+    @model_validator(mode="after")
+    def _public_intervals(self) -> Self:
+        if self.interval_days not in INTERVAL_DAYS:
+            widths = ", ".join(str(w) for w in INTERVAL_DAYS)
+            raise ValueError(f"intervals are {widths} days wide")
+        if self.max_days % self.interval_days:
+            raise ValueError("the follow-up spans a whole number of intervals")
+        if self.max_days // self.interval_days > MAX_INTERVALS:
+            raise ValueError(f"a follow-up has at most {MAX_INTERVALS} intervals")
+        if self.outcome.window is not None:
+            raise ValueError("an outcome takes no calendar window: follow-up bounds it")
+        return self
+
+
 # The default measures, shared: a frozen model needs no copy of its own (pydantic deep-copies a
 # plain default for every instance, twice a question at the gateway).
 _COUNT_ONLY: Final = (Measure(),)
@@ -463,6 +488,8 @@ class CohortQuery(Contract):
     # The variable the VALUE_* measures are of; left out of dumps when absent (the questions
     # of before keep their digests).
     variable: Annotated[NumericVariable | None, Field(exclude_if=_absent)] = None
+    # The follow-up a table by FOLLOW_UP counts exits of; left out of dumps when absent.
+    survival: Annotated[Survival | None, Field(exclude_if=_absent)] = None
 
     @field_validator("tables")
     @classmethod
@@ -514,6 +541,23 @@ class CohortQuery(Contract):
             # An explicit index takes the criteria at each candidate date (`_indexed` in the
             # compiler): a variable's value per candidate is not built yet.
             raise ValueError("a numeric variable cannot be asked with an explicit index yet")
+        return self
+
+    @model_validator(mode="after")
+    def _follow_up(self) -> Self:
+        followed = any(Dimension.FOLLOW_UP in table for table in self.tables)
+        if followed and self.survival is None:
+            raise ValueError("a breakdown by FOLLOW_UP needs survival")
+        if self.survival is None:
+            return self
+        if not followed:
+            raise ValueError("survival is asked with a breakdown by FOLLOW_UP")
+        if self.index is None:
+            raise ValueError("survival is followed from an index event (index)")
+        if self.variable is not None or {m.kind for m in self.measures} != {
+            MeasureKind.PERSON_COUNT
+        }:
+            raise ValueError("survival counts persons: no variable or other measure with it")
         return self
 
     @model_validator(mode="after")

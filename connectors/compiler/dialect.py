@@ -126,6 +126,20 @@ def delete_listed(table: str, column: str, relation: str) -> exp.Expr:
     )
 
 
+DaysBetween = Callable[[exp.Expr, exp.Expr], exp.Expr]
+
+
+def date_diff(date: exp.Expr, since: exp.Expr) -> exp.Expr:
+    """Whole days from `since` to `date`: DATE_DIFF('DAY', since, date) and its kin."""
+    return exp.DateDiff(this=date, expression=since, unit=exp.var("DAY"))
+
+
+def date_subtraction(date: exp.Expr, since: exp.Expr) -> exp.Expr:
+    """Whole days from `since` to `date` where a date less a date is an integer (PostgreSQL,
+    whose DATE_DIFF sqlglot writes through timestamps and epochs)."""
+    return exp.Sub(this=date, expression=since)
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """One database's way of writing what the compilers build.
@@ -149,6 +163,8 @@ class Dialect:
     # The function numbering a row's grouping set from several columns (a bit per column,
     # the first the highest): the standard's GROUPING(a, b), Spark's GROUPING_ID(a, b).
     grouping_bits: str | None = None
+    # Whole days between two dates (a survival question's follow-up).
+    days_between: DaysBetween = date_diff
 
     def sql(self, expression: exp.Expr, *, pretty: bool = True) -> str:
         """`expression` as this database's SQL text; changes the tree in place (pass one of
@@ -175,7 +191,9 @@ class Dialect:
 DUCKDB: Final = Dialect("duckdb", sqlglot="duckdb")
 # A read-only PostgreSQL session (every connector session is one) may not create even a
 # temporary table.
-POSTGRES: Final = Dialect("postgres", sqlglot="postgres", temporary_table=None)
+POSTGRES: Final = Dialect(
+    "postgres", sqlglot="postgres", temporary_table=None, days_between=date_subtraction
+)
 
 # A view holds the cohort (`CACHE TABLE`); Parquet and Hive tables take no DELETE.
 SPARK: Final = Dialect(
