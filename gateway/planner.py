@@ -100,6 +100,7 @@ def plan_query(
     index: Mapping[str, Any] | None = None,
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
+    survival: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -132,6 +133,7 @@ def plan_query(
                     "tables": list(tables),
                     **({} if index is None else {"index": index}),
                     **_statistics(variable, summary=summary),
+                    **({} if survival is None else {"survival": survival}),
                 },
             }
         )
@@ -143,6 +145,7 @@ def plan_query(
             tables=[node_dimensions(t) for t in federated.query.tables],
             measures=federated.query.measures,
             variable=federated.query.variable,
+            survival=federated.query.survival,
         )
     except ValidationError as e:
         raise invalid_criteria(e) from None

@@ -46,6 +46,7 @@ from gateway.settings import (
     PartialPools,
 )
 from gateway.statistics import with_quantiles, with_summaries
+from gateway.survival import with_survival
 from gateway.vocabulary import ConceptClient
 from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
@@ -116,6 +117,8 @@ class CohortQuestion:
     # summary is asked (else only its histogram: a breakdown by VALUE_BIN).
     variable: Mapping[str, Any] | None = None
     summary: bool = True
+    # Follow-up to an outcome (`schema.query.Survival` as plain data), for its curves.
+    survival: Mapping[str, Any] | None = None
 
 
 class Place(Protocol):
@@ -220,19 +223,24 @@ async def _answer(
         )
     quorum.check(gathered.outcomes)
     with trail.step("combine") as span:
-        combined = with_quantiles(
-            with_summaries(
-                guard_pools(
-                    combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+        combined = with_survival(
+            with_quantiles(
+                with_summaries(
+                    guard_pools(
+                        combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+                        gathered.outcomes,
+                        services.partial_pools,
+                    ),
+                    plan.node_query,
+                    plan.tables,
                     gathered.outcomes,
-                    services.partial_pools,
+                    policies.profile,
                 ),
                 plan.node_query,
-                plan.tables,
-                gathered.outcomes,
-                policies.profile,
             ),
             plan.node_query,
+            gathered.outcomes,
+            policies.profile,
         )
         released = released_values(combined)
         span.set_attributes(
@@ -271,6 +279,7 @@ def _plan(services: Services, trail: QueryTrail, question: CohortQuestion) -> Pl
         age_at=question.age_at,
         variable=question.variable,
         summary=question.summary,
+        survival=question.survival,
     )
 
 

@@ -295,6 +295,11 @@ def index_data(index: IndexEventInput) -> dict[str, Any]:
     return data
 
 
+def spec_data(spec: EventSpecInput) -> dict[str, Any]:
+    """The query model's `EventSpec` as plain data, codes as written."""
+    return _spec(spec)
+
+
 def _spec(spec: EventSpecInput) -> dict[str, Any]:
     data: dict[str, Any] = {"domain": spec.domain}
     for name in ("codes", "excluded"):

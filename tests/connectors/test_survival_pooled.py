@@ -26,12 +26,11 @@ from schema.codes import Dimension, EventDomain, Jurisdiction, MeasureKind, Voca
 from schema.query import Code, CohortQuery, Criteria, EventSpec, IndexEvent, Survival
 from schema.survival import Exit, exit_key, interval_starts
 from synth import generate
-from tests.connectors.reference_kit import Reference, read_cdm
+from tests.connectors.survival_kit import followed, grouped
 
 PERSONS = 3_000
 NODES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
 REFERENCE_DATE = dt.date(2025, 1, 1)
-SEXES = {8532: "FEMALE", 8507: "MALE"}
 
 
 @pytest.fixture(scope="module")
@@ -130,43 +129,6 @@ def exits(cells: Cells, survival: Survival, group: tuple[str, ...] = ()) -> Exit
         statuses=(),
         reasons=(),
     )
-
-
-# -- the reference ---------------------------------------------------------------------------
-
-
-def followed(path: Path, query: CohortQuery) -> list[tuple[str, int, bool]]:
-    """Each cohort person's sex, time (days from the index date, at most the maximum) and
-    whether it ended with the outcome."""
-    survival = query.survival
-    assert survival is not None
-    cdm = read_cdm(path)
-    reference = Reference(cdm, query)
-    person_of = {i: p for p, i in cdm.index.items()}
-    out = []
-    for person_index, index_date in reference.dated().items():
-        assert index_date is not None
-        person = person_of[person_index]
-        outcomes = [
-            e.date for e in reference.events_of(survival.outcome, person) if e.date >= index_date
-        ]
-        ends = [end for start, end in cdm.observed.get(person, ()) if start <= index_date <= end]
-        end = (max(ends) - index_date).days if ends else 0
-        first = (min(outcomes) - index_date).days if outcomes else None
-        if first is not None and first <= end and first < survival.max_days:
-            time, event = first, True
-        else:
-            time, event = min(end, survival.max_days), False
-        out.append((SEXES.get(cdm.persons[person][0], "UNKNOWN"), time, event))
-    return out
-
-
-def grouped(time: int, event: bool, survival: Survival) -> int:
-    """The time at the end of its interval, as the cells have it (the maximum for those at
-    risk there)."""
-    if time >= survival.max_days:
-        return survival.max_days
-    return (time // survival.interval_days + 1) * survival.interval_days
 
 
 @pytest.mark.parametrize("name", sorted(QUESTIONS))
