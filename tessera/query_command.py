@@ -102,6 +102,25 @@ def register(sub: SubParsers) -> None:
         action="store_false",
         help="the histogram only (counts; the summary's statistics are not asked or charged)",
     )
+    followed = query.add_argument_group("survival: a Kaplan–Meier curve from an index event")
+    followed.add_argument(
+        "--index",
+        metavar="VOCAB:CODE|DEATH",
+        help="the index event: each person's first event of this concept (ICD10 and SNOMED: "
+        "a diagnosis, ATC: a drug, LOINC: a measurement)",
+    )
+    followed.add_argument(
+        "--survival",
+        metavar="DEATH|VOCAB:CODE",
+        help="follow each person from the index to this outcome (with --index)",
+    )
+    followed.add_argument(
+        "--interval-days", type=int, default=30, help="7, 30, 90 or 365 (default 30)"
+    )
+    followed.add_argument("--max-days", type=int, default=360, help="default 360")
+    followed.add_argument(
+        "--group-by", metavar="DIM", help="one curve per group (SEX, an age band), log-rank"
+    )
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
     where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")

@@ -15,7 +15,8 @@ from typing import IO, Any, Final, TextIO
 from tessera.client.answer import POOLED, Answer, Response, Row
 from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
-from tessera.client.questions import Question, Variable
+from tessera.client.questions import Question, Variable, event, index
+from tessera.client.survival import log_rank_rows, survival, survival_rows
 from tessera.locations import DEMO_GATEWAY
 from tessera.report import SHOWN_BY_THE_COUNT, format_count, format_spend, text_table
 
@@ -84,7 +85,7 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 
 def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
-    asks = bool(args.concept or args.by or args.sex or args.age or args.variable)
+    asks = bool(args.concept or args.by or args.sex or args.age or args.variable or args.survival)
     if args.file is not None and asks:
         raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
     if args.file is not None:
@@ -113,8 +114,48 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         noise=args.noise,
         variable=_variable(args),
         summary=args.summary,
+        index=_index(args),
+        survival=_survival(args),
     )
     return question.document, question.variables
+
+
+_DOMAINS: Final = {
+    "ICD10": "CONDITION",
+    "SNOMED": "CONDITION",
+    "ATC": "DRUG",
+    "LOINC": "MEASUREMENT",
+}
+
+
+def _event(text: str, option: str) -> dict[str, Any]:
+    """`DEATH`, or `VOCAB:CODE` as an event of its vocabulary's domain."""
+    name = text.strip().upper()
+    if name == "DEATH":
+        return event("DEATH")
+    domain = _DOMAINS.get(name.partition(":")[0])
+    if domain is None:
+        raise ValueError(f"{option} is DEATH or VOCAB:CODE ({', '.join(_DOMAINS)})")
+    return event(domain, [text.strip()])
+
+
+def _index(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.index is None:
+        if args.survival is not None:
+            raise ValueError("--survival follows persons from an --index event")
+        return None
+    return index([_event(args.index, "--index")])
+
+
+def _survival(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.survival is None:
+        return None
+    return survival(
+        _event(args.survival, "--survival"),
+        interval_days=args.interval_days,
+        max_days=args.max_days,
+        group_by=args.group_by,
+    )
 
 
 def _variable(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -268,7 +309,55 @@ def render_answer(answer: Answer) -> str:
             if cells:
                 lines.append(f"  summary by {', '.join(table_.by)}")
                 lines.append(_summary_table(cells, labels))
+    lines += _survival_lines(answer)
     return "\n".join(lines)
+
+
+def _survival_lines(answer: Answer) -> list[str]:
+    """The pooled survival curves (every country's are in --csv and --json) and each
+    log-rank test."""
+    raw = answer.raw.get("survival")
+    if not raw:
+        return []
+    lines = []
+    curves: dict[str, list[Row]] = {}
+    for row in survival_rows(raw):
+        if row["jurisdiction"] == POOLED:
+            group = row.get("sex") or row.get("age_band") or "everyone"
+            curves.setdefault(str(group), []).append(row)
+    for group, rows in curves.items():
+        lines.append(f"  survival, pooled: {group} (S at the interval's end, 95% band ± sd)")
+        lines.append(
+            text_table(
+                ["days", "at risk", "events", "censored", "survival", "95% band", "why"],
+                [
+                    [
+                        f"{r['start']}-{r['end']}",
+                        _number(r["at_risk"]),
+                        _number(r["events"]),
+                        _number(r["censored"]),
+                        "—"
+                        if r["survival"] is None
+                        else f"{r['survival']:.3f} ±{r['sd'] or 0:.2g}",
+                        "" if r["ci_low"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+                        _shown_reasons(r["reasons"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    for test in log_rank_rows(raw):
+        lines.append(
+            f"  log-rank by {test['dimension']} ({test['jurisdiction']}): "
+            f"χ² {test['statistic']:.2f}, {test['degrees_of_freedom']} df, p {test['p_value']:.3g}"
+            if test["statistic"] is not None
+            else f"  log-rank by {test['dimension']} ({test['jurisdiction']}): {test['status']}"
+        )
+    return lines
+
+
+def _number(value: float | None) -> str:
+    return "low" if value is None else f"{value:,.0f}"
 
 
 def _summary_table(rows: Sequence[Row], labels: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ from tessera.client.errors import (
 )
 from tessera.client.frames import read_csv
 from tessera.client.questions import Variable, event, index, relative
+from tessera.client.survival import plot_survival, survival
 
 __all__ = [
     "POOLED",
@@ -47,6 +48,8 @@ __all__ = [
     "default_request",
     "event",
     "index",
+    "plot_survival",
     "read_csv",
     "relative",
+    "survival",
 ]

@@ -178,6 +178,7 @@ class _Core:
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        survival: Mapping[str, Any] | None = None,
     ) -> Question:
         request = request or self.request
         if request is None:
@@ -202,6 +203,7 @@ class _Core:
             index=index,
             variable=variable,
             summary=summary,
+            survival=survival,
         )
 
     @staticmethod
@@ -291,6 +293,7 @@ class Client(_Core):
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        survival: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Ask for a cohort and its breakdowns.
 
@@ -307,6 +310,8 @@ class Client(_Core):
         (`{"relative": [tessera.client.relative(...)]}`). `variable` (`Variable.age`,
         `Variable.measurement`) asks its summary (`Answer.summary_frame`) unless
         `summary=False`, and bins it in a breakdown by VALUE_BIN (`Answer.quantiles_frame`).
+        `survival` (`tessera.client.survival`, with an `index`) asks its curves and log-rank
+        tests (`Answer.survival_frame`, `Answer.log_rank_frame`, `plot_survival`).
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -331,6 +336,7 @@ class Client(_Core):
             index=index,
             variable=variable,
             summary=summary,
+            survival=survival,
         )
         return self.execute(question.document, question.variables).answer
 
@@ -410,6 +416,7 @@ class AsyncClient(_Core):
         index: Mapping[str, Any] | None = None,
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
+        survival: Mapping[str, Any] | None = None,
     ) -> Answer:
         """As `Client.cohort`."""
         question = self.question(
@@ -431,5 +438,6 @@ class AsyncClient(_Core):
             index=index,
             variable=variable,
             summary=summary,
+            survival=survival,
         )
         return (await self.execute(question.document, question.variables)).answer

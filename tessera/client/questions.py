@@ -41,6 +41,7 @@ from schema.codes import (
 )
 from schema.errors import ErrorCode
 from tessera.client.errors import InvalidQuery
+from tessera.client.survival import SURVIVAL_FIELDS
 
 # A concept's vocabulary decides which kind of event it is a criterion on.
 _DRUG_VOCABULARIES: Final = frozenset({Vocabulary.ATC, Vocabulary.RXNORM})
@@ -328,6 +329,7 @@ def cohort_question(
     index: Mapping[str, Any] | None = None,
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
+    survival: Mapping[str, Any] | None = None,
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
@@ -335,7 +337,8 @@ def cohort_question(
     is a release of its own, charged) and privacy spend, and one aliased breakdown per table
     (`b0`, `b1`, …). With `variable` (`Variable`), its `summary` pooled, per country and per
     cell (unless `summary=False`: then only its histograms, each table by VALUE_BIN with its
-    `quantiles`)."""
+    `quantiles`). With `survival` (`tessera.client.survival`), its curves and log-rank
+    tests."""
     variables: dict[str, Any] = {"request": request, "criteria": dict(criteria)}
     arguments = ["request: $request", "criteria: $criteria"]
     declared = ["$request: String!", "$criteria: CriteriaInput!"]
@@ -348,6 +351,7 @@ def cohort_question(
         ("noise", "NoiseLevel", _noise(noise)),
         ("index", "IndexEventInput", None if index is None else dict(index)),
         ("variable", "VariableInput", None if variable is None else dict(variable)),
+        ("survival", "SurvivalInput", None if survival is None else dict(survival)),
     ]
     for name, kind, value in optional:
         if value is not None:
@@ -375,6 +379,7 @@ def cohort_question(
         + (f"      {SUMMARY_FIELDS}\n" if summarised else "")
         + "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
         + (tables + "\n" if tables else "")
+        + (f"    {SURVIVAL_FIELDS}\n" if survival is not None else "")
         + "  }\n}\n"
     )
     return Question(document, variables)

@@ -7,13 +7,18 @@ sexes, the same numbers again for free, and each table charged once."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pytest
 
 from gateway.survival import kaplan_meier
 from schema.codes import Dimension, EventDomain, Vocabulary
 from schema.query import Code, CohortQuery, Criteria, EventSpec, IndexEvent, Survival
+from tessera.client import Client, event, index, plot_survival, survival
 from tessera.local import LocalFederation
 from tests.connectors.survival_kit import followed
 from tests.integration.federation_kit import JURISDICTIONS
@@ -155,3 +160,54 @@ def test_intervals_are_public_widths(graphql: Any, width: int, top: int) -> None
     )
     assert body["data"]["cohort"] is None
     assert body["errors"][0]["extensions"]["code"] == "INVALID_CRITERIA"
+
+
+def test_the_python_client_returns_tidy_frames_and_a_plot(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    credentials = federation.credentials(None)
+    client = Client(
+        federation.gateway_url, token=credentials.bearer, permits=list(credentials.permits)
+    )
+    answer = client.cohort(
+        index=index([event("CONDITION", ["ICD10:E11"])]),
+        survival=survival(event("DEATH"), interval_days=365, max_days=3650, group_by="SEX"),
+        reference_date=dt.date(2026, 1, 1),
+    )
+    frame = answer.survival_frame()
+    assert set(frame["jurisdiction"]) == {"POOLED", *(j.value for j in JURISDICTIONS)}
+    pooled = frame[(frame["jurisdiction"] == "POOLED") & frame["sex"].isna()]
+    assert list(pooled["start"]) == list(range(0, 3650, 365))
+    assert (pooled["ci_low"] <= pooled["survival"]).all()
+    assert (pooled["survival"] <= pooled["ci_high"]).all()
+    tests = answer.log_rank_frame()
+    assert list(tests[tests["jurisdiction"] == "POOLED"]["groups"]) == ["FEMALE;MALE"]
+    matplotlib.use("Agg")
+    ax = plot_survival(frame, group="sex")
+    path = tmp_path / "survival.png"
+    ax.figure.savefig(path)
+    assert path.stat().st_size > 0
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"FEMALE", "MALE"}
+
+
+def test_tessera_query_prints_the_curve_and_the_log_rank_test(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    credentials = federation.credentials(None)
+    token = tmp_path / "researcher.jwt"
+    token.write_text(credentials.bearer or "")
+    permits = []
+    for i, permit in enumerate(credentials.permits):
+        permits.append(tmp_path / f"permit-{i}.jwt")
+        permits[-1].write_text(permit)
+    command = [
+        sys.executable, "-m", "tessera", "query", "--gateway", federation.gateway_url,
+        "--token", str(token), "--permit", *map(str, permits), "--demo-dir", str(tmp_path),
+        "--index", "ICD10:E11", "--survival", "DEATH", "--interval-days", "365",
+        "--max-days", "3650", "--group-by", "SEX",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "survival, pooled: everyone" in done.stdout
+    assert "survival, pooled: FEMALE" in done.stdout
+    assert "log-rank by SEX (POOLED)" in done.stdout
