@@ -6,7 +6,7 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
-its database (`truth`), and runs seventeen classes of attack, each a module that picks its targets
+its database (`truth`), and runs eighteen classes of attack, each a module that picks its targets
 from the truth, asks its questions as an applicant of its own (`client`), estimates from what
 was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 
@@ -27,6 +27,7 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 15. `deaths`: a known decedent's diagnosis, from a one-month death window
 16. `means`: a known person's value from two means, a cohort with them and without them
 17. `windows`: "X within d days of the index" against "within d − 1" (relative windows)
+18. `survival`: a known decedent's death as the only difference of two survival curves
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

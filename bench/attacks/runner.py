@@ -27,6 +27,7 @@ from bench.attacks import (
     node_sets,
     pooled_others,
     refresh,
+    survival,
     trackers,
     windows,
     zeros,
@@ -56,6 +57,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     deaths,
     means,
     windows,
+    survival,
     dropouts,
     refresh,
 )

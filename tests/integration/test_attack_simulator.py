@@ -47,6 +47,7 @@ def test_every_class_attacks_within_one_applicants_allowance(
         15,
         16,
         17,
+        18,
         12,
         7,
     ]
