@@ -68,6 +68,15 @@ class Exits:
     statuses: tuple[ValueStatus, ...]  # per cell, as `variances`
     reasons: tuple[Reason, ...]
 
+    def released(self, cells: range) -> bool:
+        """Whether any of `cells` (indexes as `variances`) has a released part: a number
+        made of imputed cells only would be made of nothing released."""
+        values = [
+            *(v for pair in zip(self.events, self.censored, strict=True) for v in pair),
+            self.at_end,
+        ]
+        return any(values[i] > self.imputed[i] for i in cells)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Curve:
@@ -224,6 +233,22 @@ def curve_steps(exits: Exits, survival: Survival) -> list[SurvivalStep]:
             key=(ValueStatus.EXACT, ValueStatus.ROUNDED, ValueStatus.PERTURBED).index,
             default=ValueStatus.SUPPRESSED,
         )
+        if not exits.released(tail):
+            # Every exit from here on withheld: nothing released to show.
+            withheld = _estimate(None, ValueStatus.LOW, reasons, None, None)
+            steps.append(
+                SurvivalStep(
+                    start=start,
+                    end=start + survival.interval_days,
+                    at_risk=withheld,
+                    events=events,
+                    censored=censored,
+                    survival=withheld,
+                    ci_low=withheld,
+                    ci_high=withheld,
+                )
+            )
+            continue
         if s is None or g is None or status is ValueStatus.SUPPRESSED:
             empty = _estimate(None, ValueStatus.SUPPRESSED, [*reasons, _NONE_AT_RISK], None, None)
             steps.append(
@@ -397,7 +422,11 @@ def with_survival(
                     )
                 )
             if len(others) == 1:
-                compared = {g: e for g, e in of_group.items() if g[0] != UNKNOWN_KEY}
+                compared = {
+                    g: e
+                    for g, e in of_group.items()
+                    if g[0] != UNKNOWN_KEY and e.released(range(len(e.variances)))
+                }
                 if len(compared) >= 2:
                     tests.append(_log_rank(jurisdiction, others[0], compared))
     return dataclasses.replace(combined, survival=tuple(curves), log_rank=tuple(tests))

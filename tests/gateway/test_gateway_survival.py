@@ -124,9 +124,10 @@ def test_a_low_exit_stays_withheld_and_what_is_derived_from_it_says_so() -> None
 def test_at_risk_never_increases_and_events_never_exceed_it() -> None:
     _, combined = answer()
     for curve in combined.survival:
-        at_risk = [s.at_risk.value or 0 for s in curve.steps]
+        shown = [s for s in curve.steps if s.at_risk.value is not None]
+        at_risk = [s.at_risk.value or 0 for s in shown]
         assert at_risk == sorted(at_risk, reverse=True)
-        for s in curve.steps:
+        for s in shown:
             assert s.at_risk.value is not None
             assert s.events.value is None or s.events.value <= s.at_risk.value
 
@@ -180,3 +181,15 @@ def hostile(change: str) -> NodeOutcome:
 def test_a_hostile_nodes_survival_cells_are_rejected(change: str) -> None:
     result = vet(hostile(change), profile_for(FR), request_for(FR))
     assert result.status is NodeStatus.REJECTED, change
+
+
+def test_a_group_whose_every_exit_is_withheld_shows_nothing_and_is_not_compared() -> None:
+    _, combined = answer()
+    unknown = [c for c in combined.survival if [d.value for d in c.dimensions] == ["UNKNOWN"]]
+    assert unknown
+    for curve in unknown:
+        for step in curve.steps:
+            assert step.survival.value is None
+            assert step.survival.status is ValueStatus.LOW
+            assert step.at_risk.value is None
+    assert all("UNKNOWN" not in t.groups for t in combined.log_rank)
