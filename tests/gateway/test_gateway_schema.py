@@ -43,6 +43,7 @@ def test_sdl_has_the_published_shape() -> None:
         "minShare: Float",
         "noise: NoiseLevel",
         "variable: VariableInput",
+        "survival: SurvivalInput",
     ]
     for line in [
         "jurisdictions: [JurisdictionInfo!]!",
@@ -53,6 +54,8 @@ def test_sdl_has_the_published_shape() -> None:
         "traceId: String",
         "summary: Summary",
         "ciLow: Estimate!",
+        "survival: SurvivalResult",
+        "logRank: [LogRank!]!",
     ]:
         assert line in text, line
     assert "subscription" not in text.lower()
