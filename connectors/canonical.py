@@ -18,7 +18,8 @@ age bands), or days of observation before that date. What a dimension reads is i
 entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`),
 and tables by its bins (VALUE_BIN), name the variable, bounds and bins included, and for age
 the age basis. An incidence rate's events and days at risk (`schema.query.RATES`) name its
-outcome: the event, its codes sorted, and the follow-up window.
+outcome: the event, its codes sorted, and the follow-up window. Tables by FOLLOW_UP name the
+survival question: its outcome (codes sorted), intervals and maximum.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def question_digest(
         outcome = query.outcome.model_dump(mode="json")
         outcome["event"] = _spec(outcome["event"])
         document["outcome"] = outcome
+    if query.survival is not None and _reads(by, "follow_up"):
+        # Exits from follow-up are of the outcome, the intervals and the maximum.
+        survival = query.survival.model_dump(mode="json")
+        survival["outcome"] = _spec(survival["outcome"])
+        document["survival"] = survival
     if query.index is not None:
         index_data = query.index.model_dump(mode="json")
         index_data["events"] = _sorted_unique([_spec(e) for e in index_data["events"]])

@@ -45,6 +45,7 @@ from schema.dimensions import DIMENSIONS
 from schema.measures import MEASURES
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Quantiles, Rate, Reason, Summary, Value
+from schema.survival_result import LogRank, SurvivalCurve
 from schema.wire import PrivacySpend, UnknownCode, node_dimensions
 
 INCOMPLETE_POOL: Final = "INCOMPLETE_POOL"
@@ -91,6 +92,10 @@ class Combined:
     quantiles: Mapping[Breakdown, tuple[Quantiles, ...]] = field(default_factory=dict)
     # The question's incidence rate, pooled over the nodes (`gateway.rates`).
     rate: Rate | None = None
+    # A survival question's curves (each group's, per country and pooled) and log-rank tests
+    # (`gateway.survival`).
+    survival: tuple[SurvivalCurve, ...] = ()
+    log_rank: tuple[LogRank, ...] = ()
 
 
 def combine(

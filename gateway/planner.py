@@ -101,6 +101,7 @@ def plan_query(
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
     outcome: Mapping[str, Any] | None = None,
+    survival: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Validate a question against the query model and the federation.
 
@@ -136,6 +137,7 @@ def plan_query(
                     **({} if index is None else {"index": index}),
                     **_statistics(variable, summary=summary),
                     **_rates(outcome),
+                    **({} if survival is None else {"survival": survival}),
                 },
             }
         )
@@ -148,6 +150,7 @@ def plan_query(
             measures=federated.query.measures,
             variable=federated.query.variable,
             outcome=federated.query.outcome,
+            survival=federated.query.survival,
         )
     except ValidationError as e:
         raise invalid_criteria(e) from None

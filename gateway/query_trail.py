@@ -256,6 +256,17 @@ def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
         ],
         **_summary(combined.summary),
         **_rate(combined.rate),
+        **_survival(combined),
+    }
+
+
+def _survival(combined: Combined) -> dict[str, object]:
+    """A survival question's curves and tests, under their key; nothing without them."""
+    if not combined.survival:
+        return {}
+    return {
+        "survival": [c.model_dump(mode="json") for c in combined.survival],
+        "log_rank": [t.model_dump(mode="json") for t in combined.log_rank],
     }
 
 

@@ -48,6 +48,7 @@ from gateway.settings import (
     PartialPools,
 )
 from gateway.statistics import with_quantiles, with_summaries
+from gateway.survival import with_survival
 from gateway.vocabulary import ConceptClient
 from oversight.audit.log import AuditLog
 from policies.live import LivePolicy
@@ -124,6 +125,8 @@ class CohortQuestion:
     # person-years its rates are given per.
     outcome: Mapping[str, Any] | None = None
     rate_per: int = DEFAULT_PER
+    # Follow-up to an outcome (`schema.query.Survival` as plain data), for its curves.
+    survival: Mapping[str, Any] | None = None
 
 
 class Place(Protocol):
@@ -228,19 +231,24 @@ async def _answer(
         )
     quorum.check(gathered.outcomes)
     with trail.step("combine") as span:
-        combined = with_quantiles(
-            with_summaries(
-                guard_pools(
-                    combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+        combined = with_survival(
+            with_quantiles(
+                with_summaries(
+                    guard_pools(
+                        combine(plan.tables, gathered.outcomes, policies.profile, gathered.pooling),
+                        gathered.outcomes,
+                        services.partial_pools,
+                    ),
+                    plan.node_query,
+                    plan.tables,
                     gathered.outcomes,
-                    services.partial_pools,
+                    policies.profile,
                 ),
                 plan.node_query,
-                plan.tables,
-                gathered.outcomes,
-                policies.profile,
             ),
             plan.node_query,
+            gathered.outcomes,
+            policies.profile,
         )
         combined = with_rates(
             combined,
@@ -288,6 +296,7 @@ def plan_question(services: Services, trail: QueryTrail, question: CohortQuestio
         variable=question.variable,
         summary=question.summary,
         outcome=question.outcome,
+        survival=question.survival,
     )
 
 

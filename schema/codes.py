@@ -107,6 +107,7 @@ class Dimension(StrEnum):
     AGE_BAND_20 = "AGE_BAND_20"
     CALENDAR_YEAR = "CALENDAR_YEAR"
     VALUE_BIN = "VALUE_BIN"
+    FOLLOW_UP = "FOLLOW_UP"
 
 
 class AgeAt(StrEnum):

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from schema.codes import Dimension, Jurisdiction, Sex
+from schema.survival import all_keys, follow_up_domain
 from schema.variables import MAX_EDGE_UNITS, bin_key
 
 if TYPE_CHECKING:  # the query model reads the registry (age bands), so only for typing
@@ -137,6 +138,14 @@ def _value_bin_domain(query: CohortQuery) -> tuple[str, ...]:
     return (*(bin_key(edge, decimals) for edge in variable.bin_edges()), UNKNOWN_KEY)
 
 
+def _follow_up_domain(query: CohortQuery) -> tuple[str, ...]:
+    survival = query.survival
+    if survival is None:
+        return ()  # the query model refuses FOLLOW_UP without survival
+    # Every cohort person has an index date, so leaves follow-up in one of these cells.
+    return follow_up_domain(survival.interval_days, survival.max_days)
+
+
 # -- the entries ----------------------------------------------------------------------------
 def _age_band_spec(dimension: Dimension, width: int) -> DimensionSpec:
     return DimensionSpec(
@@ -197,6 +206,17 @@ SPECS: Final[tuple[DimensionSpec, ...]] = (
             }
         ),
         domain=_value_bin_domain,
+        sort_key=natural_order,
+    ),
+    DimensionSpec(
+        dimension=Dimension.FOLLOW_UP,
+        description="FOLLOW_UP: where a person left the question's follow-up (argument "
+        "survival): 30:EVENT, the outcome in the interval starting 30 days after the index "
+        "date; 30:CENSORED, observation ended in it first; 365:AT_RISK, still at risk at the "
+        "follow-up's maximum. Each person is in one cell; the cohort's survival curve is "
+        "computed from them (the cohort's survival field).",
+        keys=all_keys(),
+        domain=_follow_up_domain,
         sort_key=natural_order,
     ),
 )

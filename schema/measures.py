@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Final
 
 from schema.codes import MeasureKind
-from schema.query import MAX_FOLLOW_UP_DAYS, CohortQuery
+from schema.query import MAX_RATE_FOLLOW_UP_DAYS, CohortQuery
 from schema.variables import MAX_SPAN_UNITS
 
 # More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
@@ -87,7 +87,7 @@ def _squares_sensitivity(query: CohortQuery) -> int:
 
 
 # The most days at risk a cell can hold: every person of Europe followed for the longest window.
-MAX_PERSON_DAYS: Final = MAX_PERSONS * MAX_FOLLOW_UP_DAYS
+MAX_PERSON_DAYS: Final = MAX_PERSONS * MAX_RATE_FOLLOW_UP_DAYS
 
 
 def _days_sensitivity(query: CohortQuery) -> int:
@@ -167,7 +167,11 @@ def asked(query: CohortQuery) -> tuple[MeasureKind, ...]:
 def pooled_measure(query: CohortQuery) -> MeasureKind | None:
     """The measure a pooled round of this question pools: its one measure, if that pools
     securely (only PERSON_COUNT does); None otherwise, and the question is not pooled (a round
-    carries one measure's shares)."""
+    carries one measure's shares). A survival question is answered nationally too: its curve
+    is built from each node's released exits (`gateway.survival`), a pooled round's shares
+    would hide them."""
+    if query.survival is not None:
+        return None
     measures = asked(query)
     if len(measures) == 1 and MEASURES[measures[0]].secure:
         return measures[0]

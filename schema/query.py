@@ -24,6 +24,7 @@ from schema.codes import (
 )
 from schema.dimensions import age_band_width
 from schema.model import Contract
+from schema.survival import INTERVAL_DAYS, MAX_FOLLOW_UP_DAYS, MAX_INTERVALS
 from schema.variables import (
     AGE,
     MAX_SPAN_UNITS,
@@ -336,8 +337,8 @@ class Criteria(Contract):
         return first.year, last.year
 
 
-# A follow-up window reaches at most ten years past the index date.
-MAX_FOLLOW_UP_DAYS = 3653
+# An incidence rate's follow-up window reaches at most ten years past the index date.
+MAX_RATE_FOLLOW_UP_DAYS = 3653
 
 
 class Outcome(Contract):
@@ -357,8 +358,8 @@ class Outcome(Contract):
     def _forward(self) -> Self:
         if self.window.start_days < 0:
             raise ValueError("a follow-up starts on the index date or after it")
-        if self.window.end_days >= MAX_FOLLOW_UP_DAYS:
-            raise ValueError(f"a follow-up window ends within {MAX_FOLLOW_UP_DAYS} days")
+        if self.window.end_days >= MAX_RATE_FOLLOW_UP_DAYS:
+            raise ValueError(f"a follow-up window ends within {MAX_RATE_FOLLOW_UP_DAYS} days")
         return self
 
     @property
@@ -467,6 +468,30 @@ class NumericVariable(Contract):
         return Clipping(lo=spec.units(lo), hi=spec.units(hi), decimals=spec.decimals)
 
 
+class Survival(Contract):
+    """Follow-up from each person's index date (`CohortQuery.index`) to their first `outcome`
+    event on or after it (a death, a diagnosis, …), censored at the end of the observation
+    period holding the index date, for at most `max_days` in intervals of `interval_days`
+    (public widths: `schema.survival`). Asked with a table by FOLLOW_UP."""
+
+    outcome: EventSpec
+    interval_days: Annotated[int, Field(strict=True)]
+    max_days: Annotated[int, Field(ge=1, le=MAX_FOLLOW_UP_DAYS, strict=True)]
+
+    @model_validator(mode="after")
+    def _public_intervals(self) -> Self:
+        if self.interval_days not in INTERVAL_DAYS:
+            widths = ", ".join(str(w) for w in INTERVAL_DAYS)
+            raise ValueError(f"intervals are {widths} days wide")
+        if self.max_days % self.interval_days:
+            raise ValueError("the follow-up spans a whole number of intervals")
+        if self.max_days // self.interval_days > MAX_INTERVALS:
+            raise ValueError(f"a follow-up has at most {MAX_INTERVALS} intervals")
+        if self.outcome.window is not None:
+            raise ValueError("an outcome takes no calendar window: follow-up bounds it")
+        return self
+
+
 # The default measures, shared: a frozen model needs no copy of its own (pydantic deep-copies a
 # plain default for every instance, twice a question at the gateway).
 _COUNT_ONLY: Final = (Measure(),)
@@ -502,6 +527,8 @@ class CohortQuery(Contract):
     # The outcome the RATES measures count over each person's follow-up; left out of dumps
     # when absent.
     outcome: Annotated[Outcome | None, Field(exclude_if=_absent)] = None
+    # The follow-up a table by FOLLOW_UP counts exits of; left out of dumps when absent.
+    survival: Annotated[Survival | None, Field(exclude_if=_absent)] = None
 
     @field_validator("tables")
     @classmethod
@@ -570,6 +597,23 @@ class CohortQuery(Contract):
             raise ValueError("an outcome is given for its incidence rate: ask it")
         if self.outcome is not None and self.index is None:
             raise ValueError("an incidence rate's follow-up starts at an index event (index)")
+        return self
+
+    @model_validator(mode="after")
+    def _follow_up(self) -> Self:
+        followed = any(Dimension.FOLLOW_UP in table for table in self.tables)
+        if followed and self.survival is None:
+            raise ValueError("a breakdown by FOLLOW_UP needs survival")
+        if self.survival is None:
+            return self
+        if not followed:
+            raise ValueError("survival is asked with a breakdown by FOLLOW_UP")
+        if self.index is None:
+            raise ValueError("survival is followed from an index event (index)")
+        if self.variable is not None or {m.kind for m in self.measures} != {
+            MeasureKind.PERSON_COUNT
+        }:
+            raise ValueError("survival counts persons: no variable or other measure with it")
         return self
 
     @model_validator(mode="after")

@@ -103,10 +103,10 @@ def register(sub: SubParsers) -> None:
         action="store_false",
         help="the histogram only (counts; the summary's statistics are not asked or charged)",
     )
-    rate = query.add_argument_group(
-        "an incidence rate: events per person-years from an index event, with 95%% intervals"
+    indexed = query.add_argument_group(
+        "an index event, for an incidence rate (--outcome) or a survival curve (--survival)"
     )
-    rate.add_argument(
+    indexed.add_argument(
         "--index",
         action="append",
         default=[],
@@ -114,8 +114,11 @@ def register(sub: SubParsers) -> None:
         help="the index event, each person's first (ATC or RxNorm: a drug; ICD10 or SNOMED: a "
         "condition; LOINC: a measurement; repeat: any of them)",
     )
-    rate.add_argument(
+    indexed.add_argument(
         "--index-from", type=_date, metavar="YYYY-MM-DD", help="index events from this date"
+    )
+    rate = query.add_argument_group(
+        "an incidence rate: events per person-years from the index event, with 95%% intervals"
     )
     rate.add_argument(
         "--outcome",
@@ -136,6 +139,19 @@ def register(sub: SubParsers) -> None:
         type=int,
         default=100_000,
         help="rates per this many person-years (default 100000; or 1000, 10000, 1000000)",
+    )
+    followed = query.add_argument_group("survival: a Kaplan–Meier curve from the index event")
+    followed.add_argument(
+        "--survival",
+        metavar="DEATH|VOCAB:CODE",
+        help="follow each person from the index to this outcome (with --index)",
+    )
+    followed.add_argument(
+        "--interval-days", type=int, default=30, help="7, 30, 90 or 365 (default 30)"
+    )
+    followed.add_argument("--max-days", type=int, default=360, help="default 360")
+    followed.add_argument(
+        "--group-by", metavar="DIM", help="one curve per group (SEX, an age band), log-rank"
     )
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")

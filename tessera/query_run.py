@@ -16,6 +16,7 @@ from tessera.client.answer import POOLED, Answer, Response, Row
 from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
 from tessera.client.questions import Question, Variable, concept, event, index, outcome
+from tessera.client.survival import log_rank_rows, survival, survival_rows
 from tessera.locations import DEMO_GATEWAY
 from tessera.report import (
     SHOWN_BY_THE_COUNT,
@@ -90,7 +91,9 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 
 
 def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
-    asks = bool(args.concept or args.by or args.sex or args.age or args.variable or args.outcome)
+    asks = bool(
+        args.concept or args.by or args.sex or args.age or args.variable or args.outcome
+    ) or bool(args.survival)
     if args.file is not None and asks:
         raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
     if args.file is not None:
@@ -119,7 +122,9 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         noise=args.noise,
         variable=_variable(args),
         summary=args.summary,
-        **_rate(args),
+        index=_index(args),
+        outcome=_outcome(args),
+        survival=_survival(args),
     )
     return question.document, question.variables
 
@@ -135,7 +140,8 @@ _DOMAINS: Final = {
 
 
 def _spec(concepts: Sequence[str], what: str) -> dict[str, Any]:
-    """The EventSpecInput of `--index` or `--outcome` codes (one domain), or DEATH."""
+    """The EventSpecInput of `--index`, `--outcome` or `--survival` codes (one domain), or
+    DEATH."""
     if [c.strip().upper() for c in concepts] == ["DEATH"]:
         return {"domain": "DEATH"}
     domains = {_DOMAINS.get(str(concept(c)["vocabulary"]).upper()) for c in concepts}
@@ -144,19 +150,38 @@ def _spec(concepts: Sequence[str], what: str) -> dict[str, Any]:
     return event(str(domains.pop()), concepts)
 
 
-def _rate(args: argparse.Namespace) -> dict[str, Any]:
-    """`--outcome` and `--index` as the question's index and outcome (none without)."""
-    if not args.outcome:
-        if args.index:
-            raise ValueError("--index is for an incidence rate: give its --outcome")
-        return {}
+def _index(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--index` (and `--index-from`): each person's first such event, for an incidence rate
+    (`--outcome`) or a survival curve (`--survival`)."""
+    follows = bool(args.outcome) or args.survival is not None
     if not args.index:
-        raise ValueError("an incidence rate follows each person from an --index event")
+        if follows:
+            raise ValueError(
+                "an incidence rate or a survival curve follows each person from an --index event"
+            )
+        return None
+    if not follows:
+        raise ValueError("--index is for an incidence rate (--outcome) or a curve (--survival)")
     window = (args.index_from, None) if args.index_from else None
-    return {
-        "index": index([_spec(args.index, "index")], window=window),
-        "outcome": outcome(_spec(args.outcome, "outcome"), days=args.follow_up, per=args.per),
-    }
+    return index([_spec(args.index, "index")], window=window)
+
+
+def _outcome(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--outcome` as an incidence rate's outcome (none without)."""
+    if not args.outcome:
+        return None
+    return outcome(_spec(args.outcome, "outcome"), days=args.follow_up, per=args.per)
+
+
+def _survival(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.survival is None:
+        return None
+    return survival(
+        _spec([args.survival], "survival"),
+        interval_days=args.interval_days,
+        max_days=args.max_days,
+        group_by=args.group_by,
+    )
 
 
 def _variable(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -324,7 +349,55 @@ def render_answer(answer: Answer) -> str:
             if cells:
                 lines.append(f"  incidence rate by {', '.join(table_.by)}")
                 lines.append(_summary_table(cells, labels))
+    lines += _survival_lines(answer)
     return "\n".join(lines)
+
+
+def _survival_lines(answer: Answer) -> list[str]:
+    """The pooled survival curves (every country's are in --csv and --json) and each
+    log-rank test."""
+    raw = answer.raw.get("survival")
+    if not raw:
+        return []
+    lines = []
+    curves: dict[str, list[Row]] = {}
+    for row in survival_rows(raw):
+        if row["jurisdiction"] == POOLED:
+            group = row.get("sex") or row.get("age_band") or "everyone"
+            curves.setdefault(str(group), []).append(row)
+    for group, rows in curves.items():
+        lines.append(f"  survival, pooled: {group} (S at the interval's end, 95% band ± sd)")
+        lines.append(
+            text_table(
+                ["days", "at risk", "events", "censored", "survival", "95% band", "why"],
+                [
+                    [
+                        f"{r['start']}-{r['end']}",
+                        _number(r["at_risk"]),
+                        _number(r["events"]),
+                        _number(r["censored"]),
+                        "—"
+                        if r["survival"] is None
+                        else f"{r['survival']:.3f} ±{r['sd'] or 0:.2g}",
+                        "" if r["ci_low"] is None else f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+                        _shown_reasons(r["reasons"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    for test in log_rank_rows(raw):
+        lines.append(
+            f"  log-rank by {test['dimension']} ({test['jurisdiction']}): "
+            f"χ² {test['statistic']:.2f}, {test['degrees_of_freedom']} df, p {test['p_value']:.3g}"
+            if test["statistic"] is not None
+            else f"  log-rank by {test['dimension']} ({test['jurisdiction']}): {test['status']}"
+        )
+    return lines
+
+
+def _number(value: float | None) -> str:
+    return "low" if value is None else f"{value:,.0f}"
 
 
 def _summary_table(rows: Sequence[Row], labels: Sequence[str]) -> str:

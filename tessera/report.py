@@ -181,6 +181,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
                     + (f", IQR {format_estimate(group['iqr'])}" if group.get("iqr") else "")
                     + bound
                 )
+    lines += _survival_lines(result.get("survival"))
     return "\n".join(lines)
 
 
@@ -208,6 +209,55 @@ def render_regression(name: str, fit: Mapping[str, Any]) -> str:
     for reason in fit.get("reasons") or []:
         lines.append(f"{reason.get('jurisdiction') or '-'}: {reason.get('rule')}")
     return "\n".join(lines)
+
+
+def _survival_lines(survival: Mapping[str, Any] | None) -> list[str]:
+    """The pooled survival curves (S at each interval's end with its 95% band) and every
+    log-rank test."""
+    if not survival:
+        return []
+    lines = []
+    for curve in survival.get("curves") or ():
+        if curve.get("jurisdiction") is not None:
+            continue
+        group = ", ".join(d["value"] for d in curve.get("dimensions") or ()) or "everyone"
+        lines.append(f"    survival, pooled: {group}")
+        rows = []
+        for step in curve.get("steps") or ():
+            s = step.get("survival") or {}
+            low, high = (
+                (step.get("ciLow") or {}).get("value"),
+                (step.get("ciHigh") or {}).get("value"),
+            )
+            rows.append(
+                [
+                    f"{step['start']}-{step['end']}",
+                    _whole((step.get("atRisk") or {}).get("value")),
+                    _whole((step.get("events") or {}).get("value"), step.get("events")),
+                    "—" if s.get("value") is None else f"{s['value']:.3f} ±{s.get('sd') or 0:.2g}",
+                    "" if low is None or high is None else f"{low:.3f}-{high:.3f}",
+                ]
+            )
+        lines.append(text_table(["days", "at risk", "events", "survival", "95% band"], rows))
+    for test in survival.get("logRank") or ():
+        where = test.get("jurisdiction") or "pooled"
+        statistic = (test.get("statistic") or {}).get("value")
+        p = (test.get("pValue") or {}).get("value")
+        lines.append(
+            f"    log-rank by {test.get('dimension')} ({where}): "
+            + (
+                "withheld"
+                if statistic is None or p is None
+                else f"χ² {statistic:.2f}, {test.get('degreesOfFreedom')} df, p {p:.3g}"
+            )
+        )
+    return lines
+
+
+def _whole(value: float | None, estimate: Mapping[str, Any] | None = None) -> str:
+    if value is None:
+        return str((estimate or {}).get("status") or "—").lower()
+    return f"{value:,.0f}"
 
 
 def render_response(title: str, response: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 18. `regressions`: a regression built to single out a person (a one-hot, a cohort of one)
 19. `rates`: a known person's days at risk from two incidence rates' person-time, with and
     without them
+20. `survival`: a known decedent's death as the only difference of two survival curves
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

@@ -380,6 +380,44 @@ class Applicant:
             return found
         return None
 
+    def survival(
+        self, where: Where, follow_up: str, jurisdiction: Jurisdiction, *, approval: int = 0
+    ) -> list[Released] | None:
+        """One node's events per interval of follow-up (GraphQL `SurvivalInput`, as text)
+        from `where`'s index event, over `where`'s whole cohort, as released (a withheld one
+        LOW), or None when the node did not answer."""
+        application = self.approvals[approval]
+        assert where.index is not None  # survival follows persons from an index event
+        query = (
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f", ageAt: REFERENCE_DATE, jurisdictions: [{jurisdiction.value}], "
+            f"index: {where.index.graphql()}, criteria: {where.graphql()}, "
+            f"survival: {follow_up}) "
+            "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } }"
+            " survival { curves { jurisdiction dimensions { value } "
+            "steps { events { value status sd } } } } } }"
+        )
+        body = self._post(query, self.credentials(application))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            self.asked[application] -= 1
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            raise QuestionRefused(code, str(errors[0].get("message", "")))
+        cohort = body["data"]["cohort"]
+        for node in cohort["byJurisdiction"]:
+            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
+            if node.get("privacy"):
+                self.privacy[Jurisdiction(node["jurisdiction"])] = node["privacy"]
+        for curve in cohort["survival"]["curves"]:
+            if curve["jurisdiction"] == jurisdiction.value and not curve["dimensions"]:
+                events = [Released.parse(step["events"]) for step in curve["steps"]]
+                self.statuses.update(e.status for e in events)
+                return events
+        return None
+
     def _note(self, answer: Answer) -> None:
         self.statuses.add(answer.pooled.status)
         for node in answer.nodes.values():

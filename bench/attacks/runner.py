@@ -29,6 +29,7 @@ from bench.attacks import (
     rates,
     refresh,
     regressions,
+    survival,
     trackers,
     windows,
     zeros,
@@ -60,6 +61,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     windows,
     regressions,
     rates,
+    survival,
     dropouts,
     refresh,
 )

@@ -79,7 +79,9 @@ from schema.query import (
     MeasurementCriterion,
     NumericVariable,
     RelativeCriterion,
+    Survival,
 )
+from schema.survival import Exit
 from schema.variables import PerPerson, VariableSource
 
 # CTE names and table aliases.
@@ -90,6 +92,10 @@ AGE, INDEX_DATE, GROUPING_ID = "age", "index_date", GROUPING_COLUMN
 AGE_DATE = "age_date"  # the derived table of index dates ages are taken at
 VARIABLE, RAW, RANK = "variable", "raw_value", "value_rank"  # a measurement variable's table
 VALUE_BIN = "value_bin"  # the cohort's column of each person's bin (`PersonColumns.value_bin`)
+# A survival question's columns: days from the index date to the outcome and to the end of
+# observation, and the FOLLOW_UP key they give (`PersonColumns.follow_up`).
+OUTCOME_DAYS, END_DAYS, FOLLOW_UP = "outcome_days", "end_days", "follow_up"
+FOLLOWED = "f"
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
 
 
@@ -108,6 +114,8 @@ class _CohortCompiler:
         self._dates_cohort = query.index is not None or self._ages_at_index
         # An incidence rate's follow-up (`connectors.compiler.follow_up`), once the cohort is.
         self._follow_up: FollowUp | None = None
+        self._follow_up_params: tuple[exp.Parameter, exp.Parameter] | None = None
+        self._outcome_filter: list[exp.Expr] = []
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -115,6 +123,14 @@ class _CohortCompiler:
         dimensions = list(dict.fromkeys(d for t in tables for d in t))
         measures = asked(self.query)
         cohort = self._cohort()
+        survival = self.query.survival
+        # A survival question's intervals and maximum, bound before `excluded` (the last).
+        self._follow_up_params = (
+            None
+            if survival is None
+            else (self.params.bind(survival.interval_days), self.params.bind(survival.max_days))
+        )
+        self._outcome_filter = [] if survival is None else self._spec_filter(survival.outcome)
         # Bound last, after every value of the criteria (statements without it renumber):
         # nobody left out unless `CompiledQuery.tables_statement` says otherwise.
         excluded = self.params.bind([])
@@ -790,7 +806,17 @@ class _CohortCompiler:
             age=col(AGE, COHORT),
             index_date=col(INDEX_DATE, INDEX if joined else COHORT),
             value_bin=col(VALUE_BIN, COHORT),
+            follow_up=col(FOLLOW_UP, COHORT),
         )
+        survival = self.query.survival
+        if survival is not None:
+            # Each person's exit from follow-up, computed once, read as a cohort column.
+            select = exp.select(col(PERSON_INDEX, COHORT)).from_(
+                exp.Subquery(
+                    this=self._survival_exits(survival), alias=exp.TableAlias(this=COHORT)
+                ),
+                copy=False,
+            )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
@@ -809,6 +835,85 @@ class _CohortCompiler:
                 copy=False,
             )
         return select
+
+    # -- survival ----------------------------------------------------------------------------
+
+    def _survival_exits(self, survival: Survival) -> exp.Select:
+        """The cohort with each person's FOLLOW_UP key (`schema.survival`): from the days to
+        their first outcome event on or after the index date and to the end of the observation
+        period holding it (none: censored on the index date), the interval they left follow-up
+        in and how (an outcome on the last day observed is an event), or at risk at the
+        maximum."""
+        spec = survival.outcome
+        source = names.EVENT_TABLES[spec.domain]
+        index_date = col(INDEX_DATE, COHORT)
+        first = (
+            exp.select(exp.func("MIN", col(source.date, EVENT)))
+            .from_(table(source.name, EVENT), copy=False)
+            .where(
+                exp.and_(
+                    col("person_id", EVENT).eq(col("person_id", COHORT)),
+                    col(source.date, EVENT) >= index_date.copy(),
+                    *(part.copy() for part in self._outcome_filter),
+                    copy=False,
+                ),
+                copy=False,
+            )
+        )
+        ended = (
+            exp.select(exp.func("MAX", col("observation_period_end_date", OBSERVED)))
+            .from_(table(names.OBSERVATION_PERIOD, OBSERVED), copy=False)
+            .where(
+                exp.and_(
+                    col("person_id", OBSERVED).eq(col("person_id", COHORT)),
+                    col("observation_period_start_date", OBSERVED) <= index_date.copy(),
+                    col("observation_period_end_date", OBSERVED) >= index_date.copy(),
+                    copy=False,
+                ),
+                copy=False,
+            )
+        )
+        days = exp.select(
+            exp.Column(this=exp.Star(), table=exp.to_identifier(COHORT)),
+            exp.alias_(
+                self.dialect.days_between(exp.Subquery(this=first), index_date), OUTCOME_DAYS
+            ),
+            exp.alias_(
+                self.dialect.days_between(exp.Subquery(this=ended), index_date.copy()), END_DAYS
+            ),
+        ).from_(table(COHORT_CTE, COHORT), copy=False)
+        return exp.select(
+            exp.Column(this=exp.Star(), table=exp.to_identifier(FOLLOWED)),
+            exp.alias_(self._exit_key(survival), FOLLOW_UP),
+        ).from_(exp.Subquery(this=days, alias=exp.TableAlias(this=FOLLOWED)), copy=False)
+
+    def _exit_key(self, survival: Survival) -> exp.Expr:
+        assert self._follow_up_params is not None  # bound by `compile` for survival
+        width_param, top_param = self._follow_up_params
+        width = exp.cast(width_param.copy(), exp.DataType.Type.BIGINT)
+        top = exp.cast(top_param.copy(), exp.DataType.Type.BIGINT)
+        outcome = col(OUTCOME_DAYS, FOLLOWED)
+        # Observation not holding the index date: censored on it.
+        end = exp.func("COALESCE", col(END_DAYS, FOLLOWED), exp.Literal.number(0))
+        event = exp.and_(
+            outcome.is_(exp.null()).not_(),
+            outcome.copy() <= end.copy(),
+            outcome.copy() < top.copy(),
+            copy=False,
+        )
+
+        def interval(days: exp.Expr, exit_: Exit) -> exp.Expr:
+            start = exp.Sub(
+                this=days.copy(), expression=exp.paren(exp.Mod(this=days, expression=width.copy()))
+            )
+            return exp.DPipe(this=text(start), expression=exp.Literal.string(f":{exit_.value}"))
+
+        return (
+            exp.Case()
+            .when(event, interval(outcome.copy(), Exit.EVENT))
+            .when(end.copy() < top.copy(), interval(end.copy(), Exit.CENSORED))
+            .else_(exp.DPipe(this=text(top.copy()), expression=exp.Literal.string(":AT_RISK")))
+        )
 
     # -- aggregation -------------------------------------------------------------------------
 

@@ -161,6 +161,7 @@ class Dialect:
     # The function numbering a row's grouping set from several columns (a bit per column,
     # the first the highest): the standard's GROUPING(a, b), Spark's GROUPING_ID(a, b).
     grouping_bits: str | None = None
+    # Whole days between two dates (an incidence rate's or a survival question's follow-up).
     days_between: DaysBetween = date_difference
 
     def sql(self, expression: exp.Expr, *, pretty: bool = True) -> str:

@@ -40,6 +40,9 @@ class PersonColumns:
     # The lower edge of the bin of the question's variable the person's value falls in, as
     # its cell key (NULL without a value; only in questions with a variable's bins).
     value_bin: exp.Column
+    # Where the person left a survival question's follow-up, as its FOLLOW_UP cell key
+    # (`schema.survival`; only in survival questions).
+    follow_up: exp.Column
 
 
 # Each person column, as a bare column named after its field: what an expression reads.
@@ -107,6 +110,10 @@ def _value_bin(person: PersonColumns) -> exp.Expr:
     return exp.func("COALESCE", person.value_bin.copy(), exp.Literal.string(UNKNOWN_KEY))
 
 
+def _follow_up(person: PersonColumns) -> exp.Expr:
+    return person.follow_up.copy()
+
+
 ENTRIES: Final[tuple[DimensionSql, ...]] = (
     DimensionSql(Dimension.SEX, "sex", _sex),
     _age_band_sql(Dimension.AGE_BAND_5),
@@ -114,6 +121,7 @@ ENTRIES: Final[tuple[DimensionSql, ...]] = (
     _age_band_sql(Dimension.AGE_BAND_20),
     DimensionSql(Dimension.CALENDAR_YEAR, "calendar_year", _calendar_year),
     DimensionSql(Dimension.VALUE_BIN, "value_bin_key", _value_bin),
+    DimensionSql(Dimension.FOLLOW_UP, "follow_up_key", _follow_up),
 )
 
 

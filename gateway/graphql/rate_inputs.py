@@ -11,7 +11,7 @@ import strawberry
 from gateway.graphql.inputs import EventSpecInput, RelativeWindowInput, spec_data
 from gateway.rates import DEFAULT_PER, PERS
 from schema.errors import ErrorCode, TesseraError
-from schema.query import MAX_FOLLOW_UP_DAYS
+from schema.query import MAX_RATE_FOLLOW_UP_DAYS
 
 _PERS = ", ".join(f"{p:,}" for p in PERS)
 
@@ -21,7 +21,7 @@ _PERS = ", ".join(f"{p:,}" for p in PERS)
     "cell; needs `index`): each person is followed from `window.startDays` after their index "
     "date (0 or more) to the earliest of their first `event` in the window (counted), the "
     "window's last day (endDays, below "
-    f"{MAX_FOLLOW_UP_DAYS}), the end of the observation period covering the index date, and "
+    f"{MAX_RATE_FOLLOW_UP_DAYS}), the end of the observation period covering the index date, and "
     "their death. Each person's days at risk are at most the window's length, which sets the "
     "person-time's noise. Ages and calendar years are taken at the index date (age at entry, "
     "not split over the follow-up). Each cell then also costs its events and its days at "

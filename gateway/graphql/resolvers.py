@@ -37,6 +37,12 @@ from gateway.graphql.selection import (
     requested_node_count,
     requested_summary,
 )
+from gateway.graphql.survival import (
+    SurvivalInput,
+    SurvivalResult,
+    survival_data,
+    survival_tables,
+)
 from gateway.graphql.types import CohortResult, JurisdictionInfo, JurisdictionPolicy
 from gateway.graphql.vocabulary import ConceptInfo, resolve_concepts
 from gateway.service import CohortQuestion, answer_cohort
@@ -98,13 +104,25 @@ async def _cohort(
             "the result, each country and each cell)."
         ),
     ] = strawberry.UNSET,
+    survival: Annotated[
+        SurvivalInput | None,
+        strawberry.argument(
+            description="Follow the cohort from its index event to an outcome: the `survival` "
+            "field's curves and log-rank tests. Costs one table by FOLLOW_UP (and one by it "
+            "and groupBy), each person counted once in each."
+        ),
+    ] = strawberry.UNSET,
 ) -> CohortResult | None:
     # UNSET (argument omitted) and null both mean "not given".
+    followed = _given(survival)
+    tables = requested_breakdowns(info.selected_fields)
+    if followed is not None:
+        tables += [t for t in survival_tables(followed) if t not in tables]
     question = CohortQuestion(
         request=request,
         criteria=criteria_data(criteria),
         index=None if not index else index_data(index),
-        tables=tuple(requested_breakdowns(info.selected_fields)),
+        tables=tuple(tables),
         pool_total=requested_count(info.selected_fields),
         per_country=requested_node_count(info.selected_fields),
         jurisdictions=None if (asked := _given(jurisdictions)) is None else tuple(asked),
@@ -119,9 +137,13 @@ async def _cohort(
         else variable_data(asked_variable),
         summary=requested_summary(info.selected_fields),
         **_rates(_given(outcome)),
+        survival=None if followed is None else survival_data(followed),
     )
     answer = await answer_cohort(info.context.services, info.context, question)
-    return CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)
+    result = CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)
+    if followed is not None:
+        result.survival = SurvivalResult.of(answer.combined)
+    return result
 
 
 def _rates(outcome: OutcomeInput | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -23,6 +24,9 @@ from schema import result as model
 from schema import wire
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
+
+if TYPE_CHECKING:  # its types build on these: resolved lazily
+    from gateway.graphql.survival import SurvivalResult
 
 
 @strawberry.type(description="Why a number is what it is. Never carries the value it explains.")
@@ -356,6 +360,13 @@ class CohortResult:
         "query is computed by the same single request per node.",
     )
     tables: strawberry.Private[Mapping[Breakdown, BreakdownTable]]
+    survival: Annotated[SurvivalResult, strawberry.lazy("gateway.graphql.survival")] | None = (
+        strawberry.field(
+            default=None,
+            description="The question's survival curves and log-rank tests (argument survival); "
+            "null without it.",
+        )
+    )
 
     @classmethod
     def of(cls, plan: Plan, combined: combine.Combined, *, trace_id: str | None) -> CohortResult:

@@ -26,6 +26,7 @@ from tessera.client.errors import (
 from tessera.client.frames import read_csv
 from tessera.client.questions import Variable, event, index, outcome, relative
 from tessera.client.regression import RegressionAnswer
+from tessera.client.survival import plot_survival, survival
 
 __all__ = [
     "POOLED",
@@ -50,6 +51,8 @@ __all__ = [
     "event",
     "index",
     "outcome",
+    "plot_survival",
     "read_csv",
     "relative",
+    "survival",
 ]

@@ -313,6 +313,25 @@ class Answer:
 
         return statistics_frame(self.quantile_rows(which))
 
+    def survival_rows(self) -> list[Row]:
+        """A survival question's curves, one row per curve and interval
+        (`tessera.client.survival`)."""
+        from tessera.client.survival import survival_rows
+
+        return survival_rows(self.raw.get("survival"))
+
+    def survival_frame(self) -> Any:
+        """`survival_rows()` as a DataFrame (every number a float, a withheld one NaN)."""
+        from tessera.client.survival import rows_frame
+
+        return rows_frame(self.survival_rows())
+
+    def log_rank_frame(self) -> Any:
+        """A survival question's log-rank tests, one row per test, as a DataFrame."""
+        from tessera.client.survival import log_rank_rows, rows_frame
+
+        return rows_frame(log_rank_rows(self.raw.get("survival")))
+
     def _raw_table(self, which: str | Sequence[str] | None) -> Mapping[str, Any]:
         table = self.table(which)
         for value in self.raw.values():

@@ -180,6 +180,7 @@ class _Core:
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
         outcome: Mapping[str, Any] | None = None,
+        survival: Mapping[str, Any] | None = None,
     ) -> Question:
         request = request or self.request
         if request is None:
@@ -205,6 +206,7 @@ class _Core:
             variable=variable,
             summary=summary,
             outcome=outcome,
+            survival=survival,
         )
 
     @staticmethod
@@ -295,6 +297,7 @@ class Client(_Core):
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
         outcome: Mapping[str, Any] | None = None,
+        survival: Mapping[str, Any] | None = None,
     ) -> Answer:
         """Ask for a cohort and its breakdowns.
 
@@ -313,6 +316,8 @@ class Client(_Core):
         `summary=False`, and bins it in a breakdown by VALUE_BIN (`Answer.quantiles_frame`).
         `outcome` (`tessera.client.outcome`, with an `index`) asks its incidence rate
         (`Answer.rate_frame`).
+        `survival` (`tessera.client.survival`, with an `index`) asks its curves and log-rank
+        tests (`Answer.survival_frame`, `Answer.log_rank_frame`, `plot_survival`).
 
             >>> client = Client.demo()  # doctest: +SKIP
             >>> answer = client.cohort(concepts=["ICD10:E11"], by=["AGE_BAND_10"])  # doctest: +SKIP
@@ -338,6 +343,7 @@ class Client(_Core):
             variable=variable,
             summary=summary,
             outcome=outcome,
+            survival=survival,
         )
         return self.execute(question.document, question.variables).answer
 
@@ -461,6 +467,7 @@ class AsyncClient(_Core):
         variable: Mapping[str, Any] | None = None,
         summary: bool = True,
         outcome: Mapping[str, Any] | None = None,
+        survival: Mapping[str, Any] | None = None,
     ) -> Answer:
         """As `Client.cohort`."""
         question = self.question(
@@ -483,5 +490,6 @@ class AsyncClient(_Core):
             variable=variable,
             summary=summary,
             outcome=outcome,
+            survival=survival,
         )
         return (await self.execute(question.document, question.variables)).answer

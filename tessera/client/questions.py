@@ -41,6 +41,7 @@ from schema.codes import (
 )
 from schema.errors import ErrorCode
 from tessera.client.errors import InvalidQuery
+from tessera.client.survival import SURVIVAL_FIELDS
 
 # A concept's vocabulary decides which kind of event it is a criterion on.
 _DRUG_VOCABULARIES: Final = frozenset({Vocabulary.ATC, Vocabulary.RXNORM})
@@ -345,6 +346,7 @@ def cohort_question(
     variable: Mapping[str, Any] | None = None,
     summary: bool = True,
     outcome: Mapping[str, Any] | None = None,
+    survival: Mapping[str, Any] | None = None,
 ) -> Question:
     """The document of one cohort question: `queryId traceId`, the pooled `count` (when
     `total`: a securely pooled count costs privacy budget of its own), every node's status,
@@ -353,7 +355,8 @@ def cohort_question(
     (`b0`, `b1`, …). With `variable` (`Variable`), its `summary` pooled, per country and per
     cell (unless `summary=False`: then only its histograms, each table by VALUE_BIN with its
     `quantiles`). With `outcome` (`outcome(...)`), its incidence `rate` pooled, per country
-    and per cell."""
+    and per cell. With `survival` (`tessera.client.survival`), its curves and log-rank
+    tests."""
     variables: dict[str, Any] = {"request": request, "criteria": dict(criteria)}
     arguments = ["request: $request", "criteria: $criteria"]
     declared = ["$request: String!", "$criteria: CriteriaInput!"]
@@ -367,6 +370,7 @@ def cohort_question(
         ("index", "IndexEventInput", None if index is None else dict(index)),
         ("variable", "VariableInput", None if variable is None else dict(variable)),
         ("outcome", "OutcomeInput", None if outcome is None else dict(outcome)),
+        ("survival", "SurvivalInput", None if survival is None else dict(survival)),
     ]
     for name, kind, value in optional:
         if value is not None:
@@ -398,6 +402,7 @@ def cohort_question(
         + ("  " + rate if rate else "")
         + "      privacy { sigma questionRho spentRho capRho dataRelease } }\n"
         + (tables + "\n" if tables else "")
+        + (f"    {SURVIVAL_FIELDS}\n" if survival is not None else "")
         + "  }\n}\n"
     )
     return Question(document, variables)

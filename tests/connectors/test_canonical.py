@@ -151,3 +151,40 @@ def test_an_index_is_part_of_every_question_that_has_one_its_unions_in_any_order
         assert question_digest(first, ()) != question_digest(other, ())
     # And a question without an index is another question again.
     assert question_digest(first, ()) != question_digest(query(Criteria()), ())
+
+
+def survival_question(outcome_codes: list[str], interval_days: int) -> CohortQuery:
+    return CohortQuery.model_validate(
+        {
+            "criteria": {},
+            "reference_date": dt.date(2026, 1, 1),
+            "index": {"events": [{"domain": "DEATH"}]},
+            "tables": [(Dimension.FOLLOW_UP,), (Dimension.FOLLOW_UP, Dimension.SEX)],
+            "survival": {
+                "outcome": {
+                    "domain": "CONDITION",
+                    "codes": [{"vocabulary": "ICD10", "code": c} for c in outcome_codes],
+                },
+                "interval_days": interval_days,
+                "max_days": 360,
+            },
+        }
+    )
+
+
+def test_exits_from_follow_up_name_the_outcome_and_the_intervals() -> None:
+    follow = (Dimension.FOLLOW_UP,)
+    monthly = survival_question(["I50", "I21"], 30)
+    # The outcome's codes are a union: their order means nothing.
+    assert question_digest(monthly, follow) == question_digest(
+        survival_question(["I21", "I50"], 30), follow
+    )
+    # Another width, another outcome: another question, with noise of its own.
+    assert question_digest(monthly, follow) != question_digest(
+        survival_question(["I50", "I21"], 90), follow
+    )
+    assert question_digest(monthly, follow) != question_digest(
+        survival_question(["I50"], 30), follow
+    )
+    # The total does not read the follow-up: the same cohort's total, one question.
+    assert question_digest(monthly, ()) == question_digest(survival_question(["I50"], 90), ())

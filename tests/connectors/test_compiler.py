@@ -361,6 +361,38 @@ NAMED_QUERIES["incidence_of_death_after_metformin"] = CohortQuery.model_validate
     }
 )
 
+# Survival: death after a first COVID-19 admission (every index shape's cohort carries its
+# index date), and a coded outcome by sex with ALL candidates.
+NAMED_QUERIES["survival_death_after_admission"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {"events": [U071_ADMISSION], "window": {"start": "2020-03-01"}},
+        "criteria": {"age": {"min": 18}},
+        "tables": [(Dimension.FOLLOW_UP,)],
+        "survival": {"outcome": {"domain": "DEATH"}, "interval_days": 7, "max_days": 91},
+    }
+)
+NAMED_QUERIES["survival_coded_outcome_by_sex"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {
+            "events": [{"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "C49"}]}],
+            "occurrence": "ALL",
+        },
+        "criteria": {},
+        "tables": [(Dimension.FOLLOW_UP,), (SEX, Dimension.FOLLOW_UP)],
+        "survival": {
+            "outcome": {
+                "domain": "CONDITION",
+                "codes": [{"vocabulary": "ICD10", "code": "C78"}],
+                "excluded": [{"vocabulary": "ICD10", "code": "C78.0"}],
+            },
+            "interval_days": 365,
+            "max_days": 3650,
+        },
+    }
+)
+
 NAMED_LOOKUPS: dict[str, ConceptSet] = {
     "concepts_icd10_prefix": ConceptSet(Vocabulary.ICD10, "E11", descendants=True),
     "concepts_snomed_descendants": ConceptSet(Vocabulary.SNOMED, "44054006", descendants=True),

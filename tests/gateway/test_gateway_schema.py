@@ -44,6 +44,7 @@ def test_sdl_has_the_published_shape() -> None:
         "noise: NoiseLevel",
         "variable: VariableInput",
         "outcome: OutcomeInput",
+        "survival: SurvivalInput",
     ]
     for line in [
         "jurisdictions: [JurisdictionInfo!]!",
@@ -54,6 +55,8 @@ def test_sdl_has_the_published_shape() -> None:
         "traceId: String",
         "summary: Summary",
         "ciLow: Estimate!",
+        "survival: SurvivalResult",
+        "logRank: [LogRank!]!",
     ]:
         assert line in text, line
     assert "subscription" not in text.lower()

@@ -44,5 +44,7 @@ def test_demo_smoke_answers_the_examples(tmp_path: Path) -> None:
     assert "/console  (open it in a browser" in out
     for example in ROOT.glob("examples/*.graphql"):
         assert example.name in out
+    assert "survival, pooled: FEMALE" in out
+    assert "log-rank by SEX (pooled)" in out
     assert "error" not in out.lower()
     assert (tmp_path / "demo" / "researcher.jwt").is_file()

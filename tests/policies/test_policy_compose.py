@@ -254,11 +254,13 @@ def test_an_effective_policy_must_be_complete() -> None:
 
 
 # -- decisions only tighten too -------------------------------------------------------------
-# VALUE_BIN needs a question's variable, which these plans do not have (its policy rules are
-# the other dimensions').
+# VALUE_BIN needs a question's variable, FOLLOW_UP its survival, which these plans do not have
+# (their policy rules are the other dimensions').
 tables = st.lists(
     st.lists(
-        st.sampled_from([d for d in Dimension if d is not Dimension.VALUE_BIN]),
+        st.sampled_from(
+            [d for d in Dimension if d not in (Dimension.VALUE_BIN, Dimension.FOLLOW_UP)]
+        ),
         max_size=3,
         unique=True,
     ).map(tuple),

@@ -172,6 +172,7 @@ ALLOWED_DIMENSIONS: dict[Jurisdiction, frozenset[Dimension]] = {
             Dimension.AGE_BAND_20,
             Dimension.CALENDAR_YEAR,
             Dimension.VALUE_BIN,
+            Dimension.FOLLOW_UP,
         }
     )
     for j in SHIPPED

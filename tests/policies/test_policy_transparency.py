@@ -153,7 +153,7 @@ def test_a_national_refusal_of_a_dimension_is_published_as_the_difference(tmp_pa
     denmark = denmark[: denmark.index("\n\n")]
     assert (
         "dimensions.allowed = [JURISDICTION, SEX, AGE_BAND_5, AGE_BAND_10, AGE_BAND_20, "
-        "CALENDAR_YEAR, VALUE_BIN]  (UNVERIFIED; from EU baseline (EHDS))" in denmark
+        "CALENDAR_YEAR, VALUE_BIN, FOLLOW_UP]  (UNVERIFIED; from EU baseline (EHDS))" in denmark
     )
     assert "dimensions.not_allowed = [CALENDAR_YEAR]  (UNVERIFIED; from Denmark)" in denmark
     assert "DK restriction" in denmark
