@@ -120,7 +120,7 @@ class Covariate(Contract):
         return self.kind is not CovariateKind.AGE
 
 
-class Outcome(Contract):
+class RegressionOutcome(Contract):
     kind: OutcomeKind
     event: EventSpec | None = None
     window: RelativeWindow = AFTER_INDEX_28
@@ -177,7 +177,7 @@ class PersonBounds:
 
 class RegressionModel(Contract):
     family: Family
-    outcome: Outcome
+    outcome: RegressionOutcome
     covariates: Annotated[list[Covariate], Field(min_length=1, max_length=MAX_COVARIATES)]
 
     @model_validator(mode="after")

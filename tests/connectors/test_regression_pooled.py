@@ -38,9 +38,9 @@ from schema.regression import (
     Covariate,
     CovariateKind,
     Family,
-    Outcome,
     OutcomeKind,
     RegressionModel,
+    RegressionOutcome,
     RegressionPart,
     RegressionRefusal,
     RegressionStep,
@@ -86,19 +86,21 @@ TEN_YEARS = RelativeWindow(start_days=1, end_days=3650)
 MODELS = {
     "logistic": RegressionModel(
         family=Family.BINOMIAL,
-        outcome=Outcome(
+        outcome=RegressionOutcome(
             kind=OutcomeKind.EVENT, event=EventSpec(domain=EventDomain.DEATH), window=TEN_YEARS
         ),
         covariates=COVARIATES,
     ),
     "poisson": RegressionModel(
         family=Family.POISSON,
-        outcome=Outcome(kind=OutcomeKind.EVENT_COUNT, event=I10, window=TEN_YEARS, max_count=30),
+        outcome=RegressionOutcome(
+            kind=OutcomeKind.EVENT_COUNT, event=I10, window=TEN_YEARS, max_count=30
+        ),
         covariates=COVARIATES,
     ),
     "linear": RegressionModel(
         family=Family.GAUSSIAN,
-        outcome=Outcome(kind=OutcomeKind.AGE, lo=0, hi=120),
+        outcome=RegressionOutcome(kind=OutcomeKind.AGE, lo=0, hi=120),
         covariates=COVARIATES[1:],
     ),
 }
