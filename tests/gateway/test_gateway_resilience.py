@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.federation import NodeInfo
+from gateway.latency import LatencyClass
 from gateway.nodes import MockNodeClient, NodeOutcome
 from gateway.planner import plan_query
 from gateway.resilience import (
@@ -161,7 +162,9 @@ async def test_a_timeout_under_a_short_query_deadline_does_not_count() -> None:
         await asyncio.sleep(5)
         return ok(node, request)
 
-    settings = ResilienceSettings(failure_threshold=1, full_timeout_s=1.0)
+    settings = ResilienceSettings(
+        failure_threshold=1, full_timeout_s={LatencyClass.INTERACTIVE: 1.0}
+    )
     client = ResilientNodeClient(MockNodeClient(slow), settings)
     assert (await ask(client, budget_s=0.05)).status is NodeStatus.TIMEOUT
     assert client.circuit(NODE.node_id) is CircuitState.CLOSED  # the researcher's choice
