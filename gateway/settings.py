@@ -89,8 +89,8 @@ class GatewaySettings(ServiceSettings):
         None,
         description="The same for the nodes the federation file puts in the batch latency class "
         '(latency = "batch": a hub on Spark or another distributed engine); never shorter '
-        "than NODE_TIMEOUT_S, never longer than the query's deadline, so DEADLINE_S should "
-        "cover it. Default: the query's deadline.",
+        "than NODE_TIMEOUT_S (DEADLINE_S when that is unset), never longer than the query's "
+        "deadline, so DEADLINE_S should cover it. Default: the query's deadline.",
     )
     max_deadline_s: float = Field(
         DEFAULT_MAX_DEADLINE_S,
