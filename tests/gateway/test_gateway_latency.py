@@ -92,7 +92,7 @@ async def test_a_batch_hub_is_waited_for_longer_than_an_interactive_node(
     sleeping(nodes, {NO: 0.6})
     started = time.perf_counter()
     body = await graphql(QUESTION)
-    assert time.perf_counter() - started < 0.55  # not held for the batch class's 2 s
+    assert time.perf_counter() - started < 1.5  # not held for the batch class's 2 s
     assert statuses(body) == {"FR": "OK", "DK": "OK", "NO": "TIMEOUT"}
     assert "NO" in partial(body)[0]
 
