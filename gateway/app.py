@@ -388,7 +388,7 @@ def node_client_stack(
             failure_threshold=settings.circuit_failures,
             reset_after_s=settings.circuit_reset_s,
             retry=RetryPolicy(attempts=settings.node_retry_attempts),
-            full_timeout_s=settings.node_timeout(settings.deadline_s),
+            full_timeout_s=settings.full_timeouts,
         ),
         on_circuit_change=metrics.circuit_changed,
     )
@@ -399,9 +399,7 @@ def node_client_stack(
             for node_id, n in watch.nodes.items()
         ]
     )
-    return WatchedNodeClient(
-        resilient, watch, metrics, full_timeout_s=settings.node_timeout(settings.deadline_s)
-    )
+    return WatchedNodeClient(resilient, watch, metrics, full_timeout_s=settings.full_timeouts)
 
 
 async def _audit(app: web.Application) -> AsyncIterator[None]:
@@ -478,7 +476,7 @@ def _services(
             ),
             rate_guard=RateGuard(CountedRateLimiter(limiter, app[METRICS]), limits),
             deadline_s=settings.deadline_s,
-            node_timeout_s=settings.node_timeout_s,
+            node_timeouts=settings.node_timeouts,
             max_query_cost=settings.max_query_cost,
             audit=audit,
             tracer=seen.provider.get_tracer(TRACER_NAME),

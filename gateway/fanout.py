@@ -1,5 +1,8 @@
-"""Fan-out: every allowed node is asked at once, each under its own timeout, all within one
-overall deadline. A node that fails is reported with its status; the others still count."""
+"""Fan-out: every allowed node is asked at once, each under its latency class's timeout
+(`gateway.latency`), all within one overall deadline. A node that fails is reported with its
+status; the others still count. The answers are combined once all are in, so a question
+waits for its slowest node up to that node's own timeout: an interactive node that hangs is
+given up after the interactive timeout, whatever a batch node in the same question may take."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Final
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
 from gateway.federation import NodeInfo
+from gateway.latency import WHOLE_DEADLINE, NodeTimeouts
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
@@ -38,7 +42,7 @@ async def fan_out(
     *,
     permits: Mapping[Jurisdiction, Permit],
     deadline_s: float,
-    node_timeout_s: float | None = None,
+    timeouts: NodeTimeouts = WHOLE_DEADLINE,
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
     pooling: Mapping[Jurisdiction, PoolingRequest] | None = None,
@@ -46,14 +50,14 @@ async def fan_out(
 ) -> list[NodeOutcome]:
     """One outcome per jurisdiction of the plan (or of `jurisdictions`), in that order. Each
     allowed node gets its own jurisdiction's permit (`permits`) and no other, and its part in
-    a pooled round if `pooling` names it. Each node asked is a client span, whose context the
-    request carries to the node (`traceparent`); what its span records is the node's audit
-    step, left in `steps` for the audit entry."""
+    a pooled round if `pooling` names it. Each node is waited for up to its latency class's
+    timeout in `timeouts`, never beyond `deadline_s`. Each node asked is a client span, whose
+    context the request carries to the node (`traceparent`); what its span records is the
+    node's audit step, left in `steps` for the audit entry."""
     tracer = tracer or NoOpTracer()
     loop = asyncio.get_running_loop()
-    # Every node starts now, so one timeout per node, capped by the deadline, is the deadline.
-    timeout = deadline_s if node_timeout_s is None else min(node_timeout_s, deadline_s)
-    give_up_at = loop.time() + timeout + GUARD_GRACE_S
+    # Every node starts now, so each node's timeout, capped by the deadline, keeps the deadline.
+    started_at = loop.time()
 
     async def ask(jurisdiction: Jurisdiction) -> NodeOutcome:
         decision = decisions[jurisdiction]
@@ -87,12 +91,14 @@ async def fan_out(
 
     async def call(jurisdiction: Jurisdiction, permit: Permit) -> NodeOutcome:
         started = time.perf_counter()
+        node = nodes[jurisdiction]
+        timeout = timeouts.within(deadline_s, node.latency)
         try:
             # The client gets the same timeout for its transport; this guard also holds a
             # client that ignores it.
-            async with asyncio.timeout_at(give_up_at):
+            async with asyncio.timeout_at(started_at + timeout + GUARD_GRACE_S):
                 return await client.query(
-                    nodes[jurisdiction],
+                    node,
                     plan.node_request(
                         jurisdiction, permit.approval, (pooling or {}).get(jurisdiction)
                     ),

@@ -11,7 +11,9 @@ authenticate researchers and are never permits. A node's `datasets`, when given,
 gateway refuse a permit that names none of them before asking the node (which checks anyway).
 A node with `pools = true` has a secure pooling key in the federation's pooling registry: the
 gateway makes it a participant of pooled rounds when its jurisdiction's policy takes part
-(`disclosure.secure_pooling`); without it, the node answers every table nationally."""
+(`disclosure.secure_pooling`); without it, the node answers every table nationally. A node's
+`latency` is its latency class (`gateway.latency`): `interactive` unless given, `batch` for a
+hub on a distributed engine such as Spark, waited for up to the batch class's node timeout."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.latency import LatencyClass
 from schema.codes import Jurisdiction
 from schema.errors import ConfigError
 from trust.keys import Algorithm, KeyMaterialError, KeySet, parse_jwks, pem_public_key
@@ -102,6 +105,8 @@ class NodeSection(_Section):
     ) = None
     # Whether the node has a pooling key in the federation's registry (secure pooling).
     pools: bool = False
+    # How long the gateway waits for it: its class's node timeout (`gateway.latency`).
+    latency: LatencyClass = LatencyClass.INTERACTIVE
 
     @field_validator("url")
     @classmethod
@@ -138,6 +143,7 @@ class NodeInfo:
     url: str
     datasets: frozenset[str] | None = None
     pools: bool = False
+    latency: LatencyClass = LatencyClass.INTERACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,7 @@ def _federation(base: Path, config: FederationFile) -> Federation:
                 url=n.url,
                 datasets=None if n.datasets is None else frozenset(n.datasets),
                 pools=n.pools,
+                latency=n.latency,
             )
             for n in config.nodes
         },

@@ -79,7 +79,8 @@ class NodeCheck:
         return tuple(f for f in self.findings if f.severity == "error")
 
     def lines(self) -> list[str]:
-        head = f"{self.node.jurisdiction.value} {self.node.node_id} ({self.node.url})"
+        node = self.node
+        head = f"{node.jurisdiction.value} {node.node_id} ({node.url}, {node.latency.value})"
         if self.unreachable is not None:
             return [f"{head}: not checked: {self.unreachable}"]
         if not self.findings:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -26,6 +26,7 @@ from typing import Final
 import aiohttp
 
 from gateway.federation import NodeInfo
+from gateway.latency import LatencyClass
 from gateway.metrics import GatewayMetrics
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.resilience import CircuitState
@@ -127,7 +128,8 @@ class NodeWatch:
         ]
 
     def describe(self) -> dict[str, str]:
-        """One line per node: `<state> (<status> [<code>] <n> s ago); circuit <state>`."""
+        """One line per node: `<state> (<status> [<code>] <n> s ago); circuit <state>;
+        latency <class>`."""
         now = self._clock()
         lines = {}
         for node_id in self.nodes:
@@ -138,7 +140,8 @@ class NodeWatch:
                 else f"{last.what} {now - last.at:.0f} s ago"
             )
             lines[node_id] = (
-                f"{self.state(node_id).value} ({seen}); circuit {self.circuit(node_id).value}"
+                f"{self.state(node_id).value} ({seen}); circuit {self.circuit(node_id).value}; "
+                f"latency {self.nodes[node_id].latency.value}"
             )
         return lines
 
@@ -187,7 +190,7 @@ class WatchedNodeClient:
         watch: NodeWatch,
         metrics: GatewayMetrics,
         *,
-        full_timeout_s: float,
+        full_timeout_s: Mapping[LatencyClass, float],
     ) -> None:
         self._inner = inner
         self._watch = watch
@@ -205,7 +208,8 @@ class WatchedNodeClient:
         outcome = await self._inner.query(
             node, request, approval_token=approval_token, timeout=timeout
         )
-        self._watch.record(node, outcome, full_timeout=timeout >= self._full_timeout_s)
+        full = timeout >= self._full_timeout_s.get(node.latency, 0.0)
+        self._watch.record(node, outcome, full_timeout=full)
         code = outcome.error_code.value if outcome.error_code is not None else ""
         labels = {"node": node.node_id, "jurisdiction": node.jurisdiction.value}
         status = {**labels, "status": outcome.status.value}

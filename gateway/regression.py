@@ -173,9 +173,6 @@ async def _answer(
     client = services.regression_client
     assert client is not None
     nodes = services.federation.nodes
-    timeout = services.deadline_s
-    if services.node_timeout_s is not None:
-        timeout = min(timeout, services.node_timeout_s)
 
     async def part(jurisdiction: Jurisdiction, beta: Sequence[float]) -> RegressionPart:
         decision = access.decisions[jurisdiction]
@@ -192,6 +189,8 @@ async def _answer(
             request=plan.node_request(jurisdiction, permit.approval), model=model, beta=list(beta)
         )
         started = time.perf_counter()
+        # Each step waits for a node as long as its latency class allows.
+        timeout = services.node_timeouts.within(services.deadline_s, nodes[jurisdiction].latency)
         try:
             async with asyncio.timeout(timeout + 1.0):
                 answer = await client.step(

@@ -24,12 +24,13 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
 from gateway.federation import NodeInfo
+from gateway.latency import LatencyClass
 from gateway.nodes import NodeClient, NodeOutcome
 from schema.codes import NodeStatus
 from schema.errors import ErrorCode
@@ -121,9 +122,10 @@ class ResilienceSettings:
     failure_threshold: int = 5
     reset_after_s: float = 10.0
     retry: RetryPolicy = RetryPolicy()
-    # A timeout counts against a node only when the request had this much time: a query
-    # whose researcher asked for a short deadline says nothing about the node.
-    full_timeout_s: float = 0.0
+    # A timeout counts against a node only when the request had this much time, by the
+    # node's latency class (none given: any time): a query whose researcher asked for a
+    # short deadline says nothing about the node.
+    full_timeout_s: Mapping[LatencyClass, float] = field(default_factory=dict)
 
 
 def counts_against_node(outcome: NodeOutcome, timeout_s: float, full_timeout_s: float) -> bool:
@@ -270,7 +272,9 @@ class ResilientNodeClient:
         before = breaker.state
         if outcome is None:
             breaker.released()
-        elif counts_against_node(outcome, timeout, self._settings.full_timeout_s):
+        elif counts_against_node(
+            outcome, timeout, self._settings.full_timeout_s.get(node.latency, 0.0)
+        ):
             breaker.failed()
         elif outcome.status in (NodeStatus.OK, NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
             breaker.succeeded()

@@ -20,8 +20,10 @@ never formed (and would be uniform), and round 2's shares are new draws, indepen
 round 1's, so even a gateway that obtained both sums over sets A and A minus {j} would hold
 the difference x_j plus noise of variance σ² + σ².
 
-Round 2 gets what is left of the question's deadline: a node that times out in round 1 takes
-the time with it unless `TESSERA_GATEWAY_NODE_TIMEOUT_S` is below the deadline.
+Round 2 gets what is left of the question's deadline, each node again at most its latency
+class's timeout: a node that times out in round 1 takes the time with it unless its class's
+node timeout (`TESSERA_GATEWAY_NODE_TIMEOUT_S`, `..._BATCH_NODE_TIMEOUT_S`) is below the
+deadline.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from opentelemetry.trace import Tracer
 from gateway.combine import IMPLAUSIBLE_POOL, INCOMPLETE_POOL
 from gateway.fanout import fan_out
 from gateway.federation import NodeInfo
+from gateway.latency import WHOLE_DEADLINE, NodeTimeouts
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
@@ -79,7 +82,7 @@ async def gather(
     permits: Mapping[Jurisdiction, Permit],
     profiles: Profiles,
     deadline_s: float,
-    node_timeout_s: float | None = None,
+    timeouts: NodeTimeouts = WHOLE_DEADLINE,
     tracer: Tracer | None = None,
     steps: dict[Jurisdiction, NodeStep] | None = None,
     pool_total: bool = True,
@@ -100,7 +103,7 @@ async def gather(
         decisions,
         permits=permits,
         deadline_s=deadline_s,
-        node_timeout_s=node_timeout_s,
+        timeouts=timeouts,
         tracer=tracer,
         steps=steps,
         pooling=None if first is None else first.requests,
@@ -129,7 +132,7 @@ async def gather(
         decisions,
         permits=permits,
         deadline_s=remaining,
-        node_timeout_s=None if node_timeout_s is None else min(node_timeout_s, remaining),
+        timeouts=timeouts,
         tracer=tracer,
         steps=steps,
         pooling={} if second is None else second.requests,

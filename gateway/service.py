@@ -30,6 +30,7 @@ from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
 from gateway.fairshare import FairShare
 from gateway.federation import Federation
+from gateway.latency import NodeTimeouts
 from gateway.live_policy import query_policies
 from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import PermitVerifier, Presented
@@ -73,8 +74,8 @@ class Services:
     permits: PermitVerifier
     rate_guard: RateGuard
     deadline_s: float
-    # None: as long as the query's deadline.
-    node_timeout_s: float | None
+    # Each latency class's node timeout (`gateway.latency`).
+    node_timeouts: NodeTimeouts
     max_query_cost: int
     audit: AuditLog
     tracer: Tracer
@@ -367,7 +368,7 @@ async def _fan_out(
         permits=access.permits,
         profiles=policies.profile,
         deadline_s=deadline_s,
-        node_timeout_s=services.node_timeout_s,
+        timeouts=services.node_timeouts,
         tracer=services.tracer,
         steps=trail.node_steps,
         pool_total=question.pool_total,

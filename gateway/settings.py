@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Final, Self
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from gateway.latency import LatencyClass, NodeTimeouts
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.errors import SettingsError
 from serving.settings import ServiceSettings, options
@@ -80,8 +81,16 @@ class GatewaySettings(ServiceSettings):
     )
     node_timeout_s: float | None = Field(
         None,
-        description="Timeout of one node request in seconds (retries included); never longer "
-        "than the query's deadline. Default: the query's deadline.",
+        description="Timeout of one request to an interactive node (the default latency class) "
+        "in seconds, retries included; never longer than the query's deadline. Default: the "
+        "query's deadline.",
+    )
+    batch_node_timeout_s: float | None = Field(
+        None,
+        description="The same for the nodes the federation file puts in the batch latency class "
+        '(latency = "batch": a hub on Spark or another distributed engine); never shorter '
+        "than NODE_TIMEOUT_S (DEADLINE_S when that is unset), never longer than the query's "
+        "deadline, so DEADLINE_S should cover it. Default: the query's deadline.",
     )
     max_deadline_s: float = Field(
         DEFAULT_MAX_DEADLINE_S,
@@ -241,8 +250,17 @@ class GatewaySettings(ServiceSettings):
             raise SettingsError(
                 f"{variable('deadline_s')} must lie in [0.1, MAX_DEADLINE_S] seconds"
             )
-        if self.node_timeout_s is not None and not self.node_timeout_s > 0:
-            raise SettingsError(f"{variable('node_timeout_s')} must be positive")
+        for name in ("node_timeout_s", "batch_node_timeout_s"):
+            timeout = getattr(self, name)
+            if timeout is not None and not timeout > 0:
+                raise SettingsError(f"{variable(name)} must be positive")
+        interactive = self.deadline_s if self.node_timeout_s is None else self.node_timeout_s
+        if self.batch_node_timeout_s is not None and self.batch_node_timeout_s < interactive:
+            # A batch node waited for less than an interactive one is a mistake, not a class.
+            raise SettingsError(
+                f"{variable('batch_node_timeout_s')} must not be shorter than "
+                f"{variable('node_timeout_s')} (or {variable('deadline_s')} when that is unset)"
+            )
         bounds: dict[str, tuple[float, float, float]] = {
             "node_max_in_flight": (self.node_max_in_flight, 1, 1024),
             "node_max_waiting": (self.node_max_waiting, 0, 65536),
@@ -264,9 +282,11 @@ class GatewaySettings(ServiceSettings):
         for name, (value, low, high) in bounds.items():
             if not low <= value <= high:
                 raise SettingsError(f"{variable(name)} must lie in [{low:g}, {high:g}]")
-        if self.node_timeout_s is not None and self.node_timeout_s > self.max_deadline_s:
-            # A node timeout beyond any deadline could never be waited for.
-            object.__setattr__(self, "node_timeout_s", self.max_deadline_s)
+        for name in ("node_timeout_s", "batch_node_timeout_s"):
+            timeout = getattr(self, name)
+            if timeout is not None and timeout > self.max_deadline_s:
+                # A node timeout beyond any deadline could never be waited for.
+                object.__setattr__(self, name, self.max_deadline_s)
         if not self.audit_db:
             object.__setattr__(self, "audit_db", str(self.federation.parent / "audit.sqlite3"))
         if self.rate_db is None:
@@ -301,6 +321,20 @@ class GatewaySettings(ServiceSettings):
             return self.node_max_in_flight_per_applicant
         return max(1, self.node_max_in_flight // 2)
 
-    def node_timeout(self, deadline_s: float) -> float:
-        """The timeout of one node request for a query with this deadline."""
-        return deadline_s if self.node_timeout_s is None else min(self.node_timeout_s, deadline_s)
+    @property
+    def node_timeouts(self) -> NodeTimeouts:
+        """Each latency class's node timeout."""
+        return NodeTimeouts(interactive=self.node_timeout_s, batch=self.batch_node_timeout_s)
+
+    def node_timeout(
+        self, deadline_s: float, latency: LatencyClass = LatencyClass.INTERACTIVE
+    ) -> float:
+        """The timeout of one request to a node of class `latency` for a query with this
+        deadline."""
+        return self.node_timeouts.within(deadline_s, latency)
+
+    @property
+    def full_timeouts(self) -> dict[LatencyClass, float]:
+        """What each class's node is given under the default deadline: a time-out after less
+        (a researcher's short deadlineMs) says nothing about the node."""
+        return {c: self.node_timeout(self.deadline_s, c) for c in LatencyClass}

@@ -182,6 +182,32 @@
     return t;
   }
 
+  // Each country's latency class (public, no token: `jurisdictions { code latency }`), shown
+  // beside its node's latency: a batch hub (Spark) is waited for longer.
+  const latencyClasses = {};
+  async function loadLatencyClasses() {
+    try {
+      const response = await fetch("graphql", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ query: "{ jurisdictions { code latency } }" }),
+        cache: "no-store",
+      });
+      const body = await response.json();
+      for (const j of (body.data && body.data.jurisdictions) || []) {
+        latencyClasses[j.code] = String(j.latency).toLowerCase();
+      }
+    } catch (error) {
+      // Without them the table shows the times alone.
+    }
+  }
+
+  function formatLatency(node) {
+    const time = typeof node.latencyMs === "number" ? `${node.latencyMs.toFixed(0)} ms` : "";
+    const latency = latencyClasses[node.jurisdiction];
+    return latency ? `${time} (${latency})`.trim() : time;
+  }
+
   function renderCohort(name, result) {
     const part = element("div", null, "cohort");
     part.append(element("h3", name));
@@ -202,7 +228,7 @@
         n.jurisdiction || "",
         { text: n.status || "", className: `status-${n.status}` },
         formatCount(n.count),
-        typeof n.latencyMs === "number" ? `${n.latencyMs.toFixed(0)} ms` : "",
+        formatLatency(n),
         formatSpend(n.privacy),
         reasonsText((n.count || {}).reasons) || reasonsText(n.reasons),
       ]);
@@ -331,5 +357,5 @@
     permits.value = "";
     describeCredentials();
   });
-  loadCredentials().then(() => setState("ready"));
+  Promise.all([loadCredentials(), loadLatencyClasses()]).then(() => setState("ready"));
 })();

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import strawberry
 
+from gateway.latency import LatencyClass
 from schema import dimensions
 from schema.codes import (
     AgeAt,
@@ -82,12 +83,19 @@ strawberry.enum(
     description="Which of a person's measurements in the window is their value: the first "
     "or last by date, or the mean of them.",
 )
+strawberry.enum(
+    LatencyClass,
+    description="How long the gateway waits for a node: INTERACTIVE (the default) up to the "
+    "interactive node timeout, BATCH (a hub on a distributed engine such as Spark) up to the "
+    "longer batch node timeout; a question's deadline bounds both.",
+)
 
 __all__ = [
     "AgeAt",
     "Dimension",
     "EventDomain",
     "Jurisdiction",
+    "LatencyClass",
     "NodeStatus",
     "NoiseLevel",
     "Occurrence",

@@ -160,7 +160,7 @@ def _jurisdictions(info: Info) -> list[JurisdictionInfo]:
     services = info.context.services
     policies = services.policies.current
     return [
-        JurisdictionInfo.of(j, node.node_id, policies.profile(j))
+        JurisdictionInfo.of(node, policies.profile(j))
         for j, node in services.federation.nodes.items()
     ]
 

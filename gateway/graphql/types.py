@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from gateway import combine
+from gateway.federation import NodeInfo
 from gateway.graphql.enums import (
     AgeAt,
     Dimension,
     Jurisdiction,
+    LatencyClass,
     NodeStatus,
     ValueStatus,
     Vocabulary,
@@ -397,15 +399,19 @@ class JurisdictionInfo:
     min_count: int = strawberry.field(description="Smallest count this jurisdiction releases.")
     source: str = strawberry.field(description="The public rule the minimum comes from.")
     verified: bool = strawberry.field(description="Whether an HDAB has confirmed the minimum.")
+    latency: LatencyClass = strawberry.field(
+        description="Its node's latency class: how long the gateway waits for it."
+    )
 
     @classmethod
-    def of(cls, code: Jurisdiction, node_id: str, profile: DisclosureProfile) -> JurisdictionInfo:
+    def of(cls, node: NodeInfo, profile: DisclosureProfile) -> JurisdictionInfo:
         return cls(
-            code=code,
-            node_id=node_id,
+            code=node.jurisdiction,
+            node_id=node.node_id,
             min_count=profile.min_count,
             source=profile.source,
             verified=profile.verified,
+            latency=node.latency,
         )
 
 

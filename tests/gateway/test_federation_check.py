@@ -147,7 +147,7 @@ def test_the_report_fails_on_an_error_or_a_node_not_reached(federation: Federati
     node = federation.nodes[Jurisdiction.FR]
     good = NodeCheck(node, agreeing(federation))
     assert FederationReport((good,)).exit_code == 0
-    assert "FR hub-fr (http://127.0.0.1:9): ok" in FederationReport((good,)).render()
+    assert "FR hub-fr (http://127.0.0.1:9, interactive): ok" in FederationReport((good,)).render()
     unreached = NodeCheck(node, None, unreachable="cannot reach it")
     assert FederationReport((unreached,)).exit_code == 1
     identity = agreeing(federation).model_copy(update={"node_id": "x"})

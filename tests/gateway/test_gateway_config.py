@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.federation import FederationError, load_federation
+from gateway.latency import LatencyClass
 from gateway.settings import GatewaySettings
 from schema.codes import Jurisdiction
 from schema.errors import SettingsError
@@ -82,6 +83,29 @@ def test_node_timeout_never_exceeds_the_deadline() -> None:
     assert settings.node_timeout(20.0) == 20
 
 
+def test_each_latency_class_has_its_node_timeout() -> None:
+    settings = GatewaySettings.from_env(
+        {
+            "TESSERA_GATEWAY_FEDERATION": "f",
+            "TESSERA_GATEWAY_DEADLINE_S": "120",
+            "TESSERA_GATEWAY_NODE_TIMEOUT_S": "8",
+            "TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S": "900",
+            "TESSERA_GATEWAY_MAX_DEADLINE_S": "300",
+        }
+    )
+    interactive, batch = LatencyClass.INTERACTIVE, LatencyClass.BATCH
+    assert settings.batch_node_timeout_s == 300  # never beyond any deadline
+    assert settings.node_timeout(120, interactive) == 8
+    assert settings.node_timeout(120, batch) == 120  # the default deadline bounds it
+    assert settings.node_timeout(300, batch) == 300  # a researcher's longer deadlineMs
+    assert settings.node_timeout(2, batch) == 2  # and a shorter one
+    # A time-out counts against a node when its class had what a default question gives.
+    assert settings.full_timeouts == {interactive: 8, batch: 120}
+    # Unset, both classes wait for the whole deadline, as before classes.
+    default = GatewaySettings.from_env({"TESSERA_GATEWAY_FEDERATION": "f"})
+    assert default.node_timeout(10, batch) == default.node_timeout(10, interactive) == 10
+
+
 @pytest.mark.parametrize(
     ("environ", "variable"),
     [
@@ -91,6 +115,13 @@ def test_node_timeout_never_exceeds_the_deadline() -> None:
         ({"TESSERA_GATEWAY_DEADLINE_S": "0"}, "TESSERA_GATEWAY_DEADLINE_S"),
         ({"TESSERA_GATEWAY_DEADLINE_S": "nan"}, "TESSERA_GATEWAY_DEADLINE_S"),
         ({"TESSERA_GATEWAY_NODE_TIMEOUT_S": "-1"}, "TESSERA_GATEWAY_NODE_TIMEOUT_S"),
+        ({"TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S": "0"}, "TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S"),
+        (
+            {"TESSERA_GATEWAY_NODE_TIMEOUT_S": "5", "TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S": "2"},
+            "TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S",
+        ),
+        # Without a node timeout, interactive nodes get the whole deadline (10 s).
+        ({"TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S": "2"}, "TESSERA_GATEWAY_BATCH_NODE_TIMEOUT_S"),
         ({"TESSERA_GATEWAY_CONSOLE": "maybe"}, "TESSERA_GATEWAY_CONSOLE"),
         ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "0"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
         ({"TESSERA_GATEWAY_POLICY_RELOAD_S": "soon"}, "TESSERA_GATEWAY_POLICY_RELOAD_S"),
@@ -135,6 +166,18 @@ def test_issuers_name_the_jurisdictions_whose_permits_they_issue(
     shared = load_federation(write_federation(tmp_path / "shared", keys))
     assert all(shared.issues_permits_for(ISSUER, j) for j in shared.members)
     assert shared.nodes[DK].datasets is None
+
+
+def test_a_node_may_be_in_the_batch_latency_class(tmp_path: Path, keys: Keys) -> None:
+    path = write_federation(tmp_path, keys)
+    assert {n.latency for n in load_federation(path).nodes.values()} == {LatencyClass.INTERACTIVE}
+    edit(path, 'url = "http://127.0.0.1:9/dk"', 'url = "http://127.0.0.1:9/dk"\nlatency = "batch"')
+    nodes = load_federation(path).nodes
+    assert nodes[Jurisdiction.DK].latency is LatencyClass.BATCH
+    assert nodes[Jurisdiction.FR].latency is LatencyClass.INTERACTIVE
+    edit(path, 'latency = "batch"', 'latency = "slow"')
+    with pytest.raises(FederationError, match=r"nodes\.1\.latency"):
+        load_federation(path)
 
 
 @pytest.mark.parametrize(

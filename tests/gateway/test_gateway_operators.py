@@ -117,13 +117,15 @@ async def test_readyz_names_the_nodes_that_do_not_answer_and_stays_ready_while_o
     status, body = await readyz(client)
     assert status == 200
     assert set(body["details"]["nodes"].values()) == {
-        "unknown (not asked since the gateway started); circuit closed"
+        "unknown (not asked since the gateway started); circuit closed; latency interactive"
     }
     await ask(client, token)
     status, body = await readyz(client)
     assert status == 200
     nodes = body["details"]["nodes"]
-    assert re.fullmatch(r"answering \(OK \d+ s ago\); circuit closed", nodes["tessera-node-fr"])
+    assert re.fullmatch(
+        r"answering \(OK \d+ s ago\); circuit closed; latency interactive", nodes["tessera-node-fr"]
+    )
     assert nodes["tessera-node-dk"].startswith("not answering (UNAVAILABLE ")
     assert nodes["tessera-node-no"].startswith("refusing (ERROR WRONG_NODE ")
     assert body["details"]["quorum"] == {
@@ -213,7 +215,9 @@ def test_an_open_circuit_counts_as_not_answering() -> None:
     )
     watch.record(node(DK), NodeOutcome.failed(DK, NodeStatus.TIMEOUT, "x"), full_timeout=True)
     now[0] = 112.4
-    assert watch.describe()["tessera-node-dk"] == "not answering (TIMEOUT 12 s ago); circuit closed"
+    assert watch.describe()["tessera-node-dk"] == (
+        "not answering (TIMEOUT 12 s ago); circuit closed; latency interactive"
+    )
     assert (
         watch.readiness()
         == "no node answers: tessera-node-fr unknown, tessera-node-dk not answering"

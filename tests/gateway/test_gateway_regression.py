@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from connectors.regression import Design, sufficient_statistics, symmetric, upper
 from gateway.auth import Authenticator, Principal
 from gateway.federation import NodeInfo, load_federation
+from gateway.latency import WHOLE_DEADLINE
 from gateway.nodes import MockNodeClient
 from gateway.permits import PermitVerifier, Presented
 from gateway.ratelimit import LimitPolicy, Limits, MemoryRateLimiter, RateGuard
@@ -139,7 +140,7 @@ def services(tmp_path: Path, nodes: Nodes, store: MemoryAuditStore) -> Services:
             MemoryRateLimiter(), LimitPolicy(default=Limits(60, 1000), cap=Limits(60, 1000))
         ),
         deadline_s=2.0,
-        node_timeout_s=None,
+        node_timeouts=WHOLE_DEADLINE,
         max_query_cost=10_000,
         audit=AuditLog(store, CHAIN, signing_key=None),
         tracer=TracerProvider().get_tracer("test"),

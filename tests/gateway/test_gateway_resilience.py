@@ -4,6 +4,7 @@ connect failures only, all inside the caller's deadline."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.federation import NodeInfo
+from gateway.latency import LatencyClass
 from gateway.nodes import MockNodeClient, NodeOutcome
 from gateway.planner import plan_query
 from gateway.resilience import (
@@ -161,12 +163,31 @@ async def test_a_timeout_under_a_short_query_deadline_does_not_count() -> None:
         await asyncio.sleep(5)
         return ok(node, request)
 
-    settings = ResilienceSettings(failure_threshold=1, full_timeout_s=1.0)
+    settings = ResilienceSettings(
+        failure_threshold=1, full_timeout_s={LatencyClass.INTERACTIVE: 1.0}
+    )
     client = ResilientNodeClient(MockNodeClient(slow), settings)
     assert (await ask(client, budget_s=0.05)).status is NodeStatus.TIMEOUT
     assert client.circuit(NODE.node_id) is CircuitState.CLOSED  # the researcher's choice
     assert (await ask(client, budget_s=1.0)).status is NodeStatus.TIMEOUT
     assert client.circuit(NODE.node_id) is CircuitState.OPEN  # the node's slowness
+
+
+async def test_a_batch_hub_times_out_against_itself_only_after_its_class_timeout() -> None:
+    async def slow(node: NodeInfo, request: NodeRequest) -> NodeResponse:
+        await asyncio.sleep(5)
+        return ok(node, request)
+
+    full = {LatencyClass.INTERACTIVE: 0.05, LatencyClass.BATCH: 1.0}
+    settings = ResilienceSettings(failure_threshold=1, full_timeout_s=full)
+    client = ResilientNodeClient(MockNodeClient(slow), settings)
+    batch = dataclasses.replace(NODE, latency=LatencyClass.BATCH)
+    timed_out = await client.query(batch, REQUEST, approval_token="t", timeout=0.1)
+    assert timed_out.status is NodeStatus.TIMEOUT
+    # Time enough for an interactive node, not for a batch hub: says nothing about it.
+    assert client.circuit(NODE.node_id) is CircuitState.CLOSED
+    assert (await ask(client, budget_s=0.1)).status is NodeStatus.TIMEOUT
+    assert client.circuit(NODE.node_id) is CircuitState.OPEN
 
 
 async def test_a_connect_failure_is_retried_with_a_new_request() -> None:

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.auth import Authenticator, Principal
 from gateway.federation import NodeInfo, load_federation
+from gateway.latency import WHOLE_DEADLINE
 from gateway.nodes import MockNodeClient
 from gateway.permits import PermitVerifier, Presented
 from gateway.planner import cohort_cost
@@ -138,7 +139,7 @@ def gateway(tmp_path: Path) -> Gateway:
             LimitPolicy(default=Limits(60, 1000), cap=Limits(2, 1000)),
         ),
         deadline_s=2.0,
-        node_timeout_s=None,
+        node_timeouts=WHOLE_DEADLINE,
         max_query_cost=10_000,
         audit=AuditLog(store, CHAIN, signing_key=None),
         # A real tracer: the answer carries its trace id.

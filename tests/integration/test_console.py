@@ -177,6 +177,7 @@ def check_the_numbers_are_shown(answer: dict[str, Any], summary: str) -> None:
     for node in shown:
         line = next(s for s in summary.splitlines() if s.startswith(node["jurisdiction"]))
         assert format_count(node["count"]["value"]) in line, (line, node)
+        assert " ms (interactive)" in line, line  # its latency, and its node's class
     cells = answer["breakdown"]["cells"]
     assert f"breakdown ({len(cells)} cells)" in summary
     released = [c for c in cells if c["count"]["value"] is not None]

@@ -230,12 +230,15 @@ def test_a_client_that_disconnects_cancels_its_fan_out(faults: LocalFederation) 
     assert stats(sleeper)["answered"] == before["answered"]
 
 
-def second_gateway(faults: LocalFederation, name: str, **env: str) -> Service:
+def second_gateway(
+    faults: LocalFederation, name: str, *, federation: Path | None = None, **env: str
+) -> Service:
     port = free_port()
+    federation = federation or faults.federation_file
     service = Service(
         name=name,
         args=[
-            *("gateway", "serve", "--federation", str(faults.federation_file)),
+            *("gateway", "serve", "--federation", str(federation)),
             *("--host", "127.0.0.1", "--port", str(port)),
         ],
         base_url=f"http://127.0.0.1:{port}",
@@ -307,3 +310,41 @@ def test_a_dead_node_opens_its_circuit_and_is_asked_again_after_restart(
         if dk.process is None or dk.process.poll() is not None:
             dk.start()
             asyncio.run(dk.wait_ready())
+
+
+def test_a_batch_hub_is_waited_for_and_a_hung_interactive_node_is_not(
+    faults: LocalFederation,
+) -> None:
+    # SE (answers after 1.5 s) is a batch hub in this gateway's federation file; interactive
+    # nodes get 0.5 s, the batch class 5 s, within a 5 s deadline.
+    text = faults.federation_file.read_text()
+    se = f'url = "{faults.node_url(Jurisdiction.SE)}"\n'
+    batch = faults.federation_file.with_name("federation-batch.toml")
+    batch.write_text(text.replace(se, se + 'latency = "batch"\n'))
+    gateway = second_gateway(
+        faults,
+        "gateway-latency",
+        federation=batch,
+        deadline_s="5",
+        node_timeout_s="0.5",
+        batch_node_timeout_s="5",
+        audit_db=str(faults.directory / "audit-latency.sqlite3"),
+    )
+    url = f"{gateway.base_url}/graphql"
+    try:
+        result, elapsed = ask(faults, [DE, DK, Jurisdiction.SE, Jurisdiction.FI], url=url)
+        by_node = nodes(result)
+        assert by_node["SE"]["status"] == "OK"  # 1.5 s: past 0.5 s, within its class's 5 s
+        assert by_node["FI"]["status"] == "TIMEOUT"  # the sleeper, given up after 0.5 s
+        assert by_node["FI"]["latencyMs"] < 1_500
+        assert elapsed < 4.5  # SE's 1.5 s, not the 5 s deadline
+        # Without the batch hub, the question is not held for its class: 0.5 s for FI.
+        result, elapsed = ask(faults, [DE, DK, Jurisdiction.FI], url=url)
+        assert elapsed < 3.0
+        assert_the_real_nodes_answered(result, Jurisdiction.FI)
+        # A researcher's deadline shorter than the batch class's timeout bounds the hub.
+        result, _ = ask(faults, [DE, DK, Jurisdiction.SE], url=url, deadline_ms=800)
+        assert nodes(result)["SE"]["status"] == "TIMEOUT"
+        assert_the_real_nodes_answered(result, Jurisdiction.SE)
+    finally:
+        gateway.stop()

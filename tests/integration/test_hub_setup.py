@@ -56,7 +56,10 @@ def test_the_demo_federation_file_agrees_with_its_nodes(federation: LocalFederat
     done = tessera("federation", "check", str(federation.federation_file))
     assert done.returncode == 0, done.stdout + done.stderr
     for j in federation.jurisdictions:
-        assert f"{j.value} {federation.node_id(j)} ({federation.node_url(j)}): ok" in done.stdout
+        assert (
+            f"{j.value} {federation.node_id(j)} ({federation.node_url(j)}, interactive): ok"
+            in done.stdout
+        )
     # The running gateway checked too, and says so.
     status, body = readyz(federation.gateway_url.removesuffix("/graphql"))
     assert status == 200
