@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,7 +53,7 @@ class SqliteFile:
                 # Several processes may share the file (replicas on one host): wait for the
                 # lock, from the first statement on.
                 connection.execute("PRAGMA busy_timeout=5000")
-                connection.execute("PRAGMA journal_mode=WAL")
+                _write_ahead(connection)
                 connection.execute(f"PRAGMA synchronous={self._synchronous}")
                 connection.executescript(self._schema)
             except BaseException:
@@ -100,3 +101,19 @@ def in_write_transaction(
             connection.execute("ROLLBACK")
         raise
     return result
+
+
+def _write_ahead(connection: sqlite3.Connection, wait_s: float = 5.0) -> None:
+    """Switch the file to its WAL journal. The switch needs the file to itself, and SQLite
+    answers "locked" at once, without the busy handler's wait, while another connection is
+    opening it (processes sharing a new file start together): retried for as long as a
+    statement would wait for a lock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

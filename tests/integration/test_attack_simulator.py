@@ -48,6 +48,8 @@ def test_every_class_attacks_within_one_applicants_allowance(
         16,
         17,
         18,
+        19,
+        20,
         12,
         7,
     ]
