@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -248,16 +248,7 @@ class Applicant:
             f"{{ count {{ {count} }} byJurisdiction {{ jurisdiction status reasons {{ rule }} "
             f"count {{ {count} }}{privacy} }}{breakdowns} }} }}"
         )
-        body = self._post(query, self.credentials(application))
-        self.asked[application] = self.asked.get(application, 0) + 1
-        errors = body.get("errors")
-        if errors:
-            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            self.asked[application] -= 1  # refused: nothing was asked of the nodes
-            if code == "RATE_LIMITED":
-                raise BudgetExhausted(errors[0].get("message", code))
-            raise QuestionRefused(code, str(errors[0].get("message", "")))
-        result = body["data"]["cohort"]
+        result = self._answered(application, query)["cohort"]
         nodes = {}
         for node in result["byJurisdiction"]:
             j = Jurisdiction(node["jurisdiction"])
@@ -298,26 +289,8 @@ class Applicant:
             "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } "
             "summary { n { value status sd } mean { value status sd } } } } }"
         )
-        body = self._post(query, self.credentials(application))
-        self.asked[application] = self.asked.get(application, 0) + 1
-        errors = body.get("errors")
-        if errors:
-            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            self.asked[application] -= 1
-            if code == "RATE_LIMITED":
-                raise BudgetExhausted(errors[0].get("message", code))
-            raise QuestionRefused(code, str(errors[0].get("message", "")))
-        for node in body["data"]["cohort"]["byJurisdiction"]:
-            if Jurisdiction(node["jurisdiction"]) is not jurisdiction:
-                continue
-            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
-            if node.get("privacy"):
-                self.privacy[jurisdiction] = node["privacy"]
-            found: dict[str, Any] | None = node.get("summary")
-            if found is not None:
-                self.statuses.add(found["n"]["status"])
-            return found
-        return None
+        cohort = self._answered(application, query)["cohort"]
+        return self._node_part(cohort, jurisdiction, "summary", lambda found: found["n"])
 
     def regression(
         self, index: str, where: Where, model: str, jurisdiction: Jurisdiction, *, approval: int = 0
@@ -333,15 +306,10 @@ class Applicant:
             "{ converged iterations coefficients { name estimate se noiseSd } "
             "byJurisdiction { jurisdiction n { value status } } reasons { rule } } }"
         )
-        body = self._post(query, self.credentials(application))
-        self.asked[application] = self.asked.get(application, 0) + 1
-        errors = body.get("errors")
-        if errors:
-            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            if code == "RATE_LIMITED":
-                raise BudgetExhausted(errors[0].get("message", code))
-            return None, f"{code}: {errors[0].get('message', '')}"
-        fitted: dict[str, Any] = body["data"]["regression"]
+        try:
+            fitted: dict[str, Any] = self._answered(application, query)["regression"]
+        except QuestionRefused as refused:
+            return None, str(refused)
         return fitted, ""
 
     def rate(
@@ -359,26 +327,8 @@ class Applicant:
             "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } "
             "rate { events { value status sd } personYears { value status sd } } } } }"
         )
-        body = self._post(query, self.credentials(application))
-        self.asked[application] = self.asked.get(application, 0) + 1
-        errors = body.get("errors")
-        if errors:
-            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            self.asked[application] -= 1
-            if code == "RATE_LIMITED":
-                raise BudgetExhausted(errors[0].get("message", code))
-            raise QuestionRefused(code, str(errors[0].get("message", "")))
-        for node in body["data"]["cohort"]["byJurisdiction"]:
-            if Jurisdiction(node["jurisdiction"]) is not jurisdiction:
-                continue
-            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
-            if node.get("privacy"):
-                self.privacy[jurisdiction] = node["privacy"]
-            found: dict[str, Any] | None = node.get("rate")
-            if found is not None:
-                self.statuses.add(found["personYears"]["status"])
-            return found
-        return None
+        cohort = self._answered(application, query)["cohort"]
+        return self._node_part(cohort, jurisdiction, "rate", lambda found: found["personYears"])
 
     def survival(
         self, where: Where, follow_up: str, jurisdiction: Jurisdiction, *, approval: int = 0
@@ -397,16 +347,7 @@ class Applicant:
             " survival { curves { jurisdiction dimensions { value } "
             "steps { events { value status sd } } } } } }"
         )
-        body = self._post(query, self.credentials(application))
-        self.asked[application] = self.asked.get(application, 0) + 1
-        errors = body.get("errors")
-        if errors:
-            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
-            self.asked[application] -= 1
-            if code == "RATE_LIMITED":
-                raise BudgetExhausted(errors[0].get("message", code))
-            raise QuestionRefused(code, str(errors[0].get("message", "")))
-        cohort = body["data"]["cohort"]
+        cohort = self._answered(application, query)["cohort"]
         for node in cohort["byJurisdiction"]:
             self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
             if node.get("privacy"):
@@ -416,6 +357,42 @@ class Applicant:
                 events = [Released.parse(step["events"]) for step in curve["steps"]]
                 self.statuses.update(e.status for e in events)
                 return events
+        return None
+
+    def _answered(self, application: str, query: str) -> dict[str, Any]:
+        """The data of a question asked under `application`, counted as asked; the gateway's
+        refusal raised (the allowance's as `BudgetExhausted`), and not counted: nothing was
+        asked of the nodes."""
+        body = self._post(query, self.credentials(application))
+        errors = body.get("errors")
+        if errors:
+            code = str((errors[0].get("extensions") or {}).get("code", "ERROR"))
+            if code == "RATE_LIMITED":
+                raise BudgetExhausted(errors[0].get("message", code))
+            raise QuestionRefused(code, str(errors[0].get("message", "")))
+        self.asked[application] = self.asked.get(application, 0) + 1
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def _node_part(
+        self,
+        cohort: dict[str, Any],
+        jurisdiction: Jurisdiction,
+        field: str,
+        count: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """One node's `field` in a cohort answer (None when it did not answer), noting its
+        status, privacy spend and the status of the count that `count` reads from it."""
+        for node in cohort["byJurisdiction"]:
+            if Jurisdiction(node["jurisdiction"]) is not jurisdiction:
+                continue
+            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
+            if node.get("privacy"):
+                self.privacy[jurisdiction] = node["privacy"]
+            found: dict[str, Any] | None = node.get(field)
+            if found is not None:
+                self.statuses.add(count(found)["status"])
+            return found
         return None
 
     def _note(self, answer: Answer) -> None:
