@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
+import re
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +49,50 @@ def example_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.graphql"))
 
 
+# `# asked by: ORGANISATION (SUBJECT)` in an example's leading comment names the study team
+# that asks it. Each study has a privacy budget of its own, as it would in a real federation:
+# one researcher asking every study's questions would spend through the cap by the later
+# examples, and the persons who reached it would drop out of their answers.
+_ASKED_BY = re.compile(
+    r"^# asked by: (?P<organisation>[^()]+?) \((?P<subject>[^()\s]+)\)\s*$", re.MULTILINE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Asker:
+    organisation: str
+    subject: str
+
+
+def asked_by(question: str) -> Asker | None:
+    """The study team an example names in its leading comment, if it names one."""
+    found = _ASKED_BY.search(question)
+    return None if found is None else Asker(found["organisation"], found["subject"])
+
+
+def credentials_for(federation: LocalFederation, asker: Asker | None) -> Credentials:
+    """The asker's identity and a permit per member naming its organisation as applicant; the
+    demo researcher's own credentials (as on disk) for an example that names nobody."""
+    if asker is None:
+        return federation.researcher()
+    permits = federation.permits(subject=asker.subject, applicant=asker.organisation)
+    return federation.credentials(permits, subject=asker.subject)
+
+
 async def run_examples(federation: LocalFederation, examples: Sequence[Path]) -> bool:
-    """Run each example query; print its answer. True when every query answered."""
-    credentials = federation.researcher()
+    """Run each example query, as the study team it names; print its answer. True when every
+    query answered."""
     ok = True
     async with aiohttp.ClientSession() as session:
         for path in examples:
+            question = path.read_text()
+            asker = asked_by(question)
+            credentials = credentials_for(federation, asker)
             started = time.perf_counter()
-            response = await post_graphql(
-                session, federation.gateway_url, credentials, path.read_text()
-            )
+            response = await post_graphql(session, federation.gateway_url, credentials, question)
             elapsed_ms = (time.perf_counter() - started) * 1000
-            print(render_response(f"{path.name}  ({elapsed_ms:.0f} ms)", response))
+            who = "" if asker is None else f", asked by {asker.organisation}"
+            print(render_response(f"{path.name}  ({elapsed_ms:.0f} ms{who})", response))
             print()
             ok = ok and not response.get("errors") and bool(response.get("data"))
     return ok

@@ -44,6 +44,7 @@ def test_demo_smoke_answers_the_examples(tmp_path: Path) -> None:
     assert "/console  (open it in a browser" in out
     for example in ROOT.glob("examples/*.graphql"):
         assert example.name in out
+    assert "asked by Coronado study" in out
     assert "survival, pooled: FEMALE" in out
     assert "log-rank by SEX (pooled)" in out
     assert "error" not in out.lower()
