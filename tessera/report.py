@@ -80,10 +80,11 @@ def format_spend(privacy: Mapping[str, Any] | None) -> str:
     """What the answer cost at a node: this question's rho, and the spend so far of the cap."""
     if not privacy:
         return ""
-    return (
-        f"+{privacy.get('questionRho', 0):.2f} → {privacy.get('spentRho', 0):.2f}"
-        f" of {privacy.get('capRho', 0):.2f}"
-    )
+    spent, cap = privacy.get("spentRho", 0), privacy.get("capRho", 0)
+    text = f"+{privacy.get('questionRho', 0):.2f} → {spent:.2f} of {cap:.2f}"
+    # The spend is the worst case over persons as if nobody had dropped out: past the cap it
+    # says that persons in every cohort asked have reached it and drop out of the counts.
+    return text + " (past the cap: persons who reached it drop out)" if spent > cap else text
 
 
 def reasons_text(count: Mapping[str, Any] | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tessera.report import render_cohort
+from tessera.report import format_spend, render_cohort
 
 
 def test_a_country_asked_no_count_of_its_own_shows_why_never_low() -> None:
@@ -52,3 +52,12 @@ def test_a_rate_is_printed_with_its_interval_events_and_person_years() -> None:
     fr = next(line for line in text.splitlines() if line.strip().startswith("FR"))
     assert "suppressed" in fr
     assert "71.8 ±16" in next(line for line in text.splitlines() if "20-39" in line)
+
+
+def test_a_spend_past_the_cap_says_what_it_means() -> None:
+    within = format_spend({"questionRho": 0.04, "spentRho": 0.3, "capRho": 0.5})
+    past = format_spend({"questionRho": 0.04, "spentRho": 0.54, "capRho": 0.5})
+    assert within == "+0.04 → 0.30 of 0.50"
+    assert past.startswith("+0.04 → 0.54 of 0.50")
+    assert "drop out" in past
+    assert format_spend(None) == ""
