@@ -87,13 +87,15 @@ async def gather(
     steps: dict[Jurisdiction, NodeStep] | None = None,
     pool_total: bool = True,
     per_country: bool = True,
+    secure_pooling: bool = True,
 ) -> Gathered:
     """Every node's outcome, in the plan's order, and what secure pooling came to (None when
     the question pools nothing). `pool_total`: whether the question asks the pooled count;
-    `per_country`: whether it asks each country's own (`gateway.pooling.national_total`)."""
+    `per_country`: whether it asks each country's own (`gateway.pooling.national_total`);
+    `secure_pooling`: whether its tables may be pooled securely at all."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    tables = pooled_tables(plan, total=pool_total)
+    tables = pooled_tables(plan, total=pool_total) if secure_pooling else ()
     allowed = [j for j in plan.jurisdictions if decisions[j].allowed and j in permits]
     first = plan_round(1, allowed, plan, tables, nodes, profiles, per_country=per_country)
     outcomes = await fan_out(

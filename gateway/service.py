@@ -126,8 +126,18 @@ class CohortQuestion:
     # person-years its rates are given per.
     outcome: Mapping[str, Any] | None = None
     rate_per: int = DEFAULT_PER
-    # Follow-up to an outcome (`schema.query.Survival` as plain data), for its curves.
+    # Follow-up to an outcome (`schema.query.Survival` as plain data), for its curves; and
+    # whether each country's curves are asked too. They are made of national tables, so a
+    # question that asks them is not pooled securely (a round's shares would hide them); one
+    # that does not gets its pooled curves from a secure round, where each country's exits
+    # may all be below its minimum (a rare cohort).
     survival: Mapping[str, Any] | None = None
+    curves_by_country: bool = True
+
+    @property
+    def secure_pooling(self) -> bool:
+        """Whether the question's tables may be pooled securely."""
+        return self.survival is None or not self.curves_by_country
 
 
 class Place(Protocol):
@@ -250,6 +260,8 @@ async def _answer(
             plan.node_query,
             gathered.outcomes,
             policies.profile,
+            gathered.pooling,
+            by_country=question.curves_by_country,
         )
         combined = with_rates(
             combined,
@@ -373,4 +385,5 @@ async def _fan_out(
         steps=trail.node_steps,
         pool_total=question.pool_total,
         per_country=question.per_country,
+        secure_pooling=question.secure_pooling,
     )

@@ -39,6 +39,7 @@ from scipy import stats
 
 from gateway.combine import Combined, Profiles, released_alone
 from gateway.nodes import CellKey, NodeOutcome
+from gateway.pooling import Pooling
 from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
 from schema.dimensions import UNKNOWN_KEY
 from schema.query import CohortQuery, Survival
@@ -382,14 +383,21 @@ def with_survival(
     query: CohortQuery,
     outcomes: Sequence[NodeOutcome],
     profiles: Profiles,
+    pooling: Pooling | None = None,
+    *,
+    by_country: bool = True,
 ) -> Combined:
-    """`combined` with the survival curves of every table by FOLLOW_UP, each group's per
-    country and pooled, and the log-rank test between each dimension's groups."""
+    """`combined` with the survival curves of every table by FOLLOW_UP, each group's pooled
+    and, `by_country`, each country's, and the log-rank test between each dimension's groups.
+    A table pooled securely (`pooling`) gives the pooled curves from its cells in `combined`:
+    one noisy count of the whole per cell, LOW below the strictest minimum of the countries
+    in it; any other pooled cell is the sum of the countries' released (or imputed) parts."""
     survival = query.survival
     if survival is None:
         return combined
     ok = [o for o in outcomes if o.status is NodeStatus.OK]
     released = {o.jurisdiction: released_alone(o, profiles) for o in ok}
+    strictest = max((profiles(j).min_count for j in released), default=0)
     curves: list[SurvivalCurve] = []
     tests: list[LogRank] = []
     for by in query.tables:
@@ -405,7 +413,13 @@ def with_survival(
             for key, value in tables.get(by, {}).items():
                 mine.setdefault(key, []).append((value, minimum))
                 pooled.setdefault(key, []).append((value, minimum))
-            countries.append((country, mine))
+            if by_country:
+                countries.append((country, mine))
+        if pooling is not None and by in pooling.tables:
+            pooled = {
+                tuple(d.value for d in cell.dimensions): [(cell.count, strictest)]
+                for cell in combined.tables.get(by, ())
+            }
         countries.append((None, pooled))
         for jurisdiction, parts in countries:
             groups = sorted({k[:at] + k[at + 1 :] for k in parts})

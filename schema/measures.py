@@ -167,11 +167,9 @@ def asked(query: CohortQuery) -> tuple[MeasureKind, ...]:
 def pooled_measure(query: CohortQuery) -> MeasureKind | None:
     """The measure a pooled round of this question pools: its one measure, if that pools
     securely (only PERSON_COUNT does); None otherwise, and the question is not pooled (a round
-    carries one measure's shares). A survival question is answered nationally too: its curve
-    is built from each node's released exits (`gateway.survival`), a pooled round's shares
-    would hide them."""
-    if query.survival is not None:
-        return None
+    carries one measure's shares). A survival question's exits are counts of persons: they
+    pool like any count (the gateway asks it only of a question without each country's
+    curves, which are made of national tables: `gateway.survival`)."""
     measures = asked(query)
     if len(measures) == 1 and MEASURES[measures[0]].secure:
         return measures[0]

@@ -153,6 +153,11 @@ def register(sub: SubParsers) -> None:
     followed.add_argument(
         "--group-by", metavar="DIM", help="one curve per group (SEX, an age band), log-rank"
     )
+    followed.add_argument(
+        "--pooled-only",
+        action="store_true",
+        help="the pooled curves only, their exits pooled securely (a rare cohort's)",
+    )
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
     where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")

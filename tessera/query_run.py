@@ -181,6 +181,7 @@ def _survival(args: argparse.Namespace) -> dict[str, Any] | None:
         interval_days=args.interval_days,
         max_days=args.max_days,
         group_by=args.group_by,
+        by_country=not args.pooled_only,
     )
 
 

@@ -138,6 +138,7 @@ async def _cohort(
         summary=requested_summary(info.selected_fields),
         **_rates(_given(outcome)),
         survival=None if followed is None else survival_data(followed),
+        curves_by_country=followed is None or followed.by_country,
     )
     answer = await answer_cohort(info.context.services, info.context, question)
     result = CohortResult.of(answer.plan, answer.combined, trace_id=answer.trace_id)

@@ -39,6 +39,15 @@ class SurvivalInput:
         description="A dimension to draw one curve per group of and compare by the log-rank "
         "test (SEX, an age band); its UNKNOWN group is drawn, never compared.",
     )
+    by_country: bool = strawberry.field(
+        default=True,
+        description="Each country's curves too (the default), made of each country's own "
+        "released exits; the pooled curves are then the sum of those. false: the pooled "
+        "curves only, from exits pooled securely across the countries that pool (one noisy "
+        "count of the whole per cell, never a country's own): the way to a rare cohort's "
+        "curve, whose exits are below every country's minimum. Each costs one table per "
+        "table by FOLLOW_UP.",
+    )
 
 
 def survival_data(survival: SurvivalInput) -> dict[str, Any]:

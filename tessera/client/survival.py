@@ -42,16 +42,21 @@ def survival(
     interval_days: int,
     max_days: int,
     group_by: str | Dimension | None = None,
+    by_country: bool = True,
 ) -> dict[str, Any]:
     """A `SurvivalInput`: follow-up from the index date to `outcome` (`event("DEATH")`,
     `event("CONDITION", ["ICD10:I50"])`) in intervals of `interval_days` (7, 30, 90 or
     365) up to `max_days`, one curve per group of `group_by` (SEX, an age band) with the
-    log-rank test between them."""
+    log-rank test between them. `by_country=False`: the pooled curves only, their exits pooled
+    securely across the countries (a rare cohort's, whose exits are below every country's
+    minimum)."""
     data: dict[str, Any] = {
         "outcome": dict(outcome),
         "intervalDays": interval_days,
         "maxDays": max_days,
     }
+    if not by_country:
+        data["byCountry"] = False
     if group_by is not None:
         data["groupBy"] = Dimension(str(group_by).upper()).value
     return data

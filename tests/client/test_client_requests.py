@@ -20,6 +20,8 @@ from tessera.client import (
     TesseraClientError,
     Unavailable,
     default_request,
+    event,
+    survival,
 )
 from tessera.client.errors import error_class
 from tessera.client.transport import Reply
@@ -282,3 +284,11 @@ def test_an_unknown_event_domain_or_visit_type_is_an_invalid_query() -> None:
         event("PROCEDURE", ["ICD10:E11"])
     with pytest.raises(InvalidQuery, match="unknown visit type"):
         event("CONDITION", ["ICD10:E11"], visit="WARD")
+
+
+def test_a_survival_input_asks_country_curves_unless_told_pooled_only() -> None:
+    death = event("DEATH")
+    assert "byCountry" not in survival(death, interval_days=30, max_days=360)
+    pooled = survival(death, interval_days=30, max_days=360, group_by="sex", by_country=False)
+    assert pooled["byCountry"] is False
+    assert pooled["groupBy"] == "SEX"

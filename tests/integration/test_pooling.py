@@ -11,6 +11,7 @@ change the verdicts (about once in 10^8 runs)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import signal
 import sqlite3
@@ -24,11 +25,20 @@ import pytest
 from gateway.federation import load_federation
 from gateway.nodes import encode_request
 from oversight.audit.store import ENTRIES_TABLE
-from schema.codes import Jurisdiction
+from schema.codes import Dimension, EventDomain, Jurisdiction, Vocabulary
 from schema.pooling import PoolingRequest, encode_nonce
-from schema.query import CohortQuery, Criteria, EventCriterion
+from schema.query import (
+    Code,
+    CohortQuery,
+    Criteria,
+    EventCriterion,
+    EventSpec,
+    IndexEvent,
+    Survival,
+)
 from schema.wire import APPROVAL_HEADER, QUERY_PATH, NodeRequest
 from tessera.local import LocalFederation, policies_with_rate_limits
+from tests.connectors.survival_kit import followed
 from tests.integration.federation_kit import http_post, post, start_federation, true_count
 from trust.request_token import RequestSigner
 
@@ -308,3 +318,91 @@ def test_a_node_killed_is_left_out_of_a_second_round(pooled: LocalFederation) ->
     assert {"SECURE_POOL", "PARTIAL"} <= rules(count)
     if count["value"] is not None:
         assert abs(count["value"] - truth(pooled, FR, DE, FI, sex=8507)) <= 6 * 5.0
+
+
+# Survival after a first F71 diagnosis: every country's exits are far below its minimum.
+RARE_SURVIVAL = """
+query($byCountry: Boolean!) {
+  cohort(request: "DR-2026-0042", referenceDate: "2026-01-01", deadlineMs: 30000,
+         index: { events: [{ domain: CONDITION, codes: [{ vocabulary: ICD10, code: "F71" }] }] },
+         criteria: {},
+         survival: { outcome: { domain: DEATH }, intervalDays: 365, maxDays: 365,
+                     byCountry: $byCountry }) {
+    byJurisdiction { jurisdiction status privacy { questionRho } }
+    survival { curves { jurisdiction steps {
+      atRisk { value status sd bound }
+      events { value status }
+      censored { value status }
+      survival { value status sd bound reasons { rule } }
+    } } }
+  }
+}
+"""
+
+
+def rare_followed(fed: LocalFederation) -> list[tuple[str, int, bool]]:
+    question = CohortQuery(
+        criteria=Criteria(),
+        reference_date=dt.date(2026, 1, 1),
+        index=IndexEvent(
+            events=[
+                EventSpec(
+                    domain=EventDomain.CONDITION,
+                    codes=[Code(vocabulary=Vocabulary.ICD10, code="F71")],
+                )
+            ]
+        ),
+        tables=[(Dimension.FOLLOW_UP,)],
+        survival=Survival(
+            outcome=EventSpec(domain=EventDomain.DEATH), interval_days=365, max_days=365
+        ),
+    )
+    return [p for j in FOUR for p in followed(fed.database(j), question)]
+
+
+def test_a_rare_cohorts_survival_is_pooled_securely_without_country_curves(
+    pooled: LocalFederation,
+) -> None:
+    # A researcher of its own: the module's other questions spent the shared one's budget on
+    # these very persons.
+    credentials = pooled.credentials(subject="rare-survival@demo.tessera.eu")
+
+    def survival_of(by_country: bool) -> dict[str, Any]:
+        payload = {"query": RARE_SURVIVAL, "variables": {"byCountry": by_country}}
+        _, body = post(pooled.gateway_url, payload, credentials)
+        assert "errors" not in body, body.get("errors")
+        result: dict[str, Any] = body["data"]["cohort"]
+        return result
+
+    persons = rare_followed(pooled)
+    at_end = sum(1 for _, t, e in persons if not e and t >= 365)
+    # The whole's persons still followed at a year: four sds of the noise above the minimum,
+    # so their pooled cell is released but about once in 30,000 runs.
+    assert at_end >= MINIMUM + 4 * 5
+
+    # Each country's curve: every exit below the minimum, so nothing to draw, pooled or not.
+    national = survival_of(True)["survival"]["curves"]
+    assert {c["jurisdiction"] for c in national} == {None, *(j.value for j in FOUR)}
+    for curve in national:
+        assert curve["steps"][0]["survival"]["value"] is None
+        assert curve["steps"][0]["atRisk"]["value"] is None
+
+    answer = survival_of(False)
+    curves = answer["survival"]["curves"]
+    assert [c["jurisdiction"] for c in curves] == [None]  # no country's curve was asked
+    (step,) = curves[0]["steps"]
+    at_risk, survival = step["atRisk"], step["survival"]
+    assert at_risk["status"] == "PERTURBED"
+    # The persons at risk at the start: the exits of the year (withheld, each imputed) and
+    # those still followed at its end (released): within the noise of the three cells and the
+    # imputation's bound.
+    assert abs(at_risk["value"] - len(persons)) <= 6 * at_risk["sd"] + at_risk["bound"]
+    assert "SECURE_POOL" in {r["rule"] for r in survival["reasons"]}
+    assert 0 <= survival["value"] <= 1
+    for node in answer["byJurisdiction"]:
+        assert node["status"] == "OK"
+        assert node["privacy"]["questionRho"] > 0
+    # Asked again: the stored shares, the same curve, free.
+    again = survival_of(False)
+    assert again["survival"] == answer["survival"]
+    assert {n["privacy"]["questionRho"] for n in again["byJurisdiction"]} == {0}
