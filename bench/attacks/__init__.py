@@ -7,9 +7,9 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks.pair_noise # the noise behind classes 13, 14 and 17, measured
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
-its database (`truth`), and runs eighteen classes of attack, each a module that picks its targets
-from the truth, asks its questions as an applicant of its own (`client`), estimates from what
-was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
+its database (`truth`), and runs twenty-one classes of attack, each a module that picks its
+targets from the truth, asks its questions as an applicant of its own (`client`), estimates
+from what was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 
 1. `trackers`: three-question trackers from unions, ranges and complements
 2. `cells`: a breakdown cell against a total, or a cell of another question
@@ -32,6 +32,8 @@ was released only (`estimate`, `solve`) and returns a typed result (`verdict`):
 19. `rates`: a known person's days at risk from two incidence rates' person-time, with and
     without them
 20. `survival`: a known decedent's death as the only difference of two survival curves
+21. `pooled_survival`: a survival curve pooled securely minus the other countries' own
+    curves
 
 Each class prints its targets, questions spent, the attacker's estimates against the truth
 with standard errors, and the verdict (the rule is in `verdict`). The command exits 1 when any

@@ -359,6 +359,42 @@ class Applicant:
                 return events
         return None
 
+    def followed(
+        self, where: Where, follow_up: str, *, by_country: bool, approval: int = 0
+    ) -> dict[Jurisdiction | None, tuple[float, float]]:
+        """The persons at risk at the start of a survival question's curves over `where`'s
+        whole cohort (the sum of its exit cells, a withheld one at half the minimum), asked of
+        every country: each country's (`by_country`) and the pooled one (None; pooled
+        securely without `by_country`), each with the variance of its noise. A curve with nothing
+        released from its start is left out."""
+        application = self.approvals[approval]
+        assert where.index is not None  # survival follows persons from an index event
+        asked = f", byCountry: {str(by_country).lower()} }}"
+        survival = follow_up.rstrip().removesuffix("}") + asked
+        query = (
+            f'{{ cohort(request: "{application}", referenceDate: "{REFERENCE_DATE.isoformat()}"'
+            f", ageAt: REFERENCE_DATE, index: {where.index.graphql()}, "
+            f"criteria: {where.graphql()}, survival: {survival}) "
+            "{ byJurisdiction { jurisdiction status privacy { sigma questionRho spentRho capRho } }"
+            " survival { curves { jurisdiction dimensions { value } "
+            "steps { atRisk { value status sd } } } } } }"
+        )
+        cohort = self._answered(application, query)["cohort"]
+        for node in cohort["byJurisdiction"]:
+            self.node_statuses[node["status"]] = self.node_statuses.get(node["status"], 0) + 1
+            if node.get("privacy"):
+                self.privacy[Jurisdiction(node["jurisdiction"])] = node["privacy"]
+        found: dict[Jurisdiction | None, tuple[float, float]] = {}
+        for curve in cohort["survival"]["curves"]:
+            start = curve["steps"][0]["atRisk"]
+            if curve["dimensions"] or start["value"] is None:
+                continue
+            self.statuses.add(start["status"])
+            country = curve["jurisdiction"]
+            key = None if country is None else Jurisdiction(country)
+            found[key] = (float(start["value"]), float(start["sd"] or 0.0) ** 2)
+        return found
+
     def _answered(self, application: str, query: str) -> dict[str, Any]:
         """The data of a question asked under `application`, counted as asked; the gateway's
         refusal raised (the allowance's as `BudgetExhausted`), and not counted: nothing was

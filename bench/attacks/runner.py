@@ -26,6 +26,7 @@ from bench.attacks import (
     means,
     node_sets,
     pooled_others,
+    pooled_survival,
     rates,
     refresh,
     regressions,
@@ -62,6 +63,7 @@ CLASSES: Final[tuple[ModuleType, ...]] = (
     regressions,
     rates,
     survival,
+    pooled_survival,
     dropouts,
     refresh,
 )

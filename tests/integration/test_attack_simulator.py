@@ -50,6 +50,7 @@ def test_every_class_attacks_within_one_applicants_allowance(
         18,
         19,
         20,
+        21,
         12,
         7,
     ]
