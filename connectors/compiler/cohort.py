@@ -54,6 +54,7 @@ from connectors.compiler.compiled import (
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
 from connectors.compiler.follow_up import FollowUp, follow_up
+from connectors.compiler.lexis import BIRTH_COLUMNS, pieces
 from connectors.compiler.measures import (
     DAYS_AT_RISK,
     MEASURE_SQL,
@@ -66,6 +67,7 @@ from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table, text
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension, EventDomain, MeasureKind, Occurrence
+from schema.lexis import splits
 from schema.measures import asked
 from schema.query import (
     Breakdown,
@@ -116,6 +118,9 @@ class _CohortCompiler:
         self._follow_up: FollowUp | None = None
         self._follow_up_params: tuple[exp.Parameter, exp.Parameter] | None = None
         self._outcome_filter: list[exp.Expr] = []
+        # Whether the cells read each person's follow-up in pieces by age and year
+        # (`connectors.compiler.lexis`): the cohort then carries their date of birth.
+        self._split = splits(query)
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -251,6 +256,8 @@ class _CohortCompiler:
             # it here rather than find each person's first event again (CTE `index_event`).
             # (An explicit index adds its own: `_indexed`.)
             columns.append(col(INDEX_DATE, AGE_DATE))
+        if self._split:
+            columns += [col(c, PERSON) for c in BIRTH_COLUMNS]
         variable = self.query.variable
         if variable is not None and variable.bin_width is not None:
             columns.append(exp.alias_(self._bin(variable), VALUE_BIN))
@@ -456,10 +463,11 @@ class _CohortCompiler:
             exp.func("MIN", select.expressions[2].this), AGE, copy=False
         )
         first = exp.func("MIN", col(INDEX_DATE, AGE_DATE))
+        born = BIRTH_COLUMNS if self._split else BIRTH_COLUMNS[:1]
         return select.select(exp.alias_(first, INDEX_DATE), copy=False).group_by(
             col("person_id", PERSON),
             col("gender_concept_id", PERSON),
-            col("year_of_birth", PERSON),
+            *(col(c, PERSON) for c in born),
             col(PERSON_INDEX, KEY),
             copy=False,
         )
@@ -817,6 +825,15 @@ class _CohortCompiler:
                 ),
                 copy=False,
             )
+        elif self._split:
+            # Each person's follow-up in pieces by age and year, each read as a person is.
+            select = exp.select(col(PERSON_INDEX, COHORT)).from_(
+                exp.Subquery(
+                    this=pieces(COHORT_CTE, self._carried(), self.dialect),
+                    alias=exp.TableAlias(this=COHORT),
+                ),
+                copy=False,
+            )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
@@ -835,6 +852,16 @@ class _CohortCompiler:
                 copy=False,
             )
         return select
+
+    def _carried(self) -> list[str]:
+        """The cohort's columns the cells read that a piece of follow-up keeps as they are."""
+        carried = [PERSON_INDEX, "gender_concept_id"]
+        variable = self.query.variable
+        if variable is not None and variable.bin_width is not None:
+            carried.append(VALUE_BIN)
+        if variable is not None:
+            carried += [VALUE_UNITS, VALUE_SQUARES]
+        return carried
 
     # -- survival ----------------------------------------------------------------------------
 
