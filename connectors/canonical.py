@@ -65,6 +65,10 @@ def question_digest(
     if measure not in _UNNAMED:
         document["measure"] = measure.value
     variable = query.variable
+    if splits(query) and split_table(by) and measure in STATISTICS:
+        # Beside a split rate (`schema.lexis`), a person's value is in the cell of their first
+        # day at risk, their exact age's: not the plain variable's cells.
+        document["split"] = "lexis"
     if variable is not None and (measure in STATISTICS or _reads(by, "value_bin")):
         # The variable's statistics are of its definition and bounds; ages are the age
         # date's (the age basis below).

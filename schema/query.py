@@ -523,7 +523,8 @@ class CohortQuery(Contract):
     # Left out of dumps when absent: the questions of before keep their digests.
     index: Annotated[IndexEvent | None, Field(exclude_if=_absent)] = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
-    measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = Field(
+    # At most a count, a variable's three statistics and a rate's events and days.
+    measures: Annotated[list[Measure], Field(min_length=1, max_length=6)] = Field(
         default_factory=lambda: list(_COUNT_ONLY)
     )
     # The variable the VALUE_* measures are of; left out of dumps when absent (the questions
@@ -590,7 +591,8 @@ class CohortQuery(Contract):
     def _rates_of_an_outcome(self) -> Self:
         kinds = {m.kind for m in self.measures}
         rates = kinds & set(RATES)
-        if rates and kinds != {MeasureKind.PERSON_COUNT, *RATES}:
+        # A variable's statistics may be asked beside (its own validator holds them).
+        if rates and kinds - set(STATISTICS) != {MeasureKind.PERSON_COUNT, *RATES}:
             raise ValueError(
                 "an incidence rate's measures are asked together with the count of persons: "
                 "PERSON_COUNT, OUTCOME_EVENTS, PERSON_DAYS"

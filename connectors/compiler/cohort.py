@@ -919,7 +919,7 @@ class _CohortCompiler:
             # Each person's follow-up in pieces by age and year, each read as a person is.
             select = exp.select(col(PERSON_INDEX, COHORT)).from_(
                 exp.Subquery(
-                    this=pieces(COHORT_CTE, self._carried(), self.dialect),
+                    this=pieces(COHORT_CTE, self._carried(), self.dialect, self._once()),
                     alias=exp.TableAlias(this=COHORT),
                 ),
                 copy=False,
@@ -949,9 +949,12 @@ class _CohortCompiler:
         variable = self.query.variable
         if variable is not None and variable.bin_width is not None:
             carried.append(VALUE_BIN)
-        if variable is not None:
-            carried += [VALUE_UNITS, VALUE_SQUARES]
         return carried
+
+    def _once(self) -> list[str]:
+        """The cohort's columns only the piece of a person's first day at risk keeps: their
+        value's, summed once."""
+        return [] if self.query.variable is None else [VALUE_UNITS, VALUE_SQUARES]
 
     # -- survival ----------------------------------------------------------------------------
 

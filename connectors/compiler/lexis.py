@@ -25,6 +25,9 @@ the cohort's persons). Each piece carries
 under the column names the cells read for the person's age, index date, event and days, so
 that every dimension and measure reads a piece as it reads a person. The pieces of a person
 partition their days at risk: their days sum to the person's, their events to the person's.
+A numeric variable's value (asked beside the rate) is on the piece holding the first day
+only, so that the sums have each person's value once: a person's value is in the cell they
+entered follow-up in.
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ OFFSET, PART, YEAR, PIECE_FROM, PIECE_TO = (
 )
 
 
-def pieces(cohort: str, carried: Sequence[str], dialect: Dialect) -> exp.Select:
+def pieces(
+    cohort: str, carried: Sequence[str], dialect: Dialect, first: Sequence[str] = ()
+) -> exp.Select:
     """The pieces of each person of the relation `cohort`, with its columns `carried` (the
-    person index and what the cells read besides) and the four a piece has of its own."""
+    person index and what the cells read besides), its columns `first` on the piece holding
+    the first day only (NULL on the others), and the four a piece has of its own."""
     start, end = col(AT_RISK_FROM, PERSON), col(AT_RISK_TO, PERSON)
     first_year = _year(start)
     offset = col(OFFSET, PAIRS)
@@ -92,7 +98,7 @@ def pieces(cohort: str, carried: Sequence[str], dialect: Dialect) -> exp.Select:
     )
     bounded = (
         exp.select(
-            *(col(c, PERSON) for c in (*carried, AT_RISK_FROM, AT_RISK_TO, OUTCOME_EVENT)),
+            *(col(c, PERSON) for c in (*carried, *first, AT_RISK_FROM, AT_RISK_TO, OUTCOME_EVENT)),
             col("year_of_birth", PERSON),
             col(PART, PAIRS),
             exp.alias_(year.copy(), YEAR),
@@ -103,10 +109,12 @@ def pieces(cohort: str, carried: Sequence[str], dialect: Dialect) -> exp.Select:
         .join(_pairs(), join_type="CROSS", copy=False)
         .where(offset.copy() <= reached, copy=False)
     )
-    return _cut(bounded, carried, dialect)
+    return _cut(bounded, carried, first, dialect)
 
 
-def _cut(bounded: exp.Select, carried: Sequence[str], dialect: Dialect) -> exp.Select:
+def _cut(
+    bounded: exp.Select, carried: Sequence[str], first_only: Sequence[str], dialect: Dialect
+) -> exp.Select:
     """The follow-up within each piece's bounds, the pieces it does not overlap left out
     but for the one holding its first day."""
     start, end = col(AT_RISK_FROM, BOUNDED), col(AT_RISK_TO, BOUNDED)
@@ -149,6 +157,10 @@ def _cut(bounded: exp.Select, carried: Sequence[str], dialect: Dialect) -> exp.S
     return (
         exp.select(
             *(col(c, BOUNDED) for c in carried),
+            *(
+                exp.alias_(exp.Case().when(holds_first.copy(), col(c, BOUNDED)), c)
+                for c in first_only
+            ),
             exp.alias_(age, AGE),
             exp.alias_(first, INDEX_DATE),
             exp.alias_(event, OUTCOME_EVENT),

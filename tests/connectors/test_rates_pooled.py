@@ -26,8 +26,9 @@ from scipy import stats
 from connectors.compiler import DUCKDB, ConceptSet, compile_concept_lookup, compile_query
 from gateway.rates import DAYS_PER_YEAR, poisson_interval, rate_of
 from schema.codes import Dimension, Jurisdiction, MeasureKind, ValueStatus, Vocabulary
-from schema.query import RATES, CohortQuery
+from schema.query import RATES, STATISTICS, CohortQuery, Measure, NumericVariable
 from schema.result import Value
+from schema.variables import VariableSource
 from synth import generate
 
 PERSONS = 3_000
@@ -304,3 +305,40 @@ def test_a_rate_is_withheld_where_its_events_or_its_days_are() -> None:
 
 def _exact(n: int) -> Value:
     return Value.exact(n)
+
+
+def test_a_rate_and_a_variables_statistics_in_one_question(databases: list[Path]) -> None:
+    # Age at the first dose summarised beside the rate: the rate's numbers are the rate's
+    # question's, the total's and the sexes' statistics the variable's question's (tables a
+    # person is in once), and in the split tables each person's value is in one cell (their
+    # first day's), so the cells' sums add up to the total's.
+    rate = question(["U07.1"], 1, 365)
+    variable = NumericVariable(source=VariableSource.AGE, lo=0, hi=100)
+    both = rate.model_copy(
+        update={
+            "variable": variable,
+            "measures": [Measure(kind=k) for k in (MeasureKind.PERSON_COUNT, *RATES, *STATISTICS)],
+        }
+    )
+    both = CohortQuery.model_validate(both.model_dump())
+    alone = CohortQuery.model_validate(
+        {
+            **rate.model_dump(exclude={"outcome"}),
+            "variable": variable,
+            "measures": [{"kind": k} for k in (MeasureKind.PERSON_COUNT, *STATISTICS)],
+            "tables": [(SEX,)],
+        }
+    )
+    for path in databases:
+        together = node_cells(path, both)
+        rate_only = node_cells(path, rate)
+        statistics_only = node_cells(path, alone)
+        for where, values in rate_only.items():
+            assert {k: together[where][k] for k in values} == values, where
+        for where in (((), ()), *(w for w in statistics_only if w[0] == (SEX,))):
+            for kind in STATISTICS:
+                assert together[where][kind] == statistics_only[where][kind], where
+        for by in ((AGE10,), (YEAR,), (AGE10, YEAR)):
+            for kind in STATISTICS:
+                cells = sum(v[kind] for (b, _), v in together.items() if b == by)
+                assert cells == together[(), ()][kind], (by, kind)

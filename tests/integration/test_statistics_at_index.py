@@ -107,3 +107,38 @@ def test_a_mean_at_each_persons_index(federation: LocalFederation, researcher: C
     pooled = again.summary_frame()
     pooled = pooled[pooled["jurisdiction"] == "POOLED"].set_index("statistic")
     assert float(pooled.loc["n", "value"]) == summary["n"]["value"]
+
+
+BOTH = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
+    index: { events: [{ domain: DRUG, codes: [{ vocabulary: ATC, code: "J07BN01" }] }],
+             window: { start: "2021-01-01" } },
+    criteria: {},
+    variable: { source: AGE, lo: 0, hi: 100 },
+    outcome: { event: { domain: CONDITION, codes: [{ vocabulary: ICD10, code: "U07.1" }] },
+               window: { startDays: 0, endDays: 90 }, per: 1000 }) {
+  summary { n { value status } mean { value status sd } }
+  rate { events { value status } personYears { value status } rate { value status } }
+  byJurisdiction { jurisdiction status privacy { questionRho } }
+  breakdown(by: [AGE_BAND_10]) { cells { dimensions { value }
+      summary { n { value status } } rate { personYears { value status } } } }
+} }"""
+
+
+def test_a_rate_and_a_summary_in_one_question(
+    federation: LocalFederation, researcher: Credentials
+) -> None:
+    status, body = post(federation.gateway_url, {"query": BOTH}, researcher)
+    assert status == 200
+    assert "errors" not in body, body
+    answer: dict[str, Any] = body["data"]["cohort"]
+    assert answer["summary"]["mean"]["status"] == "PERTURBED"
+    assert 0 < answer["summary"]["mean"]["value"] < 100
+    assert answer["rate"]["personYears"]["status"] == "PERTURBED"
+    assert answer["rate"]["rate"]["value"] is not None
+    for node in answer["byJurisdiction"]:
+        assert node["status"] == "OK"
+        # Two tables (the total and the age bands), each six measures at 0.02.
+        assert node["privacy"]["questionRho"] == pytest.approx(0.24)
+    cells = answer["breakdown"]["cells"]
+    assert any(c["summary"]["n"]["value"] is not None for c in cells)
+    assert any(c["rate"]["personYears"]["value"] is not None for c in cells)
