@@ -18,8 +18,11 @@ age bands), or days of observation before that date. What a dimension reads is i
 entry's (`connectors.compiler.dimensions`). A variable's statistics (`schema.query.STATISTICS`),
 and tables by its bins (VALUE_BIN), name the variable, bounds and bins included, and for age
 the age basis. An incidence rate's events and days at risk (`schema.query.RATES`) name its
-outcome: the event, its codes sorted, and the follow-up window. Tables by FOLLOW_UP name the
-survival question: its outcome (codes sorted), intervals and maximum.
+outcome: the event, its codes sorted, and the follow-up window. Where a rate's person-time is
+split by age and year (`schema.lexis`), its events and days in a table by an age band or a year
+say so, and every table's count of persons names the outcome and the count's sensitivity (a
+person counted in each cell they are at risk in, its noise scaled to match). Tables by
+FOLLOW_UP name the survival question: its outcome (codes sorted), intervals and maximum.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import orjson
 
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumn
 from schema.codes import Dimension, MeasureKind
+from schema.lexis import split_table, splits
+from schema.measures import MEASURES
 from schema.query import RATES, STATISTICS, Breakdown, CohortQuery, Criteria
 from schema.variables import VariableSource
 
@@ -60,6 +65,10 @@ def question_digest(
     if measure not in _UNNAMED:
         document["measure"] = measure.value
     variable = query.variable
+    if splits(query) and split_table(by) and measure in STATISTICS:
+        # Beside a split rate (`schema.lexis`), a person's value is in the cell of their first
+        # day at risk, their exact age's: not the plain variable's cells.
+        document["split"] = "lexis"
     if variable is not None and (measure in STATISTICS or _reads(by, "value_bin")):
         # The variable's statistics are of its definition and bounds; ages are the age
         # date's (the age basis below).
@@ -73,9 +82,14 @@ def question_digest(
     if query.outcome is not None and measure in RATES:
         # An incidence rate's events and days are of its outcome and follow-up window (the
         # cell's count of persons is not: the same cohort's).
-        outcome = query.outcome.model_dump(mode="json")
-        outcome["event"] = _spec(outcome["event"])
-        document["outcome"] = outcome
+        document["outcome"] = _outcome(query)
+        if splits(query) and split_table(by):
+            document["split"] = "lexis"
+    if splits(query) and measure is MeasureKind.PERSON_COUNT:
+        # Persons at risk in each cell of a split table, at a sensitivity of the question's
+        # tables: neither a plain count's nor another question's.
+        document["outcome"] = _outcome(query)
+        document["persons_sensitivity"] = MEASURES[measure].sensitivity(query)
     if query.survival is not None and _reads(by, "follow_up"):
         # Exits from follow-up are of the outcome, the intervals and the maximum.
         survival = query.survival.model_dump(mode="json")
@@ -90,6 +104,13 @@ def question_digest(
         document["index_event"] = None if index is None else index.model_dump(mode="json")
     text = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()
+
+
+def _outcome(query: CohortQuery) -> dict[str, Any]:
+    assert query.outcome is not None
+    outcome = query.outcome.model_dump(mode="json")
+    outcome["event"] = _spec(outcome["event"])
+    return dict(outcome)
 
 
 def _reads(by: Breakdown, column: PersonColumn) -> bool:

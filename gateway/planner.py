@@ -135,8 +135,7 @@ def plan_query(
                     "age_at": age_at,
                     "tables": list(tables),
                     **({} if index is None else {"index": index}),
-                    **_statistics(variable, summary=summary),
-                    **_rates(outcome),
+                    **_measures(_statistics(variable, summary=summary), _rates(outcome)),
                     **({} if survival is None else {"survival": survival}),
                 },
             }
@@ -188,6 +187,19 @@ def _statistics(variable: Mapping[str, Any] | None, *, summary: bool) -> dict[st
         return {"variable": variable}
     kinds = (MeasureKind.PERSON_COUNT, *STATISTICS)
     return {"measures": [{"kind": k} for k in kinds], "variable": variable}
+
+
+def _measures(*parts: dict[str, Any]) -> dict[str, Any]:
+    """The question's parts put together, their measures each once, in the order asked (a
+    variable's summary and an incidence rate may be asked in one question)."""
+    merged: dict[str, Any] = {}
+    kinds: dict[Any, None] = {}
+    for part in parts:
+        merged |= {k: v for k, v in part.items() if k != "measures"}
+        kinds |= dict.fromkeys(m["kind"] for m in part.get("measures", ()))
+    if kinds:
+        merged["measures"] = [{"kind": k} for k in kinds]
+    return merged
 
 
 def _rates(outcome: Mapping[str, Any] | None) -> dict[str, Any]:

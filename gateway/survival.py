@@ -15,10 +15,22 @@ events: the curve is the Kaplan–Meier estimate of the times grouped to the int
 
 Consistent post-processing of noisy counts: a released cell is never below the minimum, and a
 withheld one (LOW: its noisy value below the minimum, never shown) is taken at half the
-minimum (reason LOW_EXITS_AT_HALF_MINIMUM, with the bound how far the truth of every such
-cell could move the number). Every cell is then at least zero, so the number at risk, a sum of
-the cells from its interval on, never increases, and dₖ ≤ nₖ always: no clipping is needed.
-Nothing is charged again: every number here is a function of released cells.
+minimum (reason LOW_EXITS_AT_HALF_MINIMUM). Every cell is then at least zero, so the number at
+risk, a sum of the cells from its interval on, never increases, and dₖ ≤ nₖ always: no
+clipping is needed. Nothing is charged again: every number here is a function of released
+cells.
+
+Every number's `bound` is how far what is not noise could move it: a cell's spread is half
+the minimum where it was imputed, plus the `bound` each released part carries (a node's
+rounding to its base: the value lies within it of the noisy count it rounded). The number at
+risk, a sum of cells, has the sum of their spreads. S at the end of interval k, with rⱼ = nⱼ − dⱼ
+the persons left after interval j, is Πⱼ≤ₖ rⱼ / (dⱼ + rⱼ), decreasing in each dⱼ / rⱼ: with
+every cell anywhere within its spread (and at least 0), S lies between Πⱼ 1 / (1 + dⱼ⁺ / rⱼ⁻)
+and Πⱼ 1 / (1 + dⱼ⁻ / rⱼ⁺) (each event count at its highest, the persons left at their fewest,
+and the reverse): an enclosure, each factor bounded on its own, so a bound that holds; the
+survival's bound is its larger distance from S. A band's end carries the distance its value
+moves when S is taken at those two ends (its Greenwood variance held), which is what rounding
+and imputation add to the sampling's band. The log-rank test's p-value carries no bound.
 
 A pooled cell is the sum of each country's released (or imputed) part. The log-rank test
 between the groups of a dimension (not UNKNOWN) compares each group's events with those
@@ -66,6 +78,8 @@ class Exits:
     at_end: float
     variances: tuple[float, ...]  # events, censored interleaved, then at_end
     imputed: tuple[float, ...]  # per cell, as `variances`: 0 where released
+    # Per cell, as `variances`: the released parts' own bounds (a node's rounding).
+    rounding: tuple[float, ...]
     statuses: tuple[ValueStatus, ...]  # per cell, as `variances`
     reasons: tuple[Reason, ...]
 
@@ -77,6 +91,10 @@ class Exits:
             self.at_end,
         ]
         return any(values[i] > self.imputed[i] for i in cells)
+
+    def spread(self, i: int) -> float:
+        """How far cell `i`'s truth (before noise) may lie from its number."""
+        return self.imputed[i] + self.rounding[i]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,11 +182,12 @@ def _exits(
     values: list[float] = []
     variances: list[float] = []
     imputed: list[float] = []
+    rounding: list[float] = []
     statuses: list[ValueStatus] = []
     reasons: dict[Reason, None] = {}
     for key in order:
         parts = cells.get((*group[:at], key, *group[at:]), ())
-        value = variance = off = 0.0
+        value = variance = off = rounded = 0.0
         status = ValueStatus.EXACT
         for part, minimum in parts:
             variance += (part.sd or 0.0) ** 2
@@ -180,10 +199,12 @@ def _exits(
                 status = _least_exact(status, ValueStatus.PERTURBED)
             else:
                 value += max(part.value, 0)
+                rounded += part.bound or 0.0
                 status = _least_exact(status, part.status)
         values.append(value)
         variances.append(variance)
         imputed.append(off)
+        rounding.append(rounded)
         statuses.append(status if parts else ValueStatus.SUPPRESSED)
     if any(imputed):
         reasons[_LOW_EXITS] = None
@@ -193,6 +214,7 @@ def _exits(
         at_end=values[-1],
         variances=tuple(variances),
         imputed=tuple(imputed),
+        rounding=tuple(rounding),
         statuses=tuple(statuses),
         reasons=tuple(reasons),
     )
@@ -205,14 +227,11 @@ def _least_exact(a: ValueStatus, b: ValueStatus) -> ValueStatus:
 
 def curve_steps(exits: Exits, survival: Survival) -> list[SurvivalStep]:
     """Each interval's at-risk, events, censorings, survival at its end and band, with the
-    noise's sd (first order) and the bound the imputed cells allow."""
+    noise's sd (first order) and the bound imputation and rounding allow (see the module)."""
     curve = kaplan_meier(exits.events, exits.censored, exits.at_end)
     starts = interval_starts(survival.interval_days, survival.max_days)
     size = len(starts)
-    # The curve with every imputed cell at 0 and at the minimum: the truth of the withheld
-    # cells lies between, so these bound how far the imputation moves each survival.
-    low = _shifted(exits, -1)
-    high = _shifted(exits, +1)
+    low, high = _enclosure(exits)
     noise = _survival_noise(exits, curve)
     reasons = list(exits.reasons)
     steps = []
@@ -223,7 +242,7 @@ def curve_steps(exits: Exits, survival: Survival) -> list[SurvivalStep]:
             curve.at_risk[k],
             [exits.statuses[i] for i in tail],
             sum(exits.variances[i] for i in tail),
-            sum(exits.imputed[i] for i in tail),
+            sum(exits.spread(i) for i in tail),
             reasons,
         )
         events = _cell(exits, event_cell, exits.events[k], reasons)
@@ -265,10 +284,13 @@ def curve_steps(exits: Exits, survival: Survival) -> list[SurvivalStep]:
                 )
             )
             continue
-        bound = max(
-            (abs(other - s) for other in (low[k], high[k]) if other is not None), default=0.0
-        )
+        ends = (low[k], high[k])
+        bound = max(abs(other - s) for other in ends)
         low_band, high_band = log_log_band(s, g)
+        # Each band's end at S's two ends, its variance held.
+        moved = [log_log_band(other, g) for other in ends]
+        low_bound = max(abs(m[0] - low_band) for m in moved)
+        high_bound = max(abs(m[1] - high_band) for m in moved)
         steps.append(
             SurvivalStep(
                 start=start,
@@ -277,23 +299,42 @@ def curve_steps(exits: Exits, survival: Survival) -> list[SurvivalStep]:
                 events=events,
                 censored=censored,
                 survival=_estimate(s, status, reasons, noise[k], bound or None),
-                ci_low=_estimate(low_band, status, reasons, noise[k], bound or None),
-                ci_high=_estimate(high_band, status, reasons, noise[k], bound or None),
+                ci_low=_estimate(low_band, status, reasons, noise[k], low_bound or None),
+                ci_high=_estimate(high_band, status, reasons, noise[k], high_bound or None),
             )
         )
     return steps
 
 
-def _shifted(exits: Exits, sign: int) -> tuple[float | None, ...]:
-    def moved(values: Sequence[float], offset: int) -> list[float]:
-        return [v + sign * exits.imputed[offset + 2 * k] for k, v in enumerate(values)]
+def _enclosure(exits: Exits) -> tuple[list[float], list[float]]:
+    """The least and the most S at the end of each interval with every cell anywhere within
+    its spread, at least 0 (see the module): each factor rⱼ / (dⱼ + rⱼ) bounded on its own."""
+    size = len(exits.events)
+    spreads = [exits.spread(i) for i in range(2 * size + 1)]
+    cells = [*(v for pair in zip(exits.events, exits.censored, strict=True) for v in pair)]
+    cells.append(exits.at_end)
+    fewest = [max(v - spreads[i], 0.0) for i, v in enumerate(cells)]
+    most = [v + spreads[i] for i, v in enumerate(cells)]
+    lowest: list[float] = []
+    highest: list[float] = []
+    s_low = s_high = 1.0
+    for j in range(size):
+        # Persons left after interval j: its censorings and every later cell.
+        left = range(2 * j + 1, 2 * size + 1)
+        left_fewest = sum(fewest[i] for i in left)
+        left_most = sum(most[i] for i in left)
+        s_low *= _kept(most[2 * j], left_fewest)
+        s_high *= _kept(fewest[2 * j], left_most)
+        lowest.append(s_low)
+        highest.append(s_high)
+    return lowest, highest
 
-    curve = kaplan_meier(
-        moved(exits.events, 0),
-        moved(exits.censored, 1),
-        exits.at_end + sign * exits.imputed[-1],
-    )
-    return curve.survival
+
+def _kept(events: float, left: float) -> float:
+    """r / (d + r): the share of an interval's persons at risk who had no event in it."""
+    if events + left <= 0:
+        return 1.0
+    return left / (events + left)
 
 
 def _survival_noise(exits: Exits, curve: Curve) -> list[float | None]:
@@ -334,7 +375,7 @@ def _cell(exits: Exits, i: int, value: float, reasons: list[Reason]) -> Estimate
     if exits.imputed[i] and exits.imputed[i] >= value:
         # Every part withheld: the cell is LOW as its parts are.
         return _estimate(None, ValueStatus.LOW, reasons, math.sqrt(exits.variances[i]), None)
-    return _count(value, [status], exits.variances[i], exits.imputed[i], reasons)
+    return _count(value, [status], exits.variances[i], exits.spread(i), reasons)
 
 
 def _count(
@@ -365,7 +406,7 @@ def _estimate(
 _LOW_EXITS: Final = Reason(
     rule=LOW_EXITS,
     message="withheld exits (LOW: below the minimum) were taken at half the minimum; the "
-    "bound says how far their truth could move the number",
+    "bound says how far their truth (and any rounding) could move the number",
 )
 _NONE_AT_RISK: Final = Reason(
     rule=NONE_AT_RISK, message="nobody is at risk from this interval on: no survival to show"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from schema.codes import Dimension, Jurisdiction, Sex
+from schema.codes import AgeAt, Dimension, Jurisdiction, Sex
+from schema.lexis import splits, years_reached
 from schema.survival import all_keys, follow_up_domain
 from schema.variables import MAX_EDGE_UNITS, bin_key
 
@@ -103,7 +104,10 @@ def age_band(low: int, width: int) -> str:
 
 def _age_band_domain(width: int) -> Callable[[CohortQuery], tuple[str, ...]]:
     def domain(query: CohortQuery) -> tuple[str, ...]:
-        return _age_bands(*query.criteria.age_bounds(), width)
+        low, high = query.criteria.age_bounds()
+        if splits(query):
+            low, high = _followed_ages(query, low, high)
+        return _age_bands(low, high, width)
 
     return domain
 
@@ -118,7 +122,29 @@ def _age_bands(low: int, high: int, width: int) -> tuple[str, ...]:
 def _calendar_year_domain(query: CohortQuery) -> tuple[str, ...]:
     first, last = query.index_years()
     # Years after the reference date's are not part of a question asked as of that date.
-    return _calendar_years(first, min(last, query.reference_date.year), query.dated)
+    last = min(last, query.reference_date.year)
+    if splits(query):
+        # Split person-time (`schema.lexis`) reaches the years its follow-up does.
+        assert query.outcome is not None
+        last += years_reached(query.outcome.window.end_days)
+    return _calendar_years(first, last, query.dated)
+
+
+def _followed_ages(query: CohortQuery, low: int, high: int) -> tuple[int, int]:
+    """The ages split person-time (`schema.lexis`) is at, from the ages `low`..`high` the
+    criteria admit at the age date: a year younger before a birthday in the year of that date
+    (ages elsewhere are the year less the year of birth), older by each year the follow-up
+    reaches, and, with ages at the reference date, younger by the years from an index event
+    before it."""
+    assert query.outcome is not None
+    reached = years_reached(query.outcome.window.end_days)
+    if query.age_basis is AgeAt.INDEX_EVENT:
+        return max(low - 1, 0), high + reached
+    first, last = query.index_years()
+    reference = query.reference_date.year
+    before = max(reference - first, 0)
+    after = max(min(last, reference) + reached - reference, 0)
+    return max(low - 1 - before, 0), high + after
 
 
 @functools.lru_cache(maxsize=256)

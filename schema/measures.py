@@ -13,13 +13,16 @@ test holds every registry to every `MeasureKind` (see docs/adding-a-measure.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from schema.codes import MeasureKind
-from schema.query import MAX_RATE_FOLLOW_UP_DAYS, CohortQuery
+from schema.codes import Dimension, MeasureKind
+from schema.dimensions import age_band_width
+from schema.lexis import YEAR_DAYS, crossings, split_table, splits
+from schema.query import MAX_RATE_FOLLOW_UP_DAYS, Breakdown, CohortQuery
 from schema.variables import MAX_SPAN_UNITS
 
 # More persons than live in the EU and EEA together: no count, a node's or a pooled one, can be
@@ -74,6 +77,31 @@ def _one(query: CohortQuery) -> int:
     return 1
 
 
+def cells_per_person(query: CohortQuery, table: Breakdown) -> int:
+    """The most cells of `table` one person is counted in: one, or, where a rate's follow-up
+    is split by age and year (`schema.lexis`), one more per boundary their follow-up can
+    cross."""
+    if query.outcome is None or not split_table(table):
+        return 1
+    days = query.outcome.days
+    cells = 1
+    if Dimension.CALENDAR_YEAR in table:
+        cells += crossings(days, YEAR_DAYS)
+    for dimension in table:
+        width = age_band_width(dimension)
+        if width is not None:
+            cells += crossings(days, YEAR_DAYS * width)
+    return cells
+
+
+def _persons_sensitivity(query: CohortQuery) -> int:
+    # A person in k cells of a table moves it by √k (L2); noise is scaled by a whole number.
+    if not splits(query):
+        return 1
+    most = max(cells_per_person(query, table) for table in query.tables)
+    return math.isqrt(most - 1) + 1  # ⌈√most⌉
+
+
 def _sum_sensitivity(query: CohortQuery) -> int:
     if query.variable is None:
         raise ValueError("a sum of a variable's values needs the variable")
@@ -93,7 +121,8 @@ MAX_PERSON_DAYS: Final = MAX_PERSONS * MAX_RATE_FOLLOW_UP_DAYS
 def _days_sensitivity(query: CohortQuery) -> int:
     if query.outcome is None:
         raise ValueError("days at risk need the question's outcome")
-    # A person is in one cell of a table and adds at most the window's length to it.
+    # A person adds at most the window's length to a table: to one cell, or, split by age and
+    # year (`schema.lexis`), across several, whose squares then sum to less (L2 <= L1).
     return query.outcome.days
 
 
@@ -103,7 +132,8 @@ MEASURES: Final[dict[MeasureKind, MeasureSpec]] = {
         description="distinct persons in the cell",
         minimum=0,
         maximum=MAX_PERSONS,
-        sensitivity=_one,
+        # One, but where a rate's person-time is split by age and year (`schema.lexis`).
+        sensitivity=_persons_sensitivity,
         pool=Pool.SUM,
         secure=True,
     ),

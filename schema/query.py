@@ -385,7 +385,9 @@ class NumericVariable(Contract):
     """A numeric variable, one value per cohort person (`schema.variables`): their age at the
     question's age date, or a measurement's value (`code`, LOINC, in the node's canonical unit)
     taken per person as the first, last or mean of their measurements in `window` (a calendar
-    window; every measurement without one). Values are clipped to `lo`..`hi`, public bounds
+    window; every measurement without one) and, with an explicit index (`CohortQuery.index`),
+    in `index_window` (days relative to each person's index date: `-365..0`, the year up to
+    it). Values are clipped to `lo`..`hi`, public bounds
     within the registry's (its own when not given). Persons without a value are in no sum and
     not in VALUE_N. This is the variable's one definition: the compiler computes it from
     here (`connectors.compiler.cohort`), the canonical digest names it (the whole model)."""
@@ -394,6 +396,9 @@ class NumericVariable(Contract):
     code: Code | None = None
     per_person: PerPerson = PerPerson.FIRST
     window: DateWindow | None = None
+    # Relative to each person's index date; left out of dumps when absent (the variables of
+    # before keep their digests).
+    index_window: Annotated[RelativeWindow | None, Field(exclude_if=_absent)] = None
     lo: float | None = Field(default=None, allow_inf_nan=False)
     hi: float | None = Field(default=None, allow_inf_nan=False)
     # The width of a histogram's bins (a breakdown by VALUE_BIN), one the registry allows;
@@ -405,7 +410,7 @@ class NumericVariable(Contract):
     @model_validator(mode="after")
     def _well_defined(self) -> Self:
         if self.source is VariableSource.AGE:
-            if self.code is not None or self.window is not None:
+            if self.code is not None or self.window is not None or self.index_window is not None:
                 raise ValueError("age takes no code or window")
             if self.per_person is not PerPerson.FIRST:
                 raise ValueError("age is one value per person: no perPerson")
@@ -518,7 +523,8 @@ class CohortQuery(Contract):
     # Left out of dumps when absent: the questions of before keep their digests.
     index: Annotated[IndexEvent | None, Field(exclude_if=_absent)] = None
     tables: Annotated[list[Breakdown], Field(max_length=MAX_TABLES)] = [()]
-    measures: Annotated[list[Measure], Field(min_length=1, max_length=4)] = Field(
+    # At most a count, a variable's three statistics and a rate's events and days.
+    measures: Annotated[list[Measure], Field(min_length=1, max_length=6)] = Field(
         default_factory=lambda: list(_COUNT_ONLY)
     )
     # The variable the VALUE_* measures are of; left out of dumps when absent (the questions
@@ -576,17 +582,17 @@ class CohortQuery(Contract):
             raise ValueError("a variable is given for its statistics or its histogram: ask one")
         if binned and (self.variable is None or self.variable.bin_width is None):
             raise ValueError("a breakdown by VALUE_BIN needs a variable with a binWidth")
-        if self.variable is not None and self.index is not None:
-            # An explicit index takes the criteria at each candidate date (`_indexed` in the
-            # compiler): a variable's value per candidate is not built yet.
-            raise ValueError("a numeric variable cannot be asked with an explicit index yet")
+        relative = self.variable is not None and self.variable.index_window is not None
+        if relative and self.index is None:
+            raise ValueError("a variable's indexWindow is relative to an index event (index)")
         return self
 
     @model_validator(mode="after")
     def _rates_of_an_outcome(self) -> Self:
         kinds = {m.kind for m in self.measures}
         rates = kinds & set(RATES)
-        if rates and kinds != {MeasureKind.PERSON_COUNT, *RATES}:
+        # A variable's statistics may be asked beside (its own validator holds them).
+        if rates and kinds - set(STATISTICS) != {MeasureKind.PERSON_COUNT, *RATES}:
             raise ValueError(
                 "an incidence rate's measures are asked together with the count of persons: "
                 "PERSON_COUNT, OUTCOME_EVENTS, PERSON_DAYS"

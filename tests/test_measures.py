@@ -178,20 +178,21 @@ def test_every_registered_variables_bins_have_keys_a_node_may_send() -> None:
             assert set(edges) <= DIMENSIONS[Dimension.VALUE_BIN].keys, spec.name
 
 
-def test_a_variable_with_an_explicit_index_is_refused_until_it_is_built() -> None:
-    # The compiler takes an explicit index's criteria at each candidate date; a variable's
-    # value per candidate is not built: refused for its form, never computed wrong.
-    with pytest.raises(ValidationError, match="explicit index"):
-        CohortQuery.model_validate(
-            {
-                "criteria": {},
-                "reference_date": dt.date(2024, 6, 30),
-                "index": {
-                    "events": [
-                        {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "E11"}]}
-                    ]
-                },
-                "measures": [{"kind": k} for k in _COUNTS_AND_STATISTICS],
-                "variable": {"source": "AGE"},
-            }
-        )
+def test_a_variable_at_an_explicit_index_is_asked_and_its_window_needs_one() -> None:
+    # Taken at each person's index date (`connectors.compiler.cohort._value_at_index`).
+    index = {"events": [{"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "E11"}]}]}
+    base = {
+        "criteria": {},
+        "reference_date": dt.date(2024, 6, 30),
+        "measures": [{"kind": k} for k in _COUNTS_AND_STATISTICS],
+    }
+    hba1c = {
+        "source": "MEASUREMENT",
+        "code": {"vocabulary": "LOINC", "code": "4548-4"},
+        "index_window": {"start_days": -365, "end_days": 0},
+    }
+    for variable in ({"source": "AGE"}, hba1c):
+        query = CohortQuery.model_validate({**base, "index": index, "variable": variable})
+        assert query.variable is not None
+    with pytest.raises(ValidationError, match="relative to an index event"):
+        CohortQuery.model_validate({**base, "variable": hba1c})

@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlglot import exp
 
@@ -54,6 +55,7 @@ from connectors.compiler.compiled import (
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
 from connectors.compiler.follow_up import FollowUp, follow_up
+from connectors.compiler.lexis import BIRTH_COLUMNS, pieces
 from connectors.compiler.measures import (
     DAYS_AT_RISK,
     MEASURE_SQL,
@@ -66,6 +68,7 @@ from connectors.compiler.names import EventTable
 from connectors.compiler.sql import Params, col, exists, renumbered, table, text
 from connectors.errors import BadRequest
 from schema.codes import AgeAt, Dimension, EventDomain, MeasureKind, Occurrence
+from schema.lexis import splits
 from schema.measures import asked
 from schema.query import (
     Breakdown,
@@ -96,7 +99,36 @@ VALUE_BIN = "value_bin"  # the cohort's column of each person's bin (`PersonColu
 # observation, and the FOLLOW_UP key they give (`PersonColumns.follow_up`).
 OUTCOME_DAYS, END_DAYS, FOLLOW_UP = "outcome_days", "end_days", "follow_up"
 FOLLOWED = "f"
+# An explicitly indexed cohort wrapped to carry its variable, and the candidate dates its
+# measurements are taken around.
+VALUED, DATED = "w", "ix"
 PERSON_INDEX = names.PERSON_INDEX_COLUMN
+
+
+@dataclass(frozen=True, slots=True)
+class ValueAtIndex:
+    """A wrap of an explicitly indexed cohort (alias `w`) adding its variable's columns,
+    read from `values` (alias `variable`, joined LEFT `on` the person and their index date)
+    or from the cohort itself (age): the columns `_value_columns` makes. `wrap` puts a cohort
+    under it, a copy each time."""
+
+    columns: list[exp.Expr]
+    values: exp.Select | None
+    on: exp.Expr | None
+
+    def wrap(self, cohort: exp.Select) -> exp.Select:
+        select = exp.select(
+            exp.Column(this=exp.Star(), table=exp.to_identifier(VALUED)),
+            *(c.copy() for c in self.columns),
+        ).from_(exp.Subquery(this=cohort, alias=exp.TableAlias(this=VALUED)), copy=False)
+        if self.values is None or self.on is None:
+            return select
+        return select.join(
+            exp.Subquery(this=self.values.copy(), alias=exp.TableAlias(this=VARIABLE)),
+            on=self.on.copy(),
+            join_type="LEFT",
+            copy=False,
+        )
 
 
 class _CohortCompiler:
@@ -115,7 +147,14 @@ class _CohortCompiler:
         # An incidence rate's follow-up (`connectors.compiler.follow_up`), once the cohort is.
         self._follow_up: FollowUp | None = None
         self._follow_up_params: tuple[exp.Parameter, exp.Parameter] | None = None
+        # A numeric variable at an explicit index (`_value_at_index`), once the cohort is; the
+        # candidate index dates it reads, as the cohort reads them.
+        self._valued: ValueAtIndex | None = None
+        self._candidate_dates: exp.Select | None = None
         self._outcome_filter: list[exp.Expr] = []
+        # Whether the cells read each person's follow-up in pieces by age and year
+        # (`connectors.compiler.lexis`): the cohort then carries their date of birth.
+        self._split = splits(query)
 
     def compile(self) -> CompiledQuery:
         dialect = self.dialect
@@ -164,7 +203,10 @@ class _CohortCompiler:
         )
 
     def _followed(self, cohort: exp.Select) -> exp.Select:
-        """`cohort` with each person's follow-up, for a question with an outcome."""
+        """`cohort` with each person's value at their index date, for a question with a
+        variable and an explicit index, and their follow-up, for a question with an outcome."""
+        if self._valued is not None:
+            cohort = self._valued.wrap(cohort)
         return cohort if self._follow_up is None else self._follow_up.wrap(cohort)
 
     def _cohort_table(
@@ -251,23 +293,11 @@ class _CohortCompiler:
             # it here rather than find each person's first event again (CTE `index_event`).
             # (An explicit index adds its own: `_indexed`.)
             columns.append(col(INDEX_DATE, AGE_DATE))
+        if self._split:
+            columns += [col(c, PERSON) for c in BIRTH_COLUMNS]
         variable = self.query.variable
-        if variable is not None and variable.bin_width is not None:
-            columns.append(exp.alias_(self._bin(variable), VALUE_BIN))
-        if variable is not None:
-            units = self._units(variable)
-            offset = exp.cast(
-                self.params.bind(variable.clipping.square_offset), exp.DataType.Type.BIGINT
-            )
-            columns.append(exp.alias_(units, VALUE_UNITS))
-            columns.append(
-                exp.alias_(
-                    exp.Sub(
-                        this=exp.Mul(this=units.copy(), expression=units.copy()), expression=offset
-                    ),
-                    VALUE_SQUARES,
-                )
-            )
+        if variable is not None and self.query.index is None:
+            columns += self._value_columns(variable, self._age())
         select = (
             exp.select(*columns)
             .from_(table(names.PERSON, PERSON), copy=False)
@@ -282,6 +312,10 @@ class _CohortCompiler:
         )
         if self.query.index is not None:
             indexed = self._indexed(select, conditions)
+            if variable is not None:
+                # Each person's value at their index date, its values bound here: `_followed`
+                # wraps the cohort in it (with ALL, the index date is known once grouped).
+                self._valued = self._value_at_index(variable)
             if self.query.outcome is not None:
                 # Each person's follow-up from their index date, its values bound here (before
                 # the persons left out): `_followed` wraps the cohort in it.
@@ -313,13 +347,49 @@ class _CohortCompiler:
 
     # -- the numeric variable ----------------------------------------------------------------
 
-    def _units(self, variable: NumericVariable) -> exp.Expr:
+    def _value_columns(self, variable: NumericVariable, age: exp.Expr) -> list[exp.Expr]:
+        """The cohort's columns of the variable (its bin, its units and squares), a person's
+        age being `age`."""
+        columns: list[exp.Expr] = []
+        if variable.bin_width is not None:
+            columns.append(exp.alias_(self._bin(variable, age), VALUE_BIN))
+        units = self._units(variable, age)
+        offset = exp.cast(
+            self.params.bind(variable.clipping.square_offset), exp.DataType.Type.BIGINT
+        )
+        columns.append(exp.alias_(units, VALUE_UNITS))
+        columns.append(
+            exp.alias_(
+                exp.Sub(
+                    this=exp.Mul(this=units.copy(), expression=units.copy()), expression=offset
+                ),
+                VALUE_SQUARES,
+            )
+        )
+        return columns
+
+    def _value_at_index(self, variable: NumericVariable) -> ValueAtIndex:
+        """The wrap giving each person of an explicitly indexed cohort their value: their age
+        (the cohort's, at its age date), or their measurement's, in `index_window` around
+        their index date when it has one (from each candidate date's measurements, joined on
+        the date the cohort chose), else as without an index."""
+        age = col(AGE, VALUED)
+        if variable.source is VariableSource.AGE:
+            return ValueAtIndex(columns=self._value_columns(variable, age), values=None, on=None)
+        dated = variable.index_window is not None
+        values = self._measured(variable, self._candidate_dates if dated else None)
+        on: exp.Expr = col("person_id", VARIABLE).eq(col("person_id", VALUED))
+        if dated:
+            on = exp.and_(on, col(INDEX_DATE, VARIABLE).eq(col(INDEX_DATE, VALUED)))
+        return ValueAtIndex(columns=self._value_columns(variable, age), values=values, on=on)
+
+    def _units(self, variable: NumericVariable, age: exp.Expr) -> exp.Expr:
         """The person's value as `schema.variables` counts it: clipped to the bounds, in whole
         units of the resolution (rounded half up), less the bounds' centre; NULL without a
         value. Integer arithmetic from the rounding on: the sums are exact."""
         clipping = variable.clipping
         if variable.source is VariableSource.AGE:
-            whole: exp.Expr = self._age()  # whole years already (resolution 1)
+            whole: exp.Expr = age.copy()  # whole years already (resolution 1)
         elif variable.per_person is PerPerson.MEAN:
             # The mean of whole units (`_measured`), rounded half up: a mean of integers is a
             # half-integer exactly or lies at least 1/(2 count) from one, so the rounding
@@ -336,7 +406,7 @@ class _CohortCompiler:
         valued = exp.Case().when(whole.is_(exp.null()).not_(), clipped)
         return exp.paren(exp.Sub(this=valued, expression=centre))
 
-    def _bin(self, variable: NumericVariable) -> exp.Expr:
+    def _bin(self, variable: NumericVariable, age: exp.Expr) -> exp.Expr:
         """The cell key of the person's bin: the lower edge of the bin their clipped value
         falls in (the last bin holds the upper bound), in the variable's unit with its
         decimals, as `schema.variables.Clipping.edge` spells it; NULL without a value."""
@@ -347,7 +417,9 @@ class _CohortCompiler:
         centre = exp.cast(self.params.bind(clipping.centre), exp.DataType.Type.BIGINT)
         # The clipped value in units from the lower bound, less its remainder by the width.
         offset = exp.paren(
-            exp.Sub(this=exp.Add(this=self._units(variable), expression=centre), expression=low)
+            exp.Sub(
+                this=exp.Add(this=self._units(variable, age), expression=centre), expression=low
+            )
         )
         floor = exp.Sub(
             this=offset, expression=exp.paren(exp.Mod(this=offset.copy(), expression=width))
@@ -355,7 +427,7 @@ class _CohortCompiler:
         edge = exp.func("LEAST", exp.Add(this=low.copy(), expression=exp.paren(floor)), last)
         key = self._edge_key(edge, clipping.decimals)
         # LEAST skips NULLs: a person without a value would get the last bin.
-        valued = exp.paren(self._units(variable)).is_(exp.null()).not_()
+        valued = exp.paren(self._units(variable, age)).is_(exp.null()).not_()
         return exp.Case().when(valued, key)
 
     @staticmethod
@@ -387,10 +459,14 @@ class _CohortCompiler:
         scale = exp.cast(self.params.bind(float(10**decimals)), exp.DataType.Type.DOUBLE)
         return _half_up(exp.Mul(this=exp.cast(value, exp.DataType.Type.DOUBLE), expression=scale))
 
-    def _measured(self, variable: NumericVariable) -> exp.Select:
+    def _measured(
+        self, variable: NumericVariable, candidates: exp.Select | None = None
+    ) -> exp.Select:
         """Each person's value of a measurement variable: their first, last or mean
         measurement of the code in the window (the first and last by date, then by
-        measurement id, so that one value is chosen whatever the database's order)."""
+        measurement id, so that one value is chosen whatever the database's order). With
+        `candidates` (rows `(person_id, index_date)`), one value per person and candidate
+        date, from the measurements in the variable's `index_window` around it."""
         assert variable.code is not None  # the query model requires it for a measurement
         criterion = MeasurementCriterion(
             vocabulary=variable.code.vocabulary,
@@ -405,14 +481,31 @@ class _CohortCompiler:
             self._event_filter(measurements, criterion), value.is_(exp.null()).not_()
         )
         person = col("person_id", EVENT)
+        keys: list[exp.Expr] = [person]
+        source = exp.select().from_(table(measurements.name, EVENT), copy=False)
+        window = variable.index_window
+        if candidates is not None and window is not None:
+            date = col(measurements.date, EVENT)
+            index_date = col(INDEX_DATE, DATED)
+            source = source.join(
+                exp.Subquery(this=candidates.copy(), alias=exp.TableAlias(this=DATED)),
+                on=col("person_id", DATED).eq(person.copy()),
+                join_type="INNER",
+                copy=False,
+            )
+            event_filter = exp.and_(
+                event_filter,
+                date >= self._shifted(index_date, window.start_days),
+                date.copy() <= self._shifted(index_date, window.end_days),
+            )
+            keys.append(index_date.copy())
         if variable.per_person is PerPerson.MEAN:
             # The mean of the person's values in whole units (rounded by `_units`).
             units = self._whole_units(value.copy(), variable.clipping.decimals)
             return (
-                exp.select(person, exp.alias_(exp.func("AVG", units), RAW))
-                .from_(table(measurements.name, EVENT), copy=False)
+                source.select(*keys, exp.alias_(exp.func("AVG", units), RAW), copy=False)
                 .where(event_filter, copy=False)
-                .group_by(person.copy(), copy=False)
+                .group_by(*(k.copy() for k in keys), copy=False)
             )
         descending = variable.per_person is PerPerson.LAST
         order = exp.Order(
@@ -421,14 +514,16 @@ class _CohortCompiler:
                 exp.Ordered(this=col("measurement_id", EVENT), desc=descending),
             ]
         )
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[person.copy()], order=order)
-        ranked = (
-            exp.select(person.copy(), exp.alias_(value.copy(), RAW), exp.alias_(rank, RANK))
-            .from_(table(measurements.name, EVENT), copy=False)
-            .where(event_filter, copy=False)
-        )
+        rank = exp.Window(this=exp.RowNumber(), partition_by=[k.copy() for k in keys], order=order)
+        ranked = source.select(
+            *(k.copy() for k in keys),
+            exp.alias_(value.copy(), RAW),
+            exp.alias_(rank, RANK),
+            copy=False,
+        ).where(event_filter, copy=False)
+        chosen = [exp.column(k.name) for k in keys]
         return (
-            exp.select(exp.column("person_id"), exp.column(RAW))
+            exp.select(*chosen, exp.column(RAW))
             .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this="ranked")), copy=False)
             .where(exp.column(RANK).eq(exp.Literal.number(1)), copy=False)
         )
@@ -441,8 +536,10 @@ class _CohortCompiler:
         (or at the reference date)."""
         index = self.query.index
         assert index is not None
+        candidates = self._candidates(index)
+        self._candidate_dates = candidates.copy()
         select = select.join(
-            exp.Subquery(this=self._candidates(index), alias=exp.TableAlias(this=AGE_DATE)),
+            exp.Subquery(this=candidates, alias=exp.TableAlias(this=AGE_DATE)),
             on=col("person_id", AGE_DATE).eq(col("person_id", PERSON)),
             join_type="INNER",
             copy=False,
@@ -456,10 +553,11 @@ class _CohortCompiler:
             exp.func("MIN", select.expressions[2].this), AGE, copy=False
         )
         first = exp.func("MIN", col(INDEX_DATE, AGE_DATE))
+        born = BIRTH_COLUMNS if self._split else BIRTH_COLUMNS[:1]
         return select.select(exp.alias_(first, INDEX_DATE), copy=False).group_by(
             col("person_id", PERSON),
             col("gender_concept_id", PERSON),
-            col("year_of_birth", PERSON),
+            *(col(c, PERSON) for c in born),
             col(PERSON_INDEX, KEY),
             copy=False,
         )
@@ -817,6 +915,15 @@ class _CohortCompiler:
                 ),
                 copy=False,
             )
+        elif self._split:
+            # Each person's follow-up in pieces by age and year, each read as a person is.
+            select = exp.select(col(PERSON_INDEX, COHORT)).from_(
+                exp.Subquery(
+                    this=pieces(COHORT_CTE, self._carried(), self.dialect, self._once()),
+                    alias=exp.TableAlias(this=COHORT),
+                ),
+                copy=False,
+            )
         for dimension in dimensions:
             entry = DIMENSION_SQL[dimension]
             value = exp.alias_(entry.value(person), entry.column, copy=False)
@@ -835,6 +942,19 @@ class _CohortCompiler:
                 copy=False,
             )
         return select
+
+    def _carried(self) -> list[str]:
+        """The cohort's columns the cells read that a piece of follow-up keeps as they are."""
+        carried = [PERSON_INDEX, "gender_concept_id"]
+        variable = self.query.variable
+        if variable is not None and variable.bin_width is not None:
+            carried.append(VALUE_BIN)
+        return carried
+
+    def _once(self) -> list[str]:
+        """The cohort's columns only the piece of a person's first day at risk keeps: their
+        value's, summed once."""
+        return [] if self.query.variable is None else [VALUE_UNITS, VALUE_SQUARES]
 
     # -- survival ----------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ ListMatch = Callable[[exp.Expr, exp.Expr], exp.Expr]
 TemporaryTable = Callable[[str, exp.Query], exp.Expr]
 # `days(later, earlier)`: the whole days from the date `earlier` to the date `later`.
 DaysBetween = Callable[[exp.Expr, exp.Expr], exp.Expr]
+# `date_of(year, month, day)`: the date of three whole numbers.
+DateOf = Callable[[exp.Expr, exp.Expr, exp.Expr], exp.Expr]
 # `delete(table, column, relation)`: deletes the rows of `table` whose `column` is listed in
 # the one-column `relation` (of the same column name) the backend provides.
 DeleteListed = Callable[[str, str, str], exp.Expr]
@@ -138,6 +140,18 @@ def date_diff(later: exp.Expr, earlier: exp.Expr) -> exp.Expr:
     return exp.DateDiff(this=later, expression=earlier, unit=exp.var("DAY"))
 
 
+def make_date(year: exp.Expr, month: exp.Expr, day: exp.Expr) -> exp.Expr:
+    """`MAKE_DATE(year, month, day)` (DuckDB, PostgreSQL, Spark)."""
+    return exp.Anonymous(this="MAKE_DATE", expressions=[year, month, day])
+
+
+def formatted_date(year: exp.Expr, month: exp.Expr, day: exp.Expr) -> exp.Expr:
+    """`CAST(FORMAT('%04d-%02d-%02d', year, month, day) AS DATE)`: Trino has no function
+    making a date of its parts."""
+    text = exp.func("FORMAT", exp.Literal.string("%04d-%02d-%02d"), year, month, day)
+    return exp.cast(text, exp.DataType.Type.DATE)
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """One database's way of writing what the compilers build.
@@ -163,6 +177,8 @@ class Dialect:
     grouping_bits: str | None = None
     # Whole days between two dates (an incidence rate's or a survival question's follow-up).
     days_between: DaysBetween = date_difference
+    # A date from its year, month and day (a rate's person-time split at birthdays).
+    date_of: DateOf = make_date
 
     def sql(self, expression: exp.Expr, *, pretty: bool = True) -> str:
         """`expression` as this database's SQL text; changes the tree in place (pass one of
@@ -214,6 +230,7 @@ TRINO: Final = Dialect(
     temporary_table=None,
     delete_listed=None,
     days_between=date_diff,
+    date_of=formatted_date,
 )
 
 # Every database the compilers write for, by name.

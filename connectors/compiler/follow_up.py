@@ -15,7 +15,9 @@ subquery. The second (alias `g`) follows the person from entry = index + start t
 so that a person not observed at their index date is at risk for no day (COALESCE: LEAST
 skips NULLs), and counts an event (`outcome_event` 1) when the outcome falls on or before that
 day; their days at risk (`days_at_risk`) run from entry to the outcome or the censoring, both
-included, at least 0, at most the window's length: the public clipping of PERSON_DAYS.
+included, at least 0, at most the window's length: the public clipping of PERSON_DAYS. The
+first and last day at risk are kept too (`at_risk_from`, `at_risk_to`: before the first for
+a person at risk for no day), for the split by age and year (`connectors.compiler.lexis`).
 Every bound is a parameter; days are counted as the dialect counts them (`days_between`).
 """
 
@@ -28,7 +30,7 @@ from sqlglot import exp
 
 from connectors.compiler import names
 from connectors.compiler.dialect import DaysBetween
-from connectors.compiler.measures import DAYS_AT_RISK, OUTCOME_EVENT
+from connectors.compiler.measures import AT_RISK_FROM, AT_RISK_TO, DAYS_AT_RISK, OUTCOME_EVENT
 from connectors.compiler.sql import col, table
 from schema.query import EventSpec, Outcome
 
@@ -95,6 +97,8 @@ def follow_up(
         exp.Column(this=exp.Star(), table=exp.to_identifier(FOUND)),
         exp.alias_(flag, OUTCOME_EVENT),
         exp.alias_(days, DAYS_AT_RISK),
+        exp.alias_(entry.copy(), AT_RISK_FROM),
+        exp.alias_(exit_date.copy(), AT_RISK_TO),
     )
     return FollowUp(found=found, outer=outer)
 

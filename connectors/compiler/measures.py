@@ -60,6 +60,9 @@ def _sum_of(column: str) -> Callable[[], exp.Expr]:
 
 OUTCOME_EVENT: Final = "outcome_event"
 DAYS_AT_RISK: Final = "days_at_risk"
+# Each person's first and last day at risk (`connectors.compiler.follow_up`).
+AT_RISK_FROM: Final = "at_risk_from"
+AT_RISK_TO: Final = "at_risk_to"
 
 
 def _persons_with_an_outcome() -> exp.Expr:

@@ -237,6 +237,11 @@ class VariableInput:
         default=strawberry.UNSET,
         description="The calendar window of the measurements (every one without it).",
     )
+    index_window: RelativeWindowInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The measurements' days around each person's index date (needs an "
+        "index): -365 to 0, the year up to it.",
+    )
     lo: float | None = strawberry.field(default=strawberry.UNSET, description="Lower bound.")
     hi: float | None = strawberry.field(default=strawberry.UNSET, description="Upper bound.")
     bin_width: float | None = strawberry.field(
@@ -253,6 +258,8 @@ def variable_data(variable: VariableInput) -> dict[str, Any]:
         data["code"] = {"vocabulary": Vocabulary.LOINC, "code": variable.code}
     if variable.window:
         data["window"] = _fields(variable.window, "start", "end")
+    if variable.index_window:
+        data["index_window"] = _fields(variable.index_window, "start_days", "end_days")
     data |= _fields(variable, "lo", "hi", "bin_width")
     return data
 

@@ -271,7 +271,9 @@ class Variable:
     """A numeric variable to summarise (`summary`) or bin (a breakdown by `VALUE_BIN`), as
     the gateway's `VariableInput`: `Variable.age(lo=18, hi=90)`,
     `Variable.measurement("4548-4", per_person="LAST", start=date(2020, 1, 1), lo=4, hi=14,
-    bin_width=0.5)`. Bounds and bin widths are within the variable's registry entry (see the
+    bin_width=0.5)`, or around each person's index event (a question with `index`):
+    `Variable.measurement("4548-4", per_person="LAST", days=(-365, 0))`. Bounds and bin
+    widths are within the variable's registry entry (see the
     README, "Means, variances and histograms")."""
 
     @staticmethod
@@ -287,6 +289,7 @@ class Variable:
         per_person: str = "FIRST",
         start: dt.date | None = None,
         end: dt.date | None = None,
+        days: tuple[int, int] | None = None,
         lo: float | None = None,
         hi: float | None = None,
         bin_width: float | None = None,
@@ -297,6 +300,8 @@ class Variable:
         window = {k: v.isoformat() for k, v in (("start", start), ("end", end)) if v}
         if window:
             data["window"] = window
+        if days is not None:
+            data["indexWindow"] = {"startDays": days[0], "endDays": days[1]}
         return data
 
 

@@ -212,6 +212,39 @@ NAMED_QUERIES: dict[str, CohortQuery] = {
     ),
 }
 
+# A variable at an explicit index (`NumericVariable.index_window`): the last HbA1c in the 1,600
+# days from a first metformin (persons 1-12 of the fixture, 2023-06-01), and ages at every
+# metformin fill (ALL: the cohort's earliest), binned.
+METFORMIN_INDEX: dict[str, Any] = {
+    "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "A10BA"}]}]
+}
+NAMED_QUERIES["statistics_of_hba1c_after_first_metformin"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": METFORMIN_INDEX,
+        "criteria": {},
+        "measures": [{"kind": k} for k in ("PERSON_COUNT", *STATISTICS)],
+        "tables": [(SEX,)],
+        "variable": {
+            "source": "MEASUREMENT",
+            "code": {"vocabulary": "LOINC", "code": "4548-4"},
+            "per_person": "LAST",
+            "index_window": {"start_days": 0, "end_days": 1600},
+            "lo": 4.0,
+            "hi": 14.0,
+        },
+    }
+)
+NAMED_QUERIES["histogram_of_age_at_metformin"] = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {**METFORMIN_INDEX, "occurrence": "ALL"},
+        "criteria": {},
+        "tables": [(Dimension.VALUE_BIN,)],
+        "variable": {"source": "AGE", "lo": 20, "hi": 90, "bin_width": 10},
+    }
+)
+
 NAMED_QUERIES["exclusions_and_occurrences"] = query(
     Criteria(
         conditions=[icd10("I10", exclude=True), icd10("E11", at_least=2)],

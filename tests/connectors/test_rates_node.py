@@ -193,3 +193,51 @@ def test_a_rate_is_another_question_with_another_outcome_or_window() -> None:
         assert question_digest(query, (), kind) != question_digest(longer, (), kind)
     # The cell's count of persons is the same cohort's: its stored answer is found again.
     assert question_digest(query, (), COUNT) == question_digest(longer, (), COUNT)
+
+
+async def test_days_and_persons_are_split_by_calendar_year(
+    omop_db: Path, verifier: RequestVerifier, sign: Sign
+) -> None:
+    # Each person's days in the year of each day (`schema.lexis`), the person one of the
+    # persons of every year they are at risk in: 2021 has the 9 followed since 2019 and the 2
+    # from 2021-06-01, where the year of the index date would have had 2.
+    response = await answer(omop_db, verifier, sign, rate_body([(Dimension.CALENDAR_YEAR,)]))
+    first, later = dt.date(2019, 4, 1), dt.date(2021, 6, 1)
+    observed = dt.date(2024, 12, 31)
+    spans = [(first, first + dt.timedelta(days=D - 1))] * 8
+    spans += [(first, dt.date(2024, 5, 1)), (later, observed), (later, observed)]
+    days: dict[str, int] = {}
+    persons: dict[str, set[int]] = {}
+    for person, (start, end) in enumerate(spans):
+        for n in range((end - start).days + 1):
+            year = str((start + dt.timedelta(days=n)).year)
+            days[year] = days.get(year, 0) + 1
+            persons.setdefault(year, set()).add(person)
+    released = set()
+    for cell in response.tables[1].cells:
+        (year,) = cell.key
+        values = cell.values
+        at_risk = len(persons.get(year, ()))
+        if at_risk >= 11:  # France's minimum
+            assert values[COUNT].value == at_risk
+            assert values[DAYS].value == days[year]
+            released.add(year)
+        else:
+            assert values[COUNT].status is ValueStatus.LOW
+            assert values[DAYS].value is None
+    assert released == {"2021", "2022", "2023", "2024"}
+    # A person is in up to 1 + 6 years of a table (1901 days cross at most six 1 Januarys):
+    # the count's noise is scaled by ⌈√7⌉ = 3; the events' and the days' are as before.
+    (total,) = response.tables[0].cells
+    assert {k: v.sd for k, v in total.values.items()} == {COUNT: 15.0, EVENTS: 5.0, DAYS: 5.0 * D}
+
+
+def test_a_split_count_of_persons_is_not_a_plain_count() -> None:
+    # Persons at risk in each year, with noise of their own sd: their stored answers are
+    # never those of the cohort's count, nor the days of entry cells those of split ones.
+    split = NodeRequest.model_validate_json(rate_body([(Dimension.CALENDAR_YEAR,)])).query
+    plain = NodeRequest.model_validate_json(rate_body([(Dimension.SEX,)])).query
+    assert question_digest(split, (), COUNT) != question_digest(plain, (), COUNT)
+    assert question_digest(split, (), DAYS) == question_digest(plain, (), DAYS)
+    year = (Dimension.CALENDAR_YEAR,)
+    assert question_digest(split, year, DAYS) != question_digest(plain, year, DAYS)

@@ -1,9 +1,13 @@
 """An incidence rate's pooled events and person-time, before protection, equal a direct
 computation on the union of four nodes' data (synthetic CDMs of FR, DE, FI and DK), in every
-cell: each node's exact OUTCOME_EVENTS and PERSON_DAYS (its compiled statement, on its own
-database) added up, against each person's follow-up computed here in Python from their rows,
-read out of the four databases by plain SQL written here (the first dose, the observation
-period covering it, the death, the outcome's conditions). The concept ids of the codes are
+cell: each node's exact PERSON_COUNT, OUTCOME_EVENTS and PERSON_DAYS (its compiled statement,
+on its own database) added up, against each person's follow-up computed here in Python from
+their rows, read out of the four databases by plain SQL written here (the date of birth, the
+first dose, the observation period covering it, the death, the outcome's conditions). The
+follow-up is split by age and year (`schema.lexis`): here day by day, each day at risk in the
+cell of the person's age (from their birthday) and year on that day, the event on its day,
+the person counted in every cell they have a day in (or, at risk for no day, in the cell of
+their first). The concept ids of the codes are
 the node's lookup (tested on its own in test_compiler.py). The rate and its exact Poisson
 interval follow from the pooled numbers (`gateway.rates`), checked against SciPy's own
 exact test interval."""
@@ -22,8 +26,9 @@ from scipy import stats
 from connectors.compiler import DUCKDB, ConceptSet, compile_concept_lookup, compile_query
 from gateway.rates import DAYS_PER_YEAR, poisson_interval, rate_of
 from schema.codes import Dimension, Jurisdiction, MeasureKind, ValueStatus, Vocabulary
-from schema.query import RATES, CohortQuery
+from schema.query import RATES, STATISTICS, CohortQuery, Measure, NumericVariable
 from schema.result import Value
+from schema.variables import VariableSource
 from synth import generate
 
 PERSONS = 3_000
@@ -69,7 +74,7 @@ def question(outcome_codes: list[str], start: int, end: int) -> CohortQuery:
                 "window": {"start_days": start, "end_days": end},
             },
             "measures": [{"kind": k} for k in (MeasureKind.PERSON_COUNT, *RATES)],
-            "tables": [(SEX,), (AGE10,), (YEAR,), (SEX, AGE10)],
+            "tables": [(SEX,), (AGE10,), (YEAR,), (SEX, AGE10), (AGE10, YEAR)],
         }
     )
 
@@ -91,12 +96,19 @@ def node_cells(path: Path, query: CohortQuery) -> dict[tuple[Any, Key], dict[Mea
     }
 
 
-def pooled(databases: list[Path], query: CohortQuery) -> dict[tuple[Any, Key], tuple[int, int]]:
-    total: dict[tuple[Any, Key], tuple[int, int]] = defaultdict(lambda: (0, 0))
+Totals = tuple[int, int, int]  # persons, events, days at risk
+
+
+def pooled(databases: list[Path], query: CohortQuery) -> dict[tuple[Any, Key], Totals]:
+    total: dict[tuple[Any, Key], Totals] = defaultdict(lambda: (0, 0, 0))
     for path in databases:
         for where, values in node_cells(path, query).items():
-            events, days = total[where]
-            total[where] = (events + values[EVENTS], days + values[DAYS])
+            persons, events, days = total[where]
+            total[where] = (
+                persons + values[MeasureKind.PERSON_COUNT],
+                events + values[EVENTS],
+                days + values[DAYS],
+            )
     return dict(total)
 
 
@@ -113,17 +125,33 @@ def concept_ids(con: duckdb.DuckDBPyConnection, vocabulary: Vocabulary, code: st
     ]
 
 
+Day = tuple[str, str, str]  # sex, age band, year
+
+
+def birthday(year: int, born: tuple[int, int | None, int | None]) -> dt.date:
+    """The person's birthday in `year`: a month or day not recorded is the first, a day past
+    its month's end runs into the next (29 February is 1 March in other years)."""
+    month, day = born[1] or 1, born[2] or 1
+    return dt.date(year, month, 1) + dt.timedelta(days=day - 1)
+
+
+def cell_of(day: dt.date, sex: str, born: tuple[int, int | None, int | None]) -> Day:
+    age = max(day.year - born[0] - (day < birthday(day.year, born)), 0)
+    return sex, f"{age - age % 10}-{age - age % 10 + 9}", str(day.year)
+
+
 def followed(
     con: duckdb.DuckDBPyConnection, outcome_codes: list[str], start: int, end: int
-) -> list[tuple[Key, int, int]]:
-    """Each cohort person's (sex, age band, year) at their first dose, their event (0 or 1)
-    and their days at risk."""
+) -> list[tuple[Day, dict[Day, int], Day | None]]:
+    """Each cohort person's cell on their first day at risk, their days at risk by the cell
+    of each day, and the cell of their outcome's day if it is an event."""
     sexes = {8532: "FEMALE", 8507: "MALE"}
     persons = {
-        p: (sexes.get(g, "UNKNOWN"), born)
-        for p, g, born in con.execute(
+        p: (sexes.get(g, "UNKNOWN"), (born, month, day))
+        for p, g, born, month, day in con.execute(
             """
-            SELECT p.person_id, p.gender_concept_id, p.year_of_birth
+            SELECT p.person_id, p.gender_concept_id, p.year_of_birth, p.month_of_birth,
+                   p.day_of_birth
             FROM person p JOIN tessera_person k ON k.person_id = p.person_id
             WHERE p.year_of_birth <= ?
               AND p.person_id NOT IN (SELECT person_id FROM tessera_optout)
@@ -162,8 +190,6 @@ def followed(
     found = []
     for person, index in first_dose.items():
         sex, born = persons[person]
-        age = index.year - born
-        band = f"{age - age % 10}-{age - age % 10 + 9}"
         entry = index + dt.timedelta(days=start)
         last = index + dt.timedelta(days=end)
         observed = [finish for begin, finish in periods[person] if begin <= index <= finish]
@@ -176,27 +202,48 @@ def followed(
         first = min(in_window) if in_window else None
         event = first is not None and first <= censored
         leaves = first if event and first is not None else censored
-        days = max((leaves - entry).days + 1, 0)
-        found.append(((sex, band, str(index.year)), int(event), days))
+        days: dict[Day, int] = defaultdict(int)
+        for n in range((leaves - entry).days + 1):
+            days[cell_of(entry + dt.timedelta(days=n), sex, born)] += 1
+        first_cell = cell_of(entry, sex, born)
+        found.append((first_cell, days, cell_of(leaves, sex, born) if event else None))
     return found
+
+
+def _wheres(cell: Day) -> list[tuple[Any, Key]]:
+    sex, band, year = cell
+    return [
+        ((), ()),
+        ((SEX,), (sex,)),
+        ((AGE10,), (band,)),
+        ((YEAR,), (year,)),
+        ((SEX, AGE10), (sex, band)),
+        ((AGE10, YEAR), (band, year)),
+    ]
 
 
 def direct(
     databases: list[Path], outcome_codes: list[str], start: int, end: int
-) -> dict[tuple[Any, Key], tuple[int, int]]:
-    total: dict[tuple[Any, Key], tuple[int, int]] = defaultdict(lambda: (0, 0))
+) -> dict[tuple[Any, Key], Totals]:
+    total: dict[tuple[Any, Key], Totals] = defaultdict(lambda: (0, 0, 0))
+
+    def add(where: tuple[Any, Key], persons: int, events: int, days: int) -> None:
+        before = total[where]
+        total[where] = (before[0] + persons, before[1] + events, before[2] + days)
+
     for path in databases:
         with duckdb.connect(str(path), read_only=True) as con:
-            for (sex, band, year), event, days in followed(con, outcome_codes, start, end):
-                for where in (
-                    ((), ()),
-                    ((SEX,), (sex,)),
-                    ((AGE10,), (band,)),
-                    ((YEAR,), (year,)),
-                    ((SEX, AGE10), (sex, band)),
-                ):
-                    events, before = total[where]
-                    total[where] = (events + event, before + days)
+            for first_cell, days, event_cell in followed(con, outcome_codes, start, end):
+                cells = days or {first_cell: 0}
+                # A person once in each cell of each table they have a day in.
+                for where in {where for cell in cells for where in _wheres(cell)}:
+                    add(where, 1, 0, 0)
+                for cell, n in cells.items():
+                    for where in _wheres(cell):
+                        add(where, 0, 0, n)
+                if event_cell is not None:
+                    for where in _wheres(event_cell):
+                        add(where, 0, 1, 0)
     return dict(total)
 
 
@@ -215,10 +262,14 @@ def test_pooled_events_and_person_time_equal_the_union(databases: list[Path], na
     expected = direct(databases, codes, start, end)
     got = {where: values for where, values in pooled(databases, query).items() if any(values)}
     assert got == {where: values for where, values in expected.items() if any(values)}
-    events, days = got[(), ()]
+    persons, events, days = got[(), ()]
     assert days > 0
     if name == "covid_within_a_year":
         assert events > 50  # the comparison is about something
+        # The split is about something: persons in more than one band and in more than one
+        # year, and events in a band or year other than that of their first day.
+        assert sum(got[(AGE10,), k][0] for (by, k) in got if by == (AGE10,)) > persons
+        assert sum(got[(YEAR,), k][0] for (by, k) in got if by == (YEAR,)) > persons
 
 
 @pytest.mark.parametrize("events", [0, 1, 7, 250])
@@ -254,3 +305,40 @@ def test_a_rate_is_withheld_where_its_events_or_its_days_are() -> None:
 
 def _exact(n: int) -> Value:
     return Value.exact(n)
+
+
+def test_a_rate_and_a_variables_statistics_in_one_question(databases: list[Path]) -> None:
+    # Age at the first dose summarised beside the rate: the rate's numbers are the rate's
+    # question's, the total's and the sexes' statistics the variable's question's (tables a
+    # person is in once), and in the split tables each person's value is in one cell (their
+    # first day's), so the cells' sums add up to the total's.
+    rate = question(["U07.1"], 1, 365)
+    variable = NumericVariable(source=VariableSource.AGE, lo=0, hi=100)
+    both = rate.model_copy(
+        update={
+            "variable": variable,
+            "measures": [Measure(kind=k) for k in (MeasureKind.PERSON_COUNT, *RATES, *STATISTICS)],
+        }
+    )
+    both = CohortQuery.model_validate(both.model_dump())
+    alone = CohortQuery.model_validate(
+        {
+            **rate.model_dump(exclude={"outcome"}),
+            "variable": variable,
+            "measures": [{"kind": k} for k in (MeasureKind.PERSON_COUNT, *STATISTICS)],
+            "tables": [(SEX,)],
+        }
+    )
+    for path in databases:
+        together = node_cells(path, both)
+        rate_only = node_cells(path, rate)
+        statistics_only = node_cells(path, alone)
+        for where, values in rate_only.items():
+            assert {k: together[where][k] for k in values} == values, where
+        for where in (((), ()), *(w for w in statistics_only if w[0] == (SEX,))):
+            for kind in STATISTICS:
+                assert together[where][kind] == statistics_only[where][kind], where
+        for by in ((AGE10,), (YEAR,), (AGE10, YEAR)):
+            for kind in STATISTICS:
+                cells = sum(v[kind] for (b, _), v in together.items() if b == by)
+                assert cells == together[(), ()][kind], (by, kind)

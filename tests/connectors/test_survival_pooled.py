@@ -126,6 +126,7 @@ def exits(cells: Cells, survival: Survival, group: tuple[str, ...] = ()) -> Exit
         at_end=count(exit_key(survival.max_days, Exit.AT_RISK)),
         variances=(0.0,) * cell_count,
         imputed=(0.0,) * cell_count,
+        rounding=(0.0,) * cell_count,
         statuses=(),
         reasons=(),
     )

@@ -7,6 +7,7 @@ rejected, as any count's)."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 
@@ -193,3 +194,53 @@ def test_a_group_whose_every_exit_is_withheld_shows_nothing_and_is_not_compared(
             assert step.survival.status is ValueStatus.LOW
             assert step.at_risk.value is None
     assert all("UNKNOWN" not in t.groups for t in combined.log_rank)
+
+
+def rounded(n: int, base: int = 10, bound: float = 5.0) -> Value:
+    """A count as a node rounding to `base` releases it (no noise): its bound says how far
+    rounding moved it."""
+    return Value(
+        value=base * ((2 * n + base) // (2 * base)),
+        status=ValueStatus.ROUNDED,
+        bound=bound,
+    )
+
+
+def test_a_nodes_rounding_bound_is_carried_into_the_curve() -> None:
+    # Every exit rounded to 10 at the node (bound 5): the number at risk is a sum of its
+    # cells, so its bound is theirs added up; S and its band carry the enclosure's bound, and
+    # the curve of any truth the roundings allow lies within it.
+    exits = [20, 15, 30, 22, 25, 24, 100]  # each at least the minimum once rounded
+    tables = {
+        (): {(): rounded(sum(exits))},
+        FOLLOW: {(k,): rounded(n) for k, n in zip(KEYS, exits, strict=True)},
+    }
+    node = NodeOutcome(
+        jurisdiction=FR, status=NodeStatus.OK, latency_ms=1.0, measures={COUNT: tables}
+    )
+    query = QUERY.model_copy(update={"tables": [(), FOLLOW]})
+    combined = with_survival(
+        combine(list(query.tables), [node], profile_for), query, [node], profile_for
+    )
+    (curve,) = [c for c in combined.survival if c.jurisdiction is None]
+    released = [rounded(n).value or 0 for n in exits]
+    for k, step in enumerate(curve.steps):
+        assert step.at_risk.bound == pytest.approx(5.0 * (len(exits) - 2 * k))
+        assert step.events.bound == pytest.approx(5.0)
+        assert step.survival.status is ValueStatus.ROUNDED
+        assert (step.survival.bound or 0) > 0
+        assert (step.ci_low.bound or 0) > 0
+        assert (step.ci_high.bound or 0) > 0
+    # Any truth within the roundings: its curve within each step's bound of the shown one.
+    rng = random.Random(7)
+    for _ in range(2_000):
+        truth = [max(v + rng.uniform(-5, 5), 0.0) for v in released]
+        if rng.random() < 0.2:  # the corners too
+            truth = [max(v + rng.choice((-5, 5)), 0.0) for v in released]
+        exact = kaplan_meier(truth[0:-1:2], truth[1:-1:2], truth[-1])
+        for k, step in enumerate(curve.steps):
+            shown, bound, s = step.survival.value, step.survival.bound, exact.survival[k]
+            assert shown is not None
+            assert bound is not None
+            assert s is not None
+            assert abs(s - shown) <= bound + 1e-12

@@ -1,8 +1,8 @@
 """An incidence rate end to end, through the GraphQL endpoint of a federation of real
 processes: COVID-19 in the 90 days after a first mRNA dose, pooled and per country near the
 truth computed from the nodes' databases (within the noise), by age band with the rate
-withheld where its events are, every measure charged, the same numbers when asked again,
-free."""
+withheld where its events are (each person's days and event in the band of their age on the
+day: `schema.lexis`), every measure charged, the same numbers when asked again, free."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ RATE = """{ cohort(request: "DR-2026-0042", referenceDate: "2026-01-01",
                    rate { events { value status sd } personYears { value sd status }
                           rate { value status } } }
   breakdown(by: [AGE_BAND_10]) { cells { dimensions { value }
-      rate { events { value status } personYears { value status reasons { rule } }
+      rate { events { value status sd } personYears { value status sd reasons { rule } }
              rate { value status reasons { rule } } } } }
 } }"""
 
@@ -65,9 +65,14 @@ def ask(federation: LocalFederation, researcher: Credentials) -> dict[str, Any]:
     return result
 
 
-def truth(database: Path) -> tuple[int, int]:
+Truth = dict[str, tuple[int, int]]  # events and days at risk, in all and by age band
+
+
+def truth(database: Path) -> Truth:
     """The node's events and days at risk: its rows by plain SQL (an ATC or ICD-10 source
-    code, not opted out), each person's follow-up in Python."""
+    code, not opted out), each person's follow-up in Python, and its days and event in the
+    age band of the person on each day (their age from their date of birth: `schema.lexis`),
+    all under "" ."""
     with duckdb.connect(str(database), read_only=True) as con:
         doses = con.execute(
             """
@@ -81,7 +86,12 @@ def truth(database: Path) -> tuple[int, int]:
             """,
             [dt.date(2021, 1, 1)],
         ).fetchall()
-        born = dict(con.execute("SELECT person_id, year_of_birth FROM person").fetchall())
+        births = {
+            p: (year, month, day)
+            for p, year, month, day in con.execute(
+                "SELECT person_id, year_of_birth, month_of_birth, day_of_birth FROM person"
+            ).fetchall()
+        }
         periods: dict[int, list[tuple[dt.date, dt.date]]] = defaultdict(list)
         for person, begin, end in con.execute(
             "SELECT person_id, observation_period_start_date, observation_period_end_date "
@@ -100,9 +110,16 @@ def truth(database: Path) -> tuple[int, int]:
             """
         ).fetchall():
             cases[person].append(date)
-    events = days = 0
+    found_by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+
+    def band(person: int, day: dt.date) -> str:
+        year, month, of_month = births[person]
+        birthday = dt.date(day.year, month or 1, 1) + dt.timedelta(days=(of_month or 1) - 1)
+        age = day.year - year - (day < birthday)
+        return f"{age - age % 10}-{age - age % 10 + 9}"
+
     for person, dose in doses:
-        if dose.year - born[person] > 79:
+        if dose.year - births[person][0] > 79:
             continue
         last = dose + dt.timedelta(days=WINDOW)
         observed = [end for begin, end in periods[person] if begin <= dose <= end]
@@ -113,12 +130,15 @@ def truth(database: Path) -> tuple[int, int]:
         )
         found = [d for d in cases[person] if dose <= d <= last]
         first = min(found) if found else None
-        if first is not None and first <= censored:
-            events += 1
-            days += (first - dose).days + 1
-        else:
-            days += max((censored - dose).days + 1, 0)
-    return events, days
+        event = first is not None and first <= censored
+        leaves = first if event and first is not None else censored
+        for n in range((leaves - dose).days + 1):
+            for key in ("", band(person, dose + dt.timedelta(days=n))):
+                found_by[key][1] += 1
+        if event:
+            for key in ("", band(person, leaves)):
+                found_by[key][0] += 1
+    return {key: (events, days) for key, (events, days) in found_by.items()}
 
 
 def test_an_incidence_rate_pooled_per_country_and_by_age_band(
@@ -127,8 +147,8 @@ def test_an_incidence_rate_pooled_per_country_and_by_age_band(
     first = ask(federation, researcher)
     assert {n["status"] for n in first["byJurisdiction"]} == {"OK"}
     truths = {j: truth(federation.database(j)) for j in federation.jurisdictions}
-    events = sum(e for e, _ in truths.values())
-    days = sum(d for _, d in truths.values())
+    events = sum(t.get("", (0, 0))[0] for t in truths.values())
+    days = sum(t.get("", (0, 0))[1] for t in truths.values())
     rate = first["rate"]
     assert rate["per"] == 1_000
     assert rate["personYears"]["status"] == "PERTURBED"
@@ -144,7 +164,8 @@ def test_an_incidence_rate_pooled_per_country_and_by_age_band(
         j = Jurisdiction(node["jurisdiction"])
         own = node["rate"]
         assert (
-            abs(own["personYears"]["value"] - truths[j][1] / 365.25) <= 6 * own["personYears"]["sd"]
+            abs(own["personYears"]["value"] - truths[j][""][1] / 365.25)
+            <= 6 * own["personYears"]["sd"]
         )
         assert node["privacy"]["questionRho"] > 0
     cells = [c["rate"] for c in first["breakdown"]["cells"]]
@@ -155,6 +176,16 @@ def test_an_incidence_rate_pooled_per_country_and_by_age_band(
     assert all(c["rate"]["status"] in ("LOW", "SUPPRESSED") for c in withheld)
     released = [c for c in cells if c["rate"]["value"] is not None]
     assert released
+    # Each band's pooled days and events near the union's, split by age on each day.
+    for cell in first["breakdown"]["cells"]:
+        key = cell["dimensions"][0]["value"]
+        band_events = sum(t.get(key, (0, 0))[0] for t in truths.values())
+        band_days = sum(t.get(key, (0, 0))[1] for t in truths.values())
+        years, found = cell["rate"]["personYears"], cell["rate"]["events"]
+        if years["value"] is not None:
+            assert abs(years["value"] - band_days / 365.25) <= 6 * years["sd"], key
+        if found["value"] is not None:
+            assert abs(found["value"] - band_events) <= 6 * found["sd"], key
     # Asked again: the same numbers, free.
     again = ask(federation, researcher)
     assert again["rate"] == rate
