@@ -201,12 +201,20 @@ def symmetric(entries: Sequence[float], p: int) -> list[list[float]]:
     return full
 
 
-def sums_digest(count_digest: str, model: RegressionModel, beta: Sequence[float]) -> str:
-    """What makes two iterations one: the cohort (its count's canonical digest), the model
-    and β exactly (floats written in full)."""
-    payload = orjson.dumps(
-        {"cohort": count_digest, "model": model.model_dump(mode="json"), "beta": list(beta)}
-    )
+def sums_digest(
+    count_digest: str, model: RegressionModel, beta: Sequence[float], noise_scale: float = 1.0
+) -> str:
+    """What makes two iterations one: the cohort (its count's canonical digest), the model,
+    β exactly (floats written in full) and the noise scale (the same β at another scale is
+    another release, charged at its own cost)."""
+    content: dict[str, object] = {
+        "cohort": count_digest,
+        "model": model.model_dump(mode="json"),
+        "beta": list(beta),
+    }
+    if noise_scale != 1.0:
+        content["noise_scale"] = noise_scale
+    payload = orjson.dumps(content)
     return "regression:" + hashlib.sha256(payload).hexdigest()
 
 
@@ -312,13 +320,16 @@ class RegressionService:
         release = await service.backend.data_release()
         shelf = Shelf(owner=accounts[-1].key, release=release, sd=sd)
         count_digest = question_digest(request.query, (), MeasureKind.PERSON_COUNT)
-        digest = sums_digest(count_digest, model, step.beta)
+        digest = sums_digest(count_digest, model, step.beta, step.noise_scale)
         p = len(model.parameters)
         information_delta, score_delta, squares_delta = model.sensitivities()
+        # The sums' noise: the count's sd times the iteration's public scale (the count itself
+        # is released at the count's sd, as any count of the cohort).
+        sums_sd = sd * step.noise_scale
         sds = {
-            "h": sd * information_delta * RESOLUTION,
-            "v": sd * score_delta * RESOLUTION,
-            "s": sd * squares_delta * RESOLUTION,
+            "h": sums_sd * information_delta * RESOLUTION,
+            "v": sums_sd * score_delta * RESOLUTION,
+            "s": sums_sd * squares_delta * RESOLUTION,
         }
         stored = await service.answers.get(shelf, [count_digest, digest])
         await service.ledger.prepare(accounts)
@@ -332,11 +343,11 @@ class RegressionService:
                 return self._denied(step, refused)
             noise = service.noise
             gaussian = model.family is Family.GAUSSIAN
-            cost = units(noise.rho(sd * information_delta, information_delta)) + units(
-                noise.rho(sd * score_delta, score_delta)
+            cost = units(noise.rho(sums_sd * information_delta, information_delta)) + units(
+                noise.rho(sums_sd * score_delta, score_delta)
             )
             if gaussian:
-                cost += units(noise.rho(sd * squares_delta, squares_delta))
+                cost += units(noise.rho(sums_sd * squares_delta, squares_delta))
             if count_digest not in stored:
                 cost += units(noise.rho(sd))
             if cost > min(a.cap for a in accounts):
@@ -357,9 +368,9 @@ class RegressionService:
             with trail.step("protect"):
                 information, score, squares = sufficient_statistics(design, model, step.beta)
                 new: dict[str, StoredTable] = {}
-                h = noise.draw(to_units(upper(information)), sd * information_delta)
-                v = noise.draw(to_units(score), sd * score_delta)
-                s = noise.draw(to_units([squares]), sd * squares_delta) if gaussian else [0]
+                h = noise.draw(to_units(upper(information)), sums_sd * information_delta)
+                v = noise.draw(to_units(score), sums_sd * score_delta)
+                s = noise.draw(to_units([squares]), sums_sd * squares_delta) if gaussian else [0]
                 cells: dict[tuple[str, ...], int] = {("s",): s[0]}
                 cells |= {("h", str(k)): value for k, value in enumerate(h)}
                 cells |= {("v", str(k)): value for k, value in enumerate(v)}

@@ -13,7 +13,8 @@ with wᵢ = 1 (Gaussian), μᵢ(1 − μᵢ) (binomial), μᵢ (Poisson) and r�
 is then v − Hβ), yᵢ − μᵢ (binomial, Poisson). Every covariate is scaled to [−1, 1] (age: its
 clipped value less the bounds' centre, over their half width; a binary covariate is 0 or 1),
 so ‖xᵢ‖² ≤ p, and each person's |wᵢ| ≤ W and |rᵢ| ≤ R for the family's public bounds
-(`PersonBounds`): one person moves H by at most W·p (Frobenius) and v by R·√p (L2). Nodes
+(`PersonBounds`): one person moves H's upper triangle by at most W·√(p(p+1)/2) (L2) and v by
+R·√p. Nodes
 release both in whole units of 2^-`RESOLUTION_BITS` (`connectors.regression`), the gateway
 undoes the scaling (`gateway.regression`). docs/protection.md, "Regression", has the
 arithmetic.
@@ -43,6 +44,15 @@ MAX_ITERATIONS: Final = 12
 # that a node's sums of a few million persons stay exact in a float64 (below 2^53).
 RESOLUTION_BITS: Final = 24
 RESOLUTION: Final = 2.0**-RESOLUTION_BITS
+# Each iteration's releases carry noise at the jurisdiction's sd times a public scale, and cost
+# 1/(2(σ·scale)²) each: the approach's steps are cheap and noisy (scale √2: half a count's cost
+# each), the final step precise (scale 1/2: four counts' cost each). Under zCDP a coefficient's
+# noise depends only on what was spent on the sums it is read from, so the budget goes where the
+# answer is read: the final step, at the fit (docs/protection.md, "Regression").
+APPROACH_NOISE_SCALE: Final = math.sqrt(2.0)
+FINAL_NOISE_SCALE: Final = 0.5
+MIN_NOISE_SCALE: Final = 0.5
+MAX_NOISE_SCALE: Final = 4.0
 # The most events an EVENT_COUNT outcome counts per person (its public clipping bound).
 MAX_EVENT_COUNT: Final = 50
 INTERCEPT: Final = "(Intercept)"
@@ -209,11 +219,15 @@ class RegressionModel(Contract):
     def sensitivities(self) -> tuple[int, int, int]:
         """The L2 sensitivity, in units of `RESOLUTION`, of the released information matrix
         (upper triangle), score part and (Gaussian) sum of squares: one person's largest
-        contribution, plus one unit per value for the rounding of each sum."""
+        contribution, plus one unit per value for the rounding of each sum. One person's
+        wxx' has an upper triangle of squared L2 norm w²(‖x‖⁴ + Σxⱼ⁴)/2 ≤ W²(p² + p)/2, as
+        every |xⱼ| ≤ 1."""
         p = len(self.parameters)
         bounds = self.bounds
         entries = p * (p + 1) // 2
-        information = math.ceil(bounds.weight * p / RESOLUTION) + math.ceil(math.sqrt(entries))
+        information = math.ceil(bounds.weight * math.sqrt(entries) / RESOLUTION) + math.ceil(
+            math.sqrt(entries)
+        )
         score = math.ceil(bounds.residual * math.sqrt(p) / RESOLUTION) + math.ceil(math.sqrt(p))
         squares = math.ceil(bounds.squares / RESOLUTION) + 1
         return information, score, squares
@@ -238,8 +252,9 @@ def check_cohort(query: CohortQuery) -> None:
 
 class RegressionStep(Contract):
     """One iteration for one node: the cohort as a count's request (its permit, its
-    approval, its noise level), the model, and the current coefficients on the scaled
-    covariates (intercept first)."""
+    approval, its noise level), the model, the current coefficients on the scaled
+    covariates (intercept first) and the iteration's noise scale (its releases' sd is the
+    jurisdiction's times it, their cost divided by its square)."""
 
     request: NodeRequest
     model: RegressionModel
@@ -247,6 +262,9 @@ class RegressionStep(Contract):
         list[Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]],
         Field(min_length=2, max_length=MAX_COVARIATES + 1),
     ]
+    noise_scale: Annotated[
+        float, Field(allow_inf_nan=False, ge=MIN_NOISE_SCALE, le=MAX_NOISE_SCALE)
+    ] = 1.0
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

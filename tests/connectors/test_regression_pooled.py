@@ -131,7 +131,11 @@ class Federation:
         self.sign = sign
 
     def step(
-        self, jurisdiction: Jurisdiction, model: RegressionModel, beta: Sequence[float]
+        self,
+        jurisdiction: Jurisdiction,
+        model: RegressionModel,
+        beta: Sequence[float],
+        noise_scale: float = 1.0,
     ) -> RegressionStep:
         return RegressionStep(
             request=NodeRequest(
@@ -146,6 +150,7 @@ class Federation:
             ),
             model=model,
             beta=list(beta),
+            noise_scale=noise_scale,
         )
 
     async def ask_one(
@@ -161,10 +166,11 @@ class Federation:
 
     def asker(self, model: RegressionModel) -> Callable[..., object]:
         async def ask(
-            beta: Sequence[float], only: Sequence[Jurisdiction] | None
+            beta: Sequence[float], only: Sequence[Jurisdiction] | None, scale: float
         ) -> list[RegressionPart]:
             return [
-                await self.ask_one(j, self.step(j, model, beta)) for j in (only or self.services)
+                await self.ask_one(j, self.step(j, model, beta, scale))
+                for j in (only or self.services)
             ]
 
         return ask

@@ -93,7 +93,7 @@ class Nodes:
         model = step.model
         h, v, _ = sufficient_statistics(design(MEMBERS.index(j)), model, step.beta)
         deltas = model.sensitivities()
-        sd = POLICIES.profile(j).noise_sd()
+        sd = POLICIES.profile(j).noise_sd() * step.noise_scale
         part = RegressionPart(
             query_id=step.request.query_id,
             jurisdiction=j,
