@@ -250,9 +250,9 @@ class _Asking:
 def _noise_dominates() -> Reason:
     return Reason(
         rule=NOISE_DOMINATES,
-        message="the pooled information matrix is not positive definite: the noise "
-        "outweighs what the cohorts hold (fewer or more common covariates, narrower "
-        "bounds, a larger cohort)",
+        message="what the cohorts hold on some terms is within the noise on the pooled "
+        "information matrix: their estimates carry a large noise sd and their se is "
+        "understated (fewer or more common covariates, narrower bounds, a larger cohort)",
     )
 
 
@@ -313,13 +313,14 @@ async def fit(
     if final is None:
         return _unfitted(model, asking.n, asking.reasons)
     iterations += 1
-    if float(np.linalg.eigvalsh(final.information).min()) <= 0.0:
-        if not within_noise:
-            return _unfitted(model, asking.n, [*asking.reasons, _noise_dominates()])
-        # Said, not hidden: some direction is the noise's; the floor keeps its step short and
-        # its noise sd large, and the answer says so.
-        asking.reasons.append(_noise_dominates())
     entry_sd = final.information_sd if within_noise else 0.0
+    lowest = float(np.linalg.eigvalsh(final.information).min())
+    if lowest <= 0.0 and not within_noise:
+        return _unfitted(model, asking.n, [*asking.reasons, _noise_dominates()])
+    if lowest < entry_sd * math.sqrt(p):
+        # Said, not hidden: some direction holds no more than the noise; the floor keeps its
+        # step short and its noise sd large, but its se is then read from the floor.
+        asking.reasons.append(_noise_dominates())
     inverse = _inverse(floored(final.information, entry_sd))
     beta = beta + inverse @ _gradient(model, final, beta)
     if model.family is Family.GAUSSIAN:

@@ -21,7 +21,7 @@ from connectors.ledger import MemoryLedger
 from connectors.noise import DiscreteGaussian, NoiseSource, ShiftedNoise
 from connectors.regression import Design, RegressionService
 from connectors.service import QueryService
-from gateway.regression_fit import RejectedPart, check_part, fit, unscaling
+from gateway.regression_fit import NOISE_DOMINATES, RejectedPart, check_part, fit, unscaling
 from oversight.audit.log import AuditLog
 from oversight.audit.store import MemoryAuditStore
 from schema.codes import EventDomain, Jurisdiction, NodeStatus, Occurrence, Vocabulary
@@ -430,3 +430,97 @@ def test_unscaling_is_linear_and_exact() -> None:
     # age scaled by (a - 60)/60: its raw coefficient is the scaled one over 60.
     assert transform[1, 1] == pytest.approx(1 / 60)
     assert transform[0, 1] == pytest.approx(-1.0)
+
+
+# -- under the nodes' noise, at the demo's size --------------------------------------------
+
+# The demo's Coronado cohort holds 600-1,000 persons a node (100,000 persons a country); the
+# hypertension cohort of these 3,000-person nodes is of that order. The logistic model is
+# example 08's shape (age, female and two binary event terms), which stopped after two or
+# three iterations when every iteration was asked at the standard noise and a pooled matrix
+# the noise had made indefinite ended the fit.
+NOISY_SEEDS = (1, 2, 3)
+
+
+class SeededNoise(ShiftedNoise):
+    """Gaussian noise rounded to whole units, at the sd asked, from a seeded generator: the
+    production sampler's distribution (near enough for a fit's utility), repeatable."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self._rng = np.random.default_rng(seed)
+
+    def draw(self, counts: Sequence[int], sd: float) -> list[int]:
+        noise = np.rint(self._rng.normal(0.0, sd, len(counts))).astype(np.int64)
+        return [int(c) + int(z) for c, z in zip(counts, noise, strict=True)]
+
+
+@pytest.mark.parametrize("seed", NOISY_SEEDS)
+async def test_a_logistic_fit_converges_under_noise_at_the_demos_size(
+    databases: dict[Jurisdiction, Path], gateway_public_pem: Path, sign: Sign, seed: int
+) -> None:
+    model = MODELS["logistic"]
+    services = {
+        j: node(j, path, gateway_public_pem, SeededNoise(seed * 10 + i))
+        for i, (j, path) in enumerate(databases.items())
+    }
+    federation = Federation(services, sign)
+    try:
+        designs = [raw(await federation.design(j, model), model) for j in NODES]
+        got = await fit(model, federation.asker(model))
+    finally:
+        for service in services.values():
+            await service.service.backend.close()
+    x = np.vstack([d[0] for d in designs])
+    y = np.concatenate([d[1] for d in designs])
+    assert all(300 <= len(d[1]) <= 1500 for d in designs)
+    truth = sm.GLM(y, x, family=sm.families.Binomial()).fit(tol=1e-12)
+
+    assert got.converged
+    # The two event terms hold a few dozen persons' worth of information, within the final
+    # matrix's noise: said, with their noise sd, and fitted all the same.
+    assert {r.rule for r in got.reasons} <= {NOISE_DOMINATES}
+    # Approach steps until one moves less than its noise, then the final step.
+    assert 3 <= got.iterations <= 8
+    assert [c.name for c in got.coefficients] == model.parameters
+    for j, c in enumerate(got.coefficients):
+        # Within four sds of the noise stated for it (the noise sd counts the final step's
+        # score and matrix): the noise sd is honest, not a decoration.
+        assert abs(c.estimate - truth.params[j]) <= 4 * c.noise_sd, (c, truth.params[j])
+        assert c.ci_low < c.estimate < c.ci_high
+    age = got.coefficients[1]
+    assert age.estimate > 0  # death grows with age
+    assert age.p_value < 0.01
+
+
+@pytest.mark.parametrize("seed", NOISY_SEEDS)
+async def test_the_standard_errors_under_noise_are_near_the_exact_ones(
+    databases: dict[Jurisdiction, Path], gateway_public_pem: Path, sign: Sign, seed: int
+) -> None:
+    # Age and sex: columns every person fills (a binary one of ~1,200 persons), whose
+    # information is well above the noise of the final matrix. The se is read from that
+    # matrix, released at half the standard noise: the exact fit's se to within 10% for sex,
+    # 30% for the intercept and age, whose se moves with where the final matrix is taken (a
+    # logistic information depends on β, and the intercept at age 0 carries a large noise).
+    # Measured: 0.93-1.22 of the exact se over these seeds, sex 0.96-1.03.
+    model = MODELS["logistic"].model_copy(update={"covariates": COVARIATES[:2]})
+    services = {
+        j: node(j, path, gateway_public_pem, SeededNoise(seed * 10 + i))
+        for i, (j, path) in enumerate(databases.items())
+    }
+    federation = Federation(services, sign)
+    try:
+        designs = [raw(await federation.design(j, model), model) for j in NODES]
+        got = await fit(model, federation.asker(model))
+    finally:
+        for service in services.values():
+            await service.service.backend.close()
+    x = np.vstack([d[0] for d in designs])
+    y = np.concatenate([d[1] for d in designs])
+    truth = sm.GLM(y, x, family=sm.families.Binomial()).fit(tol=1e-12)
+
+    assert got.converged
+    assert not got.reasons
+    se = [c.se for c in got.coefficients]
+    assert se[2] == pytest.approx(truth.bse[2], rel=0.10)
+    assert se == pytest.approx(list(truth.bse), rel=0.30)
