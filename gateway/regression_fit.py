@@ -1,13 +1,15 @@
 """Fitting a federated GLM from the nodes' sums: Newton–Raphson (IRLS) at the gateway.
 
 Each iteration asks every node for its cohort's information matrix H and score part v at the
-current β (`schema.regression`), checks what each node sent (the model's shape, finite,
-symmetric: a node's matrices are data, not trusted), adds them up and takes a Newton step:
-β ← β + H⁻¹g, with g = v (binomial, Poisson) or g = v − Hβ (Gaussian). It stops when no
-coefficient moves by more than `tolerance` of its standard error plus twice the sd the
-nodes' noise gives the step (with noise, the iterates cannot settle closer than that), or
-after `max_iterations`. The answer is on the researcher's scale: the covariates' and a
-Gaussian outcome's scaling undone (a linear map of β and its covariance).
+current β and a public noise scale (`schema.regression`), checks what each node sent (the
+model's shape, finite, symmetric, at least the noise due: a node's matrices are data, not
+trusted), adds them up and takes a Newton step: β ← β + Ĥ⁻¹g, with g = v (binomial, Poisson)
+or g = v − Hβ (Gaussian) and Ĥ the pooled matrix floored at its noise. The approach's steps
+are cheap and noisy; once a step moves no coefficient by more than twice its noise sd (the
+iterates cannot settle closer), one precise final step is taken, and the coefficients, their
+se and noise sd are read from it (docs/protection.md, "Converging under noise"). The answer
+is on the researcher's scale: the covariates' and a Gaussian outcome's scaling undone (a
+linear map of β and its covariance).
 """
 
 from __future__ import annotations
