@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,13 @@ from pydantic import ValidationError
 from connectors.answers import Shelf, StoredTable
 from connectors.backends.base import person_indexes
 from connectors.canonical import question_digest
-from connectors.compiler import ConceptSet, Row, SqlStatement, compile_persons
+from connectors.compiler import (
+    ConceptSet,
+    Row,
+    SqlStatement,
+    compile_measured,
+    compile_persons,
+)
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly
 from connectors.ledger import accounts_of, rho_of, units
 from connectors.node_trail import Forwarded, NodeTrail
@@ -46,7 +53,14 @@ from policies.disclosure import BELOW_MINIMUM
 from policies.profiles import DisclosureProfile
 from schema.approval import ApplicantId
 from schema.codes import MeasureKind, NodeStatus, ValueStatus
-from schema.query import CohortQuery, Criteria, EventSpec, RelativeCriterion, RelativeWindow
+from schema.query import (
+    CohortQuery,
+    Criteria,
+    EventSpec,
+    NumericVariable,
+    RelativeCriterion,
+    RelativeWindow,
+)
 from schema.regression import (
     MAX_PARAMETER_SHARE,
     MIN_REGRESSION_PERSONS,
@@ -91,12 +105,42 @@ def parse_step(body: bytes) -> RegressionStep:
         raise BadRequest(f"invalid regression at {where}: {first['msg']}"[:300]) from None
 
 
-def scaled_age(age: NDArray[np.float64], bounds: tuple[int, int]) -> NDArray[np.float64]:
-    """Age clipped to its public bounds, less their centre, over their half width: in [−1, 1]."""
+def scaled_age(age: NDArray[np.float64], bounds: tuple[float, float]) -> NDArray[np.float64]:
+    """A value (an age, a measurement) clipped to its public bounds, less their centre, over
+    their half width: in [−1, 1]."""
     lo, hi = bounds
     centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
     scaled: NDArray[np.float64] = (np.clip(age, lo, hi) - centre) / half
     return scaled
+
+
+def measured_values(rows: Sequence[Row], measurement: NumericVariable) -> dict[int, float]:
+    """Each person's value of a measurement term (`compile_measured`'s rows): their whole
+    units (a mean of them rounded half up, as a summary's are), clipped to the public
+    bounds, in the measurement's unit."""
+    clipping = measurement.clipping
+    values = {}
+    for person, raw in rows:
+        whole = math.floor(float(raw) + 0.5)
+        values[int(person)] = min(max(whole, clipping.lo), clipping.hi) * clipping.resolution
+    return values
+
+
+def complete_cases_digest(count_digest: str, model: RegressionModel) -> str:
+    """The digest of a design's count when its measurement terms leave out the persons
+    without a value: the cohort's and those terms' (never the cohort count's own digest,
+    which a count of the cohort replays)."""
+    measured = [(c.measurement, c.window) for c in model.covariates]
+    measured.append((model.outcome.measurement, model.outcome.window))
+    terms = [
+        {"measurement": m.model_dump(mode="json"), "window": w.model_dump()}
+        for m, w in measured
+        if m is not None
+    ]
+    if not terms:
+        return count_digest
+    payload = orjson.dumps({"cohort": count_digest, "complete": terms})
+    return "regression-n:" + hashlib.sha256(payload).hexdigest()
 
 
 def scaled_outcome(y: NDArray[np.float64], model: RegressionModel) -> NDArray[np.float64]:
@@ -319,7 +363,11 @@ class RegressionService:
         sd = profile.noise_sd(request.noise)
         release = await service.backend.data_release()
         shelf = Shelf(owner=accounts[-1].key, release=release, sd=sd)
-        count_digest = question_digest(request.query, (), MeasureKind.PERSON_COUNT)
+        # The design's count: the cohort's (replayed from a count of it, or replaying for
+        # one), or its complete cases' where measurement terms leave persons out.
+        count_digest = complete_cases_digest(
+            question_digest(request.query, (), MeasureKind.PERSON_COUNT), model
+        )
         digest = sums_digest(count_digest, model, step.beta, step.noise_scale)
         p = len(model.parameters)
         information_delta, score_delta, squares_delta = model.sensitivities()
@@ -414,9 +462,20 @@ class RegressionService:
         female = np.asarray([int(r[2]) == FEMALE_CONCEPT for r in rows], dtype=np.float64)
         columns: list[NDArray[np.float64]] = [np.ones(len(rows), dtype=np.float64)]
         binary: list[int] = []
+        # Persons without a value of a measurement term leave the design (complete cases).
+        valued = np.ones(len(rows), dtype=np.bool_)
         for covariate in model.covariates:
             if covariate.kind is CovariateKind.AGE:
                 columns.append(scaled_age(ages, covariate.age_bounds))
+                continue
+            if covariate.measurement is not None:
+                value, has = await self._measured(
+                    query, covariate.measurement, covariate.window, rows
+                )
+                valued &= has
+                span = covariate.span
+                assert span is not None
+                columns.append(scaled_age(value, span))
                 continue
             binary.append(len(columns))
             if covariate.kind is CovariateKind.FEMALE:
@@ -428,6 +487,9 @@ class RegressionService:
         outcome = model.outcome
         if outcome.kind is OutcomeKind.AGE:
             y = ages
+        elif outcome.measurement is not None:
+            y, has = await self._measured(query, outcome.measurement, outcome.window, rows)
+            valued &= has
         else:
             assert outcome.event is not None
             y = np.zeros(len(rows), dtype=np.float64)
@@ -437,7 +499,26 @@ class RegressionService:
                 if not len(members):
                     break
                 y += np.isin(persons, members)
-        return Design(persons, np.column_stack(columns), scaled_outcome(y, model), tuple(binary))
+        design = Design(persons, np.column_stack(columns), scaled_outcome(y, model), tuple(binary))
+        return design if valued.all() else design.only(valued)
+
+    async def _measured(
+        self,
+        query: CohortQuery,
+        measurement: NumericVariable,
+        window: RelativeWindow,
+        rows: Sequence[Row],
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Each cohort person's value of a measurement term, in the order of the cohort's
+        `rows` (0 where they have none), and whether they have one."""
+        statement = compile_measured(
+            query, measurement, window, dialect=self.service.backend.dialect
+        )
+        values = measured_values(await self._execute(statement), measurement)
+        persons = [int(r[0]) for r in rows]
+        has = np.asarray([p in values for p in persons], dtype=np.bool_)
+        value = np.asarray([values.get(p, 0.0) for p in persons], dtype=np.float64)
+        return value, has
 
     async def _members(
         self, query: CohortQuery, event: EventSpec, window: RelativeWindow, at_least: int = 1
@@ -458,7 +539,10 @@ class RegressionService:
 
     async def _rows(self, query: CohortQuery) -> list[Row]:
         backend = self.service.backend
-        statement = compile_persons(query, dialect=backend.dialect)
+        return await self._execute(compile_persons(query, dialect=backend.dialect))
+
+    async def _execute(self, statement: SqlStatement) -> list[Row]:
+        backend = self.service.backend
         resolver = self.service._resolver  # the node's one cache of its codes
         bound: list[object] = []
         for param in statement.params:

@@ -29,7 +29,6 @@ from schema.regression import (
     APPROACH_NOISE_SCALE,
     FINAL_NOISE_SCALE,
     RESOLUTION,
-    CovariateKind,
     Family,
     RegressionModel,
     RegressionPart,
@@ -189,13 +188,14 @@ def matrix_noise(entry_sd: float, spread: Matrix) -> Matrix:
 
 
 def unscaling(model: RegressionModel) -> tuple[Matrix, Vector, float]:
-    """T, shift and scale with β_raw = scale·T·β + shift: the covariates' scaling to [−1, 1]
-    (and a Gaussian outcome's) undone."""
+    """T, shift and scale with β_raw = scale·T·β + shift: the numeric covariates' scaling to
+    [−1, 1] (ages, measurements; and a Gaussian outcome's) undone."""
     p = len(model.parameters)
     transform = np.eye(p)
     for j, covariate in enumerate(model.covariates, start=1):
-        if covariate.kind is CovariateKind.AGE:
-            lo, hi = covariate.age_bounds
+        span = covariate.span
+        if span is not None:
+            lo, hi = span
             centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
             transform[j, j] = 1.0 / half
             transform[0, j] = -centre / half

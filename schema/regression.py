@@ -31,9 +31,15 @@ from pydantic import Field, model_validator
 
 from schema.codes import Jurisdiction, NodeStatus, Occurrence
 from schema.model import Contract
-from schema.query import MAX_RELATIVE_DAYS, CohortQuery, EventSpec, RelativeWindow
+from schema.query import (
+    MAX_RELATIVE_DAYS,
+    CohortQuery,
+    EventSpec,
+    NumericVariable,
+    RelativeWindow,
+)
 from schema.result import Reason, Value
-from schema.variables import AGE
+from schema.variables import AGE, VariableSource
 from schema.wire import NodeRequest, PrivacySpend, QueryId
 
 REGRESSION_PATH: Final = "/v1/regression"
@@ -68,12 +74,14 @@ class OutcomeKind(StrEnum):
     EVENT = "EVENT"  # 1 if the person has an event of `event` in `window`, else 0
     EVENT_COUNT = "EVENT_COUNT"  # how many, clipped to `max_count`
     AGE = "AGE"  # age at the index, whole years, clipped to `lo`..`hi`
+    MEASUREMENT = "MEASUREMENT"  # a measurement's value in `window` (GAUSSIAN only)
 
 
 class CovariateKind(StrEnum):
     AGE = "AGE"  # age at the index, whole years, clipped to `lo`..`hi`
     FEMALE = "FEMALE"  # 1 for a woman, else 0
     EVENT = "EVENT"  # 1 if the person has an event of `event` in `window` (before the index)
+    MEASUREMENT = "MEASUREMENT"  # a measurement's value in `window`, clipped and scaled
 
 
 class RegressionRefusal(StrEnum):
@@ -101,6 +109,26 @@ BEFORE_INDEX: Final = RelativeWindow(start_days=-MAX_RELATIVE_DAYS, end_days=-1)
 AFTER_INDEX_28: Final = RelativeWindow(start_days=0, end_days=28)
 
 
+def _check_measurement(measurement: NumericVariable | None, measured: bool) -> None:
+    """A MEASUREMENT term, and only one, names its measurement: a registered LOINC code, its
+    first, last or mean value per person and public bounds (`NumericVariable`, which checks
+    them against the registry); its window is the term's, relative to the index."""
+    if measured != (measurement is not None):
+        raise ValueError("a MEASUREMENT term, and only one, names its measurement")
+    if measurement is None:
+        return
+    if measurement.source is not VariableSource.MEASUREMENT:
+        raise ValueError("a measurement term's variable is a MEASUREMENT")
+    if measurement.window is not None or measurement.bin_width is not None:
+        raise ValueError("a measurement term's window is relative to the index (its window)")
+
+
+def measured_bounds(measurement: NumericVariable) -> tuple[float, float]:
+    """A measurement term's public bounds, in its unit."""
+    clipping = measurement.clipping
+    return clipping.lo * clipping.resolution, clipping.hi * clipping.resolution
+
+
 class Covariate(Contract):
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")]
     kind: CovariateKind
@@ -108,6 +136,7 @@ class Covariate(Contract):
     window: RelativeWindow = BEFORE_INDEX
     lo: Annotated[int, Field(ge=0, le=130)] | None = None
     hi: Annotated[int, Field(ge=0, le=130)] | None = None
+    measurement: NumericVariable | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -115,6 +144,9 @@ class Covariate(Contract):
             raise ValueError("an EVENT covariate, and only one, names its event")
         if self.kind is CovariateKind.EVENT and self.window.end_days >= 0:
             raise ValueError("a covariate's events are recorded before the index (endDays < 0)")
+        _check_measurement(self.measurement, self.kind is CovariateKind.MEASUREMENT)
+        if self.kind is CovariateKind.MEASUREMENT and self.window.end_days > 0:
+            raise ValueError("a covariate's measurement is taken by the index (endDays ≤ 0)")
         if self.kind is not CovariateKind.AGE and (self.lo is not None or self.hi is not None):
             raise ValueError("only AGE takes bounds")
         if self.kind is CovariateKind.AGE and self.age_bounds[0] >= self.age_bounds[1]:
@@ -127,7 +159,17 @@ class Covariate(Contract):
 
     @property
     def binary(self) -> bool:
-        return self.kind is not CovariateKind.AGE
+        return self.kind in (CovariateKind.FEMALE, CovariateKind.EVENT)
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """A numeric covariate's public range (clipped to it, scaled to [−1, 1] by it)."""
+        if self.kind is CovariateKind.AGE:
+            lo, hi = self.age_bounds
+            return float(lo), float(hi)
+        if self.measurement is not None:
+            return measured_bounds(self.measurement)
+        return None
 
 
 class RegressionOutcome(Contract):
@@ -137,10 +179,14 @@ class RegressionOutcome(Contract):
     max_count: Annotated[int, Field(ge=1, le=MAX_EVENT_COUNT, strict=True)] = 10
     lo: Annotated[int, Field(ge=0, le=130)] | None = None
     hi: Annotated[int, Field(ge=0, le=130)] | None = None
+    measurement: NumericVariable | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        counted = self.kind is not OutcomeKind.AGE
+        _check_measurement(self.measurement, self.kind is OutcomeKind.MEASUREMENT)
+        if self.kind is OutcomeKind.MEASUREMENT and self.window.start_days < 0:
+            raise ValueError("an outcome's measurement follows the index (startDays ≥ 0)")
+        counted = self.kind in (OutcomeKind.EVENT, OutcomeKind.EVENT_COUNT)
         if counted != (self.event is not None):
             raise ValueError("an EVENT or EVENT_COUNT outcome, and only one, names its event")
         if counted and self.window.start_days < 0:
@@ -160,6 +206,8 @@ class RegressionOutcome(Contract):
             return 0.0, 1.0
         if self.kind is OutcomeKind.EVENT_COUNT:
             return 0.0, float(self.max_count)
+        if self.measurement is not None:
+            return measured_bounds(self.measurement)
         lo, hi = self.age_bounds
         return float(lo), float(hi)
 
@@ -169,7 +217,12 @@ def _age_bounds(lo: int | None, hi: int | None) -> tuple[int, int]:
 
 
 _FAMILY_OUTCOMES: Final = {
-    Family.GAUSSIAN: {OutcomeKind.AGE, OutcomeKind.EVENT_COUNT, OutcomeKind.EVENT},
+    Family.GAUSSIAN: {
+        OutcomeKind.AGE,
+        OutcomeKind.EVENT_COUNT,
+        OutcomeKind.EVENT,
+        OutcomeKind.MEASUREMENT,
+    },
     Family.BINOMIAL: {OutcomeKind.EVENT},
     Family.POISSON: {OutcomeKind.EVENT_COUNT, OutcomeKind.EVENT},
 }

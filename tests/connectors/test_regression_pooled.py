@@ -31,6 +31,7 @@ from schema.query import (
     Criteria,
     EventSpec,
     IndexEvent,
+    NumericVariable,
     RelativeCriterion,
     RelativeWindow,
 )
@@ -45,6 +46,7 @@ from schema.regression import (
     RegressionRefusal,
     RegressionStep,
 )
+from schema.variables import PerPerson, VariableSource
 from schema.wire import NodeRequest
 from synth import generate
 from tests.connectors.connector_kit import (
@@ -104,6 +106,41 @@ MODELS = {
         covariates=COVARIATES[1:],
     ),
 }
+# HbA1c (%), the last in the ten years after the index, by age, sex and BMI (the mean of the
+# persons' BMIs in the ten years up to the index, clipped to 15-50): persons without either
+# leave the design.
+HBA1C = NumericVariable(
+    source=VariableSource.MEASUREMENT,
+    code=Code(vocabulary=Vocabulary.LOINC, code="4548-4"),
+    per_person=PerPerson.LAST,
+    lo=4.0,
+    hi=14.0,
+)
+BMI = NumericVariable(
+    source=VariableSource.MEASUREMENT,
+    code=Code(vocabulary=Vocabulary.LOINC, code="39156-5"),
+    per_person=PerPerson.MEAN,
+    lo=15.0,
+    hi=50.0,
+)
+MODELS["measured"] = RegressionModel(
+    family=Family.GAUSSIAN,
+    outcome=RegressionOutcome(
+        kind=OutcomeKind.MEASUREMENT,
+        measurement=HBA1C,
+        window=TEN_YEARS.model_copy(update={"start_days": 0}),
+    ),
+    covariates=[
+        Covariate(name="age", kind=CovariateKind.AGE, lo=20, hi=100),
+        Covariate(name="female", kind=CovariateKind.FEMALE),
+        Covariate(
+            name="bmi",
+            kind=CovariateKind.MEASUREMENT,
+            measurement=BMI,
+            window=RelativeWindow(start_days=-3650, end_days=0),
+        ),
+    ],
+)
 FAMILIES = {
     Family.BINOMIAL: sm.families.Binomial(),
     Family.POISSON: sm.families.Poisson(),
@@ -213,16 +250,17 @@ async def federation(
 
 
 def raw(design: Design, model: RegressionModel) -> tuple[np.ndarray, np.ndarray]:
-    """A node's design on the researcher's scale: ages in years, a Gaussian outcome too."""
+    """A node's design on the researcher's scale: ages in years, measurements in their unit
+    (to their resolution), a Gaussian outcome too."""
     x = design.x.copy()
     for j, covariate in enumerate(model.covariates, start=1):
-        if covariate.kind is CovariateKind.AGE:
-            lo, hi = covariate.age_bounds
-            x[:, j] = np.rint(x[:, j] * (hi - lo) / 2 + (lo + hi) / 2)
+        if covariate.span is not None:
+            lo, hi = covariate.span
+            x[:, j] = np.round(x[:, j] * (hi - lo) / 2 + (lo + hi) / 2, 1)
     y = design.y.copy()
     if model.family is Family.GAUSSIAN:
         lo_y, hi_y = model.outcome.span
-        y = np.rint(y * (hi_y - lo_y) / 2 + (lo_y + hi_y) / 2)
+        y = np.round(y * (hi_y - lo_y) / 2 + (lo_y + hi_y) / 2, 1)
     return x, y
 
 
@@ -234,8 +272,10 @@ async def test_the_federated_fit_equals_statsmodels_on_the_union(
     designs = [raw(await federation.design(j, model), model) for j in NODES]
     x = np.vstack([d[0] for d in designs])
     y = np.concatenate([d[1] for d in designs])
-    assert len(y) > 1000
-    assert all(len(d[1]) > 200 for d in designs)
+    # Every cohort person, or (measurement terms) those with both values: complete cases.
+    smallest = 30 if name == "measured" else 200
+    assert len(y) > 5 * smallest
+    assert all(len(d[1]) > smallest for d in designs)
     expected = sm.GLM(y, x, family=FAMILIES[model.family]).fit(tol=1e-13, maxiter=100)
 
     # The nodes state the noise the policy calls for, but add none: the fit may go on past
@@ -524,3 +564,37 @@ async def test_the_standard_errors_under_noise_are_near_the_exact_ones(
     se = [c.se for c in got.coefficients]
     assert se[2] == pytest.approx(truth.bse[2], rel=0.10)
     assert se == pytest.approx(list(truth.bse), rel=0.30)
+
+
+async def test_a_measurement_terms_persons_are_those_with_a_value(
+    federation: Federation,
+) -> None:
+    # The design of the measured model holds the cohort's persons with an HbA1c in the ten
+    # years after their index and a BMI in the ten years up to it: as many as the count
+    # pipeline's own count of the cohort narrowed by those two relative criteria; and each
+    # value within its public bounds, on its resolution.
+    from connectors.compiler import DUCKDB, compile_query
+
+    model = MODELS["measured"]
+    service = federation.services[Jurisdiction.FR]
+    design = await federation.design(Jurisdiction.FR, model)
+    x, y = raw(design, model)
+    outcome, bmi = model.outcome, model.covariates[2]
+    assert bmi.measurement is not None
+    assert outcome.measurement is not None
+    criteria = [
+        RelativeCriterion(
+            event=EventSpec(domain=EventDomain.MEASUREMENT, codes=[term.code]),
+            window=window,
+        )
+        for term, window in ((outcome.measurement, outcome.window), (bmi.measurement, bmi.window))
+        if term.code is not None
+    ]
+    narrowed = COHORT.model_copy(update={"criteria": Criteria(relative=criteria)})
+    compiled = await service.service._resolver.bind(compile_query(narrowed, dialect=DUCKDB))
+    rows = await service.service.backend.execute(compiled.population())
+    assert len(design.persons) == len(rows) > 20
+    assert ((y >= 4.0) & (y <= 14.0)).all()
+    assert ((x[:, 3] >= 15.0) & (x[:, 3] <= 50.0)).all()
+    assert np.allclose(y * 10, np.rint(y * 10))
+    assert np.allclose(x[:, 3] * 10, np.rint(x[:, 3] * 10))
