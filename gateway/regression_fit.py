@@ -290,6 +290,8 @@ async def fit(
     iterations = 0
     # The covariance of β's noise after the approach (what the final matrix's noise multiplies).
     spread = np.zeros((p, p))
+    # The last approach step's sums and matrix, for an answer without the final step.
+    last: tuple[Totals, Matrix] | None = None
     try:
         while not converged and iterations < max_iterations - 1:
             summed = await asking.sums(beta, approach_scale)
@@ -303,15 +305,20 @@ async def fit(
             se = np.sqrt(np.clip(np.diag(inverse), 0.0, None))
             spread = summed.score_sd**2 * (inverse @ inverse)
             beta = beta + step
+            last = (summed, inverse)
             settled = 2.0 * np.sqrt(np.diag(spread)) if within_noise else 0.0
             # One step from β = 0 is never a fit, however noisy the step.
             converged = iterations > 1 and bool(np.all(np.abs(step) <= tolerance * se + settled))
         final = await asking.sums(beta, final_scale)
     except _Dropped:
-        asking.reasons.append(
-            Reason(rule=NODE_DROPPED, message="the fit has no final step over every node")
+        # A node stopped answering (its reasons are the fit's): the answer is the last step
+        # every node answered, at the approach's precision, not converged.
+        if last is None:
+            return _unfitted(model, asking.n, asking.reasons)
+        summed, inverse = last
+        return _answer(
+            model, beta, inverse, spread, summed, iterations, False, asking.n, asking.reasons
         )
-        return _unfitted(model, asking.n, asking.reasons)
     if final is None:
         return _unfitted(model, asking.n, asking.reasons)
     iterations += 1
