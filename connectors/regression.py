@@ -48,6 +48,7 @@ from connectors.compiler import (
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly
 from connectors.ledger import accounts_of, rho_of, units
 from connectors.node_trail import Forwarded, NodeTrail
+from connectors.noise import NoiseSource
 from connectors.service import QueryService, check_jurisdiction, node_decision
 from policies.disclosure import BELOW_MINIMUM
 from policies.profiles import DisclosureProfile
@@ -224,6 +225,17 @@ def sufficient_statistics(
     return information, score, squares
 
 
+def iteration_cost(noise: NoiseSource, model: RegressionModel, sums_sd: float) -> int:
+    """What one iteration's sums cost each person counted, in the ledger's units, at the
+    sd `sums_sd` (the count's sd times the iteration's noise scale)."""
+    information_delta, score_delta, squares_delta = model.sensitivities()
+    cost = units(noise.rho(sums_sd * information_delta, information_delta))
+    cost += units(noise.rho(sums_sd * score_delta, score_delta))
+    if model.family is Family.GAUSSIAN:
+        cost += units(noise.rho(sums_sd * squares_delta, squares_delta))
+    return cost
+
+
 def to_units(values: Iterable[float]) -> list[int]:
     """Whole units of `RESOLUTION`, rounded to nearest: the integer samplers' domain."""
     return [round(v / RESOLUTION) for v in values]
@@ -391,20 +403,20 @@ class RegressionService:
                 return self._denied(step, refused)
             noise = service.noise
             gaussian = model.family is Family.GAUSSIAN
-            cost = units(noise.rho(sums_sd * information_delta, information_delta)) + units(
-                noise.rho(sums_sd * score_delta, score_delta)
-            )
-            if gaussian:
-                cost += units(noise.rho(sums_sd * squares_delta, squares_delta))
+            cost = iteration_cost(noise, model, sums_sd)
             if count_digest not in stored:
                 cost += units(noise.rho(sd))
-            if cost > min(a.cap for a in accounts):
+            # What the rest of the fit may still cost: checked, not charged.
+            reserve = sum(iteration_cost(noise, model, sd * scale) for scale in step.then)
+            if cost + reserve > min(a.cap for a in accounts):
                 raise QuestionTooCostly(
-                    "one iteration of this regression costs more than a person's privacy "
-                    "budget: ask with coarser noise"
+                    "this regression's iterations cost more than a person's privacy "
+                    "budget: ask with coarser noise or fewer iterations"
                 )
             with trail.step("ledger"):
-                admitted = await service.ledger.admit(accounts, design.persons, cost)
+                admitted = await service.ledger.admit(
+                    accounts, design.persons, cost, reserve=reserve
+                )
                 design = design.only(admitted.counted)
                 await service.ledger.flush()
             if not admitted.counted.all():

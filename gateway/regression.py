@@ -175,7 +175,7 @@ async def _answer(
     nodes = services.federation.nodes
 
     async def part(
-        jurisdiction: Jurisdiction, beta: Sequence[float], scale: float
+        jurisdiction: Jurisdiction, beta: Sequence[float], scale: float, then: Sequence[float]
     ) -> RegressionPart:
         decision = access.decisions[jurisdiction]
         permit: Permit | None = access.permits.get(jurisdiction)
@@ -192,6 +192,7 @@ async def _answer(
             model=model,
             beta=list(beta),
             noise_scale=scale,
+            then=list(then),
         )
         started = time.perf_counter()
         # Each step waits for a node as long as its latency class allows.
@@ -220,10 +221,13 @@ async def _answer(
         return answer
 
     async def ask(
-        beta: Sequence[float], only: Sequence[Jurisdiction] | None, scale: float
+        beta: Sequence[float],
+        only: Sequence[Jurisdiction] | None,
+        scale: float,
+        then: Sequence[float],
     ) -> list[RegressionPart]:
         asked = plan.jurisdictions if only is None else only
-        return list(await asyncio.gather(*(part(j, beta, scale) for j in asked)))
+        return list(await asyncio.gather(*(part(j, beta, scale, then) for j in asked)))
 
     if not access.permits:
         raise TesseraError("no jurisdiction of the question has a permit", code=ErrorCode.FORBIDDEN)

@@ -141,9 +141,11 @@ class Fit:
     reasons: list[Reason] = field(default_factory=list)
 
 
-# Asks every node (None) or those named for the sums at β, at a noise scale.
+# Asks every node (None) or those named for the sums at β, at a noise scale, saying the noise
+# scales of the iterations that may follow (`RegressionStep.then`).
 Ask = Callable[
-    [Sequence[float], Sequence[Jurisdiction] | None, float], Awaitable[list[RegressionPart]]
+    [Sequence[float], Sequence[Jurisdiction] | None, float, Sequence[float]],
+    Awaitable[list[RegressionPart]],
 ]
 
 
@@ -222,10 +224,10 @@ class _Asking:
     n: dict[Jurisdiction, Value] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
 
-    async def sums(self, beta: Vector, scale: float) -> Totals | None:
+    async def sums(self, beta: Vector, scale: float, then: Sequence[float]) -> Totals | None:
         """The pooled sums at β; None when no node contributes (their reasons kept); raises
         `_Dropped` when a contributor stops answering."""
-        parts = await self.ask(list(beta), self.contributors, scale)
+        parts = await self.ask(list(beta), self.contributors, scale, then)
         if self.contributors is None:
             self.reasons.extend(r for part in parts for r in _why_not(part))
             parts = [part for part in parts if part.status is NodeStatus.OK]
@@ -294,7 +296,11 @@ async def fit(
     last: tuple[Totals, Matrix] | None = None
     try:
         while not converged and iterations < max_iterations - 1:
-            summed = await asking.sums(beta, approach_scale)
+            # What may follow: the approach's remaining steps, then the final one.
+            left = max_iterations - 2 - iterations
+            summed = await asking.sums(
+                beta, approach_scale, [approach_scale] * left + [final_scale]
+            )
             if summed is None:
                 return _unfitted(model, asking.n, asking.reasons)
             iterations += 1
@@ -309,7 +315,7 @@ async def fit(
             settled = 2.0 * np.sqrt(np.diag(spread)) if within_noise else 0.0
             # One step from β = 0 is never a fit, however noisy the step.
             converged = iterations > 1 and bool(np.all(np.abs(step) <= tolerance * se + settled))
-        final = await asking.sums(beta, final_scale)
+        final = await asking.sums(beta, final_scale, [])
     except _Dropped:
         # A node stopped answering (its reasons are the fit's): the answer is the last step
         # every node answered, at the approach's precision, not converged.

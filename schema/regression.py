@@ -318,6 +318,13 @@ class RegressionStep(Contract):
     noise_scale: Annotated[
         float, Field(allow_inf_nan=False, ge=MIN_NOISE_SCALE, le=MAX_NOISE_SCALE)
     ] = 1.0
+    # The noise scales of the iterations the fit may still ask after this one: a person
+    # enters this iteration only if they can afford them too (not charged), so that the
+    # design stays one set of persons from the first iteration to the last.
+    then: Annotated[
+        list[Annotated[float, Field(allow_inf_nan=False, ge=MIN_NOISE_SCALE, le=MAX_NOISE_SCALE)]],
+        Field(max_length=MAX_ITERATIONS),
+    ] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -148,9 +148,9 @@ class SlowChargeLedger(FileLedger):
         self.gate = threading.Event()
 
     def _decide(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, reserve: int = 0
     ) -> tuple[NDArray[np.bool_], Callable[[], None]]:
-        counted, charge = super()._decide(accounts, persons, cost)
+        counted, charge = super()._decide(accounts, persons, cost, reserve)
 
         def gated() -> None:
             self.gate.wait(timeout=10)

@@ -203,10 +203,15 @@ class Federation:
 
     def asker(self, model: RegressionModel) -> Callable[..., object]:
         async def ask(
-            beta: Sequence[float], only: Sequence[Jurisdiction] | None, scale: float
+            beta: Sequence[float],
+            only: Sequence[Jurisdiction] | None,
+            scale: float,
+            then: Sequence[float],
         ) -> list[RegressionPart]:
             return [
-                await self.ask_one(j, self.step(j, model, beta, scale))
+                await self.ask_one(
+                    j, self.step(j, model, beta, scale).model_copy(update={"then": list(then)})
+                )
                 for j in (only or self.services)
             ]
 
