@@ -51,12 +51,14 @@ MAX_ITERATIONS: Final = 12
 RESOLUTION_BITS: Final = 24
 RESOLUTION: Final = 2.0**-RESOLUTION_BITS
 # Each iteration's releases carry noise at the jurisdiction's sd times a public scale, and cost
-# 1/(2(σ·scale)²) each: the approach's steps are cheap and noisy (scale √2: half a count's cost
-# each), the final step precise (scale 1/2: four counts' cost each). Under zCDP a coefficient's
-# noise depends only on what was spent on the sums it is read from, so the budget goes where the
-# answer is read: the final step, at the fit (docs/protection.md, "Regression").
-APPROACH_NOISE_SCALE: Final = math.sqrt(2.0)
-FINAL_NOISE_SCALE: Final = 0.5
+# 1/(2(σ·scale)²) each: the approach's steps are cheap and noisy (scale 2: a quarter of a count's
+# cost each), the final step precise (scale 1/√2: twice a count's cost each). Under zCDP a
+# coefficient's noise depends only on what was spent on the sums it is read from, so the budget
+# goes where the answer is read: the final step, at the fit (docs/protection.md, "Regression").
+# A whole fit at σ 5 costs at most 0.17 (eight iterations): a person who has spent less than
+# a third of a 0.5 budget can still enter one.
+APPROACH_NOISE_SCALE: Final = 2.0
+FINAL_NOISE_SCALE: Final = math.sqrt(0.5)
 MIN_NOISE_SCALE: Final = 0.5
 MAX_NOISE_SCALE: Final = 4.0
 # The most events an EVENT_COUNT outcome counts per person (its public clipping bound).
