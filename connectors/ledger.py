@@ -113,10 +113,11 @@ class Admitted:
 
 class Ledger(Protocol):
     async def admit(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, *, reserve: int = 0
     ) -> Admitted:
         """Charge `cost` units to every person of `persons` who can afford it in every
-        account; the others are not counted. `cost` 0 charges nothing and counts everyone."""
+        account, and `reserve` more (not charged: what the rest of a fit may still cost); the
+        others are not counted. `cost` 0 charges nothing and counts everyone."""
         ...
 
     async def worst_case(self, account: Account) -> int:
@@ -194,9 +195,9 @@ class MemoryLedger:
         return self._worst[account.key]
 
     async def admit(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, *, reserve: int = 0
     ) -> Admitted:
-        if cost < 0:
+        if cost < 0 or reserve < 0:
             raise ValueError("a cost is never negative")
         async with self._lock:
             with ledger_failures(_WHAT):
@@ -205,9 +206,11 @@ class MemoryLedger:
                 if cost == 0:
                     return Admitted(np.ones(len(persons), dtype=np.bool_), worst)
                 if len(persons) <= _INLINE_PERSONS:
-                    counted, charge = self._decide(accounts, persons, cost)
+                    counted, charge = self._decide(accounts, persons, cost, reserve)
                 else:
-                    counted, charge = await asyncio.to_thread(self._decide, accounts, persons, cost)
+                    counted, charge = await asyncio.to_thread(
+                        self._decide, accounts, persons, cost, reserve
+                    )
                 # The charge is written while the question goes on (the first write to a
                 # memory-mapped page after a flush faults: ~2 ms for 39,000 persons); the
                 # next question and the flush wait for it, under this lock.
@@ -227,9 +230,10 @@ class MemoryLedger:
             self._charging = None
 
     def _decide(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, reserve: int = 0
     ) -> tuple[NDArray[np.bool_], Callable[[], None]]:
-        """Who of `persons` can afford `cost` in every account, and the charge to write."""
+        """Who of `persons` can afford `cost` and `reserve` in every account, and the charge
+        (of `cost`) to write."""
         size = int(persons.max()) + 1 if len(persons) else 0
         arrays = [(a, self.array(a, size)) for a in accounts]
         # Indexes in NumPy's own index type, converted once (NumPy would convert a uint32
@@ -237,11 +241,11 @@ class MemoryLedger:
         indexes = persons.astype(np.intp)
         counted = np.ones(len(persons), dtype=np.bool_)
         for account, spend in arrays:
-            if cost > account.cap:
+            if cost + reserve > account.cap:
                 counted[:] = False
                 break
             # Compared in the array's own type: spend <= cap - cost cannot overflow.
-            counted &= spend[indexes] <= account.cap - cost
+            counted &= spend[indexes] <= account.cap - cost - reserve
         charged = indexes[counted]
 
         def charge() -> None:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,16 +38,30 @@ from pydantic import ValidationError
 from connectors.answers import Shelf, StoredTable
 from connectors.backends.base import person_indexes
 from connectors.canonical import question_digest
-from connectors.compiler import ConceptSet, Row, SqlStatement, compile_persons
+from connectors.compiler import (
+    ConceptSet,
+    Row,
+    SqlStatement,
+    compile_measured,
+    compile_persons,
+)
 from connectors.errors import BadRequest, QueryTimeout, QuestionTooCostly
 from connectors.ledger import accounts_of, rho_of, units
 from connectors.node_trail import Forwarded, NodeTrail
+from connectors.noise import NoiseSource
 from connectors.service import QueryService, check_jurisdiction, node_decision
 from policies.disclosure import BELOW_MINIMUM
 from policies.profiles import DisclosureProfile
 from schema.approval import ApplicantId
 from schema.codes import MeasureKind, NodeStatus, ValueStatus
-from schema.query import CohortQuery, Criteria, EventSpec, RelativeCriterion, RelativeWindow
+from schema.query import (
+    CohortQuery,
+    Criteria,
+    EventSpec,
+    NumericVariable,
+    RelativeCriterion,
+    RelativeWindow,
+)
 from schema.regression import (
     MAX_PARAMETER_SHARE,
     MIN_REGRESSION_PERSONS,
@@ -91,12 +106,42 @@ def parse_step(body: bytes) -> RegressionStep:
         raise BadRequest(f"invalid regression at {where}: {first['msg']}"[:300]) from None
 
 
-def scaled_age(age: NDArray[np.float64], bounds: tuple[int, int]) -> NDArray[np.float64]:
-    """Age clipped to its public bounds, less their centre, over their half width: in [−1, 1]."""
+def scaled_age(age: NDArray[np.float64], bounds: tuple[float, float]) -> NDArray[np.float64]:
+    """A value (an age, a measurement) clipped to its public bounds, less their centre, over
+    their half width: in [−1, 1]."""
     lo, hi = bounds
     centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
     scaled: NDArray[np.float64] = (np.clip(age, lo, hi) - centre) / half
     return scaled
+
+
+def measured_values(rows: Sequence[Row], measurement: NumericVariable) -> dict[int, float]:
+    """Each person's value of a measurement term (`compile_measured`'s rows): their whole
+    units (a mean of them rounded half up, as a summary's are), clipped to the public
+    bounds, in the measurement's unit."""
+    clipping = measurement.clipping
+    values = {}
+    for person, raw in rows:
+        whole = math.floor(float(raw) + 0.5)
+        values[int(person)] = min(max(whole, clipping.lo), clipping.hi) * clipping.resolution
+    return values
+
+
+def complete_cases_digest(count_digest: str, model: RegressionModel) -> str:
+    """The digest of a design's count when its measurement terms leave out the persons
+    without a value: the cohort's and those terms' (never the cohort count's own digest,
+    which a count of the cohort replays)."""
+    measured = [(c.measurement, c.window) for c in model.covariates]
+    measured.append((model.outcome.measurement, model.outcome.window))
+    terms = [
+        {"measurement": m.model_dump(mode="json"), "window": w.model_dump()}
+        for m, w in measured
+        if m is not None
+    ]
+    if not terms:
+        return count_digest
+    payload = orjson.dumps({"cohort": count_digest, "complete": terms})
+    return "regression-n:" + hashlib.sha256(payload).hexdigest()
 
 
 def scaled_outcome(y: NDArray[np.float64], model: RegressionModel) -> NDArray[np.float64]:
@@ -180,6 +225,17 @@ def sufficient_statistics(
     return information, score, squares
 
 
+def iteration_cost(noise: NoiseSource, model: RegressionModel, sums_sd: float) -> int:
+    """What one iteration's sums cost each person counted, in the ledger's units, at the
+    sd `sums_sd` (the count's sd times the iteration's noise scale)."""
+    information_delta, score_delta, squares_delta = model.sensitivities()
+    cost = units(noise.rho(sums_sd * information_delta, information_delta))
+    cost += units(noise.rho(sums_sd * score_delta, score_delta))
+    if model.family is Family.GAUSSIAN:
+        cost += units(noise.rho(sums_sd * squares_delta, squares_delta))
+    return cost
+
+
 def to_units(values: Iterable[float]) -> list[int]:
     """Whole units of `RESOLUTION`, rounded to nearest: the integer samplers' domain."""
     return [round(v / RESOLUTION) for v in values]
@@ -201,12 +257,20 @@ def symmetric(entries: Sequence[float], p: int) -> list[list[float]]:
     return full
 
 
-def sums_digest(count_digest: str, model: RegressionModel, beta: Sequence[float]) -> str:
-    """What makes two iterations one: the cohort (its count's canonical digest), the model
-    and β exactly (floats written in full)."""
-    payload = orjson.dumps(
-        {"cohort": count_digest, "model": model.model_dump(mode="json"), "beta": list(beta)}
-    )
+def sums_digest(
+    count_digest: str, model: RegressionModel, beta: Sequence[float], noise_scale: float = 1.0
+) -> str:
+    """What makes two iterations one: the cohort (its count's canonical digest), the model,
+    β exactly (floats written in full) and the noise scale (the same β at another scale is
+    another release, charged at its own cost)."""
+    content: dict[str, object] = {
+        "cohort": count_digest,
+        "model": model.model_dump(mode="json"),
+        "beta": list(beta),
+    }
+    if noise_scale != 1.0:
+        content["noise_scale"] = noise_scale
+    payload = orjson.dumps(content)
     return "regression:" + hashlib.sha256(payload).hexdigest()
 
 
@@ -311,14 +375,21 @@ class RegressionService:
         sd = profile.noise_sd(request.noise)
         release = await service.backend.data_release()
         shelf = Shelf(owner=accounts[-1].key, release=release, sd=sd)
-        count_digest = question_digest(request.query, (), MeasureKind.PERSON_COUNT)
-        digest = sums_digest(count_digest, model, step.beta)
+        # The design's count: the cohort's (replayed from a count of it, or replaying for
+        # one), or its complete cases' where measurement terms leave persons out.
+        count_digest = complete_cases_digest(
+            question_digest(request.query, (), MeasureKind.PERSON_COUNT), model
+        )
+        digest = sums_digest(count_digest, model, step.beta, step.noise_scale)
         p = len(model.parameters)
         information_delta, score_delta, squares_delta = model.sensitivities()
+        # The sums' noise: the count's sd times the iteration's public scale (the count itself
+        # is released at the count's sd, as any count of the cohort).
+        sums_sd = sd * step.noise_scale
         sds = {
-            "h": sd * information_delta * RESOLUTION,
-            "v": sd * score_delta * RESOLUTION,
-            "s": sd * squares_delta * RESOLUTION,
+            "h": sums_sd * information_delta * RESOLUTION,
+            "v": sums_sd * score_delta * RESOLUTION,
+            "s": sums_sd * squares_delta * RESOLUTION,
         }
         stored = await service.answers.get(shelf, [count_digest, digest])
         await service.ledger.prepare(accounts)
@@ -332,20 +403,20 @@ class RegressionService:
                 return self._denied(step, refused)
             noise = service.noise
             gaussian = model.family is Family.GAUSSIAN
-            cost = units(noise.rho(sd * information_delta, information_delta)) + units(
-                noise.rho(sd * score_delta, score_delta)
-            )
-            if gaussian:
-                cost += units(noise.rho(sd * squares_delta, squares_delta))
+            cost = iteration_cost(noise, model, sums_sd)
             if count_digest not in stored:
                 cost += units(noise.rho(sd))
-            if cost > min(a.cap for a in accounts):
+            # What the rest of the fit may still cost: checked, not charged.
+            reserve = sum(iteration_cost(noise, model, sd * scale) for scale in step.then)
+            if cost + reserve > min(a.cap for a in accounts):
                 raise QuestionTooCostly(
-                    "one iteration of this regression costs more than a person's privacy "
-                    "budget: ask with coarser noise"
+                    "this regression's iterations cost more than a person's privacy "
+                    "budget: ask with coarser noise or fewer iterations"
                 )
             with trail.step("ledger"):
-                admitted = await service.ledger.admit(accounts, design.persons, cost)
+                admitted = await service.ledger.admit(
+                    accounts, design.persons, cost, reserve=reserve
+                )
                 design = design.only(admitted.counted)
                 await service.ledger.flush()
             if not admitted.counted.all():
@@ -357,9 +428,9 @@ class RegressionService:
             with trail.step("protect"):
                 information, score, squares = sufficient_statistics(design, model, step.beta)
                 new: dict[str, StoredTable] = {}
-                h = noise.draw(to_units(upper(information)), sd * information_delta)
-                v = noise.draw(to_units(score), sd * score_delta)
-                s = noise.draw(to_units([squares]), sd * squares_delta) if gaussian else [0]
+                h = noise.draw(to_units(upper(information)), sums_sd * information_delta)
+                v = noise.draw(to_units(score), sums_sd * score_delta)
+                s = noise.draw(to_units([squares]), sums_sd * squares_delta) if gaussian else [0]
                 cells: dict[tuple[str, ...], int] = {("s",): s[0]}
                 cells |= {("h", str(k)): value for k, value in enumerate(h)}
                 cells |= {("v", str(k)): value for k, value in enumerate(v)}
@@ -403,9 +474,20 @@ class RegressionService:
         female = np.asarray([int(r[2]) == FEMALE_CONCEPT for r in rows], dtype=np.float64)
         columns: list[NDArray[np.float64]] = [np.ones(len(rows), dtype=np.float64)]
         binary: list[int] = []
+        # Persons without a value of a measurement term leave the design (complete cases).
+        valued = np.ones(len(rows), dtype=np.bool_)
         for covariate in model.covariates:
             if covariate.kind is CovariateKind.AGE:
                 columns.append(scaled_age(ages, covariate.age_bounds))
+                continue
+            if covariate.measurement is not None:
+                value, has = await self._measured(
+                    query, covariate.measurement, covariate.window, rows
+                )
+                valued &= has
+                span = covariate.span
+                assert span is not None
+                columns.append(scaled_age(value, span))
                 continue
             binary.append(len(columns))
             if covariate.kind is CovariateKind.FEMALE:
@@ -417,6 +499,9 @@ class RegressionService:
         outcome = model.outcome
         if outcome.kind is OutcomeKind.AGE:
             y = ages
+        elif outcome.measurement is not None:
+            y, has = await self._measured(query, outcome.measurement, outcome.window, rows)
+            valued &= has
         else:
             assert outcome.event is not None
             y = np.zeros(len(rows), dtype=np.float64)
@@ -426,7 +511,26 @@ class RegressionService:
                 if not len(members):
                     break
                 y += np.isin(persons, members)
-        return Design(persons, np.column_stack(columns), scaled_outcome(y, model), tuple(binary))
+        design = Design(persons, np.column_stack(columns), scaled_outcome(y, model), tuple(binary))
+        return design if valued.all() else design.only(valued)
+
+    async def _measured(
+        self,
+        query: CohortQuery,
+        measurement: NumericVariable,
+        window: RelativeWindow,
+        rows: Sequence[Row],
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Each cohort person's value of a measurement term, in the order of the cohort's
+        `rows` (0 where they have none), and whether they have one."""
+        statement = compile_measured(
+            query, measurement, window, dialect=self.service.backend.dialect
+        )
+        values = measured_values(await self._execute(statement), measurement)
+        persons = [int(r[0]) for r in rows]
+        has = np.asarray([p in values for p in persons], dtype=np.bool_)
+        value = np.asarray([values.get(p, 0.0) for p in persons], dtype=np.float64)
+        return value, has
 
     async def _members(
         self, query: CohortQuery, event: EventSpec, window: RelativeWindow, at_least: int = 1
@@ -447,7 +551,10 @@ class RegressionService:
 
     async def _rows(self, query: CohortQuery) -> list[Row]:
         backend = self.service.backend
-        statement = compile_persons(query, dialect=backend.dialect)
+        return await self._execute(compile_persons(query, dialect=backend.dialect))
+
+    async def _execute(self, statement: SqlStatement) -> list[Row]:
+        backend = self.service.backend
         resolver = self.service._resolver  # the node's one cache of its codes
         bound: list[object] = []
         for param in statement.params:

@@ -174,7 +174,9 @@ async def _answer(
     assert client is not None
     nodes = services.federation.nodes
 
-    async def part(jurisdiction: Jurisdiction, beta: Sequence[float]) -> RegressionPart:
+    async def part(
+        jurisdiction: Jurisdiction, beta: Sequence[float], scale: float, then: Sequence[float]
+    ) -> RegressionPart:
         decision = access.decisions[jurisdiction]
         permit: Permit | None = access.permits.get(jurisdiction)
         if not decision.allowed or permit is None:
@@ -186,7 +188,11 @@ async def _answer(
                 or [Reason(rule="PERMIT_MISSING", jurisdiction=jurisdiction)],
             )
         step = RegressionStep(
-            request=plan.node_request(jurisdiction, permit.approval), model=model, beta=list(beta)
+            request=plan.node_request(jurisdiction, permit.approval),
+            model=model,
+            beta=list(beta),
+            noise_scale=scale,
+            then=list(then),
         )
         started = time.perf_counter()
         # Each step waits for a node as long as its latency class allows.
@@ -206,7 +212,7 @@ async def _answer(
         )
         if answer.status is not NodeStatus.OK:
             return answer
-        sd = policies.profile(jurisdiction).noise_sd(plan.noise)
+        sd = policies.profile(jurisdiction).noise_sd(plan.noise) * scale
         try:
             check_part(answer, model, sd)
         except RejectedPart as e:
@@ -215,10 +221,13 @@ async def _answer(
         return answer
 
     async def ask(
-        beta: Sequence[float], only: Sequence[Jurisdiction] | None
+        beta: Sequence[float],
+        only: Sequence[Jurisdiction] | None,
+        scale: float,
+        then: Sequence[float],
     ) -> list[RegressionPart]:
         asked = plan.jurisdictions if only is None else only
-        return list(await asyncio.gather(*(part(j, beta) for j in asked)))
+        return list(await asyncio.gather(*(part(j, beta, scale, then) for j in asked)))
 
     if not access.permits:
         raise TesseraError("no jurisdiction of the question has a permit", code=ErrorCode.FORBIDDEN)

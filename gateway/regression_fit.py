@@ -1,13 +1,15 @@
 """Fitting a federated GLM from the nodes' sums: Newton–Raphson (IRLS) at the gateway.
 
 Each iteration asks every node for its cohort's information matrix H and score part v at the
-current β (`schema.regression`), checks what each node sent (the model's shape, finite,
-symmetric: a node's matrices are data, not trusted), adds them up and takes a Newton step:
-β ← β + H⁻¹g, with g = v (binomial, Poisson) or g = v − Hβ (Gaussian). It stops when no
-coefficient moves by more than `tolerance` of its standard error plus twice the sd the
-nodes' noise gives the step (with noise, the iterates cannot settle closer than that), or
-after `max_iterations`. The answer is on the researcher's scale: the covariates' and a
-Gaussian outcome's scaling undone (a linear map of β and its covariance).
+current β and a public noise scale (`schema.regression`), checks what each node sent (the
+model's shape, finite, symmetric, at least the noise due: a node's matrices are data, not
+trusted), adds them up and takes a Newton step: β ← β + Ĥ⁻¹g, with g = v (binomial, Poisson)
+or g = v − Hβ (Gaussian) and Ĥ the pooled matrix floored at its noise. The approach's steps
+are cheap and noisy; once a step moves no coefficient by more than twice its noise sd (the
+iterates cannot settle closer), one precise final step is taken, and the coefficients, their
+se and noise sd are read from it (docs/protection.md, "Converging under noise"). The answer
+is on the researcher's scale: the covariates' and a Gaussian outcome's scaling undone (a
+linear map of β and its covariance).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from scipy import stats
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.regression import (
+    APPROACH_NOISE_SCALE,
+    FINAL_NOISE_SCALE,
     RESOLUTION,
-    CovariateKind,
     Family,
     RegressionModel,
     RegressionPart,
@@ -52,7 +55,7 @@ def check_part(part: RegressionPart, model: RegressionModel, noise_sd: float) ->
     """Raise `RejectedPart` unless an OK part has the model's shape, finite values, an
     exactly symmetric information matrix with a non-negative diagonal, a sum of squares
     exactly when the family needs one, and at least the noise the model's sensitivities
-    call for at the jurisdiction's sd."""
+    call for at `noise_sd` (the jurisdiction's sd times the iteration's noise scale)."""
     p = len(model.parameters)
     h, v = part.information, part.score
     if len(h) != p or any(len(row) != p for row in h) or len(v) != p:
@@ -96,8 +99,9 @@ class Totals:
     score: Vector
     squares: float
     n: int
-    # The sd of the noise on each entry of the summed score part.
+    # The sd of the noise on each entry of the summed score part and information matrix.
     score_sd: float
+    information_sd: float = 0.0
 
 
 def total(parts: Sequence[RegressionPart]) -> Totals:
@@ -107,7 +111,8 @@ def total(parts: Sequence[RegressionPart]) -> Totals:
     squares = float(sum(p.squares or 0.0 for p in parts))
     n = sum((p.n.value or 0) if p.n is not None else 0 for p in parts)
     score_sd = math.sqrt(sum(p.sd_score**2 for p in parts))
-    return Totals(information, score, squares, n, score_sd)
+    information_sd = math.sqrt(sum(p.sd_information**2 for p in parts))
+    return Totals(information, score, squares, n, score_sd, information_sd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +141,12 @@ class Fit:
     reasons: list[Reason] = field(default_factory=list)
 
 
-Ask = Callable[[Sequence[float], Sequence[Jurisdiction] | None], Awaitable[list[RegressionPart]]]
+# Asks every node (None) or those named for the sums at β, at a noise scale, saying the noise
+# scales of the iterations that may follow (`RegressionStep.then`).
+Ask = Callable[
+    [Sequence[float], Sequence[Jurisdiction] | None, float, Sequence[float]],
+    Awaitable[list[RegressionPart]],
+]
 
 
 def _inverse(information: Matrix) -> Matrix:
@@ -151,23 +161,43 @@ def _inverse(information: Matrix) -> Matrix:
     return inverse
 
 
-def newton_step(model: RegressionModel, totals: Totals, beta: Vector) -> Vector:
-    """The step from β (on the scaled covariates)."""
-    gradient = totals.score
-    if model.family is Family.GAUSSIAN:
-        gradient = totals.score - totals.information @ beta
-    step: Vector = _inverse(totals.information) @ gradient
-    return step
+def floored(information: Matrix, entry_sd: float) -> Matrix:
+    """The pooled information matrix with its eigenvalues raised to at least √p times the sd
+    of the noise on each entry: below that, an eigenvalue is the noise's as much as the
+    cohorts' (a symmetric p × p matrix of independent noise of sd s has eigenvalues of order
+    s√p). A direction the noise could have made flat or negative takes a short step instead
+    of a wild or backwards one. Post-processing of what the nodes released: it costs nothing,
+    and it moves no fixed point (a Newton step is zero where the score is, whatever matrix
+    divides it)."""
+    p = information.shape[0]
+    floor = entry_sd * math.sqrt(p)
+    if floor <= 0.0:
+        return information
+    values, vectors = np.linalg.eigh(information)
+    raised: Matrix = (vectors * np.maximum(values, floor)) @ vectors.T
+    return raised
+
+
+def matrix_noise(entry_sd: float, spread: Matrix) -> Matrix:
+    """E[E·D·E] for a symmetric matrix E whose upper-triangle entries are independent with sd
+    `entry_sd` and a symmetric D: s²(tr(D)·I + D − diag(D)). With D the covariance (or outer
+    product) of the vector the noisy matrix multiplies, it is the covariance that the matrix's
+    noise adds to the product."""
+    p = spread.shape[0]
+    diagonal = np.diag(np.diag(spread))
+    added: Matrix = entry_sd**2 * (np.trace(spread) * np.eye(p) + spread - diagonal)
+    return added
 
 
 def unscaling(model: RegressionModel) -> tuple[Matrix, Vector, float]:
-    """T, shift and scale with β_raw = scale·T·β + shift: the covariates' scaling to [−1, 1]
-    (and a Gaussian outcome's) undone."""
+    """T, shift and scale with β_raw = scale·T·β + shift: the numeric covariates' scaling to
+    [−1, 1] (ages, measurements; and a Gaussian outcome's) undone."""
     p = len(model.parameters)
     transform = np.eye(p)
     for j, covariate in enumerate(model.covariates, start=1):
-        if covariate.kind is CovariateKind.AGE:
-            lo, hi = covariate.age_bounds
+        span = covariate.span
+        if span is not None:
+            lo, hi = span
             centre, half = (lo + hi) / 2.0, (hi - lo) / 2.0
             transform[j, j] = 1.0 / half
             transform[0, j] = -centre / half
@@ -180,44 +210,35 @@ def unscaling(model: RegressionModel) -> tuple[Matrix, Vector, float]:
     return transform, shift, scale
 
 
-async def fit(
-    model: RegressionModel,
-    ask: Ask,
-    *,
-    tolerance: float = DEFAULT_TOLERANCE,
-    max_iterations: int = DEFAULT_MAX_ITERATIONS,
-    within_noise: bool = True,
-) -> Fit:
-    """Fit `model` by asking the nodes (`ask(β, jurisdictions)`: every node the first time,
-    then the ones that answered it). With no node contributing, or noise that outweighs
-    the cohorts from the first iteration, the fit has no coefficient and says why.
-    `within_noise` False stops only on `tolerance` (for nodes whose noise is known to add
-    nothing: tests comparing the fit with a direct computation)."""
-    p = len(model.parameters)
-    beta = np.zeros(p)
-    reasons: list[Reason] = []
+class _Dropped(Exception):
+    """A node that answered before stopped answering: the fit stops."""
+
+
+@dataclass
+class _Asking:
+    """The nodes asked so far: every one the first time, then those that contributed."""
+
+    model: RegressionModel
+    ask: Ask
     contributors: Sequence[Jurisdiction] | None = None
-    n: dict[Jurisdiction, Value] = {}
-    converged = False
-    taken = 0  # Newton steps taken
-    totals: Totals | None = None
-    inverse = np.eye(p)
-    for iterations in range(1, max_iterations + 1):
-        parts = await ask(list(beta), contributors)
-        if contributors is None:
-            contributors = [part.jurisdiction for part in parts]
-            reasons.extend(r for part in parts for r in _why_not(part))
+    n: dict[Jurisdiction, Value] = field(default_factory=dict)
+    reasons: list[Reason] = field(default_factory=list)
+
+    async def sums(self, beta: Vector, scale: float, then: Sequence[float]) -> Totals | None:
+        """The pooled sums at β; None when no node contributes (their reasons kept); raises
+        `_Dropped` when a contributor stops answering."""
+        parts = await self.ask(list(beta), self.contributors, scale, then)
+        if self.contributors is None:
+            self.reasons.extend(r for part in parts for r in _why_not(part))
             parts = [part for part in parts if part.status is NodeStatus.OK]
-            contributors = [part.jurisdiction for part in parts]
-            n = {part.jurisdiction: part.n for part in parts if part.n is not None}
+            self.contributors = [part.jurisdiction for part in parts]
+            self.n = {part.jurisdiction: part.n for part in parts if part.n is not None}
             if not parts:
-                # Every node refused or failed: an answer (their reasons), as a question whose
-                # every count is LOW is one, not an error.
-                return _unfitted(model, n, reasons)
+                return None
         else:
             missing = [part for part in parts if part.status is not NodeStatus.OK]
             if missing:
-                reasons.extend(
+                self.reasons.extend(
                     Reason(
                         rule=NODE_DROPPED,
                         jurisdiction=part.jurisdiction,
@@ -226,33 +247,111 @@ async def fit(
                     )
                     for part in missing
                 )
-                break
-        summed = total(parts)
-        if float(np.linalg.eigvalsh(summed.information).min()) <= 0.0:
-            noisy = Reason(
-                rule=NOISE_DOMINATES,
-                message="the pooled information matrix is not positive definite: the noise "
-                "outweighs what the cohorts hold (fewer or more common covariates, narrower "
-                "bounds, a larger cohort)",
+                raise _Dropped
+        return total(parts)
+
+
+def _noise_dominates() -> Reason:
+    return Reason(
+        rule=NOISE_DOMINATES,
+        message="what the cohorts hold on some terms is within the noise on the pooled "
+        "information matrix: their estimates carry a large noise sd and their se is "
+        "understated (fewer or more common covariates, narrower bounds, a larger cohort)",
+    )
+
+
+async def fit(
+    model: RegressionModel,
+    ask: Ask,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    within_noise: bool = True,
+) -> Fit:
+    """Fit `model` by asking the nodes (`ask(β, jurisdictions, noise scale)`: every node the
+    first time, then the ones that answered it).
+
+    The approach: Newton steps from β = 0 on sums released at `APPROACH_NOISE_SCALE`, each
+    divided by the pooled matrix `floored` at its noise, until no coefficient moves by more
+    than `tolerance` of its standard error plus twice the sd the noise gives its step (the
+    iterates cannot settle closer: the fit has converged), or until one iteration is left.
+    Then one final step on sums released at `FINAL_NOISE_SCALE`: the coefficients, their
+    standard errors and their noise are read from it. A Gaussian model needs no approach
+    (its one step from any β is exact): it is the final step alone, from β = 0.
+
+    With no node contributing, or a final matrix that is not positive definite, the fit
+    has no coefficient and says why. `within_noise` False (nodes known to add no noise:
+    tests comparing the fit with a direct computation) stops only on `tolerance`, floors
+    nothing and asks every iteration at the standard scale."""
+    p = len(model.parameters)
+    beta = np.zeros(p)
+    asking = _Asking(model, ask)
+    approach_scale = APPROACH_NOISE_SCALE if within_noise else 1.0
+    final_scale = FINAL_NOISE_SCALE if within_noise else 1.0
+    converged = model.family is Family.GAUSSIAN
+    iterations = 0
+    # The covariance of β's noise after the approach (what the final matrix's noise multiplies).
+    spread = np.zeros((p, p))
+    # The last approach step's sums and matrix, for an answer without the final step.
+    last: tuple[Totals, Matrix] | None = None
+    try:
+        while not converged and iterations < max_iterations - 1:
+            # What may follow: the approach's remaining steps, then the final one.
+            left = max_iterations - 2 - iterations
+            summed = await asking.sums(
+                beta, approach_scale, [approach_scale] * left + [final_scale]
             )
-            reasons.append(noisy)
-            if totals is None:
-                return _unfitted(model, n, reasons)
-            break
-        totals = summed
-        inverse = _inverse(totals.information)
-        step = newton_step(model, totals, beta)
-        se = np.sqrt(np.clip(np.diag(inverse), 0.0, None))
-        step_noise = totals.score_sd * np.sqrt(np.diag(inverse @ inverse))
-        beta = beta + step
-        taken += 1
-        settled = 2.0 * step_noise if within_noise else 0.0
-        # One step from β = 0 is never a fit, however noisy the step.
-        if iterations > 1 and np.all(np.abs(step) <= tolerance * se + settled):
-            converged = True
-            break
-    assert totals is not None
-    return _answer(model, beta, inverse, totals, taken, converged, n, reasons)
+            if summed is None:
+                return _unfitted(model, asking.n, asking.reasons)
+            iterations += 1
+            entry_sd = summed.information_sd if within_noise else 0.0
+            inverse = _inverse(floored(summed.information, entry_sd))
+            gradient = summed.score
+            step = inverse @ gradient
+            se = np.sqrt(np.clip(np.diag(inverse), 0.0, None))
+            spread = summed.score_sd**2 * (inverse @ inverse)
+            beta = beta + step
+            last = (summed, inverse)
+            settled = 2.0 * np.sqrt(np.diag(spread)) if within_noise else 0.0
+            # One step from β = 0 is never a fit, however noisy the step.
+            converged = iterations > 1 and bool(np.all(np.abs(step) <= tolerance * se + settled))
+        final = await asking.sums(beta, final_scale, [])
+    except _Dropped:
+        # A node stopped answering (its reasons are the fit's): the answer is the last step
+        # every node answered, at the approach's precision, not converged.
+        if last is None:
+            return _unfitted(model, asking.n, asking.reasons)
+        summed, inverse = last
+        return _answer(
+            model, beta, inverse, spread, summed, iterations, False, asking.n, asking.reasons
+        )
+    if final is None:
+        return _unfitted(model, asking.n, asking.reasons)
+    iterations += 1
+    entry_sd = final.information_sd if within_noise else 0.0
+    lowest = float(np.linalg.eigvalsh(final.information).min())
+    if lowest <= 0.0 and not within_noise:
+        return _unfitted(model, asking.n, [*asking.reasons, _noise_dominates()])
+    if lowest < entry_sd * math.sqrt(p):
+        # Said, not hidden: some direction holds no more than the noise; the floor keeps its
+        # step short and its noise sd large, but its se is then read from the floor.
+        asking.reasons.append(_noise_dominates())
+    inverse = _inverse(floored(final.information, entry_sd))
+    beta = beta + inverse @ _gradient(model, final, beta)
+    if model.family is Family.GAUSSIAN:
+        # The matrix's noise multiplies the whole of β (the step from 0).
+        spread = np.outer(beta, beta)
+    noise = inverse @ (final.score_sd**2 * np.eye(p) + matrix_noise(entry_sd, spread)) @ inverse
+    return _answer(
+        model, beta, inverse, noise, final, iterations, converged, asking.n, asking.reasons
+    )
+
+
+def _gradient(model: RegressionModel, totals: Totals, beta: Vector) -> Vector:
+    if model.family is Family.GAUSSIAN:
+        gradient: Vector = totals.score - totals.information @ beta
+        return gradient
+    return totals.score
 
 
 def _unfitted(
@@ -285,6 +384,7 @@ def _answer(
     model: RegressionModel,
     beta: Vector,
     inverse: Matrix,
+    noise: Matrix,
     totals: Totals,
     iterations: int,
     converged: bool,
@@ -301,7 +401,6 @@ def _answer(
         dof = max(totals.n - p, 1)
         dispersion_scaled = max(residual, 0.0) / dof
         covariance = dispersion_scaled * inverse
-    noise = totals.score_sd**2 * (inverse @ inverse)
     transform, shift, scale = unscaling(model)
     raw = scale * (transform @ beta) + shift
     raw_cov = scale**2 * (transform @ covariance @ transform.T)

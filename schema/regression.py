@@ -13,7 +13,8 @@ with wᵢ = 1 (Gaussian), μᵢ(1 − μᵢ) (binomial), μᵢ (Poisson) and r�
 is then v − Hβ), yᵢ − μᵢ (binomial, Poisson). Every covariate is scaled to [−1, 1] (age: its
 clipped value less the bounds' centre, over their half width; a binary covariate is 0 or 1),
 so ‖xᵢ‖² ≤ p, and each person's |wᵢ| ≤ W and |rᵢ| ≤ R for the family's public bounds
-(`PersonBounds`): one person moves H by at most W·p (Frobenius) and v by R·√p (L2). Nodes
+(`PersonBounds`): one person moves H's upper triangle by at most W·√(p(p+1)/2) (L2) and v by
+R·√p. Nodes
 release both in whole units of 2^-`RESOLUTION_BITS` (`connectors.regression`), the gateway
 undoes the scaling (`gateway.regression`). docs/protection.md, "Regression", has the
 arithmetic.
@@ -30,9 +31,15 @@ from pydantic import Field, model_validator
 
 from schema.codes import Jurisdiction, NodeStatus, Occurrence
 from schema.model import Contract
-from schema.query import MAX_RELATIVE_DAYS, CohortQuery, EventSpec, RelativeWindow
+from schema.query import (
+    MAX_RELATIVE_DAYS,
+    CohortQuery,
+    EventSpec,
+    NumericVariable,
+    RelativeWindow,
+)
 from schema.result import Reason, Value
-from schema.variables import AGE
+from schema.variables import AGE, VariableSource
 from schema.wire import NodeRequest, PrivacySpend, QueryId
 
 REGRESSION_PATH: Final = "/v1/regression"
@@ -43,6 +50,17 @@ MAX_ITERATIONS: Final = 12
 # that a node's sums of a few million persons stay exact in a float64 (below 2^53).
 RESOLUTION_BITS: Final = 24
 RESOLUTION: Final = 2.0**-RESOLUTION_BITS
+# Each iteration's releases carry noise at the jurisdiction's sd times a public scale, and cost
+# 1/(2(σ·scale)²) each: the approach's steps are cheap and noisy (scale 2: a quarter of a count's
+# cost each), the final step precise (scale 1/√2: twice a count's cost each). Under zCDP a
+# coefficient's noise depends only on what was spent on the sums it is read from, so the budget
+# goes where the answer is read: the final step, at the fit (docs/protection.md, "Regression").
+# A whole fit at σ 5 costs at most 0.17 (eight iterations): a person who has spent less than
+# a third of a 0.5 budget can still enter one.
+APPROACH_NOISE_SCALE: Final = 2.0
+FINAL_NOISE_SCALE: Final = math.sqrt(0.5)
+MIN_NOISE_SCALE: Final = 0.5
+MAX_NOISE_SCALE: Final = 4.0
 # The most events an EVENT_COUNT outcome counts per person (its public clipping bound).
 MAX_EVENT_COUNT: Final = 50
 INTERCEPT: Final = "(Intercept)"
@@ -58,12 +76,14 @@ class OutcomeKind(StrEnum):
     EVENT = "EVENT"  # 1 if the person has an event of `event` in `window`, else 0
     EVENT_COUNT = "EVENT_COUNT"  # how many, clipped to `max_count`
     AGE = "AGE"  # age at the index, whole years, clipped to `lo`..`hi`
+    MEASUREMENT = "MEASUREMENT"  # a measurement's value in `window` (GAUSSIAN only)
 
 
 class CovariateKind(StrEnum):
     AGE = "AGE"  # age at the index, whole years, clipped to `lo`..`hi`
     FEMALE = "FEMALE"  # 1 for a woman, else 0
     EVENT = "EVENT"  # 1 if the person has an event of `event` in `window` (before the index)
+    MEASUREMENT = "MEASUREMENT"  # a measurement's value in `window`, clipped and scaled
 
 
 class RegressionRefusal(StrEnum):
@@ -91,6 +111,26 @@ BEFORE_INDEX: Final = RelativeWindow(start_days=-MAX_RELATIVE_DAYS, end_days=-1)
 AFTER_INDEX_28: Final = RelativeWindow(start_days=0, end_days=28)
 
 
+def _check_measurement(measurement: NumericVariable | None, measured: bool) -> None:
+    """A MEASUREMENT term, and only one, names its measurement: a registered LOINC code, its
+    first, last or mean value per person and public bounds (`NumericVariable`, which checks
+    them against the registry); its window is the term's, relative to the index."""
+    if measured != (measurement is not None):
+        raise ValueError("a MEASUREMENT term, and only one, names its measurement")
+    if measurement is None:
+        return
+    if measurement.source is not VariableSource.MEASUREMENT:
+        raise ValueError("a measurement term's variable is a MEASUREMENT")
+    if measurement.window is not None or measurement.bin_width is not None:
+        raise ValueError("a measurement term's window is relative to the index (its window)")
+
+
+def measured_bounds(measurement: NumericVariable) -> tuple[float, float]:
+    """A measurement term's public bounds, in its unit."""
+    clipping = measurement.clipping
+    return clipping.lo * clipping.resolution, clipping.hi * clipping.resolution
+
+
 class Covariate(Contract):
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")]
     kind: CovariateKind
@@ -98,6 +138,7 @@ class Covariate(Contract):
     window: RelativeWindow = BEFORE_INDEX
     lo: Annotated[int, Field(ge=0, le=130)] | None = None
     hi: Annotated[int, Field(ge=0, le=130)] | None = None
+    measurement: NumericVariable | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -105,6 +146,9 @@ class Covariate(Contract):
             raise ValueError("an EVENT covariate, and only one, names its event")
         if self.kind is CovariateKind.EVENT and self.window.end_days >= 0:
             raise ValueError("a covariate's events are recorded before the index (endDays < 0)")
+        _check_measurement(self.measurement, self.kind is CovariateKind.MEASUREMENT)
+        if self.kind is CovariateKind.MEASUREMENT and self.window.end_days > 0:
+            raise ValueError("a covariate's measurement is taken by the index (endDays ≤ 0)")
         if self.kind is not CovariateKind.AGE and (self.lo is not None or self.hi is not None):
             raise ValueError("only AGE takes bounds")
         if self.kind is CovariateKind.AGE and self.age_bounds[0] >= self.age_bounds[1]:
@@ -117,7 +161,17 @@ class Covariate(Contract):
 
     @property
     def binary(self) -> bool:
-        return self.kind is not CovariateKind.AGE
+        return self.kind in (CovariateKind.FEMALE, CovariateKind.EVENT)
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """A numeric covariate's public range (clipped to it, scaled to [−1, 1] by it)."""
+        if self.kind is CovariateKind.AGE:
+            lo, hi = self.age_bounds
+            return float(lo), float(hi)
+        if self.measurement is not None:
+            return measured_bounds(self.measurement)
+        return None
 
 
 class RegressionOutcome(Contract):
@@ -127,10 +181,14 @@ class RegressionOutcome(Contract):
     max_count: Annotated[int, Field(ge=1, le=MAX_EVENT_COUNT, strict=True)] = 10
     lo: Annotated[int, Field(ge=0, le=130)] | None = None
     hi: Annotated[int, Field(ge=0, le=130)] | None = None
+    measurement: NumericVariable | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        counted = self.kind is not OutcomeKind.AGE
+        _check_measurement(self.measurement, self.kind is OutcomeKind.MEASUREMENT)
+        if self.kind is OutcomeKind.MEASUREMENT and self.window.start_days < 0:
+            raise ValueError("an outcome's measurement follows the index (startDays ≥ 0)")
+        counted = self.kind in (OutcomeKind.EVENT, OutcomeKind.EVENT_COUNT)
         if counted != (self.event is not None):
             raise ValueError("an EVENT or EVENT_COUNT outcome, and only one, names its event")
         if counted and self.window.start_days < 0:
@@ -150,6 +208,8 @@ class RegressionOutcome(Contract):
             return 0.0, 1.0
         if self.kind is OutcomeKind.EVENT_COUNT:
             return 0.0, float(self.max_count)
+        if self.measurement is not None:
+            return measured_bounds(self.measurement)
         lo, hi = self.age_bounds
         return float(lo), float(hi)
 
@@ -159,7 +219,12 @@ def _age_bounds(lo: int | None, hi: int | None) -> tuple[int, int]:
 
 
 _FAMILY_OUTCOMES: Final = {
-    Family.GAUSSIAN: {OutcomeKind.AGE, OutcomeKind.EVENT_COUNT, OutcomeKind.EVENT},
+    Family.GAUSSIAN: {
+        OutcomeKind.AGE,
+        OutcomeKind.EVENT_COUNT,
+        OutcomeKind.EVENT,
+        OutcomeKind.MEASUREMENT,
+    },
     Family.BINOMIAL: {OutcomeKind.EVENT},
     Family.POISSON: {OutcomeKind.EVENT_COUNT, OutcomeKind.EVENT},
 }
@@ -209,11 +274,15 @@ class RegressionModel(Contract):
     def sensitivities(self) -> tuple[int, int, int]:
         """The L2 sensitivity, in units of `RESOLUTION`, of the released information matrix
         (upper triangle), score part and (Gaussian) sum of squares: one person's largest
-        contribution, plus one unit per value for the rounding of each sum."""
+        contribution, plus one unit per value for the rounding of each sum. One person's
+        wxx' has an upper triangle of squared L2 norm w²(‖x‖⁴ + Σxⱼ⁴)/2 ≤ W²(p² + p)/2, as
+        every |xⱼ| ≤ 1."""
         p = len(self.parameters)
         bounds = self.bounds
         entries = p * (p + 1) // 2
-        information = math.ceil(bounds.weight * p / RESOLUTION) + math.ceil(math.sqrt(entries))
+        information = math.ceil(bounds.weight * math.sqrt(entries) / RESOLUTION) + math.ceil(
+            math.sqrt(entries)
+        )
         score = math.ceil(bounds.residual * math.sqrt(p) / RESOLUTION) + math.ceil(math.sqrt(p))
         squares = math.ceil(bounds.squares / RESOLUTION) + 1
         return information, score, squares
@@ -238,8 +307,9 @@ def check_cohort(query: CohortQuery) -> None:
 
 class RegressionStep(Contract):
     """One iteration for one node: the cohort as a count's request (its permit, its
-    approval, its noise level), the model, and the current coefficients on the scaled
-    covariates (intercept first)."""
+    approval, its noise level), the model, the current coefficients on the scaled
+    covariates (intercept first) and the iteration's noise scale (its releases' sd is the
+    jurisdiction's times it, their cost divided by its square)."""
 
     request: NodeRequest
     model: RegressionModel
@@ -247,6 +317,16 @@ class RegressionStep(Contract):
         list[Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]],
         Field(min_length=2, max_length=MAX_COVARIATES + 1),
     ]
+    noise_scale: Annotated[
+        float, Field(allow_inf_nan=False, ge=MIN_NOISE_SCALE, le=MAX_NOISE_SCALE)
+    ] = 1.0
+    # The noise scales of the iterations the fit may still ask after this one: a person
+    # enters this iteration only if they can afford them too (not charged), so that the
+    # design stays one set of persons from the first iteration to the last.
+    then: Annotated[
+        list[Annotated[float, Field(allow_inf_nan=False, ge=MIN_NOISE_SCALE, le=MAX_NOISE_SCALE)]],
+        Field(max_length=MAX_ITERATIONS),
+    ] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -158,6 +158,27 @@ def register(sub: SubParsers) -> None:
         action="store_true",
         help="the pooled curves only, their exits pooled securely (a rare cohort's)",
     )
+    fitted = query.add_argument_group(
+        "a regression from the index event (tessera/query_regression.py has the terms)"
+    )
+    fitted.add_argument(
+        "--regression", metavar="FAMILY", help="LINEAR, LOGISTIC or POISSON (with --index)"
+    )
+    fitted.add_argument(
+        "--y",
+        metavar="TERM",
+        help="the outcome: DEATH or VOCAB:CODE (an event after the index, default @0..28), "
+        "AGE[:LO-HI], LOINC:CODE[/MEAN|/FIRST] (a measurement, default @0..365)",
+    )
+    fitted.add_argument(
+        "--x",
+        action="append",
+        default=[],
+        metavar="NAME=TERM",
+        help="a covariate (repeat): AGE[:LO-HI], FEMALE, VOCAB:CODE (an event before the "
+        "index), LOINC:CODE[/MEAN|/FIRST] (a measurement up to it); @START..END: days",
+    )
+    fitted.add_argument("--max-iterations", type=int, help="default 8, at most 12")
     where = query.add_argument_group("gateway and credentials (default: the demo's)")
     where.add_argument("--gateway", metavar="URL", help=f"default: the demo's, or {DEMO_GATEWAY}")
     where.add_argument("--token", type=Path, metavar="FILE", help="identity token (JWT) file")

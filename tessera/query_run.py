@@ -16,8 +16,10 @@ from tessera.client.answer import POOLED, Answer, Response, Row
 from tessera.client.client import AsyncClient, Demo
 from tessera.client.errors import TesseraClientError
 from tessera.client.questions import Question, Variable, concept, event, index, outcome
+from tessera.client.regression import REGRESSION_DOCUMENT, regression_variables
 from tessera.client.survival import log_rank_rows, survival, survival_rows
 from tessera.locations import DEMO_GATEWAY
+from tessera.query_regression import model as regression_model
 from tessera.report import (
     SHOWN_BY_THE_COUNT,
     format_count,
@@ -93,7 +95,7 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any] | None]:
     asks = bool(
         args.concept or args.by or args.sex or args.age or args.variable or args.outcome
-    ) or bool(args.survival)
+    ) or bool(args.survival or args.regression)
     if args.file is not None and asks:
         raise ValueError("give a GraphQL file or --concept/--by/--sex/--age, not both")
     if args.file is not None:
@@ -104,6 +106,8 @@ def _document(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[
         return document, variables
     if not asks:
         raise ValueError("give a GraphQL file, or at least one of --concept, --by, --sex, --age")
+    if args.regression:
+        return _regression(args, client)
     question: Question = client.question(
         request=args.request,
         criteria=None,
@@ -153,7 +157,7 @@ def _spec(concepts: Sequence[str], what: str) -> dict[str, Any]:
 def _index(args: argparse.Namespace) -> dict[str, Any] | None:
     """`--index` (and `--index-from`): each person's first such event, for an incidence rate
     (`--outcome`) or a survival curve (`--survival`)."""
-    follows = bool(args.outcome) or args.survival is not None
+    follows = bool(args.outcome) or args.survival is not None or bool(args.regression)
     if not args.index:
         if follows:
             raise ValueError(
@@ -164,6 +168,38 @@ def _index(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ValueError("--index is for an incidence rate (--outcome) or a curve (--survival)")
     window = (args.index_from, None) if args.index_from else None
     return index([_spec(args.index, "index")], window=window)
+
+
+def _regression(args: argparse.Namespace, client: AsyncClient) -> tuple[str, dict[str, Any]]:
+    """`--regression` with `--index`, `--y` and `--x`: the regression document and variables
+    (a cohort of the `--sex` and `--age` criteria, or everyone with the index event)."""
+    if args.concept or args.by or args.variable or args.outcome or args.survival:
+        raise ValueError("a regression takes --index, --y, --x (and --sex, --age), nothing else")
+    if not args.y:
+        raise ValueError("a regression needs its outcome (--y)")
+    request = args.request or client.request
+    if request is None:
+        raise ValueError("say which data request to ask under (--request)")
+    criteria: dict[str, Any] = {}
+    if args.sex:
+        criteria["sex"] = args.sex
+    if args.age:
+        lo, hi = args.age
+        criteria["age"] = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+    index_input = _index(args)
+    assert index_input is not None
+    variables = regression_variables(
+        request=request,
+        index=index_input,
+        model=regression_model(args.regression, args.y, args.x),
+        criteria=criteria,
+        jurisdictions=[j.value for j in args.jurisdictions] if args.jurisdictions else None,
+        reference_date=None,
+        age_at=args.age_at,
+        noise=args.noise,
+        max_iterations=args.max_iterations,
+    )
+    return REGRESSION_DOCUMENT, variables
 
 
 def _outcome(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """The SQL compiler: a `CohortQuery` becomes sqlglot syntax trees and then SQL text in which
 every value is a bound parameter and every name comes from an allow-list (`names`)."""
 
-from connectors.compiler.cohort import compile_persons, compile_query
+from connectors.compiler.cohort import compile_measured, compile_persons, compile_query
 from connectors.compiler.compiled import (
     CohortTable,
     CompiledQuery,
@@ -46,6 +46,7 @@ __all__ = [
     "TableRows",
     "TabulatedCell",
     "compile_concept_lookup",
+    "compile_measured",
     "compile_persons",
     "compile_query",
     "dialect_named",

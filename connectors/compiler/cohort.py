@@ -82,6 +82,7 @@ from schema.query import (
     MeasurementCriterion,
     NumericVariable,
     RelativeCriterion,
+    RelativeWindow,
     Survival,
 )
 from schema.survival import Exit
@@ -527,6 +528,63 @@ class _CohortCompiler:
             .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this="ranked")), copy=False)
             .where(exp.column(RANK).eq(exp.Literal.number(1)), copy=False)
         )
+
+    def measured(self, variable: NumericVariable, window: RelativeWindow) -> SqlStatement:
+        """`compile_measured`'s statement."""
+        assert variable.code is not None  # the query model requires it for a measurement
+        assert self.query.index is not None  # a window relative to the index needs one
+        criterion = MeasurementCriterion(
+            vocabulary=variable.code.vocabulary,
+            code=variable.code.code,
+            descendants=variable.code.descendants,
+        )
+        measurements = names.MEASUREMENTS
+        assert measurements.value is not None
+        value = col(measurements.value, EVENT)
+        date = col(measurements.date, EVENT)
+        index_date = col(INDEX_DATE, COHORT)
+        units = self._whole_units(value.copy(), variable.clipping.decimals)
+        person = col(PERSON_INDEX, COHORT)
+        joined = exp.and_(
+            col("person_id", EVENT).eq(col("person_id", COHORT)),
+            self._event_filter(measurements, criterion),
+            value.is_(exp.null()).not_(),
+            date >= self._shifted(index_date, window.start_days),
+            date.copy() <= self._shifted(index_date, window.end_days),
+        )
+        events = (
+            exp.select()
+            .from_(table(COHORT_CTE, COHORT), copy=False)
+            .join(table(measurements.name, EVENT), on=joined, join_type="INNER", copy=False)
+        )
+        if variable.per_person is PerPerson.MEAN:
+            select = events.select(
+                person, exp.alias_(exp.func("AVG", units), RAW), copy=False
+            ).group_by(person.copy(), copy=False)
+        else:
+            descending = variable.per_person is PerPerson.LAST
+            order = exp.Order(
+                expressions=[
+                    exp.Ordered(this=date.copy(), desc=descending),
+                    exp.Ordered(this=col("measurement_id", EVENT), desc=descending),
+                ]
+            )
+            rank = exp.Window(this=exp.RowNumber(), partition_by=[person.copy()], order=order)
+            ranked = events.select(
+                exp.alias_(person, PERSON_INDEX),
+                exp.alias_(units, RAW),
+                exp.alias_(rank, RANK),
+                copy=False,
+            )
+            select = (
+                exp.select(exp.column(PERSON_INDEX), exp.column(RAW))
+                .from_(exp.Subquery(this=ranked, alias=exp.TableAlias(this="ranked")), copy=False)
+                .where(exp.column(RANK).eq(exp.Literal.number(1)), copy=False)
+            )
+        select = select.with_(COHORT_CTE, as_=self._cohort(), copy=False)
+        statement, indexes = renumbered(select)
+        values = self.params.values
+        return SqlStatement(self.dialect.sql(statement), tuple(values[i] for i in indexes))
 
     def _indexed(self, select: exp.Select, conditions: list[exp.Expr]) -> exp.Select:
         """The cohort of a question with an explicit index: each person joined to each of
@@ -1131,3 +1189,21 @@ def compile_persons(query: CohortQuery, *, dialect: Dialect = DUCKDB) -> SqlStat
     statement, indexes = renumbered(select)
     values = compiler.params.values
     return SqlStatement(dialect.sql(statement), tuple(values[i] for i in indexes))
+
+
+def compile_measured(
+    query: CohortQuery,
+    measurement: NumericVariable,
+    window: RelativeWindow,
+    *,
+    dialect: Dialect = DUCKDB,
+) -> SqlStatement:
+    """Each person of the cohort (which has an explicit index) with a measurement of
+    `measurement`'s code in `window` around their index date, and their value in whole
+    units of its resolution (rounded half up): the first or last such measurement (by date,
+    then by measurement id) or the mean of their whole units (not rounded: the node rounds,
+    as `_units` does). Rows `(person_index, units)`; persons without a value have no row.
+    What a regression's measurement term reads at the node (`connectors.regression`), which
+    clips, scales and releases only sums over them."""
+    compiler = _CohortCompiler(query, dialect)
+    return compiler.measured(measurement, window)

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import strawberry
 
 from gateway.graphql.context import GatewayContext
-from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
+from gateway.graphql.enums import (
+    AgeAt,
+    Jurisdiction,
+    NoiseLevel,
+    PerPerson,
+    VariableSource,
+    Vocabulary,
+)
 from gateway.graphql.inputs import (
     CriteriaInput,
     EventSpecInput,
@@ -33,16 +40,46 @@ strawberry.enum(
     OutcomeKind,
     description="EVENT: 1 if the person has an event of `event` in `window` after the index, "
     "else 0. EVENT_COUNT: how many (clipped at maxCount). AGE: age at the index in years "
-    "(clipped to lo..hi).",
+    "(clipped to lo..hi). MEASUREMENT (GAUSSIAN): a measurement's value in `window` after the "
+    "index (`measurement`).",
 )
 strawberry.enum(
     CovariateKind,
     description="AGE: age at the index (clipped to lo..hi). FEMALE: 1 for a woman. EVENT: 1 "
     "if the person has an event of `event` in `window` before the index (default: any time "
-    "before it).",
+    "before it). MEASUREMENT: a measurement's value in `window` up to the index "
+    "(`measurement`), clipped to its bounds.",
 )
 
 Info = strawberry.Info[GatewayContext, None]
+
+
+@strawberry.input(
+    description="A measurement per person for a MEASUREMENT term: a registered LOINC code's "
+    "value (in the node's canonical unit) in the term's window relative to the index, the "
+    "first, last or mean of the person's measurements there, clipped to public bounds lo..hi "
+    "within the code's registered ones (its own when not given). Persons without a value in "
+    "the window leave the model (complete cases): each node's n counts those left."
+)
+class RegressionMeasurementInput:
+    code: str = strawberry.field(description="The LOINC code (e.g. 4548-4, HbA1c).")
+    per_person: PerPerson = PerPerson.LAST
+    lo: float | None = strawberry.UNSET
+    hi: float | None = strawberry.UNSET
+
+
+def _measurement(measurement: RegressionMeasurementInput | None) -> dict[str, Any] | None:
+    if not measurement:
+        return None
+    return _dropped(
+        {
+            "source": VariableSource.MEASUREMENT,
+            "code": {"vocabulary": Vocabulary.LOINC, "code": measurement.code},
+            "per_person": measurement.per_person,
+            "lo": measurement.lo,
+            "hi": measurement.hi,
+        }
+    )
 
 
 @strawberry.input(description="The model's outcome per person of the cohort.")
@@ -60,6 +97,10 @@ class RegressionOutcomeInput:
     )
     lo: int | None = strawberry.UNSET
     hi: int | None = strawberry.UNSET
+    measurement: RegressionMeasurementInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="MEASUREMENT's (a linear model's outcome; window: days after the index).",
+    )
 
 
 @strawberry.input(description="A covariate per person of the cohort.")
@@ -78,6 +119,10 @@ class CovariateInput:
     )
     hi: int | None = strawberry.field(
         default=strawberry.UNSET, description="AGE's upper clipping bound (default 130)."
+    )
+    measurement: RegressionMeasurementInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="MEASUREMENT's (window: days up to the index, endDays at most 0).",
     )
 
 
@@ -113,6 +158,7 @@ def model_data(model: RegressionModelInput) -> dict[str, Any]:
                 "max_count": outcome.max_count,
                 "lo": outcome.lo,
                 "hi": outcome.hi,
+                "measurement": _measurement(outcome.measurement),
             }
         ),
         "covariates": [
@@ -124,6 +170,7 @@ def model_data(model: RegressionModelInput) -> dict[str, Any]:
                     "window": _window(c.window),
                     "lo": c.lo,
                     "hi": c.hi,
+                    "measurement": _measurement(c.measurement),
                 }
             )
             for c in model.covariates

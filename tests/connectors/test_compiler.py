@@ -29,8 +29,11 @@ from connectors.compiler import (
     CompiledQuery,
     ConceptSet,
     Dialect,
+    SqlStatement,
     TabulatedCell,
     compile_concept_lookup,
+    compile_measured,
+    compile_persons,
     compile_query,
     dialect_named,
 )
@@ -51,6 +54,7 @@ from schema.query import (
     Measure,
     MeasurementCriterion,
     NumericVariable,
+    RelativeWindow,
     ValueRange,
 )
 from schema.variables import PerPerson, VariableSource
@@ -462,6 +466,7 @@ def golden_names(dialect: Dialect) -> set[str]:
     names = {
         *(f"{name}.{dialect.name}.sql" for name in NAMED_QUERIES),
         *(f"{name}.{dialect.name}.sql" for name in NAMED_LOOKUPS),
+        *(f"{name}.{dialect.name}.sql" for name in NAMED_DESIGN_READS),
     }
     if dialect in WITH_TEMPORARY_TABLES:
         names |= {f"{name}.cohort_table.{dialect.name}.sql" for name in NAMED_QUERIES}
@@ -561,6 +566,50 @@ def test_renumbered_placeholders_bind_only_the_values_used() -> None:
 def test_concept_lookup_sql_matches_its_golden_file(name: str, dialect: Dialect) -> None:
     lookup = compile_concept_lookup(NAMED_LOOKUPS[name], dialect=dialect)
     check_golden(f"{name}.{dialect.name}", render(lookup.sql, lookup.params))
+
+
+# A regression's per-person reads (`connectors.regression`): the cohort's persons with their
+# age and sex (`compile_persons`), and a measurement term's value per person in a window
+# relative to the index (`compile_measured`), over Coronado's cohort.
+REGRESSION_COHORT = CohortQuery.model_validate(
+    {
+        "reference_date": REFERENCE_DATE,
+        "index": {"events": [U071_ADMISSION], "window": {"start": "2020-03-01"}},
+        "criteria": {"age": {"min": 18}},
+    }
+)
+NAMED_DESIGN_READS: dict[str, Callable[[Dialect], SqlStatement]] = {
+    "regression_persons": lambda d: compile_persons(REGRESSION_COHORT, dialect=d),
+    "regression_measured_last": lambda d: compile_measured(
+        REGRESSION_COHORT,
+        NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code="4548-4"),
+            per_person=PerPerson.LAST,
+            lo=4.0,
+            hi=14.0,
+        ),
+        RelativeWindow(start_days=-365, end_days=0),
+        dialect=d,
+    ),
+    "regression_measured_mean": lambda d: compile_measured(
+        REGRESSION_COHORT,
+        NumericVariable(
+            source=VariableSource.MEASUREMENT,
+            code=Code(vocabulary=Vocabulary.LOINC, code="39156-5"),
+            per_person=PerPerson.MEAN,
+        ),
+        RelativeWindow(start_days=0, end_days=90),
+        dialect=d,
+    ),
+}
+
+
+@EVERY_DIALECT
+@pytest.mark.parametrize("name", sorted(NAMED_DESIGN_READS))
+def test_a_regressions_design_reads_match_their_golden_file(name: str, dialect: Dialect) -> None:
+    statement = NAMED_DESIGN_READS[name](dialect)
+    check_golden(f"{name}.{dialect.name}", render(statement.sql, statement.params))
 
 
 def squeeze(sql: str) -> str:

@@ -85,6 +85,22 @@ async def test_flushed_charges_and_worst_cases_outlive_the_ledger(tmp_path: Path
     await again.close()
 
 
+async def test_a_reserve_is_checked_and_not_charged(tmp_path: Path) -> None:
+    # A regression's iteration counts only persons who can also afford what the rest of the
+    # fit may cost (its reserve), and charges only the iteration.
+    ledger = FileLedger(tmp_path)
+    await ledger.admit(ACCOUNTS, persons(1), 50)
+    admitted = await ledger.admit(ACCOUNTS, persons(1, 2), 20, reserve=40)
+    # Person 1 (50 spent) cannot afford 20 + 40 within 100; person 2 can.
+    assert admitted.counted.tolist() == [False, True]
+    # Person 2 was charged 20, not 60: 20 + 20 + 60 is still within the cap.
+    again = await ledger.admit(ACCOUNTS, persons(2), 20, reserve=60)
+    assert again.counted.tolist() == [True]
+    # Nobody could afford a reserve beyond the cap.
+    assert (await ledger.admit(ACCOUNTS, persons(3), 1, reserve=100)).counted.tolist() == [False]
+    await ledger.close()
+
+
 class GatedLedger(FileLedger):
     """A file ledger whose writes wait for `gate` (or fail while `failing`)."""
 
@@ -148,9 +164,9 @@ class SlowChargeLedger(FileLedger):
         self.gate = threading.Event()
 
     def _decide(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, reserve: int = 0
     ) -> tuple[NDArray[np.bool_], Callable[[], None]]:
-        counted, charge = super()._decide(accounts, persons, cost)
+        counted, charge = super()._decide(accounts, persons, cost, reserve)
 
         def gated() -> None:
             self.gate.wait(timeout=10)

@@ -385,7 +385,7 @@ async def test_a_measures_noise_scales_with_its_sensitivity_and_costs_a_counts(
 
 class _BrokenLedger(MemoryLedger):
     async def admit(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, *, reserve: int = 0
     ) -> Admitted:
         raise LedgerUnavailable("the node's privacy ledger is unavailable")
 

@@ -24,7 +24,7 @@ from gateway.nodes import MockNodeClient
 from gateway.permits import PermitVerifier, Presented
 from gateway.ratelimit import LimitPolicy, Limits, MemoryRateLimiter, RateGuard
 from gateway.regression import RegressionQuestion, answer_regression
-from gateway.regression_fit import REJECTED_PART
+from gateway.regression_fit import NODE_DROPPED, REJECTED_PART
 from gateway.service import Services
 from oversight.audit.log import AuditLog
 from oversight.audit.store import MemoryAuditStore
@@ -71,6 +71,8 @@ class Nodes:
 
     tamper: dict[Jurisdiction, Part] = field(default_factory=dict)
     refuse: set[Jurisdiction] = field(default_factory=set)
+    # How many iterations a node answers before it refuses (every one when absent).
+    answers: dict[Jurisdiction, int] = field(default_factory=dict)
     calls: list[Jurisdiction] = field(default_factory=list)
 
     async def step(
@@ -83,7 +85,7 @@ class Nodes:
     ) -> RegressionPart:
         j = node.jurisdiction
         self.calls.append(j)
-        if j in self.refuse:
+        if j in self.refuse or self.calls.count(j) > self.answers.get(j, len(self.calls)):
             return RegressionPart(
                 query_id=step.request.query_id,
                 jurisdiction=j,
@@ -93,7 +95,7 @@ class Nodes:
         model = step.model
         h, v, _ = sufficient_statistics(design(MEMBERS.index(j)), model, step.beta)
         deltas = model.sensitivities()
-        sd = POLICIES.profile(j).noise_sd()
+        sd = POLICIES.profile(j).noise_sd() * step.noise_scale
         part = RegressionPart(
             query_id=step.request.query_id,
             jurisdiction=j,
@@ -207,6 +209,23 @@ async def test_a_refusing_node_is_a_reason_and_all_refusing_an_answer_without_a_
         ("REGRESSION_SPARSE_LEVEL", j) for j in MEMBERS
     }
     assert sorted(everyone.calls) == sorted(MEMBERS)  # asked once each
+
+
+async def test_a_node_that_stops_answering_ends_the_fit_at_the_last_step_all_answered(
+    tmp_path: Path,
+) -> None:
+    # DK answers two iterations, then refuses (its budget spent, say): the sums over the
+    # other nodes alone would be another model's, so the fit stops, with the last step every
+    # node answered as its answer, not converged, and DK's drop as a reason.
+    nodes = Nodes(answers={DK: 2})
+    svc = services(tmp_path, nodes, MemoryAuditStore())
+    fit = (await answer_regression(svc, Caller(svc, [permit(j) for j in MEMBERS]), QUESTION)).fit
+    assert nodes.calls.count(DK) == 3
+    assert not fit.converged
+    assert fit.iterations == 2
+    assert [(r.rule, r.jurisdiction) for r in fit.reasons] == [(NODE_DROPPED, DK)]
+    assert [c.name for c in fit.coefficients] == ["(Intercept)", "female"]
+    assert all(np.isfinite(c.estimate) and c.se > 0 and c.noise_sd > 0 for c in fit.coefficients)
 
 
 async def test_an_invalid_model_is_refused_before_any_node_is_asked(tmp_path: Path) -> None:
