@@ -36,7 +36,7 @@ from bench import combine
 from bench.cluster import ALL_JURISDICTIONS, python_env
 from bench.fakenode import tables
 from bench.policies import write_policies
-from bench.queries import COHORT, COUNT
+from bench.queries import COHORT, COHORT_COLUMNS, COHORT_FULL, COHORT_FULL_COLUMNS, COUNT
 from bench.report import Figure, Report, goal_at_most, table
 from bench.traced import install
 from gateway.app import create_app
@@ -53,6 +53,11 @@ from trust.request_token import RequestSigner
 BLOCKS: Final = 10
 QUERIES: Final = {
     "cohort": COHORT,
+    # The same table as columns, and both with every field of each number (what the client
+    # reads).
+    "cohort-columns": COHORT_COLUMNS,
+    "cohort-full": COHORT_FULL,
+    "cohort-full-columns": COHORT_FULL_COLUMNS,
     "count": COUNT,
     # The floor: HTTP both ways and a GraphQL operation that does nothing.
     "typename": "{ __typename }",
