@@ -70,3 +70,29 @@ COHORT_FULL: Final = _with_table(
 COHORT_FULL_COLUMNS: Final = _with_table(
     f"by columns {{ dimensions {{ name values }} count {{ {_EVERY_FIELD} reasonIndexes }} }}"
 )
+
+# The shape of the Python client's question: no criteria on sex or age, so each table is its
+# dimensions' whole domain (SEX × AGE_BAND_10: 42 cells; JURISDICTION × AGE_BAND_10: 14 per
+# node), every field of each number, as cells and as columns.
+_WIDE: Final = """
+query Wide {
+  cohort(
+    request: "DR-2026-0042"
+    criteria: { conditions: [{ vocabulary: ICD10, code: "E11", descendants: true }] }
+  ) {
+    queryId
+    traceId
+    count { value status reasons { rule jurisdiction message } }
+    byJurisdiction { jurisdiction status latencyMs count { value status } }
+    pooled: breakdown(by: [SEX, AGE_BAND_10]) { TABLE }
+    countries: breakdown(by: [JURISDICTION, AGE_BAND_10]) { TABLE }
+  }
+}
+"""
+WIDE: Final = _WIDE.replace(
+    "TABLE", f"by cells {{ dimensions {{ name value }} count {{ {_EVERY_FIELD} }} }}"
+)
+WIDE_COLUMNS: Final = _WIDE.replace(
+    "TABLE",
+    f"by columns {{ dimensions {{ name values }} count {{ {_EVERY_FIELD} reasonIndexes }} }}",
+)
