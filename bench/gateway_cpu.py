@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import math
 import os
 import pstats
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
@@ -36,7 +38,15 @@ from bench import combine
 from bench.cluster import ALL_JURISDICTIONS, python_env
 from bench.fakenode import tables
 from bench.policies import write_policies
-from bench.queries import COHORT, COUNT
+from bench.queries import (
+    COHORT,
+    COHORT_COLUMNS,
+    COHORT_FULL,
+    COHORT_FULL_COLUMNS,
+    COUNT,
+    WIDE,
+    WIDE_COLUMNS,
+)
 from bench.report import Figure, Report, goal_at_most, table
 from bench.traced import install
 from gateway.app import create_app
@@ -53,6 +63,14 @@ from trust.request_token import RequestSigner
 BLOCKS: Final = 10
 QUERIES: Final = {
     "cohort": COHORT,
+    # The same table as columns, and both with every field of each number (what the client
+    # reads).
+    "cohort-columns": COHORT_COLUMNS,
+    "cohort-full": COHORT_FULL,
+    "cohort-full-columns": COHORT_FULL_COLUMNS,
+    # The client's shape: two tables of their whole domains (42 and 14 per node).
+    "wide": WIDE,
+    "wide-columns": WIDE_COLUMNS,
     "count": COUNT,
     # The floor: HTTP both ways and a GraphQL operation that does nothing.
     "typename": "{ __typename }",
@@ -98,11 +116,12 @@ class InstantNodes:
 QUERY_ID_SLOT = "00000000-0000-0000-0000-000000000000"
 
 
-async def measure(
-    nodes: int, queries: int, query: str, profile: Path | None, tracing: bool
-) -> tuple[float, float]:
-    """(CPU ms per query, wall ms per query) of the quietest of `BLOCKS` blocks of
-    sequential queries, `queries` in all."""
+@contextlib.asynccontextmanager
+async def gateway(
+    nodes: int, tracing: bool
+) -> AsyncIterator[Callable[[str], Awaitable[dict[str, Any]]]]:
+    """The real gateway app over `nodes` instant nodes, on a loopback test server: yields a
+    function that asks it one query and returns the response's body (raising on an error)."""
     workdir = Path(tempfile.mkdtemp(prefix="tessera-gateway-cpu-"))
     try:
         jurisdictions = ALL_JURISDICTIONS[:nodes]
@@ -132,39 +151,71 @@ async def measure(
             ),
             tracer_provider=provider,
         )
-        payload = {"query": query}
         headers = credentials.headers()
         async with TestClient(TestServer(app)) as client:
             freeze_heap()  # as `serving.run.serve_app` does once the app is built
 
-            async def ask() -> None:
-                response = await client.post("/graphql", json=payload, headers=headers)
-                body = await response.json()
+            async def ask(query: str) -> dict[str, Any]:
+                response = await client.post("/graphql", json={"query": query}, headers=headers)
+                body: dict[str, Any] = await response.json()
                 if response.status != 200 or body.get("errors"):
                     raise RuntimeError(f"query failed: {body}")
+                return body
 
-            for _ in range(20):  # warm caches, connections, the audit store
-                await ask()
-            profiler = cProfile.Profile() if profile else None
-            if profiler:
-                profiler.enable()
-            blocks: list[tuple[float, float]] = []
-            per_block = max(1, queries // BLOCKS)
-            for _ in range(BLOCKS):
-                cpu, wall = time.process_time(), time.perf_counter()
-                for _ in range(per_block):
-                    await ask()
-                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                blocks.append((1000 * cpu / per_block, 1000 * wall / per_block))
-            if profiler:
-                profiler.disable()
-                profiler.dump_stats(profile)  # type: ignore[arg-type]
+            yield ask
         if provider is not None:
             provider.shutdown()
-        # The quietest block: on a shared machine, others' work only ever adds.
-        return min(blocks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def measure(
+    nodes: int, queries: int, query: str, profile: Path | None, tracing: bool
+) -> tuple[float, float]:
+    """(CPU ms per query, wall ms per query) of the quietest of `BLOCKS` blocks of
+    sequential queries, `queries` in all."""
+    async with gateway(nodes, tracing) as ask:
+        for _ in range(20):  # warm caches, connections, the audit store
+            await ask(query)
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        blocks: list[tuple[float, float]] = []
+        per_block = max(1, queries // BLOCKS)
+        for _ in range(BLOCKS):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(per_block):
+                await ask(query)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            blocks.append((1000 * cpu / per_block, 1000 * wall / per_block))
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(profile)  # type: ignore[arg-type]
+    # The quietest block: on a shared machine, others' work only ever adds.
+    return min(blocks)
+
+
+async def side_by_side(
+    names: Sequence[str], nodes: int, queries: int, tracing: bool
+) -> dict[str, list[float]]:
+    """CPU ms per query of each query in blocks of `SIDE_BY_SIDE_BLOCK`, interleaved in one
+    gateway process (cells, columns, cells, ...): a shared machine's load weighs on all of
+    them alike. `queries` of each in all."""
+    found: dict[str, list[float]] = {n: [] for n in names}
+    async with gateway(nodes, tracing) as ask:
+        for name in names:
+            for _ in range(20):
+                await ask(QUERIES[name])
+        for _ in range(max(1, queries // SIDE_BY_SIDE_BLOCK)):
+            for name in names:
+                cpu = time.process_time()
+                for _ in range(SIDE_BY_SIDE_BLOCK):
+                    await ask(QUERIES[name])
+                found[name].append(1000 * (time.process_time() - cpu) / SIDE_BY_SIDE_BLOCK)
+    return found
+
+
+SIDE_BY_SIDE_BLOCK: Final = 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,7 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--top", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    parser.add_argument(
+        "--compare",
+        help="queries to measure side by side (comma-separated, e.g. cohort,cohort-columns): "
+        f"in one process, in blocks of {SIDE_BY_SIDE_BLOCK} alternating, --queries of each",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        names = [n.strip() for n in args.compare.split(",")]
+        unknown = [n for n in names if n not in QUERIES]
+        if unknown:
+            parser.error(f"unknown queries {unknown} (known: {sorted(QUERIES)})")
+        compare(names, args.nodes, args.queries, tracing=not args.no_tracing)
+        return 0
     cpu, wall = asyncio.run(
         measure(args.nodes, args.queries, QUERIES[args.query], args.profile, not args.no_tracing)
     )
@@ -192,6 +255,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def compare(names: Sequence[str], nodes: int, queries: int, *, tracing: bool) -> None:
+    """Prints each query's CPU per query, side by side in one process: the minimum, the
+    lower quartile and the median of its blocks."""
+    found = asyncio.run(side_by_side(names, nodes, queries, tracing))
+    first = min(found[names[0]])
+    rows = [["query", "nodes", "min ms", "q1 ms", "median ms", "min × first"]]
+    for name in names:
+        q1, median, _ = statistics.quantiles(found[name], n=4)
+        rows.append(
+            [
+                name,
+                str(nodes),
+                f"{min(found[name]):.2f}",
+                f"{q1:.2f}",
+                f"{median:.2f}",
+                f"{min(found[name]) / first:.2f}",
+            ]
+        )
+    print(table(rows))
+    print(f"load average {os.getloadavg()[0]:.1f}; {len(found[names[0]])} blocks each")
+
+
 if __name__ == "__main__":
     sys.exit(main())
 
@@ -203,6 +288,7 @@ SHAPES: Final = (
     ("cohort", 1),
     ("count", 5),
     ("cohort", 5),
+    ("cohort-columns", 5),
     ("cohort", 30),
 )
 

@@ -45,3 +45,54 @@ query CohortCount {
   }
 }
 """
+
+
+_CELLS: Final = "cells { dimensions { name value } count { value status } }"
+
+
+def _with_table(selection: str) -> str:
+    """`COHORT` with its table's selection replaced by `selection`."""
+    if _CELLS not in COHORT:
+        raise ValueError("COHORT no longer selects its cells as expected")
+    return COHORT.replace(_CELLS, selection)
+
+
+# The cohort question with its table as columns (`breakdown { columns }`): the same numbers
+# as `COHORT`'s cells, completed without an object per cell.
+COHORT_COLUMNS: Final = _with_table("columns { dimensions { name values } count { value status } }")
+
+# What the Python client and `tessera query` read of each number (value, status, sd, bound,
+# contributors and reasons), from the cells and from the columns.
+_EVERY_FIELD: Final = "value status sd bound contributors reasons { rule jurisdiction message }"
+COHORT_FULL: Final = _with_table(
+    f"by cells {{ dimensions {{ name value }} count {{ {_EVERY_FIELD} }} }}"
+)
+COHORT_FULL_COLUMNS: Final = _with_table(
+    f"by columns {{ dimensions {{ name values }} count {{ {_EVERY_FIELD} reasonIndexes }} }}"
+)
+
+# The shape of the Python client's question: no criteria on sex or age, so each table is its
+# dimensions' whole domain (SEX × AGE_BAND_10: 42 cells; JURISDICTION × AGE_BAND_10: 14 per
+# node), every field of each number, as cells and as columns.
+_WIDE: Final = """
+query Wide {
+  cohort(
+    request: "DR-2026-0042"
+    criteria: { conditions: [{ vocabulary: ICD10, code: "E11", descendants: true }] }
+  ) {
+    queryId
+    traceId
+    count { value status reasons { rule jurisdiction message } }
+    byJurisdiction { jurisdiction status latencyMs count { value status } }
+    pooled: breakdown(by: [SEX, AGE_BAND_10]) { TABLE }
+    countries: breakdown(by: [JURISDICTION, AGE_BAND_10]) { TABLE }
+  }
+}
+"""
+WIDE: Final = _WIDE.replace(
+    "TABLE", f"by cells {{ dimensions {{ name value }} count {{ {_EVERY_FIELD} }} }}"
+)
+WIDE_COLUMNS: Final = _WIDE.replace(
+    "TABLE",
+    f"by columns {{ dimensions {{ name values }} count {{ {_EVERY_FIELD} reasonIndexes }} }}",
+)

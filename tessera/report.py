@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tessera.client.columns import table_cells
+
 MAX_CELLS_SHOWN = 24
 
 
@@ -154,8 +156,8 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             headers.insert(3, "rate")
         lines.append(text_table(headers, rows))
     for key, value in result.items():
-        if isinstance(value, Mapping) and "cells" in value:
-            cells = value["cells"]
+        cells = table_cells(value) if isinstance(value, Mapping) else None
+        if cells is not None:
             lines.append(f"    {key} ({len(cells)} cells)")
             if cells:
                 dims = [d["name"] for d in cells[0]["dimensions"]]

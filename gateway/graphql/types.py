@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
@@ -27,7 +27,8 @@ from schema import wire
 from schema.errors import ErrorCode, TesseraError
 from schema.query import Breakdown
 
-if TYPE_CHECKING:  # its types build on these: resolved lazily
+if TYPE_CHECKING:  # their types build on these: resolved lazily
+    from gateway.graphql.columns import BreakdownColumns
     from gateway.graphql.survival import SurvivalResult
 
 
@@ -318,14 +319,45 @@ class Quantiles:
         )
 
 
+def _cells(root: strawberry.Parent[BreakdownTable]) -> list[Cell]:
+    return [Cell.of(c) for c in root.combined]
+
+
+def _columns(
+    root: strawberry.Parent[BreakdownTable],
+) -> Annotated[BreakdownColumns, strawberry.lazy("gateway.graphql.columns")]:
+    from gateway.graphql.columns import BreakdownColumns  # its types build on this module's
+
+    return BreakdownColumns(by=root.by, cells=root.combined)
+
+
+def _quantiles(root: strawberry.Parent[BreakdownTable]) -> list[Quantiles]:
+    return [Quantiles.of(q) for q in root.found_quantiles]
+
+
 @strawberry.type(name="Breakdown", description="A table of counts by the given dimensions.")
 class BreakdownTable:
     by: list[Dimension]
-    cells: list[Cell]
-    quantiles: list[Quantiles] = strawberry.field(
-        description="For a histogram (a table by VALUE_BIN): the quartiles of each group of "
-        "its cells; empty otherwise."
+    cells: list[Cell] = strawberry.field(
+        resolver=_cells,
+        description="One object per cell: convenient; `columns` is the same table, faster.",
     )
+    columns: Annotated[BreakdownColumns, strawberry.lazy("gateway.graphql.columns")] = (
+        strawberry.field(
+            resolver=_columns,
+            description="The table as columns, one list per dimension and per number: the same "
+            "values, statuses and reasons as `cells`, in the same order, without an object per "
+            "cell.",
+        )
+    )
+    quantiles: list[Quantiles] = strawberry.field(
+        resolver=_quantiles,
+        description="For a histogram (a table by VALUE_BIN): the quartiles of each group of "
+        "its cells; empty otherwise.",
+    )
+    # The combined table: its cells and columns are made from it only when selected.
+    combined: strawberry.Private[Sequence[model.Cell]]
+    found_quantiles: strawberry.Private[Sequence[model.Quantiles]]
 
 
 def _breakdown(root: strawberry.Parent[CohortResult], by: list[Dimension]) -> BreakdownTable:
@@ -383,9 +415,7 @@ class CohortResult:
             by_jurisdiction=[NodeResult.of(n) for n in combined.by_jurisdiction],
             tables={
                 by: BreakdownTable(
-                    by=list(by),
-                    cells=[Cell.of(c) for c in cells],
-                    quantiles=[Quantiles.of(q) for q in combined.quantiles.get(by, ())],
+                    by=list(by), combined=cells, found_quantiles=combined.quantiles.get(by, ())
                 )
                 for by, cells in combined.tables.items()
             },

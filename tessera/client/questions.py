@@ -40,6 +40,11 @@ from schema.codes import (
     Vocabulary,
 )
 from schema.errors import ErrorCode
+from tessera.client.columns import (
+    COUNT_COLUMN_FIELDS,
+    RATE_COLUMN_FIELDS,
+    SUMMARY_COLUMN_FIELDS,
+)
 from tessera.client.errors import InvalidQuery
 from tessera.client.survival import SURVIVAL_FIELDS
 
@@ -383,12 +388,15 @@ def cohort_question(
             arguments.append(f"{name}: ${name}")
             variables[name] = value
     summarised = variable is not None and summary
-    cell_summary = f" {SUMMARY_FIELDS}" if summarised else ""
     rate = f"    {RATE_FIELDS}\n" if outcome is not None else ""
-    cell_summary += f" {RATE_FIELDS}" if outcome is not None else ""
+    # Each table as columns: the gateway completes them without an object per cell
+    # (`tessera.client.columns` reads them back as the cells they stand for).
+    cell_summary = f" {SUMMARY_COLUMN_FIELDS}" if summarised else ""
+    cell_summary += f" {RATE_COLUMN_FIELDS}" if outcome is not None else ""
     tables = "\n".join(
         f"    b{i}: breakdown(by: [{', '.join(d.value for d in table)}]) "
-        f"{{ by cells {{ dimensions {{ name value }} count {{ {COUNT_FIELDS} }}{cell_summary} }}"
+        f"{{ by columns {{ rows dimensions {{ name values }} count {{ {COUNT_COLUMN_FIELDS} }}"
+        f"{cell_summary} }}"
         + (f" {QUANTILE_FIELDS}" if Dimension.VALUE_BIN in table else "")
         + " }"
         for i, table in enumerate(by)
