@@ -5,6 +5,7 @@ applicant through the public GraphQL endpoint against a real federation on loopb
     python -m bench.attacks --postgres # the same with every node's CDM in PostgreSQL
     python -m bench.attacks --quick    # 3 nodes of 20,000 persons (the test in make test)
     python -m bench.attacks.pair_noise # the noise behind classes 13, 14 and 17, measured
+    python -m bench.attacks.survival_noise # the noise behind class 20, measured
 
 The simulator starts its own federation (`federation`), reads every node's truth straight from
 its database (`truth`), and runs twenty-one classes of attack, each a module that picks its

@@ -25,7 +25,7 @@ from bench.attacks.context import Context
 from bench.attacks.deaths import DEATH_CODES
 from bench.attacks.estimate import Reading, decide, score
 from bench.attacks.pairs import Pair
-from bench.attacks.targets import Cohorts, death_trials
+from bench.attacks.targets import Cohorts, DeathTrial, death_trials
 from bench.attacks.verdict import ClassResult, Trial
 from bench.attacks.where import Index, Where, union
 from schema.codes import Jurisdiction
@@ -55,6 +55,15 @@ def reading(plus: list[Released] | None, minus: list[Released] | None) -> Readin
     return Reading(total, variance)
 
 
+def pair(trial: DeathTrial, cohorts: Cohorts) -> Pair:
+    """The trial's two curves' cohorts: a fresh birth cohort L with the decedent D, and L,
+    each indexed on a first record of the trial's diagnosis."""
+    d = trial.decedent
+    padding, _ = cohorts.cohort((d.age, d.age))
+    index = Index(trial.code)
+    return Pair(replace(union(padding, d.alone), index=index), replace(padding, index=index))
+
+
 def run(ctx: Context) -> ClassResult:
     result = ClassResult(NUMBER, TITLE, METHOD, "membership", allowance=ctx.allowance)
     applicant = ctx.applicant("survival")
@@ -68,17 +77,12 @@ def run(ctx: Context) -> ClassResult:
     wordings = 1 + ctx.plan.rewordings
     try:
         for trial in trials:
-            d = trial.decedent
-            j = d.jurisdiction
-            padding, _ = cohorts.cohort((d.age, d.age))
-            index = Index(trial.code)
-            pair = Pair(
-                replace(union(padding, d.alone), index=index), replace(padding, index=index)
-            )
+            j = trial.decedent.jurisdiction
+            both = pair(trial, cohorts)
             scores = []
             seen: set[tuple[tuple[int | None, ...], ...]] = set()
             for i in range(wordings):
-                worded = pair.reworded(i)
+                worded = both.reworded(i)
                 plus = events(applicant, worded.plus, j)
                 minus = events(applicant, worded.minus, j)
                 values = tuple(

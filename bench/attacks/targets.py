@@ -288,23 +288,33 @@ def death_trials(
     codes: Sequence[str],
 ) -> list[DeathTrial]:
     """Balanced trials per jurisdiction about known decedents: half about a diagnosis of
-    `codes` they had (the first of them), half about one they had not (taken in turn)."""
+    `codes` they had (the first of them), half about one they had not. The k-th trial about
+    a decedent without the diagnosis asks about the k-th member's diagnosis: members and the
+    others are asked about the same diagnoses, so that the diagnosis asked tells nothing of
+    the answer (members' diagnoses are common ones, and a curve or count of a rare one, all
+    `LOW`, would otherwise say "absent" for the others without saying anything about them)."""
     chosen: list[DeathTrial] = []
     for j, node in truth.items():
         people = list(decedents(node, j))
+        order = [people[int(i)] for i in rng.permutation(len(people))]
         want = per_jurisdiction // 2
         members: list[DeathTrial] = []
-        others: list[DeathTrial] = []
-        for n, i in enumerate(rng.permutation(len(people))):
-            d = people[int(i)]
-            has = [c for c in codes if node.event_mask(Event(c))[d.index]]
-            lacks = [c for c in codes if c not in has]
-            if has and len(members) < want:
-                members.append(DeathTrial(d, has[0], True))
-            elif lacks and len(others) < per_jurisdiction - want:
-                others.append(DeathTrial(d, lacks[n % len(lacks)], False))
-            if len(members) >= want and len(others) >= per_jurisdiction - want:
+        for d in order:
+            if len(members) >= want:
                 break
+            has = [c for c in codes if node.event_mask(Event(c))[d.index]]
+            if has:
+                members.append(DeathTrial(d, has[0], True))
+        taken = {t.decedent.index for t in members}
+        others: list[DeathTrial] = []
+        for k in range(per_jurisdiction - want):
+            code = members[k % len(members)].code if members else codes[k % len(codes)]
+            lacking = node.event_mask(Event(code, exclude=True))
+            for d in order:
+                if d.index not in taken and lacking[d.index]:
+                    others.append(DeathTrial(d, code, False))
+                    taken.add(d.index)
+                    break
         for trial in (*members, *others):
             alone = trial.decedent.alone
             assert node.count(alone) == 1, trial

@@ -27,7 +27,7 @@ from bench.attacks.margins import domain, row
 from bench.attacks.pair_noise import rmse_row
 from bench.attacks.pairs import Asked
 from bench.attacks.solve import LinearAttack
-from bench.attacks.targets import Cohorts, decedents, outside, singled_out
+from bench.attacks.targets import Cohorts, death_trials, decedents, outside, singled_out
 from bench.attacks.truth import FEMALE_CONCEPT, MALE_CONCEPT, NodeTruth
 from bench.attacks.verdict import (
     GUARANTEED,
@@ -160,6 +160,42 @@ def test_known_decedents_are_alone_in_their_description(node: NodeTruth) -> None
     assert node.person_id[decedent.index] == 3
     assert decedent.died == Death(dt.date(2021, 6, 1), dt.date(2021, 6, 30))
     assert node.count(decedent.alone) == 1
+
+
+def test_decedents_without_a_diagnosis_are_asked_about_the_members_diagnoses() -> None:
+    """Members' diagnoses are the common ones: were the others asked about other (rare)
+    diagnoses, the diagnosis alone would tell them apart (a rare one's answers all LOW)."""
+    persons = 40
+    # Person p: born 1930 + p, died in month p of 2020/21 (alone in that); the first 30
+    # have I10, persons 0 and 1 G40 too; nobody has C49.
+    has = [(p, "I10") for p in range(30)] + [(0, "G40"), (1, "G40")]
+    codes = ["C49", "G40", "I10"]
+    node = NodeTruth(
+        person_id=np.arange(1, persons + 1, dtype=np.int64),
+        female=np.zeros(persons, dtype=bool),
+        male=np.ones(persons, dtype=bool),
+        year_of_birth=1930 + np.arange(persons, dtype=np.int64),
+        counted=np.ones(persons, dtype=bool),
+        event_person=np.array([p for p, _ in has], dtype=np.int64),
+        event_code=np.array([codes.index(c) for _, c in has], dtype=np.int32),
+        event_day=np.full(len(has), 17_000, dtype=np.int64),
+        event_occurrence=np.arange(len(has), dtype=np.int64),
+        codes=codes,
+        death_person=np.arange(persons, dtype=np.int64),
+        death_day=18_300 + 31 * np.arange(persons, dtype=np.int64),
+    )
+    for seed in range(5):
+        trials = death_trials(
+            {FR: node},
+            per_jurisdiction=8,
+            rng=np.random.default_rng(seed),
+            codes=("G40", "C49", "F84", "I10"),
+        )
+        members = sorted(t.code for t in trials if t.member)
+        others = sorted(t.code for t in trials if not t.member)
+        assert len(members) == len(others) == 4
+        assert members == others
+        assert len({t.decedent.index for t in trials}) == 8
 
 
 def test_persons_singled_out_are_alone_in_their_description(node: NodeTruth) -> None:
