@@ -1,6 +1,7 @@
 """What moves between Spark and the connector's Python, per question (opt-in; the spark extra).
 
     .venv/bin/python -m bench.spark_transfer [--persons 1000000] [--dir .tessera/bench]
+        [--question NAME ...] [--no-duckdb] [--no-warm]
 
 Generates the synthetic French CDM of `--persons` once into `--dir` (reused), writes it to
 Parquet, and asks a few question shapes through the Spark backend on a local session
@@ -118,21 +119,25 @@ def _accounts(label: str) -> tuple[Account, ...]:
     )
 
 
-async def _run(database: Path, parquet: Path, state: Path) -> None:
+async def _run(
+    database: Path, parquet: Path, state: Path, questions: list[str], *, duckdb: bool, warm: bool
+) -> None:
     spark = open_backend(f"spark:///{parquet}")
     duck = DuckDBBackend(database)
     assert isinstance(spark, SparkBackend)
     in_engine = SparkLedger(spark, directory=state)
     placements = (
-        ("duckdb", "beside", duck, MemoryLedger()),
+        *((("duckdb", "beside", duck, MemoryLedger()),) if duckdb else ()),
         ("spark", "beside", spark, MemoryLedger()),
         ("spark", "engine", spark, in_engine),
     )
     try:
         await spark.ping()  # the JVM starts here
-        for name, query in QUESTIONS.items():
+        for name in questions:
+            query = QUESTIONS[name]
             for engine, place, backend, ledger in placements:
-                await _ask(backend, query, ledger, _accounts(f"warm-{engine}-{place}-{name}"))
+                if warm:
+                    await _ask(backend, query, ledger, _accounts(f"warm-{engine}-{place}-{name}"))
                 accounts = _accounts(f"{engine}-{place}-{name}")
                 for at_cap in (False, True):
                     m = await _ask(backend, query, ledger, accounts)
@@ -154,6 +159,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path(".tessera/bench"))
+    parser.add_argument(
+        "--question",
+        action="append",
+        choices=sorted(QUESTIONS),
+        help="ask only this question (repeatable; default: all)",
+    )
+    parser.add_argument("--no-duckdb", action="store_true", help="Spark only")
+    parser.add_argument("--no-warm", action="store_true", help="no warm-up question first")
     args = parser.parse_args()
     database = args.dir / f"spark-{args.persons}.duckdb"
     if not database.exists():
@@ -169,7 +182,16 @@ def main() -> None:
     if not parquet.exists():
         copy_to_parquet(database, parquet)
     with tempfile.TemporaryDirectory(dir=args.dir) as state:
-        asyncio.run(_run(database, parquet, Path(state)))
+        asyncio.run(
+            _run(
+                database,
+                parquet,
+                Path(state),
+                args.question or list(QUESTIONS),
+                duckdb=not args.no_duckdb,
+                warm=not args.no_warm,
+            )
+        )
 
 
 if __name__ == "__main__":
