@@ -1,7 +1,7 @@
 """What moves between Spark and the connector's Python, per question (opt-in; the spark extra).
 
     .venv/bin/python -m bench.spark_transfer [--persons 1000000] [--dir .tessera/bench]
-        [--question NAME ...] [--no-duckdb] [--no-warm]
+        [--question NAME ...] [--no-duckdb] [--engine-only] [--no-warm]
 
 Generates the synthetic French CDM of `--persons` once into `--dir` (reused), writes it to
 Parquet, and asks a few question shapes through the Spark backend on a local session
@@ -120,7 +120,14 @@ def _accounts(label: str) -> tuple[Account, ...]:
 
 
 async def _run(
-    database: Path, parquet: Path, state: Path, questions: list[str], *, duckdb: bool, warm: bool
+    database: Path,
+    parquet: Path,
+    state: Path,
+    questions: list[str],
+    *,
+    duckdb: bool,
+    warm: bool,
+    beside: bool = True,
 ) -> None:
     spark = open_backend(f"spark:///{parquet}")
     duck = DuckDBBackend(database)
@@ -128,7 +135,7 @@ async def _run(
     in_engine = SparkLedger(spark, directory=state)
     placements = (
         *((("duckdb", "beside", duck, MemoryLedger()),) if duckdb else ()),
-        ("spark", "beside", spark, MemoryLedger()),
+        *((("spark", "beside", spark, MemoryLedger()),) if beside else ()),
         ("spark", "engine", spark, in_engine),
     )
     try:
@@ -166,6 +173,7 @@ def main() -> None:
         help="ask only this question (repeatable; default: all)",
     )
     parser.add_argument("--no-duckdb", action="store_true", help="Spark only")
+    parser.add_argument("--engine-only", action="store_true", help="the ledger in Spark only")
     parser.add_argument("--no-warm", action="store_true", help="no warm-up question first")
     args = parser.parse_args()
     database = args.dir / f"spark-{args.persons}.duckdb"
@@ -188,7 +196,8 @@ def main() -> None:
                 parquet,
                 Path(state),
                 args.question or list(QUESTIONS),
-                duckdb=not args.no_duckdb,
+                duckdb=not (args.no_duckdb or args.engine_only),
+                beside=not args.engine_only,
                 warm=not args.no_warm,
             )
         )
