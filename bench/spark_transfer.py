@@ -1,7 +1,7 @@
 """What moves between Spark and the connector's Python, per question (opt-in; the spark extra).
 
     .venv/bin/python -m bench.spark_transfer [--persons 1000000] [--dir .tessera/bench]
-        [--question NAME ...] [--no-duckdb] [--engine-only] [--no-warm]
+        [--question NAME ...] [--no-duckdb] [--engine-only] [--no-warm] [--driver-memory 6g]
 
 Generates the synthetic French CDM of `--persons` once into `--dir` (reused), writes it to
 Parquet, and asks a few question shapes through the Spark backend on a local session
@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from connectors.backends import open_backend
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.spark import SparkBackend
 from connectors.backends.spark_ledger import SparkLedger
@@ -128,8 +127,10 @@ async def _run(
     duckdb: bool,
     warm: bool,
     beside: bool = True,
+    driver_memory: str | None = None,
 ) -> None:
-    spark = open_backend(f"spark:///{parquet}")
+    config = {"spark.driver.memory": driver_memory} if driver_memory else None
+    spark = SparkBackend(parquet=parquet, config=config)
     duck = DuckDBBackend(database)
     assert isinstance(spark, SparkBackend)
     in_engine = SparkLedger(spark, directory=state)
@@ -175,6 +176,11 @@ def main() -> None:
     parser.add_argument("--no-duckdb", action="store_true", help="Spark only")
     parser.add_argument("--engine-only", action="store_true", help="the ledger in Spark only")
     parser.add_argument("--no-warm", action="store_true", help="no warm-up question first")
+    parser.add_argument(
+        "--driver-memory",
+        help="the local session's memory (spark.driver.memory, e.g. 6g): at 10M persons at the "
+        "cap, the tables statement's NOT IN broadcasts every person left out",
+    )
     args = parser.parse_args()
     database = args.dir / f"spark-{args.persons}.duckdb"
     if not database.exists():
@@ -198,6 +204,7 @@ def main() -> None:
                 args.question or list(QUESTIONS),
                 duckdb=not (args.no_duckdb or args.engine_only),
                 beside=not args.engine_only,
+                driver_memory=args.driver_memory,
                 warm=not args.no_warm,
             )
         )
