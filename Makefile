@@ -38,6 +38,7 @@ $(SPARK_STAMP): $(STAMP)
 # process, its node once missed its 300 s to get ready (alone: ready in about a minute).
 test-spark: $(SPARK_STAMP)
 	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py $(ARGS)
+	$(BIN)/pytest -m spark tests/connectors/test_spark_ledger.py $(ARGS)
 	$(BIN)/pytest -m spark tests/integration/test_spark_node.py $(ARGS)
 
 lint: $(STAMP)

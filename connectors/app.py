@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from connectors.answers import SqliteAnswers
 from connectors.backends import Backend, BackendOptions, open_backend
 from connectors.errors import BadRequest, BodyTooLarge, http_status
-from connectors.ledger import FileLedger
+from connectors.ledger import FileLedger, Ledger
 from connectors.node_policy import NodePolicy, live_node_policy
 from connectors.noise import NoiseSource
 from connectors.pool_peers import PoolKeyError, PoolKeys
@@ -207,6 +207,21 @@ def _backend(settings: ConnectorSettings) -> Backend:
     return open_backend(settings.target, options)
 
 
+def _ledger(settings: ConnectorSettings, backend: Backend) -> Ledger:
+    """The privacy ledger where the hub keeps it (`ConnectorSettings.ledger`)."""
+    assert settings.state_dir is not None  # filled in by ConnectorSettings
+    if settings.ledger == "beside":
+        return FileLedger(settings.state_dir / "ledger")
+    from connectors.backends.spark import SparkBackend
+    from connectors.backends.spark_ledger import SparkLedger
+
+    if not isinstance(backend, SparkBackend):
+        raise SettingsError(f"{settings.describe('ledger')} engine needs a Spark backend")
+    return SparkLedger(
+        backend, schema=settings.ledger_schema, directory=settings.state_dir / "ledger-tables"
+    )
+
+
 def open_node_policy(settings: ConnectorSettings) -> LivePolicy[NodePolicy]:
     """The node's policy: EU baseline, its jurisdiction, its own layer, and its datasets.
     Loaded at start-up so that a broken or missing policy stops the connector instead of a
@@ -235,8 +250,9 @@ def _lifetime(owns_store: bool) -> Callable[[web.Application], AsyncIterator[Non
         yield
         await app[TRUST].stop()
         await service.audit.close()
-        await app[BACKEND].close()
+        # The ledger first: one in the engine writes its last charges through the backend.
         await service.ledger.close()
+        await app[BACKEND].close()
         await service.answers.close()
         if owns_store:
             await app[AUDIT_STORE].close()
@@ -285,7 +301,7 @@ def create_app(
         verifier=verifier,
         approvals=trust.approvals,
         policy=policy,
-        ledger=FileLedger(settings.state_dir / "ledger"),
+        ledger=_ledger(settings, backend),
         answers=SqliteAnswers(settings.state_dir / "answers.sqlite3"),
         noise=noise,
         audit=AuditLog(store, f"node:{settings.node_id}", signing_key=audit_key),

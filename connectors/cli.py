@@ -53,6 +53,16 @@ def register(sub: SubParsers) -> None:
         help="with PostgreSQL: the schema of the vocabulary tables, e.g. vocab "
         "(default: --cdm-schema)",
     )
+    serve.add_argument(
+        "--ledger",
+        choices=("beside", "engine"),
+        help="where the privacy ledger keeps each person's spend: beside (files in --state, "
+        "the default) or engine (tables of the Spark database: no person's index leaves it)",
+    )
+    serve.add_argument(
+        "--ledger-schema",
+        help="with --ledger engine on a Spark cluster: the database of the ledger's tables",
+    )
     serve.add_argument("--node-id", help="this node's id (the gateway's token audience)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -150,6 +160,8 @@ def _serve(args: argparse.Namespace) -> int:
             ("dsn", args.dsn),
             ("cdm_schema", args.cdm_schema),
             ("vocabulary_schema", args.vocabulary_schema),
+            ("ledger", args.ledger),
+            ("ledger_schema", args.ledger_schema),
             ("node_id", args.node_id),
             ("host", args.host),
             ("port", args.port),

@@ -46,6 +46,7 @@ from connectors.node_trail import Forwarded, NodeTrail
 from connectors.noise import DiscreteGaussian, NoiseSource
 from connectors.pool_peers import PoolKeys
 from connectors.pooling import PooledPart, check_round, claim_nonce
+from connectors.population import population
 from connectors.release import (
     ReleasedValues,
     counts_by_table,
@@ -488,7 +489,8 @@ class QueryService:
                     self.answers.get(question.shelf, list(question.digests.values()))
                 )
                 spent = _background(self.ledger.prepare(question.accounts))
-                persons = await cohort.persons()
+                persons = population(self.ledger, cohort)
+                await persons.compute()
             with trail.step("ledger"):
                 stored = await found
                 await spent
@@ -504,15 +506,13 @@ class QueryService:
                     self.noise,
                     0 if pooled is None else pooled.cost(new_shares.values()),
                 )
-                admitted = await self.ledger.admit(question.accounts, persons, cost)
-                excluded = persons[~admitted.counted]
-                del persons
+                worst = await persons.admit(question.accounts, cost)
             # The charges go to disk while the database computes the tables; nothing is
             # released before they are there.
-            flushed = _background(self.ledger.flush())
+            flushed = _background(persons.flush())
             if new or new_shares:
                 with trail.step("sql") as span:
-                    rows = await cohort.tables(excluded)
+                    rows = await persons.tables()
                     span.set_attributes(
                         {
                             otel.SQL_FINGERPRINT: compiled.fingerprint,
@@ -605,7 +605,7 @@ class QueryService:
             with trail.step("mask"):
                 masked = PooledAnswer.of(pooled.pooling, pooled.masked(shares))
             del shares
-        spend = self._spend(question, cost, admitted.worst_case, release)
+        spend = self._spend(question, cost, worst, release)
         return Answered(answer, spend, masked)
 
     def _spend(

@@ -7,13 +7,14 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from connectors.backends import SCHEMES, DatabaseURL, database_url
-from connectors.backends.schemas import SchemaLayout
+from connectors.backends.schemas import SCHEMA_NAME, SchemaLayout
+from connectors.compiler import SPARK
 from policies.live import DEFAULT_RELOAD_S, MAX_RELOAD_S, MIN_RELOAD_S
 from schema.codes import Jurisdiction
 from schema.errors import ConfigError, SettingsError
@@ -69,7 +70,8 @@ class ConnectorSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix=PREFIX)
     OPTIONS: ClassVar = options(
-        "jurisdiction database dsn cdm_schema vocabulary_schema audit_db", state_dir="--state"
+        "jurisdiction database dsn cdm_schema vocabulary_schema audit_db ledger ledger_schema",
+        state_dir="--state",
     )
 
     jurisdiction: Annotated[Jurisdiction, BeforeValidator(_jurisdiction)] = Field(
@@ -104,6 +106,21 @@ class ConnectorSettings(ServiceSettings):
         "CDM schema.",
     )
     db_connections: int = Field(4, description="PostgreSQL pool size.")
+    ledger: Literal["beside", "engine"] = Field(
+        "beside",
+        description="Where the privacy ledger keeps each person's spend: beside (files in the "
+        "state directory; each question's person indexes come to the connector and the persons "
+        "out of budget go back) or engine (tables of the Spark database, spark:/// or sc:// "
+        "only: admission and charges are statements there, and no person's index leaves the "
+        "engine; see connectors.backends.spark_ledger).",
+    )
+    ledger_schema: str | None = Field(
+        None,
+        description="With LEDGER=engine on a Spark cluster (sc://), the database of the "
+        "ledger's tables (e.g. tessera_ledger), which the connector's principal alone may "
+        "read and write; created with its tables when missing. A local session (spark:///) "
+        "keeps them in the state directory instead.",
+    )
     node_id: str = Field(
         "",
         description="This node's id, the aud the gateway's request tokens must carry. Default "
@@ -324,6 +341,7 @@ class ConnectorSettings(ServiceSettings):
                 SchemaLayout(self.cdm_schema, self.vocabulary_schema or self.cdm_schema)
             except ValueError as exc:
                 raise SettingsError(f"{describe('cdm_schema')}: {exc}") from None
+        self._check_ledger(target)
         if (self.pool_key is None) != (self.pool_peers is None):
             raise SettingsError(f"{variable('pool_key')} and {variable('pool_peers')} go together")
         if not self.approval_audience:
@@ -366,6 +384,27 @@ class ConnectorSettings(ServiceSettings):
         if not 0 <= self.shutdown_timeout_s <= 3600:
             raise SettingsError(f"{variable('shutdown_timeout_s')} must lie in [0, 3600] seconds")
         return self
+
+    def _check_ledger(self, target: DatabaseURL) -> None:
+        describe = self.describe
+        if self.ledger == "engine" and target.dialect is not SPARK:
+            raise SettingsError(
+                f"{describe('ledger')} engine needs a Spark {describe('database')} "
+                "(spark:/// or sc://)"
+            )
+        cluster = self.ledger == "engine" and target.path is None
+        if cluster and self.ledger_schema is None:
+            raise SettingsError(
+                f"{describe('ledger')} engine on a cluster needs {describe('ledger_schema')}"
+            )
+        if self.ledger_schema is not None:
+            if not cluster:
+                raise SettingsError(
+                    f"{describe('ledger_schema')} goes with {describe('ledger')} engine on a "
+                    "Spark cluster (sc://) only"
+                )
+            if not SCHEMA_NAME.match(self.ledger_schema):
+                raise SettingsError(f"{describe('ledger_schema')} is not a database name")
 
     @property
     def target(self) -> DatabaseURL:

@@ -39,6 +39,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -104,6 +105,15 @@ def _read_only(sql: str, *, cohort: bool = False) -> None:
 def _args(params: Sequence[object]) -> dict[str, object]:
     """The values of `:p1`, `:p2`, … (`connectors.compiler.dialect.named`)."""
     return {f"p{n}": value for n, value in enumerate(params, 1)}
+
+
+@dataclass
+class Transferred:
+    """Bytes that crossed between the engine and the connector's Python (Arrow buffers of
+    results received, of tables sent): what `bench.spark_transfer` reports per question."""
+
+    received: int = 0
+    sent: int = 0
 
 
 def _rows(table: pa.Table) -> list[Row]:
@@ -209,7 +219,9 @@ class _Cohort:
 
         def fetch(session: Any) -> PersonIndexes:
             session.sql(backend._placed(create.sql), args=_args(create.params)).collect()
-            column = session.sql(backend._placed(persons.sql)).toArrow().column(0)
+            fetched = session.sql(backend._placed(persons.sql)).toArrow()
+            backend.transferred.received += fetched.nbytes
+            column = fetched.column(0)
             if column.null_count:
                 raise BackendFailed("the database returned a person without an index")
             return person_indexes(column.to_numpy())
@@ -229,11 +241,48 @@ class _Cohort:
             # anti-join, whatever its length.
             # Its schema given: Spark Connect infers none from an empty table.
             frame = session.createDataFrame(listed, schema=_EXCLUDED_DDL)
+            backend.transferred.sent += listed.nbytes
             frame.createOrReplaceTempView(EXCLUDED_PERSONS)
-            sql = backend._placed(tables.sql)
-            return _rows(session.sql(sql, args=_args(tables.params)).toArrow())
+            return backend._fetched(session, tables.sql, tables.params)
 
         return await backend._interruptible(self._session, compute)
+
+    # -- with the ledger in the engine (`connectors.backends.spark_ledger`) -----------------
+
+    @property
+    def session(self) -> Any:
+        return self._session
+
+    @property
+    def backend(self) -> SparkBackend:
+        return self._backend
+
+    def persons_relation(self) -> str:
+        """The statement listing the cohort's persons (`tessera_cohort` of this session), as
+        the ledger's statements read it."""
+        return self._query.cohort_persons().sql
+
+    async def cache(self) -> None:
+        """The cohort computed into its cached view, nothing brought back: the ledger in the
+        engine decides on it there."""
+        create = self._query.create_cohort()
+        _read_only(create.sql, cohort=True)
+        backend = self._backend
+
+        def cache(session: Any) -> None:
+            session.sql(backend._placed(create.sql), args=_args(create.params)).collect()
+
+        await backend._interruptible(self._session, cache)
+
+    async def admitted_tables(self) -> list[Row]:
+        """The tables without the persons of `tessera_excluded`, the view the ledger in the
+        engine left in this session."""
+        tables = self._query.cohort_tables()
+        _read_only(tables.sql)
+        backend = self._backend
+        return await backend._interruptible(
+            self._session, lambda s: backend._fetched(s, tables.sql, tables.params)
+        )
 
 
 class SparkBackend:
@@ -271,6 +320,17 @@ class SparkBackend:
         self._root: Any = None
         self._tags = itertools.count()
         self._closed = False
+        self.transferred = Transferred()
+
+    @property
+    def local(self) -> bool:
+        """A local session over Parquet files (`spark:///`), not a cluster."""
+        return self._connect is None
+
+    @property
+    def database(self) -> str:
+        """A local session's database of its own (the Parquet tables', and the ledger's)."""
+        return self._database
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -388,12 +448,15 @@ class SparkBackend:
             await _interrupted(running, task)
             raise
 
+    def _fetched(self, session: Any, sql: str, params: Sequence[object]) -> list[Row]:
+        """The rows of one statement (checked by the caller), counted as received."""
+        table = session.sql(self._placed(sql), args=_args(params)).toArrow()
+        self.transferred.received += table.nbytes
+        return _rows(table)
+
     async def _query(self, session: Any, sql: str, params: tuple[object, ...]) -> list[Row]:
         _read_only(sql)
-        placed = self._placed(sql)
-        return await self._interruptible(
-            session, lambda s: _rows(s.sql(placed, args=_args(params)).toArrow())
-        )
+        return await self._interruptible(session, lambda s: self._fetched(s, sql, params))
 
     async def _run(self, sql: str, params: tuple[object, ...]) -> list[Row]:
         return await self._query(await self._call(self._session), sql, params)

@@ -1,16 +1,19 @@
-"""A node whose OMOP CDM is read by Spark (a local session over Parquet tables), beside a
-DuckDB node, behind the real gateway: it answers a cohort question with the count its data
-hold, as DuckDB computes it from the same data, and its noise (`pytest -m spark`, with the
+"""A node whose OMOP CDM is read by Spark (a local session over Parquet tables), its privacy
+ledger in the engine (`--ledger engine`), beside a DuckDB node, behind the real gateway: it
+answers a cohort question with the count its data hold, as DuckDB computes it from the same
+data, and its noise, and the charges are in the ledger's tables (`pytest -m spark`, with the
 spark extra and Java 17)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,7 @@ from connectors.transfer import copy_to_parquet
 from schema.codes import Jurisdiction, MeasureKind, Vocabulary
 from schema.query import AgeRange, CohortQuery, Criteria, EventCriterion
 from tessera.local import LocalFederation
-from tessera.processes import free_port
+from tessera.processes import Service, free_port
 from tests.integration.federation_kit import PERSONS, TWIN_QUESTION, post
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -65,6 +68,15 @@ def spark_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
     parquet = directory / "de-parquet"
     copy_to_parquet(federation.database(DE), parquet)
     federation.dsns = {DE: f"spark:///{parquet}"}
+    plain = federation.connector_service
+
+    def in_the_engine(jurisdiction: Jurisdiction, **kwargs: Any) -> Service:
+        service = plain(jurisdiction, **kwargs)
+        if jurisdiction is DE:
+            service = dataclasses.replace(service, args=[*service.args, "--ledger", "engine"])
+        return service
+
+    federation.connector_service = in_the_engine  # type: ignore[method-assign]
     try:
         asyncio.run(federation.start(START_TIMEOUT_S))
         yield federation
@@ -98,6 +110,7 @@ def test_a_spark_node_answers_as_its_data_say(spark_federation: LocalFederation)
     same data) with the node's noise (sd 5): within 6 sd, or it counted other persons."""
     args = spark_federation.service("connector DE").args
     assert args[args.index("--database") + 1].startswith("spark:///")
+    assert args[args.index("--ledger") + 1] == "engine"
     status, body = post(
         spark_federation.gateway_url,
         {"query": TWIN_QUESTION},
@@ -114,3 +127,8 @@ def test_a_spark_node_answers_as_its_data_say(spark_federation: LocalFederation)
     assert abs(de["count"]["value"] - truth) <= 30
     fr = next(n for n in answer["byJurisdiction"] if n["jurisdiction"] == "FR")
     assert fr["status"] == "OK"  # its neighbour on DuckDB, behind the same gateway
+    # The question's charges are a file of the ledger's table in the engine, not the files
+    # of the ledger beside the connector.
+    state = spark_federation.node_state(DE)
+    assert list((state / "ledger-tables" / "tessera_ledger_charge").glob("part-*.parquet"))
+    assert not (state / "ledger" / "spend").exists()
