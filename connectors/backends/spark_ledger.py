@@ -507,11 +507,12 @@ class SparkLedger:
         return await self._admit(accounts, cost, cohort.session, cohort.persons_relation())
 
     async def admit(
-        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int
+        self, accounts: Sequence[Account], persons: PersonIndexes, cost: int, *, reserve: int = 0
     ) -> Admitted:
         """The `connectors.ledger.Ledger` way in, for persons already in Python (a
         regression's design): sent to a session of their own, decided as a cohort is, and
-        the persons left out fetched back to make the mask."""
+        the persons left out fetched back to make the mask. `reserve`: what the rest of a fit
+        may still cost, to be affordable beside `cost` and not charged."""
         backend = self._backend
         session = await backend._call(backend._question_session)
         listed = pa.table(
@@ -525,7 +526,7 @@ class SparkLedger:
         try:
             await backend._interruptible(session, send)
             relation = _listed(COHORT_TABLE)
-            admitted = await self._admit(accounts, cost, session, relation)
+            admitted = await self._admit(accounts, cost, session, relation, reserve=reserve)
             await admitted.charged
             left_out: list[Row] = []
             if admitted.excluded:
@@ -539,10 +540,16 @@ class SparkLedger:
             await asyncio.shield(asyncio.to_thread(backend._release, session))
 
     async def _admit(
-        self, accounts: Sequence[Account], cost: int, session: Any, persons: str
+        self,
+        accounts: Sequence[Account],
+        cost: int,
+        session: Any,
+        persons: str,
+        *,
+        reserve: int = 0,
     ) -> EngineAdmitted:
-        if cost < 0:
-            raise ValueError("a cost is never negative")
+        if cost < 0 or reserve < 0:
+            raise ValueError("a cost or a reserve is never negative")
         await self.prepare(accounts)
         keys = sorted({a.key for a in accounts})
         locks = [self._locks.setdefault(key, asyncio.Lock()) for key in keys]
@@ -571,11 +578,11 @@ class SparkLedger:
             self._in_flight.add(seq)
             ordered = [a.key for a in accounts]
             p = _Params()
-            if any(cost > a.cap for a in accounts):
+            if any(cost + reserve > a.cap for a in accounts):
                 query: exp.Query = _parsed(persons)
             else:
                 query = statements.excluded(
-                    p, persons, ordered, [a.cap - cost for a in accounts], self._base, seq
+                    p, persons, ordered, [a.cap - cost - reserve for a in accounts], self._base, seq
                 )
             try:
                 await self._run(session, statements.cache_excluded(query), p.values)

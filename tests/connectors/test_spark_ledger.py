@@ -173,6 +173,14 @@ async def test_the_same_admissions_as_the_ledger_beside(
         assert (await again.admit(BOTH, _persons((0, 2_000)), 40)).counted.tolist() == (
             last.counted.tolist()
         )
+        # A fit's iteration: what the rest of the fit may cost must be affordable too, and is
+        # not charged (`Ledger.admit`'s reserve).
+        for reserve in (0, BOTH[0].cap // 2, BOTH[0].cap):
+            fit = await memory.admit(BOTH, _persons((0, 2_000)), 40, reserve=reserve)
+            inside = await again.admit(BOTH, _persons((0, 2_000)), 40, reserve=reserve)
+            assert inside.counted.tolist() == fit.counted.tolist()
+            assert inside.worst_case == fit.worst_case
+        await again.close()
     finally:
         await engine.close()
 
