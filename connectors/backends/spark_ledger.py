@@ -246,11 +246,17 @@ class _Statements:
         """The question's charges: every person of `persons` not in `tessera_excluded`, in
         every account, and each account's cost; one file."""
         cohort = _parsed(persons)
-        listed = exp.select(PERSON_INDEX_COLUMN).from_(EXCLUDED_PERSONS)
+        # NOT EXISTS, not NOT IN: Spark runs NOT IN as a null-aware anti-join, which it can
+        # only broadcast, and a national cohort's list of persons does not fit a driver.
+        listed = (
+            exp.select("1")
+            .from_(exp.to_table(EXCLUDED_PERSONS).as_("x"))
+            .where(_col(PERSON_INDEX_COLUMN, "x").eq(_col(PERSON_INDEX_COLUMN, "c")))
+        )
         counted = (
             exp.select(_col(PERSON_INDEX_COLUMN, "c"))
             .from_(cohort.subquery("c"))
-            .where(exp.not_(_col(PERSON_INDEX_COLUMN, "c").isin(query=listed)))
+            .where(exp.not_(exp.Exists(this=listed)))
             .subquery("k")
         )
         accounts = exp.Values(

@@ -230,12 +230,17 @@ class _CohortCompiler:
         from_table = exp.select("*").from_(exp.to_table(names.COHORT_TABLE))
         delete_sql: str | None = None
         if dialect.delete_listed is None:
-            listed = exp.select(exp.column(PERSON_INDEX)).from_(
-                exp.to_table(names.EXCLUDED_PERSONS)
+            # NOT EXISTS, not NOT IN: Spark runs NOT IN as a null-aware anti-join, which it
+            # can only broadcast, and a national cohort's persons left out (everyone, at the
+            # cap) do not fit a driver; a plain anti-join is shuffled when it has to be.
+            listed = (
+                exp.select(exp.Literal.number(1))
+                .from_(exp.to_table(names.EXCLUDED_PERSONS).as_("x"))
+                .where(
+                    exp.column(PERSON_INDEX, "x").eq(exp.column(PERSON_INDEX, names.COHORT_TABLE))
+                )
             )
-            from_table = from_table.where(
-                exp.not_(exp.column(PERSON_INDEX).isin(query=listed, copy=False)), copy=False
-            )
+            from_table = from_table.where(exp.not_(exp.Exists(this=listed)), copy=False)
         else:
             delete_sql = dialect.sql(
                 dialect.delete_listed(names.COHORT_TABLE, PERSON_INDEX, names.EXCLUDED_PERSONS)
