@@ -1,0 +1,592 @@
+"""Spark against DuckDB per question shape at 1M, 3M and 10M persons, the fixed cost of a
+question separated from its scan, and a model of a national hub (opt-in; the spark extra).
+
+    make bench-spark                 # 1M, 3M and 10M persons, 3 runs: ~25 min on 2 cores
+    .venv/bin/python -m bench.spark_scale --sizes 1000000 --runs 1
+    .venv/bin/python -m bench.spark_scale --model-only   # the model again, from the last run
+
+Each size's synthetic French CDM is generated once into `--dir` (a DuckDB database, then its
+Parquet tables: what a local Spark session reads), and kept. Every question shape is compiled
+by the connector's compiler for each engine, its concepts bound by its resolver, and run
+through the connector's backends: DuckDB (2 threads) on the database, Spark (`spark:///`,
+`local[2]`) on the Parquet tables of the same data. Two timings per shape and engine:
+
+- `statement`: the question's one compiled statement (`Backend.execute`), the tables straight
+  from the CDM: the engine's work and nothing else;
+- `question`: as the connector runs it (`Backend.cohort`): the cohort computed once (Spark: a
+  cached view; DuckDB: a temporary table), its person indexes to Python for the ledger, then
+  the tables from the same rows.
+
+Runs alternate the engines (DuckDB, then Spark, shape by shape) so that a shared machine's
+load falls on both alike, and each figure is the median of `--runs` after one warm-up. A tiny
+CDM (2,000 persons) gives each shape's fixed cost directly (session, planning, job launch:
+nothing to scan); the straight line of time against the rows of the tables a shape reads,
+over the larger sizes, gives it again as its intercept, and its slope the cost of a row.
+The model (`model`) takes those costs to a hub of 67 million persons and 1.2 billion events on
+a cluster of N executors. Results go to `--dir/spark_scale.json`; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
+
+from connectors.backends import Backend, BackendOptions, open_backend
+from connectors.backends.spark import SparkBackend
+from connectors.compiler import SPARK, CompiledQuery, ConceptResolver, compile_query
+from connectors.transfer import copy_to_parquet
+from schema.codes import Dimension, Jurisdiction, MeasureKind
+from schema.query import RATES, CohortQuery
+from synth import generate
+
+REFERENCE: Final = dt.date(2025, 1, 1)
+SIZES: Final = (1_000_000, 3_000_000, 10_000_000)
+TINY: Final = 2_000
+THREADS: Final = 2  # DuckDB's threads, the local Spark's cores: the same two for both
+ENGINES: Final = ("duckdb", "spark")
+SEED: Final = 42
+STATEMENT_TIMEOUT_S: Final = 3600.0
+
+E11: Final = {"vocabulary": "ICD10", "code": "E11"}
+SHAPES: Final[dict[str, CohortQuery]] = {
+    "count by sex": CohortQuery.model_validate(
+        {"criteria": {}, "reference_date": REFERENCE, "tables": [(Dimension.SEX,)]}
+    ),
+    "condition, age band x sex": CohortQuery.model_validate(
+        {
+            "criteria": {"conditions": [E11]},
+            "reference_date": REFERENCE,
+            "tables": [(Dimension.AGE_BAND_10, Dimension.SEX)],
+        }
+    ),
+    "drug within a year of a condition": CohortQuery.model_validate(
+        {
+            "reference_date": REFERENCE,
+            "index": {"events": [{"domain": "CONDITION", "codes": [E11]}]},
+            "criteria": {
+                "relative": [
+                    {
+                        "event": {
+                            "domain": "DRUG",
+                            "codes": [{"vocabulary": "ATC", "code": "A10"}],
+                        },
+                        "window": {"start_days": 0, "end_days": 365},
+                    }
+                ]
+            },
+            "tables": [(Dimension.SEX,)],
+        }
+    ),
+    "incidence rate (person-time)": CohortQuery.model_validate(
+        {
+            "reference_date": REFERENCE,
+            "index": {
+                "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "A10BA"}]}]
+            },
+            "criteria": {},
+            "outcome": {
+                "event": {"domain": "CONDITION", "codes": [{"vocabulary": "ICD10", "code": "I21"}]},
+                "window": {"start_days": 0, "end_days": 1825},
+            },
+            "measures": [{"kind": k} for k in (MeasureKind.PERSON_COUNT, *RATES)],
+            "tables": [(Dimension.SEX,)],
+        }
+    ),
+    "survival after a diagnosis": CohortQuery.model_validate(
+        {
+            "reference_date": REFERENCE,
+            "index": {"events": [{"domain": "CONDITION", "codes": [E11]}]},
+            "criteria": {},
+            "tables": [(Dimension.FOLLOW_UP,)],
+            "survival": {"outcome": {"domain": "DEATH"}, "interval_days": 365, "max_days": 3650},
+        }
+    ),
+}
+
+
+# -- the data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """One size's CDM: the DuckDB database, its Parquet tables, and per table its rows and
+    each column's bytes in Parquet (compressed: what a scan of that column reads)."""
+
+    persons: int
+    database: Path
+    parquet: Path
+    rows: Mapping[str, int]
+    column_bytes: Mapping[str, Mapping[str, int]]
+
+
+def dataset(persons: int, directory: Path) -> Dataset:
+    """The CDM of `persons` persons in `directory`: generated and written to Parquet the
+    first time (each into a name of its own, renamed when complete), read after that."""
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / f"spark-{persons}.duckdb"
+    if not database.exists():
+        partial = directory / f"spark-{persons}.duckdb.partial"
+        partial.unlink(missing_ok=True)
+        state = directory / f"spark-{persons}.state"
+        shutil.rmtree(state, ignore_errors=True)
+        generate(
+            partial,
+            jurisdiction=Jurisdiction.FR,
+            persons=persons,
+            seed=SEED,
+            state=state,
+            progress=False,
+        )
+        partial.rename(database)
+    parquet = directory / f"spark-{persons}.parquet"
+    if not parquet.exists():
+        partial_dir = directory / f"spark-{persons}.parquet.partial"
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        copy_to_parquet(database, partial_dir)
+        partial_dir.rename(parquet)
+    rows: dict[str, int] = {}
+    column_bytes: dict[str, dict[str, int]] = {}
+    for path in sorted(parquet.glob("*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        table = path.name.removesuffix(".parquet")
+        rows[table] = meta.num_rows
+        sizes: dict[str, int] = {}
+        for group in range(meta.num_row_groups):
+            row_group = meta.row_group(group)
+            for c in range(row_group.num_columns):
+                column = row_group.column(c)
+                sizes[column.path_in_schema] = (
+                    sizes.get(column.path_in_schema, 0) + column.total_compressed_size
+                )
+        column_bytes[table] = sizes
+    return Dataset(persons, database, parquet, rows, column_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What a shape's statement reads: each table's rows, and the bytes of the columns it
+    names (Parquet's column pruning: a scan reads those columns only)."""
+
+    rows: Mapping[str, int]
+    pruned_bytes: Mapping[str, int]
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_pruned_bytes(self) -> int:
+        return sum(self.pruned_bytes.values())
+
+
+def reads(compiled: CompiledQuery, data: Dataset) -> Reads:
+    """The tables of `data` that the Spark statement of a shape names, with their rows, and
+    the bytes of the columns it names in them."""
+    tree = sqlglot.parse_one(compiled.sql, read=SPARK.sqlglot)
+    tables = {t.name for t in tree.find_all(exp.Table)} & set(data.rows)
+    columns = {c.name for c in tree.find_all(exp.Column)}
+    return Reads(
+        rows={t: data.rows[t] for t in sorted(tables)},
+        pruned_bytes={
+            t: sum(size for name, size in data.column_bytes[t].items() if name in columns)
+            for t in sorted(tables)
+        },
+    )
+
+
+# -- the runs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One shape on one engine at one size: medians of the runs, in seconds."""
+
+    statement_s: float
+    question_s: float
+    persons_s: float  # of the question: the cohort computed and its persons listed
+    tables_s: float  # of the question: the tables from the cohort's rows
+    cohort: int
+    statement_runs: tuple[float, ...]
+    question_runs: tuple[float, ...]
+
+
+async def _timed(work: Callable[[], Awaitable[object]]) -> float:
+    started = time.perf_counter()
+    await work()
+    return time.perf_counter() - started
+
+
+async def _question(backend: Backend, bound: CompiledQuery) -> tuple[float, float, int]:
+    """The question as the connector runs it, nobody left out by the ledger."""
+    async with backend.cohort(bound) as cohort:
+        started = time.perf_counter()
+        persons = await cohort.persons()
+        listed = time.perf_counter()
+        await cohort.tables(persons[:0])
+        done = time.perf_counter()
+    return listed - started, done - listed, int(persons.size)
+
+
+async def _bound(backend: Backend, query: CohortQuery) -> CompiledQuery:
+    compiled = compile_query(query, dialect=backend.dialect)
+    return await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
+
+
+async def measure(
+    data: Dataset, *, runs: int, shapes: Mapping[str, CohortQuery] = SHAPES
+) -> tuple[dict[str, dict[str, Timing]], float]:
+    """Every shape on both engines (`{shape: {engine: Timing}}`), and the seconds the local
+    Spark session took to start (its JVM: once a connector, not once a question)."""
+    backends: dict[str, Backend] = {
+        "duckdb": open_backend(f"duckdb:///{data.database}", BackendOptions(threads=THREADS)),
+        # As `spark:///` opens it, without the console's progress bars, and with time enough
+        # for a 10M-person scan on a busy machine.
+        "spark": SparkBackend(
+            parquet=data.parquet,
+            threads=THREADS,
+            statement_timeout_s=STATEMENT_TIMEOUT_S,
+            config={"spark.ui.showConsoleProgress": "false"},
+        ),
+    }
+    try:
+        session_s = await _timed(backends["spark"].ping)
+        await backends["duckdb"].ping()
+        results: dict[str, dict[str, Timing]] = {}
+        for shape, (name, query) in enumerate(shapes.items()):
+            bound = {engine: await _bound(b, query) for engine, b in backends.items()}
+            samples: dict[str, list[tuple[float, float, float, int]]] = {e: [] for e in ENGINES}
+            # One warm-up for the size (the JVM's code, the files in the page cache): a
+            # question on Spark reuses no plan or cache of another.
+            for run in range(runs + (shape == 0)):
+                for engine in ENGINES:
+                    backend, compiled = backends[engine], bound[engine]
+                    statement_s = await _timed(functools.partial(backend.execute, compiled))
+                    persons_s, tables_s, cohort = await _question(backend, compiled)
+                    if run or shape:
+                        samples[engine].append((statement_s, persons_s, tables_s, cohort))
+            results[name] = {engine: _timing(samples[engine]) for engine in ENGINES}
+            _print_shape(name, results[name])
+        return results, session_s
+    finally:
+        for backend in backends.values():
+            await backend.close()
+
+
+def _timing(samples: Sequence[tuple[float, float, float, int]]) -> Timing:
+    statement = tuple(s[0] for s in samples)
+    question = tuple(s[1] + s[2] for s in samples)
+    return Timing(
+        statement_s=statistics.median(statement),
+        question_s=statistics.median(question),
+        persons_s=statistics.median(s[1] for s in samples),
+        tables_s=statistics.median(s[2] for s in samples),
+        cohort=samples[-1][3],
+        statement_runs=statement,
+        question_runs=question,
+    )
+
+
+def _print_shape(name: str, timings: Mapping[str, Timing]) -> None:
+    duck, spark = timings["duckdb"], timings["spark"]
+    print(
+        f"  {name:36} cohort {spark.cohort:>10,}  statement: DuckDB {duck.statement_s:7.3f} s  "
+        f"Spark {spark.statement_s:7.2f} s ({_ratio(spark.statement_s, duck.statement_s)})  "
+        f"question: DuckDB {duck.question_s:7.3f} s  Spark {spark.question_s:7.2f} s "
+        f"({_ratio(spark.question_s, duck.question_s)})",
+        flush=True,
+    )
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:,.0f}x" if b > 0 else "n/a"
+
+
+# -- fixed cost and cost per row --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """Time against rows read: `fixed_s + per_row_s * rows` (least squares)."""
+
+    fixed_s: float
+    per_row_s: float
+
+    @classmethod
+    def fit(cls, points: Sequence[tuple[float, float]]) -> Line:
+        if len(points) < 2:
+            raise ValueError("a line needs two sizes")
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        spread = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+        return cls(fixed_s=mean_y - slope * mean_x, per_row_s=slope)
+
+
+def lines(saved: Mapping[str, Any], *, kind: str) -> dict[str, dict[str, Line]]:
+    """Per shape and engine, the line of `kind` (`statement` or `question`) seconds against
+    rows read, over the saved sizes above the tiny one."""
+    sizes = sorted(int(s) for s in saved["sizes"] if int(s) > TINY)
+    fitted: dict[str, dict[str, Line]] = {}
+    for shape in SHAPES:
+        fitted[shape] = {}
+        for engine in ENGINES:
+            points = []
+            for size in sizes:
+                at = saved["sizes"][str(size)]
+                if shape in at["results"]:
+                    rows = float(sum(at["reads"][shape]["rows"].values()))
+                    points.append((rows, float(at["results"][shape][engine][f"{kind}_s"])))
+            if len(points) >= 2:
+                fitted[shape][engine] = Line.fit(points)
+    return fitted
+
+
+# -- the model of a national hub ----------------------------------------------------------------
+
+HUB_PERSONS: Final = 67_000_000
+_PARTS: Final = "total (fixed / scan / tasks / shuffle / to Python)"
+HUB_EVENTS: Final = 1_200_000_000
+# The tables of events (a row per care event); the others have a row per person at most, or
+# are vocabularies and Tessera's one-row tables, whose size does not grow with the hub.
+EVENT_TABLES: Final = frozenset(
+    {"condition_occurrence", "drug_exposure", "measurement", "visit_occurrence"}
+)
+PERSON_TABLES: Final = frozenset(
+    {"person", "observation_period", "death", "tessera_person", "tessera_optout"}
+)
+EXECUTORS: Final = (8, 32, 128)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The assumptions of the model, each stated in bench/README.md.
+
+    `cores` per executor; each core scans at the rate of one core here (`per_row_s` of the
+    local line times its cores); `job_s` a job's fixed cost on a cluster over the local
+    session's (driver to executors over the network, task launch); `task_s` each task's own
+    overhead, one task per `split_bytes` of the pruned columns, run `cores × N` at a time;
+    the shuffle moves at most the pruned bytes read (`shuffle_expansion` times, decoded) at
+    `network_bytes_s` per executor, both ends busy; Python's side of the connector receives
+    4 bytes a cohort person at `arrow_bytes_s` (Arrow, Spark Connect)."""
+
+    cores: int = 4
+    job_s: float = 1.0
+    task_s: float = 0.05
+    split_bytes: int = 128 * 2**20
+    shuffle_expansion: float = 3.0
+    network_bytes_s: float = 1.25e9  # 10 Gb/s
+    arrow_bytes_s: float = 200e6
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """One shape on a hub of N executors, in seconds: where the time goes."""
+
+    executors: int
+    fixed_s: float
+    scan_s: float
+    tasks_s: float
+    shuffle_s: float
+    to_python_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.fixed_s + self.scan_s + self.tasks_s + self.shuffle_s + self.to_python_s
+
+
+def forecast(
+    *,
+    rows: int,
+    pruned_bytes: int,
+    cohort: int,
+    fixed_s: float,
+    per_core_row_s: float,
+    executors: int,
+    cluster: Cluster,
+) -> Forecast:
+    cores = executors * cluster.cores
+    tasks = max(1, math.ceil(pruned_bytes / cluster.split_bytes))
+    waves = math.ceil(tasks / cores)
+    return Forecast(
+        executors=executors,
+        fixed_s=fixed_s + cluster.job_s,
+        scan_s=rows * per_core_row_s / cores,
+        tasks_s=waves * cluster.task_s,
+        shuffle_s=pruned_bytes * cluster.shuffle_expansion / (executors * cluster.network_bytes_s),
+        to_python_s=cohort * 4 / cluster.arrow_bytes_s,
+    )
+
+
+def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
+    """The hub's forecast per shape and cluster size, as the lines of a Markdown table, from
+    a run's saved figures: the largest size's reads and cohorts scaled to the hub, each
+    shape's Spark question line (fixed cost, cost per row of one core)."""
+    largest = max(int(s) for s in saved["sizes"])
+    at = saved["sizes"][str(largest)]
+    fitted = lines(saved, kind="question")
+    out = [
+        "| shape | rows read at the hub | pruned columns | cohort | "
+        + " | ".join(
+            f"N = {n}: total (fixed / scan / tasks / shuffle / to Python)" for n in EXECUTORS
+        )
+        + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(EXECUTORS),
+    ]
+    for shape in SHAPES:
+        line = fitted[shape].get("spark")
+        if line is None or shape not in at["reads"]:
+            continue
+        rows_here = at["reads"][shape]["rows"]
+        hub = _scaled(saved, largest, rows_here)
+        factor = hub / max(sum(rows_here.values()), 1)
+        pruned = round(sum(at["reads"][shape]["pruned_bytes"].values()) * factor)
+        cohort = round(at["results"][shape]["spark"]["cohort"] * HUB_PERSONS / largest)
+        # The slope of the line is the cost of a row on this machine's cores together.
+        per_core = max(line.per_row_s, 0.0) * THREADS
+        cells = []
+        for n in EXECUTORS:
+            f = forecast(
+                rows=hub,
+                pruned_bytes=pruned,
+                cohort=cohort,
+                fixed_s=max(line.fixed_s, 0.0),
+                per_core_row_s=per_core,
+                executors=n,
+                cluster=cluster,
+            )
+            cells.append(
+                f"**{f.total_s:.0f} s** ({f.fixed_s:.1f} / {f.scan_s:.1f} / {f.tasks_s:.1f} / "
+                f"{f.shuffle_s:.1f} / {f.to_python_s:.1f})"
+            )
+        out.append(
+            f"| {shape} | {hub / 1e6:,.0f} M | {pruned / 2**30:,.1f} GiB | {cohort / 1e6:,.1f} M | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return out
+
+
+def _scaled(saved: Mapping[str, Any], size: int, rows: Mapping[str, int]) -> int:
+    at = saved["sizes"][str(size)]
+    events_here = sum(n for t, n in at["rows"].items() if t in EVENT_TABLES)
+    total = 0
+    for table, n in rows.items():
+        if table in EVENT_TABLES:
+            total += round(n * HUB_EVENTS / events_here)
+        elif table in PERSON_TABLES:
+            total += round(n * HUB_PERSONS / size)
+        else:
+            total += n
+    return total
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _print_lines(title: str, fitted: Mapping[str, Mapping[str, Line]]) -> None:
+    print(f"\n{title}: fixed (intercept) and per million rows read, by engine", flush=True)
+    for shape, by_engine in fitted.items():
+        parts = [
+            f"{engine} {line.fixed_s:6.2f} s + {line.per_row_s * 1e6:7.4f} s/M rows"
+            for engine, line in by_engine.items()
+        ]
+        print(f"  {shape:36} " + "   ".join(parts), flush=True)
+
+
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} (5 min {five:.1f})"
+
+
+async def run(persons: int, directory: Path, runs: int) -> dict[str, Any]:
+    """One size's figures, as saved."""
+    data = dataset(persons, directory)
+    load = _load()
+    print(f"\n{persons:,} persons ({sum(data.rows.values()):,} rows), load {load}", flush=True)
+    scanned = {
+        name: reads(compile_query(query, dialect=SPARK), data) for name, query in SHAPES.items()
+    }
+    results, session_s = await measure(data, runs=runs)
+    print(f"  Spark session start {session_s:.1f} s, load {_load()}", flush=True)
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "runs": runs,
+        "rows": dict(data.rows),
+        "session_s": session_s,
+        "load_before": load,
+        "load_after": _load(),
+        "reads": {n: dataclasses.asdict(r) for n, r in scanned.items()},
+        "results": {
+            n: {e: dataclasses.asdict(t) for e, t in by.items()} for n, by in results.items()
+        },
+    }
+
+
+def report(saved: Mapping[str, Any]) -> None:
+    """The ratios per size, the lines, and the hub's model, from the saved figures."""
+    for size in sorted(int(s) for s in saved["sizes"]):
+        at = saved["sizes"][str(size)]
+        print(f"\n{size:,} persons, {at['date']}, load {at['load_before']} → {at['load_after']}")
+        for shape, by in at["results"].items():
+            rows = sum(at["reads"][shape]["rows"].values())
+            duck, spark = by["duckdb"], by["spark"]
+            print(
+                f"  {shape:36} {rows:>12,} rows  statement {duck['statement_s']:7.3f} / "
+                f"{spark['statement_s']:7.2f} s "
+                f"({_ratio(spark['statement_s'], duck['statement_s'])})"
+                f"  question {duck['question_s']:7.3f} / {spark['question_s']:7.2f} s "
+                f"({_ratio(spark['question_s'], duck['question_s'])})"
+            )
+    for kind in ("statement", "question"):
+        fitted = lines(saved, kind=kind)
+        if any(fitted.values()):
+            _print_lines(kind, fitted)
+    if any(lines(saved, kind="question").values()):
+        print(f"\nA hub of {HUB_PERSONS:,} persons and {HUB_EVENTS:,} events (Spark):")
+        print("\n".join(model(saved)))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[TINY, *SIZES])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path(".tessera/bench"))
+    parser.add_argument("--model-only", action="store_true", help="report the saved figures")
+    args = parser.parse_args(argv)
+    path = args.dir / "spark_scale.json"
+    # Each size's figures replace that size's in the saved file as soon as they are measured:
+    # the sizes may be run apart, and a long run stopped keeps what it measured.
+    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    saved.setdefault("sizes", {})
+    saved.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", threads=THREADS)
+    if not args.model_only:
+        for persons in sorted(args.sizes):
+            saved["sizes"][str(persons)] = asyncio.run(run(persons, args.dir, args.runs))
+            path.write_text(json.dumps(saved, indent=1))
+        print(f"\nsaved to {path}", flush=True)
+    report(saved)
+
+
+if __name__ == "__main__":
+    main()
