@@ -220,10 +220,11 @@ class Timing:
     """One shape on one engine at one size: medians of the runs, in seconds."""
 
     statement_s: float
-    question_s: float
-    persons_s: float  # of the question: the cohort computed and its persons listed
-    tables_s: float  # of the question: the tables from the cohort's rows
-    cohort: int
+    # As the connector runs it (None where only the statement was run, `--statement-only`):
+    question_s: float | None
+    persons_s: float | None  # the cohort computed and its persons listed
+    tables_s: float | None  # the tables from the cohort's rows
+    cohort: int | None
     statement_runs: tuple[float, ...]
     question_runs: tuple[float, ...]
 
@@ -251,10 +252,17 @@ async def _bound(backend: Backend, query: CohortQuery) -> CompiledQuery:
 
 
 async def measure(
-    data: Dataset, *, runs: int, shapes: Mapping[str, CohortQuery] = SHAPES
-) -> tuple[dict[str, dict[str, Timing]], float]:
-    """Every shape on both engines (`{shape: {engine: Timing}}`), and the seconds the local
-    Spark session took to start (its JVM: once a connector, not once a question)."""
+    data: Dataset,
+    *,
+    runs: int,
+    shapes: Mapping[str, CohortQuery] = SHAPES,
+    question: bool = True,
+    warm_up: bool = True,
+    measured: Callable[[str, dict[str, Timing]], None] | None = None,
+) -> float:
+    """Every shape on both engines, each told to `measured` (`shape, {engine: Timing}`) as
+    soon as it is measured; without `question`, the statement only. Returns the seconds the
+    local Spark session took to start (its JVM: once a connector, not once a question)."""
     backends: dict[str, Backend] = {
         "duckdb": open_backend(f"duckdb:///{data.database}", BackendOptions(threads=THREADS)),
         # As `spark:///` opens it, without the console's progress bars, and with time enough
@@ -269,54 +277,59 @@ async def measure(
     try:
         session_s = await _timed(backends["spark"].ping)
         await backends["duckdb"].ping()
-        results: dict[str, dict[str, Timing]] = {}
         for shape, (name, query) in enumerate(shapes.items()):
             bound = {engine: await _bound(b, query) for engine, b in backends.items()}
             samples: dict[str, list[tuple[float, float, float, int]]] = {e: [] for e in ENGINES}
             # One warm-up for the size (the JVM's code, the files in the page cache): a
             # question on Spark reuses no plan or cache of another.
-            for run in range(runs + (shape == 0)):
+            first = warm_up and shape == 0
+            for run in range(runs + first):
                 for engine in ENGINES:
                     backend, compiled = backends[engine], bound[engine]
                     statement_s = await _timed(functools.partial(backend.execute, compiled))
-                    persons_s, tables_s, cohort = await _question(backend, compiled)
-                    if run or shape:
-                        samples[engine].append((statement_s, persons_s, tables_s, cohort))
-            results[name] = {engine: _timing(samples[engine]) for engine in ENGINES}
-            _print_shape(name, results[name])
-        return results, session_s
+                    asked = await _question(backend, compiled) if question else (0.0, 0.0, -1)
+                    if run or not first:
+                        samples[engine].append((statement_s, *asked))
+            timings = {engine: _timing(samples[engine], question) for engine in ENGINES}
+            _print_shape(name, timings)
+            if measured is not None:
+                measured(name, timings)
+        return session_s
     finally:
         for backend in backends.values():
             await backend.close()
 
 
-def _timing(samples: Sequence[tuple[float, float, float, int]]) -> Timing:
+def _timing(samples: Sequence[tuple[float, float, float, int]], question: bool) -> Timing:
     statement = tuple(s[0] for s in samples)
-    question = tuple(s[1] + s[2] for s in samples)
+    asked = tuple(s[1] + s[2] for s in samples) if question else ()
     return Timing(
         statement_s=statistics.median(statement),
-        question_s=statistics.median(question),
-        persons_s=statistics.median(s[1] for s in samples),
-        tables_s=statistics.median(s[2] for s in samples),
-        cohort=samples[-1][3],
+        question_s=statistics.median(asked) if question else None,
+        persons_s=statistics.median(s[1] for s in samples) if question else None,
+        tables_s=statistics.median(s[2] for s in samples) if question else None,
+        cohort=samples[-1][3] if question else None,
         statement_runs=statement,
-        question_runs=question,
+        question_runs=asked,
     )
 
 
 def _print_shape(name: str, timings: Mapping[str, Timing]) -> None:
     duck, spark = timings["duckdb"], timings["spark"]
-    print(
-        f"  {name:36} cohort {spark.cohort:>10,}  statement: DuckDB {duck.statement_s:7.3f} s  "
-        f"Spark {spark.statement_s:7.2f} s ({_ratio(spark.statement_s, duck.statement_s)})  "
-        f"question: DuckDB {duck.question_s:7.3f} s  Spark {spark.question_s:7.2f} s "
-        f"({_ratio(spark.question_s, duck.question_s)})",
-        flush=True,
+    text = (
+        f"  {name:36} statement: DuckDB {duck.statement_s:7.3f} s  Spark "
+        f"{spark.statement_s:7.2f} s ({_ratio(spark.statement_s, duck.statement_s)})"
     )
+    if spark.question_s is not None and duck.question_s is not None:
+        text += (
+            f"  question: DuckDB {duck.question_s:7.3f} s  Spark {spark.question_s:7.2f} s "
+            f"({_ratio(spark.question_s, duck.question_s)}), cohort {spark.cohort:,}"
+        )
+    print(text, flush=True)
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:,.0f}x" if b > 0 else "n/a"
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:,.0f}x" if a is not None and b else "n/a"
 
 
 # -- fixed cost and cost per row --------------------------------------------------------------
@@ -351,9 +364,10 @@ def lines(saved: Mapping[str, Any], *, kind: str) -> dict[str, dict[str, Line]]:
             points = []
             for size in sizes:
                 at = saved["sizes"][str(size)]
-                if shape in at["results"]:
+                seconds = at["results"].get(shape, {}).get(engine, {}).get(f"{kind}_s")
+                if seconds is not None:
                     rows = float(sum(at["reads"][shape]["rows"].values()))
-                    points.append((rows, float(at["results"][shape][engine][f"{kind}_s"])))
+                    points.append((rows, float(seconds)))
             if len(points) >= 2:
                 fitted[shape][engine] = Line.fit(points)
     return fitted
@@ -362,7 +376,6 @@ def lines(saved: Mapping[str, Any], *, kind: str) -> dict[str, dict[str, Line]]:
 # -- the model of a national hub ----------------------------------------------------------------
 
 HUB_PERSONS: Final = 67_000_000
-_PARTS: Final = "total (fixed / scan / tasks / shuffle / to Python)"
 HUB_EVENTS: Final = 1_200_000_000
 # The tables of events (a row per care event); the others have a row per person at most, or
 # are vocabularies and Tessera's one-row tables, whose size does not grow with the hub.
@@ -437,11 +450,13 @@ def forecast(
 
 def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
     """The hub's forecast per shape and cluster size, as the lines of a Markdown table, from
-    a run's saved figures: the largest size's reads and cohorts scaled to the hub, each
-    shape's Spark question line (fixed cost, cost per row of one core)."""
+    a run's saved figures: the largest size's reads and cohorts scaled to the hub; each
+    shape's Spark statement: its fixed cost (measured at the tiny size, else the line's
+    intercept) and the slope of its line (the cost of a row, here on `THREADS` cores)."""
     largest = max(int(s) for s in saved["sizes"])
     at = saved["sizes"][str(largest)]
-    fitted = lines(saved, kind="question")
+    fitted = lines(saved, kind="statement")
+    tiny = saved["sizes"].get(str(TINY), {}).get("results", {})
     out = [
         "| shape | rows read at the hub | pruned columns | cohort | "
         + " | ".join(
@@ -458,16 +473,17 @@ def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
         hub = _scaled(saved, largest, rows_here)
         factor = hub / max(sum(rows_here.values()), 1)
         pruned = round(sum(at["reads"][shape]["pruned_bytes"].values()) * factor)
-        cohort = round(at["results"][shape]["spark"]["cohort"] * HUB_PERSONS / largest)
+        cohort = _hub_cohort(saved, shape)
         # The slope of the line is the cost of a row on this machine's cores together.
         per_core = max(line.per_row_s, 0.0) * THREADS
+        fixed = tiny[shape]["spark"]["statement_s"] if shape in tiny else max(line.fixed_s, 0.0)
         cells = []
         for n in EXECUTORS:
             f = forecast(
                 rows=hub,
                 pruned_bytes=pruned,
                 cohort=cohort,
-                fixed_s=max(line.fixed_s, 0.0),
+                fixed_s=fixed,
                 per_core_row_s=per_core,
                 executors=n,
                 cluster=cluster,
@@ -482,6 +498,15 @@ def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
             + " |"
         )
     return out
+
+
+def _hub_cohort(saved: Mapping[str, Any], shape: str) -> int:
+    """The shape's cohort at the largest size it was counted at, scaled to the hub."""
+    for size in sorted((int(s) for s in saved["sizes"]), reverse=True):
+        cohort = saved["sizes"][str(size)]["results"].get(shape, {}).get("spark", {}).get("cohort")
+        if cohort is not None:
+            return round(int(cohort) * HUB_PERSONS / size)
+    return 0
 
 
 def _scaled(saved: Mapping[str, Any], size: int, rows: Mapping[str, int]) -> int:
@@ -519,50 +544,71 @@ def _load() -> str:
     return f"{one:.1f} (5 min {five:.1f})"
 
 
-async def run(persons: int, directory: Path, runs: int) -> dict[str, Any]:
-    """One size's figures, as saved."""
+async def run(
+    persons: int,
+    directory: Path,
+    runs: int,
+    *,
+    question: bool,
+    warm_up: bool,
+    save: Callable[[Any], None],
+) -> None:
+    """One size's figures, given to `save` as they grow (after each shape)."""
     data = dataset(persons, directory)
     load = _load()
     print(f"\n{persons:,} persons ({sum(data.rows.values()):,} rows), load {load}", flush=True)
-    scanned = {
-        name: reads(compile_query(query, dialect=SPARK), data) for name, query in SHAPES.items()
-    }
-    results, session_s = await measure(data, runs=runs)
-    print(f"  Spark session start {session_s:.1f} s, load {_load()}", flush=True)
-    return {
+    at: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "runs": runs,
         "rows": dict(data.rows),
-        "session_s": session_s,
         "load_before": load,
-        "load_after": _load(),
-        "reads": {n: dataclasses.asdict(r) for n, r in scanned.items()},
-        "results": {
-            n: {e: dataclasses.asdict(t) for e, t in by.items()} for n, by in results.items()
+        "reads": {
+            name: dataclasses.asdict(reads(compile_query(query, dialect=SPARK), data))
+            for name, query in SHAPES.items()
         },
+        "results": {},
     }
+
+    def measured(shape: str, timings: dict[str, Timing]) -> None:
+        at["results"][shape] = {e: dataclasses.asdict(t) for e, t in timings.items()}
+        at["load_after"] = _load()
+        save(at)
+
+    at["warm_up"] = warm_up
+    at["session_s"] = await measure(
+        data, runs=runs, question=question, warm_up=warm_up, measured=measured
+    )
+    print(f"  Spark session start {at['session_s']:.1f} s, load {_load()}", flush=True)
+    save(at)
 
 
 def report(saved: Mapping[str, Any]) -> None:
     """The ratios per size, the lines, and the hub's model, from the saved figures."""
     for size in sorted(int(s) for s in saved["sizes"]):
         at = saved["sizes"][str(size)]
-        print(f"\n{size:,} persons, {at['date']}, load {at['load_before']} → {at['load_after']}")
+        print(
+            f"\n{size:,} persons, {at['date']}, load {at['load_before']} → "
+            f"{at.get('load_after', '?')}; DuckDB / Spark"
+        )
         for shape, by in at["results"].items():
             rows = sum(at["reads"][shape]["rows"].values())
             duck, spark = by["duckdb"], by["spark"]
-            print(
+            text = (
                 f"  {shape:36} {rows:>12,} rows  statement {duck['statement_s']:7.3f} / "
                 f"{spark['statement_s']:7.2f} s "
                 f"({_ratio(spark['statement_s'], duck['statement_s'])})"
-                f"  question {duck['question_s']:7.3f} / {spark['question_s']:7.2f} s "
-                f"({_ratio(spark['question_s'], duck['question_s'])})"
             )
+            if spark["question_s"] is not None:
+                text += (
+                    f"  question {duck['question_s']:7.3f} / {spark['question_s']:7.2f} s "
+                    f"({_ratio(spark['question_s'], duck['question_s'])})"
+                )
+            print(text)
     for kind in ("statement", "question"):
         fitted = lines(saved, kind=kind)
         if any(fitted.values()):
             _print_lines(kind, fitted)
-    if any(lines(saved, kind="question").values()):
+    if any(lines(saved, kind="statement").values()):
         print(f"\nA hub of {HUB_PERSONS:,} persons and {HUB_EVENTS:,} events (Spark):")
         print("\n".join(model(saved)))
 
@@ -573,6 +619,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(".tessera/bench"))
     parser.add_argument("--model-only", action="store_true", help="report the saved figures")
+    parser.add_argument(
+        "--statement-only", action="store_true", help="not the question as the connector runs it"
+    )
+    parser.add_argument("--no-warm-up", action="store_true", help="no warm-up run for the size")
     args = parser.parse_args(argv)
     path = args.dir / "spark_scale.json"
     # Each size's figures replace that size's in the saved file as soon as they are measured:
@@ -582,8 +632,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     saved.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", threads=THREADS)
     if not args.model_only:
         for persons in sorted(args.sizes):
-            saved["sizes"][str(persons)] = asyncio.run(run(persons, args.dir, args.runs))
-            path.write_text(json.dumps(saved, indent=1))
+
+            def save(at: Any, persons: int = persons) -> None:
+                # Read again: another size may have been saved meanwhile by another run.
+                if path.exists():
+                    saved["sizes"] = json.loads(path.read_text()).get("sizes", {})
+                saved["sizes"][str(persons)] = at
+                partial = path.with_suffix(f".{os.getpid()}.partial")
+                partial.write_text(json.dumps(saved, indent=1))
+                partial.replace(path)
+
+            asyncio.run(
+                run(
+                    persons,
+                    args.dir,
+                    args.runs,
+                    question=not args.statement_only,
+                    warm_up=not args.no_warm_up,
+                    save=save,
+                )
+            )
         print(f"\nsaved to {path}", flush=True)
     report(saved)
 
