@@ -526,16 +526,6 @@ def _scaled(saved: Mapping[str, Any], size: int, rows: Mapping[str, int]) -> int
 # -- the report ---------------------------------------------------------------------------------
 
 
-def _print_lines(title: str, fitted: Mapping[str, Mapping[str, Line]]) -> None:
-    print(f"\n{title}: fixed (intercept) and per million rows read, by engine", flush=True)
-    for shape, by_engine in fitted.items():
-        parts = [
-            f"{engine} {line.fixed_s:6.2f} s + {line.per_row_s * 1e6:7.4f} s/M rows"
-            for engine, line in by_engine.items()
-        ]
-        print(f"  {shape:36} " + "   ".join(parts), flush=True)
-
-
 def _load() -> str:
     try:
         one, five, _ = os.getloadavg()
@@ -582,33 +572,71 @@ async def run(
     save(at)
 
 
-def report(saved: Mapping[str, Any]) -> None:
-    """The ratios per size, the lines, and the hub's model, from the saved figures."""
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+
+
+def measured_table(saved: Mapping[str, Any]) -> list[str]:
+    """The measured figures, a Markdown row per size and shape."""
+    out = [
+        "| persons | shape | rows read | DuckDB statement | Spark statement | ratio | "
+        "DuckDB question | Spark question | ratio | cohort |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for size in sorted(int(s) for s in saved["sizes"]):
         at = saved["sizes"][str(size)]
-        print(
-            f"\n{size:,} persons, {at['date']}, load {at['load_before']} → "
-            f"{at.get('load_after', '?')}; DuckDB / Spark"
-        )
         for shape, by in at["results"].items():
             rows = sum(at["reads"][shape]["rows"].values())
             duck, spark = by["duckdb"], by["spark"]
-            text = (
-                f"  {shape:36} {rows:>12,} rows  statement {duck['statement_s']:7.3f} / "
-                f"{spark['statement_s']:7.2f} s "
-                f"({_ratio(spark['statement_s'], duck['statement_s'])})"
+            cohort = "–" if spark["cohort"] is None else f"{spark['cohort']:,}"
+            out.append(
+                f"| {size:,} | {shape} | {rows:,} | {_seconds(duck['statement_s'])} | "
+                f"{_seconds(spark['statement_s'])} | "
+                f"{_ratio(spark['statement_s'], duck['statement_s'])} | "
+                f"{_seconds(duck['question_s'])} | {_seconds(spark['question_s'])} | "
+                f"{_ratio(spark['question_s'], duck['question_s'])} | {cohort} |"
             )
-            if spark["question_s"] is not None:
-                text += (
-                    f"  question {duck['question_s']:7.3f} / {spark['question_s']:7.2f} s "
-                    f"({_ratio(spark['question_s'], duck['question_s'])})"
-                )
-            print(text)
-    for kind in ("statement", "question"):
-        fitted = lines(saved, kind=kind)
-        if any(fitted.values()):
-            _print_lines(kind, fitted)
+    return out
+
+
+def lines_table(saved: Mapping[str, Any]) -> list[str]:
+    """Per shape and engine: the fixed cost measured at the tiny size, the line's intercept,
+    and its cost per million rows (its rows a second on one core)."""
+    tiny = saved["sizes"].get(str(TINY), {}).get("results", {})
+    fitted = lines(saved, kind="statement")
+    out = [
+        "| shape | engine | fixed, tiny CDM | intercept | per million rows read | rows/s a core |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for shape, by_engine in fitted.items():
+        for engine, line in by_engine.items():
+            fixed = tiny.get(shape, {}).get(engine, {}).get("statement_s")
+            rate = THREADS * line.per_row_s
+            out.append(
+                f"| {shape} | {engine} | {_seconds(fixed)} | {line.fixed_s:.2f} s | "
+                f"{line.per_row_s * 1e6:.3f} s | "
+                + (f"{1 / rate / 1e6:.2f} M |" if rate > 0 else "– |")
+            )
+    return out
+
+
+def report(saved: Mapping[str, Any]) -> None:
+    """The measured figures, the lines, and the hub's model, from the saved figures (as
+    Markdown tables, for bench/README.md)."""
+    for size in sorted(int(s) for s in saved["sizes"]):
+        at = saved["sizes"][str(size)]
+        print(
+            f"{size:,} persons: {at.get('date', '?')}, load {at.get('load_before', '?')} → "
+            f"{at.get('load_after', '?')}, runs {at.get('runs', '?')}, "
+            f"Spark session start {at.get('session_s', float('nan')):.0f} s"
+        )
+    print()
+    print("\n".join(measured_table(saved)))
     if any(lines(saved, kind="statement").values()):
+        print()
+        print("\n".join(lines_table(saved)))
         print(f"\nA hub of {HUB_PERSONS:,} persons and {HUB_EVENTS:,} events (Spark):")
         print("\n".join(model(saved)))
 
