@@ -355,19 +355,22 @@ class Line:
 
 def lines(saved: Mapping[str, Any], *, kind: str) -> dict[str, dict[str, Line]]:
     """Per shape and engine, the line of `kind` (`statement` or `question`) seconds against
-    rows read, over the saved sizes above the tiny one."""
-    sizes = sorted(int(s) for s in saved["sizes"] if int(s) > TINY)
+    rows read, over the saved sizes above the tiny one, or through the tiny one too where a
+    shape was measured at one larger size only."""
     fitted: dict[str, dict[str, Line]] = {}
     for shape in SHAPES:
         fitted[shape] = {}
         for engine in ENGINES:
-            points = []
-            for size in sizes:
+            points: list[tuple[float, float]] = []
+            tiny: list[tuple[float, float]] = []
+            for size in sorted(int(s) for s in saved["sizes"]):
                 at = saved["sizes"][str(size)]
                 seconds = at["results"].get(shape, {}).get(engine, {}).get(f"{kind}_s")
                 if seconds is not None:
                     rows = float(sum(at["reads"][shape]["rows"].values()))
-                    points.append((rows, float(seconds)))
+                    (tiny if size <= TINY else points).append((rows, float(seconds)))
+            if len(points) == 1:
+                points += tiny
             if len(points) >= 2:
                 fitted[shape][engine] = Line.fit(points)
     return fitted
@@ -630,7 +633,7 @@ def report(saved: Mapping[str, Any]) -> None:
         print(
             f"{size:,} persons: {at.get('date', '?')}, load {at.get('load_before', '?')} → "
             f"{at.get('load_after', '?')}, runs {at.get('runs', '?')}, "
-            f"Spark session start {at.get('session_s', float('nan')):.0f} s"
+            f"Spark session start {_seconds(at.get('session_s'))}"
         )
     print()
     print("\n".join(measured_table(saved)))
