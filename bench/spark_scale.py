@@ -451,11 +451,14 @@ def forecast(
     )
 
 
-def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
+def model(
+    saved: Mapping[str, Any], cluster: Cluster = Cluster(), *, core_rows_s: float | None = None
+) -> list[str]:
     """The hub's forecast per shape and cluster size, as the lines of a Markdown table, from
     a run's saved figures: the largest size's reads and cohorts scaled to the hub; each
     shape's Spark statement: its fixed cost (measured at the tiny size, else the line's
-    intercept) and the slope of its line (the cost of a row, here on `THREADS` cores)."""
+    intercept) and the slope of its line (the cost of a row, here on `THREADS` cores), or
+    `core_rows_s` rows a second on each core where given (a rate measured elsewhere)."""
     largest = max(int(s) for s in saved["sizes"])
     at = saved["sizes"][str(largest)]
     fitted = lines(saved, kind="statement")
@@ -478,7 +481,7 @@ def model(saved: Mapping[str, Any], cluster: Cluster = Cluster()) -> list[str]:
         pruned = round(sum(at["reads"][shape]["pruned_bytes"].values()) * factor)
         cohort = _hub_cohort(saved, shape)
         # The slope of the line is the cost of a row on this machine's cores together.
-        per_core = max(line.per_row_s, 0.0) * THREADS
+        per_core = max(line.per_row_s, 0.0) * THREADS if core_rows_s is None else 1 / core_rows_s
         fixed = tiny[shape]["spark"]["statement_s"] if shape in tiny else max(line.fixed_s, 0.0)
         cells = []
         for n in EXECUTORS:
@@ -625,7 +628,7 @@ def lines_table(saved: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def report(saved: Mapping[str, Any]) -> None:
+def report(saved: Mapping[str, Any], *, core_rows_s: float | None = None) -> None:
     """The measured figures, the lines, and the hub's model, from the saved figures (as
     Markdown tables, for bench/README.md)."""
     for size in sorted(int(s) for s in saved["sizes"]):
@@ -642,6 +645,9 @@ def report(saved: Mapping[str, Any]) -> None:
         print("\n".join(lines_table(saved)))
         print(f"\nA hub of {HUB_PERSONS:,} persons and {HUB_EVENTS:,} events (Spark):")
         print("\n".join(model(saved)))
+        if core_rows_s is not None:
+            print(f"\nThe same at {core_rows_s / 1e6:g} M rows/s a core:")
+            print("\n".join(model(saved, core_rows_s=core_rows_s)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -654,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--statement-only", action="store_true", help="not the question as the connector runs it"
     )
     parser.add_argument("--no-warm-up", action="store_true", help="no warm-up run for the size")
+    parser.add_argument(
+        "--core-rows-s", type=float, help="the model again at this many rows a second a core"
+    )
     args = parser.parse_args(argv)
     path = args.dir / "spark_scale.json"
     # Each size's figures replace that size's in the saved file as soon as they are measured:
@@ -684,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             )
         print(f"\nsaved to {path}", flush=True)
-    report(saved)
+    report(saved, core_rows_s=args.core_rows_s)
 
 
 if __name__ == "__main__":
