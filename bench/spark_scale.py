@@ -548,8 +548,11 @@ async def run(
     question: bool,
     warm_up: bool,
     save: Callable[[Any], None],
+    shapes: Sequence[str] = tuple(SHAPES),
+    before: Mapping[str, Any] | None = None,
 ) -> None:
-    """One size's figures, given to `save` as they grow (after each shape)."""
+    """One size's figures, given to `save` as they grow (after each shape): the `shapes`
+    named, those of `before` (the size's saved figures) kept for the others."""
     data = dataset(persons, directory)
     load = _load()
     print(f"\n{persons:,} persons ({sum(data.rows.values()):,} rows), load {load}", flush=True)
@@ -562,8 +565,10 @@ async def run(
             name: dataclasses.asdict(reads(compile_query(query, dialect=SPARK), data))
             for name, query in SHAPES.items()
         },
-        "results": {},
+        "results": {} if before is None else dict(before.get("results", {})),
     }
+    if before is not None:
+        at["earlier"] = {k: before.get(k) for k in ("date", "runs", "load_before", "warm_up")}
 
     def measured(shape: str, timings: dict[str, Timing]) -> None:
         at["results"][shape] = {e: dataclasses.asdict(t) for e, t in timings.items()}
@@ -572,7 +577,12 @@ async def run(
 
     at["warm_up"] = warm_up
     at["session_s"] = await measure(
-        data, runs=runs, question=question, warm_up=warm_up, measured=measured
+        data,
+        runs=runs,
+        shapes={name: SHAPES[name] for name in shapes},
+        question=question,
+        warm_up=warm_up,
+        measured=measured,
     )
     print(f"  Spark session start {at['session_s']:.1f} s, load {_load()}", flush=True)
     save(at)
@@ -661,6 +671,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-warm-up", action="store_true", help="no warm-up run for the size")
     parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=list(SHAPES),
+        default=list(SHAPES),
+        help="these shapes only; the size's other shapes keep their saved figures",
+    )
+    parser.add_argument(
         "--core-rows-s", type=float, help="the model again at this many rows a second a core"
     )
     args = parser.parse_args(argv)
@@ -690,6 +707,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     question=not args.statement_only,
                     warm_up=not args.no_warm_up,
                     save=save,
+                    shapes=args.shapes,
+                    before=saved["sizes"].get(str(persons))
+                    if set(args.shapes) != set(SHAPES)
+                    else None,
                 )
             )
         print(f"\nsaved to {path}", flush=True)
