@@ -62,7 +62,8 @@ bench-full: $(BENCH_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --full $(ARGS)
 
 # Spark against DuckDB per question shape at 1M, 3M and 10M persons, and the model of a national
-# hub (bench/README.md): ~25 minutes on an idle 2-core machine, the CDMs kept in .tessera/bench/.
+# hub (bench/README.md): about half an hour on an idle 2-core machine, the CDMs kept in
+# .tessera/bench/.
 # ARGS="--sizes 1000000 --runs 1"; ARGS=--model-only reports the last figures again.
 bench-spark: $(SPARK_STAMP)
 	$(BIN)/python -m bench.spark_scale $(ARGS)
