@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test test-spark lint typecheck install lock clean bench bench-full attacks
+.PHONY: demo test test-spark lint typecheck install lock clean bench bench-full bench-spark attacks
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,7 @@ test-spark: $(SPARK_STAMP)
 	$(BIN)/pytest -m spark tests/connectors/test_backend_spark.py $(ARGS)
 	$(BIN)/pytest -m spark tests/connectors/test_spark_ledger.py $(ARGS)
 	$(BIN)/pytest -m spark tests/integration/test_spark_node.py $(ARGS)
+	$(BIN)/pytest -m spark tests/bench/test_spark_scale.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -60,6 +61,13 @@ bench: $(BENCH_STAMP)
 
 bench-full: $(BENCH_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench --full $(ARGS)
+
+# Spark against DuckDB per question shape at 1M, 3M and 10M persons, and the model of a national
+# hub (bench/README.md): about half an hour on an idle 2-core machine, the CDMs kept in
+# .tessera/bench/.
+# ARGS="--sizes 1000000 --runs 1"; ARGS=--model-only reports the last figures again.
+bench-spark: $(SPARK_STAMP)
+	$(BIN)/python -m bench.spark_scale $(ARGS)
 
 # The attack simulator (bench/attacks): every class of attack across questions against real
 # processes; exits 1 when one pins a count below the minimum. ARGS="--postgres", "--quick".

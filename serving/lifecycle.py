@@ -53,7 +53,7 @@ class Lifecycle:
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         if name in self.checks:
             raise ValueError(f"readiness check {name!r} is registered twice")
-        self.checks[name] = check
+        self.checks[name] = _joined(check)
 
     def add_detail(self, name: str, detail: Detail) -> None:
         if name in self.details:
@@ -92,6 +92,32 @@ class Lifecycle:
             "details": self.described(),
             **{name: value() for name, value in self.fields.items()},
         }
+
+
+def _joined(check: ReadinessCheck) -> ReadinessCheck:
+    """`check`, run once for every /readyz that asks while it runs. A check may outlast a
+    prober's timeout (a node on Spark pings with a job per statement: seconds on a busy
+    machine): the prober gives up and asks again, and a run per request would queue each
+    behind the last on the engine's workers, every one slower, none within the timeout, so
+    the node would never be seen ready. Joined, the next request gets the running check's
+    answer as soon as it has one; a request that gives up does not stop it."""
+    running: asyncio.Future[str | None] | None = None
+
+    async def joined() -> str | None:
+        nonlocal running
+        if running is None or running.done():
+            running = asyncio.ensure_future(check())
+            running.add_done_callback(_retrieved)
+        return await asyncio.shield(running)
+
+    return joined
+
+
+def _retrieved(done: asyncio.Future[str | None]) -> None:
+    # Read once here: a check whose every asker gave up must not warn of an exception never
+    # retrieved (the next asker runs it again).
+    if not done.cancelled():
+        done.exception()
 
 
 _SHAPE: Final = frozenset({"ready", "problems", "checks", "details"})
