@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tessera.client.columns import table_cells
+from tessera.client.columns import cells_of_table
 
 MAX_CELLS_SHOWN = 24
 
@@ -156,7 +156,7 @@ def render_cohort(name: str, result: Mapping[str, Any]) -> str:
             headers.insert(3, "rate")
         lines.append(text_table(headers, rows))
     for key, value in result.items():
-        cells = table_cells(value) if isinstance(value, Mapping) else None
+        cells = cells_of_table(value) if isinstance(value, Mapping) else None
         if cells is not None:
             lines.append(f"    {key} ({len(cells)} cells)")
             if cells:

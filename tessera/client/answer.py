@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from schema.codes import Dimension, Jurisdiction, Sex
 from schema.dimensions import DIMENSIONS, UNKNOWN_KEY
-from tessera.client.columns import table_cells
+from tessera.client.columns import cells_of_table
 
 POOLED: Final = "POOLED"
 TOTAL_TABLE: Final = "count"
@@ -191,7 +191,7 @@ class Answer:
             nodes=nodes,
         )
         for key, value in raw.items():
-            if isinstance(value, Mapping) and table_cells(value) is not None:
+            if isinstance(value, Mapping) and cells_of_table(value) is not None:
                 answer.tables[key] = read_table(value, nodes)
         return answer
 
@@ -261,7 +261,7 @@ class Answer:
         raw = self._raw_table(which)
         pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
         rows = []
-        for cell in table_cells(raw) or ():
+        for cell in cells_of_table(raw) or ():
             where = _cell_columns(cell, pooled)
             rows += _summary_rows(where, cell.get("summary"))
         return rows
@@ -286,7 +286,7 @@ class Answer:
         raw = self._raw_table(which)
         pooled = Dimension.JURISDICTION.value not in (raw.get("by") or ())
         rows = []
-        for cell in table_cells(raw) or ():
+        for cell in cells_of_table(raw) or ():
             rows += _rate_rows(_cell_columns(cell, pooled), cell.get("rate"))
         return rows
 
@@ -336,7 +336,7 @@ class Answer:
     def _raw_table(self, which: str | Sequence[str] | None) -> Mapping[str, Any]:
         table = self.table(which)
         for value in self.raw.values():
-            is_table = isinstance(value, Mapping) and table_cells(value) is not None
+            is_table = isinstance(value, Mapping) and cells_of_table(value) is not None
             if is_table and ",".join(str(d) for d in value.get("by") or ()) == table.name:
                 found: Mapping[str, Any] = value
                 return found
@@ -491,7 +491,7 @@ def dimension_columns(dimension: str, value: str) -> Row:
 
 def read_table(raw: Mapping[str, Any], nodes: Sequence[Node]) -> Table:
     """A breakdown's cells (or its columns) as the rows of its full grid, in numeric order."""
-    cells = table_cells(raw) or []
+    cells = cells_of_table(raw) or []
     by = tuple(str(d) for d in raw.get("by") or ())
     if not by and cells:
         by = tuple(str(d["name"]) for d in cells[0]["dimensions"])
@@ -590,5 +590,5 @@ def _is_cohort(value: Mapping[str, Any]) -> bool:
     if "coefficients" in value:  # a regression's (`tessera.client.regression`)
         return False
     return bool(_COHORT_KEYS & value.keys()) or any(
-        isinstance(v, Mapping) and table_cells(v) is not None for v in value.values()
+        isinstance(v, Mapping) and cells_of_table(v) is not None for v in value.values()
     )

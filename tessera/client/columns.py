@@ -131,7 +131,7 @@ def _wholes(
         cell[name] = whole
 
 
-def table_cells(table: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+def cells_of_table(table: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     """A breakdown's cells, as sent or decoded from its columns; None when `table` is not a
     breakdown."""
     cells = table.get("cells")

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from tessera.client import Response
-from tessera.client.columns import cells_of, table_cells
+from tessera.client.columns import cells_of, cells_of_table
 from tests.client.client_kit import cohort_with_a_denied_node
 
 NUMBER_FIELDS = ("value", "status", "sd", "bound", "contributors")
@@ -82,5 +82,5 @@ def test_a_row_without_a_summary_has_none_and_an_empty_table_no_cells() -> None:
     assert cells[0]["summary"] == {"n": {"value": 12, "status": "PERTURBED", "reasons": []}}
     assert cells[1]["summary"] is None
     assert [c["rate"] for c in cells] == [None, None]
-    assert table_cells({"by": ["SEX"], "columns": {"rows": 0, "dimensions": []}}) == []
-    assert table_cells({"by": ["SEX"]}) is None
+    assert cells_of_table({"by": ["SEX"], "columns": {"rows": 0, "dimensions": []}}) == []
+    assert cells_of_table({"by": ["SEX"]}) is None

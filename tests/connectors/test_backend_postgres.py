@@ -4,7 +4,6 @@ DuckDB gives the same counts for every query shape, from the same compiled synta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -16,56 +15,17 @@ from typing import Any
 
 import asyncpg
 import duckdb
-import numpy as np
 import pytest
 from test_compiler import NAMED_QUERIES
 
 from connectors.backends.duckdb import DuckDBBackend
 from connectors.backends.postgres import PostgresBackend
 from connectors.backends.schemas import SchemaLayout
-from connectors.compiler import ConceptResolver, compile_query
 from connectors.errors import BackendFailed, BackendNotReady
 from connectors.omop import DATA_RELEASE_TABLE, PERSON_INDEX_TABLE
 from connectors.prepare import prepare_database
 from connectors.transfer import copy_to_postgres
-from schema.codes import MeasureKind
-from schema.query import CohortQuery
-
-SERVER = os.environ.get("TESSERA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-async def _admin(sql: str) -> None:
-    con = await asyncpg.connect(f"{SERVER}/postgres", timeout=5)
-    try:
-        await con.execute(sql)
-    finally:
-        await con.close()
-
-
-def _reachable() -> bool:
-    try:
-        asyncio.run(_admin("SELECT 1"))
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def copied_to_postgres(database: Path) -> Iterator[str]:
-    """The DSN of a new PostgreSQL database holding a copy of the DuckDB `database`, dropped
-    afterwards (the test skipped where no server runs, failed in CI)."""
-    if not _reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {SERVER}")
-        pytest.skip(f"PostgreSQL is not reachable at {SERVER}")
-    name = f"tessera_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    dsn = f"{SERVER}/{name}"
-    try:
-        asyncio.run(copy_to_postgres(database, dsn))
-        yield dsn
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+from tests.connectors.postgres_kit import SERVER, admin, answer, copied_to_postgres, reachable
 
 
 @pytest.fixture(scope="module")
@@ -98,26 +58,36 @@ async def _into_schemas(dsn: str, layout: SchemaLayout) -> None:
 def ohdsi_dsn(omop_db: Path, postgres_dsn: str) -> Iterator[str]:
     """The same CDM as `postgres_dsn`, in the OHDSI layout: `cdm` and `vocab`, none in public."""
     name = f"tessera_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     dsn = f"{SERVER}/{name}"
     try:
         asyncio.run(copy_to_postgres(omop_db, dsn))
         asyncio.run(_into_schemas(dsn, OHDSI))
         yield dsn
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["public", "ohdsi"])
-async def backends(
-    request: pytest.FixtureRequest, omop_db: Path, postgres_dsn: str
-) -> AsyncIterator[tuple[Any, Any]]:
-    """DuckDB and PostgreSQL on the same data: in PostgreSQL's `public` schema, or in the
-    OHDSI layout (`cdm` and `vocab`) with the connection's `search_path` left alone."""
+def layout_dsn(
+    request: pytest.FixtureRequest, postgres_dsn: str
+) -> tuple[str, SchemaLayout | None]:
+    """The same data in PostgreSQL's `public` schema, or in the OHDSI layout (`cdm` and
+    `vocab`): a plain fixture, so that the OHDSI copy (made with `asyncio.run`) is made
+    before any event loop runs, whatever the order the tests come in."""
     if request.param == "ohdsi":
-        pg = PostgresBackend(request.getfixturevalue("ohdsi_dsn"), connections=2, layout=OHDSI)
-    else:
-        pg = PostgresBackend(postgres_dsn, connections=2)
+        return request.getfixturevalue("ohdsi_dsn"), OHDSI
+    return postgres_dsn, None
+
+
+@pytest.fixture
+async def backends(
+    omop_db: Path, layout_dsn: tuple[str, SchemaLayout | None]
+) -> AsyncIterator[tuple[Any, Any]]:
+    """DuckDB and PostgreSQL on the same data, PostgreSQL's in the layout of `layout_dsn`
+    with the connection's `search_path` left alone."""
+    dsn, layout = layout_dsn
+    pg = PostgresBackend(dsn, connections=2, layout=layout)
     duck = DuckDBBackend(omop_db)
     yield duck, pg
     await duck.close()
@@ -138,37 +108,6 @@ async def test_the_ohdsi_layout_is_ready_only_with_its_schemas(ohdsi_dsn: str) -
     await backend.ping()
     assert await backend.data_release()
     await backend.close()
-
-
-async def answer(backend: Any, query: CohortQuery) -> dict[Any, Any]:
-    """Every cell's person count and cell key (equal keys show the record keys came along),
-    and the cohort's person ids (what the differencing guard sees)."""
-    compiled = compile_query(query, dialect=backend.dialect)
-    bound = await ConceptResolver(backend.execute, dialect=backend.dialect).bind(compiled)
-    tables = compiled.tabulate(await backend.execute(bound))
-    answer: dict[Any, Any] = {
-        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tables
-    }
-    # Every measure's values (a variable's sums too), exactly.
-    answer["measures"] = {by: {c.key: dict(c.values) for c in cells} for by, cells in tables}
-    answer["population"] = sorted(row[0] for row in await backend.execute(bound.population()))
-    # What the query service runs: the same persons and cells through one cohort.
-    async with backend.cohort(bound) as cohort:
-        assert await cohort.optout_register_version() == await backend.optout_register_version()
-        persons = np.sort(await cohort.persons())
-        assert persons.tolist() == answer["population"]
-        tabulated = compiled.tabulate(await cohort.tables(persons[:0]))
-        # Leaving persons out (whose budget is spent) takes them out of every cell.
-        fewer = compiled.tabulate(await cohort.tables(persons[:3]))
-    assert {
-        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in tabulated
-    } == {by: cells for by, cells in answer.items() if by not in ("population", "measures")}
-    answer["fewer"] = {
-        by: {c.key: c.values[MeasureKind.PERSON_COUNT] for c in cells} for by, cells in fewer
-    }
-    if len(persons) >= 3:
-        assert answer["fewer"][()][()] == answer[()][()] - 3
-    return answer
 
 
 @pytest.mark.parametrize("name", sorted(NAMED_QUERIES))
@@ -236,7 +175,7 @@ async def _table(dsn: str, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_copy_takes_person_indexes_and_the_release_along(bare_cdm_db: Path, tmp_path: Path) -> None:
-    if not _reachable():
+    if not reachable():
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {SERVER}")
         pytest.skip(f"PostgreSQL is not reachable at {SERVER}")
@@ -244,7 +183,7 @@ def test_copy_takes_person_indexes_and_the_release_along(bare_cdm_db: Path, tmp_
     shutil.copy(bare_cdm_db, hub)
     prepare_database(hub, state=tmp_path / "state", release="2026-11")
     name = f"tessera_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     dsn = f"{SERVER}/{name}"
     try:
         report = asyncio.run(copy_to_postgres(hub, dsn))
@@ -263,4 +202,4 @@ def test_copy_takes_person_indexes_and_the_release_along(bare_cdm_db: Path, tmp_
         )
         assert any(str(d).endswith("(person_id)") for (d,) in indexes), indexes
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

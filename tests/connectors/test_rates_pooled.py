@@ -30,6 +30,10 @@ from schema.query import RATES, STATISTICS, CohortQuery, Measure, NumericVariabl
 from schema.result import Value
 from schema.variables import VariableSource
 from synth import generate
+from tests.connectors.postgres_kit import answer, synthetic, synthetic_backends, synthetic_dsn
+
+# Fixtures of this module too: the synthetic CDM in DuckDB and PostgreSQL.
+__all__ = ["synthetic", "synthetic_backends", "synthetic_dsn"]
 
 PERSONS = 3_000
 NODES = (Jurisdiction.FR, Jurisdiction.DE, Jurisdiction.FI, Jurisdiction.DK)
@@ -342,3 +346,16 @@ def test_a_rate_and_a_variables_statistics_in_one_question(databases: list[Path]
             for kind in STATISTICS:
                 cells = sum(v[kind] for (b, _), v in together.items() if b == by)
                 assert cells == together[(), ()][kind], (by, kind)
+
+
+# On PostgreSQL, exactly DuckDB's numbers (birthdays made of their parts: MAKE_DATE).
+async def test_split_person_time_is_duckdbs(synthetic_backends: tuple[Any, Any]) -> None:
+    duck, pg = synthetic_backends
+    query = question(["U07.1"], 1, 365)
+    expected = await answer(duck, query)
+    assert await answer(pg, query) == expected
+    # Persons in more than one year's cell: the split is about something.
+    (by_band_and_year,) = [t for t in query.tables if len(t) == 2 and Dimension.CALENDAR_YEAR in t]
+    cells = expected["measures"][by_band_and_year]
+    total = expected["measures"][()][()][MeasureKind.PERSON_COUNT]
+    assert sum(v[MeasureKind.PERSON_COUNT] for v in cells.values()) > total

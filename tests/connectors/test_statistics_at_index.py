@@ -31,9 +31,11 @@ from schema.query import (
     RelativeWindow,
 )
 from schema.variables import MEASUREMENTS, PerPerson, VariableSource
-from tests.connectors.test_statistics_pooled import databases, persons, pooled
+from tests.connectors.postgres_kit import answer, synthetic, synthetic_backends, synthetic_dsn
+from tests.connectors.statistics_kit import databases, persons, pooled
 
-__all__ = ["databases"]  # the four nodes' databases, a fixture of this module too
+# Fixtures of this module too: the four nodes' databases, and the synthetic CDM in PostgreSQL.
+__all__ = ["databases", "synthetic", "synthetic_backends", "synthetic_dsn"]
 
 FROM = dt.date(2016, 1, 1)
 REFERENCE_DATE = dt.date(2025, 1, 1)
@@ -220,3 +222,15 @@ def test_an_index_window_needs_an_index() -> None:
         NumericVariable(
             source=VariableSource.AGE, index_window=RelativeWindow(start_days=0, end_days=1)
         )
+
+
+# On PostgreSQL, exactly DuckDB's numbers.
+@pytest.mark.parametrize("occurrence", list(Occurrence))
+@pytest.mark.parametrize("name", ["age_at_index", "hba1c_last_in_the_year_before"])
+async def test_a_variable_at_the_index_is_duckdbs(
+    synthetic_backends: tuple[Any, Any], name: str, occurrence: Occurrence
+) -> None:
+    duck, pg = synthetic_backends
+    query = question(VARIABLES[name], occurrence)
+    expected = await answer(duck, query)
+    assert await answer(pg, query) == expected
