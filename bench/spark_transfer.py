@@ -67,6 +67,22 @@ QUESTIONS: dict[str, CohortQuery] = {
             (Dimension.AGE_BAND_20, Dimension.CALENDAR_YEAR),
         ],
     ),
+    # Each person's follow-up: the observation period, death and outcome joined on the person.
+    "incidence of death after metformin, by sex": CohortQuery.model_validate(
+        {
+            "reference_date": REFERENCE,
+            "index": {
+                "events": [{"domain": "DRUG", "codes": [{"vocabulary": "ATC", "code": "A10BA"}]}]
+            },
+            "criteria": {},
+            "outcome": {
+                "event": {"domain": "DEATH"},
+                "window": {"start_days": 0, "end_days": 1900},
+            },
+            "measures": [{"kind": k} for k in ("PERSON_COUNT", "PERSON_DAYS", "OUTCOME_EVENTS")],
+            "tables": [(Dimension.SEX,)],
+        }
+    ),
 }
 
 

@@ -54,7 +54,16 @@ from connectors.compiler.compiled import (
 )
 from connectors.compiler.dialect import DUCKDB, Dialect
 from connectors.compiler.dimensions import DIMENSION_SQL, PersonColumns
-from connectors.compiler.follow_up import FollowUp, follow_up
+from connectors.compiler.follow_up import (
+    FIRST_OUTCOME,
+    FOLLOWED_UNTIL,
+    OBSERVED_END,
+    FollowUp,
+    covering_end,
+    follow_up,
+    joined,
+    per_index,
+)
 from connectors.compiler.lexis import BIRTH_COLUMNS, pieces
 from connectors.compiler.measures import (
     DAYS_AT_RISK,
@@ -99,6 +108,7 @@ VALUE_BIN = "value_bin"  # the cohort's column of each person's bin (`PersonColu
 # A survival question's columns: days from the index date to the outcome and to the end of
 # observation, and the FOLLOW_UP key they give (`PersonColumns.follow_up`).
 OUTCOME_DAYS, END_DAYS, FOLLOW_UP = "outcome_days", "end_days", "follow_up"
+OUTCOME_ON = "outcome_on"
 FOLLOWED = "f"
 # An explicitly indexed cohort wrapped to carry its variable, and the candidate dates its
 # measurements are taken around.
@@ -1030,41 +1040,33 @@ class _CohortCompiler:
         spec = survival.outcome
         source = names.EVENT_TABLES[spec.domain]
         index_date = col(INDEX_DATE, COHORT)
-        first = (
-            exp.select(exp.func("MIN", col(source.date, EVENT)))
-            .from_(table(source.name, EVENT), copy=False)
-            .where(
-                exp.and_(
-                    col("person_id", EVENT).eq(col("person_id", COHORT)),
-                    col(source.date, EVENT) >= index_date.copy(),
-                    *(part.copy() for part in self._outcome_filter),
-                    copy=False,
-                ),
+        first = per_index(
+            table(COHORT_CTE, COHORT),
+            COHORT,
+            table(source.name, EVENT),
+            exp.and_(
+                col("person_id", EVENT).eq(col("person_id", COHORT)),
+                col(source.date, EVENT) >= index_date.copy(),
+                *(part.copy() for part in self._outcome_filter),
                 copy=False,
-            )
-        )
-        ended = (
-            exp.select(exp.func("MAX", col("observation_period_end_date", OBSERVED)))
-            .from_(table(names.OBSERVATION_PERIOD, OBSERVED), copy=False)
-            .where(
-                exp.and_(
-                    col("person_id", OBSERVED).eq(col("person_id", COHORT)),
-                    col("observation_period_start_date", OBSERVED) <= index_date.copy(),
-                    col("observation_period_end_date", OBSERVED) >= index_date.copy(),
-                    copy=False,
-                ),
-                copy=False,
-            )
+            ),
+            exp.func("MIN", col(source.date, EVENT)),
+            OUTCOME_ON,
         )
         days = exp.select(
             exp.Column(this=exp.Star(), table=exp.to_identifier(COHORT)),
             exp.alias_(
-                self.dialect.days_between(exp.Subquery(this=first), index_date), OUTCOME_DAYS
+                self.dialect.days_between(col(OUTCOME_ON, FIRST_OUTCOME), index_date.copy()),
+                OUTCOME_DAYS,
             ),
             exp.alias_(
-                self.dialect.days_between(exp.Subquery(this=ended), index_date.copy()), END_DAYS
+                self.dialect.days_between(col(FOLLOWED_UNTIL, OBSERVED_END), index_date.copy()),
+                END_DAYS,
             ),
         ).from_(table(COHORT_CTE, COHORT), copy=False)
+        days = joined(days, first, FIRST_OUTCOME, COHORT, dated=True)
+        ended = covering_end(table(COHORT_CTE, COHORT), COHORT)
+        days = joined(days, ended, OBSERVED_END, COHORT, dated=True)
         return exp.select(
             exp.Column(this=exp.Star(), table=exp.to_identifier(FOLLOWED)),
             exp.alias_(self._exit_key(survival), FOLLOW_UP),
