@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -24,6 +24,15 @@ from numpy.typing import NDArray
 from opentelemetry import propagate
 from pydantic import ValidationError
 
+from gateway.answer_decoding import (
+    CellKey as CellKey,  # the key of a cell, as the rest of the gateway names it
+)
+from gateway.answer_decoding import (
+    DecodedAnswer,
+    DecodedTable,
+    decode_answer,
+    decode_response,
+)
 from gateway.federation import NodeInfo
 from policies.domain import table_domain
 from schema.codes import Jurisdiction, MeasureKind, NodeStatus
@@ -47,7 +56,6 @@ log = logging.getLogger(__name__)
 USER_AGENT: Final = "tessera-gateway/1"
 _CHUNK_BYTES: Final = 64 * 1024
 
-CellKey = tuple[str, ...]
 # One measure's values: cells by key, per breakdown.
 Tables = Mapping[Breakdown, Mapping[CellKey, Value]]
 
@@ -58,13 +66,16 @@ class NodeOutcome:
     breakdown) is filled exactly when the status is OK; `shares` too when the node took part
     in a pooled round (its masked shares per pooled table, one per cell of the table's public
     domain); `reasons` explain a DENIED or an UNKNOWN_CODE (whose codes are in
-    `response.unknown_codes`). `retryable` says the request never reached the node (it could
-    not be connected to), so asking again is safe."""
+    `response.unknown_codes`). `response` is the answer's envelope (every field but its
+    tables, which `measures` holds), `answer` the answer as decoded (its tables as columns,
+    its hash and what the audit trail records of its values). `retryable` says the request
+    never reached the node (it could not be connected to), so asking again is safe."""
 
     jurisdiction: Jurisdiction
     status: NodeStatus
     latency_ms: float | None = None
     response: NodeResponse | None = None
+    answer: DecodedAnswer | None = None
     measures: Mapping[MeasureKind, Tables] = field(default_factory=dict)
     reasons: tuple[Reason, ...] = ()
     error_code: ErrorCode | None = None
@@ -114,16 +125,22 @@ def interpret(
     """Turn a node's HTTP answer into an outcome, trusting nothing in it."""
     j = node.jurisdiction
     if http_status == 200:
-        try:
-            response = NodeResponse.model_validate_json(body, strict=True)
-        except ValidationError:
+        # Decoded once, without a model per cell; what the hand check is not sure of,
+        # `NodeResponse` decides.
+        answer = decode_answer(body)
+        if answer is None:
+            try:
+                answer = decode_response(NodeResponse.model_validate_json(body, strict=True))
+            except ValidationError:
+                answer = None
+        if answer is None:
             return NodeOutcome.failed(
                 j,
                 NodeStatus.REJECTED,
                 "the answer does not follow tessera/1",
                 latency_ms=latency_ms,
             )
-        return check_response(node, request, response, latency_ms)
+        return check_answer(node, request, answer, latency_ms)
     if 400 <= http_status < 600:
         try:
             error = NodeError.model_validate_json(body)
@@ -142,6 +159,21 @@ def interpret(
 def check_response(
     node: NodeInfo, request: NodeRequest, response: NodeResponse, latency_ms: float
 ) -> NodeOutcome:
+    """`check_answer` of an answer that is a model already."""
+    answer = decode_response(response)
+    if answer is None:
+        return NodeOutcome.failed(
+            node.jurisdiction,
+            NodeStatus.REJECTED,
+            "the answer does not follow tessera/1",
+            latency_ms=latency_ms,
+        )
+    return check_answer(node, request, answer, latency_ms)
+
+
+def check_answer(
+    node: NodeInfo, request: NodeRequest, answer: DecodedAnswer, latency_ms: float
+) -> NodeOutcome:
     """Check a well-formed answer against the question: same query, same node, exactly the
     tables asked, one cell per key, each with exactly the measures asked; for a pooled round,
     the round as sent (nonce, round, participants) and one 64-bit share for every cell of
@@ -152,6 +184,7 @@ def check_response(
             node.jurisdiction, NodeStatus.REJECTED, message, latency_ms=latency_ms
         )
 
+    response = answer.head
     if response.query_id != request.query_id:
         return rejected("the answer is for another query")
     if response.jurisdiction is not node.jurisdiction:
@@ -159,16 +192,17 @@ def check_response(
     if response.status is NodeStatus.UNKNOWN_CODE and not response.unknown_codes:
         return rejected("an UNKNOWN_CODE answer names no code")
     if response.status in (NodeStatus.DENIED, NodeStatus.UNKNOWN_CODE):
-        if response.tables or response.pooled is not None:
+        if answer.tables or response.pooled is not None:
             return rejected(f"a {response.status.value} answer carries tables")
         return NodeOutcome(
             jurisdiction=node.jurisdiction,
             status=response.status,
             latency_ms=latency_ms,
             response=response,
+            answer=answer,
             reasons=tuple(response.reasons),
         )
-    got = [t.by for t in response.tables]
+    got = [t.by for t in answer.tables]
     if len(set(got)) != len(got) or set(got) != set(request.national_tables):
         return rejected("the answer's tables differ from those asked")
     shares: dict[Breakdown, NDArray[np.uint64]] = {}
@@ -187,18 +221,15 @@ def check_response(
             shares[pooled.by] = values
     kinds = asked(request.query)
     measures: dict[MeasureKind, dict[Breakdown, dict[CellKey, Value]]] = {k: {} for k in kinds}
-    for table in response.tables:
-        cells: dict[MeasureKind, dict[CellKey, Value]] = {kind: {} for kind in kinds}
-        for cell in table.cells:
-            key = tuple(cell.key)
-            if len(key) != len(table.by) or key in cells[kinds[0]]:
-                return rejected("a table has a malformed or repeated cell key")
-            if cell.values.keys() != cells.keys():
-                return rejected("a cell does not carry exactly the measures asked")
-            for kind, value in cell.values.items():
-                cells[kind][key] = value
-        for kind, of_kind in cells.items():
-            measures[kind][table.by] = of_kind
+    for table in answer.tables:
+        problem = _cells_problem(table, kinds)
+        if problem is not None:
+            return rejected(problem)
+        keys = table.keys
+        for kind in kinds:
+            # Every cell carries every measure asked: no None left (checked just above).
+            column = table.values.get(kind, ())
+            measures[kind][table.by] = dict(zip(keys, column, strict=True))  # type: ignore[arg-type]
     # The total is there exactly when it was asked nationally (checked above with the tables).
     if any(() in tables and len(tables[()]) != 1 for tables in measures.values()):
         return rejected("the total table must have exactly one cell")
@@ -207,10 +238,32 @@ def check_response(
         status=NodeStatus.OK,
         latency_ms=latency_ms,
         response=response,
+        answer=answer,
         measures=measures,
         reasons=tuple(response.reasons),
         shares=shares,
     )
+
+
+def _cells_problem(table: DecodedTable, kinds: Sequence[MeasureKind]) -> str | None:
+    """Whether each cell has a key of the table's length, unlike every other's, and exactly
+    the measures asked; the first problem, cell by cell, if not."""
+    keys, size = table.keys, len(table.by)
+    if (
+        table.uniform
+        and (not keys or table.values.keys() == set(kinds))
+        and all(len(key) == size for key in keys)
+        and len(set(keys)) == len(keys)
+    ):
+        return None
+    seen: set[CellKey] = set()
+    for i, key in enumerate(keys):
+        if len(key) != size or key in seen:
+            return "a table has a malformed or repeated cell key"
+        seen.add(key)
+        if {kind for kind, column in table.values.items() if column[i] is not None} != set(kinds):
+            return "a cell does not carry exactly the measures asked"
+    return None
 
 
 class TooLarge(Exception):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from gateway.answer_decoding import decode_response
 from gateway.auth import Principal
 from gateway.combine import Combined
 from gateway.nodes import NodeOutcome
@@ -37,7 +38,6 @@ from schema.audit.entry import (
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Cell, Rate, Reason, Summary, Value
-from schema.wire import NodeResponse
 
 STEP_PREFIX = "gateway"
 # What an audit record's text fields hold at most (`schema.model.Contract`).
@@ -181,29 +181,23 @@ def outcome_of(outcomes: Sequence[NodeOutcome]) -> tuple[Decision, ErrorCode | N
 
 def node_step(outcome: NodeOutcome, decision: AccessDecision) -> NodeStep:
     response = outcome.response
+    answer = outcome.answer
+    if answer is None and response is not None:
+        # An outcome made elsewhere than `gateway.nodes.interpret` (a test's, a round's).
+        answer = decode_response(response)
     reasons: list[Reason] = list(outcome.reasons) + list(decision.reasons)
-    values: list[Value] = []
-    if response is not None:
-        values = [v for table in response.tables for v in table.values()]
-        reasons += [r for v in values for r in v.reasons]
     return NodeStep(
         jurisdiction=outcome.jurisdiction,
         decision=NodeDecision.ALLOWED if decision.allowed else NodeDecision.DENIED,
         status=outcome.status,
         latency_us=_micros(outcome.latency_ms),
         node_elapsed_us=_micros(response.elapsed_ms) if response is not None else None,
-        rules=sorted({r.rule for r in reasons}),
-        cells_suppressed=sum(v.value is None for v in values),
+        rules=sorted({r.rule for r in reasons} | (answer.rules if answer else frozenset())),
+        cells_suppressed=answer.withheld if answer else 0,
         optout_register_version=response.optout_register_version if response else None,
-        response_hash=response_hash(response) if response is not None else None,
+        response_hash=answer.hash if answer else None,
         error_code=outcome.error_code,
     )
-
-
-def response_hash(response: NodeResponse) -> str:
-    """The hash both sides compute of a node's answer (the node records it as its
-    `result_hash`)."""
-    return released_hash(response.model_dump(mode="json"))
 
 
 def released_values(combined: Combined) -> list[Value]:
