@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -38,7 +39,7 @@ from policies.domain import table_domain
 from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.measures import asked
-from schema.query import Breakdown
+from schema.query import Breakdown, CohortQuery
 from schema.result import Reason, Value
 from schema.wire import (
     APPROVAL_HEADER,
@@ -116,7 +117,32 @@ class NodeClient(Protocol):
 
 
 def encode_request(request: NodeRequest) -> bytes:
-    return orjson.dumps(request.model_dump(mode="json"))
+    """The request's body: `orjson.dumps(request.model_dump(mode="json"))`, byte for byte
+    (the node checks the token's hash of it), with the question's part encoded once for all
+    the nodes asked it (the same `CohortQuery` in each node's request)."""
+    fields = request.model_dump(mode="json", exclude={"query"})
+    fields["query"] = _encoded_query(request.query)
+    return orjson.dumps({name: fields[name] for name in _REQUEST_FIELDS})
+
+
+_REQUEST_FIELDS: Final = tuple(NodeRequest.model_fields)
+# Each question's query as JSON, by the query's identity (checked through a weak reference,
+# so that a new query at the address of a freed one is encoded anew).
+_ENCODED_QUERIES: dict[int, tuple[weakref.ref[CohortQuery], orjson.Fragment]] = {}
+_MAX_ENCODED_QUERIES: Final = 256
+
+
+def _encoded_query(query: CohortQuery) -> orjson.Fragment:
+    found = _ENCODED_QUERIES.get(id(query))
+    if found is not None and found[0]() is query:
+        return found[1]
+    encoded = orjson.Fragment(orjson.dumps(query.model_dump(mode="json")))
+    if len(_ENCODED_QUERIES) >= _MAX_ENCODED_QUERIES:
+        # Questions in flight are a few hundred at most; the oldest entries are long done.
+        for stale in list(_ENCODED_QUERIES)[: _MAX_ENCODED_QUERIES // 2]:
+            del _ENCODED_QUERIES[stale]
+    _ENCODED_QUERIES[id(query)] = (weakref.ref(query), encoded)
+    return encoded
 
 
 def interpret(
