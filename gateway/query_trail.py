@@ -37,7 +37,7 @@ from schema.audit.entry import (
 )
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
-from schema.result import Cell, Rate, Reason, Summary, Value
+from schema.result import Cell, DimensionValue, Rate, Reason, Summary, Value
 
 STEP_PREFIX = "gateway"
 # What an audit record's text fields hold at most (`schema.model.Contract`).
@@ -220,6 +220,7 @@ def released_values(combined: Combined) -> list[Value]:
 def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
     """The released answer as plain data, for its hash: everything the researcher can select
     but timings."""
+    plain = _PlainCells()
     return {
         "query_id": plan.query_id,
         "reference_date": plan.reference_date.isoformat(),
@@ -239,7 +240,7 @@ def released_result(plan: Plan, combined: Combined) -> dict[str, object]:
         "tables": [
             {
                 "by": [d.value for d in by],
-                "cells": [_cell(c) for c in cells],
+                "cells": [plain.cell(c) for c in cells],
                 **(
                     {"quantiles": [q.model_dump(mode="json") for q in combined.quantiles[by]]}
                     if by in combined.quantiles
@@ -264,13 +265,48 @@ def _survival(combined: Combined) -> dict[str, object]:
     }
 
 
-def _cell(cell: Cell) -> dict[str, object]:
-    """A cell as plain data; without a summary, as cells were before summaries existed."""
-    data: dict[str, object] = cell.model_dump(mode="json")
-    for key in ("summary", "rate"):
-        if data.get(key) is None:
-            data.pop(key, None)
-    return data
+class _PlainCells:
+    """Cells as plain data (`model_dump(mode="json")`, without a summary or a rate when they
+    have none, as cells were before those existed), for one answer's hash. The parts cells
+    share (each dimension's values, a pooled value withheld for the same reason, the reasons)
+    are made plain once; a count-only cell is made without the model's serialiser."""
+
+    def __init__(self) -> None:
+        # By identity: the parts are alive as long as the answer being hashed.
+        self._seen: dict[int, dict[str, object]] = {}
+
+    def cell(self, cell: Cell) -> dict[str, object]:
+        if cell.summary is None and cell.rate is None:
+            count = self._value(cell.count)
+            if count is not None:
+                return {"dimensions": [self._part(d) for d in cell.dimensions], "count": count}
+        data: dict[str, object] = cell.model_dump(mode="json")
+        for key in ("summary", "rate"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+    def _part(self, part: DimensionValue | Reason) -> dict[str, object]:
+        plain = self._seen.get(id(part))
+        if plain is None:
+            plain = self._seen[id(part)] = part.model_dump(mode="json")
+        return plain
+
+    def _value(self, value: Value) -> dict[str, object] | None:
+        """The value as its serialiser writes it; None for one whose floats are not floats
+        (the serialiser's own rules then apply)."""
+        bound, sd = value.bound, value.sd
+        if not (bound is None or type(bound) is float) or not (sd is None or type(sd) is float):
+            return None
+        contributors = value.contributors
+        return {
+            "value": value.value,
+            "status": value.status.value,
+            "reasons": [self._part(r) for r in value.reasons],
+            "bound": bound,
+            "sd": sd,
+            "contributors": None if contributors is None else [j.value for j in contributors],
+        }
 
 
 def _summary(summary: Summary | None) -> dict[str, object]:
