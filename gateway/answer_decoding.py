@@ -238,7 +238,7 @@ def _value(given: Any, minimum: int, reasons: _Reasons) -> tuple[Value, dict[str
         contributors = _contributors(contributors)
     if type(given_reasons) is not list:
         raise _Unsure
-    made, plain_reasons = reasons.each(given_reasons)
+    made, plain_reasons = reasons.each(given_reasons) if given_reasons else ([], None)
     model = _new_value(Value)
     _set(
         model,
