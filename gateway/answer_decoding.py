@@ -26,7 +26,7 @@ from schema.codes import WITHHELD, Dimension, Jurisdiction, MeasureKind, ValueSt
 from schema.measures import MEASURES
 from schema.query import Breakdown
 from schema.result import Reason, Value
-from schema.wire import NodeResponse
+from schema.wire import NodeCell, NodeResponse, NodeTable
 
 CellKey = tuple[str, ...]
 
@@ -77,9 +77,15 @@ _CELL_FIELDS: Final = frozenset({"key", "values"})
 _MAX_KEY: Final = 4
 _MAX_STR: Final = 256
 _MAX_SD: Final = 1e9
-# `schema.model.Contract`'s own bounds, and `NodeCell`'s.
-if NodeResponse.model_config.get("str_max_length") != _MAX_STR:
-    raise RuntimeError("answer_decoding: Contract's str_max_length changed")
+# What the hand check reads: a field added to the models would pass it unread, a changed
+# string bound unchecked, so a change to them stops the gateway here until it is made here too.
+if (
+    set(Value.model_fields) != {"value", "status", "reasons", "bound", "sd", "contributors"}
+    or set(NodeCell.model_fields) != _CELL_FIELDS
+    or set(NodeTable.model_fields) != _TABLE_FIELDS
+    or NodeResponse.model_config.get("str_max_length") != _MAX_STR
+):
+    raise RuntimeError("gateway.answer_decoding no longer matches schema.wire's models")
 
 
 def decode_answer(body: bytes) -> DecodedAnswer | None:
