@@ -559,6 +559,8 @@ def serve(settings: GatewaySettings) -> int:
         )
         log.info("gateway worker %d stopped", number)
 
+    # A federation file that cannot be loaded stops the start here, once, before any worker.
+    load_federation(settings.federation)
     with reserve(settings.host, settings.port) as sock:
         status = serve_forked(
             settings.processes,
