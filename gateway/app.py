@@ -549,10 +549,11 @@ def serve(settings: GatewaySettings) -> int:
         log.info("gateway stopped")
         return 0
 
-    def worker(number: int, sock: socket.socket, ready: Callable[[], None]) -> None:
+    def worker(number: int, listen: Callable[[], socket.socket], ready: Callable[[], None]) -> None:
+        app = create_app(settings, worker=number)
         serve_on(
-            create_app(settings, worker=number),
-            sock=sock,
+            app,
+            sock=listen(),
             ready=ready,
             refusal=_refusal,
             shutdown_timeout_s=settings.shutdown_timeout_s,

@@ -7,10 +7,11 @@ One socket shared by every worker would give each connection to whichever worker
 first: on an idle service, the same one, so the keep-alive connections a client opens at
 start all land on one worker and stay there. The parent binds the port with SO_REUSEPORT
 but never listens on it: it holds the port (and resolves port 0 to the port every worker
-binds) without taking connections. A worker that dies loses the connections waiting in its
-own queue (their clients see a reset, as from a single process that dies). The workers are
-forked after the parent has imported the service and before any event loop exists, so they
-start in well under a second and share the imported code's pages.
+binds) without taking connections. A worker listens once it is set up (until then its
+share of the connections goes to the others), and one that dies loses the connections
+waiting in its own queue (their clients see a reset, as from a single process that dies).
+The workers are forked after the parent has imported the service and before any event loop
+exists, so they share the imported code's pages.
 
 Supervision:
 - the parent prints one line, `<announce> listening on http://host:port<path>`, once every
@@ -48,9 +49,11 @@ from schema.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[int, socket.socket, Callable[[], None]], None]
-"""Serves on the listening socket until told to stop: `worker(slot, sock, ready)`, `ready()`
-once it accepts connections. Runs in the forked child, on a socket of its own."""
+Worker = Callable[[int, Callable[[], socket.socket], Callable[[], None]], None]
+"""Serves until told to stop: `worker(slot, listen, ready)`. Runs in the forked child; once
+it is set up it calls `listen()` for a listening socket of its own (connections hashed to it
+wait in its queue from then on, so not before the worker can serve them) and `ready()` once
+it accepts connections."""
 
 _SIGNALS: Final = frozenset({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 _STOPPING: Final = frozenset({signal.SIGTERM, signal.SIGINT})
@@ -155,9 +158,14 @@ def _fork(parent: _Parent, slot: _Slot) -> None:
             def ready() -> None:
                 os.write(ready_write, bytes([slot.number]))
 
-            own = worker_socket(parent.sock)
-            parent.sock.close()
-            parent.worker(slot.number, own, ready)
+            reserved = parent.sock
+
+            def listen() -> socket.socket:
+                own = worker_socket(reserved)
+                reserved.close()
+                return own
+
+            parent.worker(slot.number, listen, ready)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1

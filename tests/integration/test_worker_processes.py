@@ -79,19 +79,25 @@ class Pinned:
         self.connection.close()
 
 
-def pin_every_worker(url: str, *, attempts: int = 200) -> dict[int, Pinned]:
+def pin_every_worker(url: str, *, within_s: float = 30.0) -> dict[int, Pinned]:
     """One connection accepted by each worker: the kernel spreads new connections over the
-    workers' sockets by a hash of their addresses, so a few tries find them all."""
+    workers' sockets by a hash of their addresses, so a few tries find them all (a worker
+    started again listens once it is set up)."""
     pinned: dict[int, Pinned] = {}
-    for _ in range(attempts):
-        connection = Pinned(url)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            connection = Pinned(url)
+        except ConnectionResetError:
+            continue  # it waited in the queue of a worker that was killed
         if connection.worker in pinned:
             connection.close()
+            time.sleep(0.01)
         else:
             pinned[connection.worker] = connection
         if len(pinned) == WORKERS:
             return pinned
-    raise AssertionError(f"only workers {sorted(pinned)} accepted {attempts} connections")
+    raise AssertionError(f"only workers {sorted(pinned)} accepted connections in {within_s} s")
 
 
 def tight_budget(directory: Path) -> Path:

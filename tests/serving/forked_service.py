@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     port, workers = int(argv[0]), int(argv[1])
     failing = int(argv[2]) if len(argv) > 2 else None
 
-    def worker(number: int, sock: socket.socket, ready: Callable[[], None]) -> None:
+    def worker(number: int, listen: Callable[[], socket.socket], ready: Callable[[], None]) -> None:
         if number == failing:
             raise ConfigError("the settings of this worker are wrong")
 
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         app.router.add_get("/slow", slow)
         serve_on(
             app,
-            sock=sock,
+            sock=listen(),
             ready=ready,
             refusal=lambda status, code, message: web.Response(status=status),
             shutdown_timeout_s=5.0,

@@ -60,7 +60,10 @@ def seen_workers(port: int, *, attempts: int = 200) -> dict[int, int]:
     """Each worker's pid, from fresh connections (each hashed to a worker's socket)."""
     seen: dict[int, int] = {}
     for _ in range(attempts):
-        answer = get(port)
+        try:
+            answer = get(port)
+        except ConnectionResetError:
+            continue  # waiting in the queue of a worker that was killed
         seen[answer["worker"]] = answer["pid"]
         if len(seen) == WORKERS:
             break
