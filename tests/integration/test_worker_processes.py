@@ -2,8 +2,9 @@
 processes on loopback, through the public endpoint: connections pinned to each worker (the
 worker that accepted a connection says who it is in /readyz) show that the rate limits and an
 applicant's privacy budget hold across workers, that every worker's audit chain verifies
-with the others', tampering with one breaks that one, and that a worker killed mid-run is
-started again without losing what it had audited."""
+with the others', tampering with one breaks that one, that a worker killed mid-run is
+started again without losing what it had audited, and that SIGTERM stops every worker, each
+signing its chain's head."""
 
 from __future__ import annotations
 
@@ -308,3 +309,19 @@ def test_audit_chains_verify_together_and_a_killed_worker_loses_nothing_audited(
             connection.close()
     code, output = audit_verify(federation)
     assert code == 0, output
+
+
+def test_sigterm_stops_every_worker_and_each_signs_its_chain(federation: LocalFederation) -> None:
+    # The last test of the module: it stops the gateway.
+    gateway = federation.service("gateway")
+    assert gateway.process is not None
+    workers = worker_pids(federation)
+    gateway.stop(grace_s=30)
+    assert gateway.process.returncode == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    code, output = audit_verify(federation)
+    assert code == 0, output
+    chains = [line for line in output.splitlines() if line.startswith("gateway:")]
+    assert len(chains) == WORKERS, output
+    # Each worker signed its chain's head as it closed.
+    assert all("signatures verified" in line for line in chains), output
