@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -73,6 +76,7 @@ from gateway.service import Services
 from gateway.settings import GatewaySettings
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
+from gateway.worker_metrics import WorkerMetrics
 from gateway.workers import audit_chain, worker_share
 from oversight.audit.log import AuditLog
 from oversight.audit.store import AuditStore
@@ -233,9 +237,11 @@ def create_app(
     policy_set: PolicySet | None = None,
     concept_client: ConceptClient | None = None,
     worker: int = 0,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
     """The gateway for `settings`, as worker number `worker` of TESSERA_GATEWAY_PROCESSES
-    (`gateway.workers`: the audit chain it writes, its share of the limits in memory). The
+    (`gateway.workers`: the audit chain it writes, its share of the limits in memory), its
+    metrics shared with the other workers' through `metrics_dir` (`gateway.worker_metrics`). The
     federation file, its keys and the policies are loaded now, so a bad file fails here; the
     HTTP session to the nodes is opened and the audit trail resumed when the app starts.
     Given a `node_client` (e.g. a `MockNodeClient`), a `tracer_provider` or an
@@ -371,7 +377,12 @@ def create_app(
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
-    app.router.add_get(METRICS_PATH, metrics_view)
+    if metrics_dir is None:
+        app.router.add_get(METRICS_PATH, metrics_view)
+    else:
+        shared = WorkerMetrics(app[METRICS], metrics_dir, worker)
+        app.cleanup_ctx.append(shared.keep_writing)
+        app.router.add_get(METRICS_PATH, shared.view)
     if settings.console:
         install_console(
             app, graphql_path=GRAPHQL_PATH, demo_credentials=settings.console_demo_credentials
@@ -550,7 +561,7 @@ def serve(settings: GatewaySettings) -> int:
         return 0
 
     def worker(number: int, listen: Callable[[], socket.socket], ready: Callable[[], None]) -> None:
-        app = create_app(settings, worker=number)
+        app = create_app(settings, worker=number, metrics_dir=metrics_dir)
         serve_on(
             app,
             sock=listen(),
@@ -562,13 +573,17 @@ def serve(settings: GatewaySettings) -> int:
 
     # A federation file that cannot be loaded stops the start here, once, before any worker.
     load_federation(settings.federation)
-    with reserve(settings.host, settings.port) as sock:
-        status = serve_forked(
-            settings.processes,
-            sock,
-            worker,
-            announce_line=listening_line("gateway", sock, settings.host, GRAPHQL_PATH),
-        )
+    metrics_dir = Path(tempfile.mkdtemp(prefix="tessera-gateway-metrics-"))
+    try:
+        with reserve(settings.host, settings.port) as sock:
+            status = serve_forked(
+                settings.processes,
+                sock,
+                worker,
+                announce_line=listening_line("gateway", sock, settings.host, GRAPHQL_PATH),
+            )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("gateway stopped")
     return status
 

@@ -20,7 +20,8 @@ each worker keeps for itself and what the workers share.
   protect availability, not data: each worker finds a failing node by itself (up to
   CIRCUIT_FAILURES requests each), and a node sees up to PROCESSES × NODE_MAX_IN_FLIGHT
   requests from the gateway.
-- Metrics (`GET /metrics`): per worker; a scrape reads the worker that accepts it.
+- Metrics (`GET /metrics`): each worker counts its own, and a scrape of any worker shows
+  every worker's series, labelled `worker` (`gateway.worker_metrics`).
 - Policy files and the federation's JWKS: each worker loads and reloads them; SIGHUP to the
   parent reaches every worker.
 """

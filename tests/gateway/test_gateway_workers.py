@@ -5,14 +5,18 @@ are split so that the workers together hold no more than each cap."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import STATE, create_app
+from gateway.metrics import GatewayMetrics
 from gateway.nodes import MockNodeClient
 from gateway.settings import GatewaySettings
+from gateway.worker_metrics import WorkerMetrics
 from gateway.workers import audit_chain, gateway_chains, worker_of, worker_share
 from oversight.audit.store import MemoryAuditStore
 from schema.approval import ROLES_CLAIM, Role
@@ -134,3 +138,29 @@ async def test_each_worker_holds_its_share_of_the_questions_in_flight(
         services = client.app[STATE].services
         assert services is not None
         assert services.fair_share.per_researcher == 2  # 5 // 2
+
+
+def test_a_scrape_of_any_worker_shows_every_workers_series(tmp_path: Path) -> None:
+    metrics = [GatewayMetrics(), GatewayMetrics()]
+    shared = [WorkerMetrics(m, tmp_path, worker=n) for n, m in enumerate(metrics)]
+    metrics[0].rate_limit_refusals.add(2, {"outcome": "limited"})
+    metrics[1].rate_limit_refusals.add(3, {"outcome": "limited"})
+    metrics[1].audit_write.record(0.002, {"outcome": "ok"})
+    shared[1].snapshot()
+    metrics[0].rate_limit_refusals.add(1, {"outcome": "limited"})  # fresh in its own scrape
+    text = shared[0].render().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    refusals = {
+        s.labels["worker"]: s.value
+        for s in families["tessera_gateway_rate_limit_refusals"].samples
+        if s.name.endswith("_total")
+    }
+    assert refusals == {"0": 3.0, "1": 3.0}
+    writes = [s for s in families["tessera_gateway_audit_write_seconds"].samples]
+    assert {s.labels["worker"] for s in writes} == {"1"}
+    # One HELP and one TYPE per family, however many workers report it.
+    assert text.count("# TYPE tessera_gateway_rate_limit_refusals_total counter") == 1
+    # A worker that has not written its series yet is not there, until it does.
+    assert 'worker="0"' not in shared[1].render().decode()
+    shared[0].snapshot()
+    assert 'refusals_total{outcome="limited",worker="0"} 3.0' in shared[1].render().decode()

@@ -3,7 +3,8 @@ processes on loopback, through the public endpoint: connections pinned to each w
 worker that accepted a connection says who it is in /readyz) show that the rate limits and an
 applicant's privacy budget hold across workers, that every worker's audit chain verifies
 with the others', tampering with one breaks that one, that a worker killed mid-run is
-started again without losing what it had audited, and that SIGTERM stops every worker, each
+started again without losing what it had audited, that a scrape of /metrics shows every
+worker's series, and that SIGTERM stops every worker, each
 signing its chain's head."""
 
 from __future__ import annotations
@@ -189,6 +190,30 @@ def test_two_workers_serve_one_port(federation: LocalFederation) -> None:
     try:
         assert sorted(pinned) == list(range(WORKERS))
         assert len(worker_pids(federation)) == WORKERS
+    finally:
+        for connection in pinned.values():
+            connection.close()
+
+
+def test_a_scrape_of_one_worker_shows_every_workers_metrics(federation: LocalFederation) -> None:
+    pinned = pin_every_worker(federation.gateway_url)
+    headers = researcher(federation, "metrics")
+    try:
+        for worker in sorted(pinned):
+            answered(pinned[worker].post({"query": HYPERTENSION % APPLICATION}, headers))
+        time.sleep(1.5)  # each worker writes its series every second
+        for worker in sorted(pinned):
+            pinned[worker].connection.request("GET", "/metrics")
+            response = pinned[worker].connection.getresponse()
+            text = response.read().decode()
+            assert response.status == 200
+            requests = [
+                line
+                for line in text.splitlines()
+                if line.startswith("tessera_gateway_node_requests_total{")
+            ]
+            for number in range(WORKERS):
+                assert any(f'worker="{number}"' in line for line in requests), text
     finally:
         for connection in pinned.values():
             connection.close()
