@@ -2,13 +2,15 @@
 
     python tests/serving/forked_service.py PORT WORKERS [FAILING_WORKER]
 
-Each worker answers `GET /` with its number and pid, and `GET /slow` after a second (a
-request in flight when SIGTERM comes). FAILING_WORKER fails at start with a ConfigError."""
+Each worker answers `GET /` with its number, pid and the SIGHUPs it received, and `GET /slow`
+after a second (a request in flight when SIGTERM comes). FAILING_WORKER fails at start with
+a ConfigError."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -28,14 +30,20 @@ def main(argv: list[str]) -> int:
         if number == failing:
             raise ConfigError("the settings of this worker are wrong")
 
+        hangups: list[int] = []
+
         async def whoami(request: web.Request) -> web.Response:
-            return web.json_response({"worker": number, "pid": os.getpid()})
+            return web.json_response({"worker": number, "pid": os.getpid(), "hups": len(hangups)})
+
+        async def on_hangup(app: web.Application) -> None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangups.append, 1)
 
         async def slow(request: web.Request) -> web.Response:
             await asyncio.sleep(1.0)
             return web.json_response({"worker": number, "slow": True})
 
         app = web.Application()
+        app.on_startup.append(on_hangup)
         app.router.add_get("/", whoami)
         app.router.add_get("/slow", slow)
         serve_on(

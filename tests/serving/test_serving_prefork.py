@@ -1,5 +1,6 @@
 """`serving.prefork` with real processes on loopback: every worker serves the one port, the
-parent announces once all are ready, a killed worker is started again in its slot, SIGTERM
+parent announces once all are ready, a killed worker is started again in its slot, SIGHUP
+reaches every worker, SIGTERM
 drains every worker's in-flight requests before the parent exits 0, and a worker that fails
 at start stops the whole service with its status."""
 
@@ -102,6 +103,20 @@ def test_every_worker_serves_the_port_and_a_killed_one_is_started_again(
         raise AssertionError("worker 1 was not started again")
     assert again[0] == seen[0]
     assert set(again.values()) == children(process.pid)
+    assert process.poll() is None
+
+
+def test_sighup_reaches_every_worker(service: tuple[subprocess.Popen[str], int]) -> None:
+    process, port = service
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        hups = {answer["worker"]: answer["hups"] for answer in map(get, [port] * 20)}
+        if hups == dict.fromkeys(range(WORKERS), 1):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"SIGHUPs seen by each worker: {hups}")
     assert process.poll() is None
 
 
