@@ -248,8 +248,8 @@ def create_app(
     `audit_store`, the app uses it instead of its own, and leaves closing it to the caller; a
     `rate_limiter` replaces the real one, and `policy_set` the policies of the settings (then
     fixed: only the settings' policy files are reloaded); with a `node_client`, vocabulary
-    look-ups go to `concept_client` (none: not offered). JWKS
-    refresh, Redis and the policy reload start with the app."""
+    look-ups go to `concept_client` (none: not offered). JWKS refresh, Redis and the policy
+    reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
         load_signing_key(
@@ -545,8 +545,9 @@ def _federation_watch(
 
 def serve(settings: GatewaySettings) -> int:
     """Run the gateway until SIGTERM/SIGINT, then shut down gracefully (`serving.lifecycle`);
-    prints one line once it accepts connections. With several processes, a parent binds the
-    port and supervises the workers (`serving.prefork`); the exit status is the service's."""
+    prints one line once it accepts connections. With several processes, a parent reserves
+    the port and supervises the workers (`serving.prefork`); the exit status is the
+    service's."""
     if settings.processes == 1:
         serve_app(
             create_app(settings),

@@ -79,7 +79,7 @@ class GatewaySettings(ServiceSettings):
     processes: int = Field(
         1,
         description="Gateway worker processes behind the one port, at most 64: a parent "
-        "binds it and forks them (`serving.prefork`), restarts one that dies once ready and "
+        "reserves it and forks them (`serving.prefork`), restarts one that dies once ready and "
         "stops them all on SIGTERM. Each writes an audit chain of its own in AUDIT_DB; rate "
         "limits are shared through RATE_DB or Redis; each worker holds its share of "
         "MAX_COHORTS_PER_RESEARCHER and MAX_COHORTS_PER_APPLICATION (see gateway.workers). "

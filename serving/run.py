@@ -52,9 +52,8 @@ def serve_on(
     refusal: Refusal,
     shutdown_timeout_s: float,
 ) -> None:
-    """Serve `app` on the listening `sock` (bound by `listen`, here or in a pre-fork parent,
-    `serving.prefork`) until SIGTERM/SIGINT, as `serve_app` does; `ready()` once it accepts
-    connections."""
+    """Serve `app` on the listening `sock` (`listen`'s, or a worker's of `serving.prefork`)
+    until SIGTERM/SIGINT, as `serve_app` does; `ready()` once it accepts connections."""
     freeze_heap()
     run_app(
         app,
