@@ -40,6 +40,8 @@ from bench.fakenode import tables
 from bench.policies import write_policies
 from bench.queries import (
     COHORT,
+    COHORT_21,
+    COHORT_21_COLUMNS,
     COHORT_COLUMNS,
     COHORT_FULL,
     COHORT_FULL_COLUMNS,
@@ -66,6 +68,9 @@ QUERIES: Final = {
     # The same table as columns, and both with every field of each number (what the client
     # reads).
     "cohort-columns": COHORT_COLUMNS,
+    # A table of 21 cells per node (`cohort`'s has 3).
+    "cohort-21": COHORT_21,
+    "cohort-21-columns": COHORT_21_COLUMNS,
     "cohort-full": COHORT_FULL,
     "cohort-full-columns": COHORT_FULL_COLUMNS,
     # The client's shape: two tables of their whole domains (42 and 14 per node).
@@ -289,6 +294,8 @@ SHAPES: Final = (
     ("count", 5),
     ("cohort", 5),
     ("cohort-columns", 5),
+    ("cohort-21", 5),
+    ("cohort-21-columns", 5),
     ("cohort", 30),
 )
 
