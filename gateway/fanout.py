@@ -20,6 +20,7 @@ from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
 from gateway.query_trail import node_step
+from gateway.question_token import question_scope
 from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.audit.entry import NodeStep
@@ -92,6 +93,7 @@ async def fan_out(
     async def call(jurisdiction: Jurisdiction, permit: Permit) -> NodeOutcome:
         started = time.perf_counter()
         node = nodes[jurisdiction]
+        request = requests[jurisdiction]
         timeout = timeouts.within(deadline_s, node.latency)
         try:
             # The client gets the same timeout for its transport; this guard also holds a
@@ -99,9 +101,7 @@ async def fan_out(
             async with asyncio.timeout_at(started_at + timeout + GUARD_GRACE_S):
                 return await client.query(
                     node,
-                    plan.node_request(
-                        jurisdiction, permit.approval, (pooling or {}).get(jurisdiction)
-                    ),
+                    request,
                     approval_token=permit.token,
                     timeout=timeout,
                 )
@@ -123,4 +123,11 @@ async def fan_out(
             )
 
     asked = plan.jurisdictions if jurisdictions is None else jurisdictions
-    return list(await asyncio.gather(*(ask(j) for j in asked)))
+    # Every request is made before any leaves, so that one token can cover them all.
+    requests = {
+        j: plan.node_request(j, permits[j].approval, (pooling or {}).get(j))
+        for j in asked
+        if decisions[j].allowed and j in permits
+    }
+    with question_scope({nodes[j].node_id: r for j, r in requests.items()}):
+        return list(await asyncio.gather(*(ask(j) for j in asked)))
