@@ -6,12 +6,15 @@ node client, beneath the resilience, vetting and watching wrappers, which pass e
 through unchanged. A context variable joins the two without threading a token through every
 client's signature: the fan-out opens a `QuestionScope` around its gather (each task copies
 the context, and so shares the scope), and the HTTP client takes its node's credential from
-it. A node's credential is handed out once: a retry of that node, or a request the scope does
-not know (not the very object the fan-out planned), is signed with a token of its own.
+it. A node's credential is handed out once: a retry of that node, a request the scope does
+not know (not the very object the fan-out planned), or one that waited for its node's slot
+past half the token's lifetime (the question token is signed when the first node is asked),
+is signed with a token of its own.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,10 +22,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from schema.wire import NodeRequest
-from trust.request_token import QuestionCredential, RequestSigner
+from trust.request_token import LIFETIME_S, QuestionCredential, RequestSigner
 
 # Below this many nodes a question token saves nothing: one node is signed on its own.
 MIN_QUESTION_NODES: Final = 2
+# A request sent later than this after the question token was signed gets its own token, so
+# that no node sees a token near its expiry (a node in a batch latency class may wait long
+# for a slot).
+FRESH_FOR_S: Final = LIFETIME_S / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +43,9 @@ class QuestionScope:
     """The requests of one fan-out by node id, and their credentials once signed."""
 
     requests: Mapping[str, NodeRequest]
+    clock: Callable[[], float] = time.monotonic
     signed: dict[str, SignedBody] | None = None
+    signed_at: float = 0.0
     handed: set[str] = field(default_factory=set)
 
 
@@ -44,10 +53,13 @@ _QUESTION: ContextVar[QuestionScope | None] = ContextVar("tessera_question", def
 
 
 @contextmanager
-def question_scope(requests: Mapping[str, NodeRequest]) -> Iterator[None]:
+def question_scope(
+    requests: Mapping[str, NodeRequest], *, clock: Callable[[], float] = time.monotonic
+) -> Iterator[None]:
     """While open, the node clients of this context sign `requests` (by node id) with one
     question token."""
-    reset = _QUESTION.set(QuestionScope(requests) if len(requests) >= MIN_QUESTION_NODES else None)
+    scope = QuestionScope(requests, clock) if len(requests) >= MIN_QUESTION_NODES else None
+    reset = _QUESTION.set(scope)
     try:
         yield
     finally:
@@ -69,5 +81,8 @@ def take_signed(
         bodies = {node: encode(r) for node, r in scope.requests.items()}
         credentials = signer.sign_question(bodies)
         scope.signed = {node: SignedBody(bodies[node], credentials[node]) for node in bodies}
+        scope.signed_at = scope.clock()
+    elif scope.clock() - scope.signed_at > FRESH_FOR_S:
+        return None
     scope.handed.add(node_id)
     return scope.signed[node_id]

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.nodes import encode_request
 from gateway.planner import plan_query
-from gateway.question_token import question_scope, take_signed
+from gateway.question_token import FRESH_FOR_S, question_scope, take_signed
 from schema.codes import Jurisdiction
 from schema.wire import QUESTION_TOKEN_TYP, NodeRequest
 from tests.gateway.gateway_kit import APPROVAL, MEMBERS, REQUEST_ID, SEX, SUBJECT
-from trust.request_token import RequestSigner, RequestVerifier
+from trust.request_token import LIFETIME_S, RequestSigner, RequestVerifier
 
 KEY = Ed25519PrivateKey.generate()
 SIGNER = RequestSigner(issuer="tessera-gateway", kid="gateway-1", key=KEY, clock=time.time)
@@ -61,6 +61,19 @@ def test_a_request_the_scope_did_not_plan_is_signed_alone() -> None:
         # An equal request, but not the one planned (a wrapper that rewrote it).
         assert take_signed(SIGNER, fr, planned[fr].model_copy(), encode_request) is None
         assert take_signed(SIGNER, "tessera-node-xx", planned[fr], encode_request) is None
+
+
+def test_a_request_that_waited_past_half_the_lifetime_is_signed_alone() -> None:
+    planned = requests()
+    now = [100.0]
+    fr, dk, no = (f"tessera-node-{j}" for j in ("fr", "dk", "no"))
+    with question_scope(planned, clock=lambda: now[0]):
+        assert take_signed(SIGNER, fr, planned[fr], encode_request) is not None
+        now[0] += FRESH_FOR_S
+        assert take_signed(SIGNER, dk, planned[dk], encode_request) is not None
+        now[0] += 0.01
+        assert take_signed(SIGNER, no, planned[no], encode_request) is None
+    assert FRESH_FOR_S == LIFETIME_S / 2
 
 
 def test_one_node_is_signed_alone() -> None:
