@@ -4,7 +4,9 @@ A gateway sends `POST {node}/v1/query` with a JSON `NodeRequest` body, a gateway
 EdDSA JWT in `Authorization: Bearer ...` whose claims bind it to this node (`aud`), to a
 short lifetime (`exp`), to one use (`jti`) and to the exact body bytes (`bsh`, SHA-256 hex),
 the researcher's permit from this node's own HDAB in `X-Tessera-Approval` (byte for byte as
-the HDAB signed it, so that the node verifies it end to end), and W3C `traceparent`.
+the HDAB signed it, so that the node verifies it end to end), and W3C `traceparent`. A
+question's fan-out may sign one token for all its nodes instead (`QUESTION_TOKEN_TYP`, below;
+docs/request-tokens.md).
 
 A researcher sends the gateway one permit per jurisdiction, each in its own
 `X-Tessera-Permit` header (`PERMIT_HEADER`, at most `MAX_PERMITS`); the gateway forwards to
