@@ -26,6 +26,7 @@ from schema import telemetry as otel
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
 from schema.pooling import PoolingRequest
+from schema.wire import NodeRequest
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,12 @@ async def fan_out(
     async def call(jurisdiction: Jurisdiction, permit: Permit) -> NodeOutcome:
         started = time.perf_counter()
         node = nodes[jurisdiction]
-        request = requests[jurisdiction]
+        request = requests.get(jurisdiction)
         timeout = timeouts.within(deadline_s, node.latency)
+        if request is None:
+            return NodeOutcome.failed(
+                jurisdiction, NodeStatus.ERROR, "the gateway could not make this node's request"
+            )
         try:
             # The client gets the same timeout for its transport; this guard also holds a
             # client that ignores it.
@@ -124,10 +129,13 @@ async def fan_out(
 
     asked = plan.jurisdictions if jurisdictions is None else jurisdictions
     # Every request is made before any leaves, so that one token can cover them all.
-    requests = {
-        j: plan.node_request(j, permits[j].approval, (pooling or {}).get(j))
-        for j in asked
-        if decisions[j].allowed and j in permits
-    }
+    requests: dict[Jurisdiction, NodeRequest] = {}
+    for j in asked:
+        if decisions[j].allowed and j in permits:
+            try:
+                requests[j] = plan.node_request(j, permits[j].approval, (pooling or {}).get(j))
+            except Exception as e:
+                # As a client's bug: it costs this node, not the question.
+                log.error("node %s: request not made: %s", j.value, type(e).__name__)
     with question_scope({nodes[j].node_id: r for j, r in requests.items()}):
         return list(await asyncio.gather(*(ask(j) for j in asked)))
