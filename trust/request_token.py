@@ -250,10 +250,11 @@ class RequestVerifier:
                 code=ErrorCode.REQUEST_EXPIRED,
             )
         if question:
-            bsh, expected = (
-                _own_body_hash(claims, self._audience),
-                salted_body_hash(_salt(salt), body),
-            )
+            hashes = _body_hashes(claims)
+            bsh, expected = hashes[self._audience], salted_body_hash(_salt(salt), body)
+            if not hmac.compare_digest(bsh, expected) and expected in hashes.values():
+                # Another node's request, sent here (a wrong URL, or that node forwarding it).
+                raise RequestRefused("request token is for another node", code=ErrorCode.WRONG_NODE)
         else:
             bsh, expected = claims[BODY_HASH_CLAIM], body_hash(body)
         if not isinstance(bsh, str) or not hmac.compare_digest(bsh, expected):
@@ -315,10 +316,10 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def _own_body_hash(claims: Mapping[str, Any], audience: str) -> object:
-    """This node's entry of a question token's `bsm`, once `aud` and `bsm` are seen to name
-    the same nodes, at most `QUESTION_TOKEN_MAX_NODES`, each once (pyjwt checked that
-    `audience` is among them)."""
+def _body_hashes(claims: Mapping[str, Any]) -> dict[str, str]:
+    """A question token's `bsm`, once it and `aud` are seen to name the same nodes, at most
+    `QUESTION_TOKEN_MAX_NODES`, each once, each with a string (pyjwt checked that this node
+    is among them)."""
     aud, hashes = claims["aud"], claims[BODY_HASHES_CLAIM]
     if (
         not isinstance(aud, list)
@@ -326,9 +327,13 @@ def _own_body_hash(claims: Mapping[str, Any], audience: str) -> object:
         or len(set(aud)) != len(aud)
     ):
         raise RequestRefused("question token must list each of its nodes once in aud")
-    if not isinstance(hashes, dict) or set(hashes) != set(aud):
+    if (
+        not isinstance(hashes, dict)
+        or set(hashes) != set(aud)
+        or not all(isinstance(h, str) for h in hashes.values())
+    ):
         raise RequestRefused(f"question token's {BODY_HASHES_CLAIM} must name the nodes of aud")
-    return hashes[audience]
+    return hashes
 
 
 def _salt(value: str | None) -> bytes:

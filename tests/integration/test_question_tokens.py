@@ -4,8 +4,8 @@ FR connector behind a wire tap on loopback that records what the gateway sends i
 - Questions still work; the request FR received carries the question's token (both nodes in
   `aud`, each with its own salted body hash) and FR's own salt.
 - The captured request replayed to DK (with its body, salt and permit) is refused
-  (BODY_MISMATCH: DK's entry is the hash of DK's own body), and so is the same request sent
-  to FR again (REPLAYED_REQUEST); DK answered the gateway's own request before that.
+  (WRONG_NODE: it matches FR's entry, not DK's), and so is the same request sent to FR again
+  (REPLAYED_REQUEST); the next question is answered by both.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_questions_carry_one_token_and_a_captured_request_is_refused_elsewhere(
     ]
     dk = federation.service("connector DK").base_url + QUERY_PATH
     status, _, refused = http_post(dk, captured.body, replayed)
-    assert (status, refused.get("code")) == (401, "BODY_MISMATCH"), refused
+    assert (status, refused.get("code")) == (400, "WRONG_NODE"), refused
     fr = federation.service("connector FR").base_url + QUERY_PATH
     status, _, refused = http_post(fr, captured.body, replayed)
     assert (status, refused.get("code")) == (401, "REPLAYED_REQUEST"), refused

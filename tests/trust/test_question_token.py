@@ -203,9 +203,11 @@ async def test_a_body_moved_to_another_node_is_refused_and_spends_nothing() -> N
     credentials = signer().sign_question(BODIES)
     fr, de = credentials[FR], credentials[DE]
     verifiers = nodes()
-    # FR forwards its own request to DE (its body, its salt), or with DE's salt, or DE's body
-    # under FR's salt: DE's entry matches none of them.
-    for body, salt in ((BODIES[FR], fr.salt), (BODIES[FR], de.salt), (BODIES[DE], fr.salt)):
+    # FR forwards its own request to DE (its body, its salt): DE sees it is FR's.
+    code = await refused(verifiers[DE], fr.authorization, BODIES[FR], fr.salt)
+    assert code is ErrorCode.WRONG_NODE
+    # FR's body with DE's salt, DE's body under FR's salt: DE's entry matches neither.
+    for body, salt in ((BODIES[FR], de.salt), (BODIES[DE], fr.salt)):
         code = await refused(verifiers[DE], fr.authorization, body, salt)
         assert code is ErrorCode.BODY_MISMATCH
     # None of those took DE's use of the token: the gateway's own request still passes.
@@ -271,6 +273,7 @@ async def test_each_type_must_carry_its_own_claims() -> None:
         question_claims(aud=[FR]),
         question_claims(aud=[FR, DE, DK]),
         question_claims(**{BODY_HASHES_CLAIM: [salted_body_hash(b"s" * 16, BODIES[FR])]}),
+        question_claims(**{BODY_HASHES_CLAIM: {FR: 1, DE: 2}}),
     ):
         assert (
             await refused(node(FR), hand_signed(claims), BODIES[FR], SALT)
