@@ -27,6 +27,7 @@ from gateway.app import create_app
 from gateway.federation import NodeInfo
 from gateway.nodes import HttpNodeClient, MockNodeClient, NodeOutcome, create_session
 from gateway.planner import plan_query
+from gateway.question_token import question_scope
 from gateway.settings import GatewaySettings
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
@@ -275,6 +276,28 @@ async def test_a_request_outside_a_fan_out_is_signed_alone(
     assert seen["claims"]["aud"] == "tessera-node-fr"
     assert seen["claims"]["bsh"] == hashlib.sha256(seen["body"]).hexdigest()
     assert seen["salt"] is None
+
+
+@pytest.mark.parametrize("question_tokens", [True, False])
+async def test_a_fan_out_signs_with_the_question_token_unless_turned_off(
+    keys: Keys, fake_node: tuple[FakeNode, str], question_tokens: bool
+) -> None:
+    node, base = fake_node
+    session = create_session()
+    signer = RequestSigner(issuer=GATEWAY_ID, kid="gateway-1", key=keys.gateway)
+    client = HttpNodeClient(session, signer, question_tokens=question_tokens)
+    request = node_request()
+    other = request.model_copy(update={"jurisdiction": Jurisdiction.DK})
+    info = NodeInfo(FR, "tessera-node-fr", f"{base}/fr")
+    try:
+        with question_scope({"tessera-node-fr": request, "tessera-node-dk": other}):
+            outcome = await client.query(info, request, approval_token="r", timeout=5.0)
+    finally:
+        await session.close()
+    assert outcome.status is NodeStatus.OK
+    (seen,) = node.seen
+    assert seen["header"]["typ"] == (QUESTION_TOKEN_TYP if question_tokens else REQUEST_TOKEN_TYP)
+    assert (seen["salt"] is not None) is question_tokens
 
 
 async def test_denied(http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]) -> None:
