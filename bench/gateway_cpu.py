@@ -54,6 +54,7 @@ from bench.traced import install
 from gateway.app import create_app
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeOutcome, encode_request, interpret
+from gateway.question_token import take_signed
 from gateway.settings import GatewaySettings
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
@@ -99,8 +100,9 @@ class InstantNodes:
         approval_token: str,
         timeout: float,  # noqa: ASYNC109 - the protocol's signature
     ) -> NodeOutcome:
-        body = encode_request(request)
-        self._signer.sign(body, audience=node.node_id)
+        signed = take_signed(self._signer, node.node_id, request, encode_request)
+        if signed is None:
+            self._signer.sign(encode_request(request), audience=node.node_id)
         j = node.jurisdiction.value
         shape = request.query.model_dump_json().encode()
         template = self._answers.get((j, shape))
