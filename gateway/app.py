@@ -477,7 +477,7 @@ def _services(
                 kid=federation.signing_kid,
                 key=federation.signing_key,
             )
-            transport = HttpNodeClient(session, signer)
+            transport = HttpNodeClient(session, signer, question_tokens=settings.question_tokens)
             concepts = HttpConceptClient(session, signer)
             regressions = HttpRegressionClient(session, signer)
         app[STATE].session = session

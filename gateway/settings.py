@@ -136,6 +136,12 @@ class GatewaySettings(ServiceSettings):
         description="The same for all researchers of one application (the permits' "
         "application id, else their data request).",
     )
+    question_tokens: bool = Field(
+        True,
+        description="Sign one request token per question for all its nodes (each node's own "
+        "salted body hash in it) instead of one per node. Turn off while a node older than "
+        "tessera-node-question+jwt is in the federation.",
+    )
     node_retry_attempts: int = Field(
         3,
         description="Attempts per node request in all, when the connection cannot be opened "
