@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from typing import Any
 
 import orjson
@@ -16,12 +17,14 @@ from pydantic import ValidationError
 from gateway.answer_decoding import DecodedAnswer, decode_answer, decode_response
 from gateway.federation import NodeInfo
 from gateway.nodes import interpret
+from gateway.planner import plan_query
 from schema.audit.entry import released_hash
-from schema.codes import Jurisdiction, NodeStatus
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus
 from schema.query import CohortQuery, Criteria
 from schema.wire import NodeRequest, NodeResponse
 from tests.gateway.gateway_kit import APPROVAL, REQUEST_ID, SUBJECT
 
+COUNT_KIND = MeasureKind.PERSON_COUNT
 LOW_REASON = {"rule": "BELOW_MINIMUM", "jurisdiction": "FR", "message": "below 10"}
 
 
@@ -246,3 +249,103 @@ def test_an_answer_is_judged_as_its_model_judges_it(body: bytes) -> None:
     # Valid, though not what was asked (the question asked only the total).
     assert outcome.status is NodeStatus.REJECTED
     assert outcome.message == "the answer's tables differ from those asked"
+
+
+def _count(n: int) -> dict[str, Any]:
+    return {"PERSON_COUNT": _value(n)}
+
+
+def _sex_request() -> NodeRequest:
+    plan = plan_query(
+        members=[Jurisdiction.FR],
+        subject=SUBJECT,
+        request_id=REQUEST_ID,
+        criteria={},
+        jurisdictions=None,
+        reference_date=dt.date(2026, 1, 1),
+        tables=[(), (Dimension.SEX,)],
+    )
+    return plan.node_request(Jurisdiction.FR, APPROVAL)
+
+
+SEX_CELLS = [{"key": [k], "values": _count(100)} for k in ("FEMALE", "MALE", "UNKNOWN")]
+
+
+@pytest.mark.parametrize(
+    ("total", "by_sex", "message"),
+    [
+        ([{"key": [], "values": _count(300)}], SEX_CELLS, None),
+        (
+            [{"key": [], "values": _count(300)}],
+            [*SEX_CELLS[:2], {"key": ["MALE"], "values": _count(100)}],
+            "a table has a malformed or repeated cell key",
+        ),
+        (
+            [{"key": [], "values": _count(300)}],
+            [*SEX_CELLS[:2], {"key": ["UNKNOWN", "FEMALE"], "values": _count(1)}],
+            "a table has a malformed or repeated cell key",
+        ),
+        (
+            [{"key": [], "values": _count(300)}],
+            [*SEX_CELLS[:2], {"key": ["UNKNOWN"], "values": {"VALUE_N": _value(100)}}],
+            "a cell does not carry exactly the measures asked",
+        ),
+        (
+            [{"key": [], "values": _count(300)}],
+            [*SEX_CELLS[:2], {"key": ["UNKNOWN"], "values": {**_count(1), "VALUE_N": _value(1)}}],
+            "a cell does not carry exactly the measures asked",
+        ),
+        (
+            [{"key": [], "values": {"VALUE_N": _value(300)}}],
+            SEX_CELLS,
+            "a cell does not carry exactly the measures asked",
+        ),
+        (
+            # Which comes first, cell by cell: the measures of the second cell.
+            [{"key": [], "values": _count(300)}],
+            [SEX_CELLS[0], {"key": ["MALE"], "values": {}}, SEX_CELLS[0]],
+            "the answer does not follow tessera/1",  # a cell without values: NodeCell's
+        ),
+        (
+            [{"key": [], "values": _count(300)}],
+            [SEX_CELLS[0], {"key": ["MALE"], "values": {"VALUE_N": _value(1)}}, SEX_CELLS[0]],
+            "a cell does not carry exactly the measures asked",
+        ),
+        (
+            [{"key": [], "values": _count(300)}, {"key": [], "values": _count(300)}],
+            SEX_CELLS,
+            "a table has a malformed or repeated cell key",
+        ),
+        ([], SEX_CELLS, "the total table must have exactly one cell"),
+    ],
+    ids=[
+        "valid",
+        "repeated",
+        "too-long",
+        "other-measure",
+        "extra-measure",
+        "total-other-measure",
+        "no-values",
+        "measures-before-repeat",
+        "two-totals",
+        "no-total",
+    ],
+)
+def test_each_cell_problem_is_named(
+    total: list[dict[str, Any]], by_sex: list[dict[str, Any]], message: str | None
+) -> None:
+    request = _sex_request()
+    body = orjson.dumps(
+        {
+            "query_id": request.query_id,
+            "jurisdiction": "FR",
+            "status": "OK",
+            "tables": [{"by": [], "cells": total}, {"by": ["SEX"], "cells": by_sex}],
+        }
+    )
+    outcome = interpret(NodeInfo(Jurisdiction.FR, "node-fr", "http://x"), request, 200, body, 1.0)
+    if message is None:
+        assert outcome.status is NodeStatus.OK
+        assert outcome.measures[COUNT_KIND][(Dimension.SEX,)][("MALE",)].value == 100
+    else:
+        assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, message)
