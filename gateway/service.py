@@ -2,7 +2,7 @@
 plan → policy (each jurisdiction on its own HDAB's permit) → limits (a place in the
 researcher's share of the questions in flight, the request's cost budget, rate limits) →
 fan out (one request per node, a second round when a pooled one fails) → quorum → combine
-(gateway-side disclosure control) → audit. Each step is a span of the question's trace and a
+(gateway-side disclosure control) → audit. Each step is an event of the question's span and a
 timing of its audit entry (`gateway.query_trail`); `answer_cohort` only strings them together, all
 under the policy set in force when the question started, however the files change meanwhile.
 
