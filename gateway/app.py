@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
+from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.console import install_console
@@ -488,6 +489,9 @@ def _services(
                 per_researcher=settings.max_cohorts_per_researcher,
                 per_application=settings.max_cohorts_per_application,
                 on_refused=app[METRICS].fair_share_refused,
+            ),
+            admission=Admission(
+                active=settings.max_active_cohorts, waiting=settings.max_waiting_cohorts
             ),
         )
         try:

@@ -123,6 +123,7 @@ async def test_one_trace_per_operation_with_an_event_per_step(
         "gateway.plan",
         "gateway.policy",
         "gateway.limits",
+        "gateway.admission",
         "gateway.fan_out",
         "gateway.combine",
         "audit.write",

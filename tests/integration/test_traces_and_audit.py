@@ -136,6 +136,7 @@ def test_one_trace_spans_the_gateway_and_the_connector_processes(
         "gateway.plan",
         "gateway.policy",
         "gateway.limits",
+        "gateway.admission",
         "gateway.fan_out",
         "gateway.combine",
         "audit.write",
