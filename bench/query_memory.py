@@ -27,6 +27,7 @@ import sys
 import tracemalloc
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from bench.gateway_cpu import InstantNodes, gateway
@@ -98,7 +99,16 @@ def live_types() -> Counter[str]:
     return Counter(type(o).__name__ for o in gc.get_objects())
 
 
-async def measure(queries: int, nodes: int, active: int, top: int) -> None:
+@dataclass(frozen=True)
+class Held:
+    """What `queries` parked questions held: bytes by part, live objects by type."""
+
+    queries: int
+    parts: Counter[str]
+    objects: Counter[str]
+
+
+async def measure(queries: int, nodes: int, active: int) -> Held:
     from bench.cluster import ALL_JURISDICTIONS
 
     last = ALL_JURISDICTIONS[nodes - 1].value
@@ -144,21 +154,7 @@ async def measure(queries: int, nodes: int, active: int, top: int) -> None:
         tracemalloc.stop()
         parked.release.set()
         await asyncio.gather(*burst)
-    fanning = min(queries, active)
-    print(
-        f"{queries} questions, {nodes} nodes: {fanning} waiting for their last node "
-        f"({nodes - 1} answers in), {queries - fanning} waiting for a turn (--active {active})"
-    )
-    parts = by_part(before, after)
-    total = sum(parts.values())
-    print(f"\n{'part':52} {'KB all':>10} {'KB/question':>12}")
-    for part, size in parts.most_common():
-        print(f"{part:52} {size / 1024:10.0f} {size / 1024 / queries:12.1f}")
-    print(f"{'total':52} {total / 1024:10.0f} {total / 1024 / queries:12.1f}")
-    grown = types_after - types_before
-    print(f"\nobjects alive per question, the {top} most numerous types:")
-    for name, count in grown.most_common(top):
-        print(f"  {name:40} {count / queries:8.1f}")
+    return Held(queries, by_part(before, after), types_after - types_before)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--active", type=int, default=1000, help="the gateway's turns")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
-    asyncio.run(measure(args.queries, args.nodes, args.active, args.top))
+    held = asyncio.run(measure(args.queries, args.nodes, args.active))
+    queries, fanning = args.queries, min(args.queries, args.active)
+    print(
+        f"{queries} questions, {args.nodes} nodes: {fanning} waiting for their last node "
+        f"({args.nodes - 1} answers in), {queries - fanning} waiting for a turn "
+        f"(--active {args.active})"
+    )
+    total = sum(held.parts.values())
+    print(f"\n{'part':52} {'KB all':>10} {'KB/question':>12}")
+    for part, size in held.parts.most_common():
+        print(f"{part:52} {size / 1024:10.0f} {size / 1024 / queries:12.1f}")
+    print(f"{'total':52} {total / 1024:10.0f} {total / 1024 / queries:12.1f}")
+    print(f"\nobjects alive per question, the {args.top} most numerous types:")
+    for name, count in held.objects.most_common(args.top):
+        print(f"  {name:40} {count / queries:8.1f}")
     return 0
 
 
