@@ -491,7 +491,9 @@ def _services(
                 on_refused=app[METRICS].fair_share_refused,
             ),
             admission=Admission(
-                active=settings.max_active_cohorts, waiting=settings.max_waiting_cohorts
+                active=settings.max_active_cohorts,
+                waiting=settings.max_waiting_cohorts,
+                on_refused=app[METRICS].admission_refused,
             ),
         )
         try:

@@ -174,6 +174,9 @@ async def test_a_burst_beyond_the_turns_waits_or_is_refused_and_nothing_is_lost(
     assert sorted(e.decision for e in entries) == ["ANSWERED"] * 5 + ["REFUSED"] * 3
     refusals = [e for e in entries if e.decision == "REFUSED"]
     assert {e.record().error_code for e in refusals} == {ErrorCode.GATEWAY_BUSY}
+    # Operators see the refusals, by reason (never by whom).
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tessera_gateway_admission_refusals_total{reason="full"} 3.0' in metrics
 
 
 async def test_a_question_whose_deadline_passes_waiting_is_refused_without_asking(
