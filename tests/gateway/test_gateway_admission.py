@@ -149,10 +149,12 @@ async def test_a_burst_beyond_the_turns_waits_or_is_refused_and_nothing_is_lost(
     client, nodes, release, asking, peak = gateway
     token = mint(keys)
     burst = [asyncio.create_task(ask(client, token)) for _ in range(8)]
-    await until(lambda: sum(task.done() for task in burst) == 3)
+    await until(lambda: sum(task.done() for task in burst) == 3 and len(asking) == 2)
     # Two questions at the nodes, three waiting, and the other three refused at once, before
     # any node was asked for them.
+    await asyncio.sleep(0.1)
     assert len(asking) == 2
+    assert sum(task.done() for task in burst) == 3
     refused = [task.result() for task in burst if task.done()]
     for status, retry_after, body in refused:
         assert status == 200
