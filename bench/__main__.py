@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import connector, disclosure_utility, fanout, gateway_cpu, protect, scale, throughput
+from bench import (
+    against,
+    connector,
+    disclosure_utility,
+    fanout,
+    gateway_cpu,
+    protect,
+    scale,
+    throughput,
+)
 from bench.cluster import REPO, gateway_env_from_environment
 from bench.report import Report, machine
 
@@ -143,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=against.BASELINE,
+        help="the earlier run the second round's table compares with (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(only) - set(NAMES)
@@ -167,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.data["set"] = "full" if args.full else "quick"
     report.save(args.results)
     print(report.summary())
+    if args.before.exists() and set(only) & {"cpu", "fanout", "throughput", "scale"}:
+        print(f"\nPerformance, second round: before ({args.before.name}) and now")
+        print(against.render(against.load(args.before), against.load(args.results)))
     print(f"results: {args.results}")
     if "fanout" in only:
         if importlib.util.find_spec("matplotlib") is None:

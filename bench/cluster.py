@@ -11,6 +11,7 @@ switch, e.g. an audit trail) comes from `BENCH_GATEWAY_ENV` (`NAME=VALUE NAME2=V
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -222,6 +223,21 @@ def rss_mb(pid: int) -> tuple[float, float]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a process and its living children (a pre-fork gateway's workers)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    total = cpu_seconds(pid)
+    for child in children:
+        # A worker restarted between the two readings would be counted from zero: none is
+        # in a run that holds.
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(int(child))
+    return total
 
 
 def cpu_seconds(pid: int) -> float:

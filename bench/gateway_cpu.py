@@ -40,6 +40,8 @@ from bench.fakenode import tables
 from bench.policies import write_policies
 from bench.queries import (
     COHORT,
+    COHORT_21,
+    COHORT_21_COLUMNS,
     COHORT_COLUMNS,
     COHORT_FULL,
     COHORT_FULL_COLUMNS,
@@ -52,6 +54,7 @@ from bench.traced import install
 from gateway.app import create_app
 from gateway.federation import NodeInfo
 from gateway.nodes import NodeClient, NodeOutcome, encode_request, interpret
+from gateway.question_token import take_signed
 from gateway.settings import GatewaySettings
 from schema.codes import NodeStatus
 from schema.wire import NodeRequest
@@ -66,6 +69,9 @@ QUERIES: Final = {
     # The same table as columns, and both with every field of each number (what the client
     # reads).
     "cohort-columns": COHORT_COLUMNS,
+    # A table of 21 cells per node (`cohort`'s has 3).
+    "cohort-21": COHORT_21,
+    "cohort-21-columns": COHORT_21_COLUMNS,
     "cohort-full": COHORT_FULL,
     "cohort-full-columns": COHORT_FULL_COLUMNS,
     # The client's shape: two tables of their whole domains (42 and 14 per node).
@@ -94,8 +100,9 @@ class InstantNodes:
         approval_token: str,
         timeout: float,  # noqa: ASYNC109 - the protocol's signature
     ) -> NodeOutcome:
-        body = encode_request(request)
-        self._signer.sign(body, audience=node.node_id)
+        signed = take_signed(self._signer, node.node_id, request, encode_request)
+        if signed is None:
+            self._signer.sign(encode_request(request), audience=node.node_id)
         j = node.jurisdiction.value
         shape = request.query.model_dump_json().encode()
         template = self._answers.get((j, shape))
@@ -295,6 +302,8 @@ SHAPES: Final = (
     ("count", 5),
     ("cohort", 5),
     ("cohort-columns", 5),
+    ("cohort-21", 5),
+    ("cohort-21-columns", 5),
     ("cohort", 30),
 )
 

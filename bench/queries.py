@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 # A gateway-shaped cohort question: criteria, the pooled count, every node's status and count,
-# and a two-dimension breakdown (20 cells per node). Asks every member of the federation.
+# and a two-dimension breakdown. Asks every member of the federation. Filed as "a 20-cell
+# breakdown", its table has 3 cells per node: a table is its dimensions' domain as the criteria
+# bound it (FEMALE × 40-49, 50-59, 60-69). Kept as it is so its history stays comparable;
+# `COHORT_21` is the same question with a table that has 21.
 COHORT: Final = """
 query Cohort {
   cohort(
@@ -49,6 +52,12 @@ query CohortCount {
 
 _CELLS: Final = "cells { dimensions { name value } count { value status } }"
 
+# `COHORT` with a table of 21 cells per node: no criterion on sex and ages 30-99, so SEX ×
+# AGE_BAND_10 is 3 × 7 cells.
+COHORT_21: Final = COHORT.replace(
+    "sex: FEMALE\n      age: { min: 40, max: 69 }", "age: { min: 30, max: 99 }"
+)
+
 
 def _with_table(selection: str) -> str:
     """`COHORT` with its table's selection replaced by `selection`."""
@@ -59,7 +68,9 @@ def _with_table(selection: str) -> str:
 
 # The cohort question with its table as columns (`breakdown { columns }`): the same numbers
 # as `COHORT`'s cells, completed without an object per cell.
-COHORT_COLUMNS: Final = _with_table("columns { dimensions { name values } count { value status } }")
+_COLUMNS: Final = "columns { dimensions { name values } count { value status } }"
+COHORT_COLUMNS: Final = _with_table(_COLUMNS)
+COHORT_21_COLUMNS: Final = COHORT_21.replace(_CELLS, _COLUMNS)
 
 # What the Python client and `tessera query` read of each number (value, status, sd, bound,
 # contributors and reasons), from the cells and from the columns.

@@ -36,6 +36,7 @@ from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.regression import REGRESSION_PATH
 from schema.wire import (
     APPROVAL_HEADER,
+    BODY_SALT_HEADER,
     CONCEPTS_PATH,
     CONTENT_TYPE,
     MAX_REQUEST_BYTES,
@@ -114,6 +115,7 @@ async def _query(request: web.Request) -> web.Response:
         answer = await request.app[SERVICE].handle(
             authorization=request.headers.get("Authorization"),
             body=body,
+            body_salt=request.headers.get(BODY_SALT_HEADER),
             approval_token=request.headers.get(APPROVAL_HEADER),
             trace_parent=propagate.extract(request.headers),
         )

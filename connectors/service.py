@@ -302,16 +302,19 @@ class QueryService:
         *,
         authorization: str | None,
         body: bytes,
+        body_salt: str | None = None,
         approval_token: str | None = None,
         trace_parent: Context | None = None,
     ) -> NodeResponse:
         """Answer one signed request. Every verified request gets its audit entry before its
-        answer or its error leaves (AUDIT_UNAVAILABLE when it cannot be written)."""
+        answer or its error leaves (AUDIT_UNAVAILABLE when it cannot be written). `body_salt`
+        is the request's `X-Tessera-Body-Salt`, which a question token needs."""
         started = time.perf_counter()
         trail = NodeTrail(self.audit, self.tracer, self.node_id, self.jurisdiction)
         with trail.query_span(trace_parent) as span:
             with trail.step("verify"):
-                trail.caller = (await self.verifier.verify(authorization, body)).kid
+                verified = await self.verifier.verify(authorization, body, salt=body_salt)
+                trail.caller = verified.kid
             trail.forwarded = Forwarded.of(approval_token)
             try:
                 response = await self._answer(trail, body, approval_token, started)

@@ -10,7 +10,8 @@ bound however large it is, and a question admitted keeps its whole deadline.
 
 This is not a share: a researcher's and an application's shares of the questions in flight
 (`gateway.fairshare`) are checked before a question waits here. The counts live in the
-gateway process: behind several replicas each keeps its own.
+gateway process: each worker (`gateway.workers`) and each replica keeps its own, whole,
+since what they bound is one process's memory.
 """
 
 from __future__ import annotations

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -73,6 +77,8 @@ from gateway.service import Services
 from gateway.settings import GatewaySettings
 from gateway.vetting import VettingNodeClient
 from gateway.vocabulary import ConceptClient, HttpConceptClient
+from gateway.worker_metrics import WorkerMetrics
+from gateway.workers import audit_chain, worker_share
 from oversight.audit.log import AuditLog
 from oversight.audit.store import AuditStore
 from oversight.audit.stores import open_store
@@ -84,7 +90,8 @@ from schema.errors import ErrorCode, SettingsError, TesseraError
 from schema.wire import PERMIT_HEADER
 from serving.lifecycle import install as install_lifecycle
 from serving.lifecycle import traces, while_running
-from serving.run import serve_app
+from serving.prefork import reserve, serve_forked
+from serving.run import listening_line, serve_app, serve_on
 from trust.private_keys import load_signing_key
 from trust.request_token import RequestSigner
 from trust.store import connect_redis
@@ -136,6 +143,7 @@ POLICIES: Final = web.AppKey("tessera.gateway.policies", LivePolicy[PolicySet])
 STATE: Final = web.AppKey("tessera.gateway.state", _State)
 OBSERVABILITY: Final = web.AppKey("tessera.gateway.observability", _Observability)
 NODE_WATCH: Final = web.AppKey("tessera.gateway.node_watch", NodeWatch)
+WORKER: Final = web.AppKey("tessera.gateway.worker", int)
 
 
 class GatewayView(GraphQLView[GatewayContext, None]):
@@ -229,15 +237,20 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     policy_set: PolicySet | None = None,
     concept_client: ConceptClient | None = None,
+    worker: int = 0,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """The gateway for `settings`. The federation file, its keys and the policies are loaded
-    now, so a bad file fails here; the HTTP session to the nodes is opened and the audit trail
-    resumed when the app starts. Given a `node_client` (e.g. a `MockNodeClient`), a
-    `tracer_provider` or an `audit_store`, the app uses it instead of its own, and leaves
-    closing it to the caller; a `rate_limiter` replaces the real one, and `policy_set` the
-    policies of the settings (then fixed: only the settings' policy files are reloaded);
-    with a `node_client`, vocabulary look-ups go to `concept_client` (none: not offered).
-    JWKS refresh, Redis and the policy reload start with the app."""
+    """The gateway for `settings`, as worker number `worker` of TESSERA_GATEWAY_PROCESSES
+    (`gateway.workers`: the audit chain it writes, its share of the limits in memory), its
+    metrics shared with the other workers' through `metrics_dir` (`gateway.worker_metrics`). The
+    federation file, its keys and the policies are loaded now, so a bad file fails here; the
+    HTTP session to the nodes is opened and the audit trail resumed when the app starts.
+    Given a `node_client` (e.g. a `MockNodeClient`), a `tracer_provider` or an
+    `audit_store`, the app uses it instead of its own, and leaves closing it to the caller; a
+    `rate_limiter` replaces the real one, and `policy_set` the policies of the settings (then
+    fixed: only the settings' policy files are reloaded); with a `node_client`, vocabulary
+    look-ups go to `concept_client` (none: not offered). JWKS refresh, Redis and the policy
+    reload start with the app."""
     federation = load_federation(settings.federation)
     audit_key = (
         load_signing_key(
@@ -253,6 +266,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[FEDERATION] = federation
+    app[WORKER] = worker
     if policy_set is not None:
         policies = LivePolicy.fixed(policy_set, name="gateway policies")
     else:
@@ -276,6 +290,9 @@ def create_app(
     app[METRICS] = GatewayMetrics()
     app[NODE_WATCH] = watch = NodeWatch(federation.nodes.values())
     lifecycle = install_lifecycle(app)
+    if settings.processes > 1:
+        # Which worker answered: the one that accepted the connection.
+        lifecycle.add_field("worker", lambda: worker)
     app.cleanup_ctx.append(traces(app[OBSERVABILITY].provider, owned=tracer_provider is None))
     app.cleanup_ctx.append(_audit)
     limits = LimitPolicy(
@@ -361,7 +378,12 @@ def create_app(
         max_batch=settings.max_batch,
     )
     app.router.add_post(GRAPHQL_PATH, view)
-    app.router.add_get(METRICS_PATH, metrics_view)
+    if metrics_dir is None:
+        app.router.add_get(METRICS_PATH, metrics_view)
+    else:
+        shared = WorkerMetrics(app[METRICS], metrics_dir, worker)
+        app.cleanup_ctx.append(shared.keep_writing)
+        app.router.add_get(METRICS_PATH, shared.view)
     if settings.console:
         install_console(
             app, graphql_path=GRAPHQL_PATH, demo_credentials=settings.console_demo_credentials
@@ -407,7 +429,7 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     seen, federation = app[OBSERVABILITY], app[FEDERATION]
     audit = AuditLog(
         TimedAuditStore(seen.store, app[METRICS]),
-        f"gateway:{federation.gateway_id}",
+        audit_chain(federation.gateway_id, app[WORKER]),
         signing_key=seen.audit_key,
     )
     await audit.start()
@@ -429,7 +451,7 @@ def _services(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         federation, settings, seen = app[FEDERATION], app[SETTINGS], app[OBSERVABILITY]
-        state = app[STATE]
+        state, processes = app[STATE], app[SETTINGS].processes
         audit = state.audit
         assert audit is not None  # the audit context starts first
         for source in federation.refreshing:
@@ -456,7 +478,7 @@ def _services(
                 kid=federation.signing_kid,
                 key=federation.signing_key,
             )
-            transport = HttpNodeClient(session, signer)
+            transport = HttpNodeClient(session, signer, question_tokens=settings.question_tokens)
             concepts = HttpConceptClient(session, signer)
             regressions = HttpRegressionClient(session, signer)
         app[STATE].session = session
@@ -486,8 +508,8 @@ def _services(
             concept_client=concepts,
             regression_client=regressions,
             fair_share=FairShare(
-                per_researcher=settings.max_cohorts_per_researcher,
-                per_application=settings.max_cohorts_per_application,
+                per_researcher=worker_share(settings.max_cohorts_per_researcher, processes),
+                per_application=worker_share(settings.max_cohorts_per_application, processes),
                 on_refused=app[METRICS].fair_share_refused,
             ),
             admission=Admission(
@@ -527,17 +549,52 @@ def _federation_watch(
     return lifetime
 
 
-def serve(settings: GatewaySettings) -> None:
+def serve(settings: GatewaySettings) -> int:
     """Run the gateway until SIGTERM/SIGINT, then shut down gracefully (`serving.lifecycle`);
-    prints one line once it accepts connections."""
-    serve_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        announce="gateway",
-        path=GRAPHQL_PATH,
-        # The gateway's JSON error, for what aiohttp refuses before the app runs.
-        refusal=lambda status, code, message: error_response(status, code, message),
-        shutdown_timeout_s=settings.shutdown_timeout_s,
-    )
+    prints one line once it accepts connections. With several processes, a parent reserves
+    the port and supervises the workers (`serving.prefork`); the exit status is the
+    service's."""
+    if settings.processes == 1:
+        serve_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            announce="gateway",
+            path=GRAPHQL_PATH,
+            refusal=_refusal,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
+        )
+        log.info("gateway stopped")
+        return 0
+
+    def worker(number: int, listen: Callable[[], socket.socket], ready: Callable[[], None]) -> None:
+        app = create_app(settings, worker=number, metrics_dir=metrics_dir)
+        serve_on(
+            app,
+            sock=listen(),
+            ready=ready,
+            refusal=_refusal,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
+        )
+        log.info("gateway worker %d stopped", number)
+
+    # A federation file that cannot be loaded stops the start here, once, before any worker.
+    load_federation(settings.federation)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="tessera-gateway-metrics-"))
+    try:
+        with reserve(settings.host, settings.port) as sock:
+            status = serve_forked(
+                settings.processes,
+                sock,
+                worker,
+                announce_line=listening_line("gateway", sock, settings.host, GRAPHQL_PATH),
+            )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("gateway stopped")
+    return status
+
+
+def _refusal(status: int, code: ErrorCode, message: str) -> web.Response:
+    # The gateway's JSON error, for what aiohttp refuses before the app runs.
+    return error_response(status, code, message)

@@ -29,6 +29,9 @@ def register(sub: SubParsers) -> None:
     serve.add_argument("--federation", type=Path, help="federation file (TOML)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--processes", type=int, help="worker processes behind the one port (default 1)"
+    )
     serve.add_argument("--deadline", type=float, dest="deadline_s", help="query deadline (s)")
     serve.add_argument(
         "--console", action="store_true", default=None, help="serve the query console"
@@ -63,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         federation=args.federation,
         host=args.host,
         port=args.port,
+        processes=args.processes,
         deadline_s=args.deadline_s,
         console=args.console,
         console_demo_credentials=args.console_demo_credentials,
@@ -70,5 +74,4 @@ def _serve(args: argparse.Namespace) -> int:
         audit_key=args.audit_key,
         policies=args.policies,
     )
-    serve(settings)
-    return 0
+    return serve(settings)

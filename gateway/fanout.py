@@ -20,11 +20,13 @@ from gateway.nodes import NodeClient, NodeOutcome
 from gateway.permits import Permit
 from gateway.planner import Plan
 from gateway.query_trail import node_step
+from gateway.question_token import question_scope
 from policies.reasons import AccessDecision
 from schema import telemetry as otel
 from schema.audit.entry import NodeStep
 from schema.codes import Jurisdiction, NodeStatus
 from schema.pooling import PoolingRequest
+from schema.wire import NodeRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +94,19 @@ async def fan_out(
     async def call(jurisdiction: Jurisdiction, permit: Permit) -> NodeOutcome:
         started = time.perf_counter()
         node = nodes[jurisdiction]
+        request = requests.get(jurisdiction)
         timeout = timeouts.within(deadline_s, node.latency)
+        if request is None:
+            return NodeOutcome.failed(
+                jurisdiction, NodeStatus.ERROR, "the gateway could not make this node's request"
+            )
         try:
             # The client gets the same timeout for its transport; this guard also holds a
             # client that ignores it.
             async with asyncio.timeout_at(started_at + timeout + GUARD_GRACE_S):
                 return await client.query(
                     node,
-                    plan.node_request(
-                        jurisdiction, permit.approval, (pooling or {}).get(jurisdiction)
-                    ),
+                    request,
                     approval_token=permit.token,
                     timeout=timeout,
                 )
@@ -123,4 +128,14 @@ async def fan_out(
             )
 
     asked = plan.jurisdictions if jurisdictions is None else jurisdictions
-    return list(await asyncio.gather(*(ask(j) for j in asked)))
+    # Every request is made before any leaves, so that one token can cover them all.
+    requests: dict[Jurisdiction, NodeRequest] = {}
+    for j in asked:
+        if decisions[j].allowed and j in permits:
+            try:
+                requests[j] = plan.node_request(j, permits[j].approval, (pooling or {}).get(j))
+            except Exception as e:
+                # As a client's bug: it costs this node, not the question.
+                log.error("node %s: request not made: %s", j.value, type(e).__name__)
+    with question_scope({nodes[j].node_id: r for j, r in requests.items()}):
+        return list(await asyncio.gather(*(ask(j) for j in asked)))

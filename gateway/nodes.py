@@ -25,6 +25,7 @@ from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway.federation import NodeInfo
+from gateway.question_token import take_signed
 from policies.domain import table_domain
 from schema.codes import Jurisdiction, MeasureKind, NodeStatus
 from schema.errors import ErrorCode, TesseraError
@@ -33,6 +34,7 @@ from schema.query import Breakdown
 from schema.result import Reason, Value
 from schema.wire import (
     APPROVAL_HEADER,
+    BODY_SALT_HEADER,
     CONTENT_TYPE,
     MAX_RESPONSE_BYTES,
     QUERY_PATH,
@@ -40,7 +42,7 @@ from schema.wire import (
     NodeRequest,
     NodeResponse,
 )
-from trust.request_token import RequestSigner
+from trust.request_token import QuestionCredential, RequestSigner
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +239,17 @@ async def post_signed(
     *,
     timeout: float,  # noqa: ASYNC109 - the transport's budget
     headers: Mapping[str, str] | None = None,
+    question: QuestionCredential | None = None,
 ) -> tuple[int, bytes]:
-    """POSTs `body` to `node` signed with a tessera/1 request token, and returns the answer's
-    HTTP status and body (at most `MAX_RESPONSE_BYTES`); `NodeUnreached` otherwise."""
+    """POSTs `body` to `node` signed with a tessera/1 request token (or with its share of a
+    `question` token), and returns the answer's HTTP status and body (at most
+    `MAX_RESPONSE_BYTES`); `NodeUnreached` otherwise."""
     sent = {
-        "Authorization": f"Bearer {signer.sign(body, audience=node.node_id)}",
+        **(
+            {"Authorization": question.authorization, BODY_SALT_HEADER: question.salt}
+            if question is not None
+            else {"Authorization": f"Bearer {signer.sign(body, audience=node.node_id)}"}
+        ),
         **(headers or {}),
         "Content-Type": CONTENT_TYPE,
         "Accept": CONTENT_TYPE,
@@ -307,11 +315,20 @@ def create_session(
 
 
 class HttpNodeClient:
-    """`tessera/1` over HTTP: signs each request, bounds and checks each answer."""
+    """`tessera/1` over HTTP: signs each request (with its share of the question's token
+    inside a fan-out's `question_scope`, when `question_tokens`), bounds and checks each
+    answer."""
 
-    def __init__(self, session: aiohttp.ClientSession, signer: RequestSigner) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        signer: RequestSigner,
+        *,
+        question_tokens: bool = True,
+    ) -> None:
         self._session = session
         self._signer = signer
+        self._question_tokens = question_tokens
 
     async def query(
         self,
@@ -321,7 +338,12 @@ class HttpNodeClient:
         approval_token: str,
         timeout: float,  # noqa: ASYNC109 - the transport's budget; the fan-out also bounds it
     ) -> NodeOutcome:
-        body = encode_request(request)
+        signed = (
+            take_signed(self._signer, node.node_id, request, encode_request)
+            if self._question_tokens
+            else None
+        )
+        body = encode_request(request) if signed is None else signed.body
         started = time.perf_counter()
         try:
             status, payload = await post_signed(
@@ -332,6 +354,7 @@ class HttpNodeClient:
                 body,
                 timeout=timeout,
                 headers={APPROVAL_HEADER: approval_token},
+                question=None if signed is None else signed.credential,
             )
         except NodeUnreached as e:
             return NodeOutcome.failed(

@@ -36,6 +36,7 @@ DEFAULT_MAX_COHORTS_PER_APPLICATION: Final = 64
 DEFAULT_MAX_ACTIVE_COHORTS: Final = 64
 DEFAULT_MAX_WAITING_COHORTS: Final = 2048
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
+MAX_PROCESSES: Final = 64
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -68,7 +69,8 @@ class GatewaySettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
     OPTIONS: ClassVar = options(
-        "federation host port console console_demo_credentials policies audit_db audit_key",
+        "federation host port processes console console_demo_credentials policies audit_db "
+        "audit_key",
         deadline_s="--deadline",
     )
 
@@ -78,6 +80,15 @@ class GatewaySettings(ServiceSettings):
     )
     host: str = Field(DEFAULT_HOST, description="Address to listen on.")
     port: int = Field(DEFAULT_PORT, description="Port to listen on (0 picks a free one).")
+    processes: int = Field(
+        1,
+        description="Gateway worker processes behind the one port, at most 64: a parent "
+        "reserves it and forks them (`serving.prefork`), restarts one that dies once ready and "
+        "stops them all on SIGTERM. Each writes an audit chain of its own in AUDIT_DB; rate "
+        "limits are shared through RATE_DB or Redis; each worker holds its share of "
+        "MAX_COHORTS_PER_RESEARCHER and MAX_COHORTS_PER_APPLICATION (see gateway.workers). "
+        "About one per core.",
+    )
     deadline_s: float = Field(
         DEFAULT_DEADLINE_S,
         description="Overall deadline of one query in seconds; nodes that have not answered "
@@ -140,6 +151,12 @@ class GatewaySettings(ServiceSettings):
         description="cohort questions waiting for a turn at most, each no longer than its "
         "deadline; beyond them, or once its deadline passes waiting, a question is refused "
         "with GATEWAY_BUSY (retryAfter, and a Retry-After header) before any node is asked.",
+    )
+    question_tokens: bool = Field(
+        True,
+        description="Sign one request token per question for all its nodes (each node's own "
+        "salted body hash in it) instead of one per node. Turn off while a node older than "
+        "tessera-node-question+jwt is in the federation.",
     )
     node_retry_attempts: int = Field(
         3,
@@ -278,6 +295,7 @@ class GatewaySettings(ServiceSettings):
                 f"{variable('node_timeout_s')} (or {variable('deadline_s')} when that is unset)"
             )
         bounds: dict[str, tuple[float, float, float]] = {
+            "processes": (self.processes, 1, MAX_PROCESSES),
             "node_max_in_flight": (self.node_max_in_flight, 1, 1024),
             "node_max_waiting": (self.node_max_waiting, 0, 65536),
             "max_cohorts_per_researcher": (self.max_cohorts_per_researcher, 1, 65536),

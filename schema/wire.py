@@ -4,7 +4,9 @@ A gateway sends `POST {node}/v1/query` with a JSON `NodeRequest` body, a gateway
 EdDSA JWT in `Authorization: Bearer ...` whose claims bind it to this node (`aud`), to a
 short lifetime (`exp`), to one use (`jti`) and to the exact body bytes (`bsh`, SHA-256 hex),
 the researcher's permit from this node's own HDAB in `X-Tessera-Approval` (byte for byte as
-the HDAB signed it, so that the node verifies it end to end), and W3C `traceparent`.
+the HDAB signed it, so that the node verifies it end to end), and W3C `traceparent`. A
+question's fan-out may sign one token for all its nodes instead (`QUESTION_TOKEN_TYP`, below;
+docs/request-tokens.md).
 
 A researcher sends the gateway one permit per jurisdiction, each in its own
 `X-Tessera-Permit` header (`PERMIT_HEADER`, at most `MAX_PERMITS`); the gateway forwards to
@@ -21,7 +23,9 @@ shares (`NodeResponse.pooled`), which reveal nothing until every participant's a
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 from typing import Annotated, Final, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -64,6 +68,16 @@ TRACEPARENT_HEADER: Final = "traceparent"
 BODY_HASH_CLAIM: Final = "bsh"
 REQUEST_TOKEN_TYP: Final = "tessera-node-request+jwt"  # noqa: S105 - a JWT type, not a secret
 REQUEST_TOKEN_MAX_LIFETIME_S: Final = 60
+# One token for all the nodes of a question (`trust.request_token`): `aud` lists them and
+# `bsm` maps each node id to the salted hash of that node's own body; the salt travels to its
+# node only, in `X-Tessera-Body-Salt`, so no node can test a guess at another's body.
+QUESTION_TOKEN_TYP: Final = "tessera-node-question+jwt"  # noqa: S105 - a JWT type, not a secret
+BODY_HASHES_CLAIM: Final = "bsm"
+BODY_SALT_HEADER: Final = "X-Tessera-Body-Salt"
+BODY_SALT_BYTES: Final = 16
+# Keeps a question token well inside a node's 8190-byte header line; a larger question is
+# signed in groups of this many nodes.
+QUESTION_TOKEN_MAX_NODES: Final = 32
 
 MAX_REQUEST_BYTES: Final = 64 * 1024
 MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
@@ -73,6 +87,12 @@ QueryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
 
 def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
+
+
+def salted_body_hash(salt: bytes, body: bytes) -> str:
+    """HMAC-SHA256 of `body` keyed by its node's salt, base64url without padding."""
+    digest = hmac.new(salt, body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 class NodeRequest(Contract):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import socket
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -33,18 +34,42 @@ def serve_app(
     that disconnects cancels its request (a researcher gone, a gateway past its deadline), and
     with it the work it started."""
     sock = listen(host, port)
-    freeze_heap()
-    shown = f"[{host}]" if ":" in host else host
-    line = f"{announce} listening on http://{shown}:{sock.getsockname()[1]}{path}"
-    run_app(
+    line = listening_line(announce, sock, host, path)
+    serve_on(
         app,
         sock=sock,
         ready=lambda: print(line, flush=True),
+        refusal=refusal,
+        shutdown_timeout_s=shutdown_timeout_s,
+    )
+
+
+def serve_on(
+    app: web.Application,
+    *,
+    sock: socket.socket,
+    ready: Callable[[], None],
+    refusal: Refusal,
+    shutdown_timeout_s: float,
+) -> None:
+    """Serve `app` on the listening `sock` (`listen`'s, or a worker's of `serving.prefork`)
+    until SIGTERM/SIGINT, as `serve_app` does; `ready()` once it accepts connections."""
+    freeze_heap()
+    run_app(
+        app,
+        sock=sock,
+        ready=ready,
         refusal=refusal,
         shutdown_timeout=shutdown_timeout_s,
         keepalive_timeout=KEEPALIVE_TIMEOUT_S,
         handler_cancellation=True,
     )
+
+
+def listening_line(announce: str, sock: socket.socket, host: str, path: str = "") -> str:
+    """`<announce> listening on http://host:port<path>`, the port the one `sock` is bound to."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{announce} listening on http://{shown}:{sock.getsockname()[1]}{path}"
 
 
 def listen(host: str, port: int) -> socket.socket:

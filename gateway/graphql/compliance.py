@@ -4,17 +4,24 @@
 jurisdiction and decision, a page at a time (`before` is the `nextBefore` of the previous
 page); `auditEntry(queryId)` is one query's full record with its steps, per-node parts and
 timings. A token without the compliance role (a researcher's) gets FORBIDDEN.
+
+A gateway of several processes writes one chain per worker (`gateway.workers`), whichever
+worker answers the compliance query: `auditEntry` looks in every chain of the gateway,
+`auditEntries` pages one worker's chain (`worker`, default 0, the chain of a gateway of one
+process), and `auditChains` names the chains there are with their workers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
+from typing import Annotated, Final
 
 import strawberry
 
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import Jurisdiction, NodeStatus
+from gateway.settings import MAX_PROCESSES
+from gateway.workers import audit_chain, gateway_chains, worker_of
 from oversight.audit.store import AuditQuery
 from schema.approval import Role
 from schema.audit import entry as audit
@@ -99,6 +106,9 @@ class AuditPermit:
 
 @strawberry.type(description="One query in the gateway's audit trail.")
 class AuditEntry:
+    chain: str = strawberry.field(
+        description="The hash chain the entry is in: one per gateway worker process."
+    )
     seq: int = strawberry.field(description="Position in the hash chain.")
     hash: str = strawberry.field(description="SHA-256 of the entry (`tessera audit verify`).")
     time: dt.datetime
@@ -137,6 +147,7 @@ class AuditEntry:
                 code=ErrorCode.INTERNAL,
             ) from None
         return cls(
+            chain=row.chain,
             seq=row.seq,
             hash=row.hash,
             time=dt.datetime.strptime(record.time, audit.TIME_FORMAT).replace(tzinfo=dt.UTC),
@@ -190,6 +201,12 @@ async def audit_entries(
     filter: AuditFilter | None = None,
     first: int = 50,
     before: int | None = None,
+    worker: Annotated[
+        int,
+        strawberry.argument(
+            description="Whose chain: a gateway of one process has worker 0's only."
+        ),
+    ] = 0,
 ) -> AuditPage:
     _require_compliance(info)
     if not 1 <= first <= MAX_FIRST:
@@ -197,9 +214,13 @@ async def audit_entries(
             f"first must lie between 1 and {MAX_FIRST}", code=ErrorCode.INVALID_ARGUMENT
         )
     given = filter or AuditFilter()
-    audit_log = info.context.services.audit
-    rows = await audit_log.store.search(
-        audit_log.chain,
+    if not 0 <= worker < MAX_PROCESSES:
+        raise TesseraError(
+            f"worker must lie between 0 and {MAX_PROCESSES - 1}", code=ErrorCode.INVALID_ARGUMENT
+        )
+    services = info.context.services
+    rows = await services.audit.store.search(
+        audit_chain(services.federation.gateway_id, worker),
         AuditQuery(
             since=_time(given.since),
             until=_time(given.until),
@@ -220,11 +241,33 @@ async def audit_entries(
 
 async def audit_entry(info: Info, query_id: strawberry.ID) -> AuditEntry | None:
     _require_compliance(info)
-    audit_log = info.context.services.audit
-    rows = await audit_log.store.search(
-        audit_log.chain, AuditQuery(query_id=str(query_id), limit=1)
+    for chain in await _chains(info):
+        rows = await info.context.services.audit.store.search(
+            chain, AuditQuery(query_id=str(query_id), limit=1)
+        )
+        if rows:
+            return AuditEntry.of(rows[0])
+    return None
+
+
+@strawberry.type(description="One chain of the gateway's audit trail.")
+class AuditChain:
+    chain: str
+    worker: int = strawberry.field(description="The worker process that writes it.")
+
+
+async def audit_chains(info: Info) -> list[AuditChain]:
+    _require_compliance(info)
+    return [AuditChain(chain=c, worker=worker_of(c)) for c in await _chains(info)]
+
+
+async def _chains(info: Info) -> list[str]:
+    services = info.context.services
+    own = audit_chain(services.federation.gateway_id)
+    # The chain this process writes is named even before its first entry.
+    return gateway_chains(
+        services.federation.gateway_id, [own, *await services.audit.store.chains()]
     )
-    return AuditEntry.of(rows[0]) if rows else None
 
 
 def _time(moment: dt.datetime | None) -> str | None:

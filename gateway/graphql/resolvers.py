@@ -16,7 +16,14 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 
-from gateway.graphql.compliance import AuditEntry, AuditPage, audit_entries, audit_entry
+from gateway.graphql.compliance import (
+    AuditChain,
+    AuditEntry,
+    AuditPage,
+    audit_chains,
+    audit_entries,
+    audit_entry,
+)
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.enums import AgeAt, Jurisdiction, NoiseLevel
 from gateway.graphql.inputs import (
@@ -232,11 +239,18 @@ class Query:
     )
     audit_entries: AuditPage = strawberry.field(
         resolver=audit_entries,
-        description="The gateway's audit trail, newest first (compliance role only).",
+        description="The gateway's audit trail, newest first: one worker process's chain "
+        "(compliance role only).",
     )
     audit_entry: AuditEntry | None = strawberry.field(
         resolver=audit_entry,
-        description="One query's full audit record (compliance role only).",
+        description="One query's full audit record, whichever worker process wrote it "
+        "(compliance role only).",
+    )
+    audit_chains: list[AuditChain] = strawberry.field(
+        resolver=audit_chains,
+        description="The chains of the gateway's audit trail, one per worker process "
+        "(compliance role only).",
     )
     issuers: list[TrustedIssuerInfo] = strawberry.field(
         resolver=trusted_issuers,

@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from gateway.access import decide_access
 from gateway.fanout import fan_out
@@ -185,3 +186,30 @@ async def test_denied_jurisdictions_are_not_asked() -> None:
     denied = outcomes[Jurisdiction.DK]
     assert denied.status is NodeStatus.DENIED
     assert [r.rule for r in denied.reasons] == ["APPROVAL_SCOPE"]
+
+
+async def test_a_request_that_cannot_be_made_costs_its_node_only() -> None:
+    plan = make_plan()
+
+    class Broken(Plan):
+        def node_request(self, jurisdiction: Jurisdiction, *args: Any, **kw: Any) -> NodeRequest:
+            if jurisdiction is Jurisdiction.FR:
+                raise ValueError("no request for FR")
+            return super().node_request(jurisdiction, *args, **kw)
+
+    broken = Broken(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+    approval = Approval(request_id=REQUEST_ID, purpose="scientific_research", jurisdictions=MEMBERS)
+    presented = Presented((Permit("iss", SUBJECT, approval, "token"),))
+    access = decide_access(broken, presented, POLICIES, allowed=lambda issuer, j: True)
+
+    async def answer(node: NodeInfo, request: NodeRequest) -> NodeResponse:
+        return node_response(request, DEFAULT_COUNTS[node.jurisdiction])
+
+    client = MockNodeClient(answer)
+    outcomes = await fan_out(
+        client, NODES, broken, access.decisions, permits=access.permits, deadline_s=1.0
+    )
+    statuses = {o.jurisdiction: o.status for o in outcomes}
+    assert statuses.pop(Jurisdiction.FR) is NodeStatus.ERROR
+    assert set(statuses.values()) == {NodeStatus.OK}
+    assert Jurisdiction.FR not in {c.node.jurisdiction for c in client.calls}

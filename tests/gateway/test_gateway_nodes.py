@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import socket
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,19 +27,23 @@ from gateway.app import create_app
 from gateway.federation import NodeInfo
 from gateway.nodes import HttpNodeClient, MockNodeClient, NodeOutcome, create_session
 from gateway.planner import plan_query
+from gateway.question_token import question_scope
 from gateway.settings import GatewaySettings
 from schema.codes import Jurisdiction, NodeStatus
 from schema.errors import ErrorCode, TesseraError
 from schema.result import Reason
 from schema.wire import (
     APPROVAL_HEADER,
+    BODY_SALT_HEADER,
     MAX_RESPONSE_BYTES,
     QUERY_PATH,
+    QUESTION_TOKEN_TYP,
     REQUEST_TOKEN_MAX_LIFETIME_S,
     REQUEST_TOKEN_TYP,
     NodeError,
     NodeRequest,
     NodeResponse,
+    salted_body_hash,
 )
 from tests.gateway.gateway_kit import (
     APPROVAL,
@@ -53,7 +59,7 @@ from tests.gateway.gateway_kit import (
     node_response,
     write_federation,
 )
-from trust.request_token import RequestSigner
+from trust.request_token import RequestSigner, RequestVerifier
 
 FR = Jurisdiction.FR
 Behaviour = Callable[[web.Request, NodeRequest], Awaitable[web.StreamResponse]]
@@ -73,24 +79,27 @@ class FakeNode:
         self.public_key = keys.gateway.public_key()
         self.behaviour: dict[str, Behaviour] = {}
         self.seen: list[dict[str, Any]] = []
+        self.verifiers: dict[str, RequestVerifier] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        token = request.headers["Authorization"].removeprefix("Bearer ")
+        authorization = request.headers["Authorization"]
         node_id = f"tessera-node-{request.match_info['node']}"
-        claims = jwt.decode(
-            token,
-            self.public_key,
-            algorithms=["EdDSA"],
-            audience=node_id,
-            issuer=GATEWAY_ID,
-            options={"require": ["iss", "aud", "iat", "exp", "jti", "bsh"], "strict_aud": True},
+        verifier = self.verifiers.setdefault(
+            node_id,
+            RequestVerifier(
+                keys={"gateway-1": self.public_key}, issuer=GATEWAY_ID, audience=node_id
+            ),
         )
+        await verifier.verify(authorization, body, salt=request.headers.get(BODY_SALT_HEADER))
+        token = authorization.removeprefix("Bearer ")
         self.seen.append(
             {
+                "node": node_id,
                 "header": jwt.get_unverified_header(token),
-                "claims": claims,
+                "claims": jwt.decode(token, options={"verify_signature": False}),
                 "body": body,
+                "salt": request.headers.get(BODY_SALT_HEADER),
                 "approval": request.headers.get(APPROVAL_HEADER),
                 "content_type": request.headers.get("Content-Type"),
                 "traceparent": request.headers.get("traceparent"),
@@ -161,20 +170,23 @@ async def test_signed_request_through_the_whole_gateway(
     assert result["count"]["reasons"] == [{"rule": "NOISE"}] * 2 + [{"rule": "PARTIAL"}]
 
     assert len(node.seen) == 2
-    jtis = set()
+    # One question token for the three nodes asked (NO's request could not be sent).
+    (header,) = {tuple(seen["header"].items()) for seen in node.seen}
+    assert dict(header) == {"alg": "EdDSA", "kid": "gateway-1", "typ": QUESTION_TOKEN_TYP}
+    (claims,) = {orjson.dumps(seen["claims"]) for seen in node.seen}
+    question = orjson.loads(claims)
+    assert sorted(question["aud"]) == ["tessera-node-dk", "tessera-node-fr", "tessera-node-no"]
+    assert 0 < question["exp"] - question["iat"] <= REQUEST_TOKEN_MAX_LIFETIME_S
+    assert len(question["jti"]) == 32
+    assert len({seen["salt"] for seen in node.seen}) == 2
     for seen in node.seen:
-        header, claims = seen["header"], seen["claims"]
-        assert header == {"alg": "EdDSA", "kid": "gateway-1", "typ": REQUEST_TOKEN_TYP}
-        assert claims["bsh"] == hashlib.sha256(seen["body"]).hexdigest()
-        assert 0 < claims["exp"] - claims["iat"] <= REQUEST_TOKEN_MAX_LIFETIME_S
-        assert len(claims["jti"]) == 32
-        jtis.add(claims["jti"])
+        salt = base64.urlsafe_b64decode(seen["salt"] + "==")
+        assert question["bsm"][seen["node"]] == salted_body_hash(salt, seen["body"])
         assert seen["approval"] == token
         assert seen["content_type"] == "application/json"
         request = NodeRequest.model_validate_json(seen["body"])
         assert request.request_id == REQUEST_ID
         assert request.query.tables == [(), SEX]
-    assert len(jtis) == 2
     # Each node request carries the context of its own client span (W3C traceparent), in
     # the operation's trace.
     finished = spans.get_finished_spans()
@@ -193,7 +205,7 @@ async def test_signed_request_through_the_whole_gateway(
     assert calls["NO"].status.status_code is StatusCode.ERROR
     assert calls["NO"].attributes is not None
     assert calls["NO"].attributes["tessera.node.status"] == "UNAVAILABLE"
-    assert {s["claims"]["aud"] for s in node.seen} == {"tessera-node-fr", "tessera-node-dk"}
+    assert {s["node"] for s in node.seen} == {"tessera-node-fr", "tessera-node-dk"}
 
 
 @pytest.fixture
@@ -252,6 +264,40 @@ async def test_ok(http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]) 
     assert outcome.measures[COUNT][SEX][("FEMALE",)].value == 180
     assert outcome.latency_ms is not None
     assert outcome.latency_ms > 0
+
+
+async def test_a_request_outside_a_fan_out_is_signed_alone(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
+) -> None:
+    outcome = await ask(http_client, fake_node, answer_with_counts)
+    assert outcome.status is NodeStatus.OK
+    (seen,) = fake_node[0].seen
+    assert seen["header"]["typ"] == REQUEST_TOKEN_TYP
+    assert seen["claims"]["aud"] == "tessera-node-fr"
+    assert seen["claims"]["bsh"] == hashlib.sha256(seen["body"]).hexdigest()
+    assert seen["salt"] is None
+
+
+@pytest.mark.parametrize("question_tokens", [True, False])
+async def test_a_fan_out_signs_with_the_question_token_unless_turned_off(
+    keys: Keys, fake_node: tuple[FakeNode, str], question_tokens: bool
+) -> None:
+    node, base = fake_node
+    session = create_session()
+    signer = RequestSigner(issuer=GATEWAY_ID, kid="gateway-1", key=keys.gateway)
+    client = HttpNodeClient(session, signer, question_tokens=question_tokens)
+    request = node_request()
+    other = request.model_copy(update={"jurisdiction": Jurisdiction.DK})
+    info = NodeInfo(FR, "tessera-node-fr", f"{base}/fr")
+    try:
+        with question_scope({"tessera-node-fr": request, "tessera-node-dk": other}):
+            outcome = await client.query(info, request, approval_token="r", timeout=5.0)
+    finally:
+        await session.close()
+    assert outcome.status is NodeStatus.OK
+    (seen,) = node.seen
+    assert seen["header"]["typ"] == (QUESTION_TOKEN_TYP if question_tokens else REQUEST_TOKEN_TYP)
+    assert (seen["salt"] is not None) is question_tokens
 
 
 async def test_denied(http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]) -> None:
