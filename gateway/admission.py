@@ -2,7 +2,7 @@
 
 A question in that phase holds what costs memory: its node requests and connections, each
 node's parsed answer, the combined tables. At most `active` questions are in it at once,
-gateway-wide, whoever asks; up to `waiting` more wait for a turn in arrival order, each no
+in the gateway process, whoever asks; up to `waiting` more wait for a turn in arrival order, each no
 longer than its deadline, holding only their parsed request and plan meanwhile. A question
 beyond those, or one whose deadline passes while it waits, is refused with GATEWAY_BUSY and a
 `retryAfter`: nothing was asked of any node. So a burst of questions stays inside a memory

@@ -97,7 +97,7 @@ class Services:
             per_application=DEFAULT_MAX_COHORTS_PER_APPLICATION,
         )
     )
-    # Turns for the fan-out and combining, gateway-wide (`gateway.admission`).
+    # Turns for the fan-out and combining, per gateway process (`gateway.admission`).
     admission: Admission = field(
         default_factory=lambda: Admission(
             active=DEFAULT_MAX_ACTIVE_COHORTS, waiting=DEFAULT_MAX_WAITING_COHORTS

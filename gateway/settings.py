@@ -31,7 +31,7 @@ DEFAULT_MAX_BATCH: Final = 4
 # Questions (cohort fields) in flight at once: one researcher's, one application's.
 DEFAULT_MAX_COHORTS_PER_RESEARCHER: Final = 32
 DEFAULT_MAX_COHORTS_PER_APPLICATION: Final = 64
-# Questions fanning out and combining at once, gateway-wide, and waiting for their turn
+# Questions fanning out and combining at once, per gateway process, and waiting for a turn
 # (`gateway.admission`): a 1,000-question burst stays within ~300 MB (bench/README.md).
 DEFAULT_MAX_ACTIVE_COHORTS: Final = 64
 DEFAULT_MAX_WAITING_COHORTS: Final = 2048
