@@ -1,12 +1,13 @@
 """The gateway's turns for the expensive phase of a question: its fan-out and its combining.
 
-A question in that phase holds what costs memory: its node requests and connections, each
-node's parsed answer, the combined tables. At most `active` questions are in it at once,
-in the gateway process, whoever asks; up to `waiting` more wait for a turn in arrival order, each no
-longer than its deadline, holding only their parsed request and plan meanwhile. A question
-beyond those, or one whose deadline passes while it waits, is refused with GATEWAY_BUSY and a
-`retryAfter`: nothing was asked of any node. So a burst of questions stays inside a memory
-bound however large it is, and a question admitted keeps its whole deadline.
+A question in that phase holds what costs memory: its node requests and connections, each node's
+parsed answer, the combined tables. At most `active` questions are in it at once, in the gateway
+process, whoever asks; up to `waiting` more wait for a turn in arrival order, each no longer
+than its deadline, holding meanwhile their HTTP request, GraphQL execution and plan (~95 KB
+each, `bench.query_memory`). A question beyond those, or one whose deadline passes while it
+waits, is refused with GATEWAY_BUSY and a `retryAfter`: nothing was asked of any node. So a
+burst of questions stays inside a memory bound however large it is, and a question admitted
+keeps its whole deadline.
 
 This is not a share: a researcher's and an application's shares of the questions in flight
 (`gateway.fairshare`) are checked before a question waits here. The counts live in the
