@@ -6,8 +6,8 @@ process, whoever asks; up to `waiting` more wait for a turn in arrival order, ea
 than its deadline, holding meanwhile their HTTP request, GraphQL execution and plan (~95 KB
 each, `bench.query_memory`). A question beyond those, or one whose deadline passes while it
 waits, is refused with GATEWAY_BUSY and a `retryAfter`: nothing was asked of any node. So a
-burst of questions stays inside a memory bound however large it is, and a question admitted
-keeps its whole deadline.
+burst of questions stays inside a memory bound however large it is, and no question waits
+beyond its deadline: the wait is spent from it.
 
 This is not a share: a researcher's and an application's shares of the questions in flight
 (`gateway.fairshare`) are checked before a question waits here. The counts live in the
