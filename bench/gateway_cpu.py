@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,7 +53,7 @@ from bench.report import Figure, Report, goal_at_most, table
 from bench.traced import install
 from gateway.app import create_app
 from gateway.federation import NodeInfo
-from gateway.nodes import NodeOutcome, encode_request, interpret
+from gateway.nodes import NodeClient, NodeOutcome, encode_request, interpret
 from gateway.question_token import take_signed
 from gateway.settings import GatewaySettings
 from schema.codes import NodeStatus
@@ -125,10 +125,15 @@ QUERY_ID_SLOT = "00000000-0000-0000-0000-000000000000"
 
 @contextlib.asynccontextmanager
 async def gateway(
-    nodes: int, tracing: bool
+    nodes: int,
+    tracing: bool,
+    *,
+    node_client: Callable[[RequestSigner], NodeClient] = InstantNodes,
+    overrides: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Callable[[str], Awaitable[dict[str, Any]]]]:
-    """The real gateway app over `nodes` instant nodes, on a loopback test server: yields a
-    function that asks it one query and returns the response's body (raising on an error)."""
+    """The real gateway app over `nodes` instant nodes (or `node_client`'s), with the settings
+    `overrides` over the defaults, on a loopback test server: yields a function that asks it
+    one query and returns the response's body (raising on an error)."""
     workdir = Path(tempfile.mkdtemp(prefix="tessera-gateway-cpu-"))
     try:
         jurisdictions = ALL_JURISDICTIONS[:nodes]
@@ -149,11 +154,12 @@ async def gateway(
             federation=fed.federation_file,
             policies=write_policies(workdir / "policies", jurisdictions),
             audit_db=str(workdir / "audit.sqlite3"),
+            **(overrides or {}),
         )
         provider = install() if tracing else None
         app = create_app(
             settings,
-            node_client=InstantNodes(
+            node_client=node_client(
                 RequestSigner(issuer="bench", kid="bench", key=Ed25519PrivateKey.generate())
             ),
             tracer_provider=provider,

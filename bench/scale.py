@@ -2,8 +2,9 @@
 data is generated.
 
 Memory: 1,000 queries are sent together to a gateway whose 5 nodes answer slowly, so that all
-of them are inside the gateway at the same time; the figure is the peak resident set size
-(VmHWM) of the gateway process, next to the bare baseline's under the same burst.
+of them are inside the gateway at the same time (fanning out, or waiting for a turn to); the
+figure is the peak resident set size (VmHWM) of the gateway process, next to the bare
+baseline's under the same burst.
 
 Generation: a fresh database of `persons` persons is generated into a temporary directory
 and the rate extrapolated to 10M; the full set also reports the time the cached 10M database
@@ -69,7 +70,9 @@ async def memory(
         tracing=tracing,
         # The node bulkheads (16 in flight, 32 waiting per node by default) push most of a
         # burst of 1,000 back as NODE_BUSY, by design: raised here so that all of them are in
-        # flight at once, which is what this figure is about.
+        # flight at once, which is what this figure is about. The gateway's own turns for the
+        # fan-out (`TESSERA_GATEWAY_MAX_ACTIVE_COHORTS`, `gateway.admission`) stay at their
+        # default: all 1,000 are inside the gateway, the rest of them waiting for a turn.
         env={
             "TESSERA_GATEWAY_NODE_MAX_IN_FLIGHT": "1024",
             "TESSERA_GATEWAY_NODE_MAX_WAITING": str(queries),

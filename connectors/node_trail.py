@@ -1,9 +1,9 @@
 """What a connector records about one query, for its audit entry and its spans.
 
-A `NodeTrail` follows one verified request through the pipeline: each step is a span and a
-timing; the entry is written by `answered` before the answer is sent, or by `refused` before
-the error is. A request whose signature does not verify is not recorded (there is no caller
-to record); it is refused before anything runs.
+A `NodeTrail` follows one verified request through the pipeline: each step is an event of its
+span and a timing; the entry is written by `answered` before the answer is sent, or by `refused`
+before the error is. A request whose signature does not verify is not recorded (there is no
+caller to record); it is refused before anything runs.
 
 Who asked and for which purpose come from the permit the node verified itself against its
 own HDAB's keys: the applicant (researcher and organisation) and the permit (issuer, data
@@ -105,9 +105,9 @@ class NodeTrail:
     @contextmanager
     def step(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> Iterator[Span]:
-        with self.timeline.step(name, attributes) as span:
-            yield span
+    ) -> Iterator[otel.StepEvent]:
+        with self.timeline.step(name, attributes) as event:
+            yield event
 
     def query_attributes(self) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {}
@@ -198,6 +198,4 @@ class NodeTrail:
                 **outcome,
             }
         )
-        with otel.traced(self.tracer, otel.AUDIT_WRITE) as span:
-            entry = await self.log.record(record)
-            span.set_attributes({otel.AUDIT_CHAIN: entry.chain, otel.AUDIT_SEQ: entry.seq})
+        await otel.audit_written(self.log.record(record))

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 
+from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.combine import Profiles
 from gateway.console import install_console
@@ -510,6 +511,11 @@ def _services(
                 per_researcher=worker_share(settings.max_cohorts_per_researcher, processes),
                 per_application=worker_share(settings.max_cohorts_per_application, processes),
                 on_refused=app[METRICS].fair_share_refused,
+            ),
+            admission=Admission(
+                active=settings.max_active_cohorts,
+                waiting=settings.max_waiting_cohorts,
+                on_refused=app[METRICS].admission_refused,
             ),
         )
         try:

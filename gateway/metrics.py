@@ -16,6 +16,8 @@ token (like `/readyz`); expose it to the monitoring network only, as any operati
 - `tessera_gateway_fair_share_refusals_total{share}`: requests refused at once because they
   would exceed a researcher's or an application's share of questions in flight
   (`researcher`, `application`: TOO_MANY_IN_FLIGHT);
+- `tessera_gateway_admission_refusals_total{reason}`: questions refused a turn to fan out
+  (`full`: no place to wait; `waited`: the deadline passed waiting; GATEWAY_BUSY);
 - `tessera_gateway_audit_write_seconds{outcome}`: time to append a batch of entries to the
   audit trail (`ok`, `failed`).
 """
@@ -87,6 +89,11 @@ class GatewayMetrics:
             unit="{request}",
             description="Requests refused for exceeding a share of questions in flight.",
         )
+        self.admission_refusals = meter.create_counter(
+            "tessera.gateway.admission.refusals",
+            unit="{question}",
+            description="Questions refused a turn to fan out (GATEWAY_BUSY).",
+        )
         self.audit_write = meter.create_histogram(
             "tessera.gateway.audit.write",
             unit="s",
@@ -102,6 +109,9 @@ class GatewayMetrics:
 
     def fair_share_refused(self, share: str) -> None:
         self.fair_share_refusals.add(1, {"share": share})
+
+    def admission_refused(self, reason: str) -> None:
+        self.admission_refusals.add(1, {"reason": reason})
 
     def circuit_changed(self, node: NodeInfo, state: CircuitState) -> None:
         self.circuit_changes.add(

@@ -1,11 +1,10 @@
 """What the gateway records about one query, for its audit entry and its spans.
 
-A `QueryTrail` follows one `cohort` question: each step is a span and a timing, and what the
-steps learn (principal, plan, decisions, the permit each jurisdiction was decided on) is kept
-for the entry. The entry is written
-by `answered` before the resolver returns the answer, or by `refused` before the error leaves;
-either raises AUDIT_UNAVAILABLE when the entry cannot be written, and the answer is withheld.
-"""
+A `QueryTrail` follows one `cohort` question: each step is an event of the question's span and a
+timing, and what the steps learn (principal, plan, decisions, the permit each jurisdiction was
+decided on) is kept for the entry. The entry is written by `answered` before the resolver
+returns the answer, or by `refused` before the error leaves; either raises AUDIT_UNAVAILABLE
+when the entry cannot be written, and the answer is withheld."""
 
 from __future__ import annotations
 
@@ -70,9 +69,9 @@ class QueryTrail:
     @contextmanager
     def step(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> Iterator[Span]:
-        with self.timeline.step(name, attributes) as span:
-            yield span
+    ) -> Iterator[otel.StepEvent]:
+        with self.timeline.step(name, attributes) as event:
+            yield event
 
     def query_attributes(self) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {otel.QUERY_ID: self.query_id}
@@ -164,9 +163,7 @@ class QueryTrail:
                 **outcome,
             }
         )
-        with otel.traced(self.tracer, otel.AUDIT_WRITE) as span:
-            entry = await self.log.record(record)
-            span.set_attributes({otel.AUDIT_CHAIN: entry.chain, otel.AUDIT_SEQ: entry.seq})
+        await otel.audit_written(self.log.record(record))
 
 
 def outcome_of(outcomes: Sequence[NodeOutcome]) -> tuple[Decision, ErrorCode | None]:

@@ -1,10 +1,11 @@
-"""The gateway's pipeline for one question: authenticate → authorize (permits presented) →
-plan → policy (each jurisdiction on its own HDAB's permit) → limits (a place in the
-researcher's share of the questions in flight, the request's cost budget, rate limits) →
-fan out (one request per node, a second round when a pooled one fails) → quorum → combine
-(gateway-side disclosure control) → audit. Each step is a span of the question's trace and a
-timing of its audit entry (`gateway.query_trail`); `answer_cohort` only strings them together, all
-under the policy set in force when the question started, however the files change meanwhile.
+"""The gateway's pipeline for one question: authenticate → authorize (permits presented) → plan →
+policy (each jurisdiction on its own HDAB's permit) → limits (a place in the researcher's share
+of the questions in flight, the request's cost budget, rate limits) → fan out (one request per
+node, a second round when a pooled one fails) → quorum → combine (gateway-side disclosure
+control) → audit; the fan-out and combining in turns the gateway gives out
+(`gateway.admission`). Each step is an event of the question's span and a timing of its audit
+entry (`gateway.query_trail`); `answer_cohort` only strings them together, all under the policy
+set in force when the question started, however the files change meanwhile.
 
 What a question asks is one value, `CohortQuestion`; what the caller's HTTP request holds
 (credentials, its place in the share of questions in flight, its cost budget) is a `Caller`.
@@ -17,6 +18,7 @@ error leaves; a caller without a valid token has no principal to record and is o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import Tracer
 
 from gateway.access import Access, decide_access
+from gateway.admission import Admission
 from gateway.auth import Authenticator, Principal, forbidden
 from gateway.combine import Combined, combine
 from gateway.deadline import query_deadline
@@ -43,9 +46,12 @@ from gateway.rates import DEFAULT_PER, with_rates
 from gateway.regression_client import RegressionClient
 from gateway.rounds import Gathered, gather
 from gateway.settings import (
+    DEFAULT_MAX_ACTIVE_COHORTS,
     DEFAULT_MAX_COHORTS_PER_APPLICATION,
     DEFAULT_MAX_COHORTS_PER_RESEARCHER,
     DEFAULT_MAX_DEADLINE_S,
+    DEFAULT_MAX_WAITING_COHORTS,
+    MIN_DEADLINE_S,
     PartialPools,
 )
 from gateway.statistics import with_quantiles, with_summaries
@@ -89,6 +95,12 @@ class Services:
         default_factory=lambda: FairShare(
             per_researcher=DEFAULT_MAX_COHORTS_PER_RESEARCHER,
             per_application=DEFAULT_MAX_COHORTS_PER_APPLICATION,
+        )
+    )
+    # Turns for the fan-out and combining, per gateway process (`gateway.admission`).
+    admission: Admission = field(
+        default_factory=lambda: Admission(
+            active=DEFAULT_MAX_ACTIVE_COHORTS, waiting=DEFAULT_MAX_WAITING_COHORTS
         )
     )
 
@@ -236,11 +248,28 @@ async def _answer(
     quorum = Quorum.of(
         min_nodes=question.min_nodes, min_share=question.min_share, asked=len(plan.jurisdictions)
     )
-    with trail.step("fan_out"):
-        gathered = await _fan_out(
-            services, trail, plan, access, policies, question, deadline_s=deadline_s
-        )
-    quorum.check(gathered.outcomes)
+    async with contextlib.AsyncExitStack() as turn:
+        with trail.step("admission"):
+            # Waiting for a turn spends the question's own deadline, never more.
+            waited = await turn.enter_async_context(
+                services.admission.turn(within_s=max(0.0, deadline_s - MIN_DEADLINE_S))
+            )
+        with trail.step("fan_out"):
+            gathered = await _fan_out(
+                services, trail, plan, access, policies, question, deadline_s=deadline_s - waited
+            )
+        quorum.check(gathered.outcomes)
+        return gathered.outcomes, _combine(services, policies, question, plan, gathered, trail)
+
+
+def _combine(
+    services: Services,
+    policies: PolicySet,
+    question: CohortQuestion,
+    plan: Plan,
+    gathered: Gathered,
+    trail: QueryTrail,
+) -> Combined:
     with trail.step("combine") as span:
         combined = with_survival(
             with_quantiles(
@@ -278,7 +307,7 @@ async def _answer(
                 otel.RULES_FIRED: sorted({r.rule for v in released for r in v.reasons}),
             }
         )
-    return gathered.outcomes, combined
+    return combined
 
 
 def authorize(caller: Caller) -> Presented:

@@ -31,6 +31,10 @@ DEFAULT_MAX_BATCH: Final = 4
 # Questions (cohort fields) in flight at once: one researcher's, one application's.
 DEFAULT_MAX_COHORTS_PER_RESEARCHER: Final = 32
 DEFAULT_MAX_COHORTS_PER_APPLICATION: Final = 64
+# Questions fanning out and combining at once, per gateway process, and waiting for a turn
+# (`gateway.admission`): a 1,000-question burst stays within ~300 MB (bench/README.md).
+DEFAULT_MAX_ACTIVE_COHORTS: Final = 64
+DEFAULT_MAX_WAITING_COHORTS: Final = 2048
 DEFAULT_REDIS_PREFIX: Final = "tessera:"
 MAX_PROCESSES: Final = 64
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
@@ -135,6 +139,18 @@ class GatewaySettings(ServiceSettings):
         DEFAULT_MAX_COHORTS_PER_APPLICATION,
         description="The same for all researchers of one application (the permits' "
         "application id, else their data request).",
+    )
+    max_active_cohorts: int = Field(
+        DEFAULT_MAX_ACTIVE_COHORTS,
+        description="cohort questions fanning out to the nodes and combining their answers at "
+        "once, whoever asks: what holds a question's node connections and parsed answers, and "
+        "so the gateway's memory under a burst. The others wait for a turn in arrival order.",
+    )
+    max_waiting_cohorts: int = Field(
+        DEFAULT_MAX_WAITING_COHORTS,
+        description="cohort questions waiting for a turn at most, each no longer than its "
+        "deadline; beyond them, or once its deadline passes waiting, a question is refused "
+        "with GATEWAY_BUSY (retryAfter, and a Retry-After header) before any node is asked.",
     )
     question_tokens: bool = Field(
         True,
@@ -284,6 +300,8 @@ class GatewaySettings(ServiceSettings):
             "node_max_waiting": (self.node_max_waiting, 0, 65536),
             "max_cohorts_per_researcher": (self.max_cohorts_per_researcher, 1, 65536),
             "max_cohorts_per_application": (self.max_cohorts_per_application, 1, 65536),
+            "max_active_cohorts": (self.max_active_cohorts, 1, 65536),
+            "max_waiting_cohorts": (self.max_waiting_cohorts, 0, 1_000_000),
             "node_retry_attempts": (self.node_retry_attempts, 1, 10),
             "circuit_failures": (self.circuit_failures, 1, 1000),
             "circuit_reset_s": (self.circuit_reset_s, 0.01, 3600),

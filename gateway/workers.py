@@ -16,6 +16,8 @@ each worker keeps for itself and what the workers share.
 - Questions in flight per researcher and per application (`gateway.fairshare`): in memory,
   so each worker holds `worker_share` of each cap: together never more than the cap (for a
   cap of at least the number of workers).
+- Turns for the fan-out and combining (`gateway.admission`): per worker, each with the whole
+  of MAX_ACTIVE_COHORTS and MAX_WAITING_COHORTS, since they bound one process's memory.
 - Circuit breakers, node health, per-node in-flight slots and connections: per worker. They
   protect availability, not data: each worker finds a failing node by itself (up to
   CIRCUIT_FAILURES requests each), and a node sees up to PROCESSES × NODE_MAX_IN_FLIGHT

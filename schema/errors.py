@@ -47,6 +47,8 @@ class ErrorCode(StrEnum):
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
     # more cohort questions in flight at once than a researcher's (or an application's) share
     TOO_MANY_IN_FLIGHT = "TOO_MANY_IN_FLIGHT"
+    # the gateway has as many questions fanning out and waiting to as it holds, whoever asks
+    GATEWAY_BUSY = "GATEWAY_BUSY"
     INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
     NOT_FOUND = "NOT_FOUND"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"

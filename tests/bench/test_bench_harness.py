@@ -29,6 +29,8 @@ from bench.profile import top
 from bench.protect import SITUATIONS, summarise
 from bench.protect import measure as measure_protection
 from bench.queries import COHORT
+from bench.query_memory import OTHER, PARTS
+from bench.query_memory import measure as measure_held
 from bench.throughput import RATES, climb
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -274,3 +276,14 @@ def test_the_combining_benchmark_combines_honest_full_domain_answers_with_low_ce
     assert answered.cells == len(values) == 3 * 370
     assert {v.status for v in values} == {ValueStatus.LOW, ValueStatus.PERTURBED}
     combined(answered, policies)  # raises if vetting rejected an answer
+
+
+async def test_the_memory_probe_parks_every_question_and_splits_what_they_hold() -> None:
+    # Raises unless every question reaches its last node; the answers already in are parsed
+    # models, the open spans opentelemetry's.
+    held = await measure_held(6, 3, 1000)
+    assert held.queries == 6
+    assert held.parts["pydantic (node answers, request models)"] > 0
+    assert held.parts["spans (opentelemetry)"] > 0
+    assert set(held.parts) <= {part for part, _ in PARTS} | {OTHER}
+    assert held.objects["coroutine"] >= 6

@@ -188,7 +188,12 @@ async def test_spans_continue_the_gateways_trace(
     assert f"{root.context.trace_id:032x}" == trace_id
     assert root.parent is not None
     assert f"{root.parent.span_id:016x}" == parent_id
-    children = [s.name for s in finished if s.parent == root.context]
+    # One span per answer: its steps are its events, each with its duration.
+    assert [s.name for s in finished] == ["connector.query"]
+    assert all(
+        isinstance((e.attributes or {})["tessera.step.elapsed_us"], int) for e in root.events
+    )
+    children = [e.name for e in root.events]
     assert children == [
         "connector.verify",
         "connector.parse",
@@ -210,23 +215,31 @@ async def test_spans_continue_the_gateways_trace(
     assert attributes["tessera.rules_fired"] == ("BELOW_MINIMUM", "NOISE")
     assert attributes["tessera.optout_register_version"] == "fake-optout-1"
     assert len(str(attributes["tessera.sql.fingerprint"])) == 16
-    (sql,) = [s for s in finished if s.name == "connector.sql"]
+    (compile_step,) = [e for e in root.events if e.name == "connector.compile"]
+    assert compile_step.attributes is not None
+    assert (
+        compile_step.attributes["tessera.sql.fingerprint"] == attributes["tessera.sql.fingerprint"]
+    )
     # A fingerprint, never the SQL text.
-    assert all("SELECT" not in str(v) for s in finished for v in (s.attributes or {}).values())
-    assert sql.attributes is not None
+    recorded = [dict(root.attributes or {})] + [dict(e.attributes or {}) for e in root.events]
+    assert all("SELECT" not in str(v) for a in recorded for v in a.values())
 
 
-async def test_a_failed_step_is_an_error_span_with_its_code_only(
+async def test_a_failed_step_is_an_event_with_its_code_only(
     service: QueryService, spans: InMemorySpanExporter, sign: Sign
 ) -> None:
     request = body(Jurisdiction.DE)
     with pytest.raises(WrongNode):
         await service.handle(authorization=f"Bearer {sign(request)}", body=request)
-    (parse,) = [s for s in spans.get_finished_spans() if s.name == "connector.parse"]
-    assert parse.status.status_code is StatusCode.ERROR
+    (root,) = [s for s in spans.get_finished_spans() if s.name == "connector.query"]
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes is not None
+    assert root.attributes["tessera.error_code"] == "WRONG_NODE"
+    (parse,) = [e for e in root.events if e.name == "connector.parse"]
     assert parse.attributes is not None
     assert parse.attributes["tessera.error_code"] == "WRONG_NODE"
-    assert parse.events == ()  # no exception event: its message could carry values
+    # No exception event: its message could carry values.
+    assert all(e.name != "exception" for e in root.events)
 
 
 async def test_the_service_answers_503_when_its_audit_is_unavailable(

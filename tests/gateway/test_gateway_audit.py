@@ -116,6 +116,7 @@ async def test_every_answer_has_one_entry_with_its_steps(
         "plan",
         "policy",
         "limits",
+        "admission",
         "fan_out",
         "combine",
     ]

@@ -12,6 +12,7 @@ from graphql import GraphQLError, GraphQLSyntaxError, Source
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from strawberry.extensions import SchemaExtension
 from strawberry.types.base import StrawberryObjectDefinition
 
@@ -85,7 +86,7 @@ def test_coding_is_idempotent() -> None:
     assert coded(syntax).extensions == {"code": "GRAPHQL_PARSE_FAILED"}
 
 
-async def test_one_trace_per_operation_with_a_span_per_step(
+async def test_one_trace_per_operation_with_an_event_per_step(
     settings: GatewaySettings, nodes: MockNodeClient, token: str
 ) -> None:
     spans = InMemorySpanExporter()
@@ -113,23 +114,62 @@ async def test_one_trace_per_operation_with_a_span_per_step(
     assert cohort.attributes["tessera.query_id"] == body["data"]["cohort"]["queryId"]
     assert cohort.attributes["tessera.approval_id"] == "DR-2026-0042"
     assert cohort.attributes["tessera.decision"] == "ANSWERED"
-    steps = [s.name for s in finished if s.parent == cohort.context]
-    assert steps == [
+    # The steps are events of the question's span, each with its duration; the only spans
+    # below it are the node calls.
+    events = {e.name: dict(e.attributes or {}) for e in cohort.events}
+    assert [e.name for e in cohort.events] == [
         "gateway.authenticate",
         "gateway.authorize",
         "gateway.plan",
         "gateway.policy",
         "gateway.limits",
+        "gateway.admission",
         "gateway.fan_out",
         "gateway.combine",
         "audit.write",
     ]
-    (fan_out,) = [s for s in finished if s.name == "gateway.fan_out"]
-    calls = [s for s in finished if s.name == "gateway.node_call"]
-    assert len(calls) == 3
-    assert all(c.parent == fan_out.context for c in calls)
+    assert all(isinstance(e["tessera.step.elapsed_us"], int) for e in events.values())
+    assert events["gateway.policy"]["tessera.jurisdictions.denied"] == ()
+    assert events["gateway.combine"]["tessera.cells_suppressed"] == 0
+    assert events["audit.write"]["tessera.audit.seq"] == 1
+    below = [s for s in finished if s.parent == cohort.context]
+    assert [s.name for s in below] == ["gateway.node_call"] * 3
+    # One span per operation, one per question, one per node asked: nothing else.
+    assert len([s for s in finished if s.context.trace_id == first.context.trace_id]) == 5
     assert second.attributes is not None
     assert second.attributes["tessera.error_codes"] == ("GRAPHQL_VALIDATION_FAILED",)
+
+
+async def test_a_failed_step_is_an_event_with_its_code_on_an_error_span(
+    settings: GatewaySettings, nodes: MockNodeClient, token: str
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = create_app(settings, node_client=nodes, tracer_provider=provider)
+    query = (
+        '{ cohort(request: "DR-2026-0042", criteria: { age: { min: 70, max: 40 } }) { queryId } }'
+    )
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post(
+            "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+        )
+        body = await response.json()
+    assert body["errors"], body
+    (cohort,) = [s for s in spans.get_finished_spans() if s.name == "gateway.cohort"]
+    assert cohort.status.status_code is StatusCode.ERROR
+    assert cohort.attributes is not None
+    assert cohort.attributes["tessera.decision"] == "REFUSED"
+    code = cohort.attributes["tessera.error_code"]
+    assert code == body["errors"][0]["extensions"]["code"] == "INVALID_CRITERIA"
+    failed = [e for e in cohort.events if "tessera.error_code" in (e.attributes or {})]
+    assert [(e.name, (e.attributes or {})["tessera.error_code"]) for e in failed] == [
+        ("gateway.plan", code)
+    ]
+    # Written (and recorded) after the failed step; no exception event: its message could
+    # carry the researcher's text.
+    assert [e.name for e in cohort.events][-1] == "audit.write"
+    assert all(e.name != "exception" for e in cohort.events)
 
 
 async def test_a_trace_id_is_returned_when_nothing_is_exported(graphql: Any) -> None:

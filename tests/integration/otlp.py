@@ -1,6 +1,6 @@
 """An OTLP/HTTP trace receiver for tests of real processes: it decodes the protobuf
 `ExportTraceServiceRequest`s the gateway and connectors send (the standard `OTEL_*`
-variables point them here) into `ReceivedSpan`s."""
+variables point them here) into `ReceivedSpan`s, with their events."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class ReceivedSpan:
     name: str
     kind: int
     attributes: dict[str, Any]
+    # Each event's name and attributes, in the order they were added.
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def _value(value: AnyValue) -> Any:
@@ -74,6 +76,10 @@ class OtlpReceiver:
                             name=span.name,
                             kind=span.kind,
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            events=tuple(
+                                (e.name, {a.key: _value(a.value) for a in e.attributes})
+                                for e in span.events
+                            ),
                         )
                     )
         with self._lock:

@@ -476,9 +476,10 @@ def test_sigterm_answers_the_query_in_flight_then_signs_and_flushes(
     # ... and its spans, held for minutes by the batch processor, were flushed on the way out.
     spans = [s for s in receiver_spans if s.trace_id == cohort["traceId"]]
     names = {s.name for s in spans}
-    assert {"graphql.operation", "gateway.cohort", "gateway.fan_out", "audit.write"} <= names
-    (write,) = [s for s in spans if s.name == "audit.write"]
-    assert write.attributes[otel.AUDIT_SEQ] == 1
+    assert {"graphql.operation", "gateway.cohort", "gateway.node_call"} <= names
+    (cohort,) = [s for s in spans if s.name == "gateway.cohort"]
+    (write,) = [attributes for name, attributes in cohort.events if name == "audit.write"]
+    assert write[otel.AUDIT_SEQ] == 1
 
 
 # -- SIGKILL between the stored answer and its release -------------------------------------
