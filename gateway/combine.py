@@ -42,7 +42,7 @@ from policies.measures import PROTECTIONS
 from policies.profiles import DisclosureProfile, strictest
 from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
 from schema.dimensions import DIMENSIONS
-from schema.measures import MEASURES
+from schema.measures import MEASURES, Pool
 from schema.query import Breakdown
 from schema.result import Cell, DimensionValue, Quantiles, Rate, Reason, Summary, Value
 from schema.survival_result import LogRank, SurvivalCurve
@@ -261,23 +261,24 @@ def pooled_cells(
     # table's public domain), so each cell's parts are a row of the nodes' columns, and which
     # of them were withheld a bit per node: this runs for every cell of every pooled table.
     columns = [list(of_node.values()) for of_node in node_cells]
+    numbers = [[v.value for v in column] for column in columns]
     withheld = [
         sum(bits)
         for bits in zip(
-            *[
-                [1 << i if v.value is None else 0 for v in column]
-                for i, column in enumerate(columns)
-            ],
+            *[[1 << i if n is None else 0 for n in column] for i, column in enumerate(numbers)],
             strict=True,
         )
     ]
+    released = _released_pools(columns, numbers, withheld, measure)
     incomplete: dict[int, Value] = {}
     protection = PROTECTIONS[measure]
     rules = protection.gateway_rules
     settled = protection.gateway_settled_from(context)
     cells = []
-    for key, mask, row in zip(keys, withheld, zip(*columns, strict=True), strict=True):
-        value = incomplete.get(mask) if mask else None
+    for i, (key, mask, row) in enumerate(
+        zip(keys, withheld, zip(*columns, strict=True), strict=True)
+    ):
+        value = incomplete.get(mask) if mask else released[i]
         if value is None:
             value = _pool(contributors, row, measure)
             if mask:
@@ -289,6 +290,58 @@ def pooled_cells(
             value = protect(value, context, rules)
         cells.append((key, value))
     return cells
+
+
+def _released_pools(
+    columns: Sequence[Sequence[Value]],
+    numbers: Sequence[Sequence[int | None]],
+    withheld: Sequence[int],
+    measure: MeasureKind,
+) -> list[Value | None]:
+    """Each released row's pooled value (None for a row `_pool` must make: one with a part
+    withheld, or beyond the measure's maximum), column by column when the nodes' values are
+    all alike but for their numbers and sds, as honest nodes' noisy cells are: one status, no
+    reasons, no bound, an sd. The same values `_pool` makes of each row, without its pass
+    over each row's parts per field: this runs for every cell of every pooled table."""
+    spec = MEASURES[measure]
+    if not columns or spec.pool is not Pool.SUM:
+        return [None] * len(withheld)
+    status = next((v.status for column in columns for v in column if v.value is not None), None)
+    variances: list[list[float]] = []
+    for column, of_node in zip(columns, numbers, strict=True):
+        of_column = []
+        for v, n in zip(column, of_node, strict=True):
+            if n is None:  # a withheld part: its row is `_pool`'s
+                of_column.append(0.0)
+                continue
+            sd = v.sd
+            if sd is None or v.reasons or v.bound is not None or v.status is not status:
+                return [None] * len(withheld)
+            of_column.append(sd * sd)
+        variances.append(of_column)
+    maximum = spec.maximum
+    pooled: list[Value | None] = []
+    for mask, parts, row_variances in zip(
+        withheld, zip(*numbers, strict=True), zip(*variances, strict=True), strict=True
+    ):
+        if mask:
+            pooled.append(None)
+            continue
+        total = sum(parts)  # no None: a row none withheld
+        if total > maximum:
+            pooled.append(None)
+            continue
+        pooled.append(
+            Value.trusted(
+                value=total,
+                status=status,
+                reasons=[],
+                bound=None,
+                sd=math.sqrt(sum(row_variances)),
+                contributors=None,
+            )
+        )
+    return pooled
 
 
 # Where each cell of a table goes and what its dimensions say: the cells' order is each

@@ -8,8 +8,12 @@ import math
 
 import pytest
 
-from gateway.combine import combine, pool
-from schema.codes import Dimension, Jurisdiction, NodeStatus, ValueStatus
+from gateway.combine import combine, pool, pooled_cells
+from policies.disclosure import CellContext, protect
+from policies.measures import PROTECTIONS
+from policies.profiles import strictest
+from schema.codes import Dimension, Jurisdiction, MeasureKind, NodeStatus, ValueStatus
+from schema.measures import MAX_PERSONS
 from schema.query import Breakdown
 from schema.result import Reason, Value
 from tests.gateway.gateway_kit import (
@@ -235,3 +239,56 @@ def test_a_pooled_table_does_not_depend_on_the_order_nodes_list_their_cells() ->
         [(r.rule, r.jurisdiction) for r in v.reasons] == [("INCOMPLETE_POOL", None)]
         for v in withheld
     )
+
+
+def _pooled_row_by_row(
+    node_cells: list[dict[tuple[str, ...], Value]], context: CellContext
+) -> list[tuple[tuple[str, ...], Value]]:
+    """What `pooled_cells` must give: each cell pooled from its parts and protected."""
+    rules = PROTECTIONS[MeasureKind.PERSON_COUNT].gateway_rules
+    return [
+        (
+            key,
+            protect(
+                pool([(j, of_node[key]) for j, of_node in zip(MEMBERS, node_cells, strict=True)]),
+                context,
+                rules,
+            ),
+        )
+        for key in node_cells[0]
+    ]
+
+
+ROUNDED = Value(value=120, status=ValueStatus.ROUNDED, bound=2.5)
+NOTED = Value(
+    value=90,
+    status=ValueStatus.PERTURBED,
+    sd=5.0,
+    reasons=[Reason(rule="NODE_NOTE", message="a note of the node")],
+)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        noisy(70, sd=7.5),  # like the rest: pooled column by column
+        Value.low(sd=5.0),  # withheld: its row incomplete, the others column by column
+        ROUNDED,  # another status, a bound: every row part by part
+        NOTED,  # a reason
+        Value(value=10, status=ValueStatus.PERTURBED),  # no sd
+        noisy(MAX_PERSONS),  # more persons than exist
+    ],
+)
+def test_pooled_cells_are_each_cell_pooled_part_by_part(odd: Value) -> None:
+    keys = [(str(i),) for i in range(6)]
+    sds = {FR: 5.0, DK: 3.25, NO: 11.0}
+    node_cells = [
+        {key: noisy(100 * (i + 1) + 7 * n, sd=sds[j]) for n, key in enumerate(keys)}
+        for i, j in enumerate(MEMBERS)
+    ]
+    node_cells[1][keys[2]] = odd
+    context = CellContext(
+        profile=strictest(POLICIES.profile(j) for j in MEMBERS), jurisdiction=None
+    )
+    got = pooled_cells(MEMBERS, node_cells, context)
+    assert got == _pooled_row_by_row(node_cells, context)
