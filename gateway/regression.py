@@ -1,5 +1,6 @@
 """The gateway's pipeline for a regression: authenticate → authorize → plan the cohort as a
-count's question (its criteria, index and permits) → policy → limits → the fit
+count's question (its criteria, index and permits) → policy → limits → a turn
+(`gateway.admission`, one for the whole fit, as a count's fan-out takes one) → the fit
 (`gateway.regression_fit`: every iteration one signed request per allowed node, each node's
 part checked before it is added) → audit.
 
@@ -13,6 +14,7 @@ drops out after the first iteration stops the fit where every node had answered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -46,6 +48,7 @@ from gateway.service import (
     plan_question,
     within_limits,
 )
+from gateway.settings import MIN_DEADLINE_S
 from policies.policy_set import PolicySet
 from schema import telemetry as otel
 from schema.codes import AgeAt, Jurisdiction, NodeStatus, NoiseLevel
@@ -231,8 +234,14 @@ async def _answer(
 
     if not access.permits:
         raise TesseraError("no jurisdiction of the question has a permit", code=ErrorCode.FORBIDDEN)
-    with trail.step("fit"):
-        return _Result(await fit(model, ask, max_iterations=question.max_iterations))
+    async with contextlib.AsyncExitStack() as turn:
+        with trail.step("admission"):
+            # One turn for the whole fit: its iterations hold their parts until it ends.
+            await turn.enter_async_context(
+                services.admission.turn(within_s=max(0.0, services.deadline_s - MIN_DEADLINE_S))
+            )
+        with trail.step("fit"):
+            return _Result(await fit(model, ask, max_iterations=question.max_iterations))
 
 
 def _released(result: Fit) -> dict[str, object]:

@@ -6,6 +6,8 @@ checks is a reason, not a failure; every fit has its audit entry."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry.sdk.trace import TracerProvider
 
 from connectors.regression import Design, sufficient_statistics, symmetric, upper
+from gateway.admission import Admission
 from gateway.auth import Authenticator, Principal
 from gateway.federation import NodeInfo, load_federation
 from gateway.latency import WHOLE_DEADLINE
@@ -255,3 +258,38 @@ async def test_an_index_of_all_events_is_refused_before_any_node_is_asked(tmp_pa
     assert refused.value.code is ErrorCode.INVALID_CRITERIA
     assert "FIRST" in refused.value.message
     assert nodes.calls == []
+
+
+async def test_a_fit_takes_a_turn_and_is_refused_busy_when_none_comes_within_the_deadline(
+    tmp_path: Path,
+) -> None:
+    # A fit's iterations hold their parts as a count's fan-out does: it waits for a turn
+    # (`gateway.admission`) like any question, and none of its nodes is asked without one.
+    nodes = Nodes()
+    store = MemoryAuditStore()
+    svc = dataclasses.replace(
+        services(tmp_path, nodes, store), admission=Admission(active=1, waiting=1)
+    )
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with svc.admission.turn(within_s=5):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    caller = Caller(svc, [permit(j) for j in MEMBERS])
+    with pytest.raises(TesseraError) as refused:
+        await answer_regression(svc, caller, QUESTION)
+    assert refused.value.code is ErrorCode.GATEWAY_BUSY
+    assert nodes.calls == []
+    (entry,) = store.rows[CHAIN]
+    assert entry.decision != "ANSWERED"
+    assert "GATEWAY_BUSY" in str(entry.body)
+
+    # Its turn once free: fitted, and the turn given back.
+    release.set()
+    await holder
+    fit = (await answer_regression(svc, caller, QUESTION)).fit
+    assert [c.name for c in fit.coefficients] == ["(Intercept)", "female"]
+    assert (svc.admission.in_phase, len(svc.admission.queue)) == (0, 0)
