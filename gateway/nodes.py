@@ -21,6 +21,7 @@ from typing import Final, Protocol
 import aiohttp
 import numpy as np
 import orjson
+from aiohttp import hdrs
 from numpy.typing import NDArray
 from opentelemetry import propagate
 from pydantic import ValidationError
@@ -449,6 +450,10 @@ class HttpNodeClient:
 async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if response.content_length is not None and response.content_length > limit:
         raise TooLarge
+    if response.content_length is not None and hdrs.CONTENT_ENCODING not in response.headers:
+        # Exactly the bytes announced, as sent: no more can arrive for this answer. (A
+        # compressed body is counted as it is inflated, below.)
+        return await response.read()
     received = bytearray()
     async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
         received += chunk

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import gzip
 import hashlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -402,6 +403,34 @@ async def test_an_oversized_answer_is_rejected(
             await response.write(chunk)
         await response.write_eof()
         return response
+
+    outcome = await ask(http_client, fake_node, behave)
+    assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, "the answer is too large")
+
+
+async def test_a_compressed_answer_is_counted_as_it_is_inflated(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
+) -> None:
+    # A small body with a Content-Length that inflates beyond the limit (a "zip bomb"): the
+    # bytes announced are not what the gateway would hold.
+    bomb = gzip.compress(b" " * (MAX_RESPONSE_BYTES + 65536))
+
+    async def behave(request: web.Request, node_request: NodeRequest) -> web.Response:
+        return web.Response(
+            body=bomb,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    outcome = await ask(http_client, fake_node, behave)
+    assert len(bomb) < MAX_RESPONSE_BYTES // 100
+    assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, "the answer is too large")
+
+
+async def test_an_answer_announced_too_large_is_rejected_before_it_is_read(
+    http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
+) -> None:
+    async def behave(request: web.Request, node_request: NodeRequest) -> web.Response:
+        return web.Response(body=b" " * (MAX_RESPONSE_BYTES + 1), content_type="application/json")
 
     outcome = await ask(http_client, fake_node, behave)
     assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, "the answer is too large")
