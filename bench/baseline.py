@@ -30,8 +30,15 @@ from schema.wire import APPROVAL_HEADER, CONTENT_TYPE, PROTOCOL, QUERY_PATH
 FANOUT_PATH: Final = "/fanout"
 DEADLINE_S: Final = 10.0
 # Stand-ins of the same size as the gateway's signed request token and a researcher token.
-_BEARER: Final = "Bearer " + "x" * 420
-_APPROVAL: Final = "y" * 700
+BEARER: Final = "Bearer " + "x" * 420
+APPROVAL: Final = "y" * 700
+# What every node call of the bare fan-out carries (`bench.node_call` sends the same).
+HEADERS: Final = {
+    "Authorization": BEARER,
+    APPROVAL_HEADER: APPROVAL,
+    "Content-Type": CONTENT_TYPE,
+    "Accept": CONTENT_TYPE,
+}
 
 
 def node_request(query_id: str, jurisdiction: str, query: dict[str, Any]) -> bytes:
@@ -76,14 +83,8 @@ def create_app(nodes: Sequence[tuple[str, str]]) -> web.Application:
         query_id = str(uuid.uuid4())
 
         async def ask(jurisdiction: str, url: str) -> int:
-            headers = {
-                "Authorization": _BEARER,
-                APPROVAL_HEADER: _APPROVAL,
-                "Content-Type": CONTENT_TYPE,
-                "Accept": CONTENT_TYPE,
-            }
             body = node_request(query_id, jurisdiction, NODE_QUERY)
-            async with session.post(url + QUERY_PATH, data=body, headers=headers) as response:
+            async with session.post(url + QUERY_PATH, data=body, headers=HEADERS) as response:
                 answer = orjson.loads(await response.read())
             total: int = answer["tables"][0]["cells"][0]["values"][MeasureKind.PERSON_COUNT.value][
                 "value"

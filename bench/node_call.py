@@ -35,23 +35,17 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.baseline import _APPROVAL, _BEARER, NODE_QUERY, node_request
+from bench.baseline import APPROVAL, BEARER, HEADERS, NODE_QUERY, node_request
 from bench.cluster import ALL_JURISDICTIONS, Cluster, NodePool
 from bench.fakenode import Delay
 from bench.report import table
 from gateway.federation import NodeInfo
 from gateway.nodes import create_session, post_signed
-from schema.wire import APPROVAL_HEADER, CONTENT_TYPE, QUERY_PATH
+from schema.wire import APPROVAL_HEADER, QUERY_PATH
 from trust.request_token import QuestionCredential, RequestSigner
 
 # One node call: (node, body) -> (HTTP status, answer bytes).
 Call = Callable[[NodeInfo, bytes], Awaitable[tuple[int, bytes]]]
-HEADERS: Final = {
-    "Authorization": _BEARER,
-    APPROVAL_HEADER: _APPROVAL,
-    "Content-Type": CONTENT_TYPE,
-    "Accept": CONTENT_TYPE,
-}
 ROUNDS_PER_BLOCK: Final = 10
 
 
@@ -106,7 +100,7 @@ async def measure(nodes: int, blocks: int) -> dict[str, list[float]]:
     pool = NodePool(Path(tempfile.mkdtemp(prefix="tessera-node-call-")), jurisdictions, Delay(1, 3))
     infos = [NodeInfo(j, f"node-{j.value.lower()}", pool.url(j)) for j in jurisdictions]
     signer = RequestSigner(issuer="bench", kid="bench", key=Ed25519PrivateKey.generate())
-    credential = QuestionCredential(authorization=_BEARER, salt="s" * 22)
+    credential = QuestionCredential(authorization=BEARER, salt="s" * 22)
     streams = StreamsClient()
     cluster = Cluster()
     cluster.add(*pool.services)
@@ -127,7 +121,7 @@ async def measure(nodes: int, blocks: int) -> dict[str, list[float]]:
                 QUERY_PATH,
                 body,
                 timeout=10.0,
-                headers={APPROVAL_HEADER: _APPROVAL},
+                headers={APPROVAL_HEADER: APPROVAL},
                 question=credential,
             )
 
