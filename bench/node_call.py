@@ -58,12 +58,12 @@ class StreamsClient:
 
     async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
         idle = self._idle.setdefault(url, [])
+        parts = urlsplit(url)
         if idle:
             reader, writer = idle.pop()
         else:
-            parts = urlsplit(url)
             reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        host = urlsplit(url).netloc
+        host = parts.netloc
         head = "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items())
         writer.write(
             f"POST {QUERY_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"

@@ -14,7 +14,6 @@ drops out after the first iteration stops the fit where every node had answered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -42,13 +41,13 @@ from gateway.service import (
     CohortQuestion,
     Place,
     Services,
+    admitted,
     authorize,
     check_request,
     decide_question_access,
     plan_question,
     within_limits,
 )
-from gateway.settings import MIN_DEADLINE_S
 from policies.policy_set import PolicySet
 from schema import telemetry as otel
 from schema.codes import AgeAt, Jurisdiction, NodeStatus, NoiseLevel
@@ -234,12 +233,8 @@ async def _answer(
 
     if not access.permits:
         raise TesseraError("no jurisdiction of the question has a permit", code=ErrorCode.FORBIDDEN)
-    async with contextlib.AsyncExitStack() as turn:
-        with trail.step("admission"):
-            # One turn for the whole fit: its iterations hold their parts until it ends.
-            await turn.enter_async_context(
-                services.admission.turn(within_s=max(0.0, services.deadline_s - MIN_DEADLINE_S))
-            )
+    # One turn for the whole fit: its iterations hold their parts until it ends.
+    async with admitted(services, trail, services.deadline_s):
         with trail.step("fit"):
             return _Result(await fit(model, ask, max_iterations=question.max_iterations))
 

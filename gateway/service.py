@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -248,12 +248,7 @@ async def _answer(
     quorum = Quorum.of(
         min_nodes=question.min_nodes, min_share=question.min_share, asked=len(plan.jurisdictions)
     )
-    async with contextlib.AsyncExitStack() as turn:
-        with trail.step("admission"):
-            # Waiting for a turn spends the question's own deadline, never more.
-            waited = await turn.enter_async_context(
-                services.admission.turn(within_s=max(0.0, deadline_s - MIN_DEADLINE_S))
-            )
+    async with admitted(services, trail, deadline_s) as waited:
         with trail.step("fan_out"):
             gathered = await _fan_out(
                 services, trail, plan, access, policies, question, deadline_s=deadline_s - waited
@@ -363,6 +358,21 @@ def decide_question_access(
         allowed=federation.issues_permits_for,
         datasets={j: node.datasets for j, node in federation.nodes.items()},
     )
+
+
+@contextlib.asynccontextmanager
+async def admitted(
+    services: Services, trail: QueryTrail, deadline_s: float
+) -> AsyncIterator[float]:
+    """Holds the question's turn for its expensive phase (`gateway.admission`) while the
+    block runs; yields the seconds waited, the audit step `admission`. Waiting spends the
+    question's own deadline, never more."""
+    async with contextlib.AsyncExitStack() as turn:
+        with trail.step("admission"):
+            waited = await turn.enter_async_context(
+                services.admission.turn(within_s=max(0.0, deadline_s - MIN_DEADLINE_S))
+            )
+        yield waited
 
 
 async def within_limits(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -426,7 +427,7 @@ async def test_a_compressed_answer_is_counted_as_it_is_inflated(
     assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, "the answer is too large")
 
 
-async def test_an_answer_announced_too_large_is_rejected_before_it_is_read(
+async def test_an_answer_announced_too_large_is_rejected(
     http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]
 ) -> None:
     async def behave(request: web.Request, node_request: NodeRequest) -> web.Response:
@@ -434,6 +435,30 @@ async def test_an_answer_announced_too_large_is_rejected_before_it_is_read(
 
     outcome = await ask(http_client, fake_node, behave)
     assert (outcome.status, outcome.message) == (NodeStatus.REJECTED, "the answer is too large")
+
+
+async def test_an_answer_with_a_length_and_chunks_is_not_taken(http_client: HttpNodeClient) -> None:
+    # Read in one piece when it announces its length: an answer that also says it is
+    # chunked (and sends far more than announced) must not be read as either.
+    async def smuggle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+        with contextlib.suppress(ConnectionError):
+            for _ in range(MAX_RESPONSE_BYTES // 0x10000 + 2):
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(smuggle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        info = NodeInfo(FR, "tessera-node-fr", f"http://127.0.0.1:{port}")
+        outcome = await http_client.query(info, node_request(), approval_token="t", timeout=5)
+    assert outcome.status in (NodeStatus.ERROR, NodeStatus.REJECTED, NodeStatus.UNAVAILABLE)
 
 
 async def test_timeout(http_client: HttpNodeClient, fake_node: tuple[FakeNode, str]) -> None:
